@@ -1,0 +1,32 @@
+/* Choosing an instance from a pool. Pure code. The PRNG is xoshiro256**,
+ * seeded once per loop from the kernel; never rand(). */
+#ifndef ZKGATE_BALANCE_H
+#define ZKGATE_BALANCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  ZG_BALANCE_RANDOM = 0,
+  ZG_BALANCE_ROUND_ROBIN,
+} zg_balance_t;
+
+typedef struct {
+  uint64_t s[4];
+} zg_rng_t;
+
+void zg_rng_seed(zg_rng_t *rng, uint64_t seed);
+uint64_t zg_rng_next(zg_rng_t *rng);
+/* Uniform in [0, bound); bound > 0. Unbiased (Lemire's method). */
+uint64_t zg_rng_below(zg_rng_t *rng, uint64_t bound);
+
+#define ZG_PICK_NONE ((size_t)-1)
+
+/* Picks an index in [0, n) that is not among the `ntried` indices in
+ * `tried` (retries go to another instance). Random: uniform over the
+ * remaining ones. Round robin: the next remaining one after *cursor, which
+ * is advanced. Returns ZG_PICK_NONE when none remains. */
+size_t zg_balance_pick(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
+                       size_t n, const size_t *tried, size_t ntried);
+
+#endif

@@ -1,0 +1,76 @@
+/* Configuration: an INI file read with inih into an immutable zg_config_t.
+ * Every error carries FILE:LINE; all errors of a file are collected, not
+ * only the first. Pure code apart from reading the file. */
+#ifndef ZKGATE_CONFIG_H
+#define ZKGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "zkgate/balance.h"
+#include "zkgate/instance.h"
+#include "zkgate/log.h"
+
+typedef enum {
+  ZG_PROTO_TCP = 0,
+  ZG_PROTO_HTTP,
+  ZG_PROTO_TLS_PASSTHROUGH,
+} zg_protocol_t;
+
+typedef struct {
+  struct sockaddr_storage ss;
+  char text[64]; /* as written, for logs */
+} zg_listen_addr_t;
+
+typedef struct {
+  char *name;
+  char *zk_path; /* NULL: static instances only */
+  zg_protocol_t protocol;
+  zg_listen_addr_t listen;
+  zg_balance_t balance;
+  zg_instance_t *instances; /* static instances */
+  size_t n_instances;
+  int line; /* of the section header */
+} zg_service_conf_t;
+
+typedef struct {
+  char *path; /* the file, as given */
+  struct {
+    char *hosts; /* NULL when no service uses ZooKeeper */
+    uint64_t session_timeout_ms;
+  } zk;
+  struct {
+    unsigned workers;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_timeout_ms;
+    zg_log_level_t log_level;
+  } proxy;
+  zg_service_conf_t *services;
+  size_t n_services;
+} zg_config_t;
+
+/* One error: "FILE:LINE: message". */
+typedef struct {
+  char **lines;
+  size_t n;
+} zg_config_errors_t;
+
+/* Loads and validates `path`. On success returns 0 and *out; otherwise
+ * returns ZG_ECONFIG (or a UV_E* code when the file cannot be read) with
+ * every problem in *errs. The caller frees both. */
+int zg_config_load(const char *path, zg_config_t **out,
+                   zg_config_errors_t *errs);
+/* Same, from a string; `name` stands for the file name in messages. */
+int zg_config_load_string(const char *text, const char *name,
+                          zg_config_t **out, zg_config_errors_t *errs);
+void zg_config_free(zg_config_t *cfg);
+void zg_config_errors_free(zg_config_errors_t *errs);
+
+/* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */
+int zg_parse_duration_ms(const char *s, uint64_t *out_ms);
+int zg_parse_bool(const char *s, bool *out);
+int zg_parse_listen(const char *s, zg_listen_addr_t *out);
+
+#endif

@@ -1,0 +1,50 @@
+/* Logging to stderr, one line per event:
+ *   2026-11-22T02:30:00.123Z warn registry: message
+ * The level is set once at start, before any loop runs; that is the one
+ * process-wide setting (the ZooKeeper client's log callback has no context
+ * argument, so it has to reach the logger without one). */
+#ifndef ZKGATE_LOG_H
+#define ZKGATE_LOG_H
+
+#include <stdint.h>
+
+typedef enum {
+  ZG_LOG_ERROR = 0,
+  ZG_LOG_WARN = 1,
+  ZG_LOG_INFO = 2,
+  ZG_LOG_DEBUG = 3,
+} zg_log_level_t;
+
+void zg_log_set_level(zg_log_level_t level);
+int zg_log_enabled(zg_log_level_t level);
+void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define ZG_LOG(lvl, mod, ...)                                                  \
+  do {                                                                         \
+    if (zg_log_enabled(lvl))                                                   \
+      zg_log(lvl, mod, __VA_ARGS__);                                           \
+  } while (0)
+#define zg_error(mod, ...) ZG_LOG(ZG_LOG_ERROR, mod, __VA_ARGS__)
+#define zg_warn(mod, ...) ZG_LOG(ZG_LOG_WARN, mod, __VA_ARGS__)
+#define zg_info(mod, ...) ZG_LOG(ZG_LOG_INFO, mod, __VA_ARGS__)
+#define zg_debug(mod, ...) ZG_LOG(ZG_LOG_DEBUG, mod, __VA_ARGS__)
+
+/* At most `burst` messages per `window_ms`; the rest are counted and the
+ * count is reported with the next message let through. Owned by whichever
+ * context emits the message. */
+typedef struct {
+  uint64_t window_ms;
+  uint32_t burst;
+  uint64_t window_start_ms;
+  uint32_t in_window;
+  uint64_t suppressed;
+} zg_ratelimit_t;
+
+void zg_ratelimit_init(zg_ratelimit_t *rl, uint64_t window_ms, uint32_t burst);
+/* Returns 1 when a message may be logged now; *suppressed then holds how
+ * many were dropped since the last one let through (and is reset). */
+int zg_ratelimit_allow(zg_ratelimit_t *rl, uint64_t now_ms,
+                       uint64_t *suppressed);
+
+#endif

@@ -1,0 +1,46 @@
+/* The registry: one ZooKeeper session for the whole process, driven by the
+ * control loop (uv_poll on the client's socket plus a timer), watching the
+ * children of every service's zk_path and publishing a new pool snapshot
+ * for a service whenever its set of decoded instances changes.
+ *
+ * Riding out trouble: a disconnection keeps every pool as it was; a session
+ * expiry, or a disconnection longer than the session timeout, opens a new
+ * session and resynchronises every service, replacing each pool in one step
+ * (never through an empty pool unless the registry really is empty). */
+#ifndef ZKGATE_REGISTRY_H
+#define ZKGATE_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "zkgate/pool.h"
+
+typedef struct zg_registry zg_registry_t;
+
+/* Called on the registry's loop with a new pool for the service that was
+ * given as `id` to zg_registry_watch(); the callee takes the reference. */
+typedef void (*zg_registry_publish_cb)(void *arg, size_t id, zg_pool_t *pool);
+
+typedef enum {
+  ZG_ZK_CONNECTING = 0, /* never connected yet in this session */
+  ZG_ZK_CONNECTED,
+  ZG_ZK_DISCONNECTED, /* had a session, lost the connection */
+  ZG_ZK_CLOSED,
+} zg_zk_state_t;
+
+zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
+                               uint64_t session_timeout_ms,
+                               zg_registry_publish_cb cb, void *cb_arg);
+/* Adds a path to watch, before zg_registry_start(). */
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path, size_t id);
+int zg_registry_start(zg_registry_t *reg);
+/* Closes the session (its ephemeral nodes vanish at once: this blocks for
+ * as long as the client takes to say goodbye, so call it at shutdown only)
+ * and closes the loop handles; the registry frees itself once they are
+ * closed. */
+void zg_registry_close(zg_registry_t *reg);
+
+zg_zk_state_t zg_registry_state(const zg_registry_t *reg);
+
+#endif

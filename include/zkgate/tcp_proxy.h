@@ -1,0 +1,17 @@
+/* TCP (L4) proxying: one session per client connection, relayed to a
+ * random live instance of the service. */
+#ifndef ZKGATE_TCP_PROXY_H
+#define ZKGATE_TCP_PROXY_H
+
+#include <uv.h>
+
+#include "zkgate/gateway.h"
+
+/* The listener's connection callback; server->data is the zg_service_t. */
+void zg_tcp_on_connection(uv_stream_t *server, int status);
+/* Closes every session at once (on stop). */
+void zg_tcp_close_all(zg_gateway_t *gw);
+/* Frees the relay buffers kept for reuse. */
+void zg_tcp_free_buffers(zg_gateway_t *gw);
+
+#endif

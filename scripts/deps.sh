@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, whatever zkgate needs that is missing.
+# Usage: scripts/deps.sh [build|test]   (test adds what the test suite uses)
+set -euo pipefail
+
+what=${1:-build}
+pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libinih-dev
+      libcmocka-dev libzookeeper-st-dev node-llhttp libjansson-dev
+      libzookeeper-java default-jre-headless)
+if [ "$what" = test ]; then
+  pkgs+=(python3 python3-kazoo python3-pytest curl clang-14 libclang-rt-14-dev
+         clang-format)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_opts=(-o DPkg::Lock::Timeout=600 -q)
+$sudo apt-get "${apt_opts[@]}" update
+DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_opts[@]}" install -y \
+  --no-install-recommends "${missing[@]}"

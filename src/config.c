@@ -1,0 +1,741 @@
+/* Configuration: reads the INI file with inih, then turns the raw keys into
+ * an immutable zg_config_t. Two passes, so that every error of a file is
+ * reported at once with FILE:LINE, and so that checks across sections
+ * (duplicate listen addresses, ZooKeeper needed but not configured) see the
+ * whole file.
+ *
+ * inih's handler is not told line numbers (Debian builds it without
+ * INI_HANDLER_LINENO), so our reader counts lines and notes section headers
+ * as they go by; inih calls the handler for a line right after reading it,
+ * so the count is the handler's line. The reader also sees sections with
+ * no keys, which inih would never report. */
+#include "zkgate/config.h"
+
+#include "zkgate/error.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+#define SECTION_MAX 48 /* inih truncates section names past 49 bytes */
+
+typedef struct {
+  char *section; /* the header's name, NULL for keys before any header */
+  char *key;
+  char *value;
+  int line;
+} raw_kv_t;
+
+typedef struct {
+  char *name;
+  int line;
+} raw_section_t;
+
+typedef struct {
+  /* reader */
+  FILE *file;
+  const char *text;
+  int line;
+  int at_line_start;
+  /* what was read */
+  raw_section_t *sections;
+  size_t n_sections;
+  raw_kv_t *kvs;
+  size_t n_kvs;
+  int oom;
+  /* output */
+  const char *name;
+  zg_config_errors_t *errs;
+} parse_t;
+
+static void add_error(parse_t *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void add_error(parse_t *p, int line, const char *fmt, ...) {
+  char msg[512], *full;
+  char **lines;
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  /* Line 0: about the file as a whole (it cannot be opened). */
+  if (line == 0)
+    n = snprintf(NULL, 0, "%s: %s", p->name, msg);
+  else
+    n = snprintf(NULL, 0, "%s:%d: %s", p->name, line, msg);
+  full = malloc((size_t)n + 1);
+  lines = realloc(p->errs->lines, (p->errs->n + 1) * sizeof(*lines));
+  if (!full || !lines) {
+    free(full);
+    if (lines)
+      p->errs->lines = lines;
+    p->oom = 1;
+    return;
+  }
+  if (line == 0)
+    snprintf(full, (size_t)n + 1, "%s: %s", p->name, msg);
+  else
+    snprintf(full, (size_t)n + 1, "%s:%d: %s", p->name, line, msg);
+  p->errs->lines = lines;
+  p->errs->lines[p->errs->n++] = full;
+}
+
+/* Notes a section header seen by the reader. */
+static void note_section(parse_t *p, const char *s) {
+  const char *end;
+  raw_section_t *ns;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  if (*s != '[')
+    return;
+  end = strchr(s + 1, ']');
+  if (!end)
+    return; /* inih reports the syntax error */
+  if ((size_t)(end - s - 1) > SECTION_MAX) {
+    add_error(p, p->line, "section name longer than %d characters",
+              SECTION_MAX);
+  }
+  ns = realloc(p->sections, (p->n_sections + 1) * sizeof(*ns));
+  if (!ns) {
+    p->oom = 1;
+    return;
+  }
+  p->sections = ns;
+  ns[p->n_sections].line = p->line;
+  ns[p->n_sections].name = strndup(s + 1, (size_t)(end - s - 1));
+  if (!ns[p->n_sections].name)
+    p->oom = 1;
+  p->n_sections++;
+}
+
+static char *reader(char *str, int num, void *stream) {
+  parse_t *p = stream;
+  size_t len;
+  if (p->file) {
+    if (!fgets(str, num, p->file))
+      return NULL;
+  } else {
+    const char *nl;
+    size_t want;
+    if (!*p->text)
+      return NULL;
+    nl = strchr(p->text, '\n');
+    want = nl ? (size_t)(nl - p->text) + 1 : strlen(p->text);
+    if (want > (size_t)num - 1)
+      want = (size_t)num - 1;
+    memcpy(str, p->text, want);
+    str[want] = '\0';
+    p->text += want;
+  }
+  if (p->at_line_start) {
+    p->line++;
+    note_section(p, str);
+  }
+  len = strlen(str);
+  p->at_line_start = len > 0 && str[len - 1] == '\n';
+  return str;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  parse_t *p = user;
+  raw_kv_t *kv = realloc(p->kvs, (p->n_kvs + 1) * sizeof(*kv));
+  (void)section; /* the reader's note of the last header is used instead */
+  if (!kv) {
+    p->oom = 1;
+    return 1;
+  }
+  p->kvs = kv;
+  kv = &p->kvs[p->n_kvs++];
+  kv->section =
+      p->n_sections ? strdup(p->sections[p->n_sections - 1].name) : NULL;
+  kv->key = strdup(name);
+  kv->value = strdup(value ? value : "");
+  kv->line = p->line;
+  if ((p->n_sections && !kv->section) || !kv->key || !kv->value)
+    p->oom = 1;
+  return 1;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+int zg_parse_duration_ms(const char *s, uint64_t *out_ms) {
+  uint64_t v = 0, mult;
+  const char *u = s;
+  if (*s < '0' || *s > '9')
+    return ZG_ECONFIG;
+  while (*u >= '0' && *u <= '9') {
+    if (v > UINT64_MAX / 10 / 3600000)
+      return ZG_ECONFIG;
+    v = v * 10 + (uint64_t)(*u - '0');
+    u++;
+  }
+  if (strcmp(u, "ms") == 0)
+    mult = 1;
+  else if (strcmp(u, "s") == 0)
+    mult = 1000;
+  else if (strcmp(u, "m") == 0)
+    mult = 60000;
+  else if (strcmp(u, "h") == 0)
+    mult = 3600000;
+  else if (*u == '\0' && v == 0)
+    mult = 0; /* a bare 0 needs no unit */
+  else
+    return ZG_ECONFIG;
+  *out_ms = v * mult;
+  return 0;
+}
+
+int zg_parse_bool(const char *s, bool *out) {
+  if (!strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcasecmp(s, "true") ||
+      !strcmp(s, "1"))
+    *out = true;
+  else if (!strcasecmp(s, "no") || !strcasecmp(s, "off") ||
+           !strcasecmp(s, "false") || !strcmp(s, "0"))
+    *out = false;
+  else
+    return ZG_ECONFIG;
+  return 0;
+}
+
+int zg_parse_listen(const char *s, zg_listen_addr_t *out) {
+  zg_instance_t tmp;
+  size_t len = strlen(s);
+  memset(out, 0, sizeof(*out));
+  memset(&tmp, 0, sizeof(tmp));
+  if (len >= sizeof(out->text))
+    return ZG_ECONFIG;
+  if (len > 2 && s[0] == '*' && s[1] == ':') {
+    /* `*` is every IPv4 address; `[::]:PORT` asks for IPv6 as well. */
+    char buf[80];
+    snprintf(buf, sizeof(buf), "0.0.0.0%s", s + 1);
+    if (zg_instance_parse_hostport(buf, strlen(buf), &tmp) != 0)
+      return ZG_ECONFIG;
+  } else if (zg_instance_parse_hostport(s, len, &tmp) != 0 || !tmp.is_ip) {
+    return ZG_ECONFIG;
+  }
+  if (strchr(tmp.host, ':')) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&out->ss;
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(tmp.port);
+    if (inet_pton(AF_INET6, tmp.host, &a6->sin6_addr) != 1)
+      return ZG_ECONFIG;
+  } else {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&out->ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(tmp.port);
+    if (inet_pton(AF_INET, tmp.host, &a4->sin_addr) != 1)
+      return ZG_ECONFIG;
+  }
+  memcpy(out->text, s, len + 1);
+  return 0;
+}
+
+static int same_sockaddr(const struct sockaddr_storage *a,
+                         const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family)
+    return 0;
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+    return x->sin_port == y->sin_port &&
+           x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  {
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+  }
+}
+
+/* ---- interpretation --------------------------------------------------- */
+
+typedef enum { SEC_ZOOKEEPER, SEC_PROXY, SEC_SERVICE, SEC_OTHER } sec_kind_t;
+
+typedef struct {
+  zg_service_conf_t *svc; /* the service being filled, for SEC_SERVICE */
+  int listen_line;
+  bool has_listen;
+  int zk_path_line;
+} svc_state_t;
+
+static int valid_service_name(const char *s) {
+  if (!*s)
+    return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+/* host:port[,host:port...][/chroot]: the shape only; the client resolves. */
+static int valid_zk_hosts(const char *s) {
+  const char *chroot = strchr(s, '/');
+  size_t hlen = chroot ? (size_t)(chroot - s) : strlen(s);
+  const char *p = s, *end = s + hlen;
+  zg_instance_t tmp;
+  if (hlen == 0)
+    return 0;
+  while (p < end) {
+    const char *comma = memchr(p, ',', (size_t)(end - p));
+    const char *e = comma ? comma : end;
+    while (p < e && *p == ' ')
+      p++;
+    if (zg_instance_parse_hostport(p, (size_t)(e - p), &tmp) != 0)
+      return 0;
+    p = comma ? comma + 1 : end;
+    if (comma && p == end)
+      return 0;
+  }
+  if (chroot && (chroot[1] == '\0' || chroot[strlen(chroot) - 1] == '/'))
+    return 0;
+  return 1;
+}
+
+static int valid_zk_path(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || s[0] != '/' || (n > 1 && s[n - 1] == '/') || strstr(s, "//"))
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return 0;
+  return 1;
+}
+
+static int parse_instances(parse_t *p, zg_service_conf_t *svc,
+                           const raw_kv_t *kv) {
+  const char *s = kv->value;
+  while (*s) {
+    const char *comma = strchr(s, ','), *e = comma ? comma : s + strlen(s);
+    const char *b = s;
+    zg_instance_t inst, *ni;
+    while (b < e && (*b == ' ' || *b == '\t'))
+      b++;
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+      e--;
+    memset(&inst, 0, sizeof(inst));
+    if (zg_instance_parse_hostport(b, (size_t)(e - b), &inst) != 0) {
+      add_error(p, kv->line, "instances: '%.*s' is not host:port", (int)(e - b),
+                b);
+      return -1;
+    }
+    inst.format = ZG_FORMAT_STATIC;
+    ni = realloc(svc->instances, (svc->n_instances + 1) * sizeof(*ni));
+    if (!ni) {
+      p->oom = 1;
+      return -1;
+    }
+    svc->instances = ni;
+    ni[svc->n_instances++] = inst;
+    if (!comma)
+      break;
+    s = comma + 1;
+  }
+  if (svc->n_instances == 0) {
+    add_error(p, kv->line, "instances: empty list");
+    return -1;
+  }
+  return 0;
+}
+
+/* Keys of the contract that later versions implement: refused by name, so
+ * that nobody believes they are in effect. */
+static int not_yet(parse_t *p, const raw_kv_t *kv) {
+  add_error(p, kv->line, "'%s' is not supported by this version of zkgate",
+            kv->key);
+  return 0;
+}
+
+static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  if (!strcmp(kv->key, "hosts")) {
+    if (!valid_zk_hosts(kv->value)) {
+      add_error(p, kv->line,
+                "hosts: expected host:port[,host:port...][/chroot], got '%s'",
+                kv->value);
+      return;
+    }
+    free(cfg->zk.hosts);
+    cfg->zk.hosts = strdup(kv->value);
+    if (!cfg->zk.hosts)
+      p->oom = 1;
+  } else if (!strcmp(kv->key, "session_timeout")) {
+    uint64_t ms;
+    if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms < 100 ||
+        ms > 3600000) {
+      add_error(p, kv->line,
+                "session_timeout: expected a duration between 100ms and 1h "
+                "(e.g. 10s), got '%s'",
+                kv->value);
+      return;
+    }
+    cfg->zk.session_timeout_ms = ms;
+  } else if (!strcmp(kv->key, "auth") || !strcmp(kv->key, "state_file") ||
+             !strcmp(kv->key, "max_stale")) {
+    not_yet(p, kv);
+  } else {
+    add_error(p, kv->line, "unknown key '%s' in [zookeeper]", kv->key);
+  }
+}
+
+static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
+                         uint64_t min_ms) {
+  uint64_t ms;
+  if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms < min_ms) {
+    add_error(p, kv->line,
+              "%s: expected a duration with a unit (ms, s, m, h)%s, got '%s'",
+              kv->key, min_ms ? " greater than 0" : "", kv->value);
+    return;
+  }
+  *out = ms;
+}
+
+static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  if (!strcmp(kv->key, "workers")) {
+    if (strcmp(kv->value, "1") != 0) {
+      if (!strcmp(kv->value, "auto") ||
+          strspn(kv->value, "0123456789") == strlen(kv->value))
+        add_error(p, kv->line,
+                  "workers: this version runs one worker; only 1 is "
+                  "supported, got '%s'",
+                  kv->value);
+      else
+        add_error(p, kv->line, "workers: expected a number or auto, got '%s'",
+                  kv->value);
+    }
+  } else if (!strcmp(kv->key, "connect_timeout")) {
+    duration_key(p, kv, &cfg->proxy.connect_timeout_ms, 1);
+  } else if (!strcmp(kv->key, "idle_timeout")) {
+    duration_key(p, kv, &cfg->proxy.idle_timeout_ms, 0);
+  } else if (!strcmp(kv->key, "log_level")) {
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+      if (!strcmp(kv->value, names[i])) {
+        cfg->proxy.log_level = (zg_log_level_t)i;
+        return;
+      }
+    add_error(p, kv->line,
+              "log_level: expected error, warn, info or debug, got '%s'",
+              kv->value);
+  } else {
+    add_error(p, kv->line, "unknown key '%s' in [proxy]", kv->key);
+  }
+}
+
+static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  if (!strcmp(kv->key, "zk_path")) {
+    if (!valid_zk_path(kv->value)) {
+      add_error(p, kv->line,
+                "zk_path: expected an absolute znode path such as "
+                "/services/%s, got '%s'",
+                svc->name, kv->value);
+      return;
+    }
+    free(svc->zk_path);
+    if (!(svc->zk_path = strdup(kv->value)))
+      p->oom = 1;
+    st->zk_path_line = kv->line;
+  } else if (!strcmp(kv->key, "protocol")) {
+    if (!strcmp(kv->value, "tcp")) {
+      svc->protocol = ZG_PROTO_TCP;
+    } else if (!strcmp(kv->value, "http") ||
+               !strcmp(kv->value, "tls-passthrough")) {
+      add_error(p, kv->line,
+                "protocol: '%s' is not supported by this version of zkgate "
+                "(only tcp)",
+                kv->value);
+    } else {
+      add_error(p, kv->line,
+                "protocol: expected tcp, http or tls-passthrough, got '%s'",
+                kv->value);
+    }
+  } else if (!strcmp(kv->key, "listen")) {
+    if (zg_parse_listen(kv->value, &svc->listen) != 0) {
+      add_error(p, kv->line,
+                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
+                kv->value);
+      return;
+    }
+    st->has_listen = true;
+    st->listen_line = kv->line;
+  } else if (!strcmp(kv->key, "balance")) {
+    if (!strcmp(kv->value, "random"))
+      svc->balance = ZG_BALANCE_RANDOM;
+    else if (!strcmp(kv->value, "round_robin"))
+      svc->balance = ZG_BALANCE_ROUND_ROBIN;
+    else
+      add_error(p, kv->line,
+                "balance: expected random or round_robin, got '%s'", kv->value);
+  } else if (!strcmp(kv->key, "instances")) {
+    for (size_t i = 0; i < svc->n_instances; i++)
+      zg_instance_clear(&svc->instances[i]);
+    svc->n_instances = 0;
+    parse_instances(p, svc, kv);
+  } else if (!strcmp(kv->key, "host") || !strcmp(kv->key, "path_prefix") ||
+             !strcmp(kv->key, "strip_prefix") ||
+             !strcmp(kv->key, "response_timeout")) {
+    not_yet(p, kv);
+  } else {
+    add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
+              svc->name);
+  }
+}
+
+static sec_kind_t section_kind(const char *name) {
+  if (!strcmp(name, "zookeeper"))
+    return SEC_ZOOKEEPER;
+  if (!strcmp(name, "proxy"))
+    return SEC_PROXY;
+  if (!strncmp(name, "service:", 8))
+    return SEC_SERVICE;
+  return SEC_OTHER;
+}
+
+static void interpret(parse_t *p, zg_config_t *cfg) {
+  svc_state_t *st = NULL;
+  size_t kvi = 0;
+  int zk_line = 0;
+
+  /* Keys before any section header. */
+  for (; kvi < p->n_kvs && !p->kvs[kvi].section; kvi++)
+    add_error(p, p->kvs[kvi].line, "key '%s' outside of any section",
+              p->kvs[kvi].key);
+
+  for (size_t si = 0; si < p->n_sections; si++) {
+    const raw_section_t *sec = &p->sections[si];
+    sec_kind_t kind = section_kind(sec->name);
+    svc_state_t *cur = NULL;
+    int dup = 0;
+
+    for (size_t k = 0; k < si; k++)
+      if (!strcmp(p->sections[k].name, sec->name)) {
+        add_error(p, sec->line, "section [%s] already defined at line %d",
+                  sec->name, p->sections[k].line);
+        dup = 1;
+        break;
+      }
+
+    if (kind == SEC_ZOOKEEPER) {
+      zk_line = sec->line;
+    } else if (kind == SEC_SERVICE && !dup) {
+      const char *name = sec->name + 8;
+      zg_service_conf_t *ns;
+      svc_state_t *nst;
+      if (!valid_service_name(name)) {
+        add_error(p, sec->line,
+                  "service name '%s' must match [A-Za-z0-9_.-]+", name);
+      } else if (!(ns = realloc(cfg->services,
+                                (cfg->n_services + 1) * sizeof(*ns))) ||
+                 !(cfg->services = ns, nst = realloc(st, (cfg->n_services + 1) *
+                                                             sizeof(*nst)))) {
+        p->oom = 1;
+      } else {
+        st = nst;
+        cur = &st[cfg->n_services];
+        memset(cur, 0, sizeof(*cur));
+        cur->svc = &cfg->services[cfg->n_services];
+        memset(cur->svc, 0, sizeof(*cur->svc));
+        cur->svc->name = strdup(name);
+        cur->svc->line = sec->line;
+        cur->svc->protocol = ZG_PROTO_TCP;
+        cur->svc->balance = ZG_BALANCE_RANDOM;
+        if (!cur->svc->name)
+          p->oom = 1;
+        cfg->n_services++;
+        /* realloc may have moved the services: re-point every state */
+        for (size_t k = 0; k < cfg->n_services; k++)
+          st[k].svc = &cfg->services[k];
+      }
+    } else if (kind == SEC_OTHER) {
+      if (!strcmp(sec->name, "admin") || !strncmp(sec->name, "discover:", 9))
+        add_error(p, sec->line,
+                  "section [%s] is not supported by this version of zkgate",
+                  sec->name);
+      else
+        add_error(p, sec->line,
+                  "unknown section [%s] (expected [zookeeper], [proxy] or "
+                  "[service:NAME])",
+                  sec->name);
+    }
+
+    /* This section's keys follow it in the file, up to the next header. */
+    for (; kvi < p->n_kvs; kvi++) {
+      const raw_kv_t *kv = &p->kvs[kvi];
+      if (si + 1 < p->n_sections && kv->line > p->sections[si + 1].line)
+        break;
+      for (size_t k = kvi; k-- > 0 && p->kvs[k].line > sec->line;)
+        if (!strcmp(p->kvs[k].key, kv->key)) {
+          add_error(p, kv->line, "duplicate key '%s' (first at line %d)",
+                    kv->key, p->kvs[k].line);
+          goto next_kv;
+        }
+      if (dup)
+        continue;
+      switch (kind) {
+      case SEC_ZOOKEEPER:
+        zookeeper_key(p, cfg, kv);
+        break;
+      case SEC_PROXY:
+        proxy_key(p, cfg, kv);
+        break;
+      case SEC_SERVICE:
+        if (cur)
+          service_key(p, cur, kv);
+        break;
+      case SEC_OTHER:
+        break;
+      }
+    next_kv:;
+    }
+  }
+
+  /* Checks over the whole file. */
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    zg_service_conf_t *svc = &cfg->services[i];
+    if (!st[i].has_listen)
+      add_error(p, svc->line, "[service:%s] needs a 'listen' address",
+                svc->name);
+    if (!svc->zk_path && svc->n_instances == 0)
+      add_error(p, svc->line,
+                "[service:%s] needs 'zk_path' or 'instances' (or both)",
+                svc->name);
+    if (svc->zk_path && !cfg->zk.hosts)
+      add_error(p, st[i].zk_path_line,
+                "zk_path needs [zookeeper] hosts to be set%s",
+                zk_line ? "" : " (there is no [zookeeper] section)");
+    if (!st[i].has_listen)
+      continue;
+    for (size_t k = 0; k < i; k++)
+      if (st[k].has_listen && svc->protocol == ZG_PROTO_TCP &&
+          cfg->services[k].protocol == ZG_PROTO_TCP &&
+          same_sockaddr(&svc->listen.ss, &cfg->services[k].listen.ss)) {
+        add_error(p, st[i].listen_line,
+                  "listen %s is already used by [service:%s] at line %d",
+                  svc->listen.text, cfg->services[k].name, st[k].listen_line);
+        break;
+      }
+  }
+  free(st);
+}
+
+static void free_raw(parse_t *p) {
+  for (size_t i = 0; i < p->n_sections; i++)
+    free(p->sections[i].name);
+  for (size_t i = 0; i < p->n_kvs; i++) {
+    free(p->kvs[i].section);
+    free(p->kvs[i].key);
+    free(p->kvs[i].value);
+  }
+  free(p->sections);
+  free(p->kvs);
+}
+
+static int load(parse_t *p, const char *name, zg_config_t **out,
+                zg_config_errors_t *errs) {
+  zg_config_t *cfg = calloc(1, sizeof(*cfg));
+  int rc;
+  p->name = name;
+  p->errs = errs;
+  p->at_line_start = 1;
+  *out = NULL;
+  if (!cfg)
+    return UV_ENOMEM;
+
+  /* inih's run-time settings (Debian's build exposes them): any line
+   * length, and no multi-line values, so an indented line is a key of its
+   * own and a duplicate is reported as one. Set on every load; only the
+   * main thread loads configuration. */
+  ini_use_stack = false;
+  ini_allow_realloc = true;
+  ini_max_line = 256;
+  ini_allow_multiline = false;
+
+  cfg->zk.session_timeout_ms = 10000;
+  cfg->proxy.workers = 1;
+  cfg->proxy.connect_timeout_ms = 2000;
+  cfg->proxy.idle_timeout_ms = 60000;
+  cfg->proxy.log_level = ZG_LOG_INFO;
+  if (!(cfg->path = strdup(name)))
+    p->oom = 1;
+
+  rc = ini_parse_stream(reader, p, handler, p);
+  if (rc > 0)
+    add_error(p, rc, "syntax error: expected [section], key = value or a "
+                     "comment");
+  else if (rc < 0)
+    p->oom = 1;
+  interpret(p, cfg);
+  free_raw(p);
+
+  if (p->oom) {
+    zg_config_free(cfg);
+    return UV_ENOMEM;
+  }
+  if (errs->n > 0) {
+    zg_config_free(cfg);
+    return ZG_ECONFIG;
+  }
+  *out = cfg;
+  return 0;
+}
+
+int zg_config_load(const char *path, zg_config_t **out,
+                   zg_config_errors_t *errs) {
+  parse_t p;
+  int rc;
+  memset(&p, 0, sizeof(p));
+  memset(errs, 0, sizeof(*errs));
+  p.file = fopen(path, "r");
+  if (!p.file) {
+    int err = -errno;
+    p.name = path;
+    p.errs = errs;
+    add_error(&p, 0, "cannot open: %s", strerror(errno));
+    *out = NULL;
+    return err ? err : ZG_ECONFIG;
+  }
+  rc = load(&p, path, out, errs);
+  fclose(p.file);
+  return rc;
+}
+
+int zg_config_load_string(const char *text, const char *name,
+                          zg_config_t **out, zg_config_errors_t *errs) {
+  parse_t p;
+  memset(&p, 0, sizeof(p));
+  memset(errs, 0, sizeof(*errs));
+  p.text = text;
+  return load(&p, name, out, errs);
+}
+
+void zg_config_free(zg_config_t *cfg) {
+  if (!cfg)
+    return;
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    zg_service_conf_t *svc = &cfg->services[i];
+    for (size_t k = 0; k < svc->n_instances; k++)
+      zg_instance_clear(&svc->instances[k]);
+    free(svc->instances);
+    free(svc->name);
+    free(svc->zk_path);
+  }
+  free(cfg->services);
+  free(cfg->zk.hosts);
+  free(cfg->path);
+  free(cfg);
+}
+
+void zg_config_errors_free(zg_config_errors_t *errs) {
+  for (size_t i = 0; i < errs->n; i++)
+    free(errs->lines[i]);
+  free(errs->lines);
+  errs->lines = NULL;
+  errs->n = 0;
+}

@@ -1,0 +1,207 @@
+/* The gateway's life: start services, listeners and the registry from a
+ * checked configuration; run the loop; on SIGTERM/SIGINT close listeners,
+ * sessions and the ZooKeeper session (so that the server drops it at once)
+ * and return once every handle is closed. */
+#include "zkgate/gateway.h"
+
+#include "zkgate/error.h"
+#include "zkgate/listener.h"
+#include "zkgate/tcp_proxy.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+zg_pool_t *zg_service_pool(zg_service_t *svc) {
+  if (svc->zk_pool && svc->zk_pool->n > 0)
+    return svc->zk_pool;
+  if (svc->static_pool && svc->static_pool->n > 0)
+    return svc->static_pool;
+  return NULL;
+}
+
+static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
+  char list[1024], addr[ZG_HOST_MAX + 10];
+  size_t used = 0;
+  list[0] = '\0';
+  for (size_t i = 0; i < pool->n && used + 1 < sizeof(list); i++) {
+    int n = snprintf(list + used, sizeof(list) - used, "%s%s", i ? " " : "",
+                     zg_instance_addr_str(&pool->inst[i], addr, sizeof(addr)));
+    if (n < 0)
+      break;
+    used += (size_t)n;
+  }
+  if (used >= sizeof(list))
+    memcpy(list + sizeof(list) - 4, "...", 4);
+  zg_info("gateway", "service %s: pool v%llu has %zu instance%s%s%s%s",
+          svc->conf->name, (unsigned long long)pool->version, pool->n,
+          pool->n == 1 ? "" : "s", pool->n ? ": " : "", list,
+          pool->n == 0 && svc->static_pool ? " (static instances serve)" : "");
+}
+
+static void on_pool(void *arg, size_t id, zg_pool_t *pool) {
+  zg_gateway_t *gw = arg;
+  zg_service_t *svc = &gw->services[id];
+  log_pool(svc, pool);
+  zg_pool_unref(svc->zk_pool);
+  svc->zk_pool = pool;
+}
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void gateway_stop(zg_gateway_t *gw, const char *why) {
+  if (gw->stopping)
+    return;
+  gw->stopping = 1;
+  zg_info("gateway", "%s: stopping", why);
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i].listening) {
+      uv_close((uv_handle_t *)&gw->services[i].listener, on_handle_closed);
+      gw->services[i].listening = 0;
+    }
+  zg_tcp_close_all(gw);
+  zg_registry_close(gw->registry);
+  gw->registry = NULL;
+  for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
+    if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
+      uv_close((uv_handle_t *)&gw->signals[i], on_handle_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  zg_gateway_t *gw = h->data;
+  switch (signum) {
+  case SIGTERM:
+    gateway_stop(gw, "SIGTERM");
+    break;
+  case SIGINT:
+    gateway_stop(gw, "SIGINT");
+    break;
+  case SIGHUP:
+    zg_warn("gateway", "SIGHUP: reloading is not supported by this version; "
+            "the running configuration stays");
+    break;
+  case SIGUSR1:
+    /* Logs go to stderr only: nothing to reopen. */
+    zg_info("gateway", "SIGUSR1: logs go to stderr; nothing to reopen");
+    break;
+  default:
+    break;
+  }
+}
+
+static int services_start(zg_gateway_t *gw) {
+  const zg_config_t *cfg = gw->cfg;
+  gw->services = calloc(cfg->n_services ? cfg->n_services : 1,
+                        sizeof(*gw->services));
+  if (!gw->services)
+    return UV_ENOMEM;
+  gw->n_services = cfg->n_services;
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    zg_service_t *svc = &gw->services[i];
+    const zg_service_conf_t *sc = &cfg->services[i];
+    int rc;
+    svc->gw = gw;
+    svc->conf = sc;
+    zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
+    zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
+    if (sc->n_instances > 0) {
+      svc->static_pool = zg_pool_new(sc->instances, sc->n_instances, 0,
+                                     uv_now(gw->loop));
+      if (!svc->static_pool)
+        return UV_ENOMEM;
+    }
+    rc = zg_listener_start(gw->loop, &svc->listener, &sc->listen,
+                           zg_tcp_on_connection);
+    svc->listener.data = svc;
+    svc->listening = 1;
+    if (rc != 0) {
+      zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
+               sc->listen.text, uv_strerror(rc));
+      return rc;
+    }
+    zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s", sc->name,
+            sc->listen.text, sc->zk_path ? "instances from " : "",
+            sc->zk_path ? sc->zk_path : "",
+            sc->n_instances ? (sc->zk_path ? " with static fallback"
+                                           : "static instances")
+                            : "");
+  }
+  return 0;
+}
+
+static int registry_start(zg_gateway_t *gw) {
+  const zg_config_t *cfg = gw->cfg;
+  int rc;
+  if (!cfg->zk.hosts)
+    return 0;
+  gw->registry = zg_registry_new(gw->loop, cfg->zk.hosts,
+                                 cfg->zk.session_timeout_ms, on_pool, gw);
+  if (!gw->registry)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < cfg->n_services; i++)
+    if (cfg->services[i].zk_path &&
+        (rc = zg_registry_watch(gw->registry, cfg->services[i].zk_path, i)))
+      return rc;
+  return zg_registry_start(gw->registry);
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, on_handle_closed);
+}
+
+int zg_gateway_run(const zg_config_t *cfg) {
+  zg_gateway_t gw;
+  uv_loop_t loop;
+  uint64_t seed;
+  int rc, exit_code = 0;
+  static const int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+
+  memset(&gw, 0, sizeof(gw));
+  /* A peer that closes while we write must not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
+  if ((rc = uv_loop_init(&loop)) != 0) {
+    zg_error("gateway", "cannot create the event loop: %s", uv_strerror(rc));
+    return 1;
+  }
+  gw.loop = &loop;
+  gw.cfg = cfg;
+  if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
+    seed = uv_hrtime() ^ (uint64_t)(uintptr_t)&gw;
+  zg_rng_seed(&gw.rng, seed);
+
+  for (size_t i = 0; i < 4; i++) {
+    uv_signal_init(&loop, &gw.signals[i]);
+    gw.signals[i].data = &gw;
+    uv_signal_start(&gw.signals[i], on_signal, signums[i]);
+  }
+
+  rc = services_start(&gw);
+  if (rc == 0)
+    rc = registry_start(&gw);
+  if (rc != 0) {
+    exit_code = 1;
+    gateway_stop(&gw, "start failed");
+  } else {
+    zg_info("gateway", "zkgate %s started with %zu service%s", ZKGATE_VERSION,
+            gw.n_services, gw.n_services == 1 ? "" : "s");
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+
+  /* Anything still open (there should be nothing) is closed, so that the
+   * loop can be closed and the sanitizers see no leak. */
+  uv_walk(&loop, walk_close, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0)
+    zg_warn("gateway", "event loop closed with handles still open");
+  for (size_t i = 0; i < gw.n_services; i++) {
+    zg_pool_unref(gw.services[i].zk_pool);
+    zg_pool_unref(gw.services[i].static_pool);
+  }
+  free(gw.services);
+  zg_tcp_free_buffers(&gw);
+  if (exit_code == 0)
+    zg_info("gateway", "stopped");
+  return exit_code;
+}

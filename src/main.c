@@ -1,0 +1,69 @@
+/* zkgate's command line: run (-c FILE), check (-t -c FILE), version (-V). */
+#include "zkgate/config.h"
+#include "zkgate/error.h"
+#include "zkgate/gateway.h"
+#include "zkgate/log.h"
+#include "zkgate/version.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: zkgate -c FILE      run in the foreground, log to "
+               "stderr\n"
+               "       zkgate -t -c FILE   check the configuration and exit\n"
+               "       zkgate -V           print versions and exit\n");
+}
+
+int main(int argc, char **argv) {
+  const char *path = NULL;
+  int check = 0, opt, rc;
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs;
+
+  while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    switch (opt) {
+    case 'c':
+      path = optarg;
+      break;
+    case 't':
+      check = 1;
+      break;
+    case 'V':
+      zg_version_print(stdout);
+      return 0;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!path || optind != argc) {
+    usage(stderr);
+    return 2;
+  }
+
+  rc = zg_config_load(path, &cfg, &errs);
+  if (rc != 0) {
+    for (size_t i = 0; i < errs.n; i++)
+      fprintf(stderr, "%s\n", errs.lines[i]);
+    if (errs.n == 0)
+      fprintf(stderr, "%s: %s\n", path, zg_strerror(rc));
+    zg_config_errors_free(&errs);
+    return 1;
+  }
+  zg_config_errors_free(&errs);
+  if (check) {
+    fprintf(stderr, "%s: configuration ok (%zu service%s)\n", path,
+            cfg->n_services, cfg->n_services == 1 ? "" : "s");
+    zg_config_free(cfg);
+    return 0;
+  }
+  zg_log_set_level(cfg->proxy.log_level);
+  rc = zg_gateway_run(cfg);
+  zg_config_free(cfg);
+  return rc;
+}

@@ -1,0 +1,80 @@
+/* Pool snapshots: built once, shared by reference, freed by the last
+ * holder. The count is atomic so that a later multi-worker build can hand
+ * the same snapshot to several loops. */
+#include "zkgate/pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int inst_cmp(const void *a, const void *b) {
+  const zg_instance_t *x = a, *y = b;
+  int c = strcmp(x->host, y->host);
+  if (c)
+    return c;
+  return (int)x->port - (int)y->port;
+}
+
+zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
+                       uint64_t created_ms) {
+  zg_pool_t *p = malloc(sizeof(*p) + n * sizeof(p->inst[0]));
+  size_t kept = 0;
+  if (!p)
+    return NULL;
+  atomic_init(&p->refs, 1);
+  p->version = version;
+  p->created_ms = created_ms;
+  p->n = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (zg_instance_copy(&p->inst[kept], &inst[i]) != 0) {
+      p->n = kept;
+      zg_pool_unref(p);
+      return NULL;
+    }
+    kept++;
+  }
+  qsort(p->inst, kept, sizeof(p->inst[0]), inst_cmp);
+  /* Keep each address once: two znodes for one instance (a restart racing
+   * its old session's expiry) must not double its share. */
+  p->n = 0;
+  for (size_t i = 0; i < kept; i++) {
+    if (p->n > 0 && inst_cmp(&p->inst[p->n - 1], &p->inst[i]) == 0) {
+      zg_instance_clear(&p->inst[i]);
+      continue;
+    }
+    if (p->n != i)
+      p->inst[p->n] = p->inst[i];
+    p->n++;
+  }
+  return p;
+}
+
+zg_pool_t *zg_pool_ref(zg_pool_t *pool) {
+  atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+  return pool;
+}
+
+void zg_pool_unref(zg_pool_t *pool) {
+  if (!pool)
+    return;
+  if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (size_t i = 0; i < pool->n; i++)
+    zg_instance_clear(&pool->inst[i]);
+  free(pool);
+}
+
+static int str_eq(const char *a, const char *b) {
+  return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
+  if (a->n != b->n)
+    return 0;
+  for (size_t i = 0; i < a->n; i++) {
+    const zg_instance_t *x = &a->inst[i], *y = &b->inst[i];
+    if (inst_cmp(x, y) != 0 || x->tls != y->tls ||
+        !str_eq(x->base_path, y->base_path))
+      return 0;
+  }
+  return 1;
+}

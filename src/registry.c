@@ -1,0 +1,676 @@
+/* The registry: owns the ZooKeeper handle, its uv_poll and timers, and for
+ * every watched path the cache of decoded children. See registry.h.
+ *
+ * Driving the single-threaded client from libuv (PLATFORM.md):
+ * zookeeper_interest() says which fd, which events and how long; we poll
+ * that fd and arm a timer, and on either call zookeeper_process(). The fd
+ * number is often reused for a new socket on reconnect, so the poll is
+ * recreated whenever the number or the inode changes, and an fd reported
+ * together with an error is never trusted. ZOOKEEPER_READ/WRITE are the
+ * reverse of UV_READABLE/UV_WRITABLE and are not macros: mapped by hand.
+ *
+ * Reads: a child list re-arms the child watch (zoo_awget_children2); data is
+ * fetched only for children not seen before, so a change costs one list
+ * plus one read per new child, and a removal costs no read at all. */
+#include "zkgate/registry.h"
+
+#include "zkgate/error.h"
+#include "zkgate/instance.h"
+#include "zkgate/log.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zookeeper/zookeeper.h>
+
+typedef struct {
+  char *name;
+  zg_instance_t inst;
+  unsigned decoded : 1;   /* inst is valid */
+  unsigned fetched : 1;   /* data read (decoded or not) */
+  unsigned in_flight : 1; /* a read is outstanding */
+  unsigned present : 1;   /* mark for the mark-and-sweep of a list */
+} reg_child_t;
+
+typedef struct reg_service {
+  zg_registry_t *reg;
+  size_t id;
+  char *path;
+  reg_child_t *children;
+  size_t n_children, cap_children;
+  unsigned outstanding; /* data reads in flight */
+  int need_list;        /* list (and re-arm the watch) when connected */
+  int synced;           /* published at least once */
+  uint64_t version;
+  zg_pool_t *published;
+} reg_service_t;
+
+struct zg_registry {
+  uv_loop_t *loop;
+  char *hosts;
+  int session_timeout_ms;
+  zg_registry_publish_cb cb;
+  void *cb_arg;
+
+  zhandle_t *zh;
+  clientid_t last_client; /* the session we had; zero before the first */
+  zg_zk_state_t state;
+  uint64_t disconnected_ms; /* uv_now when the connection was lost */
+  int reinit;               /* open a new session after this callback */
+  int closing;
+  int started;
+
+  uv_poll_t *poll; /* heap: replaced while the old one is closing */
+  int poll_fd;
+  ino_t poll_ino;
+  int poll_events;
+  uv_timer_t zk_timer;     /* the client's own deadline */
+  uv_timer_t health_timer; /* session watchdog and list retries */
+  int open_handles;
+
+  reg_service_t *services;
+  size_t n_services;
+  zg_ratelimit_t error_rl;
+};
+
+static void update_interest(zg_registry_t *reg);
+static void list_children(reg_service_t *svc);
+static void watch_exists(reg_service_t *svc);
+
+/* Errors that a reconnection or a new session cures: retried, not logged. */
+static int transient(int rc) {
+  return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT ||
+         rc == ZSESSIONEXPIRED || rc == ZCLOSING || rc == ZINVALIDSTATE ||
+         rc == ZSESSIONMOVED;
+}
+
+/* ---- the client's log --------------------------------------------------
+ * zoo_set_log_callback's callback gets no context, so its rate limit is
+ * the one piece of state here that is not in the registry. The client logs
+ * two lines per reconnect attempt; a burst of 5 per 10 s keeps the cause
+ * visible without flooding. */
+static zg_ratelimit_t zk_log_rl = {10000, 5, 0, 0, 0};
+
+static void on_zk_log(const char *message) {
+  uint64_t dropped;
+  if (zg_ratelimit_allow(&zk_log_rl, uv_hrtime() / 1000000, &dropped)) {
+    if (dropped)
+      zg_warn("zookeeper", "(%llu client messages suppressed)",
+              (unsigned long long)dropped);
+    zg_warn("zookeeper", "client: %s", message);
+  }
+}
+
+/* ---- pools ----------------------------------------------------------- */
+
+static void publish(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  zg_instance_t *list;
+  zg_pool_t *pool;
+  size_t n = 0;
+
+  list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
+  if (!list) {
+    zg_error("registry", "%s: out of memory building a pool", svc->path);
+    return;
+  }
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      list[n++] = svc->children[i].inst; /* shallow: zg_pool_new copies */
+  pool = zg_pool_new(list, n, svc->version + 1, uv_now(reg->loop));
+  free(list);
+  if (!pool) {
+    zg_error("registry", "%s: out of memory building a pool", svc->path);
+    return;
+  }
+  if (svc->synced && svc->published && zg_pool_same(pool, svc->published)) {
+    zg_pool_unref(pool);
+    return;
+  }
+  svc->version++;
+  svc->synced = 1;
+  zg_pool_unref(svc->published);
+  svc->published = zg_pool_ref(pool);
+  reg->cb(reg->cb_arg, svc->id, pool);
+}
+
+/* ---- children and their data ----------------------------------------- */
+
+static void child_free(reg_child_t *c) {
+  free(c->name);
+  if (c->decoded)
+    zg_instance_clear(&c->inst);
+}
+
+static reg_child_t *child_find(reg_service_t *svc, const char *name) {
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (!strcmp(svc->children[i].name, name))
+      return &svc->children[i];
+  return NULL;
+}
+
+typedef struct {
+  reg_service_t *svc;
+  char name[];
+} data_req_t;
+
+static void on_data(int rc, const char *value, int value_len,
+                    const struct Stat *stat, const void *data) {
+  data_req_t *req = (data_req_t *)(uintptr_t)data;
+  reg_service_t *svc = req->svc;
+  reg_child_t *c = child_find(svc, req->name);
+  char err[160];
+
+  (void)stat;
+  svc->outstanding--;
+  if (c) {
+    c->in_flight = 0;
+    if (rc == ZOK) {
+      c->fetched = 1;
+      if (zg_instance_decode(c->name, value,
+                             value_len > 0 ? (size_t)value_len : 0, &c->inst,
+                             err, sizeof(err)) == 0) {
+        c->decoded = 1;
+        zg_debug("registry", "%s/%s: %s instance %s:%u", svc->path, c->name,
+                 zg_instance_format_name(c->inst.format), c->inst.host,
+                 c->inst.port);
+      } else {
+        /* Once per child: it is not read again unless it is re-created. */
+        zg_warn("registry",
+                "%s/%s: cannot decode instance data (%s); child skipped",
+                svc->path, c->name, err);
+      }
+    } else if (rc == ZNONODE) {
+      c->fetched = 1; /* gone already; the child watch will tell */
+    } else if (transient(rc)) {
+      svc->need_list = 1; /* read again once connected */
+    } else {
+      c->fetched = 1;
+      zg_warn("registry", "%s/%s: cannot read instance data (%s); child "
+              "skipped", svc->path, c->name, zerror(rc));
+    }
+  }
+  free(req);
+  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing)
+    publish(svc);
+}
+
+static void fetch(reg_service_t *svc, reg_child_t *c) {
+  zg_registry_t *reg = svc->reg;
+  size_t plen = strlen(svc->path), nlen = strlen(c->name);
+  data_req_t *req = malloc(sizeof(*req) + nlen + 1);
+  char *path = malloc(plen + nlen + 2);
+  int rc;
+  if (!req || !path) {
+    free(req);
+    free(path);
+    svc->need_list = 1;
+    return;
+  }
+  memcpy(path, svc->path, plen);
+  path[plen] = '/';
+  memcpy(path + plen + 1, c->name, nlen + 1);
+  req->svc = svc;
+  memcpy(req->name, c->name, nlen + 1);
+  rc = zoo_aget(reg->zh, path, 0, on_data, req);
+  free(path);
+  if (rc != ZOK) {
+    free(req);
+    svc->need_list = 1;
+    return;
+  }
+  c->in_flight = 1;
+  svc->outstanding++;
+}
+
+static int child_cmp(const void *a, const void *b) {
+  return strcmp(((const reg_child_t *)a)->name, ((const reg_child_t *)b)->name);
+}
+
+static void on_children(int rc, const struct String_vector *strings,
+                        const struct Stat *stat, const void *data) {
+  reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
+  zg_registry_t *reg = svc->reg;
+  size_t kept = 0;
+  int removed = 0;
+
+  (void)stat;
+  if (reg->closing)
+    return;
+  if (rc == ZNONODE) {
+    zg_info("registry", "%s does not exist (yet): waiting for it",
+            svc->path);
+    for (size_t i = 0; i < svc->n_children; i++)
+      child_free(&svc->children[i]);
+    removed = svc->n_children > 0;
+    svc->n_children = 0;
+    /* Watch for its creation. The exists call may find it already there,
+     * in which case on_exists lists it. */
+    watch_exists(svc);
+    if (removed || !svc->synced)
+      publish(svc);
+    return;
+  }
+  if (rc != ZOK) {
+    uint64_t dropped;
+    svc->need_list = 1;
+    if (!transient(rc) &&
+        zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
+      zg_error("registry", "%s: cannot list children: %s", svc->path,
+               zerror(rc));
+    return;
+  }
+  svc->need_list = 0;
+
+  for (size_t i = 0; i < svc->n_children; i++)
+    svc->children[i].present = 0;
+  for (int32_t i = 0; i < strings->count; i++) {
+    const char *name = strings->data[i];
+    reg_child_t *c = child_find(svc, name);
+    if (!c) {
+      if (svc->n_children == svc->cap_children) {
+        size_t cap = svc->cap_children ? svc->cap_children * 2 : 8;
+        reg_child_t *nc = realloc(svc->children, cap * sizeof(*nc));
+        if (!nc) {
+          svc->need_list = 1;
+          break;
+        }
+        svc->children = nc;
+        svc->cap_children = cap;
+      }
+      c = &svc->children[svc->n_children++];
+      memset(c, 0, sizeof(*c));
+      if (!(c->name = strdup(name))) {
+        svc->n_children--;
+        svc->need_list = 1;
+        break;
+      }
+    }
+    c->present = 1;
+  }
+  for (size_t i = 0; i < svc->n_children; i++) {
+    reg_child_t *c = &svc->children[i];
+    if (!c->present) {
+      if (c->decoded)
+        removed = 1;
+      child_free(c);
+      continue;
+    }
+    svc->children[kept++] = *c;
+  }
+  svc->n_children = kept;
+  /* Sorted by name, so pools and logs come out in the same order. */
+  qsort(svc->children, svc->n_children, sizeof(*svc->children), child_cmp);
+  for (size_t i = 0; i < svc->n_children; i++) {
+    reg_child_t *c = &svc->children[i];
+    if (!c->fetched && !c->in_flight)
+      fetch(svc, c);
+  }
+  /* A removal is applied at once, without waiting for new children's
+   * data; otherwise the pool changes when the last read is back. */
+  if (removed || svc->outstanding == 0)
+    publish(svc); /* no-op when the pool would not change */
+}
+
+static void on_child_watch(zhandle_t *zh, int type, int state,
+                           const char *path, void *ctx) {
+  reg_service_t *svc = ctx;
+  (void)zh;
+  (void)state;
+  (void)path;
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing)
+    return; /* session events also reach path watchers: not ours */
+  list_children(svc);
+}
+
+static void on_exists(int rc, const struct Stat *stat, const void *data) {
+  reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
+  (void)stat;
+  if (svc->reg->closing)
+    return;
+  if (rc == ZOK)
+    list_children(svc); /* created between our list and this call */
+  else if (rc != ZNONODE)
+    svc->need_list = 1;
+}
+
+static void on_exists_watch(zhandle_t *zh, int type, int state,
+                            const char *path, void *ctx) {
+  reg_service_t *svc = ctx;
+  (void)zh;
+  (void)state;
+  (void)path;
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing)
+    return;
+  list_children(svc);
+}
+
+/* Lists the children and re-arms the child watch; when the node does not
+ * exist, on_children turns to an exists watch. */
+static void list_children(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  svc->need_list = 1;
+  if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
+    return;
+  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc,
+                          on_children, svc) == ZOK)
+    svc->need_list = 0;
+}
+
+static void watch_exists(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  if (!reg->zh || reg->closing ||
+      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists,
+                   svc) != ZOK)
+    svc->need_list = 1;
+}
+
+/* ---- session --------------------------------------------------------- */
+
+static void list_pending(zg_registry_t *reg) {
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i].need_list)
+      list_children(&reg->services[i]);
+}
+
+static void on_session_event(zhandle_t *zh, int type, int state,
+                             const char *path, void *ctx) {
+  zg_registry_t *reg = ctx;
+  (void)path;
+  if (type != ZOO_SESSION_EVENT || reg->closing)
+    return;
+  if (state == ZOO_CONNECTED_STATE) {
+    const clientid_t *id = zoo_client_id(zh);
+    int same = id->client_id == reg->last_client.client_id;
+    zg_info("registry", "%s ZooKeeper session 0x%llx (timeout %d ms)",
+            same ? "reconnected to" : "opened", (long long)id->client_id,
+            zoo_recv_timeout(zh));
+    reg->last_client = *id;
+    reg->state = ZG_ZK_CONNECTED;
+    if (!same)
+      for (size_t i = 0; i < reg->n_services; i++)
+        reg->services[i].need_list = 1;
+    /* Within the same session the client re-registers its watches; only
+     * lists that failed while disconnected are repeated. */
+    list_pending(reg);
+  } else if (state == ZOO_EXPIRED_SESSION_STATE) {
+    zg_warn("registry", "ZooKeeper session 0x%llx expired: opening a new "
+            "session; pools are kept until it is synchronised",
+            (long long)reg->last_client.client_id);
+    reg->reinit = 1;
+  } else if (state == ZOO_AUTH_FAILED_STATE) {
+    zg_error("registry", "ZooKeeper authentication failed");
+    reg->reinit = 1;
+  } else if (state == ZOO_CONNECTING_STATE ||
+             state == ZOO_ASSOCIATING_STATE) {
+    if (reg->state == ZG_ZK_CONNECTED) {
+      zg_warn("registry", "lost the ZooKeeper connection: serving the last "
+              "known pools while reconnecting");
+      reg->state = ZG_ZK_DISCONNECTED;
+      reg->disconnected_ms = uv_now(reg->loop);
+    }
+  }
+}
+
+static int session_open(zg_registry_t *reg) {
+  /* Never a saved session id: a new handle means a new session. */
+  reg->zh = zookeeper_init2(reg->hosts, on_session_event,
+                            reg->session_timeout_ms, NULL, reg, 0, on_zk_log);
+  if (!reg->zh) {
+    zg_error("registry", "cannot create a ZooKeeper handle for '%s': %s",
+             reg->hosts, strerror(errno));
+    return ZG_EZOOKEEPER;
+  }
+  return 0;
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  zg_registry_t *reg = h->data;
+  free(h);
+  if (--reg->open_handles == 0 && reg->closing)
+    free(reg);
+}
+
+static void poll_drop(zg_registry_t *reg) {
+  if (reg->poll) {
+    uv_close((uv_handle_t *)reg->poll, on_poll_closed);
+    reg->poll = NULL;
+    reg->poll_fd = -1;
+  }
+}
+
+/* Closes the handle and opens a new session. Outside of zookeeper_process
+ * only: the client must not be closed from its own callbacks. */
+static void session_restart(zg_registry_t *reg) {
+  reg->reinit = 0;
+  poll_drop(reg); /* before the client closes the fd under it */
+  if (reg->zh) {
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
+  }
+  reg->state = ZG_ZK_CONNECTING;
+  memset(&reg->last_client, 0, sizeof(reg->last_client));
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = &reg->services[i];
+    svc->need_list = 1;
+    /* Reads of the old session were completed with an error by
+     * zookeeper_close; children not yet read are read again. */
+    svc->outstanding = 0;
+    for (size_t k = 0; k < svc->n_children; k++)
+      svc->children[k].in_flight = 0;
+  }
+  if (session_open(reg) == 0)
+    update_interest(reg);
+  else
+    uv_timer_start(&reg->zk_timer, NULL, 0, 0); /* retried by health */
+}
+
+static void after_process(zg_registry_t *reg) {
+  if (reg->reinit && !reg->closing)
+    session_restart(reg);
+  else
+    update_interest(reg);
+}
+
+static void on_zk_poll(uv_poll_t *h, int status, int events) {
+  zg_registry_t *reg = h->data;
+  int zev = 0;
+  if (status < 0)
+    zev = ZOOKEEPER_READ | ZOOKEEPER_WRITE; /* let the client see the error */
+  if (events & UV_READABLE)
+    zev |= ZOOKEEPER_READ;
+  if (events & UV_WRITABLE)
+    zev |= ZOOKEEPER_WRITE;
+  zookeeper_process(reg->zh, zev);
+  after_process(reg);
+}
+
+static void on_zk_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  if (!reg->zh)
+    return;
+  zookeeper_process(reg->zh, 0);
+  after_process(reg);
+}
+
+static void update_interest(zg_registry_t *reg) {
+  int fd = -1, interest = 0, events = 0, rc;
+  struct timeval tv = {0, 0};
+  uint64_t timeout_ms;
+  struct stat st;
+
+  if (!reg->zh || reg->closing)
+    return;
+  rc = zookeeper_interest(reg->zh, &fd, &interest, &tv);
+  if (rc != ZOK || fd < 0 || fstat(fd, &st) != 0) {
+    /* The fd reported with an error may already belong to someone else:
+     * drop the poll and come back on the timer. */
+    poll_drop(reg);
+    timeout_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    if (timeout_ms < 50 || timeout_ms > 1000)
+      timeout_ms = rc == ZOK ? 50 : 200;
+    uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+    return;
+  }
+  if (reg->poll && (reg->poll_fd != fd || reg->poll_ino != st.st_ino))
+    poll_drop(reg);
+  if (!reg->poll) {
+    uv_poll_t *p = malloc(sizeof(*p));
+    if (!p || uv_poll_init(reg->loop, p, fd) != 0) {
+      free(p);
+      uv_timer_start(&reg->zk_timer, on_zk_timer, 50, 0);
+      return;
+    }
+    p->data = reg;
+    reg->open_handles++;
+    reg->poll = p;
+    reg->poll_fd = fd;
+    reg->poll_ino = st.st_ino;
+    reg->poll_events = -1;
+  }
+  if (interest & ZOOKEEPER_READ)
+    events |= UV_READABLE;
+  if (interest & ZOOKEEPER_WRITE)
+    events |= UV_WRITABLE;
+  if (events != reg->poll_events) {
+    uv_poll_start(reg->poll, events, on_zk_poll);
+    reg->poll_events = events;
+  }
+  timeout_ms = (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
+  uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+}
+
+/* Every 100 ms: a disconnection longer than the session timeout is treated
+ * as an expiry (a server restarted without its data refuses the old session
+ * without ever saying it expired); failed lists are retried. */
+static void on_health_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  uint64_t now = uv_now(reg->loop);
+  if (reg->closing)
+    return;
+  if (!reg->zh) {
+    if (session_open(reg) == 0)
+      update_interest(reg);
+    return;
+  }
+  if (reg->state == ZG_ZK_DISCONNECTED) {
+    int timeout = zoo_recv_timeout(reg->zh);
+    if (timeout <= 0)
+      timeout = reg->session_timeout_ms;
+    if (now - reg->disconnected_ms > (uint64_t)timeout) {
+      zg_warn("registry", "no ZooKeeper connection for %llu ms, longer than "
+              "the session timeout (%d ms): opening a new session; pools are "
+              "kept until it is synchronised",
+              (unsigned long long)(now - reg->disconnected_ms), timeout);
+      session_restart(reg);
+      return;
+    }
+  }
+  if (reg->state == ZG_ZK_CONNECTED) {
+    list_pending(reg);
+    update_interest(reg);
+  }
+}
+
+/* ---- life ------------------------------------------------------------ */
+
+zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
+                               uint64_t session_timeout_ms,
+                               zg_registry_publish_cb cb, void *cb_arg) {
+  zg_registry_t *reg = calloc(1, sizeof(*reg));
+  if (!reg)
+    return NULL;
+  reg->loop = loop;
+  reg->hosts = strdup(hosts);
+  reg->session_timeout_ms = (int)session_timeout_ms;
+  reg->cb = cb;
+  reg->cb_arg = cb_arg;
+  reg->poll_fd = -1;
+  reg->state = ZG_ZK_CONNECTING;
+  zg_ratelimit_init(&reg->error_rl, 10000, 5);
+  if (!reg->hosts) {
+    free(reg);
+    return NULL;
+  }
+  return reg;
+}
+
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path, size_t id) {
+  reg_service_t *ns =
+      realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
+  if (!ns)
+    return UV_ENOMEM;
+  reg->services = ns;
+  ns = &reg->services[reg->n_services];
+  memset(ns, 0, sizeof(*ns));
+  if (!(ns->path = strdup(zk_path)))
+    return UV_ENOMEM;
+  ns->id = id;
+  ns->need_list = 1;
+  reg->n_services++;
+  for (size_t i = 0; i < reg->n_services; i++)
+    reg->services[i].reg = reg;
+  return 0;
+}
+
+int zg_registry_start(zg_registry_t *reg) {
+  int rc;
+  zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
+  uv_timer_init(reg->loop, &reg->zk_timer);
+  uv_timer_init(reg->loop, &reg->health_timer);
+  reg->zk_timer.data = reg;
+  reg->health_timer.data = reg;
+  reg->open_handles = 2;
+  reg->started = 1;
+  rc = session_open(reg);
+  if (rc == 0)
+    update_interest(reg);
+  uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
+  return rc;
+}
+
+zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
+  return reg->state;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  zg_registry_t *reg = h->data;
+  if (--reg->open_handles == 0)
+    free(reg);
+}
+
+void zg_registry_close(zg_registry_t *reg) {
+  if (!reg)
+    return;
+  reg->closing = 1;
+  poll_drop(reg);
+  if (reg->zh) {
+    /* Ends the session now, so its ephemeral nodes go at once. Pending
+     * completions are called from here with ZCLOSING; they see `closing`
+     * and touch nothing but their own request. */
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
+  }
+  reg->state = ZG_ZK_CLOSED;
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = &reg->services[i];
+    for (size_t k = 0; k < svc->n_children; k++)
+      child_free(&svc->children[k]);
+    free(svc->children);
+    free(svc->path);
+    zg_pool_unref(svc->published);
+  }
+  free(reg->services);
+  reg->services = NULL;
+  reg->n_services = 0;
+  free(reg->hosts);
+  reg->hosts = NULL;
+  if (!reg->started) {
+    free(reg);
+    return;
+  }
+  uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
+}

@@ -1,0 +1,540 @@
+/* TCP (L4) proxying. One session per accepted client: pick a random live
+ * instance, connect (trying up to two others on failure or timeout), then
+ * relay bytes both ways.
+ *
+ * Backpressure as in libuv's socks5 sample: each direction reads only
+ * while it is not writing, so neither side is read faster than the other
+ * drains, and a direction holds a buffer only between a read and the end
+ * of its write (idle sessions hold none). A read of EOF becomes a shutdown
+ * of the other side's write half (half-close); the session ends when both
+ * halves are shut, on any error, on the idle timeout, or on stop. Every
+ * session ends with a termination reason. */
+#include "zkgate/tcp_proxy.h"
+
+#include "zkgate/error.h"
+#include "zkgate/log.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAY_BUF_SIZE 16384
+#define MAX_TRIES 3       /* the first instance and up to two others */
+#define MAX_FREE_BUFS 256 /* buffers kept for reuse per gateway */
+
+typedef enum {
+  S_CONNECTING = 0,
+  S_RELAY,
+  S_CLOSING,
+} session_state_t;
+
+typedef struct relay_dir {
+  struct zg_tcp_session *s;
+  uv_stream_t *in, *out;
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  char *buf; /* held from a read until its write completes */
+  uint64_t bytes;
+  unsigned eof : 1;  /* `in` said EOF */
+  unsigned shut : 1; /* `out` write half shut */
+} relay_dir_t;
+
+typedef struct zg_tcp_session {
+  zg_service_t *svc;
+  struct zg_tcp_session *prev, *next;
+  session_state_t state;
+  uv_tcp_t client;
+  uv_tcp_t upstream;
+  uv_timer_t timer; /* connect timeout, then idle timeout */
+  uv_connect_t connect_req;
+  uv_getaddrinfo_t gai_req;
+  relay_dir_t up;   /* client -> instance */
+  relay_dir_t down; /* instance -> client */
+  zg_pool_t *pool;  /* referenced while an instance of it is in use */
+  size_t tried[MAX_TRIES];
+  size_t ntried;
+  unsigned handles;     /* handles not yet closed */
+  unsigned upstream_open : 1;
+  unsigned gai_pending : 1;
+  unsigned retry_on_close : 1; /* pick another instance once closed */
+  unsigned retry_on_resolve : 1; /* ... once the cancelled lookup is back */
+  uint64_t start_ms, last_active_ms;
+  const char *reason;
+  char client_addr[64];
+  char instance_addr[ZG_HOST_MAX + 10];
+} zg_tcp_session_t;
+
+static void session_end(zg_tcp_session_t *s, const char *reason);
+static void try_connect(zg_tcp_session_t *s);
+
+/* ---- buffers --------------------------------------------------------- */
+
+typedef struct free_buf {
+  struct free_buf *next;
+} free_buf_t;
+
+static char *buf_get(zg_gateway_t *gw) {
+  free_buf_t *b = gw->free_bufs;
+  if (b) {
+    gw->free_bufs = b->next;
+    gw->n_free_bufs--;
+    return (char *)b;
+  }
+  return malloc(RELAY_BUF_SIZE);
+}
+
+static void buf_put(zg_gateway_t *gw, char *p) {
+  free_buf_t *b = (free_buf_t *)p;
+  if (!p)
+    return;
+  if (gw->n_free_bufs >= MAX_FREE_BUFS) {
+    free(p);
+    return;
+  }
+  b->next = gw->free_bufs;
+  gw->free_bufs = b;
+  gw->n_free_bufs++;
+}
+
+void zg_tcp_free_buffers(zg_gateway_t *gw) {
+  while (gw->free_bufs) {
+    free_buf_t *b = gw->free_bufs;
+    gw->free_bufs = b->next;
+    free(b);
+  }
+  gw->n_free_bufs = 0;
+}
+
+/* ---- closing --------------------------------------------------------- */
+
+static void session_free_if_done(zg_tcp_session_t *s) {
+  zg_gateway_t *gw = s->svc->gw;
+  if (s->handles > 0 || s->gai_pending)
+    return;
+  buf_put(gw, s->up.buf);
+  buf_put(gw, s->down.buf);
+  zg_pool_unref(s->pool);
+  free(s);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  zg_tcp_session_t *s = h->data;
+  s->handles--;
+  if (h == (uv_handle_t *)&s->upstream) {
+    s->upstream_open = 0;
+    if (s->retry_on_close && s->state == S_CONNECTING) {
+      s->retry_on_close = 0;
+      try_connect(s);
+      return;
+    }
+  }
+  session_free_if_done(s);
+}
+
+static void close_handle(zg_tcp_session_t *s, uv_handle_t *h) {
+  if (!uv_is_closing(h))
+    uv_close(h, on_handle_closed);
+  (void)s;
+}
+
+static void session_end(zg_tcp_session_t *s, const char *reason) {
+  zg_service_t *svc = s->svc;
+  zg_gateway_t *gw = svc->gw;
+  if (s->state == S_CLOSING)
+    return;
+  s->state = S_CLOSING;
+  s->reason = reason;
+  s->retry_on_close = 0;
+  svc->active--;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    gw->sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  zg_debug("tcp", "service %s: client %s instance %s: %s after %llu ms, "
+           "%llu bytes up, %llu bytes down",
+           svc->conf->name, s->client_addr,
+           s->instance_addr[0] ? s->instance_addr : "-", reason,
+           (unsigned long long)(uv_now(gw->loop) - s->start_ms),
+           (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
+  if (s->gai_pending)
+    uv_cancel((uv_req_t *)&s->gai_req);
+  close_handle(s, (uv_handle_t *)&s->client);
+  close_handle(s, (uv_handle_t *)&s->timer);
+  if (s->upstream_open)
+    close_handle(s, (uv_handle_t *)&s->upstream);
+}
+
+void zg_tcp_close_all(zg_gateway_t *gw) {
+  while (gw->sessions)
+    session_end(gw->sessions, "gateway stopping");
+}
+
+/* ---- relay ----------------------------------------------------------- */
+
+static void dir_read_start(relay_dir_t *d);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  zg_tcp_session_t *s = h->data;
+  relay_dir_t *d = h == (uv_handle_t *)&s->client ? &s->up : &s->down;
+  (void)suggested;
+  if (!d->buf)
+    d->buf = buf_get(s->svc->gw);
+  buf->base = d->buf;
+  buf->len = d->buf ? RELAY_BUF_SIZE : 0; /* 0: libuv reports UV_ENOBUFS */
+}
+
+static void maybe_done(zg_tcp_session_t *s) {
+  if (s->up.shut && s->down.shut)
+    session_end(s, "closed");
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  relay_dir_t *d = req->data;
+  zg_tcp_session_t *s = d->s;
+  if (s->state == S_CLOSING)
+    return;
+  if (status < 0) {
+    /* The peer is gone already (ENOTCONN, EPIPE). */
+    session_end(s, d == &s->up ? "instance gone" : "client gone");
+    return;
+  }
+  d->shut = 1;
+  maybe_done(s);
+}
+
+static void dir_eof(relay_dir_t *d) {
+  zg_tcp_session_t *s = d->s;
+  int rc;
+  d->eof = 1;
+  buf_put(s->svc->gw, d->buf);
+  d->buf = NULL;
+  uv_read_stop(d->in);
+  d->sreq.data = d;
+  rc = uv_shutdown(&d->sreq, d->out, on_shutdown);
+  if (rc < 0)
+    session_end(s, d == &s->up ? "instance gone" : "client gone");
+}
+
+static void on_write(uv_write_t *req, int status) {
+  relay_dir_t *d = req->data;
+  zg_tcp_session_t *s = d->s;
+  if (s->state == S_CLOSING)
+    return;
+  if (status < 0) {
+    session_end(s, d == &s->up ? "instance write error" : "client write error");
+    return;
+  }
+  buf_put(s->svc->gw, d->buf);
+  d->buf = NULL;
+  dir_read_start(d);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  zg_tcp_session_t *s = stream->data;
+  relay_dir_t *d = stream == (uv_stream_t *)&s->client ? &s->up : &s->down;
+  uv_buf_t wbuf;
+  int rc;
+  (void)buf;
+  if (s->state == S_CLOSING)
+    return;
+  if (nread == 0) {
+    buf_put(s->svc->gw, d->buf); /* EAGAIN: nothing read */
+    d->buf = NULL;
+    return;
+  }
+  if (nread == UV_EOF) {
+    dir_eof(d);
+    return;
+  }
+  if (nread < 0) {
+    session_end(s, nread == UV_ENOBUFS     ? "out of memory"
+                   : d == &s->up           ? "client reset"
+                                           : "instance reset");
+    return;
+  }
+  d->bytes += (uint64_t)nread;
+  s->last_active_ms = uv_now(s->svc->gw->loop);
+  /* Try the write at once: most of the time the socket takes it all and
+   * the buffer is free again without a trip through the loop. */
+  wbuf = uv_buf_init(d->buf, (unsigned)nread);
+  rc = uv_try_write(d->out, &wbuf, 1);
+  if (rc == nread) {
+    buf_put(s->svc->gw, d->buf);
+    d->buf = NULL;
+    return; /* keep reading */
+  }
+  if (rc < 0 && rc != UV_EAGAIN) {
+    session_end(s, d == &s->up ? "instance write error" : "client write error");
+    return;
+  }
+  if (rc > 0) {
+    wbuf.base += rc;
+    wbuf.len -= (unsigned)rc;
+  }
+  uv_read_stop(d->in);
+  d->wreq.data = d;
+  rc = uv_write(&d->wreq, d->out, &wbuf, 1, on_write);
+  if (rc < 0)
+    session_end(s, d == &s->up ? "instance write error" : "client write error");
+}
+
+static void dir_read_start(relay_dir_t *d) {
+  if (d->eof)
+    return;
+  if (uv_read_start(d->in, on_alloc, on_read) < 0)
+    session_end(d->s, "read error");
+}
+
+static void on_idle_timer(uv_timer_t *t) {
+  zg_tcp_session_t *s = t->data;
+  uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
+  uint64_t now = uv_now(s->svc->gw->loop);
+  /* Re-armed lazily: activity only stamps last_active_ms. */
+  if (now - s->last_active_ms >= idle)
+    session_end(s, "idle timeout");
+  else
+    uv_timer_start(t, on_idle_timer, idle - (now - s->last_active_ms), 0);
+}
+
+static void relay_start(zg_tcp_session_t *s) {
+  uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
+  s->state = S_RELAY;
+  zg_pool_unref(s->pool); /* the address is in instance_addr */
+  s->pool = NULL;
+  uv_timer_stop(&s->timer);
+  uv_tcp_nodelay(&s->client, 1);
+  uv_tcp_nodelay(&s->upstream, 1);
+  s->up = (relay_dir_t){.s = s,
+                        .in = (uv_stream_t *)&s->client,
+                        .out = (uv_stream_t *)&s->upstream};
+  s->down = (relay_dir_t){.s = s,
+                          .in = (uv_stream_t *)&s->upstream,
+                          .out = (uv_stream_t *)&s->client};
+  s->last_active_ms = uv_now(s->svc->gw->loop);
+  if (idle > 0)
+    uv_timer_start(&s->timer, on_idle_timer, idle, 0);
+  dir_read_start(&s->up);
+  if (s->state == S_RELAY)
+    dir_read_start(&s->down);
+}
+
+/* ---- connecting ------------------------------------------------------ */
+
+static void connect_failed(zg_tcp_session_t *s, const char *why) {
+  zg_service_t *svc = s->svc;
+  uint64_t dropped;
+  svc->connect_failures++;
+  if (zg_ratelimit_allow(&svc->connect_fail_rl, uv_now(svc->gw->loop),
+                         &dropped))
+    zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
+            svc->conf->name, s->instance_addr, why,
+            dropped ? " (and earlier failures not logged)" : "");
+  uv_timer_stop(&s->timer);
+  if (s->upstream_open) {
+    s->retry_on_close = 1;
+    close_handle(s, (uv_handle_t *)&s->upstream);
+  } else {
+    try_connect(s);
+  }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  zg_tcp_session_t *s = req->data;
+  if (s->state != S_CONNECTING || status == UV_ECANCELED)
+    return; /* closed under it: the close callback carries on */
+  if (status < 0) {
+    connect_failed(s, uv_strerror(status));
+    return;
+  }
+  relay_start(s);
+}
+
+static void on_connect_timeout(uv_timer_t *t) {
+  zg_tcp_session_t *s = t->data;
+  if (s->state != S_CONNECTING)
+    return;
+  if (s->gai_pending) {
+    /* The lookup's request cannot be reused until its callback runs. */
+    s->svc->connect_failures++;
+    s->retry_on_resolve = 1;
+    uv_cancel((uv_req_t *)&s->gai_req);
+    return;
+  }
+  connect_failed(s, "connect timeout");
+}
+
+static void connect_to(zg_tcp_session_t *s, const struct sockaddr *sa) {
+  int rc = uv_tcp_init(s->svc->gw->loop, &s->upstream);
+  if (rc < 0) {
+    connect_failed(s, uv_strerror(rc));
+    return;
+  }
+  s->upstream.data = s;
+  s->upstream_open = 1;
+  s->handles++;
+  s->connect_req.data = s;
+  rc = uv_tcp_connect(&s->connect_req, &s->upstream, sa, on_connect);
+  if (rc < 0) {
+    connect_failed(s, uv_strerror(rc));
+    return;
+  }
+  uv_timer_start(&s->timer, on_connect_timeout,
+                 s->svc->gw->cfg->proxy.connect_timeout_ms, 0);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  zg_tcp_session_t *s = req->data;
+  s->gai_pending = 0;
+  if (s->state != S_CONNECTING) {
+    uv_freeaddrinfo(res);
+    session_free_if_done(s);
+    return;
+  }
+  if (s->retry_on_resolve) {
+    s->retry_on_resolve = 0;
+    uv_freeaddrinfo(res);
+    try_connect(s);
+    return;
+  }
+  if (status < 0 || !res) {
+    uv_freeaddrinfo(res);
+    connect_failed(s, status < 0 ? uv_strerror(status) : "no address");
+    return;
+  }
+  connect_to(s, res->ai_addr);
+  uv_freeaddrinfo(res);
+}
+
+static void try_connect(zg_tcp_session_t *s) {
+  zg_service_t *svc = s->svc;
+  zg_gateway_t *gw = svc->gw;
+  const zg_instance_t *inst;
+  size_t i;
+  uint64_t dropped;
+
+  if (!s->pool) {
+    zg_pool_t *p = zg_service_pool(svc);
+    if (p)
+      s->pool = zg_pool_ref(p);
+  }
+  i = s->ntried < MAX_TRIES && s->pool
+          ? zg_balance_pick(svc->conf->balance, &gw->rng, &svc->rr_cursor,
+                            s->pool->n, s->tried, s->ntried)
+          : ZG_PICK_NONE;
+  if (i == ZG_PICK_NONE) {
+    if (s->ntried == 0) {
+      svc->no_instance++;
+      if (zg_ratelimit_allow(&svc->no_instance_rl, uv_now(gw->loop),
+                             &dropped))
+        zg_warn("tcp", "service %s: no live instance; client %s closed "
+                "(%llu such connections so far)",
+                svc->conf->name, s->client_addr,
+                (unsigned long long)svc->no_instance);
+      session_end(s, "no instance");
+    } else {
+      session_end(s, "instances unreachable");
+    }
+    return;
+  }
+  s->tried[s->ntried++] = i;
+  inst = &s->pool->inst[i];
+  zg_instance_addr_str(inst, s->instance_addr, sizeof(s->instance_addr));
+  if (inst->is_ip) {
+    struct sockaddr_storage ss;
+    int rc = strchr(inst->host, ':')
+                 ? uv_ip6_addr(inst->host, inst->port,
+                               (struct sockaddr_in6 *)&ss)
+                 : uv_ip4_addr(inst->host, inst->port,
+                               (struct sockaddr_in *)&ss);
+    if (rc < 0) {
+      connect_failed(s, uv_strerror(rc));
+      return;
+    }
+    connect_to(s, (const struct sockaddr *)&ss);
+  } else {
+    struct addrinfo hints;
+    char port[8];
+    int rc;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", inst->port);
+    s->gai_req.data = s;
+    rc = uv_getaddrinfo(gw->loop, &s->gai_req, on_resolved, inst->host, port,
+                        &hints);
+    if (rc < 0) {
+      connect_failed(s, uv_strerror(rc));
+      return;
+    }
+    s->gai_pending = 1;
+    uv_timer_start(&s->timer, on_connect_timeout,
+                   gw->cfg->proxy.connect_timeout_ms, 0);
+  }
+}
+
+static void addr_str(uv_tcp_t *tcp, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss);
+  char ip[48];
+  buf[0] = '\0';
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+    snprintf(buf, len, "[%s]:%u", ip,
+             ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+    snprintf(buf, len, "%s:%u", ip,
+             ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  }
+}
+
+void zg_tcp_on_connection(uv_stream_t *server, int status) {
+  zg_service_t *svc = server->data;
+  zg_gateway_t *gw = svc->gw;
+  zg_tcp_session_t *s;
+
+  if (status < 0) {
+    zg_warn("tcp", "service %s: accept failed: %s", svc->conf->name,
+            uv_strerror(status));
+    return;
+  }
+  s = calloc(1, sizeof(*s));
+  if (!s) {
+    /* Take the connection off the queue and drop it. */
+    uv_tcp_t *tmp = malloc(sizeof(*tmp));
+    zg_error("tcp", "service %s: out of memory accepting a client",
+             svc->conf->name);
+    if (tmp && uv_tcp_init(gw->loop, tmp) == 0) {
+      uv_accept(server, (uv_stream_t *)tmp);
+      uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
+    } else {
+      free(tmp);
+    }
+    return;
+  }
+  s->svc = svc;
+  uv_tcp_init(gw->loop, &s->client);
+  uv_timer_init(gw->loop, &s->timer);
+  s->client.data = s;
+  s->timer.data = s;
+  s->handles = 2;
+  s->start_ms = uv_now(gw->loop);
+  s->next = gw->sessions;
+  if (gw->sessions)
+    gw->sessions->prev = s;
+  gw->sessions = s;
+  svc->accepted++;
+  svc->active++;
+  if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
+    session_end(s, "accept failed");
+    return;
+  }
+  addr_str(&s->client, s->client_addr, sizeof(s->client_addr));
+  try_connect(s);
+}
