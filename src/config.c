@@ -52,6 +52,7 @@ typedef struct {
   /* output */
   const char *name;
   zg_config_errors_t *errs;
+  int *err_lines; /* line of each error, to report them in file order */
 } parse_t;
 
 static void add_error(parse_t *p, int line, const char *fmt, ...)
@@ -60,6 +61,7 @@ static void add_error(parse_t *p, int line, const char *fmt, ...)
 static void add_error(parse_t *p, int line, const char *fmt, ...) {
   char msg[512], *full;
   char **lines;
+  int *el;
   va_list ap;
   int n;
   va_start(ap, fmt);
@@ -72,13 +74,17 @@ static void add_error(parse_t *p, int line, const char *fmt, ...) {
     n = snprintf(NULL, 0, "%s:%d: %s", p->name, line, msg);
   full = malloc((size_t)n + 1);
   lines = realloc(p->errs->lines, (p->errs->n + 1) * sizeof(*lines));
-  if (!full || !lines) {
+  if (lines)
+    p->errs->lines = lines;
+  el = realloc(p->err_lines, (p->errs->n + 1) * sizeof(*el));
+  if (el)
+    p->err_lines = el;
+  if (!full || !lines || !el) {
     free(full);
-    if (lines)
-      p->errs->lines = lines;
     p->oom = 1;
     return;
   }
+  el[p->errs->n] = line;
   if (line == 0)
     snprintf(full, (size_t)n + 1, "%s: %s", p->name, msg);
   else
@@ -625,6 +631,22 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
   free(st);
 }
 
+/* Errors in file order; insertion sort keeps equal lines in the order they
+ * were found. */
+static void sort_errors(parse_t *p) {
+  for (size_t i = 1; i < p->errs->n; i++) {
+    char *msg = p->errs->lines[i];
+    int line = p->err_lines[i];
+    size_t k = i;
+    for (; k > 0 && p->err_lines[k - 1] > line; k--) {
+      p->errs->lines[k] = p->errs->lines[k - 1];
+      p->err_lines[k] = p->err_lines[k - 1];
+    }
+    p->errs->lines[k] = msg;
+    p->err_lines[k] = line;
+  }
+}
+
 static void free_raw(parse_t *p) {
   for (size_t i = 0; i < p->n_sections; i++)
     free(p->sections[i].name);
@@ -635,6 +657,9 @@ static void free_raw(parse_t *p) {
   }
   free(p->sections);
   free(p->kvs);
+  sort_errors(p);
+  free(p->err_lines);
+  p->err_lines = NULL;
 }
 
 static int load(parse_t *p, const char *name, zg_config_t **out,
@@ -698,6 +723,7 @@ int zg_config_load(const char *path, zg_config_t **out,
     p.name = path;
     p.errs = errs;
     add_error(&p, 0, "cannot open: %s", strerror(errno));
+    free(p.err_lines);
     *out = NULL;
     return err ? err : ZG_ECONFIG;
   }

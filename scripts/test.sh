@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: installs what is missing, builds
+# twice (gcc with warnings as errors; clang with AddressSanitizer and
+# UndefinedBehaviorSanitizer) and runs every ctest test in both builds.
+# The tests start their own ZooKeeper servers, backends and clients.
+# Usage: scripts/test.sh [ctest arguments, e.g. -L unit or -R registry]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test
+jobs=$(nproc)
+
+echo "== build: gcc, -Werror" >&2
+cmake -S . -B build -DZKGATE_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+echo "== tests: gcc build" >&2
+ctest --test-dir build --output-on-failure --timeout 600 "$@"
+
+echo "== build: clang-14, -fsanitize=address,undefined, -Werror" >&2
+CC=clang-14 cmake -S . -B build-asan -DZKGATE_WERROR=ON -DZKGATE_SANITIZE=ON \
+  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+echo "== tests: sanitizer build" >&2
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure --timeout 600 "$@"
