@@ -373,8 +373,7 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       p->oom = 1;
   } else if (!strcmp(kv->key, "session_timeout")) {
     uint64_t ms;
-    if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms < 100 ||
-        ms > 3600000) {
+    if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms < 100 || ms > 3600000) {
       add_error(p, kv->line,
                 "session_timeout: expected a duration between 100ms and 1h "
                 "(e.g. 10s), got '%s'",
@@ -535,12 +534,12 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       zg_service_conf_t *ns;
       svc_state_t *nst;
       if (!valid_service_name(name)) {
-        add_error(p, sec->line,
-                  "service name '%s' must match [A-Za-z0-9_.-]+", name);
+        add_error(p, sec->line, "service name '%s' must match [A-Za-z0-9_.-]+",
+                  name);
       } else if (!(ns = realloc(cfg->services,
                                 (cfg->n_services + 1) * sizeof(*ns))) ||
-                 !(cfg->services = ns, nst = realloc(st, (cfg->n_services + 1) *
-                                                             sizeof(*nst)))) {
+                 !(cfg->services = ns,
+                   nst = realloc(st, (cfg->n_services + 1) * sizeof(*nst)))) {
         p->oom = 1;
       } else {
         st = nst;
@@ -692,8 +691,9 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
 
   rc = ini_parse_stream(reader, p, handler, p);
   if (rc > 0)
-    add_error(p, rc, "syntax error: expected [section], key = value or a "
-                     "comment");
+    add_error(p, rc,
+              "syntax error: expected [section], key = value or a "
+              "comment");
   else if (rc < 0)
     p->oom = 1;
   interpret(p, cfg);
@@ -732,8 +732,8 @@ int zg_config_load(const char *path, zg_config_t **out,
   return rc;
 }
 
-int zg_config_load_string(const char *text, const char *name,
-                          zg_config_t **out, zg_config_errors_t *errs) {
+int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+                          zg_config_errors_t *errs) {
   parse_t p;
   memset(&p, 0, sizeof(p));
   memset(errs, 0, sizeof(*errs));

@@ -47,7 +47,9 @@ static void on_pool(void *arg, size_t id, zg_pool_t *pool) {
   svc->zk_pool = pool;
 }
 
-static void on_handle_closed(uv_handle_t *h) { (void)h; }
+static void on_handle_closed(uv_handle_t *h) {
+  (void)h;
+}
 
 static void gateway_stop(zg_gateway_t *gw, const char *why) {
   if (gw->stopping)
@@ -78,7 +80,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   case SIGHUP:
     zg_warn("gateway", "SIGHUP: reloading is not supported by this version; "
-            "the running configuration stays");
+                       "the running configuration stays");
     break;
   case SIGUSR1:
     /* Logs go to stderr only: nothing to reopen. */
@@ -91,8 +93,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
-  gw->services = calloc(cfg->n_services ? cfg->n_services : 1,
-                        sizeof(*gw->services));
+  gw->services =
+      calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*gw->services));
   if (!gw->services)
     return UV_ENOMEM;
   gw->n_services = cfg->n_services;
@@ -105,8 +107,8 @@ static int services_start(zg_gateway_t *gw) {
     zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
     zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
     if (sc->n_instances > 0) {
-      svc->static_pool = zg_pool_new(sc->instances, sc->n_instances, 0,
-                                     uv_now(gw->loop));
+      svc->static_pool =
+          zg_pool_new(sc->instances, sc->n_instances, 0, uv_now(gw->loop));
       if (!svc->static_pool)
         return UV_ENOMEM;
     }
@@ -122,9 +124,9 @@ static int services_start(zg_gateway_t *gw) {
     zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s", sc->name,
             sc->listen.text, sc->zk_path ? "instances from " : "",
             sc->zk_path ? sc->zk_path : "",
-            sc->n_instances ? (sc->zk_path ? " with static fallback"
-                                           : "static instances")
-                            : "");
+            sc->n_instances
+                ? (sc->zk_path ? " with static fallback" : "static instances")
+                : "");
   }
   return 0;
 }

@@ -146,8 +146,8 @@ static int decode_url(const char *s, size_t n, zg_instance_t *out, char *err,
   for (size_t i = 0; i < slen; i++) {
     char c = s[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (i > 0 && ((c >= '0' && c <= '9') || c == '+' || c == '-' ||
-                     c == '.'))))
+          (i > 0 &&
+           ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))))
       return fail(err, errlen, "bad URL scheme");
   }
 #define SCHEME_IS(lit)                                                         \
@@ -280,8 +280,9 @@ int zg_instance_decode(const char *name, const char *data, size_t len,
 
   if (n == 0) {
     if (!name || zg_instance_parse_hostport(name, strlen(name), out) != 0)
-      return fail(err, errlen, "empty data and a child name that is not "
-                               "host:port");
+      return fail(err, errlen,
+                  "empty data and a child name that is not "
+                  "host:port");
     out->format = ZG_FORMAT_NAME;
   } else if (s[0] == '{') {
     rc = decode_json(s, n, out, err, errlen);

@@ -10,9 +10,13 @@ static zg_log_level_t log_level = ZG_LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void zg_log_set_level(zg_log_level_t level) { log_level = level; }
+void zg_log_set_level(zg_log_level_t level) {
+  log_level = level;
+}
 
-int zg_log_enabled(zg_log_level_t level) { return level <= log_level; }
+int zg_log_enabled(zg_log_level_t level) {
+  return level <= log_level;
+}
 
 void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...) {
   char line[2048];
@@ -25,8 +29,9 @@ void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...) {
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
   n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-  r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s %s: ",
-               ts.tv_nsec / 1000000L, level_names[level], module);
+  r = snprintf(line + n, sizeof(line) - n,
+               ".%03ldZ %s %s: ", ts.tv_nsec / 1000000L, level_names[level],
+               module);
   if (r > 0)
     n += (size_t)r;
   va_start(ap, fmt);

@@ -188,8 +188,10 @@ static void on_data(int rc, const char *value, int value_len,
       svc->need_list = 1; /* read again once connected */
     } else {
       c->fetched = 1;
-      zg_warn("registry", "%s/%s: cannot read instance data (%s); child "
-              "skipped", svc->path, c->name, zerror(rc));
+      zg_warn("registry",
+              "%s/%s: cannot read instance data (%s); child "
+              "skipped",
+              svc->path, c->name, zerror(rc));
     }
   }
   free(req);
@@ -240,8 +242,7 @@ static void on_children(int rc, const struct String_vector *strings,
   if (reg->closing)
     return;
   if (rc == ZNONODE) {
-    zg_info("registry", "%s does not exist (yet): waiting for it",
-            svc->path);
+    zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
     for (size_t i = 0; i < svc->n_children; i++)
       child_free(&svc->children[i]);
     removed = svc->n_children > 0;
@@ -314,8 +315,8 @@ static void on_children(int rc, const struct String_vector *strings,
     publish(svc); /* no-op when the pool would not change */
 }
 
-static void on_child_watch(zhandle_t *zh, int type, int state,
-                           const char *path, void *ctx) {
+static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
+                           void *ctx) {
   reg_service_t *svc = ctx;
   (void)zh;
   (void)state;
@@ -354,16 +355,16 @@ static void list_children(reg_service_t *svc) {
   svc->need_list = 1;
   if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
     return;
-  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc,
-                          on_children, svc) == ZOK)
+  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
+                          svc) == ZOK)
     svc->need_list = 0;
 }
 
 static void watch_exists(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
   if (!reg->zh || reg->closing ||
-      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists,
-                   svc) != ZOK)
+      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists, svc) !=
+          ZOK)
     svc->need_list = 1;
 }
 
@@ -396,18 +397,18 @@ static void on_session_event(zhandle_t *zh, int type, int state,
      * lists that failed while disconnected are repeated. */
     list_pending(reg);
   } else if (state == ZOO_EXPIRED_SESSION_STATE) {
-    zg_warn("registry", "ZooKeeper session 0x%llx expired: opening a new "
+    zg_warn("registry",
+            "ZooKeeper session 0x%llx expired: opening a new "
             "session; pools are kept until it is synchronised",
             (long long)reg->last_client.client_id);
     reg->reinit = 1;
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     zg_error("registry", "ZooKeeper authentication failed");
     reg->reinit = 1;
-  } else if (state == ZOO_CONNECTING_STATE ||
-             state == ZOO_ASSOCIATING_STATE) {
+  } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
     if (reg->state == ZG_ZK_CONNECTED) {
       zg_warn("registry", "lost the ZooKeeper connection: serving the last "
-              "known pools while reconnecting");
+                          "known pools while reconnecting");
       reg->state = ZG_ZK_DISCONNECTED;
       reg->disconnected_ms = uv_now(reg->loop);
     }
@@ -560,7 +561,8 @@ static void on_health_timer(uv_timer_t *t) {
     if (timeout <= 0)
       timeout = reg->session_timeout_ms;
     if (now - reg->disconnected_ms > (uint64_t)timeout) {
-      zg_warn("registry", "no ZooKeeper connection for %llu ms, longer than "
+      zg_warn("registry",
+              "no ZooKeeper connection for %llu ms, longer than "
               "the session timeout (%d ms): opening a new session; pools are "
               "kept until it is synchronised",
               (unsigned long long)(now - reg->disconnected_ms), timeout);

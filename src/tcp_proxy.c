@@ -54,10 +54,10 @@ typedef struct zg_tcp_session {
   zg_pool_t *pool;  /* referenced while an instance of it is in use */
   size_t tried[MAX_TRIES];
   size_t ntried;
-  unsigned handles;     /* handles not yet closed */
+  unsigned handles; /* handles not yet closed */
   unsigned upstream_open : 1;
   unsigned gai_pending : 1;
-  unsigned retry_on_close : 1; /* pick another instance once closed */
+  unsigned retry_on_close : 1;   /* pick another instance once closed */
   unsigned retry_on_resolve : 1; /* ... once the cancelled lookup is back */
   uint64_t start_ms, last_active_ms;
   const char *reason;
@@ -153,7 +153,8 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
     gw->sessions = s->next;
   if (s->next)
     s->next->prev = s->prev;
-  zg_debug("tcp", "service %s: client %s instance %s: %s after %llu ms, "
+  zg_debug("tcp",
+           "service %s: client %s instance %s: %s after %llu ms, "
            "%llu bytes up, %llu bytes down",
            svc->conf->name, s->client_addr,
            s->instance_addr[0] ? s->instance_addr : "-", reason,
@@ -250,9 +251,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    session_end(s, nread == UV_ENOBUFS     ? "out of memory"
-                   : d == &s->up           ? "client reset"
-                                           : "instance reset");
+    session_end(s, nread == UV_ENOBUFS ? "out of memory"
+                   : d == &s->up       ? "client reset"
+                                       : "instance reset");
     return;
   }
   d->bytes += (uint64_t)nread;
@@ -428,9 +429,9 @@ static void try_connect(zg_tcp_session_t *s) {
   if (i == ZG_PICK_NONE) {
     if (s->ntried == 0) {
       svc->no_instance++;
-      if (zg_ratelimit_allow(&svc->no_instance_rl, uv_now(gw->loop),
-                             &dropped))
-        zg_warn("tcp", "service %s: no live instance; client %s closed "
+      if (zg_ratelimit_allow(&svc->no_instance_rl, uv_now(gw->loop), &dropped))
+        zg_warn("tcp",
+                "service %s: no live instance; client %s closed "
                 "(%llu such connections so far)",
                 svc->conf->name, s->client_addr,
                 (unsigned long long)svc->no_instance);
@@ -445,11 +446,10 @@ static void try_connect(zg_tcp_session_t *s) {
   zg_instance_addr_str(inst, s->instance_addr, sizeof(s->instance_addr));
   if (inst->is_ip) {
     struct sockaddr_storage ss;
-    int rc = strchr(inst->host, ':')
-                 ? uv_ip6_addr(inst->host, inst->port,
-                               (struct sockaddr_in6 *)&ss)
-                 : uv_ip4_addr(inst->host, inst->port,
-                               (struct sockaddr_in *)&ss);
+    int rc =
+        strchr(inst->host, ':')
+            ? uv_ip6_addr(inst->host, inst->port, (struct sockaddr_in6 *)&ss)
+            : uv_ip4_addr(inst->host, inst->port, (struct sockaddr_in *)&ss);
     if (rc < 0) {
       connect_failed(s, uv_strerror(rc));
       return;

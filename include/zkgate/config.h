@@ -63,8 +63,8 @@ typedef struct {
 int zg_config_load(const char *path, zg_config_t **out,
                    zg_config_errors_t *errs);
 /* Same, from a string; `name` stands for the file name in messages. */
-int zg_config_load_string(const char *text, const char *name,
-                          zg_config_t **out, zg_config_errors_t *errs);
+int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+                          zg_config_errors_t *errs);
 void zg_config_free(zg_config_t *cfg);
 void zg_config_errors_free(zg_config_errors_t *errs);
 

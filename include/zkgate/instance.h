@@ -21,11 +21,11 @@ typedef enum {
 typedef struct zg_instance {
   char host[ZG_HOST_MAX + 1]; /* IP literal (no brackets) or DNS name */
   uint16_t port;
-  bool tls;         /* the registration says the instance speaks TLS */
-  bool is_ip;       /* host is an IP literal: no resolution needed */
-  uint8_t format;   /* zg_instance_format_t */
-  char *base_path;  /* owned; NULL when none (URL path, Curator uriSpec) */
-  char *name;       /* owned; znode child name, or NULL for static ones */
+  bool tls;        /* the registration says the instance speaks TLS */
+  bool is_ip;      /* host is an IP literal: no resolution needed */
+  uint8_t format;  /* zg_instance_format_t */
+  char *base_path; /* owned; NULL when none (URL path, Curator uriSpec) */
+  char *name;      /* owned; znode child name, or NULL for static ones */
 } zg_instance_t;
 
 /* Decodes one registry child. `name` is the child's name (not its path),
