@@ -53,6 +53,7 @@ typedef struct {
   const char *name;
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
+  int hosts_seen; /* [zookeeper] hosts given, valid or not */
 } parse_t;
 
 static void add_error(parse_t *p, int line, const char *fmt, ...)
@@ -267,7 +268,9 @@ typedef enum { SEC_ZOOKEEPER, SEC_PROXY, SEC_SERVICE, SEC_OTHER } sec_kind_t;
 typedef struct {
   zg_service_conf_t *svc; /* the service being filled, for SEC_SERVICE */
   int listen_line;
-  bool has_listen;
+  bool has_listen;  /* a valid listen address */
+  bool listen_seen; /* a listen key, valid or not: no second error */
+  bool source_seen; /* a zk_path or instances key, valid or not */
   int zk_path_line;
 } svc_state_t;
 
@@ -361,6 +364,7 @@ static int not_yet(parse_t *p, const raw_kv_t *kv) {
 
 static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "hosts")) {
+    p->hosts_seen = 1;
     if (!valid_zk_hosts(kv->value)) {
       add_error(p, kv->line,
                 "hosts: expected host:port[,host:port...][/chroot], got '%s'",
@@ -435,6 +439,10 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
 
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   zg_service_conf_t *svc = st->svc;
+  if (!strcmp(kv->key, "listen"))
+    st->listen_seen = true;
+  if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances"))
+    st->source_seen = true;
   if (!strcmp(kv->key, "zk_path")) {
     if (!valid_zk_path(kv->value)) {
       add_error(p, kv->line,
@@ -506,7 +514,7 @@ static sec_kind_t section_kind(const char *name) {
 static void interpret(parse_t *p, zg_config_t *cfg) {
   svc_state_t *st = NULL;
   size_t kvi = 0;
-  int zk_line = 0;
+  int zk_line = 0, uses_zk = 0;
 
   /* Keys before any section header. */
   for (; kvi < p->n_kvs && !p->kvs[kvi].section; kvi++)
@@ -604,14 +612,16 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
   /* Checks over the whole file. */
   for (size_t i = 0; i < cfg->n_services; i++) {
     zg_service_conf_t *svc = &cfg->services[i];
-    if (!st[i].has_listen)
+    if (!st[i].listen_seen)
       add_error(p, svc->line, "[service:%s] needs a 'listen' address",
                 svc->name);
-    if (!svc->zk_path && svc->n_instances == 0)
+    if (!st[i].source_seen)
       add_error(p, svc->line,
                 "[service:%s] needs 'zk_path' or 'instances' (or both)",
                 svc->name);
-    if (svc->zk_path && !cfg->zk.hosts)
+    if (svc->zk_path)
+      uses_zk = 1;
+    if (svc->zk_path && !cfg->zk.hosts && !p->hosts_seen)
       add_error(p, st[i].zk_path_line,
                 "zk_path needs [zookeeper] hosts to be set%s",
                 zk_line ? "" : " (there is no [zookeeper] section)");
@@ -628,6 +638,11 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       }
   }
   free(st);
+  /* No service reads ZooKeeper: no session is opened. */
+  if (!uses_zk) {
+    free(cfg->zk.hosts);
+    cfg->zk.hosts = NULL;
+  }
 }
 
 /* Errors in file order; insertion sort keeps equal lines in the order they

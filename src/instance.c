@@ -162,11 +162,9 @@ static int decode_url(const char *s, size_t n, zg_instance_t *out, char *err,
   auth = sep + 3;
   end = s + n;
   path = memchr(auth, '/', (size_t)(end - auth));
-  {
-    const char *q = memchr(auth, '?', (size_t)(end - auth));
-    if (q && (!path || q < path))
-      return fail(err, errlen, "query string in an instance URL");
-  }
+  if (memchr(auth, '?', (size_t)(end - auth)) ||
+      memchr(auth, '#', (size_t)(end - auth)))
+    return fail(err, errlen, "query or fragment in an instance URL");
   if (!path)
     path = end;
   if (memchr(auth, '@', (size_t)(path - auth)))
@@ -294,6 +292,9 @@ int zg_instance_decode(const char *name, const char *data, size_t len,
       goto failed;
   } else if (zg_instance_parse_hostport(s, n, out) == 0) {
     out->format = ZG_FORMAT_HOSTPORT;
+  } else if (name && zg_instance_parse_hostport(name, strlen(name), out) == 0) {
+    /* Free text such as "@params weight=2" beside a child named host:port */
+    out->format = ZG_FORMAT_NAME;
   } else {
     rc = fail(err, errlen, "data is neither a URL, JSON nor host:port");
     goto failed;

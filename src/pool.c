@@ -14,6 +14,25 @@ static int inst_cmp(const void *a, const void *b) {
   return (int)x->port - (int)y->port;
 }
 
+static int str_cmp_null(const char *a, const char *b) {
+  if (!a || !b)
+    return (a != NULL) - (b != NULL);
+  return strcmp(a, b);
+}
+
+/* Address first, then everything else, so that which of two entries for
+ * one address is kept does not depend on the order they came in. */
+static int inst_cmp_full(const void *a, const void *b) {
+  const zg_instance_t *x = a, *y = b;
+  int c = inst_cmp(a, b);
+  if (c)
+    return c;
+  if (x->tls != y->tls)
+    return (int)x->tls - (int)y->tls;
+  c = str_cmp_null(x->base_path, y->base_path);
+  return c ? c : str_cmp_null(x->name, y->name);
+}
+
 zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
                        uint64_t created_ms) {
   zg_pool_t *p = malloc(sizeof(*p) + n * sizeof(p->inst[0]));
@@ -32,7 +51,7 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
     }
     kept++;
   }
-  qsort(p->inst, kept, sizeof(p->inst[0]), inst_cmp);
+  qsort(p->inst, kept, sizeof(p->inst[0]), inst_cmp_full);
   /* Keep each address once: two znodes for one instance (a restart racing
    * its old session's expiry) must not double its share. */
   p->n = 0;

@@ -1,0 +1,756 @@
+/* Unit tests for the configuration contract (include/zkgate/config.h and
+ * the INI contract in DESIGN.md): values, defaults, and every error with
+ * the FILE:LINE it must carry. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "zkgate/config.h"
+#include "zkgate/error.h"
+
+/* cmocka.h needs these first; its own block so that sorting keeps it last. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#define NAME "test.ini"
+
+/* Line (1-based) of the first line of `text` that contains `marker`, so
+ * that tests name the offending line instead of counting by hand. */
+static int line_of(const char *text, const char *marker) {
+  const char *at = strstr(text, marker);
+  int line = 1;
+
+  assert_non_null(at);
+  for (const char *p = text; p < at; p++)
+    if (*p == '\n')
+      line++;
+  return line;
+}
+
+static void dump_errors(const char *text, const zg_config_errors_t *errs) {
+  print_error("config:\n%s\nerrors (%zu):\n", text, errs->n);
+  for (size_t i = 0; i < errs->n; i++)
+    print_error("  %s\n", errs->lines[i]);
+}
+
+/* The index of the error that starts with "test.ini:LINE: " and has a
+ * non-empty message after it, or -1. */
+static int find_error_at(const zg_config_errors_t *errs, int line) {
+  char prefix[64];
+  size_t plen;
+
+  snprintf(prefix, sizeof(prefix), NAME ":%d: ", line);
+  plen = strlen(prefix);
+  for (size_t i = 0; i < errs->n; i++) {
+    const char *l = errs->lines[i];
+    if (l != NULL && strncmp(l, prefix, plen) == 0 && strlen(l) > plen)
+      return (int)i;
+  }
+  return -1;
+}
+
+static zg_config_t *load_ok(const char *text) {
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+  int rc = zg_config_load_string(text, NAME, &cfg, &errs);
+
+  if (rc != 0 || errs.n != 0 || cfg == NULL) {
+    print_error("rc=%d (%s)\n", rc, zg_strerror(rc));
+    dump_errors(text, &errs);
+    zg_config_errors_free(&errs);
+    if (cfg != NULL)
+      zg_config_free(cfg);
+    fail();
+  }
+  zg_config_errors_free(&errs);
+  return cfg;
+}
+
+/* Loads `text`, which must fail with exactly `n` errors, one at each of
+ * `lines`. Returns the errors (caller frees) for further checks. */
+static zg_config_errors_t load_bad(const char *text, const int *lines,
+                                   size_t n) {
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+  int rc = zg_config_load_string(text, NAME, &cfg, &errs);
+  bool ok = rc == ZG_ECONFIG && errs.n == n;
+
+  for (size_t i = 0; ok && i < n; i++)
+    ok = find_error_at(&errs, lines[i]) >= 0;
+  if (!ok) {
+    print_error("rc=%d, want %d (ZG_ECONFIG); want %zu error(s) at line(s)", rc,
+                ZG_ECONFIG, n);
+    for (size_t i = 0; i < n; i++)
+      print_error(" %d", lines[i]);
+    print_error("\n");
+    dump_errors(text, &errs);
+    zg_config_errors_free(&errs);
+    if (cfg != NULL)
+      zg_config_free(cfg);
+    fail();
+  }
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  return errs;
+}
+
+/* One error, on the line that contains `marker`. */
+static void expect_one_error(const char *text, const char *marker) {
+  int line = line_of(text, marker);
+  zg_config_errors_t errs = load_bad(text, &line, 1);
+
+  zg_config_errors_free(&errs);
+}
+
+static const zg_service_conf_t *service(const zg_config_t *cfg,
+                                        const char *name) {
+  size_t i = 0;
+
+  while (i < cfg->n_services && strcmp(cfg->services[i].name, name) != 0)
+    i++;
+  if (i == cfg->n_services) {
+    print_error("no service named %s\n", name);
+    fail();
+  }
+  return &cfg->services[i];
+}
+
+static void assert_v4(const zg_listen_addr_t *l, const char *ip,
+                      uint16_t port) {
+  const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->ss;
+  struct in_addr want;
+
+  assert_int_equal(l->ss.ss_family, AF_INET);
+  assert_int_equal(inet_pton(AF_INET, ip, &want), 1);
+  assert_int_equal(sin->sin_addr.s_addr, want.s_addr);
+  assert_int_equal(ntohs(sin->sin_port), port);
+}
+
+static void assert_v6(const zg_listen_addr_t *l, const char *ip,
+                      uint16_t port) {
+  const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&l->ss;
+  struct in6_addr want;
+
+  assert_int_equal(l->ss.ss_family, AF_INET6);
+  assert_int_equal(inet_pton(AF_INET6, ip, &want), 1);
+  assert_memory_equal(&sin6->sin6_addr, &want, sizeof(want));
+  assert_int_equal(ntohs(sin6->sin6_port), port);
+}
+
+/* ---------------------------------------------------------------- values */
+
+static const char full_config[] =
+    "; zkgate test configuration\n"
+    "[zookeeper]\n"
+    "hosts = 127.0.0.1:2181,127.0.0.2:2181/chroot ; the ensemble\n"
+    "session_timeout = 15s\n"
+    "\n"
+    "[proxy]\n"
+    "connect_timeout = 500ms\n"
+    "idle_timeout = 2m\n"
+    "log_level = debug\n"
+    "workers = 1\n"
+    "\n"
+    "[service:warehouse]\n"
+    "zk_path = /myRegistry/endpoints/warehouse\n"
+    "protocol = tcp\n"
+    "listen = 127.0.0.1:8080\n"
+    "balance = round_robin\n"
+    "instances = 10.0.0.5:8080, 10.0.0.6:8081\n"
+    "\n"
+    "[service:payment-v2.eu_1]\n"
+    "zk_path = /services/payment\n"
+    "protocol = tcp\n"
+    "listen = [::1]:9090\n"
+    "balance = random\n";
+
+static void test_full_config(void **state) {
+  zg_config_t *cfg = load_ok(full_config);
+  const zg_service_conf_t *s;
+
+  assert_string_equal(cfg->path, NAME);
+  assert_string_equal(cfg->zk.hosts, "127.0.0.1:2181,127.0.0.2:2181/chroot");
+  assert_int_equal(cfg->zk.session_timeout_ms, 15000);
+  assert_int_equal(cfg->proxy.workers, 1);
+  assert_int_equal(cfg->proxy.connect_timeout_ms, 500);
+  assert_int_equal(cfg->proxy.idle_timeout_ms, 120000);
+  assert_int_equal(cfg->proxy.log_level, ZG_LOG_DEBUG);
+  assert_int_equal(cfg->n_services, 2);
+
+  s = service(cfg, "warehouse");
+  assert_string_equal(s->zk_path, "/myRegistry/endpoints/warehouse");
+  assert_int_equal(s->protocol, ZG_PROTO_TCP);
+  assert_v4(&s->listen, "127.0.0.1", 8080);
+  assert_string_equal(s->listen.text, "127.0.0.1:8080");
+  assert_int_equal(s->balance, ZG_BALANCE_ROUND_ROBIN);
+  assert_int_equal(s->line, line_of(full_config, "[service:warehouse]"));
+  assert_int_equal(s->n_instances, 2);
+  assert_non_null(s->instances);
+  assert_string_equal(s->instances[0].host, "10.0.0.5");
+  assert_int_equal(s->instances[0].port, 8080);
+  assert_true(s->instances[0].is_ip);
+  assert_false(s->instances[0].tls);
+  assert_int_equal(s->instances[0].format, ZG_FORMAT_STATIC);
+  assert_null(s->instances[0].name);
+  assert_null(s->instances[0].base_path);
+  assert_string_equal(s->instances[1].host, "10.0.0.6");
+  assert_int_equal(s->instances[1].port, 8081);
+  assert_int_equal(s->instances[1].format, ZG_FORMAT_STATIC);
+
+  s = service(cfg, "payment-v2.eu_1");
+  assert_string_equal(s->zk_path, "/services/payment");
+  assert_int_equal(s->protocol, ZG_PROTO_TCP);
+  assert_v6(&s->listen, "::1", 9090);
+  assert_string_equal(s->listen.text, "[::1]:9090");
+  assert_int_equal(s->balance, ZG_BALANCE_RANDOM);
+  assert_int_equal(s->line, line_of(full_config, "[service:payment-v2.eu_1]"));
+  assert_int_equal(s->n_instances, 0);
+
+  zg_config_free(cfg);
+}
+
+static void test_defaults(void **state) {
+  static const char text[] = "[service:only]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = 10.0.0.1:80\n";
+  zg_config_t *cfg = load_ok(text);
+  const zg_service_conf_t *s;
+
+  assert_null(cfg->zk.hosts);
+  assert_int_equal(cfg->zk.session_timeout_ms, 10000);
+  assert_int_equal(cfg->proxy.connect_timeout_ms, 2000);
+  assert_int_equal(cfg->proxy.idle_timeout_ms, 60000);
+  assert_int_equal(cfg->proxy.log_level, ZG_LOG_INFO);
+  assert_int_equal(cfg->proxy.workers, 1);
+  assert_int_equal(cfg->n_services, 1);
+  s = service(cfg, "only");
+  assert_null(s->zk_path);
+  assert_int_equal(s->protocol, ZG_PROTO_TCP);
+  assert_int_equal(s->balance, ZG_BALANCE_RANDOM);
+  assert_v4(&s->listen, "127.0.0.1", 7000);
+  assert_int_equal(s->line, 1);
+  assert_int_equal(s->n_instances, 1);
+  assert_string_equal(s->instances[0].host, "10.0.0.1");
+  assert_int_equal(s->instances[0].port, 80);
+  zg_config_free(cfg);
+}
+
+static void test_hosts_null_without_zk_services(void **state) {
+  /* config.h: hosts is "NULL when no service uses ZooKeeper", so that the
+   * gateway starts no ZooKeeper session for static services only. */
+  static const char text[] = "[zookeeper]\n"
+                             "hosts = 127.0.0.1:2181\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = 10.0.0.1:80\n";
+  zg_config_t *cfg = load_ok(text);
+
+  assert_null(cfg->zk.hosts);
+  zg_config_free(cfg);
+}
+
+static void test_log_levels(void **state) {
+  static const struct {
+    const char *word;
+    zg_log_level_t level;
+  } cases[] = {{"error", ZG_LOG_ERROR},
+               {"warn", ZG_LOG_WARN},
+               {"info", ZG_LOG_INFO},
+               {"debug", ZG_LOG_DEBUG}};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char text[256];
+    zg_config_t *cfg;
+
+    snprintf(text, sizeof(text),
+             "[proxy]\nlog_level = %s\n"
+             "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+             cases[i].word);
+    cfg = load_ok(text);
+    assert_int_equal(cfg->proxy.log_level, cases[i].level);
+    zg_config_free(cfg);
+  }
+}
+
+static void test_load_file(void **state) {
+  char path[] = "/tmp/zkgate-test-config-XXXXXX";
+  int fd = mkstemp(path);
+  FILE *f;
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+  char prefix[128];
+
+  assert_true(fd >= 0);
+  f = fdopen(fd, "w");
+  assert_non_null(f);
+  fputs("[proxy]\nidle_timeout = 3s\n"
+        "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+        f);
+  assert_int_equal(fclose(f), 0);
+  assert_int_equal(zg_config_load(path, &cfg, &errs), 0);
+  assert_int_equal(errs.n, 0);
+  assert_non_null(cfg);
+  assert_string_equal(cfg->path, path);
+  assert_int_equal(cfg->proxy.idle_timeout_ms, 3000);
+  zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+
+  /* Errors name the file as given. */
+  f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("[proxy]\nidle_timeout = 3s\nnope = 1\n"
+        "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+        f);
+  assert_int_equal(fclose(f), 0);
+  cfg = NULL;
+  assert_int_equal(zg_config_load(path, &cfg, &errs), ZG_ECONFIG);
+  assert_int_equal(errs.n, 1);
+  snprintf(prefix, sizeof(prefix), "%s:3: ", path);
+  assert_true(strncmp(errs.lines[0], prefix, strlen(prefix)) == 0);
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+
+  assert_int_equal(unlink(path), 0);
+  cfg = NULL;
+  assert_int_equal(zg_config_load(path, &cfg, &errs), UV_ENOENT);
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void test_unknown_key(void **state) {
+  static const char text[] = "[proxy]\n"
+                             "idle_timeout = 5s\n"
+                             "frobnicate = yes\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n";
+  int line = line_of(text, "frobnicate");
+  zg_config_errors_t errs = load_bad(text, &line, 1);
+
+  /* The message must say which key. */
+  assert_non_null(strstr(errs.lines[0], "frobnicate"));
+  zg_config_errors_free(&errs);
+
+  expect_one_error("[service:s]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "instances = h:1\n"
+                   "colour = blue\n",
+                   "colour");
+  expect_one_error("[zookeeper]\n"
+                   "hosts = 127.0.0.1:2181\n"
+                   "session_timout = 5s\n"
+                   "[service:s]\n"
+                   "zk_path = /s\n"
+                   "listen = 127.0.0.1:7000\n",
+                   "session_timout");
+}
+
+static void test_unknown_section(void **state) {
+  /* inih does not report a section without keys: give it two. The error is
+   * on the header's line, once, not once per key. */
+  static const char text[] = "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n"
+                             "\n"
+                             "[proxi]\n"
+                             "workers = 1\n"
+                             "idle_timeout = 5s\n";
+  int line = line_of(text, "[proxi]");
+  zg_config_errors_t errs = load_bad(text, &line, 1);
+
+  assert_non_null(strstr(errs.lines[0], "proxi"));
+  zg_config_errors_free(&errs);
+}
+
+static void test_bad_duration(void **state) {
+  static const char *const bad[] = {"5 parsecs", "", "-1s", "10"};
+  static const char *const keys[] = {"session_timeout", "connect_timeout",
+                                     "idle_timeout"};
+
+  for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+      /* [zookeeper] once: a repeated section is an error of its own. */
+      const char *proxy =
+          strcmp(keys[k], "session_timeout") == 0 ? "" : "[proxy]\n";
+      char text[512];
+
+      snprintf(text, sizeof(text),
+               "[zookeeper]\n"
+               "hosts = 127.0.0.1:2181\n"
+               "%s"
+               "%s = %s\n"
+               "[service:s]\n"
+               "zk_path = /s\n"
+               "listen = 127.0.0.1:7000\n",
+               proxy, keys[k], bad[i]);
+      expect_one_error(text, keys[k]);
+    }
+  }
+}
+
+static void test_bad_protocol(void **state) {
+  expect_one_error("[service:s]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "protocol = udp\n"
+                   "instances = h:1\n",
+                   "protocol");
+}
+
+static void test_bad_balance(void **state) {
+  expect_one_error("[service:s]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "instances = h:1\n"
+                   "balance = least_conn\n",
+                   "balance");
+}
+
+static void test_bad_log_level(void **state) {
+  expect_one_error("[proxy]\n"
+                   "log_level = verbose\n"
+                   "[service:s]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "instances = h:1\n",
+                   "log_level");
+}
+
+static void test_bad_listen(void **state) {
+  static const char *const bad[] = {"127.0.0.1:99999", "nohost", "127.0.0.1:0"};
+
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "[service:s]\n"
+             "instances = h:1\n"
+             "listen = %s\n",
+             bad[i]);
+    expect_one_error(text, "listen");
+  }
+}
+
+static void test_bad_service_name(void **state) {
+  static const char text[] = "[service:good]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n"
+                             "[service:bad name]\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "instances = h:1\n";
+
+  expect_one_error(text, "[service:bad name]");
+  expect_one_error("[service:]\n"
+                   "listen = 127.0.0.1:7001\n"
+                   "instances = h:1\n",
+                   "[service:]");
+  expect_one_error("[service:a/b]\n"
+                   "listen = 127.0.0.1:7001\n"
+                   "instances = h:1\n",
+                   "[service:a/b]");
+}
+
+static void test_duplicate_listen(void **state) {
+  static const char text[] = "[service:a]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n"
+                             "[service:b]\n"
+                             "instances = h:2\n"
+                             "listen = 127.0.0.1:7000 ; same as a\n";
+
+  expect_one_error(text, "; same as a");
+}
+
+static void test_duplicate_service(void **state) {
+  /* Two sections with one name: the second one is the error. */
+  static const char text[] = "[service:a]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n"
+                             "[service:b]\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "instances = h:1\n"
+                             "[service:a]\n"
+                             "listen = 127.0.0.1:7002\n";
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+
+  /* inih merges repeated sections; whether that is an error or a
+   * continuation is not in the contract, but it must not crash and a
+   * second listen for one service must not be silently accepted. */
+  assert_int_equal(zg_config_load_string(text, NAME, &cfg, &errs), ZG_ECONFIG);
+  assert_true(errs.n >= 1);
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+}
+
+static void test_service_without_listen(void **state) {
+  expect_one_error("[service:a]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "instances = h:1\n"
+                   "\n"
+                   "[service:nolisten]\n"
+                   "instances = h:2\n"
+                   "balance = random\n",
+                   "[service:nolisten]");
+}
+
+static void test_service_without_source(void **state) {
+  expect_one_error("[zookeeper]\n"
+                   "hosts = 127.0.0.1:2181\n"
+                   "[service:nothing]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "protocol = tcp\n",
+                   "[service:nothing]");
+}
+
+static void test_relative_zk_path(void **state) {
+  expect_one_error("[zookeeper]\n"
+                   "hosts = 127.0.0.1:2181\n"
+                   "[service:s]\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "zk_path = services/s\n",
+                   "zk_path");
+}
+
+static void test_zk_path_without_hosts(void **state) {
+  static const char text[] = "[zookeeper]\n"
+                             "session_timeout = 5s\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "zk_path = /services/s\n";
+  static const char no_zk_section[] = "[service:s]\n"
+                                      "listen = 127.0.0.1:7000\n"
+                                      "zk_path = /services/s\n";
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+  int header = line_of(text, "[service:s]");
+  int key = line_of(text, "zk_path");
+
+  /* The contract does not say which of the two lines: either one points
+   * the user at the service, anything else is wrong. */
+  assert_int_equal(zg_config_load_string(text, NAME, &cfg, &errs), ZG_ECONFIG);
+  if (errs.n != 1 ||
+      (find_error_at(&errs, header) < 0 && find_error_at(&errs, key) < 0)) {
+    dump_errors(text, &errs);
+    fail();
+  }
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+
+  /* Same without any [zookeeper] section. */
+  cfg = NULL;
+  assert_int_equal(zg_config_load_string(no_zk_section, NAME, &cfg, &errs),
+                   ZG_ECONFIG);
+  assert_int_equal(errs.n, 1);
+  if (cfg != NULL)
+    zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+}
+
+static void test_bad_static_instance(void **state) {
+  static const char *const bad[] = {"10.0.0.5:8080, nope", "10.0.0.5:0",
+                                    "[::1:80, 10.0.0.6:80"};
+
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "[service:s]\n"
+             "listen = 127.0.0.1:7000\n"
+             "instances = %s\n",
+             bad[i]);
+    expect_one_error(text, "instances");
+  }
+}
+
+static void test_static_instances_v6_and_names(void **state) {
+  static const char text[] = "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = [::1]:8080,db.example.com:5432\n";
+  zg_config_t *cfg = load_ok(text);
+  const zg_service_conf_t *s = service(cfg, "s");
+
+  assert_int_equal(s->n_instances, 2);
+  assert_string_equal(s->instances[0].host, "::1");
+  assert_int_equal(s->instances[0].port, 8080);
+  assert_true(s->instances[0].is_ip);
+  assert_string_equal(s->instances[1].host, "db.example.com");
+  assert_int_equal(s->instances[1].port, 5432);
+  assert_false(s->instances[1].is_ip);
+  zg_config_free(cfg);
+}
+
+static void test_several_errors(void **state) {
+  static const char text[] = "[proxy]\n"
+                             "bogus = 1\n"
+                             "idle_timeout = 10\n"
+                             "\n"
+                             "[service:a]\n"
+                             "listen = 127.0.0.1:99999\n"
+                             "instances = 10.0.0.1:80\n"
+                             "balance = sideways\n"
+                             "\n"
+                             "[service:b]\n"
+                             "instances = 10.0.0.2:80\n"
+                             "protocol = sctp\n";
+  const int lines[] = {
+      line_of(text, "bogus"),           line_of(text, "idle_timeout"),
+      line_of(text, "127.0.0.1:99999"), line_of(text, "sideways"),
+      line_of(text, "[service:b]"),     line_of(text, "sctp"),
+  };
+  zg_config_errors_t errs =
+      load_bad(text, lines, sizeof(lines) / sizeof(lines[0]));
+
+  zg_config_errors_free(&errs);
+}
+
+/* --------------------------------------------------------- value parsers */
+
+static void test_parse_duration(void **state) {
+  static const struct {
+    const char *s;
+    uint64_t ms;
+  } good[] = {{"250ms", 250},   {"2s", 2000},   {"1m", 60000},
+              {"1h", 3600000},  {"0", 0},       {"0s", 0},
+              {"1500ms", 1500}, {"90s", 90000}, {"0ms", 0}};
+  static const char *const bad[] = {
+      "10", "1",    "",     "-1s", "5 parsecs", "s", "ms",
+      "1x", "1sec", "+-1s", "1s2", "abc",       " ", "18446744073709551615h"};
+
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    uint64_t ms = 12345;
+
+    print_message("duration %s\n", good[i].s);
+    assert_int_equal(zg_parse_duration_ms(good[i].s, &ms), 0);
+    assert_int_equal(ms, good[i].ms);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    uint64_t ms = 0;
+
+    print_message("bad duration '%s'\n", bad[i]);
+    assert_int_equal(zg_parse_duration_ms(bad[i], &ms), ZG_ECONFIG);
+  }
+}
+
+static void test_parse_bool(void **state) {
+  static const struct {
+    const char *s;
+    bool v;
+  } good[] = {{"yes", true}, {"no", false}, {"true", true}, {"false", false}};
+  static const char *const bad[] = {"", "maybe", "yess", "2"};
+
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    bool v = !good[i].v;
+
+    print_message("bool %s\n", good[i].s);
+    assert_int_equal(zg_parse_bool(good[i].s, &v), 0);
+    assert_int_equal(v, good[i].v);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    bool v;
+
+    print_message("bad bool '%s'\n", bad[i]);
+    assert_int_equal(zg_parse_bool(bad[i], &v), ZG_ECONFIG);
+  }
+}
+
+static void test_parse_listen(void **state) {
+  zg_listen_addr_t l;
+  static const char *const bad[] = {
+      "127.0.0.1:99999",
+      "nohost",
+      "127.0.0.1:0",
+      "127.0.0.1:",
+      ":8080",
+      "[::1:8080",
+      "[::1]8080",
+      "127.0.0.1:80x",
+      "127.0.0.1:-1",
+      "*:",
+      "",
+      "[::1]:65536",
+  };
+
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("127.0.0.1:8080", &l), 0);
+  assert_v4(&l, "127.0.0.1", 8080);
+  assert_string_equal(l.text, "127.0.0.1:8080");
+
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("[::1]:8080", &l), 0);
+  assert_v6(&l, "::1", 8080);
+  assert_string_equal(l.text, "[::1]:8080");
+
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("[::]:8080", &l), 0);
+  assert_v6(&l, "::", 8080);
+
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("0.0.0.0:1", &l), 0);
+  assert_v4(&l, "0.0.0.0", 1);
+
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("127.0.0.1:65535", &l), 0);
+  assert_v4(&l, "127.0.0.1", 65535);
+
+  /* "*" is the any address, of either family. */
+  memset(&l, 0xa5, sizeof(l));
+  assert_int_equal(zg_parse_listen("*:8080", &l), 0);
+  assert_string_equal(l.text, "*:8080");
+  if (l.ss.ss_family == AF_INET)
+    assert_v4(&l, "0.0.0.0", 8080);
+  else
+    assert_v6(&l, "::", 8080);
+
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    print_message("bad listen '%s'\n", bad[i]);
+    assert_int_equal(zg_parse_listen(bad[i], &l), ZG_ECONFIG);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_full_config),
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_hosts_null_without_zk_services),
+      cmocka_unit_test(test_log_levels),
+      cmocka_unit_test(test_load_file),
+      cmocka_unit_test(test_unknown_key),
+      cmocka_unit_test(test_unknown_section),
+      cmocka_unit_test(test_bad_duration),
+      cmocka_unit_test(test_bad_protocol),
+      cmocka_unit_test(test_bad_balance),
+      cmocka_unit_test(test_bad_log_level),
+      cmocka_unit_test(test_bad_listen),
+      cmocka_unit_test(test_bad_service_name),
+      cmocka_unit_test(test_duplicate_listen),
+      cmocka_unit_test(test_duplicate_service),
+      cmocka_unit_test(test_service_without_listen),
+      cmocka_unit_test(test_service_without_source),
+      cmocka_unit_test(test_relative_zk_path),
+      cmocka_unit_test(test_zk_path_without_hosts),
+      cmocka_unit_test(test_bad_static_instance),
+      cmocka_unit_test(test_static_instances_v6_and_names),
+      cmocka_unit_test(test_several_errors),
+      cmocka_unit_test(test_parse_duration),
+      cmocka_unit_test(test_parse_bool),
+      cmocka_unit_test(test_parse_listen),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

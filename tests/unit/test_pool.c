@@ -1,0 +1,579 @@
+/* Unit tests for pools (include/zkgate/pool.h) and for the balancer that
+ * picks from them (include/zkgate/balance.h). Runs under ASan in CI, so a
+ * missing or extra unref shows up as a leak or a use after free. Every
+ * random test uses a fixed seed: deterministic, it cannot flake. */
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zkgate/balance.h"
+#include "zkgate/instance.h"
+#include "zkgate/pool.h"
+
+/* cmocka.h needs these first; its own block so that sorting keeps it last. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static zg_instance_t mk(const char *host, uint16_t port, bool tls,
+                        const char *base_path, const char *name) {
+  zg_instance_t inst;
+
+  memset(&inst, 0, sizeof(inst));
+  snprintf(inst.host, sizeof(inst.host), "%s", host);
+  inst.port = port;
+  inst.tls = tls;
+  inst.is_ip = true;
+  inst.format = ZG_FORMAT_HOSTPORT;
+  if (base_path != NULL) {
+    inst.base_path = strdup(base_path);
+    assert_non_null(inst.base_path);
+  }
+  if (name != NULL) {
+    inst.name = strdup(name);
+    assert_non_null(inst.name);
+  }
+  return inst;
+}
+
+static void clear_all(zg_instance_t *inst, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    zg_instance_clear(&inst[i]);
+}
+
+static unsigned refs(zg_pool_t *pool) { return atomic_load(&pool->refs); }
+
+/* ----------------------------------------------------------------- pools */
+
+static void test_pool_new_copies(void **state) {
+  zg_instance_t src[2];
+  zg_pool_t *pool;
+
+  src[0] = mk("10.0.0.1", 80, false, "/base", "a0000000001");
+  src[1] = mk("10.0.0.2", 81, true, NULL, "a0000000002");
+  pool = zg_pool_new(src, 2, 7, 123456);
+  assert_non_null(pool);
+  assert_int_equal(refs(pool), 1);
+  assert_int_equal(pool->version, 7);
+  assert_int_equal(pool->created_ms, 123456);
+  assert_int_equal(pool->n, 2);
+
+  /* Deep copies: the source changes and goes away, the pool does not. */
+  assert_ptr_not_equal(pool->inst[0].base_path, src[0].base_path);
+  assert_ptr_not_equal(pool->inst[0].name, src[0].name);
+  src[0].base_path[1] = 'X';
+  src[0].name[0] = 'X';
+  strcpy(src[0].host, "192.0.2.99");
+  src[0].port = 9;
+  src[1].tls = false;
+  clear_all(src, 2);
+
+  assert_string_equal(pool->inst[0].host, "10.0.0.1");
+  assert_int_equal(pool->inst[0].port, 80);
+  assert_false(pool->inst[0].tls);
+  assert_string_equal(pool->inst[0].base_path, "/base");
+  assert_string_equal(pool->inst[0].name, "a0000000001");
+  assert_string_equal(pool->inst[1].host, "10.0.0.2");
+  assert_int_equal(pool->inst[1].port, 81);
+  assert_true(pool->inst[1].tls);
+  assert_null(pool->inst[1].base_path);
+  assert_string_equal(pool->inst[1].name, "a0000000002");
+  zg_pool_unref(pool);
+}
+
+static void test_pool_sorted(void **state) {
+  zg_instance_t src[4];
+  zg_pool_t *pool;
+
+  src[0] = mk("10.0.0.2", 80, false, NULL, NULL);
+  src[1] = mk("10.0.0.1", 81, false, NULL, NULL);
+  src[2] = mk("10.0.0.3", 1, false, NULL, NULL);
+  src[3] = mk("10.0.0.1", 80, false, NULL, NULL);
+  pool = zg_pool_new(src, 4, 1, 0);
+  assert_non_null(pool);
+  assert_int_equal(pool->n, 4);
+  assert_string_equal(pool->inst[0].host, "10.0.0.1");
+  assert_int_equal(pool->inst[0].port, 80);
+  assert_string_equal(pool->inst[1].host, "10.0.0.1");
+  assert_int_equal(pool->inst[1].port, 81);
+  assert_string_equal(pool->inst[2].host, "10.0.0.2");
+  assert_int_equal(pool->inst[2].port, 80);
+  assert_string_equal(pool->inst[3].host, "10.0.0.3");
+  assert_int_equal(pool->inst[3].port, 1);
+  zg_pool_unref(pool);
+  clear_all(src, 4);
+}
+
+static void test_pool_refcount(void **state) {
+  zg_instance_t src = mk("10.0.0.1", 80, false, "/p", "n");
+  zg_pool_t *pool = zg_pool_new(&src, 1, 1, 0);
+
+  zg_instance_clear(&src);
+  assert_non_null(pool);
+  assert_int_equal(refs(pool), 1);
+  assert_ptr_equal(zg_pool_ref(pool), pool);
+  assert_int_equal(refs(pool), 2);
+  assert_ptr_equal(zg_pool_ref(pool), pool);
+  assert_int_equal(refs(pool), 3);
+  zg_pool_unref(pool);
+  assert_int_equal(refs(pool), 2);
+  zg_pool_unref(pool);
+  assert_int_equal(refs(pool), 1);
+  /* Still usable with one reference left. */
+  assert_string_equal(pool->inst[0].base_path, "/p");
+  zg_pool_unref(pool); /* freed here: ASan reports a leak otherwise */
+  zg_pool_unref(NULL);
+}
+
+static void test_pool_duplicates(void **state) {
+  zg_instance_t src[5];
+  zg_pool_t *pool;
+
+  src[0] = mk("10.0.0.1", 80, false, NULL, "a1");
+  src[1] = mk("10.0.0.2", 80, false, NULL, "a2");
+  src[2] = mk("10.0.0.1", 80, false, NULL, "a3"); /* same address as a1 */
+  src[3] = mk("10.0.0.1", 81, false, NULL, "a4"); /* another port */
+  src[4] = mk("10.0.0.2", 80, true, "/x", "a5");  /* same address as a2 */
+  pool = zg_pool_new(src, 5, 1, 0);
+  assert_non_null(pool);
+  assert_int_equal(pool->n, 3);
+  assert_string_equal(pool->inst[0].host, "10.0.0.1");
+  assert_int_equal(pool->inst[0].port, 80);
+  assert_string_equal(pool->inst[1].host, "10.0.0.1");
+  assert_int_equal(pool->inst[1].port, 81);
+  assert_string_equal(pool->inst[2].host, "10.0.0.2");
+  assert_int_equal(pool->inst[2].port, 80);
+  zg_pool_unref(pool); /* the dropped copies must be freed too (ASan) */
+  clear_all(src, 5);
+
+  /* All the same: one left. */
+  src[0] = mk("h.example.com", 443, true, NULL, NULL);
+  src[1] = mk("h.example.com", 443, true, NULL, NULL);
+  src[2] = mk("h.example.com", 443, true, NULL, NULL);
+  pool = zg_pool_new(src, 3, 1, 0);
+  assert_non_null(pool);
+  assert_int_equal(pool->n, 1);
+  assert_string_equal(pool->inst[0].host, "h.example.com");
+  zg_pool_unref(pool);
+  clear_all(src, 3);
+}
+
+static void test_pool_duplicates_order_free(void **state) {
+  /* Which of two znodes for one address is kept must not depend on the
+   * order the registry listed them in (ZooKeeper gives no order): the same
+   * set of children is the same pool. */
+  zg_instance_t ab[2], ba[2];
+  zg_pool_t *p1, *p2;
+
+  ab[0] = mk("10.0.0.2", 80, false, NULL, "a");
+  ab[1] = mk("10.0.0.2", 80, true, "/x", "b");
+  ba[0] = mk("10.0.0.2", 80, true, "/x", "b");
+  ba[1] = mk("10.0.0.2", 80, false, NULL, "a");
+  p1 = zg_pool_new(ab, 2, 1, 0);
+  p2 = zg_pool_new(ba, 2, 1, 0);
+  assert_non_null(p1);
+  assert_non_null(p2);
+  assert_int_equal(p1->n, 1);
+  assert_int_equal(p2->n, 1);
+  print_message("kept tls=%d / tls=%d\n", p1->inst[0].tls, p2->inst[0].tls);
+  assert_int_equal(zg_pool_same(p1, p2), 1);
+  zg_pool_unref(p1);
+  zg_pool_unref(p2);
+  clear_all(ab, 2);
+  clear_all(ba, 2);
+}
+
+static void test_pool_empty(void **state) {
+  zg_pool_t *a = zg_pool_new(NULL, 0, 3, 42);
+  zg_pool_t *b = zg_pool_new(NULL, 0, 4, 43);
+  zg_instance_t one = mk("10.0.0.1", 80, false, NULL, NULL);
+  zg_pool_t *c = zg_pool_new(&one, 1, 5, 44);
+
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_int_equal(a->n, 0);
+  assert_int_equal(a->version, 3);
+  assert_int_equal(a->created_ms, 42);
+  assert_int_equal(refs(a), 1);
+  assert_int_equal(zg_pool_same(a, b), 1);
+  assert_int_equal(zg_pool_same(a, c), 0);
+  assert_int_equal(zg_pool_same(c, a), 0);
+  zg_pool_unref(a);
+  zg_pool_unref(b);
+  zg_pool_unref(c);
+  zg_instance_clear(&one);
+}
+
+/* zg_pool_same on two pools built from one instance each. */
+static int same1(zg_instance_t x, zg_instance_t y) {
+  zg_pool_t *a = zg_pool_new(&x, 1, 1, 0);
+  zg_pool_t *b = zg_pool_new(&y, 1, 2, 100);
+  int r1, r2;
+
+  assert_non_null(a);
+  assert_non_null(b);
+  r1 = zg_pool_same(a, b);
+  r2 = zg_pool_same(b, a);
+  assert_int_equal(r1, r2);
+  zg_pool_unref(a);
+  zg_pool_unref(b);
+  zg_instance_clear(&x);
+  zg_instance_clear(&y);
+  return r1;
+}
+
+static void test_pool_same(void **state) {
+  zg_instance_t s1[3], s2[3];
+  zg_pool_t *a, *b;
+
+  /* Same instances in another order, versions and times differ: same. */
+  s1[0] = mk("10.0.0.1", 80, false, NULL, NULL);
+  s1[1] = mk("10.0.0.2", 80, true, "/v1", NULL);
+  s1[2] = mk("10.0.0.3", 80, false, NULL, NULL);
+  s2[0] = mk("10.0.0.3", 80, false, NULL, NULL);
+  s2[1] = mk("10.0.0.1", 80, false, NULL, NULL);
+  s2[2] = mk("10.0.0.2", 80, true, "/v1", NULL);
+  a = zg_pool_new(s1, 3, 1, 0);
+  b = zg_pool_new(s2, 3, 9, 999);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_int_equal(zg_pool_same(a, a), 1);
+  assert_int_equal(zg_pool_same(a, b), 1);
+  assert_int_equal(zg_pool_same(b, a), 1);
+  zg_pool_unref(a);
+  zg_pool_unref(b);
+
+  /* One instance fewer: not the same. */
+  a = zg_pool_new(s1, 3, 1, 0);
+  b = zg_pool_new(s2, 2, 1, 0);
+  assert_int_equal(zg_pool_same(a, b), 0);
+  assert_int_equal(zg_pool_same(b, a), 0);
+  zg_pool_unref(a);
+  zg_pool_unref(b);
+  clear_all(s1, 3);
+  clear_all(s2, 3);
+
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, NULL),
+                         mk("10.0.0.1", 80, false, NULL, NULL)),
+                   1);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, NULL),
+                         mk("10.0.0.1", 81, false, NULL, NULL)),
+                   0);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, NULL),
+                         mk("10.0.0.2", 80, false, NULL, NULL)),
+                   0);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, NULL),
+                         mk("10.0.0.1", 80, true, NULL, NULL)),
+                   0);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, NULL),
+                         mk("10.0.0.1", 80, false, "/v1", NULL)),
+                   0);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, "/v1", NULL),
+                         mk("10.0.0.1", 80, false, "/v2", NULL)),
+                   0);
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, "/v1", NULL),
+                         mk("10.0.0.1", 80, false, "/v1", NULL)),
+                   1);
+  /* The child name is not part of what a pool serves (pool.h: addresses,
+   * tls, base paths): a re-registration under a new name is the same. */
+  assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, "s0000000001"),
+                         mk("10.0.0.1", 80, false, NULL, "s0000000002")),
+                   1);
+}
+
+/* ------------------------------------------------------------------- rng */
+
+static void test_rng_xoshiro256starstar(void **state) {
+  /* Reference outputs of xoshiro256** (Blackman & Vigna) from the state
+   * {1, 2, 3, 4}, computed with the authors' reference code. */
+  static const uint64_t want[] = {0x0000000000002d00ULL, 0x0000000000000000ULL,
+                                  0x000000005a007080ULL, 0x10e0000000009d80ULL};
+  zg_rng_t rng = {{1, 2, 3, 4}};
+
+  for (size_t i = 0; i < ARRAY_LEN(want); i++)
+    assert_int_equal(zg_rng_next(&rng), want[i]);
+}
+
+static void test_rng_seed(void **state) {
+  zg_rng_t a, b, c;
+  bool differ = false;
+
+  zg_rng_seed(&a, 42);
+  zg_rng_seed(&b, 42);
+  zg_rng_seed(&c, 43);
+  /* A seed must not leave the all-zero state (xoshiro's fixed point). */
+  assert_false(a.s[0] == 0 && a.s[1] == 0 && a.s[2] == 0 && a.s[3] == 0);
+  zg_rng_seed(&c, 0);
+  assert_false(c.s[0] == 0 && c.s[1] == 0 && c.s[2] == 0 && c.s[3] == 0);
+  zg_rng_seed(&c, 43);
+  for (int i = 0; i < 100; i++) {
+    uint64_t x = zg_rng_next(&a);
+
+    assert_int_equal(x, zg_rng_next(&b));
+    if (x != zg_rng_next(&c))
+      differ = true;
+  }
+  assert_true(differ);
+}
+
+static void test_rng_below_range(void **state) {
+  static const uint64_t bounds[] = {
+      1, 2, 3, 5, 7, 10, 1000, 1ULL << 32, (1ULL << 63) + 1, UINT64_MAX};
+  zg_rng_t rng;
+
+  zg_rng_seed(&rng, 1);
+  for (size_t b = 0; b < ARRAY_LEN(bounds); b++) {
+    for (int i = 0; i < 10000; i++) {
+      uint64_t x = zg_rng_below(&rng, bounds[b]);
+
+      if (x >= bounds[b]) {
+        print_error("zg_rng_below(%llu) = %llu\n",
+                    (unsigned long long)bounds[b], (unsigned long long)x);
+        fail();
+      }
+    }
+  }
+  /* bound 1: always 0. */
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(zg_rng_below(&rng, 1), 0);
+}
+
+/* Pearson's statistic of `counts` against a uniform expectation. */
+static double chi_square(const unsigned *counts, size_t k, unsigned total) {
+  double expected = (double)total / (double)k, x2 = 0;
+
+  for (size_t i = 0; i < k; i++) {
+    double d = (double)counts[i] - expected;
+
+    x2 += d * d / expected;
+  }
+  return x2;
+}
+
+/* 16.27 is the 0.999 quantile of chi-square with 3 degrees of freedom: a
+ * fair generator stays below it; the seed is fixed, so it cannot flake. */
+#define CHI2_3DOF_999 16.27
+
+static void test_rng_below_uniform(void **state) {
+  unsigned counts[4] = {0};
+  zg_rng_t rng;
+  double x2;
+
+  zg_rng_seed(&rng, 20261122);
+  for (int i = 0; i < 40000; i++)
+    counts[zg_rng_below(&rng, 4)]++;
+  x2 = chi_square(counts, 4, 40000);
+  print_message("counts %u %u %u %u, chi2 %.2f\n", counts[0], counts[1],
+                counts[2], counts[3], x2);
+  assert_true(x2 < CHI2_3DOF_999);
+  /* And not suspiciously perfect (a counter, not a generator). */
+  assert_true(x2 > 0.0);
+
+  /* A bound that is not a power of two, where modulo would bias. */
+  memset(counts, 0, sizeof(counts));
+  zg_rng_seed(&rng, 7);
+  for (int i = 0; i < 40000; i++) {
+    uint64_t x = zg_rng_below(&rng, 3);
+
+    assert_true(x < 3);
+    counts[x]++;
+  }
+  /* 2 degrees of freedom: 0.999 quantile 13.82. */
+  assert_true(chi_square(counts, 3, 40000) < 13.82);
+}
+
+/* --------------------------------------------------------------- balance */
+
+static void test_pick_random_n1(void **state) {
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  const size_t tried0[] = {0};
+
+  zg_rng_seed(&rng, 5);
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(
+        zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 1, NULL, 0), 0);
+  assert_int_equal(
+      zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 1, tried0, 1),
+      ZG_PICK_NONE);
+  assert_int_equal(
+      zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 0, NULL, 0),
+      ZG_PICK_NONE);
+}
+
+static void test_pick_random_covers(void **state) {
+  unsigned counts[5] = {0};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+
+  zg_rng_seed(&rng, 12345);
+  for (int i = 0; i < 200; i++) {
+    size_t k = zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 5, NULL, 0);
+
+    assert_true(k < 5);
+    counts[k]++;
+  }
+  for (int k = 0; k < 5; k++) {
+    print_message("index %d: %u\n", k, counts[k]);
+    assert_true(counts[k] >= 1);
+  }
+}
+
+static void test_pick_random_skips_tried(void **state) {
+  unsigned counts[5] = {0};
+  const size_t tried[] = {3, 1};
+  const size_t all[] = {4, 0, 2, 1, 3};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+
+  zg_rng_seed(&rng, 99);
+  for (int i = 0; i < 3000; i++) {
+    size_t k = zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 5, tried,
+                               ARRAY_LEN(tried));
+
+    assert_true(k < 5);
+    assert_true(k != 1 && k != 3);
+    counts[k]++;
+  }
+  assert_true(counts[0] > 0 && counts[2] > 0 && counts[4] > 0);
+  assert_int_equal(
+      zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 5, all, ARRAY_LEN(all)),
+      ZG_PICK_NONE);
+
+  /* One left: always that one. */
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(
+        zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 5, all, 4), 3);
+}
+
+static void test_pick_tried_repeats(void **state) {
+  /* The same index tried twice, or an index of an older, larger pool, must
+   * not make the balancer think every instance has been tried. */
+  const size_t twice[] = {1, 1};
+  const size_t stale[] = {7, 2};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+
+  zg_rng_seed(&rng, 3);
+  for (int i = 0; i < 50; i++) {
+    size_t k = zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 3, twice, 2);
+
+    assert_true(k == 0 || k == 2);
+    k = zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 2, stale, 2);
+    assert_true(k == 0 || k == 1);
+    k = zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 2, twice, 2);
+    assert_int_equal(k, 0);
+  }
+}
+
+static void test_pick_random_uniform_over_rest(void **state) {
+  /* With index 0 tried, 1, 2 and 3 each get a third: an implementation that
+   * draws over all four and walks to the next untried one gives index 1
+   * half of the picks. */
+  unsigned counts[4] = {0};
+  unsigned rest[3];
+  const size_t tried[] = {0};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+
+  zg_rng_seed(&rng, 4242);
+  for (int i = 0; i < 30000; i++) {
+    size_t k = zg_balance_pick(ZG_BALANCE_RANDOM, &rng, &cursor, 4, tried, 1);
+
+    assert_true(k >= 1 && k < 4);
+    counts[k]++;
+  }
+  rest[0] = counts[1];
+  rest[1] = counts[2];
+  rest[2] = counts[3];
+  print_message("picks %u %u %u\n", rest[0], rest[1], rest[2]);
+  assert_true(chi_square(rest, 3, 30000) < 13.82);
+}
+
+static void test_pick_round_robin(void **state) {
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  static const size_t want[] = {0, 1, 2, 0, 1, 2, 0, 1, 2};
+
+  zg_rng_seed(&rng, 1);
+  for (size_t i = 0; i < ARRAY_LEN(want); i++)
+    assert_int_equal(
+        zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 3, NULL, 0),
+        want[i]);
+}
+
+static void test_pick_round_robin_skips_tried(void **state) {
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  const size_t tried[] = {1};
+  const size_t all[] = {0, 1, 2, 3};
+  /* Each remaining instance once per turn: 1 is skipped, and 2 does not get
+   * 1's turn as well. */
+  static const size_t want[] = {0, 2, 3, 0, 2, 3, 0, 2, 3};
+
+  zg_rng_seed(&rng, 1);
+  for (size_t i = 0; i < ARRAY_LEN(want); i++)
+    assert_int_equal(
+        zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 4, tried, 1),
+        want[i]);
+  assert_int_equal(
+      zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 4, all, 4),
+      ZG_PICK_NONE);
+  assert_int_equal(
+      zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 0, NULL, 0),
+      ZG_PICK_NONE);
+}
+
+static void test_pick_round_robin_shrinking_pool(void **state) {
+  /* The cursor outlives pools: a new, smaller pool must still get indices
+   * in range. */
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+
+  zg_rng_seed(&rng, 1);
+  for (int i = 0; i < 7; i++)
+    assert_true(zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 10, NULL,
+                                0) < 10);
+  for (int i = 0; i < 20; i++)
+    assert_true(
+        zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 2, NULL, 0) < 2);
+  cursor = UINT64_MAX; /* wrap-around */
+  for (int i = 0; i < 5; i++)
+    assert_true(
+        zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 3, NULL, 0) < 3);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_pool_new_copies),
+      cmocka_unit_test(test_pool_sorted),
+      cmocka_unit_test(test_pool_refcount),
+      cmocka_unit_test(test_pool_duplicates),
+      cmocka_unit_test(test_pool_duplicates_order_free),
+      cmocka_unit_test(test_pool_empty),
+      cmocka_unit_test(test_pool_same),
+      cmocka_unit_test(test_rng_xoshiro256starstar),
+      cmocka_unit_test(test_rng_seed),
+      cmocka_unit_test(test_rng_below_range),
+      cmocka_unit_test(test_rng_below_uniform),
+      cmocka_unit_test(test_pick_random_n1),
+      cmocka_unit_test(test_pick_random_covers),
+      cmocka_unit_test(test_pick_random_skips_tried),
+      cmocka_unit_test(test_pick_tried_repeats),
+      cmocka_unit_test(test_pick_random_uniform_over_rest),
+      cmocka_unit_test(test_pick_round_robin),
+      cmocka_unit_test(test_pick_round_robin_skips_tried),
+      cmocka_unit_test(test_pick_round_robin_shrinking_pool),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
