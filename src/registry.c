@@ -227,6 +227,13 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   svc->outstanding++;
 }
 
+static int has_decoded(const reg_service_t *svc) {
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      return 1;
+  return 0;
+}
+
 static int child_cmp(const void *a, const void *b) {
   return strcmp(((const reg_child_t *)a)->name, ((const reg_child_t *)b)->name);
 }
@@ -242,15 +249,21 @@ static void on_children(int rc, const struct String_vector *strings,
   if (reg->closing)
     return;
   if (rc == ZNONODE) {
-    zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
-    for (size_t i = 0; i < svc->n_children; i++)
-      child_free(&svc->children[i]);
-    removed = svc->n_children > 0;
-    svc->n_children = 0;
+    /* Instances deregister by deleting their own znodes, never the parent:
+     * a parent that vanishes is a registry accident (a server restarted
+     * without its data, a careless delete). The last known pool keeps
+     * serving until the path is back and says otherwise. */
+    if (svc->published && svc->published->n > 0)
+      zg_warn("registry",
+              "%s vanished: keeping the last known %zu "
+              "instance(s) until it reappears",
+              svc->path, svc->published->n);
+    else
+      zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
     /* Watch for its creation. The exists call may find it already there,
      * in which case on_exists lists it. */
     watch_exists(svc);
-    if (removed || !svc->synced)
+    if (!svc->synced)
       publish(svc);
     return;
   }
@@ -310,8 +323,10 @@ static void on_children(int rc, const struct String_vector *strings,
       fetch(svc, c);
   }
   /* A removal is applied at once, without waiting for new children's
-   * data; otherwise the pool changes when the last read is back. */
-  if (removed || svc->outstanding == 0)
+   * data, unless that would leave the pool empty while reads are out (a
+   * resync where every instance came back under a new name): then the
+   * pool changes in one step when the last read is back. */
+  if (svc->outstanding == 0 || (removed && has_decoded(svc)))
     publish(svc); /* no-op when the pool would not change */
 }
 
