@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <zookeeper/zookeeper.h>
 
@@ -316,7 +317,8 @@ static void on_children(int rc, const struct String_vector *strings,
   }
   svc->n_children = kept;
   /* Sorted by name, so pools and logs come out in the same order. */
-  qsort(svc->children, svc->n_children, sizeof(*svc->children), child_cmp);
+  if (svc->n_children > 1)
+    qsort(svc->children, svc->n_children, sizeof(*svc->children), child_cmp);
   for (size_t i = 0; i < svc->n_children; i++) {
     reg_child_t *c = &svc->children[i];
     if (!c->fetched && !c->in_flight)
@@ -658,12 +660,44 @@ static void on_timer_closed(uv_handle_t *h) {
     free(reg);
 }
 
+/* A session whose handshake is on the wire exists on the server but not yet
+ * for the client, and zookeeper_close() would leave it to expire (with its
+ * ephemerals). At shutdown only, finish the handshake first, for at most
+ * one second, so that the close below really ends the session. */
+static void settle_handshake(zhandle_t *zh) {
+  uint64_t deadline_ms = uv_hrtime() / 1000000 + 1000;
+  while (zoo_state(zh) == ZOO_ASSOCIATING_STATE) {
+    uint64_t now_ms = uv_hrtime() / 1000000, wait_ms;
+    struct timeval tv;
+    struct pollfd pfd;
+    int fd, interest, ev = 0;
+    if (now_ms >= deadline_ms ||
+        zookeeper_interest(zh, &fd, &interest, &tv) != ZOK || fd < 0)
+      return;
+    wait_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    if (wait_ms > deadline_ms - now_ms)
+      wait_ms = deadline_ms - now_ms;
+    pfd.fd = fd;
+    pfd.events = (short)(((interest & ZOOKEEPER_READ) ? POLLIN : 0) |
+                         ((interest & ZOOKEEPER_WRITE) ? POLLOUT : 0));
+    pfd.revents = 0;
+    if (poll(&pfd, 1, (int)wait_ms) < 0)
+      return;
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+      ev |= ZOOKEEPER_READ;
+    if (pfd.revents & POLLOUT)
+      ev |= ZOOKEEPER_WRITE;
+    zookeeper_process(zh, ev);
+  }
+}
+
 void zg_registry_close(zg_registry_t *reg) {
   if (!reg)
     return;
   reg->closing = 1;
   poll_drop(reg);
   if (reg->zh) {
+    settle_handshake(reg->zh);
     /* Ends the session now, so its ephemeral nodes go at once. Pending
      * completions are called from here with ZCLOSING; they see `closing`
      * and touch nothing but their own request. */
