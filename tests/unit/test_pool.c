@@ -49,7 +49,9 @@ static void clear_all(zg_instance_t *inst, size_t n) {
     zg_instance_clear(&inst[i]);
 }
 
-static unsigned refs(zg_pool_t *pool) { return atomic_load(&pool->refs); }
+static unsigned refs(zg_pool_t *pool) {
+  return atomic_load(&pool->refs);
+}
 
 /* ----------------------------------------------------------------- pools */
 
