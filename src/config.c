@@ -336,6 +336,8 @@ static int parse_instances(parse_t *p, zg_service_conf_t *svc,
       return -1;
     }
     inst.format = ZG_FORMAT_STATIC;
+    inst.up = true;
+    inst.weight = ZG_WEIGHT_DEFAULT;
     ni = realloc(svc->instances, (svc->n_instances + 1) * sizeof(*ni));
     if (!ni) {
       p->oom = 1;

@@ -262,13 +262,26 @@ static int decode_json(const char *s, size_t n, zg_instance_t *out, char *err,
   return rc;
 }
 
+int zg_instance_decode_name(const char *name, zg_instance_t *out, char *err,
+                            size_t errlen) {
+  (void)name;
+  (void)out;
+  (void)err;
+  (void)errlen;
+  return 1;
+}
+
 int zg_instance_decode(const char *name, const char *data, size_t len,
-                       zg_instance_t *out, char *err, size_t errlen) {
+                       const zg_decode_opts_t *opts, zg_instance_t *out,
+                       char *err, size_t errlen) {
   const char *s = data ? data : "";
   size_t n = data ? len : 0;
   int rc;
 
+  (void)opts;
   memset(out, 0, sizeof(*out));
+  out->up = true;
+  out->weight = ZG_WEIGHT_DEFAULT;
   while (n > 0 && is_space(s[0]))
     s++, n--;
   while (n > 0 && is_space(s[n - 1]))
@@ -314,8 +327,10 @@ int zg_instance_copy(zg_instance_t *dst, const zg_instance_t *src) {
   *dst = *src;
   dst->base_path = NULL;
   dst->name = NULL;
+  dst->znode = NULL;
   if ((src->base_path && !(dst->base_path = strdup(src->base_path))) ||
-      (src->name && !(dst->name = strdup(src->name)))) {
+      (src->name && !(dst->name = strdup(src->name))) ||
+      (src->znode && !(dst->znode = strdup(src->znode)))) {
     zg_instance_clear(dst);
     return UV_ENOMEM;
   }
@@ -325,6 +340,7 @@ int zg_instance_copy(zg_instance_t *dst, const zg_instance_t *src) {
 void zg_instance_clear(zg_instance_t *inst) {
   free(inst->base_path);
   free(inst->name);
+  free(inst->znode);
   memset(inst, 0, sizeof(*inst));
 }
 

@@ -145,6 +145,12 @@ static void child_free(reg_child_t *c) {
     zg_instance_clear(&c->inst);
 }
 
+static void forget_children(reg_service_t *svc) {
+  for (size_t i = 0; i < svc->n_children; i++)
+    child_free(&svc->children[i]);
+  svc->n_children = 0;
+}
+
 static reg_child_t *child_find(reg_service_t *svc, const char *name) {
   for (size_t i = 0; i < svc->n_children; i++)
     if (!strcmp(svc->children[i].name, name))
@@ -171,8 +177,8 @@ static void on_data(int rc, const char *value, int value_len,
     if (rc == ZOK) {
       c->fetched = 1;
       if (zg_instance_decode(c->name, value,
-                             value_len > 0 ? (size_t)value_len : 0, &c->inst,
-                             err, sizeof(err)) == 0) {
+                             value_len > 0 ? (size_t)value_len : 0, NULL,
+                             &c->inst, err, sizeof(err)) == 0) {
         c->decoded = 1;
         zg_debug("registry", "%s/%s: %s instance %s:%u", svc->path, c->name,
                  zg_instance_format_name(c->inst.format), c->inst.host,
@@ -261,8 +267,10 @@ static void on_children(int rc, const struct String_vector *strings,
               svc->path, svc->published->n);
     else
       zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
-    /* Watch for its creation. The exists call may find it already there,
-     * in which case on_exists lists it. */
+    /* Children are forgotten (a re-created path may reuse their names for
+     * other znodes), the pool is not. Watch for the path's creation; the
+     * exists call may find it already there, and on_exists lists it. */
+    forget_children(svc);
     watch_exists(svc);
     if (!svc->synced)
       publish(svc);
@@ -474,10 +482,13 @@ static void session_restart(zg_registry_t *reg) {
     reg_service_t *svc = &reg->services[i];
     svc->need_list = 1;
     /* Reads of the old session were completed with an error by
-     * zookeeper_close; children not yet read are read again. */
+     * zookeeper_close. The children are forgotten too: a name seen in the
+     * new session may be a new znode (sequence numbers start again on a
+     * server that lost its data), so every child is read again. The
+     * published pool stays until the first list of the new session has
+     * been read in full, and is then replaced in one step. */
     svc->outstanding = 0;
-    for (size_t k = 0; k < svc->n_children; k++)
-      svc->children[k].in_flight = 0;
+    forget_children(svc);
   }
   if (session_open(reg) == 0)
     update_interest(reg);

@@ -7,6 +7,7 @@
 #define ZG_ERRNO_MAP(XX)                                                       \
   XX(CONFIG, "invalid configuration")                                          \
   XX(DECODE, "instance data cannot be decoded")                                \
+  XX(SKIP, "not an instance")                                                  \
   XX(NOINSTANCE, "no live instance")                                           \
   XX(ZOOKEEPER, "ZooKeeper client error")                                      \
   XX(NOTSUP, "not supported by this build")

@@ -11,29 +11,65 @@
 #define ZG_HOST_MAX 255 /* a DNS name is at most 253 bytes */
 
 typedef enum {
-  ZG_FORMAT_STATIC = 0, /* from `instances =` in the configuration */
-  ZG_FORMAT_HOSTPORT,   /* data `host:port` */
-  ZG_FORMAT_NAME,       /* empty data, child name `host:port` */
-  ZG_FORMAT_URL,        /* data `scheme://host:port[/base/path]` (puttu) */
-  ZG_FORMAT_CURATOR,    /* Apache Curator ServiceInstance JSON */
+  ZG_FORMAT_STATIC = 0,  /* from `instances =` in the configuration */
+  ZG_FORMAT_HOSTPORT,    /* data `host:port` */
+  ZG_FORMAT_NAME,        /* empty or free-text data, child name `host:port` */
+  ZG_FORMAT_URL,         /* data `scheme://host:port[/base/path]` (puttu) */
+  ZG_FORMAT_CURATOR,     /* Apache Curator ServiceInstance JSON (also Spring
+                            Cloud Zookeeper and Dubbo 3 payloads) */
+  ZG_FORMAT_SERVERSET,   /* Finagle / Aurora serverset member JSON */
+  ZG_FORMAT_NERVE,       /* Airbnb Nerve JSON */
+  ZG_FORMAT_NERVE_NAME,  /* Nerve, JSON base64-encoded in the child name */
+  ZG_FORMAT_REGISTRATOR, /* gliderlabs Registrator JSON */
+  ZG_FORMAT_DUBBO,       /* Dubbo 2 provider URL, URL-encoded child name */
 } zg_instance_format_t;
+
+#define ZG_WEIGHT_DEFAULT 1
+#define ZG_WEIGHT_MAX 1000000
 
 typedef struct zg_instance {
   char host[ZG_HOST_MAX + 1]; /* IP literal (no brackets) or DNS name */
   uint16_t port;
   bool tls;        /* the registration says the instance speaks TLS */
   bool is_ip;      /* host is an IP literal: no resolution needed */
+  bool up;         /* in rotation; false: registered but out of service
+                      (Curator enabled=false, status not UP/ALIVE, down) */
   uint8_t format;  /* zg_instance_format_t */
+  uint32_t weight; /* relative share of new connections, 0..ZG_WEIGHT_MAX;
+                      ZG_WEIGHT_DEFAULT when the format carries none; 0
+                      takes no new connections */
   char *base_path; /* owned; NULL when none (URL path, Curator uriSpec) */
   char *name;      /* owned; znode child name, or NULL for static ones */
+  /* Provenance, filled by the registry (zero for static instances). */
+  char *znode;          /* owned; the child's full path */
+  int32_t data_version; /* Stat.version of the data decoded */
+  int64_t mtime_ms;     /* Stat.mtime: when the data was last written */
 } zg_instance_t;
 
+/* What a service asks of the decoders. */
+typedef struct {
+  /* Serverset: the name of an additionalEndpoints entry to use instead of
+   * serviceEndpoint (`endpoint =`); NULL for serviceEndpoint. */
+  const char *endpoint;
+} zg_decode_opts_t;
+
 /* Decodes one registry child. `name` is the child's name (not its path),
- * `data`/`len` its data (may be NULL/0). On success fills *out (which the
- * caller releases with zg_instance_clear) and returns 0; otherwise returns
- * ZG_EDECODE and writes a reason into err. */
+ * `data`/`len` its data (may be NULL/0), `opts` may be NULL. On success
+ * fills *out (which the caller releases with zg_instance_clear) and
+ * returns 0: out->up says whether it is in service. Otherwise returns
+ * ZG_ESKIP for a child that is not an instance by its format's own rules
+ * (a serverset child not named member_*), or ZG_EDECODE, and writes a
+ * reason into err. */
 int zg_instance_decode(const char *name, const char *data, size_t len,
-                       zg_instance_t *out, char *err, size_t errlen);
+                       const zg_decode_opts_t *opts, zg_instance_t *out,
+                       char *err, size_t errlen);
+
+/* Formats that live in the child's name alone (Nerve base64_ names, Dubbo
+ * URL-encoded provider URLs): decoded without reading the data. Returns 0
+ * with *out filled, 1 when the name is not such a format (read the data
+ * and call zg_instance_decode), or ZG_EDECODE with a reason in err. */
+int zg_instance_decode_name(const char *name, zg_instance_t *out, char *err,
+                            size_t errlen);
 
 /* Parses `host:port`, `[v6]:port` or `v4:port` into out->host/port/is_ip.
  * Returns 0 or ZG_EDECODE. Other fields are left alone. */

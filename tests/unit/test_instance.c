@@ -59,7 +59,7 @@ static void decode_ok_len(const char *name, const char *data, size_t len,
   int rc;
 
   memset(&inst, 0x5a, sizeof(inst));
-  rc = zg_instance_decode(name, data, len, &inst, err, sizeof(err));
+  rc = zg_instance_decode(name, data, len, NULL, &inst, err, sizeof(err));
   if (rc != 0) {
     print_error("decode(name=%s, data=%.*s) = %d: %s\n", name, (int)len,
                 data ? data : "", rc, err);
@@ -93,7 +93,7 @@ static void decode_bad_len(const char *name, const char *data, size_t len) {
   int rc;
 
   memset(&inst, 0, sizeof(inst));
-  rc = zg_instance_decode(name, data, len, &inst, err, sizeof(err));
+  rc = zg_instance_decode(name, data, len, NULL, &inst, err, sizeof(err));
   if (rc != ZG_EDECODE || err[0] == '\0') {
     print_error("decode(name=%s, data=%.*s): rc=%d, want %d; err='%s'\n", name,
                 (int)len, data ? data : "", rc, ZG_EDECODE, err);
@@ -316,9 +316,9 @@ static void test_err_truncated(void **state) {
 
   memset(&inst, 0, sizeof(inst));
   memset(err, 'x', sizeof(err));
-  assert_int_equal(
-      zg_instance_decode(CHILD, "not an address", 14, &inst, err, sizeof(err)),
-      ZG_EDECODE);
+  assert_int_equal(zg_instance_decode(CHILD, "not an address", 14, NULL, &inst,
+                                      err, sizeof(err)),
+                   ZG_EDECODE);
   assert_true(memchr(err, '\0', sizeof(err)) != NULL);
   assert_true(err[0] != '\0');
 }
