@@ -468,9 +468,9 @@ static void test_decode_then_addr_str(void **state) {
   static const char data[] = "http://[::1]:8080/base";
 
   memset(&inst, 0, sizeof(inst));
-  assert_int_equal(
-      zg_instance_decode(CHILD, data, strlen(data), &inst, err, sizeof(err)),
-      0);
+  assert_int_equal(zg_instance_decode(CHILD, data, strlen(data), NULL, &inst,
+                                      err, sizeof(err)),
+                   0);
   assert_string_equal(zg_instance_addr_str(&inst, buf, sizeof(buf)),
                       "[::1]:8080");
   zg_instance_clear(&inst);
