@@ -387,6 +387,16 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     cfg->zk.session_timeout_ms = ms;
+  } else if (!strcmp(kv->key, "coalesce_window")) {
+    uint64_t ms;
+    if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms > 10000) {
+      add_error(p, kv->line,
+                "coalesce_window: expected a duration up to 10s (e.g. 10ms), "
+                "got '%s'",
+                kv->value);
+      return;
+    }
+    cfg->zk.coalesce_window_ms = ms;
   } else if (!strcmp(kv->key, "auth") || !strcmp(kv->key, "state_file") ||
              !strcmp(kv->key, "max_stale")) {
     not_yet(p, kv);
@@ -488,6 +498,17 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
     else
       add_error(p, kv->line,
                 "balance: expected random or round_robin, got '%s'", kv->value);
+  } else if (!strcmp(kv->key, "endpoint")) {
+    if (!valid_service_name(kv->value)) {
+      add_error(p, kv->line,
+                "endpoint: expected a serverset endpoint name such as http, "
+                "got '%s'",
+                kv->value);
+      return;
+    }
+    free(svc->endpoint);
+    if (!(svc->endpoint = strdup(kv->value)))
+      p->oom = 1;
   } else if (!strcmp(kv->key, "instances")) {
     for (size_t i = 0; i < svc->n_instances; i++)
       zg_instance_clear(&svc->instances[i]);
@@ -699,6 +720,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   ini_allow_multiline = false;
 
   cfg->zk.session_timeout_ms = 10000;
+  cfg->zk.coalesce_window_ms = 10;
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;
@@ -768,6 +790,7 @@ void zg_config_free(zg_config_t *cfg) {
     free(svc->instances);
     free(svc->name);
     free(svc->zk_path);
+    free(svc->endpoint);
   }
   free(cfg->services);
   free(cfg->zk.hosts);

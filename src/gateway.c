@@ -13,9 +13,9 @@
 #include <string.h>
 
 zg_pool_t *zg_service_pool(zg_service_t *svc) {
-  if (svc->zk_pool && svc->zk_pool->n > 0)
+  if (svc->zk_pool && svc->zk_pool->n_live > 0)
     return svc->zk_pool;
-  if (svc->static_pool && svc->static_pool->n > 0)
+  if (svc->static_pool && svc->static_pool->n_live > 0)
     return svc->static_pool;
   return NULL;
 }
@@ -25,18 +25,30 @@ static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
   size_t used = 0;
   list[0] = '\0';
   for (size_t i = 0; i < pool->n && used + 1 < sizeof(list); i++) {
-    int n = snprintf(list + used, sizeof(list) - used, "%s%s", i ? " " : "",
-                     zg_instance_addr_str(&pool->inst[i], addr, sizeof(addr)));
+    const zg_instance_t *in = &pool->inst[i];
+    char note[32] = "";
+    int n;
+    if (!in->up)
+      snprintf(note, sizeof(note), "(down)");
+    else if (in->weight != ZG_WEIGHT_DEFAULT)
+      snprintf(note, sizeof(note), "(weight %u)", in->weight);
+    n = snprintf(list + used, sizeof(list) - used, "%s%s%s", i ? " " : "",
+                 zg_instance_addr_str(in, addr, sizeof(addr)), note);
     if (n < 0)
       break;
     used += (size_t)n;
   }
   if (used >= sizeof(list))
     memcpy(list + sizeof(list) - 4, "...", 4);
-  zg_info("gateway", "service %s: pool v%llu has %zu instance%s%s%s%s",
+  zg_info("gateway",
+          "service %s: pool v%llu has %zu instance%s, %zu live%s%s%s "
+          "[%u list%s, %u data read%s]",
           svc->conf->name, (unsigned long long)pool->version, pool->n,
-          pool->n == 1 ? "" : "s", pool->n ? ": " : "", list,
-          pool->n == 0 && svc->static_pool ? " (static instances serve)" : "");
+          pool->n == 1 ? "" : "s", pool->n_live, pool->n ? ": " : "", list,
+          pool->n_live == 0 && svc->static_pool ? " (static instances serve)"
+                                                : "",
+          pool->zk_lists, pool->zk_lists == 1 ? "" : "s", pool->zk_reads,
+          pool->zk_reads == 1 ? "" : "s");
 }
 
 static void on_pool(void *arg, size_t id, zg_pool_t *pool) {
@@ -136,13 +148,15 @@ static int registry_start(zg_gateway_t *gw) {
   int rc;
   if (!cfg->zk.hosts)
     return 0;
-  gw->registry = zg_registry_new(gw->loop, cfg->zk.hosts,
-                                 cfg->zk.session_timeout_ms, on_pool, gw);
+  gw->registry =
+      zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
+                      cfg->zk.coalesce_window_ms, on_pool, gw);
   if (!gw->registry)
     return UV_ENOMEM;
   for (size_t i = 0; i < cfg->n_services; i++)
     if (cfg->services[i].zk_path &&
-        (rc = zg_registry_watch(gw->registry, cfg->services[i].zk_path, i)))
+        (rc = zg_registry_watch(gw->registry, cfg->services[i].zk_path,
+                                cfg->services[i].endpoint, i)))
       return rc;
   return zg_registry_start(gw->registry);
 }

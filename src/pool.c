@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 static int inst_cmp(const void *a, const void *b) {
   const zg_instance_t *x = a, *y = b;
@@ -33,12 +34,46 @@ static int inst_cmp_full(const void *a, const void *b) {
   return c ? c : str_cmp_null(x->name, y->name);
 }
 
+/* Live count, total weight, and the cumulative weights that weighted
+ * picks search, only when live weights differ. */
+static int weigh(zg_pool_t *p) {
+  uint32_t first = 0;
+  int uniform = 1;
+  p->n_live = 0;
+  p->total_weight = 0;
+  p->cum = NULL;
+  p->zk_lists = 0;
+  p->zk_reads = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    if (!zg_pool_live(p, i))
+      continue;
+    if (p->n_live++ == 0)
+      first = p->inst[i].weight;
+    else if (p->inst[i].weight != first)
+      uniform = 0;
+    p->total_weight += p->inst[i].weight;
+  }
+  if (uniform)
+    return 0;
+  p->cum = malloc(p->n * sizeof(*p->cum));
+  if (!p->cum)
+    return UV_ENOMEM;
+  uint64_t sum = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    if (zg_pool_live(p, i))
+      sum += p->inst[i].weight;
+    p->cum[i] = sum;
+  }
+  return 0;
+}
+
 zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
                        uint64_t created_ms) {
   zg_pool_t *p = malloc(sizeof(*p) + n * sizeof(p->inst[0]));
   size_t kept = 0;
   if (!p)
     return NULL;
+  p->cum = NULL;
   atomic_init(&p->refs, 1);
   p->version = version;
   p->created_ms = created_ms;
@@ -64,7 +99,7 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
       p->inst[p->n] = p->inst[i];
     p->n++;
   }
-  return p;
+  return weigh(p) == 0 ? p : (zg_pool_unref(p), NULL);
 }
 
 zg_pool_t *zg_pool_ref(zg_pool_t *pool) {
@@ -79,6 +114,7 @@ void zg_pool_unref(zg_pool_t *pool) {
     return;
   for (size_t i = 0; i < pool->n; i++)
     zg_instance_clear(&pool->inst[i]);
+  free(pool->cum);
   free(pool);
 }
 
@@ -91,8 +127,9 @@ int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
     return 0;
   for (size_t i = 0; i < a->n; i++) {
     const zg_instance_t *x = &a->inst[i], *y = &b->inst[i];
-    if (inst_cmp(x, y) != 0 || x->tls != y->tls ||
-        !str_eq(x->base_path, y->base_path))
+    if (inst_cmp(x, y) != 0 || x->tls != y->tls || x->up != y->up ||
+        x->weight != y->weight || !str_eq(x->base_path, y->base_path) ||
+        !str_eq(x->znode, y->znode) || x->data_version != y->data_version)
       return 0;
   }
   return 1;

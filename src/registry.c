@@ -33,17 +33,23 @@ typedef struct {
   unsigned fetched : 1;   /* data read (decoded or not) */
   unsigned in_flight : 1; /* a read is outstanding */
   unsigned present : 1;   /* mark for the mark-and-sweep of a list */
+  unsigned changed : 1;   /* data changed while a read was in flight */
 } reg_child_t;
 
 typedef struct reg_service {
   zg_registry_t *reg;
   size_t id;
   char *path;
+  zg_decode_opts_t opts;
+  char *endpoint; /* owned; opts.endpoint points here */
   reg_child_t *children;
   size_t n_children, cap_children;
-  unsigned outstanding; /* data reads in flight */
-  int need_list;        /* list (and re-arm the watch) when connected */
-  int synced;           /* published at least once */
+  size_t n_sorted;       /* children[0..n_sorted) are sorted by name */
+  unsigned outstanding;  /* data reads in flight */
+  int need_list;         /* list (and re-arm the watch) when connected */
+  int synced;            /* published at least once */
+  int dirty;             /* a publication is waiting for the window */
+  uint32_t lists, reads; /* ZooKeeper calls since the last publication */
   uint64_t version;
   zg_pool_t *published;
 } reg_service_t;
@@ -69,6 +75,9 @@ struct zg_registry {
   int poll_events;
   uv_timer_t zk_timer;     /* the client's own deadline */
   uv_timer_t health_timer; /* session watchdog and list retries */
+  uv_timer_t coalesce_timer;
+  uint64_t coalesce_ms;
+  uint64_t lists_total, reads_total;
   int open_handles;
 
   reg_service_t *services;
@@ -106,12 +115,13 @@ static void on_zk_log(const char *message) {
 
 /* ---- pools ----------------------------------------------------------- */
 
-static void publish(reg_service_t *svc) {
+static void publish_now(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
   zg_instance_t *list;
   zg_pool_t *pool;
   size_t n = 0;
 
+  svc->dirty = 0;
   list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
   if (!list) {
     zg_error("registry", "%s: out of memory building a pool", svc->path);
@@ -130,11 +140,36 @@ static void publish(reg_service_t *svc) {
     zg_pool_unref(pool);
     return;
   }
+  pool->zk_lists = svc->lists;
+  pool->zk_reads = svc->reads;
+  svc->lists = 0;
+  svc->reads = 0;
   svc->version++;
   svc->synced = 1;
   zg_pool_unref(svc->published);
   svc->published = zg_pool_ref(pool);
   reg->cb(reg->cb_arg, svc->id, pool);
+}
+
+static void on_coalesce_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i].dirty && reg->services[i].outstanding == 0)
+      publish_now(&reg->services[i]);
+}
+
+/* Publication waits `coalesce_window` after the first change, so that a
+ * burst of events (a deploy) makes one pool, not one per event. */
+static void publish(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  if (reg->coalesce_ms == 0) {
+    publish_now(svc);
+    return;
+  }
+  svc->dirty = 1;
+  if (!uv_is_active((uv_handle_t *)&reg->coalesce_timer))
+    uv_timer_start(&reg->coalesce_timer, on_coalesce_timer, reg->coalesce_ms,
+                   0);
 }
 
 /* ---- children and their data ----------------------------------------- */
@@ -149,19 +184,78 @@ static void forget_children(reg_service_t *svc) {
   for (size_t i = 0; i < svc->n_children; i++)
     child_free(&svc->children[i]);
   svc->n_children = 0;
+  svc->n_sorted = 0;
 }
 
+static int child_cmp(const void *a, const void *b) {
+  return strcmp(((const reg_child_t *)a)->name, ((const reg_child_t *)b)->name);
+}
+
+/* Children are kept sorted by name after every list; the ones added by the
+ * list being applied sit unsorted after n_sorted. */
 static reg_child_t *child_find(reg_service_t *svc, const char *name) {
-  for (size_t i = 0; i < svc->n_children; i++)
+  size_t lo = 0, hi = svc->n_sorted;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(svc->children[mid].name, name);
+    if (c == 0)
+      return &svc->children[mid];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (size_t i = svc->n_sorted; i < svc->n_children; i++)
     if (!strcmp(svc->children[i].name, name))
       return &svc->children[i];
   return NULL;
+}
+
+static char *child_path(const reg_service_t *svc, const char *name) {
+  size_t plen = strlen(svc->path), nlen = strlen(name);
+  char *path = malloc(plen + nlen + 2);
+  if (path) {
+    memcpy(path, svc->path, plen);
+    path[plen] = '/';
+    memcpy(path + plen + 1, name, nlen + 1);
+  }
+  return path;
+}
+
+/* Sets what the decoders cannot know: where the instance came from. */
+static int set_provenance(reg_service_t *svc, reg_child_t *c,
+                          const struct Stat *stat) {
+  if (!(c->inst.znode = child_path(svc, c->name)))
+    return UV_ENOMEM;
+  c->inst.data_version = stat ? stat->version : 0;
+  c->inst.mtime_ms = stat ? stat->mtime : 0;
+  return 0;
+}
+
+static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
+                    const char *err) {
+  if (rc == 0) {
+    c->decoded = 1;
+    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
+             c->name, zg_instance_format_name(c->inst.format), c->inst.host,
+             c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);
+  } else if (rc == ZG_ESKIP) {
+    zg_debug("registry", "%s/%s: not an instance (%s)", svc->path, c->name,
+             err);
+  } else {
+    /* Once per child version: it is read again only when it changes. */
+    zg_warn("registry",
+            "%s/%s: cannot decode instance data (%s); child skipped", svc->path,
+            c->name, err);
+  }
 }
 
 typedef struct {
   reg_service_t *svc;
   char name[];
 } data_req_t;
+
+static void fetch(reg_service_t *svc, reg_child_t *c);
 
 static void on_data(int rc, const char *value, int value_len,
                     const struct Stat *stat, const void *data) {
@@ -170,25 +264,25 @@ static void on_data(int rc, const char *value, int value_len,
   reg_child_t *c = child_find(svc, req->name);
   char err[160];
 
-  (void)stat;
   svc->outstanding--;
   if (c) {
     c->in_flight = 0;
     if (rc == ZOK) {
+      int drc;
       c->fetched = 1;
-      if (zg_instance_decode(c->name, value,
-                             value_len > 0 ? (size_t)value_len : 0, NULL,
-                             &c->inst, err, sizeof(err)) == 0) {
-        c->decoded = 1;
-        zg_debug("registry", "%s/%s: %s instance %s:%u", svc->path, c->name,
-                 zg_instance_format_name(c->inst.format), c->inst.host,
-                 c->inst.port);
-      } else {
-        /* Once per child: it is not read again unless it is re-created. */
-        zg_warn("registry",
-                "%s/%s: cannot decode instance data (%s); child skipped",
-                svc->path, c->name, err);
+      if (c->decoded) {
+        zg_instance_clear(&c->inst); /* a change in place */
+        c->decoded = 0;
       }
+      drc = zg_instance_decode(c->name, value,
+                               value_len > 0 ? (size_t)value_len : 0,
+                               &svc->opts, &c->inst, err, sizeof(err));
+      if (drc == 0 && set_provenance(svc, c, stat) != 0) {
+        zg_instance_clear(&c->inst);
+        drc = UV_ENOMEM;
+        snprintf(err, sizeof(err), "out of memory");
+      }
+      decoded(svc, c, drc, err);
     } else if (rc == ZNONODE) {
       c->fetched = 1; /* gone already; the child watch will tell */
     } else if (transient(rc)) {
@@ -196,9 +290,13 @@ static void on_data(int rc, const char *value, int value_len,
     } else {
       c->fetched = 1;
       zg_warn("registry",
-              "%s/%s: cannot read instance data (%s); child "
-              "skipped",
-              svc->path, c->name, zerror(rc));
+              "%s/%s: cannot read instance data (%s); child skipped", svc->path,
+              c->name, zerror(rc));
+    }
+    /* Changed again while this read was out: read once more. */
+    if (c->changed && !svc->reg->closing && !transient(rc)) {
+      c->changed = 0;
+      fetch(svc, c);
     }
   }
   free(req);
@@ -206,24 +304,44 @@ static void on_data(int rc, const char *value, int value_len,
     publish(svc);
 }
 
+/* A child's data changed (address, status, weight): read it again. Its
+ * removal is the child watch's business. */
+static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
+                          void *ctx) {
+  reg_service_t *svc = ctx;
+  size_t plen = strlen(svc->path);
+  reg_child_t *c;
+  (void)zh;
+  (void)state;
+  if (type != ZOO_CHANGED_EVENT || svc->reg->closing || !path ||
+      strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
+    return;
+  c = child_find(svc, path + plen + 1);
+  if (!c)
+    return;
+  if (c->in_flight)
+    c->changed = 1;
+  else
+    fetch(svc, c);
+}
+
 static void fetch(reg_service_t *svc, reg_child_t *c) {
   zg_registry_t *reg = svc->reg;
-  size_t plen = strlen(svc->path), nlen = strlen(c->name);
+  size_t nlen = strlen(c->name);
   data_req_t *req = malloc(sizeof(*req) + nlen + 1);
-  char *path = malloc(plen + nlen + 2);
+  char *path = child_path(svc, c->name);
   int rc;
-  if (!req || !path) {
+  if (!req || !path || !reg->zh) {
     free(req);
     free(path);
     svc->need_list = 1;
     return;
   }
-  memcpy(path, svc->path, plen);
-  path[plen] = '/';
-  memcpy(path + plen + 1, c->name, nlen + 1);
   req->svc = svc;
   memcpy(req->name, c->name, nlen + 1);
-  rc = zoo_aget(reg->zh, path, 0, on_data, req);
+  /* The data watch (context: the service, which outlives every watch)
+   * tells of changes in place. */
+  rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
   free(path);
   if (rc != ZOK) {
     free(req);
@@ -232,6 +350,25 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   }
   c->in_flight = 1;
   svc->outstanding++;
+  svc->reads++;
+  reg->reads_total++;
+}
+
+/* A new child: formats that live in the name need no read. */
+static void child_added(reg_service_t *svc, reg_child_t *c) {
+  char err[160];
+  int rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
+  if (rc == 1) {
+    fetch(svc, c);
+    return;
+  }
+  c->fetched = 1;
+  if (rc == 0 && set_provenance(svc, c, NULL) != 0) {
+    zg_instance_clear(&c->inst);
+    rc = UV_ENOMEM;
+    snprintf(err, sizeof(err), "out of memory");
+  }
+  decoded(svc, c, rc, err);
 }
 
 static int has_decoded(const reg_service_t *svc) {
@@ -239,10 +376,6 @@ static int has_decoded(const reg_service_t *svc) {
     if (svc->children[i].decoded)
       return 1;
   return 0;
-}
-
-static int child_cmp(const void *a, const void *b) {
-  return strcmp(((const reg_child_t *)a)->name, ((const reg_child_t *)b)->name);
 }
 
 static void on_children(int rc, const struct String_vector *strings,
@@ -262,8 +395,8 @@ static void on_children(int rc, const struct String_vector *strings,
      * serving until the path is back and says otherwise. */
     if (svc->published && svc->published->n > 0)
       zg_warn("registry",
-              "%s vanished: keeping the last known %zu "
-              "instance(s) until it reappears",
+              "%s vanished: keeping the last known %zu instance(s) until it "
+              "reappears",
               svc->path, svc->published->n);
     else
       zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
@@ -287,6 +420,8 @@ static void on_children(int rc, const struct String_vector *strings,
   }
   svc->need_list = 0;
 
+  /* Mark and sweep: children in the list are marked, new ones appended,
+   * unmarked ones dropped. */
   for (size_t i = 0; i < svc->n_children; i++)
     svc->children[i].present = 0;
   for (int32_t i = 0; i < strings->count; i++) {
@@ -303,13 +438,13 @@ static void on_children(int rc, const struct String_vector *strings,
         svc->children = nc;
         svc->cap_children = cap;
       }
-      c = &svc->children[svc->n_children++];
+      c = &svc->children[svc->n_children];
       memset(c, 0, sizeof(*c));
       if (!(c->name = strdup(name))) {
-        svc->n_children--;
         svc->need_list = 1;
         break;
       }
+      svc->n_children++;
     }
     c->present = 1;
   }
@@ -324,13 +459,15 @@ static void on_children(int rc, const struct String_vector *strings,
     svc->children[kept++] = *c;
   }
   svc->n_children = kept;
-  /* Sorted by name, so pools and logs come out in the same order. */
+  /* Sorted by name: lookups by name are binary searches, and pools and
+   * logs come out in one order. */
   if (svc->n_children > 1)
     qsort(svc->children, svc->n_children, sizeof(*svc->children), child_cmp);
+  svc->n_sorted = svc->n_children;
   for (size_t i = 0; i < svc->n_children; i++) {
     reg_child_t *c = &svc->children[i];
     if (!c->fetched && !c->in_flight)
-      fetch(svc, c);
+      child_added(svc, c);
   }
   /* A removal is applied at once, without waiting for new children's
    * data, unless that would leave the pool empty while reads are out (a
@@ -381,8 +518,11 @@ static void list_children(reg_service_t *svc) {
   if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
     return;
   if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
-                          svc) == ZOK)
+                          svc) == ZOK) {
     svc->need_list = 0;
+    svc->lists++;
+    reg->lists_total++;
+  }
 }
 
 static void watch_exists(reg_service_t *svc) {
@@ -608,13 +748,15 @@ static void on_health_timer(uv_timer_t *t) {
 
 zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
                                uint64_t session_timeout_ms,
-                               zg_registry_publish_cb cb, void *cb_arg) {
+                               uint64_t coalesce_ms, zg_registry_publish_cb cb,
+                               void *cb_arg) {
   zg_registry_t *reg = calloc(1, sizeof(*reg));
   if (!reg)
     return NULL;
   reg->loop = loop;
   reg->hosts = strdup(hosts);
   reg->session_timeout_ms = (int)session_timeout_ms;
+  reg->coalesce_ms = coalesce_ms;
   reg->cb = cb;
   reg->cb_arg = cb_arg;
   reg->poll_fd = -1;
@@ -627,7 +769,8 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   return reg;
 }
 
-int zg_registry_watch(zg_registry_t *reg, const char *zk_path, size_t id) {
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
+                      const char *endpoint, size_t id) {
   reg_service_t *ns =
       realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
   if (!ns)
@@ -635,13 +778,18 @@ int zg_registry_watch(zg_registry_t *reg, const char *zk_path, size_t id) {
   reg->services = ns;
   ns = &reg->services[reg->n_services];
   memset(ns, 0, sizeof(*ns));
-  if (!(ns->path = strdup(zk_path)))
+  if (!(ns->path = strdup(zk_path)) ||
+      (endpoint && !(ns->endpoint = strdup(endpoint)))) {
+    free(ns->path);
     return UV_ENOMEM;
+  }
   ns->id = id;
   ns->need_list = 1;
   reg->n_services++;
-  for (size_t i = 0; i < reg->n_services; i++)
+  for (size_t i = 0; i < reg->n_services; i++) {
     reg->services[i].reg = reg;
+    reg->services[i].opts.endpoint = reg->services[i].endpoint;
+  }
   return 0;
 }
 
@@ -650,9 +798,11 @@ int zg_registry_start(zg_registry_t *reg) {
   zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
   uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
+  uv_timer_init(reg->loop, &reg->coalesce_timer);
+  reg->coalesce_timer.data = reg;
   reg->zk_timer.data = reg;
   reg->health_timer.data = reg;
-  reg->open_handles = 2;
+  reg->open_handles = 3;
   reg->started = 1;
   rc = session_open(reg);
   if (rc == 0)
@@ -663,6 +813,12 @@ int zg_registry_start(zg_registry_t *reg) {
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
   return reg->state;
+}
+
+void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
+                        uint64_t *reads) {
+  *lists = reg->lists_total;
+  *reads = reg->reads_total;
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -722,6 +878,7 @@ void zg_registry_close(zg_registry_t *reg) {
       child_free(&svc->children[k]);
     free(svc->children);
     free(svc->path);
+    free(svc->endpoint);
     zg_pool_unref(svc->published);
   }
   free(reg->services);
@@ -735,4 +892,5 @@ void zg_registry_close(zg_registry_t *reg) {
   }
   uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
 }

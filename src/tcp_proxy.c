@@ -422,9 +422,9 @@ static void try_connect(zg_tcp_session_t *s) {
     if (p)
       s->pool = zg_pool_ref(p);
   }
-  i = s->ntried < MAX_TRIES && s->pool
-          ? zg_balance_pick(svc->conf->balance, &gw->rng, &svc->rr_cursor,
-                            s->pool->n, s->tried, s->ntried)
+  i = s->ntried < MAX_TRIES
+          ? zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor,
+                                 s->pool, s->tried, s->ntried)
           : ZG_PICK_NONE;
   if (i == ZG_PICK_NONE) {
     if (s->ntried == 0) {

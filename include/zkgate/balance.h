@@ -29,4 +29,13 @@ uint64_t zg_rng_below(zg_rng_t *rng, uint64_t bound);
 size_t zg_balance_pick(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
                        size_t n, const size_t *tried, size_t ntried);
 
+/* Picks a live instance of `pool` not among `tried`: uniformly (random),
+ * in turn (round robin), each in proportion to its weight when live
+ * weights differ. Instances that are down or weigh 0 are never picked.
+ * Returns an index into pool->inst or ZG_PICK_NONE. */
+struct zg_pool;
+size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
+                            const struct zg_pool *pool, const size_t *tried,
+                            size_t ntried);
+
 #endif

@@ -30,6 +30,7 @@ typedef struct {
   zg_protocol_t protocol;
   zg_listen_addr_t listen;
   zg_balance_t balance;
+  char *endpoint;           /* serverset additionalEndpoints name, or NULL */
   zg_instance_t *instances; /* static instances */
   size_t n_instances;
   int line; /* of the section header */
@@ -40,6 +41,7 @@ typedef struct {
   struct {
     char *hosts; /* NULL when no service uses ZooKeeper */
     uint64_t session_timeout_ms;
+    uint64_t coalesce_window_ms;
   } zk;
   struct {
     unsigned workers;

@@ -13,11 +13,23 @@
 
 typedef struct zg_pool {
   atomic_uint refs;
-  uint64_t version;    /* increases with every publication of a service */
-  uint64_t created_ms; /* uv_now of the loop that built it */
+  uint64_t version;      /* increases with every publication of a service */
+  uint64_t created_ms;   /* uv_now of the loop that built it */
+  uint32_t zk_lists;     /* ZooKeeper lists and data reads this pool took */
+  uint32_t zk_reads;     /* since the service's previous one (0: static) */
+  size_t n_live;         /* instances that take new connections: up and
+                            weight > 0 */
+  uint64_t total_weight; /* sum of the live instances' weights */
+  uint64_t *cum;         /* when live weights differ: cum[i] = sum of live
+                            weights of inst[0..i]; NULL when uniform */
   size_t n;
-  zg_instance_t inst[]; /* sorted by (host, port) */
+  zg_instance_t inst[]; /* sorted by (host, port); down ones included */
 } zg_pool_t;
+
+/* 1 when inst[i] takes new connections. */
+static inline int zg_pool_live(const zg_pool_t *p, size_t i) {
+  return p->inst[i].up && p->inst[i].weight > 0;
+}
 
 /* Copies `n` instances into a new pool with one reference. Duplicate
  * addresses (same host and port) are kept once. NULL on allocation

@@ -29,11 +29,16 @@ typedef enum {
   ZG_ZK_CLOSED,
 } zg_zk_state_t;
 
+/* `coalesce_ms`: how long a change waits for others before its service's
+ * pool is published (0: at once). */
 zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
                                uint64_t session_timeout_ms,
-                               zg_registry_publish_cb cb, void *cb_arg);
-/* Adds a path to watch, before zg_registry_start(). */
-int zg_registry_watch(zg_registry_t *reg, const char *zk_path, size_t id);
+                               uint64_t coalesce_ms, zg_registry_publish_cb cb,
+                               void *cb_arg);
+/* Adds a path to watch, before zg_registry_start(). `endpoint` (may be
+ * NULL) selects a serverset additionalEndpoints entry. */
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
+                      const char *endpoint, size_t id);
 int zg_registry_start(zg_registry_t *reg);
 /* Closes the session (its ephemeral nodes vanish at once: this blocks for
  * as long as the client takes to say goodbye, so call it at shutdown only)
@@ -42,5 +47,8 @@ int zg_registry_start(zg_registry_t *reg);
 void zg_registry_close(zg_registry_t *reg);
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg);
+/* Children lists and data reads issued since start. */
+void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
+                        uint64_t *reads);
 
 #endif
