@@ -554,6 +554,155 @@ static void test_pick_round_robin_shrinking_pool(void **state) {
         zg_balance_pick(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, 3, NULL, 0) < 3);
 }
 
+/* ---- picks over pools: live instances and weights ---------------------- */
+
+static zg_pool_t *pool_of(const bool *up, const uint32_t *weight, size_t n) {
+  zg_instance_t inst[8];
+  zg_pool_t *pool;
+  assert_true(n <= 8);
+  for (size_t i = 0; i < n; i++) {
+    char host[32];
+    snprintf(host, sizeof(host), "10.0.0.%zu", i + 1);
+    inst[i] = mk(host, 80, false, NULL, NULL);
+    inst[i].up = up[i];
+    inst[i].weight = weight[i];
+  }
+  pool = zg_pool_new(inst, n, 1, 0);
+  assert_non_null(pool);
+  clear_all(inst, n);
+  return pool;
+}
+
+static void test_pool_live_and_weights(void **state) {
+  static const bool up[] = {true, false, true, true};
+  static const uint32_t w[] = {1, 5, 3, 0};
+  zg_pool_t *p = pool_of(up, w, 4);
+  (void)state;
+  assert_int_equal(p->n, 4);
+  assert_int_equal(p->n_live, 2); /* down and weight 0 do not count */
+  assert_int_equal(p->total_weight, 4);
+  assert_non_null(p->cum);
+  assert_int_equal(p->cum[0], 1);
+  assert_int_equal(p->cum[1], 1);
+  assert_int_equal(p->cum[2], 4);
+  assert_int_equal(p->cum[3], 4);
+  zg_pool_unref(p);
+}
+
+static void test_pool_uniform_weights_need_no_table(void **state) {
+  static const bool up[] = {true, true, false};
+  static const uint32_t w[] = {7, 7, 1};
+  zg_pool_t *p = pool_of(up, w, 3);
+  (void)state;
+  assert_int_equal(p->n_live, 2);
+  assert_null(p->cum);
+  zg_pool_unref(p);
+}
+
+static void test_pick_pool_weighted_random(void **state) {
+  static const bool up[] = {true, true, true};
+  static const uint32_t w[] = {1, 3, 0};
+  zg_pool_t *p = pool_of(up, w, 3);
+  unsigned counts[3] = {0, 0, 0};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  (void)state;
+  zg_rng_seed(&rng, 99);
+  for (int i = 0; i < 40000; i++) {
+    size_t k =
+        zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, NULL, 0);
+    assert_true(k < 3);
+    counts[k]++;
+  }
+  assert_int_equal(counts[2], 0); /* weight 0: never */
+  /* 1:3 within 3% of 40000 (fixed seed: cannot flake) */
+  assert_in_range(counts[0], 9000, 11000);
+  assert_in_range(counts[1], 29000, 31000);
+  zg_pool_unref(p);
+}
+
+static void test_pick_pool_weighted_skips_tried(void **state) {
+  static const bool up[] = {true, true, true};
+  static const uint32_t w[] = {2, 5, 1};
+  zg_pool_t *p = pool_of(up, w, 3);
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  size_t tried1[] = {1}, tried2[] = {1, 0}, tried3[] = {2, 1, 0};
+  unsigned counts[3] = {0, 0, 0};
+  (void)state;
+  zg_rng_seed(&rng, 3);
+  for (int i = 0; i < 3000; i++)
+    counts[zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, tried1,
+                                1)]++;
+  assert_int_equal(counts[1], 0);
+  assert_in_range(counts[0], 1800, 2200); /* 2:1 among the rest */
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(
+        zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, tried2, 2),
+        2);
+  assert_int_equal(
+      zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, tried3, 3),
+      ZG_PICK_NONE);
+  zg_pool_unref(p);
+}
+
+static void test_pick_pool_never_down(void **state) {
+  static const bool up[] = {false, true, false, true};
+  static const uint32_t w[] = {1, 1, 1, 1};
+  zg_pool_t *p = pool_of(up, w, 4);
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  unsigned counts[4] = {0, 0, 0, 0};
+  size_t tried[] = {3};
+  (void)state;
+  zg_rng_seed(&rng, 11);
+  for (int i = 0; i < 1000; i++)
+    counts[zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, NULL,
+                                0)]++;
+  assert_int_equal(counts[0] + counts[2], 0);
+  assert_true(counts[1] > 400 && counts[3] > 400);
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(zg_balance_pick_pool(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor,
+                                          p, tried, 1),
+                     1);
+  zg_pool_unref(p);
+}
+
+static void test_pick_pool_none_live(void **state) {
+  static const bool up[] = {false, true};
+  static const uint32_t w[] = {1, 0};
+  zg_pool_t *p = pool_of(up, w, 2);
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  (void)state;
+  zg_rng_seed(&rng, 1);
+  assert_int_equal(p->n_live, 0);
+  assert_int_equal(
+      zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, p, NULL, 0),
+      ZG_PICK_NONE);
+  assert_int_equal(
+      zg_balance_pick_pool(ZG_BALANCE_RANDOM, &rng, &cursor, NULL, NULL, 0),
+      ZG_PICK_NONE);
+  zg_pool_unref(p);
+}
+
+static void test_pick_pool_weighted_round_robin(void **state) {
+  static const bool up[] = {true, true};
+  static const uint32_t w[] = {1, 2};
+  zg_pool_t *p = pool_of(up, w, 2);
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  unsigned counts[2] = {0, 0};
+  (void)state;
+  zg_rng_seed(&rng, 1);
+  for (int i = 0; i < 300; i++)
+    counts[zg_balance_pick_pool(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, p, NULL,
+                                0)]++;
+  assert_int_equal(counts[0], 100); /* exactly by weight over whole cycles */
+  assert_int_equal(counts[1], 200);
+  zg_pool_unref(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_new_copies),
@@ -575,6 +724,13 @@ int main(void) {
       cmocka_unit_test(test_pick_round_robin),
       cmocka_unit_test(test_pick_round_robin_skips_tried),
       cmocka_unit_test(test_pick_round_robin_shrinking_pool),
+      cmocka_unit_test(test_pool_live_and_weights),
+      cmocka_unit_test(test_pool_uniform_weights_need_no_table),
+      cmocka_unit_test(test_pick_pool_weighted_random),
+      cmocka_unit_test(test_pick_pool_weighted_skips_tried),
+      cmocka_unit_test(test_pick_pool_never_down),
+      cmocka_unit_test(test_pick_pool_none_live),
+      cmocka_unit_test(test_pick_pool_weighted_round_robin),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
