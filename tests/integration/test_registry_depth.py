@@ -1,0 +1,146 @@
+"""Registry depth: changes of a child's data applied in place, instances taken out of and put
+back into rotation by their data, weights, reads that stay O(1) per change with 1,000
+instances under one path, and bursts of events coalesced into few pools."""
+
+import json
+import re
+import time
+
+from zkharness import free_port, ini_text, register, sample, wait_pool, wait_until
+
+POOL_LINE = re.compile(r"service (\S+): pool v(\d+) has (\d+) instances?, (\d+) live.*"
+                       r"\[(\d+) lists?, (\d+) data reads?\]")
+
+
+def pools(gw):
+    """Every pool publication in the gateway's log: (version, n, live, lists, reads)."""
+    return [tuple(int(x) for x in m.groups()[1:]) for m in POOL_LINE.finditer(gw.log_text())]
+
+
+def ini(zk, zpath, port, **zookeeper):
+    return ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}"}},
+                    zookeeper={"hosts": zk.hosts, "session_timeout": "4s", **zookeeper})
+
+
+def curator(port, **extra):
+    return json.dumps({"name": "svc", "id": f"id-{port}", "address": "127.0.0.1", "port": port,
+                       "sslPort": None, "payload": None, "registrationTimeUTC": 1662110433938,
+                       "serviceType": "DYNAMIC", **extra}).encode()
+
+
+def test_changed_address_is_applied_in_place(zk, kz, zpath, backends, gateway):
+    a, b = backends("a", "b")
+    node = register(kz, zpath, f"127.0.0.1:{a.port}".encode())
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    kz.set(node, f"127.0.0.1:{b.port}".encode())  # same znode, new address
+    seen = wait_pool(port, ["b"], timeout=3)
+    assert set(seen) == {"b"}, f"data change of {node} not applied: {dict(seen)}"
+
+
+def test_disabled_instance_leaves_rotation_and_comes_back(zk, kz, zpath, backends, gateway):
+    a, b = backends("a", "b")
+    register(kz, zpath, curator(a.port))
+    node_b = register(kz, zpath, curator(b.port))
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    kz.set(node_b, curator(b.port, enabled=False))
+    assert set(wait_pool(port, ["a"], timeout=3)) == {"a"}, "disabled instance still reached"
+    assert set(sample(port, 30)) == {"a"}
+    kz.set(node_b, curator(b.port, enabled=True))
+    assert set(wait_pool(port, ["a", "b"], timeout=3)) == {"a", "b"}, "re-enabled not reached"
+
+
+def test_connection_to_disabled_instance_finishes(zk, kz, zpath, backends, gateway):
+    import socket
+    a, b = backends("a", "b")
+    node_a = register(kz, zpath, curator(a.port))
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    register(kz, zpath, curator(b.port))
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        first = s.recv(64)
+        # Whichever instance got it: take that one out of rotation; the connection lives on.
+        node = node_a if first == b"a\n" else None
+        if node is None:
+            node = [p for p in (zpath + "/" + c for c in kz.get_children(zpath))
+                    if json.loads(kz.get(p)[0])["port"] == b.port][0]
+        kz.set(node, curator(a.port if first == b"a\n" else b.port, enabled=False))
+        time.sleep(0.3)
+        s.sendall(b"still here")
+        got = b""
+        while len(got) < 10:
+            chunk = s.recv(64)
+            assert chunk, "established connection cut when its instance left rotation"
+            got += chunk
+        assert got == b"still here"
+
+
+def test_weights_shape_the_share(zk, kz, zpath, backends, gateway):
+    a, b = backends("a", "b")
+    register(kz, zpath, f"tcp://127.0.0.1:{a.port}?weight=1".encode())
+    register(kz, zpath, f"tcp://127.0.0.1:{b.port}?weight=4".encode())
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    seen = sample(port, 250)
+    # Expected 50 : 200. Binomial sd for a is ~6.3: 20..85 is beyond 4.5 sd either way.
+    assert 20 <= seen["a"] <= 85, f"weight 1 vs 4 gave {dict(seen)}"
+    assert seen["a"] + seen["b"] == 250
+
+
+def test_thousand_instances_one_change_costs_one_read(zk, kz, zpath, backends, gateway):
+    live = backends("live")
+    kz.ensure_path(zpath)
+    t = kz.transaction()
+    n = 0
+    for i in range(1000):
+        # Persistent, deleted at the end: their addresses are never connected to.
+        t.create(f"{zpath}/i{i:04d}", f"127.0.0.1:{20000 + i}".encode())
+        n += 1
+        if n == 200:
+            t.commit()
+            t, n = kz.transaction(), 0
+    if n:
+        t.commit()
+    try:
+        port = free_port()
+        t0 = time.monotonic()
+        gw = gateway(ini(zk, zpath, port), listen=port)
+        assert wait_until(lambda: any(p[1] == 1000 for p in pools(gw)), 10), pools(gw)
+        sync_s = time.monotonic() - t0
+        first = [p for p in pools(gw) if p[1] == 1000][0]
+        print(f"first sync of 1,000 instances: {sync_s:.2f} s, "
+              f"{first[3]} list(s), {first[4]} data reads")
+        assert first[4] == 1000, f"first sync read {first[4]} children, expected 1000"
+
+        before = len(pools(gw))
+        register(kz, zpath, f"127.0.0.1:{live.port}".encode())
+        assert wait_until(lambda: len(pools(gw)) > before, 5), "new instance not published"
+        change = pools(gw)[before]
+        print(f"one added instance: {change[3]} list(s), {change[4]} data read(s)")
+        assert change[1] == 1001
+        assert change[4] == 1, f"adding one instance cost {change[4]} data reads"
+        assert change[3] == 1, f"adding one instance cost {change[3]} lists"
+    finally:
+        for c in kz.get_children(zpath):
+            kz.delete(f"{zpath}/{c}")
+
+
+def test_burst_of_registrations_is_coalesced(zk, kz, zpath, backends, gateway):
+    kz.ensure_path(zpath)
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port, coalesce_window="200ms"), listen=port)
+    assert wait_until(lambda: len(pools(gw)) >= 1, 5)  # the empty pool of the first sync
+    before = len(pools(gw))
+    results = [kz.create_async(f"{zpath}/b{i:03d}", f"127.0.0.1:{21000 + i}".encode(),
+                               ephemeral=True) for i in range(60)]
+    for r in results:
+        r.get(timeout=10)
+    assert wait_until(lambda: pools(gw) and pools(gw)[-1][1] == 60, 5), pools(gw)
+    published = len(pools(gw)) - before
+    assert published <= 3, f"60 registrations in a burst made {published} pools"
