@@ -364,6 +364,9 @@ static int not_yet(parse_t *p, const raw_kv_t *kv) {
   return 0;
 }
 
+static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
+                         uint64_t min_ms);
+
 static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "hosts")) {
     p->hosts_seen = 1;
@@ -397,8 +400,18 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     cfg->zk.coalesce_window_ms = ms;
-  } else if (!strcmp(kv->key, "auth") || !strcmp(kv->key, "state_file") ||
-             !strcmp(kv->key, "max_stale")) {
+  } else if (!strcmp(kv->key, "state_file")) {
+    if (kv->value[0] != '/') {
+      add_error(p, kv->line, "state_file: expected an absolute path, got '%s'",
+                kv->value);
+      return;
+    }
+    free(cfg->zk.state_file);
+    if (!(cfg->zk.state_file = strdup(kv->value)))
+      p->oom = 1;
+  } else if (!strcmp(kv->key, "max_stale")) {
+    duration_key(p, kv, &cfg->zk.max_stale_ms, 0);
+  } else if (!strcmp(kv->key, "auth")) {
     not_yet(p, kv);
   } else {
     add_error(p, kv->line, "unknown key '%s' in [zookeeper]", kv->key);
@@ -794,6 +807,7 @@ void zg_config_free(zg_config_t *cfg) {
   }
   free(cfg->services);
   free(cfg->zk.hosts);
+  free(cfg->zk.state_file);
   free(cfg->path);
   free(cfg);
 }

@@ -153,6 +153,9 @@ static int registry_start(zg_gateway_t *gw) {
                       cfg->zk.coalesce_window_ms, on_pool, gw);
   if (!gw->registry)
     return UV_ENOMEM;
+  if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
+                                  cfg->zk.max_stale_ms)) != 0)
+    return rc;
   for (size_t i = 0; i < cfg->n_services; i++)
     if (cfg->services[i].zk_path &&
         (rc = zg_registry_watch(gw->registry, cfg->services[i].zk_path,

@@ -17,9 +17,11 @@
 #include "zkgate/error.h"
 #include "zkgate/instance.h"
 #include "zkgate/log.h"
+#include "zkgate/state.h"
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -44,12 +46,15 @@ typedef struct reg_service {
   char *endpoint; /* owned; opts.endpoint points here */
   reg_child_t *children;
   size_t n_children, cap_children;
-  size_t n_sorted;       /* children[0..n_sorted) are sorted by name */
-  unsigned outstanding;  /* data reads in flight */
-  int need_list;         /* list (and re-arm the watch) when connected */
-  int synced;            /* published at least once */
-  int dirty;             /* a publication is waiting for the window */
-  uint32_t lists, reads; /* ZooKeeper calls since the last publication */
+  size_t n_sorted;      /* children[0..n_sorted) are sorted by name */
+  unsigned outstanding; /* data reads in flight */
+  int need_list;        /* list (and re-arm the watch) when connected */
+  int synced;           /* published at least once */
+  int dirty;            /* a publication is waiting for the window */
+  int stale; /* past max_stale: the gateway has an empty pool, `published`
+                still holds the last known one */
+  int64_t published_wall_ms; /* when `published` was published */
+  uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
   uint64_t version;
   zg_pool_t *published;
 } reg_service_t;
@@ -78,6 +83,9 @@ struct zg_registry {
   uv_timer_t coalesce_timer;
   uint64_t coalesce_ms;
   uint64_t lists_total, reads_total;
+  char *state_file;       /* NULL: none */
+  uint64_t max_stale_ms;  /* 0: forever */
+  uv_timer_t state_timer; /* writes the state file shortly after changes */
   int open_handles;
 
   reg_service_t *services;
@@ -115,6 +123,135 @@ static void on_zk_log(const char *message) {
 
 /* ---- pools ----------------------------------------------------------- */
 
+static int64_t wall_ms(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0)
+    return 0;
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* ---- the state file ---------------------------------------------------- */
+
+static void on_state_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
+  size_t n = 0;
+  char *text;
+  int rc;
+  if (!entries)
+    return;
+  /* Last known pools, including those a max_stale has hidden from the
+   * gateway: the file remembers what the registry last said. */
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = &reg->services[i];
+    if (!svc->published)
+      continue;
+    entries[n].zk_path = svc->path;
+    entries[n].pool = svc->published;
+    entries[n].updated_ms = svc->published_wall_ms;
+    n++;
+  }
+  text = zg_state_encode(entries, n, wall_ms());
+  free(entries);
+  if (!text) {
+    zg_error("registry", "state file %s: out of memory", reg->state_file);
+    return;
+  }
+  rc = zg_state_write_file(reg->state_file, text);
+  free(text);
+  if (rc != 0) {
+    uint64_t dropped;
+    if (zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
+      zg_error("registry", "cannot write the state file %s: %s",
+               reg->state_file, strerror(-rc));
+  }
+}
+
+/* Written 100 ms after a change, so that a burst of publications (the
+ * first synchronisation of many services) writes the file once. */
+static void schedule_state_write(zg_registry_t *reg) {
+  if (reg->state_file && !reg->closing &&
+      !uv_is_active((uv_handle_t *)&reg->state_timer))
+    uv_timer_start(&reg->state_timer, on_state_timer, 100, 0);
+}
+
+static void on_state_entry(void *arg, const char *zk_path, zg_pool_t *pool,
+                           int64_t updated_ms) {
+  zg_registry_t *reg = arg;
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = &reg->services[i];
+    if (strcmp(svc->path, zk_path) != 0 || svc->published)
+      continue;
+    pool->version = ++svc->version;
+    pool->created_ms = uv_now(reg->loop);
+    zg_info("registry",
+            "%s: %zu instance(s) from the state file, last updated %lld s ago",
+            zk_path, pool->n, (long long)(wall_ms() - updated_ms) / 1000);
+    svc->synced = 1;
+    svc->published_wall_ms = updated_ms;
+    svc->published = zg_pool_ref(pool);
+    reg->cb(reg->cb_arg, svc->id, pool);
+    return;
+  }
+  zg_pool_unref(pool); /* a path no service watches any more */
+}
+
+static void state_load(zg_registry_t *reg) {
+  FILE *f = fopen(reg->state_file, "rb");
+  char *text = NULL, err[160];
+  size_t len = 0, cap = 0;
+  if (!f) {
+    if (errno != ENOENT)
+      zg_warn("registry", "cannot read the state file %s: %s", reg->state_file,
+              strerror(errno));
+    return;
+  }
+  for (;;) {
+    size_t r;
+    if (len + 4096 > cap) {
+      char *nt = realloc(text, cap = cap ? cap * 2 : 65536);
+      if (!nt)
+        break;
+      text = nt;
+    }
+    r = fread(text + len, 1, cap - len, f);
+    len += r;
+    if (r == 0)
+      break;
+  }
+  fclose(f);
+  if (text &&
+      zg_state_decode(text, len, on_state_entry, reg, err, sizeof(err)) != 0)
+    zg_warn("registry", "ignoring the state file %s: %s", reg->state_file, err);
+  free(text);
+}
+
+/* max_stale: past it without ZooKeeper, each service answers as having no
+ * instance (its static instances, if any, serve). Logged once per
+ * service; the last known pool is kept for the state file and comes back
+ * on reconnection if the registry still says so. */
+static void check_stale(zg_registry_t *reg, uint64_t now) {
+  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED ||
+      now - reg->disconnected_ms < reg->max_stale_ms)
+    return;
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = &reg->services[i];
+    zg_pool_t *empty;
+    if (svc->stale || !svc->published || svc->published->n == 0)
+      continue;
+    empty = zg_pool_new(NULL, 0, ++svc->version, now);
+    if (!empty)
+      continue;
+    svc->stale = 1;
+    zg_warn("registry",
+            "%s: no ZooKeeper for %llu ms, past max_stale (%llu ms): the last "
+            "known %zu instance(s) no longer serve",
+            svc->path, (unsigned long long)(now - reg->disconnected_ms),
+            (unsigned long long)reg->max_stale_ms, svc->published->n);
+    reg->cb(reg->cb_arg, svc->id, empty);
+  }
+}
+
 static void publish_now(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
   zg_instance_t *list;
@@ -136,10 +273,18 @@ static void publish_now(reg_service_t *svc) {
     zg_error("registry", "%s: out of memory building a pool", svc->path);
     return;
   }
-  if (svc->synced && svc->published && zg_pool_same(pool, svc->published)) {
+  if (svc->synced && svc->published && !svc->stale &&
+      zg_pool_same(pool, svc->published)) {
     zg_pool_unref(pool);
     return;
   }
+  if (svc->stale)
+    zg_info("registry",
+            "%s: synchronised again after serving no pool (max_stale)",
+            svc->path);
+  svc->stale = 0;
+  svc->published_wall_ms = wall_ms();
+  schedule_state_write(reg);
   pool->zk_lists = svc->lists;
   pool->zk_reads = svc->reads;
   svc->lists = 0;
@@ -559,8 +704,13 @@ static void on_session_event(zhandle_t *zh, int type, int state,
       for (size_t i = 0; i < reg->n_services; i++)
         reg->services[i].need_list = 1;
     /* Within the same session the client re-registers its watches; only
-     * lists that failed while disconnected are repeated. */
+     * lists that failed while disconnected are repeated, and pools that
+     * max_stale hid come back from the children still known. */
     list_pending(reg);
+    for (size_t i = 0; i < reg->n_services; i++)
+      if (reg->services[i].stale && same && !reg->services[i].need_list &&
+          reg->services[i].outstanding == 0)
+        publish(&reg->services[i]);
   } else if (state == ZOO_EXPIRED_SESSION_STATE) {
     zg_warn("registry",
             "ZooKeeper session 0x%llx expired: opening a new "
@@ -724,6 +874,7 @@ static void on_health_timer(uv_timer_t *t) {
       update_interest(reg);
     return;
   }
+  check_stale(reg, now);
   if (reg->state == ZG_ZK_DISCONNECTED) {
     int timeout = zoo_recv_timeout(reg->zh);
     if (timeout <= 0)
@@ -799,10 +950,16 @@ int zg_registry_start(zg_registry_t *reg) {
   uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
   uv_timer_init(reg->loop, &reg->coalesce_timer);
+  uv_timer_init(reg->loop, &reg->state_timer);
   reg->coalesce_timer.data = reg;
+  reg->state_timer.data = reg;
+  /* Never connected yet: max_stale counts from the start. */
+  reg->disconnected_ms = uv_now(reg->loop);
+  if (reg->state_file)
+    state_load(reg);
   reg->zk_timer.data = reg;
   reg->health_timer.data = reg;
-  reg->open_handles = 3;
+  reg->open_handles = 4;
   reg->started = 1;
   rc = session_open(reg);
   if (rc == 0)
@@ -813,6 +970,14 @@ int zg_registry_start(zg_registry_t *reg) {
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
   return reg->state;
+}
+
+int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
+                          uint64_t max_stale_ms) {
+  reg->max_stale_ms = max_stale_ms;
+  if (state_file && !(reg->state_file = strdup(state_file)))
+    return UV_ENOMEM;
+  return 0;
 }
 
 void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
@@ -872,6 +1037,12 @@ void zg_registry_close(zg_registry_t *reg) {
     reg->zh = NULL;
   }
   reg->state = ZG_ZK_CLOSED;
+  /* A state file write still waiting happens now. */
+  if (reg->started && reg->state_file &&
+      uv_is_active((uv_handle_t *)&reg->state_timer)) {
+    uv_timer_stop(&reg->state_timer);
+    on_state_timer(&reg->state_timer);
+  }
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = &reg->services[i];
     for (size_t k = 0; k < svc->n_children; k++)
@@ -886,6 +1057,8 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->n_services = 0;
   free(reg->hosts);
   reg->hosts = NULL;
+  free(reg->state_file);
+  reg->state_file = NULL;
   if (!reg->started) {
     free(reg);
     return;
@@ -893,4 +1066,5 @@ void zg_registry_close(zg_registry_t *reg) {
   uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&reg->state_timer, on_timer_closed);
 }

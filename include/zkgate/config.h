@@ -42,6 +42,8 @@ typedef struct {
     char *hosts; /* NULL when no service uses ZooKeeper */
     uint64_t session_timeout_ms;
     uint64_t coalesce_window_ms;
+    char *state_file;      /* NULL: none */
+    uint64_t max_stale_ms; /* 0: last known pools serve forever */
   } zk;
   struct {
     unsigned workers;

@@ -39,6 +39,11 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
  * NULL) selects a serverset additionalEndpoints entry. */
 int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
                       const char *endpoint, size_t id);
+/* Before zg_registry_start(): the state file to load at start and keep up
+ * to date (NULL: none), and how long last known pools serve without
+ * ZooKeeper (0: forever). */
+int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
+                          uint64_t max_stale_ms);
 int zg_registry_start(zg_registry_t *reg);
 /* Closes the session (its ephemeral nodes vanish at once: this blocks for
  * as long as the client takes to say goodbye, so call it at shutdown only)
