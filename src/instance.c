@@ -382,18 +382,18 @@ static int json_weight(json_t *v, bool strings, zg_instance_t *out, char *err,
   return 0;
 }
 
-/* An optional boolean flag: *set = its value, false when absent or null.
+/* An optional boolean member: its value, or `def` when absent or null.
  * Anything but a boolean is refused: a string "false" in `enabled` must not
  * be read as enabled. */
-static int json_flag(json_t *root, const char *key, bool *set, char *err,
-                     size_t errlen) {
+static int json_flag(json_t *root, const char *key, bool def, bool *val,
+                     char *err, size_t errlen) {
   json_t *v = json_object_get(root, key);
-  *set = false;
+  *val = def;
   if (!v || json_is_null(v))
     return 0;
   if (!json_is_boolean(v))
     return fail(err, errlen, "\"%s\" is not a boolean", key);
-  *set = json_is_true(v);
+  *val = json_is_true(v);
   return 0;
 }
 
@@ -433,12 +433,12 @@ static int curator_address(json_t *root, zg_instance_t *out, char *err,
  * alone decides. */
 static int curator_status(json_t *root, zg_instance_t *out, char *err,
                           size_t errlen) {
-  json_t *enabled = json_object_get(root, "enabled");
   json_t *meta = json_object_get(json_object_get(root, "payload"), "metadata");
   json_t *status = json_object_get(meta, "instance_status");
-  if (enabled && !json_is_null(enabled) && !json_is_boolean(enabled))
-    return fail(err, errlen, "Curator \"enabled\" is not a boolean");
-  if (json_is_false(enabled))
+  bool enabled;
+  if (json_flag(root, "enabled", true, &enabled, err, errlen) != 0)
+    return ZG_EDECODE;
+  if (!enabled)
     out->up = false;
   if (status && !json_is_null(status) &&
       !(json_is_string(status) &&
@@ -546,7 +546,7 @@ static int decode_nerve(json_t *root, zg_instance_t *out, char *err,
     return fail(err, errlen, "bad Nerve \"host\" or \"port\"");
   if (json_weight(json_object_get(root, "weight"), false, out, err, errlen) !=
           0 ||
-      json_flag(root, "down", &down, err, errlen) != 0)
+      json_flag(root, "down", false, &down, err, errlen) != 0)
     return ZG_EDECODE;
   if (down || (json_is_string(options) &&
                has_word(json_string_value(options), "disabled")))
@@ -705,13 +705,12 @@ static size_t dubbo_scheme_len(const char *name) {
                                                                             : 0;
 }
 
-/* Strict percent-decoding (RFC 3986 section 2.1): every '%' takes two hex
- * digits, and %00 is refused since it would cut the text short. '+' stays
- * '+': this is not form encoding. */
-static char *pct_decode(const char *s) {
-  size_t n = strlen(s), j = 0;
-  char *d = malloc(n + 1);
-  for (size_t i = 0; d && i < n; i++) {
+/* Strict percent-decoding (RFC 3986 section 2.1) of s into d: every '%'
+ * takes two hex digits, and %00 is refused since it would cut the text
+ * short. '+' stays '+': this is not form encoding. */
+static int pct_decode(const char *s, char *d) {
+  size_t j = 0;
+  for (size_t i = 0; s[i]; i++) {
     int hi, lo;
     if (s[i] != '%') {
       d[j++] = s[i];
@@ -720,16 +719,13 @@ static char *pct_decode(const char *s) {
     /* s is NUL-terminated and hex_value('\0') < 0: no overread. */
     hi = hex_value(s[i + 1]);
     lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
-    if (lo < 0 || (hi | lo) == 0) {
-      free(d);
-      return NULL;
-    }
+    if (lo < 0 || (hi | lo) == 0)
+      return -1;
     d[j++] = (char)(hi * 16 + lo);
     i += 2;
   }
-  if (d)
-    d[j] = '\0';
-  return d;
+  d[j] = '\0';
+  return 0;
 }
 
 /* Provider parameters: weight=N; enabled=false or disabled=true (set by
@@ -775,11 +771,14 @@ static int dubbo_url(const char *url, size_t scheme_len, zg_instance_t *out,
 /* Dubbo 2: the child's name is the provider URL, URL-encoded once. */
 static int decode_dubbo(const char *name, size_t scheme_len, zg_instance_t *out,
                         char *err, size_t errlen) {
-  char *url = pct_decode(name);
+  char *url = malloc(strlen(name) + 1); /* decoding only shortens */
   int rc;
   if (!url)
-    return fail(err, errlen, "bad percent-escape in Dubbo provider name");
-  rc = dubbo_url(url, scheme_len, out, err, errlen);
+    return fail(err, errlen, "out of memory");
+  if (pct_decode(name, url) != 0)
+    rc = fail(err, errlen, "bad percent-escape in Dubbo provider name");
+  else
+    rc = dubbo_url(url, scheme_len, out, err, errlen);
   free(url);
   return rc;
 }
@@ -824,6 +823,9 @@ static void instance_init(zg_instance_t *out) {
   out->weight = ZG_WEIGHT_DEFAULT;
 }
 
+/* Name-only formats: a Nerve base64_ name or a Dubbo provider URL says
+ * everything, so the data is not consulted and both public entry points
+ * agree. Returns 1 for any other name. */
 static int name_only(const char *name, zg_instance_t *out, char *err,
                      size_t errlen) {
   size_t scheme_len;
@@ -836,6 +838,8 @@ static int name_only(const char *name, zg_instance_t *out, char *err,
   return 1;
 }
 
+/* The data's format by its first bytes: JSON, a URL, host:port; empty or
+ * free text leaves the child's name to give the address. */
 static int decode_data(const char *name, const char *data, size_t len,
                        const zg_decode_opts_t *opts, zg_instance_t *out,
                        char *err, size_t errlen) {

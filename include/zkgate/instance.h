@@ -59,15 +59,18 @@ typedef struct {
  * returns 0: out->up says whether it is in service. Otherwise returns
  * ZG_ESKIP for a child that is not an instance by its format's own rules
  * (a serverset child not named member_*), or ZG_EDECODE, and writes a
- * reason into err. */
+ * reason into err. A name in one of zg_instance_decode_name's formats is
+ * decoded from the name alone, whatever the data, with the same result as
+ * that function gives. *out holds nothing to release after a failure. */
 int zg_instance_decode(const char *name, const char *data, size_t len,
                        const zg_decode_opts_t *opts, zg_instance_t *out,
                        char *err, size_t errlen);
 
 /* Formats that live in the child's name alone (Nerve base64_ names, Dubbo
  * URL-encoded provider URLs): decoded without reading the data. Returns 0
- * with *out filled, 1 when the name is not such a format (read the data
- * and call zg_instance_decode), or ZG_EDECODE with a reason in err. */
+ * with *out filled (out->name included, as zg_instance_decode does), 1
+ * when the name is not such a format (read the data and call
+ * zg_instance_decode), or ZG_EDECODE with a reason in err. */
 int zg_instance_decode_name(const char *name, zg_instance_t *out, char *err,
                             size_t errlen);
 

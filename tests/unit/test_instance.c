@@ -46,40 +46,64 @@ struct want {
   bool is_ip;
   zg_instance_format_t format;
   const char *base_path; /* NULL: none */
+  bool up;
+  uint32_t weight;
 };
 
+/* In service, default weight: what every format gives unless it says
+ * otherwise. */
 #define WANT(host, port, tls, is_ip, format, base_path)                        \
-  ((struct want){host, port, tls, is_ip, format, base_path})
+  ((struct want){host, port, tls, is_ip, format, base_path, true,              \
+                 ZG_WEIGHT_DEFAULT})
+#define WANT_UW(host, port, tls, is_ip, format, base_path, up, weight)         \
+  ((struct want){host, port, tls, is_ip, format, base_path, up, weight})
 
-/* Decodes and checks every field; `name` must come back as out.name. */
-static void decode_ok_len(const char *name, const char *data, size_t len,
-                          const struct want *w) {
+/* Checks every field of a decoded instance; `name` must come back as
+ * inst->name, a copy. */
+static void check_instance(const zg_instance_t *inst, const char *name,
+                           const struct want *w) {
+  print_message("decoded %s:%u as %s, up=%d weight=%u\n", inst->host,
+                inst->port, zg_instance_format_name(inst->format), inst->up,
+                inst->weight);
+  assert_string_equal(inst->host, w->host);
+  assert_int_equal(inst->port, w->port);
+  assert_int_equal(inst->tls, w->tls);
+  assert_int_equal(inst->is_ip, w->is_ip);
+  assert_int_equal(inst->format, w->format);
+  if (w->base_path == NULL)
+    assert_null(inst->base_path);
+  else
+    assert_string_equal(inst->base_path, w->base_path);
+  assert_int_equal(inst->up, w->up);
+  assert_int_equal(inst->weight, w->weight);
+  assert_non_null(inst->name);
+  assert_string_equal(inst->name, name);
+  assert_ptr_not_equal(inst->name, name);
+  assert_null(inst->znode);
+  assert_int_equal(inst->data_version, 0);
+  assert_int_equal(inst->mtime_ms, 0);
+}
+
+static void decode_ok_opts(const char *name, const char *data, size_t len,
+                           const zg_decode_opts_t *opts, const struct want *w) {
   zg_instance_t inst;
   char err[256] = "";
   int rc;
 
   memset(&inst, 0x5a, sizeof(inst));
-  rc = zg_instance_decode(name, data, len, NULL, &inst, err, sizeof(err));
+  rc = zg_instance_decode(name, data, len, opts, &inst, err, sizeof(err));
   if (rc != 0) {
     print_error("decode(name=%s, data=%.*s) = %d: %s\n", name, (int)len,
                 data ? data : "", rc, err);
     fail();
   }
-  print_message("decoded %s:%u as %s\n", inst.host, inst.port,
-                zg_instance_format_name(inst.format));
-  assert_string_equal(inst.host, w->host);
-  assert_int_equal(inst.port, w->port);
-  assert_int_equal(inst.tls, w->tls);
-  assert_int_equal(inst.is_ip, w->is_ip);
-  assert_int_equal(inst.format, w->format);
-  if (w->base_path == NULL)
-    assert_null(inst.base_path);
-  else
-    assert_string_equal(inst.base_path, w->base_path);
-  assert_non_null(inst.name);
-  assert_string_equal(inst.name, name);
-  assert_ptr_not_equal(inst.name, name);
+  check_instance(&inst, name, w);
   zg_instance_clear(&inst);
+}
+
+static void decode_ok_len(const char *name, const char *data, size_t len,
+                          const struct want *w) {
+  decode_ok_opts(name, data, len, NULL, w);
 }
 
 static void decode_ok(const char *name, const char *data,
@@ -87,16 +111,44 @@ static void decode_ok(const char *name, const char *data,
   decode_ok_len(name, data, data ? strlen(data) : 0, w);
 }
 
-static void decode_bad_len(const char *name, const char *data, size_t len) {
+/* Decodes `name` alone, and by zg_instance_decode with empty and with
+ * unrelated data: a name-only format must give the same instance all
+ * three ways (the registry may use either). */
+static void decode_name_ok(const char *name, const struct want *w) {
+  zg_instance_t inst;
+  char err[256] = "";
+  int rc;
+
+  memset(&inst, 0x5a, sizeof(inst));
+  rc = zg_instance_decode_name(name, &inst, err, sizeof(err));
+  if (rc != 0) {
+    print_error("decode_name(%s) = %d: %s\n", name, rc, err);
+    fail();
+  }
+  check_instance(&inst, name, w);
+  zg_instance_clear(&inst);
+  decode_ok(name, "", w);
+  decode_ok_len(name, NULL, 0, w);
+  decode_ok(name, "10.99.99.99:9999", w);
+  decode_ok(name, "{\"host\":\"10.99.99.99\",\"port\":9999}", w);
+}
+
+/* Decoding fails with `want_rc` and a reason; `reason` (when not NULL)
+ * must be part of it. */
+static void decode_fails(const char *name, const char *data, size_t len,
+                         const zg_decode_opts_t *opts, int want_rc,
+                         const char *reason) {
   zg_instance_t inst;
   char err[256] = "";
   int rc;
 
   memset(&inst, 0, sizeof(inst));
-  rc = zg_instance_decode(name, data, len, NULL, &inst, err, sizeof(err));
-  if (rc != ZG_EDECODE || err[0] == '\0') {
-    print_error("decode(name=%s, data=%.*s): rc=%d, want %d; err='%s'\n", name,
-                (int)len, data ? data : "", rc, ZG_EDECODE, err);
+  rc = zg_instance_decode(name, data, len, opts, &inst, err, sizeof(err));
+  if (rc != want_rc || err[0] == '\0' || (reason && !strstr(err, reason))) {
+    print_error("decode(name=%s, data=%.*s): rc=%d, want %d; err='%s', "
+                "want '%s'\n",
+                name, (int)len, data ? data : "", rc, want_rc, err,
+                reason ? reason : "(any)");
     if (rc == 0)
       zg_instance_clear(&inst);
     fail();
@@ -105,8 +157,36 @@ static void decode_bad_len(const char *name, const char *data, size_t len) {
    * free what it took (ASan reports it otherwise). */
 }
 
+static void decode_bad_len(const char *name, const char *data, size_t len) {
+  decode_fails(name, data, len, NULL, ZG_EDECODE, NULL);
+}
+
 static void decode_bad(const char *name, const char *data) {
   decode_bad_len(name, data, strlen(data));
+}
+
+static void decode_bad_reason(const char *name, const char *data,
+                              const char *reason) {
+  decode_fails(name, data, strlen(data), NULL, ZG_EDECODE, reason);
+}
+
+/* A name-only format that must be refused, with or without data. */
+static void decode_name_bad(const char *name, const char *reason) {
+  zg_instance_t inst;
+  char err[256] = "";
+  int rc;
+
+  memset(&inst, 0, sizeof(inst));
+  rc = zg_instance_decode_name(name, &inst, err, sizeof(err));
+  if (rc != ZG_EDECODE || err[0] == '\0' || (reason && !strstr(err, reason))) {
+    print_error("decode_name(%s): rc=%d, want %d; err='%s', want '%s'\n", name,
+                rc, ZG_EDECODE, err, reason ? reason : "(any)");
+    if (rc == 0)
+      zg_instance_clear(&inst);
+    fail();
+  }
+  decode_fails(name, "", 0, NULL, ZG_EDECODE, reason);
+  decode_bad_reason(name, "10.0.0.1:80", reason);
 }
 
 /* ------------------------------------------------------------------- URL */
@@ -239,13 +319,728 @@ static void test_hostport_name(void **state) {
   decode_ok("10.0.0.7:9000", "", &w);
   decode_ok_len("10.0.0.7:9000", NULL, 0, &w);
   decode_ok("[2001:db8::7]:9000", "", &v6);
-  /* Free text in the data: the name is the address (REGISTRY-FORMATS.md). */
-  decode_ok("10.0.0.7:9000", "@params weight=2", &w);
+  /* Free text in the data: the name is the address (REGISTRY-FORMATS.md),
+   * the text may carry a weight (test_text_weight). */
+  decode_ok("10.0.0.7:9000", "@params", &w);
 
   decode_bad("instance0000000001", "");
   decode_bad_len("member_0000000001", NULL, 0);
   decode_bad("10.0.0.7", "");
   decode_bad("10.0.0.7:0", "");
+}
+
+/* ------------------------------------------------------------ serverset */
+
+/* The serverset fixture from REGISTRY-FORMATS.md, verbatim. */
+static const char serverset_json[] =
+    "{\"serviceEndpoint\":{\"host\":\"somehostname\",\"port\":31943},\n"
+    " \"additionalEndpoints\":{\"http\":{\"host\":\"somehostname\","
+    "\"port\":31943},\n"
+    "                        \"otherport\":{\"host\":\"somehostname\","
+    "\"port\":31944}},\n"
+    " \"status\":\"ALIVE\",\"shard\":0,\"metadata\":{\"k\":\"v\"}}";
+
+#define MEMBER "member_0000000007"
+
+/* A serverset member with `status_member` (a JSON member, or "" for
+ * none) before the fixture's endpoints. */
+static const char *serverset_with(char *buf, size_t len,
+                                  const char *status_member) {
+  snprintf(buf, len,
+           "{%s\"serviceEndpoint\":{\"host\":\"10.2.0.1\",\"port\":9000},"
+           "\"additionalEndpoints\":{"
+           "\"https\":{\"host\":\"10.2.0.1\",\"port\":9443},"
+           "\"admin\":{\"host\":\"10.2.0.2\",\"port\":9990}},"
+           "\"shard\":3}",
+           status_member);
+  return buf;
+}
+
+static void test_serverset_fixture(void **state) {
+  const struct want w =
+      WANT("somehostname", 31943, false, false, ZG_FORMAT_SERVERSET, NULL);
+
+  decode_ok(MEMBER, serverset_json, &w);
+}
+
+static void test_serverset_status(void **state) {
+  const struct want up =
+      WANT("10.2.0.1", 9000, false, true, ZG_FORMAT_SERVERSET, NULL);
+  const struct want down = WANT_UW("10.2.0.1", 9000, false, true,
+                                   ZG_FORMAT_SERVERSET, NULL, false, 1);
+  static const char *const not_alive[] = {
+      "\"status\":\"DEAD\",",
+      "\"status\":\"STARTING\",",
+      "\"status\":\"STOPPING\",",
+      "\"status\":\"STOPPED\",",
+      "\"status\":\"WARNING\",",
+      "\"status\":\"alive\",",
+      "\"status\":1,",
+  };
+  char buf[512];
+
+  decode_ok(MEMBER, serverset_with(buf, sizeof(buf), "\"status\":\"ALIVE\","),
+            &up);
+  /* No status at all: in service. */
+  decode_ok(MEMBER, serverset_with(buf, sizeof(buf), ""), &up);
+  for (size_t i = 0; i < sizeof(not_alive) / sizeof(not_alive[0]); i++)
+    decode_ok(MEMBER, serverset_with(buf, sizeof(buf), not_alive[i]), &down);
+}
+
+static void test_serverset_skip(void **state) {
+  const zg_decode_opts_t opts = {.endpoint = "admin"};
+  char buf[512];
+
+  /* Only member_* children are instances: ZG_ESKIP, with the name. */
+  decode_fails("other_1", serverset_json, strlen(serverset_json), NULL,
+               ZG_ESKIP, "other_1");
+  decode_fails("leader_0000000001", serverset_json, strlen(serverset_json),
+               NULL, ZG_ESKIP, "member_");
+  decode_fails("member", serverset_json, strlen(serverset_json), NULL, ZG_ESKIP,
+               NULL);
+  serverset_with(buf, sizeof(buf), "\"status\":\"DEAD\",");
+  decode_fails("other_1", buf, strlen(buf), &opts, ZG_ESKIP, "other_1");
+}
+
+static void test_serverset_endpoint(void **state) {
+  const zg_decode_opts_t none = {.endpoint = NULL};
+  const zg_decode_opts_t other = {.endpoint = "otherport"};
+  const zg_decode_opts_t http = {.endpoint = "http"};
+  const zg_decode_opts_t https = {.endpoint = "https"};
+  const zg_decode_opts_t admin = {.endpoint = "admin"};
+  const zg_decode_opts_t missing = {.endpoint = "thrift"};
+  const struct want fix_main =
+      WANT("somehostname", 31943, false, false, ZG_FORMAT_SERVERSET, NULL);
+  const struct want fix_other =
+      WANT("somehostname", 31944, false, false, ZG_FORMAT_SERVERSET, NULL);
+  const struct want w_https =
+      WANT("10.2.0.1", 9443, true, true, ZG_FORMAT_SERVERSET, NULL);
+  const struct want w_admin_dead = WANT_UW("10.2.0.2", 9990, false, true,
+                                           ZG_FORMAT_SERVERSET, NULL, false, 1);
+  const size_t n = strlen(serverset_json);
+  char buf[512];
+
+  decode_ok_opts(MEMBER, serverset_json, n, &none, &fix_main);
+  decode_ok_opts(MEMBER, serverset_json, n, &other, &fix_other);
+  decode_ok_opts(MEMBER, serverset_json, n, &http, &fix_main);
+  serverset_with(buf, sizeof(buf), "");
+  decode_ok_opts(MEMBER, buf, strlen(buf), &https, &w_https);
+  serverset_with(buf, sizeof(buf), "\"status\":\"DEAD\",");
+  decode_ok_opts(MEMBER, buf, strlen(buf), &admin, &w_admin_dead);
+  /* A missing endpoint is named in the reason. */
+  decode_fails(MEMBER, serverset_json, n, &missing, ZG_EDECODE, "thrift");
+  decode_fails(MEMBER, serverset_json, n, &https, ZG_EDECODE, "https");
+}
+
+static void test_serverset_bad(void **state) {
+  decode_bad(MEMBER, "{\"serviceEndpoint\":{\"host\":\"h\"},"
+                     "\"status\":\"ALIVE\"}");
+  decode_bad(MEMBER, "{\"serviceEndpoint\":{\"host\":7,\"port\":80}}");
+  decode_bad(MEMBER, "{\"serviceEndpoint\":{\"host\":\"h\",\"port\":0}}");
+  decode_bad(MEMBER, "{\"serviceEndpoint\":null,\"additionalEndpoints\":{}}");
+  decode_bad(MEMBER, "{\"serviceEndpoint\":\"h:80\"}");
+}
+
+/* ------------------------------------------------- Curator: status, weight */
+
+/* The Spring Cloud fixture with its instance_status and metadata changed;
+ * `extra` goes into the envelope. */
+static const char *spring_with(char *buf, size_t len, const char *metadata,
+                               const char *extra) {
+  snprintf(buf, len,
+           "{\"name\":\"cloud-provider-payment\",\"id\":\"41d739e4\","
+           "\"address\":\"10.3.0.4\",\"port\":8004,\"sslPort\":null,%s"
+           "\"payload\":{\"@class\":\"org.springframework.cloud.zookeeper."
+           "discovery.ZookeeperInstance\",\"id\":\"application-1\","
+           "\"name\":\"cloud-provider-payment\",\"metadata\":{%s}},"
+           "\"registrationTimeUTC\":1662110433938,\"serviceType\":\"DYNAMIC\"}",
+           extra, metadata);
+  return buf;
+}
+
+static void test_curator_status(void **state) {
+  const struct want up =
+      WANT("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL);
+  const struct want down =
+      WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, false, 1);
+  const struct want fixture =
+      WANT("localhost", 8004, false, false, ZG_FORMAT_CURATOR, NULL);
+  char buf[1024];
+
+  decode_ok(CHILD, curator_json, &fixture);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf), "\"instance_status\":\"UP\"", ""),
+            &up);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf), "\"instance_status\":\"up\"", ""),
+            &up);
+  decode_ok(CHILD, spring_with(buf, sizeof(buf), "", ""), &up);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf),
+                        "\"instance_status\":\"OUT_OF_SERVICE\"", ""),
+            &down);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf), "\"instance_status\":\"DOWN\"", ""),
+            &down);
+  /* enabled: absent or true in service, false out. */
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf), "\"instance_status\":\"UP\"",
+                        "\"enabled\":true,"),
+            &up);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf), "\"instance_status\":\"UP\"",
+                        "\"enabled\":false,"),
+            &down);
+  decode_ok(CHILD,
+            "{\"address\":\"10.3.0.4\",\"port\":8004,\"enabled\":false,"
+            "\"serviceType\":\"DYNAMIC\"}",
+            &down);
+  /* A string is not a boolean: refused, not read as enabled. */
+  decode_bad_reason(CHILD,
+                    spring_with(buf, sizeof(buf), "", "\"enabled\":\"false\","),
+                    "enabled");
+}
+
+static void test_curator_weight(void **state) {
+  const struct want w5 =
+      WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, true, 5);
+  const struct want w7 =
+      WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, true, 7);
+  const struct want w0 =
+      WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, true, 0);
+  const struct want wmax = WANT_UW("10.3.0.4", 8004, false, true,
+                                   ZG_FORMAT_CURATOR, NULL, true, 1000000);
+  const struct want down9 =
+      WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, false, 9);
+  static const char *const bad[] = {
+      "\"weight\":\"1.5\"",     "\"weight\":\"-1\"",
+      "\"weight\":\"\"",        "\"weight\":\" 5\"",
+      "\"weight\":\"1000001\"", "\"weight\":1.5",
+      "\"weight\":-1",          "\"weight\":1000001",
+      "\"weight\":true",        "\"weight\":\"99999999999999999999\"",
+  };
+  char buf[1024];
+
+  decode_ok(CHILD, spring_with(buf, sizeof(buf), "\"weight\":\"5\"", ""), &w5);
+  decode_ok(CHILD, spring_with(buf, sizeof(buf), "\"weight\":7", ""), &w7);
+  decode_ok(CHILD, spring_with(buf, sizeof(buf), "\"weight\":\"0\"", ""), &w0);
+  decode_ok(CHILD, spring_with(buf, sizeof(buf), "\"weight\":\"1000000\"", ""),
+            &wmax);
+  decode_ok(CHILD,
+            spring_with(buf, sizeof(buf),
+                        "\"instance_status\":\"OUT_OF_SERVICE\","
+                        "\"weight\":\"9\"",
+                        ""),
+            &down9);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    decode_bad_reason(CHILD, spring_with(buf, sizeof(buf), bad[i], ""),
+                      "weight");
+}
+
+static void test_curator_dubbo3(void **state) {
+  /* Dubbo 3 application-level registration: the Curator envelope at
+   * /services/<app>/<ip:port>, Dubbo's own payload class. */
+  static const char dubbo3[] =
+      "{\"name\":\"demo-provider\",\"id\":\"10.0.1.9:20880\","
+      "\"address\":\"10.0.1.9\",\"port\":20880,\"sslPort\":null,"
+      "\"payload\":{\"@class\":\"org.apache.dubbo.registry.zookeeper."
+      "ZookeeperInstance\",\"id\":\"10.0.1.9:20880\","
+      "\"name\":\"demo-provider\",\"metadata\":{"
+      "\"dubbo.endpoints\":\"[{\\\"port\\\":20880,\\\"protocol\\\":"
+      "\\\"dubbo\\\"}]\","
+      "\"dubbo.metadata.revision\":\"a1b2c3\","
+      "\"dubbo.metadata.storage-type\":\"local\"}},"
+      "\"registrationTimeUTC\":1662110433938,\"serviceType\":\"DYNAMIC\","
+      "\"uriSpec\":null}";
+  const struct want w =
+      WANT("10.0.1.9", 20880, false, true, ZG_FORMAT_CURATOR, NULL);
+
+  decode_ok("10.0.1.9:20880", dubbo3, &w);
+  decode_ok(CHILD, dubbo3, &w);
+}
+
+/* A Curator instance whose uriSpec has `parts` (a JSON array body). */
+static const char *uri_spec_with(char *buf, size_t len, const char *parts) {
+  snprintf(buf, len,
+           "{\"name\":\"s\",\"id\":\"1\",\"address\":\"10.3.0.5\","
+           "\"port\":8080,\"sslPort\":null,\"serviceType\":\"DYNAMIC\","
+           "\"uriSpec\":{\"parts\":[%s]}}",
+           parts);
+  return buf;
+}
+
+#define PART(v, var) "{\"value\":\"" v "\",\"variable\":" #var "}"
+#define AUTHORITY                                                              \
+  PART("scheme", true)                                                         \
+  "," PART("://", false) "," PART("address", true) "," PART(                   \
+      ":", false) "," PART("port", true)
+
+static void test_curator_uri_spec(void **state) {
+  const struct want none =
+      WANT("10.3.0.5", 8080, false, true, ZG_FORMAT_CURATOR, NULL);
+  const struct want api =
+      WANT("10.3.0.5", 8080, false, true, ZG_FORMAT_CURATOR, "/api/v1");
+  const struct want tls_api =
+      WANT("10.3.0.5", 8080, true, true, ZG_FORMAT_CURATOR, "/api");
+  const struct want tls_none =
+      WANT("10.3.0.5", 8080, true, true, ZG_FORMAT_CURATOR, NULL);
+  char buf[1024];
+
+  decode_ok(CHILD, uri_spec_with(buf, sizeof(buf), AUTHORITY), &none);
+  decode_ok(
+      CHILD,
+      uri_spec_with(buf, sizeof(buf), AUTHORITY "," PART("/api/v1/", false)),
+      &api);
+  /* Variables after the literal path are not expanded. */
+  decode_ok(CHILD,
+            uri_spec_with(buf, sizeof(buf),
+                          AUTHORITY "," PART("/api/v1/", false) "," PART(
+                              "version", true) "," PART("/x", false)),
+            &api);
+  /* "/" alone is no base path, and a query is not part of it. */
+  decode_ok(CHILD,
+            uri_spec_with(buf, sizeof(buf), AUTHORITY "," PART("/", false)),
+            &none);
+  decode_ok(CHILD,
+            uri_spec_with(buf, sizeof(buf),
+                          AUTHORITY
+                          "," PART("/api/v1?x=", false) "," PART("id", true)),
+            &api);
+  /* A variable named like a path is no literal. */
+  decode_ok(CHILD,
+            uri_spec_with(buf, sizeof(buf), AUTHORITY "," PART("/api", true)),
+            &none);
+  /* A literal https scheme, alone or with its separator. */
+  decode_ok(CHILD,
+            uri_spec_with(
+                buf, sizeof(buf),
+                PART("https", false) "," PART("://", false) "," PART(
+                    "address",
+                    true) "," PART(":", false) "," PART("port",
+                                                        true) "," PART("/api",
+                                                                       false)),
+            &tls_api);
+  decode_ok(
+      CHILD,
+      uri_spec_with(buf, sizeof(buf),
+                    PART("https://", false) "," PART("address", true) "," PART(
+                        ":", false) "," PART("port", true)),
+      &tls_none);
+  /* A literal http scheme is plain. */
+  decode_ok(
+      CHILD,
+      uri_spec_with(buf, sizeof(buf),
+                    PART("http://", false) "," PART("address", true) "," PART(
+                        ":", false) "," PART("port", true)),
+      &none);
+  /* Control characters in the path are refused, as in URL data. */
+  decode_bad_reason(
+      CHILD, uri_spec_with(buf, sizeof(buf), AUTHORITY "," PART("/a b", false)),
+      "base path");
+}
+
+/* ----------------------------------------------------------------- Nerve */
+
+/* The Nerve fixture from REGISTRY-FORMATS.md, verbatim. */
+static const char nerve_json[] =
+    "{\"host\":\"10.0.1.5\",\"port\":8080,\"name\":\"i-0abc123\","
+    "\"weight\":10,\n"
+    " \"haproxy_server_options\":\"backup\",\"labels\":{\"az\":"
+    "\"us-east-1a\"}}";
+
+static void test_nerve_fixture(void **state) {
+  const struct want w =
+      WANT_UW("10.0.1.5", 8080, false, true, ZG_FORMAT_NERVE, NULL, true, 10);
+
+  decode_ok("i-0abc123_0000000004", nerve_json, &w);
+}
+
+static void test_nerve_flags(void **state) {
+  const struct want up =
+      WANT("nerve.example.com", 81, false, false, ZG_FORMAT_NERVE, NULL);
+  const struct want down = WANT_UW("nerve.example.com", 81, false, false,
+                                   ZG_FORMAT_NERVE, NULL, false, 1);
+  const struct want w0 = WANT_UW("nerve.example.com", 81, false, false,
+                                 ZG_FORMAT_NERVE, NULL, true, 0);
+  const struct want max = WANT_UW("nerve.example.com", 81, false, false,
+                                  ZG_FORMAT_NERVE, NULL, true, 1000000);
+  const struct want v6 =
+      WANT("2001:db8::5", 81, false, true, ZG_FORMAT_NERVE, NULL);
+
+#define NERVE(extra) "{\"host\":\"nerve.example.com\",\"port\":81" extra "}"
+  decode_ok(CHILD, NERVE(""), &up);
+  decode_ok(CHILD, NERVE(",\"down\":false"), &up);
+  decode_ok(CHILD, NERVE(",\"down\":true"), &down);
+  decode_ok(CHILD, NERVE(",\"haproxy_server_options\":\"disabled\""), &down);
+  decode_ok(CHILD, NERVE(",\"haproxy_server_options\":\"backup disabled\""),
+            &down);
+  decode_ok(CHILD,
+            NERVE(",\"haproxy_server_options\":\"disabled check inter 2s\""),
+            &down);
+  /* Only the word: not a part of another one. */
+  decode_ok(CHILD, NERVE(",\"haproxy_server_options\":\"nodisabled\""), &up);
+  decode_ok(CHILD, NERVE(",\"haproxy_server_options\":\"disabledx backup\""),
+            &up);
+  decode_ok(CHILD, NERVE(",\"haproxy_server_options\":\"backup\""), &up);
+  decode_ok(CHILD, NERVE(",\"weight\":0"), &w0);
+  decode_ok(CHILD, NERVE(",\"weight\":1000000"), &max);
+  decode_ok(CHILD, NERVE(",\"weight\":null"), &up);
+  decode_ok(CHILD, "{\"host\":\"2001:db8::5\",\"port\":81}", &v6);
+
+  decode_bad_reason(CHILD, NERVE(",\"weight\":-1"), "weight");
+  decode_bad_reason(CHILD, NERVE(",\"weight\":1000001"), "weight");
+  decode_bad_reason(CHILD, NERVE(",\"weight\":1.5"), "weight");
+  decode_bad_reason(CHILD, NERVE(",\"weight\":2.0"), "weight");
+  decode_bad_reason(CHILD, NERVE(",\"weight\":\"10\""), "weight");
+  decode_bad_reason(CHILD, NERVE(",\"down\":\"yes\""), "down");
+#undef NERVE
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"8080\"}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":null}");
+  decode_bad(CHILD, "{\"host\":\"\",\"port\":8080}");
+}
+
+/* ------------------------------------------------- Nerve, path-encoded */
+
+/* printf '%s' "$NERVE_JSON" | base64 -w0 | tr '+/' '-_', for the fixture
+ * on one line (168 characters, one '=' of padding). */
+static const char nerve_b64[] =
+    "eyJob3N0IjoiMTAuMC4xLjUiLCJwb3J0Ijo4MDgwLCJuYW1lIjoiaS0wYWJjMTIzIiwid2Vp"
+    "Z2h0IjoxMCwiaGFwcm94eV9zZXJ2ZXJfb3B0aW9ucyI6ImJhY2t1cCIsImxhYmVscyI6eyJh"
+    "eiI6InVzLWVhc3QtMWEifX0=";
+static const char nerve_json_line[] =
+    "{\"host\":\"10.0.1.5\",\"port\":8080,\"name\":\"i-0abc123\","
+    "\"weight\":10,\"haproxy_server_options\":\"backup\","
+    "\"labels\":{\"az\":\"us-east-1a\"}}";
+
+/* Same for {"host":"10.0.1.6","port":8081,"weight":3,"x":"???>>>"}: its
+ * text holds '_' and '-', and "==" of padding. */
+#define NERVE_B64_UNDERSCORE                                                   \
+  "eyJob3N0IjoiMTAuMC4xLjYiLCJwb3J0Ijo4MDgxLCJ3ZWlnaHQiOjMsIngiOiI_Pz8-"       \
+  "Pj4ifQ=="
+
+/* A tiny URL-safe base64 encoder (RFC 4648 section 5) for round trips. */
+static void b64url(const char *in, size_t n, bool pad, char *out) {
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+      "0123456789-_";
+  size_t j = 0;
+
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
+
+    if (i + 1 < n)
+      v |= (uint32_t)(unsigned char)in[i + 1] << 8;
+    if (i + 2 < n)
+      v |= (unsigned char)in[i + 2];
+    out[j++] = abc[(v >> 18) & 63];
+    out[j++] = abc[(v >> 12) & 63];
+    if (i + 1 < n)
+      out[j++] = abc[(v >> 6) & 63];
+    else if (pad)
+      out[j++] = '=';
+    if (i + 2 < n)
+      out[j++] = abc[v & 63];
+    else if (pad)
+      out[j++] = '=';
+  }
+  out[j] = '\0';
+}
+
+/* base64_<len>_<text>_<seq> for `json`, as Nerve names its child. */
+static const char *nerve_name_of(const char *json, bool pad, size_t seq,
+                                 char *name, size_t len) {
+  char enc[256];
+
+  assert_true(strlen(json) < sizeof(enc) / 4 * 3 - 3);
+  b64url(json, strlen(json), pad, enc);
+  snprintf(name, len, "base64_%zu_%s_%010zu", strlen(enc), enc, seq);
+  return name;
+}
+
+static void test_nerve_name_fixture(void **state) {
+  const struct want w = WANT_UW("10.0.1.5", 8080, false, true,
+                                ZG_FORMAT_NERVE_NAME, NULL, true, 10);
+  const struct want w6 = WANT_UW("10.0.1.6", 8081, false, true,
+                                 ZG_FORMAT_NERVE_NAME, NULL, true, 3);
+  char enc[256];
+
+  /* The test's encoder agrees with base64(1) on the fixture. */
+  b64url(nerve_json_line, strlen(nerve_json_line), true, enc);
+  assert_string_equal(enc, nerve_b64);
+  assert_int_equal(strlen(nerve_b64), 168);
+
+  decode_name_ok("base64_168_" /* nerve_b64 */
+                 "eyJob3N0IjoiMTAuMC4xLjUiLCJwb3J0Ijo4MDgwLCJuYW1lIjoiaS0wYWJj"
+                 "MTIzIiwid2VpZ2h0IjoxMCwiaGFwcm94eV9zZXJ2ZXJfb3B0aW9ucyI6ImJh"
+                 "Y2t1cCIsImxhYmVscyI6eyJheiI6InVzLWVhc3QtMWEifX0="
+                 "_0000000003",
+                 &w);
+  /* '_' inside the text: the length, not the next '_', ends it. */
+  decode_name_ok("base64_76_" NERVE_B64_UNDERSCORE "_0000000012", &w6);
+  /* Without padding, as unpadded encoders write it. */
+  decode_name_ok("base64_74_eyJob3N0IjoiMTAuMC4xLjYiLCJwb3J0Ijo4MDgxLCJ3ZWlna"
+                 "HQiOjMsIngiOiI_Pz8-Pj4ifQ_0000000012",
+                 &w6);
+  /* No sequence after the last '_' (a persistent node). */
+  decode_name_ok("base64_76_" NERVE_B64_UNDERSCORE "_", &w6);
+}
+
+static void test_nerve_name_round_trip(void **state) {
+  /* Lengths 0, 1 and 2 mod 3 (no, two and one padding bytes), with bytes
+   * that encode to '-' and '_', and a down instance. */
+  static const struct {
+    const char *json;
+    struct want w;
+  } cases[] = {
+      {"{\"host\":\"h.example\",\"port\":1,\"l\":\"~~~?\"}",
+       WANT("h.example", 1, false, false, ZG_FORMAT_NERVE_NAME, NULL)},
+      {"{\"host\":\"10.0.0.9\",\"port\":65535,\"weight\":0,\"x\":\">>?\"}",
+       WANT_UW("10.0.0.9", 65535, false, true, ZG_FORMAT_NERVE_NAME, NULL, true,
+               0)},
+      {"{\"host\":\"::1\",\"port\":443,\"down\":true,\"labels\":{}}",
+       WANT_UW("::1", 443, false, true, ZG_FORMAT_NERVE_NAME, NULL, false, 1)},
+      {"{\"host\":\"10.0.0.8\",\"port\":80,"
+       "\"haproxy_server_options\":\"disabled\",\"weight\":42}",
+       WANT_UW("10.0.0.8", 80, false, true, ZG_FORMAT_NERVE_NAME, NULL, false,
+               42)},
+  };
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (int pad = 0; pad <= 1; pad++) {
+      char name[320];
+
+      decode_name_ok(nerve_name_of(cases[i].json, pad, i, name, sizeof(name)),
+                     &cases[i].w);
+    }
+  }
+}
+
+static void test_nerve_name_bad(void **state) {
+  char name[320];
+
+  /* Wrong <len>: one short, one long, far too long, huge, missing. */
+  decode_name_bad(
+      "base64_167_"
+      "eyJob3N0IjoiMTAuMC4xLjUiLCJwb3J0Ijo4MDgwLCJuYW1lIjoiaS0wYWJjMTIz"
+      "Iiwid2VpZ2h0IjoxMCwiaGFwcm94eV9zZXJ2ZXJfb3B0aW9ucyI6ImJhY2t1cCIs"
+      "ImxhYmVscyI6eyJheiI6InVzLWVhc3QtMWEifX0=_0000000003",
+      "length");
+  snprintf(name, sizeof(name), "base64_169_%s_0000000003", nerve_b64);
+  decode_name_bad(name, "length");
+  snprintf(name, sizeof(name), "base64_1000_%s_0000000003", nerve_b64);
+  decode_name_bad(name, "length");
+  snprintf(name, sizeof(name), "base64_99999999999999999999999_%s_1",
+           nerve_b64);
+  decode_name_bad(name, NULL);
+  snprintf(name, sizeof(name), "base64__%s_0000000003", nerve_b64);
+  decode_name_bad(name, "length");
+  snprintf(name, sizeof(name), "base64_%s_0000000003", nerve_b64);
+  decode_name_bad(name, "length");
+  /* The '_' inside the text (at offset 63) taken for its end. */
+  decode_name_bad("base64_63_" NERVE_B64_UNDERSCORE "_0000000012", "length");
+  /* Anything but a sequence after the text. */
+  decode_name_bad("base64_76_" NERVE_B64_UNDERSCORE "_12a", "length");
+  decode_name_bad("base64_76_" NERVE_B64_UNDERSCORE "_0000000012_1", "length");
+  decode_name_bad("base64_76_" NERVE_B64_UNDERSCORE, "length");
+  /* Bad base64: a character outside the URL-safe alphabet, the standard
+   * alphabet's '+', a length that is 1 mod 4, padding in the middle or
+   * three of it. */
+  decode_name_bad("base64_8_eyJo*3N0_1", "base64");
+  decode_name_bad("base64_8_eyJo+3N0_1", "base64");
+  decode_name_bad("base64_5_eyJob_1", "base64");
+  decode_name_bad("base64_8_ey=ob3N0_1", "base64");
+  decode_name_bad("base64_8_eyJob===_1", "base64");
+  decode_name_bad("base64_0__1", NULL);
+  /* Good base64 of something that is not a Nerve instance. */
+  decode_name_bad(nerve_name_of("not json", true, 1, name, sizeof(name)),
+                  "JSON");
+  decode_name_bad(nerve_name_of("[1,2]", false, 1, name, sizeof(name)),
+                  "object");
+  decode_name_bad(
+      nerve_name_of("{\"host\":\"10.0.0.1\"}", false, 1, name, sizeof(name)),
+      "port");
+  decode_name_bad(nerve_name_of("{\"host\":\"10.0.0.1\",\"port\":80,"
+                                "\"weight\":-3}",
+                                false, 1, name, sizeof(name)),
+                  "weight");
+}
+
+/* ----------------------------------------------------------- Registrator */
+
+/* The Registrator fixture from REGISTRY-FORMATS.md, verbatim. */
+static const char registrator_json[] =
+    "{\"Name\":\"web\",\"IP\":\"10.0.1.7\",\"PublicPort\":32768,"
+    "\"PrivatePort\":80,\n"
+    " \"ContainerID\":\"c0ffee\",\"Tags\":[\"prod\"],\"Attrs\":{}}";
+
+static void test_registrator(void **state) {
+  const struct want w =
+      WANT("10.0.1.7", 32768, false, true, ZG_FORMAT_REGISTRATOR, NULL);
+
+  decode_ok("10.0.1.7:32768", registrator_json, &w);
+  decode_ok(CHILD, registrator_json, &w);
+  decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PublicPort\":null}");
+  decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PublicPort\":\"32768\"}");
+  decode_bad(CHILD, "{\"IP\":\"\",\"PublicPort\":32768}");
+  /* Without the port only PrivatePort is left, which is not reachable. */
+  decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PrivatePort\":80}");
+}
+
+/* --------------------------------------------------------------- Dubbo 2 */
+
+/* The Dubbo provider name from REGISTRY-FORMATS.md, verbatim. */
+#define DUBBO_NAME                                                             \
+  "dubbo%3A%2F%2F10.0.1.9%3A20880%2Fcom.example.DemoService%3Fanyhost%"        \
+  "3Dtrue%26application%3Ddemo%26methods%3DsayHello"
+
+/* The fixture's URL with `params` in place of its query. */
+#define DUBBO_WITH(params)                                                     \
+  "dubbo%3A%2F%2F10.0.1.9%3A20880%2Fcom.example.DemoService%3F" params
+
+static void test_dubbo_fixture(void **state) {
+  const struct want w =
+      WANT("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL);
+
+  decode_name_ok(DUBBO_NAME, &w);
+}
+
+static void test_dubbo_params(void **state) {
+  const struct want w50 =
+      WANT_UW("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL, true, 50);
+  const struct want down =
+      WANT_UW("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL, false, 1);
+  const struct want down50 =
+      WANT_UW("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL, false, 50);
+  const struct want up =
+      WANT("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL);
+  const struct want tri =
+      WANT("provider.example", 50051, false, false, ZG_FORMAT_DUBBO, NULL);
+  const struct want v6 = WANT_UW("2001:db8::9", 20880, false, true,
+                                 ZG_FORMAT_DUBBO, NULL, true, 0);
+
+  decode_name_ok(DUBBO_WITH("anyhost%3Dtrue%26weight%3D50%26side%3Dprovider"),
+                 &w50);
+  decode_name_ok(DUBBO_WITH("disabled%3Dtrue"), &down);
+  decode_name_ok(DUBBO_WITH("enabled%3Dfalse%26weight%3D50"), &down50);
+  decode_name_ok(DUBBO_WITH("enabled%3Dtrue%26disabled%3Dfalse"), &up);
+  /* Parameter names are whole: default.weight is not weight. */
+  decode_name_ok(DUBBO_WITH("default.weight%3D50%26xdisabled%3Dtrue"), &up);
+  /* Lower-case hex in the escapes, another scheme, no path, IPv6. */
+  decode_name_ok("dubbo%3a%2f%2f10.0.1.9%3a20880%2fcom.example.DemoService",
+                 &up);
+  decode_name_ok("tri%3A%2F%2Fprovider.example%3A50051", &tri);
+  decode_name_ok("dubbo%3A%2F%2F%5B2001%3Adb8%3A%3A9%5D%3A20880%2FDemo%3F"
+                 "weight%3D0",
+                 &v6);
+  /* Credentials, when a provider URL has them, are not the address. */
+  decode_name_ok("dubbo%3A%2F%2Fadmin%3As3cret%4010.0.1.9%3A20880%2FDemo", &up);
+}
+
+static void test_dubbo_bad(void **state) {
+  /* Malformed percent escapes: cut short, not hex, %00. */
+  decode_name_bad(DUBBO_WITH("weight%3D5%"), "percent");
+  decode_name_bad(DUBBO_WITH("weight%3D5%2"), "percent");
+  decode_name_bad(DUBBO_WITH("weight%3D5%zz"), "percent");
+  decode_name_bad(DUBBO_WITH("weight%3D5%G1"), "percent");
+  decode_name_bad(DUBBO_WITH("weight%3D5%00"), "percent");
+  decode_name_bad("dubbo%3A%2F%2F10.0.1.9%3A20880%2FDemo%", "percent");
+  /* Weights out of range or not integers. */
+  decode_name_bad(DUBBO_WITH("weight%3D1000001"), "weight");
+  decode_name_bad(DUBBO_WITH("weight%3D-1"), "weight");
+  decode_name_bad(DUBBO_WITH("weight%3D1.5"), "weight");
+  decode_name_bad(DUBBO_WITH("weight%3D"), "weight");
+  decode_name_bad(DUBBO_WITH("weight%3D99999999999999999999"), "weight");
+  /* No port, no host, a bad port. */
+  decode_name_bad("dubbo%3A%2F%2F10.0.1.9%2FDemo", "host:port");
+  decode_name_bad("dubbo%3A%2F%2F%2FDemo", "host:port");
+  decode_name_bad("dubbo%3A%2F%2F10.0.1.9%3A0%2FDemo", "host:port");
+  decode_name_bad("dubbo%3A%2F%2F10.0.1.9%3A65536", "host:port");
+}
+
+/* ------------------------------------------------------------ name-only */
+
+static void test_decode_name_other(void **state) {
+  static const char *const names[] = {
+      "member_0000000001",
+      "10.0.0.1:80",
+      CHILD,
+      "i-0abc123_0000000004",
+      "base64",
+      "dubbo",
+      "dubbo%3A",
+      "%3A%2F%2Fh%3A1",
+      "dubbo:%2F%2Fh%3A1",
+      "9p%3A%2F%2Fh%3A1",
+  };
+
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    zg_instance_t inst;
+    char err[64] = "";
+
+    memset(&inst, 0x5a, sizeof(inst));
+    assert_int_equal(zg_instance_decode_name(names[i], &inst, err, sizeof(err)),
+                     1);
+    assert_null(inst.name);
+    assert_null(inst.base_path);
+  }
+}
+
+/* ------------------------------------------------------- weights elsewhere */
+
+static void test_url_query(void **state) {
+  const struct want w5 =
+      WANT_UW("10.0.0.1", 80, false, true, ZG_FORMAT_URL, "/api", true, 5);
+  const struct want w0 =
+      WANT_UW("10.0.0.1", 80, false, true, ZG_FORMAT_URL, NULL, true, 0);
+  const struct want plain =
+      WANT("10.0.0.1", 80, false, true, ZG_FORMAT_URL, "/x");
+  const struct want http =
+      WANT("10.0.0.1", 80, false, true, ZG_FORMAT_URL, NULL);
+  const struct want https = WANT_UW("api.example.com", 443, true, false,
+                                    ZG_FORMAT_URL, NULL, true, 1000000);
+
+  decode_ok(CHILD, "http://10.0.0.1:80/api?weight=5", &w5);
+  decode_ok(CHILD, "http://10.0.0.1:80/api/?a=b&weight=5&c", &w5);
+  decode_ok(CHILD, "http://10.0.0.1:80?weight=0", &w0);
+  decode_ok(CHILD, "http://10.0.0.1:80/?weight=0", &w0);
+  decode_ok(CHILD, "http://10.0.0.1/x?zone=a", &plain);
+  decode_ok(CHILD, "http://10.0.0.1/x?weights=7&xweight=7", &plain);
+  decode_ok(CHILD, "https://api.example.com?weight=1000000", &https);
+
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=1000001", "weight");
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=-1", "weight");
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=1.5", "weight");
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=", "weight");
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight", "weight");
+  /* Fragments stay refused, before or after a query. */
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api#top", "fragment");
+  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=2#top", "fragment");
+  /* An empty query is still a URL (RFC 3986 section 3.4). */
+  decode_ok(CHILD, "http://10.0.0.1:80?", &http);
+}
+
+static void test_text_weight(void **state) {
+  const struct want name2 =
+      WANT_UW("10.0.0.7", 9000, false, true, ZG_FORMAT_NAME, NULL, true, 2);
+  const struct want name1 =
+      WANT("10.0.0.7", 9000, false, true, ZG_FORMAT_NAME, NULL);
+  const struct want data3 =
+      WANT_UW("10.0.0.5", 8080, false, true, ZG_FORMAT_HOSTPORT, NULL, true, 3);
+
+  decode_ok("10.0.0.7:9000", "@params weight=2", &name2);
+  decode_ok("10.0.0.7:9000", "@params zone=a, weight=2; x=y\n", &name2);
+  decode_ok("10.0.0.7:9000", "@params", &name1);
+  decode_ok("10.0.0.7:9000", "@params weighty=9 overweight=9", &name1);
+  decode_ok(CHILD, "10.0.0.5:8080 weight=3", &data3);
+  decode_ok(CHILD, "10.0.0.5:8080\t@params weight=3", &data3);
+
+  decode_bad_reason("10.0.0.7:9000", "@params weight=1000001", "weight");
+  decode_bad_reason("10.0.0.7:9000", "@params weight=2.5", "weight");
+  decode_bad_reason("10.0.0.7:9000", "@params weight=-2", "weight");
+  decode_bad_reason("10.0.0.7:9000", "@params weight=", "weight");
+  decode_bad_reason(CHILD, "10.0.0.5:8080 weight=x", "weight");
+  /* Free text beside a name that is not host:port is still refused. */
+  decode_bad(CHILD, "@params weight=2");
 }
 
 static void test_garbage(void **state) {
@@ -477,18 +1272,25 @@ static void test_decode_then_addr_str(void **state) {
 }
 
 static void test_format_names(void **state) {
-  const char *names[5];
+  static const char *const want[] = {
+      [ZG_FORMAT_STATIC] = "static",
+      [ZG_FORMAT_HOSTPORT] = "host:port",
+      [ZG_FORMAT_NAME] = "name",
+      [ZG_FORMAT_URL] = "url",
+      [ZG_FORMAT_CURATOR] = "curator",
+      [ZG_FORMAT_SERVERSET] = "serverset",
+      [ZG_FORMAT_NERVE] = "nerve",
+      [ZG_FORMAT_NERVE_NAME] = "nerve-name",
+      [ZG_FORMAT_REGISTRATOR] = "registrator",
+      [ZG_FORMAT_DUBBO] = "dubbo",
+  };
 
-  for (int f = ZG_FORMAT_STATIC; f <= ZG_FORMAT_CURATOR; f++) {
-    names[f] = zg_instance_format_name(f);
-    assert_non_null(names[f]);
-    assert_true(names[f][0] != '\0');
-    for (int g = ZG_FORMAT_STATIC; g < f; g++)
-      assert_string_not_equal(names[f], names[g]);
-  }
+  for (int f = ZG_FORMAT_STATIC; f <= ZG_FORMAT_DUBBO; f++)
+    assert_string_equal(zg_instance_format_name(f), want[f]);
   /* An unknown value still gives a printable string. */
-  assert_non_null(zg_instance_format_name(99));
-  assert_non_null(zg_instance_format_name(-1));
+  assert_string_equal(zg_instance_format_name(ZG_FORMAT_DUBBO + 1), "unknown");
+  assert_string_equal(zg_instance_format_name(99), "unknown");
+  assert_string_equal(zg_instance_format_name(-1), "unknown");
 }
 
 int main(void) {
@@ -500,6 +1302,27 @@ int main(void) {
       cmocka_unit_test(test_curator_bad),
       cmocka_unit_test(test_hostport_data),
       cmocka_unit_test(test_hostport_name),
+      cmocka_unit_test(test_serverset_fixture),
+      cmocka_unit_test(test_serverset_status),
+      cmocka_unit_test(test_serverset_skip),
+      cmocka_unit_test(test_serverset_endpoint),
+      cmocka_unit_test(test_serverset_bad),
+      cmocka_unit_test(test_curator_status),
+      cmocka_unit_test(test_curator_weight),
+      cmocka_unit_test(test_curator_dubbo3),
+      cmocka_unit_test(test_curator_uri_spec),
+      cmocka_unit_test(test_nerve_fixture),
+      cmocka_unit_test(test_nerve_flags),
+      cmocka_unit_test(test_nerve_name_fixture),
+      cmocka_unit_test(test_nerve_name_round_trip),
+      cmocka_unit_test(test_nerve_name_bad),
+      cmocka_unit_test(test_registrator),
+      cmocka_unit_test(test_dubbo_fixture),
+      cmocka_unit_test(test_dubbo_params),
+      cmocka_unit_test(test_dubbo_bad),
+      cmocka_unit_test(test_decode_name_other),
+      cmocka_unit_test(test_url_query),
+      cmocka_unit_test(test_text_weight),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_err_truncated),
       cmocka_unit_test(test_parse_hostport),
