@@ -144,3 +144,128 @@ def test_burst_of_registrations_is_coalesced(zk, kz, zpath, backends, gateway):
     assert wait_until(lambda: pools(gw) and pools(gw)[-1][1] == 60, 5), pools(gw)
     published = len(pools(gw)) - before
     assert published <= 3, f"60 registrations in a burst made {published} pools"
+
+
+# ---- every common registry format, through a real ZooKeeper ---------------------------------
+
+import base64  # noqa: E402
+import urllib.parse  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def serverset(port, status="ALIVE", extra_port=None):
+    doc = {"serviceEndpoint": {"host": "127.0.0.1", "port": port},
+           "additionalEndpoints": {"http": {"host": "127.0.0.1", "port": port}},
+           "status": status, "shard": 0, "metadata": {"k": "v"}}
+    if extra_port:
+        doc["additionalEndpoints"]["admin"] = {"host": "127.0.0.1", "port": extra_port}
+    return json.dumps(doc).encode()
+
+
+def nerve(port, **extra):
+    return json.dumps({"host": "127.0.0.1", "port": port, "name": "i-0abc123", "weight": 10,
+                       "haproxy_server_options": "backup", "labels": {"az": "us-east-1a"},
+                       **extra}).encode()
+
+
+def spring_cloud(port, status="UP"):
+    return json.dumps({
+        "name": "cloud-provider-payment", "id": "41d739e4-2452-4137-bfb2-c0cf75d5e802",
+        "address": "127.0.0.1", "port": port, "sslPort": None,
+        "payload": {"@class": "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
+                    "id": "application-1", "name": "cloud-provider-payment",
+                    "metadata": {"instance_status": status}},
+        "registrationTimeUTC": 1662110433938, "serviceType": "DYNAMIC",
+        "uriSpec": {"parts": [{"value": "scheme", "variable": True},
+                              {"value": "://", "variable": False},
+                              {"value": "address", "variable": True},
+                              {"value": ":", "variable": False},
+                              {"value": "port", "variable": True}]}}).encode()
+
+
+def registrator(port):
+    return json.dumps({"Name": "web", "IP": "127.0.0.1", "PublicPort": port, "PrivatePort": 80,
+                       "ContainerID": "c0ffee", "Tags": ["prod"], "Attrs": {}}).encode()
+
+
+def nerve_name(port):
+    text = base64.urlsafe_b64encode(json.dumps({"host": "127.0.0.1", "port": port}).encode())
+    text = text.decode()
+    return f"base64_{len(text)}_{text}_0000000001"
+
+
+def dubbo_name(port):
+    url = (f"dubbo://127.0.0.1:{port}/com.example.DemoService?anyhost=true&application=demo"
+           f"&methods=sayHello")
+    return urllib.parse.quote(url, safe="")
+
+
+# (data, child name) for a backend on port p
+FORMATS = {
+    "serverset": lambda p: (serverset(p), "member_0000000001"),
+    "nerve_json": lambda p: (nerve(p), None),
+    "nerve_base64_name": lambda p: (b"", nerve_name(p)),
+    "registrator": lambda p: (registrator(p), f"127.0.0.1:{p}"),
+    "dubbo_provider_name": lambda p: (b"", dubbo_name(p)),
+    "spring_cloud_curator": lambda p: (spring_cloud(p), None),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_reads_registry_format(zk, kz, zpath, backends, gateway, fmt):
+    b = backends("b")
+    data, name = FORMATS[fmt](b.port)
+    register(kz, zpath, data, name=name)
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port), listen=port)
+    seen = wait_pool(port, ["b"])
+    assert set(seen) == {"b"}, f"{fmt}: instance not reached: {dict(seen)}\n{gw.log_text()}"
+    if fmt in ("nerve_base64_name", "dubbo_provider_name"):
+        assert pools(gw)[-1][4] == 0, "an instance named by its znode was read for its data"
+
+
+def test_serverset_reads_member_nodes_and_alive_only(zk, kz, zpath, backends, gateway):
+    a, b, c = backends("a", "b", "c")
+    register(kz, zpath, serverset(a.port), name="member_0000000001")
+    register(kz, zpath, serverset(b.port, status="STOPPING"), name="member_0000000002")
+    register(kz, zpath, serverset(c.port), name="leader_0000000003")  # not a member
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    assert set(sample(port, 30)) == {"a"}
+
+
+def test_serverset_endpoint_selects_additional_endpoint(zk, kz, zpath, backends, gateway):
+    main, admin = backends("main", "admin")
+    register(kz, zpath, serverset(main.port, extra_port=admin.port), name="member_0000000001")
+    port = free_port()
+    conf = ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}",
+                             "endpoint": "admin"}},
+                    zookeeper={"hosts": zk.hosts, "session_timeout": "4s"})
+    gateway(conf, listen=port)
+    assert set(wait_pool(port, ["admin"])) == {"admin"}
+
+
+def test_spring_cloud_status_takes_instance_out(zk, kz, zpath, backends, gateway):
+    a, b = backends("a", "b")
+    register(kz, zpath, spring_cloud(a.port))
+    node_b = register(kz, zpath, spring_cloud(b.port))
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    kz.set(node_b, spring_cloud(b.port, status="OUT_OF_SERVICE"))
+    assert set(wait_pool(port, ["a"], timeout=3)) == {"a"}
+
+
+def test_nerve_weights_and_down(zk, kz, zpath, backends, gateway):
+    a, b, c = backends("a", "b", "c")
+    register(kz, zpath, nerve(a.port, weight=1))
+    register(kz, zpath, nerve(b.port, weight=4))
+    register(kz, zpath, nerve(c.port, down=True))
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    seen = sample(port, 250)
+    assert "c" not in seen, "a Nerve instance marked down was reached"
+    assert 20 <= seen["a"] <= 85, f"Nerve weight 1 vs 4 gave {dict(seen)}"
