@@ -272,6 +272,7 @@ typedef struct {
   bool listen_seen; /* a listen key, valid or not: no second error */
   bool source_seen; /* a zk_path or instances key, valid or not */
   int zk_path_line;
+  int http_key_line; /* first HTTP-only key, to report it on a tcp service */
 } svc_state_t;
 
 static int valid_service_name(const char *s) {
@@ -316,6 +317,19 @@ static int valid_zk_path(const char *s) {
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
       return 0;
   return 1;
+}
+
+/* A route host: a DNS name, optionally "*." in front. */
+static int valid_route_host(const char *s) {
+  zg_instance_t tmp;
+  char buf[ZG_HOST_MAX + 8];
+  if (!strncmp(s, "*.", 2))
+    s += 2;
+  if (!*s || strlen(s) > ZG_HOST_MAX)
+    return 0;
+  snprintf(buf, sizeof(buf), "%s:1", s);
+  memset(&tmp, 0, sizeof(tmp));
+  return zg_instance_parse_hostport(buf, strlen(buf), &tmp) == 0;
 }
 
 static int parse_instances(parse_t *p, zg_service_conf_t *svc,
@@ -447,6 +461,10 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
     duration_key(p, kv, &cfg->proxy.connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "idle_timeout")) {
     duration_key(p, kv, &cfg->proxy.idle_timeout_ms, 0);
+  } else if (!strcmp(kv->key, "header_timeout")) {
+    duration_key(p, kv, &cfg->proxy.header_timeout_ms, 1);
+  } else if (!strcmp(kv->key, "fail_timeout")) {
+    duration_key(p, kv, &cfg->proxy.fail_timeout_ms, 0);
   } else if (!strcmp(kv->key, "log_level")) {
     static const char *const names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
@@ -483,11 +501,12 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   } else if (!strcmp(kv->key, "protocol")) {
     if (!strcmp(kv->value, "tcp")) {
       svc->protocol = ZG_PROTO_TCP;
-    } else if (!strcmp(kv->value, "http") ||
-               !strcmp(kv->value, "tls-passthrough")) {
+    } else if (!strcmp(kv->value, "http")) {
+      svc->protocol = ZG_PROTO_HTTP;
+    } else if (!strcmp(kv->value, "tls-passthrough")) {
       add_error(p, kv->line,
                 "protocol: '%s' is not supported by this version of zkgate "
-                "(only tcp)",
+                "(only tcp and http)",
                 kv->value);
     } else {
       add_error(p, kv->line,
@@ -527,10 +546,42 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
       zg_instance_clear(&svc->instances[i]);
     svc->n_instances = 0;
     parse_instances(p, svc, kv);
-  } else if (!strcmp(kv->key, "host") || !strcmp(kv->key, "path_prefix") ||
-             !strcmp(kv->key, "strip_prefix") ||
-             !strcmp(kv->key, "response_timeout")) {
-    not_yet(p, kv);
+  } else if (!strcmp(kv->key, "host")) {
+    if (!valid_route_host(kv->value)) {
+      add_error(p, kv->line,
+                "host: expected a host name such as api.example.com or "
+                "*.example.com, got '%s'",
+                kv->value);
+      return;
+    }
+    free(svc->host);
+    if (!(svc->host = strdup(kv->value)))
+      p->oom = 1;
+    else
+      for (char *c = svc->host; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+          *c = (char)(*c - 'A' + 'a');
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "path_prefix")) {
+    if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
+      add_error(p, kv->line,
+                "path_prefix: expected a path starting with / (e.g. /api/), "
+                "got '%s'",
+                kv->value);
+      return;
+    }
+    free(svc->path_prefix);
+    if (!(svc->path_prefix = strdup(kv->value)))
+      p->oom = 1;
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "strip_prefix")) {
+    if (zg_parse_bool(kv->value, &svc->strip_prefix) != 0)
+      add_error(p, kv->line, "strip_prefix: expected yes or no, got '%s'",
+                kv->value);
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "response_timeout")) {
+    duration_key(p, kv, &svc->response_timeout_ms, 1);
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
   } else {
     add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
               svc->name);
@@ -661,17 +712,40 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       add_error(p, st[i].zk_path_line,
                 "zk_path needs [zookeeper] hosts to be set%s",
                 zk_line ? "" : " (there is no [zookeeper] section)");
+    if (svc->protocol != ZG_PROTO_HTTP && st[i].http_key_line)
+      add_error(p, st[i].http_key_line,
+                "host, path_prefix, strip_prefix and response_timeout are for "
+                "protocol = http only");
+    if (svc->protocol == ZG_PROTO_HTTP) {
+      if (!svc->path_prefix && !(svc->path_prefix = strdup("/")))
+        p->oom = 1;
+      if (!svc->response_timeout_ms)
+        svc->response_timeout_ms = 30000;
+    }
     if (!st[i].has_listen)
       continue;
-    for (size_t k = 0; k < i; k++)
-      if (st[k].has_listen && svc->protocol == ZG_PROTO_TCP &&
-          cfg->services[k].protocol == ZG_PROTO_TCP &&
-          same_sockaddr(&svc->listen.ss, &cfg->services[k].listen.ss)) {
+    /* HTTP services may share a listen address (told apart by host and
+     * path_prefix); nothing else may. */
+    for (size_t k = 0; k < i; k++) {
+      const zg_service_conf_t *o = &cfg->services[k];
+      if (!st[k].has_listen || !same_sockaddr(&svc->listen.ss, &o->listen.ss))
+        continue;
+      if (svc->protocol != ZG_PROTO_HTTP || o->protocol != ZG_PROTO_HTTP) {
         add_error(p, st[i].listen_line,
                   "listen %s is already used by [service:%s] at line %d",
-                  svc->listen.text, cfg->services[k].name, st[k].listen_line);
+                  svc->listen.text, o->name, st[k].listen_line);
         break;
       }
+      if (!strcmp(svc->path_prefix, o->path_prefix) &&
+          ((!svc->host && !o->host) ||
+           (svc->host && o->host && !strcmp(svc->host, o->host)))) {
+        add_error(p, svc->line,
+                  "[service:%s] has the same listen, host and path_prefix as "
+                  "[service:%s] at line %d: requests could not be told apart",
+                  svc->name, o->name, o->line);
+        break;
+      }
+    }
   }
   free(st);
   /* No service reads ZooKeeper: no session is opened. */
@@ -737,6 +811,8 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;
+  cfg->proxy.header_timeout_ms = 10000;
+  cfg->proxy.fail_timeout_ms = 10000;
   cfg->proxy.log_level = ZG_LOG_INFO;
   if (!(cfg->path = strdup(name)))
     p->oom = 1;
@@ -804,6 +880,8 @@ void zg_config_free(zg_config_t *cfg) {
     free(svc->name);
     free(svc->zk_path);
     free(svc->endpoint);
+    free(svc->host);
+    free(svc->path_prefix);
   }
   free(cfg->services);
   free(cfg->zk.hosts);

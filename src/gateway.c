@@ -5,12 +5,113 @@
 #include "zkgate/gateway.h"
 
 #include "zkgate/error.h"
+#include "zkgate/http_proxy.h"
 #include "zkgate/listener.h"
 #include "zkgate/tcp_proxy.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MAX_FREE_BUFS 256
+
+typedef struct free_buf {
+  struct free_buf *next;
+} free_buf_t;
+
+char *zg_buf_get(zg_gateway_t *gw) {
+  free_buf_t *b = gw->free_bufs;
+  if (b) {
+    gw->free_bufs = b->next;
+    gw->n_free_bufs--;
+    return (char *)b;
+  }
+  return malloc(ZG_BUF_SIZE);
+}
+
+void zg_buf_put(zg_gateway_t *gw, char *p) {
+  free_buf_t *b = (free_buf_t *)p;
+  if (!p)
+    return;
+  if (gw->n_free_bufs >= MAX_FREE_BUFS) {
+    free(p);
+    return;
+  }
+  b->next = gw->free_bufs;
+  gw->free_bufs = b;
+  gw->n_free_bufs++;
+}
+
+void zg_buf_free_all(zg_gateway_t *gw) {
+  while (gw->free_bufs) {
+    free_buf_t *b = gw->free_bufs;
+    gw->free_bufs = b->next;
+    free(b);
+  }
+  gw->n_free_bufs = 0;
+}
+
+typedef struct zg_failed_instance {
+  char key[ZG_HOST_MAX + 10];
+  uint64_t until_ms;
+} zg_failed_instance_t;
+
+void zg_health_failed(zg_gateway_t *gw, const char *key) {
+  uint64_t now = uv_now(gw->loop), ttl = gw->cfg->proxy.fail_timeout_ms;
+  zg_failed_instance_t *slot = NULL;
+  if (ttl == 0)
+    return;
+  for (size_t i = 0; i < gw->n_failed; i++) {
+    if (!strcmp(gw->failed[i].key, key) || gw->failed[i].until_ms <= now) {
+      slot = &gw->failed[i];
+      break;
+    }
+  }
+  if (!slot) {
+    if (gw->n_failed == gw->cap_failed) {
+      size_t cap = gw->cap_failed ? gw->cap_failed * 2 : 16;
+      zg_failed_instance_t *n = realloc(gw->failed, cap * sizeof(*n));
+      if (!n)
+        return;
+      gw->failed = n;
+      gw->cap_failed = cap;
+    }
+    slot = &gw->failed[gw->n_failed++];
+  }
+  if (strcmp(slot->key, key) != 0 || slot->until_ms <= now)
+    zg_warn("gateway", "instance %s failed: skipped for %llu ms", key,
+            (unsigned long long)ttl);
+  snprintf(slot->key, sizeof(slot->key), "%s", key);
+  slot->until_ms = now + ttl;
+}
+
+int zg_health_is_failed(zg_gateway_t *gw, const char *key) {
+  uint64_t now = uv_now(gw->loop);
+  for (size_t i = 0; i < gw->n_failed; i++)
+    if (gw->failed[i].until_ms > now && !strcmp(gw->failed[i].key, key))
+      return 1;
+  return 0;
+}
+
+size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
+                       const size_t *tried, size_t ntried) {
+  zg_gateway_t *gw = svc->gw;
+  size_t skip[16] = {0}, n = 0, i;
+  char key[ZG_HOST_MAX + 10];
+  for (size_t k = 0; k < ntried && n < 16; k++)
+    skip[n++] = tried[k];
+  if (gw->n_failed > 0 && pool)
+    for (size_t k = 0; k < pool->n && n < 16; k++)
+      if (zg_health_is_failed(
+              gw, zg_instance_addr_str(&pool->inst[k], key, sizeof(key))))
+        skip[n++] = k;
+  i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor, pool,
+                           skip, n);
+  if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
+    i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor,
+                             pool, tried, ntried);
+  return i;
+}
 
 zg_pool_t *zg_service_pool(zg_service_t *svc) {
   if (svc->zk_pool && svc->zk_pool->n_live > 0)
@@ -74,6 +175,7 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
       gw->services[i].listening = 0;
     }
   zg_tcp_close_all(gw);
+  zg_http_stop(gw);
   zg_registry_close(gw->registry);
   gw->registry = NULL;
   for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
@@ -124,6 +226,8 @@ static int services_start(zg_gateway_t *gw) {
       if (!svc->static_pool)
         return UV_ENOMEM;
     }
+    if (sc->protocol == ZG_PROTO_HTTP)
+      continue; /* listeners shared by address: zg_http_start */
     rc = zg_listener_start(gw->loop, &svc->listener, &sc->listen,
                            zg_tcp_on_connection);
     svc->listener.data = svc;
@@ -140,7 +244,7 @@ static int services_start(zg_gateway_t *gw) {
                 ? (sc->zk_path ? " with static fallback" : "static instances")
                 : "");
   }
-  return 0;
+  return zg_http_start(gw);
 }
 
 static int registry_start(zg_gateway_t *gw) {
@@ -218,8 +322,10 @@ int zg_gateway_run(const zg_config_t *cfg) {
     zg_pool_unref(gw.services[i].zk_pool);
     zg_pool_unref(gw.services[i].static_pool);
   }
+  zg_http_free(&gw);
+  free(gw.failed);
   free(gw.services);
-  zg_tcp_free_buffers(&gw);
+  zg_buf_free_all(&gw);
   if (exit_code == 0)
     zg_info("gateway", "stopped");
   return exit_code;

@@ -19,9 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RELAY_BUF_SIZE 16384
-#define MAX_TRIES 3       /* the first instance and up to two others */
-#define MAX_FREE_BUFS 256 /* buffers kept for reuse per gateway */
+#define MAX_TRIES 3 /* the first instance and up to two others */
 
 typedef enum {
   S_CONNECTING = 0,
@@ -68,52 +66,14 @@ typedef struct zg_tcp_session {
 static void session_end(zg_tcp_session_t *s, const char *reason);
 static void try_connect(zg_tcp_session_t *s);
 
-/* ---- buffers --------------------------------------------------------- */
-
-typedef struct free_buf {
-  struct free_buf *next;
-} free_buf_t;
-
-static char *buf_get(zg_gateway_t *gw) {
-  free_buf_t *b = gw->free_bufs;
-  if (b) {
-    gw->free_bufs = b->next;
-    gw->n_free_bufs--;
-    return (char *)b;
-  }
-  return malloc(RELAY_BUF_SIZE);
-}
-
-static void buf_put(zg_gateway_t *gw, char *p) {
-  free_buf_t *b = (free_buf_t *)p;
-  if (!p)
-    return;
-  if (gw->n_free_bufs >= MAX_FREE_BUFS) {
-    free(p);
-    return;
-  }
-  b->next = gw->free_bufs;
-  gw->free_bufs = b;
-  gw->n_free_bufs++;
-}
-
-void zg_tcp_free_buffers(zg_gateway_t *gw) {
-  while (gw->free_bufs) {
-    free_buf_t *b = gw->free_bufs;
-    gw->free_bufs = b->next;
-    free(b);
-  }
-  gw->n_free_bufs = 0;
-}
-
 /* ---- closing --------------------------------------------------------- */
 
 static void session_free_if_done(zg_tcp_session_t *s) {
   zg_gateway_t *gw = s->svc->gw;
   if (s->handles > 0 || s->gai_pending)
     return;
-  buf_put(gw, s->up.buf);
-  buf_put(gw, s->down.buf);
+  zg_buf_put(gw, s->up.buf);
+  zg_buf_put(gw, s->down.buf);
   zg_pool_unref(s->pool);
   free(s);
 }
@@ -182,9 +142,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   relay_dir_t *d = h == (uv_handle_t *)&s->client ? &s->up : &s->down;
   (void)suggested;
   if (!d->buf)
-    d->buf = buf_get(s->svc->gw);
+    d->buf = zg_buf_get(s->svc->gw);
   buf->base = d->buf;
-  buf->len = d->buf ? RELAY_BUF_SIZE : 0; /* 0: libuv reports UV_ENOBUFS */
+  buf->len = d->buf ? ZG_BUF_SIZE : 0; /* 0: libuv reports UV_ENOBUFS */
 }
 
 static void maybe_done(zg_tcp_session_t *s) {
@@ -210,7 +170,7 @@ static void dir_eof(relay_dir_t *d) {
   zg_tcp_session_t *s = d->s;
   int rc;
   d->eof = 1;
-  buf_put(s->svc->gw, d->buf);
+  zg_buf_put(s->svc->gw, d->buf);
   d->buf = NULL;
   uv_read_stop(d->in);
   d->sreq.data = d;
@@ -228,7 +188,7 @@ static void on_write(uv_write_t *req, int status) {
     session_end(s, d == &s->up ? "instance write error" : "client write error");
     return;
   }
-  buf_put(s->svc->gw, d->buf);
+  zg_buf_put(s->svc->gw, d->buf);
   d->buf = NULL;
   dir_read_start(d);
 }
@@ -242,7 +202,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (s->state == S_CLOSING)
     return;
   if (nread == 0) {
-    buf_put(s->svc->gw, d->buf); /* EAGAIN: nothing read */
+    zg_buf_put(s->svc->gw, d->buf); /* EAGAIN: nothing read */
     d->buf = NULL;
     return;
   }
@@ -263,7 +223,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   wbuf = uv_buf_init(d->buf, (unsigned)nread);
   rc = uv_try_write(d->out, &wbuf, 1);
   if (rc == nread) {
-    buf_put(s->svc->gw, d->buf);
+    zg_buf_put(s->svc->gw, d->buf);
     d->buf = NULL;
     return; /* keep reading */
   }
@@ -333,6 +293,7 @@ static void connect_failed(zg_tcp_session_t *s, const char *why) {
     zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
             svc->conf->name, s->instance_addr, why,
             dropped ? " (and earlier failures not logged)" : "");
+  zg_health_failed(svc->gw, s->instance_addr);
   uv_timer_stop(&s->timer);
   if (s->upstream_open) {
     s->retry_on_close = 1;
@@ -422,10 +383,8 @@ static void try_connect(zg_tcp_session_t *s) {
     if (p)
       s->pool = zg_pool_ref(p);
   }
-  i = s->ntried < MAX_TRIES
-          ? zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor,
-                                 s->pool, s->tried, s->ntried)
-          : ZG_PICK_NONE;
+  i = s->ntried < MAX_TRIES ? zg_service_pick(svc, s->pool, s->tried, s->ntried)
+                            : ZG_PICK_NONE;
   if (i == ZG_PICK_NONE) {
     if (s->ntried == 0) {
       svc->no_instance++;

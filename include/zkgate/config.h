@@ -30,7 +30,12 @@ typedef struct {
   zg_protocol_t protocol;
   zg_listen_addr_t listen;
   zg_balance_t balance;
-  char *endpoint;           /* serverset additionalEndpoints name, or NULL */
+  char *endpoint; /* serverset additionalEndpoints name, or NULL */
+  /* HTTP only */
+  char *host;        /* NULL: any host; may be "*.example.com"; lowercase */
+  char *path_prefix; /* "/" by default */
+  bool strip_prefix;
+  uint64_t response_timeout_ms;
   zg_instance_t *instances; /* static instances */
   size_t n_instances;
   int line; /* of the section header */
@@ -49,6 +54,9 @@ typedef struct {
     unsigned workers;
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t header_timeout_ms; /* a request head must be in by then */
+    uint64_t fail_timeout_ms;   /* passive health: a failed instance is
+                                   skipped this long; 0 = never */
     zg_log_level_t log_level;
   } proxy;
   zg_service_conf_t *services;

@@ -15,6 +15,9 @@
 
 struct zg_gateway;
 struct zg_tcp_session;
+struct zg_http_listener;
+struct zg_http_session;
+struct zg_http_upstream;
 
 /* A service at run time: its configuration, its pools and its listener. */
 typedef struct zg_service {
@@ -43,7 +46,16 @@ typedef struct zg_gateway {
   zg_rng_t rng;
   uv_signal_t signals[4];
   struct zg_tcp_session *sessions; /* every open TCP session */
-  void *free_bufs;                 /* relay buffers ready for reuse */
+  struct zg_http_listener *http_listeners;
+  size_t n_http_listeners;
+  struct zg_http_session *http_sessions; /* every open HTTP session */
+  struct zg_http_upstream *http_idle;    /* idle upstream connections */
+  unsigned n_http_idle;
+  uv_timer_t http_sweep; /* closes idle upstream connections in time */
+  struct zg_failed_instance *failed; /* passive health marks */
+  size_t n_failed, cap_failed;
+  int http_started;
+  void *free_bufs; /* relay buffers ready for reuse */
   unsigned n_free_bufs;
   int stopping;
 } zg_gateway_t;
@@ -51,6 +63,23 @@ typedef struct zg_gateway {
 /* Runs the gateway on `cfg` until a stop signal. Returns the process exit
  * code: 0 after a clean stop, 1 when it could not start. */
 int zg_gateway_run(const zg_config_t *cfg);
+
+/* I/O buffers of ZG_BUF_SIZE bytes, kept on a free list for reuse (a few
+ * hundred at most) so that the steady state allocates nothing. */
+#define ZG_BUF_SIZE 16384
+char *zg_buf_get(zg_gateway_t *gw);           /* NULL when out of memory */
+void zg_buf_put(zg_gateway_t *gw, char *buf); /* NULL is fine */
+void zg_buf_free_all(zg_gateway_t *gw);
+
+/* Passive health: an instance that failed (refused, timed out, broke a
+ * response) is skipped for [proxy] fail_timeout, unless nothing else is
+ * left. Keyed by "host:port". */
+void zg_health_failed(zg_gateway_t *gw, const char *key);
+int zg_health_is_failed(zg_gateway_t *gw, const char *key);
+/* Picks like zg_balance_pick_pool, avoiding failed instances while others
+ * remain. */
+size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
+                       const size_t *tried, size_t ntried);
 
 /* The pool to pick from: the registry's while it has instances, else the
  * static one; NULL when neither has any. Borrowed, not referenced. */

@@ -11,7 +11,5 @@
 void zg_tcp_on_connection(uv_stream_t *server, int status);
 /* Closes every session at once (on stop). */
 void zg_tcp_close_all(zg_gateway_t *gw);
-/* Frees the relay buffers kept for reuse. */
-void zg_tcp_free_buffers(zg_gateway_t *gw);
 
 #endif

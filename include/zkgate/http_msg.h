@@ -1,0 +1,157 @@
+/* HTTP/1.x message heads: the checks llhttp 8.1 does not make (see
+ * shared/PLATFORM.md), target and path rewriting, and re-serialisation of
+ * request and response heads for the other side. Pure code: no I/O.
+ *
+ * A head is parsed by llhttp (strict mode) from one contiguous buffer;
+ * zg_http_head_t records where its parts are in that buffer. */
+#ifndef ZKGATE_HTTP_MSG_H
+#define ZKGATE_HTTP_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZG_HTTP_MAX_HEADERS 100
+#define ZG_HTTP_MAX_URL 8192
+
+typedef struct {
+  uint32_t name_off, name_len;
+  uint32_t value_off, value_len;
+} zg_hdr_t;
+
+typedef struct {
+  const char *buf; /* the bytes the offsets below point into */
+  bool is_request;
+  int method; /* llhttp_method_t, requests */
+  int status; /* responses */
+  int major, minor;
+  uint32_t url_off, url_len;       /* requests */
+  uint32_t reason_off, reason_len; /* responses */
+  zg_hdr_t hdr[ZG_HTTP_MAX_HEADERS];
+  size_t n_hdr;
+  int64_t content_length; /* -1 when absent */
+  bool chunked;           /* Transfer-Encoding: chunked */
+} zg_http_head_t;
+
+/* Checks llhttp 8.1 lets through, on the raw head bytes (request line or
+ * status line, headers, final CRLF): obs-fold (a line starting with SP or
+ * HT, RFC 9112 §5.2), a CR not followed by LF, an empty header name, NUL,
+ * other control bytes but HT, and DEL. Bytes after the empty line that ends
+ * the head are not looked at. Returns 0, or -1 with *reason set to a static
+ * string. */
+int zg_http_prescan(const char *buf, size_t len, const char **reason);
+
+/* Request checks after parsing: more than one Host, no Host in HTTP/1.1,
+ * a Host value that is not host[:port] (empty only with an absolute-form
+ * target; RFC 9112 §3.2), Transfer-Encoding in HTTP/1.0, a target longer
+ * than ZG_HTTP_MAX_URL, a target that is neither origin-form, absolute-form
+ * (http/https) nor "*" for OPTIONS, CONNECT, a version other than 1.0 and
+ * 1.1 (llhttp 8.1 takes 0.9 and 2.0). Returns 0 or the status to answer
+ * (400, 405, 414, 505) with *reason set to a static string. */
+int zg_http_check_request(const zg_http_head_t *h, const char **reason);
+
+/* Response checks: more than one Content-Length, a Content-Length and a
+ * Transfer-Encoding together, Transfer-Encoding in HTTP/1.0 (RFC 9112
+ * §6.1), a version other than 1.0 and 1.1. Returns 0 or -1 with *reason. */
+int zg_http_check_response(const zg_http_head_t *h, const char **reason);
+
+/* The first header named `name` (case-insensitive), or NULL. */
+const zg_hdr_t *zg_http_find(const zg_http_head_t *h, const char *name);
+
+/* 1 when a Connection header (any of them) lists `token`
+ * (case-insensitive, comma-separated). */
+int zg_http_connection_has(const zg_http_head_t *h, const char *token);
+
+/* Whether the peer wants the connection kept after this message: HTTP/1.1
+ * unless "close"; HTTP/1.0 only with "keep-alive". */
+bool zg_http_keep_alive(const zg_http_head_t *h);
+
+/* Splits a request target. origin-form "/p?q": path = "/p", query = "?q"
+ * (with its '?', or len 0). absolute-form "http://host[:port]/p?q" (or
+ * https, any case): also authority = "host[:port]" (len 0 for the other
+ * forms); an absolute-form without a path gives path "/" (a static string).
+ * "*": path "*". Returns 0, or -1 for anything else: authority-form, other
+ * schemes, userinfo or an invalid authority, a '#', whitespace or control
+ * bytes. Pointers point into `url`; any output pair may be NULL. */
+int zg_http_split_target(const char *url, size_t len, const char **path,
+                         size_t *path_len, const char **query,
+                         size_t *query_len, const char **authority,
+                         size_t *authority_len);
+
+/* The path to send upstream: `path` without `prefix` when strip_prefix and
+ * the path is under it (keeping a leading '/': "/api/x" minus "/api/" is
+ * "/x", "/api" minus "/api/" is "/"; a path not under it is kept), then
+ * `base_path` (NULL or "" for none; starts with '/', no trailing slash) in
+ * front ("/" under base "/b" is "/b/"), then `query` appended untouched.
+ * "*" is kept as it is, or becomes the base path when there is one. Returns
+ * the length written (NUL-terminated), or -1 when it does not fit in `cap`.
+ */
+int zg_http_rewrite_path(char *out, size_t cap, const char *base_path,
+                         const char *path, size_t path_len, const char *prefix,
+                         bool strip_prefix, const char *query,
+                         size_t query_len);
+
+typedef enum {
+  ZG_FRAMING_NONE = 0, /* no body (or read until close, responses) */
+  ZG_FRAMING_LENGTH,   /* Content-Length: body_length */
+  ZG_FRAMING_CHUNKED,  /* Transfer-Encoding: chunked */
+} zg_framing_t;
+
+typedef struct {
+  const char *target;      /* the rewritten target (zg_http_rewrite_path);
+                              NULL: the client's as received */
+  const char *host;        /* Host to send; NULL: the authority of an
+                              absolute-form target, else the client's */
+  const char *client_addr; /* appended to X-Forwarded-For; NULL: none */
+  const char *proto;       /* X-Forwarded-Proto: "http" or "https"; NULL:
+                              none */
+  const char *fwd_host;    /* X-Forwarded-Host (the client's Host); NULL:
+                              none */
+  zg_framing_t framing;
+  uint64_t body_length; /* with ZG_FRAMING_LENGTH */
+  bool close;           /* send Connection: close */
+} zg_http_req_out_t;
+
+/* Writes the request head for the instance: "METHOD target HTTP/1.1",
+ * Host first, then the client's headers minus the hop-by-hop ones (RFC
+ * 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade, and every header named in Connection),
+ * minus Content-Length, Host and X-Forwarded-Proto/-Host; then one
+ * X-Forwarded-For (the client's values, joined with ", ", then
+ * client_addr), X-Forwarded-Proto, X-Forwarded-Host, the framing header
+ * (one), and Connection: close when asked. Header values are written
+ * without surrounding whitespace. Returns the length written
+ * (NUL-terminated), or -1 when it does not fit in `cap`, the method is not
+ * an HTTP one, or a string in `o` has whitespace (target) or control bytes
+ * (the others) that would break the head. */
+int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
+                          const zg_http_req_out_t *o);
+
+typedef struct {
+  zg_framing_t framing;
+  uint64_t body_length;
+  bool close;      /* Connection: close */
+  bool keep_alive; /* Connection: keep-alive (for HTTP/1.0 clients) */
+} zg_http_resp_out_t;
+
+/* Writes the response head for the client: "HTTP/1.1 status reason", the
+ * instance's headers minus hop-by-hop ones and Content-Length, then the
+ * framing header and the Connection header asked for. 1xx, 204 and 304
+ * get no framing header whatever `framing` says. An empty received reason
+ * becomes zg_http_reason(status). Returns the length written
+ * (NUL-terminated), or -1 when it does not fit. */
+int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
+                           const zg_http_resp_out_t *o);
+
+/* A complete small response the gateway makes itself: status line,
+ * Content-Type: text/plain; charset=utf-8, Content-Length, Connection:
+ * close when `close`, and `message` (NULL: the reason phrase) plus "\n" as
+ * the body (no body for HEAD requests when `head_request`, but the same
+ * Content-Length). Returns the length written (NUL-terminated) or -1. */
+int zg_http_error_response(char *out, size_t cap, int status,
+                           const char *message, bool close, bool head_request);
+
+/* The reason phrase for a status code ("Bad Gateway"), or "Unknown". */
+const char *zg_http_reason(int status);
+
+#endif

@@ -1,0 +1,32 @@
+/* HTTP/1.1 proxying: listeners shared by the HTTP services of one listen
+ * address, routing by Host and path prefix, one exchange at a time per
+ * client connection (pipelined requests wait their turn), bodies streamed
+ * both ways, keep-alive on both sides with idle upstream connections kept
+ * per instance. */
+#ifndef ZKGATE_HTTP_PROXY_H
+#define ZKGATE_HTTP_PROXY_H
+
+#include <uv.h>
+
+#include "zkgate/gateway.h"
+#include "zkgate/route.h"
+
+typedef struct zg_http_listener {
+  zg_gateway_t *gw;
+  uv_tcp_t tcp;
+  const zg_listen_addr_t *addr;
+  zg_route_table_t *routes;
+  int listening;
+} zg_http_listener_t;
+
+/* Starts one listener per distinct listen address of the HTTP services.
+ * 0 or the first error (logged). */
+int zg_http_start(zg_gateway_t *gw);
+/* Closes the listeners, every session and every idle upstream connection.
+ */
+void zg_http_stop(zg_gateway_t *gw);
+/* Frees what zg_http_start allocated, once the loop has closed the
+ * handles. */
+void zg_http_free(zg_gateway_t *gw);
+
+#endif

@@ -1,0 +1,37 @@
+/* Routing HTTP requests to services: by Host and longest path prefix.
+ * Pure code, built once per listener from the configuration. */
+#ifndef ZKGATE_ROUTE_H
+#define ZKGATE_ROUTE_H
+
+#include <stddef.h>
+
+typedef struct {
+  const char *host;   /* NULL (or "" or "*"): any host; "*.example.com":
+                         any subdomain of example.com (not example.com
+                         itself); else exact. Compared case-insensitively,
+                         a trailing dot ignored. */
+  const char *prefix; /* path prefix, starts with '/'; "/" matches all */
+  size_t service;     /* the caller's service index */
+} zg_route_t;
+
+typedef struct zg_route_table zg_route_table_t;
+
+/* Copies the routes (and their strings). NULL when out of memory. */
+zg_route_table_t *zg_route_table_new(const zg_route_t *routes, size_t n);
+void zg_route_table_free(zg_route_table_t *t);
+
+/* The route for a request, or NULL. `host` is the Host header value as
+ * received (any ":port" is ignored, a trailing dot too, "[::1]:80" is
+ * "[::1]"; may be NULL when absent: then only any-host routes match);
+ * `path` is the target's path without the query.
+ *
+ * Among routes whose host matches, the longest prefix wins (byte-wise,
+ * case-sensitive); on equal prefixes an exact host beats a wildcard (the
+ * longer one first), which beats "any host"; then the first route. A prefix
+ * ending in '/' also matches the path without that slash ("/api/" matches
+ * "/api"). */
+const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
+                                 size_t host_len, const char *path,
+                                 size_t path_len);
+
+#endif

@@ -1,0 +1,809 @@
+/* HTTP/1.x message heads between llhttp and the wire: the checks llhttp
+ * 8.1 does not make (PLATFORM.md), request targets and their rewriting, and
+ * the heads written to the other side. Owns nothing: every function works
+ * on the caller's buffers, without allocation, I/O or state, so the HTTP
+ * proxy can call it from any loop. */
+#include "zkgate/http_msg.h"
+
+#include <limits.h>
+#include <string.h>
+
+/* For llhttp's enum constants only: nothing here calls into llhttp, so
+ * this file links without it. */
+#include <llhttp.h>
+
+/* -------------------------------------------------------------- helpers */
+
+static int lower(int c) {
+  /* ASCII only: field names compare the same whatever the locale. */
+  return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+static bool ieq(const char *a, size_t a_len, const char *b, size_t b_len) {
+  if (a_len != b_len)
+    return false;
+  for (size_t i = 0; i < a_len; i++)
+    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+      return false;
+  return true;
+}
+
+static bool is_ows(char c) {
+  return c == ' ' || c == '\t'; /* RFC 9110 §5.6.3 */
+}
+
+static void trim(const char **s, size_t *n) {
+  while (*n > 0 && is_ows((*s)[0])) {
+    (*s)++;
+    (*n)--;
+  }
+  while (*n > 0 && is_ows((*s)[*n - 1]))
+    (*n)--;
+}
+
+static const char *hdr_name(const zg_http_head_t *h, size_t i) {
+  return h->buf + h->hdr[i].name_off;
+}
+
+static bool hdr_is(const zg_http_head_t *h, size_t i, const char *name) {
+  return ieq(hdr_name(h, i), h->hdr[i].name_len, name, strlen(name));
+}
+
+/* The value of header i without surrounding whitespace (llhttp keeps the
+ * trailing whitespace in the value it reports). */
+static void hdr_value(const zg_http_head_t *h, size_t i, const char **v,
+                      size_t *n) {
+  *v = h->buf + h->hdr[i].value_off;
+  *n = h->hdr[i].value_len;
+  trim(v, n);
+}
+
+/* The index of the first header named `name`, or n_hdr. */
+static size_t hdr_index(const zg_http_head_t *h, const char *name) {
+  size_t i = 0;
+
+  while (i < h->n_hdr && !hdr_is(h, i, name))
+    i++;
+  return i;
+}
+
+static size_t hdr_count(const zg_http_head_t *h, const char *name) {
+  size_t count = 0;
+
+  for (size_t i = 0; i < h->n_hdr; i++)
+    if (hdr_is(h, i, name))
+      count++;
+  return count;
+}
+
+/* Whether the comma-separated list v (RFC 9110 §5.6.1: elements may be
+ * empty, OWS around commas) has `tok`, case-insensitively. */
+static bool list_has(const char *v, size_t n, const char *tok, size_t tok_len) {
+  size_t start = 0;
+
+  for (size_t i = 0; i <= n; i++) {
+    if (i == n || v[i] == ',') {
+      const char *elem = v + start;
+      size_t elem_len = i - start;
+
+      trim(&elem, &elem_len);
+      if (elem_len > 0 && ieq(elem, elem_len, tok, tok_len))
+        return true;
+      start = i + 1;
+    }
+  }
+  return false;
+}
+
+/* Whether any Connection header lists `tok`. */
+static bool connection_lists(const zg_http_head_t *h, const char *tok,
+                             size_t tok_len) {
+  for (size_t i = 0; i < h->n_hdr; i++) {
+    const char *v;
+    size_t n;
+
+    if (!hdr_is(h, i, "Connection"))
+      continue;
+    hdr_value(h, i, &v, &n);
+    if (list_has(v, n, tok, tok_len))
+      return true;
+  }
+  return false;
+}
+
+/* RFC 9110 §7.6.1, plus Trailer, which announces trailers this hop may not
+ * forward. */
+static const char *const hop_by_hop[] = {
+    "Connection", "Proxy-Connection",  "Keep-Alive", "TE",
+    "Trailer",    "Transfer-Encoding", "Upgrade",
+};
+
+/* Whether header i stops at this hop: a hop-by-hop header, one named in
+ * Connection, or Content-Length (the framing is written anew). */
+static bool is_hop_by_hop(const zg_http_head_t *h, size_t i) {
+  for (size_t k = 0; k < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); k++)
+    if (hdr_is(h, i, hop_by_hop[k]))
+      return true;
+  return hdr_is(h, i, "Content-Length") ||
+         connection_lists(h, hdr_name(h, i), h->hdr[i].name_len);
+}
+
+static bool version_is_1x(int major, int minor) {
+  /* llhttp 8.1 accepts HTTP/0.9 and HTTP/2.0 request lines too. */
+  return major == 1 && (minor == 0 || minor == 1);
+}
+
+/* RFC 3986 §2.3 unreserved and §2.2 sub-delims, plus '%' of pct-encoded:
+ * the bytes of a reg-name. */
+static bool is_regname_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=%", c) != NULL;
+}
+
+/* Whether s is "uri-host [ ':' port ]" (RFC 9110 §7.2, RFC 3986 §3.2.2):
+ * the value of Host and the authority of an http(s) URI. Not empty. */
+static bool authority_ok(const char *s, size_t n) {
+  size_t i = 0;
+
+  if (n == 0)
+    return false;
+  if (s[0] == '[') {
+    /* IP-literal: hex digits, ':' and '.' for IPv6, IPvFuture's
+     * unreserved and sub-delims. */
+    for (i = 1; i < n && s[i] != ']'; i++)
+      if (!is_regname_char((unsigned char)s[i]) && s[i] != ':')
+        return false;
+    if (i == n || i == 1)
+      return false;
+    i++;
+  } else {
+    while (i < n && s[i] != ':' && is_regname_char((unsigned char)s[i]))
+      i++;
+    if (i == 0)
+      return false;
+  }
+  if (i == n)
+    return true;
+  if (s[i] != ':' || n - i - 1 > 5)
+    return false;
+  for (i++; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+  return true;
+}
+
+/* ------------------------------------------------------------- checks */
+
+int zg_http_prescan(const char *buf, size_t len, const char **reason) {
+  bool seen_line = false;
+  size_t i = 0;
+
+  while (i < len) {
+    size_t start = i, end;
+
+    for (; i < len && buf[i] != '\n'; i++) {
+      unsigned char c = (unsigned char)buf[i];
+
+      if (c == '\r') {
+        /* llhttp strict takes bare CR in some places only
+         * (CVE-2023-30589 was one of them): none, anywhere. */
+        if (i + 1 == len || buf[i + 1] != '\n') {
+          *reason = "bare CR in head";
+          return -1;
+        }
+      } else if (c == '\0') {
+        *reason = "NUL in head";
+        return -1;
+      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        *reason = "control character in head";
+        return -1;
+      }
+    }
+    end = i > start && buf[i - 1] == '\r' ? i - 1 : i;
+    if (i < len)
+      i++; /* the LF */
+    if (end == start) {
+      /* The empty line ends the head; bytes after it are the body's.
+       * Empty lines before the request line are allowed (RFC 9112 §2.2). */
+      if (seen_line)
+        break;
+      continue;
+    }
+    /* obs-fold, RFC 9112 §5.2: a line starting with whitespace continues
+     * the previous one, which llhttp 8.1 accepts and a peer may read as a
+     * header of its own (CVE-2024-27982 class). RFC 9112 §2.2: whitespace
+     * between the start line and the first header, the same. */
+    if (start > 0 && is_ows(buf[start])) {
+      *reason = "obs-fold in head";
+      return -1;
+    }
+    if (seen_line && buf[start] == ':') {
+      *reason = "empty header name";
+      return -1;
+    }
+    seen_line = true;
+  }
+  return 0;
+}
+
+int zg_http_check_request(const zg_http_head_t *h, const char **reason) {
+  const char *url = h->buf + h->url_off;
+  const char *path, *query, *authority;
+  size_t path_len, query_len, authority_len, n_host;
+
+  if (!version_is_1x(h->major, h->minor)) {
+    *reason = "HTTP version not supported";
+    return 505;
+  }
+  /* A gateway to named services is no tunnel (RFC 9110 §9.3.6). */
+  if (h->method == HTTP_CONNECT) {
+    *reason = "CONNECT not allowed";
+    return 405;
+  }
+  if (h->url_len > ZG_HTTP_MAX_URL) {
+    *reason = "request target too long";
+    return 414;
+  }
+  if (zg_http_split_target(url, h->url_len, &path, &path_len, &query,
+                           &query_len, &authority, &authority_len) != 0) {
+    *reason = "bad request target";
+    return 400;
+  }
+  /* RFC 9112 §3.2.4: "*" only for a server-wide OPTIONS. */
+  if (path_len == 1 && path[0] == '*' && h->method != HTTP_OPTIONS) {
+    *reason = "asterisk target without OPTIONS";
+    return 400;
+  }
+  /* RFC 9112 §3.2: 400 for more than one Host, none in HTTP/1.1, or an
+   * invalid value. An empty value only goes with a target that carries its
+   * own authority (absolute-form), which then wins over Host. */
+  n_host = hdr_count(h, "Host");
+  if (n_host > 1) {
+    *reason = "more than one Host";
+    return 400;
+  }
+  if (n_host == 0 && h->minor >= 1) {
+    *reason = "no Host in HTTP/1.1";
+    return 400;
+  }
+  if (n_host == 1) {
+    const char *v;
+    size_t n;
+
+    hdr_value(h, hdr_index(h, "Host"), &v, &n);
+    if (n == 0 ? authority_len == 0 : !authority_ok(v, n)) {
+      *reason = "invalid Host";
+      return 400;
+    }
+  }
+  /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 makes the framing
+   * faulty; a request smuggled this way is not forwarded. */
+  if (h->minor == 0 && hdr_count(h, "Transfer-Encoding") > 0) {
+    *reason = "Transfer-Encoding in HTTP/1.0";
+    return 400;
+  }
+  return 0;
+}
+
+int zg_http_check_response(const zg_http_head_t *h, const char **reason) {
+  size_t n_cl = hdr_count(h, "Content-Length");
+  size_t n_te = hdr_count(h, "Transfer-Encoding");
+
+  if (!version_is_1x(h->major, h->minor)) {
+    *reason = "HTTP version not supported";
+    return -1;
+  }
+  /* RFC 9112 §6.3: either would let the instance and the client read
+   * different bodies. */
+  if (n_cl > 1) {
+    *reason = "more than one Content-Length";
+    return -1;
+  }
+  if (n_cl > 0 && n_te > 0) {
+    *reason = "Content-Length with Transfer-Encoding";
+    return -1;
+  }
+  if (n_te > 0 && h->minor == 0) {
+    *reason = "Transfer-Encoding in HTTP/1.0";
+    return -1;
+  }
+  return 0;
+}
+
+const zg_hdr_t *zg_http_find(const zg_http_head_t *h, const char *name) {
+  size_t i = hdr_index(h, name);
+
+  return i < h->n_hdr ? &h->hdr[i] : NULL;
+}
+
+int zg_http_connection_has(const zg_http_head_t *h, const char *token) {
+  return connection_lists(h, token, strlen(token)) ? 1 : 0;
+}
+
+bool zg_http_keep_alive(const zg_http_head_t *h) {
+  if (h->major != 1)
+    return false;
+  if (connection_lists(h, "close", 5))
+    return false;
+  return h->minor >= 1 || connection_lists(h, "keep-alive", 10);
+}
+
+/* ------------------------------------------------------------ targets */
+
+static bool has_prefix_nocase(const char *s, size_t n, const char *prefix) {
+  size_t len = strlen(prefix);
+
+  return n >= len && ieq(s, len, prefix, len);
+}
+
+int zg_http_split_target(const char *url, size_t len, const char **path,
+                         size_t *path_len, const char **query,
+                         size_t *query_len, const char **authority,
+                         size_t *authority_len) {
+  const char *auth = url;
+  size_t auth_len = 0, i = 0, p;
+
+  if (len == 0)
+    return -1;
+  /* No whitespace, controls, or fragment (RFC 9112 §3.2: the target has
+   * none); llhttp 8.1 lets '#' through. */
+  for (size_t k = 0; k < len; k++) {
+    unsigned char c = (unsigned char)url[k];
+
+    if (c <= 0x20 || c == 0x7f || c == '#')
+      return -1;
+  }
+  if (len == 1 && url[0] == '*') {
+    /* asterisk-form, RFC 9112 §3.2.4 */
+    p = 0;
+    i = 1;
+  } else if (url[0] == '/') {
+    /* origin-form, RFC 9112 §3.2.1 */
+    p = 0;
+    while (i < len && url[i] != '?')
+      i++;
+  } else {
+    /* absolute-form, RFC 9112 §3.2.2: only what a gateway to http
+     * services can forward. */
+    if (has_prefix_nocase(url, len, "http://"))
+      i = 7;
+    else if (has_prefix_nocase(url, len, "https://"))
+      i = 8;
+    else
+      return -1;
+    auth = url + i;
+    while (i < len && url[i] != '/' && url[i] != '?')
+      i++;
+    auth_len = (size_t)(url + i - auth);
+    /* RFC 9110 §4.2.4: userinfo in an http(s) URI is an error, and it is
+     * how a link hides its real host. */
+    if (!authority_ok(auth, auth_len))
+      return -1;
+    p = i;
+    while (i < len && url[i] != '?')
+      i++;
+  }
+  if (path != NULL) {
+    /* "http://h" and "http://h?q" mean path "/" (RFC 9110 §4.2.3). */
+    *path = i > p ? url + p : "/";
+    *path_len = i > p ? i - p : 1;
+  }
+  if (query != NULL) {
+    *query = url + i;
+    *query_len = len - i;
+  }
+  if (authority != NULL) {
+    *authority = auth;
+    *authority_len = auth_len;
+  }
+  return 0;
+}
+
+int zg_http_rewrite_path(char *out, size_t cap, const char *base_path,
+                         const char *path, size_t path_len, const char *prefix,
+                         bool strip_prefix, const char *query,
+                         size_t query_len) {
+  size_t base_len = base_path != NULL ? strlen(base_path) : 0;
+  const char *rest = path;
+  size_t rest_len = path_len, total;
+  bool slash = false; /* a '/' to put back in front of rest */
+
+  if (path_len == 1 && path[0] == '*') {
+    /* OPTIONS *: the instance as a whole. With a base path the service is
+     * one part of it, named by that path. */
+    if (base_len > 0)
+      rest_len = 0;
+  } else {
+    if (strip_prefix && prefix != NULL) {
+      size_t n = strlen(prefix);
+
+      if (path_len >= n && memcmp(path, prefix, n) == 0) {
+        rest = path + n;
+        rest_len = path_len - n;
+      } else if (n > 0 && prefix[n - 1] == '/' && path_len == n - 1 &&
+                 memcmp(path, prefix, path_len) == 0) {
+        rest_len = 0; /* "/api" under "/api/" */
+      }
+    }
+    /* What is left is a path of its own: "/api/x" minus "/api/" is "/x". */
+    slash = rest_len == 0 || rest[0] != '/';
+  }
+  total = base_len + (slash ? 1 : 0) + rest_len + query_len;
+  if (total >= cap || total > INT_MAX)
+    return -1;
+  if (base_len > 0)
+    memcpy(out, base_path, base_len);
+  if (slash)
+    out[base_len] = '/';
+  if (rest_len > 0)
+    memcpy(out + base_len + (slash ? 1 : 0), rest, rest_len);
+  if (query_len > 0)
+    memcpy(out + total - query_len, query, query_len);
+  out[total] = '\0';
+  return (int)total;
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* Bytes appended to the caller's buffer; once something does not fit, or
+ * cannot be written safely, nothing more is and the result is -1. */
+typedef struct {
+  char *p;
+  size_t cap, len;
+  bool failed;
+} out_t;
+
+static void put(out_t *o, const char *s, size_t n) {
+  if (o->failed || n == 0)
+    return;
+  if (n > o->cap - o->len) {
+    o->failed = true;
+    return;
+  }
+  memcpy(o->p + o->len, s, n);
+  o->len += n;
+}
+
+static void puts_(out_t *o, const char *s) {
+  put(o, s, strlen(s));
+}
+
+static void put_u64(out_t *o, uint64_t v) {
+  char digits[20];
+  size_t n = sizeof(digits);
+
+  do {
+    digits[--n] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0);
+  put(o, digits + n, sizeof(digits) - n);
+}
+
+/* Whether a string from the caller (not from a parsed head) can go into a
+ * header value: nothing that would end the line, or the head, early. */
+static bool value_ok(const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char c = (unsigned char)*s;
+
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return false;
+  }
+  return true;
+}
+
+static void put_field(out_t *o, const char *name, const char *value) {
+  size_t n = strlen(value);
+
+  if (!value_ok(value)) {
+    o->failed = true;
+    return;
+  }
+  trim(&value, &n);
+  puts_(o, name);
+  puts_(o, ": ");
+  put(o, value, n);
+  puts_(o, "\r\n");
+}
+
+static void put_hdr(out_t *o, const zg_http_head_t *h, size_t i) {
+  const char *v;
+  size_t n;
+
+  hdr_value(h, i, &v, &n);
+  put(o, hdr_name(h, i), h->hdr[i].name_len);
+  put(o, ": ", 2);
+  put(o, v, n);
+  put(o, "\r\n", 2);
+}
+
+static void put_framing(out_t *o, zg_framing_t framing, uint64_t length) {
+  if (framing == ZG_FRAMING_LENGTH) {
+    puts_(o, "Content-Length: ");
+    put_u64(o, length);
+    puts_(o, "\r\n");
+  } else if (framing == ZG_FRAMING_CHUNKED) {
+    puts_(o, "Transfer-Encoding: chunked\r\n");
+  }
+}
+
+/* Room for the NUL too, which is not counted. */
+static int finish(out_t *o) {
+  if (o->failed || o->len >= o->cap || o->len > INT_MAX)
+    return -1;
+  o->p[o->len] = '\0';
+  return (int)o->len;
+}
+
+/* llhttp's HTTP methods (HTTP_METHOD_MAP in llhttp.h), by their enum
+ * values, so that this file needs no llhttp_method_name(). */
+static const char *const method_names[] = {
+    [HTTP_DELETE] = "DELETE",
+    [HTTP_GET] = "GET",
+    [HTTP_HEAD] = "HEAD",
+    [HTTP_POST] = "POST",
+    [HTTP_PUT] = "PUT",
+    [HTTP_CONNECT] = "CONNECT",
+    [HTTP_OPTIONS] = "OPTIONS",
+    [HTTP_TRACE] = "TRACE",
+    [HTTP_COPY] = "COPY",
+    [HTTP_LOCK] = "LOCK",
+    [HTTP_MKCOL] = "MKCOL",
+    [HTTP_MOVE] = "MOVE",
+    [HTTP_PROPFIND] = "PROPFIND",
+    [HTTP_PROPPATCH] = "PROPPATCH",
+    [HTTP_SEARCH] = "SEARCH",
+    [HTTP_UNLOCK] = "UNLOCK",
+    [HTTP_BIND] = "BIND",
+    [HTTP_REBIND] = "REBIND",
+    [HTTP_UNBIND] = "UNBIND",
+    [HTTP_ACL] = "ACL",
+    [HTTP_REPORT] = "REPORT",
+    [HTTP_MKACTIVITY] = "MKACTIVITY",
+    [HTTP_CHECKOUT] = "CHECKOUT",
+    [HTTP_MERGE] = "MERGE",
+    [HTTP_MSEARCH] = "M-SEARCH",
+    [HTTP_NOTIFY] = "NOTIFY",
+    [HTTP_SUBSCRIBE] = "SUBSCRIBE",
+    [HTTP_UNSUBSCRIBE] = "UNSUBSCRIBE",
+    [HTTP_PATCH] = "PATCH",
+    [HTTP_PURGE] = "PURGE",
+    [HTTP_MKCALENDAR] = "MKCALENDAR",
+    [HTTP_LINK] = "LINK",
+    [HTTP_UNLINK] = "UNLINK",
+    [HTTP_SOURCE] = "SOURCE",
+};
+
+static const char *method_name(int method) {
+  if (method < 0 ||
+      (size_t)method >= sizeof(method_names) / sizeof(method_names[0]))
+    return NULL;
+  return method_names[method];
+}
+
+int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
+                          const zg_http_req_out_t *o) {
+  out_t w = {out, cap, 0, false};
+  const char *method = method_name(h->method);
+  const char *authority = NULL;
+  size_t authority_len = 0;
+  bool xff_hop, xff_any = false;
+
+  if (method == NULL)
+    return -1;
+  /* Only absolute-form has an authority; a bad target has none. */
+  if (zg_http_split_target(h->buf + h->url_off, h->url_len, NULL, NULL, NULL,
+                           NULL, &authority, &authority_len) != 0)
+    authority_len = 0;
+
+  /* Request line: the target must not end it early. */
+  puts_(&w, method);
+  put(&w, " ", 1);
+  if (o->target != NULL) {
+    if (o->target[0] == '\0')
+      return -1;
+    for (const char *c = o->target; *c != '\0'; c++)
+      if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+        return -1;
+    puts_(&w, o->target);
+  } else {
+    put(&w, h->buf + h->url_off, h->url_len);
+  }
+  puts_(&w, " HTTP/1.1\r\n");
+
+  /* Host first (RFC 9112 §3.2: SHOULD). For an absolute-form target the
+   * authority replaces any Host received (RFC 9112 §3.2.2, MUST). */
+  if (o->host != NULL) {
+    put_field(&w, "Host", o->host);
+  } else {
+    size_t host = hdr_index(h, "Host");
+
+    puts_(&w, "Host: ");
+    if (authority_len > 0) {
+      put(&w, authority, authority_len);
+    } else if (host < h->n_hdr) {
+      const char *v;
+      size_t n;
+
+      hdr_value(h, host, &v, &n);
+      put(&w, v, n);
+    }
+    puts_(&w, "\r\n");
+  }
+
+  for (size_t i = 0; i < h->n_hdr; i++) {
+    if (is_hop_by_hop(h, i) || hdr_is(h, i, "Host") ||
+        hdr_is(h, i, "X-Forwarded-For") || hdr_is(h, i, "X-Forwarded-Proto") ||
+        hdr_is(h, i, "X-Forwarded-Host"))
+      continue;
+    put_hdr(&w, h, i);
+  }
+
+  /* One X-Forwarded-For: the client's hops in order, then the client. A
+   * client naming it in Connection drops its own values, not ours. */
+  xff_hop = connection_lists(h, "X-Forwarded-For", 15);
+  for (size_t i = 0; i < h->n_hdr && !xff_hop; i++) {
+    const char *v;
+    size_t n;
+
+    if (!hdr_is(h, i, "X-Forwarded-For"))
+      continue;
+    hdr_value(h, i, &v, &n);
+    if (n == 0)
+      continue;
+    puts_(&w, xff_any ? ", " : "X-Forwarded-For: ");
+    put(&w, v, n);
+    xff_any = true;
+  }
+  if (o->client_addr != NULL) {
+    if (!value_ok(o->client_addr))
+      return -1;
+    puts_(&w, xff_any ? ", " : "X-Forwarded-For: ");
+    puts_(&w, o->client_addr);
+    xff_any = true;
+  }
+  if (xff_any)
+    puts_(&w, "\r\n");
+  if (o->proto != NULL)
+    put_field(&w, "X-Forwarded-Proto", o->proto);
+  if (o->fwd_host != NULL)
+    put_field(&w, "X-Forwarded-Host", o->fwd_host);
+  put_framing(&w, o->framing, o->body_length);
+  if (o->close)
+    puts_(&w, "Connection: close\r\n");
+  puts_(&w, "\r\n");
+  return finish(&w);
+}
+
+int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
+                           const zg_http_resp_out_t *o) {
+  out_t w = {out, cap, 0, false};
+  const char *reason = h->buf + h->reason_off;
+  size_t reason_len = h->reason_len;
+
+  if (h->status < 100 || h->status > 999)
+    return -1;
+  trim(&reason, &reason_len);
+  puts_(&w, "HTTP/1.1 ");
+  put_u64(&w, (uint64_t)h->status);
+  put(&w, " ", 1);
+  if (reason_len > 0)
+    put(&w, reason, reason_len);
+  else
+    puts_(&w, zg_http_reason(h->status));
+  puts_(&w, "\r\n");
+  for (size_t i = 0; i < h->n_hdr; i++)
+    if (!is_hop_by_hop(h, i))
+      put_hdr(&w, h, i);
+  /* RFC 9112 §6.3: these never have a body, whatever they say. */
+  if (h->status >= 200 && h->status != 204 && h->status != 304)
+    put_framing(&w, o->framing, o->body_length);
+  if (o->close)
+    puts_(&w, "Connection: close\r\n");
+  else if (o->keep_alive)
+    puts_(&w, "Connection: keep-alive\r\n");
+  puts_(&w, "\r\n");
+  return finish(&w);
+}
+
+int zg_http_error_response(char *out, size_t cap, int status,
+                           const char *message, bool close, bool head_request) {
+  out_t w = {out, cap, 0, false};
+
+  if (status < 100 || status > 999)
+    return -1;
+  if (message == NULL)
+    message = zg_http_reason(status);
+  puts_(&w, "HTTP/1.1 ");
+  put_u64(&w, (uint64_t)status);
+  put(&w, " ", 1);
+  puts_(&w, zg_http_reason(status));
+  puts_(&w, "\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: ");
+  /* A HEAD response tells the length the GET body would have (RFC 9110
+   * §9.3.2). */
+  put_u64(&w, (uint64_t)strlen(message) + 1);
+  puts_(&w, "\r\n");
+  if (close)
+    puts_(&w, "Connection: close\r\n");
+  puts_(&w, "\r\n");
+  if (!head_request) {
+    puts_(&w, message);
+    put(&w, "\n", 1);
+  }
+  return finish(&w);
+}
+
+const char *zg_http_reason(int status) {
+  /* RFC 9110 §15 */
+  switch (status) {
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 411:
+    return "Length Required";
+  case 413:
+    return "Content Too Large";
+  case 414:
+    return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 417:
+    return "Expectation Failed";
+  case 421:
+    return "Misdirected Request";
+  case 426:
+    return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  }
+  return "Unknown";
+}

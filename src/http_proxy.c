@@ -1,0 +1,1571 @@
+/* HTTP/1.1 proxying. See http_proxy.h.
+ *
+ * One session per client connection, one exchange (request and response)
+ * at a time. The client's bytes collect in the session's input buffer and
+ * go through llhttp (strict mode); the parser pauses at the end of a
+ * request head, so that the head can be checked, routed and rewritten
+ * while the body waits in the buffer, and at the end of a request, so that
+ * pipelined requests wait for the response before them.
+ *
+ * Heads are re-serialised for the other side (http_msg.c): one framing
+ * header, hop-by-hop headers dropped, X-Forwarded-* set. Bodies are
+ * streamed: chunked bodies are re-chunked from llhttp's decoded data,
+ * others passed as they come. Each direction stops reading while the other
+ * side's write queue is above a high-water mark (backpressure), so memory
+ * per connection stays bounded whatever the body size.
+ *
+ * Upstream connections are kept per instance when both sides of the
+ * exchange allow it; an idle one is read from, so that a close by the
+ * instance is seen and the connection dropped before anyone uses it. A
+ * request without a body that fails on a reused connection before any
+ * response byte is sent once more on a new connection. */
+#include "zkgate/http_proxy.h"
+
+#include "zkgate/error.h"
+#include "zkgate/http_msg.h"
+#include "zkgate/listener.h"
+#include "zkgate/log.h"
+
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define HEAD_MAX 65536     /* request or response head */
+#define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
+#define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
+#define MAX_TRIES 3        /* instances tried per request */
+#define MAX_IDLE_UPSTREAM 1024
+#define SWEEP_MS 1000
+
+typedef enum {
+  HS_HEAD = 0, /* reading a request head (or waiting for one) */
+  HS_CONNECT,  /* the head is in; getting an upstream connection */
+  HS_EXCHANGE, /* request sent or being sent; response expected */
+  HS_CLOSING,
+} hs_state_t;
+
+typedef struct zg_http_upstream zg_http_upstream_t;
+typedef struct zg_http_session zg_http_session_t;
+
+struct zg_http_upstream {
+  zg_gateway_t *gw;
+  zg_http_session_t *s;            /* while in use; NULL when idle */
+  zg_http_upstream_t *prev, *next; /* the gateway's idle list */
+  uv_tcp_t tcp;
+  uv_timer_t ctimer; /* connect timeout */
+  uv_connect_t creq;
+  uv_getaddrinfo_t gai;
+  unsigned handles; /* tcp and ctimer, until both are closed */
+  llhttp_t pp;
+  char key[ZG_HOST_MAX + 10]; /* the instance, "host:port" */
+  char *head;                 /* response head bytes, while reading it */
+  size_t head_len;
+  zg_http_head_t resp;
+  uint64_t idle_since_ms;
+  unsigned connected : 1;
+  unsigned closing : 1;
+  unsigned idle : 1;
+  unsigned in_head : 1;    /* reading a response head */
+  unsigned keep : 1;       /* reusable after the response */
+  unsigned value_open : 1; /* last header callback was a value */
+  unsigned used : 1;       /* has carried a request before this one */
+  unsigned resolving : 1;  /* a name lookup is out */
+  unsigned extra_bytes;    /* trailer and chunk extension bytes */
+};
+
+struct zg_http_session {
+  zg_gateway_t *gw;
+  zg_http_listener_t *hl;
+  zg_http_session_t *prev, *next;
+  hs_state_t state;
+  uv_tcp_t client;
+  uv_timer_t timer;
+  llhttp_t rp;
+  char *in; /* client bytes: HEAD_MAX + ZG_BUF_SIZE, allocated on demand */
+  size_t in_len, in_off; /* bytes held; bytes given to the parser */
+  size_t head_start;     /* where the current request began in `in` */
+  zg_http_head_t req;
+  unsigned value_open : 1;
+  unsigned head_seen : 1; /* the request head is complete */
+  unsigned reading : 1;
+  unsigned client_keep : 1; /* the client may send another request */
+  unsigned head_req : 1;    /* HEAD: the response has no body */
+  unsigned req_chunked : 1; /* request body re-chunked upstream */
+  unsigned req_has_body : 1;
+  unsigned req_done : 1;  /* the whole request was passed on */
+  unsigned resp_head : 1; /* a final response head went to the client */
+  unsigned resp_done : 1;
+  unsigned close_after : 1;  /* close the client after this response */
+  unsigned client_eof : 1;   /* the client closed its side */
+  unsigned resp_chunked : 1; /* response body chunked to the client */
+  unsigned retried : 1;      /* the one retry on a fresh connection */
+  unsigned lingering : 1;    /* response out, write side shut, draining */
+  unsigned too_many : 1;     /* more header fields than we keep */
+  unsigned extra_bytes;      /* trailer and chunk extension bytes */
+  uint64_t head_begin_ms;    /* first byte of the current request head */
+  zg_service_t *svc;
+  zg_pool_t *pool;
+  size_t tried[MAX_TRIES];
+  size_t ntried;
+  char *up_head; /* the rewritten request head */
+  size_t up_head_len;
+  zg_http_upstream_t *up;
+  unsigned handles;
+  uint64_t last_active_ms, sent_ms, linger_ms;
+  uv_shutdown_t shutdown_req;
+  uint64_t requests;
+  const char *reason;
+  char client_addr[64];
+  char client_ip[48];
+};
+
+static llhttp_settings_t req_settings, resp_settings;
+
+static void session_end(zg_http_session_t *s, const char *reason);
+static void process_input(zg_http_session_t *s);
+static void upstream_release(zg_http_upstream_t *u, int reuse);
+static void try_instance(zg_http_session_t *s);
+static void client_read_start(zg_http_session_t *s);
+static void linger_close(zg_http_session_t *s);
+
+/* ---- writing --------------------------------------------------------- */
+
+typedef struct {
+  uv_write_t req;
+  void *owner; /* session or upstream, by `to_client` */
+  int to_client;
+  char data[];
+} wbuf_t;
+
+static void on_client_write(uv_write_t *req, int status);
+static void on_upstream_write(uv_write_t *req, int status);
+
+/* Copies `parts` into one write. The copy keeps llhttp's pointers into
+ * buffers that are reused right after. */
+static int write_parts(uv_stream_t *to, void *owner, int to_client,
+                       const uv_buf_t *parts, size_t n) {
+  size_t len = 0, off = 0;
+  wbuf_t *w;
+  uv_buf_t b;
+  int rc;
+  for (size_t i = 0; i < n; i++)
+    len += parts[i].len;
+  if (len == 0)
+    return 0;
+  w = malloc(sizeof(*w) + len);
+  if (!w)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(w->data + off, parts[i].base, parts[i].len);
+    off += parts[i].len;
+  }
+  w->owner = owner;
+  w->to_client = to_client;
+  b = uv_buf_init(w->data, (unsigned)len);
+  rc = uv_write(&w->req, to, &b, 1,
+                to_client ? on_client_write : on_upstream_write);
+  if (rc < 0)
+    free(w);
+  return rc;
+}
+
+static int to_client(zg_http_session_t *s, const char *p, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
+  return write_parts((uv_stream_t *)&s->client, s, 1, &b, 1);
+}
+
+static int to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
+  return write_parts((uv_stream_t *)&u->tcp, u, 0, &b, 1);
+}
+
+/* One chunk of a chunked body (RFC 9112 §7.1). */
+static int chunk_to(uv_stream_t *to, void *owner, int client, const char *p,
+                    size_t len) {
+  char size[24];
+  uv_buf_t parts[3];
+  int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+  parts[0] = uv_buf_init(size, (unsigned)n);
+  parts[1] = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
+  parts[2] = uv_buf_init((char *)(uintptr_t) "\r\n", 2);
+  return write_parts(to, owner, client, parts, 3);
+}
+
+static size_t queued(uv_tcp_t *t) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)t);
+}
+
+/* ---- error responses ------------------------------------------------- */
+
+static void respond_error(zg_http_session_t *s, int status,
+                          const char *message) {
+  char buf[1024];
+  int n;
+  zg_log_level_t lvl = status >= 500 ? ZG_LOG_WARN : ZG_LOG_INFO;
+  if (zg_log_enabled(lvl))
+    zg_log(lvl, "http", "client %s: %d %s%s%s", s->client_addr, status, message,
+           s->svc ? " service " : "", s->svc ? s->svc->conf->name : "");
+  s->close_after = 1;
+  s->resp_head = 1;
+  n = zg_http_error_response(buf, sizeof(buf), status, message, true,
+                             s->head_req);
+  if (n > 0 && to_client(s, buf, (size_t)n) == 0) {
+    /* Closed once the write is done: on_client_write sees close_after. */
+    s->resp_done = 1;
+    s->req_done = 1;
+    s->state = HS_EXCHANGE;
+    if (s->reading) {
+      uv_read_stop((uv_stream_t *)&s->client);
+      s->reading = 0;
+    }
+    return;
+  }
+  session_end(s, "client write error");
+}
+
+/* ---- session end ----------------------------------------------------- */
+
+static void session_free_if_done(zg_http_session_t *s) {
+  if (s->handles > 0)
+    return;
+  free(s->in);
+  free(s->up_head);
+  zg_pool_unref(s->pool);
+  free(s);
+}
+
+static void on_session_handle_closed(uv_handle_t *h) {
+  zg_http_session_t *s = h->data;
+  s->handles--;
+  session_free_if_done(s);
+}
+
+static void session_end(zg_http_session_t *s, const char *reason) {
+  zg_gateway_t *gw = s->gw;
+  if (s->state == HS_CLOSING)
+    return;
+  s->state = HS_CLOSING;
+  s->reason = reason;
+  if (s->svc)
+    s->svc->active--;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    gw->http_sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
+           s->client_addr, reason, (unsigned long long)s->requests);
+  if (s->up) {
+    zg_http_upstream_t *u = s->up;
+    s->up = NULL;
+    u->s = NULL;
+    upstream_release(u, 0);
+  }
+  uv_close((uv_handle_t *)&s->client, on_session_handle_closed);
+  uv_close((uv_handle_t *)&s->timer, on_session_handle_closed);
+}
+
+/* ---- upstream connections -------------------------------------------- */
+
+static void upstream_free_if_done(zg_http_upstream_t *u) {
+  if (u->handles > 0 || u->resolving)
+    return;
+  free(u->head);
+  free(u);
+}
+
+static void on_upstream_closed(uv_handle_t *h) {
+  zg_http_upstream_t *u = h->data;
+  u->handles--;
+  upstream_free_if_done(u);
+}
+
+static void idle_unlink(zg_http_upstream_t *u) {
+  zg_gateway_t *gw = u->gw;
+  if (!u->idle)
+    return;
+  if (u->prev)
+    u->prev->next = u->next;
+  else
+    gw->http_idle = u->next;
+  if (u->next)
+    u->next->prev = u->prev;
+  u->prev = u->next = NULL;
+  u->idle = 0;
+  gw->n_http_idle--;
+}
+
+static void upstream_close(zg_http_upstream_t *u) {
+  if (u->closing)
+    return;
+  u->closing = 1;
+  idle_unlink(u);
+  if (u->resolving)
+    uv_cancel((uv_req_t *)&u->gai);
+  uv_close((uv_handle_t *)&u->tcp, on_upstream_closed);
+  uv_close((uv_handle_t *)&u->ctimer, on_upstream_closed);
+}
+
+static void on_idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char sink[64]; /* anything read while idle ends the connection */
+  (void)h;
+  (void)suggested;
+  buf->base = sink;
+  buf->len = sizeof(sink);
+}
+
+static void on_idle_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  zg_http_upstream_t *u = st->data;
+  (void)buf;
+  if (nread == 0)
+    return;
+  /* EOF, an error, or bytes nobody asked for: not reusable. */
+  zg_debug("http", "idle connection to %s closed (%s)", u->key,
+           nread < 0 ? uv_strerror((int)nread) : "unexpected bytes");
+  upstream_close(u);
+}
+
+/* Done with `u` for this exchange: back to the idle list, or closed. */
+static void upstream_release(zg_http_upstream_t *u, int reuse) {
+  zg_gateway_t *gw = u->gw;
+  u->s = NULL;
+  if (!reuse || !u->keep || u->closing || gw->stopping ||
+      gw->n_http_idle >= MAX_IDLE_UPSTREAM || u->in_head) {
+    upstream_close(u);
+    return;
+  }
+  free(u->head);
+  u->head = NULL;
+  u->head_len = 0;
+  uv_read_stop((uv_stream_t *)&u->tcp);
+  if (uv_read_start((uv_stream_t *)&u->tcp, on_idle_alloc, on_idle_read) < 0) {
+    upstream_close(u);
+    return;
+  }
+  u->idle = 1;
+  u->used = 1;
+  u->idle_since_ms = uv_now(gw->loop);
+  u->next = gw->http_idle;
+  u->prev = NULL;
+  if (gw->http_idle)
+    gw->http_idle->prev = u;
+  gw->http_idle = u;
+  gw->n_http_idle++;
+}
+
+static zg_http_upstream_t *idle_take(zg_gateway_t *gw, const char *key) {
+  for (zg_http_upstream_t *u = gw->http_idle; u; u = u->next)
+    if (!strcmp(u->key, key) && !u->closing) {
+      idle_unlink(u);
+      uv_read_stop((uv_stream_t *)&u->tcp);
+      return u;
+    }
+  return NULL;
+}
+
+static void on_sweep(uv_timer_t *t) {
+  zg_gateway_t *gw = t->data;
+  uint64_t now = uv_now(gw->loop), idle = gw->cfg->proxy.idle_timeout_ms;
+  zg_http_upstream_t *u = gw->http_idle, *next;
+  if (idle == 0)
+    return;
+  for (; u; u = next) {
+    next = u->next;
+    if (now - u->idle_since_ms >= idle)
+      upstream_close(u);
+  }
+}
+
+/* ---- response from the instance -------------------------------------- */
+
+static int resp_on_status(llhttp_t *p, const char *at, size_t len) {
+  zg_http_upstream_t *u = p->data;
+  if (u->resp.reason_len == 0)
+    u->resp.reason_off = (uint32_t)(at - u->head);
+  u->resp.reason_len += (uint32_t)len;
+  return 0;
+}
+
+static int hdr_field(zg_http_head_t *h, unsigned *value_open, const char *base,
+                     const char *at, size_t len) {
+  if (*value_open || h->n_hdr == 0) {
+    if (h->n_hdr == ZG_HTTP_MAX_HEADERS)
+      return -1;
+    h->hdr[h->n_hdr].name_off = (uint32_t)(at - base);
+    h->hdr[h->n_hdr].name_len = 0;
+    h->hdr[h->n_hdr].value_off = 0;
+    h->hdr[h->n_hdr].value_len = 0;
+    h->n_hdr++;
+    *value_open = 0;
+  }
+  h->hdr[h->n_hdr - 1].name_len += (uint32_t)len;
+  return 0;
+}
+
+static int hdr_value(zg_http_head_t *h, unsigned *value_open, const char *base,
+                     const char *at, size_t len) {
+  zg_hdr_t *hd = &h->hdr[h->n_hdr - 1];
+  if (!*value_open) {
+    hd->value_off = (uint32_t)(at - base);
+    hd->value_len = 0;
+    *value_open = 1;
+  }
+  hd->value_len += (uint32_t)len;
+  return 0;
+}
+
+static int resp_extra(llhttp_t *p, size_t len) {
+  zg_http_upstream_t *u = p->data;
+  u->extra_bytes += (unsigned)len;
+  if (u->extra_bytes > 16384) {
+    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
+    return -1;
+  }
+  return 0;
+}
+
+static int resp_on_chunk_ext(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  return resp_extra(p, len);
+}
+
+static int resp_on_field(llhttp_t *p, const char *at, size_t len) {
+  zg_http_upstream_t *u = p->data;
+  unsigned vo = u->value_open;
+  int rc;
+  if (!u->in_head)
+    return resp_extra(p, len); /* a trailer */
+  rc = hdr_field(&u->resp, &vo, u->head, at, len);
+  u->value_open = vo;
+  return rc;
+}
+
+static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
+  zg_http_upstream_t *u = p->data;
+  unsigned vo = u->value_open;
+  int rc;
+  if (!u->in_head)
+    return resp_extra(p, len);
+  rc = hdr_value(&u->resp, &vo, u->head, at, len);
+  u->value_open = vo;
+  return rc;
+}
+
+/* The end of the head in `buf`: just past the first empty line. */
+static size_t head_end(const char *buf, size_t len) {
+  for (size_t i = 0; i + 1 < len; i++)
+    if (buf[i] == '\n') {
+      if (buf[i + 1] == '\n')
+        return i + 2;
+      if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
+        return i + 3;
+    }
+  return len;
+}
+
+static void fill_head_common(zg_http_head_t *h, llhttp_t *p) {
+  h->major = p->http_major;
+  h->minor = p->http_minor;
+  h->chunked = (p->flags & F_CHUNKED) != 0;
+  h->content_length =
+      (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+}
+
+static int resp_on_headers_complete(llhttp_t *p) {
+  zg_http_upstream_t *u = p->data;
+  zg_http_session_t *s = u->s;
+  zg_http_resp_out_t o;
+  const char *reason;
+  char *out;
+  int n, status = p->status_code, no_body;
+
+  if (!s)
+    return -1;
+  u->resp.buf = u->head;
+  u->resp.is_request = false;
+  u->resp.status = status;
+  fill_head_common(&u->resp, p);
+  if (status == 101) {
+    /* Upgrade headers are never passed on, so no instance should switch
+     * protocols on us. */
+    llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
+    return -1;
+  }
+  if (zg_http_prescan(u->head, head_end(u->head, u->head_len), &reason) != 0 ||
+      zg_http_check_response(&u->resp, &reason) != 0) {
+    llhttp_set_error_reason(p, reason);
+    return -1;
+  }
+  /* 1xx (but 101), 204, 304 and responses to HEAD have no body whatever
+   * their headers say (RFC 9112 §6.3); llhttp 8.1 would read one. */
+  no_body = (status >= 100 && status < 200) || status == 204 || status == 304 ||
+            s->head_req;
+  memset(&o, 0, sizeof(o));
+  if (status >= 100 && status < 200) {
+    o.framing = ZG_FRAMING_NONE; /* interim: forwarded, then the next one */
+  } else {
+    u->in_head = 0; /* body reads go to pooled buffers */
+    s->resp_head = 1;
+    s->sent_ms = 0; /* the response timeout no longer applies */
+    if (no_body) {
+      o.framing = ZG_FRAMING_NONE;
+      if (u->resp.content_length >= 0 && s->head_req) {
+        o.framing = ZG_FRAMING_LENGTH; /* tells the length a GET would get */
+        o.body_length = (uint64_t)u->resp.content_length;
+      }
+    } else if (u->resp.content_length >= 0 && !u->resp.chunked) {
+      o.framing = ZG_FRAMING_LENGTH;
+      o.body_length = (uint64_t)u->resp.content_length;
+    } else if (s->req.major == 1 && s->req.minor >= 1) {
+      o.framing = ZG_FRAMING_CHUNKED;
+      s->resp_chunked = 1;
+    } else {
+      /* An HTTP/1.0 client and no length: the end of the body is the end
+       * of the connection. */
+      s->close_after = 1;
+    }
+    if (!s->client_keep)
+      s->close_after = 1;
+    o.close = s->close_after;
+    o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
+  }
+  out = malloc(OUT_HEAD_MAX);
+  if (!out)
+    return -1;
+  n = zg_http_write_response(out, OUT_HEAD_MAX, &u->resp, &o);
+  if (n < 0 || to_client(s, out, (size_t)n) != 0) {
+    free(out);
+    return -1;
+  }
+  free(out);
+  return no_body ? 1 : 0;
+}
+
+static int resp_on_body(llhttp_t *p, const char *at, size_t len) {
+  zg_http_upstream_t *u = p->data;
+  zg_http_session_t *s = u->s;
+  if (!s)
+    return -1;
+  if (s->resp_chunked)
+    return chunk_to((uv_stream_t *)&s->client, s, 1, at, len) ? -1 : 0;
+  return to_client(s, at, len) ? -1 : 0;
+}
+
+static void exchange_done(zg_http_session_t *s);
+
+static int resp_on_message_complete(llhttp_t *p) {
+  zg_http_upstream_t *u = p->data;
+  zg_http_session_t *s = u->s;
+  int status = p->status_code;
+  if (!s)
+    return -1;
+  if (status >= 100 && status < 200 && status != 101) {
+    /* Interim: the final response follows on the same connection. */
+    u->in_head = 1;
+    u->resp.n_hdr = 0;
+    u->resp.reason_len = 0;
+    u->value_open = 0;
+    return HPE_PAUSED;
+  }
+  if (s->resp_chunked && to_client(s, "0\r\n\r\n", 5) != 0)
+    return -1;
+  u->keep = llhttp_should_keep_alive(p) ? 1 : 0;
+  s->resp_done = 1;
+  return HPE_PAUSED; /* one response per exchange */
+}
+
+static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  zg_http_upstream_t *u = h->data;
+  (void)suggested;
+  if (u->in_head) {
+    /* Heads collect in their own buffer so that llhttp's offsets into it
+     * stay valid across reads. */
+    if (!u->head)
+      u->head = malloc(HEAD_MAX);
+    b->base = u->head ? u->head + u->head_len : NULL;
+    b->len = u->head ? HEAD_MAX - u->head_len : 0;
+    return;
+  }
+  b->base = zg_buf_get(u->gw);
+  b->len = b->base ? ZG_BUF_SIZE : 0;
+}
+
+static void upstream_failed(zg_http_session_t *s, const char *why, int status);
+
+/* Feeds response bytes to the parser and acts on what it says. */
+static void upstream_parse(zg_http_upstream_t *u, const char *data,
+                           size_t len) {
+  zg_http_session_t *s = u->s;
+  llhttp_errno_t err;
+  for (;;) {
+    const char *stop;
+    err = llhttp_execute(&u->pp, data, len);
+    if (err == HPE_OK)
+      return;
+    if (err != HPE_PAUSED)
+      break;
+    stop = llhttp_get_error_pos(&u->pp);
+    if (s->resp_done) {
+      if (stop != data + len)
+        u->keep = 0; /* bytes after the response: not reusable */
+      exchange_done(s);
+      return;
+    }
+    /* An interim response was forwarded: parse on, from a fresh head. */
+    llhttp_resume(&u->pp);
+    u->head_len = 0;
+    len -= (size_t)(stop - data);
+    data = stop;
+    if (u->in_head) {
+      memmove(u->head, data, len);
+      data = u->head;
+      u->head_len = len;
+    }
+  }
+  zg_warn("http", "instance %s: bad response: %s", u->key,
+          llhttp_get_error_reason(&u->pp) ? llhttp_get_error_reason(&u->pp)
+                                          : llhttp_errno_name(err));
+  u->keep = 0;
+  upstream_failed(s, "bad response from the instance", 502);
+}
+
+static void on_upstream_read(uv_stream_t *st, ssize_t nread,
+                             const uv_buf_t *buf) {
+  zg_http_upstream_t *u = st->data;
+  zg_http_session_t *s = u->s;
+  int in_head = u->in_head;
+
+  if (!s || s->state == HS_CLOSING) {
+    if (!in_head)
+      zg_buf_put(u->gw, buf->base);
+    return;
+  }
+  if (nread > 0) {
+    s->last_active_ms = uv_now(s->gw->loop);
+    if (in_head) {
+      u->head_len += (size_t)nread;
+      if (u->head_len >= HEAD_MAX) {
+        u->keep = 0;
+        upstream_failed(s, "response head too large", 502);
+        return;
+      }
+      upstream_parse(u, buf->base, (size_t)nread);
+    } else {
+      upstream_parse(u, buf->base, (size_t)nread);
+      zg_buf_put(u->gw, buf->base);
+    }
+    /* Backpressure: the client drains slower than the instance sends. */
+    if (u->s && !u->closing && queued(&s->client) > HIGH_WATER)
+      uv_read_stop(st);
+    return;
+  }
+  if (!in_head)
+    zg_buf_put(u->gw, buf->base);
+  if (nread == 0)
+    return;
+  if (nread == UV_EOF && !u->in_head) {
+    /* A body read until the connection closes ends here. */
+    llhttp_errno_t fin = llhttp_finish(&u->pp);
+    if ((fin == HPE_OK || fin == HPE_PAUSED) && s->resp_done) {
+      u->keep = 0;
+      exchange_done(s);
+      return;
+    }
+  }
+  u->keep = 0;
+  upstream_failed(s,
+                  nread == UV_EOF ? "instance closed the connection"
+                                  : "instance connection error",
+                  502);
+}
+
+/* The instance failed us. Before any response byte reached the client, a
+ * request without a body gets one more try on a fresh connection when the
+ * failure was on a reused one (it may have been closed just as we sent),
+ * else a 502/504; after, the client connection is closed. */
+static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
+  zg_http_upstream_t *u = s->up;
+  int reused = u && u->used;
+  if (u) {
+    /* A fresh connection that fails is the instance's fault; a reused one
+     * may just have been closed by it while idle. */
+    if (!reused)
+      zg_health_failed(s->gw, u->key);
+    s->up = NULL;
+    upstream_release(u, 0);
+  }
+  if (s->resp_head) {
+    session_end(s, why);
+    return;
+  }
+  if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING) {
+    s->retried = 1;
+    s->ntried = 0;
+    s->state = HS_CONNECT;
+    try_instance(s);
+    return;
+  }
+  respond_error(s, status,
+                status == 504 ? "the instance did not answer in time"
+                              : "the instance failed to answer");
+}
+
+static void upstream_read_start(zg_http_upstream_t *u) {
+  u->in_head = 1;
+  u->head_len = 0;
+  u->resp.n_hdr = 0;
+  u->resp.reason_len = 0;
+  u->value_open = 0;
+  u->keep = 0;
+  u->extra_bytes = 0;
+  llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
+  u->pp.data = u;
+  uv_read_start((uv_stream_t *)&u->tcp, on_upstream_alloc, on_upstream_read);
+}
+
+static void on_upstream_write(uv_write_t *req, int status) {
+  wbuf_t *w = (wbuf_t *)req;
+  zg_http_upstream_t *u = w->owner;
+  zg_http_session_t *s = u->s;
+  free(w);
+  if (!s || s->state == HS_CLOSING || u->closing)
+    return;
+  if (status < 0) {
+    u->keep = 0;
+    upstream_failed(s, "instance write error", 502);
+    return;
+  }
+  /* Drained: read the client again if its body was paused for us. */
+  if (!s->req_done && !s->reading && queued(&u->tcp) <= HIGH_WATER / 2)
+    client_read_start(s);
+}
+
+/* ---- sending the request --------------------------------------------- */
+
+static void send_request(zg_http_session_t *s) {
+  zg_http_upstream_t *u = s->up;
+  s->state = HS_EXCHANGE;
+  s->sent_ms = uv_now(s->gw->loop);
+  if (to_upstream(u, s->up_head, s->up_head_len) != 0) {
+    upstream_failed(s, "instance write error", 502);
+    return;
+  }
+  upstream_read_start(u);
+  if (s->req_done)
+    return; /* no body: the parser waits at the end of the request */
+  /* The body is waiting in the input buffer: parse on. */
+  llhttp_resume(&s->rp);
+  process_input(s);
+  if (s->state == HS_EXCHANGE && !s->req_done)
+    client_read_start(s);
+}
+
+/* A connection to the instance could not be had: mark it for passive
+ * health and move on to another. */
+static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
+                           const char *why) {
+  uint64_t dropped;
+  s->svc->connect_failures++;
+  zg_health_failed(s->gw, u->key);
+  if (zg_ratelimit_allow(&s->svc->connect_fail_rl, uv_now(s->gw->loop),
+                         &dropped))
+    zg_warn("http", "service %s: cannot connect to instance %s: %s",
+            s->svc->conf->name, u->key, why);
+  s->up = NULL;
+  u->s = NULL;
+  upstream_close(u);
+  try_instance(s);
+}
+
+static void on_upstream_connect(uv_connect_t *req, int status) {
+  zg_http_upstream_t *u = req->data;
+  zg_http_session_t *s = u->s;
+  if (status == UV_ECANCELED || u->closing || !s || s->state != HS_CONNECT) {
+    if (!u->closing)
+      upstream_close(u);
+    return;
+  }
+  uv_timer_stop(&u->ctimer);
+  if (status < 0) {
+    connect_failed(s, u, uv_strerror(status));
+    return;
+  }
+  u->connected = 1;
+  uv_tcp_nodelay(&u->tcp, 1);
+  send_request(s);
+}
+
+static void on_connect_timeout(uv_timer_t *t) {
+  zg_http_upstream_t *u = t->data;
+  if (u->s && !u->connected && !u->closing)
+    connect_failed(u->s, u, "connect timeout");
+}
+
+static void connect_to(zg_http_upstream_t *u, const struct sockaddr *sa) {
+  int rc = uv_tcp_connect(&u->creq, &u->tcp, sa, on_upstream_connect);
+  if (rc < 0)
+    connect_failed(u->s, u, uv_strerror(rc));
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  zg_http_upstream_t *u = req->data;
+  u->resolving = 0;
+  if (u->closing || !u->s) {
+    uv_freeaddrinfo(res);
+    upstream_free_if_done(u);
+    return;
+  }
+  if (status < 0 || !res) {
+    uv_freeaddrinfo(res);
+    connect_failed(u->s, u, status < 0 ? uv_strerror(status) : "no address");
+    return;
+  }
+  connect_to(u, res->ai_addr);
+  uv_freeaddrinfo(res);
+}
+
+/* Picks an instance not tried yet (and not failed, while others remain)
+ * and gets a connection to it: an idle one, else a new one. */
+static void try_instance(zg_http_session_t *s) {
+  zg_service_t *svc = s->svc;
+  zg_gateway_t *gw = s->gw;
+  const zg_instance_t *inst;
+  zg_http_upstream_t *u;
+  char key[sizeof(u->key)];
+  size_t i;
+  int rc;
+
+  i = s->ntried < MAX_TRIES ? zg_service_pick(svc, s->pool, s->tried, s->ntried)
+                            : ZG_PICK_NONE;
+  if (i == ZG_PICK_NONE) {
+    respond_error(s, 502, "no instance of the service could be reached");
+    return;
+  }
+  s->tried[s->ntried++] = i;
+  inst = &s->pool->inst[i];
+  zg_instance_addr_str(inst, key, sizeof(key));
+  if (!s->retried && (u = idle_take(gw, key)) != NULL) {
+    u->s = s;
+    s->up = u;
+    send_request(s);
+    return;
+  }
+  u = calloc(1, sizeof(*u));
+  if (!u) {
+    respond_error(s, 503, "out of memory");
+    return;
+  }
+  u->gw = gw;
+  u->s = s;
+  memcpy(u->key, key, sizeof(u->key));
+  uv_tcp_init(gw->loop, &u->tcp);
+  uv_timer_init(gw->loop, &u->ctimer);
+  u->handles = 2;
+  u->tcp.data = u;
+  u->ctimer.data = u;
+  u->creq.data = u;
+  u->gai.data = u;
+  s->up = u;
+  s->sent_ms = uv_now(gw->loop); /* connect counts against the timeout */
+  uv_timer_start(&u->ctimer, on_connect_timeout,
+                 gw->cfg->proxy.connect_timeout_ms, 0);
+  if (inst->is_ip) {
+    struct sockaddr_storage ss;
+    rc = strchr(inst->host, ':')
+             ? uv_ip6_addr(inst->host, inst->port, (struct sockaddr_in6 *)&ss)
+             : uv_ip4_addr(inst->host, inst->port, (struct sockaddr_in *)&ss);
+    if (rc < 0)
+      connect_failed(s, u, uv_strerror(rc));
+    else
+      connect_to(u, (const struct sockaddr *)&ss);
+  } else {
+    struct addrinfo hints;
+    char port[8];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", inst->port);
+    rc = uv_getaddrinfo(gw->loop, &u->gai, on_resolved, inst->host, port,
+                        &hints);
+    if (rc < 0)
+      connect_failed(s, u, uv_strerror(rc));
+    else
+      u->resolving = 1;
+  }
+}
+
+/* ---- the request head ------------------------------------------------ */
+
+static int req_on_url(llhttp_t *p, const char *at, size_t len) {
+  zg_http_session_t *s = p->data;
+  if (s->req.url_len == 0)
+    s->req.url_off = (uint32_t)(at - s->in);
+  s->req.url_len += (uint32_t)len;
+  return 0;
+}
+
+/* Trailers and chunk extensions are dropped, but llhttp reads them with
+ * no limit: they are counted and bounded here. */
+#define EXTRA_MAX 16384
+
+static int req_extra(llhttp_t *p, const char *at, size_t len) {
+  zg_http_session_t *s = p->data;
+  (void)at;
+  s->extra_bytes += (unsigned)len;
+  if (s->extra_bytes > EXTRA_MAX) {
+    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
+    return -1;
+  }
+  return 0;
+}
+
+static int req_on_field(llhttp_t *p, const char *at, size_t len) {
+  zg_http_session_t *s = p->data;
+  unsigned vo = s->value_open;
+  int rc;
+  if (s->head_seen)
+    return req_extra(p, at, len); /* a trailer */
+  rc = hdr_field(&s->req, &vo, s->in, at, len);
+  s->value_open = vo;
+  if (rc) {
+    s->too_many = 1;
+    llhttp_set_error_reason(p, "too many header fields");
+  }
+  return rc;
+}
+
+static int req_on_value(llhttp_t *p, const char *at, size_t len) {
+  zg_http_session_t *s = p->data;
+  unsigned vo = s->value_open;
+  int rc;
+  if (s->head_seen)
+    return req_extra(p, at, len);
+  rc = hdr_value(&s->req, &vo, s->in, at, len);
+  s->value_open = vo;
+  return rc;
+}
+
+static int req_on_headers_complete(llhttp_t *p) {
+  zg_http_session_t *s = p->data;
+  s->head_seen = 1;
+  /* With a body, stop here so that it waits in the buffer while the head
+   * is checked and routed; without one, llhttp goes on to the end of the
+   * message, which pauses too. */
+  if ((p->flags & F_CHUNKED) ||
+      ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0))
+    return HPE_PAUSED;
+  return 0;
+}
+
+static int req_on_body(llhttp_t *p, const char *at, size_t len) {
+  zg_http_session_t *s = p->data;
+  zg_http_upstream_t *u = s->up;
+  if (!u)
+    return -1;
+  if (s->req_chunked)
+    return chunk_to((uv_stream_t *)&u->tcp, u, 0, at, len) ? -1 : 0;
+  return to_upstream(u, at, len) ? -1 : 0;
+}
+
+static int req_on_message_complete(llhttp_t *p) {
+  zg_http_session_t *s = p->data;
+  if (s->req_chunked && s->up && to_upstream(s->up, "0\r\n\r\n", 5) != 0)
+    return -1;
+  s->req_done = 1;
+  return HPE_PAUSED; /* the next pipelined request waits its turn */
+}
+
+/* Host and an absolute-form authority name the same host (whitespace
+ * around the Host value aside; an empty Host is allowed, RFC 9112 §3.2). */
+static int same_host(const char *h, size_t hl, const char *a, size_t al) {
+  while (hl > 0 && (h[0] == ' ' || h[0] == '\t'))
+    h++, hl--;
+  while (hl > 0 && (h[hl - 1] == ' ' || h[hl - 1] == '\t'))
+    hl--;
+  return hl == 0 || (hl == al && strncasecmp(h, a, al) == 0);
+}
+
+/* The head is in: check it, route it, rewrite it, then find an instance.
+ */
+static void head_complete(zg_http_session_t *s) {
+  zg_http_listener_t *hl = s->hl;
+  const char *reason, *path, *query, *authority;
+  size_t path_len, query_len, authority_len, head_len;
+  const zg_route_t *route;
+  const zg_hdr_t *host;
+  char *target;
+  zg_http_req_out_t o;
+  int status, n;
+  char host_buf[ZG_HOST_MAX + 8];
+
+  s->requests++;
+  s->state = HS_CONNECT;
+  s->req.buf = s->in + 0;
+  s->req.is_request = true;
+  s->req.method = s->rp.method;
+  fill_head_common(&s->req, &s->rp);
+  s->head_req = s->rp.method == HTTP_HEAD;
+  s->client_keep = zg_http_keep_alive(&s->req);
+  head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
+
+  if (zg_http_prescan(s->in + s->head_start, head_len, &reason) != 0 ||
+      (status = zg_http_check_request(&s->req, &reason)) < 0) {
+    respond_error(s, 400, reason);
+    return;
+  }
+  if (status > 0) {
+    respond_error(s, status, reason);
+    return;
+  }
+  if (zg_http_split_target(s->in + s->req.url_off, s->req.url_len, &path,
+                           &path_len, &query, &query_len, &authority,
+                           &authority_len) != 0) {
+    respond_error(s, 400, "bad request target");
+    return;
+  }
+  /* absolute-form: the target's authority is the host (RFC 9112 §3.2.2) */
+  host = zg_http_find(&s->req, "host");
+  if (authority_len > 0 && host &&
+      !same_host(s->in + host->value_off, host->value_len, authority,
+                 authority_len)) {
+    respond_error(s, 400, "absolute-form target and Host differ");
+    return;
+  }
+  if (authority_len > 0) {
+    route =
+        zg_route_match(hl->routes, authority, authority_len, path, path_len);
+  } else {
+    route = zg_route_match(hl->routes, host ? s->in + host->value_off : NULL,
+                           host ? host->value_len : 0, path, path_len);
+  }
+  if (!route) {
+    respond_error(s, 404, "no service for this host and path");
+    return;
+  }
+  s->svc = &s->gw->services[route->service];
+  s->svc->accepted++;
+  s->svc->active++;
+  zg_pool_unref(s->pool);
+  s->pool = zg_service_pool(s->svc);
+  if (!s->pool) {
+    char msg[160];
+    uint64_t dropped;
+    s->svc->no_instance++;
+    snprintf(msg, sizeof(msg), "service %s has no live instance",
+             s->svc->conf->name);
+    if (zg_ratelimit_allow(&s->svc->no_instance_rl, uv_now(s->gw->loop),
+                           &dropped))
+      zg_warn("http", "%s (%llu requests refused so far)", msg,
+              (unsigned long long)s->svc->no_instance);
+    respond_error(s, 503, msg);
+    return;
+  }
+  zg_pool_ref(s->pool);
+  s->ntried = 0;
+
+  /* The target for the instance: prefix stripped if asked; the base path
+   * is the chosen instance's, but pools of one service share it in
+   * practice, so the first instance's is used for the head. */
+  target = malloc(ZG_HTTP_MAX_URL + 512);
+  if (!target) {
+    session_end(s, "out of memory");
+    return;
+  }
+  if (zg_http_rewrite_path(target, ZG_HTTP_MAX_URL + 512,
+                           s->pool->inst[0].base_path, path, path_len,
+                           route->prefix, s->svc->conf->strip_prefix, query,
+                           query_len) < 0) {
+    free(target);
+    respond_error(s, 414, "request target too long");
+    return;
+  }
+  memset(&o, 0, sizeof(o));
+  o.target = target;
+  o.client_addr = s->client_ip;
+  o.proto = "http";
+  if (authority_len > 0) {
+    snprintf(host_buf, sizeof(host_buf), "%.*s", (int)authority_len, authority);
+    o.host = host_buf;
+    o.fwd_host = host_buf;
+  } else if (host) {
+    snprintf(host_buf, sizeof(host_buf), "%.*s", (int)host->value_len,
+             s->in + host->value_off);
+    o.fwd_host = host_buf;
+  }
+  s->req_chunked = s->req.chunked;
+  s->req_has_body = s->req.chunked || s->req.content_length > 0;
+  if (s->req.chunked) {
+    o.framing = ZG_FRAMING_CHUNKED;
+  } else if (s->req.content_length >= 0) {
+    o.framing = ZG_FRAMING_LENGTH;
+    o.body_length = (uint64_t)s->req.content_length;
+  }
+  free(s->up_head);
+  s->up_head = malloc(OUT_HEAD_MAX);
+  n = s->up_head ? zg_http_write_request(s->up_head, OUT_HEAD_MAX, &s->req, &o)
+                 : -1;
+  free(target);
+  if (n < 0) {
+    respond_error(s, 431, "request head too large");
+    return;
+  }
+  s->up_head_len = (size_t)n;
+  try_instance(s);
+}
+
+/* Runs the request parser over the bytes not parsed yet. */
+static void process_input(zg_http_session_t *s) {
+  while (s->state != HS_CLOSING && s->in_off < s->in_len) {
+    llhttp_errno_t err;
+    const char *start = s->in + s->in_off;
+    if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
+      return; /* paused: waiting for an instance, or for the response */
+    err = llhttp_execute(&s->rp, start, s->in_len - s->in_off);
+    if (err == HPE_OK) {
+      s->in_off = s->in_len;
+      break;
+    }
+    if (err != HPE_PAUSED) {
+      const char *why = llhttp_get_error_reason(&s->rp);
+      if (s->up) { /* a body cut short: the connection is unusable */
+        zg_http_upstream_t *u = s->up;
+        s->up = NULL;
+        upstream_release(u, 0);
+      }
+      if (!s->resp_head)
+        respond_error(s, s->too_many ? 431 : 400,
+                      why ? why : llhttp_errno_name(err));
+      else
+        session_end(s, "bad request body");
+      return;
+    }
+    s->in_off = (size_t)(llhttp_get_error_pos(&s->rp) - s->in);
+    if (s->state == HS_HEAD && s->head_seen)
+      head_complete(s);
+    /* else: request complete (paused); the response decides what next */
+  }
+  /* Body bytes passed on: the buffer can be reused from the start. */
+  if (s->state == HS_EXCHANGE && s->in_off == s->in_len && !s->req_done) {
+    s->in_len = s->in_off = 0;
+  }
+}
+
+/* ---- exchange end ---------------------------------------------------- */
+
+static void reset_for_next(zg_http_session_t *s) {
+  /* Keep the bytes of a pipelined request, at the start of the buffer. */
+  size_t left = s->in_len - s->in_off;
+  if (left)
+    memmove(s->in, s->in + s->in_off, left);
+  s->in_len = left;
+  s->in_off = 0;
+  s->head_start = 0;
+  memset(&s->req, 0, sizeof(s->req));
+  s->value_open = 0;
+  s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
+  s->head_seen = 0;
+  s->sent_ms = 0;
+  s->too_many = 0;
+  s->extra_bytes = 0;
+  s->head_begin_ms = 0;
+  s->resp_chunked = s->req_chunked = s->req_has_body = s->retried = 0;
+  s->head_req = 0;
+  s->state = HS_HEAD;
+  if (s->svc) {
+    s->svc->active--;
+    s->svc = NULL;
+  }
+  zg_pool_unref(s->pool);
+  s->pool = NULL;
+  llhttp_resume(&s->rp);
+  if (s->in_len == 0) {
+    free(s->in); /* idle keep-alive connections hold no buffer */
+    s->in = NULL;
+  }
+}
+
+static void exchange_done(zg_http_session_t *s) {
+  zg_http_upstream_t *u = s->up;
+  s->up = NULL;
+  if (u)
+    upstream_release(u, s->req_done);
+  if (!s->req_done) {
+    /* The instance answered before the whole request was sent (an early
+     * 413, say): the rest of the body cannot be told from a next
+     * request. */
+    s->close_after = 1;
+  }
+  if (s->close_after || s->client_eof) {
+    s->close_after = 1;
+    if (queued(&s->client) == 0)
+      linger_close(s);
+    /* else on_client_write does when the response is out */
+    return;
+  }
+  reset_for_next(s);
+  s->last_active_ms = uv_now(s->gw->loop);
+  if (s->in_len)
+    process_input(s);
+  if (s->state == HS_HEAD || (s->state == HS_EXCHANGE && !s->req_done))
+    client_read_start(s);
+}
+
+/* Closing right after a response while the client may still be sending
+ * (a refused large head, unread pipelined requests) would make the kernel
+ * answer with a reset that can destroy the response before the client
+ * reads it. So the write side is shut and what arrives is read and dropped
+ * until the client closes or LINGER_MS pass, as nginx's lingering close
+ * does. */
+#define LINGER_MS 2000
+
+static void on_client_shutdown(uv_shutdown_t *req, int status) {
+  zg_http_session_t *s = req->data;
+  (void)status;
+  if (s->state != HS_CLOSING && status < 0)
+    session_end(s, "closed after response");
+}
+
+static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  static char sink[4096];
+  (void)h;
+  (void)suggested;
+  b->base = sink;
+  b->len = sizeof(sink);
+}
+
+static void on_linger_read(uv_stream_t *st, ssize_t nread,
+                           const uv_buf_t *buf) {
+  zg_http_session_t *s = st->data;
+  (void)buf;
+  if (nread < 0 && s->state != HS_CLOSING)
+    session_end(s, "closed after response");
+}
+
+static void linger_close(zg_http_session_t *s) {
+  if (s->lingering || s->state == HS_CLOSING)
+    return;
+  s->lingering = 1;
+  s->linger_ms = uv_now(s->gw->loop);
+  if (s->up) {
+    zg_http_upstream_t *u = s->up;
+    s->up = NULL;
+    upstream_release(u, 0);
+  }
+  s->shutdown_req.data = s;
+  uv_read_stop((uv_stream_t *)&s->client);
+  s->reading = 0;
+  if (s->client_eof ||
+      uv_shutdown(&s->shutdown_req, (uv_stream_t *)&s->client,
+                  on_client_shutdown) != 0 ||
+      uv_read_start((uv_stream_t *)&s->client, on_linger_alloc,
+                    on_linger_read) != 0)
+    session_end(s, "closed after response");
+}
+
+static void on_client_write(uv_write_t *req, int status) {
+  wbuf_t *w = (wbuf_t *)req;
+  zg_http_session_t *s = w->owner;
+  free(w);
+  if (s->state == HS_CLOSING)
+    return;
+  if (status < 0) {
+    session_end(s, "client write error");
+    return;
+  }
+  if (s->resp_done && s->close_after && queued(&s->client) == 0) {
+    linger_close(s);
+    return;
+  }
+  /* Drained: read the instance again if it was paused for us. */
+  if (s->up && !s->up->closing && queued(&s->client) <= HIGH_WATER / 2)
+    uv_read_start((uv_stream_t *)&s->up->tcp, on_upstream_alloc,
+                  on_upstream_read);
+}
+
+/* ---- client reads ---------------------------------------------------- */
+
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  zg_http_session_t *s = h->data;
+  (void)suggested;
+  if (!s->in)
+    s->in = malloc(HEAD_MAX + ZG_BUF_SIZE);
+  if (!s->in || s->in_len >= HEAD_MAX + ZG_BUF_SIZE) {
+    b->base = NULL;
+    b->len = 0;
+    return;
+  }
+  b->base = s->in + s->in_len;
+  b->len = HEAD_MAX + ZG_BUF_SIZE - s->in_len;
+  if (b->len > ZG_BUF_SIZE)
+    b->len = ZG_BUF_SIZE;
+}
+
+static void on_client_read(uv_stream_t *st, ssize_t nread,
+                           const uv_buf_t *buf) {
+  zg_http_session_t *s = st->data;
+  (void)buf;
+  if (s->state == HS_CLOSING || nread == 0)
+    return;
+  if (nread < 0) {
+    uv_read_stop(st);
+    s->reading = 0;
+    if (nread == UV_EOF)
+      s->client_eof = 1;
+    if (s->state == HS_HEAD && s->in_len == 0) {
+      session_end(s, nread == UV_EOF ? "client closed" : "client error");
+    } else if (s->state == HS_HEAD) {
+      session_end(s, "client closed in a request head");
+    } else if (!s->req_done) {
+      session_end(s, "client closed in a request");
+    }
+    /* else: the response is still to come; closed after it */
+    return;
+  }
+  if (s->state == HS_HEAD && s->in_len == s->head_start)
+    s->head_begin_ms = uv_now(s->gw->loop);
+  s->in_len += (size_t)nread;
+  s->last_active_ms = uv_now(s->gw->loop);
+  if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
+    respond_error(s, 431, "request head too large");
+    return;
+  }
+  process_input(s);
+  if (s->state == HS_CLOSING)
+    return;
+  /* Backpressure, and no reading ahead while a request waits. */
+  if (s->state == HS_CONNECT ||
+      (s->state == HS_EXCHANGE &&
+       (s->req_done || (s->up && queued(&s->up->tcp) > HIGH_WATER)))) {
+    uv_read_stop(st);
+    s->reading = 0;
+  }
+}
+
+static void client_read_start(zg_http_session_t *s) {
+  if (s->reading || s->client_eof || s->state == HS_CLOSING)
+    return;
+  if (uv_read_start((uv_stream_t *)&s->client, on_client_alloc,
+                    on_client_read) == 0)
+    s->reading = 1;
+}
+
+/* One timer per session: the idle timeout between requests and while a
+ * body flows, the service's response_timeout while waiting for a response
+ * head. */
+static void on_session_timer(uv_timer_t *t) {
+  zg_http_session_t *s = t->data;
+  uint64_t now = uv_now(s->gw->loop);
+  uint64_t idle = s->gw->cfg->proxy.idle_timeout_ms;
+  if (s->state == HS_CLOSING)
+    return;
+  if (s->lingering) {
+    if (now - s->linger_ms >= LINGER_MS)
+      session_end(s, "closed after response");
+    return;
+  }
+  /* Slow heads (slowloris): the whole head within header_timeout. */
+  if (s->state == HS_HEAD && s->in_len > s->head_start && s->head_begin_ms &&
+      now - s->head_begin_ms >= s->gw->cfg->proxy.header_timeout_ms) {
+    respond_error(s, 408, "request head not received in time");
+    return;
+  }
+  if (s->svc && s->sent_ms && !s->resp_head &&
+      now - s->sent_ms >= s->svc->conf->response_timeout_ms) {
+    if (s->up)
+      s->up->keep = 0;
+    s->retried = 1; /* a timeout is not retried */
+    upstream_failed(s, "response timeout", 504);
+    return;
+  }
+  if (idle && now - s->last_active_ms >= idle &&
+      !(s->sent_ms && !s->resp_head)) {
+    session_end(s, "idle timeout");
+    return;
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  zg_http_listener_t *hl = server->data;
+  zg_gateway_t *gw = hl->gw;
+  zg_http_session_t *s;
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+
+  if (status < 0) {
+    zg_warn("http", "accept failed on %s: %s", hl->addr->text,
+            uv_strerror(status));
+    return;
+  }
+  s = calloc(1, sizeof(*s));
+  if (!s) {
+    uv_tcp_t *tmp = malloc(sizeof(*tmp));
+    if (tmp && uv_tcp_init(gw->loop, tmp) == 0) {
+      uv_accept(server, (uv_stream_t *)tmp);
+      uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
+    } else {
+      free(tmp);
+    }
+    return;
+  }
+  s->gw = gw;
+  s->hl = hl;
+  uv_tcp_init(gw->loop, &s->client);
+  uv_timer_init(gw->loop, &s->timer);
+  s->client.data = s;
+  s->timer.data = s;
+  s->handles = 2;
+  s->next = gw->http_sessions;
+  if (gw->http_sessions)
+    gw->http_sessions->prev = s;
+  gw->http_sessions = s;
+  llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
+  s->rp.data = s;
+  s->last_active_ms = uv_now(gw->loop);
+  if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
+    session_end(s, "accept failed");
+    return;
+  }
+  uv_tcp_nodelay(&s->client, 1);
+  if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, s->client_ip,
+                  sizeof(s->client_ip));
+      snprintf(s->client_addr, sizeof(s->client_addr), "[%s]:%u", s->client_ip,
+               ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&ss, s->client_ip,
+                  sizeof(s->client_ip));
+      snprintf(s->client_addr, sizeof(s->client_addr), "%s:%u", s->client_ip,
+               ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+  }
+  uv_timer_start(&s->timer, on_session_timer, 250, 250);
+  client_read_start(s);
+}
+
+/* ---- listeners ------------------------------------------------------- */
+
+static void settings_init(void) {
+  llhttp_settings_init(&req_settings);
+  req_settings.on_url = req_on_url;
+  req_settings.on_header_field = req_on_field;
+  req_settings.on_header_value = req_on_value;
+  req_settings.on_headers_complete = req_on_headers_complete;
+  req_settings.on_body = req_on_body;
+  req_settings.on_message_complete = req_on_message_complete;
+  req_settings.on_chunk_extension_name = req_extra;
+  req_settings.on_chunk_extension_value = req_extra;
+  llhttp_settings_init(&resp_settings);
+  resp_settings.on_status = resp_on_status;
+  resp_settings.on_header_field = resp_on_field;
+  resp_settings.on_header_value = resp_on_value;
+  resp_settings.on_headers_complete = resp_on_headers_complete;
+  resp_settings.on_body = resp_on_body;
+  resp_settings.on_message_complete = resp_on_message_complete;
+  resp_settings.on_chunk_extension_name = resp_on_chunk_ext;
+  resp_settings.on_chunk_extension_value = resp_on_chunk_ext;
+}
+
+static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {
+  return strcmp(a->text, b->text) == 0 ||
+         (a->ss.ss_family == b->ss.ss_family &&
+          memcmp(&a->ss, &b->ss,
+                 a->ss.ss_family == AF_INET
+                     ? sizeof(struct sockaddr_in)
+                     : sizeof(struct sockaddr_in6)) == 0);
+}
+
+int zg_http_start(zg_gateway_t *gw) {
+  const zg_config_t *cfg = gw->cfg;
+  zg_route_t *routes;
+  size_t n_http = 0;
+  int rc = 0;
+
+  for (size_t i = 0; i < cfg->n_services; i++)
+    n_http += cfg->services[i].protocol == ZG_PROTO_HTTP;
+  if (n_http == 0)
+    return 0;
+  settings_init();
+  gw->http_listeners = calloc(n_http, sizeof(*gw->http_listeners));
+  routes = calloc(n_http, sizeof(*routes));
+  if (!gw->http_listeners || !routes) {
+    free(routes);
+    return UV_ENOMEM;
+  }
+  uv_timer_init(gw->loop, &gw->http_sweep);
+  gw->http_sweep.data = gw;
+  uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+  gw->http_started = 1;
+
+  for (size_t i = 0; i < cfg->n_services && rc == 0; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    zg_http_listener_t *hl;
+    size_t n = 0, done = 0;
+    if (sc->protocol != ZG_PROTO_HTTP)
+      continue;
+    for (size_t k = 0; k < gw->n_http_listeners; k++)
+      done |= same_addr(gw->http_listeners[k].addr, &sc->listen);
+    if (done)
+      continue;
+    /* Every HTTP service on this address is a route of this listener. */
+    for (size_t k = i; k < cfg->n_services; k++) {
+      const zg_service_conf_t *o = &cfg->services[k];
+      if (o->protocol != ZG_PROTO_HTTP || !same_addr(&o->listen, &sc->listen))
+        continue;
+      routes[n].host = o->host;
+      routes[n].prefix = o->path_prefix;
+      routes[n].service = k;
+      n++;
+      zg_info("gateway", "service %s: http on %s, host %s, path prefix %s%s",
+              o->name, o->listen.text, o->host ? o->host : "*", o->path_prefix,
+              o->strip_prefix ? " (stripped)" : "");
+    }
+    hl = &gw->http_listeners[gw->n_http_listeners++];
+    hl->gw = gw;
+    hl->addr = &sc->listen;
+    hl->routes = zg_route_table_new(routes, n);
+    if (!hl->routes) {
+      rc = UV_ENOMEM;
+      break;
+    }
+    rc = zg_listener_start(gw->loop, &hl->tcp, &sc->listen, on_connection);
+    hl->tcp.data = hl;
+    hl->listening = 1;
+    if (rc != 0)
+      zg_error("gateway", "cannot listen on %s: %s", sc->listen.text,
+               uv_strerror(rc));
+  }
+  free(routes);
+  return rc;
+}
+
+static void on_closed_noop(uv_handle_t *h) {
+  (void)h;
+}
+
+void zg_http_stop(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    if (gw->http_listeners[i].listening) {
+      uv_close((uv_handle_t *)&gw->http_listeners[i].tcp, on_closed_noop);
+      gw->http_listeners[i].listening = 0;
+    }
+  while (gw->http_sessions)
+    session_end(gw->http_sessions, "gateway stopping");
+  while (gw->http_idle)
+    upstream_close(gw->http_idle);
+  if (gw->http_started && !uv_is_closing((uv_handle_t *)&gw->http_sweep))
+    uv_close((uv_handle_t *)&gw->http_sweep, on_closed_noop);
+}
+
+void zg_http_free(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    zg_route_table_free(gw->http_listeners[i].routes);
+  free(gw->http_listeners);
+  gw->http_listeners = NULL;
+  gw->n_http_listeners = 0;
+}

@@ -1,0 +1,326 @@
+"""HTTP gateway: routing by host and path prefix, target rewriting, random instance per
+request, keep-alive on both sides, message framing, header rewriting, and the request
+smuggling vectors llhttp 8.1 lets through. Real backends (http.server), real clients
+(http.client, curl, raw sockets), a real ZooKeeper for registry-fed pools."""
+
+import collections
+import hashlib
+import http.client
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from httpbackend import HttpBackend, raw_exchange
+from zkharness import free_port, ini_text, register, wait_until
+
+
+@pytest.fixture
+def http_backends():
+    made = []
+
+    def make(*names):
+        new = [HttpBackend(n) for n in names]
+        made.extend(new)
+        return new[0] if len(new) == 1 else new
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def http_ini(port, services, zk=None, proxy=None):
+    svcs = {}
+    for name, kv in services.items():
+        svcs[name] = {"protocol": "http", "listen": f"127.0.0.1:{port}", **kv}
+    return ini_text(svcs, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"} if zk else None,
+                    proxy=proxy)
+
+
+def get(port, path, host=None, method="GET", body=None, headers=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    h = dict(headers or {})
+    if host:
+        h["Host"] = host
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    if conn is None:
+        c.close()
+    return r, data
+
+
+def doc(data):
+    return json.loads(data)
+
+
+def hdr(d, name):
+    vals = [v for k, v in d["headers"] if k.lower() == name.lower()]
+    return vals
+
+
+# ---- routing ---------------------------------------------------------------------------------
+
+def test_routes_by_host_and_longest_prefix(http_backends, gateway):
+    root, api, apiv2, shop, wild = http_backends("root", "api", "apiv2", "shop", "wild")
+    port = free_port()
+    gateway(http_ini(port, {
+        "root": {"instances": root.addr},
+        "api": {"instances": api.addr, "path_prefix": "/api/"},
+        "apiv2": {"instances": apiv2.addr, "path_prefix": "/api/v2/"},
+        "shop": {"instances": shop.addr, "host": "shop.example.com"},
+        "wild": {"instances": wild.addr, "host": "*.example.org", "path_prefix": "/api/"},
+    }), listen=port)
+    cases = [("/", None, "root"), ("/api/x", None, "api"), ("/api/v2/x", None, "apiv2"),
+             ("/api", None, "api"), ("/apix", None, "root"),
+             ("/", "shop.example.com", "shop"), ("/", "SHOP.Example.com:8080", "shop"),
+             ("/api/x", "a.example.org", "wild"), ("/api/x", "example.org", "api"),
+             ("/other", "a.example.org", "root")]
+    for path, host, want in cases:
+        r, data = get(port, path, host=host)
+        assert r.status == 200, (path, host, r.status, data)
+        assert doc(data)["name"] == want, f"{host} {path} went to {doc(data)['name']}"
+
+
+def test_no_route_is_404_and_no_instance_is_503_naming_the_service(http_backends, gateway, zk,
+                                                                      kz, zpath):
+    b = http_backends("b")
+    kz.ensure_path(zpath)
+    port = free_port()
+    gateway(http_ini(port, {
+        "only": {"instances": b.addr, "host": "only.example.com"},
+        "empty": {"zk_path": zpath, "host": "empty.example.com"},
+    }, zk=zk), listen=port)
+    r, data = get(port, "/", host="other.example.com")
+    assert r.status == 404
+    assert r.getheader("Content-Length") == str(len(data)) and data
+    r, data = get(port, "/x", host="empty.example.com")
+    assert r.status == 503
+    assert b"empty" in data, f"503 body does not name the service: {data!r}"
+    assert r.getheader("Content-Length") == str(len(data))
+    assert r.getheader("Content-Type").startswith("text/plain")
+
+
+# ---- target rewriting --------------------------------------------------------------------------
+
+def test_strip_prefix_base_path_and_query(http_backends, zk, kz, zpath, gateway):
+    b = http_backends("b")
+    register(kz, zpath, f"http://{b.addr}/warehouse/v1".encode())
+    port = free_port()
+    gateway(http_ini(port, {
+        "wh": {"zk_path": zpath, "path_prefix": "/wh/", "strip_prefix": "yes"},
+        "plain": {"instances": b.addr, "path_prefix": "/keep/"},
+    }, zk=zk), listen=port)
+    assert wait_until(lambda: get(port, "/wh/x")[0].status == 200, 5)
+    r, data = get(port, "/wh/items/7?q=a%20b&x=1&x=2")
+    assert doc(data)["path"] == "/warehouse/v1/items/7?q=a%20b&x=1&x=2"
+    r, data = get(port, "/wh")
+    assert doc(data)["path"] == "/warehouse/v1/"
+    r, data = get(port, "/keep/a?b")
+    assert doc(data)["path"] == "/keep/a?b"
+
+
+# ---- balancing and keep-alive ------------------------------------------------------------------
+
+def test_each_request_on_one_connection_picks_randomly(http_backends, gateway):
+    a, b = http_backends("a", "b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": [a.addr, b.addr]}}), listen=port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    seen = collections.Counter()
+    for _ in range(40):
+        r, data = get(port, "/", conn=conn)
+        seen[doc(data)["name"]] += 1
+    conn.close()
+    assert set(seen) == {"a", "b"}, f"40 requests on one connection reached {dict(seen)}"
+
+
+def test_upstream_connections_are_reused(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    for _ in range(20):
+        r, _ = get(port, "/")  # a new client connection each time
+        assert r.status == 200
+    assert b.requests == 20
+    assert b.connections <= 2, f"20 requests opened {b.connections} upstream connections"
+
+
+def test_instance_closing_pooled_connection_is_not_an_error(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    for i in range(10):
+        r, data = get(port, "/close")  # the instance closes after each response
+        assert r.status == 200, f"request {i} after an instance close got {r.status}"
+        time.sleep(0.05)
+    assert b.connections >= 10
+
+
+def test_pipelined_requests_are_answered_in_order(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    reqs = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    reqs += b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw_exchange(port, reqs)
+    paths = [json.loads(r.split(b"\r\n\r\n", 1)[1])["path"]
+             for r in out.split(b"HTTP/1.1 ")[1:]]
+    assert paths == ["/p0", "/p1", "/p2", "/p3", "/p4", "/last"], paths
+
+
+def test_http10_client_keep_alive_and_close(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    out = raw_exchange(port, b"GET /a HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"\r\nConnection: close\r\n" in out
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    first = s.recv(65536)
+    assert b"Connection: keep-alive" in first
+    s.sendall(b"GET /b HTTP/1.0\r\n\r\n")
+    second = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        second += chunk
+    s.close()
+    assert b'"path": "/b"' in second
+
+
+# ---- framing -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_request_bodies_stream_intact(http_backends, gateway, chunked):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    body = bytes(range(256)) * 40000  # 10 MB
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    if chunked:
+        c.request("POST", "/up", body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                  encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    else:
+        c.request("POST", "/up", body=body)
+    d = doc(c.getresponse().read())
+    c.close()
+    assert d["body_len"] == len(body)
+    assert d["body_sha256"] == hashlib.sha256(body).hexdigest()
+    te = hdr(d, "Transfer-Encoding")
+    cl = hdr(d, "Content-Length")
+    assert (te, cl) == ((["chunked"], []) if chunked else ([], [str(len(body))])), (te, cl)
+
+
+def test_response_bodies_chunked_and_until_close(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    r, data = get(port, "/chunked", conn=conn)
+    assert data == b"one,two,three"
+    r, data = get(port, "/nolength", conn=conn)  # re-chunked: the client connection lives on
+    assert data == b"until close " * 1000
+    assert r.getheader("Transfer-Encoding") == "chunked"
+    r, data = get(port, "/big/5000000", conn=conn)
+    assert len(data) == 5000000 and data[:512] == bytes(range(256)) * 2
+    conn.close()
+
+
+@pytest.mark.parametrize("what", ["HEAD", "204", "304", "100"])
+def test_no_body_responses_whatever_their_headers(http_backends, gateway, what):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    if what == "HEAD":
+        first = b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n"
+    else:
+        first = b"GET /status/%s HTTP/1.1\r\nHost: x\r\n\r\n" % what.encode()
+    out = raw_exchange(port, first + b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # The second response must come whole, right after the first head.
+    assert out.count(b"HTTP/1.1 ") >= 2, out[:400]
+    assert b'"path": "/next"' in out, out[:600]
+
+
+def test_expect_100_continue_with_curl(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    body = "x" * 2_000_000
+    r = subprocess.run(["curl", "-s", "-S", "--max-time", "10", "-H", "Expect: 100-continue",
+                        "--data-binary", "@-", f"http://127.0.0.1:{port}/upload"],
+                       input=body.encode(), capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert doc(r.stdout)["body_len"] == len(body)
+
+
+# ---- headers -----------------------------------------------------------------------------------
+
+def test_forwarding_and_hop_by_hop_headers(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    out = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: app.example.com\r\n"
+                             b"X-Forwarded-For: 10.1.1.1\r\nX-Forwarded-For: 10.2.2.2\r\n"
+                             b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
+                             b"Connection: X-Secret, keep-alive\r\nX-Secret: 1\r\n"
+                             b"Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n"
+                             b"Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
+                             b"GET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    responses = out.split(b"HTTP/1.1 ")[1:]
+    first = json.loads(responses[0].split(b"\r\n\r\n", 1)[1])
+    names = [k.lower() for k, _ in first["headers"]]
+    assert hdr(first, "X-Forwarded-For") == ["10.1.1.1, 10.2.2.2, 127.0.0.1"]
+    assert hdr(first, "X-Forwarded-Proto") == ["http"]
+    assert hdr(first, "X-Forwarded-Host") == ["app.example.com"]
+    assert hdr(first, "Host") == ["app.example.com"]
+    for gone in ("connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-connection"):
+        assert gone not in names, f"hop-by-hop {gone} passed to the instance"
+    assert hdr(first, "X-Kept") == ["yes"]
+    second_head = responses[1].split(b"\r\n\r\n")[0].lower()
+    assert b"x-hop" not in second_head and b"keep-alive: timeout" not in second_head
+
+
+# ---- smuggling and bad requests ----------------------------------------------------------------
+
+SMUGGLING = {
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: x\r\nX: y\r\n Content-Length: 5\r\n\r\nhello",
+    "empty-name": b"GET / HTTP/1.1\r\nHost: x\r\n: x\r\n\r\n",
+    "bare-cr": b"GET / HTTP/1.1\r\nHost: x\r\nX:\rTransfer-Encoding: chunked\r\n\r\n",
+    "te-http10": b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "cl-and-te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two-cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "te-not-chunked-last": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity"
+                           b"\r\n\r\n0\r\n\r\n",
+    "no-host-http11": b"GET / HTTP/1.1\r\n\r\n",
+    "bad-chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\rX\r\nhello"
+                 b"\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_smuggling_vectors_are_refused(http_backends, gateway, name):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    before = b.requests
+    out = raw_exchange(port, SMUGGLING[name])
+    assert out.startswith(b"HTTP/1.1 400 "), f"{name}: got {out[:80]!r}"
+    head, _, body = out.partition(b"\r\n\r\n")
+    cl = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    assert cl and int(cl[0].split(b":")[1]) == len(body), "error response framing wrong"
+    if name != "bad-chunk":  # the head of a bad-chunk request is fine and was sent
+        assert b.requests == before, f"{name}: the instance saw the request"
+
+
+def test_oversized_head_is_431(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431 ")

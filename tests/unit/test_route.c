@@ -1,0 +1,310 @@
+/* Unit tests for HTTP routing (include/zkgate/route.h): host matching
+ * (exact, wildcard, any; ports, trailing dots, case), longest prefix, the
+ * order of ranks on equal prefixes, and the table's own copies. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zkgate/route.h"
+
+/* cmocka.h needs these first; its own block so that sorting keeps it last. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The service of the route matched for host and path (NUL-terminated,
+ * host may be NULL), or -1 for no route. */
+static long match(const zg_route_table_t *t, const char *host,
+                  const char *path) {
+  const zg_route_t *r =
+      zg_route_match(t, host, host ? strlen(host) : 0, path, strlen(path));
+
+  return r != NULL ? (long)r->service : -1;
+}
+
+static void test_route_longest_prefix(void **state) {
+  /* Out of order on purpose: the table does not depend on it. */
+  const zg_route_t routes[] = {
+      {NULL, "/api/", 1},
+      {NULL, "/", 0},
+      {NULL, "/api/v2/", 2},
+      {NULL, "/static", 3},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "example.com", "/api/v2/users"), 2);
+  assert_int_equal(match(t, "example.com", "/api/v2/"), 2);
+  assert_int_equal(match(t, "example.com", "/api/v2"), 2);
+  assert_int_equal(match(t, "example.com", "/api/v1/users"), 1);
+  assert_int_equal(match(t, "example.com", "/api/"), 1);
+  assert_int_equal(match(t, "example.com", "/api"), 1);
+  /* "/api/" is not a prefix of "/apix", and "/api" without the slash is
+   * only a match for the exact path. */
+  assert_int_equal(match(t, "example.com", "/apix"), 0);
+  assert_int_equal(match(t, "example.com", "/ap"), 0);
+  /* A prefix without a trailing slash is a plain byte prefix. */
+  assert_int_equal(match(t, "example.com", "/static"), 3);
+  assert_int_equal(match(t, "example.com", "/static/a.css"), 3);
+  assert_int_equal(match(t, "example.com", "/staticfiles"), 3);
+  /* Byte-wise: paths are case-sensitive (RFC 3986 §6.2.2.1). */
+  assert_int_equal(match(t, "example.com", "/API/v2/users"), 0);
+  assert_int_equal(match(t, NULL, "/api/x"), 1);
+  zg_route_table_free(t);
+}
+
+static void test_route_host_ranks(void **state) {
+  /* The exact route last: it wins by rank, not by position. */
+  const zg_route_t routes[] = {
+      {NULL, "/x/", 0},
+      {"*.example.com", "/x/", 1},
+      {"a.example.com", "/x/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/x/1"), 2);
+  assert_int_equal(match(t, "b.example.com", "/x/1"), 1);
+  assert_int_equal(match(t, "other.org", "/x/1"), 0);
+  assert_int_equal(match(t, NULL, "/x/1"), 0);
+  assert_int_equal(match(t, "", "/x/1"), 0);
+  zg_route_table_free(t);
+}
+
+static void test_route_host_ranks_reversed(void **state) {
+  const zg_route_t routes[] = {
+      {"a.example.com", "/x/", 2},
+      {"*.example.com", "/x/", 1},
+      {NULL, "/x/", 0},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/x/1"), 2);
+  assert_int_equal(match(t, "b.example.com", "/x/1"), 1);
+  assert_int_equal(match(t, "other.org", "/x/1"), 0);
+  zg_route_table_free(t);
+}
+
+static void test_route_prefix_before_host(void **state) {
+  /* The longer prefix wins even for a route open to any host. */
+  const zg_route_t routes[] = {
+      {"a.example.com", "/", 0},
+      {NULL, "/api/", 1},
+      {"*.example.com", "/api/admin/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/"), 0);
+  assert_int_equal(match(t, "a.example.com", "/api/x"), 1);
+  assert_int_equal(match(t, "a.example.com", "/api/admin/x"), 2);
+  assert_int_equal(match(t, "other.org", "/api/admin/x"), 1);
+  assert_int_equal(match(t, "other.org", "/"), -1);
+  zg_route_table_free(t);
+}
+
+static void test_route_host_forms(void **state) {
+  const zg_route_t routes[] = {
+      {"a.example.com", "/", 1},
+      {"b.example.com.", "/", 2}, /* trailing dot in the configuration */
+      {"[::1]", "/", 3},
+      {"127.0.0.1", "/", 4},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/"), 1);
+  assert_int_equal(match(t, "a.example.com:8080", "/"), 1);
+  assert_int_equal(match(t, "a.example.com.", "/"), 1);
+  assert_int_equal(match(t, "a.example.com.:8080", "/"), 1);
+  assert_int_equal(match(t, "A.Example.COM", "/"), 1);
+  assert_int_equal(match(t, " a.example.com ", "/"), 1);
+  assert_int_equal(match(t, "B.EXAMPLE.COM", "/"), 2);
+  assert_int_equal(match(t, "b.example.com.:80", "/"), 2);
+  assert_int_equal(match(t, "[::1]:8080", "/"), 3);
+  assert_int_equal(match(t, "[::1]", "/"), 3);
+  assert_int_equal(match(t, "127.0.0.1:80", "/"), 4);
+  /* Neither a prefix nor a suffix of a configured host is that host. */
+  assert_int_equal(match(t, "a.example.co", "/"), -1);
+  assert_int_equal(match(t, "xa.example.com", "/"), -1);
+  assert_int_equal(match(t, "a.example.com.evil", "/"), -1);
+  assert_int_equal(match(t, "[::2]:8080", "/"), -1);
+  assert_int_equal(match(t, NULL, "/"), -1);
+  zg_route_table_free(t);
+}
+
+static void test_route_host_len_respected(void **state) {
+  const zg_route_t routes[] = {{"a.example.com", "/", 1}};
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+  const char *host = "a.example.comEXTRA";
+  const zg_route_t *r;
+
+  assert_non_null(t);
+  r = zg_route_match(t, host, strlen("a.example.com"), "/", 1);
+  assert_non_null(r);
+  assert_int_equal(r->service, 1);
+  assert_null(zg_route_match(t, host, strlen(host), "/", 1));
+  /* The path length is respected too: "/" of "/ignored". */
+  r = zg_route_match(t, "a.example.com", 13, "/ignored", 1);
+  assert_non_null(r);
+  zg_route_table_free(t);
+}
+
+static void test_route_wildcard(void **state) {
+  const zg_route_t routes[] = {
+      {"*.example.com", "/", 1},
+      {"*.api.example.com", "/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/"), 1);
+  assert_int_equal(match(t, "a.b.example.com", "/"), 1);
+  assert_int_equal(match(t, "A.EXAMPLE.com:443", "/"), 1);
+  assert_int_equal(match(t, "a.example.com.", "/"), 1);
+  /* The more specific wildcard wins on equal prefixes. */
+  assert_int_equal(match(t, "v1.api.example.com", "/"), 2);
+  assert_int_equal(match(t, "api.example.com", "/"), 1);
+  /* Never the apex, nor a name that merely ends the same way. */
+  assert_int_equal(match(t, "example.com", "/"), -1);
+  assert_int_equal(match(t, "example.com:80", "/"), -1);
+  assert_int_equal(match(t, ".example.com", "/"), -1);
+  assert_int_equal(match(t, "aexample.com", "/"), -1);
+  assert_int_equal(match(t, "example.com.evil", "/"), -1);
+  zg_route_table_free(t);
+}
+
+static void test_route_no_match(void **state) {
+  const zg_route_t routes[] = {
+      {NULL, "/api/", 1},
+      {"a.example.com", "/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+  zg_route_table_t *empty = zg_route_table_new(NULL, 0);
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "b.example.com", "/other"), -1);
+  assert_int_equal(match(t, NULL, "/other"), -1);
+  assert_int_equal(match(t, "b.example.com", ""), -1);
+  assert_int_equal(match(t, "b.example.com", "*"), -1);
+  assert_non_null(empty);
+  assert_int_equal(match(empty, "a.example.com", "/"), -1);
+  assert_null(zg_route_match(NULL, "a", 1, "/", 1));
+  zg_route_table_free(t);
+  zg_route_table_free(empty);
+  zg_route_table_free(NULL);
+}
+
+static void test_route_catch_all(void **state) {
+  const zg_route_t routes[] = {{NULL, "/", 7}};
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/"), 7);
+  assert_int_equal(match(t, "a.example.com", "/anything/at/all"), 7);
+  assert_int_equal(match(t, NULL, "/x?not-a-query-here"), 7);
+  /* "/" without its slash is the empty path. */
+  assert_int_equal(match(t, NULL, ""), 7);
+  zg_route_table_free(t);
+}
+
+static void test_route_any_host_spellings(void **state) {
+  /* "" and "*" name no host: the same as NULL. */
+  const zg_route_t routes[] = {
+      {"", "/a/", 1},
+      {"*", "/b/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "x.org", "/a/"), 1);
+  assert_int_equal(match(t, NULL, "/a/"), 1);
+  assert_int_equal(match(t, "x.org", "/b/"), 2);
+  assert_int_equal(match(t, NULL, "/b/"), 2);
+  zg_route_table_free(t);
+}
+
+static void test_route_equal_rank_first_wins(void **state) {
+  const zg_route_t routes[] = {
+      {"a.example.com", "/x/", 1},
+      {"A.EXAMPLE.COM", "/x/", 2},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  assert_non_null(t);
+  assert_int_equal(match(t, "a.example.com", "/x/"), 1);
+  zg_route_table_free(t);
+}
+
+static void test_route_copies(void **state) {
+  char host[] = "a.example.com";
+  char prefix[] = "/api/";
+  zg_route_t routes[] = {{host, prefix, 5}};
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+  const zg_route_t *r;
+
+  assert_non_null(t);
+  /* The caller's strings change and go away; the table does not. */
+  memset(host, 'x', sizeof(host) - 1);
+  memset(prefix, 'y', sizeof(prefix) - 1);
+  routes[0].service = 9;
+  r = zg_route_match(t, "a.example.com", 13, "/api/z", 6);
+  assert_non_null(r);
+  assert_int_equal(r->service, 5);
+  assert_string_equal(r->host, "a.example.com");
+  assert_string_equal(r->prefix, "/api/");
+  assert_ptr_not_equal(r->host, host);
+  assert_ptr_not_equal(r->prefix, prefix);
+  zg_route_table_free(t);
+}
+
+static void test_route_many(void **state) {
+  /* 200 services on one listener, by host: each finds its own. */
+  char hosts[200][32], prefixes[200][16];
+  zg_route_t routes[200];
+  zg_route_table_t *t;
+
+  for (size_t i = 0; i < 200; i++) {
+    snprintf(hosts[i], sizeof(hosts[i]), "s%zu.example.com", i % 100);
+    snprintf(prefixes[i], sizeof(prefixes[i]), "/%s/", i < 100 ? "a" : "b");
+    routes[i].host = hosts[i];
+    routes[i].prefix = prefixes[i];
+    routes[i].service = i;
+  }
+  t = zg_route_table_new(routes, ARRAY_LEN(routes));
+  assert_non_null(t);
+  for (size_t i = 0; i < 200; i++) {
+    char path[16];
+
+    snprintf(path, sizeof(path), "/%s/x", i < 100 ? "a" : "b");
+    assert_int_equal(match(t, hosts[i], path), (long)i);
+  }
+  zg_route_table_free(t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_route_longest_prefix),
+      cmocka_unit_test(test_route_host_ranks),
+      cmocka_unit_test(test_route_host_ranks_reversed),
+      cmocka_unit_test(test_route_prefix_before_host),
+      cmocka_unit_test(test_route_host_forms),
+      cmocka_unit_test(test_route_host_len_respected),
+      cmocka_unit_test(test_route_wildcard),
+      cmocka_unit_test(test_route_no_match),
+      cmocka_unit_test(test_route_catch_all),
+      cmocka_unit_test(test_route_any_host_spellings),
+      cmocka_unit_test(test_route_equal_rank_first_wins),
+      cmocka_unit_test(test_route_copies),
+      cmocka_unit_test(test_route_many),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
