@@ -668,8 +668,16 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   if (o->fwd_host != NULL)
     put_field(&w, "X-Forwarded-Host", o->fwd_host);
   put_framing(&w, o->framing, o->body_length);
-  if (o->close)
+  if (o->upgrade != NULL) {
+    /* The one hop-by-hop pair passed on on purpose: a protocol switch
+     * (RFC 9110 §7.8) the gateway then tunnels. */
+    if (!value_ok(o->upgrade))
+      return -1;
+    puts_(&w, "Connection: upgrade\r\n");
+    put_field(&w, "Upgrade", o->upgrade);
+  } else if (o->close) {
     puts_(&w, "Connection: close\r\n");
+  }
   puts_(&w, "\r\n");
   return finish(&w);
 }
@@ -697,7 +705,12 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
   /* RFC 9112 §6.3: these never have a body, whatever they say. */
   if (h->status >= 200 && h->status != 204 && h->status != 304)
     put_framing(&w, o->framing, o->body_length);
-  if (o->close)
+  if (o->upgrade != NULL && h->status == 101) {
+    if (!value_ok(o->upgrade))
+      return -1;
+    puts_(&w, "Connection: upgrade\r\n");
+    put_field(&w, "Upgrade", o->upgrade);
+  } else if (o->close)
     puts_(&w, "Connection: close\r\n");
   else if (o->keep_alive)
     puts_(&w, "Connection: keep-alive\r\n");

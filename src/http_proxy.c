@@ -44,6 +44,7 @@ typedef enum {
   HS_HEAD = 0, /* reading a request head (or waiting for one) */
   HS_CONNECT,  /* the head is in; getting an upstream connection */
   HS_EXCHANGE, /* request sent or being sent; response expected */
+  HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
   HS_CLOSING,
 } hs_state_t;
 
@@ -104,8 +105,11 @@ struct zg_http_session {
   unsigned retried : 1;      /* the one retry on a fresh connection */
   unsigned lingering : 1;    /* response out, write side shut, draining */
   unsigned too_many : 1;     /* more header fields than we keep */
-  unsigned extra_bytes;      /* trailer and chunk extension bytes */
-  uint64_t head_begin_ms;    /* first byte of the current request head */
+  unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
+  char upgrade[64];          /* the protocol asked for, or "" */
+  uv_shutdown_t up_shutdown_req;
+  unsigned extra_bytes;   /* trailer and chunk extension bytes */
+  uint64_t head_begin_ms; /* first byte of the current request head */
   zg_service_t *svc;
   zg_pool_t *pool;
   size_t tried[MAX_TRIES];
@@ -130,6 +134,9 @@ static void upstream_release(zg_http_upstream_t *u, int reuse);
 static void try_instance(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
+static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
+static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
+                        const char *data, int from_client);
 
 /* ---- writing --------------------------------------------------------- */
 
@@ -480,7 +487,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
   zg_http_session_t *s = u->s;
   zg_http_resp_out_t o;
   const char *reason;
-  char *out;
+  char *out, proto[64];
   int n, status = p->status_code, no_body;
 
   if (!s)
@@ -489,9 +496,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
   u->resp.is_request = false;
   u->resp.status = status;
   fill_head_common(&u->resp, p);
-  if (status == 101) {
-    /* Upgrade headers are never passed on, so no instance should switch
-     * protocols on us. */
+  if (status == 101 && !s->upgrade[0]) {
+    /* Upgrade is passed on only when the client asked for it. */
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
   }
@@ -505,7 +511,18 @@ static int resp_on_headers_complete(llhttp_t *p) {
   no_body = (status >= 100 && status < 200) || status == 204 || status == 304 ||
             s->head_req;
   memset(&o, 0, sizeof(o));
-  if (status >= 100 && status < 200) {
+  if (status == 101) {
+    /* The switch the client asked for: the head goes out, then the
+     * connection becomes a tunnel (llhttp returns HPE_PAUSED_UPGRADE). */
+    const zg_hdr_t *up = zg_http_find(&u->resp, "upgrade");
+    snprintf(proto, sizeof(proto), "%.*s",
+             up ? (int)up->value_len : (int)strlen(s->upgrade),
+             up ? u->head + up->value_off : s->upgrade);
+    o.upgrade = proto;
+    u->in_head = 0;
+    s->resp_head = 1;
+    s->sent_ms = 0;
+  } else if (status >= 100 && status < 200) {
     o.framing = ZG_FRAMING_NONE; /* interim: forwarded, then the next one */
   } else {
     u->in_head = 0; /* body reads go to pooled buffers */
@@ -542,6 +559,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
     return -1;
   }
   free(out);
+  if (status == 101)
+    return 2;
   return no_body ? 1 : 0;
 }
 
@@ -563,7 +582,9 @@ static int resp_on_message_complete(llhttp_t *p) {
   int status = p->status_code;
   if (!s)
     return -1;
-  if (status >= 100 && status < 200 && status != 101) {
+  if (status == 101)
+    return 0; /* llhttp_execute returns HPE_PAUSED_UPGRADE: a tunnel */
+  if (status >= 100 && status < 200) {
     /* Interim: the final response follows on the same connection. */
     u->in_head = 1;
     u->resp.n_hdr = 0;
@@ -606,6 +627,11 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
     err = llhttp_execute(&u->pp, data, len);
     if (err == HPE_OK)
       return;
+    if (err == HPE_PAUSED_UPGRADE) {
+      stop = llhttp_get_error_pos(&u->pp);
+      tunnel_start(s, stop, len - (size_t)(stop - data));
+      return;
+    }
     if (err != HPE_PAUSED)
       break;
     stop = llhttp_get_error_pos(&u->pp);
@@ -644,16 +670,22 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       zg_buf_put(u->gw, buf->base);
     return;
   }
+  if (s->state == HS_TUNNEL) {
+    tunnel_read(s, st, nread, buf->base, 0);
+    zg_buf_put(u->gw, buf->base);
+    return;
+  }
   if (nread > 0) {
     s->last_active_ms = uv_now(s->gw->loop);
     if (in_head) {
       u->head_len += (size_t)nread;
-      if (u->head_len >= HEAD_MAX) {
+      upstream_parse(u, buf->base, (size_t)nread);
+      /* A full buffer still without the end of the head. */
+      if (u->s == s && u->in_head && u->head_len >= HEAD_MAX) {
         u->keep = 0;
         upstream_failed(s, "response head too large", 502);
         return;
       }
-      upstream_parse(u, buf->base, (size_t)nread);
     } else {
       upstream_parse(u, buf->base, (size_t)nread);
       zg_buf_put(u->gw, buf->base);
@@ -690,6 +722,8 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
 static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
   zg_http_upstream_t *u = s->up;
   int reused = u && u->used;
+  zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
+           s->client_addr, u ? u->key : "-", why, reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
      * may just have been closed by it while idle. */
@@ -740,7 +774,8 @@ static void on_upstream_write(uv_write_t *req, int status) {
     return;
   }
   /* Drained: read the client again if its body was paused for us. */
-  if (!s->req_done && !s->reading && queued(&u->tcp) <= HIGH_WATER / 2)
+  if ((s->state == HS_TUNNEL || !s->req_done) && !s->reading &&
+      queued(&u->tcp) <= HIGH_WATER / 2)
     client_read_start(s);
 }
 
@@ -1097,6 +1132,16 @@ static void head_complete(zg_http_session_t *s) {
              s->in + host->value_off);
     o.fwd_host = host_buf;
   }
+  s->upgrade[0] = '\0';
+  {
+    const zg_hdr_t *up = zg_http_find(&s->req, "upgrade");
+    if (up && zg_http_connection_has(&s->req, "upgrade") && s->req.minor >= 1 &&
+        up->value_len < sizeof(s->upgrade)) {
+      snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
+               s->in + up->value_off);
+      o.upgrade = s->upgrade;
+    }
+  }
   s->req_chunked = s->req.chunked;
   s->req_has_body = s->req.chunked || s->req.content_length > 0;
   if (s->req.chunked) {
@@ -1130,7 +1175,7 @@ static void process_input(zg_http_session_t *s) {
       s->in_off = s->in_len;
       break;
     }
-    if (err != HPE_PAUSED) {
+    if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
       const char *why = llhttp_get_error_reason(&s->rp);
       if (s->up) { /* a body cut short: the connection is unusable */
         zg_http_upstream_t *u = s->up;
@@ -1145,6 +1190,12 @@ static void process_input(zg_http_session_t *s) {
       return;
     }
     s->in_off = (size_t)(llhttp_get_error_pos(&s->rp) - s->in);
+    if (err == HPE_PAUSED_UPGRADE) {
+      /* An upgrade request whose instance answered without switching:
+       * the connection goes on as HTTP. */
+      llhttp_resume_after_upgrade(&s->rp);
+      continue;
+    }
     if (s->state == HS_HEAD && s->head_seen)
       head_complete(s);
     /* else: request complete (paused); the response decides what next */
@@ -1287,6 +1338,72 @@ static void on_client_write(uv_write_t *req, int status) {
                   on_upstream_read);
 }
 
+/* ---- tunnel (after 101) ----------------------------------------------- */
+
+static void on_tunnel_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status; /* the peer being gone shows on its read side */
+}
+
+/* Bytes read on one side of a tunnel go to the other; EOF on one side
+ * shuts the other's write side; the tunnel ends when both are done. */
+static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
+                        const char *data, int from_client) {
+  zg_http_upstream_t *u = s->up;
+  uv_stream_t *to =
+      from_client ? (uv_stream_t *)&u->tcp : (uv_stream_t *)&s->client;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    uv_read_stop(from);
+    if (nread != UV_EOF) {
+      session_end(s, from_client ? "client reset" : "instance reset");
+      return;
+    }
+    if (from_client) {
+      s->client_eof = 1;
+      s->reading = 0;
+      uv_shutdown(&s->up_shutdown_req, to, on_tunnel_shutdown);
+    } else {
+      s->upstream_eof = 1;
+      uv_shutdown(&s->shutdown_req, to, on_tunnel_shutdown);
+    }
+    if (s->client_eof && s->upstream_eof)
+      session_end(s, "tunnel closed");
+    return;
+  }
+  s->last_active_ms = uv_now(s->gw->loop);
+  if (write_parts(
+          to, from_client ? (void *)u : (void *)s, !from_client,
+          &(uv_buf_t){.base = (char *)(uintptr_t)data, .len = (size_t)nread},
+          1) != 0) {
+    session_end(s, "tunnel write error");
+    return;
+  }
+  if (queued((uv_tcp_t *)to) > HIGH_WATER) {
+    uv_read_stop(from);
+    if (from_client)
+      s->reading = 0;
+  }
+}
+
+static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
+  zg_http_upstream_t *u = s->up;
+  s->state = HS_TUNNEL;
+  u->keep = 0;
+  zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->upgrade,
+           u->key);
+  /* Bytes that came with the 101, and any the client sent early. */
+  if ((len > 0 && to_client(s, rest, len) != 0) ||
+      (s->in_len > s->in_off &&
+       to_upstream(u, s->in + s->in_off, s->in_len - s->in_off) != 0)) {
+    session_end(s, "tunnel write error");
+    return;
+  }
+  s->in_len = s->in_off = 0;
+  client_read_start(s);
+}
+
 /* ---- client reads ---------------------------------------------------- */
 
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -1311,6 +1428,11 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   (void)buf;
   if (s->state == HS_CLOSING || nread == 0)
     return;
+  if (s->state == HS_TUNNEL) {
+    tunnel_read(s, st, nread, buf->base, 1);
+    s->in_len = 0;
+    return;
+  }
   if (nread < 0) {
     uv_read_stop(st);
     s->reading = 0;

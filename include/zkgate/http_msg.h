@@ -110,6 +110,8 @@ typedef struct {
   zg_framing_t framing;
   uint64_t body_length; /* with ZG_FRAMING_LENGTH */
   bool close;           /* send Connection: close */
+  const char *upgrade;  /* non-NULL: ask for this protocol switch
+                           (Connection: upgrade, Upgrade: value) */
 } zg_http_req_out_t;
 
 /* Writes the request head for the instance: "METHOD target HTTP/1.1",
@@ -130,8 +132,10 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
 typedef struct {
   zg_framing_t framing;
   uint64_t body_length;
-  bool close;      /* Connection: close */
-  bool keep_alive; /* Connection: keep-alive (for HTTP/1.0 clients) */
+  bool close;          /* Connection: close */
+  bool keep_alive;     /* Connection: keep-alive (for HTTP/1.0 clients) */
+  const char *upgrade; /* non-NULL (101 only): Connection: upgrade and
+                          Upgrade: value */
 } zg_http_resp_out_t;
 
 /* Writes the response head for the client: "HTTP/1.1 status reason", the

@@ -160,3 +160,111 @@ def raw_exchange(port, data, timeout=3.0, half_close=False):
         return out
     finally:
         s.close()
+
+
+# ---- a minimal WebSocket echo server (RFC 6455), for the tunnel test ------------------------
+
+import base64  # noqa: E402
+import struct  # noqa: E402
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_read_frame(sock):
+    """One frame: (opcode, payload). Unmasks when masked."""
+    def exactly(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed in a frame")
+            buf += chunk
+        return buf
+    b0, b1 = exactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", exactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", exactly(8))[0]
+    mask = exactly(4) if b1 & 0x80 else None
+    payload = exactly(n)
+    if mask:
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    return b0 & 0x0F, payload
+
+
+def ws_frame(payload, opcode=1, mask=None):
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if mask:
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+class WebSocketEcho:
+    """Answers a WebSocket upgrade with 101 and echoes text frames with "echo: " in front."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        self.upgrades = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+            h = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                 for l in lines[1:] if ":" in l}
+            if h.get("upgrade", "").lower() != "websocket":
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                return
+            self.upgrades += 1
+            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                       f"{ws_accept(h['sec-websocket-key'])}\r\n\r\n").encode())
+            while True:
+                op, payload = ws_read_frame(c)
+                if op == 8:
+                    c.sendall(ws_frame(payload, opcode=8))
+                    return
+                c.sendall(ws_frame(b"echo: " + payload))
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()

@@ -324,3 +324,178 @@ def test_oversized_head_is_431(http_backends, gateway):
     gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
     out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 431 ")
+
+
+# ---- WebSocket -------------------------------------------------------------------------------
+
+from httpbackend import WebSocketEcho, ws_accept, ws_frame, ws_read_frame  # noqa: E402
+
+
+def test_websocket_echo_through_the_gateway(gateway):
+    ws = WebSocketEcho()
+    try:
+        port = free_port()
+        gateway(http_ini(port, {"s": {"instances": ws.addr, "path_prefix": "/ws/"}}), listen=port)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        s.sendall(("GET /ws/chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: " + key + "\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert f"Sec-WebSocket-Accept: {ws_accept(key)}".encode() in head
+        assert b"Upgrade: websocket" in head
+        for msg in (b"hello", b"x" * 70000, b"last"):
+            s.sendall(ws_frame(msg, mask=b"\x01\x02\x03\x04"))
+            op, payload = ws_read_frame(s)
+            assert (op, payload) == (1, b"echo: " + msg)
+        s.sendall(ws_frame(b"", opcode=8, mask=b"\x01\x02\x03\x04"))
+        op, _ = ws_read_frame(s)
+        assert op == 8
+        s.close()
+    finally:
+        ws.close()
+
+
+def test_upgrade_refused_by_instance_stays_http(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    out = raw_exchange(port, b"GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n"
+                             b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # The plain backend ignores Upgrade and answers 200: the connection stays HTTP.
+    assert out.count(b"HTTP/1.1 200") == 2 and b'"path": "/after"' in out
+
+
+# ---- failures, timeouts, limits ----------------------------------------------------------------
+
+from zkharness import Blackhole  # noqa: E402
+
+
+def test_dead_instance_is_retried_elsewhere_then_skipped(http_backends, gateway):
+    live = http_backends("live")
+    dead = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    gw = gateway(http_ini(port, {"s": {"instances": [dead, live.addr]}},
+                          proxy={"fail_timeout": "30s"}), listen=port)
+    for i in range(20):
+        r, data = get(port, f"/r{i}")
+        assert r.status == 200 and doc(data)["name"] == "live", f"request {i}: {r.status}"
+    # Passive health: after its first failure the dead instance is not tried again.
+    fails = gw.log_text().count(f"cannot connect to instance {dead}")
+    assert fails == 1, f"dead instance tried {fails} times in 20 requests"
+
+
+def test_all_instances_dead_is_502(gateway):
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": [f"127.0.0.1:{free_port()}",
+                                                f"127.0.0.1:{free_port()}"]}}), listen=port)
+    r, data = get(port, "/")
+    assert r.status == 502 and r.getheader("Content-Length") == str(len(data))
+
+
+def test_connect_timeout_moves_on(http_backends, gateway):
+    live = http_backends("live")
+    hole = Blackhole()
+    try:
+        port = free_port()
+        gateway(http_ini(port, {"s": {"instances": [hole.addr, live.addr],
+                                      "balance": "round_robin"}},
+                         proxy={"connect_timeout": "300ms"}), listen=port)
+        t0 = time.monotonic()
+        for _ in range(4):
+            r, data = get(port, "/")
+            assert r.status == 200 and doc(data)["name"] == "live"
+        assert time.monotonic() - t0 < 3
+    finally:
+        hole.close()
+
+
+def test_response_timeout_is_504(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr, "response_timeout": "500ms"}}),
+            listen=port)
+    t0 = time.monotonic()
+    r, data = get(port, "/slow/3000")
+    assert r.status == 504, r.status
+    assert 0.4 <= time.monotonic() - t0 < 2.5
+    r, data = get(port, "/slow/10")
+    assert r.status == 200
+
+
+def test_slow_request_head_is_408(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}, proxy={"header_timeout": "1s"}),
+            listen=port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+    t0 = time.monotonic()
+    out = s.recv(4096)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert 0.8 <= time.monotonic() - t0 < 3
+
+
+def test_too_many_header_fields_is_431(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(150))
+    out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 431 "), out[:60]
+    assert b.requests == 0
+
+
+def test_absolute_form_target(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr, "host": "app.example.com"}}),
+            listen=port)
+    out = raw_exchange(port, b"GET http://app.example.com/p?q=1 HTTP/1.1\r\n"
+                             b"Host: app.example.com\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200"), out[:80]
+    d = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert d["path"] == "/p?q=1"
+    out = raw_exchange(port, b"GET http://app.example.com/p HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), "absolute-form authority and Host differ"
+
+
+def test_instance_given_by_host_name(http_backends, zk, kz, zpath, gateway):
+    b = http_backends("b")
+    register(kz, zpath, f"http://localhost:{b.port}".encode())
+    port = free_port()
+    gateway(http_ini(port, {"s": {"zk_path": zpath}}, zk=zk), listen=port)
+    assert wait_until(lambda: get(port, "/")[0].status == 200, 5)
+    assert doc(get(port, "/h")[1])["name"] == "b"
+
+
+def test_malformed_response_is_502_and_connection_dropped(gateway):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bport = free_port()
+    srv.bind(("127.0.0.1", bport))
+    srv.listen(8)
+    import threading
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+            c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        port = free_port()
+        gateway(http_ini(port, {"s": {"instances": f"127.0.0.1:{bport}"}}), listen=port)
+        r, data = get(port, "/")
+        assert r.status == 502
+    finally:
+        srv.close()
