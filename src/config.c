@@ -530,6 +530,8 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
     else
       add_error(p, kv->line,
                 "balance: expected random or round_robin, got '%s'", kv->value);
+  } else if (!strcmp(kv->key, "connect_timeout")) {
+    duration_key(p, kv, &svc->connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "endpoint")) {
     if (!valid_service_name(kv->value)) {
       add_error(p, kv->line,
@@ -716,6 +718,8 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       add_error(p, st[i].http_key_line,
                 "host, path_prefix, strip_prefix and response_timeout are for "
                 "protocol = http only");
+    if (!svc->connect_timeout_ms)
+      svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
     if (svc->protocol == ZG_PROTO_HTTP) {
       if (!svc->path_prefix && !(svc->path_prefix = strdup("/")))
         p->oom = 1;

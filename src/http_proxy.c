@@ -908,7 +908,7 @@ static void try_instance(zg_http_session_t *s) {
   s->up = u;
   s->sent_ms = uv_now(gw->loop); /* connect counts against the timeout */
   uv_timer_start(&u->ctimer, on_connect_timeout,
-                 gw->cfg->proxy.connect_timeout_ms, 0);
+                 s->svc->conf->connect_timeout_ms, 0);
   if (inst->is_ip) {
     struct sockaddr_storage ss;
     rc = strchr(inst->host, ':')

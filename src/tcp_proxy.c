@@ -344,7 +344,7 @@ static void connect_to(zg_tcp_session_t *s, const struct sockaddr *sa) {
     return;
   }
   uv_timer_start(&s->timer, on_connect_timeout,
-                 s->svc->gw->cfg->proxy.connect_timeout_ms, 0);
+                 s->svc->conf->connect_timeout_ms, 0);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status,
@@ -430,8 +430,8 @@ static void try_connect(zg_tcp_session_t *s) {
       return;
     }
     s->gai_pending = 1;
-    uv_timer_start(&s->timer, on_connect_timeout,
-                   gw->cfg->proxy.connect_timeout_ms, 0);
+    uv_timer_start(&s->timer, on_connect_timeout, svc->conf->connect_timeout_ms,
+                   0);
   }
 }
 

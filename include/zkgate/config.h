@@ -30,7 +30,8 @@ typedef struct {
   zg_protocol_t protocol;
   zg_listen_addr_t listen;
   zg_balance_t balance;
-  char *endpoint; /* serverset additionalEndpoints name, or NULL */
+  char *endpoint;              /* serverset additionalEndpoints name, or NULL */
+  uint64_t connect_timeout_ms; /* [proxy] connect_timeout unless set here */
   /* HTTP only */
   char *host;        /* NULL: any host; may be "*.example.com"; lowercase */
   char *path_prefix; /* "/" by default */
