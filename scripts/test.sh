@@ -18,7 +18,7 @@ ctest --test-dir build --output-on-failure --timeout 600 "$@"
 
 echo "== build: clang-14, -fsanitize=address,undefined, -Werror" >&2
 CC=clang-14 cmake -S . -B build-asan -DZKGATE_WERROR=ON -DZKGATE_SANITIZE=ON \
-  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+  -DZKGATE_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
 echo "== tests: sanitizer build" >&2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \

@@ -820,3 +820,17 @@ const char *zg_http_reason(int status) {
   }
   return "Unknown";
 }
+
+size_t zg_http_head_end(const char *buf, size_t len) {
+  size_t start = 0;
+  while (start < len && (buf[start] == '\r' || buf[start] == '\n'))
+    start++;
+  for (size_t i = start; i + 1 < len; i++)
+    if (buf[i] == '\n') {
+      if (buf[i + 1] == '\n')
+        return i + 2;
+      if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
+        return i + 3;
+    }
+  return len;
+}

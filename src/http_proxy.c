@@ -462,18 +462,6 @@ static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
   return rc;
 }
 
-/* The end of the head in `buf`: just past the first empty line. */
-static size_t head_end(const char *buf, size_t len) {
-  for (size_t i = 0; i + 1 < len; i++)
-    if (buf[i] == '\n') {
-      if (buf[i + 1] == '\n')
-        return i + 2;
-      if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
-        return i + 3;
-    }
-  return len;
-}
-
 static void fill_head_common(zg_http_head_t *h, llhttp_t *p) {
   h->major = p->http_major;
   h->minor = p->http_minor;
@@ -501,7 +489,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
   }
-  if (zg_http_prescan(u->head, head_end(u->head, u->head_len), &reason) != 0 ||
+  if (zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
+                      &reason) != 0 ||
       zg_http_check_response(&u->resp, &reason) != 0) {
     llhttp_set_error_reason(p, reason);
     return -1;
@@ -1065,6 +1054,11 @@ static void head_complete(zg_http_session_t *s) {
   }
   /* absolute-form: the target's authority is the host (RFC 9112 §3.2.2) */
   host = zg_http_find(&s->req, "host");
+  if (authority_len >= ZG_HOST_MAX + 8 ||
+      (host && host->value_len >= ZG_HOST_MAX + 8)) {
+    respond_error(s, 400, "host name too long");
+    return;
+  }
   if (authority_len > 0 && host &&
       !same_host(s->in + host->value_off, host->value_len, authority,
                  authority_len)) {

@@ -41,6 +41,11 @@ typedef struct {
  * string. */
 int zg_http_prescan(const char *buf, size_t len, const char **reason);
 
+/* The length of the head at the start of `buf`: up to and including the
+ * first empty line, after any empty lines before the start line (which
+ * llhttp skips, RFC 9112 §2.2); `len` when there is no empty line yet. */
+size_t zg_http_head_end(const char *buf, size_t len);
+
 /* Request checks after parsing: more than one Host, no Host in HTTP/1.1,
  * a Host value that is not host[:port] (empty only with an absolute-form
  * target; RFC 9112 §3.2), Transfer-Encoding in HTTP/1.0, a target longer
