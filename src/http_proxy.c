@@ -69,12 +69,13 @@ struct zg_http_upstream {
   unsigned connected : 1;
   unsigned closing : 1;
   unsigned idle : 1;
-  unsigned in_head : 1;    /* reading a response head */
-  unsigned keep : 1;       /* reusable after the response */
-  unsigned value_open : 1; /* last header callback was a value */
-  unsigned used : 1;       /* has carried a request before this one */
-  unsigned resolving : 1;  /* a name lookup is out */
-  unsigned extra_bytes;    /* trailer and chunk extension bytes */
+  unsigned in_head : 1;       /* reading a response head */
+  unsigned keep : 1;          /* reusable after the response */
+  unsigned value_open : 1;    /* last header callback was a value */
+  unsigned used : 1;          /* has carried a request before this one */
+  unsigned resolving : 1;     /* a name lookup is out */
+  uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
+  unsigned extra_bytes;       /* trailer and chunk extension bytes */
 };
 
 struct zg_http_session {
@@ -107,9 +108,10 @@ struct zg_http_session {
   unsigned too_many : 1;     /* more header fields than we keep */
   unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
   char upgrade[64];          /* the protocol asked for, or "" */
-  uv_shutdown_t up_shutdown_req;
-  unsigned extra_bytes;   /* trailer and chunk extension bytes */
-  uint64_t head_begin_ms; /* first byte of the current request head */
+  unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
+  unsigned wait_drain : 1;   /* next request held until the client drains */
+  unsigned extra_bytes;      /* trailer and chunk extension bytes */
+  uint64_t head_begin_ms;    /* first byte of the current request head */
   zg_service_t *svc;
   zg_pool_t *pool;
   size_t tried[MAX_TRIES];
@@ -134,6 +136,7 @@ static void upstream_release(zg_http_upstream_t *u, int reuse);
 static void try_instance(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
+static void next_request(zg_http_session_t *s);
 static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
 static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
                         const char *data, int from_client);
@@ -704,6 +707,12 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
                   502);
 }
 
+/* Methods that may be sent twice (RFC 9110 §9.2.2), as nginx retries. */
+static int idempotent(int method) {
+  return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
+         method == HTTP_TRACE || method == HTTP_PUT || method == HTTP_DELETE;
+}
+
 /* The instance failed us. Before any response byte reached the client, a
  * request without a body gets one more try on a fresh connection when the
  * failure was on a reused one (it may have been closed just as we sent),
@@ -725,7 +734,8 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
     session_end(s, why);
     return;
   }
-  if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING) {
+  if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING &&
+      idempotent(s->req.method)) {
     s->retried = 1;
     s->ntried = 0;
     s->state = HS_CONNECT;
@@ -773,7 +783,8 @@ static void on_upstream_write(uv_write_t *req, int status) {
 static void send_request(zg_http_session_t *s) {
   zg_http_upstream_t *u = s->up;
   s->state = HS_EXCHANGE;
-  s->sent_ms = uv_now(s->gw->loop);
+  if (s->req_done) /* the response timeout runs from the request's end */
+    s->sent_ms = uv_now(s->gw->loop);
   if (to_upstream(u, s->up_head, s->up_head_len) != 0) {
     upstream_failed(s, "instance write error", 502);
     return;
@@ -895,7 +906,6 @@ static void try_instance(zg_http_session_t *s) {
   u->creq.data = u;
   u->gai.data = u;
   s->up = u;
-  s->sent_ms = uv_now(gw->loop); /* connect counts against the timeout */
   uv_timer_start(&u->ctimer, on_connect_timeout,
                  s->svc->conf->connect_timeout_ms, 0);
   if (inst->is_ip) {
@@ -1001,6 +1011,8 @@ static int req_on_message_complete(llhttp_t *p) {
   if (s->req_chunked && s->up && to_upstream(s->up, "0\r\n\r\n", 5) != 0)
     return -1;
   s->req_done = 1;
+  if (s->up)
+    s->sent_ms = uv_now(s->gw->loop); /* response_timeout starts now */
   return HPE_PAUSED; /* the next pipelined request waits its turn */
 }
 
@@ -1228,6 +1240,8 @@ static void reset_for_next(zg_http_session_t *s) {
   zg_pool_unref(s->pool);
   s->pool = NULL;
   llhttp_resume(&s->rp);
+  if (s->in_len > 0) /* a pipelined head has begun: header_timeout runs */
+    s->head_begin_ms = uv_now(s->gw->loop);
   if (s->in_len == 0) {
     free(s->in); /* idle keep-alive connections hold no buffer */
     s->in = NULL;
@@ -1254,6 +1268,19 @@ static void exchange_done(zg_http_session_t *s) {
   }
   reset_for_next(s);
   s->last_active_ms = uv_now(s->gw->loop);
+  next_request(s);
+}
+
+/* Goes on with the next (pipelined) request, unless the client is not
+ * reading what it was sent: then nothing more is read or answered until
+ * its queue drains (on_client_write), or memory would grow with every
+ * pipelined request. */
+static void next_request(zg_http_session_t *s) {
+  if (queued(&s->client) > HIGH_WATER) {
+    s->wait_drain = 1;
+    return;
+  }
+  s->wait_drain = 0;
   if (s->in_len)
     process_input(s);
   if (s->state == HS_HEAD || (s->state == HS_EXCHANGE && !s->req_done))
@@ -1322,9 +1349,15 @@ static void on_client_write(uv_write_t *req, int status) {
     session_end(s, "client write error");
     return;
   }
-  if (s->resp_done && s->close_after && queued(&s->client) == 0) {
+  if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
+      queued(&s->client) == 0) {
     linger_close(s);
     return;
+  }
+  if (s->wait_drain && queued(&s->client) <= HIGH_WATER / 2) {
+    next_request(s);
+    if (s->state == HS_CLOSING)
+      return;
   }
   /* Drained: read the instance again if it was paused for us. */
   if (s->up && !s->up->closing && queued(&s->client) <= HIGH_WATER / 2)
@@ -1334,9 +1367,28 @@ static void on_client_write(uv_write_t *req, int status) {
 
 /* ---- tunnel (after 101) ----------------------------------------------- */
 
-static void on_tunnel_shutdown(uv_shutdown_t *req, int status) {
-  (void)req;
-  (void)status; /* the peer being gone shows on its read side */
+/* Each side's write half is shut once what was queued for it is out; the
+ * tunnel ends when both are. The request for the instance's side lives in
+ * the upstream, which outlives its own handle's close; the client's in the
+ * session, likewise. */
+static void tunnel_shut_done(zg_http_session_t *s, int status) {
+  if (!s || s->state != HS_TUNNEL)
+    return;
+  if (status < 0) {
+    session_end(s, "tunnel peer gone");
+    return;
+  }
+  if (++s->tunnel_shut == 2)
+    session_end(s, "tunnel closed");
+}
+
+static void on_client_tunnel_shutdown(uv_shutdown_t *req, int status) {
+  tunnel_shut_done(req->data, status);
+}
+
+static void on_upstream_tunnel_shutdown(uv_shutdown_t *req, int status) {
+  zg_http_upstream_t *u = req->data;
+  tunnel_shut_done(u->s, status);
 }
 
 /* Bytes read on one side of a tunnel go to the other; EOF on one side
@@ -1357,13 +1409,15 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     if (from_client) {
       s->client_eof = 1;
       s->reading = 0;
-      uv_shutdown(&s->up_shutdown_req, to, on_tunnel_shutdown);
+      u->shutdown_req.data = u;
+      if (uv_shutdown(&u->shutdown_req, to, on_upstream_tunnel_shutdown) != 0)
+        session_end(s, "tunnel peer gone");
     } else {
       s->upstream_eof = 1;
-      uv_shutdown(&s->shutdown_req, to, on_tunnel_shutdown);
+      s->shutdown_req.data = s;
+      if (uv_shutdown(&s->shutdown_req, to, on_client_tunnel_shutdown) != 0)
+        session_end(s, "tunnel peer gone");
     }
-    if (s->client_eof && s->upstream_eof)
-      session_end(s, "tunnel closed");
     return;
   }
   s->last_active_ms = uv_now(s->gw->loop);
@@ -1432,7 +1486,10 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     s->reading = 0;
     if (nread == UV_EOF)
       s->client_eof = 1;
-    if (s->state == HS_HEAD && s->in_len == 0) {
+    if (s->state == HS_HEAD && s->in_len == 0 && nread == UV_EOF &&
+        queued(&s->client) > 0) {
+      s->close_after = 1; /* the last response is still going out */
+    } else if (s->state == HS_HEAD && s->in_len == 0) {
       session_end(s, nread == UV_EOF ? "client closed" : "client error");
     } else if (s->state == HS_HEAD) {
       session_end(s, "client closed in a request head");

@@ -508,3 +508,69 @@ def test_malformed_response_is_502_and_connection_dropped(gateway):
         assert r.status == 502
     finally:
         srv.close()
+
+
+# ---- regressions found in review ---------------------------------------------------------------
+
+def test_half_closed_client_still_gets_the_whole_response(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /big/8000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        time.sleep(0.001)  # a slow reader
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert len(body) == 8000000, f"got {len(body)} of 8000000 body bytes"
+
+
+def test_slow_upload_is_not_cut_by_response_timeout(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr, "response_timeout": "1s"}}),
+            listen=port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 200\r\n\r\n")
+    for _ in range(5):  # 2 s of upload, twice the response timeout
+        time.sleep(0.4)
+        s.sendall(b"x" * 40)
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200"), out[:80]
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body_len"] == 200
+
+
+def test_pipelined_partial_head_gets_408(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}, proxy={"header_timeout": "1s"}),
+            listen=port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    out = b""
+    while b"HTTP/1.1 408" not in out and time.monotonic() - t0 < 5:
+        s.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
+        time.sleep(0.3)
+        try:
+            s.settimeout(0.05)
+            out += s.recv(65536)
+        except socket.timeout:
+            pass
+        except OSError:
+            break
+    s.close()
+    assert b"HTTP/1.1 408" in out, "a trickled pipelined head was never timed out"
+    assert time.monotonic() - t0 < 3
