@@ -26,7 +26,6 @@
 #include "zkgate/listener.h"
 #include "zkgate/log.h"
 
-#include <arpa/inet.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1566,9 +1565,6 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_http_listener_t *hl = server->data;
   zg_gateway_t *gw = hl->gw;
   zg_http_session_t *s;
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-
   if (status < 0) {
     zg_warn("http", "accept failed on %s: %s", hl->addr->text,
             uv_strerror(status));
@@ -1576,13 +1572,8 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   s = calloc(1, sizeof(*s));
   if (!s) {
-    uv_tcp_t *tmp = malloc(sizeof(*tmp));
-    if (tmp && uv_tcp_init(gw->loop, tmp) == 0) {
-      uv_accept(server, (uv_stream_t *)tmp);
-      uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
-    } else {
-      free(tmp);
-    }
+    zg_error("http", "out of memory accepting a client on %s", hl->addr->text);
+    zg_listener_drop(server);
     return;
   }
   s->gw = gw;
@@ -1604,19 +1595,8 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&s->client, 1);
-  if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6) {
-      uv_ip6_name((struct sockaddr_in6 *)&ss, s->client_ip,
-                  sizeof(s->client_ip));
-      snprintf(s->client_addr, sizeof(s->client_addr), "[%s]:%u", s->client_ip,
-               ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-    } else {
-      uv_ip4_name((struct sockaddr_in *)&ss, s->client_ip,
-                  sizeof(s->client_ip));
-      snprintf(s->client_addr, sizeof(s->client_addr), "%s:%u", s->client_ip,
-               ntohs(((struct sockaddr_in *)&ss)->sin_port));
-    }
-  }
+  zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
+               sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
   client_read_start(s);
 }

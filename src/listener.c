@@ -2,6 +2,10 @@
  * restart does not wait for TIME_WAIT sockets of the previous process. */
 #include "zkgate/listener.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #define ZG_LISTEN_BACKLOG 511 /* as nginx and HAProxy default to */
 
 int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
@@ -13,4 +17,36 @@ int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)tcp, ZG_LISTEN_BACKLOG, cb);
   return rc;
+}
+
+static void on_dropped_closed(uv_handle_t *h) {
+  free(h);
+}
+
+void zg_listener_drop(uv_stream_t *server) {
+  uv_tcp_t *tmp = malloc(sizeof(*tmp));
+  if (tmp && uv_tcp_init(server->loop, tmp) == 0) {
+    uv_accept(server, (uv_stream_t *)tmp);
+    uv_close((uv_handle_t *)tmp, on_dropped_closed);
+  } else {
+    free(tmp);
+  }
+}
+
+void zg_peer_name(uv_tcp_t *tcp, char *ip, size_t ip_len, char *addr,
+                  size_t addr_len) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss);
+  ip[0] = addr[0] = '\0';
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a6, ip, ip_len);
+    snprintf(addr, addr_len, "[%s]:%u", ip, ntohs(a6->sin6_port));
+  } else {
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+    uv_ip4_name(a4, ip, ip_len);
+    snprintf(addr, addr_len, "%s:%u", ip, ntohs(a4->sin_port));
+  }
 }

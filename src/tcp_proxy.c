@@ -12,9 +12,9 @@
 #include "zkgate/tcp_proxy.h"
 
 #include "zkgate/error.h"
+#include "zkgate/listener.h"
 #include "zkgate/log.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,24 +435,6 @@ static void try_connect(zg_tcp_session_t *s) {
   }
 }
 
-static void addr_str(uv_tcp_t *tcp, char *buf, size_t len) {
-  struct sockaddr_storage ss;
-  int n = sizeof(ss);
-  char ip[48];
-  buf[0] = '\0';
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) != 0)
-    return;
-  if (ss.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-    snprintf(buf, len, "[%s]:%u", ip,
-             ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-  } else {
-    uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-    snprintf(buf, len, "%s:%u", ip,
-             ntohs(((struct sockaddr_in *)&ss)->sin_port));
-  }
-}
-
 void zg_tcp_on_connection(uv_stream_t *server, int status) {
   zg_service_t *svc = server->data;
   zg_gateway_t *gw = svc->gw;
@@ -466,15 +448,9 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
   s = calloc(1, sizeof(*s));
   if (!s) {
     /* Take the connection off the queue and drop it. */
-    uv_tcp_t *tmp = malloc(sizeof(*tmp));
     zg_error("tcp", "service %s: out of memory accepting a client",
              svc->conf->name);
-    if (tmp && uv_tcp_init(gw->loop, tmp) == 0) {
-      uv_accept(server, (uv_stream_t *)tmp);
-      uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
-    } else {
-      free(tmp);
-    }
+    zg_listener_drop(server);
     return;
   }
   s->svc = svc;
@@ -494,6 +470,10 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
     session_end(s, "accept failed");
     return;
   }
-  addr_str(&s->client, s->client_addr, sizeof(s->client_addr));
+  {
+    char ip[48];
+    zg_peer_name(&s->client, ip, sizeof(ip), s->client_addr,
+                 sizeof(s->client_addr));
+  }
   try_connect(s);
 }

@@ -11,4 +11,13 @@
 int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
                       const zg_listen_addr_t *addr, uv_connection_cb cb);
 
+/* Takes one pending connection off `server` and closes it (when there is
+ * no memory for a session: the client sees a close, not a hang). */
+void zg_listener_drop(uv_stream_t *server);
+
+/* The peer of `tcp` as an IP ("10.0.0.5", "::1") into ip and as
+ * "ip:port" / "[ip]:port" into addr; empty strings when unknown. */
+void zg_peer_name(uv_tcp_t *tcp, char *ip, size_t ip_len, char *addr,
+                  size_t addr_len);
+
 #endif

@@ -165,9 +165,15 @@ static void log_nothing(void) {
   zg_debug("registry", "hidden");
 }
 
+/* The clock the logger reads: time() is a coarser clock that can lag it
+ * across a second boundary. */
 static void utc_now(char *buf, size_t len) {
-  time_t t = time(NULL);
+  struct timespec ts;
+  time_t t;
   struct tm tm;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  t = ts.tv_sec;
 
   assert_non_null(gmtime_r(&t, &tm));
   assert_true(strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm) > 0);
