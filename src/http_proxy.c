@@ -1015,16 +1015,6 @@ static int req_on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* the next pipelined request waits its turn */
 }
 
-/* Host and an absolute-form authority name the same host (whitespace
- * around the Host value aside; an empty Host is allowed, RFC 9112 §3.2). */
-static int same_host(const char *h, size_t hl, const char *a, size_t al) {
-  while (hl > 0 && (h[0] == ' ' || h[0] == '\t'))
-    h++, hl--;
-  while (hl > 0 && (h[hl - 1] == ' ' || h[hl - 1] == '\t'))
-    hl--;
-  return hl == 0 || (hl == al && strncasecmp(h, a, al) == 0);
-}
-
 /* The head is in: check it, route it, rewrite it, then find an instance.
  */
 static void head_complete(zg_http_session_t *s) {
@@ -1033,6 +1023,7 @@ static void head_complete(zg_http_session_t *s) {
   size_t path_len, query_len, authority_len, head_len;
   const zg_route_t *route;
   const zg_hdr_t *host;
+  zg_routed_t rt;
   char *target;
   zg_http_req_out_t o;
   int status, n;
@@ -1048,45 +1039,20 @@ static void head_complete(zg_http_session_t *s) {
   s->client_keep = zg_http_keep_alive(&s->req);
   head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
 
-  if (zg_http_prescan(s->in + s->head_start, head_len, &reason) != 0 ||
-      (status = zg_http_check_request(&s->req, &reason)) < 0) {
-    respond_error(s, 400, reason);
-    return;
-  }
-  if (status > 0) {
+  status = zg_http_route_request(hl->routes, &s->req, s->in + s->head_start,
+                                 head_len, &rt, &reason);
+  if (status != 0) {
     respond_error(s, status, reason);
     return;
   }
-  if (zg_http_split_target(s->in + s->req.url_off, s->req.url_len, &path,
-                           &path_len, &query, &query_len, &authority,
-                           &authority_len) != 0) {
-    respond_error(s, 400, "bad request target");
-    return;
-  }
-  /* absolute-form: the target's authority is the host (RFC 9112 §3.2.2) */
-  host = zg_http_find(&s->req, "host");
-  if (authority_len >= ZG_HOST_MAX + 8 ||
-      (host && host->value_len >= ZG_HOST_MAX + 8)) {
-    respond_error(s, 400, "host name too long");
-    return;
-  }
-  if (authority_len > 0 && host &&
-      !same_host(s->in + host->value_off, host->value_len, authority,
-                 authority_len)) {
-    respond_error(s, 400, "absolute-form target and Host differ");
-    return;
-  }
-  if (authority_len > 0) {
-    route =
-        zg_route_match(hl->routes, authority, authority_len, path, path_len);
-  } else {
-    route = zg_route_match(hl->routes, host ? s->in + host->value_off : NULL,
-                           host ? host->value_len : 0, path, path_len);
-  }
-  if (!route) {
-    respond_error(s, 404, "no service for this host and path");
-    return;
-  }
+  route = rt.route;
+  path = rt.path;
+  path_len = rt.path_len;
+  query = rt.query;
+  query_len = rt.query_len;
+  authority = rt.authority;
+  authority_len = rt.authority_len;
+  host = rt.host;
   s->svc = &s->gw->services[route->service];
   s->svc->accepted++;
   s->svc->active++;

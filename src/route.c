@@ -4,10 +4,13 @@
  * against it. Pure: no I/O, no loop, no allocation when matching. */
 #include "zkgate/route.h"
 
+#include "zkgate/instance.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum host_kind {
   HOST_ANY = 0, /* ranks lowest on equal prefixes */
@@ -195,4 +198,59 @@ const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
       best = e;
   }
   return best != NULL ? &best->route : NULL;
+}
+
+/* Host and an absolute-form authority name the same host (whitespace
+ * around the Host value aside; an empty Host is allowed, RFC 9112 §3.2). */
+static int same_host(const char *h, size_t hl, const char *a, size_t al) {
+  while (hl > 0 && (h[0] == ' ' || h[0] == '\t'))
+    h++, hl--;
+  while (hl > 0 && (h[hl - 1] == ' ' || h[hl - 1] == '\t'))
+    hl--;
+  return hl == 0 || (hl == al && strncasecmp(h, a, al) == 0);
+}
+
+int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,
+                          const char *head, size_t head_len, zg_routed_t *out,
+                          const char **reason) {
+  int status;
+  const char *hv;
+
+  memset(out, 0, sizeof(*out));
+  if (zg_http_prescan(head, head_len, reason) != 0)
+    return 400;
+  if ((status = zg_http_check_request(h, reason)) != 0)
+    return status < 0 ? 400 : status;
+  if (zg_http_split_target(h->buf + h->url_off, h->url_len, &out->path,
+                           &out->path_len, &out->query, &out->query_len,
+                           &out->authority, &out->authority_len) != 0) {
+    *reason = "bad request target";
+    return 400;
+  }
+  out->host = zg_http_find(h, "host");
+  /* Longer than a host name: it could not be passed on whole. */
+  if (out->authority_len >= ZG_HOST_MAX + 8 ||
+      (out->host && out->host->value_len >= ZG_HOST_MAX + 8)) {
+    *reason = "host name too long";
+    return 400;
+  }
+  hv = out->host ? h->buf + out->host->value_off : NULL;
+  /* absolute-form: the target's authority is the host (RFC 9112 §3.2.2) */
+  if (out->authority_len > 0 && out->host &&
+      !same_host(hv, out->host->value_len, out->authority,
+                 out->authority_len)) {
+    *reason = "absolute-form target and Host differ";
+    return 400;
+  }
+  if (out->authority_len > 0)
+    out->route = zg_route_match(t, out->authority, out->authority_len,
+                                out->path, out->path_len);
+  else
+    out->route = zg_route_match(t, hv, out->host ? out->host->value_len : 0,
+                                out->path, out->path_len);
+  if (!out->route) {
+    *reason = "no service for this host and path";
+    return 404;
+  }
+  return 0;
 }

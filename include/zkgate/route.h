@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "zkgate/http_msg.h"
+
 typedef struct {
   const char *host;   /* NULL (or "" or "*"): any host; "*.example.com":
                          any subdomain of example.com (not example.com
@@ -33,5 +35,24 @@ void zg_route_table_free(zg_route_table_t *t);
 const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
                                  size_t host_len, const char *path,
                                  size_t path_len);
+
+/* A request routed: the route, and the parts of its target. */
+typedef struct {
+  const zg_route_t *route;
+  const char *path, *query, *authority; /* point into the head's buffer */
+  size_t path_len, query_len, authority_len;
+  const zg_hdr_t *host; /* the Host header, or NULL */
+} zg_routed_t;
+
+/* The checks and routing every request head goes through, in the order
+ * the gateway applies them: zg_http_prescan over the raw head (`head`,
+ * `head_len`), zg_http_check_request, zg_http_split_target, host length
+ * (ZG_HOST_MAX + 8), an absolute-form authority that must match Host, then
+ * zg_route_match (by the authority for absolute-form, else by Host).
+ * Returns 0 with *out, or the status to answer (400, 404, 405, 414, 505)
+ * with *reason set to a static string. */
+int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,
+                          const char *head, size_t head_len, zg_routed_t *out,
+                          const char **reason);
 
 #endif

@@ -548,14 +548,6 @@ static int req_on_message_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-static int same_host(const char *h, size_t hl, const char *a, size_t al) {
-  while (hl > 0 && (h[0] == ' ' || h[0] == '\t'))
-    h++, hl--;
-  while (hl > 0 && (h[hl - 1] == ' ' || h[hl - 1] == '\t'))
-    hl--;
-  return hl == 0 || (hl == al && strncasecmp(h, a, al) == 0);
-}
-
 /* What a matched route promises: the path is under its prefix. */
 static void check_route(const zg_route_t *route, const char *path,
                         size_t path_len) {
@@ -576,6 +568,7 @@ static int head_complete(session_t *s, llhttp_t *p, const char *stop,
   const zg_route_t *route;
   const service_t *svc;
   const zg_hdr_t *host;
+  zg_routed_t rt;
   zg_http_req_out_t o;
   int status, n;
   char host_buf[ZG_HOST_MAX + 8];
@@ -588,43 +581,21 @@ static int head_complete(session_t *s, llhttp_t *p, const char *stop,
   s->client_keep = zg_http_keep_alive(&s->req);
   head_len = (size_t)(stop - s->in);
 
-  if (zg_http_prescan(s->in, head_len, reason) != 0 ||
-      (status = zg_http_check_request(&s->req, reason)) < 0)
-    return 400;
-  if (status > 0)
+  status = zg_http_route_request(table, &s->req, s->in, head_len, &rt, reason);
+  if (status != 0)
     return status;
   /* Checked: the version is 1.x, and llhttp's framing is one of the two. */
   CHECK(s->req.major == 1 && (s->req.minor == 0 || s->req.minor == 1));
   CHECK(!(s->req.chunked && s->req.content_length >= 0));
-  if (zg_http_split_target(s->in + s->req.url_off, s->req.url_len, &path,
-                           &path_len, &query, &query_len, &authority,
-                           &authority_len) != 0) {
-    *reason = "bad request target";
-    return 400;
-  }
+  route = rt.route;
+  path = rt.path;
+  path_len = rt.path_len;
+  query = rt.query;
+  query_len = rt.query_len;
+  authority = rt.authority;
+  authority_len = rt.authority_len;
+  host = rt.host;
   CHECK(path_len > 0 && (path[0] == '/' || (path_len == 1 && path[0] == '*')));
-  host = zg_http_find(&s->req, "host");
-  if (authority_len >= ZG_HOST_MAX + 8 ||
-      (host && host->value_len >= ZG_HOST_MAX + 8)) {
-    *reason = "host name too long"; /* as head_complete in http_proxy.c */
-    return 400;
-  }
-  if (authority_len > 0 && host &&
-      !same_host(s->in + host->value_off, host->value_len, authority,
-                 authority_len)) {
-    *reason = "absolute-form target and Host differ";
-    return 400;
-  }
-  if (authority_len > 0) {
-    route = zg_route_match(table, authority, authority_len, path, path_len);
-  } else {
-    route = zg_route_match(table, host ? s->in + host->value_off : NULL,
-                           host ? host->value_len : 0, path, path_len);
-  }
-  if (!route) {
-    *reason = "no service for this host and path";
-    return 404;
-  }
   check_route(route, path, path_len);
   svc = &services[route->service];
   n = zg_http_rewrite_path(target_buf, sizeof(target_buf), svc->base_path, path,
