@@ -8,6 +8,8 @@
 
 #include "zkgate/route.h"
 
+#include <llhttp.h>
+
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -289,6 +291,144 @@ static void test_route_many(void **state) {
   zg_route_table_free(t);
 }
 
+/* ---- zg_http_route_request: checks, then routing ------------------------ */
+
+typedef struct {
+  zg_http_head_t h;
+  int value_open;
+} parsed_t;
+
+static int p_url(llhttp_t *p, const char *at, size_t len) {
+  parsed_t *x = p->data;
+  if (x->h.url_len == 0)
+    x->h.url_off = (uint32_t)(at - x->h.buf);
+  x->h.url_len += (uint32_t)len;
+  return 0;
+}
+
+static int p_field(llhttp_t *p, const char *at, size_t len) {
+  parsed_t *x = p->data;
+  if (x->value_open || x->h.n_hdr == 0) {
+    x->h.hdr[x->h.n_hdr].name_off = (uint32_t)(at - x->h.buf);
+    x->h.hdr[x->h.n_hdr].name_len = 0;
+    x->h.n_hdr++;
+    x->value_open = 0;
+  }
+  x->h.hdr[x->h.n_hdr - 1].name_len += (uint32_t)len;
+  return 0;
+}
+
+static int p_value(llhttp_t *p, const char *at, size_t len) {
+  parsed_t *x = p->data;
+  zg_hdr_t *hd = &x->h.hdr[x->h.n_hdr - 1];
+  if (!x->value_open) {
+    hd->value_off = (uint32_t)(at - x->h.buf);
+    hd->value_len = 0;
+    x->value_open = 1;
+  }
+  hd->value_len += (uint32_t)len;
+  return 0;
+}
+
+static int p_done(llhttp_t *p) {
+  (void)p;
+  return HPE_PAUSED;
+}
+
+/* Routes `raw` (a whole request head) through `t`; *path gets the path. */
+static int route_raw(const zg_route_table_t *t, const char *raw,
+                     const zg_route_t **route, char *path, size_t path_cap) {
+  llhttp_settings_t st;
+  llhttp_t p;
+  parsed_t x;
+  zg_routed_t rt;
+  const char *reason = NULL;
+  size_t len = strlen(raw);
+  int rc;
+
+  memset(&x, 0, sizeof(x));
+  x.h.buf = raw;
+  x.h.is_request = true;
+  x.h.content_length = -1;
+  llhttp_settings_init(&st);
+  st.on_url = p_url;
+  st.on_header_field = p_field;
+  st.on_header_value = p_value;
+  st.on_headers_complete = p_done;
+  llhttp_init(&p, HTTP_REQUEST, &st);
+  p.data = &x;
+  assert_int_equal(llhttp_execute(&p, raw, len), HPE_PAUSED);
+  x.h.method = p.method;
+  x.h.major = p.http_major;
+  x.h.minor = p.http_minor;
+  rc = zg_http_route_request(t, &x.h, raw, len, &rt, &reason);
+  if (rc == 0) {
+    *route = rt.route;
+    snprintf(path, path_cap, "%.*s", (int)rt.path_len, rt.path);
+  } else {
+    assert_non_null(reason);
+  }
+  return rc;
+}
+
+static void test_route_request(void **state) {
+  static const zg_route_t routes[] = {
+      {NULL, "/", 0},
+      {"app.example.com", "/api/", 1},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, 2);
+  const zg_route_t *r = NULL;
+  char path[64];
+  char big[600];
+  (void)state;
+  assert_non_null(t);
+  assert_int_equal(route_raw(t,
+                             "GET /api/x?q HTTP/1.1\r\nHost: app.example.com"
+                             "\r\n\r\n",
+                             &r, path, sizeof(path)),
+                   0);
+  assert_int_equal(r->service, 1);
+  assert_string_equal(path, "/api/x");
+  /* absolute-form routes by its authority */
+  assert_int_equal(
+      route_raw(t,
+                "GET http://app.example.com/api/y HTTP/1.1\r\nHost: "
+                "app.example.com \r\n\r\n",
+                &r, path, sizeof(path)),
+      0);
+  assert_int_equal(r->service, 1);
+  /* ... and must agree with Host */
+  assert_int_equal(route_raw(t,
+                             "GET http://app.example.com/api/y HTTP/1.1\r\n"
+                             "Host: other\r\n\r\n",
+                             &r, path, sizeof(path)),
+                   400);
+  /* checks come first */
+  assert_int_equal(route_raw(t, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                             &r, path, sizeof(path)),
+                   400);
+  assert_int_equal(route_raw(t,
+                             "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n",
+                             &r, path, sizeof(path)),
+                   400);
+  /* a host name too long to pass on whole */
+  memset(big, 'a', sizeof(big));
+  memcpy(big, "GET / HTTP/1.1\r\nHost: ", 22);
+  memcpy(big + 22 + 300, "\r\n\r\n", 5);
+  assert_int_equal(route_raw(t, big, &r, path, sizeof(path)), 400);
+  zg_route_table_free(t);
+
+  /* no route: 404 */
+  {
+    static const zg_route_t only[] = {{"a.example.com", "/", 0}};
+    zg_route_table_t *t2 = zg_route_table_new(only, 1);
+    assert_int_equal(route_raw(t2, "GET / HTTP/1.1\r\nHost: b\r\n\r\n", &r,
+                               path, sizeof(path)),
+                     404);
+    zg_route_table_free(t2);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_route_longest_prefix),
@@ -304,6 +444,7 @@ int main(void) {
       cmocka_unit_test(test_route_equal_rank_first_wins),
       cmocka_unit_test(test_route_copies),
       cmocka_unit_test(test_route_many),
+      cmocka_unit_test(test_route_request),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
