@@ -834,3 +834,38 @@ size_t zg_http_head_end(const char *buf, size_t len) {
     }
   return len;
 }
+
+int zg_http_head_field(zg_http_head_t *h, unsigned *value_open,
+                       const char *base, const char *at, size_t len) {
+  if (*value_open || h->n_hdr == 0) {
+    if (h->n_hdr == ZG_HTTP_MAX_HEADERS)
+      return -1;
+    h->hdr[h->n_hdr].name_off = (uint32_t)(at - base);
+    h->hdr[h->n_hdr].name_len = 0;
+    h->hdr[h->n_hdr].value_off = 0;
+    h->hdr[h->n_hdr].value_len = 0;
+    h->n_hdr++;
+    *value_open = 0;
+  }
+  h->hdr[h->n_hdr - 1].name_len += (uint32_t)len;
+  return 0;
+}
+
+void zg_http_head_value(zg_http_head_t *h, unsigned *value_open,
+                        const char *base, const char *at, size_t len) {
+  zg_hdr_t *hd = &h->hdr[h->n_hdr - 1];
+  if (!*value_open) {
+    hd->value_off = (uint32_t)(at - base);
+    hd->value_len = 0;
+    *value_open = 1;
+  }
+  hd->value_len += (uint32_t)len;
+}
+
+void zg_http_head_framing(zg_http_head_t *h, const llhttp_t *p) {
+  h->major = p->http_major;
+  h->minor = p->http_minor;
+  h->chunked = (p->flags & F_CHUNKED) != 0;
+  h->content_length =
+      (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+}

@@ -41,6 +41,20 @@ typedef struct {
  * string. */
 int zg_http_prescan(const char *buf, size_t len, const char **reason);
 
+/* Recording a head from llhttp's callbacks, which may hand a name or a
+ * value over in several pieces. `value_open` says whether the last piece
+ * was a value (a new name then starts a new field). Offsets are taken
+ * relative to `base`, the buffer h->buf will point to. The field returns
+ * -1 when ZG_HTTP_MAX_HEADERS are already recorded. */
+int zg_http_head_field(zg_http_head_t *h, unsigned *value_open,
+                       const char *base, const char *at, size_t len);
+void zg_http_head_value(zg_http_head_t *h, unsigned *value_open,
+                        const char *base, const char *at, size_t len);
+/* Version and framing from the parser at the end of the head. */
+struct llhttp__internal_s;
+void zg_http_head_framing(zg_http_head_t *h,
+                          const struct llhttp__internal_s *parser);
+
 /* The length of the head at the start of `buf`: up to and including the
  * first empty line, after any empty lines before the start line (which
  * llhttp skips, RFC 9112 §2.2); `len` when there is no empty line yet. */

@@ -445,42 +445,6 @@ typedef struct {
   unsigned extra_bytes;
 } session_t;
 
-static int hdr_field(zg_http_head_t *h, unsigned *value_open, const char *base,
-                     const char *at, size_t len) {
-  if (*value_open || h->n_hdr == 0) {
-    if (h->n_hdr == ZG_HTTP_MAX_HEADERS)
-      return -1;
-    h->hdr[h->n_hdr].name_off = (uint32_t)(at - base);
-    h->hdr[h->n_hdr].name_len = 0;
-    h->hdr[h->n_hdr].value_off = 0;
-    h->hdr[h->n_hdr].value_len = 0;
-    h->n_hdr++;
-    *value_open = 0;
-  }
-  h->hdr[h->n_hdr - 1].name_len += (uint32_t)len;
-  return 0;
-}
-
-static int hdr_value(zg_http_head_t *h, unsigned *value_open, const char *base,
-                     const char *at, size_t len) {
-  zg_hdr_t *hd = &h->hdr[h->n_hdr - 1];
-  if (!*value_open) {
-    hd->value_off = (uint32_t)(at - base);
-    hd->value_len = 0;
-    *value_open = 1;
-  }
-  hd->value_len += (uint32_t)len;
-  return 0;
-}
-
-static void fill_head_common(zg_http_head_t *h, llhttp_t *p) {
-  h->major = p->http_major;
-  h->minor = p->http_minor;
-  h->chunked = (p->flags & F_CHUNKED) != 0;
-  h->content_length =
-      (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
-}
-
 static int req_on_url(llhttp_t *p, const char *at, size_t len) {
   session_t *s = p->data;
   if (s->req.url_len == 0)
@@ -506,7 +470,7 @@ static int req_on_field(llhttp_t *p, const char *at, size_t len) {
   int rc;
   if (s->head_seen)
     return req_extra(p, at, len); /* a trailer */
-  rc = hdr_field(&s->req, &vo, s->in, at, len);
+  rc = zg_http_head_field(&s->req, &vo, s->in, at, len);
   s->value_open = vo;
   if (rc) {
     s->too_many = 1;
@@ -518,12 +482,11 @@ static int req_on_field(llhttp_t *p, const char *at, size_t len) {
 static int req_on_value(llhttp_t *p, const char *at, size_t len) {
   session_t *s = p->data;
   unsigned vo = s->value_open;
-  int rc;
   if (s->head_seen)
     return req_extra(p, at, len);
-  rc = hdr_value(&s->req, &vo, s->in, at, len);
+  zg_http_head_value(&s->req, &vo, s->in, at, len);
   s->value_open = vo;
-  return rc;
+  return 0;
 }
 
 static int req_on_headers_complete(llhttp_t *p) {
@@ -576,7 +539,7 @@ static int head_complete(session_t *s, llhttp_t *p, const char *stop,
   s->req.buf = s->in;
   s->req.is_request = true;
   s->req.method = p->method;
-  fill_head_common(&s->req, p);
+  zg_http_head_framing(&s->req, p);
   s->head_req = p->method == HTTP_HEAD;
   s->client_keep = zg_http_keep_alive(&s->req);
   head_len = (size_t)(stop - s->in);
@@ -763,7 +726,7 @@ static int resp_on_field(llhttp_t *p, const char *at, size_t len) {
   int rc;
   if (!u->in_head)
     return resp_extra(p, len);
-  rc = hdr_field(&u->resp, &vo, u->head, at, len);
+  rc = zg_http_head_field(&u->resp, &vo, u->head, at, len);
   u->value_open = vo;
   return rc;
 }
@@ -771,12 +734,11 @@ static int resp_on_field(llhttp_t *p, const char *at, size_t len) {
 static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
   upstream_t *u = p->data;
   unsigned vo = u->value_open;
-  int rc;
   if (!u->in_head)
     return resp_extra(p, len);
-  rc = hdr_value(&u->resp, &vo, u->head, at, len);
+  zg_http_head_value(&u->resp, &vo, u->head, at, len);
   u->value_open = vo;
-  return rc;
+  return 0;
 }
 
 static int resp_on_headers_complete(llhttp_t *p) {
@@ -788,7 +750,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
   u->resp.buf = u->head;
   u->resp.is_request = false;
   u->resp.status = status;
-  fill_head_common(&u->resp, p);
+  zg_http_head_framing(&u->resp, p);
   if (status == 101) {
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
