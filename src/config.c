@@ -263,7 +263,13 @@ static int same_sockaddr(const struct sockaddr_storage *a,
 
 /* ---- interpretation --------------------------------------------------- */
 
-typedef enum { SEC_ZOOKEEPER, SEC_PROXY, SEC_SERVICE, SEC_OTHER } sec_kind_t;
+typedef enum {
+  SEC_ZOOKEEPER,
+  SEC_PROXY,
+  SEC_SERVICE,
+  SEC_DISCOVER,
+  SEC_OTHER
+} sec_kind_t;
 
 typedef struct {
   zg_service_conf_t *svc; /* the service being filled, for SEC_SERVICE */
@@ -590,6 +596,89 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   }
 }
 
+typedef struct {
+  zg_discover_conf_t *d;
+  int listen_line;
+  bool has_listen, listen_seen, root_seen;
+} disc_state_t;
+
+static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
+  zg_discover_conf_t *d = st->d;
+  if (!strcmp(kv->key, "zk_root")) {
+    st->root_seen = true;
+    if (!valid_zk_path(kv->value)) {
+      add_error(p, kv->line,
+                "zk_root: expected an absolute znode path such as /services, "
+                "got '%s'",
+                kv->value);
+      return;
+    }
+    if (!(d->zk_root = strdup(kv->value)))
+      p->oom = 1;
+  } else if (!strcmp(kv->key, "listen")) {
+    st->listen_seen = true;
+    if (zg_parse_listen(kv->value, &d->listen) != 0) {
+      add_error(p, kv->line,
+                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
+                kv->value);
+      return;
+    }
+    st->has_listen = true;
+    st->listen_line = kv->line;
+  } else if (!strcmp(kv->key, "protocol")) {
+    if (strcmp(kv->value, "http") != 0)
+      add_error(p, kv->line,
+                "protocol: discovered services share one listen address and "
+                "are told apart by path and host, so only http is possible, "
+                "got '%s'",
+                kv->value);
+  } else if (!strcmp(kv->key, "domain")) {
+    if (!strncmp(kv->value, "*.", 2) || !valid_route_host(kv->value)) {
+      add_error(p, kv->line,
+                "domain: expected a domain name such as example.com, got '%s'",
+                kv->value);
+      return;
+    }
+    if (!(d->domain = strdup(kv->value))) {
+      p->oom = 1;
+      return;
+    }
+    for (char *c = d->domain; *c; c++)
+      if (*c >= 'A' && *c <= 'Z')
+        *c = (char)(*c - 'A' + 'a');
+    if (d->domain[0] && d->domain[strlen(d->domain) - 1] == '.')
+      d->domain[strlen(d->domain) - 1] = '\0';
+  } else if (!strcmp(kv->key, "balance")) {
+    if (!strcmp(kv->value, "random"))
+      d->balance = ZG_BALANCE_RANDOM;
+    else if (!strcmp(kv->value, "round_robin"))
+      d->balance = ZG_BALANCE_ROUND_ROBIN;
+    else
+      add_error(p, kv->line,
+                "balance: expected random or round_robin, got '%s'", kv->value);
+  } else if (!strcmp(kv->key, "endpoint")) {
+    if (!valid_service_name(kv->value)) {
+      add_error(p, kv->line,
+                "endpoint: expected a serverset endpoint name such as http, "
+                "got '%s'",
+                kv->value);
+      return;
+    }
+    if (!(d->endpoint = strdup(kv->value)))
+      p->oom = 1;
+  } else if (!strcmp(kv->key, "connect_timeout")) {
+    duration_key(p, kv, &d->connect_timeout_ms, 1);
+  } else if (!strcmp(kv->key, "response_timeout")) {
+    duration_key(p, kv, &d->response_timeout_ms, 1);
+  } else {
+    add_error(p, kv->line,
+              "unknown key '%s' in [discover:%s] (expected zk_root, listen, "
+              "protocol, domain, balance, endpoint, connect_timeout or "
+              "response_timeout)",
+              kv->key, d->name);
+  }
+}
+
 static sec_kind_t section_kind(const char *name) {
   if (!strcmp(name, "zookeeper"))
     return SEC_ZOOKEEPER;
@@ -597,11 +686,14 @@ static sec_kind_t section_kind(const char *name) {
     return SEC_PROXY;
   if (!strncmp(name, "service:", 8))
     return SEC_SERVICE;
+  if (!strncmp(name, "discover:", 9))
+    return SEC_DISCOVER;
   return SEC_OTHER;
 }
 
 static void interpret(parse_t *p, zg_config_t *cfg) {
   svc_state_t *st = NULL;
+  disc_state_t *dst = NULL;
   size_t kvi = 0;
   int zk_line = 0, uses_zk = 0;
 
@@ -614,6 +706,7 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
     const raw_section_t *sec = &p->sections[si];
     sec_kind_t kind = section_kind(sec->name);
     svc_state_t *cur = NULL;
+    disc_state_t *dcur = NULL;
     int dup = 0;
 
     for (size_t k = 0; k < si; k++)
@@ -655,15 +748,42 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
         for (size_t k = 0; k < cfg->n_services; k++)
           st[k].svc = &cfg->services[k];
       }
+    } else if (kind == SEC_DISCOVER && !dup) {
+      const char *name = sec->name + 9;
+      zg_discover_conf_t *nd;
+      disc_state_t *nds;
+      if (!valid_service_name(name)) {
+        add_error(p, sec->line, "discover name '%s' must match [A-Za-z0-9_.-]+",
+                  name);
+      } else if (!(nd = realloc(cfg->discovers,
+                                (cfg->n_discovers + 1) * sizeof(*nd))) ||
+                 !(cfg->discovers = nd,
+                   nds = realloc(dst, (cfg->n_discovers + 1) * sizeof(*nds)))) {
+        p->oom = 1;
+      } else {
+        dst = nds;
+        dcur = &dst[cfg->n_discovers];
+        memset(dcur, 0, sizeof(*dcur));
+        nd = &cfg->discovers[cfg->n_discovers];
+        memset(nd, 0, sizeof(*nd));
+        nd->name = strdup(name);
+        nd->line = sec->line;
+        nd->balance = ZG_BALANCE_RANDOM;
+        if (!nd->name)
+          p->oom = 1;
+        cfg->n_discovers++;
+        for (size_t k = 0; k < cfg->n_discovers; k++)
+          dst[k].d = &cfg->discovers[k];
+      }
     } else if (kind == SEC_OTHER) {
-      if (!strcmp(sec->name, "admin") || !strncmp(sec->name, "discover:", 9))
+      if (!strcmp(sec->name, "admin"))
         add_error(p, sec->line,
                   "section [%s] is not supported by this version of zkgate",
                   sec->name);
       else
         add_error(p, sec->line,
-                  "unknown section [%s] (expected [zookeeper], [proxy] or "
-                  "[service:NAME])",
+                  "unknown section [%s] (expected [zookeeper], [proxy], "
+                  "[service:NAME] or [discover:NAME])",
                   sec->name);
     }
 
@@ -690,6 +810,10 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       case SEC_SERVICE:
         if (cur)
           service_key(p, cur, kv);
+        break;
+      case SEC_DISCOVER:
+        if (dcur)
+          discover_key(p, dcur, kv);
         break;
       case SEC_OTHER:
         break;
@@ -751,7 +875,36 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       }
     }
   }
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
+    zg_discover_conf_t *d = &cfg->discovers[i];
+    if (!dst[i].root_seen)
+      add_error(p, d->line, "[discover:%s] needs 'zk_root'", d->name);
+    if (!dst[i].listen_seen)
+      add_error(p, d->line, "[discover:%s] needs a 'listen' address", d->name);
+    uses_zk = 1;
+    if (!cfg->zk.hosts && !p->hosts_seen)
+      add_error(p, d->line, "[discover:%s] needs [zookeeper] hosts to be set%s",
+                d->name, zk_line ? "" : " (there is no [zookeeper] section)");
+    if (!d->connect_timeout_ms)
+      d->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
+    if (!d->response_timeout_ms)
+      d->response_timeout_ms = 30000;
+    /* Discovered services join HTTP services on their address; a TCP
+     * service's address is its own. */
+    for (size_t k = 0; dst[i].has_listen && k < cfg->n_services; k++) {
+      const zg_service_conf_t *o = &cfg->services[k];
+      if (o->protocol != ZG_PROTO_HTTP && st[k].has_listen &&
+          same_sockaddr(&d->listen.ss, &o->listen.ss)) {
+        add_error(p, dst[i].listen_line,
+                  "listen %s is already used by [service:%s] at line %d "
+                  "(protocol tcp)",
+                  d->listen.text, o->name, st[k].listen_line);
+        break;
+      }
+    }
+  }
   free(st);
+  free(dst);
   /* No service reads ZooKeeper: no session is opened. */
   if (!uses_zk) {
     free(cfg->zk.hosts);
@@ -873,21 +1026,32 @@ int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
   return load(&p, name, out, errs);
 }
 
+void zg_service_conf_clear(zg_service_conf_t *svc) {
+  for (size_t k = 0; k < svc->n_instances; k++)
+    zg_instance_clear(&svc->instances[k]);
+  free(svc->instances);
+  free(svc->name);
+  free(svc->zk_path);
+  free(svc->endpoint);
+  free(svc->host);
+  free(svc->path_prefix);
+  memset(svc, 0, sizeof(*svc));
+}
+
 void zg_config_free(zg_config_t *cfg) {
   if (!cfg)
     return;
-  for (size_t i = 0; i < cfg->n_services; i++) {
-    zg_service_conf_t *svc = &cfg->services[i];
-    for (size_t k = 0; k < svc->n_instances; k++)
-      zg_instance_clear(&svc->instances[k]);
-    free(svc->instances);
-    free(svc->name);
-    free(svc->zk_path);
-    free(svc->endpoint);
-    free(svc->host);
-    free(svc->path_prefix);
-  }
+  for (size_t i = 0; i < cfg->n_services; i++)
+    zg_service_conf_clear(&cfg->services[i]);
   free(cfg->services);
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
+    zg_discover_conf_t *d = &cfg->discovers[i];
+    free(d->name);
+    free(d->zk_root);
+    free(d->domain);
+    free(d->endpoint);
+  }
+  free(cfg->discovers);
   free(cfg->zk.hosts);
   free(cfg->zk.state_file);
   free(cfg->path);

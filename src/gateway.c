@@ -152,9 +152,9 @@ static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
           pool->zk_reads == 1 ? "" : "s");
 }
 
-static void on_pool(void *arg, size_t id, zg_pool_t *pool) {
-  zg_gateway_t *gw = arg;
-  zg_service_t *svc = &gw->services[id];
+static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
+  zg_service_t *svc = ctx;
+  (void)arg;
   log_pool(svc, pool);
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;
@@ -170,9 +170,9 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
   gw->stopping = 1;
   zg_info("gateway", "%s: stopping", why);
   for (size_t i = 0; i < gw->n_services; i++)
-    if (gw->services[i].listening) {
-      uv_close((uv_handle_t *)&gw->services[i].listener, on_handle_closed);
-      gw->services[i].listening = 0;
+    if (gw->services[i]->listening) {
+      uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
+      gw->services[i]->listening = 0;
     }
   zg_tcp_close_all(gw);
   zg_http_stop(gw);
@@ -205,27 +205,70 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
 }
 
+zg_service_t *zg_service_ref(zg_service_t *svc) {
+  svc->refs++;
+  return svc;
+}
+
+void zg_service_unref(zg_service_t *svc) {
+  if (!svc || --svc->refs > 0)
+    return;
+  zg_pool_unref(svc->zk_pool);
+  zg_pool_unref(svc->static_pool);
+  if (svc->own_conf) {
+    zg_service_conf_clear(svc->own_conf);
+    free(svc->own_conf);
+  }
+  free(svc);
+}
+
+/* A new service with the gateway's reference, appended to its list. */
+static zg_service_t *service_add(zg_gateway_t *gw,
+                                 const zg_service_conf_t *sc) {
+  zg_service_t *svc;
+  if (gw->n_services == gw->cap_services) {
+    size_t cap = gw->cap_services ? gw->cap_services * 2 : 8;
+    zg_service_t **ns = realloc(gw->services, cap * sizeof(*ns));
+    if (!ns)
+      return NULL;
+    gw->services = ns;
+    gw->cap_services = cap;
+  }
+  if (!(svc = calloc(1, sizeof(*svc))))
+    return NULL;
+  svc->gw = gw;
+  svc->conf = sc;
+  svc->refs = 1;
+  zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
+  zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
+  if (sc->n_instances > 0 &&
+      !(svc->static_pool =
+            zg_pool_new(sc->instances, sc->n_instances, 0, uv_now(gw->loop)))) {
+    free(svc);
+    return NULL;
+  }
+  gw->services[gw->n_services++] = svc;
+  return svc;
+}
+
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
-  gw->services =
-      calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*gw->services));
-  if (!gw->services)
-    return UV_ENOMEM;
-  gw->n_services = cfg->n_services;
-  for (size_t i = 0; i < cfg->n_services; i++) {
-    zg_service_t *svc = &gw->services[i];
-    const zg_service_conf_t *sc = &cfg->services[i];
-    int rc;
-    svc->gw = gw;
-    svc->conf = sc;
-    zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
-    zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
-    if (sc->n_instances > 0) {
-      svc->static_pool =
-          zg_pool_new(sc->instances, sc->n_instances, 0, uv_now(gw->loop));
-      if (!svc->static_pool)
-        return UV_ENOMEM;
+  if (cfg->n_discovers > 0) {
+    gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
+    if (!gw->discovers)
+      return UV_ENOMEM;
+    gw->n_discovers = cfg->n_discovers;
+    for (size_t i = 0; i < cfg->n_discovers; i++) {
+      gw->discovers[i].gw = gw;
+      gw->discovers[i].conf = &cfg->discovers[i];
     }
+  }
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    zg_service_t *svc = service_add(gw, sc);
+    int rc;
+    if (!svc)
+      return UV_ENOMEM;
     if (sc->protocol == ZG_PROTO_HTTP)
       continue; /* listeners shared by address: zg_http_start */
     rc = zg_listener_start(gw->loop, &svc->listener, &sc->listen,
@@ -247,6 +290,191 @@ static int services_start(zg_gateway_t *gw) {
   return zg_http_start(gw);
 }
 
+/* ---- discovery ---------------------------------------------------------
+ * Each child of a [discover:] root is an HTTP service of the same name,
+ * unless a configured service (or an earlier discover section) already has
+ * that name or watches that path: configured sections win. */
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int sorted_has(char *const *names, size_t n, const char *name) {
+  return n > 0 && bsearch(&name, names, n, sizeof(*names), name_cmp) != NULL;
+}
+
+static zg_service_t *service_named(zg_gateway_t *gw, const char *name) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (!strcmp(gw->services[i]->conf->name, name))
+      return gw->services[i];
+  return NULL;
+}
+
+/* A child name usable as a path segment and a host label. */
+static int discoverable(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 63)
+    return 0;
+  for (const char *c = name; *c; c++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+          (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' || *c == '.'))
+      return 0;
+  return name[0] != '.' && name[n - 1] != '.';
+}
+
+static zg_service_conf_t *discovered_conf(const zg_discover_conf_t *d,
+                                          const char *name) {
+  zg_service_conf_t *c = calloc(1, sizeof(*c));
+  size_t rlen = strlen(d->zk_root), nlen = strlen(name);
+  int ok;
+  if (!c)
+    return NULL;
+  if (rlen == 1) /* "/" */
+    rlen = 0;
+  c->name = strdup(name);
+  c->zk_path = malloc(rlen + nlen + 2);
+  c->path_prefix = malloc(nlen + 3);
+  ok = c->name && c->zk_path && c->path_prefix;
+  if (ok) {
+    snprintf(c->zk_path, rlen + nlen + 2, "%.*s/%s", (int)rlen, d->zk_root,
+             name);
+    snprintf(c->path_prefix, nlen + 3, "/%s/", name);
+  }
+  if (ok && d->domain) {
+    size_t hlen = nlen + strlen(d->domain) + 2;
+    if ((c->host = malloc(hlen)) != NULL) {
+      snprintf(c->host, hlen, "%s.%s", name, d->domain);
+      for (char *h = c->host; *h; h++)
+        if (*h >= 'A' && *h <= 'Z')
+          *h = (char)(*h - 'A' + 'a');
+    }
+    ok = c->host != NULL;
+  }
+  if (ok && d->endpoint)
+    ok = (c->endpoint = strdup(d->endpoint)) != NULL;
+  if (!ok) {
+    zg_service_conf_clear(c);
+    free(c);
+    return NULL;
+  }
+  c->protocol = ZG_PROTO_HTTP;
+  c->listen = d->listen;
+  c->balance = d->balance;
+  c->connect_timeout_ms = d->connect_timeout_ms;
+  c->response_timeout_ms = d->response_timeout_ms;
+  c->strip_prefix = true;
+  c->line = d->line;
+  return c;
+}
+
+static void discovered_add(zg_discover_t *d, const char *name) {
+  zg_gateway_t *gw = d->gw;
+  const zg_discover_conf_t *dc = d->conf;
+  zg_service_conf_t *c;
+  zg_service_t *svc, *other;
+  if (!discoverable(name)) {
+    zg_warn("gateway",
+            "discover %s: %s/%s is not a service name usable in a path and a "
+            "host ([A-Za-z0-9_.-], up to 63 characters): skipped",
+            dc->name, dc->zk_root, name);
+    return;
+  }
+  if (!(c = discovered_conf(dc, name))) {
+    zg_error("gateway", "discover %s: out of memory adding service %s",
+             dc->name, name);
+    return;
+  }
+  other = service_named(gw, name);
+  for (size_t i = 0; !other && i < gw->n_services; i++)
+    if (!gw->services[i]->discover && gw->services[i]->conf->zk_path &&
+        !strcmp(gw->services[i]->conf->zk_path, c->zk_path))
+      other = gw->services[i];
+  if (other) {
+    zg_info("gateway",
+            "discover %s: %s is served by %s service %s: the %s wins", dc->name,
+            c->zk_path, other->discover ? "discovered" : "configured",
+            other->conf->name,
+            other->discover ? "first discover section" : "[service:] section");
+    zg_service_conf_clear(c);
+    free(c);
+    return;
+  }
+  if (!(svc = service_add(gw, c))) {
+    zg_error("gateway", "discover %s: out of memory adding service %s",
+             dc->name, name);
+    zg_service_conf_clear(c);
+    free(c);
+    return;
+  }
+  svc->own_conf = c;
+  svc->discover = d;
+  if (zg_registry_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
+    zg_error("gateway", "discover %s: out of memory watching %s", dc->name,
+             c->zk_path);
+    gw->n_services--;
+    zg_service_unref(svc);
+    return;
+  }
+  zg_info("gateway",
+          "discover %s: service %s added: http on %s, path prefix %s "
+          "(stripped)%s%s, instances from %s",
+          dc->name, name, c->listen.text, c->path_prefix,
+          c->host ? ", host " : "", c->host ? c->host : "", c->zk_path);
+}
+
+static void discovered_remove(zg_discover_t *d, const char *name) {
+  zg_gateway_t *gw = d->gw;
+  for (size_t i = 0; i < gw->n_services; i++) {
+    zg_service_t *svc = gw->services[i];
+    if (svc->discover != d || strcmp(svc->conf->name, name) != 0)
+      continue;
+    zg_registry_unwatch(gw->registry, svc);
+    memmove(&gw->services[i], &gw->services[i + 1],
+            (gw->n_services - i - 1) * sizeof(*gw->services));
+    gw->n_services--;
+    zg_info("gateway", "discover %s: service %s removed (%s is gone)%s",
+            d->conf->name, name, svc->conf->zk_path,
+            svc->active ? ": requests in flight finish" : "");
+    zg_service_unref(svc);
+    return;
+  }
+}
+
+static void on_children(void *arg, void *ctx, const char *const *names,
+                        size_t n) {
+  zg_discover_t *d = ctx;
+  char **known;
+  int changed = 0;
+  (void)arg;
+  if (!(known = calloc(n ? n : 1, sizeof(*known))))
+    return; /* the next list tries again */
+  for (size_t i = 0; i < n; i++)
+    if (!(known[i] = strdup(names[i]))) {
+      while (i-- > 0)
+        free(known[i]);
+      free(known);
+      return;
+    }
+  for (size_t i = 0; i < d->n_known; i++)
+    if (!sorted_has(known, n, d->known[i])) {
+      discovered_remove(d, d->known[i]);
+      changed = 1;
+    }
+  for (size_t i = 0; i < n; i++)
+    if (!sorted_has(d->known, d->n_known, known[i])) {
+      discovered_add(d, known[i]);
+      changed = 1;
+    }
+  for (size_t i = 0; i < d->n_known; i++)
+    free(d->known[i]);
+  free(d->known);
+  d->known = known;
+  d->n_known = n;
+  if (changed && zg_http_routes_update(d->gw) != 0)
+    zg_error("gateway", "discover %s: out of memory updating routes",
+             d->conf->name);
+}
+
 static int registry_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
   int rc;
@@ -254,16 +482,21 @@ static int registry_start(zg_gateway_t *gw) {
     return 0;
   gw->registry =
       zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
-                      cfg->zk.coalesce_window_ms, on_pool, gw);
+                      cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
   if (!gw->registry)
     return UV_ENOMEM;
   if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
                                   cfg->zk.max_stale_ms)) != 0)
     return rc;
-  for (size_t i = 0; i < cfg->n_services; i++)
-    if (cfg->services[i].zk_path &&
-        (rc = zg_registry_watch(gw->registry, cfg->services[i].zk_path,
-                                cfg->services[i].endpoint, i)))
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i]->conf->zk_path &&
+        (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
+                                gw->services[i]->conf->endpoint,
+                                gw->services[i])))
+      return rc;
+  for (size_t i = 0; i < gw->n_discovers; i++)
+    if ((rc = zg_registry_watch_root(
+             gw->registry, gw->discovers[i].conf->zk_root, &gw->discovers[i])))
       return rc;
   return zg_registry_start(gw->registry);
 }
@@ -307,8 +540,9 @@ int zg_gateway_run(const zg_config_t *cfg) {
     exit_code = 1;
     gateway_stop(&gw, "start failed");
   } else {
-    zg_info("gateway", "zkgate %s started with %zu service%s", ZKGATE_VERSION,
-            gw.n_services, gw.n_services == 1 ? "" : "s");
+    zg_info("gateway", "zkgate %s started with %zu service%s%s", ZKGATE_VERSION,
+            gw.n_services, gw.n_services == 1 ? "" : "s",
+            gw.n_discovers ? " (and discovery: more to come)" : "");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
 
@@ -318,11 +552,15 @@ int zg_gateway_run(const zg_config_t *cfg) {
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0)
     zg_warn("gateway", "event loop closed with handles still open");
-  for (size_t i = 0; i < gw.n_services; i++) {
-    zg_pool_unref(gw.services[i].zk_pool);
-    zg_pool_unref(gw.services[i].static_pool);
-  }
   zg_http_free(&gw);
+  for (size_t i = 0; i < gw.n_services; i++)
+    zg_service_unref(gw.services[i]);
+  for (size_t i = 0; i < gw.n_discovers; i++) {
+    for (size_t k = 0; k < gw.discovers[i].n_known; k++)
+      free(gw.discovers[i].known[k]);
+    free(gw.discovers[i].known);
+  }
+  free(gw.discovers);
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);

@@ -111,7 +111,8 @@ struct zg_http_session {
   unsigned wait_drain : 1;   /* next request held until the client drains */
   unsigned extra_bytes;      /* trailer and chunk extension bytes */
   uint64_t head_begin_ms;    /* first byte of the current request head */
-  zg_service_t *svc;
+  zg_service_t *svc;         /* referenced */
+  int strip;                 /* the route's prefix is stripped */
   zg_pool_t *pool;
   size_t tried[MAX_TRIES];
   size_t ntried;
@@ -243,6 +244,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   free(s->in);
   free(s->up_head);
   zg_pool_unref(s->pool);
+  zg_service_unref(s->svc);
   free(s);
 }
 
@@ -1015,7 +1017,8 @@ static void head_complete(zg_http_session_t *s) {
   authority = rt.authority;
   authority_len = rt.authority_len;
   host = rt.host;
-  s->svc = &s->gw->services[route->service];
+  s->svc = zg_service_ref(hl->targets[route->service].svc);
+  s->strip = hl->targets[route->service].strip;
   s->svc->accepted++;
   s->svc->active++;
   zg_pool_unref(s->pool);
@@ -1046,8 +1049,7 @@ static void head_complete(zg_http_session_t *s) {
   }
   if (zg_http_rewrite_path(target, ZG_HTTP_MAX_URL + 512,
                            s->pool->inst[0].base_path, path, path_len,
-                           route->prefix, s->svc->conf->strip_prefix, query,
-                           query_len) < 0) {
+                           route->prefix, s->strip, query, query_len) < 0) {
     free(target);
     respond_error(s, 414, "request target too long");
     return;
@@ -1162,6 +1164,7 @@ static void reset_for_next(zg_http_session_t *s) {
   s->state = HS_HEAD;
   if (s->svc) {
     s->svc->active--;
+    zg_service_unref(s->svc);
     s->svc = NULL;
   }
   zg_pool_unref(s->pool);
@@ -1561,10 +1564,85 @@ static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {
                      : sizeof(struct sockaddr_in6)) == 0);
 }
 
+static int add_listener(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
+  zg_http_listener_t *hl;
+  int rc;
+  for (size_t k = 0; k < gw->n_http_listeners; k++)
+    if (same_addr(gw->http_listeners[k].addr, addr))
+      return 0;
+  hl = &gw->http_listeners[gw->n_http_listeners++];
+  hl->gw = gw;
+  hl->addr = addr;
+  rc = zg_listener_start(gw->loop, &hl->tcp, addr, on_connection);
+  hl->tcp.data = hl;
+  hl->listening = 1;
+  if (rc != 0)
+    zg_error("gateway", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
+  return rc;
+}
+
+/* The routes of one listener: every HTTP service on its address, the
+ * configured ones first so that they win a tie with a discovered one. */
+static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
+  size_t cap = 0, n = 0;
+  zg_route_t *routes;
+  zg_http_target_t *targets;
+  zg_route_table_t *table;
+  for (size_t i = 0; i < gw->n_services; i++)
+    cap += gw->services[i]->conf->protocol == ZG_PROTO_HTTP ? 2 : 0;
+  routes = calloc(cap ? cap : 1, sizeof(*routes));
+  targets = calloc(cap ? cap : 1, sizeof(*targets));
+  if (!routes || !targets) {
+    free(routes);
+    free(targets);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < gw->n_services; i++) {
+    zg_service_t *svc = gw->services[i];
+    const zg_service_conf_t *sc = svc->conf;
+    if (sc->protocol != ZG_PROTO_HTTP || !same_addr(&sc->listen, hl->addr))
+      continue;
+    if (!svc->discover) {
+      routes[n] = (zg_route_t){sc->host, sc->path_prefix, n, 0};
+      targets[n++] = (zg_http_target_t){svc, sc->strip_prefix};
+      continue;
+    }
+    /* Discovered: /NAME/ stripped on any host, and the virtual host
+     * NAME.DOMAIN whole (configured routes of that exact host still
+     * apply). */
+    routes[n] = (zg_route_t){NULL, sc->path_prefix, n, 0};
+    targets[n++] = (zg_http_target_t){svc, 1};
+    if (sc->host) {
+      routes[n] = (zg_route_t){sc->host, "/", n, 1};
+      targets[n++] = (zg_http_target_t){svc, 0};
+    }
+  }
+  table = zg_route_table_new(routes, n);
+  free(routes);
+  if (!table) {
+    free(targets);
+    return UV_ENOMEM;
+  }
+  /* Lookups are synchronous: nothing holds the old table past this. */
+  zg_route_table_free(hl->routes);
+  free(hl->targets);
+  hl->routes = table;
+  hl->targets = targets;
+  hl->n_targets = n;
+  return 0;
+}
+
+int zg_http_routes_update(zg_gateway_t *gw) {
+  int rc = 0;
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    if (listener_routes(gw, &gw->http_listeners[i]) != 0)
+      rc = UV_ENOMEM;
+  return rc;
+}
+
 int zg_http_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
-  zg_route_t *routes;
-  size_t n_http = 0;
+  size_t n_http = cfg->n_discovers;
   int rc = 0;
 
   for (size_t i = 0; i < cfg->n_services; i++)
@@ -1573,11 +1651,8 @@ int zg_http_start(zg_gateway_t *gw) {
     return 0;
   settings_init();
   gw->http_listeners = calloc(n_http, sizeof(*gw->http_listeners));
-  routes = calloc(n_http, sizeof(*routes));
-  if (!gw->http_listeners || !routes) {
-    free(routes);
+  if (!gw->http_listeners)
     return UV_ENOMEM;
-  }
   uv_timer_init(gw->loop, &gw->http_sweep);
   gw->http_sweep.data = gw;
   uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -1585,43 +1660,24 @@ int zg_http_start(zg_gateway_t *gw) {
 
   for (size_t i = 0; i < cfg->n_services && rc == 0; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
-    zg_http_listener_t *hl;
-    size_t n = 0, done = 0;
     if (sc->protocol != ZG_PROTO_HTTP)
       continue;
-    for (size_t k = 0; k < gw->n_http_listeners; k++)
-      done |= same_addr(gw->http_listeners[k].addr, &sc->listen);
-    if (done)
-      continue;
-    /* Every HTTP service on this address is a route of this listener. */
-    for (size_t k = i; k < cfg->n_services; k++) {
-      const zg_service_conf_t *o = &cfg->services[k];
-      if (o->protocol != ZG_PROTO_HTTP || !same_addr(&o->listen, &sc->listen))
-        continue;
-      routes[n].host = o->host;
-      routes[n].prefix = o->path_prefix;
-      routes[n].service = k;
-      n++;
-      zg_info("gateway", "service %s: http on %s, host %s, path prefix %s%s",
-              o->name, o->listen.text, o->host ? o->host : "*", o->path_prefix,
-              o->strip_prefix ? " (stripped)" : "");
-    }
-    hl = &gw->http_listeners[gw->n_http_listeners++];
-    hl->gw = gw;
-    hl->addr = &sc->listen;
-    hl->routes = zg_route_table_new(routes, n);
-    if (!hl->routes) {
-      rc = UV_ENOMEM;
-      break;
-    }
-    rc = zg_listener_start(gw->loop, &hl->tcp, &sc->listen, on_connection);
-    hl->tcp.data = hl;
-    hl->listening = 1;
-    if (rc != 0)
-      zg_error("gateway", "cannot listen on %s: %s", sc->listen.text,
-               uv_strerror(rc));
+    zg_info("gateway", "service %s: http on %s, host %s, path prefix %s%s",
+            sc->name, sc->listen.text, sc->host ? sc->host : "*",
+            sc->path_prefix, sc->strip_prefix ? " (stripped)" : "");
+    rc = add_listener(gw, &sc->listen);
   }
-  free(routes);
+  for (size_t i = 0; i < cfg->n_discovers && rc == 0; i++) {
+    const zg_discover_conf_t *d = &cfg->discovers[i];
+    zg_info("gateway",
+            "discover %s: every child of %s is a service on %s (http), path "
+            "prefix /CHILD/ (stripped)%s%s",
+            d->name, d->zk_root, d->listen.text,
+            d->domain ? ", host CHILD." : "", d->domain ? d->domain : "");
+    rc = add_listener(gw, &d->listen);
+  }
+  if (rc == 0)
+    rc = zg_http_routes_update(gw);
   return rc;
 }
 
@@ -1644,8 +1700,10 @@ void zg_http_stop(zg_gateway_t *gw) {
 }
 
 void zg_http_free(zg_gateway_t *gw) {
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
+  for (size_t i = 0; i < gw->n_http_listeners; i++) {
     zg_route_table_free(gw->http_listeners[i].routes);
+    free(gw->http_listeners[i].targets);
+  }
   free(gw->http_listeners);
   gw->http_listeners = NULL;
   gw->n_http_listeners = 0;

@@ -40,7 +40,10 @@ typedef struct {
 
 typedef struct reg_service {
   zg_registry_t *reg;
-  size_t id;
+  void *ctx; /* the caller's, given back with each pool */
+  int root;  /* a discovery root: its children are services, not
+                instances, and are reported by name */
+  int gone;  /* unwatched: in the graveyard until no callback can come */
   char *path;
   zg_decode_opts_t opts;
   char *endpoint; /* owned; opts.endpoint points here */
@@ -64,6 +67,7 @@ struct zg_registry {
   char *hosts;
   int session_timeout_ms;
   zg_registry_publish_cb cb;
+  zg_registry_children_cb children_cb;
   void *cb_arg;
 
   zhandle_t *zh;
@@ -88,14 +92,21 @@ struct zg_registry {
   uv_timer_t state_timer; /* writes the state file shortly after changes */
   int open_handles;
 
-  reg_service_t *services;
+  reg_service_t **services; /* watched paths, roots included */
   size_t n_services;
+  /* Unwatched paths. The client may still hold their watches and
+   * completions, so they are kept (and reused for the same path) until the
+   * client is closed: at a new session or at shutdown. */
+  reg_service_t **graveyard;
+  size_t n_graveyard;
   zg_ratelimit_t error_rl;
 };
 
 static void update_interest(zg_registry_t *reg);
 static void list_children(reg_service_t *svc);
 static void watch_exists(reg_service_t *svc);
+static void graveyard_free(zg_registry_t *reg);
+static int name_cmp(const void *a, const void *b);
 
 /* Errors that a reconnection or a new session cures: retried, not logged. */
 static int transient(int rc) {
@@ -143,7 +154,7 @@ static void on_state_timer(uv_timer_t *t) {
   /* Last known pools, including those a max_stale has hidden from the
    * gateway: the file remembers what the registry last said. */
   for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = &reg->services[i];
+    reg_service_t *svc = reg->services[i];
     if (!svc->published)
       continue;
     entries[n].zk_path = svc->path;
@@ -175,31 +186,109 @@ static void schedule_state_write(zg_registry_t *reg) {
     uv_timer_start(&reg->state_timer, on_state_timer, 100, 0);
 }
 
+typedef struct {
+  char *zk_path;
+  zg_pool_t *pool;
+  int64_t updated_ms;
+} loaded_entry_t;
+
+typedef struct {
+  loaded_entry_t *v;
+  size_t n, cap;
+} loaded_t;
+
 static void on_state_entry(void *arg, const char *zk_path, zg_pool_t *pool,
                            int64_t updated_ms) {
-  zg_registry_t *reg = arg;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = &reg->services[i];
-    if (strcmp(svc->path, zk_path) != 0 || svc->published)
-      continue;
-    pool->version = ++svc->version;
-    pool->created_ms = uv_now(reg->loop);
-    zg_info("registry",
-            "%s: %zu instance(s) from the state file, last updated %lld s ago",
-            zk_path, pool->n, (long long)(wall_ms() - updated_ms) / 1000);
-    svc->synced = 1;
-    svc->published_wall_ms = updated_ms;
-    svc->published = zg_pool_ref(pool);
-    reg->cb(reg->cb_arg, svc->id, pool);
+  loaded_t *l = arg;
+  char *path = strdup(zk_path);
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 16;
+    loaded_entry_t *nv = realloc(l->v, cap * sizeof(*nv));
+    if (nv) {
+      l->v = nv;
+      l->cap = cap;
+    }
+  }
+  if (!path || l->n == l->cap) {
+    free(path);
+    zg_pool_unref(pool);
     return;
   }
-  zg_pool_unref(pool); /* a path no service watches any more */
+  l->v[l->n].zk_path = path;
+  l->v[l->n].pool = pool;
+  l->v[l->n].updated_ms = updated_ms;
+  l->n++;
+}
+
+/* The name of `zk_path` when it is a direct child of `root`, else NULL. */
+static const char *child_of(const char *root, const char *zk_path) {
+  size_t rlen = strlen(root);
+  if (rlen == 1) /* "/" */
+    rlen = 0;
+  if (strncmp(zk_path, root, rlen) != 0 || zk_path[rlen] != '/' ||
+      !zk_path[rlen + 1] || strchr(zk_path + rlen + 1, '/'))
+    return NULL;
+  return zk_path + rlen + 1;
+}
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Discovery roots first: the paths of the file under a root are its
+ * children as last known, so that discovered services exist (and are
+ * watched) before the pools are handed out. */
+static void state_apply(zg_registry_t *reg, loaded_t *l) {
+  size_t n_roots = reg->n_services;
+  const char **names = malloc((l->n + 1) * sizeof(*names));
+  for (size_t r = 0; names && r < n_roots; r++) {
+    reg_service_t *root = reg->services[r];
+    size_t n = 0;
+    if (!root->root)
+      continue;
+    for (size_t i = 0; i < l->n; i++) {
+      const char *name = child_of(root->path, l->v[i].zk_path);
+      if (name)
+        names[n++] = name;
+    }
+    if (n == 0)
+      continue;
+    qsort(names, n, sizeof(*names), name_cmp);
+    zg_info("registry", "%s: %zu service(s) from the state file", root->path,
+            n);
+    reg->children_cb(reg->cb_arg, root->ctx, names, n);
+  }
+  free(names);
+  for (size_t i = 0; i < l->n; i++) {
+    zg_pool_t *pool = l->v[i].pool;
+    /* Services sharing a path share the pool. */
+    for (size_t k = 0; k < reg->n_services; k++) {
+      reg_service_t *svc = reg->services[k];
+      if (svc->root || svc->published || strcmp(svc->path, l->v[i].zk_path))
+        continue;
+      pool->version = svc->version = 1;
+      pool->created_ms = uv_now(reg->loop);
+      zg_info("registry",
+              "%s: %zu instance(s) from the state file, last updated %lld s "
+              "ago",
+              svc->path, pool->n,
+              (long long)(wall_ms() - l->v[i].updated_ms) / 1000);
+      svc->synced = 1;
+      svc->published_wall_ms = l->v[i].updated_ms;
+      svc->published = zg_pool_ref(pool);
+      reg->cb(reg->cb_arg, svc->ctx, zg_pool_ref(pool));
+    }
+    zg_pool_unref(pool);
+    free(l->v[i].zk_path);
+  }
+  free(l->v);
 }
 
 static void state_load(zg_registry_t *reg) {
   FILE *f = fopen(reg->state_file, "rb");
   char *text = NULL, err[160];
   size_t len = 0, cap = 0;
+  loaded_t l = {NULL, 0, 0};
   if (!f) {
     if (errno != ENOENT)
       zg_warn("registry", "cannot read the state file %s: %s", reg->state_file,
@@ -221,9 +310,10 @@ static void state_load(zg_registry_t *reg) {
   }
   fclose(f);
   if (text &&
-      zg_state_decode(text, len, on_state_entry, reg, err, sizeof(err)) != 0)
+      zg_state_decode(text, len, on_state_entry, &l, err, sizeof(err)) != 0)
     zg_warn("registry", "ignoring the state file %s: %s", reg->state_file, err);
   free(text);
+  state_apply(reg, &l);
 }
 
 /* max_stale: past it without ZooKeeper, each service answers as having no
@@ -235,7 +325,7 @@ static void check_stale(zg_registry_t *reg, uint64_t now) {
       now - reg->disconnected_ms < reg->max_stale_ms)
     return;
   for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = &reg->services[i];
+    reg_service_t *svc = reg->services[i];
     zg_pool_t *empty;
     if (svc->stale || !svc->published || svc->published->n == 0)
       continue;
@@ -248,7 +338,7 @@ static void check_stale(zg_registry_t *reg, uint64_t now) {
             "known %zu instance(s) no longer serve",
             svc->path, (unsigned long long)(now - reg->disconnected_ms),
             (unsigned long long)reg->max_stale_ms, svc->published->n);
-    reg->cb(reg->cb_arg, svc->id, empty);
+    reg->cb(reg->cb_arg, svc->ctx, empty);
   }
 }
 
@@ -293,14 +383,14 @@ static void publish_now(reg_service_t *svc) {
   svc->synced = 1;
   zg_pool_unref(svc->published);
   svc->published = zg_pool_ref(pool);
-  reg->cb(reg->cb_arg, svc->id, pool);
+  reg->cb(reg->cb_arg, svc->ctx, pool);
 }
 
 static void on_coalesce_timer(uv_timer_t *t) {
   zg_registry_t *reg = t->data;
   for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i].dirty && reg->services[i].outstanding == 0)
-      publish_now(&reg->services[i]);
+    if (reg->services[i]->dirty && reg->services[i]->outstanding == 0)
+      publish_now(reg->services[i]);
 }
 
 /* Publication waits `coalesce_window` after the first change, so that a
@@ -410,7 +500,7 @@ static void on_data(int rc, const char *value, int value_len,
   char err[160];
 
   svc->outstanding--;
-  if (c) {
+  if (c && !svc->gone) {
     c->in_flight = 0;
     if (rc == ZOK) {
       int drc;
@@ -445,7 +535,8 @@ static void on_data(int rc, const char *value, int value_len,
     }
   }
   free(req);
-  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing)
+  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing &&
+      !svc->gone)
     publish(svc);
 }
 
@@ -458,7 +549,7 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
   reg_child_t *c;
   (void)zh;
   (void)state;
-  if (type != ZOO_CHANGED_EVENT || svc->reg->closing || !path ||
+  if (type != ZOO_CHANGED_EVENT || svc->reg->closing || svc->gone || !path ||
       strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
     return;
   c = child_find(svc, path + plen + 1);
@@ -523,6 +614,43 @@ static int has_decoded(const reg_service_t *svc) {
   return 0;
 }
 
+/* A discovery root's list: its children, by name and sorted, are the
+ * services. A root that does not exist (yet, or any more) changes nothing:
+ * like a vanished zk_path, services stay until the root says otherwise. */
+static void root_children(reg_service_t *svc, int rc,
+                          const struct String_vector *strings) {
+  zg_registry_t *reg = svc->reg;
+  const char **names;
+  if (rc == ZNONODE) {
+    zg_info("registry",
+            "discovery root %s does not exist (yet): waiting for it",
+            svc->path);
+    watch_exists(svc);
+    return;
+  }
+  if (rc != ZOK) {
+    uint64_t dropped;
+    svc->need_list = 1;
+    if (!transient(rc) &&
+        zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
+      zg_error("registry", "%s: cannot list children: %s", svc->path,
+               zerror(rc));
+    return;
+  }
+  names = malloc(((size_t)strings->count + 1) * sizeof(*names));
+  if (!names) {
+    svc->need_list = 1;
+    return;
+  }
+  for (int32_t i = 0; i < strings->count; i++)
+    names[i] = strings->data[i];
+  qsort(names, (size_t)strings->count, sizeof(*names), name_cmp);
+  svc->need_list = 0;
+  svc->synced = 1;
+  reg->children_cb(reg->cb_arg, svc->ctx, names, (size_t)strings->count);
+  free(names);
+}
+
 static void on_children(int rc, const struct String_vector *strings,
                         const struct Stat *stat, const void *data) {
   reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
@@ -531,8 +659,12 @@ static void on_children(int rc, const struct String_vector *strings,
   int removed = 0;
 
   (void)stat;
-  if (reg->closing)
+  if (reg->closing || svc->gone)
     return;
+  if (svc->root) {
+    root_children(svc, rc, strings);
+    return;
+  }
   if (rc == ZNONODE) {
     /* Instances deregister by deleting their own znodes, never the parent:
      * a parent that vanishes is a registry accident (a server restarted
@@ -628,7 +760,7 @@ static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
   (void)zh;
   (void)state;
   (void)path;
-  if (type == ZOO_SESSION_EVENT || svc->reg->closing)
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
     return; /* session events also reach path watchers: not ours */
   list_children(svc);
 }
@@ -636,7 +768,7 @@ static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
 static void on_exists(int rc, const struct Stat *stat, const void *data) {
   reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
   (void)stat;
-  if (svc->reg->closing)
+  if (svc->reg->closing || svc->gone)
     return;
   if (rc == ZOK)
     list_children(svc); /* created between our list and this call */
@@ -650,7 +782,7 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
   (void)zh;
   (void)state;
   (void)path;
-  if (type == ZOO_SESSION_EVENT || svc->reg->closing)
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
     return;
   list_children(svc);
 }
@@ -682,8 +814,8 @@ static void watch_exists(reg_service_t *svc) {
 
 static void list_pending(zg_registry_t *reg) {
   for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i].need_list)
-      list_children(&reg->services[i]);
+    if (reg->services[i]->need_list)
+      list_children(reg->services[i]);
 }
 
 static void on_session_event(zhandle_t *zh, int type, int state,
@@ -702,15 +834,15 @@ static void on_session_event(zhandle_t *zh, int type, int state,
     reg->state = ZG_ZK_CONNECTED;
     if (!same)
       for (size_t i = 0; i < reg->n_services; i++)
-        reg->services[i].need_list = 1;
+        reg->services[i]->need_list = 1;
     /* Within the same session the client re-registers its watches; only
      * lists that failed while disconnected are repeated, and pools that
      * max_stale hid come back from the children still known. */
     list_pending(reg);
     for (size_t i = 0; i < reg->n_services; i++)
-      if (reg->services[i].stale && same && !reg->services[i].need_list &&
-          reg->services[i].outstanding == 0)
-        publish(&reg->services[i]);
+      if (reg->services[i]->stale && same && !reg->services[i]->need_list &&
+          reg->services[i]->outstanding == 0)
+        publish(reg->services[i]);
   } else if (state == ZOO_EXPIRED_SESSION_STATE) {
     zg_warn("registry",
             "ZooKeeper session 0x%llx expired: opening a new "
@@ -766,10 +898,11 @@ static void session_restart(zg_registry_t *reg) {
     zookeeper_close(reg->zh);
     reg->zh = NULL;
   }
+  graveyard_free(reg); /* the client that held their watches is gone */
   reg->state = ZG_ZK_CONNECTING;
   memset(&reg->last_client, 0, sizeof(reg->last_client));
   for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = &reg->services[i];
+    reg_service_t *svc = reg->services[i];
     svc->need_list = 1;
     /* Reads of the old session were completed with an error by
      * zookeeper_close. The children are forgotten too: a name seen in the
@@ -900,6 +1033,7 @@ static void on_health_timer(uv_timer_t *t) {
 zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
                                uint64_t session_timeout_ms,
                                uint64_t coalesce_ms, zg_registry_publish_cb cb,
+                               zg_registry_children_cb children_cb,
                                void *cb_arg) {
   zg_registry_t *reg = calloc(1, sizeof(*reg));
   if (!reg)
@@ -909,6 +1043,7 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->session_timeout_ms = (int)session_timeout_ms;
   reg->coalesce_ms = coalesce_ms;
   reg->cb = cb;
+  reg->children_cb = children_cb;
   reg->cb_arg = cb_arg;
   reg->poll_fd = -1;
   reg->state = ZG_ZK_CONNECTING;
@@ -920,28 +1055,103 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   return reg;
 }
 
-int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
-                      const char *endpoint, size_t id) {
-  reg_service_t *ns =
-      realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
+static void service_free(reg_service_t *svc) {
+  forget_children(svc);
+  free(svc->children);
+  free(svc->path);
+  free(svc->endpoint);
+  zg_pool_unref(svc->published);
+  free(svc);
+}
+
+static void graveyard_free(zg_registry_t *reg) {
+  for (size_t i = 0; i < reg->n_graveyard; i++)
+    service_free(reg->graveyard[i]);
+  free(reg->graveyard);
+  reg->graveyard = NULL;
+  reg->n_graveyard = 0;
+}
+
+static int same_opt(const char *a, const char *b) {
+  return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int add_watch(zg_registry_t *reg, const char *zk_path,
+                     const char *endpoint, void *ctx, int root) {
+  reg_service_t **ns, *svc = NULL;
+  ns = realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
   if (!ns)
     return UV_ENOMEM;
   reg->services = ns;
-  ns = &reg->services[reg->n_services];
-  memset(ns, 0, sizeof(*ns));
-  if (!(ns->path = strdup(zk_path)) ||
-      (endpoint && !(ns->endpoint = strdup(endpoint)))) {
-    free(ns->path);
-    return UV_ENOMEM;
+  /* A path watched before: its graveyard entry comes back, so that the
+   * graveyard holds each path once at most. */
+  for (size_t i = 0; i < reg->n_graveyard; i++) {
+    reg_service_t *g = reg->graveyard[i];
+    if (g->root == root && g->outstanding == 0 && !strcmp(g->path, zk_path) &&
+        same_opt(g->endpoint, endpoint)) {
+      svc = g;
+      reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
+      svc->gone = 0;
+      svc->synced = svc->dirty = svc->stale = 0;
+      svc->lists = svc->reads = 0;
+      break;
+    }
   }
-  ns->id = id;
-  ns->need_list = 1;
-  reg->n_services++;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg->services[i].reg = reg;
-    reg->services[i].opts.endpoint = reg->services[i].endpoint;
+  if (!svc) {
+    if (!(svc = calloc(1, sizeof(*svc))))
+      return UV_ENOMEM;
+    if (!(svc->path = strdup(zk_path)) ||
+        (endpoint && !(svc->endpoint = strdup(endpoint)))) {
+      free(svc->path);
+      free(svc);
+      return UV_ENOMEM;
+    }
+    svc->reg = reg;
+    svc->opts.endpoint = svc->endpoint;
+    svc->root = root;
+  }
+  svc->ctx = ctx;
+  svc->need_list = 1;
+  reg->services[reg->n_services++] = svc;
+  if (reg->started && reg->state == ZG_ZK_CONNECTED) {
+    list_children(svc);
+    update_interest(reg);
   }
   return 0;
+}
+
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
+                      const char *endpoint, void *ctx) {
+  return add_watch(reg, zk_path, endpoint, ctx, 0);
+}
+
+int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx) {
+  return add_watch(reg, zk_root, NULL, ctx, 1);
+}
+
+void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = reg->services[i], **ng;
+    if (svc->ctx != ctx)
+      continue;
+    ng = realloc(reg->graveyard, (reg->n_graveyard + 1) * sizeof(*ng));
+    if (ng)
+      reg->graveyard = ng;
+    memmove(&reg->services[i], &reg->services[i + 1],
+            (reg->n_services - i - 1) * sizeof(*reg->services));
+    reg->n_services--;
+    svc->gone = 1;
+    svc->ctx = NULL;
+    svc->dirty = 0;
+    forget_children(svc);
+    zg_pool_unref(svc->published);
+    svc->published = NULL;
+    svc->version = 0;
+    if (ng) /* else leaked: the client may still call back with it */
+      reg->graveyard[reg->n_graveyard++] = svc;
+    schedule_state_write(reg); /* the file forgets the path */
+    return;
+  }
 }
 
 int zg_registry_start(zg_registry_t *reg) {
@@ -1043,15 +1253,9 @@ void zg_registry_close(zg_registry_t *reg) {
     uv_timer_stop(&reg->state_timer);
     on_state_timer(&reg->state_timer);
   }
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = &reg->services[i];
-    for (size_t k = 0; k < svc->n_children; k++)
-      child_free(&svc->children[k]);
-    free(svc->children);
-    free(svc->path);
-    free(svc->endpoint);
-    zg_pool_unref(svc->published);
-  }
+  for (size_t i = 0; i < reg->n_services; i++)
+    service_free(reg->services[i]);
+  graveyard_free(reg);
   free(reg->services);
   reg->services = NULL;
   reg->n_services = 0;

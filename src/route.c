@@ -98,6 +98,7 @@ zg_route_table_t *zg_route_table_new(const zg_route_t *routes, size_t n) {
     const char *host = routes[i].host;
 
     e->route.service = routes[i].service;
+    e->route.whole_host = routes[i].whole_host;
     if (host != NULL) {
       size_t len = strlen(host);
 
@@ -178,7 +179,8 @@ static bool better(const entry_t *a, const entry_t *b) {
 const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
                                  size_t host_len, const char *path,
                                  size_t path_len) {
-  const entry_t *best = NULL;
+  const entry_t *best = NULL, *best_exact = NULL;
+  bool claimed = false; /* a whole_host route of this exact host matched */
 
   if (t == NULL)
     return NULL;
@@ -196,7 +198,14 @@ const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
     /* Equal rank: the first route in configuration order stays. */
     if (best == NULL || better(e, best))
       best = e;
+    if (e->kind == HOST_EXACT) {
+      claimed |= e->route.whole_host != 0;
+      if (best_exact == NULL || better(e, best_exact))
+        best_exact = e;
+    }
   }
+  if (claimed)
+    best = best_exact;
   return best != NULL ? &best->route : NULL;
 }
 

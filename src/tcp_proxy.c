@@ -75,6 +75,7 @@ static void session_free_if_done(zg_tcp_session_t *s) {
   zg_buf_put(gw, s->up.buf);
   zg_buf_put(gw, s->down.buf);
   zg_pool_unref(s->pool);
+  zg_service_unref(s->svc);
   free(s);
 }
 
@@ -453,7 +454,7 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
     zg_listener_drop(server);
     return;
   }
-  s->svc = svc;
+  s->svc = zg_service_ref(svc);
   uv_tcp_init(gw->loop, &s->client);
   uv_timer_init(gw->loop, &s->timer);
   s->client.data = s;

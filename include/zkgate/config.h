@@ -42,6 +42,21 @@ typedef struct {
   int line; /* of the section header */
 } zg_service_conf_t;
 
+/* [discover:NAME]: every child of zk_root is an HTTP service on `listen`,
+ * routed by path prefix /CHILD/ (stripped) and, with a domain, by host
+ * CHILD.DOMAIN. */
+typedef struct {
+  char *name;
+  char *zk_root;
+  zg_listen_addr_t listen;
+  char *domain; /* NULL: no host routes; lowercase */
+  zg_balance_t balance;
+  char *endpoint; /* serverset additionalEndpoints name, or NULL */
+  uint64_t connect_timeout_ms;
+  uint64_t response_timeout_ms;
+  int line; /* of the section header */
+} zg_discover_conf_t;
+
 typedef struct {
   char *path; /* the file, as given */
   struct {
@@ -62,6 +77,8 @@ typedef struct {
   } proxy;
   zg_service_conf_t *services;
   size_t n_services;
+  zg_discover_conf_t *discovers;
+  size_t n_discovers;
 } zg_config_t;
 
 /* One error: "FILE:LINE: message". */
@@ -79,6 +96,8 @@ int zg_config_load(const char *path, zg_config_t **out,
 int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
                           zg_config_errors_t *errs);
 void zg_config_free(zg_config_t *cfg);
+/* Frees what a service's configuration owns (not the struct itself). */
+void zg_service_conf_clear(zg_service_conf_t *svc);
 void zg_config_errors_free(zg_config_errors_t *errs);
 
 /* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */

@@ -19,10 +19,18 @@ struct zg_http_listener;
 struct zg_http_session;
 struct zg_http_upstream;
 
-/* A service at run time: its configuration, its pools and its listener. */
+struct zg_discover;
+
+/* A service at run time: its configuration, its pools and its listener.
+ * Reference-counted: the gateway holds one while the service is configured
+ * or discovered, each session one while it uses the service, so that a
+ * service that goes away (discovery) lets its sessions finish. */
 typedef struct zg_service {
   struct zg_gateway *gw;
   const zg_service_conf_t *conf;
+  zg_service_conf_t *own_conf;  /* a discovered service's, freed with it */
+  struct zg_discover *discover; /* NULL: from a [service:NAME] section */
+  unsigned refs;
   zg_pool_t *zk_pool;     /* latest from the registry; NULL before the first */
   zg_pool_t *static_pool; /* from `instances =`; NULL when none */
   uint64_t rr_cursor;
@@ -37,11 +45,23 @@ typedef struct zg_service {
   zg_ratelimit_t connect_fail_rl;
 } zg_service_t;
 
+/* A [discover:NAME] section at run time: the children of its zk_root
+ * last reported, sorted, and whether each became a service. */
+typedef struct zg_discover {
+  struct zg_gateway *gw;
+  const zg_discover_conf_t *conf;
+  char **known;
+  size_t n_known;
+} zg_discover_t;
+
 typedef struct zg_gateway {
   uv_loop_t *loop;
   const zg_config_t *cfg;
-  zg_service_t *services;
-  size_t n_services;
+  zg_service_t **services; /* configured ones first, in file order, then
+                              discovered ones */
+  size_t n_services, cap_services;
+  zg_discover_t *discovers;
+  size_t n_discovers;
   zg_registry_t *registry;
   zg_rng_t rng;
   uv_signal_t signals[4];
@@ -80,6 +100,11 @@ int zg_health_is_failed(zg_gateway_t *gw, const char *key);
  * remain. */
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried);
+
+zg_service_t *zg_service_ref(zg_service_t *svc);
+/* Frees the service with its last reference (its listener, if any, must be
+ * closed by then). NULL is fine. */
+void zg_service_unref(zg_service_t *svc);
 
 /* The pool to pick from: the registry's while it has instances, else the
  * static one; NULL when neither has any. Borrowed, not referenced. */

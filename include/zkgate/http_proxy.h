@@ -11,17 +11,30 @@
 #include "zkgate/gateway.h"
 #include "zkgate/route.h"
 
+/* What a route leads to: route.service indexes the listener's targets. */
+typedef struct {
+  zg_service_t *svc; /* borrowed: the gateway holds it while it routes */
+  int strip;         /* the route's prefix is removed from the target */
+} zg_http_target_t;
+
 typedef struct zg_http_listener {
   zg_gateway_t *gw;
   uv_tcp_t tcp;
   const zg_listen_addr_t *addr;
-  zg_route_table_t *routes;
+  zg_route_table_t *routes; /* replaced as services come and go */
+  zg_http_target_t *targets;
+  size_t n_targets;
   int listening;
 } zg_http_listener_t;
 
-/* Starts one listener per distinct listen address of the HTTP services.
- * 0 or the first error (logged). */
+/* Starts one listener per distinct listen address of the HTTP services
+ * and [discover:] sections, with their routes. 0 or the first error
+ * (logged). */
 int zg_http_start(zg_gateway_t *gw);
+/* Rebuilds every listener's routes from the gateway's services (after
+ * discovered services came or went). 0 or UV_ENOMEM: then the old routes
+ * stay. */
+int zg_http_routes_update(zg_gateway_t *gw);
 /* Closes the listeners, every session and every idle upstream connection.
  */
 void zg_http_stop(zg_gateway_t *gw);

@@ -18,9 +18,13 @@
 
 typedef struct zg_registry zg_registry_t;
 
-/* Called on the registry's loop with a new pool for the service that was
- * given as `id` to zg_registry_watch(); the callee takes the reference. */
-typedef void (*zg_registry_publish_cb)(void *arg, size_t id, zg_pool_t *pool);
+/* Called on the registry's loop with a new pool for the path watched with
+ * `ctx` (zg_registry_watch); the callee takes the reference. */
+typedef void (*zg_registry_publish_cb)(void *arg, void *ctx, zg_pool_t *pool);
+/* Called with the children of a discovery root (zg_registry_watch_root),
+ * sorted by name, whenever they change; the names are borrowed. */
+typedef void (*zg_registry_children_cb)(void *arg, void *ctx,
+                                        const char *const *names, size_t n);
 
 typedef enum {
   ZG_ZK_CONNECTING = 0, /* never connected yet in this session */
@@ -34,11 +38,19 @@ typedef enum {
 zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
                                uint64_t session_timeout_ms,
                                uint64_t coalesce_ms, zg_registry_publish_cb cb,
+                               zg_registry_children_cb children_cb,
                                void *cb_arg);
-/* Adds a path to watch, before zg_registry_start(). `endpoint` (may be
- * NULL) selects a serverset additionalEndpoints entry. */
+/* Watches a path's children as instances, before or after start (also from
+ * the callbacks). `endpoint` (may be NULL) selects a serverset
+ * additionalEndpoints entry. Pools come with `ctx`. */
 int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
-                      const char *endpoint, size_t id);
+                      const char *endpoint, void *ctx);
+/* Watches a discovery root: its children are reported by name. A root that
+ * vanishes reports nothing (its services stay) until it is back. */
+int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx);
+/* Stops watching what was watched with `ctx`: no callback with it comes
+ * after this (also from the callbacks), and the state file forgets it. */
+void zg_registry_unwatch(zg_registry_t *reg, void *ctx);
 /* Before zg_registry_start(): the state file to load at start and keep up
  * to date (NULL: none), and how long last known pools serve without
  * ZooKeeper (0: forever). */

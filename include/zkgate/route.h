@@ -14,6 +14,10 @@ typedef struct {
                          a trailing dot ignored. */
   const char *prefix; /* path prefix, starts with '/'; "/" matches all */
   size_t service;     /* the caller's service index */
+  int whole_host;     /* with an exact host: a request for that host goes to
+                         the routes of that exact host only, whatever the
+                         prefixes of any-host and wildcard routes (a
+                         virtual host) */
 } zg_route_t;
 
 typedef struct zg_route_table zg_route_table_t;
@@ -31,7 +35,8 @@ void zg_route_table_free(zg_route_table_t *t);
  * case-sensitive); on equal prefixes an exact host beats a wildcard (the
  * longer one first), which beats "any host"; then the first route. A prefix
  * ending in '/' also matches the path without that slash ("/api/" matches
- * "/api"). */
+ * "/api"). A matching whole_host route restricts the choice to the routes
+ * of its exact host. */
 const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
                                  size_t host_len, const char *path,
                                  size_t path_len);

@@ -82,15 +82,15 @@ typedef struct {
 } service_t;
 
 static const zg_route_t routes[] = {
-    {"api.example.com", "/", 0},  {"*.example.com", "/api/", 1},
-    {NULL, "/static/", 2},        {"*", "/health", 3},
-    {"Example.ORG.", "/", 4},     {"[::1]", "/v6/", 5},
-    {"*.example.com", "/api", 6},
+    {"api.example.com", "/", 0, 0},  {"*.example.com", "/api/", 1, 0},
+    {NULL, "/static/", 2, 0},        {"*", "/health", 3, 0},
+    {"Example.ORG.", "/", 4, 0},     {"[::1]", "/v6/", 5, 0},
+    {"*.example.com", "/api", 6, 0}, {"vhost.example.com", "/", 7, 1},
 };
 
 static const service_t services[] = {
     {NULL, false},    {"/v1", true}, {NULL, true},   {"/b", false},
-    {"/root", false}, {NULL, true},  {"/x/y", true},
+    {"/root", false}, {NULL, true},  {"/x/y", true}, {NULL, false},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -446,9 +446,10 @@ def zkgate_bin():
     return path
 
 
-def ini_text(services, zookeeper=None, proxy=None):
-    """Render an INI file. services: {name: {key: value}}; zookeeper/proxy: {key: value}.
-    List values are joined with ", "."""
+def ini_text(services, zookeeper=None, proxy=None, discover=None):
+    """Render an INI file. services: {name: {key: value}}; zookeeper/proxy: {key: value};
+    discover: {name: {key: value}} for [discover:NAME] sections. List values are joined with
+    ", "."""
     out = []
 
     def section(header, kv):
@@ -465,6 +466,8 @@ def ini_text(services, zookeeper=None, proxy=None):
                       "workers": 1, **(proxy or {})})
     for name, kv in services.items():
         section(f"service:{name}", {"protocol": "tcp", **kv})
+    for name, kv in (discover or {}).items():
+        section(f"discover:{name}", {"protocol": "http", **kv})
     return "\n".join(out)
 
 

@@ -562,6 +562,95 @@ static void test_zk_path_without_hosts(void **state) {
   zg_config_errors_free(&errs);
 }
 
+static void test_discover(void **state) {
+  zg_config_t *cfg = load_ok("[zookeeper]\n"
+                             "hosts = 127.0.0.1:2181\n"
+                             "[service:web]\n"
+                             "protocol = http\n"
+                             "listen = 127.0.0.1:8080\n"
+                             "instances = h:1\n"
+                             "[discover:all]\n"
+                             "zk_root = /services\n"
+                             "listen = 127.0.0.1:8080\n"
+                             "protocol = http\n"
+                             "domain = Example.COM.\n"
+                             "balance = round_robin\n"
+                             "endpoint = http\n"
+                             "response_timeout = 5s\n"
+                             "[discover:other]\n"
+                             "zk_root = /other\n"
+                             "listen = 127.0.0.1:8090\n");
+  const zg_discover_conf_t *d = &cfg->discovers[0];
+
+  (void)state;
+  assert_int_equal(cfg->n_discovers, 2);
+  assert_string_equal(d->name, "all");
+  assert_string_equal(d->zk_root, "/services");
+  assert_v4(&d->listen, "127.0.0.1", 8080);
+  assert_string_equal(d->domain, "example.com");
+  assert_int_equal(d->balance, ZG_BALANCE_ROUND_ROBIN);
+  assert_string_equal(d->endpoint, "http");
+  assert_int_equal(d->response_timeout_ms, 5000);
+  assert_int_equal(d->connect_timeout_ms, cfg->proxy.connect_timeout_ms);
+  d = &cfg->discovers[1];
+  assert_null(d->domain);
+  assert_null(d->endpoint);
+  assert_int_equal(d->balance, ZG_BALANCE_RANDOM);
+  assert_int_equal(d->response_timeout_ms, 30000);
+  /* Discovery needs the ZooKeeper session even without zk_path services. */
+  assert_non_null(cfg->zk.hosts);
+  zg_config_free(cfg);
+}
+
+static void test_bad_discover(void **state) {
+  static const char base[] = "[zookeeper]\n"
+                             "hosts = 127.0.0.1:2181\n";
+  char text[512];
+
+  (void)state;
+  snprintf(text, sizeof(text),
+           "%s[discover:all]\nzk_root = /s\nlisten = 127.0.0.1:8080\n"
+           "protocol = tcp\n",
+           base);
+  expect_one_error(text, "protocol = tcp");
+  snprintf(text, sizeof(text),
+           "%s[discover:all]\nzk_root = services\nlisten = 127.0.0.1:8080\n",
+           base);
+  expect_one_error(text, "zk_root = services");
+  snprintf(text, sizeof(text),
+           "%s[discover:all]\nzk_root = /s\nlisten = 127.0.0.1:8080\n"
+           "domain = *.example.com\n",
+           base);
+  expect_one_error(text, "domain =");
+  snprintf(text, sizeof(text),
+           "%s[discover:all]\nzk_root = /s\nlisten = 127.0.0.1:8080\n"
+           "path_prefix = /x/\n",
+           base);
+  expect_one_error(text, "path_prefix");
+  /* Missing keys: on the section header. */
+  snprintf(text, sizeof(text), "%s[discover:all]\nlisten = 127.0.0.1:8080\n",
+           base);
+  expect_one_error(text, "[discover:all]");
+  snprintf(text, sizeof(text), "%s[discover:all]\nzk_root = /s\n", base);
+  expect_one_error(text, "[discover:all]");
+  /* No ZooKeeper to discover from. */
+  expect_one_error("[discover:all]\nzk_root = /s\nlisten = 127.0.0.1:8080\n",
+                   "[discover:all]");
+  /* A TCP service's address is its own. */
+  snprintf(text, sizeof(text),
+           "%s[service:db]\nlisten = 127.0.0.1:8080\nzk_path = /db\n"
+           "[discover:all]\nzk_root = /s\nlisten = 127.0.0.1:8080\n",
+           base);
+  {
+    int line = 8; /* the discover section's listen */
+    zg_config_errors_t errs = load_bad(text, &line, 1);
+    assert_non_null(strstr(errs.lines[0], "[service:db]"));
+    zg_config_errors_free(&errs);
+  }
+  snprintf(text, sizeof(text), "%s[discover:a b]\nzk_root = /s\n", base);
+  expect_one_error(text, "[discover:a b]");
+}
+
 static void test_bad_static_instance(void **state) {
   static const char *const bad[] = {"10.0.0.5:8080, nope", "10.0.0.5:0",
                                     "[::1:80, 10.0.0.6:80"};
@@ -744,6 +833,8 @@ int main(void) {
       cmocka_unit_test(test_service_without_source),
       cmocka_unit_test(test_relative_zk_path),
       cmocka_unit_test(test_zk_path_without_hosts),
+      cmocka_unit_test(test_discover),
+      cmocka_unit_test(test_bad_discover),
       cmocka_unit_test(test_bad_static_instance),
       cmocka_unit_test(test_static_instances_v6_and_names),
       cmocka_unit_test(test_several_errors),

@@ -33,10 +33,10 @@ static long match(const zg_route_table_t *t, const char *host,
 static void test_route_longest_prefix(void **state) {
   /* Out of order on purpose: the table does not depend on it. */
   const zg_route_t routes[] = {
-      {NULL, "/api/", 1},
-      {NULL, "/", 0},
-      {NULL, "/api/v2/", 2},
-      {NULL, "/static", 3},
+      {NULL, "/api/", 1, 0},
+      {NULL, "/", 0, 0},
+      {NULL, "/api/v2/", 2, 0},
+      {NULL, "/static", 3, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -64,9 +64,9 @@ static void test_route_longest_prefix(void **state) {
 static void test_route_host_ranks(void **state) {
   /* The exact route last: it wins by rank, not by position. */
   const zg_route_t routes[] = {
-      {NULL, "/x/", 0},
-      {"*.example.com", "/x/", 1},
-      {"a.example.com", "/x/", 2},
+      {NULL, "/x/", 0, 0},
+      {"*.example.com", "/x/", 1, 0},
+      {"a.example.com", "/x/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -81,9 +81,9 @@ static void test_route_host_ranks(void **state) {
 
 static void test_route_host_ranks_reversed(void **state) {
   const zg_route_t routes[] = {
-      {"a.example.com", "/x/", 2},
-      {"*.example.com", "/x/", 1},
-      {NULL, "/x/", 0},
+      {"a.example.com", "/x/", 2, 0},
+      {"*.example.com", "/x/", 1, 0},
+      {NULL, "/x/", 0, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -97,9 +97,9 @@ static void test_route_host_ranks_reversed(void **state) {
 static void test_route_prefix_before_host(void **state) {
   /* The longer prefix wins even for a route open to any host. */
   const zg_route_t routes[] = {
-      {"a.example.com", "/", 0},
-      {NULL, "/api/", 1},
-      {"*.example.com", "/api/admin/", 2},
+      {"a.example.com", "/", 0, 0},
+      {NULL, "/api/", 1, 0},
+      {"*.example.com", "/api/admin/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -112,12 +112,54 @@ static void test_route_prefix_before_host(void **state) {
   zg_route_table_free(t);
 }
 
+static void test_route_whole_host(void **state) {
+  /* A whole_host route makes its exact host a virtual host: prefixes of
+   * any-host and wildcard routes no longer reach it, routes of the same
+   * exact host still do (longest prefix among them). */
+  const zg_route_t routes[] = {
+      {NULL, "/users/", 0, 0},
+      {"orders.example.com", "/", 1, 1},
+      {"*.example.com", "/admin/", 2, 0},
+      {"orders.example.com", "/api/", 3, 0},
+      {NULL, "/", 4, 0},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  (void)state;
+  assert_non_null(t);
+  assert_int_equal(match(t, "orders.example.com", "/users/x"), 1);
+  assert_int_equal(match(t, "ORDERS.example.com.:80", "/admin/x"), 1);
+  assert_int_equal(match(t, "orders.example.com", "/api/x"), 3);
+  assert_int_equal(match(t, "orders.example.com", "/"), 1);
+  /* Other hosts: the ordinary ranking. */
+  assert_int_equal(match(t, "users.example.com", "/users/x"), 0);
+  assert_int_equal(match(t, "users.example.com", "/admin/x"), 2);
+  assert_int_equal(match(t, "x.example.org", "/y"), 4);
+  assert_int_equal(match(t, NULL, "/users/"), 0);
+  zg_route_table_free(t);
+}
+
+static void test_route_whole_host_not_set(void **state) {
+  /* Without the flag the same table ranks by prefix first. */
+  const zg_route_t routes[] = {
+      {NULL, "/users/", 0, 0},
+      {"orders.example.com", "/", 1, 0},
+  };
+  zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
+
+  (void)state;
+  assert_non_null(t);
+  assert_int_equal(match(t, "orders.example.com", "/users/x"), 0);
+  assert_int_equal(match(t, "orders.example.com", "/x"), 1);
+  zg_route_table_free(t);
+}
+
 static void test_route_host_forms(void **state) {
   const zg_route_t routes[] = {
-      {"a.example.com", "/", 1},
-      {"b.example.com.", "/", 2}, /* trailing dot in the configuration */
-      {"[::1]", "/", 3},
-      {"127.0.0.1", "/", 4},
+      {"a.example.com", "/", 1, 0},
+      {"b.example.com.", "/", 2, 0}, /* trailing dot in the configuration */
+      {"[::1]", "/", 3, 0},
+      {"127.0.0.1", "/", 4, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -143,7 +185,7 @@ static void test_route_host_forms(void **state) {
 }
 
 static void test_route_host_len_respected(void **state) {
-  const zg_route_t routes[] = {{"a.example.com", "/", 1}};
+  const zg_route_t routes[] = {{"a.example.com", "/", 1, 0}};
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
   const char *host = "a.example.comEXTRA";
   const zg_route_t *r;
@@ -161,8 +203,8 @@ static void test_route_host_len_respected(void **state) {
 
 static void test_route_wildcard(void **state) {
   const zg_route_t routes[] = {
-      {"*.example.com", "/", 1},
-      {"*.api.example.com", "/", 2},
+      {"*.example.com", "/", 1, 0},
+      {"*.api.example.com", "/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -185,8 +227,8 @@ static void test_route_wildcard(void **state) {
 
 static void test_route_no_match(void **state) {
   const zg_route_t routes[] = {
-      {NULL, "/api/", 1},
-      {"a.example.com", "/", 2},
+      {NULL, "/api/", 1, 0},
+      {"a.example.com", "/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
   zg_route_table_t *empty = zg_route_table_new(NULL, 0);
@@ -205,7 +247,7 @@ static void test_route_no_match(void **state) {
 }
 
 static void test_route_catch_all(void **state) {
-  const zg_route_t routes[] = {{NULL, "/", 7}};
+  const zg_route_t routes[] = {{NULL, "/", 7, 0}};
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
   assert_non_null(t);
@@ -220,8 +262,8 @@ static void test_route_catch_all(void **state) {
 static void test_route_any_host_spellings(void **state) {
   /* "" and "*" name no host: the same as NULL. */
   const zg_route_t routes[] = {
-      {"", "/a/", 1},
-      {"*", "/b/", 2},
+      {"", "/a/", 1, 0},
+      {"*", "/b/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -235,8 +277,8 @@ static void test_route_any_host_spellings(void **state) {
 
 static void test_route_equal_rank_first_wins(void **state) {
   const zg_route_t routes[] = {
-      {"a.example.com", "/x/", 1},
-      {"A.EXAMPLE.COM", "/x/", 2},
+      {"a.example.com", "/x/", 1, 0},
+      {"A.EXAMPLE.COM", "/x/", 2, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
 
@@ -248,7 +290,7 @@ static void test_route_equal_rank_first_wins(void **state) {
 static void test_route_copies(void **state) {
   char host[] = "a.example.com";
   char prefix[] = "/api/";
-  zg_route_t routes[] = {{host, prefix, 5}};
+  zg_route_t routes[] = {{host, prefix, 5, 0}};
   zg_route_table_t *t = zg_route_table_new(routes, ARRAY_LEN(routes));
   const zg_route_t *r;
 
@@ -373,8 +415,8 @@ static int route_raw(const zg_route_table_t *t, const char *raw,
 
 static void test_route_request(void **state) {
   static const zg_route_t routes[] = {
-      {NULL, "/", 0},
-      {"app.example.com", "/api/", 1},
+      {NULL, "/", 0, 0},
+      {"app.example.com", "/api/", 1, 0},
   };
   zg_route_table_t *t = zg_route_table_new(routes, 2);
   const zg_route_t *r = NULL;
@@ -420,7 +462,7 @@ static void test_route_request(void **state) {
 
   /* no route: 404 */
   {
-    static const zg_route_t only[] = {{"a.example.com", "/", 0}};
+    static const zg_route_t only[] = {{"a.example.com", "/", 0, 0}};
     zg_route_table_t *t2 = zg_route_table_new(only, 1);
     assert_int_equal(route_raw(t2, "GET / HTTP/1.1\r\nHost: b\r\n\r\n", &r,
                                path, sizeof(path)),
@@ -435,6 +477,8 @@ int main(void) {
       cmocka_unit_test(test_route_host_ranks),
       cmocka_unit_test(test_route_host_ranks_reversed),
       cmocka_unit_test(test_route_prefix_before_host),
+      cmocka_unit_test(test_route_whole_host),
+      cmocka_unit_test(test_route_whole_host_not_set),
       cmocka_unit_test(test_route_host_forms),
       cmocka_unit_test(test_route_host_len_respected),
       cmocka_unit_test(test_route_wildcard),
