@@ -49,6 +49,7 @@ typedef struct {
   raw_kv_t *kvs;
   size_t n_kvs;
   int oom;
+  int admin_listen_line;
   /* output */
   const char *name;
   zg_config_errors_t *errs;
@@ -266,6 +267,7 @@ static int same_sockaddr(const struct sockaddr_storage *a,
 typedef enum {
   SEC_ZOOKEEPER,
   SEC_PROXY,
+  SEC_ADMIN,
   SEC_SERVICE,
   SEC_DISCOVER,
   SEC_OTHER
@@ -481,8 +483,49 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
     add_error(p, kv->line,
               "log_level: expected error, warn, info or debug, got '%s'",
               kv->value);
+  } else if (!strcmp(kv->key, "drain_timeout")) {
+    duration_key(p, kv, &cfg->proxy.drain_timeout_ms, 0);
+  } else if (!strcmp(kv->key, "access_log")) {
+    if (strcmp(kv->value, "off") != 0 && strcmp(kv->value, "stderr") != 0 &&
+        kv->value[0] != '/') {
+      add_error(p, kv->line,
+                "access_log: expected off, stderr or an absolute path, got "
+                "'%s'",
+                kv->value);
+      return;
+    }
+    free(cfg->proxy.access_log);
+    cfg->proxy.access_log = NULL;
+    if (strcmp(kv->value, "off") != 0 &&
+        !(cfg->proxy.access_log = strdup(kv->value)))
+      p->oom = 1;
+  } else if (!strcmp(kv->key, "access_log_format")) {
+    if (!strcmp(kv->value, "text"))
+      cfg->proxy.access_log_json = false;
+    else if (!strcmp(kv->value, "json"))
+      cfg->proxy.access_log_json = true;
+    else
+      add_error(p, kv->line,
+                "access_log_format: expected text or json, got '%s'",
+                kv->value);
   } else {
     add_error(p, kv->line, "unknown key '%s' in [proxy]", kv->key);
+  }
+}
+
+static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  if (!strcmp(kv->key, "listen")) {
+    if (zg_parse_listen(kv->value, &cfg->admin.listen) != 0) {
+      add_error(p, kv->line,
+                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
+                kv->value);
+      return;
+    }
+    cfg->admin.enabled = true;
+    p->admin_listen_line = kv->line;
+  } else {
+    add_error(p, kv->line, "unknown key '%s' in [admin] (expected listen)",
+              kv->key);
   }
 }
 
@@ -684,6 +727,8 @@ static sec_kind_t section_kind(const char *name) {
     return SEC_ZOOKEEPER;
   if (!strcmp(name, "proxy"))
     return SEC_PROXY;
+  if (!strcmp(name, "admin"))
+    return SEC_ADMIN;
   if (!strncmp(name, "service:", 8))
     return SEC_SERVICE;
   if (!strncmp(name, "discover:", 9))
@@ -776,15 +821,10 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
           dst[k].d = &cfg->discovers[k];
       }
     } else if (kind == SEC_OTHER) {
-      if (!strcmp(sec->name, "admin"))
-        add_error(p, sec->line,
-                  "section [%s] is not supported by this version of zkgate",
-                  sec->name);
-      else
-        add_error(p, sec->line,
-                  "unknown section [%s] (expected [zookeeper], [proxy], "
-                  "[service:NAME] or [discover:NAME])",
-                  sec->name);
+      add_error(p, sec->line,
+                "unknown section [%s] (expected [zookeeper], [proxy], "
+                "[admin], [service:NAME] or [discover:NAME])",
+                sec->name);
     }
 
     /* This section's keys follow it in the file, up to the next header. */
@@ -806,6 +846,9 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
         break;
       case SEC_PROXY:
         proxy_key(p, cfg, kv);
+        break;
+      case SEC_ADMIN:
+        admin_key(p, cfg, kv);
         break;
       case SEC_SERVICE:
         if (cur)
@@ -903,6 +946,25 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       }
     }
   }
+  /* The admin address is its own. */
+  for (size_t i = 0; cfg->admin.enabled && i < cfg->n_services; i++)
+    if (st[i].has_listen &&
+        same_sockaddr(&cfg->admin.listen.ss, &cfg->services[i].listen.ss)) {
+      add_error(p, p->admin_listen_line,
+                "listen %s is already used by [service:%s] at line %d",
+                cfg->admin.listen.text, cfg->services[i].name,
+                st[i].listen_line);
+      break;
+    }
+  for (size_t i = 0; cfg->admin.enabled && i < cfg->n_discovers; i++)
+    if (dst[i].has_listen &&
+        same_sockaddr(&cfg->admin.listen.ss, &cfg->discovers[i].listen.ss)) {
+      add_error(p, p->admin_listen_line,
+                "listen %s is already used by [discover:%s] at line %d",
+                cfg->admin.listen.text, cfg->discovers[i].name,
+                dst[i].listen_line);
+      break;
+    }
   free(st);
   free(dst);
   /* No service reads ZooKeeper: no session is opened. */
@@ -971,6 +1033,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   cfg->proxy.header_timeout_ms = 10000;
   cfg->proxy.fail_timeout_ms = 10000;
   cfg->proxy.log_level = ZG_LOG_INFO;
+  cfg->proxy.drain_timeout_ms = 15000;
   if (!(cfg->path = strdup(name)))
     p->oom = 1;
 
@@ -1054,6 +1117,7 @@ void zg_config_free(zg_config_t *cfg) {
   free(cfg->discovers);
   free(cfg->zk.hosts);
   free(cfg->zk.state_file);
+  free(cfg->proxy.access_log);
   free(cfg->path);
   free(cfg);
 }

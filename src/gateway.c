@@ -4,6 +4,7 @@
  * and return once every handle is closed. */
 #include "zkgate/gateway.h"
 
+#include "zkgate/admin.h"
 #include "zkgate/error.h"
 #include "zkgate/http_proxy.h"
 #include "zkgate/listener.h"
@@ -56,11 +57,12 @@ typedef struct zg_failed_instance {
   uint64_t until_ms;
 } zg_failed_instance_t;
 
-void zg_health_failed(zg_gateway_t *gw, const char *key) {
+int zg_health_failed(zg_gateway_t *gw, const char *key) {
   uint64_t now = uv_now(gw->loop), ttl = gw->cfg->proxy.fail_timeout_ms;
   zg_failed_instance_t *slot = NULL;
+  int fresh;
   if (ttl == 0)
-    return;
+    return 0;
   for (size_t i = 0; i < gw->n_failed; i++) {
     if (!strcmp(gw->failed[i].key, key) || gw->failed[i].until_ms <= now) {
       slot = &gw->failed[i];
@@ -72,17 +74,19 @@ void zg_health_failed(zg_gateway_t *gw, const char *key) {
       size_t cap = gw->cap_failed ? gw->cap_failed * 2 : 16;
       zg_failed_instance_t *n = realloc(gw->failed, cap * sizeof(*n));
       if (!n)
-        return;
+        return 0;
       gw->failed = n;
       gw->cap_failed = cap;
     }
     slot = &gw->failed[gw->n_failed++];
   }
-  if (strcmp(slot->key, key) != 0 || slot->until_ms <= now)
+  fresh = strcmp(slot->key, key) != 0 || slot->until_ms <= now;
+  if (fresh)
     zg_warn("gateway", "instance %s failed: skipped for %llu ms", key,
             (unsigned long long)ttl);
   snprintf(slot->key, sizeof(slot->key), "%s", key);
   slot->until_ms = now + ttl;
+  return fresh;
 }
 
 int zg_health_is_failed(zg_gateway_t *gw, const char *key) {
@@ -113,7 +117,7 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
   return i;
 }
 
-zg_pool_t *zg_service_pool(zg_service_t *svc) {
+zg_pool_t *zg_service_pool(const zg_service_t *svc) {
   if (svc->zk_pool && svc->zk_pool->n_live > 0)
     return svc->zk_pool;
   if (svc->static_pool && svc->static_pool->n_live > 0)
@@ -174,6 +178,7 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
       uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
       gw->services[i]->listening = 0;
     }
+  zg_admin_stop(gw);
   zg_tcp_close_all(gw);
   zg_http_stop(gw);
   zg_registry_close(gw->registry);
@@ -197,8 +202,11 @@ static void on_signal(uv_signal_t *h, int signum) {
                        "the running configuration stays");
     break;
   case SIGUSR1:
-    /* Logs go to stderr only: nothing to reopen. */
-    zg_info("gateway", "SIGUSR1: logs go to stderr; nothing to reopen");
+    /* The log goes to stderr; the access log may be a file. */
+    if (gw->access_log)
+      zg_access_log_reopen(gw->access_log);
+    else
+      zg_info("gateway", "SIGUSR1: no access log file to reopen");
     break;
   default:
     break;
@@ -470,6 +478,7 @@ static void on_children(void *arg, void *ctx, const char *const *names,
   free(d->known);
   d->known = known;
   d->n_known = n;
+  d->listed = 1;
   if (changed && zg_http_routes_update(d->gw) != 0)
     zg_error("gateway", "discover %s: out of memory updating routes",
              d->conf->name);
@@ -533,9 +542,23 @@ int zg_gateway_run(const zg_config_t *cfg) {
     uv_signal_start(&gw.signals[i], on_signal, signums[i]);
   }
 
-  rc = services_start(&gw);
+  gw.started_wall_ms = (int64_t)(uv_hrtime() / 1000000);
+  {
+    uv_timeval64_t tv;
+    if (uv_gettimeofday(&tv) == 0)
+      gw.started_wall_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  }
+  rc = 0;
+  if (cfg->proxy.access_log &&
+      !(gw.access_log = zg_access_log_open(cfg->proxy.access_log,
+                                           cfg->proxy.access_log_json)))
+    rc = ZG_ECONFIG;
+  if (rc == 0)
+    rc = services_start(&gw);
   if (rc == 0)
     rc = registry_start(&gw);
+  if (rc == 0)
+    rc = zg_admin_start(&gw);
   if (rc != 0) {
     exit_code = 1;
     gateway_stop(&gw, "start failed");
@@ -561,6 +584,7 @@ int zg_gateway_run(const zg_config_t *cfg) {
     free(gw.discovers[i].known);
   }
   free(gw.discovers);
+  zg_access_log_close(gw.access_log);
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);

@@ -126,6 +126,14 @@ struct zg_http_session {
   const char *reason;
   char client_addr[64];
   char client_ip[48];
+  /* the current request, for metrics and the access log */
+  unsigned req_active : 1;
+  int status;               /* the final status sent, 0 before */
+  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
+  uint64_t req_in, req_out; /* bytes from and to the client */
+  char instance[ZG_HOST_MAX + 10];
+  char method[24];
+  char *target; /* as received, for the access log (malloc'ed) */
 };
 
 static llhttp_settings_t req_settings, resp_settings;
@@ -174,6 +182,8 @@ static int write_parts(uv_stream_t *to, void *owner, int to_client,
   }
   w->owner = owner;
   w->to_client = to_client;
+  if (to_client)
+    ((zg_http_session_t *)owner)->req_out += len;
   b = uv_buf_init(w->data, (unsigned)len);
   rc = uv_write(&w->req, to, &b, 1,
                 to_client ? on_client_write : on_upstream_write);
@@ -208,6 +218,57 @@ static size_t queued(uv_tcp_t *t) {
   return uv_stream_get_write_queue_size((uv_stream_t *)t);
 }
 
+/* ---- metrics and the access log ----------------------------------------
+ * A request is counted and logged once, when it ends: its response is
+ * complete, or an error response is out, or the session ends under it. */
+
+static void request_begin(zg_http_session_t *s) {
+  if (s->req_active)
+    return;
+  s->req_active = 1;
+  s->req_begin_ns = uv_hrtime();
+}
+
+static void request_finish(zg_http_session_t *s, const char *reason) {
+  zg_gateway_t *gw = s->gw;
+  zg_traffic_t *t;
+  uint64_t dur_us;
+  if (!s->req_active)
+    return;
+  s->req_active = 0;
+  dur_us = (uv_hrtime() - s->req_begin_ns) / 1000;
+  t = s->svc ? &s->svc->traffic : &gw->unrouted;
+  zg_traffic_observe(t, s->status, dur_us);
+  t->bytes_in += s->req_in;
+  t->bytes_out += s->req_out;
+  if (gw->access_log) {
+    zg_access_entry_t e;
+    uv_timeval64_t tv;
+    memset(&e, 0, sizeof(e));
+    uv_gettimeofday(&tv);
+    e.time_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    e.kind = "http";
+    e.client = s->client_addr;
+    e.service = s->svc ? s->svc->conf->name : NULL;
+    e.instance = s->instance[0] ? s->instance : NULL;
+    e.method = s->method[0] ? s->method : "-";
+    e.target = s->target ? s->target : "-";
+    e.target_len = s->target ? strlen(s->target) : 1;
+    e.status = s->status;
+    e.bytes_in = s->req_in;
+    e.bytes_out = s->req_out;
+    e.duration_us = dur_us;
+    e.reason = reason;
+    zg_access_log_write(gw->access_log, &e);
+  }
+  s->status = 0;
+  s->req_in = s->req_out = 0;
+  s->instance[0] = '\0';
+  s->method[0] = '\0';
+  free(s->target);
+  s->target = NULL;
+}
+
 /* ---- error responses ------------------------------------------------- */
 
 static void respond_error(zg_http_session_t *s, int status,
@@ -220,9 +281,12 @@ static void respond_error(zg_http_session_t *s, int status,
            s->svc ? " service " : "", s->svc ? s->svc->conf->name : "");
   s->close_after = 1;
   s->resp_head = 1;
+  request_begin(s); /* a head refused before it was complete */
+  s->status = status;
   n = zg_http_error_response(buf, sizeof(buf), status, message, true,
                              s->head_req);
   if (n > 0 && to_client(s, buf, (size_t)n) == 0) {
+    request_finish(s, message);
     /* Closed once the write is done: on_client_write sees close_after. */
     s->resp_done = 1;
     s->req_done = 1;
@@ -245,6 +309,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   free(s->up_head);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
+  free(s->target);
   free(s);
 }
 
@@ -260,6 +325,8 @@ static void session_end(zg_http_session_t *s, const char *reason) {
     return;
   s->state = HS_CLOSING;
   s->reason = reason;
+  request_finish(s, reason);
+  s->hl->active--;
   if (s->svc)
     s->svc->active--;
   if (s->prev)
@@ -506,6 +573,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
     o.close = s->close_after;
     o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
   }
+  if (status == 101 || status >= 200)
+    s->status = status;
   out = malloc(OUT_HEAD_MAX);
   if (!out)
     return -1;
@@ -689,8 +758,8 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
      * may just have been closed by it while idle. */
-    if (!reused)
-      zg_health_failed(s->gw, u->key);
+    if (!reused && zg_health_failed(s->gw, u->key) && s->svc)
+      s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);
   }
@@ -769,7 +838,8 @@ static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
                            const char *why) {
   uint64_t dropped;
   s->svc->connect_failures++;
-  zg_health_failed(s->gw, u->key);
+  if (zg_health_failed(s->gw, u->key))
+    s->svc->traffic.ejections++;
   if (zg_ratelimit_allow(&s->svc->connect_fail_rl, uv_now(s->gw->loop),
                          &dropped))
     zg_warn("http", "service %s: cannot connect to instance %s: %s",
@@ -845,9 +915,12 @@ static void try_instance(zg_http_session_t *s) {
     respond_error(s, 502, "no instance of the service could be reached");
     return;
   }
+  if (s->ntried > 0)
+    svc->traffic.retries++;
   s->tried[s->ntried++] = i;
   inst = &s->pool->inst[i];
   zg_instance_addr_str(inst, key, sizeof(key));
+  memcpy(s->instance, key, sizeof(s->instance));
   if (!s->retried && (u = idle_take(gw, key)) != NULL) {
     u->s = s;
     s->up = u;
@@ -1003,6 +1076,13 @@ static void head_complete(zg_http_session_t *s) {
   s->client_keep = zg_http_keep_alive(&s->req);
   head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
 
+  request_begin(s);
+  snprintf(s->method, sizeof(s->method), "%s",
+           llhttp_method_name((llhttp_method_t)s->rp.method));
+  if (s->gw->access_log) {
+    free(s->target);
+    s->target = strndup(s->req.buf + s->req.url_off, s->req.url_len);
+  }
   status = zg_http_route_request(hl->routes, &s->req, s->in + s->head_start,
                                  head_len, &rt, &reason);
   if (status != 0) {
@@ -1180,6 +1260,7 @@ static void reset_for_next(zg_http_session_t *s) {
 
 static void exchange_done(zg_http_session_t *s) {
   zg_http_upstream_t *u = s->up;
+  request_finish(s, "done");
   s->up = NULL;
   if (u)
     upstream_release(u, s->req_done);
@@ -1351,6 +1432,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   }
   s->last_active_ms = uv_now(s->gw->loop);
+  if (from_client)
+    s->req_in += (uint64_t)nread;
   if (write_parts(
           to, from_client ? (void *)u : (void *)s, !from_client,
           &(uv_buf_t){.base = (char *)(uintptr_t)data, .len = (size_t)nread},
@@ -1432,6 +1515,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   if (s->state == HS_HEAD && s->in_len == s->head_start)
     s->head_begin_ms = uv_now(s->gw->loop);
   s->in_len += (size_t)nread;
+  s->req_in += (uint64_t)nread;
   s->last_active_ms = uv_now(s->gw->loop);
   if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
     respond_error(s, 431, "request head too large");
@@ -1509,6 +1593,8 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   s->gw = gw;
   s->hl = hl;
+  hl->accepted++;
+  hl->active++;
   uv_tcp_init(gw->loop, &s->client);
   uv_timer_init(gw->loop, &s->timer);
   s->client.data = s;
@@ -1630,6 +1716,14 @@ static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
   hl->targets = targets;
   hl->n_targets = n;
   return 0;
+}
+
+size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+                               const char *key) {
+  size_t n = 0;
+  for (zg_http_session_t *s = gw->http_sessions; s; s = s->next)
+    n += s->svc == svc && s->up && !strcmp(s->instance, key);
+  return n;
 }
 
 int zg_http_routes_update(zg_gateway_t *gw) {

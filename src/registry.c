@@ -87,6 +87,8 @@ struct zg_registry {
   uv_timer_t coalesce_timer;
   uint64_t coalesce_ms;
   uint64_t lists_total, reads_total;
+  uint64_t expiries, watch_events;
+  int64_t last_update_wall_ms;
   char *state_file;       /* NULL: none */
   uint64_t max_stale_ms;  /* 0: forever */
   uv_timer_t state_timer; /* writes the state file shortly after changes */
@@ -374,6 +376,7 @@ static void publish_now(reg_service_t *svc) {
             svc->path);
   svc->stale = 0;
   svc->published_wall_ms = wall_ms();
+  reg->last_update_wall_ms = svc->published_wall_ms;
   schedule_state_write(reg);
   pool->zk_lists = svc->lists;
   pool->zk_reads = svc->reads;
@@ -552,6 +555,7 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
   if (type != ZOO_CHANGED_EVENT || svc->reg->closing || svc->gone || !path ||
       strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
     return;
+  svc->reg->watch_events++;
   c = child_find(svc, path + plen + 1);
   if (!c)
     return;
@@ -762,6 +766,7 @@ static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
   (void)path;
   if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
     return; /* session events also reach path watchers: not ours */
+  svc->reg->watch_events++;
   list_children(svc);
 }
 
@@ -784,6 +789,7 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
   (void)path;
   if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
     return;
+  svc->reg->watch_events++;
   list_children(svc);
 }
 
@@ -893,6 +899,7 @@ static void poll_drop(zg_registry_t *reg) {
  * only: the client must not be closed from its own callbacks. */
 static void session_restart(zg_registry_t *reg) {
   reg->reinit = 0;
+  reg->expiries++;
   poll_drop(reg); /* before the client closes the fd under it */
   if (reg->zh) {
     zookeeper_close(reg->zh);
@@ -1188,6 +1195,19 @@ int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
   if (state_file && !(reg->state_file = strdup(state_file)))
     return UV_ENOMEM;
   return 0;
+}
+
+void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->state = reg->state;
+  if (reg->state != ZG_ZK_CONNECTED && reg->started)
+    out->disconnected_for_ms = uv_now(reg->loop) - reg->disconnected_ms;
+  out->max_stale_ms = reg->max_stale_ms;
+  out->expiries = reg->expiries;
+  out->watch_events = reg->watch_events;
+  out->lists = reg->lists_total;
+  out->reads = reg->reads_total;
+  out->last_update_wall_ms = reg->last_update_wall_ms;
 }
 
 void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,

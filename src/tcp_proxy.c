@@ -58,6 +58,7 @@ typedef struct zg_tcp_session {
   unsigned retry_on_close : 1;   /* pick another instance once closed */
   unsigned retry_on_resolve : 1; /* ... once the cancelled lookup is back */
   uint64_t start_ms, last_active_ms;
+  uint64_t start_ns; /* uv_hrtime at accept, for the access log */
   const char *reason;
   char client_addr[64];
   char instance_addr[ZG_HOST_MAX + 10];
@@ -121,6 +122,22 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
            s->instance_addr[0] ? s->instance_addr : "-", reason,
            (unsigned long long)(uv_now(gw->loop) - s->start_ms),
            (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
+  if (gw->access_log) {
+    zg_access_entry_t e;
+    uv_timeval64_t tv;
+    memset(&e, 0, sizeof(e));
+    uv_gettimeofday(&tv);
+    e.time_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    e.kind = "tcp";
+    e.client = s->client_addr;
+    e.service = svc->conf->name;
+    e.instance = s->instance_addr[0] ? s->instance_addr : NULL;
+    e.bytes_in = s->up.bytes;
+    e.bytes_out = s->down.bytes;
+    e.duration_us = (uv_hrtime() - s->start_ns) / 1000;
+    e.reason = reason;
+    zg_access_log_write(gw->access_log, &e);
+  }
   if (s->gai_pending)
     uv_cancel((uv_req_t *)&s->gai_req);
   close_handle(s, (uv_handle_t *)&s->client);
@@ -218,6 +235,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   d->bytes += (uint64_t)nread;
+  if (d == &s->up)
+    s->svc->traffic.bytes_in += (uint64_t)nread;
+  else
+    s->svc->traffic.bytes_out += (uint64_t)nread;
   s->last_active_ms = uv_now(s->svc->gw->loop);
   /* Try the write at once: most of the time the socket takes it all and
    * the buffer is free again without a trip through the loop. */
@@ -294,7 +315,8 @@ static void connect_failed(zg_tcp_session_t *s, const char *why) {
     zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
             svc->conf->name, s->instance_addr, why,
             dropped ? " (and earlier failures not logged)" : "");
-  zg_health_failed(svc->gw, s->instance_addr);
+  if (zg_health_failed(svc->gw, s->instance_addr))
+    svc->traffic.ejections++;
   uv_timer_stop(&s->timer);
   if (s->upstream_open) {
     s->retry_on_close = 1;
@@ -401,6 +423,8 @@ static void try_connect(zg_tcp_session_t *s) {
     }
     return;
   }
+  if (s->ntried > 0)
+    svc->traffic.retries++;
   s->tried[s->ntried++] = i;
   inst = &s->pool->inst[i];
   zg_instance_addr_str(inst, s->instance_addr, sizeof(s->instance_addr));
@@ -461,6 +485,7 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
   s->timer.data = s;
   s->handles = 2;
   s->start_ms = uv_now(gw->loop);
+  s->start_ns = uv_hrtime();
   s->next = gw->sessions;
   if (gw->sessions)
     gw->sessions->prev = s;
@@ -477,4 +502,13 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
                  sizeof(s->client_addr));
   }
   try_connect(s);
+}
+
+size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+                              const char *key) {
+  size_t n = 0;
+  for (zg_tcp_session_t *s = gw->sessions; s; s = s->next)
+    n += s->svc == svc && s->state != S_CLOSING &&
+         !strcmp(s->instance_addr, key);
+  return n;
 }

@@ -74,7 +74,14 @@ typedef struct {
     uint64_t fail_timeout_ms;   /* passive health: a failed instance is
                                    skipped this long; 0 = never */
     zg_log_level_t log_level;
+    char *access_log;          /* NULL: off; "stderr"; or an absolute path */
+    bool access_log_json;      /* one JSON object a line instead of text */
+    uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
   } proxy;
+  struct {
+    bool enabled; /* [admin] listen is set */
+    zg_listen_addr_t listen;
+  } admin;
   zg_service_conf_t *services;
   size_t n_services;
   zg_discover_conf_t *discovers;

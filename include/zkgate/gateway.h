@@ -9,7 +9,9 @@
 
 #include "zkgate/balance.h"
 #include "zkgate/config.h"
+#include "zkgate/access_log.h"
 #include "zkgate/log.h"
+#include "zkgate/metrics.h"
 #include "zkgate/pool.h"
 #include "zkgate/registry.h"
 
@@ -41,6 +43,7 @@ typedef struct zg_service {
   uint64_t active;
   uint64_t no_instance;
   uint64_t connect_failures;
+  zg_traffic_t traffic;
   zg_ratelimit_t no_instance_rl;
   zg_ratelimit_t connect_fail_rl;
 } zg_service_t;
@@ -52,6 +55,7 @@ typedef struct zg_discover {
   const zg_discover_conf_t *conf;
   char **known;
   size_t n_known;
+  int listed; /* the root's children were reported at least once */
 } zg_discover_t;
 
 typedef struct zg_gateway {
@@ -78,6 +82,12 @@ typedef struct zg_gateway {
   void *free_bufs; /* relay buffers ready for reuse */
   unsigned n_free_bufs;
   int stopping;
+  /* operations */
+  zg_access_log_t *access_log; /* NULL: off */
+  struct zg_admin *admin;      /* NULL: no [admin] listen */
+  zg_traffic_t unrouted;       /* HTTP requests that reached no service */
+  int64_t started_wall_ms;
+  uint64_t reloads_ok, reloads_failed;
 } zg_gateway_t;
 
 /* Runs the gateway on `cfg` until a stop signal. Returns the process exit
@@ -94,7 +104,8 @@ void zg_buf_free_all(zg_gateway_t *gw);
 /* Passive health: an instance that failed (refused, timed out, broke a
  * response) is skipped for [proxy] fail_timeout, unless nothing else is
  * left. Keyed by "host:port". */
-void zg_health_failed(zg_gateway_t *gw, const char *key);
+/* Returns 1 when the instance was not marked before (an ejection). */
+int zg_health_failed(zg_gateway_t *gw, const char *key);
 int zg_health_is_failed(zg_gateway_t *gw, const char *key);
 /* Picks like zg_balance_pick_pool, avoiding failed instances while others
  * remain. */
@@ -108,6 +119,6 @@ void zg_service_unref(zg_service_t *svc);
 
 /* The pool to pick from: the registry's while it has instances, else the
  * static one; NULL when neither has any. Borrowed, not referenced. */
-zg_pool_t *zg_service_pool(zg_service_t *svc);
+zg_pool_t *zg_service_pool(const zg_service_t *svc);
 
 #endif

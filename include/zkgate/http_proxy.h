@@ -25,6 +25,7 @@ typedef struct zg_http_listener {
   zg_http_target_t *targets;
   size_t n_targets;
   int listening;
+  uint64_t accepted, active; /* client connections */
 } zg_http_listener_t;
 
 /* Starts one listener per distinct listen address of the HTTP services
@@ -35,6 +36,9 @@ int zg_http_start(zg_gateway_t *gw);
  * discovered services came or went). 0 or UV_ENOMEM: then the old routes
  * stay. */
 int zg_http_routes_update(zg_gateway_t *gw);
+/* Requests of `svc` now on instance `key` ("host:port"). */
+size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+                               const char *key);
 /* Closes the listeners, every session and every idle upstream connection.
  */
 void zg_http_stop(zg_gateway_t *gw);

@@ -64,6 +64,19 @@ int zg_registry_start(zg_registry_t *reg);
 void zg_registry_close(zg_registry_t *reg);
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg);
+typedef struct {
+  zg_zk_state_t state;
+  uint64_t disconnected_for_ms; /* 0 while connected */
+  uint64_t max_stale_ms;        /* as set; 0: forever */
+  uint64_t expiries;            /* sessions lost (expired, or disconnected
+                                   past the session timeout) */
+  uint64_t watch_events;        /* watches fired (children, data, exists) */
+  uint64_t lists, reads;
+  int64_t last_update_wall_ms; /* last pool published; 0: none yet */
+} zg_registry_stats_t;
+
+void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out);
+
 /* Children lists and data reads issued since start. */
 void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
                         uint64_t *reads);

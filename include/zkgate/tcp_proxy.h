@@ -11,5 +11,8 @@
 void zg_tcp_on_connection(uv_stream_t *server, int status);
 /* Closes every session at once (on stop). */
 void zg_tcp_close_all(zg_gateway_t *gw);
+/* Sessions of `svc` now with instance `key` ("host:port"). */
+size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+                              const char *key);
 
 #endif

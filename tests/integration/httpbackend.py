@@ -73,6 +73,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if 100 <= code < 200:  # then the final response
                 self._send(200, b"final", [("X-After", "interim")])
             return
+        if path.startswith("/code/"):  # a complete response with that status
+            self._send(int(path.split("/")[2]), b"code\n")
+            return
         if path == "/nolength":
             self.send_response(200)
             self.send_header("Connection", "close")

@@ -446,7 +446,7 @@ def zkgate_bin():
     return path
 
 
-def ini_text(services, zookeeper=None, proxy=None, discover=None):
+def ini_text(services, zookeeper=None, proxy=None, discover=None, admin=None):
     """Render an INI file. services: {name: {key: value}}; zookeeper/proxy: {key: value};
     discover: {name: {key: value}} for [discover:NAME] sections. List values are joined with
     ", "."""
@@ -464,6 +464,8 @@ def ini_text(services, zookeeper=None, proxy=None, discover=None):
         section("zookeeper", zookeeper)
     section("proxy", {"connect_timeout": "2s", "idle_timeout": "60s", "log_level": "info",
                       "workers": 1, **(proxy or {})})
+    if admin is not None:
+        section("admin", admin)
     for name, kv in services.items():
         section(f"service:{name}", {"protocol": "tcp", **kv})
     for name, kv in (discover or {}).items():

@@ -602,6 +602,50 @@ static void test_discover(void **state) {
   zg_config_free(cfg);
 }
 
+static void test_operations_keys(void **state) {
+  zg_config_t *cfg = load_ok("[proxy]\n"
+                             "access_log = /var/log/zkgate/access.log\n"
+                             "access_log_format = json\n"
+                             "drain_timeout = 30s\n"
+                             "[admin]\n"
+                             "listen = 127.0.0.1:9901\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n");
+
+  (void)state;
+  assert_string_equal(cfg->proxy.access_log, "/var/log/zkgate/access.log");
+  assert_true(cfg->proxy.access_log_json);
+  assert_int_equal(cfg->proxy.drain_timeout_ms, 30000);
+  assert_true(cfg->admin.enabled);
+  assert_v4(&cfg->admin.listen, "127.0.0.1", 9901);
+  zg_config_free(cfg);
+
+  cfg = load_ok("[proxy]\naccess_log = off\n[service:s]\n"
+                "listen = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_null(cfg->proxy.access_log);
+  assert_false(cfg->proxy.access_log_json);
+  assert_int_equal(cfg->proxy.drain_timeout_ms, 15000);
+  assert_false(cfg->admin.enabled);
+  zg_config_free(cfg);
+
+  expect_one_error("[proxy]\naccess_log = logs/a.log\n", "access_log");
+  expect_one_error("[proxy]\naccess_log_format = xml\n", "access_log_format");
+  expect_one_error("[admin]\nlisten = nowhere\n", "listen");
+  expect_one_error("[admin]\nport = 9901\n", "port");
+  {
+    static const char text[] = "[admin]\n"
+                               "listen = 127.0.0.1:7000\n"
+                               "[service:s]\n"
+                               "listen = 127.0.0.1:7000\n"
+                               "instances = h:1\n";
+    int line = 2;
+    zg_config_errors_t errs = load_bad(text, &line, 1);
+    assert_non_null(strstr(errs.lines[0], "[service:s]"));
+    zg_config_errors_free(&errs);
+  }
+}
+
 static void test_bad_discover(void **state) {
   static const char base[] = "[zookeeper]\n"
                              "hosts = 127.0.0.1:2181\n";
@@ -835,6 +879,7 @@ int main(void) {
       cmocka_unit_test(test_zk_path_without_hosts),
       cmocka_unit_test(test_discover),
       cmocka_unit_test(test_bad_discover),
+      cmocka_unit_test(test_operations_keys),
       cmocka_unit_test(test_bad_static_instance),
       cmocka_unit_test(test_static_instances_v6_and_names),
       cmocka_unit_test(test_several_errors),

@@ -1,0 +1,92 @@
+/* The access log writer. Lines are formatted by zg_access_format into a
+ * buffer kept for reuse and written with one write(2) each, so lines never
+ * interleave and a rotated file is never half-written by us. */
+#include "zkgate/access_log.h"
+
+#include "zkgate/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct zg_access_log {
+  int fd;
+  char *path; /* NULL: stderr */
+  bool json;
+  zg_text_t line;
+  zg_ratelimit_t error_rl;
+};
+
+static int open_file(const char *path) {
+  return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+zg_access_log_t *zg_access_log_open(const char *where, bool json) {
+  zg_access_log_t *log = calloc(1, sizeof(*log));
+  if (!log)
+    return NULL;
+  log->json = json;
+  zg_ratelimit_init(&log->error_rl, 10000, 3);
+  if (!strcmp(where, "stderr")) {
+    log->fd = STDERR_FILENO;
+    return log;
+  }
+  log->fd = open_file(where);
+  if (log->fd < 0 || !(log->path = strdup(where))) {
+    zg_error("access_log", "cannot open %s: %s", where, strerror(errno));
+    if (log->fd >= 0)
+      close(log->fd);
+    free(log);
+    return NULL;
+  }
+  return log;
+}
+
+void zg_access_log_write(zg_access_log_t *log, const zg_access_entry_t *e) {
+  ssize_t n;
+  uint64_t dropped;
+  if (!log)
+    return;
+  log->line.len = 0;
+  zg_access_format(&log->line, e, log->json);
+  if (log->line.oom) {
+    log->line.oom = false;
+    return;
+  }
+  do
+    n = write(log->fd, log->line.p, log->line.len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 &&
+      zg_ratelimit_allow(&log->error_rl, (uint64_t)e->time_ms, &dropped))
+    zg_error("access_log", "cannot write to %s: %s (%llu more lost)",
+             log->path ? log->path : "stderr", strerror(errno),
+             (unsigned long long)dropped);
+}
+
+int zg_access_log_reopen(zg_access_log_t *log) {
+  int fd;
+  if (!log || !log->path)
+    return 0;
+  if ((fd = open_file(log->path)) < 0) {
+    int err = -errno;
+    zg_error("access_log", "cannot reopen %s: %s; writing on to the old file",
+             log->path, strerror(errno));
+    return err;
+  }
+  close(log->fd);
+  log->fd = fd;
+  zg_info("access_log", "reopened %s", log->path);
+  return 0;
+}
+
+void zg_access_log_close(zg_access_log_t *log) {
+  if (!log)
+    return;
+  if (log->path)
+    close(log->fd);
+  free(log->path);
+  zg_text_free(&log->line);
+  free(log);
+}

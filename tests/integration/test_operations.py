@@ -1,0 +1,317 @@
+"""Operating zkgate: the admin listener (/healthz, /ready, /metrics, /services) and the access
+log (text and JSON, HTTP and TCP, reopened on SIGUSR1). Real ZooKeeper, real backends, the
+real binary, clients over real sockets."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+
+from httpbackend import HttpBackend
+from zkharness import free_port, ini_text, reach, register, wait_until
+
+
+@pytest.fixture
+def http_backends():
+    made = []
+
+    def make(*names):
+        new = [HttpBackend(n) for n in names]
+        made.extend(new)
+        return new[0] if len(new) == 1 else new
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def request(port, path, method="GET", host=None, timeout=5):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, headers={"Host": host} if host else {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def metrics(port):
+    status, headers, body = request(port, "/metrics")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, value = line.rsplit(" ", 1)
+        out[key] = float(value)
+    return out
+
+
+def ops_ini(zk, port, admin, services, **proxy):
+    return ini_text(services, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                    proxy=proxy, admin={"listen": f"127.0.0.1:{admin}"})
+
+
+def test_healthz_and_unknown_paths_and_methods(zk, zpath, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                              "instances": web.addr}}), listen=[port, admin])
+    assert request(admin, "/healthz")[0] == 200
+    assert request(admin, "/healthz", method="HEAD")[0] == 200
+    assert request(admin, "/nope")[0] == 404
+    assert request(admin, "/metrics", method="POST")[0] == 405
+    assert request(admin, "/services", method="DELETE")[2].startswith(b"only GET")
+    # Garbage is a 400, and the admin listener goes on serving.
+    s = socket.create_connection(("127.0.0.1", admin), timeout=3)
+    s.sendall(b"GARBAGE\x00\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 400")
+    s.close()
+    assert request(admin, "/healthz")[0] == 200
+
+
+def test_ready_follows_synchronisation_and_zookeeper(zk, kz, zpath, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    missing = zpath + "-not-yet"
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath},
+    }), listen=[port, admin])
+    # zk_path does not exist yet: it is synchronised (as empty) all the same.
+    assert wait_until(lambda: request(admin, "/ready")[0] == 200, 5), request(admin, "/ready")
+    register(kz, zpath, web.addr.encode())
+    assert wait_until(lambda: request(port, "/")[0] == 200, 5)
+    gw.stop()
+
+    # ZooKeeper down from the start, no state file: never synchronised, so not ready.
+    zk.stop()
+    try:
+        port2, admin2 = free_port(), free_port()
+        gateway(ops_ini(zk, port2, admin2, {
+            "web": {"protocol": "http", "listen": f"127.0.0.1:{port2}", "zk_path": missing},
+        }), listen=[port2, admin2])
+        status, _, body = request(admin2, "/ready")
+        assert status == 503 and b"not synchronised" in body, body
+        assert request(admin2, "/healthz")[0] == 200
+    finally:
+        zk.start()
+
+
+def test_ready_past_max_stale(zk, kz, zpath, http_backends, gateway):
+    web = http_backends("web")
+    register(kz, zpath, web.addr.encode())
+    port, admin = free_port(), free_port()
+    ini = ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "zk_path": zpath}},
+                   zookeeper={"hosts": zk.hosts, "session_timeout": "4s", "max_stale": "1s"},
+                   admin={"listen": f"127.0.0.1:{admin}"})
+    gateway(ini, listen=[port, admin])
+    assert wait_until(lambda: request(admin, "/ready")[0] == 200, 5)
+    zk.stop()
+    try:
+        assert wait_until(lambda: request(admin, "/ready")[0] == 503, 5)
+        assert b"past max_stale" in request(admin, "/ready")[2]
+    finally:
+        zk.start()
+    assert wait_until(lambda: request(admin, "/ready")[0] == 200, 15)
+
+
+def test_metrics_move_with_traffic(zk, kz, zpath, http_backends, backends, gateway):
+    web = http_backends("web")
+    echo = backends("echo")
+    register(kz, zpath, web.addr.encode())
+    port, tport, admin = free_port(), free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+                "path_prefix": "/app/", "strip_prefix": "yes"},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }), listen=[port, tport, admin])
+    assert wait_until(lambda: request(port, "/app/x")[0] == 200, 5)
+    before = metrics(admin)
+    for _ in range(5):
+        assert request(port, "/app/x")[0] == 200
+    assert request(port, "/app/code/404")[0] == 404
+    assert request(port, "/elsewhere")[0] == 404  # no route: unrouted
+    assert reach(tport) == "echo"
+    after = metrics(admin)
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta('zkgate_requests_total{service="web",class="2xx"}') == 5
+    assert delta('zkgate_requests_total{service="web",class="4xx"}') == 1
+    assert delta('zkgate_requests_total{service="",class="4xx"}') == 1
+    assert delta('zkgate_request_duration_seconds_count{service="web"}') == 6
+    assert delta('zkgate_request_duration_seconds_bucket{service="web",le="+Inf"}') == 6
+    assert delta('zkgate_received_bytes_total{service="web"}') > 6 * 30
+    assert delta('zkgate_sent_bytes_total{service="web"}') > 5 * 100
+    assert wait_until(lambda: metrics(admin)['zkgate_connections_accepted_total{service="echo"}']
+                      - before['zkgate_connections_accepted_total{service="echo"}'] == 1, 3)
+    assert after['zkgate_pool_live_instances{service="web"}'] == 1
+    assert after['zkgate_pool_instances{service="echo"}'] == 1
+    assert after['zkgate_zookeeper_session_state{state="connected"}'] == 1
+    assert after['zkgate_listener_connections_accepted_total{listener="127.0.0.1:%d"}' % port] >= 8
+    assert after["zkgate_zookeeper_watch_events_total"] >= 0
+    assert 0 <= after["zkgate_registry_last_update_age_seconds"] < 60
+
+    # A refused instance: a connect failure, an ejection, a retry onto the live one.
+    dead = free_port()
+    register(kz, zpath, f"127.0.0.1:{dead}".encode())
+    assert wait_until(lambda: metrics(admin)['zkgate_pool_instances{service="web"}'] == 2, 5)
+    for _ in range(20):
+        assert request(port, "/app/x")[0] == 200
+    m = metrics(admin)
+    assert m['zkgate_upstream_connect_failures_total{service="web"}'] >= 1
+    assert m['zkgate_health_ejections_total{service="web"}'] == 1
+    assert m['zkgate_retries_total{service="web"}'] >= 1
+
+    # The session state follows ZooKeeper.
+    zk.stop()
+    try:
+        assert wait_until(lambda: metrics(admin)[
+            'zkgate_zookeeper_session_state{state="disconnected"}'] == 1, 10)
+    finally:
+        zk.start()
+
+
+def test_services_shows_instances_and_new_registrations(zk, kz, zpath, http_backends, gateway):
+    a, b = http_backends("a", "b")
+    register(kz, zpath, json.dumps({"host": "127.0.0.1", "port": a.port}).encode())
+    port, admin = free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+                "host": "web.example.com"},
+    }), listen=[port, admin])
+
+    def services():
+        status, headers, body = request(admin, "/services")
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        return {s["name"]: s for s in json.loads(body)["services"]}
+
+    assert wait_until(lambda: len(services()["web"]["instances"]) == 1, 5)
+    web = services()["web"]
+    assert web["protocol"] == "http" and web["zk_path"] == zpath
+    assert web["routes"] == [{"host": "web.example.com", "path_prefix": "/",
+                              "strip_prefix": False}]
+    inst = web["instances"][0]
+    assert inst["address"] == f"127.0.0.1:{a.port}"
+    assert inst["format"] == "nerve" and inst["znode"].startswith(zpath + "/")
+    assert inst["health"] == "ok" and inst["up"] is True
+    assert web["pool_age_seconds"] >= 0
+
+    node = register(kz, zpath, f"http://127.0.0.1:{b.port}".encode())
+    assert wait_until(lambda: len(services()["web"]["instances"]) == 2, 5)
+    by_addr = {i["address"]: i for i in services()["web"]["instances"]}
+    assert by_addr[f"127.0.0.1:{b.port}"]["znode"] == node
+    assert by_addr[f"127.0.0.1:{b.port}"]["format"] == "url"
+
+    # An instance busy with a request shows it as active.
+    import threading
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault(
+        "r", request(port, "/slow/1500", host="web.example.com")))
+    t.start()
+    assert wait_until(lambda: sum(i["active"] for i in services()["web"]["instances"]) == 1, 3)
+    assert services()["web"]["active"] == 1
+    t.join(5)
+    assert done["r"][0] == 200
+
+
+ACCESS_TEXT = re.compile(
+    r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<kind>http|tcp) (?P<client>\S+) '
+    r'(?P<service>\S+) (?P<instance>\S+) (?P<request>"[^"]*"|-) (?P<status>\d+) '
+    r'(?P<bin>\d+) (?P<bout>\d+) (?P<ms>[\d.]+) "(?P<reason>[^"]*)"$')
+
+
+def test_access_log_text_for_http_and_tcp(zk, kz, zpath, http_backends, backends, gateway,
+                                          tmp_path):
+    web = http_backends("web")
+    echo = backends("echo")
+    log = str(tmp_path / "access.log")
+    port, tport, admin = free_port(), free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+        "dead": {"listen": f"127.0.0.1:{free_port()}", "instances": f"127.0.0.1:{free_port()}"},
+    }, access_log=log), listen=[port, tport])
+    assert request(port, "/hello?x=1")[0] == 200
+    assert reach(tport) == "echo"
+
+    def lines():
+        try:
+            with open(log) as f:
+                return [ACCESS_TEXT.match(l.rstrip("\n")) for l in f]
+        except OSError:
+            return []
+
+    assert wait_until(lambda: len(lines()) == 2, 5), open(log).read()
+    assert all(lines()), open(log).read()
+    http_line = [m for m in lines() if m["kind"] == "http"][0]
+    assert http_line["service"] == "web" and http_line["instance"] == web.addr
+    assert http_line["request"] == '"GET /hello?x=1"'
+    assert http_line["status"] == "200" and int(http_line["bout"]) > 100
+    assert http_line["reason"] == "done"
+    tcp_line = [m for m in lines() if m["kind"] == "tcp"][0]
+    assert tcp_line["service"] == "echo" and tcp_line["instance"] == echo.addr
+    assert tcp_line["status"] == "0" and int(tcp_line["bout"]) >= 5
+    assert tcp_line["client"].startswith("127.0.0.1:")
+
+    # A client that gives up in the middle of a response: the reason says so.
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET /slow/800 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    s.close()
+    assert wait_until(lambda: len(lines()) == 3, 5)
+    assert lines()[2]["reason"].startswith("client"), lines()[2].string
+    assert lines()[2]["status"] == "0"
+
+
+def test_access_log_json_and_reopen_on_sigusr1(zk, http_backends, gateway, tmp_path):
+    web = http_backends("web")
+    log = str(tmp_path / "access.json")
+    port, admin = free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+    }, access_log=log, access_log_format="json"), listen=[port])
+    assert request(port, "/one")[0] == 200
+    assert request(port, "/\"quoted\"%0a")[0] == 200
+
+    def entries(path):
+        try:
+            with open(path) as f:
+                return [json.loads(l) for l in f]
+        except OSError:
+            return []
+
+    assert wait_until(lambda: len(entries(log)) == 2, 5)
+    e = entries(log)[0]
+    assert e["kind"] == "http" and e["service"] == "web" and e["status"] == 200
+    assert e["method"] == "GET" and e["target"] == "/one" and e["reason"] == "done"
+    assert e["instance"] == web.addr and e["duration_ms"] >= 0
+    assert entries(log)[1]["target"] == '/"quoted"%0a'
+
+    os.rename(log, log + ".1")
+    gw.proc.send_signal(signal.SIGUSR1)
+    assert gw.wait_log("reopened")
+    assert request(port, "/two")[0] == 200
+    assert wait_until(lambda: len(entries(log)) == 1, 5)
+    assert entries(log)[0]["target"] == "/two"
+    assert len(entries(log + ".1")) == 2
+
+
+def test_bad_access_log_path_fails_start(tmp_path, gateway):
+    from zkharness import Gateway
+    g = Gateway(tmp_path, ini_text({"s": {"listen": f"127.0.0.1:{free_port()}",
+                                          "instances": "127.0.0.1:1"}},
+                                   proxy={"access_log": "/nonexistent/dir/access.log"}),
+                name="badlog")
+    g.proc.wait(10)
+    assert g.proc.returncode == 1
+    g.returncode = 1
+    assert "cannot open /nonexistent/dir/access.log" in g.log_text()
