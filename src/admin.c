@@ -221,6 +221,8 @@ reloads:
 const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
   if (gw->stopping)
     return "stopping";
+  if (gw->draining)
+    return "draining (SIGTERM)";
   if (gw->registry) {
     zg_registry_stats_t rs;
     zg_registry_stats(gw->registry, &rs);

@@ -173,6 +173,8 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
     return;
   gw->stopping = 1;
   zg_info("gateway", "%s: stopping", why);
+  if (gw->draining)
+    uv_close((uv_handle_t *)&gw->drain_timer, on_handle_closed);
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->listening) {
       uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
@@ -188,14 +190,68 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
       uv_close((uv_handle_t *)&gw->signals[i], on_handle_closed);
 }
 
+static size_t sessions_left(const zg_gateway_t *gw) {
+  size_t n = 0;
+  for (size_t i = 0; i < gw->n_services; i++)
+    n += gw->services[i]->conf->protocol == ZG_PROTO_TCP
+             ? gw->services[i]->active
+             : 0;
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    n += gw->http_listeners[i].active;
+  return n;
+}
+
+static void on_drain_timer(uv_timer_t *t) {
+  zg_gateway_t *gw = t->data;
+  size_t left = sessions_left(gw);
+  if (left == 0) {
+    gateway_stop(gw, "drained");
+    return;
+  }
+  if (uv_now(gw->loop) - gw->drain_start_ms >=
+      gw->cfg->proxy.drain_timeout_ms) {
+    zg_warn("gateway",
+            "drain_timeout (%llu ms) is over: closing the %zu connection(s) "
+            "left",
+            (unsigned long long)gw->cfg->proxy.drain_timeout_ms, left);
+    gateway_stop(gw, "drain over");
+  }
+}
+
+/* Stops accepting; idle keep-alive connections close at once, the others
+ * after their current request (HTTP) or when they end (TCP), for at most
+ * drain_timeout. A second signal stops at once. */
+static void gateway_drain(zg_gateway_t *gw, const char *why) {
+  if (gw->draining || gw->stopping) {
+    gateway_stop(gw, why);
+    return;
+  }
+  gw->draining = 1;
+  gw->drain_start_ms = uv_now(gw->loop);
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i]->listening) {
+      uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
+      gw->services[i]->listening = 0;
+    }
+  zg_http_drain(gw);
+  zg_info("gateway",
+          "%s: draining: no new connections, %zu open one(s) may finish within "
+          "%llu ms (signal again to stop at once)",
+          why, sessions_left(gw),
+          (unsigned long long)gw->cfg->proxy.drain_timeout_ms);
+  uv_timer_init(gw->loop, &gw->drain_timer);
+  gw->drain_timer.data = gw;
+  uv_timer_start(&gw->drain_timer, on_drain_timer, 0, 50);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   zg_gateway_t *gw = h->data;
   switch (signum) {
   case SIGTERM:
-    gateway_stop(gw, "SIGTERM");
+    gateway_drain(gw, "SIGTERM");
     break;
   case SIGINT:
-    gateway_stop(gw, "SIGINT");
+    gateway_drain(gw, "SIGINT");
     break;
   case SIGHUP:
     zg_warn("gateway", "SIGHUP: reloading is not supported by this version; "

@@ -411,7 +411,7 @@ static void on_idle_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 static void upstream_release(zg_http_upstream_t *u, int reuse) {
   zg_gateway_t *gw = u->gw;
   u->s = NULL;
-  if (!reuse || !u->keep || u->closing || gw->stopping ||
+  if (!reuse || !u->keep || u->closing || gw->stopping || gw->draining ||
       gw->n_http_idle >= MAX_IDLE_UPSTREAM || u->in_head) {
     upstream_close(u);
     return;
@@ -568,7 +568,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
        * of the connection. */
       s->close_after = 1;
     }
-    if (!s->client_keep)
+    if (!s->client_keep || s->gw->draining)
       s->close_after = 1;
     o.close = s->close_after;
     o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
@@ -1270,7 +1270,7 @@ static void exchange_done(zg_http_session_t *s) {
      * request. */
     s->close_after = 1;
   }
-  if (s->close_after || s->client_eof) {
+  if (s->close_after || s->client_eof || s->gw->draining) {
     s->close_after = 1;
     if (queued(&s->client) == 0)
       linger_close(s);
@@ -1777,6 +1777,23 @@ int zg_http_start(zg_gateway_t *gw) {
 
 static void on_closed_noop(uv_handle_t *h) {
   (void)h;
+}
+
+void zg_http_drain(zg_gateway_t *gw) {
+  zg_http_session_t *s, *next;
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    if (gw->http_listeners[i].listening) {
+      uv_close((uv_handle_t *)&gw->http_listeners[i].tcp, on_closed_noop);
+      gw->http_listeners[i].listening = 0;
+    }
+  for (s = gw->http_sessions; s; s = next) {
+    next = s->next;
+    if (s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
+        queued(&s->client) == 0)
+      session_end(s, "idle at drain");
+  }
+  while (gw->http_idle)
+    upstream_close(gw->http_idle);
 }
 
 void zg_http_stop(zg_gateway_t *gw) {

@@ -82,6 +82,9 @@ typedef struct zg_gateway {
   void *free_bufs; /* relay buffers ready for reuse */
   unsigned n_free_bufs;
   int stopping;
+  int draining; /* SIGTERM: finishing what is open, accepting nothing */
+  uint64_t drain_start_ms;
+  uv_timer_t drain_timer;
   /* operations */
   zg_access_log_t *access_log; /* NULL: off */
   struct zg_admin *admin;      /* NULL: no [admin] listen */

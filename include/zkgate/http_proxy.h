@@ -39,6 +39,9 @@ int zg_http_routes_update(zg_gateway_t *gw);
 /* Requests of `svc` now on instance `key` ("host:port"). */
 size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                                const char *key);
+/* Drain: closes the listeners, idle client connections and idle upstream
+ * connections; the others close after their current exchange. */
+void zg_http_drain(zg_gateway_t *gw);
 /* Closes the listeners, every session and every idle upstream connection.
  */
 void zg_http_stop(zg_gateway_t *gw);

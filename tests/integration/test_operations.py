@@ -315,3 +315,60 @@ def test_bad_access_log_path_fails_start(tmp_path, gateway):
     assert g.proc.returncode == 1
     g.returncode = 1
     assert "cannot open /nonexistent/dir/access.log" in g.log_text()
+
+
+def test_drain_lets_slow_request_finish_and_closes_idle(zk, http_backends, backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+    }, drain_timeout="10s"), listen=[port, admin])
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    idle.request("GET", "/warm")
+    assert idle.getresponse().read()
+    slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+    slow.sendall(b"GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_until(lambda: web.requests >= 2, 3)
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_log("draining")
+    # No new connections; the idle keep-alive one is closed at once.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+    idle.sock.settimeout(2)
+    assert idle.sock.recv(10) == b""
+    # The slow request finishes, told that the connection closes.
+    data = b""
+    while True:
+        chunk = slow.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert b"\r\nConnection: close\r\n" in data
+    assert gw.proc.wait(10) == 0
+    gw.returncode = 0
+    assert time.monotonic() - t0 < 5
+    assert "drained: stopping" in gw.log_text()
+
+
+def test_drain_timeout_ends_long_connections(zk, backends, gateway):
+    echo = backends("echo")
+    tport, admin = free_port(), free_port()
+    gw = gateway(ops_ini(zk, tport, admin, {
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, drain_timeout="1s"), listen=[tport, admin])
+    s = socket.create_connection(("127.0.0.1", tport), timeout=5)
+    assert s.recv(100) == b"echo\n"
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_log("draining")
+    status, _, body = request(admin, "/ready")
+    assert status == 503 and b"draining" in body
+    s.sendall(b"still here\n")  # the connection works during the drain
+    assert s.recv(100) == b"still here\n"
+    assert gw.proc.wait(10) == 0
+    gw.returncode = 0
+    assert 0.9 < time.monotonic() - t0 < 4
+    assert "drain_timeout (1000 ms) is over" in gw.log_text()
+    assert s.recv(100) in (b"", b"bye\n")
