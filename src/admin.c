@@ -108,17 +108,17 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
          "Client connections accepted by HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
     zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
-    zg_text_label(o, gw->http_listeners[i].addr->text);
+    zg_text_label(o, gw->http_listeners[i]->addr.text);
     zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)gw->http_listeners[i].accepted);
+                   (unsigned long long)gw->http_listeners[i]->accepted);
   }
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
     zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
-    zg_text_label(o, gw->http_listeners[i].addr->text);
+    zg_text_label(o, gw->http_listeners[i]->addr.text);
     zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)gw->http_listeners[i].active);
+                   (unsigned long long)gw->http_listeners[i]->active);
   }
 
   family(o, "zkgate_requests_total", "counter",
@@ -244,9 +244,9 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
     }
   }
   for (size_t i = 0; i < gw->n_discovers; i++)
-    if (!gw->discovers[i].listed) {
+    if (!gw->discovers[i]->listed) {
       snprintf(buf, len, "discover %s: %s not listed yet",
-               gw->discovers[i].conf->name, gw->discovers[i].conf->zk_root);
+               gw->discovers[i]->conf->name, gw->discovers[i]->conf->zk_root);
       return buf;
     }
   return NULL;

@@ -1101,6 +1101,79 @@ void zg_service_conf_clear(zg_service_conf_t *svc) {
   memset(svc, 0, sizeof(*svc));
 }
 
+static int dup_opt(char **dst, const char *src) {
+  *dst = NULL;
+  return src && !(*dst = strdup(src)) ? -1 : 0;
+}
+
+int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
+  *dst = *src;
+  dst->name = dst->zk_path = dst->endpoint = dst->host = dst->path_prefix =
+      NULL;
+  dst->instances = NULL;
+  dst->n_instances = 0;
+  if (dup_opt(&dst->name, src->name) || dup_opt(&dst->zk_path, src->zk_path) ||
+      dup_opt(&dst->endpoint, src->endpoint) ||
+      dup_opt(&dst->host, src->host) ||
+      dup_opt(&dst->path_prefix, src->path_prefix))
+    goto fail;
+  if (src->n_instances > 0) {
+    dst->instances = calloc(src->n_instances, sizeof(*dst->instances));
+    if (!dst->instances)
+      goto fail;
+    for (; dst->n_instances < src->n_instances; dst->n_instances++)
+      if (zg_instance_copy(&dst->instances[dst->n_instances],
+                           &src->instances[dst->n_instances]) != 0)
+        goto fail;
+  }
+  return 0;
+fail:
+  zg_service_conf_clear(dst);
+  return UV_ENOMEM;
+}
+
+static int same_str(const char *a, const char *b) {
+  return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+bool zg_service_conf_equal(const zg_service_conf_t *a,
+                           const zg_service_conf_t *b) {
+  if (!same_str(a->name, b->name) || !same_str(a->zk_path, b->zk_path) ||
+      a->protocol != b->protocol || strcmp(a->listen.text, b->listen.text) ||
+      !same_sockaddr(&a->listen.ss, &b->listen.ss) ||
+      a->balance != b->balance || !same_str(a->endpoint, b->endpoint) ||
+      a->connect_timeout_ms != b->connect_timeout_ms ||
+      !same_str(a->host, b->host) ||
+      !same_str(a->path_prefix, b->path_prefix) ||
+      a->strip_prefix != b->strip_prefix ||
+      a->response_timeout_ms != b->response_timeout_ms ||
+      a->n_instances != b->n_instances)
+    return false;
+  for (size_t i = 0; i < a->n_instances; i++) {
+    const zg_instance_t *x = &a->instances[i], *y = &b->instances[i];
+    if (strcmp(x->host, y->host) || x->port != y->port ||
+        x->weight != y->weight || x->tls != y->tls)
+      return false;
+  }
+  return true;
+}
+
+bool zg_discover_conf_equal(const zg_discover_conf_t *a,
+                            const zg_discover_conf_t *b) {
+  return same_str(a->name, b->name) && same_str(a->zk_root, b->zk_root) &&
+         !strcmp(a->listen.text, b->listen.text) &&
+         same_sockaddr(&a->listen.ss, &b->listen.ss) &&
+         same_str(a->domain, b->domain) && a->balance == b->balance &&
+         same_str(a->endpoint, b->endpoint) &&
+         a->connect_timeout_ms == b->connect_timeout_ms &&
+         a->response_timeout_ms == b->response_timeout_ms;
+}
+
+int zg_config_same_sockaddr(const zg_listen_addr_t *a,
+                            const zg_listen_addr_t *b) {
+  return same_sockaddr(&a->ss, &b->ss);
+}
+
 void zg_config_free(zg_config_t *cfg) {
   if (!cfg)
     return;

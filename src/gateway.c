@@ -168,6 +168,34 @@ static void on_handle_closed(uv_handle_t *h) {
   (void)h;
 }
 
+static void on_tcp_listener_closed(uv_handle_t *h) {
+  free(h);
+}
+
+static void tcp_listener_close(zg_service_t *svc) {
+  if (svc->listener) {
+    uv_close((uv_handle_t *)svc->listener, on_tcp_listener_closed);
+    svc->listener = NULL;
+  }
+}
+
+/* NULL (logged) when the address cannot be bound. */
+static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
+                                   const zg_service_conf_t *sc) {
+  uv_tcp_t *t = malloc(sizeof(*t));
+  int rc;
+  if (!t)
+    return NULL;
+  rc = zg_listener_start(gw->loop, t, &sc->listen, zg_tcp_on_connection);
+  if (rc != 0) {
+    zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
+             sc->listen.text, uv_strerror(rc));
+    uv_close((uv_handle_t *)t, on_tcp_listener_closed);
+    return NULL;
+  }
+  return t;
+}
+
 static void gateway_stop(zg_gateway_t *gw, const char *why) {
   if (gw->stopping)
     return;
@@ -176,10 +204,7 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
   if (gw->draining)
     uv_close((uv_handle_t *)&gw->drain_timer, on_handle_closed);
   for (size_t i = 0; i < gw->n_services; i++)
-    if (gw->services[i]->listening) {
-      uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
-      gw->services[i]->listening = 0;
-    }
+    tcp_listener_close(gw->services[i]);
   zg_admin_stop(gw);
   zg_tcp_close_all(gw);
   zg_http_stop(gw);
@@ -197,7 +222,7 @@ static size_t sessions_left(const zg_gateway_t *gw) {
              ? gw->services[i]->active
              : 0;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
-    n += gw->http_listeners[i].active;
+    n += gw->http_listeners[i]->active;
   return n;
 }
 
@@ -229,10 +254,7 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
   gw->draining = 1;
   gw->drain_start_ms = uv_now(gw->loop);
   for (size_t i = 0; i < gw->n_services; i++)
-    if (gw->services[i]->listening) {
-      uv_close((uv_handle_t *)&gw->services[i]->listener, on_handle_closed);
-      gw->services[i]->listening = 0;
-    }
+    tcp_listener_close(gw->services[i]);
   zg_http_drain(gw);
   zg_info("gateway",
           "%s: draining: no new connections, %zu open one(s) may finish within "
@@ -244,6 +266,8 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
   uv_timer_start(&gw->drain_timer, on_drain_timer, 0, 50);
 }
 
+static void reload(zg_gateway_t *gw);
+
 static void on_signal(uv_signal_t *h, int signum) {
   zg_gateway_t *gw = h->data;
   switch (signum) {
@@ -254,8 +278,8 @@ static void on_signal(uv_signal_t *h, int signum) {
     gateway_drain(gw, "SIGINT");
     break;
   case SIGHUP:
-    zg_warn("gateway", "SIGHUP: reloading is not supported by this version; "
-                       "the running configuration stays");
+    if (!gw->draining && !gw->stopping)
+      reload(gw);
     break;
   case SIGUSR1:
     /* The log goes to stderr; the access log may be a file. */
@@ -286,33 +310,77 @@ void zg_service_unref(zg_service_t *svc) {
   free(svc);
 }
 
-/* A new service with the gateway's reference, appended to its list. */
-static zg_service_t *service_add(zg_gateway_t *gw,
-                                 const zg_service_conf_t *sc) {
-  zg_service_t *svc;
-  if (gw->n_services == gw->cap_services) {
-    size_t cap = gw->cap_services ? gw->cap_services * 2 : 8;
-    zg_service_t **ns = realloc(gw->services, cap * sizeof(*ns));
-    if (!ns)
-      return NULL;
-    gw->services = ns;
-    gw->cap_services = cap;
-  }
-  if (!(svc = calloc(1, sizeof(*svc))))
+/* A service with one reference, owning `conf` (freed on failure too). */
+static zg_service_t *service_new(zg_gateway_t *gw, zg_service_conf_t *conf) {
+  zg_service_t *svc = calloc(1, sizeof(*svc));
+  if (!svc) {
+    zg_service_conf_clear(conf);
+    free(conf);
     return NULL;
+  }
   svc->gw = gw;
-  svc->conf = sc;
+  svc->conf = svc->own_conf = conf;
   svc->refs = 1;
   zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
   zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
-  if (sc->n_instances > 0 &&
-      !(svc->static_pool =
-            zg_pool_new(sc->instances, sc->n_instances, 0, uv_now(gw->loop)))) {
-    free(svc);
+  if (conf->n_instances > 0 &&
+      !(svc->static_pool = zg_pool_new(conf->instances, conf->n_instances, 0,
+                                       uv_now(gw->loop)))) {
+    zg_service_unref(svc);
     return NULL;
   }
-  gw->services[gw->n_services++] = svc;
   return svc;
+}
+
+/* A configured service, from its section (copied). */
+static zg_service_t *service_from(zg_gateway_t *gw,
+                                  const zg_service_conf_t *sc) {
+  zg_service_conf_t *c = calloc(1, sizeof(*c));
+  if (!c || zg_service_conf_copy(c, sc) != 0) {
+    free(c);
+    return NULL;
+  }
+  return service_new(gw, c);
+}
+
+static int list_push(zg_service_t ***list, size_t *n, size_t *cap,
+                     zg_service_t *svc) {
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 8;
+    zg_service_t **nl = realloc(*list, nc * sizeof(*nl));
+    if (!nl)
+      return UV_ENOMEM;
+    *list = nl;
+    *cap = nc;
+  }
+  (*list)[(*n)++] = svc;
+  return 0;
+}
+
+static zg_discover_t *discover_new(zg_gateway_t *gw,
+                                   const zg_discover_conf_t *conf) {
+  zg_discover_t *d = calloc(1, sizeof(*d));
+  if (d) {
+    d->gw = gw;
+    d->conf = conf;
+  }
+  return d;
+}
+
+static void discover_free(zg_discover_t *d) {
+  for (size_t k = 0; k < d->n_known; k++)
+    free(d->known[k]);
+  free(d->known);
+  free(d);
+}
+
+static void log_tcp_service(const zg_service_conf_t *sc) {
+  zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s", sc->name,
+          sc->listen.text, sc->zk_path ? "instances from " : "",
+          sc->zk_path ? sc->zk_path : "",
+          sc->n_instances
+              ? (sc->zk_path ? " with static fallback" : "static instances")
+              : "");
 }
 
 static int services_start(zg_gateway_t *gw) {
@@ -321,35 +389,26 @@ static int services_start(zg_gateway_t *gw) {
     gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
     if (!gw->discovers)
       return UV_ENOMEM;
-    gw->n_discovers = cfg->n_discovers;
     for (size_t i = 0; i < cfg->n_discovers; i++) {
-      gw->discovers[i].gw = gw;
-      gw->discovers[i].conf = &cfg->discovers[i];
+      if (!(gw->discovers[i] = discover_new(gw, &cfg->discovers[i])))
+        return UV_ENOMEM;
+      gw->n_discovers++;
     }
   }
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
-    zg_service_t *svc = service_add(gw, sc);
-    int rc;
-    if (!svc)
+    zg_service_t *svc = service_from(gw, sc);
+    if (!svc || list_push(&gw->services, &gw->n_services, &gw->cap_services,
+                          svc) != 0) {
+      zg_service_unref(svc);
       return UV_ENOMEM;
+    }
     if (sc->protocol == ZG_PROTO_HTTP)
       continue; /* listeners shared by address: zg_http_start */
-    rc = zg_listener_start(gw->loop, &svc->listener, &sc->listen,
-                           zg_tcp_on_connection);
-    svc->listener.data = svc;
-    svc->listening = 1;
-    if (rc != 0) {
-      zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
-               sc->listen.text, uv_strerror(rc));
-      return rc;
-    }
-    zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s", sc->name,
-            sc->listen.text, sc->zk_path ? "instances from " : "",
-            sc->zk_path ? sc->zk_path : "",
-            sc->n_instances
-                ? (sc->zk_path ? " with static fallback" : "static instances")
-                : "");
+    if (!(svc->listener = tcp_listener_open(gw, sc)))
+      return UV_EADDRINUSE;
+    svc->listener->data = svc;
+    log_tcp_service(sc);
   }
   return zg_http_start(gw);
 }
@@ -365,13 +424,6 @@ static int name_cmp(const void *a, const void *b) {
 
 static int sorted_has(char *const *names, size_t n, const char *name) {
   return n > 0 && bsearch(&name, names, n, sizeof(*names), name_cmp) != NULL;
-}
-
-static zg_service_t *service_named(zg_gateway_t *gw, const char *name) {
-  for (size_t i = 0; i < gw->n_services; i++)
-    if (!strcmp(gw->services[i]->conf->name, name))
-      return gw->services[i];
-  return NULL;
 }
 
 /* A child name usable as a path segment and a host label. */
@@ -431,6 +483,18 @@ static zg_service_conf_t *discovered_conf(const zg_discover_conf_t *d,
   return c;
 }
 
+/* The service that keeps `name` or `zk_path` from being discovered. */
+static zg_service_t *service_claiming(zg_gateway_t *gw, const char *name,
+                                      const char *zk_path) {
+  for (size_t i = 0; i < gw->n_services; i++) {
+    zg_service_t *o = gw->services[i];
+    if (!strcmp(o->conf->name, name) || (!o->discover && o->conf->zk_path &&
+                                         !strcmp(o->conf->zk_path, zk_path)))
+      return o;
+  }
+  return NULL;
+}
+
 static void discovered_add(zg_discover_t *d, const char *name) {
   zg_gateway_t *gw = d->gw;
   const zg_discover_conf_t *dc = d->conf;
@@ -448,12 +512,7 @@ static void discovered_add(zg_discover_t *d, const char *name) {
              dc->name, name);
     return;
   }
-  other = service_named(gw, name);
-  for (size_t i = 0; !other && i < gw->n_services; i++)
-    if (!gw->services[i]->discover && gw->services[i]->conf->zk_path &&
-        !strcmp(gw->services[i]->conf->zk_path, c->zk_path))
-      other = gw->services[i];
-  if (other) {
+  if ((other = service_claiming(gw, name, c->zk_path)) != NULL) {
     zg_info("gateway",
             "discover %s: %s is served by %s service %s: the %s wins", dc->name,
             c->zk_path, other->discover ? "discovered" : "configured",
@@ -463,14 +522,13 @@ static void discovered_add(zg_discover_t *d, const char *name) {
     free(c);
     return;
   }
-  if (!(svc = service_add(gw, c))) {
+  if (!(svc = service_new(gw, c)) ||
+      list_push(&gw->services, &gw->n_services, &gw->cap_services, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory adding service %s",
              dc->name, name);
-    zg_service_conf_clear(c);
-    free(c);
+    zg_service_unref(svc);
     return;
   }
-  svc->own_conf = c;
   svc->discover = d;
   if (zg_registry_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory watching %s", dc->name,
@@ -486,20 +544,30 @@ static void discovered_add(zg_discover_t *d, const char *name) {
           c->host ? ", host " : "", c->host ? c->host : "", c->zk_path);
 }
 
+/* Takes service i out of the gateway's list (and the registry's). */
+static void service_drop(zg_gateway_t *gw, size_t i, const char *why) {
+  zg_service_t *svc = gw->services[i];
+  if (svc->conf->zk_path && gw->registry)
+    zg_registry_unwatch(gw->registry, svc);
+  tcp_listener_close(svc);
+  memmove(&gw->services[i], &gw->services[i + 1],
+          (gw->n_services - i - 1) * sizeof(*gw->services));
+  gw->n_services--;
+  zg_info("gateway", "service %s removed (%s)%s", svc->conf->name, why,
+          svc->active ? ": what is in flight finishes" : "");
+  zg_service_unref(svc);
+}
+
 static void discovered_remove(zg_discover_t *d, const char *name) {
   zg_gateway_t *gw = d->gw;
   for (size_t i = 0; i < gw->n_services; i++) {
     zg_service_t *svc = gw->services[i];
+    char why[300];
     if (svc->discover != d || strcmp(svc->conf->name, name) != 0)
       continue;
-    zg_registry_unwatch(gw->registry, svc);
-    memmove(&gw->services[i], &gw->services[i + 1],
-            (gw->n_services - i - 1) * sizeof(*gw->services));
-    gw->n_services--;
-    zg_info("gateway", "discover %s: service %s removed (%s is gone)%s",
-            d->conf->name, name, svc->conf->zk_path,
-            svc->active ? ": requests in flight finish" : "");
-    zg_service_unref(svc);
+    snprintf(why, sizeof(why), "discover %s: %s is gone", d->conf->name,
+             svc->conf->zk_path);
+    service_drop(gw, i, why);
     return;
   }
 }
@@ -561,9 +629,326 @@ static int registry_start(zg_gateway_t *gw) {
       return rc;
   for (size_t i = 0; i < gw->n_discovers; i++)
     if ((rc = zg_registry_watch_root(
-             gw->registry, gw->discovers[i].conf->zk_root, &gw->discovers[i])))
+             gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
   return zg_registry_start(gw->registry);
+}
+
+/* ---- reload --------------------------------------------------------------
+ * SIGHUP reads the file again. A file with errors, a change to [zookeeper]
+ * or to workers, or a new address that cannot be bound rejects the whole
+ * reload: the running configuration stays. Otherwise, for new connections:
+ * a service whose section did not change is kept as it is (pool, counters,
+ * watches); a changed one is replaced, taking over the pool and the watch
+ * of its predecessor when zk_path and endpoint are the same; TCP listening
+ * sockets are handed on by address, so that no connection is refused.
+ * Connections already open keep the service, routes and timeouts they had. */
+
+static int same_opt(const char *a, const char *b) {
+  return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static const char *fixed_part_changed(const zg_config_t *a,
+                                      const zg_config_t *b) {
+  /* A first section that needs ZooKeeper starts the registry; one that
+   * was running stays when nothing needs it any more. */
+  if (a->zk.hosts && b->zk.hosts &&
+      (strcmp(a->zk.hosts, b->zk.hosts) ||
+       a->zk.session_timeout_ms != b->zk.session_timeout_ms ||
+       a->zk.coalesce_window_ms != b->zk.coalesce_window_ms ||
+       !same_opt(a->zk.state_file, b->zk.state_file) ||
+       a->zk.max_stale_ms != b->zk.max_stale_ms))
+    return "[zookeeper] changed: that needs a restart";
+  if (a->proxy.workers != b->proxy.workers)
+    return "[proxy] workers changed: that needs a restart";
+  return NULL;
+}
+
+static zg_service_t *configured_named(zg_gateway_t *gw, const char *name) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (!gw->services[i]->discover &&
+        !strcmp(gw->services[i]->conf->name, name))
+      return gw->services[i];
+  return NULL;
+}
+
+static void reload(zg_gateway_t *gw) {
+  zg_config_t *cfg = NULL, *old_cfg = gw->cfg;
+  zg_config_errors_t errs;
+  zg_http_listener_t **opened = NULL;
+  size_t n_opened = 0, n_new = 0, cap_new = 0;
+  zg_service_t **news = NULL;
+  uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
+  zg_discover_t **discs = NULL;
+  const char *why;
+  int rc;
+  unsigned added = 0, changed = 0, kept = 0, removed = 0;
+
+  zg_info("gateway", "SIGHUP: reloading %s", old_cfg->path);
+  rc = zg_config_load(old_cfg->path, &cfg, &errs);
+  if (rc != 0) {
+    size_t n = errs.n;
+    for (size_t i = 0; i < errs.n; i++)
+      zg_error("config", "%s", errs.lines[i]);
+    zg_config_errors_free(&errs);
+    zg_error("gateway",
+             "reload rejected: %zu error(s); the running "
+             "configuration stays",
+             n);
+    gw->reloads_failed++;
+    return;
+  }
+  zg_config_errors_free(&errs);
+  if ((why = fixed_part_changed(old_cfg, cfg)) != NULL) {
+    zg_error("gateway", "reload rejected: %s; the running configuration stays",
+             why);
+    goto reject;
+  }
+
+  /* 1. Everything that can fail, before anything changes: new listening
+   * sockets (HTTP by address; TCP unless a TCP service already listens on
+   * that address) and memory. */
+  if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0) {
+    zg_error("gateway", "reload rejected: a new address cannot be bound; the "
+                        "running configuration stays");
+    goto reject;
+  }
+  tcp_new = calloc(cfg->n_services + 1, sizeof(*tcp_new));
+  news = calloc(cfg->n_services + 1, sizeof(*news));
+  discs = calloc(cfg->n_discovers + 1, sizeof(*discs));
+  if (!tcp_new || !news || !discs)
+    goto oom;
+  cap_new = cfg->n_services + 1;
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    int have = 0;
+    if (sc->protocol != ZG_PROTO_TCP)
+      continue;
+    for (size_t k = 0; k < gw->n_services && !have; k++)
+      have =
+          gw->services[k]->listener &&
+          zg_config_same_sockaddr(&gw->services[k]->conf->listen, &sc->listen);
+    if (!have && !(tcp_new[i] = tcp_listener_open(gw, sc))) {
+      zg_error("gateway",
+               "reload rejected: service %s cannot listen on %s; "
+               "the running configuration stays",
+               sc->name, sc->listen.text);
+      goto reject;
+    }
+  }
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    zg_service_t *old = configured_named(gw, sc->name);
+    if (old && zg_service_conf_equal(old->conf, sc)) {
+      news[n_new++] = zg_service_ref(old);
+      continue;
+    }
+    if (!(news[n_new] = service_from(gw, sc)))
+      goto oom;
+    n_new++;
+  }
+
+  /* 2. Commit: registry watches and pools, TCP sockets, then the list. */
+  for (size_t i = 0; i < n_new; i++) {
+    zg_service_t *svc = news[i], *old = configured_named(gw, svc->conf->name);
+    const zg_service_conf_t *sc = svc->conf;
+    if (old == svc) {
+      kept++;
+      continue;
+    }
+    old ? changed++ : added++;
+    if (sc->zk_path && old && old->conf->zk_path &&
+        !strcmp(old->conf->zk_path, sc->zk_path) &&
+        same_opt(old->conf->endpoint, sc->endpoint)) {
+      /* The same registry path: the watch and its pool carry over. */
+      svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
+      if (gw->registry)
+        zg_registry_retarget(gw->registry, old, svc);
+    } else if (sc->zk_path && gw->registry &&
+               zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint,
+                                 svc) != 0) {
+      zg_error("gateway", "service %s: out of memory watching %s", sc->name,
+               sc->zk_path);
+    }
+    if (sc->protocol == ZG_PROTO_TCP) {
+      if (tcp_new[i]) {
+        svc->listener = tcp_new[i];
+        tcp_new[i] = NULL;
+      } else {
+        /* Handed on from the service that listens there now. */
+        for (size_t k = 0; k < gw->n_services; k++) {
+          zg_service_t *o = gw->services[k];
+          if (o->listener &&
+              zg_config_same_sockaddr(&o->conf->listen, &sc->listen)) {
+            svc->listener = o->listener;
+            o->listener = NULL;
+            break;
+          }
+        }
+      }
+      if (svc->listener)
+        svc->listener->data = svc;
+      log_tcp_service(sc);
+    }
+  }
+  /* Old configured services not kept go (their sessions finish on them);
+   * a retargeted watch already belongs to the new one. */
+  for (size_t i = gw->n_services; i-- > 0;) {
+    zg_service_t *o = gw->services[i];
+    int keep = 0;
+    if (o->discover)
+      continue;
+    for (size_t k = 0; k < n_new && !keep; k++)
+      keep = news[k] == o;
+    if (keep) {
+      memmove(&gw->services[i], &gw->services[i + 1],
+              (gw->n_services - i - 1) * sizeof(*gw->services));
+      gw->n_services--;
+      zg_service_unref(o); /* news[] holds it */
+      continue;
+    }
+    {
+      int replaced = 0;
+      for (size_t k = 0; k < n_new && !replaced; k++)
+        replaced = !strcmp(news[k]->conf->name, o->conf->name);
+      if (!replaced)
+        removed++;
+      if (replaced && o->conf->zk_path) {
+        /* Either retargeted (nothing to unwatch) or watched anew. */
+        const zg_service_conf_t *nc = NULL;
+        for (size_t k = 0; k < n_new; k++)
+          if (!strcmp(news[k]->conf->name, o->conf->name))
+            nc = news[k]->conf;
+        if (nc && nc->zk_path && !strcmp(nc->zk_path, o->conf->zk_path) &&
+            same_opt(nc->endpoint, o->conf->endpoint)) {
+          tcp_listener_close(o);
+          memmove(&gw->services[i], &gw->services[i + 1],
+                  (gw->n_services - i - 1) * sizeof(*gw->services));
+          gw->n_services--;
+          zg_service_unref(o);
+          continue;
+        }
+      }
+      service_drop(gw, i,
+                   replaced ? "replaced by the new configuration"
+                            : "not in the new configuration");
+    }
+  }
+  /* Now gw->services holds discovered services only. */
+
+  /* 3. Discover sections: kept as they are when unchanged (with their
+   * services), else their services go and the new root is watched. */
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
+    const zg_discover_conf_t *dc = &cfg->discovers[i];
+    for (size_t k = 0; k < gw->n_discovers; k++)
+      if (gw->discovers[k] &&
+          zg_discover_conf_equal(gw->discovers[k]->conf, dc)) {
+        discs[i] = gw->discovers[k];
+        gw->discovers[k] = NULL;
+        discs[i]->conf = dc;
+        break;
+      }
+  }
+  for (size_t k = 0; k < gw->n_discovers; k++) {
+    zg_discover_t *d = gw->discovers[k];
+    if (!d)
+      continue;
+    if (gw->registry)
+      zg_registry_unwatch(gw->registry, d);
+    for (size_t i = gw->n_services; i-- > 0;)
+      if (gw->services[i]->discover == d)
+        service_drop(gw, i, "its discover section changed");
+    discover_free(d);
+  }
+  free(gw->discovers);
+  gw->discovers = discs;
+  gw->n_discovers = cfg->n_discovers;
+  discs = NULL;
+
+  /* The new list: configured services first, then discovered ones that no
+   * configured service claims now. */
+  {
+    zg_service_t **disc = gw->services;
+    size_t n_disc = gw->n_services;
+    gw->services = news;
+    gw->n_services = n_new;
+    gw->cap_services = cap_new;
+    news = NULL;
+    for (size_t i = 0; i < n_disc; i++) {
+      zg_service_t *svc = disc[i];
+      if (service_claiming(gw, svc->conf->name, svc->conf->zk_path) ||
+          list_push(&gw->services, &gw->n_services, &gw->cap_services, svc)) {
+        if (gw->registry)
+          zg_registry_unwatch(gw->registry, svc);
+        zg_info("gateway",
+                "service %s removed (a configured service claims "
+                "it now)",
+                svc->conf->name);
+        zg_service_unref(svc);
+      }
+    }
+    free(disc);
+  }
+
+  gw->cfg = cfg;
+  zg_log_set_level(cfg->proxy.log_level);
+  for (size_t i = 0; i < gw->n_discovers; i++) {
+    zg_discover_t *d = gw->discovers[i];
+    if (!d) {
+      if (!(d = gw->discovers[i] = discover_new(gw, &cfg->discovers[i])) ||
+          (gw->registry &&
+           zg_registry_watch_root(gw->registry, d->conf->zk_root, d) != 0))
+        zg_error("gateway", "discover %s: out of memory",
+                 cfg->discovers[i].name);
+    }
+  }
+  if (!gw->registry && cfg->zk.hosts && registry_start(gw) != 0)
+    zg_error("gateway", "reload: cannot start the registry");
+  if (zg_http_sync(gw, opened, n_opened) != 0)
+    zg_error("gateway", "reload: out of memory building routes");
+  free(opened);
+  opened = NULL;
+
+  /* The access log and the admin listener follow their keys. */
+  if (!same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
+      old_cfg->proxy.access_log_json != cfg->proxy.access_log_json) {
+    zg_access_log_close(gw->access_log);
+    gw->access_log = cfg->proxy.access_log
+                         ? zg_access_log_open(cfg->proxy.access_log,
+                                              cfg->proxy.access_log_json)
+                         : NULL;
+  }
+  if (old_cfg->admin.enabled != cfg->admin.enabled ||
+      (cfg->admin.enabled &&
+       !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen))) {
+    zg_admin_stop(gw);
+    zg_admin_start(gw);
+  }
+  zg_config_free(old_cfg);
+  free(tcp_new);
+  gw->reloads_ok++;
+  zg_info("gateway",
+          "reloaded: %u service(s) added, %u changed, %u removed, %u kept",
+          added, changed, removed, kept);
+  return;
+
+oom:
+  zg_error("gateway", "reload rejected: out of memory; the running "
+                      "configuration stays");
+reject:
+  for (size_t i = 0; i < n_opened; i++)
+    zg_http_listener_discard(opened[i]);
+  free(opened);
+  for (size_t i = 0; tcp_new && i < cfg->n_services; i++)
+    if (tcp_new[i])
+      uv_close((uv_handle_t *)tcp_new[i], on_tcp_listener_closed);
+  free(tcp_new);
+  for (size_t i = 0; i < n_new; i++)
+    zg_service_unref(news[i]);
+  free(news);
+  free(discs);
+  zg_config_free(cfg);
+  gw->reloads_failed++;
 }
 
 static void walk_close(uv_handle_t *h, void *arg) {
@@ -572,7 +957,7 @@ static void walk_close(uv_handle_t *h, void *arg) {
     uv_close(h, on_handle_closed);
 }
 
-int zg_gateway_run(const zg_config_t *cfg) {
+int zg_gateway_run(zg_config_t *cfg) {
   zg_gateway_t gw;
   uv_loop_t loop;
   uint64_t seed;
@@ -634,16 +1019,15 @@ int zg_gateway_run(const zg_config_t *cfg) {
   zg_http_free(&gw);
   for (size_t i = 0; i < gw.n_services; i++)
     zg_service_unref(gw.services[i]);
-  for (size_t i = 0; i < gw.n_discovers; i++) {
-    for (size_t k = 0; k < gw.discovers[i].n_known; k++)
-      free(gw.discovers[i].known[k]);
-    free(gw.discovers[i].known);
-  }
+  for (size_t i = 0; i < gw.n_discovers; i++)
+    if (gw.discovers[i])
+      discover_free(gw.discovers[i]);
   free(gw.discovers);
   zg_access_log_close(gw.access_log);
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);
+  zg_config_free(gw.cfg);
   if (exit_code == 0)
     zg_info("gateway", "stopped");
   return exit_code;

@@ -137,6 +137,7 @@ struct zg_http_session {
 };
 
 static llhttp_settings_t req_settings, resp_settings;
+static void listener_unref(zg_http_listener_t *hl);
 
 static void session_end(zg_http_session_t *s, const char *reason);
 static void process_input(zg_http_session_t *s);
@@ -309,6 +310,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   free(s->up_head);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
+  listener_unref(s->hl);
   free(s->target);
   free(s);
 }
@@ -1581,18 +1583,19 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_gateway_t *gw = hl->gw;
   zg_http_session_t *s;
   if (status < 0) {
-    zg_warn("http", "accept failed on %s: %s", hl->addr->text,
+    zg_warn("http", "accept failed on %s: %s", hl->addr.text,
             uv_strerror(status));
     return;
   }
   s = calloc(1, sizeof(*s));
   if (!s) {
-    zg_error("http", "out of memory accepting a client on %s", hl->addr->text);
+    zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
     zg_listener_drop(server);
     return;
   }
   s->gw = gw;
   s->hl = hl;
+  hl->refs++;
   hl->accepted++;
   hl->active++;
   uv_tcp_init(gw->loop, &s->client);
@@ -1650,21 +1653,91 @@ static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {
                      : sizeof(struct sockaddr_in6)) == 0);
 }
 
-static int add_listener(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
-  zg_http_listener_t *hl;
+/* ---- listeners -----------------------------------------------------------
+ * One per address, shared by the HTTP services (configured and discovered)
+ * on it. Reference-counted: the gateway holds one while the address is in
+ * use, each session one, so that a listener dropped by a reload keeps its
+ * routes (and their services) for the connections it already has. */
+
+static void targets_release(zg_http_target_t *t, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    zg_service_unref(t[i].svc);
+  free(t);
+}
+
+static void listener_free_if_done(zg_http_listener_t *hl) {
+  if (hl->refs > 0 || hl->handle_open)
+    return;
+  zg_route_table_free(hl->routes);
+  targets_release(hl->targets, hl->n_targets);
+  free(hl);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  zg_http_listener_t *hl = h->data;
+  hl->handle_open = 0;
+  listener_free_if_done(hl);
+}
+
+static void listener_unref(zg_http_listener_t *hl) {
+  if (--hl->refs == 0)
+    listener_free_if_done(hl);
+}
+
+static void listener_close(zg_http_listener_t *hl) {
+  if (hl->listening) {
+    hl->listening = 0;
+    uv_close((uv_handle_t *)&hl->tcp, on_listener_closed);
+  }
+}
+
+static zg_http_listener_t *zg_http_listener_open(zg_gateway_t *gw,
+                                                 const zg_listen_addr_t *addr) {
+  zg_http_listener_t *hl = calloc(1, sizeof(*hl));
   int rc;
-  for (size_t k = 0; k < gw->n_http_listeners; k++)
-    if (same_addr(gw->http_listeners[k].addr, addr))
-      return 0;
-  hl = &gw->http_listeners[gw->n_http_listeners++];
+  if (!hl)
+    return NULL;
+  settings_init();
   hl->gw = gw;
-  hl->addr = addr;
-  rc = zg_listener_start(gw->loop, &hl->tcp, addr, on_connection);
+  hl->addr = *addr;
+  hl->refs = 1;
+  rc = zg_listener_start(gw->loop, &hl->tcp, &hl->addr, on_connection);
   hl->tcp.data = hl;
+  hl->handle_open = 1;
   hl->listening = 1;
-  if (rc != 0)
+  if (rc != 0) {
     zg_error("gateway", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
-  return rc;
+    listener_close(hl);
+    listener_unref(hl);
+    return NULL;
+  }
+  return hl;
+}
+
+void zg_http_listener_discard(zg_http_listener_t *hl) {
+  listener_close(hl);
+  listener_unref(hl);
+}
+
+static zg_http_listener_t *listener_find(zg_gateway_t *gw,
+                                         const zg_listen_addr_t *addr) {
+  for (size_t k = 0; k < gw->n_http_listeners; k++)
+    if (same_addr(&gw->http_listeners[k]->addr, addr))
+      return gw->http_listeners[k];
+  return NULL;
+}
+
+static int listener_add(zg_gateway_t *gw, zg_http_listener_t *hl) {
+  if (gw->n_http_listeners == gw->cap_http_listeners) {
+    size_t cap = gw->cap_http_listeners ? gw->cap_http_listeners * 2 : 4;
+    zg_http_listener_t **n = realloc(gw->http_listeners, cap * sizeof(*n));
+    if (!n)
+      return UV_ENOMEM;
+    gw->http_listeners = n;
+    gw->cap_http_listeners = cap;
+  }
+  gw->http_listeners[gw->n_http_listeners++] = hl;
+  return 0;
 }
 
 /* The routes of one listener: every HTTP service on its address, the
@@ -1686,32 +1759,32 @@ static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
   for (size_t i = 0; i < gw->n_services; i++) {
     zg_service_t *svc = gw->services[i];
     const zg_service_conf_t *sc = svc->conf;
-    if (sc->protocol != ZG_PROTO_HTTP || !same_addr(&sc->listen, hl->addr))
+    if (sc->protocol != ZG_PROTO_HTTP || !same_addr(&sc->listen, &hl->addr))
       continue;
     if (!svc->discover) {
       routes[n] = (zg_route_t){sc->host, sc->path_prefix, n, 0};
-      targets[n++] = (zg_http_target_t){svc, sc->strip_prefix};
+      targets[n++] = (zg_http_target_t){zg_service_ref(svc), sc->strip_prefix};
       continue;
     }
     /* Discovered: /NAME/ stripped on any host, and the virtual host
      * NAME.DOMAIN whole (configured routes of that exact host still
      * apply). */
     routes[n] = (zg_route_t){NULL, sc->path_prefix, n, 0};
-    targets[n++] = (zg_http_target_t){svc, 1};
+    targets[n++] = (zg_http_target_t){zg_service_ref(svc), 1};
     if (sc->host) {
       routes[n] = (zg_route_t){sc->host, "/", n, 1};
-      targets[n++] = (zg_http_target_t){svc, 0};
+      targets[n++] = (zg_http_target_t){zg_service_ref(svc), 0};
     }
   }
   table = zg_route_table_new(routes, n);
   free(routes);
   if (!table) {
-    free(targets);
+    targets_release(targets, n);
     return UV_ENOMEM;
   }
   /* Lookups are synchronous: nothing holds the old table past this. */
   zg_route_table_free(hl->routes);
-  free(hl->targets);
+  targets_release(hl->targets, hl->n_targets);
   hl->routes = table;
   hl->targets = targets;
   hl->n_targets = n;
@@ -1729,63 +1802,123 @@ size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
 int zg_http_routes_update(zg_gateway_t *gw) {
   int rc = 0;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
-    if (listener_routes(gw, &gw->http_listeners[i]) != 0)
+    if (listener_routes(gw, gw->http_listeners[i]) != 0)
       rc = UV_ENOMEM;
   return rc;
 }
 
+static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i]->conf->protocol == ZG_PROTO_HTTP &&
+        same_addr(&gw->services[i]->conf->listen, addr))
+      return 1;
+  for (size_t i = 0; i < gw->cfg->n_discovers; i++)
+    if (same_addr(&gw->cfg->discovers[i].listen, addr))
+      return 1;
+  return 0;
+}
+
+int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
+  size_t kept = 0;
+  int rc = 0;
+  if (!gw->http_started) {
+    uv_timer_init(gw->loop, &gw->http_sweep);
+    gw->http_sweep.data = gw;
+    uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    gw->http_started = 1;
+  }
+  /* Addresses no longer in use close; their connections go on. */
+  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+    zg_http_listener_t *hl = gw->http_listeners[i];
+    if (addr_wanted(gw, &hl->addr)) {
+      gw->http_listeners[kept++] = hl;
+      continue;
+    }
+    zg_info("gateway", "no longer listening on %s (http)", hl->addr.text);
+    zg_http_listener_discard(hl);
+  }
+  gw->n_http_listeners = kept;
+  for (size_t i = 0; i < n; i++) {
+    if (opened[i] && listener_add(gw, opened[i]) != 0) {
+      zg_http_listener_discard(opened[i]);
+      rc = UV_ENOMEM;
+    }
+  }
+  if (zg_http_routes_update(gw) != 0)
+    rc = UV_ENOMEM;
+  return rc;
+}
+
+int zg_http_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+                          zg_http_listener_t ***out, size_t *n_out) {
+  zg_http_listener_t **list;
+  size_t n = 0, cap = cfg->n_services + cfg->n_discovers;
+  *out = NULL;
+  *n_out = 0;
+  if (cap == 0)
+    return 0;
+  if (!(list = calloc(cap, sizeof(*list))))
+    return UV_ENOMEM;
+  for (size_t i = 0; i < cap; i++) {
+    const zg_listen_addr_t *addr;
+    int dup = 0;
+    if (i < cfg->n_services) {
+      if (cfg->services[i].protocol != ZG_PROTO_HTTP)
+        continue;
+      addr = &cfg->services[i].listen;
+    } else {
+      addr = &cfg->discovers[i - cfg->n_services].listen;
+    }
+    if (listener_find(gw, addr))
+      continue;
+    for (size_t k = 0; k < n; k++)
+      dup |= same_addr(&list[k]->addr, addr);
+    if (dup)
+      continue;
+    if (!(list[n] = zg_http_listener_open(gw, addr))) {
+      for (size_t k = 0; k < n; k++)
+        zg_http_listener_discard(list[k]);
+      free(list);
+      return UV_EADDRINUSE;
+    }
+    n++;
+  }
+  *out = list;
+  *n_out = n;
+  return 0;
+}
+
 int zg_http_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
-  size_t n_http = cfg->n_discovers;
-  int rc = 0;
-
-  for (size_t i = 0; i < cfg->n_services; i++)
-    n_http += cfg->services[i].protocol == ZG_PROTO_HTTP;
-  if (n_http == 0)
-    return 0;
-  settings_init();
-  gw->http_listeners = calloc(n_http, sizeof(*gw->http_listeners));
-  if (!gw->http_listeners)
-    return UV_ENOMEM;
-  uv_timer_init(gw->loop, &gw->http_sweep);
-  gw->http_sweep.data = gw;
-  uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
-  gw->http_started = 1;
-
-  for (size_t i = 0; i < cfg->n_services && rc == 0; i++) {
+  zg_http_listener_t **opened;
+  size_t n;
+  int rc;
+  for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
-    if (sc->protocol != ZG_PROTO_HTTP)
-      continue;
-    zg_info("gateway", "service %s: http on %s, host %s, path prefix %s%s",
-            sc->name, sc->listen.text, sc->host ? sc->host : "*",
-            sc->path_prefix, sc->strip_prefix ? " (stripped)" : "");
-    rc = add_listener(gw, &sc->listen);
+    if (sc->protocol == ZG_PROTO_HTTP)
+      zg_info("gateway", "service %s: http on %s, host %s, path prefix %s%s",
+              sc->name, sc->listen.text, sc->host ? sc->host : "*",
+              sc->path_prefix, sc->strip_prefix ? " (stripped)" : "");
   }
-  for (size_t i = 0; i < cfg->n_discovers && rc == 0; i++) {
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
     const zg_discover_conf_t *d = &cfg->discovers[i];
     zg_info("gateway",
             "discover %s: every child of %s is a service on %s (http), path "
             "prefix /CHILD/ (stripped)%s%s",
             d->name, d->zk_root, d->listen.text,
             d->domain ? ", host CHILD." : "", d->domain ? d->domain : "");
-    rc = add_listener(gw, &d->listen);
   }
-  if (rc == 0)
-    rc = zg_http_routes_update(gw);
+  if ((rc = zg_http_addrs_to_open(gw, cfg, &opened, &n)) != 0)
+    return rc;
+  rc = zg_http_sync(gw, opened, n);
+  free(opened);
   return rc;
-}
-
-static void on_closed_noop(uv_handle_t *h) {
-  (void)h;
 }
 
 void zg_http_drain(zg_gateway_t *gw) {
   zg_http_session_t *s, *next;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
-    if (gw->http_listeners[i].listening) {
-      uv_close((uv_handle_t *)&gw->http_listeners[i].tcp, on_closed_noop);
-      gw->http_listeners[i].listening = 0;
-    }
+    listener_close(gw->http_listeners[i]);
   for (s = gw->http_sessions; s; s = next) {
     next = s->next;
     if (s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
@@ -1796,12 +1929,13 @@ void zg_http_drain(zg_gateway_t *gw) {
     upstream_close(gw->http_idle);
 }
 
+static void on_closed_noop(uv_handle_t *h) {
+  (void)h;
+}
+
 void zg_http_stop(zg_gateway_t *gw) {
   for (size_t i = 0; i < gw->n_http_listeners; i++)
-    if (gw->http_listeners[i].listening) {
-      uv_close((uv_handle_t *)&gw->http_listeners[i].tcp, on_closed_noop);
-      gw->http_listeners[i].listening = 0;
-    }
+    listener_close(gw->http_listeners[i]);
   while (gw->http_sessions)
     session_end(gw->http_sessions, "gateway stopping");
   while (gw->http_idle)
@@ -1811,10 +1945,8 @@ void zg_http_stop(zg_gateway_t *gw) {
 }
 
 void zg_http_free(zg_gateway_t *gw) {
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
-    zg_route_table_free(gw->http_listeners[i].routes);
-    free(gw->http_listeners[i].targets);
-  }
+  for (size_t i = 0; i < gw->n_http_listeners; i++)
+    listener_unref(gw->http_listeners[i]);
   free(gw->http_listeners);
   gw->http_listeners = NULL;
   gw->n_http_listeners = 0;

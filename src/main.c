@@ -63,7 +63,6 @@ int main(int argc, char **argv) {
     return 0;
   }
   zg_log_set_level(cfg->proxy.log_level);
-  rc = zg_gateway_run(cfg);
-  zg_config_free(cfg);
+  rc = zg_gateway_run(cfg); /* frees cfg */
   return rc;
 }

@@ -1136,6 +1136,14 @@ int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx) {
   return add_watch(reg, zk_root, NULL, ctx, 1);
 }
 
+void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx) {
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i]->ctx == old_ctx) {
+      reg->services[i]->ctx = new_ctx;
+      return;
+    }
+}
+
 void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = reg->services[i], **ng;

@@ -105,6 +105,16 @@ int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
 void zg_config_free(zg_config_t *cfg);
 /* Frees what a service's configuration owns (not the struct itself). */
 void zg_service_conf_clear(zg_service_conf_t *svc);
+/* A deep copy (0 or UV_ENOMEM; then *dst holds nothing). */
+int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src);
+/* Whether two configurations behave the same (the line aside). */
+bool zg_service_conf_equal(const zg_service_conf_t *a,
+                           const zg_service_conf_t *b);
+bool zg_discover_conf_equal(const zg_discover_conf_t *a,
+                            const zg_discover_conf_t *b);
+/* The same socket address (family, address, port). */
+int zg_config_same_sockaddr(const zg_listen_addr_t *a,
+                            const zg_listen_addr_t *b);
 void zg_config_errors_free(zg_config_errors_t *errs);
 
 /* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */

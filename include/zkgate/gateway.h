@@ -29,15 +29,14 @@ struct zg_discover;
  * service that goes away (discovery) lets its sessions finish. */
 typedef struct zg_service {
   struct zg_gateway *gw;
-  const zg_service_conf_t *conf;
-  zg_service_conf_t *own_conf;  /* a discovered service's, freed with it */
-  struct zg_discover *discover; /* NULL: from a [service:NAME] section */
+  const zg_service_conf_t *conf; /* = own_conf */
+  zg_service_conf_t *own_conf;   /* its own copy, freed with it */
+  struct zg_discover *discover;  /* NULL: from a [service:NAME] section */
   unsigned refs;
   zg_pool_t *zk_pool;     /* latest from the registry; NULL before the first */
   zg_pool_t *static_pool; /* from `instances =`; NULL when none */
   uint64_t rr_cursor;
-  uv_tcp_t listener;
-  int listening;
+  uv_tcp_t *listener; /* TCP services: heap, handed on by a reload */
   /* counters */
   uint64_t accepted;
   uint64_t active;
@@ -60,18 +59,18 @@ typedef struct zg_discover {
 
 typedef struct zg_gateway {
   uv_loop_t *loop;
-  const zg_config_t *cfg;
+  zg_config_t *cfg;        /* owned; replaced by a reload */
   zg_service_t **services; /* configured ones first, in file order, then
                               discovered ones */
   size_t n_services, cap_services;
-  zg_discover_t *discovers;
+  zg_discover_t **discovers;
   size_t n_discovers;
   zg_registry_t *registry;
   zg_rng_t rng;
   uv_signal_t signals[4];
   struct zg_tcp_session *sessions; /* every open TCP session */
-  struct zg_http_listener *http_listeners;
-  size_t n_http_listeners;
+  struct zg_http_listener **http_listeners;
+  size_t n_http_listeners, cap_http_listeners;
   struct zg_http_session *http_sessions; /* every open HTTP session */
   struct zg_http_upstream *http_idle;    /* idle upstream connections */
   unsigned n_http_idle;
@@ -93,9 +92,10 @@ typedef struct zg_gateway {
   uint64_t reloads_ok, reloads_failed;
 } zg_gateway_t;
 
-/* Runs the gateway on `cfg` until a stop signal. Returns the process exit
+/* Runs the gateway on `cfg` (which it owns from then on, and frees) until a
+ * stop signal; SIGHUP reloads the file cfg->path. Returns the process exit
  * code: 0 after a clean stop, 1 when it could not start. */
-int zg_gateway_run(const zg_config_t *cfg);
+int zg_gateway_run(zg_config_t *cfg);
 
 /* I/O buffers of ZG_BUF_SIZE bytes, kept on a free list for reuse (a few
  * hundred at most) so that the steady state allocates nothing. */

@@ -20,11 +20,13 @@ typedef struct {
 typedef struct zg_http_listener {
   zg_gateway_t *gw;
   uv_tcp_t tcp;
-  const zg_listen_addr_t *addr;
+  zg_listen_addr_t addr;
   zg_route_table_t *routes; /* replaced as services come and go */
   zg_http_target_t *targets;
   size_t n_targets;
   int listening;
+  int handle_open;
+  unsigned refs;             /* the gateway's while in use, sessions' */
   uint64_t accepted, active; /* client connections */
 } zg_http_listener_t;
 
@@ -33,9 +35,20 @@ typedef struct zg_http_listener {
  * (logged). */
 int zg_http_start(zg_gateway_t *gw);
 /* Rebuilds every listener's routes from the gateway's services (after
- * discovered services came or went). 0 or UV_ENOMEM: then the old routes
- * stay. */
+ * services came or went). 0 or UV_ENOMEM: then the old routes stay. */
 int zg_http_routes_update(zg_gateway_t *gw);
+/* Reload, in two steps. First the addresses of `cfg` that no listener has
+ * yet are bound (all or none: UV_EADDRINUSE, logged, when one fails);
+ * *out lists them (malloc'ed). Then, once gw->services and gw->cfg are the
+ * new ones, zg_http_sync closes listeners of addresses no longer used
+ * (their connections go on), adds the opened ones and rebuilds every
+ * route table. */
+int zg_http_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+                          zg_http_listener_t ***out, size_t *n_out);
+int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n);
+/* Closes and drops a listener opened by zg_http_addrs_to_open that will
+ * not be used. */
+void zg_http_listener_discard(zg_http_listener_t *hl);
 /* Requests of `svc` now on instance `key` ("host:port"). */
 size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                                const char *key);

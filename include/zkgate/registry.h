@@ -51,6 +51,9 @@ int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx);
 /* Stops watching what was watched with `ctx`: no callback with it comes
  * after this (also from the callbacks), and the state file forgets it. */
 void zg_registry_unwatch(zg_registry_t *reg, void *ctx);
+/* What was watched with `old_ctx` is reported with `new_ctx` from now on
+ * (a reloaded service taking over its predecessor's watch and pool). */
+void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx);
 /* Before zg_registry_start(): the state file to load at start and keep up
  * to date (NULL: none), and how long last known pools serve without
  * ZooKeeper (0: forever). */
