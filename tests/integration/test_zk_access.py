@@ -102,6 +102,34 @@ def test_digest_auth_reads_protected_path(zk, kz, owner, zpath, backends, gatewa
     no_secret(gw)
 
 
+def test_new_session_after_expiry_authenticates(zk, owner, zpath, backends, gateway):
+    a, b, c = backends("a", "b", "c")
+    acl = protect(owner, zpath)
+    path_a = register_protected(owner, zpath, a, acl)
+    register_protected(owner, zpath, b, acl)
+    port = free_port()
+    before = zk.sessions()
+    gw = gateway(ini(zk.hosts, zpath, port, auth=f"digest:{USER}:{PASSWORD}",
+                     session_timeout="1s"), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    ours = zk.sessions() - before
+    assert ours, "zkgate holds no ZooKeeper session"
+    gw.pause()
+    try:
+        assert wait_until(lambda: not (ours & zk.sessions()), 5, interval=0.1), \
+            "test setup: zkgate's session did not expire while it was stopped"
+    finally:
+        gw.resume()
+    register_protected(owner, zpath, c, acl)
+    owner.delete(path_a)
+    seen = wait_pool(port, ["b", "c"], timeout=10)
+    assert set(seen) == {"b", "c"}, (f"after a session expiry, changes on the protected path "
+                                     f"were not seen within 10 s: {dict(seen)}")
+    assert count_lines(gw, "info registry: opened ZooKeeper session") == 2, gw.log_text()
+    assert "denies" not in gw.log_text()
+    no_secret(gw)
+
+
 @pytest.mark.parametrize("credentials", ["wrong_password", "none"])
 def test_denied_path_is_logged_once_and_retried(zk, owner, zpath, backends, gateway,
                                                 credentials):
