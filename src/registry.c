@@ -179,20 +179,26 @@ static void on_auth(int rc, const void *data) {
  * before the next. */
 static void auth_refused(zg_registry_t *reg) {
   uint64_t now = uv_now(reg->loop);
-  if (!reg->auth_refused) {
+  if (!reg->auth_refused && reg->auth) {
     zg_error("registry",
              "ZooKeeper refused the credentials of digest user '%.*s' "
              "([zookeeper] auth): trying a new session every %llu ms; the "
              "last known pools keep serving",
-             reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "",
+             auth_user_len(reg), reg->auth,
              (unsigned long long)auth_retry_ms(reg));
-    if (reg->state == ZG_ZK_CONNECTED)
-      reg->disconnected_ms = now;
+  } else if (!reg->auth_refused) {
+    /* No credentials of ours: a server that insists on SASL, which the
+     * single-threaded client does not have. */
+    zg_error("registry",
+             "ZooKeeper refused the session's authentication (does it "
+             "require SASL?): trying a new session every %llu ms; the last "
+             "known pools keep serving",
+             (unsigned long long)auth_retry_ms(reg));
   } else {
-    zg_debug("registry",
-             "ZooKeeper refused the credentials of digest user '%.*s' again",
-             reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "");
+    zg_debug("registry", "ZooKeeper refused the authentication again");
   }
+  if (!reg->auth_refused && reg->state == ZG_ZK_CONNECTED)
+    reg->disconnected_ms = now;
   if (reg->state == ZG_ZK_CONNECTED)
     reg->state = ZG_ZK_DISCONNECTED;
   reg->auth_refused = 1;
@@ -670,6 +676,7 @@ static void on_children(int rc, const struct String_vector *strings,
   if (svc->denied)
     zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
   svc->denied = 0;
+  reg->auth_refused = 0; /* this session is accepted, credentials or not */
 
   /* Mark and sweep: children in the list are marked, new ones appended,
    * unmarked ones dropped. */
