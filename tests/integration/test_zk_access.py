@@ -6,6 +6,7 @@ This module starts and kills ZooKeeper servers of its own: CTest runs it seriall
 
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
 
 from zkharness import (ZkEnsemble, ZkServer, free_port, ini_text, reach, register, sample,
-                       wait_pool, wait_until)
+                       wait_pool, wait_until, zkgate_bin)
 
 USER = "gateway"
 PASSWORD = "S3cret-pw_41"
@@ -128,6 +129,19 @@ def test_new_session_after_expiry_authenticates(zk, owner, zpath, backends, gate
     assert count_lines(gw, "info registry: opened ZooKeeper session") == 2, gw.log_text()
     assert "denies" not in gw.log_text()
     no_secret(gw)
+
+
+@pytest.mark.parametrize("value", [f"digest:{USER}:", f"{PASSWORD}:{USER}",
+                                   f"sasl:{USER}:{PASSWORD}", f"digest::{PASSWORD}"])
+def test_check_refuses_bad_auth_without_quoting_it(tmp_path, value):
+    path = tmp_path / "auth.ini"
+    path.write_text(ini("127.0.0.1:2181", "/svc", free_port(), auth=value))
+    line = path.read_text().splitlines().index(f"auth = {value}") + 1
+    out = subprocess.run([zkgate_bin(), "-t", "-c", str(path)], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"{path}:{line}: auth: "), out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("credentials", ["wrong_password", "none"])
@@ -252,6 +266,7 @@ def test_ensemble_member_killed(tmp_path, zpath, backends, gateway):
     ensemble.start()
     kz = None
     try:
+        assert sorted(s.mode() for s in ensemble.servers) == ["follower", "follower", "leader"]
         a, b, c = backends("a", "b", "c")
         kz = client(ensemble.hosts, f"{USER}:{PASSWORD}")
         acl = protect(kz, zpath)
