@@ -293,6 +293,8 @@ static int valid_service_name(const char *s) {
   return 1;
 }
 
+static int valid_zk_path(const char *s);
+
 /* host:port[,host:port...][/chroot]: the shape only; the client resolves. */
 static int valid_zk_hosts(const char *s) {
   const char *chroot = strchr(s, '/');
@@ -312,7 +314,11 @@ static int valid_zk_hosts(const char *s) {
     if (comma && p == end)
       return 0;
   }
-  if (chroot && (chroot[1] == '\0' || chroot[strlen(chroot) - 1] == '/'))
+  /* The client takes everything from the first '/' as the chroot, the
+   * path every zk_path is relative to: a comma there is a host list gone
+   * wrong, not a path. */
+  if (chroot && (!valid_zk_path(chroot) || strcmp(chroot, "/") == 0 ||
+                 strchr(chroot, ',')))
     return 0;
   return 1;
 }
@@ -378,16 +384,44 @@ static int parse_instances(parse_t *p, zg_service_conf_t *svc,
   return 0;
 }
 
-/* Keys of the contract that later versions implement: refused by name, so
- * that nobody believes they are in effect. */
-static int not_yet(parse_t *p, const raw_kv_t *kv) {
-  add_error(p, kv->line, "'%s' is not supported by this version of zkgate",
-            kv->key);
-  return 0;
-}
-
 static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
                          uint64_t min_ms);
+
+/* auth = digest:USER:PASSWORD. ZooKeeper splits "user:password" at the
+ * first colon, so the password may hold colons and the user may not. The
+ * value holds a secret: messages never quote it. */
+static void auth_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  const char *v = kv->value, *colon = strchr(v, ':'), *user, *pass;
+  if (!colon || (size_t)(colon - v) != 6 || strncmp(v, "digest", 6) != 0) {
+    /* Not even the scheme is echoed: it may be a password put first. */
+    add_error(p, kv->line,
+              "auth: expected digest:USER:PASSWORD (digest is the only "
+              "scheme)");
+    return;
+  }
+  user = colon + 1;
+  pass = strchr(user, ':');
+  if (!pass || pass == user) {
+    add_error(p, kv->line,
+              "auth: the user is missing; expected digest:USER:PASSWORD");
+    return;
+  }
+  if (pass[1] == '\0') {
+    add_error(p, kv->line,
+              "auth: the password is empty; expected digest:USER:PASSWORD");
+    return;
+  }
+  for (const char *c = user; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+      add_error(p, kv->line,
+                "auth: control characters are not allowed in the user or "
+                "the password");
+      return;
+    }
+  free(cfg->zk.auth);
+  if (!(cfg->zk.auth = strdup(user)))
+    p->oom = 1;
+}
 
 static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "hosts")) {
@@ -434,7 +468,7 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   } else if (!strcmp(kv->key, "max_stale")) {
     duration_key(p, kv, &cfg->zk.max_stale_ms, 0);
   } else if (!strcmp(kv->key, "auth")) {
-    not_yet(p, kv);
+    auth_key(p, cfg, kv);
   } else {
     add_error(p, kv->line, "unknown key '%s' in [zookeeper]", kv->key);
   }
@@ -1192,6 +1226,7 @@ void zg_config_free(zg_config_t *cfg) {
   free(cfg->zk.state_file);
   free(cfg->proxy.access_log);
   free(cfg->path);
+  free(cfg->zk.auth);
   free(cfg);
 }
 

@@ -618,6 +618,8 @@ static int registry_start(zg_gateway_t *gw) {
                       cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
   if (!gw->registry)
     return UV_ENOMEM;
+  if ((rc = zg_registry_set_auth(gw->registry, cfg->zk.auth)) != 0)
+    return rc;
   if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
                                   cfg->zk.max_stale_ms)) != 0)
     return rc;

@@ -60,6 +60,8 @@ typedef struct reg_service {
   uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
   uint64_t version;
   zg_pool_t *published;
+  int denied;         /* ZooKeeper refused to list it (ZNOAUTH); logged */
+  uint64_t denied_ms; /* when it last did */
 } reg_service_t;
 
 struct zg_registry {
@@ -77,6 +79,9 @@ struct zg_registry {
   int reinit;               /* open a new session after this callback */
   int closing;
   int started;
+  char *auth;               /* digest "user:password", NULL: none. Secret */
+  int auth_refused;         /* the server refused it; logged */
+  uint64_t auth_refused_ms; /* when it last did */
 
   uv_poll_t *poll; /* heap: replaced while the old one is closing */
   int poll_fd;
@@ -114,7 +119,7 @@ static int name_cmp(const void *a, const void *b);
 static int transient(int rc) {
   return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT ||
          rc == ZSESSIONEXPIRED || rc == ZCLOSING || rc == ZINVALIDSTATE ||
-         rc == ZSESSIONMOVED;
+         rc == ZSESSIONMOVED || rc == ZAUTHFAILED;
 }
 
 /* ---- the client's log --------------------------------------------------
@@ -132,6 +137,106 @@ static void on_zk_log(const char *message) {
               (unsigned long long)dropped);
     zg_warn("zookeeper", "client: %s", message);
   }
+}
+
+/* ---- access: credentials and ACLs -------------------------------------
+ * Digest credentials are added to every new handle before it connects; the
+ * client sends them ahead of any request on every connection (again after
+ * a reconnection), so a session never reads unauthenticated.
+ *
+ * A wrong digest password is not refused: the server hashes what it gets
+ * into an identity of its own, and the ACL then refuses the reads
+ * (ZNOAUTH). That is reported per path, once, and retried every second
+ * (a change of ACL fires no watch). The server refuses the credentials
+ * themselves only when it has no such scheme (digest disabled on it): the
+ * handle is then dead (ZOO_AUTH_FAILED_STATE). That is logged once, and a
+ * new session is tried once per session timeout (the refused one lingers
+ * on the server until then). Last known pools serve all along. */
+#define DENIED_RETRY_MS 1000
+
+static int auth_user_len(const zg_registry_t *reg) {
+  return (int)strcspn(reg->auth, ":");
+}
+
+static uint64_t auth_retry_ms(const zg_registry_t *reg) {
+  return reg->session_timeout_ms > 1000 ? (uint64_t)reg->session_timeout_ms
+                                        : 1000;
+}
+
+/* The password is overwritten before its memory goes back to malloc. */
+static void secret_free(char *s) {
+  if (s) {
+    for (volatile char *c = s; *c; c++)
+      *c = 0;
+    free(s);
+  }
+}
+
+static void on_auth(int rc, const void *data) {
+  zg_registry_t *reg = (zg_registry_t *)(uintptr_t)data;
+  if (rc != ZOK || reg->closing)
+    return; /* a refusal is also a session event: auth_refused() */
+  if (reg->auth_refused)
+    zg_info("registry",
+            "ZooKeeper accepted the credentials of digest user '%.*s' again",
+            auth_user_len(reg), reg->auth);
+  else
+    zg_debug("registry", "authenticated to ZooKeeper as digest user '%.*s'",
+             auth_user_len(reg), reg->auth);
+  reg->auth_refused = 0;
+}
+
+/* ZOO_AUTH_FAILED_STATE: the handle is dead (its requests fail with
+ * ZAUTHFAILED, which transient() takes as cured by a new session). It is
+ * closed after this callback, and session_open() waits auth_retry_ms()
+ * before the next. */
+static void auth_refused(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop);
+  if (!reg->auth_refused && reg->auth) {
+    zg_error("registry",
+             "ZooKeeper refused the credentials of digest user '%.*s' "
+             "([zookeeper] auth): trying a new session every %llu ms; the "
+             "last known pools keep serving",
+             auth_user_len(reg), reg->auth,
+             (unsigned long long)auth_retry_ms(reg));
+  } else if (!reg->auth_refused) {
+    /* No credentials of ours: a server that insists on SASL, which the
+     * single-threaded client does not have. */
+    zg_error("registry",
+             "ZooKeeper refused the session's authentication (does it "
+             "require SASL?): trying a new session every %llu ms; the last "
+             "known pools keep serving",
+             (unsigned long long)auth_retry_ms(reg));
+  } else {
+    zg_debug("registry", "ZooKeeper refused the authentication again");
+  }
+  if (!reg->auth_refused && reg->state == ZG_ZK_CONNECTED)
+    reg->disconnected_ms = now;
+  if (reg->state == ZG_ZK_CONNECTED)
+    reg->state = ZG_ZK_DISCONNECTED;
+  reg->auth_refused = 1;
+  reg->auth_refused_ms = now;
+  reg->reinit = 1;
+}
+
+/* ZNOAUTH on a list: the ACL of the path gives this session no READ. */
+static void list_denied(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  svc->denied_ms = uv_now(reg->loop);
+  if (svc->denied)
+    return;
+  svc->denied = 1;
+  zg_error("registry",
+           "%s: ZooKeeper denies listing it to %s%.*s%s (no READ in its "
+           "ACL%s): retrying every %d ms; %s",
+           svc->path, reg->auth ? "digest user '" : "this unauthenticated",
+           reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "",
+           reg->auth ? "'" : " session",
+           reg->auth ? "; check [zookeeper] auth" : "; set [zookeeper] auth",
+           DENIED_RETRY_MS,
+           svc->published && svc->published->n > 0
+               ? "the last known pool keeps serving"
+               : "no instance from it until then");
 }
 
 /* ---- pools ----------------------------------------------------------- */
@@ -693,6 +798,10 @@ static void on_children(int rc, const struct String_vector *strings,
   if (rc != ZOK) {
     uint64_t dropped;
     svc->need_list = 1;
+    if (rc == ZNOAUTH) {
+      list_denied(svc);
+      return;
+    }
     if (!transient(rc) &&
         zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
       zg_error("registry", "%s: cannot list children: %s", svc->path,
@@ -700,6 +809,10 @@ static void on_children(int rc, const struct String_vector *strings,
     return;
   }
   svc->need_list = 0;
+  if (svc->denied)
+    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
+  svc->denied = 0;
+  reg->auth_refused = 0; /* this session is accepted, credentials or not */
 
   /* Mark and sweep: children in the list are marked, new ones appended,
    * unmarked ones dropped. */
@@ -800,6 +913,8 @@ static void list_children(reg_service_t *svc) {
   svc->need_list = 1;
   if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
     return;
+  if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
+    return; /* the health timer retries */
   if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
                           svc) == ZOK) {
     svc->need_list = 0;
@@ -833,9 +948,14 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   if (state == ZOO_CONNECTED_STATE) {
     const clientid_t *id = zoo_client_id(zh);
     int same = id->client_id == reg->last_client.client_id;
-    zg_info("registry", "%s ZooKeeper session 0x%llx (timeout %d ms)",
-            same ? "reconnected to" : "opened", (long long)id->client_id,
-            zoo_recv_timeout(zh));
+    const char *chroot = strchr(reg->hosts, '/');
+    /* The server, for ensembles; the chroot, which every path logged is
+     * relative to. */
+    ZG_LOG(reg->auth_refused ? ZG_LOG_DEBUG : ZG_LOG_INFO, "registry",
+           "%s ZooKeeper session 0x%llx on %s%s%s (timeout %d ms)",
+           same ? "reconnected to" : "opened", (long long)id->client_id,
+           zoo_get_current_server(zh), chroot ? ", chroot " : "",
+           chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
     reg->state = ZG_ZK_CONNECTED;
     if (!same)
@@ -856,8 +976,7 @@ static void on_session_event(zhandle_t *zh, int type, int state,
             (long long)reg->last_client.client_id);
     reg->reinit = 1;
   } else if (state == ZOO_AUTH_FAILED_STATE) {
-    zg_error("registry", "ZooKeeper authentication failed");
-    reg->reinit = 1;
+    auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
     if (reg->state == ZG_ZK_CONNECTED) {
       zg_warn("registry", "lost the ZooKeeper connection: serving the last "
@@ -869,12 +988,26 @@ static void on_session_event(zhandle_t *zh, int type, int state,
 }
 
 static int session_open(zg_registry_t *reg) {
+  int rc;
+  if (reg->auth_refused &&
+      uv_now(reg->loop) - reg->auth_refused_ms < auth_retry_ms(reg))
+    return UV_EAGAIN; /* the health timer comes back */
   /* Never a saved session id: a new handle means a new session. */
   reg->zh = zookeeper_init2(reg->hosts, on_session_event,
                             reg->session_timeout_ms, NULL, reg, 0, on_zk_log);
   if (!reg->zh) {
     zg_error("registry", "cannot create a ZooKeeper handle for '%s': %s",
              reg->hosts, strerror(errno));
+    return ZG_EZOOKEEPER;
+  }
+  /* Queued before the handle connects: sent first on every connection. */
+  if (reg->auth &&
+      (rc = zoo_add_auth(reg->zh, "digest", reg->auth, (int)strlen(reg->auth),
+                         on_auth, reg)) != ZOK) {
+    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
+             auth_user_len(reg), reg->auth, zerror(rc));
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
     return ZG_EZOOKEEPER;
   }
   return 0;
@@ -1009,12 +1142,12 @@ static void on_health_timer(uv_timer_t *t) {
   uint64_t now = uv_now(reg->loop);
   if (reg->closing)
     return;
+  check_stale(reg, now);
   if (!reg->zh) {
     if (session_open(reg) == 0)
       update_interest(reg);
     return;
   }
-  check_stale(reg, now);
   if (reg->state == ZG_ZK_DISCONNECTED) {
     int timeout = zoo_recv_timeout(reg->zh);
     if (timeout <= 0)
@@ -1197,6 +1330,14 @@ zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
   return reg->state;
 }
 
+int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
+  secret_free(reg->auth);
+  reg->auth = NULL;
+  if (digest && !(reg->auth = strdup(digest)))
+    return UV_ENOMEM;
+  return 0;
+}
+
 int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
                           uint64_t max_stale_ms) {
   reg->max_stale_ms = max_stale_ms;
@@ -1291,6 +1432,8 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->hosts = NULL;
   free(reg->state_file);
   reg->state_file = NULL;
+  secret_free(reg->auth);
+  reg->auth = NULL;
   if (!reg->started) {
     free(reg);
     return;

@@ -65,6 +65,8 @@ typedef struct {
     uint64_t coalesce_window_ms;
     char *state_file;      /* NULL: none */
     uint64_t max_stale_ms; /* 0: last known pools serve forever */
+    char *auth;            /* digest credentials "user:password", NULL: none. A
+                              secret: never logged */
   } zk;
   struct {
     unsigned workers;

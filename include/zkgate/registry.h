@@ -59,6 +59,9 @@ void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx);
  * ZooKeeper (0: forever). */
 int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
                           uint64_t max_stale_ms);
+/* Before zg_registry_start(): digest credentials "user:password" that every
+ * session authenticates with (NULL: none). Never logged; wiped when freed. */
+int zg_registry_set_auth(zg_registry_t *reg, const char *digest);
 int zg_registry_start(zg_registry_t *reg);
 /* Closes the session (its ephemeral nodes vanish at once: this blocks for
  * as long as the client takes to say goodbye, so call it at shutdown only)

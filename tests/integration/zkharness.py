@@ -2,6 +2,7 @@
 
 Everything here runs on loopback with free ports and bounded waits:
 - ZkServer: a real ZooKeeper 3.8 server (Debian's libzookeeper-java) as a child process;
+- ZkEnsemble: three (or more) of them forming one ensemble on loopback;
 - Backend: a named TCP echo server ("<name>\\n", echo, "bye\\n" on EOF);
 - Gateway: the zkgate binary under test ($ZKGATE_BIN), with its INI file and stderr log;
 - reach()/sample()/wait_until()/register(): the client side and the registering side.
@@ -10,6 +11,7 @@ Everything here runs on loopback with free ports and bounded waits:
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +23,7 @@ from collections import Counter
 
 JAVA_DIR = "/usr/share/java"
 ZK_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+ZK_QUORUM_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 # zookeeper.jar carries a manifest Class-Path naming its runtime dependencies (jute, slf4j-api,
 # netty, metrics-core, snappy, commons-cli, ...), so it alone starts the server. slf4j-simple is
@@ -228,12 +231,19 @@ def four_letter(port, cmd, timeout=2.0, host="127.0.0.1"):
 
 
 class ZkServer:
-    def __init__(self, tmpdir, tick_ms=200):
+    """jvm_args: extra JVM options (system properties such as
+    -Dzookeeper.DigestAuthenticationProvider.enabled=false). An ensemble member (ZkEnsemble)
+    also has extra zoo.cfg lines, a myid file and QuorumPeerMain as its main class."""
+
+    def __init__(self, tmpdir, tick_ms=200, jvm_args=()):
         self.dir = str(tmpdir)
         self.data_dir = os.path.join(self.dir, "data")
         self.cfg = os.path.join(self.dir, "zoo.cfg")
         self.log_path = os.path.join(self.dir, "zookeeper.log")
         self.tick_ms = tick_ms
+        self.jvm_args = list(jvm_args)
+        self.extra_cfg = ""
+        self.main = ZK_MAIN
         self.port = free_port()
         self.proc = None
         os.makedirs(self.data_dir, exist_ok=True)
@@ -256,19 +266,28 @@ class ZkServer:
                     "admin.enableServer=false\n"
                     "4lw.commands.whitelist=*\n"
                     "forceSync=no\n"
-                    "preAllocSize=1024\n")
+                    "preAllocSize=1024\n"
+                    + self.extra_cfg)
 
     def start(self, timeout=30.0):
+        self.spawn()
+        return self.wait_serving(timeout)
+
+    def spawn(self):
+        """Start the process without waiting for it to serve (ensemble members wait for each
+        other: they are all spawned first)."""
         assert not self.running, "ZooKeeper already running"
         self._write_cfg()
         cmd = [*_die_with_parent(), "java", "-Xmx128m", "-XX:+UseSerialGC",
-               "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true",
-               "-cp", zk_classpath(), ZK_MAIN, self.cfg]
+               "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true", *self.jvm_args,
+               "-cp", zk_classpath(), self.main, self.cfg]
         with open(self.log_path, "ab") as log:
             log.write(f"==== start {time.strftime('%H:%M:%S')} port {self.port}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.dir)
+
+    def wait_serving(self, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -299,6 +318,31 @@ class ZkServer:
                 proc.kill()
                 proc.wait()
         return proc.returncode
+
+    def kill(self):
+        """SIGKILL and reap: the server dies without a word to its clients or peers."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        proc.kill()
+        proc.wait()
+        return proc.returncode
+
+    def mode(self):
+        """"standalone", "leader", "follower", or None when it does not serve."""
+        try:
+            m = re.search(r"^Mode: (\w+)", self.four_letter("srvr"), re.M)
+        except OSError:
+            return None
+        return m.group(1) if m else None
+
+    def session_ids(self):
+        """Session ids (ints) of the client connections open on this server, from `cons`."""
+        try:
+            text = self.four_letter("cons")
+        except OSError:
+            return set()
+        return {int(x, 16) for x in re.findall(r"\bsid=0x([0-9a-fA-F]+)", text)}
 
     def restart(self, wipe=False):
         """Stop and start again on the same port; wipe=True empties the data dir in between
@@ -333,6 +377,63 @@ class ZkServer:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return ""
+
+
+class ZkEnsemble:
+    """`n` ZooKeeper servers on loopback forming one ensemble (QuorumPeerMain): each with its
+    own client port, quorum port and election port (server.N=127.0.0.1:QUORUM:ELECTION), data
+    directory and myid. `hosts` is the connect string naming all of them.
+
+    tickTime 200 ms: a quorum forms in a few seconds, a follower notices a dead leader within
+    syncLimit ticks, and sessions may last up to 20 ticks (4 s), long enough to ride out the
+    election that follows the loss of the leader."""
+
+    def __init__(self, tmpdir, n=3, tick_ms=200):
+        peers = "".join(f"server.{i + 1}=127.0.0.1:{free_port()}:{free_port()}\n"
+                        for i in range(n))
+        self.servers = []
+        for i in range(n):
+            server = ZkServer(os.path.join(str(tmpdir), f"zk{i + 1}"), tick_ms=tick_ms)
+            server.main = ZK_QUORUM_MAIN
+            server.extra_cfg = "initLimit=20\nsyncLimit=5\n" + peers
+            with open(os.path.join(server.data_dir, "myid"), "w") as f:
+                f.write(f"{i + 1}\n")
+            self.servers.append(server)
+
+    @property
+    def hosts(self):
+        return ",".join(s.hosts for s in self.servers)
+
+    @property
+    def live_hosts(self):
+        return ",".join(s.hosts for s in self.servers if s.running)
+
+    def start(self, timeout=30.0):
+        """Spawn every member, then wait until each serves (a quorum has formed)."""
+        for server in self.servers:
+            server.spawn()
+        deadline = time.monotonic() + timeout
+        try:
+            for server in self.servers:
+                server.wait_serving(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for server in self.servers:
+            server.stop()
+
+    def server_of_session(self, session_id):
+        """The running member whose `cons` lists a connection of that session, or None."""
+        for server in self.servers:
+            if server.running and session_id in server.session_ids():
+                return server
+        return None
+
+    def log_tail(self, lines=15):
+        return "".join(f"--- {s.hosts}\n{s.log_tail(lines)}" for s in self.servers)
 
 
 def parse_dump_sessions(text):

@@ -754,6 +754,102 @@ static void test_several_errors(void **state) {
 
 /* --------------------------------------------------------- value parsers */
 
+/* auth = digest:USER:PASSWORD: kept as "user:password" (the password may
+ * hold colons, as ZooKeeper splits at the first one); absent, NULL. */
+static void test_auth_digest(void **state) {
+  static const char text[] = "[zookeeper]\n"
+                             "hosts = 127.0.0.1:2181\n"
+                             "auth = digest:alice:s3cr:et pw\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "zk_path = /services/s\n";
+  static const char none[] = "[zookeeper]\n"
+                             "hosts = 127.0.0.1:2181\n"
+                             "[service:s]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "zk_path = /services/s\n";
+  zg_config_t *cfg = load_ok(text);
+
+  assert_string_equal(cfg->zk.auth, "alice:s3cr:et pw");
+  zg_config_free(cfg);
+  cfg = load_ok(none);
+  assert_null(cfg->zk.auth);
+  zg_config_free(cfg);
+}
+
+/* Each bad value is one error on the auth line, and no message carries the
+ * password (the value holds a secret). */
+static void test_bad_auth(void **state) {
+  static const char *const values[] = {
+      "alice:Hunter2pw",           /* no scheme */
+      "sasl:alice:Hunter2pw",      /* not digest */
+      "DIGEST:alice:Hunter2pw",    /* schemes are case-sensitive */
+      "digest:Hunter2pw",          /* no user */
+      "digest::Hunter2pw",         /* empty user */
+      "digest:alice:",             /* empty password */
+      "digest:alice",              /* no password */
+      "digest",                    /* nothing */
+      "digest:alice:Hunter\x01pw", /* control byte */
+      "Hunter2pw",                 /* no scheme, no user */
+  };
+  for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+    char text[256];
+    int line = 3;
+    zg_config_errors_t errs;
+    snprintf(text, sizeof(text),
+             "[zookeeper]\n"
+             "hosts = 127.0.0.1:2181\n"
+             "auth = %s\n"
+             "[service:s]\n"
+             "listen = 127.0.0.1:7000\n"
+             "zk_path = /services/s\n",
+             values[i]);
+    errs = load_bad(text, &line, 1);
+    if (!strstr(errs.lines[0], "auth:") || strstr(errs.lines[0], "Hunter")) {
+      print_error("auth = %s: %s\n", values[i], errs.lines[0]);
+      fail();
+    }
+    zg_config_errors_free(&errs);
+  }
+}
+
+/* hosts: every host of the list and the chroot are kept for the client;
+ * a chroot must be a znode path other than "/". */
+static void test_hosts_chroot(void **state) {
+  static const char *const good[] = {
+      "127.0.0.1:2181/apps/zkgate",
+      "127.0.0.1:1,127.0.0.1:2181",
+      "127.0.0.1:1, zk2.example.com:2181,[::1]:2181/chroot",
+  };
+  static const char *const bad[] = {
+      "127.0.0.1:2181/",      "127.0.0.1:2181/a/",   "127.0.0.1:2181/a//b",
+      "127.0.0.1:2181/a,b:1", "127.0.0.1:2181,",     "/chroot",
+      "127.0.0.1/chroot",     "127.0.0.1:2181/a\tb",
+  };
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    char text[256];
+    zg_config_t *cfg;
+    snprintf(text, sizeof(text),
+             "[zookeeper]\nhosts = %s\n"
+             "[service:s]\nlisten = 127.0.0.1:7000\nzk_path = /s\n",
+             good[i]);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->zk.hosts, good[i]);
+    zg_config_free(cfg);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+    int line = 2;
+    zg_config_errors_t errs;
+    snprintf(text, sizeof(text),
+             "[zookeeper]\nhosts = %s\n"
+             "[service:s]\nlisten = 127.0.0.1:7000\nzk_path = /s\n",
+             bad[i]);
+    errs = load_bad(text, &line, 1);
+    zg_config_errors_free(&errs);
+  }
+}
+
 static void test_parse_duration(void **state) {
   static const struct {
     const char *s;
@@ -883,6 +979,9 @@ int main(void) {
       cmocka_unit_test(test_bad_static_instance),
       cmocka_unit_test(test_static_instances_v6_and_names),
       cmocka_unit_test(test_several_errors),
+      cmocka_unit_test(test_auth_digest),
+      cmocka_unit_test(test_bad_auth),
+      cmocka_unit_test(test_hosts_chroot),
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
