@@ -659,7 +659,8 @@ static const char *fixed_part_changed(const zg_config_t *a,
        a->zk.session_timeout_ms != b->zk.session_timeout_ms ||
        a->zk.coalesce_window_ms != b->zk.coalesce_window_ms ||
        !same_opt(a->zk.state_file, b->zk.state_file) ||
-       a->zk.max_stale_ms != b->zk.max_stale_ms))
+       a->zk.max_stale_ms != b->zk.max_stale_ms ||
+       !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
   if (a->proxy.workers != b->proxy.workers)
     return "[proxy] workers changed: that needs a restart";
