@@ -547,14 +547,44 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   }
 }
 
+/* Keys that [service:] and [discover:] share. */
+static bool listen_value(parse_t *p, const raw_kv_t *kv,
+                         zg_listen_addr_t *out) {
+  if (zg_parse_listen(kv->value, out) == 0)
+    return true;
+  add_error(p, kv->line,
+            "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
+            kv->value);
+  return false;
+}
+
+static void balance_value(parse_t *p, const raw_kv_t *kv, zg_balance_t *out) {
+  if (!strcmp(kv->value, "random"))
+    *out = ZG_BALANCE_RANDOM;
+  else if (!strcmp(kv->value, "round_robin"))
+    *out = ZG_BALANCE_ROUND_ROBIN;
+  else
+    add_error(p, kv->line, "balance: expected random or round_robin, got '%s'",
+              kv->value);
+}
+
+static void endpoint_value(parse_t *p, const raw_kv_t *kv, char **out) {
+  if (!valid_service_name(kv->value)) {
+    add_error(p, kv->line,
+              "endpoint: expected a serverset endpoint name such as http, "
+              "got '%s'",
+              kv->value);
+    return;
+  }
+  free(*out);
+  if (!(*out = strdup(kv->value)))
+    p->oom = 1;
+}
+
 static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "listen")) {
-    if (zg_parse_listen(kv->value, &cfg->admin.listen) != 0) {
-      add_error(p, kv->line,
-                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
-                kv->value);
+    if (!listen_value(p, kv, &cfg->admin.listen))
       return;
-    }
     cfg->admin.enabled = true;
     p->admin_listen_line = kv->line;
   } else {
@@ -597,35 +627,16 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
                 kv->value);
     }
   } else if (!strcmp(kv->key, "listen")) {
-    if (zg_parse_listen(kv->value, &svc->listen) != 0) {
-      add_error(p, kv->line,
-                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
-                kv->value);
+    if (!listen_value(p, kv, &svc->listen))
       return;
-    }
     st->has_listen = true;
     st->listen_line = kv->line;
   } else if (!strcmp(kv->key, "balance")) {
-    if (!strcmp(kv->value, "random"))
-      svc->balance = ZG_BALANCE_RANDOM;
-    else if (!strcmp(kv->value, "round_robin"))
-      svc->balance = ZG_BALANCE_ROUND_ROBIN;
-    else
-      add_error(p, kv->line,
-                "balance: expected random or round_robin, got '%s'", kv->value);
+    balance_value(p, kv, &svc->balance);
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &svc->connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "endpoint")) {
-    if (!valid_service_name(kv->value)) {
-      add_error(p, kv->line,
-                "endpoint: expected a serverset endpoint name such as http, "
-                "got '%s'",
-                kv->value);
-      return;
-    }
-    free(svc->endpoint);
-    if (!(svc->endpoint = strdup(kv->value)))
-      p->oom = 1;
+    endpoint_value(p, kv, &svc->endpoint);
   } else if (!strcmp(kv->key, "instances")) {
     for (size_t i = 0; i < svc->n_instances; i++)
       zg_instance_clear(&svc->instances[i]);
@@ -694,12 +705,8 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
       p->oom = 1;
   } else if (!strcmp(kv->key, "listen")) {
     st->listen_seen = true;
-    if (zg_parse_listen(kv->value, &d->listen) != 0) {
-      add_error(p, kv->line,
-                "listen: expected IP:PORT, [IPv6]:PORT or *:PORT, got '%s'",
-                kv->value);
+    if (!listen_value(p, kv, &d->listen))
       return;
-    }
     st->has_listen = true;
     st->listen_line = kv->line;
   } else if (!strcmp(kv->key, "protocol")) {
@@ -726,23 +733,9 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
     if (d->domain[0] && d->domain[strlen(d->domain) - 1] == '.')
       d->domain[strlen(d->domain) - 1] = '\0';
   } else if (!strcmp(kv->key, "balance")) {
-    if (!strcmp(kv->value, "random"))
-      d->balance = ZG_BALANCE_RANDOM;
-    else if (!strcmp(kv->value, "round_robin"))
-      d->balance = ZG_BALANCE_ROUND_ROBIN;
-    else
-      add_error(p, kv->line,
-                "balance: expected random or round_robin, got '%s'", kv->value);
+    balance_value(p, kv, &d->balance);
   } else if (!strcmp(kv->key, "endpoint")) {
-    if (!valid_service_name(kv->value)) {
-      add_error(p, kv->line,
-                "endpoint: expected a serverset endpoint name such as http, "
-                "got '%s'",
-                kv->value);
-      return;
-    }
-    if (!(d->endpoint = strdup(kv->value)))
-      p->oom = 1;
+    endpoint_value(p, kv, &d->endpoint);
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &d->connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "response_timeout")) {

@@ -137,6 +137,23 @@ def backends():
 
 
 @pytest.fixture
+def http_backends():
+    """Factory: http_backends("a") -> HttpBackend; ("a", "b") -> [HttpBackend, ...]. All are
+    closed at teardown."""
+    from httpbackend import HttpBackend
+    made = []
+
+    def make(*names):
+        new = [HttpBackend(n) for n in names]
+        made.extend(new)
+        return new[0] if len(new) == 1 else new
+
+    yield make
+    for b in made:
+        b.close()
+
+
+@pytest.fixture
 def gateway(request, tmp_path, zk):
     """Factory: gateway(ini_text, listen=PORT or [PORTS]) -> Gateway, started, and listening on
     every port given. At teardown every gateway still running gets SIGTERM and must exit 0;

@@ -17,20 +17,6 @@ from httpbackend import HttpBackend, raw_exchange
 from zkharness import free_port, ini_text, register, wait_until
 
 
-@pytest.fixture
-def http_backends():
-    made = []
-
-    def make(*names):
-        new = [HttpBackend(n) for n in names]
-        made.extend(new)
-        return new[0] if len(new) == 1 else new
-
-    yield make
-    for b in made:
-        b.close()
-
-
 def http_ini(port, services, zk=None, proxy=None):
     svcs = {}
     for name, kv in services.items():

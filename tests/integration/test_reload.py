@@ -12,22 +12,7 @@ import time
 
 import pytest
 
-from httpbackend import HttpBackend
 from zkharness import free_port, ini_text, reach, register, wait_until
-
-
-@pytest.fixture
-def http_backends():
-    made = []
-
-    def make(*names):
-        new = [HttpBackend(n) for n in names]
-        made.extend(new)
-        return new[0] if len(new) == 1 else new
-
-    yield make
-    for b in made:
-        b.close()
 
 
 def request(port, path, host=None, timeout=5):
