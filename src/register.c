@@ -19,6 +19,7 @@
 #include "zkgate/register.h"
 
 #include "zkgate/error.h"
+#include "zkgate/health.h"
 #include "zkgate/log.h"
 #include "zkgate/zkconn.h"
 
@@ -54,15 +55,15 @@ typedef struct {
   int reinit; /* open a new session after this zookeeper_process */
   uint64_t disconnected_ms;
   int waiting_logged;
-  char *node;        /* our znode in this session, or NULL */
-  int busy;          /* a request (chain) is out */
-  int uncertain;     /* a sequential create's answer was lost */
-  uint64_t retry_ms; /* no request before this, after a hard error */
+  char *node;         /* our znode in this session, or NULL */
+  int busy;           /* a request (chain) is out */
+  int uncertain;      /* a sequential create's answer was lost */
+  uint64_t retry_ms;  /* no request before this, after a hard error */
+  uint64_t reopen_ms; /* no new handle before this, after a failed one */
   zg_ratelimit_t error_rl;
 
-  int healthy;
-  unsigned passes, failures; /* consecutive */
-  check_t *check;            /* in progress, or NULL */
+  zg_health_t health; /* health.healthy: the znode should exist */
+  check_t *check;     /* in progress, or NULL */
   uv_timer_t check_timer, tick_timer;
   uv_signal_t sigterm, sigint;
   int stopping;
@@ -455,12 +456,12 @@ static void reconcile(reg_t *r) {
   if (r->stopping || !r->zk.zh || !r->connected || r->busy ||
       now_ms(r) < r->retry_ms)
     return;
-  if (r->healthy && !r->node) {
+  if (r->health.healthy && !r->node) {
     if (r->uncertain)
       scan(r);
     else
       create_node(r);
-  } else if (!r->healthy && r->node) {
+  } else if (!r->health.healthy && r->node) {
     delete_node(r);
   }
 }
@@ -509,6 +510,7 @@ static void on_session_event(zhandle_t *zh, int type, int state,
 }
 
 static void session_open(reg_t *r) {
+  r->reopen_ms = now_ms(r) + RETRY_MS;
   if (zg_zkconn_open(&r->zk, r->opts->zk_hosts,
                      (int)r->opts->session_timeout_ms, on_session_event,
                      r) != 0) {
@@ -557,7 +559,8 @@ static void on_tick(uv_timer_t *t) {
   if (r->stopping)
     return;
   if (!r->zk.zh) {
-    session_open(r);
+    if (now >= r->reopen_ms)
+      session_open(r);
     return;
   }
   if (!r->connected && r->session_id != 0) {
@@ -811,50 +814,38 @@ static const char *check_name(const zg_register_opts_t *opts) {
   return opts->check == ZG_CHECK_TCP ? "tcp" : "http";
 }
 
-/* Rise and fall, as HAProxy counts them: consecutive results only. */
 static void health_result(reg_t *r, int ok, const char *reason) {
   const zg_register_opts_t *opts = r->opts;
-  if (ok) {
-    r->failures = 0;
-    if (!r->healthy) {
-      if (++r->passes >= opts->rise) {
-        r->healthy = 1;
-        r->passes = 0;
-        zg_info("register",
-                "%s healthy (%s check: %s; %u passed in a row): "
-                "registering",
-                r->addr, check_name(opts), reason, opts->rise);
-      } else {
-        zg_info("register",
-                "%s %s check passed (%s): %u of %u before registering", r->addr,
-                check_name(opts), reason, r->passes, opts->rise);
-      }
-    }
-  } else {
-    r->passes = 0;
-    if (r->healthy) {
-      if (++r->failures >= opts->fall) {
-        r->healthy = 0;
-        r->failures = 0;
-        zg_warn("register",
-                "%s unhealthy (%s check: %s; %u failed in a row): "
-                "%s%s",
-                r->addr, check_name(opts), reason, opts->fall,
-                r->node ? "removing " : "not registering",
-                r->node ? r->node : "");
-      } else {
-        zg_info("register", "%s %s check failed (%s): %u of %u before removing",
-                r->addr, check_name(opts), reason, r->failures, opts->fall);
-      }
-    } else if (r->failures++ == 0) {
+  zg_health_t *h = &r->health;
+  const char *check = check_name(opts);
+  switch (zg_health_record(h, ok)) {
+  case ZG_HEALTH_UP:
+    zg_info("register",
+            "%s healthy (%s check: %s; %u passed in a row): "
+            "registering",
+            r->addr, check, reason, h->passes);
+    break;
+  case ZG_HEALTH_DOWN:
+    zg_warn("register", "%s unhealthy (%s check: %s; %u failed in a row): %s%s",
+            r->addr, check, reason, h->failures,
+            r->node ? "removing " : "not registering", r->node ? r->node : "");
+    break;
+  case ZG_HEALTH_SAME:
+    if (ok && !h->healthy)
+      zg_info("register",
+              "%s %s check passed (%s): %u of %u before registering", r->addr,
+              check, reason, h->passes, h->rise);
+    else if (!ok && h->healthy)
+      zg_info("register", "%s %s check failed (%s): %u of %u before removing",
+              r->addr, check, reason, h->failures, h->fall);
+    else if (!ok && h->failures == 1)
       /* Once per run of failures: an instance that stays down would log
        * every interval otherwise. */
       zg_info("register", "%s %s check failed (%s): not registered", r->addr,
-              check_name(opts), reason);
-    } else {
-      zg_debug("register", "%s %s check failed (%s)", r->addr, check_name(opts),
-               reason);
-    }
+              check, reason);
+    else if (!ok)
+      zg_debug("register", "%s %s check failed (%s)", r->addr, check, reason);
+    break;
   }
   reconcile(r);
   zg_zkconn_update(&r->zk);
@@ -972,9 +963,11 @@ int zg_register_run(const zg_register_opts_t *opts) {
   zg_info("register", "zkgate-register %s: %s as %s under %s, ZooKeeper %s",
           ZKGATE_VERSION, r.addr, zg_register_fmt_name(opts->format),
           opts->zk_path, opts->zk_hosts);
-  if (opts->check == ZG_CHECK_NONE) {
-    r.healthy = 1;
-  } else {
+  /* Without a check the instance counts as healthy from the start; with
+   * one it must pass `rise` checks first. */
+  zg_health_init(&r.health, opts->rise, opts->fall,
+                 opts->check == ZG_CHECK_NONE);
+  if (opts->check != ZG_CHECK_NONE) {
     zg_info("register",
             "%s check%s%s every %llu ms: registered after %u passing, "
             "removed after %u failing in a row",

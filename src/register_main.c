@@ -99,7 +99,7 @@ static int check_hosts(const char *hosts, const char **why) {
     *why = "no host:port";
     return -1;
   }
-  while (p < hosts + end) {
+  for (;;) {
     size_t n = strcspn(p, ",/");
     zg_instance_t a;
     memset(&a, 0, sizeof(a));
@@ -108,11 +108,16 @@ static int check_hosts(const char *hosts, const char **why) {
       return -1;
     }
     p += n;
-    if (*p == ',')
-      p++;
+    if (*p != ',')
+      break;
+    p++; /* another host:port must follow */
   }
-  if (chroot && zg_register_fmt_check_path(chroot, why) != 0)
+  /* A chroot of "/" is no chroot, as the client reads it. */
+  if (chroot && strcmp(chroot, "/") != 0 &&
+      zg_register_fmt_check_path(chroot, why) != 0) {
+    *why = "the chroot is not a valid ZooKeeper path";
     return -1;
+  }
   return 0;
 }
 
