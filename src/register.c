@@ -400,14 +400,23 @@ static void on_scan_list(int rc, const struct String_vector *children,
   b->gen = gen;
   b->pending = 1; /* held until every request is out */
   for (int32_t i = 0; i < children->count; i++) {
-    char path[1024];
+    size_t n = strlen(r->opts->zk_path) + strlen(children->data[i]) + 2;
+    char *path;
     req_t *cq;
     if (!ours_by_name(r, children->data[i]))
       continue;
-    snprintf(path, sizeof(path), "%s/%s", r->opts->zk_path, children->data[i]);
-    if (!(cq = req_new(r, path, b)))
+    if (!(path = malloc(n))) {
+      b->rc = ZSYSTEMERROR; /* looked at again: never a blind create */
       continue;
-    if (zoo_aexists(r->zk.zh, path, 0, on_scan_stat, cq) != ZOK) {
+    }
+    snprintf(path, n, "%s/%s", r->opts->zk_path, children->data[i]);
+    cq = req_new(r, path, b);
+    free(path);
+    if (!cq) {
+      b->rc = ZSYSTEMERROR;
+      continue;
+    }
+    if (zoo_aexists(r->zk.zh, cq->path, 0, on_scan_stat, cq) != ZOK) {
       free(cq);
       b->rc = ZCONNECTIONLOSS;
       continue;
