@@ -47,6 +47,9 @@ def pytest_runtest_makereport(item, call):
     for gw in getattr(item, "_zkgate_gateways", []):
         rep.sections.append((f"zkgate log ({gw.log_path}, pid {gw.pid})",
                              gw.log_text()[-20000:] or "(empty)"))
+    for reg in getattr(item, "_zkgate_registrars", []):
+        rep.sections.append((f"zkgate-register log ({reg.log_path}, pid {reg.pid})",
+                             reg.log_text()[-20000:] or "(empty)"))
     zk = getattr(item, "_zk_server", None)
     if zk is not None:
         rep.sections.append((f"ZooKeeper log tail ({zk.log_path})", zk.log_tail(30)))
