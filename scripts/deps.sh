@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libinih-dev
       libzookeeper-java default-jre-headless)
 if [ "$what" = test ]; then
   pkgs+=(python3 python3-kazoo python3-pytest curl clang-14 libclang-rt-14-dev
-         clang-format)
+         clang-format systemd)
 fi
 
 missing=()
