@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libinih-dev
       libzookeeper-java default-jre-headless)
 if [ "$what" = test ]; then
   pkgs+=(python3 python3-kazoo python3-pytest curl clang-14 libclang-rt-14-dev
-         clang-format)
+         clang-format systemd python3-yaml podman runc debootstrap)
 fi
 
 missing=()
@@ -18,6 +18,11 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
+# The Dockerfile linters run through npx. Debian's npm provides it, unless a
+# Node.js from elsewhere (which bundles npm, and conflicts with Debian's) does.
+if [ "$what" = test ] && ! command -v npx >/dev/null; then
+  missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing: ${missing[*]}" >&2

@@ -1,19 +1,32 @@
-/* zkgate's command line: run (-c FILE), check (-t -c FILE), version (-V). */
+/* zkgate's command line: run (-c FILE), check (-t -c FILE), version (-V),
+ * help (-h). */
 #include "zkgate/config.h"
 #include "zkgate/error.h"
 #include "zkgate/gateway.h"
 #include "zkgate/log.h"
 #include "zkgate/version.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+/* Every option is listed here: packagers and `zkgate --help` rely on it. */
 static void usage(FILE *out) {
-  fprintf(out, "usage: zkgate -c FILE      run in the foreground, log to "
-               "stderr\n"
-               "       zkgate -t -c FILE   check the configuration and exit\n"
-               "       zkgate -V           print versions and exit\n");
+  fprintf(out,
+          "usage: zkgate [-t] -c FILE\n"
+          "       zkgate -V | -h\n"
+          "\n"
+          "  -c FILE        configuration file (INI); run in the foreground,\n"
+          "                 logging to stderr\n"
+          "  -t             check the configuration and exit: 0 if valid,\n"
+          "                 else 1 with FILE:LINE: message per error\n"
+          "  -V, --version  print the versions of zkgate and its libraries\n"
+          "  -h, --help     print this help\n"
+          "\n"
+          "signals: SIGTERM, SIGINT drain, then exit (a second one stops);\n"
+          "         SIGHUP reloads the configuration; SIGUSR1 reopens the\n"
+          "         access log\n");
 }
 
 int main(int argc, char **argv) {
@@ -22,7 +35,11 @@ int main(int argc, char **argv) {
   zg_config_t *cfg = NULL;
   zg_config_errors_t errs;
 
-  while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+  static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+                                           {"version", no_argument, NULL, 'V'},
+                                           {NULL, 0, NULL, 0}};
+
+  while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
     switch (opt) {
     case 'c':
       path = optarg;

@@ -1,4 +1,4 @@
-"""zkgate command line: -t (configuration check with FILE:LINE errors), -V, and signals."""
+"""zkgate command line: -t (configuration check with FILE:LINE errors), -V, -h, and signals."""
 
 import re
 import signal
@@ -216,6 +216,32 @@ def test_version_lists_libraries():
     for name in ("zkgate", "libuv", "zookeeper", "llhttp", "openssl"):
         assert re.search(re.escape(name) + r"[^0-9\n]{0,40}\d+\.(\d+|x)", out, re.I), (
             f"-V output has no '{name} <version>':\n{out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# -h / --help, and what is not an option
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_lists_every_option_on_stdout(flag):
+    res = run_zkgate(flag)
+    assert res.returncode == 0, f"{flag} exited {res.returncode}:\n{res.stderr}"
+    assert res.stderr == "", f"{flag} wrote to stderr:\n{res.stderr}"
+    options = {m for m in re.findall(r"^\s+(-\w)\b", res.stdout, re.M)}
+    assert options == {"-c", "-t", "-V", "-h"}, f"options listed: {options}\n{res.stdout}"
+    assert "--version" in res.stdout and "--help" in res.stdout, res.stdout
+
+
+def test_long_version_is_short_version():
+    assert run_zkgate("--version").stdout == run_zkgate("-V").stdout
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["-x"], [], ["-c"], ["-c", "a.ini", "extra"]],
+                         ids=["long", "short", "none", "no-file", "extra-arg"])
+def test_bad_usage_exits_2_with_usage_on_stderr(args):
+    res = run_zkgate(*args)
+    assert res.returncode == 2, f"{args} exited {res.returncode}"
+    assert res.stdout == "" and "usage: zkgate" in res.stderr, res.stderr
 
 
 # ---------------------------------------------------------------------------------------------
