@@ -5,6 +5,7 @@
 #include "zkgate/admin.h"
 
 #include "zkgate/http_proxy.h"
+#include "zkgate/sni_proxy.h"
 #include "zkgate/listener.h"
 #include "zkgate/registry.h"
 #include "zkgate/tcp_proxy.h"
@@ -111,6 +112,20 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
     zg_text_label(o, gw->http_listeners[i]->addr.text);
     zg_text_printf(o, "\"} %llu\n",
                    (unsigned long long)gw->http_listeners[i]->accepted);
+  }
+  family(o, "zkgate_tls_rejected_total", "counter",
+         "Clients a tls-passthrough listener closed before choosing a "
+         "service, by reason (not_tls, unknown_sni, timeout).");
+  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
+    const zg_sni_listener_t *sl = gw->sni_listeners[i];
+    const uint64_t counts[3] = {sl->not_tls, sl->unknown_sni, sl->timeouts};
+    static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
+    for (int k = 0; k < 3; k++) {
+      zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
+      zg_text_label(o, sl->addr.text);
+      zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
+                     (unsigned long long)counts[k]);
+    }
   }
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
@@ -280,9 +295,8 @@ static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
     return NULL;
   }
   json_object_set_new(o, "name", json_string(c->name));
-  json_object_set_new(
-      o, "protocol",
-      json_string(c->protocol == ZG_PROTO_HTTP ? "http" : "tcp"));
+  json_object_set_new(o, "protocol",
+                      json_string(zg_protocol_name(c->protocol)));
   json_object_set_new(o, "listen", json_string(c->listen.text));
   json_object_set_new(o, "zk_path",
                       c->zk_path ? json_string(c->zk_path) : json_null());
@@ -308,6 +322,8 @@ static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
                             c->path_prefix, "strip_prefix", c->strip_prefix));
     }
   }
+  if (c->protocol == ZG_PROTO_TLS_PASSTHROUGH)
+    json_array_append_new(routes, json_pack("{s:s?}", "sni", c->sni));
   json_object_set_new(o, "routes", routes);
   json_object_set_new(o, "active", json_integer((json_int_t)svc->active));
   if (pool) {

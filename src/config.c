@@ -281,6 +281,7 @@ typedef struct {
   bool source_seen; /* a zk_path or instances key, valid or not */
   int zk_path_line;
   int http_key_line; /* first HTTP-only key, to report it on a tcp service */
+  int sni_line;      /* the sni key, to report it on a non-TLS service */
 } svc_state_t;
 
 static int valid_service_name(const char *s) {
@@ -344,6 +345,33 @@ static int valid_route_host(const char *s) {
   snprintf(buf, sizeof(buf), "%s:1", s);
   memset(&tmp, 0, sizeof(tmp));
   return zg_instance_parse_hostport(buf, strlen(buf), &tmp) == 0;
+}
+
+/* An sni pattern: a DNS name as a ClientHello can carry it (RFC 6066 §3:
+ * letters, digits, '-', '_', labels of 1..63, no trailing dot, 253 at
+ * most; what src/tls_hello.c accepts), optionally "*." in front. */
+static int valid_sni(const char *s) {
+  size_t label = 0, n;
+  if (!strncmp(s, "*.", 2))
+    s += 2;
+  n = strlen(s);
+  if (n == 0 || n > 253)
+    return 0;
+  for (; *s; s++) {
+    char c = *s;
+    if (c == '.') {
+      if (label == 0)
+        return 0;
+      label = 0;
+    } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               (c >= '0' && c <= '9') || c == '-' || c == '_') {
+      if (++label > 63)
+        return 0;
+    } else {
+      return 0;
+    }
+  }
+  return label > 0;
 }
 
 static int parse_instances(parse_t *p, zg_service_conf_t *svc,
@@ -617,10 +645,7 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
     } else if (!strcmp(kv->value, "http")) {
       svc->protocol = ZG_PROTO_HTTP;
     } else if (!strcmp(kv->value, "tls-passthrough")) {
-      add_error(p, kv->line,
-                "protocol: '%s' is not supported by this version of zkgate "
-                "(only tcp and http)",
-                kv->value);
+      svc->protocol = ZG_PROTO_TLS_PASSTHROUGH;
     } else {
       add_error(p, kv->line,
                 "protocol: expected tcp, http or tls-passthrough, got '%s'",
@@ -658,6 +683,23 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
         if (*c >= 'A' && *c <= 'Z')
           *c = (char)(*c - 'A' + 'a');
     st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "sni")) {
+    /* Compared lowercase, as the parser hands names over. */
+    st->sni_line = kv->line;
+    if (!valid_sni(kv->value)) {
+      add_error(p, kv->line,
+                "sni: expected a host name such as api.example.com or "
+                "*.example.com, got '%s'",
+                kv->value);
+      return;
+    }
+    free(svc->sni);
+    if (!(svc->sni = strdup(kv->value)))
+      p->oom = 1;
+    else
+      for (char *c = svc->sni; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+          *c = (char)(*c - 'A' + 'a');
   } else if (!strcmp(kv->key, "path_prefix")) {
     if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
       add_error(p, kv->line,
@@ -912,6 +954,9 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       add_error(p, st[i].http_key_line,
                 "host, path_prefix, strip_prefix and response_timeout are for "
                 "protocol = http only");
+    if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st[i].sni_line)
+      add_error(p, st[i].sni_line,
+                "sni is for protocol = tls-passthrough only");
     if (!svc->connect_timeout_ms)
       svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
     if (svc->protocol == ZG_PROTO_HTTP) {
@@ -923,11 +968,26 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
     if (!st[i].has_listen)
       continue;
     /* HTTP services may share a listen address (told apart by host and
-     * path_prefix); nothing else may. */
+     * path_prefix), tls-passthrough ones too (told apart by sni); nothing
+     * else may. */
     for (size_t k = 0; k < i; k++) {
       const zg_service_conf_t *o = &cfg->services[k];
       if (!st[k].has_listen || !same_sockaddr(&svc->listen.ss, &o->listen.ss))
         continue;
+      if (svc->protocol == ZG_PROTO_TLS_PASSTHROUGH &&
+          o->protocol == ZG_PROTO_TLS_PASSTHROUGH) {
+        if (svc->sni && o->sni ? !strcmp(svc->sni, o->sni)
+                               : !svc->sni && !o->sni) {
+          add_error(p, svc->line,
+                    "[service:%s] has the same listen and sni as "
+                    "[service:%s] at line %d%s: connections could not be "
+                    "told apart",
+                    svc->name, o->name, o->line,
+                    svc->sni ? "" : " (neither has one: two defaults)");
+          break;
+        }
+        continue;
+      }
       if (svc->protocol != ZG_PROTO_HTTP || o->protocol != ZG_PROTO_HTTP) {
         add_error(p, st[i].listen_line,
                   "listen %s is already used by [service:%s] at line %d",
@@ -967,8 +1027,9 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
           same_sockaddr(&d->listen.ss, &o->listen.ss)) {
         add_error(p, dst[i].listen_line,
                   "listen %s is already used by [service:%s] at line %d "
-                  "(protocol tcp)",
-                  d->listen.text, o->name, st[k].listen_line);
+                  "(protocol %s)",
+                  d->listen.text, o->name, st[k].listen_line,
+                  zg_protocol_name(o->protocol));
         break;
       }
     }
@@ -1125,6 +1186,7 @@ void zg_service_conf_clear(zg_service_conf_t *svc) {
   free(svc->endpoint);
   free(svc->host);
   free(svc->path_prefix);
+  free(svc->sni);
   memset(svc, 0, sizeof(*svc));
 }
 
@@ -1136,13 +1198,14 @@ static int dup_opt(char **dst, const char *src) {
 int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
   *dst = *src;
   dst->name = dst->zk_path = dst->endpoint = dst->host = dst->path_prefix =
-      NULL;
+      dst->sni = NULL;
   dst->instances = NULL;
   dst->n_instances = 0;
   if (dup_opt(&dst->name, src->name) || dup_opt(&dst->zk_path, src->zk_path) ||
       dup_opt(&dst->endpoint, src->endpoint) ||
       dup_opt(&dst->host, src->host) ||
-      dup_opt(&dst->path_prefix, src->path_prefix))
+      dup_opt(&dst->path_prefix, src->path_prefix) ||
+      dup_opt(&dst->sni, src->sni))
     goto fail;
   if (src->n_instances > 0) {
     dst->instances = calloc(src->n_instances, sizeof(*dst->instances));
@@ -1171,7 +1234,7 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       a->balance != b->balance || !same_str(a->endpoint, b->endpoint) ||
       a->connect_timeout_ms != b->connect_timeout_ms ||
       !same_str(a->host, b->host) ||
-      !same_str(a->path_prefix, b->path_prefix) ||
+      !same_str(a->path_prefix, b->path_prefix) || !same_str(a->sni, b->sni) ||
       a->strip_prefix != b->strip_prefix ||
       a->response_timeout_ms != b->response_timeout_ms ||
       a->n_instances != b->n_instances)
@@ -1194,6 +1257,18 @@ bool zg_discover_conf_equal(const zg_discover_conf_t *a,
          same_str(a->endpoint, b->endpoint) &&
          a->connect_timeout_ms == b->connect_timeout_ms &&
          a->response_timeout_ms == b->response_timeout_ms;
+}
+
+const char *zg_protocol_name(zg_protocol_t p) {
+  switch (p) {
+  case ZG_PROTO_TCP:
+    return "tcp";
+  case ZG_PROTO_HTTP:
+    return "http";
+  case ZG_PROTO_TLS_PASSTHROUGH:
+    return "tls-passthrough";
+  }
+  return "?";
 }
 
 int zg_config_same_sockaddr(const zg_listen_addr_t *a,

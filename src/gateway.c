@@ -8,6 +8,7 @@
 #include "zkgate/error.h"
 #include "zkgate/http_proxy.h"
 #include "zkgate/listener.h"
+#include "zkgate/sni_proxy.h"
 #include "zkgate/tcp_proxy.h"
 
 #include <signal.h>
@@ -206,6 +207,7 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
   zg_admin_stop(gw);
+  zg_sni_stop(gw);
   zg_tcp_close_all(gw);
   zg_http_stop(gw);
   zg_registry_close(gw->registry);
@@ -216,9 +218,10 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
 }
 
 static size_t sessions_left(const zg_gateway_t *gw) {
-  size_t n = 0;
+  size_t n = zg_sni_pending(gw);
+  /* TCP and tls-passthrough sessions count in their service. */
   for (size_t i = 0; i < gw->n_services; i++)
-    n += gw->services[i]->conf->protocol == ZG_PROTO_TCP
+    n += gw->services[i]->conf->protocol != ZG_PROTO_HTTP
              ? gw->services[i]->active
              : 0;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
@@ -255,6 +258,7 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
   gw->drain_start_ms = uv_now(gw->loop);
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
+  zg_sni_drain(gw);
   zg_http_drain(gw);
   zg_info("gateway",
           "%s: draining: no new connections, %zu open one(s) may finish within "
@@ -385,6 +389,7 @@ static void log_tcp_service(const zg_service_conf_t *sc) {
 
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
+  int rc;
   if (cfg->n_discovers > 0) {
     gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
     if (!gw->discovers)
@@ -403,14 +408,16 @@ static int services_start(zg_gateway_t *gw) {
       zg_service_unref(svc);
       return UV_ENOMEM;
     }
-    if (sc->protocol == ZG_PROTO_HTTP)
-      continue; /* listeners shared by address: zg_http_start */
+    if (sc->protocol != ZG_PROTO_TCP)
+      continue; /* listeners shared by address: zg_http_start, zg_sni_start */
     if (!(svc->listener = tcp_listener_open(gw, sc)))
       return UV_EADDRINUSE;
     svc->listener->data = svc;
     log_tcp_service(sc);
   }
-  return zg_http_start(gw);
+  if ((rc = zg_http_start(gw)) != 0)
+    return rc;
+  return zg_sni_start(gw);
 }
 
 /* ---- discovery ---------------------------------------------------------
@@ -679,7 +686,8 @@ static void reload(zg_gateway_t *gw) {
   zg_config_t *cfg = NULL, *old_cfg = gw->cfg;
   zg_config_errors_t errs;
   zg_http_listener_t **opened = NULL;
-  size_t n_opened = 0, n_new = 0, cap_new = 0;
+  zg_sni_listener_t **sni_opened = NULL;
+  size_t n_opened = 0, n_sni_opened = 0, n_new = 0, cap_new = 0;
   zg_service_t **news = NULL;
   uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
   zg_discover_t **discs = NULL;
@@ -711,7 +719,8 @@ static void reload(zg_gateway_t *gw) {
   /* 1. Everything that can fail, before anything changes: new listening
    * sockets (HTTP by address; TCP unless a TCP service already listens on
    * that address) and memory. */
-  if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0) {
+  if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0 ||
+      zg_sni_addrs_to_open(gw, cfg, &sni_opened, &n_sni_opened) != 0) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
                         "running configuration stays");
     goto reject;
@@ -911,6 +920,12 @@ static void reload(zg_gateway_t *gw) {
     zg_error("gateway", "reload: out of memory building routes");
   free(opened);
   opened = NULL;
+  /* tls-passthrough listeners whose address stays are kept: no client is
+   * refused; their tables take the new services. */
+  if (zg_sni_sync(gw, sni_opened, n_sni_opened) != 0)
+    zg_error("gateway", "reload: out of memory building sni tables");
+  free(sni_opened);
+  sni_opened = NULL;
 
   /* The access log and the admin listener follow their keys. */
   if (!same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
@@ -942,6 +957,9 @@ reject:
   for (size_t i = 0; i < n_opened; i++)
     zg_http_listener_discard(opened[i]);
   free(opened);
+  for (size_t i = 0; i < n_sni_opened; i++)
+    zg_sni_listener_discard(sni_opened[i]);
+  free(sni_opened);
   for (size_t i = 0; tcp_new && i < cfg->n_services; i++)
     if (tcp_new[i])
       uv_close((uv_handle_t *)tcp_new[i], on_tcp_listener_closed);
@@ -1020,6 +1038,7 @@ int zg_gateway_run(zg_config_t *cfg) {
   if (uv_loop_close(&loop) != 0)
     zg_warn("gateway", "event loop closed with handles still open");
   zg_http_free(&gw);
+  zg_sni_free(&gw);
   for (size_t i = 0; i < gw.n_services; i++)
     zg_service_unref(gw.services[i]);
   for (size_t i = 0; i < gw.n_discovers; i++)

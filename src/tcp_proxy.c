@@ -1,6 +1,9 @@
 /* TCP (L4) proxying. One session per accepted client: pick a random live
  * instance, connect (trying up to two others on failure or timeout), then
- * relay bytes both ways.
+ * relay bytes both ways. tls-passthrough sessions begin in sni_proxy.c,
+ * which reads the ClientHello, chooses the service and hands the client
+ * over with the bytes read (zg_tcp_session_start): they are sent to the
+ * instance before anything else.
  *
  * Backpressure as in libuv's socks5 sample: each direction reads only
  * while it is not writing, so neither side is read faster than the other
@@ -14,6 +17,7 @@
 #include "zkgate/error.h"
 #include "zkgate/listener.h"
 #include "zkgate/log.h"
+#include "zkgate/tls_hello.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,14 +46,18 @@ typedef struct zg_tcp_session {
   zg_service_t *svc;
   struct zg_tcp_session *prev, *next;
   session_state_t state;
-  uv_tcp_t client;
+  uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
+  uv_tcp_t client_own;
   uv_tcp_t upstream;
   uv_timer_t timer; /* connect timeout, then idle timeout */
   uv_connect_t connect_req;
   uv_getaddrinfo_t gai_req;
   relay_dir_t up;   /* client -> instance */
   relay_dir_t down; /* instance -> client */
-  zg_pool_t *pool;  /* referenced while an instance of it is in use */
+  char *initial;    /* read before the session began: sent first */
+  size_t initial_len;
+  uv_write_t initial_req;
+  zg_pool_t *pool; /* referenced while an instance of it is in use */
   size_t tried[MAX_TRIES];
   size_t ntried;
   unsigned handles; /* handles not yet closed */
@@ -62,6 +70,7 @@ typedef struct zg_tcp_session {
   const char *reason;
   char client_addr[64];
   char instance_addr[ZG_HOST_MAX + 10];
+  char sni[ZG_TLS_NAME_MAX + 1]; /* tls-passthrough: the name it asked for */
 } zg_tcp_session_t;
 
 static void session_end(zg_tcp_session_t *s, const char *reason);
@@ -75,6 +84,9 @@ static void session_free_if_done(zg_tcp_session_t *s) {
     return;
   zg_buf_put(gw, s->up.buf);
   zg_buf_put(gw, s->down.buf);
+  free(s->initial);
+  if (s->client != &s->client_own)
+    free(s->client);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
   free(s);
@@ -116,9 +128,9 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
   if (s->next)
     s->next->prev = s->prev;
   zg_debug("tcp",
-           "service %s: client %s instance %s: %s after %llu ms, "
+           "service %s: client %s%s%s instance %s: %s after %llu ms, "
            "%llu bytes up, %llu bytes down",
-           svc->conf->name, s->client_addr,
+           svc->conf->name, s->client_addr, s->sni[0] ? " sni " : "", s->sni,
            s->instance_addr[0] ? s->instance_addr : "-", reason,
            (unsigned long long)(uv_now(gw->loop) - s->start_ms),
            (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
@@ -128,7 +140,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
     memset(&e, 0, sizeof(e));
     uv_gettimeofday(&tv);
     e.time_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    e.kind = "tcp";
+    e.kind = svc->conf->protocol == ZG_PROTO_TLS_PASSTHROUGH ? "tls" : "tcp";
     e.client = s->client_addr;
     e.service = svc->conf->name;
     e.instance = s->instance_addr[0] ? s->instance_addr : NULL;
@@ -140,7 +152,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
   }
   if (s->gai_pending)
     uv_cancel((uv_req_t *)&s->gai_req);
-  close_handle(s, (uv_handle_t *)&s->client);
+  close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
   if (s->upstream_open)
     close_handle(s, (uv_handle_t *)&s->upstream);
@@ -157,7 +169,7 @@ static void dir_read_start(relay_dir_t *d);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   zg_tcp_session_t *s = h->data;
-  relay_dir_t *d = h == (uv_handle_t *)&s->client ? &s->up : &s->down;
+  relay_dir_t *d = h == (uv_handle_t *)s->client ? &s->up : &s->down;
   (void)suggested;
   if (!d->buf)
     d->buf = zg_buf_get(s->svc->gw);
@@ -213,7 +225,7 @@ static void on_write(uv_write_t *req, int status) {
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   zg_tcp_session_t *s = stream->data;
-  relay_dir_t *d = stream == (uv_stream_t *)&s->client ? &s->up : &s->down;
+  relay_dir_t *d = stream == (uv_stream_t *)s->client ? &s->up : &s->down;
   uv_buf_t wbuf;
   int rc;
   (void)buf;
@@ -282,24 +294,52 @@ static void on_idle_timer(uv_timer_t *t) {
     uv_timer_start(t, on_idle_timer, idle - (now - s->last_active_ms), 0);
 }
 
+static void on_initial_written(uv_write_t *req, int status) {
+  zg_tcp_session_t *s = req->data;
+  free(s->initial);
+  s->initial = NULL;
+  if (s->state == S_CLOSING)
+    return;
+  if (status < 0) {
+    session_end(s, "instance write error");
+    return;
+  }
+  dir_read_start(&s->up);
+}
+
 static void relay_start(zg_tcp_session_t *s) {
   uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
   s->state = S_RELAY;
   zg_pool_unref(s->pool); /* the address is in instance_addr */
   s->pool = NULL;
   uv_timer_stop(&s->timer);
-  uv_tcp_nodelay(&s->client, 1);
+  uv_tcp_nodelay(s->client, 1);
   uv_tcp_nodelay(&s->upstream, 1);
   s->up = (relay_dir_t){.s = s,
-                        .in = (uv_stream_t *)&s->client,
-                        .out = (uv_stream_t *)&s->upstream};
+                        .in = (uv_stream_t *)s->client,
+                        .out = (uv_stream_t *)&s->upstream,
+                        .bytes = s->initial_len};
   s->down = (relay_dir_t){.s = s,
                           .in = (uv_stream_t *)&s->upstream,
-                          .out = (uv_stream_t *)&s->client};
+                          .out = (uv_stream_t *)s->client};
   s->last_active_ms = uv_now(s->svc->gw->loop);
   if (idle > 0)
     uv_timer_start(&s->timer, on_idle_timer, idle, 0);
-  dir_read_start(&s->up);
+  if (s->initial) {
+    /* What the client sent before the session began goes first; the
+     * client is read again once it is written. */
+    uv_buf_t b = uv_buf_init(s->initial, (unsigned)s->initial_len);
+    int rc;
+    s->initial_req.data = s;
+    rc = uv_write(&s->initial_req, (uv_stream_t *)&s->upstream, &b, 1,
+                  on_initial_written);
+    if (rc < 0) {
+      session_end(s, "instance write error");
+      return;
+    }
+  } else {
+    dir_read_start(&s->up);
+  }
   if (s->state == S_RELAY)
     dir_read_start(&s->down);
 }
@@ -460,28 +500,19 @@ static void try_connect(zg_tcp_session_t *s) {
   }
 }
 
-void zg_tcp_on_connection(uv_stream_t *server, int status) {
-  zg_service_t *svc = server->data;
+/* A session of `svc` with its handles initialised, counted and listed;
+ * `client` NULL: its own, to accept into. NULL when out of memory. */
+static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
   zg_gateway_t *gw = svc->gw;
-  zg_tcp_session_t *s;
-
-  if (status < 0) {
-    zg_warn("tcp", "service %s: accept failed: %s", svc->conf->name,
-            uv_strerror(status));
-    return;
-  }
-  s = calloc(1, sizeof(*s));
-  if (!s) {
-    /* Take the connection off the queue and drop it. */
-    zg_error("tcp", "service %s: out of memory accepting a client",
-             svc->conf->name);
-    zg_listener_drop(server);
-    return;
-  }
+  zg_tcp_session_t *s = calloc(1, sizeof(*s));
+  if (!s)
+    return NULL;
   s->svc = zg_service_ref(svc);
-  uv_tcp_init(gw->loop, &s->client);
+  s->client = client ? client : &s->client_own;
+  if (!client)
+    uv_tcp_init(gw->loop, s->client);
   uv_timer_init(gw->loop, &s->timer);
-  s->client.data = s;
+  s->client->data = s;
   s->timer.data = s;
   s->handles = 2;
   s->start_ms = uv_now(gw->loop);
@@ -492,13 +523,62 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
   gw->sessions = s;
   svc->accepted++;
   svc->active++;
-  if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
+  return s;
+}
+
+void zg_tcp_on_connection(uv_stream_t *server, int status) {
+  zg_service_t *svc = server->data;
+  zg_tcp_session_t *s;
+
+  if (status < 0) {
+    zg_warn("tcp", "service %s: accept failed: %s", svc->conf->name,
+            uv_strerror(status));
+    return;
+  }
+  s = session_new(svc, NULL);
+  if (!s) {
+    /* Take the connection off the queue and drop it. */
+    zg_error("tcp", "service %s: out of memory accepting a client",
+             svc->conf->name);
+    zg_listener_drop(server);
+    return;
+  }
+  if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
     session_end(s, "accept failed");
     return;
   }
   {
     char ip[48];
-    zg_peer_name(&s->client, ip, sizeof(ip), s->client_addr,
+    zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
+                 sizeof(s->client_addr));
+  }
+  try_connect(s);
+}
+
+static void on_orphan_closed(uv_handle_t *h) {
+  free(h);
+}
+
+void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
+                          size_t len, const char *sni, uint64_t start_ns) {
+  zg_tcp_session_t *s = session_new(svc, client);
+  if (!s) {
+    zg_error("tcp", "service %s: out of memory starting a session",
+             svc->conf->name);
+    free(initial);
+    uv_close((uv_handle_t *)client, on_orphan_closed);
+    return;
+  }
+  s->initial = initial;
+  s->initial_len = len;
+  s->start_ns = start_ns;
+  s->svc->traffic.bytes_in += len;
+  s->up.bytes = len;
+  if (sni)
+    snprintf(s->sni, sizeof(s->sni), "%s", sni);
+  {
+    char ip[48];
+    zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
                  sizeof(s->client_addr));
   }
   try_connect(s);

@@ -37,6 +37,10 @@ typedef struct {
   char *path_prefix; /* "/" by default */
   bool strip_prefix;
   uint64_t response_timeout_ms;
+  /* tls-passthrough only: the ClientHello server name this service takes
+   * on its listen address; exact or "*.example.com"; lowercase. NULL: the
+   * address's default (names no other service takes, and no name). */
+  char *sni;
   zg_instance_t *instances; /* static instances */
   size_t n_instances;
   int line; /* of the section header */
@@ -118,6 +122,9 @@ bool zg_discover_conf_equal(const zg_discover_conf_t *a,
 int zg_config_same_sockaddr(const zg_listen_addr_t *a,
                             const zg_listen_addr_t *b);
 void zg_config_errors_free(zg_config_errors_t *errs);
+
+/* "tcp", "http" or "tls-passthrough". */
+const char *zg_protocol_name(zg_protocol_t p);
 
 /* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */
 int zg_parse_duration_ms(const char *s, uint64_t *out_ms);

@@ -20,6 +20,8 @@ struct zg_tcp_session;
 struct zg_http_listener;
 struct zg_http_session;
 struct zg_http_upstream;
+struct zg_sni_listener;
+struct zg_sni_session;
 
 struct zg_discover;
 
@@ -71,8 +73,11 @@ typedef struct zg_gateway {
   struct zg_tcp_session *sessions; /* every open TCP session */
   struct zg_http_listener **http_listeners;
   size_t n_http_listeners, cap_http_listeners;
-  struct zg_http_session *http_sessions; /* every open HTTP session */
-  struct zg_http_upstream *http_idle;    /* idle upstream connections */
+  struct zg_http_session *http_sessions;  /* every open HTTP session */
+  struct zg_http_upstream *http_idle;     /* idle upstream connections */
+  struct zg_sni_listener **sni_listeners; /* tls-passthrough, by address */
+  size_t n_sni_listeners, cap_sni_listeners;
+  struct zg_sni_session *sni_sessions; /* reading their ClientHello */
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
   struct zg_failed_instance *failed; /* passive health marks */

@@ -952,9 +952,151 @@ static void test_parse_listen(void **state) {
   }
 }
 
+/* tls-passthrough: services share an address, told apart by sni; one
+ * without sni is the address's default. */
+static void test_tls_passthrough(void **state) {
+  static const char text[] = "[service:a]\n"
+                             "protocol = tls-passthrough\n"
+                             "listen = 127.0.0.1:8443\n"
+                             "sni = A.Example.COM\n"
+                             "instances = h:1\n"
+                             "[service:b]\n"
+                             "protocol = tls-passthrough\n"
+                             "listen = 127.0.0.1:8443\n"
+                             "sni = *.b.example.com\n"
+                             "instances = h:2\n"
+                             "[service:c]\n"
+                             "protocol = tls-passthrough\n"
+                             "listen = 127.0.0.1:8443\n"
+                             "instances = h:3\n"
+                             "[service:d]\n"
+                             "protocol = tls-passthrough\n"
+                             "listen = 127.0.0.1:9443\n"
+                             "sni = a.example.com\n"
+                             "instances = h:4\n";
+  zg_config_t *cfg = load_ok(text), *copy_cfg;
+  zg_service_conf_t copy;
+  (void)state;
+  assert_int_equal(service(cfg, "a")->protocol, ZG_PROTO_TLS_PASSTHROUGH);
+  assert_string_equal(service(cfg, "a")->sni, "a.example.com");
+  assert_string_equal(service(cfg, "b")->sni, "*.b.example.com");
+  assert_null(service(cfg, "c")->sni);
+  assert_null(service(cfg, "c")->host);
+  assert_string_equal(zg_protocol_name(service(cfg, "c")->protocol),
+                      "tls-passthrough");
+  /* copied and compared with its sni */
+  assert_int_equal(zg_service_conf_copy(&copy, service(cfg, "b")), 0);
+  assert_string_equal(copy.sni, "*.b.example.com");
+  assert_true(zg_service_conf_equal(&copy, service(cfg, "b")));
+  free(copy.sni);
+  copy.sni = strdup("*.c.example.com");
+  assert_false(zg_service_conf_equal(&copy, service(cfg, "b")));
+  zg_service_conf_clear(&copy);
+  copy_cfg = cfg;
+  zg_config_free(copy_cfg);
+}
+
+static void test_tls_passthrough_errors(void **state) {
+  (void)state;
+  /* the same sni twice on one address */
+  expect_one_error("[service:a]\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "sni = a.example.com\n"
+                   "instances = h:1\n"
+                   "[service:b] ; second\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "sni = A.example.com\n"
+                   "instances = h:2\n",
+                   "; second");
+  /* two defaults on one address */
+  expect_one_error("[service:a]\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "instances = h:1\n"
+                   "[service:b] ; second\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "instances = h:2\n",
+                   "; second");
+  /* the same sni on two addresses is fine; sharing with tcp or http is
+   * not */
+  expect_one_error("[service:a]\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "sni = a.example.com\n"
+                   "instances = h:1\n"
+                   "[service:b]\n"
+                   "protocol = tcp\n"
+                   "instances = h:2\n"
+                   "listen = 127.0.0.1:8443 ; tcp here\n",
+                   "; tcp here");
+  expect_one_error("[service:a]\n"
+                   "protocol = http\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "instances = h:1\n"
+                   "[service:b]\n"
+                   "protocol = tls-passthrough\n"
+                   "instances = h:2\n"
+                   "listen = 127.0.0.1:8443 ; tls here\n",
+                   "; tls here");
+  expect_one_error("[zookeeper]\n"
+                   "hosts = 127.0.0.1:2181\n"
+                   "[service:a]\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "instances = h:1\n"
+                   "[discover:all]\n"
+                   "zk_root = /services\n"
+                   "listen = 127.0.0.1:8443 ; discover here\n",
+                   "; discover here");
+  /* sni on other protocols, whichever key comes first */
+  expect_one_error("[service:a]\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "sni = a.example.com\n"
+                   "instances = h:1\n",
+                   "sni =");
+  expect_one_error("[service:a]\n"
+                   "sni = a.example.com\n"
+                   "protocol = http\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "instances = h:1\n",
+                   "sni =");
+  /* http keys on tls-passthrough */
+  expect_one_error("[service:a]\n"
+                   "protocol = tls-passthrough\n"
+                   "listen = 127.0.0.1:8443\n"
+                   "host = a.example.com\n"
+                   "instances = h:1\n",
+                   "host =");
+}
+
+static void test_bad_sni(void **state) {
+  static const char *const bad[] = {
+      "",       "*",           "*.",     "a.*.example.com", "a b.com",
+      "a/b",    "a.com:443",   "a.com.", "*example.com",    "a..com",
+      ".a.com", "\xc3\xa9.com"};
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+    snprintf(text, sizeof(text),
+             "[service:s]\n"
+             "protocol = tls-passthrough\n"
+             "instances = h:1\n"
+             "listen = 127.0.0.1:8443\n"
+             "sni = %s\n",
+             bad[i]);
+    expect_one_error(text, "sni =");
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
+      cmocka_unit_test(test_tls_passthrough),
+      cmocka_unit_test(test_tls_passthrough_errors),
+      cmocka_unit_test(test_bad_sni),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_hosts_null_without_zk_services),
       cmocka_unit_test(test_log_levels),
