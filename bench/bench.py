@@ -368,17 +368,18 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def proxy_suite(args, work, zkgate_bin, tcpbulk):
+def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     backend_port, reg_port, source_port = free_port(), free_port(), free_port()
     res = {"reg_port": reg_port}
     with open(f"{work}/backend.conf", "w") as f:
         f.write(nginx_backend_conf(work, backend_port, reg_port))
     backend = Proc("backend", ["nginx", "-p", work, "-c", f"{work}/backend.conf"], work,
                    cpu=LOAD_CPU)
+    cleanup.append(backend.stop)
     source = Proc("source", [tcpbulk, "source", str(source_port)], work, cpu=LOAD_CPU)
+    cleanup.append(source.stop)
     wait_port(backend_port, backend.proc)
     wait_port(source_port, source.proc)
-    res["backend"], res["source"] = backend, source
 
     # HAProxy wants 2 descriptors per connection under its maxconn and refuses to start when
     # the open-file limit (hard limit 20,000 in some containers, not raisable) cannot give
@@ -420,7 +421,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk):
                                 ("nginx", "nginx", ng_http, ng_tcp)):
         targets.append(Target(name, label, hp, tp,
                               lambda n=name: Proc(n, cmds[n], work, cpu=PROXY_CPU)))
-    res["targets"] = targets
+    cleanup.extend(t.stop for t in targets)
     res["versions"] = versions()
 
     # Footprint first, on fresh processes: idle RSS, then with N idle connections.
@@ -689,7 +690,8 @@ def render(args, px, reg, meta):
              f"HAProxy {px['versions']['haproxy']}, nginx {px['versions']['nginx']}; "
              f"{args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration} s per figure (medians), wrk -t1 "
              f"-c{args.conns}; proxies pinned to CPU {PROXY_CPU}, wrk, backend and clients "
-             f"to CPU {LOAD_CPU}.")
+             f"to CPU {LOAD_CPU}; load average before the run {meta['load']} (other work on "
+             "the machine disturbs wall-clock figures; callgrind counts do not move).")
     L.append("")
     L.append("| figure | backend direct | zkgate | HAProxy | nginx | zkgate / HAProxy "
              "| zkgate / nginx | target (issue 7) | |")
@@ -773,6 +775,9 @@ def render(args, px, reg, meta):
                                                              "nginx") if k in px)
     L.append("")
     L.append(f"Keep-alive req/s of each round: {runs}.")
+    bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
+                     for k in ("direct", "zkgate", "haproxy", "nginx") if k in px)
+    L.append(f"TCP bulk MB/s of each round: {bulk}.")
     return "\n".join(L) + "\n"
 
 
@@ -797,9 +802,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--zkgate", required=True, help="the zkgate binary (Release build)")
     ap.add_argument("--tcpbulk", required=True, help="the built bench/tcpbulk")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--bulk-seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--bulk-seconds", type=float, default=2.0)
     ap.add_argument("--conns", type=int, default=64, help="wrk connections")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--cg-requests", type=int, default=5000)
@@ -822,25 +827,23 @@ def main():
                  "connections (raise ulimit -n, or pass a smaller --idle-conns)")
 
     work = tempfile.mkdtemp(prefix="zkgate-bench-")
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
-            "command": args.command}
-    px, reg = None, None
+            "command": args.command, "load": load}
+    px, reg, cleanup = None, None, []
     try:
-        px = proxy_suite(args, work, args.zkgate, args.tcpbulk)
+        px = proxy_suite(args, work, args.zkgate, args.tcpbulk, cleanup)
         if args.registry:
             reg = registry_suite(args, work, args.zkgate, px["reg_port"])
     finally:
-        if px:
-            px["backend"].stop()
-            px["source"].stop()
-            for t in px.get("targets", []):
-                t.stop()
+        for stop in reversed(cleanup):
+            stop()
         if args.keep:
             log(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    for k in ("backend", "source", "targets", "reg_port"):
-        px.pop(k, None)
+    px.pop("reg_port", None)
     table = render(args, px, reg, meta)
     print(table)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
