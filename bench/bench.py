@@ -817,6 +817,7 @@ def main():
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    args.zkgate, args.tcpbulk = os.path.abspath(args.zkgate), os.path.abspath(args.tcpbulk)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
