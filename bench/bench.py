@@ -1,0 +1,860 @@
+#!/usr/bin/python3
+"""zkgate benchmark: zkgate beside HAProxy and nginx in one run, on this machine.
+
+Run through bench/run.sh (it installs the tools, builds zkgate in Release and
+raises the open-file limit). Everything listens on loopback, on free ports,
+in a temporary directory; every process started here is stopped here.
+
+Measured, each proxy with one worker / thread, pinned to CPU 0 while wrk, the
+backend and the other clients share CPU 1 (a 2-core machine):
+  - HTTP keep-alive, small response: req/s, p50, p99 (wrk, several rounds,
+    proxies alternating, medians);
+  - HTTP with a new connection per request (wrk -H "Connection: close");
+  - TCP bulk transfer through the L4 path, MB/s (bench/tcpbulk.c);
+  - idle RSS, and RSS with 10,000 idle keep-alive client connections;
+  - instructions per proxied keep-alive request under callgrind (two runs of
+    different lengths, the difference divided by the difference in requests,
+    so start-up and shutdown cancel out);
+  - registry scale (zkgate only): 1,000 services x 10 instances in a real
+    ZooKeeper, found through [discover:all]: time from start to /ready,
+    RSS then, and time from one znode creation to the new instance taking
+    traffic.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import zkharness  # noqa: E402  (ZkServer, free_port: the test suite's own harness)
+
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
+BODY = "zkgate-bench-backend-response-0123456789abcdef0123456789abcdef\n"  # 64 bytes
+
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    return zkharness.free_port()
+
+
+def wait_port(port, proc=None, timeout=30.0, host="127.0.0.1"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class Proc:
+    """A child process pinned to a CPU, its output in a file, stopped by stop()."""
+
+    def __init__(self, name, cmd, workdir, cpu=None, env=None):
+        self.name = name
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        if cpu is not None:
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, cwd=workdir, env=env)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self, timeout=20.0, every=None):
+        """SIGTERM (again each `every` s if given), SIGKILL after `timeout`. Under valgrind a
+        signal can land just before the program blocks in epoll_wait with no timer (nginx):
+        it then sleeps until another one comes."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=min(every or timeout, max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    self.proc.kill()
+                    self.proc.wait()
+        self.logf.close()
+        return self.proc.returncode
+
+    def tail(self, n=20):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations: the same job for each proxy
+
+
+def nginx_backend_conf(d, port, reg_port):
+    """The fast HTTP backend: nginx answering a 64-byte body from memory. It also serves
+    the registry test: 127.0.1.1-10:reg_port answer BODY, 127.0.2.1:reg_port answers "new"."""
+    listens = "\n".join(f"    listen 127.0.1.{i}:{reg_port};" for i in range(1, 11))
+    return f"""
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/backend.pid;
+error_log {d}/backend.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {d}/b_body; proxy_temp_path {d}/b_proxy;
+  fastcgi_temp_path {d}/b_fcgi; uwsgi_temp_path {d}/b_uwsgi; scgi_temp_path {d}/b_scgi;
+  default_type text/plain;
+  server {{
+    listen 127.0.0.1:{port};
+{listens}
+    location / {{ return 200 "{BODY.strip()}\\n"; }}
+  }}
+  server {{
+    listen 127.0.2.1:{reg_port};
+    location / {{ return 200 "new\\n"; }}
+  }}
+}}
+"""
+
+
+def zkgate_conf(http_port, tcp_port, backend, source, admin_port):
+    return f"""
+[proxy]
+workers = 1
+log_level = warn
+access_log = off
+idle_timeout = 120s
+header_timeout = 120s
+
+[admin]
+listen = 127.0.0.1:{admin_port}
+
+[service:web]
+protocol = http
+listen = 127.0.0.1:{http_port}
+instances = 127.0.0.1:{backend}
+
+[service:bulk]
+protocol = tcp
+listen = 127.0.0.1:{tcp_port}
+instances = 127.0.0.1:{source}
+"""
+
+
+def haproxy_conf(http_port, tcp_port, backend, source, maxconn, nofile):
+    # X-Forwarded-For and upstream keep-alive shared across clients (http-reuse always), as
+    # zkgate does them; no logs. ulimit-n: HAProxy would refuse to start if it could not raise
+    # the limit to 2 x maxconn, which an unprivileged container's hard limit may forbid; the
+    # idle clients need one descriptor each.
+    return f"""
+global
+  nbthread 1
+  maxconn {maxconn}
+  ulimit-n {nofile}
+defaults
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+  timeout http-request 120s
+  timeout http-keep-alive 120s
+frontend web
+  mode http
+  bind 127.0.0.1:{http_port}
+  option forwardfor
+  default_backend web_b
+backend web_b
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:{backend}
+listen bulk
+  mode tcp
+  bind 127.0.0.1:{tcp_port}
+  server s1 127.0.0.1:{source}
+"""
+
+
+def nginx_proxy_conf(d, http_port, tcp_port, backend, source, maxconn, nofile):
+    # One process (master_process off): the worker loop is the same, and the RSS is that of
+    # one process like zkgate's and HAProxy's.
+    return f"""
+load_module {NGINX_STREAM};
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx.err warn;
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {maxconn}; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  client_header_timeout 120s;
+  client_body_temp_path {d}/n_body; proxy_temp_path {d}/n_proxy;
+  fastcgi_temp_path {d}/n_fcgi; uwsgi_temp_path {d}/n_uwsgi; scgi_temp_path {d}/n_scgi;
+  upstream web_b {{
+    server 127.0.0.1:{backend};
+    keepalive 128;
+    keepalive_requests 100000000;
+  }}
+  server {{
+    listen 127.0.0.1:{http_port};
+    location / {{
+      proxy_pass http://web_b;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+stream {{
+  server {{
+    listen 127.0.0.1:{tcp_port};
+    proxy_pass 127.0.0.1:{source};
+  }}
+}}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# clients
+
+
+def run_wrk(port, seconds, conns, close, lua):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", lua]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    cmd.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    reqs, dur_us, p50, p99, errs, status = (int(x) for x in m.groups())
+    return {"rps": reqs / (dur_us / 1e6), "p50_ms": p50 / 1000.0, "p99_ms": p99 / 1000.0,
+            "errors": errs, "non2xx": status, "requests": reqs}
+
+
+def run_bulk(tcpbulk, port, seconds):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, tcpbulk, "sink", str(port), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    if out.returncode != 0:
+        raise RuntimeError(f"tcpbulk sink: {out.stderr.strip()}")
+    return float(out.stdout.split()[0])
+
+
+def read_response(s, buf=b""):
+    """Read one HTTP/1.1 response with Content-Length from s; returns (body, rest)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response head")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
+    if not m:
+        raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
+    n = int(m.group(1))
+    while len(rest) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed within a response body")
+        rest += chunk
+    status = int(head.split(b" ", 2)[1])
+    return status, rest[:n], rest[n:]
+
+
+def request_bytes(path="/", host="bench"):
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+def keepalive_requests(port, n):
+    """n sequential requests on one keep-alive connection; each must be a 200."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    req, rest = request_bytes(), b""
+    for _ in range(n):
+        s.sendall(req)
+        status, _, rest = read_response(s, rest)
+        if status != 200:
+            raise RuntimeError(f"status {status}")
+    s.close()
+
+
+def open_idle(port, n):
+    """n client connections, each after one keep-alive request answered: kept open, idle."""
+    socks, req = [], request_bytes()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(req)
+        status, _, _ = read_response(s)
+        if status != 200:
+            raise RuntimeError(f"status {status}")
+        socks.append(s)
+    return socks
+
+
+# ---------------------------------------------------------------------------------------------
+# the proxy comparison
+
+
+class Target:
+    def __init__(self, name, label, http_port, tcp_port, start):
+        self.name, self.label = name, label
+        self.http_port, self.tcp_port = http_port, tcp_port
+        self._start = start
+        self.proc = None
+
+    def start(self):
+        if self._start:
+            self.proc = self._start()
+            try:
+                wait_port(self.http_port, self.proc.proc)
+                if self.tcp_port:
+                    wait_port(self.tcp_port, self.proc.proc)
+            except RuntimeError as e:
+                raise RuntimeError(f"{self.name}: {e}\n{self.proc.tail()}") from None
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
+    backend_port, reg_port, source_port = free_port(), free_port(), free_port()
+    res = {"reg_port": reg_port}
+    with open(f"{work}/backend.conf", "w") as f:
+        f.write(nginx_backend_conf(work, backend_port, reg_port))
+    backend = Proc("backend", ["nginx", "-p", work, "-c", f"{work}/backend.conf"], work,
+                   cpu=LOAD_CPU)
+    cleanup.append(backend.stop)
+    source = Proc("source", [tcpbulk, "source", str(source_port)], work, cpu=LOAD_CPU)
+    cleanup.append(source.stop)
+    wait_port(backend_port, backend.proc)
+    wait_port(source_port, source.proc)
+
+    # HAProxy wants 2 descriptors per connection under its maxconn and refuses to start when
+    # the open-file limit (hard limit 20,000 in some containers, not raisable) cannot give
+    # them: the idle-client figure is then taken for all three at the largest count HAProxy
+    # accepts, and its row says so.
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    maxconn = min(args.idle_conns + args.conns + 200, (nofile - 100) // 2)
+    idle_n = min(args.idle_conns, maxconn - 50)
+    res["idle_n"] = idle_n
+    zk_http, zk_tcp, zk_admin = free_port(), free_port(), free_port()
+    ha_http, ha_tcp = free_port(), free_port()
+    ng_http, ng_tcp = free_port(), free_port()
+    with open(f"{work}/zkgate.ini", "w") as f:
+        f.write(zkgate_conf(zk_http, zk_tcp, backend_port, source_port, zk_admin))
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(haproxy_conf(ha_http, ha_tcp, backend_port, source_port, maxconn, nofile))
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_proxy_conf(work, ng_http, ng_tcp, backend_port, source_port, maxconn,
+                                 nofile))
+    # The same under valgrind, which keeps some descriptors for itself.
+    with open(f"{work}/haproxy-cg.cfg", "w") as f:
+        f.write(haproxy_conf(ha_http, ha_tcp, backend_port, source_port, 1000, 2100))
+    with open(f"{work}/nginx-cg.conf", "w") as f:
+        f.write(nginx_proxy_conf(work, ng_http, ng_tcp, backend_port, source_port, 1000, 2100))
+    lua = f"{work}/report.lua"
+    with open(lua, "w") as f:
+        f.write(WRK_LUA)
+
+    cmds = {
+        "zkgate": [zkgate_bin, "-c", f"{work}/zkgate.ini"],
+        "haproxy": ["haproxy", "-db", "-f", f"{work}/haproxy.cfg"],
+        "nginx": ["nginx", "-p", work, "-c", f"{work}/nginx.conf"],
+    }
+    cg_cmds = dict(cmds, haproxy=["haproxy", "-db", "-f", f"{work}/haproxy-cg.cfg"],
+                   nginx=["nginx", "-p", work, "-c", f"{work}/nginx-cg.conf"])
+    targets = [Target("direct", "backend direct", backend_port, source_port, None)]
+    for name, label, hp, tp in (("zkgate", "zkgate", zk_http, zk_tcp),
+                                ("haproxy", "HAProxy", ha_http, ha_tcp),
+                                ("nginx", "nginx", ng_http, ng_tcp)):
+        targets.append(Target(name, label, hp, tp,
+                              lambda n=name: Proc(n, cmds[n], work, cpu=PROXY_CPU)))
+    cleanup.extend(t.stop for t in targets)
+    res["versions"] = versions()
+
+    # Footprint first, on fresh processes: idle RSS, then with N idle connections.
+    for t in targets[1:]:
+        t.start()
+        time.sleep(0.5)
+        r = res.setdefault(t.name, {})
+        r["rss_idle_kb"] = rss_kb(t.proc.pid)
+        if idle_n > 0:
+            socks = open_idle(t.http_port, idle_n)
+            time.sleep(1.0)
+            r["rss_conns_kb"] = rss_kb(t.proc.pid)
+            for s in socks:
+                s.close()
+            del socks
+        log(f"{t.name}: idle RSS {r['rss_idle_kb']} kB"
+            + (f", with {idle_n} idle connections {r['rss_conns_kb']} kB"
+               if idle_n > 0 else ""))
+        t.stop()
+        time.sleep(0.5)
+
+    # Throughput: proxies alternate within each round, in a rotating order.
+    for t in targets:
+        t.start()
+    warm = max(1, min(2, args.duration // 2))
+    for t in targets:  # warm-up: caches, upstream keep-alive pools
+        run_wrk(t.http_port, warm, args.conns, False, lua)
+    for rnd in range(args.rounds):
+        order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+        for t in order:
+            r = res.setdefault(t.name, {})
+            ka = run_wrk(t.http_port, args.duration, args.conns, False, lua)
+            cl = run_wrk(t.http_port, args.duration, args.conns, True, lua)
+            mb = run_bulk(tcpbulk, t.tcp_port, args.bulk_seconds)
+            for key, v in (("ka", ka), ("close", cl)):
+                r.setdefault(key, []).append(v)
+                if v["errors"] or v["non2xx"]:
+                    r.setdefault("notes", set()).add(
+                        f"{key}: {v['errors']} socket errors, {v['non2xx']} non-2xx")
+            r.setdefault("bulk", []).append(mb)
+            log(f"round {rnd + 1}/{args.rounds} {t.name}: keep-alive {ka['rps']:.0f} req/s "
+                f"p99 {ka['p99_ms']:.2f} ms; close {cl['rps']:.0f} req/s; bulk {mb:.0f} MB/s")
+    for t in targets:
+        t.stop()
+    for t in targets:
+        r = res[t.name]
+        for key in ("ka", "close"):
+            runs = r.pop(key)
+            r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
+            r[key]["runs"] = [round(x["rps"]) for x in runs]
+        r["bulk_runs"] = r.pop("bulk")
+        r["bulk"] = median(r["bulk_runs"])
+
+    if args.callgrind:
+        for t in targets[1:]:
+            try:
+                res[t.name]["ir_per_req"] = callgrind_per_request(args, work, t, cg_cmds[t.name])
+                log(f"{t.name}: {res[t.name]['ir_per_req']:.0f} instructions per request")
+            except Exception as e:  # reported in the table, not fatal
+                log(f"{t.name}: callgrind failed: {e}")
+    return res
+
+
+def callgrind_per_request(args, work, t, cmd):
+    """Ir(n2) - Ir(n1) over n2 - n1 keep-alive requests: start-up and shutdown cancel out."""
+    counts = []
+    for n in (args.cg_requests // 5, args.cg_requests):
+        out = f"{work}/callgrind.{t.name}.{n}"
+        p = Proc(f"callgrind-{t.name}-{n}",
+                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd], work,
+                 cpu=PROXY_CPU)
+        try:
+            wait_port(t.http_port, p.proc, timeout=60)
+            keepalive_requests(t.http_port, n)
+        finally:
+            p.stop(timeout=60, every=3)
+        with open(out) as f:
+            text = f.read()
+        m = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+        if not m:
+            raise RuntimeError(f"no totals in {out}")
+        counts.append((n, int(m.group(1))))
+    (n1, i1), (n2, i2) = counts
+    return (i2 - i1) / (n2 - n1)
+
+
+def versions():
+    v = {}
+    try:
+        v["haproxy"] = subprocess.run(["haproxy", "-v"], capture_output=True,
+                                      text=True).stdout.split()[2]
+    except Exception:
+        v["haproxy"] = "?"
+    try:
+        v["nginx"] = subprocess.run(["nginx", "-v"], capture_output=True,
+                                    text=True).stderr.strip().split("/")[-1]
+    except Exception:
+        v["nginx"] = "?"
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# registry scale
+
+
+def registry_suite(args, work, zkgate_bin, reg_port):
+    from kazoo.client import KazooClient
+
+    zkdir = os.path.join(work, "zk")
+    os.makedirs(zkdir, exist_ok=True)
+    zk = zkharness.ZkServer(zkdir, tick_ms=200)
+    zk.start()
+    res = {"services": args.services, "instances": args.services * args.per_service}
+    try:
+        kz = KazooClient(hosts=zk.hosts, timeout=10)
+        kz.start(timeout=15)
+        t0 = time.monotonic()
+        root = "/bench/services"
+        kz.ensure_path(root)
+        names = [f"svc{i:04d}" for i in range(args.services)]
+        pending = [kz.create_async(f"{root}/{n}", b"") for n in names]
+        for p in pending:
+            p.get(timeout=60)
+        pending = []
+        for n in names:
+            for j in range(args.per_service):
+                pending.append(kz.create_async(f"{root}/{n}/i{j:02d}",
+                                               f"127.0.1.{j % 10 + 1}:{reg_port}".encode()))
+        for p in pending:
+            p.get(timeout=120)
+        log(f"registry: {len(names)} services, {len(pending)} instances created in "
+            f"{time.monotonic() - t0:.1f} s")
+
+        http_port, admin_port = free_port(), free_port()
+        ini = f"{work}/zkgate-registry.ini"
+        with open(ini, "w") as f:
+            f.write(f"""
+[zookeeper]
+hosts = {zk.hosts}
+session_timeout = 10s
+
+[proxy]
+log_level = warn
+access_log = off
+
+[admin]
+listen = 127.0.0.1:{admin_port}
+
+[discover:all]
+zk_root = {root}
+listen = 127.0.0.1:{http_port}
+protocol = http
+""")
+        start = time.monotonic()
+        gw = Proc("zkgate-registry", [zkgate_bin, "-c", ini], work, cpu=PROXY_CPU)
+        try:
+            ready_at = None
+            while time.monotonic() - start < 60:
+                if gw.proc.poll() is not None:
+                    raise RuntimeError(f"zkgate exited:\n{gw.tail()}")
+                try:
+                    if admin_get(admin_port, "/ready")[0] == 200:
+                        ready_at = time.monotonic()
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.002)
+            if ready_at is None:
+                raise RuntimeError("zkgate not ready after 60 s")
+            res["sync_s"] = ready_at - start
+            res["rss_kb"] = rss_kb(gw.pid)
+            # What /ready claimed, checked: every service with every instance.
+            services = json.loads(admin_get(admin_port, "/services")[1])
+            res["seen_instances"] = count_instances(services)
+            log(f"registry: ready after {res['sync_s']:.3f} s, RSS {res['rss_kb']} kB, "
+                f"{res['seen_instances']} instances listed by /services")
+
+            # One change at a time: a new instance (answering "new") for one service; the time
+            # until a request through zkgate reaches it.
+            lat = []
+            for k in range(args.changes):
+                svc = names[(k * 97 + 13) % len(names)]
+                s = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+                req, rest = request_bytes(f"/{svc}/"), b""
+                s.sendall(req)
+                status, body, rest = read_response(s, rest)
+                if status != 200:
+                    raise RuntimeError(f"{svc}: status {status} before the change")
+                t_change = time.monotonic()
+                kz.create(f"{root}/{svc}/new", f"127.0.2.1:{reg_port}".encode())
+                while True:
+                    s.sendall(req)
+                    status, body, rest = read_response(s, rest)
+                    if body == b"new\n":
+                        lat.append((time.monotonic() - t_change) * 1000)
+                        break
+                    if time.monotonic() - t_change > 10:
+                        raise RuntimeError(f"{svc}: new instance not used within 10 s")
+                s.close()
+                time.sleep(0.1)
+            res["change_ms"] = lat
+            log("registry: change to traffic, ms: " + " ".join(f"{x:.1f}" for x in lat))
+        finally:
+            gw.stop()
+        kz.stop()
+        kz.close()
+    finally:
+        zk.stop()
+    return res
+
+
+def admin_get(port, path):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
+        status, body, _ = read_response(s)
+        return status, body
+    finally:
+        s.close()
+
+
+def count_instances(doc):
+    """Instances in the /services JSON, whatever its exact nesting."""
+    services = doc.get("services", doc) if isinstance(doc, dict) else doc
+    if isinstance(services, dict):
+        services = list(services.values())
+    total = 0
+    for svc in services:
+        inst = svc.get("instances", []) if isinstance(svc, dict) else []
+        total += len(inst)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            s = f"{v:,.0f}"
+        elif abs(v) >= 10:
+            s = f"{v:.1f}"
+        else:
+            s = f"{v:.2f}"
+    else:
+        s = f"{v:,}"
+    return s + unit
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def render(args, px, reg, meta):
+    L = []
+    L.append(f"Run {meta['date']} on {meta['machine']}; command `{meta['command']}`; "
+             f"HAProxy {px['versions']['haproxy']}, nginx {px['versions']['nginx']}; "
+             f"{args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration} s per figure (medians), wrk -t1 "
+             f"-c{args.conns}; proxies pinned to CPU {PROXY_CPU}, wrk, backend and clients "
+             f"to CPU {LOAD_CPU}; load average before the run {meta['load']} (other work on "
+             "the machine disturbs wall-clock figures; callgrind counts do not move).")
+    L.append("")
+    L.append("| figure | backend direct | zkgate | HAProxy | nginx | zkgate / HAProxy "
+             "| zkgate / nginx | target (issue 7) | |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    d, z, h, n = (px.get(k, {}) for k in ("direct", "zkgate", "haproxy", "nginx"))
+
+    def g(r, *path):
+        for p in path:
+            if not isinstance(r, dict) or p not in r:
+                return None
+            r = r[p]
+        return r
+
+    def row(label, path, unit, target="", ok=None, direct=True, scale=1.0):
+        vals = []
+        for r in (d if direct else {}, z, h, n):
+            v = g(r, *path)
+            vals.append(v * scale if v is not None else None)
+        L.append(f"| {label} | {fmt(vals[0], unit) if direct else '—'} | {fmt(vals[1], unit)} "
+                 f"| {fmt(vals[2], unit)} | {fmt(vals[3], unit)} | {ratio(vals[1], vals[2])} "
+                 f"| {ratio(vals[1], vals[3])} | {target} | "
+                 f"{'' if ok is None else verdict(ok)} |")
+        return vals
+
+    ka = row("HTTP keep-alive, req/s", ("ka", "rps"), "", "≥ 1.0× HAProxy (aim 1.2×)",
+             ok=_ge(g(z, "ka", "rps"), g(h, "ka", "rps")))
+    row("HTTP keep-alive, p50", ("ka", "p50_ms"), " ms")
+    row("HTTP keep-alive, p99", ("ka", "p99_ms"), " ms", "≤ HAProxy's",
+        ok=_ge(g(h, "ka", "p99_ms"), g(z, "ka", "p99_ms")))
+    row("new connection per request, req/s", ("close", "rps"), "")
+    row("new connection per request, p50", ("close", "p50_ms"), " ms")
+    row("new connection per request, p99", ("close", "p99_ms"), " ms")
+    row("TCP bulk through the L4 path, MB/s", ("bulk",), "", "≥ 0.9× HAProxy",
+        ok=_ge(g(z, "bulk"), 0.9 * g(h, "bulk") if g(h, "bulk") else None))
+    row("idle RSS, MB", ("rss_idle_kb",), "", "< 4 MB", direct=False, scale=1 / 1024,
+        ok=g(z, "rss_idle_kb") is not None and g(z, "rss_idle_kb") < 4 * 1024)
+    idle_n = px.get("idle_n", 0)
+    if idle_n > 0:
+        for r in (z, h, n):
+            if "rss_conns_kb" in r:
+                r["rss_added_kb"] = r["rss_conns_kb"] - r["rss_idle_kb"]
+        why = (f" (not {args.idle_conns:,}: the open-file limit)"
+               if idle_n < args.idle_conns else "")
+        row(f"RSS with {idle_n:,} idle keep-alive clients{why}, MB", ("rss_conns_kb",), "",
+            direct=False, scale=1 / 1024)
+        limit = 40 * idle_n / 10000
+        row(f"RSS added by {idle_n:,} idle clients, MB", ("rss_added_kb",), "",
+            f"< {limit:g} MB" + (" (40 MB per 10,000)" if idle_n != 10000 else ""),
+            direct=False, scale=1 / 1024,
+            ok=g(z, "rss_added_kb") is not None and g(z, "rss_added_kb") < limit * 1024)
+    if args.callgrind:
+        row("instructions per keep-alive request (callgrind)", ("ir_per_req",), "",
+            direct=False)
+    if reg:
+        lat = reg.get("change_ms") or []
+        L.append("")
+        L.append(f"Registry scale (zkgate alone): {reg['instances']:,} instances across "
+                 f"{reg['services']:,} services in a real ZooKeeper 3.8, found through "
+                 f"`[discover:all]` (default `coalesce_window = 10ms`).")
+        L.append("")
+        L.append("| figure | zkgate | target (issue 7) | |")
+        L.append("|---|---:|---|---|")
+        L.append(f"| start to `/ready` (first full synchronisation), s | {reg['sync_s']:.3f} "
+                 f"| < 2 s | {verdict(reg['sync_s'] < 2)} |")
+        L.append(f"| instances listed by `/services` at that moment | {reg['seen_instances']:,} "
+                 f"| {reg['instances']:,} | {verdict(reg['seen_instances'] == reg['instances'])} |")
+        L.append(f"| RSS after synchronisation, MB | {reg['rss_kb'] / 1024:.1f} | < 32 MB "
+                 f"| {verdict(reg['rss_kb'] < 32 * 1024)} |")
+        if lat:
+            med, worst = statistics.median(lat), max(lat)
+            L.append(f"| one znode created → first request to it, ms (median of {len(lat)}; "
+                     f"max) | {med:.1f} ({worst:.1f}) | < 20 ms | {verdict(med < 20)} |")
+    notes = []
+    for k in ("zkgate", "haproxy", "nginx", "direct"):
+        for note in sorted(px.get(k, {}).get("notes", ())):
+            notes.append(f"{k} {note}")
+    if notes:
+        L.append("")
+        L.append("Errors seen by wrk: " + "; ".join(notes) + ".")
+    runs = ", ".join(f"{k} {px[k]['ka']['runs']}" for k in ("direct", "zkgate", "haproxy",
+                                                             "nginx") if k in px)
+    L.append("")
+    L.append(f"Keep-alive req/s of each round: {runs}.")
+    bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
+                     for k in ("direct", "zkgate", "haproxy", "nginx") if k in px)
+    L.append(f"TCP bulk MB/s of each round: {bulk}.")
+    return "\n".join(L) + "\n"
+
+
+def _ge(a, b):
+    return None if a is None or b is None else a >= b
+
+
+def machine():
+    cpu = "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        cpu = m.group(1).strip() if m else "?"
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} vCPU {cpu} (KVM), {mem:.0f} GiB, Linux {platform.release()}, "
+            "Debian 12")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--zkgate", required=True, help="the zkgate binary (Release build)")
+    ap.add_argument("--tcpbulk", required=True, help="the built bench/tcpbulk")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--bulk-seconds", type=float, default=2.0)
+    ap.add_argument("--conns", type=int, default=64, help="wrk connections")
+    ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument("--cg-requests", type=int, default=5000)
+    ap.add_argument("--no-callgrind", dest="callgrind", action="store_false")
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--per-service", type=int, default=10)
+    ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--no-registry", dest="registry", action="store_false")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
+    ap.add_argument("--command", default="bench/run.sh")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    args.zkgate, args.tcpbulk = os.path.abspath(args.zkgate), os.path.abspath(args.tcpbulk)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < args.idle_conns + 500:
+        sys.exit(f"bench: open-file limit {soft} is too low for {args.idle_conns} idle "
+                 "connections (raise ulimit -n, or pass a smaller --idle-conns)")
+
+    work = tempfile.mkdtemp(prefix="zkgate-bench-")
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
+            "command": args.command, "load": load}
+    px, reg, cleanup = None, None, []
+    try:
+        px = proxy_suite(args, work, args.zkgate, args.tcpbulk, cleanup)
+        if args.registry:
+            reg = registry_suite(args, work, args.zkgate, px["reg_port"])
+    finally:
+        for stop in reversed(cleanup):
+            stop()
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    px.pop("reg_port", None)
+    table = render(args, px, reg, meta)
+    print(table)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"meta": meta, "proxies": px, "registry": reg}, f, indent=1,
+                  default=lambda o: sorted(o) if isinstance(o, set) else str(o))
+    log(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
