@@ -215,6 +215,15 @@ static int chunk_to(uv_stream_t *to, void *owner, int client, const char *p,
   return write_parts(to, owner, client, parts, 3);
 }
 
+/* Draining, or a reload took the session's listener away: no request
+ * after the current one; idle connections close. */
+static int winding_down(const zg_http_session_t *s) {
+  return s->gw->draining || s->hl->retired;
+}
+
+/* Between requests, with nothing read and nothing left to send. */
+static int idle_between_requests(zg_http_session_t *s);
+
 static size_t queued(uv_tcp_t *t) {
   return uv_stream_get_write_queue_size((uv_stream_t *)t);
 }
@@ -570,7 +579,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
        * of the connection. */
       s->close_after = 1;
     }
-    if (!s->client_keep || s->gw->draining)
+    if (!s->client_keep || winding_down(s))
       s->close_after = 1;
     o.close = s->close_after;
     o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
@@ -1272,7 +1281,7 @@ static void exchange_done(zg_http_session_t *s) {
      * request. */
     s->close_after = 1;
   }
-  if (s->close_after || s->client_eof || s->gw->draining) {
+  if (s->close_after || s->client_eof || winding_down(s)) {
     s->close_after = 1;
     if (queued(&s->client) == 0)
       linger_close(s);
@@ -1365,6 +1374,12 @@ static void on_client_write(uv_write_t *req, int status) {
   if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
       queued(&s->client) == 0) {
     linger_close(s);
+    return;
+  }
+  /* The last response of a keep-alive connection is out as the gateway
+   * drains or the listener goes: nothing more will come on it. */
+  if (winding_down(s) && idle_between_requests(s)) {
+    session_end(s, s->gw->draining ? "idle at drain" : "listener removed");
     return;
   }
   if (s->wait_drain && queued(&s->client) <= HIGH_WATER / 2) {
@@ -1818,6 +1833,26 @@ static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return 0;
 }
 
+/* A listener a reload removes: its keep-alive connections take no new
+ * request (the routes they would use are gone with it); idle ones close
+ * now, busy ones after their response (Connection: close). */
+static void retire(zg_gateway_t *gw, zg_http_listener_t *hl) {
+  zg_http_session_t *s, *next;
+  hl->retired = 1;
+  for (s = gw->http_sessions; s; s = next) {
+    next = s->next;
+    if (s->hl == hl && idle_between_requests(s))
+      session_end(s, "listener removed");
+  }
+}
+
+size_t zg_http_sessions_open(const zg_gateway_t *gw) {
+  size_t n = 0;
+  for (const zg_http_session_t *s = gw->http_sessions; s; s = s->next)
+    n++;
+  return n;
+}
+
 int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
   size_t kept = 0;
   int rc = 0;
@@ -1835,6 +1870,7 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
       continue;
     }
     zg_info("gateway", "no longer listening on %s (http)", hl->addr.text);
+    retire(gw, hl);
     zg_http_listener_discard(hl);
   }
   gw->n_http_listeners = kept;
@@ -1915,14 +1951,18 @@ int zg_http_start(zg_gateway_t *gw) {
   return rc;
 }
 
+static int idle_between_requests(zg_http_session_t *s) {
+  return s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
+         queued(&s->client) == 0;
+}
+
 void zg_http_drain(zg_gateway_t *gw) {
   zg_http_session_t *s, *next;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_close(gw->http_listeners[i]);
   for (s = gw->http_sessions; s; s = next) {
     next = s->next;
-    if (s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
-        queued(&s->client) == 0)
+    if (idle_between_requests(s))
       session_end(s, "idle at drain");
   }
   while (gw->http_idle)

@@ -584,6 +584,13 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
   try_connect(s);
 }
 
+size_t zg_tcp_sessions_open(const zg_gateway_t *gw) {
+  size_t n = 0;
+  for (const zg_tcp_session_t *s = gw->sessions; s; s = s->next)
+    n++;
+  return n;
+}
+
 size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                               const char *key) {
   size_t n = 0;

@@ -68,6 +68,9 @@ typedef struct zg_gateway {
   zg_discover_t **discovers;
   size_t n_discovers;
   zg_registry_t *registry;
+  /* The configuration the registry was started with, kept while it runs:
+   * a reload compares [zookeeper] with it, not with the last file read. */
+  zg_config_t *zk_cfg;
   zg_rng_t rng;
   uv_signal_t signals[4];
   struct zg_tcp_session *sessions; /* every open TCP session */
