@@ -117,17 +117,18 @@ typedef enum {
 } zg_framing_t;
 
 typedef struct {
-  const char *target;         /* the rewritten target (zg_http_rewrite_path);
-                                 NULL: the client's as received */
-  const char *host;           /* Host to send; NULL: the authority of an
-                                 absolute-form target, else the client's */
-  const char *client_addr;    /* appended to X-Forwarded-For; NULL: none */
-  const char *proto;          /* X-Forwarded-Proto: "http" or "https"; NULL:
-                                 none */
-  const char *fwd_host;       /* X-Forwarded-Host (the client's Host); NULL:
-                                 none */
-  const char *client_subject; /* X-Client-Cert-Subject: the verified client
-                                 certificate's subject; NULL: none */
+  const char *target;      /* the rewritten target (zg_http_rewrite_path);
+                              NULL: the client's as received */
+  const char *host;        /* Host to send; NULL: the authority of an
+                              absolute-form target, else the client's */
+  const char *client_addr; /* appended to X-Forwarded-For; NULL: none */
+  const char *proto;       /* X-Forwarded-Proto: "http" or "https"; NULL:
+                              none */
+  const char *fwd_host;    /* X-Forwarded-Host (the client's Host); NULL:
+                              none */
+  /* X-Client-Cert-Subject: the verified client certificate's subject;
+   * NULL: none */
+  const char *client_subject;
   zg_framing_t framing;
   uint64_t body_length; /* with ZG_FRAMING_LENGTH */
   bool close;           /* send Connection: close */
