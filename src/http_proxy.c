@@ -1579,8 +1579,10 @@ static void on_session_timer(uv_timer_t *t) {
     return;
   }
   if (s->tls && !zg_tls_established(s->tls)) {
-    if (now - s->last_active_ms >= s->gw->cfg->proxy.header_timeout_ms)
+    if (now - s->last_active_ms >= s->gw->cfg->proxy.header_timeout_ms) {
+      zg_tls_handshake_timed_out(s->tls);
       session_end(s, "TLS handshake timeout");
+    }
     return;
   }
   /* Slow heads (slowloris): the whole head within header_timeout. */

@@ -539,6 +539,7 @@ static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
 
 static void on_handshake_timeout(uv_timer_t *t) {
   zg_tcp_session_t *s = t->data;
+  zg_tls_handshake_timed_out(s->tls);
   session_end(s, "TLS handshake timeout");
 }
 

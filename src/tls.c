@@ -667,6 +667,19 @@ int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg) {
   return c->sock_reading ? 0 : UV_EIO;
 }
 
+void zg_tls_handshake_timed_out(zg_tls_conn_t *c) {
+  stats_t *st = c->srv->stats;
+  uint64_t dropped;
+  if (!c->handshaking)
+    return;
+  c->handshaking = 0;
+  st->counts.failures++;
+  if (zg_ratelimit_allow(&st->fail_rl, uv_now(c->tcp->loop), &dropped))
+    zg_warn("tls", "listen %s: client %s: handshake failed: timeout%s",
+            c->srv->listener, c->peer,
+            dropped ? " (and earlier failures not logged)" : "");
+}
+
 bool zg_tls_established(const zg_tls_conn_t *c) {
   return c->established;
 }

@@ -66,7 +66,7 @@ const char *zg_tls_server_listener(const zg_tls_server_t *srv);
 typedef struct {
   uint64_t handshakes; /* completed */
   uint64_t resumed;    /* of which by session resumption */
-  uint64_t failures;   /* handshakes that failed (timeouts aside) */
+  uint64_t failures;   /* handshakes that failed or timed out */
 } zg_tls_counts_t;
 void zg_tls_server_counts(const zg_tls_server_t *srv, zg_tls_counts_t *out);
 
@@ -85,6 +85,9 @@ zg_tls_conn_t *zg_tls_conn_server(zg_tls_server_t *srv, uv_tcp_t *tcp,
  * zg_tls_read_start. */
 int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg);
 bool zg_tls_established(const zg_tls_conn_t *c);
+/* The caller gave up waiting for the handshake: counted and logged as a
+ * failure. */
+void zg_tls_handshake_timed_out(zg_tls_conn_t *c);
 /* As uv_read_start / uv_read_stop, with plaintext. A close_notify, or the
  * end of the TCP stream, reads as UV_EOF; a TLS error as UV_EPROTO. */
 int zg_tls_read_start(zg_tls_conn_t *c, uv_alloc_cb alloc_cb,
