@@ -193,6 +193,11 @@ static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
   if (readable(sc->tls_key, err, len, "tls_key") != 0)
     goto fail;
   if (!SSL_CTX_use_PrivateKey_file(ctx, sc->tls_key, SSL_FILETYPE_PEM)) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      snprintf(err, len, "tls_key %s does not match the certificate in %s",
+               sc->tls_key, sc->tls_cert);
+      goto fail;
+    }
     snprintf(err, len,
              "tls_key %s: not a usable PEM private key, or encrypted, or not "
              "the key of %s (%s)",
