@@ -9,6 +9,7 @@
 #include "zkgate/listener.h"
 #include "zkgate/registry.h"
 #include "zkgate/tcp_proxy.h"
+#include "zkgate/tls.h"
 
 #include <jansson.h>
 #include <llhttp.h>
@@ -126,6 +127,32 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
       zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
                      (unsigned long long)counts[k]);
     }
+  }
+  family(o, "zkgate_tls_handshakes_total", "counter",
+         "TLS handshakes completed on listeners that terminate TLS; "
+         "resumed=\"yes\" for those that resumed a session.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"no\"} %llu\n",
+                   (unsigned long long)(c.handshakes - c.resumed));
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"yes\"} %llu\n",
+                   (unsigned long long)c.resumed);
+  }
+  family(o, "zkgate_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed (bad or missing client certificate, "
+         "no common protocol or cipher, not TLS, timeout) on listeners "
+         "that terminate TLS.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshake_failures_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\"} %llu\n", (unsigned long long)c.failures);
   }
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");

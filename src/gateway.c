@@ -10,6 +10,7 @@
 #include "zkgate/listener.h"
 #include "zkgate/sni_proxy.h"
 #include "zkgate/tcp_proxy.h"
+#include "zkgate/tls.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -382,9 +383,97 @@ static void log_tcp_service(const zg_service_conf_t *sc) {
               : "");
 }
 
+/* ---- TLS ------------------------------------------------------------------
+ * One server (certificates chosen by SNI) per listen address that
+ * terminates TLS, from the configured services of a configuration. Built
+ * anew at start and on every reload, so that SIGHUP renews certificates
+ * and keys even when the file did not change; connections keep the server
+ * they began with. */
+
+typedef struct {
+  zg_tls_server_t **list;
+  zg_listen_addr_t *addrs;
+  size_t n;
+} tls_set_t;
+
+static void tls_set_free(tls_set_t *t) {
+  for (size_t i = 0; i < t->n; i++)
+    zg_tls_server_unref(t->list[i]);
+  free(t->list);
+  free(t->addrs);
+  memset(t, 0, sizeof(*t));
+}
+
+zg_tls_server_t *zg_gateway_tls(const zg_gateway_t *gw,
+                                const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < gw->n_tls; i++)
+    if (zg_config_same_sockaddr(&gw->tls_addrs[i], addr))
+      return gw->tls[i];
+  return NULL;
+}
+
+/* 0, or an error (logged, naming the service and the file). */
+static int tls_build(zg_gateway_t *gw, const zg_config_t *cfg, tls_set_t *t) {
+  const zg_service_conf_t **group;
+  size_t n = cfg->n_services;
+  memset(t, 0, sizeof(*t));
+  group = calloc(n + 1, sizeof(*group));
+  t->list = calloc(n + 1, sizeof(*t->list));
+  t->addrs = calloc(n + 1, sizeof(*t->addrs));
+  if (!group || !t->list || !t->addrs) {
+    free(group);
+    tls_set_free(t);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    size_t ng = 0;
+    int seen = 0, rc;
+    if (!sc->tls_cert || sc->protocol == ZG_PROTO_TLS_PASSTHROUGH)
+      continue;
+    for (size_t k = 0; k < t->n && !seen; k++)
+      seen = zg_config_same_sockaddr(&t->addrs[k], &sc->listen);
+    if (seen)
+      continue;
+    /* The services of this address in file order: the first certificate
+     * is the default. */
+    for (size_t k = i; k < n; k++)
+      if (cfg->services[k].tls_cert &&
+          zg_config_same_sockaddr(&cfg->services[k].listen, &sc->listen))
+        group[ng++] = &cfg->services[k];
+    rc = zg_tls_server_new(group, ng, sc->listen.text,
+                           sc->protocol == ZG_PROTO_HTTP,
+                           zg_gateway_tls(gw, &sc->listen), &t->list[t->n]);
+    if (rc != 0) {
+      free(group);
+      tls_set_free(t);
+      return rc;
+    }
+    t->addrs[t->n++] = sc->listen;
+    zg_info("gateway", "listen %s: TLS with %zu certificate%s", sc->listen.text,
+            ng, ng == 1 ? "" : "s");
+  }
+  free(group);
+  return 0;
+}
+
+/* Installs `t` (emptied) as the gateway's, dropping the old set. */
+static void tls_install(zg_gateway_t *gw, tls_set_t *t) {
+  tls_set_t old = {gw->tls, gw->tls_addrs, gw->n_tls};
+  gw->tls = t->list;
+  gw->tls_addrs = t->addrs;
+  gw->n_tls = t->n;
+  memset(t, 0, sizeof(*t));
+  tls_set_free(&old);
+}
+
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
+  tls_set_t tls;
   int rc;
+  if ((rc = tls_build(gw, cfg, &tls)) != 0)
+    return rc;
+  tls_install(gw, &tls);
   if (cfg->n_discovers > 0) {
     gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
     if (!gw->discovers)
@@ -699,6 +788,7 @@ static void reload(zg_gateway_t *gw) {
   zg_service_t **news = NULL;
   uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
   zg_discover_t **discs = NULL;
+  tls_set_t tls = {NULL, NULL, 0};
   const char *why;
   int rc, admin_moves, log_moves;
   zg_admin_t *new_admin = NULL;
@@ -726,9 +816,16 @@ static void reload(zg_gateway_t *gw) {
     goto reject;
   }
 
-  /* 1. Everything that can fail, before anything changes: new listening
-   * sockets (HTTP by address; TCP unless a TCP service already listens on
-   * that address) and memory. */
+  /* 1. Everything that can fail, before anything changes: certificates
+   * and keys (read again, renewed or not), new listening sockets (HTTP by
+   * address; TCP unless a TCP service already listens on that address)
+   * and memory. */
+  if (tls_build(gw, cfg, &tls) != 0) {
+    zg_error("gateway", "reload rejected: a certificate or key cannot be "
+                        "loaded (above); the running configuration stays, "
+                        "with the certificates it has");
+    goto reject;
+  }
   if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0 ||
       zg_sni_addrs_to_open(gw, cfg, &sni_opened, &n_sni_opened) != 0) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
@@ -943,6 +1040,7 @@ static void reload(zg_gateway_t *gw) {
     free(disc);
   }
 
+  tls_install(gw, &tls); /* new handshakes get the new certificates */
   gw->cfg = cfg;
   zg_log_set_level(cfg->proxy.log_level);
   for (size_t i = 0; i < gw->n_discovers; i++) {
@@ -1016,6 +1114,7 @@ reject:
     zg_service_unref(news[i]);
   free(news);
   free(discs);
+  tls_set_free(&tls);
   zg_config_free(cfg);
   gw->reloads_failed++;
 }
@@ -1094,6 +1193,10 @@ int zg_gateway_run(zg_config_t *cfg) {
       discover_free(gw.discovers[i]);
   free(gw.discovers);
   zg_access_log_close(gw.access_log);
+  {
+    tls_set_t t = {gw.tls, gw.tls_addrs, gw.n_tls};
+    tls_set_free(&t);
+  }
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);

@@ -18,13 +18,18 @@
  * exchange allow it; an idle one is read from, so that a close by the
  * instance is seen and the connection dropped before anyone uses it. A
  * request without a body that fails on a reused connection before any
- * response byte is sent once more on a new connection. */
+ * response byte is sent once more on a new connection.
+ *
+ * On a listener that terminates TLS, the client's reads, writes and
+ * shutdowns go through tls.h's zg_stream_* calls (libuv's own for plain
+ * clients), after a handshake that runs before the first read. */
 #include "zkgate/http_proxy.h"
 
 #include "zkgate/error.h"
 #include "zkgate/http_msg.h"
 #include "zkgate/listener.h"
 #include "zkgate/log.h"
+#include "zkgate/tls.h"
 
 #include <llhttp.h>
 #include <stdio.h>
@@ -83,6 +88,7 @@ struct zg_http_session {
   zg_http_session_t *prev, *next;
   hs_state_t state;
   uv_tcp_t client;
+  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
   uv_timer_t timer;
   llhttp_t rp;
   char *in; /* client bytes: HEAD_MAX + ZG_BUF_SIZE, allocated on demand */
@@ -186,8 +192,9 @@ static int write_parts(uv_stream_t *to, void *owner, int to_client,
   if (to_client)
     ((zg_http_session_t *)owner)->req_out += len;
   b = uv_buf_init(w->data, (unsigned)len);
-  rc = uv_write(&w->req, to, &b, 1,
-                to_client ? on_client_write : on_upstream_write);
+  rc = zg_stream_write(to_client ? ((zg_http_session_t *)owner)->tls : NULL,
+                       &w->req, to, &b, 1,
+                       to_client ? on_client_write : on_upstream_write);
   if (rc < 0)
     free(w);
   return rc;
@@ -302,7 +309,7 @@ static void respond_error(zg_http_session_t *s, int status,
     s->req_done = 1;
     s->state = HS_EXCHANGE;
     if (s->reading) {
-      uv_read_stop((uv_stream_t *)&s->client);
+      zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
       s->reading = 0;
     }
     return;
@@ -354,6 +361,7 @@ static void session_end(zg_http_session_t *s, const char *reason) {
     u->s = NULL;
     upstream_release(u, 0);
   }
+  zg_tls_conn_free(s->tls);
   uv_close((uv_handle_t *)&s->client, on_session_handle_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_handle_closed);
 }
@@ -1076,6 +1084,7 @@ static void head_complete(zg_http_session_t *s) {
   zg_http_req_out_t o;
   int status, n;
   char host_buf[ZG_HOST_MAX + 8];
+  char subject[1024];
 
   s->requests++;
   s->state = HS_CONNECT;
@@ -1129,6 +1138,16 @@ static void head_complete(zg_http_session_t *s) {
   }
   zg_pool_ref(s->pool);
   s->ntried = 0;
+  /* A service that requires client certificates takes only connections
+   * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
+  if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
+                                           s->svc->conf->tls_verify, subject,
+                                           sizeof(subject)) != 0) {
+    respond_error(s, 421,
+                  "this connection was not made with a client certificate "
+                  "for this host");
+    return;
+  }
 
   /* The target for the instance: prefix stripped if asked; the base path
    * is the chosen instance's, but pools of one service share it in
@@ -1148,7 +1167,8 @@ static void head_complete(zg_http_session_t *s) {
   memset(&o, 0, sizeof(o));
   o.target = target;
   o.client_addr = s->client_ip;
-  o.proto = "http";
+  o.proto = s->tls ? "https" : "http";
+  o.client_subject = s->tls && subject[0] ? subject : NULL;
   if (authority_len > 0) {
     snprintf(host_buf, sizeof(host_buf), "%.*s", (int)authority_len, authority);
     o.host = host_buf;
@@ -1351,13 +1371,13 @@ static void linger_close(zg_http_session_t *s) {
     upstream_release(u, 0);
   }
   s->shutdown_req.data = s;
-  uv_read_stop((uv_stream_t *)&s->client);
+  zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
   s->reading = 0;
   if (s->client_eof ||
-      uv_shutdown(&s->shutdown_req, (uv_stream_t *)&s->client,
-                  on_client_shutdown) != 0 ||
-      uv_read_start((uv_stream_t *)&s->client, on_linger_alloc,
-                    on_linger_read) != 0)
+      zg_stream_shutdown(s->tls, &s->shutdown_req, (uv_stream_t *)&s->client,
+                         on_client_shutdown) != 0 ||
+      zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_linger_alloc,
+                           on_linger_read) != 0)
     session_end(s, "closed after response");
 }
 
@@ -1429,7 +1449,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   if (nread == 0)
     return;
   if (nread < 0) {
-    uv_read_stop(from);
+    zg_stream_read_stop(from_client ? s->tls : NULL, from);
     if (nread != UV_EOF) {
       session_end(s, from_client ? "client reset" : "instance reset");
       return;
@@ -1443,7 +1463,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     } else {
       s->upstream_eof = 1;
       s->shutdown_req.data = s;
-      if (uv_shutdown(&s->shutdown_req, to, on_client_tunnel_shutdown) != 0)
+      if (zg_stream_shutdown(s->tls, &s->shutdown_req, to,
+                             on_client_tunnel_shutdown) != 0)
         session_end(s, "tunnel peer gone");
     }
     return;
@@ -1459,7 +1480,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   }
   if (queued((uv_tcp_t *)to) > HIGH_WATER) {
-    uv_read_stop(from);
+    zg_stream_read_stop(from_client ? s->tls : NULL, from);
     if (from_client)
       s->reading = 0;
   }
@@ -1512,7 +1533,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (nread < 0) {
-    uv_read_stop(st);
+    zg_stream_read_stop(s->tls, st);
     s->reading = 0;
     if (nread == UV_EOF)
       s->client_eof = 1;
@@ -1545,7 +1566,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   if (s->state == HS_CONNECT ||
       (s->state == HS_EXCHANGE &&
        (s->req_done || (s->up && queued(&s->up->tcp) > HIGH_WATER)))) {
-    uv_read_stop(st);
+    zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
 }
@@ -1553,8 +1574,8 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
 static void client_read_start(zg_http_session_t *s) {
   if (s->reading || s->client_eof || s->state == HS_CLOSING)
     return;
-  if (uv_read_start((uv_stream_t *)&s->client, on_client_alloc,
-                    on_client_read) == 0)
+  if (zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
+                           on_client_read) == 0)
     s->reading = 1;
 }
 
@@ -1570,6 +1591,13 @@ static void on_session_timer(uv_timer_t *t) {
   if (s->lingering) {
     if (now - s->linger_ms >= LINGER_MS)
       session_end(s, "closed after response");
+    return;
+  }
+  if (s->tls && !zg_tls_established(s->tls)) {
+    if (now - s->last_active_ms >= s->gw->cfg->proxy.header_timeout_ms) {
+      zg_tls_handshake_timed_out(s->tls);
+      session_end(s, "TLS handshake timeout");
+    }
     return;
   }
   /* Slow heads (slowloris): the whole head within header_timeout. */
@@ -1593,9 +1621,23 @@ static void on_session_timer(uv_timer_t *t) {
   }
 }
 
+static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
+  zg_http_session_t *s = arg;
+  (void)c;
+  if (s->state == HS_CLOSING)
+    return;
+  if (status < 0) {
+    session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
+    return;
+  }
+  s->last_active_ms = uv_now(s->gw->loop);
+  client_read_start(s);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   zg_http_listener_t *hl = server->data;
   zg_gateway_t *gw = hl->gw;
+  zg_tls_server_t *srv;
   zg_http_session_t *s;
   if (status < 0) {
     zg_warn("http", "accept failed on %s: %s", hl->addr.text,
@@ -1633,6 +1675,13 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
+  if (gw->n_tls > 0 && (srv = zg_gateway_tls(gw, &hl->addr)) != NULL) {
+    if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
+      session_end(s, "out of memory");
+    else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
+      session_end(s, "client error");
+    return;
+  }
   client_read_start(s);
 }
 

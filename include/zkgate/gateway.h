@@ -22,6 +22,7 @@ struct zg_http_session;
 struct zg_http_upstream;
 struct zg_sni_listener;
 struct zg_sni_session;
+struct zg_tls_server;
 
 struct zg_discover;
 
@@ -81,6 +82,9 @@ typedef struct zg_gateway {
   struct zg_sni_listener **sni_listeners; /* tls-passthrough, by address */
   size_t n_sni_listeners, cap_sni_listeners;
   struct zg_sni_session *sni_sessions; /* reading their ClientHello */
+  struct zg_tls_server **tls;          /* per TLS-terminating address */
+  zg_listen_addr_t *tls_addrs;         /* the address of each */
+  size_t n_tls;
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
   struct zg_failed_instance *failed; /* passive health marks */
@@ -122,6 +126,12 @@ int zg_health_is_failed(zg_gateway_t *gw, const char *key);
  * remain. */
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried);
+
+/* The certificates new connections on `addr` get (borrowed: take a
+ * reference to keep them), or NULL when the address does not terminate
+ * TLS. */
+struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
+                                     const zg_listen_addr_t *addr);
 
 zg_service_t *zg_service_ref(zg_service_t *svc);
 /* Frees the service with its last reference (its listener, if any, must be
