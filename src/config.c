@@ -1120,6 +1120,22 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
                   svc->listen.text, svc->name, o->name, o->line);
         break;
       }
+      /* The certificate and the client certificate checks are chosen by
+       * the server name, before any path is seen: one host, one set. */
+      if (svc->tls_cert && same_str(svc->host, o->host) &&
+          (!same_str(svc->tls_cert, o->tls_cert) ||
+           !same_str(svc->tls_key, o->tls_key) ||
+           !same_str(svc->tls_client_ca, o->tls_client_ca) ||
+           (svc->tls_client_ca && svc->tls_verify != o->tls_verify))) {
+        add_error(p, svc->line,
+                  "listen %s: [service:%s] and [service:%s] at line %d have "
+                  "the same host%s%s but different tls_cert, tls_key, "
+                  "tls_client_ca or tls_verify_client; the handshake is "
+                  "chosen by host name alone, before the path is known",
+                  svc->listen.text, svc->name, o->name, o->line,
+                  svc->host ? " " : " (none)", svc->host ? svc->host : "");
+        break;
+      }
       if (!strcmp(svc->path_prefix, o->path_prefix) &&
           ((!svc->host && !o->host) ||
            (svc->host && o->host && !strcmp(svc->host, o->host)))) {

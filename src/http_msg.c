@@ -49,6 +49,22 @@ static bool hdr_is(const zg_http_head_t *h, size_t i, const char *name) {
   return ieq(hdr_name(h, i), h->hdr[i].name_len, name, strlen(name));
 }
 
+/* As hdr_is, with '_' in the received name taken for '-': CGI, WSGI and
+ * Rack servers map both spellings to one variable, so a header the
+ * gateway vouches for must not pass in either. */
+static bool hdr_is_alias(const zg_http_head_t *h, size_t i, const char *name) {
+  const char *a = hdr_name(h, i);
+  size_t n = h->hdr[i].name_len;
+  if (n != strlen(name))
+    return false;
+  for (size_t k = 0; k < n; k++) {
+    char c = a[k] == '_' ? '-' : a[k];
+    if ((c | 0x20) != (name[k] | 0x20))
+      return false;
+  }
+  return true;
+}
+
 /* The value of header i without surrounding whitespace (llhttp keeps the
  * trailing whitespace in the value it reports). */
 static void hdr_value(const zg_http_head_t *h, size_t i, const char **v,
@@ -632,9 +648,10 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
 
   for (size_t i = 0; i < h->n_hdr; i++) {
     if (is_hop_by_hop(h, i) || hdr_is(h, i, "Host") ||
-        hdr_is(h, i, "X-Forwarded-For") || hdr_is(h, i, "X-Forwarded-Proto") ||
-        hdr_is(h, i, "X-Forwarded-Host") ||
-        hdr_is(h, i, "X-Client-Cert-Subject"))
+        hdr_is_alias(h, i, "X-Forwarded-For") ||
+        hdr_is_alias(h, i, "X-Forwarded-Proto") ||
+        hdr_is_alias(h, i, "X-Forwarded-Host") ||
+        hdr_is_alias(h, i, "X-Client-Cert-Subject"))
       continue;
     put_hdr(&w, h, i);
   }

@@ -49,6 +49,8 @@ typedef struct {
   SSL_CTX *ctx;
   char *client_ca; /* as configured, to match a request's service */
   zg_tls_verify_t verify;
+  unsigned char sid[EVP_MAX_MD_SIZE]; /* its session id context */
+  unsigned sid_len;
 } site_t;
 
 struct zg_tls_server {
@@ -79,6 +81,7 @@ struct zg_tls_conn {
   unsigned reading : 1;      /* the caller reads */
   unsigned sock_reading : 1; /* we read the socket */
   unsigned sock_eof : 1;     /* the socket said EOF, or failed */
+  int sock_err;              /* how it failed (not EOF): 0 or UV_E* */
   unsigned done : 1;         /* EOF or an error went to the caller */
   unsigned freed : 1;
   unsigned idle_closed : 1;
@@ -134,16 +137,35 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
   return SSL_TLSEXT_ERR_OK;
 }
 
-static int on_servername(SSL *ssl, int *alert, void *arg);
+static int on_client_hello(SSL *ssl, int *alert, void *arg);
 
 /* One certificate's context. NULL with `err` and *key set on failure. */
+/* A digest of what a session was established under: certificate, key and
+ * client certificate checks. */
+static int session_id_context(const zg_service_conf_t *sc, unsigned char *sid,
+                              unsigned *sid_len) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok =
+      md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+      EVP_DigestUpdate(md, sc->tls_cert, strlen(sc->tls_cert)) &&
+      EVP_DigestUpdate(md, "\n", 1) &&
+      EVP_DigestUpdate(md, sc->tls_key, strlen(sc->tls_key)) &&
+      EVP_DigestUpdate(md, "\n", 1) &&
+      (!sc->tls_client_ca ||
+       EVP_DigestUpdate(md, sc->tls_client_ca, strlen(sc->tls_client_ca))) &&
+      EVP_DigestUpdate(md, sc->tls_verify == ZG_TLS_VERIFY_REQUIRED ? "r" : "o",
+                       1) &&
+      EVP_DigestFinal_ex(md, sid, sid_len);
+  EVP_MD_CTX_free(md);
+  return ok ? 0 : -1;
+}
+
 static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
                         size_t len, const char **key) {
   SSL_CTX *ctx;
   char why[256];
-  unsigned char sid[32];
+  unsigned char sid[EVP_MAX_MD_SIZE];
   unsigned sid_len = 0;
-  EVP_MD_CTX *md;
 
   ERR_clear_error();
   *key = "tls_cert";
@@ -230,25 +252,13 @@ static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
   }
   /* Sessions resume only on a context with the same certificate and
    * client checks (OpenSSL compares the session id context). */
-  md = EVP_MD_CTX_new();
-  if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
-      !EVP_DigestUpdate(md, sc->tls_cert, strlen(sc->tls_cert)) ||
-      !EVP_DigestUpdate(md, "\n", 1) ||
-      !EVP_DigestUpdate(md, sc->tls_key, strlen(sc->tls_key)) ||
-      !EVP_DigestUpdate(md, "\n", 1) ||
-      (sc->tls_client_ca &&
-       !EVP_DigestUpdate(md, sc->tls_client_ca, strlen(sc->tls_client_ca))) ||
-      !EVP_DigestUpdate(
-          md, sc->tls_verify == ZG_TLS_VERIFY_REQUIRED ? "r" : "o", 1) ||
-      !EVP_DigestFinal_ex(md, sid, &sid_len) ||
+  if (session_id_context(sc, sid, &sid_len) != 0 ||
       !SSL_CTX_set_session_id_context(ctx, sid, sid_len)) {
-    EVP_MD_CTX_free(md);
     *key = "tls_cert";
     snprintf(err, len, "cannot set the session id context: %s",
              ssl_reason(why, sizeof(why)));
     goto fail;
   }
-  EVP_MD_CTX_free(md);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
   if (http)
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
@@ -328,8 +338,12 @@ int zg_tls_server_new(const zg_service_conf_t *const *svcs, size_t n,
       return ZG_ECONFIG;
     }
     warn_key_mode(sc);
-    SSL_CTX_set_tlsext_servername_callback(site->ctx, on_servername);
-    SSL_CTX_set_tlsext_servername_arg(site->ctx, srv);
+    if (session_id_context(sc, site->sid, &site->sid_len) != 0)
+      goto oom;
+    /* The site is chosen from the ClientHello before OpenSSL decides on
+     * resumption (a servername callback runs after it): a session made
+     * for one site's checks never resumes on another's. */
+    SSL_CTX_set_client_hello_cb(site->ctx, on_client_hello, srv);
     site->verify = sc->tls_client_ca ? sc->tls_verify : ZG_TLS_VERIFY_NONE;
     if ((sc->tls_client_ca && !(site->client_ca = strdup(sc->tls_client_ca))) ||
         !(srv->own_patterns[i] = strdup(
@@ -365,27 +379,23 @@ void zg_tls_server_counts(const zg_tls_server_t *srv, zg_tls_counts_t *out) {
 }
 
 /* The certificate by server name (RFC 6066 §3): the service whose host
- * matches (exact, then the longest wildcard), else the first. Runs while
- * the ClientHello is processed, before the certificate and the client
- * certificate request are chosen. */
-static int on_servername(SSL *ssl, int *alert, void *arg) {
+ * matches (exact, then the longest wildcard), else the first. Runs first
+ * thing on the ClientHello, before resumption, the certificate and the
+ * client certificate request are decided. */
+static int on_client_hello(SSL *ssl, int *alert, void *arg) {
   zg_tls_conn_t *c = SSL_get_app_data(ssl);
   zg_tls_server_t *srv = arg;
-  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  char lower[ZG_TLS_NAME_MAX + 1];
-  size_t i = ZG_SNI_NONE, len;
+  const unsigned char *ext;
+  size_t ext_len, i = ZG_SNI_NONE;
+  zg_tls_hello_t hello;
   (void)alert;
   if (!c || srv != c->srv)
-    return SSL_TLSEXT_ERR_OK;
-  if (name && (len = strlen(name)) > 0 && len <= ZG_TLS_NAME_MAX) {
-    for (size_t k = 0; k < len; k++)
-      lower[k] = (char)(name[k] >= 'A' && name[k] <= 'Z' ? name[k] - 'A' + 'a'
-                                                         : name[k]);
-    if (lower[len - 1] == '.')
-      len--;
-    lower[len] = '\0';
-    i = zg_tls_sni_pick(srv->patterns, srv->n, lower);
-  }
+    return SSL_CLIENT_HELLO_SUCCESS;
+  /* A malformed extension is OpenSSL's to refuse; the default site
+   * meanwhile. */
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &ext_len) &&
+      zg_tls_sni_ext_parse(ext, ext_len, &hello) == ZG_TLS_HELLO_SNI)
+    i = zg_tls_sni_pick(srv->patterns, srv->n, hello.name);
   if (i == ZG_SNI_NONE)
     i = 0;
   c->site = i;
@@ -393,11 +403,13 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
     SSL_CTX *ctx = srv->sites[i].ctx;
     /* SSL_set_SSL_CTX swaps the certificate and the session id context;
      * the client certificate request is the new context's too. */
-    if (!SSL_set_SSL_CTX(ssl, ctx))
-      return SSL_TLSEXT_ERR_ALERT_FATAL;
+    if (!SSL_set_SSL_CTX(ssl, ctx)) {
+      *alert = SSL_AD_INTERNAL_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
     SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), NULL);
   }
-  return SSL_TLSEXT_ERR_OK;
+  return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -587,7 +599,9 @@ static void deliver(zg_tls_conn_t *c) {
     }
     c->done = 1;
     sock_read(c, 0);
-    if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_WANT_READ) {
+    if (err == SSL_ERROR_WANT_READ && c->sock_err) {
+      user_read(c, c->sock_err, &b); /* a reset is not an end */
+    } else if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_WANT_READ) {
       /* close_notify, or TCP's end without one: an end either way (the
        * relayed protocols frame their own messages). */
       user_read(c, UV_EOF, &b);
@@ -621,6 +635,8 @@ static void on_sock_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     return;
   if (nread < 0) {
     c->sock_eof = 1;
+    if (nread != UV_EOF)
+      c->sock_err = (int)nread;
     sock_read(c, 0);
   }
   if (c->handshaking)
@@ -769,13 +785,26 @@ int zg_tls_conn_client_subject(const zg_tls_conn_t *c, const char *client_ca,
   if (!client_ca)
     return 0;
   peer = same_ca && c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
+  if (peer) {
+    /* Only a certificate verified under this site's checks: a session
+     * resumed from another site's handshake does not count. */
+    SSL_SESSION *sess = SSL_get0_session(c->ssl);
+    unsigned id_len = 0;
+    const unsigned char *id =
+        sess ? SSL_SESSION_get0_id_context(sess, &id_len) : NULL;
+    if (!id || id_len != site->sid_len || memcmp(id, site->sid, id_len))
+      peer = NULL;
+  }
   if (peer && SSL_get_verify_result(c->ssl) == X509_V_OK) {
     BIO *b = BIO_new(BIO_s_mem());
     int n;
     /* RFC 2253 with every byte outside printable ASCII escaped: the value
      * goes into a header as it is. */
-    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0,
-                                XN_FLAG_RFC2253) >= 0) {
+    /* A subject that does not fit is not sent cut short: none. */
+    if (b &&
+        X509_NAME_print_ex(b, X509_get_subject_name(peer), 0,
+                           XN_FLAG_RFC2253) >= 0 &&
+        BIO_pending(b) < (int)len) {
       n = BIO_read(b, subject, (int)(len - 1));
       subject[n > 0 ? n : 0] = '\0';
     }

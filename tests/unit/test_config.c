@@ -1325,6 +1325,56 @@ static void test_tls_shared_listen(void **state) {
            "listen = 127.0.0.1:8443 ; other ciphers\n",
            cert1, key1, cert2, key2);
   expect_one_error(text, "; other ciphers");
+  /* one host, one handshake: paths of a host cannot ask for different
+   * client certificates (the handshake is over before the path is read) */
+  snprintf(text, sizeof(text),
+           "[service:pub]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "path_prefix = /pub/\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "[service:adm] ; mTLS on the same host\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "path_prefix = /adm/\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_client_ca = %s\n",
+           cert1, key1, cert1, key1, cert2);
+  expect_one_error(text, "; mTLS on the same host");
+  /* the same checks on both paths are fine */
+  {
+    zg_config_t *cfg = NULL;
+    zg_config_errors_t errs;
+    snprintf(text, sizeof(text),
+             "[service:pub]\n"
+             "protocol = http\n"
+             "listen = 127.0.0.1:8443\n"
+             "host = a.example.com\n"
+             "path_prefix = /pub/\n"
+             "instances = h:1\n"
+             "tls_cert = %s\n"
+             "tls_key = %s\n"
+             "tls_client_ca = %s\n"
+             "[service:adm]\n"
+             "protocol = http\n"
+             "listen = 127.0.0.1:8443\n"
+             "host = a.example.com\n"
+             "path_prefix = /adm/\n"
+             "instances = h:1\n"
+             "tls_cert = %s\n"
+             "tls_key = %s\n"
+             "tls_client_ca = %s\n",
+             cert1, key1, cert2, cert1, key1, cert2);
+    assert_int_equal(zg_config_load_string(text, "t.ini", &cfg, &errs), 0);
+    zg_config_errors_free(&errs);
+    zg_config_free(cfg);
+  }
 }
 
 int main(void) {
