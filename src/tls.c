@@ -807,6 +807,11 @@ void zg_tls_conn_free(zg_tls_conn_t *c) {
   c->freed = 1;
   c->reading = 0;
   c->tcp->data = c->user_data;
+  /* OpenSSL marks the session of a connection freed without a
+   * close_notify not resumable; an instance's connection ends by a close
+   * or an error that says nothing against its session (as nginx does). */
+  if (c->cli && c->established)
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(c->ssl); /* the flushes in flight hold copies */
   c->ssl = NULL;
   uv_close((uv_handle_t *)&c->idle, on_idle_closed);
