@@ -1035,7 +1035,8 @@ zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
         !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name))
       goto fail;
   } else {
-    if (!SSL_set_tlsext_host_name(c->ssl, name))
+    /* c->name, not `name`: the macro casts const away. */
+    if (!SSL_set_tlsext_host_name(c->ssl, c->name))
       goto fail;
     SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (cli->verify && !SSL_set1_host(c->ssl, name))
