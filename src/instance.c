@@ -399,8 +399,9 @@ static int json_flag(json_t *root, const char *key, bool def, bool *val,
 
 /* ----------------------------------------------------------------- Curator */
 
-/* `address`, then the plain `port` before `sslPort`: TLS to instances is a
- * later choice (upstream_tls). */
+/* `address`, then `sslPort` before the plain `port` (curator-x-discovery's
+ * own ServiceInstance says sslPort is the TLS one): TLS when the
+ * registration offers it; the plain port is kept for upstream_tls = off. */
 static int curator_address(json_t *root, zg_instance_t *out, char *err,
                            size_t errlen) {
   json_t *addr = json_object_get(root, "address");
@@ -414,11 +415,12 @@ static int curator_address(json_t *root, zg_instance_t *out, char *err,
   rs = json_port(json_object_get(root, "sslPort"), &ssl_port);
   if (rp < 0 || rs < 0)
     return fail(err, errlen, "bad Curator \"port\" or \"sslPort\"");
-  if (rp == 0) {
-    out->port = port;
-  } else if (rs == 0) {
+  if (rs == 0) {
     out->port = ssl_port;
     out->tls = true;
+    out->plain_port = rp == 0 ? port : 0;
+  } else if (rp == 0) {
+    out->port = port;
   } else {
     return fail(err, errlen, "Curator instance with neither port nor sslPort");
   }
@@ -943,11 +945,27 @@ const char *zg_instance_format_name(int format) {
   }
 }
 
+const char *zg_instance_addr_port_str(const zg_instance_t *inst, uint16_t port,
+                                      char *buf, size_t len) {
+  if (strchr(inst->host, ':'))
+    snprintf(buf, len, "[%s]:%u", inst->host, port);
+  else
+    snprintf(buf, len, "%s:%u", inst->host, port);
+  return buf;
+}
+
 const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
                                  size_t len) {
-  if (strchr(inst->host, ':'))
-    snprintf(buf, len, "[%s]:%u", inst->host, inst->port);
-  else
-    snprintf(buf, len, "%s:%u", inst->host, inst->port);
-  return buf;
+  return zg_instance_addr_port_str(inst, inst->port, buf, len);
+}
+
+bool zg_instance_use_tls(const zg_instance_t *inst, zg_upstream_tls_t mode,
+                         uint16_t *port) {
+  *port = inst->port;
+  if (mode == ZG_UPSTREAM_TLS_OFF) {
+    if (inst->plain_port)
+      *port = inst->plain_port;
+    return false;
+  }
+  return mode == ZG_UPSTREAM_TLS_ON || inst->tls;
 }

@@ -29,13 +29,15 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define READ_CHUNK 16384 /* plaintext asked of SSL_read at a time */
+#define READ_CHUNK 16384  /* plaintext asked of SSL_read at a time */
+#define SESSION_CACHE 256 /* client sessions kept, per context */
 
 /* ---- servers ------------------------------------------------------------ */
 
@@ -63,13 +65,30 @@ struct zg_tls_server {
   size_t n;
 };
 
+typedef struct {
+  char *key; /* "name/host:port" */
+  SSL_SESSION *sess;
+} cached_session_t;
+
+struct zg_tls_client {
+  unsigned refs;
+  SSL_CTX *ctx;
+  bool verify;
+  cached_session_t cache[SESSION_CACHE];
+  size_t n_cache, next_evict;
+};
+
 struct zg_tls_conn {
   SSL *ssl;
   BIO *rbio, *wbio; /* owned by ssl */
   uv_tcp_t *tcp;
-  void *user_data; /* the caller's tcp->data */
-  zg_tls_server_t *srv;
-  size_t site; /* the certificate the handshake chose */
+  void *user_data;      /* the caller's tcp->data */
+  zg_tls_server_t *srv; /* server side, or NULL */
+  zg_tls_client_t *cli; /* client side, or NULL */
+  char *cache_key;      /* client side: "name/host:port" */
+  char *name;           /* client side: the name checked */
+  char err[200];        /* client side: why the handshake failed */
+  size_t site;          /* the certificate the handshake chose */
   uv_idle_t idle;
   uv_alloc_cb alloc_cb;
   uv_read_cb read_cb;
@@ -429,6 +448,9 @@ static void conn_maybe_free(zg_tls_conn_t *c) {
   if (!c->freed || !c->idle_closed || c->pending_writes > 0)
     return;
   zg_tls_server_unref(c->srv);
+  zg_tls_client_unref(c->cli);
+  free(c->cache_key);
+  free(c->name);
   free(c);
 }
 
@@ -507,7 +529,8 @@ static const char *failure_reason(zg_tls_conn_t *c, char *buf, size_t len) {
       ERR_GET_REASON(ERR_peek_last_error()) ==
           SSL_R_CERTIFICATE_VERIFY_FAILED) {
     ERR_clear_error();
-    snprintf(buf, len, "client certificate: %s",
+    snprintf(buf, len, "%s: %s",
+             c->cli ? "certificate verify failed" : "client certificate",
              X509_verify_cert_error_string(v));
     return buf;
   }
@@ -516,11 +539,21 @@ static const char *failure_reason(zg_tls_conn_t *c, char *buf, size_t len) {
   return ssl_reason(buf, len);
 }
 
+static void session_forget(zg_tls_client_t *cli, const char *key);
+
 static void handshake_done(zg_tls_conn_t *c, int status, const char *why) {
-  stats_t *st = c->srv->stats;
+  stats_t *st = c->srv ? c->srv->stats : NULL;
   zg_tls_handshake_cb cb = c->hs_cb;
   c->handshaking = 0;
-  if (status == 0) {
+  if (!st) {
+    /* Client side: the caller counts and logs, as a connect failure. */
+    if (status == 0) {
+      c->established = 1;
+    } else {
+      snprintf(c->err, sizeof(c->err), "%s", why ? why : "TLS error");
+      session_forget(c->cli, c->cache_key);
+    }
+  } else if (status == 0) {
     c->established = 1;
     st->counts.handshakes++;
     st->counts.resumed += SSL_session_reused(c->ssl) ? 1 : 0;
@@ -555,7 +588,7 @@ static void handshake_step(zg_tls_conn_t *c) {
     handshake_done(c, 0, NULL);
   } else if (err == SSL_ERROR_WANT_READ && !c->sock_eof) {
     sock_read(c, 1);
-  } else if (!c->got_bytes) {
+  } else if (!c->got_bytes && c->srv) {
     /* Connected and closed without a byte (a port check): no handshake
      * was tried, so none failed. */
     c->handshaking = 0;
@@ -609,8 +642,8 @@ static void deliver(zg_tls_conn_t *c) {
        * relayed protocols frame their own messages). */
       user_read(c, UV_EOF, &b);
     } else {
-      zg_debug("tls", "listen %s: client %s: %s", c->srv->listener, c->peer,
-               ssl_reason(why, sizeof(why)));
+      zg_debug("tls", "%s %s: %s", c->srv ? c->srv->listener : "instance",
+               c->peer, ssl_reason(why, sizeof(why)));
       user_read(c, UV_EPROTO, &b);
     }
     break;
@@ -686,17 +719,38 @@ zg_tls_conn_t *zg_tls_conn_server(zg_tls_server_t *srv, uv_tcp_t *tcp,
 int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg) {
   c->hs_cb = cb;
   c->hs_arg = arg;
+  if (c->cli) {
+    /* The client speaks first: the ClientHello goes out now. */
+    char why[256];
+    int r, rc;
+    ERR_clear_error();
+    r = SSL_do_handshake(c->ssl);
+    if (r == 1 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      snprintf(c->err, sizeof(c->err), "%s", ssl_reason(why, sizeof(why)));
+      return UV_EPROTO;
+    }
+    if ((rc = flush(c, NULL, NULL)) != 0) {
+      snprintf(c->err, sizeof(c->err), "%s", uv_strerror(rc));
+      return rc;
+    }
+  }
   c->handshaking = 1;
   sock_read(c, 1);
   return c->sock_reading ? 0 : UV_EIO;
 }
 
 void zg_tls_handshake_timed_out(zg_tls_conn_t *c) {
-  stats_t *st = c->srv->stats;
+  stats_t *st;
   uint64_t dropped;
   if (!c->handshaking)
     return;
   c->handshaking = 0;
+  if (!c->srv) {
+    snprintf(c->err, sizeof(c->err), "handshake timeout");
+    session_forget(c->cli, c->cache_key);
+    return;
+  }
+  st = c->srv->stats;
   st->counts.failures++;
   if (zg_ratelimit_allow(&st->fail_rl, uv_now(c->tcp->loop), &dropped))
     zg_warn("tls", "listen %s: client %s: handshake failed: timeout%s",
@@ -772,6 +826,11 @@ void zg_tls_conn_free(zg_tls_conn_t *c) {
   c->freed = 1;
   c->reading = 0;
   c->tcp->data = c->user_data;
+  /* OpenSSL marks the session of a connection freed without a
+   * close_notify not resumable; an instance's connection ends by a close
+   * or an error that says nothing against its session (as nginx does). */
+  if (c->cli && c->established)
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(c->ssl); /* the flushes in flight hold copies */
   c->ssl = NULL;
   uv_close((uv_handle_t *)&c->idle, on_idle_closed);
@@ -780,13 +839,14 @@ void zg_tls_conn_free(zg_tls_conn_t *c) {
 int zg_tls_conn_client_subject(const zg_tls_conn_t *c, const char *client_ca,
                                zg_tls_verify_t verify, char *subject,
                                size_t len) {
-  const site_t *site = &c->srv->sites[c->site];
-  int same_ca =
-      client_ca && site->client_ca && !strcmp(client_ca, site->client_ca);
+  const site_t *site;
+  int same_ca;
   X509 *peer;
   subject[0] = '\0';
-  if (!client_ca)
+  if (!client_ca || !c->srv)
     return 0;
+  site = &c->srv->sites[c->site];
+  same_ca = client_ca && site->client_ca && !strcmp(client_ca, site->client_ca);
   peer = same_ca && c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
   if (peer) {
     /* Only a certificate verified under this site's checks: a session
@@ -822,4 +882,238 @@ int zg_tls_conn_client_subject(const zg_tls_conn_t *c, const char *client_ca,
       return 0;
   }
   return verify == ZG_TLS_VERIFY_REQUIRED ? -1 : 0;
+}
+
+/* ---- TLS to instances ---------------------------------------------------- */
+
+static void session_forget(zg_tls_client_t *cli, const char *key) {
+  if (!cli || !key)
+    return;
+  for (size_t i = 0; i < cli->n_cache; i++)
+    if (!strcmp(cli->cache[i].key, key)) {
+      free(cli->cache[i].key);
+      SSL_SESSION_free(cli->cache[i].sess);
+      cli->cache[i] = cli->cache[--cli->n_cache];
+      cli->next_evict = 0;
+      return;
+    }
+}
+
+/* A new session from an instance (TLS 1.3: a ticket after the handshake,
+ * read with the first response): kept for the next connection to the
+ * same instance and name. 1: we hold the reference. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess) {
+  zg_tls_conn_t *c = SSL_get_app_data(ssl);
+  zg_tls_client_t *cli;
+  cached_session_t *e = NULL;
+  char *key;
+  if (!c || !(cli = c->cli) || !c->cache_key)
+    return 0;
+  for (size_t i = 0; i < cli->n_cache && !e; i++)
+    if (!strcmp(cli->cache[i].key, c->cache_key))
+      e = &cli->cache[i];
+  if (e) {
+    SSL_SESSION_free(e->sess);
+    e->sess = sess;
+    return 1;
+  }
+  if (!(key = strdup(c->cache_key)))
+    return 0;
+  if (cli->n_cache < SESSION_CACHE) {
+    e = &cli->cache[cli->n_cache++];
+  } else {
+    /* Full: one goes, in turn. */
+    e = &cli->cache[cli->next_evict];
+    cli->next_evict = (cli->next_evict + 1) % SESSION_CACHE;
+    free(e->key);
+    SSL_SESSION_free(e->sess);
+  }
+  e->key = key;
+  e->sess = sess;
+  return 1;
+}
+
+int zg_tls_client_new(const zg_service_conf_t *sc, char *err, size_t len,
+                      zg_tls_client_t **out) {
+  zg_tls_client_t *cli;
+  const char *ca = sc ? sc->upstream_ca : NULL;
+  const char *cert = sc ? sc->upstream_cert : NULL;
+  const char *key = sc ? sc->upstream_key : NULL;
+  char why[256];
+  *out = NULL;
+  ERR_clear_error();
+  if (!(cli = calloc(1, sizeof(*cli)))) {
+    snprintf(err, len, "out of memory");
+    return UV_ENOMEM;
+  }
+  cli->refs = 1;
+  cli->verify = !(sc && sc->upstream_noverify);
+  if (!(cli->ctx = SSL_CTX_new(TLS_client_method()))) {
+    snprintf(err, len, "cannot create a TLS context: %s",
+             ssl_reason(why, sizeof(why)));
+    goto fail;
+  }
+  SSL_CTX_set_min_proto_version(cli->ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(cli->ctx, TLS1_3_VERSION);
+  SSL_CTX_set_options(cli->ctx,
+                      SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_mode(cli->ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_default_passwd_cb(cli->ctx, no_password);
+  if (ca) {
+    if (readable(ca, err, len, "upstream_ca") != 0)
+      goto fail;
+    if (!SSL_CTX_load_verify_locations(cli->ctx, ca, NULL)) {
+      snprintf(err, len, "upstream_ca %s: no usable PEM certificate (%s)", ca,
+               ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+  } else if (cli->verify && !SSL_CTX_set_default_verify_paths(cli->ctx)) {
+    snprintf(err, len, "cannot load the system's CA certificates (%s)",
+             ssl_reason(why, sizeof(why)));
+    goto fail;
+  }
+  if (cert && key) {
+    if (readable(cert, err, len, "upstream_cert") != 0)
+      goto fail;
+    if (!SSL_CTX_use_certificate_chain_file(cli->ctx, cert)) {
+      snprintf(err, len, "upstream_cert %s: not a usable PEM certificate (%s)",
+               cert, ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+    if (readable(key, err, len, "upstream_key") != 0)
+      goto fail;
+    if (!SSL_CTX_use_PrivateKey_file(cli->ctx, key, SSL_FILETYPE_PEM) ||
+        !SSL_CTX_check_private_key(cli->ctx)) {
+      snprintf(err, len,
+               "upstream_key %s: not a usable PEM private key, or encrypted, "
+               "or not the key of %s (%s)",
+               key, cert, ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+  }
+  SSL_CTX_set_verify(cli->ctx, cli->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     NULL);
+  /* Sessions are kept by us, per instance and name, not by OpenSSL's
+   * internal cache (a client's is keyed by nothing useful). */
+  SSL_CTX_set_session_cache_mode(
+      cli->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(cli->ctx, on_new_session);
+  *out = cli;
+  return 0;
+fail:
+  SSL_CTX_free(cli->ctx);
+  free(cli);
+  ERR_clear_error();
+  return ZG_ECONFIG;
+}
+
+int zg_tls_check_upstream(const zg_service_conf_t *sc, char *err, size_t len,
+                          const char **key) {
+  zg_tls_client_t *cli;
+  int rc = zg_tls_client_new(sc, err, len, &cli);
+  /* The message names its key first. */
+  *key = !strncmp(err, "upstream_cert", 13)  ? "upstream_cert"
+         : !strncmp(err, "upstream_key", 12) ? "upstream_key"
+                                             : "upstream_ca";
+  if (rc != 0)
+    return rc;
+  zg_tls_client_unref(cli);
+  return 0;
+}
+
+zg_tls_client_t *zg_tls_client_ref(zg_tls_client_t *cli) {
+  cli->refs++;
+  return cli;
+}
+
+void zg_tls_client_unref(zg_tls_client_t *cli) {
+  if (!cli || --cli->refs > 0)
+    return;
+  for (size_t i = 0; i < cli->n_cache; i++) {
+    free(cli->cache[i].key);
+    SSL_SESSION_free(cli->cache[i].sess);
+  }
+  SSL_CTX_free(cli->ctx);
+  free(cli);
+}
+
+size_t zg_tls_client_sessions(const zg_tls_client_t *cli) {
+  return cli->n_cache;
+}
+
+zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
+                                  const char *name, bool name_is_ip,
+                                  const char *addr, bool alpn_http) {
+  static const unsigned char h1[] = "\x08http/1.1";
+  zg_tls_conn_t *c = calloc(1, sizeof(*c));
+  size_t klen = strlen(name) + strlen(addr) + 2;
+  bool attached = false;
+  if (!c)
+    return NULL;
+  if (!(c->ssl = SSL_new(cli->ctx)) || !(c->rbio = BIO_new(BIO_s_mem())) ||
+      !(c->wbio = BIO_new(BIO_s_mem())) || !(c->name = strdup(name)) ||
+      !(c->cache_key = malloc(klen)))
+    goto fail;
+  snprintf(c->cache_key, klen, "%s/%s", name, addr);
+  BIO_set_mem_eof_return(c->rbio, -1);
+  SSL_set_bio(c->ssl, c->rbio, c->wbio); /* the SSL's from here */
+  attached = true;
+  SSL_set_connect_state(c->ssl);
+  SSL_set_app_data(c->ssl, c);
+  if (name_is_ip) {
+    /* An IP is never SNI (RFC 6066 §3); it must be among the
+     * certificate's IP addresses. */
+    if (cli->verify &&
+        !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name))
+      goto fail;
+  } else {
+    /* c->name, not `name`: the macro casts const away. */
+    if (!SSL_set_tlsext_host_name(c->ssl, c->name))
+      goto fail;
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (cli->verify && !SSL_set1_host(c->ssl, name))
+      goto fail;
+  }
+  if (alpn_http && SSL_set_alpn_protos(c->ssl, h1, sizeof(h1) - 1) != 0)
+    goto fail;
+  for (size_t i = 0; i < cli->n_cache; i++)
+    if (!strcmp(cli->cache[i].key, c->cache_key)) {
+      SSL_set_session(c->ssl, cli->cache[i].sess);
+      break;
+    }
+  c->cli = zg_tls_client_ref(cli);
+  c->tcp = tcp;
+  c->user_data = tcp->data;
+  tcp->data = c;
+  uv_idle_init(tcp->loop, &c->idle);
+  c->idle.data = c;
+  snprintf(c->peer, sizeof(c->peer), "%s", addr);
+  return c;
+fail:
+  if (!attached) {
+    BIO_free(c->rbio);
+    BIO_free(c->wbio);
+  }
+  SSL_free(c->ssl);
+  free(c->name);
+  free(c->cache_key);
+  free(c);
+  ERR_clear_error();
+  return NULL;
+}
+
+const char *zg_tls_conn_error(const zg_tls_conn_t *c) {
+  return c->err;
+}
+
+bool zg_tls_conn_resumed(const zg_tls_conn_t *c) {
+  return c->ssl && SSL_session_reused(c->ssl);
+}
+
+bool zg_tls_conn_reusable(const zg_tls_conn_t *c, const zg_tls_client_t *cli,
+                          const char *name) {
+  if (!c || !cli)
+    return !c && !cli;
+  return c->cli == cli && c->name && !strcmp(c->name, name) && !c->done &&
+         !c->freed;
 }
