@@ -11,20 +11,36 @@ import time
 
 import pytest
 
-from zkharness import Blackhole, free_port, reach, register, wait_until, zk_classpath
+from kazoo.client import KazooClient
+
+from zkharness import (Blackhole, ZkServer, free_port, reach, register, wait_until,
+                       zk_classpath)
 
 
-def test_zookeeper_serves_and_keeps_data_across_restart(zk, kz):
-    assert "Mode: standalone" in zk.four_letter("srvr")
-    ephemeral = register(kz, "/harness/a/b", b"tcp://127.0.0.1:1")
-    assert ephemeral.startswith("/harness/a/b/inst-")
-    kz.create("/harness/persistent", b"x")
-    port = zk.port
-    zk.restart()
-    assert zk.port == port and zk.hosts == f"127.0.0.1:{port}"
-    assert wait_until(lambda: kz.connected, 10), "kazoo did not reconnect after the restart"
-    assert kz.exists("/harness/persistent") is not None, "persistent znode lost on restart"
-    assert kz.exists(ephemeral) is not None, "live session's ephemeral lost on restart"
+def test_zookeeper_serves_and_keeps_data_across_restart(tmp_path):
+    # A server of its own that allows long sessions: a restart on a busy machine (the JVM's
+    # start) may take longer than the 4 s the suite's servers allow, and the live session's
+    # ephemeral must survive it here.
+    zk = ZkServer(tmp_path / "zk")
+    zk.extra_cfg = "maxSessionTimeout=60000\n"
+    zk.start()
+    kz = KazooClient(hosts=zk.hosts, timeout=30.0)
+    try:
+        kz.start(timeout=15)
+        assert "Mode: standalone" in zk.four_letter("srvr")
+        ephemeral = register(kz, "/harness/a/b", b"tcp://127.0.0.1:1")
+        assert ephemeral.startswith("/harness/a/b/inst-")
+        kz.create("/harness/persistent", b"x")
+        port = zk.port
+        zk.restart()
+        assert zk.port == port and zk.hosts == f"127.0.0.1:{port}"
+        assert wait_until(lambda: kz.connected, 25), "kazoo did not reconnect after the restart"
+        assert kz.exists("/harness/persistent") is not None, "persistent znode lost on restart"
+        assert kz.exists(ephemeral) is not None, "live session's ephemeral lost on restart"
+    finally:
+        kz.stop()
+        kz.close()
+        zk.stop()
 
 
 def test_zookeeper_wipe_forgets_everything(zk, kazoo):
