@@ -673,8 +673,9 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
   }
-  if (zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
-                      &reason) != 0 ||
+  /* The pre-scan stops at the empty line that ends the head: the body
+   * bytes read with it are not looked at. */
+  if (zg_http_prescan(u->head, u->head_len, &reason) != 0 ||
       zg_http_check_response(&u->resp, &reason) != 0) {
     llhttp_set_error_reason(p, reason);
     return -1;
