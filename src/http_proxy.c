@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define HEAD_MAX 65536     /* request or response head */
 #define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
@@ -154,6 +155,8 @@ static void upstream_release(zg_http_upstream_t *u, int reuse);
 static void try_instance(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void next_request(zg_http_session_t *s);
 static void client_eof_check(zg_http_session_t *s);
 static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
@@ -170,6 +173,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
 
 #define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
 #define MAX_FREE_WBLKS 256
+#define MAX_FREE_SESSIONS 256
 
 typedef struct wblk {
   uv_write_t req;
@@ -430,7 +434,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   zg_service_unref(s->svc);
   listener_unref(s->hl);
   free(s->target);
-  free(s);
+  zg_bufpool_put(&s->gw->http_spool, s);
 }
 
 static void on_session_handle_closed(uv_handle_t *h) {
@@ -1548,20 +1552,15 @@ static void on_client_shutdown(uv_shutdown_t *req, int status) {
     session_end(s, "closed after response");
 }
 
-static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  static char sink[4096];
-  (void)h;
-  (void)suggested;
-  b->base = sink;
-  b->len = sizeof(sink);
-}
-
-static void on_linger_read(uv_stream_t *st, ssize_t nread,
-                           const uv_buf_t *buf) {
-  zg_http_session_t *s = st->data;
-  (void)buf;
-  if (nread < 0 && s->state != HS_CLOSING)
-    session_end(s, "closed after response");
+/* Shuts the client's write side. With nothing queued (the usual case)
+ * directly: uv_shutdown would first wait for the socket to be writable,
+ * an epoll_ctl and a loop turn for every connection closed. */
+static int client_shutdown(zg_http_session_t *s) {
+  uv_os_fd_t fd;
+  if (queued(&s->client) == 0 && uv_fileno((uv_handle_t *)&s->client, &fd) == 0)
+    return shutdown(fd, SHUT_WR) == 0 ? 0 : UV_EPIPE;
+  return uv_shutdown(&s->shutdown_req, (uv_stream_t *)&s->client,
+                     on_client_shutdown);
 }
 
 static void linger_close(zg_http_session_t *s) {
@@ -1575,14 +1574,15 @@ static void linger_close(zg_http_session_t *s) {
     upstream_release(u, 0);
   }
   s->shutdown_req.data = s;
-  uv_read_stop((uv_stream_t *)&s->client);
-  s->reading = 0;
-  if (s->client_eof ||
-      uv_shutdown(&s->shutdown_req, (uv_stream_t *)&s->client,
-                  on_client_shutdown) != 0 ||
-      uv_read_start((uv_stream_t *)&s->client, on_linger_alloc,
-                    on_linger_read) != 0)
+  /* Reading goes on through on_client_read, which drops what comes while
+   * lingering: no stop and restart (epoll_ctl calls) at every close. */
+  if (s->client_eof || client_shutdown(s) != 0 ||
+      (!s->reading && uv_read_start((uv_stream_t *)&s->client, on_client_alloc,
+                                    on_client_read) != 0)) {
     session_end(s, "closed after response");
+    return;
+  }
+  s->reading = 1;
 }
 
 static void on_client_write(uv_write_t *req, int status) {
@@ -1712,9 +1712,16 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
  * a head larger than a block. The client is read for as long as the
  * buffer has room, whatever the exchange is waiting for: stopping and
  * starting reads on every request costs epoll_ctl calls. */
+static char linger_sink[4096]; /* what a lingering client still sends */
+
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   zg_http_session_t *s = h->data;
   (void)suggested;
+  if (s->lingering) {
+    b->base = linger_sink;
+    b->len = sizeof(linger_sink);
+    return;
+  }
   b->base = NULL;
   b->len = 0;
   if (!s->in) {
@@ -1757,6 +1764,11 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   zg_http_session_t *s = st->data;
   if (s->state == HS_CLOSING || nread == 0)
     return;
+  if (s->lingering) {
+    if (nread < 0)
+      session_end(s, "closed after response");
+    return;
+  }
   if (nread == UV_ENOBUFS && s->in && s->in_len >= s->in_cap) {
     uv_read_stop(st); /* full: read again once the buffer is used */
     s->reading = 0;
@@ -1863,7 +1875,11 @@ static void on_connection(uv_stream_t *server, int status) {
             uv_strerror(status));
     return;
   }
-  s = calloc(1, sizeof(*s));
+  /* Sessions are pooled too: a new connection per request allocates
+   * nothing either. */
+  s = zg_bufpool_get(&gw->http_spool);
+  if (s)
+    memset(s, 0, sizeof(*s));
   if (!s) {
     zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
     zg_listener_drop(server);
@@ -2099,6 +2115,8 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
   int rc = 0;
   if (!gw->http_started) {
     zg_bufpool_init(&gw->http_wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
+    zg_bufpool_init(&gw->http_spool, sizeof(zg_http_session_t),
+                    MAX_FREE_SESSIONS);
     uv_timer_init(gw->loop, &gw->http_sweep);
     gw->http_sweep.data = gw;
     uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -2223,6 +2241,7 @@ void zg_http_stop(zg_gateway_t *gw) {
 
 void zg_http_free(zg_gateway_t *gw) {
   zg_bufpool_clear(&gw->http_wblks);
+  zg_bufpool_clear(&gw->http_spool);
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_unref(gw->http_listeners[i]);
   free(gw->http_listeners);
