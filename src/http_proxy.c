@@ -96,9 +96,10 @@ struct zg_http_session {
                block, grown to IN_BIG for a large head */
   size_t in_len, in_off; /* bytes held; bytes given to the parser */
   size_t in_cap;
-  struct wblk *ob;   /* bytes staged for the client */
-  size_t head_start; /* where the current request began in `in` */
-  zg_http_head_t req;
+  struct wblk *ob;     /* bytes staged for the client */
+  size_t head_start;   /* where the current request began in `in` */
+  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
+                          to the end of its exchange */
   unsigned value_open : 1;
   unsigned head_seen : 1; /* the request head is complete */
   unsigned reading : 1;
@@ -430,6 +431,7 @@ static void session_free_if_done(zg_http_session_t *s) {
     return;
   buf_release(s->gw, &s->in, &s->in_cap);
   buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_bufpool_put(&s->gw->http_heads, s->req);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
   listener_unref(s->hl);
@@ -715,7 +717,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
     } else if (u->resp.content_length >= 0 && !u->resp.chunked) {
       o.framing = ZG_FRAMING_LENGTH;
       o.body_length = (uint64_t)u->resp.content_length;
-    } else if (s->req.major == 1 && s->req.minor >= 1) {
+    } else if (s->req->major == 1 && s->req->minor >= 1) {
       o.framing = ZG_FRAMING_CHUNKED;
       s->resp_chunked = 1;
     } else {
@@ -727,7 +729,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
         s->gw->draining)
       s->close_after = 1;
     o.close = s->close_after;
-    o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
+    o.keep_alive = !s->close_after && s->req->major == 1 && s->req->minor == 0;
   }
   if (status == 101 || status >= 200)
     s->status = status;
@@ -955,7 +957,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
     return;
   }
   if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING &&
-      idempotent(s->req.method)) {
+      idempotent(s->req->method)) {
     s->retried = 1;
     s->ntried = 0;
     s->state = HS_CONNECT;
@@ -1170,9 +1172,9 @@ static void try_instance(zg_http_session_t *s) {
 
 static int req_on_url(llhttp_t *p, const char *at, size_t len) {
   zg_http_session_t *s = p->data;
-  if (s->req.url_len == 0)
-    s->req.url_off = (uint32_t)(at - s->in);
-  s->req.url_len += (uint32_t)len;
+  if (s->req->url_len == 0)
+    s->req->url_off = (uint32_t)(at - s->in);
+  s->req->url_len += (uint32_t)len;
   return 0;
 }
 
@@ -1197,7 +1199,7 @@ static int req_on_field(llhttp_t *p, const char *at, size_t len) {
   int rc;
   if (s->head_seen)
     return req_extra(p, at, len); /* a trailer */
-  rc = zg_http_head_field(&s->req, &vo, s->in, at, len);
+  rc = zg_http_head_field(s->req, &vo, s->in, at, len);
   s->value_open = vo;
   if (rc) {
     s->too_many = 1;
@@ -1211,7 +1213,7 @@ static int req_on_value(llhttp_t *p, const char *at, size_t len) {
   unsigned vo = s->value_open;
   if (s->head_seen)
     return req_extra(p, at, len);
-  zg_http_head_value(&s->req, &vo, s->in, at, len);
+  zg_http_head_value(s->req, &vo, s->in, at, len);
   s->value_open = vo;
   return 0;
 }
@@ -1265,21 +1267,21 @@ static void head_complete(zg_http_session_t *s) {
 
   s->requests++;
   s->state = HS_CONNECT;
-  s->req.buf = s->in + 0;
-  s->req.is_request = true;
-  s->req.method = s->rp.method;
-  zg_http_head_framing(&s->req, &s->rp);
+  s->req->buf = s->in + 0;
+  s->req->is_request = true;
+  s->req->method = s->rp.method;
+  zg_http_head_framing(s->req, &s->rp);
   s->head_req = s->rp.method == HTTP_HEAD;
-  s->client_keep = zg_http_keep_alive(&s->req);
+  s->client_keep = zg_http_keep_alive(s->req);
   head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
 
   request_begin(s);
   s->method = llhttp_method_name((llhttp_method_t)s->rp.method);
   if (s->gw->access_log) {
     free(s->target);
-    s->target = strndup(s->req.buf + s->req.url_off, s->req.url_len);
+    s->target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
   }
-  status = zg_http_route_request(hl->routes, &s->req, s->in + s->head_start,
+  status = zg_http_route_request(hl->routes, s->req, s->in + s->head_start,
                                  head_len, &rt, &reason);
   if (status != 0) {
     respond_error(s, status, reason);
@@ -1351,21 +1353,21 @@ static void head_complete(zg_http_session_t *s) {
   }
   s->upgrade[0] = '\0';
   {
-    const zg_hdr_t *up = zg_http_find(&s->req, "upgrade");
-    if (up && zg_http_connection_has(&s->req, "upgrade") && s->req.minor >= 1 &&
+    const zg_hdr_t *up = zg_http_find(s->req, "upgrade");
+    if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
         up->value_len < sizeof(s->upgrade)) {
       snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
                s->in + up->value_off);
       o.upgrade = s->upgrade;
     }
   }
-  s->req_chunked = s->req.chunked;
-  s->req_has_body = s->req.chunked || s->req.content_length > 0;
-  if (s->req.chunked) {
+  s->req_chunked = s->req->chunked;
+  s->req_has_body = s->req->chunked || s->req->content_length > 0;
+  if (s->req->chunked) {
     o.framing = ZG_FRAMING_CHUNKED;
-  } else if (s->req.content_length >= 0) {
+  } else if (s->req->content_length >= 0) {
     o.framing = ZG_FRAMING_LENGTH;
-    o.body_length = (uint64_t)s->req.content_length;
+    o.body_length = (uint64_t)s->req->content_length;
   }
   /* A pooled block holds nearly every head; a larger one is written
    * again into a heap buffer. */
@@ -1373,13 +1375,13 @@ static void head_complete(zg_http_session_t *s) {
   n = -1;
   if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
     s->up_head_cap = ZG_BUF_SIZE;
-    n = zg_http_write_request(s->up_head, s->up_head_cap, &s->req, &o);
+    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
   }
   if (n < 0) {
     buf_release(s->gw, &s->up_head, &s->up_head_cap);
     if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
       s->up_head_cap = OUT_HEAD_MAX;
-      n = zg_http_write_request(s->up_head, s->up_head_cap, &s->req, &o);
+      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
     }
   }
   zg_buf_put(s->gw, target);
@@ -1402,6 +1404,19 @@ static void in_settle(zg_http_session_t *s) {
     buf_release(s->gw, &s->in, &s->in_cap);
 }
 
+/* The parsed head of a request, from the pool, empty (all but the header
+ * table, which n_hdr = 0 empties). */
+static zg_http_head_t *head_get(zg_gateway_t *gw) {
+  zg_http_head_t *h = zg_bufpool_get(&gw->http_heads);
+  if (h) {
+    memset(h, 0, offsetof(zg_http_head_t, hdr));
+    h->n_hdr = 0;
+    h->content_length = 0;
+    h->chunked = false;
+  }
+  return h;
+}
+
 /* Runs the request parser over the bytes not parsed yet. */
 static void process_input(zg_http_session_t *s) {
   while (s->state != HS_CLOSING && s->in_off < s->in_len) {
@@ -1409,6 +1424,10 @@ static void process_input(zg_http_session_t *s) {
     const char *start = s->in + s->in_off;
     if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
       return; /* paused: waiting for an instance, or for the response */
+    if (!s->req && !(s->req = head_get(s->gw))) {
+      session_end(s, "out of memory");
+      return;
+    }
     err = llhttp_execute(&s->rp, start, s->in_len - s->in_off);
     if (err == HPE_OK) {
       s->in_off = s->in_len;
@@ -1457,11 +1476,8 @@ static void reset_for_next(zg_http_session_t *s) {
   s->in_len = left;
   s->in_off = 0;
   s->head_start = 0;
-  /* All but the header table, which n_hdr = 0 empties. */
-  memset(&s->req, 0, offsetof(zg_http_head_t, hdr));
-  s->req.n_hdr = 0;
-  s->req.content_length = 0;
-  s->req.chunked = false;
+  zg_bufpool_put(&s->gw->http_heads, s->req); /* idle: no head held */
+  s->req = NULL;
   s->value_open = 0;
   s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
   s->head_seen = 0;
@@ -2117,6 +2133,7 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
     zg_bufpool_init(&gw->http_wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
     zg_bufpool_init(&gw->http_spool, sizeof(zg_http_session_t),
                     MAX_FREE_SESSIONS);
+    zg_bufpool_init(&gw->http_heads, sizeof(zg_http_head_t), MAX_FREE_SESSIONS);
     uv_timer_init(gw->loop, &gw->http_sweep);
     gw->http_sweep.data = gw;
     uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -2242,6 +2259,7 @@ void zg_http_stop(zg_gateway_t *gw) {
 void zg_http_free(zg_gateway_t *gw) {
   zg_bufpool_clear(&gw->http_wblks);
   zg_bufpool_clear(&gw->http_spool);
+  zg_bufpool_clear(&gw->http_heads);
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_unref(gw->http_listeners[i]);
   free(gw->http_listeners);

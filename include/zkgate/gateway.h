@@ -87,6 +87,7 @@ typedef struct zg_gateway {
   zg_bufpool_t bufs;       /* ZG_BUF_SIZE relay and read buffers */
   zg_bufpool_t http_wblks; /* HTTP write blocks (http_proxy.c) */
   zg_bufpool_t http_spool; /* HTTP sessions, reused (http_proxy.c) */
+  zg_bufpool_t http_heads; /* parsed request heads (http_proxy.c) */
   int stopping;
   int draining; /* SIGTERM: finishing what is open, accepting nothing */
   uint64_t drain_start_ms;
