@@ -9,30 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(wrk haproxy nginx-light libnginx-mod-stream valgrind python3 python3-kazoo
-      util-linux)
-missing=()
-for p in "${pkgs[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
-done
-# nginx-light is one of several flavours: any installed nginx with the stream
-# module will do.
-if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v nginx >/dev/null; then
-  missing=("${missing[@]/nginx-light/}")
-fi
-scripts/deps.sh build # compilers, libraries, ZooKeeper server (java)
-if [ -n "${missing[*]// /}" ]; then
-  echo "installing: ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  apt_opts=(-o DPkg::Lock::Timeout=600 -q)
-  $sudo apt-get "${apt_opts[@]}" update
-  # shellcheck disable=SC2068 # empty entries must vanish
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_opts[@]}" install -y \
-    --no-install-recommends ${missing[@]}
-fi
+scripts/deps.sh bench # wrk, haproxy, nginx, valgrind and what zkgate builds with
 
 build="$PWD/build-release"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, whatever zkgate needs that is missing.
-# Usage: scripts/deps.sh [build|test]   (test adds what the test suite uses)
+# Usage: scripts/deps.sh [build|test|bench]
+#   test adds what the test suite uses; bench what bench/run.sh runs beside
+#   zkgate (wrk, HAProxy, nginx with its stream module, valgrind).
 set -euo pipefail
 
 what=${1:-build}
@@ -10,6 +12,10 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libinih-dev
 if [ "$what" = test ]; then
   pkgs+=(python3 python3-kazoo python3-pytest curl clang-14 libclang-rt-14-dev
          clang-format systemd python3-yaml podman runc debootstrap)
+fi
+if [ "$what" = bench ]; then
+  pkgs+=(wrk haproxy nginx-light libnginx-mod-stream valgrind python3 python3-kazoo
+         util-linux)
 fi
 
 missing=()
@@ -22,6 +28,12 @@ done
 # Node.js from elsewhere (which bundles npm, and conflicts with Debian's) does.
 if [ "$what" = test ] && ! command -v npx >/dev/null; then
   missing+=(npm)
+fi
+# nginx-light is one of several flavours: any installed nginx will do.
+if [ "$what" = bench ] && [[ " ${missing[*]} " == *" nginx-light "* ]] &&
+   command -v nginx >/dev/null; then
+  missing=("${missing[@]/nginx-light/}")
+  read -r -a missing <<<"${missing[*]}"
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -9,6 +9,6 @@ config=${1:-conf/zkgate.ini}
 
 scripts/deps.sh build
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target zkgate >/dev/null
+cmake --build build -j"$(nproc)" --target zkgate zkgate-register >/dev/null
 scripts/zookeeper.sh 2181
 exec build/zkgate -c "$config"

@@ -9,6 +9,7 @@
 #include "zkgate/listener.h"
 #include "zkgate/registry.h"
 #include "zkgate/tcp_proxy.h"
+#include "zkgate/tls.h"
 
 #include <jansson.h>
 #include <llhttp.h>
@@ -126,6 +127,32 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
       zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
                      (unsigned long long)counts[k]);
     }
+  }
+  family(o, "zkgate_tls_handshakes_total", "counter",
+         "TLS handshakes completed on listeners that terminate TLS; "
+         "resumed=\"yes\" for those that resumed a session.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"no\"} %llu\n",
+                   (unsigned long long)(c.handshakes - c.resumed));
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"yes\"} %llu\n",
+                   (unsigned long long)c.resumed);
+  }
+  family(o, "zkgate_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed (bad or missing client certificate, "
+         "no common protocol or cipher, not TLS, timeout) on listeners "
+         "that terminate TLS.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshake_failures_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\"} %llu\n", (unsigned long long)c.failures);
   }
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
@@ -258,12 +285,18 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
       return buf;
     }
   }
-  for (size_t i = 0; i < gw->n_discovers; i++)
+  for (size_t i = 0; i < gw->n_discovers; i++) {
+    if (!gw->discovers[i]) { /* out of memory at a reload */
+      snprintf(buf, len, "discover %s: not watched (out of memory)",
+               gw->cfg->discovers[i].name);
+      return buf;
+    }
     if (!gw->discovers[i]->listed) {
       snprintf(buf, len, "discover %s: %s not listed yet",
                gw->discovers[i]->conf->name, gw->discovers[i]->conf->zk_root);
       return buf;
     }
+  }
   return NULL;
 }
 
@@ -605,31 +638,38 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-int zg_admin_start(zg_gateway_t *gw) {
+static void on_listener_closed(uv_handle_t *h);
+
+zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   zg_admin_t *a;
   int rc;
-  if (!gw->cfg->admin.enabled)
-    return 0;
-  if (!(a = calloc(1, sizeof(*a))))
-    return UV_ENOMEM;
+  if (!(a = calloc(1, sizeof(*a)))) {
+    zg_error("admin", "cannot listen on %s: out of memory", addr->text);
+    return NULL;
+  }
   llhttp_settings_init(&settings);
   settings.on_url = on_url;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
-  gw->admin = a;
-  rc = zg_listener_start(gw->loop, &a->tcp, &gw->cfg->admin.listen,
-                         on_connection);
+  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection);
   a->tcp.data = a;
   a->listening = 1;
   a->handles = 1;
   if (rc != 0) {
-    zg_error("admin", "cannot listen on %s: %s", gw->cfg->admin.listen.text,
-             uv_strerror(rc));
-    return rc;
+    zg_error("admin", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
+    uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+    return NULL;
   }
   zg_info("admin", "listening on %s: /healthz /ready /metrics /services",
-          gw->cfg->admin.listen.text);
-  return 0;
+          addr->text);
+  return a;
+}
+
+int zg_admin_start(zg_gateway_t *gw) {
+  if (!gw->cfg->admin.enabled)
+    return 0;
+  gw->admin = zg_admin_open(gw, &gw->cfg->admin.listen);
+  return gw->admin ? 0 : UV_EADDRINUSE;
 }
 
 static void on_listener_closed(uv_handle_t *h) {
@@ -637,12 +677,16 @@ static void on_listener_closed(uv_handle_t *h) {
   free(a);
 }
 
-void zg_admin_stop(zg_gateway_t *gw) {
-  zg_admin_t *a = gw->admin;
+void zg_admin_discard(zg_admin_t *a) {
   if (!a)
     return;
-  gw->admin = NULL;
   while (a->conns)
     conn_close(a->conns);
   uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+}
+
+void zg_admin_stop(zg_gateway_t *gw) {
+  zg_admin_t *a = gw->admin;
+  gw->admin = NULL;
+  zg_admin_discard(a);
 }

@@ -12,6 +12,7 @@
 #include "zkgate/config.h"
 
 #include "zkgate/error.h"
+#include "zkgate/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -282,7 +283,12 @@ typedef struct {
   int zk_path_line;
   int http_key_line; /* first HTTP-only key, to report it on a tcp service */
   int sni_line;      /* the sni key, to report it on a non-TLS service */
+  /* TLS keys, by line (0: absent) */
+  int cert_line, key_line, ca_line, verify_line, ciphers_line, suites_line;
+  bool tls_bad; /* a TLS key had a bad value: no file checks */
 } svc_state_t;
+
+static int same_str(const char *a, const char *b);
 
 static int valid_service_name(const char *s) {
   if (!*s)
@@ -621,6 +627,86 @@ static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   }
 }
 
+/* tls_cert, tls_key, tls_client_ca (files) and the cipher strings: kept as
+ * written; what they name is checked once the section is complete. */
+static void tls_string_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  char **dst;
+  int *line;
+  if (!strcmp(kv->key, "tls_cert")) {
+    dst = &svc->tls_cert;
+    line = &st->cert_line;
+  } else if (!strcmp(kv->key, "tls_key")) {
+    dst = &svc->tls_key;
+    line = &st->key_line;
+  } else if (!strcmp(kv->key, "tls_client_ca")) {
+    dst = &svc->tls_client_ca;
+    line = &st->ca_line;
+  } else if (!strcmp(kv->key, "tls_ciphers")) {
+    dst = &svc->tls_ciphers;
+    line = &st->ciphers_line;
+  } else {
+    dst = &svc->tls_ciphersuites;
+    line = &st->suites_line;
+  }
+  *line = kv->line;
+  if (!kv->value[0]) {
+    st->tls_bad = true;
+    add_error(p, kv->line, "%s: expected %s, got nothing", kv->key,
+              strstr(kv->key, "cipher") ? "a cipher list" : "a file name");
+    return;
+  }
+  free(*dst);
+  if (!(*dst = strdup(kv->value)))
+    p->oom = 1;
+}
+
+/* The TLS keys of one complete [service:] section. */
+static void tls_check(parse_t *p, svc_state_t *st) {
+  zg_service_conf_t *svc = st->svc;
+  int first = 0;
+  const int lines[] = {st->cert_line,   st->key_line,     st->ca_line,
+                       st->verify_line, st->ciphers_line, st->suites_line};
+  for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++)
+    if (lines[k] && (!first || lines[k] < first))
+      first = lines[k];
+  if (!first)
+    return;
+  if (svc->protocol == ZG_PROTO_TLS_PASSTHROUGH) {
+    add_error(p, first,
+              "tls_* keys terminate TLS, for protocol = tcp or http; "
+              "tls-passthrough passes TLS on untouched");
+    return;
+  }
+  if (!st->cert_line || !st->key_line) {
+    add_error(p, st->cert_line ? st->cert_line : first,
+              "[service:%s] terminates TLS with tls_cert and tls_key: %s is "
+              "missing",
+              svc->name, st->cert_line ? "tls_key" : "tls_cert");
+    return;
+  }
+  if (st->verify_line && !st->ca_line) {
+    add_error(p, st->verify_line,
+              "tls_verify_client needs tls_client_ca (the CA that signs the "
+              "client certificates)");
+    return;
+  }
+  if (svc->tls_client_ca && svc->tls_verify == ZG_TLS_VERIFY_NONE)
+    svc->tls_verify = ZG_TLS_VERIFY_REQUIRED;
+  if (!st->tls_bad && !p->oom) {
+    char err[512];
+    const char *key = "tls_cert";
+    if (zg_tls_check_service(svc, err, sizeof(err), &key) != 0) {
+      int line = !strcmp(key, "tls_key")            ? st->key_line
+                 : !strcmp(key, "tls_client_ca")    ? st->ca_line
+                 : !strcmp(key, "tls_ciphers")      ? st->ciphers_line
+                 : !strcmp(key, "tls_ciphersuites") ? st->suites_line
+                                                    : st->cert_line;
+      add_error(p, line ? line : st->cert_line, "%s", err);
+    }
+  }
+}
+
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   zg_service_conf_t *svc = st->svc;
   if (!strcmp(kv->key, "listen"))
@@ -700,6 +786,23 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
       for (char *c = svc->sni; *c; c++)
         if (*c >= 'A' && *c <= 'Z')
           *c = (char)(*c - 'A' + 'a');
+  } else if (!strcmp(kv->key, "tls_cert") || !strcmp(kv->key, "tls_key") ||
+             !strcmp(kv->key, "tls_client_ca") ||
+             !strcmp(kv->key, "tls_ciphers") ||
+             !strcmp(kv->key, "tls_ciphersuites")) {
+    tls_string_key(p, st, kv);
+  } else if (!strcmp(kv->key, "tls_verify_client")) {
+    st->verify_line = kv->line;
+    if (!strcmp(kv->value, "required")) {
+      svc->tls_verify = ZG_TLS_VERIFY_REQUIRED;
+    } else if (!strcmp(kv->value, "optional")) {
+      svc->tls_verify = ZG_TLS_VERIFY_OPTIONAL;
+    } else {
+      st->tls_bad = true;
+      add_error(p, kv->line,
+                "tls_verify_client: expected required or optional, got '%s'",
+                kv->value);
+    }
   } else if (!strcmp(kv->key, "path_prefix")) {
     if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
       add_error(p, kv->line,
@@ -957,6 +1060,7 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
     if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st[i].sni_line)
       add_error(p, st[i].sni_line,
                 "sni is for protocol = tls-passthrough only");
+    tls_check(p, &st[i]);
     if (!svc->connect_timeout_ms)
       svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
     if (svc->protocol == ZG_PROTO_HTTP) {
@@ -992,6 +1096,28 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
         add_error(p, st[i].listen_line,
                   "listen %s is already used by [service:%s] at line %d",
                   svc->listen.text, o->name, st[k].listen_line);
+        break;
+      }
+      /* One listener, one TLS setting: a connection is TLS or not before
+       * its request says which service it is for. */
+      if (!svc->tls_cert != !o->tls_cert) {
+        add_error(p, st[i].listen_line,
+                  "listen %s: [service:%s] %s TLS but [service:%s] at line %d "
+                  "%s; HTTP services sharing a listen address must all have "
+                  "tls_cert and tls_key, or none",
+                  svc->listen.text, svc->name,
+                  svc->tls_cert ? "terminates" : "does not terminate", o->name,
+                  o->line, o->tls_cert ? "does" : "does not");
+        break;
+      }
+      if (svc->tls_cert &&
+          (!same_str(svc->tls_ciphers, o->tls_ciphers) ||
+           !same_str(svc->tls_ciphersuites, o->tls_ciphersuites))) {
+        add_error(p, st[i].listen_line,
+                  "listen %s: [service:%s] and [service:%s] at line %d have "
+                  "different tls_ciphers or tls_ciphersuites; services "
+                  "sharing a listen address share them",
+                  svc->listen.text, svc->name, o->name, o->line);
         break;
       }
       if (!strcmp(svc->path_prefix, o->path_prefix) &&
@@ -1187,6 +1313,11 @@ void zg_service_conf_clear(zg_service_conf_t *svc) {
   free(svc->host);
   free(svc->path_prefix);
   free(svc->sni);
+  free(svc->tls_cert);
+  free(svc->tls_key);
+  free(svc->tls_client_ca);
+  free(svc->tls_ciphers);
+  free(svc->tls_ciphersuites);
   memset(svc, 0, sizeof(*svc));
 }
 
@@ -1199,13 +1330,19 @@ int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
   *dst = *src;
   dst->name = dst->zk_path = dst->endpoint = dst->host = dst->path_prefix =
       dst->sni = NULL;
+  dst->tls_cert = dst->tls_key = dst->tls_client_ca = dst->tls_ciphers =
+      dst->tls_ciphersuites = NULL;
   dst->instances = NULL;
   dst->n_instances = 0;
   if (dup_opt(&dst->name, src->name) || dup_opt(&dst->zk_path, src->zk_path) ||
       dup_opt(&dst->endpoint, src->endpoint) ||
       dup_opt(&dst->host, src->host) ||
       dup_opt(&dst->path_prefix, src->path_prefix) ||
-      dup_opt(&dst->sni, src->sni))
+      dup_opt(&dst->sni, src->sni) || dup_opt(&dst->tls_cert, src->tls_cert) ||
+      dup_opt(&dst->tls_key, src->tls_key) ||
+      dup_opt(&dst->tls_client_ca, src->tls_client_ca) ||
+      dup_opt(&dst->tls_ciphers, src->tls_ciphers) ||
+      dup_opt(&dst->tls_ciphersuites, src->tls_ciphersuites))
     goto fail;
   if (src->n_instances > 0) {
     dst->instances = calloc(src->n_instances, sizeof(*dst->instances));
@@ -1237,6 +1374,12 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       !same_str(a->path_prefix, b->path_prefix) || !same_str(a->sni, b->sni) ||
       a->strip_prefix != b->strip_prefix ||
       a->response_timeout_ms != b->response_timeout_ms ||
+      !same_str(a->tls_cert, b->tls_cert) ||
+      !same_str(a->tls_key, b->tls_key) ||
+      !same_str(a->tls_client_ca, b->tls_client_ca) ||
+      a->tls_verify != b->tls_verify ||
+      !same_str(a->tls_ciphers, b->tls_ciphers) ||
+      !same_str(a->tls_ciphersuites, b->tls_ciphersuites) ||
       a->n_instances != b->n_instances)
     return false;
   for (size_t i = 0; i < a->n_instances; i++) {

@@ -10,6 +10,7 @@
 #include "zkgate/listener.h"
 #include "zkgate/sni_proxy.h"
 #include "zkgate/tcp_proxy.h"
+#include "zkgate/tls.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -193,16 +194,11 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
       uv_close((uv_handle_t *)&gw->signals[i], on_handle_closed);
 }
 
+/* Every client connection still open, whatever service or listener it
+ * came through: a reload may have removed those since. */
 static size_t sessions_left(const zg_gateway_t *gw) {
-  size_t n = zg_sni_pending(gw);
-  /* TCP and tls-passthrough sessions count in their service. */
-  for (size_t i = 0; i < gw->n_services; i++)
-    n += gw->services[i]->conf->protocol != ZG_PROTO_HTTP
-             ? gw->services[i]->active
-             : 0;
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
-    n += gw->http_listeners[i]->active;
-  return n;
+  return zg_sni_pending(gw) + zg_tcp_sessions_open(gw) +
+         zg_http_sessions_open(gw);
 }
 
 static void on_drain_timer(uv_timer_t *t) {
@@ -363,9 +359,97 @@ static void log_tcp_service(const zg_service_conf_t *sc) {
               : "");
 }
 
+/* ---- TLS ------------------------------------------------------------------
+ * One server (certificates chosen by SNI) per listen address that
+ * terminates TLS, from the configured services of a configuration. Built
+ * anew at start and on every reload, so that SIGHUP renews certificates
+ * and keys even when the file did not change; connections keep the server
+ * they began with. */
+
+typedef struct {
+  zg_tls_server_t **list;
+  zg_listen_addr_t *addrs;
+  size_t n;
+} tls_set_t;
+
+static void tls_set_free(tls_set_t *t) {
+  for (size_t i = 0; i < t->n; i++)
+    zg_tls_server_unref(t->list[i]);
+  free(t->list);
+  free(t->addrs);
+  memset(t, 0, sizeof(*t));
+}
+
+zg_tls_server_t *zg_gateway_tls(const zg_gateway_t *gw,
+                                const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < gw->n_tls; i++)
+    if (zg_config_same_sockaddr(&gw->tls_addrs[i], addr))
+      return gw->tls[i];
+  return NULL;
+}
+
+/* 0, or an error (logged, naming the service and the file). */
+static int tls_build(zg_gateway_t *gw, const zg_config_t *cfg, tls_set_t *t) {
+  const zg_service_conf_t **group;
+  size_t n = cfg->n_services;
+  memset(t, 0, sizeof(*t));
+  group = calloc(n + 1, sizeof(*group));
+  t->list = calloc(n + 1, sizeof(*t->list));
+  t->addrs = calloc(n + 1, sizeof(*t->addrs));
+  if (!group || !t->list || !t->addrs) {
+    free(group);
+    tls_set_free(t);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    size_t ng = 0;
+    int seen = 0, rc;
+    if (!sc->tls_cert || sc->protocol == ZG_PROTO_TLS_PASSTHROUGH)
+      continue;
+    for (size_t k = 0; k < t->n && !seen; k++)
+      seen = zg_config_same_sockaddr(&t->addrs[k], &sc->listen);
+    if (seen)
+      continue;
+    /* The services of this address in file order: the first certificate
+     * is the default. */
+    for (size_t k = i; k < n; k++)
+      if (cfg->services[k].tls_cert &&
+          zg_config_same_sockaddr(&cfg->services[k].listen, &sc->listen))
+        group[ng++] = &cfg->services[k];
+    rc = zg_tls_server_new(group, ng, sc->listen.text,
+                           sc->protocol == ZG_PROTO_HTTP,
+                           zg_gateway_tls(gw, &sc->listen), &t->list[t->n]);
+    if (rc != 0) {
+      free(group);
+      tls_set_free(t);
+      return rc;
+    }
+    t->addrs[t->n++] = sc->listen;
+    zg_info("gateway", "listen %s: TLS with %zu certificate%s", sc->listen.text,
+            ng, ng == 1 ? "" : "s");
+  }
+  free(group);
+  return 0;
+}
+
+/* Installs `t` (emptied) as the gateway's, dropping the old set. */
+static void tls_install(zg_gateway_t *gw, tls_set_t *t) {
+  tls_set_t old = {gw->tls, gw->tls_addrs, gw->n_tls};
+  gw->tls = t->list;
+  gw->tls_addrs = t->addrs;
+  gw->n_tls = t->n;
+  memset(t, 0, sizeof(*t));
+  tls_set_free(&old);
+}
+
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
+  tls_set_t tls;
   int rc;
+  if ((rc = tls_build(gw, cfg, &tls)) != 0)
+    return rc;
+  tls_install(gw, &tls);
   if (cfg->n_discovers > 0) {
     gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
     if (!gw->discovers)
@@ -541,6 +625,15 @@ static void service_drop(zg_gateway_t *gw, size_t i, const char *why) {
   zg_service_unref(svc);
 }
 
+static zg_service_t *discovered_by(zg_gateway_t *gw, const zg_discover_t *d,
+                                   const char *name) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i]->discover == d &&
+        !strcmp(gw->services[i]->conf->name, name))
+      return gw->services[i];
+  return NULL;
+}
+
 static void discovered_remove(zg_discover_t *d, const char *name) {
   zg_gateway_t *gw = d->gw;
   for (size_t i = 0; i < gw->n_services; i++) {
@@ -601,6 +694,7 @@ static int registry_start(zg_gateway_t *gw) {
                       cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
   if (!gw->registry)
     return UV_ENOMEM;
+  gw->zk_cfg = gw->cfg;
   if ((rc = zg_registry_set_auth(gw->registry, cfg->zk.auth)) != 0)
     return rc;
   if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
@@ -613,7 +707,8 @@ static int registry_start(zg_gateway_t *gw) {
                                 gw->services[i])))
       return rc;
   for (size_t i = 0; i < gw->n_discovers; i++)
-    if ((rc = zg_registry_watch_root(
+    if (gw->discovers[i] &&
+        (rc = zg_registry_watch_root(
              gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
   return zg_registry_start(gw->registry);
@@ -633,10 +728,12 @@ static int same_opt(const char *a, const char *b) {
   return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-static const char *fixed_part_changed(const zg_config_t *a,
+static const char *fixed_part_changed(const zg_gateway_t *gw,
                                       const zg_config_t *b) {
   /* A first section that needs ZooKeeper starts the registry; one that
-   * was running stays when nothing needs it any more. */
+   * was running stays when nothing needs it any more, with the settings
+   * it started with, which a later file must keep. */
+  const zg_config_t *a = gw->registry ? gw->zk_cfg : gw->cfg;
   if (a->zk.hosts && b->zk.hosts &&
       (strcmp(a->zk.hosts, b->zk.hosts) ||
        a->zk.session_timeout_ms != b->zk.session_timeout_ms ||
@@ -645,7 +742,7 @@ static const char *fixed_part_changed(const zg_config_t *a,
        a->zk.max_stale_ms != b->zk.max_stale_ms ||
        !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
-  if (a->proxy.workers != b->proxy.workers)
+  if (gw->cfg->proxy.workers != b->proxy.workers)
     return "[proxy] workers changed: that needs a restart";
   return NULL;
 }
@@ -667,8 +764,11 @@ static void reload(zg_gateway_t *gw) {
   zg_service_t **news = NULL;
   uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
   zg_discover_t **discs = NULL;
+  tls_set_t tls = {NULL, NULL, 0};
   const char *why;
-  int rc;
+  int rc, admin_moves, log_moves;
+  zg_admin_t *new_admin = NULL;
+  zg_access_log_t *new_log = NULL;
   unsigned added = 0, changed = 0, kept = 0, removed = 0;
 
   zg_info("gateway", "SIGHUP: reloading %s", old_cfg->path);
@@ -686,19 +786,49 @@ static void reload(zg_gateway_t *gw) {
     return;
   }
   zg_config_errors_free(&errs);
-  if ((why = fixed_part_changed(old_cfg, cfg)) != NULL) {
+  if ((why = fixed_part_changed(gw, cfg)) != NULL) {
     zg_error("gateway", "reload rejected: %s; the running configuration stays",
              why);
     goto reject;
   }
 
-  /* 1. Everything that can fail, before anything changes: new listening
-   * sockets (HTTP by address; TCP unless a TCP service already listens on
-   * that address) and memory. */
+  /* 1. Everything that can fail, before anything changes: certificates
+   * and keys (read again, renewed or not), new listening sockets (HTTP by
+   * address; TCP unless a TCP service already listens on that address)
+   * and memory. */
+  if (tls_build(gw, cfg, &tls) != 0) {
+    zg_error("gateway", "reload rejected: a certificate or key cannot be "
+                        "loaded (above); the running configuration stays, "
+                        "with the certificates it has");
+    goto reject;
+  }
   if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0 ||
       zg_sni_addrs_to_open(gw, cfg, &sni_opened, &n_sni_opened) != 0) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
                         "running configuration stays");
+    goto reject;
+  }
+  admin_moves =
+      old_cfg->admin.enabled != cfg->admin.enabled ||
+      (cfg->admin.enabled &&
+       !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen));
+  if (admin_moves && cfg->admin.enabled &&
+      !(new_admin = zg_admin_open(gw, &cfg->admin.listen))) {
+    zg_error("gateway",
+             "reload rejected: the admin listener cannot move to "
+             "%s; the running configuration stays",
+             cfg->admin.listen.text);
+    goto reject;
+  }
+  log_moves = !same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
+              old_cfg->proxy.access_log_json != cfg->proxy.access_log_json;
+  if (log_moves && cfg->proxy.access_log &&
+      !(new_log = zg_access_log_open(cfg->proxy.access_log,
+                                     cfg->proxy.access_log_json))) {
+    zg_error("gateway",
+             "reload rejected: the access log %s cannot be opened; "
+             "the running configuration stays",
+             cfg->proxy.access_log);
     goto reject;
   }
   tcp_new = calloc(cfg->n_services + 1, sizeof(*tcp_new));
@@ -752,11 +882,19 @@ static void reload(zg_gateway_t *gw) {
       svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
       if (gw->registry)
         zg_registry_retarget(gw->registry, old, svc);
-    } else if (sc->zk_path && gw->registry &&
-               zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint,
-                                 svc) != 0) {
-      zg_error("gateway", "service %s: out of memory watching %s", sc->name,
-               sc->zk_path);
+    } else if (sc->zk_path && gw->registry) {
+      /* A path another service watches already (one renamed, say): its
+       * pool serves until this watch has its own. */
+      for (size_t k = 0; k < gw->n_services && !svc->zk_pool; k++) {
+        const zg_service_t *o = gw->services[k];
+        if (o->zk_pool && o->conf->zk_path &&
+            !strcmp(o->conf->zk_path, sc->zk_path) &&
+            same_opt(o->conf->endpoint, sc->endpoint))
+          svc->zk_pool = zg_pool_ref(o->zk_pool);
+      }
+      if (zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
+        zg_error("gateway", "service %s: out of memory watching %s", sc->name,
+                 sc->zk_path);
     }
     if (sc->protocol == ZG_PROTO_TCP) {
       if (tcp_new[i]) {
@@ -878,6 +1016,7 @@ static void reload(zg_gateway_t *gw) {
     free(disc);
   }
 
+  tls_install(gw, &tls); /* new handshakes get the new certificates */
   gw->cfg = cfg;
   zg_log_set_level(cfg->proxy.log_level);
   for (size_t i = 0; i < gw->n_discovers; i++) {
@@ -889,6 +1028,14 @@ static void reload(zg_gateway_t *gw) {
         zg_error("gateway", "discover %s: out of memory",
                  cfg->discovers[i].name);
     }
+  }
+  /* Children a configured service claimed until now become discovered
+   * services again when that section is gone. */
+  for (size_t i = 0; i < gw->n_discovers; i++) {
+    zg_discover_t *d = gw->discovers[i];
+    for (size_t k = 0; d && gw->registry && k < d->n_known; k++)
+      if (!discovered_by(gw, d, d->known[k]))
+        discovered_add(d, d->known[k]);
   }
   if (!gw->registry && cfg->zk.hosts && registry_start(gw) != 0)
     zg_error("gateway", "reload: cannot start the registry");
@@ -904,21 +1051,18 @@ static void reload(zg_gateway_t *gw) {
   sni_opened = NULL;
 
   /* The access log and the admin listener follow their keys. */
-  if (!same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
-      old_cfg->proxy.access_log_json != cfg->proxy.access_log_json) {
+  if (log_moves) {
     zg_access_log_close(gw->access_log);
-    gw->access_log = cfg->proxy.access_log
-                         ? zg_access_log_open(cfg->proxy.access_log,
-                                              cfg->proxy.access_log_json)
-                         : NULL;
+    gw->access_log = new_log;
+    new_log = NULL;
   }
-  if (old_cfg->admin.enabled != cfg->admin.enabled ||
-      (cfg->admin.enabled &&
-       !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen))) {
+  if (admin_moves) {
     zg_admin_stop(gw);
-    zg_admin_start(gw);
+    gw->admin = new_admin;
+    new_admin = NULL;
   }
-  zg_config_free(old_cfg);
+  if (old_cfg != gw->zk_cfg)
+    zg_config_free(old_cfg);
   free(tcp_new);
   gw->reloads_ok++;
   zg_info("gateway",
@@ -936,6 +1080,8 @@ reject:
   for (size_t i = 0; i < n_sni_opened; i++)
     zg_sni_listener_discard(sni_opened[i]);
   free(sni_opened);
+  zg_admin_discard(new_admin);
+  zg_access_log_close(new_log);
   for (size_t i = 0; tcp_new && i < cfg->n_services; i++)
     if (tcp_new[i])
       uv_close((uv_handle_t *)tcp_new[i], on_tcp_listener_closed);
@@ -944,6 +1090,7 @@ reject:
     zg_service_unref(news[i]);
   free(news);
   free(discs);
+  tls_set_free(&tls);
   zg_config_free(cfg);
   gw->reloads_failed++;
 }
@@ -1023,9 +1170,15 @@ int zg_gateway_run(zg_config_t *cfg) {
       discover_free(gw.discovers[i]);
   free(gw.discovers);
   zg_access_log_close(gw.access_log);
+  {
+    tls_set_t t = {gw.tls, gw.tls_addrs, gw.n_tls};
+    tls_set_free(&t);
+  }
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);
+  if (gw.zk_cfg != gw.cfg)
+    zg_config_free(gw.zk_cfg);
   zg_config_free(gw.cfg);
   if (exit_code == 0)
     zg_info("gateway", "stopped");

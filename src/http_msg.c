@@ -713,7 +713,8 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   for (size_t i = 0; i < h->n_hdr; i++) {
     if (is_hop_by_hop(h, i, conn) || hdr_is(h, i, "Host") ||
         hdr_is(h, i, "X-Forwarded-For") || hdr_is(h, i, "X-Forwarded-Proto") ||
-        hdr_is(h, i, "X-Forwarded-Host"))
+        hdr_is(h, i, "X-Forwarded-Host") ||
+        hdr_is(h, i, "X-Client-Cert-Subject"))
       continue;
     put_hdr(&w, h, i);
   }
@@ -747,6 +748,8 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
     put_field(&w, "X-Forwarded-Proto", o->proto);
   if (o->fwd_host != NULL)
     put_field(&w, "X-Forwarded-Host", o->fwd_host);
+  if (o->client_subject != NULL)
+    put_field(&w, "X-Client-Cert-Subject", o->client_subject);
   put_framing(&w, o->framing, o->body_length);
   if (o->upgrade != NULL) {
     /* The one hop-by-hop pair passed on on purpose: a protocol switch

@@ -18,13 +18,18 @@
  * exchange allow it; an idle one is read from, so that a close by the
  * instance is seen and the connection dropped before anyone uses it. A
  * request without a body that fails on a reused connection before any
- * response byte is sent once more on a new connection. */
+ * response byte is sent once more on a new connection.
+ *
+ * On a listener that terminates TLS, the client's reads, writes and
+ * shutdowns go through tls.h's zg_stream_* calls (libuv's own for plain
+ * clients), after a handshake that runs before the first read. */
 #include "zkgate/http_proxy.h"
 
 #include "zkgate/error.h"
 #include "zkgate/http_msg.h"
 #include "zkgate/listener.h"
 #include "zkgate/log.h"
+#include "zkgate/tls.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -90,6 +95,7 @@ struct zg_http_session {
   zg_http_session_t *prev, *next;
   hs_state_t state;
   uv_tcp_t client;
+  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
   uv_timer_t timer;
   llhttp_t rp;
   char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
@@ -230,10 +236,10 @@ static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
  * with EAGAIN while earlier writes are queued, so order is kept; and the
  * callbacks that act on a drained queue are only ever waited for when
  * something was queued. */
-static int wblk_write(zg_gateway_t *gw, uv_stream_t *to, wblk_t *w,
-                      uv_write_cb cb) {
+static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+                      wblk_t *w, uv_write_cb cb) {
   uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
-  int rc = uv_try_write(to, &b, 1);
+  int rc = zg_stream_try_write(tls, to, &b, 1); /* TLS: UV_EAGAIN */
   if (rc == (int)w->len || (rc < 0 && rc != UV_EAGAIN)) {
     wblk_put(gw, w);
     return rc < 0 ? rc : 0;
@@ -242,7 +248,7 @@ static int wblk_write(zg_gateway_t *gw, uv_stream_t *to, wblk_t *w,
     b.base += rc;
     b.len -= (size_t)rc;
   }
-  rc = uv_write(&w->req, to, &b, 1, cb);
+  rc = zg_stream_write(tls, &w->req, to, &b, 1, cb);
   if (rc < 0)
     wblk_put(gw, w);
   return rc;
@@ -252,7 +258,8 @@ static int wblk_write(zg_gateway_t *gw, uv_stream_t *to, wblk_t *w,
  * encrypt here. Takes `w`. */
 static int client_write(zg_http_session_t *s, wblk_t *w) {
   s->req_out += w->len;
-  return wblk_write(s->gw, (uv_stream_t *)&s->client, w, on_client_write);
+  return wblk_write(s->gw, s->tls, (uv_stream_t *)&s->client, w,
+                    on_client_write);
 }
 
 static int client_flush_cb(void *owner) {
@@ -279,7 +286,7 @@ static int upstream_flush_cb(void *owner) {
   if (!w)
     return 0;
   u->ob = NULL;
-  return wblk_write(u->gw, (uv_stream_t *)&u->tcp, w, on_upstream_write);
+  return wblk_write(u->gw, NULL, (uv_stream_t *)&u->tcp, w, on_upstream_write);
 }
 
 static int upstream_flush(zg_http_upstream_t *u) {
@@ -324,6 +331,15 @@ static int chunk_to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
     return rc;
   return to_upstream(u, "\r\n", 2);
 }
+
+/* Draining, or a reload took the session's listener away: no request
+ * after the current one; idle connections close. */
+static int winding_down(const zg_http_session_t *s) {
+  return s->gw->draining || s->hl->retired;
+}
+
+/* Between requests, with nothing read and nothing left to send. */
+static int idle_between_requests(zg_http_session_t *s);
 
 static size_t queued(uv_tcp_t *t) {
   return uv_stream_get_write_queue_size((uv_stream_t *)t);
@@ -403,7 +419,7 @@ static void respond_error(zg_http_session_t *s, int status,
     s->req_done = 1;
     s->state = HS_EXCHANGE;
     if (s->reading) {
-      uv_read_stop((uv_stream_t *)&s->client);
+      zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
       s->reading = 0;
     }
     if (queued(&s->client) == 0)
@@ -471,6 +487,7 @@ static void session_end(zg_http_session_t *s, const char *reason) {
     u->s = NULL;
     upstream_release(u, 0);
   }
+  zg_tls_conn_free(s->tls);
   uv_close((uv_handle_t *)&s->client, on_session_handle_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_handle_closed);
 }
@@ -726,7 +743,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
       s->close_after = 1;
     }
     if (!s->client_keep || (s->client_eof && s->in_len == s->in_off) ||
-        s->gw->draining)
+        winding_down(s))
       s->close_after = 1;
     o.close = s->close_after;
     o.keep_alive = !s->close_after && s->req->major == 1 && s->req->minor == 0;
@@ -1264,6 +1281,7 @@ static void head_complete(zg_http_session_t *s) {
   int status, n;
   char host_buf[ZG_HOST_MAX + 8];
   size_t host_len;
+  char subject[1024];
 
   s->requests++;
   s->state = HS_CONNECT;
@@ -1316,6 +1334,16 @@ static void head_complete(zg_http_session_t *s) {
   }
   zg_pool_ref(s->pool);
   s->ntried = 0;
+  /* A service that requires client certificates takes only connections
+   * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
+  if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
+                                           s->svc->conf->tls_verify, subject,
+                                           sizeof(subject)) != 0) {
+    respond_error(s, 421,
+                  "this connection was not made with a client certificate "
+                  "for this host");
+    return;
+  }
 
   /* The target for the instance: prefix stripped if asked; the base path
    * is the chosen instance's, but pools of one service share it in
@@ -1335,7 +1363,8 @@ static void head_complete(zg_http_session_t *s) {
   memset(&o, 0, sizeof(o));
   o.target = target;
   o.client_addr = s->client_ip;
-  o.proto = "http";
+  o.proto = s->tls ? "https" : "http";
+  o.client_subject = s->tls && subject[0] ? subject : NULL;
   /* zg_http_route_request bounds both below sizeof(host_buf). */
   if (authority_len > 0) {
     host_len =
@@ -1523,7 +1552,7 @@ static void exchange_done(zg_http_session_t *s) {
   }
   /* After the client's EOF, requests it sent before are still answered. */
   if (s->close_after || (s->client_eof && s->in_len == s->in_off) ||
-      s->gw->draining) {
+      winding_down(s)) {
     s->close_after = 1;
     if (queued(&s->client) == 0)
       linger_close(s);
@@ -1568,15 +1597,17 @@ static void on_client_shutdown(uv_shutdown_t *req, int status) {
     session_end(s, "closed after response");
 }
 
-/* Shuts the client's write side. With nothing queued (the usual case)
- * directly: uv_shutdown would first wait for the socket to be writable,
- * an epoll_ctl and a loop turn for every connection closed. */
+/* Shuts the client's write side. Plain, with nothing queued (the usual
+ * case), directly: uv_shutdown would first wait for the socket to be
+ * writable, an epoll_ctl and a loop turn for every connection closed. TLS
+ * sends its close_notify first. */
 static int client_shutdown(zg_http_session_t *s) {
   uv_os_fd_t fd;
-  if (queued(&s->client) == 0 && uv_fileno((uv_handle_t *)&s->client, &fd) == 0)
+  if (!s->tls && queued(&s->client) == 0 &&
+      uv_fileno((uv_handle_t *)&s->client, &fd) == 0)
     return shutdown(fd, SHUT_WR) == 0 ? 0 : UV_EPIPE;
-  return uv_shutdown(&s->shutdown_req, (uv_stream_t *)&s->client,
-                     on_client_shutdown);
+  return zg_stream_shutdown(s->tls, &s->shutdown_req, (uv_stream_t *)&s->client,
+                            on_client_shutdown);
 }
 
 static void linger_close(zg_http_session_t *s) {
@@ -1593,8 +1624,9 @@ static void linger_close(zg_http_session_t *s) {
   /* Reading goes on through on_client_read, which drops what comes while
    * lingering: no stop and restart (epoll_ctl calls) at every close. */
   if (s->client_eof || client_shutdown(s) != 0 ||
-      (!s->reading && uv_read_start((uv_stream_t *)&s->client, on_client_alloc,
-                                    on_client_read) != 0)) {
+      (!s->reading &&
+       zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
+                            on_client_read) != 0)) {
     session_end(s, "closed after response");
     return;
   }
@@ -1614,6 +1646,12 @@ static void on_client_write(uv_write_t *req, int status) {
   if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
       queued(&s->client) == 0) {
     linger_close(s);
+    return;
+  }
+  /* The last response of a keep-alive connection is out as the gateway
+   * drains or the listener goes: nothing more will come on it. */
+  if (winding_down(s) && idle_between_requests(s)) {
+    session_end(s, s->gw->draining ? "idle at drain" : "listener removed");
     return;
   }
   if (s->wait_drain && queued(&s->client) <= HIGH_WATER / 2) {
@@ -1663,7 +1701,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   if (nread == 0)
     return;
   if (nread < 0) {
-    uv_read_stop(from);
+    zg_stream_read_stop(from_client ? s->tls : NULL, from);
     if (!from_client)
       u->reading = 0;
     if (nread != UV_EOF) {
@@ -1679,7 +1717,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     } else {
       s->upstream_eof = 1;
       s->shutdown_req.data = s;
-      if (uv_shutdown(&s->shutdown_req, to, on_client_tunnel_shutdown) != 0)
+      if (zg_stream_shutdown(s->tls, &s->shutdown_req, to,
+                             on_client_tunnel_shutdown) != 0)
         session_end(s, "tunnel peer gone");
     }
     return;
@@ -1694,7 +1733,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   }
   if (queued((uv_tcp_t *)to) > HIGH_WATER) {
-    uv_read_stop(from);
+    zg_stream_read_stop(from_client ? s->tls : NULL, from);
     if (from_client)
       s->reading = 0;
     else
@@ -1786,7 +1825,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (nread == UV_ENOBUFS && s->in && s->in_len >= s->in_cap) {
-    uv_read_stop(st); /* full: read again once the buffer is used */
+    zg_stream_read_stop(s->tls, st); /* full: read again once used */
     s->reading = 0;
     return;
   }
@@ -1798,7 +1837,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (nread < 0) {
-    uv_read_stop(st);
+    zg_stream_read_stop(s->tls, st);
     s->reading = 0;
     if (nread == UV_EOF)
       s->client_eof = 1;
@@ -1834,7 +1873,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
       (s->state == HS_EXCHANGE && !s->req_done && s->up &&
        queued(&s->up->tcp) > HIGH_WATER)) {
-    uv_read_stop(st);
+    zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
 }
@@ -1842,8 +1881,8 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
 static void client_read_start(zg_http_session_t *s) {
   if (s->reading || s->client_eof || s->state == HS_CLOSING)
     return;
-  if (uv_read_start((uv_stream_t *)&s->client, on_client_alloc,
-                    on_client_read) == 0)
+  if (zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
+                           on_client_read) == 0)
     s->reading = 1;
 }
 
@@ -1859,6 +1898,13 @@ static void on_session_timer(uv_timer_t *t) {
   if (s->lingering) {
     if (now - s->linger_ms >= LINGER_MS)
       session_end(s, "closed after response");
+    return;
+  }
+  if (s->tls && !zg_tls_established(s->tls)) {
+    if (now - s->last_active_ms >= s->gw->cfg->proxy.header_timeout_ms) {
+      zg_tls_handshake_timed_out(s->tls);
+      session_end(s, "TLS handshake timeout");
+    }
     return;
   }
   /* Slow heads (slowloris): the whole head within header_timeout. */
@@ -1882,9 +1928,23 @@ static void on_session_timer(uv_timer_t *t) {
   }
 }
 
+static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
+  zg_http_session_t *s = arg;
+  (void)c;
+  if (s->state == HS_CLOSING)
+    return;
+  if (status < 0) {
+    session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
+    return;
+  }
+  s->last_active_ms = uv_now(s->gw->loop);
+  client_read_start(s);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   zg_http_listener_t *hl = server->data;
   zg_gateway_t *gw = hl->gw;
+  zg_tls_server_t *srv;
   zg_http_session_t *s;
   if (status < 0) {
     zg_warn("http", "accept failed on %s: %s", hl->addr.text,
@@ -1926,6 +1986,13 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
+  if (gw->n_tls > 0 && (srv = zg_gateway_tls(gw, &hl->addr)) != NULL) {
+    if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
+      session_end(s, "out of memory");
+    else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
+      session_end(s, "client error");
+    return;
+  }
   client_read_start(s);
 }
 
@@ -2126,6 +2193,26 @@ static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return 0;
 }
 
+/* A listener a reload removes: its keep-alive connections take no new
+ * request (the routes they would use are gone with it); idle ones close
+ * now, busy ones after their response (Connection: close). */
+static void retire(zg_gateway_t *gw, zg_http_listener_t *hl) {
+  zg_http_session_t *s, *next;
+  hl->retired = 1;
+  for (s = gw->http_sessions; s; s = next) {
+    next = s->next;
+    if (s->hl == hl && idle_between_requests(s))
+      session_end(s, "listener removed");
+  }
+}
+
+size_t zg_http_sessions_open(const zg_gateway_t *gw) {
+  size_t n = 0;
+  for (const zg_http_session_t *s = gw->http_sessions; s; s = s->next)
+    n++;
+  return n;
+}
+
 int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
   size_t kept = 0;
   int rc = 0;
@@ -2147,6 +2234,7 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
       continue;
     }
     zg_info("gateway", "no longer listening on %s (http)", hl->addr.text);
+    retire(gw, hl);
     zg_http_listener_discard(hl);
   }
   gw->n_http_listeners = kept;
@@ -2227,14 +2315,18 @@ int zg_http_start(zg_gateway_t *gw) {
   return rc;
 }
 
+static int idle_between_requests(zg_http_session_t *s) {
+  return s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
+         queued(&s->client) == 0;
+}
+
 void zg_http_drain(zg_gateway_t *gw) {
   zg_http_session_t *s, *next;
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_close(gw->http_listeners[i]);
   for (s = gw->http_sessions; s; s = next) {
     next = s->next;
-    if (s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
-        queued(&s->client) == 0)
+    if (idle_between_requests(s))
       session_end(s, "idle at drain");
   }
   while (gw->http_idle)

@@ -11,12 +11,18 @@
  * of its write (idle sessions hold none). A read of EOF becomes a shutdown
  * of the other side's write half (half-close); the session ends when both
  * halves are shut, on any error, on the idle timeout, or on stop. Every
- * session ends with a termination reason. */
+ * session ends with a termination reason.
+ *
+ * A service with tls_cert terminates TLS: the handshake comes first (within
+ * header_timeout), then the instance is chosen; the client's side of the
+ * relay goes through tls.h's zg_stream_* calls, which are libuv's own for
+ * plain clients. */
 #include "zkgate/tcp_proxy.h"
 
 #include "zkgate/error.h"
 #include "zkgate/listener.h"
 #include "zkgate/log.h"
+#include "zkgate/tls.h"
 #include "zkgate/tls_hello.h"
 
 #include <stdio.h>
@@ -34,6 +40,7 @@ typedef enum {
 typedef struct relay_dir {
   struct zg_tcp_session *s;
   uv_stream_t *in, *out;
+  zg_tls_conn_t *tls_in, *tls_out; /* the client's TLS on that side, or NULL */
   uv_write_t wreq;
   uv_shutdown_t sreq;
   char *buf; /* held from a read until its write completes */
@@ -49,7 +56,8 @@ typedef struct zg_tcp_session {
   uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
   uv_tcp_t client_own;
   uv_tcp_t upstream;
-  uv_timer_t timer; /* connect timeout, then idle timeout */
+  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
+  uv_timer_t timer;   /* handshake, connect, then idle timeout */
   uv_connect_t connect_req;
   uv_getaddrinfo_t gai_req;
   relay_dir_t up;   /* client -> instance */
@@ -152,6 +160,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
   }
   if (s->gai_pending)
     uv_cancel((uv_req_t *)&s->gai_req);
+  zg_tls_conn_free(s->tls);
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
   if (s->upstream_open)
@@ -202,9 +211,9 @@ static void dir_eof(relay_dir_t *d) {
   d->eof = 1;
   zg_buf_put(s->svc->gw, d->buf);
   d->buf = NULL;
-  uv_read_stop(d->in);
+  zg_stream_read_stop(d->tls_in, d->in);
   d->sreq.data = d;
-  rc = uv_shutdown(&d->sreq, d->out, on_shutdown);
+  rc = zg_stream_shutdown(d->tls_out, &d->sreq, d->out, on_shutdown);
   if (rc < 0)
     session_end(s, d == &s->up ? "instance gone" : "client gone");
 }
@@ -255,7 +264,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   /* Try the write at once: most of the time the socket takes it all and
    * the buffer is free again without a trip through the loop. */
   wbuf = uv_buf_init(d->buf, (unsigned)nread);
-  rc = uv_try_write(d->out, &wbuf, 1);
+  rc = zg_stream_try_write(d->tls_out, d->out, &wbuf, 1);
   if (rc == nread) {
     zg_buf_put(s->svc->gw, d->buf);
     d->buf = NULL;
@@ -269,9 +278,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     wbuf.base += rc;
     wbuf.len -= (unsigned)rc;
   }
-  uv_read_stop(d->in);
+  zg_stream_read_stop(d->tls_in, d->in);
   d->wreq.data = d;
-  rc = uv_write(&d->wreq, d->out, &wbuf, 1, on_write);
+  rc = zg_stream_write(d->tls_out, &d->wreq, d->out, &wbuf, 1, on_write);
   if (rc < 0)
     session_end(s, d == &s->up ? "instance write error" : "client write error");
 }
@@ -279,7 +288,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 static void dir_read_start(relay_dir_t *d) {
   if (d->eof)
     return;
-  if (uv_read_start(d->in, on_alloc, on_read) < 0)
+  if (zg_stream_read_start(d->tls_in, d->in, on_alloc, on_read) < 0)
     session_end(d->s, "read error");
 }
 
@@ -318,10 +327,12 @@ static void relay_start(zg_tcp_session_t *s) {
   s->up = (relay_dir_t){.s = s,
                         .in = (uv_stream_t *)s->client,
                         .out = (uv_stream_t *)&s->upstream,
+                        .tls_in = s->tls,
                         .bytes = s->initial_len};
   s->down = (relay_dir_t){.s = s,
                           .in = (uv_stream_t *)&s->upstream,
-                          .out = (uv_stream_t *)s->client};
+                          .out = (uv_stream_t *)s->client,
+                          .tls_out = s->tls};
   s->last_active_ms = uv_now(s->svc->gw->loop);
   if (idle > 0)
     uv_timer_start(&s->timer, on_idle_timer, idle, 0);
@@ -526,6 +537,25 @@ static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
   return s;
 }
 
+static void on_handshake_timeout(uv_timer_t *t) {
+  zg_tcp_session_t *s = t->data;
+  zg_tls_handshake_timed_out(s->tls);
+  session_end(s, "TLS handshake timeout");
+}
+
+static void on_handshake(zg_tls_conn_t *c, int status, void *arg) {
+  zg_tcp_session_t *s = arg;
+  (void)c;
+  if (s->state == S_CLOSING)
+    return;
+  uv_timer_stop(&s->timer);
+  if (status < 0) {
+    session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
+    return;
+  }
+  try_connect(s);
+}
+
 void zg_tcp_on_connection(uv_stream_t *server, int status) {
   zg_service_t *svc = server->data;
   zg_tcp_session_t *s;
@@ -551,6 +581,19 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
     char ip[48];
     zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
                  sizeof(s->client_addr));
+  }
+  if (svc->conf->tls_cert) {
+    zg_tls_server_t *srv = zg_gateway_tls(svc->gw, &svc->conf->listen);
+    if (!srv ||
+        !(s->tls = zg_tls_conn_server(srv, s->client, s->client_addr))) {
+      session_end(s, srv ? "out of memory" : "no certificate");
+      return;
+    }
+    uv_timer_start(&s->timer, on_handshake_timeout,
+                   svc->gw->cfg->proxy.header_timeout_ms, 0);
+    if (zg_tls_handshake(s->tls, on_handshake, s) != 0)
+      session_end(s, "read error");
+    return;
   }
   try_connect(s);
 }
@@ -582,6 +625,13 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
                  sizeof(s->client_addr));
   }
   try_connect(s);
+}
+
+size_t zg_tcp_sessions_open(const zg_gateway_t *gw) {
+  size_t n = 0;
+  for (const zg_tcp_session_t *s = gw->sessions; s; s = s->next)
+    n++;
+  return n;
 }
 
 size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,

@@ -9,8 +9,14 @@
 
 typedef struct zg_admin zg_admin_t;
 
-/* Listens on cfg->admin.listen. 0 or an error (logged). */
+/* Listens on cfg->admin.listen when [admin] is on. 0 or an error (logged).
+ */
 int zg_admin_start(zg_gateway_t *gw);
+/* An admin listener on `addr`, not yet the gateway's (reload binds first,
+ * then swaps with gw->admin); NULL when it cannot listen (logged). */
+zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr);
+/* Closes one that zg_admin_open made and nobody used. */
+void zg_admin_discard(zg_admin_t *a);
 /* Closes the listener and every admin connection; frees itself once the
  * handles are closed. */
 void zg_admin_stop(zg_gateway_t *gw);

@@ -19,6 +19,13 @@ typedef enum {
   ZG_PROTO_TLS_PASSTHROUGH,
 } zg_protocol_t;
 
+/* Client certificates on a TLS-terminating service. */
+typedef enum {
+  ZG_TLS_VERIFY_NONE = 0, /* none asked for (no tls_client_ca) */
+  ZG_TLS_VERIFY_OPTIONAL, /* asked for; verified when one is sent */
+  ZG_TLS_VERIFY_REQUIRED, /* the handshake fails without a valid one */
+} zg_tls_verify_t;
+
 typedef struct {
   struct sockaddr_storage ss;
   char text[64]; /* as written, for logs */
@@ -41,7 +48,17 @@ typedef struct {
    * on its listen address; exact or "*.example.com"; lowercase. NULL: the
    * address's default (names no other service takes, and no name). */
   char *sni;
-  zg_instance_t *instances; /* static instances */
+  /* TLS termination (tcp and http): tls_cert and tls_key both set, or
+   * neither. HTTP services sharing a listen address all have them or none,
+   * with the same cipher strings. Paths as written (relative: to the
+   * working directory). */
+  char *tls_cert;
+  char *tls_key;
+  char *tls_client_ca;        /* NULL: no client certificates */
+  zg_tls_verify_t tls_verify; /* NONE unless tls_client_ca */
+  char *tls_ciphers;          /* TLS 1.2; NULL: the default */
+  char *tls_ciphersuites;     /* TLS 1.3; NULL: the default */
+  zg_instance_t *instances;   /* static instances */
   size_t n_instances;
   int line; /* of the section header */
 } zg_service_conf_t;

@@ -23,6 +23,7 @@ struct zg_http_session;
 struct zg_http_upstream;
 struct zg_sni_listener;
 struct zg_sni_session;
+struct zg_tls_server;
 
 struct zg_discover;
 
@@ -69,6 +70,9 @@ typedef struct zg_gateway {
   zg_discover_t **discovers;
   size_t n_discovers;
   zg_registry_t *registry;
+  /* The configuration the registry was started with, kept while it runs:
+   * a reload compares [zookeeper] with it, not with the last file read. */
+  zg_config_t *zk_cfg;
   zg_rng_t rng;
   uv_signal_t signals[4];
   struct zg_tcp_session *sessions; /* every open TCP session */
@@ -79,6 +83,9 @@ typedef struct zg_gateway {
   struct zg_sni_listener **sni_listeners; /* tls-passthrough, by address */
   size_t n_sni_listeners, cap_sni_listeners;
   struct zg_sni_session *sni_sessions; /* reading their ClientHello */
+  struct zg_tls_server **tls;          /* per TLS-terminating address */
+  zg_listen_addr_t *tls_addrs;         /* the address of each */
+  size_t n_tls;
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
   struct zg_failed_instance *failed; /* passive health marks */
@@ -122,6 +129,12 @@ int zg_health_is_failed(zg_gateway_t *gw, const char *key);
  * remain. */
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried);
+
+/* The certificates new connections on `addr` get (borrowed: take a
+ * reference to keep them), or NULL when the address does not terminate
+ * TLS. */
+struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
+                                     const zg_listen_addr_t *addr);
 
 zg_service_t *zg_service_ref(zg_service_t *svc);
 /* Frees the service with its last reference (its listener, if any, must be

@@ -126,6 +126,9 @@ typedef struct {
                               none */
   const char *fwd_host;    /* X-Forwarded-Host (the client's Host); NULL:
                               none */
+  /* X-Client-Cert-Subject: the verified client certificate's subject;
+   * NULL: none */
+  const char *client_subject;
   zg_framing_t framing;
   uint64_t body_length; /* with ZG_FRAMING_LENGTH */
   bool close;           /* send Connection: close */
@@ -137,9 +140,11 @@ typedef struct {
  * Host first, then the client's headers minus the hop-by-hop ones (RFC
  * 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
  * Transfer-Encoding, Upgrade, and every header named in Connection),
- * minus Content-Length, Host and X-Forwarded-Proto/-Host; then one
- * X-Forwarded-For (the client's values, joined with ", ", then
- * client_addr), X-Forwarded-Proto, X-Forwarded-Host, the framing header
+ * minus Content-Length, Host, X-Forwarded-Proto/-Host and
+ * X-Client-Cert-Subject (only the gateway may say what it verified); then
+ * one X-Forwarded-For (the client's values, joined with ", ", then
+ * client_addr), X-Forwarded-Proto, X-Forwarded-Host, X-Client-Cert-Subject
+ * when client_subject is set, the framing header
  * (one), and Connection: close when asked. Header values are written
  * without surrounding whitespace. Returns the length written
  * (NUL-terminated), or -1 when it does not fit in `cap`, the method is not

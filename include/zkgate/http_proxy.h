@@ -26,6 +26,7 @@ typedef struct zg_http_listener {
   size_t n_targets;
   int listening;
   int handle_open;
+  int retired;               /* a reload took its address away */
   unsigned refs;             /* the gateway's while in use, sessions' */
   uint64_t accepted, active; /* client connections */
 } zg_http_listener_t;
@@ -52,6 +53,8 @@ void zg_http_listener_discard(zg_http_listener_t *hl);
 /* Requests of `svc` now on instance `key` ("host:port"). */
 size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                                const char *key);
+/* Client connections open, on any listener (also one a reload removed). */
+size_t zg_http_sessions_open(const zg_gateway_t *gw);
 /* Drain: closes the listeners, idle client connections and idle upstream
  * connections; the others close after their current exchange. */
 void zg_http_drain(zg_gateway_t *gw);

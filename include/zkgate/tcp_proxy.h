@@ -19,6 +19,8 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
                           size_t len, const char *sni, uint64_t start_ns);
 /* Closes every session at once (on stop). */
 void zg_tcp_close_all(zg_gateway_t *gw);
+/* Sessions open, of any service (also one a reload removed). */
+size_t zg_tcp_sessions_open(const zg_gateway_t *gw);
 /* Sessions of `svc` now with instance `key` ("host:port"). */
 size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                               const char *key);

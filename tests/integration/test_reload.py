@@ -208,3 +208,163 @@ def test_reload_adds_discovery_and_new_http_listener(zk, kz, zpath, http_backend
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port2), timeout=1)
     assert request(port, "/")[0] == 200
+
+
+def read_all(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_drain_after_reload_waits_for_connections_of_removed_listeners_and_services(
+        zk, http_backends, backends, gateway):
+    web = http_backends("web")
+    echo = backends("echo")
+    port, port2, tport = free_port(), free_port(), free_port()
+    first = ini_text({
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, proxy={"drain_timeout": "10s"})
+    gw = gateway(first, listen=[port])
+    slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+    slow.sendall(b"GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+    t = socket.create_connection(("127.0.0.1", tport), timeout=5)
+    assert t.recv(100) == b"echo\n"
+    assert wait_until(lambda: web.requests >= 1, 3)
+    # Both the HTTP listener and the TCP service go; what they carry is all that is open.
+    reload(gw, ini_text({"web2": {"protocol": "http", "listen": f"127.0.0.1:{port2}",
+                                  "instances": web.addr}}, proxy={"drain_timeout": "10s"}))
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_log("draining")
+    assert "2 open one(s) may finish" in gw.log_text(), gw.log_text()[-1500:]
+    # The TCP connection of the removed service still works during the drain...
+    t.sendall(b"ping\n")
+    assert t.recv(100) == b"ping\n"
+    # ...and the slow request on the removed listener finishes.
+    data = read_all(slow)
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert b"\r\nConnection: close\r\n" in data
+    assert gw.proc.poll() is None, "zkgate stopped with a TCP connection still open"
+    t.close()
+    assert gw.proc.wait(10) == 0
+    gw.returncode = 0
+    assert "drained: stopping" in gw.log_text()
+
+
+def test_keep_alive_connections_of_a_removed_listener_take_no_new_request(http_backends,
+                                                                         gateway):
+    web = http_backends("web")
+    port, port2 = free_port(), free_port()
+    gw = gateway(ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                   "instances": web.addr}}), listen=[port])
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    idle.request("GET", "/x")
+    r = idle.getresponse()
+    assert r.status == 200 and r.read()
+    busy = socket.create_connection(("127.0.0.1", port), timeout=5)
+    busy.sendall(b"GET /slow/1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_until(lambda: web.requests >= 2, 3)
+    reload(gw, ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port2}",
+                                 "instances": web.addr}}))
+    # The idle one is closed at once; the busy one gets its answer, told the connection closes.
+    idle.sock.settimeout(2)
+    assert idle.sock.recv(100) == b""
+    data = read_all(busy)
+    assert data.startswith(b"HTTP/1.1 200") and b"\r\nConnection: close\r\n" in data, data[:300]
+    assert request(port2, "/y")[:2] == (200, "web")
+
+
+def test_zookeeper_change_is_refused_also_after_a_reload_without_zookeeper(zk, kz, zpath,
+                                                                          http_backends,
+                                                                          gateway):
+    web = http_backends("web")
+    register(kz, zpath, web.addr.encode())
+    port = free_port()
+    zkconf = {"hosts": zk.hosts, "session_timeout": "4s"}
+    with_zk = ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "zk_path": zpath}}, zookeeper=zkconf)
+    gw = gateway(with_zk, listen=[port])
+    assert wait_until(lambda: request(port, "/x")[:2] == (200, "web"), 5)
+    reload(gw, ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                 "instances": web.addr}}))
+    # The registry still runs with 4s: a file asking for 5s needs a restart.
+    reload(gw, with_zk.replace("session_timeout = 4s", "session_timeout = 5s"),
+           expect="needs a restart")
+    # The same settings as the running registry are fine.
+    reload(gw, with_zk)
+    assert wait_until(lambda: request(port, "/x")[:2] == (200, "web"), 5)
+
+
+def test_renamed_service_on_the_same_zk_path_serves_at_once(zk, kz, zpath, http_backends,
+                                                           gateway):
+    web = http_backends("web")
+    register(kz, zpath, web.addr.encode())
+    port = free_port()
+    # A long coalescing window: a pool read anew would leave a gap of at least 300 ms.
+    zkconf = {"hosts": zk.hosts, "session_timeout": "4s", "coalesce_window": "300ms"}
+
+    def conf(name):
+        return ini_text({name: {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "zk_path": zpath}}, zookeeper=zkconf)
+    gw = gateway(conf("web"), listen=[port])
+    assert wait_until(lambda: request(port, "/x")[:2] == (200, "web"), 5)
+    reload(gw, conf("site"))
+    assert request(port, "/x")[:2] == (200, "web")
+    # And its own watch follows the registry.
+    web2 = http_backends("web2")
+    register(kz, zpath, web2.addr.encode())
+    assert wait_until(lambda: {request(port, "/x")[1] for _ in range(12)} == {"web", "web2"}, 5)
+
+
+def test_discovered_service_comes_back_when_the_configured_one_claiming_it_goes(
+        zk, kz, zpath, http_backends, gateway):
+    users, static = http_backends("users", "static")
+    root = zpath.replace("/endpoints/", "/claim-roots/")
+    register(kz, f"{root}/users", users.addr.encode())
+    port, port2 = free_port(), free_port()
+    zkconf = {"hosts": zk.hosts, "session_timeout": "4s"}
+    disc = {"all": {"zk_root": root, "listen": f"127.0.0.1:{port2}"}}
+    claimed = ini_text({"users": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                  "instances": static.addr}}, zookeeper=zkconf, discover=disc)
+    gw = gateway(claimed, listen=[port, port2])
+    assert wait_until(lambda: "is served by configured service users" in gw.log_text(), 5)
+    assert request(port2, "/users/q")[0] == 404
+    reload(gw, ini_text({"other": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                   "instances": static.addr}}, zookeeper=zkconf, discover=disc))
+    assert wait_until(lambda: request(port2, "/users/q")[:2] == (200, "users"), 5)
+
+
+def test_reload_rejected_when_the_admin_listener_or_access_log_cannot_move(tmp_path,
+                                                                           http_backends,
+                                                                           gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    log = tmp_path / "access.log"
+    svc = {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr}}
+    good = ini_text(svc, admin={"listen": f"127.0.0.1:{admin}"},
+                    proxy={"access_log": str(log)})
+    gw = gateway(good, listen=[port, admin])
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    try:
+        reload(gw, ini_text(svc, admin={"listen": f"127.0.0.1:{taken}"},
+                            proxy={"access_log": str(log)}), expect="reload rejected")
+    finally:
+        blocker.close()
+    assert "the admin listener cannot move" in gw.log_text()
+    # The old admin listener still answers, and counts the failure.
+    assert metric(admin, 'zkgate_config_reloads_total{result="failed"}') == 1
+    # An access log that cannot be opened: rejected, and the old file keeps its lines.
+    reload(gw, ini_text(svc, admin={"listen": f"127.0.0.1:{admin}"},
+                        proxy={"access_log": str(tmp_path / "no" / "such" / "dir.log")}),
+           expect="access log")
+    assert "reload rejected: the access log" in gw.log_text()
+    assert request(port, "/after")[0] == 200
+    assert wait_until(lambda: log.exists() and "/after" in log.read_text(), 5)
+    assert metric(admin, 'zkgate_config_reloads_total{result="failed"}') == 2
+    assert metric(admin, 'zkgate_config_reloads_total{result="ok"}') == 0

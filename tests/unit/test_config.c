@@ -11,6 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <uv.h>
 
 #include "zkgate/config.h"
@@ -1091,12 +1094,249 @@ static void test_bad_sni(void **state) {
   }
 }
 
+/* ---- TLS keys ----------------------------------------------------------
+ * Certificates and keys made here (P-256, self-signed) into temporary
+ * files: two pairs, so that a key can be given with the wrong
+ * certificate. */
+
+static char tls_dir[64];
+static char cert1[128], key1[128], cert2[128], key2[128];
+
+static void write_pair(const char *crt_path, const char *key_path) {
+  EVP_PKEY *pk = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  FILE *f;
+  assert_non_null(pk);
+  assert_non_null(x);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), 0);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, pk);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                             (const unsigned char *)"unit.example.com", -1, -1,
+                             0);
+  X509_set_issuer_name(x, X509_get_subject_name(x));
+  assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+  assert_non_null(f = fopen(crt_path, "w"));
+  assert_true(PEM_write_X509(f, x));
+  fclose(f);
+  assert_non_null(f = fopen(key_path, "w"));
+  assert_true(PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL));
+  fclose(f);
+  X509_free(x);
+  EVP_PKEY_free(pk);
+}
+
+static int tls_setup(void **state) {
+  (void)state;
+  snprintf(tls_dir, sizeof(tls_dir), "/tmp/zkgate-unit-XXXXXX");
+  if (!mkdtemp(tls_dir))
+    return -1;
+  snprintf(cert1, sizeof(cert1), "%s/1.crt", tls_dir);
+  snprintf(key1, sizeof(key1), "%s/1.key", tls_dir);
+  snprintf(cert2, sizeof(cert2), "%s/2.crt", tls_dir);
+  snprintf(key2, sizeof(key2), "%s/2.key", tls_dir);
+  write_pair(cert1, key1);
+  write_pair(cert2, key2);
+  return 0;
+}
+
+static int tls_teardown(void **state) {
+  (void)state;
+  unlink(cert1);
+  unlink(key1);
+  unlink(cert2);
+  unlink(key2);
+  rmdir(tls_dir);
+  return 0;
+}
+
+static void test_tls_keys(void **state) {
+  char text[2048];
+  zg_config_t *cfg;
+  const zg_service_conf_t *a, *b, *t;
+  zg_service_conf_t copy;
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[service:a]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_client_ca = %s\n"
+           "tls_ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+           "[service:b]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_client_ca = %s\n"
+           "tls_verify_client = optional\n"
+           "tls_ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+           "[service:t]\n"
+           "listen = 127.0.0.1:9443\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_ciphersuites = TLS_AES_256_GCM_SHA384\n"
+           "[service:plain]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8080\n"
+           "instances = h:1\n",
+           cert1, key1, cert2, cert2, key2, cert1, cert1, key1);
+  cfg = load_ok(text);
+  a = service(cfg, "a");
+  b = service(cfg, "b");
+  t = service(cfg, "t");
+  assert_string_equal(a->tls_cert, cert1);
+  assert_string_equal(a->tls_key, key1);
+  assert_string_equal(a->tls_client_ca, cert2);
+  /* a CA without tls_verify_client: required */
+  assert_int_equal(a->tls_verify, ZG_TLS_VERIFY_REQUIRED);
+  assert_int_equal(b->tls_verify, ZG_TLS_VERIFY_OPTIONAL);
+  assert_string_equal(b->tls_ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+  assert_null(t->tls_client_ca);
+  assert_int_equal(t->tls_verify, ZG_TLS_VERIFY_NONE);
+  assert_null(t->tls_ciphers);
+  assert_string_equal(t->tls_ciphersuites, "TLS_AES_256_GCM_SHA384");
+  assert_null(service(cfg, "plain")->tls_cert);
+  /* copies carry the keys; a change of any makes another service */
+  assert_int_equal(zg_service_conf_copy(&copy, b), 0);
+  assert_true(zg_service_conf_equal(&copy, b));
+  copy.tls_verify = ZG_TLS_VERIFY_REQUIRED;
+  assert_false(zg_service_conf_equal(&copy, b));
+  copy.tls_verify = ZG_TLS_VERIFY_OPTIONAL;
+  free(copy.tls_key);
+  copy.tls_key = strdup(key1);
+  assert_false(zg_service_conf_equal(&copy, b));
+  zg_service_conf_clear(&copy);
+  zg_config_free(cfg);
+}
+
+/* One service on `listen` with `keys` (lines of TLS keys) must give one
+ * error, on the line that contains `marker`. */
+static void tls_error(const char *protocol, const char *keys,
+                      const char *marker) {
+  char text[2048];
+  snprintf(text, sizeof(text),
+           "[service:a]\n"
+           "protocol = %s\n"
+           "listen = 127.0.0.1:8443\n"
+           "instances = h:1\n"
+           "%s",
+           protocol, keys);
+  expect_one_error(text, marker);
+}
+
+static void test_tls_errors(void **state) {
+  char keys[1024];
+  (void)state;
+  /* one of a pair */
+  snprintf(keys, sizeof(keys), "tls_cert = %s\n", cert1);
+  tls_error("http", keys, "tls_cert");
+  snprintf(keys, sizeof(keys), "tls_key = %s\n", key1);
+  tls_error("tcp", keys, "tls_key");
+  /* client certificate keys without a certificate of our own */
+  snprintf(keys, sizeof(keys), "tls_client_ca = %s\n", cert1);
+  tls_error("tcp", keys, "tls_client_ca");
+  /* tls_verify_client without a CA, or with a bad value */
+  snprintf(keys, sizeof(keys),
+           "tls_cert = %s\ntls_key = %s\ntls_verify_client = optional\n", cert1,
+           key1);
+  tls_error("http", keys, "tls_verify_client");
+  snprintf(keys, sizeof(keys),
+           "tls_cert = %s\ntls_key = %s\ntls_client_ca = %s\n"
+           "tls_verify_client = sometimes\n",
+           cert1, key1, cert2);
+  tls_error("http", keys, "tls_verify_client");
+  /* files: missing, not a certificate, a key for another certificate */
+  snprintf(keys, sizeof(keys), "tls_cert = %s/none.crt\ntls_key = %s\n",
+           tls_dir, key1);
+  tls_error("http", keys, "tls_cert");
+  snprintf(keys, sizeof(keys), "tls_cert = %s\ntls_key = %s\n", key1, key1);
+  tls_error("http", keys, "tls_cert");
+  snprintf(keys, sizeof(keys), "tls_cert = %s\ntls_key = %s\n", cert1, key2);
+  tls_error("tcp", keys, "tls_key");
+  snprintf(keys, sizeof(keys), "tls_cert = %s\ntls_key = %s/none.key\n", cert1,
+           tls_dir);
+  tls_error("tcp", keys, "tls_key");
+  snprintf(keys, sizeof(keys),
+           "tls_cert = %s\ntls_key = %s\ntls_client_ca = %s/none.crt\n", cert1,
+           key1, tls_dir);
+  tls_error("http", keys, "tls_client_ca");
+  /* cipher strings */
+  snprintf(keys, sizeof(keys),
+           "tls_cert = %s\ntls_key = %s\ntls_ciphers = NOPE:ALSO-NOT\n", cert1,
+           key1);
+  tls_error("http", keys, "tls_ciphers");
+  snprintf(keys, sizeof(keys),
+           "tls_cert = %s\ntls_key = %s\ntls_ciphersuites = TLS_NOPE\n", cert1,
+           key1);
+  tls_error("tcp", keys, "tls_ciphersuites");
+  /* an empty value */
+  snprintf(keys, sizeof(keys), "tls_cert =\ntls_key = %s\n", key1);
+  tls_error("tcp", keys, "tls_cert");
+  /* tls-passthrough does not terminate */
+  snprintf(keys, sizeof(keys),
+           "sni = a.example.com\ntls_cert = %s\n"
+           "tls_key = %s\n",
+           cert1, key1);
+  tls_error("tls-passthrough", keys, "tls_cert");
+}
+
+static void test_tls_shared_listen(void **state) {
+  char text[2048];
+  (void)state;
+  /* all HTTP services of an address terminate TLS, or none */
+  snprintf(text, sizeof(text),
+           "[service:a]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "[service:b]\n"
+           "protocol = http\n"
+           "host = b.example.com\n"
+           "instances = h:1\n"
+           "listen = 127.0.0.1:8443 ; plain here\n",
+           cert1, key1);
+  expect_one_error(text, "; plain here");
+  /* with the same cipher strings */
+  snprintf(text, sizeof(text),
+           "[service:a]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "[service:b]\n"
+           "protocol = http\n"
+           "host = b.example.com\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+           "listen = 127.0.0.1:8443 ; other ciphers\n",
+           cert1, key1, cert2, key2);
+  expect_one_error(text, "; other ciphers");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
       cmocka_unit_test(test_tls_passthrough),
       cmocka_unit_test(test_tls_passthrough_errors),
       cmocka_unit_test(test_bad_sni),
+      cmocka_unit_test_setup_teardown(test_tls_keys, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_tls_shared_listen, tls_setup,
+                                      tls_teardown),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_hosts_null_without_zk_services),
       cmocka_unit_test(test_log_levels),

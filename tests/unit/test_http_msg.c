@@ -812,6 +812,41 @@ static void test_write_request_hop_by_hop(void **state) {
                  "\r\n");
 }
 
+/* X-Client-Cert-Subject says what the gateway verified: the client's own
+ * go, whatever their case, and the gateway's comes when it has one. */
+static void test_write_request_client_subject(void **state) {
+  zg_http_head_t h;
+  char out[1024];
+  zg_http_req_out_t o = {.proto = "https"};
+  const char *head = "GET / HTTP/1.1\r\n"
+                     "Host: a\r\n"
+                     "X-Client-Cert-Subject: CN=root\r\n"
+                     "x-client-cert-subject: CN=admin\r\n"
+                     "X-Other: 1\r\n"
+                     "\r\n";
+  (void)state;
+  req(&h, head);
+  assert_written(zg_http_write_request(out, sizeof(out), &h, &o), out,
+                 "GET / HTTP/1.1\r\n"
+                 "Host: a\r\n"
+                 "X-Other: 1\r\n"
+                 "X-Forwarded-Proto: https\r\n"
+                 "\r\n");
+  o.client_subject = "CN=alice,O=Example\\, Inc.";
+  req(&h, head);
+  assert_written(zg_http_write_request(out, sizeof(out), &h, &o), out,
+                 "GET / HTTP/1.1\r\n"
+                 "Host: a\r\n"
+                 "X-Other: 1\r\n"
+                 "X-Forwarded-Proto: https\r\n"
+                 "X-Client-Cert-Subject: CN=alice,O=Example\\, Inc.\r\n"
+                 "\r\n");
+  /* a value that would break the head is refused, not sent */
+  o.client_subject = "CN=a\r\nX-Evil: 1";
+  req(&h, head);
+  assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+}
+
 static void test_write_request_framing(void **state) {
   zg_http_head_t h;
   char out[1024];
@@ -1251,6 +1286,7 @@ int main(void) {
       cmocka_unit_test(test_rewrite_path_cap),
       cmocka_unit_test(test_write_request_hop_by_hop),
       cmocka_unit_test(test_write_request_framing),
+      cmocka_unit_test(test_write_request_client_subject),
       cmocka_unit_test(test_write_request_host_sources),
       cmocka_unit_test(test_write_request_xff_named_in_connection),
       cmocka_unit_test(test_write_request_cap),
