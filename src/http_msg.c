@@ -105,10 +105,10 @@ static bool list_has(const char *v, size_t n, const char *tok, size_t tok_len) {
   return false;
 }
 
-/* Whether any Connection header from index `from` on lists `tok`. */
-static bool connection_lists_from(const zg_http_head_t *h, size_t from,
-                                  const char *tok, size_t tok_len) {
-  for (size_t i = from; i < h->n_hdr; i++) {
+/* Whether any Connection header lists `tok`. */
+static bool connection_lists(const zg_http_head_t *h, const char *tok,
+                             size_t tok_len) {
+  for (size_t i = 0; i < h->n_hdr; i++) {
     const char *v;
     size_t n;
 
@@ -119,11 +119,6 @@ static bool connection_lists_from(const zg_http_head_t *h, size_t from,
       return true;
   }
   return false;
-}
-
-static bool connection_lists(const zg_http_head_t *h, const char *tok,
-                             size_t tok_len) {
-  return connection_lists_from(h, 0, tok, tok_len);
 }
 
 /* Whether header i is one that stops at this hop by its name alone: RFC
@@ -150,13 +145,40 @@ static bool is_hop_name(const zg_http_head_t *h, size_t i) {
   }
 }
 
+/* Marks in `listed` the headers whose name a Connection header lists
+ * (RFC 9110 §7.6.1), going through each Connection value once: the same
+ * answer as asking connection_lists() for every header, without going
+ * through the values again for each. */
+static void mark_connection_listed(const zg_http_head_t *h, bool *listed) {
+  for (size_t i = 0; i < h->n_hdr; i++)
+    listed[i] = false;
+  for (size_t c = 0; c < h->n_hdr; c++) {
+    const char *v;
+    size_t n, start = 0;
+
+    if (!hdr_is(h, c, "Connection"))
+      continue;
+    hdr_value(h, c, &v, &n);
+    for (size_t k = 0; k <= n; k++) {
+      if (k == n || v[k] == ',') {
+        const char *elem = v + start;
+        size_t elem_len = k - start;
+
+        trim(&elem, &elem_len);
+        for (size_t i = 0; elem_len > 0 && i < h->n_hdr; i++)
+          if (hdr_is_n(h, i, elem, elem_len))
+            listed[i] = true;
+        start = k + 1;
+      }
+    }
+  }
+}
+
 /* Whether header i stops at this hop: by its name, or named in a
- * Connection header. `conn` is the index of the first Connection header
- * (n_hdr when none), found once per head by the caller. */
-static bool is_hop_by_hop(const zg_http_head_t *h, size_t i, size_t conn) {
-  return is_hop_name(h, i) ||
-         (conn < h->n_hdr &&
-          connection_lists_from(h, conn, hdr_name(h, i), h->hdr[i].name_len));
+ * Connection header (`listed`, from mark_connection_listed). */
+static bool is_hop_by_hop(const zg_http_head_t *h, size_t i,
+                          const bool *listed) {
+  return is_hop_name(h, i) || listed[i];
 }
 
 static bool version_is_1x(int major, int minor) {
@@ -664,7 +686,8 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   out_t w = {out, cap, 0, false};
   const char *method = method_name(h->method);
   const char *authority = NULL;
-  size_t authority_len = 0, conn;
+  size_t authority_len = 0;
+  bool listed[ZG_HTTP_MAX_HEADERS];
   bool xff_hop, xff_any = false;
 
   if (method == NULL)
@@ -709,9 +732,9 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
     put_lit(&w, "\r\n");
   }
 
-  conn = hdr_index(h, "Connection");
+  mark_connection_listed(h, listed);
   for (size_t i = 0; i < h->n_hdr; i++) {
-    if (is_hop_by_hop(h, i, conn) || hdr_is(h, i, "Host") ||
+    if (is_hop_by_hop(h, i, listed) || hdr_is(h, i, "Host") ||
         hdr_is(h, i, "X-Forwarded-For") || hdr_is(h, i, "X-Forwarded-Proto") ||
         hdr_is(h, i, "X-Forwarded-Host") ||
         hdr_is(h, i, "X-Client-Cert-Subject"))
@@ -769,7 +792,8 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
                            const zg_http_resp_out_t *o) {
   out_t w = {out, cap, 0, false};
   const char *reason = h->buf + h->reason_off;
-  size_t reason_len = h->reason_len, conn;
+  size_t reason_len = h->reason_len;
+  bool listed[ZG_HTTP_MAX_HEADERS];
 
   if (h->status < 100 || h->status > 999)
     return -1;
@@ -782,9 +806,9 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
   else
     puts_(&w, zg_http_reason(h->status));
   put_lit(&w, "\r\n");
-  conn = hdr_index(h, "Connection");
+  mark_connection_listed(h, listed);
   for (size_t i = 0; i < h->n_hdr; i++)
-    if (!is_hop_by_hop(h, i, conn))
+    if (!is_hop_by_hop(h, i, listed))
       put_hdr(&w, h, i);
   /* RFC 9112 §6.3: these never have a body, whatever they say. */
   if (h->status >= 200 && h->status != 204 && h->status != 304)
