@@ -487,6 +487,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             runs = r.pop(key)
             r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
             r[key]["runs"] = [round(x["rps"]) for x in runs]
+            r[key]["p99_runs"] = [round(x["p99_ms"], 1) for x in runs]
             cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
             if cpu:
                 r[key]["cpu_us"] = median(cpu)
@@ -799,6 +800,11 @@ def render(args, px, reg, meta):
     if runs:
         L.append("")
         L.append(f"Keep-alive req/s of each round: {runs}.")
+        p99 = ", ".join(f"{k} {px[k]['ka']['p99_runs']}" for k in ("direct", "zkgate",
+                                                                  "haproxy", "nginx")
+                        if "p99_runs" in px.get(k, {}).get("ka", {}))
+        if p99:
+            L.append(f"Keep-alive p99 (ms) of each round: {p99}.")
     bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
                      for k in ("direct", "zkgate", "haproxy", "nginx")
                      if "bulk_runs" in px.get(k, {}))
