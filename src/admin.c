@@ -201,8 +201,19 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
 
   PER_SERVICE(o, gw, "zkgate_upstream_connect_failures_total", "counter",
               "Connections to instances that failed (refused, timed out, "
-              "unresolvable).",
+              "unresolvable, TLS handshake or verification failed).",
               svc->connect_failures);
+  PER_SERVICE(o, gw, "zkgate_upstream_tls_handshakes_total", "counter",
+              "TLS handshakes with instances that completed.",
+              svc->up_tls_handshakes);
+  PER_SERVICE(o, gw, "zkgate_upstream_tls_resumed_total", "counter",
+              "TLS handshakes with instances that resumed a session.",
+              svc->up_tls_resumed);
+  PER_SERVICE(o, gw, "zkgate_upstream_tls_failures_total", "counter",
+              "TLS handshakes with instances that failed (certificate not "
+              "verified, name mismatch, protocol error, timeout); also in "
+              "zkgate_upstream_connect_failures_total.",
+              svc->up_tls_failures);
   PER_SERVICE(o, gw, "zkgate_retries_total", "counter",
               "Other instances tried after a failure.", svc->traffic.retries);
   PER_SERVICE(o, gw, "zkgate_health_ejections_total", "counter",

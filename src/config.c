@@ -286,6 +286,10 @@ typedef struct {
   /* TLS keys, by line (0: absent) */
   int cert_line, key_line, ca_line, verify_line, ciphers_line, suites_line;
   bool tls_bad; /* a TLS key had a bad value: no file checks */
+  /* upstream_* keys, by line (0: absent) */
+  int up_tls_line, up_ca_line, up_verify_line, up_sni_line, up_cert_line,
+      up_key_line;
+  bool up_bad; /* an upstream_* key had a bad value: no file checks */
 } svc_state_t;
 
 static int same_str(const char *a, const char *b);
@@ -392,9 +396,18 @@ static int parse_instances(parse_t *p, zg_service_conf_t *svc,
     while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
       e--;
     memset(&inst, 0, sizeof(inst));
+    /* https://host:port marks an instance that speaks TLS (as registry
+     * URLs do, for upstream_tls = auto); http:// is the plain default. */
+    if ((size_t)(e - b) > 8 && !strncasecmp(b, "https://", 8)) {
+      inst.tls = true;
+      b += 8;
+    } else if ((size_t)(e - b) > 7 && !strncasecmp(b, "http://", 7)) {
+      b += 7;
+    }
     if (zg_instance_parse_hostport(b, (size_t)(e - b), &inst) != 0) {
-      add_error(p, kv->line, "instances: '%.*s' is not host:port", (int)(e - b),
-                b);
+      add_error(p, kv->line,
+                "instances: '%.*s' is not host:port or https://host:port",
+                (int)(e - b), b);
       return -1;
     }
     inst.format = ZG_FORMAT_STATIC;
@@ -707,6 +720,120 @@ static void tls_check(parse_t *p, svc_state_t *st) {
   }
 }
 
+/* upstream_* keys: TLS to instances. Files are checked once the section
+ * is complete. */
+static void upstream_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  char **dst = NULL;
+  if (!strcmp(kv->key, "upstream_tls")) {
+    st->up_tls_line = kv->line;
+    if (!strcmp(kv->value, "auto")) {
+      svc->upstream_tls = ZG_UPSTREAM_TLS_AUTO;
+    } else if (!strcmp(kv->value, "on")) {
+      svc->upstream_tls = ZG_UPSTREAM_TLS_ON;
+    } else if (!strcmp(kv->value, "off")) {
+      svc->upstream_tls = ZG_UPSTREAM_TLS_OFF;
+    } else {
+      st->up_bad = true;
+      add_error(p, kv->line, "upstream_tls: expected auto, on or off, got '%s'",
+                kv->value);
+    }
+    return;
+  }
+  if (!strcmp(kv->key, "upstream_verify")) {
+    bool v;
+    st->up_verify_line = kv->line;
+    if (zg_parse_bool(kv->value, &v) != 0) {
+      st->up_bad = true;
+      add_error(p, kv->line, "upstream_verify: expected yes or no, got '%s'",
+                kv->value);
+      return;
+    }
+    svc->upstream_noverify = !v;
+    return;
+  }
+  if (!strcmp(kv->key, "upstream_sni")) {
+    st->up_sni_line = kv->line;
+    if (strchr(kv->value, '*') || !valid_sni(kv->value)) {
+      st->up_bad = true;
+      add_error(p, kv->line,
+                "upstream_sni: expected a host name such as "
+                "api.internal.example.com, got '%s'",
+                kv->value);
+      return;
+    }
+    dst = &svc->upstream_sni;
+  } else if (!strcmp(kv->key, "upstream_ca")) {
+    st->up_ca_line = kv->line;
+    dst = &svc->upstream_ca;
+  } else if (!strcmp(kv->key, "upstream_cert")) {
+    st->up_cert_line = kv->line;
+    dst = &svc->upstream_cert;
+  } else {
+    st->up_key_line = kv->line;
+    dst = &svc->upstream_key;
+  }
+  if (!kv->value[0]) {
+    st->up_bad = true;
+    add_error(p, kv->line, "%s: expected a file name, got nothing", kv->key);
+    return;
+  }
+  free(*dst);
+  if (!(*dst = strdup(kv->value)))
+    p->oom = 1;
+  else if (dst == &svc->upstream_sni)
+    for (char *c = *dst; *c; c++)
+      if (*c >= 'A' && *c <= 'Z')
+        *c = (char)(*c - 'A' + 'a');
+}
+
+/* The upstream_* keys of one complete [service:] section. */
+static void upstream_check(parse_t *p, svc_state_t *st) {
+  zg_service_conf_t *svc = st->svc;
+  int first = 0, first_other = 0;
+  const int lines[] = {st->up_ca_line, st->up_verify_line, st->up_sni_line,
+                       st->up_cert_line, st->up_key_line};
+  for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++)
+    if (lines[k] && (!first_other || lines[k] < first_other))
+      first_other = lines[k];
+  first = st->up_tls_line && (!first_other || st->up_tls_line < first_other)
+              ? st->up_tls_line
+              : first_other;
+  if (!first)
+    return;
+  if (svc->protocol == ZG_PROTO_TLS_PASSTHROUGH) {
+    add_error(p, first,
+              "upstream_* keys are for protocol = tcp or http; "
+              "tls-passthrough passes TLS on untouched");
+    return;
+  }
+  if (st->up_bad || p->oom)
+    return;
+  if (svc->upstream_tls == ZG_UPSTREAM_TLS_OFF && first_other) {
+    add_error(p, first_other,
+              "upstream_ca, upstream_verify, upstream_sni, upstream_cert and "
+              "upstream_key have no effect with upstream_tls = off");
+    return;
+  }
+  if (!st->up_cert_line != !st->up_key_line) {
+    add_error(p, st->up_cert_line ? st->up_cert_line : st->up_key_line,
+              "a client certificate to instances needs upstream_cert and "
+              "upstream_key: %s is missing",
+              st->up_cert_line ? "upstream_key" : "upstream_cert");
+    return;
+  }
+  if (svc->upstream_ca || svc->upstream_cert) {
+    char err[512];
+    const char *key = "upstream_ca";
+    if (zg_tls_check_upstream(svc, err, sizeof(err), &key) != 0) {
+      int line = !strcmp(key, "upstream_cert")  ? st->up_cert_line
+                 : !strcmp(key, "upstream_key") ? st->up_key_line
+                                                : st->up_ca_line;
+      add_error(p, line ? line : first, "%s", err);
+    }
+  }
+}
+
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   zg_service_conf_t *svc = st->svc;
   if (!strcmp(kv->key, "listen"))
@@ -791,6 +918,11 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
              !strcmp(kv->key, "tls_ciphers") ||
              !strcmp(kv->key, "tls_ciphersuites")) {
     tls_string_key(p, st, kv);
+  } else if (!strncmp(kv->key, "upstream_", 9) &&
+             (!strcmp(kv->key + 9, "tls") || !strcmp(kv->key + 9, "ca") ||
+              !strcmp(kv->key + 9, "verify") || !strcmp(kv->key + 9, "sni") ||
+              !strcmp(kv->key + 9, "cert") || !strcmp(kv->key + 9, "key"))) {
+    upstream_key(p, st, kv);
   } else if (!strcmp(kv->key, "tls_verify_client")) {
     st->verify_line = kv->line;
     if (!strcmp(kv->value, "required")) {
@@ -1061,6 +1193,7 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       add_error(p, st[i].sni_line,
                 "sni is for protocol = tls-passthrough only");
     tls_check(p, &st[i]);
+    upstream_check(p, &st[i]);
     if (!svc->connect_timeout_ms)
       svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
     if (svc->protocol == ZG_PROTO_HTTP) {
@@ -1118,6 +1251,22 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
                   "different tls_ciphers or tls_ciphersuites; services "
                   "sharing a listen address share them",
                   svc->listen.text, svc->name, o->name, o->line);
+        break;
+      }
+      /* The certificate and the client certificate checks are chosen by
+       * the server name, before any path is seen: one host, one set. */
+      if (svc->tls_cert && same_str(svc->host, o->host) &&
+          (!same_str(svc->tls_cert, o->tls_cert) ||
+           !same_str(svc->tls_key, o->tls_key) ||
+           !same_str(svc->tls_client_ca, o->tls_client_ca) ||
+           (svc->tls_client_ca && svc->tls_verify != o->tls_verify))) {
+        add_error(p, svc->line,
+                  "listen %s: [service:%s] and [service:%s] at line %d have "
+                  "the same host%s%s but different tls_cert, tls_key, "
+                  "tls_client_ca or tls_verify_client; the handshake is "
+                  "chosen by host name alone, before the path is known",
+                  svc->listen.text, svc->name, o->name, o->line,
+                  svc->host ? " " : " (none)", svc->host ? svc->host : "");
         break;
       }
       if (!strcmp(svc->path_prefix, o->path_prefix) &&
@@ -1318,6 +1467,10 @@ void zg_service_conf_clear(zg_service_conf_t *svc) {
   free(svc->tls_client_ca);
   free(svc->tls_ciphers);
   free(svc->tls_ciphersuites);
+  free(svc->upstream_ca);
+  free(svc->upstream_sni);
+  free(svc->upstream_cert);
+  free(svc->upstream_key);
   memset(svc, 0, sizeof(*svc));
 }
 
@@ -1332,6 +1485,8 @@ int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
       dst->sni = NULL;
   dst->tls_cert = dst->tls_key = dst->tls_client_ca = dst->tls_ciphers =
       dst->tls_ciphersuites = NULL;
+  dst->upstream_ca = dst->upstream_sni = dst->upstream_cert =
+      dst->upstream_key = NULL;
   dst->instances = NULL;
   dst->n_instances = 0;
   if (dup_opt(&dst->name, src->name) || dup_opt(&dst->zk_path, src->zk_path) ||
@@ -1342,7 +1497,11 @@ int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
       dup_opt(&dst->tls_key, src->tls_key) ||
       dup_opt(&dst->tls_client_ca, src->tls_client_ca) ||
       dup_opt(&dst->tls_ciphers, src->tls_ciphers) ||
-      dup_opt(&dst->tls_ciphersuites, src->tls_ciphersuites))
+      dup_opt(&dst->tls_ciphersuites, src->tls_ciphersuites) ||
+      dup_opt(&dst->upstream_ca, src->upstream_ca) ||
+      dup_opt(&dst->upstream_sni, src->upstream_sni) ||
+      dup_opt(&dst->upstream_cert, src->upstream_cert) ||
+      dup_opt(&dst->upstream_key, src->upstream_key))
     goto fail;
   if (src->n_instances > 0) {
     dst->instances = calloc(src->n_instances, sizeof(*dst->instances));
@@ -1380,6 +1539,12 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       a->tls_verify != b->tls_verify ||
       !same_str(a->tls_ciphers, b->tls_ciphers) ||
       !same_str(a->tls_ciphersuites, b->tls_ciphersuites) ||
+      a->upstream_tls != b->upstream_tls ||
+      !same_str(a->upstream_ca, b->upstream_ca) ||
+      a->upstream_noverify != b->upstream_noverify ||
+      !same_str(a->upstream_sni, b->upstream_sni) ||
+      !same_str(a->upstream_cert, b->upstream_cert) ||
+      !same_str(a->upstream_key, b->upstream_key) ||
       a->n_instances != b->n_instances)
     return false;
   for (size_t i = 0; i < a->n_instances; i++) {

@@ -279,6 +279,7 @@ void zg_service_unref(zg_service_t *svc) {
     return;
   zg_pool_unref(svc->zk_pool);
   zg_pool_unref(svc->static_pool);
+  zg_tls_client_unref(svc->up_tls);
   if (svc->own_conf) {
     zg_service_conf_clear(svc->own_conf);
     free(svc->own_conf);
@@ -443,6 +444,51 @@ static void tls_install(zg_gateway_t *gw, tls_set_t *t) {
   tls_set_free(&old);
 }
 
+/* ---- TLS to instances -------------------------------------------------
+ * A service with its own upstream_ca, upstream_cert or upstream_verify = no
+ * gets its own client context, made at start and on every reload (so that
+ * SIGHUP re-reads the files); the others share the gateway's default. */
+
+static int up_tls_own(const zg_service_conf_t *sc) {
+  return sc->upstream_tls != ZG_UPSTREAM_TLS_OFF &&
+         sc->protocol != ZG_PROTO_TLS_PASSTHROUGH &&
+         (sc->upstream_ca || sc->upstream_cert || sc->upstream_noverify);
+}
+
+/* *out: the service's own context, or NULL when it needs none. 0, or an
+ * error (logged). */
+static int up_tls_build(const zg_service_conf_t *sc, zg_tls_client_t **out) {
+  char err[512];
+  int rc;
+  *out = NULL;
+  if (!up_tls_own(sc))
+    return 0;
+  if ((rc = zg_tls_client_new(sc, err, sizeof(err), out)) != 0) {
+    zg_error("tls", "service %s: TLS to instances: %s", sc->name, err);
+    return rc;
+  }
+  if (sc->upstream_noverify)
+    zg_warn("tls",
+            "service %s: upstream_verify = no: the certificates of its "
+            "instances are not checked (anyone on the path can read and "
+            "change its traffic)",
+            sc->name);
+  return 0;
+}
+
+zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
+  zg_gateway_t *gw = svc->gw;
+  char err[512];
+  if (svc->up_tls)
+    return svc->up_tls;
+  if (!gw->up_tls_default &&
+      zg_tls_client_new(NULL, err, sizeof(err), &gw->up_tls_default) != 0) {
+    zg_error("tls", "TLS to instances: %s", err);
+    return NULL;
+  }
+  return gw->up_tls_default;
+}
+
 static int services_start(zg_gateway_t *gw) {
   const zg_config_t *cfg = gw->cfg;
   tls_set_t tls;
@@ -468,6 +514,8 @@ static int services_start(zg_gateway_t *gw) {
       zg_service_unref(svc);
       return UV_ENOMEM;
     }
+    if ((rc = up_tls_build(sc, &svc->up_tls)) != 0)
+      return rc;
     if (sc->protocol != ZG_PROTO_TCP)
       continue; /* listeners shared by address: zg_http_start, zg_sni_start */
     if (!(svc->listener = tcp_listener_open(gw, sc)))
@@ -765,6 +813,7 @@ static void reload(zg_gateway_t *gw) {
   uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
   zg_discover_t **discs = NULL;
   tls_set_t tls = {NULL, NULL, 0};
+  zg_tls_client_t **up_tls = NULL; /* per configured service, or NULL */
   const char *why;
   int rc, admin_moves, log_moves;
   zg_admin_t *new_admin = NULL;
@@ -802,6 +851,15 @@ static void reload(zg_gateway_t *gw) {
                         "with the certificates it has");
     goto reject;
   }
+  if (!(up_tls = calloc(cfg->n_services + 1, sizeof(*up_tls))))
+    goto oom;
+  for (size_t i = 0; i < cfg->n_services; i++)
+    if (up_tls_build(&cfg->services[i], &up_tls[i]) != 0) {
+      zg_error("gateway", "reload rejected: a file for TLS to instances "
+                          "cannot be loaded (above); the running "
+                          "configuration stays");
+      goto reject;
+    }
   if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0 ||
       zg_sni_addrs_to_open(gw, cfg, &sni_opened, &n_sni_opened) != 0) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
@@ -1017,6 +1075,17 @@ static void reload(zg_gateway_t *gw) {
   }
 
   tls_install(gw, &tls); /* new handshakes get the new certificates */
+  /* New connections to instances get contexts made from the files as they
+   * are now (kept services too); open ones keep theirs. */
+  for (size_t i = 0; i < n_new; i++) {
+    zg_tls_client_unref(gw->services[i]->up_tls);
+    gw->services[i]->up_tls = up_tls[i];
+    up_tls[i] = NULL;
+  }
+  free(up_tls);
+  up_tls = NULL;
+  zg_tls_client_unref(gw->up_tls_default);
+  gw->up_tls_default = NULL;
   gw->cfg = cfg;
   zg_log_set_level(cfg->proxy.log_level);
   for (size_t i = 0; i < gw->n_discovers; i++) {
@@ -1091,6 +1160,9 @@ reject:
   free(news);
   free(discs);
   tls_set_free(&tls);
+  for (size_t i = 0; up_tls && i < cfg->n_services; i++)
+    zg_tls_client_unref(up_tls[i]);
+  free(up_tls);
   zg_config_free(cfg);
   gw->reloads_failed++;
 }
@@ -1174,6 +1246,7 @@ int zg_gateway_run(zg_config_t *cfg) {
     tls_set_t t = {gw.tls, gw.tls_addrs, gw.n_tls};
     tls_set_free(&t);
   }
+  zg_tls_client_unref(gw.up_tls_default);
   free(gw.failed);
   free(gw.services);
   zg_buf_free_all(&gw);

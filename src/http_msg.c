@@ -54,6 +54,26 @@ static bool hdr_is_n(const zg_http_head_t *h, size_t i, const char *name,
  * time, and most names differ from it in length alone. */
 #define hdr_is(h, i, lit) hdr_is_n((h), (i), "" lit, sizeof(lit) - 1)
 
+/* As hdr_is, with '_' in the received name taken for '-': CGI, WSGI and
+ * Rack servers map both spellings to one variable, so a header the
+ * gateway vouches for must not pass in either. */
+static bool hdr_is_alias_n(const zg_http_head_t *h, size_t i, const char *name,
+                           size_t len) {
+  const char *a = hdr_name(h, i);
+  size_t n = h->hdr[i].name_len;
+  if (n != len)
+    return false;
+  for (size_t k = 0; k < n; k++) {
+    char c = a[k] == '_' ? '-' : a[k];
+    if ((c | 0x20) != (name[k] | 0x20))
+      return false;
+  }
+  return true;
+}
+
+#define hdr_is_alias(h, i, lit)                                                \
+  hdr_is_alias_n((h), (i), "" lit, sizeof(lit) - 1)
+
 /* The value of header i without surrounding whitespace (llhttp keeps the
  * trailing whitespace in the value it reports). */
 static void hdr_value(const zg_http_head_t *h, size_t i, const char **v,
@@ -735,9 +755,10 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   mark_connection_listed(h, listed);
   for (size_t i = 0; i < h->n_hdr; i++) {
     if (is_hop_by_hop(h, i, listed) || hdr_is(h, i, "Host") ||
-        hdr_is(h, i, "X-Forwarded-For") || hdr_is(h, i, "X-Forwarded-Proto") ||
-        hdr_is(h, i, "X-Forwarded-Host") ||
-        hdr_is(h, i, "X-Client-Cert-Subject"))
+        hdr_is_alias(h, i, "X-Forwarded-For") ||
+        hdr_is_alias(h, i, "X-Forwarded-Proto") ||
+        hdr_is_alias(h, i, "X-Forwarded-Host") ||
+        hdr_is_alias(h, i, "X-Client-Cert-Subject"))
       continue;
     put_hdr(&w, h, i);
   }

@@ -22,7 +22,10 @@
  *
  * On a listener that terminates TLS, the client's reads, writes and
  * shutdowns go through tls.h's zg_stream_* calls (libuv's own for plain
- * clients), after a handshake that runs before the first read. */
+ * clients), after a handshake that runs before the first read. An
+ * upstream connection that speaks TLS (upstream_tls) does the same on its
+ * side, after a handshake that counts as part of connecting; it keeps its
+ * TLS state while idle and is reused only for the same TLS settings. */
 #include "zkgate/http_proxy.h"
 
 #include "zkgate/error.h"
@@ -84,7 +87,9 @@ struct zg_http_upstream {
   unsigned value_open : 1;    /* last header callback was a value */
   unsigned used : 1;          /* has carried a request before this one */
   unsigned resolving : 1;     /* a name lookup is out */
-  unsigned reading : 1;       /* uv_read_start'ed */
+  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
+  unsigned want_tls : 1;      /* TLS once connected (upstream_tls) */
+  zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
   unsigned extra_bytes;       /* trailer and chunk extension bytes */
 };
@@ -286,7 +291,8 @@ static int upstream_flush_cb(void *owner) {
   if (!w)
     return 0;
   u->ob = NULL;
-  return wblk_write(u->gw, NULL, (uv_stream_t *)&u->tcp, w, on_upstream_write);
+  return wblk_write(u->gw, u->tls, (uv_stream_t *)&u->tcp, w,
+                    on_upstream_write);
 }
 
 static int upstream_flush(zg_http_upstream_t *u) {
@@ -531,6 +537,8 @@ static void upstream_close(zg_http_upstream_t *u) {
   u->ob = NULL;
   if (u->resolving)
     uv_cancel((uv_req_t *)&u->gai);
+  zg_tls_conn_free(u->tls); /* gives tcp->data back */
+  u->tls = NULL;
   uv_close((uv_handle_t *)&u->tcp, on_upstream_closed);
   uv_close((uv_handle_t *)&u->ctimer, on_upstream_closed);
 }
@@ -581,9 +589,14 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
   gw->n_http_idle++;
 }
 
-static zg_http_upstream_t *idle_take(zg_gateway_t *gw, const char *key) {
+/* An idle connection to `key`: plain when `cli` is NULL, else TLS with
+ * that context and name (never one for the other). */
+static zg_http_upstream_t *idle_take(zg_gateway_t *gw, const char *key,
+                                     const zg_tls_client_t *cli,
+                                     const char *name) {
   for (zg_http_upstream_t *u = gw->http_idle; u; u = u->next)
-    if (!strcmp(u->key, key) && !u->closing) {
+    if (!strcmp(u->key, key) && !u->closing &&
+        ((!u->tls && !cli) || zg_tls_conn_reusable(u->tls, cli, name))) {
       idle_unlink(u);
       return u;
     }
@@ -912,7 +925,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
     /* Backpressure: the client drains slower than the instance sends. */
     if (u->s == s && !u->closing && u->reading &&
         queued(&s->client) > HIGH_WATER) {
-      uv_read_stop(st);
+      zg_stream_read_stop(u->tls, st);
       u->reading = 0;
     }
     return;
@@ -939,8 +952,8 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
 static void upstream_reading(zg_http_upstream_t *u) {
   if (u->reading || u->closing)
     return;
-  if (uv_read_start((uv_stream_t *)&u->tcp, on_upstream_alloc,
-                    on_upstream_read) == 0)
+  if (zg_stream_read_start(u->tls, (uv_stream_t *)&u->tcp, on_upstream_alloc,
+                           on_upstream_read) == 0)
     u->reading = 1;
   else
     upstream_close(u);
@@ -1065,6 +1078,50 @@ static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
   try_instance(s);
 }
 
+static void on_upstream_handshake(zg_tls_conn_t *c, int status, void *arg) {
+  zg_http_upstream_t *u = arg;
+  zg_http_session_t *s = u->s;
+  char why[256];
+  if (u->closing || !s || s->state != HS_CONNECT) {
+    if (!u->closing)
+      upstream_close(u);
+    return;
+  }
+  uv_timer_stop(&u->ctimer);
+  if (status < 0) {
+    s->svc->up_tls_failures++;
+    snprintf(why, sizeof(why), "TLS handshake failed: %s",
+             zg_tls_conn_error(c));
+    connect_failed(s, u, why);
+    return;
+  }
+  s->svc->up_tls_handshakes++;
+  if (zg_tls_conn_resumed(c))
+    s->svc->up_tls_resumed++;
+  send_request(s);
+}
+
+/* TLS over the connection just made, to the instance last tried. */
+static void upstream_tls_start(zg_http_session_t *s, zg_http_upstream_t *u) {
+  const zg_instance_t *inst = &s->pool->inst[s->tried[s->ntried - 1]];
+  const char *sni = s->svc->conf->upstream_sni;
+  zg_tls_client_t *cli = zg_service_tls_client(s->svc);
+  int rc;
+  if (!cli ||
+      !(u->tls = zg_tls_conn_client(cli, &u->tcp, sni ? sni : inst->host,
+                                    !sni && inst->is_ip, u->key, 1))) {
+    connect_failed(s, u, "TLS: out of memory or no TLS context");
+    return;
+  }
+  if ((rc = zg_tls_handshake(u->tls, on_upstream_handshake, u)) != 0) {
+    char why[256];
+    s->svc->up_tls_failures++;
+    snprintf(why, sizeof(why), "TLS handshake failed: %s",
+             zg_tls_conn_error(u->tls));
+    connect_failed(s, u, why);
+  }
+}
+
 static void on_upstream_connect(uv_connect_t *req, int status) {
   zg_http_upstream_t *u = req->data;
   zg_http_session_t *s = u->s;
@@ -1073,20 +1130,32 @@ static void on_upstream_connect(uv_connect_t *req, int status) {
       upstream_close(u);
     return;
   }
-  uv_timer_stop(&u->ctimer);
   if (status < 0) {
+    uv_timer_stop(&u->ctimer);
     connect_failed(s, u, uv_strerror(status));
     return;
   }
   u->connected = 1;
   uv_tcp_nodelay(&u->tcp, 1);
+  if (u->want_tls) {
+    upstream_tls_start(s, u); /* the connect timeout runs on */
+    return;
+  }
+  uv_timer_stop(&u->ctimer);
   send_request(s);
 }
 
 static void on_connect_timeout(uv_timer_t *t) {
   zg_http_upstream_t *u = t->data;
-  if (u->s && !u->connected && !u->closing)
+  if (!u->s || u->closing)
+    return;
+  if (!u->connected) {
     connect_failed(u->s, u, "connect timeout");
+  } else if (u->tls && !zg_tls_established(u->tls)) {
+    zg_tls_handshake_timed_out(u->tls);
+    u->s->svc->up_tls_failures++;
+    connect_failed(u->s, u, "TLS handshake timeout");
+  }
 }
 
 static void connect_to(zg_http_upstream_t *u, const struct sockaddr *sa) {
@@ -1120,9 +1189,11 @@ static void try_instance(zg_http_session_t *s) {
   zg_gateway_t *gw = s->gw;
   const zg_instance_t *inst;
   zg_http_upstream_t *u;
+  zg_tls_client_t *cli = NULL;
   char key[sizeof(u->key)];
   size_t i;
-  int rc;
+  uint16_t port;
+  int rc, tls;
 
   i = s->ntried < MAX_TRIES ? zg_service_pick(svc, s->pool, s->tried, s->ntried)
                             : ZG_PICK_NONE;
@@ -1134,9 +1205,17 @@ static void try_instance(zg_http_session_t *s) {
     svc->traffic.retries++;
   s->tried[s->ntried++] = i;
   inst = &s->pool->inst[i];
-  zg_instance_addr_str(inst, key, sizeof(key));
+  tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  zg_instance_addr_port_str(inst, port, key, sizeof(key));
   memcpy(s->instance, key, sizeof(s->instance));
-  if (!s->retried && (u = idle_take(gw, key)) != NULL) {
+  if (tls && !(cli = zg_service_tls_client(svc))) {
+    respond_error(s, 502, "no TLS context for the instances");
+    return;
+  }
+  if (!s->retried &&
+      (u = idle_take(gw, key, cli,
+                     svc->conf->upstream_sni ? svc->conf->upstream_sni
+                                             : inst->host)) != NULL) {
     u->s = s;
     s->up = u;
     send_request(s);
@@ -1149,6 +1228,7 @@ static void try_instance(zg_http_session_t *s) {
   }
   u->gw = gw;
   u->s = s;
+  u->want_tls = tls ? 1 : 0;
   memcpy(u->key, key, sizeof(u->key));
   uv_tcp_init(gw->loop, &u->tcp);
   uv_timer_init(gw->loop, &u->ctimer);
@@ -1163,20 +1243,20 @@ static void try_instance(zg_http_session_t *s) {
   if (inst->is_ip) {
     struct sockaddr_storage ss;
     rc = strchr(inst->host, ':')
-             ? uv_ip6_addr(inst->host, inst->port, (struct sockaddr_in6 *)&ss)
-             : uv_ip4_addr(inst->host, inst->port, (struct sockaddr_in *)&ss);
+             ? uv_ip6_addr(inst->host, port, (struct sockaddr_in6 *)&ss)
+             : uv_ip4_addr(inst->host, port, (struct sockaddr_in *)&ss);
     if (rc < 0)
       connect_failed(s, u, uv_strerror(rc));
     else
       connect_to(u, (const struct sockaddr *)&ss);
   } else {
     struct addrinfo hints;
-    char port[8];
+    char service[8];
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%u", inst->port);
-    rc = uv_getaddrinfo(gw->loop, &u->gai, on_resolved, inst->host, port,
+    snprintf(service, sizeof(service), "%u", port);
+    rc = uv_getaddrinfo(gw->loop, &u->gai, on_resolved, inst->host, service,
                         &hints);
     if (rc < 0)
       connect_failed(s, u, uv_strerror(rc));
@@ -1701,7 +1781,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   if (nread == 0)
     return;
   if (nread < 0) {
-    zg_stream_read_stop(from_client ? s->tls : NULL, from);
+    zg_stream_read_stop(from_client ? s->tls : u->tls, from);
     if (!from_client)
       u->reading = 0;
     if (nread != UV_EOF) {
@@ -1712,7 +1792,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
       s->client_eof = 1;
       s->reading = 0;
       u->shutdown_req.data = u;
-      if (uv_shutdown(&u->shutdown_req, to, on_upstream_tunnel_shutdown) != 0)
+      if (zg_stream_shutdown(u->tls, &u->shutdown_req, to,
+                             on_upstream_tunnel_shutdown) != 0)
         session_end(s, "tunnel peer gone");
     } else {
       s->upstream_eof = 1;
@@ -1733,7 +1814,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   }
   if (queued((uv_tcp_t *)to) > HIGH_WATER) {
-    zg_stream_read_stop(from_client ? s->tls : NULL, from);
+    zg_stream_read_stop(from_client ? s->tls : u->tls, from);
     if (from_client)
       s->reading = 0;
     else

@@ -399,8 +399,9 @@ static int json_flag(json_t *root, const char *key, bool def, bool *val,
 
 /* ----------------------------------------------------------------- Curator */
 
-/* `address`, then the plain `port` before `sslPort`: TLS to instances is a
- * later choice (upstream_tls). */
+/* `address`, then `sslPort` before the plain `port` (curator-x-discovery's
+ * own ServiceInstance says sslPort is the TLS one): TLS when the
+ * registration offers it; the plain port is kept for upstream_tls = off. */
 static int curator_address(json_t *root, zg_instance_t *out, char *err,
                            size_t errlen) {
   json_t *addr = json_object_get(root, "address");
@@ -414,11 +415,12 @@ static int curator_address(json_t *root, zg_instance_t *out, char *err,
   rs = json_port(json_object_get(root, "sslPort"), &ssl_port);
   if (rp < 0 || rs < 0)
     return fail(err, errlen, "bad Curator \"port\" or \"sslPort\"");
-  if (rp == 0) {
-    out->port = port;
-  } else if (rs == 0) {
+  if (rs == 0) {
     out->port = ssl_port;
     out->tls = true;
+    out->plain_port = rp == 0 ? port : 0;
+  } else if (rp == 0) {
+    out->port = port;
   } else {
     return fail(err, errlen, "Curator instance with neither port nor sslPort");
   }
@@ -944,13 +946,13 @@ const char *zg_instance_format_name(int format) {
 }
 
 /* Without snprintf: the HTTP proxy asks for it on every request. */
-const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
-                                 size_t len) {
+const char *zg_instance_addr_port_str(const zg_instance_t *inst, uint16_t port,
+                                      char *buf, size_t len) {
   char tmp[ZG_HOST_MAX + 16], digits[8];
   size_t host_len = strnlen(inst->host, sizeof(inst->host));
   size_t n = 0, k = sizeof(digits);
   bool v6 = memchr(inst->host, ':', host_len) != NULL;
-  unsigned port = inst->port;
+  unsigned p = port;
 
   if (len == 0)
     return buf;
@@ -962,9 +964,9 @@ const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
     tmp[n++] = ']';
   tmp[n++] = ':';
   do {
-    digits[--k] = (char)('0' + port % 10);
-    port /= 10;
-  } while (port > 0);
+    digits[--k] = (char)('0' + p % 10);
+    p /= 10;
+  } while (p > 0);
   memcpy(tmp + n, digits + k, sizeof(digits) - k);
   n += sizeof(digits) - k;
   if (n >= len)
@@ -972,4 +974,20 @@ const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
   memcpy(buf, tmp, n);
   buf[n] = '\0';
   return buf;
+}
+
+const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
+                                 size_t len) {
+  return zg_instance_addr_port_str(inst, inst->port, buf, len);
+}
+
+bool zg_instance_use_tls(const zg_instance_t *inst, zg_upstream_tls_t mode,
+                         uint16_t *port) {
+  *port = inst->port;
+  if (mode == ZG_UPSTREAM_TLS_OFF) {
+    if (inst->plain_port)
+      *port = inst->plain_port;
+    return false;
+  }
+  return mode == ZG_UPSTREAM_TLS_ON || inst->tls;
 }

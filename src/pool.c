@@ -127,7 +127,8 @@ int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
     return 0;
   for (size_t i = 0; i < a->n; i++) {
     const zg_instance_t *x = &a->inst[i], *y = &b->inst[i];
-    if (inst_cmp(x, y) != 0 || x->tls != y->tls || x->up != y->up ||
+    if (inst_cmp(x, y) != 0 || x->tls != y->tls ||
+        x->plain_port != y->plain_port || x->up != y->up ||
         x->weight != y->weight || !str_eq(x->base_path, y->base_path) ||
         !str_eq(x->znode, y->znode) || x->data_version != y->data_version)
       return 0;

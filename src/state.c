@@ -24,7 +24,9 @@ static json_t *instance_json(const zg_instance_t *in) {
   if ((in->base_path &&
        json_object_set_new(o, "base_path", json_string(in->base_path))) ||
       (in->name && json_object_set_new(o, "name", json_string(in->name))) ||
-      (in->znode && json_object_set_new(o, "znode", json_string(in->znode)))) {
+      (in->znode && json_object_set_new(o, "znode", json_string(in->znode))) ||
+      (in->plain_port &&
+       json_object_set_new(o, "plain_port", json_integer(in->plain_port)))) {
     json_decref(o);
     return NULL;
   }
@@ -72,20 +74,22 @@ static int format_by_name(const char *s) {
 static int instance_from_json(json_t *o, zg_instance_t *out) {
   const char *host = NULL, *format = NULL, *base = NULL, *name = NULL,
              *znode = NULL;
-  json_int_t port = 0, weight = 0, version = 0, mtime = 0;
+  json_int_t port = 0, weight = 0, version = 0, mtime = 0, plain = 0;
   int tls = 0, up = 0, f;
   zg_instance_t parsed;
   char addr[ZG_HOST_MAX + 16];
 
   memset(out, 0, sizeof(*out));
-  if (json_unpack(o, "{s:s, s:I, s:b, s:b, s:I, s:s, s?I, s?I, s?s, s?s, s?s}",
+  if (json_unpack(o,
+                  "{s:s, s:I, s:b, s:b, s:I, s:s, s?I, s?I, s?s, s?s, s?s, "
+                  "s?I}",
                   "host", &host, "port", &port, "tls", &tls, "up", &up,
                   "weight", &weight, "format", &format, "data_version",
                   &version, "mtime_ms", &mtime, "base_path", &base, "name",
-                  &name, "znode", &znode) != 0)
+                  &name, "znode", &znode, "plain_port", &plain) != 0)
     return -1;
-  if (port <= 0 || port > 65535 || weight < 0 || weight > ZG_WEIGHT_MAX ||
-      (f = format_by_name(format)) < 0)
+  if (port <= 0 || port > 65535 || plain < 0 || plain > 65535 || weight < 0 ||
+      weight > ZG_WEIGHT_MAX || (f = format_by_name(format)) < 0)
     return -1;
   /* The address goes through the same parser as registry data. */
   snprintf(addr, sizeof(addr), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
@@ -97,6 +101,7 @@ static int instance_from_json(json_t *o, zg_instance_t *out) {
   out->port = parsed.port;
   out->is_ip = parsed.is_ip;
   out->tls = tls;
+  out->plain_port = (uint16_t)plain;
   out->up = up;
   out->weight = (uint32_t)weight;
   out->format = (uint8_t)f;

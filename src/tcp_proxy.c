@@ -56,8 +56,9 @@ typedef struct zg_tcp_session {
   uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
   uv_tcp_t client_own;
   uv_tcp_t upstream;
-  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
-  uv_timer_t timer;   /* handshake, connect, then idle timeout */
+  zg_tls_conn_t *tls;    /* TLS terminated here, or NULL */
+  zg_tls_conn_t *tls_up; /* TLS to the instance (upstream_tls), or NULL */
+  uv_timer_t timer;      /* handshake, connect, then idle timeout */
   uv_connect_t connect_req;
   uv_getaddrinfo_t gai_req;
   relay_dir_t up;   /* client -> instance */
@@ -73,6 +74,7 @@ typedef struct zg_tcp_session {
   unsigned gai_pending : 1;
   unsigned retry_on_close : 1;   /* pick another instance once closed */
   unsigned retry_on_resolve : 1; /* ... once the cancelled lookup is back */
+  unsigned want_tls : 1;         /* TLS to the instance once connected */
   uint64_t start_ms, last_active_ms;
   uint64_t start_ns; /* uv_hrtime at accept, for the access log */
   const char *reason;
@@ -161,6 +163,8 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
   if (s->gai_pending)
     uv_cancel((uv_req_t *)&s->gai_req);
   zg_tls_conn_free(s->tls);
+  zg_tls_conn_free(s->tls_up);
+  s->tls_up = NULL;
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
   if (s->upstream_open)
@@ -328,10 +332,12 @@ static void relay_start(zg_tcp_session_t *s) {
                         .in = (uv_stream_t *)s->client,
                         .out = (uv_stream_t *)&s->upstream,
                         .tls_in = s->tls,
+                        .tls_out = s->tls_up,
                         .bytes = s->initial_len};
   s->down = (relay_dir_t){.s = s,
                           .in = (uv_stream_t *)&s->upstream,
                           .out = (uv_stream_t *)s->client,
+                          .tls_in = s->tls_up,
                           .tls_out = s->tls};
   s->last_active_ms = uv_now(s->svc->gw->loop);
   if (idle > 0)
@@ -342,8 +348,9 @@ static void relay_start(zg_tcp_session_t *s) {
     uv_buf_t b = uv_buf_init(s->initial, (unsigned)s->initial_len);
     int rc;
     s->initial_req.data = s;
-    rc = uv_write(&s->initial_req, (uv_stream_t *)&s->upstream, &b, 1,
-                  on_initial_written);
+    rc =
+        zg_stream_write(s->tls_up, &s->initial_req, (uv_stream_t *)&s->upstream,
+                        &b, 1, on_initial_written);
     if (rc < 0) {
       session_end(s, "instance write error");
       return;
@@ -369,11 +376,52 @@ static void connect_failed(zg_tcp_session_t *s, const char *why) {
   if (zg_health_failed(svc->gw, s->instance_addr))
     svc->traffic.ejections++;
   uv_timer_stop(&s->timer);
+  zg_tls_conn_free(s->tls_up); /* gives upstream.data back */
+  s->tls_up = NULL;
   if (s->upstream_open) {
     s->retry_on_close = 1;
     close_handle(s, (uv_handle_t *)&s->upstream);
   } else {
     try_connect(s);
+  }
+}
+
+static void on_upstream_handshake(zg_tls_conn_t *c, int status, void *arg) {
+  zg_tcp_session_t *s = arg;
+  char why[256];
+  if (s->state != S_CONNECTING)
+    return;
+  if (status < 0) {
+    s->svc->up_tls_failures++;
+    snprintf(why, sizeof(why), "TLS handshake failed: %s",
+             zg_tls_conn_error(c));
+    connect_failed(s, why);
+    return;
+  }
+  s->svc->up_tls_handshakes++;
+  if (zg_tls_conn_resumed(c))
+    s->svc->up_tls_resumed++;
+  relay_start(s);
+}
+
+/* TLS over the connection just made, to the instance last tried; the
+ * connect timeout runs on. */
+static void upstream_tls_start(zg_tcp_session_t *s) {
+  const zg_instance_t *inst = &s->pool->inst[s->tried[s->ntried - 1]];
+  const char *sni = s->svc->conf->upstream_sni;
+  zg_tls_client_t *cli = zg_service_tls_client(s->svc);
+  char why[256];
+  if (!cli || !(s->tls_up = zg_tls_conn_client(
+                    cli, &s->upstream, sni ? sni : inst->host,
+                    !sni && inst->is_ip, s->instance_addr, false))) {
+    connect_failed(s, "TLS: out of memory or no TLS context");
+    return;
+  }
+  if (zg_tls_handshake(s->tls_up, on_upstream_handshake, s) != 0) {
+    s->svc->up_tls_failures++;
+    snprintf(why, sizeof(why), "TLS handshake failed: %s",
+             zg_tls_conn_error(s->tls_up));
+    connect_failed(s, why);
   }
 }
 
@@ -383,6 +431,10 @@ static void on_connect(uv_connect_t *req, int status) {
     return; /* closed under it: the close callback carries on */
   if (status < 0) {
     connect_failed(s, uv_strerror(status));
+    return;
+  }
+  if (s->want_tls) {
+    upstream_tls_start(s);
     return;
   }
   relay_start(s);
@@ -397,6 +449,12 @@ static void on_connect_timeout(uv_timer_t *t) {
     s->svc->connect_failures++;
     s->retry_on_resolve = 1;
     uv_cancel((uv_req_t *)&s->gai_req);
+    return;
+  }
+  if (s->tls_up) {
+    zg_tls_handshake_timed_out(s->tls_up);
+    s->svc->up_tls_failures++;
+    connect_failed(s, "TLS handshake timeout");
     return;
   }
   connect_failed(s, "connect timeout");
@@ -451,6 +509,7 @@ static void try_connect(zg_tcp_session_t *s) {
   const zg_instance_t *inst;
   size_t i;
   uint64_t dropped;
+  uint16_t port;
 
   if (!s->pool) {
     zg_pool_t *p = zg_service_pool(svc);
@@ -478,13 +537,14 @@ static void try_connect(zg_tcp_session_t *s) {
     svc->traffic.retries++;
   s->tried[s->ntried++] = i;
   inst = &s->pool->inst[i];
-  zg_instance_addr_str(inst, s->instance_addr, sizeof(s->instance_addr));
+  s->want_tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  zg_instance_addr_port_str(inst, port, s->instance_addr,
+                            sizeof(s->instance_addr));
   if (inst->is_ip) {
     struct sockaddr_storage ss;
-    int rc =
-        strchr(inst->host, ':')
-            ? uv_ip6_addr(inst->host, inst->port, (struct sockaddr_in6 *)&ss)
-            : uv_ip4_addr(inst->host, inst->port, (struct sockaddr_in *)&ss);
+    int rc = strchr(inst->host, ':')
+                 ? uv_ip6_addr(inst->host, port, (struct sockaddr_in6 *)&ss)
+                 : uv_ip4_addr(inst->host, port, (struct sockaddr_in *)&ss);
     if (rc < 0) {
       connect_failed(s, uv_strerror(rc));
       return;
@@ -492,14 +552,14 @@ static void try_connect(zg_tcp_session_t *s) {
     connect_to(s, (const struct sockaddr *)&ss);
   } else {
     struct addrinfo hints;
-    char port[8];
+    char service[8];
     int rc;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%u", inst->port);
+    snprintf(service, sizeof(service), "%u", port);
     s->gai_req.data = s;
-    rc = uv_getaddrinfo(gw->loop, &s->gai_req, on_resolved, inst->host, port,
+    rc = uv_getaddrinfo(gw->loop, &s->gai_req, on_resolved, inst->host, service,
                         &hints);
     if (rc < 0) {
       connect_failed(s, uv_strerror(rc));

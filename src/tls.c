@@ -29,13 +29,15 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define READ_CHUNK 16384 /* plaintext asked of SSL_read at a time */
+#define READ_CHUNK 16384  /* plaintext asked of SSL_read at a time */
+#define SESSION_CACHE 256 /* client sessions kept, per context */
 
 /* ---- servers ------------------------------------------------------------ */
 
@@ -49,6 +51,8 @@ typedef struct {
   SSL_CTX *ctx;
   char *client_ca; /* as configured, to match a request's service */
   zg_tls_verify_t verify;
+  unsigned char sid[EVP_MAX_MD_SIZE]; /* its session id context */
+  unsigned sid_len;
 } site_t;
 
 struct zg_tls_server {
@@ -61,13 +65,30 @@ struct zg_tls_server {
   size_t n;
 };
 
+typedef struct {
+  char *key; /* "name/host:port" */
+  SSL_SESSION *sess;
+} cached_session_t;
+
+struct zg_tls_client {
+  unsigned refs;
+  SSL_CTX *ctx;
+  bool verify;
+  cached_session_t cache[SESSION_CACHE];
+  size_t n_cache, next_evict;
+};
+
 struct zg_tls_conn {
   SSL *ssl;
   BIO *rbio, *wbio; /* owned by ssl */
   uv_tcp_t *tcp;
-  void *user_data; /* the caller's tcp->data */
-  zg_tls_server_t *srv;
-  size_t site; /* the certificate the handshake chose */
+  void *user_data;      /* the caller's tcp->data */
+  zg_tls_server_t *srv; /* server side, or NULL */
+  zg_tls_client_t *cli; /* client side, or NULL */
+  char *cache_key;      /* client side: "name/host:port" */
+  char *name;           /* client side: the name checked */
+  char err[200];        /* client side: why the handshake failed */
+  size_t site;          /* the certificate the handshake chose */
   uv_idle_t idle;
   uv_alloc_cb alloc_cb;
   uv_read_cb read_cb;
@@ -79,6 +100,7 @@ struct zg_tls_conn {
   unsigned reading : 1;      /* the caller reads */
   unsigned sock_reading : 1; /* we read the socket */
   unsigned sock_eof : 1;     /* the socket said EOF, or failed */
+  int sock_err;              /* how it failed (not EOF): 0 or UV_E* */
   unsigned done : 1;         /* EOF or an error went to the caller */
   unsigned freed : 1;
   unsigned idle_closed : 1;
@@ -134,16 +156,35 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
   return SSL_TLSEXT_ERR_OK;
 }
 
-static int on_servername(SSL *ssl, int *alert, void *arg);
+static int on_client_hello(SSL *ssl, int *alert, void *arg);
 
 /* One certificate's context. NULL with `err` and *key set on failure. */
+/* A digest of what a session was established under: certificate, key and
+ * client certificate checks. */
+static int session_id_context(const zg_service_conf_t *sc, unsigned char *sid,
+                              unsigned *sid_len) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok =
+      md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+      EVP_DigestUpdate(md, sc->tls_cert, strlen(sc->tls_cert)) &&
+      EVP_DigestUpdate(md, "\n", 1) &&
+      EVP_DigestUpdate(md, sc->tls_key, strlen(sc->tls_key)) &&
+      EVP_DigestUpdate(md, "\n", 1) &&
+      (!sc->tls_client_ca ||
+       EVP_DigestUpdate(md, sc->tls_client_ca, strlen(sc->tls_client_ca))) &&
+      EVP_DigestUpdate(md, sc->tls_verify == ZG_TLS_VERIFY_REQUIRED ? "r" : "o",
+                       1) &&
+      EVP_DigestFinal_ex(md, sid, sid_len);
+  EVP_MD_CTX_free(md);
+  return ok ? 0 : -1;
+}
+
 static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
                         size_t len, const char **key) {
   SSL_CTX *ctx;
   char why[256];
-  unsigned char sid[32];
+  unsigned char sid[EVP_MAX_MD_SIZE];
   unsigned sid_len = 0;
-  EVP_MD_CTX *md;
 
   ERR_clear_error();
   *key = "tls_cert";
@@ -156,8 +197,11 @@ static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   /* Client-initiated renegotiation costs us a handshake each: refused. */
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  /* Idle connections give their record buffers back. */
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* Idle connections give their record buffers back. The chain sent is the
+   * one in the certificate file, as nginx does: OpenSSL would otherwise
+   * build it anew from the trust store at every handshake (a verification
+   * each time: 15% of a full handshake's CPU here). */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
   SSL_CTX_set_dh_auto(ctx, 1);
   SSL_CTX_set_default_passwd_cb(ctx, no_password);
   *key = "tls_ciphers";
@@ -230,25 +274,13 @@ static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
   }
   /* Sessions resume only on a context with the same certificate and
    * client checks (OpenSSL compares the session id context). */
-  md = EVP_MD_CTX_new();
-  if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
-      !EVP_DigestUpdate(md, sc->tls_cert, strlen(sc->tls_cert)) ||
-      !EVP_DigestUpdate(md, "\n", 1) ||
-      !EVP_DigestUpdate(md, sc->tls_key, strlen(sc->tls_key)) ||
-      !EVP_DigestUpdate(md, "\n", 1) ||
-      (sc->tls_client_ca &&
-       !EVP_DigestUpdate(md, sc->tls_client_ca, strlen(sc->tls_client_ca))) ||
-      !EVP_DigestUpdate(
-          md, sc->tls_verify == ZG_TLS_VERIFY_REQUIRED ? "r" : "o", 1) ||
-      !EVP_DigestFinal_ex(md, sid, &sid_len) ||
+  if (session_id_context(sc, sid, &sid_len) != 0 ||
       !SSL_CTX_set_session_id_context(ctx, sid, sid_len)) {
-    EVP_MD_CTX_free(md);
     *key = "tls_cert";
     snprintf(err, len, "cannot set the session id context: %s",
              ssl_reason(why, sizeof(why)));
     goto fail;
   }
-  EVP_MD_CTX_free(md);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
   if (http)
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
@@ -328,8 +360,12 @@ int zg_tls_server_new(const zg_service_conf_t *const *svcs, size_t n,
       return ZG_ECONFIG;
     }
     warn_key_mode(sc);
-    SSL_CTX_set_tlsext_servername_callback(site->ctx, on_servername);
-    SSL_CTX_set_tlsext_servername_arg(site->ctx, srv);
+    if (session_id_context(sc, site->sid, &site->sid_len) != 0)
+      goto oom;
+    /* The site is chosen from the ClientHello before OpenSSL decides on
+     * resumption (a servername callback runs after it): a session made
+     * for one site's checks never resumes on another's. */
+    SSL_CTX_set_client_hello_cb(site->ctx, on_client_hello, srv);
     site->verify = sc->tls_client_ca ? sc->tls_verify : ZG_TLS_VERIFY_NONE;
     if ((sc->tls_client_ca && !(site->client_ca = strdup(sc->tls_client_ca))) ||
         !(srv->own_patterns[i] = strdup(
@@ -365,27 +401,23 @@ void zg_tls_server_counts(const zg_tls_server_t *srv, zg_tls_counts_t *out) {
 }
 
 /* The certificate by server name (RFC 6066 §3): the service whose host
- * matches (exact, then the longest wildcard), else the first. Runs while
- * the ClientHello is processed, before the certificate and the client
- * certificate request are chosen. */
-static int on_servername(SSL *ssl, int *alert, void *arg) {
+ * matches (exact, then the longest wildcard), else the first. Runs first
+ * thing on the ClientHello, before resumption, the certificate and the
+ * client certificate request are decided. */
+static int on_client_hello(SSL *ssl, int *alert, void *arg) {
   zg_tls_conn_t *c = SSL_get_app_data(ssl);
   zg_tls_server_t *srv = arg;
-  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  char lower[ZG_TLS_NAME_MAX + 1];
-  size_t i = ZG_SNI_NONE, len;
+  const unsigned char *ext;
+  size_t ext_len, i = ZG_SNI_NONE;
+  zg_tls_hello_t hello;
   (void)alert;
   if (!c || srv != c->srv)
-    return SSL_TLSEXT_ERR_OK;
-  if (name && (len = strlen(name)) > 0 && len <= ZG_TLS_NAME_MAX) {
-    for (size_t k = 0; k < len; k++)
-      lower[k] = (char)(name[k] >= 'A' && name[k] <= 'Z' ? name[k] - 'A' + 'a'
-                                                         : name[k]);
-    if (lower[len - 1] == '.')
-      len--;
-    lower[len] = '\0';
-    i = zg_tls_sni_pick(srv->patterns, srv->n, lower);
-  }
+    return SSL_CLIENT_HELLO_SUCCESS;
+  /* A malformed extension is OpenSSL's to refuse; the default site
+   * meanwhile. */
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &ext_len) &&
+      zg_tls_sni_ext_parse(ext, ext_len, &hello) == ZG_TLS_HELLO_SNI)
+    i = zg_tls_sni_pick(srv->patterns, srv->n, hello.name);
   if (i == ZG_SNI_NONE)
     i = 0;
   c->site = i;
@@ -393,11 +425,13 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
     SSL_CTX *ctx = srv->sites[i].ctx;
     /* SSL_set_SSL_CTX swaps the certificate and the session id context;
      * the client certificate request is the new context's too. */
-    if (!SSL_set_SSL_CTX(ssl, ctx))
-      return SSL_TLSEXT_ERR_ALERT_FATAL;
+    if (!SSL_set_SSL_CTX(ssl, ctx)) {
+      *alert = SSL_AD_INTERNAL_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
     SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), NULL);
   }
-  return SSL_TLSEXT_ERR_OK;
+  return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -414,6 +448,9 @@ static void conn_maybe_free(zg_tls_conn_t *c) {
   if (!c->freed || !c->idle_closed || c->pending_writes > 0)
     return;
   zg_tls_server_unref(c->srv);
+  zg_tls_client_unref(c->cli);
+  free(c->cache_key);
+  free(c->name);
   free(c);
 }
 
@@ -492,7 +529,8 @@ static const char *failure_reason(zg_tls_conn_t *c, char *buf, size_t len) {
       ERR_GET_REASON(ERR_peek_last_error()) ==
           SSL_R_CERTIFICATE_VERIFY_FAILED) {
     ERR_clear_error();
-    snprintf(buf, len, "client certificate: %s",
+    snprintf(buf, len, "%s: %s",
+             c->cli ? "certificate verify failed" : "client certificate",
              X509_verify_cert_error_string(v));
     return buf;
   }
@@ -501,11 +539,21 @@ static const char *failure_reason(zg_tls_conn_t *c, char *buf, size_t len) {
   return ssl_reason(buf, len);
 }
 
+static void session_forget(zg_tls_client_t *cli, const char *key);
+
 static void handshake_done(zg_tls_conn_t *c, int status, const char *why) {
-  stats_t *st = c->srv->stats;
+  stats_t *st = c->srv ? c->srv->stats : NULL;
   zg_tls_handshake_cb cb = c->hs_cb;
   c->handshaking = 0;
-  if (status == 0) {
+  if (!st) {
+    /* Client side: the caller counts and logs, as a connect failure. */
+    if (status == 0) {
+      c->established = 1;
+    } else {
+      snprintf(c->err, sizeof(c->err), "%s", why ? why : "TLS error");
+      session_forget(c->cli, c->cache_key);
+    }
+  } else if (status == 0) {
     c->established = 1;
     st->counts.handshakes++;
     st->counts.resumed += SSL_session_reused(c->ssl) ? 1 : 0;
@@ -540,7 +588,7 @@ static void handshake_step(zg_tls_conn_t *c) {
     handshake_done(c, 0, NULL);
   } else if (err == SSL_ERROR_WANT_READ && !c->sock_eof) {
     sock_read(c, 1);
-  } else if (!c->got_bytes) {
+  } else if (!c->got_bytes && c->srv) {
     /* Connected and closed without a byte (a port check): no handshake
      * was tried, so none failed. */
     c->handshaking = 0;
@@ -587,13 +635,15 @@ static void deliver(zg_tls_conn_t *c) {
     }
     c->done = 1;
     sock_read(c, 0);
-    if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_WANT_READ) {
+    if (err == SSL_ERROR_WANT_READ && c->sock_err) {
+      user_read(c, c->sock_err, &b); /* a reset is not an end */
+    } else if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_WANT_READ) {
       /* close_notify, or TCP's end without one: an end either way (the
        * relayed protocols frame their own messages). */
       user_read(c, UV_EOF, &b);
     } else {
-      zg_debug("tls", "listen %s: client %s: %s", c->srv->listener, c->peer,
-               ssl_reason(why, sizeof(why)));
+      zg_debug("tls", "%s %s: %s", c->srv ? c->srv->listener : "instance",
+               c->peer, ssl_reason(why, sizeof(why)));
       user_read(c, UV_EPROTO, &b);
     }
     break;
@@ -621,6 +671,8 @@ static void on_sock_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     return;
   if (nread < 0) {
     c->sock_eof = 1;
+    if (nread != UV_EOF)
+      c->sock_err = (int)nread;
     sock_read(c, 0);
   }
   if (c->handshaking)
@@ -667,17 +719,38 @@ zg_tls_conn_t *zg_tls_conn_server(zg_tls_server_t *srv, uv_tcp_t *tcp,
 int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg) {
   c->hs_cb = cb;
   c->hs_arg = arg;
+  if (c->cli) {
+    /* The client speaks first: the ClientHello goes out now. */
+    char why[256];
+    int r, rc;
+    ERR_clear_error();
+    r = SSL_do_handshake(c->ssl);
+    if (r == 1 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      snprintf(c->err, sizeof(c->err), "%s", ssl_reason(why, sizeof(why)));
+      return UV_EPROTO;
+    }
+    if ((rc = flush(c, NULL, NULL)) != 0) {
+      snprintf(c->err, sizeof(c->err), "%s", uv_strerror(rc));
+      return rc;
+    }
+  }
   c->handshaking = 1;
   sock_read(c, 1);
   return c->sock_reading ? 0 : UV_EIO;
 }
 
 void zg_tls_handshake_timed_out(zg_tls_conn_t *c) {
-  stats_t *st = c->srv->stats;
+  stats_t *st;
   uint64_t dropped;
   if (!c->handshaking)
     return;
   c->handshaking = 0;
+  if (!c->srv) {
+    snprintf(c->err, sizeof(c->err), "handshake timeout");
+    session_forget(c->cli, c->cache_key);
+    return;
+  }
+  st = c->srv->stats;
   st->counts.failures++;
   if (zg_ratelimit_allow(&st->fail_rl, uv_now(c->tcp->loop), &dropped))
     zg_warn("tls", "listen %s: client %s: handshake failed: timeout%s",
@@ -753,6 +826,11 @@ void zg_tls_conn_free(zg_tls_conn_t *c) {
   c->freed = 1;
   c->reading = 0;
   c->tcp->data = c->user_data;
+  /* OpenSSL marks the session of a connection freed without a
+   * close_notify not resumable; an instance's connection ends by a close
+   * or an error that says nothing against its session (as nginx does). */
+  if (c->cli && c->established)
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(c->ssl); /* the flushes in flight hold copies */
   c->ssl = NULL;
   uv_close((uv_handle_t *)&c->idle, on_idle_closed);
@@ -761,21 +839,35 @@ void zg_tls_conn_free(zg_tls_conn_t *c) {
 int zg_tls_conn_client_subject(const zg_tls_conn_t *c, const char *client_ca,
                                zg_tls_verify_t verify, char *subject,
                                size_t len) {
-  const site_t *site = &c->srv->sites[c->site];
-  int same_ca =
-      client_ca && site->client_ca && !strcmp(client_ca, site->client_ca);
+  const site_t *site;
+  int same_ca;
   X509 *peer;
   subject[0] = '\0';
-  if (!client_ca)
+  if (!client_ca || !c->srv)
     return 0;
+  site = &c->srv->sites[c->site];
+  same_ca = client_ca && site->client_ca && !strcmp(client_ca, site->client_ca);
   peer = same_ca && c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
+  if (peer) {
+    /* Only a certificate verified under this site's checks: a session
+     * resumed from another site's handshake does not count. */
+    SSL_SESSION *sess = SSL_get0_session(c->ssl);
+    unsigned id_len = 0;
+    const unsigned char *id =
+        sess ? SSL_SESSION_get0_id_context(sess, &id_len) : NULL;
+    if (!id || id_len != site->sid_len || memcmp(id, site->sid, id_len))
+      peer = NULL;
+  }
   if (peer && SSL_get_verify_result(c->ssl) == X509_V_OK) {
     BIO *b = BIO_new(BIO_s_mem());
     int n;
     /* RFC 2253 with every byte outside printable ASCII escaped: the value
      * goes into a header as it is. */
-    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0,
-                                XN_FLAG_RFC2253) >= 0) {
+    /* A subject that does not fit is not sent cut short: none. */
+    if (b &&
+        X509_NAME_print_ex(b, X509_get_subject_name(peer), 0,
+                           XN_FLAG_RFC2253) >= 0 &&
+        BIO_pending(b) < (int)len) {
       n = BIO_read(b, subject, (int)(len - 1));
       subject[n > 0 ? n : 0] = '\0';
     }
@@ -790,4 +882,238 @@ int zg_tls_conn_client_subject(const zg_tls_conn_t *c, const char *client_ca,
       return 0;
   }
   return verify == ZG_TLS_VERIFY_REQUIRED ? -1 : 0;
+}
+
+/* ---- TLS to instances ---------------------------------------------------- */
+
+static void session_forget(zg_tls_client_t *cli, const char *key) {
+  if (!cli || !key)
+    return;
+  for (size_t i = 0; i < cli->n_cache; i++)
+    if (!strcmp(cli->cache[i].key, key)) {
+      free(cli->cache[i].key);
+      SSL_SESSION_free(cli->cache[i].sess);
+      cli->cache[i] = cli->cache[--cli->n_cache];
+      cli->next_evict = 0;
+      return;
+    }
+}
+
+/* A new session from an instance (TLS 1.3: a ticket after the handshake,
+ * read with the first response): kept for the next connection to the
+ * same instance and name. 1: we hold the reference. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess) {
+  zg_tls_conn_t *c = SSL_get_app_data(ssl);
+  zg_tls_client_t *cli;
+  cached_session_t *e = NULL;
+  char *key;
+  if (!c || !(cli = c->cli) || !c->cache_key)
+    return 0;
+  for (size_t i = 0; i < cli->n_cache && !e; i++)
+    if (!strcmp(cli->cache[i].key, c->cache_key))
+      e = &cli->cache[i];
+  if (e) {
+    SSL_SESSION_free(e->sess);
+    e->sess = sess;
+    return 1;
+  }
+  if (!(key = strdup(c->cache_key)))
+    return 0;
+  if (cli->n_cache < SESSION_CACHE) {
+    e = &cli->cache[cli->n_cache++];
+  } else {
+    /* Full: one goes, in turn. */
+    e = &cli->cache[cli->next_evict];
+    cli->next_evict = (cli->next_evict + 1) % SESSION_CACHE;
+    free(e->key);
+    SSL_SESSION_free(e->sess);
+  }
+  e->key = key;
+  e->sess = sess;
+  return 1;
+}
+
+int zg_tls_client_new(const zg_service_conf_t *sc, char *err, size_t len,
+                      zg_tls_client_t **out) {
+  zg_tls_client_t *cli;
+  const char *ca = sc ? sc->upstream_ca : NULL;
+  const char *cert = sc ? sc->upstream_cert : NULL;
+  const char *key = sc ? sc->upstream_key : NULL;
+  char why[256];
+  *out = NULL;
+  ERR_clear_error();
+  if (!(cli = calloc(1, sizeof(*cli)))) {
+    snprintf(err, len, "out of memory");
+    return UV_ENOMEM;
+  }
+  cli->refs = 1;
+  cli->verify = !(sc && sc->upstream_noverify);
+  if (!(cli->ctx = SSL_CTX_new(TLS_client_method()))) {
+    snprintf(err, len, "cannot create a TLS context: %s",
+             ssl_reason(why, sizeof(why)));
+    goto fail;
+  }
+  SSL_CTX_set_min_proto_version(cli->ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(cli->ctx, TLS1_3_VERSION);
+  SSL_CTX_set_options(cli->ctx,
+                      SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_mode(cli->ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_default_passwd_cb(cli->ctx, no_password);
+  if (ca) {
+    if (readable(ca, err, len, "upstream_ca") != 0)
+      goto fail;
+    if (!SSL_CTX_load_verify_locations(cli->ctx, ca, NULL)) {
+      snprintf(err, len, "upstream_ca %s: no usable PEM certificate (%s)", ca,
+               ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+  } else if (cli->verify && !SSL_CTX_set_default_verify_paths(cli->ctx)) {
+    snprintf(err, len, "cannot load the system's CA certificates (%s)",
+             ssl_reason(why, sizeof(why)));
+    goto fail;
+  }
+  if (cert && key) {
+    if (readable(cert, err, len, "upstream_cert") != 0)
+      goto fail;
+    if (!SSL_CTX_use_certificate_chain_file(cli->ctx, cert)) {
+      snprintf(err, len, "upstream_cert %s: not a usable PEM certificate (%s)",
+               cert, ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+    if (readable(key, err, len, "upstream_key") != 0)
+      goto fail;
+    if (!SSL_CTX_use_PrivateKey_file(cli->ctx, key, SSL_FILETYPE_PEM) ||
+        !SSL_CTX_check_private_key(cli->ctx)) {
+      snprintf(err, len,
+               "upstream_key %s: not a usable PEM private key, or encrypted, "
+               "or not the key of %s (%s)",
+               key, cert, ssl_reason(why, sizeof(why)));
+      goto fail;
+    }
+  }
+  SSL_CTX_set_verify(cli->ctx, cli->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     NULL);
+  /* Sessions are kept by us, per instance and name, not by OpenSSL's
+   * internal cache (a client's is keyed by nothing useful). */
+  SSL_CTX_set_session_cache_mode(
+      cli->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(cli->ctx, on_new_session);
+  *out = cli;
+  return 0;
+fail:
+  SSL_CTX_free(cli->ctx);
+  free(cli);
+  ERR_clear_error();
+  return ZG_ECONFIG;
+}
+
+int zg_tls_check_upstream(const zg_service_conf_t *sc, char *err, size_t len,
+                          const char **key) {
+  zg_tls_client_t *cli;
+  int rc = zg_tls_client_new(sc, err, len, &cli);
+  /* The message names its key first. */
+  *key = !strncmp(err, "upstream_cert", 13)  ? "upstream_cert"
+         : !strncmp(err, "upstream_key", 12) ? "upstream_key"
+                                             : "upstream_ca";
+  if (rc != 0)
+    return rc;
+  zg_tls_client_unref(cli);
+  return 0;
+}
+
+zg_tls_client_t *zg_tls_client_ref(zg_tls_client_t *cli) {
+  cli->refs++;
+  return cli;
+}
+
+void zg_tls_client_unref(zg_tls_client_t *cli) {
+  if (!cli || --cli->refs > 0)
+    return;
+  for (size_t i = 0; i < cli->n_cache; i++) {
+    free(cli->cache[i].key);
+    SSL_SESSION_free(cli->cache[i].sess);
+  }
+  SSL_CTX_free(cli->ctx);
+  free(cli);
+}
+
+size_t zg_tls_client_sessions(const zg_tls_client_t *cli) {
+  return cli->n_cache;
+}
+
+zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
+                                  const char *name, bool name_is_ip,
+                                  const char *addr, bool alpn_http) {
+  static const unsigned char h1[] = "\x08http/1.1";
+  zg_tls_conn_t *c = calloc(1, sizeof(*c));
+  size_t klen = strlen(name) + strlen(addr) + 2;
+  bool attached = false;
+  if (!c)
+    return NULL;
+  if (!(c->ssl = SSL_new(cli->ctx)) || !(c->rbio = BIO_new(BIO_s_mem())) ||
+      !(c->wbio = BIO_new(BIO_s_mem())) || !(c->name = strdup(name)) ||
+      !(c->cache_key = malloc(klen)))
+    goto fail;
+  snprintf(c->cache_key, klen, "%s/%s", name, addr);
+  BIO_set_mem_eof_return(c->rbio, -1);
+  SSL_set_bio(c->ssl, c->rbio, c->wbio); /* the SSL's from here */
+  attached = true;
+  SSL_set_connect_state(c->ssl);
+  SSL_set_app_data(c->ssl, c);
+  if (name_is_ip) {
+    /* An IP is never SNI (RFC 6066 §3); it must be among the
+     * certificate's IP addresses. */
+    if (cli->verify &&
+        !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name))
+      goto fail;
+  } else {
+    /* c->name, not `name`: the macro casts const away. */
+    if (!SSL_set_tlsext_host_name(c->ssl, c->name))
+      goto fail;
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (cli->verify && !SSL_set1_host(c->ssl, name))
+      goto fail;
+  }
+  if (alpn_http && SSL_set_alpn_protos(c->ssl, h1, sizeof(h1) - 1) != 0)
+    goto fail;
+  for (size_t i = 0; i < cli->n_cache; i++)
+    if (!strcmp(cli->cache[i].key, c->cache_key)) {
+      SSL_set_session(c->ssl, cli->cache[i].sess);
+      break;
+    }
+  c->cli = zg_tls_client_ref(cli);
+  c->tcp = tcp;
+  c->user_data = tcp->data;
+  tcp->data = c;
+  uv_idle_init(tcp->loop, &c->idle);
+  c->idle.data = c;
+  snprintf(c->peer, sizeof(c->peer), "%s", addr);
+  return c;
+fail:
+  if (!attached) {
+    BIO_free(c->rbio);
+    BIO_free(c->wbio);
+  }
+  SSL_free(c->ssl);
+  free(c->name);
+  free(c->cache_key);
+  free(c);
+  ERR_clear_error();
+  return NULL;
+}
+
+const char *zg_tls_conn_error(const zg_tls_conn_t *c) {
+  return c->err;
+}
+
+bool zg_tls_conn_resumed(const zg_tls_conn_t *c) {
+  return c->ssl && SSL_session_reused(c->ssl);
+}
+
+bool zg_tls_conn_reusable(const zg_tls_conn_t *c, const zg_tls_client_t *cli,
+                          const char *name) {
+  if (!c || !cli)
+    return !c && !cli;
+  return c->cli == cli && c->name && !strcmp(c->name, name) && !c->done &&
+         !c->freed;
 }

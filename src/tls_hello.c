@@ -282,3 +282,12 @@ size_t zg_tls_sni_pick(const char *const *patterns, size_t n,
   }
   return best;
 }
+
+zg_tls_hello_result_t zg_tls_sni_ext_parse(const uint8_t *ext, size_t len,
+                                           zg_tls_hello_t *out) {
+  cur_t c = {ext, len};
+  out->name[0] = '\0';
+  out->name_len = 0;
+  out->why = NULL;
+  return read_sni(c, out);
+}

@@ -58,7 +58,14 @@ typedef struct {
   zg_tls_verify_t tls_verify; /* NONE unless tls_client_ca */
   char *tls_ciphers;          /* TLS 1.2; NULL: the default */
   char *tls_ciphersuites;     /* TLS 1.3; NULL: the default */
-  zg_instance_t *instances;   /* static instances */
+  /* TLS to instances (tcp and http). */
+  zg_upstream_tls_t upstream_tls; /* AUTO unless set */
+  char *upstream_ca;              /* NULL: the system store */
+  bool upstream_noverify;         /* upstream_verify = no */
+  char *upstream_sni;       /* SNI and name checked; NULL: the instance host */
+  char *upstream_cert;      /* client certificate to instances, with */
+  char *upstream_key;       /* its key; both or neither */
+  zg_instance_t *instances; /* static instances */
   size_t n_instances;
   int line; /* of the section header */
 } zg_service_conf_t;

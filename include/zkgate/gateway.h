@@ -24,6 +24,7 @@ struct zg_http_upstream;
 struct zg_sni_listener;
 struct zg_sni_session;
 struct zg_tls_server;
+struct zg_tls_client;
 
 struct zg_discover;
 
@@ -46,6 +47,13 @@ typedef struct zg_service {
   uint64_t active;
   uint64_t no_instance;
   uint64_t connect_failures;
+  /* TLS to instances: this service's client context when it has its own
+   * upstream_* settings, else NULL (the gateway's default serves) */
+  struct zg_tls_client *up_tls;
+  uint64_t up_tls_handshakes; /* completed, of which resumed: */
+  uint64_t up_tls_resumed;
+  uint64_t up_tls_failures; /* handshakes or verifications that failed (also
+                               counted in connect_failures) */
   zg_traffic_t traffic;
   zg_ratelimit_t no_instance_rl;
   zg_ratelimit_t connect_fail_rl;
@@ -84,7 +92,10 @@ typedef struct zg_gateway {
   size_t n_sni_listeners, cap_sni_listeners;
   struct zg_sni_session *sni_sessions; /* reading their ClientHello */
   struct zg_tls_server **tls;          /* per TLS-terminating address */
-  zg_listen_addr_t *tls_addrs;         /* the address of each */
+  /* TLS to instances for services without upstream_* settings: the system
+   * store, verification on; made at first use, dropped on reload */
+  struct zg_tls_client *up_tls_default;
+  zg_listen_addr_t *tls_addrs; /* the address of each */
   size_t n_tls;
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
@@ -135,6 +146,10 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
  * TLS. */
 struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
                                      const zg_listen_addr_t *addr);
+
+/* The client context for TLS to `svc`'s instances (borrowed), or NULL
+ * when none can be made (logged). */
+struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
 
 zg_service_t *zg_service_ref(zg_service_t *svc);
 /* Frees the service with its last reference (its listener, if any, must be

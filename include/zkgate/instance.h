@@ -30,16 +30,18 @@ typedef enum {
 typedef struct zg_instance {
   char host[ZG_HOST_MAX + 1]; /* IP literal (no brackets) or DNS name */
   uint16_t port;
-  bool tls;        /* the registration says the instance speaks TLS */
-  bool is_ip;      /* host is an IP literal: no resolution needed */
-  bool up;         /* in rotation; false: registered but out of service
-                      (Curator enabled=false, status not UP/ALIVE, down) */
-  uint8_t format;  /* zg_instance_format_t */
-  uint32_t weight; /* relative share of new connections, 0..ZG_WEIGHT_MAX;
-                      ZG_WEIGHT_DEFAULT when the format carries none; 0
-                      takes no new connections */
-  char *base_path; /* owned; NULL when none (URL path, Curator uriSpec) */
-  char *name;      /* owned; znode child name, or NULL for static ones */
+  bool tls;            /* the registration says the instance speaks TLS */
+  uint16_t plain_port; /* Curator with both sslPort (in `port`) and port:
+                          the plain one, for upstream_tls = off; else 0 */
+  bool is_ip;          /* host is an IP literal: no resolution needed */
+  bool up;             /* in rotation; false: registered but out of service
+                          (Curator enabled=false, status not UP/ALIVE, down) */
+  uint8_t format;      /* zg_instance_format_t */
+  uint32_t weight;     /* relative share of new connections, 0..ZG_WEIGHT_MAX;
+                          ZG_WEIGHT_DEFAULT when the format carries none; 0
+                          takes no new connections */
+  char *base_path;     /* owned; NULL when none (URL path, Curator uriSpec) */
+  char *name;          /* owned; znode child name, or NULL for static ones */
   /* Provenance, filled by the registry (zero for static instances). */
   char *znode;          /* owned; the child's full path */
   int32_t data_version; /* Stat.version of the data decoded */
@@ -82,8 +84,24 @@ int zg_instance_copy(zg_instance_t *dst, const zg_instance_t *src);
 void zg_instance_clear(zg_instance_t *inst);
 const char *zg_instance_format_name(int format);
 
+/* TLS to instances, per service (`upstream_tls`). */
+typedef enum {
+  ZG_UPSTREAM_TLS_AUTO = 0, /* as the registration says (inst->tls) */
+  ZG_UPSTREAM_TLS_ON,       /* every instance */
+  ZG_UPSTREAM_TLS_OFF,      /* none */
+} zg_upstream_tls_t;
+
+/* Whether to speak TLS to `inst` under `mode`, with the port to connect
+ * to in *port: the registered one, or under `off` the plain port of a
+ * registration that has both. */
+bool zg_instance_use_tls(const zg_instance_t *inst, zg_upstream_tls_t mode,
+                         uint16_t *port);
+
 /* "host:port" or "[v6]:port" into buf; returns buf. */
 const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,
                                  size_t len);
+/* Same, with another port. */
+const char *zg_instance_addr_port_str(const zg_instance_t *inst, uint16_t port,
+                                      char *buf, size_t len);
 
 #endif

@@ -71,6 +71,44 @@ typedef struct {
 void zg_tls_server_counts(const zg_tls_server_t *srv, zg_tls_counts_t *out);
 
 typedef struct zg_tls_conn zg_tls_conn_t;
+
+/* ---- TLS to instances ---- */
+
+typedef struct zg_tls_client zg_tls_client_t;
+
+/* Checks what a service's upstream_ca, upstream_cert and upstream_key
+ * name, as loading them would. 0, or ZG_ECONFIG with a message in `err`
+ * and the key at fault in *key. */
+int zg_tls_check_upstream(const zg_service_conf_t *sc, char *err, size_t len,
+                          const char **key);
+/* A client context from `sc`'s upstream_* keys; `sc` NULL: the defaults
+ * (the system store, verification on). 0, or ZG_ECONFIG / UV_ENOMEM with a
+ * message in `err`. */
+int zg_tls_client_new(const zg_service_conf_t *sc, char *err, size_t len,
+                      zg_tls_client_t **out);
+zg_tls_client_t *zg_tls_client_ref(zg_tls_client_t *cli);
+void zg_tls_client_unref(zg_tls_client_t *cli); /* NULL is fine */
+/* Sessions cached for resumption (for tests and metrics). */
+size_t zg_tls_client_sessions(const zg_tls_client_t *cli);
+
+/* Client-side TLS on `tcp` (connected, not reading) to the instance at
+ * `addr` ("host:port", for the session cache). `name` is what SNI carries
+ * and what the certificate must match: a DNS name, or, when `name_is_ip`,
+ * an IP literal checked against the certificate's IP addresses and not
+ * sent as SNI (RFC 6066 §3). `alpn_http` offers ALPN http/1.1. tcp->data
+ * is handled as on the server side. NULL when out of memory. */
+zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
+                                  const char *name, bool name_is_ip,
+                                  const char *addr, bool alpn_http);
+/* Why the handshake of a client connection failed ("" before). */
+const char *zg_tls_conn_error(const zg_tls_conn_t *c);
+/* The handshake resumed a session. */
+bool zg_tls_conn_resumed(const zg_tls_conn_t *c);
+/* Whether an idle client connection `c` can carry what asks for `cli` and
+ * `name`: the same context (CA, verification, client certificate) and the
+ * same checked name. */
+bool zg_tls_conn_reusable(const zg_tls_conn_t *c, const zg_tls_client_t *cli,
+                          const char *name);
 typedef void (*zg_tls_handshake_cb)(zg_tls_conn_t *c, int status, void *arg);
 
 /* Server-side TLS on `tcp` (accepted, not reading). `peer` names the
@@ -80,9 +118,11 @@ typedef void (*zg_tls_handshake_cb)(zg_tls_conn_t *c, int status, void *arg);
 zg_tls_conn_t *zg_tls_conn_server(zg_tls_server_t *srv, uv_tcp_t *tcp,
                                   const char *peer);
 /* Reads the socket until the handshake is done, then calls `cb` with 0, or
- * with a negative code after a failure (counted and logged, rate-limited,
- * with OpenSSL's reason). The socket is not read after it until
- * zg_tls_read_start. */
+ * with a negative code after a failure (server side: counted and logged,
+ * rate-limited, with OpenSSL's reason; client side: the reason in
+ * zg_tls_conn_error). The socket is not read after it until
+ * zg_tls_read_start. A client connection sends its ClientHello first; if
+ * that fails, the error is returned and `cb` is not called. */
 int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg);
 bool zg_tls_established(const zg_tls_conn_t *c);
 /* The caller gave up waiting for the handshake: counted and logged as a

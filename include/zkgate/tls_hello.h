@@ -35,6 +35,12 @@ typedef struct {
 zg_tls_hello_result_t zg_tls_hello_parse(const uint8_t *buf, size_t len,
                                          zg_tls_hello_t *out);
 
+/* The data of a server_name extension alone (as OpenSSL's ClientHello
+ * callback gives it): SNI, NO_SNI (no host_name in it) or NOT_TLS
+ * (malformed), with `out` as above. */
+zg_tls_hello_result_t zg_tls_sni_ext_parse(const uint8_t *ext, size_t len,
+                                           zg_tls_hello_t *out);
+
 /* No pattern chosen. */
 #define ZG_SNI_NONE ((size_t)-1)
 

@@ -9,7 +9,9 @@ body's length and SHA-256. Special paths make the responses the proxy must get r
   /big/N            N bytes of a repeating pattern, Content-Length
   /close            answers, then closes the connection (Connection: close)
   /slow/MS          answers after MS milliseconds
-`connections` counts accepted TCP connections; `requests` counts requests."""
+`connections` counts accepted TCP connections; `requests` counts requests. With `tls` (an
+ssl.SSLContext) the backend speaks HTTPS; `server_names` then lists the SNI of each handshake
+(None when the client sent none)."""
 
 import hashlib
 import http.server
@@ -121,16 +123,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_one
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # failed TLS handshakes are what some tests are about
+
+
 class HttpBackend:
-    def __init__(self, name, port=None):
+    def __init__(self, name, port=None, tls=None):
         self.name = name
         self.port = port or free_port()
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self.server_names = []
+        self.server = _Server(("127.0.0.1", self.port), _Handler)
         self.server.daemon_threads = True
         self.server.backend = self
+        if tls is not None:
+            def on_sni(sock, name, ctx):
+                with self.lock:
+                    self.server_names.append(name)
+            tls.sni_callback = on_sni
+            # The handshake runs in the connection's thread, at its first read.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -13,8 +13,8 @@ import pytest
 from zkharness import free_port, ini_text, reach, register, sample, wait_pool, wait_until
 
 
-def zk_ini(zk, zpath, port, session_timeout="4s", instances=None):
-    svc = {"zk_path": zpath, "listen": f"127.0.0.1:{port}", "balance": "random"}
+def zk_ini(zk, zpath, port, session_timeout="4s", instances=None, **kw):
+    svc = {"zk_path": zpath, "listen": f"127.0.0.1:{port}", "balance": "random", **kw}
     if instances:
         svc["instances"] = instances
     return ini_text({"svc": svc}, zookeeper={"hosts": zk.hosts,
@@ -62,7 +62,11 @@ def test_decodes_instance_format(zk, kz, zpath, backends, gateway, fmt):
     data, name = FORMATS[fmt](b.port)
     register(kz, zpath, data, name=name)
     port = free_port()
-    gateway(zk_ini(zk, zpath, port), listen=port)
+    # https and sslPort registrations mean TLS (upstream_tls = auto; test_upstream_tls.py);
+    # here the plain echo backend stands in for them, so TLS is turned off
+    tls_marked = fmt in ("url_https", "curator_json_ssl_port")
+    gateway(zk_ini(zk, zpath, port, **({"upstream_tls": "off"} if tls_marked else {})),
+            listen=port)
     seen = wait_pool(port, ["a"])
     assert set(seen) == {"a"}, f"instance registered as {fmt} {data!r} not reached: {dict(seen)}"
 

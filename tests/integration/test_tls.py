@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 
 import pytest
@@ -303,6 +304,30 @@ def test_tcp_termination(zk, kz, zpath, gateway, backends, pki):
                   f'listener="127.0.0.1:{port}"') >= 1
 
 
+def test_tcp_client_reset_is_not_an_end_of_stream(zk, kz, zpath, gateway, backends, pki,
+                                                  tmp_path):
+    """A TLS client whose connection is reset (no close_notify, no FIN) ends the session as a
+    reset; it is not relayed to the instance as a half-close."""
+    echo = backends("echo")
+    register(kz, zpath, echo.addr.encode())
+    port = free_port()
+    log = tmp_path / "access.log"
+    crt, key = pki.a
+    start(gateway, zk, {"echo": {"protocol": "tcp", "listen": f"127.0.0.1:{port}",
+                                 "zk_path": zpath, "tls_cert": crt, "tls_key": key}},
+          admin=False, proxy={"access_log": str(log)})
+    assert wait_until(lambda: _try_tcp(port, pki), 10, interval=0.1)
+    t = tls_conn(port, "a.example.com", client_ctx(pki))
+    buf = b""
+    while not buf.endswith(b"\n"):
+        buf += t.recv(100)
+    assert buf == b"echo\n"
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t.close()  # a reset: no close_notify, no FIN
+    assert wait_until(lambda: log.exists() and "client reset" in log.read_text(), 5), \
+        log.read_text() if log.exists() else "no access log"
+
+
 def _try_tcp(port, pki):
     try:
         with tls_conn(port, "a.example.com", client_ctx(pki)) as t:
@@ -430,6 +455,48 @@ def test_client_certificate_per_host(zk, kz, zpath, gateway, http_backends, pki)
         assert doc["name"] == "b" and "x-client-cert-subject" not in headers_of(doc)
 
 
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+def test_session_of_one_site_does_not_resume_on_another(zk, kz, zpath, gateway, http_backends,
+                                                        pki, version):
+    """Site a (the default certificate) accepts client certificates of other-ca; site b
+    requires one of client-ca. A session made at a with mallory's other-ca certificate, offered
+    with b's name, must not carry mallory into b: no resumption there, a full handshake that
+    asks b's question. Sessions still resume on the site they were made for."""
+    a, b = http_backends("a", "b")
+    register(kz, zpath + "/a", f"http://{a.addr}".encode())
+    register(kz, zpath + "/b", f"http://{b.addr}".encode())
+    port = free_port()
+    gw, _ = start(gateway, zk, {
+        "a": https_service(zpath + "/a", port, pki, cert=pki.a, host="a.example.com",
+                           tls_client_ca=pki.path("other-ca.crt"),
+                           tls_verify_client="optional"),
+        "b": https_service(zpath + "/b", port, pki, cert=pki.b, host="*.b.example.com",
+                           tls_client_ca=pki.path("client-ca.crt")),
+    })
+    wait_https(port, pki)
+    ctx = client_ctx(pki, pki.mallory)
+    ctx.check_hostname = False
+    ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    with tls_conn(port, "a.example.com", ctx) as t:
+        status, doc = get(t, host="a.example.com")  # TLS 1.3 tickets come after it
+        assert status == 200 and headers_of(doc)["x-client-cert-subject"] == "CN=mallory"
+        session = t.session
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        with ctx.wrap_socket(raw, server_hostname="x.b.example.com", session=session) as t:
+            reused = t.session_reused
+            status, doc = get(t, host="x.b.example.com")
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException):
+        reused, status, doc = False, None, None  # b's own handshake refused mallory
+    assert not reused, "a session made for a resumed under b's name"
+    assert not (status == 200 and doc["name"] == "b"), doc
+    # The session still resumes where it was made.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="a.example.com", session=session) as t:
+        assert t.session_reused
+        assert get(t, host="a.example.com")[0] == 200
+
+
 def test_subject_header_removed_on_plain_listener(zk, kz, zpath, gateway, http_backends):
     web = http_backends("web")
     register(kz, zpath, f"http://{web.addr}".encode())
@@ -440,7 +507,10 @@ def test_subject_header_removed_on_plain_listener(zk, kz, zpath, gateway, http_b
     def ok():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
         c.request("GET", "/", headers={"X-Client-Cert-Subject": "CN=admin",
-                                       "x-client-cert-subject": "CN=root"})
+                                       "x-client-cert-subject": "CN=root",
+                                       "X_Client_Cert_Subject": "CN=cgi",
+                                       "X-Forwarded-Proto": "https",
+                                       "X_Forwarded_Proto": "https"})
         r = c.getresponse()
         body = r.read()
         c.close()
@@ -448,7 +518,8 @@ def test_subject_header_removed_on_plain_listener(zk, kz, zpath, gateway, http_b
     doc = wait_until(ok, 10, interval=0.1)
     assert doc, "no instance"
     h = headers_of(doc)
-    assert "x-client-cert-subject" not in h
+    assert "x-client-cert-subject" not in h and "x_client_cert_subject" not in h
+    assert "x_forwarded_proto" not in h
     assert h["x-forwarded-proto"] == "http"
 
 

@@ -1287,6 +1287,121 @@ static void test_tls_errors(void **state) {
   tls_error("tls-passthrough", keys, "tls_cert");
 }
 
+/* upstream_* keys: TLS to instances. Defaults (auto, system store,
+ * verify), every value, https:// static instances, copies and equality. */
+static void test_upstream_keys(void **state) {
+  char text[2048];
+  zg_config_t *cfg;
+  const zg_service_conf_t *a, *d, *o;
+  zg_service_conf_t copy;
+  (void)state;
+  snprintf(
+      text, sizeof(text),
+      "[service:a]\n"
+      "protocol = http\n"
+      "listen = 127.0.0.1:8080\n"
+      "instances = https://10.0.0.1:8443, http://10.0.0.2:80, 10.0.0.3:81\n"
+      "upstream_tls = auto\n"
+      "upstream_ca = %s\n"
+      "upstream_sni = Backend.Internal\n"
+      "upstream_cert = %s\n"
+      "upstream_key = %s\n"
+      "[service:d]\n"
+      "listen = 127.0.0.1:9000\n"
+      "instances = h:1\n"
+      "upstream_tls = on\n"
+      "upstream_verify = no\n"
+      "[service:o]\n"
+      "listen = 127.0.0.1:9001\n"
+      "instances = HTTPS://h:2\n"
+      "upstream_tls = off\n"
+      "[service:plain]\n"
+      "listen = 127.0.0.1:9002\n"
+      "instances = h:3\n",
+      cert1, cert2, key2);
+  cfg = load_ok(text);
+  a = service(cfg, "a");
+  d = service(cfg, "d");
+  o = service(cfg, "o");
+  assert_int_equal(a->upstream_tls, ZG_UPSTREAM_TLS_AUTO);
+  assert_string_equal(a->upstream_ca, cert1);
+  assert_false(a->upstream_noverify);
+  assert_string_equal(a->upstream_sni, "backend.internal");
+  assert_string_equal(a->upstream_cert, cert2);
+  assert_string_equal(a->upstream_key, key2);
+  assert_int_equal(a->n_instances, 3);
+  assert_true(a->instances[0].tls);
+  assert_int_equal(a->instances[0].port, 8443);
+  assert_string_equal(a->instances[0].host, "10.0.0.1");
+  assert_false(a->instances[1].tls);
+  assert_int_equal(a->instances[1].port, 80);
+  assert_false(a->instances[2].tls);
+  assert_int_equal(d->upstream_tls, ZG_UPSTREAM_TLS_ON);
+  assert_true(d->upstream_noverify);
+  assert_null(d->upstream_ca);
+  assert_int_equal(o->upstream_tls, ZG_UPSTREAM_TLS_OFF);
+  assert_true(o->instances[0].tls);
+  /* defaults */
+  o = service(cfg, "plain");
+  assert_int_equal(o->upstream_tls, ZG_UPSTREAM_TLS_AUTO);
+  assert_null(o->upstream_ca);
+  assert_null(o->upstream_sni);
+  assert_false(o->upstream_noverify);
+  /* copies carry the keys; a change of any makes another service */
+  assert_int_equal(zg_service_conf_copy(&copy, a), 0);
+  assert_true(zg_service_conf_equal(&copy, a));
+  assert_string_equal(copy.upstream_sni, "backend.internal");
+  copy.upstream_tls = ZG_UPSTREAM_TLS_ON;
+  assert_false(zg_service_conf_equal(&copy, a));
+  copy.upstream_tls = ZG_UPSTREAM_TLS_AUTO;
+  copy.upstream_noverify = true;
+  assert_false(zg_service_conf_equal(&copy, a));
+  copy.upstream_noverify = false;
+  free(copy.upstream_sni);
+  copy.upstream_sni = NULL;
+  assert_false(zg_service_conf_equal(&copy, a));
+  copy.upstream_sni = strdup("backend.internal");
+  assert_true(zg_service_conf_equal(&copy, a));
+  copy.instances[0].tls = false;
+  assert_false(zg_service_conf_equal(&copy, a));
+  zg_service_conf_clear(&copy);
+  zg_config_free(cfg);
+}
+
+static void test_upstream_errors(void **state) {
+  char keys[1024];
+  (void)state;
+  tls_error("http", "upstream_tls = yes\n", "upstream_tls");
+  tls_error("tcp", "upstream_verify = maybe\n", "upstream_verify");
+  tls_error("http", "upstream_sni = *.example.com\n", "upstream_sni");
+  tls_error("http", "upstream_sni = a b\n", "upstream_sni");
+  tls_error("http", "upstream_ca =\n", "upstream_ca");
+  /* forced off: the others would do nothing */
+  tls_error("http", "upstream_tls = off\nupstream_sni = x.example.com\n",
+            "upstream_sni");
+  /* tls-passthrough forwards TLS untouched */
+  snprintf(keys, sizeof(keys), "upstream_ca = %s\n", cert1);
+  tls_error("tls-passthrough", keys, "upstream_ca");
+  /* files: unreadable, not a certificate, a client certificate alone, a key
+   * that is not the certificate's */
+  snprintf(keys, sizeof(keys), "upstream_ca = %s/none.crt\n", tls_dir);
+  tls_error("http", keys, "upstream_ca");
+  snprintf(keys, sizeof(keys), "upstream_ca = %s\n", key1);
+  tls_error("tcp", keys, "upstream_ca");
+  snprintf(keys, sizeof(keys), "upstream_cert = %s\n", cert1);
+  tls_error("http", keys, "upstream_cert");
+  snprintf(keys, sizeof(keys), "upstream_cert = %s\nupstream_key = %s\n", cert1,
+           key2);
+  tls_error("http", keys, "upstream_key");
+  snprintf(keys, sizeof(keys),
+           "upstream_cert = %s/none.crt\nupstream_key = %s\n", tls_dir, key1);
+  tls_error("http", keys, "upstream_cert");
+  /* a static instance with another scheme */
+  expect_one_error("[service:a]\nlisten = 127.0.0.1:1\n"
+                   "instances = ftp://h:1\n",
+                   "instances");
+}
+
 static void test_tls_shared_listen(void **state) {
   char text[2048];
   (void)state;
@@ -1325,6 +1440,56 @@ static void test_tls_shared_listen(void **state) {
            "listen = 127.0.0.1:8443 ; other ciphers\n",
            cert1, key1, cert2, key2);
   expect_one_error(text, "; other ciphers");
+  /* one host, one handshake: paths of a host cannot ask for different
+   * client certificates (the handshake is over before the path is read) */
+  snprintf(text, sizeof(text),
+           "[service:pub]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "path_prefix = /pub/\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "[service:adm] ; mTLS on the same host\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "host = a.example.com\n"
+           "path_prefix = /adm/\n"
+           "instances = h:1\n"
+           "tls_cert = %s\n"
+           "tls_key = %s\n"
+           "tls_client_ca = %s\n",
+           cert1, key1, cert1, key1, cert2);
+  expect_one_error(text, "; mTLS on the same host");
+  /* the same checks on both paths are fine */
+  {
+    zg_config_t *cfg = NULL;
+    zg_config_errors_t errs;
+    snprintf(text, sizeof(text),
+             "[service:pub]\n"
+             "protocol = http\n"
+             "listen = 127.0.0.1:8443\n"
+             "host = a.example.com\n"
+             "path_prefix = /pub/\n"
+             "instances = h:1\n"
+             "tls_cert = %s\n"
+             "tls_key = %s\n"
+             "tls_client_ca = %s\n"
+             "[service:adm]\n"
+             "protocol = http\n"
+             "listen = 127.0.0.1:8443\n"
+             "host = a.example.com\n"
+             "path_prefix = /adm/\n"
+             "instances = h:1\n"
+             "tls_cert = %s\n"
+             "tls_key = %s\n"
+             "tls_client_ca = %s\n",
+             cert1, key1, cert2, cert1, key1, cert2);
+    assert_int_equal(zg_config_load_string(text, "t.ini", &cfg, &errs), 0);
+    zg_config_errors_free(&errs);
+    zg_config_free(cfg);
+  }
 }
 
 int main(void) {
@@ -1335,6 +1500,10 @@ int main(void) {
       cmocka_unit_test(test_bad_sni),
       cmocka_unit_test_setup_teardown(test_tls_keys, tls_setup, tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_upstream_keys, tls_setup,
+                                      tls_teardown),
+      cmocka_unit_test_setup_teardown(test_upstream_errors, tls_setup,
+                                      tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_shared_listen, tls_setup,
                                       tls_teardown),
       cmocka_unit_test(test_defaults),

@@ -822,14 +822,20 @@ static void test_write_request_client_subject(void **state) {
                      "Host: a\r\n"
                      "X-Client-Cert-Subject: CN=root\r\n"
                      "x-client-cert-subject: CN=admin\r\n"
+                     "X_Client_Cert_Subject: CN=cgi\r\n"
+                     "x_forwarded_proto: https\r\n"
+                     "X-Forwarded_For: 10.9.9.9\r\n"
                      "X-Other: 1\r\n"
+                     "X_Other: 2\r\n"
                      "\r\n";
   (void)state;
+  /* ...also spelt with '_', which CGI-style servers read as the same */
   req(&h, head);
   assert_written(zg_http_write_request(out, sizeof(out), &h, &o), out,
                  "GET / HTTP/1.1\r\n"
                  "Host: a\r\n"
                  "X-Other: 1\r\n"
+                 "X_Other: 2\r\n"
                  "X-Forwarded-Proto: https\r\n"
                  "\r\n");
   o.client_subject = "CN=alice,O=Example\\, Inc.";
@@ -838,6 +844,7 @@ static void test_write_request_client_subject(void **state) {
                  "GET / HTTP/1.1\r\n"
                  "Host: a\r\n"
                  "X-Other: 1\r\n"
+                 "X_Other: 2\r\n"
                  "X-Forwarded-Proto: https\r\n"
                  "X-Client-Cert-Subject: CN=alice,O=Example\\, Inc.\r\n"
                  "\r\n");

@@ -234,6 +234,8 @@ static void test_curator_ports(void **state) {
   const struct want ssl =
       WANT("10.1.2.3", 8443, true, true, ZG_FORMAT_CURATOR, NULL);
   const struct want both =
+      WANT("10.1.2.3", 8443, true, true, ZG_FORMAT_CURATOR, NULL);
+  const struct want plain =
       WANT("10.1.2.3", 8080, false, true, ZG_FORMAT_CURATOR, NULL);
   const struct want extra =
       WANT("svc.example.com", 8004, false, false, ZG_FORMAT_CURATOR, NULL);
@@ -251,7 +253,8 @@ static void test_curator_ports(void **state) {
   decode_ok(CHILD,
             "{\"address\":\"10.1.2.3\",\"port\":8080,"
             "\"serviceType\":\"STATIC\"}",
-            &both);
+            &plain);
+  /* Both: sslPort is preferred (TLS); the plain port is kept aside. */
   decode_ok(CHILD,
             "{\"name\":\"s\",\"id\":\"1\",\"address\":\"10.1.2.3\","
             "\"port\":8080,\"sslPort\":8443,\"serviceType\":\"DYNAMIC\"}",
@@ -264,6 +267,98 @@ static void test_curator_ports(void **state) {
             "\"enabled\":true,\"zone\":\"eu-1\",\"weight\":1.5,"
             "\"tags\":[1,\"a\",null,{}],\"future\":{\"nested\":{\"x\":[]}}}",
             &extra);
+}
+
+/* Decodes `data` (which must succeed) into *inst. */
+static void decode_into(const char *data, zg_instance_t *inst) {
+  char err[256] = "";
+  assert_int_equal(zg_instance_decode(CHILD, data, strlen(data), NULL, inst,
+                                      err, sizeof(err)),
+                   0);
+}
+
+/* What upstream_tls makes of a registration: auto follows the registry,
+ * on and off force it; off goes to the plain port when Curator has both. */
+static void test_upstream_tls_choice(void **state) {
+  zg_instance_t inst;
+  uint16_t port = 0;
+  (void)state;
+
+  decode_into("{\"address\":\"10.1.2.3\",\"port\":8080,\"sslPort\":8443,"
+              "\"serviceType\":\"DYNAMIC\"}",
+              &inst);
+  assert_true(inst.tls);
+  assert_int_equal(inst.port, 8443);
+  assert_int_equal(inst.plain_port, 8080);
+  assert_true(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_AUTO, &port));
+  assert_int_equal(port, 8443);
+  assert_true(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_ON, &port));
+  assert_int_equal(port, 8443);
+  assert_false(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_OFF, &port));
+  assert_int_equal(port, 8080);
+  zg_instance_clear(&inst);
+
+  /* sslPort alone: off forces plain on that same port. */
+  decode_into("{\"address\":\"h.example\",\"port\":null,\"sslPort\":8443,"
+              "\"serviceType\":\"DYNAMIC\"}",
+              &inst);
+  assert_true(inst.tls);
+  assert_int_equal(inst.plain_port, 0);
+  assert_false(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_OFF, &port));
+  assert_int_equal(port, 8443);
+  zg_instance_clear(&inst);
+
+  /* port alone: plain under auto, TLS under on. */
+  decode_into("{\"address\":\"10.1.2.3\",\"port\":8080,\"sslPort\":null,"
+              "\"serviceType\":\"DYNAMIC\"}",
+              &inst);
+  assert_false(inst.tls);
+  assert_int_equal(inst.plain_port, 0);
+  assert_false(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_AUTO, &port));
+  assert_int_equal(port, 8080);
+  assert_true(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_ON, &port));
+  assert_int_equal(port, 8080);
+  zg_instance_clear(&inst);
+
+  /* URL schemes: https means TLS (443 by default), http does not. */
+  decode_into("https://192.168.1.94:1001/warehouse/v1", &inst);
+  assert_true(inst.tls);
+  assert_int_equal(inst.port, 1001);
+  assert_true(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_AUTO, &port));
+  assert_false(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_OFF, &port));
+  assert_int_equal(port, 1001);
+  zg_instance_clear(&inst);
+  decode_into("https://api.example.com", &inst);
+  assert_true(inst.tls);
+  assert_int_equal(inst.port, 443);
+  zg_instance_clear(&inst);
+  decode_into("http://192.168.1.94:1001", &inst);
+  assert_false(inst.tls);
+  assert_false(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_AUTO, &port));
+  zg_instance_clear(&inst);
+
+  /* Serverset: the endpoint named https means TLS. */
+  {
+    const char *ss =
+        "{\"serviceEndpoint\":{\"host\":\"10.0.0.9\",\"port\":80},"
+        "\"additionalEndpoints\":{\"https\":{\"host\":\"10.0.0.9\","
+        "\"port\":443}},\"status\":\"ALIVE\"}";
+    zg_decode_opts_t opts = {.endpoint = "https"};
+    char err[256];
+    assert_int_equal(zg_instance_decode("member_0000000001", ss, strlen(ss),
+                                        &opts, &inst, err, sizeof(err)),
+                     0);
+    assert_true(inst.tls);
+    assert_int_equal(inst.port, 443);
+    assert_true(zg_instance_use_tls(&inst, ZG_UPSTREAM_TLS_AUTO, &port));
+    zg_instance_clear(&inst);
+    assert_int_equal(zg_instance_decode("member_0000000001", ss, strlen(ss),
+                                        NULL, &inst, err, sizeof(err)),
+                     0);
+    assert_false(inst.tls);
+    assert_int_equal(inst.port, 80);
+    zg_instance_clear(&inst);
+  }
 }
 
 static void test_curator_bad(void **state) {
@@ -1299,6 +1394,7 @@ int main(void) {
       cmocka_unit_test(test_url_variants),
       cmocka_unit_test(test_curator_fixture),
       cmocka_unit_test(test_curator_ports),
+      cmocka_unit_test(test_upstream_tls_choice),
       cmocka_unit_test(test_curator_bad),
       cmocka_unit_test(test_hostport_data),
       cmocka_unit_test(test_hostport_name),

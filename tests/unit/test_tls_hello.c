@@ -511,9 +511,37 @@ static void test_pick(void **state) {
   assert_int_equal(zg_tls_sni_pick(no_default, 2, "xexample.com"), ZG_SNI_NONE);
 }
 
+/* The server_name extension's data alone, as OpenSSL's ClientHello
+ * callback hands it over. */
+static void test_sni_extension_alone(void **state) {
+  static const uint8_t ok[] = {0x00, 0x0e, 0x00, 0x00, 0x0b, 'A', '.', 'e',
+                               'x',  'a',  'm',  'p',  'l',  'e', '.', '.'};
+  static const uint8_t other_type[] = {0x00, 0x04, 0x01, 0x00, 0x01, 'x'};
+  static const uint8_t short_list[] = {0x00, 0x0f, 0x00, 0x00, 0x0b, 'a'};
+  zg_tls_hello_t out;
+  (void)state;
+  /* "A.example..": two trailing dots are no host name */
+  assert_int_equal(zg_tls_sni_ext_parse(ok, 16, &out), ZG_TLS_HELLO_NOT_TLS);
+  /* "A.example.": lowercase, without the trailing dot */
+  {
+    uint8_t one_dot[15];
+    memcpy(one_dot, ok, 15);
+    one_dot[1] = 0x0d;
+    one_dot[4] = 0x0a;
+    assert_int_equal(zg_tls_sni_ext_parse(one_dot, 15, &out), ZG_TLS_HELLO_SNI);
+    assert_string_equal(out.name, "a.example");
+  }
+  assert_int_equal(zg_tls_sni_ext_parse(other_type, sizeof(other_type), &out),
+                   ZG_TLS_HELLO_NO_SNI);
+  assert_int_equal(zg_tls_sni_ext_parse(short_list, sizeof(short_list), &out),
+                   ZG_TLS_HELLO_NOT_TLS);
+  assert_int_equal(zg_tls_sni_ext_parse(ok, 0, &out), ZG_TLS_HELLO_NOT_TLS);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_real_hello),
+      cmocka_unit_test(test_sni_extension_alone),
       cmocka_unit_test(test_real_hello_cut_at_every_byte),
       cmocka_unit_test(test_real_hello_over_records),
       cmocka_unit_test(test_bytes_after_hello),
