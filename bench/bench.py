@@ -78,6 +78,13 @@ def wait_port(port, proc=None, timeout=30.0, host="127.0.0.1"):
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def cpu_s(pid):
+    """User + system CPU seconds used so far by process pid (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -419,13 +426,15 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     for name, label, hp, tp in (("zkgate", "zkgate", zk_http, zk_tcp),
                                 ("haproxy", "HAProxy", ha_http, ha_tcp),
                                 ("nginx", "nginx", ng_http, ng_tcp)):
+        if name not in args.proxies:
+            continue
         targets.append(Target(name, label, hp, tp,
                               lambda n=name: Proc(n, cmds[n], work, cpu=PROXY_CPU)))
     cleanup.extend(t.stop for t in targets)
     res["versions"] = versions()
 
     # Footprint first, on fresh processes: idle RSS, then with N idle connections.
-    for t in targets[1:]:
+    for t in (targets[1:] if "footprint" in args.suites else []):
         t.start()
         time.sleep(0.5)
         r = res.setdefault(t.name, {})
@@ -444,16 +453,22 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
         time.sleep(0.5)
 
     # Throughput: proxies alternate within each round, in a rotating order.
-    for t in targets:
+    rounds = args.rounds if "throughput" in args.suites else 0
+    for t in (targets if rounds else []):
         t.start()
     warm = max(1, min(2, args.duration // 2))
-    for t in targets:  # warm-up: caches, upstream keep-alive pools
+    for t in (targets if rounds else []):  # warm-up: caches, upstream keep-alive pools
         run_wrk(t.http_port, warm, args.conns, False, lua)
-    for rnd in range(args.rounds):
+    for rnd in range(rounds):
         order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
         for t in order:
             r = res.setdefault(t.name, {})
+            # The proxy's own CPU time per request: less disturbed by other work on the
+            # machine than req/s (a starved proxy still spends what a request costs).
+            c0 = cpu_s(t.proc.pid) if t.proc else None
             ka = run_wrk(t.http_port, args.duration, args.conns, False, lua)
+            if c0 is not None and ka["requests"]:
+                ka["cpu_us"] = (cpu_s(t.proc.pid) - c0) * 1e6 / ka["requests"]
             cl = run_wrk(t.http_port, args.duration, args.conns, True, lua)
             mb = run_bulk(tcpbulk, t.tcp_port, args.bulk_seconds)
             for key, v in (("ka", ka), ("close", cl)):
@@ -466,12 +481,16 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
                 f"p99 {ka['p99_ms']:.2f} ms; close {cl['rps']:.0f} req/s; bulk {mb:.0f} MB/s")
     for t in targets:
         t.stop()
-    for t in targets:
+    for t in (targets if rounds else []):
         r = res[t.name]
         for key in ("ka", "close"):
             runs = r.pop(key)
             r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
             r[key]["runs"] = [round(x["rps"]) for x in runs]
+            r[key]["p99_runs"] = [round(x["p99_ms"], 1) for x in runs]
+            cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
+            if cpu:
+                r[key]["cpu_us"] = median(cpu)
         r["bulk_runs"] = r.pop("bulk")
         r["bulk"] = median(r["bulk_runs"])
 
@@ -710,6 +729,8 @@ def render(args, px, reg, meta):
         for r in (d if direct else {}, z, h, n):
             v = g(r, *path)
             vals.append(v * scale if v is not None else None)
+        if vals[1] is None:
+            ok = None  # not measured in this run: no verdict
         L.append(f"| {label} | {fmt(vals[0], unit) if direct else '—'} | {fmt(vals[1], unit)} "
                  f"| {fmt(vals[2], unit)} | {fmt(vals[3], unit)} | {ratio(vals[1], vals[2])} "
                  f"| {ratio(vals[1], vals[3])} | {target} | "
@@ -721,6 +742,9 @@ def render(args, px, reg, meta):
     row("HTTP keep-alive, p50", ("ka", "p50_ms"), " ms")
     row("HTTP keep-alive, p99", ("ka", "p99_ms"), " ms", "≤ HAProxy's",
         ok=_ge(g(h, "ka", "p99_ms"), g(z, "ka", "p99_ms")))
+    if g(z, "ka", "cpu_us") is not None:
+        row("HTTP keep-alive, proxy CPU (user + system) per request, µs", ("ka", "cpu_us"),
+            "", direct=False)
     row("new connection per request, req/s", ("close", "rps"), "")
     row("new connection per request, p50", ("close", "p50_ms"), " ms")
     row("new connection per request, p99", ("close", "p99_ms"), " ms")
@@ -772,12 +796,20 @@ def render(args, px, reg, meta):
         L.append("")
         L.append("Errors seen by wrk: " + "; ".join(notes) + ".")
     runs = ", ".join(f"{k} {px[k]['ka']['runs']}" for k in ("direct", "zkgate", "haproxy",
-                                                             "nginx") if k in px)
-    L.append("")
-    L.append(f"Keep-alive req/s of each round: {runs}.")
+                                                             "nginx") if "ka" in px.get(k, {}))
+    if runs:
+        L.append("")
+        L.append(f"Keep-alive req/s of each round: {runs}.")
+        p99 = ", ".join(f"{k} {px[k]['ka']['p99_runs']}" for k in ("direct", "zkgate",
+                                                                  "haproxy", "nginx")
+                        if "p99_runs" in px.get(k, {}).get("ka", {}))
+        if p99:
+            L.append(f"Keep-alive p99 (ms) of each round: {p99}.")
     bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
-                     for k in ("direct", "zkgate", "haproxy", "nginx") if k in px)
-    L.append(f"TCP bulk MB/s of each round: {bulk}.")
+                     for k in ("direct", "zkgate", "haproxy", "nginx")
+                     if "bulk_runs" in px.get(k, {}))
+    if bulk:
+        L.append(f"TCP bulk MB/s of each round: {bulk}.")
     return "\n".join(L) + "\n"
 
 
@@ -813,10 +845,19 @@ def main():
     ap.add_argument("--per-service", type=int, default=10)
     ap.add_argument("--changes", type=int, default=5)
     ap.add_argument("--no-registry", dest="registry", action="store_false")
+    ap.add_argument("--suites", default="footprint,throughput,callgrind,registry",
+                    help="comma-separated subset of footprint (idle RSS, idle clients), "
+                    "throughput (wrk, TCP bulk), callgrind, registry")
+    ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
+                    help="comma-separated subset of zkgate,haproxy,nginx")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    args.suites = set(args.suites.split(","))
+    args.proxies = set(args.proxies.split(","))
+    args.callgrind = args.callgrind and "callgrind" in args.suites
+    args.registry = args.registry and "registry" in args.suites
     args.zkgate, args.tcpbulk = os.path.abspath(args.zkgate), os.path.abspath(args.tcpbulk)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

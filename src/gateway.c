@@ -18,40 +18,16 @@
 
 #define MAX_FREE_BUFS 256
 
-typedef struct free_buf {
-  struct free_buf *next;
-} free_buf_t;
-
 char *zg_buf_get(zg_gateway_t *gw) {
-  free_buf_t *b = gw->free_bufs;
-  if (b) {
-    gw->free_bufs = b->next;
-    gw->n_free_bufs--;
-    return (char *)b;
-  }
-  return malloc(ZG_BUF_SIZE);
+  return zg_bufpool_get(&gw->bufs);
 }
 
 void zg_buf_put(zg_gateway_t *gw, char *p) {
-  free_buf_t *b = (free_buf_t *)p;
-  if (!p)
-    return;
-  if (gw->n_free_bufs >= MAX_FREE_BUFS) {
-    free(p);
-    return;
-  }
-  b->next = gw->free_bufs;
-  gw->free_bufs = b;
-  gw->n_free_bufs++;
+  zg_bufpool_put(&gw->bufs, p);
 }
 
 void zg_buf_free_all(zg_gateway_t *gw) {
-  while (gw->free_bufs) {
-    free_buf_t *b = gw->free_bufs;
-    gw->free_bufs = b->next;
-    free(b);
-  }
-  gw->n_free_bufs = 0;
+  zg_bufpool_clear(&gw->bufs);
 }
 
 typedef struct zg_failed_instance {
@@ -1205,6 +1181,7 @@ int zg_gateway_run(zg_config_t *cfg) {
   static const int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
   memset(&gw, 0, sizeof(gw));
+  zg_bufpool_init(&gw.bufs, ZG_BUF_SIZE, MAX_FREE_BUFS);
   /* A peer that closes while we write must not kill the process. */
   signal(SIGPIPE, SIG_IGN);
   if ((rc = uv_loop_init(&loop)) != 0) {

@@ -45,17 +45,23 @@ static const char *hdr_name(const zg_http_head_t *h, size_t i) {
   return h->buf + h->hdr[i].name_off;
 }
 
-static bool hdr_is(const zg_http_head_t *h, size_t i, const char *name) {
-  return ieq(hdr_name(h, i), h->hdr[i].name_len, name, strlen(name));
+static bool hdr_is_n(const zg_http_head_t *h, size_t i, const char *name,
+                     size_t len) {
+  return ieq(hdr_name(h, i), h->hdr[i].name_len, name, len);
 }
+
+/* Header names compared with a literal: its length is known at compile
+ * time, and most names differ from it in length alone. */
+#define hdr_is(h, i, lit) hdr_is_n((h), (i), "" lit, sizeof(lit) - 1)
 
 /* As hdr_is, with '_' in the received name taken for '-': CGI, WSGI and
  * Rack servers map both spellings to one variable, so a header the
  * gateway vouches for must not pass in either. */
-static bool hdr_is_alias(const zg_http_head_t *h, size_t i, const char *name) {
+static bool hdr_is_alias_n(const zg_http_head_t *h, size_t i, const char *name,
+                           size_t len) {
   const char *a = hdr_name(h, i);
   size_t n = h->hdr[i].name_len;
-  if (n != strlen(name))
+  if (n != len)
     return false;
   for (size_t k = 0; k < n; k++) {
     char c = a[k] == '_' ? '-' : a[k];
@@ -64,6 +70,9 @@ static bool hdr_is_alias(const zg_http_head_t *h, size_t i, const char *name) {
   }
   return true;
 }
+
+#define hdr_is_alias(h, i, lit)                                                \
+  hdr_is_alias_n((h), (i), "" lit, sizeof(lit) - 1)
 
 /* The value of header i without surrounding whitespace (llhttp keeps the
  * trailing whitespace in the value it reports). */
@@ -75,22 +84,27 @@ static void hdr_value(const zg_http_head_t *h, size_t i, const char **v,
 }
 
 /* The index of the first header named `name`, or n_hdr. */
-static size_t hdr_index(const zg_http_head_t *h, const char *name) {
+static size_t hdr_index_n(const zg_http_head_t *h, const char *name,
+                          size_t len) {
   size_t i = 0;
 
-  while (i < h->n_hdr && !hdr_is(h, i, name))
+  while (i < h->n_hdr && !hdr_is_n(h, i, name, len))
     i++;
   return i;
 }
 
-static size_t hdr_count(const zg_http_head_t *h, const char *name) {
+static size_t hdr_count_n(const zg_http_head_t *h, const char *name,
+                          size_t len) {
   size_t count = 0;
 
   for (size_t i = 0; i < h->n_hdr; i++)
-    if (hdr_is(h, i, name))
+    if (hdr_is_n(h, i, name, len))
       count++;
   return count;
 }
+
+#define hdr_index(h, lit) hdr_index_n((h), "" lit, sizeof(lit) - 1)
+#define hdr_count(h, lit) hdr_count_n((h), "" lit, sizeof(lit) - 1)
 
 /* Whether the comma-separated list v (RFC 9110 §5.6.1: elements may be
  * empty, OWS around commas) has `tok`, case-insensitively. */
@@ -127,21 +141,64 @@ static bool connection_lists(const zg_http_head_t *h, const char *tok,
   return false;
 }
 
-/* RFC 9110 §7.6.1, plus Trailer, which announces trailers this hop may not
- * forward. */
-static const char *const hop_by_hop[] = {
-    "Connection", "Proxy-Connection",  "Keep-Alive", "TE",
-    "Trailer",    "Transfer-Encoding", "Upgrade",
-};
+/* Whether header i is one that stops at this hop by its name alone: RFC
+ * 9110 §7.6.1 (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-
+ * Encoding, Upgrade), Trailer, which announces trailers this hop may not
+ * forward, and Content-Length (the framing is written anew). Sorted by
+ * length first: one comparison for most names. */
+static bool is_hop_name(const zg_http_head_t *h, size_t i) {
+  switch (h->hdr[i].name_len) {
+  case 2:
+    return hdr_is(h, i, "TE");
+  case 7:
+    return hdr_is(h, i, "Upgrade") || hdr_is(h, i, "Trailer");
+  case 10:
+    return hdr_is(h, i, "Connection") || hdr_is(h, i, "Keep-Alive");
+  case 14:
+    return hdr_is(h, i, "Content-Length");
+  case 16:
+    return hdr_is(h, i, "Proxy-Connection");
+  case 17:
+    return hdr_is(h, i, "Transfer-Encoding");
+  default:
+    return false;
+  }
+}
 
-/* Whether header i stops at this hop: a hop-by-hop header, one named in
- * Connection, or Content-Length (the framing is written anew). */
-static bool is_hop_by_hop(const zg_http_head_t *h, size_t i) {
-  for (size_t k = 0; k < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); k++)
-    if (hdr_is(h, i, hop_by_hop[k]))
-      return true;
-  return hdr_is(h, i, "Content-Length") ||
-         connection_lists(h, hdr_name(h, i), h->hdr[i].name_len);
+/* Marks in `listed` the headers whose name a Connection header lists
+ * (RFC 9110 §7.6.1), going through each Connection value once: the same
+ * answer as asking connection_lists() for every header, without going
+ * through the values again for each. */
+static void mark_connection_listed(const zg_http_head_t *h, bool *listed) {
+  for (size_t i = 0; i < h->n_hdr; i++)
+    listed[i] = false;
+  for (size_t c = 0; c < h->n_hdr; c++) {
+    const char *v;
+    size_t n, start = 0;
+
+    if (!hdr_is(h, c, "Connection"))
+      continue;
+    hdr_value(h, c, &v, &n);
+    for (size_t k = 0; k <= n; k++) {
+      if (k == n || v[k] == ',') {
+        const char *elem = v + start;
+        size_t elem_len = k - start;
+
+        trim(&elem, &elem_len);
+        for (size_t i = 0; elem_len > 0 && i < h->n_hdr; i++)
+          if (hdr_is_n(h, i, elem, elem_len))
+            listed[i] = true;
+        start = k + 1;
+      }
+    }
+  }
+}
+
+/* Whether header i stops at this hop: by its name, or named in a
+ * Connection header (`listed`, from mark_connection_listed). */
+static bool is_hop_by_hop(const zg_http_head_t *h, size_t i,
+                          const bool *listed) {
+  return is_hop_name(h, i) || listed[i];
 }
 
 static bool version_is_1x(int major, int minor) {
@@ -190,6 +247,46 @@ static bool authority_ok(const char *s, size_t n) {
 
 /* ------------------------------------------------------------- checks */
 
+/* Bytes the pre-scan must look at one by one: controls (CR, LF and HT
+ * among them) and DEL. Eight bytes at a time: a word of printable bytes
+ * and obs-text (>= 0x80) has none, and most of a head is such words. The
+ * "has a byte less than n" test (n <= 128) and the "has a zero byte" test
+ * on x ^ 0x7f.. are exact as to whether there is one; below the lowest
+ * byte they flag, no byte is special. */
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+static uint64_t special_bytes(uint64_t x) {
+  uint64_t del = x ^ (ONES * 0x7f);
+  return (((x - ONES * 0x20) & ~x) | ((del - ONES) & ~del)) & HIGHS;
+}
+
+/* The index of the first special byte at or after i, or len. */
+static size_t skip_plain(const char *buf, size_t i, size_t len) {
+  while (len - i >= 8) {
+    uint64_t x, m;
+
+    memcpy(&x, buf + i, 8);
+    m = special_bytes(x);
+    if (m != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ &&    \
+    (defined(__GNUC__) || defined(__clang__))
+      return i + (size_t)__builtin_ctzll(m) / 8;
+#else
+      break;
+#endif
+    }
+    i += 8;
+  }
+  for (; i < len; i++) {
+    unsigned char c = (unsigned char)buf[i];
+
+    if (c < 0x20 || c == 0x7f)
+      break;
+  }
+  return i;
+}
+
 int zg_http_prescan(const char *buf, size_t len, const char **reason) {
   bool seen_line = false;
   size_t i = 0;
@@ -197,9 +294,13 @@ int zg_http_prescan(const char *buf, size_t len, const char **reason) {
   while (i < len) {
     size_t start = i, end;
 
-    for (; i < len && buf[i] != '\n'; i++) {
-      unsigned char c = (unsigned char)buf[i];
+    for (;;) {
+      unsigned char c;
 
+      i = skip_plain(buf, i, len);
+      if (i == len || buf[i] == '\n')
+        break;
+      c = (unsigned char)buf[i];
       if (c == '\r') {
         /* llhttp strict takes bare CR in some places only
          * (CVE-2023-30589 was one of them): none, anywhere. */
@@ -210,10 +311,11 @@ int zg_http_prescan(const char *buf, size_t len, const char **reason) {
       } else if (c == '\0') {
         *reason = "NUL in head";
         return -1;
-      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      } else if (c != '\t') {
         *reason = "control character in head";
         return -1;
       }
+      i++;
     }
     end = i > start && buf[i - 1] == '\r' ? i - 1 : i;
     if (i < len)
@@ -327,7 +429,7 @@ int zg_http_check_response(const zg_http_head_t *h, const char **reason) {
 }
 
 const zg_hdr_t *zg_http_find(const zg_http_head_t *h, const char *name) {
-  size_t i = hdr_index(h, name);
+  size_t i = hdr_index_n(h, name, strlen(name));
 
   return i < h->n_hdr ? &h->hdr[i] : NULL;
 }
@@ -484,6 +586,9 @@ static void puts_(out_t *o, const char *s) {
   put(o, s, strlen(s));
 }
 
+/* A literal: its length is known at compile time. */
+#define put_lit(o, lit) put((o), "" lit, sizeof(lit) - 1)
+
 static void put_u64(out_t *o, uint64_t v) {
   char digits[20];
   size_t n = sizeof(digits);
@@ -516,9 +621,9 @@ static void put_field(out_t *o, const char *name, const char *value) {
   }
   trim(&value, &n);
   puts_(o, name);
-  puts_(o, ": ");
+  put_lit(o, ": ");
   put(o, value, n);
-  puts_(o, "\r\n");
+  put_lit(o, "\r\n");
 }
 
 static void put_hdr(out_t *o, const zg_http_head_t *h, size_t i) {
@@ -534,11 +639,11 @@ static void put_hdr(out_t *o, const zg_http_head_t *h, size_t i) {
 
 static void put_framing(out_t *o, zg_framing_t framing, uint64_t length) {
   if (framing == ZG_FRAMING_LENGTH) {
-    puts_(o, "Content-Length: ");
+    put_lit(o, "Content-Length: ");
     put_u64(o, length);
-    puts_(o, "\r\n");
+    put_lit(o, "\r\n");
   } else if (framing == ZG_FRAMING_CHUNKED) {
-    puts_(o, "Transfer-Encoding: chunked\r\n");
+    put_lit(o, "Transfer-Encoding: chunked\r\n");
   }
 }
 
@@ -602,6 +707,7 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   const char *method = method_name(h->method);
   const char *authority = NULL;
   size_t authority_len = 0;
+  bool listed[ZG_HTTP_MAX_HEADERS];
   bool xff_hop, xff_any = false;
 
   if (method == NULL)
@@ -624,7 +730,7 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   } else {
     put(&w, h->buf + h->url_off, h->url_len);
   }
-  puts_(&w, " HTTP/1.1\r\n");
+  put_lit(&w, " HTTP/1.1\r\n");
 
   /* Host first (RFC 9112 §3.2: SHOULD). For an absolute-form target the
    * authority replaces any Host received (RFC 9112 §3.2.2, MUST). */
@@ -633,7 +739,7 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   } else {
     size_t host = hdr_index(h, "Host");
 
-    puts_(&w, "Host: ");
+    put_lit(&w, "Host: ");
     if (authority_len > 0) {
       put(&w, authority, authority_len);
     } else if (host < h->n_hdr) {
@@ -643,11 +749,12 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
       hdr_value(h, host, &v, &n);
       put(&w, v, n);
     }
-    puts_(&w, "\r\n");
+    put_lit(&w, "\r\n");
   }
 
+  mark_connection_listed(h, listed);
   for (size_t i = 0; i < h->n_hdr; i++) {
-    if (is_hop_by_hop(h, i) || hdr_is(h, i, "Host") ||
+    if (is_hop_by_hop(h, i, listed) || hdr_is(h, i, "Host") ||
         hdr_is_alias(h, i, "X-Forwarded-For") ||
         hdr_is_alias(h, i, "X-Forwarded-Proto") ||
         hdr_is_alias(h, i, "X-Forwarded-Host") ||
@@ -680,7 +787,7 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
     xff_any = true;
   }
   if (xff_any)
-    puts_(&w, "\r\n");
+    put_lit(&w, "\r\n");
   if (o->proto != NULL)
     put_field(&w, "X-Forwarded-Proto", o->proto);
   if (o->fwd_host != NULL)
@@ -693,12 +800,12 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
      * (RFC 9110 §7.8) the gateway then tunnels. */
     if (!value_ok(o->upgrade))
       return -1;
-    puts_(&w, "Connection: upgrade\r\n");
+    put_lit(&w, "Connection: upgrade\r\n");
     put_field(&w, "Upgrade", o->upgrade);
   } else if (o->close) {
-    puts_(&w, "Connection: close\r\n");
+    put_lit(&w, "Connection: close\r\n");
   }
-  puts_(&w, "\r\n");
+  put_lit(&w, "\r\n");
   return finish(&w);
 }
 
@@ -707,20 +814,22 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
   out_t w = {out, cap, 0, false};
   const char *reason = h->buf + h->reason_off;
   size_t reason_len = h->reason_len;
+  bool listed[ZG_HTTP_MAX_HEADERS];
 
   if (h->status < 100 || h->status > 999)
     return -1;
   trim(&reason, &reason_len);
-  puts_(&w, "HTTP/1.1 ");
+  put_lit(&w, "HTTP/1.1 ");
   put_u64(&w, (uint64_t)h->status);
   put(&w, " ", 1);
   if (reason_len > 0)
     put(&w, reason, reason_len);
   else
     puts_(&w, zg_http_reason(h->status));
-  puts_(&w, "\r\n");
+  put_lit(&w, "\r\n");
+  mark_connection_listed(h, listed);
   for (size_t i = 0; i < h->n_hdr; i++)
-    if (!is_hop_by_hop(h, i))
+    if (!is_hop_by_hop(h, i, listed))
       put_hdr(&w, h, i);
   /* RFC 9112 §6.3: these never have a body, whatever they say. */
   if (h->status >= 200 && h->status != 204 && h->status != 304)
@@ -728,13 +837,13 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
   if (o->upgrade != NULL && h->status == 101) {
     if (!value_ok(o->upgrade))
       return -1;
-    puts_(&w, "Connection: upgrade\r\n");
+    put_lit(&w, "Connection: upgrade\r\n");
     put_field(&w, "Upgrade", o->upgrade);
   } else if (o->close)
-    puts_(&w, "Connection: close\r\n");
+    put_lit(&w, "Connection: close\r\n");
   else if (o->keep_alive)
-    puts_(&w, "Connection: keep-alive\r\n");
-  puts_(&w, "\r\n");
+    put_lit(&w, "Connection: keep-alive\r\n");
+  put_lit(&w, "\r\n");
   return finish(&w);
 }
 
@@ -746,7 +855,7 @@ int zg_http_error_response(char *out, size_t cap, int status,
     return -1;
   if (message == NULL)
     message = zg_http_reason(status);
-  puts_(&w, "HTTP/1.1 ");
+  put_lit(&w, "HTTP/1.1 ");
   put_u64(&w, (uint64_t)status);
   put(&w, " ", 1);
   puts_(&w, zg_http_reason(status));
@@ -755,10 +864,10 @@ int zg_http_error_response(char *out, size_t cap, int status,
   /* A HEAD response tells the length the GET body would have (RFC 9110
    * §9.3.2). */
   put_u64(&w, (uint64_t)strlen(message) + 1);
-  puts_(&w, "\r\n");
+  put_lit(&w, "\r\n");
   if (close)
-    puts_(&w, "Connection: close\r\n");
-  puts_(&w, "\r\n");
+    put_lit(&w, "Connection: close\r\n");
+  put_lit(&w, "\r\n");
   if (!head_request) {
     puts_(&w, message);
     put(&w, "\n", 1);

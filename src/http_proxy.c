@@ -35,15 +35,20 @@
 #include "zkgate/tls.h"
 
 #include <llhttp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define HEAD_MAX 65536     /* request or response head */
 #define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
-#define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
-#define MAX_TRIES 3        /* instances tried per request */
+#define IN_BIG (HEAD_MAX + ZG_BUF_SIZE)    /* client input with a large head */
+#define TARGET_MAX (ZG_HTTP_MAX_URL + 512) /* a rewritten target */
+_Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
+#define HIGH_WATER 262144 /* bytes queued for a peer before pausing */
+#define MAX_TRIES 3       /* instances tried per request */
 #define MAX_IDLE_UPSTREAM 1024
 #define SWEEP_MS 1000
 
@@ -70,7 +75,8 @@ struct zg_http_upstream {
   llhttp_t pp;
   char key[ZG_HOST_MAX + 10]; /* the instance, "host:port" */
   char *head;                 /* response head bytes, while reading it */
-  size_t head_len;
+  size_t head_len, head_cap;  /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
+  struct wblk *ob;            /* bytes staged for the instance */
   zg_http_head_t resp;
   uint64_t idle_since_ms;
   unsigned connected : 1;
@@ -81,6 +87,7 @@ struct zg_http_upstream {
   unsigned value_open : 1;    /* last header callback was a value */
   unsigned used : 1;          /* has carried a request before this one */
   unsigned resolving : 1;     /* a name lookup is out */
+  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
   unsigned want_tls : 1;      /* TLS once connected (upstream_tls) */
   zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
@@ -96,10 +103,14 @@ struct zg_http_session {
   zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
   uv_timer_t timer;
   llhttp_t rp;
-  char *in; /* client bytes: HEAD_MAX + ZG_BUF_SIZE, allocated on demand */
+  char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
+               block, grown to IN_BIG for a large head */
   size_t in_len, in_off; /* bytes held; bytes given to the parser */
-  size_t head_start;     /* where the current request began in `in` */
-  zg_http_head_t req;
+  size_t in_cap;
+  struct wblk *ob;     /* bytes staged for the client */
+  size_t head_start;   /* where the current request began in `in` */
+  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
+                          to the end of its exchange */
   unsigned value_open : 1;
   unsigned head_seen : 1; /* the request head is complete */
   unsigned reading : 1;
@@ -127,8 +138,8 @@ struct zg_http_session {
   zg_pool_t *pool;
   size_t tried[MAX_TRIES];
   size_t ntried;
-  char *up_head; /* the rewritten request head */
-  size_t up_head_len;
+  char *up_head; /* the rewritten request head, kept for a retry */
+  size_t up_head_len, up_head_cap;
   zg_http_upstream_t *up;
   unsigned handles;
   uint64_t last_active_ms, sent_ms, linger_ms;
@@ -143,8 +154,8 @@ struct zg_http_session {
   uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
   uint64_t req_in, req_out; /* bytes from and to the client */
   char instance[ZG_HOST_MAX + 10];
-  char method[24];
-  char *target; /* as received, for the access log (malloc'ed) */
+  const char *method; /* static, llhttp's name; NULL before a head */
+  char *target;       /* as received, for the access log (malloc'ed) */
 };
 
 static llhttp_settings_t req_settings, resp_settings;
@@ -156,76 +167,175 @@ static void upstream_release(zg_http_upstream_t *u, int reuse);
 static void try_instance(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void next_request(zg_http_session_t *s);
+static void client_eof_check(zg_http_session_t *s);
 static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
 static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
                         const char *data, int from_client);
 
-/* ---- writing --------------------------------------------------------- */
+/* ---- writing ---------------------------------------------------------
+ * Bytes for a peer are copied into a write block from the loop's pool (the
+ * copy keeps llhttp's pointers into buffers that are reused right after),
+ * staged there, and written with one uv_write when the code that produced
+ * them is done: a response head and the body bytes read with it leave in
+ * one system call. Staged bytes are flushed at the end of each read
+ * callback and before anything looks at the write queue. */
 
-typedef struct {
+#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
+#define MAX_FREE_WBLKS 256
+#define MAX_FREE_SESSIONS 256
+
+typedef struct wblk {
   uv_write_t req;
-  void *owner; /* session or upstream, by `to_client` */
-  int to_client;
-  char data[];
-} wbuf_t;
+  void *owner; /* session or upstream */
+  size_t len;
+  char data[WBLK_CAP];
+} wblk_t;
 
 static void on_client_write(uv_write_t *req, int status);
 static void on_upstream_write(uv_write_t *req, int status);
 
-/* Copies `parts` into one write. The copy keeps llhttp's pointers into
- * buffers that are reused right after. */
-static int write_parts(uv_stream_t *to, void *owner, int to_client,
-                       const uv_buf_t *parts, size_t n) {
-  size_t len = 0, off = 0;
-  wbuf_t *w;
-  uv_buf_t b;
-  int rc;
-  for (size_t i = 0; i < n; i++)
-    len += parts[i].len;
-  if (len == 0)
-    return 0;
-  w = malloc(sizeof(*w) + len);
-  if (!w)
-    return UV_ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    memcpy(w->data + off, parts[i].base, parts[i].len);
-    off += parts[i].len;
+static wblk_t *wblk_get(zg_gateway_t *gw, void *owner) {
+  wblk_t *w = zg_bufpool_get(&gw->http_wblks);
+  if (w) {
+    w->owner = owner;
+    w->len = 0;
   }
-  w->owner = owner;
-  w->to_client = to_client;
-  if (to_client)
-    ((zg_http_session_t *)owner)->req_out += len;
-  b = uv_buf_init(w->data, (unsigned)len);
-  rc = zg_stream_write(to_client ? ((zg_http_session_t *)owner)->tls
-                                 : ((zg_http_upstream_t *)owner)->tls,
-                       &w->req, to, &b, 1,
-                       to_client ? on_client_write : on_upstream_write);
+  return w;
+}
+
+static void wblk_put(zg_gateway_t *gw, wblk_t *w) {
+  zg_bufpool_put(&gw->http_wblks, w);
+}
+
+/* Appends to the block staged in *ob, starting one when there is none;
+ * a full block is handed to `flush`. */
+static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
+                 size_t len, int (*flush)(void *owner)) {
+  while (len > 0) {
+    size_t n;
+    if (!*ob && !(*ob = wblk_get(gw, owner)))
+      return UV_ENOMEM;
+    n = WBLK_CAP - (*ob)->len;
+    if (n > len)
+      n = len;
+    memcpy((*ob)->data + (*ob)->len, p, n);
+    (*ob)->len += n;
+    p += n;
+    len -= n;
+    if ((*ob)->len == WBLK_CAP) {
+      int rc = flush(owner);
+      if (rc != 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* Writes a block: at once when the socket takes it all (the usual case),
+ * else what is left through uv_write, whose callback `cb` returns the
+ * block. uv_try_write first because a uv_write that completes at once
+ * still costs an epoll_ctl when libuv drains the queue (1.44). It fails
+ * with EAGAIN while earlier writes are queued, so order is kept; and the
+ * callbacks that act on a drained queue are only ever waited for when
+ * something was queued. */
+static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+                      wblk_t *w, uv_write_cb cb) {
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+  int rc = zg_stream_try_write(tls, to, &b, 1); /* TLS: UV_EAGAIN */
+  if (rc == (int)w->len || (rc < 0 && rc != UV_EAGAIN)) {
+    wblk_put(gw, w);
+    return rc < 0 ? rc : 0;
+  }
+  if (rc > 0) {
+    b.base += rc;
+    b.len -= (size_t)rc;
+  }
+  rc = zg_stream_write(tls, &w->req, to, &b, 1, cb);
   if (rc < 0)
-    free(w);
+    wblk_put(gw, w);
   return rc;
 }
 
+/* The one place bytes are written to the client: a TLS layer would
+ * encrypt here. Takes `w`. */
+static int client_write(zg_http_session_t *s, wblk_t *w) {
+  s->req_out += w->len;
+  return wblk_write(s->gw, s->tls, (uv_stream_t *)&s->client, w,
+                    on_client_write);
+}
+
+static int client_flush_cb(void *owner) {
+  zg_http_session_t *s = owner;
+  wblk_t *w = s->ob;
+  if (!w)
+    return 0;
+  s->ob = NULL;
+  return client_write(s, w);
+}
+
+static int client_flush(zg_http_session_t *s) {
+  return client_flush_cb(s);
+}
+
+/* Staged for the client: written at the next client_flush. */
 static int to_client(zg_http_session_t *s, const char *p, size_t len) {
-  uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
-  return write_parts((uv_stream_t *)&s->client, s, 1, &b, 1);
+  return stage(s->gw, &s->ob, s, p, len, client_flush_cb);
 }
 
+static int upstream_flush_cb(void *owner) {
+  zg_http_upstream_t *u = owner;
+  wblk_t *w = u->ob;
+  if (!w)
+    return 0;
+  u->ob = NULL;
+  return wblk_write(u->gw, u->tls, (uv_stream_t *)&u->tcp, w,
+                    on_upstream_write);
+}
+
+static int upstream_flush(zg_http_upstream_t *u) {
+  return upstream_flush_cb(u);
+}
+
+/* Staged for the instance: written at the next upstream_flush. */
 static int to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
-  uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
-  return write_parts((uv_stream_t *)&u->tcp, u, 0, &b, 1);
+  return stage(u->gw, &u->ob, u, p, len, upstream_flush_cb);
 }
 
-/* One chunk of a chunked body (RFC 9112 §7.1). */
-static int chunk_to(uv_stream_t *to, void *owner, int client, const char *p,
-                    size_t len) {
+/* One chunk of a chunked body (RFC 9112 §7.1), staged. */
+static int chunk_size_line(char *out, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char tmp[16];
+  int n = 0, k = 0;
+  do {
+    tmp[n++] = hex[len & 15];
+    len >>= 4;
+  } while (len > 0);
+  while (n > 0)
+    out[k++] = tmp[--n];
+  out[k++] = '\r';
+  out[k++] = '\n';
+  return k;
+}
+
+static int chunk_to_client(zg_http_session_t *s, const char *p, size_t len) {
   char size[24];
-  uv_buf_t parts[3];
-  int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-  parts[0] = uv_buf_init(size, (unsigned)n);
-  parts[1] = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
-  parts[2] = uv_buf_init((char *)(uintptr_t) "\r\n", 2);
-  return write_parts(to, owner, client, parts, 3);
+  int n = chunk_size_line(size, len), rc;
+  if ((rc = to_client(s, size, (size_t)n)) != 0 ||
+      (rc = to_client(s, p, len)) != 0)
+    return rc;
+  return to_client(s, "\r\n", 2);
+}
+
+static int chunk_to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
+  char size[24];
+  int n = chunk_size_line(size, len), rc;
+  if ((rc = to_upstream(u, size, (size_t)n)) != 0 ||
+      (rc = to_upstream(u, p, len)) != 0)
+    return rc;
+  return to_upstream(u, "\r\n", 2);
 }
 
 /* Draining, or a reload took the session's listener away: no request
@@ -274,7 +384,7 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
     e.client = s->client_addr;
     e.service = s->svc ? s->svc->conf->name : NULL;
     e.instance = s->instance[0] ? s->instance : NULL;
-    e.method = s->method[0] ? s->method : "-";
+    e.method = s->method ? s->method : "-";
     e.target = s->target ? s->target : "-";
     e.target_len = s->target ? strlen(s->target) : 1;
     e.status = s->status;
@@ -287,7 +397,7 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
   s->status = 0;
   s->req_in = s->req_out = 0;
   s->instance[0] = '\0';
-  s->method[0] = '\0';
+  s->method = NULL;
   free(s->target);
   s->target = NULL;
 }
@@ -308,7 +418,7 @@ static void respond_error(zg_http_session_t *s, int status,
   s->status = status;
   n = zg_http_error_response(buf, sizeof(buf), status, message, true,
                              s->head_req);
-  if (n > 0 && to_client(s, buf, (size_t)n) == 0) {
+  if (n > 0 && to_client(s, buf, (size_t)n) == 0 && client_flush(s) == 0) {
     request_finish(s, message);
     /* Closed once the write is done: on_client_write sees close_after. */
     s->resp_done = 1;
@@ -318,6 +428,8 @@ static void respond_error(zg_http_session_t *s, int status,
       zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
       s->reading = 0;
     }
+    if (queued(&s->client) == 0)
+      linger_close(s); /* written at once; else on_client_write does */
     return;
   }
   session_end(s, "client write error");
@@ -325,16 +437,28 @@ static void respond_error(zg_http_session_t *s, int status,
 
 /* ---- session end ----------------------------------------------------- */
 
+/* Buffers of ZG_BUF_SIZE come from the loop's pool, larger ones (a large
+ * head) from malloc: back where they came from. */
+static void buf_release(zg_gateway_t *gw, char **buf, size_t *cap) {
+  if (*cap == ZG_BUF_SIZE)
+    zg_buf_put(gw, *buf);
+  else
+    free(*buf);
+  *buf = NULL;
+  *cap = 0;
+}
+
 static void session_free_if_done(zg_http_session_t *s) {
   if (s->handles > 0)
     return;
-  free(s->in);
-  free(s->up_head);
+  buf_release(s->gw, &s->in, &s->in_cap);
+  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_bufpool_put(&s->gw->http_heads, s->req);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
   listener_unref(s->hl);
   free(s->target);
-  free(s);
+  zg_bufpool_put(&s->gw->http_spool, s);
 }
 
 static void on_session_handle_closed(uv_handle_t *h) {
@@ -361,6 +485,8 @@ static void session_end(zg_http_session_t *s, const char *reason) {
     s->next->prev = s->prev;
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
            s->client_addr, reason, (unsigned long long)s->requests);
+  wblk_put(gw, s->ob); /* staged, never to be written */
+  s->ob = NULL;
   if (s->up) {
     zg_http_upstream_t *u = s->up;
     s->up = NULL;
@@ -377,7 +503,7 @@ static void session_end(zg_http_session_t *s, const char *reason) {
 static void upstream_free_if_done(zg_http_upstream_t *u) {
   if (u->handles > 0 || u->resolving)
     return;
-  free(u->head);
+  buf_release(u->gw, &u->head, &u->head_cap);
   free(u);
 }
 
@@ -407,6 +533,8 @@ static void upstream_close(zg_http_upstream_t *u) {
     return;
   u->closing = 1;
   idle_unlink(u);
+  wblk_put(u->gw, u->ob);
+  u->ob = NULL;
   if (u->resolving)
     uv_cancel((uv_req_t *)&u->gai);
   zg_tls_conn_free(u->tls); /* gives tcp->data back */
@@ -415,18 +543,16 @@ static void upstream_close(zg_http_upstream_t *u) {
   uv_close((uv_handle_t *)&u->ctimer, on_upstream_closed);
 }
 
-static void on_idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static char sink[64]; /* anything read while idle ends the connection */
-  (void)h;
-  (void)suggested;
-  buf->base = sink;
-  buf->len = sizeof(sink);
-}
+/* An upstream connection is read from its connect to its close, idle or
+ * not (on_upstream_alloc and on_upstream_read tell which), stopped only
+ * while the client is slower than the instance: stopping and starting
+ * reads costs epoll_ctl calls (libuv 1.44 re-adds the descriptor). */
+static void upstream_reading(zg_http_upstream_t *u);
 
-static void on_idle_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
-  zg_http_upstream_t *u = st->data;
-  (void)buf;
-  if (nread == 0)
+static char idle_sink[64]; /* anything read while idle ends the connection */
+
+static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
+  if (nread == 0 || u->closing)
     return;
   /* EOF, an error, or bytes nobody asked for: not reusable. */
   zg_debug("http", "idle connection to %s closed (%s)", u->key,
@@ -443,15 +569,15 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
     upstream_close(u);
     return;
   }
-  free(u->head);
-  u->head = NULL;
+  buf_release(gw, &u->head, &u->head_cap);
   u->head_len = 0;
-  zg_stream_read_stop(u->tls, (uv_stream_t *)&u->tcp);
-  if (zg_stream_read_start(u->tls, (uv_stream_t *)&u->tcp, on_idle_alloc,
-                           on_idle_read) < 0) {
+  if (upstream_flush(u) != 0) {
     upstream_close(u);
     return;
   }
+  upstream_reading(u);
+  if (u->closing)
+    return;
   u->idle = 1;
   u->used = 1;
   u->idle_since_ms = uv_now(gw->loop);
@@ -472,7 +598,6 @@ static zg_http_upstream_t *idle_take(zg_gateway_t *gw, const char *key,
     if (!strcmp(u->key, key) && !u->closing &&
         ((!u->tls && !cli) || zg_tls_conn_reusable(u->tls, cli, name))) {
       idle_unlink(u);
-      zg_stream_read_stop(u->tls, (uv_stream_t *)&u->tcp);
       return u;
     }
   return NULL;
@@ -537,13 +662,41 @@ static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* The response head for the client, written straight into the staged
+ * write block (a fresh one when the current one is too full); a head too
+ * large for a block goes through a heap buffer. */
+static int response_head_to_client(zg_http_session_t *s, zg_http_upstream_t *u,
+                                   const zg_http_resp_out_t *o) {
+  char *out;
+  int n;
+  for (int fresh = 0; fresh < 2; fresh++) {
+    wblk_t *w = s->ob ? s->ob : (s->ob = wblk_get(s->gw, s));
+    if (!w)
+      return -1;
+    n = zg_http_write_response(w->data + w->len, WBLK_CAP - w->len, &u->resp,
+                               o);
+    if (n >= 0) {
+      w->len += (size_t)n;
+      return 0;
+    }
+    if (w->len == 0 || client_flush(s) != 0)
+      break;
+  }
+  if (!(out = malloc(OUT_HEAD_MAX)))
+    return -1;
+  n = zg_http_write_response(out, OUT_HEAD_MAX, &u->resp, o);
+  n = n < 0 ? -1 : to_client(s, out, (size_t)n);
+  free(out);
+  return n;
+}
+
 static int resp_on_headers_complete(llhttp_t *p) {
   zg_http_upstream_t *u = p->data;
   zg_http_session_t *s = u->s;
   zg_http_resp_out_t o;
   const char *reason;
-  char *out, proto[64];
-  int n, status = p->status_code, no_body;
+  char proto[64];
+  int status = p->status_code, no_body;
 
   if (!s)
     return -1;
@@ -556,8 +709,9 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
   }
-  if (zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
-                      &reason) != 0 ||
+  /* The pre-scan stops at the empty line that ends the head: the body
+   * bytes read with it are not looked at. */
+  if (zg_http_prescan(u->head, u->head_len, &reason) != 0 ||
       zg_http_check_response(&u->resp, &reason) != 0) {
     llhttp_set_error_reason(p, reason);
     return -1;
@@ -593,7 +747,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
     } else if (u->resp.content_length >= 0 && !u->resp.chunked) {
       o.framing = ZG_FRAMING_LENGTH;
       o.body_length = (uint64_t)u->resp.content_length;
-    } else if (s->req.major == 1 && s->req.minor >= 1) {
+    } else if (s->req->major == 1 && s->req->minor >= 1) {
       o.framing = ZG_FRAMING_CHUNKED;
       s->resp_chunked = 1;
     } else {
@@ -601,22 +755,16 @@ static int resp_on_headers_complete(llhttp_t *p) {
        * of the connection. */
       s->close_after = 1;
     }
-    if (!s->client_keep || winding_down(s))
+    if (!s->client_keep || (s->client_eof && s->in_len == s->in_off) ||
+        winding_down(s))
       s->close_after = 1;
     o.close = s->close_after;
-    o.keep_alive = !s->close_after && s->req.major == 1 && s->req.minor == 0;
+    o.keep_alive = !s->close_after && s->req->major == 1 && s->req->minor == 0;
   }
   if (status == 101 || status >= 200)
     s->status = status;
-  out = malloc(OUT_HEAD_MAX);
-  if (!out)
+  if (response_head_to_client(s, u, &o) != 0)
     return -1;
-  n = zg_http_write_response(out, OUT_HEAD_MAX, &u->resp, &o);
-  if (n < 0 || to_client(s, out, (size_t)n) != 0) {
-    free(out);
-    return -1;
-  }
-  free(out);
   if (status == 101)
     return 2;
   return no_body ? 1 : 0;
@@ -628,7 +776,7 @@ static int resp_on_body(llhttp_t *p, const char *at, size_t len) {
   if (!s)
     return -1;
   if (s->resp_chunked)
-    return chunk_to((uv_stream_t *)&s->client, s, 1, at, len) ? -1 : 0;
+    return chunk_to_client(s, at, len) ? -1 : 0;
   return to_client(s, at, len) ? -1 : 0;
 }
 
@@ -660,13 +808,28 @@ static int resp_on_message_complete(llhttp_t *p) {
 static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   zg_http_upstream_t *u = h->data;
   (void)suggested;
+  if (!u->s) {
+    b->base = idle_sink;
+    b->len = sizeof(idle_sink);
+    return;
+  }
   if (u->in_head) {
     /* Heads collect in their own buffer so that llhttp's offsets into it
-     * stay valid across reads. */
-    if (!u->head)
-      u->head = malloc(HEAD_MAX);
+     * stay valid across reads: a pooled block, grown to HEAD_MAX when a
+     * head does not fit. */
+    if (!u->head && (u->head = zg_buf_get(u->gw)) != NULL)
+      u->head_cap = ZG_BUF_SIZE;
+    if (u->head && u->head_len == u->head_cap && u->head_cap < HEAD_MAX) {
+      char *big = malloc(HEAD_MAX);
+      if (big) {
+        memcpy(big, u->head, u->head_len);
+        zg_buf_put(u->gw, u->head);
+        u->head = big;
+        u->head_cap = HEAD_MAX;
+      }
+    }
     b->base = u->head ? u->head + u->head_len : NULL;
-    b->len = u->head ? HEAD_MAX - u->head_len : 0;
+    b->len = u->head ? u->head_cap - u->head_len : 0;
     return;
   }
   b->base = zg_buf_get(u->gw);
@@ -722,15 +885,21 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
   zg_http_upstream_t *u = st->data;
   zg_http_session_t *s = u->s;
   int in_head = u->in_head;
+  /* What on_upstream_alloc gave: the idle sink, the head buffer (kept),
+   * or a pooled block, returned here. */
+  char *pooled = !s || in_head ? NULL : buf->base;
 
-  if (!s || s->state == HS_CLOSING) {
-    if (!in_head)
-      zg_buf_put(u->gw, buf->base);
+  if (!s) {
+    idle_read(u, nread);
+    return;
+  }
+  if (s->state == HS_CLOSING) {
+    zg_buf_put(u->gw, pooled);
     return;
   }
   if (s->state == HS_TUNNEL) {
     tunnel_read(s, st, nread, buf->base, 0);
-    zg_buf_put(u->gw, buf->base);
+    zg_buf_put(u->gw, pooled);
     return;
   }
   if (nread > 0) {
@@ -746,15 +915,22 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       }
     } else {
       upstream_parse(u, buf->base, (size_t)nread);
-      zg_buf_put(u->gw, buf->base);
+      zg_buf_put(u->gw, pooled);
+    }
+    /* What this read produced for the client leaves in one write. */
+    if (s->state != HS_CLOSING && client_flush(s) != 0) {
+      session_end(s, "client write error");
+      return;
     }
     /* Backpressure: the client drains slower than the instance sends. */
-    if (u->s && !u->closing && queued(&s->client) > HIGH_WATER)
+    if (u->s == s && !u->closing && u->reading &&
+        queued(&s->client) > HIGH_WATER) {
       zg_stream_read_stop(u->tls, st);
+      u->reading = 0;
+    }
     return;
   }
-  if (!in_head)
-    zg_buf_put(u->gw, buf->base);
+  zg_buf_put(u->gw, pooled);
   if (nread == 0)
     return;
   if (nread == UV_EOF && !u->in_head) {
@@ -771,6 +947,16 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
                   nread == UV_EOF ? "instance closed the connection"
                                   : "instance connection error",
                   502);
+}
+
+static void upstream_reading(zg_http_upstream_t *u) {
+  if (u->reading || u->closing)
+    return;
+  if (zg_stream_read_start(u->tls, (uv_stream_t *)&u->tcp, on_upstream_alloc,
+                           on_upstream_read) == 0)
+    u->reading = 1;
+  else
+    upstream_close(u);
 }
 
 /* Methods that may be sent twice (RFC 9110 §9.2.2), as nginx retries. */
@@ -801,7 +987,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
     return;
   }
   if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING &&
-      idempotent(s->req.method)) {
+      idempotent(s->req->method)) {
     s->retried = 1;
     s->ntried = 0;
     s->state = HS_CONNECT;
@@ -823,15 +1009,14 @@ static void upstream_read_start(zg_http_upstream_t *u) {
   u->extra_bytes = 0;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
-  zg_stream_read_start(u->tls, (uv_stream_t *)&u->tcp, on_upstream_alloc,
-                       on_upstream_read);
+  upstream_reading(u);
 }
 
 static void on_upstream_write(uv_write_t *req, int status) {
-  wbuf_t *w = (wbuf_t *)req;
+  wblk_t *w = (wblk_t *)req;
   zg_http_upstream_t *u = w->owner;
   zg_http_session_t *s = u->s;
-  free(w);
+  wblk_put(u->gw, w);
   if (!s || s->state == HS_CLOSING || u->closing)
     return;
   if (status < 0) {
@@ -857,9 +1042,18 @@ static void send_request(zg_http_session_t *s) {
     return;
   }
   upstream_read_start(u);
-  if (s->req_done)
-    return; /* no body: the parser waits at the end of the request */
-  /* The body is waiting in the input buffer: parse on. */
+  if (u->closing) {
+    upstream_failed(s, "instance read error", 502);
+    return;
+  }
+  if (s->req_done) {
+    /* no body: the parser waits at the end of the request */
+    if (upstream_flush(u) != 0)
+      upstream_failed(s, "instance write error", 502);
+    return;
+  }
+  /* The body is waiting in the input buffer: parse on (process_input
+   * flushes the head with what it adds). */
   llhttp_resume(&s->rp);
   process_input(s);
   if (s->state == HS_EXCHANGE && !s->req_done)
@@ -1075,9 +1269,9 @@ static void try_instance(zg_http_session_t *s) {
 
 static int req_on_url(llhttp_t *p, const char *at, size_t len) {
   zg_http_session_t *s = p->data;
-  if (s->req.url_len == 0)
-    s->req.url_off = (uint32_t)(at - s->in);
-  s->req.url_len += (uint32_t)len;
+  if (s->req->url_len == 0)
+    s->req->url_off = (uint32_t)(at - s->in);
+  s->req->url_len += (uint32_t)len;
   return 0;
 }
 
@@ -1102,7 +1296,7 @@ static int req_on_field(llhttp_t *p, const char *at, size_t len) {
   int rc;
   if (s->head_seen)
     return req_extra(p, at, len); /* a trailer */
-  rc = zg_http_head_field(&s->req, &vo, s->in, at, len);
+  rc = zg_http_head_field(s->req, &vo, s->in, at, len);
   s->value_open = vo;
   if (rc) {
     s->too_many = 1;
@@ -1116,7 +1310,7 @@ static int req_on_value(llhttp_t *p, const char *at, size_t len) {
   unsigned vo = s->value_open;
   if (s->head_seen)
     return req_extra(p, at, len);
-  zg_http_head_value(&s->req, &vo, s->in, at, len);
+  zg_http_head_value(s->req, &vo, s->in, at, len);
   s->value_open = vo;
   return 0;
 }
@@ -1139,7 +1333,7 @@ static int req_on_body(llhttp_t *p, const char *at, size_t len) {
   if (!u)
     return -1;
   if (s->req_chunked)
-    return chunk_to((uv_stream_t *)&u->tcp, u, 0, at, len) ? -1 : 0;
+    return chunk_to_upstream(u, at, len) ? -1 : 0;
   return to_upstream(u, at, len) ? -1 : 0;
 }
 
@@ -1166,26 +1360,26 @@ static void head_complete(zg_http_session_t *s) {
   zg_http_req_out_t o;
   int status, n;
   char host_buf[ZG_HOST_MAX + 8];
+  size_t host_len;
   char subject[1024];
 
   s->requests++;
   s->state = HS_CONNECT;
-  s->req.buf = s->in + 0;
-  s->req.is_request = true;
-  s->req.method = s->rp.method;
-  zg_http_head_framing(&s->req, &s->rp);
+  s->req->buf = s->in + 0;
+  s->req->is_request = true;
+  s->req->method = s->rp.method;
+  zg_http_head_framing(s->req, &s->rp);
   s->head_req = s->rp.method == HTTP_HEAD;
-  s->client_keep = zg_http_keep_alive(&s->req);
+  s->client_keep = zg_http_keep_alive(s->req);
   head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
 
   request_begin(s);
-  snprintf(s->method, sizeof(s->method), "%s",
-           llhttp_method_name((llhttp_method_t)s->rp.method));
+  s->method = llhttp_method_name((llhttp_method_t)s->rp.method);
   if (s->gw->access_log) {
     free(s->target);
-    s->target = strndup(s->req.buf + s->req.url_off, s->req.url_len);
+    s->target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
   }
-  status = zg_http_route_request(hl->routes, &s->req, s->in + s->head_start,
+  status = zg_http_route_request(hl->routes, s->req, s->in + s->head_start,
                                  head_len, &rt, &reason);
   if (status != 0) {
     respond_error(s, status, reason);
@@ -1234,15 +1428,15 @@ static void head_complete(zg_http_session_t *s) {
   /* The target for the instance: prefix stripped if asked; the base path
    * is the chosen instance's, but pools of one service share it in
    * practice, so the first instance's is used for the head. */
-  target = malloc(ZG_HTTP_MAX_URL + 512);
+  target = zg_buf_get(s->gw); /* ZG_BUF_SIZE >= TARGET_MAX */
   if (!target) {
     session_end(s, "out of memory");
     return;
   }
-  if (zg_http_rewrite_path(target, ZG_HTTP_MAX_URL + 512,
-                           s->pool->inst[0].base_path, path, path_len,
-                           route->prefix, s->strip, query, query_len) < 0) {
-    free(target);
+  if (zg_http_rewrite_path(target, TARGET_MAX, s->pool->inst[0].base_path, path,
+                           path_len, route->prefix, s->strip, query,
+                           query_len) < 0) {
+    zg_buf_put(s->gw, target);
     respond_error(s, 414, "request target too long");
     return;
   }
@@ -1251,44 +1445,85 @@ static void head_complete(zg_http_session_t *s) {
   o.client_addr = s->client_ip;
   o.proto = s->tls ? "https" : "http";
   o.client_subject = s->tls && subject[0] ? subject : NULL;
+  /* zg_http_route_request bounds both below sizeof(host_buf). */
   if (authority_len > 0) {
-    snprintf(host_buf, sizeof(host_buf), "%.*s", (int)authority_len, authority);
+    host_len =
+        authority_len < sizeof(host_buf) ? authority_len : sizeof(host_buf) - 1;
+    memcpy(host_buf, authority, host_len);
+    host_buf[host_len] = '\0';
     o.host = host_buf;
     o.fwd_host = host_buf;
   } else if (host) {
-    snprintf(host_buf, sizeof(host_buf), "%.*s", (int)host->value_len,
-             s->in + host->value_off);
+    host_len = host->value_len < sizeof(host_buf) ? host->value_len
+                                                  : sizeof(host_buf) - 1;
+    memcpy(host_buf, s->in + host->value_off, host_len);
+    host_buf[host_len] = '\0';
     o.fwd_host = host_buf;
   }
   s->upgrade[0] = '\0';
   {
-    const zg_hdr_t *up = zg_http_find(&s->req, "upgrade");
-    if (up && zg_http_connection_has(&s->req, "upgrade") && s->req.minor >= 1 &&
+    const zg_hdr_t *up = zg_http_find(s->req, "upgrade");
+    if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
         up->value_len < sizeof(s->upgrade)) {
       snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
                s->in + up->value_off);
       o.upgrade = s->upgrade;
     }
   }
-  s->req_chunked = s->req.chunked;
-  s->req_has_body = s->req.chunked || s->req.content_length > 0;
-  if (s->req.chunked) {
+  s->req_chunked = s->req->chunked;
+  s->req_has_body = s->req->chunked || s->req->content_length > 0;
+  if (s->req->chunked) {
     o.framing = ZG_FRAMING_CHUNKED;
-  } else if (s->req.content_length >= 0) {
+  } else if (s->req->content_length >= 0) {
     o.framing = ZG_FRAMING_LENGTH;
-    o.body_length = (uint64_t)s->req.content_length;
+    o.body_length = (uint64_t)s->req->content_length;
   }
-  free(s->up_head);
-  s->up_head = malloc(OUT_HEAD_MAX);
-  n = s->up_head ? zg_http_write_request(s->up_head, OUT_HEAD_MAX, &s->req, &o)
-                 : -1;
-  free(target);
+  /* A pooled block holds nearly every head; a larger one is written
+   * again into a heap buffer. */
+  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  n = -1;
+  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
+    s->up_head_cap = ZG_BUF_SIZE;
+    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
+  }
+  if (n < 0) {
+    buf_release(s->gw, &s->up_head, &s->up_head_cap);
+    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
+      s->up_head_cap = OUT_HEAD_MAX;
+      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
+    }
+  }
+  zg_buf_put(s->gw, target);
   if (n < 0) {
     respond_error(s, 431, "request head too large");
     return;
   }
   s->up_head_len = (size_t)n;
   try_instance(s);
+}
+
+/* Bytes parsed are dropped once nothing points into them, and an empty
+ * input buffer goes back to the pool: idle connections hold none. A head
+ * being read keeps its bytes (the parsed head's offsets point into them);
+ * after head_complete only up_head is needed. */
+static void in_settle(zg_http_session_t *s) {
+  if (s->state != HS_HEAD && s->in_off == s->in_len)
+    s->in_len = s->in_off = 0;
+  if (s->in_len == 0 && s->in)
+    buf_release(s->gw, &s->in, &s->in_cap);
+}
+
+/* The parsed head of a request, from the pool, empty (all but the header
+ * table, which n_hdr = 0 empties). */
+static zg_http_head_t *head_get(zg_gateway_t *gw) {
+  zg_http_head_t *h = zg_bufpool_get(&gw->http_heads);
+  if (h) {
+    memset(h, 0, offsetof(zg_http_head_t, hdr));
+    h->n_hdr = 0;
+    h->content_length = 0;
+    h->chunked = false;
+  }
+  return h;
 }
 
 /* Runs the request parser over the bytes not parsed yet. */
@@ -1298,6 +1533,10 @@ static void process_input(zg_http_session_t *s) {
     const char *start = s->in + s->in_off;
     if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
       return; /* paused: waiting for an instance, or for the response */
+    if (!s->req && !(s->req = head_get(s->gw))) {
+      session_end(s, "out of memory");
+      return;
+    }
     err = llhttp_execute(&s->rp, start, s->in_len - s->in_off);
     if (err == HPE_OK) {
       s->in_off = s->in_len;
@@ -1328,10 +1567,12 @@ static void process_input(zg_http_session_t *s) {
       head_complete(s);
     /* else: request complete (paused); the response decides what next */
   }
-  /* Body bytes passed on: the buffer can be reused from the start. */
-  if (s->state == HS_EXCHANGE && s->in_off == s->in_len && !s->req_done) {
-    s->in_len = s->in_off = 0;
-  }
+  if (s->state == HS_CLOSING)
+    return;
+  in_settle(s);
+  /* What the parser passed on leaves in one write. */
+  if (s->up && s->up->ob && upstream_flush(s->up) != 0)
+    upstream_failed(s, "instance write error", 502);
 }
 
 /* ---- exchange end ---------------------------------------------------- */
@@ -1344,7 +1585,8 @@ static void reset_for_next(zg_http_session_t *s) {
   s->in_len = left;
   s->in_off = 0;
   s->head_start = 0;
-  memset(&s->req, 0, sizeof(s->req));
+  zg_bufpool_put(&s->gw->http_heads, s->req); /* idle: no head held */
+  s->req = NULL;
   s->value_open = 0;
   s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
   s->head_seen = 0;
@@ -1365,25 +1607,32 @@ static void reset_for_next(zg_http_session_t *s) {
   llhttp_resume(&s->rp);
   if (s->in_len > 0) /* a pipelined head has begun: header_timeout runs */
     s->head_begin_ms = uv_now(s->gw->loop);
-  if (s->in_len == 0) {
-    free(s->in); /* idle keep-alive connections hold no buffer */
-    s->in = NULL;
-  }
+  in_settle(s); /* idle keep-alive connections hold no buffer */
 }
 
 static void exchange_done(zg_http_session_t *s) {
   zg_http_upstream_t *u = s->up;
+  /* The end of the response goes out (and is counted) before anything
+   * looks at the write queue. */
+  if (client_flush(s) != 0) {
+    session_end(s, "client write error");
+    return;
+  }
   request_finish(s, "done");
   s->up = NULL;
   if (u)
     upstream_release(u, s->req_done);
+  /* No retry after a response: idle connections keep no head. */
+  buf_release(s->gw, &s->up_head, &s->up_head_cap);
   if (!s->req_done) {
     /* The instance answered before the whole request was sent (an early
      * 413, say): the rest of the body cannot be told from a next
      * request. */
     s->close_after = 1;
   }
-  if (s->close_after || s->client_eof || winding_down(s)) {
+  /* After the client's EOF, requests it sent before are still answered. */
+  if (s->close_after || (s->client_eof && s->in_len == s->in_off) ||
+      winding_down(s)) {
     s->close_after = 1;
     if (queued(&s->client) == 0)
       linger_close(s);
@@ -1407,8 +1656,10 @@ static void next_request(zg_http_session_t *s) {
   s->wait_drain = 0;
   if (s->in_len)
     process_input(s);
-  if (s->state == HS_HEAD || (s->state == HS_EXCHANGE && !s->req_done))
-    client_read_start(s);
+  if (s->state == HS_CLOSING)
+    return;
+  client_eof_check(s);
+  client_read_start(s);
 }
 
 /* Closing right after a response while the client may still be sending
@@ -1426,20 +1677,17 @@ static void on_client_shutdown(uv_shutdown_t *req, int status) {
     session_end(s, "closed after response");
 }
 
-static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  static char sink[4096];
-  (void)h;
-  (void)suggested;
-  b->base = sink;
-  b->len = sizeof(sink);
-}
-
-static void on_linger_read(uv_stream_t *st, ssize_t nread,
-                           const uv_buf_t *buf) {
-  zg_http_session_t *s = st->data;
-  (void)buf;
-  if (nread < 0 && s->state != HS_CLOSING)
-    session_end(s, "closed after response");
+/* Shuts the client's write side. Plain, with nothing queued (the usual
+ * case), directly: uv_shutdown would first wait for the socket to be
+ * writable, an epoll_ctl and a loop turn for every connection closed. TLS
+ * sends its close_notify first. */
+static int client_shutdown(zg_http_session_t *s) {
+  uv_os_fd_t fd;
+  if (!s->tls && queued(&s->client) == 0 &&
+      uv_fileno((uv_handle_t *)&s->client, &fd) == 0)
+    return shutdown(fd, SHUT_WR) == 0 ? 0 : UV_EPIPE;
+  return zg_stream_shutdown(s->tls, &s->shutdown_req, (uv_stream_t *)&s->client,
+                            on_client_shutdown);
 }
 
 static void linger_close(zg_http_session_t *s) {
@@ -1453,20 +1701,22 @@ static void linger_close(zg_http_session_t *s) {
     upstream_release(u, 0);
   }
   s->shutdown_req.data = s;
-  zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
-  s->reading = 0;
-  if (s->client_eof ||
-      zg_stream_shutdown(s->tls, &s->shutdown_req, (uv_stream_t *)&s->client,
-                         on_client_shutdown) != 0 ||
-      zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_linger_alloc,
-                           on_linger_read) != 0)
+  /* Reading goes on through on_client_read, which drops what comes while
+   * lingering: no stop and restart (epoll_ctl calls) at every close. */
+  if (s->client_eof || client_shutdown(s) != 0 ||
+      (!s->reading &&
+       zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
+                            on_client_read) != 0)) {
     session_end(s, "closed after response");
+    return;
+  }
+  s->reading = 1;
 }
 
 static void on_client_write(uv_write_t *req, int status) {
-  wbuf_t *w = (wbuf_t *)req;
+  wblk_t *w = (wblk_t *)req;
   zg_http_session_t *s = w->owner;
-  free(w);
+  wblk_put(s->gw, w);
   if (s->state == HS_CLOSING)
     return;
   if (status < 0) {
@@ -1490,9 +1740,9 @@ static void on_client_write(uv_write_t *req, int status) {
       return;
   }
   /* Drained: read the instance again if it was paused for us. */
-  if (s->up && !s->up->closing && queued(&s->client) <= HIGH_WATER / 2)
-    zg_stream_read_start(s->up->tls, (uv_stream_t *)&s->up->tcp,
-                         on_upstream_alloc, on_upstream_read);
+  if (s->up && !s->up->closing && !s->up->reading && !s->upstream_eof &&
+      queued(&s->client) <= HIGH_WATER / 2)
+    upstream_reading(s->up);
 }
 
 /* ---- tunnel (after 101) ----------------------------------------------- */
@@ -1532,6 +1782,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   if (nread < 0) {
     zg_stream_read_stop(from_client ? s->tls : u->tls, from);
+    if (!from_client)
+      u->reading = 0;
     if (nread != UV_EOF) {
       session_end(s, from_client ? "client reset" : "instance reset");
       return;
@@ -1555,10 +1807,9 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   s->last_active_ms = uv_now(s->gw->loop);
   if (from_client)
     s->req_in += (uint64_t)nread;
-  if (write_parts(
-          to, from_client ? (void *)u : (void *)s, !from_client,
-          &(uv_buf_t){.base = (char *)(uintptr_t)data, .len = (size_t)nread},
-          1) != 0) {
+  if (from_client
+          ? to_upstream(u, data, (size_t)nread) != 0 || upstream_flush(u) != 0
+          : to_client(s, data, (size_t)nread) != 0 || client_flush(s) != 0) {
     session_end(s, "tunnel write error");
     return;
   }
@@ -1566,6 +1817,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     zg_stream_read_stop(from_client ? s->tls : u->tls, from);
     if (from_client)
       s->reading = 0;
+    else
+      u->reading = 0;
   }
 }
 
@@ -1576,43 +1829,92 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
   zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->upgrade,
            u->key);
   /* Bytes that came with the 101, and any the client sent early. */
-  if ((len > 0 && to_client(s, rest, len) != 0) ||
+  if ((len > 0 && (to_client(s, rest, len) != 0 || client_flush(s) != 0)) ||
       (s->in_len > s->in_off &&
-       to_upstream(u, s->in + s->in_off, s->in_len - s->in_off) != 0)) {
+       (to_upstream(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
+        upstream_flush(u) != 0))) {
     session_end(s, "tunnel write error");
     return;
   }
   s->in_len = s->in_off = 0;
+  in_settle(s);
   client_read_start(s);
 }
 
 /* ---- client reads ---------------------------------------------------- */
 
+/* Client bytes go into the session's input buffer, taken from the pool
+ * when a read comes (in_settle gives it back once it is empty), grown for
+ * a head larger than a block. The client is read for as long as the
+ * buffer has room, whatever the exchange is waiting for: stopping and
+ * starting reads on every request costs epoll_ctl calls. */
+static char linger_sink[4096]; /* what a lingering client still sends */
+
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   zg_http_session_t *s = h->data;
   (void)suggested;
-  if (!s->in)
-    s->in = malloc(HEAD_MAX + ZG_BUF_SIZE);
-  if (!s->in || s->in_len >= HEAD_MAX + ZG_BUF_SIZE) {
-    b->base = NULL;
-    b->len = 0;
+  if (s->lingering) {
+    b->base = linger_sink;
+    b->len = sizeof(linger_sink);
     return;
   }
+  b->base = NULL;
+  b->len = 0;
+  if (!s->in) {
+    if (!(s->in = zg_buf_get(s->gw)))
+      return; /* UV_ENOBUFS */
+    s->in_cap = ZG_BUF_SIZE;
+  }
+  if (s->in_len == s->in_cap && s->state == HS_HEAD && s->in_cap < IN_BIG) {
+    char *big = malloc(IN_BIG);
+    if (!big)
+      return;
+    memcpy(big, s->in, s->in_len);
+    zg_buf_put(s->gw, s->in);
+    s->in = big;
+    s->in_cap = IN_BIG;
+  }
+  if (s->in_len >= s->in_cap)
+    return; /* full: on_client_read stops reading */
   b->base = s->in + s->in_len;
-  b->len = HEAD_MAX + ZG_BUF_SIZE - s->in_len;
+  b->len = s->in_cap - s->in_len;
   if (b->len > ZG_BUF_SIZE)
     b->len = ZG_BUF_SIZE;
+}
+
+/* After EOF from the client, once no request is left in the buffer: close
+ * when what was answered is out. */
+static void client_eof_check(zg_http_session_t *s) {
+  if (!s->client_eof || s->state != HS_HEAD)
+    return;
+  if (s->in_len > 0)
+    session_end(s, "client closed in a request head");
+  else if (queued(&s->client) > 0)
+    s->close_after = 1; /* on_client_write closes once it is out */
+  else
+    session_end(s, "client closed");
 }
 
 static void on_client_read(uv_stream_t *st, ssize_t nread,
                            const uv_buf_t *buf) {
   zg_http_session_t *s = st->data;
-  (void)buf;
   if (s->state == HS_CLOSING || nread == 0)
     return;
+  if (s->lingering) {
+    if (nread < 0)
+      session_end(s, "closed after response");
+    return;
+  }
+  if (nread == UV_ENOBUFS && s->in && s->in_len >= s->in_cap) {
+    zg_stream_read_stop(s->tls, st); /* full: read again once used */
+    s->reading = 0;
+    return;
+  }
   if (s->state == HS_TUNNEL) {
     tunnel_read(s, st, nread, buf->base, 1);
     s->in_len = 0;
+    if (s->state != HS_CLOSING)
+      in_settle(s);
     return;
   }
   if (nread < 0) {
@@ -1630,7 +1932,8 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     } else if (!s->req_done) {
       session_end(s, "client closed in a request");
     }
-    /* else: the response is still to come; closed after it */
+    /* else: the response is still to come; closed after it (and after
+     * the requests already read, exchange_done and next_request) */
     return;
   }
   if (s->state == HS_HEAD && s->in_len == s->head_start)
@@ -1643,12 +1946,14 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   process_input(s);
-  if (s->state == HS_CLOSING)
+  if (s->state == HS_CLOSING || !s->reading)
     return;
-  /* Backpressure, and no reading ahead while a request waits. */
-  if (s->state == HS_CONNECT ||
-      (s->state == HS_EXCHANGE &&
-       (s->req_done || (s->up && queued(&s->up->tcp) > HIGH_WATER)))) {
+  /* Backpressure only: a full buffer (the exchange is not taking bytes
+   * yet: waiting for an instance, or pipelined requests waiting for a
+   * response), or an instance slower than the client's body. */
+  if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
+      (s->state == HS_EXCHANGE && !s->req_done && s->up &&
+       queued(&s->up->tcp) > HIGH_WATER)) {
     zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
@@ -1727,7 +2032,11 @@ static void on_connection(uv_stream_t *server, int status) {
             uv_strerror(status));
     return;
   }
-  s = calloc(1, sizeof(*s));
+  /* Sessions are pooled too: a new connection per request allocates
+   * nothing either. */
+  s = zg_bufpool_get(&gw->http_spool);
+  if (s)
+    memset(s, 0, sizeof(*s));
   if (!s) {
     zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
     zg_listener_drop(server);
@@ -1989,6 +2298,10 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
   size_t kept = 0;
   int rc = 0;
   if (!gw->http_started) {
+    zg_bufpool_init(&gw->http_wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
+    zg_bufpool_init(&gw->http_spool, sizeof(zg_http_session_t),
+                    MAX_FREE_SESSIONS);
+    zg_bufpool_init(&gw->http_heads, sizeof(zg_http_head_t), MAX_FREE_SESSIONS);
     uv_timer_init(gw->loop, &gw->http_sweep);
     gw->http_sweep.data = gw;
     uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -2117,6 +2430,9 @@ void zg_http_stop(zg_gateway_t *gw) {
 }
 
 void zg_http_free(zg_gateway_t *gw) {
+  zg_bufpool_clear(&gw->http_wblks);
+  zg_bufpool_clear(&gw->http_spool);
+  zg_bufpool_clear(&gw->http_heads);
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_unref(gw->http_listeners[i]);
   free(gw->http_listeners);

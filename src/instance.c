@@ -945,12 +945,34 @@ const char *zg_instance_format_name(int format) {
   }
 }
 
+/* Without snprintf: the HTTP proxy asks for it on every request. */
 const char *zg_instance_addr_port_str(const zg_instance_t *inst, uint16_t port,
                                       char *buf, size_t len) {
-  if (strchr(inst->host, ':'))
-    snprintf(buf, len, "[%s]:%u", inst->host, port);
-  else
-    snprintf(buf, len, "%s:%u", inst->host, port);
+  char tmp[ZG_HOST_MAX + 16], digits[8];
+  size_t host_len = strnlen(inst->host, sizeof(inst->host));
+  size_t n = 0, k = sizeof(digits);
+  bool v6 = memchr(inst->host, ':', host_len) != NULL;
+  unsigned p = port;
+
+  if (len == 0)
+    return buf;
+  if (v6)
+    tmp[n++] = '[';
+  memcpy(tmp + n, inst->host, host_len);
+  n += host_len;
+  if (v6)
+    tmp[n++] = ']';
+  tmp[n++] = ':';
+  do {
+    digits[--k] = (char)('0' + p % 10);
+    p /= 10;
+  } while (p > 0);
+  memcpy(tmp + n, digits + k, sizeof(digits) - k);
+  n += sizeof(digits) - k;
+  if (n >= len)
+    n = len - 1; /* truncated, as snprintf would */
+  memcpy(buf, tmp, n);
+  buf[n] = '\0';
   return buf;
 }
 

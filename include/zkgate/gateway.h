@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "zkgate/balance.h"
+#include "zkgate/bufpool.h"
 #include "zkgate/config.h"
 #include "zkgate/access_log.h"
 #include "zkgate/log.h"
@@ -101,8 +102,10 @@ typedef struct zg_gateway {
   struct zg_failed_instance *failed; /* passive health marks */
   size_t n_failed, cap_failed;
   int http_started;
-  void *free_bufs; /* relay buffers ready for reuse */
-  unsigned n_free_bufs;
+  zg_bufpool_t bufs;       /* ZG_BUF_SIZE relay and read buffers */
+  zg_bufpool_t http_wblks; /* HTTP write blocks (http_proxy.c) */
+  zg_bufpool_t http_spool; /* HTTP sessions, reused (http_proxy.c) */
+  zg_bufpool_t http_heads; /* parsed request heads (http_proxy.c) */
   int stopping;
   int draining; /* SIGTERM: finishing what is open, accepting nothing */
   uint64_t drain_start_ms;

@@ -755,8 +755,17 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
   }
-  if (zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
-                      &reason) != 0 ||
+  /* As the gateway does: the whole buffer, the pre-scan stopping at the
+   * end of the head; the same verdict as on the head alone. */
+  {
+    const char *bounded_reason;
+    int whole = zg_http_prescan(u->head, u->head_len, &reason);
+    int bounded =
+        zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
+                        &bounded_reason);
+    CHECK(whole == bounded);
+  }
+  if (zg_http_prescan(u->head, u->head_len, &reason) != 0 ||
       zg_http_check_response(&u->resp, &reason) != 0) {
     llhttp_set_error_reason(p, reason);
     return -1;
@@ -895,6 +904,52 @@ static void init(void) {
   CHECK(table != NULL);
 }
 
+/* The pre-scan as first written, one byte at a time: the word-at-a-time
+ * one must give the same verdict and reason. */
+static int prescan_reference(const char *buf, size_t len, const char **reason) {
+  bool seen_line = false;
+  size_t i = 0;
+
+  while (i < len) {
+    size_t start = i, end;
+
+    for (; i < len && buf[i] != '\n'; i++) {
+      unsigned char c = (unsigned char)buf[i];
+
+      if (c == '\r') {
+        if (i + 1 == len || buf[i + 1] != '\n') {
+          *reason = "bare CR in head";
+          return -1;
+        }
+      } else if (c == '\0') {
+        *reason = "NUL in head";
+        return -1;
+      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        *reason = "control character in head";
+        return -1;
+      }
+    }
+    end = i > start && buf[i - 1] == '\r' ? i - 1 : i;
+    if (i < len)
+      i++;
+    if (end == start) {
+      if (seen_line)
+        break;
+      continue;
+    }
+    if (start > 0 && (buf[start] == ' ' || buf[start] == '\t')) {
+      *reason = "obs-fold in head";
+      return -1;
+    }
+    if (seen_line && buf[start] == ':') {
+      *reason = "empty header name";
+      return -1;
+    }
+    seen_line = true;
+  }
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *in = (const char *)data;
   uint64_t h = 0xcbf29ce484222325ULL, whole, split;
@@ -907,6 +962,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   digest(&h, data, size);
   step = 1 + (size_t)(h % 13); /* small reads, chosen by the input */
+
+  {
+    const char *r1 = NULL, *r2 = NULL;
+    int fast = zg_http_prescan(in, size, &r1);
+    CHECK(fast == prescan_reference(in, size, &r2));
+    CHECK(fast == 0 || strcmp(r1, r2) == 0);
+  }
 
   whole = run_requests(in, size, size);
   split = run_requests(in, size, step);

@@ -287,6 +287,97 @@ static void test_prescan_nul_and_controls(void **state) {
   assert_prescan_rejects(vt, sizeof(vt) - 1, "control character in head");
 }
 
+/* The pre-scan as first written, one byte at a time: the word-at-a-time
+ * one must agree with it on every input, reason included. */
+static int prescan_reference(const char *buf, size_t len, const char **reason) {
+  bool seen_line = false;
+  size_t i = 0;
+
+  while (i < len) {
+    size_t start = i, end;
+
+    for (; i < len && buf[i] != '\n'; i++) {
+      unsigned char c = (unsigned char)buf[i];
+
+      if (c == '\r') {
+        if (i + 1 == len || buf[i + 1] != '\n') {
+          *reason = "bare CR in head";
+          return -1;
+        }
+      } else if (c == '\0') {
+        *reason = "NUL in head";
+        return -1;
+      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        *reason = "control character in head";
+        return -1;
+      }
+    }
+    end = i > start && buf[i - 1] == '\r' ? i - 1 : i;
+    if (i < len)
+      i++;
+    if (end == start) {
+      if (seen_line)
+        break;
+      continue;
+    }
+    if (start > 0 && (buf[start] == ' ' || buf[start] == '\t')) {
+      *reason = "obs-fold in head";
+      return -1;
+    }
+    if (seen_line && buf[start] == ':') {
+      *reason = "empty header name";
+      return -1;
+    }
+    seen_line = true;
+  }
+  return 0;
+}
+
+/* Random heads from an alphabet heavy in the bytes that matter, at every
+ * alignment and length, and every single-byte change of a real head. */
+static void test_prescan_matches_reference(void **state) {
+  static const char alphabet[] = "\r\n\r\n\t :aZ~\x7f\x80\xff\x01\x1f\x20"
+                                 "GET/HTTP1.";
+  const char real[] =
+      "GET /a/b?c=d HTTP/1.1\r\nHost: example.com:8080\r\n"
+      "User-Agent: zkgate-test/1.0 (x86_64)\r\nAccept: */*\r\n"
+      "X-Long-Header-Name: 0123456789abcdef0123456789\r\n\r\nbody";
+  char buf[sizeof(real) + 96];
+  uint64_t seed = 12345;
+  const char *r1, *r2;
+  int a, b;
+
+  (void)state;
+  for (int run = 0; run < 200000; run++) {
+    size_t len, off;
+
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    len = (size_t)(seed >> 33) % 80;
+    off = (size_t)(seed >> 20) % 8;
+    for (size_t k = 0; k < len; k++) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      buf[off + k] = alphabet[(seed >> 40) % (sizeof(alphabet) - 1)];
+    }
+    r1 = r2 = NULL;
+    a = zg_http_prescan(buf + off, len, &r1);
+    b = prescan_reference(buf + off, len, &r2);
+    if (a != b || (a != 0 && strcmp(r1, r2) != 0))
+      fail_msg("prescan %d (%s), reference %d (%s) on %zu bytes", a,
+               r1 ? r1 : "-", b, r2 ? r2 : "-", len);
+  }
+  for (size_t pos = 0; pos < sizeof(real) - 1; pos++)
+    for (int c = 0; c < 256; c++) {
+      memcpy(buf, real, sizeof(real));
+      buf[pos] = (char)c;
+      r1 = r2 = NULL;
+      a = zg_http_prescan(buf, sizeof(real) - 1, &r1);
+      b = prescan_reference(buf, sizeof(real) - 1, &r2);
+      if (a != b || (a != 0 && strcmp(r1, r2) != 0))
+        fail_msg("byte %d at %zu: prescan %d (%s), reference %d (%s)", c, pos,
+                 a, r1 ? r1 : "-", b, r2 ? r2 : "-");
+    }
+}
+
 /* -------------------------------------------------------- check_request */
 
 static int check_req(const zg_http_head_t *h, const char **reason) {
@@ -1184,6 +1275,7 @@ int main(void) {
       cmocka_unit_test(test_prescan_bare_cr),
       cmocka_unit_test(test_prescan_empty_name),
       cmocka_unit_test(test_prescan_nul_and_controls),
+      cmocka_unit_test(test_prescan_matches_reference),
       cmocka_unit_test(test_check_request_ok),
       cmocka_unit_test(test_check_request_host),
       cmocka_unit_test(test_check_request_te_http10),
