@@ -1650,7 +1650,13 @@ static void exchange_done(zg_http_session_t *s) {
  * pipelined request. */
 static void next_request(zg_http_session_t *s) {
   if (queued(&s->client) > HIGH_WATER) {
+    /* Reads stop too: a request read now would be answered at once, and
+     * an end of stream would end the session with responses queued. */
     s->wait_drain = 1;
+    if (s->reading) {
+      zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
+      s->reading = 0;
+    }
     return;
   }
   s->wait_drain = 0;
@@ -1960,7 +1966,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
 }
 
 static void client_read_start(zg_http_session_t *s) {
-  if (s->reading || s->client_eof || s->state == HS_CLOSING)
+  if (s->reading || s->client_eof || s->wait_drain || s->state == HS_CLOSING)
     return;
   if (zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
                            on_client_read) == 0)

@@ -287,3 +287,53 @@ class WebSocketEcho:
 
     def close(self):
         self.sock.close()
+
+
+class OneWriteBackend:
+    """Answers every GET with one sendall of head and body (as most servers do, unlike
+    http.server, which writes the head and the body separately). Counts requests."""
+
+    def __init__(self, body_len=8000):
+        self.port = free_port()
+        self.requests = 0
+        self.body = b"x" * body_len
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body)) + self.body
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                self.requests += 1
+                c.sendall(resp)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from httpbackend import HttpBackend, raw_exchange
+from httpbackend import HttpBackend, OneWriteBackend, raw_exchange
 from zkharness import free_port, ini_text, register, wait_until
 
 
@@ -649,3 +649,114 @@ def test_idle_keepalive_clients_hold_no_buffers(http_backends, gateway):
     for s in warm + idle:
         s.close()
     assert per_conn < bound, f"{n} idle clients added {grown_kb} kB ({per_conn:.0f} B each)"
+
+
+# ---------------------------------------------------------------------------------------------
+# flow control toward a client that does not read, with an instance answering in one write
+# (HttpBackend's http.server writes head and body apart, which hides these: the exchange then
+# stalls half way through a response instead of completing in one read)
+
+def _small_rcvbuf_socket(port, rcvbuf=4096):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def _read_responses(s, want, deadline_s=20):
+    """Reads `want` Content-Length responses (or until EOF); returns (bodies, eof_seen)."""
+    buf = b""
+    bodies = []
+    end = time.monotonic() + deadline_s
+    eof = False
+    while len(bodies) < want and time.monotonic() < end:
+        while b"\r\n\r\n" in buf:
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            cl = None
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    cl = int(v.strip())
+            assert cl is not None, head
+            if len(rest) < cl:
+                break
+            bodies.append((head, rest[:cl]))
+            buf = rest[cl:]
+        if len(bodies) >= want:
+            break
+        try:
+            chunk = s.recv(1 << 20)
+        except socket.timeout:
+            break
+        if not chunk:
+            eof = True
+            break
+        buf += chunk
+    return bodies, eof
+
+
+@pytest.fixture
+def one_write_backend():
+    made = []
+
+    def make(body_len=8000):
+        b = OneWriteBackend(body_len)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_pipelining_client_that_never_reads_is_not_answered_without_bound(one_write_backend,
+                                                                         gateway):
+    # A client sends requests one after another (each in its own segment) and never reads.
+    # Once HIGH_WATER (256 KiB) of responses is queued for it, the gateway must stop taking
+    # requests (next_request's wait_drain). The instance writes each 8000-byte response in
+    # one segment, so each exchange ends in one upstream read (with http.server's two
+    # writes the upstream is paused mid-response and the problem hides).
+    b = one_write_backend(8000)
+    port = free_port()
+    gw = gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    s = _small_rcvbuf_socket(port)
+    s.setblocking(False)
+    base_rss = _rss_kb(gw.pid)
+    sent = 0
+    t_end = time.monotonic() + 12
+    while sent < 2500 and time.monotonic() < t_end:
+        try:
+            s.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            sent += 1
+        except BlockingIOError:
+            pass
+        time.sleep(0.003)
+    time.sleep(1.0)
+    answered = b.requests
+    grown_mb = (_rss_kb(gw.pid) - base_rss) / 1024
+    s.close()
+    # Socket buffers on loopback hold a few MB (main: ~400 responses of 8000 bytes, RSS
+    # +0.4 MB); the rest must wait for the client to read.
+    assert answered < 1200 and grown_mb < 8, (
+        f"{answered} of {sent} requests answered for a client that reads nothing; "
+        f"gateway RSS grew {grown_mb:.1f} MB")
+
+
+def test_pipelined_requests_then_half_close_while_waiting_for_drain(one_write_backend, gateway):
+    # Pipelined requests, the client reading nothing until it has half-closed. The gateway
+    # holds the next request while > HIGH_WATER is queued for the client (wait_drain); the
+    # client's EOF arriving then must not drop the queued responses and the requests already
+    # received (the half-close test in test_http.py uses tiny responses: no wait_drain).
+    b = one_write_backend(16000)
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    n = 500  # 8 MB of responses, more than socket buffers hold; 14.5 kB of requests
+    s = _small_rcvbuf_socket(port)
+    s.sendall(b"".join(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(n)))
+    time.sleep(2.0)  # the gateway fills the client's queue and waits for it to drain
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.5)
+    bodies, eof = _read_responses(s, n)
+    s.close()
+    assert len(bodies) == n, f"{len(bodies)} of {n} responses, then EOF={eof}"
