@@ -11,6 +11,9 @@ backend and the other clients share CPU 1 (a 2-core machine):
     proxies alternating, medians);
   - HTTP with a new connection per request (wrk -H "Connection: close");
   - TCP bulk transfer through the L4 path, MB/s (bench/tcpbulk.c);
+  - TLS termination (same ECDSA P-256 certificate for all three): HTTPS
+    keep-alive req/s, and full handshakes per second (a new connection per
+    request; wrk does not resume sessions), with the proxy's CPU per request;
   - idle RSS, and RSS with 10,000 idle keep-alive client connections;
   - instructions per proxied keep-alive request under callgrind (two runs of
     different lengths, the difference divided by the difference in requests,
@@ -168,8 +171,16 @@ http {{
 """
 
 
-def zkgate_conf(http_port, tcp_port, backend, source, admin_port):
-    return f"""
+def zkgate_conf(http_port, tcp_port, backend, source, admin_port, tls=None):
+    tls_section = "" if not tls else f"""
+[service:webtls]
+protocol = http
+listen = 127.0.0.1:{tls['port']}
+instances = 127.0.0.1:{backend}
+tls_cert = {tls['cert']}
+tls_key = {tls['key']}
+"""
+    return tls_section + f"""
 [proxy]
 workers = 1
 log_level = warn
@@ -192,7 +203,7 @@ instances = 127.0.0.1:{source}
 """
 
 
-def haproxy_conf(http_port, tcp_port, backend, source, maxconn, nofile):
+def haproxy_conf(http_port, tcp_port, backend, source, maxconn, nofile, tls=None):
     # X-Forwarded-For and upstream keep-alive shared across clients (http-reuse always), as
     # zkgate does them; no logs. ulimit-n: HAProxy would refuse to start if it could not raise
     # the limit to 2 x maxconn, which an unprivileged container's hard limit may forbid; the
@@ -221,10 +232,28 @@ listen bulk
   mode tcp
   bind 127.0.0.1:{tcp_port}
   server s1 127.0.0.1:{source}
-"""
+""" + ("" if not tls else f"""
+frontend webtls
+  mode http
+  bind 127.0.0.1:{tls['port']} ssl crt {tls['pem']} alpn http/1.1
+  option forwardfor
+  default_backend web_b
+""")
 
 
-def nginx_proxy_conf(d, http_port, tcp_port, backend, source, maxconn, nofile):
+def nginx_proxy_conf(d, http_port, tcp_port, backend, source, maxconn, nofile, tls=None):
+    tls_server = "" if not tls else f"""
+  server {{
+    listen 127.0.0.1:{tls['port']} ssl;
+    ssl_certificate {tls['cert']};
+    ssl_certificate_key {tls['key']};
+    location / {{
+      proxy_pass http://web_b;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}"""
     # One process (master_process off): the worker loop is the same, and the RSS is that of
     # one process like zkgate's and HAProxy's.
     return f"""
@@ -256,7 +285,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
-  }}
+  }}{tls_server}
 }}
 stream {{
   server {{
@@ -271,11 +300,11 @@ stream {{
 # clients
 
 
-def run_wrk(port, seconds, conns, close, lua):
+def run_wrk(port, seconds, conns, close, lua, scheme="http"):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", lua]
     if close:
         cmd += ["-H", "Connection: close"]
-    cmd.append(f"http://127.0.0.1:{port}/")
+    cmd.append(f"{scheme}://127.0.0.1:{port}/")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     m = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
     if not m:
@@ -343,6 +372,22 @@ def open_idle(port, n):
     return socks
 
 
+def make_certificate(work):
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (what a modern deployment would
+    choose; the three proxies get the same one). HAProxy wants certificate and key in one
+    file."""
+    cert, key, pem = f"{work}/tls.crt", f"{work}/tls.key", f"{work}/tls.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=bench", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    with open(pem, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    os.chmod(pem, 0o600)
+    return {"cert": cert, "key": key, "pem": pem}
+
+
 # ---------------------------------------------------------------------------------------------
 # the proxy comparison
 
@@ -406,6 +451,20 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(nginx_proxy_conf(work, ng_http, ng_tcp, backend_port, source_port, maxconn,
                                  nofile))
+    # The TLS suite's own configurations: the others stay without TLS, so that their figures
+    # (idle RSS above all) do not move with it.
+    tls_ports = {"zkgate": free_port(), "haproxy": free_port(), "nginx": free_port()}
+    cert = make_certificate(work) if "tls" in args.suites else None
+    if cert:
+        with open(f"{work}/zkgate-tls.ini", "w") as f:
+            f.write(zkgate_conf(zk_http, zk_tcp, backend_port, source_port, zk_admin,
+                                dict(cert, port=tls_ports["zkgate"])))
+        with open(f"{work}/haproxy-tls.cfg", "w") as f:
+            f.write(haproxy_conf(ha_http, ha_tcp, backend_port, source_port, maxconn, nofile,
+                                 dict(cert, port=tls_ports["haproxy"])))
+        with open(f"{work}/nginx-tls.conf", "w") as f:
+            f.write(nginx_proxy_conf(work, ng_http, ng_tcp, backend_port, source_port,
+                                     maxconn, nofile, dict(cert, port=tls_ports["nginx"])))
     # The same under valgrind, which keeps some descriptors for itself.
     with open(f"{work}/haproxy-cg.cfg", "w") as f:
         f.write(haproxy_conf(ha_http, ha_tcp, backend_port, source_port, 1000, 2100))
@@ -430,6 +489,15 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             continue
         targets.append(Target(name, label, hp, tp,
                               lambda n=name: Proc(n, cmds[n], work, cpu=PROXY_CPU)))
+    tls_cmds = {
+        "zkgate": [zkgate_bin, "-c", f"{work}/zkgate-tls.ini"],
+        "haproxy": ["haproxy", "-db", "-f", f"{work}/haproxy-tls.cfg"],
+        "nginx": ["nginx", "-p", work, "-c", f"{work}/nginx-tls.conf"],
+    }
+    tls_targets = [Target(t.name, t.label, tls_ports[t.name], t.tcp_port,
+                          lambda n=t.name: Proc(n + "-tls", tls_cmds[n], work, cpu=PROXY_CPU))
+                   for t in targets[1:]] if cert else []
+    cleanup.extend(t.stop for t in tls_targets)
     cleanup.extend(t.stop for t in targets)
     res["versions"] = versions()
 
@@ -493,6 +561,43 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
                 r[key]["cpu_us"] = median(cpu)
         r["bulk_runs"] = r.pop("bulk")
         r["bulk"] = median(r["bulk_runs"])
+
+    # TLS termination (issue 5): HTTPS keep-alive, and a full handshake per request (wrk
+    # neither resumes sessions nor keeps the connection with Connection: close). The backend
+    # is reached in plain HTTP with upstream keep-alive, as above.
+    warm = max(1, min(2, args.duration // 2))
+    for t in tls_targets:
+        t.start()
+        run_wrk(t.http_port, warm, args.conns, False, lua, "https")
+    for rnd in range(args.rounds if tls_targets else 0):
+        order = tls_targets[rnd % len(tls_targets):] + tls_targets[:rnd % len(tls_targets)]
+        for t in order:
+            r = res.setdefault(t.name, {})
+            c0 = cpu_s(t.proc.pid)
+            ka = run_wrk(t.http_port, args.duration, args.conns, False, lua, "https")
+            if ka["requests"]:
+                ka["cpu_us"] = (cpu_s(t.proc.pid) - c0) * 1e6 / ka["requests"]
+            c0 = cpu_s(t.proc.pid)
+            hs = run_wrk(t.http_port, args.duration, args.conns, True, lua, "https")
+            if hs["requests"]:
+                hs["cpu_us"] = (cpu_s(t.proc.pid) - c0) * 1e6 / hs["requests"]
+            for key, v in (("tls_ka", ka), ("tls_close", hs)):
+                r.setdefault(key, []).append(v)
+                if v["errors"] or v["non2xx"]:
+                    r.setdefault("notes", set()).add(
+                        f"{key}: {v['errors']} socket errors, {v['non2xx']} non-2xx")
+            log(f"round {rnd + 1}/{args.rounds} {t.name}: HTTPS keep-alive {ka['rps']:.0f} "
+                f"req/s p99 {ka['p99_ms']:.2f} ms; handshake per request {hs['rps']:.0f} req/s")
+    for t in tls_targets:
+        t.stop()
+        r = res[t.name]
+        for key in ("tls_ka", "tls_close"):
+            runs = r.pop(key)
+            r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
+            r[key]["runs"] = [round(x["rps"]) for x in runs]
+            cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
+            if cpu:
+                r[key]["cpu_us"] = median(cpu)
 
     if args.callgrind:
         for t in targets[1:]:
@@ -729,6 +834,8 @@ def render(args, px, reg, meta):
         for r in (d if direct else {}, z, h, n):
             v = g(r, *path)
             vals.append(v * scale if v is not None else None)
+        if all(v is None for v in vals):
+            return vals  # a suite not run this time
         if vals[1] is None:
             ok = None  # not measured in this run: no verdict
         L.append(f"| {label} | {fmt(vals[0], unit) if direct else '—'} | {fmt(vals[1], unit)} "
@@ -750,6 +857,16 @@ def render(args, px, reg, meta):
     row("new connection per request, p99", ("close", "p99_ms"), " ms")
     row("TCP bulk through the L4 path, MB/s", ("bulk",), "", "≥ 0.9× HAProxy",
         ok=_ge(g(z, "bulk"), 0.9 * g(h, "bulk") if g(h, "bulk") else None))
+    if g(z, "tls_ka") is not None:
+        row("HTTPS keep-alive (TLS terminated), req/s", ("tls_ka", "rps"), "",
+            "reported (issue 5)", direct=False)
+        row("HTTPS keep-alive, p99", ("tls_ka", "p99_ms"), " ms", direct=False)
+        row("HTTPS keep-alive, proxy CPU per request, µs", ("tls_ka", "cpu_us"), "",
+            direct=False)
+        row("TLS handshakes/s (full handshake, new connection per request)",
+            ("tls_close", "rps"), "", "reported (issue 5)", direct=False)
+        row("TLS handshake + request, proxy CPU per request, µs", ("tls_close", "cpu_us"), "",
+            direct=False)
     row("idle RSS, MB", ("rss_idle_kb",), "", "< 4 MB", direct=False, scale=1 / 1024,
         ok=g(z, "rss_idle_kb") is not None and g(z, "rss_idle_kb") < 4 * 1024)
     idle_n = px.get("idle_n", 0)
@@ -845,9 +962,10 @@ def main():
     ap.add_argument("--per-service", type=int, default=10)
     ap.add_argument("--changes", type=int, default=5)
     ap.add_argument("--no-registry", dest="registry", action="store_false")
-    ap.add_argument("--suites", default="footprint,throughput,callgrind,registry",
+    ap.add_argument("--suites", default="footprint,throughput,tls,callgrind,registry",
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
-                    "throughput (wrk, TCP bulk), callgrind, registry")
+                    "throughput (wrk, TCP bulk), tls (HTTPS keep-alive, handshakes), "
+                    "callgrind, registry")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
                     help="comma-separated subset of zkgate,haproxy,nginx")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
