@@ -12,6 +12,7 @@ import time
 import pytest
 
 from kazoo.client import KazooClient
+from kazoo.retry import KazooRetry
 
 from zkharness import (Blackhole, ZkServer, free_port, reach, register, wait_until,
                        zk_classpath)
@@ -24,7 +25,11 @@ def test_zookeeper_serves_and_keeps_data_across_restart(tmp_path):
     zk = ZkServer(tmp_path / "zk")
     zk.extra_cfg = "maxSessionTimeout=60000\n"
     zk.start()
-    kz = KazooClient(hosts=zk.hosts, timeout=30.0)
+    # kazoo waits session_timeout / len(hosts) for the answer to a connect: the host named
+    # three times bounds an attempt that meets the server mid-restart to 10 s, and the retry
+    # policy tries again within a second instead of backing off towards an hour.
+    kz = KazooClient(hosts=",".join([zk.hosts] * 3), timeout=30.0,
+                     connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0))
     try:
         kz.start(timeout=15)
         assert "Mode: standalone" in zk.four_letter("srvr")
@@ -34,7 +39,8 @@ def test_zookeeper_serves_and_keeps_data_across_restart(tmp_path):
         port = zk.port
         zk.restart()
         assert zk.port == port and zk.hosts == f"127.0.0.1:{port}"
-        assert wait_until(lambda: kz.connected, 25), "kazoo did not reconnect after the restart"
+        assert wait_until(lambda: kz.connected, 40), \
+            f"kazoo did not reconnect after the restart; server log:\n{zk.log_tail()}"
         assert kz.exists("/harness/persistent") is not None, "persistent znode lost on restart"
         assert kz.exists(ephemeral) is not None, "live session's ephemeral lost on restart"
     finally:
