@@ -6,12 +6,16 @@
 #include "zkgate/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <uv.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 struct zg_access_log {
+  uv_mutex_t mu; /* workers write from their threads */
+  atomic_uint refs;
   int fd;
   char *path; /* NULL: stderr */
   bool json;
@@ -27,6 +31,11 @@ zg_access_log_t *zg_access_log_open(const char *where, bool json) {
   zg_access_log_t *log = calloc(1, sizeof(*log));
   if (!log)
     return NULL;
+  if (uv_mutex_init(&log->mu) != 0) {
+    free(log);
+    return NULL;
+  }
+  atomic_init(&log->refs, 1);
   log->json = json;
   zg_ratelimit_init(&log->error_rl, 10000, 3);
   if (!strcmp(where, "stderr")) {
@@ -38,6 +47,7 @@ zg_access_log_t *zg_access_log_open(const char *where, bool json) {
     zg_error("access_log", "cannot open %s: %s", where, strerror(errno));
     if (log->fd >= 0)
       close(log->fd);
+    uv_mutex_destroy(&log->mu);
     free(log);
     return NULL;
   }
@@ -49,10 +59,12 @@ void zg_access_log_write(zg_access_log_t *log, const zg_access_entry_t *e) {
   uint64_t dropped;
   if (!log)
     return;
+  uv_mutex_lock(&log->mu);
   log->line.len = 0;
   zg_access_format(&log->line, e, log->json);
   if (log->line.oom) {
     log->line.oom = false;
+    uv_mutex_unlock(&log->mu);
     return;
   }
   do
@@ -63,6 +75,7 @@ void zg_access_log_write(zg_access_log_t *log, const zg_access_entry_t *e) {
     zg_error("access_log", "cannot write to %s: %s (%llu more lost)",
              log->path ? log->path : "stderr", strerror(errno),
              (unsigned long long)dropped);
+  uv_mutex_unlock(&log->mu);
 }
 
 int zg_access_log_reopen(zg_access_log_t *log) {
@@ -75,15 +88,25 @@ int zg_access_log_reopen(zg_access_log_t *log) {
              log->path, strerror(errno));
     return err;
   }
+  uv_mutex_lock(&log->mu);
   close(log->fd);
   log->fd = fd;
+  uv_mutex_unlock(&log->mu);
   zg_info("access_log", "reopened %s", log->path);
   return 0;
 }
 
+zg_access_log_t *zg_access_log_ref(zg_access_log_t *log) {
+  if (log)
+    atomic_fetch_add_explicit(&log->refs, 1, memory_order_relaxed);
+  return log;
+}
+
 void zg_access_log_close(zg_access_log_t *log) {
-  if (!log)
+  if (!log ||
+      atomic_fetch_sub_explicit(&log->refs, 1, memory_order_acq_rel) != 1)
     return;
+  uv_mutex_destroy(&log->mu);
   if (log->path)
     close(log->fd);
   free(log->path);

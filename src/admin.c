@@ -75,22 +75,117 @@ static void family(zg_text_t *o, const char *name, const char *type,
   zg_text_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* `name{service="S"} value` for every service. */
-#define PER_SERVICE(o, gw, NAME_, TYPE_, HELP_, EXPR_)                         \
+/* The shards of the metrics: the control loop's gateway, then the other
+ * workers' (paused while they are read). */
+typedef struct {
+  zg_gateway_t *gw[ZG_MAX_WORKERS];
+  size_t n;
+} shards_t;
+
+static void shards_get(zg_gateway_t *gw, shards_t *sh) {
+  sh->gw[0] = gw;
+  sh->n = 1 + zg_gateway_isolate(gw, &sh->gw[1]);
+}
+
+static void shards_put(zg_gateway_t *gw) {
+  zg_gateway_release(gw);
+}
+
+/* The service named like `svc` in shard k (svc itself in shard 0). */
+static const zg_service_t *shard_service(const shards_t *sh, size_t k,
+                                         const zg_service_t *svc) {
+  return k == 0 ? svc : zg_gateway_service(sh->gw[k], svc->conf->name);
+}
+
+static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
+  for (int c = 0; c < 6; c++)
+    acc->requests[c] += t->requests[c];
+  acc->bytes_in += t->bytes_in;
+  acc->bytes_out += t->bytes_out;
+  acc->retries += t->retries;
+  acc->ejections += t->ejections;
+  for (int b = 0; b < ZG_DURATION_BUCKETS; b++)
+    acc->dur_buckets[b] += t->dur_buckets[b];
+  acc->dur_count += t->dur_count;
+  acc->dur_sum_us += t->dur_sum_us;
+}
+
+/* A service's traffic summed over the shards. */
+static void service_traffic(const shards_t *sh, const zg_service_t *svc,
+                            zg_traffic_t *out) {
+  memset(out, 0, sizeof(*out));
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, svc);
+    if (s)
+      traffic_add(out, &s->traffic);
+  }
+}
+
+/* `name{service="S"} value` for every service, EXPR_ (of `svc`) summed
+ * over the shards. */
+#define PER_SERVICE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                         \
   do {                                                                         \
     family(o, NAME_, TYPE_, HELP_);                                            \
-    for (size_t i_ = 0; i_ < (gw)->n_services; i_++) {                         \
-      const zg_service_t *svc = (gw)->services[i_];                            \
+    for (size_t i_ = 0; i_ < (sh)->gw[0]->n_services; i_++) {                  \
+      const zg_service_t *s0_ = (sh)->gw[0]->services[i_];                     \
+      unsigned long long v_ = 0;                                               \
+      for (size_t k_ = 0; k_ < (sh)->n; k_++) {                                \
+        const zg_service_t *svc = shard_service(sh, k_, s0_);                  \
+        if (svc)                                                               \
+          v_ += (unsigned long long)(EXPR_);                                   \
+      }                                                                        \
+      zg_text_printf(o, "%s{service=\"", NAME_);                               \
+      zg_text_label(o, s0_->conf->name);                                       \
+      zg_text_printf(o, "\"} %llu\n", v_);                                     \
+    }                                                                          \
+  } while (0)
+
+/* The same for a gauge every worker holds alike (the pools): shard 0. */
+#define PER_SERVICE_ONE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                     \
+  do {                                                                         \
+    family(o, NAME_, TYPE_, HELP_);                                            \
+    for (size_t i_ = 0; i_ < (sh)->gw[0]->n_services; i_++) {                  \
+      const zg_service_t *svc = (sh)->gw[0]->services[i_];                     \
       zg_text_printf(o, "%s{service=\"", NAME_);                               \
       zg_text_label(o, svc->conf->name);                                       \
       zg_text_printf(o, "\"} %llu\n", (unsigned long long)(EXPR_));            \
     }                                                                          \
   } while (0)
 
+/* An HTTP listener's accepted (which = 0) or active (1) connections, over
+ * the shards' listeners on the same address. */
+static uint64_t listener_sum(const shards_t *sh, const zg_http_listener_t *hl,
+                             int which) {
+  uint64_t v = 0;
+  for (size_t k = 0; k < sh->n; k++)
+    for (size_t i = 0; i < sh->gw[k]->n_http_listeners; i++) {
+      const zg_http_listener_t *l = sh->gw[k]->http_listeners[i];
+      if (strcmp(l->addr.text, hl->addr.text) != 0)
+        continue;
+      v += which ? l->active : l->accepted;
+    }
+  return v;
+}
+
+static void sni_sum(const shards_t *sh, const zg_sni_listener_t *sl,
+                    uint64_t counts[3]) {
+  for (size_t k = 0; k < sh->n; k++)
+    for (size_t i = 0; i < sh->gw[k]->n_sni_listeners; i++) {
+      const zg_sni_listener_t *l = sh->gw[k]->sni_listeners[i];
+      if (strcmp(l->addr.text, sl->addr.text) != 0)
+        continue;
+      counts[0] += l->not_tls;
+      counts[1] += l->unknown_sni;
+      counts[2] += l->timeouts;
+    }
+}
+
 void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   zg_registry_stats_t rs;
   int64_t now = wall_ms();
+  shards_t shards, *sh = &shards;
 
+  shards_get(gw, sh);
   family(o, "zkgate_build_info", "gauge", "Version of zkgate.");
   zg_text_printf(o, "zkgate_build_info{version=\"%s\"} 1\n", ZKGATE_VERSION);
   family(o, "zkgate_start_time_seconds", "gauge",
@@ -98,11 +193,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   zg_text_printf(o, "zkgate_start_time_seconds %.3f\n",
                  (double)gw->started_wall_ms / 1000.0);
 
-  PER_SERVICE(o, gw, "zkgate_connections_accepted_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
               "Client connections accepted (TCP services) or requests routed "
               "(HTTP services).",
               svc->accepted);
-  PER_SERVICE(o, gw, "zkgate_connections_active", "gauge",
+  PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
               "Client connections (TCP services) or requests (HTTP services) "
               "in progress.",
               svc->active);
@@ -111,15 +206,33 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
     zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
     zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)gw->http_listeners[i]->accepted);
+    zg_text_printf(
+        o, "\"} %llu\n",
+        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 0));
+  }
+  family(o, "zkgate_worker_connections_accepted_total", "counter",
+         "Client connections accepted by each worker (event loop), on HTTP "
+         "listeners and TCP services.");
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_gateway_t *g = sh->gw[k];
+    unsigned long long v = 0;
+    for (size_t i = 0; i < g->n_http_listeners; i++)
+      v += g->http_listeners[i]->accepted;
+    for (size_t i = 0; i < g->n_services; i++)
+      if (g->services[i]->conf->protocol == ZG_PROTO_TCP)
+        v += g->services[i]->accepted;
+    zg_text_printf(o,
+                   "zkgate_worker_connections_accepted_total{worker=\"%u\"} "
+                   "%llu\n",
+                   zg_gateway_worker_id(g), v);
   }
   family(o, "zkgate_tls_rejected_total", "counter",
          "Clients a tls-passthrough listener closed before choosing a "
          "service, by reason (not_tls, unknown_sni, timeout).");
   for (size_t i = 0; i < gw->n_sni_listeners; i++) {
     const zg_sni_listener_t *sl = gw->sni_listeners[i];
-    const uint64_t counts[3] = {sl->not_tls, sl->unknown_sni, sl->timeouts};
+    uint64_t counts[3] = {0, 0, 0};
+    sni_sum(sh, sl, counts);
     static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
     for (int k = 0; k < 3; k++) {
       zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
@@ -159,8 +272,9 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
     zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
     zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)gw->http_listeners[i]->active);
+    zg_text_printf(
+        o, "\"} %llu\n",
+        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 1));
   }
 
   family(o, "zkgate_requests_total", "counter",
@@ -168,19 +282,27 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
          "was sent).");
   for (size_t i = 0; i < gw->n_services; i++) {
     const zg_service_t *svc = gw->services[i];
+    zg_traffic_t t;
     if (svc->conf->protocol != ZG_PROTO_HTTP)
       continue;
+    service_traffic(sh, svc, &t);
     for (int c = 0; c < 6; c++) {
       zg_text_printf(o, "zkgate_requests_total{service=\"");
       zg_text_label(o, svc->conf->name);
       zg_text_printf(o, "\",class=\"%s\"} %llu\n", class_names[c],
-                     (unsigned long long)svc->traffic.requests[c]);
+                     (unsigned long long)t.requests[c]);
     }
   }
-  for (int c = 0; c < 6; c++)
-    zg_text_printf(o, "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
-                   class_names[c],
-                   (unsigned long long)gw->unrouted.requests[c]);
+  {
+    zg_traffic_t t;
+    memset(&t, 0, sizeof(t));
+    for (size_t k = 0; k < sh->n; k++)
+      traffic_add(&t, &sh->gw[k]->unrouted);
+    for (int c = 0; c < 6; c++)
+      zg_text_printf(o,
+                     "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
+                     class_names[c], (unsigned long long)t.requests[c]);
+  }
 
   family(o, "zkgate_request_duration_seconds", "histogram",
          "HTTP request duration, from the complete head to the end of the "
@@ -188,51 +310,53 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   for (size_t i = 0; i < gw->n_services; i++) {
     const zg_service_t *svc = gw->services[i];
     zg_text_t label = {0};
+    zg_traffic_t t;
     if (svc->conf->protocol != ZG_PROTO_HTTP)
       continue;
+    service_traffic(sh, svc, &t);
     zg_text_printf(&label, "service=\"");
     zg_text_label(&label, svc->conf->name);
     zg_text_printf(&label, "\"");
     if (!label.oom)
-      zg_text_histogram(o, "zkgate_request_duration_seconds", label.p,
-                        &svc->traffic);
+      zg_text_histogram(o, "zkgate_request_duration_seconds", label.p, &t);
     zg_text_free(&label);
   }
 
-  PER_SERVICE(o, gw, "zkgate_upstream_connect_failures_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_upstream_connect_failures_total", "counter",
               "Connections to instances that failed (refused, timed out, "
               "unresolvable, TLS handshake or verification failed).",
               svc->connect_failures);
-  PER_SERVICE(o, gw, "zkgate_upstream_tls_handshakes_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_handshakes_total", "counter",
               "TLS handshakes with instances that completed.",
               svc->up_tls_handshakes);
-  PER_SERVICE(o, gw, "zkgate_upstream_tls_resumed_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_resumed_total", "counter",
               "TLS handshakes with instances that resumed a session.",
               svc->up_tls_resumed);
-  PER_SERVICE(o, gw, "zkgate_upstream_tls_failures_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_failures_total", "counter",
               "TLS handshakes with instances that failed (certificate not "
               "verified, name mismatch, protocol error, timeout); also in "
               "zkgate_upstream_connect_failures_total.",
               svc->up_tls_failures);
-  PER_SERVICE(o, gw, "zkgate_retries_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_retries_total", "counter",
               "Other instances tried after a failure.", svc->traffic.retries);
-  PER_SERVICE(o, gw, "zkgate_health_ejections_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_health_ejections_total", "counter",
               "Instances taken out of rotation by passive health checks.",
               svc->traffic.ejections);
-  PER_SERVICE(o, gw, "zkgate_no_instance_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_no_instance_total", "counter",
               "Connections or requests refused for want of a live instance.",
               svc->no_instance);
-  PER_SERVICE(o, gw, "zkgate_received_bytes_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_received_bytes_total", "counter",
               "Bytes received from clients.", svc->traffic.bytes_in);
-  PER_SERVICE(o, gw, "zkgate_sent_bytes_total", "counter",
+  PER_SERVICE(o, sh, "zkgate_sent_bytes_total", "counter",
               "Bytes sent to clients.", svc->traffic.bytes_out);
-  PER_SERVICE(o, gw, "zkgate_pool_instances", "gauge",
-              "Instances in the service's pool, in service or not.",
-              zg_service_pool(svc) ? zg_service_pool(svc)->n : 0);
-  PER_SERVICE(o, gw, "zkgate_pool_live_instances", "gauge",
-              "Instances in the service's pool taking new connections.",
-              zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
+  PER_SERVICE_ONE(o, sh, "zkgate_pool_instances", "gauge",
+                  "Instances in the service's pool, in service or not.",
+                  zg_service_pool(svc) ? zg_service_pool(svc)->n : 0);
+  PER_SERVICE_ONE(o, sh, "zkgate_pool_live_instances", "gauge",
+                  "Instances in the service's pool taking new connections.",
+                  zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
 
+  shards_put(gw);
   if (!gw->registry)
     goto reloads;
   zg_registry_stats(gw->registry, &rs);
@@ -311,14 +435,19 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
   return NULL;
 }
 
-static json_t *instance_json(zg_gateway_t *gw, const zg_service_t *svc,
+static json_t *instance_json(const shards_t *sh, const zg_service_t *svc,
                              const zg_instance_t *in) {
+  zg_gateway_t *gw = sh->gw[0];
   char key[ZG_HOST_MAX + 10];
-  size_t active;
+  size_t active = 0;
   zg_instance_addr_str(in, key, sizeof(key));
-  active = svc->conf->protocol == ZG_PROTO_HTTP
-               ? zg_http_instance_active(gw, svc, key)
-               : zg_tcp_instance_active(gw, svc, key);
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, svc);
+    if (s)
+      active += svc->conf->protocol == ZG_PROTO_HTTP
+                    ? zg_http_instance_active(sh->gw[k], s, key)
+                    : zg_tcp_instance_active(sh->gw[k], s, key);
+  }
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
                    "address", key, "znode", in->znode, "format",
                    zg_instance_format_name(in->format), "up", in->up, "weight",
@@ -328,8 +457,10 @@ static json_t *instance_json(zg_gateway_t *gw, const zg_service_t *svc,
                    "mtime_ms", (json_int_t)in->mtime_ms);
 }
 
-static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
+static json_t *service_json(const shards_t *sh, const zg_service_t *svc) {
+  zg_gateway_t *gw = sh->gw[0];
   const zg_service_conf_t *c = svc->conf;
+  uint64_t active = 0;
   const zg_pool_t *pool = zg_service_pool(svc);
   json_t *o = json_object(), *routes = json_array(), *insts = json_array();
   if (!o || !routes || !insts) {
@@ -369,7 +500,12 @@ static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
   if (c->protocol == ZG_PROTO_TLS_PASSTHROUGH)
     json_array_append_new(routes, json_pack("{s:s?}", "sni", c->sni));
   json_object_set_new(o, "routes", routes);
-  json_object_set_new(o, "active", json_integer((json_int_t)svc->active));
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, svc);
+    if (s)
+      active += s->active;
+  }
+  json_object_set_new(o, "active", json_integer((json_int_t)active));
   if (pool) {
     json_object_set_new(o, "pool_version",
                         json_integer((json_int_t)pool->version));
@@ -380,7 +516,7 @@ static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
         o, "pool_source",
         json_string(pool == svc->zk_pool ? "zookeeper" : "static"));
     for (size_t i = 0; i < pool->n; i++)
-      json_array_append_new(insts, instance_json(gw, svc, &pool->inst[i]));
+      json_array_append_new(insts, instance_json(sh, svc, &pool->inst[i]));
   } else {
     json_object_set_new(o, "pool_version", json_null());
     json_object_set_new(o, "pool_age_seconds", json_null());
@@ -392,17 +528,20 @@ static json_t *service_json(zg_gateway_t *gw, const zg_service_t *svc) {
 
 char *zg_admin_services_json(zg_gateway_t *gw) {
   json_t *root = json_object(), *list = json_array();
+  shards_t shards;
   char *text;
   if (!root || !list) {
     json_decref(root);
     json_decref(list);
     return NULL;
   }
+  shards_get(gw, &shards);
   for (size_t i = 0; i < gw->n_services; i++) {
-    json_t *s = service_json(gw, gw->services[i]);
+    json_t *s = service_json(&shards, gw->services[i]);
     if (s)
       json_array_append_new(list, s);
   }
+  shards_put(gw);
   json_object_set_new(root, "services", list);
   if (gw->registry) {
     zg_registry_stats_t rs;

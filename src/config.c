@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 #include <strings.h>
 #include <uv.h>
 
@@ -535,17 +536,26 @@ static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
 
 static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "workers")) {
-    if (strcmp(kv->value, "1") != 0) {
-      if (!strcmp(kv->value, "auto") ||
-          strspn(kv->value, "0123456789") == strlen(kv->value))
-        add_error(p, kv->line,
-                  "workers: this version runs one worker; only 1 is "
-                  "supported, got '%s'",
-                  kv->value);
-      else
-        add_error(p, kv->line, "workers: expected a number or auto, got '%s'",
-                  kv->value);
+    unsigned long n = 0;
+    if (!strcmp(kv->value, "auto")) {
+      n = uv_available_parallelism();
+      if (n > ZG_MAX_WORKERS)
+        n = ZG_MAX_WORKERS;
+    } else if (kv->value[0] && strlen(kv->value) <= 3 &&
+               strspn(kv->value, "0123456789") == strlen(kv->value)) {
+      n = strtoul(kv->value, NULL, 10);
+    } else {
+      add_error(p, kv->line,
+                "workers: expected a number (1 to %d) or auto, got '%s'",
+                ZG_MAX_WORKERS, kv->value);
+      return;
     }
+    if (n < 1 || n > ZG_MAX_WORKERS) {
+      add_error(p, kv->line, "workers: expected 1 to %d (or auto), got '%s'",
+                ZG_MAX_WORKERS, kv->value);
+      return;
+    }
+    cfg->proxy.workers = (unsigned)n;
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &cfg->proxy.connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "idle_timeout")) {
@@ -1425,21 +1435,63 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
 int zg_config_load(const char *path, zg_config_t **out,
                    zg_config_errors_t *errs) {
   parse_t p;
+  FILE *f;
+  char *text = NULL;
+  size_t len = 0, cap = 0;
   int rc;
   memset(&p, 0, sizeof(p));
   memset(errs, 0, sizeof(*errs));
-  p.file = fopen(path, "r");
-  if (!p.file) {
+  *out = NULL;
+  f = fopen(path, "r");
+  if (!f) {
     int err = -errno;
     p.name = path;
     p.errs = errs;
     add_error(&p, 0, "cannot open: %s", strerror(errno));
     free(p.err_lines);
-    *out = NULL;
     return err ? err : ZG_ECONFIG;
   }
-  rc = load(&p, path, out, errs);
-  fclose(p.file);
+  /* Read whole, parsed from memory and kept: workers parse the same text,
+   * whatever happens to the file meanwhile. */
+  for (;;) {
+    size_t n;
+    if (cap - len < 4096) {
+      char *t = cap < ZG_CONFIG_MAX ? realloc(text, cap + 65536) : NULL;
+      if (!t) {
+        fclose(f);
+        free(text);
+        p.name = path;
+        p.errs = errs;
+        add_error(&p, 0, "too large or out of memory (at most %d bytes)",
+                  ZG_CONFIG_MAX);
+        free(p.err_lines);
+        return ZG_ECONFIG;
+      }
+      text = t;
+      cap += 65536;
+    }
+    n = fread(text + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0)
+      break;
+  }
+  text[len] = '\0';
+  if (ferror(f) || memchr(text, '\0', len)) {
+    int bad = ferror(f);
+    fclose(f);
+    free(text);
+    p.name = path;
+    p.errs = errs;
+    add_error(&p, 0, bad ? "cannot read" : "contains a NUL byte");
+    free(p.err_lines);
+    return ZG_ECONFIG;
+  }
+  fclose(f);
+  rc = zg_config_load_string(text, path, out, errs);
+  if (*out)
+    (*out)->text = text;
+  else
+    free(text);
   return rc;
 }
 
@@ -1587,6 +1639,7 @@ int zg_config_same_sockaddr(const zg_listen_addr_t *a,
 void zg_config_free(zg_config_t *cfg) {
   if (!cfg)
     return;
+  free(cfg->text);
   for (size_t i = 0; i < cfg->n_services; i++)
     zg_service_conf_clear(&cfg->services[i]);
   free(cfg->services);

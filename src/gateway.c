@@ -9,6 +9,7 @@
 #include "zkgate/http_proxy.h"
 #include "zkgate/listener.h"
 #include "zkgate/sni_proxy.h"
+#include "zkgate/shared.h"
 #include "zkgate/tcp_proxy.h"
 #include "zkgate/tls.h"
 
@@ -30,69 +31,63 @@ void zg_buf_free_all(zg_gateway_t *gw) {
   zg_bufpool_clear(&gw->bufs);
 }
 
-typedef struct zg_failed_instance {
-  char key[ZG_HOST_MAX + 10];
-  uint64_t until_ms;
-} zg_failed_instance_t;
-
 int zg_health_failed(zg_gateway_t *gw, const char *key) {
-  uint64_t now = uv_now(gw->loop), ttl = gw->cfg->proxy.fail_timeout_ms;
-  zg_failed_instance_t *slot = NULL;
+  uint64_t ttl = gw->cfg->proxy.fail_timeout_ms;
   int fresh;
   if (ttl == 0)
     return 0;
-  for (size_t i = 0; i < gw->n_failed; i++) {
-    if (!strcmp(gw->failed[i].key, key) || gw->failed[i].until_ms <= now) {
-      slot = &gw->failed[i];
-      break;
-    }
-  }
-  if (!slot) {
-    if (gw->n_failed == gw->cap_failed) {
-      size_t cap = gw->cap_failed ? gw->cap_failed * 2 : 16;
-      zg_failed_instance_t *n = realloc(gw->failed, cap * sizeof(*n));
-      if (!n)
-        return 0;
-      gw->failed = n;
-      gw->cap_failed = cap;
-    }
-    slot = &gw->failed[gw->n_failed++];
-  }
-  fresh = strcmp(slot->key, key) != 0 || slot->until_ms <= now;
+  fresh = zg_shared_mark_failed(gw->sh, key, uv_now(gw->loop), ttl);
   if (fresh)
     zg_warn("gateway", "instance %s failed: skipped for %llu ms", key,
             (unsigned long long)ttl);
-  snprintf(slot->key, sizeof(slot->key), "%s", key);
-  slot->until_ms = now + ttl;
   return fresh;
 }
 
 int zg_health_is_failed(zg_gateway_t *gw, const char *key) {
-  uint64_t now = uv_now(gw->loop);
-  for (size_t i = 0; i < gw->n_failed; i++)
-    if (gw->failed[i].until_ms > now && !strcmp(gw->failed[i].key, key))
-      return 1;
-  return 0;
+  return zg_shared_is_failed(gw->sh, key, uv_now(gw->loop));
 }
 
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried) {
   zg_gateway_t *gw = svc->gw;
   size_t skip[16] = {0}, n = 0, i;
+  uint64_t now = uv_now(gw->loop), cursor;
   char key[ZG_HOST_MAX + 10];
   for (size_t k = 0; k < ntried && n < 16; k++)
     skip[n++] = tried[k];
-  if (gw->n_failed > 0 && pool)
+  if (pool && zg_shared_any_failed(gw->sh, now)) {
+    zg_shared_lock(gw->sh);
     for (size_t k = 0; k < pool->n && n < 16; k++)
-      if (zg_health_is_failed(
-              gw, zg_instance_addr_str(&pool->inst[k], key, sizeof(key))))
+      if (zg_shared_is_failed_locked(
+              gw->sh, zg_instance_addr_str(&pool->inst[k], key, sizeof(key)),
+              now))
         skip[n++] = k;
-  i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor, pool,
-                           skip, n);
+    zg_shared_unlock(gw->sh);
+  }
+  /* Workers share the cursor: loaded and stored whole (two picks at the
+   * same moment may go to the same instance; none is ever skipped for
+   * long). */
+  cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
+  i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &cursor, pool, skip,
+                           n);
   if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &svc->rr_cursor,
-                             pool, tried, ntried);
+    i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &cursor, pool, tried,
+                             ntried);
+  __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
   return i;
+}
+
+int zg_service_refused(zg_service_t *svc, uint64_t *total) {
+  uint64_t dropped;
+  svc->no_instance++;
+  *total = __atomic_add_fetch(&svc->shared->refused, 1, __ATOMIC_RELAXED);
+  return zg_shared_log_allowed(svc->gw->sh, &svc->shared->no_instance_rl,
+                               uv_now(svc->gw->loop), &dropped);
+}
+
+int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped) {
+  return zg_shared_log_allowed(svc->gw->sh, &svc->shared->connect_fail_rl,
+                               uv_now(svc->gw->loop), dropped);
 }
 
 zg_pool_t *zg_service_pool(const zg_service_t *svc) {
@@ -134,12 +129,20 @@ static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
           pool->zk_reads == 1 ? "" : "s");
 }
 
+static void peers_board_changed(zg_gateway_t *gw);
+
 static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   zg_service_t *svc = ctx;
+  zg_gateway_t *gw = svc->gw;
   (void)arg;
   log_pool(svc, pool);
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;
+  if (gw->n_peers > 0) {
+    zg_shared_post_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
+                        svc->conf->endpoint, pool);
+    peers_board_changed(gw);
+  }
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -174,11 +177,19 @@ static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
   return t;
 }
 
-static void gateway_stop(zg_gateway_t *gw, const char *why) {
+static void peers_post(zg_gateway_t *gw, int what);
+static void worker_gone(zg_gateway_t *gw);
+enum { POST_BOARD = 1, POST_DRAIN = 2, POST_STOP = 4 };
+
+/* Closes everything. The control loop stops the other workers too unless
+ * it only finished its own drain (each worker drains on its own). */
+static void gateway_stop_ex(zg_gateway_t *gw, const char *why, int peers) {
   if (gw->stopping)
     return;
   gw->stopping = 1;
   zg_info("gateway", "%s: stopping", why);
+  if (peers)
+    peers_post(gw, POST_STOP);
   if (gw->draining)
     uv_close((uv_handle_t *)&gw->drain_timer, on_handle_closed);
   for (size_t i = 0; i < gw->n_services; i++)
@@ -189,9 +200,17 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
   zg_http_stop(gw);
   zg_registry_close(gw->registry);
   gw->registry = NULL;
+  if (gw->worker) {
+    worker_gone(gw);
+    return;
+  }
   for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
     if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
       uv_close((uv_handle_t *)&gw->signals[i], on_handle_closed);
+}
+
+static void gateway_stop(zg_gateway_t *gw, const char *why) {
+  gateway_stop_ex(gw, why, 1);
 }
 
 /* Every client connection still open, whatever service or listener it
@@ -201,11 +220,24 @@ static size_t sessions_left(const zg_gateway_t *gw) {
          zg_http_sessions_open(gw);
 }
 
+/* The same for every worker (the control loop: the others paused). */
+static size_t all_sessions_left(zg_gateway_t *gw) {
+  zg_gateway_t *peers[ZG_MAX_WORKERS];
+  size_t left = sessions_left(gw), n;
+  if (gw->worker || gw->n_peers == 0)
+    return left;
+  n = zg_gateway_isolate(gw, peers);
+  for (size_t i = 0; i < n; i++)
+    left += sessions_left(peers[i]);
+  zg_gateway_release(gw);
+  return left;
+}
+
 static void on_drain_timer(uv_timer_t *t) {
   zg_gateway_t *gw = t->data;
   size_t left = sessions_left(gw);
   if (left == 0) {
-    gateway_stop(gw, "drained");
+    gateway_stop_ex(gw, "drained", 0);
     return;
   }
   if (uv_now(gw->loop) - gw->drain_start_ms >=
@@ -214,7 +246,7 @@ static void on_drain_timer(uv_timer_t *t) {
             "drain_timeout (%llu ms) is over: closing the %zu connection(s) "
             "left",
             (unsigned long long)gw->cfg->proxy.drain_timeout_ms, left);
-    gateway_stop(gw, "drain over");
+    gateway_stop_ex(gw, "drain over", 0);
   }
 }
 
@@ -228,6 +260,7 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
   }
   gw->draining = 1;
   gw->drain_start_ms = uv_now(gw->loop);
+  peers_post(gw, POST_DRAIN);
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
   zg_sni_drain(gw);
@@ -235,7 +268,7 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
   zg_info("gateway",
           "%s: draining: no new connections, %zu open one(s) may finish within "
           "%llu ms (signal again to stop at once)",
-          why, sessions_left(gw),
+          why, all_sessions_left(gw),
           (unsigned long long)gw->cfg->proxy.drain_timeout_ms);
   uv_timer_init(gw->loop, &gw->drain_timer);
   gw->drain_timer.data = gw;
@@ -298,8 +331,9 @@ static zg_service_t *service_new(zg_gateway_t *gw, zg_service_conf_t *conf) {
   svc->gw = gw;
   svc->conf = svc->own_conf = conf;
   svc->refs = 1;
-  zg_ratelimit_init(&svc->no_instance_rl, 10000, 5);
-  zg_ratelimit_init(&svc->connect_fail_rl, 10000, 5);
+  zg_shared_svc_init(&svc->own_shared);
+  if (!(svc->shared = zg_shared_service(gw->sh, conf->name)))
+    svc->shared = &svc->own_shared; /* out of memory: per worker */
   if (conf->n_instances > 0 &&
       !(svc->static_pool = zg_pool_new(conf->instances, conf->n_instances, 0,
                                        uv_now(gw->loop)))) {
@@ -489,12 +523,18 @@ zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
   return gw->up_tls_default;
 }
 
-static int services_start(zg_gateway_t *gw) {
+/* `given`: the control loop's certificates for another worker (emptied),
+ * NULL to load them. */
+static int services_start(zg_gateway_t *gw, tls_set_t *given) {
   const zg_config_t *cfg = gw->cfg;
   tls_set_t tls;
   int rc;
-  if ((rc = tls_build(gw, cfg, &tls)) != 0)
+  if (given) {
+    tls = *given;
+    memset(given, 0, sizeof(*given));
+  } else if ((rc = tls_build(gw, cfg, &tls)) != 0) {
     return rc;
+  }
   tls_install(gw, &tls);
   if (cfg->n_discovers > 0) {
     gw->discovers = calloc(cfg->n_discovers, sizeof(*gw->discovers));
@@ -645,7 +685,8 @@ static void discovered_add(zg_discover_t *d, const char *name) {
     return;
   }
   svc->discover = d;
-  if (zg_registry_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
+  if (gw->registry &&
+      zg_registry_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory watching %s", dc->name,
              c->zk_path);
     gw->n_services--;
@@ -696,21 +737,14 @@ static void discovered_remove(zg_discover_t *d, const char *name) {
   }
 }
 
-static void on_children(void *arg, void *ctx, const char *const *names,
-                        size_t n) {
-  zg_discover_t *d = ctx;
-  char **known;
+/* The board key of a discover section's children: its name and root. */
+static void discover_key(const zg_discover_t *d, char *key, size_t len) {
+  snprintf(key, len, "%s\n%s", d->conf->name, d->conf->zk_root);
+}
+
+/* `known` (sorted, owned from now on) are the root's children now. */
+static void discover_apply(zg_discover_t *d, char **known, size_t n) {
   int changed = 0;
-  (void)arg;
-  if (!(known = calloc(n ? n : 1, sizeof(*known))))
-    return; /* the next list tries again */
-  for (size_t i = 0; i < n; i++)
-    if (!(known[i] = strdup(names[i]))) {
-      while (i-- > 0)
-        free(known[i]);
-      free(known);
-      return;
-    }
   for (size_t i = 0; i < d->n_known; i++)
     if (!sorted_has(known, n, d->known[i])) {
       discovered_remove(d, d->known[i]);
@@ -730,6 +764,30 @@ static void on_children(void *arg, void *ctx, const char *const *names,
   if (changed && zg_http_routes_update(d->gw) != 0)
     zg_error("gateway", "discover %s: out of memory updating routes",
              d->conf->name);
+}
+
+static void on_children(void *arg, void *ctx, const char *const *names,
+                        size_t n) {
+  zg_discover_t *d = ctx;
+  zg_gateway_t *gw = d->gw;
+  char **known;
+  (void)arg;
+  if (!(known = calloc(n ? n : 1, sizeof(*known))))
+    return; /* the next list tries again */
+  for (size_t i = 0; i < n; i++)
+    if (!(known[i] = strdup(names[i]))) {
+      while (i-- > 0)
+        free(known[i]);
+      free(known);
+      return;
+    }
+  discover_apply(d, known, n);
+  if (gw->n_peers > 0) {
+    char key[1024];
+    discover_key(d, key, sizeof(key));
+    zg_shared_post_children(gw->sh, key, names, n);
+    peers_board_changed(gw);
+  }
 }
 
 static int registry_start(zg_gateway_t *gw) {
@@ -803,9 +861,14 @@ static zg_service_t *configured_named(zg_gateway_t *gw, const char *name) {
   return NULL;
 }
 
-static void reload(zg_gateway_t *gw) {
-  zg_config_t *cfg = NULL, *old_cfg = gw->cfg;
-  zg_config_errors_t errs;
+/* Applies `cfg` (owned from then on, freed when rejected). The control
+ * loop builds certificates and opens the access log itself; another
+ * worker gets them from it: `given_tls` (emptied) and `given_log` (a
+ * reference of its own, or NULL for none). 0, or -1 when rejected
+ * (logged; the running configuration stays). */
+static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
+                        tls_set_t *given_tls, zg_access_log_t *given_log) {
+  zg_config_t *old_cfg = gw->cfg;
   zg_http_listener_t **opened = NULL;
   zg_sni_listener_t **sni_opened = NULL;
   size_t n_opened = 0, n_sni_opened = 0, n_new = 0, cap_new = 0;
@@ -814,38 +877,19 @@ static void reload(zg_gateway_t *gw) {
   zg_discover_t **discs = NULL;
   tls_set_t tls = {NULL, NULL, 0};
   zg_tls_client_t **up_tls = NULL; /* per configured service, or NULL */
-  const char *why;
-  int rc, admin_moves, log_moves;
+  int admin_moves, log_moves;
   zg_admin_t *new_admin = NULL;
   zg_access_log_t *new_log = NULL;
   unsigned added = 0, changed = 0, kept = 0, removed = 0;
-
-  zg_info("gateway", "SIGHUP: reloading %s", old_cfg->path);
-  rc = zg_config_load(old_cfg->path, &cfg, &errs);
-  if (rc != 0) {
-    size_t n = errs.n;
-    for (size_t i = 0; i < errs.n; i++)
-      zg_error("config", "%s", errs.lines[i]);
-    zg_config_errors_free(&errs);
-    zg_error("gateway",
-             "reload rejected: %zu error(s); the running "
-             "configuration stays",
-             n);
-    gw->reloads_failed++;
-    return;
-  }
-  zg_config_errors_free(&errs);
-  if ((why = fixed_part_changed(gw, cfg)) != NULL) {
-    zg_error("gateway", "reload rejected: %s; the running configuration stays",
-             why);
-    goto reject;
-  }
 
   /* 1. Everything that can fail, before anything changes: certificates
    * and keys (read again, renewed or not), new listening sockets (HTTP by
    * address; TCP unless a TCP service already listens on that address)
    * and memory. */
-  if (tls_build(gw, cfg, &tls) != 0) {
+  if (given_tls) {
+    tls = *given_tls;
+    memset(given_tls, 0, sizeof(*given_tls));
+  } else if (tls_build(gw, cfg, &tls) != 0) {
     zg_error("gateway", "reload rejected: a certificate or key cannot be "
                         "loaded (above); the running configuration stays, "
                         "with the certificates it has");
@@ -867,9 +911,10 @@ static void reload(zg_gateway_t *gw) {
     goto reject;
   }
   admin_moves =
-      old_cfg->admin.enabled != cfg->admin.enabled ||
-      (cfg->admin.enabled &&
-       !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen));
+      !gw->worker &&
+      (old_cfg->admin.enabled != cfg->admin.enabled ||
+       (cfg->admin.enabled &&
+        !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen)));
   if (admin_moves && cfg->admin.enabled &&
       !(new_admin = zg_admin_open(gw, &cfg->admin.listen))) {
     zg_error("gateway",
@@ -880,9 +925,13 @@ static void reload(zg_gateway_t *gw) {
   }
   log_moves = !same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
               old_cfg->proxy.access_log_json != cfg->proxy.access_log_json;
-  if (log_moves && cfg->proxy.access_log &&
-      !(new_log = zg_access_log_open(cfg->proxy.access_log,
-                                     cfg->proxy.access_log_json))) {
+  if (gw->worker) { /* the control loop's log, whatever it is */
+    log_moves = 1;
+    new_log = given_log;
+    given_log = NULL;
+  } else if (log_moves && cfg->proxy.access_log &&
+             !(new_log = zg_access_log_open(cfg->proxy.access_log,
+                                            cfg->proxy.access_log_json))) {
     zg_error("gateway",
              "reload rejected: the access log %s cannot be opened; "
              "the running configuration stays",
@@ -940,7 +989,7 @@ static void reload(zg_gateway_t *gw) {
       svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
       if (gw->registry)
         zg_registry_retarget(gw->registry, old, svc);
-    } else if (sc->zk_path && gw->registry) {
+    } else if (sc->zk_path) {
       /* A path another service watches already (one renamed, say): its
        * pool serves until this watch has its own. */
       for (size_t k = 0; k < gw->n_services && !svc->zk_pool; k++) {
@@ -950,7 +999,8 @@ static void reload(zg_gateway_t *gw) {
             same_opt(o->conf->endpoint, sc->endpoint))
           svc->zk_pool = zg_pool_ref(o->zk_pool);
       }
-      if (zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
+      if (gw->registry &&
+          zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
         zg_error("gateway", "service %s: out of memory watching %s", sc->name,
                  sc->zk_path);
     }
@@ -1102,11 +1152,11 @@ static void reload(zg_gateway_t *gw) {
    * services again when that section is gone. */
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
-    for (size_t k = 0; d && gw->registry && k < d->n_known; k++)
+    for (size_t k = 0; d && k < d->n_known; k++)
       if (!discovered_by(gw, d, d->known[k]))
         discovered_add(d, d->known[k]);
   }
-  if (!gw->registry && cfg->zk.hosts && registry_start(gw) != 0)
+  if (!gw->worker && !gw->registry && cfg->zk.hosts && registry_start(gw) != 0)
     zg_error("gateway", "reload: cannot start the registry");
   if (zg_http_sync(gw, opened, n_opened) != 0)
     zg_error("gateway", "reload: out of memory building routes");
@@ -1133,11 +1183,10 @@ static void reload(zg_gateway_t *gw) {
   if (old_cfg != gw->zk_cfg)
     zg_config_free(old_cfg);
   free(tcp_new);
-  gw->reloads_ok++;
   zg_info("gateway",
           "reloaded: %u service(s) added, %u changed, %u removed, %u kept",
           added, changed, removed, kept);
-  return;
+  return 0;
 
 oom:
   zg_error("gateway", "reload rejected: out of memory; the running "
@@ -1164,7 +1213,238 @@ reject:
     zg_tls_client_unref(up_tls[i]);
   free(up_tls);
   zg_config_free(cfg);
-  gw->reloads_failed++;
+  zg_access_log_close(given_log);
+  return -1;
+}
+
+static void peers_reload(zg_gateway_t *gw);
+
+/* SIGHUP on the control loop: read, check, apply; then the other workers
+ * apply the same text. */
+static void reload(zg_gateway_t *gw) {
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs;
+  const char *why;
+  int rc;
+
+  zg_info("gateway", "SIGHUP: reloading %s", gw->cfg->path);
+  rc = zg_config_load(gw->cfg->path, &cfg, &errs);
+  if (rc != 0) {
+    size_t n = errs.n;
+    for (size_t i = 0; i < errs.n; i++)
+      zg_error("config", "%s", errs.lines[i]);
+    zg_config_errors_free(&errs);
+    zg_error("gateway",
+             "reload rejected: %zu error(s); the running "
+             "configuration stays",
+             n);
+    gw->reloads_failed++;
+    return;
+  }
+  zg_config_errors_free(&errs);
+  if ((why = fixed_part_changed(gw, cfg)) != NULL) {
+    zg_error("gateway", "reload rejected: %s; the running configuration stays",
+             why);
+    zg_config_free(cfg);
+    gw->reloads_failed++;
+    return;
+  }
+  if (reload_apply(gw, cfg, NULL, NULL) != 0) {
+    gw->reloads_failed++;
+    return;
+  }
+  gw->reloads_ok++;
+  peers_reload(gw);
+}
+
+/* ---- workers -----------------------------------------------------------
+ * [proxy] workers = N: the control loop is worker 0 and N-1 others run on
+ * threads, each a gateway of its own (registry == NULL) with listeners
+ * bound with SO_REUSEPORT, its own sessions, buffers and upstream
+ * connections. What they take from the control loop comes under the
+ * shared lock: the configuration text (parsed by the control loop, as
+ * inih is not thread-safe), the TLS servers (shared: one session cache and
+ * one set of ticket keys for all), the access log, and flags: the board
+ * changed, drain, stop. The request path takes no lock. */
+
+typedef struct zg_worker {
+  zg_gateway_t gw;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_async_t wake;
+  zg_shared_peer_t peer;
+  unsigned id;
+  /* handed over under the shared lock */
+  int started, start_rc;
+  tls_set_t start_tls;
+  zg_config_t *reload_cfg; /* the latest reload not yet applied, with: */
+  tls_set_t reload_tls;
+  zg_access_log_t *reload_log;
+  int posted; /* POST_* flags */
+} zg_worker_t;
+
+static int tls_set_copy(const zg_gateway_t *gw, tls_set_t *t) {
+  memset(t, 0, sizeof(*t));
+  if (gw->n_tls == 0)
+    return 0;
+  t->list = calloc(gw->n_tls, sizeof(*t->list));
+  t->addrs = calloc(gw->n_tls, sizeof(*t->addrs));
+  if (!t->list || !t->addrs) {
+    tls_set_free(t);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    t->list[i] = zg_tls_server_ref(gw->tls[i]);
+    t->addrs[i] = gw->tls_addrs[i];
+  }
+  t->n = gw->n_tls;
+  return 0;
+}
+
+static void peers_post(zg_gateway_t *gw, int what) {
+  if (gw->n_peers == 0)
+    return;
+  zg_shared_lock(gw->sh);
+  for (size_t i = 0; i < gw->n_peers; i++) {
+    zg_worker_t *w = gw->peers[i];
+    w->posted |= what;
+    if (w->peer.live)
+      uv_async_send(&w->wake);
+  }
+  zg_shared_unlock(gw->sh);
+}
+
+static void peers_board_changed(zg_gateway_t *gw) {
+  peers_post(gw, POST_BOARD);
+}
+
+/* After a reload of the control loop: the same text for every worker. */
+static void peers_reload(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_peers; i++) {
+    zg_worker_t *w = gw->peers[i];
+    zg_config_t *cfg = NULL, *stale_cfg;
+    zg_config_errors_t errs;
+    tls_set_t tls, stale_tls;
+    zg_access_log_t *stale_log;
+    if (zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg, &errs) != 0 ||
+        tls_set_copy(gw, &tls) != 0) {
+      zg_config_errors_free(&errs);
+      zg_config_free(cfg);
+      zg_error("gateway",
+               "worker %u keeps its configuration: the new one could not be "
+               "handed to it (out of memory)",
+               w->id);
+      continue;
+    }
+    zg_config_errors_free(&errs);
+    zg_shared_lock(gw->sh);
+    stale_cfg = w->reload_cfg;
+    stale_tls = w->reload_tls;
+    stale_log = w->reload_log;
+    w->reload_cfg = cfg;
+    w->reload_tls = tls;
+    w->reload_log = zg_access_log_ref(gw->access_log);
+    if (w->peer.live)
+      uv_async_send(&w->wake);
+    zg_shared_unlock(gw->sh);
+    /* One not applied yet is replaced: the latest is what counts. */
+    zg_config_free(stale_cfg);
+    tls_set_free(&stale_tls);
+    zg_access_log_close(stale_log);
+  }
+}
+
+/* A worker takes the board's pools and children lists that are new to it. */
+static void board_take(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_discovers; i++) {
+    zg_discover_t *d = gw->discovers[i];
+    char key[1024], **names = NULL;
+    size_t n = 0;
+    if (!d)
+      continue;
+    discover_key(d, key, sizeof(key));
+    if (zg_shared_children(gw->sh, key, &d->board_seq, &names, &n))
+      discover_apply(d, names, n);
+  }
+  for (size_t i = 0; i < gw->n_services; i++) {
+    zg_service_t *svc = gw->services[i];
+    zg_pool_t *p;
+    if (!svc->conf->zk_path)
+      continue;
+    p = zg_shared_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
+                       svc->conf->endpoint);
+    if (p && p != svc->zk_pool) {
+      zg_pool_unref(svc->zk_pool);
+      svc->zk_pool = p;
+    } else {
+      zg_pool_unref(p);
+    }
+  }
+}
+
+static void on_wake_closed(uv_handle_t *h) {
+  (void)h;
+}
+
+/* The worker's loop stops answering: no more wake-ups, no more pauses. */
+static void worker_gone(zg_gateway_t *gw) {
+  zg_worker_t *w = gw->worker;
+  zg_shared_lock(gw->sh);
+  zg_shared_peer_gone(gw->sh, &w->peer);
+  zg_shared_unlock(gw->sh);
+  if (w->peer.wake && !uv_is_closing((uv_handle_t *)&w->wake))
+    uv_close((uv_handle_t *)&w->wake, on_wake_closed);
+}
+
+static void on_wake(uv_async_t *h) {
+  zg_worker_t *w = h->data;
+  zg_gateway_t *gw = &w->gw;
+  zg_config_t *cfg;
+  tls_set_t tls;
+  zg_access_log_t *log;
+  int posted;
+  zg_shared_lock(gw->sh);
+  zg_shared_pause_point(gw->sh, &w->peer);
+  cfg = w->reload_cfg;
+  tls = w->reload_tls;
+  log = w->reload_log;
+  posted = w->posted;
+  w->reload_cfg = NULL;
+  memset(&w->reload_tls, 0, sizeof(w->reload_tls));
+  w->reload_log = NULL;
+  w->posted = 0;
+  zg_shared_unlock(gw->sh);
+  if (gw->stopping) {
+    zg_config_free(cfg);
+    tls_set_free(&tls);
+    zg_access_log_close(log);
+    return;
+  }
+  if (cfg && reload_apply(gw, cfg, &tls, log) != 0)
+    zg_error("gateway",
+             "worker %u: the reload was rejected (above): it "
+             "keeps its configuration",
+             w->id);
+  tls_set_free(&tls); /* what reload_apply did not take */
+  if (cfg || (posted & POST_BOARD))
+    board_take(gw);
+  if (posted & POST_STOP)
+    gateway_stop(gw, "stop");
+  else if ((posted & POST_DRAIN) && !gw->draining)
+    gateway_drain(gw, "drain");
+}
+
+static void gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
+                         zg_shared_t *sh) {
+  uint64_t seed;
+  memset(gw, 0, sizeof(*gw));
+  zg_bufpool_init(&gw->bufs, ZG_BUF_SIZE, MAX_FREE_BUFS);
+  gw->loop = loop;
+  gw->cfg = cfg;
+  gw->sh = sh;
+  if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
+    seed = uv_hrtime() ^ (uint64_t)(uintptr_t)gw;
+  zg_rng_seed(&gw->rng, seed);
 }
 
 static void walk_close(uv_handle_t *h, void *arg) {
@@ -1173,26 +1453,190 @@ static void walk_close(uv_handle_t *h, void *arg) {
     uv_close(h, on_handle_closed);
 }
 
+/* After its loop ended: closes what is left, frees everything. */
+static void gateway_free(zg_gateway_t *gw) {
+  /* Anything still open (there should be nothing) is closed, so that the
+   * loop can be closed and the sanitizers see no leak. */
+  uv_walk(gw->loop, walk_close, NULL);
+  uv_run(gw->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(gw->loop) != 0)
+    zg_warn("gateway", "event loop closed with handles still open");
+  zg_http_free(gw);
+  zg_sni_free(gw);
+  for (size_t i = 0; i < gw->n_services; i++)
+    zg_service_unref(gw->services[i]);
+  for (size_t i = 0; i < gw->n_discovers; i++)
+    if (gw->discovers[i])
+      discover_free(gw->discovers[i]);
+  free(gw->discovers);
+  zg_access_log_close(gw->access_log);
+  {
+    tls_set_t t = {gw->tls, gw->tls_addrs, gw->n_tls};
+    tls_set_free(&t);
+  }
+  zg_tls_client_unref(gw->up_tls_default);
+  free(gw->services);
+  zg_buf_free_all(gw);
+  if (gw->zk_cfg != gw->cfg)
+    zg_config_free(gw->zk_cfg);
+  zg_config_free(gw->cfg);
+}
+
+static void worker_main(void *arg) {
+  zg_worker_t *w = arg;
+  zg_gateway_t *gw = &w->gw;
+  int rc;
+  zg_log_thread_quiet(1); /* the control loop tells what all do */
+  int async_rc = uv_async_init(&w->loop, &w->wake, on_wake);
+  w->wake.data = w;
+  rc = async_rc;
+  if (rc == 0)
+    rc = services_start(gw, &w->start_tls);
+  tls_set_free(&w->start_tls);
+  zg_shared_lock(gw->sh);
+  w->started = 1;
+  w->start_rc = rc;
+  w->peer.wake = async_rc == 0 ? &w->wake : NULL;
+  w->peer.live = rc == 0;
+  zg_shared_wake_all(gw->sh);
+  zg_shared_unlock(gw->sh);
+  if (rc == 0)
+    board_take(gw);
+  else
+    gateway_stop(gw, "start failed");
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  gateway_free(gw);
+}
+
+/* Starts workers 1..N-1 (the control loop has started). 0, or an error
+ * (logged) with those started stopped again. */
+static int peers_start(zg_gateway_t *gw) {
+  unsigned n = gw->cfg->proxy.workers;
+  int rc = 0;
+  if (n <= 1)
+    return 0;
+  if (!gw->cfg->text) {
+    zg_error("gateway", "workers: the configuration text is not at hand");
+    return ZG_ECONFIG;
+  }
+  if (!(gw->peers = calloc(n - 1, sizeof(*gw->peers))))
+    return UV_ENOMEM;
+  for (unsigned i = 1; i < n && rc == 0; i++) {
+    zg_worker_t *w = calloc(1, sizeof(*w));
+    zg_config_t *cfg = NULL;
+    zg_config_errors_t errs;
+    if (!w)
+      return UV_ENOMEM;
+    w->id = i;
+    if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg,
+                                    &errs)) != 0 ||
+        (rc = uv_loop_init(&w->loop)) != 0) {
+      zg_config_errors_free(&errs);
+      zg_config_free(cfg);
+      free(w);
+      zg_error("gateway", "worker %u: cannot be set up: %s", i,
+               uv_strerror(rc));
+      break;
+    }
+    zg_config_errors_free(&errs);
+    gateway_init(&w->gw, &w->loop, cfg, gw->sh);
+    w->gw.worker = w;
+    w->gw.access_log = zg_access_log_ref(gw->access_log);
+    if ((rc = tls_set_copy(gw, &w->start_tls)) != 0 ||
+        (rc = uv_thread_create(&w->thread, worker_main, w)) != 0) {
+      zg_error("gateway", "worker %u: cannot start: %s", i, uv_strerror(rc));
+      tls_set_free(&w->start_tls);
+      zg_access_log_close(w->gw.access_log);
+      zg_config_free(cfg);
+      uv_loop_close(&w->loop);
+      free(w);
+      break;
+    }
+    gw->peers[gw->n_peers++] = w;
+  }
+  /* Each binds its listeners: wait for all to be listening (or failed). */
+  zg_shared_lock(gw->sh);
+  for (size_t i = 0; i < gw->n_peers; i++) {
+    while (!gw->peers[i]->started)
+      zg_shared_wait(gw->sh);
+    if (gw->peers[i]->start_rc != 0 && rc == 0) {
+      rc = gw->peers[i]->start_rc;
+      zg_error("gateway", "worker %u could not start: %s", gw->peers[i]->id,
+               uv_strerror(rc));
+    }
+  }
+  zg_shared_unlock(gw->sh);
+  return rc;
+}
+
+static void peers_join(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_peers; i++) {
+    zg_worker_t *w = gw->peers[i];
+    uv_thread_join(&w->thread);
+    zg_config_free(w->reload_cfg);
+    tls_set_free(&w->reload_tls);
+    zg_access_log_close(w->reload_log);
+    free(w);
+  }
+  free(gw->peers);
+  gw->peers = NULL;
+  gw->n_peers = 0;
+}
+
+size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out) {
+  zg_shared_peer_t *list[ZG_MAX_WORKERS];
+  size_t n = 0;
+  if (gw->n_peers == 0)
+    return 0;
+  for (size_t i = 0; i < gw->n_peers; i++)
+    list[i] = &gw->peers[i]->peer;
+  zg_shared_isolate(gw->sh, list, gw->n_peers);
+  zg_shared_lock(gw->sh);
+  for (size_t i = 0; i < gw->n_peers; i++)
+    if (gw->peers[i]->peer.paused)
+      out[n++] = &gw->peers[i]->gw;
+  zg_shared_unlock(gw->sh);
+  return n;
+}
+
+unsigned zg_gateway_worker_id(const zg_gateway_t *gw) {
+  return gw->worker ? gw->worker->id : 0;
+}
+
+void zg_gateway_release(zg_gateway_t *gw) {
+  if (gw->n_peers > 0)
+    zg_shared_release(gw->sh);
+}
+
+zg_service_t *zg_gateway_service(const zg_gateway_t *gw, const char *name) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (!strcmp(gw->services[i]->conf->name, name))
+      return gw->services[i];
+  return NULL;
+}
+
 int zg_gateway_run(zg_config_t *cfg) {
   zg_gateway_t gw;
   uv_loop_t loop;
-  uint64_t seed;
+  zg_shared_t *sh;
   int rc, exit_code = 0;
   static const int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
-  memset(&gw, 0, sizeof(gw));
-  zg_bufpool_init(&gw.bufs, ZG_BUF_SIZE, MAX_FREE_BUFS);
   /* A peer that closes while we write must not kill the process. */
   signal(SIGPIPE, SIG_IGN);
-  if ((rc = uv_loop_init(&loop)) != 0) {
-    zg_error("gateway", "cannot create the event loop: %s", uv_strerror(rc));
+  if (!(sh = zg_shared_new())) {
+    zg_error("gateway", "out of memory");
+    zg_config_free(cfg);
     return 1;
   }
-  gw.loop = &loop;
-  gw.cfg = cfg;
-  if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
-    seed = uv_hrtime() ^ (uint64_t)(uintptr_t)&gw;
-  zg_rng_seed(&gw.rng, seed);
+  if ((rc = uv_loop_init(&loop)) != 0) {
+    zg_error("gateway", "cannot create the event loop: %s", uv_strerror(rc));
+    zg_shared_free(sh);
+    zg_config_free(cfg);
+    return 1;
+  }
+  gateway_init(&gw, &loop, cfg, sh);
+  zg_listener_reuseport = cfg->proxy.workers > 1;
 
   for (size_t i = 0; i < 4; i++) {
     uv_signal_init(&loop, &gw.signals[i]);
@@ -1212,7 +1656,9 @@ int zg_gateway_run(zg_config_t *cfg) {
                                            cfg->proxy.access_log_json)))
     rc = ZG_ECONFIG;
   if (rc == 0)
-    rc = services_start(&gw);
+    rc = services_start(&gw, NULL);
+  if (rc == 0)
+    rc = peers_start(&gw);
   if (rc == 0)
     rc = registry_start(&gw);
   if (rc == 0)
@@ -1224,35 +1670,14 @@ int zg_gateway_run(zg_config_t *cfg) {
     zg_info("gateway", "zkgate %s started with %zu service%s%s", ZKGATE_VERSION,
             gw.n_services, gw.n_services == 1 ? "" : "s",
             gw.n_discovers ? " (and discovery: more to come)" : "");
+    if (gw.n_peers)
+      zg_info("gateway", "%zu workers, each listening on every address",
+              gw.n_peers + 1);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-
-  /* Anything still open (there should be nothing) is closed, so that the
-   * loop can be closed and the sanitizers see no leak. */
-  uv_walk(&loop, walk_close, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
-    zg_warn("gateway", "event loop closed with handles still open");
-  zg_http_free(&gw);
-  zg_sni_free(&gw);
-  for (size_t i = 0; i < gw.n_services; i++)
-    zg_service_unref(gw.services[i]);
-  for (size_t i = 0; i < gw.n_discovers; i++)
-    if (gw.discovers[i])
-      discover_free(gw.discovers[i]);
-  free(gw.discovers);
-  zg_access_log_close(gw.access_log);
-  {
-    tls_set_t t = {gw.tls, gw.tls_addrs, gw.n_tls};
-    tls_set_free(&t);
-  }
-  zg_tls_client_unref(gw.up_tls_default);
-  free(gw.failed);
-  free(gw.services);
-  zg_buf_free_all(&gw);
-  if (gw.zk_cfg != gw.cfg)
-    zg_config_free(gw.zk_cfg);
-  zg_config_free(gw.cfg);
+  peers_join(&gw);
+  gateway_free(&gw);
+  zg_shared_free(sh);
   if (exit_code == 0)
     zg_info("gateway", "stopped");
   return exit_code;

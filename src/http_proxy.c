@@ -549,7 +549,8 @@ static void upstream_close(zg_http_upstream_t *u) {
  * reads costs epoll_ctl calls (libuv 1.44 re-adds the descriptor). */
 static void upstream_reading(zg_http_upstream_t *u);
 
-static char idle_sink[64]; /* anything read while idle ends the connection */
+static _Thread_local char
+    idle_sink[64]; /* anything read while idle ends the connection */
 
 static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
   if (nread == 0 || u->closing)
@@ -1068,8 +1069,7 @@ static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
   s->svc->connect_failures++;
   if (zg_health_failed(s->gw, u->key))
     s->svc->traffic.ejections++;
-  if (zg_ratelimit_allow(&s->svc->connect_fail_rl, uv_now(s->gw->loop),
-                         &dropped))
+  if (zg_service_log_connect_fail(s->svc, &dropped))
     zg_warn("http", "service %s: cannot connect to instance %s: %s",
             s->svc->conf->name, u->key, why);
   s->up = NULL;
@@ -1401,14 +1401,12 @@ static void head_complete(zg_http_session_t *s) {
   s->pool = zg_service_pool(s->svc);
   if (!s->pool) {
     char msg[160];
-    uint64_t dropped;
-    s->svc->no_instance++;
+    uint64_t total;
     snprintf(msg, sizeof(msg), "service %s has no live instance",
              s->svc->conf->name);
-    if (zg_ratelimit_allow(&s->svc->no_instance_rl, uv_now(s->gw->loop),
-                           &dropped))
+    if (zg_service_refused(s->svc, &total))
       zg_warn("http", "%s (%llu requests refused so far)", msg,
-              (unsigned long long)s->svc->no_instance);
+              (unsigned long long)total);
     respond_error(s, 503, msg);
     return;
   }
@@ -1854,7 +1852,8 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
  * a head larger than a block. The client is read for as long as the
  * buffer has room, whatever the exchange is waiting for: stopping and
  * starting reads on every request costs epoll_ctl calls. */
-static char linger_sink[4096]; /* what a lingering client still sends */
+static _Thread_local char
+    linger_sink[4096]; /* what a lingering client still sends */
 
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   zg_http_session_t *s = h->data;
@@ -2159,7 +2158,10 @@ static zg_http_listener_t *zg_http_listener_open(zg_gateway_t *gw,
   int rc;
   if (!hl)
     return NULL;
-  settings_init();
+  {
+    static uv_once_t once = UV_ONCE_INIT; /* workers start on threads */
+    uv_once(&once, settings_init);
+  }
   hl->gw = gw;
   hl->addr = *addr;
   hl->refs = 1;

@@ -3,16 +3,36 @@
 #include "zkgate/listener.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
+
+#ifndef SO_REUSEPORT /* Linux has it; _POSIX_C_SOURCE hides it */
+#define SO_REUSEPORT 15
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 
 #define ZG_LISTEN_BACKLOG 511 /* as nginx and HAProxy default to */
 
+int zg_listener_reuseport = 0;
+
 int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
                       const zg_listen_addr_t *addr, uv_connection_cb cb) {
-  int rc = uv_tcp_init(loop, tcp);
-  if (rc != 0)
+  int rc = uv_tcp_init_ex(loop, tcp, addr->ss.ss_family);
+  if (rc != 0) { /* no socket (EMFILE): still a handle the caller closes */
+    uv_tcp_init(loop, tcp);
     return rc;
+  }
+  if (zg_listener_reuseport) {
+    /* Each worker listens on a socket of its own; the kernel spreads new
+     * connections over them. */
+    uv_os_fd_t fd;
+    int on = 1;
+    if ((rc = uv_fileno((uv_handle_t *)tcp, &fd)) != 0)
+      return rc;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+      return uv_translate_sys_error(errno);
+  }
   rc = uv_tcp_bind(tcp, (const struct sockaddr *)&addr->ss, 0);
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)tcp, ZG_LISTEN_BACKLOG, cb);

@@ -5,17 +5,28 @@
 #include <stdio.h>
 #include <time.h>
 
-/* Set once at start, before any loop runs (see log.h). */
+/* Set at start and by reloads (the control loop) while workers read it:
+ * atomic loads and stores. */
 static zg_log_level_t log_level = ZG_LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void zg_log_set_level(zg_log_level_t level) {
-  log_level = level;
+  __atomic_store_n(&log_level, level, __ATOMIC_RELAXED);
+}
+
+/* Workers other than the control loop: their info lines are debug ones
+ * (the control loop's say the same once). */
+static _Thread_local int thread_quiet;
+
+void zg_log_thread_quiet(int on) {
+  thread_quiet = on;
 }
 
 int zg_log_enabled(zg_log_level_t level) {
-  return level <= log_level;
+  if (thread_quiet && level == ZG_LOG_INFO)
+    level = ZG_LOG_DEBUG;
+  return level <= __atomic_load_n(&log_level, __ATOMIC_RELAXED);
 }
 
 void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...) {
@@ -26,6 +37,8 @@ void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...) {
   int r;
   va_list ap;
 
+  if (thread_quiet && level == ZG_LOG_INFO)
+    level = ZG_LOG_DEBUG;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
   n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);

@@ -368,8 +368,7 @@ static void connect_failed(zg_tcp_session_t *s, const char *why) {
   zg_service_t *svc = s->svc;
   uint64_t dropped;
   svc->connect_failures++;
-  if (zg_ratelimit_allow(&svc->connect_fail_rl, uv_now(svc->gw->loop),
-                         &dropped))
+  if (zg_service_log_connect_fail(svc, &dropped))
     zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
             svc->conf->name, s->instance_addr, why,
             dropped ? " (and earlier failures not logged)" : "");
@@ -508,7 +507,6 @@ static void try_connect(zg_tcp_session_t *s) {
   zg_gateway_t *gw = svc->gw;
   const zg_instance_t *inst;
   size_t i;
-  uint64_t dropped;
   uint16_t port;
 
   if (!s->pool) {
@@ -520,13 +518,12 @@ static void try_connect(zg_tcp_session_t *s) {
                             : ZG_PICK_NONE;
   if (i == ZG_PICK_NONE) {
     if (s->ntried == 0) {
-      svc->no_instance++;
-      if (zg_ratelimit_allow(&svc->no_instance_rl, uv_now(gw->loop), &dropped))
+      uint64_t total;
+      if (zg_service_refused(svc, &total))
         zg_warn("tcp",
                 "service %s: no live instance; client %s closed "
                 "(%llu such connections so far)",
-                svc->conf->name, s->client_addr,
-                (unsigned long long)svc->no_instance);
+                svc->conf->name, s->client_addr, (unsigned long long)total);
       session_end(s, "no instance");
     } else {
       session_end(s, "instances unreachable");

@@ -41,11 +41,26 @@
 
 /* ---- servers ------------------------------------------------------------ */
 
+/* Shared by the workers (and by the generations of a listener's server
+ * across reloads): counts change with atomic adds, the log's rate limit
+ * under the mutex. */
 typedef struct {
-  unsigned refs;
+  unsigned refs; /* atomic builtins */
   zg_tls_counts_t counts;
+  uv_mutex_t rl_mu;
   zg_ratelimit_t fail_rl;
 } stats_t;
+
+#define ATOMIC_INC(x) __atomic_fetch_add(&(x), 1, __ATOMIC_RELAXED)
+#define ATOMIC_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static int failure_log_allowed(stats_t *st, uint64_t now, uint64_t *dropped) {
+  int ok;
+  uv_mutex_lock(&st->rl_mu);
+  ok = zg_ratelimit_allow(&st->fail_rl, now, dropped);
+  uv_mutex_unlock(&st->rl_mu);
+  return ok;
+}
 
 typedef struct {
   SSL_CTX *ctx;
@@ -56,7 +71,7 @@ typedef struct {
 } site_t;
 
 struct zg_tls_server {
-  unsigned refs;
+  unsigned refs; /* atomic builtins: workers share servers */
   stats_t *stats;
   char listener[64];
   site_t *sites;
@@ -309,8 +324,11 @@ static void server_free(zg_tls_server_t *srv) {
   free(srv->sites);
   free(srv->patterns);
   free(srv->own_patterns);
-  if (srv->stats && --srv->stats->refs == 0)
+  if (srv->stats &&
+      __atomic_sub_fetch(&srv->stats->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    uv_mutex_destroy(&srv->stats->rl_mu);
     free(srv->stats);
+  }
   free(srv);
 }
 
@@ -341,10 +359,15 @@ int zg_tls_server_new(const zg_service_conf_t *const *svcs, size_t n,
   snprintf(srv->listener, sizeof(srv->listener), "%s", listener);
   if (prev) {
     srv->stats = prev->stats;
-    srv->stats->refs++;
+    __atomic_add_fetch(&srv->stats->refs, 1, __ATOMIC_RELAXED);
   } else {
     if (!(srv->stats = calloc(1, sizeof(*srv->stats))))
       goto oom;
+    if (uv_mutex_init(&srv->stats->rl_mu) != 0) {
+      free(srv->stats);
+      srv->stats = NULL;
+      goto oom;
+    }
     srv->stats->refs = 1;
     zg_ratelimit_init(&srv->stats->fail_rl, 10000, 5);
   }
@@ -383,12 +406,12 @@ oom:
 }
 
 zg_tls_server_t *zg_tls_server_ref(zg_tls_server_t *srv) {
-  srv->refs++;
+  __atomic_add_fetch(&srv->refs, 1, __ATOMIC_RELAXED);
   return srv;
 }
 
 void zg_tls_server_unref(zg_tls_server_t *srv) {
-  if (srv && --srv->refs == 0)
+  if (srv && __atomic_sub_fetch(&srv->refs, 1, __ATOMIC_ACQ_REL) == 0)
     server_free(srv);
 }
 
@@ -397,7 +420,9 @@ const char *zg_tls_server_listener(const zg_tls_server_t *srv) {
 }
 
 void zg_tls_server_counts(const zg_tls_server_t *srv, zg_tls_counts_t *out) {
-  *out = srv->stats->counts;
+  out->handshakes = ATOMIC_GET(srv->stats->counts.handshakes);
+  out->resumed = ATOMIC_GET(srv->stats->counts.resumed);
+  out->failures = ATOMIC_GET(srv->stats->counts.failures);
 }
 
 /* The certificate by server name (RFC 6066 §3): the service whose host
@@ -555,12 +580,13 @@ static void handshake_done(zg_tls_conn_t *c, int status, const char *why) {
     }
   } else if (status == 0) {
     c->established = 1;
-    st->counts.handshakes++;
-    st->counts.resumed += SSL_session_reused(c->ssl) ? 1 : 0;
+    ATOMIC_INC(st->counts.handshakes);
+    if (SSL_session_reused(c->ssl))
+      ATOMIC_INC(st->counts.resumed);
   } else {
     uint64_t now = uv_now(c->tcp->loop), dropped;
-    st->counts.failures++;
-    if (zg_ratelimit_allow(&st->fail_rl, now, &dropped))
+    ATOMIC_INC(st->counts.failures);
+    if (failure_log_allowed(st, now, &dropped))
       zg_warn("tls", "listen %s: client %s: handshake failed: %s%s",
               c->srv->listener, c->peer, why,
               dropped ? " (and earlier failures not logged)" : "");
@@ -751,8 +777,8 @@ void zg_tls_handshake_timed_out(zg_tls_conn_t *c) {
     return;
   }
   st = c->srv->stats;
-  st->counts.failures++;
-  if (zg_ratelimit_allow(&st->fail_rl, uv_now(c->tcp->loop), &dropped))
+  ATOMIC_INC(st->counts.failures);
+  if (failure_log_allowed(st, uv_now(c->tcp->loop), &dropped))
     zg_warn("tls", "listen %s: client %s: handshake failed: timeout%s",
             c->srv->listener, c->peer,
             dropped ? " (and earlier failures not logged)" : "");

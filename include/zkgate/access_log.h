@@ -17,6 +17,9 @@ void zg_access_log_write(zg_access_log_t *log, const zg_access_entry_t *e);
 /* Reopens the file (after a rotation moved it); the old one stays in use
  * when the new one cannot be opened. 0 or a negative errno. */
 int zg_access_log_reopen(zg_access_log_t *log);
+/* Another reference (workers share the log); close drops one and closes
+ * with the last. Writes and reopen are safe from any thread. */
+zg_access_log_t *zg_access_log_ref(zg_access_log_t *log);
 void zg_access_log_close(zg_access_log_t *log); /* NULL is fine */
 
 #endif

@@ -85,8 +85,12 @@ typedef struct {
   int line; /* of the section header */
 } zg_discover_conf_t;
 
+#define ZG_MAX_WORKERS 64
+#define ZG_CONFIG_MAX (16 * 1024 * 1024)
+
 typedef struct {
   char *path; /* the file, as given */
+  char *text; /* what it held when read (zg_config_load), or NULL */
   struct {
     char *hosts; /* NULL when no service uses ZooKeeper */
     uint64_t session_timeout_ms;

@@ -15,6 +15,7 @@
 #include "zkgate/metrics.h"
 #include "zkgate/pool.h"
 #include "zkgate/registry.h"
+#include "zkgate/shared.h"
 
 struct zg_gateway;
 struct zg_tcp_session;
@@ -27,6 +28,7 @@ struct zg_tls_server;
 struct zg_tls_client;
 
 struct zg_discover;
+struct zg_worker;
 
 /* A service at run time: its configuration, its pools and its listener.
  * Reference-counted: the gateway holds one while the service is configured
@@ -40,7 +42,10 @@ typedef struct zg_service {
   unsigned refs;
   zg_pool_t *zk_pool;     /* latest from the registry; NULL before the first */
   zg_pool_t *static_pool; /* from `instances =`; NULL when none */
-  uint64_t rr_cursor;
+  /* round-robin cursor, log rate limits: what the services of this name
+   * share across workers (own_shared when out of memory) */
+  zg_shared_svc_t *shared;
+  zg_shared_svc_t own_shared;
   uv_tcp_t *listener; /* TCP services: heap, handed on by a reload */
   /* counters */
   uint64_t accepted;
@@ -55,8 +60,6 @@ typedef struct zg_service {
   uint64_t up_tls_failures; /* handshakes or verifications that failed (also
                                counted in connect_failures) */
   zg_traffic_t traffic;
-  zg_ratelimit_t no_instance_rl;
-  zg_ratelimit_t connect_fail_rl;
 } zg_service_t;
 
 /* A [discover:NAME] section at run time: the children of its zk_root
@@ -66,11 +69,21 @@ typedef struct zg_discover {
   const zg_discover_conf_t *conf;
   char **known;
   size_t n_known;
-  int listed; /* the root's children were reported at least once */
+  int listed;         /* the root's children were reported at least once */
+  uint64_t board_seq; /* workers: the list taken from the board last */
 } zg_discover_t;
 
 typedef struct zg_gateway {
   uv_loop_t *loop;
+  /* Workers ([proxy] workers = N): the control loop (worker 0, this one
+   * when `worker` is NULL) runs the registry, the admin listener and the
+   * signals besides its share of connections; each other worker is a
+   * gateway of its own on its own thread, with registry == NULL, taking
+   * pools and children from the board and reloads by message. */
+  zg_shared_t *sh;
+  struct zg_worker *worker; /* NULL: the control loop */
+  struct zg_worker **peers; /* control: the other workers */
+  size_t n_peers;
   zg_config_t *cfg;        /* owned; replaced by a reload */
   zg_service_t **services; /* configured ones first, in file order, then
                               discovered ones */
@@ -99,8 +112,6 @@ typedef struct zg_gateway {
   size_t n_tls;
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
-  struct zg_failed_instance *failed; /* passive health marks */
-  size_t n_failed, cap_failed;
   int http_started;
   zg_bufpool_t bufs;       /* ZG_BUF_SIZE relay and read buffers */
   zg_bufpool_t http_wblks; /* HTTP write blocks (http_proxy.c) */
@@ -150,6 +161,25 @@ struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
 /* The client context for TLS to `svc`'s instances (borrowed), or NULL
  * when none can be made (logged). */
 struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
+
+/* Admin (control loop): pauses the other workers and puts their gateways
+ * in out[] (room for [proxy] workers), to be read until
+ * zg_gateway_release; returns how many. A worker that is stopping is left
+ * out. */
+size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out);
+void zg_gateway_release(zg_gateway_t *gw);
+/* 0 for the control loop, 1..N-1 for the others. */
+unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
+/* The service of that name in `gw`, or NULL. */
+zg_service_t *zg_gateway_service(const zg_gateway_t *gw, const char *name);
+
+/* A refusal for want of an instance: counted (no_instance) and 1 when a
+ * line may be logged (rate-limited across workers); *total: refusals so
+ * far by all workers. */
+int zg_service_refused(zg_service_t *svc, uint64_t *total);
+/* 1 when a failed connect to an instance may be logged; *dropped: lines
+ * not logged since the last one. */
+int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
 
 zg_service_t *zg_service_ref(zg_service_t *svc);
 /* Frees the service with its last reference (its listener, if any, must be

@@ -13,6 +13,10 @@ int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
 
 /* Takes one pending connection off `server` and closes it (when there is
  * no memory for a session: the client sees a close, not a hang). */
+/* Set (before any loop runs) when several workers listen on each address:
+ * every listening socket gets SO_REUSEPORT. */
+extern int zg_listener_reuseport;
+
 void zg_listener_drop(uv_stream_t *server);
 
 /* The peer of `tcp` as an IP ("10.0.0.5", "::1") into ip and as

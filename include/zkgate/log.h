@@ -17,6 +17,9 @@ typedef enum {
 
 void zg_log_set_level(zg_log_level_t level);
 int zg_log_enabled(zg_log_level_t level);
+/* On a worker's thread (not the control loop's): info lines become debug
+ * ones there. */
+void zg_log_thread_quiet(int on);
 void zg_log(zg_log_level_t level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -547,6 +547,11 @@ def zkgate_bin():
     return path
 
 
+# The whole integration suite runs with one worker and again with two (ctest labels
+# "integration" and "workers2"): ZKGATE_TEST_WORKERS picks.
+TEST_WORKERS = int(os.environ.get("ZKGATE_TEST_WORKERS", "1"))
+
+
 def ini_text(services, zookeeper=None, proxy=None, discover=None, admin=None):
     """Render an INI file. services: {name: {key: value}}; zookeeper/proxy: {key: value};
     discover: {name: {key: value}} for [discover:NAME] sections. List values are joined with
@@ -564,7 +569,7 @@ def ini_text(services, zookeeper=None, proxy=None, discover=None, admin=None):
     if zookeeper is not None:
         section("zookeeper", zookeeper)
     section("proxy", {"connect_timeout": "2s", "idle_timeout": "60s", "log_level": "info",
-                      "workers": 1, **(proxy or {})})
+                      "workers": TEST_WORKERS, **(proxy or {})})
     if admin is not None:
         section("admin", admin)
     for name, kv in services.items():
