@@ -31,7 +31,7 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 echo "== build: clang-14, -fsanitize=thread, -Werror" >&2
 CC=clang-14 cmake -S . -B build-tsan -DZKGATE_WERROR=ON -DZKGATE_TSAN=ON \
   -DZKGATE_TEST_MODES=2 \
-  "-DZKGATE_TEST_ONLY=test_workers;test_http;test_reload;test_operations;test_discover" \
+  "-DZKGATE_TEST_ONLY=test_workers;test_http;test_reload;test_tls;test_tcp_proxy" \
   -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-tsan -j"$jobs"
 echo "== tests: ThreadSanitizer build" >&2

@@ -595,8 +595,10 @@ def _rss_kb(pid):
 
 
 def _sanitized(binary):
+    """AddressSanitizer or ThreadSanitizer: both add shadow memory to every allocation."""
     with open(binary, "rb") as f:
-        return b"__asan_init" in f.read()
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data
 
 
 def test_idle_keepalive_clients_hold_no_buffers(http_backends, gateway):
