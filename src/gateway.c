@@ -220,6 +220,8 @@ static size_t sessions_left(const zg_gateway_t *gw) {
          zg_http_sessions_open(gw);
 }
 
+static size_t peers_live(zg_gateway_t *gw);
+
 /* The same for every worker (the control loop: the others paused). */
 static size_t all_sessions_left(zg_gateway_t *gw) {
   zg_gateway_t *peers[ZG_MAX_WORKERS];
@@ -236,7 +238,9 @@ static size_t all_sessions_left(zg_gateway_t *gw) {
 static void on_drain_timer(uv_timer_t *t) {
   zg_gateway_t *gw = t->data;
   size_t left = sessions_left(gw);
-  if (left == 0) {
+  /* The control loop waits for the other workers' drains too, so that
+   * its signal handlers stay (a second signal still stops them all). */
+  if (left == 0 && peers_live(gw) == 0) {
     gateway_stop_ex(gw, "drained", 0);
     return;
   }
@@ -1312,6 +1316,18 @@ static void peers_post(zg_gateway_t *gw, int what) {
       uv_async_send(&w->wake);
   }
   zg_shared_unlock(gw->sh);
+}
+
+/* Workers other than this one whose loops still answer. */
+static size_t peers_live(zg_gateway_t *gw) {
+  size_t n = 0;
+  if (gw->n_peers == 0)
+    return 0;
+  zg_shared_lock(gw->sh);
+  for (size_t i = 0; i < gw->n_peers; i++)
+    n += gw->peers[i]->peer.live;
+  zg_shared_unlock(gw->sh);
+  return n;
 }
 
 static void peers_board_changed(zg_gateway_t *gw) {

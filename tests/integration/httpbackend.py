@@ -124,6 +124,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _Server(http.server.ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of connects (25 at once from two
+    # workers, on a slow sanitizer build) overflowed it, and a dropped SYN is retried only
+    # after a second, past the gateway's connect_timeout.
+    request_queue_size = 128
+
     def handle_error(self, request, client_address):
         pass  # failed TLS handshakes are what some tests are about
 

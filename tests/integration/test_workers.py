@@ -247,3 +247,37 @@ def test_workers_setting_checked(tmp_path):
     r = subprocess.run([zkgate_bin(), "-t", "-c", str(p)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
+
+
+def test_second_signal_stops_every_worker_at_once(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gw = gateway(ini(zk, {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                  "instances": web.addr}}, admin, drain_timeout="30s"),
+                 listen=[port, admin])
+    n = 12
+    done = []
+
+    def slow():
+        try:
+            get(port, "/slow/8000", timeout=20)
+            done.append("answered")
+        except (OSError, http.client.HTTPException):
+            done.append("cut")
+
+    threads = [threading.Thread(target=slow) for _ in range(n)]
+    for t in threads:
+        t.start()
+    assert wait_until(lambda: web.requests >= n, 5)
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_log("draining")
+    time.sleep(0.3)
+    assert gw.running, "exited while requests were in flight"
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(5) == 0
+    gw.returncode = 0
+    assert time.monotonic() - t0 < 3, "the second signal did not stop the workers at once"
+    for t in threads:
+        t.join(10)
+    assert done == ["cut"] * n, done
