@@ -602,7 +602,8 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     if args.callgrind:
         for t in targets[1:]:
             try:
-                res[t.name]["ir_per_req"] = callgrind_per_request(args, work, t, cg_cmds[t.name])
+                res.setdefault(t.name, {})["ir_per_req"] = callgrind_per_request(
+                    args, work, t, cg_cmds[t.name])
                 log(f"{t.name}: {res[t.name]['ir_per_req']:.0f} instructions per request")
             except Exception as e:  # reported in the table, not fatal
                 log(f"{t.name}: callgrind failed: {e}")

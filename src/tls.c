@@ -747,7 +747,7 @@ int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg) {
   c->hs_arg = arg;
   if (c->cli) {
     /* The client speaks first: the ClientHello goes out now. */
-    char why[256];
+    char why[sizeof(c->err)];
     int r, rc;
     ERR_clear_error();
     r = SSL_do_handshake(c->ssl);
