@@ -80,21 +80,53 @@ static void family(zg_text_t *o, const char *name, const char *type,
 typedef struct {
   zg_gateway_t *gw[ZG_MAX_WORKERS];
   size_t n;
+  /* map[k][i]: the service of shard k named like the control loop's
+   * service i (NULL: none), looked up once per read */
+  const zg_service_t **map[ZG_MAX_WORKERS];
 } shards_t;
 
-static void shards_get(zg_gateway_t *gw, shards_t *sh) {
-  sh->gw[0] = gw;
-  sh->n = 1 + zg_gateway_isolate(gw, &sh->gw[1]);
+static int svc_name_cmp(const void *a, const void *b) {
+  const zg_service_t *const *x = a, *const *y = b;
+  return strcmp((*x)->conf->name, (*y)->conf->name);
 }
 
-static void shards_put(zg_gateway_t *gw) {
+static void shards_get(zg_gateway_t *gw, shards_t *sh) {
+  memset(sh, 0, sizeof(*sh));
+  sh->gw[0] = gw;
+  sh->n = 1 + zg_gateway_isolate(gw, &sh->gw[1]);
+  for (size_t k = 1; k < sh->n; k++) {
+    zg_gateway_t *g = sh->gw[k];
+    const zg_service_t **sorted =
+        malloc((g->n_services ? g->n_services : 1) * sizeof(*sorted));
+    sh->map[k] = calloc(gw->n_services ? gw->n_services : 1, sizeof(**sh->map));
+    if (!sorted || !sh->map[k]) { /* out of memory: that shard counts 0 */
+      free(sorted);
+      continue;
+    }
+    memcpy(sorted, g->services, g->n_services * sizeof(*sorted));
+    qsort(sorted, g->n_services, sizeof(*sorted), svc_name_cmp);
+    for (size_t i = 0; i < gw->n_services; i++) {
+      const zg_service_t *key = gw->services[i];
+      const zg_service_t **hit =
+          bsearch(&key, sorted, g->n_services, sizeof(*sorted), svc_name_cmp);
+      sh->map[k][i] = hit ? *hit : NULL;
+    }
+    free(sorted);
+  }
+}
+
+static void shards_put(zg_gateway_t *gw, shards_t *sh) {
+  for (size_t k = 1; k < sh->n; k++)
+    free(sh->map[k]);
   zg_gateway_release(gw);
 }
 
-/* The service named like `svc` in shard k (svc itself in shard 0). */
+/* The service of shard k named like the control loop's service i. */
 static const zg_service_t *shard_service(const shards_t *sh, size_t k,
-                                         const zg_service_t *svc) {
-  return k == 0 ? svc : zg_gateway_service(sh->gw[k], svc->conf->name);
+                                         size_t i) {
+  if (k == 0)
+    return sh->gw[0]->services[i];
+  return sh->map[k] ? sh->map[k][i] : NULL;
 }
 
 static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
@@ -110,12 +142,11 @@ static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
   acc->dur_sum_us += t->dur_sum_us;
 }
 
-/* A service's traffic summed over the shards. */
-static void service_traffic(const shards_t *sh, const zg_service_t *svc,
-                            zg_traffic_t *out) {
+/* The traffic of the control loop's service i summed over the shards. */
+static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
   memset(out, 0, sizeof(*out));
   for (size_t k = 0; k < sh->n; k++) {
-    const zg_service_t *s = shard_service(sh, k, svc);
+    const zg_service_t *s = shard_service(sh, k, i);
     if (s)
       traffic_add(out, &s->traffic);
   }
@@ -130,7 +161,7 @@ static void service_traffic(const shards_t *sh, const zg_service_t *svc,
       const zg_service_t *s0_ = (sh)->gw[0]->services[i_];                     \
       unsigned long long v_ = 0;                                               \
       for (size_t k_ = 0; k_ < (sh)->n; k_++) {                                \
-        const zg_service_t *svc = shard_service(sh, k_, s0_);                  \
+        const zg_service_t *svc = shard_service(sh, k_, i_);                   \
         if (svc)                                                               \
           v_ += (unsigned long long)(EXPR_);                                   \
       }                                                                        \
@@ -226,6 +257,14 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
                    "%llu\n",
                    zg_gateway_worker_id(g), v);
   }
+  family(o, "zkgate_worker_reloads_rejected_total", "counter",
+         "Reloads the control loop applied and another worker could not "
+         "(it kept its configuration; the log says why).");
+  for (size_t k = 1; k < sh->n; k++)
+    zg_text_printf(o,
+                   "zkgate_worker_reloads_rejected_total{worker=\"%u\"} %llu\n",
+                   zg_gateway_worker_id(sh->gw[k]),
+                   (unsigned long long)sh->gw[k]->reloads_failed);
   family(o, "zkgate_tls_rejected_total", "counter",
          "Clients a tls-passthrough listener closed before choosing a "
          "service, by reason (not_tls, unknown_sni, timeout).");
@@ -285,7 +324,7 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
     zg_traffic_t t;
     if (svc->conf->protocol != ZG_PROTO_HTTP)
       continue;
-    service_traffic(sh, svc, &t);
+    service_traffic(sh, i, &t);
     for (int c = 0; c < 6; c++) {
       zg_text_printf(o, "zkgate_requests_total{service=\"");
       zg_text_label(o, svc->conf->name);
@@ -313,7 +352,7 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
     zg_traffic_t t;
     if (svc->conf->protocol != ZG_PROTO_HTTP)
       continue;
-    service_traffic(sh, svc, &t);
+    service_traffic(sh, i, &t);
     zg_text_printf(&label, "service=\"");
     zg_text_label(&label, svc->conf->name);
     zg_text_printf(&label, "\"");
@@ -356,7 +395,7 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
                   "Instances in the service's pool taking new connections.",
                   zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
 
-  shards_put(gw);
+  shards_put(gw, sh);
   if (!gw->registry)
     goto reloads;
   zg_registry_stats(gw->registry, &rs);
@@ -435,14 +474,15 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
   return NULL;
 }
 
-static json_t *instance_json(const shards_t *sh, const zg_service_t *svc,
+static json_t *instance_json(const shards_t *sh, size_t si,
                              const zg_instance_t *in) {
   zg_gateway_t *gw = sh->gw[0];
+  const zg_service_t *svc = gw->services[si];
   char key[ZG_HOST_MAX + 10];
   size_t active = 0;
   zg_instance_addr_str(in, key, sizeof(key));
   for (size_t k = 0; k < sh->n; k++) {
-    const zg_service_t *s = shard_service(sh, k, svc);
+    const zg_service_t *s = shard_service(sh, k, si);
     if (s)
       active += svc->conf->protocol == ZG_PROTO_HTTP
                     ? zg_http_instance_active(sh->gw[k], s, key)
@@ -457,8 +497,9 @@ static json_t *instance_json(const shards_t *sh, const zg_service_t *svc,
                    "mtime_ms", (json_int_t)in->mtime_ms);
 }
 
-static json_t *service_json(const shards_t *sh, const zg_service_t *svc) {
+static json_t *service_json(const shards_t *sh, size_t si) {
   zg_gateway_t *gw = sh->gw[0];
+  const zg_service_t *svc = gw->services[si];
   const zg_service_conf_t *c = svc->conf;
   uint64_t active = 0;
   const zg_pool_t *pool = zg_service_pool(svc);
@@ -501,7 +542,7 @@ static json_t *service_json(const shards_t *sh, const zg_service_t *svc) {
     json_array_append_new(routes, json_pack("{s:s?}", "sni", c->sni));
   json_object_set_new(o, "routes", routes);
   for (size_t k = 0; k < sh->n; k++) {
-    const zg_service_t *s = shard_service(sh, k, svc);
+    const zg_service_t *s = shard_service(sh, k, si);
     if (s)
       active += s->active;
   }
@@ -516,7 +557,7 @@ static json_t *service_json(const shards_t *sh, const zg_service_t *svc) {
         o, "pool_source",
         json_string(pool == svc->zk_pool ? "zookeeper" : "static"));
     for (size_t i = 0; i < pool->n; i++)
-      json_array_append_new(insts, instance_json(sh, svc, &pool->inst[i]));
+      json_array_append_new(insts, instance_json(sh, si, &pool->inst[i]));
   } else {
     json_object_set_new(o, "pool_version", json_null());
     json_object_set_new(o, "pool_age_seconds", json_null());
@@ -537,11 +578,11 @@ char *zg_admin_services_json(zg_gateway_t *gw) {
   }
   shards_get(gw, &shards);
   for (size_t i = 0; i < gw->n_services; i++) {
-    json_t *s = service_json(&shards, gw->services[i]);
+    json_t *s = service_json(&shards, i);
     if (s)
       json_array_append_new(list, s);
   }
-  shards_put(gw);
+  shards_put(gw, &shards);
   json_object_set_new(root, "services", list);
   if (gw->registry) {
     zg_registry_stats_t rs;
@@ -801,7 +842,7 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   settings.on_url = on_url;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
-  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection);
+  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection, 0);
   a->tcp.data = a;
   a->listening = 1;
   a->handles = 1;

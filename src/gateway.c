@@ -82,12 +82,12 @@ int zg_service_refused(zg_service_t *svc, uint64_t *total) {
   svc->no_instance++;
   *total = __atomic_add_fetch(&svc->shared->refused, 1, __ATOMIC_RELAXED);
   return zg_shared_log_allowed(svc->gw->sh, &svc->shared->no_instance_rl,
-                               uv_now(svc->gw->loop), &dropped);
+                               &dropped);
 }
 
 int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped) {
   return zg_shared_log_allowed(svc->gw->sh, &svc->shared->connect_fail_rl,
-                               uv_now(svc->gw->loop), dropped);
+                               dropped);
 }
 
 zg_pool_t *zg_service_pool(const zg_service_t *svc) {
@@ -167,7 +167,8 @@ static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
   int rc;
   if (!t)
     return NULL;
-  rc = zg_listener_start(gw->loop, t, &sc->listen, zg_tcp_on_connection);
+  rc = zg_listener_start(gw->loop, t, &sc->listen, zg_tcp_on_connection,
+                         zg_gateway_listen_flags(gw));
   if (rc != 0) {
     zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
              sc->listen.text, uv_strerror(rc));
@@ -250,7 +251,7 @@ static void on_drain_timer(uv_timer_t *t) {
             "drain_timeout (%llu ms) is over: closing the %zu connection(s) "
             "left",
             (unsigned long long)gw->cfg->proxy.drain_timeout_ms, left);
-    gateway_stop_ex(gw, "drain over", 0);
+    gateway_stop_ex(gw, "drain over", 1);
   }
 }
 
@@ -704,11 +705,21 @@ static void discovered_add(zg_discover_t *d, const char *name) {
           c->host ? ", host " : "", c->host ? c->host : "", c->zk_path);
 }
 
+/* The control loop stops watching svc's path for it: the registry and
+ * the workers' board forget it. */
+static void service_unwatch(zg_gateway_t *gw, zg_service_t *svc) {
+  if (!svc->conf->zk_path || !gw->registry)
+    return;
+  zg_registry_unwatch(gw->registry, svc);
+  if (gw->n_peers > 0)
+    zg_shared_forget_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
+                          svc->conf->endpoint);
+}
+
 /* Takes service i out of the gateway's list (and the registry's). */
 static void service_drop(zg_gateway_t *gw, size_t i, const char *why) {
   zg_service_t *svc = gw->services[i];
-  if (svc->conf->zk_path && gw->registry)
-    zg_registry_unwatch(gw->registry, svc);
+  service_unwatch(gw, svc);
   tcp_listener_close(svc);
   memmove(&gw->services[i], &gw->services[i + 1],
           (gw->n_services - i - 1) * sizeof(*gw->services));
@@ -871,7 +882,8 @@ static zg_service_t *configured_named(zg_gateway_t *gw, const char *name) {
  * reference of its own, or NULL for none). 0, or -1 when rejected
  * (logged; the running configuration stays). */
 static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
-                        tls_set_t *given_tls, zg_access_log_t *given_log) {
+                        tls_set_t *given_tls, zg_access_log_t *given_log,
+                        char *summary, size_t summary_len) {
   zg_config_t *old_cfg = gw->cfg;
   zg_http_listener_t **opened = NULL;
   zg_sni_listener_t **sni_opened = NULL;
@@ -1093,6 +1105,11 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
       continue;
     if (gw->registry)
       zg_registry_unwatch(gw->registry, d);
+    if (gw->n_peers > 0) {
+      char key[1024];
+      discover_key(d, key, sizeof(key));
+      zg_shared_forget_children(gw->sh, key);
+    }
     for (size_t i = gw->n_services; i-- > 0;)
       if (gw->services[i]->discover == d)
         service_drop(gw, i, "its discover section changed");
@@ -1116,8 +1133,7 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
       zg_service_t *svc = disc[i];
       if (service_claiming(gw, svc->conf->name, svc->conf->zk_path) ||
           list_push(&gw->services, &gw->n_services, &gw->cap_services, svc)) {
-        if (gw->registry)
-          zg_registry_unwatch(gw->registry, svc);
+        service_unwatch(gw, svc);
         zg_info("gateway",
                 "service %s removed (a configured service claims "
                 "it now)",
@@ -1187,9 +1203,9 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
   if (old_cfg != gw->zk_cfg)
     zg_config_free(old_cfg);
   free(tcp_new);
-  zg_info("gateway",
-          "reloaded: %u service(s) added, %u changed, %u removed, %u kept",
-          added, changed, removed, kept);
+  snprintf(summary, summary_len,
+           "reloaded: %u service(s) added, %u changed, %u removed, %u kept",
+           added, changed, removed, kept);
   return 0;
 
 oom:
@@ -1229,6 +1245,7 @@ static void reload(zg_gateway_t *gw) {
   zg_config_t *cfg = NULL;
   zg_config_errors_t errs;
   const char *why;
+  char summary[160];
   int rc;
 
   zg_info("gateway", "SIGHUP: reloading %s", gw->cfg->path);
@@ -1253,12 +1270,15 @@ static void reload(zg_gateway_t *gw) {
     gw->reloads_failed++;
     return;
   }
-  if (reload_apply(gw, cfg, NULL, NULL) != 0) {
+  if (reload_apply(gw, cfg, NULL, NULL, summary, sizeof(summary)) != 0) {
     gw->reloads_failed++;
     return;
   }
   gw->reloads_ok++;
+  /* Told once every worker has it: from then on no worker serves the old
+   * configuration (a removed address refuses everywhere). */
   peers_reload(gw);
+  zg_info("gateway", "%s", summary);
 }
 
 /* ---- workers -----------------------------------------------------------
@@ -1281,6 +1301,7 @@ typedef struct zg_worker {
   /* handed over under the shared lock */
   int started, start_rc;
   tls_set_t start_tls;
+  uint64_t reload_gen, reload_done; /* posted, applied (or rejected) */
   zg_config_t *reload_cfg; /* the latest reload not yet applied, with: */
   tls_set_t reload_tls;
   zg_access_log_t *reload_log;
@@ -1360,6 +1381,7 @@ static void peers_reload(zg_gateway_t *gw) {
     w->reload_cfg = cfg;
     w->reload_tls = tls;
     w->reload_log = zg_access_log_ref(gw->access_log);
+    w->reload_gen++;
     if (w->peer.live)
       uv_async_send(&w->wake);
     zg_shared_unlock(gw->sh);
@@ -1368,20 +1390,55 @@ static void peers_reload(zg_gateway_t *gw) {
     tls_set_free(&stale_tls);
     zg_access_log_close(stale_log);
   }
+  /* Wait for each (a worker that stops is not waited for). */
+  zg_shared_lock(gw->sh);
+  for (size_t i = 0; i < gw->n_peers; i++) {
+    zg_worker_t *w = gw->peers[i];
+    while (w->peer.live && w->reload_done < w->reload_gen)
+      zg_shared_wait(gw->sh);
+  }
+  zg_shared_unlock(gw->sh);
 }
 
-/* A worker takes the board's pools and children lists that are new to it. */
+typedef struct {
+  zg_discover_t *d;
+  char **names;
+  size_t n;
+  uint64_t seq;
+} taken_list_t;
+
+static int taken_cmp(const void *a, const void *b) {
+  const taken_list_t *x = a, *y = b;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* A worker takes the board's pools and children lists that are new to it.
+ * Lists go in the order the control loop applied them: when two sections
+ * see the same child name, the one that listed it first has it in every
+ * worker. */
 static void board_take(zg_gateway_t *gw) {
+  taken_list_t *lists = NULL;
+  size_t n_lists = 0;
+  if (gw->n_discovers > 0 && !(lists = calloc(gw->n_discovers, sizeof(*lists))))
+    return; /* the next wake-up tries again */
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
-    char key[1024], **names = NULL;
-    size_t n = 0;
+    char key[1024];
+    taken_list_t *t = &lists[n_lists];
     if (!d)
       continue;
     discover_key(d, key, sizeof(key));
-    if (zg_shared_children(gw->sh, key, &d->board_seq, &names, &n))
-      discover_apply(d, names, n);
+    if (zg_shared_children(gw->sh, key, &d->board_seq, &t->names, &t->n)) {
+      t->d = d;
+      t->seq = d->board_seq;
+      n_lists++;
+    }
   }
+  if (n_lists > 1)
+    qsort(lists, n_lists, sizeof(*lists), taken_cmp);
+  for (size_t i = 0; i < n_lists; i++)
+    discover_apply(lists[i].d, lists[i].names, lists[i].n);
+  free(lists);
   for (size_t i = 0; i < gw->n_services; i++) {
     zg_service_t *svc = gw->services[i];
     zg_pool_t *p;
@@ -1418,9 +1475,12 @@ static void on_wake(uv_async_t *h) {
   zg_config_t *cfg;
   tls_set_t tls;
   zg_access_log_t *log;
+  char summary[160];
+  uint64_t gen;
   int posted;
   zg_shared_lock(gw->sh);
   zg_shared_pause_point(gw->sh, &w->peer);
+  gen = w->reload_gen;
   cfg = w->reload_cfg;
   tls = w->reload_tls;
   log = w->reload_log;
@@ -1436,12 +1496,22 @@ static void on_wake(uv_async_t *h) {
     zg_access_log_close(log);
     return;
   }
-  if (cfg && reload_apply(gw, cfg, &tls, log) != 0)
+  if (cfg && reload_apply(gw, cfg, &tls, log, summary, sizeof(summary)) == 0) {
+    zg_info("gateway", "worker %u: %s", w->id, summary);
+  } else if (cfg) {
+    gw->reloads_failed++; /* zkgate_worker_reloads_rejected_total */
     zg_error("gateway",
              "worker %u: the reload was rejected (above): it "
              "keeps its configuration",
              w->id);
+  }
   tls_set_free(&tls); /* what reload_apply did not take */
+  if (cfg) {          /* the control loop waits for this */
+    zg_shared_lock(gw->sh);
+    w->reload_done = gen;
+    zg_shared_wake_all(gw->sh);
+    zg_shared_unlock(gw->sh);
+  }
   if (cfg || (posted & POST_BOARD))
     board_take(gw);
   if (posted & POST_STOP)
@@ -1514,6 +1584,8 @@ static void worker_main(void *arg) {
   w->start_rc = rc;
   w->peer.wake = async_rc == 0 ? &w->wake : NULL;
   w->peer.live = rc == 0;
+  if (w->peer.live && w->posted) /* posted before it could be woken */
+    uv_async_send(&w->wake);
   zg_shared_wake_all(gw->sh);
   zg_shared_unlock(gw->sh);
   if (rc == 0)
@@ -1541,8 +1613,10 @@ static int peers_start(zg_gateway_t *gw) {
     zg_worker_t *w = calloc(1, sizeof(*w));
     zg_config_t *cfg = NULL;
     zg_config_errors_t errs;
-    if (!w)
-      return UV_ENOMEM;
+    if (!w) {
+      rc = UV_ENOMEM;
+      break; /* those started are waited for, then stopped */
+    }
     w->id = i;
     if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg,
                                     &errs)) != 0 ||
@@ -1615,6 +1689,12 @@ size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out) {
   return n;
 }
 
+int zg_gateway_listen_flags(const zg_gateway_t *gw) {
+  if (gw->cfg->proxy.workers <= 1)
+    return 0;
+  return ZG_LISTEN_SHARED | (gw->worker ? 0 : ZG_LISTEN_PROBE);
+}
+
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw) {
   return gw->worker ? gw->worker->id : 0;
 }
@@ -1652,7 +1732,6 @@ int zg_gateway_run(zg_config_t *cfg) {
     return 1;
   }
   gateway_init(&gw, &loop, cfg, sh);
-  zg_listener_reuseport = cfg->proxy.workers > 1;
 
   for (size_t i = 0; i < 4; i++) {
     uv_signal_init(&loop, &gw.signals[i]);

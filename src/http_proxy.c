@@ -2165,7 +2165,8 @@ static zg_http_listener_t *zg_http_listener_open(zg_gateway_t *gw,
   hl->gw = gw;
   hl->addr = *addr;
   hl->refs = 1;
-  rc = zg_listener_start(gw->loop, &hl->tcp, &hl->addr, on_connection);
+  rc = zg_listener_start(gw->loop, &hl->tcp, &hl->addr, on_connection,
+                         zg_gateway_listen_flags(gw));
   hl->tcp.data = hl;
   hl->handle_open = 1;
   hl->listening = 1;

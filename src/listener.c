@@ -4,7 +4,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #ifndef SO_REUSEPORT /* Linux has it; _POSIX_C_SOURCE hides it */
 #define SO_REUSEPORT 15
@@ -14,16 +16,42 @@
 
 #define ZG_LISTEN_BACKLOG 511 /* as nginx and HAProxy default to */
 
-int zg_listener_reuseport = 0;
+/* 0, or UV_EADDRINUSE when something listens on `addr` already. A socket
+ * with SO_REUSEADDR only cannot bind where another socket listens, with
+ * SO_REUSEPORT or not: another process's listener is found before ours
+ * joins it. */
+static int probe_free(const zg_listen_addr_t *addr) {
+  int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1,
+      rc = 0;
+  socklen_t len = addr->ss.ss_family == AF_INET6
+                      ? (socklen_t)sizeof(struct sockaddr_in6)
+                      : (socklen_t)sizeof(struct sockaddr_in);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (addr->ss.ss_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+  if (bind(fd, (const struct sockaddr *)&addr->ss, len) != 0 &&
+      errno == EADDRINUSE)
+    rc = UV_EADDRINUSE;
+  close(fd);
+  return rc;
+}
 
 int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
-                      const zg_listen_addr_t *addr, uv_connection_cb cb) {
-  int rc = uv_tcp_init_ex(loop, tcp, addr->ss.ss_family);
+                      const zg_listen_addr_t *addr, uv_connection_cb cb,
+                      int flags) {
+  int rc;
+  if ((flags & ZG_LISTEN_PROBE) && (rc = probe_free(addr)) != 0) {
+    uv_tcp_init(loop, tcp);
+    return rc;
+  }
+  rc = uv_tcp_init_ex(loop, tcp, addr->ss.ss_family);
   if (rc != 0) { /* no socket (EMFILE): still a handle the caller closes */
     uv_tcp_init(loop, tcp);
     return rc;
   }
-  if (zg_listener_reuseport) {
+  if (flags & ZG_LISTEN_SHARED) {
     /* Each worker listens on a socket of its own; the kernel spreads new
      * connections over them. */
     uv_os_fd_t fd;

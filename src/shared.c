@@ -206,11 +206,12 @@ out:
   return c;
 }
 
-int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl, uint64_t now_ms,
+int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl,
                           uint64_t *dropped) {
   int ok;
   uv_mutex_lock(&sh->mu);
-  ok = zg_ratelimit_allow(rl, now_ms, dropped);
+  /* One clock for all workers (each loop's uv_now lags differently). */
+  ok = zg_ratelimit_allow(rl, uv_hrtime() / 1000000, dropped);
   uv_mutex_unlock(&sh->mu);
   return ok;
 }
@@ -274,6 +275,27 @@ void zg_shared_post_pool(zg_shared_t *sh, const char *name, const char *zk_path,
   e->endpoint = ep;
   zg_pool_unref(e->pool);
   e->pool = pool ? zg_pool_ref(pool) : NULL;
+  uv_mutex_unlock(&sh->mu);
+}
+
+void zg_shared_forget_pool(zg_shared_t *sh, const char *name,
+                           const char *zk_path, const char *endpoint) {
+  board_pool_t **pe;
+  uv_mutex_lock(&sh->mu);
+  for (pe = &sh->pools[bucket(name)]; *pe; pe = &(*pe)->next) {
+    board_pool_t *e = *pe;
+    if (strcmp(e->name, name) != 0)
+      continue;
+    if (same_opt(e->zk_path, zk_path) && same_opt(e->endpoint, endpoint)) {
+      *pe = e->next;
+      zg_pool_unref(e->pool);
+      free(e->name);
+      free(e->zk_path);
+      free(e->endpoint);
+      free(e);
+    }
+    break;
+  }
   uv_mutex_unlock(&sh->mu);
 }
 
@@ -350,6 +372,20 @@ void zg_shared_post_children(zg_shared_t *sh, const char *name,
   e->names = copy;
   e->n = n;
   e->seq = ++sh->children_seq;
+  uv_mutex_unlock(&sh->mu);
+}
+
+void zg_shared_forget_children(zg_shared_t *sh, const char *name) {
+  uv_mutex_lock(&sh->mu);
+  for (size_t i = 0; i < sh->n_children; i++) {
+    board_children_t *e = &sh->children[i];
+    if (strcmp(e->name, name) != 0)
+      continue;
+    free_names(e->names, e->n);
+    free(e->name);
+    sh->children[i] = sh->children[--sh->n_children];
+    break;
+  }
   uv_mutex_unlock(&sh->mu);
 }
 

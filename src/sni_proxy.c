@@ -257,7 +257,8 @@ static zg_sni_listener_t *listener_open(zg_gateway_t *gw,
   sl->addr = *addr;
   sl->refs = 1;
   zg_ratelimit_init(&sl->reject_rl, 10000, 5);
-  rc = zg_listener_start(gw->loop, &sl->tcp, &sl->addr, on_connection);
+  rc = zg_listener_start(gw->loop, &sl->tcp, &sl->addr, on_connection,
+                         zg_gateway_listen_flags(gw));
   sl->tcp.data = sl;
   sl->handle_open = 1;
   sl->listening = 1;

@@ -168,6 +168,9 @@ struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
  * out. */
 size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out);
 void zg_gateway_release(zg_gateway_t *gw);
+/* zg_listener_start flags for gw's listeners: shared between workers when
+ * there are several, checked for another listener by the control loop. */
+int zg_gateway_listen_flags(const zg_gateway_t *gw);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
 /* The service of that name in `gw`, or NULL. */

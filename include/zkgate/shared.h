@@ -47,8 +47,9 @@ typedef struct zg_shared_svc {
 void zg_shared_svc_init(zg_shared_svc_t *s);
 /* A stable address for `name`; NULL when out of memory. */
 zg_shared_svc_t *zg_shared_service(zg_shared_t *sh, const char *name);
-/* zg_ratelimit_allow on a limiter of the shared state, under the lock. */
-int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl, uint64_t now_ms,
+/* zg_ratelimit_allow on a limiter of the shared state, under the lock, on
+ * the monotonic clock (not a loop's cached one). */
+int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl,
                           uint64_t *dropped);
 
 /* ---- the board: the control loop posts, the other workers take ---- */
@@ -56,6 +57,12 @@ int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl, uint64_t now_ms,
  * zk_path (and endpoint); `pool` gets a reference of its own. */
 void zg_shared_post_pool(zg_shared_t *sh, const char *name, const char *zk_path,
                          const char *endpoint, zg_pool_t *pool);
+/* Drops what was posted for `name` if it watches zk_path (and endpoint):
+ * the control loop no longer does (a removed service, a vanished child),
+ * and a service of that name that comes back must wait for its own pool,
+ * as the control loop does, rather than take an old one. */
+void zg_shared_forget_pool(zg_shared_t *sh, const char *name,
+                           const char *zk_path, const char *endpoint);
 /* A new reference to the pool posted for `name` if it watches the same
  * zk_path and endpoint, else NULL. */
 zg_pool_t *zg_shared_pool(zg_shared_t *sh, const char *name,
@@ -63,6 +70,8 @@ zg_pool_t *zg_shared_pool(zg_shared_t *sh, const char *name,
 /* The children of discover section `name` as last listed (copied). */
 void zg_shared_post_children(zg_shared_t *sh, const char *name,
                              const char *const *names, size_t n);
+/* Drops the list posted for `name` (a discover section that went). */
+void zg_shared_forget_children(zg_shared_t *sh, const char *name);
 /* When the list posted for `name` is newer than *seq: a copy in *names
  * (each and the array to be freed), *n, *seq updated, and 1. 0 when there
  * is nothing newer (or no memory: the next post tries again). */

@@ -281,3 +281,22 @@ def test_second_signal_stops_every_worker_at_once(zk, http_backends, gateway):
     for t in threads:
         t.join(10)
     assert done == ["cut"] * n, done
+
+
+def test_second_gateway_on_the_same_address_is_refused(zk, http_backends, gateway, tmp_path):
+    """SO_REUSEPORT lets the workers share an address; a second zkgate (same user, workers
+    too) must still get "address in use", not a silent half of the traffic."""
+    import subprocess
+    from zkharness import zkgate_bin
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    svc = {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr}}
+    gateway(ini(zk, svc, admin), listen=[port, admin])
+    second = tmp_path / "second.ini"
+    second.write_text(ini(zk, svc, free_port()))
+    r = subprocess.run([zkgate_bin(), "-c", str(second)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "address already in use" in r.stderr.lower(), r.stderr
+    # And the first one serves on.
+    assert get(port)[:2] == (200, "web")
