@@ -760,9 +760,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
   {
     const char *bounded_reason;
     int whole = zg_http_prescan(u->head, u->head_len, &reason);
-    int bounded =
-        zg_http_prescan(u->head, zg_http_head_end(u->head, u->head_len),
-                        &bounded_reason);
+    int bounded = zg_http_prescan(
+        u->head, zg_http_head_end(u->head, u->head_len), &bounded_reason);
     CHECK(whole == bounded);
   }
   if (zg_http_prescan(u->head, u->head_len, &reason) != 0 ||
