@@ -1704,13 +1704,6 @@ void zg_gateway_release(zg_gateway_t *gw) {
     zg_shared_release(gw->sh);
 }
 
-zg_service_t *zg_gateway_service(const zg_gateway_t *gw, const char *name) {
-  for (size_t i = 0; i < gw->n_services; i++)
-    if (!strcmp(gw->services[i]->conf->name, name))
-      return gw->services[i];
-  return NULL;
-}
-
 int zg_gateway_run(zg_config_t *cfg) {
   zg_gateway_t gw;
   uv_loop_t loop;

@@ -173,8 +173,6 @@ void zg_gateway_release(zg_gateway_t *gw);
 int zg_gateway_listen_flags(const zg_gateway_t *gw);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
-/* The service of that name in `gw`, or NULL. */
-zg_service_t *zg_gateway_service(const zg_gateway_t *gw, const char *name);
 
 /* A refusal for want of an instance: counted (no_instance) and 1 when a
  * line may be logged (rate-limited across workers); *total: refusals so
