@@ -203,6 +203,31 @@ int zg_parse_duration_ms(const char *s, uint64_t *out_ms) {
   return 0;
 }
 
+int zg_parse_size(const char *s, uint64_t *out) {
+  uint64_t v = 0, mult = 1;
+  const char *u = s;
+  if (*s < '0' || *s > '9')
+    return ZG_ECONFIG;
+  while (*u >= '0' && *u <= '9') {
+    if (v > (UINT64_MAX >> 30) / 10)
+      return ZG_ECONFIG;
+    v = v * 10 + (uint64_t)(*u - '0');
+    u++;
+  }
+  if (*u == 'k' || *u == 'K')
+    mult = (uint64_t)1 << 10;
+  else if (*u == 'm' || *u == 'M')
+    mult = (uint64_t)1 << 20;
+  else if (*u == 'g' || *u == 'G')
+    mult = (uint64_t)1 << 30;
+  else if (*u != '\0')
+    return ZG_ECONFIG;
+  if (*u != '\0' && u[1] != '\0')
+    return ZG_ECONFIG;
+  *out = v * mult;
+  return 0;
+}
+
 int zg_parse_bool(const char *s, bool *out) {
   if (!strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcasecmp(s, "true") ||
       !strcmp(s, "1"))
@@ -576,6 +601,12 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
               kv->value);
   } else if (!strcmp(kv->key, "drain_timeout")) {
     duration_key(p, kv, &cfg->proxy.drain_timeout_ms, 0);
+  } else if (!strcmp(kv->key, "max_request_body")) {
+    if (zg_parse_size(kv->value, &cfg->proxy.max_request_body) != 0)
+      add_error(p, kv->line,
+                "max_request_body: expected a size in bytes (k, m, g "
+                "suffixes; 0 = no limit), got '%s'",
+                kv->value);
   } else if (!strcmp(kv->key, "access_log")) {
     if (strcmp(kv->value, "off") != 0 && strcmp(kv->value, "stderr") != 0 &&
         kv->value[0] != '/') {

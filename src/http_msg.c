@@ -394,11 +394,29 @@ int zg_http_check_request(const zg_http_head_t *h, const char **reason) {
       return 400;
     }
   }
+  /* llhttp takes any length up to 2^64 - 1; one that no signed size
+   * holds is refused rather than framed (RFC 9112 §6.3: an invalid
+   * Content-Length is unrecoverable). */
+  if (h->has_length && h->content_length > ZG_HTTP_MAX_CONTENT_LENGTH) {
+    *reason = "Content-Length too large";
+    return 400;
+  }
   /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 makes the framing
    * faulty; a request smuggled this way is not forwarded. */
-  if (h->minor == 0 && hdr_count(h, "Transfer-Encoding") > 0) {
-    *reason = "Transfer-Encoding in HTTP/1.0";
-    return 400;
+  if (hdr_count(h, "Transfer-Encoding") > 0) {
+    char codings[8];
+
+    if (h->minor == 0) {
+      *reason = "Transfer-Encoding in HTTP/1.0";
+      return 400;
+    }
+    /* The body is re-chunked upstream: a coding below chunked would be
+     * passed on unlabelled. RFC 9112 §6.1 lets a server answer 501 to a
+     * coding it does not understand, as nginx does. */
+    if (zg_http_transfer_codings(h, codings, sizeof(codings)) != 0) {
+      *reason = "transfer coding not implemented";
+      return 501;
+    }
   }
   return 0;
 }
@@ -421,11 +439,83 @@ int zg_http_check_response(const zg_http_head_t *h, const char **reason) {
     *reason = "Content-Length with Transfer-Encoding";
     return -1;
   }
+  if (h->has_length && h->content_length > ZG_HTTP_MAX_CONTENT_LENGTH) {
+    *reason = "Content-Length too large";
+    return -1;
+  }
   if (n_te > 0 && h->minor == 0) {
     *reason = "Transfer-Encoding in HTTP/1.0";
     return -1;
   }
+  if (n_te > 0) {
+    char codings[256];
+
+    if (zg_http_transfer_codings(h, codings, sizeof(codings)) < 0) {
+      *reason = "bad Transfer-Encoding";
+      return -1;
+    }
+  }
   return 0;
+}
+
+/* RFC 9110 §5.6.2 tchar. */
+static bool is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+int zg_http_transfer_codings(const zg_http_head_t *h, char *out, size_t cap) {
+  size_t len = 0;
+  bool last_chunked = false;
+
+  if (cap == 0)
+    return -1;
+  out[0] = '\0';
+  for (size_t i = 0; i < h->n_hdr; i++) {
+    const char *v;
+    size_t n, start = 0;
+
+    if (!hdr_is(h, i, "Transfer-Encoding"))
+      continue;
+    hdr_value(h, i, &v, &n);
+    for (size_t k = 0; k <= n; k++) {
+      const char *elem = v + start;
+      size_t elem_len = k - start, tok = 0;
+
+      if (k < n && v[k] != ',')
+        continue;
+      start = k + 1;
+      trim(&elem, &elem_len);
+      if (elem_len == 0)
+        continue; /* RFC 9110 §5.6.1: empty list elements are ignored */
+      while (tok < elem_len && is_tchar((unsigned char)elem[tok]))
+        tok++;
+      /* A coding is a token, then only OWS ";" parameters. */
+      for (size_t q = tok; q < elem_len && elem[q] != ';'; q++)
+        if (elem[q] != ' ' && elem[q] != '\t')
+          return -1;
+      if (tok == 0)
+        return -1;
+      /* chunked must be the last coding, applied once (RFC 9112 §6.1);
+       * llhttp refuses it elsewhere in a request but takes it in a
+       * response, as a body read until close. */
+      if (last_chunked)
+        return -1;
+      last_chunked = ieq(elem, elem_len, "chunked", 7);
+      if (last_chunked)
+        continue;
+      if (len + (len ? 2 : 0) + elem_len >= cap)
+        return -1;
+      if (len) {
+        memcpy(out + len, ", ", 2);
+        len += 2;
+      }
+      memcpy(out + len, elem, elem_len);
+      len += elem_len;
+    }
+  }
+  out[len] = '\0';
+  return (int)len;
 }
 
 const zg_hdr_t *zg_http_find(const zg_http_head_t *h, const char *name) {
@@ -637,13 +727,19 @@ static void put_hdr(out_t *o, const zg_http_head_t *h, size_t i) {
   put(o, "\r\n", 2);
 }
 
-static void put_framing(out_t *o, zg_framing_t framing, uint64_t length) {
+static void put_framing(out_t *o, zg_framing_t framing, uint64_t length,
+                        const char *codings) {
   if (framing == ZG_FRAMING_LENGTH) {
     put_lit(o, "Content-Length: ");
     put_u64(o, length);
     put_lit(o, "\r\n");
   } else if (framing == ZG_FRAMING_CHUNKED) {
-    put_lit(o, "Transfer-Encoding: chunked\r\n");
+    put_lit(o, "Transfer-Encoding: ");
+    if (codings && codings[0]) {
+      puts_(o, codings);
+      put_lit(o, ", ");
+    }
+    put_lit(o, "chunked\r\n");
   }
 }
 
@@ -794,7 +890,7 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
     put_field(&w, "X-Forwarded-Host", o->fwd_host);
   if (o->client_subject != NULL)
     put_field(&w, "X-Client-Cert-Subject", o->client_subject);
-  put_framing(&w, o->framing, o->body_length);
+  put_framing(&w, o->framing, o->body_length, NULL);
   if (o->upgrade != NULL) {
     /* The one hop-by-hop pair passed on on purpose: a protocol switch
      * (RFC 9110 §7.8) the gateway then tunnels. */
@@ -807,6 +903,66 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   }
   put_lit(&w, "\r\n");
   return finish(&w);
+}
+
+bool zg_http_request_framing(const zg_http_head_t *h, zg_http_req_out_t *o) {
+  o->body_length = 0;
+  if (h->chunked) {
+    o->framing = ZG_FRAMING_CHUNKED;
+    return true;
+  }
+  if (h->has_length) {
+    o->framing = ZG_FRAMING_LENGTH;
+    o->body_length = h->content_length;
+    return h->content_length > 0;
+  }
+  o->framing = ZG_FRAMING_NONE; /* RFC 9112 §6.3: a request without either */
+  return false;
+}
+
+bool zg_http_response_bodiless(int status, bool head_request) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304 ||
+         head_request;
+}
+
+int zg_http_response_framing(const zg_http_head_t *h, int client_minor,
+                             bool head_request, zg_http_resp_out_t *o,
+                             char *codings, size_t codings_cap,
+                             bool *until_close, const char **reason) {
+  bool bodiless = zg_http_response_bodiless(h->status, head_request);
+
+  *until_close = false;
+  o->framing = ZG_FRAMING_NONE;
+  o->body_length = 0;
+  o->codings = NULL;
+  if (zg_http_transfer_codings(h, codings, codings_cap) < 0) {
+    *reason = "transfer codings too long";
+    return -1;
+  }
+  if (bodiless) {
+    /* A length tells a HEAD client what a GET would get. */
+    if (h->has_length && head_request && h->status >= 200) {
+      o->framing = ZG_FRAMING_LENGTH;
+      o->body_length = h->content_length;
+    }
+    return 0;
+  }
+  if (h->has_length) { /* never with Transfer-Encoding: checked */
+    o->framing = ZG_FRAMING_LENGTH;
+    o->body_length = h->content_length;
+    return 0;
+  }
+  if (client_minor >= 1) {
+    o->framing = ZG_FRAMING_CHUNKED;
+    o->codings = codings;
+    return 0;
+  }
+  if (codings[0]) {
+    *reason = "transfer coding for an HTTP/1.0 client";
+    return -1;
+  }
+  *until_close = true; /* the end of the body is the end of the connection */
+  return 0;
 }
 
 int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
@@ -833,7 +989,7 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
       put_hdr(&w, h, i);
   /* RFC 9112 §6.3: these never have a body, whatever they say. */
   if (h->status >= 200 && h->status != 204 && h->status != 304)
-    put_framing(&w, o->framing, o->body_length);
+    put_framing(&w, o->framing, o->body_length, o->codings);
   if (o->upgrade != NULL && h->status == 101) {
     if (!value_ok(o->upgrade))
       return -1;
@@ -995,6 +1151,6 @@ void zg_http_head_framing(zg_http_head_t *h, const llhttp_t *p) {
   h->major = p->http_major;
   h->minor = p->http_minor;
   h->chunked = (p->flags & F_CHUNKED) != 0;
-  h->content_length =
-      (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+  h->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  h->content_length = h->has_length ? p->content_length : 0;
 }

@@ -89,6 +89,7 @@ struct zg_http_upstream {
   unsigned resolving : 1;     /* a name lookup is out */
   unsigned reading : 1;       /* (zg_stream_)read_start'ed */
   unsigned want_tls : 1;      /* TLS once connected (upstream_tls) */
+  unsigned answered : 1;      /* a byte of a response came for this exchange */
   zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
   unsigned extra_bytes;       /* trailer and chunk extension bytes */
@@ -127,11 +128,13 @@ struct zg_http_session {
   unsigned retried : 1;      /* the one retry on a fresh connection */
   unsigned lingering : 1;    /* response out, write side shut, draining */
   unsigned too_many : 1;     /* more header fields than we keep */
+  unsigned too_big : 1;      /* a chunked body over max_request_body */
   unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
   char upgrade[64];          /* the protocol asked for, or "" */
   unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
   unsigned wait_drain : 1;   /* next request held until the client drains */
   unsigned extra_bytes;      /* trailer and chunk extension bytes */
+  uint64_t body_bytes;       /* of the current request, decoded */
   uint64_t head_begin_ms;    /* first byte of the current request head */
   zg_service_t *svc;         /* referenced */
   int strip;                 /* the route's prefix is stripped */
@@ -696,8 +699,9 @@ static int resp_on_headers_complete(llhttp_t *p) {
   zg_http_session_t *s = u->s;
   zg_http_resp_out_t o;
   const char *reason;
-  char proto[64];
+  char proto[64], codings[256];
   int status = p->status_code, no_body;
+  bool until_close = false;
 
   if (!s)
     return -1;
@@ -717,11 +721,17 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, reason);
     return -1;
   }
-  /* 1xx (but 101), 204, 304 and responses to HEAD have no body whatever
-   * their headers say (RFC 9112 §6.3); llhttp 8.1 would read one. */
-  no_body = (status >= 100 && status < 200) || status == 204 || status == 304 ||
-            s->head_req;
+  /* Decided before anything goes to the client, so that a response that
+   * cannot be passed on is still a 502. */
   memset(&o, 0, sizeof(o));
+  no_body = zg_http_response_bodiless(status, s->head_req);
+  if (status != 101 && status >= 200 &&
+      zg_http_response_framing(&u->resp, s->req->minor, s->head_req, &o,
+                               codings, sizeof(codings), &until_close,
+                               &reason) != 0) {
+    llhttp_set_error_reason(p, reason);
+    return -1;
+  }
   if (status == 101) {
     /* The switch the client asked for: the head goes out, then the
      * connection becomes a tunnel (llhttp returns HPE_PAUSED_UPGRADE). */
@@ -739,23 +749,9 @@ static int resp_on_headers_complete(llhttp_t *p) {
     u->in_head = 0; /* body reads go to pooled buffers */
     s->resp_head = 1;
     s->sent_ms = 0; /* the response timeout no longer applies */
-    if (no_body) {
-      o.framing = ZG_FRAMING_NONE;
-      if (u->resp.content_length >= 0 && s->head_req) {
-        o.framing = ZG_FRAMING_LENGTH; /* tells the length a GET would get */
-        o.body_length = (uint64_t)u->resp.content_length;
-      }
-    } else if (u->resp.content_length >= 0 && !u->resp.chunked) {
-      o.framing = ZG_FRAMING_LENGTH;
-      o.body_length = (uint64_t)u->resp.content_length;
-    } else if (s->req->major == 1 && s->req->minor >= 1) {
-      o.framing = ZG_FRAMING_CHUNKED;
-      s->resp_chunked = 1;
-    } else {
-      /* An HTTP/1.0 client and no length: the end of the body is the end
-       * of the connection. */
+    s->resp_chunked = o.framing == ZG_FRAMING_CHUNKED;
+    if (until_close)
       s->close_after = 1;
-    }
     if (!s->client_keep || (s->client_eof && s->in_len == s->in_off) ||
         winding_down(s))
       s->close_after = 1;
@@ -905,6 +901,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
   }
   if (nread > 0) {
     s->last_active_ms = uv_now(s->gw->loop);
+    u->answered = 1;
     if (in_head) {
       u->head_len += (size_t)nread;
       upstream_parse(u, buf->base, (size_t)nread);
@@ -966,13 +963,17 @@ static int idempotent(int method) {
          method == HTTP_TRACE || method == HTTP_PUT || method == HTTP_DELETE;
 }
 
-/* The instance failed us. Before any response byte reached the client, a
- * request without a body gets one more try on a fresh connection when the
- * failure was on a reused one (it may have been closed just as we sent),
- * else a 502/504; after, the client connection is closed. */
+/* The instance failed us. A request without a body gets one more try on a
+ * fresh connection when the failure was on a reused one (it may have been
+ * closed just as we sent) and no byte of a response came back, else a
+ * 502/504; after a response head went to the client, the client
+ * connection is closed. */
 static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
   zg_http_upstream_t *u = s->up;
   int reused = u && u->used;
+  /* A reply the instance began (a bad one, or cut short) means it saw the
+   * request: sending it again would make it see it twice. */
+  int answered = u && u->answered;
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
            s->client_addr, u ? u->key : "-", why, reused ? "reused" : "new");
   if (u) {
@@ -987,8 +988,8 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
     session_end(s, why);
     return;
   }
-  if (reused && !s->req_has_body && !s->retried && s->state != HS_CLOSING &&
-      idempotent(s->req->method)) {
+  if (reused && !answered && !s->req_has_body && !s->retried &&
+      s->state != HS_CLOSING && idempotent(s->req->method)) {
     s->retried = 1;
     s->ntried = 0;
     s->state = HS_CONNECT;
@@ -1007,6 +1008,7 @@ static void upstream_read_start(zg_http_upstream_t *u) {
   u->resp.reason_len = 0;
   u->value_open = 0;
   u->keep = 0;
+  u->answered = 0;
   u->extra_bytes = 0;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
@@ -1330,8 +1332,17 @@ static int req_on_headers_complete(llhttp_t *p) {
 static int req_on_body(llhttp_t *p, const char *at, size_t len) {
   zg_http_session_t *s = p->data;
   zg_http_upstream_t *u = s->up;
+  uint64_t limit = s->gw->cfg->proxy.max_request_body;
   if (!u)
     return -1;
+  s->body_bytes += len;
+  /* A Content-Length over the limit was refused with the head; a chunked
+   * body is counted as it comes. */
+  if (limit && s->body_bytes > limit) {
+    s->too_big = 1;
+    llhttp_set_error_reason(p, "request body too large");
+    return -1;
+  }
   if (s->req_chunked)
     return chunk_to_upstream(u, at, len) ? -1 : 0;
   return to_upstream(u, at, len) ? -1 : 0;
@@ -1397,6 +1408,11 @@ static void head_complete(zg_http_session_t *s) {
   s->strip = hl->targets[route->service].strip;
   s->svc->accepted++;
   s->svc->active++;
+  if (s->gw->cfg->proxy.max_request_body && s->req->has_length &&
+      s->req->content_length > s->gw->cfg->proxy.max_request_body) {
+    respond_error(s, 413, "request body too large"); /* RFC 9110 §15.5.14 */
+    return;
+  }
   zg_pool_unref(s->pool);
   s->pool = zg_service_pool(s->svc);
   if (!s->pool) {
@@ -1468,14 +1484,10 @@ static void head_complete(zg_http_session_t *s) {
       o.upgrade = s->upgrade;
     }
   }
+  /* Framing from llhttp's flags; zg_http_check_request refused a length
+   * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
   s->req_chunked = s->req->chunked;
-  s->req_has_body = s->req->chunked || s->req->content_length > 0;
-  if (s->req->chunked) {
-    o.framing = ZG_FRAMING_CHUNKED;
-  } else if (s->req->content_length >= 0) {
-    o.framing = ZG_FRAMING_LENGTH;
-    o.body_length = (uint64_t)s->req->content_length;
-  }
+  s->req_has_body = zg_http_request_framing(s->req, &o);
   /* A pooled block holds nearly every head; a larger one is written
    * again into a heap buffer. */
   buf_release(s->gw, &s->up_head, &s->up_head_cap);
@@ -1518,6 +1530,7 @@ static zg_http_head_t *head_get(zg_gateway_t *gw) {
   if (h) {
     memset(h, 0, offsetof(zg_http_head_t, hdr));
     h->n_hdr = 0;
+    h->has_length = false;
     h->content_length = 0;
     h->chunked = false;
   }
@@ -1529,8 +1542,11 @@ static void process_input(zg_http_session_t *s) {
   while (s->state != HS_CLOSING && s->in_off < s->in_len) {
     llhttp_errno_t err;
     const char *start = s->in + s->in_off;
+    /* Paused: waiting for an instance, or for the response. What the
+     * parser passed on before (the end of a body, with the next request's
+     * bytes behind it in the same read) is still flushed below. */
     if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
-      return; /* paused: waiting for an instance, or for the response */
+      break;
     if (!s->req && !(s->req = head_get(s->gw))) {
       session_end(s, "out of memory");
       return;
@@ -1548,7 +1564,10 @@ static void process_input(zg_http_session_t *s) {
         upstream_release(u, 0);
       }
       if (!s->resp_head)
-        respond_error(s, s->too_many ? 431 : 400,
+        respond_error(s,
+                      s->too_many  ? 431
+                      : s->too_big ? 413
+                                   : 400,
                       why ? why : llhttp_errno_name(err));
       else
         session_end(s, "bad request body");
@@ -1589,8 +1608,9 @@ static void reset_for_next(zg_http_session_t *s) {
   s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
   s->head_seen = 0;
   s->sent_ms = 0;
-  s->too_many = 0;
+  s->too_many = s->too_big = 0;
   s->extra_bytes = 0;
+  s->body_bytes = 0;
   s->head_begin_ms = 0;
   s->resp_chunked = s->req_chunked = s->req_has_body = s->retried = 0;
   s->head_req = 0;
@@ -1656,6 +1676,11 @@ static void next_request(zg_http_session_t *s) {
       s->reading = 0;
     }
     return;
+  }
+  if (s->wait_drain && s->in_len > 0) {
+    /* The request held back was the gateway's doing, not the client's:
+     * its header_timeout starts now. */
+    s->head_begin_ms = uv_now(s->gw->loop);
   }
   s->wait_drain = 0;
   if (s->in_len)
@@ -1993,8 +2018,10 @@ static void on_session_timer(uv_timer_t *t) {
     }
     return;
   }
-  /* Slow heads (slowloris): the whole head within header_timeout. */
-  if (s->state == HS_HEAD && s->in_len > s->head_start && s->head_begin_ms &&
+  /* Slow heads (slowloris): the whole head within header_timeout; not
+   * while a pipelined head is held back until the client reads. */
+  if (s->state == HS_HEAD && !s->wait_drain && s->in_len > s->head_start &&
+      s->head_begin_ms &&
       now - s->head_begin_ms >= s->gw->cfg->proxy.header_timeout_ms) {
     respond_error(s, 408, "request head not received in time");
     return;

@@ -111,6 +111,7 @@ typedef struct {
     char *access_log;          /* NULL: off; "stderr"; or an absolute path */
     bool access_log_json;      /* one JSON object a line instead of text */
     uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
+    uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
   } proxy;
   struct {
     bool enabled; /* [admin] listen is set */
@@ -156,6 +157,9 @@ const char *zg_protocol_name(zg_protocol_t p);
 
 /* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */
 int zg_parse_duration_ms(const char *s, uint64_t *out_ms);
+/* "0", "512", "64k", "10m", "1g" (binary multiples, either case) ->
+ * bytes. Returns 0 or ZG_ECONFIG. */
+int zg_parse_size(const char *s, uint64_t *out);
 int zg_parse_bool(const char *s, bool *out);
 int zg_parse_listen(const char *s, zg_listen_addr_t *out);
 

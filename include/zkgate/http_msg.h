@@ -29,8 +29,11 @@ typedef struct {
   uint32_t reason_off, reason_len; /* responses */
   zg_hdr_t hdr[ZG_HTTP_MAX_HEADERS];
   size_t n_hdr;
-  int64_t content_length; /* -1 when absent */
-  bool chunked;           /* Transfer-Encoding: chunked */
+  /* Framing, from llhttp's flags (F_CONTENT_LENGTH, F_CHUNKED), never from
+   * the value: llhttp takes any Content-Length up to 2^64 - 1. */
+  bool has_length;         /* a Content-Length was given */
+  uint64_t content_length; /* its value (0 when none) */
+  bool chunked;            /* Transfer-Encoding ending in chunked */
 } zg_http_head_t;
 
 /* Checks llhttp 8.1 lets through, on the raw head bytes (request line or
@@ -60,19 +63,38 @@ void zg_http_head_framing(zg_http_head_t *h,
  * llhttp skips, RFC 9112 §2.2); `len` when there is no empty line yet. */
 size_t zg_http_head_end(const char *buf, size_t len);
 
+/* The largest Content-Length the gateway frames a message with: what an
+ * int64_t holds, as nginx's off_t (a larger one is refused, never taken
+ * for "no length"). */
+#define ZG_HTTP_MAX_CONTENT_LENGTH ((uint64_t)INT64_MAX)
+
 /* Request checks after parsing: more than one Host, no Host in HTTP/1.1,
  * a Host value that is not host[:port] (empty only with an absolute-form
- * target; RFC 9112 §3.2), Transfer-Encoding in HTTP/1.0, a target longer
+ * target; RFC 9112 §3.2), a Content-Length above
+ * ZG_HTTP_MAX_CONTENT_LENGTH (400), a Transfer-Encoding with any coding
+ * but a single final chunked (501, as nginx: the gateway would otherwise
+ * pass on a body whose coding it drops), Transfer-Encoding in HTTP/1.0, a
+ * target longer
  * than ZG_HTTP_MAX_URL, a target that is neither origin-form, absolute-form
  * (http/https) nor "*" for OPTIONS, CONNECT, a version other than 1.0 and
  * 1.1 (llhttp 8.1 takes 0.9 and 2.0). Returns 0 or the status to answer
- * (400, 405, 414, 505) with *reason set to a static string. */
+ * (400, 405, 414, 501, 505) with *reason set to a static string. */
 int zg_http_check_request(const zg_http_head_t *h, const char **reason);
 
-/* Response checks: more than one Content-Length, a Content-Length and a
- * Transfer-Encoding together, Transfer-Encoding in HTTP/1.0 (RFC 9112
- * §6.1), a version other than 1.0 and 1.1. Returns 0 or -1 with *reason. */
+/* Response checks: more than one Content-Length, one above
+ * ZG_HTTP_MAX_CONTENT_LENGTH, a Content-Length and a Transfer-Encoding
+ * together, Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1), a
+ * Transfer-Encoding list that is empty or has an empty or bad token, a
+ * version other than 1.0 and 1.1. Returns 0 or -1 with *reason. */
 int zg_http_check_response(const zg_http_head_t *h, const char **reason);
+
+/* The transfer codings of a message other than a final "chunked", joined
+ * with ", " into `out` (NUL-terminated): "gzip" for "gzip, chunked" or for
+ * two Transfer-Encoding fields "gzip" and "chunked"; "" when there is no
+ * Transfer-Encoding or only "chunked". Returns the length written, or -1
+ * when a list element is not a token (with its parameters) or the result
+ * does not fit in `cap`. RFC 9112 §6.1. */
+int zg_http_transfer_codings(const zg_http_head_t *h, char *out, size_t cap);
 
 /* The first header named `name` (case-insensitive), or NULL. */
 const zg_hdr_t *zg_http_find(const zg_http_head_t *h, const char *name);
@@ -136,6 +158,11 @@ typedef struct {
                            (Connection: upgrade, Upgrade: value) */
 } zg_http_req_out_t;
 
+/* The framing of the request sent upstream, from the client's (checked by
+ * zg_http_check_request): chunked is re-chunked, a length kept. Sets
+ * o->framing and o->body_length; returns whether a body follows. */
+bool zg_http_request_framing(const zg_http_head_t *h, zg_http_req_out_t *o);
+
 /* Writes the request head for the instance: "METHOD target HTTP/1.1",
  * Host first, then the client's headers minus the hop-by-hop ones (RFC
  * 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
@@ -156,11 +183,32 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
 typedef struct {
   zg_framing_t framing;
   uint64_t body_length;
+  /* With ZG_FRAMING_CHUNKED: the instance's transfer codings to pass on
+   * before the final chunked ("gzip"); NULL or "": none. */
+  const char *codings;
   bool close;          /* Connection: close */
   bool keep_alive;     /* Connection: keep-alive (for HTTP/1.0 clients) */
   const char *upgrade; /* non-NULL (101 only): Connection: upgrade and
                           Upgrade: value */
 } zg_http_resp_out_t;
+
+/* Whether a response has no body whatever its head says: 1xx, 204, 304
+ * and a response to HEAD (RFC 9112 §6.3; llhttp 8.1 would read one). */
+bool zg_http_response_bodiless(int status, bool head_request);
+
+/* The framing of a final (or 101) response for the client, from the
+ * instance's response head `h` (checked by zg_http_check_response) and the
+ * client's HTTP minor version: a length is kept (told for HEAD too),
+ * anything else is chunked for an HTTP/1.1 client, with the instance's
+ * codings other than chunked named first (written into `codings`, which
+ * o->codings then points to), or read until close for an HTTP/1.0 one
+ * (*until_close). Returns 0, or -1 with *reason when the response cannot
+ * be passed on: codings too long for `codings_cap`, or codings an HTTP/1.0
+ * client cannot be told of (RFC 9112 §6.1). */
+int zg_http_response_framing(const zg_http_head_t *h, int client_minor,
+                             bool head_request, zg_http_resp_out_t *o,
+                             char *codings, size_t codings_cap,
+                             bool *until_close, const char **reason);
 
 /* Writes the response head for the client: "HTTP/1.1 status reason", the
  * instance's headers minus hop-by-hop ones and Content-Length, then the

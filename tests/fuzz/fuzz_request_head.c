@@ -319,7 +319,15 @@ static void check_request_out(const char *out, int n, const zg_http_head_t *h,
       CHECK(parse_u64(f.value, f.value_len) == o->body_length);
     } else if (name_is(&f, "Transfer-Encoding")) {
       n_te++;
-      CHECK(o->framing == ZG_FRAMING_CHUNKED && value_is(&f, "chunked"));
+      /* The instance's codings first, then the gateway's chunked. */
+      CHECK(o->framing == ZG_FRAMING_CHUNKED);
+      if (o->codings && o->codings[0]) {
+        size_t k = strlen(o->codings);
+        CHECK(f.value_len == k + 9 && memcmp(f.value, o->codings, k) == 0 &&
+              memcmp(f.value + k, ", chunked", 9) == 0);
+      } else {
+        CHECK(value_is(&f, "chunked"));
+      }
     } else if (name_is(&f, "X-Forwarded-For")) {
       size_t cl = strlen(CLIENT_IP);
       n_xff++;
@@ -383,7 +391,15 @@ static void check_response_out(const char *out, int n, const zg_http_head_t *h,
       CHECK(parse_u64(f.value, f.value_len) == o->body_length);
     } else if (name_is(&f, "Transfer-Encoding")) {
       n_te++;
-      CHECK(o->framing == ZG_FRAMING_CHUNKED && value_is(&f, "chunked"));
+      /* The instance's codings first, then the gateway's chunked. */
+      CHECK(o->framing == ZG_FRAMING_CHUNKED);
+      if (o->codings && o->codings[0]) {
+        size_t k = strlen(o->codings);
+        CHECK(f.value_len == k + 9 && memcmp(f.value, o->codings, k) == 0 &&
+              memcmp(f.value + k, ", chunked", 9) == 0);
+      } else {
+        CHECK(value_is(&f, "chunked"));
+      }
     } else if (name_is(&f, "Connection")) {
       n_conn++;
       CHECK(o->close ? value_is(&f, "close") : value_is(&f, "keep-alive"));
@@ -549,7 +565,9 @@ static int head_complete(session_t *s, llhttp_t *p, const char *stop,
     return status;
   /* Checked: the version is 1.x, and llhttp's framing is one of the two. */
   CHECK(s->req.major == 1 && (s->req.minor == 0 || s->req.minor == 1));
-  CHECK(!(s->req.chunked && s->req.content_length >= 0));
+  CHECK(!(s->req.chunked && s->req.has_length));
+  CHECK(!s->req.has_length ||
+        s->req.content_length <= ZG_HTTP_MAX_CONTENT_LENGTH);
   route = rt.route;
   path = rt.path;
   path_len = rt.path_len;
@@ -587,12 +605,9 @@ static int head_complete(session_t *s, llhttp_t *p, const char *stop,
              s->in + host->value_off);
     o.fwd_host = host_buf;
   }
-  if (s->req.chunked) {
-    o.framing = ZG_FRAMING_CHUNKED;
-  } else if (s->req.content_length >= 0) {
-    o.framing = ZG_FRAMING_LENGTH;
-    o.body_length = (uint64_t)s->req.content_length;
-  }
+  /* The shipped framing decision. */
+  CHECK(zg_http_request_framing(&s->req, &o) ==
+        (s->req.chunked || s->req.content_length > 0));
   n = zg_http_write_request(out_head, sizeof(out_head), &s->req, &o);
   if (n < 0) {
     *reason = "request head too large";
@@ -745,6 +760,8 @@ static int resp_on_headers_complete(llhttp_t *p) {
   upstream_t *u = p->data;
   zg_http_resp_out_t o;
   const char *reason;
+  char codings[256];
+  bool until_close = false;
   int n, status = p->status_code, no_body;
 
   u->resp.buf = u->head;
@@ -769,28 +786,24 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, reason);
     return -1;
   }
-  CHECK(!(u->resp.chunked && u->resp.content_length >= 0));
-  no_body = (status >= 100 && status < 200) || status == 204 || status == 304 ||
-            u->head_req;
+  CHECK(!(u->resp.chunked && u->resp.has_length));
+  CHECK(!u->resp.has_length ||
+        u->resp.content_length <= ZG_HTTP_MAX_CONTENT_LENGTH);
+  /* The shipped framing decision, as src/http_proxy.c makes it. */
+  no_body = zg_http_response_bodiless(status, u->head_req);
   memset(&o, 0, sizeof(o));
-  if (status >= 100 && status < 200) {
-    o.framing = ZG_FRAMING_NONE;
-  } else {
+  if (status >= 200 &&
+      zg_http_response_framing(&u->resp, u->req_minor, u->head_req, &o, codings,
+                               sizeof(codings), &until_close, &reason) != 0) {
+    llhttp_set_error_reason(p, reason);
+    return -1;
+  }
+  if (status >= 200) {
     u->in_head = 0;
-    if (no_body) {
-      o.framing = ZG_FRAMING_NONE;
-      if (u->resp.content_length >= 0 && u->head_req) {
-        o.framing = ZG_FRAMING_LENGTH;
-        o.body_length = (uint64_t)u->resp.content_length;
-      }
-    } else if (u->resp.content_length >= 0 && !u->resp.chunked) {
-      o.framing = ZG_FRAMING_LENGTH;
-      o.body_length = (uint64_t)u->resp.content_length;
-    } else if (u->req_major == 1 && u->req_minor >= 1) {
-      o.framing = ZG_FRAMING_CHUNKED;
-    } else {
+    CHECK(!(o.framing == ZG_FRAMING_CHUNKED && u->req_minor == 0));
+    CHECK(!(until_close && codings[0]));
+    if (until_close)
       u->close_after = 1;
-    }
     if (!u->client_keep)
       u->close_after = 1;
     o.close = u->close_after;

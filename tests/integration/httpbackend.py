@@ -9,7 +9,8 @@ body's length and SHA-256. Special paths make the responses the proxy must get r
   /big/N            N bytes of a repeating pattern, Content-Length
   /close            answers, then closes the connection (Connection: close)
   /slow/MS          answers after MS milliseconds
-`connections` counts accepted TCP connections; `requests` counts requests. With `tls` (an
+`connections` counts accepted TCP connections; `requests` counts requests; `seen` lists the
+method, target and Host of each. With `tls` (an
 ssl.SSLContext) the backend speaks HTTPS; `server_names` then lists the SNI of each handshake
 (None when the client sent none)."""
 
@@ -62,6 +63,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         b = self.server.backend
         with b.lock:
             b.requests += 1
+            b.seen.append((self.command, self.path, self.headers.get("Host")))
         body = self._body()
         path = self.path
         if path.startswith("/slow/"):
@@ -140,6 +142,7 @@ class HttpBackend:
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
+        self.seen = []  # (method, target, Host) of every request, in order
         self.server_names = []
         self.server = _Server(("127.0.0.1", self.port), _Handler)
         self.server.daemon_threads = True

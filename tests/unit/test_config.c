@@ -629,9 +629,15 @@ static void test_operations_keys(void **state) {
   assert_null(cfg->proxy.access_log);
   assert_false(cfg->proxy.access_log_json);
   assert_int_equal(cfg->proxy.drain_timeout_ms, 15000);
+  assert_true(cfg->proxy.max_request_body == 0); /* no limit by default */
   assert_false(cfg->admin.enabled);
   zg_config_free(cfg);
 
+  cfg = load_ok("[proxy]\nmax_request_body = 10m\n[service:s]\n"
+                "listen = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_true(cfg->proxy.max_request_body == 10485760);
+  zg_config_free(cfg);
+  expect_one_error("[proxy]\nmax_request_body = lots\n", "max_request_body");
   expect_one_error("[proxy]\naccess_log = logs/a.log\n", "access_log");
   expect_one_error("[proxy]\naccess_log_format = xml\n", "access_log_format");
   expect_one_error("[admin]\nlisten = nowhere\n", "listen");
@@ -876,6 +882,34 @@ static void test_parse_duration(void **state) {
 
     print_message("bad duration '%s'\n", bad[i]);
     assert_int_equal(zg_parse_duration_ms(bad[i], &ms), ZG_ECONFIG);
+  }
+}
+
+static void test_parse_size(void **state) {
+  static const struct {
+    const char *s;
+    uint64_t v;
+  } good[] = {{"0", 0},           {"512", 512},
+              {"64k", 65536},     {"64K", 65536},
+              {"10m", 10485760},  {"1g", 1073741824},
+              {"1G", 1073741824}, {"8589934591", 8589934591}};
+  static const char *const bad[] = {
+      "",    "k",  "-1", "1.5m", "1kb",
+      "1 k", " 1", "1t", "x",    "99999999999999999999"};
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    uint64_t v = 12345;
+
+    print_message("size %s\n", good[i].s);
+    assert_int_equal(zg_parse_size(good[i].s, &v), 0);
+    assert_true(v == good[i].v);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    uint64_t v = 0;
+
+    print_message("bad size '%s'\n", bad[i]);
+    assert_int_equal(zg_parse_size(bad[i], &v), ZG_ECONFIG);
   }
 }
 
@@ -1534,6 +1568,7 @@ int main(void) {
       cmocka_unit_test(test_bad_auth),
       cmocka_unit_test(test_hosts_chroot),
       cmocka_unit_test(test_parse_duration),
+      cmocka_unit_test(test_parse_size),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
   };

@@ -89,11 +89,7 @@ static int on_headers_complete(llhttp_t *p) {
 
   h->method = p->method;
   h->status = p->status_code;
-  h->major = p->http_major;
-  h->minor = p->http_minor;
-  h->content_length =
-      (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
-  h->chunked = (p->flags & F_CHUNKED) != 0;
+  zg_http_head_framing(h, p); /* the shipped framing decision */
   ps->complete = true;
   return HPE_PAUSED; /* the head is all we want */
 }
@@ -102,7 +98,6 @@ static void head_init(zg_http_head_t *h, const char *buf, bool is_request) {
   memset(h, 0, sizeof(*h));
   h->buf = buf;
   h->is_request = is_request;
-  h->content_length = -1;
 }
 
 /* Parses the head in buf (NUL-terminated) with llhttp, strict mode. */
@@ -521,6 +516,96 @@ static void test_check_request_version(void **state) {
                  "HTTP version not supported");
 }
 
+/* Issue 12 point 1: llhttp takes a Content-Length up to 2^64 - 1; stored
+ * signed, 2^64 - 1 read as "no length" and the body went upstream
+ * unframed. The framing comes from llhttp's flag, the value is bounded. */
+static void test_check_request_huge_length(void **state) {
+  zg_http_head_t h;
+
+  req(&h, "POST / HTTP/1.1\r\nHost: a\r\n"
+          "Content-Length: 18446744073709551615\r\n\r\n");
+  assert_true(h.has_length);
+  assert_true(h.content_length == UINT64_MAX);
+  assert_request_refused(&h, 400, "Content-Length too large");
+  assert_refused("POST / HTTP/1.1\r\nHost: a\r\n"
+                 "Content-Length: 9223372036854775808\r\n\r\n",
+                 400, "Content-Length too large");
+  req(&h, "POST / HTTP/1.1\r\nHost: a\r\n"
+          "Content-Length: 9223372036854775807\r\n\r\n");
+  assert_true(h.has_length);
+  assert_true(h.content_length == (uint64_t)INT64_MAX);
+  assert_request_ok("POST / HTTP/1.1\r\nHost: a\r\n"
+                    "Content-Length: 9223372036854775807\r\n\r\n");
+  /* Content-Length: 0 is a length, not its absence. */
+  req(&h, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+  assert_true(h.has_length);
+  assert_true(h.content_length == 0);
+  req(&h, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert_false(h.has_length);
+  (void)state;
+}
+
+/* Issue 12 point 6: a coding under chunked would be passed on unlabelled
+ * (the body is re-chunked and Transfer-Encoding dropped): 501, as nginx. */
+static void test_check_request_transfer_codings(void **state) {
+  assert_refused("POST / HTTP/1.1\r\nHost: a\r\n"
+                 "Transfer-Encoding: gzip, chunked\r\n\r\n",
+                 501, "transfer coding not implemented");
+  assert_refused(
+      "POST / HTTP/1.1\r\nHost: a\r\n"
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+      501, "transfer coding not implemented");
+  assert_refused("POST / HTTP/1.1\r\nHost: a\r\n"
+                 "Transfer-Encoding: deflate ,chunked\r\n\r\n",
+                 501, "transfer coding not implemented");
+  assert_request_ok("POST / HTTP/1.1\r\nHost: a\r\n"
+                    "Transfer-Encoding: CHUNKED\r\n\r\n");
+  assert_request_ok("POST / HTTP/1.1\r\nHost: a\r\n"
+                    "Transfer-Encoding: , chunked\r\n\r\n");
+  (void)state;
+}
+
+static void assert_codings(const char *head, int want_rc, const char *want) {
+  zg_http_head_t h;
+  char out[64];
+  int rc;
+
+  resp(&h, head);
+  rc = zg_http_transfer_codings(&h, out, sizeof(out));
+  if (rc != want_rc)
+    fail_msg("%d, want %d for %s", rc, want_rc, head);
+  if (rc >= 0)
+    assert_string_equal(out, want);
+}
+
+static void test_transfer_codings(void **state) {
+  assert_codings("HTTP/1.1 200 OK\r\n\r\n", 0, "");
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
+                 "");
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                 4, "gzip");
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+                 "transfer-encoding: br,, Chunked\r\n\r\n",
+                 8, "gzip, br");
+  /* Not chunked last: the body ends with the connection; passed on. */
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 4,
+                 "gzip");
+  assert_codings(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: x;q=1 , chunked\r\n\r\n", 5,
+      "x;q=1");
+  /* chunked not last, or twice (RFC 9112 §6.1) */
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                 -1, NULL);
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gz ip, chunked\r\n\r\n",
+                 -1, NULL);
+  /* does not fit */
+  assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                 "aaaaaaaaaaaa, chunked\r\n\r\n",
+                 -1, NULL);
+  (void)state;
+}
+
 /* ------------------------------------------------------- check_response */
 
 static void test_check_response(void **state) {
@@ -548,6 +633,15 @@ static void test_check_response(void **state) {
   reason = NULL;
   assert_int_equal(zg_http_check_response(&h, &reason), -1);
   assert_string_equal(reason, "Content-Length with Transfer-Encoding");
+  /* Issue 12 point 1, response side. */
+  resp(&h, "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
+  reason = NULL;
+  assert_int_equal(zg_http_check_response(&h, &reason), -1);
+  assert_string_equal(reason, "Content-Length too large");
+  resp(&h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+  reason = NULL;
+  assert_int_equal(zg_http_check_response(&h, &reason), -1);
+  assert_string_equal(reason, "bad Transfer-Encoding");
 
   resp(&h, "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
   reason = NULL;
@@ -1065,6 +1159,15 @@ static void test_write_response(void **state) {
                  "Transfer-Encoding: chunked\r\n"
                  "\r\n");
 
+  /* The instance's codings other than chunked are passed on (issue 12
+   * point 6), in front of the chunked the gateway applies. */
+  resp(&h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+  o = (zg_http_resp_out_t){.framing = ZG_FRAMING_CHUNKED, .codings = "gzip"};
+  assert_written(zg_http_write_response(out, sizeof(out), &h, &o), out,
+                 "HTTP/1.1 200 OK\r\n"
+                 "Transfer-Encoding: gzip, chunked\r\n"
+                 "\r\n");
+
   /* An HTTP/1.0 instance, a keep-alive HTTP/1.0 client. */
   resp(&h, "HTTP/1.0 200 Fine Thanks\r\nContent-Length: 3\r\n\r\n");
   o = (zg_http_resp_out_t){
@@ -1307,6 +1410,9 @@ int main(void) {
       cmocka_unit_test(test_error_response_head),
       cmocka_unit_test(test_error_response_cap),
       cmocka_unit_test(test_reason),
+      cmocka_unit_test(test_check_request_huge_length),
+      cmocka_unit_test(test_check_request_transfer_codings),
+      cmocka_unit_test(test_transfer_codings),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -391,7 +391,6 @@ static int route_raw(const zg_route_table_t *t, const char *raw,
   memset(&x, 0, sizeof(x));
   x.h.buf = raw;
   x.h.is_request = true;
-  x.h.content_length = -1;
   llhttp_settings_init(&st);
   st.on_url = p_url;
   st.on_header_field = p_field;
