@@ -711,7 +711,9 @@ static void test_rewrite_path(void **state) {
       {NULL, "/api/", "/api/", true, "", "/"},
       {NULL, "/api", "/api/", true, "", "/"},
       {NULL, "/api/x", "/api", true, "", "/x"},
-      {NULL, "/apix", "/api", true, "", "/x"},
+      /* "/apix" is not under "/api": a prefix ends at a segment */
+      {NULL, "/apix", "/api", true, "", "/apix"},
+      {NULL, "/api/", "/api", true, "", "/"},
       {NULL, "/x", "/", true, "", "/x"},
       {NULL, "/", "/", true, "", "/"},
       /* not under the prefix: kept */
@@ -746,6 +748,81 @@ static void test_rewrite_path(void **state) {
       fail_msg("case %zu: %d \"%.*s\", want \"%s\"", i, n, n < 0 ? 0 : n, out,
                cases[i].want);
     assert_int_equal(n, strlen(cases[i].want));
+  }
+}
+
+static void test_normalize_path(void **state) {
+  static const struct {
+    const char *in, *want; /* want NULL: -1 */
+  } cases[] = {
+      /* RFC 3986 §5.4.2's examples that are paths from the root */
+      {"/a/b/c/./../../g", "/a/g"},
+      {"/mid/content=5/../6", "/mid/6"},
+      /* nothing to do */
+      {"/", "/"},
+      {"/a/b", "/a/b"},
+      {"/a//b/", "/a//b/"},
+      {"*", "*"},
+      {"/a/.b/..c/.../c.", "/a/.b/..c/.../c."},
+      /* "." and ".." at the end leave a slash (§5.2.4 B, C) */
+      {"/a/.", "/a/"},
+      {"/a/b/..", "/a/"},
+      {"/.", "/"},
+      {"/a/..", "/"},
+      {"/./a", "/a"},
+      /* an empty segment is a segment: ".." takes it off */
+      {"/a//../b", "/a/b"},
+      /* %2e is '.', in either case, mixed with dots */
+      {"/a/%2e/b", "/a/b"},
+      {"/a/b/%2e%2e/c", "/a/c"},
+      {"/a/b/%2E%2E/c", "/a/c"},
+      {"/a/b/.%2e", "/a/"},
+      {"/a/b/%2e.", "/a/"},
+      {"/a/%2e%2e%2e", "/a/%2e%2e%2e"},
+      {"/a/%2", "/a/%2"},
+      {"/a/%2f/b", "/a/%2f/b"},
+      {"/a/x%2fy", "/a/x%2fy"},
+      {"/a/.%2fy", "/a/.%2fy"},
+      {"/a;v=1/b", "/a;v=1/b"},
+      /* above the root */
+      {"/..", NULL},
+      {"/../a", NULL},
+      {"/a/../..", NULL},
+      {"/a/./../../b", NULL},
+      {"/%2e%2E/a", NULL},
+      /* ".." hidden from the gateway, seen by some instances */
+      {"/a/..%2f", NULL},
+      {"/a/..%2Fb", NULL},
+      {"/a/b%2F..", NULL},
+      {"/a/b%2f%2e%2e%2fc", NULL},
+      {"/a/..%5cb", NULL},
+      {"/a/b%5C..", NULL},
+      {"/a/..\\b", NULL},
+      {"/a/..;x/b", NULL},
+      {"/a/b;..", NULL},
+  };
+  char out[64];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    size_t len = strlen(cases[i].in);
+    int n;
+
+    memset(out, 'Z', sizeof(out));
+    n = zg_http_normalize_path(cases[i].in, len, out);
+    if (cases[i].want == NULL) {
+      if (n != -1)
+        fail_msg("%s: %d \"%.*s\", want -1", cases[i].in, n, n < 0 ? 0 : n,
+                 out);
+      continue;
+    }
+    if (n < 0 || (size_t)n != strlen(cases[i].want) ||
+        memcmp(out, cases[i].want, (size_t)n) != 0)
+      fail_msg("%s: %d \"%.*s\", want \"%s\"", cases[i].in, n, n < 0 ? 0 : n,
+               out, cases[i].want);
+    /* Never a byte past the length it was given. */
+    assert_true((size_t)n <= len);
+    assert_int_equal(out[len], 'Z');
   }
 }
 
@@ -1290,6 +1367,7 @@ int main(void) {
       cmocka_unit_test(test_split_target),
       cmocka_unit_test(test_split_target_len),
       cmocka_unit_test(test_rewrite_path),
+      cmocka_unit_test(test_normalize_path),
       cmocka_unit_test(test_rewrite_path_cap),
       cmocka_unit_test(test_write_request_hop_by_hop),
       cmocka_unit_test(test_write_request_framing),
