@@ -232,6 +232,43 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
               "Client connections (TCP services) or requests (HTTP services) "
               "in progress.",
               svc->active);
+  {
+    zg_connlimit_t cl;
+
+    zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
+    family(o, "zkgate_connections_refused_total", "counter",
+           "Client connections closed at accept, all listeners of the "
+           "process, by the cap reached (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_open);
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_head_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_head);
+    family(o, "zkgate_connections_open", "gauge",
+           "Client connections open, all listeners of the process.");
+    zg_text_printf(o, "zkgate_connections_open %llu\n",
+                   (unsigned long long)cl.open);
+    family(o, "zkgate_connections_in_head", "gauge",
+           "Client connections whose first request head (or ClientHello, or "
+           "TLS handshake) is not complete yet.");
+    zg_text_printf(o, "zkgate_connections_in_head %llu\n",
+                   (unsigned long long)cl.head);
+    family(o, "zkgate_connections_max", "gauge",
+           "The caps in force, by limit (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_open);
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_head_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_head);
+  }
   family(o, "zkgate_listener_connections_accepted_total", "counter",
          "Client connections accepted by HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {

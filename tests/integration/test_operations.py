@@ -362,3 +362,117 @@ def test_drain_timeout_ends_long_connections(zk, backends, gateway):
     assert 0.9 < time.monotonic() - t0 < 4
     assert "drain_timeout (1000 ms) is over" in gw.log_text()
     assert s.recv(100) in (b"", b"bye\n")
+
+
+# ---- connection caps (issue 12 point 8) ----------------------------------------------------------
+
+def closed_without_answer(port, send=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5):
+    """Connect, send, and expect the gateway to close without a byte of answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            s.sendall(send)
+            data = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        return data == b""
+    finally:
+        s.close()
+
+
+def keep_alive_get(port):
+    """A kept-alive client connection that has had one answer (so it is out of its head)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/")
+    r = c.getresponse()
+    assert r.status == 200
+    r.read()
+    return c
+
+
+def test_max_connections_refuses_the_excess_and_counts_it(zk, http_backends, backends, gateway):
+    web, echo = http_backends("web"), backends("echo")
+    port, tport, admin = free_port(), free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, max_connections=4, max_head_connections=4), listen=[port, tport, admin])
+    assert "client connections capped at 4, 4 of them in their head" in gw.log_text()
+    # The probes of wait_listening close: nothing open once the gateway has seen them go.
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    # One cap for every listener: three HTTP clients and one TCP client fill it.
+    held = [keep_alive_get(port) for _ in range(3)]
+    t = socket.create_connection(("127.0.0.1", tport), timeout=5)
+    assert t.recv(100) == b"echo\n"
+    m = metrics(admin)
+    assert m["zkgate_connections_open"] == 4 and m["zkgate_connections_in_head"] == 0
+    # The excess: closed at once, no answer, on either listener; counted. The admin listener
+    # is not capped (it is how the operator sees this).
+    for p in (port, port, tport):
+        assert closed_without_answer(p)
+    key = 'zkgate_connections_refused_total{limit="max_connections"}'
+    assert wait_until(lambda: metrics(admin)[key] == 3, 5)
+    assert metrics(admin)['zkgate_connections_refused_total{limit="max_head_connections"}'] == 0
+    assert wait_until(lambda: "connection refused: max_connections reached" in gw.log_text(), 5)
+    # The ones held are still served.
+    held[0].request("GET", "/")
+    resp = held[0].getresponse()
+    assert resp.status == 200
+    resp.read()
+    # Two close: two new ones are served, the one after them is refused again.
+    held.pop().close()
+    t.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 2, 5)
+    held.append(keep_alive_get(port))
+    held.append(keep_alive_get(port))
+    assert closed_without_answer(port)
+    assert wait_until(lambda: metrics(admin)[key] == 4, 5)
+    for c in held:
+        c.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+
+
+def test_max_head_connections_refuses_more_half_sent_heads(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+    }, max_connections=10, max_head_connections=2, header_timeout="30s"),
+        listen=[port, admin])
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    # Kept-alive clients past their first head do not count in their head.
+    done = [keep_alive_get(port) for _ in range(3)]
+    # Two clients send half a head each and stop: the head cap is full.
+    half = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        half.append(s)
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_in_head"] == 2, 5)
+    m = metrics(admin)
+    assert m["zkgate_connections_open"] == 5
+    # A third half-sent head is refused at accept, without an answer; counted apart.
+    assert closed_without_answer(port, send=b"GET / HTTP/1.1\r\nHost: x\r\n")
+    key = 'zkgate_connections_refused_total{limit="max_head_connections"}'
+    assert wait_until(lambda: metrics(admin)[key] == 1, 5)
+    assert metrics(admin)['zkgate_connections_refused_total{limit="max_connections"}'] == 0
+    assert wait_until(lambda: "connection refused: max_head_connections reached"
+                      in gw.log_text(), 5)
+    # The kept-alive clients go on being served meanwhile.
+    for c in done:
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert r.status == 200
+        r.read()
+    # One half-sent head completes: it is answered, and a new client is admitted again.
+    half[0].sendall(b"1\r\n\r\n")
+    assert half[0].recv(12) == b"HTTP/1.1 200"
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_in_head"] == 1, 5)
+    c = keep_alive_get(port)
+    c.close()
+    for s in half:
+        s.close()
+    for c in done:
+        c.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    assert metrics(admin)["zkgate_connections_in_head"] == 0

@@ -649,6 +649,48 @@ static void test_operations_keys(void **state) {
   }
 }
 
+static void test_connection_caps(void **state) {
+  zg_config_t *cfg;
+  static const char *const bad[] = {"0", "-1", "", "ten", "1e3", "123456789"};
+
+  (void)state;
+  /* auto (0) unless set; sized when the gateway starts */
+  cfg = load_ok("[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 0);
+  assert_int_equal(cfg->proxy.max_head_connections, 0);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_connections = 5000\n"
+                "max_head_connections = 5000\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 5000);
+  assert_int_equal(cfg->proxy.max_head_connections, 5000);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_connections = auto\n"
+                "max_head_connections = 64\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 0);
+  assert_int_equal(cfg->proxy.max_head_connections, 64);
+  zg_config_free(cfg);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "[proxy]\nmax_connections = %s\nmax_head_connections = %s\n",
+             bad[i], bad[i]);
+    {
+      int lines[2] = {line_of(text, "max_connections"),
+                      line_of(text, "max_head_connections")};
+      zg_config_errors_t errs = load_bad(text, lines, 2);
+      zg_config_errors_free(&errs);
+    }
+  }
+  /* More in their head than open at all: reported on the head's line. */
+  expect_one_error("[proxy]\nmax_connections = 10\n"
+                   "max_head_connections = 11\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+                   "max_head_connections");
+}
+
 static void test_bad_discover(void **state) {
   static const char base[] = "[zookeeper]\n"
                              "hosts = 127.0.0.1:2181\n";
@@ -1525,6 +1567,7 @@ int main(void) {
       cmocka_unit_test(test_relative_zk_path),
       cmocka_unit_test(test_zk_path_without_hosts),
       cmocka_unit_test(test_discover),
+      cmocka_unit_test(test_connection_caps),
       cmocka_unit_test(test_bad_discover),
       cmocka_unit_test(test_operations_keys),
       cmocka_unit_test(test_bad_static_instance),
