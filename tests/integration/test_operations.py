@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import time
@@ -476,3 +477,84 @@ def test_max_head_connections_refuses_more_half_sent_heads(zk, http_backends, ga
         c.close()
     assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
     assert metrics(admin)["zkgate_connections_in_head"] == 0
+
+
+# ---- the admin listener's own bounds (issue 12 point 7) ----------------------------------------
+
+def test_admin_head_over_8_kib_is_431(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                              "instances": web.addr}}), listen=[port, admin])
+
+    def exchange(head):
+        s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+        try:
+            s.sendall(head)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        finally:
+            s.close()
+
+    start = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: "
+    # 8 KiB of head exactly: answered.
+    pad = 8192 - len(start) - 4
+    assert exchange(start + b"a" * pad + b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+    # One byte more: 431, and so for any head past the limit, ended or not (the one that
+    # never ends is answered at once, not after the 10 s timeout).
+    assert exchange(start + b"a" * (pad + 1) + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert exchange(start + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+    s.sendall(start + b"a" * 9000)
+    assert s.recv(12) == b"HTTP/1.1 431"
+    assert time.monotonic() - t0 < 5
+    s.close()
+    # Many small fields add up the same way.
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 40) for i in range(200))
+    assert exchange(b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n").startswith(
+        b"HTTP/1.1 431")
+    # The listener goes on serving.
+    assert request(admin, "/healthz")[0] == 200
+
+
+def test_admin_client_that_never_reads_is_closed_by_the_timeout(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    # Many services with long names make /metrics long: longer than what the kernel buffers
+    # for a client that reads nothing (on loopback the sending side alone takes up to
+    # net.ipv4.tcp_wmem's 4 MiB).
+    services = {f"s{i:04d}" + "x" * 34: {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                         "instances": web.addr, "path_prefix": f"/s{i}/"}
+                for i in range(2500)}
+    gw = gateway(ops_ini(zk, port, admin, services), listen=[port, admin])
+    status, _, body = request(admin, "/metrics", timeout=30)
+    assert status == 200 and len(body) > 6 << 20, len(body)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", admin))
+    s.setblocking(False)
+    # Many requests, and never a read.
+    sent = 0
+    for _ in range(100):
+        try:
+            sent += s.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        except BlockingIOError:
+            break
+    assert sent > 0
+    t0 = time.monotonic()
+    p = select.poll()
+    p.register(s, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    # The answer is not taken: the admin listener closes the connection when its 10 s
+    # timeout runs out (before the fix it held it, and the answer, for ever).
+    events = p.poll(20000)
+    took = time.monotonic() - t0
+    assert events, "the admin listener still holds a client that never reads"
+    assert took > 5, f"closed after {took:.1f} s: before the timeout ({events}, {len(body)})"
+    s.close()
+    assert gw.proc.poll() is None
+    assert request(admin, "/healthz")[0] == 200
