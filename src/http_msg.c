@@ -849,12 +849,19 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   }
 
   mark_connection_listed(h, listed);
+  /* What says who the client is, how and to whom it spoke comes from the
+   * gateway alone. Forwarded (RFC 7239) and X-Real-IP are dropped rather
+   * than passed on: frameworks that read them (Spring's
+   * ForwardedHeaderFilter takes Forwarded over X-Forwarded-*, apps behind
+   * nginx read X-Real-IP) would take the client's word for its address,
+   * scheme and host; the X-Forwarded-* the gateway writes say it. */
   for (size_t i = 0; i < h->n_hdr; i++) {
     if (is_hop_by_hop(h, i, listed) || hdr_is(h, i, "Host") ||
         hdr_is_alias(h, i, "X-Forwarded-For") ||
         hdr_is_alias(h, i, "X-Forwarded-Proto") ||
         hdr_is_alias(h, i, "X-Forwarded-Host") ||
-        hdr_is_alias(h, i, "X-Client-Cert-Subject"))
+        hdr_is_alias(h, i, "X-Client-Cert-Subject") ||
+        hdr_is_alias(h, i, "Forwarded") || hdr_is_alias(h, i, "X-Real-IP"))
       continue;
     put_hdr(&w, h, i);
   }

@@ -295,7 +295,9 @@ def test_forwarding_and_hop_by_hop_headers(http_backends, gateway):
                              b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
                              b"Connection: X-Secret, keep-alive\r\nX-Secret: 1\r\n"
                              b"Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n"
-                             b"Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
+                             b"Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n"
+                             b"Forwarded: for=10.9.9.9;proto=https;host=evil\r\n"
+                             b"X-Real-IP: 10.9.9.9\r\n\r\n"
                              b"GET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     responses = out.split(b"HTTP/1.1 ")[1:]
     first = json.loads(responses[0].split(b"\r\n\r\n", 1)[1])
@@ -307,6 +309,8 @@ def test_forwarding_and_hop_by_hop_headers(http_backends, gateway):
     for gone in ("connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-connection"):
         assert gone not in names, f"hop-by-hop {gone} passed to the instance"
     assert hdr(first, "X-Kept") == ["yes"]
+    # The client's word on who it is goes: frameworks would believe it over X-Forwarded-*.
+    assert "forwarded" not in names and "x-real-ip" not in names, names
     second_head = responses[1].split(b"\r\n\r\n")[0].lower()
     assert b"x-hop" not in second_head and b"keep-alive: timeout" not in second_head
 

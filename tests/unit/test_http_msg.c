@@ -931,6 +931,35 @@ static void test_write_request_client_subject(void **state) {
   assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
 }
 
+/* Forwarded and X-Real-IP from the client are dropped, in any case and
+ * spelt with '_': only the gateway's X-Forwarded-* say who the client is. */
+static void test_write_request_forwarded_and_real_ip(void **state) {
+  zg_http_head_t h;
+  char out[1024];
+  zg_http_req_out_t o = {.client_addr = "10.0.0.9", .proto = "http"};
+
+  (void)state;
+  req(&h, "GET / HTTP/1.1\r\n"
+          "Host: a\r\n"
+          "Forwarded: for=192.0.2.60;proto=https;host=evil\r\n"
+          "forwarded: for=198.51.100.17\r\n"
+          "X-Real-IP: 192.0.2.60\r\n"
+          "x_real_ip: 192.0.2.61\r\n"
+          "X-Forwarded-Port: 1\r\n"
+          "X-Real-IPs: kept\r\n"
+          "Forwarded-For: kept\r\n"
+          "\r\n");
+  assert_written(zg_http_write_request(out, sizeof(out), &h, &o), out,
+                 "GET / HTTP/1.1\r\n"
+                 "Host: a\r\n"
+                 "X-Forwarded-Port: 1\r\n"
+                 "X-Real-IPs: kept\r\n"
+                 "Forwarded-For: kept\r\n"
+                 "X-Forwarded-For: 10.0.0.9\r\n"
+                 "X-Forwarded-Proto: http\r\n"
+                 "\r\n");
+}
+
 static void test_write_request_framing(void **state) {
   zg_http_head_t h;
   char out[1024];
@@ -1370,6 +1399,7 @@ int main(void) {
       cmocka_unit_test(test_normalize_path),
       cmocka_unit_test(test_rewrite_path_cap),
       cmocka_unit_test(test_write_request_hop_by_hop),
+      cmocka_unit_test(test_write_request_forwarded_and_real_ip),
       cmocka_unit_test(test_write_request_framing),
       cmocka_unit_test(test_write_request_client_subject),
       cmocka_unit_test(test_write_request_host_sources),
