@@ -428,6 +428,25 @@ def test_max_connections_refuses_the_excess_and_counts_it(zk, http_backends, bac
     held.append(keep_alive_get(port))
     assert closed_without_answer(port)
     assert wait_until(lambda: metrics(admin)[key] == 4, 5)
+    # A reload lowers the cap: the four open stay, new ones wait until the count is below it.
+    ini = ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, max_connections=3, max_head_connections=2)
+    before = gw.log_text().count("reloaded:")
+    with open(gw.ini_path, "w") as f:
+        f.write(ini)
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: gw.log_text().count("reloaded:") > before, 5)
+    m = metrics(admin)
+    assert m['zkgate_connections_max{limit="max_connections"}'] == 3
+    assert m['zkgate_connections_max{limit="max_head_connections"}'] == 2
+    assert m["zkgate_connections_open"] == 4
+    assert closed_without_answer(port)
+    held.pop().close()
+    held.pop().close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 2, 5)
+    held.append(keep_alive_get(port))
     for c in held:
         c.close()
     assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
