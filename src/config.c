@@ -12,6 +12,7 @@
 #include "zkgate/config.h"
 
 #include "zkgate/error.h"
+#include "zkgate/http_msg.h"
 #include "zkgate/tls.h"
 
 #include <arpa/inet.h>
@@ -968,10 +969,25 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
                 kv->value);
     }
   } else if (!strcmp(kv->key, "path_prefix")) {
+    size_t len = strlen(kv->value);
+    char norm[256]; /* ini_max_line bounds the value */
+
     if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
       add_error(p, kv->line,
                 "path_prefix: expected a path starting with / (e.g. /api/), "
                 "got '%s'",
+                kv->value);
+      return;
+    }
+    /* Requests are routed on their normalised path (RFC 3986 §5.2.4): a
+     * prefix with dot segments would never match. */
+    if (len > sizeof(norm) ||
+        zg_http_normalize_path(kv->value, len, norm) != (int)len ||
+        memcmp(norm, kv->value, len) != 0) {
+      add_error(p, kv->line,
+                "path_prefix: '.' and '..' segments (or %%2e spellings) never "
+                "match, requests are routed on their normalised path; got "
+                "'%s'",
                 kv->value);
       return;
     }

@@ -649,6 +649,36 @@ static void test_operations_keys(void **state) {
   }
 }
 
+/* Requests are routed on their normalised path: a prefix with a dot
+ * segment could never match, so it is an error. */
+static void test_path_prefix_dot_segments(void **state) {
+  static const char *const bad[] = {"/api/../x/", "/api/./",   "/..",
+                                    "/a/%2e%2E/", "/a/..%2f/", "/a/."};
+  static const char *const good[] = {"/api/",  "/api",   "/.well-known/",
+                                     "/a..b/", "/v1.2/", "/"};
+  char text[256];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[service:s]\nlisten = 127.0.0.1:7000\nprotocol = http\n"
+             "instances = h:1\npath_prefix = %s\n",
+             bad[i]);
+    expect_one_error(text, "path_prefix");
+  }
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    zg_config_t *cfg;
+
+    snprintf(text, sizeof(text),
+             "[service:s]\nlisten = 127.0.0.1:7000\nprotocol = http\n"
+             "instances = h:1\npath_prefix = %s\n",
+             good[i]);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->services[0].path_prefix, good[i]);
+    zg_config_free(cfg);
+  }
+}
+
 static void test_connection_caps(void **state) {
   zg_config_t *cfg;
   static const char *const bad[] = {"0", "-1", "", "ten", "1e3", "123456789"};
@@ -1567,6 +1597,7 @@ int main(void) {
       cmocka_unit_test(test_relative_zk_path),
       cmocka_unit_test(test_zk_path_without_hosts),
       cmocka_unit_test(test_discover),
+      cmocka_unit_test(test_path_prefix_dot_segments),
       cmocka_unit_test(test_connection_caps),
       cmocka_unit_test(test_bad_discover),
       cmocka_unit_test(test_operations_keys),
