@@ -36,7 +36,9 @@ typedef struct admin_conn {
   char url[1024];
   size_t url_len;
   int url_too_long;
-  int done; /* a request was answered (or refused): no more reading */
+  int head_done;     /* llhttp saw the end of the head */
+  size_t head_bytes; /* read before the end of the head */
+  int done;          /* a request was answered (or refused): no more reading */
   unsigned handles;
   uv_write_t wreq;
   zg_text_t out;
@@ -232,6 +234,43 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
               "Client connections (TCP services) or requests (HTTP services) "
               "in progress.",
               svc->active);
+  {
+    zg_connlimit_t cl;
+
+    zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
+    family(o, "zkgate_connections_refused_total", "counter",
+           "Client connections closed at accept, all listeners of the "
+           "process, by the cap reached (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_open);
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_head_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_head);
+    family(o, "zkgate_connections_open", "gauge",
+           "Client connections open, all listeners of the process.");
+    zg_text_printf(o, "zkgate_connections_open %llu\n",
+                   (unsigned long long)cl.open);
+    family(o, "zkgate_connections_in_head", "gauge",
+           "Client connections whose first request head (or ClientHello, or "
+           "TLS handshake) is not complete yet.");
+    zg_text_printf(o, "zkgate_connections_in_head %llu\n",
+                   (unsigned long long)cl.head);
+    family(o, "zkgate_connections_max", "gauge",
+           "The caps in force, by limit (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_open);
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_head_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_head);
+  }
   family(o, "zkgate_listener_connections_accepted_total", "counter",
          "Client connections accepted by HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
@@ -668,12 +707,17 @@ static const char *status_text(int status) {
   return "Error";
 }
 
+static void on_timeout(uv_timer_t *t);
+
 static void respond(admin_conn_t *c, int status, const char *type,
                     const char *body, size_t len, int head_only) {
   uv_buf_t b;
   c->done = 1;
   uv_read_stop((uv_stream_t *)&c->tcp);
-  uv_timer_stop(&c->timer);
+  /* The answer gets ADMIN_TIMEOUT_MS to be taken too: a client that never
+   * reads would otherwise hold the connection and its buffer (a /metrics
+   * text can be large) for ever. */
+  uv_timer_start(&c->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
   c->out.len = 0;
   zg_text_printf(&c->out,
                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
@@ -769,6 +813,12 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
+static int on_headers_complete(llhttp_t *p) {
+  admin_conn_t *c = p->data;
+  c->head_done = 1;
+  return 0;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   static char buf[4096]; /* parsed at once, never kept */
   (void)h;
@@ -780,13 +830,39 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   admin_conn_t *c = st->data;
   llhttp_errno_t err;
+  size_t off = 0;
   if (c->done || nread == 0)
     return;
   if (nread < 0) {
     conn_close(c);
     return;
   }
-  err = llhttp_execute(&c->parser, b->base, (size_t)nread);
+  /* The head is fed no further than ADMIN_HEAD_MAX bytes: llhttp bounds
+   * nothing itself (PLATFORM.md), and a head that goes on past the limit
+   * gets 431 at once (RFC 6585 §5) instead of being read until the
+   * timeout. */
+  if (!c->head_done) {
+    size_t room = ADMIN_HEAD_MAX - c->head_bytes;
+    size_t take = (size_t)nread < room ? (size_t)nread : room;
+
+    err = llhttp_execute(&c->parser, b->base, take);
+    c->head_bytes += take;
+    if (c->done)
+      return;
+    if (err != HPE_OK) {
+      respond_text(c, 400, "bad request\n");
+      return;
+    }
+    if (!c->head_done) {
+      if (c->head_bytes >= ADMIN_HEAD_MAX)
+        respond_text(c, 431, "request head larger than 8 KiB\n");
+      return;
+    }
+    off = take;
+  }
+  if (off == (size_t)nread)
+    return;
+  err = llhttp_execute(&c->parser, b->base + off, (size_t)nread - off);
   if (c->done)
     return;
   if (err != HPE_OK)
@@ -797,6 +873,8 @@ static void on_timeout(uv_timer_t *t) {
   admin_conn_t *c = t->data;
   if (!c->done)
     respond_text(c, 408, "request timeout\n");
+  else
+    conn_close(c); /* the answer was not taken in time */
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -840,6 +918,7 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   }
   llhttp_settings_init(&settings);
   settings.on_url = on_url;
+  settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
   rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection, 0);

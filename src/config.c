@@ -12,6 +12,7 @@
 #include "zkgate/config.h"
 
 #include "zkgate/error.h"
+#include "zkgate/http_msg.h"
 #include "zkgate/tls.h"
 
 #include <arpa/inet.h>
@@ -52,6 +53,7 @@ typedef struct {
   size_t n_kvs;
   int oom;
   int admin_listen_line;
+  int max_head_line; /* [proxy] max_head_connections, 0: absent */
   /* output */
   const char *name;
   zg_config_errors_t *errs;
@@ -581,6 +583,27 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     cfg->proxy.workers = (unsigned)n;
+  } else if (!strcmp(kv->key, "max_connections") ||
+             !strcmp(kv->key, "max_head_connections")) {
+    bool head = kv->key[4] == 'h';
+    uint64_t n = 0;
+
+    if (strcmp(kv->value, "auto") != 0) {
+      if (!kv->value[0] || strlen(kv->value) > 8 ||
+          strspn(kv->value, "0123456789") != strlen(kv->value) ||
+          (n = strtoull(kv->value, NULL, 10)) < 1) {
+        add_error(p, kv->line,
+                  "%s: expected a number (1 to 99999999) or auto, got '%s'",
+                  kv->key, kv->value);
+        return;
+      }
+    }
+    if (head) {
+      cfg->proxy.max_head_connections = n;
+      p->max_head_line = kv->line;
+    } else {
+      cfg->proxy.max_connections = n;
+    }
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &cfg->proxy.connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "idle_timeout")) {
@@ -977,10 +1000,25 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
                 kv->value);
     }
   } else if (!strcmp(kv->key, "path_prefix")) {
+    size_t len = strlen(kv->value);
+    char norm[256]; /* ini_max_line bounds the value */
+
     if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
       add_error(p, kv->line,
                 "path_prefix: expected a path starting with / (e.g. /api/), "
                 "got '%s'",
+                kv->value);
+      return;
+    }
+    /* Requests are routed on their normalised path (RFC 3986 §5.2.4): a
+     * prefix with dot segments would never match. */
+    if (len > sizeof(norm) ||
+        zg_http_normalize_path(kv->value, len, norm) != (int)len ||
+        memcmp(norm, kv->value, len) != 0) {
+      add_error(p, kv->line,
+                "path_prefix: '.' and '..' segments (or %%2e spellings) never "
+                "match, requests are routed on their normalised path; got "
+                "'%s'",
                 kv->value);
       return;
     }
@@ -1350,6 +1388,14 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
       }
     }
   }
+  /* Connections in their head are some of the open ones. */
+  if (cfg->proxy.max_connections &&
+      cfg->proxy.max_head_connections > cfg->proxy.max_connections)
+    add_error(p, p->max_head_line,
+              "max_head_connections: %llu is more than max_connections "
+              "(%llu)",
+              (unsigned long long)cfg->proxy.max_head_connections,
+              (unsigned long long)cfg->proxy.max_connections);
   /* The admin address is its own. */
   for (size_t i = 0; cfg->admin.enabled && i < cfg->n_services; i++)
     if (st[i].has_listen &&

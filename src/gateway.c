@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MAX_FREE_BUFS 256
 
@@ -281,6 +282,7 @@ static void gateway_drain(zg_gateway_t *gw, const char *why) {
 }
 
 static void reload(zg_gateway_t *gw);
+static void conn_limits_apply(zg_gateway_t *gw, const zg_config_t *cfg);
 
 static void on_signal(uv_signal_t *h, int signum) {
   zg_gateway_t *gw = h->data;
@@ -1200,6 +1202,8 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
     gw->admin = new_admin;
     new_admin = NULL;
   }
+  if (!gw->worker) /* the caps are the process's: set once */
+    conn_limits_apply(gw, gw->cfg);
   if (old_cfg != gw->zk_cfg)
     zg_config_free(old_cfg);
   free(tcp_new);
@@ -1689,6 +1693,87 @@ size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out) {
   return n;
 }
 
+/* ---- connection caps ----------------------------------------------------
+ * Global per process (connlimit.h), set by the control loop at start and
+ * on reload. A connection over a cap is accepted and closed at once, as
+ * nginx does past worker_connections, rather than left in the backlog as
+ * HAProxy does past maxconn: the client learns at once and can go
+ * elsewhere, the accept loop keeps draining the backlog, and a session is
+ * never allocated for it. */
+
+/* Descriptors the process needs besides the clients' and instances': per
+ * worker its listeners and the loop's own (epoll, eventfd, signal pipe,
+ * a few), plus ZooKeeper, admin and its clients, logs, the state file. */
+static uint64_t fd_reserve(const zg_config_t *cfg) {
+  return 100 + (uint64_t)cfg->proxy.workers *
+                   (cfg->n_services + cfg->n_discovers + 8);
+}
+
+/* Raises the soft open-file limit to the hard one, as HAProxy does for
+ * its maxconn: the soft default (often 1024, kept low for select(), which
+ * zkgate does not use) would cap connections far below what the operator
+ * allowed. Returns the soft limit in force, 0 when unknown. */
+static uint64_t nofile_raise(void) {
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 0;
+  if (rl.rlim_cur < rl.rlim_max && rl.rlim_max != RLIM_INFINITY) {
+    struct rlimit up = {rl.rlim_max, rl.rlim_max};
+
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+      rl.rlim_cur = rl.rlim_max;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX / 4 : (uint64_t)rl.rlim_cur;
+}
+
+static void conn_limits_apply(zg_gateway_t *gw, const zg_config_t *cfg) {
+  uint64_t nofile = nofile_raise();
+  uint64_t max_open = cfg->proxy.max_connections;
+  uint64_t max_head = cfg->proxy.max_head_connections;
+
+  if (max_open == 0)
+    max_open = nofile ? zg_connlimit_auto_open(nofile, fd_reserve(cfg))
+                      : 1024; /* no limit known: nginx's default */
+  if (max_head == 0)
+    max_head = zg_connlimit_auto_head(max_open);
+  if (max_head > max_open) /* auto max_connections below a set head cap */
+    max_head = max_open;
+  zg_connlimit_set(zg_shared_connlimit(gw->sh), max_open, max_head);
+  zg_info("gateway",
+          "client connections capped at %llu%s, %llu of them in their "
+          "head%s (open-file limit %llu)",
+          (unsigned long long)max_open,
+          cfg->proxy.max_connections ? "" : " (auto)",
+          (unsigned long long)max_head,
+          cfg->proxy.max_head_connections ? "" : " (auto)",
+          (unsigned long long)nofile);
+}
+
+int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
+                     zg_conn_ticket_t *t, const char *listener) {
+  zg_connlimit_t *l = zg_shared_connlimit(gw->sh);
+  zg_conn_admit_t rc = zg_connlimit_admit(l, in_head, t);
+  uint64_t dropped;
+
+  if (rc == ZG_CONN_ADMITTED)
+    return 0;
+  zg_listener_drop(server);
+  if (zg_shared_log_allowed(gw->sh, &l->log_rl, &dropped))
+    zg_warn("gateway",
+            "listener %s: connection refused: %s reached (%llu refused so "
+            "far%s)",
+            listener,
+            rc == ZG_CONN_REFUSED_OPEN ? "max_connections"
+                                       : "max_head_connections",
+            (unsigned long long)(__atomic_load_n(&l->refused_open,
+                                                 __ATOMIC_RELAXED) +
+                                 __atomic_load_n(&l->refused_head,
+                                                 __ATOMIC_RELAXED)),
+            dropped ? "; earlier lines not logged" : "");
+  return -1;
+}
+
 int zg_gateway_listen_flags(const zg_gateway_t *gw) {
   if (gw->cfg->proxy.workers <= 1)
     return 0;
@@ -1743,8 +1828,10 @@ int zg_gateway_run(zg_config_t *cfg) {
       !(gw.access_log = zg_access_log_open(cfg->proxy.access_log,
                                            cfg->proxy.access_log_json)))
     rc = ZG_ECONFIG;
-  if (rc == 0)
+  if (rc == 0) {
+    conn_limits_apply(&gw, cfg);
     rc = services_start(&gw, NULL);
+  }
   if (rc == 0)
     rc = peers_start(&gw);
   if (rc == 0)

@@ -607,6 +607,100 @@ int zg_http_split_target(const char *url, size_t len, const char **path,
   return 0;
 }
 
+/* 1 for ".", 2 for "..", each dot '.' or "%2e"/"%2E"; else 0. */
+static int dot_segment(const char *p, size_t n) {
+  int dots = 0;
+
+  for (size_t i = 0; i < n; dots++) {
+    if (dots == 2)
+      return 0;
+    if (p[i] == '.')
+      i++;
+    else if (n - i >= 3 && p[i] == '%' && p[i + 1] == '2' &&
+             (p[i + 2] == 'e' || p[i + 2] == 'E'))
+      i += 3;
+    else
+      return 0;
+  }
+  return dots;
+}
+
+/* The length of a separator some servers see inside a segment at p: '\\'
+ * (Windows servers), ';' (path parameters, dropped by Java servlet
+ * containers before dots are resolved), "%2F" and "%5C" (decoded by
+ * servers that allow encoded slashes); else 0. */
+static size_t inner_separator(const char *p, size_t n) {
+  if (p[0] == '\\' || p[0] == ';')
+    return 1;
+  if (n >= 3 && p[0] == '%' &&
+      ((p[1] == '2' && (p[2] == 'f' || p[2] == 'F')) ||
+       (p[1] == '5' && (p[2] == 'c' || p[2] == 'C'))))
+    return 3;
+  return 0;
+}
+
+/* Whether a segment holds ".." between inner separators. */
+static bool hidden_dot_dot(const char *seg, size_t n) {
+  size_t start = 0;
+
+  for (size_t i = 0; i <= n;) {
+    size_t sep = i < n ? inner_separator(seg + i, n - i) : 1;
+
+    if (sep == 0) {
+      i++;
+      continue;
+    }
+    if (dot_segment(seg + start, i - start) == 2)
+      return true;
+    i += sep;
+    start = i;
+  }
+  return false;
+}
+
+int zg_http_normalize_path(const char *path, size_t len, char *out) {
+  size_t i = 0, n = 0;
+
+  if (len == 0 || path[0] != '/') {
+    if (len > 0)
+      memcpy(out, path, len);
+    return (int)len;
+  }
+  /* One segment at a time, each "/seg": the output only ever shrinks
+   * against the input, so `len` bytes are enough. */
+  while (i < len) {
+    size_t j = i + 1, seg_len;
+    bool last;
+    int dots;
+
+    while (j < len && path[j] != '/')
+      j++;
+    seg_len = j - i - 1;
+    last = j == len;
+    dots = dot_segment(path + i + 1, seg_len);
+    if (dots == 2) {
+      /* RFC 3986 §5.2.4 C: drop the last output segment. Above the root
+       * there is none: nginx answers 400 there, and so does the gateway
+       * rather than guessing what the client meant. */
+      if (n == 0)
+        return -1;
+      while (out[n - 1] != '/')
+        n--;
+      n--;
+    } else if (dots == 0) {
+      if (hidden_dot_dot(path + i + 1, seg_len))
+        return -1;
+      memcpy(out + n, path + i, seg_len + 1);
+      n += seg_len + 1;
+    }
+    /* "/a/." and "/a/b/.." end in a slash (RFC 3986 §5.2.4 B, C). */
+    if (dots != 0 && last)
+      out[n++] = '/';
+    i = j;
+  }
+  return (int)n;
+}
+
 int zg_http_rewrite_path(char *out, size_t cap, const char *base_path,
                          const char *path, size_t path_len, const char *prefix,
                          bool strip_prefix, const char *query,
@@ -625,7 +719,9 @@ int zg_http_rewrite_path(char *out, size_t cap, const char *base_path,
     if (strip_prefix && prefix != NULL) {
       size_t n = strlen(prefix);
 
-      if (path_len >= n && memcmp(path, prefix, n) == 0) {
+      /* Under the prefix at a segment boundary, as routing matches. */
+      if (path_len >= n && memcmp(path, prefix, n) == 0 &&
+          (path_len == n || prefix[n - 1] == '/' || path[n] == '/')) {
         rest = path + n;
         rest_len = path_len - n;
       } else if (n > 0 && prefix[n - 1] == '/' && path_len == n - 1 &&
@@ -849,12 +945,19 @@ int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
   }
 
   mark_connection_listed(h, listed);
+  /* What says who the client is, how and to whom it spoke comes from the
+   * gateway alone. Forwarded (RFC 7239) and X-Real-IP are dropped rather
+   * than passed on: frameworks that read them (Spring's
+   * ForwardedHeaderFilter takes Forwarded over X-Forwarded-*, apps behind
+   * nginx read X-Real-IP) would take the client's word for its address,
+   * scheme and host; the X-Forwarded-* the gateway writes say it. */
   for (size_t i = 0; i < h->n_hdr; i++) {
     if (is_hop_by_hop(h, i, listed) || hdr_is(h, i, "Host") ||
         hdr_is_alias(h, i, "X-Forwarded-For") ||
         hdr_is_alias(h, i, "X-Forwarded-Proto") ||
         hdr_is_alias(h, i, "X-Forwarded-Host") ||
-        hdr_is_alias(h, i, "X-Client-Cert-Subject"))
+        hdr_is_alias(h, i, "X-Client-Cert-Subject") ||
+        hdr_is_alias(h, i, "Forwarded") || hdr_is_alias(h, i, "X-Real-IP"))
       continue;
     put_hdr(&w, h, i);
   }

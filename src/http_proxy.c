@@ -98,6 +98,7 @@ struct zg_http_upstream {
 struct zg_http_session {
   zg_gateway_t *gw;
   zg_http_listener_t *hl;
+  zg_conn_ticket_t conn; /* admission; in its head until the first one */
   zg_http_session_t *prev, *next;
   hs_state_t state;
   uv_tcp_t client;
@@ -461,6 +462,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   zg_service_unref(s->svc);
   listener_unref(s->hl);
   free(s->target);
+  zg_conn_ticket_release(&s->conn);
   zg_bufpool_put(&s->gw->http_spool, s);
 }
 
@@ -1374,6 +1376,7 @@ static void head_complete(zg_http_session_t *s) {
   size_t host_len;
   char subject[1024];
 
+  zg_conn_ticket_head_done(&s->conn); /* max_head_connections */
   s->requests++;
   s->state = HS_CONNECT;
   s->req->buf = s->in + 0;
@@ -2059,11 +2062,14 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_gateway_t *gw = hl->gw;
   zg_tls_server_t *srv;
   zg_http_session_t *s;
+  zg_conn_ticket_t conn;
   if (status < 0) {
     zg_warn("http", "accept failed on %s: %s", hl->addr.text,
             uv_strerror(status));
     return;
   }
+  if (zg_gateway_admit(gw, server, true, &conn, hl->addr.text) != 0)
+    return;
   /* Sessions are pooled too: a new connection per request allocates
    * nothing either. */
   s = zg_bufpool_get(&gw->http_spool);
@@ -2071,9 +2077,11 @@ static void on_connection(uv_stream_t *server, int status) {
     memset(s, 0, sizeof(*s));
   if (!s) {
     zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
+    zg_conn_ticket_release(&conn);
     zg_listener_drop(server);
     return;
   }
+  s->conn = conn;
   s->gw = gw;
   s->hl = hl;
   hl->refs++;

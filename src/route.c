@@ -7,6 +7,7 @@
 #include "zkgate/instance.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,12 @@ static bool prefix_matches(const entry_t *e, const char *path,
   const char *prefix = e->route.prefix;
   size_t n = e->prefix_len;
 
+  /* At a segment boundary, as in every anchor: "/api" takes "/api" and
+   * "/api/x" but not "/apix", another resource altogether. */
   if (path_len >= n)
-    return n == 0 || memcmp(path, prefix, n) == 0;
+    return n == 0 ||
+           (memcmp(path, prefix, n) == 0 &&
+            (path_len == n || prefix[n - 1] == '/' || path[n] == '/'));
   /* "/api/" also takes "/api", the same resource to most users. */
   return n > 0 && prefix[n - 1] == '/' && path_len == n - 1 &&
          (path_len == 0 || memcmp(path, prefix, path_len) == 0);
@@ -225,17 +230,35 @@ int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,
   int status;
   const char *hv;
 
-  memset(out, 0, sizeof(*out));
+  const char *path;
+  size_t path_len;
+  int n;
+
+  /* Not path_buf: it is written before it is read. */
+  memset(out, 0, offsetof(zg_routed_t, path_buf));
   if (zg_http_prescan(head, head_len, reason) != 0)
     return 400;
   if ((status = zg_http_check_request(h, reason)) != 0)
     return status < 0 ? 400 : status;
-  if (zg_http_split_target(h->buf + h->url_off, h->url_len, &out->path,
-                           &out->path_len, &out->query, &out->query_len,
-                           &out->authority, &out->authority_len) != 0) {
+  if (zg_http_split_target(h->buf + h->url_off, h->url_len, &path, &path_len,
+                           &out->query, &out->query_len, &out->authority,
+                           &out->authority_len) != 0) {
     *reason = "bad request target";
     return 400;
   }
+  /* Route, strip and send the path the instance will resolve: dot segments
+   * must not lead out of a prefix (RFC 3986 §5.2.4). check_request bounds
+   * the target by ZG_HTTP_MAX_URL, and the output is never longer. */
+  if (path_len > sizeof(out->path_buf)) {
+    *reason = "request target too long";
+    return 414;
+  }
+  if ((n = zg_http_normalize_path(path, path_len, out->path_buf)) < 0) {
+    *reason = "dot segments above the root or hidden in the path";
+    return 400;
+  }
+  out->path = out->path_buf;
+  out->path_len = (size_t)n;
   out->host = zg_http_find(h, "host");
   /* Longer than a host name: it could not be passed on whole. */
   if (out->authority_len >= ZG_HOST_MAX + 8 ||

@@ -48,6 +48,7 @@ struct zg_shared {
   size_t n_children;
   uint64_t children_seq;
   int iso_want;
+  zg_connlimit_t conns; /* atomic builtins; its log_rl under mu */
 };
 
 zg_shared_t *zg_shared_new(void) {
@@ -63,7 +64,12 @@ zg_shared_t *zg_shared_new(void) {
     free(sh);
     return NULL;
   }
+  zg_connlimit_init(&sh->conns);
   return sh;
+}
+
+zg_connlimit_t *zg_shared_connlimit(zg_shared_t *sh) {
+  return &sh->conns;
 }
 
 void zg_shared_free(zg_shared_t *sh) {

@@ -35,6 +35,7 @@ typedef struct zg_sni_session {
   unsigned handles; /* not yet closed */
   int done;
   uint64_t start_ns;
+  zg_conn_ticket_t conn; /* admission: in its head until handed on */
   char client_addr[64];
 } zg_sni_session_t;
 
@@ -49,6 +50,7 @@ static void session_free_if_done(zg_sni_session_t *s) {
     free(s->client);
   free(s->buf);
   listener_unref(s->sl);
+  zg_conn_ticket_release(&s->conn); /* nothing left once handed on */
   free(s);
 }
 
@@ -109,7 +111,7 @@ static void hand_on(zg_sni_session_t *s, const char *name) {
   s->buf = NULL;
   s->handles--; /* the client is the relay's now */
   session_end(s);
-  zg_tcp_session_start(svc, client, bytes, len, name, start_ns);
+  zg_tcp_session_start(svc, client, bytes, len, name, start_ns, &s->conn);
   zg_service_unref(svc);
 }
 
@@ -159,11 +161,14 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_gateway_t *gw = sl->gw;
   zg_sni_session_t *s;
   char ip[48];
+  zg_conn_ticket_t conn;
   if (status < 0) {
     zg_warn("tls", "listener %s: accept failed: %s", sl->addr.text,
             uv_strerror(status));
     return;
   }
+  if (zg_gateway_admit(gw, server, true, &conn, sl->addr.text) != 0)
+    return;
   s = calloc(1, sizeof(*s));
   if (s) {
     s->client = malloc(sizeof(*s->client));
@@ -177,9 +182,11 @@ static void on_connection(uv_stream_t *server, int status) {
       free(s->buf);
       free(s);
     }
+    zg_conn_ticket_release(&conn);
     zg_listener_drop(server);
     return;
   }
+  s->conn = conn;
   s->sl = sl;
   sl->refs++;
   sl->accepted++;

@@ -51,6 +51,7 @@ typedef struct relay_dir {
 
 typedef struct zg_tcp_session {
   zg_service_t *svc;
+  zg_conn_ticket_t conn; /* the client's admission (max_connections) */
   struct zg_tcp_session *prev, *next;
   session_state_t state;
   uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
@@ -99,6 +100,7 @@ static void session_free_if_done(zg_tcp_session_t *s) {
     free(s->client);
   zg_pool_unref(s->pool);
   zg_service_unref(s->svc);
+  zg_conn_ticket_release(&s->conn);
   free(s);
 }
 
@@ -610,26 +612,34 @@ static void on_handshake(zg_tls_conn_t *c, int status, void *arg) {
     session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
     return;
   }
+  zg_conn_ticket_head_done(&s->conn);
   try_connect(s);
 }
 
 void zg_tcp_on_connection(uv_stream_t *server, int status) {
   zg_service_t *svc = server->data;
   zg_tcp_session_t *s;
+  zg_conn_ticket_t conn;
 
   if (status < 0) {
     zg_warn("tcp", "service %s: accept failed: %s", svc->conf->name,
             uv_strerror(status));
     return;
   }
+  /* A TLS handshake to terminate is this service's head. */
+  if (zg_gateway_admit(svc->gw, server, svc->conf->tls_cert != NULL, &conn,
+                       svc->conf->listen.text) != 0)
+    return;
   s = session_new(svc, NULL);
   if (!s) {
     /* Take the connection off the queue and drop it. */
     zg_error("tcp", "service %s: out of memory accepting a client",
              svc->conf->name);
+    zg_conn_ticket_release(&conn);
     zg_listener_drop(server);
     return;
   }
+  s->conn = conn;
   if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
     session_end(s, "accept failed");
     return;
@@ -660,15 +670,20 @@ static void on_orphan_closed(uv_handle_t *h) {
 }
 
 void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
-                          size_t len, const char *sni, uint64_t start_ns) {
+                          size_t len, const char *sni, uint64_t start_ns,
+                          zg_conn_ticket_t *conn) {
   zg_tcp_session_t *s = session_new(svc, client);
+  zg_conn_ticket_head_done(conn);
   if (!s) {
     zg_error("tcp", "service %s: out of memory starting a session",
              svc->conf->name);
     free(initial);
+    zg_conn_ticket_release(conn);
     uv_close((uv_handle_t *)client, on_orphan_closed);
     return;
   }
+  s->conn = *conn;
+  memset(conn, 0, sizeof(*conn));
   s->initial = initial;
   s->initial_len = len;
   s->start_ns = start_ns;

@@ -112,6 +112,10 @@ typedef struct {
     bool access_log_json;      /* one JSON object a line instead of text */
     uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
     uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
+    /* Caps on client connections for the whole process (connlimit.h);
+     * 0: auto, sized from the open-file limit when the gateway starts */
+    uint64_t max_connections;
+    uint64_t max_head_connections; /* of those, still in their head */
   } proxy;
   struct {
     bool enabled; /* [admin] listen is set */

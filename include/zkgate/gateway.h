@@ -171,6 +171,14 @@ void zg_gateway_release(zg_gateway_t *gw);
 /* zg_listener_start flags for gw's listeners: shared between workers when
  * there are several, checked for another listener by the control loop. */
 int zg_gateway_listen_flags(const zg_gateway_t *gw);
+/* Admission of a new client connection on `server` (the listener named
+ * `listener`, for the log) against [proxy] max_connections and, when
+ * `in_head` (it has a request head or ClientHello to send first),
+ * max_head_connections. 0: admitted, *t holds it (release it when the
+ * session ends). -1: refused, and already dropped: accepted and closed at
+ * once, before any session is allocated; counted, logged rate-limited. */
+int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
+                     zg_conn_ticket_t *t, const char *listener);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
 

@@ -119,6 +119,21 @@ int zg_http_split_target(const char *url, size_t len, const char **path,
                          size_t *query_len, const char **authority,
                          size_t *authority_len);
 
+/* The path with its dot segments removed (RFC 3986 §5.2.4), so that
+ * routing, strip_prefix and the base path all see the path the instance
+ * will resolve: "/api/../admin" is "/admin", and never reaches a service
+ * under "/api/". A segment is a dot segment when it is "." or "..", each
+ * dot written as '.' or "%2e"/"%2E" (RFC 3986 §2.3: the same character);
+ * other bytes, empty segments and %-escapes are kept as received. Writes
+ * at most `len` bytes to `out` (no NUL) and returns the length written,
+ * or -1 (answer 400) when the path would climb above the root ("/.."),
+ * or when a segment that is not a dot segment holds ".." between encoded
+ * or alternative separators ("..%2f", "%2e%2e%5c", "..\\", "..;x"):
+ * instances that decode %2F, take '\\' for '/' or drop ";parameters"
+ * before resolving dots would climb where the gateway did not see it.
+ * A path that does not start with '/' ("*") is copied as it is. */
+int zg_http_normalize_path(const char *path, size_t len, char *out);
+
 /* The path to send upstream: `path` without `prefix` when strip_prefix and
  * the path is under it (keeping a leading '/': "/api/x" minus "/api/" is
  * "/x", "/api" minus "/api/" is "/"; a path not under it is kept), then

@@ -35,8 +35,9 @@ void zg_route_table_free(zg_route_table_t *t);
  * case-sensitive); on equal prefixes an exact host beats a wildcard (the
  * longer one first), which beats "any host"; then the first route. A prefix
  * ending in '/' also matches the path without that slash ("/api/" matches
- * "/api"). A matching whole_host route restricts the choice to the routes
- * of its exact host. */
+ * "/api"); one that does not matches at a segment boundary only ("/api"
+ * matches "/api" and "/api/x", not "/apix"). A matching whole_host route
+ * restricts the choice to the routes of its exact host. */
 const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
                                  size_t host_len, const char *path,
                                  size_t path_len);
@@ -44,16 +45,20 @@ const zg_route_t *zg_route_match(const zg_route_table_t *t, const char *host,
 /* A request routed: the route, and the parts of its target. */
 typedef struct {
   const zg_route_t *route;
-  const char *path, *query, *authority; /* point into the head's buffer */
+  const char *path;              /* normalised: points into path_buf */
+  const char *query, *authority; /* point into the head's buffer */
   size_t path_len, query_len, authority_len;
-  const zg_hdr_t *host; /* the Host header, or NULL */
+  const zg_hdr_t *host;           /* the Host header, or NULL */
+  char path_buf[ZG_HTTP_MAX_URL]; /* zg_http_normalize_path's output */
 } zg_routed_t;
 
 /* The checks and routing every request head goes through, in the order
  * the gateway applies them: zg_http_prescan over the raw head (`head`,
- * `head_len`), zg_http_check_request, zg_http_split_target, host length
- * (ZG_HOST_MAX + 8), an absolute-form authority that must match Host, then
- * zg_route_match (by the authority for absolute-form, else by Host).
+ * `head_len`), zg_http_check_request, zg_http_split_target,
+ * zg_http_normalize_path (400 for a path that climbs above the root or
+ * hides ".."), host length (ZG_HOST_MAX + 8), an absolute-form authority
+ * that must match Host, then zg_route_match on the normalised path (by the
+ * authority for absolute-form, else by Host).
  * Returns 0 with *out, or the status to answer (400, 404, 405, 414, 505)
  * with *reason set to a static string. */
 int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,

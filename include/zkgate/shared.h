@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "zkgate/connlimit.h"
 #include "zkgate/log.h"
 #include "zkgate/pool.h"
 
@@ -35,6 +36,11 @@ int zg_shared_is_failed_locked(zg_shared_t *sh, const char *key,
                                uint64_t now_ms);
 /* 0 when no mark lasts past now_ms: the request path's check, lock-free. */
 int zg_shared_any_failed(zg_shared_t *sh, uint64_t now_ms);
+
+/* ---- connection caps, for the whole process ---- */
+/* The counters every worker admits client connections against
+ * ([proxy] max_connections, max_head_connections). */
+zg_connlimit_t *zg_shared_connlimit(zg_shared_t *sh);
 
 /* ---- per service name ---- */
 /* What the services named alike in every worker share. */

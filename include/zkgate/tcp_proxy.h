@@ -14,9 +14,12 @@ void zg_tcp_on_connection(uv_stream_t *server, int status);
  * `client` (malloc'ed, initialised, not reading; closed and freed with the
  * session) and `initial` (malloc'ed, `len` bytes, sent to the instance
  * before anything else the client sends). `sni` (may be NULL) is for the
- * access log; `start_ns` (uv_hrtime) is when the client was accepted. */
+ * access log; `start_ns` (uv_hrtime) is when the client was accepted;
+ * `conn` is the client's admission (moved into the session, whose head is
+ * then done). */
 void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
-                          size_t len, const char *sni, uint64_t start_ns);
+                          size_t len, const char *sni, uint64_t start_ns,
+                          zg_conn_ticket_t *conn);
 /* Closes every session at once (on stop). */
 void zg_tcp_close_all(zg_gateway_t *gw);
 /* Sessions open, of any service (also one a reload removed). */

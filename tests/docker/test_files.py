@@ -56,7 +56,8 @@ def test_dockerfile_shape():
 
 def test_shipped_config_matches_what_the_image_promises():
     text = open(os.path.join(DOCKER, "zkgate.ini")).read()
-    assert re.search(r"^\[admin\]\s*\nlisten = 0\.0\.0\.0:9901$", text, re.M)
+    # The admin API stays on the container's loopback unless the operator says otherwise.
+    assert re.search(r"^\[admin\]\s*\nlisten = 127\.0\.0\.1:9901$", text, re.M)
     assert re.search(r"^listen = 0\.0\.0\.0:8080$", text, re.M)
     assert re.search(r"^hosts = zookeeper:2181$", text, re.M)
 
@@ -73,6 +74,8 @@ def test_compose_services():
     assert os.path.isfile(os.path.join(DOCKER, gw["build"]["context"],
                                        gw["build"]["dockerfile"]))
     assert "8080:8080" in gw["ports"]
+    # Publishing the admin port would reach nothing: it listens on the container's loopback.
+    assert not any("9901" in p for p in gw["ports"]), gw["ports"]
     assert "./zkgate.ini:/etc/zkgate/zkgate.ini:ro" in gw["volumes"]
     assert "zookeeper" in gw["depends_on"]
     for n in (1, 2):

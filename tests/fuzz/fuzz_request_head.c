@@ -519,14 +519,21 @@ static int req_on_message_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-/* What a matched route promises: the path is under its prefix. */
+/* What a matched route promises: the path is under its prefix, at a
+ * segment boundary, and has no dot segment left (normalising it again
+ * changes nothing). */
 static void check_route(const zg_route_t *route, const char *path,
                         size_t path_len) {
+  static char again[ZG_HTTP_MAX_URL];
   size_t n = strlen(route->prefix);
   CHECK(route->service < N_SERVICES);
-  CHECK((path_len >= n && memcmp(path, route->prefix, n) == 0) ||
+  CHECK((path_len >= n && memcmp(path, route->prefix, n) == 0 &&
+         (path_len == n || route->prefix[n - 1] == '/' || path[n] == '/')) ||
         (n > 0 && route->prefix[n - 1] == '/' && path_len == n - 1 &&
          memcmp(path, route->prefix, path_len) == 0));
+  CHECK(path_len <= sizeof(again) &&
+        zg_http_normalize_path(path, path_len, again) == (int)path_len &&
+        memcmp(again, path, path_len) == 0);
 }
 
 /* head_complete(): 0 with the upstream head written, or the status of the

@@ -108,6 +108,47 @@ def test_strip_prefix_base_path_and_query(http_backends, zk, kz, zpath, gateway)
     assert doc(data)["path"] == "/keep/a?b"
 
 
+def test_dot_segments_never_leave_a_prefix_or_the_base_path(http_backends, zk, kz, zpath,
+                                                             gateway):
+    """Issue 12 point 4: the path is normalised (RFC 3986 §5.2.4, %2e as '.') before routing
+    and the instance gets the normalised path; climbing above the root, or ".." hidden behind
+    %2f, %5c, '\\' or ';', is refused with 400 before any instance sees it. A prefix without a
+    trailing slash matches at a segment boundary only."""
+    root, api, static = http_backends("root", "api", "static")
+    register(kz, zpath, f"http://{api.addr}/base".encode())
+    port = free_port()
+    gateway(http_ini(port, {
+        "root": {"instances": root.addr},
+        "api": {"zk_path": zpath, "path_prefix": "/api/", "strip_prefix": "yes"},
+        "static": {"instances": static.addr, "path_prefix": "/static"},
+    }, zk=zk), listen=port)
+    assert wait_until(lambda: get(port, "/api/x")[0].status == 200, 5)
+    cases = [("/api/../admin", "root", "/admin"),
+             ("/api/%2e%2e/admin", "root", "/admin"),
+             ("/api/%2E%2e/admin?q=/../", "root", "/admin?q=/../"),
+             ("/api/x/../y", "api", "/base/y"),
+             ("/api/./x/%2e/y", "api", "/base/x/y"),
+             ("/x/../api/y", "api", "/base/y"),
+             ("/api/..", "root", "/"),
+             ("/static/../admin", "root", "/admin"),
+             ("/static/a.css", "static", "/static/a.css"),
+             ("/static", "static", "/static"),
+             ("/staticx", "root", "/staticx"),
+             ("/static.css", "root", "/static.css")]
+    for path, want, seen in cases:
+        r, data = get(port, path)
+        assert r.status == 200, (path, r.status, data)
+        assert (doc(data)["name"], doc(data)["path"]) == (want, seen), path
+    refused = ["/../admin", "/api/../../admin", "/api/%2e%2e/%2e%2e/admin",
+               "/api/..%2fadmin", "/api/%2e%2e%2Fadmin", "/api/..%5cadmin", "/api/..\\admin",
+               "/api/..;/admin"]
+    before = {b.name: b.requests for b in (root, api, static)}
+    for path in refused:
+        r, data = get(port, path)
+        assert r.status == 400, (path, r.status, data)
+    assert {b.name: b.requests for b in (root, api, static)} == before
+
+
 # ---- balancing and keep-alive ------------------------------------------------------------------
 
 def test_each_request_on_one_connection_picks_randomly(http_backends, gateway):
@@ -254,7 +295,9 @@ def test_forwarding_and_hop_by_hop_headers(http_backends, gateway):
                              b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
                              b"Connection: X-Secret, keep-alive\r\nX-Secret: 1\r\n"
                              b"Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n"
-                             b"Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
+                             b"Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n"
+                             b"Forwarded: for=10.9.9.9;proto=https;host=evil\r\n"
+                             b"X-Real-IP: 10.9.9.9\r\n\r\n"
                              b"GET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     responses = out.split(b"HTTP/1.1 ")[1:]
     first = json.loads(responses[0].split(b"\r\n\r\n", 1)[1])
@@ -266,6 +309,8 @@ def test_forwarding_and_hop_by_hop_headers(http_backends, gateway):
     for gone in ("connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-connection"):
         assert gone not in names, f"hop-by-hop {gone} passed to the instance"
     assert hdr(first, "X-Kept") == ["yes"]
+    # The client's word on who it is goes: frameworks would believe it over X-Forwarded-*.
+    assert "forwarded" not in names and "x-real-ip" not in names, names
     second_head = responses[1].split(b"\r\n\r\n")[0].lower()
     assert b"x-hop" not in second_head and b"keep-alive: timeout" not in second_head
 

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import time
@@ -362,3 +363,219 @@ def test_drain_timeout_ends_long_connections(zk, backends, gateway):
     assert 0.9 < time.monotonic() - t0 < 4
     assert "drain_timeout (1000 ms) is over" in gw.log_text()
     assert s.recv(100) in (b"", b"bye\n")
+
+
+# ---- connection caps (issue 12 point 8) ----------------------------------------------------------
+
+def closed_without_answer(port, send=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5):
+    """Connect, send, and expect the gateway to close without a byte of answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            s.sendall(send)
+            data = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        return data == b""
+    finally:
+        s.close()
+
+
+def keep_alive_get(port):
+    """A kept-alive client connection that has had one answer (so it is out of its head)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/")
+    r = c.getresponse()
+    assert r.status == 200
+    r.read()
+    return c
+
+
+def test_max_connections_refuses_the_excess_and_counts_it(zk, http_backends, backends, gateway):
+    web, echo = http_backends("web"), backends("echo")
+    port, tport, admin = free_port(), free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, max_connections=4, max_head_connections=4), listen=[port, tport, admin])
+    assert "client connections capped at 4, 4 of them in their head" in gw.log_text()
+    # The probes of wait_listening close: nothing open once the gateway has seen them go.
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    # One cap for every listener: three HTTP clients and one TCP client fill it.
+    held = [keep_alive_get(port) for _ in range(3)]
+    t = socket.create_connection(("127.0.0.1", tport), timeout=5)
+    assert t.recv(100) == b"echo\n"
+    m = metrics(admin)
+    assert m["zkgate_connections_open"] == 4 and m["zkgate_connections_in_head"] == 0
+    # The excess: closed at once, no answer, on either listener; counted. The admin listener
+    # is not capped (it is how the operator sees this).
+    for p in (port, port, tport):
+        assert closed_without_answer(p)
+    key = 'zkgate_connections_refused_total{limit="max_connections"}'
+    assert wait_until(lambda: metrics(admin)[key] == 3, 5)
+    assert metrics(admin)['zkgate_connections_refused_total{limit="max_head_connections"}'] == 0
+    assert wait_until(lambda: "connection refused: max_connections reached" in gw.log_text(), 5)
+    # The ones held are still served.
+    held[0].request("GET", "/")
+    resp = held[0].getresponse()
+    assert resp.status == 200
+    resp.read()
+    # Two close: two new ones are served, the one after them is refused again.
+    held.pop().close()
+    t.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 2, 5)
+    held.append(keep_alive_get(port))
+    held.append(keep_alive_get(port))
+    assert closed_without_answer(port)
+    assert wait_until(lambda: metrics(admin)[key] == 4, 5)
+    # A reload lowers the cap: the four open stay, new ones wait until the count is below it.
+    ini = ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+        "echo": {"listen": f"127.0.0.1:{tport}", "instances": echo.addr},
+    }, max_connections=3, max_head_connections=2)
+    before = gw.log_text().count("reloaded:")
+    with open(gw.ini_path, "w") as f:
+        f.write(ini)
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: gw.log_text().count("reloaded:") > before, 5)
+    m = metrics(admin)
+    assert m['zkgate_connections_max{limit="max_connections"}'] == 3
+    assert m['zkgate_connections_max{limit="max_head_connections"}'] == 2
+    assert m["zkgate_connections_open"] == 4
+    assert closed_without_answer(port)
+    held.pop().close()
+    held.pop().close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 2, 5)
+    held.append(keep_alive_get(port))
+    for c in held:
+        c.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+
+
+def test_max_head_connections_refuses_more_half_sent_heads(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gw = gateway(ops_ini(zk, port, admin, {
+        "web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr},
+    }, max_connections=10, max_head_connections=2, header_timeout="30s"),
+        listen=[port, admin])
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    # Kept-alive clients past their first head do not count in their head.
+    done = [keep_alive_get(port) for _ in range(3)]
+    # Two clients send half a head each and stop: the head cap is full.
+    half = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        half.append(s)
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_in_head"] == 2, 5)
+    m = metrics(admin)
+    assert m["zkgate_connections_open"] == 5
+    # A third half-sent head is refused at accept, without an answer; counted apart.
+    assert closed_without_answer(port, send=b"GET / HTTP/1.1\r\nHost: x\r\n")
+    key = 'zkgate_connections_refused_total{limit="max_head_connections"}'
+    assert wait_until(lambda: metrics(admin)[key] == 1, 5)
+    assert metrics(admin)['zkgate_connections_refused_total{limit="max_connections"}'] == 0
+    assert wait_until(lambda: "connection refused: max_head_connections reached"
+                      in gw.log_text(), 5)
+    # The kept-alive clients go on being served meanwhile.
+    for c in done:
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert r.status == 200
+        r.read()
+    # One half-sent head completes: it is answered, and a new client is admitted again.
+    half[0].sendall(b"1\r\n\r\n")
+    assert half[0].recv(12) == b"HTTP/1.1 200"
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_in_head"] == 1, 5)
+    c = keep_alive_get(port)
+    c.close()
+    for s in half:
+        s.close()
+    for c in done:
+        c.close()
+    assert wait_until(lambda: metrics(admin)["zkgate_connections_open"] == 0, 5)
+    assert metrics(admin)["zkgate_connections_in_head"] == 0
+
+
+# ---- the admin listener's own bounds (issue 12 point 7) ----------------------------------------
+
+def test_admin_head_over_8_kib_is_431(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    gateway(ops_ini(zk, port, admin, {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                              "instances": web.addr}}), listen=[port, admin])
+
+    def exchange(head):
+        s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+        try:
+            s.sendall(head)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        finally:
+            s.close()
+
+    start = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: "
+    # 8 KiB of head exactly: answered.
+    pad = 8192 - len(start) - 4
+    assert exchange(start + b"a" * pad + b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+    # One byte more: 431, and so for any head past the limit, ended or not (the one that
+    # never ends is answered at once, not after the 10 s timeout).
+    assert exchange(start + b"a" * (pad + 1) + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert exchange(start + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+    s.sendall(start + b"a" * 9000)
+    assert s.recv(12) == b"HTTP/1.1 431"
+    assert time.monotonic() - t0 < 5
+    s.close()
+    # Many small fields add up the same way.
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 40) for i in range(200))
+    assert exchange(b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n").startswith(
+        b"HTTP/1.1 431")
+    # The listener goes on serving.
+    assert request(admin, "/healthz")[0] == 200
+
+
+def test_admin_client_that_never_reads_is_closed_by_the_timeout(zk, http_backends, gateway):
+    web = http_backends("web")
+    port, admin = free_port(), free_port()
+    # Many services with long names make /metrics long (3.3 MB): longer than what the kernel
+    # buffers for a client that reads nothing (on loopback the sender's buffer starts near
+    # 1.3 MB, ten segments of 64 KiB twice over, and grows only as data is taken).
+    services = {f"s{i:04d}" + "x" * 34: {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                         "instances": web.addr, "path_prefix": f"/s{i}/"}
+                for i in range(1100)}
+    gw = gateway(ops_ini(zk, port, admin, services))
+    # Started with sanitizers, 1,100 services take a few seconds.
+    gw.wait_listening(admin, timeout=60)
+    status, _, body = request(admin, "/metrics", timeout=30)
+    assert status == 200 and len(body) > 3 << 20, len(body)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", admin))
+    s.setblocking(False)
+    # Many requests, and never a read.
+    sent = 0
+    for _ in range(100):
+        try:
+            sent += s.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        except BlockingIOError:
+            break
+    assert sent > 0
+    t0 = time.monotonic()
+    p = select.poll()
+    p.register(s, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    # The answer is not taken: the admin listener closes the connection when its 10 s
+    # timeout runs out (before the fix it held it, and the answer, for ever).
+    events = p.poll(20000)
+    took = time.monotonic() - t0
+    assert events, "the admin listener still holds a client that never reads"
+    assert took > 5, f"closed after {took:.1f} s: before the timeout ({events}, {len(body)})"
+    s.close()
+    assert gw.proc.poll() is None
+    assert request(admin, "/healthz")[0] == 200

@@ -655,6 +655,78 @@ static void test_operations_keys(void **state) {
   }
 }
 
+/* Requests are routed on their normalised path: a prefix with a dot
+ * segment could never match, so it is an error. */
+static void test_path_prefix_dot_segments(void **state) {
+  static const char *const bad[] = {"/api/../x/", "/api/./",   "/..",
+                                    "/a/%2e%2E/", "/a/..%2f/", "/a/."};
+  static const char *const good[] = {"/api/",  "/api",   "/.well-known/",
+                                     "/a..b/", "/v1.2/", "/"};
+  char text[256];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[service:s]\nlisten = 127.0.0.1:7000\nprotocol = http\n"
+             "instances = h:1\npath_prefix = %s\n",
+             bad[i]);
+    expect_one_error(text, "path_prefix");
+  }
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    zg_config_t *cfg;
+
+    snprintf(text, sizeof(text),
+             "[service:s]\nlisten = 127.0.0.1:7000\nprotocol = http\n"
+             "instances = h:1\npath_prefix = %s\n",
+             good[i]);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->services[0].path_prefix, good[i]);
+    zg_config_free(cfg);
+  }
+}
+
+static void test_connection_caps(void **state) {
+  zg_config_t *cfg;
+  static const char *const bad[] = {"0", "-1", "", "ten", "1e3", "123456789"};
+
+  (void)state;
+  /* auto (0) unless set; sized when the gateway starts */
+  cfg = load_ok("[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 0);
+  assert_int_equal(cfg->proxy.max_head_connections, 0);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_connections = 5000\n"
+                "max_head_connections = 5000\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 5000);
+  assert_int_equal(cfg->proxy.max_head_connections, 5000);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_connections = auto\n"
+                "max_head_connections = 64\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_connections, 0);
+  assert_int_equal(cfg->proxy.max_head_connections, 64);
+  zg_config_free(cfg);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "[proxy]\nmax_connections = %s\nmax_head_connections = %s\n",
+             bad[i], bad[i]);
+    {
+      int lines[2] = {line_of(text, "max_connections"),
+                      line_of(text, "max_head_connections")};
+      zg_config_errors_t errs = load_bad(text, lines, 2);
+      zg_config_errors_free(&errs);
+    }
+  }
+  /* More in their head than open at all: reported on the head's line. */
+  expect_one_error("[proxy]\nmax_connections = 10\n"
+                   "max_head_connections = 11\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+                   "max_head_connections");
+}
+
 static void test_bad_discover(void **state) {
   static const char base[] = "[zookeeper]\n"
                              "hosts = 127.0.0.1:2181\n";
@@ -1559,6 +1631,8 @@ int main(void) {
       cmocka_unit_test(test_relative_zk_path),
       cmocka_unit_test(test_zk_path_without_hosts),
       cmocka_unit_test(test_discover),
+      cmocka_unit_test(test_path_prefix_dot_segments),
+      cmocka_unit_test(test_connection_caps),
       cmocka_unit_test(test_bad_discover),
       cmocka_unit_test(test_operations_keys),
       cmocka_unit_test(test_bad_static_instance),

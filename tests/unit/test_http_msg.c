@@ -805,7 +805,9 @@ static void test_rewrite_path(void **state) {
       {NULL, "/api/", "/api/", true, "", "/"},
       {NULL, "/api", "/api/", true, "", "/"},
       {NULL, "/api/x", "/api", true, "", "/x"},
-      {NULL, "/apix", "/api", true, "", "/x"},
+      /* "/apix" is not under "/api": a prefix ends at a segment */
+      {NULL, "/apix", "/api", true, "", "/apix"},
+      {NULL, "/api/", "/api", true, "", "/"},
       {NULL, "/x", "/", true, "", "/x"},
       {NULL, "/", "/", true, "", "/"},
       /* not under the prefix: kept */
@@ -840,6 +842,81 @@ static void test_rewrite_path(void **state) {
       fail_msg("case %zu: %d \"%.*s\", want \"%s\"", i, n, n < 0 ? 0 : n, out,
                cases[i].want);
     assert_int_equal(n, strlen(cases[i].want));
+  }
+}
+
+static void test_normalize_path(void **state) {
+  static const struct {
+    const char *in, *want; /* want NULL: -1 */
+  } cases[] = {
+      /* RFC 3986 §5.4.2's examples that are paths from the root */
+      {"/a/b/c/./../../g", "/a/g"},
+      {"/mid/content=5/../6", "/mid/6"},
+      /* nothing to do */
+      {"/", "/"},
+      {"/a/b", "/a/b"},
+      {"/a//b/", "/a//b/"},
+      {"*", "*"},
+      {"/a/.b/..c/.../c.", "/a/.b/..c/.../c."},
+      /* "." and ".." at the end leave a slash (§5.2.4 B, C) */
+      {"/a/.", "/a/"},
+      {"/a/b/..", "/a/"},
+      {"/.", "/"},
+      {"/a/..", "/"},
+      {"/./a", "/a"},
+      /* an empty segment is a segment: ".." takes it off */
+      {"/a//../b", "/a/b"},
+      /* %2e is '.', in either case, mixed with dots */
+      {"/a/%2e/b", "/a/b"},
+      {"/a/b/%2e%2e/c", "/a/c"},
+      {"/a/b/%2E%2E/c", "/a/c"},
+      {"/a/b/.%2e", "/a/"},
+      {"/a/b/%2e.", "/a/"},
+      {"/a/%2e%2e%2e", "/a/%2e%2e%2e"},
+      {"/a/%2", "/a/%2"},
+      {"/a/%2f/b", "/a/%2f/b"},
+      {"/a/x%2fy", "/a/x%2fy"},
+      {"/a/.%2fy", "/a/.%2fy"},
+      {"/a;v=1/b", "/a;v=1/b"},
+      /* above the root */
+      {"/..", NULL},
+      {"/../a", NULL},
+      {"/a/../..", NULL},
+      {"/a/./../../b", NULL},
+      {"/%2e%2E/a", NULL},
+      /* ".." hidden from the gateway, seen by some instances */
+      {"/a/..%2f", NULL},
+      {"/a/..%2Fb", NULL},
+      {"/a/b%2F..", NULL},
+      {"/a/b%2f%2e%2e%2fc", NULL},
+      {"/a/..%5cb", NULL},
+      {"/a/b%5C..", NULL},
+      {"/a/..\\b", NULL},
+      {"/a/..;x/b", NULL},
+      {"/a/b;..", NULL},
+  };
+  char out[64];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    size_t len = strlen(cases[i].in);
+    int n;
+
+    memset(out, 'Z', sizeof(out));
+    n = zg_http_normalize_path(cases[i].in, len, out);
+    if (cases[i].want == NULL) {
+      if (n != -1)
+        fail_msg("%s: %d \"%.*s\", want -1", cases[i].in, n, n < 0 ? 0 : n,
+                 out);
+      continue;
+    }
+    if (n < 0 || (size_t)n != strlen(cases[i].want) ||
+        memcmp(out, cases[i].want, (size_t)n) != 0)
+      fail_msg("%s: %d \"%.*s\", want \"%s\"", cases[i].in, n, n < 0 ? 0 : n,
+               out, cases[i].want);
+    /* Never a byte past the length it was given. */
+    assert_true((size_t)n <= len);
+    assert_int_equal(out[len], 'Z');
   }
 }
 
@@ -946,6 +1023,35 @@ static void test_write_request_client_subject(void **state) {
   o.client_subject = "CN=a\r\nX-Evil: 1";
   req(&h, head);
   assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+}
+
+/* Forwarded and X-Real-IP from the client are dropped, in any case and
+ * spelt with '_': only the gateway's X-Forwarded-* say who the client is. */
+static void test_write_request_forwarded_and_real_ip(void **state) {
+  zg_http_head_t h;
+  char out[1024];
+  zg_http_req_out_t o = {.client_addr = "10.0.0.9", .proto = "http"};
+
+  (void)state;
+  req(&h, "GET / HTTP/1.1\r\n"
+          "Host: a\r\n"
+          "Forwarded: for=192.0.2.60;proto=https;host=evil\r\n"
+          "forwarded: for=198.51.100.17\r\n"
+          "X-Real-IP: 192.0.2.60\r\n"
+          "x_real_ip: 192.0.2.61\r\n"
+          "X-Forwarded-Port: 1\r\n"
+          "X-Real-IPs: kept\r\n"
+          "Forwarded-For: kept\r\n"
+          "\r\n");
+  assert_written(zg_http_write_request(out, sizeof(out), &h, &o), out,
+                 "GET / HTTP/1.1\r\n"
+                 "Host: a\r\n"
+                 "X-Forwarded-Port: 1\r\n"
+                 "X-Real-IPs: kept\r\n"
+                 "Forwarded-For: kept\r\n"
+                 "X-Forwarded-For: 10.0.0.9\r\n"
+                 "X-Forwarded-Proto: http\r\n"
+                 "\r\n");
 }
 
 static void test_write_request_framing(void **state) {
@@ -1393,8 +1499,10 @@ int main(void) {
       cmocka_unit_test(test_split_target),
       cmocka_unit_test(test_split_target_len),
       cmocka_unit_test(test_rewrite_path),
+      cmocka_unit_test(test_normalize_path),
       cmocka_unit_test(test_rewrite_path_cap),
       cmocka_unit_test(test_write_request_hop_by_hop),
+      cmocka_unit_test(test_write_request_forwarded_and_real_ip),
       cmocka_unit_test(test_write_request_framing),
       cmocka_unit_test(test_write_request_client_subject),
       cmocka_unit_test(test_write_request_host_sources),

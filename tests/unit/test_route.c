@@ -51,10 +51,13 @@ static void test_route_longest_prefix(void **state) {
    * only a match for the exact path. */
   assert_int_equal(match(t, "example.com", "/apix"), 0);
   assert_int_equal(match(t, "example.com", "/ap"), 0);
-  /* A prefix without a trailing slash is a plain byte prefix. */
+  /* A prefix without a trailing slash matches at a segment boundary: the
+   * path itself or below it, never a longer name. */
   assert_int_equal(match(t, "example.com", "/static"), 3);
   assert_int_equal(match(t, "example.com", "/static/a.css"), 3);
-  assert_int_equal(match(t, "example.com", "/staticfiles"), 3);
+  assert_int_equal(match(t, "example.com", "/static/"), 3);
+  assert_int_equal(match(t, "example.com", "/staticfiles"), 0);
+  assert_int_equal(match(t, "example.com", "/static.css"), 0);
   /* Byte-wise: paths are case-sensitive (RFC 3986 §6.2.2.1). */
   assert_int_equal(match(t, "example.com", "/API/v2/users"), 0);
   assert_int_equal(match(t, NULL, "/api/x"), 1);
@@ -457,6 +460,63 @@ static void test_route_request(void **state) {
   memcpy(big, "GET / HTTP/1.1\r\nHost: ", 22);
   memcpy(big + 22 + 300, "\r\n\r\n", 5);
   assert_int_equal(route_raw(t, big, &r, path, sizeof(path)), 400);
+
+  /* Dot segments are resolved before routing, %2e spellings too: they
+   * never lead into or out of a prefix, and the path passed on is the
+   * normalised one. */
+  {
+    static const struct {
+      const char *target;
+      long service; /* -1: refused with 400 */
+      const char *path;
+    } cases[] = {
+        {"/api/../admin", 0, "/admin"},
+        {"/api/%2e%2e/admin", 0, "/admin"},
+        {"/api/%2E./admin", 0, "/admin"},
+        {"/api/.%2E/admin", 0, "/admin"},
+        {"/x/../api/y", 1, "/api/y"},
+        {"/x/%2e%2e/api/./y", 1, "/api/y"},
+        {"/api/a/../b", 1, "/api/b"},
+        {"/api/./", 1, "/api/"},
+        {"/api/x/..", 1, "/api/"},
+        {"/api/..", 0, "/"},
+        {"/api/...", 1, "/api/..."},
+        {"/api/..x", 1, "/api/..x"},
+        {"/api/a%2fb", 1, "/api/a%2fb"},
+        {"/../x", -1, NULL},
+        {"/api/../../x", -1, NULL},
+        {"/%2e%2e", -1, NULL},
+        {"/api/..%2fadmin", -1, NULL},
+        {"/api/..%2Fadmin", -1, NULL},
+        {"/api/%2e%2e%2fadmin", -1, NULL},
+        {"/api/x%2f..%2f..", -1, NULL},
+        {"/api/..%5cadmin", -1, NULL},
+        {"/api/..\\admin", -1, NULL},
+        {"/api/..;/admin", -1, NULL},
+        {"http://app.example.com/api/%2e%2e/x", 0, "/x"},
+    };
+    char raw[256];
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+      int rc;
+
+      snprintf(raw, sizeof(raw),
+               "GET %s HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+               cases[i].target);
+      r = NULL;
+      rc = route_raw(t, raw, &r, path, sizeof(path));
+      if (cases[i].service < 0) {
+        if (rc != 400)
+          fail_msg("%s: %d, want 400", cases[i].target, rc);
+        continue;
+      }
+      if (rc != 0 || (long)r->service != cases[i].service ||
+          strcmp(path, cases[i].path) != 0)
+        fail_msg("%s: %d service %ld path %s, want %ld %s", cases[i].target, rc,
+                 r ? (long)r->service : -1L, rc == 0 ? path : "-",
+                 cases[i].service, cases[i].path);
+    }
+  }
   zg_route_table_free(t);
 
   /* no route: 404 */
