@@ -627,9 +627,19 @@ static void on_data(int rc, const char *value, int value_len,
       }
       decoded(svc, c, drc, err);
     } else if (rc == ZNONODE) {
-      c->fetched = 1; /* gone already; the child watch will tell */
+      /* Gone when read. Its removal is the child watch's business (which
+       * fired before this answer came); but a child deleted and created
+       * again under the same name stays in the list, so it is read again
+       * when the next list still shows it. Until then the last data
+       * stands. */
+      c->fetched = 0;
+      c->changed = 0;
     } else if (transient(rc)) {
-      svc->need_list = 1; /* read again once connected */
+      /* Neither data nor a data watch came back: the next list (once
+       * connected) reads it again. The last data serves until then. */
+      c->fetched = 0;
+      c->changed = 0;
+      svc->need_list = 1;
     } else {
       c->fetched = 1;
       zg_warn("registry",
@@ -648,8 +658,15 @@ static void on_data(int rc, const char *value, int value_len,
     publish(svc);
 }
 
-/* A child's data changed (address, status, weight): read it again. Its
- * removal is the child watch's business. */
+/* A child's data changed (address, status, weight): read it again.
+ *
+ * A child deleted: its removal is the child watch's business, but it may
+ * have been created again under the same name (Curator re-registering its
+ * id, Dubbo 3, Registrator; in one transaction the child list does not even
+ * change). The server sends this event before the parent's child event, so
+ * the list that follows sees the name again and reads it as new: no read
+ * for a plain removal, one for a re-creation. The last data serves until
+ * then, so the pool changes in one step. */
 static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
                           void *ctx) {
   reg_service_t *svc = ctx;
@@ -657,13 +674,21 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
   reg_child_t *c;
   (void)zh;
   (void)state;
-  if (type != ZOO_CHANGED_EVENT || svc->reg->closing || svc->gone || !path ||
+  if ((type != ZOO_CHANGED_EVENT && type != ZOO_DELETED_EVENT) ||
+      svc->reg->closing || svc->gone || !path ||
       strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
     return;
   svc->reg->watch_events++;
   c = child_find(svc, path + plen + 1);
   if (!c)
     return;
+  if (type == ZOO_DELETED_EVENT) {
+    /* A read still out was sent before this event arrived but is answered
+     * after the deletion: it tells what is there now. */
+    if (!c->in_flight)
+      c->fetched = 0;
+    return;
+  }
   if (c->in_flight)
     c->changed = 1;
   else
@@ -679,6 +704,7 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   if (!req || !path || !reg->zh) {
     free(req);
     free(path);
+    c->fetched = 0; /* the next list reads it */
     svc->need_list = 1;
     return;
   }
@@ -690,6 +716,7 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   free(path);
   if (rc != ZOK) {
     free(req);
+    c->fetched = 0; /* the next list reads it */
     svc->need_list = 1;
     return;
   }

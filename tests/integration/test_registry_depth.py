@@ -80,6 +80,70 @@ def test_connection_to_disabled_instance_finishes(zk, kz, zpath, backends, gatew
         assert got == b"still here"
 
 
+def test_child_recreated_in_one_transaction_is_read_again(zk, kz, zpath, backends, gateway):
+    # Curator re-registering its id, Dubbo 3, Registrator: the child is deleted and created
+    # again under the same name. In one transaction the child list never changes, so only the
+    # data watch's deleted event tells that the data is new.
+    a, b, c = backends("a", "b", "c")
+    node = register(kz, zpath, curator(a.port), name="41d739e4-id")
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    t = kz.transaction()
+    t.delete(node)
+    t.create(node, curator(b.port), ephemeral=True)
+    assert all(r is True or r == node for r in t.commit()), "transaction failed"
+    seen = wait_pool(port, ["b"], timeout=5)
+    assert set(seen) == {"b"}, f"re-created child still routed to its old data: {dict(seen)}"
+    # The re-created znode is watched: its later changes are seen too.
+    kz.set(node, curator(c.port))
+    seen = wait_pool(port, ["c"], timeout=5)
+    assert set(seen) == {"c"}, f"change of the re-created child not seen: {dict(seen)}"
+    assert "cannot" not in gw.log_text()
+
+
+def test_child_recreated_after_deletion_is_read_again(zk, kz, zpath, backends, gateway):
+    # The same with two separate operations, one after the other: the gateway may list the
+    # children between them or not; either way the new data is routed and then watched.
+    a, b, c = backends("a", "b", "c")
+    node = register(kz, zpath, curator(a.port), name="41d739e4-id")
+    port = free_port()
+    gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    kz.delete(node)
+    kz.create(node, curator(b.port), ephemeral=True)
+    assert set(wait_pool(port, ["b"], timeout=5)) == {"b"}
+    kz.set(node, curator(c.port))
+    assert set(wait_pool(port, ["c"], timeout=5)) == {"c"}
+
+
+def test_read_lost_with_the_connection_is_read_again(zk, kz, zpath, backends, gateway):
+    # The connection breaks while the read of a changed child is out: that read fails
+    # (ZCONNECTIONLOSS) and its data watch was never set. After the reconnection (same
+    # session) the child must be read again, not left with its old data.
+    from zkcut import OP_GETDATA, ZkCutRelay
+    a, b, c = backends("a", "b", "c")
+    node = register(kz, zpath, curator(a.port), name="41d739e4-id")
+    relay = ZkCutRelay(zk.port)
+    try:
+        port = free_port()
+        conf = ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}"}},
+                        zookeeper={"hosts": relay.hosts, "session_timeout": "10s"})
+        gw = gateway(conf, listen=port)
+        assert set(wait_pool(port, ["a"])) == {"a"}
+        relay.cut_at(OP_GETDATA)
+        kz.set(node, curator(b.port))
+        assert wait_until(lambda: relay.cuts == 1, 10), "the gateway never read the change"
+        assert gw.wait_log("reconnected to ZooKeeper session", 10), "no reconnection"
+        seen = wait_pool(port, ["b"], timeout=10)
+        assert set(seen) == {"b"}, f"read lost with the connection not repeated: {dict(seen)}"
+        kz.set(node, curator(c.port))
+        seen = wait_pool(port, ["c"], timeout=5)
+        assert set(seen) == {"c"}, f"change after the lost read not seen: {dict(seen)}"
+    finally:
+        relay.close()
+
+
 def test_weights_shape_the_share(zk, kz, zpath, backends, gateway):
     a, b = backends("a", "b")
     register(kz, zpath, f"tcp://127.0.0.1:{a.port}?weight=1".encode())
