@@ -579,6 +579,10 @@ static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
                     const char *err) {
   if (rc == 0) {
     c->decoded = 1;
+    /* Something ignored (a weight that cannot be read): once per child
+     * version, like the errors below. */
+    if (err[0])
+      zg_warn("registry", "%s/%s: %s", svc->path, c->name, err);
     zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
              c->name, zg_instance_format_name(c->inst.format), c->inst.host,
              c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);

@@ -144,6 +144,42 @@ def test_read_lost_with_the_connection_is_read_again(zk, kz, zpath, backends, ga
         relay.close()
 
 
+def test_identical_data_rewritten_publishes_nothing(zk, kz, zpath, backends, gateway):
+    # A registrar re-asserting its registration: set() with the same bytes bumps the data
+    # version and fires the data watch; the child is read again, and nothing that serves
+    # changed, so no pool is published.
+    a, b = backends("a", "b")
+    node_a = register(kz, zpath, curator(a.port))
+    node_b = register(kz, zpath, curator(b.port))
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port, coalesce_window="0ms"), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    before = len(pools(gw))
+    for _ in range(3):
+        kz.set(node_a, curator(a.port))
+    assert kz.get(node_a)[1].version == 3
+    # Then a real change, which is read after the rewrites (one session, reads in order):
+    # once its pool is out, every rewrite has been read.
+    kz.set(node_b, curator(b.port, enabled=False))
+    assert wait_until(lambda: len(pools(gw)) > before, 10), "the real change not published"
+    assert set(wait_pool(port, ["a"], timeout=5)) == {"a"}
+    published = pools(gw)[before:]
+    assert len(published) == 1, f"identical rewrites published pools: {published}"
+    assert published[0][2] == 1 and published[0][4] == 4, published  # 1 live, 4 reads
+
+
+def test_bad_weight_serves_with_default_weight_and_a_warning(zk, kz, zpath, backends, gateway):
+    a, b = backends("a", "b")
+    register(kz, zpath, b'{"host":"127.0.0.1","port":%d,"weight":NaN}' % a.port)
+    register(kz, zpath, curator(b.port, payload={"metadata": {"weight": "1.5"}}))
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}, gw.log_text()
+    log = gw.log_text()
+    assert "NaN" in log and "default weight 1 used" in log, log
+    assert '"1.5"' in log, log
+
+
 def test_weights_shape_the_share(zk, kz, zpath, backends, gateway):
     a, b = backends("a", "b")
     register(kz, zpath, f"tcp://127.0.0.1:{a.port}?weight=1".encode())
