@@ -54,8 +54,10 @@ typedef struct reg_service {
   int need_list;        /* list (and re-arm the watch) when connected */
   int synced;           /* published at least once */
   int dirty;            /* a publication is waiting for the window */
-  int stale; /* past max_stale: the gateway has an empty pool, `published`
-                still holds the last known one */
+  int resync; /* a new session forgot the children: nothing is published
+                 until its first list has been applied */
+  int stale;  /* past max_stale: the gateway has an empty pool, `published`
+                 still holds the last known one */
   int64_t published_wall_ms; /* when `published` was published */
   uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
   uint64_t version;
@@ -497,7 +499,8 @@ static void publish_now(reg_service_t *svc) {
 static void on_coalesce_timer(uv_timer_t *t) {
   zg_registry_t *reg = t->data;
   for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->dirty && reg->services[i]->outstanding == 0)
+    if (reg->services[i]->dirty && !reg->services[i]->resync &&
+        reg->services[i]->outstanding == 0)
       publish_now(reg->services[i]);
 }
 
@@ -505,6 +508,8 @@ static void on_coalesce_timer(uv_timer_t *t) {
  * burst of events (a deploy) makes one pool, not one per event. */
 static void publish(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
+  if (svc->resync)
+    return; /* the children are not known yet: the pool would be empty */
   if (reg->coalesce_ms == 0) {
     publish_now(svc);
     return;
@@ -822,6 +827,7 @@ static void on_children(int rc, const struct String_vector *strings,
      * exists call may find it already there, and on_exists lists it. */
     forget_children(svc);
     watch_exists(svc);
+    svc->resync = 0; /* the list has said what there is: nothing */
     if (!svc->synced)
       publish(svc);
     return;
@@ -840,6 +846,9 @@ static void on_children(int rc, const struct String_vector *strings,
     return;
   }
   svc->need_list = 0;
+  /* From here the children are this session's: publications wait for
+   * their reads (outstanding) as after any list. */
+  svc->resync = 0;
   if (svc->denied)
     zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
   svc->denied = 0;
@@ -1083,6 +1092,10 @@ static void session_restart(zg_registry_t *reg) {
      * been read in full, and is then replaced in one step. */
     svc->outstanding = 0;
     forget_children(svc);
+    /* A publication the window was still holding was of the old session's
+     * children, which are gone: published now it would be an empty pool. */
+    svc->dirty = 0;
+    svc->resync = 1;
   }
   if (session_open(reg) == 0)
     update_interest(reg);
