@@ -35,7 +35,7 @@ def test_changed_address_is_applied_in_place(zk, kz, zpath, backends, gateway):
     gateway(ini(zk, zpath, port), listen=port)
     assert set(wait_pool(port, ["a"])) == {"a"}
     kz.set(node, f"127.0.0.1:{b.port}".encode())  # same znode, new address
-    seen = wait_pool(port, ["b"], timeout=3)
+    seen = wait_pool(port, ["b"], timeout=10)
     assert set(seen) == {"b"}, f"data change of {node} not applied: {dict(seen)}"
 
 
@@ -47,10 +47,10 @@ def test_disabled_instance_leaves_rotation_and_comes_back(zk, kz, zpath, backend
     gateway(ini(zk, zpath, port), listen=port)
     assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
     kz.set(node_b, curator(b.port, enabled=False))
-    assert set(wait_pool(port, ["a"], timeout=3)) == {"a"}, "disabled instance still reached"
+    assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}, "disabled instance still reached"
     assert set(sample(port, 30)) == {"a"}
     kz.set(node_b, curator(b.port, enabled=True))
-    assert set(wait_pool(port, ["a", "b"], timeout=3)) == {"a", "b"}, "re-enabled not reached"
+    assert set(wait_pool(port, ["a", "b"], timeout=10)) == {"a", "b"}, "re-enabled not reached"
 
 
 def test_connection_to_disabled_instance_finishes(zk, kz, zpath, backends, gateway):
@@ -58,7 +58,7 @@ def test_connection_to_disabled_instance_finishes(zk, kz, zpath, backends, gatew
     a, b = backends("a", "b")
     node_a = register(kz, zpath, curator(a.port))
     port = free_port()
-    gateway(ini(zk, zpath, port), listen=port)
+    gw = gateway(ini(zk, zpath, port), listen=port)
     assert set(wait_pool(port, ["a"])) == {"a"}
     register(kz, zpath, curator(b.port))
     assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
@@ -69,8 +69,11 @@ def test_connection_to_disabled_instance_finishes(zk, kz, zpath, backends, gatew
         if node is None:
             node = [p for p in (zpath + "/" + c for c in kz.get_children(zpath))
                     if json.loads(kz.get(p)[0])["port"] == b.port][0]
+        published = len(pools(gw))
         kz.set(node, curator(a.port if first == b"a\n" else b.port, enabled=False))
-        time.sleep(0.3)
+        # Once the pool without it is out (one live instance), not after a guessed delay.
+        assert wait_until(lambda: any(p[2] == 1 for p in pools(gw)[published:]), 10), \
+            "the disabled instance never left the pool"
         s.sendall(b"still here")
         got = b""
         while len(got) < 10:
@@ -93,11 +96,11 @@ def test_child_recreated_in_one_transaction_is_read_again(zk, kz, zpath, backend
     t.delete(node)
     t.create(node, curator(b.port), ephemeral=True)
     assert all(r is True or r == node for r in t.commit()), "transaction failed"
-    seen = wait_pool(port, ["b"], timeout=5)
+    seen = wait_pool(port, ["b"], timeout=10)
     assert set(seen) == {"b"}, f"re-created child still routed to its old data: {dict(seen)}"
     # The re-created znode is watched: its later changes are seen too.
     kz.set(node, curator(c.port))
-    seen = wait_pool(port, ["c"], timeout=5)
+    seen = wait_pool(port, ["c"], timeout=10)
     assert set(seen) == {"c"}, f"change of the re-created child not seen: {dict(seen)}"
     assert "cannot" not in gw.log_text()
 
@@ -112,9 +115,9 @@ def test_child_recreated_after_deletion_is_read_again(zk, kz, zpath, backends, g
     assert set(wait_pool(port, ["a"])) == {"a"}
     kz.delete(node)
     kz.create(node, curator(b.port), ephemeral=True)
-    assert set(wait_pool(port, ["b"], timeout=5)) == {"b"}
+    assert set(wait_pool(port, ["b"], timeout=10)) == {"b"}
     kz.set(node, curator(c.port))
-    assert set(wait_pool(port, ["c"], timeout=5)) == {"c"}
+    assert set(wait_pool(port, ["c"], timeout=10)) == {"c"}
 
 
 def test_read_lost_with_the_connection_is_read_again(zk, kz, zpath, backends, gateway):
@@ -138,7 +141,7 @@ def test_read_lost_with_the_connection_is_read_again(zk, kz, zpath, backends, ga
         seen = wait_pool(port, ["b"], timeout=10)
         assert set(seen) == {"b"}, f"read lost with the connection not repeated: {dict(seen)}"
         kz.set(node, curator(c.port))
-        seen = wait_pool(port, ["c"], timeout=5)
+        seen = wait_pool(port, ["c"], timeout=10)
         assert set(seen) == {"c"}, f"change after the lost read not seen: {dict(seen)}"
     finally:
         relay.close()
@@ -162,7 +165,7 @@ def test_identical_data_rewritten_publishes_nothing(zk, kz, zpath, backends, gat
     # once its pool is out, every rewrite has been read.
     kz.set(node_b, curator(b.port, enabled=False))
     assert wait_until(lambda: len(pools(gw)) > before, 10), "the real change not published"
-    assert set(wait_pool(port, ["a"], timeout=5)) == {"a"}
+    assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}
     published = pools(gw)[before:]
     assert len(published) == 1, f"identical rewrites published pools: {published}"
     assert published[0][2] == 1 and published[0][4] == 4, published  # 1 live, 4 reads
@@ -208,10 +211,12 @@ def test_thousand_instances_one_change_costs_one_read(zk, kz, zpath, backends, g
     if n:
         t.commit()
     try:
+        # Deadlines, not delays: generous enough for a ThreadSanitizer build on a loaded
+        # 2-core machine (5 s for the one change was not), bounded by the test's time limit.
         port = free_port()
         t0 = time.monotonic()
         gw = gateway(ini(zk, zpath, port), listen=port)
-        assert wait_until(lambda: any(p[1] == 1000 for p in pools(gw)), 10), pools(gw)
+        assert wait_until(lambda: any(p[1] == 1000 for p in pools(gw)), 20), pools(gw)
         sync_s = time.monotonic() - t0
         first = [p for p in pools(gw) if p[1] == 1000][0]
         print(f"first sync of 1,000 instances: {sync_s:.2f} s, "
@@ -220,7 +225,7 @@ def test_thousand_instances_one_change_costs_one_read(zk, kz, zpath, backends, g
 
         before = len(pools(gw))
         register(kz, zpath, f"127.0.0.1:{live.port}".encode())
-        assert wait_until(lambda: len(pools(gw)) > before, 5), "new instance not published"
+        assert wait_until(lambda: len(pools(gw)) > before, 15), "new instance not published"
         change = pools(gw)[before]
         print(f"one added instance: {change[3]} list(s), {change[4]} data read(s)")
         assert change[1] == 1001
@@ -234,14 +239,16 @@ def test_thousand_instances_one_change_costs_one_read(zk, kz, zpath, backends, g
 def test_burst_of_registrations_is_coalesced(zk, kz, zpath, backends, gateway):
     kz.ensure_path(zpath)
     port = free_port()
-    gw = gateway(ini(zk, zpath, port, coalesce_window="200ms"), listen=port)
-    assert wait_until(lambda: len(pools(gw)) >= 1, 5)  # the empty pool of the first sync
+    # A window wide enough that a loaded machine (a slow ZooKeeper, a ThreadSanitizer
+    # gateway) still sees the 60 creations inside one or two of them.
+    gw = gateway(ini(zk, zpath, port, coalesce_window="1s"), listen=port)
+    assert wait_until(lambda: len(pools(gw)) >= 1, 15)  # the empty pool of the first sync
     before = len(pools(gw))
     results = [kz.create_async(f"{zpath}/b{i:03d}", f"127.0.0.1:{21000 + i}".encode(),
                                ephemeral=True) for i in range(60)]
     for r in results:
         r.get(timeout=10)
-    assert wait_until(lambda: pools(gw) and pools(gw)[-1][1] == 60, 5), pools(gw)
+    assert wait_until(lambda: pools(gw) and pools(gw)[-1][1] == 60, 15), pools(gw)
     published = len(pools(gw)) - before
     assert published <= 3, f"60 registrations in a burst made {published} pools"
 
@@ -355,7 +362,7 @@ def test_spring_cloud_status_takes_instance_out(zk, kz, zpath, backends, gateway
     gateway(ini(zk, zpath, port), listen=port)
     assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
     kz.set(node_b, spring_cloud(b.port, status="OUT_OF_SERVICE"))
-    assert set(wait_pool(port, ["a"], timeout=3)) == {"a"}
+    assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}
 
 
 def test_nerve_weights_and_down(zk, kz, zpath, backends, gateway):
