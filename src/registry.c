@@ -735,10 +735,17 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   reg->reads_total++;
 }
 
-/* A new child: formats that live in the name need no read. */
+/* A new child: formats that live in the name need no read. A known child
+ * listed unread (deleted and created again, a read lost) is read again;
+ * its instance stands until the answer replaces it. */
 static void child_added(reg_service_t *svc, reg_child_t *c) {
   char err[160];
-  int rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
+  int rc;
+  if (c->decoded) {
+    fetch(svc, c);
+    return;
+  }
+  rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
   if (rc == 1) {
     fetch(svc, c);
     return;

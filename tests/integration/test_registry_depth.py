@@ -105,6 +105,31 @@ def test_child_recreated_in_one_transaction_is_read_again(zk, kz, zpath, backend
     assert "cannot" not in gw.log_text()
 
 
+def test_child_recreated_beside_a_removal_keeps_its_data_until_read(zk, kz, zpath, backends,
+                                                                   gateway):
+    # One transaction re-creates a child and deletes another: the list that follows both
+    # removes one (published at once, coalesce_window = 0) and reads the other again. Until
+    # that read is back the re-created child serves with its last data, never with none.
+    a, b, c = backends("a", "b", "c")
+    node = register(kz, zpath, curator(a.port), name="41d739e4-id")
+    other = register(kz, zpath, curator(c.port), name="other-id")
+    port = free_port()
+    gw = gateway(ini(zk, zpath, port, coalesce_window="0ms"), listen=port)
+    assert set(wait_pool(port, ["a", "c"])) == {"a", "c"}
+    t = kz.transaction()
+    t.delete(node)
+    t.create(node, curator(b.port), ephemeral=True)
+    t.delete(other)
+    t.commit()
+    assert set(wait_pool(port, ["b"], timeout=10)) == {"b"}
+    lines = [line for line in gw.log_text().splitlines() if " pool v" in line]
+    ports = {str(x.port) for x in (a, b, c)}
+    assert len(lines) >= 2, lines
+    for line in lines:
+        listed = re.search(r" live: (.*?) \[", line).group(1).split()
+        assert all(x.split("(")[0].rsplit(":", 1)[-1] in ports for x in listed), line
+
+
 def test_child_recreated_after_deletion_is_read_again(zk, kz, zpath, backends, gateway):
     # The same with two separate operations, one after the other: the gateway may list the
     # children between them or not; either way the new data is routed and then watched.
