@@ -180,14 +180,24 @@ def test_identical_data_rewritten_publishes_nothing(zk, kz, zpath, backends, gat
     node_a = register(kz, zpath, curator(a.port))
     node_b = register(kz, zpath, curator(b.port))
     port = free_port()
-    gw = gateway(ini(zk, zpath, port, coalesce_window="0ms"), listen=port)
+    conf = ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}"}},
+                    zookeeper={"hosts": zk.hosts, "session_timeout": "4s",
+                               "coalesce_window": "0ms"},
+                    proxy={"log_level": "debug"})
+    gw = gateway(conf, listen=port)
     assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
     before = len(pools(gw))
-    for _ in range(3):
+
+    def reads_of_a():  # one debug line per read of a's data
+        return gw.log_text().count(f"{node_a}: curator instance")
+
+    for version in (1, 2, 3):
+        n = reads_of_a()
         kz.set(node_a, curator(a.port))
+        # Read before the next set: a set while the data watch is not re-armed fires none.
+        assert wait_until(lambda: reads_of_a() > n, 10), f"rewrite {version} never read"
     assert kz.get(node_a)[1].version == 3
-    # Then a real change, which is read after the rewrites (one session, reads in order):
-    # once its pool is out, every rewrite has been read.
+    # Then a real change: its pool holds the reads of the rewrites, which published nothing.
     kz.set(node_b, curator(b.port, enabled=False))
     assert wait_until(lambda: len(pools(gw)) > before, 10), "the real change not published"
     assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}
