@@ -157,13 +157,12 @@ def test_read_lost_with_the_connection_is_read_again(zk, kz, zpath, backends, ga
         port = free_port()
         conf = ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}"}},
                         zookeeper={"hosts": relay.hosts, "session_timeout": "10s"})
-        gw = gateway(conf, listen=port)
+        gateway(conf, listen=port)
         assert set(wait_pool(port, ["a"])) == {"a"}
         relay.cut_at(OP_GETDATA)
         kz.set(node, curator(b.port))
         assert wait_until(lambda: relay.cuts == 1, 10), "the gateway never read the change"
-        assert gw.wait_log("reconnected to ZooKeeper session", 10), "no reconnection"
-        seen = wait_pool(port, ["b"], timeout=10)
+        seen = wait_pool(port, ["b"], timeout=15)
         assert set(seen) == {"b"}, f"read lost with the connection not repeated: {dict(seen)}"
         kz.set(node, curator(c.port))
         seen = wait_pool(port, ["c"], timeout=10)
