@@ -161,8 +161,34 @@ int zg_instance_parse_hostport(const char *s, size_t len, zg_instance_t *out) {
 
 /* ------------------------------------------------- weights and parameters */
 
+/* A weight that cannot be read does not cost the instance its place: it
+ * serves with the default weight, and the warning left in err (the
+ * decoders succeed with it) is logged by the caller. Dropping it would
+ * take a healthy instance out over a typo, or every instance of a writer
+ * that gets its weights wrong. Returns 0. */
+static int bad_weight(zg_instance_t *out, char *err, size_t errlen,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int bad_weight(zg_instance_t *out, char *err, size_t errlen,
+                      const char *fmt, ...) {
+  va_list ap;
+  int n = 0;
+  out->weight = ZG_WEIGHT_DEFAULT;
+  if (err && errlen) {
+    va_start(ap, fmt);
+    n = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < errlen)
+      snprintf(err + n, errlen - (size_t)n, "; default weight %d used",
+               ZG_WEIGHT_DEFAULT);
+  }
+  return 0;
+}
+
 /* Decimal text 0..ZG_WEIGHT_MAX, every byte a digit: no sign, no space, no
- * fraction, so that "1.5" or "-1" is refused rather than read as 1. */
+ * fraction, so that "1.5" or "-1" is not read as 1 (it is the default
+ * weight, with a warning). */
 static int set_weight(zg_instance_t *out, const char *s, size_t n, char *err,
                       size_t errlen) {
   uint32_t v = 0;
@@ -178,8 +204,9 @@ static int set_weight(zg_instance_t *out, const char *s, size_t n, char *err,
   out->weight = v;
   return 0;
 bad:
-  return fail(err, errlen, "bad weight \"%.*s\": not an integer 0..%d",
-              (int)(n > 32 ? 32 : n), s, ZG_WEIGHT_MAX);
+  return bad_weight(out, err, errlen,
+                    "bad weight \"%.*s\": not an integer 0..%d",
+                    (int)(n > 32 ? 32 : n), s, ZG_WEIGHT_MAX);
 }
 
 /* One key[=value] of a list such as a URL query ("a=1&b=2") or free text
@@ -328,11 +355,17 @@ static int decode_url(const char *s, size_t n, zg_instance_t *out, char *err,
 
 /* ------------------------------------------------------------ JSON helpers */
 
-/* A JSON integer port, or null/absent (returns 1). */
+/* A JSON integer port, or null/absent (returns 1). A string of digits is
+ * a port too: writers that keep every value as text (Spring's metadata
+ * maps, hand-written registrations) send "3000". */
 static int json_port(json_t *v, uint16_t *out) {
   json_int_t p;
   if (!v || json_is_null(v))
     return 1;
+  if (json_is_string(v))
+    return parse_port(json_string_value(v), json_string_length(v), out) == 0
+               ? 0
+               : -1;
   if (!json_is_integer(v))
     return -1;
   p = json_integer_value(v);
@@ -361,23 +394,25 @@ static int json_endpoint(json_t *host, json_t *port, zg_instance_t *out) {
   return 0;
 }
 
-/* An optional weight: a JSON integer or, when `strings` (metadata maps
- * that only hold strings), decimal text. Null counts as absent. Reals are
- * refused, even 2.0: a weight is an integer. */
-static int json_weight(json_t *v, bool strings, zg_instance_t *out, char *err,
+/* An optional weight: a JSON integer or decimal text (metadata maps that
+ * only hold strings, writers that quote every value). Null counts as
+ * absent. Reals are not weights, even 2.0: a weight is an integer.
+ * Anything else is the default weight, with a warning (bad_weight). */
+static int json_weight(json_t *v, zg_instance_t *out, char *err,
                        size_t errlen) {
   json_int_t w;
   if (!v || json_is_null(v))
     return 0;
-  if (strings && json_is_string(v))
+  if (json_is_string(v))
     return set_weight(out, json_string_value(v), json_string_length(v), err,
                       errlen);
   if (!json_is_integer(v))
-    return fail(err, errlen, "weight is not an integer");
+    return bad_weight(out, err, errlen, "weight is not an integer");
   w = json_integer_value(v);
   if (w < 0 || w > ZG_WEIGHT_MAX)
-    return fail(err, errlen, "weight %" JSON_INTEGER_FORMAT " not in 0..%d", w,
-                ZG_WEIGHT_MAX);
+    return bad_weight(out, err, errlen,
+                      "weight %" JSON_INTEGER_FORMAT " not in 0..%d", w,
+                      ZG_WEIGHT_MAX);
   out->weight = (uint32_t)w;
   return 0;
 }
@@ -446,7 +481,7 @@ static int curator_status(json_t *root, zg_instance_t *out, char *err,
       !(json_is_string(status) &&
         strcasecmp(json_string_value(status), "UP") == 0))
     out->up = false;
-  return json_weight(json_object_get(meta, "weight"), true, out, err, errlen);
+  return json_weight(json_object_get(meta, "weight"), out, err, errlen);
 }
 
 /* Curator's uriSpec is a template split into parts: "{scheme}://{address}:
@@ -546,8 +581,7 @@ static int decode_nerve(json_t *root, zg_instance_t *out, char *err,
   if (json_endpoint(json_object_get(root, "host"),
                     json_object_get(root, "port"), out) != 0)
     return fail(err, errlen, "bad Nerve \"host\" or \"port\"");
-  if (json_weight(json_object_get(root, "weight"), false, out, err, errlen) !=
-          0 ||
+  if (json_weight(json_object_get(root, "weight"), out, err, errlen) != 0 ||
       json_flag(root, "down", false, &down, err, errlen) != 0)
     return ZG_EDECODE;
   if (down || (json_is_string(options) &&
@@ -567,10 +601,80 @@ static int decode_registrator(json_t *root, zg_instance_t *out, char *err,
   return 0;
 }
 
+/* NaN, Infinity and -Infinity outside strings, as JavaScript's and
+ * Python's default JSON writers emit them (RFC 8259 section 6 has no such
+ * numbers, and jansson refuses them), quoted into strings: a copy of s in
+ * a new buffer, or NULL when there is none (or no memory). The field that
+ * holds one is then judged as a string: a weight falls back to the
+ * default, a port is refused, an unknown field is ignored. */
+static char *quote_non_numbers(const char *s, size_t n, size_t *out_len) {
+  static const char *const words[] = {"-Infinity", "Infinity", "NaN"};
+  char *out = NULL;
+  size_t o = 0, found = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    int in_string = 0;
+    o = 0;
+    for (size_t i = 0; i < n;) {
+      size_t wl = 0;
+      if (in_string) {
+        if (s[i] == '\\' && i + 1 < n) {
+          if (out) {
+            out[o] = s[i];
+            out[o + 1] = s[i + 1];
+          }
+          o += 2;
+          i += 2;
+          continue;
+        }
+        if (s[i] == '"')
+          in_string = 0;
+      } else if (s[i] == '"') {
+        in_string = 1;
+      } else if (i == 0 || !(is_alpha(s[i - 1]) || is_digit(s[i - 1]))) {
+        for (size_t k = 0; k < sizeof(words) / sizeof(words[0]) && !wl; k++) {
+          size_t len = strlen(words[k]);
+          if (n - i >= len && memcmp(s + i, words[k], len) == 0 &&
+              (i + len == n || !(is_alpha(s[i + len]) || is_digit(s[i + len]))))
+            wl = len;
+        }
+      }
+      if (wl) {
+        if (out) {
+          out[o] = '"';
+          memcpy(out + o + 1, s + i, wl);
+          out[o + 1 + wl] = '"';
+        } else {
+          found++;
+        }
+        o += wl + 2;
+        i += wl;
+        continue;
+      }
+      if (out)
+        out[o] = s[i];
+      o++;
+      i++;
+    }
+    if (pass == 0 && (found == 0 || !(out = malloc(o + 1))))
+      return NULL;
+  }
+  *out_len = o;
+  return out;
+}
+
 static json_t *json_object_load(const char *s, size_t n, char *err,
                                 size_t errlen) {
   json_error_t jerr;
   json_t *root = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
+  if (!root) {
+    size_t qlen = 0;
+    char *quoted = quote_non_numbers(s, n, &qlen);
+    if (quoted) {
+      json_error_t qerr;
+      root = json_loadb(quoted, qlen, JSON_REJECT_DUPLICATES, &qerr);
+      free(quoted);
+    }
+  }
   if (!root) {
     fail(err, errlen, "bad JSON: %s", jerr.text);
   } else if (!json_is_object(root)) {
@@ -873,6 +977,8 @@ static int set_name(zg_instance_t *out, const char *name, char *err,
 int zg_instance_decode_name(const char *name, zg_instance_t *out, char *err,
                             size_t errlen) {
   int rc;
+  if (err && errlen)
+    err[0] = '\0';
   instance_init(out);
   rc = name_only(name, out, err, errlen);
   if (rc == 0)
@@ -886,6 +992,8 @@ int zg_instance_decode(const char *name, const char *data, size_t len,
                        const zg_decode_opts_t *opts, zg_instance_t *out,
                        char *err, size_t errlen) {
   int rc;
+  if (err && errlen)
+    err[0] = '\0';
   instance_init(out);
   rc = name_only(name, out, err, errlen);
   if (rc == 1)

@@ -22,12 +22,20 @@ static int str_cmp_null(const char *a, const char *b) {
 }
 
 /* Address first, then everything else, so that which of two entries for
- * one address is kept does not depend on the order they came in. */
+ * one address is kept does not depend on the order they came in. Of two
+ * entries for one address the one in service comes first and is kept: an
+ * instance restarted while its old znode lingers (stopping, disabled, or
+ * with weight 0) must not be taken out by the old one. */
 static int inst_cmp_full(const void *a, const void *b) {
   const zg_instance_t *x = a, *y = b;
   int c = inst_cmp(a, b);
+  int lx = x->up && x->weight > 0, ly = y->up && y->weight > 0;
   if (c)
     return c;
+  if (lx != ly)
+    return ly - lx;
+  if (x->up != y->up)
+    return (int)y->up - (int)x->up;
   if (x->tls != y->tls)
     return (int)x->tls - (int)y->tls;
   c = str_cmp_null(x->base_path, y->base_path);
@@ -122,6 +130,10 @@ static int str_eq(const char *a, const char *b) {
   return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* The data version is not compared: data rewritten with the same bytes (a
+ * registrar that re-asserts its registration) bumps it and changes nothing
+ * that serves, so it publishes nothing. The published entry keeps the
+ * provenance of the data that last changed it. */
 int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
   if (a->n != b->n)
     return 0;
@@ -130,7 +142,7 @@ int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
     if (inst_cmp(x, y) != 0 || x->tls != y->tls ||
         x->plain_port != y->plain_port || x->up != y->up ||
         x->weight != y->weight || !str_eq(x->base_path, y->base_path) ||
-        !str_eq(x->znode, y->znode) || x->data_version != y->data_version)
+        !str_eq(x->znode, y->znode))
       return 0;
   }
   return 1;

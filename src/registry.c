@@ -54,8 +54,10 @@ typedef struct reg_service {
   int need_list;        /* list (and re-arm the watch) when connected */
   int synced;           /* published at least once */
   int dirty;            /* a publication is waiting for the window */
-  int stale; /* past max_stale: the gateway has an empty pool, `published`
-                still holds the last known one */
+  int resync; /* a new session forgot the children: nothing is published
+                 until its first list has been applied */
+  int stale;  /* past max_stale: the gateway has an empty pool, `published`
+                 still holds the last known one */
   int64_t published_wall_ms; /* when `published` was published */
   uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
   uint64_t version;
@@ -497,7 +499,8 @@ static void publish_now(reg_service_t *svc) {
 static void on_coalesce_timer(uv_timer_t *t) {
   zg_registry_t *reg = t->data;
   for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->dirty && reg->services[i]->outstanding == 0)
+    if (reg->services[i]->dirty && !reg->services[i]->resync &&
+        reg->services[i]->outstanding == 0)
       publish_now(reg->services[i]);
 }
 
@@ -505,6 +508,8 @@ static void on_coalesce_timer(uv_timer_t *t) {
  * burst of events (a deploy) makes one pool, not one per event. */
 static void publish(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
+  if (svc->resync)
+    return; /* the children are not known yet: the pool would be empty */
   if (reg->coalesce_ms == 0) {
     publish_now(svc);
     return;
@@ -579,6 +584,10 @@ static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
                     const char *err) {
   if (rc == 0) {
     c->decoded = 1;
+    /* Something ignored (a weight that cannot be read): once per child
+     * version, like the errors below. */
+    if (err[0])
+      zg_warn("registry", "%s/%s: %s", svc->path, c->name, err);
     zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
              c->name, zg_instance_format_name(c->inst.format), c->inst.host,
              c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);
@@ -627,9 +636,19 @@ static void on_data(int rc, const char *value, int value_len,
       }
       decoded(svc, c, drc, err);
     } else if (rc == ZNONODE) {
-      c->fetched = 1; /* gone already; the child watch will tell */
+      /* Gone when read. Its removal is the child watch's business (which
+       * fired before this answer came); but a child deleted and created
+       * again under the same name stays in the list, so it is read again
+       * when the next list still shows it. Until then the last data
+       * stands. */
+      c->fetched = 0;
+      c->changed = 0;
     } else if (transient(rc)) {
-      svc->need_list = 1; /* read again once connected */
+      /* Neither data nor a data watch came back: the next list (once
+       * connected) reads it again. The last data serves until then. */
+      c->fetched = 0;
+      c->changed = 0;
+      svc->need_list = 1;
     } else {
       c->fetched = 1;
       zg_warn("registry",
@@ -648,8 +667,15 @@ static void on_data(int rc, const char *value, int value_len,
     publish(svc);
 }
 
-/* A child's data changed (address, status, weight): read it again. Its
- * removal is the child watch's business. */
+/* A child's data changed (address, status, weight): read it again.
+ *
+ * A child deleted: its removal is the child watch's business, but it may
+ * have been created again under the same name (Curator re-registering its
+ * id, Dubbo 3, Registrator; in one transaction the child list does not even
+ * change). The server sends this event before the parent's child event, so
+ * the list that follows sees the name again and reads it as new: no read
+ * for a plain removal, one for a re-creation. The last data serves until
+ * then, so the pool changes in one step. */
 static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
                           void *ctx) {
   reg_service_t *svc = ctx;
@@ -657,13 +683,21 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
   reg_child_t *c;
   (void)zh;
   (void)state;
-  if (type != ZOO_CHANGED_EVENT || svc->reg->closing || svc->gone || !path ||
+  if ((type != ZOO_CHANGED_EVENT && type != ZOO_DELETED_EVENT) ||
+      svc->reg->closing || svc->gone || !path ||
       strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
     return;
   svc->reg->watch_events++;
   c = child_find(svc, path + plen + 1);
   if (!c)
     return;
+  if (type == ZOO_DELETED_EVENT) {
+    /* A read still out was sent before this event arrived but is answered
+     * after the deletion: it tells what is there now. */
+    if (!c->in_flight)
+      c->fetched = 0;
+    return;
+  }
   if (c->in_flight)
     c->changed = 1;
   else
@@ -679,6 +713,7 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   if (!req || !path || !reg->zh) {
     free(req);
     free(path);
+    c->fetched = 0; /* the next list reads it */
     svc->need_list = 1;
     return;
   }
@@ -690,6 +725,7 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   free(path);
   if (rc != ZOK) {
     free(req);
+    c->fetched = 0; /* the next list reads it */
     svc->need_list = 1;
     return;
   }
@@ -699,10 +735,17 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   reg->reads_total++;
 }
 
-/* A new child: formats that live in the name need no read. */
+/* A new child: formats that live in the name need no read. A known child
+ * listed unread (deleted and created again, a read lost) is read again;
+ * its instance stands until the answer replaces it. */
 static void child_added(reg_service_t *svc, reg_child_t *c) {
   char err[160];
-  int rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
+  int rc;
+  if (c->decoded) {
+    fetch(svc, c);
+    return;
+  }
+  rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
   if (rc == 1) {
     fetch(svc, c);
     return;
@@ -791,6 +834,7 @@ static void on_children(int rc, const struct String_vector *strings,
      * exists call may find it already there, and on_exists lists it. */
     forget_children(svc);
     watch_exists(svc);
+    svc->resync = 0; /* the list has said what there is: nothing */
     if (!svc->synced)
       publish(svc);
     return;
@@ -809,6 +853,9 @@ static void on_children(int rc, const struct String_vector *strings,
     return;
   }
   svc->need_list = 0;
+  /* From here the children are this session's: publications wait for
+   * their reads (outstanding) as after any list. */
+  svc->resync = 0;
   if (svc->denied)
     zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
   svc->denied = 0;
@@ -1052,6 +1099,10 @@ static void session_restart(zg_registry_t *reg) {
      * been read in full, and is then replaced in one step. */
     svc->outstanding = 0;
     forget_children(svc);
+    /* A publication the window was still holding was of the old session's
+     * children, which are gone: published now it would be an empty pool. */
+    svc->dirty = 0;
+    svc->resync = 1;
   }
   if (session_open(reg) == 0)
     update_interest(reg);

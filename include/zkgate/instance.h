@@ -58,7 +58,9 @@ typedef struct {
 /* Decodes one registry child. `name` is the child's name (not its path),
  * `data`/`len` its data (may be NULL/0), `opts` may be NULL. On success
  * fills *out (which the caller releases with zg_instance_clear) and
- * returns 0: out->up says whether it is in service. Otherwise returns
+ * returns 0: out->up says whether it is in service, and err holds "" or a
+ * warning about something ignored (a weight that cannot be read: the
+ * instance has the default weight). Otherwise returns
  * ZG_ESKIP for a child that is not an instance by its format's own rules
  * (a serverset child not named member_*), or ZG_EDECODE, and writes a
  * reason into err. A name in one of zg_instance_decode_name's formats is
@@ -70,7 +72,8 @@ int zg_instance_decode(const char *name, const char *data, size_t len,
 
 /* Formats that live in the child's name alone (Nerve base64_ names, Dubbo
  * URL-encoded provider URLs): decoded without reading the data. Returns 0
- * with *out filled (out->name included, as zg_instance_decode does), 1
+ * with *out filled (out->name included, and err "" or a warning, as
+ * zg_instance_decode does), 1
  * when the name is not such a format (read the data and call
  * zg_instance_decode), or ZG_EDECODE with a reason in err. */
 int zg_instance_decode_name(const char *name, zg_instance_t *out, char *err,

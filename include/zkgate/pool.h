@@ -32,13 +32,14 @@ static inline int zg_pool_live(const zg_pool_t *p, size_t i) {
 }
 
 /* Copies `n` instances into a new pool with one reference. Duplicate
- * addresses (same host and port) are kept once. NULL on allocation
- * failure. */
+ * addresses (same host and port) are kept once, preferring an entry in
+ * service. NULL on allocation failure. */
 zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
                        uint64_t created_ms);
 zg_pool_t *zg_pool_ref(zg_pool_t *pool);
 void zg_pool_unref(zg_pool_t *pool); /* NULL is fine */
-/* 1 when both hold the same instances (addresses, tls, base paths). */
+/* 1 when both hold the same instances (addresses, tls, base paths, status,
+ * weight, znode), whatever the versions of their data. */
 int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b);
 
 #endif

@@ -97,6 +97,35 @@ static void decode_ok_opts(const char *name, const char *data, size_t len,
                 data ? data : "", rc, err);
     fail();
   }
+  if (err[0]) {
+    print_error("decode(name=%s, data=%.*s) warned: %s\n", name, (int)len,
+                data ? data : "", err);
+    fail();
+  }
+  check_instance(&inst, name, w);
+  zg_instance_clear(&inst);
+}
+
+/* Decodes `data` (which must succeed) into the instance `w`, with a
+ * warning that holds `reason`: something was ignored (a bad weight), the
+ * instance is kept. */
+static void decode_warns(const char *name, const char *data,
+                         const struct want *w, const char *reason) {
+  zg_instance_t inst;
+  char err[256] = "";
+  int rc;
+
+  memset(&inst, 0x5a, sizeof(inst));
+  rc = zg_instance_decode(name, data, strlen(data), NULL, &inst, err,
+                          sizeof(err));
+  if (rc != 0 || !strstr(err, reason) || !strstr(err, "default weight")) {
+    print_error("decode(name=%s, data=%s) = %d: err='%s', want a warning "
+                "with '%s'\n",
+                name, data, rc, err, reason);
+    if (rc == 0)
+      zg_instance_clear(&inst);
+    fail();
+  }
   check_instance(&inst, name, w);
   zg_instance_clear(&inst);
 }
@@ -123,6 +152,10 @@ static void decode_name_ok(const char *name, const struct want *w) {
   rc = zg_instance_decode_name(name, &inst, err, sizeof(err));
   if (rc != 0) {
     print_error("decode_name(%s) = %d: %s\n", name, rc, err);
+    fail();
+  }
+  if (err[0]) {
+    print_error("decode_name(%s) warned: %s\n", name, err);
     fail();
   }
   check_instance(&inst, name, w);
@@ -168,6 +201,29 @@ static void decode_bad(const char *name, const char *data) {
 static void decode_bad_reason(const char *name, const char *data,
                               const char *reason) {
   decode_fails(name, data, strlen(data), NULL, ZG_EDECODE, reason);
+}
+
+/* A name-only format decoded with a warning holding `reason`, alone and
+ * with data. */
+static void decode_name_warns(const char *name, const struct want *w,
+                              const char *reason) {
+  zg_instance_t inst;
+  char err[256] = "";
+  int rc;
+
+  memset(&inst, 0x5a, sizeof(inst));
+  rc = zg_instance_decode_name(name, &inst, err, sizeof(err));
+  if (rc != 0 || !strstr(err, reason) || !strstr(err, "default weight")) {
+    print_error("decode_name(%s) = %d: err='%s', want a warning with '%s'\n",
+                name, rc, err, reason);
+    if (rc == 0)
+      zg_instance_clear(&inst);
+    fail();
+  }
+  check_instance(&inst, name, w);
+  zg_instance_clear(&inst);
+  decode_warns(name, "", w, reason);
+  decode_warns(name, "10.99.99.99:9999", w, reason);
 }
 
 /* A name-only format that must be refused, with or without data. */
@@ -365,8 +421,9 @@ static void test_curator_bad(void **state) {
   /* Neither port. */
   decode_bad(CHILD, "{\"name\":\"s\",\"address\":\"10.1.2.3\",\"port\":null,"
                     "\"sslPort\":null,\"serviceType\":\"DYNAMIC\"}");
-  /* A port as a string, out of range, negative, fractional, zero. */
-  decode_bad(CHILD, "{\"name\":\"s\",\"address\":\"10.1.2.3\",\"port\":\"80\","
+  /* A port as a string that is no port (test_string_ports for good ones),
+   * out of range, negative, fractional, zero. */
+  decode_bad(CHILD, "{\"name\":\"s\",\"address\":\"10.1.2.3\",\"port\":\"80x\","
                     "\"sslPort\":null,\"serviceType\":\"DYNAMIC\"}");
   decode_bad(CHILD, "{\"name\":\"s\",\"address\":\"10.1.2.3\",\"port\":70000,"
                     "\"sslPort\":null,\"serviceType\":\"DYNAMIC\"}");
@@ -607,12 +664,17 @@ static void test_curator_weight(void **state) {
                                    ZG_FORMAT_CURATOR, NULL, true, 1000000);
   const struct want down9 =
       WANT_UW("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL, false, 9);
+  const struct want w1 =
+      WANT("10.3.0.4", 8004, false, true, ZG_FORMAT_CURATOR, NULL);
+  /* Not weights: the instance serves with the default weight, warned. */
   static const char *const bad[] = {
       "\"weight\":\"1.5\"",     "\"weight\":\"-1\"",
       "\"weight\":\"\"",        "\"weight\":\" 5\"",
       "\"weight\":\"1000001\"", "\"weight\":1.5",
       "\"weight\":-1",          "\"weight\":1000001",
       "\"weight\":true",        "\"weight\":\"99999999999999999999\"",
+      "\"weight\":\"NaN\"",     "\"weight\":NaN",
+      "\"weight\":-Infinity",   "\"weight\":[]",
   };
   char buf[1024];
 
@@ -628,8 +690,8 @@ static void test_curator_weight(void **state) {
                         ""),
             &down9);
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-    decode_bad_reason(CHILD, spring_with(buf, sizeof(buf), bad[i], ""),
-                      "weight");
+    decode_warns(CHILD, spring_with(buf, sizeof(buf), bad[i], ""), &w1,
+                 "weight");
 }
 
 static void test_curator_dubbo3(void **state) {
@@ -761,6 +823,8 @@ static void test_nerve_flags(void **state) {
                                   ZG_FORMAT_NERVE, NULL, true, 1000000);
   const struct want v6 =
       WANT("2001:db8::5", 81, false, true, ZG_FORMAT_NERVE, NULL);
+  const struct want w10 = WANT_UW("nerve.example.com", 81, false, false,
+                                  ZG_FORMAT_NERVE, NULL, true, 10);
 
 #define NERVE(extra) "{\"host\":\"nerve.example.com\",\"port\":81" extra "}"
   decode_ok(CHILD, NERVE(""), &up);
@@ -782,14 +846,33 @@ static void test_nerve_flags(void **state) {
   decode_ok(CHILD, NERVE(",\"weight\":null"), &up);
   decode_ok(CHILD, "{\"host\":\"2001:db8::5\",\"port\":81}", &v6);
 
-  decode_bad_reason(CHILD, NERVE(",\"weight\":-1"), "weight");
-  decode_bad_reason(CHILD, NERVE(",\"weight\":1000001"), "weight");
-  decode_bad_reason(CHILD, NERVE(",\"weight\":1.5"), "weight");
-  decode_bad_reason(CHILD, NERVE(",\"weight\":2.0"), "weight");
-  decode_bad_reason(CHILD, NERVE(",\"weight\":\"10\""), "weight");
+  /* A weight that cannot be read costs the instance nothing but its
+   * weight: the default one, with a warning. */
+  decode_warns(CHILD, NERVE(",\"weight\":-1"), &up, "weight");
+  decode_warns(CHILD, NERVE(",\"weight\":1000001"), &up, "weight");
+  decode_warns(CHILD, NERVE(",\"weight\":1.5"), &up, "weight");
+  decode_warns(CHILD, NERVE(",\"weight\":2.0"), &up, "weight");
+  decode_warns(CHILD, NERVE(",\"weight\":\"1.5\""), &up, "weight");
+  decode_warns(CHILD, NERVE(",\"weight\":NaN"), &up, "NaN");
+  decode_warns(CHILD, NERVE(",\"weight\":Infinity,\"down\":false"), &up,
+               "Infinity");
+  decode_warns(CHILD, NERVE(",\"weight\":-Infinity"), &up, "weight");
+  decode_ok(CHILD, NERVE(",\"weight\":\"10\""), &w10);
   decode_bad_reason(CHILD, NERVE(",\"down\":\"yes\""), "down");
+  /* NaN as a value elsewhere is judged by its field: a string, ignored
+   * where unknown, refused as a port. Inside a string it is text. */
+  decode_ok(CHILD, NERVE(",\"name\":\"NaN Infinity\",\"x\":[NaN,-Infinity]"),
+            &up);
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":NaN}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":8080,\"w\":NaNa}");
 #undef NERVE
-  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"8080\"}");
+  /* A port in a string: the text must be a port. */
+  decode_ok(CHILD, "{\"host\":\"nerve.example.com\",\"port\":\"81\"}", &up);
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"80a\"}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\" 80\"}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"0\"}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"65536\"}");
+  decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":\"\"}");
   decode_bad(CHILD, "{\"host\":\"10.0.1.5\",\"port\":null}");
   decode_bad(CHILD, "{\"host\":\"\",\"port\":8080}");
 }
@@ -954,10 +1037,15 @@ static void test_nerve_name_bad(void **state) {
   decode_name_bad(
       nerve_name_of("{\"host\":\"10.0.0.1\"}", false, 1, name, sizeof(name)),
       "port");
-  decode_name_bad(nerve_name_of("{\"host\":\"10.0.0.1\",\"port\":80,"
-                                "\"weight\":-3}",
-                                false, 1, name, sizeof(name)),
-                  "weight");
+  /* A bad weight in the name: the default weight, with a warning. */
+  {
+    const struct want w1 =
+        WANT("10.0.0.1", 80, false, true, ZG_FORMAT_NERVE_NAME, NULL);
+    decode_name_warns(nerve_name_of("{\"host\":\"10.0.0.1\",\"port\":80,"
+                                    "\"weight\":-3}",
+                                    false, 1, name, sizeof(name)),
+                      &w1, "weight");
+  }
 }
 
 /* ----------------------------------------------------------- Registrator */
@@ -975,7 +1063,7 @@ static void test_registrator(void **state) {
   decode_ok("10.0.1.7:32768", registrator_json, &w);
   decode_ok(CHILD, registrator_json, &w);
   decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PublicPort\":null}");
-  decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PublicPort\":\"32768\"}");
+  decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PublicPort\":\"32768/tcp\"}");
   decode_bad(CHILD, "{\"IP\":\"\",\"PublicPort\":32768}");
   /* Without the port only PrivatePort is left, which is not reachable. */
   decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PrivatePort\":80}");
@@ -1032,6 +1120,8 @@ static void test_dubbo_params(void **state) {
 }
 
 static void test_dubbo_bad(void **state) {
+  const struct want up1 =
+      WANT("10.0.1.9", 20880, false, true, ZG_FORMAT_DUBBO, NULL);
   /* Malformed percent escapes: cut short, not hex, %00. */
   decode_name_bad(DUBBO_WITH("weight%3D5%"), "percent");
   decode_name_bad(DUBBO_WITH("weight%3D5%2"), "percent");
@@ -1039,12 +1129,14 @@ static void test_dubbo_bad(void **state) {
   decode_name_bad(DUBBO_WITH("weight%3D5%G1"), "percent");
   decode_name_bad(DUBBO_WITH("weight%3D5%00"), "percent");
   decode_name_bad("dubbo%3A%2F%2F10.0.1.9%3A20880%2FDemo%", "percent");
-  /* Weights out of range or not integers. */
-  decode_name_bad(DUBBO_WITH("weight%3D1000001"), "weight");
-  decode_name_bad(DUBBO_WITH("weight%3D-1"), "weight");
-  decode_name_bad(DUBBO_WITH("weight%3D1.5"), "weight");
-  decode_name_bad(DUBBO_WITH("weight%3D"), "weight");
-  decode_name_bad(DUBBO_WITH("weight%3D99999999999999999999"), "weight");
+  /* Weights out of range or not integers: the default weight, warned. */
+  decode_name_warns(DUBBO_WITH("weight%3D1000001"), &up1, "weight");
+  decode_name_warns(DUBBO_WITH("weight%3D-1"), &up1, "weight");
+  decode_name_warns(DUBBO_WITH("weight%3D1.5"), &up1, "weight");
+  decode_name_warns(DUBBO_WITH("weight%3DNaN"), &up1, "NaN");
+  decode_name_warns(DUBBO_WITH("weight%3D"), &up1, "weight");
+  decode_name_warns(DUBBO_WITH("weight%3D99999999999999999999"), &up1,
+                    "weight");
   /* No port, no host, a bad port. */
   decode_name_bad("dubbo%3A%2F%2F10.0.1.9%2FDemo", "host:port");
   decode_name_bad("dubbo%3A%2F%2F%2FDemo", "host:port");
@@ -1093,6 +1185,8 @@ static void test_url_query(void **state) {
       WANT("10.0.0.1", 80, false, true, ZG_FORMAT_URL, NULL);
   const struct want https = WANT_UW("api.example.com", 443, true, false,
                                     ZG_FORMAT_URL, NULL, true, 1000000);
+  const struct want api =
+      WANT("10.0.0.1", 80, false, true, ZG_FORMAT_URL, "/api");
 
   decode_ok(CHILD, "http://10.0.0.1:80/api?weight=5", &w5);
   decode_ok(CHILD, "http://10.0.0.1:80/api/?a=b&weight=5&c", &w5);
@@ -1102,11 +1196,12 @@ static void test_url_query(void **state) {
   decode_ok(CHILD, "http://10.0.0.1/x?weights=7&xweight=7", &plain);
   decode_ok(CHILD, "https://api.example.com?weight=1000000", &https);
 
-  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=1000001", "weight");
-  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=-1", "weight");
-  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=1.5", "weight");
-  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=", "weight");
-  decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight", "weight");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight=1000001", &api, "weight");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight=-1", &api, "weight");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight=1.5", &api, "weight");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight=NaN", &api, "NaN");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight=", &api, "weight");
+  decode_warns(CHILD, "http://10.0.0.1:80/api?weight", &api, "weight");
   /* Fragments stay refused, before or after a query. */
   decode_bad_reason(CHILD, "http://10.0.0.1:80/api#top", "fragment");
   decode_bad_reason(CHILD, "http://10.0.0.1:80/api?weight=2#top", "fragment");
@@ -1121,6 +1216,8 @@ static void test_text_weight(void **state) {
       WANT("10.0.0.7", 9000, false, true, ZG_FORMAT_NAME, NULL);
   const struct want data3 =
       WANT_UW("10.0.0.5", 8080, false, true, ZG_FORMAT_HOSTPORT, NULL, true, 3);
+  const struct want data1 =
+      WANT("10.0.0.5", 8080, false, true, ZG_FORMAT_HOSTPORT, NULL);
 
   decode_ok("10.0.0.7:9000", "@params weight=2", &name2);
   decode_ok("10.0.0.7:9000", "@params zone=a, weight=2; x=y\n", &name2);
@@ -1129,13 +1226,49 @@ static void test_text_weight(void **state) {
   decode_ok(CHILD, "10.0.0.5:8080 weight=3", &data3);
   decode_ok(CHILD, "10.0.0.5:8080\t@params weight=3", &data3);
 
-  decode_bad_reason("10.0.0.7:9000", "@params weight=1000001", "weight");
-  decode_bad_reason("10.0.0.7:9000", "@params weight=2.5", "weight");
-  decode_bad_reason("10.0.0.7:9000", "@params weight=-2", "weight");
-  decode_bad_reason("10.0.0.7:9000", "@params weight=", "weight");
-  decode_bad_reason(CHILD, "10.0.0.5:8080 weight=x", "weight");
+  decode_warns("10.0.0.7:9000", "@params weight=1000001", &name1, "weight");
+  decode_warns("10.0.0.7:9000", "@params weight=2.5", &name1, "weight");
+  decode_warns("10.0.0.7:9000", "@params weight=-2", &name1, "weight");
+  decode_warns("10.0.0.7:9000", "@params weight=", &name1, "weight");
+  decode_warns(CHILD, "10.0.0.5:8080 weight=x", &data1, "weight");
   /* Free text beside a name that is not host:port is still refused. */
   decode_bad(CHILD, "@params weight=2");
+}
+
+/* Ports written as JSON strings ("3000"), as writers that keep every value
+ * as text do: the same instance as with a number. */
+static void test_string_ports(void **state) {
+  const struct want curator =
+      WANT("10.3.0.4", 3000, false, true, ZG_FORMAT_CURATOR, NULL);
+  const struct want curator_tls =
+      WANT("10.3.0.4", 8443, true, true, ZG_FORMAT_CURATOR, NULL);
+  const struct want registrator =
+      WANT("10.0.1.7", 32768, false, true, ZG_FORMAT_REGISTRATOR, NULL);
+  const struct want serverset =
+      WANT("10.0.0.8", 31943, false, true, ZG_FORMAT_SERVERSET, NULL);
+  (void)state;
+
+  decode_ok(CHILD,
+            "{\"address\":\"10.3.0.4\",\"port\":\"3000\",\"sslPort\":null,"
+            "\"serviceType\":\"DYNAMIC\"}",
+            &curator);
+  decode_ok(CHILD,
+            "{\"address\":\"10.3.0.4\",\"port\":null,\"sslPort\":\"8443\","
+            "\"serviceType\":\"DYNAMIC\"}",
+            &curator_tls);
+  decode_ok("10.0.1.7:32768",
+            "{\"Name\":\"web\",\"IP\":\"10.0.1.7\",\"PublicPort\":\"32768\"}",
+            &registrator);
+  decode_ok("member_0000000001",
+            "{\"serviceEndpoint\":{\"host\":\"10.0.0.8\",\"port\":\"31943\"},"
+            "\"status\":\"ALIVE\"}",
+            &serverset);
+  decode_bad(CHILD, "{\"address\":\"10.3.0.4\",\"port\":\"3000.0\","
+                    "\"serviceType\":\"DYNAMIC\"}");
+  decode_bad(CHILD, "{\"address\":\"10.3.0.4\",\"port\":\"-3000\","
+                    "\"serviceType\":\"DYNAMIC\"}");
+  decode_bad(CHILD, "{\"address\":\"10.3.0.4\",\"port\":\"+3000\","
+                    "\"serviceType\":\"DYNAMIC\"}");
 }
 
 static void test_garbage(void **state) {
@@ -1394,6 +1527,7 @@ int main(void) {
       cmocka_unit_test(test_url_variants),
       cmocka_unit_test(test_curator_fixture),
       cmocka_unit_test(test_curator_ports),
+      cmocka_unit_test(test_string_ports),
       cmocka_unit_test(test_upstream_tls_choice),
       cmocka_unit_test(test_curator_bad),
       cmocka_unit_test(test_hostport_data),

@@ -44,6 +44,15 @@ static zg_instance_t mk(const char *host, uint16_t port, bool tls,
   return inst;
 }
 
+/* In service with the default weight, as the decoders give. */
+static zg_instance_t mk_live(const char *host, uint16_t port, bool tls,
+                             const char *base_path, const char *name) {
+  zg_instance_t inst = mk(host, port, tls, base_path, name);
+  inst.up = true;
+  inst.weight = ZG_WEIGHT_DEFAULT;
+  return inst;
+}
+
 static void clear_all(zg_instance_t *inst, size_t n) {
   for (size_t i = 0; i < n; i++)
     zg_instance_clear(&inst[i]);
@@ -193,6 +202,53 @@ static void test_pool_duplicates_order_free(void **state) {
   clear_all(ba, 2);
 }
 
+/* Two entries for one address, one of them out of service (an old znode
+ * of a restarted instance, still saying STOPPING or enabled=false, or with
+ * weight 0): the one in service is kept, in either order, whatever else
+ * would sort first (tls, base path, name). */
+static void test_pool_duplicates_prefer_in_service(void **state) {
+  for (int variant = 0; variant < 3; variant++) {
+    for (int order = 0; order < 2; order++) {
+      zg_instance_t src[2];
+      zg_pool_t *pool;
+      /* "a" sorts first on every other key: it is the one out of service. */
+      zg_instance_t out = mk_live("10.0.0.5", 80, false, NULL, "a");
+      zg_instance_t in = mk_live("10.0.0.5", 80, true, "/x", "b");
+      if (variant == 0)
+        out.up = false;
+      else if (variant == 1)
+        out.weight = 0;
+      else
+        out.up = false, out.weight = 0;
+      src[order] = out;
+      src[1 - order] = in;
+      pool = zg_pool_new(src, 2, 1, 0);
+      assert_non_null(pool);
+      assert_int_equal(pool->n, 1);
+      assert_string_equal(pool->inst[0].name, "b");
+      assert_true(zg_pool_live(pool, 0));
+      assert_int_equal(pool->n_live, 1);
+      zg_pool_unref(pool);
+      clear_all(src, 2);
+    }
+  }
+  /* Both out of service: one is kept (known, not live); up before weight. */
+  {
+    zg_instance_t src[2] = {mk_live("10.0.0.5", 80, false, NULL, "a"),
+                            mk_live("10.0.0.5", 80, false, NULL, "b")};
+    zg_pool_t *pool;
+    src[0].up = false;
+    src[1].weight = 0;
+    pool = zg_pool_new(src, 2, 1, 0);
+    assert_non_null(pool);
+    assert_int_equal(pool->n, 1);
+    assert_string_equal(pool->inst[0].name, "b");
+    assert_int_equal(pool->n_live, 0);
+    zg_pool_unref(pool);
+    clear_all(src, 2);
+  }
+}
+
 static void test_pool_empty(void **state) {
   zg_pool_t *a = zg_pool_new(NULL, 0, 3, 42);
   zg_pool_t *b = zg_pool_new(NULL, 0, 4, 43);
@@ -285,6 +341,28 @@ static void test_pool_same(void **state) {
   assert_int_equal(same1(mk("10.0.0.1", 80, false, "/v1", NULL),
                          mk("10.0.0.1", 80, false, "/v1", NULL)),
                    1);
+  /* Data rewritten with the same bytes: a new data version (and mtime),
+   * the same pool, so nothing is published. */
+  {
+    zg_instance_t x = mk("10.0.0.1", 80, false, NULL, NULL);
+    zg_instance_t y = mk("10.0.0.1", 80, false, NULL, NULL);
+    x.data_version = 3;
+    x.mtime_ms = 1000;
+    y.data_version = 4;
+    y.mtime_ms = 2000;
+    assert_int_equal(same1(x, y), 1);
+  }
+  /* What serves does count: status and weight. */
+  {
+    zg_instance_t x = mk_live("10.0.0.1", 80, false, NULL, NULL);
+    zg_instance_t y = mk_live("10.0.0.1", 80, false, NULL, NULL);
+    y.up = false;
+    assert_int_equal(same1(x, y), 0);
+    x = mk_live("10.0.0.1", 80, false, NULL, NULL);
+    y = mk_live("10.0.0.1", 80, false, NULL, NULL);
+    y.weight = 7;
+    assert_int_equal(same1(x, y), 0);
+  }
   /* The child name is not part of what a pool serves (pool.h: addresses,
    * tls, base paths): a re-registration under a new name is the same. */
   assert_int_equal(same1(mk("10.0.0.1", 80, false, NULL, "s0000000001"),
@@ -710,6 +788,7 @@ int main(void) {
       cmocka_unit_test(test_pool_refcount),
       cmocka_unit_test(test_pool_duplicates),
       cmocka_unit_test(test_pool_duplicates_order_free),
+      cmocka_unit_test(test_pool_duplicates_prefer_in_service),
       cmocka_unit_test(test_pool_empty),
       cmocka_unit_test(test_pool_same),
       cmocka_unit_test(test_rng_xoshiro256starstar),
