@@ -18,6 +18,7 @@
 #include "zkgate/instance.h"
 #include "zkgate/log.h"
 #include "zkgate/state.h"
+#include "zkgate/zkconn.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -82,6 +83,10 @@ struct zg_registry {
   char *auth;               /* digest "user:password", NULL: none. Secret */
   int auth_refused;         /* the server refused it; logged */
   uint64_t auth_refused_ms; /* when it last did */
+  zg_zkhosts_t zhosts;      /* the connect string, resolved off the loop */
+  int zhosts_set;
+  uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
+  zg_ratelimit_t open_rl;
 
   uv_poll_t *poll; /* heap: replaced while the old one is closing */
   int poll_fd;
@@ -988,16 +993,28 @@ static void on_session_event(zhandle_t *zh, int type, int state,
 }
 
 static int session_open(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), dropped;
   int rc;
-  if (reg->auth_refused &&
-      uv_now(reg->loop) - reg->auth_refused_ms < auth_retry_ms(reg))
+  if (reg->auth_refused && now - reg->auth_refused_ms < auth_retry_ms(reg))
     return UV_EAGAIN; /* the health timer comes back */
-  /* Never a saved session id: a new handle means a new session. */
-  reg->zh = zookeeper_init2(reg->hosts, on_session_event,
-                            reg->session_timeout_ms, NULL, reg, 0, on_zk_log);
+  if (now < reg->open_after_ms)
+    return UV_EAGAIN;
+  /* On the addresses the names resolved to, off the loop: UV_EAGAIN until
+   * there are some (a failure to resolve is logged by zg_zkhosts). Static
+   * instances and the state file serve meanwhile. */
+  reg->zh = zg_zkhosts_handle(&reg->zhosts, on_session_event,
+                              reg->session_timeout_ms, reg, on_zk_log);
+  if (!reg->zh && errno == EAGAIN)
+    return UV_EAGAIN;
   if (!reg->zh) {
-    zg_error("registry", "cannot create a ZooKeeper handle for '%s': %s",
-             reg->hosts, strerror(errno));
+    /* Retried every second by the health timer; logged once a minute. */
+    reg->open_after_ms = now + 1000;
+    if (zg_ratelimit_allow(&reg->open_rl, now, &dropped))
+      zg_error("registry",
+               "cannot create a ZooKeeper handle for '%s': %s; retrying "
+               "every second%s",
+               reg->hosts, strerror(errno),
+               dropped ? " (repeats suppressed)" : "");
     return ZG_EZOOKEEPER;
   }
   /* Queued before the handle connects: sent first on every connection. */
@@ -1143,6 +1160,7 @@ static void on_health_timer(uv_timer_t *t) {
   if (reg->closing)
     return;
   check_stale(reg, now);
+  zg_zkhosts_tick(&reg->zhosts, reg->state == ZG_ZK_CONNECTED);
   if (!reg->zh) {
     if (session_open(reg) == 0)
       update_interest(reg);
@@ -1188,6 +1206,7 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->poll_fd = -1;
   reg->state = ZG_ZK_CONNECTING;
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
+  zg_ratelimit_init(&reg->open_rl, 60000, 1);
   if (!reg->hosts) {
     free(reg);
     return NULL;
@@ -1302,9 +1321,30 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
   }
 }
 
+/* New addresses go to the live handle (the client moves only if its
+ * server is no longer among them); the first ones open the session. */
+static void on_registry_hosts(zg_zkhosts_t *zr, int status, int changed) {
+  zg_registry_t *reg = zr->data;
+  if (status != 0 || reg->closing)
+    return;
+  if (reg->zh && changed) {
+    zg_zkhosts_apply(zr, reg->zh);
+    update_interest(reg);
+  } else if (!reg->zh && session_open(reg) == 0) {
+    update_interest(reg);
+  }
+}
+
 int zg_registry_start(zg_registry_t *reg) {
   int rc;
   zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
+  if ((rc = zg_zkhosts_init(reg->loop, &reg->zhosts, reg->hosts, "registry",
+                            on_registry_hosts, reg)) != 0) {
+    zg_error("registry", "ZooKeeper hosts '%s': %s", reg->hosts,
+             zg_strerror(rc));
+    return rc;
+  }
+  reg->zhosts_set = 1;
   uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
   uv_timer_init(reg->loop, &reg->coalesce_timer);
@@ -1319,11 +1359,12 @@ int zg_registry_start(zg_registry_t *reg) {
   reg->health_timer.data = reg;
   reg->open_handles = 4;
   reg->started = 1;
-  rc = session_open(reg);
-  if (rc == 0)
+  /* A session that cannot open yet (names not resolved) is retried in the
+   * background: the gateway starts and serves what it has. */
+  if (session_open(reg) == 0)
     update_interest(reg);
   uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
-  return rc;
+  return 0;
 }
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
@@ -1434,6 +1475,9 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->state_file = NULL;
   secret_free(reg->auth);
   reg->auth = NULL;
+  if (reg->zhosts_set)
+    zg_zkhosts_close(&reg->zhosts);
+  reg->zhosts_set = 0;
   if (!reg->started) {
     free(reg);
     return;
