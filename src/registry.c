@@ -87,6 +87,11 @@ struct zg_registry {
   int zhosts_set;
   uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
   zg_ratelimit_t open_rl;
+  uint64_t max_watch_bytes; /* 0: no budget */
+  uint64_t connected_ms;    /* uv_now of the last CONNECTED */
+  int reconnected;          /* ... and it was to the same session */
+  unsigned flaps;           /* drops right after CONNECTED, in a row */
+  zg_ratelimit_t watch_rl;
 
   uv_poll_t *poll; /* heap: replaced while the old one is closing */
   int poll_fd;
@@ -936,6 +941,101 @@ static void watch_exists(reg_service_t *svc) {
     svc->need_list = 1;
 }
 
+/* ---- the watch budget --------------------------------------------------
+ * On every reconnection the C client re-registers all the session's
+ * watches in one SetWatches packet (3.8: no persistent watches, and the
+ * packet is not split). A server refuses a packet over its jute.maxbuffer
+ * (default 1 MiB - 1) by closing the connection: the connection then drops
+ * right after each CONNECTED, and the session, kept alive by every
+ * reconnection, stays blind for good. Two defences:
+ * - a session whose watches are estimated over max_watch_bytes is given up
+ *   at its first lost connection, for a new one, which sets its watches a
+ *   read at a time (a full re-read; the pools serve meanwhile, as after an
+ *   expiry);
+ * - whatever the estimate says, FLAP_LIMIT connections in a row that drop
+ *   within FLAP_MS of CONNECTED are taken for that refusal: a new session.
+ *   Those short connections do not restart the clock of the disconnection
+ *   either (max_stale, "longer than the session timeout"). */
+#define FLAP_MS 1000
+#define FLAP_LIMIT 3
+#define SETWATCHES_OVERHEAD 64 /* header, relative zxid, vector counts */
+
+/* The packet's size: each watched path as a length and its bytes, the
+ * chroot included. Every known child is counted as data-watched, which
+ * overestimates for formats read from the name alone. */
+static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
+  const char *chroot = strchr(reg->hosts, '/');
+  size_t clen = chroot && chroot[1] ? strlen(chroot) : 0, n = 0;
+  uint64_t bytes = SETWATCHES_OVERHEAD;
+  for (size_t i = 0; i < reg->n_services + reg->n_graveyard; i++) {
+    const reg_service_t *svc = i < reg->n_services
+                                   ? reg->services[i]
+                                   : reg->graveyard[i - reg->n_services];
+    size_t plen = clen + strlen(svc->path);
+    bytes += 4 + plen; /* the child (or exists) watch on the path */
+    n++;
+    if (svc->root)
+      continue;
+    for (size_t k = 0; k < svc->n_children; k++) {
+      bytes += 4 + plen + 1 + strlen(svc->children[k].name);
+      n++;
+    }
+  }
+  *n_watches = n;
+  return bytes;
+}
+
+/* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
+ * this one (reg->reinit is then set and the reason logged). */
+static int connection_lost(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), bytes, dropped;
+  size_t n;
+  /* Only a reconnection re-sends watches: a new session's first
+   * connection that drops is an ordinary drop. */
+  if (reg->reconnected && now - reg->connected_ms < FLAP_MS) {
+    reg->flaps++;
+  } else {
+    reg->flaps = 0;
+    reg->disconnected_ms = now;
+  }
+  reg->state = ZG_ZK_DISCONNECTED;
+  if (reg->flaps >= FLAP_LIMIT) {
+    bytes = watch_bytes(reg, &n);
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_error("registry",
+               "the ZooKeeper connection dropped within %d ms of each of the "
+               "last %u reconnections: the server is likely refusing the "
+               "%zu watches (about %llu bytes) the session re-registers in "
+               "one SetWatches packet, over its jute.maxbuffer; opening a "
+               "new session (pools are kept until it is synchronised). "
+               "Raise jute.maxbuffer on the servers, or lower [zookeeper] "
+               "max_watch_bytes (now %llu)",
+               FLAP_MS, reg->flaps, n, (unsigned long long)bytes,
+               (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  if (reg->flaps > 0)
+    return 0; /* the first drop was logged */
+  if (reg->max_watch_bytes &&
+      (bytes = watch_bytes(reg, &n)) > reg->max_watch_bytes) {
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_warn("registry",
+              "lost the ZooKeeper connection: the session's %zu watches "
+              "(about %llu bytes) are over [zookeeper] max_watch_bytes "
+              "(%llu) to re-register in one packet (a server refuses one "
+              "over its jute.maxbuffer): opening a new session instead; "
+              "pools are kept until it is synchronised",
+              n, (unsigned long long)bytes,
+              (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  zg_warn("registry", "lost the ZooKeeper connection: serving the last "
+                      "known pools while reconnecting");
+  return 0;
+}
+
 /* ---- session --------------------------------------------------------- */
 
 static void list_pending(zg_registry_t *reg) {
@@ -963,6 +1063,8 @@ static void on_session_event(zhandle_t *zh, int type, int state,
            chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
     reg->state = ZG_ZK_CONNECTED;
+    reg->connected_ms = uv_now(reg->loop);
+    reg->reconnected = same;
     if (!same)
       for (size_t i = 0; i < reg->n_services; i++)
         reg->services[i]->need_list = 1;
@@ -983,12 +1085,8 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
-    if (reg->state == ZG_ZK_CONNECTED) {
-      zg_warn("registry", "lost the ZooKeeper connection: serving the last "
-                          "known pools while reconnecting");
-      reg->state = ZG_ZK_DISCONNECTED;
-      reg->disconnected_ms = uv_now(reg->loop);
-    }
+    if (reg->state == ZG_ZK_CONNECTED)
+      connection_lost(reg);
   }
 }
 
@@ -1049,6 +1147,7 @@ static void poll_drop(zg_registry_t *reg) {
  * only: the client must not be closed from its own callbacks. */
 static void session_restart(zg_registry_t *reg) {
   reg->reinit = 0;
+  reg->flaps = 0;
   reg->expiries++;
   poll_drop(reg); /* before the client closes the fd under it */
   if (reg->zh) {
@@ -1207,6 +1306,7 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->state = ZG_ZK_CONNECTING;
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
+  zg_ratelimit_init(&reg->watch_rl, 60000, 1);
   if (!reg->hosts) {
     free(reg);
     return NULL;
@@ -1377,6 +1477,10 @@ int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
   if (digest && !(reg->auth = strdup(digest)))
     return UV_ENOMEM;
   return 0;
+}
+
+void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
+  reg->max_watch_bytes = bytes;
 }
 
 int zg_registry_set_state(zg_registry_t *reg, const char *state_file,

@@ -297,3 +297,63 @@ def test_register_with_slow_resolver_keeps_its_session(tmp_path, dns, zk, zk_nam
         if proc.poll() is None:
             proc.terminate()
         assert proc.wait(10) == 0, log_path.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# point 10: a watch set over the server's jute.maxbuffer
+
+
+FILLERS = 300
+FILLER_NAME = "instance-with-a-rather-long-name-{:04d}"  # 300 data watches: ~15 KB to re-set
+
+
+@pytest.mark.parametrize("budget", ["default", "4k"])
+def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
+    """The server takes packets of 8 KiB at most: after a disconnection, the client's one
+    SetWatches packet with every watch of the session is refused, connection after connection.
+    zkgate must notice (by its watch budget, or by the connections that drop right after each
+    reconnection) and open a new session, so that changes made after the disconnection route."""
+    server = ZkServer(tmp_path / "zk", tick_ms=500, jvm_args=["-Djute.maxbuffer=8192"])
+    server.start()
+    kz = KazooClient(hosts=server.hosts, timeout=10.0)
+    kz.start(timeout=15)
+    gw = None
+    try:
+        a, b = backends("a", "b")
+        big, small = "/big/svc", "/small/svc"
+        kz.ensure_path(big)
+        kz.ensure_path(small)
+        for i in range(FILLERS):
+            kz.create(f"{big}/{FILLER_NAME.format(i)}", f"tcp://{a.addr}".encode())
+        port_big, port_small = free_port(), free_port()
+        zookeeper = {"hosts": server.hosts, "session_timeout": "8s"}
+        if budget != "default":
+            zookeeper["max_watch_bytes"] = budget
+        ini = ini_text({"big": {"listen": f"127.0.0.1:{port_big}", "zk_path": big},
+                        "small": {"listen": f"127.0.0.1:{port_small}", "zk_path": small}},
+                       zookeeper=zookeeper, proxy={"log_level": "debug"})
+        gw = Gateway(tmp_path, ini)
+        gw.wait_listening(port_big)
+        # Every filler read (and so data-watched) before the disconnection.
+        assert wait_until(lambda: count_lines(gw, "instance 127.0.0.1") >= FILLERS, 20), \
+            gw.log_text()[-3000:]
+        assert set(wait_pool(port_big, ["a"])) == {"a"}
+        sid = session_ids(gw)[-1]
+
+        server.restart()  # same data: the session lives on, and reconnects
+        kz.retry(kz.create, f"{small}/later", f"tcp://{b.addr}".encode())
+        seen = wait_pool(port_small, ["b"], timeout=30)
+        assert set(seen) == {"b"}, (f"a child created after the disconnection does not route "
+                                    f"within 30 s: {dict(seen)}\n{gw.log_text()[-4000:]}")
+        text = gw.log_text()
+        assert "jute.maxbuffer" in text, text[-4000:]
+        if budget != "default":
+            assert "over [zookeeper] max_watch_bytes" in text, text[-4000:]
+        assert any(s != sid for s in session_ids(gw)), "no new session"
+        assert set(wait_pool(port_big, ["a"])) == {"a"}
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0, gw.log_text()[-3000:]
+        kz.stop()
+        kz.close()
+        server.stop()
