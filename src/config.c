@@ -542,6 +542,28 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       p->oom = 1;
   } else if (!strcmp(kv->key, "max_stale")) {
     duration_key(p, kv, &cfg->zk.max_stale_ms, 0);
+  } else if (!strcmp(kv->key, "max_watch_bytes")) {
+    /* Bytes, or k/m (1024-based). 0 turns the budget off; below 1k no
+     * session would keep a watch over a reconnection. */
+    char *end;
+    unsigned long long v, unit = 1, max = 1024ULL * 1024 * 1024;
+    errno = 0;
+    v = strtoull(kv->value, &end, 10);
+    if (end != kv->value && (*end == 'k' || *end == 'K'))
+      unit = 1024;
+    else if (end != kv->value && (*end == 'm' || *end == 'M'))
+      unit = 1024 * 1024;
+    if (unit > 1)
+      end++;
+    if (end == kv->value || *end || errno || kv->value[0] == '-' ||
+        v > max / unit || (v != 0 && v * unit < 1024)) {
+      add_error(p, kv->line,
+                "max_watch_bytes: expected 0 or a size from 1k to 1024m "
+                "(e.g. 960k), got '%s'",
+                kv->value);
+      return;
+    }
+    cfg->zk.max_watch_bytes = v * unit;
   } else if (!strcmp(kv->key, "auth")) {
     auth_key(p, cfg, kv);
   } else {
@@ -1477,6 +1499,9 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
 
   cfg->zk.session_timeout_ms = 10000;
   cfg->zk.coalesce_window_ms = 10;
+  /* Under ZooKeeper's default jute.maxbuffer (1 MiB - 1), with room for
+   * the estimate's error. */
+  cfg->zk.max_watch_bytes = 960 * 1024;
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;

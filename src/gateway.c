@@ -823,6 +823,7 @@ static int registry_start(zg_gateway_t *gw) {
   if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
                                   cfg->zk.max_stale_ms)) != 0)
     return rc;
+  zg_registry_set_max_watch_bytes(gw->registry, cfg->zk.max_watch_bytes);
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->conf->zk_path &&
         (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
@@ -863,6 +864,7 @@ static const char *fixed_part_changed(const zg_gateway_t *gw,
        a->zk.coalesce_window_ms != b->zk.coalesce_window_ms ||
        !same_opt(a->zk.state_file, b->zk.state_file) ||
        a->zk.max_stale_ms != b->zk.max_stale_ms ||
+       a->zk.max_watch_bytes != b->zk.max_watch_bytes ||
        !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
   if (gw->cfg->proxy.workers != b->proxy.workers)

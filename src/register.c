@@ -519,10 +519,13 @@ static void on_session_event(zhandle_t *zh, int type, int state,
 }
 
 static void session_open(reg_t *r) {
+  int rc;
   r->reopen_ms = now_ms(r) + RETRY_MS;
-  if (zg_zkconn_open(&r->zk, r->opts->zk_hosts,
-                     (int)r->opts->session_timeout_ms, on_session_event,
-                     r) != 0) {
+  rc = zg_zkconn_open(&r->zk, r->opts->zk_hosts,
+                      (int)r->opts->session_timeout_ms, on_session_event, r);
+  /* UV_EAGAIN: the host names are being resolved (off the loop), and a
+   * failure to resolve them is logged there. */
+  if (rc != 0 && rc != UV_EAGAIN) {
     uint64_t dropped;
     if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
       zg_error("register",

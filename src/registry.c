@@ -18,6 +18,7 @@
 #include "zkgate/instance.h"
 #include "zkgate/log.h"
 #include "zkgate/state.h"
+#include "zkgate/zkconn.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -84,6 +85,15 @@ struct zg_registry {
   char *auth;               /* digest "user:password", NULL: none. Secret */
   int auth_refused;         /* the server refused it; logged */
   uint64_t auth_refused_ms; /* when it last did */
+  zg_zkhosts_t zhosts;      /* the connect string, resolved off the loop */
+  int zhosts_set;
+  uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
+  zg_ratelimit_t open_rl;
+  uint64_t max_watch_bytes; /* 0: no budget */
+  uint64_t connected_ms;    /* uv_now of the last CONNECTED */
+  int reconnected;          /* ... and it was to the same session */
+  unsigned flaps;           /* drops right after CONNECTED, in a row */
+  zg_ratelimit_t watch_rl;
 
   uv_poll_t *poll; /* heap: replaced while the old one is closing */
   int poll_fd;
@@ -978,6 +988,101 @@ static void watch_exists(reg_service_t *svc) {
     svc->need_list = 1;
 }
 
+/* ---- the watch budget --------------------------------------------------
+ * On every reconnection the C client re-registers all the session's
+ * watches in one SetWatches packet (3.8: no persistent watches, and the
+ * packet is not split). A server refuses a packet over its jute.maxbuffer
+ * (default 1 MiB - 1) by closing the connection: the connection then drops
+ * right after each CONNECTED, and the session, kept alive by every
+ * reconnection, stays blind for good. Two defences:
+ * - a session whose watches are estimated over max_watch_bytes is given up
+ *   at its first lost connection, for a new one, which sets its watches a
+ *   read at a time (a full re-read; the pools serve meanwhile, as after an
+ *   expiry);
+ * - whatever the estimate says, FLAP_LIMIT connections in a row that drop
+ *   within FLAP_MS of CONNECTED are taken for that refusal: a new session.
+ *   Those short connections do not restart the clock of the disconnection
+ *   either (max_stale, "longer than the session timeout"). */
+#define FLAP_MS 1000
+#define FLAP_LIMIT 3
+#define SETWATCHES_OVERHEAD 64 /* header, relative zxid, vector counts */
+
+/* The packet's size: each watched path as a length and its bytes, the
+ * chroot included. Every known child is counted as data-watched, which
+ * overestimates for formats read from the name alone. */
+static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
+  const char *chroot = strchr(reg->hosts, '/');
+  size_t clen = chroot && chroot[1] ? strlen(chroot) : 0, n = 0;
+  uint64_t bytes = SETWATCHES_OVERHEAD;
+  for (size_t i = 0; i < reg->n_services + reg->n_graveyard; i++) {
+    const reg_service_t *svc = i < reg->n_services
+                                   ? reg->services[i]
+                                   : reg->graveyard[i - reg->n_services];
+    size_t plen = clen + strlen(svc->path);
+    bytes += 4 + plen; /* the child (or exists) watch on the path */
+    n++;
+    if (svc->root)
+      continue;
+    for (size_t k = 0; k < svc->n_children; k++) {
+      bytes += 4 + plen + 1 + strlen(svc->children[k].name);
+      n++;
+    }
+  }
+  *n_watches = n;
+  return bytes;
+}
+
+/* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
+ * this one (reg->reinit is then set and the reason logged). */
+static int connection_lost(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), bytes, dropped;
+  size_t n;
+  /* Only a reconnection re-sends watches: a new session's first
+   * connection that drops is an ordinary drop. */
+  if (reg->reconnected && now - reg->connected_ms < FLAP_MS) {
+    reg->flaps++;
+  } else {
+    reg->flaps = 0;
+    reg->disconnected_ms = now;
+  }
+  reg->state = ZG_ZK_DISCONNECTED;
+  if (reg->flaps >= FLAP_LIMIT) {
+    bytes = watch_bytes(reg, &n);
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_error("registry",
+               "the ZooKeeper connection dropped within %d ms of each of the "
+               "last %u reconnections: the server is likely refusing the "
+               "%zu watches (about %llu bytes) the session re-registers in "
+               "one SetWatches packet, over its jute.maxbuffer; opening a "
+               "new session (pools are kept until it is synchronised). "
+               "Raise jute.maxbuffer on the servers, or lower [zookeeper] "
+               "max_watch_bytes (now %llu)",
+               FLAP_MS, reg->flaps, n, (unsigned long long)bytes,
+               (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  if (reg->flaps > 0)
+    return 0; /* the first drop was logged */
+  if (reg->max_watch_bytes &&
+      (bytes = watch_bytes(reg, &n)) > reg->max_watch_bytes) {
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_warn("registry",
+              "lost the ZooKeeper connection: the session's %zu watches "
+              "(about %llu bytes) are over [zookeeper] max_watch_bytes "
+              "(%llu) to re-register in one packet (a server refuses one "
+              "over its jute.maxbuffer): opening a new session instead; "
+              "pools are kept until it is synchronised",
+              n, (unsigned long long)bytes,
+              (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  zg_warn("registry", "lost the ZooKeeper connection: serving the last "
+                      "known pools while reconnecting");
+  return 0;
+}
+
 /* ---- session --------------------------------------------------------- */
 
 static void list_pending(zg_registry_t *reg) {
@@ -1005,6 +1110,8 @@ static void on_session_event(zhandle_t *zh, int type, int state,
            chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
     reg->state = ZG_ZK_CONNECTED;
+    reg->connected_ms = uv_now(reg->loop);
+    reg->reconnected = same;
     if (!same)
       for (size_t i = 0; i < reg->n_services; i++)
         reg->services[i]->need_list = 1;
@@ -1025,26 +1132,34 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
-    if (reg->state == ZG_ZK_CONNECTED) {
-      zg_warn("registry", "lost the ZooKeeper connection: serving the last "
-                          "known pools while reconnecting");
-      reg->state = ZG_ZK_DISCONNECTED;
-      reg->disconnected_ms = uv_now(reg->loop);
-    }
+    if (reg->state == ZG_ZK_CONNECTED)
+      connection_lost(reg);
   }
 }
 
 static int session_open(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), dropped;
   int rc;
-  if (reg->auth_refused &&
-      uv_now(reg->loop) - reg->auth_refused_ms < auth_retry_ms(reg))
+  if (reg->auth_refused && now - reg->auth_refused_ms < auth_retry_ms(reg))
     return UV_EAGAIN; /* the health timer comes back */
-  /* Never a saved session id: a new handle means a new session. */
-  reg->zh = zookeeper_init2(reg->hosts, on_session_event,
-                            reg->session_timeout_ms, NULL, reg, 0, on_zk_log);
+  if (now < reg->open_after_ms)
+    return UV_EAGAIN;
+  /* On the addresses the names resolved to, off the loop: UV_EAGAIN until
+   * there are some (a failure to resolve is logged by zg_zkhosts). Static
+   * instances and the state file serve meanwhile. */
+  reg->zh = zg_zkhosts_handle(&reg->zhosts, on_session_event,
+                              reg->session_timeout_ms, reg, on_zk_log);
+  if (!reg->zh && errno == EAGAIN)
+    return UV_EAGAIN;
   if (!reg->zh) {
-    zg_error("registry", "cannot create a ZooKeeper handle for '%s': %s",
-             reg->hosts, strerror(errno));
+    /* Retried every second by the health timer; logged once a minute. */
+    reg->open_after_ms = now + 1000;
+    if (zg_ratelimit_allow(&reg->open_rl, now, &dropped))
+      zg_error("registry",
+               "cannot create a ZooKeeper handle for '%s': %s; retrying "
+               "every second%s",
+               reg->hosts, strerror(errno),
+               dropped ? " (repeats suppressed)" : "");
     return ZG_EZOOKEEPER;
   }
   /* Queued before the handle connects: sent first on every connection. */
@@ -1079,6 +1194,7 @@ static void poll_drop(zg_registry_t *reg) {
  * only: the client must not be closed from its own callbacks. */
 static void session_restart(zg_registry_t *reg) {
   reg->reinit = 0;
+  reg->flaps = 0;
   reg->expiries++;
   poll_drop(reg); /* before the client closes the fd under it */
   if (reg->zh) {
@@ -1194,6 +1310,7 @@ static void on_health_timer(uv_timer_t *t) {
   if (reg->closing)
     return;
   check_stale(reg, now);
+  zg_zkhosts_tick(&reg->zhosts, reg->state == ZG_ZK_CONNECTED);
   if (!reg->zh) {
     if (session_open(reg) == 0)
       update_interest(reg);
@@ -1239,6 +1356,8 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->poll_fd = -1;
   reg->state = ZG_ZK_CONNECTING;
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
+  zg_ratelimit_init(&reg->open_rl, 60000, 1);
+  zg_ratelimit_init(&reg->watch_rl, 60000, 1);
   if (!reg->hosts) {
     free(reg);
     return NULL;
@@ -1353,9 +1472,30 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
   }
 }
 
+/* New addresses go to the live handle (the client moves only if its
+ * server is no longer among them); the first ones open the session. */
+static void on_registry_hosts(zg_zkhosts_t *zr, int status, int changed) {
+  zg_registry_t *reg = zr->data;
+  if (status != 0 || reg->closing)
+    return;
+  if (reg->zh && changed) {
+    zg_zkhosts_apply(zr, reg->zh);
+    update_interest(reg);
+  } else if (!reg->zh && session_open(reg) == 0) {
+    update_interest(reg);
+  }
+}
+
 int zg_registry_start(zg_registry_t *reg) {
   int rc;
   zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
+  if ((rc = zg_zkhosts_init(reg->loop, &reg->zhosts, reg->hosts, "registry",
+                            on_registry_hosts, reg)) != 0) {
+    zg_error("registry", "ZooKeeper hosts '%s': %s", reg->hosts,
+             zg_strerror(rc));
+    return rc;
+  }
+  reg->zhosts_set = 1;
   uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
   uv_timer_init(reg->loop, &reg->coalesce_timer);
@@ -1370,11 +1510,12 @@ int zg_registry_start(zg_registry_t *reg) {
   reg->health_timer.data = reg;
   reg->open_handles = 4;
   reg->started = 1;
-  rc = session_open(reg);
-  if (rc == 0)
+  /* A session that cannot open yet (names not resolved) is retried in the
+   * background: the gateway starts and serves what it has. */
+  if (session_open(reg) == 0)
     update_interest(reg);
   uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
-  return rc;
+  return 0;
 }
 
 zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
@@ -1387,6 +1528,10 @@ int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
   if (digest && !(reg->auth = strdup(digest)))
     return UV_ENOMEM;
   return 0;
+}
+
+void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
+  reg->max_watch_bytes = bytes;
 }
 
 int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
@@ -1485,6 +1630,9 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->state_file = NULL;
   secret_free(reg->auth);
   reg->auth = NULL;
+  if (reg->zhosts_set)
+    zg_zkhosts_close(&reg->zhosts);
+  reg->zhosts_set = 0;
   if (!reg->started) {
     free(reg);
     return;

@@ -13,8 +13,12 @@
 #include "zkgate/error.h"
 #include "zkgate/log.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,6 +36,411 @@ static void on_zk_log(const char *message) {
               (unsigned long long)dropped);
     zg_warn("zookeeper", "client: %s", message);
   }
+}
+
+/* ---- host names, resolved off the loop (see zkconn.h) ----------------- */
+
+typedef struct {
+  uv_getaddrinfo_t req;
+  zg_zkhosts_round_t *round;
+  size_t idx;
+  int out; /* submitted, callback not yet run */
+} zkhosts_req_t;
+
+struct zg_zkhosts_round {
+  zg_zkhosts_t *zr; /* NULL: abandoned by zg_zkhosts_close() */
+  size_t n, pending;
+  char **result; /* per server: "addr:port,..." or NULL */
+  int *status;   /* per server: getaddrinfo's status */
+  zkhosts_req_t reqs[];
+};
+
+static int is_address(const char *host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, host, buf) == 1 ||
+         inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* The client splits host and port at the last ':' and hands the host to
+ * getaddrinfo() as it is: an IPv6 address goes without brackets. */
+static char *address_list(const char *host, const char *port) {
+  size_t len = strlen(host) + strlen(port) + 2;
+  char *s = malloc(len);
+  if (s)
+    snprintf(s, len, "%s:%s", host, port);
+  return s;
+}
+
+static int str_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted, so that a resolver that rotates its answers changes nothing. */
+static char *addrinfo_list(const struct addrinfo *res, const char *port) {
+  const struct addrinfo *ai;
+  char **v, *out = NULL;
+  size_t n = 0, len = 1, k = 0;
+  for (ai = res; ai; ai = ai->ai_next)
+    n++;
+  if (n == 0 || !(v = calloc(n, sizeof(*v))))
+    return NULL;
+  for (ai = res; ai; ai = ai->ai_next) {
+    char ip[INET6_ADDRSTRLEN];
+    const void *a;
+    if (ai->ai_family == AF_INET)
+      a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    else if (ai->ai_family == AF_INET6)
+      a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+    else
+      continue;
+    if (!inet_ntop(ai->ai_family, a, ip, sizeof(ip)) ||
+        !(v[k] = address_list(ip, port)))
+      continue;
+    len += strlen(v[k]) + 1;
+    k++;
+  }
+  if (k > 0)
+    qsort(v, k, sizeof(*v), str_cmp);
+  if (k > 0 && (out = malloc(len))) {
+    char *p = out;
+    for (size_t i = 0; i < k; i++) {
+      size_t l = strlen(v[i]);
+      if (i > 0 && !strcmp(v[i], v[i - 1])) /* one address twice */
+        continue;
+      if (p > out)
+        *p++ = ',';
+      memcpy(p, v[i], l);
+      p += l;
+      *p = 0;
+    }
+  }
+  for (size_t i = 0; i < k; i++)
+    free(v[i]);
+  free(v);
+  return out;
+}
+
+/* servers and connect from the per-server lists: 1 if they changed, 0 if
+ * not, negative on error. */
+static int zkhosts_join(zg_zkhosts_t *zr) {
+  size_t len = strlen(zr->chroot) + 1;
+  char *servers, *connect, *p;
+  for (size_t i = 0; i < zr->n; i++)
+    if (zr->known[i])
+      len += strlen(zr->known[i]) + 1;
+  if (len == strlen(zr->chroot) + 1)
+    return UV_EAI_NONAME; /* no server has an address */
+  if (!(servers = malloc(len)))
+    return UV_ENOMEM;
+  p = servers;
+  *p = 0;
+  for (size_t i = 0; i < zr->n; i++) {
+    if (!zr->known[i])
+      continue;
+    if (p > servers)
+      *p++ = ',';
+    strcpy(p, zr->known[i]);
+    p += strlen(p);
+  }
+  if (zr->servers && !strcmp(zr->servers, servers)) {
+    free(servers);
+    return 0;
+  }
+  if (!(connect = malloc(len))) {
+    free(servers);
+    return UV_ENOMEM;
+  }
+  snprintf(connect, len, "%s%s", servers, zr->chroot);
+  free(zr->servers);
+  free(zr->connect);
+  zr->servers = servers;
+  zr->connect = connect;
+  return 1;
+}
+
+static void round_free(zg_zkhosts_round_t *round) {
+  for (size_t i = 0; i < round->n; i++)
+    free(round->result[i]);
+  free(round->result);
+  free(round->status);
+  free(round);
+}
+
+static void round_done(zg_zkhosts_t *zr, zg_zkhosts_round_t *round) {
+  size_t failed = 0;
+  int rc, changed = 0;
+  char *e = zr->error;
+  size_t room = sizeof(zr->error);
+  zr->round = NULL;
+  zr->done_ms = uv_now(zr->loop);
+  e[0] = 0;
+  for (size_t i = 0; i < zr->n; i++) {
+    if (round->result[i]) {
+      free(zr->known[i]);
+      zr->known[i] = round->result[i];
+      round->result[i] = NULL;
+    } else if (round->status[i] != 0) {
+      /* A server that did not resolve keeps the addresses it had: a
+       * resolver outage must not take a working server away. */
+      size_t used = strlen(e);
+      failed++;
+      if (used < room)
+        snprintf(e + used, room - used, "%s%s: %s", used ? "; " : "",
+                 zr->host[i], uv_strerror(round->status[i]));
+    }
+  }
+  round_free(round);
+  rc = zkhosts_join(zr);
+  if (rc > 0) {
+    changed = 1;
+    rc = 0;
+  }
+  if (rc < 0 && !e[0])
+    snprintf(e, room, "%s", uv_strerror(rc));
+  if (rc == 0 && failed == 0) {
+    if (zr->failing)
+      zg_info(zr->module, "ZooKeeper host names resolve again: %s",
+              zr->servers);
+    else if (changed)
+      zg_info(zr->module, "ZooKeeper servers resolved: %s", zr->servers);
+    zr->failing = 0;
+    zr->retry_ms = 0;
+  } else {
+    uint64_t dropped;
+    zr->retry_ms = zr->retry_ms ? zr->retry_ms * 2 : 1000;
+    if (zr->retry_ms > 30000)
+      zr->retry_ms = 30000;
+    if (zg_ratelimit_allow(&zr->rl, zr->done_ms, &dropped))
+      zg_error(zr->module,
+               "cannot resolve ZooKeeper host name(s): %s; %s; retrying in "
+               "the background%s",
+               e,
+               zr->servers ? "using the addresses last resolved"
+                           : "no session until then, static instances and "
+                             "the state file serve meanwhile",
+               dropped ? " (repeats suppressed)" : "");
+    zr->failing = 1;
+  }
+  if (zr->cb)
+    zr->cb(zr, rc, changed);
+}
+
+static void on_zkhosts_resolved(uv_getaddrinfo_t *req, int status,
+                                struct addrinfo *res) {
+  zkhosts_req_t *r = req->data;
+  zg_zkhosts_round_t *round = r->round;
+  zg_zkhosts_t *zr = round->zr;
+  r->out = 0;
+  if (status == 0 && zr)
+    round->result[r->idx] = addrinfo_list(res, zr->port[r->idx]);
+  if (status == 0 && zr && !round->result[r->idx])
+    status = UV_EAI_NODATA;
+  round->status[r->idx] = status;
+  if (res)
+    uv_freeaddrinfo(res);
+  if (--round->pending > 0)
+    return;
+  if (!zr)
+    round_free(round);
+  else
+    round_done(zr, round);
+}
+
+void zg_zkhosts_resolve(zg_zkhosts_t *zr) {
+  zg_zkhosts_round_t *round;
+  struct addrinfo hints;
+  size_t names = 0;
+  if (zr->round)
+    return;
+  for (size_t i = 0; i < zr->n; i++)
+    if (!is_address(zr->host[i]))
+      names++;
+  if (names == 0)
+    return;
+  round = calloc(1, sizeof(*round) + zr->n * sizeof(round->reqs[0]));
+  if (!round)
+    return;
+  round->zr = zr;
+  round->n = zr->n;
+  round->result = calloc(zr->n, sizeof(*round->result));
+  round->status = calloc(zr->n, sizeof(*round->status));
+  if (!round->result || !round->status) {
+    round_free(round);
+    return;
+  }
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  zr->round = round;
+  /* Counted before the first request: a callback never runs from here,
+   * but the count must not reach zero before every request is out. */
+  round->pending = 1;
+  for (size_t i = 0; i < zr->n; i++) {
+    zkhosts_req_t *r = &round->reqs[i];
+    int rc;
+    if (is_address(zr->host[i]))
+      continue;
+    r->round = round;
+    r->idx = i;
+    r->req.data = r;
+    rc = uv_getaddrinfo(zr->loop, &r->req, on_zkhosts_resolved, zr->host[i],
+                        zr->port[i], &hints);
+    if (rc == 0) {
+      r->out = 1;
+      round->pending++;
+    } else
+      round->status[i] = rc;
+  }
+  if (--round->pending == 0)
+    round_done(zr, round);
+}
+
+void zg_zkhosts_tick(zg_zkhosts_t *zr, int connected) {
+  uint64_t now = uv_now(zr->loop), every;
+  if (zr->round)
+    return;
+  if (zr->failing)
+    every = zr->retry_ms;
+  else if (connected)
+    every = ZG_ZKHOSTS_REFRESH_MS;
+  else
+    every = 1000; /* connection trouble: maybe the ensemble moved */
+  if (zr->done_ms == 0 || now - zr->done_ms >= every)
+    zg_zkhosts_resolve(zr);
+}
+
+static int zkhosts_parse(zg_zkhosts_t *zr, const char *connect) {
+  const char *slash = strchr(connect, '/');
+  size_t hlen = slash ? (size_t)(slash - connect) : strlen(connect);
+  const char *p = connect, *end = connect + hlen;
+  if (!(zr->chroot = strdup(slash ? slash : "")))
+    return UV_ENOMEM;
+  while (p < end) {
+    const char *comma = memchr(p, ',', (size_t)(end - p));
+    const char *e = comma ? comma : end, *hs, *he, *colon;
+    char **nh, **np, **nk;
+    while (p < e && *p == ' ')
+      p++;
+    while (e > p && e[-1] == ' ')
+      e--;
+    if (p < e && *p == '[') {
+      hs = p + 1;
+      he = memchr(hs, ']', (size_t)(e - hs));
+      if (!he || he + 1 >= e || he[1] != ':')
+        return UV_EINVAL;
+      colon = he + 1;
+    } else {
+      colon = NULL;
+      for (const char *q = p; q < e; q++)
+        if (*q == ':')
+          colon = q;
+      hs = p;
+      he = colon;
+    }
+    if (!colon || he == hs || colon + 1 >= e)
+      return UV_EINVAL;
+    nh = realloc(zr->host, (zr->n + 1) * sizeof(*nh));
+    if (nh)
+      zr->host = nh;
+    np = realloc(zr->port, (zr->n + 1) * sizeof(*np));
+    if (np)
+      zr->port = np;
+    nk = realloc(zr->known, (zr->n + 1) * sizeof(*nk));
+    if (nk)
+      zr->known = nk;
+    if (!nh || !np || !nk)
+      return UV_ENOMEM;
+    zr->host[zr->n] = strndup(hs, (size_t)(he - hs));
+    zr->port[zr->n] = strndup(colon + 1, (size_t)(e - colon - 1));
+    zr->known[zr->n] = NULL;
+    zr->n++;
+    if (!zr->host[zr->n - 1] || !zr->port[zr->n - 1])
+      return UV_ENOMEM;
+    p = comma ? comma + 1 : end;
+  }
+  return zr->n ? 0 : UV_EINVAL;
+}
+
+int zg_zkhosts_init(uv_loop_t *loop, zg_zkhosts_t *zr, const char *connect,
+                    const char *module, zg_zkhosts_cb cb, void *data) {
+  int rc;
+  memset(zr, 0, sizeof(*zr));
+  zr->loop = loop;
+  zr->module = module;
+  zr->cb = cb;
+  zr->data = data;
+  /* The first failure at once, then once a minute: retries are quiet. */
+  zg_ratelimit_init(&zr->rl, 60000, 1);
+  if ((rc = zkhosts_parse(zr, connect)) != 0)
+    goto fail;
+  for (size_t i = 0; i < zr->n; i++)
+    if (is_address(zr->host[i]) &&
+        !(zr->known[i] = address_list(zr->host[i], zr->port[i]))) {
+      rc = UV_ENOMEM;
+      goto fail;
+    }
+  rc = zkhosts_join(zr);
+  if (rc == UV_ENOMEM)
+    goto fail;
+  return 0;
+fail:
+  zg_zkhosts_close(zr);
+  return rc;
+}
+
+zhandle_t *zg_zkhosts_handle(zg_zkhosts_t *zr, watcher_fn watcher,
+                             int session_timeout_ms, void *ctx,
+                             log_callback_fn log_cb) {
+  zhandle_t *zh;
+  if (!zr->connect) {
+    zg_zkhosts_tick(zr, 0);
+    errno = EAGAIN;
+    return NULL;
+  }
+  /* Never a saved session id: a new handle means a new session. */
+  zh = zookeeper_init2(zr->connect, watcher, session_timeout_ms, NULL, ctx, 0,
+                       log_cb);
+  /* Addresses only from here on: the client must not resolve by itself
+   * (-1: not in routine operation; on connection loss it "resolves" the
+   * numeric addresses, which asks nobody). */
+  if (zh)
+    zoo_set_servers_resolution_delay(zh, -1);
+  return zh;
+}
+
+void zg_zkhosts_apply(zg_zkhosts_t *zr, zhandle_t *zh) {
+  int rc;
+  /* The client takes the chroot from zookeeper_init only: servers alone. */
+  if (zh && zr->servers && (rc = zoo_set_servers(zh, zr->servers)) != ZOK)
+    zg_warn(zr->module, "cannot give the client the servers %s: %s",
+            zr->servers, zerror(rc));
+}
+
+void zg_zkhosts_close(zg_zkhosts_t *zr) {
+  if (zr->round) {
+    /* Requests not yet on a thread are cancelled (their callbacks still
+     * run, with UV_ECANCELED); the rest finish and are dropped. */
+    zr->round->zr = NULL;
+    for (size_t i = 0; i < zr->round->n; i++)
+      if (zr->round->reqs[i].out)
+        uv_cancel((uv_req_t *)&zr->round->reqs[i].req);
+    zr->round = NULL;
+  }
+  for (size_t i = 0; i < zr->n; i++) {
+    free(zr->host[i]);
+    free(zr->port[i]);
+    free(zr->known[i]);
+  }
+  free(zr->host);
+  free(zr->port);
+  free(zr->known);
+  free(zr->chroot);
+  free(zr->servers);
+  free(zr->connect);
+  zr->host = zr->port = zr->known = NULL;
+  zr->chroot = zr->servers = zr->connect = NULL;
+  zr->n = 0;
 }
 
 int zg_zkconn_transient(int rc) {
@@ -52,13 +461,31 @@ void zg_zkconn_init(uv_loop_t *loop, zg_zkconn_t *zc, zg_zkconn_after_cb after,
   zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
 }
 
+/* New addresses reach a live handle at once; without a handle the owner
+ * opens one on its next try. */
+static void on_zkconn_hosts(zg_zkhosts_t *zr, int status, int changed) {
+  zg_zkconn_t *zc = zr->data;
+  if (status == 0 && changed && zc->zh && !zc->closed) {
+    zg_zkhosts_apply(zr, zc->zh);
+    zg_zkconn_update(zc);
+  }
+}
+
 int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
                    watcher_fn watcher, void *watcher_ctx) {
-  /* Never a saved session id: a new handle means a new session. */
-  zc->zh = zookeeper_init2(hosts, watcher, session_timeout_ms, NULL,
-                           watcher_ctx, 0, on_zk_log);
+  int rc;
+  if (!zc->hosts_set) {
+    if ((rc = zg_zkhosts_init(zc->loop, &zc->hosts, hosts, "zookeeper",
+                              on_zkconn_hosts, zc)) != 0) {
+      errno = rc == UV_ENOMEM ? ENOMEM : EINVAL;
+      return ZG_EZOOKEEPER;
+    }
+    zc->hosts_set = 1;
+  }
+  zc->zh = zg_zkhosts_handle(&zc->hosts, watcher, session_timeout_ms,
+                             watcher_ctx, on_zk_log);
   if (!zc->zh)
-    return ZG_EZOOKEEPER;
+    return errno == EAGAIN ? UV_EAGAIN : ZG_EZOOKEEPER;
   zg_zkconn_update(zc);
   return 0;
 }
@@ -106,7 +533,12 @@ void zg_zkconn_update(zg_zkconn_t *zc) {
   uint64_t timeout_ms;
   struct stat st;
 
-  if (!zc->zh || zc->closed)
+  if (zc->closed)
+    return;
+  if (zc->hosts_set)
+    zg_zkhosts_tick(&zc->hosts,
+                    zc->zh && zoo_state(zc->zh) == ZOO_CONNECTED_STATE);
+  if (!zc->zh)
     return;
   rc = zookeeper_interest(zc->zh, &fd, &interest, &tv);
   if (rc != ZOK || fd < 0 || fstat(fd, &st) != 0) {
@@ -194,5 +626,8 @@ void zg_zkconn_close(zg_zkconn_t *zc) {
     return;
   zg_zkconn_reset(zc, 1);
   zc->closed = 1;
+  if (zc->hosts_set)
+    zg_zkhosts_close(&zc->hosts);
+  zc->hosts_set = 0;
   uv_close((uv_handle_t *)&zc->timer, NULL);
 }

@@ -95,10 +95,12 @@ typedef struct {
     char *hosts; /* NULL when no service uses ZooKeeper */
     uint64_t session_timeout_ms;
     uint64_t coalesce_window_ms;
-    char *state_file;      /* NULL: none */
-    uint64_t max_stale_ms; /* 0: last known pools serve forever */
-    char *auth;            /* digest credentials "user:password", NULL: none. A
-                              secret: never logged */
+    char *state_file;         /* NULL: none */
+    uint64_t max_stale_ms;    /* 0: last known pools serve forever */
+    uint64_t max_watch_bytes; /* watches a reconnection may re-register;
+                                 over it, a new session. 0: no limit */
+    char *auth; /* digest credentials "user:password", NULL: none. A
+                   secret: never logged */
   } zk;
   struct {
     unsigned workers;

@@ -54,6 +54,11 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx);
 /* What was watched with `old_ctx` is reported with `new_ctx` from now on
  * (a reloaded service taking over its predecessor's watch and pool). */
 void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx);
+/* The watch budget ([zookeeper] max_watch_bytes, 0: none): on a lost
+ * connection, a session whose watches would take more than this to
+ * re-register (one SetWatches packet, refused by a server whose
+ * jute.maxbuffer it exceeds) is given up for a new one. */
+void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes);
 /* Before zg_registry_start(): the state file to load at start and keep up
  * to date (NULL: none), and how long last known pools serve without
  * ZooKeeper (0: forever). */

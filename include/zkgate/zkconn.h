@@ -13,7 +13,72 @@
 #include <uv.h>
 #include <zookeeper/zookeeper.h>
 
+#include "zkgate/log.h"
+
 typedef struct zg_zkconn zg_zkconn_t;
+
+/* ---- the connect string's host names, resolved off the loop -----------
+ * zookeeper_init() resolves the names of its connect string synchronously,
+ * and zookeeper_interest() again on every call unless told otherwise
+ * (zoo_set_servers_resolution_delay): a slow resolver stalls the loop that
+ * runs the client for seconds, and a resolver outage makes the client
+ * drop a working connection. So the names are resolved on libuv's thread
+ * pool (uv_getaddrinfo) and the client is only ever given numeric
+ * addresses, which getaddrinfo() answers without asking anyone. A name
+ * that does not resolve keeps its last known addresses; a connect string
+ * of addresses only is ready at once. */
+typedef struct zg_zkhosts zg_zkhosts_t;
+typedef struct zg_zkhosts_round zg_zkhosts_round_t;
+
+/* Called on the loop when a resolution ends: 0 when at least one server
+ * has addresses (`changed`: zr->servers is not what it was), else a
+ * negative code (zr->error tells why). */
+typedef void (*zg_zkhosts_cb)(zg_zkhosts_t *zr, int status, int changed);
+
+struct zg_zkhosts {
+  uv_loop_t *loop;
+  const char *module; /* for the log */
+  zg_zkhosts_cb cb;   /* may be NULL */
+  void *data;         /* the owner's */
+  char *chroot;       /* "" or "/path" */
+  size_t n;           /* servers in the connect string */
+  char **host;        /* as written, brackets removed */
+  char **port;
+  char **known;  /* per server: "addr:port,..." last resolved, or NULL */
+  char *servers; /* numeric "addr:port,...": for zoo_set_servers; NULL
+                    until a server has addresses */
+  char *connect; /* servers + chroot: for zookeeper_init */
+  zg_zkhosts_round_t *round; /* the resolution out, NULL: none */
+  uint64_t done_ms;          /* uv_now when the last resolution ended */
+  uint64_t retry_ms;         /* the wait before the next one after a failure */
+  int failing;               /* the last resolution failed (logged) */
+  zg_ratelimit_t rl;
+  char error[256];
+};
+
+/* Parses `connect` (host:port[,host:port...][/chroot], a host may be
+ * [v6]) and resolves its addresses, if that is all it has. Returns 0,
+ * UV_EINVAL or UV_ENOMEM. */
+int zg_zkhosts_init(uv_loop_t *loop, zg_zkhosts_t *zr, const char *connect,
+                    const char *module, zg_zkhosts_cb cb, void *data);
+/* Starts a resolution unless one is out (or there is no name). */
+void zg_zkhosts_resolve(zg_zkhosts_t *zr);
+/* Resolves again when due: every ZG_ZKHOSTS_REFRESH_MS while `connected`,
+ * else every second (longer after failures, up to 30 s). */
+void zg_zkhosts_tick(zg_zkhosts_t *zr, int connected);
+/* A new handle on the resolved addresses (never resolving by itself), or
+ * NULL: errno EAGAIN when no address is known yet (a resolution is then
+ * started), else the client's errno. */
+zhandle_t *zg_zkhosts_handle(zg_zkhosts_t *zr, watcher_fn watcher,
+                             int session_timeout_ms, void *ctx,
+                             log_callback_fn log_cb);
+/* Gives `zh` the resolved addresses (after a resolution that changed
+ * them). */
+void zg_zkhosts_apply(zg_zkhosts_t *zr, zhandle_t *zh);
+/* A resolution still out finishes on the thread pool and is dropped. */
+void zg_zkhosts_close(zg_zkhosts_t *zr);
+
+#define ZG_ZKHOSTS_REFRESH_MS 60000
 
 /* Called after every zookeeper_process(), outside of the client's
  * callbacks: the place to close or reopen the handle. */
@@ -30,14 +95,19 @@ struct zg_zkconn {
   int poll_events;
   uv_timer_t timer;
   int closed; /* zg_zkconn_close() was called */
+  zg_zkhosts_t hosts;
+  int hosts_set;
 };
 
 /* Initialises the timer on `loop`; no handle yet. */
 void zg_zkconn_init(uv_loop_t *loop, zg_zkconn_t *zc, zg_zkconn_after_cb after,
                     void *data);
-/* A new handle, so a new session: zookeeper_init2 with our log callback
- * (the client's messages go to our logger at WARN, rate-limited). Returns
- * 0 or ZG_EZOOKEEPER (errno tells why). */
+/* A new handle, so a new session: zookeeper_init2 on the numeric addresses
+ * of `hosts` (zg_zkhosts_t, resolved off the loop; `hosts` is read on the
+ * first call only) with our log callback (the client's messages go to our
+ * logger at WARN, rate-limited). Returns 0, UV_EAGAIN while no address is
+ * known (resolving; call again later), or ZG_EZOOKEEPER (errno tells
+ * why). */
 int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
                    watcher_fn watcher, void *watcher_ctx);
 /* The interest step: call it after issuing zoo_a* calls from outside a

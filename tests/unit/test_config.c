@@ -407,6 +407,53 @@ static void test_bad_duration(void **state) {
   }
 }
 
+/* [zookeeper] max_watch_bytes: bytes or k/m (1024-based), 0 = no budget;
+ * the default stays under ZooKeeper's default jute.maxbuffer. */
+static void test_max_watch_bytes(void **state) {
+  static const struct {
+    const char *value;
+    uint64_t bytes;
+  } good[] = {{"960k", 983040}, {"2m", 2097152}, {"0", 0}, {"4096", 4096}};
+  static const char *const bad[] = {
+      "-1", "10x", "512", "2048m", "", "k", "99999999999999999999k"};
+  zg_config_t *cfg;
+  char text[512];
+  (void)state;
+
+  cfg = load_ok("[zookeeper]\n"
+                "hosts = 127.0.0.1:2181\n"
+                "[service:s]\n"
+                "zk_path = /s\n"
+                "listen = 127.0.0.1:7000\n");
+  assert_int_equal(cfg->zk.max_watch_bytes, 960 * 1024);
+  assert_true(cfg->zk.max_watch_bytes < 1048575); /* jute.maxbuffer */
+  zg_config_free(cfg);
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[zookeeper]\n"
+             "hosts = 127.0.0.1:2181\n"
+             "max_watch_bytes = %s\n"
+             "[service:s]\n"
+             "zk_path = /s\n"
+             "listen = 127.0.0.1:7000\n",
+             good[i].value);
+    cfg = load_ok(text);
+    assert_int_equal(cfg->zk.max_watch_bytes, good[i].bytes);
+    zg_config_free(cfg);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[zookeeper]\n"
+             "hosts = 127.0.0.1:2181\n"
+             "max_watch_bytes = %s\n"
+             "[service:s]\n"
+             "zk_path = /s\n"
+             "listen = 127.0.0.1:7000\n",
+             bad[i]);
+    expect_one_error(text, "max_watch_bytes");
+  }
+}
+
 static void test_bad_protocol(void **state) {
   expect_one_error("[service:s]\n"
                    "listen = 127.0.0.1:7000\n"
@@ -1619,6 +1666,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_key),
       cmocka_unit_test(test_unknown_section),
       cmocka_unit_test(test_bad_duration),
+      cmocka_unit_test(test_max_watch_bytes),
       cmocka_unit_test(test_bad_protocol),
       cmocka_unit_test(test_bad_balance),
       cmocka_unit_test(test_bad_log_level),

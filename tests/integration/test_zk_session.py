@@ -1,0 +1,359 @@
+"""ZooKeeper session life: host names that do not resolve at start, a slow or failing resolver
+(names are resolved off the loop that forwards traffic), and a watch set that has outgrown the
+server's jute.maxbuffer (the reconnection is refused again and again).
+
+The resolver tests run zkgate in a mount namespace of its own (unshare -m) where a test
+resolv.conf names a small DNS server of the test's own on a loopback address: nothing of the
+machine's resolver configuration changes. This module starts servers of its own: CTest runs it
+serially."""
+
+import os
+import random
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+from kazoo.client import KazooClient
+
+from zkharness import (Gateway, ZkServer, free_port, ini_text, reach, register, wait_pool,
+                       wait_until, zkgate_bin)
+
+ZK_NAME = "zk.zkgate-test.example"
+
+
+# ---------------------------------------------------------------------------------------------
+# a DNS server whose answers the test controls
+
+
+class DnsServer:
+    """Answers A queries for ZK_NAME with 127.0.0.1 (AAAA: no data), other names NXDOMAIN.
+    mode: "ok", "slow" (every answer `delay` s late), "drop" (no answer at all)."""
+
+    def __init__(self):
+        self.mode = "ok"
+        self.delay = 0.0
+        self.queries = 0
+        # Port 53 is the only one resolv.conf can name: a random loopback address keeps
+        # parallel runs apart.
+        for _ in range(20):
+            self.ip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self.sock.bind((self.ip, 53))
+                break
+            except OSError:
+                self.sock.close()
+        else:
+            raise RuntimeError("no loopback address with a free port 53")
+        self.sock.settimeout(0.2)
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _answer(self, query):
+        qid, _flags, qd = struct.unpack(">HHH", query[:6])
+        pos, labels = 12, []
+        while query[pos]:
+            n = query[pos]
+            labels.append(query[pos + 1:pos + 1 + n].decode("ascii", "replace"))
+            pos += 1 + n
+        qtype = struct.unpack(">H", query[pos + 1:pos + 3])[0]
+        question = query[12:pos + 5]
+        name = ".".join(labels).lower()
+        if name != ZK_NAME:
+            return struct.pack(">HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question  # NXDOMAIN
+        if qtype != 1:
+            return struct.pack(">HHHHHH", qid, 0x8180, 1, 0, 0, 0) + question  # no data
+        answer = struct.pack(">HHHIH", 0xC00C, 1, 1, 0, 4) + socket.inet_aton("127.0.0.1")
+        return struct.pack(">HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer
+
+    def _loop(self):
+        while not self.closed:
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except OSError:
+                continue
+            self.queries += 1
+            mode = self.mode
+            if mode == "drop":
+                continue
+            try:
+                reply = self._answer(data)
+            except (IndexError, struct.error):
+                continue
+            if mode == "slow":
+                threading.Timer(self.delay, self._send, (reply, peer)).start()
+            else:
+                self._send(reply, peer)
+
+    def _send(self, reply, peer):
+        try:
+            self.sock.sendto(reply, peer)
+        except OSError:
+            pass
+
+    def close(self):
+        self.closed = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def dns():
+    if not shutil.which("unshare"):
+        pytest.fail("unshare (util-linux) is needed to give zkgate a resolv.conf of its own")
+    server = DnsServer()
+    yield server
+    server.close()
+
+
+def namespaced(tmp_path, dns, timeout_s=5):
+    """A command prefix that runs a program with `dns` as its only name server."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {dns.ip}\noptions timeout:{timeout_s} attempts:1\n")
+    return ["unshare", "-m", "sh", "-c", f'mount --bind {resolv} /etc/resolv.conf && exec "$@"',
+            "sh"]
+
+
+def wrapped_bin(tmp_path, prefix, binary):
+    """An executable script running `binary` under `prefix` (the harness starts ZKGATE_BIN)."""
+    script = tmp_path / f"{os.path.basename(binary)}-ns.sh"
+    quoted = " ".join(f"'{p}'" for p in prefix)
+    script.write_text(f"#!/bin/sh\nexec {quoted} '{binary}' \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def start_gateway(tmp_path, ini, port, dns, timeout_s=5, name="gw"):
+    real = zkgate_bin()
+    old = os.environ["ZKGATE_BIN"]
+    os.environ["ZKGATE_BIN"] = wrapped_bin(tmp_path, namespaced(tmp_path, dns, timeout_s), real)
+    try:
+        gw = Gateway(tmp_path, ini, name=name)
+    finally:
+        os.environ["ZKGATE_BIN"] = old
+    gw.wait_listening(port)
+    return gw
+
+
+def count_lines(gw, text):
+    return sum(1 for line in gw.log_text().splitlines() if text in line)
+
+
+def session_ids(gw):
+    return [int(x, 16) for x in re.findall(r"ZooKeeper session 0x([0-9a-f]+)", gw.log_text())]
+
+
+def answered_quickly(port, name, duration, limit_s=1.0):
+    """Connect again and again for `duration` s: each must reach `name` within `limit_s`."""
+    t_end = time.monotonic() + duration
+    worst, n = 0.0, 0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            got = reach(port, timeout=limit_s + 1)
+        except OSError as e:
+            got = repr(e)
+        took = time.monotonic() - t0
+        worst = max(worst, took)
+        n += 1
+        assert got == name and took < limit_s, (
+            f"connection {n} got {got!r} after {took:.2f} s (expected {name!r} within "
+            f"{limit_s} s)")
+        time.sleep(0.05)
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# point 12: names that do not resolve at start
+
+
+def test_unresolvable_hosts_start_and_serve_static(tmp_path, dns, backends, zpath):
+    static = backends("static")
+    port, zport = free_port(), free_port()
+    ini = ini_text({"static": {"listen": f"127.0.0.1:{port}", "instances": static.addr},
+                    "reg": {"listen": f"127.0.0.1:{zport}", "zk_path": zpath}},
+                   zookeeper={"hosts": "nonexistent.invalid:2181", "session_timeout": "2s"})
+    # The check does not resolve: a name may resolve later, like a server may come up later.
+    ini_path = tmp_path / "check.ini"
+    ini_path.write_text(ini)
+    check = subprocess.run([zkgate_bin(), "-t", "-c", str(ini_path)], capture_output=True,
+                           text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    gw = start_gateway(tmp_path, ini, port, dns)
+    try:
+        answered_quickly(port, "static", 3.0)
+        assert gw.running, gw.log_text()
+        assert dns.queries > 0, "zkgate never asked the name server"
+        assert gw.wait_log("cannot resolve ZooKeeper host name(s): nonexistent.invalid", 2), \
+            gw.log_text()
+        # Retried in the background (the name server keeps being asked), logged once.
+        asked = dns.queries
+        assert wait_until(lambda: dns.queries > asked, 5), "no retry in the background"
+        assert count_lines(gw, "cannot resolve ZooKeeper") <= 2, gw.log_text()
+        assert count_lines(gw, "cannot create a ZooKeeper handle") == 0, gw.log_text()
+    finally:
+        assert gw.stop() == 0, gw.log_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# point 11: a slow or failing resolver never blocks the loop
+
+
+@pytest.fixture
+def zk_named(zk):
+    """The module's server under the name ZK_NAME (answered by the test's name server)."""
+    return f"{ZK_NAME}:{zk.port}"
+
+
+def named_gateway(tmp_path, dns, zk_named, zpath, backends, kz, timeout_s=5):
+    static, dyn = backends("static", "dyn")
+    register(kz, zpath, f"tcp://{dyn.addr}".encode())
+    port, zport = free_port(), free_port()
+    ini = ini_text({"static": {"listen": f"127.0.0.1:{port}", "instances": static.addr},
+                    "reg": {"listen": f"127.0.0.1:{zport}", "zk_path": zpath}},
+                   zookeeper={"hosts": zk_named, "session_timeout": "2s"})
+    gw = start_gateway(tmp_path, ini, port, dns, timeout_s)
+    assert set(wait_pool(zport, ["dyn"], timeout=10)) == {"dyn"}, gw.log_text()
+    return gw, port, zport
+
+
+def test_slow_resolver_does_not_stall_traffic(tmp_path, dns, zk, zk_named, zpath, backends, kz):
+    dns.mode, dns.delay = "slow", 2.5
+    gw, port, zport = named_gateway(tmp_path, dns, zk_named, zpath, backends, kz)
+    try:
+        # Resolved once (slowly, off the loop) and connected; from here on every answer is
+        # slow, and the traffic must not notice.
+        answered_quickly(port, "static", 4.0)
+        answered_quickly(zport, "dyn", 1.0)
+        assert gw.running
+    finally:
+        assert gw.stop() == 0, gw.log_text()
+
+
+def test_failing_resolver_keeps_the_session(tmp_path, dns, zk, zk_named, zpath, backends, kz):
+    gw, port, zport = named_gateway(tmp_path, dns, zk_named, zpath, backends, kz, timeout_s=1)
+    try:
+        sid = session_ids(gw)
+        assert sid, gw.log_text()
+        dns.mode = "drop"  # a resolver outage: no answer at all
+        # Longer than the session timeout (2 s), past a disconnection too: the numeric
+        # address zkgate has keeps serving, and the session is never given up.
+        answered_quickly(port, "static", 3.0)
+        zk.restart()
+        answered_quickly(port, "static", 3.0)
+        assert wait_until(lambda: len(session_ids(gw)) > len(sid), 10), gw.log_text()
+        assert set(session_ids(gw)) == {sid[0]}, (
+            f"a new session while the resolver was down:\n{gw.log_text()}")
+        b = backends("later")
+        register(kz, zpath, f"tcp://{b.addr}".encode())
+        assert "later" in wait_pool(zport, ["dyn", "later"], timeout=10), gw.log_text()
+        assert "expired" not in gw.log_text()
+    finally:
+        assert gw.stop() == 0, gw.log_text()
+
+
+# zkgate-register resolves through the same helper (src/zkconn.c).
+
+def register_bin():
+    path = os.environ.get("ZKGATE_REGISTER_BIN")
+    if not path:
+        raise RuntimeError("ZKGATE_REGISTER_BIN is not set: point it at zkgate-register")
+    return path
+
+
+def test_register_with_slow_resolver_keeps_its_session(tmp_path, dns, zk, zk_named, zpath,
+                                                       backends, kz):
+    dns.mode, dns.delay = "slow", 2.5
+    inst = backends("inst")
+    log_path = tmp_path / "register.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*namespaced(tmp_path, dns), register_bin(), "--zk", zk_named,
+                                 "--path", zpath, "--address", inst.addr, "--session-timeout",
+                                 "2s"], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        def node():
+            kids = kz.get_children(zpath) if kz.exists(zpath) else []
+            return kz.get(f"{zpath}/{kids[0]}")[1] if len(kids) == 1 else None
+        first = wait_until(node, 15)
+        assert first, log_path.read_text()
+        # Every answer of the name server is late from here on: the session (2 s) must live
+        # on, and with it the same ephemeral znode.
+        t_end = time.monotonic() + 6.0
+        while time.monotonic() < t_end:
+            now = node()
+            assert now and now.ephemeralOwner == first.ephemeralOwner, log_path.read_text()
+            time.sleep(0.2)
+        text = log_path.read_text()
+        assert "lost the ZooKeeper connection" not in text and "expired" not in text, text
+        assert proc.poll() is None, text
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        assert proc.wait(10) == 0, log_path.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# point 10: a watch set over the server's jute.maxbuffer
+
+
+FILLERS = 300
+FILLER_NAME = "instance-with-a-rather-long-name-{:04d}"  # 300 data watches: ~15 KB to re-set
+
+
+@pytest.mark.parametrize("budget", ["default", "4k"])
+def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
+    """The server takes packets of 8 KiB at most: after a disconnection, the client's one
+    SetWatches packet with every watch of the session is refused, connection after connection.
+    zkgate must notice (by its watch budget, or by the connections that drop right after each
+    reconnection) and open a new session, so that changes made after the disconnection route."""
+    server = ZkServer(tmp_path / "zk", tick_ms=500, jvm_args=["-Djute.maxbuffer=8192"])
+    server.start()
+    kz = KazooClient(hosts=server.hosts, timeout=10.0)
+    kz.start(timeout=15)
+    gw = None
+    try:
+        a, b = backends("a", "b")
+        big, small = "/big/svc", "/small/svc"
+        kz.ensure_path(big)
+        kz.ensure_path(small)
+        for i in range(FILLERS):
+            kz.create(f"{big}/{FILLER_NAME.format(i)}", f"tcp://{a.addr}".encode())
+        port_big, port_small = free_port(), free_port()
+        zookeeper = {"hosts": server.hosts, "session_timeout": "8s"}
+        if budget != "default":
+            zookeeper["max_watch_bytes"] = budget
+        ini = ini_text({"big": {"listen": f"127.0.0.1:{port_big}", "zk_path": big},
+                        "small": {"listen": f"127.0.0.1:{port_small}", "zk_path": small}},
+                       zookeeper=zookeeper, proxy={"log_level": "debug"})
+        gw = Gateway(tmp_path, ini)
+        gw.wait_listening(port_big)
+        # Every filler read (and so data-watched) before the disconnection.
+        assert wait_until(lambda: count_lines(gw, "instance 127.0.0.1") >= FILLERS, 20), \
+            gw.log_text()[-3000:]
+        assert set(wait_pool(port_big, ["a"])) == {"a"}
+        sid = session_ids(gw)[-1]
+
+        server.restart()  # same data: the session lives on, and reconnects
+        kz.retry(kz.create, f"{small}/later", f"tcp://{b.addr}".encode())
+        seen = wait_pool(port_small, ["b"], timeout=30)
+        assert set(seen) == {"b"}, (f"a child created after the disconnection does not route "
+                                    f"within 30 s: {dict(seen)}\n{gw.log_text()[-4000:]}")
+        text = gw.log_text()
+        assert "jute.maxbuffer" in text, text[-4000:]
+        if budget != "default":
+            assert "over [zookeeper] max_watch_bytes" in text, text[-4000:]
+        assert any(s != sid for s in session_ids(gw)), "no new session"
+        assert set(wait_pool(port_big, ["a"])) == {"a"}
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0, gw.log_text()[-3000:]
+        kz.stop()
+        kz.close()
+        server.stop()

@@ -1,0 +1,83 @@
+/* Unit tests for the connect string's resolution (zg_zkhosts_t in
+ * include/zkgate/zkconn.h): parsing, and addresses that need no resolver
+ * are ready at once, in the form the ZooKeeper client parses (it splits
+ * host and port at the last ':', so IPv6 goes without brackets), with the
+ * chroot kept for zookeeper_init and left out for zoo_set_servers. */
+#include <string.h>
+
+#include <uv.h>
+
+#include "zkgate/zkconn.h"
+
+/* cmocka.h needs these first; its own block so that sorting keeps it last. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+static void test_addresses_ready_at_once(void **state) {
+  uv_loop_t loop;
+  zg_zkhosts_t zr;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(zg_zkhosts_init(&loop, &zr,
+                                   "127.0.0.1:2181, [::1]:2182/apps/prod",
+                                   "test", NULL, NULL),
+                   0);
+  assert_int_equal(zr.n, 2);
+  assert_string_equal(zr.servers, "127.0.0.1:2181,::1:2182");
+  assert_string_equal(zr.connect, "127.0.0.1:2181,::1:2182/apps/prod");
+  /* Nothing to resolve: no request goes out. */
+  zg_zkhosts_resolve(&zr);
+  assert_null(zr.round);
+  zg_zkhosts_close(&zr);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_names_wait_for_resolution(void **state) {
+  uv_loop_t loop;
+  zg_zkhosts_t zr;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(zg_zkhosts_init(&loop, &zr, "zk1.example:2181,10.0.0.2:2181",
+                                   "test", NULL, NULL),
+                   0);
+  /* The literal address is usable before the name has resolved. */
+  assert_string_equal(zr.connect, "10.0.0.2:2181");
+  assert_string_equal(zr.host[0], "zk1.example");
+  assert_string_equal(zr.port[0], "2181");
+  zg_zkhosts_close(&zr);
+  assert_int_equal(uv_loop_close(&loop), 0);
+
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(
+      zg_zkhosts_init(&loop, &zr, "zk1.example:2181/c", "test", NULL, NULL), 0);
+  assert_null(zr.connect);
+  zg_zkhosts_close(&zr);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_bad_connect_strings(void **state) {
+  static const char *const bad[] = {"",          "zk1",       "zk1:",   ":2181",
+                                    "[::1]2181", "[::1:2181", "/chroot"};
+  uv_loop_t loop;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    zg_zkhosts_t zr;
+    assert_int_equal(zg_zkhosts_init(&loop, &zr, bad[i], "test", NULL, NULL),
+                     UV_EINVAL);
+  }
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_addresses_ready_at_once),
+      cmocka_unit_test(test_names_wait_for_resolution),
+      cmocka_unit_test(test_bad_connect_strings),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
