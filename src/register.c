@@ -15,7 +15,11 @@
  * a sequential create cannot simply be repeated (that could leave a
  * duplicate for the session's lifetime), so the parent is listed and the
  * znode of ours found by its owner; Curator's fixed name turns the repeat
- * into ZNODEEXISTS, resolved by the owner as well. */
+ * into ZNODEEXISTS, resolved by the owner as well.
+ *
+ * Once registered, an exists watch stays on the znode: a NodeDeleted that
+ * is not our own delete (someone else removed it while the session lives)
+ * drops `node`, and reconcile() creates it again with the same data. */
 #include "zkgate/register.h"
 
 #include "zkgate/error.h"
@@ -56,10 +60,16 @@ typedef struct {
   uint64_t disconnected_ms;
   int waiting_logged;
   char *node;         /* our znode in this session, or NULL */
+  int watching;       /* an exists watch is on `node`, or being set */
+  int deleting;       /* our own delete of `node` is out */
   int busy;           /* a request (chain) is out */
   int uncertain;      /* a sequential create's answer was lost */
   uint64_t retry_ms;  /* no request before this, after a hard error */
   uint64_t reopen_ms; /* no new handle before this, after a failed one */
+  /* What we create gets this ACL: open without --auth; with it, all to
+   * the session's authenticated identity and read to the world. */
+  struct ACL acl_entries[2];
+  struct ACL_vector acl;
   zg_ratelimit_t error_rl;
 
   zg_health_t health; /* health.healthy: the znode should exist */
@@ -177,9 +187,9 @@ static void create_node(reg_t *r) {
   int rc;
   if (!q)
     return;
-  rc = zoo_acreate(
-      r->zk.zh, r->create_path, r->data, (int)r->len, &ZOO_OPEN_ACL_UNSAFE,
-      r->sequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_EPHEMERAL, on_created, q);
+  rc = zoo_acreate(r->zk.zh, r->create_path, r->data, (int)r->len, &r->acl,
+                   r->sequential ? ZOO_EPHEMERAL_SEQUENTIAL : ZOO_EPHEMERAL,
+                   on_created, q);
   issued(r, rc, q, "create", r->create_path);
 }
 
@@ -231,8 +241,7 @@ static void make_parents(reg_t *r) {
     prefix[n] = '\0';
     if (!(q = req_new(r, prefix, b)))
       break;
-    rc = zoo_acreate(r->zk.zh, prefix, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0,
-                     on_parent, q);
+    rc = zoo_acreate(r->zk.zh, prefix, NULL, -1, &r->acl, 0, on_parent, q);
     memcpy(prefix, path, strlen(path) + 1);
     if (rc != ZOK) {
       free(q);
@@ -444,10 +453,12 @@ static void on_deleted(int rc, const void *data) {
   if (stale(r, gen))
     return;
   r->busy = 0;
+  r->deleting = 0;
   if (rc == ZOK || rc == ZNONODE) {
     zg_info("register", "removed %s", r->node);
     free(r->node);
     r->node = NULL;
+    r->watching = 0;
   } else if (!zg_zkconn_transient(rc)) {
     hard_error(r, "delete", r->node, rc);
   }
@@ -455,9 +466,78 @@ static void on_deleted(int rc, const void *data) {
 
 static void delete_node(reg_t *r) {
   req_t *q = req_new(r, NULL, NULL);
-  if (q)
+  if (q) {
     issued(r, zoo_adelete(r->zk.zh, r->node, -1, on_deleted, q), q, "delete",
            r->node);
+    r->deleting = r->busy;
+  }
+}
+
+/* ---- keeping the znode: repaired when someone else deletes it --------- */
+
+/* Our znode is gone (or no longer ours) while the session lives: forgotten,
+ * so that reconcile() creates it again, with the same data. */
+static void node_lost(reg_t *r, const char *why) {
+  zg_warn("register", "%s %s: %s", r->node, why,
+          r->health.healthy ? "creating it again"
+                            : "the instance is unhealthy, not registering");
+  free(r->node);
+  r->node = NULL;
+  r->watching = 0;
+}
+
+/* The exists watch on our znode. Watches are one-shot: any event on it
+ * clears `watching`, and reconcile() sets the watch again. Session events
+ * also reach path watchers (PLATFORM.md): the session watcher handles
+ * those. Our own delete fires it too: `deleting` tells. */
+static void on_node_event(zhandle_t *zh, int type, int state, const char *path,
+                          void *ctx) {
+  reg_t *r = ctx;
+  (void)state;
+  if (type == ZOO_SESSION_EVENT || r->stopping || zh != r->zk.zh || !r->node ||
+      !path || strcmp(path, r->node) != 0)
+    return;
+  r->watching = 0;
+  if (type == ZOO_DELETED_EVENT && !r->deleting)
+    node_lost(r, "was deleted by another session");
+}
+
+static void on_watch_set(int rc, const struct Stat *stat, const void *data) {
+  req_t *q = (req_t *)(uintptr_t)data;
+  reg_t *r = q->r;
+  if (stale(r, q->gen) || !r->node || strcmp(q->path, r->node) != 0) {
+    free(q);
+    return;
+  }
+  free(q);
+  if (rc == ZOK && stat->ephemeralOwner == r->session_id)
+    return; /* watched */
+  r->watching = 0;
+  if (r->deleting)
+    return; /* on_deleted() decides */
+  if (rc == ZNONODE)
+    node_lost(r, "was deleted by another session");
+  else if (rc == ZOK)
+    /* Deleted and made again by someone else under our name (Curator's
+     * fixed one): created again, which replaces it (check_owner()). */
+    node_lost(r, "was replaced by another session's znode");
+  else if (!zg_zkconn_transient(rc))
+    hard_error(r, "watch", r->node, rc);
+}
+
+static void watch_node(reg_t *r) {
+  req_t *q = req_new(r, r->node, NULL);
+  int rc;
+  if (!q)
+    return;
+  rc = zoo_awexists(r->zk.zh, r->node, on_node_event, r, on_watch_set, q);
+  if (rc != ZOK) {
+    free(q);
+    if (!zg_zkconn_transient(rc))
+      hard_error(r, "watch", r->node, rc);
+    return;
+  }
+  r->watching = 1; /* not `busy`: a create or delete may go meanwhile */
 }
 
 /* The one place that decides what to ask of ZooKeeper. */
@@ -472,6 +552,8 @@ static void reconcile(reg_t *r) {
       create_node(r);
   } else if (!r->health.healthy && r->node) {
     delete_node(r);
+  } else if (r->node && !r->watching) {
+    watch_node(r);
   }
 }
 
@@ -518,20 +600,49 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   }
 }
 
+static int auth_user_len(const reg_t *r) {
+  return (int)strcspn(r->opts->auth, ":");
+}
+
+/* A refusal also comes as ZOO_AUTH_FAILED_STATE: on_session_event(). */
+static void on_auth(int rc, const void *data) {
+  reg_t *r = (reg_t *)(uintptr_t)data;
+  if (rc == ZOK && !r->stopping)
+    zg_debug("register", "authenticated to ZooKeeper as digest user '%.*s'",
+             auth_user_len(r), r->opts->auth);
+}
+
 static void session_open(reg_t *r) {
+  uint64_t dropped;
   int rc;
   r->reopen_ms = now_ms(r) + RETRY_MS;
   rc = zg_zkconn_open(&r->zk, r->opts->zk_hosts,
                       (int)r->opts->session_timeout_ms, on_session_event, r);
   /* UV_EAGAIN: the host names are being resolved (off the loop), and a
-   * failure to resolve them is logged there. */
-  if (rc != 0 && rc != UV_EAGAIN) {
-    uint64_t dropped;
+   * failure to resolve them is logged there; tried again at reopen_ms. */
+  if (rc == UV_EAGAIN)
+    return;
+  if (rc != 0) {
     if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
       zg_error("register",
                "cannot create a ZooKeeper handle for '%s': %s; "
                "retrying",
                r->opts->zk_hosts, strerror(errno));
+    return;
+  }
+  /* Queued before the handshake ends: the client sends the credentials
+   * first on every connection (again after a reconnection), so no request
+   * of this session goes unauthenticated. Digest is not refused: a wrong
+   * password is another identity, which the ACLs then deny (ZNOAUTH). */
+  if (r->opts->auth &&
+      (rc = zoo_add_auth(r->zk.zh, "digest", r->opts->auth,
+                         (int)strlen(r->opts->auth), on_auth, r)) != ZOK) {
+    if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
+      zg_error("register",
+               "cannot add the credentials of digest user '%.*s': %s; "
+               "retrying",
+               auth_user_len(r), r->opts->auth, zerror(rc));
+    zg_zkconn_reset(&r->zk, 0);
   }
 }
 
@@ -544,6 +655,8 @@ static void session_restart(reg_t *r) {
   r->busy = 0;
   r->uncertain = 0;
   r->retry_ms = 0;
+  r->watching = 0;
+  r->deleting = 0;
   free(r->node);
   r->node = NULL;
   r->disconnected_ms = now_ms(r);
@@ -928,6 +1041,20 @@ static int prepare(reg_t *r) {
   slash = strrchr(r->create_path, '/');
   r->prefix = slash + 1;
   zg_instance_addr_str(&opts->address, r->addr, sizeof(r->addr));
+  if (opts->auth) {
+    /* "auth" names every identity the creating session authenticated
+     * with: the server writes digest:USER:BASE64(SHA1(USER:PASSWORD)) in
+     * its place. World read: gateways list and read without credentials;
+     * nobody else may change, delete or add under what we made. */
+    r->acl_entries[0].perms = ZOO_PERM_ALL;
+    r->acl_entries[0].id = ZOO_AUTH_IDS;
+    r->acl_entries[1].perms = ZOO_PERM_READ;
+    r->acl_entries[1].id = ZOO_ANYONE_ID_UNSAFE;
+    r->acl.count = 2;
+    r->acl.data = r->acl_entries;
+  } else {
+    r->acl = ZOO_OPEN_ACL_UNSAFE;
+  }
   return 0;
 }
 
@@ -972,9 +1099,12 @@ int zg_register_run(const zg_register_opts_t *opts) {
   uv_signal_start(&r.sigterm, on_signal, SIGTERM);
   uv_signal_start(&r.sigint, on_signal, SIGINT);
 
-  zg_info("register", "zkgate-register %s: %s as %s under %s, ZooKeeper %s",
+  zg_info("register",
+          "zkgate-register %s: %s as %s under %s, ZooKeeper %s%s%.*s%s",
           ZKGATE_VERSION, r.addr, zg_register_fmt_name(opts->format),
-          opts->zk_path, opts->zk_hosts);
+          opts->zk_path, opts->zk_hosts, opts->auth ? " as digest user '" : "",
+          opts->auth ? auth_user_len(&r) : 0, opts->auth ? opts->auth : "",
+          opts->auth ? "' (ACL: that user all, world read)" : "");
   /* Without a check the instance counts as healthy from the start; with
    * one it must pass `rise` checks first. */
   zg_health_init(&r.health, opts->rise, opts->fall,

@@ -55,6 +55,10 @@ static void usage(FILE *out) {
       "(default 2)\n"
       "  --session-timeout DURATION  ZooKeeper session timeout (default "
       "10s)\n"
+      "  --auth digest:USER:PASS authenticate every session; what it "
+      "creates gets the\n"
+      "                          ACL USER: all, world: read (the parents it "
+      "makes too)\n"
       "  --log-level LEVEL       error, warn, info (default) or debug\n"
       "  -h, --help              this help\n"
       "  -V, --version           versions of zkgate-register and its "
@@ -154,7 +158,40 @@ enum {
   OPT_FALL,
   OPT_SESSION_TIMEOUT,
   OPT_LOG_LEVEL,
+  OPT_AUTH,
 };
+
+/* digest:USER:PASSWORD, read as [zookeeper] auth is: ZooKeeper splits
+ * "user:password" at the first colon, so the user has none and the
+ * password may. Messages never quote the value: it holds a secret. */
+static int parse_auth(const char *v, char **out, const char **why) {
+  const char *user, *pass;
+  if (strncmp(v, "digest:", 7) != 0) {
+    *why = "expected digest:USER:PASSWORD (digest is the only scheme)";
+    return -1;
+  }
+  user = v + 7;
+  pass = strchr(user, ':');
+  if (!pass || pass == user) {
+    *why = "the user is missing; expected digest:USER:PASSWORD";
+    return -1;
+  }
+  if (pass[1] == '\0') {
+    *why = "the password is empty; expected digest:USER:PASSWORD";
+    return -1;
+  }
+  for (const char *c = user; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+      *why = "control characters are not allowed in the user or the "
+             "password";
+      return -1;
+    }
+  if (!(*out = strdup(user))) {
+    *why = "out of memory";
+    return -1;
+  }
+  return 0;
+}
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
@@ -169,6 +206,7 @@ int main(int argc, char **argv) {
       {"fall", required_argument, NULL, OPT_FALL},
       {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"auth", required_argument, NULL, OPT_AUTH},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
@@ -176,7 +214,9 @@ int main(int argc, char **argv) {
   zg_register_opts_t opts;
   zg_log_level_t level = ZG_LOG_INFO;
   const char *address = NULL, *why = NULL;
-  int opt, check_tuned = 0;
+  /* Static: still reachable when a later option is refused (no leak). */
+  static char *auth;
+  int opt, check_tuned = 0, rc;
 
   memset(&opts, 0, sizeof(opts));
   opts.format = ZG_REGFMT_URL;
@@ -256,6 +296,17 @@ int main(int argc, char **argv) {
         return bad("--log-level '%s': expected error, warn, info or debug",
                    optarg);
       break;
+    case OPT_AUTH:
+      free(auth);
+      auth = NULL;
+      if (parse_auth(optarg, &auth, &why) != 0)
+        return bad("--auth: %s", why);
+      /* Copied: the argument's password is blanked so that ps and
+       * /proc/PID/cmdline stop showing it once we are running. */
+      for (char *c = strchr(optarg + 7, ':') + 1; *c; c++)
+        *c = 'x';
+      opts.auth = auth;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -282,5 +333,11 @@ int main(int argc, char **argv) {
     return bad("--check http:/PATH speaks plain HTTP and the instance "
                "speaks https: use --check tcp");
   zg_log_set_level(level);
-  return zg_register_run(&opts);
+  rc = zg_register_run(&opts);
+  if (auth) {
+    for (volatile char *c = auth; *c; c++)
+      *c = 0;
+    free(auth);
+  }
+  return rc;
 }

@@ -60,6 +60,9 @@ typedef struct reg_service {
   int stale;  /* past max_stale: the gateway has an empty pool, `published`
                  still holds the last known one */
   int64_t published_wall_ms; /* when `published` was published */
+  int from_file;             /* `published` came from the state file and
+                                ZooKeeper has not confirmed it yet */
+  int64_t file_fresh_ms;     /* from_file: known current then (wall) */
   uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
   uint64_t version;
   zg_pool_t *published;
@@ -106,9 +109,9 @@ struct zg_registry {
   uint64_t lists_total, reads_total;
   uint64_t expiries, watch_events;
   int64_t last_update_wall_ms;
-  char *state_file;       /* NULL: none */
-  uint64_t max_stale_ms;  /* 0: forever */
-  uv_timer_t state_timer; /* writes the state file shortly after changes */
+  char *state_file;                /* NULL: none */
+  uint64_t max_stale_ms;           /* 0: forever */
+  zg_state_writer_t *state_writer; /* while started, with a state_file */
   int open_handles;
 
   reg_service_t **services; /* watched paths, roots included */
@@ -262,14 +265,20 @@ static int64_t wall_ms(void) {
 
 /* ---- the state file ---------------------------------------------------- */
 
-static void on_state_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
+/* The writer wants the entries (on the loop; it encodes and writes them on
+ * the thread pool). Each says until when its pool was known to be the
+ * registry's: now while connected, the moment the connection was lost
+ * while not, and the file's own time for a pool from the file that
+ * ZooKeeper has not confirmed since: max_stale at the next start counts
+ * from there. */
+static void on_state_collect(void *arg, zg_state_writer_t *w) {
+  zg_registry_t *reg = arg;
   zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
+  int64_t now = wall_ms(), lost;
   size_t n = 0;
-  char *text;
-  int rc;
   if (!entries)
     return;
+  lost = now - (int64_t)(uv_now(reg->loop) - reg->disconnected_ms);
   /* Last known pools, including those a max_stale has hidden from the
    * gateway: the file remembers what the registry last said. */
   for (size_t i = 0; i < reg->n_services; i++) {
@@ -277,38 +286,31 @@ static void on_state_timer(uv_timer_t *t) {
     if (!svc->published)
       continue;
     entries[n].zk_path = svc->path;
+    entries[n].endpoint = svc->endpoint;
     entries[n].pool = svc->published;
     entries[n].updated_ms = svc->published_wall_ms;
+    entries[n].fresh_ms = svc->from_file                  ? svc->file_fresh_ms
+                          : reg->state == ZG_ZK_CONNECTED ? now
+                                                          : lost;
     n++;
   }
-  text = zg_state_encode(entries, n, wall_ms());
+  zg_state_writer_put(w, entries, n, now);
   free(entries);
-  if (!text) {
-    zg_error("registry", "state file %s: out of memory", reg->state_file);
-    return;
-  }
-  rc = zg_state_write_file(reg->state_file, text);
-  free(text);
-  if (rc != 0) {
-    uint64_t dropped;
-    if (zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
-      zg_error("registry", "cannot write the state file %s: %s",
-               reg->state_file, strerror(-rc));
-  }
 }
 
-/* Written 100 ms after a change, so that a burst of publications (the
- * first synchronisation of many services) writes the file once. */
+/* Written shortly after a change, so that a burst of publications (the
+ * first synchronisation of many services) writes the file once; at most
+ * once a second, off the loop (state.h). */
 static void schedule_state_write(zg_registry_t *reg) {
-  if (reg->state_file && !reg->closing &&
-      !uv_is_active((uv_handle_t *)&reg->state_timer))
-    uv_timer_start(&reg->state_timer, on_state_timer, 100, 0);
+  if (reg->state_writer && !reg->closing)
+    zg_state_writer_mark(reg->state_writer);
 }
 
 typedef struct {
   char *zk_path;
+  char *endpoint;
   zg_pool_t *pool;
-  int64_t updated_ms;
+  int64_t updated_ms, fresh_ms;
 } loaded_entry_t;
 
 typedef struct {
@@ -316,10 +318,11 @@ typedef struct {
   size_t n, cap;
 } loaded_t;
 
-static void on_state_entry(void *arg, const char *zk_path, zg_pool_t *pool,
-                           int64_t updated_ms) {
+static void on_state_entry(void *arg, const zg_state_entry_t *e,
+                           zg_pool_t *pool) {
   loaded_t *l = arg;
-  char *path = strdup(zk_path);
+  char *path = strdup(e->zk_path);
+  char *endpoint = e->endpoint ? strdup(e->endpoint) : NULL;
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 16;
     loaded_entry_t *nv = realloc(l->v, cap * sizeof(*nv));
@@ -328,14 +331,17 @@ static void on_state_entry(void *arg, const char *zk_path, zg_pool_t *pool,
       l->cap = cap;
     }
   }
-  if (!path || l->n == l->cap) {
+  if (!path || (e->endpoint && !endpoint) || l->n == l->cap) {
     free(path);
+    free(endpoint);
     zg_pool_unref(pool);
     return;
   }
   l->v[l->n].zk_path = path;
+  l->v[l->n].endpoint = endpoint;
   l->v[l->n].pool = pool;
-  l->v[l->n].updated_ms = updated_ms;
+  l->v[l->n].updated_ms = e->updated_ms;
+  l->v[l->n].fresh_ms = e->fresh_ms;
   l->n++;
 }
 
@@ -359,6 +365,7 @@ static int name_cmp(const void *a, const void *b) {
  * watched) before the pools are handed out. */
 static void state_apply(zg_registry_t *reg, loaded_t *l) {
   size_t n_roots = reg->n_services;
+  uint64_t newest = UINT64_MAX; /* the age of the freshest pool taken */
   const char **names = malloc((l->n + 1) * sizeof(*names));
   for (size_t r = 0; names && r < n_roots; r++) {
     reg_service_t *root = reg->services[r];
@@ -380,27 +387,55 @@ static void state_apply(zg_registry_t *reg, loaded_t *l) {
   free(names);
   for (size_t i = 0; i < l->n; i++) {
     zg_pool_t *pool = l->v[i].pool;
-    /* Services sharing a path share the pool. */
+    int64_t now = wall_ms();
+    uint64_t age = zg_state_age_ms(l->v[i].fresh_ms, now);
+    int past =
+        zg_state_past_max_stale(l->v[i].fresh_ms, now, reg->max_stale_ms);
+    /* Services sharing a path and endpoint share the pool; an entry of
+     * another path or endpoint is no one's. */
     for (size_t k = 0; k < reg->n_services; k++) {
       reg_service_t *svc = reg->services[k];
-      if (svc->root || svc->published || strcmp(svc->path, l->v[i].zk_path))
+      zg_pool_t *serve = pool;
+      if (svc->root || svc->published ||
+          !zg_state_key_match(l->v[i].zk_path, l->v[i].endpoint, svc->path,
+                              svc->endpoint))
         continue;
       pool->version = svc->version = 1;
       pool->created_ms = uv_now(reg->loop);
+      /* Older than max_stale already: stale from the start, as if the
+       * gateway had been without ZooKeeper all along (it was, for them).
+       * Kept for the file and for a reconnection that confirms it. */
+      if (past && pool->n > 0 && (serve = zg_pool_new(NULL, 0, 1, 0)))
+        svc->stale = 1;
+      else
+        serve = pool;
       zg_info("registry",
-              "%s: %zu instance(s) from the state file, last updated %lld s "
-              "ago",
-              svc->path, pool->n,
-              (long long)(wall_ms() - l->v[i].updated_ms) / 1000);
+              "%s%s%s: %zu instance(s) from the state file, last updated %lld "
+              "s ago, known current %llu s ago%s",
+              svc->path, svc->endpoint ? " endpoint " : "",
+              svc->endpoint ? svc->endpoint : "", pool->n,
+              (long long)(now - l->v[i].updated_ms) / 1000,
+              (unsigned long long)age / 1000,
+              svc->stale ? ": past max_stale, not served" : "");
+      if (age < newest)
+        newest = age;
       svc->synced = 1;
+      svc->from_file = 1;
+      svc->file_fresh_ms = l->v[i].fresh_ms;
       svc->published_wall_ms = l->v[i].updated_ms;
       svc->published = zg_pool_ref(pool);
-      reg->cb(reg->cb_arg, svc->ctx, zg_pool_ref(pool));
+      reg->cb(reg->cb_arg, svc->ctx, serve == pool ? zg_pool_ref(pool) : serve);
     }
     zg_pool_unref(pool);
     free(l->v[i].zk_path);
+    free(l->v[i].endpoint);
   }
   free(l->v);
+  /* Without ZooKeeper since the freshest of them was current, as far as
+   * anyone can tell: what /ready and the stats report. */
+  if (newest != UINT64_MAX)
+    reg->disconnected_ms -=
+        newest < reg->disconnected_ms ? newest : reg->disconnected_ms;
 }
 
 static void state_load(zg_registry_t *reg) {
@@ -440,22 +475,32 @@ static void state_load(zg_registry_t *reg) {
  * service; the last known pool is kept for the state file and comes back
  * on reconnection if the registry still says so. */
 static void check_stale(zg_registry_t *reg, uint64_t now) {
-  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED ||
-      now - reg->disconnected_ms < reg->max_stale_ms)
+  int64_t wall = 0;
+  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED)
     return;
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = reg->services[i];
     zg_pool_t *empty;
+    uint64_t age;
     if (svc->stale || !svc->published || svc->published->n == 0)
+      continue;
+    /* A pool from the state file is as old as the file says, not as old
+     * as this process. */
+    if (svc->from_file && !wall)
+      wall = wall_ms();
+    age = svc->from_file ? zg_state_age_ms(svc->file_fresh_ms, wall)
+                         : now - reg->disconnected_ms;
+    if (age < reg->max_stale_ms)
       continue;
     empty = zg_pool_new(NULL, 0, ++svc->version, now);
     if (!empty)
       continue;
     svc->stale = 1;
     zg_warn("registry",
-            "%s: no ZooKeeper for %llu ms, past max_stale (%llu ms): the last "
-            "known %zu instance(s) no longer serve",
-            svc->path, (unsigned long long)(now - reg->disconnected_ms),
+            "%s: no ZooKeeper for %llu ms%s, past max_stale (%llu ms): the "
+            "last known %zu instance(s) no longer serve",
+            svc->path, (unsigned long long)age,
+            svc->from_file ? " (counted from the state file)" : "",
             (unsigned long long)reg->max_stale_ms, svc->published->n);
     reg->cb(reg->cb_arg, svc->ctx, empty);
   }
@@ -468,6 +513,7 @@ static void publish_now(reg_service_t *svc) {
   size_t n = 0;
 
   svc->dirty = 0;
+  svc->from_file = 0; /* what follows is ZooKeeper's word */
   list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
   if (!list) {
     zg_error("registry", "%s: out of memory building a pool", svc->path);
@@ -1402,7 +1448,7 @@ static int add_watch(zg_registry_t *reg, const char *zk_path,
       svc = g;
       reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
       svc->gone = 0;
-      svc->synced = svc->dirty = svc->stale = 0;
+      svc->synced = svc->dirty = svc->stale = svc->from_file = 0;
       svc->lists = svc->reads = 0;
       break;
     }
@@ -1499,16 +1545,20 @@ int zg_registry_start(zg_registry_t *reg) {
   uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
   uv_timer_init(reg->loop, &reg->coalesce_timer);
-  uv_timer_init(reg->loop, &reg->state_timer);
   reg->coalesce_timer.data = reg;
-  reg->state_timer.data = reg;
-  /* Never connected yet: max_stale counts from the start. */
+  /* Never connected yet: max_stale counts from the start (from the file's
+   * time for pools that come from it). */
   reg->disconnected_ms = uv_now(reg->loop);
-  if (reg->state_file)
+  if (reg->state_file) {
     state_load(reg);
+    if (!(reg->state_writer = zg_state_writer_new(reg->loop, reg->state_file,
+                                                  on_state_collect, reg)))
+      zg_error("registry", "state file %s: out of memory: not written",
+               reg->state_file);
+  }
   reg->zk_timer.data = reg;
   reg->health_timer.data = reg;
-  reg->open_handles = 4;
+  reg->open_handles = 3;
   reg->started = 1;
   /* A session that cannot open yet (names not resolved) is retried in the
    * background: the gateway starts and serves what it has. */
@@ -1602,6 +1652,16 @@ void zg_registry_close(zg_registry_t *reg) {
   if (!reg)
     return;
   reg->closing = 1;
+  /* A state file write still waiting is collected now, and done on the
+   * thread pool (the loop runs until it is). Connected, the file is written
+   * anyway: its pools were current until now, and the next start counts
+   * max_stale from the time it records. */
+  if (reg->state_writer) {
+    if (reg->state == ZG_ZK_CONNECTED)
+      zg_state_writer_mark(reg->state_writer);
+    zg_state_writer_close(reg->state_writer);
+    reg->state_writer = NULL;
+  }
   poll_drop(reg);
   if (reg->zh) {
     settle_handshake(reg->zh);
@@ -1612,12 +1672,6 @@ void zg_registry_close(zg_registry_t *reg) {
     reg->zh = NULL;
   }
   reg->state = ZG_ZK_CLOSED;
-  /* A state file write still waiting happens now. */
-  if (reg->started && reg->state_file &&
-      uv_is_active((uv_handle_t *)&reg->state_timer)) {
-    uv_timer_stop(&reg->state_timer);
-    on_state_timer(&reg->state_timer);
-  }
   for (size_t i = 0; i < reg->n_services; i++)
     service_free(reg->services[i]);
   graveyard_free(reg);
@@ -1640,5 +1694,4 @@ void zg_registry_close(zg_registry_t *reg) {
   uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
-  uv_close((uv_handle_t *)&reg->state_timer, on_timer_closed);
 }

@@ -1,7 +1,9 @@
-/* State file encoding and atomic replacement; see state.h. */
+/* State file encoding, atomic replacement, and the writer that keeps it up
+ * to date off the loop; see state.h. */
 #include "zkgate/state.h"
 
 #include "zkgate/error.h"
+#include "zkgate/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STATE_FORMAT 1
+/* 2: a list of entries keyed by zk_path and endpoint, each with fresh_ms.
+ * 1: an object keyed by zk_path alone (still read). */
+#define STATE_FORMAT 2
 
 static json_t *instance_json(const zg_instance_t *in) {
   json_t *o = json_pack(
@@ -35,7 +39,7 @@ static json_t *instance_json(const zg_instance_t *in) {
 
 char *zg_state_encode(const zg_state_entry_t *entries, size_t n,
                       int64_t now_ms) {
-  json_t *root = json_pack("{s:i, s:I, s:{}}", "format", STATE_FORMAT,
+  json_t *root = json_pack("{s:i, s:I, s:[]}", "format", STATE_FORMAT,
                            "written_ms", (json_int_t)now_ms, "services");
   json_t *services;
   char *text = NULL;
@@ -52,12 +56,20 @@ char *zg_state_encode(const zg_state_entry_t *entries, size_t n,
         json_decref(list);
         goto out;
       }
-    svc = json_pack("{s:I, s:o}", "updated_ms",
-                    (json_int_t)entries[i].updated_ms, "instances", list);
-    if (!svc || json_object_set_new(services, entries[i].zk_path, svc))
+    svc = json_pack("{s:s, s:I, s:I, s:o}", "zk_path", entries[i].zk_path,
+                    "updated_ms", (json_int_t)entries[i].updated_ms, "fresh_ms",
+                    (json_int_t)entries[i].fresh_ms, "instances", list);
+    if (!svc || (entries[i].endpoint &&
+                 json_object_set_new(svc, "endpoint",
+                                     json_string(entries[i].endpoint)))) {
+      json_decref(svc);
+      goto out;
+    }
+    if (json_array_append_new(services, svc))
       goto out;
   }
-  text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
+  /* Compact: a registry of 10,000 instances makes a file of a few MB. */
+  text = json_dumps(root, JSON_COMPACT);
 out:
   json_decref(root);
   return text;
@@ -117,97 +129,185 @@ static int instance_from_json(json_t *o, zg_instance_t *out) {
 }
 
 typedef struct {
-  const char *path;
+  zg_state_entry_t e; /* strings borrowed from the JSON tree */
   zg_pool_t *pool;
-  int64_t updated_ms;
 } decoded_t;
+
+/* One entry's instances into out->pool; -1 with a reason when malformed. */
+static int decode_entry(json_t *list, const char *what, decoded_t *out,
+                        char *err, size_t errlen) {
+  size_t k, n;
+  json_t *o;
+  zg_instance_t *inst;
+  if (!json_is_array(list)) {
+    snprintf(err, errlen, "malformed entry for %s", what);
+    return -1;
+  }
+  n = json_array_size(list);
+  if (!(inst = calloc(n + 1, sizeof(*inst)))) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  json_array_foreach(list, k, o) {
+    if (instance_from_json(o, &inst[k]) != 0) {
+      snprintf(err, errlen, "malformed instance %zu of %s", k, what);
+      for (size_t j = 0; j < k; j++)
+        zg_instance_clear(&inst[j]);
+      free(inst);
+      return -1;
+    }
+  }
+  out->pool = zg_pool_new(inst, n, 0, 0);
+  for (size_t j = 0; j < n; j++)
+    zg_instance_clear(&inst[j]);
+  free(inst);
+  if (!out->pool) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
 
 int zg_state_decode(const char *text, size_t len, zg_state_cb cb, void *arg,
                     char *err, size_t errlen) {
   json_error_t jerr;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-  json_t *services, *svc;
-  json_int_t format = 0;
+  json_t *services, *svc, *list;
+  json_int_t format = 0, written = 0;
   const char *path;
   decoded_t *all = NULL;
-  size_t n = 0, cap;
+  size_t n = 0, cap, i;
   int rc = ZG_EDECODE;
 
   if (!root) {
     snprintf(err, errlen, "bad JSON at line %d: %s", jerr.line, jerr.text);
     return ZG_EDECODE;
   }
-  if (json_unpack(root, "{s:I, s:o}", "format", &format, "services",
-                  &services) != 0 ||
-      format != STATE_FORMAT || !json_is_object(services)) {
-    snprintf(err, errlen, "not a zkgate state file of format %d", STATE_FORMAT);
+  if (json_unpack(root, "{s:I, s?I, s:o}", "format", &format, "written_ms",
+                  &written, "services", &services) != 0 ||
+      !((format == 1 && json_is_object(services)) ||
+        (format == STATE_FORMAT && json_is_array(services)))) {
+    snprintf(err, errlen, "not a zkgate state file of format 1 or %d",
+             STATE_FORMAT);
     goto out;
   }
-  cap = json_object_size(services);
+  cap = format == 1 ? json_object_size(services) : json_array_size(services);
   all = calloc(cap ? cap : 1, sizeof(*all));
   if (!all) {
     snprintf(err, errlen, "out of memory");
     goto out;
   }
-  json_object_foreach(services, path, svc) {
-    json_t *list, *o;
-    json_int_t updated = 0;
-    size_t k;
-    zg_instance_t *inst;
-    if (json_unpack(svc, "{s:I, s:o}", "updated_ms", &updated, "instances",
-                    &list) != 0 ||
-        !json_is_array(list)) {
-      snprintf(err, errlen, "malformed entry for %s", path);
-      goto out;
-    }
-    inst = calloc(json_array_size(list) + 1, sizeof(*inst));
-    if (!inst) {
-      snprintf(err, errlen, "out of memory");
-      goto out;
-    }
-    json_array_foreach(list, k, o) {
-      if (instance_from_json(o, &inst[k]) != 0) {
-        snprintf(err, errlen, "malformed instance %zu of %s", k, path);
-        for (size_t j = 0; j < k; j++)
-          zg_instance_clear(&inst[j]);
-        free(inst);
+  if (format == 1) {
+    /* Keyed by path alone: the main endpoint's, known current when the
+     * file was written (the best it tells). */
+    json_object_foreach(services, path, svc) {
+      json_int_t updated = 0;
+      if (json_unpack(svc, "{s:I, s:o}", "updated_ms", &updated, "instances",
+                      &list) != 0) {
+        snprintf(err, errlen, "malformed entry for %s", path);
         goto out;
       }
+      if (decode_entry(list, path, &all[n], err, errlen) != 0)
+        goto out;
+      all[n].e.zk_path = path;
+      all[n].e.updated_ms = updated;
+      all[n].e.fresh_ms = written ? written : updated;
+      n++;
     }
-    all[n].path = path;
-    all[n].updated_ms = updated;
-    all[n].pool = zg_pool_new(inst, json_array_size(list), 0, 0);
-    for (size_t j = 0; j < json_array_size(list); j++)
-      zg_instance_clear(&inst[j]);
-    free(inst);
-    if (!all[n].pool) {
-      snprintf(err, errlen, "out of memory");
-      goto out;
+  } else {
+    json_array_foreach(services, i, svc) {
+      json_int_t updated = 0, fresh = 0;
+      const char *endpoint = NULL;
+      char what[32];
+      snprintf(what, sizeof(what), "entry %zu", i);
+      if (json_unpack(svc, "{s:s, s?s, s:I, s:I, s:o}", "zk_path", &path,
+                      "endpoint", &endpoint, "updated_ms", &updated, "fresh_ms",
+                      &fresh, "instances", &list) != 0 ||
+          path[0] != '/') {
+        snprintf(err, errlen, "malformed %s", what);
+        goto out;
+      }
+      if (decode_entry(list, path, &all[n], err, errlen) != 0)
+        goto out;
+      all[n].e.zk_path = path;
+      all[n].e.endpoint = endpoint;
+      all[n].e.updated_ms = updated;
+      all[n].e.fresh_ms = fresh;
+      n++;
     }
-    n++;
   }
-  for (size_t i = 0; i < n; i++) {
-    cb(arg, all[i].path, all[i].pool, all[i].updated_ms);
+  for (i = 0; i < n; i++) {
+    all[i].e.pool = all[i].pool;
+    cb(arg, &all[i].e, all[i].pool);
     all[i].pool = NULL;
   }
   rc = 0;
 out:
-  for (size_t i = 0; i < n; i++)
+  for (i = 0; i < n; i++)
     zg_pool_unref(all[i].pool);
   free(all);
   json_decref(root);
   return rc;
 }
 
-int zg_state_write_file(const char *path, const char *text) {
-  size_t plen = strlen(path), len = strlen(text), off = 0;
-  char *tmp = malloc(plen + 8);
+int zg_state_key_match(const char *zk_path, const char *endpoint,
+                       const char *want_path, const char *want_endpoint) {
+  if (strcmp(zk_path, want_path) != 0)
+    return 0;
+  if (!endpoint || !want_endpoint)
+    return !endpoint && !want_endpoint;
+  return strcmp(endpoint, want_endpoint) == 0;
+}
+
+uint64_t zg_state_age_ms(int64_t fresh_ms, int64_t now_ms) {
+  return now_ms > fresh_ms ? (uint64_t)(now_ms - fresh_ms) : 0;
+}
+
+int zg_state_past_max_stale(int64_t fresh_ms, int64_t now_ms,
+                            uint64_t max_stale_ms) {
+  return max_stale_ms > 0 && zg_state_age_ms(fresh_ms, now_ms) >= max_stale_ms;
+}
+
+/* The rename is an entry of the directory: fsynced too, or a crash may
+ * bring back the old file (or none) after the new one was reported
+ * written. EINVAL: a file system that cannot sync directories. */
+static int fsync_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir;
   int fd, rc = 0;
+  if (!slash)
+    dir = strdup(".");
+  else if (slash == path)
+    dir = strdup("/");
+  else
+    dir = strndup(path, (size_t)(slash - path));
+  if (!dir)
+    return -ENOMEM;
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (fd < 0)
+    return -errno;
+  if (fsync(fd) != 0 && errno != EINVAL)
+    rc = -errno;
+  close(fd);
+  return rc;
+}
+
+int zg_state_write_file(const char *path, const char *text, unsigned *seq) {
+  size_t plen = strlen(path), len = strlen(text), off = 0, tlen = plen + 48;
+  char *tmp = malloc(tlen);
+  int fd = -1, rc = 0;
   if (!tmp)
     return -ENOMEM;
-  memcpy(tmp, path, plen);
-  memcpy(tmp + plen, ".tmp", 5);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  /* A name of our own, created exclusively: never a file another process
+   * (a second gateway given the same path) is writing. A name left by an
+   * earlier process with our pid is skipped. */
+  for (int tries = 0; tries < 100; tries++) {
+    snprintf(tmp, tlen, "%s.tmp.%ld.%u", path, (long)getpid(), (*seq)++);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0 || errno != EEXIST)
+      break;
+  }
   if (fd < 0) {
     rc = -errno;
     free(tmp);
@@ -233,6 +333,253 @@ int zg_state_write_file(const char *path, const char *text) {
     rc = -errno;
   if (rc != 0)
     unlink(tmp);
+  else
+    rc = fsync_dir(path);
   free(tmp);
   return rc;
+}
+
+uint64_t zg_state_write_delay(uint64_t now_ms, uint64_t last_ms,
+                              uint64_t settle_ms, uint64_t min_interval_ms) {
+  uint64_t due = last_ms ? last_ms + min_interval_ms : 0;
+  if (due > now_ms && due - now_ms > settle_ms)
+    return due - now_ms;
+  return settle_ms;
+}
+
+/* ---- the writer ---------------------------------------------------------
+ * Collecting the entries is the loop's part: a reference on each pool (the
+ * pools are immutable and reference-counted atomically) and a copy of each
+ * path, O(services). Encoding (O(instances)) and the file system's part
+ * (write, fsync, rename, fsync of the directory: the slow part on a busy
+ * disk) run on libuv's thread pool. One job at a time, so writes land in
+ * order; changes during a job make the next one, at least a second after
+ * the last start. */
+
+#define SETTLE_MS 100
+#define MIN_INTERVAL_MS 1000
+
+typedef struct job {
+  uv_work_t work;
+  zg_state_writer_t *w;
+  zg_state_entry_t *entries; /* pointing into `owned` */
+  struct owned {
+    char *zk_path, *endpoint;
+    zg_pool_t *pool;
+  } * owned;
+  size_t n;
+  int64_t now_ms;
+  int rc;
+} job_t;
+
+struct zg_state_writer {
+  uv_loop_t *loop;
+  char *path;
+  zg_state_collect_cb collect;
+  void *arg;
+  uv_timer_t timer;
+  int dirty;       /* changed since the last collect */
+  int closing;     /* zg_state_writer_close() was called */
+  int timer_open;  /* until its close callback */
+  job_t *inflight; /* on the thread pool */
+  job_t *next;     /* collected at close while another was in flight */
+  job_t *put;      /* what the collect callback gave */
+  uint64_t last_start_ms;
+  unsigned seq; /* temporary names; touched by the one job in flight only */
+  uint64_t written, failed;
+  zg_ratelimit_t error_rl;
+};
+
+static void job_free(job_t *j) {
+  if (!j)
+    return;
+  for (size_t i = 0; i < j->n; i++) {
+    free(j->owned[i].zk_path);
+    free(j->owned[i].endpoint);
+    zg_pool_unref(j->owned[i].pool);
+  }
+  free(j->entries);
+  free(j->owned);
+  free(j);
+}
+
+int zg_state_writer_put(zg_state_writer_t *w, const zg_state_entry_t *entries,
+                        size_t n, int64_t now_ms) {
+  job_t *j = calloc(1, sizeof(*j));
+  if (!j || !(j->entries = calloc(n ? n : 1, sizeof(*j->entries))) ||
+      !(j->owned = calloc(n ? n : 1, sizeof(*j->owned)))) {
+    if (j)
+      free(j->entries);
+    free(j);
+    return UV_ENOMEM;
+  }
+  j->w = w;
+  j->now_ms = now_ms;
+  for (size_t i = 0; i < n; i++) {
+    struct owned *o = &j->owned[i];
+    o->pool = zg_pool_ref(entries[i].pool);
+    o->zk_path = strdup(entries[i].zk_path);
+    o->endpoint = entries[i].endpoint ? strdup(entries[i].endpoint) : NULL;
+    j->n++;
+    if (!o->zk_path || (entries[i].endpoint && !o->endpoint)) {
+      job_free(j);
+      return UV_ENOMEM;
+    }
+    j->entries[i] = entries[i];
+    j->entries[i].zk_path = o->zk_path;
+    j->entries[i].endpoint = o->endpoint;
+    j->entries[i].pool = o->pool;
+  }
+  job_free(w->put);
+  w->put = j;
+  return 0;
+}
+
+static void on_work(uv_work_t *req) {
+  job_t *j = req->data;
+  char *text = zg_state_encode(j->entries, j->n, j->now_ms);
+  if (!text) {
+    j->rc = -ENOMEM;
+    return;
+  }
+  j->rc = zg_state_write_file(j->w->path, text, &j->w->seq);
+  free(text);
+}
+
+static void writer_maybe_free(zg_state_writer_t *w) {
+  if (w->closing && !w->timer_open && !w->inflight && !w->next) {
+    free(w->path);
+    free(w);
+  }
+}
+
+static void start_job(zg_state_writer_t *w, job_t *j);
+
+static void schedule(zg_state_writer_t *w);
+
+static void on_work_done(uv_work_t *req, int status) {
+  job_t *j = req->data;
+  zg_state_writer_t *w = j->w;
+  int rc = status < 0 ? status : j->rc;
+  w->inflight = NULL;
+  if (rc == 0) {
+    w->written++;
+  } else {
+    uint64_t dropped;
+    w->failed++;
+    if (zg_ratelimit_allow(&w->error_rl, uv_now(w->loop), &dropped))
+      zg_error("registry", "cannot write the state file %s: %s%s", w->path,
+               rc == UV_ECANCELED ? "cancelled" : strerror(-rc),
+               dropped ? " (errors suppressed)" : "");
+  }
+  job_free(j);
+  if (w->next) {
+    job_t *next = w->next;
+    w->next = NULL;
+    start_job(w, next);
+  } else if (!w->closing && w->dirty) {
+    schedule(w);
+  }
+  writer_maybe_free(w);
+}
+
+static void start_job(zg_state_writer_t *w, job_t *j) {
+  int rc;
+  j->work.data = j;
+  w->last_start_ms = uv_now(w->loop);
+  w->inflight = j;
+  if ((rc = uv_queue_work(w->loop, &j->work, on_work, on_work_done)) != 0) {
+    w->inflight = NULL;
+    w->failed++;
+    zg_error("registry", "cannot write the state file %s: %s", w->path,
+             uv_strerror(rc));
+    job_free(j);
+  }
+}
+
+/* The owner's entries, now. NULL when out of memory (logged). */
+static job_t *collect(zg_state_writer_t *w) {
+  job_t *j;
+  w->dirty = 0;
+  w->put = NULL;
+  w->collect(w->arg, w);
+  j = w->put;
+  w->put = NULL;
+  if (!j) {
+    w->failed++;
+    zg_error("registry", "state file %s: out of memory", w->path);
+  }
+  return j;
+}
+
+static void on_writer_timer(uv_timer_t *t) {
+  zg_state_writer_t *w = t->data;
+  job_t *j;
+  if (w->closing || w->inflight || !w->dirty)
+    return; /* the job in flight schedules the next */
+  if ((j = collect(w)))
+    start_job(w, j);
+}
+
+static void schedule(zg_state_writer_t *w) {
+  uint64_t now = uv_now(w->loop);
+  if (uv_is_active((uv_handle_t *)&w->timer))
+    return;
+  uv_timer_start(
+      &w->timer, on_writer_timer,
+      zg_state_write_delay(now, w->last_start_ms, SETTLE_MS, MIN_INTERVAL_MS),
+      0);
+}
+
+zg_state_writer_t *zg_state_writer_new(uv_loop_t *loop, const char *path,
+                                       zg_state_collect_cb collect_cb,
+                                       void *arg) {
+  zg_state_writer_t *w = calloc(1, sizeof(*w));
+  if (!w || !(w->path = strdup(path))) {
+    free(w);
+    return NULL;
+  }
+  w->loop = loop;
+  w->collect = collect_cb;
+  w->arg = arg;
+  zg_ratelimit_init(&w->error_rl, 10000, 3);
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  w->timer_open = 1;
+  return w;
+}
+
+void zg_state_writer_mark(zg_state_writer_t *w) {
+  if (w->closing)
+    return;
+  w->dirty = 1;
+  if (!w->inflight)
+    schedule(w);
+}
+
+static void on_writer_timer_closed(uv_handle_t *h) {
+  zg_state_writer_t *w = h->data;
+  w->timer_open = 0;
+  writer_maybe_free(w);
+}
+
+void zg_state_writer_close(zg_state_writer_t *w) {
+  job_t *j = NULL;
+  if (!w || w->closing)
+    return;
+  if (w->dirty)
+    j = collect(w);
+  w->closing = 1;
+  uv_timer_stop(&w->timer);
+  uv_close((uv_handle_t *)&w->timer, on_writer_timer_closed);
+  if (j && w->inflight)
+    w->next = j; /* after it: the files land in order */
+  else if (j)
+    start_job(w, j);
+}
+
+void zg_state_writer_counts(const zg_state_writer_t *w, uint64_t *written,
+                            uint64_t *failed) {
+  *written = w->written;
+  *failed = w->failed;
 }

@@ -12,6 +12,11 @@
  *   expiry, or a disconnection longer than the session timeout: a new
  *   session, and the znode is created again. ZooKeeper being unreachable is
  *   retried for ever, never fatal.
+ * - Someone else deletes the znode while the instance is healthy: it is
+ *   created again (an exists watch on it).
+ * - With digest credentials, every session authenticates before its first
+ *   request, and what it creates (the znode and the parents it makes) gets
+ *   the ACL "the authenticated user: all; world: read".
  * - SIGTERM/SIGINT: the session is closed, so the znode goes at once. */
 #ifndef ZKGATE_REGISTER_H
 #define ZKGATE_REGISTER_H
@@ -39,6 +44,7 @@ typedef struct {
   uint64_t interval_ms;        /* between checks; also a check's timeout */
   unsigned rise, fall;         /* consecutive results that flip the state */
   uint64_t session_timeout_ms; /* asked of ZooKeeper */
+  const char *auth;            /* digest "USER:PASSWORD", or NULL. Secret */
 } zg_register_opts_t;
 
 /* Runs until SIGTERM or SIGINT. Returns the exit status: 0 after a signal,

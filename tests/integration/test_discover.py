@@ -181,7 +181,7 @@ def test_discovered_services_start_from_state_file_with_zookeeper_down(
     def saved():
         try:
             with open(state) as f:
-                return sorted(json.load(f)["services"])
+                return sorted(e["zk_path"] for e in json.load(f)["services"])
         except (OSError, ValueError, KeyError):
             return None
 
@@ -213,7 +213,7 @@ def test_removed_service_leaves_the_state_file(zk, kz, root, http_backends, gate
     def saved():
         try:
             with open(state) as f:
-                return sorted(json.load(f)["services"])
+                return sorted(e["zk_path"] for e in json.load(f)["services"])
         except (OSError, ValueError, KeyError):
             return None
 

@@ -425,6 +425,113 @@ def test_waits_for_a_zookeeper_that_is_down_at_start(tmp_path, zpath, backends, 
 
 
 # ---------------------------------------------------------------------------------------------
+# repair, credentials and ACLs
+
+
+def ours_again(kz, zpath, owner, other_than=None):
+    """The child of `zpath` owned by session `owner` (other than `other_than`), or None."""
+    for name in children(kz, zpath):
+        path = f"{zpath}/{name}"
+        stat = kz.exists(path)
+        if path != other_than and stat and stat.ephemeralOwner == owner:
+            return path
+    return None
+
+
+@pytest.mark.parametrize("fmt", ["url", "curator"])
+def test_repairs_its_znode_when_someone_deletes_it(kz, zpath, backends, registrar, fmt):
+    a = backends("a")
+    reg = registrar(zpath, a.addr, "--format", fmt)
+    node = wait_one_child(kz, zpath)
+    data, stat = kz.get(node)
+    assert reg.wait_log(f"registered {node}"), reg.log_text()
+    for round_ in range(2):  # the watch is set again after each repair
+        kz.delete(node)
+        again = wait_until(lambda: ours_again(kz, zpath, stat.ephemeralOwner), 5, interval=0.05)
+        assert again, f"round {round_}: {node} deleted and not created again within 5 s"
+        assert kz.get(again)[0] == data, "created again with other data"
+        if fmt == "curator":
+            assert again == node, "the Curator id is kept"
+        assert reg.wait_log(f"{node} was deleted by another session: creating it again"), \
+            reg.log_text()
+        assert len(children(kz, zpath)) == 1, children(kz, zpath)
+        node = again
+    assert reg.running
+
+
+def test_unhealthy_instance_is_not_repaired(kz, zpath, backends, registrar):
+    """Its own delete after `fall` failures is no "deleted by another session"."""
+    a = backends("a")
+    reg = registrar(zpath, a.addr, "--check", "tcp", "--interval", "200ms", "--rise", "1",
+                    "--fall", "1")
+    node = wait_one_child(kz, zpath)
+    a.close()
+    assert wait_until(lambda: kz.exists(node) is None, 5), "not removed when unhealthy"
+    assert reg.wait_log(f"removed {node}"), reg.log_text()
+    assert "deleted by another session" not in reg.log_text()
+    assert children(kz, zpath) == []
+
+
+AUTH_USER, AUTH_PASSWORD = "registrar", "Reg-S3cret:pw"
+
+
+def test_auth_protects_what_it_creates_and_the_world_reads_it(zk, kz, kazoo, request, backends,
+                                                              registrar, gateway):
+    from kazoo.exceptions import NoAuthError
+    from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
+
+    # A root of its own: the parents it makes get the ACL too.
+    root = "/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    zpath = f"{root}/endpoints/web"
+    a = backends("a")
+    reg = registrar(zpath, a.addr, "--auth", f"digest:{AUTH_USER}:{AUTH_PASSWORD}")
+    node = wait_one_child(kz, zpath)  # listed without credentials
+    assert kz.get(node)[0] == f"http://{a.addr}".encode()  # read without credentials
+
+    # The user itself, authenticated (ZooKeeper shows digest hashes in an ACL only to a
+    # session with ADMIN on the node; others see "x").
+    owner = kazoo()
+    owner.add_auth("digest", f"{AUTH_USER}:{AUTH_PASSWORD}")
+
+    # Exactly: the authenticated user all, the world read, on the znode and each parent made.
+    expected = [ACL(Permissions.ALL, Id("digest", make_digest_acl_credential(AUTH_USER,
+                                                                             AUTH_PASSWORD))),
+                ACL(Permissions.READ, Id("world", "anyone"))]
+    for path in (root, f"{root}/endpoints", zpath, node):
+        acls, _ = owner.get_acls(path)
+        assert sorted(acls, key=repr) == sorted(expected, key=repr), (path, acls)
+
+    # Without credentials: no delete, no set, no extra child.
+    with pytest.raises(NoAuthError):
+        kz.delete(node)
+    with pytest.raises(NoAuthError):
+        kz.set(node, b"tcp://10.9.9.9:1")
+    with pytest.raises(NoAuthError):
+        kz.create(f"{zpath}/intruder", b"tcp://10.9.9.9:1")
+    assert kz.get(node)[0] == f"http://{a.addr}".encode()
+
+    # The password is gone from the process's command line.
+    with open(f"/proc/{reg.pid}/cmdline", "rb") as f:
+        assert AUTH_PASSWORD.encode() not in f.read()
+    assert AUTH_PASSWORD not in reg.log_text()
+    assert f"as digest user '{AUTH_USER}'" in reg.log_text()
+
+    # A gateway without credentials routes to it.
+    port = free_port()
+    gateway(gateway_ini(zk, zpath, port), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+
+    # The user itself may delete it; it comes back, with the same ACL.
+    session = kz.exists(node).ephemeralOwner
+    owner.delete(node)
+    again = wait_until(lambda: ours_again(kz, zpath, session), 5, interval=0.05)
+    assert again, "deleted by the user and not created again"
+    acls, _ = owner.get_acls(again)
+    assert sorted(acls, key=repr) == sorted(expected, key=repr), acls
+    assert reg.running
+
+
+# ---------------------------------------------------------------------------------------------
 # command line
 
 
@@ -455,6 +562,11 @@ REQUIRED = ["--zk", "127.0.0.1:2181", "--path", "/svc/web", "--address", "127.0.
     (REQUIRED + ["--bogus"], "unknown option '--bogus'"),
     (REQUIRED + ["extra"], "unexpected argument 'extra'"),
     (REQUIRED + ["--format"], "--format needs a value"),
+    (REQUIRED + ["--auth", "basic:u:hunter2"], "--auth: expected digest:USER:PASSWORD"),
+    (REQUIRED + ["--auth", "digest::hunter2"], "--auth: the user is missing"),
+    (REQUIRED + ["--auth", "digest:u:"], "--auth: the password is empty"),
+    (REQUIRED + ["--auth", "digest:u"], "--auth: the user is missing"),
+    (REQUIRED + ["--auth", "digest:u\x01:hunter2"], "--auth: control characters"),
     (["--zk", "zk1", "--path", "/a", "--address", "127.0.0.1:1"], "--zk 'zk1': expected host:port"),
     (["--zk", "127.0.0.1:2181/a//b", "--path", "/a", "--address", "127.0.0.1:1"],
      "--zk '127.0.0.1:2181/a//b': the chroot is not a valid ZooKeeper path"),
@@ -473,6 +585,7 @@ def test_bad_command_line_exits_2_with_a_message(args, message):
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert message in res.stderr, res.stderr
     assert "see zkgate-register --help" in res.stderr
+    assert "hunter2" not in res.stderr, "a password is echoed"
     assert res.stdout == ""
 
 
@@ -482,7 +595,7 @@ def test_help_lists_every_option_and_version_prints():
     for option in ("--zk HOSTS", "--path ZK_PATH", "--address HOST:PORT", "--format", "url",
                    "curator", "serverset", "hostport", "--scheme", "--check", "tcp",
                    "http:/PATH", "--interval", "--rise", "--fall", "--session-timeout",
-                   "--log-level", "--help", "--version"):
+                   "--log-level", "--auth digest:USER:PASS", "--help", "--version"):
         assert option in res.stdout, f"--help does not mention {option}"
     for flag in ("-V", "--version"):
         res = run(flag)
