@@ -1250,6 +1250,112 @@ void zg_http_head_value(zg_http_head_t *h, unsigned *value_open,
   hd->value_len += (uint32_t)len;
 }
 
+static int reader_extra(llhttp_t *p, size_t len) {
+  zg_http_reader_t *r = p->data;
+  r->extra_bytes +=
+      (unsigned)(len < ZG_HTTP_EXTRA_MAX ? len : ZG_HTTP_EXTRA_MAX);
+  if (r->extra_bytes > ZG_HTTP_EXTRA_MAX) {
+    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
+    return -1;
+  }
+  return 0;
+}
+
+static int reader_on_url(llhttp_t *p, const char *at, size_t len) {
+  zg_http_reader_t *r = p->data;
+  zg_http_head_t *h = r->head;
+  if (h->url_len == 0)
+    h->url_off = (uint32_t)(at - r->base);
+  h->url_len += (uint32_t)len;
+  return 0;
+}
+
+static int reader_on_field(llhttp_t *p, const char *at, size_t len) {
+  zg_http_reader_t *r = p->data;
+  unsigned vo = r->value_open;
+  int rc;
+  if (r->head_seen)
+    return reader_extra(p, len); /* a trailer */
+  rc = zg_http_head_field(r->head, &vo, r->base, at, len);
+  r->value_open = vo;
+  if (rc) {
+    r->too_many = 1;
+    llhttp_set_error_reason(p, "too many header fields");
+  }
+  return rc;
+}
+
+static int reader_on_value(llhttp_t *p, const char *at, size_t len) {
+  zg_http_reader_t *r = p->data;
+  unsigned vo = r->value_open;
+  if (r->head_seen)
+    return reader_extra(p, len);
+  zg_http_head_value(r->head, &vo, r->base, at, len);
+  r->value_open = vo;
+  return 0;
+}
+
+static int reader_on_chunk_ext(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  return reader_extra(p, len);
+}
+
+static int reader_on_headers_complete(llhttp_t *p) {
+  zg_http_reader_t *r = p->data;
+  r->head_seen = 1;
+  /* With a body, stop here; without one, llhttp goes on to the end of the
+   * message, where the owner's on_message_complete pauses. The body's
+   * presence comes from llhttp's flags, never from a length's sign. */
+  if ((p->flags & F_CHUNKED) ||
+      ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0))
+    return HPE_PAUSED;
+  return 0;
+}
+
+void zg_http_request_settings(llhttp_settings_t *st, llhttp_data_cb on_body,
+                              llhttp_cb on_message_complete) {
+  llhttp_settings_init(st);
+  st->on_url = reader_on_url;
+  st->on_header_field = reader_on_field;
+  st->on_header_value = reader_on_value;
+  st->on_headers_complete = reader_on_headers_complete;
+  st->on_chunk_extension_name = reader_on_chunk_ext;
+  st->on_chunk_extension_value = reader_on_chunk_ext;
+  st->on_body = on_body;
+  st->on_message_complete = on_message_complete;
+}
+
+static int reader_on_status(llhttp_t *p, const char *at, size_t len) {
+  zg_http_reader_t *r = p->data;
+  zg_http_head_t *h = r->head;
+  if (h->reason_len == 0)
+    h->reason_off = (uint32_t)(at - r->base);
+  h->reason_len += (uint32_t)len;
+  return 0;
+}
+
+void zg_http_response_settings(llhttp_settings_t *st,
+                               llhttp_cb on_headers_complete,
+                               llhttp_data_cb on_body,
+                               llhttp_cb on_message_complete) {
+  llhttp_settings_init(st);
+  st->on_status = reader_on_status;
+  st->on_header_field = reader_on_field;
+  st->on_header_value = reader_on_value;
+  st->on_chunk_extension_name = reader_on_chunk_ext;
+  st->on_chunk_extension_value = reader_on_chunk_ext;
+  st->on_headers_complete = on_headers_complete;
+  st->on_body = on_body;
+  st->on_message_complete = on_message_complete;
+}
+
+void zg_http_reader_reset(zg_http_reader_t *r) {
+  r->value_open = 0;
+  r->head_seen = 0;
+  r->too_many = 0;
+  r->extra_bytes = 0;
+}
+
 void zg_http_head_framing(zg_http_head_t *h, const llhttp_t *p) {
   h->major = p->http_major;
   h->minor = p->http_minor;

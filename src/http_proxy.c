@@ -64,6 +64,10 @@ typedef struct zg_http_upstream zg_http_upstream_t;
 typedef struct zg_http_session zg_http_session_t;
 
 struct zg_http_upstream {
+  /* First (asserted below): the response parser's data points to the
+   * upstream and to its reader alike (zg_http_response_settings). The
+   * reader's head_seen is clear while a response head is read. */
+  zg_http_reader_t rd;
   zg_gateway_t *gw;
   zg_http_session_t *s;            /* while in use; NULL when idle */
   zg_http_upstream_t *prev, *next; /* the gateway's idle list */
@@ -82,9 +86,7 @@ struct zg_http_upstream {
   unsigned connected : 1;
   unsigned closing : 1;
   unsigned idle : 1;
-  unsigned in_head : 1;       /* reading a response head */
   unsigned keep : 1;          /* reusable after the response */
-  unsigned value_open : 1;    /* last header callback was a value */
   unsigned used : 1;          /* has carried a request before this one */
   unsigned resolving : 1;     /* a name lookup is out */
   unsigned reading : 1;       /* (zg_stream_)read_start'ed */
@@ -92,10 +94,14 @@ struct zg_http_upstream {
   unsigned answered : 1;      /* a byte of a response came for this exchange */
   zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
-  unsigned extra_bytes;       /* trailer and chunk extension bytes */
 };
+_Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
+               "the reader is the upstream's first member");
 
 struct zg_http_session {
+  /* First (asserted below): the request parser's data points to the
+   * session and to its reader alike (zg_http_request_settings). */
+  zg_http_reader_t rd;
   zg_gateway_t *gw;
   zg_http_listener_t *hl;
   zg_conn_ticket_t conn; /* admission; in its head until the first one */
@@ -113,8 +119,6 @@ struct zg_http_session {
   size_t head_start;   /* where the current request began in `in` */
   zg_http_head_t *req; /* from the loop's pool, from a request's first byte
                           to the end of its exchange */
-  unsigned value_open : 1;
-  unsigned head_seen : 1; /* the request head is complete */
   unsigned reading : 1;
   unsigned client_keep : 1; /* the client may send another request */
   unsigned head_req : 1;    /* HEAD: the response has no body */
@@ -128,13 +132,11 @@ struct zg_http_session {
   unsigned resp_chunked : 1; /* response body chunked to the client */
   unsigned retried : 1;      /* the one retry on a fresh connection */
   unsigned lingering : 1;    /* response out, write side shut, draining */
-  unsigned too_many : 1;     /* more header fields than we keep */
   unsigned too_big : 1;      /* a chunked body over max_request_body */
   unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
   char upgrade[64];          /* the protocol asked for, or "" */
   unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
   unsigned wait_drain : 1;   /* next request held until the client drains */
-  unsigned extra_bytes;      /* trailer and chunk extension bytes */
   uint64_t body_bytes;       /* of the current request, decoded */
   uint64_t head_begin_ms;    /* first byte of the current request head */
   zg_service_t *svc;         /* referenced */
@@ -161,6 +163,8 @@ struct zg_http_session {
   const char *method; /* static, llhttp's name; NULL before a head */
   char *target;       /* as received, for the access log (malloc'ed) */
 };
+_Static_assert(offsetof(zg_http_session_t, rd) == 0,
+               "the reader is the session's first member");
 
 static llhttp_settings_t req_settings, resp_settings;
 static void listener_unref(zg_http_listener_t *hl);
@@ -571,7 +575,7 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
   zg_gateway_t *gw = u->gw;
   u->s = NULL;
   if (!reuse || !u->keep || u->closing || gw->stopping || gw->draining ||
-      gw->n_http_idle >= MAX_IDLE_UPSTREAM || u->in_head) {
+      gw->n_http_idle >= MAX_IDLE_UPSTREAM || !u->rd.head_seen) {
     upstream_close(u);
     return;
   }
@@ -623,50 +627,6 @@ static void on_sweep(uv_timer_t *t) {
 }
 
 /* ---- response from the instance -------------------------------------- */
-
-static int resp_on_status(llhttp_t *p, const char *at, size_t len) {
-  zg_http_upstream_t *u = p->data;
-  if (u->resp.reason_len == 0)
-    u->resp.reason_off = (uint32_t)(at - u->head);
-  u->resp.reason_len += (uint32_t)len;
-  return 0;
-}
-
-static int resp_extra(llhttp_t *p, size_t len) {
-  zg_http_upstream_t *u = p->data;
-  u->extra_bytes += (unsigned)len;
-  if (u->extra_bytes > 16384) {
-    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
-    return -1;
-  }
-  return 0;
-}
-
-static int resp_on_chunk_ext(llhttp_t *p, const char *at, size_t len) {
-  (void)at;
-  return resp_extra(p, len);
-}
-
-static int resp_on_field(llhttp_t *p, const char *at, size_t len) {
-  zg_http_upstream_t *u = p->data;
-  unsigned vo = u->value_open;
-  int rc;
-  if (!u->in_head)
-    return resp_extra(p, len); /* a trailer */
-  rc = zg_http_head_field(&u->resp, &vo, u->head, at, len);
-  u->value_open = vo;
-  return rc;
-}
-
-static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
-  zg_http_upstream_t *u = p->data;
-  unsigned vo = u->value_open;
-  if (!u->in_head)
-    return resp_extra(p, len);
-  zg_http_head_value(&u->resp, &vo, u->head, at, len);
-  u->value_open = vo;
-  return 0;
-}
 
 /* The response head for the client, written straight into the staged
  * write block (a fresh one when the current one is too full); a head too
@@ -742,13 +702,13 @@ static int resp_on_headers_complete(llhttp_t *p) {
              up ? (int)up->value_len : (int)strlen(s->upgrade),
              up ? u->head + up->value_off : s->upgrade);
     o.upgrade = proto;
-    u->in_head = 0;
+    u->rd.head_seen = 1;
     s->resp_head = 1;
     s->sent_ms = 0;
   } else if (status >= 100 && status < 200) {
     o.framing = ZG_FRAMING_NONE; /* interim: forwarded, then the next one */
   } else {
-    u->in_head = 0; /* body reads go to pooled buffers */
+    u->rd.head_seen = 1; /* body reads go to pooled buffers */
     s->resp_head = 1;
     s->sent_ms = 0; /* the response timeout no longer applies */
     s->resp_chunked = o.framing == ZG_FRAMING_CHUNKED;
@@ -791,10 +751,10 @@ static int resp_on_message_complete(llhttp_t *p) {
     return 0; /* llhttp_execute returns HPE_PAUSED_UPGRADE: a tunnel */
   if (status >= 100 && status < 200) {
     /* Interim: the final response follows on the same connection. */
-    u->in_head = 1;
+    u->rd.head_seen = 0;
     u->resp.n_hdr = 0;
     u->resp.reason_len = 0;
-    u->value_open = 0;
+    u->rd.value_open = 0;
     return HPE_PAUSED;
   }
   if (s->resp_chunked && to_client(s, "0\r\n\r\n", 5) != 0)
@@ -812,7 +772,7 @@ static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
     b->len = sizeof(idle_sink);
     return;
   }
-  if (u->in_head) {
+  if (!u->rd.head_seen) {
     /* Heads collect in their own buffer so that llhttp's offsets into it
      * stay valid across reads: a pooled block, grown to HEAD_MAX when a
      * head does not fit. */
@@ -844,6 +804,8 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
   llhttp_errno_t err;
   for (;;) {
     const char *stop;
+    u->rd.head = &u->resp; /* the reader records into them */
+    u->rd.base = u->head;
     err = llhttp_execute(&u->pp, data, len);
     if (err == HPE_OK)
       return;
@@ -866,7 +828,7 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
     u->head_len = 0;
     len -= (size_t)(stop - data);
     data = stop;
-    if (u->in_head) {
+    if (!u->rd.head_seen) {
       memmove(u->head, data, len);
       data = u->head;
       u->head_len = len;
@@ -883,7 +845,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
                              const uv_buf_t *buf) {
   zg_http_upstream_t *u = st->data;
   zg_http_session_t *s = u->s;
-  int in_head = u->in_head;
+  int in_head = !u->rd.head_seen;
   /* What on_upstream_alloc gave: the idle sink, the head buffer (kept),
    * or a pooled block, returned here. */
   char *pooled = !s || in_head ? NULL : buf->base;
@@ -908,7 +870,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       u->head_len += (size_t)nread;
       upstream_parse(u, buf->base, (size_t)nread);
       /* A full buffer still without the end of the head. */
-      if (u->s == s && u->in_head && u->head_len >= HEAD_MAX) {
+      if (u->s == s && !u->rd.head_seen && u->head_len >= HEAD_MAX) {
         u->keep = 0;
         upstream_failed(s, "response head too large", 502);
         return;
@@ -933,7 +895,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
   zg_buf_put(u->gw, pooled);
   if (nread == 0)
     return;
-  if (nread == UV_EOF && !u->in_head) {
+  if (nread == UV_EOF && u->rd.head_seen) {
     /* A body read until the connection closes ends here. */
     llhttp_errno_t fin = llhttp_finish(&u->pp);
     if ((fin == HPE_OK || fin == HPE_PAUSED) && s->resp_done) {
@@ -1004,14 +966,14 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
 }
 
 static void upstream_read_start(zg_http_upstream_t *u) {
-  u->in_head = 1;
+  u->rd.head_seen = 0;
   u->head_len = 0;
   u->resp.n_hdr = 0;
   u->resp.reason_len = 0;
-  u->value_open = 0;
+  u->rd.value_open = 0;
   u->keep = 0;
   u->answered = 0;
-  u->extra_bytes = 0;
+  u->rd.extra_bytes = 0;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
   upstream_reading(u);
@@ -1232,6 +1194,7 @@ static void try_instance(zg_http_session_t *s) {
   }
   u->gw = gw;
   u->s = s;
+  u->rd.head_seen = 1; /* no response head until a request went */
   u->want_tls = tls ? 1 : 0;
   memcpy(u->key, key, sizeof(u->key));
   uv_tcp_init(gw->loop, &u->tcp);
@@ -1270,66 +1233,6 @@ static void try_instance(zg_http_session_t *s) {
 }
 
 /* ---- the request head ------------------------------------------------ */
-
-static int req_on_url(llhttp_t *p, const char *at, size_t len) {
-  zg_http_session_t *s = p->data;
-  if (s->req->url_len == 0)
-    s->req->url_off = (uint32_t)(at - s->in);
-  s->req->url_len += (uint32_t)len;
-  return 0;
-}
-
-/* Trailers and chunk extensions are dropped, but llhttp reads them with
- * no limit: they are counted and bounded here. */
-#define EXTRA_MAX 16384
-
-static int req_extra(llhttp_t *p, const char *at, size_t len) {
-  zg_http_session_t *s = p->data;
-  (void)at;
-  s->extra_bytes += (unsigned)len;
-  if (s->extra_bytes > EXTRA_MAX) {
-    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
-    return -1;
-  }
-  return 0;
-}
-
-static int req_on_field(llhttp_t *p, const char *at, size_t len) {
-  zg_http_session_t *s = p->data;
-  unsigned vo = s->value_open;
-  int rc;
-  if (s->head_seen)
-    return req_extra(p, at, len); /* a trailer */
-  rc = zg_http_head_field(s->req, &vo, s->in, at, len);
-  s->value_open = vo;
-  if (rc) {
-    s->too_many = 1;
-    llhttp_set_error_reason(p, "too many header fields");
-  }
-  return rc;
-}
-
-static int req_on_value(llhttp_t *p, const char *at, size_t len) {
-  zg_http_session_t *s = p->data;
-  unsigned vo = s->value_open;
-  if (s->head_seen)
-    return req_extra(p, at, len);
-  zg_http_head_value(s->req, &vo, s->in, at, len);
-  s->value_open = vo;
-  return 0;
-}
-
-static int req_on_headers_complete(llhttp_t *p) {
-  zg_http_session_t *s = p->data;
-  s->head_seen = 1;
-  /* With a body, stop here so that it waits in the buffer while the head
-   * is checked and routed; without one, llhttp goes on to the end of the
-   * message, which pauses too. */
-  if ((p->flags & F_CHUNKED) ||
-      ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0))
-    return HPE_PAUSED;
-  return 0;
-}
 
 static int req_on_body(llhttp_t *p, const char *at, size_t len) {
   zg_http_session_t *s = p->data;
@@ -1554,6 +1457,8 @@ static void process_input(zg_http_session_t *s) {
       session_end(s, "out of memory");
       return;
     }
+    s->rd.head = s->req; /* the reader records into them */
+    s->rd.base = s->in;
     err = llhttp_execute(&s->rp, start, s->in_len - s->in_off);
     if (err == HPE_OK) {
       s->in_off = s->in_len;
@@ -1568,9 +1473,9 @@ static void process_input(zg_http_session_t *s) {
       }
       if (!s->resp_head)
         respond_error(s,
-                      s->too_many  ? 431
-                      : s->too_big ? 413
-                                   : 400,
+                      s->rd.too_many ? 431
+                      : s->too_big   ? 413
+                                     : 400,
                       why ? why : llhttp_errno_name(err));
       else
         session_end(s, "bad request body");
@@ -1583,7 +1488,7 @@ static void process_input(zg_http_session_t *s) {
       llhttp_resume_after_upgrade(&s->rp);
       continue;
     }
-    if (s->state == HS_HEAD && s->head_seen)
+    if (s->state == HS_HEAD && s->rd.head_seen)
       head_complete(s);
     /* else: request complete (paused); the response decides what next */
   }
@@ -1607,12 +1512,10 @@ static void reset_for_next(zg_http_session_t *s) {
   s->head_start = 0;
   zg_bufpool_put(&s->gw->http_heads, s->req); /* idle: no head held */
   s->req = NULL;
-  s->value_open = 0;
   s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
-  s->head_seen = 0;
   s->sent_ms = 0;
-  s->too_many = s->too_big = 0;
-  s->extra_bytes = 0;
+  zg_http_reader_reset(&s->rd);
+  s->too_big = 0;
   s->body_bytes = 0;
   s->head_begin_ms = 0;
   s->resp_chunked = s->req_chunked = s->req_has_body = s->retried = 0;
@@ -2120,24 +2023,9 @@ static void on_connection(uv_stream_t *server, int status) {
 /* ---- listeners ------------------------------------------------------- */
 
 static void settings_init(void) {
-  llhttp_settings_init(&req_settings);
-  req_settings.on_url = req_on_url;
-  req_settings.on_header_field = req_on_field;
-  req_settings.on_header_value = req_on_value;
-  req_settings.on_headers_complete = req_on_headers_complete;
-  req_settings.on_body = req_on_body;
-  req_settings.on_message_complete = req_on_message_complete;
-  req_settings.on_chunk_extension_name = req_extra;
-  req_settings.on_chunk_extension_value = req_extra;
-  llhttp_settings_init(&resp_settings);
-  resp_settings.on_status = resp_on_status;
-  resp_settings.on_header_field = resp_on_field;
-  resp_settings.on_header_value = resp_on_value;
-  resp_settings.on_headers_complete = resp_on_headers_complete;
-  resp_settings.on_body = resp_on_body;
-  resp_settings.on_message_complete = resp_on_message_complete;
-  resp_settings.on_chunk_extension_name = resp_on_chunk_ext;
-  resp_settings.on_chunk_extension_value = resp_on_chunk_ext;
+  zg_http_request_settings(&req_settings, req_on_body, req_on_message_complete);
+  zg_http_response_settings(&resp_settings, resp_on_headers_complete,
+                            resp_on_body, resp_on_message_complete);
 }
 
 static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {

@@ -7,6 +7,7 @@
 #ifndef ZKGATE_HTTP_MSG_H
 #define ZKGATE_HTTP_MSG_H
 
+#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +58,44 @@ void zg_http_head_value(zg_http_head_t *h, unsigned *value_open,
 struct llhttp__internal_s;
 void zg_http_head_framing(zg_http_head_t *h,
                           const struct llhttp__internal_s *parser);
+
+/* Reading a request with llhttp: the callbacks that record the head into
+ * `head` (offsets from `base`), bound trailers and chunk extensions
+ * (llhttp reads them with no limit; they are dropped), and pause where the
+ * gateway relies on it: at the end of a head with a body, so that the body
+ * waits in the buffer while the head is checked and routed. The proxy and
+ * the fuzz target both parse through these. */
+typedef struct {
+  zg_http_head_t *head;    /* recorded into while the head is read */
+  const char *base;        /* the buffer head offsets count from */
+  unsigned value_open : 1; /* the last header callback was a value */
+  unsigned head_seen : 1;  /* the head is complete: fields are trailers */
+  unsigned too_many : 1;   /* more than ZG_HTTP_MAX_HEADERS fields (431) */
+  unsigned extra_bytes;    /* trailer and chunk extension bytes */
+} zg_http_reader_t;
+
+#define ZG_HTTP_EXTRA_MAX 16384 /* trailer and chunk extension bytes */
+
+/* Settings for a request parser whose `data` points to a zg_http_reader_t
+ * (the first member of the owner's struct, so that on_body and
+ * on_message_complete, the owner's, get the owner from the same pointer).
+ * */
+void zg_http_request_settings(llhttp_settings_t *st, llhttp_data_cb on_body,
+                              llhttp_cb on_message_complete);
+
+/* Settings for a response parser whose `data` points to a
+ * zg_http_reader_t (first member of the owner's struct): the status
+ * reason, header fields and values recorded until the owner sets
+ * head_seen in its on_headers_complete (a final response; an interim one
+ * keeps reading heads), trailers and chunk extensions bounded. */
+void zg_http_response_settings(llhttp_settings_t *st,
+                               llhttp_cb on_headers_complete,
+                               llhttp_data_cb on_body,
+                               llhttp_cb on_message_complete);
+
+/* Ready for the next message (the head pointer and base are the owner's to
+ * set before each llhttp_execute). */
+void zg_http_reader_reset(zg_http_reader_t *r);
 
 /* The length of the head at the start of `buf`: up to and including the
  * first empty line, after any empty lines before the start line (which

@@ -1,9 +1,10 @@
 /* libFuzzer target over the request-head path of the HTTP proxy.
  *
  * The input is what a client sends on one connection. It goes through
- * llhttp (strict mode) with the callbacks of src/http_proxy.c, recording
- * the head into a zg_http_head_t the same way, pausing where the gateway
- * pauses (at the end of a head with a body, at the end of a request), and
+ * llhttp (strict mode) with the shipped reader (zg_http_request_settings
+ * in src/http_msg.c, which src/http_proxy.c parses with), recording the
+ * head into a zg_http_head_t, pausing where the gateway pauses (at the end
+ * of a head with a body, at the end of a request), and
  * each complete head through the same pure functions head_complete() runs:
  * zg_http_prescan, zg_http_check_request, zg_http_split_target,
  * zg_route_match, zg_http_rewrite_path, zg_http_write_request. Requests
@@ -11,8 +12,9 @@
  * requests follow while the client keeps the connection.
  *
  * The same bytes are also parsed as an instance's response (HTTP_RESPONSE)
- * with the callbacks of the upstream side, and written back for the client
- * with zg_http_write_response.
+ * with the shipped response reader (zg_http_response_settings), framed by
+ * zg_http_response_framing, and written back for the client with
+ * zg_http_write_response.
  *
  * Each run is made twice: once with the input in one read, once cut into
  * reads of a few bytes (llhttp then reports spans in pieces, as it does
@@ -41,7 +43,6 @@
 /* As in src/http_proxy.c. */
 #define HEAD_MAX 65536
 #define OUT_HEAD_MAX 81920
-#define EXTRA_MAX 16384
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512)
 
 #define CLIENT_IP "192.0.2.7"
@@ -446,66 +447,18 @@ static void error_response(int status, const char *message, bool head_request) {
 /* ---- the request side: src/http_proxy.c's callbacks ----------------- */
 
 typedef struct {
+  /* First: the parser's data is the session and the shipped reader alike,
+   * as in src/http_proxy.c. */
+  zg_http_reader_t rd;
   const char *in; /* where the current request starts: s->in after
                      reset_for_next() moved it to the buffer's start */
   zg_http_head_t req;
-  unsigned value_open, head_seen, too_many, req_done, head_req, client_keep;
-  unsigned extra_bytes;
+  unsigned req_done, head_req, client_keep;
 } session_t;
 
-static int req_on_url(llhttp_t *p, const char *at, size_t len) {
-  session_t *s = p->data;
-  if (s->req.url_len == 0)
-    s->req.url_off = (uint32_t)(at - s->in);
-  s->req.url_len += (uint32_t)len;
-  return 0;
-}
-
-static int req_extra(llhttp_t *p, const char *at, size_t len) {
-  session_t *s = p->data;
-  (void)at;
-  s->extra_bytes += (unsigned)len;
-  if (s->extra_bytes > EXTRA_MAX) {
-    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
-    return -1;
-  }
-  return 0;
-}
-
-static int req_on_field(llhttp_t *p, const char *at, size_t len) {
-  session_t *s = p->data;
-  unsigned vo = s->value_open;
-  int rc;
-  if (s->head_seen)
-    return req_extra(p, at, len); /* a trailer */
-  rc = zg_http_head_field(&s->req, &vo, s->in, at, len);
-  s->value_open = vo;
-  if (rc) {
-    s->too_many = 1;
-    llhttp_set_error_reason(p, "too many header fields");
-  }
-  return rc;
-}
-
-static int req_on_value(llhttp_t *p, const char *at, size_t len) {
-  session_t *s = p->data;
-  unsigned vo = s->value_open;
-  if (s->head_seen)
-    return req_extra(p, at, len);
-  zg_http_head_value(&s->req, &vo, s->in, at, len);
-  s->value_open = vo;
-  return 0;
-}
-
-static int req_on_headers_complete(llhttp_t *p) {
-  session_t *s = p->data;
-  s->head_seen = 1;
-  if ((p->flags & F_CHUNKED) ||
-      ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0))
-    return HPE_PAUSED;
-  return 0;
-}
-
+/* The head is recorded by the shipped reader (zg_http_request_settings);
+ * only what the proxy does with a body and a complete request is the fuzz
+ * target's own. */
 static int req_on_body(llhttp_t *p, const char *at, size_t len) {
   (void)p;
   (void)at;
@@ -644,6 +597,8 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
 
   memset(&s, 0, sizeof(s));
   s.in = data;
+  s.rd.head = &s.req;
+  s.rd.base = s.in;
   llhttp_init(&p, HTTP_REQUEST, &req_settings);
   p.data = &s;
   while (in_len < size) {
@@ -662,7 +617,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
          * error llhttp sees first can depend on the reads (a span is
          * reported at the end of each): only that there is one counts. */
         reason = llhttp_get_error_reason(&p);
-        error_response(s.too_many ? 431 : 400,
+        error_response(s.rd.too_many ? 431 : 400,
                        reason ? reason : llhttp_errno_name(err), s.head_req);
         digest_int(&d, -1);
         return d;
@@ -670,7 +625,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
       stop = llhttp_get_error_pos(&p);
       CHECK(stop >= data + in_off && stop <= data + in_len);
       in_off = (size_t)(stop - data);
-      if (!exchange && s.head_seen) {
+      if (!exchange && s.rd.head_seen) {
         status = head_complete(&s, &p, stop, &d, &reason);
         if (status != 0) {
           error_response(status, reason, s.head_req);
@@ -691,6 +646,8 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
         return d;
       memset(&s, 0, sizeof(s));
       s.in = data + in_off;
+      s.rd.head = &s.req;
+      s.rd.base = s.in;
       exchange = false;
       llhttp_resume(&p);
     }
@@ -701,59 +658,21 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
 /* ---- the response side: src/http_proxy.c's upstream callbacks ------- */
 
 typedef struct {
+  /* First: the parser's data is the upstream and the shipped reader alike,
+   * as in src/http_proxy.c; rd.head_seen is clear while a head is read. */
+  zg_http_reader_t rd;
   const char *head; /* where the current response head starts */
   size_t head_len;  /* bytes read from there */
   zg_http_head_t resp;
-  unsigned value_open, in_head, extra_bytes, resp_done;
+  unsigned resp_done;
   /* the session: what the client asked */
   bool head_req, client_keep, close_after;
   int req_major, req_minor;
   uint64_t *d;
 } upstream_t;
 
-static int resp_on_status(llhttp_t *p, const char *at, size_t len) {
-  upstream_t *u = p->data;
-  if (u->resp.reason_len == 0)
-    u->resp.reason_off = (uint32_t)(at - u->head);
-  u->resp.reason_len += (uint32_t)len;
-  return 0;
-}
-
-static int resp_extra(llhttp_t *p, size_t len) {
-  upstream_t *u = p->data;
-  u->extra_bytes += (unsigned)len;
-  if (u->extra_bytes > 16384) {
-    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
-    return -1;
-  }
-  return 0;
-}
-
-static int resp_on_chunk_ext(llhttp_t *p, const char *at, size_t len) {
-  (void)at;
-  return resp_extra(p, len);
-}
-
-static int resp_on_field(llhttp_t *p, const char *at, size_t len) {
-  upstream_t *u = p->data;
-  unsigned vo = u->value_open;
-  int rc;
-  if (!u->in_head)
-    return resp_extra(p, len);
-  rc = zg_http_head_field(&u->resp, &vo, u->head, at, len);
-  u->value_open = vo;
-  return rc;
-}
-
-static int resp_on_value(llhttp_t *p, const char *at, size_t len) {
-  upstream_t *u = p->data;
-  unsigned vo = u->value_open;
-  if (!u->in_head)
-    return resp_extra(p, len);
-  zg_http_head_value(&u->resp, &vo, u->head, at, len);
-  u->value_open = vo;
-  return 0;
-}
+/* The head is recorded by the shipped reader (zg_http_response_settings);
+ * what the proxy decides at the end of a head is done here as there. */
 
 static int resp_on_headers_complete(llhttp_t *p) {
   upstream_t *u = p->data;
@@ -798,7 +717,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
     return -1;
   }
   if (status >= 200) {
-    u->in_head = 0;
+    u->rd.head_seen = 1;
     CHECK(!(o.framing == ZG_FRAMING_CHUNKED && u->req_minor == 0));
     CHECK(!(until_close && codings[0]));
     if (until_close)
@@ -829,10 +748,10 @@ static int resp_on_message_complete(llhttp_t *p) {
   upstream_t *u = p->data;
   int status = p->status_code;
   if (status >= 100 && status < 200 && status != 101) {
-    u->in_head = 1;
+    u->rd.head_seen = 0;
     u->resp.n_hdr = 0;
     u->resp.reason_len = 0;
-    u->value_open = 0;
+    u->rd.value_open = 0;
     return HPE_PAUSED;
   }
   u->resp_done = 1;
@@ -850,7 +769,6 @@ static uint64_t run_response(const char *data, size_t size, size_t step,
 
   memset(&u, 0, sizeof(u));
   u.head = data;
-  u.in_head = 1;
   u.head_req = (ctx & 1) != 0;
   u.req_major = 1;
   u.req_minor = (ctx & 2) ? 0 : 1;
@@ -867,6 +785,8 @@ static uint64_t run_response(const char *data, size_t size, size_t step,
       llhttp_errno_t err;
       const char *stop;
       u.head_len = (size_t)(data + in_len - u.head);
+      u.rd.head = &u.resp;
+      u.rd.base = u.head;
       err = llhttp_execute(&p, chunk, len);
       if (err == HPE_OK)
         break;
@@ -883,7 +803,7 @@ static uint64_t run_response(const char *data, size_t size, size_t step,
       llhttp_resume(&p);
       len -= (size_t)(stop - chunk);
       chunk = stop;
-      if (u.in_head)
+      if (!u.rd.head_seen)
         u.head = stop;
     }
   }
@@ -893,24 +813,9 @@ static uint64_t run_response(const char *data, size_t size, size_t step,
 /* ---- entry point ---------------------------------------------------- */
 
 static void init(void) {
-  llhttp_settings_init(&req_settings);
-  req_settings.on_url = req_on_url;
-  req_settings.on_header_field = req_on_field;
-  req_settings.on_header_value = req_on_value;
-  req_settings.on_headers_complete = req_on_headers_complete;
-  req_settings.on_body = req_on_body;
-  req_settings.on_message_complete = req_on_message_complete;
-  req_settings.on_chunk_extension_name = req_extra;
-  req_settings.on_chunk_extension_value = req_extra;
-  llhttp_settings_init(&resp_settings);
-  resp_settings.on_status = resp_on_status;
-  resp_settings.on_header_field = resp_on_field;
-  resp_settings.on_header_value = resp_on_value;
-  resp_settings.on_headers_complete = resp_on_headers_complete;
-  resp_settings.on_body = resp_on_body;
-  resp_settings.on_message_complete = resp_on_message_complete;
-  resp_settings.on_chunk_extension_name = resp_on_chunk_ext;
-  resp_settings.on_chunk_extension_value = resp_on_chunk_ext;
+  zg_http_request_settings(&req_settings, req_on_body, req_on_message_complete);
+  zg_http_response_settings(&resp_settings, resp_on_headers_complete,
+                            resp_on_body, resp_on_message_complete);
   table = zg_route_table_new(routes, N_ROUTES);
   CHECK(table != NULL);
 }
