@@ -66,6 +66,7 @@ typedef struct {
   int uncertain;      /* a sequential create's answer was lost */
   uint64_t retry_ms;  /* no request before this, after a hard error */
   uint64_t reopen_ms; /* no new handle before this, after a failed one */
+  int auth_refused;   /* the server refused the credentials; logged */
   /* What we create gets this ACL: open without --auth; with it, all to
    * the session's authenticated identity and read to the world. */
   struct ACL acl_entries[2];
@@ -559,6 +560,11 @@ static void reconcile(reg_t *r) {
 
 /* ---- the session ------------------------------------------------------- */
 
+static uint64_t auth_retry_ms(const reg_t *r) {
+  return r->opts->session_timeout_ms > RETRY_MS ? r->opts->session_timeout_ms
+                                                : RETRY_MS;
+}
+
 static void on_session_event(zhandle_t *zh, int type, int state,
                              const char *path, void *ctx) {
   reg_t *r = ctx;
@@ -584,8 +590,15 @@ static void on_session_event(zhandle_t *zh, int type, int state,
             r->node ? r->node : "");
     r->reinit = 1;
   } else if (state == ZOO_AUTH_FAILED_STATE) {
-    zg_error("register", "ZooKeeper authentication failed: opening a new "
-                         "session");
+    /* The handle is dead. A new session is tried once per session timeout
+     * (session_restart), not at once: the refused one lingers on the server
+     * until then, and a server without the digest scheme refuses every one
+     * (a tight loop opened thousands of sessions a second). */
+    ZG_LOG(r->auth_refused ? ZG_LOG_DEBUG : ZG_LOG_ERROR, "register",
+           "ZooKeeper authentication failed: opening a new session every "
+           "%llu ms",
+           (unsigned long long)auth_retry_ms(r));
+    r->auth_refused = 1;
     r->reinit = 1;
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
     if (r->connected) {
@@ -607,9 +620,11 @@ static int auth_user_len(const reg_t *r) {
 /* A refusal also comes as ZOO_AUTH_FAILED_STATE: on_session_event(). */
 static void on_auth(int rc, const void *data) {
   reg_t *r = (reg_t *)(uintptr_t)data;
-  if (rc == ZOK && !r->stopping)
+  if (rc == ZOK && !r->stopping) {
     zg_debug("register", "authenticated to ZooKeeper as digest user '%.*s'",
              auth_user_len(r), r->opts->auth);
+    r->auth_refused = 0;
+  }
 }
 
 static void session_open(reg_t *r) {
@@ -661,7 +676,10 @@ static void session_restart(reg_t *r) {
   r->node = NULL;
   r->disconnected_ms = now_ms(r);
   zg_zkconn_reset(&r->zk, 0);
-  session_open(r);
+  if (r->auth_refused)
+    r->reopen_ms = now_ms(r) + auth_retry_ms(r); /* on_tick() opens it */
+  else
+    session_open(r);
 }
 
 static void after_process(zg_zkconn_t *zc) {

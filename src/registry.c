@@ -432,10 +432,12 @@ static void state_apply(zg_registry_t *reg, loaded_t *l) {
   }
   free(l->v);
   /* Without ZooKeeper since the freshest of them was current, as far as
-   * anyone can tell: what /ready and the stats report. */
+   * anyone can tell: what /ready and the stats report. Not clamped at 0:
+   * uv_now counts from the boot, and a file from before a reboot is older
+   * than that. disconnected_ms is unsigned and only ever subtracted from
+   * uv_now, so it may wrap below 0 and the differences stay right. */
   if (newest != UINT64_MAX)
-    reg->disconnected_ms -=
-        newest < reg->disconnected_ms ? newest : reg->disconnected_ms;
+    reg->disconnected_ms -= newest;
 }
 
 static void state_load(zg_registry_t *reg) {

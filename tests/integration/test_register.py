@@ -602,3 +602,35 @@ def test_help_lists_every_option_and_version_prints():
         assert res.returncode == 0
         assert res.stdout.startswith("zkgate-register "), res.stdout
         assert "zookeeper 3." in res.stdout
+
+
+def test_credentials_refused_by_server_retry_at_a_bounded_rate(tmp_path, zpath, backends,
+                                                              registrar):
+    """A server without the digest scheme refuses the credentials themselves (the handle is
+    dead: ZOO_AUTH_FAILED_STATE). A new session is tried again, once per session timeout, not in
+    a tight loop (each one costs the server a session until it times out), and the error is
+    logged once."""
+    server = ZkServer(tmp_path / "nodigest",
+                      jvm_args=["-Dzookeeper.DigestAuthenticationProvider.enabled=false"])
+    server.start()
+    try:
+        a = backends("a")
+        reg = registrar(zpath, a.addr, "--auth", f"digest:{AUTH_USER}:{AUTH_PASSWORD}",
+                        "--session-timeout", "1s", hosts=server.hosts)
+        opened = r"ZooKeeper session 0x[0-9a-f]+ opened"
+        assert reg.wait_log("ZooKeeper authentication failed", 10), reg.log_text()
+        # Retried: a second session comes within a few session timeouts.
+        assert wait_until(lambda: len(log_lines(reg, opened)) >= 2, 5), reg.log_text()
+        t0 = time.monotonic()
+        first = len(log_lines(reg, opened))
+        time.sleep(3.0)  # measuring a rate: the window is the measurement
+        tries = len(log_lines(reg, opened)) - first
+        took = time.monotonic() - t0
+        assert tries <= took / 1.0 + 1, (
+            f"{tries} new sessions in {took:.1f} s after refused credentials "
+            f"(session timeout 1 s):\n{reg.log_text()[-3000:]}")
+        assert len(log_lines(reg, "error register: ZooKeeper authentication failed")) == 1, \
+            reg.log_text()[-3000:]
+        assert reg.running
+    finally:
+        server.stop()

@@ -227,6 +227,47 @@ def test_max_stale_counts_from_the_age_in_the_file(zk, kz, zpath, backends, gate
     assert abs(fresh / 1000 - time.time()) < 60, "a clean stop records the pools current"
 
 
+def boot_seconds():
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def test_ready_counts_from_a_file_older_than_the_machines_uptime(zk, kz, zpath, backends,
+                                                                 gateway, tmp_path):
+    """A host rebooted while ZooKeeper is down: the state file is older than the monotonic clock
+    the gateway counts with. /ready must still count from the file's age (the pools it took are
+    stale), not from the boot."""
+    a = backends("a")
+    state = str(tmp_path / "state.json")
+    register(kz, zpath, f"127.0.0.1:{a.port}".encode())
+    port = free_port()
+    first = gateway(ini(zk, zpath, port, state_file=state), listen=port, name="first")
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    assert first.stop() == 0
+
+    zk.stop()
+    try:
+        up_s = int(boot_seconds())
+        # Known current two hours before the boot; max_stale one hour longer than the uptime:
+        # the file is past it, the time since the boot is not.
+        shift_times(state, -(up_s + 7200) * 1000)
+        port2, admin = free_port(), free_port()
+        gw = gateway(ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port2}"}},
+                              zookeeper={"hosts": zk.hosts, "session_timeout": "1s",
+                                         "state_file": state, "max_stale": f"{up_s + 3600}s"},
+                              admin={"listen": f"127.0.0.1:{admin}"}),
+                     listen=[port2, admin], name="rebooted")
+        assert wait_until(lambda: "from the state file" in gw.log_text(), 5), gw.log_text()
+        assert "past max_stale, not served" in gw.log_text()
+        with pytest.raises(urllib.error.HTTPError) as ready:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=5)
+        assert ready.value.code == 503, gw.log_text()
+        assert "past max_stale" in ready.value.read().decode()
+        assert gw.stop() == 0
+    finally:
+        zk.start()
+
+
 def test_state_file_is_only_ever_replaced_whole(zk, kz, zpath, backends, gateway, tmp_path):
     """A reader polling the file while pools change reads a complete file every time (the
     writer renames a finished temporary file over it), and the last one has the last pool."""
