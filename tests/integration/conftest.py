@@ -38,6 +38,17 @@ def _time_limit(request):
 # failure reports: attach the logs of every gateway of the test, and ZooKeeper's tail
 
 
+def _head_and_tail(text, each=12000):
+    """A long log's start and end: what happened first (start-up, the first sync) is often what
+    explains the failure, and a test's teardown can fill the end."""
+    if not text:
+        return "(empty)"
+    if len(text) <= 2 * each:
+        return text
+    return (text[:each] + f"\n[... {len(text) - 2 * each} characters left out ...]\n"
+            + text[-each:])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -46,10 +57,10 @@ def pytest_runtest_makereport(item, call):
         return
     for gw in getattr(item, "_zkgate_gateways", []):
         rep.sections.append((f"zkgate log ({gw.log_path}, pid {gw.pid})",
-                             gw.log_text()[-20000:] or "(empty)"))
+                             _head_and_tail(gw.log_text())))
     for reg in getattr(item, "_zkgate_registrars", []):
         rep.sections.append((f"zkgate-register log ({reg.log_path}, pid {reg.pid})",
-                             reg.log_text()[-20000:] or "(empty)"))
+                             _head_and_tail(reg.log_text())))
     zk = getattr(item, "_zk_server", None)
     if zk is not None:
         rep.sections.append((f"ZooKeeper log tail ({zk.log_path})", zk.log_tail(30)))

@@ -258,8 +258,14 @@ def test_thousand_instances_one_change_costs_one_read(zk, kz, zpath, backends, g
         assert first[4] == 1000, f"first sync read {first[4]} children, expected 1000"
 
         before = len(pools(gw))
-        register(kz, zpath, f"127.0.0.1:{live.port}".encode())
-        assert wait_until(lambda: len(pools(gw)) > before, 15), "new instance not published"
+        log_at = len(gw.log_text())
+        node = register(kz, zpath, f"127.0.0.1:{live.port}".encode())
+        # Failed once in CI (sanitizer build, two workers, busy machine) and never here: the
+        # message says what the gateway logged meanwhile and what ZooKeeper holds.
+        assert wait_until(lambda: len(pools(gw)) > before, 15), (
+            f"new instance {node} not published; ZooKeeper lists "
+            f"{len(kz.get_children(zpath))} children; the gateway logged since: "
+            f"{gw.log_text()[log_at:][:4000]!r}")
         change = pools(gw)[before]
         print(f"one added instance: {change[3]} list(s), {change[4]} data read(s)")
         assert change[1] == 1001
