@@ -980,8 +980,11 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
            s->client_addr, u ? u->key : "-", why, reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
-     * may just have been closed by it while idle. */
-    if (!reused && zg_health_failed(s->gw, u->key) && s->svc)
+     * may just have been closed by it while idle. Not while the client's
+     * body is still coming: the instance may be ending a request whose
+     * client is too slow for its read timeout, or refusing the body, and
+     * no client may eject an instance (issue 12 point 2). */
+    if (!reused && s->req_done && zg_health_failed(s->gw, u->key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);

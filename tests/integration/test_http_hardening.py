@@ -333,3 +333,60 @@ def test_response_transfer_codings_are_passed_on(gateway):
         assert head.startswith(b"HTTP/1.1 502 "), head
     finally:
         be.close()
+
+
+# ---- point 2: no client input ejects an instance ------------------------------------------
+
+def test_instance_closing_on_a_client_body_that_never_comes_is_not_ejected(gateway):
+    # Instances with a body read timeout (as most servers have) that close without an
+    # answer: the client's slowness, not the instance's failure. Bodiless requests get 200.
+    def serve(be, c, i):
+        buf = b""
+        c.settimeout(0.3)
+        while True:
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            with be.lock:
+                be.requests.append(head.split(b"\r\n")[0].decode())
+            if b"content-length" in head.lower():
+                try:
+                    while c.recv(65536):  # the body never ends: the read times out
+                        pass
+                except socket.timeout:
+                    pass
+                return  # closed without an answer
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    a, b = RawBackend(serve), RawBackend(serve)
+    port, admin = free_port(), free_port()
+    ini = http_ini(port, {"s": {"instances": f"{a.addr}, {b.addr}", "balance": "round_robin"}},
+                   proxy={"fail_timeout": "60s"})
+    gateway(ini + f"\n[admin]\nlisten = 127.0.0.1:{admin}\n", listen=[port, admin])
+    try:
+        s = connect(port)
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+        head, _, _ = read_response(s)
+        s.close()
+        assert head.startswith(b"HTTP/1.1 502 "), head
+        assert a.requests + b.requests == ["POST /upload HTTP/1.1"]
+        # It was not ejected: both instances still take requests (an ejected one is skipped
+        # while another is live).
+        for _ in range(6):
+            out = raw_exchange(port, b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+        assert a.requests.count("GET /after HTTP/1.1") == 3, (a.requests, b.requests)
+        assert b.requests.count("GET /after HTTP/1.1") == 3, (a.requests, b.requests)
+        c = socket.create_connection(("127.0.0.1", admin), timeout=5)
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        text = b""
+        while (chunk := c.recv(65536)):
+            text += chunk
+        c.close()
+        assert b'zkgate_health_ejections_total{service="s"} 0\n' in text, text[-2000:]
+    finally:
+        a.close()
+        b.close()
