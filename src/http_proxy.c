@@ -92,6 +92,7 @@ struct zg_http_upstream {
   unsigned reading : 1;       /* (zg_stream_)read_start'ed */
   unsigned want_tls : 1;      /* TLS once connected (upstream_tls) */
   unsigned answered : 1;      /* a byte of a response came for this exchange */
+  unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
   zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
 };
@@ -691,6 +692,10 @@ static int resp_on_headers_complete(llhttp_t *p) {
       zg_http_response_framing(&u->resp, s->req->minor, s->head_req, &o,
                                codings, sizeof(codings), &until_close,
                                &reason) != 0) {
+    /* check_response took the codings with the same room: what is left is
+     * an HTTP/1.0 client that cannot be told of them. Its version, not the
+     * instance, makes this a 502: no ejection (issue 12 point 2). */
+    u->client_cause = s->req->minor == 0;
     llhttp_set_error_reason(p, reason);
     return -1;
   }
@@ -942,8 +947,12 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
            s->client_addr, u ? u->key : "-", why, reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
-     * may just have been closed by it while idle. */
-    if (!reused && zg_health_failed(s->gw, u->key) && s->svc)
+     * may just have been closed by it while idle. Not while the client's
+     * body is still coming: the instance may be ending a request whose
+     * client is too slow for its read timeout, or refusing the body, and
+     * no client may eject an instance (issue 12 point 2). */
+    if (!reused && s->req_done && !u->client_cause &&
+        zg_health_failed(s->gw, u->key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);
@@ -973,6 +982,7 @@ static void upstream_read_start(zg_http_upstream_t *u) {
   u->rd.value_open = 0;
   u->keep = 0;
   u->answered = 0;
+  u->client_cause = 0;
   u->rd.extra_bytes = 0;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
