@@ -363,11 +363,6 @@ def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
 # shutdown while a resolution is out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, open: getaddrinfo() runs on libuv's thread pool, which cannot cancel a running "
-    "request; the loop (and libuv's exit-time join of its threads) waits for the resolver's "
-    "timeout. Fixing it is a design decision (resolver threads of our own, or exit without "
-    "waiting): see the review report of the revzk branch"))
 def test_sigterm_while_the_resolver_hangs_stops_promptly(tmp_path, dns, backends, zpath):
     """A name server that never answers holds a getaddrinfo() for the resolver's whole timeout
     (here 6 s; resolv.conf's default is 5 s x 2 attempts, as long as `docker stop` waits before
