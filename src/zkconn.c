@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,19 +42,34 @@ static void on_zk_log(const char *message) {
 
 /* ---- host names, resolved off the loop (see zkconn.h) ----------------- */
 
+/* One name's resolution, on a detached thread of our own rather than
+ * libuv's pool: the pool cannot cancel a getaddrinfo() that is running, and
+ * both the loop (the request keeps it alive) and libuv's exit (it joins its
+ * pool threads) would wait for it, up to the resolver's timeout, so that a
+ * name server that never answers would hold up SIGTERM. Here the loop can
+ * let go of a job (zg_zkhosts_close) and the thread frees it when
+ * getaddrinfo() returns. The thread reads only its own copies; `lock`
+ * guards refs, abandoned, done, status and result; whoever drops the last
+ * reference frees the job. */
 typedef struct {
-  uv_getaddrinfo_t req;
-  zg_zkhosts_round_t *round;
+  pthread_mutex_t lock;
+  int refs;      /* the thread's, and the loop's until `async` has closed */
+  int abandoned; /* the loop let go: `async` may be closed, its loop gone */
+  int done;      /* the thread has set status and result */
+  int status;    /* 0 or a UV_EAI_* code */
+  char *result;  /* "addr:port,..." or NULL */
+  char *host, *port;
+  uv_async_t async;          /* the loop's: sent once, when done */
+  zg_zkhosts_round_t *round; /* loop side only */
   size_t idx;
-  int out; /* submitted, callback not yet run */
-} zkhosts_req_t;
+} zkhosts_job_t;
 
 struct zg_zkhosts_round {
-  zg_zkhosts_t *zr; /* NULL: abandoned by zg_zkhosts_close() */
+  zg_zkhosts_t *zr;
   size_t n, pending;
-  char **result; /* per server: "addr:port,..." or NULL */
-  int *status;   /* per server: getaddrinfo's status */
-  zkhosts_req_t reqs[];
+  char **result;         /* per server: "addr:port,..." or NULL */
+  int *status;           /* per server: getaddrinfo's status */
+  zkhosts_job_t *jobs[]; /* per server: the job out, or NULL */
 };
 
 static int is_address(const char *host) {
@@ -225,30 +242,171 @@ static void round_done(zg_zkhosts_t *zr, zg_zkhosts_round_t *round) {
     zr->cb(zr, rc, changed);
 }
 
-static void on_zkhosts_resolved(uv_getaddrinfo_t *req, int status,
-                                struct addrinfo *res) {
-  zkhosts_req_t *r = req->data;
-  zg_zkhosts_round_t *round = r->round;
-  zg_zkhosts_t *zr = round->zr;
-  r->out = 0;
-  if (status == 0 && zr)
-    round->result[r->idx] = addrinfo_list(res, zr->port[r->idx]);
-  if (status == 0 && zr && !round->result[r->idx])
-    status = UV_EAI_NODATA;
-  round->status[r->idx] = status;
-  if (res)
-    uv_freeaddrinfo(res);
-  if (--round->pending > 0)
-    return;
-  if (!zr)
-    round_free(round);
-  else
-    round_done(zr, round);
+static void job_free(zkhosts_job_t *job) {
+  pthread_mutex_destroy(&job->lock);
+  free(job->host);
+  free(job->port);
+  free(job->result);
+  free(job);
 }
 
+static void job_unref(zkhosts_job_t *job) {
+  int last;
+  pthread_mutex_lock(&job->lock);
+  last = --job->refs == 0;
+  pthread_mutex_unlock(&job->lock);
+  if (last)
+    job_free(job);
+}
+
+static void on_job_closed(uv_handle_t *h) {
+  job_unref(h->data);
+}
+
+/* getaddrinfo()'s EAI_* as libuv's UV_EAI_* (what uv_strerror knows). */
+static int eai_status(int rc) {
+  switch (rc) {
+  case 0:
+    return 0;
+  case EAI_AGAIN:
+    return UV_EAI_AGAIN;
+  case EAI_BADFLAGS:
+    return UV_EAI_BADFLAGS;
+  case EAI_FAMILY:
+    return UV_EAI_FAMILY;
+  case EAI_MEMORY:
+    return UV_EAI_MEMORY;
+  case EAI_NONAME:
+    return UV_EAI_NONAME;
+  case EAI_SERVICE:
+    return UV_EAI_SERVICE;
+  case EAI_SOCKTYPE:
+    return UV_EAI_SOCKTYPE;
+  case EAI_OVERFLOW:
+    return UV_EAI_OVERFLOW;
+  case EAI_SYSTEM:
+    return errno ? -errno : UV_EAI_FAIL;
+#ifdef EAI_NODATA /* glibc, with _GNU_SOURCE only */
+  case EAI_NODATA:
+    return UV_EAI_NODATA;
+#endif
+  default:
+    return UV_EAI_FAIL;
+  }
+}
+
+static void *job_main(void *arg) {
+  zkhosts_job_t *job = arg;
+  struct addrinfo hints, *res = NULL;
+  char *result = NULL;
+  int rc, last;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  rc = eai_status(getaddrinfo(job->host, job->port, &hints, &res));
+  if (rc == 0 && !(result = addrinfo_list(res, job->port)))
+    rc = UV_EAI_NODATA;
+  if (res)
+    freeaddrinfo(res);
+  pthread_mutex_lock(&job->lock);
+  job->status = rc;
+  job->result = result;
+  job->done = 1;
+  /* Under the lock: once the loop has seen `abandoned` set, it may close
+   * the handle and its loop, and no send may follow. */
+  if (!job->abandoned)
+    uv_async_send(&job->async);
+  last = --job->refs == 0;
+  pthread_mutex_unlock(&job->lock);
+  if (last)
+    job_free(job);
+  return NULL;
+}
+
+static void on_job_done(uv_async_t *h) {
+  zkhosts_job_t *job = h->data;
+  zg_zkhosts_round_t *round = job->round;
+  char *result;
+  int status, done;
+  pthread_mutex_lock(&job->lock);
+  done = job->done;
+  status = job->status;
+  result = job->result;
+  job->result = NULL;
+  pthread_mutex_unlock(&job->lock);
+  if (!done || !round) /* sent once, when done: neither happens */
+    return;
+  round->jobs[job->idx] = NULL;
+  round->result[job->idx] = result;
+  round->status[job->idx] = status;
+  job->round = NULL;
+  uv_close((uv_handle_t *)&job->async, on_job_closed);
+  if (--round->pending == 0)
+    round_done(round->zr, round);
+}
+
+/* Stops waiting for a job: its thread finishes on its own and frees it. */
+static void job_abandon(zkhosts_job_t *job) {
+  pthread_mutex_lock(&job->lock);
+  job->abandoned = 1;
+  pthread_mutex_unlock(&job->lock);
+  job->round = NULL;
+  uv_close((uv_handle_t *)&job->async, on_job_closed);
+}
+
+/* 0, or a negative code with nothing left behind. */
+static int job_start(zg_zkhosts_t *zr, zg_zkhosts_round_t *round, size_t i) {
+  zkhosts_job_t *job = calloc(1, sizeof(*job));
+  pthread_attr_t attr;
+  sigset_t all, old;
+  int rc;
+  if (!job)
+    return UV_ENOMEM;
+  job->host = strdup(zr->host[i]);
+  job->port = strdup(zr->port[i]);
+  if (!job->host || !job->port || pthread_mutex_init(&job->lock, NULL) != 0) {
+    free(job->host);
+    free(job->port);
+    free(job);
+    return UV_ENOMEM;
+  }
+  if ((rc = uv_async_init(zr->loop, &job->async, on_job_done)) != 0) {
+    job_free(job);
+    return rc;
+  }
+  job->async.data = job;
+  job->round = round;
+  job->idx = i;
+  job->refs = 2;
+  /* Detached: nobody joins it, so neither the loop nor exit() waits for
+   * a resolver that does not answer. Every signal blocked: they are the
+   * loop's (libuv's handlers), never to land on this thread. */
+  if ((rc = pthread_attr_init(&attr)) == 0) {
+    rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (rc == 0) {
+      pthread_t t;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &old);
+      rc = pthread_create(&t, &attr, job_main, job);
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    pthread_attr_destroy(&attr);
+  }
+  if (rc != 0) {
+    job->refs = 1; /* no thread: the handle's reference only */
+    job->round = NULL;
+    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    return uv_translate_sys_error(rc);
+  }
+  round->jobs[i] = job;
+  return 0;
+}
+
+/* One thread per name at most: a name gets no new job while a round is out
+ * (zr->round), and a round ends when every job of it has. */
 void zg_zkhosts_resolve(zg_zkhosts_t *zr) {
   zg_zkhosts_round_t *round;
-  struct addrinfo hints;
   size_t names = 0;
   if (zr->round)
     return;
@@ -257,7 +415,7 @@ void zg_zkhosts_resolve(zg_zkhosts_t *zr) {
       names++;
   if (names == 0)
     return;
-  round = calloc(1, sizeof(*round) + zr->n * sizeof(round->reqs[0]));
+  round = calloc(1, sizeof(*round) + zr->n * sizeof(round->jobs[0]));
   if (!round)
     return;
   round->zr = zr;
@@ -268,28 +426,17 @@ void zg_zkhosts_resolve(zg_zkhosts_t *zr) {
     round_free(round);
     return;
   }
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
   zr->round = round;
-  /* Counted before the first request: a callback never runs from here,
-   * but the count must not reach zero before every request is out. */
+  /* Counted before the first job: a callback never runs from here, but
+   * the count must not reach zero before every job is out. */
   round->pending = 1;
   for (size_t i = 0; i < zr->n; i++) {
-    zkhosts_req_t *r = &round->reqs[i];
     int rc;
     if (is_address(zr->host[i]))
       continue;
-    r->round = round;
-    r->idx = i;
-    r->req.data = r;
-    rc = uv_getaddrinfo(zr->loop, &r->req, on_zkhosts_resolved, zr->host[i],
-                        zr->port[i], &hints);
-    if (rc == 0) {
-      r->out = 1;
+    if ((rc = job_start(zr, round, i)) == 0)
       round->pending++;
-    } else
+    else
       round->status[i] = rc;
   }
   if (--round->pending == 0)
@@ -419,12 +566,12 @@ void zg_zkhosts_apply(zg_zkhosts_t *zr, zhandle_t *zh) {
 
 void zg_zkhosts_close(zg_zkhosts_t *zr) {
   if (zr->round) {
-    /* Requests not yet on a thread are cancelled (their callbacks still
-     * run, with UV_ECANCELED); the rest finish and are dropped. */
-    zr->round->zr = NULL;
+    /* Nothing waits for a job still out (a resolver that does not
+     * answer): its thread frees it when getaddrinfo() returns. */
     for (size_t i = 0; i < zr->round->n; i++)
-      if (zr->round->reqs[i].out)
-        uv_cancel((uv_req_t *)&zr->round->reqs[i].req);
+      if (zr->round->jobs[i])
+        job_abandon(zr->round->jobs[i]);
+    round_free(zr->round);
     zr->round = NULL;
   }
   for (size_t i = 0; i < zr->n; i++) {

@@ -22,9 +22,11 @@ typedef struct zg_zkconn zg_zkconn_t;
  * and zookeeper_interest() again on every call unless told otherwise
  * (zoo_set_servers_resolution_delay): a slow resolver stalls the loop that
  * runs the client for seconds, and a resolver outage makes the client
- * drop a working connection. So the names are resolved on libuv's thread
- * pool (uv_getaddrinfo) and the client is only ever given numeric
- * addresses, which getaddrinfo() answers without asking anyone. A name
+ * drop a working connection. So the names are resolved on detached
+ * threads of our own (one per name at most; not libuv's pool, which cannot
+ * cancel a running getaddrinfo() and is joined at exit, so that a resolver
+ * that never answers held up SIGTERM) and the client is only ever given
+ * numeric addresses, which getaddrinfo() answers without asking anyone. A name
  * that does not resolve keeps its last known addresses; a connect string
  * of addresses only is ready at once. */
 typedef struct zg_zkhosts zg_zkhosts_t;
@@ -75,7 +77,8 @@ zhandle_t *zg_zkhosts_handle(zg_zkhosts_t *zr, watcher_fn watcher,
 /* Gives `zh` the resolved addresses (after a resolution that changed
  * them). */
 void zg_zkhosts_apply(zg_zkhosts_t *zr, zhandle_t *zh);
-/* A resolution still out finishes on the thread pool and is dropped. */
+/* A resolution still out is abandoned, not waited for: its thread frees
+ * what it holds when getaddrinfo() returns, and touches nothing else. */
 void zg_zkhosts_close(zg_zkhosts_t *zr);
 
 #define ZG_ZKHOSTS_REFRESH_MS 60000

@@ -7,6 +7,7 @@ resolv.conf names a small DNS server of the test's own on a loopback address: no
 machine's resolver configuration changes. This module starts servers of its own: CTest runs it
 serially."""
 
+import json
 import os
 import random
 import re
@@ -363,11 +364,6 @@ def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
 # shutdown while a resolution is out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, open: getaddrinfo() runs on libuv's thread pool, which cannot cancel a running "
-    "request; the loop (and libuv's exit-time join of its threads) waits for the resolver's "
-    "timeout. Fixing it is a design decision (resolver threads of our own, or exit without "
-    "waiting): see the review report of the revzk branch"))
 def test_sigterm_while_the_resolver_hangs_stops_promptly(tmp_path, dns, backends, zpath):
     """A name server that never answers holds a getaddrinfo() for the resolver's whole timeout
     (here 6 s; resolv.conf's default is 5 s x 2 attempts, as long as `docker stop` waits before
@@ -385,3 +381,75 @@ def test_sigterm_while_the_resolver_hangs_stops_promptly(tmp_path, dns, backends
     took = time.monotonic() - t0
     assert code == 0, gw.log_text()
     assert took < 3, f"SIGTERM took {took:.1f} s while a resolution was out:\n{gw.log_text()}"
+
+
+def state_written_ms(path):
+    try:
+        with open(path) as f:
+            return json.load(f)["written_ms"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_sigterm_while_a_resolution_hangs_still_drains_and_writes_the_state_file(
+        tmp_path, dns, zk, zpath, backends, kz):
+    """Connected through the address in `hosts` while the other server's name hangs: SIGTERM
+    must stop promptly and still do the shutdown's work, the final state file write included
+    (it runs on libuv's pool, which a resolution no longer occupies)."""
+    dns.mode = "drop"
+    dyn = backends("dyn")
+    register(kz, zpath, f"tcp://{dyn.addr}".encode())
+    port = free_port()
+    state = str(tmp_path / "state.json")
+    ini = ini_text({"reg": {"listen": f"127.0.0.1:{port}", "zk_path": zpath}},
+                   zookeeper={"hosts": f"127.0.0.1:{zk.port},{ZK_NAME}:{zk.port}",
+                              "session_timeout": "2s", "state_file": state})
+    gw = start_gateway(tmp_path, ini, port, dns, timeout_s=6)
+    assert "dyn" in wait_pool(port, ["dyn"], timeout=10), gw.log_text()
+    assert wait_until(lambda: dns.queries > 0, 5), "zkgate never asked the name server"
+    before = wait_until(lambda: state_written_ms(state), 5)
+    assert before, gw.log_text()
+    # The final write must be told apart from the one before it by its time.
+    wait_until(lambda: time.time() * 1000 > before + 20, 2)
+    t0 = time.monotonic()
+    code = gw.stop(timeout=30)
+    took = time.monotonic() - t0
+    assert code == 0, gw.log_text()
+    assert took < 3, f"SIGTERM took {took:.1f} s while a resolution was out:\n{gw.log_text()}"
+    after = state_written_ms(state)
+    assert after and after > before, f"no state file write at shutdown:\n{gw.log_text()}"
+    assert "stopped" in gw.log_text()
+
+
+def test_register_sigterm_while_a_resolution_hangs_stops_promptly(tmp_path, dns, zk, zpath,
+                                                                   backends, kz):
+    """zkgate-register resolves through the same helper: registered through the address in
+    --zk while the other server's name hangs, SIGTERM ends its session (the znode goes) and
+    exits promptly."""
+    dns.mode = "drop"
+    inst = backends("inst")
+    log_path = tmp_path / "register.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*namespaced(tmp_path, dns, 6), register_bin(), "--zk",
+                                 f"127.0.0.1:{zk.port},{ZK_NAME}:{zk.port}", "--path", zpath,
+                                 "--address", inst.addr, "--session-timeout", "2s"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: kz.exists(zpath) and kz.get_children(zpath), 15), \
+            log_path.read_text()
+        assert wait_until(lambda: dns.queries > 0, 5), "zkgate-register never asked"
+        t0 = time.monotonic()
+        proc.terminate()
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - t0
+        assert code == 0, log_path.read_text()
+        assert took < 3, f"SIGTERM took {took:.1f} s while a resolution was out:\n" + \
+            log_path.read_text()
+        assert kz.get_children(zpath) == [], "the znode outlived the session"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -73,11 +73,69 @@ static void test_bad_connect_strings(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+typedef struct {
+  int calls, status;
+} resolved_t;
+
+static void on_resolved(zg_zkhosts_t *zr, int status, int changed) {
+  resolved_t *r = zr->data;
+  (void)changed;
+  r->calls++;
+  r->status = status;
+}
+
+/* The name is resolved on a thread of ours and the result lands on the
+ * loop ("localhost" comes from /etc/hosts: no name server is asked). */
+static void test_name_resolves_on_the_loop(void **state) {
+  uv_loop_t loop;
+  zg_zkhosts_t zr;
+  resolved_t r = {0, 1};
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(
+      zg_zkhosts_init(&loop, &zr, "localhost:2181/c", "test", on_resolved, &r),
+      0);
+  zg_zkhosts_resolve(&zr);
+  assert_non_null(zr.round);
+  assert_int_equal(r.calls, 0); /* never from inside zg_zkhosts_resolve */
+  zg_zkhosts_resolve(&zr);      /* one out already: no second one */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(r.calls, 1);
+  assert_null(zr.round);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(zr.connect, ":2181"));
+  assert_non_null(strstr(zr.connect, "/c"));
+  zg_zkhosts_close(&zr);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A resolution still out at close is abandoned: the loop ends at once (its
+ * handle closes), the callback never runs, the thread frees the rest. */
+static void test_close_abandons_a_resolution(void **state) {
+  uv_loop_t loop;
+  zg_zkhosts_t zr;
+  resolved_t r = {0, 1};
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(zg_zkhosts_init(&loop, &zr, "localhost:2181,localhost:2182",
+                                   "test", on_resolved, &r),
+                   0);
+  zg_zkhosts_resolve(&zr);
+  assert_non_null(zr.round);
+  zg_zkhosts_close(&zr);
+  assert_null(zr.round);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_addresses_ready_at_once),
       cmocka_unit_test(test_names_wait_for_resolution),
       cmocka_unit_test(test_bad_connect_strings),
+      cmocka_unit_test(test_name_resolves_on_the_loop),
+      cmocka_unit_test(test_close_abandons_a_resolution),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
