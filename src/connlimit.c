@@ -71,7 +71,18 @@ void zg_connlimit_read(zg_connlimit_t *l, zg_connlimit_t *out) {
 }
 
 uint64_t zg_connlimit_auto_open(uint64_t nofile, uint64_t reserve) {
-  return nofile > reserve + 2 ? (nofile - reserve) / 2 : 1;
+  uint64_t n = nofile > reserve ? (nofile - reserve) / 2 : 0;
+  /* A reserve that eats the limit (many services and workers under a
+   * small open-file limit) must not leave a gateway that serves one client
+   * at a time: a quarter of the descriptors stays for clients, and the
+   * gateway warns (zg_connlimit_auto_floored). */
+  if (n < nofile / 4)
+    n = nofile / 4;
+  return n > 0 ? n : 1;
+}
+
+bool zg_connlimit_auto_floored(uint64_t nofile, uint64_t reserve) {
+  return nofile <= reserve || (nofile - reserve) / 2 < nofile / 4;
 }
 
 uint64_t zg_connlimit_auto_head(uint64_t max_open) {

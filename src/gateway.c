@@ -1734,6 +1734,14 @@ static void conn_limits_apply(zg_gateway_t *gw, const zg_config_t *cfg) {
   uint64_t max_open = cfg->proxy.max_connections;
   uint64_t max_head = cfg->proxy.max_head_connections;
 
+  if (max_open == 0 && nofile &&
+      zg_connlimit_auto_floored(nofile, fd_reserve(cfg)))
+    zg_warn("gateway",
+            "the open-file limit (%llu) leaves little room beside what %zu "
+            "services and %u workers hold: max_connections = auto is a "
+            "quarter of it; raise the limit (LimitNOFILE=, ulimit -n) or set "
+            "max_connections",
+            (unsigned long long)nofile, cfg->n_services, cfg->proxy.workers);
   if (max_open == 0)
     max_open = nofile ? zg_connlimit_auto_open(nofile, fd_reserve(cfg))
                       : 1024; /* no limit known: nginx's default */

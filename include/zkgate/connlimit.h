@@ -56,12 +56,15 @@ void zg_connlimit_read(zg_connlimit_t *l, zg_connlimit_t *out);
 /* Defaults for `auto`. Each proxied connection holds two descriptors (the
  * client's and the instance's): max_connections is half of what the
  * open-file limit `nofile` leaves after `reserve` (listeners, ZooKeeper,
- * admin, logs, the loops' own descriptors), at least 1.
+ * admin, logs, the loops' own descriptors), but never less than a quarter
+ * of `nofile` (at least 1): a reserve that eats the limit still leaves a
+ * usable gateway, and zg_connlimit_auto_floored() says so for a warning.
  * max_head_connections is half of max_connections, at most
  * ZG_HEAD_CONNECTIONS_AUTO_MAX, at least 1: a connection in its head can
  * pin a 16 KiB read buffer, so the default bounds that to 64 MiB. */
 #define ZG_HEAD_CONNECTIONS_AUTO_MAX 4096
 uint64_t zg_connlimit_auto_open(uint64_t nofile, uint64_t reserve);
+bool zg_connlimit_auto_floored(uint64_t nofile, uint64_t reserve);
 uint64_t zg_connlimit_auto_head(uint64_t max_open);
 
 #endif

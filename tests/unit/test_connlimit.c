@@ -109,7 +109,15 @@ static void test_auto(void **state) {
   (void)state;
   assert_int_equal(zg_connlimit_auto_open(1024, 124), 450);
   assert_int_equal(zg_connlimit_auto_open(1048576, 200), 524188);
-  assert_int_equal(zg_connlimit_auto_open(100, 200), 1);
+  /* A reserve that eats the limit leaves a quarter of it, not one client
+   * at a time (1024 descriptors, 4 workers, 300 services). */
+  assert_int_equal(zg_connlimit_auto_open(100, 200), 25);
+  assert_int_equal(zg_connlimit_auto_open(1024, 1332), 256);
+  assert_int_equal(zg_connlimit_auto_open(1024, 600), 256);
+  assert_true(zg_connlimit_auto_floored(1024, 1332));
+  assert_true(zg_connlimit_auto_floored(1024, 600));
+  assert_false(zg_connlimit_auto_floored(1024, 124));
+  assert_int_equal(zg_connlimit_auto_open(3, 0), 1);
   assert_int_equal(zg_connlimit_auto_open(0, 0), 1);
   assert_int_equal(zg_connlimit_auto_head(450), 225);
   assert_int_equal(zg_connlimit_auto_head(524188),
