@@ -2,8 +2,8 @@
  *
  * The input is what a client sends on one connection. It goes through
  * llhttp (strict mode) with the shipped reader (zg_http_request_settings
- * in src/http_msg.c, which src/http_proxy.c parses with), recording the
- * head into a zg_http_head_t, pausing where the gateway pauses (at the end
+ * in src/core/http_msg.c, which src/proxy/http_proxy.c parses with), recording
+ * the head into a zg_http_head_t, pausing where the gateway pauses (at the end
  * of a head with a body, at the end of a request), and
  * each complete head through the same pure functions head_complete() runs:
  * zg_http_prescan, zg_http_check_request, zg_http_split_target,
@@ -28,9 +28,9 @@
  * X-Forwarded-For ending with the client's address, a target that starts
  * with '/' or is "*", and a head that llhttp in strict mode reads back as
  * one complete head with the same framing. */
-#include "zkgate/http_msg.h"
-#include "zkgate/instance.h"
-#include "zkgate/route.h"
+#include "core/http_msg.h"
+#include "core/instance.h"
+#include "core/route.h"
 
 #include <llhttp.h>
 #include <stdbool.h>
@@ -40,7 +40,7 @@
 #include <string.h>
 #include <strings.h>
 
-/* As in src/http_proxy.c. */
+/* As in src/proxy/http_proxy.c. */
 #define HEAD_MAX 65536
 #define OUT_HEAD_MAX 81920
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512)
@@ -444,11 +444,12 @@ static void error_response(int status, const char *message, bool head_request) {
   shown = NULL;
 }
 
-/* ---- the request side: src/http_proxy.c's callbacks ----------------- */
+/* ---- the request side: src/proxy/http_proxy.c's callbacks -----------------
+ */
 
 typedef struct {
   /* First: the parser's data is the session and the shipped reader alike,
-   * as in src/http_proxy.c. */
+   * as in src/proxy/http_proxy.c. */
   zg_http_reader_t rd;
   const char *in; /* where the current request starts: s->in after
                      reset_for_next() moved it to the buffer's start */
@@ -655,11 +656,13 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
   return d;
 }
 
-/* ---- the response side: src/http_proxy.c's upstream callbacks ------- */
+/* ---- the response side: src/proxy/http_proxy.c's upstream callbacks -------
+ */
 
 typedef struct {
   /* First: the parser's data is the upstream and the shipped reader alike,
-   * as in src/http_proxy.c; rd.head_seen is clear while a head is read. */
+   * as in src/proxy/http_proxy.c; rd.head_seen is clear while a head is read.
+   */
   zg_http_reader_t rd;
   const char *head; /* where the current response head starts */
   size_t head_len;  /* bytes read from there */
@@ -707,7 +710,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
   CHECK(!(u->resp.chunked && u->resp.has_length));
   CHECK(!u->resp.has_length ||
         u->resp.content_length <= ZG_HTTP_MAX_CONTENT_LENGTH);
-  /* The shipped framing decision, as src/http_proxy.c makes it. */
+  /* The shipped framing decision, as src/proxy/http_proxy.c makes it. */
   no_body = zg_http_response_bodiless(status, u->head_req);
   memset(&o, 0, sizeof(o));
   if (status >= 200 &&

@@ -1,4 +1,4 @@
-/* libFuzzer target over the ClientHello parser (src/tls_hello.c) and the
+/* libFuzzer target over the ClientHello parser (src/core/tls_hello.c) and the
  * SNI choice that follows it in a tls-passthrough session.
  *
  * The input is what a client sends first. The gateway parses everything
@@ -10,7 +10,7 @@
  * - NOT_TLS comes with a reason, and a name comes only with SNI;
  * - a name is 1..253 bytes of [a-z0-9._-] without an empty label;
  * - the pattern zg_tls_sni_pick chooses for it matches it. */
-#include "zkgate/tls_hello.h"
+#include "core/tls_hello.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -269,7 +269,7 @@ def test_failing_resolver_keeps_the_session(tmp_path, dns, zk, zpath, backends, 
         relay.close()
 
 
-# zkgate-register resolves through the same helper (src/zkconn.c).
+# zkgate-register resolves through the same helper (src/registry/zkconn.c).
 
 def register_bin():
     path = os.environ.get("ZKGATE_REGISTER_BIN")

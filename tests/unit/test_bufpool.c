@@ -1,8 +1,8 @@
-/* Unit tests for block pools (include/zkgate/bufpool.h). */
+/* Unit tests for block pools (src/core/bufpool.h). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/bufpool.h"
+#include "core/bufpool.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

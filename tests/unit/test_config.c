@@ -1,4 +1,4 @@
-/* Unit tests for the configuration contract (include/zkgate/config.h and
+/* Unit tests for the configuration contract (src/core/config.h and
  * the INI contract in DESIGN.md): values, defaults, and every error with
  * the FILE:LINE it must carry. */
 #include <arpa/inet.h>
@@ -16,8 +16,8 @@
 #include <openssl/x509.h>
 #include <uv.h>
 
-#include "zkgate/config.h"
-#include "zkgate/error.h"
+#include "core/config.h"
+#include "core/error.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

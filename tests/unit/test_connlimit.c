@@ -1,11 +1,11 @@
-/* Unit tests for the connection caps (include/zkgate/connlimit.h): the
+/* Unit tests for the connection caps (src/core/connlimit.h): the
  * open and in-head caps, refusal counters, tickets released once, new
  * caps on reload, the auto defaults, and workers admitting at once never
  * overshooting a cap. */
 #include <string.h>
 #include <uv.h>
 
-#include "zkgate/connlimit.h"
+#include "core/connlimit.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

@@ -1,10 +1,10 @@
-/* Unit tests for the error table (include/zkgate/error.h): zkgate's codes
+/* Unit tests for the error table (src/core/error.h): zkgate's codes
  * stay clear of libuv's, and every code has its message. */
 #include <string.h>
 
 #include <uv.h>
 
-#include "zkgate/error.h"
+#include "core/error.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

@@ -1,8 +1,8 @@
-/* Unit tests for rise and fall counting (include/zkgate/health.h). */
+/* Unit tests for rise and fall counting (src/core/health.h). */
 #include <stdbool.h>
 #include <string.h>
 
-#include "zkgate/health.h"
+#include "core/health.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for HTTP message heads (include/zkgate/http_msg.h): the checks
+/* Unit tests for HTTP message heads (src/core/http_msg.h): the checks
  * llhttp 8.1 leaves to us, targets and path rewriting, and the exact bytes
  * of every head we write. Heads are parsed by llhttp in strict mode, as in
  * the proxy; the few that llhttp refuses are filled in by hand. */
@@ -10,7 +10,7 @@
 
 #include <llhttp.h>
 
-#include "zkgate/http_msg.h"
+#include "core/http_msg.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

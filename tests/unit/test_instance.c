@@ -1,4 +1,4 @@
-/* Unit tests for instance decoding (include/zkgate/instance.h) against the
+/* Unit tests for instance decoding (src/core/instance.h) against the
  * registry formats in REGISTRY-FORMATS.md: every format that must decode,
  * and garbage that must be refused with a reason. */
 #include <stdbool.h>
@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/error.h"
-#include "zkgate/instance.h"
+#include "core/error.h"
+#include "core/instance.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

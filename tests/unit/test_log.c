@@ -1,4 +1,4 @@
-/* Unit tests for logging (include/zkgate/log.h): the rate limiter, the
+/* Unit tests for logging (src/core/log.h): the rate limiter, the
  * level switch, and the line format on stderr. */
 #include <regex.h>
 #include <stdint.h>
@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "zkgate/log.h"
+#include "core/log.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

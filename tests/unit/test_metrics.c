@@ -1,11 +1,11 @@
-/* Unit tests for the metrics pieces (include/zkgate/metrics.h): the
+/* Unit tests for the metrics pieces (src/core/metrics.h): the
  * duration histogram, label and JSON escaping, and access log lines. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/metrics.h"
+#include "core/metrics.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

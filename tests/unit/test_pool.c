@@ -1,5 +1,5 @@
-/* Unit tests for pools (include/zkgate/pool.h) and for the balancer that
- * picks from them (include/zkgate/balance.h). Runs under ASan in CI, so a
+/* Unit tests for pools (src/core/pool.h) and for the balancer that
+ * picks from them (src/core/balance.h). Runs under ASan in CI, so a
  * missing or extra unref shows up as a leak or a use after free. Every
  * random test uses a fixed seed: deterministic, it cannot flake. */
 #include <stdatomic.h>
@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/balance.h"
-#include "zkgate/instance.h"
-#include "zkgate/pool.h"
+#include "core/balance.h"
+#include "core/instance.h"
+#include "core/pool.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

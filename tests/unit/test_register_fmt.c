@@ -1,4 +1,4 @@
-/* Unit tests for zkgate-register's encoding (include/zkgate/register_fmt.h):
+/* Unit tests for zkgate-register's encoding (src/register/register_fmt.h):
  * whatever it writes must decode with zg_instance_decode() to the same
  * address, in every format, for IPv4, IPv6 and names, with and without
  * TLS; child names and paths follow each format's writer. */
@@ -10,9 +10,9 @@
 
 #include <jansson.h>
 
-#include "zkgate/error.h"
-#include "zkgate/instance.h"
-#include "zkgate/register_fmt.h"
+#include "core/error.h"
+#include "core/instance.h"
+#include "register/register_fmt.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for HTTP routing (include/zkgate/route.h): host matching
+/* Unit tests for HTTP routing (src/core/route.h): host matching
  * (exact, wildcard, any; ports, trailing dots, case), longest prefix, the
  * order of ranks on equal prefixes, and the table's own copies. */
 #include <stdbool.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/route.h"
+#include "core/route.h"
 
 #include <llhttp.h>
 

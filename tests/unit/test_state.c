@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "zkgate/error.h"
-#include "zkgate/pool.h"
-#include "zkgate/state.h"
+#include "core/error.h"
+#include "core/pool.h"
+#include "registry/state.h"
 
 #include <uv.h>
 

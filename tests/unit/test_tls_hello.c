@@ -1,5 +1,5 @@
 /* Unit tests for the ClientHello parser and SNI choice
- * (include/zkgate/tls_hello.h): real ClientHellos from openssl s_client,
+ * (src/core/tls_hello.h): real ClientHellos from openssl s_client,
  * the same cut at every byte and spread over records of every size,
  * ClientHellos built here with each field wrong in turn, not-TLS input,
  * and the ranking of sni patterns. */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zkgate/tls_hello.h"
+#include "core/tls_hello.h"
 
 #include "tls_hello_fixtures.h"
 

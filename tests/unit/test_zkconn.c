@@ -1,5 +1,5 @@
 /* Unit tests for the connect string's resolution (zg_zkhosts_t in
- * include/zkgate/zkconn.h): parsing, and addresses that need no resolver
+ * src/registry/zkconn.h): parsing, and addresses that need no resolver
  * are ready at once, in the form the ZooKeeper client parses (it splits
  * host and port at the last ':', so IPv6 goes without brackets), with the
  * chroot kept for zookeeper_init and left out for zoo_set_servers. */
@@ -7,7 +7,7 @@
 
 #include <uv.h>
 
-#include "zkgate/zkconn.h"
+#include "registry/zkconn.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>

@@ -1,0 +1,962 @@
+/* The admin listener: a small HTTP/1.1 server on zkgate's own loop. Each
+ * connection carries one request (parsed by llhttp in strict mode, 8 KiB of
+ * head at most, 10 s to send it) and is closed after the answer, which is
+ * all that health checkers and Prometheus need. */
+#include "control/admin.h"
+
+#include "proxy/http_proxy.h"
+#include "proxy/sni_proxy.h"
+#include "net/listener.h"
+#include "registry/registry.h"
+#include "proxy/tcp_proxy.h"
+#include "net/tls.h"
+
+#include <jansson.h>
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ADMIN_HEAD_MAX 8192
+#define ADMIN_TIMEOUT_MS 10000
+
+struct zg_admin {
+  zg_gateway_t *gw;
+  uv_tcp_t tcp;
+  int listening;
+  struct admin_conn *conns;
+  unsigned handles; /* the listener, until closed */
+};
+
+typedef struct admin_conn {
+  zg_admin_t *admin;
+  struct admin_conn *prev, *next;
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  llhttp_t parser;
+  char url[1024];
+  size_t url_len;
+  int url_too_long;
+  int head_done;     /* llhttp saw the end of the head */
+  size_t head_bytes; /* read before the end of the head */
+  int done;          /* a request was answered (or refused): no more reading */
+  unsigned handles;
+  uv_write_t wreq;
+  zg_text_t out;
+} admin_conn_t;
+
+static llhttp_settings_t settings;
+
+/* ---- bodies ------------------------------------------------------------ */
+
+static const char *zk_state_name(zg_zk_state_t s) {
+  switch (s) {
+  case ZG_ZK_CONNECTING:
+    return "connecting";
+  case ZG_ZK_CONNECTED:
+    return "connected";
+  case ZG_ZK_DISCONNECTED:
+    return "disconnected";
+  case ZG_ZK_CLOSED:
+    return "closed";
+  }
+  return "unknown";
+}
+
+static int64_t wall_ms(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0)
+    return 0;
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static const char *const class_names[6] = {"none", "1xx", "2xx",
+                                           "3xx",  "4xx", "5xx"};
+
+static void family(zg_text_t *o, const char *name, const char *type,
+                   const char *help) {
+  zg_text_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The shards of the metrics: the control loop's gateway, then the other
+ * workers' (paused while they are read). */
+typedef struct {
+  zg_gateway_t *gw[ZG_MAX_WORKERS];
+  size_t n;
+  /* map[k][i]: the service of shard k named like the control loop's
+   * service i (NULL: none), looked up once per read */
+  const zg_service_t **map[ZG_MAX_WORKERS];
+} shards_t;
+
+static int svc_name_cmp(const void *a, const void *b) {
+  const zg_service_t *const *x = a, *const *y = b;
+  return strcmp((*x)->conf->name, (*y)->conf->name);
+}
+
+static void shards_get(zg_gateway_t *gw, shards_t *sh) {
+  memset(sh, 0, sizeof(*sh));
+  sh->gw[0] = gw;
+  sh->n = 1 + zg_gateway_isolate(gw, &sh->gw[1]);
+  for (size_t k = 1; k < sh->n; k++) {
+    zg_gateway_t *g = sh->gw[k];
+    const zg_service_t **sorted =
+        malloc((g->n_services ? g->n_services : 1) * sizeof(*sorted));
+    sh->map[k] = calloc(gw->n_services ? gw->n_services : 1, sizeof(**sh->map));
+    if (!sorted || !sh->map[k]) { /* out of memory: that shard counts 0 */
+      free(sorted);
+      continue;
+    }
+    memcpy(sorted, g->services, g->n_services * sizeof(*sorted));
+    qsort(sorted, g->n_services, sizeof(*sorted), svc_name_cmp);
+    for (size_t i = 0; i < gw->n_services; i++) {
+      const zg_service_t *key = gw->services[i];
+      const zg_service_t **hit =
+          bsearch(&key, sorted, g->n_services, sizeof(*sorted), svc_name_cmp);
+      sh->map[k][i] = hit ? *hit : NULL;
+    }
+    free(sorted);
+  }
+}
+
+static void shards_put(zg_gateway_t *gw, shards_t *sh) {
+  for (size_t k = 1; k < sh->n; k++)
+    free(sh->map[k]);
+  zg_gateway_release(gw);
+}
+
+/* The service of shard k named like the control loop's service i. */
+static const zg_service_t *shard_service(const shards_t *sh, size_t k,
+                                         size_t i) {
+  if (k == 0)
+    return sh->gw[0]->services[i];
+  return sh->map[k] ? sh->map[k][i] : NULL;
+}
+
+static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
+  for (int c = 0; c < 6; c++)
+    acc->requests[c] += t->requests[c];
+  acc->bytes_in += t->bytes_in;
+  acc->bytes_out += t->bytes_out;
+  acc->retries += t->retries;
+  acc->ejections += t->ejections;
+  for (int b = 0; b < ZG_DURATION_BUCKETS; b++)
+    acc->dur_buckets[b] += t->dur_buckets[b];
+  acc->dur_count += t->dur_count;
+  acc->dur_sum_us += t->dur_sum_us;
+}
+
+/* The traffic of the control loop's service i summed over the shards. */
+static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
+  memset(out, 0, sizeof(*out));
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, i);
+    if (s)
+      traffic_add(out, &s->traffic);
+  }
+}
+
+/* `name{service="S"} value` for every service, EXPR_ (of `svc`) summed
+ * over the shards. */
+#define PER_SERVICE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                         \
+  do {                                                                         \
+    family(o, NAME_, TYPE_, HELP_);                                            \
+    for (size_t i_ = 0; i_ < (sh)->gw[0]->n_services; i_++) {                  \
+      const zg_service_t *s0_ = (sh)->gw[0]->services[i_];                     \
+      unsigned long long v_ = 0;                                               \
+      for (size_t k_ = 0; k_ < (sh)->n; k_++) {                                \
+        const zg_service_t *svc = shard_service(sh, k_, i_);                   \
+        if (svc)                                                               \
+          v_ += (unsigned long long)(EXPR_);                                   \
+      }                                                                        \
+      zg_text_printf(o, "%s{service=\"", NAME_);                               \
+      zg_text_label(o, s0_->conf->name);                                       \
+      zg_text_printf(o, "\"} %llu\n", v_);                                     \
+    }                                                                          \
+  } while (0)
+
+/* The same for a gauge every worker holds alike (the pools): shard 0. */
+#define PER_SERVICE_ONE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                     \
+  do {                                                                         \
+    family(o, NAME_, TYPE_, HELP_);                                            \
+    for (size_t i_ = 0; i_ < (sh)->gw[0]->n_services; i_++) {                  \
+      const zg_service_t *svc = (sh)->gw[0]->services[i_];                     \
+      zg_text_printf(o, "%s{service=\"", NAME_);                               \
+      zg_text_label(o, svc->conf->name);                                       \
+      zg_text_printf(o, "\"} %llu\n", (unsigned long long)(EXPR_));            \
+    }                                                                          \
+  } while (0)
+
+/* An HTTP listener's accepted (which = 0) or active (1) connections, over
+ * the shards' listeners on the same address. */
+static uint64_t listener_sum(const shards_t *sh, const zg_http_listener_t *hl,
+                             int which) {
+  uint64_t v = 0;
+  for (size_t k = 0; k < sh->n; k++)
+    for (size_t i = 0; i < sh->gw[k]->n_http_listeners; i++) {
+      const zg_http_listener_t *l = sh->gw[k]->http_listeners[i];
+      if (strcmp(l->addr.text, hl->addr.text) != 0)
+        continue;
+      v += which ? l->active : l->accepted;
+    }
+  return v;
+}
+
+static void sni_sum(const shards_t *sh, const zg_sni_listener_t *sl,
+                    uint64_t counts[3]) {
+  for (size_t k = 0; k < sh->n; k++)
+    for (size_t i = 0; i < sh->gw[k]->n_sni_listeners; i++) {
+      const zg_sni_listener_t *l = sh->gw[k]->sni_listeners[i];
+      if (strcmp(l->addr.text, sl->addr.text) != 0)
+        continue;
+      counts[0] += l->not_tls;
+      counts[1] += l->unknown_sni;
+      counts[2] += l->timeouts;
+    }
+}
+
+void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
+  zg_registry_stats_t rs;
+  int64_t now = wall_ms();
+  shards_t shards, *sh = &shards;
+
+  shards_get(gw, sh);
+  family(o, "zkgate_build_info", "gauge", "Version of zkgate.");
+  zg_text_printf(o, "zkgate_build_info{version=\"%s\"} 1\n", ZKGATE_VERSION);
+  family(o, "zkgate_start_time_seconds", "gauge",
+         "When zkgate started, seconds since the epoch.");
+  zg_text_printf(o, "zkgate_start_time_seconds %.3f\n",
+                 (double)gw->started_wall_ms / 1000.0);
+
+  PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
+              "Client connections accepted (TCP services) or requests routed "
+              "(HTTP services).",
+              svc->accepted);
+  PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
+              "Client connections (TCP services) or requests (HTTP services) "
+              "in progress.",
+              svc->active);
+  {
+    zg_connlimit_t cl;
+
+    zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
+    family(o, "zkgate_connections_refused_total", "counter",
+           "Client connections closed at accept, all listeners of the "
+           "process, by the cap reached (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_open);
+    zg_text_printf(o,
+                   "zkgate_connections_refused_total{limit=\"max_head_"
+                   "connections\"} %llu\n",
+                   (unsigned long long)cl.refused_head);
+    family(o, "zkgate_connections_open", "gauge",
+           "Client connections open, all listeners of the process.");
+    zg_text_printf(o, "zkgate_connections_open %llu\n",
+                   (unsigned long long)cl.open);
+    family(o, "zkgate_connections_in_head", "gauge",
+           "Client connections whose first request head (or ClientHello, or "
+           "TLS handshake) is not complete yet.");
+    zg_text_printf(o, "zkgate_connections_in_head %llu\n",
+                   (unsigned long long)cl.head);
+    family(o, "zkgate_connections_max", "gauge",
+           "The caps in force, by limit (max_connections, "
+           "max_head_connections).");
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_open);
+    zg_text_printf(o,
+                   "zkgate_connections_max{limit=\"max_head_connections\"} "
+                   "%llu\n",
+                   (unsigned long long)cl.max_head);
+  }
+  family(o, "zkgate_listener_connections_accepted_total", "counter",
+         "Client connections accepted by HTTP listeners.");
+  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+    zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
+    zg_text_label(o, gw->http_listeners[i]->addr.text);
+    zg_text_printf(
+        o, "\"} %llu\n",
+        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 0));
+  }
+  family(o, "zkgate_worker_connections_accepted_total", "counter",
+         "Client connections accepted by each worker (event loop), on HTTP "
+         "listeners and TCP services.");
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_gateway_t *g = sh->gw[k];
+    unsigned long long v = 0;
+    for (size_t i = 0; i < g->n_http_listeners; i++)
+      v += g->http_listeners[i]->accepted;
+    for (size_t i = 0; i < g->n_services; i++)
+      if (g->services[i]->conf->protocol == ZG_PROTO_TCP)
+        v += g->services[i]->accepted;
+    zg_text_printf(o,
+                   "zkgate_worker_connections_accepted_total{worker=\"%u\"} "
+                   "%llu\n",
+                   zg_gateway_worker_id(g), v);
+  }
+  family(o, "zkgate_worker_reloads_rejected_total", "counter",
+         "Reloads the control loop applied and another worker could not "
+         "(it kept its configuration; the log says why).");
+  for (size_t k = 1; k < sh->n; k++)
+    zg_text_printf(o,
+                   "zkgate_worker_reloads_rejected_total{worker=\"%u\"} %llu\n",
+                   zg_gateway_worker_id(sh->gw[k]),
+                   (unsigned long long)sh->gw[k]->reloads_failed);
+  family(o, "zkgate_tls_rejected_total", "counter",
+         "Clients a tls-passthrough listener closed before choosing a "
+         "service, by reason (not_tls, unknown_sni, timeout).");
+  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
+    const zg_sni_listener_t *sl = gw->sni_listeners[i];
+    uint64_t counts[3] = {0, 0, 0};
+    sni_sum(sh, sl, counts);
+    static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
+    for (int k = 0; k < 3; k++) {
+      zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
+      zg_text_label(o, sl->addr.text);
+      zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
+                     (unsigned long long)counts[k]);
+    }
+  }
+  family(o, "zkgate_tls_handshakes_total", "counter",
+         "TLS handshakes completed on listeners that terminate TLS; "
+         "resumed=\"yes\" for those that resumed a session.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"no\"} %llu\n",
+                   (unsigned long long)(c.handshakes - c.resumed));
+    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\",resumed=\"yes\"} %llu\n",
+                   (unsigned long long)c.resumed);
+  }
+  family(o, "zkgate_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed (bad or missing client certificate, "
+         "no common protocol or cipher, not TLS, timeout) on listeners "
+         "that terminate TLS.");
+  for (size_t i = 0; i < gw->n_tls; i++) {
+    zg_tls_counts_t c;
+    zg_tls_server_counts(gw->tls[i], &c);
+    zg_text_printf(o, "zkgate_tls_handshake_failures_total{listener=\"");
+    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
+    zg_text_printf(o, "\"} %llu\n", (unsigned long long)c.failures);
+  }
+  family(o, "zkgate_listener_connections_active", "gauge",
+         "Client connections open on HTTP listeners.");
+  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+    zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
+    zg_text_label(o, gw->http_listeners[i]->addr.text);
+    zg_text_printf(
+        o, "\"} %llu\n",
+        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 1));
+  }
+
+  family(o, "zkgate_requests_total", "counter",
+         "HTTP requests by service and status class (none: no response "
+         "was sent).");
+  for (size_t i = 0; i < gw->n_services; i++) {
+    const zg_service_t *svc = gw->services[i];
+    zg_traffic_t t;
+    if (svc->conf->protocol != ZG_PROTO_HTTP)
+      continue;
+    service_traffic(sh, i, &t);
+    for (int c = 0; c < 6; c++) {
+      zg_text_printf(o, "zkgate_requests_total{service=\"");
+      zg_text_label(o, svc->conf->name);
+      zg_text_printf(o, "\",class=\"%s\"} %llu\n", class_names[c],
+                     (unsigned long long)t.requests[c]);
+    }
+  }
+  {
+    zg_traffic_t t;
+    memset(&t, 0, sizeof(t));
+    for (size_t k = 0; k < sh->n; k++)
+      traffic_add(&t, &sh->gw[k]->unrouted);
+    for (int c = 0; c < 6; c++)
+      zg_text_printf(o,
+                     "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
+                     class_names[c], (unsigned long long)t.requests[c]);
+  }
+
+  family(o, "zkgate_request_duration_seconds", "histogram",
+         "HTTP request duration, from the complete head to the end of the "
+         "response.");
+  for (size_t i = 0; i < gw->n_services; i++) {
+    const zg_service_t *svc = gw->services[i];
+    zg_text_t label = {0};
+    zg_traffic_t t;
+    if (svc->conf->protocol != ZG_PROTO_HTTP)
+      continue;
+    service_traffic(sh, i, &t);
+    zg_text_printf(&label, "service=\"");
+    zg_text_label(&label, svc->conf->name);
+    zg_text_printf(&label, "\"");
+    if (!label.oom)
+      zg_text_histogram(o, "zkgate_request_duration_seconds", label.p, &t);
+    zg_text_free(&label);
+  }
+
+  PER_SERVICE(o, sh, "zkgate_upstream_connect_failures_total", "counter",
+              "Connections to instances that failed (refused, timed out, "
+              "unresolvable, TLS handshake or verification failed).",
+              svc->connect_failures);
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_handshakes_total", "counter",
+              "TLS handshakes with instances that completed.",
+              svc->up_tls_handshakes);
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_resumed_total", "counter",
+              "TLS handshakes with instances that resumed a session.",
+              svc->up_tls_resumed);
+  PER_SERVICE(o, sh, "zkgate_upstream_tls_failures_total", "counter",
+              "TLS handshakes with instances that failed (certificate not "
+              "verified, name mismatch, protocol error, timeout); also in "
+              "zkgate_upstream_connect_failures_total.",
+              svc->up_tls_failures);
+  PER_SERVICE(o, sh, "zkgate_retries_total", "counter",
+              "Other instances tried after a failure.", svc->traffic.retries);
+  PER_SERVICE(o, sh, "zkgate_health_ejections_total", "counter",
+              "Instances taken out of rotation by passive health checks.",
+              svc->traffic.ejections);
+  PER_SERVICE(o, sh, "zkgate_no_instance_total", "counter",
+              "Connections or requests refused for want of a live instance.",
+              svc->no_instance);
+  PER_SERVICE(o, sh, "zkgate_received_bytes_total", "counter",
+              "Bytes received from clients.", svc->traffic.bytes_in);
+  PER_SERVICE(o, sh, "zkgate_sent_bytes_total", "counter",
+              "Bytes sent to clients.", svc->traffic.bytes_out);
+  PER_SERVICE_ONE(o, sh, "zkgate_pool_instances", "gauge",
+                  "Instances in the service's pool, in service or not.",
+                  zg_service_pool(svc) ? zg_service_pool(svc)->n : 0);
+  PER_SERVICE_ONE(o, sh, "zkgate_pool_live_instances", "gauge",
+                  "Instances in the service's pool taking new connections.",
+                  zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
+
+  shards_put(gw, sh);
+  if (!gw->registry)
+    goto reloads;
+  zg_registry_stats(gw->registry, &rs);
+  family(o, "zkgate_zookeeper_session_state", "gauge",
+         "1 for the ZooKeeper session's current state.");
+  for (int st = ZG_ZK_CONNECTING; st <= ZG_ZK_CLOSED; st++)
+    zg_text_printf(o, "zkgate_zookeeper_session_state{state=\"%s\"} %d\n",
+                   zk_state_name((zg_zk_state_t)st), (int)rs.state == st);
+  family(o, "zkgate_zookeeper_session_expiries_total", "counter",
+         "ZooKeeper sessions lost (expired, or disconnected past the "
+         "session timeout) and replaced.");
+  zg_text_printf(o, "zkgate_zookeeper_session_expiries_total %llu\n",
+                 (unsigned long long)rs.expiries);
+  family(o, "zkgate_zookeeper_watch_events_total", "counter",
+         "ZooKeeper watches fired.");
+  zg_text_printf(o, "zkgate_zookeeper_watch_events_total %llu\n",
+                 (unsigned long long)rs.watch_events);
+  family(o, "zkgate_zookeeper_reads_total", "counter",
+         "ZooKeeper children lists and data reads issued.");
+  zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"list\"} %llu\n",
+                 (unsigned long long)rs.lists);
+  zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"data\"} %llu\n",
+                 (unsigned long long)rs.reads);
+  family(o, "zkgate_registry_last_update_age_seconds", "gauge",
+         "Seconds since the registry last published a pool (-1: never).");
+  zg_text_printf(o, "zkgate_registry_last_update_age_seconds %.3f\n",
+                 rs.last_update_wall_ms
+                     ? (double)(now - rs.last_update_wall_ms) / 1000.0
+                     : -1.0);
+reloads:
+  family(o, "zkgate_config_reloads_total", "counter",
+         "Configuration reloads (SIGHUP) by result.");
+  zg_text_printf(o, "zkgate_config_reloads_total{result=\"ok\"} %llu\n",
+                 (unsigned long long)gw->reloads_ok);
+  zg_text_printf(o, "zkgate_config_reloads_total{result=\"failed\"} %llu\n",
+                 (unsigned long long)gw->reloads_failed);
+}
+
+const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
+  if (gw->stopping)
+    return "stopping";
+  if (gw->draining)
+    return "draining (SIGTERM)";
+  if (gw->registry) {
+    zg_registry_stats_t rs;
+    zg_registry_stats(gw->registry, &rs);
+    if (rs.state != ZG_ZK_CONNECTED && rs.max_stale_ms > 0 &&
+        rs.disconnected_for_ms >= rs.max_stale_ms) {
+      snprintf(buf, len, "ZooKeeper %s for %llu ms, past max_stale (%llu ms)",
+               zk_state_name(rs.state),
+               (unsigned long long)rs.disconnected_for_ms,
+               (unsigned long long)rs.max_stale_ms);
+      return buf;
+    }
+  }
+  for (size_t i = 0; i < gw->n_services; i++) {
+    const zg_service_t *svc = gw->services[i];
+    if (svc->conf->zk_path && !svc->zk_pool) {
+      snprintf(buf, len, "service %s not synchronised with %s yet",
+               svc->conf->name, svc->conf->zk_path);
+      return buf;
+    }
+  }
+  for (size_t i = 0; i < gw->n_discovers; i++) {
+    if (!gw->discovers[i]) { /* out of memory at a reload */
+      snprintf(buf, len, "discover %s: not watched (out of memory)",
+               gw->cfg->discovers[i].name);
+      return buf;
+    }
+    if (!gw->discovers[i]->listed) {
+      snprintf(buf, len, "discover %s: %s not listed yet",
+               gw->discovers[i]->conf->name, gw->discovers[i]->conf->zk_root);
+      return buf;
+    }
+  }
+  return NULL;
+}
+
+static json_t *instance_json(const shards_t *sh, size_t si,
+                             const zg_instance_t *in) {
+  zg_gateway_t *gw = sh->gw[0];
+  const zg_service_t *svc = gw->services[si];
+  char key[ZG_HOST_MAX + 10];
+  size_t active = 0;
+  zg_instance_addr_str(in, key, sizeof(key));
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, si);
+    if (s)
+      active += svc->conf->protocol == ZG_PROTO_HTTP
+                    ? zg_http_instance_active(sh->gw[k], s, key)
+                    : zg_tcp_instance_active(sh->gw[k], s, key);
+  }
+  return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
+                   "address", key, "znode", in->znode, "format",
+                   zg_instance_format_name(in->format), "up", in->up, "weight",
+                   (json_int_t)in->weight, "tls", in->tls, "health",
+                   zg_health_is_failed(gw, key) ? "failed" : "ok", "active",
+                   (json_int_t)active, "data_version", in->data_version,
+                   "mtime_ms", (json_int_t)in->mtime_ms);
+}
+
+static json_t *service_json(const shards_t *sh, size_t si) {
+  zg_gateway_t *gw = sh->gw[0];
+  const zg_service_t *svc = gw->services[si];
+  const zg_service_conf_t *c = svc->conf;
+  uint64_t active = 0;
+  const zg_pool_t *pool = zg_service_pool(svc);
+  json_t *o = json_object(), *routes = json_array(), *insts = json_array();
+  if (!o || !routes || !insts) {
+    json_decref(o);
+    json_decref(routes);
+    json_decref(insts);
+    return NULL;
+  }
+  json_object_set_new(o, "name", json_string(c->name));
+  json_object_set_new(o, "protocol",
+                      json_string(zg_protocol_name(c->protocol)));
+  json_object_set_new(o, "listen", json_string(c->listen.text));
+  json_object_set_new(o, "zk_path",
+                      c->zk_path ? json_string(c->zk_path) : json_null());
+  json_object_set_new(o, "discovered",
+                      svc->discover ? json_string(svc->discover->conf->name)
+                                    : json_null());
+  json_object_set_new(o, "balance",
+                      json_string(c->balance == ZG_BALANCE_ROUND_ROBIN
+                                      ? "round_robin"
+                                      : "random"));
+  if (c->protocol == ZG_PROTO_HTTP) {
+    if (svc->discover) {
+      json_array_append_new(routes,
+                            json_pack("{s:n, s:s, s:b}", "host", "path_prefix",
+                                      c->path_prefix, "strip_prefix", 1));
+      if (c->host)
+        json_array_append_new(routes,
+                              json_pack("{s:s, s:s, s:b}", "host", c->host,
+                                        "path_prefix", "/", "strip_prefix", 0));
+    } else {
+      json_array_append_new(
+          routes, json_pack("{s:s?, s:s, s:b}", "host", c->host, "path_prefix",
+                            c->path_prefix, "strip_prefix", c->strip_prefix));
+    }
+  }
+  if (c->protocol == ZG_PROTO_TLS_PASSTHROUGH)
+    json_array_append_new(routes, json_pack("{s:s?}", "sni", c->sni));
+  json_object_set_new(o, "routes", routes);
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_service_t *s = shard_service(sh, k, si);
+    if (s)
+      active += s->active;
+  }
+  json_object_set_new(o, "active", json_integer((json_int_t)active));
+  if (pool) {
+    json_object_set_new(o, "pool_version",
+                        json_integer((json_int_t)pool->version));
+    json_object_set_new(
+        o, "pool_age_seconds",
+        json_real((double)(uv_now(gw->loop) - pool->created_ms) / 1000.0));
+    json_object_set_new(
+        o, "pool_source",
+        json_string(pool == svc->zk_pool ? "zookeeper" : "static"));
+    for (size_t i = 0; i < pool->n; i++)
+      json_array_append_new(insts, instance_json(sh, si, &pool->inst[i]));
+  } else {
+    json_object_set_new(o, "pool_version", json_null());
+    json_object_set_new(o, "pool_age_seconds", json_null());
+    json_object_set_new(o, "pool_source", json_null());
+  }
+  json_object_set_new(o, "instances", insts);
+  return o;
+}
+
+char *zg_admin_services_json(zg_gateway_t *gw) {
+  json_t *root = json_object(), *list = json_array();
+  shards_t shards;
+  char *text;
+  if (!root || !list) {
+    json_decref(root);
+    json_decref(list);
+    return NULL;
+  }
+  shards_get(gw, &shards);
+  for (size_t i = 0; i < gw->n_services; i++) {
+    json_t *s = service_json(&shards, i);
+    if (s)
+      json_array_append_new(list, s);
+  }
+  shards_put(gw, &shards);
+  json_object_set_new(root, "services", list);
+  if (gw->registry) {
+    zg_registry_stats_t rs;
+    zg_registry_stats(gw->registry, &rs);
+    json_object_set_new(root, "zookeeper",
+                        json_pack("{s:s, s:I}", "state",
+                                  zk_state_name(rs.state), "expiries",
+                                  (json_int_t)rs.expiries));
+  }
+  text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  json_decref(root);
+  return text;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void conn_free_if_done(admin_conn_t *c) {
+  if (c->handles > 0)
+    return;
+  zg_text_free(&c->out);
+  free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  admin_conn_t *c = h->data;
+  c->handles--;
+  conn_free_if_done(c);
+}
+
+static void conn_close(admin_conn_t *c) {
+  zg_admin_t *a = c->admin;
+  if (uv_is_closing((uv_handle_t *)&c->tcp))
+    return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    a->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+  uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  conn_close(req->data);
+  free(req);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  admin_conn_t *c = req->data;
+  uv_shutdown_t *sh;
+  if (status < 0 || !(sh = malloc(sizeof(*sh)))) {
+    conn_close(c);
+    return;
+  }
+  sh->data = c;
+  if (uv_shutdown(sh, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(sh);
+    conn_close(c);
+  }
+}
+
+static const char *status_text(int status) {
+  switch (status) {
+  case 200:
+    return "OK";
+  case 400:
+    return "Bad Request";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  }
+  return "Error";
+}
+
+static void on_timeout(uv_timer_t *t);
+
+static void respond(admin_conn_t *c, int status, const char *type,
+                    const char *body, size_t len, int head_only) {
+  uv_buf_t b;
+  c->done = 1;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  /* The answer gets ADMIN_TIMEOUT_MS to be taken too: a client that never
+   * reads would otherwise hold the connection and its buffer (a /metrics
+   * text can be large) for ever. */
+  uv_timer_start(&c->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
+  c->out.len = 0;
+  zg_text_printf(&c->out,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
+                 "%zu\r\nCache-Control: no-store\r\n%sConnection: "
+                 "close\r\n\r\n",
+                 status, status_text(status), type, len,
+                 status == 405 ? "Allow: GET, HEAD\r\n" : "");
+  if (!head_only)
+    zg_text_append(&c->out, body, len);
+  if (c->out.oom) {
+    conn_close(c);
+    return;
+  }
+  b = uv_buf_init(c->out.p, (unsigned)c->out.len);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
+    conn_close(c);
+}
+
+static void respond_text(admin_conn_t *c, int status, const char *text) {
+  respond(c, status, "text/plain; charset=utf-8", text, strlen(text), 0);
+}
+
+static void handle(admin_conn_t *c) {
+  zg_gateway_t *gw = c->admin->gw;
+  int method = llhttp_get_method(&c->parser);
+  int head = method == HTTP_HEAD;
+  char path[sizeof(c->url)], buf[512];
+  const char *q;
+  size_t plen;
+
+  q = memchr(c->url, '?', c->url_len);
+  plen = q ? (size_t)(q - c->url) : c->url_len;
+  memcpy(path, c->url, plen);
+  path[plen] = '\0';
+  if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
+      strcmp(path, "/metrics") && strcmp(path, "/services")) {
+    respond_text(c, 404,
+                 "not found: try /healthz, /ready, /metrics or /services\n");
+    return;
+  }
+  if (method != HTTP_GET && method != HTTP_HEAD) {
+    respond_text(c, 405, "only GET and HEAD\n");
+    return;
+  }
+  if (!strcmp(path, "/healthz")) {
+    respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, head);
+  } else if (!strcmp(path, "/ready")) {
+    const char *why = zg_admin_not_ready(gw, buf, sizeof(buf) - 2);
+    if (!why) {
+      respond(c, 200, "text/plain; charset=utf-8", "ready\n", 6, head);
+    } else {
+      char body[600];
+      int n = snprintf(body, sizeof(body), "not ready: %s\n", why);
+      respond(c, 503, "text/plain; charset=utf-8", body, (size_t)n, head);
+    }
+  } else if (!strcmp(path, "/metrics")) {
+    zg_text_t t = {0};
+    zg_admin_metrics(gw, &t);
+    if (t.oom)
+      respond_text(c, 500, "out of memory\n");
+    else
+      respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", t.p, t.len,
+              head);
+    zg_text_free(&t);
+  } else {
+    char *json = zg_admin_services_json(gw);
+    if (!json)
+      respond_text(c, 500, "out of memory\n");
+    else
+      respond(c, 200, "application/json", json, strlen(json), head);
+    free(json);
+  }
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = p->data;
+  if (c->url_len + len >= sizeof(c->url)) {
+    c->url_too_long = 1;
+    return 0;
+  }
+  memcpy(c->url + c->url_len, at, len);
+  c->url_len += len;
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  admin_conn_t *c = p->data;
+  if (c->url_too_long)
+    respond_text(c, 404, "not found\n");
+  else
+    handle(c);
+  return HPE_PAUSED;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  admin_conn_t *c = p->data;
+  c->head_done = 1;
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  static char buf[4096]; /* parsed at once, never kept */
+  (void)h;
+  (void)suggested;
+  b->base = buf;
+  b->len = sizeof(buf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  admin_conn_t *c = st->data;
+  llhttp_errno_t err;
+  size_t off = 0;
+  if (c->done || nread == 0)
+    return;
+  if (nread < 0) {
+    conn_close(c);
+    return;
+  }
+  /* The head is fed no further than ADMIN_HEAD_MAX bytes: llhttp bounds
+   * nothing itself (PLATFORM.md), and a head that goes on past the limit
+   * gets 431 at once (RFC 6585 §5) instead of being read until the
+   * timeout. */
+  if (!c->head_done) {
+    size_t room = ADMIN_HEAD_MAX - c->head_bytes;
+    size_t take = (size_t)nread < room ? (size_t)nread : room;
+
+    err = llhttp_execute(&c->parser, b->base, take);
+    c->head_bytes += take;
+    if (c->done)
+      return;
+    if (err != HPE_OK) {
+      respond_text(c, 400, "bad request\n");
+      return;
+    }
+    if (!c->head_done) {
+      if (c->head_bytes >= ADMIN_HEAD_MAX)
+        respond_text(c, 431, "request head larger than 8 KiB\n");
+      return;
+    }
+    off = take;
+  }
+  if (off == (size_t)nread)
+    return;
+  err = llhttp_execute(&c->parser, b->base + off, (size_t)nread - off);
+  if (c->done)
+    return;
+  if (err != HPE_OK)
+    respond_text(c, 400, "bad request\n");
+}
+
+static void on_timeout(uv_timer_t *t) {
+  admin_conn_t *c = t->data;
+  if (!c->done)
+    respond_text(c, 408, "request timeout\n");
+  else
+    conn_close(c); /* the answer was not taken in time */
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  zg_admin_t *a = server->data;
+  admin_conn_t *c;
+  if (status < 0)
+    return;
+  if (!(c = calloc(1, sizeof(*c)))) {
+    zg_listener_drop(server);
+    return;
+  }
+  c->admin = a;
+  uv_tcp_init(a->gw->loop, &c->tcp);
+  uv_timer_init(a->gw->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->handles = 2;
+  c->next = a->conns;
+  if (a->conns)
+    a->conns->prev = c;
+  a->conns = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+  c->parser.data = c;
+  uv_timer_start(&c->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    conn_close(c);
+}
+
+static void on_listener_closed(uv_handle_t *h);
+
+zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
+  zg_admin_t *a;
+  int rc;
+  if (!(a = calloc(1, sizeof(*a)))) {
+    zg_error("admin", "cannot listen on %s: out of memory", addr->text);
+    return NULL;
+  }
+  llhttp_settings_init(&settings);
+  settings.on_url = on_url;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_message_complete = on_message_complete;
+  a->gw = gw;
+  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection, 0);
+  a->tcp.data = a;
+  a->listening = 1;
+  a->handles = 1;
+  if (rc != 0) {
+    zg_error("admin", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
+    uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+    return NULL;
+  }
+  zg_info("admin", "listening on %s: /healthz /ready /metrics /services",
+          addr->text);
+  return a;
+}
+
+int zg_admin_start(zg_gateway_t *gw) {
+  if (!gw->cfg->admin.enabled)
+    return 0;
+  gw->admin = zg_admin_open(gw, &gw->cfg->admin.listen);
+  return gw->admin ? 0 : UV_EADDRINUSE;
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  zg_admin_t *a = h->data;
+  free(a);
+}
+
+void zg_admin_discard(zg_admin_t *a) {
+  if (!a)
+    return;
+  while (a->conns)
+    conn_close(a->conns);
+  uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+}
+
+void zg_admin_stop(zg_gateway_t *gw) {
+  zg_admin_t *a = gw->admin;
+  gw->admin = NULL;
+  zg_admin_discard(a);
+}

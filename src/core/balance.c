@@ -1,0 +1,170 @@
+/* Balancing: a fast seeded PRNG and the pick among untried instances.
+ * xoshiro256** (Blackman and Vigna) seeded through splitmix64; bounded
+ * draws by Lemire's multiply-and-reject, so no modulo bias. */
+#include "core/balance.h"
+
+#include "core/pool.h"
+
+static uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void zg_rng_seed(zg_rng_t *rng, uint64_t seed) {
+  for (int i = 0; i < 4; i++)
+    rng->s[i] = splitmix64(&seed);
+}
+
+uint64_t zg_rng_next(zg_rng_t *rng) {
+  uint64_t *s = rng->s;
+  uint64_t result = rotl(s[1] * 5, 7) * 9;
+  uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return result;
+}
+
+uint64_t zg_rng_below(zg_rng_t *rng, uint64_t bound) {
+  /* 32-bit variant: pools are far smaller than 2^32. */
+  uint32_t b = (uint32_t)bound;
+  uint64_t m;
+  uint32_t low;
+  if (bound > UINT32_MAX) {
+    uint64_t r, limit = UINT64_MAX - UINT64_MAX % bound;
+    do
+      r = zg_rng_next(rng);
+    while (r >= limit);
+    return r % bound;
+  }
+  m = (zg_rng_next(rng) >> 32) * b;
+  low = (uint32_t)m;
+  if (low < b) {
+    uint32_t threshold = (uint32_t)(-b) % b;
+    while (low < threshold) {
+      m = (zg_rng_next(rng) >> 32) * b;
+      low = (uint32_t)m;
+    }
+  }
+  return m >> 32;
+}
+
+static int was_tried(size_t i, const size_t *tried, size_t ntried) {
+  for (size_t k = 0; k < ntried; k++)
+    if (tried[k] == i)
+      return 1;
+  return 0;
+}
+
+size_t zg_balance_pick(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
+                       size_t n, const size_t *tried, size_t ntried) {
+  size_t left = n, skip;
+  for (size_t k = 0; k < ntried; k++)
+    if (tried[k] < n && !was_tried(tried[k], tried, k))
+      left--;
+  if (left == 0)
+    return ZG_PICK_NONE;
+  if (how == ZG_BALANCE_ROUND_ROBIN) {
+    for (size_t step = 0; step < n; step++) {
+      size_t i = (size_t)((*cursor)++ % n);
+      if (!was_tried(i, tried, ntried))
+        return i;
+    }
+    return ZG_PICK_NONE;
+  }
+  /* The skip-th untried index, uniformly. */
+  skip = (size_t)zg_rng_below(rng, left);
+  if (ntried == 0)
+    return skip;
+  for (size_t i = 0; i < n; i++) {
+    if (was_tried(i, tried, ntried))
+      continue;
+    if (skip-- == 0)
+      return i;
+  }
+  return ZG_PICK_NONE;
+}
+
+/* The first index whose cumulative weight exceeds r. */
+static size_t cum_search(const uint64_t *cum, size_t n, uint64_t r) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (cum[mid] > r)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+/* Weighted: a point in [0, total) minus the tried instances' shares, moved
+ * past each tried instance's span (in index order), then found by binary
+ * search over the cumulative weights. */
+static size_t pick_weighted(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
+                            const zg_pool_t *p, const size_t *tried,
+                            size_t ntried) {
+  size_t order[8], k = 0, i;
+  uint64_t excluded = 0, r;
+  for (size_t t = 0; t < ntried && k < 8; t++) {
+    if (tried[t] >= p->n || !zg_pool_live(p, tried[t]) ||
+        was_tried(tried[t], tried, t))
+      continue;
+    /* insertion sort by index */
+    i = k++;
+    while (i > 0 && order[i - 1] > tried[t]) {
+      order[i] = order[i - 1];
+      i--;
+    }
+    order[i] = tried[t];
+    excluded += p->inst[tried[t]].weight;
+  }
+  if (excluded >= p->total_weight)
+    return ZG_PICK_NONE;
+  if (how == ZG_BALANCE_ROUND_ROBIN)
+    r = (*cursor)++ % (p->total_weight - excluded);
+  else
+    r = zg_rng_below(rng, p->total_weight - excluded);
+  for (size_t t = 0; t < k; t++)
+    if (r >= p->cum[order[t]] - p->inst[order[t]].weight)
+      r += p->inst[order[t]].weight;
+  i = cum_search(p->cum, p->n, r);
+  return i < p->n ? i : ZG_PICK_NONE;
+}
+
+size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
+                            const zg_pool_t *pool, const size_t *tried,
+                            size_t ntried) {
+  size_t left, skip;
+  if (!pool || pool->n_live == 0)
+    return ZG_PICK_NONE;
+  if (pool->cum)
+    return pick_weighted(how, rng, cursor, pool, tried, ntried);
+  if (pool->n_live == pool->n)
+    return zg_balance_pick(how, rng, cursor, pool->n, tried, ntried);
+  /* Some are down: the same choice over the live, untried ones. */
+  left = 0;
+  for (size_t i = 0; i < pool->n; i++)
+    if (zg_pool_live(pool, i) && !was_tried(i, tried, ntried))
+      left++;
+  if (left == 0)
+    return ZG_PICK_NONE;
+  skip = how == ZG_BALANCE_ROUND_ROBIN ? (size_t)((*cursor)++ % left)
+                                       : (size_t)zg_rng_below(rng, left);
+  for (size_t i = 0; i < pool->n; i++) {
+    if (!zg_pool_live(pool, i) || was_tried(i, tried, ntried))
+      continue;
+    if (skip-- == 0)
+      return i;
+  }
+  return ZG_PICK_NONE;
+}

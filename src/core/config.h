@@ -1,0 +1,172 @@
+/* Configuration: an INI file read with inih into an immutable zg_config_t.
+ * Every error carries FILE:LINE; all errors of a file are collected, not
+ * only the first. Pure code apart from reading the file. */
+#ifndef ZKGATE_CONFIG_H
+#define ZKGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/balance.h"
+#include "core/instance.h"
+#include "core/log.h"
+
+typedef enum {
+  ZG_PROTO_TCP = 0,
+  ZG_PROTO_HTTP,
+  ZG_PROTO_TLS_PASSTHROUGH,
+} zg_protocol_t;
+
+/* Client certificates on a TLS-terminating service. */
+typedef enum {
+  ZG_TLS_VERIFY_NONE = 0, /* none asked for (no tls_client_ca) */
+  ZG_TLS_VERIFY_OPTIONAL, /* asked for; verified when one is sent */
+  ZG_TLS_VERIFY_REQUIRED, /* the handshake fails without a valid one */
+} zg_tls_verify_t;
+
+typedef struct {
+  struct sockaddr_storage ss;
+  char text[64]; /* as written, for logs */
+} zg_listen_addr_t;
+
+typedef struct {
+  char *name;
+  char *zk_path; /* NULL: static instances only */
+  zg_protocol_t protocol;
+  zg_listen_addr_t listen;
+  zg_balance_t balance;
+  char *endpoint;              /* serverset additionalEndpoints name, or NULL */
+  uint64_t connect_timeout_ms; /* [proxy] connect_timeout unless set here */
+  /* HTTP only */
+  char *host;        /* NULL: any host; may be "*.example.com"; lowercase */
+  char *path_prefix; /* "/" by default */
+  bool strip_prefix;
+  uint64_t response_timeout_ms;
+  /* tls-passthrough only: the ClientHello server name this service takes
+   * on its listen address; exact or "*.example.com"; lowercase. NULL: the
+   * address's default (names no other service takes, and no name). */
+  char *sni;
+  /* TLS termination (tcp and http): tls_cert and tls_key both set, or
+   * neither. HTTP services sharing a listen address all have them or none,
+   * with the same cipher strings. Paths as written (relative: to the
+   * working directory). */
+  char *tls_cert;
+  char *tls_key;
+  char *tls_client_ca;        /* NULL: no client certificates */
+  zg_tls_verify_t tls_verify; /* NONE unless tls_client_ca */
+  char *tls_ciphers;          /* TLS 1.2; NULL: the default */
+  char *tls_ciphersuites;     /* TLS 1.3; NULL: the default */
+  /* TLS to instances (tcp and http). */
+  zg_upstream_tls_t upstream_tls; /* AUTO unless set */
+  char *upstream_ca;              /* NULL: the system store */
+  bool upstream_noverify;         /* upstream_verify = no */
+  char *upstream_sni;       /* SNI and name checked; NULL: the instance host */
+  char *upstream_cert;      /* client certificate to instances, with */
+  char *upstream_key;       /* its key; both or neither */
+  zg_instance_t *instances; /* static instances */
+  size_t n_instances;
+  int line; /* of the section header */
+} zg_service_conf_t;
+
+/* [discover:NAME]: every child of zk_root is an HTTP service on `listen`,
+ * routed by path prefix /CHILD/ (stripped) and, with a domain, by host
+ * CHILD.DOMAIN. */
+typedef struct {
+  char *name;
+  char *zk_root;
+  zg_listen_addr_t listen;
+  char *domain; /* NULL: no host routes; lowercase */
+  zg_balance_t balance;
+  char *endpoint; /* serverset additionalEndpoints name, or NULL */
+  uint64_t connect_timeout_ms;
+  uint64_t response_timeout_ms;
+  int line; /* of the section header */
+} zg_discover_conf_t;
+
+#define ZG_MAX_WORKERS 64
+#define ZG_CONFIG_MAX (16 * 1024 * 1024)
+
+typedef struct {
+  char *path; /* the file, as given */
+  char *text; /* what it held when read (zg_config_load), or NULL */
+  struct {
+    char *hosts; /* NULL when no service uses ZooKeeper */
+    uint64_t session_timeout_ms;
+    uint64_t coalesce_window_ms;
+    char *state_file;         /* NULL: none */
+    uint64_t max_stale_ms;    /* 0: last known pools serve forever */
+    uint64_t max_watch_bytes; /* watches a reconnection may re-register;
+                                 over it, a new session. 0: no limit */
+    char *auth; /* digest credentials "user:password", NULL: none. A
+                   secret: never logged */
+  } zk;
+  struct {
+    unsigned workers;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t header_timeout_ms; /* a request head must be in by then */
+    uint64_t fail_timeout_ms;   /* passive health: a failed instance is
+                                   skipped this long; 0 = never */
+    zg_log_level_t log_level;
+    char *access_log;          /* NULL: off; "stderr"; or an absolute path */
+    bool access_log_json;      /* one JSON object a line instead of text */
+    uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
+    uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
+    /* Caps on client connections for the whole process (connlimit.h);
+     * 0: auto, sized from the open-file limit when the gateway starts */
+    uint64_t max_connections;
+    uint64_t max_head_connections; /* of those, still in their head */
+  } proxy;
+  struct {
+    bool enabled; /* [admin] listen is set */
+    zg_listen_addr_t listen;
+  } admin;
+  zg_service_conf_t *services;
+  size_t n_services;
+  zg_discover_conf_t *discovers;
+  size_t n_discovers;
+} zg_config_t;
+
+/* One error: "FILE:LINE: message". */
+typedef struct {
+  char **lines;
+  size_t n;
+} zg_config_errors_t;
+
+/* Loads and validates `path`. On success returns 0 and *out; otherwise
+ * returns ZG_ECONFIG (or a UV_E* code when the file cannot be read) with
+ * every problem in *errs. The caller frees both. */
+int zg_config_load(const char *path, zg_config_t **out,
+                   zg_config_errors_t *errs);
+/* Same, from a string; `name` stands for the file name in messages. */
+int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+                          zg_config_errors_t *errs);
+void zg_config_free(zg_config_t *cfg);
+/* Frees what a service's configuration owns (not the struct itself). */
+void zg_service_conf_clear(zg_service_conf_t *svc);
+/* A deep copy (0 or UV_ENOMEM; then *dst holds nothing). */
+int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src);
+/* Whether two configurations behave the same (the line aside). */
+bool zg_service_conf_equal(const zg_service_conf_t *a,
+                           const zg_service_conf_t *b);
+bool zg_discover_conf_equal(const zg_discover_conf_t *a,
+                            const zg_discover_conf_t *b);
+/* The same socket address (family, address, port). */
+int zg_config_same_sockaddr(const zg_listen_addr_t *a,
+                            const zg_listen_addr_t *b);
+void zg_config_errors_free(zg_config_errors_t *errs);
+
+/* "tcp", "http" or "tls-passthrough". */
+const char *zg_protocol_name(zg_protocol_t p);
+
+/* Value parsers, exposed for tests. Each returns 0 or ZG_ECONFIG. */
+int zg_parse_duration_ms(const char *s, uint64_t *out_ms);
+/* "0", "512", "64k", "10m", "1g" (binary multiples, either case) ->
+ * bytes. Returns 0 or ZG_ECONFIG. */
+int zg_parse_size(const char *s, uint64_t *out);
+int zg_parse_bool(const char *s, bool *out);
+int zg_parse_listen(const char *s, zg_listen_addr_t *out);
+
+#endif

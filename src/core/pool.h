@@ -1,0 +1,45 @@
+/* Pools: immutable, reference-counted snapshots of a service's live
+ * instances. The registry builds a new pool on every change and publishes
+ * it; a session holds a reference to the pool it picked from for as long
+ * as it needs the instance, so a pool is never changed in place. */
+#ifndef ZKGATE_POOL_H
+#define ZKGATE_POOL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/instance.h"
+
+typedef struct zg_pool {
+  atomic_uint refs;
+  uint64_t version;      /* increases with every publication of a service */
+  uint64_t created_ms;   /* uv_now of the loop that built it */
+  uint32_t zk_lists;     /* ZooKeeper lists and data reads this pool took */
+  uint32_t zk_reads;     /* since the service's previous one (0: static) */
+  size_t n_live;         /* instances that take new connections: up and
+                            weight > 0 */
+  uint64_t total_weight; /* sum of the live instances' weights */
+  uint64_t *cum;         /* when live weights differ: cum[i] = sum of live
+                            weights of inst[0..i]; NULL when uniform */
+  size_t n;
+  zg_instance_t inst[]; /* sorted by (host, port); down ones included */
+} zg_pool_t;
+
+/* 1 when inst[i] takes new connections. */
+static inline int zg_pool_live(const zg_pool_t *p, size_t i) {
+  return p->inst[i].up && p->inst[i].weight > 0;
+}
+
+/* Copies `n` instances into a new pool with one reference. Duplicate
+ * addresses (same host and port) are kept once, preferring an entry in
+ * service. NULL on allocation failure. */
+zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
+                       uint64_t created_ms);
+zg_pool_t *zg_pool_ref(zg_pool_t *pool);
+void zg_pool_unref(zg_pool_t *pool); /* NULL is fine */
+/* 1 when both hold the same instances (addresses, tls, base paths, status,
+ * weight, znode), whatever the versions of their data. */
+int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b);
+
+#endif

@@ -1,0 +1,100 @@
+/* Listeners: bind and listen. libuv sets SO_REUSEADDR itself on Unix, so a
+ * restart does not wait for TIME_WAIT sockets of the previous process. */
+#include "net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef SO_REUSEPORT /* Linux has it; _POSIX_C_SOURCE hides it */
+#define SO_REUSEPORT 15
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ZG_LISTEN_BACKLOG 511 /* as nginx and HAProxy default to */
+
+/* 0, or UV_EADDRINUSE when something listens on `addr` already. A socket
+ * with SO_REUSEADDR only cannot bind where another socket listens, with
+ * SO_REUSEPORT or not: another process's listener is found before ours
+ * joins it. */
+static int probe_free(const zg_listen_addr_t *addr) {
+  int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1,
+      rc = 0;
+  socklen_t len = addr->ss.ss_family == AF_INET6
+                      ? (socklen_t)sizeof(struct sockaddr_in6)
+                      : (socklen_t)sizeof(struct sockaddr_in);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (addr->ss.ss_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+  if (bind(fd, (const struct sockaddr *)&addr->ss, len) != 0 &&
+      errno == EADDRINUSE)
+    rc = UV_EADDRINUSE;
+  close(fd);
+  return rc;
+}
+
+int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
+                      const zg_listen_addr_t *addr, uv_connection_cb cb,
+                      int flags) {
+  int rc;
+  if ((flags & ZG_LISTEN_PROBE) && (rc = probe_free(addr)) != 0) {
+    uv_tcp_init(loop, tcp);
+    return rc;
+  }
+  rc = uv_tcp_init_ex(loop, tcp, addr->ss.ss_family);
+  if (rc != 0) { /* no socket (EMFILE): still a handle the caller closes */
+    uv_tcp_init(loop, tcp);
+    return rc;
+  }
+  if (flags & ZG_LISTEN_SHARED) {
+    /* Each worker listens on a socket of its own; the kernel spreads new
+     * connections over them. */
+    uv_os_fd_t fd;
+    int on = 1;
+    if ((rc = uv_fileno((uv_handle_t *)tcp, &fd)) != 0)
+      return rc;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+      return uv_translate_sys_error(errno);
+  }
+  rc = uv_tcp_bind(tcp, (const struct sockaddr *)&addr->ss, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)tcp, ZG_LISTEN_BACKLOG, cb);
+  return rc;
+}
+
+static void on_dropped_closed(uv_handle_t *h) {
+  free(h);
+}
+
+void zg_listener_drop(uv_stream_t *server) {
+  uv_tcp_t *tmp = malloc(sizeof(*tmp));
+  if (tmp && uv_tcp_init(server->loop, tmp) == 0) {
+    uv_accept(server, (uv_stream_t *)tmp);
+    uv_close((uv_handle_t *)tmp, on_dropped_closed);
+  } else {
+    free(tmp);
+  }
+}
+
+void zg_peer_name(uv_tcp_t *tcp, char *ip, size_t ip_len, char *addr,
+                  size_t addr_len) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss);
+  ip[0] = addr[0] = '\0';
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a6, ip, ip_len);
+    snprintf(addr, addr_len, "[%s]:%u", ip, ntohs(a6->sin6_port));
+  } else {
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+    uv_ip4_name(a4, ip, ip_len);
+    snprintf(addr, addr_len, "%s:%u", ip, ntohs(a4->sin_port));
+  }
+}

@@ -1,0 +1,434 @@
+/* tls-passthrough listeners and the first phase of their sessions.
+ *
+ * A session reads the client's first bytes into one buffer of
+ * ZG_TLS_HELLO_MAX bytes and runs the ClientHello parser over all of them
+ * after each read, until it decides; [proxy] header_timeout bounds the
+ * wait. With a server name (or none) a service is chosen from the
+ * listener's table (zg_tls_sni_pick: exact, then the longest wildcard,
+ * then the default), and the client handle and the bytes read are handed
+ * to the TCP relay, which sends them to the instance first: nothing is
+ * decrypted or changed. Not TLS, no service for the name, the client gone
+ * or too slow: the client is closed, counted per listener and cause, and
+ * logged at most 5 times per 10 s per listener.
+ *
+ * Listeners are reference-counted like HTTP ones: the gateway holds one
+ * while the address is in use, each reading session one, so that a
+ * listener a reload drops keeps its table for the sessions it has. The
+ * client handle is on the heap because it outlives this phase. */
+#include "proxy/sni_proxy.h"
+
+#include "net/listener.h"
+#include "core/log.h"
+#include "proxy/tcp_proxy.h"
+#include "core/tls_hello.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct zg_sni_session {
+  zg_sni_listener_t *sl;
+  struct zg_sni_session *prev, *next;
+  uv_tcp_t *client; /* NULL once handed to the relay */
+  uv_timer_t timer; /* header_timeout */
+  uint8_t *buf;     /* ZG_TLS_HELLO_MAX bytes; NULL once handed on */
+  size_t len;
+  unsigned handles; /* not yet closed */
+  int done;
+  uint64_t start_ns;
+  zg_conn_ticket_t conn; /* admission: in its head until handed on */
+  char client_addr[64];
+} zg_sni_session_t;
+
+static void listener_unref(zg_sni_listener_t *sl);
+
+/* ---- sessions ---------------------------------------------------------- */
+
+static void session_free_if_done(zg_sni_session_t *s) {
+  if (s->handles > 0)
+    return;
+  if (s->client)
+    free(s->client);
+  free(s->buf);
+  listener_unref(s->sl);
+  zg_conn_ticket_release(&s->conn); /* nothing left once handed on */
+  free(s);
+}
+
+static void on_session_closed(uv_handle_t *h) {
+  zg_sni_session_t *s = h->data;
+  s->handles--;
+  session_free_if_done(s);
+}
+
+/* Ends this phase: the client is closed unless it was handed on. */
+static void session_end(zg_sni_session_t *s) {
+  zg_gateway_t *gw = s->sl->gw;
+  if (s->done)
+    return;
+  s->done = 1;
+  s->sl->active--;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    gw->sni_sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  if (s->client)
+    uv_close((uv_handle_t *)s->client, on_session_closed);
+  uv_close((uv_handle_t *)&s->timer, on_session_closed);
+}
+
+static void reject(zg_sni_session_t *s, uint64_t *counter, const char *what,
+                   const char *detail) {
+  zg_sni_listener_t *sl = s->sl;
+  uint64_t dropped;
+  (*counter)++;
+  if (zg_ratelimit_allow(&sl->reject_rl, uv_now(sl->gw->loop), &dropped))
+    zg_warn("tls", "listener %s: client %s closed: %s%s%s%s", sl->addr.text,
+            s->client_addr, what, detail ? ": " : "", detail ? detail : "",
+            dropped ? " (and earlier ones not logged)" : "");
+  session_end(s);
+}
+
+static void hand_on(zg_sni_session_t *s, const char *name) {
+  zg_sni_listener_t *sl = s->sl;
+  size_t i = zg_tls_sni_pick(sl->snis, sl->n, name);
+  uv_tcp_t *client = s->client;
+  char *bytes = (char *)s->buf;
+  size_t len = s->len;
+  uint64_t start_ns = s->start_ns;
+  zg_service_t *svc;
+  if (i == ZG_SNI_NONE) {
+    reject(s, &sl->unknown_sni, "no service for server name",
+           name ? name : "(none sent)");
+    return;
+  }
+  /* The session references the service before this phase lets go of the
+   * listener (and its table). */
+  svc = zg_service_ref(sl->svcs[i]);
+  uv_read_stop((uv_stream_t *)client);
+  s->client = NULL;
+  s->buf = NULL;
+  s->handles--; /* the client is the relay's now */
+  session_end(s);
+  zg_tcp_session_start(svc, client, bytes, len, name, start_ns, &s->conn);
+  zg_service_unref(svc);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  zg_sni_session_t *s = h->data;
+  (void)suggested;
+  b->base = (char *)s->buf + s->len;
+  b->len = ZG_TLS_HELLO_MAX - s->len; /* > 0: a full buffer is decided */
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  zg_sni_session_t *s = st->data;
+  zg_tls_hello_t hello;
+  (void)b;
+  if (s->done || nread == 0)
+    return;
+  if (nread < 0) {
+    zg_debug("tls", "listener %s: client %s gone before its ClientHello: %s",
+             s->sl->addr.text, s->client_addr, uv_strerror((int)nread));
+    session_end(s);
+    return;
+  }
+  s->len += (size_t)nread;
+  switch (zg_tls_hello_parse(s->buf, s->len, &hello)) {
+  case ZG_TLS_HELLO_NEED_MORE:
+    return;
+  case ZG_TLS_HELLO_NOT_TLS:
+    reject(s, &s->sl->not_tls, "not a TLS ClientHello", hello.why);
+    return;
+  case ZG_TLS_HELLO_NO_SNI:
+    hand_on(s, NULL);
+    return;
+  case ZG_TLS_HELLO_SNI:
+    hand_on(s, hello.name);
+    return;
+  }
+}
+
+static void on_timeout(uv_timer_t *t) {
+  zg_sni_session_t *s = t->data;
+  reject(s, &s->sl->timeouts, "no complete ClientHello within header_timeout",
+         NULL);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  zg_sni_listener_t *sl = server->data;
+  zg_gateway_t *gw = sl->gw;
+  zg_sni_session_t *s;
+  char ip[48];
+  zg_conn_ticket_t conn;
+  if (status < 0) {
+    zg_warn("tls", "listener %s: accept failed: %s", sl->addr.text,
+            uv_strerror(status));
+    return;
+  }
+  if (zg_gateway_admit(gw, server, true, &conn, sl->addr.text) != 0)
+    return;
+  s = calloc(1, sizeof(*s));
+  if (s) {
+    s->client = malloc(sizeof(*s->client));
+    s->buf = malloc(ZG_TLS_HELLO_MAX);
+  }
+  if (!s || !s->client || !s->buf) {
+    zg_error("tls", "listener %s: out of memory accepting a client",
+             sl->addr.text);
+    if (s) {
+      free(s->client);
+      free(s->buf);
+      free(s);
+    }
+    zg_conn_ticket_release(&conn);
+    zg_listener_drop(server);
+    return;
+  }
+  s->conn = conn;
+  s->sl = sl;
+  sl->refs++;
+  sl->accepted++;
+  sl->active++;
+  s->start_ns = uv_hrtime();
+  uv_tcp_init(gw->loop, s->client);
+  uv_timer_init(gw->loop, &s->timer);
+  s->client->data = s;
+  s->timer.data = s;
+  s->handles = 2;
+  s->next = gw->sni_sessions;
+  if (gw->sni_sessions)
+    gw->sni_sessions->prev = s;
+  gw->sni_sessions = s;
+  if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
+    session_end(s);
+    return;
+  }
+  zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
+               sizeof(s->client_addr));
+  uv_timer_start(&s->timer, on_timeout, gw->cfg->proxy.header_timeout_ms, 0);
+  if (uv_read_start((uv_stream_t *)s->client, on_alloc, on_read) != 0)
+    session_end(s);
+}
+
+/* ---- listeners --------------------------------------------------------- */
+
+static void table_release(zg_sni_listener_t *sl) {
+  for (size_t i = 0; i < sl->n; i++)
+    zg_service_unref(sl->svcs[i]);
+  free(sl->svcs);
+  free(sl->snis);
+  sl->svcs = NULL;
+  sl->snis = NULL;
+  sl->n = 0;
+}
+
+static void listener_free_if_done(zg_sni_listener_t *sl) {
+  if (sl->refs > 0 || sl->handle_open)
+    return;
+  table_release(sl);
+  free(sl);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  zg_sni_listener_t *sl = h->data;
+  sl->handle_open = 0;
+  listener_free_if_done(sl);
+}
+
+static void listener_unref(zg_sni_listener_t *sl) {
+  if (--sl->refs == 0)
+    listener_free_if_done(sl);
+}
+
+static void listener_close(zg_sni_listener_t *sl) {
+  if (sl->listening) {
+    sl->listening = 0;
+    uv_close((uv_handle_t *)&sl->tcp, on_listener_closed);
+  }
+}
+
+void zg_sni_listener_discard(zg_sni_listener_t *sl) {
+  listener_close(sl);
+  listener_unref(sl);
+}
+
+static zg_sni_listener_t *listener_open(zg_gateway_t *gw,
+                                        const zg_listen_addr_t *addr) {
+  zg_sni_listener_t *sl = calloc(1, sizeof(*sl));
+  int rc;
+  if (!sl)
+    return NULL;
+  sl->gw = gw;
+  sl->addr = *addr;
+  sl->refs = 1;
+  zg_ratelimit_init(&sl->reject_rl, 10000, 5);
+  rc = zg_listener_start(gw->loop, &sl->tcp, &sl->addr, on_connection,
+                         zg_gateway_listen_flags(gw));
+  sl->tcp.data = sl;
+  sl->handle_open = 1;
+  sl->listening = 1;
+  if (rc != 0) {
+    zg_error("gateway", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
+    zg_sni_listener_discard(sl);
+    return NULL;
+  }
+  return sl;
+}
+
+static int is_tls(const zg_service_conf_t *sc) {
+  return sc->protocol == ZG_PROTO_TLS_PASSTHROUGH;
+}
+
+static zg_sni_listener_t *listener_find(zg_gateway_t *gw,
+                                        const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < gw->n_sni_listeners; i++)
+    if (zg_config_same_sockaddr(&gw->sni_listeners[i]->addr, addr))
+      return gw->sni_listeners[i];
+  return NULL;
+}
+
+/* The table of one listener: every tls-passthrough service on its
+ * address. UV_ENOMEM leaves the old one. */
+static int listener_table(zg_gateway_t *gw, zg_sni_listener_t *sl) {
+  size_t n = 0;
+  zg_service_t **svcs = calloc(gw->n_services + 1, sizeof(*svcs));
+  const char **snis = calloc(gw->n_services + 1, sizeof(*snis));
+  if (!svcs || !snis) {
+    free(svcs);
+    free(snis);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < gw->n_services; i++) {
+    zg_service_t *svc = gw->services[i];
+    if (!is_tls(svc->conf) ||
+        !zg_config_same_sockaddr(&svc->conf->listen, &sl->addr))
+      continue;
+    svcs[n] = zg_service_ref(svc);
+    snis[n++] = svc->conf->sni; /* lives as long as the service */
+  }
+  table_release(sl);
+  sl->svcs = svcs;
+  sl->snis = snis;
+  sl->n = n;
+  return 0;
+}
+
+static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (is_tls(gw->services[i]->conf) &&
+        zg_config_same_sockaddr(&gw->services[i]->conf->listen, addr))
+      return 1;
+  return 0;
+}
+
+int zg_sni_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+                         zg_sni_listener_t ***out, size_t *n_out) {
+  zg_sni_listener_t **list;
+  size_t n = 0;
+  *out = NULL;
+  *n_out = 0;
+  if (cfg->n_services == 0)
+    return 0;
+  if (!(list = calloc(cfg->n_services, sizeof(*list))))
+    return UV_ENOMEM;
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &cfg->services[i];
+    int dup = 0;
+    if (!is_tls(sc) || listener_find(gw, &sc->listen))
+      continue;
+    for (size_t k = 0; k < n; k++)
+      dup |= zg_config_same_sockaddr(&list[k]->addr, &sc->listen);
+    if (dup)
+      continue;
+    if (!(list[n] = listener_open(gw, &sc->listen))) {
+      for (size_t k = 0; k < n; k++)
+        zg_sni_listener_discard(list[k]);
+      free(list);
+      return UV_EADDRINUSE;
+    }
+    n++;
+  }
+  *out = list;
+  *n_out = n;
+  return 0;
+}
+
+int zg_sni_sync(zg_gateway_t *gw, zg_sni_listener_t **opened, size_t n) {
+  size_t kept = 0;
+  int rc = 0;
+  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
+    zg_sni_listener_t *sl = gw->sni_listeners[i];
+    if (addr_wanted(gw, &sl->addr)) {
+      gw->sni_listeners[kept++] = sl;
+      continue;
+    }
+    zg_info("gateway", "no longer listening on %s (tls-passthrough)",
+            sl->addr.text);
+    zg_sni_listener_discard(sl);
+  }
+  gw->n_sni_listeners = kept;
+  for (size_t i = 0; i < n; i++) {
+    if (gw->n_sni_listeners == gw->cap_sni_listeners) {
+      size_t cap = gw->cap_sni_listeners ? gw->cap_sni_listeners * 2 : 4;
+      zg_sni_listener_t **l = realloc(gw->sni_listeners, cap * sizeof(*l));
+      if (!l) {
+        zg_sni_listener_discard(opened[i]);
+        rc = UV_ENOMEM;
+        continue;
+      }
+      gw->sni_listeners = l;
+      gw->cap_sni_listeners = cap;
+    }
+    gw->sni_listeners[gw->n_sni_listeners++] = opened[i];
+  }
+  for (size_t i = 0; i < gw->n_sni_listeners; i++)
+    if (listener_table(gw, gw->sni_listeners[i]) != 0)
+      rc = UV_ENOMEM;
+  return rc;
+}
+
+int zg_sni_start(zg_gateway_t *gw) {
+  zg_sni_listener_t **opened;
+  size_t n;
+  int rc;
+  for (size_t i = 0; i < gw->cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &gw->cfg->services[i];
+    if (is_tls(sc))
+      zg_info("gateway", "service %s: tls-passthrough on %s, sni %s", sc->name,
+              sc->listen.text, sc->sni ? sc->sni : "(default)");
+  }
+  if ((rc = zg_sni_addrs_to_open(gw, gw->cfg, &opened, &n)) != 0)
+    return rc;
+  rc = zg_sni_sync(gw, opened, n);
+  free(opened);
+  return rc;
+}
+
+size_t zg_sni_pending(const zg_gateway_t *gw) {
+  size_t n = 0;
+  /* Also those of listeners a reload dropped. */
+  for (const zg_sni_session_t *s = gw->sni_sessions; s; s = s->next)
+    n++;
+  return n;
+}
+
+void zg_sni_drain(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_sni_listeners; i++)
+    listener_close(gw->sni_listeners[i]);
+}
+
+void zg_sni_stop(zg_gateway_t *gw) {
+  zg_sni_drain(gw);
+  while (gw->sni_sessions)
+    session_end(gw->sni_sessions);
+}
+
+void zg_sni_free(zg_gateway_t *gw) {
+  for (size_t i = 0; i < gw->n_sni_listeners; i++)
+    listener_unref(gw->sni_listeners[i]);
+  free(gw->sni_listeners);
+  gw->sni_listeners = NULL;
+  gw->n_sni_listeners = gw->cap_sni_listeners = 0;
+}

@@ -1,0 +1,31 @@
+/* TCP (L4) proxying: one session per client connection, relayed to a
+ * random live instance of the service. */
+#ifndef ZKGATE_TCP_PROXY_H
+#define ZKGATE_TCP_PROXY_H
+
+#include <uv.h>
+
+#include "control/gateway.h"
+
+/* The listener's connection callback; server->data is the zg_service_t. */
+void zg_tcp_on_connection(uv_stream_t *server, int status);
+/* Starts a session of `svc` for a client accepted elsewhere whose first
+ * bytes chose the service (tls-passthrough). The session takes over
+ * `client` (malloc'ed, initialised, not reading; closed and freed with the
+ * session) and `initial` (malloc'ed, `len` bytes, sent to the instance
+ * before anything else the client sends). `sni` (may be NULL) is for the
+ * access log; `start_ns` (uv_hrtime) is when the client was accepted;
+ * `conn` is the client's admission (moved into the session, whose head is
+ * then done). */
+void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
+                          size_t len, const char *sni, uint64_t start_ns,
+                          zg_conn_ticket_t *conn);
+/* Closes every session at once (on stop). */
+void zg_tcp_close_all(zg_gateway_t *gw);
+/* Sessions open, of any service (also one a reload removed). */
+size_t zg_tcp_sessions_open(const zg_gateway_t *gw);
+/* Sessions of `svc` now with instance `key` ("host:port"). */
+size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+                              const char *key);
+
+#endif

@@ -1,0 +1,343 @@
+/* zkgate-register's command line: every option checked before anything
+ * starts, a bad one named with what was expected (exit 2). */
+#include "core/config.h"
+#include "core/error.h"
+#include "core/instance.h"
+#include "core/log.h"
+#include "register/register.h"
+#include "register/register_fmt.h"
+#include "core/version.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROG "zkgate-register"
+
+static void usage(FILE *out) {
+  fprintf(
+      out,
+      "usage: " PROG " --zk HOSTS --path ZK_PATH --address HOST:PORT "
+      "[options]\n"
+      "\n"
+      "Keeps HOST:PORT registered in ZooKeeper as an ephemeral znode under "
+      "ZK_PATH\n"
+      "(created if missing) while its health check passes. Runs in the "
+      "foreground,\n"
+      "logs to stderr; SIGTERM or SIGINT removes the znode and exits.\n"
+      "\n"
+      "  --zk HOSTS              ZooKeeper connect string: "
+      "host:port[,host:port...][/chroot]\n"
+      "  --path ZK_PATH          parent znode of the instance, e.g. "
+      "/myRegistry/endpoints/web\n"
+      "  --address HOST:PORT     the instance: IPv4, [IPv6] or a name, and "
+      "its port\n"
+      "  --format FORMAT         url (default): data scheme://host:port, "
+      "child <service>N\n"
+      "                          curator: Curator ServiceInstance JSON, "
+      "child <uuid>\n"
+      "                          serverset: Finagle serverset JSON, child "
+      "member_N\n"
+      "                          hostport: data host:port, child <service>N\n"
+      "  --scheme SCHEME         http (default) or https: what the instance "
+      "speaks\n"
+      "  --check CHECK           tcp: connect to HOST:PORT; http:/PATH: GET "
+      "/PATH,\n"
+      "                          2xx or 3xx is healthy. Default: none, "
+      "registered at once\n"
+      "  --interval DURATION     between checks, and a check's time limit "
+      "(default 1s)\n"
+      "  --rise N                passing checks in a row before registering "
+      "(default 2)\n"
+      "  --fall N                failing checks in a row before removing "
+      "(default 2)\n"
+      "  --session-timeout DURATION  ZooKeeper session timeout (default "
+      "10s)\n"
+      "  --auth digest:USER:PASS authenticate every session; what it "
+      "creates gets the\n"
+      "                          ACL USER: all, world: read (the parents it "
+      "makes too)\n"
+      "  --log-level LEVEL       error, warn, info (default) or debug\n"
+      "  -h, --help              this help\n"
+      "  -V, --version           versions of zkgate-register and its "
+      "libraries\n"
+      "\n"
+      "Durations take a unit: 250ms, 2s, 1m. Example:\n"
+      "  " PROG " --zk 127.0.0.1:2181 --path /myRegistry/endpoints/web \\\n"
+      "      --address 10.0.0.5:8080 --check http:/health --interval 2s\n");
+}
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad(const char *fmt, ...) {
+  va_list ap;
+  fputs(PROG ": ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputs("\n" PROG ": see " PROG " --help\n", stderr);
+  return 2;
+}
+
+static int parse_count(const char *s, unsigned *out) {
+  char *end;
+  unsigned long v;
+  if (*s < '0' || *s > '9')
+    return -1;
+  v = strtoul(s, &end, 10);
+  if (*end != '\0' || v < 1 || v > 1000)
+    return -1;
+  *out = (unsigned)v;
+  return 0;
+}
+
+/* host:port[,host:port...][/chroot], checked here so that a typo is a
+ * usage error rather than a handle the client refuses for ever. */
+static int check_hosts(const char *hosts, const char **why) {
+  const char *chroot = strchr(hosts, '/'), *p = hosts;
+  size_t end = chroot ? (size_t)(chroot - hosts) : strlen(hosts);
+  *why = NULL;
+  if (end == 0) {
+    *why = "no host:port";
+    return -1;
+  }
+  for (;;) {
+    size_t n = strcspn(p, ",/");
+    zg_instance_t a;
+    memset(&a, 0, sizeof(a));
+    if (n == 0 || zg_instance_parse_hostport(p, n, &a) != 0) {
+      *why = "expected host:port[,host:port...][/chroot]";
+      return -1;
+    }
+    p += n;
+    if (*p != ',')
+      break;
+    p++; /* another host:port must follow */
+  }
+  /* A chroot of "/" is no chroot, as the client reads it. */
+  if (chroot && strcmp(chroot, "/") != 0 &&
+      zg_register_fmt_check_path(chroot, why) != 0) {
+    *why = "the chroot is not a valid ZooKeeper path";
+    return -1;
+  }
+  return 0;
+}
+
+static int parse_level(const char *s, zg_log_level_t *out) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strcmp(s, names[i]) == 0) {
+      *out = (zg_log_level_t)i;
+      return 0;
+    }
+  return -1;
+}
+
+/* HTTP check paths go on the request line as they are: a path, and no
+ * byte that would end or split the line. */
+static int check_http_path(const char *p) {
+  if (p[0] != '/' || strlen(p) > 1024)
+    return -1;
+  for (; *p; p++)
+    if ((unsigned char)*p <= ' ' || *p == 0x7f)
+      return -1;
+  return 0;
+}
+
+enum {
+  OPT_ZK = 256,
+  OPT_PATH,
+  OPT_ADDRESS,
+  OPT_FORMAT,
+  OPT_SCHEME,
+  OPT_CHECK,
+  OPT_INTERVAL,
+  OPT_RISE,
+  OPT_FALL,
+  OPT_SESSION_TIMEOUT,
+  OPT_LOG_LEVEL,
+  OPT_AUTH,
+};
+
+/* digest:USER:PASSWORD, read as [zookeeper] auth is: ZooKeeper splits
+ * "user:password" at the first colon, so the user has none and the
+ * password may. Messages never quote the value: it holds a secret. */
+static int parse_auth(const char *v, char **out, const char **why) {
+  const char *user, *pass;
+  if (strncmp(v, "digest:", 7) != 0) {
+    *why = "expected digest:USER:PASSWORD (digest is the only scheme)";
+    return -1;
+  }
+  user = v + 7;
+  pass = strchr(user, ':');
+  if (!pass || pass == user) {
+    *why = "the user is missing; expected digest:USER:PASSWORD";
+    return -1;
+  }
+  if (pass[1] == '\0') {
+    *why = "the password is empty; expected digest:USER:PASSWORD";
+    return -1;
+  }
+  for (const char *c = user; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+      *why = "control characters are not allowed in the user or the "
+             "password";
+      return -1;
+    }
+  if (!(*out = strdup(user))) {
+    *why = "out of memory";
+    return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"zk", required_argument, NULL, OPT_ZK},
+      {"path", required_argument, NULL, OPT_PATH},
+      {"address", required_argument, NULL, OPT_ADDRESS},
+      {"format", required_argument, NULL, OPT_FORMAT},
+      {"scheme", required_argument, NULL, OPT_SCHEME},
+      {"check", required_argument, NULL, OPT_CHECK},
+      {"interval", required_argument, NULL, OPT_INTERVAL},
+      {"rise", required_argument, NULL, OPT_RISE},
+      {"fall", required_argument, NULL, OPT_FALL},
+      {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"auth", required_argument, NULL, OPT_AUTH},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0},
+  };
+  zg_register_opts_t opts;
+  zg_log_level_t level = ZG_LOG_INFO;
+  const char *address = NULL, *why = NULL;
+  /* Static: still reachable when a later option is refused (no leak). */
+  static char *auth;
+  int opt, check_tuned = 0, rc;
+
+  memset(&opts, 0, sizeof(opts));
+  opts.format = ZG_REGFMT_URL;
+  opts.interval_ms = 1000;
+  opts.rise = 2;
+  opts.fall = 2;
+  opts.session_timeout_ms = 10000;
+  opterr = 0; /* our own messages */
+  while ((opt = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
+    switch (opt) {
+    case OPT_ZK:
+      if (check_hosts(optarg, &why) != 0)
+        return bad("--zk '%s': %s", optarg, why);
+      opts.zk_hosts = optarg;
+      break;
+    case OPT_PATH:
+      if (zg_register_fmt_check_path(optarg, &why) != 0)
+        return bad("--path '%s': a ZooKeeper path %s", optarg, why);
+      opts.zk_path = optarg;
+      break;
+    case OPT_ADDRESS:
+      address = optarg;
+      if (zg_instance_parse_hostport(optarg, strlen(optarg), &opts.address) !=
+          0)
+        return bad("--address '%s': expected HOST:PORT (IPv4, [IPv6] or a "
+                   "name; port 1-65535)",
+                   optarg);
+      break;
+    case OPT_FORMAT:
+      if (zg_register_fmt_parse(optarg, &opts.format) != 0)
+        return bad("--format '%s': expected url, curator, serverset or "
+                   "hostport",
+                   optarg);
+      break;
+    case OPT_SCHEME:
+      if (strcmp(optarg, "http") != 0 && strcmp(optarg, "https") != 0)
+        return bad("--scheme '%s': expected http or https", optarg);
+      opts.tls = strcmp(optarg, "https") == 0;
+      break;
+    case OPT_CHECK:
+      if (strcmp(optarg, "tcp") == 0) {
+        opts.check = ZG_CHECK_TCP;
+      } else if (strncmp(optarg, "http:", 5) == 0 &&
+                 check_http_path(optarg + 5) == 0) {
+        opts.check = ZG_CHECK_HTTP;
+        opts.check_path = optarg + 5;
+      } else {
+        return bad("--check '%s': expected tcp or http:/PATH (a path "
+                   "without spaces)",
+                   optarg);
+      }
+      break;
+    case OPT_INTERVAL:
+      if (zg_parse_duration_ms(optarg, &opts.interval_ms) != 0 ||
+          opts.interval_ms < 100 || opts.interval_ms > 3600000)
+        return bad("--interval '%s': expected a duration from 100ms to 1h "
+                   "(e.g. 500ms, 2s)",
+                   optarg);
+      check_tuned = 1;
+      break;
+    case OPT_RISE:
+    case OPT_FALL:
+      if (parse_count(optarg, opt == OPT_RISE ? &opts.rise : &opts.fall) != 0)
+        return bad("--%s '%s': expected a count from 1 to 1000",
+                   opt == OPT_RISE ? "rise" : "fall", optarg);
+      check_tuned = 1;
+      break;
+    case OPT_SESSION_TIMEOUT:
+      if (zg_parse_duration_ms(optarg, &opts.session_timeout_ms) != 0 ||
+          opts.session_timeout_ms < 100 || opts.session_timeout_ms > 3600000)
+        return bad("--session-timeout '%s': expected a duration from 100ms "
+                   "to 1h (e.g. 10s)",
+                   optarg);
+      break;
+    case OPT_LOG_LEVEL:
+      if (parse_level(optarg, &level) != 0)
+        return bad("--log-level '%s': expected error, warn, info or debug",
+                   optarg);
+      break;
+    case OPT_AUTH:
+      free(auth);
+      auth = NULL;
+      if (parse_auth(optarg, &auth, &why) != 0)
+        return bad("--auth: %s", why);
+      /* Copied: the argument's password is blanked so that ps and
+       * /proc/PID/cmdline stop showing it once we are running. */
+      for (char *c = strchr(optarg + 7, ':') + 1; *c; c++)
+        *c = 'x';
+      opts.auth = auth;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    case 'V':
+      printf(PROG " %s\n", ZKGATE_VERSION);
+      zg_version_print(stdout);
+      return 0;
+    case ':':
+      return bad("%s needs a value", argv[optind - 1]);
+    default:
+      return bad("unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind != argc)
+    return bad("unexpected argument '%s'", argv[optind]);
+  if (!opts.zk_hosts || !opts.zk_path || !address)
+    return bad("missing %s", !opts.zk_hosts  ? "--zk HOSTS"
+                             : !opts.zk_path ? "--path ZK_PATH"
+                                             : "--address HOST:PORT");
+  if (check_tuned && opts.check == ZG_CHECK_NONE)
+    return bad("--interval, --rise and --fall tune a health check: add "
+               "--check tcp or --check http:/PATH");
+  if (opts.check == ZG_CHECK_HTTP && opts.tls)
+    return bad("--check http:/PATH speaks plain HTTP and the instance "
+               "speaks https: use --check tcp");
+  zg_log_set_level(level);
+  rc = zg_register_run(&opts);
+  if (auth) {
+    for (volatile char *c = auth; *c; c++)
+      *c = 0;
+    free(auth);
+  }
+  return rc;
+}

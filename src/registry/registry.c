@@ -1,0 +1,1699 @@
+/* The registry: owns the ZooKeeper handle, its uv_poll and timers, and for
+ * every watched path the cache of decoded children. See registry.h.
+ *
+ * Driving the single-threaded client from libuv (PLATFORM.md):
+ * zookeeper_interest() says which fd, which events and how long; we poll
+ * that fd and arm a timer, and on either call zookeeper_process(). The fd
+ * number is often reused for a new socket on reconnect, so the poll is
+ * recreated whenever the number or the inode changes, and an fd reported
+ * together with an error is never trusted. ZOOKEEPER_READ/WRITE are the
+ * reverse of UV_READABLE/UV_WRITABLE and are not macros: mapped by hand.
+ *
+ * Reads: a child list re-arms the child watch (zoo_awget_children2); data is
+ * fetched only for children not seen before, so a change costs one list
+ * plus one read per new child, and a removal costs no read at all. */
+#include "registry/registry.h"
+
+#include "core/error.h"
+#include "core/instance.h"
+#include "core/log.h"
+#include "registry/state.h"
+#include "registry/zkconn.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <zookeeper/zookeeper.h>
+
+typedef struct {
+  char *name;
+  zg_instance_t inst;
+  unsigned decoded : 1;   /* inst is valid */
+  unsigned fetched : 1;   /* data read (decoded or not) */
+  unsigned in_flight : 1; /* a read is outstanding */
+  unsigned present : 1;   /* mark for the mark-and-sweep of a list */
+  unsigned changed : 1;   /* data changed while a read was in flight */
+} reg_child_t;
+
+typedef struct reg_service {
+  zg_registry_t *reg;
+  void *ctx; /* the caller's, given back with each pool */
+  int root;  /* a discovery root: its children are services, not
+                instances, and are reported by name */
+  int gone;  /* unwatched: in the graveyard until no callback can come */
+  char *path;
+  zg_decode_opts_t opts;
+  char *endpoint; /* owned; opts.endpoint points here */
+  reg_child_t *children;
+  size_t n_children, cap_children;
+  size_t n_sorted;      /* children[0..n_sorted) are sorted by name */
+  unsigned outstanding; /* data reads in flight */
+  int need_list;        /* list (and re-arm the watch) when connected */
+  int synced;           /* published at least once */
+  int dirty;            /* a publication is waiting for the window */
+  int resync; /* a new session forgot the children: nothing is published
+                 until its first list has been applied */
+  int stale;  /* past max_stale: the gateway has an empty pool, `published`
+                 still holds the last known one */
+  int64_t published_wall_ms; /* when `published` was published */
+  int from_file;             /* `published` came from the state file and
+                                ZooKeeper has not confirmed it yet */
+  int64_t file_fresh_ms;     /* from_file: known current then (wall) */
+  uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
+  uint64_t version;
+  zg_pool_t *published;
+  int denied;         /* ZooKeeper refused to list it (ZNOAUTH); logged */
+  uint64_t denied_ms; /* when it last did */
+} reg_service_t;
+
+struct zg_registry {
+  uv_loop_t *loop;
+  char *hosts;
+  int session_timeout_ms;
+  zg_registry_publish_cb cb;
+  zg_registry_children_cb children_cb;
+  void *cb_arg;
+
+  zhandle_t *zh;
+  clientid_t last_client; /* the session we had; zero before the first */
+  zg_zk_state_t state;
+  uint64_t disconnected_ms; /* uv_now when the connection was lost */
+  int reinit;               /* open a new session after this callback */
+  int closing;
+  int started;
+  char *auth;               /* digest "user:password", NULL: none. Secret */
+  int auth_refused;         /* the server refused it; logged */
+  uint64_t auth_refused_ms; /* when it last did */
+  zg_zkhosts_t zhosts;      /* the connect string, resolved off the loop */
+  int zhosts_set;
+  uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
+  zg_ratelimit_t open_rl;
+  uint64_t max_watch_bytes; /* 0: no budget */
+  uint64_t connected_ms;    /* uv_now of the last CONNECTED */
+  int reconnected;          /* ... and it was to the same session */
+  unsigned flaps;           /* drops right after CONNECTED, in a row */
+  zg_ratelimit_t watch_rl;
+
+  uv_poll_t *poll; /* heap: replaced while the old one is closing */
+  int poll_fd;
+  ino_t poll_ino;
+  int poll_events;
+  uv_timer_t zk_timer;     /* the client's own deadline */
+  uv_timer_t health_timer; /* session watchdog and list retries */
+  uv_timer_t coalesce_timer;
+  uint64_t coalesce_ms;
+  uint64_t lists_total, reads_total;
+  uint64_t expiries, watch_events;
+  int64_t last_update_wall_ms;
+  char *state_file;                /* NULL: none */
+  uint64_t max_stale_ms;           /* 0: forever */
+  zg_state_writer_t *state_writer; /* while started, with a state_file */
+  int open_handles;
+
+  reg_service_t **services; /* watched paths, roots included */
+  size_t n_services;
+  /* Unwatched paths. The client may still hold their watches and
+   * completions, so they are kept (and reused for the same path) until the
+   * client is closed: at a new session or at shutdown. */
+  reg_service_t **graveyard;
+  size_t n_graveyard;
+  zg_ratelimit_t error_rl;
+};
+
+static void update_interest(zg_registry_t *reg);
+static void list_children(reg_service_t *svc);
+static void watch_exists(reg_service_t *svc);
+static void graveyard_free(zg_registry_t *reg);
+static int name_cmp(const void *a, const void *b);
+
+/* Errors that a reconnection or a new session cures: retried, not logged. */
+static int transient(int rc) {
+  return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT ||
+         rc == ZSESSIONEXPIRED || rc == ZCLOSING || rc == ZINVALIDSTATE ||
+         rc == ZSESSIONMOVED || rc == ZAUTHFAILED;
+}
+
+/* ---- the client's log --------------------------------------------------
+ * zoo_set_log_callback's callback gets no context, so its rate limit is
+ * the one piece of state here that is not in the registry. The client logs
+ * two lines per reconnect attempt; a burst of 5 per 10 s keeps the cause
+ * visible without flooding. */
+static zg_ratelimit_t zk_log_rl = {10000, 5, 0, 0, 0};
+
+static void on_zk_log(const char *message) {
+  uint64_t dropped;
+  if (zg_ratelimit_allow(&zk_log_rl, uv_hrtime() / 1000000, &dropped)) {
+    if (dropped)
+      zg_warn("zookeeper", "(%llu client messages suppressed)",
+              (unsigned long long)dropped);
+    zg_warn("zookeeper", "client: %s", message);
+  }
+}
+
+/* ---- access: credentials and ACLs -------------------------------------
+ * Digest credentials are added to every new handle before it connects; the
+ * client sends them ahead of any request on every connection (again after
+ * a reconnection), so a session never reads unauthenticated.
+ *
+ * A wrong digest password is not refused: the server hashes what it gets
+ * into an identity of its own, and the ACL then refuses the reads
+ * (ZNOAUTH). That is reported per path, once, and retried every second
+ * (a change of ACL fires no watch). The server refuses the credentials
+ * themselves only when it has no such scheme (digest disabled on it): the
+ * handle is then dead (ZOO_AUTH_FAILED_STATE). That is logged once, and a
+ * new session is tried once per session timeout (the refused one lingers
+ * on the server until then). Last known pools serve all along. */
+#define DENIED_RETRY_MS 1000
+
+static int auth_user_len(const zg_registry_t *reg) {
+  return (int)strcspn(reg->auth, ":");
+}
+
+static uint64_t auth_retry_ms(const zg_registry_t *reg) {
+  return reg->session_timeout_ms > 1000 ? (uint64_t)reg->session_timeout_ms
+                                        : 1000;
+}
+
+/* The password is overwritten before its memory goes back to malloc. */
+static void secret_free(char *s) {
+  if (s) {
+    for (volatile char *c = s; *c; c++)
+      *c = 0;
+    free(s);
+  }
+}
+
+static void on_auth(int rc, const void *data) {
+  zg_registry_t *reg = (zg_registry_t *)(uintptr_t)data;
+  if (rc != ZOK || reg->closing)
+    return; /* a refusal is also a session event: auth_refused() */
+  if (reg->auth_refused)
+    zg_info("registry",
+            "ZooKeeper accepted the credentials of digest user '%.*s' again",
+            auth_user_len(reg), reg->auth);
+  else
+    zg_debug("registry", "authenticated to ZooKeeper as digest user '%.*s'",
+             auth_user_len(reg), reg->auth);
+  reg->auth_refused = 0;
+}
+
+/* ZOO_AUTH_FAILED_STATE: the handle is dead (its requests fail with
+ * ZAUTHFAILED, which transient() takes as cured by a new session). It is
+ * closed after this callback, and session_open() waits auth_retry_ms()
+ * before the next. */
+static void auth_refused(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop);
+  if (!reg->auth_refused && reg->auth) {
+    zg_error("registry",
+             "ZooKeeper refused the credentials of digest user '%.*s' "
+             "([zookeeper] auth): trying a new session every %llu ms; the "
+             "last known pools keep serving",
+             auth_user_len(reg), reg->auth,
+             (unsigned long long)auth_retry_ms(reg));
+  } else if (!reg->auth_refused) {
+    /* No credentials of ours: a server that insists on SASL, which the
+     * single-threaded client does not have. */
+    zg_error("registry",
+             "ZooKeeper refused the session's authentication (does it "
+             "require SASL?): trying a new session every %llu ms; the last "
+             "known pools keep serving",
+             (unsigned long long)auth_retry_ms(reg));
+  } else {
+    zg_debug("registry", "ZooKeeper refused the authentication again");
+  }
+  if (!reg->auth_refused && reg->state == ZG_ZK_CONNECTED)
+    reg->disconnected_ms = now;
+  if (reg->state == ZG_ZK_CONNECTED)
+    reg->state = ZG_ZK_DISCONNECTED;
+  reg->auth_refused = 1;
+  reg->auth_refused_ms = now;
+  reg->reinit = 1;
+}
+
+/* ZNOAUTH on a list: the ACL of the path gives this session no READ. */
+static void list_denied(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  svc->denied_ms = uv_now(reg->loop);
+  if (svc->denied)
+    return;
+  svc->denied = 1;
+  zg_error("registry",
+           "%s: ZooKeeper denies listing it to %s%.*s%s (no READ in its "
+           "ACL%s): retrying every %d ms; %s",
+           svc->path, reg->auth ? "digest user '" : "this unauthenticated",
+           reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "",
+           reg->auth ? "'" : " session",
+           reg->auth ? "; check [zookeeper] auth" : "; set [zookeeper] auth",
+           DENIED_RETRY_MS,
+           svc->published && svc->published->n > 0
+               ? "the last known pool keeps serving"
+               : "no instance from it until then");
+}
+
+/* ---- pools ----------------------------------------------------------- */
+
+static int64_t wall_ms(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0)
+    return 0;
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* ---- the state file ---------------------------------------------------- */
+
+/* The writer wants the entries (on the loop; it encodes and writes them on
+ * the thread pool). Each says until when its pool was known to be the
+ * registry's: now while connected, the moment the connection was lost
+ * while not, and the file's own time for a pool from the file that
+ * ZooKeeper has not confirmed since: max_stale at the next start counts
+ * from there. */
+static void on_state_collect(void *arg, zg_state_writer_t *w) {
+  zg_registry_t *reg = arg;
+  zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
+  int64_t now = wall_ms(), lost;
+  size_t n = 0;
+  if (!entries)
+    return;
+  lost = now - (int64_t)(uv_now(reg->loop) - reg->disconnected_ms);
+  /* Last known pools, including those a max_stale has hidden from the
+   * gateway: the file remembers what the registry last said. */
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = reg->services[i];
+    if (!svc->published)
+      continue;
+    entries[n].zk_path = svc->path;
+    entries[n].endpoint = svc->endpoint;
+    entries[n].pool = svc->published;
+    entries[n].updated_ms = svc->published_wall_ms;
+    entries[n].fresh_ms = svc->from_file                  ? svc->file_fresh_ms
+                          : reg->state == ZG_ZK_CONNECTED ? now
+                                                          : lost;
+    n++;
+  }
+  zg_state_writer_put(w, entries, n, now);
+  free(entries);
+}
+
+/* Written shortly after a change, so that a burst of publications (the
+ * first synchronisation of many services) writes the file once; at most
+ * once a second, off the loop (state.h). */
+static void schedule_state_write(zg_registry_t *reg) {
+  if (reg->state_writer && !reg->closing)
+    zg_state_writer_mark(reg->state_writer);
+}
+
+typedef struct {
+  char *zk_path;
+  char *endpoint;
+  zg_pool_t *pool;
+  int64_t updated_ms, fresh_ms;
+} loaded_entry_t;
+
+typedef struct {
+  loaded_entry_t *v;
+  size_t n, cap;
+} loaded_t;
+
+static void on_state_entry(void *arg, const zg_state_entry_t *e,
+                           zg_pool_t *pool) {
+  loaded_t *l = arg;
+  char *path = strdup(e->zk_path);
+  char *endpoint = e->endpoint ? strdup(e->endpoint) : NULL;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 16;
+    loaded_entry_t *nv = realloc(l->v, cap * sizeof(*nv));
+    if (nv) {
+      l->v = nv;
+      l->cap = cap;
+    }
+  }
+  if (!path || (e->endpoint && !endpoint) || l->n == l->cap) {
+    free(path);
+    free(endpoint);
+    zg_pool_unref(pool);
+    return;
+  }
+  l->v[l->n].zk_path = path;
+  l->v[l->n].endpoint = endpoint;
+  l->v[l->n].pool = pool;
+  l->v[l->n].updated_ms = e->updated_ms;
+  l->v[l->n].fresh_ms = e->fresh_ms;
+  l->n++;
+}
+
+/* The name of `zk_path` when it is a direct child of `root`, else NULL. */
+static const char *child_of(const char *root, const char *zk_path) {
+  size_t rlen = strlen(root);
+  if (rlen == 1) /* "/" */
+    rlen = 0;
+  if (strncmp(zk_path, root, rlen) != 0 || zk_path[rlen] != '/' ||
+      !zk_path[rlen + 1] || strchr(zk_path + rlen + 1, '/'))
+    return NULL;
+  return zk_path + rlen + 1;
+}
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Discovery roots first: the paths of the file under a root are its
+ * children as last known, so that discovered services exist (and are
+ * watched) before the pools are handed out. */
+static void state_apply(zg_registry_t *reg, loaded_t *l) {
+  size_t n_roots = reg->n_services;
+  uint64_t newest = UINT64_MAX; /* the age of the freshest pool taken */
+  const char **names = malloc((l->n + 1) * sizeof(*names));
+  for (size_t r = 0; names && r < n_roots; r++) {
+    reg_service_t *root = reg->services[r];
+    size_t n = 0;
+    if (!root->root)
+      continue;
+    for (size_t i = 0; i < l->n; i++) {
+      const char *name = child_of(root->path, l->v[i].zk_path);
+      if (name)
+        names[n++] = name;
+    }
+    if (n == 0)
+      continue;
+    qsort(names, n, sizeof(*names), name_cmp);
+    zg_info("registry", "%s: %zu service(s) from the state file", root->path,
+            n);
+    reg->children_cb(reg->cb_arg, root->ctx, names, n);
+  }
+  free(names);
+  for (size_t i = 0; i < l->n; i++) {
+    zg_pool_t *pool = l->v[i].pool;
+    int64_t now = wall_ms();
+    uint64_t age = zg_state_age_ms(l->v[i].fresh_ms, now);
+    int past =
+        zg_state_past_max_stale(l->v[i].fresh_ms, now, reg->max_stale_ms);
+    /* Services sharing a path and endpoint share the pool; an entry of
+     * another path or endpoint is no one's. */
+    for (size_t k = 0; k < reg->n_services; k++) {
+      reg_service_t *svc = reg->services[k];
+      zg_pool_t *serve = pool;
+      if (svc->root || svc->published ||
+          !zg_state_key_match(l->v[i].zk_path, l->v[i].endpoint, svc->path,
+                              svc->endpoint))
+        continue;
+      pool->version = svc->version = 1;
+      pool->created_ms = uv_now(reg->loop);
+      /* Older than max_stale already: stale from the start, as if the
+       * gateway had been without ZooKeeper all along (it was, for them).
+       * Kept for the file and for a reconnection that confirms it. */
+      if (past && pool->n > 0 && (serve = zg_pool_new(NULL, 0, 1, 0)))
+        svc->stale = 1;
+      else
+        serve = pool;
+      zg_info("registry",
+              "%s%s%s: %zu instance(s) from the state file, last updated %lld "
+              "s ago, known current %llu s ago%s",
+              svc->path, svc->endpoint ? " endpoint " : "",
+              svc->endpoint ? svc->endpoint : "", pool->n,
+              (long long)(now - l->v[i].updated_ms) / 1000,
+              (unsigned long long)age / 1000,
+              svc->stale ? ": past max_stale, not served" : "");
+      if (age < newest)
+        newest = age;
+      svc->synced = 1;
+      svc->from_file = 1;
+      svc->file_fresh_ms = l->v[i].fresh_ms;
+      svc->published_wall_ms = l->v[i].updated_ms;
+      svc->published = zg_pool_ref(pool);
+      reg->cb(reg->cb_arg, svc->ctx, serve == pool ? zg_pool_ref(pool) : serve);
+    }
+    zg_pool_unref(pool);
+    free(l->v[i].zk_path);
+    free(l->v[i].endpoint);
+  }
+  free(l->v);
+  /* Without ZooKeeper since the freshest of them was current, as far as
+   * anyone can tell: what /ready and the stats report. Not clamped at 0:
+   * uv_now counts from the boot, and a file from before a reboot is older
+   * than that. disconnected_ms is unsigned and only ever subtracted from
+   * uv_now, so it may wrap below 0 and the differences stay right. */
+  if (newest != UINT64_MAX)
+    reg->disconnected_ms -= newest;
+}
+
+static void state_load(zg_registry_t *reg) {
+  FILE *f = fopen(reg->state_file, "rb");
+  char *text = NULL, err[160];
+  size_t len = 0, cap = 0;
+  loaded_t l = {NULL, 0, 0};
+  if (!f) {
+    if (errno != ENOENT)
+      zg_warn("registry", "cannot read the state file %s: %s", reg->state_file,
+              strerror(errno));
+    return;
+  }
+  for (;;) {
+    size_t r;
+    if (len + 4096 > cap) {
+      char *nt = realloc(text, cap = cap ? cap * 2 : 65536);
+      if (!nt)
+        break;
+      text = nt;
+    }
+    r = fread(text + len, 1, cap - len, f);
+    len += r;
+    if (r == 0)
+      break;
+  }
+  fclose(f);
+  if (text &&
+      zg_state_decode(text, len, on_state_entry, &l, err, sizeof(err)) != 0)
+    zg_warn("registry", "ignoring the state file %s: %s", reg->state_file, err);
+  free(text);
+  state_apply(reg, &l);
+}
+
+/* max_stale: past it without ZooKeeper, each service answers as having no
+ * instance (its static instances, if any, serve). Logged once per
+ * service; the last known pool is kept for the state file and comes back
+ * on reconnection if the registry still says so. */
+static void check_stale(zg_registry_t *reg, uint64_t now) {
+  int64_t wall = 0;
+  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED)
+    return;
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = reg->services[i];
+    zg_pool_t *empty;
+    uint64_t age;
+    if (svc->stale || !svc->published || svc->published->n == 0)
+      continue;
+    /* A pool from the state file is as old as the file says, not as old
+     * as this process. */
+    if (svc->from_file && !wall)
+      wall = wall_ms();
+    age = svc->from_file ? zg_state_age_ms(svc->file_fresh_ms, wall)
+                         : now - reg->disconnected_ms;
+    if (age < reg->max_stale_ms)
+      continue;
+    empty = zg_pool_new(NULL, 0, ++svc->version, now);
+    if (!empty)
+      continue;
+    svc->stale = 1;
+    zg_warn("registry",
+            "%s: no ZooKeeper for %llu ms%s, past max_stale (%llu ms): the "
+            "last known %zu instance(s) no longer serve",
+            svc->path, (unsigned long long)age,
+            svc->from_file ? " (counted from the state file)" : "",
+            (unsigned long long)reg->max_stale_ms, svc->published->n);
+    reg->cb(reg->cb_arg, svc->ctx, empty);
+  }
+}
+
+static void publish_now(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  zg_instance_t *list;
+  zg_pool_t *pool;
+  size_t n = 0;
+
+  svc->dirty = 0;
+  svc->from_file = 0; /* what follows is ZooKeeper's word */
+  list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
+  if (!list) {
+    zg_error("registry", "%s: out of memory building a pool", svc->path);
+    return;
+  }
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      list[n++] = svc->children[i].inst; /* shallow: zg_pool_new copies */
+  pool = zg_pool_new(list, n, svc->version + 1, uv_now(reg->loop));
+  free(list);
+  if (!pool) {
+    zg_error("registry", "%s: out of memory building a pool", svc->path);
+    return;
+  }
+  if (svc->synced && svc->published && !svc->stale &&
+      zg_pool_same(pool, svc->published)) {
+    zg_pool_unref(pool);
+    return;
+  }
+  if (svc->stale)
+    zg_info("registry",
+            "%s: synchronised again after serving no pool (max_stale)",
+            svc->path);
+  svc->stale = 0;
+  svc->published_wall_ms = wall_ms();
+  reg->last_update_wall_ms = svc->published_wall_ms;
+  schedule_state_write(reg);
+  pool->zk_lists = svc->lists;
+  pool->zk_reads = svc->reads;
+  svc->lists = 0;
+  svc->reads = 0;
+  svc->version++;
+  svc->synced = 1;
+  zg_pool_unref(svc->published);
+  svc->published = zg_pool_ref(pool);
+  reg->cb(reg->cb_arg, svc->ctx, pool);
+}
+
+static void on_coalesce_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i]->dirty && !reg->services[i]->resync &&
+        reg->services[i]->outstanding == 0)
+      publish_now(reg->services[i]);
+}
+
+/* Publication waits `coalesce_window` after the first change, so that a
+ * burst of events (a deploy) makes one pool, not one per event. */
+static void publish(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  if (svc->resync)
+    return; /* the children are not known yet: the pool would be empty */
+  if (reg->coalesce_ms == 0) {
+    publish_now(svc);
+    return;
+  }
+  svc->dirty = 1;
+  if (!uv_is_active((uv_handle_t *)&reg->coalesce_timer))
+    uv_timer_start(&reg->coalesce_timer, on_coalesce_timer, reg->coalesce_ms,
+                   0);
+}
+
+/* ---- children and their data ----------------------------------------- */
+
+static void child_free(reg_child_t *c) {
+  free(c->name);
+  if (c->decoded)
+    zg_instance_clear(&c->inst);
+}
+
+static void forget_children(reg_service_t *svc) {
+  for (size_t i = 0; i < svc->n_children; i++)
+    child_free(&svc->children[i]);
+  svc->n_children = 0;
+  svc->n_sorted = 0;
+}
+
+static int child_cmp(const void *a, const void *b) {
+  return strcmp(((const reg_child_t *)a)->name, ((const reg_child_t *)b)->name);
+}
+
+/* Children are kept sorted by name after every list; the ones added by the
+ * list being applied sit unsorted after n_sorted. */
+static reg_child_t *child_find(reg_service_t *svc, const char *name) {
+  size_t lo = 0, hi = svc->n_sorted;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(svc->children[mid].name, name);
+    if (c == 0)
+      return &svc->children[mid];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (size_t i = svc->n_sorted; i < svc->n_children; i++)
+    if (!strcmp(svc->children[i].name, name))
+      return &svc->children[i];
+  return NULL;
+}
+
+static char *child_path(const reg_service_t *svc, const char *name) {
+  size_t plen = strlen(svc->path), nlen = strlen(name);
+  char *path = malloc(plen + nlen + 2);
+  if (path) {
+    memcpy(path, svc->path, plen);
+    path[plen] = '/';
+    memcpy(path + plen + 1, name, nlen + 1);
+  }
+  return path;
+}
+
+/* Sets what the decoders cannot know: where the instance came from. */
+static int set_provenance(reg_service_t *svc, reg_child_t *c,
+                          const struct Stat *stat) {
+  if (!(c->inst.znode = child_path(svc, c->name)))
+    return UV_ENOMEM;
+  c->inst.data_version = stat ? stat->version : 0;
+  c->inst.mtime_ms = stat ? stat->mtime : 0;
+  return 0;
+}
+
+static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
+                    const char *err) {
+  if (rc == 0) {
+    c->decoded = 1;
+    /* Something ignored (a weight that cannot be read): once per child
+     * version, like the errors below. */
+    if (err[0])
+      zg_warn("registry", "%s/%s: %s", svc->path, c->name, err);
+    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
+             c->name, zg_instance_format_name(c->inst.format), c->inst.host,
+             c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);
+  } else if (rc == ZG_ESKIP) {
+    zg_debug("registry", "%s/%s: not an instance (%s)", svc->path, c->name,
+             err);
+  } else {
+    /* Once per child version: it is read again only when it changes. */
+    zg_warn("registry",
+            "%s/%s: cannot decode instance data (%s); child skipped", svc->path,
+            c->name, err);
+  }
+}
+
+typedef struct {
+  reg_service_t *svc;
+  char name[];
+} data_req_t;
+
+static void fetch(reg_service_t *svc, reg_child_t *c);
+
+static void on_data(int rc, const char *value, int value_len,
+                    const struct Stat *stat, const void *data) {
+  data_req_t *req = (data_req_t *)(uintptr_t)data;
+  reg_service_t *svc = req->svc;
+  reg_child_t *c = child_find(svc, req->name);
+  char err[160];
+
+  svc->outstanding--;
+  if (c && !svc->gone) {
+    c->in_flight = 0;
+    if (rc == ZOK) {
+      int drc;
+      c->fetched = 1;
+      if (c->decoded) {
+        zg_instance_clear(&c->inst); /* a change in place */
+        c->decoded = 0;
+      }
+      drc = zg_instance_decode(c->name, value,
+                               value_len > 0 ? (size_t)value_len : 0,
+                               &svc->opts, &c->inst, err, sizeof(err));
+      if (drc == 0 && set_provenance(svc, c, stat) != 0) {
+        zg_instance_clear(&c->inst);
+        drc = UV_ENOMEM;
+        snprintf(err, sizeof(err), "out of memory");
+      }
+      decoded(svc, c, drc, err);
+    } else if (rc == ZNONODE) {
+      /* Gone when read. Its removal is the child watch's business (which
+       * fired before this answer came); but a child deleted and created
+       * again under the same name stays in the list, so it is read again
+       * when the next list still shows it. Until then the last data
+       * stands. */
+      c->fetched = 0;
+      c->changed = 0;
+    } else if (transient(rc)) {
+      /* Neither data nor a data watch came back: the next list (once
+       * connected) reads it again. The last data serves until then. */
+      c->fetched = 0;
+      c->changed = 0;
+      svc->need_list = 1;
+    } else {
+      c->fetched = 1;
+      zg_warn("registry",
+              "%s/%s: cannot read instance data (%s); child skipped", svc->path,
+              c->name, zerror(rc));
+    }
+    /* Changed again while this read was out: read once more. */
+    if (c->changed && !svc->reg->closing && !transient(rc)) {
+      c->changed = 0;
+      fetch(svc, c);
+    }
+  }
+  free(req);
+  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing &&
+      !svc->gone)
+    publish(svc);
+}
+
+/* A child's data changed (address, status, weight): read it again.
+ *
+ * A child deleted: its removal is the child watch's business, but it may
+ * have been created again under the same name (Curator re-registering its
+ * id, Dubbo 3, Registrator; in one transaction the child list does not even
+ * change). The server sends this event before the parent's child event, so
+ * the list that follows sees the name again and reads it as new: no read
+ * for a plain removal, one for a re-creation. The last data serves until
+ * then, so the pool changes in one step. */
+static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
+                          void *ctx) {
+  reg_service_t *svc = ctx;
+  size_t plen = strlen(svc->path);
+  reg_child_t *c;
+  (void)zh;
+  (void)state;
+  if ((type != ZOO_CHANGED_EVENT && type != ZOO_DELETED_EVENT) ||
+      svc->reg->closing || svc->gone || !path ||
+      strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
+    return;
+  svc->reg->watch_events++;
+  c = child_find(svc, path + plen + 1);
+  if (!c)
+    return;
+  if (type == ZOO_DELETED_EVENT) {
+    /* A read still out was sent before this event arrived but is answered
+     * after the deletion: it tells what is there now. */
+    if (!c->in_flight)
+      c->fetched = 0;
+    return;
+  }
+  if (c->in_flight)
+    c->changed = 1;
+  else
+    fetch(svc, c);
+}
+
+static void fetch(reg_service_t *svc, reg_child_t *c) {
+  zg_registry_t *reg = svc->reg;
+  size_t nlen = strlen(c->name);
+  data_req_t *req = malloc(sizeof(*req) + nlen + 1);
+  char *path = child_path(svc, c->name);
+  int rc;
+  if (!req || !path || !reg->zh) {
+    free(req);
+    free(path);
+    c->fetched = 0; /* the next list reads it */
+    svc->need_list = 1;
+    return;
+  }
+  req->svc = svc;
+  memcpy(req->name, c->name, nlen + 1);
+  /* The data watch (context: the service, which outlives every watch)
+   * tells of changes in place. */
+  rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
+  free(path);
+  if (rc != ZOK) {
+    free(req);
+    c->fetched = 0; /* the next list reads it */
+    svc->need_list = 1;
+    return;
+  }
+  c->in_flight = 1;
+  svc->outstanding++;
+  svc->reads++;
+  reg->reads_total++;
+}
+
+/* A new child: formats that live in the name need no read. A known child
+ * listed unread (deleted and created again, a read lost) is read again;
+ * its instance stands until the answer replaces it. */
+static void child_added(reg_service_t *svc, reg_child_t *c) {
+  char err[160];
+  int rc;
+  if (c->decoded) {
+    fetch(svc, c);
+    return;
+  }
+  rc = zg_instance_decode_name(c->name, &c->inst, err, sizeof(err));
+  if (rc == 1) {
+    fetch(svc, c);
+    return;
+  }
+  c->fetched = 1;
+  if (rc == 0 && set_provenance(svc, c, NULL) != 0) {
+    zg_instance_clear(&c->inst);
+    rc = UV_ENOMEM;
+    snprintf(err, sizeof(err), "out of memory");
+  }
+  decoded(svc, c, rc, err);
+}
+
+static int has_decoded(const reg_service_t *svc) {
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      return 1;
+  return 0;
+}
+
+/* A discovery root's list: its children, by name and sorted, are the
+ * services. A root that does not exist (yet, or any more) changes nothing:
+ * like a vanished zk_path, services stay until the root says otherwise. */
+static void root_children(reg_service_t *svc, int rc,
+                          const struct String_vector *strings) {
+  zg_registry_t *reg = svc->reg;
+  const char **names;
+  if (rc == ZNONODE) {
+    zg_info("registry",
+            "discovery root %s does not exist (yet): waiting for it",
+            svc->path);
+    watch_exists(svc);
+    return;
+  }
+  if (rc != ZOK) {
+    uint64_t dropped;
+    svc->need_list = 1;
+    if (!transient(rc) &&
+        zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
+      zg_error("registry", "%s: cannot list children: %s", svc->path,
+               zerror(rc));
+    return;
+  }
+  names = malloc(((size_t)strings->count + 1) * sizeof(*names));
+  if (!names) {
+    svc->need_list = 1;
+    return;
+  }
+  for (int32_t i = 0; i < strings->count; i++)
+    names[i] = strings->data[i];
+  qsort(names, (size_t)strings->count, sizeof(*names), name_cmp);
+  svc->need_list = 0;
+  svc->synced = 1;
+  reg->children_cb(reg->cb_arg, svc->ctx, names, (size_t)strings->count);
+  free(names);
+}
+
+static void on_children(int rc, const struct String_vector *strings,
+                        const struct Stat *stat, const void *data) {
+  reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
+  zg_registry_t *reg = svc->reg;
+  size_t kept = 0;
+  int removed = 0;
+
+  (void)stat;
+  if (reg->closing || svc->gone)
+    return;
+  if (svc->root) {
+    root_children(svc, rc, strings);
+    return;
+  }
+  if (rc == ZNONODE) {
+    /* Instances deregister by deleting their own znodes, never the parent:
+     * a parent that vanishes is a registry accident (a server restarted
+     * without its data, a careless delete). The last known pool keeps
+     * serving until the path is back and says otherwise. */
+    if (svc->published && svc->published->n > 0)
+      zg_warn("registry",
+              "%s vanished: keeping the last known %zu instance(s) until it "
+              "reappears",
+              svc->path, svc->published->n);
+    else
+      zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
+    /* Children are forgotten (a re-created path may reuse their names for
+     * other znodes), the pool is not. Watch for the path's creation; the
+     * exists call may find it already there, and on_exists lists it. */
+    forget_children(svc);
+    watch_exists(svc);
+    svc->resync = 0; /* the list has said what there is: nothing */
+    if (!svc->synced)
+      publish(svc);
+    return;
+  }
+  if (rc != ZOK) {
+    uint64_t dropped;
+    svc->need_list = 1;
+    if (rc == ZNOAUTH) {
+      list_denied(svc);
+      return;
+    }
+    if (!transient(rc) &&
+        zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
+      zg_error("registry", "%s: cannot list children: %s", svc->path,
+               zerror(rc));
+    return;
+  }
+  svc->need_list = 0;
+  /* From here the children are this session's: publications wait for
+   * their reads (outstanding) as after any list. */
+  svc->resync = 0;
+  if (svc->denied)
+    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
+  svc->denied = 0;
+  reg->auth_refused = 0; /* this session is accepted, credentials or not */
+
+  /* Mark and sweep: children in the list are marked, new ones appended,
+   * unmarked ones dropped. */
+  for (size_t i = 0; i < svc->n_children; i++)
+    svc->children[i].present = 0;
+  for (int32_t i = 0; i < strings->count; i++) {
+    const char *name = strings->data[i];
+    reg_child_t *c = child_find(svc, name);
+    if (!c) {
+      if (svc->n_children == svc->cap_children) {
+        size_t cap = svc->cap_children ? svc->cap_children * 2 : 8;
+        reg_child_t *nc = realloc(svc->children, cap * sizeof(*nc));
+        if (!nc) {
+          svc->need_list = 1;
+          break;
+        }
+        svc->children = nc;
+        svc->cap_children = cap;
+      }
+      c = &svc->children[svc->n_children];
+      memset(c, 0, sizeof(*c));
+      if (!(c->name = strdup(name))) {
+        svc->need_list = 1;
+        break;
+      }
+      svc->n_children++;
+    }
+    c->present = 1;
+  }
+  for (size_t i = 0; i < svc->n_children; i++) {
+    reg_child_t *c = &svc->children[i];
+    if (!c->present) {
+      if (c->decoded)
+        removed = 1;
+      child_free(c);
+      continue;
+    }
+    svc->children[kept++] = *c;
+  }
+  svc->n_children = kept;
+  /* Sorted by name: lookups by name are binary searches, and pools and
+   * logs come out in one order. */
+  if (svc->n_children > 1)
+    qsort(svc->children, svc->n_children, sizeof(*svc->children), child_cmp);
+  svc->n_sorted = svc->n_children;
+  for (size_t i = 0; i < svc->n_children; i++) {
+    reg_child_t *c = &svc->children[i];
+    if (!c->fetched && !c->in_flight)
+      child_added(svc, c);
+  }
+  /* A removal is applied at once, without waiting for new children's
+   * data, unless that would leave the pool empty while reads are out (a
+   * resync where every instance came back under a new name): then the
+   * pool changes in one step when the last read is back. */
+  if (svc->outstanding == 0 || (removed && has_decoded(svc)))
+    publish(svc); /* no-op when the pool would not change */
+}
+
+static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
+                           void *ctx) {
+  reg_service_t *svc = ctx;
+  (void)zh;
+  (void)state;
+  (void)path;
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
+    return; /* session events also reach path watchers: not ours */
+  svc->reg->watch_events++;
+  list_children(svc);
+}
+
+static void on_exists(int rc, const struct Stat *stat, const void *data) {
+  reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
+  (void)stat;
+  if (svc->reg->closing || svc->gone)
+    return;
+  if (rc == ZOK)
+    list_children(svc); /* created between our list and this call */
+  else if (rc != ZNONODE)
+    svc->need_list = 1;
+}
+
+static void on_exists_watch(zhandle_t *zh, int type, int state,
+                            const char *path, void *ctx) {
+  reg_service_t *svc = ctx;
+  (void)zh;
+  (void)state;
+  (void)path;
+  if (type == ZOO_SESSION_EVENT || svc->reg->closing || svc->gone)
+    return;
+  svc->reg->watch_events++;
+  list_children(svc);
+}
+
+/* Lists the children and re-arms the child watch; when the node does not
+ * exist, on_children turns to an exists watch. */
+static void list_children(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  svc->need_list = 1;
+  if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
+    return;
+  if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
+    return; /* the health timer retries */
+  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
+                          svc) == ZOK) {
+    svc->need_list = 0;
+    svc->lists++;
+    reg->lists_total++;
+  }
+}
+
+static void watch_exists(reg_service_t *svc) {
+  zg_registry_t *reg = svc->reg;
+  if (!reg->zh || reg->closing ||
+      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists, svc) !=
+          ZOK)
+    svc->need_list = 1;
+}
+
+/* ---- the watch budget --------------------------------------------------
+ * On every reconnection the C client re-registers all the session's
+ * watches in one SetWatches packet (3.8: no persistent watches, and the
+ * packet is not split). A server refuses a packet over its jute.maxbuffer
+ * (default 1 MiB - 1) by closing the connection: the connection then drops
+ * right after each CONNECTED, and the session, kept alive by every
+ * reconnection, stays blind for good. Two defences:
+ * - a session whose watches are estimated over max_watch_bytes is given up
+ *   at its first lost connection, for a new one, which sets its watches a
+ *   read at a time (a full re-read; the pools serve meanwhile, as after an
+ *   expiry);
+ * - whatever the estimate says, FLAP_LIMIT connections in a row that drop
+ *   within FLAP_MS of CONNECTED are taken for that refusal: a new session.
+ *   Those short connections do not restart the clock of the disconnection
+ *   either (max_stale, "longer than the session timeout"). */
+#define FLAP_MS 1000
+#define FLAP_LIMIT 3
+#define SETWATCHES_OVERHEAD 64 /* header, relative zxid, vector counts */
+
+/* The packet's size: each watched path as a length and its bytes, the
+ * chroot included. Every known child is counted as data-watched, which
+ * overestimates for formats read from the name alone. */
+static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
+  const char *chroot = strchr(reg->hosts, '/');
+  size_t clen = chroot && chroot[1] ? strlen(chroot) : 0, n = 0;
+  uint64_t bytes = SETWATCHES_OVERHEAD;
+  for (size_t i = 0; i < reg->n_services + reg->n_graveyard; i++) {
+    const reg_service_t *svc = i < reg->n_services
+                                   ? reg->services[i]
+                                   : reg->graveyard[i - reg->n_services];
+    size_t plen = clen + strlen(svc->path);
+    bytes += 4 + plen; /* the child (or exists) watch on the path */
+    n++;
+    if (svc->root)
+      continue;
+    for (size_t k = 0; k < svc->n_children; k++) {
+      bytes += 4 + plen + 1 + strlen(svc->children[k].name);
+      n++;
+    }
+  }
+  *n_watches = n;
+  return bytes;
+}
+
+/* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
+ * this one (reg->reinit is then set and the reason logged). */
+static int connection_lost(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), bytes, dropped;
+  size_t n;
+  /* Only a reconnection re-sends watches: a new session's first
+   * connection that drops is an ordinary drop. */
+  if (reg->reconnected && now - reg->connected_ms < FLAP_MS) {
+    reg->flaps++;
+  } else {
+    reg->flaps = 0;
+    reg->disconnected_ms = now;
+  }
+  reg->state = ZG_ZK_DISCONNECTED;
+  if (reg->flaps >= FLAP_LIMIT) {
+    bytes = watch_bytes(reg, &n);
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_error("registry",
+               "the ZooKeeper connection dropped within %d ms of each of the "
+               "last %u reconnections: the server is likely refusing the "
+               "%zu watches (about %llu bytes) the session re-registers in "
+               "one SetWatches packet, over its jute.maxbuffer; opening a "
+               "new session (pools are kept until it is synchronised). "
+               "Raise jute.maxbuffer on the servers, or lower [zookeeper] "
+               "max_watch_bytes (now %llu)",
+               FLAP_MS, reg->flaps, n, (unsigned long long)bytes,
+               (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  if (reg->flaps > 0)
+    return 0; /* the first drop was logged */
+  if (reg->max_watch_bytes &&
+      (bytes = watch_bytes(reg, &n)) > reg->max_watch_bytes) {
+    if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
+      zg_warn("registry",
+              "lost the ZooKeeper connection: the session's %zu watches "
+              "(about %llu bytes) are over [zookeeper] max_watch_bytes "
+              "(%llu) to re-register in one packet (a server refuses one "
+              "over its jute.maxbuffer): opening a new session instead; "
+              "pools are kept until it is synchronised",
+              n, (unsigned long long)bytes,
+              (unsigned long long)reg->max_watch_bytes);
+    reg->reinit = 1;
+    return 1;
+  }
+  zg_warn("registry", "lost the ZooKeeper connection: serving the last "
+                      "known pools while reconnecting");
+  return 0;
+}
+
+/* ---- session --------------------------------------------------------- */
+
+static void list_pending(zg_registry_t *reg) {
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i]->need_list)
+      list_children(reg->services[i]);
+}
+
+static void on_session_event(zhandle_t *zh, int type, int state,
+                             const char *path, void *ctx) {
+  zg_registry_t *reg = ctx;
+  (void)path;
+  if (type != ZOO_SESSION_EVENT || reg->closing)
+    return;
+  if (state == ZOO_CONNECTED_STATE) {
+    const clientid_t *id = zoo_client_id(zh);
+    int same = id->client_id == reg->last_client.client_id;
+    const char *chroot = strchr(reg->hosts, '/');
+    /* The server, for ensembles; the chroot, which every path logged is
+     * relative to. */
+    ZG_LOG(reg->auth_refused ? ZG_LOG_DEBUG : ZG_LOG_INFO, "registry",
+           "%s ZooKeeper session 0x%llx on %s%s%s (timeout %d ms)",
+           same ? "reconnected to" : "opened", (long long)id->client_id,
+           zoo_get_current_server(zh), chroot ? ", chroot " : "",
+           chroot ? chroot : "", zoo_recv_timeout(zh));
+    reg->last_client = *id;
+    reg->state = ZG_ZK_CONNECTED;
+    reg->connected_ms = uv_now(reg->loop);
+    reg->reconnected = same;
+    if (!same)
+      for (size_t i = 0; i < reg->n_services; i++)
+        reg->services[i]->need_list = 1;
+    /* Within the same session the client re-registers its watches; only
+     * lists that failed while disconnected are repeated, and pools that
+     * max_stale hid come back from the children still known. */
+    list_pending(reg);
+    for (size_t i = 0; i < reg->n_services; i++)
+      if (reg->services[i]->stale && same && !reg->services[i]->need_list &&
+          reg->services[i]->outstanding == 0)
+        publish(reg->services[i]);
+  } else if (state == ZOO_EXPIRED_SESSION_STATE) {
+    zg_warn("registry",
+            "ZooKeeper session 0x%llx expired: opening a new "
+            "session; pools are kept until it is synchronised",
+            (long long)reg->last_client.client_id);
+    reg->reinit = 1;
+  } else if (state == ZOO_AUTH_FAILED_STATE) {
+    auth_refused(reg);
+  } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
+    if (reg->state == ZG_ZK_CONNECTED)
+      connection_lost(reg);
+  }
+}
+
+static int session_open(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), dropped;
+  int rc;
+  if (reg->auth_refused && now - reg->auth_refused_ms < auth_retry_ms(reg))
+    return UV_EAGAIN; /* the health timer comes back */
+  if (now < reg->open_after_ms)
+    return UV_EAGAIN;
+  /* On the addresses the names resolved to, off the loop: UV_EAGAIN until
+   * there are some (a failure to resolve is logged by zg_zkhosts). Static
+   * instances and the state file serve meanwhile. */
+  reg->zh = zg_zkhosts_handle(&reg->zhosts, on_session_event,
+                              reg->session_timeout_ms, reg, on_zk_log);
+  if (!reg->zh && errno == EAGAIN)
+    return UV_EAGAIN;
+  if (!reg->zh) {
+    /* Retried every second by the health timer; logged once a minute. */
+    reg->open_after_ms = now + 1000;
+    if (zg_ratelimit_allow(&reg->open_rl, now, &dropped))
+      zg_error("registry",
+               "cannot create a ZooKeeper handle for '%s': %s; retrying "
+               "every second%s",
+               reg->hosts, strerror(errno),
+               dropped ? " (repeats suppressed)" : "");
+    return ZG_EZOOKEEPER;
+  }
+  /* Queued before the handle connects: sent first on every connection. */
+  if (reg->auth &&
+      (rc = zoo_add_auth(reg->zh, "digest", reg->auth, (int)strlen(reg->auth),
+                         on_auth, reg)) != ZOK) {
+    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
+             auth_user_len(reg), reg->auth, zerror(rc));
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
+    return ZG_EZOOKEEPER;
+  }
+  return 0;
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  zg_registry_t *reg = h->data;
+  free(h);
+  if (--reg->open_handles == 0 && reg->closing)
+    free(reg);
+}
+
+static void poll_drop(zg_registry_t *reg) {
+  if (reg->poll) {
+    uv_close((uv_handle_t *)reg->poll, on_poll_closed);
+    reg->poll = NULL;
+    reg->poll_fd = -1;
+  }
+}
+
+/* Closes the handle and opens a new session. Outside of zookeeper_process
+ * only: the client must not be closed from its own callbacks. */
+static void session_restart(zg_registry_t *reg) {
+  reg->reinit = 0;
+  reg->flaps = 0;
+  reg->expiries++;
+  poll_drop(reg); /* before the client closes the fd under it */
+  if (reg->zh) {
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
+  }
+  graveyard_free(reg); /* the client that held their watches is gone */
+  reg->state = ZG_ZK_CONNECTING;
+  memset(&reg->last_client, 0, sizeof(reg->last_client));
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = reg->services[i];
+    svc->need_list = 1;
+    /* Reads of the old session were completed with an error by
+     * zookeeper_close. The children are forgotten too: a name seen in the
+     * new session may be a new znode (sequence numbers start again on a
+     * server that lost its data), so every child is read again. The
+     * published pool stays until the first list of the new session has
+     * been read in full, and is then replaced in one step. */
+    svc->outstanding = 0;
+    forget_children(svc);
+    /* A publication the window was still holding was of the old session's
+     * children, which are gone: published now it would be an empty pool. */
+    svc->dirty = 0;
+    svc->resync = 1;
+  }
+  if (session_open(reg) == 0)
+    update_interest(reg);
+  else
+    uv_timer_start(&reg->zk_timer, NULL, 0, 0); /* retried by health */
+}
+
+static void after_process(zg_registry_t *reg) {
+  if (reg->reinit && !reg->closing)
+    session_restart(reg);
+  else
+    update_interest(reg);
+}
+
+static void on_zk_poll(uv_poll_t *h, int status, int events) {
+  zg_registry_t *reg = h->data;
+  int zev = 0;
+  if (status < 0)
+    zev = ZOOKEEPER_READ | ZOOKEEPER_WRITE; /* let the client see the error */
+  if (events & UV_READABLE)
+    zev |= ZOOKEEPER_READ;
+  if (events & UV_WRITABLE)
+    zev |= ZOOKEEPER_WRITE;
+  zookeeper_process(reg->zh, zev);
+  after_process(reg);
+}
+
+static void on_zk_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  if (!reg->zh)
+    return;
+  zookeeper_process(reg->zh, 0);
+  after_process(reg);
+}
+
+static void update_interest(zg_registry_t *reg) {
+  int fd = -1, interest = 0, events = 0, rc;
+  struct timeval tv = {0, 0};
+  uint64_t timeout_ms;
+  struct stat st;
+
+  if (!reg->zh || reg->closing)
+    return;
+  rc = zookeeper_interest(reg->zh, &fd, &interest, &tv);
+  if (rc != ZOK || fd < 0 || fstat(fd, &st) != 0) {
+    /* The fd reported with an error may already belong to someone else:
+     * drop the poll and come back on the timer. */
+    poll_drop(reg);
+    timeout_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    if (timeout_ms < 50 || timeout_ms > 1000)
+      timeout_ms = rc == ZOK ? 50 : 200;
+    uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+    return;
+  }
+  if (reg->poll && (reg->poll_fd != fd || reg->poll_ino != st.st_ino))
+    poll_drop(reg);
+  if (!reg->poll) {
+    uv_poll_t *p = malloc(sizeof(*p));
+    if (!p || uv_poll_init(reg->loop, p, fd) != 0) {
+      free(p);
+      uv_timer_start(&reg->zk_timer, on_zk_timer, 50, 0);
+      return;
+    }
+    p->data = reg;
+    reg->open_handles++;
+    reg->poll = p;
+    reg->poll_fd = fd;
+    reg->poll_ino = st.st_ino;
+    reg->poll_events = -1;
+  }
+  if (interest & ZOOKEEPER_READ)
+    events |= UV_READABLE;
+  if (interest & ZOOKEEPER_WRITE)
+    events |= UV_WRITABLE;
+  if (events != reg->poll_events) {
+    uv_poll_start(reg->poll, events, on_zk_poll);
+    reg->poll_events = events;
+  }
+  timeout_ms = (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
+  uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+}
+
+/* Every 100 ms: a disconnection longer than the session timeout is treated
+ * as an expiry (a server restarted without its data refuses the old session
+ * without ever saying it expired); failed lists are retried. */
+static void on_health_timer(uv_timer_t *t) {
+  zg_registry_t *reg = t->data;
+  uint64_t now = uv_now(reg->loop);
+  if (reg->closing)
+    return;
+  check_stale(reg, now);
+  zg_zkhosts_tick(&reg->zhosts, reg->state == ZG_ZK_CONNECTED);
+  if (!reg->zh) {
+    if (session_open(reg) == 0)
+      update_interest(reg);
+    return;
+  }
+  if (reg->state == ZG_ZK_DISCONNECTED) {
+    int timeout = zoo_recv_timeout(reg->zh);
+    if (timeout <= 0)
+      timeout = reg->session_timeout_ms;
+    if (now - reg->disconnected_ms > (uint64_t)timeout) {
+      zg_warn("registry",
+              "no ZooKeeper connection for %llu ms, longer than "
+              "the session timeout (%d ms): opening a new session; pools are "
+              "kept until it is synchronised",
+              (unsigned long long)(now - reg->disconnected_ms), timeout);
+      session_restart(reg);
+      return;
+    }
+  }
+  if (reg->state == ZG_ZK_CONNECTED) {
+    list_pending(reg);
+    update_interest(reg);
+  }
+}
+
+/* ---- life ------------------------------------------------------------ */
+
+zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
+                               uint64_t session_timeout_ms,
+                               uint64_t coalesce_ms, zg_registry_publish_cb cb,
+                               zg_registry_children_cb children_cb,
+                               void *cb_arg) {
+  zg_registry_t *reg = calloc(1, sizeof(*reg));
+  if (!reg)
+    return NULL;
+  reg->loop = loop;
+  reg->hosts = strdup(hosts);
+  reg->session_timeout_ms = (int)session_timeout_ms;
+  reg->coalesce_ms = coalesce_ms;
+  reg->cb = cb;
+  reg->children_cb = children_cb;
+  reg->cb_arg = cb_arg;
+  reg->poll_fd = -1;
+  reg->state = ZG_ZK_CONNECTING;
+  zg_ratelimit_init(&reg->error_rl, 10000, 5);
+  zg_ratelimit_init(&reg->open_rl, 60000, 1);
+  zg_ratelimit_init(&reg->watch_rl, 60000, 1);
+  if (!reg->hosts) {
+    free(reg);
+    return NULL;
+  }
+  return reg;
+}
+
+static void service_free(reg_service_t *svc) {
+  forget_children(svc);
+  free(svc->children);
+  free(svc->path);
+  free(svc->endpoint);
+  zg_pool_unref(svc->published);
+  free(svc);
+}
+
+static void graveyard_free(zg_registry_t *reg) {
+  for (size_t i = 0; i < reg->n_graveyard; i++)
+    service_free(reg->graveyard[i]);
+  free(reg->graveyard);
+  reg->graveyard = NULL;
+  reg->n_graveyard = 0;
+}
+
+static int same_opt(const char *a, const char *b) {
+  return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int add_watch(zg_registry_t *reg, const char *zk_path,
+                     const char *endpoint, void *ctx, int root) {
+  reg_service_t **ns, *svc = NULL;
+  ns = realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
+  if (!ns)
+    return UV_ENOMEM;
+  reg->services = ns;
+  /* A path watched before: its graveyard entry comes back, so that the
+   * graveyard holds each path once at most. */
+  for (size_t i = 0; i < reg->n_graveyard; i++) {
+    reg_service_t *g = reg->graveyard[i];
+    if (g->root == root && g->outstanding == 0 && !strcmp(g->path, zk_path) &&
+        same_opt(g->endpoint, endpoint)) {
+      svc = g;
+      reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
+      svc->gone = 0;
+      svc->synced = svc->dirty = svc->stale = svc->from_file = 0;
+      svc->lists = svc->reads = 0;
+      break;
+    }
+  }
+  if (!svc) {
+    if (!(svc = calloc(1, sizeof(*svc))))
+      return UV_ENOMEM;
+    if (!(svc->path = strdup(zk_path)) ||
+        (endpoint && !(svc->endpoint = strdup(endpoint)))) {
+      free(svc->path);
+      free(svc);
+      return UV_ENOMEM;
+    }
+    svc->reg = reg;
+    svc->opts.endpoint = svc->endpoint;
+    svc->root = root;
+  }
+  svc->ctx = ctx;
+  svc->need_list = 1;
+  reg->services[reg->n_services++] = svc;
+  if (reg->started && reg->state == ZG_ZK_CONNECTED) {
+    list_children(svc);
+    update_interest(reg);
+  }
+  return 0;
+}
+
+int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
+                      const char *endpoint, void *ctx) {
+  return add_watch(reg, zk_path, endpoint, ctx, 0);
+}
+
+int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx) {
+  return add_watch(reg, zk_root, NULL, ctx, 1);
+}
+
+void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx) {
+  for (size_t i = 0; i < reg->n_services; i++)
+    if (reg->services[i]->ctx == old_ctx) {
+      reg->services[i]->ctx = new_ctx;
+      return;
+    }
+}
+
+void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
+  for (size_t i = 0; i < reg->n_services; i++) {
+    reg_service_t *svc = reg->services[i], **ng;
+    if (svc->ctx != ctx)
+      continue;
+    ng = realloc(reg->graveyard, (reg->n_graveyard + 1) * sizeof(*ng));
+    if (ng)
+      reg->graveyard = ng;
+    memmove(&reg->services[i], &reg->services[i + 1],
+            (reg->n_services - i - 1) * sizeof(*reg->services));
+    reg->n_services--;
+    svc->gone = 1;
+    svc->ctx = NULL;
+    svc->dirty = 0;
+    forget_children(svc);
+    zg_pool_unref(svc->published);
+    svc->published = NULL;
+    svc->version = 0;
+    if (ng) /* else leaked: the client may still call back with it */
+      reg->graveyard[reg->n_graveyard++] = svc;
+    schedule_state_write(reg); /* the file forgets the path */
+    return;
+  }
+}
+
+/* New addresses go to the live handle (the client moves only if its
+ * server is no longer among them); the first ones open the session. */
+static void on_registry_hosts(zg_zkhosts_t *zr, int status, int changed) {
+  zg_registry_t *reg = zr->data;
+  if (status != 0 || reg->closing)
+    return;
+  if (reg->zh && changed) {
+    zg_zkhosts_apply(zr, reg->zh);
+    update_interest(reg);
+  } else if (!reg->zh && session_open(reg) == 0) {
+    update_interest(reg);
+  }
+}
+
+int zg_registry_start(zg_registry_t *reg) {
+  int rc;
+  zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
+  if ((rc = zg_zkhosts_init(reg->loop, &reg->zhosts, reg->hosts, "registry",
+                            on_registry_hosts, reg)) != 0) {
+    zg_error("registry", "ZooKeeper hosts '%s': %s", reg->hosts,
+             zg_strerror(rc));
+    return rc;
+  }
+  reg->zhosts_set = 1;
+  uv_timer_init(reg->loop, &reg->zk_timer);
+  uv_timer_init(reg->loop, &reg->health_timer);
+  uv_timer_init(reg->loop, &reg->coalesce_timer);
+  reg->coalesce_timer.data = reg;
+  /* Never connected yet: max_stale counts from the start (from the file's
+   * time for pools that come from it). */
+  reg->disconnected_ms = uv_now(reg->loop);
+  if (reg->state_file) {
+    state_load(reg);
+    if (!(reg->state_writer = zg_state_writer_new(reg->loop, reg->state_file,
+                                                  on_state_collect, reg)))
+      zg_error("registry", "state file %s: out of memory: not written",
+               reg->state_file);
+  }
+  reg->zk_timer.data = reg;
+  reg->health_timer.data = reg;
+  reg->open_handles = 3;
+  reg->started = 1;
+  /* A session that cannot open yet (names not resolved) is retried in the
+   * background: the gateway starts and serves what it has. */
+  if (session_open(reg) == 0)
+    update_interest(reg);
+  uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
+  return 0;
+}
+
+zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
+  return reg->state;
+}
+
+int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
+  secret_free(reg->auth);
+  reg->auth = NULL;
+  if (digest && !(reg->auth = strdup(digest)))
+    return UV_ENOMEM;
+  return 0;
+}
+
+void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
+  reg->max_watch_bytes = bytes;
+}
+
+int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
+                          uint64_t max_stale_ms) {
+  reg->max_stale_ms = max_stale_ms;
+  if (state_file && !(reg->state_file = strdup(state_file)))
+    return UV_ENOMEM;
+  return 0;
+}
+
+void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->state = reg->state;
+  if (reg->state != ZG_ZK_CONNECTED && reg->started)
+    out->disconnected_for_ms = uv_now(reg->loop) - reg->disconnected_ms;
+  out->max_stale_ms = reg->max_stale_ms;
+  out->expiries = reg->expiries;
+  out->watch_events = reg->watch_events;
+  out->lists = reg->lists_total;
+  out->reads = reg->reads_total;
+  out->last_update_wall_ms = reg->last_update_wall_ms;
+}
+
+void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
+                        uint64_t *reads) {
+  *lists = reg->lists_total;
+  *reads = reg->reads_total;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  zg_registry_t *reg = h->data;
+  if (--reg->open_handles == 0)
+    free(reg);
+}
+
+/* A session whose handshake is on the wire exists on the server but not yet
+ * for the client, and zookeeper_close() would leave it to expire (with its
+ * ephemerals). At shutdown only, finish the handshake first, for at most
+ * one second, so that the close below really ends the session. */
+static void settle_handshake(zhandle_t *zh) {
+  uint64_t deadline_ms = uv_hrtime() / 1000000 + 1000;
+  while (zoo_state(zh) == ZOO_ASSOCIATING_STATE) {
+    uint64_t now_ms = uv_hrtime() / 1000000, wait_ms;
+    struct timeval tv;
+    struct pollfd pfd;
+    int fd, interest, ev = 0;
+    if (now_ms >= deadline_ms ||
+        zookeeper_interest(zh, &fd, &interest, &tv) != ZOK || fd < 0)
+      return;
+    wait_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    if (wait_ms > deadline_ms - now_ms)
+      wait_ms = deadline_ms - now_ms;
+    pfd.fd = fd;
+    pfd.events = (short)(((interest & ZOOKEEPER_READ) ? POLLIN : 0) |
+                         ((interest & ZOOKEEPER_WRITE) ? POLLOUT : 0));
+    pfd.revents = 0;
+    if (poll(&pfd, 1, (int)wait_ms) < 0)
+      return;
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+      ev |= ZOOKEEPER_READ;
+    if (pfd.revents & POLLOUT)
+      ev |= ZOOKEEPER_WRITE;
+    zookeeper_process(zh, ev);
+  }
+}
+
+void zg_registry_close(zg_registry_t *reg) {
+  if (!reg)
+    return;
+  reg->closing = 1;
+  /* A state file write still waiting is collected now, and done on the
+   * thread pool (the loop runs until it is). Connected, the file is written
+   * anyway: its pools were current until now, and the next start counts
+   * max_stale from the time it records. */
+  if (reg->state_writer) {
+    if (reg->state == ZG_ZK_CONNECTED)
+      zg_state_writer_mark(reg->state_writer);
+    zg_state_writer_close(reg->state_writer);
+    reg->state_writer = NULL;
+  }
+  poll_drop(reg);
+  if (reg->zh) {
+    settle_handshake(reg->zh);
+    /* Ends the session now, so its ephemeral nodes go at once. Pending
+     * completions are called from here with ZCLOSING; they see `closing`
+     * and touch nothing but their own request. */
+    zookeeper_close(reg->zh);
+    reg->zh = NULL;
+  }
+  reg->state = ZG_ZK_CLOSED;
+  for (size_t i = 0; i < reg->n_services; i++)
+    service_free(reg->services[i]);
+  graveyard_free(reg);
+  free(reg->services);
+  reg->services = NULL;
+  reg->n_services = 0;
+  free(reg->hosts);
+  reg->hosts = NULL;
+  free(reg->state_file);
+  reg->state_file = NULL;
+  secret_free(reg->auth);
+  reg->auth = NULL;
+  if (reg->zhosts_set)
+    zg_zkhosts_close(&reg->zhosts);
+  reg->zhosts_set = 0;
+  if (!reg->started) {
+    free(reg);
+    return;
+  }
+  uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
+}
