@@ -531,9 +531,9 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                    "address", key, "znode", in->znode, "format",
                    zg_instance_format_name(in->format), "up", in->up, "weight",
                    (json_int_t)in->weight, "tls", in->tls, "health",
-                   zg_health_is_failed(gw, key) ? "failed" : "ok", "active",
-                   (json_int_t)active, "data_version", in->data_version,
-                   "mtime_ms", (json_int_t)in->mtime_ms);
+                   zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
+                   "active", (json_int_t)active, "data_version",
+                   in->data_version, "mtime_ms", (json_int_t)in->mtime_ms);
 }
 
 static json_t *service_json(const shards_t *sh, size_t si) {

@@ -32,73 +32,6 @@ void zg_buf_free_all(zg_gateway_t *gw) {
   zg_bufpool_clear(&gw->bufs);
 }
 
-int zg_health_failed(zg_gateway_t *gw, const char *key) {
-  uint64_t ttl = gw->cfg->proxy.fail_timeout_ms;
-  int fresh;
-  if (ttl == 0)
-    return 0;
-  fresh = zg_shared_mark_failed(gw->sh, key, uv_now(gw->loop), ttl);
-  if (fresh)
-    zg_warn("gateway", "instance %s failed: skipped for %llu ms", key,
-            (unsigned long long)ttl);
-  return fresh;
-}
-
-int zg_health_is_failed(zg_gateway_t *gw, const char *key) {
-  return zg_shared_is_failed(gw->sh, key, uv_now(gw->loop));
-}
-
-size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
-                       const size_t *tried, size_t ntried) {
-  zg_gateway_t *gw = svc->gw;
-  size_t skip[16] = {0}, n = 0, i;
-  uint64_t now = uv_now(gw->loop), cursor;
-  char key[ZG_HOST_MAX + 10];
-  for (size_t k = 0; k < ntried && n < 16; k++)
-    skip[n++] = tried[k];
-  if (pool && zg_shared_any_failed(gw->sh, now)) {
-    zg_shared_lock(gw->sh);
-    for (size_t k = 0; k < pool->n && n < 16; k++)
-      if (zg_shared_is_failed_locked(
-              gw->sh, zg_instance_addr_str(&pool->inst[k], key, sizeof(key)),
-              now))
-        skip[n++] = k;
-    zg_shared_unlock(gw->sh);
-  }
-  /* Workers share the cursor: loaded and stored whole (two picks at the
-   * same moment may go to the same instance; none is ever skipped for
-   * long). */
-  cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
-  i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &cursor, pool, skip,
-                           n);
-  if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = zg_balance_pick_pool(svc->conf->balance, &gw->rng, &cursor, pool, tried,
-                             ntried);
-  __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
-  return i;
-}
-
-int zg_service_refused(zg_service_t *svc, uint64_t *total) {
-  uint64_t dropped;
-  svc->no_instance++;
-  *total = __atomic_add_fetch(&svc->shared->refused, 1, __ATOMIC_RELAXED);
-  return zg_shared_log_allowed(svc->gw->sh, &svc->shared->no_instance_rl,
-                               &dropped);
-}
-
-int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped) {
-  return zg_shared_log_allowed(svc->gw->sh, &svc->shared->connect_fail_rl,
-                               dropped);
-}
-
-zg_pool_t *zg_service_pool(const zg_service_t *svc) {
-  if (svc->zk_pool && svc->zk_pool->n_live > 0)
-    return svc->zk_pool;
-  if (svc->static_pool && svc->static_pool->n_live > 0)
-    return svc->static_pool;
-  return NULL;
-}
-
 static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
   char list[1024], addr[ZG_HOST_MAX + 10];
   size_t used = 0;
@@ -309,47 +242,6 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
 }
 
-zg_service_t *zg_service_ref(zg_service_t *svc) {
-  svc->refs++;
-  return svc;
-}
-
-void zg_service_unref(zg_service_t *svc) {
-  if (!svc || --svc->refs > 0)
-    return;
-  zg_pool_unref(svc->zk_pool);
-  zg_pool_unref(svc->static_pool);
-  zg_tls_client_unref(svc->up_tls);
-  if (svc->own_conf) {
-    zg_service_conf_clear(svc->own_conf);
-    free(svc->own_conf);
-  }
-  free(svc);
-}
-
-/* A service with one reference, owning `conf` (freed on failure too). */
-static zg_service_t *service_new(zg_gateway_t *gw, zg_service_conf_t *conf) {
-  zg_service_t *svc = calloc(1, sizeof(*svc));
-  if (!svc) {
-    zg_service_conf_clear(conf);
-    free(conf);
-    return NULL;
-  }
-  svc->gw = gw;
-  svc->conf = svc->own_conf = conf;
-  svc->refs = 1;
-  zg_shared_svc_init(&svc->own_shared);
-  if (!(svc->shared = zg_shared_service(gw->sh, conf->name)))
-    svc->shared = &svc->own_shared; /* out of memory: per worker */
-  if (conf->n_instances > 0 &&
-      !(svc->static_pool = zg_pool_new(conf->instances, conf->n_instances, 0,
-                                       uv_now(gw->loop)))) {
-    zg_service_unref(svc);
-    return NULL;
-  }
-  return svc;
-}
-
 /* A configured service, from its section (copied). */
 static zg_service_t *service_from(zg_gateway_t *gw,
                                   const zg_service_conf_t *sc) {
@@ -358,7 +250,7 @@ static zg_service_t *service_from(zg_gateway_t *gw,
     free(c);
     return NULL;
   }
-  return service_new(gw, c);
+  return zg_service_new(&gw->svc_ctx, gw, c);
 }
 
 static int list_push(zg_service_t ***list, size_t *n, size_t *cap,
@@ -517,19 +409,6 @@ static int up_tls_build(const zg_service_conf_t *sc, zg_tls_client_t **out) {
   return 0;
 }
 
-zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
-  zg_gateway_t *gw = svc->gw;
-  char err[512];
-  if (svc->up_tls)
-    return svc->up_tls;
-  if (!gw->up_tls_default &&
-      zg_tls_client_new(NULL, err, sizeof(err), &gw->up_tls_default) != 0) {
-    zg_error("tls", "TLS to instances: %s", err);
-    return NULL;
-  }
-  return gw->up_tls_default;
-}
-
 /* `given`: the control loop's certificates for another worker (emptied),
  * NULL to load them. */
 static int services_start(zg_gateway_t *gw, tls_set_t *given) {
@@ -684,7 +563,7 @@ static void discovered_add(zg_discover_t *d, const char *name) {
     free(c);
     return;
   }
-  if (!(svc = service_new(gw, c)) ||
+  if (!(svc = zg_service_new(&gw->svc_ctx, gw, c)) ||
       list_push(&gw->services, &gw->n_services, &gw->cap_services, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory adding service %s",
              dc->name, name);
@@ -1158,8 +1037,7 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
   }
   free(up_tls);
   up_tls = NULL;
-  zg_tls_client_unref(gw->up_tls_default);
-  gw->up_tls_default = NULL;
+  zg_service_ctx_tls_reset(&gw->svc_ctx);
   gw->cfg = cfg;
   zg_log_set_level(cfg->proxy.log_level);
   for (size_t i = 0; i < gw->n_discovers; i++) {
@@ -1536,7 +1414,10 @@ static void gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
   gw->sh = sh;
   if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
     seed = uv_hrtime() ^ (uint64_t)(uintptr_t)gw;
-  zg_rng_seed(&gw->rng, seed);
+  zg_rng_seed(&gw->svc_ctx.rng, seed);
+  gw->svc_ctx.loop = loop;
+  gw->svc_ctx.marks = zg_shared_marks(sh);
+  gw->svc_ctx.cfg = &gw->cfg;
 }
 
 static void walk_close(uv_handle_t *h, void *arg) {
@@ -1566,7 +1447,7 @@ static void gateway_free(zg_gateway_t *gw) {
     tls_set_t t = {gw->tls, gw->tls_addrs, gw->n_tls};
     tls_set_free(&t);
   }
-  zg_tls_client_unref(gw->up_tls_default);
+  zg_service_ctx_tls_reset(&gw->svc_ctx);
   free(gw->services);
   zg_buf_free_all(gw);
   if (gw->zk_cfg != gw->cfg)

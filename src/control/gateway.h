@@ -16,6 +16,7 @@
 #include "core/pool.h"
 #include "registry/registry.h"
 #include "control/shared.h"
+#include "upstream/service.h"
 
 struct zg_gateway;
 struct zg_tcp_session;
@@ -29,38 +30,6 @@ struct zg_tls_client;
 
 struct zg_discover;
 struct zg_worker;
-
-/* A service at run time: its configuration, its pools and its listener.
- * Reference-counted: the gateway holds one while the service is configured
- * or discovered, each session one while it uses the service, so that a
- * service that goes away (discovery) lets its sessions finish. */
-typedef struct zg_service {
-  struct zg_gateway *gw;
-  const zg_service_conf_t *conf; /* = own_conf */
-  zg_service_conf_t *own_conf;   /* its own copy, freed with it */
-  struct zg_discover *discover;  /* NULL: from a [service:NAME] section */
-  unsigned refs;
-  zg_pool_t *zk_pool;     /* latest from the registry; NULL before the first */
-  zg_pool_t *static_pool; /* from `instances =`; NULL when none */
-  /* round-robin cursor, log rate limits: what the services of this name
-   * share across workers (own_shared when out of memory) */
-  zg_shared_svc_t *shared;
-  zg_shared_svc_t own_shared;
-  uv_tcp_t *listener; /* TCP services: heap, handed on by a reload */
-  /* counters */
-  uint64_t accepted;
-  uint64_t active;
-  uint64_t no_instance;
-  uint64_t connect_failures;
-  /* TLS to instances: this service's client context when it has its own
-   * upstream_* settings, else NULL (the gateway's default serves) */
-  struct zg_tls_client *up_tls;
-  uint64_t up_tls_handshakes; /* completed, of which resumed: */
-  uint64_t up_tls_resumed;
-  uint64_t up_tls_failures; /* handshakes or verifications that failed (also
-                               counted in connect_failures) */
-  zg_traffic_t traffic;
-} zg_service_t;
 
 /* A [discover:NAME] section at run time: the children of its zk_root
  * last reported, sorted, and whether each became a service. */
@@ -94,7 +63,7 @@ typedef struct zg_gateway {
   /* The configuration the registry was started with, kept while it runs:
    * a reload compares [zookeeper] with it, not with the last file read. */
   zg_config_t *zk_cfg;
-  zg_rng_t rng;
+  zg_service_ctx_t svc_ctx; /* what this loop's services share */
   uv_signal_t signals[4];
   struct zg_tcp_session *sessions; /* every open TCP session */
   struct zg_http_listener **http_listeners;
@@ -105,10 +74,7 @@ typedef struct zg_gateway {
   size_t n_sni_listeners, cap_sni_listeners;
   struct zg_sni_session *sni_sessions; /* reading their ClientHello */
   struct zg_tls_server **tls;          /* per TLS-terminating address */
-  /* TLS to instances for services without upstream_* settings: the system
-   * store, verification on; made at first use, dropped on reload */
-  struct zg_tls_client *up_tls_default;
-  zg_listen_addr_t *tls_addrs; /* the address of each */
+  zg_listen_addr_t *tls_addrs;         /* the address of each */
   size_t n_tls;
   unsigned n_http_idle;
   uv_timer_t http_sweep; /* closes idle upstream connections in time */
@@ -141,26 +107,11 @@ char *zg_buf_get(zg_gateway_t *gw);           /* NULL when out of memory */
 void zg_buf_put(zg_gateway_t *gw, char *buf); /* NULL is fine */
 void zg_buf_free_all(zg_gateway_t *gw);
 
-/* Passive health: an instance that failed (refused, timed out, broke a
- * response) is skipped for [proxy] fail_timeout, unless nothing else is
- * left. Keyed by "host:port". */
-/* Returns 1 when the instance was not marked before (an ejection). */
-int zg_health_failed(zg_gateway_t *gw, const char *key);
-int zg_health_is_failed(zg_gateway_t *gw, const char *key);
-/* Picks like zg_balance_pick_pool, avoiding failed instances while others
- * remain. */
-size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
-                       const size_t *tried, size_t ntried);
-
 /* The certificates new connections on `addr` get (borrowed: take a
  * reference to keep them), or NULL when the address does not terminate
  * TLS. */
 struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
                                      const zg_listen_addr_t *addr);
-
-/* The client context for TLS to `svc`'s instances (borrowed), or NULL
- * when none can be made (logged). */
-struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
 
 /* Admin (control loop): pauses the other workers and puts their gateways
  * in out[] (room for [proxy] workers), to be read until
@@ -181,22 +132,5 @@ int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
                      zg_conn_ticket_t *t, const char *listener);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
-
-/* A refusal for want of an instance: counted (no_instance) and 1 when a
- * line may be logged (rate-limited across workers); *total: refusals so
- * far by all workers. */
-int zg_service_refused(zg_service_t *svc, uint64_t *total);
-/* 1 when a failed connect to an instance may be logged; *dropped: lines
- * not logged since the last one. */
-int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
-
-zg_service_t *zg_service_ref(zg_service_t *svc);
-/* Frees the service with its last reference (its listener, if any, must be
- * closed by then). NULL is fine. */
-void zg_service_unref(zg_service_t *svc);
-
-/* The pool to pick from: the registry's while it has instances, else the
- * static one; NULL when neither has any. Borrowed, not referenced. */
-zg_pool_t *zg_service_pool(const zg_service_t *svc);
 
 #endif

@@ -1,23 +1,12 @@
-/* State the workers share: health marks, round-robin cursors, the board
- * of pools and children lists, and isolation. See shared.h. */
+/* State the workers share: the board of pools and children lists, and
+ * isolation (health marks and cursors: upstream/marks.c). See shared.h. */
 #include "control/shared.h"
 
 #include "core/instance.h"
 #include "core/log.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-  char key[ZG_HOST_MAX + 10];
-  uint64_t until_ms;
-} failed_t;
-
-typedef struct {
-  char *name;
-  zg_shared_svc_t *svc;
-} cursor_t;
 
 typedef struct board_pool {
   struct board_pool *next;
@@ -37,12 +26,7 @@ typedef struct {
 struct zg_shared {
   uv_mutex_t mu;
   uv_cond_t cv;
-  failed_t *failed;
-  size_t n_failed, cap_failed;
-  atomic_uint_fast64_t until_max; /* the latest mark's end: the lock-free
-                                     check */
-  cursor_t *cursors;
-  size_t n_cursors, cap_cursors;
+  zg_marks_t *marks; /* health marks and per-service state */
   board_pool_t *pools[BOARD_BUCKETS];
   board_children_t *children;
   size_t n_children;
@@ -64,6 +48,12 @@ zg_shared_t *zg_shared_new(void) {
     free(sh);
     return NULL;
   }
+  if (!(sh->marks = zg_marks_new())) {
+    uv_cond_destroy(&sh->cv);
+    uv_mutex_destroy(&sh->mu);
+    free(sh);
+    return NULL;
+  }
   zg_connlimit_init(&sh->conns);
   return sh;
 }
@@ -72,15 +62,14 @@ zg_connlimit_t *zg_shared_connlimit(zg_shared_t *sh) {
   return &sh->conns;
 }
 
+zg_marks_t *zg_shared_marks(zg_shared_t *sh) {
+  return sh->marks;
+}
+
 void zg_shared_free(zg_shared_t *sh) {
   if (!sh)
     return;
-  free(sh->failed);
-  for (size_t i = 0; i < sh->n_cursors; i++) {
-    free(sh->cursors[i].name);
-    free(sh->cursors[i].svc);
-  }
-  free(sh->cursors);
+  zg_marks_free(sh->marks);
   for (size_t b = 0; b < BOARD_BUCKETS; b++)
     for (board_pool_t *e = sh->pools[b], *next; e; e = next) {
       next = e->next;
@@ -108,108 +97,6 @@ void zg_shared_lock(zg_shared_t *sh) {
 
 void zg_shared_unlock(zg_shared_t *sh) {
   uv_mutex_unlock(&sh->mu);
-}
-
-/* ---- passive health ---- */
-
-int zg_shared_mark_failed(zg_shared_t *sh, const char *key, uint64_t now_ms,
-                          uint64_t ttl_ms) {
-  failed_t *slot = NULL;
-  int fresh = 0;
-  uv_mutex_lock(&sh->mu);
-  for (size_t i = 0; i < sh->n_failed; i++) {
-    if (!strcmp(sh->failed[i].key, key) || sh->failed[i].until_ms <= now_ms) {
-      slot = &sh->failed[i];
-      break;
-    }
-  }
-  if (!slot) {
-    if (sh->n_failed == sh->cap_failed) {
-      size_t cap = sh->cap_failed ? sh->cap_failed * 2 : 16;
-      failed_t *n = realloc(sh->failed, cap * sizeof(*n));
-      if (!n)
-        goto out;
-      sh->failed = n;
-      sh->cap_failed = cap;
-    }
-    slot = &sh->failed[sh->n_failed++];
-    slot->key[0] = '\0';
-    slot->until_ms = 0;
-  }
-  fresh = strcmp(slot->key, key) != 0 || slot->until_ms <= now_ms;
-  snprintf(slot->key, sizeof(slot->key), "%s", key);
-  slot->until_ms = now_ms + ttl_ms;
-  if (slot->until_ms >
-      atomic_load_explicit(&sh->until_max, memory_order_relaxed))
-    atomic_store_explicit(&sh->until_max, slot->until_ms, memory_order_release);
-out:
-  uv_mutex_unlock(&sh->mu);
-  return fresh;
-}
-
-int zg_shared_is_failed_locked(zg_shared_t *sh, const char *key,
-                               uint64_t now_ms) {
-  for (size_t i = 0; i < sh->n_failed; i++)
-    if (sh->failed[i].until_ms > now_ms && !strcmp(sh->failed[i].key, key))
-      return 1;
-  return 0;
-}
-
-int zg_shared_is_failed(zg_shared_t *sh, const char *key, uint64_t now_ms) {
-  int found;
-  if (!zg_shared_any_failed(sh, now_ms))
-    return 0;
-  uv_mutex_lock(&sh->mu);
-  found = zg_shared_is_failed_locked(sh, key, now_ms);
-  uv_mutex_unlock(&sh->mu);
-  return found;
-}
-
-int zg_shared_any_failed(zg_shared_t *sh, uint64_t now_ms) {
-  return now_ms < atomic_load_explicit(&sh->until_max, memory_order_acquire);
-}
-
-/* ---- per service name ---- */
-
-void zg_shared_svc_init(zg_shared_svc_t *s) {
-  memset(s, 0, sizeof(*s));
-  zg_ratelimit_init(&s->no_instance_rl, 10000, 5);
-  zg_ratelimit_init(&s->connect_fail_rl, 10000, 5);
-}
-
-zg_shared_svc_t *zg_shared_service(zg_shared_t *sh, const char *name) {
-  zg_shared_svc_t *c = NULL;
-  uv_mutex_lock(&sh->mu);
-  for (size_t i = 0; i < sh->n_cursors; i++)
-    if (!strcmp(sh->cursors[i].name, name)) {
-      c = sh->cursors[i].svc;
-      goto out;
-    }
-  if (sh->n_cursors == sh->cap_cursors) {
-    size_t cap = sh->cap_cursors ? sh->cap_cursors * 2 : 16;
-    cursor_t *n = realloc(sh->cursors, cap * sizeof(*n));
-    if (!n)
-      goto out;
-    sh->cursors = n;
-    sh->cap_cursors = cap;
-  }
-  {
-    char *nm = strdup(name);
-    zg_shared_svc_t *st = malloc(sizeof(*st));
-    if (!nm || !st) {
-      free(nm);
-      free(st);
-      goto out;
-    }
-    zg_shared_svc_init(st);
-    sh->cursors[sh->n_cursors].name = nm;
-    sh->cursors[sh->n_cursors].svc = st;
-    sh->n_cursors++;
-    c = st;
-  }
-out:
-  uv_mutex_unlock(&sh->mu);
-  return c;
 }
 
 int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl,

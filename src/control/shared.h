@@ -1,11 +1,10 @@
-/* What the workers of one process share ([proxy] workers = N): the passive
- * health marks and round-robin cursors (so that N workers balance like
- * one), the board where the control loop posts the registry's latest pools
- * and discovered children for the other workers to take, and isolation
- * (every other worker paused at a known point) for the admin listener to
- * read their counters. One mutex guards it all; nothing here is touched
- * per request except an atomic load, a cursor's atomic add (round robin)
- * and, while some instance is marked failed, the health table. */
+/* What the workers of one process share ([proxy] workers = N): the health
+ * marks and round-robin cursors (upstream/marks.h, so that N workers
+ * balance like one), the connection caps, the board where the control loop
+ * posts the registry's latest pools and discovered children for the other
+ * workers to take, and isolation (every other worker paused at a known
+ * point) for the admin listener to read their counters. One mutex guards
+ * the board and isolation; nothing here is touched per request. */
 #ifndef ZKGATE_SHARED_H
 #define ZKGATE_SHARED_H
 
@@ -16,6 +15,7 @@
 #include "core/connlimit.h"
 #include "core/log.h"
 #include "core/pool.h"
+#include "upstream/marks.h"
 
 typedef struct zg_shared zg_shared_t;
 
@@ -25,34 +25,14 @@ void zg_shared_free(zg_shared_t *sh);
 void zg_shared_lock(zg_shared_t *sh);
 void zg_shared_unlock(zg_shared_t *sh);
 
-/* ---- passive health, keyed by "host:port" ---- */
-/* Marks `key` failed until now_ms + ttl_ms; 1 when it was not marked (an
- * ejection). */
-int zg_shared_mark_failed(zg_shared_t *sh, const char *key, uint64_t now_ms,
-                          uint64_t ttl_ms);
-int zg_shared_is_failed(zg_shared_t *sh, const char *key, uint64_t now_ms);
-/* The same, with the lock held (checking a whole pool at once). */
-int zg_shared_is_failed_locked(zg_shared_t *sh, const char *key,
-                               uint64_t now_ms);
-/* 0 when no mark lasts past now_ms: the request path's check, lock-free. */
-int zg_shared_any_failed(zg_shared_t *sh, uint64_t now_ms);
-
 /* ---- connection caps, for the whole process ---- */
 /* The counters every worker admits client connections against
  * ([proxy] max_connections, max_head_connections). */
 zg_connlimit_t *zg_shared_connlimit(zg_shared_t *sh);
 
-/* ---- per service name ---- */
-/* What the services named alike in every worker share. */
-typedef struct zg_shared_svc {
-  uint64_t rr;      /* round-robin cursor: atomic builtins only */
-  uint64_t refused; /* refused for want of an instance: atomic builtins */
-  zg_ratelimit_t no_instance_rl, connect_fail_rl; /* under the lock */
-} zg_shared_svc_t;
+/* ---- health marks and per-service-name state (upstream/marks.h) ---- */
+zg_marks_t *zg_shared_marks(zg_shared_t *sh);
 
-void zg_shared_svc_init(zg_shared_svc_t *s);
-/* A stable address for `name`; NULL when out of memory. */
-zg_shared_svc_t *zg_shared_service(zg_shared_t *sh, const char *name);
 /* zg_ratelimit_allow on a limiter of the shared state, under the lock, on
  * the monotonic clock (not a loop's cached one). */
 int zg_shared_log_allowed(zg_shared_t *sh, zg_ratelimit_t *rl,

@@ -33,6 +33,7 @@
 #include "net/listener.h"
 #include "core/log.h"
 #include "net/tls.h"
+#include "upstream/service.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -952,7 +953,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
     if (!reused && s->req_done && !u->client_cause &&
-        zg_health_failed(s->gw, u->key) && s->svc)
+        zg_service_mark_failed(&s->gw->svc_ctx, u->key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);
@@ -1043,7 +1044,7 @@ static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
                            const char *why) {
   uint64_t dropped;
   s->svc->connect_failures++;
-  if (zg_health_failed(s->gw, u->key))
+  if (zg_service_mark_failed(s->svc->ctx, u->key))
     s->svc->traffic.ejections++;
   if (zg_service_log_connect_fail(s->svc, &dropped))
     zg_warn("http", "service %s: cannot connect to instance %s: %s",

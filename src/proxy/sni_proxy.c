@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "proxy/tcp_proxy.h"
 #include "core/tls_hello.h"
+#include "upstream/service.h"
 
 #include <stdlib.h>
 #include <string.h>

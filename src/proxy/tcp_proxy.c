@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "core/tls_hello.h"
+#include "upstream/service.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,7 +375,7 @@ static void connect_failed(zg_tcp_session_t *s, const char *why) {
     zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
             svc->conf->name, s->instance_addr, why,
             dropped ? " (and earlier failures not logged)" : "");
-  if (zg_health_failed(svc->gw, s->instance_addr))
+  if (zg_service_mark_failed(svc->ctx, s->instance_addr))
     svc->traffic.ejections++;
   uv_timer_stop(&s->timer);
   zg_tls_conn_free(s->tls_up); /* gives upstream.data back */

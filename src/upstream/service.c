@@ -1,0 +1,136 @@
+/* Services at run time: pools, picking, passive health, counters. See
+ * service.h. */
+#include "upstream/service.h"
+
+#include "core/instance.h"
+#include "core/log.h"
+#include "net/tls.h"
+
+#include <stdlib.h>
+
+void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx) {
+  zg_tls_client_unref(ctx->tls_default);
+  ctx->tls_default = NULL;
+}
+
+int zg_service_mark_failed(zg_service_ctx_t *ctx, const char *key) {
+  uint64_t ttl = (*ctx->cfg)->proxy.fail_timeout_ms;
+  int fresh;
+  if (ttl == 0)
+    return 0;
+  fresh = zg_marks_fail(ctx->marks, key, uv_now(ctx->loop), ttl);
+  if (fresh)
+    zg_warn("gateway", "instance %s failed: skipped for %llu ms", key,
+            (unsigned long long)ttl);
+  return fresh;
+}
+
+int zg_service_is_failed(zg_service_ctx_t *ctx, const char *key) {
+  return zg_marks_is_failed(ctx->marks, key, uv_now(ctx->loop));
+}
+
+size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
+                       const size_t *tried, size_t ntried) {
+  zg_service_ctx_t *ctx = svc->ctx;
+  size_t skip[16] = {0}, n = 0, i;
+  uint64_t now = uv_now(ctx->loop), cursor;
+  char key[ZG_HOST_MAX + 10];
+  for (size_t k = 0; k < ntried && n < 16; k++)
+    skip[n++] = tried[k];
+  if (pool && zg_marks_any_failed(ctx->marks, now)) {
+    zg_marks_lock(ctx->marks);
+    for (size_t k = 0; k < pool->n && n < 16; k++)
+      if (zg_marks_is_failed_locked(
+              ctx->marks,
+              zg_instance_addr_str(&pool->inst[k], key, sizeof(key)), now))
+        skip[n++] = k;
+    zg_marks_unlock(ctx->marks);
+  }
+  /* Workers share the cursor: loaded and stored whole (two picks at the
+   * same moment may go to the same instance; none is ever skipped for
+   * long). */
+  cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
+  i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
+                           n);
+  if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
+    i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool,
+                             tried, ntried);
+  __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
+  return i;
+}
+
+int zg_service_refused(zg_service_t *svc, uint64_t *total) {
+  uint64_t dropped;
+  svc->no_instance++;
+  *total = __atomic_add_fetch(&svc->shared->refused, 1, __ATOMIC_RELAXED);
+  return zg_marks_log_allowed(svc->ctx->marks, &svc->shared->no_instance_rl,
+                              &dropped);
+}
+
+int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped) {
+  return zg_marks_log_allowed(svc->ctx->marks, &svc->shared->connect_fail_rl,
+                              dropped);
+}
+
+zg_pool_t *zg_service_pool(const zg_service_t *svc) {
+  if (svc->zk_pool && svc->zk_pool->n_live > 0)
+    return svc->zk_pool;
+  if (svc->static_pool && svc->static_pool->n_live > 0)
+    return svc->static_pool;
+  return NULL;
+}
+
+zg_service_t *zg_service_ref(zg_service_t *svc) {
+  svc->refs++;
+  return svc;
+}
+
+void zg_service_unref(zg_service_t *svc) {
+  if (!svc || --svc->refs > 0)
+    return;
+  zg_pool_unref(svc->zk_pool);
+  zg_pool_unref(svc->static_pool);
+  zg_tls_client_unref(svc->up_tls);
+  if (svc->own_conf) {
+    zg_service_conf_clear(svc->own_conf);
+    free(svc->own_conf);
+  }
+  free(svc);
+}
+
+zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_gateway *gw,
+                             zg_service_conf_t *conf) {
+  zg_service_t *svc = calloc(1, sizeof(*svc));
+  if (!svc) {
+    zg_service_conf_clear(conf);
+    free(conf);
+    return NULL;
+  }
+  svc->ctx = ctx;
+  svc->gw = gw;
+  svc->conf = svc->own_conf = conf;
+  svc->refs = 1;
+  zg_marks_svc_init(&svc->own_shared);
+  if (!(svc->shared = zg_marks_service(ctx->marks, conf->name)))
+    svc->shared = &svc->own_shared; /* out of memory: per worker */
+  if (conf->n_instances > 0 &&
+      !(svc->static_pool = zg_pool_new(conf->instances, conf->n_instances, 0,
+                                       uv_now(ctx->loop)))) {
+    zg_service_unref(svc);
+    return NULL;
+  }
+  return svc;
+}
+
+zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
+  zg_service_ctx_t *ctx = svc->ctx;
+  char err[512];
+  if (svc->up_tls)
+    return svc->up_tls;
+  if (!ctx->tls_default &&
+      zg_tls_client_new(NULL, err, sizeof(err), &ctx->tls_default) != 0) {
+    zg_error("tls", "TLS to instances: %s", err);
+    return NULL;
+  }
+  return ctx->tls_default;
+}

@@ -1,0 +1,106 @@
+/* A service at run time: its configuration, its pools, picking an
+ * instance (balance, passive health), its counters; and what the services
+ * of one loop share (zg_service_ctx_t). Below the proxies: a proxy reads
+ * services through this header, not through the gateway. */
+#ifndef ZKGATE_SERVICE_H
+#define ZKGATE_SERVICE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/balance.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/pool.h"
+#include "upstream/marks.h"
+
+struct zg_gateway;
+struct zg_discover;
+struct zg_tls_client;
+
+/* What the services of one loop share. */
+typedef struct zg_service_ctx {
+  uv_loop_t *loop;
+  zg_marks_t *marks; /* the process's (every worker's) */
+  zg_rng_t rng;      /* this loop's */
+  /* The loop's current configuration ([proxy] fail_timeout): a reload
+   * swaps the configuration this points to. */
+  zg_config_t *const *cfg;
+  /* TLS to instances for services without upstream_* settings: the system
+   * store, verification on; made at first use, dropped on reload
+   * (zg_service_ctx_tls_reset) */
+  struct zg_tls_client *tls_default;
+} zg_service_ctx_t;
+
+/* Drops the default TLS client context (the next use makes a new one). */
+void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx);
+
+/* A service: reference-counted: the gateway holds one while the service is
+ * configured or discovered, each session one while it uses the service, so
+ * that a service that goes away (discovery) lets its sessions finish. */
+typedef struct zg_service {
+  zg_service_ctx_t *ctx;
+  struct zg_gateway *gw;         /* the owner (read by the proxies, not here) */
+  const zg_service_conf_t *conf; /* = own_conf */
+  zg_service_conf_t *own_conf;   /* its own copy, freed with it */
+  struct zg_discover *discover;  /* NULL: from a [service:NAME] section */
+  unsigned refs;
+  zg_pool_t *zk_pool;     /* latest from the registry; NULL before the first */
+  zg_pool_t *static_pool; /* from `instances =`; NULL when none */
+  /* round-robin cursor, log rate limits: what the services of this name
+   * share across workers (own_shared when out of memory) */
+  zg_marks_svc_t *shared;
+  zg_marks_svc_t own_shared;
+  uv_tcp_t *listener; /* TCP services: heap, handed on by a reload */
+  /* counters */
+  uint64_t accepted;
+  uint64_t active;
+  uint64_t no_instance;
+  uint64_t connect_failures;
+  /* TLS to instances: this service's client context when it has its own
+   * upstream_* settings, else NULL (the context's default serves) */
+  struct zg_tls_client *up_tls;
+  uint64_t up_tls_handshakes; /* completed, of which resumed: */
+  uint64_t up_tls_resumed;
+  uint64_t up_tls_failures; /* handshakes or verifications that failed (also
+                               counted in connect_failures) */
+  zg_traffic_t traffic;
+} zg_service_t;
+
+/* A service of `gw` with one reference, owning `conf` (freed on failure
+ * too); NULL when out of memory. */
+zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_gateway *gw,
+                             zg_service_conf_t *conf);
+zg_service_t *zg_service_ref(zg_service_t *svc);
+/* Frees the service with its last reference (its listener, if any, must be
+ * closed by then). NULL is fine. */
+void zg_service_unref(zg_service_t *svc);
+
+/* The pool to pick from: the registry's while it has instances, else the
+ * static one; NULL when neither has any. Borrowed, not referenced. */
+zg_pool_t *zg_service_pool(const zg_service_t *svc);
+
+/* Passive health: an instance that failed (refused, timed out, broke a
+ * response) is skipped for [proxy] fail_timeout, unless nothing else is
+ * left. Keyed by "host:port". */
+/* Returns 1 when the instance was not marked before (an ejection). */
+int zg_service_mark_failed(zg_service_ctx_t *ctx, const char *key);
+int zg_service_is_failed(zg_service_ctx_t *ctx, const char *key);
+/* Picks like zg_balance_pick_pool, avoiding failed instances while others
+ * remain. */
+size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
+                       const size_t *tried, size_t ntried);
+
+/* A refusal for want of an instance: counted (no_instance) and 1 when a
+ * line may be logged (rate-limited across workers); *total: refusals so
+ * far by all workers. */
+int zg_service_refused(zg_service_t *svc, uint64_t *total);
+/* 1 when a failed connect to an instance may be logged; *dropped: lines
+ * not logged since the last one. */
+int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
+
+/* The client context for TLS to `svc`'s instances (borrowed), or NULL
+ * when none can be made (logged). */
+struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
+
+#endif
