@@ -25,12 +25,11 @@
 #include "net/tls.h"
 #include "core/tls_hello.h"
 #include "upstream/service.h"
+#include "upstream/upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_TRIES 3 /* the first instance and up to two others */
 
 typedef enum {
   S_CONNECTING = 0,
@@ -57,49 +56,38 @@ typedef struct zg_tcp_session {
   session_state_t state;
   uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
   uv_tcp_t client_own;
-  uv_tcp_t upstream;
-  zg_tls_conn_t *tls;    /* TLS terminated here, or NULL */
-  zg_tls_conn_t *tls_up; /* TLS to the instance (upstream_tls), or NULL */
-  uv_timer_t timer;      /* handshake, connect, then idle timeout */
-  uv_connect_t connect_req;
-  uv_getaddrinfo_t gai_req;
-  relay_dir_t up;   /* client -> instance */
-  relay_dir_t down; /* instance -> client */
-  char *initial;    /* read before the session began: sent first */
+  zg_upstream_req_t ureq; /* connecting; ureq.instance: the instance */
+  zg_upconn_t *upc;       /* the connection to the instance, once made */
+  zg_tls_conn_t *tls;     /* TLS terminated here, or NULL */
+  uv_timer_t timer;       /* handshake, then idle timeout */
+  relay_dir_t up;         /* client -> instance */
+  relay_dir_t down;       /* instance -> client */
+  char *initial;          /* read before the session began: sent first */
   size_t initial_len;
   uv_write_t initial_req;
-  zg_pool_t *pool; /* referenced while an instance of it is in use */
-  size_t tried[MAX_TRIES];
-  size_t ntried;
-  unsigned handles; /* handles not yet closed */
-  unsigned upstream_open : 1;
-  unsigned gai_pending : 1;
-  unsigned retry_on_close : 1;   /* pick another instance once closed */
-  unsigned retry_on_resolve : 1; /* ... once the cancelled lookup is back */
-  unsigned want_tls : 1;         /* TLS to the instance once connected */
+  unsigned handles; /* handles not yet closed (upc's counted as one) */
   uint64_t start_ms, last_active_ms;
   uint64_t start_ns; /* uv_hrtime at accept, for the access log */
   const char *reason;
   char client_addr[64];
-  char instance_addr[ZG_HOST_MAX + 10];
   char sni[ZG_TLS_NAME_MAX + 1]; /* tls-passthrough: the name it asked for */
 } zg_tcp_session_t;
 
 static void session_end(zg_tcp_session_t *s, const char *reason);
-static void try_connect(zg_tcp_session_t *s);
+static void upstream_connect(zg_tcp_session_t *s);
 
 /* ---- closing --------------------------------------------------------- */
 
 static void session_free_if_done(zg_tcp_session_t *s) {
   zg_gateway_t *gw = s->svc->gw;
-  if (s->handles > 0 || s->gai_pending)
+  if (s->handles > 0)
     return;
   zg_buf_put(gw, s->up.buf);
   zg_buf_put(gw, s->down.buf);
   free(s->initial);
   if (s->client != &s->client_own)
     free(s->client);
-  zg_pool_unref(s->pool);
+  zg_pool_unref(s->ureq.pool);
   zg_service_unref(s->svc);
   zg_conn_ticket_release(&s->conn);
   free(s);
@@ -108,14 +96,14 @@ static void session_free_if_done(zg_tcp_session_t *s) {
 static void on_handle_closed(uv_handle_t *h) {
   zg_tcp_session_t *s = h->data;
   s->handles--;
-  if (h == (uv_handle_t *)&s->upstream) {
-    s->upstream_open = 0;
-    if (s->retry_on_close && s->state == S_CONNECTING) {
-      s->retry_on_close = 0;
-      try_connect(s);
-      return;
-    }
-  }
+  session_free_if_done(s);
+}
+
+/* The connection to the instance is closed: its writes have all called
+ * back. */
+static void on_upconn_closed(zg_upconn_t *c) {
+  zg_tcp_session_t *s = c->data;
+  s->handles--;
   session_free_if_done(s);
 }
 
@@ -132,7 +120,6 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
     return;
   s->state = S_CLOSING;
   s->reason = reason;
-  s->retry_on_close = 0;
   svc->active--;
   if (s->prev)
     s->prev->next = s->next;
@@ -144,7 +131,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
            "service %s: client %s%s%s instance %s: %s after %llu ms, "
            "%llu bytes up, %llu bytes down",
            svc->conf->name, s->client_addr, s->sni[0] ? " sni " : "", s->sni,
-           s->instance_addr[0] ? s->instance_addr : "-", reason,
+           s->ureq.instance[0] ? s->ureq.instance : "-", reason,
            (unsigned long long)(uv_now(gw->loop) - s->start_ms),
            (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
   if (gw->access_log) {
@@ -156,22 +143,19 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
     e.kind = svc->conf->protocol == ZG_PROTO_TLS_PASSTHROUGH ? "tls" : "tcp";
     e.client = s->client_addr;
     e.service = svc->conf->name;
-    e.instance = s->instance_addr[0] ? s->instance_addr : NULL;
+    e.instance = s->ureq.instance[0] ? s->ureq.instance : NULL;
     e.bytes_in = s->up.bytes;
     e.bytes_out = s->down.bytes;
     e.duration_us = (uv_hrtime() - s->start_ns) / 1000;
     e.reason = reason;
     zg_access_log_write(gw->access_log, &e);
   }
-  if (s->gai_pending)
-    uv_cancel((uv_req_t *)&s->gai_req);
+  zg_upstream_cancel(&s->ureq);
   zg_tls_conn_free(s->tls);
-  zg_tls_conn_free(s->tls_up);
-  s->tls_up = NULL;
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
-  if (s->upstream_open)
-    close_handle(s, (uv_handle_t *)&s->upstream);
+  if (s->upc)
+    zg_upconn_close(s->upc);
 }
 
 void zg_tcp_close_all(zg_gateway_t *gw) {
@@ -325,22 +309,22 @@ static void on_initial_written(uv_write_t *req, int status) {
 
 static void relay_start(zg_tcp_session_t *s) {
   uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
+  zg_upconn_t *c = s->upc;
   s->state = S_RELAY;
-  zg_pool_unref(s->pool); /* the address is in instance_addr */
-  s->pool = NULL;
+  zg_pool_unref(s->ureq.pool); /* the address is in ureq.instance */
+  s->ureq.pool = NULL;
   uv_timer_stop(&s->timer);
   uv_tcp_nodelay(s->client, 1);
-  uv_tcp_nodelay(&s->upstream, 1);
   s->up = (relay_dir_t){.s = s,
                         .in = (uv_stream_t *)s->client,
-                        .out = (uv_stream_t *)&s->upstream,
+                        .out = (uv_stream_t *)&c->tcp,
                         .tls_in = s->tls,
-                        .tls_out = s->tls_up,
+                        .tls_out = c->tls,
                         .bytes = s->initial_len};
   s->down = (relay_dir_t){.s = s,
-                          .in = (uv_stream_t *)&s->upstream,
+                          .in = (uv_stream_t *)&c->tcp,
                           .out = (uv_stream_t *)s->client,
-                          .tls_in = s->tls_up,
+                          .tls_in = c->tls,
                           .tls_out = s->tls};
   s->last_active_ms = uv_now(s->svc->gw->loop);
   if (idle > 0)
@@ -351,9 +335,8 @@ static void relay_start(zg_tcp_session_t *s) {
     uv_buf_t b = uv_buf_init(s->initial, (unsigned)s->initial_len);
     int rc;
     s->initial_req.data = s;
-    rc =
-        zg_stream_write(s->tls_up, &s->initial_req, (uv_stream_t *)&s->upstream,
-                        &b, 1, on_initial_written);
+    rc = zg_stream_write(c->tls, &s->initial_req, (uv_stream_t *)&c->tcp, &b, 1,
+                         on_initial_written);
     if (rc < 0) {
       session_end(s, "instance write error");
       return;
@@ -367,208 +350,43 @@ static void relay_start(zg_tcp_session_t *s) {
 
 /* ---- connecting ------------------------------------------------------ */
 
-static void connect_failed(zg_tcp_session_t *s, const char *why) {
+static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
+                        zg_upstream_err_t err) {
+  zg_tcp_session_t *s = r->data;
   zg_service_t *svc = s->svc;
-  uint64_t dropped;
-  svc->connect_failures++;
-  if (zg_service_log_connect_fail(svc, &dropped))
-    zg_warn("tcp", "service %s: cannot connect to instance %s: %s%s",
-            svc->conf->name, s->instance_addr, why,
-            dropped ? " (and earlier failures not logged)" : "");
-  if (zg_service_mark_failed(svc->ctx, s->instance_addr))
-    svc->traffic.ejections++;
-  uv_timer_stop(&s->timer);
-  zg_tls_conn_free(s->tls_up); /* gives upstream.data back */
-  s->tls_up = NULL;
-  if (s->upstream_open) {
-    s->retry_on_close = 1;
-    close_handle(s, (uv_handle_t *)&s->upstream);
-  } else {
-    try_connect(s);
+  uint64_t total;
+  switch (err) {
+  case ZG_UP_OK:
+    s->upc = c;
+    c->data = s;
+    c->on_closed = on_upconn_closed;
+    s->handles++;
+    relay_start(s);
+    return;
+  case ZG_UP_NO_INSTANCE:
+    if (zg_service_refused(svc, &total))
+      zg_warn("tcp",
+              "service %s: no live instance; client %s closed "
+              "(%llu such connections so far)",
+              svc->conf->name, s->client_addr, (unsigned long long)total);
+    session_end(s, "no instance");
+    return;
+  case ZG_UP_NOMEM:
+    session_end(s, "out of memory");
+    return;
+  default: /* every instance failed, or no TLS context (logged) */
+    session_end(s, "instances unreachable");
+    return;
   }
 }
 
-static void on_upstream_handshake(zg_tls_conn_t *c, int status, void *arg) {
-  zg_tcp_session_t *s = arg;
-  char why[256];
-  if (s->state != S_CONNECTING)
-    return;
-  if (status < 0) {
-    s->svc->up_tls_failures++;
-    snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             zg_tls_conn_error(c));
-    connect_failed(s, why);
-    return;
-  }
-  s->svc->up_tls_handshakes++;
-  if (zg_tls_conn_resumed(c))
-    s->svc->up_tls_resumed++;
-  relay_start(s);
-}
-
-/* TLS over the connection just made, to the instance last tried; the
- * connect timeout runs on. */
-static void upstream_tls_start(zg_tcp_session_t *s) {
-  const zg_instance_t *inst = &s->pool->inst[s->tried[s->ntried - 1]];
-  const char *sni = s->svc->conf->upstream_sni;
-  zg_tls_client_t *cli = zg_service_tls_client(s->svc);
-  char why[256];
-  if (!cli || !(s->tls_up = zg_tls_conn_client(
-                    cli, &s->upstream, sni ? sni : inst->host,
-                    !sni && inst->is_ip, s->instance_addr, false))) {
-    connect_failed(s, "TLS: out of memory or no TLS context");
-    return;
-  }
-  if (zg_tls_handshake(s->tls_up, on_upstream_handshake, s) != 0) {
-    s->svc->up_tls_failures++;
-    snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             zg_tls_conn_error(s->tls_up));
-    connect_failed(s, why);
-  }
-}
-
-static void on_connect(uv_connect_t *req, int status) {
-  zg_tcp_session_t *s = req->data;
-  if (s->state != S_CONNECTING || status == UV_ECANCELED)
-    return; /* closed under it: the close callback carries on */
-  if (status < 0) {
-    connect_failed(s, uv_strerror(status));
-    return;
-  }
-  if (s->want_tls) {
-    upstream_tls_start(s);
-    return;
-  }
-  relay_start(s);
-}
-
-static void on_connect_timeout(uv_timer_t *t) {
-  zg_tcp_session_t *s = t->data;
-  if (s->state != S_CONNECTING)
-    return;
-  if (s->gai_pending) {
-    /* The lookup's request cannot be reused until its callback runs. */
-    s->svc->connect_failures++;
-    s->retry_on_resolve = 1;
-    uv_cancel((uv_req_t *)&s->gai_req);
-    return;
-  }
-  if (s->tls_up) {
-    zg_tls_handshake_timed_out(s->tls_up);
-    s->svc->up_tls_failures++;
-    connect_failed(s, "TLS handshake timeout");
-    return;
-  }
-  connect_failed(s, "connect timeout");
-}
-
-static void connect_to(zg_tcp_session_t *s, const struct sockaddr *sa) {
-  int rc = uv_tcp_init(s->svc->gw->loop, &s->upstream);
-  if (rc < 0) {
-    connect_failed(s, uv_strerror(rc));
-    return;
-  }
-  s->upstream.data = s;
-  s->upstream_open = 1;
-  s->handles++;
-  s->connect_req.data = s;
-  rc = uv_tcp_connect(&s->connect_req, &s->upstream, sa, on_connect);
-  if (rc < 0) {
-    connect_failed(s, uv_strerror(rc));
-    return;
-  }
-  uv_timer_start(&s->timer, on_connect_timeout,
-                 s->svc->conf->connect_timeout_ms, 0);
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  zg_tcp_session_t *s = req->data;
-  s->gai_pending = 0;
-  if (s->state != S_CONNECTING) {
-    uv_freeaddrinfo(res);
-    session_free_if_done(s);
-    return;
-  }
-  if (s->retry_on_resolve) {
-    s->retry_on_resolve = 0;
-    uv_freeaddrinfo(res);
-    try_connect(s);
-    return;
-  }
-  if (status < 0 || !res) {
-    uv_freeaddrinfo(res);
-    connect_failed(s, status < 0 ? uv_strerror(status) : "no address");
-    return;
-  }
-  connect_to(s, res->ai_addr);
-  uv_freeaddrinfo(res);
-}
-
-static void try_connect(zg_tcp_session_t *s) {
-  zg_service_t *svc = s->svc;
-  zg_gateway_t *gw = svc->gw;
-  const zg_instance_t *inst;
-  size_t i;
-  uint16_t port;
-
-  if (!s->pool) {
-    zg_pool_t *p = zg_service_pool(svc);
-    if (p)
-      s->pool = zg_pool_ref(p);
-  }
-  i = s->ntried < MAX_TRIES ? zg_service_pick(svc, s->pool, s->tried, s->ntried)
-                            : ZG_PICK_NONE;
-  if (i == ZG_PICK_NONE) {
-    if (s->ntried == 0) {
-      uint64_t total;
-      if (zg_service_refused(svc, &total))
-        zg_warn("tcp",
-                "service %s: no live instance; client %s closed "
-                "(%llu such connections so far)",
-                svc->conf->name, s->client_addr, (unsigned long long)total);
-      session_end(s, "no instance");
-    } else {
-      session_end(s, "instances unreachable");
-    }
-    return;
-  }
-  if (s->ntried > 0)
-    svc->traffic.retries++;
-  s->tried[s->ntried++] = i;
-  inst = &s->pool->inst[i];
-  s->want_tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
-  zg_instance_addr_port_str(inst, port, s->instance_addr,
-                            sizeof(s->instance_addr));
-  if (inst->is_ip) {
-    struct sockaddr_storage ss;
-    int rc = strchr(inst->host, ':')
-                 ? uv_ip6_addr(inst->host, port, (struct sockaddr_in6 *)&ss)
-                 : uv_ip4_addr(inst->host, port, (struct sockaddr_in *)&ss);
-    if (rc < 0) {
-      connect_failed(s, uv_strerror(rc));
-      return;
-    }
-    connect_to(s, (const struct sockaddr *)&ss);
-  } else {
-    struct addrinfo hints;
-    char service[8];
-    int rc;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(service, sizeof(service), "%u", port);
-    s->gai_req.data = s;
-    rc = uv_getaddrinfo(gw->loop, &s->gai_req, on_resolved, inst->host, service,
-                        &hints);
-    if (rc < 0) {
-      connect_failed(s, uv_strerror(rc));
-      return;
-    }
-    s->gai_pending = 1;
-    uv_timer_start(&s->timer, on_connect_timeout, svc->conf->connect_timeout_ms,
-                   0);
-  }
+/* Gets a connection to an instance (upstream.h), then relays. */
+static void upstream_connect(zg_tcp_session_t *s) {
+  s->ureq.svc = s->svc;
+  s->ureq.cb = on_upstream;
+  s->ureq.data = s;
+  s->ureq.tag = "tcp";
+  zg_upstream_connect(&s->ureq);
 }
 
 /* A session of `svc` with its handles initialised, counted and listed;
@@ -614,7 +432,7 @@ static void on_handshake(zg_tls_conn_t *c, int status, void *arg) {
     return;
   }
   zg_conn_ticket_head_done(&s->conn);
-  try_connect(s);
+  upstream_connect(s);
 }
 
 void zg_tcp_on_connection(uv_stream_t *server, int status) {
@@ -663,7 +481,7 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
       session_end(s, "read error");
     return;
   }
-  try_connect(s);
+  upstream_connect(s);
 }
 
 static void on_orphan_closed(uv_handle_t *h) {
@@ -697,7 +515,7 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
     zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
                  sizeof(s->client_addr));
   }
-  try_connect(s);
+  upstream_connect(s);
 }
 
 size_t zg_tcp_sessions_open(const zg_gateway_t *gw) {
@@ -712,6 +530,6 @@ size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
   size_t n = 0;
   for (zg_tcp_session_t *s = gw->sessions; s; s = s->next)
     n += s->svc == svc && s->state != S_CLOSING &&
-         !strcmp(s->instance_addr, key);
+         !strcmp(s->ureq.instance, key);
   return n;
 }

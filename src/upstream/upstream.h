@@ -1,0 +1,92 @@
+/* Connecting to a service's instances, for every proxy: pick an instance
+ * not tried yet (zg_service_pick), resolve it when it is a host name,
+ * connect within the service's connect_timeout, run the TLS handshake when
+ * the instance or the service asks for TLS (upstream_tls), and on a failure
+ * mark the instance (passive health), count and log it (rate-limited) and
+ * try another, up to ZG_UPSTREAM_MAX_TRIES instances. The caller gets one
+ * callback: a connected stream (with its TLS), or why there is none; it
+ * may cancel before that. In the spirit of nginx's connect_peer and h2o's
+ * socketpool. */
+#ifndef ZKGATE_UPSTREAM_H
+#define ZKGATE_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "core/instance.h"
+#include "net/tls.h"
+#include "upstream/service.h"
+
+#define ZG_UPSTREAM_MAX_TRIES 3 /* the first instance and up to two others */
+
+typedef enum {
+  ZG_UP_OK = 0,
+  ZG_UP_NO_INSTANCE, /* no live instance to try at all */
+  ZG_UP_UNREACHABLE, /* every instance tried failed */
+  ZG_UP_NO_TLS,      /* TLS is wanted and no client context can be made */
+  ZG_UP_NOMEM,
+} zg_upstream_err_t;
+
+typedef struct zg_upconn zg_upconn_t;
+typedef struct zg_upstream_req zg_upstream_req_t;
+
+/* `c` is the connection when err is ZG_UP_OK (the caller's from then on:
+ * zg_upconn_close it), else NULL. */
+typedef void (*zg_upstream_cb)(zg_upstream_req_t *r, zg_upconn_t *c,
+                               zg_upstream_err_t err);
+
+/* One connection to an instance. */
+struct zg_upconn {
+  uv_tcp_t tcp; /* tcp.data: the caller's block (conn_size), else r->data */
+  zg_tls_conn_t *tls; /* TLS to the instance, or NULL */
+  void *data;         /* the caller's */
+  /* Called once the connection's handles are closed (write callbacks of
+   * the stream have all run), just before its memory is freed. */
+  void (*on_closed)(zg_upconn_t *c);
+  char key[ZG_HOST_MAX + 10]; /* the instance, "host:port" */
+  /* the module's */
+  zg_upstream_req_t *req; /* while connecting */
+  uv_timer_t timer;       /* connect timeout (resolve, connect, handshake) */
+  uv_connect_t creq;
+  uv_getaddrinfo_t gai;
+  size_t off; /* where this lies in its allocation */
+  unsigned handles;
+  unsigned resolving : 1;
+  unsigned connected : 1;
+  unsigned closing : 1;
+  unsigned want_tls : 1;
+};
+
+/* A request for a connection, usually inside the caller's session. */
+struct zg_upstream_req {
+  /* Set by the caller before zg_upstream_connect: */
+  zg_service_t *svc;
+  /* The pool to pick from, referenced: taken from the service at the first
+   * pick when NULL; the caller unrefs it once done with the request. */
+  zg_pool_t *pool;
+  zg_upstream_cb cb;
+  void *data;
+  /* Each connection is a block of conn_size bytes (0: just the
+   * zg_upconn_t) with the zg_upconn_t at conn_off, so that a caller's own
+   * per-connection state lives with it. */
+  size_t conn_size, conn_off;
+  bool alpn_http;  /* offer ALPN http/1.1 over TLS */
+  const char *tag; /* the log's subsystem: "tcp", "http" */
+  /* Kept by the module: */
+  size_t tried[ZG_UPSTREAM_MAX_TRIES];
+  size_t ntried;
+  zg_upconn_t *c;                  /* the attempt in flight */
+  char instance[ZG_HOST_MAX + 10]; /* the instance picked last, or "" */
+};
+
+/* Tries the next instance (the first one, or another after a failure the
+ * caller saw on a connection it was given: ntried goes on) and calls r->cb
+ * once, possibly before returning. */
+void zg_upstream_connect(zg_upstream_req_t *r);
+/* Gives up the attempt in flight, if any: no callback after this. */
+void zg_upstream_cancel(zg_upstream_req_t *r);
+/* Closes a connection; c->on_closed runs once it is closed. */
+void zg_upconn_close(zg_upconn_t *c);
+
+#endif
