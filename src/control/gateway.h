@@ -17,6 +17,7 @@
 #include "registry/registry.h"
 #include "control/shared.h"
 #include "upstream/service.h"
+#include "upstream/upstream.h"
 
 struct zg_gateway;
 struct zg_tcp_session;
@@ -69,15 +70,13 @@ typedef struct zg_gateway {
   struct zg_http_listener **http_listeners;
   size_t n_http_listeners, cap_http_listeners;
   struct zg_http_session *http_sessions;  /* every open HTTP session */
-  struct zg_http_upstream *http_idle;     /* idle upstream connections */
   struct zg_sni_listener **sni_listeners; /* tls-passthrough, by address */
   size_t n_sni_listeners, cap_sni_listeners;
   struct zg_sni_session *sni_sessions; /* reading their ClientHello */
   struct zg_tls_server **tls;          /* per TLS-terminating address */
   zg_listen_addr_t *tls_addrs;         /* the address of each */
   size_t n_tls;
-  unsigned n_http_idle;
-  uv_timer_t http_sweep; /* closes idle upstream connections in time */
+  zg_upidle_t up_idle; /* idle upstream connections (HTTP keep-alive) */
   int http_started;
   zg_bufpool_t bufs;       /* ZG_BUF_SIZE relay and read buffers */
   zg_bufpool_t http_wblks; /* HTTP write blocks (http_proxy.c) */

@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "upstream/service.h"
+#include "upstream/upstream.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -49,9 +50,7 @@
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512) /* a rewritten target */
 _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
 #define HIGH_WATER 262144 /* bytes queued for a peer before pausing */
-#define MAX_TRIES 3       /* instances tried per request */
 #define MAX_IDLE_UPSTREAM 1024
-#define SWEEP_MS 1000
 
 typedef enum {
   HS_HEAD = 0, /* reading a request head (or waiting for one) */
@@ -69,32 +68,19 @@ struct zg_http_upstream {
    * upstream and to its reader alike (zg_http_response_settings). The
    * reader's head_seen is clear while a response head is read. */
   zg_http_reader_t rd;
-  zg_gateway_t *gw;
-  zg_http_session_t *s;            /* while in use; NULL when idle */
-  zg_http_upstream_t *prev, *next; /* the gateway's idle list */
-  uv_tcp_t tcp;
-  uv_timer_t ctimer; /* connect timeout */
-  uv_connect_t creq;
-  uv_getaddrinfo_t gai;
-  unsigned handles; /* tcp and ctimer, until both are closed */
+  zg_gateway_t *gw;     /* NULL until first given to a session */
+  zg_http_session_t *s; /* while in use; NULL when idle */
+  zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
   llhttp_t pp;
-  char key[ZG_HOST_MAX + 10]; /* the instance, "host:port" */
-  char *head;                 /* response head bytes, while reading it */
-  size_t head_len, head_cap;  /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
-  struct wblk *ob;            /* bytes staged for the instance */
+  char *head;                /* response head bytes, while reading it */
+  size_t head_len, head_cap; /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
+  struct wblk *ob;           /* bytes staged for the instance */
   zg_http_head_t resp;
-  uint64_t idle_since_ms;
-  unsigned connected : 1;
-  unsigned closing : 1;
-  unsigned idle : 1;
   unsigned keep : 1;          /* reusable after the response */
   unsigned used : 1;          /* has carried a request before this one */
-  unsigned resolving : 1;     /* a name lookup is out */
   unsigned reading : 1;       /* (zg_stream_)read_start'ed */
-  unsigned want_tls : 1;      /* TLS once connected (upstream_tls) */
   unsigned answered : 1;      /* a byte of a response came for this exchange */
   unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
-  zg_tls_conn_t *tls;         /* TLS to the instance, or NULL */
   uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
 };
 _Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
@@ -143,10 +129,9 @@ struct zg_http_session {
   uint64_t head_begin_ms;    /* first byte of the current request head */
   zg_service_t *svc;         /* referenced */
   int strip;                 /* the route's prefix is stripped */
-  zg_pool_t *pool;
-  size_t tried[MAX_TRIES];
-  size_t ntried;
-  char *up_head; /* the rewritten request head, kept for a retry */
+  zg_upstream_req_t ureq;    /* getting a connection; ureq.pool: the pool
+                                (referenced), ureq.instance: the instance */
+  char *up_head;             /* the rewritten request head, kept for a retry */
   size_t up_head_len, up_head_cap;
   zg_http_upstream_t *up;
   unsigned handles;
@@ -161,9 +146,8 @@ struct zg_http_session {
   int status;               /* the final status sent, 0 before */
   uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
   uint64_t req_in, req_out; /* bytes from and to the client */
-  char instance[ZG_HOST_MAX + 10];
-  const char *method; /* static, llhttp's name; NULL before a head */
-  char *target;       /* as received, for the access log (malloc'ed) */
+  const char *method;       /* static, llhttp's name; NULL before a head */
+  char *target;             /* as received, for the access log (malloc'ed) */
 };
 _Static_assert(offsetof(zg_http_session_t, rd) == 0,
                "the reader is the session's first member");
@@ -174,7 +158,7 @@ static void listener_unref(zg_http_listener_t *hl);
 static void session_end(zg_http_session_t *s, const char *reason);
 static void process_input(zg_http_session_t *s);
 static void upstream_release(zg_http_upstream_t *u, int reuse);
-static void try_instance(zg_http_session_t *s);
+static void upstream_connect(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
@@ -301,7 +285,7 @@ static int upstream_flush_cb(void *owner) {
   if (!w)
     return 0;
   u->ob = NULL;
-  return wblk_write(u->gw, u->tls, (uv_stream_t *)&u->tcp, w,
+  return wblk_write(u->gw, u->c.tls, (uv_stream_t *)&u->c.tcp, w,
                     on_upstream_write);
 }
 
@@ -393,7 +377,7 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
     e.kind = "http";
     e.client = s->client_addr;
     e.service = s->svc ? s->svc->conf->name : NULL;
-    e.instance = s->instance[0] ? s->instance : NULL;
+    e.instance = s->ureq.instance[0] ? s->ureq.instance : NULL;
     e.method = s->method ? s->method : "-";
     e.target = s->target ? s->target : "-";
     e.target_len = s->target ? strlen(s->target) : 1;
@@ -406,7 +390,7 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
   }
   s->status = 0;
   s->req_in = s->req_out = 0;
-  s->instance[0] = '\0';
+  s->ureq.instance[0] = '\0';
   s->method = NULL;
   free(s->target);
   s->target = NULL;
@@ -422,6 +406,7 @@ static void respond_error(zg_http_session_t *s, int status,
   if (zg_log_enabled(lvl))
     zg_log(lvl, "http", "client %s: %d %s%s%s", s->client_addr, status, message,
            s->svc ? " service " : "", s->svc ? s->svc->conf->name : "");
+  zg_upstream_cancel(&s->ureq); /* answered without an instance */
   s->close_after = 1;
   s->resp_head = 1;
   request_begin(s); /* a head refused before it was complete */
@@ -464,7 +449,7 @@ static void session_free_if_done(zg_http_session_t *s) {
   buf_release(s->gw, &s->in, &s->in_cap);
   buf_release(s->gw, &s->up_head, &s->up_head_cap);
   zg_bufpool_put(&s->gw->http_heads, s->req);
-  zg_pool_unref(s->pool);
+  zg_pool_unref(s->ureq.pool);
   zg_service_unref(s->svc);
   listener_unref(s->hl);
   free(s->target);
@@ -498,6 +483,7 @@ static void session_end(zg_http_session_t *s, const char *reason) {
            s->client_addr, reason, (unsigned long long)s->requests);
   wblk_put(gw, s->ob); /* staged, never to be written */
   s->ob = NULL;
+  zg_upstream_cancel(&s->ureq);
   if (s->up) {
     zg_http_upstream_t *u = s->up;
     s->up = NULL;
@@ -511,47 +497,22 @@ static void session_end(zg_http_session_t *s, const char *reason) {
 
 /* ---- upstream connections -------------------------------------------- */
 
-static void upstream_free_if_done(zg_http_upstream_t *u) {
-  if (u->handles > 0 || u->resolving)
-    return;
+static zg_http_upstream_t *upstream_of(zg_upconn_t *c) {
+  return (zg_http_upstream_t *)((char *)c - offsetof(zg_http_upstream_t, c));
+}
+
+/* The connection is closed (upstream.h frees it next). */
+static void on_upconn_closed(zg_upconn_t *c) {
+  zg_http_upstream_t *u = upstream_of(c);
   buf_release(u->gw, &u->head, &u->head_cap);
-  free(u);
-}
-
-static void on_upstream_closed(uv_handle_t *h) {
-  zg_http_upstream_t *u = h->data;
-  u->handles--;
-  upstream_free_if_done(u);
-}
-
-static void idle_unlink(zg_http_upstream_t *u) {
-  zg_gateway_t *gw = u->gw;
-  if (!u->idle)
-    return;
-  if (u->prev)
-    u->prev->next = u->next;
-  else
-    gw->http_idle = u->next;
-  if (u->next)
-    u->next->prev = u->prev;
-  u->prev = u->next = NULL;
-  u->idle = 0;
-  gw->n_http_idle--;
 }
 
 static void upstream_close(zg_http_upstream_t *u) {
-  if (u->closing)
+  if (u->c.closing)
     return;
-  u->closing = 1;
-  idle_unlink(u);
   wblk_put(u->gw, u->ob);
   u->ob = NULL;
-  if (u->resolving)
-    uv_cancel((uv_req_t *)&u->gai);
-  zg_tls_conn_free(u->tls); /* gives tcp->data back */
-  u->tls = NULL;
-  uv_close((uv_handle_t *)&u->tcp, on_upstream_closed);
-  uv_close((uv_handle_t *)&u->ctimer, on_upstream_closed);
+  zg_upconn_close(&u->c);
 }
 
 /* An upstream connection is read from its connect to its close, idle or
@@ -564,10 +525,10 @@ static _Thread_local char
     idle_sink[64]; /* anything read while idle ends the connection */
 
 static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
-  if (nread == 0 || u->closing)
+  if (nread == 0 || u->c.closing)
     return;
   /* EOF, an error, or bytes nobody asked for: not reusable. */
-  zg_debug("http", "idle connection to %s closed (%s)", u->key,
+  zg_debug("http", "idle connection to %s closed (%s)", u->c.key,
            nread < 0 ? uv_strerror((int)nread) : "unexpected bytes");
   upstream_close(u);
 }
@@ -576,8 +537,8 @@ static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
 static void upstream_release(zg_http_upstream_t *u, int reuse) {
   zg_gateway_t *gw = u->gw;
   u->s = NULL;
-  if (!reuse || !u->keep || u->closing || gw->stopping || gw->draining ||
-      gw->n_http_idle >= MAX_IDLE_UPSTREAM || !u->rd.head_seen) {
+  if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
+      zg_upidle_full(&gw->up_idle) || !u->rd.head_seen) {
     upstream_close(u);
     return;
   }
@@ -588,44 +549,10 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
     return;
   }
   upstream_reading(u);
-  if (u->closing)
+  if (u->c.closing)
     return;
-  u->idle = 1;
   u->used = 1;
-  u->idle_since_ms = uv_now(gw->loop);
-  u->next = gw->http_idle;
-  u->prev = NULL;
-  if (gw->http_idle)
-    gw->http_idle->prev = u;
-  gw->http_idle = u;
-  gw->n_http_idle++;
-}
-
-/* An idle connection to `key`: plain when `cli` is NULL, else TLS with
- * that context and name (never one for the other). */
-static zg_http_upstream_t *idle_take(zg_gateway_t *gw, const char *key,
-                                     const zg_tls_client_t *cli,
-                                     const char *name) {
-  for (zg_http_upstream_t *u = gw->http_idle; u; u = u->next)
-    if (!strcmp(u->key, key) && !u->closing &&
-        ((!u->tls && !cli) || zg_tls_conn_reusable(u->tls, cli, name))) {
-      idle_unlink(u);
-      return u;
-    }
-  return NULL;
-}
-
-static void on_sweep(uv_timer_t *t) {
-  zg_gateway_t *gw = t->data;
-  uint64_t now = uv_now(gw->loop), idle = gw->cfg->proxy.idle_timeout_ms;
-  zg_http_upstream_t *u = gw->http_idle, *next;
-  if (idle == 0)
-    return;
-  for (; u; u = next) {
-    next = u->next;
-    if (now - u->idle_since_ms >= idle)
-      upstream_close(u);
-  }
+  zg_upidle_put(&gw->up_idle, &u->c);
 }
 
 /* ---- response from the instance -------------------------------------- */
@@ -840,7 +767,7 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
       u->head_len = len;
     }
   }
-  zg_warn("http", "instance %s: bad response: %s", u->key,
+  zg_warn("http", "instance %s: bad response: %s", u->c.key,
           llhttp_get_error_reason(&u->pp) ? llhttp_get_error_reason(&u->pp)
                                           : llhttp_errno_name(err));
   u->keep = 0;
@@ -891,9 +818,9 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       return;
     }
     /* Backpressure: the client drains slower than the instance sends. */
-    if (u->s == s && !u->closing && u->reading &&
+    if (u->s == s && !u->c.closing && u->reading &&
         queued(&s->client) > HIGH_WATER) {
-      zg_stream_read_stop(u->tls, st);
+      zg_stream_read_stop(u->c.tls, st);
       u->reading = 0;
     }
     return;
@@ -918,10 +845,10 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
 }
 
 static void upstream_reading(zg_http_upstream_t *u) {
-  if (u->reading || u->closing)
+  if (u->reading || u->c.closing)
     return;
-  if (zg_stream_read_start(u->tls, (uv_stream_t *)&u->tcp, on_upstream_alloc,
-                           on_upstream_read) == 0)
+  if (zg_stream_read_start(u->c.tls, (uv_stream_t *)&u->c.tcp,
+                           on_upstream_alloc, on_upstream_read) == 0)
     u->reading = 1;
   else
     upstream_close(u);
@@ -945,7 +872,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
    * request: sending it again would make it see it twice. */
   int answered = u && u->answered;
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
-           s->client_addr, u ? u->key : "-", why, reused ? "reused" : "new");
+           s->client_addr, u ? u->c.key : "-", why, reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
      * may just have been closed by it while idle. Not while the client's
@@ -953,7 +880,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
     if (!reused && s->req_done && !u->client_cause &&
-        zg_service_mark_failed(&s->gw->svc_ctx, u->key) && s->svc)
+        zg_service_mark_failed(&s->gw->svc_ctx, u->c.key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);
@@ -965,9 +892,9 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
   if (reused && !answered && !s->req_has_body && !s->retried &&
       s->state != HS_CLOSING && idempotent(s->req->method)) {
     s->retried = 1;
-    s->ntried = 0;
+    s->ureq.ntried = 0;
     s->state = HS_CONNECT;
-    try_instance(s);
+    upstream_connect(s);
     return;
   }
   respond_error(s, status,
@@ -995,7 +922,7 @@ static void on_upstream_write(uv_write_t *req, int status) {
   zg_http_upstream_t *u = w->owner;
   zg_http_session_t *s = u->s;
   wblk_put(u->gw, w);
-  if (!s || s->state == HS_CLOSING || u->closing)
+  if (!s || s->state == HS_CLOSING || u->c.closing)
     return;
   if (status < 0) {
     u->keep = 0;
@@ -1004,7 +931,7 @@ static void on_upstream_write(uv_write_t *req, int status) {
   }
   /* Drained: read the client again if its body was paused for us. */
   if ((s->state == HS_TUNNEL || !s->req_done) && !s->reading &&
-      queued(&u->tcp) <= HIGH_WATER / 2)
+      queued(&u->c.tcp) <= HIGH_WATER / 2)
     client_read_start(s);
 }
 
@@ -1020,7 +947,7 @@ static void send_request(zg_http_session_t *s) {
     return;
   }
   upstream_read_start(u);
-  if (u->closing) {
+  if (u->c.closing) {
     upstream_failed(s, "instance read error", 502);
     return;
   }
@@ -1038,209 +965,53 @@ static void send_request(zg_http_session_t *s) {
     client_read_start(s);
 }
 
-/* A connection to the instance could not be had: mark it for passive
- * health and move on to another. */
-static void connect_failed(zg_http_session_t *s, zg_http_upstream_t *u,
-                           const char *why) {
-  uint64_t dropped;
-  s->svc->connect_failures++;
-  if (zg_service_mark_failed(s->svc->ctx, u->key))
-    s->svc->traffic.ejections++;
-  if (zg_service_log_connect_fail(s->svc, &dropped))
-    zg_warn("http", "service %s: cannot connect to instance %s: %s",
-            s->svc->conf->name, u->key, why);
-  s->up = NULL;
-  u->s = NULL;
-  upstream_close(u);
-  try_instance(s);
-}
-
-static void on_upstream_handshake(zg_tls_conn_t *c, int status, void *arg) {
-  zg_http_upstream_t *u = arg;
-  zg_http_session_t *s = u->s;
-  char why[256];
-  if (u->closing || !s || s->state != HS_CONNECT) {
-    if (!u->closing)
-      upstream_close(u);
-    return;
-  }
-  uv_timer_stop(&u->ctimer);
-  if (status < 0) {
-    s->svc->up_tls_failures++;
-    snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             zg_tls_conn_error(c));
-    connect_failed(s, u, why);
-    return;
-  }
-  s->svc->up_tls_handshakes++;
-  if (zg_tls_conn_resumed(c))
-    s->svc->up_tls_resumed++;
-  send_request(s);
-}
-
-/* TLS over the connection just made, to the instance last tried. */
-static void upstream_tls_start(zg_http_session_t *s, zg_http_upstream_t *u) {
-  const zg_instance_t *inst = &s->pool->inst[s->tried[s->ntried - 1]];
-  const char *sni = s->svc->conf->upstream_sni;
-  zg_tls_client_t *cli = zg_service_tls_client(s->svc);
-  int rc;
-  if (!cli ||
-      !(u->tls = zg_tls_conn_client(cli, &u->tcp, sni ? sni : inst->host,
-                                    !sni && inst->is_ip, u->key, 1))) {
-    connect_failed(s, u, "TLS: out of memory or no TLS context");
-    return;
-  }
-  if ((rc = zg_tls_handshake(u->tls, on_upstream_handshake, u)) != 0) {
-    char why[256];
-    s->svc->up_tls_failures++;
-    snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             zg_tls_conn_error(u->tls));
-    connect_failed(s, u, why);
-  }
-}
-
-static void on_upstream_connect(uv_connect_t *req, int status) {
-  zg_http_upstream_t *u = req->data;
-  zg_http_session_t *s = u->s;
-  if (status == UV_ECANCELED || u->closing || !s || s->state != HS_CONNECT) {
-    if (!u->closing)
-      upstream_close(u);
-    return;
-  }
-  if (status < 0) {
-    uv_timer_stop(&u->ctimer);
-    connect_failed(s, u, uv_strerror(status));
-    return;
-  }
-  u->connected = 1;
-  uv_tcp_nodelay(&u->tcp, 1);
-  if (u->want_tls) {
-    upstream_tls_start(s, u); /* the connect timeout runs on */
-    return;
-  }
-  uv_timer_stop(&u->ctimer);
-  send_request(s);
-}
-
-static void on_connect_timeout(uv_timer_t *t) {
-  zg_http_upstream_t *u = t->data;
-  if (!u->s || u->closing)
-    return;
-  if (!u->connected) {
-    connect_failed(u->s, u, "connect timeout");
-  } else if (u->tls && !zg_tls_established(u->tls)) {
-    zg_tls_handshake_timed_out(u->tls);
-    u->s->svc->up_tls_failures++;
-    connect_failed(u->s, u, "TLS handshake timeout");
-  }
-}
-
-static void connect_to(zg_http_upstream_t *u, const struct sockaddr *sa) {
-  int rc = uv_tcp_connect(&u->creq, &u->tcp, sa, on_upstream_connect);
-  if (rc < 0)
-    connect_failed(u->s, u, uv_strerror(rc));
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  zg_http_upstream_t *u = req->data;
-  u->resolving = 0;
-  if (u->closing || !u->s) {
-    uv_freeaddrinfo(res);
-    upstream_free_if_done(u);
-    return;
-  }
-  if (status < 0 || !res) {
-    uv_freeaddrinfo(res);
-    connect_failed(u->s, u, status < 0 ? uv_strerror(status) : "no address");
-    return;
-  }
-  connect_to(u, res->ai_addr);
-  uv_freeaddrinfo(res);
-}
-
-/* Picks an instance not tried yet (and not failed, while others remain)
- * and gets a connection to it: an idle one, else a new one. */
-static void try_instance(zg_http_session_t *s) {
-  zg_service_t *svc = s->svc;
-  zg_gateway_t *gw = s->gw;
-  const zg_instance_t *inst;
+/* A connection to an instance for the request (upstream.h): an idle one,
+ * else a new one; the request is sent on it. */
+static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
+                        zg_upstream_err_t err) {
+  zg_http_session_t *s = r->data;
   zg_http_upstream_t *u;
-  zg_tls_client_t *cli = NULL;
-  char key[sizeof(u->key)];
-  size_t i;
-  uint16_t port;
-  int rc, tls;
-
-  i = s->ntried < MAX_TRIES ? zg_service_pick(svc, s->pool, s->tried, s->ntried)
-                            : ZG_PICK_NONE;
-  if (i == ZG_PICK_NONE) {
+  switch (err) {
+  case ZG_UP_OK:
+    break;
+  case ZG_UP_NO_TLS:
+    respond_error(s, 502, "no TLS context for the instances");
+    return;
+  case ZG_UP_NOMEM:
+    respond_error(s, 503, "out of memory");
+    return;
+  default:
     respond_error(s, 502, "no instance of the service could be reached");
     return;
   }
-  if (s->ntried > 0)
-    svc->traffic.retries++;
-  s->tried[s->ntried++] = i;
-  inst = &s->pool->inst[i];
-  tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
-  zg_instance_addr_port_str(inst, port, key, sizeof(key));
-  memcpy(s->instance, key, sizeof(s->instance));
-  if (tls && !(cli = zg_service_tls_client(svc))) {
-    respond_error(s, 502, "no TLS context for the instances");
+  u = upstream_of(c);
+  if (!u->gw) { /* a new connection */
+    u->gw = s->gw;
+    u->rd.head_seen = 1; /* no response head until a request went */
+    c->on_closed = on_upconn_closed;
+  }
+  if (s->state != HS_CONNECT) {
+    upstream_close(u);
     return;
   }
-  if (!s->retried &&
-      (u = idle_take(gw, key, cli,
-                     svc->conf->upstream_sni ? svc->conf->upstream_sni
-                                             : inst->host)) != NULL) {
-    u->s = s;
-    s->up = u;
-    send_request(s);
-    return;
-  }
-  u = calloc(1, sizeof(*u));
-  if (!u) {
-    respond_error(s, 503, "out of memory");
-    return;
-  }
-  u->gw = gw;
   u->s = s;
-  u->rd.head_seen = 1; /* no response head until a request went */
-  u->want_tls = tls ? 1 : 0;
-  memcpy(u->key, key, sizeof(u->key));
-  uv_tcp_init(gw->loop, &u->tcp);
-  uv_timer_init(gw->loop, &u->ctimer);
-  u->handles = 2;
-  u->tcp.data = u;
-  u->ctimer.data = u;
-  u->creq.data = u;
-  u->gai.data = u;
   s->up = u;
-  uv_timer_start(&u->ctimer, on_connect_timeout,
-                 s->svc->conf->connect_timeout_ms, 0);
-  if (inst->is_ip) {
-    struct sockaddr_storage ss;
-    rc = strchr(inst->host, ':')
-             ? uv_ip6_addr(inst->host, port, (struct sockaddr_in6 *)&ss)
-             : uv_ip4_addr(inst->host, port, (struct sockaddr_in *)&ss);
-    if (rc < 0)
-      connect_failed(s, u, uv_strerror(rc));
-    else
-      connect_to(u, (const struct sockaddr *)&ss);
-  } else {
-    struct addrinfo hints;
-    char service[8];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(service, sizeof(service), "%u", port);
-    rc = uv_getaddrinfo(gw->loop, &u->gai, on_resolved, inst->host, service,
-                        &hints);
-    if (rc < 0)
-      connect_failed(s, u, uv_strerror(rc));
-    else
-      u->resolving = 1;
-  }
+  send_request(s);
+}
+
+/* Picks an instance not tried yet (and not failed, while others remain)
+ * and gets a connection to it; a retry takes a new one. */
+static void upstream_connect(zg_http_session_t *s) {
+  s->ureq.svc = s->svc;
+  s->ureq.cb = on_upstream;
+  s->ureq.data = s;
+  s->ureq.tag = "http";
+  s->ureq.alpn_http = true;
+  s->ureq.conn_size = sizeof(zg_http_upstream_t);
+  s->ureq.conn_off = offsetof(zg_http_upstream_t, c);
+  s->ureq.idle = &s->gw->up_idle;
+  s->ureq.fresh = s->retried;
+  zg_upstream_connect(&s->ureq);
 }
 
 /* ---- the request head ------------------------------------------------ */
@@ -1330,9 +1101,9 @@ static void head_complete(zg_http_session_t *s) {
     respond_error(s, 413, "request body too large"); /* RFC 9110 §15.5.14 */
     return;
   }
-  zg_pool_unref(s->pool);
-  s->pool = zg_service_pool(s->svc);
-  if (!s->pool) {
+  zg_pool_unref(s->ureq.pool);
+  s->ureq.pool = zg_service_pool(s->svc);
+  if (!s->ureq.pool) {
     char msg[160];
     uint64_t total;
     snprintf(msg, sizeof(msg), "service %s has no live instance",
@@ -1343,8 +1114,8 @@ static void head_complete(zg_http_session_t *s) {
     respond_error(s, 503, msg);
     return;
   }
-  zg_pool_ref(s->pool);
-  s->ntried = 0;
+  zg_pool_ref(s->ureq.pool);
+  s->ureq.ntried = 0;
   /* A service that requires client certificates takes only connections
    * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
   if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
@@ -1364,8 +1135,8 @@ static void head_complete(zg_http_session_t *s) {
     session_end(s, "out of memory");
     return;
   }
-  if (zg_http_rewrite_path(target, TARGET_MAX, s->pool->inst[0].base_path, path,
-                           path_len, route->prefix, s->strip, query,
+  if (zg_http_rewrite_path(target, TARGET_MAX, s->ureq.pool->inst[0].base_path,
+                           path, path_len, route->prefix, s->strip, query,
                            query_len) < 0) {
     zg_buf_put(s->gw, target);
     respond_error(s, 414, "request target too long");
@@ -1426,7 +1197,7 @@ static void head_complete(zg_http_session_t *s) {
     return;
   }
   s->up_head_len = (size_t)n;
-  try_instance(s);
+  upstream_connect(s);
 }
 
 /* Bytes parsed are dropped once nothing points into them, and an empty
@@ -1537,8 +1308,8 @@ static void reset_for_next(zg_http_session_t *s) {
     zg_service_unref(s->svc);
     s->svc = NULL;
   }
-  zg_pool_unref(s->pool);
-  s->pool = NULL;
+  zg_pool_unref(s->ureq.pool);
+  s->ureq.pool = NULL;
   llhttp_resume(&s->rp);
   if (s->in_len > 0) /* a pipelined head has begun: header_timeout runs */
     s->head_begin_ms = uv_now(s->gw->loop);
@@ -1686,7 +1457,7 @@ static void on_client_write(uv_write_t *req, int status) {
       return;
   }
   /* Drained: read the instance again if it was paused for us. */
-  if (s->up && !s->up->closing && !s->up->reading && !s->upstream_eof &&
+  if (s->up && !s->up->c.closing && !s->up->reading && !s->upstream_eof &&
       queued(&s->client) <= HIGH_WATER / 2)
     upstream_reading(s->up);
 }
@@ -1723,11 +1494,11 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
                         const char *data, int from_client) {
   zg_http_upstream_t *u = s->up;
   uv_stream_t *to =
-      from_client ? (uv_stream_t *)&u->tcp : (uv_stream_t *)&s->client;
+      from_client ? (uv_stream_t *)&u->c.tcp : (uv_stream_t *)&s->client;
   if (nread == 0)
     return;
   if (nread < 0) {
-    zg_stream_read_stop(from_client ? s->tls : u->tls, from);
+    zg_stream_read_stop(from_client ? s->tls : u->c.tls, from);
     if (!from_client)
       u->reading = 0;
     if (nread != UV_EOF) {
@@ -1738,7 +1509,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
       s->client_eof = 1;
       s->reading = 0;
       u->shutdown_req.data = u;
-      if (zg_stream_shutdown(u->tls, &u->shutdown_req, to,
+      if (zg_stream_shutdown(u->c.tls, &u->shutdown_req, to,
                              on_upstream_tunnel_shutdown) != 0)
         session_end(s, "tunnel peer gone");
     } else {
@@ -1760,7 +1531,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     return;
   }
   if (queued((uv_tcp_t *)to) > HIGH_WATER) {
-    zg_stream_read_stop(from_client ? s->tls : u->tls, from);
+    zg_stream_read_stop(from_client ? s->tls : u->c.tls, from);
     if (from_client)
       s->reading = 0;
     else
@@ -1773,7 +1544,7 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
   s->state = HS_TUNNEL;
   u->keep = 0;
   zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->upgrade,
-           u->key);
+           u->c.key);
   /* Bytes that came with the 101, and any the client sent early. */
   if ((len > 0 && (to_client(s, rest, len) != 0 || client_flush(s) != 0)) ||
       (s->in_len > s->in_off &&
@@ -1900,7 +1671,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
    * response), or an instance slower than the client's body. */
   if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
       (s->state == HS_EXCHANGE && !s->req_done && s->up &&
-       queued(&s->up->tcp) > HIGH_WATER)) {
+       queued(&s->up->c.tcp) > HIGH_WATER)) {
     zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
@@ -2194,7 +1965,8 @@ size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                                const char *key) {
   size_t n = 0;
   for (zg_http_session_t *s = gw->http_sessions; s; s = s->next)
-    n += s->svc == svc && s->up && !strcmp(s->instance, key);
+    n +=
+        s->svc == svc && (s->up || s->ureq.c) && !strcmp(s->ureq.instance, key);
   return n;
 }
 
@@ -2245,9 +2017,7 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
     zg_bufpool_init(&gw->http_spool, sizeof(zg_http_session_t),
                     MAX_FREE_SESSIONS);
     zg_bufpool_init(&gw->http_heads, sizeof(zg_http_head_t), MAX_FREE_SESSIONS);
-    uv_timer_init(gw->loop, &gw->http_sweep);
-    gw->http_sweep.data = gw;
-    uv_timer_start(&gw->http_sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    zg_upidle_start(&gw->up_idle, gw->loop, &gw->cfg, MAX_IDLE_UPSTREAM);
     gw->http_started = 1;
   }
   /* Addresses no longer in use close; their connections go on. */
@@ -2353,12 +2123,7 @@ void zg_http_drain(zg_gateway_t *gw) {
     if (idle_between_requests(s))
       session_end(s, "idle at drain");
   }
-  while (gw->http_idle)
-    upstream_close(gw->http_idle);
-}
-
-static void on_closed_noop(uv_handle_t *h) {
-  (void)h;
+  zg_upidle_close_all(&gw->up_idle);
 }
 
 void zg_http_stop(zg_gateway_t *gw) {
@@ -2366,10 +2131,7 @@ void zg_http_stop(zg_gateway_t *gw) {
     listener_close(gw->http_listeners[i]);
   while (gw->http_sessions)
     session_end(gw->http_sessions, "gateway stopping");
-  while (gw->http_idle)
-    upstream_close(gw->http_idle);
-  if (gw->http_started && !uv_is_closing((uv_handle_t *)&gw->http_sweep))
-    uv_close((uv_handle_t *)&gw->http_sweep, on_closed_noop);
+  zg_upidle_stop(&gw->up_idle);
 }
 
 void zg_http_free(zg_gateway_t *gw) {

@@ -32,11 +32,27 @@ static void on_timer_closed(uv_handle_t *h) {
   conn_free_if_done(c);
 }
 
+static void idle_unlink(zg_upconn_t *c) {
+  zg_upidle_t *p = c->idle_in;
+  if (!p)
+    return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  c->idle_in = NULL;
+  p->n--;
+}
+
 void zg_upconn_close(zg_upconn_t *c) {
   if (c->closing)
     return;
   c->closing = 1;
   c->req = NULL;
+  idle_unlink(c);
   if (c->resolving)
     uv_cancel((uv_req_t *)&c->gai); /* on_resolved frees, if last */
   zg_tls_conn_free(c->tls);         /* gives tcp.data back */
@@ -205,6 +221,7 @@ static void attempt(zg_upstream_req_t *r) {
   zg_service_t *svc = r->svc;
   const zg_instance_t *inst;
   zg_upconn_t *c;
+  zg_tls_client_t *cli = NULL;
   size_t i;
   uint16_t port;
   int rc, tls;
@@ -228,8 +245,15 @@ static void attempt(zg_upstream_req_t *r) {
   tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
   zg_instance_addr_port_str(inst, port, r->instance, sizeof(r->instance));
   /* No context to speak TLS with is not the instance's fault: not marked. */
-  if (tls && !zg_service_tls_client(svc)) {
+  if (tls && !(cli = zg_service_tls_client(svc))) {
     finish(r, NULL, ZG_UP_NO_TLS);
+    return;
+  }
+  if (r->idle && !r->fresh &&
+      (c = zg_upidle_take(r->idle, r->instance, cli,
+                          svc->conf->upstream_sni ? svc->conf->upstream_sni
+                                                  : inst->host)) != NULL) {
+    finish(r, c, ZG_UP_OK);
     return;
   }
   if (!(c = conn_new(r))) {
@@ -275,4 +299,69 @@ void zg_upstream_cancel(zg_upstream_req_t *r) {
     return;
   r->c = NULL;
   zg_upconn_close(c);
+}
+
+/* ---- idle keep-alive connections ------------------------------------- */
+
+#define SWEEP_MS 1000
+
+static void on_sweep(uv_timer_t *t) {
+  zg_upidle_t *p = t->data;
+  uint64_t now = uv_now(p->loop), idle = (*p->cfg)->proxy.idle_timeout_ms;
+  zg_upconn_t *c = p->head, *next;
+  if (idle == 0)
+    return;
+  for (; c; c = next) {
+    next = c->next;
+    if (now - c->idle_since_ms >= idle)
+      zg_upconn_close(c);
+  }
+}
+
+void zg_upidle_start(zg_upidle_t *p, uv_loop_t *loop, zg_config_t *const *cfg,
+                     unsigned max) {
+  p->loop = loop;
+  p->cfg = cfg;
+  p->max = max;
+  uv_timer_init(loop, &p->sweep);
+  p->sweep.data = p;
+  uv_timer_start(&p->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+  p->started = 1;
+}
+
+void zg_upidle_close_all(zg_upidle_t *p) {
+  while (p->head)
+    zg_upconn_close(p->head);
+}
+
+static void on_closed_noop(uv_handle_t *h) {
+  (void)h;
+}
+
+void zg_upidle_stop(zg_upidle_t *p) {
+  zg_upidle_close_all(p);
+  if (p->started && !uv_is_closing((uv_handle_t *)&p->sweep))
+    uv_close((uv_handle_t *)&p->sweep, on_closed_noop);
+}
+
+void zg_upidle_put(zg_upidle_t *p, zg_upconn_t *c) {
+  c->idle_in = p;
+  c->idle_since_ms = uv_now(p->loop);
+  c->next = p->head;
+  c->prev = NULL;
+  if (p->head)
+    p->head->prev = c;
+  p->head = c;
+  p->n++;
+}
+
+zg_upconn_t *zg_upidle_take(zg_upidle_t *p, const char *key,
+                            const zg_tls_client_t *cli, const char *name) {
+  for (zg_upconn_t *c = p->head; c; c = c->next)
+    if (!strcmp(c->key, key) && !c->closing &&
+        ((!c->tls && !cli) || zg_tls_conn_reusable(c->tls, cli, name))) {
+      idle_unlink(c);
+      return c;
+    }
+  return NULL;
 }

@@ -6,7 +6,12 @@
  * try another, up to ZG_UPSTREAM_MAX_TRIES instances. The caller gets one
  * callback: a connected stream (with its TLS), or why there is none; it
  * may cancel before that. In the spirit of nginx's connect_peer and h2o's
- * socketpool. */
+ * socketpool.
+ *
+ * A loop's idle keep-alive connections wait in a zg_upidle_t, keyed by the
+ * instance ("host:port") and, for TLS, by the client context and checked
+ * name: a request that names one is given an idle connection to the
+ * instance it picked before a new one is made. */
 #ifndef ZKGATE_UPSTREAM_H
 #define ZKGATE_UPSTREAM_H
 
@@ -30,6 +35,7 @@ typedef enum {
 
 typedef struct zg_upconn zg_upconn_t;
 typedef struct zg_upstream_req zg_upstream_req_t;
+typedef struct zg_upidle zg_upidle_t;
 
 /* `c` is the connection when err is ZG_UP_OK (the caller's from then on:
  * zg_upconn_close it), else NULL. */
@@ -50,7 +56,10 @@ struct zg_upconn {
   uv_timer_t timer;       /* connect timeout (resolve, connect, handshake) */
   uv_connect_t creq;
   uv_getaddrinfo_t gai;
-  size_t off; /* where this lies in its allocation */
+  size_t off;               /* where this lies in its allocation */
+  zg_upconn_t *prev, *next; /* in `idle_in` */
+  zg_upidle_t *idle_in;     /* NULL: not idle */
+  uint64_t idle_since_ms;
   unsigned handles;
   unsigned resolving : 1;
   unsigned connected : 1;
@@ -71,8 +80,10 @@ struct zg_upstream_req {
    * zg_upconn_t) with the zg_upconn_t at conn_off, so that a caller's own
    * per-connection state lives with it. */
   size_t conn_size, conn_off;
-  bool alpn_http;  /* offer ALPN http/1.1 over TLS */
-  const char *tag; /* the log's subsystem: "tcp", "http" */
+  bool alpn_http;    /* offer ALPN http/1.1 over TLS */
+  zg_upidle_t *idle; /* idle connections to take from first, or NULL */
+  bool fresh;        /* a new connection even when an idle one waits */
+  const char *tag;   /* the log's subsystem: "tcp", "http" */
   /* Kept by the module: */
   size_t tried[ZG_UPSTREAM_MAX_TRIES];
   size_t ntried;
@@ -86,7 +97,36 @@ struct zg_upstream_req {
 void zg_upstream_connect(zg_upstream_req_t *r);
 /* Gives up the attempt in flight, if any: no callback after this. */
 void zg_upstream_cancel(zg_upstream_req_t *r);
-/* Closes a connection; c->on_closed runs once it is closed. */
+/* Closes a connection (idle or not); c->on_closed runs once it is
+ * closed. */
 void zg_upconn_close(zg_upconn_t *c);
+
+/* ---- idle keep-alive connections ---- */
+struct zg_upidle {
+  zg_upconn_t *head; /* the latest first */
+  unsigned n, max;
+  uv_loop_t *loop;
+  zg_config_t *const *cfg; /* [proxy] idle_timeout, read at each sweep */
+  uv_timer_t sweep;        /* closes connections idle too long */
+  int started;
+};
+
+/* Starts the sweep (at most `max` idle connections are kept). */
+void zg_upidle_start(zg_upidle_t *p, uv_loop_t *loop, zg_config_t *const *cfg,
+                     unsigned max);
+/* Closes every idle connection. */
+void zg_upidle_close_all(zg_upidle_t *p);
+/* Closes every idle connection and the sweep timer (on stop). */
+void zg_upidle_stop(zg_upidle_t *p);
+/* No room for another idle connection. */
+static inline bool zg_upidle_full(const zg_upidle_t *p) {
+  return p->n >= p->max;
+}
+/* `c` (reading, so that a close by the instance is seen) waits in `p`. */
+void zg_upidle_put(zg_upidle_t *p, zg_upconn_t *c);
+/* An idle connection to `key`: plain when `cli` is NULL, else TLS with
+ * that context and name (never one for the other); NULL when none. */
+zg_upconn_t *zg_upidle_take(zg_upidle_t *p, const char *key,
+                            const zg_tls_client_t *cli, const char *name);
 
 #endif
