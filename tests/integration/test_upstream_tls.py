@@ -115,10 +115,10 @@ def http_service(zpath, port, **kw):
     return {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath, **kw}
 
 
-def wait_answer(port, name, timeout=10):
+def wait_answer(port, name, timeout=10, path="/"):
     def ok():
         try:
-            st, doc = http_get(port)
+            st, doc = http_get(port, path)
             return st == 200 and isinstance(doc, dict) and doc["name"] == name
         except OSError:
             return False
@@ -169,14 +169,17 @@ def test_session_resumption(zk, kz, zpath, gateway, tls_backends, pki):
     port = free_port()
     gw, admin = start(gateway, zk, {"web": http_service(
         zpath, port, upstream_ca=pki.path("ca.crt"))})
-    wait_answer(port, "tls-web")
-    # /close ends each upstream connection: every request after it needs a new handshake,
-    # which resumes the session of the one before
+    # /close ends each upstream connection, so that none is left idle: with two workers,
+    # whether a later request found the idle one depended on which worker took it
+    wait_answer(port, "tls-web", path="/close")
+    h0 = metric(admin, "zkgate_upstream_tls_handshakes_total", 'service="web"')
+    c0 = web.connections
+    # every request after it needs a new handshake, which resumes an earlier session
     for _ in range(4):
         assert http_get(port, "/close")[0] == 200
-    assert metric(admin, "zkgate_upstream_tls_handshakes_total", 'service="web"') == 4
+    assert metric(admin, "zkgate_upstream_tls_handshakes_total", 'service="web"') == h0 + 4
     assert metric(admin, "zkgate_upstream_tls_resumed_total", 'service="web"') >= 2
-    assert web.connections == 4
+    assert web.connections == c0 + 4
 
 
 def test_curator_ssl_port_and_forced_modes(zk, kz, zpath, gateway, http_backends,
