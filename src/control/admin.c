@@ -838,7 +838,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     return;
   }
   /* The head is fed no further than ADMIN_HEAD_MAX bytes: llhttp bounds
-   * nothing itself (PLATFORM.md), and a head that goes on past the limit
+   * nothing itself (docs/platform.md, llhttp), and a head that goes on past
+   * the limit
    * gets 431 at once (RFC 6585 §5) instead of being read until the
    * timeout. */
   if (!c->head_done) {
