@@ -171,8 +171,10 @@ static void json_field(zg_text_t *t, const char *key, const char *v,
 }
 
 void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
-  char when[40];
+  char when[40], code[3];
+  const char *reason = e->reason ? e->reason : zg_term_text(e->term);
   iso_time(when, sizeof(when), e->time_ms);
+  zg_term_code(e->term, e->phase, code);
   if (json) {
     zg_text_printf(out, "{\"time\":\"%s\",\"kind\":\"%s\"", when, e->kind);
     json_field(out, "client", e->client, e->client ? strlen(e->client) : 0);
@@ -189,7 +191,8 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
                    e->status, (unsigned long long)e->bytes_in,
                    (unsigned long long)e->bytes_out,
                    (double)e->duration_us / 1000.0);
-    json_field(out, "reason", e->reason, e->reason ? strlen(e->reason) : 0);
+    json_field(out, "reason", reason, strlen(reason));
+    json_field(out, "term", code, 2);
     zg_text_append(out, "}\n", 2);
     return;
   }
@@ -212,6 +215,8 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
   zg_text_printf(
       out, " %d %llu %llu %.3f ", e->status, (unsigned long long)e->bytes_in,
       (unsigned long long)e->bytes_out, (double)e->duration_us / 1000.0);
-  text_field(out, e->reason, e->reason ? strlen(e->reason) : 0, true);
+  text_field(out, reason, strlen(reason), true);
+  zg_text_append(out, " ", 1);
+  zg_text_append(out, code, 2);
   zg_text_append(out, "\n", 1);
 }

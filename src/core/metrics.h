@@ -5,6 +5,8 @@
 #ifndef ZKGATE_METRICS_H
 #define ZKGATE_METRICS_H
 
+#include "core/term.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -66,12 +68,16 @@ typedef struct {
   int status; /* HTTP: the status sent, 0 none; TCP: 0 */
   uint64_t bytes_in, bytes_out;
   uint64_t duration_us;
-  const char *reason; /* how it ended: "done", "client closed", ... */
+  zg_term_t term;        /* how it ended (core/term.h) */
+  zg_term_phase_t phase; /* in which phase (ignored for a normal end) */
+  const char *reason;    /* the words, when not term's own (the message of an
+                            error response); NULL: zg_term_text(term) */
 } zg_access_entry_t;
 
 /* Appends one line (with its newline) for `e` to `out`, as text or JSON.
  * Text: TIME KIND CLIENT SERVICE INSTANCE "METHOD TARGET" STATUS IN OUT
- * DURATION_MS "REASON", with "-" for what is absent. */
+ * DURATION_MS "REASON" CODE, with "-" for what is absent; CODE is the
+ * two-letter termination code (zg_term_code), "term" in JSON. */
 void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json);
 
 #endif
