@@ -104,6 +104,18 @@ void zg_text_free(zg_text_t *t) {
   memset(t, 0, sizeof(*t));
 }
 
+void zg_traffic_ended(zg_traffic_t *t, zg_term_t term) {
+  t->ended[zg_term_cause(term)]++;
+}
+
+void zg_text_terminations(zg_text_t *out, const char *name, const char *labels,
+                          const zg_traffic_t *t) {
+  for (int c = 0; c < ZG_CAUSE_COUNT; c++)
+    zg_text_printf(out, "%s{%s,cause=\"%s\"} %llu\n", name, labels,
+                   zg_term_cause_name((zg_term_cause_t)c),
+                   (unsigned long long)t->ended[c]);
+}
+
 void zg_text_histogram(zg_text_t *out, const char *name, const char *labels,
                        const zg_traffic_t *t) {
   uint64_t cum = 0;

@@ -27,10 +27,14 @@ typedef struct {
   uint64_t dur_buckets[ZG_DURATION_BUCKETS]; /* not cumulative */
   uint64_t dur_count;
   uint64_t dur_sum_us;
+  uint64_t ended[ZG_CAUSE_COUNT]; /* requests (HTTP) or connections (TCP)
+                                     by what ended them (core/term.h) */
 } zg_traffic_t;
 
 /* Counts one finished request: its status (0: none) and duration. */
 void zg_traffic_observe(zg_traffic_t *t, int status, uint64_t dur_us);
+/* Counts one request or connection ended by `term`. */
+void zg_traffic_ended(zg_traffic_t *t, zg_term_t term);
 
 /* A growing text buffer; `oom` is set (and the text left as it was) when
  * memory runs out. */
@@ -49,6 +53,11 @@ void zg_text_label(zg_text_t *t, const char *value);
  * \u00XX: the log stays one line of ASCII). */
 void zg_text_json_string(zg_text_t *t, const char *value);
 void zg_text_free(zg_text_t *t);
+
+/* `name{LABELS,cause="C"} N` for every cause of core/term.h, from
+ * t->ended; `labels` is the label set before it (e.g. `service="web"`). */
+void zg_text_terminations(zg_text_t *out, const char *name, const char *labels,
+                          const zg_traffic_t *t);
 
 /* The histogram of `t` as Prometheus lines of metric `name` with the label
  * set `labels` (e.g. `service="web"`). */

@@ -7,6 +7,12 @@ static const char cause_letter[] = {
 #undef XX
 };
 
+static const char *const cause_name[] = {
+#define XX(name, letter, label) label,
+    ZG_TERM_CAUSE_MAP(XX)
+#undef XX
+};
+
 static const char phase_letter[] = {
 #define XX(name, letter, _) letter,
     ZG_TERM_PHASE_MAP(XX)
@@ -28,6 +34,11 @@ const char *zg_term_text(zg_term_t t) {
 
 zg_term_cause_t zg_term_cause(zg_term_t t) {
   return (unsigned)t < ZG_TERM_COUNT ? terms[t].cause : ZG_CAUSE_INTERNAL;
+}
+
+const char *zg_term_cause_name(zg_term_cause_t c) {
+  return (unsigned)c < ZG_CAUSE_COUNT ? cause_name[c]
+                                      : cause_name[ZG_CAUSE_INTERNAL];
 }
 
 const char *zg_term_code(zg_term_t t, zg_term_phase_t phase, char out[3]) {

@@ -15,16 +15,16 @@
 
 /* What ended the exchange: the first letter of the code. */
 #define ZG_TERM_CAUSE_MAP(XX)                                                  \
-  XX(NONE, '-', "a normal end")                                                \
-  XX(CLIENT, 'C', "the client closed, reset or failed")                        \
-  XX(SERVER, 'S', "the instance closed, reset or failed, or none answered")    \
-  XX(PROXY, 'P', "the gateway refused the request or the response")            \
-  XX(RESOURCE, 'R', "the gateway ran out of memory")                           \
-  XX(INTERNAL, 'I', "an error inside the gateway")                             \
-  XX(DOWN, 'D', "the service had no live instance")                            \
-  XX(KILLED, 'K', "stop, drain or reload closed it")                           \
-  XX(CLIENT_TIMEOUT, 'c', "a client timeout")                                  \
-  XX(SERVER_TIMEOUT, 's', "an instance timeout")
+  XX(NONE, '-', "normal")       /* a normal end */                             \
+  XX(CLIENT, 'C', "client")     /* closed, reset, failed */                    \
+  XX(SERVER, 'S', "instance")   /* closed, reset, failed, unreachable */       \
+  XX(PROXY, 'P', "refused")     /* the gateway refused it */                   \
+  XX(RESOURCE, 'R', "resource") /* out of memory */                            \
+  XX(INTERNAL, 'I', "internal") /* an error inside the gateway */              \
+  XX(DOWN, 'D', "no_instance")  /* no live instance */                         \
+  XX(KILLED, 'K', "killed")     /* stop, drain, reload */                      \
+  XX(CLIENT_TIMEOUT, 'c', "client_timeout")                                    \
+  XX(SERVER_TIMEOUT, 's', "instance_timeout")
 
 typedef enum {
 #define XX(name, letter, _) ZG_CAUSE_##name,
@@ -102,6 +102,9 @@ typedef enum {
 const char *zg_term_text(zg_term_t t);
 /* What ended it; ZG_CAUSE_INTERNAL out of range. */
 zg_term_cause_t zg_term_cause(zg_term_t t);
+/* The cause's name for a metrics label ("client", "instance_timeout");
+ * "internal" out of range. */
+const char *zg_term_cause_name(zg_term_cause_t c);
 /* The two-letter code of `t` ended in `phase`, into out[0..2] (NUL-ended):
  * cause letter, phase letter. A normal end is "--" whatever the phase, as
  * in HAProxy; a value out of range is "I-". Returns out. */

@@ -400,6 +400,7 @@ static void request_finish(zg_http_session_t *s, zg_term_t term,
   dur_us = (uv_hrtime() - s->req_begin_ns) / 1000;
   t = s->svc ? &s->svc->traffic : &gw->unrouted;
   zg_traffic_observe(t, s->status, dur_us);
+  zg_traffic_ended(t, term);
   t->bytes_in += s->req_in;
   t->bytes_out += s->req_out;
   if (gw->access_log) {

@@ -141,6 +141,7 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
     return;
   s->state = S_CLOSING;
   s->reason = term;
+  zg_traffic_ended(&svc->traffic, term);
   s->retry_on_close = 0;
   svc->active--;
   if (s->prev)

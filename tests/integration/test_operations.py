@@ -135,6 +135,14 @@ def test_metrics_move_with_traffic(zk, kz, zpath, http_backends, backends, gatew
     assert delta('zkgate_requests_total{service="",class="4xx"}') == 1
     assert delta('zkgate_request_duration_seconds_count{service="web"}') == 6
     assert delta('zkgate_request_duration_seconds_bucket{service="web",le="+Inf"}') == 6
+    # Each request ended normally; the one no route took was refused by the gateway.
+    assert delta('zkgate_terminations_total{service="web",cause="normal"}') == 6
+    assert delta('zkgate_terminations_total{service="",cause="refused"}') == 1
+
+    def echo_ended():
+        return sum(v - before.get(k, 0) for k, v in metrics(admin).items()
+                   if k.startswith('zkgate_terminations_total{service="echo",'))
+    assert wait_until(lambda: echo_ended() == 1, 3)
     assert delta('zkgate_received_bytes_total{service="web"}') > 6 * 30
     assert delta('zkgate_sent_bytes_total{service="web"}') > 5 * 100
     assert wait_until(lambda: metrics(admin)['zkgate_connections_accepted_total{service="echo"}']

@@ -151,9 +151,38 @@ static void test_access_json(void **state) {
   zg_text_free(&t);
 }
 
+static void test_terminations(void **state) {
+  zg_traffic_t t;
+  zg_text_t out = {0};
+
+  (void)state;
+  memset(&t, 0, sizeof(t));
+  zg_traffic_ended(&t, ZG_TERM_DONE);
+  zg_traffic_ended(&t, ZG_TERM_CLOSED_AFTER_RESPONSE);
+  zg_traffic_ended(&t, ZG_TERM_CLIENT_RESET);
+  zg_traffic_ended(&t, ZG_TERM_RESPONSE_TIMEOUT);
+  zg_traffic_ended(&t, ZG_TERM_NO_INSTANCE);
+  assert_int_equal(t.ended[ZG_CAUSE_NONE], 2);
+  assert_int_equal(t.ended[ZG_CAUSE_CLIENT], 1);
+  assert_int_equal(t.ended[ZG_CAUSE_SERVER_TIMEOUT], 1);
+  assert_int_equal(t.ended[ZG_CAUSE_DOWN], 1);
+  zg_text_terminations(&out, "zkgate_terminations_total", "service=\"web\"",
+                       &t);
+  assert_non_null(strstr(
+      out.p,
+      "zkgate_terminations_total{service=\"web\",cause=\"normal\"} 2\n"
+      "zkgate_terminations_total{service=\"web\",cause=\"client\"} 1\n"
+      "zkgate_terminations_total{service=\"web\",cause=\"instance\"} 0\n"));
+  assert_non_null(strstr(out.p, "cause=\"no_instance\"} 1\n"));
+  assert_non_null(strstr(out.p, "cause=\"instance_timeout\"} 1\n"));
+  assert_non_null(strstr(out.p, "cause=\"client_timeout\"} 0\n"));
+  zg_text_free(&out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_observe_classes_and_buckets),
+      cmocka_unit_test(test_terminations),
       cmocka_unit_test(test_label_and_json_escaping),
       cmocka_unit_test(test_text_grows),
       cmocka_unit_test(test_access_text),

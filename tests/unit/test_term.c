@@ -144,6 +144,22 @@ static void test_letters_distinct(void **state) {
   }
 }
 
+/* Metrics label the causes by name: one each, label-safe. */
+static void test_cause_names(void **state) {
+  (void)state;
+  for (int a = 0; a < ZG_CAUSE_COUNT; a++) {
+    const char *na = zg_term_cause_name((zg_term_cause_t)a);
+    assert_true(na[0] != '\0');
+    assert_int_equal(strspn(na, "abcdefghijklmnopqrstuvwxyz_"), strlen(na));
+    for (int b = a + 1; b < ZG_CAUSE_COUNT; b++)
+      assert_string_not_equal(na, zg_term_cause_name((zg_term_cause_t)b));
+  }
+  assert_string_equal(zg_term_cause_name(ZG_CAUSE_NONE), "normal");
+  assert_string_equal(zg_term_cause_name(ZG_CAUSE_SERVER_TIMEOUT),
+                      "instance_timeout");
+  assert_string_equal(zg_term_cause_name(ZG_CAUSE_COUNT), "internal");
+}
+
 static void test_out_of_range(void **state) {
   char buf[3];
 
@@ -162,6 +178,7 @@ int main(void) {
       cmocka_unit_test(test_texts_distinct),
       cmocka_unit_test(test_codes),
       cmocka_unit_test(test_letters_distinct),
+      cmocka_unit_test(test_cause_names),
       cmocka_unit_test(test_out_of_range),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
