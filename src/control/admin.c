@@ -142,6 +142,8 @@ static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
     acc->dur_buckets[b] += t->dur_buckets[b];
   acc->dur_count += t->dur_count;
   acc->dur_sum_us += t->dur_sum_us;
+  for (int c = 0; c < ZG_CAUSE_COUNT; c++)
+    acc->ended[c] += t->ended[c];
 }
 
 /* The traffic of the control loop's service i summed over the shards. */
@@ -380,6 +382,27 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
       zg_text_printf(o,
                      "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
                      class_names[c], (unsigned long long)t.requests[c]);
+  }
+
+  family(o, "zkgate_terminations_total", "counter",
+         "HTTP requests and TCP connections by what ended them (the first "
+         "letter of the access log's termination code).");
+  for (size_t i = 0; i <= gw->n_services; i++) {
+    zg_text_t label = {0};
+    zg_traffic_t t;
+    memset(&t, 0, sizeof(t));
+    zg_text_printf(&label, "service=\"");
+    if (i < gw->n_services) {
+      service_traffic(sh, i, &t);
+      zg_text_label(&label, gw->services[i]->conf->name);
+    } else {
+      for (size_t k = 0; k < sh->n; k++) /* requests not routed */
+        traffic_add(&t, &sh->gw[k]->unrouted);
+    }
+    zg_text_printf(&label, "\"");
+    if (!label.oom)
+      zg_text_terminations(o, "zkgate_terminations_total", label.p, &t);
+    zg_text_free(&label);
   }
 
   family(o, "zkgate_request_duration_seconds", "histogram",
@@ -838,7 +861,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     return;
   }
   /* The head is fed no further than ADMIN_HEAD_MAX bytes: llhttp bounds
-   * nothing itself (PLATFORM.md), and a head that goes on past the limit
+   * nothing itself (docs/platform.md, llhttp), and a head that goes on past
+   * the limit
    * gets 431 at once (RFC 6585 §5) instead of being read until the
    * timeout. */
   if (!c->head_done) {

@@ -1491,10 +1491,15 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   /* inih's run-time settings (Debian's build exposes them): any line
    * length, and no multi-line values, so an indented line is a key of its
    * own and a duplicate is reported as one. Set on every load; only the
-   * main thread loads configuration. */
+   * main thread loads configuration. The line buffer starts at
+   * ini_initial_alloc and doubles up to ini_max_line, a cap: inih cuts a
+   * longer line in two and reads the tail as a line of its own (a long
+   * `instances =` list did), so the cap is that of the whole file
+   * (docs/platform.md, inih). */
   ini_use_stack = false;
   ini_allow_realloc = true;
-  ini_max_line = 256;
+  ini_initial_alloc = 256;
+  ini_max_line = ZG_CONFIG_MAX + 3; /* '\r', '\n' and '\0' (ini.h) */
   ini_allow_multiline = false;
 
   cfg->zk.session_timeout_ms = 10000;

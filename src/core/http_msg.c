@@ -1,8 +1,8 @@
 /* HTTP/1.x message heads between llhttp and the wire: the checks llhttp
- * 8.1 does not make (PLATFORM.md), request targets and their rewriting, and
- * the heads written to the other side. Owns nothing: every function works
- * on the caller's buffers, without allocation, I/O or state, so the HTTP
- * proxy can call it from any loop. */
+ * 8.1 does not make (docs/platform.md, llhttp), request targets and their
+ * rewriting, and the heads written to the other side. Owns nothing: every
+ * function works on the caller's buffers, without allocation, I/O or state, so
+ * the HTTP proxy can call it from any loop. */
 #include "core/http_msg.h"
 
 #include <limits.h>

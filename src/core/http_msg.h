@@ -1,5 +1,5 @@
 /* HTTP/1.x message heads: the checks llhttp 8.1 does not make (see
- * shared/PLATFORM.md), target and path rewriting, and re-serialisation of
+ * docs/platform.md, llhttp), target and path rewriting, and re-serialisation of
  * request and response heads for the other side. Pure code: no I/O.
  *
  * A head is parsed by llhttp (strict mode) from one contiguous buffer;

@@ -1,6 +1,6 @@
 /* Instance decoding: turns one registry child (name + data) into an
  * instance: address, TLS, in-service flag, weight, base path. Pure code.
- * Formats and their cues are listed in shared/REGISTRY-FORMATS.md; JSON
+ * Formats and their cues are listed in docs/registry-formats.md; JSON
  * goes through jansson, base64 through OpenSSL.
  *
  * Order of decisions: formats that live in the child's name (Nerve
@@ -685,7 +685,8 @@ static json_t *json_object_load(const char *s, size_t n, char *err,
   return root;
 }
 
-/* JSON told apart by its fields (the cues table of REGISTRY-FORMATS.md). */
+/* JSON told apart by its fields (docs/registry-formats.md, "Order of
+ * decisions"). */
 static int decode_json(const char *name, const char *s, size_t n,
                        const zg_decode_opts_t *opts, zg_instance_t *out,
                        char *err, size_t errlen) {

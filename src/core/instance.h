@@ -1,6 +1,7 @@
 /* Instances and their decoding from registry data. Pure code: no loop, no
  * I/O. One decoder per registry format; zg_instance_decode() tells the
- * formats apart by the cues in REGISTRY-FORMATS.md. */
+ * formats apart by the cues in docs/registry-formats.md ("Order of
+ * decisions"). */
 #ifndef ZKGATE_INSTANCE_H
 #define ZKGATE_INSTANCE_H
 

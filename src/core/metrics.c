@@ -104,6 +104,18 @@ void zg_text_free(zg_text_t *t) {
   memset(t, 0, sizeof(*t));
 }
 
+void zg_traffic_ended(zg_traffic_t *t, zg_term_t term) {
+  t->ended[zg_term_cause(term)]++;
+}
+
+void zg_text_terminations(zg_text_t *out, const char *name, const char *labels,
+                          const zg_traffic_t *t) {
+  for (int c = 0; c < ZG_CAUSE_COUNT; c++)
+    zg_text_printf(out, "%s{%s,cause=\"%s\"} %llu\n", name, labels,
+                   zg_term_cause_name((zg_term_cause_t)c),
+                   (unsigned long long)t->ended[c]);
+}
+
 void zg_text_histogram(zg_text_t *out, const char *name, const char *labels,
                        const zg_traffic_t *t) {
   uint64_t cum = 0;
@@ -171,8 +183,10 @@ static void json_field(zg_text_t *t, const char *key, const char *v,
 }
 
 void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
-  char when[40];
+  char when[40], code[3];
+  const char *reason = e->reason ? e->reason : zg_term_text(e->term);
   iso_time(when, sizeof(when), e->time_ms);
+  zg_term_code(e->term, e->phase, code);
   if (json) {
     zg_text_printf(out, "{\"time\":\"%s\",\"kind\":\"%s\"", when, e->kind);
     json_field(out, "client", e->client, e->client ? strlen(e->client) : 0);
@@ -189,7 +203,8 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
                    e->status, (unsigned long long)e->bytes_in,
                    (unsigned long long)e->bytes_out,
                    (double)e->duration_us / 1000.0);
-    json_field(out, "reason", e->reason, e->reason ? strlen(e->reason) : 0);
+    json_field(out, "reason", reason, strlen(reason));
+    json_field(out, "term", code, 2);
     zg_text_append(out, "}\n", 2);
     return;
   }
@@ -212,6 +227,8 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
   zg_text_printf(
       out, " %d %llu %llu %.3f ", e->status, (unsigned long long)e->bytes_in,
       (unsigned long long)e->bytes_out, (double)e->duration_us / 1000.0);
-  text_field(out, e->reason, e->reason ? strlen(e->reason) : 0, true);
+  text_field(out, reason, strlen(reason), true);
+  zg_text_append(out, " ", 1);
+  zg_text_append(out, code, 2);
   zg_text_append(out, "\n", 1);
 }

@@ -5,6 +5,8 @@
 #ifndef ZKGATE_METRICS_H
 #define ZKGATE_METRICS_H
 
+#include "core/term.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,10 +27,14 @@ typedef struct {
   uint64_t dur_buckets[ZG_DURATION_BUCKETS]; /* not cumulative */
   uint64_t dur_count;
   uint64_t dur_sum_us;
+  uint64_t ended[ZG_CAUSE_COUNT]; /* requests (HTTP) or connections (TCP)
+                                     by what ended them (core/term.h) */
 } zg_traffic_t;
 
 /* Counts one finished request: its status (0: none) and duration. */
 void zg_traffic_observe(zg_traffic_t *t, int status, uint64_t dur_us);
+/* Counts one request or connection ended by `term`. */
+void zg_traffic_ended(zg_traffic_t *t, zg_term_t term);
 
 /* A growing text buffer; `oom` is set (and the text left as it was) when
  * memory runs out. */
@@ -48,6 +54,11 @@ void zg_text_label(zg_text_t *t, const char *value);
 void zg_text_json_string(zg_text_t *t, const char *value);
 void zg_text_free(zg_text_t *t);
 
+/* `name{LABELS,cause="C"} N` for every cause of core/term.h, from
+ * t->ended; `labels` is the label set before it (e.g. `service="web"`). */
+void zg_text_terminations(zg_text_t *out, const char *name, const char *labels,
+                          const zg_traffic_t *t);
+
 /* The histogram of `t` as Prometheus lines of metric `name` with the label
  * set `labels` (e.g. `service="web"`). */
 void zg_text_histogram(zg_text_t *out, const char *name, const char *labels,
@@ -66,12 +77,16 @@ typedef struct {
   int status; /* HTTP: the status sent, 0 none; TCP: 0 */
   uint64_t bytes_in, bytes_out;
   uint64_t duration_us;
-  const char *reason; /* how it ended: "done", "client closed", ... */
+  zg_term_t term;        /* how it ended (core/term.h) */
+  zg_term_phase_t phase; /* in which phase (ignored for a normal end) */
+  const char *reason;    /* the words, when not term's own (the message of an
+                            error response); NULL: zg_term_text(term) */
 } zg_access_entry_t;
 
 /* Appends one line (with its newline) for `e` to `out`, as text or JSON.
  * Text: TIME KIND CLIENT SERVICE INSTANCE "METHOD TARGET" STATUS IN OUT
- * DURATION_MS "REASON", with "-" for what is absent. */
+ * DURATION_MS "REASON" CODE, with "-" for what is absent; CODE is the
+ * two-letter termination code (zg_term_code), "term" in JSON. */
 void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json);
 
 #endif

@@ -32,6 +32,7 @@
 #include "core/http_msg.h"
 #include "net/listener.h"
 #include "core/log.h"
+#include "core/term.h"
 #include "net/tls.h"
 #include "upstream/service.h"
 #include "upstream/upstream.h"
@@ -138,7 +139,7 @@ struct zg_http_session {
   uint64_t last_active_ms, sent_ms, linger_ms;
   uv_shutdown_t shutdown_req;
   uint64_t requests;
-  const char *reason;
+  zg_term_t reason;
   char client_addr[64];
   char client_ip[48];
   /* the current request, for metrics and the access log */
@@ -155,7 +156,7 @@ _Static_assert(offsetof(zg_http_session_t, rd) == 0,
 static llhttp_settings_t req_settings, resp_settings;
 static void listener_unref(zg_http_listener_t *hl);
 
-static void session_end(zg_http_session_t *s, const char *reason);
+static void session_end(zg_http_session_t *s, zg_term_t term);
 static void process_input(zg_http_session_t *s);
 static void upstream_release(zg_http_upstream_t *u, int reuse);
 static void upstream_connect(zg_http_session_t *s);
@@ -356,7 +357,25 @@ static void request_begin(zg_http_session_t *s) {
   s->req_begin_ns = uv_hrtime();
 }
 
-static void request_finish(zg_http_session_t *s, const char *reason) {
+/* The phase of the exchange, for the termination code (core/term.h). */
+static zg_term_phase_t phase_of(const zg_http_session_t *s) {
+  if (s->lingering)
+    return ZG_PHASE_LAST;
+  switch (s->state) {
+  case HS_HEAD:
+    return ZG_PHASE_REQUEST;
+  case HS_CONNECT:
+    return ZG_PHASE_CONNECT;
+  case HS_EXCHANGE:
+    return s->req_done && !s->resp_head ? ZG_PHASE_HEADERS : ZG_PHASE_DATA;
+  default:
+    return ZG_PHASE_DATA;
+  }
+}
+
+/* `text`: the words for the access log when not term's own, or NULL. */
+static void request_finish(zg_http_session_t *s, zg_term_t term,
+                           zg_term_phase_t phase, const char *text) {
   zg_gateway_t *gw = s->gw;
   zg_traffic_t *t;
   uint64_t dur_us;
@@ -366,6 +385,7 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
   dur_us = (uv_hrtime() - s->req_begin_ns) / 1000;
   t = s->svc ? &s->svc->traffic : &gw->unrouted;
   zg_traffic_observe(t, s->status, dur_us);
+  zg_traffic_ended(t, term);
   t->bytes_in += s->req_in;
   t->bytes_out += s->req_out;
   if (gw->access_log) {
@@ -385,7 +405,9 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
     e.bytes_in = s->req_in;
     e.bytes_out = s->req_out;
     e.duration_us = dur_us;
-    e.reason = reason;
+    e.term = term;
+    e.phase = phase;
+    e.reason = text;
     zg_access_log_write(gw->access_log, &e);
   }
   s->status = 0;
@@ -398,10 +420,14 @@ static void request_finish(zg_http_session_t *s, const char *reason) {
 
 /* ---- error responses ------------------------------------------------- */
 
-static void respond_error(zg_http_session_t *s, int status,
+static void respond_error(zg_http_session_t *s, zg_term_t term, int status,
                           const char *message) {
   char buf[1024];
   int n;
+  /* A request refused is refused in its request phase, also after its
+   * head is in and the session already moved on to HS_CONNECT. */
+  zg_term_phase_t phase =
+      term == ZG_TERM_BAD_REQUEST ? ZG_PHASE_REQUEST : phase_of(s);
   zg_log_level_t lvl = status >= 500 ? ZG_LOG_WARN : ZG_LOG_INFO;
   if (zg_log_enabled(lvl))
     zg_log(lvl, "http", "client %s: %d %s%s%s", s->client_addr, status, message,
@@ -414,7 +440,7 @@ static void respond_error(zg_http_session_t *s, int status,
   n = zg_http_error_response(buf, sizeof(buf), status, message, true,
                              s->head_req);
   if (n > 0 && to_client(s, buf, (size_t)n) == 0 && client_flush(s) == 0) {
-    request_finish(s, message);
+    request_finish(s, term, phase, message);
     /* Closed once the write is done: on_client_write sees close_after. */
     s->resp_done = 1;
     s->req_done = 1;
@@ -427,7 +453,7 @@ static void respond_error(zg_http_session_t *s, int status,
       linger_close(s); /* written at once; else on_client_write does */
     return;
   }
-  session_end(s, "client write error");
+  session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
 }
 
 /* ---- session end ----------------------------------------------------- */
@@ -463,13 +489,14 @@ static void on_session_handle_closed(uv_handle_t *h) {
   session_free_if_done(s);
 }
 
-static void session_end(zg_http_session_t *s, const char *reason) {
+static void session_end(zg_http_session_t *s, zg_term_t term) {
   zg_gateway_t *gw = s->gw;
+  zg_term_phase_t phase = phase_of(s);
   if (s->state == HS_CLOSING)
     return;
   s->state = HS_CLOSING;
-  s->reason = reason;
-  request_finish(s, reason);
+  s->reason = term;
+  request_finish(s, term, phase, NULL);
   s->hl->active--;
   if (s->svc)
     s->svc->active--;
@@ -480,7 +507,7 @@ static void session_end(zg_http_session_t *s, const char *reason) {
   if (s->next)
     s->next->prev = s->prev;
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
-           s->client_addr, reason, (unsigned long long)s->requests);
+           s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
   wblk_put(gw, s->ob); /* staged, never to be written */
   s->ob = NULL;
   zg_upstream_cancel(&s->ureq);
@@ -728,7 +755,7 @@ static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   b->len = b->base ? ZG_BUF_SIZE : 0;
 }
 
-static void upstream_failed(zg_http_session_t *s, const char *why, int status);
+static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status);
 
 /* Feeds response bytes to the parser and acts on what it says. */
 static void upstream_parse(zg_http_upstream_t *u, const char *data,
@@ -771,7 +798,7 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
           llhttp_get_error_reason(&u->pp) ? llhttp_get_error_reason(&u->pp)
                                           : llhttp_errno_name(err));
   u->keep = 0;
-  upstream_failed(s, "bad response from the instance", 502);
+  upstream_failed(s, ZG_TERM_BAD_RESPONSE, 502);
 }
 
 static void on_upstream_read(uv_stream_t *st, ssize_t nread,
@@ -805,7 +832,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       /* A full buffer still without the end of the head. */
       if (u->s == s && !u->rd.head_seen && u->head_len >= HEAD_MAX) {
         u->keep = 0;
-        upstream_failed(s, "response head too large", 502);
+        upstream_failed(s, ZG_TERM_RESPONSE_HEAD_TOO_LARGE, 502);
         return;
       }
     } else {
@@ -814,7 +841,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
     }
     /* What this read produced for the client leaves in one write. */
     if (s->state != HS_CLOSING && client_flush(s) != 0) {
-      session_end(s, "client write error");
+      session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
       return;
     }
     /* Backpressure: the client drains slower than the instance sends. */
@@ -838,10 +865,9 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
     }
   }
   u->keep = 0;
-  upstream_failed(s,
-                  nread == UV_EOF ? "instance closed the connection"
-                                  : "instance connection error",
-                  502);
+  upstream_failed(
+      s, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
+      502);
 }
 
 static void upstream_reading(zg_http_upstream_t *u) {
@@ -865,14 +891,15 @@ static int idempotent(int method) {
  * closed just as we sent) and no byte of a response came back, else a
  * 502/504; after a response head went to the client, the client
  * connection is closed. */
-static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
+static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status) {
   zg_http_upstream_t *u = s->up;
   int reused = u && u->used;
   /* A reply the instance began (a bad one, or cut short) means it saw the
    * request: sending it again would make it see it twice. */
   int answered = u && u->answered;
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
-           s->client_addr, u ? u->c.key : "-", why, reused ? "reused" : "new");
+           s->client_addr, u ? u->c.key : "-", zg_term_text(why),
+           reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
      * may just have been closed by it while idle. Not while the client's
@@ -897,7 +924,7 @@ static void upstream_failed(zg_http_session_t *s, const char *why, int status) {
     upstream_connect(s);
     return;
   }
-  respond_error(s, status,
+  respond_error(s, why, status,
                 status == 504 ? "the instance did not answer in time"
                               : "the instance failed to answer");
 }
@@ -926,7 +953,7 @@ static void on_upstream_write(uv_write_t *req, int status) {
     return;
   if (status < 0) {
     u->keep = 0;
-    upstream_failed(s, "instance write error", 502);
+    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   /* Drained: read the client again if its body was paused for us. */
@@ -943,18 +970,18 @@ static void send_request(zg_http_session_t *s) {
   if (s->req_done) /* the response timeout runs from the request's end */
     s->sent_ms = uv_now(s->gw->loop);
   if (to_upstream(u, s->up_head, s->up_head_len) != 0) {
-    upstream_failed(s, "instance write error", 502);
+    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   upstream_read_start(u);
   if (u->c.closing) {
-    upstream_failed(s, "instance read error", 502);
+    upstream_failed(s, ZG_TERM_INSTANCE_READ_ERROR, 502);
     return;
   }
   if (s->req_done) {
     /* no body: the parser waits at the end of the request */
     if (upstream_flush(u) != 0)
-      upstream_failed(s, "instance write error", 502);
+      upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   /* The body is waiting in the input buffer: parse on (process_input
@@ -975,13 +1002,15 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
   case ZG_UP_OK:
     break;
   case ZG_UP_NO_TLS:
-    respond_error(s, 502, "no TLS context for the instances");
+    respond_error(s, ZG_TERM_NO_TLS_CONTEXT, 502,
+                  "no TLS context for the instances");
     return;
   case ZG_UP_NOMEM:
-    respond_error(s, 503, "out of memory");
+    respond_error(s, ZG_TERM_OUT_OF_MEMORY, 503, "out of memory");
     return;
   default:
-    respond_error(s, 502, "no instance of the service could be reached");
+    respond_error(s, ZG_TERM_UNREACHABLE, 502,
+                  "no instance of the service could be reached");
     return;
   }
   u = upstream_of(c);
@@ -1081,7 +1110,7 @@ static void head_complete(zg_http_session_t *s) {
   status = zg_http_route_request(hl->routes, s->req, s->in + s->head_start,
                                  head_len, &rt, &reason);
   if (status != 0) {
-    respond_error(s, status, reason);
+    respond_error(s, ZG_TERM_BAD_REQUEST, status, reason);
     return;
   }
   route = rt.route;
@@ -1098,7 +1127,8 @@ static void head_complete(zg_http_session_t *s) {
   s->svc->active++;
   if (s->gw->cfg->proxy.max_request_body && s->req->has_length &&
       s->req->content_length > s->gw->cfg->proxy.max_request_body) {
-    respond_error(s, 413, "request body too large"); /* RFC 9110 §15.5.14 */
+    respond_error(s, ZG_TERM_BAD_REQUEST, 413,
+                  "request body too large"); /* RFC 9110 §15.5.14 */
     return;
   }
   zg_pool_unref(s->ureq.pool);
@@ -1111,7 +1141,7 @@ static void head_complete(zg_http_session_t *s) {
     if (zg_service_refused(s->svc, &total))
       zg_warn("http", "%s (%llu requests refused so far)", msg,
               (unsigned long long)total);
-    respond_error(s, 503, msg);
+    respond_error(s, ZG_TERM_NO_INSTANCE, 503, msg);
     return;
   }
   zg_pool_ref(s->ureq.pool);
@@ -1121,7 +1151,7 @@ static void head_complete(zg_http_session_t *s) {
   if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
                                            s->svc->conf->tls_verify, subject,
                                            sizeof(subject)) != 0) {
-    respond_error(s, 421,
+    respond_error(s, ZG_TERM_BAD_REQUEST, 421,
                   "this connection was not made with a client certificate "
                   "for this host");
     return;
@@ -1132,14 +1162,14 @@ static void head_complete(zg_http_session_t *s) {
    * practice, so the first instance's is used for the head. */
   target = zg_buf_get(s->gw); /* ZG_BUF_SIZE >= TARGET_MAX */
   if (!target) {
-    session_end(s, "out of memory");
+    session_end(s, ZG_TERM_OUT_OF_MEMORY);
     return;
   }
   if (zg_http_rewrite_path(target, TARGET_MAX, s->ureq.pool->inst[0].base_path,
                            path, path_len, route->prefix, s->strip, query,
                            query_len) < 0) {
     zg_buf_put(s->gw, target);
-    respond_error(s, 414, "request target too long");
+    respond_error(s, ZG_TERM_BAD_REQUEST, 414, "request target too long");
     return;
   }
   memset(&o, 0, sizeof(o));
@@ -1193,7 +1223,7 @@ static void head_complete(zg_http_session_t *s) {
   }
   zg_buf_put(s->gw, target);
   if (n < 0) {
-    respond_error(s, 431, "request head too large");
+    respond_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
     return;
   }
   s->up_head_len = (size_t)n;
@@ -1236,7 +1266,7 @@ static void process_input(zg_http_session_t *s) {
     if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
       break;
     if (!s->req && !(s->req = head_get(s->gw))) {
-      session_end(s, "out of memory");
+      session_end(s, ZG_TERM_OUT_OF_MEMORY);
       return;
     }
     s->rd.head = s->req; /* the reader records into them */
@@ -1254,13 +1284,13 @@ static void process_input(zg_http_session_t *s) {
         upstream_release(u, 0);
       }
       if (!s->resp_head)
-        respond_error(s,
+        respond_error(s, ZG_TERM_BAD_REQUEST,
                       s->rd.too_many ? 431
                       : s->too_big   ? 413
                                      : 400,
                       why ? why : llhttp_errno_name(err));
       else
-        session_end(s, "bad request body");
+        session_end(s, ZG_TERM_BAD_REQUEST_BODY);
       return;
     }
     s->in_off = (size_t)(llhttp_get_error_pos(&s->rp) - s->in);
@@ -1279,7 +1309,7 @@ static void process_input(zg_http_session_t *s) {
   in_settle(s);
   /* What the parser passed on leaves in one write. */
   if (s->up && s->up->ob && upstream_flush(s->up) != 0)
-    upstream_failed(s, "instance write error", 502);
+    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
 }
 
 /* ---- exchange end ---------------------------------------------------- */
@@ -1321,10 +1351,10 @@ static void exchange_done(zg_http_session_t *s) {
   /* The end of the response goes out (and is counted) before anything
    * looks at the write queue. */
   if (client_flush(s) != 0) {
-    session_end(s, "client write error");
+    session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  request_finish(s, "done");
+  request_finish(s, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
   s->up = NULL;
   if (u)
     upstream_release(u, s->req_done);
@@ -1391,7 +1421,7 @@ static void on_client_shutdown(uv_shutdown_t *req, int status) {
   zg_http_session_t *s = req->data;
   (void)status;
   if (s->state != HS_CLOSING && status < 0)
-    session_end(s, "closed after response");
+    session_end(s, ZG_TERM_CLOSED_AFTER_RESPONSE);
 }
 
 /* Shuts the client's write side. Plain, with nothing queued (the usual
@@ -1424,7 +1454,7 @@ static void linger_close(zg_http_session_t *s) {
       (!s->reading &&
        zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
                             on_client_read) != 0)) {
-    session_end(s, "closed after response");
+    session_end(s, ZG_TERM_CLOSED_AFTER_RESPONSE);
     return;
   }
   s->reading = 1;
@@ -1437,7 +1467,7 @@ static void on_client_write(uv_write_t *req, int status) {
   if (s->state == HS_CLOSING)
     return;
   if (status < 0) {
-    session_end(s, "client write error");
+    session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
   if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
@@ -1448,7 +1478,8 @@ static void on_client_write(uv_write_t *req, int status) {
   /* The last response of a keep-alive connection is out as the gateway
    * drains or the listener goes: nothing more will come on it. */
   if (winding_down(s) && idle_between_requests(s)) {
-    session_end(s, s->gw->draining ? "idle at drain" : "listener removed");
+    session_end(s, s->gw->draining ? ZG_TERM_IDLE_AT_DRAIN
+                                   : ZG_TERM_LISTENER_REMOVED);
     return;
   }
   if (s->wait_drain && queued(&s->client) <= HIGH_WATER / 2) {
@@ -1472,11 +1503,11 @@ static void tunnel_shut_done(zg_http_session_t *s, int status) {
   if (!s || s->state != HS_TUNNEL)
     return;
   if (status < 0) {
-    session_end(s, "tunnel peer gone");
+    session_end(s, ZG_TERM_TUNNEL_PEER_GONE);
     return;
   }
   if (++s->tunnel_shut == 2)
-    session_end(s, "tunnel closed");
+    session_end(s, ZG_TERM_TUNNEL_CLOSED);
 }
 
 static void on_client_tunnel_shutdown(uv_shutdown_t *req, int status) {
@@ -1502,7 +1533,8 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     if (!from_client)
       u->reading = 0;
     if (nread != UV_EOF) {
-      session_end(s, from_client ? "client reset" : "instance reset");
+      session_end(s,
+                  from_client ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
       return;
     }
     if (from_client) {
@@ -1511,13 +1543,13 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
       u->shutdown_req.data = u;
       if (zg_stream_shutdown(u->c.tls, &u->shutdown_req, to,
                              on_upstream_tunnel_shutdown) != 0)
-        session_end(s, "tunnel peer gone");
+        session_end(s, ZG_TERM_TUNNEL_PEER_GONE);
     } else {
       s->upstream_eof = 1;
       s->shutdown_req.data = s;
       if (zg_stream_shutdown(s->tls, &s->shutdown_req, to,
                              on_client_tunnel_shutdown) != 0)
-        session_end(s, "tunnel peer gone");
+        session_end(s, ZG_TERM_TUNNEL_PEER_GONE);
     }
     return;
   }
@@ -1527,7 +1559,7 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   if (from_client
           ? to_upstream(u, data, (size_t)nread) != 0 || upstream_flush(u) != 0
           : to_client(s, data, (size_t)nread) != 0 || client_flush(s) != 0) {
-    session_end(s, "tunnel write error");
+    session_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
   if (queued((uv_tcp_t *)to) > HIGH_WATER) {
@@ -1550,7 +1582,7 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
       (s->in_len > s->in_off &&
        (to_upstream(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
         upstream_flush(u) != 0))) {
-    session_end(s, "tunnel write error");
+    session_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
   s->in_len = s->in_off = 0;
@@ -1606,11 +1638,11 @@ static void client_eof_check(zg_http_session_t *s) {
   if (!s->client_eof || s->state != HS_HEAD)
     return;
   if (s->in_len > 0)
-    session_end(s, "client closed in a request head");
+    session_end(s, ZG_TERM_CLIENT_CLOSED_IN_HEAD);
   else if (queued(&s->client) > 0)
     s->close_after = 1; /* on_client_write closes once it is out */
   else
-    session_end(s, "client closed");
+    session_end(s, ZG_TERM_CLIENT_CLOSED);
 }
 
 static void on_client_read(uv_stream_t *st, ssize_t nread,
@@ -1620,7 +1652,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   if (s->lingering) {
     if (nread < 0)
-      session_end(s, "closed after response");
+      session_end(s, ZG_TERM_CLOSED_AFTER_RESPONSE);
     return;
   }
   if (nread == UV_ENOBUFS && s->in && s->in_len >= s->in_cap) {
@@ -1644,11 +1676,12 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
         queued(&s->client) > 0) {
       s->close_after = 1; /* the last response is still going out */
     } else if (s->state == HS_HEAD && s->in_len == 0) {
-      session_end(s, nread == UV_EOF ? "client closed" : "client error");
+      session_end(s, nread == UV_EOF ? ZG_TERM_CLIENT_CLOSED
+                                     : ZG_TERM_CLIENT_ERROR);
     } else if (s->state == HS_HEAD) {
-      session_end(s, "client closed in a request head");
+      session_end(s, ZG_TERM_CLIENT_CLOSED_IN_HEAD);
     } else if (!s->req_done) {
-      session_end(s, "client closed in a request");
+      session_end(s, ZG_TERM_CLIENT_CLOSED_IN_REQUEST);
     }
     /* else: the response is still to come; closed after it (and after
      * the requests already read, exchange_done and next_request) */
@@ -1660,7 +1693,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   s->req_in += (uint64_t)nread;
   s->last_active_ms = uv_now(s->gw->loop);
   if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
-    respond_error(s, 431, "request head too large");
+    respond_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
     return;
   }
   process_input(s);
@@ -1696,13 +1729,13 @@ static void on_session_timer(uv_timer_t *t) {
     return;
   if (s->lingering) {
     if (now - s->linger_ms >= LINGER_MS)
-      session_end(s, "closed after response");
+      session_end(s, ZG_TERM_CLOSED_AFTER_RESPONSE);
     return;
   }
   if (s->tls && !zg_tls_established(s->tls)) {
     if (now - s->last_active_ms >= s->gw->cfg->proxy.header_timeout_ms) {
       zg_tls_handshake_timed_out(s->tls);
-      session_end(s, "TLS handshake timeout");
+      session_end(s, ZG_TERM_TLS_HANDSHAKE_TIMEOUT);
     }
     return;
   }
@@ -1711,7 +1744,8 @@ static void on_session_timer(uv_timer_t *t) {
   if (s->state == HS_HEAD && !s->wait_drain && s->in_len > s->head_start &&
       s->head_begin_ms &&
       now - s->head_begin_ms >= s->gw->cfg->proxy.header_timeout_ms) {
-    respond_error(s, 408, "request head not received in time");
+    respond_error(s, ZG_TERM_HEAD_TIMEOUT, 408,
+                  "request head not received in time");
     return;
   }
   if (s->svc && s->sent_ms && !s->resp_head &&
@@ -1719,12 +1753,12 @@ static void on_session_timer(uv_timer_t *t) {
     if (s->up)
       s->up->keep = 0;
     s->retried = 1; /* a timeout is not retried */
-    upstream_failed(s, "response timeout", 504);
+    upstream_failed(s, ZG_TERM_RESPONSE_TIMEOUT, 504);
     return;
   }
   if (idle && now - s->last_active_ms >= idle &&
       !(s->sent_ms && !s->resp_head)) {
-    session_end(s, "idle timeout");
+    session_end(s, ZG_TERM_IDLE_TIMEOUT);
     return;
   }
 }
@@ -1735,7 +1769,8 @@ static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
   if (s->state == HS_CLOSING)
     return;
   if (status < 0) {
-    session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
+    session_end(s, status == UV_EOF ? ZG_TERM_CLIENT_CLOSED
+                                    : ZG_TERM_TLS_HANDSHAKE_FAILED);
     return;
   }
   s->last_active_ms = uv_now(s->gw->loop);
@@ -1785,7 +1820,7 @@ static void on_connection(uv_stream_t *server, int status) {
   s->rp.data = s;
   s->last_active_ms = uv_now(gw->loop);
   if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
-    session_end(s, "accept failed");
+    session_end(s, ZG_TERM_ACCEPT_FAILED);
     return;
   }
   uv_tcp_nodelay(&s->client, 1);
@@ -1794,9 +1829,9 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
   if (gw->n_tls > 0 && (srv = zg_gateway_tls(gw, &hl->addr)) != NULL) {
     if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
-      session_end(s, "out of memory");
+      session_end(s, ZG_TERM_OUT_OF_MEMORY);
     else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
-      session_end(s, "client error");
+      session_end(s, ZG_TERM_CLIENT_ERROR);
     return;
   }
   client_read_start(s);
@@ -1998,7 +2033,7 @@ static void retire(zg_gateway_t *gw, zg_http_listener_t *hl) {
   for (s = gw->http_sessions; s; s = next) {
     next = s->next;
     if (s->hl == hl && idle_between_requests(s))
-      session_end(s, "listener removed");
+      session_end(s, ZG_TERM_LISTENER_REMOVED);
   }
 }
 
@@ -2121,7 +2156,7 @@ void zg_http_drain(zg_gateway_t *gw) {
   for (s = gw->http_sessions; s; s = next) {
     next = s->next;
     if (idle_between_requests(s))
-      session_end(s, "idle at drain");
+      session_end(s, ZG_TERM_IDLE_AT_DRAIN);
   }
   zg_upidle_close_all(&gw->up_idle);
 }
@@ -2130,7 +2165,7 @@ void zg_http_stop(zg_gateway_t *gw) {
   for (size_t i = 0; i < gw->n_http_listeners; i++)
     listener_close(gw->http_listeners[i]);
   while (gw->http_sessions)
-    session_end(gw->http_sessions, "gateway stopping");
+    session_end(gw->http_sessions, ZG_TERM_GATEWAY_STOPPING);
   zg_upidle_stop(&gw->up_idle);
 }
 

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "net/listener.h"
 #include "core/log.h"
+#include "core/term.h"
 #include "net/tls.h"
 #include "core/tls_hello.h"
 #include "upstream/service.h"
@@ -68,12 +69,12 @@ typedef struct zg_tcp_session {
   unsigned handles; /* handles not yet closed (upc's counted as one) */
   uint64_t start_ms, last_active_ms;
   uint64_t start_ns; /* uv_hrtime at accept, for the access log */
-  const char *reason;
+  zg_term_t reason;
   char client_addr[64];
   char sni[ZG_TLS_NAME_MAX + 1]; /* tls-passthrough: the name it asked for */
 } zg_tcp_session_t;
 
-static void session_end(zg_tcp_session_t *s, const char *reason);
+static void session_end(zg_tcp_session_t *s, zg_term_t term);
 static void upstream_connect(zg_tcp_session_t *s);
 
 /* ---- closing --------------------------------------------------------- */
@@ -113,13 +114,23 @@ static void close_handle(zg_tcp_session_t *s, uv_handle_t *h) {
   (void)s;
 }
 
-static void session_end(zg_tcp_session_t *s, const char *reason) {
+/* The phase of the session, for the termination code (core/term.h): a TLS
+ * handshake still counts in the client's head (the ticket says so). */
+static zg_term_phase_t phase_of(const zg_tcp_session_t *s) {
+  if (s->state == S_RELAY)
+    return ZG_PHASE_DATA;
+  return s->conn.head ? ZG_PHASE_REQUEST : ZG_PHASE_CONNECT;
+}
+
+static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   zg_service_t *svc = s->svc;
   zg_gateway_t *gw = svc->gw;
+  zg_term_phase_t phase = phase_of(s);
   if (s->state == S_CLOSING)
     return;
   s->state = S_CLOSING;
-  s->reason = reason;
+  s->reason = term;
+  zg_traffic_ended(&svc->traffic, term);
   svc->active--;
   if (s->prev)
     s->prev->next = s->next;
@@ -131,7 +142,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
            "service %s: client %s%s%s instance %s: %s after %llu ms, "
            "%llu bytes up, %llu bytes down",
            svc->conf->name, s->client_addr, s->sni[0] ? " sni " : "", s->sni,
-           s->ureq.instance[0] ? s->ureq.instance : "-", reason,
+           s->ureq.instance[0] ? s->ureq.instance : "-", zg_term_text(term),
            (unsigned long long)(uv_now(gw->loop) - s->start_ms),
            (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
   if (gw->access_log) {
@@ -147,7 +158,8 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
     e.bytes_in = s->up.bytes;
     e.bytes_out = s->down.bytes;
     e.duration_us = (uv_hrtime() - s->start_ns) / 1000;
-    e.reason = reason;
+    e.term = term;
+    e.phase = phase;
     zg_access_log_write(gw->access_log, &e);
   }
   zg_upstream_cancel(&s->ureq);
@@ -160,7 +172,7 @@ static void session_end(zg_tcp_session_t *s, const char *reason) {
 
 void zg_tcp_close_all(zg_gateway_t *gw) {
   while (gw->sessions)
-    session_end(gw->sessions, "gateway stopping");
+    session_end(gw->sessions, ZG_TERM_GATEWAY_STOPPING);
 }
 
 /* ---- relay ----------------------------------------------------------- */
@@ -179,7 +191,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void maybe_done(zg_tcp_session_t *s) {
   if (s->up.shut && s->down.shut)
-    session_end(s, "closed");
+    session_end(s, ZG_TERM_CLOSED);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -189,7 +201,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
     return;
   if (status < 0) {
     /* The peer is gone already (ENOTCONN, EPIPE). */
-    session_end(s, d == &s->up ? "instance gone" : "client gone");
+    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_GONE : ZG_TERM_CLIENT_GONE);
     return;
   }
   d->shut = 1;
@@ -206,7 +218,7 @@ static void dir_eof(relay_dir_t *d) {
   d->sreq.data = d;
   rc = zg_stream_shutdown(d->tls_out, &d->sreq, d->out, on_shutdown);
   if (rc < 0)
-    session_end(s, d == &s->up ? "instance gone" : "client gone");
+    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_GONE : ZG_TERM_CLIENT_GONE);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -215,7 +227,8 @@ static void on_write(uv_write_t *req, int status) {
   if (s->state == S_CLOSING)
     return;
   if (status < 0) {
-    session_end(s, d == &s->up ? "instance write error" : "client write error");
+    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
+                               : ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
   zg_buf_put(s->svc->gw, d->buf);
@@ -241,9 +254,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    session_end(s, nread == UV_ENOBUFS ? "out of memory"
-                   : d == &s->up       ? "client reset"
-                                       : "instance reset");
+    session_end(s, nread == UV_ENOBUFS ? ZG_TERM_OUT_OF_MEMORY
+                   : d == &s->up       ? ZG_TERM_CLIENT_RESET
+                                       : ZG_TERM_INSTANCE_RESET);
     return;
   }
   d->bytes += (uint64_t)nread;
@@ -262,7 +275,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return; /* keep reading */
   }
   if (rc < 0 && rc != UV_EAGAIN) {
-    session_end(s, d == &s->up ? "instance write error" : "client write error");
+    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
+                               : ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
   if (rc > 0) {
@@ -273,14 +287,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   d->wreq.data = d;
   rc = zg_stream_write(d->tls_out, &d->wreq, d->out, &wbuf, 1, on_write);
   if (rc < 0)
-    session_end(s, d == &s->up ? "instance write error" : "client write error");
+    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
+                               : ZG_TERM_CLIENT_WRITE_ERROR);
 }
 
 static void dir_read_start(relay_dir_t *d) {
   if (d->eof)
     return;
   if (zg_stream_read_start(d->tls_in, d->in, on_alloc, on_read) < 0)
-    session_end(d->s, "read error");
+    session_end(d->s, ZG_TERM_READ_ERROR);
 }
 
 static void on_idle_timer(uv_timer_t *t) {
@@ -289,7 +304,7 @@ static void on_idle_timer(uv_timer_t *t) {
   uint64_t now = uv_now(s->svc->gw->loop);
   /* Re-armed lazily: activity only stamps last_active_ms. */
   if (now - s->last_active_ms >= idle)
-    session_end(s, "idle timeout");
+    session_end(s, ZG_TERM_IDLE_TIMEOUT);
   else
     uv_timer_start(t, on_idle_timer, idle - (now - s->last_active_ms), 0);
 }
@@ -301,7 +316,7 @@ static void on_initial_written(uv_write_t *req, int status) {
   if (s->state == S_CLOSING)
     return;
   if (status < 0) {
-    session_end(s, "instance write error");
+    session_end(s, ZG_TERM_INSTANCE_WRITE_ERROR);
     return;
   }
   dir_read_start(&s->up);
@@ -338,7 +353,7 @@ static void relay_start(zg_tcp_session_t *s) {
     rc = zg_stream_write(c->tls, &s->initial_req, (uv_stream_t *)&c->tcp, &b, 1,
                          on_initial_written);
     if (rc < 0) {
-      session_end(s, "instance write error");
+      session_end(s, ZG_TERM_INSTANCE_WRITE_ERROR);
       return;
     }
   } else {
@@ -369,13 +384,16 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
               "service %s: no live instance; client %s closed "
               "(%llu such connections so far)",
               svc->conf->name, s->client_addr, (unsigned long long)total);
-    session_end(s, "no instance");
+    session_end(s, ZG_TERM_NO_INSTANCE);
     return;
   case ZG_UP_NOMEM:
-    session_end(s, "out of memory");
+    session_end(s, ZG_TERM_OUT_OF_MEMORY);
     return;
-  default: /* every instance failed, or no TLS context (logged) */
-    session_end(s, "instances unreachable");
+  case ZG_UP_NO_TLS: /* logged */
+    session_end(s, ZG_TERM_NO_TLS_CONTEXT);
+    return;
+  default: /* every instance failed (logged) */
+    session_end(s, ZG_TERM_UNREACHABLE);
     return;
   }
 }
@@ -418,7 +436,7 @@ static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
 static void on_handshake_timeout(uv_timer_t *t) {
   zg_tcp_session_t *s = t->data;
   zg_tls_handshake_timed_out(s->tls);
-  session_end(s, "TLS handshake timeout");
+  session_end(s, ZG_TERM_TLS_HANDSHAKE_TIMEOUT);
 }
 
 static void on_handshake(zg_tls_conn_t *c, int status, void *arg) {
@@ -428,7 +446,8 @@ static void on_handshake(zg_tls_conn_t *c, int status, void *arg) {
     return;
   uv_timer_stop(&s->timer);
   if (status < 0) {
-    session_end(s, status == UV_EOF ? "client closed" : "TLS handshake failed");
+    session_end(s, status == UV_EOF ? ZG_TERM_CLIENT_CLOSED
+                                    : ZG_TERM_TLS_HANDSHAKE_FAILED);
     return;
   }
   zg_conn_ticket_head_done(&s->conn);
@@ -460,7 +479,7 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
   }
   s->conn = conn;
   if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
-    session_end(s, "accept failed");
+    session_end(s, ZG_TERM_ACCEPT_FAILED);
     return;
   }
   {
@@ -472,13 +491,13 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
     zg_tls_server_t *srv = zg_gateway_tls(svc->gw, &svc->conf->listen);
     if (!srv ||
         !(s->tls = zg_tls_conn_server(srv, s->client, s->client_addr))) {
-      session_end(s, srv ? "out of memory" : "no certificate");
+      session_end(s, srv ? ZG_TERM_OUT_OF_MEMORY : ZG_TERM_NO_CERTIFICATE);
       return;
     }
     uv_timer_start(&s->timer, on_handshake_timeout,
                    svc->gw->cfg->proxy.header_timeout_ms, 0);
     if (zg_tls_handshake(s->tls, on_handshake, s) != 0)
-      session_end(s, "read error");
+      session_end(s, ZG_TERM_READ_ERROR);
     return;
   }
   upstream_connect(s);

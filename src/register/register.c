@@ -489,7 +489,8 @@ static void node_lost(reg_t *r, const char *why) {
 
 /* The exists watch on our znode. Watches are one-shot: any event on it
  * clears `watching`, and reconcile() sets the watch again. Session events
- * also reach path watchers (PLATFORM.md): the session watcher handles
+ * also reach path watchers (docs/platform.md, "Watches and session
+ * events"): the session watcher handles
  * those. Our own delete fires it too: `deleting` tells. */
 static void on_node_event(zhandle_t *zh, int type, int state, const char *path,
                           void *ctx) {

@@ -4,7 +4,7 @@
  * registration time and the random bytes of a Curator id), so that every
  * output can be decoded back by zg_instance_decode() in a unit test.
  *
- * Formats (REGISTRY-FORMATS.md says what each writer emits):
+ * Formats (docs/registry-formats.md says what each writer emits):
  *   url        data scheme://host:port, child <service>NNNNNNNNNN  (puttu)
  *   curator    ServiceInstance JSON, child <id> (a UUID), DYNAMIC
  *   serverset  serviceEndpoint JSON, status ALIVE, child member_NNNNNNNNNN

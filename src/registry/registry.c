@@ -1,7 +1,8 @@
 /* The registry: owns the ZooKeeper handle, its uv_poll and timers, and for
  * every watched path the cache of decoded children. See registry.h.
  *
- * Driving the single-threaded client from libuv (PLATFORM.md):
+ * Driving the single-threaded client from libuv (docs/platform.md,
+ * "Single-threaded, driven by libuv"):
  * zookeeper_interest() says which fd, which events and how long; we poll
  * that fd and arm a timer, and on either call zookeeper_process(). The fd
  * number is often reused for a new socket on reconnect, so the poll is

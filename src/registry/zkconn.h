@@ -1,6 +1,7 @@
 /* One handle of the single-threaded ZooKeeper client driven by a libuv
  * loop: the uv_poll on the client's socket, the timer for its deadline,
- * and the interest/process cycle between them (PLATFORM.md). The owner
+ * and the interest/process cycle between them (docs/platform.md, ZooKeeper
+ * C client). The owner
  * keeps the session logic (what a connection, an expiry or a completion
  * means); this module only makes the client run.
  *

@@ -135,6 +135,14 @@ def test_metrics_move_with_traffic(zk, kz, zpath, http_backends, backends, gatew
     assert delta('zkgate_requests_total{service="",class="4xx"}') == 1
     assert delta('zkgate_request_duration_seconds_count{service="web"}') == 6
     assert delta('zkgate_request_duration_seconds_bucket{service="web",le="+Inf"}') == 6
+    # Each request ended normally; the one no route took was refused by the gateway.
+    assert delta('zkgate_terminations_total{service="web",cause="normal"}') == 6
+    assert delta('zkgate_terminations_total{service="",cause="refused"}') == 1
+
+    def echo_ended():
+        return sum(v - before.get(k, 0) for k, v in metrics(admin).items()
+                   if k.startswith('zkgate_terminations_total{service="echo",'))
+    assert wait_until(lambda: echo_ended() == 1, 3)
     assert delta('zkgate_received_bytes_total{service="web"}') > 6 * 30
     assert delta('zkgate_sent_bytes_total{service="web"}') > 5 * 100
     assert wait_until(lambda: metrics(admin)['zkgate_connections_accepted_total{service="echo"}']
@@ -212,7 +220,7 @@ def test_services_shows_instances_and_new_registrations(zk, kz, zpath, http_back
 ACCESS_TEXT = re.compile(
     r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<kind>http|tcp) (?P<client>\S+) '
     r'(?P<service>\S+) (?P<instance>\S+) (?P<request>"[^"]*"|-) (?P<status>\d+) '
-    r'(?P<bin>\d+) (?P<bout>\d+) (?P<ms>[\d.]+) "(?P<reason>[^"]*)"$')
+    r'(?P<bin>\d+) (?P<bout>\d+) (?P<ms>[\d.]+) "(?P<reason>[^"]*)" (?P<term>[-A-Za-z]{2})$')
 
 
 def test_access_log_text_for_http_and_tcp(zk, kz, zpath, http_backends, backends, gateway,
@@ -244,11 +252,16 @@ def test_access_log_text_for_http_and_tcp(zk, kz, zpath, http_backends, backends
     assert http_line["service"] == "web" and http_line["instance"] == web.addr
     assert http_line["request"] == '"GET /hello?x=1"'
     assert http_line["status"] == "200" and int(http_line["bout"]) > 100
-    assert http_line["reason"] == "done"
+    assert http_line["reason"] == "done" and http_line["term"] == "--"
     tcp_line = [m for m in lines() if m["kind"] == "tcp"][0]
     assert tcp_line["service"] == "echo" and tcp_line["instance"] == echo.addr
     assert tcp_line["status"] == "0" and int(tcp_line["bout"]) >= 5
     assert tcp_line["client"].startswith("127.0.0.1:")
+    # Both sides closed, or the client closed before the gateway could shut
+    # its side (which comes first is a race): a normal end, or the client's
+    # in the relay.
+    assert (tcp_line["reason"], tcp_line["term"]) in (("closed", "--"), ("client gone", "CD")), \
+        tcp_line.string
 
     # A client that gives up in the middle of a response: the reason says so. (A client that
     # only closes its side while waiting still gets its response, as with HAProxy's default:
@@ -259,8 +272,20 @@ def test_access_log_text_for_http_and_tcp(zk, kz, zpath, http_backends, backends
     s.close()  # with unread bytes: a reset
     assert wait_until(lambda: len(lines()) == 3, 5)
     assert lines()[2]["reason"].startswith("client"), lines()[2].string
+    # Ended by the client (C) while the response body was going out (D).
+    assert lines()[2]["term"] == "CD", lines()[2].string
     assert lines()[2]["status"] == "200"
     assert 0 < int(lines()[2]["bout"]) < 67108864
+
+    # A request the gateway refuses: the words are its error message, the code says the
+    # gateway (P) refused it in its request phase (R), although its head was complete.
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 400")
+    s.close()
+    assert wait_until(lambda: len(lines()) == 4, 5)
+    assert lines()[3]["reason"] == "more than one Host", lines()[3].string
+    assert lines()[3]["term"] == "PR" and lines()[3]["status"] == "400", lines()[3].string
 
 
 def test_access_log_json_and_reopen_on_sigusr1(zk, http_backends, gateway, tmp_path):
@@ -284,6 +309,7 @@ def test_access_log_json_and_reopen_on_sigusr1(zk, http_backends, gateway, tmp_p
     e = entries(log)[0]
     assert e["kind"] == "http" and e["service"] == "web" and e["status"] == 200
     assert e["method"] == "GET" and e["target"] == "/one" and e["reason"] == "done"
+    assert e["term"] == "--"
     assert e["instance"] == web.addr and e["duration_ms"] >= 0
     assert entries(log)[1]["target"] == '/"quoted"%0a'
 

@@ -856,6 +856,40 @@ static void test_static_instances_v6_and_names(void **state) {
   zg_config_free(cfg);
 }
 
+/* A line is as long as it needs to be: 40 static instances make a line of
+ * 600 bytes, and a section header or a comment may be long too. inih splits
+ * a line longer than its ini_max_line in two (found by fuzz_config: the
+ * tail was read as a key of its own, or as a syntax error at a line that
+ * does not exist), so the limit must be the file's. */
+static void test_long_lines(void **state) {
+  char text[4096], list[1024];
+  size_t n = 0;
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  static const int line5[] = {5};
+
+  list[0] = '\0';
+  for (int i = 1; i <= 40; i++)
+    n += (size_t)snprintf(list + n, sizeof(list) - n, "%s10.0.0.%d:8080",
+                          i > 1 ? ", " : "", i);
+  assert_true(n > 512);
+  snprintf(text, sizeof(text),
+           "; %0300d\n"
+           "[service:s]\n"
+           "listen = 127.0.0.1:7000\n"
+           "instances = %s\n",
+           0, list);
+  cfg = load_ok(text);
+  assert_int_equal(service(cfg, "s")->n_instances, 40);
+  assert_string_equal(service(cfg, "s")->instances[39].host, "10.0.0.40");
+  zg_config_free(cfg);
+
+  /* The line after a long one is counted as the line it is. */
+  snprintf(text + strlen(text), sizeof(text) - strlen(text), "bogus = 1\n");
+  errs = load_bad(text, line5, 1);
+  zg_config_errors_free(&errs);
+}
+
 static void test_several_errors(void **state) {
   static const char text[] = "[proxy]\n"
                              "bogus = 1\n"
@@ -1685,6 +1719,7 @@ int main(void) {
       cmocka_unit_test(test_operations_keys),
       cmocka_unit_test(test_bad_static_instance),
       cmocka_unit_test(test_static_instances_v6_and_names),
+      cmocka_unit_test(test_long_lines),
       cmocka_unit_test(test_several_errors),
       cmocka_unit_test(test_auth_digest),
       cmocka_unit_test(test_bad_auth),

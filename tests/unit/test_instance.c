@@ -1,5 +1,5 @@
 /* Unit tests for instance decoding (src/core/instance.h) against the
- * registry formats in REGISTRY-FORMATS.md: every format that must decode,
+ * registry formats in docs/registry-formats.md: every format that must decode,
  * and garbage that must be refused with a reason. */
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,7 +22,7 @@
  * on it. */
 #define CHILD "instance0000000009"
 
-/* The Curator fixture from REGISTRY-FORMATS.md, verbatim. */
+/* The Curator fixture from docs/registry-formats.md, verbatim. */
 static const char curator_json[] =
     "{\"name\":\"cloud-provider-payment\","
     "\"id\":\"41d739e4-2452-4137-bfb2-c0cf75d5e802\",\n"
@@ -471,7 +471,7 @@ static void test_hostport_name(void **state) {
   decode_ok("10.0.0.7:9000", "", &w);
   decode_ok_len("10.0.0.7:9000", NULL, 0, &w);
   decode_ok("[2001:db8::7]:9000", "", &v6);
-  /* Free text in the data: the name is the address (REGISTRY-FORMATS.md),
+  /* Free text in the data: the name is the address (docs/registry-formats.md),
    * the text may carry a weight (test_text_weight). */
   decode_ok("10.0.0.7:9000", "@params", &w);
 
@@ -483,7 +483,7 @@ static void test_hostport_name(void **state) {
 
 /* ------------------------------------------------------------ serverset */
 
-/* The serverset fixture from REGISTRY-FORMATS.md, verbatim. */
+/* The serverset fixture from docs/registry-formats.md, verbatim. */
 static const char serverset_json[] =
     "{\"serviceEndpoint\":{\"host\":\"somehostname\",\"port\":31943},\n"
     " \"additionalEndpoints\":{\"http\":{\"host\":\"somehostname\","
@@ -798,7 +798,7 @@ static void test_curator_uri_spec(void **state) {
 
 /* ----------------------------------------------------------------- Nerve */
 
-/* The Nerve fixture from REGISTRY-FORMATS.md, verbatim. */
+/* The Nerve fixture from docs/registry-formats.md, verbatim. */
 static const char nerve_json[] =
     "{\"host\":\"10.0.1.5\",\"port\":8080,\"name\":\"i-0abc123\","
     "\"weight\":10,\n"
@@ -1050,7 +1050,7 @@ static void test_nerve_name_bad(void **state) {
 
 /* ----------------------------------------------------------- Registrator */
 
-/* The Registrator fixture from REGISTRY-FORMATS.md, verbatim. */
+/* The Registrator fixture from docs/registry-formats.md, verbatim. */
 static const char registrator_json[] =
     "{\"Name\":\"web\",\"IP\":\"10.0.1.7\",\"PublicPort\":32768,"
     "\"PrivatePort\":80,\n"
@@ -1071,7 +1071,7 @@ static void test_registrator(void **state) {
 
 /* --------------------------------------------------------------- Dubbo 2 */
 
-/* The Dubbo provider name from REGISTRY-FORMATS.md, verbatim. */
+/* The Dubbo provider name from docs/registry-formats.md, verbatim. */
 #define DUBBO_NAME                                                             \
   "dubbo%3A%2F%2F10.0.1.9%3A20880%2Fcom.example.DemoService%3Fanyhost%"        \
   "3Dtrue%26application%3Ddemo%26methods%3DsayHello"

@@ -95,7 +95,7 @@ static void test_access_text(void **state) {
   zg_access_format(&t, &e, false);
   assert_non_null(strstr(t.p, ".123Z http 127.0.0.1:5000 web 10.0.0.5:80 "
                               "\"GET /a\\x20b\\x22c\" 200 78 1234 1.500 "
-                              "\"done\"\n"));
+                              "\"done\" --\n"));
   assert_int_equal(t.p[4], '-');
   /* Absent parts are "-". */
   t.len = 0;
@@ -106,7 +106,22 @@ static void test_access_text(void **state) {
   e.kind = "tcp";
   zg_access_format(&t, &e, false);
   assert_non_null(strstr(t.p, " tcp 127.0.0.1:5000 - - - 0 78 1234 1.500 "
-                              "\"done\"\n"));
+                              "\"done\" --\n"));
+  /* The words are the termination's own unless given; the code is its
+   * cause and the phase. */
+  t.len = 0;
+  e.reason = NULL;
+  e.term = ZG_TERM_INSTANCE_RESET;
+  e.phase = ZG_PHASE_DATA;
+  zg_access_format(&t, &e, false);
+  assert_non_null(strstr(t.p, " 1.500 \"instance reset\" SD\n"));
+  t.len = 0;
+  e.reason = "no service for this host and path";
+  e.term = ZG_TERM_BAD_REQUEST;
+  e.phase = ZG_PHASE_REQUEST;
+  zg_access_format(&t, &e, false);
+  assert_non_null(
+      strstr(t.p, " 1.500 \"no service for this host and path\" PR\n"));
   zg_text_free(&t);
 }
 
@@ -124,20 +139,50 @@ static void test_access_json(void **state) {
   e.target_len = 4;
   e.status = 502;
   e.duration_us = 2;
-  e.reason = "instance reset";
+  e.term = ZG_TERM_INSTANCE_RESET;
+  e.phase = ZG_PHASE_HEADERS;
   zg_access_format(&t, &e, true);
   assert_string_equal(
       t.p, "{\"time\":\"1970-01-01T00:00:00.000Z\",\"kind\":\"http\","
            "\"client\":\"[::1]:9\",\"service\":\"w\\\"x\",\"instance\":null,"
            "\"method\":\"POST\",\"target\":\"/p\\u000aq\",\"status\":502,"
            "\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.002,"
-           "\"reason\":\"instance reset\"}\n");
+           "\"reason\":\"instance reset\",\"term\":\"SH\"}\n");
   zg_text_free(&t);
+}
+
+static void test_terminations(void **state) {
+  zg_traffic_t t;
+  zg_text_t out = {0};
+
+  (void)state;
+  memset(&t, 0, sizeof(t));
+  zg_traffic_ended(&t, ZG_TERM_DONE);
+  zg_traffic_ended(&t, ZG_TERM_CLOSED_AFTER_RESPONSE);
+  zg_traffic_ended(&t, ZG_TERM_CLIENT_RESET);
+  zg_traffic_ended(&t, ZG_TERM_RESPONSE_TIMEOUT);
+  zg_traffic_ended(&t, ZG_TERM_NO_INSTANCE);
+  assert_int_equal(t.ended[ZG_CAUSE_NONE], 2);
+  assert_int_equal(t.ended[ZG_CAUSE_CLIENT], 1);
+  assert_int_equal(t.ended[ZG_CAUSE_SERVER_TIMEOUT], 1);
+  assert_int_equal(t.ended[ZG_CAUSE_DOWN], 1);
+  zg_text_terminations(&out, "zkgate_terminations_total", "service=\"web\"",
+                       &t);
+  assert_non_null(strstr(
+      out.p,
+      "zkgate_terminations_total{service=\"web\",cause=\"normal\"} 2\n"
+      "zkgate_terminations_total{service=\"web\",cause=\"client\"} 1\n"
+      "zkgate_terminations_total{service=\"web\",cause=\"instance\"} 0\n"));
+  assert_non_null(strstr(out.p, "cause=\"no_instance\"} 1\n"));
+  assert_non_null(strstr(out.p, "cause=\"instance_timeout\"} 1\n"));
+  assert_non_null(strstr(out.p, "cause=\"client_timeout\"} 0\n"));
+  zg_text_free(&out);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_observe_classes_and_buckets),
+      cmocka_unit_test(test_terminations),
       cmocka_unit_test(test_label_and_json_escaping),
       cmocka_unit_test(test_text_grows),
       cmocka_unit_test(test_access_text),
