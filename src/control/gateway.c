@@ -1405,7 +1405,7 @@ static void reload(zg_gateway_t *gw) {
   int rc;
 
   zg_info("gateway", "SIGHUP: reloading %s", gw->cfg->path);
-  rc = zg_config_load(gw->cfg->path, &cfg, &errs);
+  rc = zg_config_load(gw->cfg->path, zg_tls_config_checks(), &cfg, &errs);
   if (rc != 0) {
     size_t n = errs.n;
     for (size_t i = 0; i < errs.n; i++)
@@ -1519,7 +1519,8 @@ static void peers_reload(zg_gateway_t *gw) {
     zg_config_errors_t errs;
     tls_set_t tls, stale_tls;
     zg_access_log_t *stale_log;
-    if (zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg, &errs) != 0 ||
+    if (zg_config_load_string(gw->cfg->text, gw->cfg->path,
+                              zg_tls_config_checks(), &cfg, &errs) != 0 ||
         tls_set_copy(gw, &tls) != 0) {
       zg_config_errors_free(&errs);
       zg_config_free(cfg);
@@ -1774,8 +1775,9 @@ static int peers_start(zg_gateway_t *gw) {
       break; /* those started are waited for, then stopped */
     }
     w->id = i;
-    if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg,
-                                    &errs)) != 0 ||
+    if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path,
+                                    zg_tls_config_checks(), &cfg, &errs)) !=
+            0 ||
         (rc = uv_loop_init(&w->loop)) != 0) {
       zg_config_errors_free(&errs);
       zg_config_free(cfg);

@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "core/http_msg.h"
-#include "net/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +58,7 @@ typedef struct {
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
   int hosts_seen; /* [zookeeper] hosts given, valid or not */
+  const zg_config_checks_t *checks; /* NULL: no file is checked */
 } parse_t;
 
 static void add_error(parse_t *p, int line, const char *fmt, ...)
@@ -792,10 +792,10 @@ static void tls_check(parse_t *p, svc_state_t *st) {
   }
   if (svc->tls_client_ca && svc->tls_verify == ZG_TLS_VERIFY_NONE)
     svc->tls_verify = ZG_TLS_VERIFY_REQUIRED;
-  if (!st->tls_bad && !p->oom) {
+  if (!st->tls_bad && !p->oom && p->checks && p->checks->service) {
     char err[512];
     const char *key = "tls_cert";
-    if (zg_tls_check_service(svc, err, sizeof(err), &key) != 0) {
+    if (p->checks->service(svc, err, sizeof(err), &key) != 0) {
       int line = !strcmp(key, "tls_key")            ? st->key_line
                  : !strcmp(key, "tls_client_ca")    ? st->ca_line
                  : !strcmp(key, "tls_ciphers")      ? st->ciphers_line
@@ -908,10 +908,11 @@ static void upstream_check(parse_t *p, svc_state_t *st) {
               st->up_cert_line ? "upstream_key" : "upstream_cert");
     return;
   }
-  if (svc->upstream_ca || svc->upstream_cert) {
+  if ((svc->upstream_ca || svc->upstream_cert) && p->checks &&
+      p->checks->upstream) {
     char err[512];
     const char *key = "upstream_ca";
-    if (zg_tls_check_upstream(svc, err, sizeof(err), &key) != 0) {
+    if (p->checks->upstream(svc, err, sizeof(err), &key) != 0) {
       int line = !strcmp(key, "upstream_cert")  ? st->up_cert_line
                  : !strcmp(key, "upstream_key") ? st->up_key_line
                                                 : st->up_ca_line;
@@ -1614,8 +1615,8 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   return 0;
 }
 
-int zg_config_load(const char *path, zg_config_t **out,
-                   zg_config_errors_t *errs) {
+int zg_config_load(const char *path, const zg_config_checks_t *checks,
+                   zg_config_t **out, zg_config_errors_t *errs) {
   parse_t p;
   FILE *f;
   char *text = NULL;
@@ -1669,7 +1670,7 @@ int zg_config_load(const char *path, zg_config_t **out,
     return ZG_ECONFIG;
   }
   fclose(f);
-  rc = zg_config_load_string(text, path, out, errs);
+  rc = zg_config_load_string(text, path, checks, out, errs);
   if (*out)
     (*out)->text = text;
   else
@@ -1677,10 +1678,12 @@ int zg_config_load(const char *path, zg_config_t **out,
   return rc;
 }
 
-int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+int zg_config_load_string(const char *text, const char *name,
+                          const zg_config_checks_t *checks, zg_config_t **out,
                           zg_config_errors_t *errs) {
   parse_t p;
   memset(&p, 0, sizeof(p));
+  p.checks = checks;
   memset(errs, 0, sizeof(*errs));
   p.text = text;
   return load(&p, name, out, errs);
