@@ -807,23 +807,35 @@ static void on_children(void *arg, void *ctx, const char *const *names,
   }
 }
 
-static int registry_start(zg_gateway_t *gw) {
-  const zg_config_t *cfg = gw->cfg;
-  int rc;
+/* A registry for `cfg`'s [zookeeper], not started: *out (NULL when no
+ * section needs ZooKeeper). 0 or UV_ENOMEM. */
+static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
+                         zg_registry_t **out) {
+  zg_registry_t *reg;
+  *out = NULL;
   if (!cfg->zk.hosts)
     return 0;
-  gw->registry =
-      zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
-                      cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
-  if (!gw->registry)
+  reg = zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
+                        cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
+  if (!reg)
     return UV_ENOMEM;
+  if (zg_registry_set_auth(reg, cfg->zk.auth) != 0 ||
+      zg_registry_set_state(reg, cfg->zk.state_file, cfg->zk.max_stale_ms) !=
+          0) {
+    zg_registry_close(reg); /* never started: freed at once */
+    return UV_ENOMEM;
+  }
+  zg_registry_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
+  *out = reg;
+  return 0;
+}
+
+/* Installs `reg` (made from gw->cfg), watches every service's path and
+ * discover root, and starts the session. */
+static int registry_begin(zg_gateway_t *gw, zg_registry_t *reg) {
+  int rc;
+  gw->registry = reg;
   gw->zk_cfg = gw->cfg;
-  if ((rc = zg_registry_set_auth(gw->registry, cfg->zk.auth)) != 0)
-    return rc;
-  if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
-                                  cfg->zk.max_stale_ms)) != 0)
-    return rc;
-  zg_registry_set_max_watch_bytes(gw->registry, cfg->zk.max_watch_bytes);
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->conf->zk_path &&
         (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
@@ -836,6 +848,14 @@ static int registry_start(zg_gateway_t *gw) {
              gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
   return zg_registry_start(gw->registry);
+}
+
+static int registry_start(zg_gateway_t *gw) {
+  zg_registry_t *reg;
+  int rc = registry_make(gw, gw->cfg, &reg);
+  if (rc != 0 || !reg)
+    return rc;
+  return registry_begin(gw, reg);
 }
 
 /* ---- reload --------------------------------------------------------------
@@ -897,10 +917,12 @@ typedef struct {
   uv_tcp_t **tcp; /* per configured TCP service: a new socket,
                      or NULL when one is handed on */
   int admin_moves, log_moves;
-  zg_admin_t *admin;    /* the new admin listener, if it moves */
-  zg_access_log_t *log; /* the new access log, if it moves */
-  zg_service_t **news;  /* per configured service (referenced), with
-                           room for the discovered ones after them */
+  zg_registry_t *registry; /* the first section that needs ZooKeeper
+                              starts it: made here, started at commit */
+  zg_admin_t *admin;       /* the new admin listener, if it moves */
+  zg_access_log_t *log;    /* the new access log, if it moves */
+  zg_service_t **news;     /* per configured service (referenced), with
+                              room for the discovered ones after them */
   size_t n_new, cap_new;
   zg_discover_t **discs; /* per discover section: kept or new */
   bool *disc_fresh;      /* discs[i] was made by this plan */
@@ -915,6 +937,7 @@ static void reload_discard(reload_plan_t *p) {
   for (size_t i = 0; i < p->n_sni; i++)
     zg_sni_listener_discard(p->sni[i]);
   free(p->sni);
+  zg_registry_close(p->registry); /* never started: freed at once */
   zg_admin_discard(p->admin);
   zg_access_log_close(p->log);
   for (size_t i = 0; p->tcp && i < n_cfg; i++)
@@ -1085,6 +1108,8 @@ static int plan_discovers(zg_gateway_t *gw, reload_plan_t *p) {
 static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
                           tls_set_t *given_tls, zg_access_log_t *given_log) {
   int rc = plan_tls(gw, p, given_tls);
+  if (rc == 0 && !gw->worker && !gw->registry)
+    rc = registry_make(gw, p->cfg, &p->registry);
   if (rc == 0 &&
       (zg_http_addrs_to_open(gw, p->cfg, &p->http, &p->n_http) != 0 ||
        zg_sni_addrs_to_open(gw, p->cfg, &p->sni, &p->n_sni) != 0)) {
@@ -1362,9 +1387,9 @@ static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
   p->cfg = NULL;
   zg_log_set_level(gw->cfg->proxy.log_level);
   commit_discovered(gw, p);
-  if (!gw->worker && !gw->registry && gw->cfg->zk.hosts &&
-      registry_start(gw) != 0)
+  if (p->registry && registry_begin(gw, p->registry) != 0)
     zg_error("gateway", "reload: cannot start the registry");
+  p->registry = NULL;
   commit_listeners(gw, p);
   commit_operations(gw, p);
   if (old_cfg != gw->zk_cfg)
