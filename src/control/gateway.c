@@ -1373,8 +1373,10 @@ static void commit_operations(zg_gateway_t *gw, reload_plan_t *p) {
     conn_limits_apply(gw, gw->cfg);
 }
 
-/* Swaps the plan in. What is left to fail here is memory for registry
- * watches and route tables: logged, the reload stands. */
+/* Swaps the plan in. What is left to fail here is memory only: registry
+ * watches, route tables (the old ones stay, as when discovery changes
+ * them), discovered services added back, starting the registry (its
+ * hosts were checked with the file); logged, the reload stands. */
 static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
                           size_t summary_len) {
   zg_config_t *old_cfg = gw->cfg;
