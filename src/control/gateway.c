@@ -947,7 +947,8 @@ static void reload_discard(reload_plan_t *p) {
   for (size_t i = 0; i < p->n_new; i++)
     zg_service_unref(p->news[i]);
   free(p->news);
-  for (size_t i = 0; p->discs && p->cfg && i < p->cfg->n_discovers; i++)
+  /* Committed, discs is NULL (the gateway has them) and so is cfg. */
+  for (size_t i = 0; p->discs && p->disc_fresh && i < p->cfg->n_discovers; i++)
     if (p->disc_fresh[i])
       discover_free(p->discs[i]);
   free(p->discs);
