@@ -215,64 +215,58 @@ static void sni_sum(const shards_t *sh, const zg_sni_listener_t *sl,
     }
 }
 
-void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
-  zg_registry_stats_t rs;
-  int64_t now = wall_ms();
-  shards_t shards, *sh = &shards;
-
-  shards_get(gw, sh);
+/* The process: version, start time. */
+static void metrics_process(const zg_gateway_t *gw, zg_text_t *o) {
   family(o, "zkgate_build_info", "gauge", "Version of zkgate.");
   zg_text_printf(o, "zkgate_build_info{version=\"%s\"} 1\n", ZKGATE_VERSION);
   family(o, "zkgate_start_time_seconds", "gauge",
          "When zkgate started, seconds since the epoch.");
   zg_text_printf(o, "zkgate_start_time_seconds %.3f\n",
                  (double)gw->started_wall_ms / 1000.0);
+}
 
-  PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
-              "Client connections accepted (TCP services) or requests routed "
-              "(HTTP services).",
-              svc->accepted);
-  PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
-              "Client connections (TCP services) or requests (HTTP services) "
-              "in progress.",
-              svc->active);
-  {
-    zg_connlimit_t cl;
+/* The process-wide connection caps and what they refused. */
+static void metrics_connlimit(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_connlimit_t cl;
 
-    zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
-    family(o, "zkgate_connections_refused_total", "counter",
-           "Client connections closed at accept, all listeners of the "
-           "process, by the cap reached (max_connections, "
-           "max_head_connections).");
-    zg_text_printf(o,
-                   "zkgate_connections_refused_total{limit=\"max_"
-                   "connections\"} %llu\n",
-                   (unsigned long long)cl.refused_open);
-    zg_text_printf(o,
-                   "zkgate_connections_refused_total{limit=\"max_head_"
-                   "connections\"} %llu\n",
-                   (unsigned long long)cl.refused_head);
-    family(o, "zkgate_connections_open", "gauge",
-           "Client connections open, all listeners of the process.");
-    zg_text_printf(o, "zkgate_connections_open %llu\n",
-                   (unsigned long long)cl.open);
-    family(o, "zkgate_connections_in_head", "gauge",
-           "Client connections whose first request head (or ClientHello, or "
-           "TLS handshake) is not complete yet.");
-    zg_text_printf(o, "zkgate_connections_in_head %llu\n",
-                   (unsigned long long)cl.head);
-    family(o, "zkgate_connections_max", "gauge",
-           "The caps in force, by limit (max_connections, "
-           "max_head_connections).");
-    zg_text_printf(o,
-                   "zkgate_connections_max{limit=\"max_connections\"} "
-                   "%llu\n",
-                   (unsigned long long)cl.max_open);
-    zg_text_printf(o,
-                   "zkgate_connections_max{limit=\"max_head_connections\"} "
-                   "%llu\n",
-                   (unsigned long long)cl.max_head);
-  }
+  zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
+  family(o, "zkgate_connections_refused_total", "counter",
+         "Client connections closed at accept, all listeners of the "
+         "process, by the cap reached (max_connections, "
+         "max_head_connections).");
+  zg_text_printf(o,
+                 "zkgate_connections_refused_total{limit=\"max_"
+                 "connections\"} %llu\n",
+                 (unsigned long long)cl.refused_open);
+  zg_text_printf(o,
+                 "zkgate_connections_refused_total{limit=\"max_head_"
+                 "connections\"} %llu\n",
+                 (unsigned long long)cl.refused_head);
+  family(o, "zkgate_connections_open", "gauge",
+         "Client connections open, all listeners of the process.");
+  zg_text_printf(o, "zkgate_connections_open %llu\n",
+                 (unsigned long long)cl.open);
+  family(o, "zkgate_connections_in_head", "gauge",
+         "Client connections whose first request head (or ClientHello, or "
+         "TLS handshake) is not complete yet.");
+  zg_text_printf(o, "zkgate_connections_in_head %llu\n",
+                 (unsigned long long)cl.head);
+  family(o, "zkgate_connections_max", "gauge",
+         "The caps in force, by limit (max_connections, "
+         "max_head_connections).");
+  zg_text_printf(o,
+                 "zkgate_connections_max{limit=\"max_connections\"} "
+                 "%llu\n",
+                 (unsigned long long)cl.max_open);
+  zg_text_printf(o,
+                 "zkgate_connections_max{limit=\"max_head_connections\"} "
+                 "%llu\n",
+                 (unsigned long long)cl.max_head);
+}
+
+/* Listeners and workers: connections accepted, reloads rejected. */
+static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
+                              shards_t *sh) {
   family(o, "zkgate_listener_connections_accepted_total", "counter",
          "Client connections accepted by HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
@@ -306,6 +300,10 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
                    "zkgate_worker_reloads_rejected_total{worker=\"%u\"} %llu\n",
                    zg_gateway_worker_id(sh->gw[k]),
                    (unsigned long long)sh->gw[k]->reloads_failed);
+}
+
+/* TLS on the client side: passthrough rejections, handshakes. */
+static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
   family(o, "zkgate_tls_rejected_total", "counter",
          "Clients a tls-passthrough listener closed before choosing a "
          "service, by reason (not_tls, unknown_sni, timeout).");
@@ -347,6 +345,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
     zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
     zg_text_printf(o, "\"} %llu\n", (unsigned long long)c.failures);
   }
+}
+
+/* Client connections open on each HTTP listener. */
+static void metrics_listener_active(const zg_gateway_t *gw, zg_text_t *o,
+                                    shards_t *sh) {
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
   for (size_t i = 0; i < gw->n_http_listeners; i++) {
@@ -356,7 +359,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
         o, "\"} %llu\n",
         (unsigned long long)listener_sum(sh, gw->http_listeners[i], 1));
   }
+}
 
+/* HTTP requests by service and class, and their durations. */
+static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
+                             shards_t *sh) {
   family(o, "zkgate_requests_total", "counter",
          "HTTP requests by service and status class (none: no response "
          "was sent).");
@@ -422,7 +429,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
       zg_text_histogram(o, "zkgate_request_duration_seconds", label.p, &t);
     zg_text_free(&label);
   }
+}
 
+/* Per service: instances, failures, retries, bytes, pools. */
+static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
+                             shards_t *sh) {
   PER_SERVICE(o, sh, "zkgate_upstream_connect_failures_total", "counter",
               "Connections to instances that failed (refused, timed out, "
               "unresolvable, TLS handshake or verification failed).",
@@ -456,10 +467,12 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   PER_SERVICE_ONE(o, sh, "zkgate_pool_live_instances", "gauge",
                   "Instances in the service's pool taking new connections.",
                   zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
+}
 
-  shards_put(gw, sh);
-  if (!gw->registry)
-    goto reloads;
+/* The ZooKeeper session (control loop only). */
+static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_registry_stats_t rs;
+  int64_t now = wall_ms();
   zg_registry_stats(gw->registry, &rs);
   family(o, "zkgate_zookeeper_session_state", "gauge",
          "1 for the ZooKeeper session's current state.");
@@ -487,13 +500,40 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
                  rs.last_update_wall_ms
                      ? (double)(now - rs.last_update_wall_ms) / 1000.0
                      : -1.0);
-reloads:
+}
+
+/* Reloads of this configuration by result. */
+static void metrics_reloads(const zg_gateway_t *gw, zg_text_t *o) {
   family(o, "zkgate_config_reloads_total", "counter",
          "Configuration reloads (SIGHUP) by result.");
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"ok\"} %llu\n",
                  (unsigned long long)gw->reloads_ok);
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"failed\"} %llu\n",
                  (unsigned long long)gw->reloads_failed);
+}
+
+void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
+  shards_t shards, *sh = &shards;
+  shards_get(gw, sh);
+  metrics_process(gw, o);
+  PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
+              "Client connections accepted (TCP services) or requests routed "
+              "(HTTP services).",
+              svc->accepted);
+  PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
+              "Client connections (TCP services) or requests (HTTP services) "
+              "in progress.",
+              svc->active);
+  metrics_connlimit(gw, o);
+  metrics_listeners(gw, o, sh);
+  metrics_tls(gw, o, sh);
+  metrics_listener_active(gw, o, sh);
+  metrics_requests(gw, o, sh);
+  metrics_services(gw, o, sh);
+  shards_put(gw, sh);
+  if (gw->registry)
+    metrics_registry(gw, o);
+  metrics_reloads(gw, o);
 }
 
 const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {

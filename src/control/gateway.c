@@ -686,23 +686,35 @@ static void on_children(void *arg, void *ctx, const char *const *names,
   }
 }
 
-static int registry_start(zg_gateway_t *gw) {
-  const zg_config_t *cfg = gw->cfg;
-  int rc;
+/* A registry for `cfg`'s [zookeeper], not started: *out (NULL when no
+ * section needs ZooKeeper). 0 or UV_ENOMEM. */
+static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
+                         zg_registry_t **out) {
+  zg_registry_t *reg;
+  *out = NULL;
   if (!cfg->zk.hosts)
     return 0;
-  gw->registry =
-      zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
-                      cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
-  if (!gw->registry)
+  reg = zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
+                        cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
+  if (!reg)
     return UV_ENOMEM;
+  if (zg_registry_set_auth(reg, cfg->zk.auth) != 0 ||
+      zg_registry_set_state(reg, cfg->zk.state_file, cfg->zk.max_stale_ms) !=
+          0) {
+    zg_registry_close(reg); /* never started: freed at once */
+    return UV_ENOMEM;
+  }
+  zg_registry_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
+  *out = reg;
+  return 0;
+}
+
+/* Installs `reg` (made from gw->cfg), watches every service's path and
+ * discover root, and starts the session. */
+static int registry_begin(zg_gateway_t *gw, zg_registry_t *reg) {
+  int rc;
+  gw->registry = reg;
   gw->zk_cfg = gw->cfg;
-  if ((rc = zg_registry_set_auth(gw->registry, cfg->zk.auth)) != 0)
-    return rc;
-  if ((rc = zg_registry_set_state(gw->registry, cfg->zk.state_file,
-                                  cfg->zk.max_stale_ms)) != 0)
-    return rc;
-  zg_registry_set_max_watch_bytes(gw->registry, cfg->zk.max_watch_bytes);
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->conf->zk_path &&
         (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
@@ -715,6 +727,14 @@ static int registry_start(zg_gateway_t *gw) {
              gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
   return zg_registry_start(gw->registry);
+}
+
+static int registry_start(zg_gateway_t *gw) {
+  zg_registry_t *reg;
+  int rc = registry_make(gw, gw->cfg, &reg);
+  if (rc != 0 || !reg)
+    return rc;
+  return registry_begin(gw, reg);
 }
 
 /* ---- reload --------------------------------------------------------------
@@ -759,90 +779,136 @@ static zg_service_t *configured_named(zg_gateway_t *gw, const char *name) {
   return NULL;
 }
 
-/* Applies `cfg` (owned from then on, freed when rejected). The control
- * loop builds certificates and opens the access log itself; another
- * worker gets them from it: `given_tls` (emptied) and `given_log` (a
- * reference of its own, or NULL for none). 0, or -1 when rejected
- * (logged; the running configuration stays). */
-static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
-                        tls_set_t *given_tls, zg_access_log_t *given_log,
-                        char *summary, size_t summary_len) {
-  zg_config_t *old_cfg = gw->cfg;
-  zg_http_listener_t **opened = NULL;
-  zg_sni_listener_t **sni_opened = NULL;
-  size_t n_opened = 0, n_sni_opened = 0, n_new = 0, cap_new = 0;
-  zg_service_t **news = NULL;
-  uv_tcp_t **tcp_new = NULL; /* per new TCP service: a socket, or NULL */
-  zg_discover_t **discs = NULL;
-  tls_set_t tls = {NULL, NULL, 0};
-  zg_tls_client_t **up_tls = NULL; /* per configured service, or NULL */
+/* A reload is a plan: reload_prepare does everything that can fail (the
+ * certificates, the new listening sockets, the admin listener, the access
+ * log, the new services and discover sections, memory) without changing
+ * anything that runs; reload_commit then swaps it in and has nothing left
+ * that can reject it; reload_discard drops what a rejected plan holds. */
+typedef struct {
+  zg_config_t *cfg;          /* owned until committed */
+  size_t n_conf;             /* its services */
+  tls_set_t tls;             /* certificates per TLS address */
+  zg_tls_client_t **up_tls;  /* per configured service, or NULL */
+  zg_http_listener_t **http; /* new HTTP addresses, bound */
+  size_t n_http;
+  zg_sni_listener_t **sni; /* new tls-passthrough addresses, bound */
+  size_t n_sni;
+  uv_tcp_t **tcp; /* per configured TCP service: a new socket,
+                     or NULL when one is handed on */
   int admin_moves, log_moves;
-  zg_admin_t *new_admin = NULL;
-  zg_access_log_t *new_log = NULL;
-  unsigned added = 0, changed = 0, kept = 0, removed = 0;
+  zg_registry_t *registry; /* the first section that needs ZooKeeper
+                              starts it: made here, started at commit */
+  zg_admin_t *admin;       /* the new admin listener, if it moves */
+  zg_access_log_t *log;    /* the new access log, if it moves */
+  zg_service_t **news;     /* per configured service (referenced), with
+                              room for the discovered ones after them */
+  size_t n_new, cap_new;
+  zg_discover_t **discs; /* per discover section: kept or new */
+  bool *disc_fresh;      /* discs[i] was made by this plan */
+  unsigned added, changed, kept, removed;
+} reload_plan_t;
 
-  /* 1. Everything that can fail, before anything changes: certificates
-   * and keys (read again, renewed or not), new listening sockets (HTTP by
-   * address; TCP unless a TCP service already listens on that address)
-   * and memory. */
-  if (given_tls) {
-    tls = *given_tls;
-    memset(given_tls, 0, sizeof(*given_tls));
-  } else if (tls_build(gw, cfg, &tls) != 0) {
+static void reload_discard(reload_plan_t *p) {
+  const size_t n_cfg = p->n_conf;
+  for (size_t i = 0; i < p->n_http; i++)
+    zg_http_listener_discard(p->http[i]);
+  free(p->http);
+  for (size_t i = 0; i < p->n_sni; i++)
+    zg_sni_listener_discard(p->sni[i]);
+  free(p->sni);
+  zg_registry_close(p->registry); /* never started: freed at once */
+  zg_admin_discard(p->admin);
+  zg_access_log_close(p->log);
+  for (size_t i = 0; p->tcp && i < n_cfg; i++)
+    if (p->tcp[i])
+      uv_close((uv_handle_t *)p->tcp[i], on_tcp_listener_closed);
+  free(p->tcp);
+  for (size_t i = 0; i < p->n_new; i++)
+    zg_service_unref(p->news[i]);
+  free(p->news);
+  /* Committed, discs is NULL (the gateway has them) and so is cfg. */
+  for (size_t i = 0; p->discs && p->disc_fresh && i < p->cfg->n_discovers; i++)
+    if (p->disc_fresh[i])
+      discover_free(p->discs[i]);
+  free(p->discs);
+  free(p->disc_fresh);
+  tls_set_free(&p->tls);
+  for (size_t i = 0; p->up_tls && i < n_cfg; i++)
+    zg_tls_client_unref(p->up_tls[i]);
+  free(p->up_tls);
+  zg_config_free(p->cfg);
+  memset(p, 0, sizeof(*p));
+}
+
+/* Certificates and keys, read again (renewed or not), for clients and for
+ * TLS to instances. */
+static int plan_tls(zg_gateway_t *gw, reload_plan_t *p, tls_set_t *given) {
+  const zg_config_t *cfg = p->cfg;
+  if (given) {
+    p->tls = *given;
+    memset(given, 0, sizeof(*given));
+  } else if (tls_build(gw, cfg, &p->tls) != 0) {
     zg_error("gateway", "reload rejected: a certificate or key cannot be "
                         "loaded (above); the running configuration stays, "
                         "with the certificates it has");
-    goto reject;
+    return -1;
   }
-  if (!(up_tls = calloc(cfg->n_services + 1, sizeof(*up_tls))))
-    goto oom;
+  if (!(p->up_tls = calloc(cfg->n_services + 1, sizeof(*p->up_tls))))
+    return UV_ENOMEM;
   for (size_t i = 0; i < cfg->n_services; i++)
-    if (up_tls_build(&cfg->services[i], &up_tls[i]) != 0) {
+    if (up_tls_build(&cfg->services[i], &p->up_tls[i]) != 0) {
       zg_error("gateway", "reload rejected: a file for TLS to instances "
                           "cannot be loaded (above); the running "
                           "configuration stays");
-      goto reject;
+      return -1;
     }
-  if (zg_http_addrs_to_open(gw, cfg, &opened, &n_opened) != 0 ||
-      zg_sni_addrs_to_open(gw, cfg, &sni_opened, &n_sni_opened) != 0) {
-    zg_error("gateway", "reload rejected: a new address cannot be bound; the "
-                        "running configuration stays");
-    goto reject;
-  }
-  admin_moves =
+  return 0;
+}
+
+/* The admin listener (control loop only) and the access log follow their
+ * keys; both are opened before anything changes. Another worker takes the
+ * control loop's log, whatever it is: `given` (a reference of its own). */
+static int plan_operations(zg_gateway_t *gw, reload_plan_t *p,
+                           zg_access_log_t *given) {
+  const zg_config_t *old = gw->cfg, *cfg = p->cfg;
+  p->admin_moves =
       !gw->worker &&
-      (old_cfg->admin.enabled != cfg->admin.enabled ||
+      (old->admin.enabled != cfg->admin.enabled ||
        (cfg->admin.enabled &&
-        !zg_config_same_sockaddr(&old_cfg->admin.listen, &cfg->admin.listen)));
-  if (admin_moves && cfg->admin.enabled &&
-      !(new_admin = zg_admin_open(gw, &cfg->admin.listen))) {
+        !zg_config_same_sockaddr(&old->admin.listen, &cfg->admin.listen)));
+  if (p->admin_moves && cfg->admin.enabled &&
+      !(p->admin = zg_admin_open(gw, &cfg->admin.listen))) {
     zg_error("gateway",
              "reload rejected: the admin listener cannot move to "
              "%s; the running configuration stays",
              cfg->admin.listen.text);
-    goto reject;
+    return -1;
   }
-  log_moves = !same_opt(old_cfg->proxy.access_log, cfg->proxy.access_log) ||
-              old_cfg->proxy.access_log_json != cfg->proxy.access_log_json;
-  if (gw->worker) { /* the control loop's log, whatever it is */
-    log_moves = 1;
-    new_log = given_log;
-    given_log = NULL;
-  } else if (log_moves && cfg->proxy.access_log &&
-             !(new_log = zg_access_log_open(cfg->proxy.access_log,
-                                            cfg->proxy.access_log_json))) {
+  if (gw->worker) {
+    p->log_moves = 1;
+    p->log = given;
+    return 0;
+  }
+  p->log_moves = !same_opt(old->proxy.access_log, cfg->proxy.access_log) ||
+                 old->proxy.access_log_json != cfg->proxy.access_log_json;
+  if (p->log_moves && cfg->proxy.access_log &&
+      !(p->log = zg_access_log_open(cfg->proxy.access_log,
+                                    cfg->proxy.access_log_json))) {
     zg_error("gateway",
              "reload rejected: the access log %s cannot be opened; "
              "the running configuration stays",
              cfg->proxy.access_log);
-    goto reject;
+    return -1;
   }
-  tcp_new = calloc(cfg->n_services + 1, sizeof(*tcp_new));
-  news = calloc(cfg->n_services + 1, sizeof(*news));
-  discs = calloc(cfg->n_discovers + 1, sizeof(*discs));
-  if (!tcp_new || !news || !discs)
-    goto oom;
-  cap_new = cfg->n_services + 1;
+  return 0;
+}
+
+/* A TCP service's socket: a new one unless a TCP service listens on its
+ * address already (that one is handed on at commit). */
+static int plan_tcp_listeners(zg_gateway_t *gw, reload_plan_t *p) {
+  const zg_config_t *cfg = p->cfg;
+  if (!(p->tcp = calloc(cfg->n_services + 1, sizeof(*p->tcp))))
+    return UV_ENOMEM;
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
     int have = 0;
@@ -852,136 +918,231 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
       have =
           gw->services[k]->listener &&
           zg_config_same_sockaddr(&gw->services[k]->conf->listen, &sc->listen);
-    if (!have && !(tcp_new[i] = tcp_listener_open(gw, sc))) {
+    if (!have && !(p->tcp[i] = tcp_listener_open(gw, sc))) {
       zg_error("gateway",
                "reload rejected: service %s cannot listen on %s; "
                "the running configuration stays",
                sc->name, sc->listen.text);
-      goto reject;
+      return -1;
     }
   }
+  return 0;
+}
+
+/* Every configured service of the new file: the running one when its
+ * section did not change, else a new one. The list has room for the
+ * discovered services that stay, so that commit allocates nothing. */
+static int plan_services(zg_gateway_t *gw, reload_plan_t *p) {
+  const zg_config_t *cfg = p->cfg;
+  p->cap_new = cfg->n_services + gw->n_services + 1;
+  if (!(p->news = calloc(p->cap_new, sizeof(*p->news))))
+    return UV_ENOMEM;
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
     zg_service_t *old = configured_named(gw, sc->name);
     if (old && zg_service_conf_equal(old->conf, sc)) {
-      news[n_new++] = zg_service_ref(old);
+      p->news[p->n_new++] = zg_service_ref(old);
       continue;
     }
-    if (!(news[n_new] = service_from(gw, sc)))
-      goto oom;
-    n_new++;
+    if (!(p->news[p->n_new] = service_from(gw, sc)))
+      return UV_ENOMEM;
+    p->n_new++;
   }
+  return 0;
+}
 
-  /* 2. Commit: registry watches and pools, TCP sockets, then the list. */
-  for (size_t i = 0; i < n_new; i++) {
-    zg_service_t *svc = news[i], *old = configured_named(gw, svc->conf->name);
-    const zg_service_conf_t *sc = svc->conf;
-    if (old == svc) {
-      kept++;
+/* Discover sections: the running one when unchanged (with its services),
+ * else a new one (its root is watched at commit). */
+static int plan_discovers(zg_gateway_t *gw, reload_plan_t *p) {
+  const zg_config_t *cfg = p->cfg;
+  bool *taken = calloc(gw->n_discovers + 1, sizeof(*taken));
+  p->discs = calloc(cfg->n_discovers + 1, sizeof(*p->discs));
+  p->disc_fresh = calloc(cfg->n_discovers + 1, sizeof(*p->disc_fresh));
+  if (!taken || !p->discs || !p->disc_fresh) {
+    free(taken);
+    return UV_ENOMEM;
+  }
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
+    const zg_discover_conf_t *dc = &cfg->discovers[i];
+    for (size_t k = 0; k < gw->n_discovers && !p->discs[i]; k++)
+      if (gw->discovers[k] && !taken[k] &&
+          zg_discover_conf_equal(gw->discovers[k]->conf, dc)) {
+        taken[k] = true;
+        p->discs[i] = gw->discovers[k];
+      }
+    if (p->discs[i])
       continue;
+    if (!(p->discs[i] = discover_new(gw, dc))) {
+      free(taken);
+      return UV_ENOMEM;
     }
-    old ? changed++ : added++;
-    if (sc->zk_path && old && old->conf->zk_path &&
-        !strcmp(old->conf->zk_path, sc->zk_path) &&
-        same_opt(old->conf->endpoint, sc->endpoint)) {
-      /* The same registry path: the watch and its pool carry over. */
-      svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
-      if (gw->registry)
-        zg_registry_retarget(gw->registry, old, svc);
-    } else if (sc->zk_path) {
-      /* A path another service watches already (one renamed, say): its
-       * pool serves until this watch has its own. */
-      for (size_t k = 0; k < gw->n_services && !svc->zk_pool; k++) {
-        const zg_service_t *o = gw->services[k];
-        if (o->zk_pool && o->conf->zk_path &&
-            !strcmp(o->conf->zk_path, sc->zk_path) &&
-            same_opt(o->conf->endpoint, sc->endpoint))
-          svc->zk_pool = zg_pool_ref(o->zk_pool);
-      }
-      if (gw->registry &&
-          zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
-        zg_error("gateway", "service %s: out of memory watching %s", sc->name,
-                 sc->zk_path);
+    p->disc_fresh[i] = true;
+  }
+  free(taken);
+  return 0;
+}
+
+/* Everything that can fail, in the order an operator reads the reasons.
+ * 0, or -1 when rejected (logged): the running configuration is as it
+ * was, and reload_discard drops what the plan holds. */
+static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
+                          tls_set_t *given_tls, zg_access_log_t *given_log) {
+  int rc = plan_tls(gw, p, given_tls);
+  if (rc == 0 && !gw->worker && !gw->registry)
+    rc = registry_make(gw, p->cfg, &p->registry);
+  if (rc == 0 &&
+      (zg_http_addrs_to_open(gw, p->cfg, &p->http, &p->n_http) != 0 ||
+       zg_sni_addrs_to_open(gw, p->cfg, &p->sni, &p->n_sni) != 0)) {
+    zg_error("gateway", "reload rejected: a new address cannot be bound; the "
+                        "running configuration stays");
+    rc = -1;
+  }
+  if (rc == 0)
+    rc = plan_operations(gw, p, given_log);
+  else
+    zg_access_log_close(given_log);
+  if (rc == 0)
+    rc = plan_tcp_listeners(gw, p);
+  if (rc == 0)
+    rc = plan_services(gw, p);
+  if (rc == 0)
+    rc = plan_discovers(gw, p);
+  if (rc == UV_ENOMEM)
+    zg_error("gateway", "reload rejected: out of memory; the running "
+                        "configuration stays");
+  return rc == 0 ? 0 : -1;
+}
+
+/* The new service takes over what its predecessor (NULL: none) has: the
+ * registry watch and pool of the same path, else another's pool of that
+ * path until its own watch reports. */
+static void commit_watch(zg_gateway_t *gw, zg_service_t *svc,
+                         zg_service_t *old) {
+  const zg_service_conf_t *sc = svc->conf;
+  if (sc->zk_path && old && old->conf->zk_path &&
+      !strcmp(old->conf->zk_path, sc->zk_path) &&
+      same_opt(old->conf->endpoint, sc->endpoint)) {
+    /* The same registry path: the watch and its pool carry over. */
+    svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
+    if (gw->registry)
+      zg_registry_retarget(gw->registry, old, svc);
+  } else if (sc->zk_path) {
+    /* A path another service watches already (one renamed, say): its
+     * pool serves until this watch has its own. */
+    for (size_t k = 0; k < gw->n_services && !svc->zk_pool; k++) {
+      const zg_service_t *o = gw->services[k];
+      if (o->zk_pool && o->conf->zk_path &&
+          !strcmp(o->conf->zk_path, sc->zk_path) &&
+          same_opt(o->conf->endpoint, sc->endpoint))
+        svc->zk_pool = zg_pool_ref(o->zk_pool);
     }
-    if (sc->protocol == ZG_PROTO_TCP) {
-      if (tcp_new[i]) {
-        svc->listener = tcp_new[i];
-        tcp_new[i] = NULL;
-      } else {
-        /* Handed on from the service that listens there now. */
-        for (size_t k = 0; k < gw->n_services; k++) {
-          zg_service_t *o = gw->services[k];
-          if (o->listener &&
-              zg_config_same_sockaddr(&o->conf->listen, &sc->listen)) {
-            svc->listener = o->listener;
-            o->listener = NULL;
-            break;
-          }
-        }
+    if (gw->registry &&
+        zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
+      zg_error("gateway", "service %s: out of memory watching %s", sc->name,
+               sc->zk_path);
+  }
+}
+
+/* A new TCP service's socket: the one the plan bound, else the one of the
+ * running service that listens on its address, handed on. */
+static void commit_tcp_listener(zg_gateway_t *gw, zg_service_t *svc,
+                                uv_tcp_t **opened) {
+  const zg_service_conf_t *sc = svc->conf;
+  if (*opened) {
+    svc->listener = *opened;
+    *opened = NULL;
+  } else {
+    for (size_t k = 0; k < gw->n_services; k++) {
+      zg_service_t *o = gw->services[k];
+      if (o->listener &&
+          zg_config_same_sockaddr(&o->conf->listen, &sc->listen)) {
+        svc->listener = o->listener;
+        o->listener = NULL;
+        break;
       }
-      if (svc->listener)
-        svc->listener->data = svc;
-      log_tcp_service(sc);
     }
   }
-  /* Old configured services not kept go (their sessions finish on them);
-   * a retargeted watch already belongs to the new one. */
+  if (svc->listener)
+    svc->listener->data = svc;
+  log_tcp_service(sc);
+}
+
+/* Registry watches and pools, TCP sockets of the new and changed
+ * services (gw->services is still the running list). */
+static void commit_services(zg_gateway_t *gw, reload_plan_t *p) {
+  for (size_t i = 0; i < p->n_new; i++) {
+    zg_service_t *svc = p->news[i],
+                 *old = configured_named(gw, svc->conf->name);
+    if (old == svc) {
+      p->kept++;
+      continue;
+    }
+    old ? p->changed++ : p->added++;
+    commit_watch(gw, svc, old);
+    if (svc->conf->protocol == ZG_PROTO_TCP)
+      commit_tcp_listener(gw, svc, &p->tcp[i]);
+  }
+}
+
+static const zg_service_conf_t *plan_named(const reload_plan_t *p,
+                                           const char *name) {
+  const zg_service_conf_t *nc = NULL;
+  for (size_t k = 0; k < p->n_new; k++)
+    if (!strcmp(p->news[k]->conf->name, name))
+      nc = p->news[k]->conf;
+  return nc;
+}
+
+/* Takes service i out of gw->services without a word: kept (the plan
+ * holds it) or replaced by one that took its watch over. */
+static void services_remove(zg_gateway_t *gw, size_t i) {
+  zg_service_t *o = gw->services[i];
+  memmove(&gw->services[i], &gw->services[i + 1],
+          (gw->n_services - i - 1) * sizeof(*gw->services));
+  gw->n_services--;
+  zg_service_unref(o);
+}
+
+/* Old configured services leave gw->services (then it holds discovered
+ * services only); those not kept go (their sessions finish on them); a
+ * retargeted watch already belongs to the new one. */
+static void commit_old_services(zg_gateway_t *gw, reload_plan_t *p) {
   for (size_t i = gw->n_services; i-- > 0;) {
     zg_service_t *o = gw->services[i];
+    const zg_service_conf_t *nc;
     int keep = 0;
     if (o->discover)
       continue;
-    for (size_t k = 0; k < n_new && !keep; k++)
-      keep = news[k] == o;
+    for (size_t k = 0; k < p->n_new && !keep; k++)
+      keep = p->news[k] == o;
     if (keep) {
-      memmove(&gw->services[i], &gw->services[i + 1],
-              (gw->n_services - i - 1) * sizeof(*gw->services));
-      gw->n_services--;
-      zg_service_unref(o); /* news[] holds it */
+      services_remove(gw, i); /* the plan holds it */
       continue;
     }
-    {
-      int replaced = 0;
-      for (size_t k = 0; k < n_new && !replaced; k++)
-        replaced = !strcmp(news[k]->conf->name, o->conf->name);
-      if (!replaced)
-        removed++;
-      if (replaced && o->conf->zk_path) {
-        /* Either retargeted (nothing to unwatch) or watched anew. */
-        const zg_service_conf_t *nc = NULL;
-        for (size_t k = 0; k < n_new; k++)
-          if (!strcmp(news[k]->conf->name, o->conf->name))
-            nc = news[k]->conf;
-        if (nc && nc->zk_path && !strcmp(nc->zk_path, o->conf->zk_path) &&
-            same_opt(nc->endpoint, o->conf->endpoint)) {
-          tcp_listener_close(o);
-          memmove(&gw->services[i], &gw->services[i + 1],
-                  (gw->n_services - i - 1) * sizeof(*gw->services));
-          gw->n_services--;
-          zg_service_unref(o);
-          continue;
-        }
-      }
-      service_drop(gw, i,
-                   replaced ? "replaced by the new configuration"
-                            : "not in the new configuration");
+    if (!(nc = plan_named(p, o->conf->name)))
+      p->removed++;
+    if (nc && o->conf->zk_path && nc->zk_path &&
+        !strcmp(nc->zk_path, o->conf->zk_path) &&
+        same_opt(nc->endpoint, o->conf->endpoint)) {
+      tcp_listener_close(o); /* retargeted: nothing to unwatch */
+      services_remove(gw, i);
+      continue;
     }
+    service_drop(gw, i,
+                 nc ? "replaced by the new configuration"
+                    : "not in the new configuration");
   }
-  /* Now gw->services holds discovered services only. */
+}
 
-  /* 3. Discover sections: kept as they are when unchanged (with their
-   * services), else their services go and the new root is watched. */
-  for (size_t i = 0; i < cfg->n_discovers; i++) {
-    const zg_discover_conf_t *dc = &cfg->discovers[i];
-    for (size_t k = 0; k < gw->n_discovers; k++)
-      if (gw->discovers[k] &&
-          zg_discover_conf_equal(gw->discovers[k]->conf, dc)) {
-        discs[i] = gw->discovers[k];
+/* Discover sections that changed or went stop being watched, with their
+ * services; kept ones take their new section. */
+static void commit_discovers(zg_gateway_t *gw, reload_plan_t *p) {
+  for (size_t i = 0; i < p->cfg->n_discovers; i++)
+    for (size_t k = 0; !p->disc_fresh[i] && k < gw->n_discovers; k++)
+      if (gw->discovers[k] == p->discs[i]) {
         gw->discovers[k] = NULL;
-        discs[i]->conf = dc;
-        break;
+        p->discs[i]->conf = &p->cfg->discovers[i];
       }
-  }
   for (size_t k = 0; k < gw->n_discovers; k++) {
     zg_discover_t *d = gw->discovers[k];
     if (!d)
@@ -999,126 +1160,143 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
     discover_free(d);
   }
   free(gw->discovers);
-  gw->discovers = discs;
-  gw->n_discovers = cfg->n_discovers;
-  discs = NULL;
+  gw->discovers = p->discs;
+  gw->n_discovers = p->cfg->n_discovers;
+  p->discs = NULL;
+}
 
-  /* The new list: configured services first, then discovered ones that no
-   * configured service claims now. */
-  {
-    zg_service_t **disc = gw->services;
-    size_t n_disc = gw->n_services;
-    gw->services = news;
-    gw->n_services = n_new;
-    gw->cap_services = cap_new;
-    news = NULL;
-    for (size_t i = 0; i < n_disc; i++) {
-      zg_service_t *svc = disc[i];
-      if (service_claiming(gw, svc->conf->name, svc->conf->zk_path) ||
-          list_push(&gw->services, &gw->n_services, &gw->cap_services, svc)) {
-        service_unwatch(gw, svc);
-        zg_info("gateway",
-                "service %s removed (a configured service claims "
-                "it now)",
-                svc->conf->name);
-        zg_service_unref(svc);
-      }
+/* The new list: configured services first, then discovered ones that no
+ * configured service claims now (the plan made room for them). */
+static void commit_service_list(zg_gateway_t *gw, reload_plan_t *p) {
+  zg_service_t **disc = gw->services;
+  size_t n_disc = gw->n_services;
+  gw->services = p->news;
+  gw->n_services = p->n_new;
+  gw->cap_services = p->cap_new;
+  p->news = NULL;
+  p->n_new = 0;
+  for (size_t i = 0; i < n_disc; i++) {
+    zg_service_t *svc = disc[i];
+    if (service_claiming(gw, svc->conf->name, svc->conf->zk_path) ||
+        list_push(&gw->services, &gw->n_services, &gw->cap_services, svc)) {
+      service_unwatch(gw, svc);
+      zg_info("gateway",
+              "service %s removed (a configured service claims "
+              "it now)",
+              svc->conf->name);
+      zg_service_unref(svc);
     }
-    free(disc);
   }
+  free(disc);
+}
 
-  tls_install(gw, &tls); /* new handshakes get the new certificates */
-  /* New connections to instances get contexts made from the files as they
-   * are now (kept services too); open ones keep theirs. */
-  for (size_t i = 0; i < n_new; i++) {
+/* New handshakes get the new certificates; new connections to instances
+ * get contexts made from the files as they are now (kept services too);
+ * open ones keep theirs. */
+static void commit_tls(zg_gateway_t *gw, reload_plan_t *p) {
+  tls_install(gw, &p->tls);
+  for (size_t i = 0; i < p->n_conf; i++) {
     zg_tls_client_unref(gw->services[i]->up_tls);
-    gw->services[i]->up_tls = up_tls[i];
-    up_tls[i] = NULL;
+    gw->services[i]->up_tls = p->up_tls[i];
+    p->up_tls[i] = NULL;
   }
-  free(up_tls);
-  up_tls = NULL;
   zg_service_ctx_tls_reset(&gw->svc_ctx);
-  gw->cfg = cfg;
-  zg_log_set_level(cfg->proxy.log_level);
+}
+
+/* New discover sections watch their roots; children a configured service
+ * claimed until now become discovered services again when that section
+ * is gone. */
+static void commit_discovered(zg_gateway_t *gw, reload_plan_t *p) {
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
-    if (!d) {
-      if (!(d = gw->discovers[i] = discover_new(gw, &cfg->discovers[i])) ||
-          (gw->registry &&
-           zg_registry_watch_root(gw->registry, d->conf->zk_root, d) != 0))
-        zg_error("gateway", "discover %s: out of memory",
-                 cfg->discovers[i].name);
-    }
+    if (p->disc_fresh[i] && gw->registry &&
+        zg_registry_watch_root(gw->registry, d->conf->zk_root, d) != 0)
+      zg_error("gateway", "discover %s: out of memory", d->conf->name);
   }
-  /* Children a configured service claimed until now become discovered
-   * services again when that section is gone. */
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
-    for (size_t k = 0; d && k < d->n_known; k++)
+    for (size_t k = 0; k < d->n_known; k++)
       if (!discovered_by(gw, d, d->known[k]))
         discovered_add(d, d->known[k]);
   }
-  if (!gw->worker && !gw->registry && cfg->zk.hosts && registry_start(gw) != 0)
-    zg_error("gateway", "reload: cannot start the registry");
-  if (zg_http_sync(gw, opened, n_opened) != 0)
-    zg_error("gateway", "reload: out of memory building routes");
-  free(opened);
-  opened = NULL;
-  /* tls-passthrough listeners whose address stays are kept: no client is
-   * refused; their tables take the new services. */
-  if (zg_sni_sync(gw, sni_opened, n_sni_opened) != 0)
-    zg_error("gateway", "reload: out of memory building sni tables");
-  free(sni_opened);
-  sni_opened = NULL;
+}
 
-  /* The access log and the admin listener follow their keys. */
-  if (log_moves) {
+/* HTTP and tls-passthrough listeners: addresses no longer used close,
+ * the bound ones join, the tables take the new services; listeners whose
+ * address stays are kept, so no client is refused. */
+static void commit_listeners(zg_gateway_t *gw, reload_plan_t *p) {
+  if (zg_http_sync(gw, p->http, p->n_http) != 0)
+    zg_error("gateway", "reload: out of memory building routes");
+  free(p->http);
+  p->http = NULL;
+  p->n_http = 0;
+  if (zg_sni_sync(gw, p->sni, p->n_sni) != 0)
+    zg_error("gateway", "reload: out of memory building sni tables");
+  free(p->sni);
+  p->sni = NULL;
+  p->n_sni = 0;
+}
+
+static void commit_operations(zg_gateway_t *gw, reload_plan_t *p) {
+  if (p->log_moves) {
     zg_access_log_close(gw->access_log);
-    gw->access_log = new_log;
-    new_log = NULL;
+    gw->access_log = p->log;
+    p->log = NULL;
   }
-  if (admin_moves) {
+  if (p->admin_moves) {
     zg_admin_stop(gw);
-    gw->admin = new_admin;
-    new_admin = NULL;
+    gw->admin = p->admin;
+    p->admin = NULL;
   }
   if (!gw->worker) /* the caps are the process's: set once */
     conn_limits_apply(gw, gw->cfg);
+}
+
+/* Swaps the plan in. What is left to fail here is memory only: registry
+ * watches, route tables (the old ones stay, as when discovery changes
+ * them), discovered services added back, starting the registry (its
+ * hosts were checked with the file); logged, the reload stands. */
+static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
+                          size_t summary_len) {
+  zg_config_t *old_cfg = gw->cfg;
+  commit_services(gw, p);
+  commit_old_services(gw, p);
+  commit_discovers(gw, p);
+  commit_service_list(gw, p);
+  commit_tls(gw, p);
+  gw->cfg = p->cfg;
+  p->cfg = NULL;
+  zg_log_set_level(gw->cfg->proxy.log_level);
+  commit_discovered(gw, p);
+  if (p->registry && registry_begin(gw, p->registry) != 0)
+    zg_error("gateway", "reload: cannot start the registry");
+  p->registry = NULL;
+  commit_listeners(gw, p);
+  commit_operations(gw, p);
   if (old_cfg != gw->zk_cfg)
     zg_config_free(old_cfg);
-  free(tcp_new);
   snprintf(summary, summary_len,
            "reloaded: %u service(s) added, %u changed, %u removed, %u kept",
-           added, changed, removed, kept);
-  return 0;
+           p->added, p->changed, p->removed, p->kept);
+}
 
-oom:
-  zg_error("gateway", "reload rejected: out of memory; the running "
-                      "configuration stays");
-reject:
-  for (size_t i = 0; i < n_opened; i++)
-    zg_http_listener_discard(opened[i]);
-  free(opened);
-  for (size_t i = 0; i < n_sni_opened; i++)
-    zg_sni_listener_discard(sni_opened[i]);
-  free(sni_opened);
-  zg_admin_discard(new_admin);
-  zg_access_log_close(new_log);
-  for (size_t i = 0; tcp_new && i < cfg->n_services; i++)
-    if (tcp_new[i])
-      uv_close((uv_handle_t *)tcp_new[i], on_tcp_listener_closed);
-  free(tcp_new);
-  for (size_t i = 0; i < n_new; i++)
-    zg_service_unref(news[i]);
-  free(news);
-  free(discs);
-  tls_set_free(&tls);
-  for (size_t i = 0; up_tls && i < cfg->n_services; i++)
-    zg_tls_client_unref(up_tls[i]);
-  free(up_tls);
-  zg_config_free(cfg);
-  zg_access_log_close(given_log);
-  return -1;
+/* Applies `cfg` (owned from then on, freed when rejected). The control
+ * loop builds certificates and opens the access log itself; another
+ * worker gets them from it: `given_tls` (emptied) and `given_log` (a
+ * reference of its own, or NULL for none). 0, or -1 when rejected
+ * (logged; the running configuration stays). */
+static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
+                        tls_set_t *given_tls, zg_access_log_t *given_log,
+                        char *summary, size_t summary_len) {
+  reload_plan_t plan;
+  int rc;
+  memset(&plan, 0, sizeof(plan));
+  plan.cfg = cfg;
+  plan.n_conf = cfg->n_services;
+  if ((rc = reload_prepare(gw, &plan, given_tls, given_log)) == 0)
+    reload_commit(gw, &plan, summary, summary_len);
+  reload_discard(&plan);
+  return rc;
 }
 
 static void peers_reload(zg_gateway_t *gw);
@@ -1133,7 +1311,7 @@ static void reload(zg_gateway_t *gw) {
   int rc;
 
   zg_info("gateway", "SIGHUP: reloading %s", gw->cfg->path);
-  rc = zg_config_load(gw->cfg->path, &cfg, &errs);
+  rc = zg_config_load(gw->cfg->path, zg_tls_config_checks(), &cfg, &errs);
   if (rc != 0) {
     size_t n = errs.n;
     for (size_t i = 0; i < errs.n; i++)
@@ -1247,7 +1425,8 @@ static void peers_reload(zg_gateway_t *gw) {
     zg_config_errors_t errs;
     tls_set_t tls, stale_tls;
     zg_access_log_t *stale_log;
-    if (zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg, &errs) != 0 ||
+    if (zg_config_load_string(gw->cfg->text, gw->cfg->path,
+                              zg_tls_config_checks(), &cfg, &errs) != 0 ||
         tls_set_copy(gw, &tls) != 0) {
       zg_config_errors_free(&errs);
       zg_config_free(cfg);
@@ -1505,8 +1684,9 @@ static int peers_start(zg_gateway_t *gw) {
       break; /* those started are waited for, then stopped */
     }
     w->id = i;
-    if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path, &cfg,
-                                    &errs)) != 0 ||
+    if ((rc = zg_config_load_string(gw->cfg->text, gw->cfg->path,
+                                    zg_tls_config_checks(), &cfg, &errs)) !=
+            0 ||
         (rc = uv_loop_init(&w->loop)) != 0) {
       zg_config_errors_free(&errs);
       zg_config_free(cfg);

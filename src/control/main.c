@@ -5,6 +5,7 @@
 #include "control/gateway.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "net/tls.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -63,7 +64,7 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  rc = zg_config_load(path, &cfg, &errs);
+  rc = zg_config_load(path, zg_tls_config_checks(), &cfg, &errs);
   if (rc != 0) {
     for (size_t i = 0; i < errs.n; i++)
       fprintf(stderr, "%s\n", errs.lines[i]);

@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "core/http_msg.h"
-#include "net/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +58,7 @@ typedef struct {
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
   int hosts_seen; /* [zookeeper] hosts given, valid or not */
+  const zg_config_checks_t *checks; /* NULL: no file is checked */
 } parse_t;
 
 static void add_error(parse_t *p, int line, const char *fmt, ...)
@@ -792,10 +792,10 @@ static void tls_check(parse_t *p, svc_state_t *st) {
   }
   if (svc->tls_client_ca && svc->tls_verify == ZG_TLS_VERIFY_NONE)
     svc->tls_verify = ZG_TLS_VERIFY_REQUIRED;
-  if (!st->tls_bad && !p->oom) {
+  if (!st->tls_bad && !p->oom && p->checks && p->checks->service) {
     char err[512];
     const char *key = "tls_cert";
-    if (zg_tls_check_service(svc, err, sizeof(err), &key) != 0) {
+    if (p->checks->service(svc, err, sizeof(err), &key) != 0) {
       int line = !strcmp(key, "tls_key")            ? st->key_line
                  : !strcmp(key, "tls_client_ca")    ? st->ca_line
                  : !strcmp(key, "tls_ciphers")      ? st->ciphers_line
@@ -908,10 +908,11 @@ static void upstream_check(parse_t *p, svc_state_t *st) {
               st->up_cert_line ? "upstream_key" : "upstream_cert");
     return;
   }
-  if (svc->upstream_ca || svc->upstream_cert) {
+  if ((svc->upstream_ca || svc->upstream_cert) && p->checks &&
+      p->checks->upstream) {
     char err[512];
     const char *key = "upstream_ca";
-    if (zg_tls_check_upstream(svc, err, sizeof(err), &key) != 0) {
+    if (p->checks->upstream(svc, err, sizeof(err), &key) != 0) {
       int line = !strcmp(key, "upstream_cert")  ? st->up_cert_line
                  : !strcmp(key, "upstream_key") ? st->up_key_line
                                                 : st->up_ca_line;
@@ -920,19 +921,17 @@ static void upstream_check(parse_t *p, svc_state_t *st) {
   }
 }
 
-static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+/* Where the instances are and how they are reached: 1 when `kv` is one
+ * of these keys (handled, errors added), else 0. */
+static int service_source_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   zg_service_conf_t *svc = st->svc;
-  if (!strcmp(kv->key, "listen"))
-    st->listen_seen = true;
-  if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances"))
-    st->source_seen = true;
   if (!strcmp(kv->key, "zk_path")) {
     if (!valid_zk_path(kv->value)) {
       add_error(p, kv->line,
                 "zk_path: expected an absolute znode path such as "
                 "/services/%s, got '%s'",
                 svc->name, kv->value);
-      return;
+      return 1;
     }
     free(svc->zk_path);
     if (!(svc->zk_path = strdup(kv->value)))
@@ -952,7 +951,7 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
     }
   } else if (!strcmp(kv->key, "listen")) {
     if (!listen_value(p, kv, &svc->listen))
-      return;
+      return 1;
     st->has_listen = true;
     st->listen_line = kv->line;
   } else if (!strcmp(kv->key, "balance")) {
@@ -966,13 +965,22 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
       zg_instance_clear(&svc->instances[i]);
     svc->n_instances = 0;
     parse_instances(p, svc, kv);
-  } else if (!strcmp(kv->key, "host")) {
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* HTTP routing keys: 1 when `kv` is one of them, else 0. */
+static int service_http_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  if (!strcmp(kv->key, "host")) {
     if (!valid_route_host(kv->value)) {
       add_error(p, kv->line,
                 "host: expected a host name such as api.example.com or "
                 "*.example.com, got '%s'",
                 kv->value);
-      return;
+      return 1;
     }
     free(svc->host);
     if (!(svc->host = strdup(kv->value)))
@@ -982,7 +990,52 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
         if (*c >= 'A' && *c <= 'Z')
           *c = (char)(*c - 'A' + 'a');
     st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
-  } else if (!strcmp(kv->key, "sni")) {
+  } else if (!strcmp(kv->key, "path_prefix")) {
+    size_t len = strlen(kv->value);
+    char norm[256]; /* ini_max_line bounds the value */
+
+    if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
+      add_error(p, kv->line,
+                "path_prefix: expected a path starting with / (e.g. /api/), "
+                "got '%s'",
+                kv->value);
+      return 1;
+    }
+    /* Requests are routed on their normalised path (RFC 3986 §5.2.4): a
+     * prefix with dot segments would never match. */
+    if (len > sizeof(norm) ||
+        zg_http_normalize_path(kv->value, len, norm) != (int)len ||
+        memcmp(norm, kv->value, len) != 0) {
+      add_error(p, kv->line,
+                "path_prefix: '.' and '..' segments (or %%2e spellings) never "
+                "match, requests are routed on their normalised path; got "
+                "'%s'",
+                kv->value);
+      return 1;
+    }
+    free(svc->path_prefix);
+    if (!(svc->path_prefix = strdup(kv->value)))
+      p->oom = 1;
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "strip_prefix")) {
+    if (zg_parse_bool(kv->value, &svc->strip_prefix) != 0)
+      add_error(p, kv->line, "strip_prefix: expected yes or no, got '%s'",
+                kv->value);
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "response_timeout")) {
+    duration_key(p, kv, &svc->response_timeout_ms, 1);
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* sni (tls-passthrough), tls_* (termination) and upstream_* (TLS to
+ * instances): 1 when `kv` is one of them, else 0. */
+static int service_tls_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  if (!strcmp(kv->key, "sni")) {
     /* Compared lowercase, as the parser hands names over. */
     st->sni_line = kv->line;
     if (!valid_sni(kv->value)) {
@@ -990,7 +1043,7 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
                 "sni: expected a host name such as api.example.com or "
                 "*.example.com, got '%s'",
                 kv->value);
-      return;
+      return 1;
     }
     free(svc->sni);
     if (!(svc->sni = strdup(kv->value)))
@@ -1021,45 +1074,21 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
                 "tls_verify_client: expected required or optional, got '%s'",
                 kv->value);
     }
-  } else if (!strcmp(kv->key, "path_prefix")) {
-    size_t len = strlen(kv->value);
-    char norm[256]; /* ini_max_line bounds the value */
-
-    if (kv->value[0] != '/' || strpbrk(kv->value, "?# \t")) {
-      add_error(p, kv->line,
-                "path_prefix: expected a path starting with / (e.g. /api/), "
-                "got '%s'",
-                kv->value);
-      return;
-    }
-    /* Requests are routed on their normalised path (RFC 3986 §5.2.4): a
-     * prefix with dot segments would never match. */
-    if (len > sizeof(norm) ||
-        zg_http_normalize_path(kv->value, len, norm) != (int)len ||
-        memcmp(norm, kv->value, len) != 0) {
-      add_error(p, kv->line,
-                "path_prefix: '.' and '..' segments (or %%2e spellings) never "
-                "match, requests are routed on their normalised path; got "
-                "'%s'",
-                kv->value);
-      return;
-    }
-    free(svc->path_prefix);
-    if (!(svc->path_prefix = strdup(kv->value)))
-      p->oom = 1;
-    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
-  } else if (!strcmp(kv->key, "strip_prefix")) {
-    if (zg_parse_bool(kv->value, &svc->strip_prefix) != 0)
-      add_error(p, kv->line, "strip_prefix: expected yes or no, got '%s'",
-                kv->value);
-    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
-  } else if (!strcmp(kv->key, "response_timeout")) {
-    duration_key(p, kv, &svc->response_timeout_ms, 1);
-    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
   } else {
-    add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
-              svc->name);
+    return 0;
   }
+  return 1;
+}
+
+static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  if (!strcmp(kv->key, "listen"))
+    st->listen_seen = true;
+  if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances"))
+    st->source_seen = true;
+  if (!service_source_key(p, st, kv) && !service_http_key(p, st, kv) &&
+      !service_tls_key(p, st, kv))
+    add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
+              st->svc->name);
 }
 
 typedef struct {
@@ -1141,275 +1170,312 @@ static sec_kind_t section_kind(const char *name) {
   return SEC_OTHER;
 }
 
-static void interpret(parse_t *p, zg_config_t *cfg) {
-  svc_state_t *st = NULL;
-  disc_state_t *dst = NULL;
-  size_t kvi = 0;
-  int zk_line = 0, uses_zk = 0;
+/* What interpret keeps while it reads the sections: the parse state of
+ * each service and discover section, in file order. */
+typedef struct {
+  svc_state_t *st;
+  disc_state_t *dst;
+  int zk_line; /* of [zookeeper], 0: none */
+} sections_t;
 
+/* [service:NAME]: a new service with its defaults; NULL when the name is
+ * bad (error added) or memory ran out. */
+static svc_state_t *service_section(parse_t *p, zg_config_t *cfg,
+                                    sections_t *ss, const raw_section_t *sec) {
+  const char *name = sec->name + 8;
+  zg_service_conf_t *ns;
+  svc_state_t *nst, *cur;
+  if (!valid_service_name(name)) {
+    add_error(p, sec->line, "service name '%s' must match [A-Za-z0-9_.-]+",
+              name);
+    return NULL;
+  }
+  if (!(ns = realloc(cfg->services, (cfg->n_services + 1) * sizeof(*ns))) ||
+      !(cfg->services = ns,
+        nst = realloc(ss->st, (cfg->n_services + 1) * sizeof(*nst)))) {
+    p->oom = 1;
+    return NULL;
+  }
+  ss->st = nst;
+  cur = &nst[cfg->n_services];
+  memset(cur, 0, sizeof(*cur));
+  cur->svc = &cfg->services[cfg->n_services];
+  memset(cur->svc, 0, sizeof(*cur->svc));
+  cur->svc->name = strdup(name);
+  cur->svc->line = sec->line;
+  cur->svc->protocol = ZG_PROTO_TCP;
+  cur->svc->balance = ZG_BALANCE_RANDOM;
+  if (!cur->svc->name)
+    p->oom = 1;
+  cfg->n_services++;
+  /* realloc may have moved the services: re-point every state */
+  for (size_t k = 0; k < cfg->n_services; k++)
+    nst[k].svc = &cfg->services[k];
+  return cur;
+}
+
+/* [discover:NAME]: the same for a discover section. */
+static disc_state_t *discover_section(parse_t *p, zg_config_t *cfg,
+                                      sections_t *ss,
+                                      const raw_section_t *sec) {
+  const char *name = sec->name + 9;
+  zg_discover_conf_t *nd;
+  disc_state_t *nds, *dcur;
+  if (!valid_service_name(name)) {
+    add_error(p, sec->line, "discover name '%s' must match [A-Za-z0-9_.-]+",
+              name);
+    return NULL;
+  }
+  if (!(nd = realloc(cfg->discovers, (cfg->n_discovers + 1) * sizeof(*nd))) ||
+      !(cfg->discovers = nd,
+        nds = realloc(ss->dst, (cfg->n_discovers + 1) * sizeof(*nds)))) {
+    p->oom = 1;
+    return NULL;
+  }
+  ss->dst = nds;
+  dcur = &nds[cfg->n_discovers];
+  memset(dcur, 0, sizeof(*dcur));
+  nd = &cfg->discovers[cfg->n_discovers];
+  memset(nd, 0, sizeof(*nd));
+  nd->name = strdup(name);
+  nd->line = sec->line;
+  nd->balance = ZG_BALANCE_RANDOM;
+  if (!nd->name)
+    p->oom = 1;
+  cfg->n_discovers++;
+  for (size_t k = 0; k < cfg->n_discovers; k++)
+    nds[k].d = &cfg->discovers[k];
+  return dcur;
+}
+
+/* The keys of section `si`, which follow it in the file up to the next
+ * header, from *kvi on. A section defined twice (`dup`) has its keys
+ * checked for duplicates only. */
+static void section_keys(parse_t *p, zg_config_t *cfg, size_t si, size_t *kvi,
+                         int dup, svc_state_t *cur, disc_state_t *dcur) {
+  const raw_section_t *sec = &p->sections[si];
+  sec_kind_t kind = section_kind(sec->name);
+  for (; *kvi < p->n_kvs; (*kvi)++) {
+    const raw_kv_t *kv = &p->kvs[*kvi];
+    int twice = 0;
+    if (si + 1 < p->n_sections && kv->line > p->sections[si + 1].line)
+      break;
+    for (size_t k = *kvi; k-- > 0 && p->kvs[k].line > sec->line && !twice;)
+      if (!strcmp(p->kvs[k].key, kv->key)) {
+        add_error(p, kv->line, "duplicate key '%s' (first at line %d)", kv->key,
+                  p->kvs[k].line);
+        twice = 1;
+      }
+    if (twice || dup)
+      continue;
+    if (kind == SEC_ZOOKEEPER)
+      zookeeper_key(p, cfg, kv);
+    else if (kind == SEC_PROXY)
+      proxy_key(p, cfg, kv);
+    else if (kind == SEC_ADMIN)
+      admin_key(p, cfg, kv);
+    else if (kind == SEC_SERVICE && cur)
+      service_key(p, cur, kv);
+    else if (kind == SEC_DISCOVER && dcur)
+      discover_key(p, dcur, kv);
+  }
+}
+
+/* Every section in file order, with its keys. */
+static void read_sections(parse_t *p, zg_config_t *cfg, sections_t *ss) {
+  size_t kvi = 0;
   /* Keys before any section header. */
   for (; kvi < p->n_kvs && !p->kvs[kvi].section; kvi++)
     add_error(p, p->kvs[kvi].line, "key '%s' outside of any section",
               p->kvs[kvi].key);
-
   for (size_t si = 0; si < p->n_sections; si++) {
     const raw_section_t *sec = &p->sections[si];
     sec_kind_t kind = section_kind(sec->name);
     svc_state_t *cur = NULL;
     disc_state_t *dcur = NULL;
     int dup = 0;
-
-    for (size_t k = 0; k < si; k++)
+    for (size_t k = 0; k < si && !dup; k++)
       if (!strcmp(p->sections[k].name, sec->name)) {
         add_error(p, sec->line, "section [%s] already defined at line %d",
                   sec->name, p->sections[k].line);
         dup = 1;
-        break;
       }
-
-    if (kind == SEC_ZOOKEEPER) {
-      zk_line = sec->line;
-    } else if (kind == SEC_SERVICE && !dup) {
-      const char *name = sec->name + 8;
-      zg_service_conf_t *ns;
-      svc_state_t *nst;
-      if (!valid_service_name(name)) {
-        add_error(p, sec->line, "service name '%s' must match [A-Za-z0-9_.-]+",
-                  name);
-      } else if (!(ns = realloc(cfg->services,
-                                (cfg->n_services + 1) * sizeof(*ns))) ||
-                 !(cfg->services = ns,
-                   nst = realloc(st, (cfg->n_services + 1) * sizeof(*nst)))) {
-        p->oom = 1;
-      } else {
-        st = nst;
-        cur = &st[cfg->n_services];
-        memset(cur, 0, sizeof(*cur));
-        cur->svc = &cfg->services[cfg->n_services];
-        memset(cur->svc, 0, sizeof(*cur->svc));
-        cur->svc->name = strdup(name);
-        cur->svc->line = sec->line;
-        cur->svc->protocol = ZG_PROTO_TCP;
-        cur->svc->balance = ZG_BALANCE_RANDOM;
-        if (!cur->svc->name)
-          p->oom = 1;
-        cfg->n_services++;
-        /* realloc may have moved the services: re-point every state */
-        for (size_t k = 0; k < cfg->n_services; k++)
-          st[k].svc = &cfg->services[k];
-      }
-    } else if (kind == SEC_DISCOVER && !dup) {
-      const char *name = sec->name + 9;
-      zg_discover_conf_t *nd;
-      disc_state_t *nds;
-      if (!valid_service_name(name)) {
-        add_error(p, sec->line, "discover name '%s' must match [A-Za-z0-9_.-]+",
-                  name);
-      } else if (!(nd = realloc(cfg->discovers,
-                                (cfg->n_discovers + 1) * sizeof(*nd))) ||
-                 !(cfg->discovers = nd,
-                   nds = realloc(dst, (cfg->n_discovers + 1) * sizeof(*nds)))) {
-        p->oom = 1;
-      } else {
-        dst = nds;
-        dcur = &dst[cfg->n_discovers];
-        memset(dcur, 0, sizeof(*dcur));
-        nd = &cfg->discovers[cfg->n_discovers];
-        memset(nd, 0, sizeof(*nd));
-        nd->name = strdup(name);
-        nd->line = sec->line;
-        nd->balance = ZG_BALANCE_RANDOM;
-        if (!nd->name)
-          p->oom = 1;
-        cfg->n_discovers++;
-        for (size_t k = 0; k < cfg->n_discovers; k++)
-          dst[k].d = &cfg->discovers[k];
-      }
-    } else if (kind == SEC_OTHER) {
+    if (kind == SEC_ZOOKEEPER)
+      ss->zk_line = sec->line;
+    else if (kind == SEC_SERVICE && !dup)
+      cur = service_section(p, cfg, ss, sec);
+    else if (kind == SEC_DISCOVER && !dup)
+      dcur = discover_section(p, cfg, ss, sec);
+    else if (kind == SEC_OTHER)
       add_error(p, sec->line,
                 "unknown section [%s] (expected [zookeeper], [proxy], "
                 "[admin], [service:NAME] or [discover:NAME])",
                 sec->name);
-    }
-
-    /* This section's keys follow it in the file, up to the next header. */
-    for (; kvi < p->n_kvs; kvi++) {
-      const raw_kv_t *kv = &p->kvs[kvi];
-      if (si + 1 < p->n_sections && kv->line > p->sections[si + 1].line)
-        break;
-      for (size_t k = kvi; k-- > 0 && p->kvs[k].line > sec->line;)
-        if (!strcmp(p->kvs[k].key, kv->key)) {
-          add_error(p, kv->line, "duplicate key '%s' (first at line %d)",
-                    kv->key, p->kvs[k].line);
-          goto next_kv;
-        }
-      if (dup)
-        continue;
-      switch (kind) {
-      case SEC_ZOOKEEPER:
-        zookeeper_key(p, cfg, kv);
-        break;
-      case SEC_PROXY:
-        proxy_key(p, cfg, kv);
-        break;
-      case SEC_ADMIN:
-        admin_key(p, cfg, kv);
-        break;
-      case SEC_SERVICE:
-        if (cur)
-          service_key(p, cur, kv);
-        break;
-      case SEC_DISCOVER:
-        if (dcur)
-          discover_key(p, dcur, kv);
-        break;
-      case SEC_OTHER:
-        break;
-      }
-    next_kv:;
-    }
+    section_keys(p, cfg, si, &kvi, dup, cur, dcur);
   }
+}
 
-  /* Checks over the whole file. */
-  for (size_t i = 0; i < cfg->n_services; i++) {
-    zg_service_conf_t *svc = &cfg->services[i];
-    if (!st[i].listen_seen)
-      add_error(p, svc->line, "[service:%s] needs a 'listen' address",
-                svc->name);
-    if (!st[i].source_seen)
-      add_error(p, svc->line,
-                "[service:%s] needs 'zk_path' or 'instances' (or both)",
-                svc->name);
-    if (svc->zk_path)
-      uses_zk = 1;
-    if (svc->zk_path && !cfg->zk.hosts && !p->hosts_seen)
-      add_error(p, st[i].zk_path_line,
-                "zk_path needs [zookeeper] hosts to be set%s",
-                zk_line ? "" : " (there is no [zookeeper] section)");
-    if (svc->protocol != ZG_PROTO_HTTP && st[i].http_key_line)
-      add_error(p, st[i].http_key_line,
-                "host, path_prefix, strip_prefix and response_timeout are for "
-                "protocol = http only");
-    if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st[i].sni_line)
-      add_error(p, st[i].sni_line,
-                "sni is for protocol = tls-passthrough only");
-    tls_check(p, &st[i]);
-    upstream_check(p, &st[i]);
-    if (!svc->connect_timeout_ms)
-      svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
-    if (svc->protocol == ZG_PROTO_HTTP) {
-      if (!svc->path_prefix && !(svc->path_prefix = strdup("/")))
-        p->oom = 1;
-      if (!svc->response_timeout_ms)
-        svc->response_timeout_ms = 30000;
-    }
-    if (!st[i].has_listen)
+/* Two HTTP services on one address (svc after o): 1 when they cannot
+ * share it (error added). */
+static int http_share_conflict(parse_t *p, const svc_state_t *a,
+                               const svc_state_t *b) {
+  const zg_service_conf_t *svc = a->svc, *o = b->svc;
+  /* One listener, one TLS setting: a connection is TLS or not before
+   * its request says which service it is for. */
+  if (!svc->tls_cert != !o->tls_cert) {
+    add_error(p, a->listen_line,
+              "listen %s: [service:%s] %s TLS but [service:%s] at line %d "
+              "%s; HTTP services sharing a listen address must all have "
+              "tls_cert and tls_key, or none",
+              svc->listen.text, svc->name,
+              svc->tls_cert ? "terminates" : "does not terminate", o->name,
+              o->line, o->tls_cert ? "does" : "does not");
+    return 1;
+  }
+  if (svc->tls_cert &&
+      (!same_str(svc->tls_ciphers, o->tls_ciphers) ||
+       !same_str(svc->tls_ciphersuites, o->tls_ciphersuites))) {
+    add_error(p, a->listen_line,
+              "listen %s: [service:%s] and [service:%s] at line %d have "
+              "different tls_ciphers or tls_ciphersuites; services "
+              "sharing a listen address share them",
+              svc->listen.text, svc->name, o->name, o->line);
+    return 1;
+  }
+  /* The certificate and the client certificate checks are chosen by
+   * the server name, before any path is seen: one host, one set. */
+  if (svc->tls_cert && same_str(svc->host, o->host) &&
+      (!same_str(svc->tls_cert, o->tls_cert) ||
+       !same_str(svc->tls_key, o->tls_key) ||
+       !same_str(svc->tls_client_ca, o->tls_client_ca) ||
+       (svc->tls_client_ca && svc->tls_verify != o->tls_verify))) {
+    add_error(p, svc->line,
+              "listen %s: [service:%s] and [service:%s] at line %d have "
+              "the same host%s%s but different tls_cert, tls_key, "
+              "tls_client_ca or tls_verify_client; the handshake is "
+              "chosen by host name alone, before the path is known",
+              svc->listen.text, svc->name, o->name, o->line,
+              svc->host ? " " : " (none)", svc->host ? svc->host : "");
+    return 1;
+  }
+  if (!strcmp(svc->path_prefix, o->path_prefix) &&
+      ((!svc->host && !o->host) ||
+       (svc->host && o->host && !strcmp(svc->host, o->host)))) {
+    add_error(p, svc->line,
+              "[service:%s] has the same listen, host and path_prefix as "
+              "[service:%s] at line %d: requests could not be told apart",
+              svc->name, o->name, o->line);
+    return 1;
+  }
+  return 0;
+}
+
+/* HTTP services may share a listen address (told apart by host and
+ * path_prefix), tls-passthrough ones too (told apart by sni); nothing
+ * else may. Service i against the ones before it. */
+static void service_listen_check(parse_t *p, const svc_state_t *st, size_t i) {
+  const zg_service_conf_t *svc = st[i].svc;
+  if (!st[i].has_listen)
+    return;
+  for (size_t k = 0; k < i; k++) {
+    const zg_service_conf_t *o = st[k].svc;
+    if (!st[k].has_listen || !same_sockaddr(&svc->listen.ss, &o->listen.ss))
       continue;
-    /* HTTP services may share a listen address (told apart by host and
-     * path_prefix), tls-passthrough ones too (told apart by sni); nothing
-     * else may. */
-    for (size_t k = 0; k < i; k++) {
-      const zg_service_conf_t *o = &cfg->services[k];
-      if (!st[k].has_listen || !same_sockaddr(&svc->listen.ss, &o->listen.ss))
-        continue;
-      if (svc->protocol == ZG_PROTO_TLS_PASSTHROUGH &&
-          o->protocol == ZG_PROTO_TLS_PASSTHROUGH) {
-        if (svc->sni && o->sni ? !strcmp(svc->sni, o->sni)
-                               : !svc->sni && !o->sni) {
-          add_error(p, svc->line,
-                    "[service:%s] has the same listen and sni as "
-                    "[service:%s] at line %d%s: connections could not be "
-                    "told apart",
-                    svc->name, o->name, o->line,
-                    svc->sni ? "" : " (neither has one: two defaults)");
-          break;
-        }
-        continue;
-      }
-      if (svc->protocol != ZG_PROTO_HTTP || o->protocol != ZG_PROTO_HTTP) {
-        add_error(p, st[i].listen_line,
-                  "listen %s is already used by [service:%s] at line %d",
-                  svc->listen.text, o->name, st[k].listen_line);
-        break;
-      }
-      /* One listener, one TLS setting: a connection is TLS or not before
-       * its request says which service it is for. */
-      if (!svc->tls_cert != !o->tls_cert) {
-        add_error(p, st[i].listen_line,
-                  "listen %s: [service:%s] %s TLS but [service:%s] at line %d "
-                  "%s; HTTP services sharing a listen address must all have "
-                  "tls_cert and tls_key, or none",
-                  svc->listen.text, svc->name,
-                  svc->tls_cert ? "terminates" : "does not terminate", o->name,
-                  o->line, o->tls_cert ? "does" : "does not");
-        break;
-      }
-      if (svc->tls_cert &&
-          (!same_str(svc->tls_ciphers, o->tls_ciphers) ||
-           !same_str(svc->tls_ciphersuites, o->tls_ciphersuites))) {
-        add_error(p, st[i].listen_line,
-                  "listen %s: [service:%s] and [service:%s] at line %d have "
-                  "different tls_ciphers or tls_ciphersuites; services "
-                  "sharing a listen address share them",
-                  svc->listen.text, svc->name, o->name, o->line);
-        break;
-      }
-      /* The certificate and the client certificate checks are chosen by
-       * the server name, before any path is seen: one host, one set. */
-      if (svc->tls_cert && same_str(svc->host, o->host) &&
-          (!same_str(svc->tls_cert, o->tls_cert) ||
-           !same_str(svc->tls_key, o->tls_key) ||
-           !same_str(svc->tls_client_ca, o->tls_client_ca) ||
-           (svc->tls_client_ca && svc->tls_verify != o->tls_verify))) {
+    if (svc->protocol == ZG_PROTO_TLS_PASSTHROUGH &&
+        o->protocol == ZG_PROTO_TLS_PASSTHROUGH) {
+      if (svc->sni && o->sni ? !strcmp(svc->sni, o->sni)
+                             : !svc->sni && !o->sni) {
         add_error(p, svc->line,
-                  "listen %s: [service:%s] and [service:%s] at line %d have "
-                  "the same host%s%s but different tls_cert, tls_key, "
-                  "tls_client_ca or tls_verify_client; the handshake is "
-                  "chosen by host name alone, before the path is known",
-                  svc->listen.text, svc->name, o->name, o->line,
-                  svc->host ? " " : " (none)", svc->host ? svc->host : "");
-        break;
+                  "[service:%s] has the same listen and sni as "
+                  "[service:%s] at line %d%s: connections could not be "
+                  "told apart",
+                  svc->name, o->name, o->line,
+                  svc->sni ? "" : " (neither has one: two defaults)");
+        return;
       }
-      if (!strcmp(svc->path_prefix, o->path_prefix) &&
-          ((!svc->host && !o->host) ||
-           (svc->host && o->host && !strcmp(svc->host, o->host)))) {
-        add_error(p, svc->line,
-                  "[service:%s] has the same listen, host and path_prefix as "
-                  "[service:%s] at line %d: requests could not be told apart",
-                  svc->name, o->name, o->line);
-        break;
-      }
+      continue;
+    }
+    if (svc->protocol != ZG_PROTO_HTTP || o->protocol != ZG_PROTO_HTTP) {
+      add_error(p, st[i].listen_line,
+                "listen %s is already used by [service:%s] at line %d",
+                svc->listen.text, o->name, st[k].listen_line);
+      return;
+    }
+    if (http_share_conflict(p, &st[i], &st[k]))
+      return;
+  }
+}
+
+/* One complete [service:] section: what it needs, what its protocol
+ * allows, its defaults. */
+static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
+                          size_t i) {
+  svc_state_t *st = &ss->st[i];
+  zg_service_conf_t *svc = st->svc;
+  if (!st->listen_seen)
+    add_error(p, svc->line, "[service:%s] needs a 'listen' address", svc->name);
+  if (!st->source_seen)
+    add_error(p, svc->line,
+              "[service:%s] needs 'zk_path' or 'instances' (or both)",
+              svc->name);
+  if (svc->zk_path && !cfg->zk.hosts && !p->hosts_seen)
+    add_error(p, st->zk_path_line,
+              "zk_path needs [zookeeper] hosts to be set%s",
+              ss->zk_line ? "" : " (there is no [zookeeper] section)");
+  if (svc->protocol != ZG_PROTO_HTTP && st->http_key_line)
+    add_error(p, st->http_key_line,
+              "host, path_prefix, strip_prefix and response_timeout are for "
+              "protocol = http only");
+  if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st->sni_line)
+    add_error(p, st->sni_line, "sni is for protocol = tls-passthrough only");
+  tls_check(p, st);
+  upstream_check(p, st);
+  if (!svc->connect_timeout_ms)
+    svc->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
+  if (svc->protocol == ZG_PROTO_HTTP) {
+    if (!svc->path_prefix && !(svc->path_prefix = strdup("/")))
+      p->oom = 1;
+    if (!svc->response_timeout_ms)
+      svc->response_timeout_ms = 30000;
+  }
+  service_listen_check(p, ss->st, i);
+}
+
+/* One complete [discover:] section. */
+static void discover_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
+                           size_t i) {
+  zg_discover_conf_t *d = &cfg->discovers[i];
+  const disc_state_t *ds = &ss->dst[i];
+  if (!ds->root_seen)
+    add_error(p, d->line, "[discover:%s] needs 'zk_root'", d->name);
+  if (!ds->listen_seen)
+    add_error(p, d->line, "[discover:%s] needs a 'listen' address", d->name);
+  if (!cfg->zk.hosts && !p->hosts_seen)
+    add_error(p, d->line, "[discover:%s] needs [zookeeper] hosts to be set%s",
+              d->name, ss->zk_line ? "" : " (there is no [zookeeper] section)");
+  if (!d->connect_timeout_ms)
+    d->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
+  if (!d->response_timeout_ms)
+    d->response_timeout_ms = 30000;
+  /* Discovered services join HTTP services on their address; a TCP
+   * service's address is its own. */
+  for (size_t k = 0; ds->has_listen && k < cfg->n_services; k++) {
+    const zg_service_conf_t *o = &cfg->services[k];
+    if (o->protocol != ZG_PROTO_HTTP && ss->st[k].has_listen &&
+        same_sockaddr(&d->listen.ss, &o->listen.ss)) {
+      add_error(p, ds->listen_line,
+                "listen %s is already used by [service:%s] at line %d "
+                "(protocol %s)",
+                d->listen.text, o->name, ss->st[k].listen_line,
+                zg_protocol_name(o->protocol));
+      break;
     }
   }
-  for (size_t i = 0; i < cfg->n_discovers; i++) {
-    zg_discover_conf_t *d = &cfg->discovers[i];
-    if (!dst[i].root_seen)
-      add_error(p, d->line, "[discover:%s] needs 'zk_root'", d->name);
-    if (!dst[i].listen_seen)
-      add_error(p, d->line, "[discover:%s] needs a 'listen' address", d->name);
-    uses_zk = 1;
-    if (!cfg->zk.hosts && !p->hosts_seen)
-      add_error(p, d->line, "[discover:%s] needs [zookeeper] hosts to be set%s",
-                d->name, zk_line ? "" : " (there is no [zookeeper] section)");
-    if (!d->connect_timeout_ms)
-      d->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
-    if (!d->response_timeout_ms)
-      d->response_timeout_ms = 30000;
-    /* Discovered services join HTTP services on their address; a TCP
-     * service's address is its own. */
-    for (size_t k = 0; dst[i].has_listen && k < cfg->n_services; k++) {
-      const zg_service_conf_t *o = &cfg->services[k];
-      if (o->protocol != ZG_PROTO_HTTP && st[k].has_listen &&
-          same_sockaddr(&d->listen.ss, &o->listen.ss)) {
-        add_error(p, dst[i].listen_line,
-                  "listen %s is already used by [service:%s] at line %d "
-                  "(protocol %s)",
-                  d->listen.text, o->name, st[k].listen_line,
-                  zg_protocol_name(o->protocol));
-        break;
-      }
-    }
-  }
+}
+
+/* [proxy] caps against each other; the admin address is its own. */
+static void proxy_admin_check(parse_t *p, zg_config_t *cfg,
+                              const sections_t *ss) {
   /* Connections in their head are some of the open ones. */
   if (cfg->proxy.max_connections &&
       cfg->proxy.max_head_connections > cfg->proxy.max_connections)
@@ -1418,27 +1484,42 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
               "(%llu)",
               (unsigned long long)cfg->proxy.max_head_connections,
               (unsigned long long)cfg->proxy.max_connections);
-  /* The admin address is its own. */
   for (size_t i = 0; cfg->admin.enabled && i < cfg->n_services; i++)
-    if (st[i].has_listen &&
+    if (ss->st[i].has_listen &&
         same_sockaddr(&cfg->admin.listen.ss, &cfg->services[i].listen.ss)) {
       add_error(p, p->admin_listen_line,
                 "listen %s is already used by [service:%s] at line %d",
                 cfg->admin.listen.text, cfg->services[i].name,
-                st[i].listen_line);
+                ss->st[i].listen_line);
       break;
     }
   for (size_t i = 0; cfg->admin.enabled && i < cfg->n_discovers; i++)
-    if (dst[i].has_listen &&
+    if (ss->dst[i].has_listen &&
         same_sockaddr(&cfg->admin.listen.ss, &cfg->discovers[i].listen.ss)) {
       add_error(p, p->admin_listen_line,
                 "listen %s is already used by [discover:%s] at line %d",
                 cfg->admin.listen.text, cfg->discovers[i].name,
-                dst[i].listen_line);
+                ss->dst[i].listen_line);
       break;
     }
-  free(st);
-  free(dst);
+}
+
+static void interpret(parse_t *p, zg_config_t *cfg) {
+  sections_t ss = {NULL, NULL, 0};
+  int uses_zk = cfg->n_discovers > 0;
+  read_sections(p, cfg, &ss);
+  /* Checks over the whole file. */
+  for (size_t i = 0; i < cfg->n_services; i++) {
+    uses_zk |= cfg->services[i].zk_path != NULL;
+    service_check(p, cfg, &ss, i);
+  }
+  for (size_t i = 0; i < cfg->n_discovers; i++) {
+    uses_zk = 1;
+    discover_check(p, cfg, &ss, i);
+  }
+  proxy_admin_check(p, cfg, &ss);
+  free(ss.st);
+  free(ss.dst);
   /* No service reads ZooKeeper: no session is opened. */
   if (!uses_zk) {
     free(cfg->zk.hosts);
@@ -1539,8 +1620,8 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   return 0;
 }
 
-int zg_config_load(const char *path, zg_config_t **out,
-                   zg_config_errors_t *errs) {
+int zg_config_load(const char *path, const zg_config_checks_t *checks,
+                   zg_config_t **out, zg_config_errors_t *errs) {
   parse_t p;
   FILE *f;
   char *text = NULL;
@@ -1594,7 +1675,7 @@ int zg_config_load(const char *path, zg_config_t **out,
     return ZG_ECONFIG;
   }
   fclose(f);
-  rc = zg_config_load_string(text, path, out, errs);
+  rc = zg_config_load_string(text, path, checks, out, errs);
   if (*out)
     (*out)->text = text;
   else
@@ -1602,10 +1683,12 @@ int zg_config_load(const char *path, zg_config_t **out,
   return rc;
 }
 
-int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+int zg_config_load_string(const char *text, const char *name,
+                          const zg_config_checks_t *checks, zg_config_t **out,
                           zg_config_errors_t *errs) {
   parse_t p;
   memset(&p, 0, sizeof(p));
+  p.checks = checks;
   memset(errs, 0, sizeof(*errs));
   p.text = text;
   return load(&p, name, out, errs);

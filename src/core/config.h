@@ -135,13 +135,30 @@ typedef struct {
   size_t n;
 } zg_config_errors_t;
 
-/* Loads and validates `path`. On success returns 0 and *out; otherwise
- * returns ZG_ECONFIG (or a UV_E* code when the file cannot be read) with
- * every problem in *errs. The caller frees both. */
-int zg_config_load(const char *path, zg_config_t **out,
-                   zg_config_errors_t *errs);
+/* Checks of what a [service:] section names outside the file: its TLS
+ * certificates, keys and CA files, its cipher strings. This module loads
+ * no TLS itself (core does not depend on net): the caller hands the checks
+ * in (net/tls.h: zg_tls_config_checks) and they run as each section is
+ * complete, so that their errors carry FILE:LINE among the others. Each
+ * returns 0, or nonzero with a message in `err` and the name of the key at
+ * fault in *key (tls_cert, tls_key, ..., upstream_ca, upstream_cert,
+ * upstream_key). */
+typedef int (*zg_config_check_fn)(const zg_service_conf_t *sc, char *err,
+                                  size_t len, const char **key);
+typedef struct {
+  zg_config_check_fn service;  /* tls_* keys (TLS termination) */
+  zg_config_check_fn upstream; /* upstream_* files (TLS to instances) */
+} zg_config_checks_t;
+
+/* Loads and validates `path`, with `checks` (NULL: no file it names is
+ * read). On success returns 0 and *out; otherwise returns ZG_ECONFIG (or
+ * a UV_E* code when the file cannot be read) with every problem in *errs.
+ * The caller frees both. */
+int zg_config_load(const char *path, const zg_config_checks_t *checks,
+                   zg_config_t **out, zg_config_errors_t *errs);
 /* Same, from a string; `name` stands for the file name in messages. */
-int zg_config_load_string(const char *text, const char *name, zg_config_t **out,
+int zg_config_load_string(const char *text, const char *name,
+                          const zg_config_checks_t *checks, zg_config_t **out,
                           zg_config_errors_t *errs);
 void zg_config_free(zg_config_t *cfg);
 /* Frees what a service's configuration owns (not the struct itself). */

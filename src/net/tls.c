@@ -1143,3 +1143,9 @@ bool zg_tls_conn_reusable(const zg_tls_conn_t *c, const zg_tls_client_t *cli,
   return c->cli == cli && c->name && !strcmp(c->name, name) && !c->done &&
          !c->freed;
 }
+
+const zg_config_checks_t *zg_tls_config_checks(void) {
+  static const zg_config_checks_t checks = {zg_tls_check_service,
+                                            zg_tls_check_upstream};
+  return &checks;
+}

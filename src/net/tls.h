@@ -81,6 +81,9 @@ typedef struct zg_tls_client zg_tls_client_t;
  * and the key at fault in *key. */
 int zg_tls_check_upstream(const zg_service_conf_t *sc, char *err, size_t len,
                           const char **key);
+/* Both, for zg_config_load: what `zkgate -t`, a start and a reload check
+ * while they read the file. */
+const zg_config_checks_t *zg_tls_config_checks(void);
 /* A client context from `sc`'s upstream_* keys; `sc` NULL: the defaults
  * (the system store, verification on). 0, or ZG_ECONFIG / UV_ENOMEM with a
  * message in `err`. */

@@ -193,6 +193,163 @@ static int parse_auth(const char *v, char **out, const char **why) {
   return 0;
 }
 
+/* What the command line gives, while it is read. */
+typedef struct {
+  zg_register_opts_t opts;
+  zg_log_level_t level;
+  const char *address;
+  int check_tuned; /* --interval, --rise or --fall given */
+  char **auth;     /* the --auth copy, freed by main */
+} cli_t;
+
+/* What an option parser returns besides an exit code (bad()'s, 0, ...). */
+enum { ARG_OK = -1, ARG_NOT_MINE = -2 };
+
+/* Where and what to register: --zk, --path, --address, --format,
+ * --scheme, --session-timeout. */
+static int option_register(cli_t *c, int opt, char *arg) {
+  const char *why = NULL;
+  switch (opt) {
+  case OPT_ZK:
+    if (check_hosts(arg, &why) != 0)
+      return bad("--zk '%s': %s", arg, why);
+    c->opts.zk_hosts = arg;
+    return ARG_OK;
+  case OPT_PATH:
+    if (zg_register_fmt_check_path(arg, &why) != 0)
+      return bad("--path '%s': a ZooKeeper path %s", arg, why);
+    c->opts.zk_path = arg;
+    return ARG_OK;
+  case OPT_ADDRESS:
+    c->address = arg;
+    if (zg_instance_parse_hostport(arg, strlen(arg), &c->opts.address) != 0)
+      return bad("--address '%s': expected HOST:PORT (IPv4, [IPv6] or a "
+                 "name; port 1-65535)",
+                 arg);
+    return ARG_OK;
+  case OPT_FORMAT:
+    if (zg_register_fmt_parse(arg, &c->opts.format) != 0)
+      return bad("--format '%s': expected url, curator, serverset or "
+                 "hostport",
+                 arg);
+    return ARG_OK;
+  case OPT_SCHEME:
+    if (strcmp(arg, "http") != 0 && strcmp(arg, "https") != 0)
+      return bad("--scheme '%s': expected http or https", arg);
+    c->opts.tls = strcmp(arg, "https") == 0;
+    return ARG_OK;
+  case OPT_SESSION_TIMEOUT:
+    if (zg_parse_duration_ms(arg, &c->opts.session_timeout_ms) != 0 ||
+        c->opts.session_timeout_ms < 100 ||
+        c->opts.session_timeout_ms > 3600000)
+      return bad("--session-timeout '%s': expected a duration from 100ms "
+                 "to 1h (e.g. 10s)",
+                 arg);
+    return ARG_OK;
+  default:
+    return ARG_NOT_MINE;
+  }
+}
+
+/* The health check: --check, --interval, --rise, --fall. */
+static int option_check(cli_t *c, int opt, char *arg) {
+  switch (opt) {
+  case OPT_CHECK:
+    if (strcmp(arg, "tcp") == 0) {
+      c->opts.check = ZG_CHECK_TCP;
+    } else if (strncmp(arg, "http:", 5) == 0 && check_http_path(arg + 5) == 0) {
+      c->opts.check = ZG_CHECK_HTTP;
+      c->opts.check_path = arg + 5;
+    } else {
+      return bad("--check '%s': expected tcp or http:/PATH (a path "
+                 "without spaces)",
+                 arg);
+    }
+    return ARG_OK;
+  case OPT_INTERVAL:
+    if (zg_parse_duration_ms(arg, &c->opts.interval_ms) != 0 ||
+        c->opts.interval_ms < 100 || c->opts.interval_ms > 3600000)
+      return bad("--interval '%s': expected a duration from 100ms to 1h "
+                 "(e.g. 500ms, 2s)",
+                 arg);
+    c->check_tuned = 1;
+    return ARG_OK;
+  case OPT_RISE:
+  case OPT_FALL:
+    if (parse_count(arg, opt == OPT_RISE ? &c->opts.rise : &c->opts.fall) != 0)
+      return bad("--%s '%s': expected a count from 1 to 1000",
+                 opt == OPT_RISE ? "rise" : "fall", arg);
+    c->check_tuned = 1;
+    return ARG_OK;
+  default:
+    return ARG_NOT_MINE;
+  }
+}
+
+/* --log-level and --auth. */
+static int option_other(cli_t *c, int opt, char *arg) {
+  const char *why = NULL;
+  switch (opt) {
+  case OPT_LOG_LEVEL:
+    if (parse_level(arg, &c->level) != 0)
+      return bad("--log-level '%s': expected error, warn, info or debug", arg);
+    return ARG_OK;
+  case OPT_AUTH:
+    free(*c->auth);
+    *c->auth = NULL;
+    if (parse_auth(arg, c->auth, &why) != 0)
+      return bad("--auth: %s", why);
+    /* Copied: the argument's password is blanked so that ps and
+     * /proc/PID/cmdline stop showing it once we are running. */
+    for (char *ch = strchr(arg + 7, ':') + 1; *ch; ch++)
+      *ch = 'x';
+    c->opts.auth = *c->auth;
+    return ARG_OK;
+  default:
+    return ARG_NOT_MINE;
+  }
+}
+
+/* One option of getopt_long: ARG_OK to go on, else the exit code. */
+static int option(cli_t *c, int opt, char *arg, char **argv) {
+  int rc = option_register(c, opt, arg);
+  if (rc == ARG_NOT_MINE)
+    rc = option_check(c, opt, arg);
+  if (rc == ARG_NOT_MINE)
+    rc = option_other(c, opt, arg);
+  if (rc != ARG_NOT_MINE)
+    return rc;
+  switch (opt) {
+  case 'h':
+    usage(stdout);
+    return 0;
+  case 'V':
+    printf(PROG " %s\n", ZKGATE_VERSION);
+    zg_version_print(stdout);
+    return 0;
+  case ':':
+    return bad("%s needs a value", argv[optind - 1]);
+  default:
+    return bad("unknown option '%s'", argv[optind - 1]);
+  }
+}
+
+/* The options together: what is required, what goes with what. ARG_OK or
+ * the exit code. */
+static int options_check(const cli_t *c) {
+  if (!c->opts.zk_hosts || !c->opts.zk_path || !c->address)
+    return bad("missing %s", !c->opts.zk_hosts  ? "--zk HOSTS"
+                             : !c->opts.zk_path ? "--path ZK_PATH"
+                                                : "--address HOST:PORT");
+  if (c->check_tuned && c->opts.check == ZG_CHECK_NONE)
+    return bad("--interval, --rise and --fall tune a health check: add "
+               "--check tcp or --check http:/PATH");
+  if (c->opts.check == ZG_CHECK_HTTP && c->opts.tls)
+    return bad("--check http:/PATH speaks plain HTTP and the instance "
+               "speaks https: use --check tcp");
+  return ARG_OK;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"zk", required_argument, NULL, OPT_ZK},
@@ -211,132 +368,34 @@ int main(int argc, char **argv) {
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
-  zg_register_opts_t opts;
-  zg_log_level_t level = ZG_LOG_INFO;
-  const char *address = NULL, *why = NULL;
   /* Static: still reachable when a later option is refused (no leak). */
   static char *auth;
-  int opt, check_tuned = 0, rc;
+  cli_t c;
+  int opt, rc = ARG_OK;
 
-  memset(&opts, 0, sizeof(opts));
-  opts.format = ZG_REGFMT_URL;
-  opts.interval_ms = 1000;
-  opts.rise = 2;
-  opts.fall = 2;
-  opts.session_timeout_ms = 10000;
+  memset(&c, 0, sizeof(c));
+  c.level = ZG_LOG_INFO;
+  c.auth = &auth;
+  c.opts.format = ZG_REGFMT_URL;
+  c.opts.interval_ms = 1000;
+  c.opts.rise = 2;
+  c.opts.fall = 2;
+  c.opts.session_timeout_ms = 10000;
   opterr = 0; /* our own messages */
-  while ((opt = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
-    switch (opt) {
-    case OPT_ZK:
-      if (check_hosts(optarg, &why) != 0)
-        return bad("--zk '%s': %s", optarg, why);
-      opts.zk_hosts = optarg;
-      break;
-    case OPT_PATH:
-      if (zg_register_fmt_check_path(optarg, &why) != 0)
-        return bad("--path '%s': a ZooKeeper path %s", optarg, why);
-      opts.zk_path = optarg;
-      break;
-    case OPT_ADDRESS:
-      address = optarg;
-      if (zg_instance_parse_hostport(optarg, strlen(optarg), &opts.address) !=
-          0)
-        return bad("--address '%s': expected HOST:PORT (IPv4, [IPv6] or a "
-                   "name; port 1-65535)",
-                   optarg);
-      break;
-    case OPT_FORMAT:
-      if (zg_register_fmt_parse(optarg, &opts.format) != 0)
-        return bad("--format '%s': expected url, curator, serverset or "
-                   "hostport",
-                   optarg);
-      break;
-    case OPT_SCHEME:
-      if (strcmp(optarg, "http") != 0 && strcmp(optarg, "https") != 0)
-        return bad("--scheme '%s': expected http or https", optarg);
-      opts.tls = strcmp(optarg, "https") == 0;
-      break;
-    case OPT_CHECK:
-      if (strcmp(optarg, "tcp") == 0) {
-        opts.check = ZG_CHECK_TCP;
-      } else if (strncmp(optarg, "http:", 5) == 0 &&
-                 check_http_path(optarg + 5) == 0) {
-        opts.check = ZG_CHECK_HTTP;
-        opts.check_path = optarg + 5;
-      } else {
-        return bad("--check '%s': expected tcp or http:/PATH (a path "
-                   "without spaces)",
-                   optarg);
-      }
-      break;
-    case OPT_INTERVAL:
-      if (zg_parse_duration_ms(optarg, &opts.interval_ms) != 0 ||
-          opts.interval_ms < 100 || opts.interval_ms > 3600000)
-        return bad("--interval '%s': expected a duration from 100ms to 1h "
-                   "(e.g. 500ms, 2s)",
-                   optarg);
-      check_tuned = 1;
-      break;
-    case OPT_RISE:
-    case OPT_FALL:
-      if (parse_count(optarg, opt == OPT_RISE ? &opts.rise : &opts.fall) != 0)
-        return bad("--%s '%s': expected a count from 1 to 1000",
-                   opt == OPT_RISE ? "rise" : "fall", optarg);
-      check_tuned = 1;
-      break;
-    case OPT_SESSION_TIMEOUT:
-      if (zg_parse_duration_ms(optarg, &opts.session_timeout_ms) != 0 ||
-          opts.session_timeout_ms < 100 || opts.session_timeout_ms > 3600000)
-        return bad("--session-timeout '%s': expected a duration from 100ms "
-                   "to 1h (e.g. 10s)",
-                   optarg);
-      break;
-    case OPT_LOG_LEVEL:
-      if (parse_level(optarg, &level) != 0)
-        return bad("--log-level '%s': expected error, warn, info or debug",
-                   optarg);
-      break;
-    case OPT_AUTH:
-      free(auth);
-      auth = NULL;
-      if (parse_auth(optarg, &auth, &why) != 0)
-        return bad("--auth: %s", why);
-      /* Copied: the argument's password is blanked so that ps and
-       * /proc/PID/cmdline stop showing it once we are running. */
-      for (char *c = strchr(optarg + 7, ':') + 1; *c; c++)
-        *c = 'x';
-      opts.auth = auth;
-      break;
-    case 'h':
-      usage(stdout);
-      return 0;
-    case 'V':
-      printf(PROG " %s\n", ZKGATE_VERSION);
-      zg_version_print(stdout);
-      return 0;
-    case ':':
-      return bad("%s needs a value", argv[optind - 1]);
-    default:
-      return bad("unknown option '%s'", argv[optind - 1]);
-    }
-  }
+  while (rc == ARG_OK &&
+         (opt = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1)
+    rc = option(&c, opt, optarg, argv);
+  if (rc != ARG_OK)
+    return rc;
   if (optind != argc)
     return bad("unexpected argument '%s'", argv[optind]);
-  if (!opts.zk_hosts || !opts.zk_path || !address)
-    return bad("missing %s", !opts.zk_hosts  ? "--zk HOSTS"
-                             : !opts.zk_path ? "--path ZK_PATH"
-                                             : "--address HOST:PORT");
-  if (check_tuned && opts.check == ZG_CHECK_NONE)
-    return bad("--interval, --rise and --fall tune a health check: add "
-               "--check tcp or --check http:/PATH");
-  if (opts.check == ZG_CHECK_HTTP && opts.tls)
-    return bad("--check http:/PATH speaks plain HTTP and the instance "
-               "speaks https: use --check tcp");
-  zg_log_set_level(level);
-  rc = zg_register_run(&opts);
+  if ((rc = options_check(&c)) != ARG_OK)
+    return rc;
+  zg_log_set_level(c.level);
+  rc = zg_register_run(&c.opts);
   if (auth) {
-    for (volatile char *c = auth; *c; c++)
-      *c = 0;
+    for (volatile char *p = auth; *p; p++)
+      *p = 0;
     free(auth);
   }
   return rc;

@@ -298,6 +298,38 @@ def test_zookeeper_change_is_refused_also_after_a_reload_without_zookeeper(zk, k
     assert wait_until(lambda: request(port, "/x")[:2] == (200, "web"), 5)
 
 
+def test_rejected_reload_that_would_start_the_registry_starts_none(zk, kz, zpath,
+                                                                   http_backends, gateway):
+    """The first section that needs ZooKeeper makes the registry while the reload is prepared;
+    a reload rejected after that (an address that cannot be bound) leaves no registry behind,
+    and the next good one starts it."""
+    web, zkweb = http_backends("web", "zkweb")
+    register(kz, zpath, zkweb.addr.encode())
+    port, admin = free_port(), free_port()
+    zkconf = {"hosts": zk.hosts, "session_timeout": "4s"}
+    static = {"web": {"protocol": "http", "listen": f"127.0.0.1:{port}", "instances": web.addr}}
+    gw = gateway(ini_text(static, admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    with_zk = dict(static, zkweb={"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                  "zk_path": zpath, "path_prefix": "/zk/"})
+    try:
+        reload(gw, ini_text(dict(with_zk, new={"listen": f"127.0.0.1:{taken}",
+                                               "instances": web.addr}),
+                            zookeeper=zkconf, admin={"listen": f"127.0.0.1:{admin}"}),
+               expect="reload rejected")
+    finally:
+        blocker.close()
+    assert metric(admin, 'zkgate_config_reloads_total{result="failed"}') == 1
+    assert metric(admin, 'zkgate_zookeeper_session_state{state="connected"}') is None
+    assert request(port, "/zk/x")[:2] == (200, "web")
+    reload(gw, ini_text(with_zk, zookeeper=zkconf, admin={"listen": f"127.0.0.1:{admin}"}))
+    assert wait_until(lambda: request(port, "/zk/x")[:2] == (200, "zkweb"), 5)
+    assert metric(admin, 'zkgate_zookeeper_session_state{state="connected"}') == 1
+
+
 def test_renamed_service_on_the_same_zk_path_serves_at_once(zk, kz, zpath, http_backends,
                                                            gateway):
     web = http_backends("web")

@@ -18,6 +18,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "net/tls.h"
 
 /* cmocka.h needs these first; its own block so that sorting keeps it last. */
 #include <setjmp.h>
@@ -26,6 +27,11 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+/* The checks of the files a section names (certificates, keys, CA files,
+ * cipher strings) are net's, handed to the configuration module as zkgate
+ * -t, a start and a reload hand them in. */
+#define CHECKS zg_tls_config_checks()
 
 #define NAME "test.ini"
 
@@ -67,7 +73,7 @@ static int find_error_at(const zg_config_errors_t *errs, int line) {
 static zg_config_t *load_ok(const char *text) {
   zg_config_t *cfg = NULL;
   zg_config_errors_t errs = {0};
-  int rc = zg_config_load_string(text, NAME, &cfg, &errs);
+  int rc = zg_config_load_string(text, NAME, CHECKS, &cfg, &errs);
 
   if (rc != 0 || errs.n != 0 || cfg == NULL) {
     print_error("rc=%d (%s)\n", rc, zg_strerror(rc));
@@ -87,7 +93,7 @@ static zg_config_errors_t load_bad(const char *text, const int *lines,
                                    size_t n) {
   zg_config_t *cfg = NULL;
   zg_config_errors_t errs = {0};
-  int rc = zg_config_load_string(text, NAME, &cfg, &errs);
+  int rc = zg_config_load_string(text, NAME, CHECKS, &cfg, &errs);
   bool ok = rc == ZG_ECONFIG && errs.n == n;
 
   for (size_t i = 0; ok && i < n; i++)
@@ -302,7 +308,7 @@ static void test_load_file(void **state) {
         "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
         f);
   assert_int_equal(fclose(f), 0);
-  assert_int_equal(zg_config_load(path, &cfg, &errs), 0);
+  assert_int_equal(zg_config_load(path, CHECKS, &cfg, &errs), 0);
   assert_int_equal(errs.n, 0);
   assert_non_null(cfg);
   assert_string_equal(cfg->path, path);
@@ -318,7 +324,7 @@ static void test_load_file(void **state) {
         f);
   assert_int_equal(fclose(f), 0);
   cfg = NULL;
-  assert_int_equal(zg_config_load(path, &cfg, &errs), ZG_ECONFIG);
+  assert_int_equal(zg_config_load(path, CHECKS, &cfg, &errs), ZG_ECONFIG);
   assert_int_equal(errs.n, 1);
   snprintf(prefix, sizeof(prefix), "%s:3: ", path);
   assert_true(strncmp(errs.lines[0], prefix, strlen(prefix)) == 0);
@@ -328,7 +334,7 @@ static void test_load_file(void **state) {
 
   assert_int_equal(unlink(path), 0);
   cfg = NULL;
-  assert_int_equal(zg_config_load(path, &cfg, &errs), UV_ENOENT);
+  assert_int_equal(zg_config_load(path, CHECKS, &cfg, &errs), UV_ENOENT);
   if (cfg != NULL)
     zg_config_free(cfg);
   zg_config_errors_free(&errs);
@@ -540,7 +546,8 @@ static void test_duplicate_service(void **state) {
   /* inih merges repeated sections; whether that is an error or a
    * continuation is not in the contract, but it must not crash and a
    * second listen for one service must not be silently accepted. */
-  assert_int_equal(zg_config_load_string(text, NAME, &cfg, &errs), ZG_ECONFIG);
+  assert_int_equal(zg_config_load_string(text, NAME, CHECKS, &cfg, &errs),
+                   ZG_ECONFIG);
   assert_true(errs.n >= 1);
   if (cfg != NULL)
     zg_config_free(cfg);
@@ -592,7 +599,8 @@ static void test_zk_path_without_hosts(void **state) {
 
   /* The contract does not say which of the two lines: either one points
    * the user at the service, anything else is wrong. */
-  assert_int_equal(zg_config_load_string(text, NAME, &cfg, &errs), ZG_ECONFIG);
+  assert_int_equal(zg_config_load_string(text, NAME, CHECKS, &cfg, &errs),
+                   ZG_ECONFIG);
   if (errs.n != 1 ||
       (find_error_at(&errs, header) < 0 && find_error_at(&errs, key) < 0)) {
     dump_errors(text, &errs);
@@ -604,8 +612,9 @@ static void test_zk_path_without_hosts(void **state) {
 
   /* Same without any [zookeeper] section. */
   cfg = NULL;
-  assert_int_equal(zg_config_load_string(no_zk_section, NAME, &cfg, &errs),
-                   ZG_ECONFIG);
+  assert_int_equal(
+      zg_config_load_string(no_zk_section, NAME, CHECKS, &cfg, &errs),
+      ZG_ECONFIG);
   assert_int_equal(errs.n, 1);
   if (cfg != NULL)
     zg_config_free(cfg);
@@ -1555,6 +1564,39 @@ static void test_upstream_keys(void **state) {
   zg_config_free(cfg);
 }
 
+/* The configuration module reads no file a section names: without the
+ * checks a missing certificate, key or CA file is the caller's to find;
+ * with net's checks handed in, each is an error at its own line. */
+static void test_file_checks_are_handed_in(void **state) {
+  char text[2048];
+  zg_config_t *cfg = NULL;
+  zg_config_errors_t errs = {0};
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[service:a]\n"
+           "protocol = http\n"
+           "listen = 127.0.0.1:8443\n"
+           "instances = https://h:1\n"
+           "tls_cert = %s/none.crt\n"
+           "tls_key = %s\n"
+           "upstream_ca = %s/none-ca.crt\n",
+           tls_dir, key1, tls_dir);
+  assert_int_equal(zg_config_load_string(text, NAME, NULL, &cfg, &errs), 0);
+  assert_int_equal(errs.n, 0);
+  assert_string_equal(cfg->services[0].upstream_ca + strlen(tls_dir),
+                      "/none-ca.crt");
+  zg_config_free(cfg);
+  zg_config_errors_free(&errs);
+  cfg = NULL;
+  assert_int_equal(zg_config_load_string(text, NAME, CHECKS, &cfg, &errs),
+                   ZG_ECONFIG);
+  assert_null(cfg);
+  assert_int_equal(errs.n, 2);
+  assert_true(find_error_at(&errs, 5) >= 0); /* tls_cert */
+  assert_true(find_error_at(&errs, 7) >= 0); /* upstream_ca */
+  zg_config_errors_free(&errs);
+}
+
 static void test_upstream_errors(void **state) {
   char keys[1024];
   (void)state;
@@ -1673,7 +1715,8 @@ static void test_tls_shared_listen(void **state) {
              "tls_key = %s\n"
              "tls_client_ca = %s\n",
              cert1, key1, cert2, cert1, key1, cert2);
-    assert_int_equal(zg_config_load_string(text, "t.ini", &cfg, &errs), 0);
+    assert_int_equal(zg_config_load_string(text, "t.ini", CHECKS, &cfg, &errs),
+                     0);
     zg_config_errors_free(&errs);
     zg_config_free(cfg);
   }
@@ -1688,6 +1731,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_tls_keys, tls_setup, tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
       cmocka_unit_test_setup_teardown(test_upstream_keys, tls_setup,
+                                      tls_teardown),
+      cmocka_unit_test_setup_teardown(test_file_checks_are_handed_in, tls_setup,
                                       tls_teardown),
       cmocka_unit_test_setup_teardown(test_upstream_errors, tls_setup,
                                       tls_teardown),
