@@ -72,7 +72,7 @@ static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   log_pool(svc, pool);
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;
-  if (gw->n_peers > 0) {
+  if (gw->board) {
     zg_shared_post_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
                         svc->conf->endpoint, pool);
     peers_board_changed(gw);
@@ -592,7 +592,7 @@ static void service_unwatch(zg_gateway_t *gw, zg_service_t *svc) {
   if (!svc->conf->zk_path || !gw->registry)
     return;
   zg_registry_unwatch(gw->registry, svc);
-  if (gw->n_peers > 0)
+  if (gw->board)
     zg_shared_forget_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
                           svc->conf->endpoint);
 }
@@ -678,7 +678,7 @@ static void on_children(void *arg, void *ctx, const char *const *names,
       return;
     }
   discover_apply(d, known, n);
-  if (gw->n_peers > 0) {
+  if (gw->board) {
     char key[1024];
     discover_key(d, key, sizeof(key));
     zg_shared_post_children(gw->sh, key, names, n);
@@ -1149,7 +1149,7 @@ static void commit_discovers(zg_gateway_t *gw, reload_plan_t *p) {
       continue;
     if (gw->registry)
       zg_registry_unwatch(gw->registry, d);
-    if (gw->n_peers > 0) {
+    if (gw->board) {
       char key[1024];
       discover_key(d, key, sizeof(key));
       zg_shared_forget_children(gw->sh, key);
@@ -1903,10 +1903,14 @@ int zg_gateway_run(zg_config_t *cfg) {
     conn_limits_apply(&gw, cfg);
     rc = services_start(&gw, NULL);
   }
-  if (rc == 0)
-    rc = peers_start(&gw);
+  /* The registry first: the state file's pools and children are on the
+   * board before the other workers start, so that none of them accepts a
+   * connection for a discovered service it does not know yet. */
+  gw.board = cfg->proxy.workers > 1;
   if (rc == 0)
     rc = registry_start(&gw);
+  if (rc == 0)
+    rc = peers_start(&gw);
   if (rc == 0)
     rc = zg_admin_start(&gw);
   if (rc != 0) {

@@ -4,6 +4,7 @@
 #ifndef ZKGATE_GATEWAY_H
 #define ZKGATE_GATEWAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -54,6 +55,9 @@ typedef struct zg_gateway {
   struct zg_worker *worker; /* NULL: the control loop */
   struct zg_worker **peers; /* control: the other workers */
   size_t n_peers;
+  /* control: the registry's pools and children go on the board for the
+   * workers (there are, or are about to be, other workers) */
+  bool board;
   zg_config_t *cfg;        /* owned; replaced by a reload */
   zg_service_t **services; /* configured ones first, in file order, then
                               discovered ones */
