@@ -824,6 +824,7 @@ static int registry_start(zg_gateway_t *gw) {
                                   cfg->zk.max_stale_ms)) != 0)
     return rc;
   zg_registry_set_max_watch_bytes(gw->registry, cfg->zk.max_watch_bytes);
+  zg_registry_set_data_sweep(gw->registry, cfg->zk.data_sweep_ms);
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->conf->zk_path &&
         (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
@@ -865,6 +866,7 @@ static const char *fixed_part_changed(const zg_gateway_t *gw,
        !same_opt(a->zk.state_file, b->zk.state_file) ||
        a->zk.max_stale_ms != b->zk.max_stale_ms ||
        a->zk.max_watch_bytes != b->zk.max_watch_bytes ||
+       a->zk.data_sweep_ms != b->zk.data_sweep_ms ||
        !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
   if (gw->cfg->proxy.workers != b->proxy.workers)
