@@ -873,7 +873,8 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   if (!req || !path || !reg->zh) {
     free(req);
     free(path);
-    c->fetched = 0; /* the next list reads it */
+    watch_release(svc, c); /* taken by a promotion: none was set */
+    c->fetched = 0;        /* the next list reads it */
     svc->need_list = 1;
     return;
   }
@@ -1196,8 +1197,15 @@ static void budget_warn(zg_registry_t *reg) {
   size_t n;
   if (!reg->budget_short || reg->budget_warned)
     return;
-  reg->budget_short = 0;
   n = count_unwatched(reg);
+  if (n == 0) {
+    /* Those read without a watch are not back yet: wait for them (a read
+     * that failed is no news). */
+    for (size_t i = 0; i < reg->n_services; i++)
+      if (reg->services[i]->outstanding)
+        return;
+  }
+  reg->budget_short = 0;
   if (n == 0 ||
       !zg_ratelimit_allow(&reg->budget_rl, uv_now(reg->loop), &dropped))
     return;
