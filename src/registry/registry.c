@@ -654,10 +654,8 @@ static int watch_take(reg_service_t *svc, reg_child_t *c) {
     return 1;
   cost = data_watch_cost(svc, c);
   limit = reg->watch_budget - reg->watch_budget / BUDGET_RESERVE_DIV;
-  if (reg->watch_budget && budget_used(reg) + cost > limit) {
-    reg->budget_short = 1;
+  if (reg->watch_budget && budget_used(reg) + cost > limit)
     return 0;
-  }
   c->watched = 1;
   reg->data_bytes += cost;
   reg->n_data_watches++;
@@ -883,10 +881,12 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   /* The data watch (context: the service, which outlives every watch)
    * tells of changes in place; past the watch budget the child is read
    * without one, and the data sweep looks for its changes. */
-  if (watch_take(svc, c))
+  if (watch_take(svc, c)) {
     rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
-  else
+  } else {
     rc = zoo_aget(reg->zh, path, 0, on_data, req);
+    reg->budget_short = 1; /* budget_warn() tells, once */
+  }
   free(path);
   if (rc != ZOK) {
     watch_release(svc, c);
@@ -1301,7 +1301,6 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
     fetch(svc, c);
     return 0;
   }
-  reg->budget_short = 0; /* not news: warned when it was */
   req = malloc(sizeof(*req) + nlen + 1);
   path = child_path(svc, c->name);
   if (!req || !path) {

@@ -481,6 +481,30 @@ def test_watch_budget_keeps_the_session_over_reconnections(tmp_path, backends):
         assert m['zkgate_zookeeper_watches{kind="data"}'] * cost + 4 + len(big) <= 4096, m
         assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
         assert m['zkgate_zookeeper_reads_total{kind="stat"}'] > 0, m
+
+        # Watched instances go away: the sweep gives their room to unwatched ones, in name
+        # order, which are then read with a data watch (promoted).
+        before = m["zkgate_zookeeper_unwatched_instances"]
+        t = kz.transaction()
+        for i in range(100):
+            t.delete(f"{big}/{FILLER_NAME.format(i)}")
+        assert all(r is True for r in t.commit())
+
+        def promoted():
+            m = registry_metrics(admin)
+            return (m["zkgate_zookeeper_unwatched_instances"] <= before - 50 and
+                    m['zkgate_zookeeper_watches{kind="data"}'] >= watched - 1) and m
+        m = wait_until(promoted, 10)
+        assert m, registry_metrics(admin)
+        assert m['zkgate_zookeeper_watches{kind="data"}'] * cost + 4 + len(big) <= 4096, m
+        assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
+        assert len(pool_addresses(admin, "big")) == FILLERS + 1 - 100
+        third = f"{big}/{FILLER_NAME.format(100)}"
+        kz.set(third, b"tcp://127.0.0.2:30000")
+        assert wait_until(lambda: pool_addresses(admin, "big").get(third) == "127.0.0.2:30000",
+                          10), \
+            gw.log_text()[-3000:]
+        assert f"{FILLER_NAME.format(100)}: data changed (data watch)" in gw.log_text()
         assert set(session_ids(gw)) == set(sid), gw.log_text()[-4000:]
     finally:
         if gw is not None:
