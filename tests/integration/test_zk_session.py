@@ -505,6 +505,15 @@ def test_watch_budget_keeps_the_session_over_reconnections(tmp_path, backends):
                           10), \
             gw.log_text()[-3000:]
         assert f"{FILLER_NAME.format(100)}: data changed (data watch)" in gw.log_text()
+
+        # An unwatched instance deleted and created again in one transaction (point 9): its
+        # name stays in the list, and the sweep sees the new znode by its mzxid.
+        t = kz.transaction()
+        t.delete(last)
+        t.create(last, b"tcp://127.0.0.2:30001")
+        assert all(r is not None and not isinstance(r, Exception) for r in t.commit())
+        assert wait_until(lambda: pool_addresses(admin, "big").get(last) == "127.0.0.2:30001",
+                          10), gw.log_text()[-3000:]
         assert set(session_ids(gw)) == set(sid), gw.log_text()[-4000:]
     finally:
         if gw is not None:
