@@ -1999,10 +1999,10 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->state = ZG_ZK_CLOSED;
   for (size_t i = 0; i < reg->n_services; i++)
     service_free(reg->services[i]);
+  reg->n_services = 0; /* before graveyard_free() counts the paths */
   graveyard_free(reg);
   free(reg->services);
   reg->services = NULL;
-  reg->n_services = 0;
   free(reg->hosts);
   reg->hosts = NULL;
   free(reg->state_file);
