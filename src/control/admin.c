@@ -489,11 +489,31 @@ static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
   zg_text_printf(o, "zkgate_zookeeper_watch_events_total %llu\n",
                  (unsigned long long)rs.watch_events);
   family(o, "zkgate_zookeeper_reads_total", "counter",
-         "ZooKeeper children lists and data reads issued.");
+         "ZooKeeper children lists, data reads and data sweep stats issued.");
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"list\"} %llu\n",
                  (unsigned long long)rs.lists);
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"data\"} %llu\n",
                  (unsigned long long)rs.reads);
+  zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"stat\"} %llu\n",
+                 (unsigned long long)rs.checks);
+  family(o, "zkgate_zookeeper_watches", "gauge",
+         "ZooKeeper watches the session holds: one child (or exists) watch "
+         "per path, one data watch per instance within the watch budget.");
+  zg_text_printf(o, "zkgate_zookeeper_watches{kind=\"child\"} %zu\n",
+                 rs.path_watches);
+  zg_text_printf(o, "zkgate_zookeeper_watches{kind=\"data\"} %zu\n",
+                 rs.data_watches);
+  family(o, "zkgate_zookeeper_watch_bytes", "gauge",
+         "Estimated size of the SetWatches packet a reconnection sends, and "
+         "the budget it is kept under ([zookeeper] max_watch_bytes; 0: none).");
+  zg_text_printf(o, "zkgate_zookeeper_watch_bytes{kind=\"used\"} %llu\n",
+                 (unsigned long long)rs.watch_bytes);
+  zg_text_printf(o, "zkgate_zookeeper_watch_bytes{kind=\"budget\"} %llu\n",
+                 (unsigned long long)rs.watch_budget);
+  family(o, "zkgate_zookeeper_unwatched_instances", "gauge",
+         "Instances read without a data watch (past the watch budget): "
+         "their data changes in place are seen by the data sweep.");
+  zg_text_printf(o, "zkgate_zookeeper_unwatched_instances %zu\n", rs.unwatched);
   family(o, "zkgate_registry_last_update_age_seconds", "gauge",
          "Seconds since the registry last published a pool (-1: never).");
   zg_text_printf(o, "zkgate_registry_last_update_age_seconds %.3f\n",

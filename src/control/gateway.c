@@ -705,6 +705,7 @@ static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
     return UV_ENOMEM;
   }
   zg_registry_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
+  zg_registry_set_data_sweep(reg, cfg->zk.data_sweep_ms);
   *out = reg;
   return 0;
 }
@@ -764,6 +765,7 @@ static const char *fixed_part_changed(const zg_gateway_t *gw,
        !same_opt(a->zk.state_file, b->zk.state_file) ||
        a->zk.max_stale_ms != b->zk.max_stale_ms ||
        a->zk.max_watch_bytes != b->zk.max_watch_bytes ||
+       a->zk.data_sweep_ms != b->zk.data_sweep_ms ||
        !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
   if (gw->cfg->proxy.workers != b->proxy.workers)

@@ -564,6 +564,17 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     cfg->zk.max_watch_bytes = v * unit;
+  } else if (!strcmp(kv->key, "data_sweep")) {
+    /* 0 turns the sweep off; under 100 ms a pass would be all burst. */
+    uint64_t ms;
+    if (zg_parse_duration_ms(kv->value, &ms) != 0 || (ms != 0 && ms < 100)) {
+      add_error(p, kv->line,
+                "data_sweep: expected 0 or a duration of 100ms or more "
+                "(e.g. 30s), got '%s'",
+                kv->value);
+      return;
+    }
+    cfg->zk.data_sweep_ms = ms;
   } else if (!strcmp(kv->key, "auth")) {
     auth_key(p, cfg, kv);
   } else {
@@ -1588,6 +1599,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   /* Under ZooKeeper's default jute.maxbuffer (1 MiB - 1), with room for
    * the estimate's error. */
   cfg->zk.max_watch_bytes = 960 * 1024;
+  cfg->zk.data_sweep_ms = 30000;
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;

@@ -98,7 +98,10 @@ typedef struct {
     char *state_file;         /* NULL: none */
     uint64_t max_stale_ms;    /* 0: last known pools serve forever */
     uint64_t max_watch_bytes; /* watches a reconnection may re-register;
-                                 over it, a new session. 0: no limit */
+                                 past it, instances go without a data
+                                 watch. 0: no limit */
+    uint64_t data_sweep_ms;   /* instances without a data watch are
+                                 checked this often; 0: never */
     char *auth; /* digest credentials "user:password", NULL: none. A
                    secret: never logged */
   } zk;

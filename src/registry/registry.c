@@ -38,6 +38,11 @@ typedef struct {
   unsigned in_flight : 1; /* a read is outstanding */
   unsigned present : 1;   /* mark for the mark-and-sweep of a list */
   unsigned changed : 1;   /* data changed while a read was in flight */
+  unsigned watched : 1;   /* holds a data watch of the budget: set by its
+                             last read, or asked for by the read out */
+  unsigned has_stat : 1;  /* read from its data: mzxid is that read's */
+  unsigned checking : 1;  /* a sweep's stat is out */
+  int64_t mzxid;          /* of the last read: the sweep compares it */
 } reg_child_t;
 
 typedef struct reg_service {
@@ -98,6 +103,26 @@ struct zg_registry {
   int reconnected;          /* ... and it was to the same session */
   unsigned flaps;           /* drops right after CONNECTED, in a row */
   zg_ratelimit_t watch_rl;
+  /* The watch budget's books (see "the watch budget" below). */
+  uint64_t watch_budget;    /* max_watch_bytes, lowered by a refusal */
+  uint64_t path_bytes;      /* child/exists watches of every path */
+  size_t n_paths;           /* ... how many */
+  uint64_t data_bytes;      /* data watches held by children */
+  size_t n_data_watches;    /* ... how many */
+  uint64_t graveyard_bytes; /* data watches left by unwatched paths */
+  size_t n_graveyard_watches;
+  int budget_short;  /* a read went without a watch: warn */
+  int budget_warned; /* ... warned (until every child is watched) */
+  zg_ratelimit_t budget_rl;
+  /* The data sweep over children read without a watch. */
+  uint64_t data_sweep_ms;        /* a full pass this often; 0: off */
+  uint64_t sweep_start_ms;       /* uv_now when the last pass started */
+  int sweep_active;              /* a pass is under way */
+  size_t sweep_total;            /* children to check, counted at its start */
+  size_t sweep_issued;           /* checks issued in this pass */
+  size_t sweep_svc, sweep_child; /* the pass's cursor */
+  unsigned sweep_in_flight;
+  uint64_t checks_total; /* stats issued by the sweep */
 
   uv_poll_t *poll; /* heap: replaced while the old one is closing */
   int poll_fd;
@@ -579,9 +604,78 @@ static void publish(reg_service_t *svc) {
                    0);
 }
 
+/* ---- the watch budget's books -------------------------------------------
+ * What a reconnection would re-register in its one SetWatches packet (see
+ * "the watch budget" below): a child (or exists) watch per watched path,
+ * the data watches children hold, and those that unwatched paths left in
+ * the client. A child holds a data watch from the read that asks for one
+ * until it leaves the list (its deletion fired the watch) or a read
+ * fails (no watch was set); a watch that fires for a change is re-armed by
+ * the read that follows, in the same place of the budget. The books count
+ * a watch as soon as it is asked for, so they never undercount. */
+#define SETWATCHES_OVERHEAD 64 /* header, relative zxid, vector counts */
+/* Kept free for the paths of services added later (a reload, a discovery
+ * root's new children), whose child watches are not optional. */
+#define BUDGET_RESERVE_DIV 16
+
+static size_t chroot_len(const zg_registry_t *reg) {
+  const char *chroot = strchr(reg->hosts, '/');
+  return chroot && chroot[1] ? strlen(chroot) : 0;
+}
+
+/* A watch in the packet: its path as a length and the bytes, chroot
+ * included. */
+static uint64_t data_watch_cost(const reg_service_t *svc,
+                                const reg_child_t *c) {
+  return 4 + chroot_len(svc->reg) + strlen(svc->path) + 1 + strlen(c->name);
+}
+
+static void path_bytes_recount(zg_registry_t *reg) {
+  size_t clen = chroot_len(reg);
+  reg->path_bytes = 0;
+  reg->n_paths = reg->n_services + reg->n_graveyard;
+  for (size_t i = 0; i < reg->n_paths; i++) {
+    const reg_service_t *svc = i < reg->n_services
+                                   ? reg->services[i]
+                                   : reg->graveyard[i - reg->n_services];
+    reg->path_bytes += 4 + clen + strlen(svc->path);
+  }
+}
+
+static uint64_t budget_used(const zg_registry_t *reg) {
+  return SETWATCHES_OVERHEAD + reg->path_bytes + reg->data_bytes +
+         reg->graveyard_bytes;
+}
+
+/* 1 when `c` holds a data watch (already, or now taken from the budget). */
+static int watch_take(reg_service_t *svc, reg_child_t *c) {
+  zg_registry_t *reg = svc->reg;
+  uint64_t cost, limit;
+  if (c->watched)
+    return 1;
+  cost = data_watch_cost(svc, c);
+  limit = reg->watch_budget - reg->watch_budget / BUDGET_RESERVE_DIV;
+  if (reg->watch_budget && budget_used(reg) + cost > limit)
+    return 0;
+  c->watched = 1;
+  reg->data_bytes += cost;
+  reg->n_data_watches++;
+  return 1;
+}
+
+static void watch_release(reg_service_t *svc, reg_child_t *c) {
+  zg_registry_t *reg = svc->reg;
+  if (!c->watched)
+    return;
+  c->watched = 0;
+  reg->data_bytes -= data_watch_cost(svc, c);
+  reg->n_data_watches--;
+}
+
 /* ---- children and their data ----------------------------------------- */
 
-static void child_free(reg_child_t *c) {
+static void child_free(reg_service_t *svc, reg_child_t *c) {
+  watch_release(svc, c);
   free(c->name);
   if (c->decoded)
     zg_instance_clear(&c->inst);
@@ -589,7 +683,7 @@ static void child_free(reg_child_t *c) {
 
 static void forget_children(reg_service_t *svc) {
   for (size_t i = 0; i < svc->n_children; i++)
-    child_free(&svc->children[i]);
+    child_free(svc, &svc->children[i]);
   svc->n_children = 0;
   svc->n_sorted = 0;
 }
@@ -678,9 +772,13 @@ static void on_data(int rc, const char *value, int value_len,
   svc->outstanding--;
   if (c && !svc->gone) {
     c->in_flight = 0;
+    if (rc != ZOK)
+      watch_release(svc, c); /* a read that fails sets no watch */
     if (rc == ZOK) {
       int drc;
       c->fetched = 1;
+      c->has_stat = stat != NULL;
+      c->mzxid = stat ? stat->mzxid : 0;
       if (c->decoded) {
         zg_instance_clear(&c->inst); /* a change in place */
         c->decoded = 0;
@@ -702,6 +800,7 @@ static void on_data(int rc, const char *value, int value_len,
        * stands. */
       c->fetched = 0;
       c->changed = 0;
+      c->has_stat = 0;
     } else if (transient(rc)) {
       /* Neither data nor a data watch came back: the next list (once
        * connected) reads it again. The last data serves until then. */
@@ -757,6 +856,7 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
       c->fetched = 0;
     return;
   }
+  zg_debug("registry", "%s/%s: data changed (data watch)", svc->path, c->name);
   if (c->in_flight)
     c->changed = 1;
   else
@@ -772,17 +872,25 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   if (!req || !path || !reg->zh) {
     free(req);
     free(path);
-    c->fetched = 0; /* the next list reads it */
+    watch_release(svc, c); /* taken by a promotion: none was set */
+    c->fetched = 0;        /* the next list reads it */
     svc->need_list = 1;
     return;
   }
   req->svc = svc;
   memcpy(req->name, c->name, nlen + 1);
   /* The data watch (context: the service, which outlives every watch)
-   * tells of changes in place. */
-  rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
+   * tells of changes in place; past the watch budget the child is read
+   * without one, and the data sweep looks for its changes. */
+  if (watch_take(svc, c)) {
+    rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
+  } else {
+    rc = zoo_aget(reg->zh, path, 0, on_data, req);
+    reg->budget_short = 1; /* budget_warn() tells, once */
+  }
   free(path);
   if (rc != ZOK) {
+    watch_release(svc, c);
     free(req);
     c->fetched = 0; /* the next list reads it */
     svc->need_list = 1;
@@ -953,7 +1061,7 @@ static void on_children(int rc, const struct String_vector *strings,
     if (!c->present) {
       if (c->decoded)
         removed = 1;
-      child_free(c);
+      child_free(svc, c);
       continue;
     }
     svc->children[kept++] = *c;
@@ -1043,42 +1151,216 @@ static void watch_exists(reg_service_t *svc) {
  * packet is not split). A server refuses a packet over its jute.maxbuffer
  * (default 1 MiB - 1) by closing the connection: the connection then drops
  * right after each CONNECTED, and the session, kept alive by every
- * reconnection, stays blind for good. Two defences:
- * - a session whose watches are estimated over max_watch_bytes is given up
- *   at its first lost connection, for a new one, which sets its watches a
- *   read at a time (a full re-read; the pools serve meanwhile, as after an
- *   expiry);
+ * reconnection, stays blind for good. So the watches are kept under
+ * max_watch_bytes:
+ * - every path keeps its child (or exists) watch: that is what sees
+ *   instances come and go;
+ * - a child read from its data holds a data watch while the books say it
+ *   fits (watch_take); past that it is read without one, and the data
+ *   sweep below finds its changes in place. A reconnection within the
+ *   session then always fits, however many instances there are.
+ * Two defences remain for an estimate that is wrong:
+ * - a session whose watches are estimated over the budget anyway (paths
+ *   added after the data watches filled it) is given up at its first lost
+ *   connection, for a new one, which sets its watches a read at a time (a
+ *   full re-read; the pools serve meanwhile, as after an expiry);
  * - whatever the estimate says, FLAP_LIMIT connections in a row that drop
- *   within FLAP_MS of CONNECTED are taken for that refusal: a new session.
- *   Those short connections do not restart the clock of the disconnection
- *   either (max_stale, "longer than the session timeout"). */
+ *   within FLAP_MS of CONNECTED are taken for that refusal (a server whose
+ *   jute.maxbuffer is under max_watch_bytes): a new session, and the budget
+ *   is halved below what was refused, so that the new session fits. Those
+ *   short connections do not restart the clock of the disconnection either
+ *   (max_stale, "longer than the session timeout"). */
 #define FLAP_MS 1000
 #define FLAP_LIMIT 3
-#define SETWATCHES_OVERHEAD 64 /* header, relative zxid, vector counts */
 
-/* The packet's size: each watched path as a length and its bytes, the
- * chroot included. Every known child is counted as data-watched, which
- * overestimates for formats read from the name alone. */
+/* The packet's size, from the books. */
 static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
-  const char *chroot = strchr(reg->hosts, '/');
-  size_t clen = chroot && chroot[1] ? strlen(chroot) : 0, n = 0;
-  uint64_t bytes = SETWATCHES_OVERHEAD;
-  for (size_t i = 0; i < reg->n_services + reg->n_graveyard; i++) {
-    const reg_service_t *svc = i < reg->n_services
-                                   ? reg->services[i]
-                                   : reg->graveyard[i - reg->n_services];
-    size_t plen = clen + strlen(svc->path);
-    bytes += 4 + plen; /* the child (or exists) watch on the path */
-    n++;
+  *n_watches = reg->n_paths + reg->n_data_watches + reg->n_graveyard_watches;
+  return budget_used(reg);
+}
+
+/* Children read from their data that hold no data watch. */
+static size_t count_unwatched(const zg_registry_t *reg) {
+  size_t n = 0;
+  for (size_t i = 0; i < reg->n_services; i++) {
+    const reg_service_t *svc = reg->services[i];
+    for (size_t k = 0; !svc->root && k < svc->n_children; k++)
+      n += svc->children[k].has_stat && !svc->children[k].watched;
+  }
+  return n;
+}
+
+/* Once when the budget is first reached (again after every child was
+ * watched once more), at most every 10 minutes: the operator learns that
+ * changes in place of some instances now take up to data_sweep. */
+static void budget_warn(zg_registry_t *reg) {
+  uint64_t dropped;
+  size_t n;
+  if (!reg->budget_short || reg->budget_warned)
+    return;
+  n = count_unwatched(reg);
+  if (n == 0) {
+    /* Those read without a watch are not back yet: wait for them (a read
+     * that failed is no news). */
+    for (size_t i = 0; i < reg->n_services; i++)
+      if (reg->services[i]->outstanding)
+        return;
+  }
+  reg->budget_short = 0;
+  if (n == 0 ||
+      !zg_ratelimit_allow(&reg->budget_rl, uv_now(reg->loop), &dropped))
+    return;
+  reg->budget_warned = 1;
+  if (reg->data_sweep_ms)
+    zg_warn("registry",
+            "the ZooKeeper watch budget is reached ([zookeeper] "
+            "max_watch_bytes %llu: %zu path and %zu data watches, about "
+            "%llu bytes to re-register): %zu instance(s) are read without a "
+            "data watch, and their data changes in place are seen by the "
+            "data sweep within data_sweep (%llu ms); new and removed "
+            "instances are still seen at once",
+            (unsigned long long)reg->watch_budget, reg->n_paths,
+            reg->n_data_watches, (unsigned long long)budget_used(reg), n,
+            (unsigned long long)reg->data_sweep_ms);
+  else
+    zg_warn("registry",
+            "the ZooKeeper watch budget is reached ([zookeeper] "
+            "max_watch_bytes %llu: %zu path and %zu data watches, about "
+            "%llu bytes to re-register): %zu instance(s) are read without a "
+            "data watch, and with data_sweep = 0 their data changes in place "
+            "are not seen (new and removed instances are)",
+            (unsigned long long)reg->watch_budget, reg->n_paths,
+            reg->n_data_watches, (unsigned long long)budget_used(reg), n);
+}
+
+/* ---- the data sweep ------------------------------------------------------
+ * Children read without a data watch are checked with a stat (zoo_aexists
+ * without a watch: no data, nothing left in the client), one pass every
+ * data_sweep, the checks of a pass spread over its first three quarters
+ * and at most SWEEP_IN_FLIGHT out at once: never a burst of 100,000
+ * requests. A stat whose mzxid differs from that of the last read (the
+ * data was set, or the znode deleted and created again) reads the child
+ * again. A child met by the sweep while the budget has room again (watched
+ * children went away) is read with a data watch instead: promoted. */
+#define SWEEP_IN_FLIGHT 128
+
+typedef struct {
+  reg_service_t *svc;
+  char name[];
+} sweep_req_t;
+
+static void sweep_pump(zg_registry_t *reg);
+
+static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
+  sweep_req_t *req = (sweep_req_t *)(uintptr_t)data;
+  reg_service_t *svc = req->svc;
+  zg_registry_t *reg = svc->reg;
+  reg_child_t *c;
+  reg->sweep_in_flight--;
+  if (reg->closing || svc->gone || !(c = child_find(svc, req->name))) {
+    free(req);
+    return;
+  }
+  c->checking = 0;
+  /* ZNONODE: gone, which the child watch tells (and a re-creation too, or
+   * the next pass sees its new mzxid). Other errors: the next pass. */
+  if (rc == ZOK && c->has_stat && stat->mzxid != c->mzxid && !c->in_flight) {
+    zg_debug("registry", "%s/%s: data changed (seen by the data sweep)",
+             svc->path, c->name);
+    fetch(svc, c);
+  }
+  free(req);
+  if (!transient(rc)) /* else the handle is going: the next tick */
+    sweep_pump(reg);
+}
+
+/* The next child of the pass to check, or NULL at its end. */
+static reg_child_t *sweep_next(zg_registry_t *reg, reg_service_t **svc_out) {
+  for (; reg->sweep_svc < reg->n_services;
+       reg->sweep_svc++, reg->sweep_child = 0) {
+    reg_service_t *svc = reg->services[reg->sweep_svc];
     if (svc->root)
       continue;
-    for (size_t k = 0; k < svc->n_children; k++) {
-      bytes += 4 + plen + 1 + strlen(svc->children[k].name);
-      n++;
+    while (reg->sweep_child < svc->n_children) {
+      reg_child_t *c = &svc->children[reg->sweep_child++];
+      if (c->has_stat && !c->watched && !c->in_flight && !c->checking) {
+        *svc_out = svc;
+        return c;
+      }
     }
   }
-  *n_watches = n;
-  return bytes;
+  return NULL;
+}
+
+static int sweep_check(reg_service_t *svc, reg_child_t *c) {
+  zg_registry_t *reg = svc->reg;
+  size_t nlen = strlen(c->name);
+  sweep_req_t *req;
+  char *path;
+  int rc;
+  if (watch_take(svc, c)) { /* room again: promoted, by a read */
+    fetch(svc, c);
+    return 0;
+  }
+  req = malloc(sizeof(*req) + nlen + 1);
+  path = child_path(svc, c->name);
+  if (!req || !path) {
+    free(req);
+    free(path);
+    return UV_ENOMEM;
+  }
+  req->svc = svc;
+  memcpy(req->name, c->name, nlen + 1);
+  rc = zoo_aexists(reg->zh, path, 0, on_sweep_stat, req);
+  free(path);
+  if (rc != ZOK) {
+    free(req);
+    return ZG_EZOOKEEPER;
+  }
+  c->checking = 1;
+  reg->sweep_in_flight++;
+  reg->checks_total++;
+  return 0;
+}
+
+/* From the health timer and from each answer: issues the checks the pass
+ * is due by now. */
+static void sweep_pump(zg_registry_t *reg) {
+  uint64_t now = uv_now(reg->loop), spread, elapsed, due;
+  if (!reg->data_sweep_ms || !reg->zh || reg->closing ||
+      reg->state != ZG_ZK_CONNECTED)
+    return;
+  if (!reg->sweep_active) {
+    if (now - reg->sweep_start_ms < reg->data_sweep_ms)
+      return;
+    reg->sweep_start_ms = now;
+    reg->sweep_total = count_unwatched(reg);
+    if (reg->sweep_total == 0) {
+      reg->budget_warned = 0; /* every child is watched again */
+      return;
+    }
+    reg->sweep_active = 1;
+    reg->sweep_issued = 0;
+    reg->sweep_svc = reg->sweep_child = 0;
+  }
+  spread = reg->data_sweep_ms - reg->data_sweep_ms / 4;
+  elapsed = now - reg->sweep_start_ms;
+  /* Children that came after the count are checked once the spread is
+   * over. */
+  due = spread == 0 || elapsed >= spread
+            ? SIZE_MAX
+            : reg->sweep_total * elapsed / spread + 1;
+  while (reg->sweep_issued < due && reg->sweep_in_flight < SWEEP_IN_FLIGHT) {
+    reg_service_t *svc = NULL;
+    reg_child_t *c = sweep_next(reg, &svc);
+    if (!c) {
+      reg->sweep_active = 0; /* the pass is over */
+      return;
+    }
+    if (sweep_check(svc, c) != 0)
+      return; /* the next tick goes on from the next child */
+    reg->sweep_issued++;
+  }
 }
 
 /* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
@@ -1096,25 +1378,32 @@ static int connection_lost(zg_registry_t *reg) {
   }
   reg->state = ZG_ZK_DISCONNECTED;
   if (reg->flaps >= FLAP_LIMIT) {
+    uint64_t was = reg->watch_budget;
     bytes = watch_bytes(reg, &n);
+    /* The servers take less than the budget said: the new session keeps
+     * under half of what was refused (never under 1k, where no data watch
+     * would fit), for as long as this process runs. */
+    if (bytes / 2 >= 1024 && (was == 0 || bytes / 2 < was))
+      reg->watch_budget = bytes / 2;
     if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
       zg_error("registry",
                "the ZooKeeper connection dropped within %d ms of each of the "
                "last %u reconnections: the server is likely refusing the "
                "%zu watches (about %llu bytes) the session re-registers in "
                "one SetWatches packet, over its jute.maxbuffer; opening a "
-               "new session (pools are kept until it is synchronised). "
+               "new session (pools are kept until it is synchronised), "
+               "with the watch budget lowered from %llu to %llu bytes. "
                "Raise jute.maxbuffer on the servers, or lower [zookeeper] "
-               "max_watch_bytes (now %llu)",
+               "max_watch_bytes (now %llu) under it",
                FLAP_MS, reg->flaps, n, (unsigned long long)bytes,
+               (unsigned long long)was, (unsigned long long)reg->watch_budget,
                (unsigned long long)reg->max_watch_bytes);
     reg->reinit = 1;
     return 1;
   }
   if (reg->flaps > 0)
     return 0; /* the first drop was logged */
-  if (reg->max_watch_bytes &&
-      (bytes = watch_bytes(reg, &n)) > reg->max_watch_bytes) {
+  if (reg->watch_budget && (bytes = watch_bytes(reg, &n)) > reg->watch_budget) {
     if (zg_ratelimit_allow(&reg->watch_rl, now, &dropped))
       zg_warn("registry",
               "lost the ZooKeeper connection: the session's %zu watches "
@@ -1123,7 +1412,7 @@ static int connection_lost(zg_registry_t *reg) {
               "over its jute.maxbuffer): opening a new session instead; "
               "pools are kept until it is synchronised",
               n, (unsigned long long)bytes,
-              (unsigned long long)reg->max_watch_bytes);
+              (unsigned long long)reg->watch_budget);
     reg->reinit = 1;
     return 1;
   }
@@ -1252,6 +1541,11 @@ static void session_restart(zg_registry_t *reg) {
   }
   graveyard_free(reg); /* the client that held their watches is gone */
   reg->state = ZG_ZK_CONNECTING;
+  /* zookeeper_close answered the sweep's stats; the new session reads
+   * every child, so its first pass comes a full interval later. */
+  reg->sweep_in_flight = 0;
+  reg->sweep_active = 0;
+  reg->sweep_start_ms = uv_now(reg->loop);
   memset(&reg->last_client, 0, sizeof(reg->last_client));
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = reg->services[i];
@@ -1381,6 +1675,8 @@ static void on_health_timer(uv_timer_t *t) {
   }
   if (reg->state == ZG_ZK_CONNECTED) {
     list_pending(reg);
+    budget_warn(reg);
+    sweep_pump(reg);
     update_interest(reg);
   }
 }
@@ -1407,6 +1703,8 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
   zg_ratelimit_init(&reg->watch_rl, 60000, 1);
+  zg_ratelimit_init(&reg->budget_rl, 600000, 1);
+  reg->data_sweep_ms = 30000;
   if (!reg->hosts) {
     free(reg);
     return NULL;
@@ -1429,6 +1727,9 @@ static void graveyard_free(zg_registry_t *reg) {
   free(reg->graveyard);
   reg->graveyard = NULL;
   reg->n_graveyard = 0;
+  reg->graveyard_bytes = 0;
+  reg->n_graveyard_watches = 0;
+  path_bytes_recount(reg);
 }
 
 static int same_opt(const char *a, const char *b) {
@@ -1472,6 +1773,7 @@ static int add_watch(zg_registry_t *reg, const char *zk_path,
   svc->ctx = ctx;
   svc->need_list = 1;
   reg->services[reg->n_services++] = svc;
+  path_bytes_recount(reg);
   if (reg->started && reg->state == ZG_ZK_CONNECTED) {
     list_children(svc);
     update_interest(reg);
@@ -1510,12 +1812,21 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
     svc->gone = 1;
     svc->ctx = NULL;
     svc->dirty = 0;
+    /* Its children's data watches stay in the client until they fire or
+     * the session ends: still in the packet of a reconnection. */
+    for (size_t k = 0; k < svc->n_children; k++)
+      if (svc->children[k].watched) {
+        reg->graveyard_bytes += data_watch_cost(svc, &svc->children[k]);
+        reg->n_graveyard_watches++;
+        watch_release(svc, &svc->children[k]);
+      }
     forget_children(svc);
     zg_pool_unref(svc->published);
     svc->published = NULL;
     svc->version = 0;
     if (ng) /* else leaked: the client may still call back with it */
       reg->graveyard[reg->n_graveyard++] = svc;
+    path_bytes_recount(reg);
     schedule_state_write(reg); /* the file forgets the path */
     return;
   }
@@ -1552,6 +1863,7 @@ int zg_registry_start(zg_registry_t *reg) {
   /* Never connected yet: max_stale counts from the start (from the file's
    * time for pools that come from it). */
   reg->disconnected_ms = uv_now(reg->loop);
+  reg->sweep_start_ms = uv_now(reg->loop); /* the first pass: after one */
   if (reg->state_file) {
     state_load(reg);
     if (!(reg->state_writer = zg_state_writer_new(reg->loop, reg->state_file,
@@ -1585,6 +1897,11 @@ int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
 
 void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
   reg->max_watch_bytes = bytes;
+  reg->watch_budget = bytes;
+}
+
+void zg_registry_set_data_sweep(zg_registry_t *reg, uint64_t interval_ms) {
+  reg->data_sweep_ms = interval_ms;
 }
 
 int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
@@ -1605,6 +1922,12 @@ void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out) {
   out->watch_events = reg->watch_events;
   out->lists = reg->lists_total;
   out->reads = reg->reads_total;
+  out->checks = reg->checks_total;
+  out->path_watches = reg->n_paths;
+  out->data_watches = reg->n_data_watches + reg->n_graveyard_watches;
+  out->unwatched = count_unwatched(reg);
+  out->watch_bytes = budget_used(reg);
+  out->watch_budget = reg->watch_budget;
   out->last_update_wall_ms = reg->last_update_wall_ms;
 }
 
@@ -1677,10 +2000,10 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->state = ZG_ZK_CLOSED;
   for (size_t i = 0; i < reg->n_services; i++)
     service_free(reg->services[i]);
+  reg->n_services = 0; /* before graveyard_free() counts the paths */
   graveyard_free(reg);
   free(reg->services);
   reg->services = NULL;
-  reg->n_services = 0;
   free(reg->hosts);
   reg->hosts = NULL;
   free(reg->state_file);

@@ -54,11 +54,15 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx);
 /* What was watched with `old_ctx` is reported with `new_ctx` from now on
  * (a reloaded service taking over its predecessor's watch and pool). */
 void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx);
-/* The watch budget ([zookeeper] max_watch_bytes, 0: none): on a lost
- * connection, a session whose watches would take more than this to
- * re-register (one SetWatches packet, refused by a server whose
- * jute.maxbuffer it exceeds) is given up for a new one. */
+/* The watch budget ([zookeeper] max_watch_bytes, 0: none): what the
+ * session's watches may take to re-register on a reconnection (one
+ * SetWatches packet, refused by a server whose jute.maxbuffer it exceeds).
+ * Instances past it are read without a data watch; on a lost connection,
+ * a session over it anyway is given up for a new one. */
 void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes);
+/* [zookeeper] data_sweep: how often instances read without a data watch
+ * are checked for changes in place (0: never). Default 30 s. */
+void zg_registry_set_data_sweep(zg_registry_t *reg, uint64_t interval_ms);
 /* Before zg_registry_start(): the state file to load at start and keep up
  * to date (NULL: none), and how long last known pools serve without
  * ZooKeeper (0: forever). */
@@ -83,6 +87,12 @@ typedef struct {
                                    past the session timeout) */
   uint64_t watch_events;        /* watches fired (children, data, exists) */
   uint64_t lists, reads;
+  uint64_t checks;             /* stats of the data sweep */
+  size_t path_watches;         /* child or exists watches, one a path */
+  size_t data_watches;         /* data watches, one an instance at most */
+  size_t unwatched;            /* instances read without a data watch */
+  uint64_t watch_bytes;        /* estimated SetWatches packet */
+  uint64_t watch_budget;       /* max_watch_bytes, or lower after a refusal */
   int64_t last_update_wall_ms; /* last pool published; 0: none yet */
 } zg_registry_stats_t;
 

@@ -17,10 +17,12 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 from kazoo.client import KazooClient
 
+from zkcut import OP_EXISTS, ZkCutRelay
 from zkharness import (Gateway, ZkServer, free_port, ini_text, reach, register, wait_pool,
                        wait_until, zkgate_bin)
 
@@ -318,12 +320,12 @@ FILLERS = 300
 FILLER_NAME = "instance-with-a-rather-long-name-{:04d}"  # 300 data watches: ~15 KB to re-set
 
 
-@pytest.mark.parametrize("budget", ["default", "4k"])
-def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
-    """The server takes packets of 8 KiB at most: after a disconnection, the client's one
-    SetWatches packet with every watch of the session is refused, connection after connection.
-    zkgate must notice (by its watch budget, or by the connections that drop right after each
-    reconnection) and open a new session, so that changes made after the disconnection route."""
+def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends):
+    """The server takes packets of 8 KiB at most, and the watch budget (default 960k) does not
+    know: after a disconnection, the client's one SetWatches packet with every watch of the
+    session is refused, connection after connection. zkgate must notice (by the connections
+    that drop right after each reconnection) and open a new session, so that changes made
+    after the disconnection route; that session keeps under half of what was refused."""
     server = ZkServer(tmp_path / "zk", tick_ms=500, jvm_args=["-Djute.maxbuffer=8192"])
     server.start()
     kz = KazooClient(hosts=server.hosts, timeout=10.0)
@@ -338,8 +340,6 @@ def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
             kz.create(f"{big}/{FILLER_NAME.format(i)}", f"tcp://{a.addr}".encode())
         port_big, port_small = free_port(), free_port()
         zookeeper = {"hosts": server.hosts, "session_timeout": "8s"}
-        if budget != "default":
-            zookeeper["max_watch_bytes"] = budget
         ini = ini_text({"big": {"listen": f"127.0.0.1:{port_big}", "zk_path": big},
                         "small": {"listen": f"127.0.0.1:{port_small}", "zk_path": small}},
                        zookeeper=zookeeper, proxy={"log_level": "debug"})
@@ -358,15 +358,169 @@ def test_watch_set_over_jute_maxbuffer_recovers(tmp_path, backends, budget):
                                     f"within 30 s: {dict(seen)}\n{gw.log_text()[-4000:]}")
         text = gw.log_text()
         assert "jute.maxbuffer" in text, text[-4000:]
-        if budget != "default":
-            assert "over [zookeeper] max_watch_bytes" in text, text[-4000:]
+        assert "with the watch budget lowered" in text, text[-4000:]
         assert any(s != sid for s in session_ids(gw)), "no new session"
         assert set(wait_pool(port_big, ["a"])) == {"a"}
+
+        # The new session keeps its watches under half of what was refused: the next
+        # disconnection is ridden out in the same session.
+        assert wait_until(lambda: "watch budget is reached" in gw.log_text(), 20), \
+            gw.log_text()[-3000:]
+        ids = session_ids(gw)
+        server.restart()
+        kz.retry(kz.create, f"{small}/later2", f"tcp://{a.addr}".encode())
+        seen = wait_pool(port_small, ["a", "b"], timeout=30)
+        assert set(seen) == {"a", "b"}, f"{dict(seen)}\n{gw.log_text()[-4000:]}"
+        assert len(session_ids(gw)) > len(ids), gw.log_text()[-3000:]
+        assert set(session_ids(gw)[len(ids):]) == {ids[-1]}, gw.log_text()[-4000:]
     finally:
         if gw is not None:
             assert gw.stop() == 0, gw.log_text()[-3000:]
         kz.stop()
         kz.close()
+        server.stop()
+
+
+def admin_get(admin, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def registry_metrics(admin):
+    out = {}
+    for line in admin_get(admin, "/metrics").splitlines():
+        if line.startswith("zkgate_zookeeper_"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def pool_addresses(admin, name):
+    """znode -> address of the instances in service `name`'s pool, from /services."""
+    services = json.loads(admin_get(admin, "/services"))["services"]
+    svc = next(s for s in services if s["name"] == name)
+    return {i["znode"]: i["address"] for i in svc["instances"]}
+
+
+def test_watch_budget_keeps_the_session_over_reconnections(tmp_path, backends):
+    """Past the watch budget, instances are read without a data watch, so that a reconnection
+    re-registers less than the server's jute.maxbuffer: the session survives a cut connection
+    (before, a watch set over the budget cost a new session and a full re-read at each
+    disconnection). Children still come and go at once (the child watch), a watched instance's
+    change in place is applied by its data watch, an unwatched one's by the data sweep."""
+    server = ZkServer(tmp_path / "zk", tick_ms=500, jvm_args=["-Djute.maxbuffer=8192"])
+    server.start()
+    relay = ZkCutRelay(server.port)
+    kz = KazooClient(hosts=server.hosts, timeout=10.0)
+    kz.start(timeout=15)
+    gw = None
+    try:
+        b, c, d = backends("b", "c", "d")
+        big = "/big/svc"
+        kz.ensure_path(big)
+        # One address each (a pool counts an address once); no traffic goes to them.
+        for i in range(FILLERS):
+            kz.create(f"{big}/{FILLER_NAME.format(i)}", f"tcp://127.0.0.2:{10000 + i}".encode())
+        port, admin = free_port(), free_port()
+        ini = ini_text({"big": {"listen": f"127.0.0.1:{port}", "zk_path": big}},
+                       zookeeper={"hosts": relay.hosts, "session_timeout": "8s",
+                                  "max_watch_bytes": "4k", "data_sweep": "1s"},
+                       proxy={"log_level": "debug"}, admin={"listen": f"127.0.0.1:{admin}"})
+        gw = Gateway(tmp_path, ini)
+        gw.wait_listening(port)
+        gw.wait_listening(admin)
+        assert wait_until(lambda: len(pool_addresses(admin, "big")) == FILLERS, 20), \
+            gw.log_text()[-3000:]
+
+        # The bound: each data watch is its path in the packet (a length and the bytes), and
+        # all of them with the path's child watch fit in 4k; the rest go without.
+        cost = 4 + len(f"{big}/{FILLER_NAME.format(0)}")
+        m = registry_metrics(admin)
+        watched = int(m['zkgate_zookeeper_watches{kind="data"}'])
+        assert m['zkgate_zookeeper_watches{kind="child"}'] == 1, m
+        assert 0 < watched < FILLERS, m
+        assert watched * cost + 4 + len(big) <= 4096, m
+        assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
+        assert m["zkgate_zookeeper_unwatched_instances"] == FILLERS - watched, m
+        assert wait_until(lambda: "watch budget is reached" in gw.log_text(), 5), \
+            gw.log_text()[-3000:]
+        assert count_lines(gw, "watch budget is reached") == 1, gw.log_text()[-3000:]
+
+        # Cut the connection at the data sweep's next stat (the sweep keeps the connection
+        # busy: the client sends no pings): the client reconnects to the same session and
+        # re-registers its watches, which the server must take.
+        sid = session_ids(gw)
+        assert len(sid) == 1, gw.log_text()[-3000:]
+        relay.cut_at(OP_EXISTS)
+        assert wait_until(lambda: relay.cuts == 1, 15), "no stat went through the relay"
+        assert wait_until(lambda: len(session_ids(gw)) > 1, 15), gw.log_text()[-3000:]
+        text = gw.log_text()
+        assert set(session_ids(gw)) == set(sid), f"a new session:\n{text[-4000:]}"
+        assert "new session" not in text, text[-4000:]
+        # A child created now is seen through the child watch set again by SetWatches.
+        register(kz, big, f"tcp://{b.addr}".encode(), name="zz-new")
+        assert wait_until(lambda: pool_addresses(admin, "big").get(f"{big}/zz-new") == b.addr,
+                          10), gw.log_text()[-3000:]
+        assert count_lines(gw, "lost the ZooKeeper connection") == 1, gw.log_text()[-4000:]
+        assert set(session_ids(gw)) == set(sid), gw.log_text()[-4000:]
+
+        # Children are read in name order, so the first filler holds a data watch and the
+        # last one does not.
+        first, last = f"{big}/{FILLER_NAME.format(0)}", f"{big}/{FILLER_NAME.format(FILLERS - 1)}"
+        kz.set(first, f"tcp://{c.addr}".encode())
+        assert wait_until(lambda: pool_addresses(admin, "big").get(first) == c.addr, 10), \
+            gw.log_text()[-3000:]
+        assert f"{FILLER_NAME.format(0)}: data changed (data watch)" in gw.log_text()
+        kz.set(last, f"tcp://{d.addr}".encode())
+        assert wait_until(lambda: pool_addresses(admin, "big").get(last) == d.addr, 10), \
+            gw.log_text()[-3000:]
+        assert (f"{FILLER_NAME.format(FILLERS - 1)}: data changed (seen by the data sweep)"
+                in gw.log_text()), gw.log_text()[-3000:]
+
+        m = registry_metrics(admin)
+        assert m['zkgate_zookeeper_watches{kind="data"}'] * cost + 4 + len(big) <= 4096, m
+        assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
+        assert m['zkgate_zookeeper_reads_total{kind="stat"}'] > 0, m
+
+        # Watched instances go away: the sweep gives their room to unwatched ones, in name
+        # order, which are then read with a data watch (promoted).
+        before = m["zkgate_zookeeper_unwatched_instances"]
+        t = kz.transaction()
+        for i in range(100):
+            t.delete(f"{big}/{FILLER_NAME.format(i)}")
+        assert all(r is True for r in t.commit())
+
+        def promoted():
+            m = registry_metrics(admin)
+            return (m["zkgate_zookeeper_unwatched_instances"] <= before - 50 and
+                    m['zkgate_zookeeper_watches{kind="data"}'] >= watched - 1) and m
+        m = wait_until(promoted, 10)
+        assert m, registry_metrics(admin)
+        assert m['zkgate_zookeeper_watches{kind="data"}'] * cost + 4 + len(big) <= 4096, m
+        assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
+        assert len(pool_addresses(admin, "big")) == FILLERS + 1 - 100
+        third = f"{big}/{FILLER_NAME.format(100)}"
+        kz.set(third, b"tcp://127.0.0.2:30000")
+        assert wait_until(lambda: pool_addresses(admin, "big").get(third) == "127.0.0.2:30000",
+                          10), \
+            gw.log_text()[-3000:]
+        assert f"{FILLER_NAME.format(100)}: data changed (data watch)" in gw.log_text()
+
+        # An unwatched instance deleted and created again in one transaction (point 9): its
+        # name stays in the list, and the sweep sees the new znode by its mzxid.
+        t = kz.transaction()
+        t.delete(last)
+        t.create(last, b"tcp://127.0.0.2:30001")
+        assert all(r is not None and not isinstance(r, Exception) for r in t.commit())
+        assert wait_until(lambda: pool_addresses(admin, "big").get(last) == "127.0.0.2:30001",
+                          10), gw.log_text()[-3000:]
+        assert set(session_ids(gw)) == set(sid), gw.log_text()[-4000:]
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0, gw.log_text()[-3000:]
+        kz.stop()
+        kz.close()
+        relay.close()
         server.stop()
 
 

@@ -460,6 +460,51 @@ static void test_max_watch_bytes(void **state) {
   }
 }
 
+/* [zookeeper] data_sweep: a duration, 0 = off, default 30s; under 100ms
+ * (all burst) and durations without a unit are refused. */
+static void test_data_sweep(void **state) {
+  static const struct {
+    const char *value;
+    uint64_t ms;
+  } good[] = {{"1s", 1000}, {"0", 0}, {"100ms", 100}, {"5m", 300000}};
+  static const char *const bad[] = {"-1s", "10", "50ms", "", "fast", "1x"};
+  zg_config_t *cfg;
+  char text[512];
+  (void)state;
+
+  cfg = load_ok("[zookeeper]\n"
+                "hosts = 127.0.0.1:2181\n"
+                "[service:s]\n"
+                "zk_path = /s\n"
+                "listen = 127.0.0.1:7000\n");
+  assert_int_equal(cfg->zk.data_sweep_ms, 30000);
+  zg_config_free(cfg);
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[zookeeper]\n"
+             "hosts = 127.0.0.1:2181\n"
+             "data_sweep = %s\n"
+             "[service:s]\n"
+             "zk_path = /s\n"
+             "listen = 127.0.0.1:7000\n",
+             good[i].value);
+    cfg = load_ok(text);
+    assert_int_equal(cfg->zk.data_sweep_ms, good[i].ms);
+    zg_config_free(cfg);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(text, sizeof(text),
+             "[zookeeper]\n"
+             "hosts = 127.0.0.1:2181\n"
+             "data_sweep = %s\n"
+             "[service:s]\n"
+             "zk_path = /s\n"
+             "listen = 127.0.0.1:7000\n",
+             bad[i]);
+    expect_one_error(text, "data_sweep");
+  }
+}
+
 static void test_bad_protocol(void **state) {
   expect_one_error("[service:s]\n"
                    "listen = 127.0.0.1:7000\n"
@@ -1746,6 +1791,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_section),
       cmocka_unit_test(test_bad_duration),
       cmocka_unit_test(test_max_watch_bytes),
+      cmocka_unit_test(test_data_sweep),
       cmocka_unit_test(test_bad_protocol),
       cmocka_unit_test(test_bad_balance),
       cmocka_unit_test(test_bad_log_level),
