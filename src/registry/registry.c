@@ -12,7 +12,9 @@
  *
  * Reads: a child list re-arms the child watch (zoo_awget_children2); data is
  * fetched only for children not seen before, so a change costs one list
- * plus one read per new child, and a removal costs no read at all. */
+ * plus one read per new child, and a removal costs no read at all. Data
+ * watches are kept within the watch budget; children past it are checked
+ * by the data sweep instead (both below). */
 #include "registry/registry.h"
 
 #include "core/error.h"

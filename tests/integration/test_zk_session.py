@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -515,6 +516,77 @@ def test_watch_budget_keeps_the_session_over_reconnections(tmp_path, backends):
         assert wait_until(lambda: pool_addresses(admin, "big").get(last) == "127.0.0.2:30001",
                           10), gw.log_text()[-3000:]
         assert set(session_ids(gw)) == set(sid), gw.log_text()[-4000:]
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0, gw.log_text()[-3000:]
+        kz.stop()
+        kz.close()
+        relay.close()
+        server.stop()
+
+
+def test_paths_added_over_a_full_watch_budget_lead_to_a_new_session(tmp_path, backends):
+    """Child watches are not optional: services added by a reload after the data watches have
+    filled the budget (past the sixteenth kept for them) put the estimate over it. The next
+    lost connection then opens a new session, which counts the new paths before it sets data
+    watches, so that the disconnection after is ridden out in that session."""
+    server = ZkServer(tmp_path / "zk", tick_ms=500, jvm_args=["-Djute.maxbuffer=8192"])
+    server.start()
+    relay = ZkCutRelay(server.port)
+    kz = KazooClient(hosts=server.hosts, timeout=10.0)
+    kz.start(timeout=15)
+    gw = None
+    try:
+        big = "/big/svc"
+        kz.ensure_path(big)
+        for i in range(FILLERS):
+            kz.create(f"{big}/{FILLER_NAME.format(i)}", f"tcp://127.0.0.2:{10000 + i}".encode())
+        longs = [f"/long/{'x' * 150}/svc{n}" for n in range(3)]
+        for path in longs:
+            kz.ensure_path(path)
+        port, admin = free_port(), free_port()
+        zookeeper = {"hosts": relay.hosts, "session_timeout": "8s", "max_watch_bytes": "4k",
+                     "data_sweep": "1s"}
+        services = {"big": {"listen": f"127.0.0.1:{port}", "zk_path": big}}
+        gw = Gateway(tmp_path, ini_text(services, zookeeper=zookeeper,
+                                        admin={"listen": f"127.0.0.1:{admin}"}))
+        gw.wait_listening(admin)
+        assert wait_until(lambda: len(pool_addresses(admin, "big")) == FILLERS, 20), \
+            gw.log_text()[-3000:]
+        assert registry_metrics(admin)['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096
+
+        for n, path in enumerate(longs):
+            services[f"long{n}"] = {"listen": f"127.0.0.1:{free_port()}", "zk_path": path}
+        before = gw.log_text().count("reloaded:")
+        with open(gw.ini_path, "w") as f:
+            f.write(ini_text(services, zookeeper=zookeeper, admin={"listen": f"127.0.0.1:{admin}"}))
+        gw.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: gw.log_text().count("reloaded:") > before, 5), \
+            gw.log_text()[-2000:]
+        m = wait_until(lambda: (lambda m: m['zkgate_zookeeper_watches{kind="child"}'] == 4 and m)(
+            registry_metrics(admin)), 5)
+        assert m and m['zkgate_zookeeper_watch_bytes{kind="used"}'] > 4096, m
+
+        sid = session_ids(gw)
+        relay.cut_at(OP_EXISTS)
+        assert wait_until(lambda: len(set(session_ids(gw))) == 2, 15), gw.log_text()[-3000:]
+        assert "over [zookeeper] max_watch_bytes" in gw.log_text(), gw.log_text()[-3000:]
+        assert wait_until(lambda: len(pool_addresses(admin, "big")) == FILLERS, 20), \
+            gw.log_text()[-3000:]
+        m = registry_metrics(admin)
+        assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
+        assert 0 < m['zkgate_zookeeper_watches{kind="data"}'], m
+
+        ids = session_ids(gw)
+        assert ids[-1] not in sid
+        relay.cut_at(OP_EXISTS)
+        assert wait_until(lambda: relay.cuts == 2, 15), "no stat went through the relay"
+        assert wait_until(lambda: len(session_ids(gw)) > len(ids), 15), gw.log_text()[-3000:]
+        assert set(session_ids(gw)[len(ids):]) == {ids[-1]}, gw.log_text()[-4000:]
+        kz.create(f"{big}/zz-new", b"tcp://127.0.0.2:30002")
+        assert wait_until(lambda: pool_addresses(admin, "big").get(f"{big}/zz-new") ==
+                          "127.0.0.2:30002", 10), gw.log_text()[-3000:]
+        assert set(session_ids(gw)[len(ids):]) == {ids[-1]}, gw.log_text()[-4000:]
     finally:
         if gw is not None:
             assert gw.stop() == 0, gw.log_text()[-3000:]
