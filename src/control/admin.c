@@ -189,30 +189,34 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
 
 /* An HTTP listener's accepted (which = 0) or active (1) connections, over
  * the shards' listeners on the same address. */
-static uint64_t listener_sum(const shards_t *sh, const zg_http_listener_t *hl,
-                             int which) {
+static uint64_t listener_sum(const shards_t *sh, const char *addr, int which) {
   uint64_t v = 0;
-  for (size_t k = 0; k < sh->n; k++)
-    for (size_t i = 0; i < sh->gw[k]->n_http_listeners; i++) {
-      const zg_http_listener_t *l = sh->gw[k]->http_listeners[i];
-      if (strcmp(l->addr.text, hl->addr.text) != 0)
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_proxy_ctx_t *px = &sh->gw[k]->px;
+    for (size_t i = 0; i < zg_http_listener_count(px); i++) {
+      zg_listener_stats_t l;
+      zg_http_listener_stats(px, i, &l);
+      if (strcmp(l.addr, addr) != 0)
         continue;
-      v += which ? l->active : l->accepted;
+      v += which ? l.active : l.accepted;
     }
+  }
   return v;
 }
 
-static void sni_sum(const shards_t *sh, const zg_sni_listener_t *sl,
-                    uint64_t counts[3]) {
-  for (size_t k = 0; k < sh->n; k++)
-    for (size_t i = 0; i < sh->gw[k]->n_sni_listeners; i++) {
-      const zg_sni_listener_t *l = sh->gw[k]->sni_listeners[i];
-      if (strcmp(l->addr.text, sl->addr.text) != 0)
+static void sni_sum(const shards_t *sh, const char *addr, uint64_t counts[3]) {
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_proxy_ctx_t *px = &sh->gw[k]->px;
+    for (size_t i = 0; i < zg_sni_listener_count(px); i++) {
+      zg_listener_stats_t l;
+      zg_sni_listener_stats(px, i, &l);
+      if (strcmp(l.addr, addr) != 0)
         continue;
-      counts[0] += l->not_tls;
-      counts[1] += l->unknown_sni;
-      counts[2] += l->timeouts;
+      counts[0] += l.not_tls;
+      counts[1] += l.unknown_sni;
+      counts[2] += l.timeouts;
     }
+  }
 }
 
 /* The process: version, start time. */
@@ -269,12 +273,13 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
                               shards_t *sh) {
   family(o, "zkgate_listener_connections_accepted_total", "counter",
          "Client connections accepted by HTTP listeners.");
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+  for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
+    zg_listener_stats_t l;
+    zg_http_listener_stats(&gw->px, i, &l);
     zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
-    zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(
-        o, "\"} %llu\n",
-        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 0));
+    zg_text_label(o, l.addr);
+    zg_text_printf(o, "\"} %llu\n",
+                   (unsigned long long)listener_sum(sh, l.addr, 0));
   }
   family(o, "zkgate_worker_connections_accepted_total", "counter",
          "Client connections accepted by each worker (event loop), on HTTP "
@@ -282,8 +287,11 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
   for (size_t k = 0; k < sh->n; k++) {
     const zg_gateway_t *g = sh->gw[k];
     unsigned long long v = 0;
-    for (size_t i = 0; i < g->n_http_listeners; i++)
-      v += g->http_listeners[i]->accepted;
+    for (size_t i = 0; i < zg_http_listener_count(&g->px); i++) {
+      zg_listener_stats_t l;
+      zg_http_listener_stats(&g->px, i, &l);
+      v += l.accepted;
+    }
     for (size_t i = 0; i < g->n_services; i++)
       if (g->services[i]->conf->protocol == ZG_PROTO_TCP)
         v += g->services[i]->accepted;
@@ -307,14 +315,15 @@ static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
   family(o, "zkgate_tls_rejected_total", "counter",
          "Clients a tls-passthrough listener closed before choosing a "
          "service, by reason (not_tls, unknown_sni, timeout).");
-  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
-    const zg_sni_listener_t *sl = gw->sni_listeners[i];
+  for (size_t i = 0; i < zg_sni_listener_count(&gw->px); i++) {
+    zg_listener_stats_t sl;
     uint64_t counts[3] = {0, 0, 0};
-    sni_sum(sh, sl, counts);
+    zg_sni_listener_stats(&gw->px, i, &sl);
+    sni_sum(sh, sl.addr, counts);
     static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
     for (int k = 0; k < 3; k++) {
       zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
-      zg_text_label(o, sl->addr.text);
+      zg_text_label(o, sl.addr);
       zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
                      (unsigned long long)counts[k]);
     }
@@ -352,12 +361,13 @@ static void metrics_listener_active(const zg_gateway_t *gw, zg_text_t *o,
                                     shards_t *sh) {
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+  for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
+    zg_listener_stats_t l;
+    zg_http_listener_stats(&gw->px, i, &l);
     zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
-    zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(
-        o, "\"} %llu\n",
-        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 1));
+    zg_text_label(o, l.addr);
+    zg_text_printf(o, "\"} %llu\n",
+                   (unsigned long long)listener_sum(sh, l.addr, 1));
   }
 }
 
@@ -384,7 +394,7 @@ static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
     zg_traffic_t t;
     memset(&t, 0, sizeof(t));
     for (size_t k = 0; k < sh->n; k++)
-      traffic_add(&t, &sh->gw[k]->unrouted);
+      traffic_add(&t, zg_http_unrouted(&sh->gw[k]->px));
     for (int c = 0; c < 6; c++)
       zg_text_printf(o,
                      "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
@@ -404,7 +414,7 @@ static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
       zg_text_label(&label, gw->services[i]->conf->name);
     } else {
       for (size_t k = 0; k < sh->n; k++) /* requests not routed */
-        traffic_add(&t, &sh->gw[k]->unrouted);
+        traffic_add(&t, zg_http_unrouted(&sh->gw[k]->px));
     }
     zg_text_printf(&label, "\"");
     if (!label.oom)
@@ -557,9 +567,9 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
 }
 
 const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
-  if (gw->stopping)
+  if (gw->px.stopping)
     return "stopping";
-  if (gw->draining)
+  if (gw->px.draining)
     return "draining (SIGTERM)";
   if (gw->registry) {
     zg_registry_stats_t rs;
@@ -607,8 +617,8 @@ static json_t *instance_json(const shards_t *sh, size_t si,
     const zg_service_t *s = shard_service(sh, k, si);
     if (s)
       active += svc->conf->protocol == ZG_PROTO_HTTP
-                    ? zg_http_instance_active(sh->gw[k], s, key)
-                    : zg_tcp_instance_active(sh->gw[k], s, key);
+                    ? zg_http_instance_active(&sh->gw[k]->px, s, key)
+                    : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
   }
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
                    "address", key, "znode", in->znode, "format",
@@ -1019,13 +1029,6 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return a;
 }
 
-int zg_admin_start(zg_gateway_t *gw) {
-  if (!gw->cfg->admin.enabled)
-    return 0;
-  gw->admin = zg_admin_open(gw, &gw->cfg->admin.listen);
-  return gw->admin ? 0 : UV_EADDRINUSE;
-}
-
 static void on_listener_closed(uv_handle_t *h) {
   zg_admin_t *a = h->data;
   free(a);
@@ -1039,8 +1042,7 @@ void zg_admin_discard(zg_admin_t *a) {
   uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
 }
 
-void zg_admin_stop(zg_gateway_t *gw) {
-  zg_admin_t *a = gw->admin;
-  gw->admin = NULL;
-  zg_admin_discard(a);
-}
+const zg_gateway_admin_ops_t zg_admin_ops = {
+    .open = zg_admin_open,
+    .discard = zg_admin_discard,
+};
