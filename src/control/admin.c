@@ -151,13 +151,16 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
   memset(out, 0, sizeof(*out));
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, i);
-    if (s)
-      traffic_add(out, &s->traffic);
+    zg_service_stats_t st;
+    if (!s)
+      continue;
+    zg_service_stats(s, &st);
+    traffic_add(out, &st.traffic);
   }
 }
 
-/* `name{service="S"} value` for every service, EXPR_ (of `svc`) summed
- * over the shards. */
+/* `name{service="S"} value` for every service, EXPR_ (of `st`, the
+ * service's zg_service_stats_t) summed over the shards. */
 #define PER_SERVICE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                         \
   do {                                                                         \
     family(o, NAME_, TYPE_, HELP_);                                            \
@@ -165,9 +168,12 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
       const zg_service_t *s0_ = (sh)->gw[0]->services[i_];                     \
       unsigned long long v_ = 0;                                               \
       for (size_t k_ = 0; k_ < (sh)->n; k_++) {                                \
-        const zg_service_t *svc = shard_service(sh, k_, i_);                   \
-        if (svc)                                                               \
-          v_ += (unsigned long long)(EXPR_);                                   \
+        const zg_service_t *svc_ = shard_service(sh, k_, i_);                  \
+        zg_service_stats_t st;                                                 \
+        if (!svc_)                                                             \
+          continue;                                                            \
+        zg_service_stats(svc_, &st);                                           \
+        v_ += (unsigned long long)(EXPR_);                                     \
       }                                                                        \
       zg_text_printf(o, "%s{service=\"", NAME_);                               \
       zg_text_label(o, s0_->conf->name);                                       \
@@ -221,12 +227,14 @@ static void sni_sum(const shards_t *sh, const char *addr, uint64_t counts[3]) {
 
 /* The process: version, start time. */
 static void metrics_process(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
   family(o, "zkgate_build_info", "gauge", "Version of zkgate.");
   zg_text_printf(o, "zkgate_build_info{version=\"%s\"} 1\n", ZKGATE_VERSION);
   family(o, "zkgate_start_time_seconds", "gauge",
          "When zkgate started, seconds since the epoch.");
   zg_text_printf(o, "zkgate_start_time_seconds %.3f\n",
-                 (double)gw->started_wall_ms / 1000.0);
+                 (double)gs.started_wall_ms / 1000.0);
 }
 
 /* The process-wide connection caps and what they refused. */
@@ -292,9 +300,13 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
       zg_http_listener_stats(&g->px, i, &l);
       v += l.accepted;
     }
-    for (size_t i = 0; i < g->n_services; i++)
-      if (g->services[i]->conf->protocol == ZG_PROTO_TCP)
-        v += g->services[i]->accepted;
+    for (size_t i = 0; i < g->n_services; i++) {
+      zg_service_stats_t st;
+      if (g->services[i]->conf->protocol != ZG_PROTO_TCP)
+        continue;
+      zg_service_stats(g->services[i], &st);
+      v += st.accepted;
+    }
     zg_text_printf(o,
                    "zkgate_worker_connections_accepted_total{worker=\"%u\"} "
                    "%llu\n",
@@ -303,11 +315,13 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
   family(o, "zkgate_worker_reloads_rejected_total", "counter",
          "Reloads the control loop applied and another worker could not "
          "(it kept its configuration; the log says why).");
-  for (size_t k = 1; k < sh->n; k++)
+  for (size_t k = 1; k < sh->n; k++) {
+    zg_gateway_stats_t gs;
+    zg_gateway_stats(sh->gw[k], &gs);
     zg_text_printf(o,
                    "zkgate_worker_reloads_rejected_total{worker=\"%u\"} %llu\n",
-                   zg_gateway_worker_id(sh->gw[k]),
-                   (unsigned long long)sh->gw[k]->reloads_failed);
+                   gs.worker, (unsigned long long)gs.reloads_failed);
+  }
 }
 
 /* TLS on the client side: passthrough rejections, handshakes. */
@@ -447,30 +461,30 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
   PER_SERVICE(o, sh, "zkgate_upstream_connect_failures_total", "counter",
               "Connections to instances that failed (refused, timed out, "
               "unresolvable, TLS handshake or verification failed).",
-              svc->connect_failures);
+              st.connect_failures);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_handshakes_total", "counter",
               "TLS handshakes with instances that completed.",
-              svc->up_tls_handshakes);
+              st.up_tls_handshakes);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_resumed_total", "counter",
               "TLS handshakes with instances that resumed a session.",
-              svc->up_tls_resumed);
+              st.up_tls_resumed);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_failures_total", "counter",
               "TLS handshakes with instances that failed (certificate not "
               "verified, name mismatch, protocol error, timeout); also in "
               "zkgate_upstream_connect_failures_total.",
-              svc->up_tls_failures);
+              st.up_tls_failures);
   PER_SERVICE(o, sh, "zkgate_retries_total", "counter",
-              "Other instances tried after a failure.", svc->traffic.retries);
+              "Other instances tried after a failure.", st.traffic.retries);
   PER_SERVICE(o, sh, "zkgate_health_ejections_total", "counter",
               "Instances taken out of rotation by passive health checks.",
-              svc->traffic.ejections);
+              st.traffic.ejections);
   PER_SERVICE(o, sh, "zkgate_no_instance_total", "counter",
               "Connections or requests refused for want of a live instance.",
-              svc->no_instance);
+              st.no_instance);
   PER_SERVICE(o, sh, "zkgate_received_bytes_total", "counter",
-              "Bytes received from clients.", svc->traffic.bytes_in);
+              "Bytes received from clients.", st.traffic.bytes_in);
   PER_SERVICE(o, sh, "zkgate_sent_bytes_total", "counter",
-              "Bytes sent to clients.", svc->traffic.bytes_out);
+              "Bytes sent to clients.", st.traffic.bytes_out);
   PER_SERVICE_ONE(o, sh, "zkgate_pool_instances", "gauge",
                   "Instances in the service's pool, in service or not.",
                   zg_service_pool(svc) ? zg_service_pool(svc)->n : 0);
@@ -534,12 +548,14 @@ static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
 
 /* Reloads of this configuration by result. */
 static void metrics_reloads(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
   family(o, "zkgate_config_reloads_total", "counter",
          "Configuration reloads (SIGHUP) by result.");
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"ok\"} %llu\n",
-                 (unsigned long long)gw->reloads_ok);
+                 (unsigned long long)gs.reloads_ok);
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"failed\"} %llu\n",
-                 (unsigned long long)gw->reloads_failed);
+                 (unsigned long long)gs.reloads_failed);
 }
 
 void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
@@ -549,11 +565,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
               "Client connections accepted (TCP services) or requests routed "
               "(HTTP services).",
-              svc->accepted);
+              st.accepted);
   PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
               "Client connections (TCP services) or requests (HTTP services) "
               "in progress.",
-              svc->active);
+              st.active);
   metrics_connlimit(gw, o);
   metrics_listeners(gw, o, sh);
   metrics_tls(gw, o, sh);
@@ -567,9 +583,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
 }
 
 const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
-  if (gw->px.stopping)
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
+  if (gs.stopping)
     return "stopping";
-  if (gw->px.draining)
+  if (gs.draining)
     return "draining (SIGTERM)";
   if (gw->registry) {
     zg_registry_stats_t rs;
@@ -675,8 +693,11 @@ static json_t *service_json(const shards_t *sh, size_t si) {
   json_object_set_new(o, "routes", routes);
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, si);
-    if (s)
-      active += s->active;
+    zg_service_stats_t st;
+    if (!s)
+      continue;
+    zg_service_stats(s, &st);
+    active += st.active;
   }
   json_object_set_new(o, "active", json_integer((json_int_t)active));
   if (pool) {

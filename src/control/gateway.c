@@ -1908,6 +1908,15 @@ unsigned zg_gateway_worker_id(const zg_gateway_t *gw) {
   return gw->worker ? gw->worker->id : 0;
 }
 
+void zg_gateway_stats(const zg_gateway_t *gw, zg_gateway_stats_t *st) {
+  st->worker = zg_gateway_worker_id(gw);
+  st->stopping = gw->px.stopping;
+  st->draining = gw->px.draining;
+  st->started_wall_ms = gw->started_wall_ms;
+  st->reloads_ok = gw->reloads_ok;
+  st->reloads_failed = gw->reloads_failed;
+}
+
 void zg_gateway_release(zg_gateway_t *gw) {
   if (gw->n_peers > 0)
     zg_shared_release(gw->sh);

@@ -108,4 +108,14 @@ void zg_gateway_release(zg_gateway_t *gw);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
 
+/* The gateway's own counters and state, for the admin. */
+typedef struct zg_gateway_stats {
+  unsigned worker; /* zg_gateway_worker_id */
+  int stopping, draining;
+  int64_t started_wall_ms;
+  uint64_t reloads_ok, reloads_failed;
+} zg_gateway_stats_t;
+
+void zg_gateway_stats(const zg_gateway_t *gw, zg_gateway_stats_t *st);
+
 #endif

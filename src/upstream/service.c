@@ -134,3 +134,14 @@ zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
   }
   return ctx->tls_default;
 }
+
+void zg_service_stats(const zg_service_t *svc, zg_service_stats_t *st) {
+  st->accepted = svc->accepted;
+  st->active = svc->active;
+  st->no_instance = svc->no_instance;
+  st->connect_failures = svc->connect_failures;
+  st->up_tls_handshakes = svc->up_tls_handshakes;
+  st->up_tls_resumed = svc->up_tls_resumed;
+  st->up_tls_failures = svc->up_tls_failures;
+  st->traffic = svc->traffic;
+}

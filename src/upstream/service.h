@@ -101,6 +101,16 @@ int zg_service_refused(zg_service_t *svc, uint64_t *total);
  * not logged since the last one. */
 int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
 
+/* A service's counters, for the admin (one loop's: the admin sums them
+ * over the workers). */
+typedef struct zg_service_stats {
+  uint64_t accepted, active, no_instance, connect_failures;
+  uint64_t up_tls_handshakes, up_tls_resumed, up_tls_failures;
+  zg_traffic_t traffic;
+} zg_service_stats_t;
+
+void zg_service_stats(const zg_service_t *svc, zg_service_stats_t *st);
+
 /* The client context for TLS to `svc`'s instances (borrowed), or NULL
  * when none can be made (logged). */
 struct zg_tls_client *zg_service_tls_client(zg_service_t *svc);
