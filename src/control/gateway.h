@@ -17,10 +17,9 @@
 #include "proxy/proxy.h"
 #include "upstream/service.h"
 
+struct zg_admin;
 struct zg_gateway;
 struct zg_tls_server;
-
-struct zg_admin;
 struct zg_discover;
 struct zg_worker;
 
@@ -42,7 +41,8 @@ typedef struct zg_gateway_admin_ops {
   /* A listener on `addr`, not yet gw->admin (a reload binds first, then
    * swaps); NULL when it cannot listen (logged). */
   struct zg_admin *(*open)(struct zg_gateway *gw, const zg_listen_addr_t *addr);
-  /* Closes one that `open` made and nobody used; NULL is fine. */
+  /* Closes one that `open` made: the running one (stop, or a reload
+   * moves it) or one a rejected reload bound. */
   void (*discard)(struct zg_admin *a);
 } zg_gateway_admin_ops_t;
 
