@@ -151,13 +151,16 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
   memset(out, 0, sizeof(*out));
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, i);
-    if (s)
-      traffic_add(out, &s->traffic);
+    zg_service_stats_t st;
+    if (!s)
+      continue;
+    zg_service_stats(s, &st);
+    traffic_add(out, &st.traffic);
   }
 }
 
-/* `name{service="S"} value` for every service, EXPR_ (of `svc`) summed
- * over the shards. */
+/* `name{service="S"} value` for every service, EXPR_ (of `st`, the
+ * service's zg_service_stats_t) summed over the shards. */
 #define PER_SERVICE(o, sh, NAME_, TYPE_, HELP_, EXPR_)                         \
   do {                                                                         \
     family(o, NAME_, TYPE_, HELP_);                                            \
@@ -165,9 +168,12 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
       const zg_service_t *s0_ = (sh)->gw[0]->services[i_];                     \
       unsigned long long v_ = 0;                                               \
       for (size_t k_ = 0; k_ < (sh)->n; k_++) {                                \
-        const zg_service_t *svc = shard_service(sh, k_, i_);                   \
-        if (svc)                                                               \
-          v_ += (unsigned long long)(EXPR_);                                   \
+        const zg_service_t *svc_ = shard_service(sh, k_, i_);                  \
+        zg_service_stats_t st;                                                 \
+        if (!svc_)                                                             \
+          continue;                                                            \
+        zg_service_stats(svc_, &st);                                           \
+        v_ += (unsigned long long)(EXPR_);                                     \
       }                                                                        \
       zg_text_printf(o, "%s{service=\"", NAME_);                               \
       zg_text_label(o, s0_->conf->name);                                       \
@@ -189,40 +195,46 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
 
 /* An HTTP listener's accepted (which = 0) or active (1) connections, over
  * the shards' listeners on the same address. */
-static uint64_t listener_sum(const shards_t *sh, const zg_http_listener_t *hl,
-                             int which) {
+static uint64_t listener_sum(const shards_t *sh, const char *addr, int which) {
   uint64_t v = 0;
-  for (size_t k = 0; k < sh->n; k++)
-    for (size_t i = 0; i < sh->gw[k]->n_http_listeners; i++) {
-      const zg_http_listener_t *l = sh->gw[k]->http_listeners[i];
-      if (strcmp(l->addr.text, hl->addr.text) != 0)
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_proxy_ctx_t *px = &sh->gw[k]->px;
+    for (size_t i = 0; i < zg_http_listener_count(px); i++) {
+      zg_listener_stats_t l;
+      zg_http_listener_stats(px, i, &l);
+      if (strcmp(l.addr, addr) != 0)
         continue;
-      v += which ? l->active : l->accepted;
+      v += which ? l.active : l.accepted;
     }
+  }
   return v;
 }
 
-static void sni_sum(const shards_t *sh, const zg_sni_listener_t *sl,
-                    uint64_t counts[3]) {
-  for (size_t k = 0; k < sh->n; k++)
-    for (size_t i = 0; i < sh->gw[k]->n_sni_listeners; i++) {
-      const zg_sni_listener_t *l = sh->gw[k]->sni_listeners[i];
-      if (strcmp(l->addr.text, sl->addr.text) != 0)
+static void sni_sum(const shards_t *sh, const char *addr, uint64_t counts[3]) {
+  for (size_t k = 0; k < sh->n; k++) {
+    const zg_proxy_ctx_t *px = &sh->gw[k]->px;
+    for (size_t i = 0; i < zg_sni_listener_count(px); i++) {
+      zg_listener_stats_t l;
+      zg_sni_listener_stats(px, i, &l);
+      if (strcmp(l.addr, addr) != 0)
         continue;
-      counts[0] += l->not_tls;
-      counts[1] += l->unknown_sni;
-      counts[2] += l->timeouts;
+      counts[0] += l.not_tls;
+      counts[1] += l.unknown_sni;
+      counts[2] += l.timeouts;
     }
+  }
 }
 
 /* The process: version, start time. */
 static void metrics_process(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
   family(o, "zkgate_build_info", "gauge", "Version of zkgate.");
   zg_text_printf(o, "zkgate_build_info{version=\"%s\"} 1\n", ZKGATE_VERSION);
   family(o, "zkgate_start_time_seconds", "gauge",
          "When zkgate started, seconds since the epoch.");
   zg_text_printf(o, "zkgate_start_time_seconds %.3f\n",
-                 (double)gw->started_wall_ms / 1000.0);
+                 (double)gs.started_wall_ms / 1000.0);
 }
 
 /* The process-wide connection caps and what they refused. */
@@ -269,12 +281,13 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
                               shards_t *sh) {
   family(o, "zkgate_listener_connections_accepted_total", "counter",
          "Client connections accepted by HTTP listeners.");
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+  for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
+    zg_listener_stats_t l;
+    zg_http_listener_stats(&gw->px, i, &l);
     zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
-    zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(
-        o, "\"} %llu\n",
-        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 0));
+    zg_text_label(o, l.addr);
+    zg_text_printf(o, "\"} %llu\n",
+                   (unsigned long long)listener_sum(sh, l.addr, 0));
   }
   family(o, "zkgate_worker_connections_accepted_total", "counter",
          "Client connections accepted by each worker (event loop), on HTTP "
@@ -282,11 +295,18 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
   for (size_t k = 0; k < sh->n; k++) {
     const zg_gateway_t *g = sh->gw[k];
     unsigned long long v = 0;
-    for (size_t i = 0; i < g->n_http_listeners; i++)
-      v += g->http_listeners[i]->accepted;
-    for (size_t i = 0; i < g->n_services; i++)
-      if (g->services[i]->conf->protocol == ZG_PROTO_TCP)
-        v += g->services[i]->accepted;
+    for (size_t i = 0; i < zg_http_listener_count(&g->px); i++) {
+      zg_listener_stats_t l;
+      zg_http_listener_stats(&g->px, i, &l);
+      v += l.accepted;
+    }
+    for (size_t i = 0; i < g->n_services; i++) {
+      zg_service_stats_t st;
+      if (g->services[i]->conf->protocol != ZG_PROTO_TCP)
+        continue;
+      zg_service_stats(g->services[i], &st);
+      v += st.accepted;
+    }
     zg_text_printf(o,
                    "zkgate_worker_connections_accepted_total{worker=\"%u\"} "
                    "%llu\n",
@@ -295,11 +315,13 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
   family(o, "zkgate_worker_reloads_rejected_total", "counter",
          "Reloads the control loop applied and another worker could not "
          "(it kept its configuration; the log says why).");
-  for (size_t k = 1; k < sh->n; k++)
+  for (size_t k = 1; k < sh->n; k++) {
+    zg_gateway_stats_t gs;
+    zg_gateway_stats(sh->gw[k], &gs);
     zg_text_printf(o,
                    "zkgate_worker_reloads_rejected_total{worker=\"%u\"} %llu\n",
-                   zg_gateway_worker_id(sh->gw[k]),
-                   (unsigned long long)sh->gw[k]->reloads_failed);
+                   gs.worker, (unsigned long long)gs.reloads_failed);
+  }
 }
 
 /* TLS on the client side: passthrough rejections, handshakes. */
@@ -307,14 +329,15 @@ static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
   family(o, "zkgate_tls_rejected_total", "counter",
          "Clients a tls-passthrough listener closed before choosing a "
          "service, by reason (not_tls, unknown_sni, timeout).");
-  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
-    const zg_sni_listener_t *sl = gw->sni_listeners[i];
+  for (size_t i = 0; i < zg_sni_listener_count(&gw->px); i++) {
+    zg_listener_stats_t sl;
     uint64_t counts[3] = {0, 0, 0};
-    sni_sum(sh, sl, counts);
+    zg_sni_listener_stats(&gw->px, i, &sl);
+    sni_sum(sh, sl.addr, counts);
     static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
     for (int k = 0; k < 3; k++) {
       zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
-      zg_text_label(o, sl->addr.text);
+      zg_text_label(o, sl.addr);
       zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
                      (unsigned long long)counts[k]);
     }
@@ -352,12 +375,13 @@ static void metrics_listener_active(const zg_gateway_t *gw, zg_text_t *o,
                                     shards_t *sh) {
   family(o, "zkgate_listener_connections_active", "gauge",
          "Client connections open on HTTP listeners.");
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
+  for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
+    zg_listener_stats_t l;
+    zg_http_listener_stats(&gw->px, i, &l);
     zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
-    zg_text_label(o, gw->http_listeners[i]->addr.text);
-    zg_text_printf(
-        o, "\"} %llu\n",
-        (unsigned long long)listener_sum(sh, gw->http_listeners[i], 1));
+    zg_text_label(o, l.addr);
+    zg_text_printf(o, "\"} %llu\n",
+                   (unsigned long long)listener_sum(sh, l.addr, 1));
   }
 }
 
@@ -384,7 +408,7 @@ static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
     zg_traffic_t t;
     memset(&t, 0, sizeof(t));
     for (size_t k = 0; k < sh->n; k++)
-      traffic_add(&t, &sh->gw[k]->unrouted);
+      traffic_add(&t, zg_http_unrouted(&sh->gw[k]->px));
     for (int c = 0; c < 6; c++)
       zg_text_printf(o,
                      "zkgate_requests_total{service=\"\",class=\"%s\"} %llu\n",
@@ -404,7 +428,7 @@ static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
       zg_text_label(&label, gw->services[i]->conf->name);
     } else {
       for (size_t k = 0; k < sh->n; k++) /* requests not routed */
-        traffic_add(&t, &sh->gw[k]->unrouted);
+        traffic_add(&t, zg_http_unrouted(&sh->gw[k]->px));
     }
     zg_text_printf(&label, "\"");
     if (!label.oom)
@@ -437,30 +461,30 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
   PER_SERVICE(o, sh, "zkgate_upstream_connect_failures_total", "counter",
               "Connections to instances that failed (refused, timed out, "
               "unresolvable, TLS handshake or verification failed).",
-              svc->connect_failures);
+              st.connect_failures);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_handshakes_total", "counter",
               "TLS handshakes with instances that completed.",
-              svc->up_tls_handshakes);
+              st.up_tls_handshakes);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_resumed_total", "counter",
               "TLS handshakes with instances that resumed a session.",
-              svc->up_tls_resumed);
+              st.up_tls_resumed);
   PER_SERVICE(o, sh, "zkgate_upstream_tls_failures_total", "counter",
               "TLS handshakes with instances that failed (certificate not "
               "verified, name mismatch, protocol error, timeout); also in "
               "zkgate_upstream_connect_failures_total.",
-              svc->up_tls_failures);
+              st.up_tls_failures);
   PER_SERVICE(o, sh, "zkgate_retries_total", "counter",
-              "Other instances tried after a failure.", svc->traffic.retries);
+              "Other instances tried after a failure.", st.traffic.retries);
   PER_SERVICE(o, sh, "zkgate_health_ejections_total", "counter",
               "Instances taken out of rotation by passive health checks.",
-              svc->traffic.ejections);
+              st.traffic.ejections);
   PER_SERVICE(o, sh, "zkgate_no_instance_total", "counter",
               "Connections or requests refused for want of a live instance.",
-              svc->no_instance);
+              st.no_instance);
   PER_SERVICE(o, sh, "zkgate_received_bytes_total", "counter",
-              "Bytes received from clients.", svc->traffic.bytes_in);
+              "Bytes received from clients.", st.traffic.bytes_in);
   PER_SERVICE(o, sh, "zkgate_sent_bytes_total", "counter",
-              "Bytes sent to clients.", svc->traffic.bytes_out);
+              "Bytes sent to clients.", st.traffic.bytes_out);
   PER_SERVICE_ONE(o, sh, "zkgate_pool_instances", "gauge",
                   "Instances in the service's pool, in service or not.",
                   zg_service_pool(svc) ? zg_service_pool(svc)->n : 0);
@@ -524,12 +548,14 @@ static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
 
 /* Reloads of this configuration by result. */
 static void metrics_reloads(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
   family(o, "zkgate_config_reloads_total", "counter",
          "Configuration reloads (SIGHUP) by result.");
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"ok\"} %llu\n",
-                 (unsigned long long)gw->reloads_ok);
+                 (unsigned long long)gs.reloads_ok);
   zg_text_printf(o, "zkgate_config_reloads_total{result=\"failed\"} %llu\n",
-                 (unsigned long long)gw->reloads_failed);
+                 (unsigned long long)gs.reloads_failed);
 }
 
 void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
@@ -539,11 +565,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   PER_SERVICE(o, sh, "zkgate_connections_accepted_total", "counter",
               "Client connections accepted (TCP services) or requests routed "
               "(HTTP services).",
-              svc->accepted);
+              st.accepted);
   PER_SERVICE(o, sh, "zkgate_connections_active", "gauge",
               "Client connections (TCP services) or requests (HTTP services) "
               "in progress.",
-              svc->active);
+              st.active);
   metrics_connlimit(gw, o);
   metrics_listeners(gw, o, sh);
   metrics_tls(gw, o, sh);
@@ -557,9 +583,11 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
 }
 
 const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
-  if (gw->stopping)
+  zg_gateway_stats_t gs;
+  zg_gateway_stats(gw, &gs);
+  if (gs.stopping)
     return "stopping";
-  if (gw->draining)
+  if (gs.draining)
     return "draining (SIGTERM)";
   if (gw->registry) {
     zg_registry_stats_t rs;
@@ -607,8 +635,8 @@ static json_t *instance_json(const shards_t *sh, size_t si,
     const zg_service_t *s = shard_service(sh, k, si);
     if (s)
       active += svc->conf->protocol == ZG_PROTO_HTTP
-                    ? zg_http_instance_active(sh->gw[k], s, key)
-                    : zg_tcp_instance_active(sh->gw[k], s, key);
+                    ? zg_http_instance_active(&sh->gw[k]->px, s, key)
+                    : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
   }
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
                    "address", key, "znode", in->znode, "format",
@@ -665,8 +693,11 @@ static json_t *service_json(const shards_t *sh, size_t si) {
   json_object_set_new(o, "routes", routes);
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, si);
-    if (s)
-      active += s->active;
+    zg_service_stats_t st;
+    if (!s)
+      continue;
+    zg_service_stats(s, &st);
+    active += st.active;
   }
   json_object_set_new(o, "active", json_integer((json_int_t)active));
   if (pool) {
@@ -1019,13 +1050,6 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return a;
 }
 
-int zg_admin_start(zg_gateway_t *gw) {
-  if (!gw->cfg->admin.enabled)
-    return 0;
-  gw->admin = zg_admin_open(gw, &gw->cfg->admin.listen);
-  return gw->admin ? 0 : UV_EADDRINUSE;
-}
-
 static void on_listener_closed(uv_handle_t *h) {
   zg_admin_t *a = h->data;
   free(a);
@@ -1039,8 +1063,7 @@ void zg_admin_discard(zg_admin_t *a) {
   uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
 }
 
-void zg_admin_stop(zg_gateway_t *gw) {
-  zg_admin_t *a = gw->admin;
-  gw->admin = NULL;
-  zg_admin_discard(a);
-}
+const zg_gateway_admin_ops_t zg_admin_ops = {
+    .open = zg_admin_open,
+    .discard = zg_admin_discard,
+};

@@ -9,17 +9,16 @@
 
 typedef struct zg_admin zg_admin_t;
 
-/* Listens on cfg->admin.listen when [admin] is on. 0 or an error (logged).
- */
-int zg_admin_start(zg_gateway_t *gw);
 /* An admin listener on `addr`, not yet the gateway's (reload binds first,
  * then swaps with gw->admin); NULL when it cannot listen (logged). */
 zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr);
-/* Closes one that zg_admin_open made and nobody used. */
+/* Closes the listener and every admin connection (one that zg_admin_open
+ * made, used or not); frees itself once the handles are closed. NULL is
+ * fine. */
 void zg_admin_discard(zg_admin_t *a);
-/* Closes the listener and every admin connection; frees itself once the
- * handles are closed. */
-void zg_admin_stop(zg_gateway_t *gw);
+/* The two above, as the gateway takes them (main hands them to
+ * zg_gateway_run: the gateway does not include this module). */
+extern const zg_gateway_admin_ops_t zg_admin_ops;
 
 /* The bodies, for tests and for the handlers. */
 void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *out);

@@ -4,9 +4,9 @@
  * and return once every handle is closed. */
 #include "control/gateway.h"
 
-#include "control/admin.h"
 #include "core/error.h"
 #include "proxy/http_proxy.h"
+#include "proxy/proxy.h"
 #include "net/listener.h"
 #include "proxy/sni_proxy.h"
 #include "control/shared.h"
@@ -18,19 +18,27 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#define MAX_FREE_BUFS 256
+static int gateway_admit(void *owner, uv_stream_t *server, bool in_head,
+                         zg_conn_ticket_t *t, const char *listener);
+static int gateway_listen_flags(void *owner);
 
-char *zg_buf_get(zg_gateway_t *gw) {
-  return zg_bufpool_get(&gw->bufs);
+static zg_tls_server_t *gateway_tls(void *owner, const zg_listen_addr_t *addr) {
+  return zg_gateway_tls(owner, addr);
 }
 
-void zg_buf_put(zg_gateway_t *gw, char *p) {
-  zg_bufpool_put(&gw->bufs, p);
+static zg_service_t *const *gateway_services(void *owner, size_t *n) {
+  zg_gateway_t *gw = owner;
+  *n = gw->n_services;
+  return gw->services;
 }
 
-void zg_buf_free_all(zg_gateway_t *gw) {
-  zg_bufpool_clear(&gw->bufs);
-}
+/* What the proxies call the gateway for (proxy/proxy.h). */
+static const zg_proxy_hooks_t gateway_hooks = {
+    .admit = gateway_admit,
+    .listen_flags = gateway_listen_flags,
+    .tls = gateway_tls,
+    .services = gateway_services,
+};
 
 static void log_pool(const zg_service_t *svc, const zg_pool_t *pool) {
   char list[1024], addr[ZG_HOST_MAX + 10];
@@ -67,7 +75,7 @@ static void peers_board_changed(zg_gateway_t *gw);
 
 static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   zg_service_t *svc = ctx;
-  zg_gateway_t *gw = svc->gw;
+  zg_gateway_t *gw = svc->px->owner;
   (void)arg;
   log_pool(svc, pool);
   zg_pool_unref(svc->zk_pool);
@@ -102,7 +110,7 @@ static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
   if (!t)
     return NULL;
   rc = zg_listener_start(gw->loop, t, &sc->listen, zg_tcp_on_connection,
-                         zg_gateway_listen_flags(gw));
+                         gateway_listen_flags(gw));
   if (rc != 0) {
     zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
              sc->listen.text, uv_strerror(rc));
@@ -112,6 +120,22 @@ static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
   return t;
 }
 
+/* The admin listener, through the functions main gave (control/admin.h):
+ * the control loop's only. */
+static int admin_start(zg_gateway_t *gw) {
+  if (!gw->cfg->admin.enabled)
+    return 0;
+  gw->admin = gw->admin_ops->open(gw, &gw->cfg->admin.listen);
+  return gw->admin ? 0 : UV_EADDRINUSE;
+}
+
+static void admin_stop(zg_gateway_t *gw) {
+  struct zg_admin *a = gw->admin;
+  gw->admin = NULL;
+  if (a)
+    gw->admin_ops->discard(a);
+}
+
 static void peers_post(zg_gateway_t *gw, int what);
 static void worker_gone(zg_gateway_t *gw);
 enum { POST_BOARD = 1, POST_DRAIN = 2, POST_STOP = 4 };
@@ -119,20 +143,20 @@ enum { POST_BOARD = 1, POST_DRAIN = 2, POST_STOP = 4 };
 /* Closes everything. The control loop stops the other workers too unless
  * it only finished its own drain (each worker drains on its own). */
 static void gateway_stop_ex(zg_gateway_t *gw, const char *why, int peers) {
-  if (gw->stopping)
+  if (gw->px.stopping)
     return;
-  gw->stopping = 1;
+  gw->px.stopping = 1;
   zg_info("gateway", "%s: stopping", why);
   if (peers)
     peers_post(gw, POST_STOP);
-  if (gw->draining)
+  if (gw->px.draining)
     uv_close((uv_handle_t *)&gw->drain_timer, on_handle_closed);
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
-  zg_admin_stop(gw);
-  zg_sni_stop(gw);
-  zg_tcp_close_all(gw);
-  zg_http_stop(gw);
+  admin_stop(gw);
+  zg_sni_stop(&gw->px);
+  zg_tcp_close_all(&gw->px);
+  zg_http_stop(&gw->px);
   zg_registry_close(gw->registry);
   gw->registry = NULL;
   if (gw->worker) {
@@ -151,8 +175,8 @@ static void gateway_stop(zg_gateway_t *gw, const char *why) {
 /* Every client connection still open, whatever service or listener it
  * came through: a reload may have removed those since. */
 static size_t sessions_left(const zg_gateway_t *gw) {
-  return zg_sni_pending(gw) + zg_tcp_sessions_open(gw) +
-         zg_http_sessions_open(gw);
+  return zg_sni_pending(&gw->px) + zg_tcp_sessions_open(&gw->px) +
+         zg_http_sessions_open(&gw->px);
 }
 
 static size_t peers_live(zg_gateway_t *gw);
@@ -193,17 +217,17 @@ static void on_drain_timer(uv_timer_t *t) {
  * after their current request (HTTP) or when they end (TCP), for at most
  * drain_timeout. A second signal stops at once. */
 static void gateway_drain(zg_gateway_t *gw, const char *why) {
-  if (gw->draining || gw->stopping) {
+  if (gw->px.draining || gw->px.stopping) {
     gateway_stop(gw, why);
     return;
   }
-  gw->draining = 1;
+  gw->px.draining = 1;
   gw->drain_start_ms = uv_now(gw->loop);
   peers_post(gw, POST_DRAIN);
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
-  zg_sni_drain(gw);
-  zg_http_drain(gw);
+  zg_sni_drain(&gw->px);
+  zg_http_drain(&gw->px);
   zg_info("gateway",
           "%s: draining: no new connections, %zu open one(s) may finish within "
           "%llu ms (signal again to stop at once)",
@@ -227,13 +251,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     gateway_drain(gw, "SIGINT");
     break;
   case SIGHUP:
-    if (!gw->draining && !gw->stopping)
+    if (!gw->px.draining && !gw->px.stopping)
       reload(gw);
     break;
   case SIGUSR1:
     /* The log goes to stderr; the access log may be a file. */
-    if (gw->access_log)
-      zg_access_log_reopen(gw->access_log);
+    if (gw->px.access_log)
+      zg_access_log_reopen(gw->px.access_log);
     else
       zg_info("gateway", "SIGUSR1: no access log file to reopen");
     break;
@@ -250,7 +274,7 @@ static zg_service_t *service_from(zg_gateway_t *gw,
     free(c);
     return NULL;
   }
-  return zg_service_new(&gw->svc_ctx, gw, c);
+  return zg_service_new(&gw->svc_ctx, &gw->px, c);
 }
 
 static int list_push(zg_service_t ***list, size_t *n, size_t *cap,
@@ -449,9 +473,9 @@ static int services_start(zg_gateway_t *gw, tls_set_t *given) {
     svc->listener->data = svc;
     log_tcp_service(sc);
   }
-  if ((rc = zg_http_start(gw)) != 0)
+  if ((rc = zg_http_start(&gw->px)) != 0)
     return rc;
-  return zg_sni_start(gw);
+  return zg_sni_start(&gw->px);
 }
 
 /* ---- discovery ---------------------------------------------------------
@@ -563,7 +587,7 @@ static void discovered_add(zg_discover_t *d, const char *name) {
     free(c);
     return;
   }
-  if (!(svc = zg_service_new(&gw->svc_ctx, gw, c)) ||
+  if (!(svc = zg_service_new(&gw->svc_ctx, &gw->px, c)) ||
       list_push(&gw->services, &gw->n_services, &gw->cap_services, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory adding service %s",
              dc->name, name);
@@ -657,7 +681,7 @@ static void discover_apply(zg_discover_t *d, char **known, size_t n) {
   d->known = known;
   d->n_known = n;
   d->listed = 1;
-  if (changed && zg_http_routes_update(d->gw) != 0)
+  if (changed && zg_http_routes_update(&d->gw->px) != 0)
     zg_error("gateway", "discover %s: out of memory updating routes",
              d->conf->name);
 }
@@ -800,10 +824,11 @@ typedef struct {
   int admin_moves, log_moves;
   zg_registry_t *registry; /* the first section that needs ZooKeeper
                               starts it: made here, started at commit */
-  zg_admin_t *admin;       /* the new admin listener, if it moves */
-  zg_access_log_t *log;    /* the new access log, if it moves */
-  zg_service_t **news;     /* per configured service (referenced), with
-                              room for the discovered ones after them */
+  struct zg_admin *admin;  /* the new admin listener, if it moves */
+  const zg_gateway_admin_ops_t *admin_ops; /* what made it */
+  zg_access_log_t *log;                    /* the new access log, if it moves */
+  zg_service_t **news; /* per configured service (referenced), with
+                          room for the discovered ones after them */
   size_t n_new, cap_new;
   zg_discover_t **discs; /* per discover section: kept or new */
   bool *disc_fresh;      /* discs[i] was made by this plan */
@@ -819,7 +844,8 @@ static void reload_discard(reload_plan_t *p) {
     zg_sni_listener_discard(p->sni[i]);
   free(p->sni);
   zg_registry_close(p->registry); /* never started: freed at once */
-  zg_admin_discard(p->admin);
+  if (p->admin)
+    p->admin_ops->discard(p->admin);
   zg_access_log_close(p->log);
   for (size_t i = 0; p->tcp && i < n_cfg; i++)
     if (p->tcp[i])
@@ -873,13 +899,14 @@ static int plan_tls(zg_gateway_t *gw, reload_plan_t *p, tls_set_t *given) {
 static int plan_operations(zg_gateway_t *gw, reload_plan_t *p,
                            zg_access_log_t *given) {
   const zg_config_t *old = gw->cfg, *cfg = p->cfg;
+  p->admin_ops = gw->admin_ops;
   p->admin_moves =
       !gw->worker &&
       (old->admin.enabled != cfg->admin.enabled ||
        (cfg->admin.enabled &&
         !zg_config_same_sockaddr(&old->admin.listen, &cfg->admin.listen)));
   if (p->admin_moves && cfg->admin.enabled &&
-      !(p->admin = zg_admin_open(gw, &cfg->admin.listen))) {
+      !(p->admin = gw->admin_ops->open(gw, &cfg->admin.listen))) {
     zg_error("gateway",
              "reload rejected: the admin listener cannot move to "
              "%s; the running configuration stays",
@@ -993,8 +1020,8 @@ static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
   if (rc == 0 && !gw->worker && !gw->registry)
     rc = registry_make(gw, p->cfg, &p->registry);
   if (rc == 0 &&
-      (zg_http_addrs_to_open(gw, p->cfg, &p->http, &p->n_http) != 0 ||
-       zg_sni_addrs_to_open(gw, p->cfg, &p->sni, &p->n_sni) != 0)) {
+      (zg_http_addrs_to_open(&gw->px, p->cfg, &p->http, &p->n_http) != 0 ||
+       zg_sni_addrs_to_open(&gw->px, p->cfg, &p->sni, &p->n_sni) != 0)) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
                         "running configuration stays");
     rc = -1;
@@ -1227,12 +1254,12 @@ static void commit_discovered(zg_gateway_t *gw, reload_plan_t *p) {
  * the bound ones join, the tables take the new services; listeners whose
  * address stays are kept, so no client is refused. */
 static void commit_listeners(zg_gateway_t *gw, reload_plan_t *p) {
-  if (zg_http_sync(gw, p->http, p->n_http) != 0)
+  if (zg_http_sync(&gw->px, p->http, p->n_http) != 0)
     zg_error("gateway", "reload: out of memory building routes");
   free(p->http);
   p->http = NULL;
   p->n_http = 0;
-  if (zg_sni_sync(gw, p->sni, p->n_sni) != 0)
+  if (zg_sni_sync(&gw->px, p->sni, p->n_sni) != 0)
     zg_error("gateway", "reload: out of memory building sni tables");
   free(p->sni);
   p->sni = NULL;
@@ -1241,12 +1268,12 @@ static void commit_listeners(zg_gateway_t *gw, reload_plan_t *p) {
 
 static void commit_operations(zg_gateway_t *gw, reload_plan_t *p) {
   if (p->log_moves) {
-    zg_access_log_close(gw->access_log);
-    gw->access_log = p->log;
+    zg_access_log_close(gw->px.access_log);
+    gw->px.access_log = p->log;
     p->log = NULL;
   }
   if (p->admin_moves) {
-    zg_admin_stop(gw);
+    admin_stop(gw);
     gw->admin = p->admin;
     p->admin = NULL;
   }
@@ -1267,6 +1294,7 @@ static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
   commit_service_list(gw, p);
   commit_tls(gw, p);
   gw->cfg = p->cfg;
+  gw->px.cfg = gw->cfg;
   p->cfg = NULL;
   zg_log_set_level(gw->cfg->proxy.log_level);
   commit_discovered(gw, p);
@@ -1445,7 +1473,7 @@ static void peers_reload(zg_gateway_t *gw) {
     stale_log = w->reload_log;
     w->reload_cfg = cfg;
     w->reload_tls = tls;
-    w->reload_log = zg_access_log_ref(gw->access_log);
+    w->reload_log = zg_access_log_ref(gw->px.access_log);
     w->reload_gen++;
     if (w->peer.live)
       uv_async_send(&w->wake);
@@ -1555,7 +1583,7 @@ static void on_wake(uv_async_t *h) {
   w->reload_log = NULL;
   w->posted = 0;
   zg_shared_unlock(gw->sh);
-  if (gw->stopping) {
+  if (gw->px.stopping) {
     zg_config_free(cfg);
     tls_set_free(&tls);
     zg_access_log_close(log);
@@ -1581,15 +1609,23 @@ static void on_wake(uv_async_t *h) {
     board_take(gw);
   if (posted & POST_STOP)
     gateway_stop(gw, "stop");
-  else if ((posted & POST_DRAIN) && !gw->draining)
+  else if ((posted & POST_DRAIN) && !gw->px.draining)
     gateway_drain(gw, "drain");
 }
 
-static void gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
-                         zg_shared_t *sh) {
+/* The proxies' state of gw's loop, once its handles are closed. */
+static void proxies_free(zg_gateway_t *gw) {
+  zg_http_free(&gw->px);
+  zg_sni_free(&gw->px);
+  zg_tcp_free(&gw->px);
+  zg_proxy_ctx_clear(&gw->px);
+}
+
+/* 0, or UV_ENOMEM: then proxies_free frees what was made. */
+static int gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
+                        zg_shared_t *sh) {
   uint64_t seed;
   memset(gw, 0, sizeof(*gw));
-  zg_bufpool_init(&gw->bufs, ZG_BUF_SIZE, MAX_FREE_BUFS);
   gw->loop = loop;
   gw->cfg = cfg;
   gw->sh = sh;
@@ -1599,6 +1635,11 @@ static void gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
   gw->svc_ctx.loop = loop;
   gw->svc_ctx.marks = zg_shared_marks(sh);
   gw->svc_ctx.cfg = &gw->cfg;
+  zg_proxy_ctx_init(&gw->px, loop, cfg, &gw->svc_ctx, &gateway_hooks, gw);
+  if (zg_tcp_init(&gw->px) != 0 || zg_sni_init(&gw->px) != 0 ||
+      zg_http_init(&gw->px) != 0)
+    return UV_ENOMEM;
+  return 0;
 }
 
 static void walk_close(uv_handle_t *h, void *arg) {
@@ -1615,22 +1656,20 @@ static void gateway_free(zg_gateway_t *gw) {
   uv_run(gw->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(gw->loop) != 0)
     zg_warn("gateway", "event loop closed with handles still open");
-  zg_http_free(gw);
-  zg_sni_free(gw);
+  proxies_free(gw);
   for (size_t i = 0; i < gw->n_services; i++)
     zg_service_unref(gw->services[i]);
   for (size_t i = 0; i < gw->n_discovers; i++)
     if (gw->discovers[i])
       discover_free(gw->discovers[i]);
   free(gw->discovers);
-  zg_access_log_close(gw->access_log);
+  zg_access_log_close(gw->px.access_log);
   {
     tls_set_t t = {gw->tls, gw->tls_addrs, gw->n_tls};
     tls_set_free(&t);
   }
   zg_service_ctx_tls_reset(&gw->svc_ctx);
   free(gw->services);
-  zg_buf_free_all(gw);
   if (gw->zk_cfg != gw->cfg)
     zg_config_free(gw->zk_cfg);
   zg_config_free(gw->cfg);
@@ -1698,14 +1737,16 @@ static int peers_start(zg_gateway_t *gw) {
       break;
     }
     zg_config_errors_free(&errs);
-    gateway_init(&w->gw, &w->loop, cfg, gw->sh);
+    rc = gateway_init(&w->gw, &w->loop, cfg, gw->sh);
     w->gw.worker = w;
-    w->gw.access_log = zg_access_log_ref(gw->access_log);
-    if ((rc = tls_set_copy(gw, &w->start_tls)) != 0 ||
+    w->gw.admin_ops = gw->admin_ops;
+    w->gw.px.access_log = zg_access_log_ref(gw->px.access_log);
+    if (rc != 0 || (rc = tls_set_copy(gw, &w->start_tls)) != 0 ||
         (rc = uv_thread_create(&w->thread, worker_main, w)) != 0) {
       zg_error("gateway", "worker %u: cannot start: %s", i, uv_strerror(rc));
       tls_set_free(&w->start_tls);
-      zg_access_log_close(w->gw.access_log);
+      zg_access_log_close(w->gw.px.access_log);
+      proxies_free(&w->gw);
       zg_config_free(cfg);
       uv_loop_close(&w->loop);
       free(w);
@@ -1823,8 +1864,15 @@ static void conn_limits_apply(zg_gateway_t *gw, const zg_config_t *cfg) {
           (unsigned long long)nofile);
 }
 
-int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
-                     zg_conn_ticket_t *t, const char *listener) {
+/* Admission of a new client connection on `server` (the listener named
+ * `listener`, for the log) against [proxy] max_connections and, when
+ * `in_head` (it has a request head or ClientHello to send first),
+ * max_head_connections. 0: admitted, *t holds it (released when the
+ * session ends). -1: refused, and already dropped: accepted and closed at
+ * once, before any session is allocated; counted, logged rate-limited. */
+static int gateway_admit(void *owner, uv_stream_t *server, bool in_head,
+                         zg_conn_ticket_t *t, const char *listener) {
+  zg_gateway_t *gw = owner;
   zg_connlimit_t *l = zg_shared_connlimit(gw->sh);
   zg_conn_admit_t rc = zg_connlimit_admit(l, in_head, t);
   uint64_t dropped;
@@ -1847,7 +1895,10 @@ int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
   return -1;
 }
 
-int zg_gateway_listen_flags(const zg_gateway_t *gw) {
+/* zg_listener_start flags for gw's listeners: shared between workers when
+ * there are several, checked for another listener by the control loop. */
+static int gateway_listen_flags(void *owner) {
+  const zg_gateway_t *gw = owner;
   if (gw->cfg->proxy.workers <= 1)
     return 0;
   return ZG_LISTEN_SHARED | (gw->worker ? 0 : ZG_LISTEN_PROBE);
@@ -1857,12 +1908,21 @@ unsigned zg_gateway_worker_id(const zg_gateway_t *gw) {
   return gw->worker ? gw->worker->id : 0;
 }
 
+void zg_gateway_stats(const zg_gateway_t *gw, zg_gateway_stats_t *st) {
+  st->worker = zg_gateway_worker_id(gw);
+  st->stopping = gw->px.stopping;
+  st->draining = gw->px.draining;
+  st->started_wall_ms = gw->started_wall_ms;
+  st->reloads_ok = gw->reloads_ok;
+  st->reloads_failed = gw->reloads_failed;
+}
+
 void zg_gateway_release(zg_gateway_t *gw) {
   if (gw->n_peers > 0)
     zg_shared_release(gw->sh);
 }
 
-int zg_gateway_run(zg_config_t *cfg) {
+int zg_gateway_run(zg_config_t *cfg, const zg_gateway_admin_ops_t *admin) {
   zg_gateway_t gw;
   uv_loop_t loop;
   zg_shared_t *sh;
@@ -1882,7 +1942,15 @@ int zg_gateway_run(zg_config_t *cfg) {
     zg_config_free(cfg);
     return 1;
   }
-  gateway_init(&gw, &loop, cfg, sh);
+  if (gateway_init(&gw, &loop, cfg, sh) != 0) {
+    zg_error("gateway", "out of memory");
+    proxies_free(&gw);
+    uv_loop_close(&loop);
+    zg_shared_free(sh);
+    zg_config_free(cfg);
+    return 1;
+  }
+  gw.admin_ops = admin;
 
   for (size_t i = 0; i < 4; i++) {
     uv_signal_init(&loop, &gw.signals[i]);
@@ -1898,8 +1966,8 @@ int zg_gateway_run(zg_config_t *cfg) {
   }
   rc = 0;
   if (cfg->proxy.access_log &&
-      !(gw.access_log = zg_access_log_open(cfg->proxy.access_log,
-                                           cfg->proxy.access_log_json)))
+      !(gw.px.access_log = zg_access_log_open(cfg->proxy.access_log,
+                                              cfg->proxy.access_log_json)))
     rc = ZG_ECONFIG;
   if (rc == 0) {
     conn_limits_apply(&gw, cfg);
@@ -1914,7 +1982,7 @@ int zg_gateway_run(zg_config_t *cfg) {
   if (rc == 0)
     rc = peers_start(&gw);
   if (rc == 0)
-    rc = zg_admin_start(&gw);
+    rc = admin_start(&gw);
   if (rc != 0) {
     exit_code = 1;
     gateway_stop(&gw, "start failed");

@@ -1,5 +1,7 @@
 /* The gateway: process lifecycle. Owns the loop, the services and their
- * listeners, the registry and every session; starts them from a checked
+ * TCP listeners, the registry, and the proxies' context of its loop
+ * (proxy/proxy.h: the proxies keep their sessions and listeners there,
+ * behind pointers this module does not open); starts them from a checked
  * configuration and stops them on SIGTERM/SIGINT. */
 #ifndef ZKGATE_GATEWAY_H
 #define ZKGATE_GATEWAY_H
@@ -8,28 +10,16 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "core/balance.h"
-#include "core/bufpool.h"
 #include "core/config.h"
-#include "core/access_log.h"
 #include "core/log.h"
-#include "core/metrics.h"
-#include "core/pool.h"
 #include "registry/registry.h"
 #include "control/shared.h"
+#include "proxy/proxy.h"
 #include "upstream/service.h"
-#include "upstream/upstream.h"
 
+struct zg_admin;
 struct zg_gateway;
-struct zg_tcp_session;
-struct zg_http_listener;
-struct zg_http_session;
-struct zg_http_upstream;
-struct zg_sni_listener;
-struct zg_sni_session;
 struct zg_tls_server;
-struct zg_tls_client;
-
 struct zg_discover;
 struct zg_worker;
 
@@ -43,6 +33,18 @@ typedef struct zg_discover {
   int listed;         /* the root's children were reported at least once */
   uint64_t board_seq; /* workers: the list taken from the board last */
 } zg_discover_t;
+
+/* The admin listener ([admin] listen) as the gateway drives it: given to
+ * zg_gateway_run by main (control/admin.h: zg_admin_ops), so that the
+ * gateway does not include the admin module, which reads the gateway. */
+typedef struct zg_gateway_admin_ops {
+  /* A listener on `addr`, not yet gw->admin (a reload binds first, then
+   * swaps); NULL when it cannot listen (logged). */
+  struct zg_admin *(*open)(struct zg_gateway *gw, const zg_listen_addr_t *addr);
+  /* Closes one that `open` made: the running one (stop, or a reload
+   * moves it) or one a rejected reload bound. */
+  void (*discard)(struct zg_admin *a);
+} zg_gateway_admin_ops_t;
 
 typedef struct zg_gateway {
   uv_loop_t *loop;
@@ -69,31 +71,19 @@ typedef struct zg_gateway {
    * a reload compares [zookeeper] with it, not with the last file read. */
   zg_config_t *zk_cfg;
   zg_service_ctx_t svc_ctx; /* what this loop's services share */
+  /* What the proxies of this loop share: px.cfg is kept equal to cfg;
+   * px.stopping, px.draining (SIGTERM: finishing what is open, accepting
+   * nothing) and px.access_log (NULL: off) are the gateway's, set here. */
+  zg_proxy_ctx_t px;
   uv_signal_t signals[4];
-  struct zg_tcp_session *sessions; /* every open TCP session */
-  struct zg_http_listener **http_listeners;
-  size_t n_http_listeners, cap_http_listeners;
-  struct zg_http_session *http_sessions;  /* every open HTTP session */
-  struct zg_sni_listener **sni_listeners; /* tls-passthrough, by address */
-  size_t n_sni_listeners, cap_sni_listeners;
-  struct zg_sni_session *sni_sessions; /* reading their ClientHello */
-  struct zg_tls_server **tls;          /* per TLS-terminating address */
-  zg_listen_addr_t *tls_addrs;         /* the address of each */
+  struct zg_tls_server **tls;  /* per TLS-terminating address */
+  zg_listen_addr_t *tls_addrs; /* the address of each */
   size_t n_tls;
-  zg_upidle_t up_idle; /* idle upstream connections (HTTP keep-alive) */
-  int http_started;
-  zg_bufpool_t bufs;       /* ZG_BUF_SIZE relay and read buffers */
-  zg_bufpool_t http_wblks; /* HTTP write blocks (http_proxy.c) */
-  zg_bufpool_t http_spool; /* HTTP sessions, reused (http_proxy.c) */
-  zg_bufpool_t http_heads; /* parsed request heads (http_proxy.c) */
-  int stopping;
-  int draining; /* SIGTERM: finishing what is open, accepting nothing */
   uint64_t drain_start_ms;
   uv_timer_t drain_timer;
   /* operations */
-  zg_access_log_t *access_log; /* NULL: off */
-  struct zg_admin *admin;      /* NULL: no [admin] listen */
-  zg_traffic_t unrouted;       /* HTTP requests that reached no service */
+  struct zg_admin *admin; /* NULL: no [admin] listen */
+  const zg_gateway_admin_ops_t *admin_ops;
   int64_t started_wall_ms;
   uint64_t reloads_ok, reloads_failed;
 } zg_gateway_t;
@@ -101,14 +91,7 @@ typedef struct zg_gateway {
 /* Runs the gateway on `cfg` (which it owns from then on, and frees) until a
  * stop signal; SIGHUP reloads the file cfg->path. Returns the process exit
  * code: 0 after a clean stop, 1 when it could not start. */
-int zg_gateway_run(zg_config_t *cfg);
-
-/* I/O buffers of ZG_BUF_SIZE bytes, kept on a free list for reuse (a few
- * hundred at most) so that the steady state allocates nothing. */
-#define ZG_BUF_SIZE 16384
-char *zg_buf_get(zg_gateway_t *gw);           /* NULL when out of memory */
-void zg_buf_put(zg_gateway_t *gw, char *buf); /* NULL is fine */
-void zg_buf_free_all(zg_gateway_t *gw);
+int zg_gateway_run(zg_config_t *cfg, const zg_gateway_admin_ops_t *admin);
 
 /* The certificates new connections on `addr` get (borrowed: take a
  * reference to keep them), or NULL when the address does not terminate
@@ -122,18 +105,17 @@ struct zg_tls_server *zg_gateway_tls(const zg_gateway_t *gw,
  * out. */
 size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out);
 void zg_gateway_release(zg_gateway_t *gw);
-/* zg_listener_start flags for gw's listeners: shared between workers when
- * there are several, checked for another listener by the control loop. */
-int zg_gateway_listen_flags(const zg_gateway_t *gw);
-/* Admission of a new client connection on `server` (the listener named
- * `listener`, for the log) against [proxy] max_connections and, when
- * `in_head` (it has a request head or ClientHello to send first),
- * max_head_connections. 0: admitted, *t holds it (release it when the
- * session ends). -1: refused, and already dropped: accepted and closed at
- * once, before any session is allocated; counted, logged rate-limited. */
-int zg_gateway_admit(zg_gateway_t *gw, uv_stream_t *server, bool in_head,
-                     zg_conn_ticket_t *t, const char *listener);
 /* 0 for the control loop, 1..N-1 for the others. */
 unsigned zg_gateway_worker_id(const zg_gateway_t *gw);
+
+/* The gateway's own counters and state, for the admin. */
+typedef struct zg_gateway_stats {
+  unsigned worker; /* zg_gateway_worker_id */
+  int stopping, draining;
+  int64_t started_wall_ms;
+  uint64_t reloads_ok, reloads_failed;
+} zg_gateway_stats_t;
+
+void zg_gateway_stats(const zg_gateway_t *gw, zg_gateway_stats_t *st);
 
 #endif

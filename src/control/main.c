@@ -2,6 +2,7 @@
  * help (-h). */
 #include "core/config.h"
 #include "core/error.h"
+#include "control/admin.h"
 #include "control/gateway.h"
 #include "core/log.h"
 #include "core/version.h"
@@ -81,6 +82,6 @@ int main(int argc, char **argv) {
     return 0;
   }
   zg_log_set_level(cfg->proxy.log_level);
-  rc = zg_gateway_run(cfg); /* frees cfg */
+  rc = zg_gateway_run(cfg, &zg_admin_ops); /* frees cfg */
   return rc;
 }

@@ -69,7 +69,7 @@ struct zg_http_upstream {
    * upstream and to its reader alike (zg_http_response_settings). The
    * reader's head_seen is clear while a response head is read. */
   zg_http_reader_t rd;
-  zg_gateway_t *gw;     /* NULL until first given to a session */
+  zg_proxy_ctx_t *gw;   /* NULL until first given to a session */
   zg_http_session_t *s; /* while in use; NULL when idle */
   zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
   llhttp_t pp;
@@ -87,11 +87,24 @@ struct zg_http_upstream {
 _Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
                "the reader is the upstream's first member");
 
+/* This loop's HTTP state (zg_proxy_ctx_t.http). */
+struct zg_http_loop {
+  zg_http_listener_t **listeners;
+  size_t n_listeners, cap_listeners;
+  zg_http_session_t *sessions; /* every open HTTP session */
+  zg_upidle_t up_idle;         /* idle upstream connections (keep-alive) */
+  int started;
+  zg_bufpool_t wblks;    /* write blocks */
+  zg_bufpool_t spool;    /* sessions, reused */
+  zg_bufpool_t heads;    /* parsed request heads */
+  zg_traffic_t unrouted; /* requests that reached no service */
+};
+
 struct zg_http_session {
   /* First (asserted below): the request parser's data points to the
    * session and to its reader alike (zg_http_request_settings). */
   zg_http_reader_t rd;
-  zg_gateway_t *gw;
+  zg_proxy_ctx_t *gw;
   zg_http_listener_t *hl;
   zg_conn_ticket_t conn; /* admission; in its head until the first one */
   zg_http_session_t *prev, *next;
@@ -192,8 +205,8 @@ typedef struct wblk {
 static void on_client_write(uv_write_t *req, int status);
 static void on_upstream_write(uv_write_t *req, int status);
 
-static wblk_t *wblk_get(zg_gateway_t *gw, void *owner) {
-  wblk_t *w = zg_bufpool_get(&gw->http_wblks);
+static wblk_t *wblk_get(zg_proxy_ctx_t *gw, void *owner) {
+  wblk_t *w = zg_bufpool_get(&gw->http->wblks);
   if (w) {
     w->owner = owner;
     w->len = 0;
@@ -201,13 +214,13 @@ static wblk_t *wblk_get(zg_gateway_t *gw, void *owner) {
   return w;
 }
 
-static void wblk_put(zg_gateway_t *gw, wblk_t *w) {
-  zg_bufpool_put(&gw->http_wblks, w);
+static void wblk_put(zg_proxy_ctx_t *gw, wblk_t *w) {
+  zg_bufpool_put(&gw->http->wblks, w);
 }
 
 /* Appends to the block staged in *ob, starting one when there is none;
  * a full block is handed to `flush`. */
-static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
+static int stage(zg_proxy_ctx_t *gw, wblk_t **ob, void *owner, const char *p,
                  size_t len, int (*flush)(void *owner)) {
   while (len > 0) {
     size_t n;
@@ -236,7 +249,7 @@ static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
  * with EAGAIN while earlier writes are queued, so order is kept; and the
  * callbacks that act on a drained queue are only ever waited for when
  * something was queued. */
-static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+static int wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
                       wblk_t *w, uv_write_cb cb) {
   uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
   int rc = zg_stream_try_write(tls, to, &b, 1); /* TLS: UV_EAGAIN */
@@ -376,14 +389,14 @@ static zg_term_phase_t phase_of(const zg_http_session_t *s) {
 /* `text`: the words for the access log when not term's own, or NULL. */
 static void request_finish(zg_http_session_t *s, zg_term_t term,
                            zg_term_phase_t phase, const char *text) {
-  zg_gateway_t *gw = s->gw;
+  zg_proxy_ctx_t *gw = s->gw;
   zg_traffic_t *t;
   uint64_t dur_us;
   if (!s->req_active)
     return;
   s->req_active = 0;
   dur_us = (uv_hrtime() - s->req_begin_ns) / 1000;
-  t = s->svc ? &s->svc->traffic : &gw->unrouted;
+  t = s->svc ? &s->svc->traffic : &gw->http->unrouted;
   zg_traffic_observe(t, s->status, dur_us);
   zg_traffic_ended(t, term);
   t->bytes_in += s->req_in;
@@ -460,7 +473,7 @@ static void respond_error(zg_http_session_t *s, zg_term_t term, int status,
 
 /* Buffers of ZG_BUF_SIZE come from the loop's pool, larger ones (a large
  * head) from malloc: back where they came from. */
-static void buf_release(zg_gateway_t *gw, char **buf, size_t *cap) {
+static void buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap) {
   if (*cap == ZG_BUF_SIZE)
     zg_buf_put(gw, *buf);
   else
@@ -474,13 +487,13 @@ static void session_free_if_done(zg_http_session_t *s) {
     return;
   buf_release(s->gw, &s->in, &s->in_cap);
   buf_release(s->gw, &s->up_head, &s->up_head_cap);
-  zg_bufpool_put(&s->gw->http_heads, s->req);
+  zg_bufpool_put(&s->gw->http->heads, s->req);
   zg_pool_unref(s->ureq.pool);
   zg_service_unref(s->svc);
   listener_unref(s->hl);
   free(s->target);
   zg_conn_ticket_release(&s->conn);
-  zg_bufpool_put(&s->gw->http_spool, s);
+  zg_bufpool_put(&s->gw->http->spool, s);
 }
 
 static void on_session_handle_closed(uv_handle_t *h) {
@@ -490,7 +503,7 @@ static void on_session_handle_closed(uv_handle_t *h) {
 }
 
 static void session_end(zg_http_session_t *s, zg_term_t term) {
-  zg_gateway_t *gw = s->gw;
+  zg_proxy_ctx_t *gw = s->gw;
   zg_term_phase_t phase = phase_of(s);
   if (s->state == HS_CLOSING)
     return;
@@ -503,7 +516,7 @@ static void session_end(zg_http_session_t *s, zg_term_t term) {
   if (s->prev)
     s->prev->next = s->next;
   else
-    gw->http_sessions = s->next;
+    gw->http->sessions = s->next;
   if (s->next)
     s->next->prev = s->prev;
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
@@ -562,10 +575,10 @@ static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
 
 /* Done with `u` for this exchange: back to the idle list, or closed. */
 static void upstream_release(zg_http_upstream_t *u, int reuse) {
-  zg_gateway_t *gw = u->gw;
+  zg_proxy_ctx_t *gw = u->gw;
   u->s = NULL;
   if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
-      zg_upidle_full(&gw->up_idle) || !u->rd.head_seen) {
+      zg_upidle_full(&gw->http->up_idle) || !u->rd.head_seen) {
     upstream_close(u);
     return;
   }
@@ -579,7 +592,7 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
   if (u->c.closing)
     return;
   u->used = 1;
-  zg_upidle_put(&gw->up_idle, &u->c);
+  zg_upidle_put(&gw->http->up_idle, &u->c);
 }
 
 /* ---- response from the instance -------------------------------------- */
@@ -907,7 +920,7 @@ static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status) {
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
     if (!reused && s->req_done && !u->client_cause &&
-        zg_service_mark_failed(&s->gw->svc_ctx, u->c.key) && s->svc)
+        zg_service_mark_failed(s->gw->svc_ctx, u->c.key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
     upstream_release(u, 0);
@@ -1038,7 +1051,7 @@ static void upstream_connect(zg_http_session_t *s) {
   s->ureq.alpn_http = true;
   s->ureq.conn_size = sizeof(zg_http_upstream_t);
   s->ureq.conn_off = offsetof(zg_http_upstream_t, c);
-  s->ureq.idle = &s->gw->up_idle;
+  s->ureq.idle = &s->gw->http->up_idle;
   s->ureq.fresh = s->retried;
   zg_upstream_connect(&s->ureq);
 }
@@ -1243,8 +1256,8 @@ static void in_settle(zg_http_session_t *s) {
 
 /* The parsed head of a request, from the pool, empty (all but the header
  * table, which n_hdr = 0 empties). */
-static zg_http_head_t *head_get(zg_gateway_t *gw) {
-  zg_http_head_t *h = zg_bufpool_get(&gw->http_heads);
+static zg_http_head_t *head_get(zg_proxy_ctx_t *gw) {
+  zg_http_head_t *h = zg_bufpool_get(&gw->http->heads);
   if (h) {
     memset(h, 0, offsetof(zg_http_head_t, hdr));
     h->n_hdr = 0;
@@ -1322,7 +1335,7 @@ static void reset_for_next(zg_http_session_t *s) {
   s->in_len = left;
   s->in_off = 0;
   s->head_start = 0;
-  zg_bufpool_put(&s->gw->http_heads, s->req); /* idle: no head held */
+  zg_bufpool_put(&s->gw->http->heads, s->req); /* idle: no head held */
   s->req = NULL;
   s->req_done = s->resp_head = s->resp_done = s->close_after = 0;
   s->sent_ms = 0;
@@ -1779,7 +1792,7 @@ static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
 
 static void on_connection(uv_stream_t *server, int status) {
   zg_http_listener_t *hl = server->data;
-  zg_gateway_t *gw = hl->gw;
+  zg_proxy_ctx_t *gw = hl->gw;
   zg_tls_server_t *srv;
   zg_http_session_t *s;
   zg_conn_ticket_t conn;
@@ -1788,11 +1801,11 @@ static void on_connection(uv_stream_t *server, int status) {
             uv_strerror(status));
     return;
   }
-  if (zg_gateway_admit(gw, server, true, &conn, hl->addr.text) != 0)
+  if (gw->hooks->admit(gw->owner, server, true, &conn, hl->addr.text) != 0)
     return;
   /* Sessions are pooled too: a new connection per request allocates
    * nothing either. */
-  s = zg_bufpool_get(&gw->http_spool);
+  s = zg_bufpool_get(&gw->http->spool);
   if (s)
     memset(s, 0, sizeof(*s));
   if (!s) {
@@ -1812,10 +1825,10 @@ static void on_connection(uv_stream_t *server, int status) {
   s->client.data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = gw->http_sessions;
-  if (gw->http_sessions)
-    gw->http_sessions->prev = s;
-  gw->http_sessions = s;
+  s->next = gw->http->sessions;
+  if (gw->http->sessions)
+    gw->http->sessions->prev = s;
+  gw->http->sessions = s;
   llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
   s->rp.data = s;
   s->last_active_ms = uv_now(gw->loop);
@@ -1827,7 +1840,7 @@ static void on_connection(uv_stream_t *server, int status) {
   zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
-  if (gw->n_tls > 0 && (srv = zg_gateway_tls(gw, &hl->addr)) != NULL) {
+  if ((srv = gw->hooks->tls(gw->owner, &hl->addr)) != NULL) {
     if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
       session_end(s, ZG_TERM_OUT_OF_MEMORY);
     else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
@@ -1892,7 +1905,7 @@ static void listener_close(zg_http_listener_t *hl) {
   }
 }
 
-static zg_http_listener_t *zg_http_listener_open(zg_gateway_t *gw,
+static zg_http_listener_t *zg_http_listener_open(zg_proxy_ctx_t *gw,
                                                  const zg_listen_addr_t *addr) {
   zg_http_listener_t *hl = calloc(1, sizeof(*hl));
   int rc;
@@ -1906,7 +1919,7 @@ static zg_http_listener_t *zg_http_listener_open(zg_gateway_t *gw,
   hl->addr = *addr;
   hl->refs = 1;
   rc = zg_listener_start(gw->loop, &hl->tcp, &hl->addr, on_connection,
-                         zg_gateway_listen_flags(gw));
+                         gw->hooks->listen_flags(gw->owner));
   hl->tcp.data = hl;
   hl->handle_open = 1;
   hl->listening = 1;
@@ -1924,36 +1937,38 @@ void zg_http_listener_discard(zg_http_listener_t *hl) {
   listener_unref(hl);
 }
 
-static zg_http_listener_t *listener_find(zg_gateway_t *gw,
+static zg_http_listener_t *listener_find(zg_proxy_ctx_t *gw,
                                          const zg_listen_addr_t *addr) {
-  for (size_t k = 0; k < gw->n_http_listeners; k++)
-    if (same_addr(&gw->http_listeners[k]->addr, addr))
-      return gw->http_listeners[k];
+  for (size_t k = 0; k < gw->http->n_listeners; k++)
+    if (same_addr(&gw->http->listeners[k]->addr, addr))
+      return gw->http->listeners[k];
   return NULL;
 }
 
-static int listener_add(zg_gateway_t *gw, zg_http_listener_t *hl) {
-  if (gw->n_http_listeners == gw->cap_http_listeners) {
-    size_t cap = gw->cap_http_listeners ? gw->cap_http_listeners * 2 : 4;
-    zg_http_listener_t **n = realloc(gw->http_listeners, cap * sizeof(*n));
+static int listener_add(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
+  if (gw->http->n_listeners == gw->http->cap_listeners) {
+    size_t cap = gw->http->cap_listeners ? gw->http->cap_listeners * 2 : 4;
+    zg_http_listener_t **n = realloc(gw->http->listeners, cap * sizeof(*n));
     if (!n)
       return UV_ENOMEM;
-    gw->http_listeners = n;
-    gw->cap_http_listeners = cap;
+    gw->http->listeners = n;
+    gw->http->cap_listeners = cap;
   }
-  gw->http_listeners[gw->n_http_listeners++] = hl;
+  gw->http->listeners[gw->http->n_listeners++] = hl;
   return 0;
 }
 
 /* The routes of one listener: every HTTP service on its address, the
  * configured ones first so that they win a tie with a discovered one. */
-static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
+static int listener_routes(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
   size_t cap = 0, n = 0;
   zg_route_t *routes;
   zg_http_target_t *targets;
   zg_route_table_t *table;
-  for (size_t i = 0; i < gw->n_services; i++)
-    cap += gw->services[i]->conf->protocol == ZG_PROTO_HTTP ? 2 : 0;
+  size_t n_services;
+  zg_service_t *const *services = gw->hooks->services(gw->owner, &n_services);
+  for (size_t i = 0; i < n_services; i++)
+    cap += services[i]->conf->protocol == ZG_PROTO_HTTP ? 2 : 0;
   routes = calloc(cap ? cap : 1, sizeof(*routes));
   targets = calloc(cap ? cap : 1, sizeof(*targets));
   if (!routes || !targets) {
@@ -1961,8 +1976,8 @@ static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
     free(targets);
     return UV_ENOMEM;
   }
-  for (size_t i = 0; i < gw->n_services; i++) {
-    zg_service_t *svc = gw->services[i];
+  for (size_t i = 0; i < n_services; i++) {
+    zg_service_t *svc = services[i];
     const zg_service_conf_t *sc = svc->conf;
     if (sc->protocol != ZG_PROTO_HTTP || !same_addr(&sc->listen, &hl->addr))
       continue;
@@ -1996,27 +2011,29 @@ static int listener_routes(zg_gateway_t *gw, zg_http_listener_t *hl) {
   return 0;
 }
 
-size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+size_t zg_http_instance_active(zg_proxy_ctx_t *gw, const zg_service_t *svc,
                                const char *key) {
   size_t n = 0;
-  for (zg_http_session_t *s = gw->http_sessions; s; s = s->next)
+  for (zg_http_session_t *s = gw->http->sessions; s; s = s->next)
     n +=
         s->svc == svc && (s->up || s->ureq.c) && !strcmp(s->ureq.instance, key);
   return n;
 }
 
-int zg_http_routes_update(zg_gateway_t *gw) {
+int zg_http_routes_update(zg_proxy_ctx_t *gw) {
   int rc = 0;
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
-    if (listener_routes(gw, gw->http_listeners[i]) != 0)
+  for (size_t i = 0; i < gw->http->n_listeners; i++)
+    if (listener_routes(gw, gw->http->listeners[i]) != 0)
       rc = UV_ENOMEM;
   return rc;
 }
 
-static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
-  for (size_t i = 0; i < gw->n_services; i++)
-    if (gw->services[i]->conf->protocol == ZG_PROTO_HTTP &&
-        same_addr(&gw->services[i]->conf->listen, addr))
+static int addr_wanted(const zg_proxy_ctx_t *gw, const zg_listen_addr_t *addr) {
+  size_t n_services;
+  zg_service_t *const *services = gw->hooks->services(gw->owner, &n_services);
+  for (size_t i = 0; i < n_services; i++)
+    if (services[i]->conf->protocol == ZG_PROTO_HTTP &&
+        same_addr(&services[i]->conf->listen, addr))
       return 1;
   for (size_t i = 0; i < gw->cfg->n_discovers; i++)
     if (same_addr(&gw->cfg->discovers[i].listen, addr))
@@ -2027,46 +2044,47 @@ static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
 /* A listener a reload removes: its keep-alive connections take no new
  * request (the routes they would use are gone with it); idle ones close
  * now, busy ones after their response (Connection: close). */
-static void retire(zg_gateway_t *gw, zg_http_listener_t *hl) {
+static void retire(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
   zg_http_session_t *s, *next;
   hl->retired = 1;
-  for (s = gw->http_sessions; s; s = next) {
+  for (s = gw->http->sessions; s; s = next) {
     next = s->next;
     if (s->hl == hl && idle_between_requests(s))
       session_end(s, ZG_TERM_LISTENER_REMOVED);
   }
 }
 
-size_t zg_http_sessions_open(const zg_gateway_t *gw) {
+size_t zg_http_sessions_open(const zg_proxy_ctx_t *gw) {
   size_t n = 0;
-  for (const zg_http_session_t *s = gw->http_sessions; s; s = s->next)
+  for (const zg_http_session_t *s = gw->http->sessions; s; s = s->next)
     n++;
   return n;
 }
 
-int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
+int zg_http_sync(zg_proxy_ctx_t *gw, zg_http_listener_t **opened, size_t n) {
   size_t kept = 0;
   int rc = 0;
-  if (!gw->http_started) {
-    zg_bufpool_init(&gw->http_wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
-    zg_bufpool_init(&gw->http_spool, sizeof(zg_http_session_t),
+  if (!gw->http->started) {
+    zg_bufpool_init(&gw->http->wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
+    zg_bufpool_init(&gw->http->spool, sizeof(zg_http_session_t),
                     MAX_FREE_SESSIONS);
-    zg_bufpool_init(&gw->http_heads, sizeof(zg_http_head_t), MAX_FREE_SESSIONS);
-    zg_upidle_start(&gw->up_idle, gw->loop, &gw->cfg, MAX_IDLE_UPSTREAM);
-    gw->http_started = 1;
+    zg_bufpool_init(&gw->http->heads, sizeof(zg_http_head_t),
+                    MAX_FREE_SESSIONS);
+    zg_upidle_start(&gw->http->up_idle, gw->loop, &gw->cfg, MAX_IDLE_UPSTREAM);
+    gw->http->started = 1;
   }
   /* Addresses no longer in use close; their connections go on. */
-  for (size_t i = 0; i < gw->n_http_listeners; i++) {
-    zg_http_listener_t *hl = gw->http_listeners[i];
+  for (size_t i = 0; i < gw->http->n_listeners; i++) {
+    zg_http_listener_t *hl = gw->http->listeners[i];
     if (addr_wanted(gw, &hl->addr)) {
-      gw->http_listeners[kept++] = hl;
+      gw->http->listeners[kept++] = hl;
       continue;
     }
     zg_info("gateway", "no longer listening on %s (http)", hl->addr.text);
     retire(gw, hl);
     zg_http_listener_discard(hl);
   }
-  gw->n_http_listeners = kept;
+  gw->http->n_listeners = kept;
   for (size_t i = 0; i < n; i++) {
     if (opened[i] && listener_add(gw, opened[i]) != 0) {
       zg_http_listener_discard(opened[i]);
@@ -2078,7 +2096,7 @@ int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n) {
   return rc;
 }
 
-int zg_http_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+int zg_http_addrs_to_open(zg_proxy_ctx_t *gw, const zg_config_t *cfg,
                           zg_http_listener_t ***out, size_t *n_out) {
   zg_http_listener_t **list;
   size_t n = 0, cap = cfg->n_services + cfg->n_discovers;
@@ -2117,7 +2135,7 @@ int zg_http_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
   return 0;
 }
 
-int zg_http_start(zg_gateway_t *gw) {
+int zg_http_start(zg_proxy_ctx_t *gw) {
   const zg_config_t *cfg = gw->cfg;
   zg_http_listener_t **opened;
   size_t n;
@@ -2149,33 +2167,57 @@ static int idle_between_requests(zg_http_session_t *s) {
          queued(&s->client) == 0;
 }
 
-void zg_http_drain(zg_gateway_t *gw) {
+void zg_http_drain(zg_proxy_ctx_t *gw) {
   zg_http_session_t *s, *next;
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
-    listener_close(gw->http_listeners[i]);
-  for (s = gw->http_sessions; s; s = next) {
+  for (size_t i = 0; i < gw->http->n_listeners; i++)
+    listener_close(gw->http->listeners[i]);
+  for (s = gw->http->sessions; s; s = next) {
     next = s->next;
     if (idle_between_requests(s))
       session_end(s, ZG_TERM_IDLE_AT_DRAIN);
   }
-  zg_upidle_close_all(&gw->up_idle);
+  zg_upidle_close_all(&gw->http->up_idle);
 }
 
-void zg_http_stop(zg_gateway_t *gw) {
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
-    listener_close(gw->http_listeners[i]);
-  while (gw->http_sessions)
-    session_end(gw->http_sessions, ZG_TERM_GATEWAY_STOPPING);
-  zg_upidle_stop(&gw->up_idle);
+void zg_http_stop(zg_proxy_ctx_t *gw) {
+  for (size_t i = 0; i < gw->http->n_listeners; i++)
+    listener_close(gw->http->listeners[i]);
+  while (gw->http->sessions)
+    session_end(gw->http->sessions, ZG_TERM_GATEWAY_STOPPING);
+  zg_upidle_stop(&gw->http->up_idle);
 }
 
-void zg_http_free(zg_gateway_t *gw) {
-  zg_bufpool_clear(&gw->http_wblks);
-  zg_bufpool_clear(&gw->http_spool);
-  zg_bufpool_clear(&gw->http_heads);
-  for (size_t i = 0; i < gw->n_http_listeners; i++)
-    listener_unref(gw->http_listeners[i]);
-  free(gw->http_listeners);
-  gw->http_listeners = NULL;
-  gw->n_http_listeners = 0;
+int zg_http_init(zg_proxy_ctx_t *gw) {
+  gw->http = calloc(1, sizeof(*gw->http));
+  return gw->http ? 0 : UV_ENOMEM;
+}
+
+size_t zg_http_listener_count(const zg_proxy_ctx_t *gw) {
+  return gw->http->n_listeners;
+}
+
+void zg_http_listener_stats(const zg_proxy_ctx_t *gw, size_t i,
+                            zg_listener_stats_t *st) {
+  const zg_http_listener_t *hl = gw->http->listeners[i];
+  memset(st, 0, sizeof(*st));
+  st->addr = hl->addr.text;
+  st->accepted = hl->accepted;
+  st->active = hl->active;
+}
+
+const zg_traffic_t *zg_http_unrouted(const zg_proxy_ctx_t *gw) {
+  return &gw->http->unrouted;
+}
+
+void zg_http_free(zg_proxy_ctx_t *gw) {
+  if (!gw->http)
+    return;
+  zg_bufpool_clear(&gw->http->wblks);
+  zg_bufpool_clear(&gw->http->spool);
+  zg_bufpool_clear(&gw->http->heads);
+  for (size_t i = 0; i < gw->http->n_listeners; i++)
+    listener_unref(gw->http->listeners[i]);
+  free(gw->http->listeners);
+  free(gw->http);
+  gw->http = NULL;
 }

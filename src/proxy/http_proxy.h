@@ -8,17 +8,20 @@
 
 #include <uv.h>
 
-#include "control/gateway.h"
+#include "core/config.h"
+#include "core/metrics.h"
 #include "core/route.h"
+#include "proxy/proxy.h"
+#include "upstream/service.h"
 
 /* What a route leads to: route.service indexes the listener's targets. */
 typedef struct {
-  zg_service_t *svc; /* borrowed: the gateway holds it while it routes */
+  zg_service_t *svc; /* referenced */
   int strip;         /* the route's prefix is removed from the target */
 } zg_http_target_t;
 
 typedef struct zg_http_listener {
-  zg_gateway_t *gw;
+  zg_proxy_ctx_t *gw; /* the loop's proxies' context */
   uv_tcp_t tcp;
   zg_listen_addr_t addr;
   zg_route_table_t *routes; /* replaced as services come and go */
@@ -27,42 +30,51 @@ typedef struct zg_http_listener {
   int listening;
   int handle_open;
   int retired;               /* a reload took its address away */
-  unsigned refs;             /* the gateway's while in use, sessions' */
+  unsigned refs;             /* the loop's while in use, sessions' */
   uint64_t accepted, active; /* client connections */
 } zg_http_listener_t;
 
+/* This loop's HTTP state (px->http): made before zg_http_start, freed by
+ * zg_http_free. 0 or UV_ENOMEM. */
+int zg_http_init(zg_proxy_ctx_t *px);
 /* Starts one listener per distinct listen address of the HTTP services
  * and [discover:] sections, with their routes. 0 or the first error
  * (logged). */
-int zg_http_start(zg_gateway_t *gw);
-/* Rebuilds every listener's routes from the gateway's services (after
+int zg_http_start(zg_proxy_ctx_t *px);
+/* Rebuilds every listener's routes from the loop's services (after
  * services came or went). 0 or UV_ENOMEM: then the old routes stay. */
-int zg_http_routes_update(zg_gateway_t *gw);
+int zg_http_routes_update(zg_proxy_ctx_t *px);
 /* Reload, in two steps. First the addresses of `cfg` that no listener has
  * yet are bound (all or none: UV_EADDRINUSE, logged, when one fails);
- * *out lists them (malloc'ed). Then, once gw->services and gw->cfg are the
- * new ones, zg_http_sync closes listeners of addresses no longer used
+ * *out lists them (malloc'ed). Then, once the services and px->cfg are
+ * the new ones, zg_http_sync closes listeners of addresses no longer used
  * (their connections go on), adds the opened ones and rebuilds every
  * route table. */
-int zg_http_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+int zg_http_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
                           zg_http_listener_t ***out, size_t *n_out);
-int zg_http_sync(zg_gateway_t *gw, zg_http_listener_t **opened, size_t n);
+int zg_http_sync(zg_proxy_ctx_t *px, zg_http_listener_t **opened, size_t n);
 /* Closes and drops a listener opened by zg_http_addrs_to_open that will
  * not be used. */
 void zg_http_listener_discard(zg_http_listener_t *hl);
 /* Requests of `svc` now on instance `key` ("host:port"). */
-size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+size_t zg_http_instance_active(zg_proxy_ctx_t *px, const zg_service_t *svc,
                                const char *key);
 /* Client connections open, on any listener (also one a reload removed). */
-size_t zg_http_sessions_open(const zg_gateway_t *gw);
+size_t zg_http_sessions_open(const zg_proxy_ctx_t *px);
 /* Drain: closes the listeners, idle client connections and idle upstream
  * connections; the others close after their current exchange. */
-void zg_http_drain(zg_gateway_t *gw);
+void zg_http_drain(zg_proxy_ctx_t *px);
 /* Closes the listeners, every session and every idle upstream connection.
  */
-void zg_http_stop(zg_gateway_t *gw);
-/* Frees what zg_http_start allocated, once the loop has closed the
- * handles. */
-void zg_http_free(zg_gateway_t *gw);
+void zg_http_stop(zg_proxy_ctx_t *px);
+/* Frees what zg_http_init and zg_http_start allocated, once the loop has
+ * closed the handles. */
+void zg_http_free(zg_proxy_ctx_t *px);
+/* The admin's view: the listeners in use, the counters of the i-th, and
+ * the requests that reached no service. */
+size_t zg_http_listener_count(const zg_proxy_ctx_t *px);
+void zg_http_listener_stats(const zg_proxy_ctx_t *px, size_t i,
+                            zg_listener_stats_t *st);
+const zg_traffic_t *zg_http_unrouted(const zg_proxy_ctx_t *px);
 
 #endif

@@ -26,6 +26,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct zg_sni_listener {
+  zg_proxy_ctx_t *px;
+  uv_tcp_t tcp;
+  zg_listen_addr_t addr;
+  zg_service_t **svcs; /* referenced; the services on this address */
+  const char **snis;   /* their sni patterns (NULL: the default) */
+  size_t n;
+  int listening;
+  int handle_open;
+  unsigned refs;   /* the loop's while in use, each reading session's */
+  uint64_t active; /* sessions reading their ClientHello */
+  uint64_t accepted;
+  uint64_t not_tls, unknown_sni, timeouts; /* clients closed, by cause */
+  zg_ratelimit_t reject_rl;
+};
+
 typedef struct zg_sni_session {
   zg_sni_listener_t *sl;
   struct zg_sni_session *prev, *next;
@@ -39,6 +55,13 @@ typedef struct zg_sni_session {
   zg_conn_ticket_t conn; /* admission: in its head until handed on */
   char client_addr[64];
 } zg_sni_session_t;
+
+/* This loop's tls-passthrough state (zg_proxy_ctx_t.sni). */
+struct zg_sni_loop {
+  zg_sni_listener_t **listeners; /* by address */
+  size_t n_listeners, cap_listeners;
+  zg_sni_session_t *sessions; /* reading their ClientHello */
+};
 
 static void listener_unref(zg_sni_listener_t *sl);
 
@@ -63,7 +86,7 @@ static void on_session_closed(uv_handle_t *h) {
 
 /* Ends this phase: the client is closed unless it was handed on. */
 static void session_end(zg_sni_session_t *s) {
-  zg_gateway_t *gw = s->sl->gw;
+  zg_proxy_ctx_t *px = s->sl->px;
   if (s->done)
     return;
   s->done = 1;
@@ -71,7 +94,7 @@ static void session_end(zg_sni_session_t *s) {
   if (s->prev)
     s->prev->next = s->next;
   else
-    gw->sni_sessions = s->next;
+    px->sni->sessions = s->next;
   if (s->next)
     s->next->prev = s->prev;
   if (s->client)
@@ -84,7 +107,7 @@ static void reject(zg_sni_session_t *s, uint64_t *counter, const char *what,
   zg_sni_listener_t *sl = s->sl;
   uint64_t dropped;
   (*counter)++;
-  if (zg_ratelimit_allow(&sl->reject_rl, uv_now(sl->gw->loop), &dropped))
+  if (zg_ratelimit_allow(&sl->reject_rl, uv_now(sl->px->loop), &dropped))
     zg_warn("tls", "listener %s: client %s closed: %s%s%s%s", sl->addr.text,
             s->client_addr, what, detail ? ": " : "", detail ? detail : "",
             dropped ? " (and earlier ones not logged)" : "");
@@ -159,7 +182,7 @@ static void on_timeout(uv_timer_t *t) {
 
 static void on_connection(uv_stream_t *server, int status) {
   zg_sni_listener_t *sl = server->data;
-  zg_gateway_t *gw = sl->gw;
+  zg_proxy_ctx_t *px = sl->px;
   zg_sni_session_t *s;
   char ip[48];
   zg_conn_ticket_t conn;
@@ -168,7 +191,7 @@ static void on_connection(uv_stream_t *server, int status) {
             uv_strerror(status));
     return;
   }
-  if (zg_gateway_admit(gw, server, true, &conn, sl->addr.text) != 0)
+  if (px->hooks->admit(px->owner, server, true, &conn, sl->addr.text) != 0)
     return;
   s = calloc(1, sizeof(*s));
   if (s) {
@@ -193,22 +216,22 @@ static void on_connection(uv_stream_t *server, int status) {
   sl->accepted++;
   sl->active++;
   s->start_ns = uv_hrtime();
-  uv_tcp_init(gw->loop, s->client);
-  uv_timer_init(gw->loop, &s->timer);
+  uv_tcp_init(px->loop, s->client);
+  uv_timer_init(px->loop, &s->timer);
   s->client->data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = gw->sni_sessions;
-  if (gw->sni_sessions)
-    gw->sni_sessions->prev = s;
-  gw->sni_sessions = s;
+  s->next = px->sni->sessions;
+  if (px->sni->sessions)
+    px->sni->sessions->prev = s;
+  px->sni->sessions = s;
   if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
     session_end(s);
     return;
   }
   zg_peer_name(s->client, ip, sizeof(ip), s->client_addr,
                sizeof(s->client_addr));
-  uv_timer_start(&s->timer, on_timeout, gw->cfg->proxy.header_timeout_ms, 0);
+  uv_timer_start(&s->timer, on_timeout, px->cfg->proxy.header_timeout_ms, 0);
   if (uv_read_start((uv_stream_t *)s->client, on_alloc, on_read) != 0)
     session_end(s);
 }
@@ -255,18 +278,18 @@ void zg_sni_listener_discard(zg_sni_listener_t *sl) {
   listener_unref(sl);
 }
 
-static zg_sni_listener_t *listener_open(zg_gateway_t *gw,
+static zg_sni_listener_t *listener_open(zg_proxy_ctx_t *px,
                                         const zg_listen_addr_t *addr) {
   zg_sni_listener_t *sl = calloc(1, sizeof(*sl));
   int rc;
   if (!sl)
     return NULL;
-  sl->gw = gw;
+  sl->px = px;
   sl->addr = *addr;
   sl->refs = 1;
   zg_ratelimit_init(&sl->reject_rl, 10000, 5);
-  rc = zg_listener_start(gw->loop, &sl->tcp, &sl->addr, on_connection,
-                         zg_gateway_listen_flags(gw));
+  rc = zg_listener_start(px->loop, &sl->tcp, &sl->addr, on_connection,
+                         px->hooks->listen_flags(px->owner));
   sl->tcp.data = sl;
   sl->handle_open = 1;
   sl->listening = 1;
@@ -282,27 +305,28 @@ static int is_tls(const zg_service_conf_t *sc) {
   return sc->protocol == ZG_PROTO_TLS_PASSTHROUGH;
 }
 
-static zg_sni_listener_t *listener_find(zg_gateway_t *gw,
+static zg_sni_listener_t *listener_find(zg_proxy_ctx_t *px,
                                         const zg_listen_addr_t *addr) {
-  for (size_t i = 0; i < gw->n_sni_listeners; i++)
-    if (zg_config_same_sockaddr(&gw->sni_listeners[i]->addr, addr))
-      return gw->sni_listeners[i];
+  for (size_t i = 0; i < px->sni->n_listeners; i++)
+    if (zg_config_same_sockaddr(&px->sni->listeners[i]->addr, addr))
+      return px->sni->listeners[i];
   return NULL;
 }
 
 /* The table of one listener: every tls-passthrough service on its
  * address. UV_ENOMEM leaves the old one. */
-static int listener_table(zg_gateway_t *gw, zg_sni_listener_t *sl) {
-  size_t n = 0;
-  zg_service_t **svcs = calloc(gw->n_services + 1, sizeof(*svcs));
-  const char **snis = calloc(gw->n_services + 1, sizeof(*snis));
+static int listener_table(zg_proxy_ctx_t *px, zg_sni_listener_t *sl) {
+  size_t n = 0, n_services;
+  zg_service_t *const *services = px->hooks->services(px->owner, &n_services);
+  zg_service_t **svcs = calloc(n_services + 1, sizeof(*svcs));
+  const char **snis = calloc(n_services + 1, sizeof(*snis));
   if (!svcs || !snis) {
     free(svcs);
     free(snis);
     return UV_ENOMEM;
   }
-  for (size_t i = 0; i < gw->n_services; i++) {
-    zg_service_t *svc = gw->services[i];
+  for (size_t i = 0; i < n_services; i++) {
+    zg_service_t *svc = services[i];
     if (!is_tls(svc->conf) ||
         !zg_config_same_sockaddr(&svc->conf->listen, &sl->addr))
       continue;
@@ -316,15 +340,17 @@ static int listener_table(zg_gateway_t *gw, zg_sni_listener_t *sl) {
   return 0;
 }
 
-static int addr_wanted(const zg_gateway_t *gw, const zg_listen_addr_t *addr) {
-  for (size_t i = 0; i < gw->n_services; i++)
-    if (is_tls(gw->services[i]->conf) &&
-        zg_config_same_sockaddr(&gw->services[i]->conf->listen, addr))
+static int addr_wanted(const zg_proxy_ctx_t *px, const zg_listen_addr_t *addr) {
+  size_t n;
+  zg_service_t *const *services = px->hooks->services(px->owner, &n);
+  for (size_t i = 0; i < n; i++)
+    if (is_tls(services[i]->conf) &&
+        zg_config_same_sockaddr(&services[i]->conf->listen, addr))
       return 1;
   return 0;
 }
 
-int zg_sni_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
                          zg_sni_listener_t ***out, size_t *n_out) {
   zg_sni_listener_t **list;
   size_t n = 0;
@@ -337,13 +363,13 @@ int zg_sni_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
     int dup = 0;
-    if (!is_tls(sc) || listener_find(gw, &sc->listen))
+    if (!is_tls(sc) || listener_find(px, &sc->listen))
       continue;
     for (size_t k = 0; k < n; k++)
       dup |= zg_config_same_sockaddr(&list[k]->addr, &sc->listen);
     if (dup)
       continue;
-    if (!(list[n] = listener_open(gw, &sc->listen))) {
+    if (!(list[n] = listener_open(px, &sc->listen))) {
       for (size_t k = 0; k < n; k++)
         zg_sni_listener_discard(list[k]);
       free(list);
@@ -356,80 +382,103 @@ int zg_sni_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
   return 0;
 }
 
-int zg_sni_sync(zg_gateway_t *gw, zg_sni_listener_t **opened, size_t n) {
+int zg_sni_sync(zg_proxy_ctx_t *px, zg_sni_listener_t **opened, size_t n) {
   size_t kept = 0;
   int rc = 0;
-  for (size_t i = 0; i < gw->n_sni_listeners; i++) {
-    zg_sni_listener_t *sl = gw->sni_listeners[i];
-    if (addr_wanted(gw, &sl->addr)) {
-      gw->sni_listeners[kept++] = sl;
+  for (size_t i = 0; i < px->sni->n_listeners; i++) {
+    zg_sni_listener_t *sl = px->sni->listeners[i];
+    if (addr_wanted(px, &sl->addr)) {
+      px->sni->listeners[kept++] = sl;
       continue;
     }
     zg_info("gateway", "no longer listening on %s (tls-passthrough)",
             sl->addr.text);
     zg_sni_listener_discard(sl);
   }
-  gw->n_sni_listeners = kept;
+  px->sni->n_listeners = kept;
   for (size_t i = 0; i < n; i++) {
-    if (gw->n_sni_listeners == gw->cap_sni_listeners) {
-      size_t cap = gw->cap_sni_listeners ? gw->cap_sni_listeners * 2 : 4;
-      zg_sni_listener_t **l = realloc(gw->sni_listeners, cap * sizeof(*l));
+    if (px->sni->n_listeners == px->sni->cap_listeners) {
+      size_t cap = px->sni->cap_listeners ? px->sni->cap_listeners * 2 : 4;
+      zg_sni_listener_t **l = realloc(px->sni->listeners, cap * sizeof(*l));
       if (!l) {
         zg_sni_listener_discard(opened[i]);
         rc = UV_ENOMEM;
         continue;
       }
-      gw->sni_listeners = l;
-      gw->cap_sni_listeners = cap;
+      px->sni->listeners = l;
+      px->sni->cap_listeners = cap;
     }
-    gw->sni_listeners[gw->n_sni_listeners++] = opened[i];
+    px->sni->listeners[px->sni->n_listeners++] = opened[i];
   }
-  for (size_t i = 0; i < gw->n_sni_listeners; i++)
-    if (listener_table(gw, gw->sni_listeners[i]) != 0)
+  for (size_t i = 0; i < px->sni->n_listeners; i++)
+    if (listener_table(px, px->sni->listeners[i]) != 0)
       rc = UV_ENOMEM;
   return rc;
 }
 
-int zg_sni_start(zg_gateway_t *gw) {
+int zg_sni_start(zg_proxy_ctx_t *px) {
   zg_sni_listener_t **opened;
   size_t n;
   int rc;
-  for (size_t i = 0; i < gw->cfg->n_services; i++) {
-    const zg_service_conf_t *sc = &gw->cfg->services[i];
+  for (size_t i = 0; i < px->cfg->n_services; i++) {
+    const zg_service_conf_t *sc = &px->cfg->services[i];
     if (is_tls(sc))
       zg_info("gateway", "service %s: tls-passthrough on %s, sni %s", sc->name,
               sc->listen.text, sc->sni ? sc->sni : "(default)");
   }
-  if ((rc = zg_sni_addrs_to_open(gw, gw->cfg, &opened, &n)) != 0)
+  if ((rc = zg_sni_addrs_to_open(px, px->cfg, &opened, &n)) != 0)
     return rc;
-  rc = zg_sni_sync(gw, opened, n);
+  rc = zg_sni_sync(px, opened, n);
   free(opened);
   return rc;
 }
 
-size_t zg_sni_pending(const zg_gateway_t *gw) {
+size_t zg_sni_pending(const zg_proxy_ctx_t *px) {
   size_t n = 0;
   /* Also those of listeners a reload dropped. */
-  for (const zg_sni_session_t *s = gw->sni_sessions; s; s = s->next)
+  for (const zg_sni_session_t *s = px->sni->sessions; s; s = s->next)
     n++;
   return n;
 }
 
-void zg_sni_drain(zg_gateway_t *gw) {
-  for (size_t i = 0; i < gw->n_sni_listeners; i++)
-    listener_close(gw->sni_listeners[i]);
+void zg_sni_drain(zg_proxy_ctx_t *px) {
+  for (size_t i = 0; i < px->sni->n_listeners; i++)
+    listener_close(px->sni->listeners[i]);
 }
 
-void zg_sni_stop(zg_gateway_t *gw) {
-  zg_sni_drain(gw);
-  while (gw->sni_sessions)
-    session_end(gw->sni_sessions);
+void zg_sni_stop(zg_proxy_ctx_t *px) {
+  zg_sni_drain(px);
+  while (px->sni->sessions)
+    session_end(px->sni->sessions);
 }
 
-void zg_sni_free(zg_gateway_t *gw) {
-  for (size_t i = 0; i < gw->n_sni_listeners; i++)
-    listener_unref(gw->sni_listeners[i]);
-  free(gw->sni_listeners);
-  gw->sni_listeners = NULL;
-  gw->n_sni_listeners = gw->cap_sni_listeners = 0;
+int zg_sni_init(zg_proxy_ctx_t *px) {
+  px->sni = calloc(1, sizeof(*px->sni));
+  return px->sni ? 0 : UV_ENOMEM;
+}
+
+void zg_sni_free(zg_proxy_ctx_t *px) {
+  if (!px->sni)
+    return;
+  for (size_t i = 0; i < px->sni->n_listeners; i++)
+    listener_unref(px->sni->listeners[i]);
+  free(px->sni->listeners);
+  free(px->sni);
+  px->sni = NULL;
+}
+
+size_t zg_sni_listener_count(const zg_proxy_ctx_t *px) {
+  return px->sni->n_listeners;
+}
+
+void zg_sni_listener_stats(const zg_proxy_ctx_t *px, size_t i,
+                           zg_listener_stats_t *st) {
+  const zg_sni_listener_t *sl = px->sni->listeners[i];
+  memset(st, 0, sizeof(*st));
+  st->addr = sl->addr.text;
+  st->accepted = sl->accepted;
+  st->active = sl->active;
+  st->not_tls = sl->not_tls;
+  st->unknown_sni = sl->unknown_sni;
+  st->timeouts = sl->timeouts;
 }

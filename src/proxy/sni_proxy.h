@@ -5,45 +5,42 @@
 #ifndef ZKGATE_SNI_PROXY_H
 #define ZKGATE_SNI_PROXY_H
 
+#include <stddef.h>
 #include <uv.h>
 
-#include "control/gateway.h"
+#include "core/config.h"
+#include "proxy/proxy.h"
 
-typedef struct zg_sni_listener {
-  zg_gateway_t *gw;
-  uv_tcp_t tcp;
-  zg_listen_addr_t addr;
-  zg_service_t **svcs; /* referenced; the services on this address */
-  const char **snis;   /* their sni patterns (NULL: the default) */
-  size_t n;
-  int listening;
-  int handle_open;
-  unsigned refs;   /* the gateway's while in use, each reading session's */
-  uint64_t active; /* sessions reading their ClientHello */
-  uint64_t accepted;
-  uint64_t not_tls, unknown_sni, timeouts; /* clients closed, by cause */
-  zg_ratelimit_t reject_rl;
-} zg_sni_listener_t;
+typedef struct zg_sni_listener zg_sni_listener_t;
 
+/* This loop's tls-passthrough state (px->sni): made before zg_sni_start,
+ * freed with its listeners by zg_sni_free once the loop has closed the
+ * handles. 0 or UV_ENOMEM. */
+int zg_sni_init(zg_proxy_ctx_t *px);
 /* Opens one listener per distinct address of the tls-passthrough services
- * of gw->services. 0 or the first error (logged). */
-int zg_sni_start(zg_gateway_t *gw);
+ * (px->hooks->services). 0 or the first error (logged). */
+int zg_sni_start(zg_proxy_ctx_t *px);
 /* Reload, in two steps as for HTTP (http_proxy.h): first the addresses of
- * `cfg` that no listener has yet are bound (all or none); then, once
- * gw->services is the new list, zg_sni_sync closes the listeners of
+ * `cfg` that no listener has yet are bound (all or none); then, once the
+ * services are the new list, zg_sni_sync closes the listeners of
  * addresses no longer used, adds the opened ones and rebuilds every
  * listener's table. A listener whose address stays is kept as it is. */
-int zg_sni_addrs_to_open(zg_gateway_t *gw, const zg_config_t *cfg,
+int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
                          zg_sni_listener_t ***out, size_t *n_out);
-int zg_sni_sync(zg_gateway_t *gw, zg_sni_listener_t **opened, size_t n);
+int zg_sni_sync(zg_proxy_ctx_t *px, zg_sni_listener_t **opened, size_t n);
 void zg_sni_listener_discard(zg_sni_listener_t *sl);
 /* Sessions still reading their ClientHello. */
-size_t zg_sni_pending(const zg_gateway_t *gw);
+size_t zg_sni_pending(const zg_proxy_ctx_t *px);
 /* Drain: closes the listeners; sessions reading a ClientHello go on. */
-void zg_sni_drain(zg_gateway_t *gw);
+void zg_sni_drain(zg_proxy_ctx_t *px);
 /* Closes the listeners and every session reading a ClientHello. */
-void zg_sni_stop(zg_gateway_t *gw);
-/* Frees the listeners once the loop has closed their handles. */
-void zg_sni_free(zg_gateway_t *gw);
+void zg_sni_stop(zg_proxy_ctx_t *px);
+/* Frees the listeners once the loop has closed their handles, and the
+ * state. */
+void zg_sni_free(zg_proxy_ctx_t *px);
+/* The admin's view: the listeners in use, and the counters of the i-th. */
+size_t zg_sni_listener_count(const zg_proxy_ctx_t *px);
+void zg_sni_listener_stats(const zg_proxy_ctx_t *px, size_t i,
+                           zg_listener_stats_t *st);
 
 #endif

@@ -74,17 +74,22 @@ typedef struct zg_tcp_session {
   char sni[ZG_TLS_NAME_MAX + 1]; /* tls-passthrough: the name it asked for */
 } zg_tcp_session_t;
 
+/* This loop's TCP state (zg_proxy_ctx_t.tcp). */
+struct zg_tcp_loop {
+  zg_tcp_session_t *sessions; /* every open session */
+};
+
 static void session_end(zg_tcp_session_t *s, zg_term_t term);
 static void upstream_connect(zg_tcp_session_t *s);
 
 /* ---- closing --------------------------------------------------------- */
 
 static void session_free_if_done(zg_tcp_session_t *s) {
-  zg_gateway_t *gw = s->svc->gw;
+  zg_proxy_ctx_t *px = s->svc->px;
   if (s->handles > 0)
     return;
-  zg_buf_put(gw, s->up.buf);
-  zg_buf_put(gw, s->down.buf);
+  zg_buf_put(px, s->up.buf);
+  zg_buf_put(px, s->down.buf);
   free(s->initial);
   if (s->client != &s->client_own)
     free(s->client);
@@ -124,7 +129,7 @@ static zg_term_phase_t phase_of(const zg_tcp_session_t *s) {
 
 static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   zg_service_t *svc = s->svc;
-  zg_gateway_t *gw = svc->gw;
+  zg_proxy_ctx_t *px = svc->px;
   zg_term_phase_t phase = phase_of(s);
   if (s->state == S_CLOSING)
     return;
@@ -135,7 +140,7 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   if (s->prev)
     s->prev->next = s->next;
   else
-    gw->sessions = s->next;
+    px->tcp->sessions = s->next;
   if (s->next)
     s->next->prev = s->prev;
   zg_debug("tcp",
@@ -143,9 +148,9 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
            "%llu bytes up, %llu bytes down",
            svc->conf->name, s->client_addr, s->sni[0] ? " sni " : "", s->sni,
            s->ureq.instance[0] ? s->ureq.instance : "-", zg_term_text(term),
-           (unsigned long long)(uv_now(gw->loop) - s->start_ms),
+           (unsigned long long)(uv_now(px->loop) - s->start_ms),
            (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
-  if (gw->access_log) {
+  if (px->access_log) {
     zg_access_entry_t e;
     uv_timeval64_t tv;
     memset(&e, 0, sizeof(e));
@@ -160,7 +165,7 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
     e.duration_us = (uv_hrtime() - s->start_ns) / 1000;
     e.term = term;
     e.phase = phase;
-    zg_access_log_write(gw->access_log, &e);
+    zg_access_log_write(px->access_log, &e);
   }
   zg_upstream_cancel(&s->ureq);
   zg_tls_conn_free(s->tls);
@@ -170,9 +175,19 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
     zg_upconn_close(s->upc);
 }
 
-void zg_tcp_close_all(zg_gateway_t *gw) {
-  while (gw->sessions)
-    session_end(gw->sessions, ZG_TERM_GATEWAY_STOPPING);
+int zg_tcp_init(zg_proxy_ctx_t *px) {
+  px->tcp = calloc(1, sizeof(*px->tcp));
+  return px->tcp ? 0 : UV_ENOMEM;
+}
+
+void zg_tcp_free(zg_proxy_ctx_t *px) {
+  free(px->tcp);
+  px->tcp = NULL;
+}
+
+void zg_tcp_close_all(zg_proxy_ctx_t *px) {
+  while (px->tcp->sessions)
+    session_end(px->tcp->sessions, ZG_TERM_GATEWAY_STOPPING);
 }
 
 /* ---- relay ----------------------------------------------------------- */
@@ -184,7 +199,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   relay_dir_t *d = h == (uv_handle_t *)s->client ? &s->up : &s->down;
   (void)suggested;
   if (!d->buf)
-    d->buf = zg_buf_get(s->svc->gw);
+    d->buf = zg_buf_get(s->svc->px);
   buf->base = d->buf;
   buf->len = d->buf ? ZG_BUF_SIZE : 0; /* 0: libuv reports UV_ENOBUFS */
 }
@@ -212,7 +227,7 @@ static void dir_eof(relay_dir_t *d) {
   zg_tcp_session_t *s = d->s;
   int rc;
   d->eof = 1;
-  zg_buf_put(s->svc->gw, d->buf);
+  zg_buf_put(s->svc->px, d->buf);
   d->buf = NULL;
   zg_stream_read_stop(d->tls_in, d->in);
   d->sreq.data = d;
@@ -231,7 +246,7 @@ static void on_write(uv_write_t *req, int status) {
                                : ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  zg_buf_put(s->svc->gw, d->buf);
+  zg_buf_put(s->svc->px, d->buf);
   d->buf = NULL;
   dir_read_start(d);
 }
@@ -245,7 +260,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (s->state == S_CLOSING)
     return;
   if (nread == 0) {
-    zg_buf_put(s->svc->gw, d->buf); /* EAGAIN: nothing read */
+    zg_buf_put(s->svc->px, d->buf); /* EAGAIN: nothing read */
     d->buf = NULL;
     return;
   }
@@ -264,13 +279,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     s->svc->traffic.bytes_in += (uint64_t)nread;
   else
     s->svc->traffic.bytes_out += (uint64_t)nread;
-  s->last_active_ms = uv_now(s->svc->gw->loop);
+  s->last_active_ms = uv_now(s->svc->px->loop);
   /* Try the write at once: most of the time the socket takes it all and
    * the buffer is free again without a trip through the loop. */
   wbuf = uv_buf_init(d->buf, (unsigned)nread);
   rc = zg_stream_try_write(d->tls_out, d->out, &wbuf, 1);
   if (rc == nread) {
-    zg_buf_put(s->svc->gw, d->buf);
+    zg_buf_put(s->svc->px, d->buf);
     d->buf = NULL;
     return; /* keep reading */
   }
@@ -300,8 +315,8 @@ static void dir_read_start(relay_dir_t *d) {
 
 static void on_idle_timer(uv_timer_t *t) {
   zg_tcp_session_t *s = t->data;
-  uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
-  uint64_t now = uv_now(s->svc->gw->loop);
+  uint64_t idle = s->svc->px->cfg->proxy.idle_timeout_ms;
+  uint64_t now = uv_now(s->svc->px->loop);
   /* Re-armed lazily: activity only stamps last_active_ms. */
   if (now - s->last_active_ms >= idle)
     session_end(s, ZG_TERM_IDLE_TIMEOUT);
@@ -323,7 +338,7 @@ static void on_initial_written(uv_write_t *req, int status) {
 }
 
 static void relay_start(zg_tcp_session_t *s) {
-  uint64_t idle = s->svc->gw->cfg->proxy.idle_timeout_ms;
+  uint64_t idle = s->svc->px->cfg->proxy.idle_timeout_ms;
   zg_upconn_t *c = s->upc;
   s->state = S_RELAY;
   zg_pool_unref(s->ureq.pool); /* the address is in ureq.instance */
@@ -341,7 +356,7 @@ static void relay_start(zg_tcp_session_t *s) {
                           .out = (uv_stream_t *)s->client,
                           .tls_in = c->tls,
                           .tls_out = s->tls};
-  s->last_active_ms = uv_now(s->svc->gw->loop);
+  s->last_active_ms = uv_now(s->svc->px->loop);
   if (idle > 0)
     uv_timer_start(&s->timer, on_idle_timer, idle, 0);
   if (s->initial) {
@@ -410,24 +425,25 @@ static void upstream_connect(zg_tcp_session_t *s) {
 /* A session of `svc` with its handles initialised, counted and listed;
  * `client` NULL: its own, to accept into. NULL when out of memory. */
 static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
-  zg_gateway_t *gw = svc->gw;
+  zg_proxy_ctx_t *px = svc->px;
+  zg_tcp_loop_t *tl = px->tcp;
   zg_tcp_session_t *s = calloc(1, sizeof(*s));
   if (!s)
     return NULL;
   s->svc = zg_service_ref(svc);
   s->client = client ? client : &s->client_own;
   if (!client)
-    uv_tcp_init(gw->loop, s->client);
-  uv_timer_init(gw->loop, &s->timer);
+    uv_tcp_init(px->loop, s->client);
+  uv_timer_init(px->loop, &s->timer);
   s->client->data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->start_ms = uv_now(gw->loop);
+  s->start_ms = uv_now(px->loop);
   s->start_ns = uv_hrtime();
-  s->next = gw->sessions;
-  if (gw->sessions)
-    gw->sessions->prev = s;
-  gw->sessions = s;
+  s->next = tl->sessions;
+  if (tl->sessions)
+    tl->sessions->prev = s;
+  tl->sessions = s;
   svc->accepted++;
   svc->active++;
   return s;
@@ -465,8 +481,8 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
     return;
   }
   /* A TLS handshake to terminate is this service's head. */
-  if (zg_gateway_admit(svc->gw, server, svc->conf->tls_cert != NULL, &conn,
-                       svc->conf->listen.text) != 0)
+  if (svc->px->hooks->admit(svc->px->owner, server, svc->conf->tls_cert != NULL,
+                            &conn, svc->conf->listen.text) != 0)
     return;
   s = session_new(svc, NULL);
   if (!s) {
@@ -488,14 +504,15 @@ void zg_tcp_on_connection(uv_stream_t *server, int status) {
                  sizeof(s->client_addr));
   }
   if (svc->conf->tls_cert) {
-    zg_tls_server_t *srv = zg_gateway_tls(svc->gw, &svc->conf->listen);
+    zg_tls_server_t *srv =
+        svc->px->hooks->tls(svc->px->owner, &svc->conf->listen);
     if (!srv ||
         !(s->tls = zg_tls_conn_server(srv, s->client, s->client_addr))) {
       session_end(s, srv ? ZG_TERM_OUT_OF_MEMORY : ZG_TERM_NO_CERTIFICATE);
       return;
     }
     uv_timer_start(&s->timer, on_handshake_timeout,
-                   svc->gw->cfg->proxy.header_timeout_ms, 0);
+                   svc->px->cfg->proxy.header_timeout_ms, 0);
     if (zg_tls_handshake(s->tls, on_handshake, s) != 0)
       session_end(s, ZG_TERM_READ_ERROR);
     return;
@@ -537,17 +554,17 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
   upstream_connect(s);
 }
 
-size_t zg_tcp_sessions_open(const zg_gateway_t *gw) {
+size_t zg_tcp_sessions_open(const zg_proxy_ctx_t *px) {
   size_t n = 0;
-  for (const zg_tcp_session_t *s = gw->sessions; s; s = s->next)
+  for (const zg_tcp_session_t *s = px->tcp->sessions; s; s = s->next)
     n++;
   return n;
 }
 
-size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,
                               const char *key) {
   size_t n = 0;
-  for (zg_tcp_session_t *s = gw->sessions; s; s = s->next)
+  for (const zg_tcp_session_t *s = px->tcp->sessions; s; s = s->next)
     n += s->svc == svc && s->state != S_CLOSING &&
          !strcmp(s->ureq.instance, key);
   return n;

@@ -5,8 +5,15 @@
 
 #include <uv.h>
 
-#include "control/gateway.h"
+#include "proxy/proxy.h"
+#include "upstream/service.h"
 
+typedef struct zg_tcp_loop zg_tcp_loop_t;
+
+/* This loop's TCP state (px->tcp): made before any listener starts, freed
+ * once the loop has closed every handle. 0 or UV_ENOMEM. */
+int zg_tcp_init(zg_proxy_ctx_t *px);
+void zg_tcp_free(zg_proxy_ctx_t *px);
 /* The listener's connection callback; server->data is the zg_service_t. */
 void zg_tcp_on_connection(uv_stream_t *server, int status);
 /* Starts a session of `svc` for a client accepted elsewhere whose first
@@ -21,11 +28,11 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
                           size_t len, const char *sni, uint64_t start_ns,
                           zg_conn_ticket_t *conn);
 /* Closes every session at once (on stop). */
-void zg_tcp_close_all(zg_gateway_t *gw);
+void zg_tcp_close_all(zg_proxy_ctx_t *px);
 /* Sessions open, of any service (also one a reload removed). */
-size_t zg_tcp_sessions_open(const zg_gateway_t *gw);
+size_t zg_tcp_sessions_open(const zg_proxy_ctx_t *px);
 /* Sessions of `svc` now with instance `key` ("host:port"). */
-size_t zg_tcp_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
+size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,
                               const char *key);
 
 #endif

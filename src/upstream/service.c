@@ -98,7 +98,7 @@ void zg_service_unref(zg_service_t *svc) {
   free(svc);
 }
 
-zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_gateway *gw,
+zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_proxy_ctx *px,
                              zg_service_conf_t *conf) {
   zg_service_t *svc = calloc(1, sizeof(*svc));
   if (!svc) {
@@ -107,7 +107,7 @@ zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_gateway *gw,
     return NULL;
   }
   svc->ctx = ctx;
-  svc->gw = gw;
+  svc->px = px;
   svc->conf = svc->own_conf = conf;
   svc->refs = 1;
   zg_marks_svc_init(&svc->own_shared);
@@ -133,4 +133,15 @@ zg_tls_client_t *zg_service_tls_client(zg_service_t *svc) {
     return NULL;
   }
   return ctx->tls_default;
+}
+
+void zg_service_stats(const zg_service_t *svc, zg_service_stats_t *st) {
+  st->accepted = svc->accepted;
+  st->active = svc->active;
+  st->no_instance = svc->no_instance;
+  st->connect_failures = svc->connect_failures;
+  st->up_tls_handshakes = svc->up_tls_handshakes;
+  st->up_tls_resumed = svc->up_tls_resumed;
+  st->up_tls_failures = svc->up_tls_failures;
+  st->traffic = svc->traffic;
 }

@@ -14,7 +14,7 @@
 #include "core/pool.h"
 #include "upstream/marks.h"
 
-struct zg_gateway;
+struct zg_proxy_ctx;
 struct zg_discover;
 struct zg_tls_client;
 
@@ -40,7 +40,8 @@ void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx);
  * that a service that goes away (discovery) lets its sessions finish. */
 typedef struct zg_service {
   zg_service_ctx_t *ctx;
-  struct zg_gateway *gw;         /* the owner (read by the proxies, not here) */
+  /* the proxies' context of its loop (proxy/proxy.h; opaque here) */
+  struct zg_proxy_ctx *px;
   const zg_service_conf_t *conf; /* = own_conf */
   zg_service_conf_t *own_conf;   /* its own copy, freed with it */
   struct zg_discover *discover;  /* NULL: from a [service:NAME] section */
@@ -67,9 +68,10 @@ typedef struct zg_service {
   zg_traffic_t traffic;
 } zg_service_t;
 
-/* A service of `gw` with one reference, owning `conf` (freed on failure
- * too); NULL when out of memory. */
-zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_gateway *gw,
+/* A service of the loop whose proxies' context is `px`, with one
+ * reference, owning `conf` (freed on failure too); NULL when out of
+ * memory. */
+zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_proxy_ctx *px,
                              zg_service_conf_t *conf);
 zg_service_t *zg_service_ref(zg_service_t *svc);
 /* Frees the service with its last reference (its listener, if any, must be
@@ -98,6 +100,16 @@ int zg_service_refused(zg_service_t *svc, uint64_t *total);
 /* 1 when a failed connect to an instance may be logged; *dropped: lines
  * not logged since the last one. */
 int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
+
+/* A service's counters, for the admin (one loop's: the admin sums them
+ * over the workers). */
+typedef struct zg_service_stats {
+  uint64_t accepted, active, no_instance, connect_failures;
+  uint64_t up_tls_handshakes, up_tls_resumed, up_tls_failures;
+  zg_traffic_t traffic;
+} zg_service_stats_t;
+
+void zg_service_stats(const zg_service_t *svc, zg_service_stats_t *st);
 
 /* The client context for TLS to `svc`'s instances (borrowed), or NULL
  * when none can be made (logged). */
