@@ -29,6 +29,14 @@ int zg_service_is_failed(zg_service_ctx_t *ctx, const char *key) {
   return zg_marks_is_failed(ctx->marks, key, uv_now(ctx->loop));
 }
 
+const char *zg_service_instance_key(const zg_service_t *svc,
+                                    const zg_instance_t *inst, char *buf,
+                                    size_t len) {
+  uint16_t port;
+  zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  return zg_instance_addr_port_str(inst, port, buf, len);
+}
+
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried) {
   zg_service_ctx_t *ctx = svc->ctx;
@@ -42,7 +50,8 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
     for (size_t k = 0; k < pool->n && n < 16; k++)
       if (zg_marks_is_failed_locked(
               ctx->marks,
-              zg_instance_addr_str(&pool->inst[k], key, sizeof(key)), now))
+              zg_service_instance_key(svc, &pool->inst[k], key, sizeof(key)),
+              now))
         skip[n++] = k;
     zg_marks_unlock(ctx->marks);
   }
