@@ -672,6 +672,36 @@ def test_sigterm_while_the_resolver_hangs_stops_promptly(tmp_path, dns, backends
     assert took < 3, f"SIGTERM took {took:.1f} s while a resolution was out:\n{gw.log_text()}"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "upstream.c resolves instance names with uv_getaddrinfo on libuv's pool, which cannot "
+    "cancel a running getaddrinfo() and keeps the loop (and SIGTERM) waiting for it; fix: "
+    "resolve on threads of the gateway's own that a close abandons, as zkconn.c does"))
+def test_sigterm_while_an_instance_name_resolution_hangs_stops_promptly(tmp_path, dns,
+                                                                        backends):
+    """An instance registered by host name on a name server that never answers: each client
+    connection starts a lookup that holds one of libuv's pool threads for the resolver's whole
+    timeout (connect_timeout gives up on the connection, not on the lookup). SIGTERM must not
+    wait for them (nor may they hold the pool the state file is written on)."""
+    dns.mode = "drop"
+    live = backends("live")
+    port = free_port()
+    ini = ini_text({"named": {"listen": f"127.0.0.1:{port}",
+                              "instances": f"{ZK_NAME}:{live.port}"}},
+                   proxy={"connect_timeout": "500ms", "drain_timeout": "1s"})
+    gw = start_gateway(tmp_path, ini, port, dns, timeout_s=6)
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+    try:
+        assert wait_until(lambda: dns.queries > 0, 5), f"zkgate never asked the name server"
+        t0 = time.monotonic()
+        code = gw.stop(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        for c in clients:
+            c.close()
+    assert code == 0, gw.log_text()
+    assert took < 3, f"SIGTERM took {took:.1f} s while lookups were out:\n{gw.log_text()}"
+
+
 def state_written_ms(path):
     try:
         with open(path) as f:
