@@ -366,7 +366,8 @@ def test_failed_plain_port_of_an_ssl_registration_is_skipped(zk, kz, zpath, gate
     # by every other request: a connect failure, or a connect_timeout, each time).
     live = http_backends("live")
     dead = free_port()  # nothing listens on the plain port
-    register(kz, zpath, curator("127.0.0.1", port=dead, ssl_port=free_port(), id_="dead"))
+    dead_node = register(kz, zpath, curator("127.0.0.1", port=dead, ssl_port=free_port(),
+                                            id_="dead"))
     register(kz, zpath, f"http://{live.addr}".encode())
     port = free_port()
     gw, admin = start(gateway, zk, {"off": http_service(
@@ -381,3 +382,12 @@ def test_failed_plain_port_of_an_ssl_registration_is_skipped(zk, kz, zpath, gate
     assert 1 <= failures <= TEST_WORKERS, (
         f"{failures} connect failures to the plain port marked failed: passive health did "
         f"not skip it")
+    # /services shows the registration (its sslPort) with the health of what is used.
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    c.request("GET", "/services")
+    doc = json.loads(c.getresponse().read())
+    c.close()
+    svc = next(s for s in doc["services"] if s["name"] == "off")
+    health = {i["znode"].rsplit("/", 1)[-1] == dead_node.rsplit("/", 1)[-1]: i["health"]
+              for i in svc["instances"]}
+    assert health == {True: "failed", False: "ok"}, svc["instances"]
