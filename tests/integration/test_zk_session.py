@@ -649,6 +649,39 @@ def test_service_removed_and_added_back_gets_its_data_watches_back(zk, kz, gatew
     assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "registry.c promotes unwatched children only in sweep_check, so with data_sweep = 0 the "
+    "room freed by removed instances is never given back; fix described in the review report"))
+def test_room_freed_in_the_budget_is_given_back_with_the_sweep_off(zk, kz, gateway):
+    """data_sweep = 0: instances past the budget are read without a watch and their changes in
+    place are not seen, as documented. Once watched instances leave (a deploy's old ones), the
+    budget has room again and the others must get their data watches: an instance left
+    unwatched for good would never show a change of its data (a Curator `enabled: false`
+    before it goes, a weight, a status)."""
+    path = "/budget-room/svc"
+    names = [f"instance-with-a-rather-long-name-{i:04d}" for i in range(100)]
+    kz.ensure_path(path)
+    for i, n in enumerate(names):
+        kz.create(f"{path}/{n}", f"tcp://127.0.0.2:{10000 + i}".encode())
+    admin = free_port()
+    gw = gateway(ini_text({"svc": {"listen": f"127.0.0.1:{free_port()}", "zk_path": path}},
+                          zookeeper={"hosts": zk.hosts, "session_timeout": "8s",
+                                     "max_watch_bytes": "4k", "data_sweep": "0"},
+                          admin={"listen": f"127.0.0.1:{admin}"}), listen=admin)
+    assert wait_until(lambda: len(pool_addresses(admin, "svc")) == len(names), 20), \
+        gw.log_text()[-3000:]
+    assert registry_metrics(admin)["zkgate_zookeeper_unwatched_instances"] > 0
+    for n in names[:60]:  # the first read watched these (name order)
+        kz.delete(f"{path}/{n}")
+    assert wait_until(lambda: len(pool_addresses(admin, "svc")) == 40, 10)
+    last = f"{path}/{names[-1]}"
+    kz.set(last, b"tcp://127.0.0.3:20000")
+    seen = wait_until(lambda: pool_addresses(admin, "svc").get(last) == "127.0.0.3:20000", 5)
+    m = registry_metrics(admin)
+    assert seen, (f"a change of {last} not seen with room for every watch again: "
+                  f"{pool_addresses(admin, 'svc').get(last)}, {m}")
+
+
 # ---------------------------------------------------------------------------------------------
 # shutdown while a resolution is out
 
