@@ -628,9 +628,12 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                              const zg_instance_t *in) {
   zg_gateway_t *gw = sh->gw[0];
   const zg_service_t *svc = gw->services[si];
-  char key[ZG_HOST_MAX + 10];
+  char addr[ZG_HOST_MAX + 10], key[ZG_HOST_MAX + 10];
   size_t active = 0;
-  zg_instance_addr_str(in, key, sizeof(key));
+  zg_instance_addr_str(in, addr, sizeof(addr));
+  /* Health and connections are the address connected to (the plain port
+   * of a registration with sslPort under upstream_tls = off). */
+  zg_service_instance_key(svc, in, key, sizeof(key));
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, si);
     if (s)
@@ -639,7 +642,7 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                     : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
   }
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
-                   "address", key, "znode", in->znode, "format",
+                   "address", addr, "znode", in->znode, "format",
                    zg_instance_format_name(in->format), "up", in->up, "weight",
                    (json_int_t)in->weight, "tls", in->tls, "health",
                    zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",

@@ -69,12 +69,14 @@ int zg_marks_fail(zg_marks_t *m, const char *key, uint64_t now_ms,
   failed_t *slot = NULL;
   int fresh = 0;
   uv_mutex_lock(&m->mu);
-  for (size_t i = 0; i < m->n_failed; i++) {
-    if (!strcmp(m->failed[i].key, key) || m->failed[i].until_ms <= now_ms) {
+  /* The instance's own slot first: an expired slot ahead of it must not
+   * take a second mark (the instance would count as ejected again). */
+  for (size_t i = 0; i < m->n_failed && !slot; i++)
+    if (!strcmp(m->failed[i].key, key))
       slot = &m->failed[i];
-      break;
-    }
-  }
+  for (size_t i = 0; i < m->n_failed && !slot; i++)
+    if (m->failed[i].until_ms <= now_ms)
+      slot = &m->failed[i];
   if (!slot) {
     if (m->n_failed == m->cap_failed) {
       size_t cap = m->cap_failed ? m->cap_failed * 2 : 16;

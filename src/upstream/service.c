@@ -7,6 +7,7 @@
 #include "net/tls.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx) {
   zg_tls_client_unref(ctx->tls_default);
@@ -29,20 +30,42 @@ int zg_service_is_failed(zg_service_ctx_t *ctx, const char *key) {
   return zg_marks_is_failed(ctx->marks, key, uv_now(ctx->loop));
 }
 
+const char *zg_service_instance_key(const zg_service_t *svc,
+                                    const zg_instance_t *inst, char *buf,
+                                    size_t len) {
+  uint16_t port;
+  zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  return zg_instance_addr_port_str(inst, port, buf, len);
+}
+
+/* Instances skipped by a pick: those tried, then the failed ones, every one
+ * of them (a zone down can mark dozens); on the stack for small pools. */
+#define SKIP_ON_STACK 64
+
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried) {
   zg_service_ctx_t *ctx = svc->ctx;
-  size_t skip[16] = {0}, n = 0, i;
+  size_t stack[SKIP_ON_STACK], *skip = stack, cap = SKIP_ON_STACK, n = 0, i;
   uint64_t now = uv_now(ctx->loop), cursor;
   char key[ZG_HOST_MAX + 10];
-  for (size_t k = 0; k < ntried && n < 16; k++)
+  for (size_t k = 0; k < ntried && n < cap; k++)
     skip[n++] = tried[k];
   if (pool && zg_marks_any_failed(ctx->marks, now)) {
+    size_t *heap;
+    /* Out of memory: the first SKIP_ON_STACK are skipped, the rest may be
+     * tried (and are retried elsewhere when they fail). */
+    if (ntried + pool->n > cap &&
+        (heap = malloc((ntried + pool->n) * sizeof(*heap))) != NULL) {
+      memcpy(heap, skip, n * sizeof(*heap));
+      skip = heap;
+      cap = ntried + pool->n;
+    }
     zg_marks_lock(ctx->marks);
-    for (size_t k = 0; k < pool->n && n < 16; k++)
+    for (size_t k = 0; k < pool->n && n < cap; k++)
       if (zg_marks_is_failed_locked(
               ctx->marks,
-              zg_instance_addr_str(&pool->inst[k], key, sizeof(key)), now))
+              zg_service_instance_key(svc, &pool->inst[k], key, sizeof(key)),
+              now))
         skip[n++] = k;
     zg_marks_unlock(ctx->marks);
   }
@@ -56,6 +79,8 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
     i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool,
                              tried, ntried);
   __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
+  if (skip != stack)
+    free(skip);
   return i;
 }
 

@@ -88,6 +88,13 @@ zg_pool_t *zg_service_pool(const zg_service_t *svc);
 /* Returns 1 when the instance was not marked before (an ejection). */
 int zg_service_mark_failed(zg_service_ctx_t *ctx, const char *key);
 int zg_service_is_failed(zg_service_ctx_t *ctx, const char *key);
+/* The "host:port" of `inst` that `svc` connects to (the port
+ * zg_instance_use_tls chooses: a Curator registration with sslPort and port
+ * is reached on the plain port under upstream_tls = off): the key of its
+ * passive health mark and of its idle connections. Returns buf. */
+const char *zg_service_instance_key(const zg_service_t *svc,
+                                    const zg_instance_t *inst, char *buf,
+                                    size_t len);
 /* Picks like zg_balance_pick_pool, avoiding failed instances while others
  * remain. */
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,

@@ -7,7 +7,8 @@ import socket
 import threading
 import time
 
-from zkharness import Blackhole, free_port, ini_text, reach, register, sample, wait_pool
+from zkharness import (Blackhole, free_port, ini_text, reach, register, sample, wait_pool,
+                       wait_until)
 
 
 def zk_service_ini(zk, zpath, port, **proxy):
@@ -211,3 +212,36 @@ def test_large_transfer_is_intact(backends, gateway):
     assert len(got) == len(want), f"received {len(got)} bytes, expected {len(want)}"
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest(), \
         "8 MiB echoed through zkgate came back corrupted"
+
+
+def test_every_failed_instance_is_skipped_in_a_large_outage(backends, gateway):
+    # 20 instances of 21 refuse (a zone down): each is marked failed once tried, and passive
+    # health must skip all of them for fail_timeout, not only the first 16 marks it found
+    # (the rest kept being tried first by later connections: a connect failure, or with a
+    # blackholed zone a whole connect_timeout, for every connection that picked one).
+    import urllib.request
+    live = backends("live")
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(20)]
+    port, admin = free_port(), free_port()
+    gateway(ini_text({"svc": {"listen": f"127.0.0.1:{port}",
+                              "instances": ", ".join(dead + [live.addr]),
+                              "balance": "round_robin"}},
+                     proxy={"fail_timeout": "60s"}, admin={"listen": f"127.0.0.1:{admin}"}),
+            listen=[port, admin])
+
+    def failures():
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith('zkgate_upstream_connect_failures_total{service="svc"}'):
+                    return int(line.rsplit(" ", 1)[1])
+        return None
+
+    # Until every dead instance has been tried once, connections find them (3 tries each).
+    assert wait_until(lambda: reach(port) == "live" and failures() >= len(dead), 20,
+                      interval=0), f"only {failures()} dead instances tried"
+    before = failures()
+    seen = sample(port, 40)
+    assert seen == {"live": 40}, dict(seen)
+    assert failures() == before, (
+        f"{failures() - before} more connect failures in 40 connections after all "
+        f"{len(dead)} dead instances were marked failed")

@@ -356,3 +356,38 @@ def test_static_https_instance(gateway, tls_backends, pki):
                             "upstream_ca": pki.path("ca.crt")}})
     gateway(ini, listen=port)
     wait_answer(port, "secure")
+
+
+def test_failed_plain_port_of_an_ssl_registration_is_skipped(zk, kz, zpath, gateway,
+                                                             http_backends):
+    # A Curator registration with sslPort and port, under upstream_tls = off, is reached on
+    # its plain port: that is the address marked failed when it refuses, and the one passive
+    # health must skip (it once looked the sslPort up, so the dead plain port was tried again
+    # by every other request: a connect failure, or a connect_timeout, each time).
+    live = http_backends("live")
+    dead = free_port()  # nothing listens on the plain port
+    dead_node = register(kz, zpath, curator("127.0.0.1", port=dead, ssl_port=free_port(),
+                                            id_="dead"))
+    register(kz, zpath, f"http://{live.addr}".encode())
+    port = free_port()
+    gw, admin = start(gateway, zk, {"off": http_service(
+        zpath, port, upstream_tls="off", balance="round_robin")},
+        proxy={"fail_timeout": "60s"})
+    wait_answer(port, "live")
+    for i in range(12):
+        st, doc = http_get(port)
+        assert st == 200 and doc["name"] == "live", f"request {i}: {st} {doc!r}"
+    # Every worker may find the dead port once before the shared mark; never again after.
+    failures = metric(admin, "zkgate_upstream_connect_failures_total", 'service="off"')
+    assert 1 <= failures <= TEST_WORKERS, (
+        f"{failures} connect failures to the plain port marked failed: passive health did "
+        f"not skip it")
+    # /services shows the registration (its sslPort) with the health of what is used.
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    c.request("GET", "/services")
+    doc = json.loads(c.getresponse().read())
+    c.close()
+    svc = next(s for s in doc["services"] if s["name"] == "off")
+    health = {i["znode"].rsplit("/", 1)[-1] == dead_node.rsplit("/", 1)[-1]: i["health"]
+              for i in svc["instances"]}
+    assert health == {True: "failed", False: "ok"}, svc["instances"]

@@ -32,6 +32,24 @@ static void test_mark_is_fresh_once_until_it_expires(void **state) {
   zg_marks_free(m);
 }
 
+static void
+test_marked_again_behind_an_expired_slot_is_not_fresh(void **state) {
+  zg_marks_t *m = zg_marks_new();
+  (void)state;
+  assert_non_null(m);
+  assert_int_equal(zg_marks_fail(m, "10.0.0.1:80", 1000, 100), 1);
+  assert_int_equal(zg_marks_fail(m, "10.0.0.2:80", 1050, 1000), 1);
+  /* The first slot has expired; the second instance, still marked, fails
+   * again: extended, not a new ejection (no second warning, no second
+   * count in zkgate_health_ejections_total), and it stays marked as long
+   * as the new failure says. */
+  assert_int_equal(zg_marks_fail(m, "10.0.0.2:80", 1200, 1000), 0);
+  assert_true(zg_marks_is_failed(m, "10.0.0.2:80", 2199));
+  assert_false(zg_marks_is_failed(m, "10.0.0.2:80", 2200));
+  assert_false(zg_marks_is_failed(m, "10.0.0.1:80", 1200));
+  zg_marks_free(m);
+}
+
 static void test_expired_slots_are_reused(void **state) {
   zg_marks_t *m = zg_marks_new();
   char key[32];
@@ -88,6 +106,7 @@ static void test_service_state_is_one_per_name(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mark_is_fresh_once_until_it_expires),
+      cmocka_unit_test(test_marked_again_behind_an_expired_slot_is_not_fresh),
       cmocka_unit_test(test_expired_slots_are_reused),
       cmocka_unit_test(test_service_state_is_one_per_name),
   };
