@@ -1074,22 +1074,9 @@ static int req_on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* the next pipelined request waits its turn */
 }
 
-/* The head is in: check it, route it, rewrite it, then find an instance.
- */
-static void head_complete(zg_http_session_t *s) {
-  zg_http_listener_t *hl = s->hl;
-  const char *reason, *path, *query, *authority;
-  size_t path_len, query_len, authority_len, head_len;
-  const zg_route_t *route;
-  const zg_hdr_t *host;
-  zg_routed_t rt;
-  char *target;
-  zg_http_req_out_t o;
-  int status, n;
-  char host_buf[ZG_HOST_MAX + 8];
-  size_t host_len;
-  char subject[1024];
-
+/* The head is in: what the exchange records of it, for the access log
+ * and the metrics. Returns the head's length in the input buffer. */
+static size_t head_record(zg_http_session_t *s) {
   zg_conn_ticket_head_done(&s->conn); /* max_head_connections */
   s->requests++;
   s->state = HS_CONNECT;
@@ -1099,37 +1086,31 @@ static void head_complete(zg_http_session_t *s) {
   zg_http_head_framing(s->req, &s->rp);
   s->head_req = s->rp.method == HTTP_HEAD;
   s->client_keep = zg_http_keep_alive(s->req);
-  head_len = (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
-
   request_begin(s);
   s->method = llhttp_method_name((llhttp_method_t)s->rp.method);
   if (s->gw->access_log) {
     free(s->target);
     s->target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
   }
-  status = zg_http_route_request(hl->routes, s->req, s->in + s->head_start,
-                                 head_len, &rt, &reason);
-  if (status != 0) {
-    respond_error(s, ZG_TERM_BAD_REQUEST, status, reason);
-    return;
-  }
-  route = rt.route;
-  path = rt.path;
-  path_len = rt.path_len;
-  query = rt.query;
-  query_len = rt.query_len;
-  authority = rt.authority;
-  authority_len = rt.authority_len;
-  host = rt.host;
-  s->svc = zg_service_ref(hl->targets[route->service].svc);
-  s->strip = hl->targets[route->service].strip;
+  return (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
+}
+
+/* The routed request is taken by its service, or refused: a body over
+ * max_request_body (413), no live instance (503), no client certificate
+ * for a service that requires one (421). 0, or -1 once answered. `subject`
+ * receives the verified client certificate's subject ("" when none). */
+static int request_admit(zg_http_session_t *s, const zg_routed_t *rt,
+                         char *subject, size_t subject_cap) {
+  const zg_http_target_t *tg = &s->hl->targets[rt->route->service];
+  uint64_t max_body = s->gw->cfg->proxy.max_request_body;
+  s->svc = zg_service_ref(tg->svc);
+  s->strip = tg->strip;
   s->svc->accepted++;
   s->svc->active++;
-  if (s->gw->cfg->proxy.max_request_body && s->req->has_length &&
-      s->req->content_length > s->gw->cfg->proxy.max_request_body) {
+  if (max_body && s->req->has_length && s->req->content_length > max_body) {
     respond_error(s, ZG_TERM_BAD_REQUEST, 413,
                   "request body too large"); /* RFC 9110 §15.5.14 */
-    return;
+    return -1;
   }
   zg_pool_unref(s->ureq.pool);
   s->ureq.pool = zg_service_pool(s->svc);
@@ -1142,21 +1123,99 @@ static void head_complete(zg_http_session_t *s) {
       zg_warn("http", "%s (%llu requests refused so far)", msg,
               (unsigned long long)total);
     respond_error(s, ZG_TERM_NO_INSTANCE, 503, msg);
-    return;
+    return -1;
   }
   zg_pool_ref(s->ureq.pool);
   s->ureq.ntried = 0;
+  subject[0] = '\0';
   /* A service that requires client certificates takes only connections
    * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
   if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
                                            s->svc->conf->tls_verify, subject,
-                                           sizeof(subject)) != 0) {
+                                           subject_cap) != 0) {
     respond_error(s, ZG_TERM_BAD_REQUEST, 421,
                   "this connection was not made with a client certificate "
                   "for this host");
+    return -1;
+  }
+  return 0;
+}
+
+/* Host and X-Forwarded-Host for the instance, and the protocol switch the
+ * client asks for (kept in s->upgrade). zg_http_route_request bounds the
+ * authority and Host below host_cap. */
+static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
+                               zg_http_req_out_t *o, char *host_buf,
+                               size_t host_cap) {
+  const zg_hdr_t *up;
+  size_t host_len;
+  if (rt->authority_len > 0) {
+    host_len = rt->authority_len < host_cap ? rt->authority_len : host_cap - 1;
+    memcpy(host_buf, rt->authority, host_len);
+    host_buf[host_len] = '\0';
+    o->host = host_buf;
+    o->fwd_host = host_buf;
+  } else if (rt->host) {
+    host_len =
+        rt->host->value_len < host_cap ? rt->host->value_len : host_cap - 1;
+    memcpy(host_buf, s->in + rt->host->value_off, host_len);
+    host_buf[host_len] = '\0';
+    o->fwd_host = host_buf;
+  }
+  s->upgrade[0] = '\0';
+  up = zg_http_find(s->req, "upgrade");
+  if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
+      up->value_len < sizeof(s->upgrade)) {
+    snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
+             s->in + up->value_off);
+    o->upgrade = s->upgrade;
+  }
+}
+
+/* The request head for the instance, into s->up_head: a pooled block
+ * holds nearly every head; a larger one is written again into a heap
+ * buffer. 0, or -1 when it does not fit either. */
+static int request_head_write(zg_http_session_t *s,
+                              const zg_http_req_out_t *o) {
+  int n = -1;
+  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
+    s->up_head_cap = ZG_BUF_SIZE;
+    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+  }
+  if (n < 0) {
+    buf_release(s->gw, &s->up_head, &s->up_head_cap);
+    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
+      s->up_head_cap = OUT_HEAD_MAX;
+      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+    }
+  }
+  if (n < 0)
+    return -1;
+  s->up_head_len = (size_t)n;
+  return 0;
+}
+
+/* The head is in: check it, route it, rewrite it, then find an instance.
+ */
+static void head_complete(zg_http_session_t *s) {
+  size_t head_len = head_record(s);
+  const char *reason;
+  zg_routed_t rt;
+  char *target;
+  zg_http_req_out_t o;
+  int status, rc;
+  char host_buf[ZG_HOST_MAX + 8];
+  char subject[1024];
+
+  status = zg_http_route_request(s->hl->routes, s->req, s->in + s->head_start,
+                                 head_len, &rt, &reason);
+  if (status != 0) {
+    respond_error(s, ZG_TERM_BAD_REQUEST, status, reason);
     return;
   }
-
+  if (request_admit(s, &rt, subject, sizeof(subject)) != 0)
+    return;
   /* The target for the instance: prefix stripped if asked; the base path
    * is the chosen instance's, but pools of one service share it in
    * practice, so the first instance's is used for the head. */
@@ -1166,8 +1225,8 @@ static void head_complete(zg_http_session_t *s) {
     return;
   }
   if (zg_http_rewrite_path(target, TARGET_MAX, s->ureq.pool->inst[0].base_path,
-                           path, path_len, route->prefix, s->strip, query,
-                           query_len) < 0) {
+                           rt.path, rt.path_len, rt.route->prefix, s->strip,
+                           rt.query, rt.query_len) < 0) {
     zg_buf_put(s->gw, target);
     respond_error(s, ZG_TERM_BAD_REQUEST, 414, "request target too long");
     return;
@@ -1177,56 +1236,17 @@ static void head_complete(zg_http_session_t *s) {
   o.client_addr = s->client_ip;
   o.proto = s->tls ? "https" : "http";
   o.client_subject = s->tls && subject[0] ? subject : NULL;
-  /* zg_http_route_request bounds both below sizeof(host_buf). */
-  if (authority_len > 0) {
-    host_len =
-        authority_len < sizeof(host_buf) ? authority_len : sizeof(host_buf) - 1;
-    memcpy(host_buf, authority, host_len);
-    host_buf[host_len] = '\0';
-    o.host = host_buf;
-    o.fwd_host = host_buf;
-  } else if (host) {
-    host_len = host->value_len < sizeof(host_buf) ? host->value_len
-                                                  : sizeof(host_buf) - 1;
-    memcpy(host_buf, s->in + host->value_off, host_len);
-    host_buf[host_len] = '\0';
-    o.fwd_host = host_buf;
-  }
-  s->upgrade[0] = '\0';
-  {
-    const zg_hdr_t *up = zg_http_find(s->req, "upgrade");
-    if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
-        up->value_len < sizeof(s->upgrade)) {
-      snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
-               s->in + up->value_off);
-      o.upgrade = s->upgrade;
-    }
-  }
+  request_forwarding(s, &rt, &o, host_buf, sizeof(host_buf));
   /* Framing from llhttp's flags; zg_http_check_request refused a length
    * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
   s->req_chunked = s->req->chunked;
   s->req_has_body = zg_http_request_framing(s->req, &o);
-  /* A pooled block holds nearly every head; a larger one is written
-   * again into a heap buffer. */
-  buf_release(s->gw, &s->up_head, &s->up_head_cap);
-  n = -1;
-  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
-    s->up_head_cap = ZG_BUF_SIZE;
-    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
-  }
-  if (n < 0) {
-    buf_release(s->gw, &s->up_head, &s->up_head_cap);
-    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
-      s->up_head_cap = OUT_HEAD_MAX;
-      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, &o);
-    }
-  }
+  rc = request_head_write(s, &o);
   zg_buf_put(s->gw, target);
-  if (n < 0) {
+  if (rc != 0) {
     respond_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
     return;
   }
-  s->up_head_len = (size_t)n;
   upstream_connect(s);
 }
 
