@@ -28,6 +28,8 @@
  * TLS state while idle and is reused only for the same TLS settings. */
 #include "proxy/http_proxy.h"
 
+#include "proxy/exchange.h"
+
 #include "core/error.h"
 #include "core/http_msg.h"
 #include "net/listener.h"
@@ -45,120 +47,17 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#define HEAD_MAX 65536     /* request or response head */
-#define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
 #define IN_BIG (HEAD_MAX + ZG_BUF_SIZE)    /* client input with a large head */
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512) /* a rewritten target */
 _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
-#define HIGH_WATER 262144 /* bytes queued for a peer before pausing */
 #define MAX_IDLE_UPSTREAM 1024
 
-typedef enum {
-  HS_HEAD = 0, /* reading a request head (or waiting for one) */
-  HS_CONNECT,  /* the head is in; getting an upstream connection */
-  HS_EXCHANGE, /* request sent or being sent; response expected */
-  HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
-  HS_CLOSING,
-} hs_state_t;
-
-typedef struct zg_http_upstream zg_http_upstream_t;
-typedef struct zg_http_session zg_http_session_t;
-
-struct zg_http_upstream {
-  /* First (asserted below): the response parser's data points to the
-   * upstream and to its reader alike (zg_http_response_settings). The
-   * reader's head_seen is clear while a response head is read. */
-  zg_http_reader_t rd;
-  zg_gateway_t *gw;     /* NULL until first given to a session */
-  zg_http_session_t *s; /* while in use; NULL when idle */
-  zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
-  llhttp_t pp;
-  char *head;                /* response head bytes, while reading it */
-  size_t head_len, head_cap; /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
-  struct wblk *ob;           /* bytes staged for the instance */
-  zg_http_head_t resp;
-  unsigned keep : 1;          /* reusable after the response */
-  unsigned used : 1;          /* has carried a request before this one */
-  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
-  unsigned answered : 1;      /* a byte of a response came for this exchange */
-  unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
-  uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
-};
-_Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
-               "the reader is the upstream's first member");
-
-struct zg_http_session {
-  /* First (asserted below): the request parser's data points to the
-   * session and to its reader alike (zg_http_request_settings). */
-  zg_http_reader_t rd;
-  zg_gateway_t *gw;
-  zg_http_listener_t *hl;
-  zg_conn_ticket_t conn; /* admission; in its head until the first one */
-  zg_http_session_t *prev, *next;
-  hs_state_t state;
-  uv_tcp_t client;
-  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
-  uv_timer_t timer;
-  llhttp_t rp;
-  char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
-               block, grown to IN_BIG for a large head */
-  size_t in_len, in_off; /* bytes held; bytes given to the parser */
-  size_t in_cap;
-  struct wblk *ob;     /* bytes staged for the client */
-  size_t head_start;   /* where the current request began in `in` */
-  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
-                          to the end of its exchange */
-  unsigned reading : 1;
-  unsigned client_keep : 1; /* the client may send another request */
-  unsigned head_req : 1;    /* HEAD: the response has no body */
-  unsigned req_chunked : 1; /* request body re-chunked upstream */
-  unsigned req_has_body : 1;
-  unsigned req_done : 1;  /* the whole request was passed on */
-  unsigned resp_head : 1; /* a final response head went to the client */
-  unsigned resp_done : 1;
-  unsigned close_after : 1;  /* close the client after this response */
-  unsigned client_eof : 1;   /* the client closed its side */
-  unsigned resp_chunked : 1; /* response body chunked to the client */
-  unsigned retried : 1;      /* the one retry on a fresh connection */
-  unsigned lingering : 1;    /* response out, write side shut, draining */
-  unsigned too_big : 1;      /* a chunked body over max_request_body */
-  unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
-  char upgrade[64];          /* the protocol asked for, or "" */
-  unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
-  unsigned wait_drain : 1;   /* next request held until the client drains */
-  uint64_t body_bytes;       /* of the current request, decoded */
-  uint64_t head_begin_ms;    /* first byte of the current request head */
-  zg_service_t *svc;         /* referenced */
-  int strip;                 /* the route's prefix is stripped */
-  zg_upstream_req_t ureq;    /* getting a connection; ureq.pool: the pool
-                                (referenced), ureq.instance: the instance */
-  char *up_head;             /* the rewritten request head, kept for a retry */
-  size_t up_head_len, up_head_cap;
-  zg_http_upstream_t *up;
-  unsigned handles;
-  uint64_t last_active_ms, sent_ms, linger_ms;
-  uv_shutdown_t shutdown_req;
-  uint64_t requests;
-  zg_term_t reason;
-  char client_addr[64];
-  char client_ip[48];
-  /* the current request, for metrics and the access log */
-  unsigned req_active : 1;
-  int status;               /* the final status sent, 0 before */
-  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
-  uint64_t req_in, req_out; /* bytes from and to the client */
-  const char *method;       /* static, llhttp's name; NULL before a head */
-  char *target;             /* as received, for the access log (malloc'ed) */
-};
-_Static_assert(offsetof(zg_http_session_t, rd) == 0,
-               "the reader is the session's first member");
-
-static llhttp_settings_t req_settings, resp_settings;
+static llhttp_settings_t req_settings;
 static void listener_unref(zg_http_listener_t *hl);
 
 static void session_end(zg_http_session_t *s, zg_term_t term);
 static void process_input(zg_http_session_t *s);
-static void upstream_release(zg_http_upstream_t *u, int reuse);
+static void on_client_write(uv_write_t *req, int status);
 static void upstream_connect(zg_http_session_t *s);
 static void client_read_start(zg_http_session_t *s);
 static void linger_close(zg_http_session_t *s);
@@ -166,7 +65,6 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void next_request(zg_http_session_t *s);
 static void client_eof_check(zg_http_session_t *s);
-static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
 static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
                         const char *data, int from_client);
 
@@ -178,40 +76,16 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
  * one system call. Staged bytes are flushed at the end of each read
  * callback and before anything looks at the write queue. */
 
-#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
 #define MAX_FREE_WBLKS 256
 #define MAX_FREE_SESSIONS 256
 
-typedef struct wblk {
-  uv_write_t req;
-  void *owner; /* session or upstream */
-  size_t len;
-  char data[WBLK_CAP];
-} wblk_t;
-
-static void on_client_write(uv_write_t *req, int status);
-static void on_upstream_write(uv_write_t *req, int status);
-
-static wblk_t *wblk_get(zg_gateway_t *gw, void *owner) {
-  wblk_t *w = zg_bufpool_get(&gw->http_wblks);
-  if (w) {
-    w->owner = owner;
-    w->len = 0;
-  }
-  return w;
-}
-
-static void wblk_put(zg_gateway_t *gw, wblk_t *w) {
-  zg_bufpool_put(&gw->http_wblks, w);
-}
-
 /* Appends to the block staged in *ob, starting one when there is none;
  * a full block is handed to `flush`. */
-static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
-                 size_t len, int (*flush)(void *owner)) {
+int zg_wblk_stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
+                  size_t len, int (*flush)(void *owner)) {
   while (len > 0) {
     size_t n;
-    if (!*ob && !(*ob = wblk_get(gw, owner)))
+    if (!*ob && !(*ob = zg_wblk_get(gw, owner)))
       return UV_ENOMEM;
     n = WBLK_CAP - (*ob)->len;
     if (n > len)
@@ -236,12 +110,12 @@ static int stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
  * with EAGAIN while earlier writes are queued, so order is kept; and the
  * callbacks that act on a drained queue are only ever waited for when
  * something was queued. */
-static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
-                      wblk_t *w, uv_write_cb cb) {
+int zg_wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+                  wblk_t *w, uv_write_cb cb) {
   uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
   int rc = zg_stream_try_write(tls, to, &b, 1); /* TLS: UV_EAGAIN */
   if (rc == (int)w->len || (rc < 0 && rc != UV_EAGAIN)) {
-    wblk_put(gw, w);
+    zg_wblk_put(gw, w);
     return rc < 0 ? rc : 0;
   }
   if (rc > 0) {
@@ -250,7 +124,7 @@ static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
   }
   rc = zg_stream_write(tls, &w->req, to, &b, 1, cb);
   if (rc < 0)
-    wblk_put(gw, w);
+    zg_wblk_put(gw, w);
   return rc;
 }
 
@@ -258,8 +132,8 @@ static int wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
  * encrypt here. Takes `w`. */
 static int client_write(zg_http_session_t *s, wblk_t *w) {
   s->req_out += w->len;
-  return wblk_write(s->gw, s->tls, (uv_stream_t *)&s->client, w,
-                    on_client_write);
+  return zg_wblk_write(s->gw, s->tls, (uv_stream_t *)&s->client, w,
+                       on_client_write);
 }
 
 static int client_flush_cb(void *owner) {
@@ -277,30 +151,11 @@ static int client_flush(zg_http_session_t *s) {
 
 /* Staged for the client: written at the next client_flush. */
 static int to_client(zg_http_session_t *s, const char *p, size_t len) {
-  return stage(s->gw, &s->ob, s, p, len, client_flush_cb);
-}
-
-static int upstream_flush_cb(void *owner) {
-  zg_http_upstream_t *u = owner;
-  wblk_t *w = u->ob;
-  if (!w)
-    return 0;
-  u->ob = NULL;
-  return wblk_write(u->gw, u->c.tls, (uv_stream_t *)&u->c.tcp, w,
-                    on_upstream_write);
-}
-
-static int upstream_flush(zg_http_upstream_t *u) {
-  return upstream_flush_cb(u);
-}
-
-/* Staged for the instance: written at the next upstream_flush. */
-static int to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
-  return stage(u->gw, &u->ob, u, p, len, upstream_flush_cb);
+  return zg_wblk_stage(s->gw, &s->ob, s, p, len, client_flush_cb);
 }
 
 /* One chunk of a chunked body (RFC 9112 §7.1), staged. */
-static int chunk_size_line(char *out, size_t len) {
+int zg_chunk_size_line(char *out, size_t len) {
   static const char hex[] = "0123456789abcdef";
   char tmp[16];
   int n = 0, k = 0;
@@ -317,20 +172,11 @@ static int chunk_size_line(char *out, size_t len) {
 
 static int chunk_to_client(zg_http_session_t *s, const char *p, size_t len) {
   char size[24];
-  int n = chunk_size_line(size, len), rc;
+  int n = zg_chunk_size_line(size, len), rc;
   if ((rc = to_client(s, size, (size_t)n)) != 0 ||
       (rc = to_client(s, p, len)) != 0)
     return rc;
   return to_client(s, "\r\n", 2);
-}
-
-static int chunk_to_upstream(zg_http_upstream_t *u, const char *p, size_t len) {
-  char size[24];
-  int n = chunk_size_line(size, len), rc;
-  if ((rc = to_upstream(u, size, (size_t)n)) != 0 ||
-      (rc = to_upstream(u, p, len)) != 0)
-    return rc;
-  return to_upstream(u, "\r\n", 2);
 }
 
 /* Draining, or a reload took the session's listener away: no request
@@ -341,10 +187,6 @@ static int winding_down(const zg_http_session_t *s) {
 
 /* Between requests, with nothing read and nothing left to send. */
 static int idle_between_requests(zg_http_session_t *s);
-
-static size_t queued(uv_tcp_t *t) {
-  return uv_stream_get_write_queue_size((uv_stream_t *)t);
-}
 
 /* ---- metrics and the access log ----------------------------------------
  * A request is counted and logged once, when it ends: its response is
@@ -449,7 +291,7 @@ static void respond_error(zg_http_session_t *s, zg_term_t term, int status,
       zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
       s->reading = 0;
     }
-    if (queued(&s->client) == 0)
+    if (zg_queued(&s->client) == 0)
       linger_close(s); /* written at once; else on_client_write does */
     return;
   }
@@ -460,7 +302,7 @@ static void respond_error(zg_http_session_t *s, zg_term_t term, int status,
 
 /* Buffers of ZG_BUF_SIZE come from the loop's pool, larger ones (a large
  * head) from malloc: back where they came from. */
-static void buf_release(zg_gateway_t *gw, char **buf, size_t *cap) {
+void zg_http_buf_release(zg_gateway_t *gw, char **buf, size_t *cap) {
   if (*cap == ZG_BUF_SIZE)
     zg_buf_put(gw, *buf);
   else
@@ -472,8 +314,8 @@ static void buf_release(zg_gateway_t *gw, char **buf, size_t *cap) {
 static void session_free_if_done(zg_http_session_t *s) {
   if (s->handles > 0)
     return;
-  buf_release(s->gw, &s->in, &s->in_cap);
-  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_http_buf_release(s->gw, &s->in, &s->in_cap);
+  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
   zg_bufpool_put(&s->gw->http_heads, s->req);
   zg_pool_unref(s->ureq.pool);
   zg_service_unref(s->svc);
@@ -508,78 +350,18 @@ static void session_end(zg_http_session_t *s, zg_term_t term) {
     s->next->prev = s->prev;
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
            s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
-  wblk_put(gw, s->ob); /* staged, never to be written */
+  zg_wblk_put(gw, s->ob); /* staged, never to be written */
   s->ob = NULL;
   zg_upstream_cancel(&s->ureq);
   if (s->up) {
     zg_http_upstream_t *u = s->up;
     s->up = NULL;
     u->s = NULL;
-    upstream_release(u, 0);
+    zg_h1c_release(u, 0);
   }
   zg_tls_conn_free(s->tls);
   uv_close((uv_handle_t *)&s->client, on_session_handle_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_handle_closed);
-}
-
-/* ---- upstream connections -------------------------------------------- */
-
-static zg_http_upstream_t *upstream_of(zg_upconn_t *c) {
-  return (zg_http_upstream_t *)((char *)c - offsetof(zg_http_upstream_t, c));
-}
-
-/* The connection is closed (upstream.h frees it next). */
-static void on_upconn_closed(zg_upconn_t *c) {
-  zg_http_upstream_t *u = upstream_of(c);
-  buf_release(u->gw, &u->head, &u->head_cap);
-}
-
-static void upstream_close(zg_http_upstream_t *u) {
-  if (u->c.closing)
-    return;
-  wblk_put(u->gw, u->ob);
-  u->ob = NULL;
-  zg_upconn_close(&u->c);
-}
-
-/* An upstream connection is read from its connect to its close, idle or
- * not (on_upstream_alloc and on_upstream_read tell which), stopped only
- * while the client is slower than the instance: stopping and starting
- * reads costs epoll_ctl calls (libuv 1.44 re-adds the descriptor). */
-static void upstream_reading(zg_http_upstream_t *u);
-
-static _Thread_local char
-    idle_sink[64]; /* anything read while idle ends the connection */
-
-static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
-  if (nread == 0 || u->c.closing)
-    return;
-  /* EOF, an error, or bytes nobody asked for: not reusable. */
-  zg_debug("http", "idle connection to %s closed (%s)", u->c.key,
-           nread < 0 ? uv_strerror((int)nread) : "unexpected bytes");
-  upstream_close(u);
-}
-
-/* Done with `u` for this exchange: back to the idle list, or closed. */
-static void upstream_release(zg_http_upstream_t *u, int reuse) {
-  zg_gateway_t *gw = u->gw;
-  u->s = NULL;
-  if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
-      zg_upidle_full(&gw->up_idle) || !u->rd.head_seen) {
-    upstream_close(u);
-    return;
-  }
-  buf_release(gw, &u->head, &u->head_cap);
-  u->head_len = 0;
-  if (upstream_flush(u) != 0) {
-    upstream_close(u);
-    return;
-  }
-  upstream_reading(u);
-  if (u->c.closing)
-    return;
-  u->used = 1;
-  zg_upidle_put(&gw->up_idle, &u->c);
 }
 
 /* ---- response from the instance -------------------------------------- */
@@ -587,16 +369,16 @@ static void upstream_release(zg_http_upstream_t *u, int reuse) {
 /* The response head for the client, written straight into the staged
  * write block (a fresh one when the current one is too full); a head too
  * large for a block goes through a heap buffer. */
-static int response_head_to_client(zg_http_session_t *s, zg_http_upstream_t *u,
+static int response_head_to_client(zg_http_session_t *s,
+                                   const zg_http_head_t *resp,
                                    const zg_http_resp_out_t *o) {
   char *out;
   int n;
   for (int fresh = 0; fresh < 2; fresh++) {
-    wblk_t *w = s->ob ? s->ob : (s->ob = wblk_get(s->gw, s));
+    wblk_t *w = s->ob ? s->ob : (s->ob = zg_wblk_get(s->gw, s));
     if (!w)
       return -1;
-    n = zg_http_write_response(w->data + w->len, WBLK_CAP - w->len, &u->resp,
-                               o);
+    n = zg_http_write_response(w->data + w->len, WBLK_CAP - w->len, resp, o);
     if (n >= 0) {
       w->len += (size_t)n;
       return 0;
@@ -606,69 +388,46 @@ static int response_head_to_client(zg_http_session_t *s, zg_http_upstream_t *u,
   }
   if (!(out = malloc(OUT_HEAD_MAX)))
     return -1;
-  n = zg_http_write_response(out, OUT_HEAD_MAX, &u->resp, o);
+  n = zg_http_write_response(out, OUT_HEAD_MAX, resp, o);
   n = n < 0 ? -1 : to_client(s, out, (size_t)n);
   free(out);
   return n;
 }
 
-static int resp_on_headers_complete(llhttp_t *p) {
-  zg_http_upstream_t *u = p->data;
-  zg_http_session_t *s = u->s;
+int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
+                              const char **reason, bool *client_cause) {
   zg_http_resp_out_t o;
-  const char *reason;
   char proto[64], codings[256];
-  int status = p->status_code, no_body;
+  int status = resp->status, no_body;
   bool until_close = false;
 
-  if (!s)
-    return -1;
-  u->resp.buf = u->head;
-  u->resp.is_request = false;
-  u->resp.status = status;
-  zg_http_head_framing(&u->resp, p);
-  if (status == 101 && !s->upgrade[0]) {
-    /* Upgrade is passed on only when the client asked for it. */
-    llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
-    return -1;
-  }
-  /* The pre-scan stops at the empty line that ends the head: the body
-   * bytes read with it are not looked at. */
-  if (zg_http_prescan(u->head, u->head_len, &reason) != 0 ||
-      zg_http_check_response(&u->resp, &reason) != 0) {
-    llhttp_set_error_reason(p, reason);
-    return -1;
-  }
+  *reason = NULL;
   /* Decided before anything goes to the client, so that a response that
    * cannot be passed on is still a 502. */
   memset(&o, 0, sizeof(o));
   no_body = zg_http_response_bodiless(status, s->head_req);
   if (status != 101 && status >= 200 &&
-      zg_http_response_framing(&u->resp, s->req->minor, s->head_req, &o,
-                               codings, sizeof(codings), &until_close,
-                               &reason) != 0) {
+      zg_http_response_framing(resp, s->req->minor, s->head_req, &o, codings,
+                               sizeof(codings), &until_close, reason) != 0) {
     /* check_response took the codings with the same room: what is left is
      * an HTTP/1.0 client that cannot be told of them. Its version, not the
      * instance, makes this a 502: no ejection (issue 12 point 2). */
-    u->client_cause = s->req->minor == 0;
-    llhttp_set_error_reason(p, reason);
+    *client_cause = s->req->minor == 0;
     return -1;
   }
   if (status == 101) {
     /* The switch the client asked for: the head goes out, then the
-     * connection becomes a tunnel (llhttp returns HPE_PAUSED_UPGRADE). */
-    const zg_hdr_t *up = zg_http_find(&u->resp, "upgrade");
+     * connection becomes a tunnel (the codec hands it over). */
+    const zg_hdr_t *up = zg_http_find(resp, "upgrade");
     snprintf(proto, sizeof(proto), "%.*s",
              up ? (int)up->value_len : (int)strlen(s->upgrade),
-             up ? u->head + up->value_off : s->upgrade);
+             up ? resp->buf + up->value_off : s->upgrade);
     o.upgrade = proto;
-    u->rd.head_seen = 1;
     s->resp_head = 1;
     s->sent_ms = 0;
   } else if (status >= 100 && status < 200) {
     o.framing = ZG_FRAMING_NONE; /* interim: forwarded, then the next one */
   } else {
-    u->rd.head_seen = 1; /* body reads go to pooled buffers */
     s->resp_head = 1;
     s->sent_ms = 0; /* the response timeout no longer applies */
     s->resp_chunked = o.framing == ZG_FRAMING_CHUNKED;
@@ -682,202 +441,47 @@ static int resp_on_headers_complete(llhttp_t *p) {
   }
   if (status == 101 || status >= 200)
     s->status = status;
-  if (response_head_to_client(s, u, &o) != 0)
+  if (response_head_to_client(s, resp, &o) != 0)
     return -1;
   if (status == 101)
     return 2;
   return no_body ? 1 : 0;
 }
 
-static int resp_on_body(llhttp_t *p, const char *at, size_t len) {
-  zg_http_upstream_t *u = p->data;
-  zg_http_session_t *s = u->s;
-  if (!s)
-    return -1;
+int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len) {
   if (s->resp_chunked)
-    return chunk_to_client(s, at, len) ? -1 : 0;
-  return to_client(s, at, len) ? -1 : 0;
+    return chunk_to_client(s, p, len) ? -1 : 0;
+  return to_client(s, p, len) ? -1 : 0;
 }
 
-static void exchange_done(zg_http_session_t *s);
-
-static int resp_on_message_complete(llhttp_t *p) {
-  zg_http_upstream_t *u = p->data;
-  zg_http_session_t *s = u->s;
-  int status = p->status_code;
-  if (!s)
-    return -1;
-  if (status == 101)
-    return 0; /* llhttp_execute returns HPE_PAUSED_UPGRADE: a tunnel */
-  if (status >= 100 && status < 200) {
-    /* Interim: the final response follows on the same connection. */
-    u->rd.head_seen = 0;
-    u->resp.n_hdr = 0;
-    u->resp.reason_len = 0;
-    u->rd.value_open = 0;
-    return HPE_PAUSED;
-  }
+int zg_exchange_response_end(zg_http_session_t *s) {
   if (s->resp_chunked && to_client(s, "0\r\n\r\n", 5) != 0)
     return -1;
-  u->keep = llhttp_should_keep_alive(p) ? 1 : 0;
   s->resp_done = 1;
-  return HPE_PAUSED; /* one response per exchange */
+  return 0;
 }
 
-static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  zg_http_upstream_t *u = h->data;
-  (void)suggested;
-  if (!u->s) {
-    b->base = idle_sink;
-    b->len = sizeof(idle_sink);
+void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st) {
+  zg_http_upstream_t *u = s->up;
+  /* What this read produced for the client leaves in one write. */
+  if (s->state != HS_CLOSING && client_flush(s) != 0) {
+    session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  if (!u->rd.head_seen) {
-    /* Heads collect in their own buffer so that llhttp's offsets into it
-     * stay valid across reads: a pooled block, grown to HEAD_MAX when a
-     * head does not fit. */
-    if (!u->head && (u->head = zg_buf_get(u->gw)) != NULL)
-      u->head_cap = ZG_BUF_SIZE;
-    if (u->head && u->head_len == u->head_cap && u->head_cap < HEAD_MAX) {
-      char *big = malloc(HEAD_MAX);
-      if (big) {
-        memcpy(big, u->head, u->head_len);
-        zg_buf_put(u->gw, u->head);
-        u->head = big;
-        u->head_cap = HEAD_MAX;
-      }
-    }
-    b->base = u->head ? u->head + u->head_len : NULL;
-    b->len = u->head ? u->head_cap - u->head_len : 0;
-    return;
+  /* Backpressure: the client drains slower than the instance sends. Not
+   * when the exchange ended with this read (the connection went idle). */
+  if (u && st == (uv_stream_t *)&u->c.tcp && !u->c.closing && u->reading &&
+      zg_queued(&s->client) > HIGH_WATER) {
+    zg_stream_read_stop(u->c.tls, st);
+    u->reading = 0;
   }
-  b->base = zg_buf_get(u->gw);
-  b->len = b->base ? ZG_BUF_SIZE : 0;
 }
 
-static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status);
-
-/* Feeds response bytes to the parser and acts on what it says. */
-static void upstream_parse(zg_http_upstream_t *u, const char *data,
-                           size_t len) {
-  zg_http_session_t *s = u->s;
-  llhttp_errno_t err;
-  for (;;) {
-    const char *stop;
-    u->rd.head = &u->resp; /* the reader records into them */
-    u->rd.base = u->head;
-    err = llhttp_execute(&u->pp, data, len);
-    if (err == HPE_OK)
-      return;
-    if (err == HPE_PAUSED_UPGRADE) {
-      stop = llhttp_get_error_pos(&u->pp);
-      tunnel_start(s, stop, len - (size_t)(stop - data));
-      return;
-    }
-    if (err != HPE_PAUSED)
-      break;
-    stop = llhttp_get_error_pos(&u->pp);
-    if (s->resp_done) {
-      if (stop != data + len)
-        u->keep = 0; /* bytes after the response: not reusable */
-      exchange_done(s);
-      return;
-    }
-    /* An interim response was forwarded: parse on, from a fresh head. */
-    llhttp_resume(&u->pp);
-    u->head_len = 0;
-    len -= (size_t)(stop - data);
-    data = stop;
-    if (!u->rd.head_seen) {
-      memmove(u->head, data, len);
-      data = u->head;
-      u->head_len = len;
-    }
-  }
-  zg_warn("http", "instance %s: bad response: %s", u->c.key,
-          llhttp_get_error_reason(&u->pp) ? llhttp_get_error_reason(&u->pp)
-                                          : llhttp_errno_name(err));
-  u->keep = 0;
-  upstream_failed(s, ZG_TERM_BAD_RESPONSE, 502);
-}
-
-static void on_upstream_read(uv_stream_t *st, ssize_t nread,
-                             const uv_buf_t *buf) {
-  zg_http_upstream_t *u = st->data;
-  zg_http_session_t *s = u->s;
-  int in_head = !u->rd.head_seen;
-  /* What on_upstream_alloc gave: the idle sink, the head buffer (kept),
-   * or a pooled block, returned here. */
-  char *pooled = !s || in_head ? NULL : buf->base;
-
-  if (!s) {
-    idle_read(u, nread);
-    return;
-  }
-  if (s->state == HS_CLOSING) {
-    zg_buf_put(u->gw, pooled);
-    return;
-  }
-  if (s->state == HS_TUNNEL) {
-    tunnel_read(s, st, nread, buf->base, 0);
-    zg_buf_put(u->gw, pooled);
-    return;
-  }
-  if (nread > 0) {
-    s->last_active_ms = uv_now(s->gw->loop);
-    u->answered = 1;
-    if (in_head) {
-      u->head_len += (size_t)nread;
-      upstream_parse(u, buf->base, (size_t)nread);
-      /* A full buffer still without the end of the head. */
-      if (u->s == s && !u->rd.head_seen && u->head_len >= HEAD_MAX) {
-        u->keep = 0;
-        upstream_failed(s, ZG_TERM_RESPONSE_HEAD_TOO_LARGE, 502);
-        return;
-      }
-    } else {
-      upstream_parse(u, buf->base, (size_t)nread);
-      zg_buf_put(u->gw, pooled);
-    }
-    /* What this read produced for the client leaves in one write. */
-    if (s->state != HS_CLOSING && client_flush(s) != 0) {
-      session_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
-      return;
-    }
-    /* Backpressure: the client drains slower than the instance sends. */
-    if (u->s == s && !u->c.closing && u->reading &&
-        queued(&s->client) > HIGH_WATER) {
-      zg_stream_read_stop(u->c.tls, st);
-      u->reading = 0;
-    }
-    return;
-  }
-  zg_buf_put(u->gw, pooled);
-  if (nread == 0)
-    return;
-  if (nread == UV_EOF && u->rd.head_seen) {
-    /* A body read until the connection closes ends here. */
-    llhttp_errno_t fin = llhttp_finish(&u->pp);
-    if ((fin == HPE_OK || fin == HPE_PAUSED) && s->resp_done) {
-      u->keep = 0;
-      exchange_done(s);
-      return;
-    }
-  }
-  u->keep = 0;
-  upstream_failed(
-      s, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
-      502);
-}
-
-static void upstream_reading(zg_http_upstream_t *u) {
-  if (u->reading || u->c.closing)
-    return;
-  if (zg_stream_read_start(u->c.tls, (uv_stream_t *)&u->c.tcp,
-                           on_upstream_alloc, on_upstream_read) == 0)
-    u->reading = 1;
-  else
-    upstream_close(u);
+void zg_exchange_instance_drained(zg_http_session_t *s) {
+  /* Read the client again if its body was paused for us. */
+  if ((s->state == HS_TUNNEL || !s->req_done) && !s->reading && s->up &&
+      zg_queued(&s->up->c.tcp) <= HIGH_WATER / 2)
+    client_read_start(s);
 }
 
 /* Methods that may be sent twice (RFC 9110 §9.2.2), as nginx retries. */
@@ -891,7 +495,8 @@ static int idempotent(int method) {
  * closed just as we sent) and no byte of a response came back, else a
  * 502/504; after a response head went to the client, the client
  * connection is closed. */
-static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status) {
+void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
+                                 int status) {
   zg_http_upstream_t *u = s->up;
   int reused = u && u->used;
   /* A reply the instance began (a bad one, or cut short) means it saw the
@@ -910,7 +515,7 @@ static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status) {
         zg_service_mark_failed(&s->gw->svc_ctx, u->c.key) && s->svc)
       s->svc->traffic.ejections++;
     s->up = NULL;
-    upstream_release(u, 0);
+    zg_h1c_release(u, 0);
   }
   if (s->resp_head) {
     session_end(s, why);
@@ -929,39 +534,6 @@ static void upstream_failed(zg_http_session_t *s, zg_term_t why, int status) {
                               : "the instance failed to answer");
 }
 
-static void upstream_read_start(zg_http_upstream_t *u) {
-  u->rd.head_seen = 0;
-  u->head_len = 0;
-  u->resp.n_hdr = 0;
-  u->resp.reason_len = 0;
-  u->rd.value_open = 0;
-  u->keep = 0;
-  u->answered = 0;
-  u->client_cause = 0;
-  u->rd.extra_bytes = 0;
-  llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
-  u->pp.data = u;
-  upstream_reading(u);
-}
-
-static void on_upstream_write(uv_write_t *req, int status) {
-  wblk_t *w = (wblk_t *)req;
-  zg_http_upstream_t *u = w->owner;
-  zg_http_session_t *s = u->s;
-  wblk_put(u->gw, w);
-  if (!s || s->state == HS_CLOSING || u->c.closing)
-    return;
-  if (status < 0) {
-    u->keep = 0;
-    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
-    return;
-  }
-  /* Drained: read the client again if its body was paused for us. */
-  if ((s->state == HS_TUNNEL || !s->req_done) && !s->reading &&
-      queued(&u->c.tcp) <= HIGH_WATER / 2)
-    client_read_start(s);
-}
-
 /* ---- sending the request --------------------------------------------- */
 
 static void send_request(zg_http_session_t *s) {
@@ -969,19 +541,19 @@ static void send_request(zg_http_session_t *s) {
   s->state = HS_EXCHANGE;
   if (s->req_done) /* the response timeout runs from the request's end */
     s->sent_ms = uv_now(s->gw->loop);
-  if (to_upstream(u, s->up_head, s->up_head_len) != 0) {
-    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+  if (zg_h1c_stage(u, s->up_head, s->up_head_len) != 0) {
+    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
-  upstream_read_start(u);
+  zg_h1c_response_start(u);
   if (u->c.closing) {
-    upstream_failed(s, ZG_TERM_INSTANCE_READ_ERROR, 502);
+    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_READ_ERROR, 502);
     return;
   }
   if (s->req_done) {
     /* no body: the parser waits at the end of the request */
-    if (upstream_flush(u) != 0)
-      upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+    if (zg_h1c_flush(u) != 0)
+      zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   /* The body is waiting in the input buffer: parse on (process_input
@@ -1013,14 +585,9 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                   "no instance of the service could be reached");
     return;
   }
-  u = upstream_of(c);
-  if (!u->gw) { /* a new connection */
-    u->gw = s->gw;
-    u->rd.head_seen = 1; /* no response head until a request went */
-    c->on_closed = on_upconn_closed;
-  }
+  u = zg_h1c_of(c, s->gw);
   if (s->state != HS_CONNECT) {
-    upstream_close(u);
+    zg_h1c_close(u);
     return;
   }
   u->s = s;
@@ -1060,13 +627,13 @@ static int req_on_body(llhttp_t *p, const char *at, size_t len) {
     return -1;
   }
   if (s->req_chunked)
-    return chunk_to_upstream(u, at, len) ? -1 : 0;
-  return to_upstream(u, at, len) ? -1 : 0;
+    return zg_h1c_chunk(u, at, len) ? -1 : 0;
+  return zg_h1c_stage(u, at, len) ? -1 : 0;
 }
 
 static int req_on_message_complete(llhttp_t *p) {
   zg_http_session_t *s = p->data;
-  if (s->req_chunked && s->up && to_upstream(s->up, "0\r\n\r\n", 5) != 0)
+  if (s->req_chunked && s->up && zg_h1c_stage(s->up, "0\r\n\r\n", 5) != 0)
     return -1;
   s->req_done = 1;
   if (s->up)
@@ -1178,13 +745,13 @@ static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
 static int request_head_write(zg_http_session_t *s,
                               const zg_http_req_out_t *o) {
   int n = -1;
-  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
   if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
     s->up_head_cap = ZG_BUF_SIZE;
     n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
   }
   if (n < 0) {
-    buf_release(s->gw, &s->up_head, &s->up_head_cap);
+    zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
     if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
       s->up_head_cap = OUT_HEAD_MAX;
       n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
@@ -1258,7 +825,7 @@ static void in_settle(zg_http_session_t *s) {
   if (s->state != HS_HEAD && s->in_off == s->in_len)
     s->in_len = s->in_off = 0;
   if (s->in_len == 0 && s->in)
-    buf_release(s->gw, &s->in, &s->in_cap);
+    zg_http_buf_release(s->gw, &s->in, &s->in_cap);
 }
 
 /* The parsed head of a request, from the pool, empty (all but the header
@@ -1301,7 +868,7 @@ static void process_input(zg_http_session_t *s) {
       if (s->up) { /* a body cut short: the connection is unusable */
         zg_http_upstream_t *u = s->up;
         s->up = NULL;
-        upstream_release(u, 0);
+        zg_h1c_release(u, 0);
       }
       if (!s->resp_head)
         respond_error(s, ZG_TERM_BAD_REQUEST,
@@ -1328,8 +895,8 @@ static void process_input(zg_http_session_t *s) {
     return;
   in_settle(s);
   /* What the parser passed on leaves in one write. */
-  if (s->up && s->up->ob && upstream_flush(s->up) != 0)
-    upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+  if (s->up && s->up->ob && zg_h1c_flush(s->up) != 0)
+    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
 }
 
 /* ---- exchange end ---------------------------------------------------- */
@@ -1366,7 +933,7 @@ static void reset_for_next(zg_http_session_t *s) {
   in_settle(s); /* idle keep-alive connections hold no buffer */
 }
 
-static void exchange_done(zg_http_session_t *s) {
+void zg_exchange_done(zg_http_session_t *s) {
   zg_http_upstream_t *u = s->up;
   /* The end of the response goes out (and is counted) before anything
    * looks at the write queue. */
@@ -1377,9 +944,9 @@ static void exchange_done(zg_http_session_t *s) {
   request_finish(s, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
   s->up = NULL;
   if (u)
-    upstream_release(u, s->req_done);
+    zg_h1c_release(u, s->req_done);
   /* No retry after a response: idle connections keep no head. */
-  buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
   if (!s->req_done) {
     /* The instance answered before the whole request was sent (an early
      * 413, say): the rest of the body cannot be told from a next
@@ -1390,7 +957,7 @@ static void exchange_done(zg_http_session_t *s) {
   if (s->close_after || (s->client_eof && s->in_len == s->in_off) ||
       winding_down(s)) {
     s->close_after = 1;
-    if (queued(&s->client) == 0)
+    if (zg_queued(&s->client) == 0)
       linger_close(s);
     /* else on_client_write does when the response is out */
     return;
@@ -1405,7 +972,7 @@ static void exchange_done(zg_http_session_t *s) {
  * its queue drains (on_client_write), or memory would grow with every
  * pipelined request. */
 static void next_request(zg_http_session_t *s) {
-  if (queued(&s->client) > HIGH_WATER) {
+  if (zg_queued(&s->client) > HIGH_WATER) {
     /* Reads stop too: a request read now would be answered at once, and
      * an end of stream would end the session with responses queued. */
     s->wait_drain = 1;
@@ -1450,7 +1017,7 @@ static void on_client_shutdown(uv_shutdown_t *req, int status) {
  * sends its close_notify first. */
 static int client_shutdown(zg_http_session_t *s) {
   uv_os_fd_t fd;
-  if (!s->tls && queued(&s->client) == 0 &&
+  if (!s->tls && zg_queued(&s->client) == 0 &&
       uv_fileno((uv_handle_t *)&s->client, &fd) == 0)
     return shutdown(fd, SHUT_WR) == 0 ? 0 : UV_EPIPE;
   return zg_stream_shutdown(s->tls, &s->shutdown_req, (uv_stream_t *)&s->client,
@@ -1465,7 +1032,7 @@ static void linger_close(zg_http_session_t *s) {
   if (s->up) {
     zg_http_upstream_t *u = s->up;
     s->up = NULL;
-    upstream_release(u, 0);
+    zg_h1c_release(u, 0);
   }
   s->shutdown_req.data = s;
   /* Reading goes on through on_client_read, which drops what comes while
@@ -1483,7 +1050,7 @@ static void linger_close(zg_http_session_t *s) {
 static void on_client_write(uv_write_t *req, int status) {
   wblk_t *w = (wblk_t *)req;
   zg_http_session_t *s = w->owner;
-  wblk_put(s->gw, w);
+  zg_wblk_put(s->gw, w);
   if (s->state == HS_CLOSING)
     return;
   if (status < 0) {
@@ -1491,7 +1058,7 @@ static void on_client_write(uv_write_t *req, int status) {
     return;
   }
   if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
-      queued(&s->client) == 0) {
+      zg_queued(&s->client) == 0) {
     linger_close(s);
     return;
   }
@@ -1502,15 +1069,15 @@ static void on_client_write(uv_write_t *req, int status) {
                                    : ZG_TERM_LISTENER_REMOVED);
     return;
   }
-  if (s->wait_drain && queued(&s->client) <= HIGH_WATER / 2) {
+  if (s->wait_drain && zg_queued(&s->client) <= HIGH_WATER / 2) {
     next_request(s);
     if (s->state == HS_CLOSING)
       return;
   }
   /* Drained: read the instance again if it was paused for us. */
   if (s->up && !s->up->c.closing && !s->up->reading && !s->upstream_eof &&
-      queued(&s->client) <= HIGH_WATER / 2)
-    upstream_reading(s->up);
+      zg_queued(&s->client) <= HIGH_WATER / 2)
+    zg_h1c_reading(s->up);
 }
 
 /* ---- tunnel (after 101) ----------------------------------------------- */
@@ -1577,12 +1144,12 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   if (from_client)
     s->req_in += (uint64_t)nread;
   if (from_client
-          ? to_upstream(u, data, (size_t)nread) != 0 || upstream_flush(u) != 0
+          ? zg_h1c_stage(u, data, (size_t)nread) != 0 || zg_h1c_flush(u) != 0
           : to_client(s, data, (size_t)nread) != 0 || client_flush(s) != 0) {
     session_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
-  if (queued((uv_tcp_t *)to) > HIGH_WATER) {
+  if (zg_queued((uv_tcp_t *)to) > HIGH_WATER) {
     zg_stream_read_stop(from_client ? s->tls : u->c.tls, from);
     if (from_client)
       s->reading = 0;
@@ -1591,7 +1158,13 @@ static void tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   }
 }
 
-static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
+void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+                             ssize_t nread, const char *data) {
+  tunnel_read(s, from, nread, data, 0);
+}
+
+void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
+                              size_t len) {
   zg_http_upstream_t *u = s->up;
   s->state = HS_TUNNEL;
   u->keep = 0;
@@ -1600,8 +1173,8 @@ static void tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
   /* Bytes that came with the 101, and any the client sent early. */
   if ((len > 0 && (to_client(s, rest, len) != 0 || client_flush(s) != 0)) ||
       (s->in_len > s->in_off &&
-       (to_upstream(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
-        upstream_flush(u) != 0))) {
+       (zg_h1c_stage(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
+        zg_h1c_flush(u) != 0))) {
     session_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
@@ -1659,7 +1232,7 @@ static void client_eof_check(zg_http_session_t *s) {
     return;
   if (s->in_len > 0)
     session_end(s, ZG_TERM_CLIENT_CLOSED_IN_HEAD);
-  else if (queued(&s->client) > 0)
+  else if (zg_queued(&s->client) > 0)
     s->close_after = 1; /* on_client_write closes once it is out */
   else
     session_end(s, ZG_TERM_CLIENT_CLOSED);
@@ -1693,7 +1266,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     if (nread == UV_EOF)
       s->client_eof = 1;
     if (s->state == HS_HEAD && s->in_len == 0 && nread == UV_EOF &&
-        queued(&s->client) > 0) {
+        zg_queued(&s->client) > 0) {
       s->close_after = 1; /* the last response is still going out */
     } else if (s->state == HS_HEAD && s->in_len == 0) {
       session_end(s, nread == UV_EOF ? ZG_TERM_CLIENT_CLOSED
@@ -1724,7 +1297,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
    * response), or an instance slower than the client's body. */
   if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
       (s->state == HS_EXCHANGE && !s->req_done && s->up &&
-       queued(&s->up->c.tcp) > HIGH_WATER)) {
+       zg_queued(&s->up->c.tcp) > HIGH_WATER)) {
     zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
@@ -1773,7 +1346,7 @@ static void on_session_timer(uv_timer_t *t) {
     if (s->up)
       s->up->keep = 0;
     s->retried = 1; /* a timeout is not retried */
-    upstream_failed(s, ZG_TERM_RESPONSE_TIMEOUT, 504);
+    zg_exchange_upstream_failed(s, ZG_TERM_RESPONSE_TIMEOUT, 504);
     return;
   }
   if (idle && now - s->last_active_ms >= idle &&
@@ -1861,8 +1434,7 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void settings_init(void) {
   zg_http_request_settings(&req_settings, req_on_body, req_on_message_complete);
-  zg_http_response_settings(&resp_settings, resp_on_headers_complete,
-                            resp_on_body, resp_on_message_complete);
+  zg_h1c_settings_init();
 }
 
 static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {
@@ -2166,7 +1738,7 @@ int zg_http_start(zg_gateway_t *gw) {
 
 static int idle_between_requests(zg_http_session_t *s) {
   return s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
-         queued(&s->client) == 0;
+         zg_queued(&s->client) == 0;
 }
 
 void zg_http_drain(zg_gateway_t *gw) {

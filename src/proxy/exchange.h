@@ -1,0 +1,230 @@
+/* The HTTP exchange and its codecs, inside the proxy: what
+ * http_proxy.c (the exchange and, for now, the HTTP/1.1 server codec on
+ * the client connection) and h1_client.c (the HTTP/1.1 client codec on
+ * the instance connection) share. Not for other modules: they see
+ * http_proxy.h.
+ *
+ * The instance codec calls the exchange only through the zg_exchange_*
+ * functions below (a response head, body bytes, its end, a failure, the
+ * 101 hand-off), and the exchange drives the instance connection only
+ * through zg_h1c_*: a second codec (HTTP/2) implements the same set. */
+#ifndef ZKGATE_PROXY_EXCHANGE_H
+#define ZKGATE_PROXY_EXCHANGE_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/http_msg.h"
+#include "core/term.h"
+#include "net/tls.h"
+#include "proxy/http_proxy.h"
+#include "upstream/upstream.h"
+
+#define HEAD_MAX 65536     /* request or response head */
+#define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
+#define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
+
+typedef enum {
+  HS_HEAD = 0, /* reading a request head (or waiting for one) */
+  HS_CONNECT,  /* the head is in; getting an upstream connection */
+  HS_EXCHANGE, /* request sent or being sent; response expected */
+  HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
+  HS_CLOSING,
+} hs_state_t;
+
+typedef struct zg_http_upstream zg_http_upstream_t;
+typedef struct zg_http_session zg_http_session_t;
+
+struct zg_http_upstream {
+  /* First (asserted below): the response parser's data points to the
+   * upstream and to its reader alike (zg_http_response_settings). The
+   * reader's head_seen is clear while a response head is read. */
+  zg_http_reader_t rd;
+  zg_gateway_t *gw;     /* NULL until first given to a session */
+  zg_http_session_t *s; /* while in use; NULL when idle */
+  zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
+  llhttp_t pp;
+  char *head;                /* response head bytes, while reading it */
+  size_t head_len, head_cap; /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
+  struct wblk *ob;           /* bytes staged for the instance */
+  zg_http_head_t resp;
+  unsigned keep : 1;          /* reusable after the response */
+  unsigned used : 1;          /* has carried a request before this one */
+  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
+  unsigned answered : 1;      /* a byte of a response came for this exchange */
+  unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
+  uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
+};
+_Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
+               "the reader is the upstream's first member");
+
+struct zg_http_session {
+  /* First (asserted below): the request parser's data points to the
+   * session and to its reader alike (zg_http_request_settings). */
+  zg_http_reader_t rd;
+  zg_gateway_t *gw;
+  zg_http_listener_t *hl;
+  zg_conn_ticket_t conn; /* admission; in its head until the first one */
+  zg_http_session_t *prev, *next;
+  hs_state_t state;
+  uv_tcp_t client;
+  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
+  uv_timer_t timer;
+  llhttp_t rp;
+  char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
+               block, grown to IN_BIG for a large head */
+  size_t in_len, in_off; /* bytes held; bytes given to the parser */
+  size_t in_cap;
+  struct wblk *ob;     /* bytes staged for the client */
+  size_t head_start;   /* where the current request began in `in` */
+  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
+                          to the end of its exchange */
+  unsigned reading : 1;
+  unsigned client_keep : 1; /* the client may send another request */
+  unsigned head_req : 1;    /* HEAD: the response has no body */
+  unsigned req_chunked : 1; /* request body re-chunked upstream */
+  unsigned req_has_body : 1;
+  unsigned req_done : 1;  /* the whole request was passed on */
+  unsigned resp_head : 1; /* a final response head went to the client */
+  unsigned resp_done : 1;
+  unsigned close_after : 1;  /* close the client after this response */
+  unsigned client_eof : 1;   /* the client closed its side */
+  unsigned resp_chunked : 1; /* response body chunked to the client */
+  unsigned retried : 1;      /* the one retry on a fresh connection */
+  unsigned lingering : 1;    /* response out, write side shut, draining */
+  unsigned too_big : 1;      /* a chunked body over max_request_body */
+  unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
+  char upgrade[64];          /* the protocol asked for, or "" */
+  unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
+  unsigned wait_drain : 1;   /* next request held until the client drains */
+  uint64_t body_bytes;       /* of the current request, decoded */
+  uint64_t head_begin_ms;    /* first byte of the current request head */
+  zg_service_t *svc;         /* referenced */
+  int strip;                 /* the route's prefix is stripped */
+  zg_upstream_req_t ureq;    /* getting a connection; ureq.pool: the pool
+                                (referenced), ureq.instance: the instance */
+  char *up_head;             /* the rewritten request head, kept for a retry */
+  size_t up_head_len, up_head_cap;
+  zg_http_upstream_t *up;
+  unsigned handles;
+  uint64_t last_active_ms, sent_ms, linger_ms;
+  uv_shutdown_t shutdown_req;
+  uint64_t requests;
+  zg_term_t reason;
+  char client_addr[64];
+  char client_ip[48];
+  /* the current request, for metrics and the access log */
+  unsigned req_active : 1;
+  int status;               /* the final status sent, 0 before */
+  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
+  uint64_t req_in, req_out; /* bytes from and to the client */
+  const char *method;       /* static, llhttp's name; NULL before a head */
+  char *target;             /* as received, for the access log (malloc'ed) */
+};
+_Static_assert(offsetof(zg_http_session_t, rd) == 0,
+               "the reader is the session's first member");
+
+/* ---- write blocks ------------------------------------------------------
+ * Bytes for a peer are copied into a write block from the loop's pool (the
+ * copy keeps llhttp's pointers into buffers that are reused right after),
+ * staged there, and written with one uv_write when the code that produced
+ * them is done. */
+
+#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
+
+#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
+#define MAX_FREE_WBLKS 256
+#define MAX_FREE_SESSIONS 256
+
+typedef struct wblk {
+  uv_write_t req;
+  void *owner; /* session or upstream */
+  size_t len;
+  char data[WBLK_CAP];
+} wblk_t;
+
+static inline wblk_t *zg_wblk_get(zg_gateway_t *gw, void *owner) {
+  wblk_t *w = zg_bufpool_get(&gw->http_wblks);
+  if (w) {
+    w->owner = owner;
+    w->len = 0;
+  }
+  return w;
+}
+
+static inline void zg_wblk_put(zg_gateway_t *gw, wblk_t *w) {
+  zg_bufpool_put(&gw->http_wblks, w);
+}
+
+/* Appends to the block staged in *ob, starting one when there is none;
+ * a full block is handed to `flush`. */
+int zg_wblk_stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
+                  size_t len, int (*flush)(void *owner));
+/* Writes a block (taken) to `to`; `cb` returns it when it had to queue. */
+int zg_wblk_write(zg_gateway_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+                  wblk_t *w, uv_write_cb cb);
+/* The size line of one chunk (RFC 9112 §7.1): hex digits and CRLF. */
+int zg_chunk_size_line(char *out, size_t len);
+/* Buffers of ZG_BUF_SIZE go back to the loop's pool, larger ones to free. */
+void zg_http_buf_release(zg_gateway_t *gw, char **buf, size_t *cap);
+
+static inline size_t zg_queued(uv_tcp_t *t) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)t);
+}
+
+/* ---- the exchange, as the instance codec sees it ---------------------- */
+
+/* A final, interim or 101 response head from the instance, checked by the
+ * codec: goes to the client. Returns 0 (a body follows), 1 (no body), 2
+ * (101: the connection becomes a tunnel), or -1 with *reason when it
+ * cannot be passed on (*client_cause: because of the client's version,
+ * not the instance's fault). */
+int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
+                              const char **reason, bool *client_cause);
+/* Decoded response body bytes. 0 or -1. */
+int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len);
+/* The whole response came. 0 or -1. */
+int zg_exchange_response_end(zg_http_session_t *s);
+/* The codec is done with the response: the exchange ends. */
+void zg_exchange_done(zg_http_session_t *s);
+/* The instance failed us (`why`, answered with `status` when no response
+ * head went out yet). */
+void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
+                                 int status);
+/* After each read from the instance: what it produced goes out, and reads
+ * pause while the client is slower than the instance. */
+void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st);
+/* The instance's write queue drained. */
+void zg_exchange_instance_drained(zg_http_session_t *s);
+/* 101: bytes both ways from now on; `rest` came after the response head. */
+void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
+                              size_t len);
+/* Tunnel bytes (or EOF, an error) read from the instance. */
+void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+                             ssize_t nread, const char *data);
+
+/* ---- the HTTP/1.1 client codec (h1_client.c) -------------------------- */
+
+/* The response parser's settings (once per process). */
+void zg_h1c_settings_init(void);
+/* The codec's connection in a zg_upconn_t given by upstream.h; a new one
+ * is set up for the loop of `gw`. */
+zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_gateway_t *gw);
+/* Bytes staged for the instance, written at the next zg_h1c_flush. */
+int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len);
+/* One chunk of a chunked request body, staged. */
+int zg_h1c_chunk(zg_http_upstream_t *u, const char *p, size_t len);
+int zg_h1c_flush(zg_http_upstream_t *u);
+/* A response is expected: a fresh parser, reading on. */
+void zg_h1c_response_start(zg_http_upstream_t *u);
+/* Reads from the instance again (after backpressure). */
+void zg_h1c_reading(zg_http_upstream_t *u);
+/* Done with `u` for this exchange: back to the idle pool when `reuse` and
+ * the response allowed it, else closed. */
+void zg_h1c_release(zg_http_upstream_t *u, int reuse);
+void zg_h1c_close(zg_http_upstream_t *u);
+
+#endif
