@@ -1,13 +1,17 @@
-/* The HTTP exchange and its codecs, inside the proxy: what
- * http_proxy.c (the exchange and, for now, the HTTP/1.1 server codec on
- * the client connection) and h1_client.c (the HTTP/1.1 client codec on
- * the instance connection) share. Not for other modules: they see
- * http_proxy.h.
+/* The HTTP exchange and its codecs, inside the proxy: what exchange.c (the
+ * exchange: routing, rewriting, connecting, retries, timeouts, metrics),
+ * h1_server.c (the HTTP/1.1 codec on the client connection), h1_client.c
+ * (the HTTP/1.1 codec on the instance connection) and http_proxy.c (the
+ * listeners) share. Not for other modules: they see http_proxy.h.
  *
- * The instance codec calls the exchange only through the zg_exchange_*
- * functions below (a response head, body bytes, its end, a failure, the
- * 101 hand-off), and the exchange drives the instance connection only
- * through zg_h1c_*: a second codec (HTTP/2) implements the same set. */
+ * The codecs call the exchange through the zg_exchange_* functions below
+ * (a request head, body bytes, its end; a response head, body bytes, its
+ * end, a failure, the 101 hand-off), and the exchange drives each side
+ * through that codec's set (zg_h1s_*, zg_h1c_*): an HTTP/2 codec
+ * implements the same sets. Still HTTP/1-shaped: the heads are
+ * zg_http_head_t (offsets into the HTTP/1 bytes) and the exchange writes
+ * the instance's request head with zg_http_write_request; the session
+ * struct holds the exchange and the client codec's state together. */
 #ifndef ZKGATE_PROXY_EXCHANGE_H
 #define ZKGATE_PROXY_EXCHANGE_H
 
@@ -175,7 +179,36 @@ static inline size_t zg_queued(uv_tcp_t *t) {
   return uv_stream_get_write_queue_size((uv_stream_t *)t);
 }
 
-/* ---- the exchange, as the instance codec sees it ---------------------- */
+/* ---- the exchange, as the codecs see it -------------------------------- */
+
+/* The request head is in (s->req; `head_len` bytes at s->in +
+ * s->head_start): check it, route it, rewrite it, then find an
+ * instance. */
+void zg_exchange_request_head(zg_http_session_t *s, size_t head_len);
+/* Decoded request body bytes, staged for the instance. 0, -1, or -2 when
+ * the body goes over max_request_body. */
+int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len);
+/* The whole request came. 0 or -1. */
+int zg_exchange_request_end(zg_http_session_t *s);
+/* What the codec passed on of the request body leaves in one write. */
+void zg_exchange_request_flush(zg_http_session_t *s);
+/* The gateway answers `status` itself (no instance, a refused request)
+ * and the connection closes after it; `term` is why, for the log and the
+ * metrics. */
+void zg_exchange_error(zg_http_session_t *s, zg_term_t term, int status,
+                       const char *message);
+/* The response timeout, checked by the session's timer: 1 when it ran out
+ * (and was acted on). */
+int zg_exchange_timeout(zg_http_session_t *s, uint64_t now);
+/* Ready for the next exchange on the same session. */
+void zg_exchange_reset(zg_http_session_t *s);
+/* The metrics and the access log: a request is counted once, when it
+ * ends (its response is complete, an error response is out, or the
+ * session ends under it). `text`: the log's words when not term's own. */
+void zg_exchange_begin(zg_http_session_t *s);
+zg_term_phase_t zg_exchange_phase(const zg_http_session_t *s);
+void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
+                        zg_term_phase_t phase, const char *text);
 
 /* A final, interim or 101 response head from the instance, checked by the
  * codec: goes to the client. Returns 0 (a body follows), 1 (no body), 2
@@ -205,6 +238,51 @@ void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
 /* Tunnel bytes (or EOF, an error) read from the instance. */
 void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
                              ssize_t nread, const char *data);
+
+/* ---- the HTTP/1.1 server codec (h1_server.c) -------------------------- */
+
+/* The request parser's settings (once per process). */
+void zg_h1s_settings_init(void);
+/* A connection on an HTTP listener (its uv_connection_cb). */
+void zg_h1s_accept(uv_stream_t *server, int status);
+/* Ends the session: its exchange is counted, its connections closed. */
+void zg_h1s_end(zg_http_session_t *s, zg_term_t term);
+/* Between requests, with nothing read and nothing left to send. */
+int zg_h1s_idle(zg_http_session_t *s);
+/* Staged bytes for the client go out. 0 or an error. */
+int zg_h1s_flush(zg_http_session_t *s);
+/* Reads the client (unless paused for a reason of its own). */
+void zg_h1s_read_start(zg_http_session_t *s);
+/* The request body waiting in the input buffer is read on. */
+void zg_h1s_request_body(zg_http_session_t *s);
+/* The response head for the client, in two steps: prepare decides its
+ * framing and keep-alive (and may refuse: -1 with *reason), write stages
+ * it. */
+typedef struct {
+  zg_http_resp_out_t o;
+  char proto[64], codings[256];
+  bool no_body; /* 1xx, 204, 304, a response to HEAD */
+} zg_h1s_resp_t;
+int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
+                            zg_h1s_resp_t *r, const char **reason,
+                            bool *client_cause);
+int zg_h1s_response_write(zg_http_session_t *s, const zg_http_head_t *resp,
+                          const zg_h1s_resp_t *r);
+int zg_h1s_response_body(zg_http_session_t *s, const char *p, size_t len);
+int zg_h1s_response_end(zg_http_session_t *s);
+/* An error response of the gateway's own, then the close after it. */
+int zg_h1s_error(zg_http_session_t *s, int status, const char *message);
+void zg_h1s_error_sent(zg_http_session_t *s);
+/* The exchange ended: the next request (keep-alive, pipelining) or the
+ * close. */
+void zg_h1s_exchange_end(zg_http_session_t *s);
+/* 101: the client connection becomes a tunnel to the instance's. */
+void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
+void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
+                        const char *data, int from_client);
+
+/* ---- the listeners (http_proxy.c) -------------------------------------- */
+void zg_http_listener_unref(zg_http_listener_t *hl);
 
 /* ---- the HTTP/1.1 client codec (h1_client.c) -------------------------- */
 
