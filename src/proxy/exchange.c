@@ -412,13 +412,11 @@ int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len) {
     s->too_big = 1;
     return -2;
   }
-  if (s->req_chunked)
-    return zg_h1c_chunk(u, p, len) ? -1 : 0;
-  return zg_h1c_stage(u, p, len) ? -1 : 0;
+  return zg_h1c_request_body(s, u, p, len);
 }
 
 int zg_exchange_request_end(zg_http_session_t *s) {
-  if (s->req_chunked && s->up && zg_h1c_stage(s->up, "0\r\n\r\n", 5) != 0)
+  if (s->up && zg_h1c_request_end(s, s->up) != 0)
     return -1;
   s->req_done = 1;
   if (s->up)
@@ -478,13 +476,11 @@ static int request_admit(zg_http_session_t *s, const zg_routed_t *rt,
   return 0;
 }
 
-/* Host and X-Forwarded-Host for the instance, and the protocol switch the
- * client asks for (kept in s->upgrade). zg_http_route_request bounds the
- * authority and Host below host_cap. */
+/* Host and X-Forwarded-Host for the instance. zg_http_route_request
+ * bounds the authority and Host below host_cap. */
 static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
                                zg_http_req_out_t *o, char *host_buf,
                                size_t host_cap) {
-  const zg_hdr_t *up;
   size_t host_len;
   if (rt->authority_len > 0) {
     host_len = rt->authority_len < host_cap ? rt->authority_len : host_cap - 1;
@@ -495,52 +491,20 @@ static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
   } else if (rt->host) {
     host_len =
         rt->host->value_len < host_cap ? rt->host->value_len : host_cap - 1;
-    memcpy(host_buf, s->in + rt->host->value_off, host_len);
+    memcpy(host_buf, s->req->buf + rt->host->value_off, host_len);
     host_buf[host_len] = '\0';
     o->fwd_host = host_buf;
   }
-  s->upgrade[0] = '\0';
-  up = zg_http_find(s->req, "upgrade");
-  if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
-      up->value_len < sizeof(s->upgrade)) {
-    snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
-             s->in + up->value_off);
-    o->upgrade = s->upgrade;
-  }
-}
-
-/* The request head for the instance, into s->up_head: a pooled block
- * holds nearly every head; a larger one is written again into a heap
- * buffer. 0, or -1 when it does not fit either. */
-static int request_head_write(zg_http_session_t *s,
-                              const zg_http_req_out_t *o) {
-  int n = -1;
-  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
-  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
-    s->up_head_cap = ZG_BUF_SIZE;
-    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
-  }
-  if (n < 0) {
-    zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
-    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
-      s->up_head_cap = OUT_HEAD_MAX;
-      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
-    }
-  }
-  if (n < 0)
-    return -1;
-  s->up_head_len = (size_t)n;
-  return 0;
 }
 
 /* The head is in: check it, route it, rewrite it, then find an instance.
  */
-void zg_exchange_request_head(zg_http_session_t *s, size_t head_len) {
-  const char *reason;
+void zg_exchange_request_head(zg_http_session_t *s, int status,
+                              const char *reason) {
   zg_routed_t rt;
   char *target;
   zg_http_req_out_t o;
-  int status, rc;
+  int rc;
   char host_buf[ZG_HOST_MAX + 8];
   char subject[1024];
 
@@ -550,8 +514,8 @@ void zg_exchange_request_head(zg_http_session_t *s, size_t head_len) {
     free(s->target);
     s->target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
   }
-  status = zg_http_route_request(s->hl->routes, s->req, s->in + s->head_start,
-                                 head_len, &rt, &reason);
+  if (status == 0)
+    status = zg_http_route_target(s->hl->routes, s->req, &rt, &reason);
   if (status != 0) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, status, reason);
     return;
@@ -579,11 +543,7 @@ void zg_exchange_request_head(zg_http_session_t *s, size_t head_len) {
   o.proto = s->tls ? "https" : "http";
   o.client_subject = s->tls && subject[0] ? subject : NULL;
   request_forwarding(s, &rt, &o, host_buf, sizeof(host_buf));
-  /* Framing from llhttp's flags; zg_http_check_request refused a length
-   * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
-  s->req_chunked = s->req->chunked;
-  s->req_has_body = zg_http_request_framing(s->req, &o);
-  rc = request_head_write(s, &o);
+  rc = zg_h1c_request_head(s, &o); /* kept in s->up_head for a retry */
   zg_buf_put(s->gw, target);
   if (rc != 0) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");

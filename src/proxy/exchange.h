@@ -181,10 +181,11 @@ static inline size_t zg_queued(uv_tcp_t *t) {
 
 /* ---- the exchange, as the codecs see it -------------------------------- */
 
-/* The request head is in (s->req; `head_len` bytes at s->in +
- * s->head_start): check it, route it, rewrite it, then find an
- * instance. */
-void zg_exchange_request_head(zg_http_session_t *s, size_t head_len);
+/* The request head is in (s->req), checked by its codec: `status` 0, or
+ * the status to refuse it with (and `reason`). Counted for the metrics and
+ * the access log, then routed, rewritten, and sent to an instance. */
+void zg_exchange_request_head(zg_http_session_t *s, int status,
+                              const char *reason);
 /* Decoded request body bytes, staged for the instance. 0, -1, or -2 when
  * the body goes over max_request_body. */
 int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len);
@@ -291,6 +292,16 @@ void zg_h1c_settings_init(void);
 /* The codec's connection in a zg_upconn_t given by upstream.h; a new one
  * is set up for the loop of `gw`. */
 zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_gateway_t *gw);
+/* The request head for the instance, from the client's (s->req) and what
+ * the exchange decided in `o` (target, Host, forwarding headers); the
+ * codec adds framing and the protocol switch, and writes it into
+ * s->up_head (kept for a retry). 0, or -1 when it is too large. */
+int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o);
+/* Request body bytes (decoded), and the end of the body, staged for the
+ * instance in the framing the head announced. 0 or -1. */
+int zg_h1c_request_body(zg_http_session_t *s, zg_http_upstream_t *u,
+                        const char *p, size_t len);
+int zg_h1c_request_end(zg_http_session_t *s, zg_http_upstream_t *u);
 /* Bytes staged for the instance, written at the next zg_h1c_flush. */
 int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len);
 /* One chunk of a chunked request body, staged. */

@@ -344,6 +344,45 @@ static void on_upstream_write(uv_write_t *req, int status) {
   zg_exchange_instance_drained(s);
 }
 
+int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o) {
+  int n = -1;
+  /* The protocol switch the client asked for (its codec kept it), and the
+   * framing from llhttp's flags: zg_http_check_request refused a length
+   * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
+  o->upgrade = s->upgrade[0] ? s->upgrade : NULL;
+  s->req_chunked = s->req->chunked;
+  s->req_has_body = zg_http_request_framing(s->req, o);
+  /* A pooled block holds nearly every head; a larger one is written again
+   * into a heap buffer. */
+  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
+    s->up_head_cap = ZG_BUF_SIZE;
+    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+  }
+  if (n < 0) {
+    zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
+    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
+      s->up_head_cap = OUT_HEAD_MAX;
+      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+    }
+  }
+  if (n < 0)
+    return -1;
+  s->up_head_len = (size_t)n;
+  return 0;
+}
+
+int zg_h1c_request_body(zg_http_session_t *s, zg_http_upstream_t *u,
+                        const char *p, size_t len) {
+  if (s->req_chunked)
+    return zg_h1c_chunk(u, p, len) ? -1 : 0;
+  return zg_h1c_stage(u, p, len) ? -1 : 0;
+}
+
+int zg_h1c_request_end(zg_http_session_t *s, zg_http_upstream_t *u) {
+  return s->req_chunked && zg_h1c_stage(u, "0\r\n\r\n", 5) != 0 ? -1 : 0;
+}
+
 zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_gateway_t *gw) {
   zg_http_upstream_t *u = upstream_of(c);
   if (!u->gw) { /* a new connection */

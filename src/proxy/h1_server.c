@@ -267,8 +267,21 @@ static int req_on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* the next pipelined request waits its turn */
 }
 
-/* The head is in: what the exchange records of it, for the access log
- * and the metrics. Returns the head's length in the input buffer. */
+/* The protocol switch the client asks for (RFC 9110 §7.8: Upgrade, named
+ * in Connection, HTTP/1.1 only), kept in s->upgrade for the instance's
+ * request head and for the 101 that may answer it; "" when none. */
+static void request_upgrade(zg_http_session_t *s) {
+  const zg_hdr_t *up = zg_http_find(s->req, "upgrade");
+  s->upgrade[0] = '\0';
+  if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
+      up->value_len < sizeof(s->upgrade))
+    snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
+             s->req->buf + up->value_off);
+}
+
+/* The head is in: what the codec records of it (framing, keep-alive, the
+ * protocol switch asked for). Returns the head's length in the input
+ * buffer. */
 static size_t head_record(zg_http_session_t *s) {
   zg_conn_ticket_head_done(&s->conn); /* max_head_connections */
   s->requests++;
@@ -279,7 +292,22 @@ static size_t head_record(zg_http_session_t *s) {
   zg_http_head_framing(s->req, &s->rp);
   s->head_req = s->rp.method == HTTP_HEAD;
   s->client_keep = zg_http_keep_alive(s->req);
+  request_upgrade(s);
   return (size_t)(llhttp_get_error_pos(&s->rp) - (s->in + s->head_start));
+}
+
+/* The head is in: the HTTP/1.1 checks llhttp 8.1 does not make
+ * (docs/platform.md, llhttp): zg_http_prescan over the raw head, then
+ * zg_http_check_request; the exchange takes it from there. */
+static void head_complete(zg_http_session_t *s) {
+  size_t head_len = head_record(s);
+  const char *reason = NULL;
+  int status = 0;
+  if (zg_http_prescan(s->in + s->head_start, head_len, &reason) != 0)
+    status = 400;
+  else if ((status = zg_http_check_request(s->req, &reason)) < 0)
+    status = 400;
+  zg_exchange_request_head(s, status, reason);
 }
 
 /* Bytes parsed are dropped once nothing points into them, and an empty
@@ -353,7 +381,7 @@ static void process_input(zg_http_session_t *s) {
       continue;
     }
     if (s->state == HS_HEAD && s->rd.head_seen)
-      zg_exchange_request_head(s, head_record(s));
+      head_complete(s);
     /* else: request complete (paused); the response decides what next */
   }
   if (s->state == HS_CLOSING)
