@@ -108,10 +108,10 @@ int zg_chunk_size_line(char *out, size_t len) {
  * complete, or an error response is out, or the session ends under it. */
 
 void zg_exchange_begin(zg_http_session_t *s) {
-  if (s->req_active)
+  if (s->x.req_active)
     return;
-  s->req_active = 1;
-  s->req_begin_ns = uv_hrtime();
+  s->x.req_active = 1;
+  s->x.req_begin_ns = uv_hrtime();
 }
 
 /* The phase of the exchange, for the termination code (core/term.h). */
@@ -124,7 +124,7 @@ zg_term_phase_t zg_exchange_phase(const zg_http_session_t *s) {
   case HS_CONNECT:
     return ZG_PHASE_CONNECT;
   case HS_EXCHANGE:
-    return s->req_done && !s->resp_head ? ZG_PHASE_HEADERS : ZG_PHASE_DATA;
+    return s->x.req_done && !s->x.resp_head ? ZG_PHASE_HEADERS : ZG_PHASE_DATA;
   default:
     return ZG_PHASE_DATA;
   }
@@ -136,15 +136,15 @@ void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
   zg_gateway_t *gw = s->gw;
   zg_traffic_t *t;
   uint64_t dur_us;
-  if (!s->req_active)
+  if (!s->x.req_active)
     return;
-  s->req_active = 0;
-  dur_us = (uv_hrtime() - s->req_begin_ns) / 1000;
-  t = s->svc ? &s->svc->traffic : &gw->unrouted;
-  zg_traffic_observe(t, s->status, dur_us);
+  s->x.req_active = 0;
+  dur_us = (uv_hrtime() - s->x.req_begin_ns) / 1000;
+  t = s->x.svc ? &s->x.svc->traffic : &gw->unrouted;
+  zg_traffic_observe(t, s->x.status, dur_us);
   zg_traffic_ended(t, term);
-  t->bytes_in += s->req_in;
-  t->bytes_out += s->req_out;
+  t->bytes_in += s->x.req_in;
+  t->bytes_out += s->x.req_out;
   if (gw->access_log) {
     zg_access_entry_t e;
     uv_timeval64_t tv;
@@ -153,26 +153,26 @@ void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
     e.time_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
     e.kind = "http";
     e.client = s->client_addr;
-    e.service = s->svc ? s->svc->conf->name : NULL;
-    e.instance = s->ureq.instance[0] ? s->ureq.instance : NULL;
-    e.method = s->method ? s->method : "-";
-    e.target = s->target ? s->target : "-";
-    e.target_len = s->target ? strlen(s->target) : 1;
-    e.status = s->status;
-    e.bytes_in = s->req_in;
-    e.bytes_out = s->req_out;
+    e.service = s->x.svc ? s->x.svc->conf->name : NULL;
+    e.instance = s->x.ureq.instance[0] ? s->x.ureq.instance : NULL;
+    e.method = s->x.method ? s->x.method : "-";
+    e.target = s->x.target ? s->x.target : "-";
+    e.target_len = s->x.target ? strlen(s->x.target) : 1;
+    e.status = s->x.status;
+    e.bytes_in = s->x.req_in;
+    e.bytes_out = s->x.req_out;
     e.duration_us = dur_us;
     e.term = term;
     e.phase = phase;
     e.reason = text;
     zg_access_log_write(gw->access_log, &e);
   }
-  s->status = 0;
-  s->req_in = s->req_out = 0;
-  s->ureq.instance[0] = '\0';
-  s->method = NULL;
-  free(s->target);
-  s->target = NULL;
+  s->x.status = 0;
+  s->x.req_in = s->x.req_out = 0;
+  s->x.ureq.instance[0] = '\0';
+  s->x.method = NULL;
+  free(s->x.target);
+  s->x.target = NULL;
 }
 
 /* ---- errors the gateway answers itself -------------------------------- */
@@ -186,18 +186,18 @@ void zg_exchange_error(zg_http_session_t *s, zg_term_t term, int status,
   zg_log_level_t lvl = status >= 500 ? ZG_LOG_WARN : ZG_LOG_INFO;
   if (zg_log_enabled(lvl))
     zg_log(lvl, "http", "client %s: %d %s%s%s", s->client_addr, status, message,
-           s->svc ? " service " : "", s->svc ? s->svc->conf->name : "");
-  zg_upstream_cancel(&s->ureq); /* answered without an instance */
-  s->resp_head = 1;
+           s->x.svc ? " service " : "", s->x.svc ? s->x.svc->conf->name : "");
+  zg_upstream_cancel(&s->x.ureq); /* answered without an instance */
+  s->x.resp_head = 1;
   zg_exchange_begin(s); /* a head refused before it was complete */
-  s->status = status;
+  s->x.status = status;
   if (zg_h1s_error(s, status, message) != 0) {
     zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
   zg_exchange_finish(s, term, phase, message);
-  s->resp_done = 1;
-  s->req_done = 1;
+  s->x.resp_done = 1;
+  s->x.req_done = 1;
   s->state = HS_EXCHANGE;
   zg_h1s_error_sent(s);
 }
@@ -222,9 +222,9 @@ int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
   if (zg_h1s_response_prepare(s, resp, &r, reason, client_cause) != 0)
     return -1;
   if (status == 101 || status >= 200) {
-    s->resp_head = 1;
-    s->sent_ms = 0; /* the response timeout no longer applies */
-    s->status = status;
+    s->x.resp_head = 1;
+    s->x.sent_ms = 0; /* the response timeout no longer applies */
+    s->x.status = status;
   }
   if (zg_h1s_response_write(s, resp, &r) != 0)
     return -1;
@@ -240,12 +240,12 @@ int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len) {
 int zg_exchange_response_end(zg_http_session_t *s) {
   if (zg_h1s_response_end(s) != 0)
     return -1;
-  s->resp_done = 1;
+  s->x.resp_done = 1;
   return 0;
 }
 
 void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   /* What this read produced for the client leaves in one write. */
   if (s->state != HS_CLOSING && zg_h1s_flush(s) != 0) {
     zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
@@ -262,17 +262,17 @@ void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st) {
 
 void zg_exchange_instance_drained(zg_http_session_t *s) {
   /* Read the client again if its body was paused for us. */
-  if ((s->state == HS_TUNNEL || !s->req_done) && !s->reading && s->up &&
-      zg_queued(&s->up->c.tcp) <= HIGH_WATER / 2)
+  if ((s->state == HS_TUNNEL || !s->x.req_done) && !s->reading && s->x.up &&
+      zg_queued(&s->x.up->c.tcp) <= HIGH_WATER / 2)
     zg_h1s_read_start(s);
 }
 
 int zg_exchange_timeout(zg_http_session_t *s, uint64_t now) {
-  if (s->svc && s->sent_ms && !s->resp_head &&
-      now - s->sent_ms >= s->svc->conf->response_timeout_ms) {
-    if (s->up)
-      s->up->keep = 0;
-    s->retried = 1; /* a timeout is not retried */
+  if (s->x.svc && s->x.sent_ms && !s->x.resp_head &&
+      now - s->x.sent_ms >= s->x.svc->conf->response_timeout_ms) {
+    if (s->x.up)
+      s->x.up->keep = 0;
+    s->x.retried = 1; /* a timeout is not retried */
     zg_exchange_upstream_failed(s, ZG_TERM_RESPONSE_TIMEOUT, 504);
     return 1;
   }
@@ -292,7 +292,7 @@ static int idempotent(int method) {
  * connection is closed. */
 void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
                                  int status) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   int reused = u && u->used;
   /* A reply the instance began (a bad one, or cut short) means it saw the
    * request: sending it again would make it see it twice. */
@@ -306,20 +306,20 @@ void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
      * body is still coming: the instance may be ending a request whose
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
-    if (!reused && s->req_done && !u->client_cause &&
-        zg_service_mark_failed(&s->gw->svc_ctx, u->c.key) && s->svc)
-      s->svc->traffic.ejections++;
-    s->up = NULL;
+    if (!reused && s->x.req_done && !u->client_cause &&
+        zg_service_mark_failed(&s->gw->svc_ctx, u->c.key) && s->x.svc)
+      s->x.svc->traffic.ejections++;
+    s->x.up = NULL;
     zg_h1c_release(u, 0);
   }
-  if (s->resp_head) {
+  if (s->x.resp_head) {
     zg_h1s_end(s, why);
     return;
   }
-  if (reused && !answered && !s->req_has_body && !s->retried &&
+  if (reused && !answered && !s->x.req_has_body && !s->x.retried &&
       s->state != HS_CLOSING && idempotent(s->req->method)) {
-    s->retried = 1;
-    s->ureq.ntried = 0;
+    s->x.retried = 1;
+    s->x.ureq.ntried = 0;
     s->state = HS_CONNECT;
     upstream_connect(s);
     return;
@@ -332,11 +332,11 @@ void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
 /* ---- sending the request --------------------------------------------- */
 
 static void send_request(zg_http_session_t *s) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   s->state = HS_EXCHANGE;
-  if (s->req_done) /* the response timeout runs from the request's end */
-    s->sent_ms = uv_now(s->gw->loop);
-  if (zg_h1c_stage(u, s->up_head, s->up_head_len) != 0) {
+  if (s->x.req_done) /* the response timeout runs from the request's end */
+    s->x.sent_ms = uv_now(s->gw->loop);
+  if (zg_h1c_stage(u, s->x.up_head, s->x.up_head_len) != 0) {
     zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
@@ -345,7 +345,7 @@ static void send_request(zg_http_session_t *s) {
     zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_READ_ERROR, 502);
     return;
   }
-  if (s->req_done) {
+  if (s->x.req_done) {
     /* no body: the parser waits at the end of the request */
     if (zg_h1c_flush(u) != 0)
       zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
@@ -381,34 +381,34 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
     return;
   }
   u->s = s;
-  s->up = u;
+  s->x.up = u;
   send_request(s);
 }
 
 /* Picks an instance not tried yet (and not failed, while others remain)
  * and gets a connection to it; a retry takes a new one. */
 static void upstream_connect(zg_http_session_t *s) {
-  s->ureq.svc = s->svc;
-  s->ureq.cb = on_upstream;
-  s->ureq.data = s;
-  s->ureq.tag = "http";
-  s->ureq.alpn_http = true;
-  s->ureq.conn_size = sizeof(zg_http_upstream_t);
-  s->ureq.conn_off = offsetof(zg_http_upstream_t, c);
-  s->ureq.idle = &s->gw->up_idle;
-  s->ureq.fresh = s->retried;
-  zg_upstream_connect(&s->ureq);
+  s->x.ureq.svc = s->x.svc;
+  s->x.ureq.cb = on_upstream;
+  s->x.ureq.data = s;
+  s->x.ureq.tag = "http";
+  s->x.ureq.alpn_http = true;
+  s->x.ureq.conn_size = sizeof(zg_http_upstream_t);
+  s->x.ureq.conn_off = offsetof(zg_http_upstream_t, c);
+  s->x.ureq.idle = &s->gw->up_idle;
+  s->x.ureq.fresh = s->x.retried;
+  zg_upstream_connect(&s->x.ureq);
 }
 
 int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   uint64_t limit = s->gw->cfg->proxy.max_request_body;
   if (!u)
     return -1;
-  s->body_bytes += len;
+  s->x.body_bytes += len;
   /* A Content-Length over the limit was refused with the head; a chunked
    * body is counted as it comes. */
-  if (limit && s->body_bytes > limit) {
+  if (limit && s->x.body_bytes > limit) {
     s->too_big = 1;
     return -2;
   }
@@ -416,17 +416,17 @@ int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len) {
 }
 
 int zg_exchange_request_end(zg_http_session_t *s) {
-  if (s->up && zg_h1c_request_end(s, s->up) != 0)
+  if (s->x.up && zg_h1c_request_end(s, s->x.up) != 0)
     return -1;
-  s->req_done = 1;
-  if (s->up)
-    s->sent_ms = uv_now(s->gw->loop); /* response_timeout starts now */
+  s->x.req_done = 1;
+  if (s->x.up)
+    s->x.sent_ms = uv_now(s->gw->loop); /* response_timeout starts now */
   return 0;
 }
 
 /* What the codec passed on of the request body leaves in one write. */
 void zg_exchange_request_flush(zg_http_session_t *s) {
-  if (s->up && s->up->ob && zg_h1c_flush(s->up) != 0)
+  if (s->x.up && s->x.up->ob && zg_h1c_flush(s->x.up) != 0)
     zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
 }
 
@@ -438,36 +438,36 @@ static int request_admit(zg_http_session_t *s, const zg_routed_t *rt,
                          char *subject, size_t subject_cap) {
   const zg_http_target_t *tg = &s->hl->targets[rt->route->service];
   uint64_t max_body = s->gw->cfg->proxy.max_request_body;
-  s->svc = zg_service_ref(tg->svc);
-  s->strip = tg->strip;
-  s->svc->accepted++;
-  s->svc->active++;
+  s->x.svc = zg_service_ref(tg->svc);
+  s->x.strip = tg->strip;
+  s->x.svc->accepted++;
+  s->x.svc->active++;
   if (max_body && s->req->has_length && s->req->content_length > max_body) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 413,
                       "request body too large"); /* RFC 9110 §15.5.14 */
     return -1;
   }
-  zg_pool_unref(s->ureq.pool);
-  s->ureq.pool = zg_service_pool(s->svc);
-  if (!s->ureq.pool) {
+  zg_pool_unref(s->x.ureq.pool);
+  s->x.ureq.pool = zg_service_pool(s->x.svc);
+  if (!s->x.ureq.pool) {
     char msg[160];
     uint64_t total;
     snprintf(msg, sizeof(msg), "service %s has no live instance",
-             s->svc->conf->name);
-    if (zg_service_refused(s->svc, &total))
+             s->x.svc->conf->name);
+    if (zg_service_refused(s->x.svc, &total))
       zg_warn("http", "%s (%llu requests refused so far)", msg,
               (unsigned long long)total);
     zg_exchange_error(s, ZG_TERM_NO_INSTANCE, 503, msg);
     return -1;
   }
-  zg_pool_ref(s->ureq.pool);
-  s->ureq.ntried = 0;
+  zg_pool_ref(s->x.ureq.pool);
+  s->x.ureq.ntried = 0;
   subject[0] = '\0';
   /* A service that requires client certificates takes only connections
    * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
-  if (s->tls && zg_tls_conn_client_subject(s->tls, s->svc->conf->tls_client_ca,
-                                           s->svc->conf->tls_verify, subject,
-                                           subject_cap) != 0) {
+  if (s->tls && zg_tls_conn_client_subject(
+                    s->tls, s->x.svc->conf->tls_client_ca,
+                    s->x.svc->conf->tls_verify, subject, subject_cap) != 0) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 421,
                       "this connection was not made with a client certificate "
                       "for this host");
@@ -509,10 +509,10 @@ void zg_exchange_request_head(zg_http_session_t *s, int status,
   char subject[1024];
 
   zg_exchange_begin(s);
-  s->method = llhttp_method_name((llhttp_method_t)s->req->method);
+  s->x.method = llhttp_method_name((llhttp_method_t)s->req->method);
   if (s->gw->access_log) {
-    free(s->target);
-    s->target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
+    free(s->x.target);
+    s->x.target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
   }
   if (status == 0)
     status = zg_http_route_target(s->hl->routes, s->req, &rt, &reason);
@@ -530,9 +530,10 @@ void zg_exchange_request_head(zg_http_session_t *s, int status,
     zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
     return;
   }
-  if (zg_http_rewrite_path(target, TARGET_MAX, s->ureq.pool->inst[0].base_path,
-                           rt.path, rt.path_len, rt.route->prefix, s->strip,
-                           rt.query, rt.query_len) < 0) {
+  if (zg_http_rewrite_path(target, TARGET_MAX,
+                           s->x.ureq.pool->inst[0].base_path, rt.path,
+                           rt.path_len, rt.route->prefix, s->x.strip, rt.query,
+                           rt.query_len) < 0) {
     zg_buf_put(s->gw, target);
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 414, "request target too long");
     return;
@@ -543,7 +544,7 @@ void zg_exchange_request_head(zg_http_session_t *s, int status,
   o.proto = s->tls ? "https" : "http";
   o.client_subject = s->tls && subject[0] ? subject : NULL;
   request_forwarding(s, &rt, &o, host_buf, sizeof(host_buf));
-  rc = zg_h1c_request_head(s, &o); /* kept in s->up_head for a retry */
+  rc = zg_h1c_request_head(s, &o); /* kept in s->x.up_head for a retry */
   zg_buf_put(s->gw, target);
   if (rc != 0) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
@@ -553,7 +554,7 @@ void zg_exchange_request_head(zg_http_session_t *s, int status,
 }
 
 void zg_exchange_done(zg_http_session_t *s) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   /* The end of the response goes out (and is counted) before anything
    * looks at the write queue. */
   if (zg_h1s_flush(s) != 0) {
@@ -561,26 +562,26 @@ void zg_exchange_done(zg_http_session_t *s) {
     return;
   }
   zg_exchange_finish(s, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
-  s->up = NULL;
+  s->x.up = NULL;
   if (u)
-    zg_h1c_release(u, s->req_done);
+    zg_h1c_release(u, s->x.req_done);
   /* No retry after a response: idle connections keep no head. */
-  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
   zg_h1s_exchange_end(s);
 }
 
 /* Ready for the next exchange on the session. */
 void zg_exchange_reset(zg_http_session_t *s) {
-  s->req_done = s->resp_head = s->resp_done = 0;
-  s->sent_ms = 0;
-  s->req_has_body = s->retried = 0;
-  if (s->svc) {
-    s->svc->active--;
-    zg_service_unref(s->svc);
-    s->svc = NULL;
+  s->x.req_done = s->x.resp_head = s->x.resp_done = 0;
+  s->x.sent_ms = 0;
+  s->x.req_has_body = s->x.retried = 0;
+  if (s->x.svc) {
+    s->x.svc->active--;
+    zg_service_unref(s->x.svc);
+    s->x.svc = NULL;
   }
-  zg_pool_unref(s->ureq.pool);
-  s->ureq.pool = NULL;
+  zg_pool_unref(s->x.ureq.pool);
+  s->x.ureq.pool = NULL;
 }
 
 void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,

@@ -9,9 +9,9 @@
  * end, a failure, the 101 hand-off), and the exchange drives each side
  * through that codec's set (zg_h1s_*, zg_h1c_*): an HTTP/2 codec
  * implements the same sets. Still HTTP/1-shaped: the heads are
- * zg_http_head_t (offsets into the HTTP/1 bytes) and the exchange writes
- * the instance's request head with zg_http_write_request; the session
- * struct holds the exchange and the client codec's state together. */
+ * zg_http_head_t (offsets into the bytes they were read from, with the
+ * HTTP/1 version and framing), and the exchange's functions take the
+ * session that holds the exchange (s->x) rather than the exchange. */
 #ifndef ZKGATE_PROXY_EXCHANGE_H
 #define ZKGATE_PROXY_EXCHANGE_H
 
@@ -65,6 +65,33 @@ struct zg_http_upstream {
 _Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
                "the reader is the upstream's first member");
 
+/* One request and its response, as the exchange (exchange.c) keeps it
+ * whatever the codecs: HTTP/1.1 has one at a time per client connection,
+ * in its session (s->x); an HTTP/2 connection will hold one per stream. */
+typedef struct {
+  zg_service_t *svc;      /* referenced */
+  int strip;              /* the route's prefix is stripped */
+  zg_upstream_req_t ureq; /* getting a connection; ureq.pool: the pool
+                             (referenced), ureq.instance: the instance */
+  char *up_head;          /* the instance's request head, kept for a retry */
+  size_t up_head_len, up_head_cap;
+  zg_http_upstream_t *up; /* the instance connection, while in use */
+  uint64_t sent_ms;       /* the request's end: response_timeout from it */
+  uint64_t body_bytes;    /* of the request, decoded */
+  unsigned req_has_body : 1;
+  unsigned req_done : 1;  /* the whole request was passed on */
+  unsigned resp_head : 1; /* a final response head went to the client */
+  unsigned resp_done : 1;
+  unsigned retried : 1; /* the one retry on a fresh connection */
+  /* for the metrics and the access log */
+  unsigned req_active : 1;
+  int status;               /* the final status sent, 0 before */
+  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
+  uint64_t req_in, req_out; /* bytes from and to the client */
+  const char *method;       /* static, llhttp's name; NULL before a head */
+  char *target;             /* as received, for the access log (malloc'ed) */
+} zg_http_exchange_t;
+
 struct zg_http_session {
   /* First (asserted below): the request parser's data points to the
    * session and to its reader alike (zg_http_request_settings). */
@@ -87,46 +114,27 @@ struct zg_http_session {
   zg_http_head_t *req; /* from the loop's pool, from a request's first byte
                           to the end of its exchange */
   unsigned reading : 1;
-  unsigned client_keep : 1; /* the client may send another request */
-  unsigned head_req : 1;    /* HEAD: the response has no body */
-  unsigned req_chunked : 1; /* request body re-chunked upstream */
-  unsigned req_has_body : 1;
-  unsigned req_done : 1;  /* the whole request was passed on */
-  unsigned resp_head : 1; /* a final response head went to the client */
-  unsigned resp_done : 1;
+  unsigned client_keep : 1;  /* the client may send another request */
+  unsigned head_req : 1;     /* HEAD: the response has no body */
+  unsigned req_chunked : 1;  /* request body re-chunked upstream */
   unsigned close_after : 1;  /* close the client after this response */
   unsigned client_eof : 1;   /* the client closed its side */
   unsigned resp_chunked : 1; /* response body chunked to the client */
-  unsigned retried : 1;      /* the one retry on a fresh connection */
   unsigned lingering : 1;    /* response out, write side shut, draining */
   unsigned too_big : 1;      /* a chunked body over max_request_body */
   unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
   char upgrade[64];          /* the protocol asked for, or "" */
   unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
   unsigned wait_drain : 1;   /* next request held until the client drains */
-  uint64_t body_bytes;       /* of the current request, decoded */
   uint64_t head_begin_ms;    /* first byte of the current request head */
-  zg_service_t *svc;         /* referenced */
-  int strip;                 /* the route's prefix is stripped */
-  zg_upstream_req_t ureq;    /* getting a connection; ureq.pool: the pool
-                                (referenced), ureq.instance: the instance */
-  char *up_head;             /* the rewritten request head, kept for a retry */
-  size_t up_head_len, up_head_cap;
-  zg_http_upstream_t *up;
   unsigned handles;
-  uint64_t last_active_ms, sent_ms, linger_ms;
+  uint64_t last_active_ms, linger_ms;
   uv_shutdown_t shutdown_req;
   uint64_t requests;
   zg_term_t reason;
   char client_addr[64];
   char client_ip[48];
-  /* the current request, for metrics and the access log */
-  unsigned req_active : 1;
-  int status;               /* the final status sent, 0 before */
-  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
-  uint64_t req_in, req_out; /* bytes from and to the client */
-  const char *method;       /* static, llhttp's name; NULL before a head */
-  char *target;             /* as received, for the access log (malloc'ed) */
+  zg_http_exchange_t x; /* the current exchange (one at a time) */
 };
 _Static_assert(offsetof(zg_http_session_t, rd) == 0,
                "the reader is the session's first member");

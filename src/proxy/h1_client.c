@@ -221,7 +221,7 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
     if (err != HPE_PAUSED)
       break;
     stop = llhttp_get_error_pos(&u->pp);
-    if (s->resp_done) {
+    if (s->x.resp_done) {
       if (stop != data + len)
         u->keep = 0; /* bytes after the response: not reusable */
       zg_exchange_done(s);
@@ -292,7 +292,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
   if (nread == UV_EOF && u->rd.head_seen) {
     /* A body read until the connection closes ends here. */
     llhttp_errno_t fin = llhttp_finish(&u->pp);
-    if ((fin == HPE_OK || fin == HPE_PAUSED) && s->resp_done) {
+    if ((fin == HPE_OK || fin == HPE_PAUSED) && s->x.resp_done) {
       u->keep = 0;
       zg_exchange_done(s);
       return;
@@ -351,24 +351,24 @@ int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o) {
    * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
   o->upgrade = s->upgrade[0] ? s->upgrade : NULL;
   s->req_chunked = s->req->chunked;
-  s->req_has_body = zg_http_request_framing(s->req, o);
+  s->x.req_has_body = zg_http_request_framing(s->req, o);
   /* A pooled block holds nearly every head; a larger one is written again
    * into a heap buffer. */
-  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
-  if ((s->up_head = zg_buf_get(s->gw)) != NULL) {
-    s->up_head_cap = ZG_BUF_SIZE;
-    n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
+  if ((s->x.up_head = zg_buf_get(s->gw)) != NULL) {
+    s->x.up_head_cap = ZG_BUF_SIZE;
+    n = zg_http_write_request(s->x.up_head, s->x.up_head_cap, s->req, o);
   }
   if (n < 0) {
-    zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
-    if ((s->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
-      s->up_head_cap = OUT_HEAD_MAX;
-      n = zg_http_write_request(s->up_head, s->up_head_cap, s->req, o);
+    zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
+    if ((s->x.up_head = malloc(OUT_HEAD_MAX)) != NULL) {
+      s->x.up_head_cap = OUT_HEAD_MAX;
+      n = zg_http_write_request(s->x.up_head, s->x.up_head_cap, s->req, o);
     }
   }
   if (n < 0)
     return -1;
-  s->up_head_len = (size_t)n;
+  s->x.up_head_len = (size_t)n;
   return 0;
 }
 

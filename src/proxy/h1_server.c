@@ -39,7 +39,7 @@ static void client_eof_check(zg_http_session_t *s);
 /* The one place bytes are written to the client: a TLS layer would
  * encrypt here. Takes `w`. */
 static int client_write(zg_http_session_t *s, wblk_t *w) {
-  s->req_out += w->len;
+  s->x.req_out += w->len;
   return zg_wblk_write(s->gw, s->tls, (uv_stream_t *)&s->client, w,
                        on_client_write);
 }
@@ -104,12 +104,12 @@ static void session_free_if_done(zg_http_session_t *s) {
   if (s->handles > 0)
     return;
   zg_http_buf_release(s->gw, &s->in, &s->in_cap);
-  zg_http_buf_release(s->gw, &s->up_head, &s->up_head_cap);
+  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
   zg_bufpool_put(&s->gw->http_heads, s->req);
-  zg_pool_unref(s->ureq.pool);
-  zg_service_unref(s->svc);
+  zg_pool_unref(s->x.ureq.pool);
+  zg_service_unref(s->x.svc);
   zg_http_listener_unref(s->hl);
-  free(s->target);
+  free(s->x.target);
   zg_conn_ticket_release(&s->conn);
   zg_bufpool_put(&s->gw->http_spool, s);
 }
@@ -129,8 +129,8 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   s->reason = term;
   zg_exchange_finish(s, term, phase, NULL);
   s->hl->active--;
-  if (s->svc)
-    s->svc->active--;
+  if (s->x.svc)
+    s->x.svc->active--;
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -141,10 +141,10 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
            s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
   zg_wblk_put(gw, s->ob); /* staged, never to be written */
   s->ob = NULL;
-  zg_upstream_cancel(&s->ureq);
-  if (s->up) {
-    zg_http_upstream_t *u = s->up;
-    s->up = NULL;
+  zg_upstream_cancel(&s->x.ureq);
+  if (s->x.up) {
+    zg_http_upstream_t *u = s->x.up;
+    s->x.up = NULL;
     u->s = NULL;
     zg_h1c_release(u, 0);
   }
@@ -246,7 +246,7 @@ void zg_h1s_request_body(zg_http_session_t *s) {
    * flushes the head with what it adds). */
   llhttp_resume(&s->rp);
   process_input(s);
-  if (s->state == HS_EXCHANGE && !s->req_done)
+  if (s->state == HS_EXCHANGE && !s->x.req_done)
     zg_h1s_read_start(s);
 }
 
@@ -343,7 +343,7 @@ static void process_input(zg_http_session_t *s) {
     /* Paused: waiting for an instance, or for the response. What the
      * parser passed on before (the end of a body, with the next request's
      * bytes behind it in the same read) is still flushed below. */
-    if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->req_done))
+    if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->x.req_done))
       break;
     if (!s->req && !(s->req = head_get(s->gw))) {
       zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
@@ -358,12 +358,12 @@ static void process_input(zg_http_session_t *s) {
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
       const char *why = llhttp_get_error_reason(&s->rp);
-      if (s->up) { /* a body cut short: the connection is unusable */
-        zg_http_upstream_t *u = s->up;
-        s->up = NULL;
+      if (s->x.up) { /* a body cut short: the connection is unusable */
+        zg_http_upstream_t *u = s->x.up;
+        s->x.up = NULL;
         zg_h1c_release(u, 0);
       }
-      if (!s->resp_head)
+      if (!s->x.resp_head)
         zg_exchange_error(s, ZG_TERM_BAD_REQUEST,
                           s->rd.too_many ? 431
                           : s->too_big   ? 413
@@ -406,7 +406,7 @@ static void reset_for_next(zg_http_session_t *s) {
   zg_exchange_reset(s);
   zg_http_reader_reset(&s->rd);
   s->too_big = 0;
-  s->body_bytes = 0;
+  s->x.body_bytes = 0;
   s->head_begin_ms = 0;
   s->resp_chunked = s->req_chunked = 0;
   s->head_req = 0;
@@ -419,7 +419,7 @@ static void reset_for_next(zg_http_session_t *s) {
 
 /* Keep-alive, pipelining or close, once an exchange ended. */
 void zg_h1s_exchange_end(zg_http_session_t *s) {
-  if (!s->req_done) {
+  if (!s->x.req_done) {
     /* The instance answered before the whole request was sent (an early
      * 413, say): the rest of the body cannot be told from a next
      * request. */
@@ -501,9 +501,9 @@ static void linger_close(zg_http_session_t *s) {
     return;
   s->lingering = 1;
   s->linger_ms = uv_now(s->gw->loop);
-  if (s->up) {
-    zg_http_upstream_t *u = s->up;
-    s->up = NULL;
+  if (s->x.up) {
+    zg_http_upstream_t *u = s->x.up;
+    s->x.up = NULL;
     zg_h1c_release(u, 0);
   }
   s->shutdown_req.data = s;
@@ -529,7 +529,7 @@ static void on_client_write(uv_write_t *req, int status) {
     zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  if ((s->resp_done || s->state == HS_HEAD) && s->close_after &&
+  if ((s->x.resp_done || s->state == HS_HEAD) && s->close_after &&
       zg_queued(&s->client) == 0) {
     linger_close(s);
     return;
@@ -547,9 +547,9 @@ static void on_client_write(uv_write_t *req, int status) {
       return;
   }
   /* Drained: read the instance again if it was paused for us. */
-  if (s->up && !s->up->c.closing && !s->up->reading && !s->upstream_eof &&
+  if (s->x.up && !s->x.up->c.closing && !s->x.up->reading && !s->upstream_eof &&
       zg_queued(&s->client) <= HIGH_WATER / 2)
-    zg_h1c_reading(s->up);
+    zg_h1c_reading(s->x.up);
 }
 
 /* ---- tunnel (after 101) ----------------------------------------------- */
@@ -582,7 +582,7 @@ static void on_upstream_tunnel_shutdown(uv_shutdown_t *req, int status) {
  * shuts the other's write side; the tunnel ends when both are done. */
 void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
                         const char *data, int from_client) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   uv_stream_t *to =
       from_client ? (uv_stream_t *)&u->c.tcp : (uv_stream_t *)&s->client;
   if (nread == 0)
@@ -614,7 +614,7 @@ void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   }
   s->last_active_ms = uv_now(s->gw->loop);
   if (from_client)
-    s->req_in += (uint64_t)nread;
+    s->x.req_in += (uint64_t)nread;
   if (from_client
           ? zg_h1c_stage(u, data, (size_t)nread) != 0 || zg_h1c_flush(u) != 0
           : to_client(s, data, (size_t)nread) != 0 || zg_h1s_flush(s) != 0) {
@@ -631,7 +631,7 @@ void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
 }
 
 void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
-  zg_http_upstream_t *u = s->up;
+  zg_http_upstream_t *u = s->x.up;
   s->state = HS_TUNNEL;
   u->keep = 0;
   zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->upgrade,
@@ -739,7 +739,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
                                     : ZG_TERM_CLIENT_ERROR);
     } else if (s->state == HS_HEAD) {
       zg_h1s_end(s, ZG_TERM_CLIENT_CLOSED_IN_HEAD);
-    } else if (!s->req_done) {
+    } else if (!s->x.req_done) {
       zg_h1s_end(s, ZG_TERM_CLIENT_CLOSED_IN_REQUEST);
     }
     /* else: the response is still to come; closed after it (and after
@@ -749,7 +749,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   if (s->state == HS_HEAD && s->in_len == s->head_start)
     s->head_begin_ms = uv_now(s->gw->loop);
   s->in_len += (size_t)nread;
-  s->req_in += (uint64_t)nread;
+  s->x.req_in += (uint64_t)nread;
   s->last_active_ms = uv_now(s->gw->loop);
   if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
     zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
@@ -762,8 +762,8 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
    * yet: waiting for an instance, or pipelined requests waiting for a
    * response), or an instance slower than the client's body. */
   if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
-      (s->state == HS_EXCHANGE && !s->req_done && s->up &&
-       zg_queued(&s->up->c.tcp) > HIGH_WATER)) {
+      (s->state == HS_EXCHANGE && !s->x.req_done && s->x.up &&
+       zg_queued(&s->x.up->c.tcp) > HIGH_WATER)) {
     zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
@@ -810,7 +810,7 @@ static void on_session_timer(uv_timer_t *t) {
   if (zg_exchange_timeout(s, now))
     return;
   if (idle && now - s->last_active_ms >= idle &&
-      !(s->sent_ms && !s->resp_head)) {
+      !(s->x.sent_ms && !s->x.resp_head)) {
     zg_h1s_end(s, ZG_TERM_IDLE_TIMEOUT);
     return;
   }
@@ -891,7 +891,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
 }
 
 int zg_h1s_idle(zg_http_session_t *s) {
-  return s->state == HS_HEAD && s->in_len == 0 && !s->req_active &&
+  return s->state == HS_HEAD && s->in_len == 0 && !s->x.req_active &&
          zg_queued(&s->client) == 0;
 }
 void zg_h1s_settings_init(void) {

@@ -182,8 +182,8 @@ size_t zg_http_instance_active(zg_gateway_t *gw, const zg_service_t *svc,
                                const char *key) {
   size_t n = 0;
   for (zg_http_session_t *s = gw->http_sessions; s; s = s->next)
-    n +=
-        s->svc == svc && (s->up || s->ureq.c) && !strcmp(s->ureq.instance, key);
+    n += s->x.svc == svc && (s->x.up || s->x.ureq.c) &&
+         !strcmp(s->x.ureq.instance, key);
   return n;
 }
 
