@@ -147,10 +147,6 @@ _Static_assert(offsetof(zg_http_session_t, rd) == 0,
 
 #define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
 
-#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
-#define MAX_FREE_WBLKS 256
-#define MAX_FREE_SESSIONS 256
-
 typedef struct wblk {
   uv_write_t req;
   void *owner; /* session or upstream */
