@@ -38,30 +38,6 @@ static void upstream_connect(zg_http_session_t *s);
  * call. Staged bytes are flushed at the end of each read callback and
  * before anything looks at the write queue. */
 
-/* Appends to the block staged in *ob, starting one when there is none;
- * a full block is handed to `flush`. */
-int zg_wblk_stage(zg_gateway_t *gw, wblk_t **ob, void *owner, const char *p,
-                  size_t len, int (*flush)(void *owner)) {
-  while (len > 0) {
-    size_t n;
-    if (!*ob && !(*ob = zg_wblk_get(gw, owner)))
-      return UV_ENOMEM;
-    n = WBLK_CAP - (*ob)->len;
-    if (n > len)
-      n = len;
-    memcpy((*ob)->data + (*ob)->len, p, n);
-    (*ob)->len += n;
-    p += n;
-    len -= n;
-    if ((*ob)->len == WBLK_CAP) {
-      int rc = flush(owner);
-      if (rc != 0)
-        return rc;
-    }
-  }
-  return 0;
-}
-
 /* Writes a block: at once when the socket takes it all (the usual case),
  * else what is left through uv_write, whose callback `cb` returns the
  * block. uv_try_write first because a uv_write that completes at once
