@@ -743,7 +743,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
       zg_h1s_end(s, ZG_TERM_CLIENT_CLOSED_IN_REQUEST);
     }
     /* else: the response is still to come; closed after it (and after
-     * the requests already read, exchange_done and next_request) */
+     * the requests already read, zg_h1s_exchange_end and next_request) */
     return;
   }
   if (s->state == HS_HEAD && s->in_len == s->head_start)
