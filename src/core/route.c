@@ -228,18 +228,23 @@ int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,
                           const char *head, size_t head_len, zg_routed_t *out,
                           const char **reason) {
   int status;
-  const char *hv;
-
-  const char *path;
-  size_t path_len;
-  int n;
-
   /* Not path_buf: it is written before it is read. */
   memset(out, 0, offsetof(zg_routed_t, path_buf));
   if (zg_http_prescan(head, head_len, reason) != 0)
     return 400;
   if ((status = zg_http_check_request(h, reason)) != 0)
     return status < 0 ? 400 : status;
+  return zg_http_route_target(t, h, out, reason);
+}
+
+int zg_http_route_target(const zg_route_table_t *t, const zg_http_head_t *h,
+                         zg_routed_t *out, const char **reason) {
+  const char *hv;
+  const char *path;
+  size_t path_len;
+  int n;
+
+  memset(out, 0, offsetof(zg_routed_t, path_buf));
   if (zg_http_split_target(h->buf + h->url_off, h->url_len, &path, &path_len,
                            &out->query, &out->query_len, &out->authority,
                            &out->authority_len) != 0) {

@@ -65,4 +65,11 @@ int zg_http_route_request(const zg_route_table_t *t, const zg_http_head_t *h,
                           const char *head, size_t head_len, zg_routed_t *out,
                           const char **reason);
 
+/* The routing part of zg_http_route_request, for a head its codec already
+ * checked (HTTP/1.1: zg_http_prescan and zg_http_check_request): from
+ * zg_http_split_target on. Returns 0 with *out, or 400, 404 or 414 with
+ * *reason. */
+int zg_http_route_target(const zg_route_table_t *t, const zg_http_head_t *h,
+                         zg_routed_t *out, const char **reason);
+
 #endif

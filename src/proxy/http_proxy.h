@@ -14,25 +14,9 @@
 #include "proxy/proxy.h"
 #include "upstream/service.h"
 
-/* What a route leads to: route.service indexes the listener's targets. */
-typedef struct {
-  zg_service_t *svc; /* referenced */
-  int strip;         /* the route's prefix is removed from the target */
-} zg_http_target_t;
-
-typedef struct zg_http_listener {
-  zg_proxy_ctx_t *gw; /* the loop's proxies' context */
-  uv_tcp_t tcp;
-  zg_listen_addr_t addr;
-  zg_route_table_t *routes; /* replaced as services come and go */
-  zg_http_target_t *targets;
-  size_t n_targets;
-  int listening;
-  int handle_open;
-  int retired;               /* a reload took its address away */
-  unsigned refs;             /* the loop's while in use, sessions' */
-  uint64_t accepted, active; /* client connections */
-} zg_http_listener_t;
+/* A listener shared by the HTTP services of one address (defined in
+ * proxy/exchange.h, the HTTP modules' own header). */
+typedef struct zg_http_listener zg_http_listener_t;
 
 /* This loop's HTTP state (px->http): made before zg_http_start, freed by
  * zg_http_free. 0 or UV_ENOMEM. */

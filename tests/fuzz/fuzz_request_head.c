@@ -2,10 +2,11 @@
  *
  * The input is what a client sends on one connection. It goes through
  * llhttp (strict mode) with the shipped reader (zg_http_request_settings
- * in src/core/http_msg.c, which src/proxy/http_proxy.c parses with), recording
+ * in src/core/http_msg.c, which src/proxy/h1_server.c parses with), recording
  * the head into a zg_http_head_t, pausing where the gateway pauses (at the end
  * of a head with a body, at the end of a request), and
- * each complete head through the same pure functions head_complete() runs:
+ * each complete head through the same pure functions
+ * zg_exchange_request_head() (src/proxy/exchange.c) runs:
  * zg_http_prescan, zg_http_check_request, zg_http_split_target,
  * zg_route_match, zg_http_rewrite_path, zg_http_write_request. Requests
  * that fail get the error response the gateway would send. Pipelined
@@ -40,7 +41,7 @@
 #include <string.h>
 #include <strings.h>
 
-/* As in src/proxy/http_proxy.c. */
+/* As in src/proxy/exchange.h and exchange.c. */
 #define HEAD_MAX 65536
 #define OUT_HEAD_MAX 81920
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512)
@@ -444,12 +445,12 @@ static void error_response(int status, const char *message, bool head_request) {
   shown = NULL;
 }
 
-/* ---- the request side: src/proxy/http_proxy.c's callbacks -----------------
+/* ---- the request side: src/proxy/h1_server.c's callbacks ------------------
  */
 
 typedef struct {
   /* First: the parser's data is the session and the shipped reader alike,
-   * as in src/proxy/http_proxy.c. */
+   * as in src/proxy/h1_server.c. */
   zg_http_reader_t rd;
   const char *in; /* where the current request starts: s->in after
                      reset_for_next() moved it to the buffer's start */
@@ -656,12 +657,12 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
   return d;
 }
 
-/* ---- the response side: src/proxy/http_proxy.c's upstream callbacks -------
+/* ---- the response side: src/proxy/h1_client.c's callbacks ----------------
  */
 
 typedef struct {
   /* First: the parser's data is the upstream and the shipped reader alike,
-   * as in src/proxy/http_proxy.c; rd.head_seen is clear while a head is read.
+   * as in src/proxy/h1_client.c; rd.head_seen is clear while a head is read.
    */
   zg_http_reader_t rd;
   const char *head; /* where the current response head starts */
@@ -710,7 +711,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
   CHECK(!(u->resp.chunked && u->resp.has_length));
   CHECK(!u->resp.has_length ||
         u->resp.content_length <= ZG_HTTP_MAX_CONTENT_LENGTH);
-  /* The shipped framing decision, as src/proxy/http_proxy.c makes it. */
+  /* The shipped framing decision, as src/proxy/h1_server.c makes it. */
   no_body = zg_http_response_bodiless(status, u->head_req);
   memset(&o, 0, sizeof(o));
   if (status >= 200 &&

@@ -1,0 +1,384 @@
+/* The HTTP exchange and its codecs, inside the proxy: what exchange.c (the
+ * exchange: routing, rewriting, connecting, retries, timeouts, metrics),
+ * h1_server.c (the HTTP/1.1 codec on the client connection), h1_client.c
+ * (the HTTP/1.1 codec on the instance connection) and http_proxy.c (the
+ * listeners) share. Not for other modules: they see http_proxy.h.
+ *
+ * The codecs call the exchange through the zg_exchange_* functions below
+ * (a request head, body bytes, its end; a response head, body bytes, its
+ * end, a failure, the 101 hand-off), and the exchange drives each side
+ * through that codec's set (zg_h1s_*, zg_h1c_*): an HTTP/2 codec
+ * implements the same sets. Still HTTP/1-shaped: the heads are
+ * zg_http_head_t (offsets into the bytes they were read from, with the
+ * HTTP/1 version and framing), and the exchange's functions take the
+ * session that holds the exchange (s->x) rather than the exchange. */
+#ifndef ZKGATE_PROXY_EXCHANGE_H
+#define ZKGATE_PROXY_EXCHANGE_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/http_msg.h"
+#include "core/term.h"
+#include "net/tls.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/route.h"
+#include "proxy/proxy.h"
+#include "upstream/service.h"
+#include "upstream/upstream.h"
+
+#define HEAD_MAX 65536     /* request or response head */
+#define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
+#define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
+
+typedef enum {
+  HS_HEAD = 0, /* reading a request head (or waiting for one) */
+  HS_CONNECT,  /* the head is in; getting an upstream connection */
+  HS_EXCHANGE, /* request sent or being sent; response expected */
+  HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
+  HS_CLOSING,
+} hs_state_t;
+
+typedef struct zg_http_upstream zg_http_upstream_t;
+typedef struct zg_http_session zg_http_session_t;
+
+struct zg_http_upstream {
+  /* First (asserted below): the response parser's data points to the
+   * upstream and to its reader alike (zg_http_response_settings). The
+   * reader's head_seen is clear while a response head is read. */
+  zg_http_reader_t rd;
+  zg_proxy_ctx_t *gw;   /* NULL until first given to a session */
+  zg_http_session_t *s; /* while in use; NULL when idle */
+  zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
+  llhttp_t pp;
+  char *head;                /* response head bytes, while reading it */
+  size_t head_len, head_cap; /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
+  struct wblk *ob;           /* bytes staged for the instance */
+  zg_http_head_t resp;
+  unsigned keep : 1;          /* reusable after the response */
+  unsigned used : 1;          /* has carried a request before this one */
+  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
+  unsigned answered : 1;      /* a byte of a response came for this exchange */
+  unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
+  uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
+};
+_Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
+               "the reader is the upstream's first member");
+
+/* One request and its response, as the exchange (exchange.c) keeps it
+ * whatever the codecs: HTTP/1.1 has one at a time per client connection,
+ * in its session (s->x); an HTTP/2 connection will hold one per stream. */
+typedef struct {
+  zg_service_t *svc;      /* referenced */
+  int strip;              /* the route's prefix is stripped */
+  zg_upstream_req_t ureq; /* getting a connection; ureq.pool: the pool
+                             (referenced), ureq.instance: the instance */
+  char *up_head;          /* the instance's request head, kept for a retry */
+  size_t up_head_len, up_head_cap;
+  zg_http_upstream_t *up; /* the instance connection, while in use */
+  uint64_t sent_ms;       /* the request's end: response_timeout from it */
+  uint64_t body_bytes;    /* of the request, decoded */
+  unsigned req_has_body : 1;
+  unsigned req_done : 1;  /* the whole request was passed on */
+  unsigned resp_head : 1; /* a final response head went to the client */
+  unsigned resp_done : 1;
+  unsigned retried : 1; /* the one retry on a fresh connection */
+  /* for the metrics and the access log */
+  unsigned req_active : 1;
+  int status;               /* the final status sent, 0 before */
+  uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
+  uint64_t req_in, req_out; /* bytes from and to the client */
+  const char *method;       /* static, llhttp's name; NULL before a head */
+  char *target;             /* as received, for the access log (malloc'ed) */
+} zg_http_exchange_t;
+
+typedef struct zg_http_listener zg_http_listener_t;
+
+/* What a route leads to: route.service indexes the listener's targets. */
+typedef struct {
+  zg_service_t *svc; /* referenced */
+  int strip;         /* the route's prefix is removed from the target */
+} zg_http_target_t;
+
+struct zg_http_listener {
+  zg_proxy_ctx_t *gw; /* the loop's proxies' context */
+  uv_tcp_t tcp;
+  zg_listen_addr_t addr;
+  zg_route_table_t *routes; /* replaced as services come and go */
+  zg_http_target_t *targets;
+  size_t n_targets;
+  int listening;
+  int handle_open;
+  int retired;               /* a reload took its address away */
+  unsigned refs;             /* the loop's while in use, sessions' */
+  uint64_t accepted, active; /* client connections */
+};
+
+/* This loop's HTTP state (zg_proxy_ctx_t.http), owned by http_proxy.c. */
+struct zg_http_loop {
+  zg_http_listener_t **listeners;
+  size_t n_listeners, cap_listeners;
+  zg_http_session_t *sessions; /* every open HTTP session */
+  zg_upidle_t up_idle;         /* idle upstream connections (keep-alive) */
+  int started;
+  zg_bufpool_t wblks;    /* write blocks */
+  zg_bufpool_t spool;    /* sessions, reused */
+  zg_bufpool_t heads;    /* parsed request heads */
+  zg_traffic_t unrouted; /* requests that reached no service */
+};
+
+struct zg_http_session {
+  /* First (asserted below): the request parser's data points to the
+   * session and to its reader alike (zg_http_request_settings). */
+  zg_http_reader_t rd;
+  zg_proxy_ctx_t *gw;
+  zg_http_listener_t *hl;
+  zg_conn_ticket_t conn; /* admission; in its head until the first one */
+  zg_http_session_t *prev, *next;
+  hs_state_t state;
+  uv_tcp_t client;
+  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
+  uv_timer_t timer;
+  llhttp_t rp;
+  char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
+               block, grown to IN_BIG for a large head */
+  size_t in_len, in_off; /* bytes held; bytes given to the parser */
+  size_t in_cap;
+  struct wblk *ob;     /* bytes staged for the client */
+  size_t head_start;   /* where the current request began in `in` */
+  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
+                          to the end of its exchange */
+  unsigned reading : 1;
+  unsigned client_keep : 1;  /* the client may send another request */
+  unsigned head_req : 1;     /* HEAD: the response has no body */
+  unsigned req_chunked : 1;  /* request body re-chunked upstream */
+  unsigned close_after : 1;  /* close the client after this response */
+  unsigned client_eof : 1;   /* the client closed its side */
+  unsigned resp_chunked : 1; /* response body chunked to the client */
+  unsigned lingering : 1;    /* response out, write side shut, draining */
+  unsigned too_big : 1;      /* a chunked body over max_request_body */
+  unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
+  char upgrade[64];          /* the protocol asked for, or "" */
+  unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
+  unsigned wait_drain : 1;   /* next request held until the client drains */
+  uint64_t head_begin_ms;    /* first byte of the current request head */
+  unsigned handles;
+  uint64_t last_active_ms, linger_ms;
+  uv_shutdown_t shutdown_req;
+  uint64_t requests;
+  zg_term_t reason;
+  char client_addr[64];
+  char client_ip[48];
+  zg_http_exchange_t x; /* the current exchange (one at a time) */
+};
+_Static_assert(offsetof(zg_http_session_t, rd) == 0,
+               "the reader is the session's first member");
+
+/* ---- write blocks ------------------------------------------------------
+ * Bytes for a peer are copied into a write block from the loop's pool (the
+ * copy keeps llhttp's pointers into buffers that are reused right after),
+ * staged there, and written with one uv_write when the code that produced
+ * them is done. */
+
+#define WBLK_CAP (ZG_BUF_SIZE + 256) /* a read's worth, plus chunk framing */
+
+typedef struct wblk {
+  uv_write_t req;
+  void *owner; /* session or upstream */
+  size_t len;
+  char data[WBLK_CAP];
+} wblk_t;
+
+static inline wblk_t *zg_wblk_get(zg_proxy_ctx_t *gw, void *owner) {
+  wblk_t *w = zg_bufpool_get(&gw->http->wblks);
+  if (w) {
+    w->owner = owner;
+    w->len = 0;
+  }
+  return w;
+}
+
+static inline void zg_wblk_put(zg_proxy_ctx_t *gw, wblk_t *w) {
+  zg_bufpool_put(&gw->http->wblks, w);
+}
+
+/* Appends to the block staged in *ob, starting one when there is none;
+ * a full block is handed to `flush`. Inline: it is on every body byte's
+ * path, in both codecs. */
+static inline int zg_wblk_stage(zg_proxy_ctx_t *gw, wblk_t **ob, void *owner,
+                                const char *p, size_t len,
+                                int (*flush)(void *owner)) {
+  while (len > 0) {
+    size_t n;
+    if (!*ob && !(*ob = zg_wblk_get(gw, owner)))
+      return UV_ENOMEM;
+    n = WBLK_CAP - (*ob)->len;
+    if (n > len)
+      n = len;
+    memcpy((*ob)->data + (*ob)->len, p, n);
+    (*ob)->len += n;
+    p += n;
+    len -= n;
+    if ((*ob)->len == WBLK_CAP) {
+      int rc = flush(owner);
+      if (rc != 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+/* Writes a block (taken) to `to`; `cb` returns it when it had to queue. */
+int zg_wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
+                  wblk_t *w, uv_write_cb cb);
+/* The size line of one chunk (RFC 9112 §7.1): hex digits and CRLF. */
+int zg_chunk_size_line(char *out, size_t len);
+/* Buffers of ZG_BUF_SIZE go back to the loop's pool, larger ones to free. */
+void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap);
+
+static inline size_t zg_queued(uv_tcp_t *t) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)t);
+}
+
+/* ---- the exchange, as the codecs see it -------------------------------- */
+
+/* The request head is in (s->req), checked by its codec: `status` 0, or
+ * the status to refuse it with (and `reason`). Counted for the metrics and
+ * the access log, then routed, rewritten, and sent to an instance. */
+void zg_exchange_request_head(zg_http_session_t *s, int status,
+                              const char *reason);
+/* Decoded request body bytes, staged for the instance. 0, -1, or -2 when
+ * the body goes over max_request_body. */
+int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len);
+/* The whole request came. 0 or -1. */
+int zg_exchange_request_end(zg_http_session_t *s);
+/* What the codec passed on of the request body leaves in one write. */
+void zg_exchange_request_flush(zg_http_session_t *s);
+/* The gateway answers `status` itself (no instance, a refused request)
+ * and the connection closes after it; `term` is why, for the log and the
+ * metrics. */
+void zg_exchange_error(zg_http_session_t *s, zg_term_t term, int status,
+                       const char *message);
+/* The response timeout, checked by the session's timer: 1 when it ran out
+ * (and was acted on). */
+int zg_exchange_timeout(zg_http_session_t *s, uint64_t now);
+/* Ready for the next exchange on the same session. */
+void zg_exchange_reset(zg_http_session_t *s);
+/* The metrics and the access log: a request is counted once, when it
+ * ends (its response is complete, an error response is out, or the
+ * session ends under it). `text`: the log's words when not term's own. */
+void zg_exchange_begin(zg_http_session_t *s);
+zg_term_phase_t zg_exchange_phase(const zg_http_session_t *s);
+void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
+                        zg_term_phase_t phase, const char *text);
+
+/* A final, interim or 101 response head from the instance, checked by the
+ * codec: goes to the client. Returns 0 (a body follows), 1 (no body), 2
+ * (101: the connection becomes a tunnel), or -1 with *reason when it
+ * cannot be passed on (*client_cause: because of the client's version,
+ * not the instance's fault). */
+int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
+                              const char **reason, bool *client_cause);
+/* Decoded response body bytes. 0 or -1. */
+int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len);
+/* The whole response came. 0 or -1. */
+int zg_exchange_response_end(zg_http_session_t *s);
+/* The codec is done with the response: the exchange ends. */
+void zg_exchange_done(zg_http_session_t *s);
+/* The instance failed us (`why`, answered with `status` when no response
+ * head went out yet). */
+void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
+                                 int status);
+/* After each read from the instance: what it produced goes out, and reads
+ * pause while the client is slower than the instance. */
+void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st);
+/* The instance's write queue drained. */
+void zg_exchange_instance_drained(zg_http_session_t *s);
+/* 101: bytes both ways from now on; `rest` came after the response head. */
+void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
+                              size_t len);
+/* Tunnel bytes (or EOF, an error) read from the instance. */
+void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+                             ssize_t nread, const char *data);
+
+/* ---- the HTTP/1.1 server codec (h1_server.c) -------------------------- */
+
+/* The request parser's settings (once per process). */
+void zg_h1s_settings_init(void);
+/* A connection on an HTTP listener (its uv_connection_cb). */
+void zg_h1s_accept(uv_stream_t *server, int status);
+/* Ends the session: its exchange is counted, its connections closed. */
+void zg_h1s_end(zg_http_session_t *s, zg_term_t term);
+/* Between requests, with nothing read and nothing left to send. */
+int zg_h1s_idle(zg_http_session_t *s);
+/* Staged bytes for the client go out. 0 or an error. */
+int zg_h1s_flush(zg_http_session_t *s);
+/* Reads the client (unless paused for a reason of its own). */
+void zg_h1s_read_start(zg_http_session_t *s);
+/* The request body waiting in the input buffer is read on. */
+void zg_h1s_request_body(zg_http_session_t *s);
+/* The response head for the client, in two steps: prepare decides its
+ * framing and keep-alive (and may refuse: -1 with *reason), write stages
+ * it. */
+typedef struct {
+  zg_http_resp_out_t o;
+  char proto[64], codings[256];
+  bool no_body; /* 1xx, 204, 304, a response to HEAD */
+} zg_h1s_resp_t;
+int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
+                            zg_h1s_resp_t *r, const char **reason,
+                            bool *client_cause);
+int zg_h1s_response_write(zg_http_session_t *s, const zg_http_head_t *resp,
+                          const zg_h1s_resp_t *r);
+int zg_h1s_response_body(zg_http_session_t *s, const char *p, size_t len);
+int zg_h1s_response_end(zg_http_session_t *s);
+/* An error response of the gateway's own, then the close after it. */
+int zg_h1s_error(zg_http_session_t *s, int status, const char *message);
+void zg_h1s_error_sent(zg_http_session_t *s);
+/* The exchange ended: the next request (keep-alive, pipelining) or the
+ * close. */
+void zg_h1s_exchange_end(zg_http_session_t *s);
+/* 101: the client connection becomes a tunnel to the instance's. */
+void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
+void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
+                        const char *data, int from_client);
+
+/* ---- the listeners (http_proxy.c) -------------------------------------- */
+void zg_http_listener_unref(zg_http_listener_t *hl);
+
+/* ---- the HTTP/1.1 client codec (h1_client.c) -------------------------- */
+
+/* The response parser's settings (once per process). */
+void zg_h1c_settings_init(void);
+/* The codec's connection in a zg_upconn_t given by upstream.h; a new one
+ * is set up for the loop of `gw`. */
+zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw);
+/* The request head for the instance, from the client's (s->req) and what
+ * the exchange decided in `o` (target, Host, forwarding headers); the
+ * codec adds framing and the protocol switch, and writes it into
+ * s->up_head (kept for a retry). 0, or -1 when it is too large. */
+int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o);
+/* Request body bytes (decoded), and the end of the body, staged for the
+ * instance in the framing the head announced. 0 or -1. */
+int zg_h1c_request_body(zg_http_session_t *s, zg_http_upstream_t *u,
+                        const char *p, size_t len);
+int zg_h1c_request_end(zg_http_session_t *s, zg_http_upstream_t *u);
+/* Bytes staged for the instance, written at the next zg_h1c_flush. */
+int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len);
+/* One chunk of a chunked request body, staged. */
+int zg_h1c_chunk(zg_http_upstream_t *u, const char *p, size_t len);
+int zg_h1c_flush(zg_http_upstream_t *u);
+/* A response is expected: a fresh parser, reading on. */
+void zg_h1c_response_start(zg_http_upstream_t *u);
+/* Reads from the instance again (after backpressure). */
+void zg_h1c_reading(zg_http_upstream_t *u);
+/* Done with `u` for this exchange: back to the idle pool when `reuse` and
+ * the response allowed it, else closed. */
+void zg_h1c_release(zg_http_upstream_t *u, int reuse);
+void zg_h1c_close(zg_http_upstream_t *u);
+
+#endif
