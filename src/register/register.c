@@ -1012,7 +1012,7 @@ static void stop(reg_t *r, const char *why) {
   uv_close((uv_handle_t *)&r->sigint, NULL);
   /* Closing the session deletes its ephemeral znodes at once; the client
    * waits for the server's answer. */
-  zg_zkconn_close(&r->zk);
+  zg_zkconn_close(&r->zk, NULL);
   if (r->node && connected)
     zg_info("register", "session 0x%llx closed: %s removed",
             (unsigned long long)r->session_id, r->node);

@@ -1,14 +1,10 @@
-/* The registry: owns the ZooKeeper handle, its uv_poll and timers, and for
- * every watched path the cache of decoded children. See registry.h.
+/* The registry: owns the ZooKeeper session and, for every watched path,
+ * the cache of decoded children. See registry.h.
  *
- * Driving the single-threaded client from libuv (docs/platform.md,
- * "Single-threaded, driven by libuv"):
- * zookeeper_interest() says which fd, which events and how long; we poll
- * that fd and arm a timer, and on either call zookeeper_process(). The fd
- * number is often reused for a new socket on reconnect, so the poll is
- * recreated whenever the number or the inode changes, and an fd reported
- * together with an error is never trusted. ZOOKEEPER_READ/WRITE are the
- * reverse of UV_READABLE/UV_WRITABLE and are not macros: mapped by hand.
+ * The client is driven from libuv by registry/zkconn (uv_poll, its timer,
+ * the interest/process cycle, the host names resolved off the loop): this
+ * file keeps what the session means (connection, expiry, authentication,
+ * flaps) and what it reads.
  *
  * Reads: a child list re-arms the child watch (zoo_awget_children2); data is
  * fetched only for children not seen before, so a change costs one list
@@ -28,8 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sys/stat.h>
 #include <zookeeper/zookeeper.h>
 
 typedef struct {
@@ -86,7 +80,6 @@ struct zg_registry {
   zg_registry_children_cb children_cb;
   void *cb_arg;
 
-  zhandle_t *zh;
   clientid_t last_client; /* the session we had; zero before the first */
   zg_zk_state_t state;
   uint64_t disconnected_ms; /* uv_now when the connection was lost */
@@ -96,9 +89,10 @@ struct zg_registry {
   char *auth;               /* digest "user:password", NULL: none. Secret */
   int auth_refused;         /* the server refused it; logged */
   uint64_t auth_refused_ms; /* when it last did */
-  zg_zkhosts_t zhosts;      /* the connect string, resolved off the loop */
-  int zhosts_set;
-  uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
+  zg_zkconn_t zk;           /* the handle and its loop driving; zk.zh is
+                               NULL while there is no session */
+  int zk_set;               /* zk initialised (zg_registry_start) */
+  uint64_t open_after_ms;   /* a failed zookeeper_init: not before then */
   zg_ratelimit_t open_rl;
   uint64_t max_watch_bytes; /* 0: no budget */
   uint64_t connected_ms;    /* uv_now of the last CONNECTED */
@@ -126,11 +120,6 @@ struct zg_registry {
   unsigned sweep_in_flight;
   uint64_t checks_total; /* stats issued by the sweep */
 
-  uv_poll_t *poll; /* heap: replaced while the old one is closing */
-  int poll_fd;
-  ino_t poll_ino;
-  int poll_events;
-  uv_timer_t zk_timer;     /* the client's own deadline */
   uv_timer_t health_timer; /* session watchdog and list retries */
   uv_timer_t coalesce_timer;
   uint64_t coalesce_ms;
@@ -158,28 +147,10 @@ static void watch_exists(reg_service_t *svc);
 static void graveyard_free(zg_registry_t *reg);
 static int name_cmp(const void *a, const void *b);
 
-/* Errors that a reconnection or a new session cures: retried, not logged. */
+/* Errors that a reconnection or a new session cures: retried, not logged.
+ * ZAUTHFAILED too: the handle is dead, and a new session is opened. */
 static int transient(int rc) {
-  return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT ||
-         rc == ZSESSIONEXPIRED || rc == ZCLOSING || rc == ZINVALIDSTATE ||
-         rc == ZSESSIONMOVED || rc == ZAUTHFAILED;
-}
-
-/* ---- the client's log --------------------------------------------------
- * zoo_set_log_callback's callback gets no context, so its rate limit is
- * the one piece of state here that is not in the registry. The client logs
- * two lines per reconnect attempt; a burst of 5 per 10 s keeps the cause
- * visible without flooding. */
-static zg_ratelimit_t zk_log_rl = {10000, 5, 0, 0, 0};
-
-static void on_zk_log(const char *message) {
-  uint64_t dropped;
-  if (zg_ratelimit_allow(&zk_log_rl, uv_hrtime() / 1000000, &dropped)) {
-    if (dropped)
-      zg_warn("zookeeper", "(%llu client messages suppressed)",
-              (unsigned long long)dropped);
-    zg_warn("zookeeper", "client: %s", message);
-  }
+  return zg_zkconn_transient(rc) || rc == ZAUTHFAILED;
 }
 
 /* ---- access: credentials and ACLs -------------------------------------
@@ -871,7 +842,7 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
   data_req_t *req = malloc(sizeof(*req) + nlen + 1);
   char *path = child_path(svc, c->name);
   int rc;
-  if (!req || !path || !reg->zh) {
+  if (!req || !path || !reg->zk.zh) {
     free(req);
     free(path);
     watch_release(svc, c); /* taken by a promotion: none was set */
@@ -885,9 +856,9 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
    * tells of changes in place; past the watch budget the child is read
    * without one, and the data sweep looks for its changes. */
   if (watch_take(svc, c)) {
-    rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
+    rc = zoo_awget(reg->zk.zh, path, on_data_watch, svc, on_data, req);
   } else {
-    rc = zoo_aget(reg->zh, path, 0, on_data, req);
+    rc = zoo_aget(reg->zk.zh, path, 0, on_data, req);
     reg->budget_short = 1; /* budget_warn() tells, once */
   }
   free(path);
@@ -1127,12 +1098,12 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
 static void list_children(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
   svc->need_list = 1;
-  if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
+  if (!reg->zk.zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
     return;
   if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
     return; /* the health timer retries */
-  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
-                          svc) == ZOK) {
+  if (zoo_awget_children2(reg->zk.zh, svc->path, on_child_watch, svc,
+                          on_children, svc) == ZOK) {
     svc->need_list = 0;
     svc->lists++;
     reg->lists_total++;
@@ -1141,9 +1112,9 @@ static void list_children(reg_service_t *svc) {
 
 static void watch_exists(reg_service_t *svc) {
   zg_registry_t *reg = svc->reg;
-  if (!reg->zh || reg->closing ||
-      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists, svc) !=
-          ZOK)
+  if (!reg->zk.zh || reg->closing ||
+      zoo_awexists(reg->zk.zh, svc->path, on_exists_watch, svc, on_exists,
+                   svc) != ZOK)
     svc->need_list = 1;
 }
 
@@ -1313,7 +1284,7 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
   }
   req->svc = svc;
   memcpy(req->name, c->name, nlen + 1);
-  rc = zoo_aexists(reg->zh, path, 0, on_sweep_stat, req);
+  rc = zoo_aexists(reg->zk.zh, path, 0, on_sweep_stat, req);
   free(path);
   if (rc != ZOK) {
     free(req);
@@ -1329,7 +1300,7 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
  * is due by now. */
 static void sweep_pump(zg_registry_t *reg) {
   uint64_t now = uv_now(reg->loop), spread, elapsed, due;
-  if (!reg->data_sweep_ms || !reg->zh || reg->closing ||
+  if (!reg->data_sweep_ms || !reg->zk.zh || reg->closing ||
       reg->state != ZG_ZK_CONNECTED)
     return;
   if (!reg->sweep_active) {
@@ -1487,11 +1458,11 @@ static int session_open(zg_registry_t *reg) {
   /* On the addresses the names resolved to, off the loop: UV_EAGAIN until
    * there are some (a failure to resolve is logged by zg_zkhosts). Static
    * instances and the state file serve meanwhile. */
-  reg->zh = zg_zkhosts_handle(&reg->zhosts, on_session_event,
-                              reg->session_timeout_ms, reg, on_zk_log);
-  if (!reg->zh && errno == EAGAIN)
+  rc = zg_zkconn_open(&reg->zk, reg->hosts, reg->session_timeout_ms,
+                      on_session_event, reg);
+  if (rc == UV_EAGAIN)
     return UV_EAGAIN;
-  if (!reg->zh) {
+  if (rc != 0) {
     /* Retried every second by the health timer; logged once a minute. */
     reg->open_after_ms = now + 1000;
     if (zg_ratelimit_allow(&reg->open_rl, now, &dropped))
@@ -1504,30 +1475,14 @@ static int session_open(zg_registry_t *reg) {
   }
   /* Queued before the handle connects: sent first on every connection. */
   if (reg->auth &&
-      (rc = zoo_add_auth(reg->zh, "digest", reg->auth, (int)strlen(reg->auth),
-                         on_auth, reg)) != ZOK) {
+      (rc = zoo_add_auth(reg->zk.zh, "digest", reg->auth,
+                         (int)strlen(reg->auth), on_auth, reg)) != ZOK) {
     zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
              auth_user_len(reg), reg->auth, zerror(rc));
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
+    zg_zkconn_reset(&reg->zk, 0);
     return ZG_EZOOKEEPER;
   }
   return 0;
-}
-
-static void on_poll_closed(uv_handle_t *h) {
-  zg_registry_t *reg = h->data;
-  free(h);
-  if (--reg->open_handles == 0 && reg->closing)
-    free(reg);
-}
-
-static void poll_drop(zg_registry_t *reg) {
-  if (reg->poll) {
-    uv_close((uv_handle_t *)reg->poll, on_poll_closed);
-    reg->poll = NULL;
-    reg->poll_fd = -1;
-  }
 }
 
 /* Closes the handle and opens a new session. Outside of zookeeper_process
@@ -1536,11 +1491,7 @@ static void session_restart(zg_registry_t *reg) {
   reg->reinit = 0;
   reg->flaps = 0;
   reg->expiries++;
-  poll_drop(reg); /* before the client closes the fd under it */
-  if (reg->zh) {
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
-  }
+  zg_zkconn_reset(&reg->zk, 0);
   graveyard_free(reg); /* the client that held their watches is gone */
   reg->state = ZG_ZK_CONNECTING;
   /* zookeeper_close answered the sweep's stats; the new session reads
@@ -1565,85 +1516,21 @@ static void session_restart(zg_registry_t *reg) {
     svc->dirty = 0;
     svc->resync = 1;
   }
-  if (session_open(reg) == 0)
-    update_interest(reg);
-  else
-    uv_timer_start(&reg->zk_timer, NULL, 0, 0); /* retried by health */
+  session_open(reg); /* else retried by the health timer */
 }
 
-static void after_process(zg_registry_t *reg) {
+/* After every zookeeper_process(), outside of the client's callbacks
+ * (zkconn updates the interest next). */
+static void after_process(zg_zkconn_t *zc) {
+  zg_registry_t *reg = zc->data;
   if (reg->reinit && !reg->closing)
     session_restart(reg);
-  else
-    update_interest(reg);
 }
 
-static void on_zk_poll(uv_poll_t *h, int status, int events) {
-  zg_registry_t *reg = h->data;
-  int zev = 0;
-  if (status < 0)
-    zev = ZOOKEEPER_READ | ZOOKEEPER_WRITE; /* let the client see the error */
-  if (events & UV_READABLE)
-    zev |= ZOOKEEPER_READ;
-  if (events & UV_WRITABLE)
-    zev |= ZOOKEEPER_WRITE;
-  zookeeper_process(reg->zh, zev);
-  after_process(reg);
-}
-
-static void on_zk_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
-  if (!reg->zh)
-    return;
-  zookeeper_process(reg->zh, 0);
-  after_process(reg);
-}
-
+/* After issuing requests from outside a client callback (zkconn.h). */
 static void update_interest(zg_registry_t *reg) {
-  int fd = -1, interest = 0, events = 0, rc;
-  struct timeval tv = {0, 0};
-  uint64_t timeout_ms;
-  struct stat st;
-
-  if (!reg->zh || reg->closing)
-    return;
-  rc = zookeeper_interest(reg->zh, &fd, &interest, &tv);
-  if (rc != ZOK || fd < 0 || fstat(fd, &st) != 0) {
-    /* The fd reported with an error may already belong to someone else:
-     * drop the poll and come back on the timer. */
-    poll_drop(reg);
-    timeout_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    if (timeout_ms < 50 || timeout_ms > 1000)
-      timeout_ms = rc == ZOK ? 50 : 200;
-    uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
-    return;
-  }
-  if (reg->poll && (reg->poll_fd != fd || reg->poll_ino != st.st_ino))
-    poll_drop(reg);
-  if (!reg->poll) {
-    uv_poll_t *p = malloc(sizeof(*p));
-    if (!p || uv_poll_init(reg->loop, p, fd) != 0) {
-      free(p);
-      uv_timer_start(&reg->zk_timer, on_zk_timer, 50, 0);
-      return;
-    }
-    p->data = reg;
-    reg->open_handles++;
-    reg->poll = p;
-    reg->poll_fd = fd;
-    reg->poll_ino = st.st_ino;
-    reg->poll_events = -1;
-  }
-  if (interest & ZOOKEEPER_READ)
-    events |= UV_READABLE;
-  if (interest & ZOOKEEPER_WRITE)
-    events |= UV_WRITABLE;
-  if (events != reg->poll_events) {
-    uv_poll_start(reg->poll, events, on_zk_poll);
-    reg->poll_events = events;
-  }
-  timeout_ms = (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
-  uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+  if (!reg->closing)
+    zg_zkconn_update(&reg->zk);
 }
 
 /* Every 100 ms: a disconnection longer than the session timeout is treated
@@ -1655,14 +1542,13 @@ static void on_health_timer(uv_timer_t *t) {
   if (reg->closing)
     return;
   check_stale(reg, now);
-  zg_zkhosts_tick(&reg->zhosts, reg->state == ZG_ZK_CONNECTED);
-  if (!reg->zh) {
-    if (session_open(reg) == 0)
-      update_interest(reg);
+  zg_zkhosts_tick(&reg->zk.hosts, reg->state == ZG_ZK_CONNECTED);
+  if (!reg->zk.zh) {
+    session_open(reg);
     return;
   }
   if (reg->state == ZG_ZK_DISCONNECTED) {
-    int timeout = zoo_recv_timeout(reg->zh);
+    int timeout = zoo_recv_timeout(reg->zk.zh);
     if (timeout <= 0)
       timeout = reg->session_timeout_ms;
     if (now - reg->disconnected_ms > (uint64_t)timeout) {
@@ -1700,7 +1586,6 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->cb = cb;
   reg->children_cb = children_cb;
   reg->cb_arg = cb_arg;
-  reg->poll_fd = -1;
   reg->state = ZG_ZK_CONNECTING;
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
@@ -1834,31 +1719,25 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
   }
 }
 
-/* New addresses go to the live handle (the client moves only if its
- * server is no longer among them); the first ones open the session. */
-static void on_registry_hosts(zg_zkhosts_t *zr, int status, int changed) {
-  zg_registry_t *reg = zr->data;
-  if (status != 0 || reg->closing)
-    return;
-  if (reg->zh && changed) {
-    zg_zkhosts_apply(zr, reg->zh);
-    update_interest(reg);
-  } else if (!reg->zh && session_open(reg) == 0) {
-    update_interest(reg);
-  }
+/* New addresses went to the live handle (zkconn: the client moves only if
+ * its server is no longer among them); the first ones open the session. */
+static void on_registry_hosts(zg_zkconn_t *zc, int status, int changed) {
+  zg_registry_t *reg = zc->data;
+  (void)changed;
+  if (status == 0 && !reg->closing && !reg->zk.zh)
+    session_open(reg);
 }
 
 int zg_registry_start(zg_registry_t *reg) {
   int rc;
-  zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
-  if ((rc = zg_zkhosts_init(reg->loop, &reg->zhosts, reg->hosts, "registry",
-                            on_registry_hosts, reg)) != 0) {
+  zg_zkconn_init(reg->loop, &reg->zk, after_process, reg);
+  reg->zk_set = 1;
+  if ((rc = zg_zkconn_set_hosts(&reg->zk, reg->hosts, "registry",
+                                on_registry_hosts)) != 0) {
     zg_error("registry", "ZooKeeper hosts '%s': %s", reg->hosts,
              zg_strerror(rc));
     return rc;
   }
-  reg->zhosts_set = 1;
-  uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
   uv_timer_init(reg->loop, &reg->coalesce_timer);
   reg->coalesce_timer.data = reg;
@@ -1873,14 +1752,12 @@ int zg_registry_start(zg_registry_t *reg) {
       zg_error("registry", "state file %s: out of memory: not written",
                reg->state_file);
   }
-  reg->zk_timer.data = reg;
   reg->health_timer.data = reg;
-  reg->open_handles = 3;
+  reg->open_handles = 2;
   reg->started = 1;
   /* A session that cannot open yet (names not resolved) is retried in the
    * background: the gateway starts and serves what it has. */
-  if (session_open(reg) == 0)
-    update_interest(reg);
+  session_open(reg);
   uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
   return 0;
 }
@@ -1945,35 +1822,10 @@ static void on_timer_closed(uv_handle_t *h) {
     free(reg);
 }
 
-/* A session whose handshake is on the wire exists on the server but not yet
- * for the client, and zookeeper_close() would leave it to expire (with its
- * ephemerals). At shutdown only, finish the handshake first, for at most
- * one second, so that the close below really ends the session. */
-static void settle_handshake(zhandle_t *zh) {
-  uint64_t deadline_ms = uv_hrtime() / 1000000 + 1000;
-  while (zoo_state(zh) == ZOO_ASSOCIATING_STATE) {
-    uint64_t now_ms = uv_hrtime() / 1000000, wait_ms;
-    struct timeval tv;
-    struct pollfd pfd;
-    int fd, interest, ev = 0;
-    if (now_ms >= deadline_ms ||
-        zookeeper_interest(zh, &fd, &interest, &tv) != ZOK || fd < 0)
-      return;
-    wait_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    if (wait_ms > deadline_ms - now_ms)
-      wait_ms = deadline_ms - now_ms;
-    pfd.fd = fd;
-    pfd.events = (short)(((interest & ZOOKEEPER_READ) ? POLLIN : 0) |
-                         ((interest & ZOOKEEPER_WRITE) ? POLLOUT : 0));
-    pfd.revents = 0;
-    if (poll(&pfd, 1, (int)wait_ms) < 0)
-      return;
-    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
-      ev |= ZOOKEEPER_READ;
-    if (pfd.revents & POLLOUT)
-      ev |= ZOOKEEPER_WRITE;
-    zookeeper_process(zh, ev);
-  }
+static void on_zk_closed(zg_zkconn_t *zc) {
+  zg_registry_t *reg = zc->data;
+  if (--reg->open_handles == 0)
+    free(reg);
 }
 
 void zg_registry_close(zg_registry_t *reg) {
@@ -1990,14 +1842,13 @@ void zg_registry_close(zg_registry_t *reg) {
     zg_state_writer_close(reg->state_writer);
     reg->state_writer = NULL;
   }
-  poll_drop(reg);
-  if (reg->zh) {
-    settle_handshake(reg->zh);
-    /* Ends the session now, so its ephemeral nodes go at once. Pending
-     * completions are called from here with ZCLOSING; they see `closing`
-     * and touch nothing but their own request. */
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
+  /* Ends the session now (a handshake on the wire is finished first, for
+   * at most a second), so its ephemeral nodes go at once. Pending
+   * completions are called from here with ZCLOSING; they see `closing` and
+   * touch nothing but their own request. */
+  if (reg->zk_set) {
+    reg->open_handles++;
+    zg_zkconn_close(&reg->zk, on_zk_closed);
   }
   reg->state = ZG_ZK_CLOSED;
   for (size_t i = 0; i < reg->n_services; i++)
@@ -2012,14 +1863,11 @@ void zg_registry_close(zg_registry_t *reg) {
   reg->state_file = NULL;
   secret_free(reg->auth);
   reg->auth = NULL;
-  if (reg->zhosts_set)
-    zg_zkhosts_close(&reg->zhosts);
-  reg->zhosts_set = 0;
   if (!reg->started) {
-    free(reg);
+    if (!reg->zk_set)
+      free(reg); /* else when zk's timer has closed */
     return;
   }
-  uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
 }
