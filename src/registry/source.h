@@ -3,7 +3,7 @@
  * decoded instances, watches a discovery root and gets child names, asks
  * for the connection state and the staleness, and never learns which
  * protocol is behind it. ZooKeeper is the first implementation
- * (registry/registry.h: zg_zk_source_new); a second one (etcd) implements
+ * (registry/zk_source.h: zg_zk_source_new); a second one (etcd) implements
  * the same operations.
  *
  * Provenance travels with each instance of a pool: zg_instance_t's znode

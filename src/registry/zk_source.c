@@ -1,5 +1,6 @@
-/* The registry: owns the ZooKeeper session and, for every watched path,
- * the cache of decoded children. See registry.h.
+/* The ZooKeeper registry source: owns the ZooKeeper session and, for every
+ * watched path, the cache of decoded children. See zk_source.h and
+ * source.h (the operations it implements for the gateway).
  *
  * The client is driven from libuv by registry/zkconn (uv_poll, its timer,
  * the interest/process cycle, the host names resolved off the loop): this
@@ -11,7 +12,7 @@
  * plus one read per new child, and a removal costs no read at all. Data
  * watches are kept within the watch budget; children past it are checked
  * by the data sweep instead (both below). */
-#include "registry/registry.h"
+#include "registry/zk_source.h"
 
 #include "core/error.h"
 #include "core/instance.h"
@@ -25,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zookeeper/zookeeper.h>
+
+typedef struct zk_source zk_source_t;
 
 typedef struct {
   char *name;
@@ -42,7 +45,7 @@ typedef struct {
 } reg_child_t;
 
 typedef struct reg_service {
-  zg_registry_t *reg;
+  zk_source_t *reg;
   void *ctx; /* the caller's, given back with each pool */
   int root;  /* a discovery root: its children are services, not
                 instances, and are reported by name */
@@ -72,16 +75,17 @@ typedef struct reg_service {
   uint64_t denied_ms; /* when it last did */
 } reg_service_t;
 
-struct zg_registry {
+struct zk_source {
+  zg_source_t base; /* first: a zg_source_t * is a zk_source_t * */
   uv_loop_t *loop;
   char *hosts;
   int session_timeout_ms;
-  zg_registry_publish_cb cb;
-  zg_registry_children_cb children_cb;
+  zg_source_publish_cb cb;
+  zg_source_children_cb children_cb;
   void *cb_arg;
 
   clientid_t last_client; /* the session we had; zero before the first */
-  zg_zk_state_t state;
+  zg_source_state_t state;
   uint64_t disconnected_ms; /* uv_now when the connection was lost */
   int reinit;               /* open a new session after this callback */
   int closing;
@@ -91,7 +95,7 @@ struct zg_registry {
   uint64_t auth_refused_ms; /* when it last did */
   zg_zkconn_t zk;           /* the handle and its loop driving; zk.zh is
                                NULL while there is no session */
-  int zk_set;               /* zk initialised (zg_registry_start) */
+  int zk_set;               /* zk initialised (zk_start) */
   uint64_t open_after_ms;   /* a failed zookeeper_init: not before then */
   zg_ratelimit_t open_rl;
   uint64_t max_watch_bytes; /* 0: no budget */
@@ -141,10 +145,11 @@ struct zg_registry {
   zg_ratelimit_t error_rl;
 };
 
-static void update_interest(zg_registry_t *reg);
+static void update_interest(zk_source_t *reg);
+static const zg_source_ops_t zk_ops;
 static void list_children(reg_service_t *svc);
 static void watch_exists(reg_service_t *svc);
-static void graveyard_free(zg_registry_t *reg);
+static void graveyard_free(zk_source_t *reg);
 static int name_cmp(const void *a, const void *b);
 
 /* Errors that a reconnection or a new session cures: retried, not logged.
@@ -168,11 +173,11 @@ static int transient(int rc) {
  * on the server until then). Last known pools serve all along. */
 #define DENIED_RETRY_MS 1000
 
-static int auth_user_len(const zg_registry_t *reg) {
+static int auth_user_len(const zk_source_t *reg) {
   return (int)strcspn(reg->auth, ":");
 }
 
-static uint64_t auth_retry_ms(const zg_registry_t *reg) {
+static uint64_t auth_retry_ms(const zk_source_t *reg) {
   return reg->session_timeout_ms > 1000 ? (uint64_t)reg->session_timeout_ms
                                         : 1000;
 }
@@ -187,7 +192,7 @@ static void secret_free(char *s) {
 }
 
 static void on_auth(int rc, const void *data) {
-  zg_registry_t *reg = (zg_registry_t *)(uintptr_t)data;
+  zk_source_t *reg = (zk_source_t *)(uintptr_t)data;
   if (rc != ZOK || reg->closing)
     return; /* a refusal is also a session event: auth_refused() */
   if (reg->auth_refused)
@@ -204,7 +209,7 @@ static void on_auth(int rc, const void *data) {
  * ZAUTHFAILED, which transient() takes as cured by a new session). It is
  * closed after this callback, and session_open() waits auth_retry_ms()
  * before the next. */
-static void auth_refused(zg_registry_t *reg) {
+static void auth_refused(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop);
   if (!reg->auth_refused && reg->auth) {
     zg_error("registry",
@@ -224,10 +229,10 @@ static void auth_refused(zg_registry_t *reg) {
   } else {
     zg_debug("registry", "ZooKeeper refused the authentication again");
   }
-  if (!reg->auth_refused && reg->state == ZG_ZK_CONNECTED)
+  if (!reg->auth_refused && reg->state == ZG_SOURCE_CONNECTED)
     reg->disconnected_ms = now;
-  if (reg->state == ZG_ZK_CONNECTED)
-    reg->state = ZG_ZK_DISCONNECTED;
+  if (reg->state == ZG_SOURCE_CONNECTED)
+    reg->state = ZG_SOURCE_DISCONNECTED;
   reg->auth_refused = 1;
   reg->auth_refused_ms = now;
   reg->reinit = 1;
@@ -235,7 +240,7 @@ static void auth_refused(zg_registry_t *reg) {
 
 /* ZNOAUTH on a list: the ACL of the path gives this session no READ. */
 static void list_denied(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   svc->denied_ms = uv_now(reg->loop);
   if (svc->denied)
     return;
@@ -271,7 +276,7 @@ static int64_t wall_ms(void) {
  * ZooKeeper has not confirmed since: max_stale at the next start counts
  * from there. */
 static void on_state_collect(void *arg, zg_state_writer_t *w) {
-  zg_registry_t *reg = arg;
+  zk_source_t *reg = arg;
   zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
   int64_t now = wall_ms(), lost;
   size_t n = 0;
@@ -288,9 +293,9 @@ static void on_state_collect(void *arg, zg_state_writer_t *w) {
     entries[n].endpoint = svc->endpoint;
     entries[n].pool = svc->published;
     entries[n].updated_ms = svc->published_wall_ms;
-    entries[n].fresh_ms = svc->from_file                  ? svc->file_fresh_ms
-                          : reg->state == ZG_ZK_CONNECTED ? now
-                                                          : lost;
+    entries[n].fresh_ms = svc->from_file ? svc->file_fresh_ms
+                          : reg->state == ZG_SOURCE_CONNECTED ? now
+                                                              : lost;
     n++;
   }
   zg_state_writer_put(w, entries, n, now);
@@ -300,7 +305,7 @@ static void on_state_collect(void *arg, zg_state_writer_t *w) {
 /* Written shortly after a change, so that a burst of publications (the
  * first synchronisation of many services) writes the file once; at most
  * once a second, off the loop (state.h). */
-static void schedule_state_write(zg_registry_t *reg) {
+static void schedule_state_write(zk_source_t *reg) {
   if (reg->state_writer && !reg->closing)
     zg_state_writer_mark(reg->state_writer);
 }
@@ -362,7 +367,7 @@ static int name_cmp(const void *a, const void *b) {
 /* Discovery roots first: the paths of the file under a root are its
  * children as last known, so that discovered services exist (and are
  * watched) before the pools are handed out. */
-static void state_apply(zg_registry_t *reg, loaded_t *l) {
+static void state_apply(zk_source_t *reg, loaded_t *l) {
   size_t n_roots = reg->n_services;
   uint64_t newest = UINT64_MAX; /* the age of the freshest pool taken */
   const char **names = malloc((l->n + 1) * sizeof(*names));
@@ -439,7 +444,7 @@ static void state_apply(zg_registry_t *reg, loaded_t *l) {
     reg->disconnected_ms -= newest;
 }
 
-static void state_load(zg_registry_t *reg) {
+static void state_load(zk_source_t *reg) {
   FILE *f = fopen(reg->state_file, "rb");
   char *text = NULL, err[160];
   size_t len = 0, cap = 0;
@@ -475,9 +480,9 @@ static void state_load(zg_registry_t *reg) {
  * instance (its static instances, if any, serve). Logged once per
  * service; the last known pool is kept for the state file and comes back
  * on reconnection if the registry still says so. */
-static void check_stale(zg_registry_t *reg, uint64_t now) {
+static void check_stale(zk_source_t *reg, uint64_t now) {
   int64_t wall = 0;
-  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED)
+  if (reg->max_stale_ms == 0 || reg->state == ZG_SOURCE_CONNECTED)
     return;
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = reg->services[i];
@@ -508,7 +513,7 @@ static void check_stale(zg_registry_t *reg, uint64_t now) {
 }
 
 static void publish_now(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   zg_instance_t *list;
   zg_pool_t *pool;
   size_t n = 0;
@@ -554,7 +559,7 @@ static void publish_now(reg_service_t *svc) {
 }
 
 static void on_coalesce_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
+  zk_source_t *reg = t->data;
   for (size_t i = 0; i < reg->n_services; i++)
     if (reg->services[i]->dirty && !reg->services[i]->resync &&
         reg->services[i]->outstanding == 0)
@@ -564,7 +569,7 @@ static void on_coalesce_timer(uv_timer_t *t) {
 /* Publication waits `coalesce_window` after the first change, so that a
  * burst of events (a deploy) makes one pool, not one per event. */
 static void publish(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   if (svc->resync)
     return; /* the children are not known yet: the pool would be empty */
   if (reg->coalesce_ms == 0) {
@@ -591,7 +596,7 @@ static void publish(reg_service_t *svc) {
  * root's new children), whose child watches are not optional. */
 #define BUDGET_RESERVE_DIV 16
 
-static size_t chroot_len(const zg_registry_t *reg) {
+static size_t chroot_len(const zk_source_t *reg) {
   const char *chroot = strchr(reg->hosts, '/');
   return chroot && chroot[1] ? strlen(chroot) : 0;
 }
@@ -603,7 +608,7 @@ static uint64_t data_watch_cost(const reg_service_t *svc,
   return 4 + chroot_len(svc->reg) + strlen(svc->path) + 1 + strlen(c->name);
 }
 
-static void path_bytes_recount(zg_registry_t *reg) {
+static void path_bytes_recount(zk_source_t *reg) {
   size_t clen = chroot_len(reg);
   reg->path_bytes = 0;
   reg->n_paths = reg->n_services + reg->n_graveyard;
@@ -615,14 +620,14 @@ static void path_bytes_recount(zg_registry_t *reg) {
   }
 }
 
-static uint64_t budget_used(const zg_registry_t *reg) {
+static uint64_t budget_used(const zk_source_t *reg) {
   return SETWATCHES_OVERHEAD + reg->path_bytes + reg->data_bytes +
          reg->graveyard_bytes;
 }
 
 /* 1 when `c` holds a data watch (already, or now taken from the budget). */
 static int watch_take(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   uint64_t cost, limit;
   if (c->watched)
     return 1;
@@ -637,7 +642,7 @@ static int watch_take(reg_service_t *svc, reg_child_t *c) {
 }
 
 static void watch_release(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   if (!c->watched)
     return;
   c->watched = 0;
@@ -837,7 +842,7 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
 }
 
 static void fetch(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t nlen = strlen(c->name);
   data_req_t *req = malloc(sizeof(*req) + nlen + 1);
   char *path = child_path(svc, c->name);
@@ -911,7 +916,7 @@ static int has_decoded(const reg_service_t *svc) {
  * like a vanished zk_path, services stay until the root says otherwise. */
 static void root_children(reg_service_t *svc, int rc,
                           const struct String_vector *strings) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   const char **names;
   if (rc == ZNONODE) {
     zg_info("registry",
@@ -946,7 +951,7 @@ static void root_children(reg_service_t *svc, int rc,
 static void on_children(int rc, const struct String_vector *strings,
                         const struct Stat *stat, const void *data) {
   reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t kept = 0;
   int removed = 0;
 
@@ -1096,9 +1101,9 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
 /* Lists the children and re-arms the child watch; when the node does not
  * exist, on_children turns to an exists watch. */
 static void list_children(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   svc->need_list = 1;
-  if (!reg->zk.zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
+  if (!reg->zk.zh || reg->closing || reg->state != ZG_SOURCE_CONNECTED)
     return;
   if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
     return; /* the health timer retries */
@@ -1111,7 +1116,7 @@ static void list_children(reg_service_t *svc) {
 }
 
 static void watch_exists(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   if (!reg->zk.zh || reg->closing ||
       zoo_awexists(reg->zk.zh, svc->path, on_exists_watch, svc, on_exists,
                    svc) != ZOK)
@@ -1147,13 +1152,13 @@ static void watch_exists(reg_service_t *svc) {
 #define FLAP_LIMIT 3
 
 /* The packet's size, from the books. */
-static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
+static uint64_t watch_bytes(const zk_source_t *reg, size_t *n_watches) {
   *n_watches = reg->n_paths + reg->n_data_watches + reg->n_graveyard_watches;
   return budget_used(reg);
 }
 
 /* Children read from their data that hold no data watch. */
-static size_t count_unwatched(const zg_registry_t *reg) {
+static size_t count_unwatched(const zk_source_t *reg) {
   size_t n = 0;
   for (size_t i = 0; i < reg->n_services; i++) {
     const reg_service_t *svc = reg->services[i];
@@ -1166,7 +1171,7 @@ static size_t count_unwatched(const zg_registry_t *reg) {
 /* Once when the budget is first reached (again after every child was
  * watched once more), at most every 10 minutes: the operator learns that
  * changes in place of some instances now take up to data_sweep. */
-static void budget_warn(zg_registry_t *reg) {
+static void budget_warn(zk_source_t *reg) {
   uint64_t dropped;
   size_t n;
   if (!reg->budget_short || reg->budget_warned)
@@ -1222,12 +1227,12 @@ typedef struct {
   char name[];
 } sweep_req_t;
 
-static void sweep_pump(zg_registry_t *reg);
+static void sweep_pump(zk_source_t *reg);
 
 static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
   sweep_req_t *req = (sweep_req_t *)(uintptr_t)data;
   reg_service_t *svc = req->svc;
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   reg_child_t *c;
   reg->sweep_in_flight--;
   if (reg->closing || svc->gone || !(c = child_find(svc, req->name))) {
@@ -1248,7 +1253,7 @@ static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
 }
 
 /* The next child of the pass to check, or NULL at its end. */
-static reg_child_t *sweep_next(zg_registry_t *reg, reg_service_t **svc_out) {
+static reg_child_t *sweep_next(zk_source_t *reg, reg_service_t **svc_out) {
   for (; reg->sweep_svc < reg->n_services;
        reg->sweep_svc++, reg->sweep_child = 0) {
     reg_service_t *svc = reg->services[reg->sweep_svc];
@@ -1266,7 +1271,7 @@ static reg_child_t *sweep_next(zg_registry_t *reg, reg_service_t **svc_out) {
 }
 
 static int sweep_check(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t nlen = strlen(c->name);
   sweep_req_t *req;
   char *path;
@@ -1298,10 +1303,10 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
 
 /* From the health timer and from each answer: issues the checks the pass
  * is due by now. */
-static void sweep_pump(zg_registry_t *reg) {
+static void sweep_pump(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), spread, elapsed, due;
   if (!reg->data_sweep_ms || !reg->zk.zh || reg->closing ||
-      reg->state != ZG_ZK_CONNECTED)
+      reg->state != ZG_SOURCE_CONNECTED)
     return;
   if (!reg->sweep_active) {
     if (now - reg->sweep_start_ms < reg->data_sweep_ms)
@@ -1338,7 +1343,7 @@ static void sweep_pump(zg_registry_t *reg) {
 
 /* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
  * this one (reg->reinit is then set and the reason logged). */
-static int connection_lost(zg_registry_t *reg) {
+static int connection_lost(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), bytes, dropped;
   size_t n;
   /* Only a reconnection re-sends watches: a new session's first
@@ -1349,7 +1354,7 @@ static int connection_lost(zg_registry_t *reg) {
     reg->flaps = 0;
     reg->disconnected_ms = now;
   }
-  reg->state = ZG_ZK_DISCONNECTED;
+  reg->state = ZG_SOURCE_DISCONNECTED;
   if (reg->flaps >= FLAP_LIMIT) {
     uint64_t was = reg->watch_budget;
     bytes = watch_bytes(reg, &n);
@@ -1396,7 +1401,7 @@ static int connection_lost(zg_registry_t *reg) {
 
 /* ---- session --------------------------------------------------------- */
 
-static void list_pending(zg_registry_t *reg) {
+static void list_pending(zk_source_t *reg) {
   for (size_t i = 0; i < reg->n_services; i++)
     if (reg->services[i]->need_list)
       list_children(reg->services[i]);
@@ -1404,7 +1409,7 @@ static void list_pending(zg_registry_t *reg) {
 
 static void on_session_event(zhandle_t *zh, int type, int state,
                              const char *path, void *ctx) {
-  zg_registry_t *reg = ctx;
+  zk_source_t *reg = ctx;
   (void)path;
   if (type != ZOO_SESSION_EVENT || reg->closing)
     return;
@@ -1420,7 +1425,7 @@ static void on_session_event(zhandle_t *zh, int type, int state,
            zoo_get_current_server(zh), chroot ? ", chroot " : "",
            chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
-    reg->state = ZG_ZK_CONNECTED;
+    reg->state = ZG_SOURCE_CONNECTED;
     reg->connected_ms = uv_now(reg->loop);
     reg->reconnected = same;
     if (!same)
@@ -1443,12 +1448,12 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
-    if (reg->state == ZG_ZK_CONNECTED)
+    if (reg->state == ZG_SOURCE_CONNECTED)
       connection_lost(reg);
   }
 }
 
-static int session_open(zg_registry_t *reg) {
+static int session_open(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), dropped;
   int rc;
   if (reg->auth_refused && now - reg->auth_refused_ms < auth_retry_ms(reg))
@@ -1487,13 +1492,13 @@ static int session_open(zg_registry_t *reg) {
 
 /* Closes the handle and opens a new session. Outside of zookeeper_process
  * only: the client must not be closed from its own callbacks. */
-static void session_restart(zg_registry_t *reg) {
+static void session_restart(zk_source_t *reg) {
   reg->reinit = 0;
   reg->flaps = 0;
   reg->expiries++;
   zg_zkconn_reset(&reg->zk, 0);
   graveyard_free(reg); /* the client that held their watches is gone */
-  reg->state = ZG_ZK_CONNECTING;
+  reg->state = ZG_SOURCE_CONNECTING;
   /* zookeeper_close answered the sweep's stats; the new session reads
    * every child, so its first pass comes a full interval later. */
   reg->sweep_in_flight = 0;
@@ -1522,13 +1527,13 @@ static void session_restart(zg_registry_t *reg) {
 /* After every zookeeper_process(), outside of the client's callbacks
  * (zkconn updates the interest next). */
 static void after_process(zg_zkconn_t *zc) {
-  zg_registry_t *reg = zc->data;
+  zk_source_t *reg = zc->data;
   if (reg->reinit && !reg->closing)
     session_restart(reg);
 }
 
 /* After issuing requests from outside a client callback (zkconn.h). */
-static void update_interest(zg_registry_t *reg) {
+static void update_interest(zk_source_t *reg) {
   if (!reg->closing)
     zg_zkconn_update(&reg->zk);
 }
@@ -1537,17 +1542,17 @@ static void update_interest(zg_registry_t *reg) {
  * as an expiry (a server restarted without its data refuses the old session
  * without ever saying it expired); failed lists are retried. */
 static void on_health_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
+  zk_source_t *reg = t->data;
   uint64_t now = uv_now(reg->loop);
   if (reg->closing)
     return;
   check_stale(reg, now);
-  zg_zkhosts_tick(&reg->zk.hosts, reg->state == ZG_ZK_CONNECTED);
+  zg_zkhosts_tick(&reg->zk.hosts, reg->state == ZG_SOURCE_CONNECTED);
   if (!reg->zk.zh) {
     session_open(reg);
     return;
   }
-  if (reg->state == ZG_ZK_DISCONNECTED) {
+  if (reg->state == ZG_SOURCE_DISCONNECTED) {
     int timeout = zoo_recv_timeout(reg->zk.zh);
     if (timeout <= 0)
       timeout = reg->session_timeout_ms;
@@ -1561,7 +1566,7 @@ static void on_health_timer(uv_timer_t *t) {
       return;
     }
   }
-  if (reg->state == ZG_ZK_CONNECTED) {
+  if (reg->state == ZG_SOURCE_CONNECTED) {
     list_pending(reg);
     budget_warn(reg);
     sweep_pump(reg);
@@ -1571,14 +1576,14 @@ static void on_health_timer(uv_timer_t *t) {
 
 /* ---- life ------------------------------------------------------------ */
 
-zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
-                               uint64_t session_timeout_ms,
-                               uint64_t coalesce_ms, zg_registry_publish_cb cb,
-                               zg_registry_children_cb children_cb,
-                               void *cb_arg) {
-  zg_registry_t *reg = calloc(1, sizeof(*reg));
+static zk_source_t *zk_new(uv_loop_t *loop, const char *hosts,
+                           uint64_t session_timeout_ms, uint64_t coalesce_ms,
+                           zg_source_publish_cb cb,
+                           zg_source_children_cb children_cb, void *cb_arg) {
+  zk_source_t *reg = calloc(1, sizeof(*reg));
   if (!reg)
     return NULL;
+  reg->base.ops = &zk_ops;
   reg->loop = loop;
   reg->hosts = strdup(hosts);
   reg->session_timeout_ms = (int)session_timeout_ms;
@@ -1586,7 +1591,7 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
   reg->cb = cb;
   reg->children_cb = children_cb;
   reg->cb_arg = cb_arg;
-  reg->state = ZG_ZK_CONNECTING;
+  reg->state = ZG_SOURCE_CONNECTING;
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
   zg_ratelimit_init(&reg->watch_rl, 60000, 1);
@@ -1608,7 +1613,7 @@ static void service_free(reg_service_t *svc) {
   free(svc);
 }
 
-static void graveyard_free(zg_registry_t *reg) {
+static void graveyard_free(zk_source_t *reg) {
   for (size_t i = 0; i < reg->n_graveyard; i++)
     service_free(reg->graveyard[i]);
   free(reg->graveyard);
@@ -1623,7 +1628,7 @@ static int same_opt(const char *a, const char *b) {
   return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-static int add_watch(zg_registry_t *reg, const char *zk_path,
+static int add_watch(zk_source_t *reg, const char *zk_path,
                      const char *endpoint, void *ctx, int root) {
   reg_service_t **ns, *svc = NULL;
   ns = realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
@@ -1661,23 +1666,24 @@ static int add_watch(zg_registry_t *reg, const char *zk_path,
   svc->need_list = 1;
   reg->services[reg->n_services++] = svc;
   path_bytes_recount(reg);
-  if (reg->started && reg->state == ZG_ZK_CONNECTED) {
+  if (reg->started && reg->state == ZG_SOURCE_CONNECTED) {
     list_children(svc);
     update_interest(reg);
   }
   return 0;
 }
 
-int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
-                      const char *endpoint, void *ctx) {
-  return add_watch(reg, zk_path, endpoint, ctx, 0);
+static int zk_watch(zg_source_t *src, const char *zk_path, const char *endpoint,
+                    void *ctx) {
+  return add_watch((zk_source_t *)src, zk_path, endpoint, ctx, 0);
 }
 
-int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx) {
-  return add_watch(reg, zk_root, NULL, ctx, 1);
+static int zk_watch_root(zg_source_t *src, const char *zk_root, void *ctx) {
+  return add_watch((zk_source_t *)src, zk_root, NULL, ctx, 1);
 }
 
-void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx) {
+static void zk_retarget(zg_source_t *src, void *old_ctx, void *new_ctx) {
+  zk_source_t *reg = (zk_source_t *)src;
   for (size_t i = 0; i < reg->n_services; i++)
     if (reg->services[i]->ctx == old_ctx) {
       reg->services[i]->ctx = new_ctx;
@@ -1685,7 +1691,8 @@ void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx) {
     }
 }
 
-void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
+static void zk_unwatch(zg_source_t *src, void *ctx) {
+  zk_source_t *reg = (zk_source_t *)src;
   for (size_t i = 0; i < reg->n_services; i++) {
     reg_service_t *svc = reg->services[i], **ng;
     if (svc->ctx != ctx)
@@ -1722,13 +1729,14 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
 /* New addresses went to the live handle (zkconn: the client moves only if
  * its server is no longer among them); the first ones open the session. */
 static void on_registry_hosts(zg_zkconn_t *zc, int status, int changed) {
-  zg_registry_t *reg = zc->data;
+  zk_source_t *reg = zc->data;
   (void)changed;
   if (status == 0 && !reg->closing && !reg->zk.zh)
     session_open(reg);
 }
 
-int zg_registry_start(zg_registry_t *reg) {
+static int zk_start(zg_source_t *src) {
+  zk_source_t *reg = (zk_source_t *)src;
   int rc;
   zg_zkconn_init(reg->loop, &reg->zk, after_process, reg);
   reg->zk_set = 1;
@@ -1762,11 +1770,7 @@ int zg_registry_start(zg_registry_t *reg) {
   return 0;
 }
 
-zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
-  return reg->state;
-}
-
-int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
+static int zk_set_auth(zk_source_t *reg, const char *digest) {
   secret_free(reg->auth);
   reg->auth = NULL;
   if (digest && !(reg->auth = strdup(digest)))
@@ -1774,70 +1778,65 @@ int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
   return 0;
 }
 
-void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
+static void zk_set_max_watch_bytes(zk_source_t *reg, uint64_t bytes) {
   reg->max_watch_bytes = bytes;
   reg->watch_budget = bytes;
 }
 
-void zg_registry_set_data_sweep(zg_registry_t *reg, uint64_t interval_ms) {
+static void zk_set_data_sweep(zk_source_t *reg, uint64_t interval_ms) {
   reg->data_sweep_ms = interval_ms;
 }
 
-int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
-                          uint64_t max_stale_ms) {
+static int zk_set_state(zk_source_t *reg, const char *state_file,
+                        uint64_t max_stale_ms) {
   reg->max_stale_ms = max_stale_ms;
   if (state_file && !(reg->state_file = strdup(state_file)))
     return UV_ENOMEM;
   return 0;
 }
 
-void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out) {
+static void zk_stats(const zg_source_t *src, zg_source_stats_t *out) {
+  const zk_source_t *reg = (const zk_source_t *)src;
   memset(out, 0, sizeof(*out));
+  out->kind = ZG_SOURCE_ZOOKEEPER;
   out->state = reg->state;
-  if (reg->state != ZG_ZK_CONNECTED && reg->started)
+  if (reg->state != ZG_SOURCE_CONNECTED && reg->started)
     out->disconnected_for_ms = uv_now(reg->loop) - reg->disconnected_ms;
   out->max_stale_ms = reg->max_stale_ms;
   out->expiries = reg->expiries;
   out->watch_events = reg->watch_events;
-  out->lists = reg->lists_total;
-  out->reads = reg->reads_total;
-  out->checks = reg->checks_total;
-  out->path_watches = reg->n_paths;
-  out->data_watches = reg->n_data_watches + reg->n_graveyard_watches;
-  out->unwatched = count_unwatched(reg);
-  out->watch_bytes = budget_used(reg);
-  out->watch_budget = reg->watch_budget;
+  out->zk.lists = reg->lists_total;
+  out->zk.reads = reg->reads_total;
+  out->zk.checks = reg->checks_total;
+  out->zk.path_watches = reg->n_paths;
+  out->zk.data_watches = reg->n_data_watches + reg->n_graveyard_watches;
+  out->zk.unwatched = count_unwatched(reg);
+  out->zk.watch_bytes = budget_used(reg);
+  out->zk.watch_budget = reg->watch_budget;
   out->last_update_wall_ms = reg->last_update_wall_ms;
 }
 
-void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
-                        uint64_t *reads) {
-  *lists = reg->lists_total;
-  *reads = reg->reads_total;
-}
-
 static void on_timer_closed(uv_handle_t *h) {
-  zg_registry_t *reg = h->data;
+  zk_source_t *reg = h->data;
   if (--reg->open_handles == 0)
     free(reg);
 }
 
 static void on_zk_closed(zg_zkconn_t *zc) {
-  zg_registry_t *reg = zc->data;
+  zk_source_t *reg = zc->data;
   if (--reg->open_handles == 0)
     free(reg);
 }
 
-void zg_registry_close(zg_registry_t *reg) {
-  if (!reg)
-    return;
+static void zk_close(zg_source_t *src) {
+  zk_source_t *reg = (zk_source_t *)src;
   reg->closing = 1;
   /* A state file write still waiting is collected now, and done on the
    * thread pool (the loop runs until it is). Connected, the file is written
    * anyway: its pools were current until now, and the next start counts
    * max_stale from the time it records. */
   if (reg->state_writer) {
-    if (reg->state == ZG_ZK_CONNECTED)
+    if (reg->state == ZG_SOURCE_CONNECTED)
       zg_state_writer_mark(reg->state_writer);
     zg_state_writer_close(reg->state_writer);
     reg->state_writer = NULL;
@@ -1850,7 +1849,7 @@ void zg_registry_close(zg_registry_t *reg) {
     reg->open_handles++;
     zg_zkconn_close(&reg->zk, on_zk_closed);
   }
-  reg->state = ZG_ZK_CLOSED;
+  reg->state = ZG_SOURCE_CLOSED;
   for (size_t i = 0; i < reg->n_services; i++)
     service_free(reg->services[i]);
   reg->n_services = 0; /* before graveyard_free() counts the paths */
@@ -1870,4 +1869,36 @@ void zg_registry_close(zg_registry_t *reg) {
   }
   uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
   uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
+}
+
+static const zg_source_ops_t zk_ops = {
+    .watch = zk_watch,
+    .watch_root = zk_watch_root,
+    .unwatch = zk_unwatch,
+    .retarget = zk_retarget,
+    .start = zk_start,
+    .close = zk_close,
+    .stats = zk_stats,
+};
+
+int zg_zk_source_new(uv_loop_t *loop, const zg_config_t *cfg,
+                     zg_source_publish_cb cb, zg_source_children_cb children_cb,
+                     void *cb_arg, zg_source_t **out) {
+  zk_source_t *reg;
+  *out = NULL;
+  if (!cfg->zk.hosts)
+    return 0;
+  reg = zk_new(loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
+               cfg->zk.coalesce_window_ms, cb, children_cb, cb_arg);
+  if (!reg)
+    return UV_ENOMEM;
+  if (zk_set_auth(reg, cfg->zk.auth) != 0 ||
+      zk_set_state(reg, cfg->zk.state_file, cfg->zk.max_stale_ms) != 0) {
+    zk_close(&reg->base); /* never started: freed at once */
+    return UV_ENOMEM;
+  }
+  zk_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
+  zk_set_data_sweep(reg, cfg->zk.data_sweep_ms);
+  *out = &reg->base;
+  return 0;
 }
