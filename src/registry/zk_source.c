@@ -17,10 +17,11 @@
 #include "core/error.h"
 #include "core/instance.h"
 #include "core/log.h"
-#include "registry/state.h"
+#include "registry/catalog.h"
 #include "registry/zkconn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,32 +46,15 @@ typedef struct {
 } reg_child_t;
 
 typedef struct reg_service {
+  zg_catalog_entry_t e; /* first: the catalog's entry (path, endpoint, ctx,
+                           root, the pool published, outstanding reads) */
   zk_source_t *reg;
-  void *ctx; /* the caller's, given back with each pool */
-  int root;  /* a discovery root: its children are services, not
-                instances, and are reported by name */
-  int gone;  /* unwatched: in the graveyard until no callback can come */
-  char *path;
-  zg_decode_opts_t opts;
-  char *endpoint; /* owned; opts.endpoint points here */
+  int gone; /* unwatched: in the graveyard until no callback can come */
+  zg_decode_opts_t opts; /* opts.endpoint points at e.endpoint */
   reg_child_t *children;
   size_t n_children, cap_children;
-  size_t n_sorted;      /* children[0..n_sorted) are sorted by name */
-  unsigned outstanding; /* data reads in flight */
-  int need_list;        /* list (and re-arm the watch) when connected */
-  int synced;           /* published at least once */
-  int dirty;            /* a publication is waiting for the window */
-  int resync; /* a new session forgot the children: nothing is published
-                 until its first list has been applied */
-  int stale;  /* past max_stale: the gateway has an empty pool, `published`
-                 still holds the last known one */
-  int64_t published_wall_ms; /* when `published` was published */
-  int from_file;             /* `published` came from the state file and
-                                ZooKeeper has not confirmed it yet */
-  int64_t file_fresh_ms;     /* from_file: known current then (wall) */
-  uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
-  uint64_t version;
-  zg_pool_t *published;
+  size_t n_sorted;    /* children[0..n_sorted) are sorted by name */
+  int need_list;      /* list (and re-arm the watch) when connected */
   int denied;         /* ZooKeeper refused to list it (ZNOAUTH); logged */
   uint64_t denied_ms; /* when it last did */
 } reg_service_t;
@@ -80,14 +64,11 @@ struct zk_source {
   uv_loop_t *loop;
   char *hosts;
   int session_timeout_ms;
-  zg_source_publish_cb cb;
-  zg_source_children_cb children_cb;
-  void *cb_arg;
+  zg_catalog_t cat; /* pools, coalescing, max_stale, the state file; its
+                       state and disconnected_ms are the session's */
 
   clientid_t last_client; /* the session we had; zero before the first */
-  zg_source_state_t state;
-  uint64_t disconnected_ms; /* uv_now when the connection was lost */
-  int reinit;               /* open a new session after this callback */
+  int reinit;             /* open a new session after this callback */
   int closing;
   int started;
   char *auth;               /* digest "user:password", NULL: none. Secret */
@@ -125,18 +106,10 @@ struct zk_source {
   uint64_t checks_total; /* stats issued by the sweep */
 
   uv_timer_t health_timer; /* session watchdog and list retries */
-  uv_timer_t coalesce_timer;
-  uint64_t coalesce_ms;
   uint64_t lists_total, reads_total;
   uint64_t expiries, watch_events;
-  int64_t last_update_wall_ms;
-  char *state_file;                /* NULL: none */
-  uint64_t max_stale_ms;           /* 0: forever */
-  zg_state_writer_t *state_writer; /* while started, with a state_file */
   int open_handles;
 
-  reg_service_t **services; /* watched paths, roots included */
-  size_t n_services;
   /* Unwatched paths. The client may still hold their watches and
    * completions, so they are kept (and reused for the same path) until the
    * client is closed: at a new session or at shutdown. */
@@ -150,7 +123,6 @@ static const zg_source_ops_t zk_ops;
 static void list_children(reg_service_t *svc);
 static void watch_exists(reg_service_t *svc);
 static void graveyard_free(zk_source_t *reg);
-static int name_cmp(const void *a, const void *b);
 
 /* Errors that a reconnection or a new session cures: retried, not logged.
  * ZAUTHFAILED too: the handle is dead, and a new session is opened. */
@@ -229,10 +201,10 @@ static void auth_refused(zk_source_t *reg) {
   } else {
     zg_debug("registry", "ZooKeeper refused the authentication again");
   }
-  if (!reg->auth_refused && reg->state == ZG_SOURCE_CONNECTED)
-    reg->disconnected_ms = now;
-  if (reg->state == ZG_SOURCE_CONNECTED)
-    reg->state = ZG_SOURCE_DISCONNECTED;
+  if (!reg->auth_refused && reg->cat.state == ZG_SOURCE_CONNECTED)
+    reg->cat.disconnected_ms = now;
+  if (reg->cat.state == ZG_SOURCE_CONNECTED)
+    reg->cat.state = ZG_SOURCE_DISCONNECTED;
   reg->auth_refused = 1;
   reg->auth_refused_ms = now;
   reg->reinit = 1;
@@ -248,338 +220,35 @@ static void list_denied(reg_service_t *svc) {
   zg_error("registry",
            "%s: ZooKeeper denies listing it to %s%.*s%s (no READ in its "
            "ACL%s): retrying every %d ms; %s",
-           svc->path, reg->auth ? "digest user '" : "this unauthenticated",
+           svc->e.path, reg->auth ? "digest user '" : "this unauthenticated",
            reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "",
            reg->auth ? "'" : " session",
            reg->auth ? "; check [zookeeper] auth" : "; set [zookeeper] auth",
            DENIED_RETRY_MS,
-           svc->published && svc->published->n > 0
+           svc->e.published && svc->e.published->n > 0
                ? "the last known pool keeps serving"
                : "no instance from it until then");
 }
 
-/* ---- pools ----------------------------------------------------------- */
-
-static int64_t wall_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0)
-    return 0;
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+/* The services, in the catalog (each starts with its entry). */
+static reg_service_t *svc_at(const zk_source_t *reg, size_t i) {
+  return (reg_service_t *)reg->cat.entries[i];
 }
 
-/* ---- the state file ---------------------------------------------------- */
-
-/* The writer wants the entries (on the loop; it encodes and writes them on
- * the thread pool). Each says until when its pool was known to be the
- * registry's: now while connected, the moment the connection was lost
- * while not, and the file's own time for a pool from the file that
- * ZooKeeper has not confirmed since: max_stale at the next start counts
- * from there. */
-static void on_state_collect(void *arg, zg_state_writer_t *w) {
-  zk_source_t *reg = arg;
-  zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
-  int64_t now = wall_ms(), lost;
+/* The catalog's view of a service's instances: its decoded children. */
+static size_t svc_instances(zg_catalog_entry_t *e, zg_instance_t *list) {
+  reg_service_t *svc = (reg_service_t *)e;
   size_t n = 0;
-  if (!entries)
-    return;
-  lost = now - (int64_t)(uv_now(reg->loop) - reg->disconnected_ms);
-  /* Last known pools, including those a max_stale has hidden from the
-   * gateway: the file remembers what the registry last said. */
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
-    if (!svc->published)
-      continue;
-    entries[n].zk_path = svc->path;
-    entries[n].endpoint = svc->endpoint;
-    entries[n].pool = svc->published;
-    entries[n].updated_ms = svc->published_wall_ms;
-    entries[n].fresh_ms = svc->from_file ? svc->file_fresh_ms
-                          : reg->state == ZG_SOURCE_CONNECTED ? now
-                                                              : lost;
-    n++;
-  }
-  zg_state_writer_put(w, entries, n, now);
-  free(entries);
-}
-
-/* Written shortly after a change, so that a burst of publications (the
- * first synchronisation of many services) writes the file once; at most
- * once a second, off the loop (state.h). */
-static void schedule_state_write(zk_source_t *reg) {
-  if (reg->state_writer && !reg->closing)
-    zg_state_writer_mark(reg->state_writer);
-}
-
-typedef struct {
-  char *zk_path;
-  char *endpoint;
-  zg_pool_t *pool;
-  int64_t updated_ms, fresh_ms;
-} loaded_entry_t;
-
-typedef struct {
-  loaded_entry_t *v;
-  size_t n, cap;
-} loaded_t;
-
-static void on_state_entry(void *arg, const zg_state_entry_t *e,
-                           zg_pool_t *pool) {
-  loaded_t *l = arg;
-  char *path = strdup(e->zk_path);
-  char *endpoint = e->endpoint ? strdup(e->endpoint) : NULL;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    loaded_entry_t *nv = realloc(l->v, cap * sizeof(*nv));
-    if (nv) {
-      l->v = nv;
-      l->cap = cap;
-    }
-  }
-  if (!path || (e->endpoint && !endpoint) || l->n == l->cap) {
-    free(path);
-    free(endpoint);
-    zg_pool_unref(pool);
-    return;
-  }
-  l->v[l->n].zk_path = path;
-  l->v[l->n].endpoint = endpoint;
-  l->v[l->n].pool = pool;
-  l->v[l->n].updated_ms = e->updated_ms;
-  l->v[l->n].fresh_ms = e->fresh_ms;
-  l->n++;
-}
-
-/* The name of `zk_path` when it is a direct child of `root`, else NULL. */
-static const char *child_of(const char *root, const char *zk_path) {
-  size_t rlen = strlen(root);
-  if (rlen == 1) /* "/" */
-    rlen = 0;
-  if (strncmp(zk_path, root, rlen) != 0 || zk_path[rlen] != '/' ||
-      !zk_path[rlen + 1] || strchr(zk_path + rlen + 1, '/'))
-    return NULL;
-  return zk_path + rlen + 1;
+  if (!list)
+    return svc->n_children;
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      list[n++] = svc->children[i].inst;
+  return n;
 }
 
 static int name_cmp(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Discovery roots first: the paths of the file under a root are its
- * children as last known, so that discovered services exist (and are
- * watched) before the pools are handed out. */
-static void state_apply(zk_source_t *reg, loaded_t *l) {
-  size_t n_roots = reg->n_services;
-  uint64_t newest = UINT64_MAX; /* the age of the freshest pool taken */
-  const char **names = malloc((l->n + 1) * sizeof(*names));
-  for (size_t r = 0; names && r < n_roots; r++) {
-    reg_service_t *root = reg->services[r];
-    size_t n = 0;
-    if (!root->root)
-      continue;
-    for (size_t i = 0; i < l->n; i++) {
-      const char *name = child_of(root->path, l->v[i].zk_path);
-      if (name)
-        names[n++] = name;
-    }
-    if (n == 0)
-      continue;
-    qsort(names, n, sizeof(*names), name_cmp);
-    zg_info("registry", "%s: %zu service(s) from the state file", root->path,
-            n);
-    reg->children_cb(reg->cb_arg, root->ctx, names, n);
-  }
-  free(names);
-  for (size_t i = 0; i < l->n; i++) {
-    zg_pool_t *pool = l->v[i].pool;
-    int64_t now = wall_ms();
-    uint64_t age = zg_state_age_ms(l->v[i].fresh_ms, now);
-    int past =
-        zg_state_past_max_stale(l->v[i].fresh_ms, now, reg->max_stale_ms);
-    /* Services sharing a path and endpoint share the pool; an entry of
-     * another path or endpoint is no one's. */
-    for (size_t k = 0; k < reg->n_services; k++) {
-      reg_service_t *svc = reg->services[k];
-      zg_pool_t *serve = pool;
-      if (svc->root || svc->published ||
-          !zg_state_key_match(l->v[i].zk_path, l->v[i].endpoint, svc->path,
-                              svc->endpoint))
-        continue;
-      pool->version = svc->version = 1;
-      pool->created_ms = uv_now(reg->loop);
-      /* Older than max_stale already: stale from the start, as if the
-       * gateway had been without ZooKeeper all along (it was, for them).
-       * Kept for the file and for a reconnection that confirms it. */
-      if (past && pool->n > 0 && (serve = zg_pool_new(NULL, 0, 1, 0)))
-        svc->stale = 1;
-      else
-        serve = pool;
-      zg_info("registry",
-              "%s%s%s: %zu instance(s) from the state file, last updated %lld "
-              "s ago, known current %llu s ago%s",
-              svc->path, svc->endpoint ? " endpoint " : "",
-              svc->endpoint ? svc->endpoint : "", pool->n,
-              (long long)(now - l->v[i].updated_ms) / 1000,
-              (unsigned long long)age / 1000,
-              svc->stale ? ": past max_stale, not served" : "");
-      if (age < newest)
-        newest = age;
-      svc->synced = 1;
-      svc->from_file = 1;
-      svc->file_fresh_ms = l->v[i].fresh_ms;
-      svc->published_wall_ms = l->v[i].updated_ms;
-      svc->published = zg_pool_ref(pool);
-      reg->cb(reg->cb_arg, svc->ctx, serve == pool ? zg_pool_ref(pool) : serve);
-    }
-    zg_pool_unref(pool);
-    free(l->v[i].zk_path);
-    free(l->v[i].endpoint);
-  }
-  free(l->v);
-  /* Without ZooKeeper since the freshest of them was current, as far as
-   * anyone can tell: what /ready and the stats report. Not clamped at 0:
-   * uv_now counts from the boot, and a file from before a reboot is older
-   * than that. disconnected_ms is unsigned and only ever subtracted from
-   * uv_now, so it may wrap below 0 and the differences stay right. */
-  if (newest != UINT64_MAX)
-    reg->disconnected_ms -= newest;
-}
-
-static void state_load(zk_source_t *reg) {
-  FILE *f = fopen(reg->state_file, "rb");
-  char *text = NULL, err[160];
-  size_t len = 0, cap = 0;
-  loaded_t l = {NULL, 0, 0};
-  if (!f) {
-    if (errno != ENOENT)
-      zg_warn("registry", "cannot read the state file %s: %s", reg->state_file,
-              strerror(errno));
-    return;
-  }
-  for (;;) {
-    size_t r;
-    if (len + 4096 > cap) {
-      char *nt = realloc(text, cap = cap ? cap * 2 : 65536);
-      if (!nt)
-        break;
-      text = nt;
-    }
-    r = fread(text + len, 1, cap - len, f);
-    len += r;
-    if (r == 0)
-      break;
-  }
-  fclose(f);
-  if (text &&
-      zg_state_decode(text, len, on_state_entry, &l, err, sizeof(err)) != 0)
-    zg_warn("registry", "ignoring the state file %s: %s", reg->state_file, err);
-  free(text);
-  state_apply(reg, &l);
-}
-
-/* max_stale: past it without ZooKeeper, each service answers as having no
- * instance (its static instances, if any, serve). Logged once per
- * service; the last known pool is kept for the state file and comes back
- * on reconnection if the registry still says so. */
-static void check_stale(zk_source_t *reg, uint64_t now) {
-  int64_t wall = 0;
-  if (reg->max_stale_ms == 0 || reg->state == ZG_SOURCE_CONNECTED)
-    return;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
-    zg_pool_t *empty;
-    uint64_t age;
-    if (svc->stale || !svc->published || svc->published->n == 0)
-      continue;
-    /* A pool from the state file is as old as the file says, not as old
-     * as this process. */
-    if (svc->from_file && !wall)
-      wall = wall_ms();
-    age = svc->from_file ? zg_state_age_ms(svc->file_fresh_ms, wall)
-                         : now - reg->disconnected_ms;
-    if (age < reg->max_stale_ms)
-      continue;
-    empty = zg_pool_new(NULL, 0, ++svc->version, now);
-    if (!empty)
-      continue;
-    svc->stale = 1;
-    zg_warn("registry",
-            "%s: no ZooKeeper for %llu ms%s, past max_stale (%llu ms): the "
-            "last known %zu instance(s) no longer serve",
-            svc->path, (unsigned long long)age,
-            svc->from_file ? " (counted from the state file)" : "",
-            (unsigned long long)reg->max_stale_ms, svc->published->n);
-    reg->cb(reg->cb_arg, svc->ctx, empty);
-  }
-}
-
-static void publish_now(reg_service_t *svc) {
-  zk_source_t *reg = svc->reg;
-  zg_instance_t *list;
-  zg_pool_t *pool;
-  size_t n = 0;
-
-  svc->dirty = 0;
-  svc->from_file = 0; /* what follows is ZooKeeper's word */
-  list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
-  if (!list) {
-    zg_error("registry", "%s: out of memory building a pool", svc->path);
-    return;
-  }
-  for (size_t i = 0; i < svc->n_children; i++)
-    if (svc->children[i].decoded)
-      list[n++] = svc->children[i].inst; /* shallow: zg_pool_new copies */
-  pool = zg_pool_new(list, n, svc->version + 1, uv_now(reg->loop));
-  free(list);
-  if (!pool) {
-    zg_error("registry", "%s: out of memory building a pool", svc->path);
-    return;
-  }
-  if (svc->synced && svc->published && !svc->stale &&
-      zg_pool_same(pool, svc->published)) {
-    zg_pool_unref(pool);
-    return;
-  }
-  if (svc->stale)
-    zg_info("registry",
-            "%s: synchronised again after serving no pool (max_stale)",
-            svc->path);
-  svc->stale = 0;
-  svc->published_wall_ms = wall_ms();
-  reg->last_update_wall_ms = svc->published_wall_ms;
-  schedule_state_write(reg);
-  pool->zk_lists = svc->lists;
-  pool->zk_reads = svc->reads;
-  svc->lists = 0;
-  svc->reads = 0;
-  svc->version++;
-  svc->synced = 1;
-  zg_pool_unref(svc->published);
-  svc->published = zg_pool_ref(pool);
-  reg->cb(reg->cb_arg, svc->ctx, pool);
-}
-
-static void on_coalesce_timer(uv_timer_t *t) {
-  zk_source_t *reg = t->data;
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->dirty && !reg->services[i]->resync &&
-        reg->services[i]->outstanding == 0)
-      publish_now(reg->services[i]);
-}
-
-/* Publication waits `coalesce_window` after the first change, so that a
- * burst of events (a deploy) makes one pool, not one per event. */
-static void publish(reg_service_t *svc) {
-  zk_source_t *reg = svc->reg;
-  if (svc->resync)
-    return; /* the children are not known yet: the pool would be empty */
-  if (reg->coalesce_ms == 0) {
-    publish_now(svc);
-    return;
-  }
-  svc->dirty = 1;
-  if (!uv_is_active((uv_handle_t *)&reg->coalesce_timer))
-    uv_timer_start(&reg->coalesce_timer, on_coalesce_timer, reg->coalesce_ms,
-                   0);
 }
 
 /* ---- the watch budget's books -------------------------------------------
@@ -605,18 +274,18 @@ static size_t chroot_len(const zk_source_t *reg) {
  * included. */
 static uint64_t data_watch_cost(const reg_service_t *svc,
                                 const reg_child_t *c) {
-  return 4 + chroot_len(svc->reg) + strlen(svc->path) + 1 + strlen(c->name);
+  return 4 + chroot_len(svc->reg) + strlen(svc->e.path) + 1 + strlen(c->name);
 }
 
 static void path_bytes_recount(zk_source_t *reg) {
   size_t clen = chroot_len(reg);
   reg->path_bytes = 0;
-  reg->n_paths = reg->n_services + reg->n_graveyard;
+  reg->n_paths = reg->cat.n_entries + reg->n_graveyard;
   for (size_t i = 0; i < reg->n_paths; i++) {
-    const reg_service_t *svc = i < reg->n_services
-                                   ? reg->services[i]
-                                   : reg->graveyard[i - reg->n_services];
-    reg->path_bytes += 4 + clen + strlen(svc->path);
+    const reg_service_t *svc = i < reg->cat.n_entries
+                                   ? svc_at(reg, i)
+                                   : reg->graveyard[i - reg->cat.n_entries];
+    reg->path_bytes += 4 + clen + strlen(svc->e.path);
   }
 }
 
@@ -691,10 +360,10 @@ static reg_child_t *child_find(reg_service_t *svc, const char *name) {
 }
 
 static char *child_path(const reg_service_t *svc, const char *name) {
-  size_t plen = strlen(svc->path), nlen = strlen(name);
+  size_t plen = strlen(svc->e.path), nlen = strlen(name);
   char *path = malloc(plen + nlen + 2);
   if (path) {
-    memcpy(path, svc->path, plen);
+    memcpy(path, svc->e.path, plen);
     path[plen] = '/';
     memcpy(path + plen + 1, name, nlen + 1);
   }
@@ -718,18 +387,18 @@ static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
     /* Something ignored (a weight that cannot be read): once per child
      * version, like the errors below. */
     if (err[0])
-      zg_warn("registry", "%s/%s: %s", svc->path, c->name, err);
-    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
+      zg_warn("registry", "%s/%s: %s", svc->e.path, c->name, err);
+    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->e.path,
              c->name, zg_instance_format_name(c->inst.format), c->inst.host,
              c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);
   } else if (rc == ZG_ESKIP) {
-    zg_debug("registry", "%s/%s: not an instance (%s)", svc->path, c->name,
+    zg_debug("registry", "%s/%s: not an instance (%s)", svc->e.path, c->name,
              err);
   } else {
     /* Once per child version: it is read again only when it changes. */
     zg_warn("registry",
-            "%s/%s: cannot decode instance data (%s); child skipped", svc->path,
-            c->name, err);
+            "%s/%s: cannot decode instance data (%s); child skipped",
+            svc->e.path, c->name, err);
   }
 }
 
@@ -747,7 +416,7 @@ static void on_data(int rc, const char *value, int value_len,
   reg_child_t *c = child_find(svc, req->name);
   char err[160];
 
-  svc->outstanding--;
+  svc->e.outstanding--;
   if (c && !svc->gone) {
     c->in_flight = 0;
     if (rc != ZOK)
@@ -788,8 +457,8 @@ static void on_data(int rc, const char *value, int value_len,
     } else {
       c->fetched = 1;
       zg_warn("registry",
-              "%s/%s: cannot read instance data (%s); child skipped", svc->path,
-              c->name, zerror(rc));
+              "%s/%s: cannot read instance data (%s); child skipped",
+              svc->e.path, c->name, zerror(rc));
     }
     /* Changed again while this read was out: read once more. */
     if (c->changed && !svc->reg->closing && !transient(rc)) {
@@ -798,9 +467,9 @@ static void on_data(int rc, const char *value, int value_len,
     }
   }
   free(req);
-  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing &&
+  if (svc->e.outstanding == 0 && !transient(rc) && !svc->reg->closing &&
       !svc->gone)
-    publish(svc);
+    zg_catalog_changed(&svc->e);
 }
 
 /* A child's data changed (address, status, weight): read it again.
@@ -815,13 +484,13 @@ static void on_data(int rc, const char *value, int value_len,
 static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
                           void *ctx) {
   reg_service_t *svc = ctx;
-  size_t plen = strlen(svc->path);
+  size_t plen = strlen(svc->e.path);
   reg_child_t *c;
   (void)zh;
   (void)state;
   if ((type != ZOO_CHANGED_EVENT && type != ZOO_DELETED_EVENT) ||
       svc->reg->closing || svc->gone || !path ||
-      strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
+      strncmp(path, svc->e.path, plen) != 0 || path[plen] != '/')
     return;
   svc->reg->watch_events++;
   c = child_find(svc, path + plen + 1);
@@ -834,7 +503,8 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
       c->fetched = 0;
     return;
   }
-  zg_debug("registry", "%s/%s: data changed (data watch)", svc->path, c->name);
+  zg_debug("registry", "%s/%s: data changed (data watch)", svc->e.path,
+           c->name);
   if (c->in_flight)
     c->changed = 1;
   else
@@ -875,8 +545,8 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
     return;
   }
   c->in_flight = 1;
-  svc->outstanding++;
-  svc->reads++;
+  svc->e.outstanding++;
+  svc->e.reads++;
   reg->reads_total++;
 }
 
@@ -921,7 +591,7 @@ static void root_children(reg_service_t *svc, int rc,
   if (rc == ZNONODE) {
     zg_info("registry",
             "discovery root %s does not exist (yet): waiting for it",
-            svc->path);
+            svc->e.path);
     watch_exists(svc);
     return;
   }
@@ -930,7 +600,7 @@ static void root_children(reg_service_t *svc, int rc,
     svc->need_list = 1;
     if (!transient(rc) &&
         zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
-      zg_error("registry", "%s: cannot list children: %s", svc->path,
+      zg_error("registry", "%s: cannot list children: %s", svc->e.path,
                zerror(rc));
     return;
   }
@@ -943,8 +613,7 @@ static void root_children(reg_service_t *svc, int rc,
     names[i] = strings->data[i];
   qsort(names, (size_t)strings->count, sizeof(*names), name_cmp);
   svc->need_list = 0;
-  svc->synced = 1;
-  reg->children_cb(reg->cb_arg, svc->ctx, names, (size_t)strings->count);
+  zg_catalog_children(&svc->e, names, (size_t)strings->count);
   free(names);
 }
 
@@ -958,7 +627,7 @@ static void on_children(int rc, const struct String_vector *strings,
   (void)stat;
   if (reg->closing || svc->gone)
     return;
-  if (svc->root) {
+  if (svc->e.root) {
     root_children(svc, rc, strings);
     return;
   }
@@ -967,21 +636,22 @@ static void on_children(int rc, const struct String_vector *strings,
      * a parent that vanishes is a registry accident (a server restarted
      * without its data, a careless delete). The last known pool keeps
      * serving until the path is back and says otherwise. */
-    if (svc->published && svc->published->n > 0)
+    if (svc->e.published && svc->e.published->n > 0)
       zg_warn("registry",
               "%s vanished: keeping the last known %zu instance(s) until it "
               "reappears",
-              svc->path, svc->published->n);
+              svc->e.path, svc->e.published->n);
     else
-      zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
+      zg_info("registry", "%s does not exist (yet): waiting for it",
+              svc->e.path);
     /* Children are forgotten (a re-created path may reuse their names for
      * other znodes), the pool is not. Watch for the path's creation; the
      * exists call may find it already there, and on_exists lists it. */
     forget_children(svc);
     watch_exists(svc);
-    svc->resync = 0; /* the list has said what there is: nothing */
-    if (!svc->synced)
-      publish(svc);
+    svc->e.resync = 0; /* the list has said what there is: nothing */
+    if (!svc->e.synced)
+      zg_catalog_changed(&svc->e);
     return;
   }
   if (rc != ZOK) {
@@ -993,16 +663,16 @@ static void on_children(int rc, const struct String_vector *strings,
     }
     if (!transient(rc) &&
         zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
-      zg_error("registry", "%s: cannot list children: %s", svc->path,
+      zg_error("registry", "%s: cannot list children: %s", svc->e.path,
                zerror(rc));
     return;
   }
   svc->need_list = 0;
   /* From here the children are this session's: publications wait for
    * their reads (outstanding) as after any list. */
-  svc->resync = 0;
+  svc->e.resync = 0;
   if (svc->denied)
-    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
+    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->e.path);
   svc->denied = 0;
   reg->auth_refused = 0; /* this session is accepted, credentials or not */
 
@@ -1059,8 +729,8 @@ static void on_children(int rc, const struct String_vector *strings,
    * data, unless that would leave the pool empty while reads are out (a
    * resync where every instance came back under a new name): then the
    * pool changes in one step when the last read is back. */
-  if (svc->outstanding == 0 || (removed && has_decoded(svc)))
-    publish(svc); /* no-op when the pool would not change */
+  if (svc->e.outstanding == 0 || (removed && has_decoded(svc)))
+    zg_catalog_changed(&svc->e); /* no-op when the pool would not change */
 }
 
 static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
@@ -1103,14 +773,14 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
 static void list_children(reg_service_t *svc) {
   zk_source_t *reg = svc->reg;
   svc->need_list = 1;
-  if (!reg->zk.zh || reg->closing || reg->state != ZG_SOURCE_CONNECTED)
+  if (!reg->zk.zh || reg->closing || reg->cat.state != ZG_SOURCE_CONNECTED)
     return;
   if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
     return; /* the health timer retries */
-  if (zoo_awget_children2(reg->zk.zh, svc->path, on_child_watch, svc,
+  if (zoo_awget_children2(reg->zk.zh, svc->e.path, on_child_watch, svc,
                           on_children, svc) == ZOK) {
     svc->need_list = 0;
-    svc->lists++;
+    svc->e.lists++;
     reg->lists_total++;
   }
 }
@@ -1118,7 +788,7 @@ static void list_children(reg_service_t *svc) {
 static void watch_exists(reg_service_t *svc) {
   zk_source_t *reg = svc->reg;
   if (!reg->zk.zh || reg->closing ||
-      zoo_awexists(reg->zk.zh, svc->path, on_exists_watch, svc, on_exists,
+      zoo_awexists(reg->zk.zh, svc->e.path, on_exists_watch, svc, on_exists,
                    svc) != ZOK)
     svc->need_list = 1;
 }
@@ -1160,9 +830,9 @@ static uint64_t watch_bytes(const zk_source_t *reg, size_t *n_watches) {
 /* Children read from their data that hold no data watch. */
 static size_t count_unwatched(const zk_source_t *reg) {
   size_t n = 0;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    const reg_service_t *svc = reg->services[i];
-    for (size_t k = 0; !svc->root && k < svc->n_children; k++)
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    const reg_service_t *svc = svc_at(reg, i);
+    for (size_t k = 0; !svc->e.root && k < svc->n_children; k++)
       n += svc->children[k].has_stat && !svc->children[k].watched;
   }
   return n;
@@ -1180,8 +850,8 @@ static void budget_warn(zk_source_t *reg) {
   if (n == 0) {
     /* Those read without a watch are not back yet: wait for them (a read
      * that failed is no news). */
-    for (size_t i = 0; i < reg->n_services; i++)
-      if (reg->services[i]->outstanding)
+    for (size_t i = 0; i < reg->cat.n_entries; i++)
+      if (svc_at(reg, i)->e.outstanding)
         return;
   }
   reg->budget_short = 0;
@@ -1244,7 +914,7 @@ static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
    * the next pass sees its new mzxid). Other errors: the next pass. */
   if (rc == ZOK && c->has_stat && stat->mzxid != c->mzxid && !c->in_flight) {
     zg_debug("registry", "%s/%s: data changed (seen by the data sweep)",
-             svc->path, c->name);
+             svc->e.path, c->name);
     fetch(svc, c);
   }
   free(req);
@@ -1254,10 +924,10 @@ static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
 
 /* The next child of the pass to check, or NULL at its end. */
 static reg_child_t *sweep_next(zk_source_t *reg, reg_service_t **svc_out) {
-  for (; reg->sweep_svc < reg->n_services;
+  for (; reg->sweep_svc < reg->cat.n_entries;
        reg->sweep_svc++, reg->sweep_child = 0) {
-    reg_service_t *svc = reg->services[reg->sweep_svc];
-    if (svc->root)
+    reg_service_t *svc = svc_at(reg, reg->sweep_svc);
+    if (svc->e.root)
       continue;
     while (reg->sweep_child < svc->n_children) {
       reg_child_t *c = &svc->children[reg->sweep_child++];
@@ -1306,7 +976,7 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
 static void sweep_pump(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), spread, elapsed, due;
   if (!reg->data_sweep_ms || !reg->zk.zh || reg->closing ||
-      reg->state != ZG_SOURCE_CONNECTED)
+      reg->cat.state != ZG_SOURCE_CONNECTED)
     return;
   if (!reg->sweep_active) {
     if (now - reg->sweep_start_ms < reg->data_sweep_ms)
@@ -1352,9 +1022,9 @@ static int connection_lost(zk_source_t *reg) {
     reg->flaps++;
   } else {
     reg->flaps = 0;
-    reg->disconnected_ms = now;
+    reg->cat.disconnected_ms = now;
   }
-  reg->state = ZG_SOURCE_DISCONNECTED;
+  reg->cat.state = ZG_SOURCE_DISCONNECTED;
   if (reg->flaps >= FLAP_LIMIT) {
     uint64_t was = reg->watch_budget;
     bytes = watch_bytes(reg, &n);
@@ -1402,9 +1072,9 @@ static int connection_lost(zk_source_t *reg) {
 /* ---- session --------------------------------------------------------- */
 
 static void list_pending(zk_source_t *reg) {
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->need_list)
-      list_children(reg->services[i]);
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    if (svc_at(reg, i)->need_list)
+      list_children(svc_at(reg, i));
 }
 
 static void on_session_event(zhandle_t *zh, int type, int state,
@@ -1425,20 +1095,20 @@ static void on_session_event(zhandle_t *zh, int type, int state,
            zoo_get_current_server(zh), chroot ? ", chroot " : "",
            chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
-    reg->state = ZG_SOURCE_CONNECTED;
+    reg->cat.state = ZG_SOURCE_CONNECTED;
     reg->connected_ms = uv_now(reg->loop);
     reg->reconnected = same;
     if (!same)
-      for (size_t i = 0; i < reg->n_services; i++)
-        reg->services[i]->need_list = 1;
+      for (size_t i = 0; i < reg->cat.n_entries; i++)
+        svc_at(reg, i)->need_list = 1;
     /* Within the same session the client re-registers its watches; only
      * lists that failed while disconnected are repeated, and pools that
      * max_stale hid come back from the children still known. */
     list_pending(reg);
-    for (size_t i = 0; i < reg->n_services; i++)
-      if (reg->services[i]->stale && same && !reg->services[i]->need_list &&
-          reg->services[i]->outstanding == 0)
-        publish(reg->services[i]);
+    for (size_t i = 0; i < reg->cat.n_entries; i++)
+      if (svc_at(reg, i)->e.stale && same && !svc_at(reg, i)->need_list &&
+          svc_at(reg, i)->e.outstanding == 0)
+        zg_catalog_changed(&svc_at(reg, i)->e);
   } else if (state == ZOO_EXPIRED_SESSION_STATE) {
     zg_warn("registry",
             "ZooKeeper session 0x%llx expired: opening a new "
@@ -1448,7 +1118,7 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
-    if (reg->state == ZG_SOURCE_CONNECTED)
+    if (reg->cat.state == ZG_SOURCE_CONNECTED)
       connection_lost(reg);
   }
 }
@@ -1498,15 +1168,15 @@ static void session_restart(zk_source_t *reg) {
   reg->expiries++;
   zg_zkconn_reset(&reg->zk, 0);
   graveyard_free(reg); /* the client that held their watches is gone */
-  reg->state = ZG_SOURCE_CONNECTING;
+  reg->cat.state = ZG_SOURCE_CONNECTING;
   /* zookeeper_close answered the sweep's stats; the new session reads
    * every child, so its first pass comes a full interval later. */
   reg->sweep_in_flight = 0;
   reg->sweep_active = 0;
   reg->sweep_start_ms = uv_now(reg->loop);
   memset(&reg->last_client, 0, sizeof(reg->last_client));
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    reg_service_t *svc = svc_at(reg, i);
     svc->need_list = 1;
     /* Reads of the old session were completed with an error by
      * zookeeper_close. The children are forgotten too: a name seen in the
@@ -1514,12 +1184,12 @@ static void session_restart(zk_source_t *reg) {
      * server that lost its data), so every child is read again. The
      * published pool stays until the first list of the new session has
      * been read in full, and is then replaced in one step. */
-    svc->outstanding = 0;
+    svc->e.outstanding = 0;
     forget_children(svc);
     /* A publication the window was still holding was of the old session's
      * children, which are gone: published now it would be an empty pool. */
-    svc->dirty = 0;
-    svc->resync = 1;
+    svc->e.dirty = 0;
+    svc->e.resync = 1;
   }
   session_open(reg); /* else retried by the health timer */
 }
@@ -1546,27 +1216,27 @@ static void on_health_timer(uv_timer_t *t) {
   uint64_t now = uv_now(reg->loop);
   if (reg->closing)
     return;
-  check_stale(reg, now);
-  zg_zkhosts_tick(&reg->zk.hosts, reg->state == ZG_SOURCE_CONNECTED);
+  zg_catalog_check_stale(&reg->cat, now);
+  zg_zkhosts_tick(&reg->zk.hosts, reg->cat.state == ZG_SOURCE_CONNECTED);
   if (!reg->zk.zh) {
     session_open(reg);
     return;
   }
-  if (reg->state == ZG_SOURCE_DISCONNECTED) {
+  if (reg->cat.state == ZG_SOURCE_DISCONNECTED) {
     int timeout = zoo_recv_timeout(reg->zk.zh);
     if (timeout <= 0)
       timeout = reg->session_timeout_ms;
-    if (now - reg->disconnected_ms > (uint64_t)timeout) {
+    if (now - reg->cat.disconnected_ms > (uint64_t)timeout) {
       zg_warn("registry",
               "no ZooKeeper connection for %llu ms, longer than "
               "the session timeout (%d ms): opening a new session; pools are "
               "kept until it is synchronised",
-              (unsigned long long)(now - reg->disconnected_ms), timeout);
+              (unsigned long long)(now - reg->cat.disconnected_ms), timeout);
       session_restart(reg);
       return;
     }
   }
-  if (reg->state == ZG_SOURCE_CONNECTED) {
+  if (reg->cat.state == ZG_SOURCE_CONNECTED) {
     list_pending(reg);
     budget_warn(reg);
     sweep_pump(reg);
@@ -1587,11 +1257,8 @@ static zk_source_t *zk_new(uv_loop_t *loop, const char *hosts,
   reg->loop = loop;
   reg->hosts = strdup(hosts);
   reg->session_timeout_ms = (int)session_timeout_ms;
-  reg->coalesce_ms = coalesce_ms;
-  reg->cb = cb;
-  reg->children_cb = children_cb;
-  reg->cb_arg = cb_arg;
-  reg->state = ZG_SOURCE_CONNECTING;
+  zg_catalog_init(&reg->cat, loop, "ZooKeeper", coalesce_ms, cb, children_cb,
+                  cb_arg, svc_instances);
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
   zg_ratelimit_init(&reg->watch_rl, 60000, 1);
@@ -1607,9 +1274,7 @@ static zk_source_t *zk_new(uv_loop_t *loop, const char *hosts,
 static void service_free(reg_service_t *svc) {
   forget_children(svc);
   free(svc->children);
-  free(svc->path);
-  free(svc->endpoint);
-  zg_pool_unref(svc->published);
+  zg_catalog_entry_clear(&svc->e);
   free(svc);
 }
 
@@ -1630,43 +1295,46 @@ static int same_opt(const char *a, const char *b) {
 
 static int add_watch(zk_source_t *reg, const char *zk_path,
                      const char *endpoint, void *ctx, int root) {
-  reg_service_t **ns, *svc = NULL;
-  ns = realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
-  if (!ns)
-    return UV_ENOMEM;
-  reg->services = ns;
+  reg_service_t *svc = NULL;
+  int from_graveyard = 0;
   /* A path watched before: its graveyard entry comes back, so that the
    * graveyard holds each path once at most. */
   for (size_t i = 0; i < reg->n_graveyard; i++) {
     reg_service_t *g = reg->graveyard[i];
-    if (g->root == root && g->outstanding == 0 && !strcmp(g->path, zk_path) &&
-        same_opt(g->endpoint, endpoint)) {
+    if (g->e.root == root && g->e.outstanding == 0 &&
+        !strcmp(g->e.path, zk_path) && same_opt(g->e.endpoint, endpoint)) {
       svc = g;
+      from_graveyard = 1;
       reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
       svc->gone = 0;
-      svc->synced = svc->dirty = svc->stale = svc->from_file = 0;
-      svc->lists = svc->reads = 0;
+      svc->e.synced = svc->e.dirty = svc->e.stale = svc->e.from_file = 0;
+      svc->e.lists = svc->e.reads = 0;
       break;
     }
   }
   if (!svc) {
     if (!(svc = calloc(1, sizeof(*svc))))
       return UV_ENOMEM;
-    if (!(svc->path = strdup(zk_path)) ||
-        (endpoint && !(svc->endpoint = strdup(endpoint)))) {
-      free(svc->path);
+    if (zg_catalog_entry_init(&reg->cat, &svc->e, zk_path, endpoint, root) !=
+        0) {
       free(svc);
       return UV_ENOMEM;
     }
     svc->reg = reg;
-    svc->opts.endpoint = svc->endpoint;
-    svc->root = root;
+    svc->opts.endpoint = svc->e.endpoint;
   }
-  svc->ctx = ctx;
+  if (zg_catalog_add(&reg->cat, &svc->e, ctx) != 0) {
+    if (from_graveyard) { /* back where it was: its slot is still there */
+      svc->gone = 1;
+      reg->graveyard[reg->n_graveyard++] = svc;
+    } else {
+      service_free(svc);
+    }
+    return UV_ENOMEM;
+  }
   svc->need_list = 1;
-  reg->services[reg->n_services++] = svc;
   path_bytes_recount(reg);
-  if (reg->started && reg->state == ZG_SOURCE_CONNECTED) {
+  if (reg->started && reg->cat.state == ZG_SOURCE_CONNECTED) {
     list_children(svc);
     update_interest(reg);
   }
@@ -1684,28 +1352,24 @@ static int zk_watch_root(zg_source_t *src, const char *zk_root, void *ctx) {
 
 static void zk_retarget(zg_source_t *src, void *old_ctx, void *new_ctx) {
   zk_source_t *reg = (zk_source_t *)src;
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->ctx == old_ctx) {
-      reg->services[i]->ctx = new_ctx;
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    if (svc_at(reg, i)->e.ctx == old_ctx) {
+      svc_at(reg, i)->e.ctx = new_ctx;
       return;
     }
 }
 
 static void zk_unwatch(zg_source_t *src, void *ctx) {
   zk_source_t *reg = (zk_source_t *)src;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i], **ng;
-    if (svc->ctx != ctx)
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    reg_service_t *svc = svc_at(reg, i), **ng;
+    if (svc->e.ctx != ctx)
       continue;
     ng = realloc(reg->graveyard, (reg->n_graveyard + 1) * sizeof(*ng));
     if (ng)
       reg->graveyard = ng;
-    memmove(&reg->services[i], &reg->services[i + 1],
-            (reg->n_services - i - 1) * sizeof(*reg->services));
-    reg->n_services--;
+    zg_catalog_remove(&reg->cat, &svc->e); /* the file forgets the path */
     svc->gone = 1;
-    svc->ctx = NULL;
-    svc->dirty = 0;
     /* Its children's data watches stay in the client until they fire or
      * the session ends: still in the packet of a reconnection. */
     for (size_t k = 0; k < svc->n_children; k++)
@@ -1715,13 +1379,9 @@ static void zk_unwatch(zg_source_t *src, void *ctx) {
         watch_release(svc, &svc->children[k]);
       }
     forget_children(svc);
-    zg_pool_unref(svc->published);
-    svc->published = NULL;
-    svc->version = 0;
     if (ng) /* else leaked: the client may still call back with it */
       reg->graveyard[reg->n_graveyard++] = svc;
     path_bytes_recount(reg);
-    schedule_state_write(reg); /* the file forgets the path */
     return;
   }
 }
@@ -1747,21 +1407,12 @@ static int zk_start(zg_source_t *src) {
     return rc;
   }
   uv_timer_init(reg->loop, &reg->health_timer);
-  uv_timer_init(reg->loop, &reg->coalesce_timer);
-  reg->coalesce_timer.data = reg;
-  /* Never connected yet: max_stale counts from the start (from the file's
-   * time for pools that come from it). */
-  reg->disconnected_ms = uv_now(reg->loop);
   reg->sweep_start_ms = uv_now(reg->loop); /* the first pass: after one */
-  if (reg->state_file) {
-    state_load(reg);
-    if (!(reg->state_writer = zg_state_writer_new(reg->loop, reg->state_file,
-                                                  on_state_collect, reg)))
-      zg_error("registry", "state file %s: out of memory: not written",
-               reg->state_file);
-  }
+  /* max_stale counts from now; the state file's pools and discovered
+   * services come first. */
+  zg_catalog_start(&reg->cat);
   reg->health_timer.data = reg;
-  reg->open_handles = 2;
+  reg->open_handles = 1; /* the health timer; zk and cat at close */
   reg->started = 1;
   /* A session that cannot open yet (names not resolved) is retried in the
    * background: the gateway starts and serves what it has. */
@@ -1789,20 +1440,17 @@ static void zk_set_data_sweep(zk_source_t *reg, uint64_t interval_ms) {
 
 static int zk_set_state(zk_source_t *reg, const char *state_file,
                         uint64_t max_stale_ms) {
-  reg->max_stale_ms = max_stale_ms;
-  if (state_file && !(reg->state_file = strdup(state_file)))
-    return UV_ENOMEM;
-  return 0;
+  return zg_catalog_set_state(&reg->cat, state_file, max_stale_ms);
 }
 
 static void zk_stats(const zg_source_t *src, zg_source_stats_t *out) {
   const zk_source_t *reg = (const zk_source_t *)src;
   memset(out, 0, sizeof(*out));
   out->kind = ZG_SOURCE_ZOOKEEPER;
-  out->state = reg->state;
-  if (reg->state != ZG_SOURCE_CONNECTED && reg->started)
-    out->disconnected_for_ms = uv_now(reg->loop) - reg->disconnected_ms;
-  out->max_stale_ms = reg->max_stale_ms;
+  out->state = reg->cat.state;
+  if (reg->cat.state != ZG_SOURCE_CONNECTED && reg->started)
+    out->disconnected_for_ms = uv_now(reg->loop) - reg->cat.disconnected_ms;
+  out->max_stale_ms = reg->cat.max_stale_ms;
   out->expiries = reg->expiries;
   out->watch_events = reg->watch_events;
   out->zk.lists = reg->lists_total;
@@ -1813,34 +1461,30 @@ static void zk_stats(const zg_source_t *src, zg_source_stats_t *out) {
   out->zk.unwatched = count_unwatched(reg);
   out->zk.watch_bytes = budget_used(reg);
   out->zk.watch_budget = reg->watch_budget;
-  out->last_update_wall_ms = reg->last_update_wall_ms;
+  out->last_update_wall_ms = reg->cat.last_update_wall_ms;
+}
+
+static void handle_closed(zk_source_t *reg) {
+  if (--reg->open_handles == 0)
+    free(reg);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
-  zk_source_t *reg = h->data;
-  if (--reg->open_handles == 0)
-    free(reg);
+  handle_closed(h->data);
 }
 
 static void on_zk_closed(zg_zkconn_t *zc) {
-  zk_source_t *reg = zc->data;
-  if (--reg->open_handles == 0)
-    free(reg);
+  handle_closed(zc->data);
+}
+
+static void on_cat_closed(zg_catalog_t *cat) {
+  handle_closed((zk_source_t *)((char *)cat - offsetof(zk_source_t, cat)));
 }
 
 static void zk_close(zg_source_t *src) {
   zk_source_t *reg = (zk_source_t *)src;
   reg->closing = 1;
-  /* A state file write still waiting is collected now, and done on the
-   * thread pool (the loop runs until it is). Connected, the file is written
-   * anyway: its pools were current until now, and the next start counts
-   * max_stale from the time it records. */
-  if (reg->state_writer) {
-    if (reg->state == ZG_SOURCE_CONNECTED)
-      zg_state_writer_mark(reg->state_writer);
-    zg_state_writer_close(reg->state_writer);
-    reg->state_writer = NULL;
-  }
+  zg_catalog_close(&reg->cat); /* the state file's last write */
   /* Ends the session now (a handshake on the wire is finished first, for
    * at most a second), so its ephemeral nodes go at once. Pending
    * completions are called from here with ZCLOSING; they see `closing` and
@@ -1849,26 +1493,20 @@ static void zk_close(zg_source_t *src) {
     reg->open_handles++;
     zg_zkconn_close(&reg->zk, on_zk_closed);
   }
-  reg->state = ZG_SOURCE_CLOSED;
-  for (size_t i = 0; i < reg->n_services; i++)
-    service_free(reg->services[i]);
-  reg->n_services = 0; /* before graveyard_free() counts the paths */
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    service_free(svc_at(reg, i));
+  reg->cat.n_entries = 0; /* before graveyard_free() counts the paths */
   graveyard_free(reg);
-  free(reg->services);
-  reg->services = NULL;
   free(reg->hosts);
   reg->hosts = NULL;
-  free(reg->state_file);
-  reg->state_file = NULL;
   secret_free(reg->auth);
   reg->auth = NULL;
-  if (!reg->started) {
-    if (!reg->zk_set)
-      free(reg); /* else when zk's timer has closed */
-    return;
-  }
-  uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
-  uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
+  if (zg_catalog_free(&reg->cat, on_cat_closed))
+    reg->open_handles++;
+  if (reg->started)
+    uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
+  else if (reg->open_handles == 0)
+    free(reg); /* else when zk's timer has closed */
 }
 
 static const zg_source_ops_t zk_ops = {
