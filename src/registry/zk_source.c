@@ -1137,6 +1137,12 @@ static int session_open(zk_source_t *reg) {
                       on_session_event, reg);
   if (rc == UV_EAGAIN)
     return UV_EAGAIN;
+  if (rc != 0 && reg->zk.auth_rc != 0) {
+    /* zkconn queues the credentials on every new handle (zkconn.h). */
+    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
+             auth_user_len(reg), reg->auth, zerror(reg->zk.auth_rc));
+    return ZG_EZOOKEEPER;
+  }
   if (rc != 0) {
     /* Retried every second by the health timer; logged once a minute. */
     reg->open_after_ms = now + 1000;
@@ -1146,15 +1152,6 @@ static int session_open(zk_source_t *reg) {
                "every second%s",
                reg->hosts, strerror(errno),
                dropped ? " (repeats suppressed)" : "");
-    return ZG_EZOOKEEPER;
-  }
-  /* Queued before the handle connects: sent first on every connection. */
-  if (reg->auth &&
-      (rc = zoo_add_auth(reg->zk.zh, "digest", reg->auth,
-                         (int)strlen(reg->auth), on_auth, reg)) != ZOK) {
-    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
-             auth_user_len(reg), reg->auth, zerror(rc));
-    zg_zkconn_reset(&reg->zk, 0);
     return ZG_EZOOKEEPER;
   }
   return 0;
@@ -1399,6 +1396,7 @@ static int zk_start(zg_source_t *src) {
   zk_source_t *reg = (zk_source_t *)src;
   int rc;
   zg_zkconn_init(reg->loop, &reg->zk, after_process, reg);
+  zg_zkconn_set_auth(&reg->zk, reg->auth, on_auth, reg);
   reg->zk_set = 1;
   if ((rc = zg_zkconn_set_hosts(&reg->zk, reg->hosts, "registry",
                                 on_registry_hosts)) != 0) {

@@ -643,12 +643,29 @@ int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
     errno = rc == UV_ENOMEM ? ENOMEM : EINVAL;
     return ZG_EZOOKEEPER;
   }
+  zc->auth_rc = 0;
   zc->zh = zg_zkhosts_handle(&zc->hosts, watcher, session_timeout_ms,
                              watcher_ctx, on_zk_log);
   if (!zc->zh)
     return errno == EAGAIN ? UV_EAGAIN : ZG_EZOOKEEPER;
+  /* Queued before the first zookeeper_interest(), which starts the
+   * connection: sent first on every connection of the handle. */
+  if (zc->auth &&
+      (rc = zoo_add_auth(zc->zh, "digest", zc->auth, (int)strlen(zc->auth),
+                         zc->auth_cb, zc->auth_data)) != ZOK) {
+    zc->auth_rc = rc;
+    zg_zkconn_reset(zc, 0);
+    return ZG_EZOOKEEPER;
+  }
   zg_zkconn_update(zc);
   return 0;
+}
+
+void zg_zkconn_set_auth(zg_zkconn_t *zc, const char *digest,
+                        void_completion_t cb, const void *data) {
+  zc->auth = digest;
+  zc->auth_cb = cb;
+  zc->auth_data = data;
 }
 
 static void on_poll_closed(uv_handle_t *h) {

@@ -110,6 +110,10 @@ struct zg_zkconn {
   int closed; /* zg_zkconn_close() was called */
   zg_zkhosts_t hosts;
   int hosts_set;
+  const char *auth; /* digest "user:password" (the owner's), or NULL */
+  void_completion_t auth_cb;
+  const void *auth_data;
+  int auth_rc; /* zoo_add_auth's error when zg_zkconn_open failed on it */
 };
 
 /* Initialises the timer on `loop`; no handle yet. */
@@ -122,13 +126,22 @@ void zg_zkconn_init(uv_loop_t *loop, zg_zkconn_t *zc, zg_zkconn_after_cb after,
  * Returns 0, UV_EINVAL or UV_ENOMEM. */
 int zg_zkconn_set_hosts(zg_zkconn_t *zc, const char *hosts, const char *module,
                         zg_zkconn_hosts_cb cb);
+/* Digest credentials "user:password" (borrowed: the owner keeps them
+ * until zg_zkconn_close) that every new handle queues before it first
+ * connects: the client sends them ahead of any request on every connection
+ * (again after a reconnection), so no request of a session goes
+ * unauthenticated. `cb` (may be NULL) is zoo_add_auth's completion; a
+ * refusal also comes as ZOO_AUTH_FAILED_STATE to the session watcher. */
+void zg_zkconn_set_auth(zg_zkconn_t *zc, const char *digest,
+                        void_completion_t cb, const void *data);
 /* A new handle, so a new session: zookeeper_init2 on the numeric addresses
  * of `hosts` (zg_zkhosts_t, resolved off the loop; `hosts` is read on the
  * first call only, unless zg_zkconn_set_hosts() was called) with our log
  * callback (the client's messages go to our
- * logger at WARN, rate-limited). Returns 0, UV_EAGAIN while no address is
- * known (resolving; call again later), or ZG_EZOOKEEPER (errno tells
- * why). */
+ * logger at WARN, rate-limited), the credentials queued. Returns 0,
+ * UV_EAGAIN while no address is known (resolving; call again later), or
+ * ZG_EZOOKEEPER: zc->auth_rc is zoo_add_auth's error if that failed (the
+ * handle is then closed again), else 0 and errno tells why. */
 int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
                    watcher_fn watcher, void *watcher_ctx);
 /* The interest step: call it after issuing zoo_a* calls from outside a
