@@ -7,7 +7,7 @@
 #include "proxy/http_proxy.h"
 #include "proxy/sni_proxy.h"
 #include "net/listener.h"
-#include "registry/registry.h"
+#include "registry/source.h"
 #include "proxy/tcp_proxy.h"
 #include "net/tls.h"
 
@@ -47,20 +47,6 @@ typedef struct admin_conn {
 static llhttp_settings_t settings;
 
 /* ---- bodies ------------------------------------------------------------ */
-
-static const char *zk_state_name(zg_zk_state_t s) {
-  switch (s) {
-  case ZG_ZK_CONNECTING:
-    return "connecting";
-  case ZG_ZK_CONNECTED:
-    return "connected";
-  case ZG_ZK_DISCONNECTED:
-    return "disconnected";
-  case ZG_ZK_CLOSED:
-    return "closed";
-  }
-  return "unknown";
-}
 
 static int64_t wall_ms(void) {
   uv_timeval64_t tv;
@@ -495,14 +481,15 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
 
 /* The ZooKeeper session (control loop only). */
 static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
-  zg_registry_stats_t rs;
+  zg_source_stats_t rs;
   int64_t now = wall_ms();
-  zg_registry_stats(gw->registry, &rs);
+  zg_source_stats(gw->registry, &rs);
   family(o, "zkgate_zookeeper_session_state", "gauge",
          "1 for the ZooKeeper session's current state.");
-  for (int st = ZG_ZK_CONNECTING; st <= ZG_ZK_CLOSED; st++)
+  for (int st = ZG_SOURCE_CONNECTING; st <= ZG_SOURCE_CLOSED; st++)
     zg_text_printf(o, "zkgate_zookeeper_session_state{state=\"%s\"} %d\n",
-                   zk_state_name((zg_zk_state_t)st), (int)rs.state == st);
+                   zg_source_state_name((zg_source_state_t)st),
+                   (int)rs.state == st);
   family(o, "zkgate_zookeeper_session_expiries_total", "counter",
          "ZooKeeper sessions lost (expired, or disconnected past the "
          "session timeout) and replaced.");
@@ -515,29 +502,30 @@ static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
   family(o, "zkgate_zookeeper_reads_total", "counter",
          "ZooKeeper children lists, data reads and data sweep stats issued.");
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"list\"} %llu\n",
-                 (unsigned long long)rs.lists);
+                 (unsigned long long)rs.zk.lists);
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"data\"} %llu\n",
-                 (unsigned long long)rs.reads);
+                 (unsigned long long)rs.zk.reads);
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"stat\"} %llu\n",
-                 (unsigned long long)rs.checks);
+                 (unsigned long long)rs.zk.checks);
   family(o, "zkgate_zookeeper_watches", "gauge",
          "ZooKeeper watches the session holds: one child (or exists) watch "
          "per path, one data watch per instance within the watch budget.");
   zg_text_printf(o, "zkgate_zookeeper_watches{kind=\"child\"} %zu\n",
-                 rs.path_watches);
+                 rs.zk.path_watches);
   zg_text_printf(o, "zkgate_zookeeper_watches{kind=\"data\"} %zu\n",
-                 rs.data_watches);
+                 rs.zk.data_watches);
   family(o, "zkgate_zookeeper_watch_bytes", "gauge",
          "Estimated size of the SetWatches packet a reconnection sends, and "
          "the budget it is kept under ([zookeeper] max_watch_bytes; 0: none).");
   zg_text_printf(o, "zkgate_zookeeper_watch_bytes{kind=\"used\"} %llu\n",
-                 (unsigned long long)rs.watch_bytes);
+                 (unsigned long long)rs.zk.watch_bytes);
   zg_text_printf(o, "zkgate_zookeeper_watch_bytes{kind=\"budget\"} %llu\n",
-                 (unsigned long long)rs.watch_budget);
+                 (unsigned long long)rs.zk.watch_budget);
   family(o, "zkgate_zookeeper_unwatched_instances", "gauge",
          "Instances read without a data watch (past the watch budget): "
          "their data changes in place are seen by the data sweep.");
-  zg_text_printf(o, "zkgate_zookeeper_unwatched_instances %zu\n", rs.unwatched);
+  zg_text_printf(o, "zkgate_zookeeper_unwatched_instances %zu\n",
+                 rs.zk.unwatched);
   family(o, "zkgate_registry_last_update_age_seconds", "gauge",
          "Seconds since the registry last published a pool (-1: never).");
   zg_text_printf(o, "zkgate_registry_last_update_age_seconds %.3f\n",
@@ -590,12 +578,12 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
   if (gs.draining)
     return "draining (SIGTERM)";
   if (gw->registry) {
-    zg_registry_stats_t rs;
-    zg_registry_stats(gw->registry, &rs);
-    if (rs.state != ZG_ZK_CONNECTED && rs.max_stale_ms > 0 &&
+    zg_source_stats_t rs;
+    zg_source_stats(gw->registry, &rs);
+    if (rs.state != ZG_SOURCE_CONNECTED && rs.max_stale_ms > 0 &&
         rs.disconnected_for_ms >= rs.max_stale_ms) {
       snprintf(buf, len, "ZooKeeper %s for %llu ms, past max_stale (%llu ms)",
-               zk_state_name(rs.state),
+               zg_source_state_name(rs.state),
                (unsigned long long)rs.disconnected_for_ms,
                (unsigned long long)rs.max_stale_ms);
       return buf;
@@ -741,11 +729,11 @@ char *zg_admin_services_json(zg_gateway_t *gw) {
   shards_put(gw, &shards);
   json_object_set_new(root, "services", list);
   if (gw->registry) {
-    zg_registry_stats_t rs;
-    zg_registry_stats(gw->registry, &rs);
+    zg_source_stats_t rs;
+    zg_source_stats(gw->registry, &rs);
     json_object_set_new(root, "zookeeper",
                         json_pack("{s:s, s:I}", "state",
-                                  zk_state_name(rs.state), "expiries",
+                                  zg_source_state_name(rs.state), "expiries",
                                   (json_int_t)rs.expiries));
   }
   text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -12,6 +12,7 @@
 #include "control/shared.h"
 #include "proxy/tcp_proxy.h"
 #include "net/tls.h"
+#include "registry/zk_source.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -157,7 +158,7 @@ static void gateway_stop_ex(zg_gateway_t *gw, const char *why, int peers) {
   zg_sni_stop(&gw->px);
   zg_tcp_close_all(&gw->px);
   zg_http_stop(&gw->px);
-  zg_registry_close(gw->registry);
+  zg_source_close(gw->registry);
   gw->registry = NULL;
   if (gw->worker) {
     worker_gone(gw);
@@ -596,7 +597,7 @@ static void discovered_add(zg_discover_t *d, const char *name) {
   }
   svc->discover = d;
   if (gw->registry &&
-      zg_registry_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
+      zg_source_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory watching %s", dc->name,
              c->zk_path);
     gw->n_services--;
@@ -615,7 +616,7 @@ static void discovered_add(zg_discover_t *d, const char *name) {
 static void service_unwatch(zg_gateway_t *gw, zg_service_t *svc) {
   if (!svc->conf->zk_path || !gw->registry)
     return;
-  zg_registry_unwatch(gw->registry, svc);
+  zg_source_unwatch(gw->registry, svc);
   if (gw->board)
     zg_shared_forget_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
                           svc->conf->endpoint);
@@ -710,52 +711,35 @@ static void on_children(void *arg, void *ctx, const char *const *names,
   }
 }
 
-/* A registry for `cfg`'s [zookeeper], not started: *out (NULL when no
- * section needs ZooKeeper). 0 or UV_ENOMEM. */
+/* A registry source for `cfg` (ZooKeeper's [zookeeper]), not started:
+ * *out (NULL when no section needs a registry). 0 or UV_ENOMEM. */
 static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
-                         zg_registry_t **out) {
-  zg_registry_t *reg;
-  *out = NULL;
-  if (!cfg->zk.hosts)
-    return 0;
-  reg = zg_registry_new(gw->loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
-                        cfg->zk.coalesce_window_ms, on_pool, on_children, gw);
-  if (!reg)
-    return UV_ENOMEM;
-  if (zg_registry_set_auth(reg, cfg->zk.auth) != 0 ||
-      zg_registry_set_state(reg, cfg->zk.state_file, cfg->zk.max_stale_ms) !=
-          0) {
-    zg_registry_close(reg); /* never started: freed at once */
-    return UV_ENOMEM;
-  }
-  zg_registry_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
-  zg_registry_set_data_sweep(reg, cfg->zk.data_sweep_ms);
-  *out = reg;
-  return 0;
+                         zg_source_t **out) {
+  return zg_zk_source_new(gw->loop, cfg, on_pool, on_children, gw, out);
 }
 
 /* Installs `reg` (made from gw->cfg), watches every service's path and
  * discover root, and starts the session. */
-static int registry_begin(zg_gateway_t *gw, zg_registry_t *reg) {
+static int registry_begin(zg_gateway_t *gw, zg_source_t *reg) {
   int rc;
   gw->registry = reg;
   gw->zk_cfg = gw->cfg;
   for (size_t i = 0; i < gw->n_services; i++)
     if (gw->services[i]->conf->zk_path &&
-        (rc = zg_registry_watch(gw->registry, gw->services[i]->conf->zk_path,
-                                gw->services[i]->conf->endpoint,
-                                gw->services[i])))
+        (rc =
+             zg_source_watch(gw->registry, gw->services[i]->conf->zk_path,
+                             gw->services[i]->conf->endpoint, gw->services[i])))
       return rc;
   for (size_t i = 0; i < gw->n_discovers; i++)
     if (gw->discovers[i] &&
-        (rc = zg_registry_watch_root(
+        (rc = zg_source_watch_root(
              gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
-  return zg_registry_start(gw->registry);
+  return zg_source_start(gw->registry);
 }
 
 static int registry_start(zg_gateway_t *gw) {
-  zg_registry_t *reg;
+  zg_source_t *reg;
   int rc = registry_make(gw, gw->cfg, &reg);
   if (rc != 0 || !reg)
     return rc;
@@ -822,9 +806,9 @@ typedef struct {
   uv_tcp_t **tcp; /* per configured TCP service: a new socket,
                      or NULL when one is handed on */
   int admin_moves, log_moves;
-  zg_registry_t *registry; /* the first section that needs ZooKeeper
-                              starts it: made here, started at commit */
-  struct zg_admin *admin;  /* the new admin listener, if it moves */
+  zg_source_t *registry;  /* the first section that needs ZooKeeper
+                             starts it: made here, started at commit */
+  struct zg_admin *admin; /* the new admin listener, if it moves */
   const zg_gateway_admin_ops_t *admin_ops; /* what made it */
   zg_access_log_t *log;                    /* the new access log, if it moves */
   zg_service_t **news; /* per configured service (referenced), with
@@ -843,7 +827,7 @@ static void reload_discard(reload_plan_t *p) {
   for (size_t i = 0; i < p->n_sni; i++)
     zg_sni_listener_discard(p->sni[i]);
   free(p->sni);
-  zg_registry_close(p->registry); /* never started: freed at once */
+  zg_source_close(p->registry); /* never started: freed at once */
   if (p->admin)
     p->admin_ops->discard(p->admin);
   zg_access_log_close(p->log);
@@ -1054,7 +1038,7 @@ static void commit_watch(zg_gateway_t *gw, zg_service_t *svc,
     /* The same registry path: the watch and its pool carry over. */
     svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
     if (gw->registry)
-      zg_registry_retarget(gw->registry, old, svc);
+      zg_source_retarget(gw->registry, old, svc);
   } else if (sc->zk_path) {
     /* A path another service watches already (one renamed, say): its
      * pool serves until this watch has its own. */
@@ -1066,7 +1050,7 @@ static void commit_watch(zg_gateway_t *gw, zg_service_t *svc,
         svc->zk_pool = zg_pool_ref(o->zk_pool);
     }
     if (gw->registry &&
-        zg_registry_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
+        zg_source_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
       zg_error("gateway", "service %s: out of memory watching %s", sc->name,
                sc->zk_path);
   }
@@ -1177,7 +1161,7 @@ static void commit_discovers(zg_gateway_t *gw, reload_plan_t *p) {
     if (!d)
       continue;
     if (gw->registry)
-      zg_registry_unwatch(gw->registry, d);
+      zg_source_unwatch(gw->registry, d);
     if (gw->board) {
       char key[1024];
       discover_key(d, key, sizeof(key));
@@ -1239,7 +1223,7 @@ static void commit_discovered(zg_gateway_t *gw, reload_plan_t *p) {
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
     if (p->disc_fresh[i] && gw->registry &&
-        zg_registry_watch_root(gw->registry, d->conf->zk_root, d) != 0)
+        zg_source_watch_root(gw->registry, d->conf->zk_root, d) != 0)
       zg_error("gateway", "discover %s: out of memory", d->conf->name);
   }
   for (size_t i = 0; i < gw->n_discovers; i++) {

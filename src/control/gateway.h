@@ -12,7 +12,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "registry/registry.h"
+#include "registry/source.h"
 #include "control/shared.h"
 #include "proxy/proxy.h"
 #include "upstream/service.h"
@@ -66,7 +66,7 @@ typedef struct zg_gateway {
   size_t n_services, cap_services;
   zg_discover_t **discovers;
   size_t n_discovers;
-  zg_registry_t *registry;
+  zg_source_t *registry;
   /* The configuration the registry was started with, kept while it runs:
    * a reload compares [zookeeper] with it, not with the last file read. */
   zg_config_t *zk_cfg;

@@ -638,27 +638,22 @@ static void session_open(reg_t *r) {
    * failure to resolve them is logged there; tried again at reopen_ms. */
   if (rc == UV_EAGAIN)
     return;
-  if (rc != 0) {
+  /* zkconn queues the credentials (r->opts->auth) on every new handle
+   * before it connects, so no request of a session goes unauthenticated.
+   * Digest is not refused: a wrong password is another identity, which the
+   * ACLs then deny (ZNOAUTH). */
+  if (rc != 0 && r->zk.auth_rc != 0) {
+    if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
+      zg_error("register",
+               "cannot add the credentials of digest user '%.*s': %s; "
+               "retrying",
+               auth_user_len(r), r->opts->auth, zerror(r->zk.auth_rc));
+  } else if (rc != 0) {
     if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
       zg_error("register",
                "cannot create a ZooKeeper handle for '%s': %s; "
                "retrying",
                r->opts->zk_hosts, strerror(errno));
-    return;
-  }
-  /* Queued before the handshake ends: the client sends the credentials
-   * first on every connection (again after a reconnection), so no request
-   * of this session goes unauthenticated. Digest is not refused: a wrong
-   * password is another identity, which the ACLs then deny (ZNOAUTH). */
-  if (r->opts->auth &&
-      (rc = zoo_add_auth(r->zk.zh, "digest", r->opts->auth,
-                         (int)strlen(r->opts->auth), on_auth, r)) != ZOK) {
-    if (zg_ratelimit_allow(&r->error_rl, now_ms(r), &dropped))
-      zg_error("register",
-               "cannot add the credentials of digest user '%.*s': %s; "
-               "retrying",
-               auth_user_len(r), r->opts->auth, zerror(rc));
-    zg_zkconn_reset(&r->zk, 0);
   }
 }
 
@@ -1012,7 +1007,7 @@ static void stop(reg_t *r, const char *why) {
   uv_close((uv_handle_t *)&r->sigint, NULL);
   /* Closing the session deletes its ephemeral znodes at once; the client
    * waits for the server's answer. */
-  zg_zkconn_close(&r->zk);
+  zg_zkconn_close(&r->zk, NULL);
   if (r->node && connected)
     zg_info("register", "session 0x%llx closed: %s removed",
             (unsigned long long)r->session_id, r->node);
@@ -1107,6 +1102,7 @@ int zg_register_run(const zg_register_opts_t *opts) {
     return 1;
   }
   zg_zkconn_init(&loop, &r.zk, after_process, &r);
+  zg_zkconn_set_auth(&r.zk, opts->auth, on_auth, &r);
   uv_timer_init(&loop, &r.check_timer);
   uv_timer_init(&loop, &r.tick_timer);
   r.check_timer.data = &r;

@@ -612,29 +612,60 @@ void zg_zkconn_init(uv_loop_t *loop, zg_zkconn_t *zc, zg_zkconn_after_cb after,
  * opens one on its next try. */
 static void on_zkconn_hosts(zg_zkhosts_t *zr, int status, int changed) {
   zg_zkconn_t *zc = zr->data;
-  if (status == 0 && changed && zc->zh && !zc->closed) {
+  if (zc->closed)
+    return;
+  if (status == 0 && changed && zc->zh) {
     zg_zkhosts_apply(zr, zc->zh);
     zg_zkconn_update(zc);
   }
+  if (zc->hosts_cb)
+    zc->hosts_cb(zc, status, changed);
+}
+
+int zg_zkconn_set_hosts(zg_zkconn_t *zc, const char *hosts, const char *module,
+                        zg_zkconn_hosts_cb cb) {
+  int rc;
+  if (zc->hosts_set)
+    return 0;
+  zc->hosts_cb = cb;
+  if ((rc = zg_zkhosts_init(zc->loop, &zc->hosts, hosts, module,
+                            on_zkconn_hosts, zc)) != 0)
+    return rc;
+  zc->hosts_set = 1;
+  return 0;
 }
 
 int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
                    watcher_fn watcher, void *watcher_ctx) {
   int rc;
-  if (!zc->hosts_set) {
-    if ((rc = zg_zkhosts_init(zc->loop, &zc->hosts, hosts, "zookeeper",
-                              on_zkconn_hosts, zc)) != 0) {
-      errno = rc == UV_ENOMEM ? ENOMEM : EINVAL;
-      return ZG_EZOOKEEPER;
-    }
-    zc->hosts_set = 1;
+  if (!zc->hosts_set &&
+      (rc = zg_zkconn_set_hosts(zc, hosts, "zookeeper", NULL)) != 0) {
+    errno = rc == UV_ENOMEM ? ENOMEM : EINVAL;
+    return ZG_EZOOKEEPER;
   }
+  zc->auth_rc = 0;
   zc->zh = zg_zkhosts_handle(&zc->hosts, watcher, session_timeout_ms,
                              watcher_ctx, on_zk_log);
   if (!zc->zh)
     return errno == EAGAIN ? UV_EAGAIN : ZG_EZOOKEEPER;
+  /* Queued before the first zookeeper_interest(), which starts the
+   * connection: sent first on every connection of the handle. */
+  if (zc->auth &&
+      (rc = zoo_add_auth(zc->zh, "digest", zc->auth, (int)strlen(zc->auth),
+                         zc->auth_cb, zc->auth_data)) != ZOK) {
+    zc->auth_rc = rc;
+    zg_zkconn_reset(zc, 0);
+    return ZG_EZOOKEEPER;
+  }
   zg_zkconn_update(zc);
   return 0;
+}
+
+void zg_zkconn_set_auth(zg_zkconn_t *zc, const char *digest,
+                        void_completion_t cb, const void *data) {
+  zc->auth = digest;
+  zc->auth_cb = cb;
+  zc->auth_data = data;
 }
 
 static void on_poll_closed(uv_handle_t *h) {
@@ -768,13 +799,22 @@ void zg_zkconn_reset(zg_zkconn_t *zc, int settle) {
   zookeeper_close(zh);
 }
 
-void zg_zkconn_close(zg_zkconn_t *zc) {
+static void on_timer_closed(uv_handle_t *h) {
+  zg_zkconn_t *zc = h->data;
+  if (zc->closed_cb)
+    zc->closed_cb(zc);
+}
+
+void zg_zkconn_close(zg_zkconn_t *zc, zg_zkconn_closed_cb cb) {
   if (zc->closed)
     return;
   zg_zkconn_reset(zc, 1);
   zc->closed = 1;
+  zc->closed_cb = cb;
   if (zc->hosts_set)
     zg_zkhosts_close(&zc->hosts);
   zc->hosts_set = 0;
-  uv_close((uv_handle_t *)&zc->timer, NULL);
+  /* The polls are freed by their own close callbacks, which do not touch
+   * `zc`: the timer is the one handle whose memory is the owner's. */
+  uv_close((uv_handle_t *)&zc->timer, on_timer_closed);
 }

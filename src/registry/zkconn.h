@@ -5,8 +5,8 @@
  * keeps the session logic (what a connection, an expiry or a completion
  * means); this module only makes the client run.
  *
- * Used by zkgate-register. (The gateway's registry still has its own copy
- * of this cycle; it can move onto this module.) */
+ * The one driver of the client in src/: the gateway's ZooKeeper registry
+ * source (registry/zk_source.c) and zkgate-register both run on it. */
 #ifndef ZKGATE_ZKCONN_H
 #define ZKGATE_ZKCONN_H
 
@@ -87,11 +87,20 @@ void zg_zkhosts_close(zg_zkhosts_t *zr);
 /* Called after every zookeeper_process(), outside of the client's
  * callbacks: the place to close or reopen the handle. */
 typedef void (*zg_zkconn_after_cb)(zg_zkconn_t *zc);
+/* Called when a resolution of the connect string's names ends (status and
+ * changed as for zg_zkhosts_cb), after new addresses went to a live
+ * handle: the place to open a handle that could not be opened before. */
+typedef void (*zg_zkconn_hosts_cb)(zg_zkconn_t *zc, int status, int changed);
+/* Called once the loop handles are closed (zg_zkconn_close): from then on
+ * the owner may free the memory `zc` lives in. */
+typedef void (*zg_zkconn_closed_cb)(zg_zkconn_t *zc);
 
 struct zg_zkconn {
   uv_loop_t *loop;
   zhandle_t *zh; /* NULL while closed */
   zg_zkconn_after_cb after;
+  zg_zkconn_hosts_cb hosts_cb; /* may be NULL */
+  zg_zkconn_closed_cb closed_cb;
   void *data;      /* the owner's */
   uv_poll_t *poll; /* heap: a new one while the old one is closing */
   int poll_fd;
@@ -101,17 +110,38 @@ struct zg_zkconn {
   int closed; /* zg_zkconn_close() was called */
   zg_zkhosts_t hosts;
   int hosts_set;
+  const char *auth; /* digest "user:password" (the owner's), or NULL */
+  void_completion_t auth_cb;
+  const void *auth_data;
+  int auth_rc; /* zoo_add_auth's error when zg_zkconn_open failed on it */
 };
 
 /* Initialises the timer on `loop`; no handle yet. */
 void zg_zkconn_init(uv_loop_t *loop, zg_zkconn_t *zc, zg_zkconn_after_cb after,
                     void *data);
+/* Parses the connect string and starts resolving its names now, so that a
+ * bad string is an error at start and the first session opens as soon as
+ * the names resolve (`cb`, may be NULL). `module` names the resolver in
+ * the log. Optional: zg_zkconn_open() does it on its first call otherwise.
+ * Returns 0, UV_EINVAL or UV_ENOMEM. */
+int zg_zkconn_set_hosts(zg_zkconn_t *zc, const char *hosts, const char *module,
+                        zg_zkconn_hosts_cb cb);
+/* Digest credentials "user:password" (borrowed: the owner keeps them
+ * until zg_zkconn_close) that every new handle queues before it first
+ * connects: the client sends them ahead of any request on every connection
+ * (again after a reconnection), so no request of a session goes
+ * unauthenticated. `cb` (may be NULL) is zoo_add_auth's completion; a
+ * refusal also comes as ZOO_AUTH_FAILED_STATE to the session watcher. */
+void zg_zkconn_set_auth(zg_zkconn_t *zc, const char *digest,
+                        void_completion_t cb, const void *data);
 /* A new handle, so a new session: zookeeper_init2 on the numeric addresses
  * of `hosts` (zg_zkhosts_t, resolved off the loop; `hosts` is read on the
- * first call only) with our log callback (the client's messages go to our
- * logger at WARN, rate-limited). Returns 0, UV_EAGAIN while no address is
- * known (resolving; call again later), or ZG_EZOOKEEPER (errno tells
- * why). */
+ * first call only, unless zg_zkconn_set_hosts() was called) with our log
+ * callback (the client's messages go to our
+ * logger at WARN, rate-limited), the credentials queued. Returns 0,
+ * UV_EAGAIN while no address is known (resolving; call again later), or
+ * ZG_EZOOKEEPER: zc->auth_rc is zoo_add_auth's error if that failed (the
+ * handle is then closed again), else 0 and errno tells why. */
 int zg_zkconn_open(zg_zkconn_t *zc, const char *hosts, int session_timeout_ms,
                    watcher_fn watcher, void *watcher_ctx);
 /* The interest step: call it after issuing zoo_a* calls from outside a
@@ -123,8 +153,9 @@ void zg_zkconn_update(zg_zkconn_t *zc);
  * is finished first (at most one second, blocking: shutdown only) so that
  * the session it opens is closed too. */
 void zg_zkconn_reset(zg_zkconn_t *zc, int settle);
-/* zg_zkconn_reset(zc, 1), then closes the loop handles. */
-void zg_zkconn_close(zg_zkconn_t *zc);
+/* zg_zkconn_reset(zc, 1), then closes the loop handles; `cb` (may be NULL)
+ * is called once they are closed. */
+void zg_zkconn_close(zg_zkconn_t *zc, zg_zkconn_closed_cb cb);
 
 /* Errors that a reconnection or a new session cures. */
 int zg_zkconn_transient(int rc);

@@ -3,6 +3,7 @@
  * are ready at once, in the form the ZooKeeper client parses (it splits
  * host and port at the last ':', so IPv6 goes without brackets), with the
  * chroot kept for zookeeper_init and left out for zoo_set_servers. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <uv.h>
@@ -129,6 +130,42 @@ static void test_close_abandons_a_resolution(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* zg_zkconn (the one driver of the client, for the gateway's source and
+ * zkgate-register): a connect string given up front is checked at once,
+ * and zg_zkconn_close() says when the owner may free it, after every loop
+ * handle it made (the poll of a live handle too) is closed. */
+static int closed_calls;
+
+static void on_closed(zg_zkconn_t *zc) {
+  (void)zc;
+  closed_calls++;
+}
+
+static void test_zkconn_hosts_and_close(void **state) {
+  uv_loop_t loop;
+  zg_zkconn_t *zc = malloc(sizeof(*zc));
+  (void)state;
+  assert_non_null(zc);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  zg_zkconn_init(&loop, zc, NULL, NULL);
+  assert_int_equal(zg_zkconn_set_hosts(zc, "no-port-here", "test", NULL),
+                   UV_EINVAL);
+  assert_int_equal(zg_zkconn_set_hosts(zc, "127.0.0.1:1/c", "test", NULL), 0);
+  assert_string_equal(zc->hosts.connect, "127.0.0.1:1/c");
+  /* Nothing listens on port 1: the handle exists and connects in vain. */
+  assert_int_equal(zg_zkconn_open(zc, NULL, 10000, NULL, NULL), 0);
+  assert_non_null(zc->zh);
+  closed_calls = 0;
+  zg_zkconn_close(zc, on_closed);
+  assert_null(zc->zh);
+  assert_int_equal(closed_calls, 0); /* not before the loop has closed it */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(closed_calls, 1);
+  free(zc); /* what the callback allows: nothing of zc is used after it */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_addresses_ready_at_once),
@@ -136,6 +173,7 @@ int main(void) {
       cmocka_unit_test(test_bad_connect_strings),
       cmocka_unit_test(test_name_resolves_on_the_loop),
       cmocka_unit_test(test_close_abandons_a_resolution),
+      cmocka_unit_test(test_zkconn_hosts_and_close),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,36 +1,34 @@
-/* The registry: owns the ZooKeeper handle, its uv_poll and timers, and for
- * every watched path the cache of decoded children. See registry.h.
+/* The ZooKeeper registry source: owns the ZooKeeper session and, for every
+ * watched path, the cache of decoded children. See zk_source.h and
+ * source.h (the operations it implements for the gateway).
  *
- * Driving the single-threaded client from libuv (docs/platform.md,
- * "Single-threaded, driven by libuv"):
- * zookeeper_interest() says which fd, which events and how long; we poll
- * that fd and arm a timer, and on either call zookeeper_process(). The fd
- * number is often reused for a new socket on reconnect, so the poll is
- * recreated whenever the number or the inode changes, and an fd reported
- * together with an error is never trusted. ZOOKEEPER_READ/WRITE are the
- * reverse of UV_READABLE/UV_WRITABLE and are not macros: mapped by hand.
+ * The client is driven from libuv by registry/zkconn (uv_poll, its timer,
+ * the interest/process cycle, the host names resolved off the loop): this
+ * file keeps what the session means (connection, expiry, authentication,
+ * flaps) and what it reads.
  *
  * Reads: a child list re-arms the child watch (zoo_awget_children2); data is
  * fetched only for children not seen before, so a change costs one list
  * plus one read per new child, and a removal costs no read at all. Data
  * watches are kept within the watch budget; children past it are checked
  * by the data sweep instead (both below). */
-#include "registry/registry.h"
+#include "registry/zk_source.h"
 
 #include "core/error.h"
 #include "core/instance.h"
 #include "core/log.h"
-#include "registry/state.h"
+#include "registry/catalog.h"
 #include "registry/zkconn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sys/stat.h>
 #include <zookeeper/zookeeper.h>
+
+typedef struct zk_source zk_source_t;
 
 typedef struct {
   char *name;
@@ -48,57 +46,38 @@ typedef struct {
 } reg_child_t;
 
 typedef struct reg_service {
-  zg_registry_t *reg;
-  void *ctx; /* the caller's, given back with each pool */
-  int root;  /* a discovery root: its children are services, not
-                instances, and are reported by name */
-  int gone;  /* unwatched: in the graveyard until no callback can come */
-  char *path;
-  zg_decode_opts_t opts;
-  char *endpoint; /* owned; opts.endpoint points here */
+  zg_catalog_entry_t e; /* first: the catalog's entry (path, endpoint, ctx,
+                           root, the pool published, outstanding reads) */
+  zk_source_t *reg;
+  int gone; /* unwatched: in the graveyard until no callback can come */
+  zg_decode_opts_t opts; /* opts.endpoint points at e.endpoint */
   reg_child_t *children;
   size_t n_children, cap_children;
-  size_t n_sorted;      /* children[0..n_sorted) are sorted by name */
-  unsigned outstanding; /* data reads in flight */
-  int need_list;        /* list (and re-arm the watch) when connected */
-  int synced;           /* published at least once */
-  int dirty;            /* a publication is waiting for the window */
-  int resync; /* a new session forgot the children: nothing is published
-                 until its first list has been applied */
-  int stale;  /* past max_stale: the gateway has an empty pool, `published`
-                 still holds the last known one */
-  int64_t published_wall_ms; /* when `published` was published */
-  int from_file;             /* `published` came from the state file and
-                                ZooKeeper has not confirmed it yet */
-  int64_t file_fresh_ms;     /* from_file: known current then (wall) */
-  uint32_t lists, reads;     /* ZooKeeper calls since the last publication */
-  uint64_t version;
-  zg_pool_t *published;
+  size_t n_sorted;    /* children[0..n_sorted) are sorted by name */
+  int need_list;      /* list (and re-arm the watch) when connected */
   int denied;         /* ZooKeeper refused to list it (ZNOAUTH); logged */
   uint64_t denied_ms; /* when it last did */
 } reg_service_t;
 
-struct zg_registry {
+struct zk_source {
+  zg_source_t base; /* first: a zg_source_t * is a zk_source_t * */
   uv_loop_t *loop;
   char *hosts;
   int session_timeout_ms;
-  zg_registry_publish_cb cb;
-  zg_registry_children_cb children_cb;
-  void *cb_arg;
+  zg_catalog_t cat; /* pools, coalescing, max_stale, the state file; its
+                       state and disconnected_ms are the session's */
 
-  zhandle_t *zh;
   clientid_t last_client; /* the session we had; zero before the first */
-  zg_zk_state_t state;
-  uint64_t disconnected_ms; /* uv_now when the connection was lost */
-  int reinit;               /* open a new session after this callback */
+  int reinit;             /* open a new session after this callback */
   int closing;
   int started;
   char *auth;               /* digest "user:password", NULL: none. Secret */
   int auth_refused;         /* the server refused it; logged */
   uint64_t auth_refused_ms; /* when it last did */
-  zg_zkhosts_t zhosts;      /* the connect string, resolved off the loop */
-  int zhosts_set;
-  uint64_t open_after_ms; /* a failed zookeeper_init: not before then */
+  zg_zkconn_t zk;           /* the handle and its loop driving; zk.zh is
+                               NULL while there is no session */
+  int zk_set;               /* zk initialised (zk_start) */
+  uint64_t open_after_ms;   /* a failed zookeeper_init: not before then */
   zg_ratelimit_t open_rl;
   uint64_t max_watch_bytes; /* 0: no budget */
   uint64_t connected_ms;    /* uv_now of the last CONNECTED */
@@ -126,24 +105,11 @@ struct zg_registry {
   unsigned sweep_in_flight;
   uint64_t checks_total; /* stats issued by the sweep */
 
-  uv_poll_t *poll; /* heap: replaced while the old one is closing */
-  int poll_fd;
-  ino_t poll_ino;
-  int poll_events;
-  uv_timer_t zk_timer;     /* the client's own deadline */
   uv_timer_t health_timer; /* session watchdog and list retries */
-  uv_timer_t coalesce_timer;
-  uint64_t coalesce_ms;
   uint64_t lists_total, reads_total;
   uint64_t expiries, watch_events;
-  int64_t last_update_wall_ms;
-  char *state_file;                /* NULL: none */
-  uint64_t max_stale_ms;           /* 0: forever */
-  zg_state_writer_t *state_writer; /* while started, with a state_file */
   int open_handles;
 
-  reg_service_t **services; /* watched paths, roots included */
-  size_t n_services;
   /* Unwatched paths. The client may still hold their watches and
    * completions, so they are kept (and reused for the same path) until the
    * client is closed: at a new session or at shutdown. */
@@ -152,34 +118,16 @@ struct zg_registry {
   zg_ratelimit_t error_rl;
 };
 
-static void update_interest(zg_registry_t *reg);
+static void update_interest(zk_source_t *reg);
+static const zg_source_ops_t zk_ops;
 static void list_children(reg_service_t *svc);
 static void watch_exists(reg_service_t *svc);
-static void graveyard_free(zg_registry_t *reg);
-static int name_cmp(const void *a, const void *b);
+static void graveyard_free(zk_source_t *reg);
 
-/* Errors that a reconnection or a new session cures: retried, not logged. */
+/* Errors that a reconnection or a new session cures: retried, not logged.
+ * ZAUTHFAILED too: the handle is dead, and a new session is opened. */
 static int transient(int rc) {
-  return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT ||
-         rc == ZSESSIONEXPIRED || rc == ZCLOSING || rc == ZINVALIDSTATE ||
-         rc == ZSESSIONMOVED || rc == ZAUTHFAILED;
-}
-
-/* ---- the client's log --------------------------------------------------
- * zoo_set_log_callback's callback gets no context, so its rate limit is
- * the one piece of state here that is not in the registry. The client logs
- * two lines per reconnect attempt; a burst of 5 per 10 s keeps the cause
- * visible without flooding. */
-static zg_ratelimit_t zk_log_rl = {10000, 5, 0, 0, 0};
-
-static void on_zk_log(const char *message) {
-  uint64_t dropped;
-  if (zg_ratelimit_allow(&zk_log_rl, uv_hrtime() / 1000000, &dropped)) {
-    if (dropped)
-      zg_warn("zookeeper", "(%llu client messages suppressed)",
-              (unsigned long long)dropped);
-    zg_warn("zookeeper", "client: %s", message);
-  }
+  return zg_zkconn_transient(rc) || rc == ZAUTHFAILED;
 }
 
 /* ---- access: credentials and ACLs -------------------------------------
@@ -197,11 +145,11 @@ static void on_zk_log(const char *message) {
  * on the server until then). Last known pools serve all along. */
 #define DENIED_RETRY_MS 1000
 
-static int auth_user_len(const zg_registry_t *reg) {
+static int auth_user_len(const zk_source_t *reg) {
   return (int)strcspn(reg->auth, ":");
 }
 
-static uint64_t auth_retry_ms(const zg_registry_t *reg) {
+static uint64_t auth_retry_ms(const zk_source_t *reg) {
   return reg->session_timeout_ms > 1000 ? (uint64_t)reg->session_timeout_ms
                                         : 1000;
 }
@@ -216,7 +164,7 @@ static void secret_free(char *s) {
 }
 
 static void on_auth(int rc, const void *data) {
-  zg_registry_t *reg = (zg_registry_t *)(uintptr_t)data;
+  zk_source_t *reg = (zk_source_t *)(uintptr_t)data;
   if (rc != ZOK || reg->closing)
     return; /* a refusal is also a session event: auth_refused() */
   if (reg->auth_refused)
@@ -233,7 +181,7 @@ static void on_auth(int rc, const void *data) {
  * ZAUTHFAILED, which transient() takes as cured by a new session). It is
  * closed after this callback, and session_open() waits auth_retry_ms()
  * before the next. */
-static void auth_refused(zg_registry_t *reg) {
+static void auth_refused(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop);
   if (!reg->auth_refused && reg->auth) {
     zg_error("registry",
@@ -253,10 +201,10 @@ static void auth_refused(zg_registry_t *reg) {
   } else {
     zg_debug("registry", "ZooKeeper refused the authentication again");
   }
-  if (!reg->auth_refused && reg->state == ZG_ZK_CONNECTED)
-    reg->disconnected_ms = now;
-  if (reg->state == ZG_ZK_CONNECTED)
-    reg->state = ZG_ZK_DISCONNECTED;
+  if (!reg->auth_refused && reg->cat.state == ZG_SOURCE_CONNECTED)
+    reg->cat.disconnected_ms = now;
+  if (reg->cat.state == ZG_SOURCE_CONNECTED)
+    reg->cat.state = ZG_SOURCE_DISCONNECTED;
   reg->auth_refused = 1;
   reg->auth_refused_ms = now;
   reg->reinit = 1;
@@ -264,7 +212,7 @@ static void auth_refused(zg_registry_t *reg) {
 
 /* ZNOAUTH on a list: the ACL of the path gives this session no READ. */
 static void list_denied(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   svc->denied_ms = uv_now(reg->loop);
   if (svc->denied)
     return;
@@ -272,338 +220,35 @@ static void list_denied(reg_service_t *svc) {
   zg_error("registry",
            "%s: ZooKeeper denies listing it to %s%.*s%s (no READ in its "
            "ACL%s): retrying every %d ms; %s",
-           svc->path, reg->auth ? "digest user '" : "this unauthenticated",
+           svc->e.path, reg->auth ? "digest user '" : "this unauthenticated",
            reg->auth ? auth_user_len(reg) : 0, reg->auth ? reg->auth : "",
            reg->auth ? "'" : " session",
            reg->auth ? "; check [zookeeper] auth" : "; set [zookeeper] auth",
            DENIED_RETRY_MS,
-           svc->published && svc->published->n > 0
+           svc->e.published && svc->e.published->n > 0
                ? "the last known pool keeps serving"
                : "no instance from it until then");
 }
 
-/* ---- pools ----------------------------------------------------------- */
-
-static int64_t wall_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0)
-    return 0;
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+/* The services, in the catalog (each starts with its entry). */
+static reg_service_t *svc_at(const zk_source_t *reg, size_t i) {
+  return (reg_service_t *)reg->cat.entries[i];
 }
 
-/* ---- the state file ---------------------------------------------------- */
-
-/* The writer wants the entries (on the loop; it encodes and writes them on
- * the thread pool). Each says until when its pool was known to be the
- * registry's: now while connected, the moment the connection was lost
- * while not, and the file's own time for a pool from the file that
- * ZooKeeper has not confirmed since: max_stale at the next start counts
- * from there. */
-static void on_state_collect(void *arg, zg_state_writer_t *w) {
-  zg_registry_t *reg = arg;
-  zg_state_entry_t *entries = malloc((reg->n_services + 1) * sizeof(*entries));
-  int64_t now = wall_ms(), lost;
+/* The catalog's view of a service's instances: its decoded children. */
+static size_t svc_instances(zg_catalog_entry_t *e, zg_instance_t *list) {
+  reg_service_t *svc = (reg_service_t *)e;
   size_t n = 0;
-  if (!entries)
-    return;
-  lost = now - (int64_t)(uv_now(reg->loop) - reg->disconnected_ms);
-  /* Last known pools, including those a max_stale has hidden from the
-   * gateway: the file remembers what the registry last said. */
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
-    if (!svc->published)
-      continue;
-    entries[n].zk_path = svc->path;
-    entries[n].endpoint = svc->endpoint;
-    entries[n].pool = svc->published;
-    entries[n].updated_ms = svc->published_wall_ms;
-    entries[n].fresh_ms = svc->from_file                  ? svc->file_fresh_ms
-                          : reg->state == ZG_ZK_CONNECTED ? now
-                                                          : lost;
-    n++;
-  }
-  zg_state_writer_put(w, entries, n, now);
-  free(entries);
-}
-
-/* Written shortly after a change, so that a burst of publications (the
- * first synchronisation of many services) writes the file once; at most
- * once a second, off the loop (state.h). */
-static void schedule_state_write(zg_registry_t *reg) {
-  if (reg->state_writer && !reg->closing)
-    zg_state_writer_mark(reg->state_writer);
-}
-
-typedef struct {
-  char *zk_path;
-  char *endpoint;
-  zg_pool_t *pool;
-  int64_t updated_ms, fresh_ms;
-} loaded_entry_t;
-
-typedef struct {
-  loaded_entry_t *v;
-  size_t n, cap;
-} loaded_t;
-
-static void on_state_entry(void *arg, const zg_state_entry_t *e,
-                           zg_pool_t *pool) {
-  loaded_t *l = arg;
-  char *path = strdup(e->zk_path);
-  char *endpoint = e->endpoint ? strdup(e->endpoint) : NULL;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    loaded_entry_t *nv = realloc(l->v, cap * sizeof(*nv));
-    if (nv) {
-      l->v = nv;
-      l->cap = cap;
-    }
-  }
-  if (!path || (e->endpoint && !endpoint) || l->n == l->cap) {
-    free(path);
-    free(endpoint);
-    zg_pool_unref(pool);
-    return;
-  }
-  l->v[l->n].zk_path = path;
-  l->v[l->n].endpoint = endpoint;
-  l->v[l->n].pool = pool;
-  l->v[l->n].updated_ms = e->updated_ms;
-  l->v[l->n].fresh_ms = e->fresh_ms;
-  l->n++;
-}
-
-/* The name of `zk_path` when it is a direct child of `root`, else NULL. */
-static const char *child_of(const char *root, const char *zk_path) {
-  size_t rlen = strlen(root);
-  if (rlen == 1) /* "/" */
-    rlen = 0;
-  if (strncmp(zk_path, root, rlen) != 0 || zk_path[rlen] != '/' ||
-      !zk_path[rlen + 1] || strchr(zk_path + rlen + 1, '/'))
-    return NULL;
-  return zk_path + rlen + 1;
+  if (!list)
+    return svc->n_children;
+  for (size_t i = 0; i < svc->n_children; i++)
+    if (svc->children[i].decoded)
+      list[n++] = svc->children[i].inst;
+  return n;
 }
 
 static int name_cmp(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Discovery roots first: the paths of the file under a root are its
- * children as last known, so that discovered services exist (and are
- * watched) before the pools are handed out. */
-static void state_apply(zg_registry_t *reg, loaded_t *l) {
-  size_t n_roots = reg->n_services;
-  uint64_t newest = UINT64_MAX; /* the age of the freshest pool taken */
-  const char **names = malloc((l->n + 1) * sizeof(*names));
-  for (size_t r = 0; names && r < n_roots; r++) {
-    reg_service_t *root = reg->services[r];
-    size_t n = 0;
-    if (!root->root)
-      continue;
-    for (size_t i = 0; i < l->n; i++) {
-      const char *name = child_of(root->path, l->v[i].zk_path);
-      if (name)
-        names[n++] = name;
-    }
-    if (n == 0)
-      continue;
-    qsort(names, n, sizeof(*names), name_cmp);
-    zg_info("registry", "%s: %zu service(s) from the state file", root->path,
-            n);
-    reg->children_cb(reg->cb_arg, root->ctx, names, n);
-  }
-  free(names);
-  for (size_t i = 0; i < l->n; i++) {
-    zg_pool_t *pool = l->v[i].pool;
-    int64_t now = wall_ms();
-    uint64_t age = zg_state_age_ms(l->v[i].fresh_ms, now);
-    int past =
-        zg_state_past_max_stale(l->v[i].fresh_ms, now, reg->max_stale_ms);
-    /* Services sharing a path and endpoint share the pool; an entry of
-     * another path or endpoint is no one's. */
-    for (size_t k = 0; k < reg->n_services; k++) {
-      reg_service_t *svc = reg->services[k];
-      zg_pool_t *serve = pool;
-      if (svc->root || svc->published ||
-          !zg_state_key_match(l->v[i].zk_path, l->v[i].endpoint, svc->path,
-                              svc->endpoint))
-        continue;
-      pool->version = svc->version = 1;
-      pool->created_ms = uv_now(reg->loop);
-      /* Older than max_stale already: stale from the start, as if the
-       * gateway had been without ZooKeeper all along (it was, for them).
-       * Kept for the file and for a reconnection that confirms it. */
-      if (past && pool->n > 0 && (serve = zg_pool_new(NULL, 0, 1, 0)))
-        svc->stale = 1;
-      else
-        serve = pool;
-      zg_info("registry",
-              "%s%s%s: %zu instance(s) from the state file, last updated %lld "
-              "s ago, known current %llu s ago%s",
-              svc->path, svc->endpoint ? " endpoint " : "",
-              svc->endpoint ? svc->endpoint : "", pool->n,
-              (long long)(now - l->v[i].updated_ms) / 1000,
-              (unsigned long long)age / 1000,
-              svc->stale ? ": past max_stale, not served" : "");
-      if (age < newest)
-        newest = age;
-      svc->synced = 1;
-      svc->from_file = 1;
-      svc->file_fresh_ms = l->v[i].fresh_ms;
-      svc->published_wall_ms = l->v[i].updated_ms;
-      svc->published = zg_pool_ref(pool);
-      reg->cb(reg->cb_arg, svc->ctx, serve == pool ? zg_pool_ref(pool) : serve);
-    }
-    zg_pool_unref(pool);
-    free(l->v[i].zk_path);
-    free(l->v[i].endpoint);
-  }
-  free(l->v);
-  /* Without ZooKeeper since the freshest of them was current, as far as
-   * anyone can tell: what /ready and the stats report. Not clamped at 0:
-   * uv_now counts from the boot, and a file from before a reboot is older
-   * than that. disconnected_ms is unsigned and only ever subtracted from
-   * uv_now, so it may wrap below 0 and the differences stay right. */
-  if (newest != UINT64_MAX)
-    reg->disconnected_ms -= newest;
-}
-
-static void state_load(zg_registry_t *reg) {
-  FILE *f = fopen(reg->state_file, "rb");
-  char *text = NULL, err[160];
-  size_t len = 0, cap = 0;
-  loaded_t l = {NULL, 0, 0};
-  if (!f) {
-    if (errno != ENOENT)
-      zg_warn("registry", "cannot read the state file %s: %s", reg->state_file,
-              strerror(errno));
-    return;
-  }
-  for (;;) {
-    size_t r;
-    if (len + 4096 > cap) {
-      char *nt = realloc(text, cap = cap ? cap * 2 : 65536);
-      if (!nt)
-        break;
-      text = nt;
-    }
-    r = fread(text + len, 1, cap - len, f);
-    len += r;
-    if (r == 0)
-      break;
-  }
-  fclose(f);
-  if (text &&
-      zg_state_decode(text, len, on_state_entry, &l, err, sizeof(err)) != 0)
-    zg_warn("registry", "ignoring the state file %s: %s", reg->state_file, err);
-  free(text);
-  state_apply(reg, &l);
-}
-
-/* max_stale: past it without ZooKeeper, each service answers as having no
- * instance (its static instances, if any, serve). Logged once per
- * service; the last known pool is kept for the state file and comes back
- * on reconnection if the registry still says so. */
-static void check_stale(zg_registry_t *reg, uint64_t now) {
-  int64_t wall = 0;
-  if (reg->max_stale_ms == 0 || reg->state == ZG_ZK_CONNECTED)
-    return;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
-    zg_pool_t *empty;
-    uint64_t age;
-    if (svc->stale || !svc->published || svc->published->n == 0)
-      continue;
-    /* A pool from the state file is as old as the file says, not as old
-     * as this process. */
-    if (svc->from_file && !wall)
-      wall = wall_ms();
-    age = svc->from_file ? zg_state_age_ms(svc->file_fresh_ms, wall)
-                         : now - reg->disconnected_ms;
-    if (age < reg->max_stale_ms)
-      continue;
-    empty = zg_pool_new(NULL, 0, ++svc->version, now);
-    if (!empty)
-      continue;
-    svc->stale = 1;
-    zg_warn("registry",
-            "%s: no ZooKeeper for %llu ms%s, past max_stale (%llu ms): the "
-            "last known %zu instance(s) no longer serve",
-            svc->path, (unsigned long long)age,
-            svc->from_file ? " (counted from the state file)" : "",
-            (unsigned long long)reg->max_stale_ms, svc->published->n);
-    reg->cb(reg->cb_arg, svc->ctx, empty);
-  }
-}
-
-static void publish_now(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
-  zg_instance_t *list;
-  zg_pool_t *pool;
-  size_t n = 0;
-
-  svc->dirty = 0;
-  svc->from_file = 0; /* what follows is ZooKeeper's word */
-  list = malloc((svc->n_children ? svc->n_children : 1) * sizeof(*list));
-  if (!list) {
-    zg_error("registry", "%s: out of memory building a pool", svc->path);
-    return;
-  }
-  for (size_t i = 0; i < svc->n_children; i++)
-    if (svc->children[i].decoded)
-      list[n++] = svc->children[i].inst; /* shallow: zg_pool_new copies */
-  pool = zg_pool_new(list, n, svc->version + 1, uv_now(reg->loop));
-  free(list);
-  if (!pool) {
-    zg_error("registry", "%s: out of memory building a pool", svc->path);
-    return;
-  }
-  if (svc->synced && svc->published && !svc->stale &&
-      zg_pool_same(pool, svc->published)) {
-    zg_pool_unref(pool);
-    return;
-  }
-  if (svc->stale)
-    zg_info("registry",
-            "%s: synchronised again after serving no pool (max_stale)",
-            svc->path);
-  svc->stale = 0;
-  svc->published_wall_ms = wall_ms();
-  reg->last_update_wall_ms = svc->published_wall_ms;
-  schedule_state_write(reg);
-  pool->zk_lists = svc->lists;
-  pool->zk_reads = svc->reads;
-  svc->lists = 0;
-  svc->reads = 0;
-  svc->version++;
-  svc->synced = 1;
-  zg_pool_unref(svc->published);
-  svc->published = zg_pool_ref(pool);
-  reg->cb(reg->cb_arg, svc->ctx, pool);
-}
-
-static void on_coalesce_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->dirty && !reg->services[i]->resync &&
-        reg->services[i]->outstanding == 0)
-      publish_now(reg->services[i]);
-}
-
-/* Publication waits `coalesce_window` after the first change, so that a
- * burst of events (a deploy) makes one pool, not one per event. */
-static void publish(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
-  if (svc->resync)
-    return; /* the children are not known yet: the pool would be empty */
-  if (reg->coalesce_ms == 0) {
-    publish_now(svc);
-    return;
-  }
-  svc->dirty = 1;
-  if (!uv_is_active((uv_handle_t *)&reg->coalesce_timer))
-    uv_timer_start(&reg->coalesce_timer, on_coalesce_timer, reg->coalesce_ms,
-                   0);
 }
 
 /* ---- the watch budget's books -------------------------------------------
@@ -620,7 +265,7 @@ static void publish(reg_service_t *svc) {
  * root's new children), whose child watches are not optional. */
 #define BUDGET_RESERVE_DIV 16
 
-static size_t chroot_len(const zg_registry_t *reg) {
+static size_t chroot_len(const zk_source_t *reg) {
   const char *chroot = strchr(reg->hosts, '/');
   return chroot && chroot[1] ? strlen(chroot) : 0;
 }
@@ -629,29 +274,29 @@ static size_t chroot_len(const zg_registry_t *reg) {
  * included. */
 static uint64_t data_watch_cost(const reg_service_t *svc,
                                 const reg_child_t *c) {
-  return 4 + chroot_len(svc->reg) + strlen(svc->path) + 1 + strlen(c->name);
+  return 4 + chroot_len(svc->reg) + strlen(svc->e.path) + 1 + strlen(c->name);
 }
 
-static void path_bytes_recount(zg_registry_t *reg) {
+static void path_bytes_recount(zk_source_t *reg) {
   size_t clen = chroot_len(reg);
   reg->path_bytes = 0;
-  reg->n_paths = reg->n_services + reg->n_graveyard;
+  reg->n_paths = reg->cat.n_entries + reg->n_graveyard;
   for (size_t i = 0; i < reg->n_paths; i++) {
-    const reg_service_t *svc = i < reg->n_services
-                                   ? reg->services[i]
-                                   : reg->graveyard[i - reg->n_services];
-    reg->path_bytes += 4 + clen + strlen(svc->path);
+    const reg_service_t *svc = i < reg->cat.n_entries
+                                   ? svc_at(reg, i)
+                                   : reg->graveyard[i - reg->cat.n_entries];
+    reg->path_bytes += 4 + clen + strlen(svc->e.path);
   }
 }
 
-static uint64_t budget_used(const zg_registry_t *reg) {
+static uint64_t budget_used(const zk_source_t *reg) {
   return SETWATCHES_OVERHEAD + reg->path_bytes + reg->data_bytes +
          reg->graveyard_bytes;
 }
 
 /* 1 when `c` holds a data watch (already, or now taken from the budget). */
 static int watch_take(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   uint64_t cost, limit;
   if (c->watched)
     return 1;
@@ -666,7 +311,7 @@ static int watch_take(reg_service_t *svc, reg_child_t *c) {
 }
 
 static void watch_release(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   if (!c->watched)
     return;
   c->watched = 0;
@@ -715,10 +360,10 @@ static reg_child_t *child_find(reg_service_t *svc, const char *name) {
 }
 
 static char *child_path(const reg_service_t *svc, const char *name) {
-  size_t plen = strlen(svc->path), nlen = strlen(name);
+  size_t plen = strlen(svc->e.path), nlen = strlen(name);
   char *path = malloc(plen + nlen + 2);
   if (path) {
-    memcpy(path, svc->path, plen);
+    memcpy(path, svc->e.path, plen);
     path[plen] = '/';
     memcpy(path + plen + 1, name, nlen + 1);
   }
@@ -742,18 +387,18 @@ static void decoded(reg_service_t *svc, reg_child_t *c, int rc,
     /* Something ignored (a weight that cannot be read): once per child
      * version, like the errors below. */
     if (err[0])
-      zg_warn("registry", "%s/%s: %s", svc->path, c->name, err);
-    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->path,
+      zg_warn("registry", "%s/%s: %s", svc->e.path, c->name, err);
+    zg_debug("registry", "%s/%s: %s instance %s:%u%s weight %u", svc->e.path,
              c->name, zg_instance_format_name(c->inst.format), c->inst.host,
              c->inst.port, c->inst.up ? "" : " (down)", c->inst.weight);
   } else if (rc == ZG_ESKIP) {
-    zg_debug("registry", "%s/%s: not an instance (%s)", svc->path, c->name,
+    zg_debug("registry", "%s/%s: not an instance (%s)", svc->e.path, c->name,
              err);
   } else {
     /* Once per child version: it is read again only when it changes. */
     zg_warn("registry",
-            "%s/%s: cannot decode instance data (%s); child skipped", svc->path,
-            c->name, err);
+            "%s/%s: cannot decode instance data (%s); child skipped",
+            svc->e.path, c->name, err);
   }
 }
 
@@ -771,7 +416,7 @@ static void on_data(int rc, const char *value, int value_len,
   reg_child_t *c = child_find(svc, req->name);
   char err[160];
 
-  svc->outstanding--;
+  svc->e.outstanding--;
   if (c && !svc->gone) {
     c->in_flight = 0;
     if (rc != ZOK)
@@ -812,8 +457,8 @@ static void on_data(int rc, const char *value, int value_len,
     } else {
       c->fetched = 1;
       zg_warn("registry",
-              "%s/%s: cannot read instance data (%s); child skipped", svc->path,
-              c->name, zerror(rc));
+              "%s/%s: cannot read instance data (%s); child skipped",
+              svc->e.path, c->name, zerror(rc));
     }
     /* Changed again while this read was out: read once more. */
     if (c->changed && !svc->reg->closing && !transient(rc)) {
@@ -822,9 +467,9 @@ static void on_data(int rc, const char *value, int value_len,
     }
   }
   free(req);
-  if (svc->outstanding == 0 && !transient(rc) && !svc->reg->closing &&
+  if (svc->e.outstanding == 0 && !transient(rc) && !svc->reg->closing &&
       !svc->gone)
-    publish(svc);
+    zg_catalog_changed(&svc->e);
 }
 
 /* A child's data changed (address, status, weight): read it again.
@@ -839,13 +484,13 @@ static void on_data(int rc, const char *value, int value_len,
 static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
                           void *ctx) {
   reg_service_t *svc = ctx;
-  size_t plen = strlen(svc->path);
+  size_t plen = strlen(svc->e.path);
   reg_child_t *c;
   (void)zh;
   (void)state;
   if ((type != ZOO_CHANGED_EVENT && type != ZOO_DELETED_EVENT) ||
       svc->reg->closing || svc->gone || !path ||
-      strncmp(path, svc->path, plen) != 0 || path[plen] != '/')
+      strncmp(path, svc->e.path, plen) != 0 || path[plen] != '/')
     return;
   svc->reg->watch_events++;
   c = child_find(svc, path + plen + 1);
@@ -858,7 +503,8 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
       c->fetched = 0;
     return;
   }
-  zg_debug("registry", "%s/%s: data changed (data watch)", svc->path, c->name);
+  zg_debug("registry", "%s/%s: data changed (data watch)", svc->e.path,
+           c->name);
   if (c->in_flight)
     c->changed = 1;
   else
@@ -866,12 +512,12 @@ static void on_data_watch(zhandle_t *zh, int type, int state, const char *path,
 }
 
 static void fetch(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t nlen = strlen(c->name);
   data_req_t *req = malloc(sizeof(*req) + nlen + 1);
   char *path = child_path(svc, c->name);
   int rc;
-  if (!req || !path || !reg->zh) {
+  if (!req || !path || !reg->zk.zh) {
     free(req);
     free(path);
     watch_release(svc, c); /* taken by a promotion: none was set */
@@ -885,9 +531,9 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
    * tells of changes in place; past the watch budget the child is read
    * without one, and the data sweep looks for its changes. */
   if (watch_take(svc, c)) {
-    rc = zoo_awget(reg->zh, path, on_data_watch, svc, on_data, req);
+    rc = zoo_awget(reg->zk.zh, path, on_data_watch, svc, on_data, req);
   } else {
-    rc = zoo_aget(reg->zh, path, 0, on_data, req);
+    rc = zoo_aget(reg->zk.zh, path, 0, on_data, req);
     reg->budget_short = 1; /* budget_warn() tells, once */
   }
   free(path);
@@ -899,8 +545,8 @@ static void fetch(reg_service_t *svc, reg_child_t *c) {
     return;
   }
   c->in_flight = 1;
-  svc->outstanding++;
-  svc->reads++;
+  svc->e.outstanding++;
+  svc->e.reads++;
   reg->reads_total++;
 }
 
@@ -940,12 +586,12 @@ static int has_decoded(const reg_service_t *svc) {
  * like a vanished zk_path, services stay until the root says otherwise. */
 static void root_children(reg_service_t *svc, int rc,
                           const struct String_vector *strings) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   const char **names;
   if (rc == ZNONODE) {
     zg_info("registry",
             "discovery root %s does not exist (yet): waiting for it",
-            svc->path);
+            svc->e.path);
     watch_exists(svc);
     return;
   }
@@ -954,7 +600,7 @@ static void root_children(reg_service_t *svc, int rc,
     svc->need_list = 1;
     if (!transient(rc) &&
         zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
-      zg_error("registry", "%s: cannot list children: %s", svc->path,
+      zg_error("registry", "%s: cannot list children: %s", svc->e.path,
                zerror(rc));
     return;
   }
@@ -967,22 +613,21 @@ static void root_children(reg_service_t *svc, int rc,
     names[i] = strings->data[i];
   qsort(names, (size_t)strings->count, sizeof(*names), name_cmp);
   svc->need_list = 0;
-  svc->synced = 1;
-  reg->children_cb(reg->cb_arg, svc->ctx, names, (size_t)strings->count);
+  zg_catalog_children(&svc->e, names, (size_t)strings->count);
   free(names);
 }
 
 static void on_children(int rc, const struct String_vector *strings,
                         const struct Stat *stat, const void *data) {
   reg_service_t *svc = (reg_service_t *)(uintptr_t)data;
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t kept = 0;
   int removed = 0;
 
   (void)stat;
   if (reg->closing || svc->gone)
     return;
-  if (svc->root) {
+  if (svc->e.root) {
     root_children(svc, rc, strings);
     return;
   }
@@ -991,21 +636,22 @@ static void on_children(int rc, const struct String_vector *strings,
      * a parent that vanishes is a registry accident (a server restarted
      * without its data, a careless delete). The last known pool keeps
      * serving until the path is back and says otherwise. */
-    if (svc->published && svc->published->n > 0)
+    if (svc->e.published && svc->e.published->n > 0)
       zg_warn("registry",
               "%s vanished: keeping the last known %zu instance(s) until it "
               "reappears",
-              svc->path, svc->published->n);
+              svc->e.path, svc->e.published->n);
     else
-      zg_info("registry", "%s does not exist (yet): waiting for it", svc->path);
+      zg_info("registry", "%s does not exist (yet): waiting for it",
+              svc->e.path);
     /* Children are forgotten (a re-created path may reuse their names for
      * other znodes), the pool is not. Watch for the path's creation; the
      * exists call may find it already there, and on_exists lists it. */
     forget_children(svc);
     watch_exists(svc);
-    svc->resync = 0; /* the list has said what there is: nothing */
-    if (!svc->synced)
-      publish(svc);
+    svc->e.resync = 0; /* the list has said what there is: nothing */
+    if (!svc->e.synced)
+      zg_catalog_changed(&svc->e);
     return;
   }
   if (rc != ZOK) {
@@ -1017,16 +663,16 @@ static void on_children(int rc, const struct String_vector *strings,
     }
     if (!transient(rc) &&
         zg_ratelimit_allow(&reg->error_rl, uv_now(reg->loop), &dropped))
-      zg_error("registry", "%s: cannot list children: %s", svc->path,
+      zg_error("registry", "%s: cannot list children: %s", svc->e.path,
                zerror(rc));
     return;
   }
   svc->need_list = 0;
   /* From here the children are this session's: publications wait for
    * their reads (outstanding) as after any list. */
-  svc->resync = 0;
+  svc->e.resync = 0;
   if (svc->denied)
-    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->path);
+    zg_info("registry", "%s: ZooKeeper lets us list it now", svc->e.path);
   svc->denied = 0;
   reg->auth_refused = 0; /* this session is accepted, credentials or not */
 
@@ -1083,8 +729,8 @@ static void on_children(int rc, const struct String_vector *strings,
    * data, unless that would leave the pool empty while reads are out (a
    * resync where every instance came back under a new name): then the
    * pool changes in one step when the last read is back. */
-  if (svc->outstanding == 0 || (removed && has_decoded(svc)))
-    publish(svc); /* no-op when the pool would not change */
+  if (svc->e.outstanding == 0 || (removed && has_decoded(svc)))
+    zg_catalog_changed(&svc->e); /* no-op when the pool would not change */
 }
 
 static void on_child_watch(zhandle_t *zh, int type, int state, const char *path,
@@ -1125,25 +771,25 @@ static void on_exists_watch(zhandle_t *zh, int type, int state,
 /* Lists the children and re-arms the child watch; when the node does not
  * exist, on_children turns to an exists watch. */
 static void list_children(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   svc->need_list = 1;
-  if (!reg->zh || reg->closing || reg->state != ZG_ZK_CONNECTED)
+  if (!reg->zk.zh || reg->closing || reg->cat.state != ZG_SOURCE_CONNECTED)
     return;
   if (svc->denied && uv_now(reg->loop) - svc->denied_ms < DENIED_RETRY_MS)
     return; /* the health timer retries */
-  if (zoo_awget_children2(reg->zh, svc->path, on_child_watch, svc, on_children,
-                          svc) == ZOK) {
+  if (zoo_awget_children2(reg->zk.zh, svc->e.path, on_child_watch, svc,
+                          on_children, svc) == ZOK) {
     svc->need_list = 0;
-    svc->lists++;
+    svc->e.lists++;
     reg->lists_total++;
   }
 }
 
 static void watch_exists(reg_service_t *svc) {
-  zg_registry_t *reg = svc->reg;
-  if (!reg->zh || reg->closing ||
-      zoo_awexists(reg->zh, svc->path, on_exists_watch, svc, on_exists, svc) !=
-          ZOK)
+  zk_source_t *reg = svc->reg;
+  if (!reg->zk.zh || reg->closing ||
+      zoo_awexists(reg->zk.zh, svc->e.path, on_exists_watch, svc, on_exists,
+                   svc) != ZOK)
     svc->need_list = 1;
 }
 
@@ -1176,17 +822,17 @@ static void watch_exists(reg_service_t *svc) {
 #define FLAP_LIMIT 3
 
 /* The packet's size, from the books. */
-static uint64_t watch_bytes(const zg_registry_t *reg, size_t *n_watches) {
+static uint64_t watch_bytes(const zk_source_t *reg, size_t *n_watches) {
   *n_watches = reg->n_paths + reg->n_data_watches + reg->n_graveyard_watches;
   return budget_used(reg);
 }
 
 /* Children read from their data that hold no data watch. */
-static size_t count_unwatched(const zg_registry_t *reg) {
+static size_t count_unwatched(const zk_source_t *reg) {
   size_t n = 0;
-  for (size_t i = 0; i < reg->n_services; i++) {
-    const reg_service_t *svc = reg->services[i];
-    for (size_t k = 0; !svc->root && k < svc->n_children; k++)
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    const reg_service_t *svc = svc_at(reg, i);
+    for (size_t k = 0; !svc->e.root && k < svc->n_children; k++)
       n += svc->children[k].has_stat && !svc->children[k].watched;
   }
   return n;
@@ -1195,7 +841,7 @@ static size_t count_unwatched(const zg_registry_t *reg) {
 /* Once when the budget is first reached (again after every child was
  * watched once more), at most every 10 minutes: the operator learns that
  * changes in place of some instances now take up to data_sweep. */
-static void budget_warn(zg_registry_t *reg) {
+static void budget_warn(zk_source_t *reg) {
   uint64_t dropped;
   size_t n;
   if (!reg->budget_short || reg->budget_warned)
@@ -1204,8 +850,8 @@ static void budget_warn(zg_registry_t *reg) {
   if (n == 0) {
     /* Those read without a watch are not back yet: wait for them (a read
      * that failed is no news). */
-    for (size_t i = 0; i < reg->n_services; i++)
-      if (reg->services[i]->outstanding)
+    for (size_t i = 0; i < reg->cat.n_entries; i++)
+      if (svc_at(reg, i)->e.outstanding)
         return;
   }
   reg->budget_short = 0;
@@ -1251,12 +897,12 @@ typedef struct {
   char name[];
 } sweep_req_t;
 
-static void sweep_pump(zg_registry_t *reg);
+static void sweep_pump(zk_source_t *reg);
 
 static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
   sweep_req_t *req = (sweep_req_t *)(uintptr_t)data;
   reg_service_t *svc = req->svc;
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   reg_child_t *c;
   reg->sweep_in_flight--;
   if (reg->closing || svc->gone || !(c = child_find(svc, req->name))) {
@@ -1268,7 +914,7 @@ static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
    * the next pass sees its new mzxid). Other errors: the next pass. */
   if (rc == ZOK && c->has_stat && stat->mzxid != c->mzxid && !c->in_flight) {
     zg_debug("registry", "%s/%s: data changed (seen by the data sweep)",
-             svc->path, c->name);
+             svc->e.path, c->name);
     fetch(svc, c);
   }
   free(req);
@@ -1277,11 +923,11 @@ static void on_sweep_stat(int rc, const struct Stat *stat, const void *data) {
 }
 
 /* The next child of the pass to check, or NULL at its end. */
-static reg_child_t *sweep_next(zg_registry_t *reg, reg_service_t **svc_out) {
-  for (; reg->sweep_svc < reg->n_services;
+static reg_child_t *sweep_next(zk_source_t *reg, reg_service_t **svc_out) {
+  for (; reg->sweep_svc < reg->cat.n_entries;
        reg->sweep_svc++, reg->sweep_child = 0) {
-    reg_service_t *svc = reg->services[reg->sweep_svc];
-    if (svc->root)
+    reg_service_t *svc = svc_at(reg, reg->sweep_svc);
+    if (svc->e.root)
       continue;
     while (reg->sweep_child < svc->n_children) {
       reg_child_t *c = &svc->children[reg->sweep_child++];
@@ -1295,7 +941,7 @@ static reg_child_t *sweep_next(zg_registry_t *reg, reg_service_t **svc_out) {
 }
 
 static int sweep_check(reg_service_t *svc, reg_child_t *c) {
-  zg_registry_t *reg = svc->reg;
+  zk_source_t *reg = svc->reg;
   size_t nlen = strlen(c->name);
   sweep_req_t *req;
   char *path;
@@ -1313,7 +959,7 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
   }
   req->svc = svc;
   memcpy(req->name, c->name, nlen + 1);
-  rc = zoo_aexists(reg->zh, path, 0, on_sweep_stat, req);
+  rc = zoo_aexists(reg->zk.zh, path, 0, on_sweep_stat, req);
   free(path);
   if (rc != ZOK) {
     free(req);
@@ -1327,10 +973,10 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
 
 /* From the health timer and from each answer: issues the checks the pass
  * is due by now. */
-static void sweep_pump(zg_registry_t *reg) {
+static void sweep_pump(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), spread, elapsed, due;
-  if (!reg->data_sweep_ms || !reg->zh || reg->closing ||
-      reg->state != ZG_ZK_CONNECTED)
+  if (!reg->data_sweep_ms || !reg->zk.zh || reg->closing ||
+      reg->cat.state != ZG_SOURCE_CONNECTED)
     return;
   if (!reg->sweep_active) {
     if (now - reg->sweep_start_ms < reg->data_sweep_ms)
@@ -1367,7 +1013,7 @@ static void sweep_pump(zg_registry_t *reg) {
 
 /* ZOO_CONNECTING_STATE after CONNECTED: 1 when a new session must replace
  * this one (reg->reinit is then set and the reason logged). */
-static int connection_lost(zg_registry_t *reg) {
+static int connection_lost(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), bytes, dropped;
   size_t n;
   /* Only a reconnection re-sends watches: a new session's first
@@ -1376,9 +1022,9 @@ static int connection_lost(zg_registry_t *reg) {
     reg->flaps++;
   } else {
     reg->flaps = 0;
-    reg->disconnected_ms = now;
+    reg->cat.disconnected_ms = now;
   }
-  reg->state = ZG_ZK_DISCONNECTED;
+  reg->cat.state = ZG_SOURCE_DISCONNECTED;
   if (reg->flaps >= FLAP_LIMIT) {
     uint64_t was = reg->watch_budget;
     bytes = watch_bytes(reg, &n);
@@ -1425,15 +1071,15 @@ static int connection_lost(zg_registry_t *reg) {
 
 /* ---- session --------------------------------------------------------- */
 
-static void list_pending(zg_registry_t *reg) {
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->need_list)
-      list_children(reg->services[i]);
+static void list_pending(zk_source_t *reg) {
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    if (svc_at(reg, i)->need_list)
+      list_children(svc_at(reg, i));
 }
 
 static void on_session_event(zhandle_t *zh, int type, int state,
                              const char *path, void *ctx) {
-  zg_registry_t *reg = ctx;
+  zk_source_t *reg = ctx;
   (void)path;
   if (type != ZOO_SESSION_EVENT || reg->closing)
     return;
@@ -1449,20 +1095,20 @@ static void on_session_event(zhandle_t *zh, int type, int state,
            zoo_get_current_server(zh), chroot ? ", chroot " : "",
            chroot ? chroot : "", zoo_recv_timeout(zh));
     reg->last_client = *id;
-    reg->state = ZG_ZK_CONNECTED;
+    reg->cat.state = ZG_SOURCE_CONNECTED;
     reg->connected_ms = uv_now(reg->loop);
     reg->reconnected = same;
     if (!same)
-      for (size_t i = 0; i < reg->n_services; i++)
-        reg->services[i]->need_list = 1;
+      for (size_t i = 0; i < reg->cat.n_entries; i++)
+        svc_at(reg, i)->need_list = 1;
     /* Within the same session the client re-registers its watches; only
      * lists that failed while disconnected are repeated, and pools that
      * max_stale hid come back from the children still known. */
     list_pending(reg);
-    for (size_t i = 0; i < reg->n_services; i++)
-      if (reg->services[i]->stale && same && !reg->services[i]->need_list &&
-          reg->services[i]->outstanding == 0)
-        publish(reg->services[i]);
+    for (size_t i = 0; i < reg->cat.n_entries; i++)
+      if (svc_at(reg, i)->e.stale && same && !svc_at(reg, i)->need_list &&
+          svc_at(reg, i)->e.outstanding == 0)
+        zg_catalog_changed(&svc_at(reg, i)->e);
   } else if (state == ZOO_EXPIRED_SESSION_STATE) {
     zg_warn("registry",
             "ZooKeeper session 0x%llx expired: opening a new "
@@ -1472,12 +1118,12 @@ static void on_session_event(zhandle_t *zh, int type, int state,
   } else if (state == ZOO_AUTH_FAILED_STATE) {
     auth_refused(reg);
   } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
-    if (reg->state == ZG_ZK_CONNECTED)
+    if (reg->cat.state == ZG_SOURCE_CONNECTED)
       connection_lost(reg);
   }
 }
 
-static int session_open(zg_registry_t *reg) {
+static int session_open(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), dropped;
   int rc;
   if (reg->auth_refused && now - reg->auth_refused_ms < auth_retry_ms(reg))
@@ -1487,11 +1133,17 @@ static int session_open(zg_registry_t *reg) {
   /* On the addresses the names resolved to, off the loop: UV_EAGAIN until
    * there are some (a failure to resolve is logged by zg_zkhosts). Static
    * instances and the state file serve meanwhile. */
-  reg->zh = zg_zkhosts_handle(&reg->zhosts, on_session_event,
-                              reg->session_timeout_ms, reg, on_zk_log);
-  if (!reg->zh && errno == EAGAIN)
+  rc = zg_zkconn_open(&reg->zk, reg->hosts, reg->session_timeout_ms,
+                      on_session_event, reg);
+  if (rc == UV_EAGAIN)
     return UV_EAGAIN;
-  if (!reg->zh) {
+  if (rc != 0 && reg->zk.auth_rc != 0) {
+    /* zkconn queues the credentials on every new handle (zkconn.h). */
+    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
+             auth_user_len(reg), reg->auth, zerror(reg->zk.auth_rc));
+    return ZG_EZOOKEEPER;
+  }
+  if (rc != 0) {
     /* Retried every second by the health timer; logged once a minute. */
     reg->open_after_ms = now + 1000;
     if (zg_ratelimit_allow(&reg->open_rl, now, &dropped))
@@ -1502,55 +1154,26 @@ static int session_open(zg_registry_t *reg) {
                dropped ? " (repeats suppressed)" : "");
     return ZG_EZOOKEEPER;
   }
-  /* Queued before the handle connects: sent first on every connection. */
-  if (reg->auth &&
-      (rc = zoo_add_auth(reg->zh, "digest", reg->auth, (int)strlen(reg->auth),
-                         on_auth, reg)) != ZOK) {
-    zg_error("registry", "cannot add the credentials of digest user '%.*s': %s",
-             auth_user_len(reg), reg->auth, zerror(rc));
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
-    return ZG_EZOOKEEPER;
-  }
   return 0;
-}
-
-static void on_poll_closed(uv_handle_t *h) {
-  zg_registry_t *reg = h->data;
-  free(h);
-  if (--reg->open_handles == 0 && reg->closing)
-    free(reg);
-}
-
-static void poll_drop(zg_registry_t *reg) {
-  if (reg->poll) {
-    uv_close((uv_handle_t *)reg->poll, on_poll_closed);
-    reg->poll = NULL;
-    reg->poll_fd = -1;
-  }
 }
 
 /* Closes the handle and opens a new session. Outside of zookeeper_process
  * only: the client must not be closed from its own callbacks. */
-static void session_restart(zg_registry_t *reg) {
+static void session_restart(zk_source_t *reg) {
   reg->reinit = 0;
   reg->flaps = 0;
   reg->expiries++;
-  poll_drop(reg); /* before the client closes the fd under it */
-  if (reg->zh) {
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
-  }
+  zg_zkconn_reset(&reg->zk, 0);
   graveyard_free(reg); /* the client that held their watches is gone */
-  reg->state = ZG_ZK_CONNECTING;
+  reg->cat.state = ZG_SOURCE_CONNECTING;
   /* zookeeper_close answered the sweep's stats; the new session reads
    * every child, so its first pass comes a full interval later. */
   reg->sweep_in_flight = 0;
   reg->sweep_active = 0;
   reg->sweep_start_ms = uv_now(reg->loop);
   memset(&reg->last_client, 0, sizeof(reg->last_client));
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i];
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    reg_service_t *svc = svc_at(reg, i);
     svc->need_list = 1;
     /* Reads of the old session were completed with an error by
      * zookeeper_close. The children are forgotten too: a name seen in the
@@ -1558,124 +1181,59 @@ static void session_restart(zg_registry_t *reg) {
      * server that lost its data), so every child is read again. The
      * published pool stays until the first list of the new session has
      * been read in full, and is then replaced in one step. */
-    svc->outstanding = 0;
+    svc->e.outstanding = 0;
     forget_children(svc);
     /* A publication the window was still holding was of the old session's
      * children, which are gone: published now it would be an empty pool. */
-    svc->dirty = 0;
-    svc->resync = 1;
+    svc->e.dirty = 0;
+    svc->e.resync = 1;
   }
-  if (session_open(reg) == 0)
-    update_interest(reg);
-  else
-    uv_timer_start(&reg->zk_timer, NULL, 0, 0); /* retried by health */
+  session_open(reg); /* else retried by the health timer */
 }
 
-static void after_process(zg_registry_t *reg) {
+/* After every zookeeper_process(), outside of the client's callbacks
+ * (zkconn updates the interest next). */
+static void after_process(zg_zkconn_t *zc) {
+  zk_source_t *reg = zc->data;
   if (reg->reinit && !reg->closing)
     session_restart(reg);
-  else
-    update_interest(reg);
 }
 
-static void on_zk_poll(uv_poll_t *h, int status, int events) {
-  zg_registry_t *reg = h->data;
-  int zev = 0;
-  if (status < 0)
-    zev = ZOOKEEPER_READ | ZOOKEEPER_WRITE; /* let the client see the error */
-  if (events & UV_READABLE)
-    zev |= ZOOKEEPER_READ;
-  if (events & UV_WRITABLE)
-    zev |= ZOOKEEPER_WRITE;
-  zookeeper_process(reg->zh, zev);
-  after_process(reg);
-}
-
-static void on_zk_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
-  if (!reg->zh)
-    return;
-  zookeeper_process(reg->zh, 0);
-  after_process(reg);
-}
-
-static void update_interest(zg_registry_t *reg) {
-  int fd = -1, interest = 0, events = 0, rc;
-  struct timeval tv = {0, 0};
-  uint64_t timeout_ms;
-  struct stat st;
-
-  if (!reg->zh || reg->closing)
-    return;
-  rc = zookeeper_interest(reg->zh, &fd, &interest, &tv);
-  if (rc != ZOK || fd < 0 || fstat(fd, &st) != 0) {
-    /* The fd reported with an error may already belong to someone else:
-     * drop the poll and come back on the timer. */
-    poll_drop(reg);
-    timeout_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    if (timeout_ms < 50 || timeout_ms > 1000)
-      timeout_ms = rc == ZOK ? 50 : 200;
-    uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
-    return;
-  }
-  if (reg->poll && (reg->poll_fd != fd || reg->poll_ino != st.st_ino))
-    poll_drop(reg);
-  if (!reg->poll) {
-    uv_poll_t *p = malloc(sizeof(*p));
-    if (!p || uv_poll_init(reg->loop, p, fd) != 0) {
-      free(p);
-      uv_timer_start(&reg->zk_timer, on_zk_timer, 50, 0);
-      return;
-    }
-    p->data = reg;
-    reg->open_handles++;
-    reg->poll = p;
-    reg->poll_fd = fd;
-    reg->poll_ino = st.st_ino;
-    reg->poll_events = -1;
-  }
-  if (interest & ZOOKEEPER_READ)
-    events |= UV_READABLE;
-  if (interest & ZOOKEEPER_WRITE)
-    events |= UV_WRITABLE;
-  if (events != reg->poll_events) {
-    uv_poll_start(reg->poll, events, on_zk_poll);
-    reg->poll_events = events;
-  }
-  timeout_ms = (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
-  uv_timer_start(&reg->zk_timer, on_zk_timer, timeout_ms, 0);
+/* After issuing requests from outside a client callback (zkconn.h). */
+static void update_interest(zk_source_t *reg) {
+  if (!reg->closing)
+    zg_zkconn_update(&reg->zk);
 }
 
 /* Every 100 ms: a disconnection longer than the session timeout is treated
  * as an expiry (a server restarted without its data refuses the old session
  * without ever saying it expired); failed lists are retried. */
 static void on_health_timer(uv_timer_t *t) {
-  zg_registry_t *reg = t->data;
+  zk_source_t *reg = t->data;
   uint64_t now = uv_now(reg->loop);
   if (reg->closing)
     return;
-  check_stale(reg, now);
-  zg_zkhosts_tick(&reg->zhosts, reg->state == ZG_ZK_CONNECTED);
-  if (!reg->zh) {
-    if (session_open(reg) == 0)
-      update_interest(reg);
+  zg_catalog_check_stale(&reg->cat, now);
+  zg_zkhosts_tick(&reg->zk.hosts, reg->cat.state == ZG_SOURCE_CONNECTED);
+  if (!reg->zk.zh) {
+    session_open(reg);
     return;
   }
-  if (reg->state == ZG_ZK_DISCONNECTED) {
-    int timeout = zoo_recv_timeout(reg->zh);
+  if (reg->cat.state == ZG_SOURCE_DISCONNECTED) {
+    int timeout = zoo_recv_timeout(reg->zk.zh);
     if (timeout <= 0)
       timeout = reg->session_timeout_ms;
-    if (now - reg->disconnected_ms > (uint64_t)timeout) {
+    if (now - reg->cat.disconnected_ms > (uint64_t)timeout) {
       zg_warn("registry",
               "no ZooKeeper connection for %llu ms, longer than "
               "the session timeout (%d ms): opening a new session; pools are "
               "kept until it is synchronised",
-              (unsigned long long)(now - reg->disconnected_ms), timeout);
+              (unsigned long long)(now - reg->cat.disconnected_ms), timeout);
       session_restart(reg);
       return;
     }
   }
-  if (reg->state == ZG_ZK_CONNECTED) {
+  if (reg->cat.state == ZG_SOURCE_CONNECTED) {
     list_pending(reg);
     budget_warn(reg);
     sweep_pump(reg);
@@ -1685,23 +1243,19 @@ static void on_health_timer(uv_timer_t *t) {
 
 /* ---- life ------------------------------------------------------------ */
 
-zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
-                               uint64_t session_timeout_ms,
-                               uint64_t coalesce_ms, zg_registry_publish_cb cb,
-                               zg_registry_children_cb children_cb,
-                               void *cb_arg) {
-  zg_registry_t *reg = calloc(1, sizeof(*reg));
+static zk_source_t *zk_new(uv_loop_t *loop, const char *hosts,
+                           uint64_t session_timeout_ms, uint64_t coalesce_ms,
+                           zg_source_publish_cb cb,
+                           zg_source_children_cb children_cb, void *cb_arg) {
+  zk_source_t *reg = calloc(1, sizeof(*reg));
   if (!reg)
     return NULL;
+  reg->base.ops = &zk_ops;
   reg->loop = loop;
   reg->hosts = strdup(hosts);
   reg->session_timeout_ms = (int)session_timeout_ms;
-  reg->coalesce_ms = coalesce_ms;
-  reg->cb = cb;
-  reg->children_cb = children_cb;
-  reg->cb_arg = cb_arg;
-  reg->poll_fd = -1;
-  reg->state = ZG_ZK_CONNECTING;
+  zg_catalog_init(&reg->cat, loop, "ZooKeeper", coalesce_ms, cb, children_cb,
+                  cb_arg, svc_instances);
   zg_ratelimit_init(&reg->error_rl, 10000, 5);
   zg_ratelimit_init(&reg->open_rl, 60000, 1);
   zg_ratelimit_init(&reg->watch_rl, 60000, 1);
@@ -1717,13 +1271,11 @@ zg_registry_t *zg_registry_new(uv_loop_t *loop, const char *hosts,
 static void service_free(reg_service_t *svc) {
   forget_children(svc);
   free(svc->children);
-  free(svc->path);
-  free(svc->endpoint);
-  zg_pool_unref(svc->published);
+  zg_catalog_entry_clear(&svc->e);
   free(svc);
 }
 
-static void graveyard_free(zg_registry_t *reg) {
+static void graveyard_free(zk_source_t *reg) {
   for (size_t i = 0; i < reg->n_graveyard; i++)
     service_free(reg->graveyard[i]);
   free(reg->graveyard);
@@ -1738,82 +1290,83 @@ static int same_opt(const char *a, const char *b) {
   return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-static int add_watch(zg_registry_t *reg, const char *zk_path,
+static int add_watch(zk_source_t *reg, const char *zk_path,
                      const char *endpoint, void *ctx, int root) {
-  reg_service_t **ns, *svc = NULL;
-  ns = realloc(reg->services, (reg->n_services + 1) * sizeof(*ns));
-  if (!ns)
-    return UV_ENOMEM;
-  reg->services = ns;
+  reg_service_t *svc = NULL;
+  int from_graveyard = 0;
   /* A path watched before: its graveyard entry comes back, so that the
    * graveyard holds each path once at most. */
   for (size_t i = 0; i < reg->n_graveyard; i++) {
     reg_service_t *g = reg->graveyard[i];
-    if (g->root == root && g->outstanding == 0 && !strcmp(g->path, zk_path) &&
-        same_opt(g->endpoint, endpoint)) {
+    if (g->e.root == root && g->e.outstanding == 0 &&
+        !strcmp(g->e.path, zk_path) && same_opt(g->e.endpoint, endpoint)) {
       svc = g;
+      from_graveyard = 1;
       reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
       svc->gone = 0;
-      svc->synced = svc->dirty = svc->stale = svc->from_file = 0;
-      svc->lists = svc->reads = 0;
+      svc->e.synced = svc->e.dirty = svc->e.stale = svc->e.from_file = 0;
+      svc->e.lists = svc->e.reads = 0;
       break;
     }
   }
   if (!svc) {
     if (!(svc = calloc(1, sizeof(*svc))))
       return UV_ENOMEM;
-    if (!(svc->path = strdup(zk_path)) ||
-        (endpoint && !(svc->endpoint = strdup(endpoint)))) {
-      free(svc->path);
+    if (zg_catalog_entry_init(&reg->cat, &svc->e, zk_path, endpoint, root) !=
+        0) {
       free(svc);
       return UV_ENOMEM;
     }
     svc->reg = reg;
-    svc->opts.endpoint = svc->endpoint;
-    svc->root = root;
+    svc->opts.endpoint = svc->e.endpoint;
   }
-  svc->ctx = ctx;
+  if (zg_catalog_add(&reg->cat, &svc->e, ctx) != 0) {
+    if (from_graveyard) { /* back where it was: its slot is still there */
+      svc->gone = 1;
+      reg->graveyard[reg->n_graveyard++] = svc;
+    } else {
+      service_free(svc);
+    }
+    return UV_ENOMEM;
+  }
   svc->need_list = 1;
-  reg->services[reg->n_services++] = svc;
   path_bytes_recount(reg);
-  if (reg->started && reg->state == ZG_ZK_CONNECTED) {
+  if (reg->started && reg->cat.state == ZG_SOURCE_CONNECTED) {
     list_children(svc);
     update_interest(reg);
   }
   return 0;
 }
 
-int zg_registry_watch(zg_registry_t *reg, const char *zk_path,
-                      const char *endpoint, void *ctx) {
-  return add_watch(reg, zk_path, endpoint, ctx, 0);
+static int zk_watch(zg_source_t *src, const char *zk_path, const char *endpoint,
+                    void *ctx) {
+  return add_watch((zk_source_t *)src, zk_path, endpoint, ctx, 0);
 }
 
-int zg_registry_watch_root(zg_registry_t *reg, const char *zk_root, void *ctx) {
-  return add_watch(reg, zk_root, NULL, ctx, 1);
+static int zk_watch_root(zg_source_t *src, const char *zk_root, void *ctx) {
+  return add_watch((zk_source_t *)src, zk_root, NULL, ctx, 1);
 }
 
-void zg_registry_retarget(zg_registry_t *reg, void *old_ctx, void *new_ctx) {
-  for (size_t i = 0; i < reg->n_services; i++)
-    if (reg->services[i]->ctx == old_ctx) {
-      reg->services[i]->ctx = new_ctx;
+static void zk_retarget(zg_source_t *src, void *old_ctx, void *new_ctx) {
+  zk_source_t *reg = (zk_source_t *)src;
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    if (svc_at(reg, i)->e.ctx == old_ctx) {
+      svc_at(reg, i)->e.ctx = new_ctx;
       return;
     }
 }
 
-void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
-  for (size_t i = 0; i < reg->n_services; i++) {
-    reg_service_t *svc = reg->services[i], **ng;
-    if (svc->ctx != ctx)
+static void zk_unwatch(zg_source_t *src, void *ctx) {
+  zk_source_t *reg = (zk_source_t *)src;
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    reg_service_t *svc = svc_at(reg, i), **ng;
+    if (svc->e.ctx != ctx)
       continue;
     ng = realloc(reg->graveyard, (reg->n_graveyard + 1) * sizeof(*ng));
     if (ng)
       reg->graveyard = ng;
-    memmove(&reg->services[i], &reg->services[i + 1],
-            (reg->n_services - i - 1) * sizeof(*reg->services));
-    reg->n_services--;
+    zg_catalog_remove(&reg->cat, &svc->e); /* the file forgets the path */
     svc->gone = 1;
-    svc->ctx = NULL;
-    svc->dirty = 0;
     /* Its children's data watches stay in the client until they fire or
      * the session ends: still in the packet of a reconnection. */
     for (size_t k = 0; k < svc->n_children; k++)
@@ -1823,73 +1376,50 @@ void zg_registry_unwatch(zg_registry_t *reg, void *ctx) {
         watch_release(svc, &svc->children[k]);
       }
     forget_children(svc);
-    zg_pool_unref(svc->published);
-    svc->published = NULL;
-    svc->version = 0;
     if (ng) /* else leaked: the client may still call back with it */
       reg->graveyard[reg->n_graveyard++] = svc;
     path_bytes_recount(reg);
-    schedule_state_write(reg); /* the file forgets the path */
     return;
   }
 }
 
-/* New addresses go to the live handle (the client moves only if its
- * server is no longer among them); the first ones open the session. */
-static void on_registry_hosts(zg_zkhosts_t *zr, int status, int changed) {
-  zg_registry_t *reg = zr->data;
-  if (status != 0 || reg->closing)
-    return;
-  if (reg->zh && changed) {
-    zg_zkhosts_apply(zr, reg->zh);
-    update_interest(reg);
-  } else if (!reg->zh && session_open(reg) == 0) {
-    update_interest(reg);
-  }
+/* New addresses went to the live handle (zkconn: the client moves only if
+ * its server is no longer among them); the first ones open the session. */
+static void on_registry_hosts(zg_zkconn_t *zc, int status, int changed) {
+  zk_source_t *reg = zc->data;
+  (void)changed;
+  if (status == 0 && !reg->closing && !reg->zk.zh)
+    session_open(reg);
 }
 
-int zg_registry_start(zg_registry_t *reg) {
+static int zk_start(zg_source_t *src) {
+  zk_source_t *reg = (zk_source_t *)src;
   int rc;
-  zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
-  if ((rc = zg_zkhosts_init(reg->loop, &reg->zhosts, reg->hosts, "registry",
-                            on_registry_hosts, reg)) != 0) {
+  zg_zkconn_init(reg->loop, &reg->zk, after_process, reg);
+  zg_zkconn_set_auth(&reg->zk, reg->auth, on_auth, reg);
+  reg->zk_set = 1;
+  if ((rc = zg_zkconn_set_hosts(&reg->zk, reg->hosts, "registry",
+                                on_registry_hosts)) != 0) {
     zg_error("registry", "ZooKeeper hosts '%s': %s", reg->hosts,
              zg_strerror(rc));
     return rc;
   }
-  reg->zhosts_set = 1;
-  uv_timer_init(reg->loop, &reg->zk_timer);
   uv_timer_init(reg->loop, &reg->health_timer);
-  uv_timer_init(reg->loop, &reg->coalesce_timer);
-  reg->coalesce_timer.data = reg;
-  /* Never connected yet: max_stale counts from the start (from the file's
-   * time for pools that come from it). */
-  reg->disconnected_ms = uv_now(reg->loop);
   reg->sweep_start_ms = uv_now(reg->loop); /* the first pass: after one */
-  if (reg->state_file) {
-    state_load(reg);
-    if (!(reg->state_writer = zg_state_writer_new(reg->loop, reg->state_file,
-                                                  on_state_collect, reg)))
-      zg_error("registry", "state file %s: out of memory: not written",
-               reg->state_file);
-  }
-  reg->zk_timer.data = reg;
+  /* max_stale counts from now; the state file's pools and discovered
+   * services come first. */
+  zg_catalog_start(&reg->cat);
   reg->health_timer.data = reg;
-  reg->open_handles = 3;
+  reg->open_handles = 1; /* the health timer; zk and cat at close */
   reg->started = 1;
   /* A session that cannot open yet (names not resolved) is retried in the
    * background: the gateway starts and serves what it has. */
-  if (session_open(reg) == 0)
-    update_interest(reg);
+  session_open(reg);
   uv_timer_start(&reg->health_timer, on_health_timer, 100, 100);
   return 0;
 }
 
-zg_zk_state_t zg_registry_state(const zg_registry_t *reg) {
-  return reg->state;
-}
-
-int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
+static int zk_set_auth(zk_source_t *reg, const char *digest) {
   secret_free(reg->auth);
   reg->auth = NULL;
   if (digest && !(reg->auth = strdup(digest)))
@@ -1897,129 +1427,114 @@ int zg_registry_set_auth(zg_registry_t *reg, const char *digest) {
   return 0;
 }
 
-void zg_registry_set_max_watch_bytes(zg_registry_t *reg, uint64_t bytes) {
+static void zk_set_max_watch_bytes(zk_source_t *reg, uint64_t bytes) {
   reg->max_watch_bytes = bytes;
   reg->watch_budget = bytes;
 }
 
-void zg_registry_set_data_sweep(zg_registry_t *reg, uint64_t interval_ms) {
+static void zk_set_data_sweep(zk_source_t *reg, uint64_t interval_ms) {
   reg->data_sweep_ms = interval_ms;
 }
 
-int zg_registry_set_state(zg_registry_t *reg, const char *state_file,
-                          uint64_t max_stale_ms) {
-  reg->max_stale_ms = max_stale_ms;
-  if (state_file && !(reg->state_file = strdup(state_file)))
-    return UV_ENOMEM;
-  return 0;
+static int zk_set_state(zk_source_t *reg, const char *state_file,
+                        uint64_t max_stale_ms) {
+  return zg_catalog_set_state(&reg->cat, state_file, max_stale_ms);
 }
 
-void zg_registry_stats(const zg_registry_t *reg, zg_registry_stats_t *out) {
+static void zk_stats(const zg_source_t *src, zg_source_stats_t *out) {
+  const zk_source_t *reg = (const zk_source_t *)src;
   memset(out, 0, sizeof(*out));
-  out->state = reg->state;
-  if (reg->state != ZG_ZK_CONNECTED && reg->started)
-    out->disconnected_for_ms = uv_now(reg->loop) - reg->disconnected_ms;
-  out->max_stale_ms = reg->max_stale_ms;
+  out->kind = ZG_SOURCE_ZOOKEEPER;
+  out->state = reg->cat.state;
+  if (reg->cat.state != ZG_SOURCE_CONNECTED && reg->started)
+    out->disconnected_for_ms = uv_now(reg->loop) - reg->cat.disconnected_ms;
+  out->max_stale_ms = reg->cat.max_stale_ms;
   out->expiries = reg->expiries;
   out->watch_events = reg->watch_events;
-  out->lists = reg->lists_total;
-  out->reads = reg->reads_total;
-  out->checks = reg->checks_total;
-  out->path_watches = reg->n_paths;
-  out->data_watches = reg->n_data_watches + reg->n_graveyard_watches;
-  out->unwatched = count_unwatched(reg);
-  out->watch_bytes = budget_used(reg);
-  out->watch_budget = reg->watch_budget;
-  out->last_update_wall_ms = reg->last_update_wall_ms;
+  out->zk.lists = reg->lists_total;
+  out->zk.reads = reg->reads_total;
+  out->zk.checks = reg->checks_total;
+  out->zk.path_watches = reg->n_paths;
+  out->zk.data_watches = reg->n_data_watches + reg->n_graveyard_watches;
+  out->zk.unwatched = count_unwatched(reg);
+  out->zk.watch_bytes = budget_used(reg);
+  out->zk.watch_budget = reg->watch_budget;
+  out->last_update_wall_ms = reg->cat.last_update_wall_ms;
 }
 
-void zg_registry_counts(const zg_registry_t *reg, uint64_t *lists,
-                        uint64_t *reads) {
-  *lists = reg->lists_total;
-  *reads = reg->reads_total;
-}
-
-static void on_timer_closed(uv_handle_t *h) {
-  zg_registry_t *reg = h->data;
+static void handle_closed(zk_source_t *reg) {
   if (--reg->open_handles == 0)
     free(reg);
 }
 
-/* A session whose handshake is on the wire exists on the server but not yet
- * for the client, and zookeeper_close() would leave it to expire (with its
- * ephemerals). At shutdown only, finish the handshake first, for at most
- * one second, so that the close below really ends the session. */
-static void settle_handshake(zhandle_t *zh) {
-  uint64_t deadline_ms = uv_hrtime() / 1000000 + 1000;
-  while (zoo_state(zh) == ZOO_ASSOCIATING_STATE) {
-    uint64_t now_ms = uv_hrtime() / 1000000, wait_ms;
-    struct timeval tv;
-    struct pollfd pfd;
-    int fd, interest, ev = 0;
-    if (now_ms >= deadline_ms ||
-        zookeeper_interest(zh, &fd, &interest, &tv) != ZOK || fd < 0)
-      return;
-    wait_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    if (wait_ms > deadline_ms - now_ms)
-      wait_ms = deadline_ms - now_ms;
-    pfd.fd = fd;
-    pfd.events = (short)(((interest & ZOOKEEPER_READ) ? POLLIN : 0) |
-                         ((interest & ZOOKEEPER_WRITE) ? POLLOUT : 0));
-    pfd.revents = 0;
-    if (poll(&pfd, 1, (int)wait_ms) < 0)
-      return;
-    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
-      ev |= ZOOKEEPER_READ;
-    if (pfd.revents & POLLOUT)
-      ev |= ZOOKEEPER_WRITE;
-    zookeeper_process(zh, ev);
-  }
+static void on_timer_closed(uv_handle_t *h) {
+  handle_closed(h->data);
 }
 
-void zg_registry_close(zg_registry_t *reg) {
-  if (!reg)
-    return;
+static void on_zk_closed(zg_zkconn_t *zc) {
+  handle_closed(zc->data);
+}
+
+static void on_cat_closed(zg_catalog_t *cat) {
+  handle_closed((zk_source_t *)((char *)cat - offsetof(zk_source_t, cat)));
+}
+
+static void zk_close(zg_source_t *src) {
+  zk_source_t *reg = (zk_source_t *)src;
   reg->closing = 1;
-  /* A state file write still waiting is collected now, and done on the
-   * thread pool (the loop runs until it is). Connected, the file is written
-   * anyway: its pools were current until now, and the next start counts
-   * max_stale from the time it records. */
-  if (reg->state_writer) {
-    if (reg->state == ZG_ZK_CONNECTED)
-      zg_state_writer_mark(reg->state_writer);
-    zg_state_writer_close(reg->state_writer);
-    reg->state_writer = NULL;
+  zg_catalog_close(&reg->cat); /* the state file's last write */
+  /* Ends the session now (a handshake on the wire is finished first, for
+   * at most a second), so its ephemeral nodes go at once. Pending
+   * completions are called from here with ZCLOSING; they see `closing` and
+   * touch nothing but their own request. */
+  if (reg->zk_set) {
+    reg->open_handles++;
+    zg_zkconn_close(&reg->zk, on_zk_closed);
   }
-  poll_drop(reg);
-  if (reg->zh) {
-    settle_handshake(reg->zh);
-    /* Ends the session now, so its ephemeral nodes go at once. Pending
-     * completions are called from here with ZCLOSING; they see `closing`
-     * and touch nothing but their own request. */
-    zookeeper_close(reg->zh);
-    reg->zh = NULL;
-  }
-  reg->state = ZG_ZK_CLOSED;
-  for (size_t i = 0; i < reg->n_services; i++)
-    service_free(reg->services[i]);
-  reg->n_services = 0; /* before graveyard_free() counts the paths */
+  for (size_t i = 0; i < reg->cat.n_entries; i++)
+    service_free(svc_at(reg, i));
+  reg->cat.n_entries = 0; /* before graveyard_free() counts the paths */
   graveyard_free(reg);
-  free(reg->services);
-  reg->services = NULL;
   free(reg->hosts);
   reg->hosts = NULL;
-  free(reg->state_file);
-  reg->state_file = NULL;
   secret_free(reg->auth);
   reg->auth = NULL;
-  if (reg->zhosts_set)
-    zg_zkhosts_close(&reg->zhosts);
-  reg->zhosts_set = 0;
-  if (!reg->started) {
-    free(reg);
-    return;
+  if (zg_catalog_free(&reg->cat, on_cat_closed))
+    reg->open_handles++;
+  if (reg->started)
+    uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
+  else if (reg->open_handles == 0)
+    free(reg); /* else when zk's timer has closed */
+}
+
+static const zg_source_ops_t zk_ops = {
+    .watch = zk_watch,
+    .watch_root = zk_watch_root,
+    .unwatch = zk_unwatch,
+    .retarget = zk_retarget,
+    .start = zk_start,
+    .close = zk_close,
+    .stats = zk_stats,
+};
+
+int zg_zk_source_new(uv_loop_t *loop, const zg_config_t *cfg,
+                     zg_source_publish_cb cb, zg_source_children_cb children_cb,
+                     void *cb_arg, zg_source_t **out) {
+  zk_source_t *reg;
+  *out = NULL;
+  if (!cfg->zk.hosts)
+    return 0;
+  reg = zk_new(loop, cfg->zk.hosts, cfg->zk.session_timeout_ms,
+               cfg->zk.coalesce_window_ms, cb, children_cb, cb_arg);
+  if (!reg)
+    return UV_ENOMEM;
+  if (zk_set_auth(reg, cfg->zk.auth) != 0 ||
+      zk_set_state(reg, cfg->zk.state_file, cfg->zk.max_stale_ms) != 0) {
+    zk_close(&reg->base); /* never started: freed at once */
+    return UV_ENOMEM;
   }
-  uv_close((uv_handle_t *)&reg->zk_timer, on_timer_closed);
-  uv_close((uv_handle_t *)&reg->health_timer, on_timer_closed);
-  uv_close((uv_handle_t *)&reg->coalesce_timer, on_timer_closed);
+  zk_set_max_watch_bytes(reg, cfg->zk.max_watch_bytes);
+  zk_set_data_sweep(reg, cfg->zk.data_sweep_ms);
+  *out = &reg->base;
+  return 0;
 }
