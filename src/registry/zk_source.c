@@ -50,6 +50,8 @@ typedef struct reg_service {
                            root, the pool published, outstanding reads) */
   zk_source_t *reg;
   int gone; /* unwatched: in the graveyard until no callback can come */
+  uint64_t gy_bytes; /* its data watches left in the client while gone */
+  size_t gy_watches;
   zg_decode_opts_t opts; /* opts.endpoint points at e.endpoint */
   reg_child_t *children;
   size_t n_children, cap_children;
@@ -96,11 +98,12 @@ struct zk_source {
   int budget_warned; /* ... warned (until every child is watched) */
   zg_ratelimit_t budget_rl;
   /* The data sweep over children read without a watch. */
-  uint64_t data_sweep_ms;        /* a full pass this often; 0: off */
-  uint64_t sweep_start_ms;       /* uv_now when the last pass started */
-  int sweep_active;              /* a pass is under way */
-  size_t sweep_total;            /* children to check, counted at its start */
-  size_t sweep_issued;           /* checks issued in this pass */
+  uint64_t data_sweep_ms;  /* a full pass this often; 0: off */
+  uint64_t sweep_start_ms; /* uv_now when the last pass started */
+  int sweep_active;        /* a pass is under way */
+  int promote_due;     /* data_sweep = 0: room was freed, promote by a read */
+  size_t sweep_total;  /* children to check, counted at its start */
+  size_t sweep_issued; /* checks issued in this pass */
   size_t sweep_svc, sweep_child; /* the pass's cursor */
   unsigned sweep_in_flight;
   uint64_t checks_total; /* stats issued by the sweep */
@@ -317,6 +320,7 @@ static void watch_release(reg_service_t *svc, reg_child_t *c) {
   c->watched = 0;
   reg->data_bytes -= data_watch_cost(svc, c);
   reg->n_data_watches--;
+  reg->promote_due = 1;
 }
 
 /* ---- children and their data ----------------------------------------- */
@@ -971,13 +975,43 @@ static int sweep_check(reg_service_t *svc, reg_child_t *c) {
   return 0;
 }
 
+/* data_sweep = 0: without a sweep to promote them, unwatched children
+ * are read again with a watch once room is freed, SWEEP_IN_FLIGHT a tick
+ * at most; a full scan only after a watch was released. */
+static void promote_pass(zk_source_t *reg) {
+  unsigned n = 0;
+  for (size_t i = 0; i < reg->cat.n_entries; i++) {
+    reg_service_t *svc = svc_at(reg, i);
+    if (svc->e.root)
+      continue;
+    for (size_t k = 0; k < svc->n_children; k++) {
+      reg_child_t *c = &svc->children[k];
+      if (!c->has_stat || c->watched || c->in_flight || c->checking)
+        continue;
+      if (n == SWEEP_IN_FLIGHT)
+        return; /* the next tick goes on */
+      if (!watch_take(svc, c)) {
+        reg->promote_due = 0; /* full again */
+        return;
+      }
+      fetch(svc, c);
+      n++;
+    }
+  }
+  reg->promote_due = 0;
+}
+
 /* From the health timer and from each answer: issues the checks the pass
  * is due by now. */
 static void sweep_pump(zk_source_t *reg) {
   uint64_t now = uv_now(reg->loop), spread, elapsed, due;
-  if (!reg->data_sweep_ms || !reg->zk.zh || reg->closing ||
-      reg->cat.state != ZG_SOURCE_CONNECTED)
+  if (!reg->zk.zh || reg->closing || reg->cat.state != ZG_SOURCE_CONNECTED)
     return;
+  if (!reg->data_sweep_ms) {
+    if (reg->promote_due)
+      promote_pass(reg);
+    return;
+  }
   if (!reg->sweep_active) {
     if (now - reg->sweep_start_ms < reg->data_sweep_ms)
       return;
@@ -1304,6 +1338,12 @@ static int add_watch(zk_source_t *reg, const char *zk_path,
       from_graveyard = 1;
       reg->graveyard[i] = reg->graveyard[--reg->n_graveyard];
       svc->gone = 0;
+      /* Its children's paths are watched again by this very context:
+       * the client keeps one watch per path, counted once. */
+      reg->graveyard_bytes -= svc->gy_bytes;
+      reg->n_graveyard_watches -= svc->gy_watches;
+      svc->gy_bytes = 0;
+      svc->gy_watches = 0;
       svc->e.synced = svc->e.dirty = svc->e.stale = svc->e.from_file = 0;
       svc->e.lists = svc->e.reads = 0;
       break;
@@ -1371,8 +1411,11 @@ static void zk_unwatch(zg_source_t *src, void *ctx) {
      * the session ends: still in the packet of a reconnection. */
     for (size_t k = 0; k < svc->n_children; k++)
       if (svc->children[k].watched) {
-        reg->graveyard_bytes += data_watch_cost(svc, &svc->children[k]);
+        uint64_t cost = data_watch_cost(svc, &svc->children[k]);
+        reg->graveyard_bytes += cost;
         reg->n_graveyard_watches++;
+        svc->gy_bytes += cost;
+        svc->gy_watches++;
         watch_release(svc, &svc->children[k]);
       }
     forget_children(svc);

@@ -596,10 +596,6 @@ def test_paths_added_over_a_full_watch_budget_lead_to_a_new_session(tmp_path, ba
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "registry.c: a service that comes back from the graveyard (add_watch) keeps its old data "
-    "watches counted in graveyard_bytes, so its children are re-read without a watch and never "
-    "promoted while the session lasts; fix described in the review report"))
 def test_service_removed_and_added_back_gets_its_data_watches_back(zk, kz, gateway):
     """A reload removes a service whose instances hold data watches, a later one adds it back.
     Its old watches are still in the client (they fire only on a change, or end with the
@@ -649,9 +645,6 @@ def test_service_removed_and_added_back_gets_its_data_watches_back(zk, kz, gatew
     assert m['zkgate_zookeeper_watch_bytes{kind="used"}'] <= 4096, m
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "registry.c promotes unwatched children only in sweep_check, so with data_sweep = 0 the "
-    "room freed by removed instances is never given back; fix described in the review report"))
 def test_room_freed_in_the_budget_is_given_back_with_the_sweep_off(zk, kz, gateway):
     """data_sweep = 0: instances past the budget are read without a watch and their changes in
     place are not seen, as documented. Once watched instances leave (a deploy's old ones), the
