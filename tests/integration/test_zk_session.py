@@ -698,10 +698,6 @@ def test_sigterm_while_the_resolver_hangs_stops_promptly(tmp_path, dns, backends
     assert took < 3, f"SIGTERM took {took:.1f} s while a resolution was out:\n{gw.log_text()}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "upstream.c resolves instance names with uv_getaddrinfo on libuv's pool, which cannot "
-    "cancel a running getaddrinfo() and keeps the loop (and SIGTERM) waiting for it; fix: "
-    "resolve on threads of the gateway's own that a close abandons, as zkconn.c does"))
 def test_sigterm_while_an_instance_name_resolution_hangs_stops_promptly(tmp_path, dns,
                                                                         backends):
     """An instance registered by host name on a name server that never answers: each client
