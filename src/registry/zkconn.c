@@ -12,13 +12,12 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "net/resolve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,34 +41,26 @@ static void on_zk_log(const char *message) {
 
 /* ---- host names, resolved off the loop (see zkconn.h) ----------------- */
 
-/* One name's resolution, on a detached thread of our own rather than
+/* The names are looked up on threads of our own (net/resolve.h), not on
  * libuv's pool: the pool cannot cancel a getaddrinfo() that is running, and
- * both the loop (the request keeps it alive) and libuv's exit (it joins its
- * pool threads) would wait for it, up to the resolver's timeout, so that a
- * name server that never answers would hold up SIGTERM. Here the loop can
- * let go of a job (zg_zkhosts_close) and the thread frees it when
- * getaddrinfo() returns. The thread reads only its own copies; `lock`
- * guards refs, abandoned, done, status and result; whoever drops the last
- * reference frees the job. */
+ * both the loop and libuv's exit would wait for it, up to the resolver's
+ * timeout, so that a name server that never answers would hold up SIGTERM.
+ * A resolver of their own, apart from the instances' (upstream.c): lookups
+ * of instance names stuck on a dead name server never make these wait. */
+static zg_resolver_t zk_resolver = ZG_RESOLVER_INIT(4);
+
 typedef struct {
-  pthread_mutex_t lock;
-  int refs;      /* the thread's, and the loop's until `async` has closed */
-  int abandoned; /* the loop let go: `async` may be closed, its loop gone */
-  int done;      /* the thread has set status and result */
-  int status;    /* 0 or a UV_EAI_* code */
-  char *result;  /* "addr:port,..." or NULL */
-  char *host, *port;
-  uv_async_t async;          /* the loop's: sent once, when done */
-  zg_zkhosts_round_t *round; /* loop side only */
+  zg_zkhosts_round_t *round;
   size_t idx;
+  zg_resolve_t *q; /* the lookup out, or NULL */
 } zkhosts_job_t;
 
 struct zg_zkhosts_round {
   zg_zkhosts_t *zr;
   size_t n, pending;
-  char **result;         /* per server: "addr:port,..." or NULL */
-  int *status;           /* per server: getaddrinfo's status */
-  zkhosts_job_t *jobs[]; /* per server: the job out, or NULL */
+  char **result;        /* per server: "addr:port,..." or NULL */
+  int *status;          /* per server: getaddrinfo's status */
+  zkhosts_job_t jobs[]; /* per server: its lookup */
 };
 
 static int is_address(const char *host) {
@@ -242,168 +233,31 @@ static void round_done(zg_zkhosts_t *zr, zg_zkhosts_round_t *round) {
     zr->cb(zr, rc, changed);
 }
 
-static void job_free(zkhosts_job_t *job) {
-  pthread_mutex_destroy(&job->lock);
-  free(job->host);
-  free(job->port);
-  free(job->result);
-  free(job);
-}
-
-static void job_unref(zkhosts_job_t *job) {
-  int last;
-  pthread_mutex_lock(&job->lock);
-  last = --job->refs == 0;
-  pthread_mutex_unlock(&job->lock);
-  if (last)
-    job_free(job);
-}
-
-static void on_job_closed(uv_handle_t *h) {
-  job_unref(h->data);
-}
-
-/* getaddrinfo()'s EAI_* as libuv's UV_EAI_* (what uv_strerror knows). */
-static int eai_status(int rc) {
-  switch (rc) {
-  case 0:
-    return 0;
-  case EAI_AGAIN:
-    return UV_EAI_AGAIN;
-  case EAI_BADFLAGS:
-    return UV_EAI_BADFLAGS;
-  case EAI_FAMILY:
-    return UV_EAI_FAMILY;
-  case EAI_MEMORY:
-    return UV_EAI_MEMORY;
-  case EAI_NONAME:
-    return UV_EAI_NONAME;
-  case EAI_SERVICE:
-    return UV_EAI_SERVICE;
-  case EAI_SOCKTYPE:
-    return UV_EAI_SOCKTYPE;
-  case EAI_OVERFLOW:
-    return UV_EAI_OVERFLOW;
-  case EAI_SYSTEM:
-    return errno ? -errno : UV_EAI_FAIL;
-#ifdef EAI_NODATA /* glibc, with _GNU_SOURCE only */
-  case EAI_NODATA:
-    return UV_EAI_NODATA;
-#endif
-  default:
-    return UV_EAI_FAIL;
-  }
-}
-
-static void *job_main(void *arg) {
-  zkhosts_job_t *job = arg;
-  struct addrinfo hints, *res = NULL;
+static void on_job_done(void *data, int status, struct addrinfo *res) {
+  zkhosts_job_t *job = data;
+  zg_zkhosts_round_t *round = job->round;
   char *result = NULL;
-  int rc, last;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  rc = eai_status(getaddrinfo(job->host, job->port, &hints, &res));
-  if (rc == 0 && !(result = addrinfo_list(res, job->port)))
-    rc = UV_EAI_NODATA;
+  job->q = NULL;
+  if (status == 0 && !(result = addrinfo_list(res, round->zr->port[job->idx])))
+    status = UV_EAI_NODATA;
   if (res)
     freeaddrinfo(res);
-  pthread_mutex_lock(&job->lock);
-  job->status = rc;
-  job->result = result;
-  job->done = 1;
-  /* Under the lock: once the loop has seen `abandoned` set, it may close
-   * the handle and its loop, and no send may follow. */
-  if (!job->abandoned)
-    uv_async_send(&job->async);
-  last = --job->refs == 0;
-  pthread_mutex_unlock(&job->lock);
-  if (last)
-    job_free(job);
-  return NULL;
-}
-
-static void on_job_done(uv_async_t *h) {
-  zkhosts_job_t *job = h->data;
-  zg_zkhosts_round_t *round = job->round;
-  char *result;
-  int status, done;
-  pthread_mutex_lock(&job->lock);
-  done = job->done;
-  status = job->status;
-  result = job->result;
-  job->result = NULL;
-  pthread_mutex_unlock(&job->lock);
-  if (!done || !round) /* sent once, when done: neither happens */
-    return;
-  round->jobs[job->idx] = NULL;
   round->result[job->idx] = result;
   round->status[job->idx] = status;
-  job->round = NULL;
-  uv_close((uv_handle_t *)&job->async, on_job_closed);
   if (--round->pending == 0)
     round_done(round->zr, round);
 }
 
-/* Stops waiting for a job: its thread finishes on its own and frees it. */
-static void job_abandon(zkhosts_job_t *job) {
-  pthread_mutex_lock(&job->lock);
-  job->abandoned = 1;
-  pthread_mutex_unlock(&job->lock);
-  job->round = NULL;
-  uv_close((uv_handle_t *)&job->async, on_job_closed);
-}
-
 /* 0, or a negative code with nothing left behind. */
 static int job_start(zg_zkhosts_t *zr, zg_zkhosts_round_t *round, size_t i) {
-  zkhosts_job_t *job = calloc(1, sizeof(*job));
-  pthread_attr_t attr;
-  sigset_t all, old;
-  int rc;
-  if (!job)
-    return UV_ENOMEM;
-  job->host = strdup(zr->host[i]);
-  job->port = strdup(zr->port[i]);
-  if (!job->host || !job->port || pthread_mutex_init(&job->lock, NULL) != 0) {
-    free(job->host);
-    free(job->port);
-    free(job);
-    return UV_ENOMEM;
-  }
-  if ((rc = uv_async_init(zr->loop, &job->async, on_job_done)) != 0) {
-    job_free(job);
-    return rc;
-  }
-  job->async.data = job;
+  zkhosts_job_t *job = &round->jobs[i];
   job->round = round;
   job->idx = i;
-  job->refs = 2;
-  /* Detached: nobody joins it, so neither the loop nor exit() waits for
-   * a resolver that does not answer. Every signal blocked: they are the
-   * loop's (libuv's handlers), never to land on this thread. */
-  if ((rc = pthread_attr_init(&attr)) == 0) {
-    rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (rc == 0) {
-      pthread_t t;
-      sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &old);
-      rc = pthread_create(&t, &attr, job_main, job);
-      pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
-    pthread_attr_destroy(&attr);
-  }
-  if (rc != 0) {
-    job->refs = 1; /* no thread: the handle's reference only */
-    job->round = NULL;
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
-    return uv_translate_sys_error(rc);
-  }
-  round->jobs[i] = job;
-  return 0;
+  return zg_resolve_start(&zk_resolver, zr->loop, zr->host[i], zr->port[i],
+                          AI_ADDRCONFIG, on_job_done, job, &job->q);
 }
 
-/* One thread per name at most: a name gets no new job while a round is out
+/* One lookup per name at most: a name gets no new job while a round is out
  * (zr->round), and a round ends when every job of it has. */
 void zg_zkhosts_resolve(zg_zkhosts_t *zr) {
   zg_zkhosts_round_t *round;
@@ -566,11 +420,11 @@ void zg_zkhosts_apply(zg_zkhosts_t *zr, zhandle_t *zh) {
 
 void zg_zkhosts_close(zg_zkhosts_t *zr) {
   if (zr->round) {
-    /* Nothing waits for a job still out (a resolver that does not
+    /* Nothing waits for a lookup still out (a resolver that does not
      * answer): its thread frees it when getaddrinfo() returns. */
     for (size_t i = 0; i < zr->round->n; i++)
-      if (zr->round->jobs[i])
-        job_abandon(zr->round->jobs[i]);
+      if (zr->round->jobs[i].q)
+        zg_resolve_cancel(zr->round->jobs[i].q);
     round_free(zr->round);
     zr->round = NULL;
   }

@@ -3,6 +3,7 @@
 #include "upstream/upstream.h"
 
 #include "core/log.h"
+#include "net/resolve.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +11,19 @@
 
 static void attempt(zg_upstream_req_t *r);
 
+/* Instance names are resolved on threads of our own, at most 4 lookups at
+ * once in the process (every worker's loop shares them), the rest waiting
+ * in order: not on libuv's pool, which cannot cancel a running
+ * getaddrinfo(), keeps the loop (and so SIGTERM) waiting for it, and whose
+ * four threads also write the state file (net/resolve.h). A lookup counts
+ * against connect_timeout like the connect itself; a connection closed
+ * before the answer (timeout, client gone, shutdown) lets go of it. */
+static zg_resolver_t instance_resolver = ZG_RESOLVER_INIT(4);
+
 /* ---- a connection's memory and handles ------------------------------- */
 
 static void conn_free_if_done(zg_upconn_t *c) {
-  if (c->handles > 0 || c->resolving)
+  if (c->handles > 0)
     return;
   if (c->on_closed)
     c->on_closed(c);
@@ -53,9 +63,9 @@ void zg_upconn_close(zg_upconn_t *c) {
   c->closing = 1;
   c->req = NULL;
   idle_unlink(c);
-  if (c->resolving)
-    uv_cancel((uv_req_t *)&c->gai); /* on_resolved frees, if last */
-  zg_tls_conn_free(c->tls);         /* gives tcp.data back */
+  zg_resolve_cancel(c->lookup); /* its answer, if one comes, is dropped */
+  c->lookup = NULL;
+  zg_tls_conn_free(c->tls); /* gives tcp.data back */
   c->tls = NULL;
   uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
@@ -81,7 +91,6 @@ static zg_upconn_t *conn_new(zg_upstream_req_t *r) {
   c->tcp.data = r->conn_size ? (void *)block : r->data;
   c->timer.data = c;
   c->creq.data = c;
-  c->gai.data = c;
   return c;
 }
 
@@ -197,22 +206,18 @@ static void connect_to(zg_upconn_t *c, const struct sockaddr *sa) {
     failed(c, uv_strerror(rc));
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  zg_upconn_t *c = req->data;
-  c->resolving = 0;
-  if (c->closing || !c->req) {
-    uv_freeaddrinfo(res);
-    conn_free_if_done(c);
-    return;
-  }
+/* Never called for a closed connection: its close cancelled the lookup. */
+static void on_resolved(void *data, int status, struct addrinfo *res) {
+  zg_upconn_t *c = data;
+  c->lookup = NULL;
   if (status < 0 || !res) {
-    uv_freeaddrinfo(res);
+    if (res)
+      freeaddrinfo(res);
     failed(c, status < 0 ? uv_strerror(status) : "no address");
     return;
   }
   connect_to(c, res->ai_addr);
-  uv_freeaddrinfo(res);
+  freeaddrinfo(res);
 }
 
 /* Picks an instance not tried yet (and not failed, while others remain)
@@ -274,18 +279,12 @@ static void attempt(zg_upstream_req_t *r) {
     else
       connect_to(c, (const struct sockaddr *)&ss);
   } else {
-    struct addrinfo hints;
     char service[8];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     snprintf(service, sizeof(service), "%u", port);
-    rc = uv_getaddrinfo(svc->ctx->loop, &c->gai, on_resolved, inst->host,
-                        service, &hints);
+    rc = zg_resolve_start(&instance_resolver, svc->ctx->loop, inst->host,
+                          service, 0, on_resolved, c, &c->lookup);
     if (rc < 0)
       failed(c, uv_strerror(rc));
-    else
-      c->resolving = 1;
   }
 }
 

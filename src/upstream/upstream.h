@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "core/instance.h"
+#include "net/resolve.h"
 #include "net/tls.h"
 #include "upstream/service.h"
 
@@ -55,13 +56,12 @@ struct zg_upconn {
   zg_upstream_req_t *req; /* while connecting */
   uv_timer_t timer;       /* connect timeout (resolve, connect, handshake) */
   uv_connect_t creq;
-  uv_getaddrinfo_t gai;
+  zg_resolve_t *lookup;     /* the instance's name, being resolved */
   size_t off;               /* where this lies in its allocation */
   zg_upconn_t *prev, *next; /* in `idle_in` */
   zg_upidle_t *idle_in;     /* NULL: not idle */
   uint64_t idle_since_ms;
   unsigned handles;
-  unsigned resolving : 1;
   unsigned connected : 1;
   unsigned closing : 1;
   unsigned want_tls : 1;
