@@ -24,9 +24,9 @@ typedef struct zg_zkconn zg_zkconn_t;
  * (zoo_set_servers_resolution_delay): a slow resolver stalls the loop that
  * runs the client for seconds, and a resolver outage makes the client
  * drop a working connection. So the names are resolved on detached
- * threads of our own (one per name at most; not libuv's pool, which cannot
- * cancel a running getaddrinfo() and is joined at exit, so that a resolver
- * that never answers held up SIGTERM) and the client is only ever given
+ * threads of our own (net/resolve.h; one per name at most; not libuv's
+ * pool, which cannot cancel a running getaddrinfo() and is joined at exit,
+ * so that a resolver that never answers held up SIGTERM) and the client is only ever given
  * numeric addresses, which getaddrinfo() answers without asking anyone. A name
  * that does not resolve keeps its last known addresses; a connect string
  * of addresses only is ready at once. */
