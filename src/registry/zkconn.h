@@ -26,10 +26,10 @@ typedef struct zg_zkconn zg_zkconn_t;
  * drop a working connection. So the names are resolved on detached
  * threads of our own (net/resolve.h; one per name at most; not libuv's
  * pool, which cannot cancel a running getaddrinfo() and is joined at exit,
- * so that a resolver that never answers held up SIGTERM) and the client is only ever given
- * numeric addresses, which getaddrinfo() answers without asking anyone. A name
- * that does not resolve keeps its last known addresses; a connect string
- * of addresses only is ready at once. */
+ * so that a resolver that never answers held up SIGTERM) and the client is
+ * only ever given numeric addresses, which getaddrinfo() answers without
+ * asking anyone. A name that does not resolve keeps its last known
+ * addresses; a connect string of addresses only is ready at once. */
 typedef struct zg_zkhosts zg_zkhosts_t;
 typedef struct zg_zkhosts_round zg_zkhosts_round_t;
 
