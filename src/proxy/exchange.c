@@ -79,6 +79,27 @@ int zg_chunk_size_line(char *out, size_t len) {
   return k;
 }
 
+int zg_chunk_last(const zg_http_trailers_t *t,
+                  int (*stage)(void *owner, const char *p, size_t len),
+                  void *owner) {
+  int rc;
+  if (t->n == 0) /* the usual case: one write */
+    return stage(owner, "0\r\n\r\n", 5);
+  if ((rc = stage(owner, "0\r\n", 3)) != 0)
+    return rc;
+  for (uint32_t i = 0; i < t->n; i++) {
+    const zg_hdr_t *f = &t->f[i];
+    if (!zg_http_trailer_forwardable(t->buf + f->name_off, f->name_len))
+      continue;
+    if ((rc = stage(owner, t->buf + f->name_off, f->name_len)) != 0 ||
+        (rc = stage(owner, ": ", 2)) != 0 ||
+        (rc = stage(owner, t->buf + f->value_off, f->value_len)) != 0 ||
+        (rc = stage(owner, "\r\n", 2)) != 0)
+      return rc;
+  }
+  return stage(owner, "\r\n", 2);
+}
+
 /* ---- metrics and the access log ----------------------------------------
  * A request is counted and logged once, when it ends: its response is
  * complete, or an error response is out, or the session ends under it. */
@@ -565,6 +586,10 @@ void zg_exchange_reset(zg_http_exchange_t *x) {
   x->req = NULL;
   x->req_chunked = 0;
   x->body_bytes = 0;
+  if (x->req_trailers.n || x->req_trailers.buf)
+    zg_http_trailers_clear(&x->req_trailers);
+  if (x->resp_trailers.n || x->resp_trailers.buf)
+    zg_http_trailers_clear(&x->resp_trailers);
   x->req_done = x->resp_head = x->resp_done = 0;
   x->sent_ms = 0;
   x->req_has_body = x->retried = 0;
@@ -597,6 +622,8 @@ void zg_exchange_free(zg_http_exchange_t *x) {
   zg_pool_unref(x->ureq.pool);
   zg_service_unref(x->svc);
   free(x->target);
+  zg_http_trailers_clear(&x->req_trailers);
+  zg_http_trailers_clear(&x->resp_trailers);
 }
 
 void zg_exchange_tunnel_read(zg_http_exchange_t *x, uv_stream_t *from,

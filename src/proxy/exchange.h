@@ -136,11 +136,14 @@ struct zg_http_exchange {
   zg_http_head_t *req; /* the request head, from its codec, while it runs */
   char upgrade[64];    /* the protocol switch asked for, or "" */
   unsigned req_chunked : 1; /* request body chunked to the instance */
-  zg_service_t *svc;        /* referenced */
-  int strip;                /* the route's prefix is stripped */
-  zg_upstream_req_t ureq;   /* getting a connection; ureq.pool: the pool
-                               (referenced), ureq.instance: the instance */
-  char *up_head;            /* the instance's request head, kept for a retry */
+  /* Trailer fields, each way, as their codecs read them; forwarded when
+   * the other side's framing can carry them (chunked HTTP/1.1). */
+  zg_http_trailers_t req_trailers, resp_trailers;
+  zg_service_t *svc;      /* referenced */
+  int strip;              /* the route's prefix is stripped */
+  zg_upstream_req_t ureq; /* getting a connection; ureq.pool: the pool
+                             (referenced), ureq.instance: the instance */
+  char *up_head;          /* the instance's request head, kept for a retry */
   size_t up_head_len, up_head_cap;
   zg_http_upstream_t *up; /* the instance connection, while in use */
   uint64_t sent_ms;       /* the request's end: response_timeout from it */
@@ -295,6 +298,12 @@ int zg_wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
                   wblk_t *w, uv_write_cb cb);
 /* The size line of one chunk (RFC 9112 §7.1): hex digits and CRLF. */
 int zg_chunk_size_line(char *out, size_t len);
+/* The last chunk of a chunked body (RFC 9112 §7.1.2): "0", the trailer
+ * fields that may go on (zg_http_trailer_forwardable), the empty line;
+ * staged through `stage`. 0 or its error. */
+int zg_chunk_last(const zg_http_trailers_t *t,
+                  int (*stage)(void *owner, const char *p, size_t len),
+                  void *owner);
 /* Buffers of ZG_BUF_SIZE go back to the loop's pool, larger ones to free. */
 void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap);
 

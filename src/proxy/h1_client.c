@@ -84,6 +84,7 @@ static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
 void zg_h1c_release(zg_http_upstream_t *u, int reuse) {
   zg_proxy_ctx_t *gw = u->gw;
   u->x = NULL;
+  u->rd.trailers = NULL;
   if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
       zg_upidle_full(&gw->http->up_idle) || !u->rd.head_seen) {
     zg_h1c_close(u);
@@ -324,6 +325,7 @@ void zg_h1c_response_start(zg_http_upstream_t *u) {
   u->answered = 0;
   u->client_cause = 0;
   u->rd.extra_bytes = 0;
+  u->rd.trailers = u->x ? &u->x->resp_trailers : NULL;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
   zg_h1c_reading(u);
@@ -379,8 +381,15 @@ int zg_h1c_request_body(zg_http_exchange_t *x, zg_http_upstream_t *u,
   return zg_h1c_stage(u, p, len) ? -1 : 0;
 }
 
+static int stage_cb(void *owner, const char *p, size_t len) {
+  return zg_h1c_stage(owner, p, len);
+}
+
 int zg_h1c_request_end(zg_http_exchange_t *x, zg_http_upstream_t *u) {
-  return x->req_chunked && zg_h1c_stage(u, "0\r\n\r\n", 5) != 0 ? -1 : 0;
+  /* The client's trailers go on in the last chunk (RFC 9112 §7.1.2). */
+  return x->req_chunked && zg_chunk_last(&x->req_trailers, stage_cb, u) != 0
+             ? -1
+             : 0;
 }
 
 zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw) {

@@ -239,8 +239,16 @@ static int h1s_response_body(zg_http_session_t *s, const char *p, size_t len) {
   return to_client(s, p, len) ? -1 : 0;
 }
 
+static int stage_cb(void *owner, const char *p, size_t len) {
+  return to_client(owner, p, len);
+}
+
 static int h1s_response_end(zg_http_session_t *s) {
-  return s->resp_chunked && to_client(s, "0\r\n\r\n", 5) != 0 ? -1 : 0;
+  /* The instance's trailers go on in the last chunk (RFC 9112 §7.1.2);
+   * an HTTP/1.0 client, read until close, gets none. */
+  return s->resp_chunked && zg_chunk_last(&s->x.resp_trailers, stage_cb, s) != 0
+             ? -1
+             : 0;
 }
 
 static void h1s_request_body(zg_http_session_t *s) {
@@ -962,6 +970,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   gw->http->sessions = s;
   llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
   s->rp.data = s;
+  s->rd.trailers = &s->x.req_trailers;
   s->last_active_ms = uv_now(gw->loop);
   if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
     zg_h1s_end(s, ZG_TERM_ACCEPT_FAILED);
