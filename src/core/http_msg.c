@@ -1367,8 +1367,12 @@ reader_trailer(llhttp_t *p, const char *at, size_t len, int value) {
     f->name_len = f->value_off = f->value_len = 0;
     r->value_open = 0;
   }
-  if (t->n == 0)
-    return -1; /* a value before any name: llhttp does not do that */
+  /* llhttp 8.1 takes an empty field name (docs/platform.md; heads go
+   * through zg_http_prescan): it reports a name of no bytes, or none. */
+  if (t->n == 0 || (value && !r->value_open && t->f[t->n - 1].name_len == 0)) {
+    llhttp_set_error_reason(p, "empty trailer field name");
+    return -1;
+  }
   f = &t->f[t->n - 1];
   if (value && !r->value_open) {
     f->value_off = t->len;

@@ -678,6 +678,16 @@ static void test_trailers_bounded(void **state) {
   assert_int_not_equal(parse_trailers(msg, 4096, &tr), HPE_OK);
   assert_true(tr.len <= ZG_HTTP_EXTRA_MAX);
   zg_http_trailers_clear(&tr);
+  /* an empty name (llhttp 8.1 takes it), first or after another field */
+  for (int after = 0; after < 2; after++) {
+    sprintf(msg,
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            "\r\n1\r\na\r\n0\r\n%s: evil\r\n\r\n",
+            after ? "X-A: 1\r\n" : "");
+    memset(&tr, 0, sizeof(tr));
+    assert_int_not_equal(parse_trailers(msg, 1 << 20, &tr), HPE_OK);
+    zg_http_trailers_clear(&tr);
+  }
   free(msg);
 }
 
