@@ -6,6 +6,7 @@
 #include "core/http_msg.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* For llhttp's enum constants only: nothing here calls into llhttp, so
@@ -1261,6 +1262,132 @@ static int reader_extra(llhttp_t *p, size_t len) {
   return 0;
 }
 
+void zg_http_trailers_clear(zg_http_trailers_t *t) {
+  free(t->buf);
+  t->buf = NULL;
+  t->len = t->n = 0;
+}
+
+/* Names compared case-insensitively, '_' taken for '-'. */
+static bool trailer_name_is(const char *a, size_t n, const char *name) {
+  size_t len = strlen(name);
+  if (n != len)
+    return false;
+  for (size_t k = 0; k < n; k++) {
+    char c = a[k] == '_' ? '-' : a[k];
+    if ((c | 0x20) != (name[k] | 0x20))
+      return false;
+  }
+  return true;
+}
+
+bool zg_http_trailer_forwardable(const char *name, size_t len) {
+  /* RFC 9110 §6.5.1: framing, routing, request modifiers, authentication,
+   * response control data, and how to process the content; §7.6.1: the
+   * hop-by-hop fields; and the fields the gateway writes in heads. */
+  static const char *const never[] = {"Transfer-Encoding",
+                                      "Content-Length",
+                                      "Trailer",
+                                      "TE",
+                                      "Connection",
+                                      "Keep-Alive",
+                                      "Proxy-Connection",
+                                      "Upgrade",
+                                      "Host",
+                                      "Cache-Control",
+                                      "Expect",
+                                      "Max-Forwards",
+                                      "Pragma",
+                                      "Range",
+                                      "If-Match",
+                                      "If-None-Match",
+                                      "If-Modified-Since",
+                                      "If-Unmodified-Since",
+                                      "If-Range",
+                                      "Authorization",
+                                      "Proxy-Authorization",
+                                      "WWW-Authenticate",
+                                      "Proxy-Authenticate",
+                                      "Authentication-Info",
+                                      "Proxy-Authentication-Info",
+                                      "Cookie",
+                                      "Set-Cookie",
+                                      "Age",
+                                      "Expires",
+                                      "Date",
+                                      "Location",
+                                      "Retry-After",
+                                      "Vary",
+                                      "Content-Encoding",
+                                      "Content-Type",
+                                      "Content-Range",
+                                      "X-Forwarded-For",
+                                      "X-Forwarded-Proto",
+                                      "X-Forwarded-Host",
+                                      "X-Client-Cert-Subject",
+                                      "Forwarded",
+                                      "X-Real-IP"};
+  if (len == 0)
+    return false;
+  for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+    if (trailer_name_is(name, len, never[i]))
+      return false;
+  return true;
+}
+
+/* A piece of a trailer field's name (`value` 0) or value, copied. Out of
+ * line: the header callbacks run for every field of every head, trailers
+ * are rare, and inlined this made each callback's prologue heavier (66
+ * instructions a keep-alive request under callgrind). */
+__attribute__((noinline, cold)) static int
+reader_trailer(llhttp_t *p, const char *at, size_t len, int value) {
+  zg_http_reader_t *r = p->data;
+  zg_http_trailers_t *t = r->trailers;
+  zg_hdr_t *f;
+  if (reader_extra(p, len) != 0)
+    return -1;
+  if (!t)
+    return 0; /* dropped */
+  if (!t->buf && !(t->buf = malloc(ZG_HTTP_EXTRA_MAX))) {
+    llhttp_set_error_reason(p, "out of memory");
+    return -1;
+  }
+  /* reader_extra bounds the bytes of all fields by ZG_HTTP_EXTRA_MAX */
+  if (len > ZG_HTTP_EXTRA_MAX - t->len) {
+    llhttp_set_error_reason(p, "trailers or chunk extensions too large");
+    return -1;
+  }
+  if (!value && (r->value_open || t->n == 0)) { /* a new field */
+    if (t->n == ZG_HTTP_MAX_TRAILERS) {
+      llhttp_set_error_reason(p, "too many trailer fields");
+      return -1;
+    }
+    f = &t->f[t->n++];
+    f->name_off = t->len;
+    f->name_len = f->value_off = f->value_len = 0;
+    r->value_open = 0;
+  }
+  /* llhttp 8.1 takes an empty field name (docs/platform.md; heads go
+   * through zg_http_prescan): it reports a name of no bytes, or none. */
+  if (t->n == 0 || (value && !r->value_open && t->f[t->n - 1].name_len == 0)) {
+    llhttp_set_error_reason(p, "empty trailer field name");
+    return -1;
+  }
+  f = &t->f[t->n - 1];
+  if (value && !r->value_open) {
+    f->value_off = t->len;
+    f->value_len = 0;
+    r->value_open = 1;
+  }
+  memcpy(t->buf + t->len, at, len);
+  t->len += (uint32_t)len;
+  if (value)
+    f->value_len += (uint32_t)len;
+  else
+    f->name_len += (uint32_t)len;
+  return 0;
+}
+
 static int reader_on_url(llhttp_t *p, const char *at, size_t len) {
   zg_http_reader_t *r = p->data;
   zg_http_head_t *h = r->head;
@@ -1275,7 +1402,7 @@ static int reader_on_field(llhttp_t *p, const char *at, size_t len) {
   unsigned vo = r->value_open;
   int rc;
   if (r->head_seen)
-    return reader_extra(p, len); /* a trailer */
+    return reader_trailer(p, at, len, 0);
   rc = zg_http_head_field(r->head, &vo, r->base, at, len);
   r->value_open = vo;
   if (rc) {
@@ -1289,7 +1416,7 @@ static int reader_on_value(llhttp_t *p, const char *at, size_t len) {
   zg_http_reader_t *r = p->data;
   unsigned vo = r->value_open;
   if (r->head_seen)
-    return reader_extra(p, len);
+    return reader_trailer(p, at, len, 1);
   zg_http_head_value(r->head, &vo, r->base, at, len);
   r->value_open = vo;
   return 0;

@@ -59,19 +59,42 @@ struct llhttp__internal_s;
 void zg_http_head_framing(zg_http_head_t *h,
                           const struct llhttp__internal_s *parser);
 
+/* Trailer fields of a chunked message (RFC 9112 §7.1.2), kept for the
+ * next hop: names and values are copied into `buf` (llhttp may hand them
+ * over in pieces, across reads whose buffers are reused), offsets in `f`
+ * count from it. Bounded with the chunk extensions by ZG_HTTP_EXTRA_MAX
+ * bytes and ZG_HTTP_MAX_TRAILERS fields. */
+#define ZG_HTTP_MAX_TRAILERS 32
+typedef struct {
+  char *buf; /* malloc'ed (ZG_HTTP_EXTRA_MAX) at the first trailer field */
+  uint32_t len, n;
+  zg_hdr_t f[ZG_HTTP_MAX_TRAILERS];
+} zg_http_trailers_t;
+
+/* Empties `t` (its buffer freed: idle connections hold none). */
+void zg_http_trailers_clear(zg_http_trailers_t *t);
+/* Whether a trailer field named so may go on to the next hop: not one
+ * that frames, routes, authenticates, or says how to process the content
+ * (RFC 9110 §6.5.1), nor one that stops at this hop (§7.6.1), nor one the
+ * gateway vouches for in heads (X-Forwarded-*, X-Client-Cert-Subject,
+ * Forwarded, X-Real-IP; '_' taken for '-'). */
+bool zg_http_trailer_forwardable(const char *name, size_t len);
+
 /* Reading a request with llhttp: the callbacks that record the head into
  * `head` (offsets from `base`), bound trailers and chunk extensions
- * (llhttp reads them with no limit; they are dropped), and pause where the
+ * (llhttp reads them with no limit), record the trailers into `trailers`
+ * (dropped when NULL; chunk extensions always are), and pause where the
  * gateway relies on it: at the end of a head with a body, so that the body
  * waits in the buffer while the head is checked and routed. The proxy and
  * the fuzz target both parse through these. */
 typedef struct {
-  zg_http_head_t *head;    /* recorded into while the head is read */
-  const char *base;        /* the buffer head offsets count from */
-  unsigned value_open : 1; /* the last header callback was a value */
-  unsigned head_seen : 1;  /* the head is complete: fields are trailers */
-  unsigned too_many : 1;   /* more than ZG_HTTP_MAX_HEADERS fields (431) */
-  unsigned extra_bytes;    /* trailer and chunk extension bytes */
+  zg_http_head_t *head;         /* recorded into while the head is read */
+  const char *base;             /* the buffer head offsets count from */
+  unsigned value_open : 1;      /* the last header callback was a value */
+  unsigned head_seen : 1;       /* the head is complete: fields are trailers */
+  unsigned too_many : 1;        /* more than ZG_HTTP_MAX_HEADERS fields (431) */
+  unsigned extra_bytes;         /* trailer and chunk extension bytes */
+  zg_http_trailers_t *trailers; /* the owner's, or NULL */
 } zg_http_reader_t;
 
 #define ZG_HTTP_EXTRA_MAX 16384 /* trailer and chunk extension bytes */

@@ -31,7 +31,7 @@
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512) /* a rewritten target */
 _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
 
-static void upstream_connect(zg_http_session_t *s);
+static void upstream_connect(zg_http_exchange_t *x);
 
 /* ---- write blocks, for the exchange's codecs ---------------------------
  * A response head and the body bytes read with it leave in one system
@@ -79,48 +79,69 @@ int zg_chunk_size_line(char *out, size_t len) {
   return k;
 }
 
+int zg_chunk_last(const zg_http_trailers_t *t,
+                  int (*stage)(void *owner, const char *p, size_t len),
+                  void *owner) {
+  int rc;
+  if (t->n == 0) /* the usual case: one write */
+    return stage(owner, "0\r\n\r\n", 5);
+  if ((rc = stage(owner, "0\r\n", 3)) != 0)
+    return rc;
+  for (uint32_t i = 0; i < t->n; i++) {
+    const zg_hdr_t *f = &t->f[i];
+    if (!zg_http_trailer_forwardable(t->buf + f->name_off, f->name_len))
+      continue;
+    if ((rc = stage(owner, t->buf + f->name_off, f->name_len)) != 0 ||
+        (rc = stage(owner, ": ", 2)) != 0 ||
+        (rc = stage(owner, t->buf + f->value_off, f->value_len)) != 0 ||
+        (rc = stage(owner, "\r\n", 2)) != 0)
+      return rc;
+  }
+  return stage(owner, "\r\n", 2);
+}
+
 /* ---- metrics and the access log ----------------------------------------
  * A request is counted and logged once, when it ends: its response is
  * complete, or an error response is out, or the session ends under it. */
 
-void zg_exchange_begin(zg_http_session_t *s) {
-  if (s->x.req_active)
+void zg_exchange_begin(zg_http_exchange_t *x) {
+  if (x->req_active)
     return;
-  s->x.req_active = 1;
-  s->x.req_begin_ns = uv_hrtime();
+  x->req_active = 1;
+  x->req_begin_ns = uv_hrtime();
 }
 
 /* The phase of the exchange, for the termination code (core/term.h). */
-zg_term_phase_t zg_exchange_phase(const zg_http_session_t *s) {
-  if (s->lingering)
-    return ZG_PHASE_LAST;
-  switch (s->state) {
-  case HS_HEAD:
+zg_term_phase_t zg_exchange_phase(const zg_http_exchange_t *x) {
+  /* A client connection closing after its last response (lingering) is
+   * its codec's to tell (ZG_PHASE_LAST). */
+  switch (x->phase) {
+  case ZG_XP_NONE:
     return ZG_PHASE_REQUEST;
-  case HS_CONNECT:
+  case ZG_XP_CONNECT:
     return ZG_PHASE_CONNECT;
-  case HS_EXCHANGE:
-    return s->x.req_done && !s->x.resp_head ? ZG_PHASE_HEADERS : ZG_PHASE_DATA;
+  case ZG_XP_SENT:
+    return x->req_done && !x->resp_head ? ZG_PHASE_HEADERS : ZG_PHASE_DATA;
   default:
     return ZG_PHASE_DATA;
   }
 }
 
 /* `text`: the words for the access log when not term's own, or NULL. */
-void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
+void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
                         zg_term_phase_t phase, const char *text) {
-  zg_proxy_ctx_t *gw = s->gw;
+  zg_proxy_ctx_t *gw = x->gw;
   zg_traffic_t *t;
   uint64_t dur_us;
-  if (!s->x.req_active)
+  if (!x->req_active)
     return;
-  s->x.req_active = 0;
-  dur_us = (uv_hrtime() - s->x.req_begin_ns) / 1000;
-  t = s->x.svc ? &s->x.svc->traffic : &gw->http->unrouted;
-  zg_traffic_observe(t, s->x.status, dur_us);
+  x->req_active = 0;
+  dur_us = (uv_hrtime() - x->req_begin_ns) / 1000;
+  t = x->svc ? &x->svc->traffic : &gw->http->unrouted;
+  zg_traffic_observe(t, x->status, dur_us);
   zg_traffic_ended(t, term);
-  t->bytes_in += s->x.req_in;
-  t->bytes_out += s->x.req_out;
+  t->bytes_in += x->req_in;
+  t->bytes_out += x->req_out;
   if (gw->access_log) {
     zg_access_entry_t e;
     uv_timeval64_t tv;
@@ -128,54 +149,54 @@ void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
     uv_gettimeofday(&tv);
     e.time_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
     e.kind = "http";
-    e.client = s->client_addr;
-    e.service = s->x.svc ? s->x.svc->conf->name : NULL;
-    e.instance = s->x.ureq.instance[0] ? s->x.ureq.instance : NULL;
-    e.method = s->x.method ? s->x.method : "-";
-    e.target = s->x.target ? s->x.target : "-";
-    e.target_len = s->x.target ? strlen(s->x.target) : 1;
-    e.status = s->x.status;
-    e.bytes_in = s->x.req_in;
-    e.bytes_out = s->x.req_out;
+    e.client = x->client_addr;
+    e.service = x->svc ? x->svc->conf->name : NULL;
+    e.instance = x->ureq.instance[0] ? x->ureq.instance : NULL;
+    e.method = x->method ? x->method : "-";
+    e.target = x->target ? x->target : "-";
+    e.target_len = x->target ? strlen(x->target) : 1;
+    e.status = x->status;
+    e.bytes_in = x->req_in;
+    e.bytes_out = x->req_out;
     e.duration_us = dur_us;
     e.term = term;
     e.phase = phase;
     e.reason = text;
     zg_access_log_write(gw->access_log, &e);
   }
-  s->x.status = 0;
-  s->x.req_in = s->x.req_out = 0;
-  s->x.ureq.instance[0] = '\0';
-  s->x.method = NULL;
-  free(s->x.target);
-  s->x.target = NULL;
+  x->status = 0;
+  x->req_in = x->req_out = 0;
+  x->ureq.instance[0] = '\0';
+  x->method = NULL;
+  free(x->target);
+  x->target = NULL;
 }
 
 /* ---- errors the gateway answers itself -------------------------------- */
 
-void zg_exchange_error(zg_http_session_t *s, zg_term_t term, int status,
+void zg_exchange_error(zg_http_exchange_t *x, zg_term_t term, int status,
                        const char *message) {
   /* A request refused is refused in its request phase, also after its
-   * head is in and the session already moved on to HS_CONNECT. */
+   * head is in and the exchange already moved on to ZG_XP_CONNECT. */
   zg_term_phase_t phase =
-      term == ZG_TERM_BAD_REQUEST ? ZG_PHASE_REQUEST : zg_exchange_phase(s);
+      term == ZG_TERM_BAD_REQUEST ? ZG_PHASE_REQUEST : zg_exchange_phase(x);
   zg_log_level_t lvl = status >= 500 ? ZG_LOG_WARN : ZG_LOG_INFO;
   if (zg_log_enabled(lvl))
-    zg_log(lvl, "http", "client %s: %d %s%s%s", s->client_addr, status, message,
-           s->x.svc ? " service " : "", s->x.svc ? s->x.svc->conf->name : "");
-  zg_upstream_cancel(&s->x.ureq); /* answered without an instance */
-  s->x.resp_head = 1;
-  zg_exchange_begin(s); /* a head refused before it was complete */
-  s->x.status = status;
-  if (zg_h1s_error(s, status, message) != 0) {
-    zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
+    zg_log(lvl, "http", "client %s: %d %s%s%s", x->client_addr, status, message,
+           x->svc ? " service " : "", x->svc ? x->svc->conf->name : "");
+  zg_upstream_cancel(&x->ureq); /* answered without an instance */
+  x->resp_head = 1;
+  zg_exchange_begin(x); /* a head refused before it was complete */
+  x->status = status;
+  if (x->srv->error(x->conn, status, message) != 0) {
+    x->srv->end(x->conn, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  zg_exchange_finish(s, term, phase, message);
-  s->x.resp_done = 1;
-  s->x.req_done = 1;
-  s->state = HS_EXCHANGE;
-  zg_h1s_error_sent(s);
+  zg_exchange_finish(x, term, phase, message);
+  x->resp_done = 1;
+  x->req_done = 1;
+  x->phase = ZG_XP_SENT;
+  x->srv->error_sent(x->conn);
 }
 
 /* Buffers of ZG_BUF_SIZE come from the loop's pool, larger ones (a large
@@ -189,67 +210,75 @@ void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap) {
   *cap = 0;
 }
 
-int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
+int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
                               const char **reason, bool *client_cause) {
-  zg_h1s_resp_t r;
   int status = resp->status;
-  /* Decided before anything goes to the client, so that a response that
-   * cannot be passed on is still a 502. */
-  if (zg_h1s_response_prepare(s, resp, &r, reason, client_cause) != 0)
+  bool no_body = false;
+  /* The codec decides before anything goes to the client (-1), so that a
+   * response that cannot be passed on is still a 502. */
+  int rc = x->srv->response_head(x->conn, resp, &no_body, reason, client_cause);
+  if (rc == -1)
     return -1;
   if (status == 101 || status >= 200) {
-    s->x.resp_head = 1;
-    s->x.sent_ms = 0; /* the response timeout no longer applies */
-    s->x.status = status;
+    x->resp_head = 1;
+    x->sent_ms = 0; /* the response timeout no longer applies */
+    x->status = status;
   }
-  if (zg_h1s_response_write(s, resp, &r) != 0)
+  if (rc != 0)
     return -1;
   if (status == 101)
     return 2;
-  return r.no_body ? 1 : 0;
+  return no_body ? 1 : 0;
 }
 
-int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len) {
-  return zg_h1s_response_body(s, p, len);
+int zg_exchange_response_body(zg_http_exchange_t *x, const char *p,
+                              size_t len) {
+  return x->srv->response_body(x->conn, p, len);
 }
 
-int zg_exchange_response_end(zg_http_session_t *s) {
-  if (zg_h1s_response_end(s) != 0)
+int zg_exchange_response_end(zg_http_exchange_t *x) {
+  if (x->srv->response_end(x->conn) != 0)
     return -1;
-  s->x.resp_done = 1;
+  x->resp_done = 1;
   return 0;
 }
 
-void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st) {
-  zg_http_upstream_t *u = s->x.up;
+void zg_exchange_instance_read(zg_http_exchange_t *x, uv_stream_t *st) {
+  zg_http_upstream_t *u = x->up;
   /* What this read produced for the client leaves in one write. */
-  if (s->state != HS_CLOSING && zg_h1s_flush(s) != 0) {
-    zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
+  if (x->phase != ZG_XP_CLOSED && x->srv->flush(x->conn) != 0) {
+    x->srv->end(x->conn, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
   /* Backpressure: the client drains slower than the instance sends. Not
    * when the exchange ended with this read (the connection went idle). */
   if (u && st == (uv_stream_t *)&u->c.tcp && !u->c.closing && u->reading &&
-      zg_queued(&s->client) > HIGH_WATER) {
+      x->srv->queued(x->conn) > HIGH_WATER) {
     zg_stream_read_stop(u->c.tls, st);
     u->reading = 0;
   }
 }
 
-void zg_exchange_instance_drained(zg_http_session_t *s) {
+void zg_exchange_instance_drained(zg_http_exchange_t *x) {
   /* Read the client again if its body was paused for us. */
-  if ((s->state == HS_TUNNEL || !s->x.req_done) && !s->reading && s->x.up &&
-      zg_queued(&s->x.up->c.tcp) <= HIGH_WATER / 2)
-    zg_h1s_read_start(s);
+  if ((x->phase == ZG_XP_TUNNEL || !x->req_done) && x->up &&
+      zg_queued(&x->up->c.tcp) <= HIGH_WATER / 2)
+    x->srv->request_resume(x->conn);
 }
 
-int zg_exchange_timeout(zg_http_session_t *s, uint64_t now) {
-  if (s->x.svc && s->x.sent_ms && !s->x.resp_head &&
-      now - s->x.sent_ms >= s->x.svc->conf->response_timeout_ms) {
-    if (s->x.up)
-      s->x.up->keep = 0;
-    s->x.retried = 1; /* a timeout is not retried */
-    zg_exchange_upstream_failed(s, ZG_TERM_RESPONSE_TIMEOUT, 504);
+void zg_exchange_client_drained(zg_http_exchange_t *x) {
+  zg_http_upstream_t *u = x->up;
+  if (u && !u->c.closing && !u->reading)
+    zg_h1c_reading(u);
+}
+
+int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
+  if (x->svc && x->sent_ms && !x->resp_head &&
+      now - x->sent_ms >= x->svc->conf->response_timeout_ms) {
+    if (x->up)
+      x->up->keep = 0;
+    x->retried = 1; /* a timeout is not retried */
+    zg_exchange_upstream_failed(x, ZG_TERM_RESPONSE_TIMEOUT, 504);
     return 1;
   }
   return 0;
@@ -266,15 +295,15 @@ static int idempotent(int method) {
  * closed just as we sent) and no byte of a response came back, else a
  * 502/504; after a response head went to the client, the client
  * connection is closed. */
-void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
+void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
                                  int status) {
-  zg_http_upstream_t *u = s->x.up;
+  zg_http_upstream_t *u = x->up;
   int reused = u && u->used;
   /* A reply the instance began (a bad one, or cut short) means it saw the
    * request: sending it again would make it see it twice. */
   int answered = u && u->answered;
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
-           s->client_addr, u ? u->c.key : "-", zg_term_text(why),
+           x->client_addr, u ? u->c.key : "-", zg_term_text(why),
            reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
@@ -282,169 +311,174 @@ void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
      * body is still coming: the instance may be ending a request whose
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
-    if (!reused && s->x.req_done && !u->client_cause &&
-        zg_service_mark_failed(s->gw->svc_ctx, u->c.key) && s->x.svc)
-      s->x.svc->traffic.ejections++;
-    s->x.up = NULL;
+    if (!reused && x->req_done && !u->client_cause &&
+        zg_service_mark_failed(x->gw->svc_ctx, u->c.key) && x->svc)
+      x->svc->traffic.ejections++;
+    x->up = NULL;
     zg_h1c_release(u, 0);
   }
-  if (s->x.resp_head) {
-    zg_h1s_end(s, why);
+  if (x->resp_head) {
+    x->srv->end(x->conn, why);
     return;
   }
-  if (reused && !answered && !s->x.req_has_body && !s->x.retried &&
-      s->state != HS_CLOSING && idempotent(s->req->method)) {
-    s->x.retried = 1;
-    s->x.ureq.ntried = 0;
-    s->state = HS_CONNECT;
-    upstream_connect(s);
+  if (reused && !answered && !x->req_has_body && !x->retried &&
+      x->phase != ZG_XP_CLOSED && idempotent(x->req->method)) {
+    x->retried = 1;
+    x->ureq.ntried = 0;
+    x->phase = ZG_XP_CONNECT;
+    upstream_connect(x);
     return;
   }
-  zg_exchange_error(s, why, status,
+  zg_exchange_error(x, why, status,
                     status == 504 ? "the instance did not answer in time"
                                   : "the instance failed to answer");
 }
 
 /* ---- sending the request --------------------------------------------- */
 
-static void send_request(zg_http_session_t *s) {
-  zg_http_upstream_t *u = s->x.up;
-  s->state = HS_EXCHANGE;
-  if (s->x.req_done) /* the response timeout runs from the request's end */
-    s->x.sent_ms = uv_now(s->gw->loop);
-  if (zg_h1c_stage(u, s->x.up_head, s->x.up_head_len) != 0) {
-    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+static void send_request(zg_http_exchange_t *x) {
+  zg_http_upstream_t *u = x->up;
+  x->phase = ZG_XP_SENT;
+  if (x->req_done) /* the response timeout runs from the request's end */
+    x->sent_ms = uv_now(x->gw->loop);
+  if (zg_h1c_stage(u, x->up_head, x->up_head_len) != 0) {
+    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   zg_h1c_response_start(u);
   if (u->c.closing) {
-    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_READ_ERROR, 502);
+    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_READ_ERROR, 502);
     return;
   }
-  if (s->x.req_done) {
+  if (x->req_done) {
     /* no body: the parser waits at the end of the request */
     if (zg_h1c_flush(u) != 0)
-      zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+      zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
-  zg_h1s_request_body(s);
+  x->srv->request_body(x->conn);
 }
 
 /* A connection to an instance for the request (upstream.h): an idle one,
  * else a new one; the request is sent on it. */
 static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                         zg_upstream_err_t err) {
-  zg_http_session_t *s = r->data;
+  zg_http_exchange_t *x = r->data;
   zg_http_upstream_t *u;
   switch (err) {
   case ZG_UP_OK:
     break;
   case ZG_UP_NO_TLS:
-    zg_exchange_error(s, ZG_TERM_NO_TLS_CONTEXT, 502,
+    zg_exchange_error(x, ZG_TERM_NO_TLS_CONTEXT, 502,
                       "no TLS context for the instances");
     return;
   case ZG_UP_NOMEM:
-    zg_exchange_error(s, ZG_TERM_OUT_OF_MEMORY, 503, "out of memory");
+    zg_exchange_error(x, ZG_TERM_OUT_OF_MEMORY, 503, "out of memory");
     return;
   default:
-    zg_exchange_error(s, ZG_TERM_UNREACHABLE, 502,
+    zg_exchange_error(x, ZG_TERM_UNREACHABLE, 502,
                       "no instance of the service could be reached");
     return;
   }
-  u = zg_h1c_of(c, s->gw);
-  if (s->state != HS_CONNECT) {
+  u = zg_h1c_of(c, x->gw);
+  if (x->phase != ZG_XP_CONNECT) {
     zg_h1c_close(u);
     return;
   }
-  u->s = s;
-  s->x.up = u;
-  send_request(s);
+  u->x = x;
+  x->up = u;
+  send_request(x);
 }
 
 /* Picks an instance not tried yet (and not failed, while others remain)
  * and gets a connection to it; a retry takes a new one. */
-static void upstream_connect(zg_http_session_t *s) {
-  s->x.ureq.svc = s->x.svc;
-  s->x.ureq.cb = on_upstream;
-  s->x.ureq.data = s;
-  s->x.ureq.tag = "http";
-  s->x.ureq.alpn_http = true;
-  s->x.ureq.conn_size = sizeof(zg_http_upstream_t);
-  s->x.ureq.conn_off = offsetof(zg_http_upstream_t, c);
-  s->x.ureq.idle = &s->gw->http->up_idle;
-  s->x.ureq.fresh = s->x.retried;
-  zg_upstream_connect(&s->x.ureq);
+static void upstream_connect(zg_http_exchange_t *x) {
+  x->ureq.svc = x->svc;
+  x->ureq.cb = on_upstream;
+  x->ureq.data = x;
+  x->ureq.tag = "http";
+  x->ureq.alpn_http = true;
+  x->ureq.conn_size = sizeof(zg_http_upstream_t);
+  x->ureq.conn_off = offsetof(zg_http_upstream_t, c);
+  x->ureq.idle = &x->gw->http->up_idle;
+  x->ureq.fresh = x->retried;
+  zg_upstream_connect(&x->ureq);
 }
 
-int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len) {
-  zg_http_upstream_t *u = s->x.up;
-  uint64_t limit = s->gw->cfg->proxy.max_request_body;
+int zg_exchange_request_body(zg_http_exchange_t *x, const char *p, size_t len) {
+  zg_http_upstream_t *u = x->up;
+  uint64_t limit = x->gw->cfg->proxy.max_request_body;
   if (!u)
     return -1;
-  s->x.body_bytes += len;
+  x->body_bytes += len;
   /* A Content-Length over the limit was refused with the head; a chunked
    * body is counted as it comes. */
-  if (limit && s->x.body_bytes > limit) {
-    s->too_big = 1;
+  if (limit && x->body_bytes > limit)
     return -2;
-  }
-  return zg_h1c_request_body(s, u, p, len);
+  return zg_h1c_request_body(x, u, p, len);
 }
 
-int zg_exchange_request_end(zg_http_session_t *s) {
-  if (s->x.up && zg_h1c_request_end(s, s->x.up) != 0)
+int zg_exchange_request_end(zg_http_exchange_t *x) {
+  if (x->up && zg_h1c_request_end(x, x->up) != 0)
     return -1;
-  s->x.req_done = 1;
-  if (s->x.up)
-    s->x.sent_ms = uv_now(s->gw->loop); /* response_timeout starts now */
+  x->req_done = 1;
+  if (x->up)
+    x->sent_ms = uv_now(x->gw->loop); /* response_timeout starts now */
   return 0;
 }
 
 /* What the codec passed on of the request body leaves in one write. */
-void zg_exchange_request_flush(zg_http_session_t *s) {
-  if (s->x.up && s->x.up->ob && zg_h1c_flush(s->x.up) != 0)
-    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+void zg_exchange_request_flush(zg_http_exchange_t *x) {
+  if (x->up && x->up->ob && zg_h1c_flush(x->up) != 0) {
+    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+    return;
+  }
+  /* Backpressure: the instance takes the body slower than the client
+   * sends it (zg_exchange_instance_drained resumes). */
+  if (x->phase == ZG_XP_SENT && !x->req_done && x->up &&
+      zg_queued(&x->up->c.tcp) > HIGH_WATER)
+    x->srv->request_pause(x->conn);
 }
 
 /* The routed request is taken by its service, or refused: a body over
  * max_request_body (413), no live instance (503), no client certificate
  * for a service that requires one (421). 0, or -1 once answered. `subject`
  * receives the verified client certificate's subject ("" when none). */
-static int request_admit(zg_http_session_t *s, const zg_routed_t *rt,
+static int request_admit(zg_http_exchange_t *x, const zg_routed_t *rt,
                          char *subject, size_t subject_cap) {
-  const zg_http_target_t *tg = &s->hl->targets[rt->route->service];
-  uint64_t max_body = s->gw->cfg->proxy.max_request_body;
-  s->x.svc = zg_service_ref(tg->svc);
-  s->x.strip = tg->strip;
-  s->x.svc->accepted++;
-  s->x.svc->active++;
-  if (max_body && s->req->has_length && s->req->content_length > max_body) {
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 413,
+  const zg_http_target_t *tg = &x->hl->targets[rt->route->service];
+  uint64_t max_body = x->gw->cfg->proxy.max_request_body;
+  x->svc = zg_service_ref(tg->svc);
+  x->strip = tg->strip;
+  x->svc->accepted++;
+  x->svc->active++;
+  if (max_body && x->req->has_length && x->req->content_length > max_body) {
+    zg_exchange_error(x, ZG_TERM_BAD_REQUEST, 413,
                       "request body too large"); /* RFC 9110 §15.5.14 */
     return -1;
   }
-  zg_pool_unref(s->x.ureq.pool);
-  s->x.ureq.pool = zg_service_pool(s->x.svc);
-  if (!s->x.ureq.pool) {
+  zg_pool_unref(x->ureq.pool);
+  x->ureq.pool = zg_service_pool(x->svc);
+  if (!x->ureq.pool) {
     char msg[160];
     uint64_t total;
     snprintf(msg, sizeof(msg), "service %s has no live instance",
-             s->x.svc->conf->name);
-    if (zg_service_refused(s->x.svc, &total))
+             x->svc->conf->name);
+    if (zg_service_refused(x->svc, &total))
       zg_warn("http", "%s (%llu requests refused so far)", msg,
               (unsigned long long)total);
-    zg_exchange_error(s, ZG_TERM_NO_INSTANCE, 503, msg);
+    zg_exchange_error(x, ZG_TERM_NO_INSTANCE, 503, msg);
     return -1;
   }
-  zg_pool_ref(s->x.ureq.pool);
-  s->x.ureq.ntried = 0;
+  zg_pool_ref(x->ureq.pool);
+  x->ureq.ntried = 0;
   subject[0] = '\0';
   /* A service that requires client certificates takes only connections
    * whose handshake checked one against its CA (RFC 9110 §15.5.20). */
-  if (s->tls && zg_tls_conn_client_subject(
-                    s->tls, s->x.svc->conf->tls_client_ca,
-                    s->x.svc->conf->tls_verify, subject, subject_cap) != 0) {
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 421,
+  if (x->tls && zg_tls_conn_client_subject(x->tls, x->svc->conf->tls_client_ca,
+                                           x->svc->conf->tls_verify, subject,
+                                           subject_cap) != 0) {
+    zg_exchange_error(x, ZG_TERM_BAD_REQUEST, 421,
                       "this connection was not made with a client certificate "
                       "for this host");
     return -1;
@@ -454,7 +488,7 @@ static int request_admit(zg_http_session_t *s, const zg_routed_t *rt,
 
 /* Host and X-Forwarded-Host for the instance. zg_http_route_request
  * bounds the authority and Host below host_cap. */
-static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
+static void request_forwarding(zg_http_exchange_t *x, const zg_routed_t *rt,
                                zg_http_req_out_t *o, char *host_buf,
                                size_t host_cap) {
   size_t host_len;
@@ -467,7 +501,7 @@ static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
   } else if (rt->host) {
     host_len =
         rt->host->value_len < host_cap ? rt->host->value_len : host_cap - 1;
-    memcpy(host_buf, s->req->buf + rt->host->value_off, host_len);
+    memcpy(host_buf, x->req->buf + rt->host->value_off, host_len);
     host_buf[host_len] = '\0';
     o->fwd_host = host_buf;
   }
@@ -475,7 +509,7 @@ static void request_forwarding(zg_http_session_t *s, const zg_routed_t *rt,
 
 /* The head is in: check it, route it, rewrite it, then find an instance.
  */
-void zg_exchange_request_head(zg_http_session_t *s, int status,
+void zg_exchange_request_head(zg_http_exchange_t *x, int status,
                               const char *reason) {
   zg_routed_t rt;
   char *target;
@@ -484,87 +518,120 @@ void zg_exchange_request_head(zg_http_session_t *s, int status,
   char host_buf[ZG_HOST_MAX + 8];
   char subject[1024];
 
-  zg_exchange_begin(s);
-  s->x.method = llhttp_method_name((llhttp_method_t)s->req->method);
-  if (s->gw->access_log) {
-    free(s->x.target);
-    s->x.target = strndup(s->req->buf + s->req->url_off, s->req->url_len);
+  x->phase = ZG_XP_CONNECT;
+  zg_exchange_begin(x);
+  x->method = llhttp_method_name((llhttp_method_t)x->req->method);
+  if (x->gw->access_log) {
+    free(x->target);
+    x->target = strndup(x->req->buf + x->req->url_off, x->req->url_len);
   }
   if (status == 0)
-    status = zg_http_route_target(s->hl->routes, s->req, &rt, &reason);
+    status = zg_http_route_target(x->hl->routes, x->req, &rt, &reason);
   if (status != 0) {
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, status, reason);
+    zg_exchange_error(x, ZG_TERM_BAD_REQUEST, status, reason);
     return;
   }
-  if (request_admit(s, &rt, subject, sizeof(subject)) != 0)
+  if (request_admit(x, &rt, subject, sizeof(subject)) != 0)
     return;
   /* The target for the instance: prefix stripped if asked; the base path
    * is the chosen instance's, but pools of one service share it in
    * practice, so the first instance's is used for the head. */
-  target = zg_buf_get(s->gw); /* ZG_BUF_SIZE >= TARGET_MAX */
+  target = zg_buf_get(x->gw); /* ZG_BUF_SIZE >= TARGET_MAX */
   if (!target) {
-    zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
+    x->srv->end(x->conn, ZG_TERM_OUT_OF_MEMORY);
     return;
   }
-  if (zg_http_rewrite_path(target, TARGET_MAX,
-                           s->x.ureq.pool->inst[0].base_path, rt.path,
-                           rt.path_len, rt.route->prefix, s->x.strip, rt.query,
-                           rt.query_len) < 0) {
-    zg_buf_put(s->gw, target);
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 414, "request target too long");
+  if (zg_http_rewrite_path(target, TARGET_MAX, x->ureq.pool->inst[0].base_path,
+                           rt.path, rt.path_len, rt.route->prefix, x->strip,
+                           rt.query, rt.query_len) < 0) {
+    zg_buf_put(x->gw, target);
+    zg_exchange_error(x, ZG_TERM_BAD_REQUEST, 414, "request target too long");
     return;
   }
   memset(&o, 0, sizeof(o));
   o.target = target;
-  o.client_addr = s->client_ip;
-  o.proto = s->tls ? "https" : "http";
-  o.client_subject = s->tls && subject[0] ? subject : NULL;
-  request_forwarding(s, &rt, &o, host_buf, sizeof(host_buf));
-  rc = zg_h1c_request_head(s, &o); /* kept in s->x.up_head for a retry */
-  zg_buf_put(s->gw, target);
+  o.client_addr = x->client_ip;
+  o.proto = x->tls ? "https" : "http";
+  o.client_subject = x->tls && subject[0] ? subject : NULL;
+  request_forwarding(x, &rt, &o, host_buf, sizeof(host_buf));
+  rc = zg_h1c_request_head(x, &o); /* kept in x->up_head for a retry */
+  zg_buf_put(x->gw, target);
   if (rc != 0) {
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
+    zg_exchange_error(x, ZG_TERM_BAD_REQUEST, 431, "request head too large");
     return;
   }
-  upstream_connect(s);
+  upstream_connect(x);
 }
 
-void zg_exchange_done(zg_http_session_t *s) {
-  zg_http_upstream_t *u = s->x.up;
+void zg_exchange_done(zg_http_exchange_t *x) {
+  zg_http_upstream_t *u = x->up;
   /* The end of the response goes out (and is counted) before anything
    * looks at the write queue. */
-  if (zg_h1s_flush(s) != 0) {
-    zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
+  if (x->srv->flush(x->conn) != 0) {
+    x->srv->end(x->conn, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
-  zg_exchange_finish(s, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
-  s->x.up = NULL;
+  zg_exchange_finish(x, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
+  x->up = NULL;
   if (u)
-    zg_h1c_release(u, s->x.req_done);
+    zg_h1c_release(u, x->req_done);
   /* No retry after a response: idle connections keep no head. */
-  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
-  zg_h1s_exchange_end(s);
+  zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
+  x->srv->done(x->conn);
 }
 
 /* Ready for the next exchange on the session. */
-void zg_exchange_reset(zg_http_session_t *s) {
-  s->x.req_done = s->x.resp_head = s->x.resp_done = 0;
-  s->x.sent_ms = 0;
-  s->x.req_has_body = s->x.retried = 0;
-  if (s->x.svc) {
-    s->x.svc->active--;
-    zg_service_unref(s->x.svc);
-    s->x.svc = NULL;
+void zg_exchange_reset(zg_http_exchange_t *x) {
+  x->phase = ZG_XP_NONE;
+  x->req = NULL;
+  x->req_chunked = 0;
+  x->body_bytes = 0;
+  if (x->req_trailers.n || x->req_trailers.buf)
+    zg_http_trailers_clear(&x->req_trailers);
+  if (x->resp_trailers.n || x->resp_trailers.buf)
+    zg_http_trailers_clear(&x->resp_trailers);
+  x->req_done = x->resp_head = x->resp_done = 0;
+  x->sent_ms = 0;
+  x->req_has_body = x->retried = 0;
+  if (x->svc) {
+    x->svc->active--;
+    zg_service_unref(x->svc);
+    x->svc = NULL;
   }
-  zg_pool_unref(s->x.ureq.pool);
-  s->x.ureq.pool = NULL;
+  zg_pool_unref(x->ureq.pool);
+  x->ureq.pool = NULL;
 }
 
-void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
-                             ssize_t nread, const char *data) {
-  zg_h1s_tunnel_read(s, from, nread, data, 0);
+void zg_exchange_abort(zg_http_exchange_t *x, zg_term_t term,
+                       zg_term_phase_t phase) {
+  x->phase = ZG_XP_CLOSED;
+  zg_exchange_finish(x, term, phase, NULL);
+  if (x->svc)
+    x->svc->active--;
+  zg_upstream_cancel(&x->ureq);
+  if (x->up) {
+    zg_http_upstream_t *u = x->up;
+    x->up = NULL;
+    u->x = NULL;
+    zg_h1c_release(u, 0);
+  }
 }
-void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
+
+void zg_exchange_free(zg_http_exchange_t *x) {
+  zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
+  zg_pool_unref(x->ureq.pool);
+  zg_service_unref(x->svc);
+  free(x->target);
+  zg_http_trailers_clear(&x->req_trailers);
+  zg_http_trailers_clear(&x->resp_trailers);
+}
+
+void zg_exchange_tunnel_read(zg_http_exchange_t *x, uv_stream_t *from,
+                             ssize_t nread, const char *data) {
+  x->srv->tunnel_read(x->conn, from, nread, data);
+}
+void zg_exchange_tunnel_start(zg_http_exchange_t *x, const char *rest,
                               size_t len) {
-  zg_h1s_tunnel_start(s, rest, len);
+  x->phase = ZG_XP_TUNNEL;
+  x->srv->tunnel_start(x->conn, rest, len);
 }

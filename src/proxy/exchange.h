@@ -8,10 +8,12 @@
  * (a request head, body bytes, its end; a response head, body bytes, its
  * end, a failure, the 101 hand-off), and the exchange drives each side
  * through that codec's set (zg_h1s_*, zg_h1c_*): an HTTP/2 codec
- * implements the same sets. Still HTTP/1-shaped: the heads are
- * zg_http_head_t (offsets into the bytes they were read from, with the
- * HTTP/1 version and framing), and the exchange's functions take the
- * session that holds the exchange (s->x) rather than the exchange. */
+ * implements the same sets. The exchange carries what it needs of the
+ * connection it came on (its context, listener, client address, TLS, and
+ * the server codec's operations, zg_exchange_srv_ops_t), so that a codec
+ * may hold one per connection (HTTP/1.1) or one per stream (HTTP/2).
+ * Still HTTP/1-shaped: the heads are zg_http_head_t (offsets into the
+ * bytes they were read from, with the HTTP/1 version and framing). */
 #ifndef ZKGATE_PROXY_EXCHANGE_H
 #define ZKGATE_PROXY_EXCHANGE_H
 
@@ -36,24 +38,72 @@
 #define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
 #define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
 
+/* The client connection's state (HTTP/1.1); where its exchange is, is
+ * the exchange's phase (zg_xphase_t). */
 typedef enum {
   HS_HEAD = 0, /* reading a request head (or waiting for one) */
-  HS_CONNECT,  /* the head is in; getting an upstream connection */
-  HS_EXCHANGE, /* request sent or being sent; response expected */
+  HS_REQUEST,  /* the head is in: an exchange runs */
   HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
   HS_CLOSING,
 } hs_state_t;
 
+/* Where an exchange is. */
+typedef enum {
+  ZG_XP_NONE = 0, /* no request head yet */
+  ZG_XP_CONNECT,  /* the head is in; getting an upstream connection */
+  ZG_XP_SENT,     /* request sent or being sent; response expected */
+  ZG_XP_TUNNEL,   /* after 101 Switching Protocols */
+  ZG_XP_CLOSED,   /* the client side ended under it */
+} zg_xphase_t;
+
 typedef struct zg_http_upstream zg_http_upstream_t;
 typedef struct zg_http_session zg_http_session_t;
+typedef struct zg_http_exchange zg_http_exchange_t;
+typedef struct zg_http_listener zg_http_listener_t;
+
+/* What the exchange asks of the codec on the client's side (`c`: the
+ * codec's own, zg_http_exchange_t.conn). h1_server.c is the first. */
+typedef struct {
+  /* The response head: its framing decided (or refused, -1 with *reason,
+   * nothing sent; *client_cause when the client's version is why), then
+   * staged (-2 when that failed). *no_body: none follows. 0 otherwise. */
+  int (*response_head)(void *c, const zg_http_head_t *resp, bool *no_body,
+                       const char **reason, bool *client_cause);
+  int (*response_body)(void *c, const char *p, size_t len); /* 0 or -1 */
+  int (*response_end)(void *c);                             /* 0 or -1 */
+  /* What is staged for the client goes out. 0 or an error. */
+  int (*flush)(void *c);
+  /* An error response of the gateway's own, the close after it (0 or
+   * -1); error_sent once it is counted. */
+  int (*error)(void *c, int status, const char *message);
+  void (*error_sent)(void *c);
+  /* The client's connection (or stream) ends, for `term`. */
+  void (*end)(void *c, zg_term_t term);
+  /* The exchange ended: the next request, or the close. */
+  void (*done)(void *c);
+  /* The request body: read it on (the instance takes it now), pause
+   * (the instance is slower than the client), resume. */
+  void (*request_body)(void *c);
+  void (*request_pause)(void *c);
+  void (*request_resume)(void *c);
+  /* Bytes queued for the client, not yet taken by its socket. */
+  size_t (*queued)(void *c);
+  /* Something came from the instance (for the client's idle timeout). */
+  void (*active)(void *c);
+  /* 101: bytes both ways; tunnel bytes (or EOF, an error) from the
+   * instance. */
+  void (*tunnel_start)(void *c, const char *rest, size_t len);
+  void (*tunnel_read)(void *c, uv_stream_t *from, ssize_t nread,
+                      const char *data);
+} zg_exchange_srv_ops_t;
 
 struct zg_http_upstream {
   /* First (asserted below): the response parser's data points to the
    * upstream and to its reader alike (zg_http_response_settings). The
    * reader's head_seen is clear while a response head is read. */
   zg_http_reader_t rd;
-  zg_proxy_ctx_t *gw;   /* NULL until first given to a session */
-  zg_http_session_t *s; /* while in use; NULL when idle */
+  zg_proxy_ctx_t *gw;    /* NULL until first given to an exchange */
+  zg_http_exchange_t *x; /* while in use; NULL when idle */
   zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
   llhttp_t pp;
   char *head;                /* response head bytes, while reading it */
@@ -73,7 +123,22 @@ _Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
 /* One request and its response, as the exchange (exchange.c) keeps it
  * whatever the codecs: HTTP/1.1 has one at a time per client connection,
  * in its session (s->x); an HTTP/2 connection will hold one per stream. */
-typedef struct {
+struct zg_http_exchange {
+  /* its context, set by the server codec when it makes the exchange */
+  zg_proxy_ctx_t *gw;
+  zg_http_listener_t *hl;  /* routes and their targets */
+  const char *client_addr; /* "ip:port", for logs */
+  const char *client_ip;   /* for X-Forwarded-For */
+  zg_tls_conn_t *tls;      /* TLS terminated for the client, or NULL */
+  const zg_exchange_srv_ops_t *srv;
+  void *conn; /* the server codec's, given back to srv */
+  zg_xphase_t phase;
+  zg_http_head_t *req; /* the request head, from its codec, while it runs */
+  char upgrade[64];    /* the protocol switch asked for, or "" */
+  unsigned req_chunked : 1; /* request body chunked to the instance */
+  /* Trailer fields, each way, as their codecs read them; forwarded when
+   * the other side's framing can carry them (chunked HTTP/1.1). */
+  zg_http_trailers_t req_trailers, resp_trailers;
   zg_service_t *svc;      /* referenced */
   int strip;              /* the route's prefix is stripped */
   zg_upstream_req_t ureq; /* getting a connection; ureq.pool: the pool
@@ -95,9 +160,7 @@ typedef struct {
   uint64_t req_in, req_out; /* bytes from and to the client */
   const char *method;       /* static, llhttp's name; NULL before a head */
   char *target;             /* as received, for the access log (malloc'ed) */
-} zg_http_exchange_t;
-
-typedef struct zg_http_listener zg_http_listener_t;
+};
 
 /* What a route leads to: route.service indexes the listener's targets. */
 typedef struct {
@@ -156,14 +219,12 @@ struct zg_http_session {
   unsigned reading : 1;
   unsigned client_keep : 1;  /* the client may send another request */
   unsigned head_req : 1;     /* HEAD: the response has no body */
-  unsigned req_chunked : 1;  /* request body re-chunked upstream */
   unsigned close_after : 1;  /* close the client after this response */
   unsigned client_eof : 1;   /* the client closed its side */
   unsigned resp_chunked : 1; /* response body chunked to the client */
   unsigned lingering : 1;    /* response out, write side shut, draining */
   unsigned too_big : 1;      /* a chunked body over max_request_body */
   unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
-  char upgrade[64];          /* the protocol asked for, or "" */
   unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
   unsigned wait_drain : 1;   /* next request held until the client drains */
   uint64_t head_begin_ms;    /* first byte of the current request head */
@@ -237,6 +298,12 @@ int zg_wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
                   wblk_t *w, uv_write_cb cb);
 /* The size line of one chunk (RFC 9112 §7.1): hex digits and CRLF. */
 int zg_chunk_size_line(char *out, size_t len);
+/* The last chunk of a chunked body (RFC 9112 §7.1.2): "0", the trailer
+ * fields that may go on (zg_http_trailer_forwardable), the empty line;
+ * staged through `stage`. 0 or its error. */
+int zg_chunk_last(const zg_http_trailers_t *t,
+                  int (*stage)(void *owner, const char *p, size_t len),
+                  void *owner);
 /* Buffers of ZG_BUF_SIZE go back to the loop's pool, larger ones to free. */
 void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap);
 
@@ -246,34 +313,41 @@ static inline size_t zg_queued(uv_tcp_t *t) {
 
 /* ---- the exchange, as the codecs see it -------------------------------- */
 
-/* The request head is in (s->req), checked by its codec: `status` 0, or
+/* The request head is in (x->req), checked by its codec: `status` 0, or
  * the status to refuse it with (and `reason`). Counted for the metrics and
  * the access log, then routed, rewritten, and sent to an instance. */
-void zg_exchange_request_head(zg_http_session_t *s, int status,
+void zg_exchange_request_head(zg_http_exchange_t *x, int status,
                               const char *reason);
 /* Decoded request body bytes, staged for the instance. 0, -1, or -2 when
  * the body goes over max_request_body. */
-int zg_exchange_request_body(zg_http_session_t *s, const char *p, size_t len);
+int zg_exchange_request_body(zg_http_exchange_t *x, const char *p, size_t len);
 /* The whole request came. 0 or -1. */
-int zg_exchange_request_end(zg_http_session_t *s);
-/* What the codec passed on of the request body leaves in one write. */
-void zg_exchange_request_flush(zg_http_session_t *s);
+int zg_exchange_request_end(zg_http_exchange_t *x);
+/* What the codec passed on of the request body leaves in one write; the
+ * request body pauses while the instance is slower than the client. */
+void zg_exchange_request_flush(zg_http_exchange_t *x);
 /* The gateway answers `status` itself (no instance, a refused request)
  * and the connection closes after it; `term` is why, for the log and the
  * metrics. */
-void zg_exchange_error(zg_http_session_t *s, zg_term_t term, int status,
+void zg_exchange_error(zg_http_exchange_t *x, zg_term_t term, int status,
                        const char *message);
 /* The response timeout, checked by the session's timer: 1 when it ran out
  * (and was acted on). */
-int zg_exchange_timeout(zg_http_session_t *s, uint64_t now);
-/* Ready for the next exchange on the same session. */
-void zg_exchange_reset(zg_http_session_t *s);
+int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now);
+/* Ready for the next exchange on the same connection. */
+void zg_exchange_reset(zg_http_exchange_t *x);
+/* The client side ended under the exchange (`phase` as it stood): counted
+ * for `term`, its instance connection released, its connect cancelled. */
+void zg_exchange_abort(zg_http_exchange_t *x, zg_term_t term,
+                       zg_term_phase_t phase);
+/* What the exchange still holds, freed with its connection. */
+void zg_exchange_free(zg_http_exchange_t *x);
 /* The metrics and the access log: a request is counted once, when it
  * ends (its response is complete, an error response is out, or the
  * session ends under it). `text`: the log's words when not term's own. */
-void zg_exchange_begin(zg_http_session_t *s);
-zg_term_phase_t zg_exchange_phase(const zg_http_session_t *s);
-void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
+void zg_exchange_begin(zg_http_exchange_t *x);
+zg_term_phase_t zg_exchange_phase(const zg_http_exchange_t *x);
+void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
                         zg_term_phase_t phase, const char *text);
 
 /* A final, interim or 101 response head from the instance, checked by the
@@ -281,28 +355,31 @@ void zg_exchange_finish(zg_http_session_t *s, zg_term_t term,
  * (101: the connection becomes a tunnel), or -1 with *reason when it
  * cannot be passed on (*client_cause: because of the client's version,
  * not the instance's fault). */
-int zg_exchange_response_head(zg_http_session_t *s, const zg_http_head_t *resp,
+int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
                               const char **reason, bool *client_cause);
 /* Decoded response body bytes. 0 or -1. */
-int zg_exchange_response_body(zg_http_session_t *s, const char *p, size_t len);
+int zg_exchange_response_body(zg_http_exchange_t *x, const char *p, size_t len);
 /* The whole response came. 0 or -1. */
-int zg_exchange_response_end(zg_http_session_t *s);
+int zg_exchange_response_end(zg_http_exchange_t *x);
 /* The codec is done with the response: the exchange ends. */
-void zg_exchange_done(zg_http_session_t *s);
+void zg_exchange_done(zg_http_exchange_t *x);
 /* The instance failed us (`why`, answered with `status` when no response
  * head went out yet). */
-void zg_exchange_upstream_failed(zg_http_session_t *s, zg_term_t why,
+void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
                                  int status);
 /* After each read from the instance: what it produced goes out, and reads
  * pause while the client is slower than the instance. */
-void zg_exchange_instance_read(zg_http_session_t *s, uv_stream_t *st);
+void zg_exchange_instance_read(zg_http_exchange_t *x, uv_stream_t *st);
 /* The instance's write queue drained. */
-void zg_exchange_instance_drained(zg_http_session_t *s);
+void zg_exchange_instance_drained(zg_http_exchange_t *x);
+/* The client's write queue drained: the instance is read again if it was
+ * paused for the client. */
+void zg_exchange_client_drained(zg_http_exchange_t *x);
 /* 101: bytes both ways from now on; `rest` came after the response head. */
-void zg_exchange_tunnel_start(zg_http_session_t *s, const char *rest,
+void zg_exchange_tunnel_start(zg_http_exchange_t *x, const char *rest,
                               size_t len);
 /* Tunnel bytes (or EOF, an error) read from the instance. */
-void zg_exchange_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+void zg_exchange_tunnel_read(zg_http_exchange_t *x, uv_stream_t *from,
                              ssize_t nread, const char *data);
 
 /* ---- the HTTP/1.1 server codec (h1_server.c) -------------------------- */
@@ -315,37 +392,6 @@ void zg_h1s_accept(uv_stream_t *server, int status);
 void zg_h1s_end(zg_http_session_t *s, zg_term_t term);
 /* Between requests, with nothing read and nothing left to send. */
 int zg_h1s_idle(zg_http_session_t *s);
-/* Staged bytes for the client go out. 0 or an error. */
-int zg_h1s_flush(zg_http_session_t *s);
-/* Reads the client (unless paused for a reason of its own). */
-void zg_h1s_read_start(zg_http_session_t *s);
-/* The request body waiting in the input buffer is read on. */
-void zg_h1s_request_body(zg_http_session_t *s);
-/* The response head for the client, in two steps: prepare decides its
- * framing and keep-alive (and may refuse: -1 with *reason), write stages
- * it. */
-typedef struct {
-  zg_http_resp_out_t o;
-  char proto[64], codings[256];
-  bool no_body; /* 1xx, 204, 304, a response to HEAD */
-} zg_h1s_resp_t;
-int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
-                            zg_h1s_resp_t *r, const char **reason,
-                            bool *client_cause);
-int zg_h1s_response_write(zg_http_session_t *s, const zg_http_head_t *resp,
-                          const zg_h1s_resp_t *r);
-int zg_h1s_response_body(zg_http_session_t *s, const char *p, size_t len);
-int zg_h1s_response_end(zg_http_session_t *s);
-/* An error response of the gateway's own, then the close after it. */
-int zg_h1s_error(zg_http_session_t *s, int status, const char *message);
-void zg_h1s_error_sent(zg_http_session_t *s);
-/* The exchange ended: the next request (keep-alive, pipelining) or the
- * close. */
-void zg_h1s_exchange_end(zg_http_session_t *s);
-/* 101: the client connection becomes a tunnel to the instance's. */
-void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len);
-void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
-                        const char *data, int from_client);
 
 /* ---- the listeners (http_proxy.c) -------------------------------------- */
 void zg_http_listener_unref(zg_http_listener_t *hl);
@@ -357,16 +403,16 @@ void zg_h1c_settings_init(void);
 /* The codec's connection in a zg_upconn_t given by upstream.h; a new one
  * is set up for the loop of `gw`. */
 zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw);
-/* The request head for the instance, from the client's (s->req) and what
+/* The request head for the instance, from the client's (x->req) and what
  * the exchange decided in `o` (target, Host, forwarding headers); the
  * codec adds framing and the protocol switch, and writes it into
- * s->up_head (kept for a retry). 0, or -1 when it is too large. */
-int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o);
+ * x->up_head (kept for a retry). 0, or -1 when it is too large. */
+int zg_h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o);
 /* Request body bytes (decoded), and the end of the body, staged for the
  * instance in the framing the head announced. 0 or -1. */
-int zg_h1c_request_body(zg_http_session_t *s, zg_http_upstream_t *u,
+int zg_h1c_request_body(zg_http_exchange_t *x, zg_http_upstream_t *u,
                         const char *p, size_t len);
-int zg_h1c_request_end(zg_http_session_t *s, zg_http_upstream_t *u);
+int zg_h1c_request_end(zg_http_exchange_t *x, zg_http_upstream_t *u);
 /* Bytes staged for the instance, written at the next zg_h1c_flush. */
 int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len);
 /* One chunk of a chunked request body, staged. */

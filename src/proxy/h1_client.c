@@ -83,7 +83,8 @@ static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
 /* Done with `u` for this exchange: back to the idle list, or closed. */
 void zg_h1c_release(zg_http_upstream_t *u, int reuse) {
   zg_proxy_ctx_t *gw = u->gw;
-  u->s = NULL;
+  u->x = NULL;
+  u->rd.trailers = NULL;
   if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
       zg_upidle_full(&gw->http->up_idle) || !u->rd.head_seen) {
     zg_h1c_close(u);
@@ -104,18 +105,18 @@ void zg_h1c_release(zg_http_upstream_t *u, int reuse) {
 
 static int resp_on_headers_complete(llhttp_t *p) {
   zg_http_upstream_t *u = p->data;
-  zg_http_session_t *s = u->s;
+  zg_http_exchange_t *x = u->x;
   const char *reason;
   int status = p->status_code, rc;
   bool client_cause = false;
 
-  if (!s)
+  if (!x)
     return -1;
   u->resp.buf = u->head;
   u->resp.is_request = false;
   u->resp.status = status;
   zg_http_head_framing(&u->resp, p);
-  if (status == 101 && !s->upgrade[0]) {
+  if (status == 101 && !x->upgrade[0]) {
     /* Upgrade is passed on only when the client asked for it. */
     llhttp_set_error_reason(p, "unrequested 101 Switching Protocols");
     return -1;
@@ -127,7 +128,7 @@ static int resp_on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, reason);
     return -1;
   }
-  rc = zg_exchange_response_head(s, &u->resp, &reason, &client_cause);
+  rc = zg_exchange_response_head(x, &u->resp, &reason, &client_cause);
   if (rc < 0) {
     u->client_cause = client_cause;
     if (reason)
@@ -143,16 +144,16 @@ static int resp_on_headers_complete(llhttp_t *p) {
 
 static int resp_on_body(llhttp_t *p, const char *at, size_t len) {
   zg_http_upstream_t *u = p->data;
-  if (!u->s)
+  if (!u->x)
     return -1;
-  return zg_exchange_response_body(u->s, at, len);
+  return zg_exchange_response_body(u->x, at, len);
 }
 
 static int resp_on_message_complete(llhttp_t *p) {
   zg_http_upstream_t *u = p->data;
-  zg_http_session_t *s = u->s;
+  zg_http_exchange_t *x = u->x;
   int status = p->status_code;
-  if (!s)
+  if (!x)
     return -1;
   if (status == 101)
     return 0; /* llhttp_execute returns HPE_PAUSED_UPGRADE: a tunnel */
@@ -164,7 +165,7 @@ static int resp_on_message_complete(llhttp_t *p) {
     u->rd.value_open = 0;
     return HPE_PAUSED;
   }
-  if (zg_exchange_response_end(s) != 0)
+  if (zg_exchange_response_end(x) != 0)
     return -1;
   u->keep = llhttp_should_keep_alive(p) ? 1 : 0;
   return HPE_PAUSED; /* one response per exchange */
@@ -173,7 +174,7 @@ static int resp_on_message_complete(llhttp_t *p) {
 static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   zg_http_upstream_t *u = h->data;
   (void)suggested;
-  if (!u->s) {
+  if (!u->x) {
     b->base = idle_sink;
     b->len = sizeof(idle_sink);
     return;
@@ -204,7 +205,7 @@ static void on_upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 /* Feeds response bytes to the parser and acts on what it says. */
 static void upstream_parse(zg_http_upstream_t *u, const char *data,
                            size_t len) {
-  zg_http_session_t *s = u->s;
+  zg_http_exchange_t *x = u->x;
   llhttp_errno_t err;
   for (;;) {
     const char *stop;
@@ -215,16 +216,16 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
       return;
     if (err == HPE_PAUSED_UPGRADE) {
       stop = llhttp_get_error_pos(&u->pp);
-      zg_exchange_tunnel_start(s, stop, len - (size_t)(stop - data));
+      zg_exchange_tunnel_start(x, stop, len - (size_t)(stop - data));
       return;
     }
     if (err != HPE_PAUSED)
       break;
     stop = llhttp_get_error_pos(&u->pp);
-    if (s->x.resp_done) {
+    if (x->resp_done) {
       if (stop != data + len)
         u->keep = 0; /* bytes after the response: not reusable */
-      zg_exchange_done(s);
+      zg_exchange_done(x);
       return;
     }
     /* An interim response was forwarded: parse on, from a fresh head. */
@@ -242,48 +243,48 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
           llhttp_get_error_reason(&u->pp) ? llhttp_get_error_reason(&u->pp)
                                           : llhttp_errno_name(err));
   u->keep = 0;
-  zg_exchange_upstream_failed(s, ZG_TERM_BAD_RESPONSE, 502);
+  zg_exchange_upstream_failed(x, ZG_TERM_BAD_RESPONSE, 502);
 }
 
 static void on_upstream_read(uv_stream_t *st, ssize_t nread,
                              const uv_buf_t *buf) {
   zg_http_upstream_t *u = st->data;
-  zg_http_session_t *s = u->s;
+  zg_http_exchange_t *x = u->x;
   int in_head = !u->rd.head_seen;
   /* What on_upstream_alloc gave: the idle sink, the head buffer (kept),
    * or a pooled block, returned here. */
-  char *pooled = !s || in_head ? NULL : buf->base;
+  char *pooled = !x || in_head ? NULL : buf->base;
 
-  if (!s) {
+  if (!x) {
     idle_read(u, nread);
     return;
   }
-  if (s->state == HS_CLOSING) {
+  if (x->phase == ZG_XP_CLOSED) {
     zg_buf_put(u->gw, pooled);
     return;
   }
-  if (s->state == HS_TUNNEL) {
-    zg_exchange_tunnel_read(s, st, nread, buf->base);
+  if (x->phase == ZG_XP_TUNNEL) {
+    zg_exchange_tunnel_read(x, st, nread, buf->base);
     zg_buf_put(u->gw, pooled);
     return;
   }
   if (nread > 0) {
-    s->last_active_ms = uv_now(s->gw->loop);
+    x->srv->active(x->conn);
     u->answered = 1;
     if (in_head) {
       u->head_len += (size_t)nread;
       upstream_parse(u, buf->base, (size_t)nread);
       /* A full buffer still without the end of the head. */
-      if (u->s == s && !u->rd.head_seen && u->head_len >= HEAD_MAX) {
+      if (u->x == x && !u->rd.head_seen && u->head_len >= HEAD_MAX) {
         u->keep = 0;
-        zg_exchange_upstream_failed(s, ZG_TERM_RESPONSE_HEAD_TOO_LARGE, 502);
+        zg_exchange_upstream_failed(x, ZG_TERM_RESPONSE_HEAD_TOO_LARGE, 502);
         return;
       }
     } else {
       upstream_parse(u, buf->base, (size_t)nread);
       zg_buf_put(u->gw, pooled);
     }
-    zg_exchange_instance_read(s, st);
+    zg_exchange_instance_read(x, st);
     return;
   }
   zg_buf_put(u->gw, pooled);
@@ -292,15 +293,15 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
   if (nread == UV_EOF && u->rd.head_seen) {
     /* A body read until the connection closes ends here. */
     llhttp_errno_t fin = llhttp_finish(&u->pp);
-    if ((fin == HPE_OK || fin == HPE_PAUSED) && s->x.resp_done) {
+    if ((fin == HPE_OK || fin == HPE_PAUSED) && x->resp_done) {
       u->keep = 0;
-      zg_exchange_done(s);
+      zg_exchange_done(x);
       return;
     }
   }
   u->keep = 0;
   zg_exchange_upstream_failed(
-      s, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
+      x, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
       502);
 }
 
@@ -324,6 +325,7 @@ void zg_h1c_response_start(zg_http_upstream_t *u) {
   u->answered = 0;
   u->client_cause = 0;
   u->rd.extra_bytes = 0;
+  u->rd.trailers = u->x ? &u->x->resp_trailers : NULL;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
   zg_h1c_reading(u);
@@ -332,55 +334,62 @@ void zg_h1c_response_start(zg_http_upstream_t *u) {
 static void on_upstream_write(uv_write_t *req, int status) {
   wblk_t *w = (wblk_t *)req;
   zg_http_upstream_t *u = w->owner;
-  zg_http_session_t *s = u->s;
+  zg_http_exchange_t *x = u->x;
   zg_wblk_put(u->gw, w);
-  if (!s || s->state == HS_CLOSING || u->c.closing)
+  if (!x || x->phase == ZG_XP_CLOSED || u->c.closing)
     return;
   if (status < 0) {
     u->keep = 0;
-    zg_exchange_upstream_failed(s, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
-  zg_exchange_instance_drained(s);
+  zg_exchange_instance_drained(x);
 }
 
-int zg_h1c_request_head(zg_http_session_t *s, zg_http_req_out_t *o) {
+int zg_h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {
   int n = -1;
   /* The protocol switch the client asked for (its codec kept it), and the
    * framing from llhttp's flags: zg_http_check_request refused a length
    * above ZG_HTTP_MAX_CONTENT_LENGTH and codings other than chunked. */
-  o->upgrade = s->upgrade[0] ? s->upgrade : NULL;
-  s->req_chunked = s->req->chunked;
-  s->x.req_has_body = zg_http_request_framing(s->req, o);
+  o->upgrade = x->upgrade[0] ? x->upgrade : NULL;
+  x->req_chunked = x->req->chunked;
+  x->req_has_body = zg_http_request_framing(x->req, o);
   /* A pooled block holds nearly every head; a larger one is written again
    * into a heap buffer. */
-  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
-  if ((s->x.up_head = zg_buf_get(s->gw)) != NULL) {
-    s->x.up_head_cap = ZG_BUF_SIZE;
-    n = zg_http_write_request(s->x.up_head, s->x.up_head_cap, s->req, o);
+  zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
+  if ((x->up_head = zg_buf_get(x->gw)) != NULL) {
+    x->up_head_cap = ZG_BUF_SIZE;
+    n = zg_http_write_request(x->up_head, x->up_head_cap, x->req, o);
   }
   if (n < 0) {
-    zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
-    if ((s->x.up_head = malloc(OUT_HEAD_MAX)) != NULL) {
-      s->x.up_head_cap = OUT_HEAD_MAX;
-      n = zg_http_write_request(s->x.up_head, s->x.up_head_cap, s->req, o);
+    zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
+    if ((x->up_head = malloc(OUT_HEAD_MAX)) != NULL) {
+      x->up_head_cap = OUT_HEAD_MAX;
+      n = zg_http_write_request(x->up_head, x->up_head_cap, x->req, o);
     }
   }
   if (n < 0)
     return -1;
-  s->x.up_head_len = (size_t)n;
+  x->up_head_len = (size_t)n;
   return 0;
 }
 
-int zg_h1c_request_body(zg_http_session_t *s, zg_http_upstream_t *u,
+int zg_h1c_request_body(zg_http_exchange_t *x, zg_http_upstream_t *u,
                         const char *p, size_t len) {
-  if (s->req_chunked)
+  if (x->req_chunked)
     return zg_h1c_chunk(u, p, len) ? -1 : 0;
   return zg_h1c_stage(u, p, len) ? -1 : 0;
 }
 
-int zg_h1c_request_end(zg_http_session_t *s, zg_http_upstream_t *u) {
-  return s->req_chunked && zg_h1c_stage(u, "0\r\n\r\n", 5) != 0 ? -1 : 0;
+static int stage_cb(void *owner, const char *p, size_t len) {
+  return zg_h1c_stage(owner, p, len);
+}
+
+int zg_h1c_request_end(zg_http_exchange_t *x, zg_http_upstream_t *u) {
+  /* The client's trailers go on in the last chunk (RFC 9112 §7.1.2). */
+  return x->req_chunked && zg_chunk_last(&x->req_trailers, stage_cb, u) != 0
+             ? -1
+             : 0;
 }
 
 zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw) {

@@ -35,6 +35,19 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void next_request(zg_http_session_t *s);
 static void client_eof_check(zg_http_session_t *s);
+static int h1s_flush(zg_http_session_t *s);
+static void h1s_read_start(zg_http_session_t *s);
+static void h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+                            ssize_t nread, const char *data, int from_client);
+
+/* The response head for the client, in two steps: prepare decides its
+ * framing and keep-alive (and may refuse: -1 with *reason), write stages
+ * it. */
+typedef struct {
+  zg_http_resp_out_t o;
+  char proto[64], codings[256];
+  bool no_body; /* 1xx, 204, 304, a response to HEAD */
+} h1s_resp_t;
 
 /* The one place bytes are written to the client: a TLS layer would
  * encrypt here. Takes `w`. */
@@ -53,11 +66,11 @@ static int client_flush_cb(void *owner) {
   return client_write(s, w);
 }
 
-int zg_h1s_flush(zg_http_session_t *s) {
+static int h1s_flush(zg_http_session_t *s) {
   return client_flush_cb(s);
 }
 
-/* Staged for the client: written at the next zg_h1s_flush. */
+/* Staged for the client: written at the next h1s_flush. */
 static int to_client(zg_http_session_t *s, const char *p, size_t len) {
   return zg_wblk_stage(s->gw, &s->ob, s, p, len, client_flush_cb);
 }
@@ -79,19 +92,19 @@ static int winding_down(const zg_http_session_t *s) {
 
 /* The bytes of a response the gateway makes itself, with Connection:
  * close. 0 or -1. */
-int zg_h1s_error(zg_http_session_t *s, int status, const char *message) {
+static int h1s_error(zg_http_session_t *s, int status, const char *message) {
   char buf[1024];
   int n;
   s->close_after = 1;
   n = zg_http_error_response(buf, sizeof(buf), status, message, true,
                              s->head_req);
-  return n > 0 && to_client(s, buf, (size_t)n) == 0 && zg_h1s_flush(s) == 0
-             ? 0
-             : -1;
+  return n > 0 && to_client(s, buf, (size_t)n) == 0 && h1s_flush(s) == 0 ? 0
+                                                                         : -1;
 }
 
-void zg_h1s_error_sent(zg_http_session_t *s) {
+static void h1s_error_sent(zg_http_session_t *s) {
   /* Closed once the write is done: on_client_write sees close_after. */
+  s->state = HS_REQUEST; /* no request read until it closes */
   if (s->reading) {
     zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
     s->reading = 0;
@@ -104,12 +117,9 @@ static void session_free_if_done(zg_http_session_t *s) {
   if (s->handles > 0)
     return;
   zg_http_buf_release(s->gw, &s->in, &s->in_cap);
-  zg_http_buf_release(s->gw, &s->x.up_head, &s->x.up_head_cap);
+  zg_exchange_free(&s->x);
   zg_bufpool_put(&s->gw->http->heads, s->req);
-  zg_pool_unref(s->x.ureq.pool);
-  zg_service_unref(s->x.svc);
   zg_http_listener_unref(s->hl);
-  free(s->x.target);
   zg_conn_ticket_release(&s->conn);
   zg_bufpool_put(&s->gw->http->spool, s);
 }
@@ -122,15 +132,14 @@ static void on_session_handle_closed(uv_handle_t *h) {
 
 void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   zg_proxy_ctx_t *gw = s->gw;
-  zg_term_phase_t phase = zg_exchange_phase(s);
+  zg_term_phase_t phase =
+      s->lingering ? ZG_PHASE_LAST : zg_exchange_phase(&s->x);
   if (s->state == HS_CLOSING)
     return;
   s->state = HS_CLOSING;
   s->reason = term;
-  zg_exchange_finish(s, term, phase, NULL);
+  zg_exchange_abort(&s->x, term, phase);
   s->hl->active--;
-  if (s->x.svc)
-    s->x.svc->active--;
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -141,13 +150,6 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
            s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
   zg_wblk_put(gw, s->ob); /* staged, never to be written */
   s->ob = NULL;
-  zg_upstream_cancel(&s->x.ureq);
-  if (s->x.up) {
-    zg_http_upstream_t *u = s->x.up;
-    s->x.up = NULL;
-    u->s = NULL;
-    zg_h1c_release(u, 0);
-  }
   zg_tls_conn_free(s->tls);
   uv_close((uv_handle_t *)&s->client, on_session_handle_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_handle_closed);
@@ -172,7 +174,7 @@ static int response_head_to_client(zg_http_session_t *s,
       w->len += (size_t)n;
       return 0;
     }
-    if (w->len == 0 || zg_h1s_flush(s) != 0)
+    if (w->len == 0 || h1s_flush(s) != 0)
       break;
   }
   if (!(out = malloc(OUT_HEAD_MAX)))
@@ -183,9 +185,9 @@ static int response_head_to_client(zg_http_session_t *s,
   return n;
 }
 
-int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
-                            zg_h1s_resp_t *r, const char **reason,
-                            bool *client_cause) {
+static int h1s_response_prepare(zg_http_session_t *s,
+                                const zg_http_head_t *resp, h1s_resp_t *r,
+                                const char **reason, bool *client_cause) {
   int status = resp->status;
   bool until_close = false;
 
@@ -207,8 +209,8 @@ int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
      * connection becomes a tunnel (the instance codec hands it over). */
     const zg_hdr_t *up = zg_http_find(resp, "upgrade");
     snprintf(r->proto, sizeof(r->proto), "%.*s",
-             up ? (int)up->value_len : (int)strlen(s->upgrade),
-             up ? resp->buf + up->value_off : s->upgrade);
+             up ? (int)up->value_len : (int)strlen(s->x.upgrade),
+             up ? resp->buf + up->value_off : s->x.upgrade);
     r->o.upgrade = r->proto;
   } else if (status >= 100 && status < 200) {
     r->o.framing = ZG_FRAMING_NONE; /* interim: forwarded, then the next */
@@ -226,56 +228,66 @@ int zg_h1s_response_prepare(zg_http_session_t *s, const zg_http_head_t *resp,
   return 0;
 }
 
-int zg_h1s_response_write(zg_http_session_t *s, const zg_http_head_t *resp,
-                          const zg_h1s_resp_t *r) {
+static int h1s_response_write(zg_http_session_t *s, const zg_http_head_t *resp,
+                              const h1s_resp_t *r) {
   return response_head_to_client(s, resp, &r->o);
 }
 
-int zg_h1s_response_body(zg_http_session_t *s, const char *p, size_t len) {
+static int h1s_response_body(zg_http_session_t *s, const char *p, size_t len) {
   if (s->resp_chunked)
     return chunk_to_client(s, p, len) ? -1 : 0;
   return to_client(s, p, len) ? -1 : 0;
 }
 
-int zg_h1s_response_end(zg_http_session_t *s) {
-  return s->resp_chunked && to_client(s, "0\r\n\r\n", 5) != 0 ? -1 : 0;
+static int stage_cb(void *owner, const char *p, size_t len) {
+  return to_client(owner, p, len);
 }
 
-void zg_h1s_request_body(zg_http_session_t *s) {
+static int h1s_response_end(zg_http_session_t *s) {
+  /* The instance's trailers go on in the last chunk (RFC 9112 §7.1.2);
+   * an HTTP/1.0 client, read until close, gets none. */
+  return s->resp_chunked && zg_chunk_last(&s->x.resp_trailers, stage_cb, s) != 0
+             ? -1
+             : 0;
+}
+
+static void h1s_request_body(zg_http_session_t *s) {
   /* The body is waiting in the input buffer: parse on (process_input
    * flushes the head with what it adds). */
   llhttp_resume(&s->rp);
   process_input(s);
-  if (s->state == HS_EXCHANGE && !s->x.req_done)
-    zg_h1s_read_start(s);
+  if (s->x.phase == ZG_XP_SENT && !s->x.req_done)
+    h1s_read_start(s);
 }
 
 /* ---- the request head ------------------------------------------------ */
 
 static int req_on_body(llhttp_t *p, const char *at, size_t len) {
   zg_http_session_t *s = p->data;
-  int rc = zg_exchange_request_body(s, at, len);
-  if (rc == -2)
+  int rc = zg_exchange_request_body(&s->x, at, len);
+  if (rc == -2) {
+    s->too_big = 1;
     llhttp_set_error_reason(p, "request body too large");
+  }
   return rc < 0 ? -1 : 0;
 }
 
 static int req_on_message_complete(llhttp_t *p) {
   zg_http_session_t *s = p->data;
-  if (zg_exchange_request_end(s) != 0)
+  if (zg_exchange_request_end(&s->x) != 0)
     return -1;
   return HPE_PAUSED; /* the next pipelined request waits its turn */
 }
 
 /* The protocol switch the client asks for (RFC 9110 §7.8: Upgrade, named
- * in Connection, HTTP/1.1 only), kept in s->upgrade for the instance's
+ * in Connection, HTTP/1.1 only), kept in s->x.upgrade for the instance's
  * request head and for the 101 that may answer it; "" when none. */
 static void request_upgrade(zg_http_session_t *s) {
   const zg_hdr_t *up = zg_http_find(s->req, "upgrade");
-  s->upgrade[0] = '\0';
+  s->x.upgrade[0] = '\0';
   if (up && zg_http_connection_has(s->req, "upgrade") && s->req->minor >= 1 &&
-      up->value_len < sizeof(s->upgrade))
-    snprintf(s->upgrade, sizeof(s->upgrade), "%.*s", (int)up->value_len,
+      up->value_len < sizeof(s->x.upgrade))
+    snprintf(s->x.upgrade, sizeof(s->x.upgrade), "%.*s", (int)up->value_len,
              s->req->buf + up->value_off);
 }
 
@@ -285,7 +297,8 @@ static void request_upgrade(zg_http_session_t *s) {
 static size_t head_record(zg_http_session_t *s) {
   zg_conn_ticket_head_done(&s->conn); /* max_head_connections */
   s->requests++;
-  s->state = HS_CONNECT;
+  s->state = HS_REQUEST;
+  s->x.req = s->req;
   s->req->buf = s->in + 0;
   s->req->is_request = true;
   s->req->method = s->rp.method;
@@ -307,7 +320,7 @@ static void head_complete(zg_http_session_t *s) {
     status = 400;
   else if ((status = zg_http_check_request(s->req, &reason)) < 0)
     status = 400;
-  zg_exchange_request_head(s, status, reason);
+  zg_exchange_request_head(&s->x, status, reason);
 }
 
 /* Bytes parsed are dropped once nothing points into them, and an empty
@@ -343,7 +356,8 @@ static void process_input(zg_http_session_t *s) {
     /* Paused: waiting for an instance, or for the response. What the
      * parser passed on before (the end of a body, with the next request's
      * bytes behind it in the same read) is still flushed below. */
-    if (s->state == HS_CONNECT || (s->state == HS_EXCHANGE && s->x.req_done))
+    if (s->x.phase == ZG_XP_CONNECT ||
+        (s->x.phase == ZG_XP_SENT && s->x.req_done))
       break;
     if (!s->req && !(s->req = head_get(s->gw))) {
       zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
@@ -364,7 +378,7 @@ static void process_input(zg_http_session_t *s) {
         zg_h1c_release(u, 0);
       }
       if (!s->x.resp_head)
-        zg_exchange_error(s, ZG_TERM_BAD_REQUEST,
+        zg_exchange_error(&s->x, ZG_TERM_BAD_REQUEST,
                           s->rd.too_many ? 431
                           : s->too_big   ? 413
                                          : 400,
@@ -387,7 +401,7 @@ static void process_input(zg_http_session_t *s) {
   if (s->state == HS_CLOSING)
     return;
   in_settle(s);
-  zg_exchange_request_flush(s);
+  zg_exchange_request_flush(&s->x);
 }
 
 /* ---- between exchanges: keep-alive and pipelining --------------------- */
@@ -403,12 +417,12 @@ static void reset_for_next(zg_http_session_t *s) {
   zg_bufpool_put(&s->gw->http->heads, s->req); /* idle: no head held */
   s->req = NULL;
   s->close_after = 0;
-  zg_exchange_reset(s);
+  zg_exchange_reset(&s->x);
   zg_http_reader_reset(&s->rd);
   s->too_big = 0;
   s->x.body_bytes = 0;
   s->head_begin_ms = 0;
-  s->resp_chunked = s->req_chunked = 0;
+  s->resp_chunked = s->x.req_chunked = 0;
   s->head_req = 0;
   s->state = HS_HEAD;
   llhttp_resume(&s->rp);
@@ -418,7 +432,7 @@ static void reset_for_next(zg_http_session_t *s) {
 }
 
 /* Keep-alive, pipelining or close, once an exchange ended. */
-void zg_h1s_exchange_end(zg_http_session_t *s) {
+static void h1s_exchange_end(zg_http_session_t *s) {
   if (!s->x.req_done) {
     /* The instance answered before the whole request was sent (an early
      * 413, say): the rest of the body cannot be told from a next
@@ -465,7 +479,7 @@ static void next_request(zg_http_session_t *s) {
   if (s->state == HS_CLOSING)
     return;
   client_eof_check(s);
-  zg_h1s_read_start(s);
+  h1s_read_start(s);
 }
 
 /* Closing right after a response while the client may still be sending
@@ -547,9 +561,8 @@ static void on_client_write(uv_write_t *req, int status) {
       return;
   }
   /* Drained: read the instance again if it was paused for us. */
-  if (s->x.up && !s->x.up->c.closing && !s->x.up->reading && !s->upstream_eof &&
-      zg_queued(&s->client) <= HIGH_WATER / 2)
-    zg_h1c_reading(s->x.up);
+  if (!s->upstream_eof && zg_queued(&s->client) <= HIGH_WATER / 2)
+    zg_exchange_client_drained(&s->x);
 }
 
 /* ---- tunnel (after 101) ----------------------------------------------- */
@@ -575,13 +588,13 @@ static void on_client_tunnel_shutdown(uv_shutdown_t *req, int status) {
 
 static void on_upstream_tunnel_shutdown(uv_shutdown_t *req, int status) {
   zg_http_upstream_t *u = req->data;
-  tunnel_shut_done(u->s, status);
+  tunnel_shut_done(u->x ? u->x->conn : NULL, status); /* h1s: its session */
 }
 
 /* Bytes read on one side of a tunnel go to the other; EOF on one side
  * shuts the other's write side; the tunnel ends when both are done. */
-void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
-                        const char *data, int from_client) {
+static void h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
+                            ssize_t nread, const char *data, int from_client) {
   zg_http_upstream_t *u = s->x.up;
   uv_stream_t *to =
       from_client ? (uv_stream_t *)&u->c.tcp : (uv_stream_t *)&s->client;
@@ -617,7 +630,7 @@ void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
     s->x.req_in += (uint64_t)nread;
   if (from_client
           ? zg_h1c_stage(u, data, (size_t)nread) != 0 || zg_h1c_flush(u) != 0
-          : to_client(s, data, (size_t)nread) != 0 || zg_h1s_flush(s) != 0) {
+          : to_client(s, data, (size_t)nread) != 0 || h1s_flush(s) != 0) {
     zg_h1s_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
@@ -630,14 +643,15 @@ void zg_h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from, ssize_t nread,
   }
 }
 
-void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
+static void h1s_tunnel_start(zg_http_session_t *s, const char *rest,
+                             size_t len) {
   zg_http_upstream_t *u = s->x.up;
   s->state = HS_TUNNEL;
   u->keep = 0;
-  zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->upgrade,
+  zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->x.upgrade,
            u->c.key);
   /* Bytes that came with the 101, and any the client sent early. */
-  if ((len > 0 && (to_client(s, rest, len) != 0 || zg_h1s_flush(s) != 0)) ||
+  if ((len > 0 && (to_client(s, rest, len) != 0 || h1s_flush(s) != 0)) ||
       (s->in_len > s->in_off &&
        (zg_h1c_stage(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
         zg_h1c_flush(u) != 0))) {
@@ -646,7 +660,7 @@ void zg_h1s_tunnel_start(zg_http_session_t *s, const char *rest, size_t len) {
   }
   s->in_len = s->in_off = 0;
   in_settle(s);
-  zg_h1s_read_start(s);
+  h1s_read_start(s);
 }
 
 /* ---- client reads ---------------------------------------------------- */
@@ -720,7 +734,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (s->state == HS_TUNNEL) {
-    zg_h1s_tunnel_read(s, st, nread, buf->base, 1);
+    h1s_tunnel_read(s, st, nread, buf->base, 1);
     s->in_len = 0;
     if (s->state != HS_CLOSING)
       in_settle(s);
@@ -743,7 +757,7 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
       zg_h1s_end(s, ZG_TERM_CLIENT_CLOSED_IN_REQUEST);
     }
     /* else: the response is still to come; closed after it (and after
-     * the requests already read, zg_h1s_exchange_end and next_request) */
+     * the requests already read, h1s_exchange_end and next_request) */
     return;
   }
   if (s->state == HS_HEAD && s->in_len == s->head_start)
@@ -752,7 +766,8 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   s->x.req_in += (uint64_t)nread;
   s->last_active_ms = uv_now(s->gw->loop);
   if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
-    zg_exchange_error(s, ZG_TERM_BAD_REQUEST, 431, "request head too large");
+    zg_exchange_error(&s->x, ZG_TERM_BAD_REQUEST, 431,
+                      "request head too large");
     return;
   }
   process_input(s);
@@ -761,15 +776,13 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   /* Backpressure only: a full buffer (the exchange is not taking bytes
    * yet: waiting for an instance, or pipelined requests waiting for a
    * response), or an instance slower than the client's body. */
-  if ((s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) ||
-      (s->state == HS_EXCHANGE && !s->x.req_done && s->x.up &&
-       zg_queued(&s->x.up->c.tcp) > HIGH_WATER)) {
+  if (s->in && s->in_len >= s->in_cap && s->state != HS_HEAD) {
     zg_stream_read_stop(s->tls, st);
     s->reading = 0;
   }
 }
 
-void zg_h1s_read_start(zg_http_session_t *s) {
+static void h1s_read_start(zg_http_session_t *s) {
   if (s->reading || s->client_eof || s->wait_drain || s->state == HS_CLOSING)
     return;
   if (zg_stream_read_start(s->tls, (uv_stream_t *)&s->client, on_client_alloc,
@@ -803,11 +816,11 @@ static void on_session_timer(uv_timer_t *t) {
   if (s->state == HS_HEAD && !s->wait_drain && s->in_len > s->head_start &&
       s->head_begin_ms &&
       now - s->head_begin_ms >= s->gw->cfg->proxy.header_timeout_ms) {
-    zg_exchange_error(s, ZG_TERM_HEAD_TIMEOUT, 408,
+    zg_exchange_error(&s->x, ZG_TERM_HEAD_TIMEOUT, 408,
                       "request head not received in time");
     return;
   }
-  if (zg_exchange_timeout(s, now))
+  if (zg_exchange_timeout(&s->x, now))
     return;
   if (idle && now - s->last_active_ms >= idle &&
       !(s->x.sent_ms && !s->x.resp_head)) {
@@ -827,8 +840,87 @@ static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
     return;
   }
   s->last_active_ms = uv_now(s->gw->loop);
-  zg_h1s_read_start(s);
+  h1s_read_start(s);
 }
+
+/* ---- the exchange's operations on this codec -------------------------- */
+
+static int op_response_head(void *c, const zg_http_head_t *resp, bool *no_body,
+                            const char **reason, bool *client_cause) {
+  zg_http_session_t *s = c;
+  h1s_resp_t r;
+  if (h1s_response_prepare(s, resp, &r, reason, client_cause) != 0)
+    return -1;
+  *no_body = r.no_body;
+  return h1s_response_write(s, resp, &r) != 0 ? -2 : 0;
+}
+static int op_response_body(void *c, const char *p, size_t len) {
+  return h1s_response_body(c, p, len);
+}
+static int op_response_end(void *c) {
+  return h1s_response_end(c);
+}
+static int op_flush(void *c) {
+  return h1s_flush(c);
+}
+static int op_error(void *c, int status, const char *message) {
+  return h1s_error(c, status, message);
+}
+static void op_error_sent(void *c) {
+  h1s_error_sent(c);
+}
+static void op_end(void *c, zg_term_t term) {
+  zg_h1s_end(c, term);
+}
+static void op_done(void *c) {
+  h1s_exchange_end(c);
+}
+static void op_request_body(void *c) {
+  h1s_request_body(c);
+}
+static void op_request_pause(void *c) {
+  zg_http_session_t *s = c;
+  if (s->reading) {
+    zg_stream_read_stop(s->tls, (uv_stream_t *)&s->client);
+    s->reading = 0;
+  }
+}
+static void op_request_resume(void *c) {
+  h1s_read_start(c);
+}
+static size_t op_queued(void *c) {
+  zg_http_session_t *s = c;
+  return zg_queued(&s->client);
+}
+static void op_active(void *c) {
+  zg_http_session_t *s = c;
+  s->last_active_ms = uv_now(s->gw->loop);
+}
+static void op_tunnel_start(void *c, const char *rest, size_t len) {
+  h1s_tunnel_start(c, rest, len);
+}
+static void op_tunnel_read(void *c, uv_stream_t *from, ssize_t nread,
+                           const char *data) {
+  h1s_tunnel_read(c, from, nread, data, 0);
+}
+
+static const zg_exchange_srv_ops_t h1s_ops = {
+    .response_head = op_response_head,
+    .response_body = op_response_body,
+    .response_end = op_response_end,
+    .flush = op_flush,
+    .error = op_error,
+    .error_sent = op_error_sent,
+    .end = op_end,
+    .done = op_done,
+    .request_body = op_request_body,
+    .request_pause = op_request_pause,
+    .request_resume = op_request_resume,
+    .queued = op_queued,
+    .active = op_active,
+    .tunnel_start = op_tunnel_start,
+    .tunnel_read = op_tunnel_read,
+};
 
 void zg_h1s_accept(uv_stream_t *server, int status) {
   zg_http_listener_t *hl = server->data;
@@ -857,6 +949,13 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   s->conn = conn;
   s->gw = gw;
   s->hl = hl;
+  /* The exchange's context: what it needs of this connection. */
+  s->x.gw = gw;
+  s->x.hl = hl;
+  s->x.client_addr = s->client_addr;
+  s->x.client_ip = s->client_ip;
+  s->x.srv = &h1s_ops;
+  s->x.conn = s;
   hl->refs++;
   hl->accepted++;
   hl->active++;
@@ -871,6 +970,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   gw->http->sessions = s;
   llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
   s->rp.data = s;
+  s->rd.trailers = &s->x.req_trailers;
   s->last_active_ms = uv_now(gw->loop);
   if (uv_accept(server, (uv_stream_t *)&s->client) != 0) {
     zg_h1s_end(s, ZG_TERM_ACCEPT_FAILED);
@@ -881,13 +981,14 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
   if ((srv = gw->hooks->tls(gw->owner, &hl->addr)) != NULL) {
-    if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
+    if (!(s->x.tls = s->tls =
+              zg_tls_conn_server(srv, &s->client, s->client_addr)))
       zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
     else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
       zg_h1s_end(s, ZG_TERM_CLIENT_ERROR);
     return;
   }
-  zg_h1s_read_start(s);
+  h1s_read_start(s);
 }
 
 int zg_h1s_idle(zg_http_session_t *s) {

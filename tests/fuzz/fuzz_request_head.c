@@ -456,7 +456,34 @@ typedef struct {
                      reset_for_next() moved it to the buffer's start */
   zg_http_head_t req;
   unsigned req_done, head_req, client_keep;
+  zg_http_trailers_t
+      tr; /* the request's trailers, as the exchange keeps them */
 } session_t;
+
+/* The trailers the reader kept: within their bounds, each field's name and
+ * value inside the buffer, in order; what would go on is digested (it must
+ * not depend on how the reads were cut). Then emptied, as
+ * zg_exchange_reset does. */
+static void trailers_check(zg_http_trailers_t *t, uint64_t *d) {
+  uint32_t end = 0;
+  CHECK(t->n <= ZG_HTTP_MAX_TRAILERS && t->len <= ZG_HTTP_EXTRA_MAX);
+  CHECK(t->n == 0 || t->buf);
+  for (uint32_t i = 0; i < t->n; i++) {
+    const zg_hdr_t *f = &t->f[i];
+    CHECK(f->name_off == end && f->name_len > 0);
+    end = f->name_off + f->name_len;
+    if (f->value_len > 0) {
+      CHECK(f->value_off == end);
+      end = f->value_off + f->value_len;
+    }
+    if (zg_http_trailer_forwardable(t->buf + f->name_off, f->name_len)) {
+      digest(d, t->buf + f->name_off, f->name_len);
+      digest(d, t->buf + f->value_off, f->value_len);
+    }
+  }
+  CHECK(end == t->len);
+  zg_http_trailers_clear(t);
+}
 
 /* The head is recorded by the shipped reader (zg_http_request_settings);
  * only what the proxy does with a body and a complete request is the fuzz
@@ -601,6 +628,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
   s.in = data;
   s.rd.head = &s.req;
   s.rd.base = s.in;
+  s.rd.trailers = &s.tr;
   llhttp_init(&p, HTTP_REQUEST, &req_settings);
   p.data = &s;
   while (in_len < size) {
@@ -622,6 +650,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
         error_response(s.rd.too_many ? 431 : 400,
                        reason ? reason : llhttp_errno_name(err), s.head_req);
         digest_int(&d, -1);
+        zg_http_trailers_clear(&s.tr);
         return d;
       }
       stop = llhttp_get_error_pos(&p);
@@ -632,6 +661,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
         if (status != 0) {
           error_response(status, reason, s.head_req);
           digest_int(&d, -status);
+          zg_http_trailers_clear(&s.tr);
           return d;
         }
         exchange = true;
@@ -642,6 +672,7 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
         }
       }
       CHECK(s.req_done);
+      trailers_check(&s.tr, &d);
       /* exchange_done(): the next pipelined request, if the client keeps
        * the connection; reset_for_next() moves it to the buffer's start */
       if (!s.client_keep)
@@ -650,10 +681,12 @@ static uint64_t run_requests(const char *data, size_t size, size_t step) {
       s.in = data + in_off;
       s.rd.head = &s.req;
       s.rd.base = s.in;
+      s.rd.trailers = &s.tr;
       exchange = false;
       llhttp_resume(&p);
     }
   }
+  zg_http_trailers_clear(&s.tr); /* a request cut short in its trailers */
   return d;
 }
 

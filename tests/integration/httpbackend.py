@@ -6,6 +6,7 @@ body's length and SHA-256. Special paths make the responses the proxy must get r
   /status/N         status N, with a Content-Length that 1xx/204/304 must not honour
   /nolength         a body without Content-Length or chunking, ended by closing
   /chunked          a chunked response (3 chunks)
+  /trailers         a chunked response ending with trailer fields (TRAILERS below)
   /big/N            N bytes of a repeating pattern, Content-Length
   /close            answers, then closes the connection (Connection: close)
   /slow/MS          answers after MS milliseconds
@@ -24,6 +25,13 @@ import time
 from zkharness import free_port
 
 
+# The trailer fields /trailers ends with: two for the client, then ones a proxy must not
+# forward as trailers (RFC 9110 §6.5.1: authentication, content processing; a field the
+# gateway vouches for in heads).
+TRAILERS = [("Grpc-Status", "0"), ("Grpc-Message", "all good"), ("Set-Cookie", "s=1"),
+            ("Content-Type", "text/evil"), ("X-Forwarded-For", "6.6.6.6")]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -36,14 +44,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.backend.connections += 1
 
     def _body(self):
+        self.trailers = []  # [name, value] of a chunked request's trailer fields
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = b""
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return body
+                    while True:
+                        line = self.rfile.readline()
+                        if line in (b"\r\n", b"\n", b""):
+                            return body
+                        name, _, value = line.decode("latin-1").partition(":")
+                        self.trailers.append([name, value.strip()])
                 body += self.rfile.read(size)
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
@@ -95,6 +107,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
             return
+        if path == "/trailers":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "Grpc-Status, Grpc-Message")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n0\r\n")
+            for k, v in TRAILERS:
+                self.wfile.write(b"%s: %s\r\n" % (k.encode(), v.encode()))
+            self.wfile.write(b"\r\n")
+            return
         if path.startswith("/big/"):
             n = int(path.split("/")[2])
             pattern = bytes(range(256)) * 64
@@ -110,7 +132,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         doc = {"name": b.name, "method": self.command, "path": path,
                "version": self.request_version,
                "headers": [[k, v] for k, v in self.headers.items()],
-               "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+               "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
+               "trailers": self.trailers}
         out = json.dumps(doc).encode()
         headers = [("Content-Type", "application/json"), ("X-Backend", b.name)]
         if path == "/close":

@@ -257,6 +257,92 @@ def test_response_bodies_chunked_and_until_close(http_backends, gateway):
     conn.close()
 
 
+def _read_chunked(f):
+    """Reads a chunked body from a file-like socket reader: (body, [(name, value)] trailers)."""
+    body = b""
+    while True:
+        size = int(f.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            trailers = []
+            while True:
+                line = f.readline()
+                assert line, "connection closed inside the trailer section"
+                if line == b"\r\n":
+                    return body, trailers
+                name, _, value = line.decode("latin-1").partition(":")
+                trailers.append((name, value.strip()))
+        body += f.read(size)
+        assert f.read(2) == b"\r\n"
+
+
+def test_response_trailers_reach_the_client(http_backends, gateway):
+    """RFC 9112 §7.1.2: trailer fields of a chunked response go on to an HTTP/1.1 client in
+    the last chunk (gRPC's status travels there); ones a proxy must not forward as trailers
+    (RFC 9110 §6.5.1) are dropped. The connection stays usable for the next request."""
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rb")
+    for _ in range(2):  # keep-alive: the framing after the trailers is right
+        s.sendall(b"GET /trailers HTTP/1.1\r\nHost: x\r\n\r\n")
+        status = f.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        head = []
+        while (line := f.readline()) != b"\r\n":
+            head.append(line.decode("latin-1").strip().lower())
+        assert "transfer-encoding: chunked" in head, head
+        body, trailers = _read_chunked(f)
+        assert body == b"hello"
+        assert trailers == [("Grpc-Status", "0"), ("Grpc-Message", "all good")], trailers
+    s.close()
+    # curl reads them too (as it prints trailers with the headers).
+    out = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null",
+                          f"http://127.0.0.1:{port}/trailers"],
+                         capture_output=True, timeout=10, check=True).stdout
+    assert b"Grpc-Status: 0" in out and b"Grpc-Message: all good" in out, out
+    assert b"6.6.6.6" not in out and b"text/evil" not in out, out
+
+
+def test_request_trailers_reach_the_instance(http_backends, gateway):
+    """Trailer fields of a chunked request reach the instance in its last chunk; the ones
+    a proxy must not forward as trailers (framing, authentication, the gateway's own
+    X-Forwarded-*) do not."""
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    req = (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+           b"Trailer: X-Checksum\r\n\r\n"
+           b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n"
+           b"X-Checksum: sha1=1234\r\nAuthorization: Basic eDp5\r\n"
+           b"X-Forwarded-For: 6.6.6.6\r\nX-Long: " + b"v" * 2000 + b"\r\n\r\n")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(req)
+    f = s.makefile("rb")
+    status = f.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    length = 0
+    while (line := f.readline()) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    d = doc(f.read(length))
+    s.close()
+    assert d["body_len"] == 7
+    assert d["trailers"] == [["X-Checksum", "sha1=1234"], ["X-Long", "v" * 2000]], d["trailers"]
+
+
+def test_oversized_trailers_are_refused(http_backends, gateway):
+    """Trailers stay bounded (16 KiB with chunk extensions), as before they were carried."""
+    b = http_backends("b")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    req = (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"1\r\na\r\n0\r\n" + b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 1000)
+                                      for i in range(20)) + b"\r\n")
+    out = raw_exchange(port, req)
+    assert b" 200 " not in out.split(b"\r\n", 1)[0], out[:200]
+
+
 @pytest.mark.parametrize("what", ["HEAD", "204", "304", "100"])
 def test_no_body_responses_whatever_their_headers(http_backends, gateway, what):
     b = http_backends("b")

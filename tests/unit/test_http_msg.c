@@ -578,6 +578,140 @@ static void assert_codings(const char *head, int want_rc, const char *want) {
     assert_string_equal(out, want);
 }
 
+/* Trailers: recorded by the shipped request reader across reads cut
+ * anywhere, within their bounds; the ones that may not go on as trailers
+ * (RFC 9110 §6.5.1) are told apart. */
+typedef struct {
+  zg_http_reader_t rd; /* first: the parser's data */
+  int done;
+} trailer_owner_t;
+
+static int tr_body(llhttp_t *p, const char *at, size_t len) {
+  (void)p;
+  (void)at;
+  (void)len;
+  return 0;
+}
+
+static int tr_complete(llhttp_t *p) {
+  ((trailer_owner_t *)p->data)->done = 1;
+  return 0;
+}
+
+static llhttp_errno_t parse_trailers(const char *msg, size_t step,
+                                     zg_http_trailers_t *tr) {
+  static llhttp_settings_t st;
+  static zg_http_head_t head;
+  trailer_owner_t o;
+  llhttp_t p;
+  llhttp_errno_t err = HPE_OK;
+  size_t len = strlen(msg);
+  zg_http_request_settings(&st, tr_body, tr_complete);
+  memset(&o, 0, sizeof(o));
+  memset(&head, 0, sizeof(head));
+  o.rd.head = &head;
+  o.rd.base = msg;
+  o.rd.trailers = tr;
+  llhttp_init(&p, HTTP_REQUEST, &st);
+  p.data = &o;
+  for (size_t off = 0; off < len && err == HPE_OK;) {
+    size_t n = len - off < step ? len - off : step;
+    err = llhttp_execute(&p, msg + off, n);
+    if (err == HPE_PAUSED) { /* at the end of the head */
+      off = (size_t)(llhttp_get_error_pos(&p) - msg);
+      llhttp_resume(&p);
+      err = HPE_OK;
+      continue;
+    }
+    off += n;
+  }
+  return err;
+}
+
+static void test_trailers_recorded_in_pieces(void **state) {
+  (void)state;
+  static const char msg[] = "POST / HTTP/1.1\r\nHost: a\r\nX-Last: head\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "3\r\nabc\r\n0\r\nGrpc-Status: 0\r\n"
+                            "Grpc-Message: all good\r\nX-Empty:\r\n\r\n";
+  for (size_t step = 1; step <= sizeof(msg); step += step < 8 ? 1 : 37) {
+    zg_http_trailers_t tr;
+    memset(&tr, 0, sizeof(tr));
+    assert_int_equal(parse_trailers(msg, step, &tr), HPE_OK);
+    assert_int_equal(tr.n, 3);
+    assert_int_equal(tr.f[0].name_len, 11);
+    assert_memory_equal(tr.buf + tr.f[0].name_off, "Grpc-Status", 11);
+    assert_int_equal(tr.f[0].value_len, 1);
+    assert_memory_equal(tr.buf + tr.f[0].value_off, "0", 1);
+    assert_memory_equal(tr.buf + tr.f[1].name_off, "Grpc-Message", 12);
+    assert_int_equal(tr.f[1].value_len, 8);
+    assert_memory_equal(tr.buf + tr.f[1].value_off, "all good", 8);
+    assert_memory_equal(tr.buf + tr.f[2].name_off, "X-Empty", 7);
+    assert_int_equal(tr.f[2].value_len, 0);
+    zg_http_trailers_clear(&tr);
+    assert_null(tr.buf);
+  }
+}
+
+static void test_trailers_bounded(void **state) {
+  char *msg = malloc(64 * 1024);
+  zg_http_trailers_t tr;
+  size_t n;
+  (void)state;
+  /* more than ZG_HTTP_MAX_TRAILERS fields */
+  n = (size_t)sprintf(msg, "POST / HTTP/1.1\r\nHost: a\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n");
+  for (int i = 0; i <= ZG_HTTP_MAX_TRAILERS; i++)
+    n += (size_t)sprintf(msg + n, "X-%d: v\r\n", i);
+  strcpy(msg + n, "\r\n");
+  memset(&tr, 0, sizeof(tr));
+  assert_int_not_equal(parse_trailers(msg, 1 << 20, &tr), HPE_OK);
+  assert_true(tr.n <= ZG_HTTP_MAX_TRAILERS);
+  zg_http_trailers_clear(&tr);
+  /* more than ZG_HTTP_EXTRA_MAX bytes */
+  n = (size_t)sprintf(msg, "POST / HTTP/1.1\r\nHost: a\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+                           "X-Big: ");
+  memset(msg + n, 'v', ZG_HTTP_EXTRA_MAX + 10);
+  strcpy(msg + n + ZG_HTTP_EXTRA_MAX + 10, "\r\n\r\n");
+  memset(&tr, 0, sizeof(tr));
+  assert_int_not_equal(parse_trailers(msg, 4096, &tr), HPE_OK);
+  assert_true(tr.len <= ZG_HTTP_EXTRA_MAX);
+  zg_http_trailers_clear(&tr);
+  /* an empty name (llhttp 8.1 takes it), first or after another field */
+  for (int after = 0; after < 2; after++) {
+    sprintf(msg,
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            "\r\n1\r\na\r\n0\r\n%s: evil\r\n\r\n",
+            after ? "X-A: 1\r\n" : "");
+    memset(&tr, 0, sizeof(tr));
+    assert_int_not_equal(parse_trailers(msg, 1 << 20, &tr), HPE_OK);
+    zg_http_trailers_clear(&tr);
+  }
+  free(msg);
+}
+
+static void test_trailer_forwardable(void **state) {
+  (void)state;
+#define FWD(s) zg_http_trailer_forwardable(s, sizeof(s) - 1)
+  assert_true(FWD("Grpc-Status"));
+  assert_true(FWD("grpc-message"));
+  assert_true(FWD("X-Checksum"));
+  assert_false(FWD("Transfer-Encoding"));
+  assert_false(FWD("content-length"));
+  assert_false(FWD("Host"));
+  assert_false(FWD("Authorization"));
+  assert_false(FWD("Set-Cookie"));
+  assert_false(FWD("Content-Type"));
+  assert_false(FWD("Trailer"));
+  assert_false(FWD("Connection"));
+  assert_false(FWD("X-Forwarded-For"));
+  assert_false(FWD("x_forwarded_for"));
+  assert_false(FWD("X-Client-Cert-Subject"));
+  assert_false(zg_http_trailer_forwardable("", 0));
+#undef FWD
+}
+
 static void test_transfer_codings(void **state) {
   assert_codings("HTTP/1.1 200 OK\r\n\r\n", 0, "");
   assert_codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
@@ -1521,6 +1655,9 @@ int main(void) {
       cmocka_unit_test(test_check_request_huge_length),
       cmocka_unit_test(test_check_request_transfer_codings),
       cmocka_unit_test(test_transfer_codings),
+      cmocka_unit_test(test_trailers_recorded_in_pieces),
+      cmocka_unit_test(test_trailers_bounded),
+      cmocka_unit_test(test_trailer_forwardable),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
