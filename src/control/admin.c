@@ -6,6 +6,7 @@
 
 #include "proxy/http_proxy.h"
 #include "proxy/sni_proxy.h"
+#include "core/list.h"
 #include "net/listener.h"
 #include "registry/source.h"
 #include "proxy/tcp_proxy.h"
@@ -23,13 +24,13 @@ struct zg_admin {
   zg_gateway_t *gw;
   uv_tcp_t tcp;
   int listening;
-  struct admin_conn *conns;
+  zg_list_t conns;  /* struct admin_conn */
   unsigned handles; /* the listener, until closed */
 };
 
 typedef struct admin_conn {
   zg_admin_t *admin;
-  struct admin_conn *prev, *next;
+  zg_link_t link; /* in the admin's conns */
   uv_tcp_t tcp;
   uv_timer_t timer;
   llhttp_t parser;
@@ -757,15 +758,9 @@ static void on_conn_closed(uv_handle_t *h) {
 }
 
 static void conn_close(admin_conn_t *c) {
-  zg_admin_t *a = c->admin;
   if (uv_is_closing((uv_handle_t *)&c->tcp))
     return;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    a->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  zg_link_remove(&c->link);
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
@@ -998,10 +993,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->tcp.data = c;
   c->timer.data = c;
   c->handles = 2;
-  c->next = a->conns;
-  if (a->conns)
-    a->conns->prev = c;
-  a->conns = c;
+  zg_list_push(&a->conns, &c->link);
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
@@ -1049,8 +1041,8 @@ static void on_listener_closed(uv_handle_t *h) {
 void zg_admin_discard(zg_admin_t *a) {
   if (!a)
     return;
-  while (a->conns)
-    conn_close(a->conns);
+  while (!zg_list_empty(&a->conns))
+    conn_close(ZG_LIST_ITEM(a->conns.first, struct admin_conn, link));
   uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
 }
 

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "core/http_msg.h"
+#include "core/list.h"
 #include "core/term.h"
 #include "net/tls.h"
 #include "core/config.h"
@@ -123,8 +124,8 @@ struct zg_http_listener {
 struct zg_http_loop {
   zg_http_listener_t **listeners;
   size_t n_listeners, cap_listeners;
-  zg_http_session_t *sessions; /* every open HTTP session */
-  zg_upidle_t up_idle;         /* idle upstream connections (keep-alive) */
+  zg_list_t sessions;  /* every open HTTP session (zg_http_session_t) */
+  zg_upidle_t up_idle; /* idle upstream connections (keep-alive) */
   int started;
   zg_bufpool_t wblks;    /* write blocks */
   zg_bufpool_t spool;    /* sessions, reused */
@@ -139,7 +140,7 @@ struct zg_http_session {
   zg_proxy_ctx_t *gw;
   zg_http_listener_t *hl;
   zg_conn_ticket_t conn; /* admission; in its head until the first one */
-  zg_http_session_t *prev, *next;
+  zg_link_t link;        /* in the loop's sessions */
   hs_state_t state;
   uv_tcp_t client;
   zg_tls_conn_t *tls; /* TLS terminated here, or NULL */

@@ -131,12 +131,7 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   s->hl->active--;
   if (s->x.svc)
     s->x.svc->active--;
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    gw->http->sessions = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  zg_link_remove(&s->link);
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
            s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
   zg_wblk_put(gw, s->ob); /* staged, never to be written */
@@ -865,10 +860,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   s->client.data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = gw->http->sessions;
-  if (gw->http->sessions)
-    gw->http->sessions->prev = s;
-  gw->http->sessions = s;
+  zg_list_push(&gw->http->sessions, &s->link);
   llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
   s->rp.data = s;
   s->last_active_ms = uv_now(gw->loop);

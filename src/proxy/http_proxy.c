@@ -183,9 +183,11 @@ static int listener_routes(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
 size_t zg_http_instance_active(zg_proxy_ctx_t *gw, const zg_service_t *svc,
                                const char *key) {
   size_t n = 0;
-  for (zg_http_session_t *s = gw->http->sessions; s; s = s->next)
+  ZG_LIST_FOREACH(it, &gw->http->sessions) {
+    const zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     n += s->x.svc == svc && (s->x.up || s->x.ureq.c) &&
          !strcmp(s->x.ureq.instance, key);
+  }
   return n;
 }
 
@@ -214,20 +216,16 @@ static int addr_wanted(const zg_proxy_ctx_t *gw, const zg_listen_addr_t *addr) {
  * request (the routes they would use are gone with it); idle ones close
  * now, busy ones after their response (Connection: close). */
 static void retire(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
-  zg_http_session_t *s, *next;
   hl->retired = 1;
-  for (s = gw->http->sessions; s; s = next) {
-    next = s->next;
+  ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
+    zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     if (s->hl == hl && zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_LISTENER_REMOVED);
   }
 }
 
 size_t zg_http_sessions_open(const zg_proxy_ctx_t *gw) {
-  size_t n = 0;
-  for (const zg_http_session_t *s = gw->http->sessions; s; s = s->next)
-    n++;
-  return n;
+  return zg_list_count(&gw->http->sessions);
 }
 
 int zg_http_sync(zg_proxy_ctx_t *gw, zg_http_listener_t **opened, size_t n) {
@@ -332,11 +330,10 @@ int zg_http_start(zg_proxy_ctx_t *gw) {
 }
 
 void zg_http_drain(zg_proxy_ctx_t *gw) {
-  zg_http_session_t *s, *next;
   for (size_t i = 0; i < gw->http->n_listeners; i++)
     listener_close(gw->http->listeners[i]);
-  for (s = gw->http->sessions; s; s = next) {
-    next = s->next;
+  ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
+    zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     if (zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_IDLE_AT_DRAIN);
   }
@@ -346,8 +343,9 @@ void zg_http_drain(zg_proxy_ctx_t *gw) {
 void zg_http_stop(zg_proxy_ctx_t *gw) {
   for (size_t i = 0; i < gw->http->n_listeners; i++)
     listener_close(gw->http->listeners[i]);
-  while (gw->http->sessions)
-    zg_h1s_end(gw->http->sessions, ZG_TERM_GATEWAY_STOPPING);
+  while (!zg_list_empty(&gw->http->sessions))
+    zg_h1s_end(ZG_LIST_ITEM(gw->http->sessions.first, zg_http_session_t, link),
+               ZG_TERM_GATEWAY_STOPPING);
   zg_upidle_stop(&gw->http->up_idle);
 }
 

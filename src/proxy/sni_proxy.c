@@ -18,6 +18,7 @@
 #include "proxy/sni_proxy.h"
 
 #include "net/listener.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "proxy/tcp_proxy.h"
 #include "core/tls_hello.h"
@@ -44,7 +45,7 @@ struct zg_sni_listener {
 
 typedef struct zg_sni_session {
   zg_sni_listener_t *sl;
-  struct zg_sni_session *prev, *next;
+  zg_link_t link;   /* in the loop's sessions */
   uv_tcp_t *client; /* NULL once handed to the relay */
   uv_timer_t timer; /* header_timeout */
   uint8_t *buf;     /* ZG_TLS_HELLO_MAX bytes; NULL once handed on */
@@ -60,7 +61,7 @@ typedef struct zg_sni_session {
 struct zg_sni_loop {
   zg_sni_listener_t **listeners; /* by address */
   size_t n_listeners, cap_listeners;
-  zg_sni_session_t *sessions; /* reading their ClientHello */
+  zg_list_t sessions; /* zg_sni_session_t reading their ClientHello */
 };
 
 static void listener_unref(zg_sni_listener_t *sl);
@@ -86,17 +87,11 @@ static void on_session_closed(uv_handle_t *h) {
 
 /* Ends this phase: the client is closed unless it was handed on. */
 static void session_end(zg_sni_session_t *s) {
-  zg_proxy_ctx_t *px = s->sl->px;
   if (s->done)
     return;
   s->done = 1;
   s->sl->active--;
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    px->sni->sessions = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  zg_link_remove(&s->link);
   if (s->client)
     uv_close((uv_handle_t *)s->client, on_session_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_closed);
@@ -221,10 +216,7 @@ static void on_connection(uv_stream_t *server, int status) {
   s->client->data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = px->sni->sessions;
-  if (px->sni->sessions)
-    px->sni->sessions->prev = s;
-  px->sni->sessions = s;
+  zg_list_push(&px->sni->sessions, &s->link);
   if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
     session_end(s);
     return;
@@ -434,11 +426,8 @@ int zg_sni_start(zg_proxy_ctx_t *px) {
 }
 
 size_t zg_sni_pending(const zg_proxy_ctx_t *px) {
-  size_t n = 0;
   /* Also those of listeners a reload dropped. */
-  for (const zg_sni_session_t *s = px->sni->sessions; s; s = s->next)
-    n++;
-  return n;
+  return zg_list_count(&px->sni->sessions);
 }
 
 void zg_sni_drain(zg_proxy_ctx_t *px) {
@@ -448,8 +437,8 @@ void zg_sni_drain(zg_proxy_ctx_t *px) {
 
 void zg_sni_stop(zg_proxy_ctx_t *px) {
   zg_sni_drain(px);
-  while (px->sni->sessions)
-    session_end(px->sni->sessions);
+  while (!zg_list_empty(&px->sni->sessions))
+    session_end(ZG_LIST_ITEM(px->sni->sessions.first, zg_sni_session_t, link));
 }
 
 int zg_sni_init(zg_proxy_ctx_t *px) {
