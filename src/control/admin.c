@@ -22,10 +22,8 @@
 
 struct zg_admin {
   zg_gateway_t *gw;
-  uv_tcp_t tcp;
-  int listening;
-  zg_list_t conns;  /* struct admin_conn */
-  unsigned handles; /* the listener, until closed */
+  zg_listener_t l; /* l.tcp.data: this; freed once it is closed */
+  zg_list_t conns; /* struct admin_conn */
 };
 
 typedef struct admin_conn {
@@ -1005,7 +1003,7 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-static void on_listener_closed(uv_handle_t *h);
+static void on_listener_closed(zg_listener_t *l);
 
 zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   zg_admin_t *a;
@@ -1019,13 +1017,11 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
-  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection, 0);
-  a->tcp.data = a;
-  a->listening = 1;
-  a->handles = 1;
+  rc = zg_listener_open(&a->l, gw->loop, addr, on_connection, 0, a,
+                        on_listener_closed);
   if (rc != 0) {
     zg_error("admin", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
-    uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+    zg_listener_close(&a->l);
     return NULL;
   }
   zg_info("admin", "listening on %s: /healthz /ready /metrics /services",
@@ -1033,9 +1029,8 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return a;
 }
 
-static void on_listener_closed(uv_handle_t *h) {
-  zg_admin_t *a = h->data;
-  free(a);
+static void on_listener_closed(zg_listener_t *l) {
+  free(l->tcp.data);
 }
 
 void zg_admin_discard(zg_admin_t *a) {
@@ -1043,7 +1038,7 @@ void zg_admin_discard(zg_admin_t *a) {
     return;
   while (!zg_list_empty(&a->conns))
     conn_close(ZG_LIST_ITEM(a->conns.first, struct admin_conn, link));
-  uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+  zg_listener_close(&a->l);
 }
 
 const zg_gateway_admin_ops_t zg_admin_ops = {

@@ -832,11 +832,11 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   zg_http_session_t *s;
   zg_conn_ticket_t conn;
   if (status < 0) {
-    zg_warn("http", "accept failed on %s: %s", hl->addr.text,
+    zg_warn("http", "accept failed on %s: %s", hl->l.addr.text,
             uv_strerror(status));
     return;
   }
-  if (gw->hooks->admit(gw->owner, server, true, &conn, hl->addr.text) != 0)
+  if (gw->hooks->admit(gw->owner, server, true, &conn, hl->l.addr.text) != 0)
     return;
   /* Sessions are pooled too: a new connection per request allocates
    * nothing either. */
@@ -844,7 +844,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   if (s)
     memset(s, 0, sizeof(*s));
   if (!s) {
-    zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
+    zg_error("http", "out of memory accepting a client on %s", hl->l.addr.text);
     zg_conn_ticket_release(&conn);
     zg_listener_drop(server);
     return;
@@ -872,7 +872,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
-  if ((srv = gw->hooks->tls(gw->owner, &hl->addr)) != NULL) {
+  if ((srv = gw->hooks->tls(gw->owner, &hl->l.addr)) != NULL) {
     if (!(s->tls = zg_tls_conn_server(srv, &s->client, s->client_addr)))
       zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);
     else if (zg_tls_handshake(s->tls, on_client_handshake, s) != 0)
