@@ -6,6 +6,7 @@
 
 #include "proxy/http_proxy.h"
 #include "proxy/sni_proxy.h"
+#include "core/list.h"
 #include "net/listener.h"
 #include "registry/source.h"
 #include "proxy/tcp_proxy.h"
@@ -21,15 +22,13 @@
 
 struct zg_admin {
   zg_gateway_t *gw;
-  uv_tcp_t tcp;
-  int listening;
-  struct admin_conn *conns;
-  unsigned handles; /* the listener, until closed */
+  zg_listener_t l; /* l.tcp.data: this; freed once it is closed */
+  zg_list_t conns; /* struct admin_conn */
 };
 
 typedef struct admin_conn {
   zg_admin_t *admin;
-  struct admin_conn *prev, *next;
+  zg_link_t link; /* in the admin's conns */
   uv_tcp_t tcp;
   uv_timer_t timer;
   llhttp_t parser;
@@ -757,15 +756,9 @@ static void on_conn_closed(uv_handle_t *h) {
 }
 
 static void conn_close(admin_conn_t *c) {
-  zg_admin_t *a = c->admin;
   if (uv_is_closing((uv_handle_t *)&c->tcp))
     return;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    a->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  zg_link_remove(&c->link);
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
@@ -998,10 +991,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->tcp.data = c;
   c->timer.data = c;
   c->handles = 2;
-  c->next = a->conns;
-  if (a->conns)
-    a->conns->prev = c;
-  a->conns = c;
+  zg_list_push(&a->conns, &c->link);
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
@@ -1013,7 +1003,7 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-static void on_listener_closed(uv_handle_t *h);
+static void on_listener_closed(zg_listener_t *l);
 
 zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   zg_admin_t *a;
@@ -1027,13 +1017,11 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
-  rc = zg_listener_start(gw->loop, &a->tcp, addr, on_connection, 0);
-  a->tcp.data = a;
-  a->listening = 1;
-  a->handles = 1;
+  rc = zg_listener_open(&a->l, gw->loop, addr, on_connection, 0, a,
+                        on_listener_closed);
   if (rc != 0) {
     zg_error("admin", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
-    uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+    zg_listener_close(&a->l);
     return NULL;
   }
   zg_info("admin", "listening on %s: /healthz /ready /metrics /services",
@@ -1041,17 +1029,16 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   return a;
 }
 
-static void on_listener_closed(uv_handle_t *h) {
-  zg_admin_t *a = h->data;
-  free(a);
+static void on_listener_closed(zg_listener_t *l) {
+  free(l->tcp.data);
 }
 
 void zg_admin_discard(zg_admin_t *a) {
   if (!a)
     return;
-  while (a->conns)
-    conn_close(a->conns);
-  uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+  while (!zg_list_empty(&a->conns))
+    conn_close(ZG_LIST_ITEM(a->conns.first, struct admin_conn, link));
+  zg_listener_close(&a->l);
 }
 
 const zg_gateway_admin_ops_t zg_admin_ops = {

@@ -92,33 +92,36 @@ static void on_handle_closed(uv_handle_t *h) {
   (void)h;
 }
 
-static void on_tcp_listener_closed(uv_handle_t *h) {
-  free(h);
+/* A TCP service's listener is on the heap: a reload hands it on to the
+ * service that replaces it. */
+static void on_tcp_listener_closed(zg_listener_t *l) {
+  free(l);
 }
 
 static void tcp_listener_close(zg_service_t *svc) {
   if (svc->listener) {
-    uv_close((uv_handle_t *)svc->listener, on_tcp_listener_closed);
+    zg_listener_close(svc->listener);
     svc->listener = NULL;
   }
 }
 
-/* NULL (logged) when the address cannot be bound. */
-static uv_tcp_t *tcp_listener_open(zg_gateway_t *gw,
-                                   const zg_service_conf_t *sc) {
-  uv_tcp_t *t = malloc(sizeof(*t));
+/* NULL (logged) when the address cannot be bound. Connections go to
+ * zg_tcp_on_connection with tcp.data the service, set by the caller. */
+static zg_listener_t *tcp_listener_open(zg_gateway_t *gw,
+                                        const zg_service_conf_t *sc) {
+  zg_listener_t *l = calloc(1, sizeof(*l));
   int rc;
-  if (!t)
+  if (!l)
     return NULL;
-  rc = zg_listener_start(gw->loop, t, &sc->listen, zg_tcp_on_connection,
-                         gateway_listen_flags(gw));
+  rc = zg_listener_open(l, gw->loop, &sc->listen, zg_tcp_on_connection,
+                        gateway_listen_flags(gw), NULL, on_tcp_listener_closed);
   if (rc != 0) {
     zg_error("gateway", "service %s: cannot listen on %s: %s", sc->name,
              sc->listen.text, uv_strerror(rc));
-    uv_close((uv_handle_t *)t, on_tcp_listener_closed);
+    zg_listener_close(l);
     return NULL;
   }
-  return t;
+  return l;
 }
 
 /* The admin listener, through the functions main gave (control/admin.h):
@@ -471,7 +474,7 @@ static int services_start(zg_gateway_t *gw, tls_set_t *given) {
       continue; /* listeners shared by address: zg_http_start, zg_sni_start */
     if (!(svc->listener = tcp_listener_open(gw, sc)))
       return UV_EADDRINUSE;
-    svc->listener->data = svc;
+    svc->listener->tcp.data = svc;
     log_tcp_service(sc);
   }
   if ((rc = zg_http_start(&gw->px)) != 0)
@@ -795,16 +798,14 @@ static zg_service_t *configured_named(zg_gateway_t *gw, const char *name) {
  * anything that runs; reload_commit then swaps it in and has nothing left
  * that can reject it; reload_discard drops what a rejected plan holds. */
 typedef struct {
-  zg_config_t *cfg;          /* owned until committed */
-  size_t n_conf;             /* its services */
-  tls_set_t tls;             /* certificates per TLS address */
-  zg_tls_client_t **up_tls;  /* per configured service, or NULL */
-  zg_http_listener_t **http; /* new HTTP addresses, bound */
-  size_t n_http;
-  zg_sni_listener_t **sni; /* new tls-passthrough addresses, bound */
-  size_t n_sni;
-  uv_tcp_t **tcp; /* per configured TCP service: a new socket,
-                     or NULL when one is handed on */
+  zg_config_t *cfg;         /* owned until committed */
+  size_t n_conf;            /* its services */
+  tls_set_t tls;            /* certificates per TLS address */
+  zg_tls_client_t **up_tls; /* per configured service, or NULL */
+  zg_listener_set_t http;   /* new HTTP addresses, bound */
+  zg_listener_set_t sni;    /* new tls-passthrough addresses, bound */
+  zg_listener_t **tcp;      /* per configured TCP service: a new socket,
+                               or NULL when one is handed on */
   int admin_moves, log_moves;
   zg_source_t *registry;  /* the first section that needs ZooKeeper
                              starts it: made here, started at commit */
@@ -821,19 +822,15 @@ typedef struct {
 
 static void reload_discard(reload_plan_t *p) {
   const size_t n_cfg = p->n_conf;
-  for (size_t i = 0; i < p->n_http; i++)
-    zg_http_listener_discard(p->http[i]);
-  free(p->http);
-  for (size_t i = 0; i < p->n_sni; i++)
-    zg_sni_listener_discard(p->sni[i]);
-  free(p->sni);
+  zg_http_opened_discard(&p->http);
+  zg_sni_opened_discard(&p->sni);
   zg_source_close(p->registry); /* never started: freed at once */
   if (p->admin)
     p->admin_ops->discard(p->admin);
   zg_access_log_close(p->log);
   for (size_t i = 0; p->tcp && i < n_cfg; i++)
     if (p->tcp[i])
-      uv_close((uv_handle_t *)p->tcp[i], on_tcp_listener_closed);
+      zg_listener_close(p->tcp[i]);
   free(p->tcp);
   for (size_t i = 0; i < p->n_new; i++)
     zg_service_unref(p->news[i]);
@@ -1003,9 +1000,8 @@ static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
   int rc = plan_tls(gw, p, given_tls);
   if (rc == 0 && !gw->worker && !gw->registry)
     rc = registry_make(gw, p->cfg, &p->registry);
-  if (rc == 0 &&
-      (zg_http_addrs_to_open(&gw->px, p->cfg, &p->http, &p->n_http) != 0 ||
-       zg_sni_addrs_to_open(&gw->px, p->cfg, &p->sni, &p->n_sni) != 0)) {
+  if (rc == 0 && (zg_http_addrs_to_open(&gw->px, p->cfg, &p->http) != 0 ||
+                  zg_sni_addrs_to_open(&gw->px, p->cfg, &p->sni) != 0)) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
                         "running configuration stays");
     rc = -1;
@@ -1059,7 +1055,7 @@ static void commit_watch(zg_gateway_t *gw, zg_service_t *svc,
 /* A new TCP service's socket: the one the plan bound, else the one of the
  * running service that listens on its address, handed on. */
 static void commit_tcp_listener(zg_gateway_t *gw, zg_service_t *svc,
-                                uv_tcp_t **opened) {
+                                zg_listener_t **opened) {
   const zg_service_conf_t *sc = svc->conf;
   if (*opened) {
     svc->listener = *opened;
@@ -1076,7 +1072,7 @@ static void commit_tcp_listener(zg_gateway_t *gw, zg_service_t *svc,
     }
   }
   if (svc->listener)
-    svc->listener->data = svc;
+    svc->listener->tcp.data = svc;
   log_tcp_service(sc);
 }
 
@@ -1238,16 +1234,10 @@ static void commit_discovered(zg_gateway_t *gw, reload_plan_t *p) {
  * the bound ones join, the tables take the new services; listeners whose
  * address stays are kept, so no client is refused. */
 static void commit_listeners(zg_gateway_t *gw, reload_plan_t *p) {
-  if (zg_http_sync(&gw->px, p->http, p->n_http) != 0)
+  if (zg_http_sync(&gw->px, &p->http) != 0)
     zg_error("gateway", "reload: out of memory building routes");
-  free(p->http);
-  p->http = NULL;
-  p->n_http = 0;
-  if (zg_sni_sync(&gw->px, p->sni, p->n_sni) != 0)
+  if (zg_sni_sync(&gw->px, &p->sni) != 0)
     zg_error("gateway", "reload: out of memory building sni tables");
-  free(p->sni);
-  p->sni = NULL;
-  p->n_sni = 0;
 }
 
 static void commit_operations(zg_gateway_t *gw, reload_plan_t *p) {

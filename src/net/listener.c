@@ -11,6 +11,7 @@
 #ifndef SO_REUSEPORT /* Linux has it; _POSIX_C_SOURCE hides it */
 #define SO_REUSEPORT 15
 #endif
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -65,6 +66,63 @@ int zg_listener_start(uv_loop_t *loop, uv_tcp_t *tcp,
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)tcp, ZG_LISTEN_BACKLOG, cb);
   return rc;
+}
+
+_Static_assert(offsetof(zg_listener_t, tcp) == 0,
+               "the close callback finds the listener from its handle");
+
+static void on_listener_closed(uv_handle_t *h) {
+  zg_listener_t *l = (zg_listener_t *)h; /* tcp is its first member */
+  l->handle_open = 0;
+  if (l->on_closed)
+    l->on_closed(l);
+}
+
+int zg_listener_open(zg_listener_t *l, uv_loop_t *loop,
+                     const zg_listen_addr_t *addr, uv_connection_cb cb,
+                     int flags, void *owner, zg_listener_closed_cb on_closed) {
+  int rc;
+  l->addr = *addr;
+  l->on_closed = on_closed;
+  rc = zg_listener_start(loop, &l->tcp, &l->addr, cb, flags);
+  l->tcp.data = owner;
+  l->handle_open = 1;
+  l->listening = 1;
+  return rc;
+}
+
+void zg_listener_close(zg_listener_t *l) {
+  if (!l->listening)
+    return;
+  l->listening = 0;
+  uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+}
+
+zg_listener_t *zg_listener_set_find(const zg_listener_set_t *set,
+                                    const zg_listen_addr_t *addr) {
+  for (size_t i = 0; i < set->n; i++)
+    if (zg_config_same_sockaddr(&set->items[i]->addr, addr))
+      return set->items[i];
+  return NULL;
+}
+
+int zg_listener_set_add(zg_listener_set_t *set, zg_listener_t *l) {
+  if (set->n == set->cap) {
+    size_t cap = set->cap ? set->cap * 2 : 4;
+    zg_listener_t **items = realloc(set->items, cap * sizeof(*items));
+    if (!items)
+      return UV_ENOMEM;
+    set->items = items;
+    set->cap = cap;
+  }
+  set->items[set->n++] = l;
+  return 0;
+}
+
+void zg_listener_set_clear(zg_listener_set_t *set) {
+  free(set->items);
+  set->items = NULL;
+  set->n = set->cap = 0;
 }
 
 static void on_dropped_closed(uv_handle_t *h) {

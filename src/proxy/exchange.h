@@ -25,7 +25,9 @@
 #include <uv.h>
 
 #include "core/http_msg.h"
+#include "core/list.h"
 #include "core/term.h"
+#include "net/listener.h"
 #include "net/tls.h"
 #include "core/config.h"
 #include "core/metrics.h"
@@ -169,14 +171,11 @@ typedef struct {
 } zg_http_target_t;
 
 struct zg_http_listener {
-  zg_proxy_ctx_t *gw; /* the loop's proxies' context */
-  uv_tcp_t tcp;
-  zg_listen_addr_t addr;
+  zg_proxy_ctx_t *gw;       /* the loop's proxies' context */
+  zg_listener_t l;          /* l.tcp.data: this */
   zg_route_table_t *routes; /* replaced as services come and go */
   zg_http_target_t *targets;
   size_t n_targets;
-  int listening;
-  int handle_open;
   int retired;               /* a reload took its address away */
   unsigned refs;             /* the loop's while in use, sessions' */
   uint64_t accepted, active; /* client connections */
@@ -184,9 +183,8 @@ struct zg_http_listener {
 
 /* This loop's HTTP state (zg_proxy_ctx_t.http), owned by http_proxy.c. */
 struct zg_http_loop {
-  zg_http_listener_t **listeners;
-  size_t n_listeners, cap_listeners;
-  zg_http_session_t *sessions; /* every open HTTP session */
+  zg_listener_set_t listeners; /* l.tcp.data: the zg_http_listener_t */
+  zg_list_t sessions;          /* every open HTTP session (zg_http_session_t) */
   zg_upidle_t up_idle;         /* idle upstream connections (keep-alive) */
   int started;
   zg_bufpool_t wblks;    /* write blocks */
@@ -202,7 +200,7 @@ struct zg_http_session {
   zg_proxy_ctx_t *gw;
   zg_http_listener_t *hl;
   zg_conn_ticket_t conn; /* admission; in its head until the first one */
-  zg_http_session_t *prev, *next;
+  zg_link_t link;        /* in the loop's sessions */
   hs_state_t state;
   uv_tcp_t client;
   zg_tls_conn_t *tls; /* TLS terminated here, or NULL */

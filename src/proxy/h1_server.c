@@ -140,12 +140,7 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   s->reason = term;
   zg_exchange_abort(&s->x, term, phase);
   s->hl->active--;
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    gw->http->sessions = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  zg_link_remove(&s->link);
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
            s->client_addr, zg_term_text(term), (unsigned long long)s->requests);
   zg_wblk_put(gw, s->ob); /* staged, never to be written */
@@ -929,11 +924,11 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   zg_http_session_t *s;
   zg_conn_ticket_t conn;
   if (status < 0) {
-    zg_warn("http", "accept failed on %s: %s", hl->addr.text,
+    zg_warn("http", "accept failed on %s: %s", hl->l.addr.text,
             uv_strerror(status));
     return;
   }
-  if (gw->hooks->admit(gw->owner, server, true, &conn, hl->addr.text) != 0)
+  if (gw->hooks->admit(gw->owner, server, true, &conn, hl->l.addr.text) != 0)
     return;
   /* Sessions are pooled too: a new connection per request allocates
    * nothing either. */
@@ -941,7 +936,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   if (s)
     memset(s, 0, sizeof(*s));
   if (!s) {
-    zg_error("http", "out of memory accepting a client on %s", hl->addr.text);
+    zg_error("http", "out of memory accepting a client on %s", hl->l.addr.text);
     zg_conn_ticket_release(&conn);
     zg_listener_drop(server);
     return;
@@ -964,10 +959,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   s->client.data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = gw->http->sessions;
-  if (gw->http->sessions)
-    gw->http->sessions->prev = s;
-  gw->http->sessions = s;
+  zg_list_push(&gw->http->sessions, &s->link);
   llhttp_init(&s->rp, HTTP_REQUEST, &req_settings);
   s->rp.data = s;
   s->rd.trailers = &s->x.req_trailers;
@@ -980,7 +972,7 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
   zg_peer_name(&s->client, s->client_ip, sizeof(s->client_ip), s->client_addr,
                sizeof(s->client_addr));
   uv_timer_start(&s->timer, on_session_timer, 250, 250);
-  if ((srv = gw->hooks->tls(gw->owner, &hl->addr)) != NULL) {
+  if ((srv = gw->hooks->tls(gw->owner, &hl->l.addr)) != NULL) {
     if (!(s->x.tls = s->tls =
               zg_tls_conn_server(srv, &s->client, s->client_addr)))
       zg_h1s_end(s, ZG_TERM_OUT_OF_MEMORY);

@@ -27,15 +27,6 @@ static void settings_init(void) {
   zg_h1c_settings_init();
 }
 
-static int same_addr(const zg_listen_addr_t *a, const zg_listen_addr_t *b) {
-  return strcmp(a->text, b->text) == 0 ||
-         (a->ss.ss_family == b->ss.ss_family &&
-          memcmp(&a->ss, &b->ss,
-                 a->ss.ss_family == AF_INET
-                     ? sizeof(struct sockaddr_in)
-                     : sizeof(struct sockaddr_in6)) == 0);
-}
-
 /* ---- listeners -----------------------------------------------------------
  * One per address, shared by the HTTP services (configured and discovered)
  * on it. Reference-counted: the gateway holds one while the address is in
@@ -49,17 +40,15 @@ static void targets_release(zg_http_target_t *t, size_t n) {
 }
 
 static void listener_free_if_done(zg_http_listener_t *hl) {
-  if (hl->refs > 0 || hl->handle_open)
+  if (hl->refs > 0 || hl->l.handle_open)
     return;
   zg_route_table_free(hl->routes);
   targets_release(hl->targets, hl->n_targets);
   free(hl);
 }
 
-static void on_listener_closed(uv_handle_t *h) {
-  zg_http_listener_t *hl = h->data;
-  hl->handle_open = 0;
-  listener_free_if_done(hl);
+static void on_listener_closed(zg_listener_t *l) {
+  listener_free_if_done(l->tcp.data);
 }
 
 void zg_http_listener_unref(zg_http_listener_t *hl) {
@@ -67,15 +56,14 @@ void zg_http_listener_unref(zg_http_listener_t *hl) {
     listener_free_if_done(hl);
 }
 
-static void listener_close(zg_http_listener_t *hl) {
-  if (hl->listening) {
-    hl->listening = 0;
-    uv_close((uv_handle_t *)&hl->tcp, on_listener_closed);
-  }
+/* Closes and drops a listener (its sessions keep it until they end). */
+static void listener_discard(zg_http_listener_t *hl) {
+  zg_listener_close(&hl->l);
+  zg_http_listener_unref(hl);
 }
 
-static zg_http_listener_t *zg_http_listener_open(zg_proxy_ctx_t *gw,
-                                                 const zg_listen_addr_t *addr) {
+static zg_http_listener_t *listener_open(zg_proxy_ctx_t *gw,
+                                         const zg_listen_addr_t *addr) {
   zg_http_listener_t *hl = calloc(1, sizeof(*hl));
   int rc;
   if (!hl)
@@ -85,46 +73,26 @@ static zg_http_listener_t *zg_http_listener_open(zg_proxy_ctx_t *gw,
     uv_once(&once, settings_init);
   }
   hl->gw = gw;
-  hl->addr = *addr;
   hl->refs = 1;
-  rc = zg_listener_start(gw->loop, &hl->tcp, &hl->addr, zg_h1s_accept,
-                         gw->hooks->listen_flags(gw->owner));
-  hl->tcp.data = hl;
-  hl->handle_open = 1;
-  hl->listening = 1;
+  rc = zg_listener_open(&hl->l, gw->loop, addr, zg_h1s_accept,
+                        gw->hooks->listen_flags(gw->owner), hl,
+                        on_listener_closed);
   if (rc != 0) {
     zg_error("gateway", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
-    listener_close(hl);
-    zg_http_listener_unref(hl);
+    listener_discard(hl);
     return NULL;
   }
   return hl;
 }
 
-void zg_http_listener_discard(zg_http_listener_t *hl) {
-  listener_close(hl);
-  zg_http_listener_unref(hl);
+void zg_http_opened_discard(zg_listener_set_t *opened) {
+  for (size_t i = 0; i < opened->n; i++)
+    listener_discard(opened->items[i]->tcp.data);
+  zg_listener_set_clear(opened);
 }
 
-static zg_http_listener_t *listener_find(zg_proxy_ctx_t *gw,
-                                         const zg_listen_addr_t *addr) {
-  for (size_t k = 0; k < gw->http->n_listeners; k++)
-    if (same_addr(&gw->http->listeners[k]->addr, addr))
-      return gw->http->listeners[k];
-  return NULL;
-}
-
-static int listener_add(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
-  if (gw->http->n_listeners == gw->http->cap_listeners) {
-    size_t cap = gw->http->cap_listeners ? gw->http->cap_listeners * 2 : 4;
-    zg_http_listener_t **n = realloc(gw->http->listeners, cap * sizeof(*n));
-    if (!n)
-      return UV_ENOMEM;
-    gw->http->listeners = n;
-    gw->http->cap_listeners = cap;
-  }
-  gw->http->listeners[gw->http->n_listeners++] = hl;
-  return 0;
+static zg_http_listener_t *listener_at(const zg_proxy_ctx_t *gw, size_t i) {
+  return gw->http->listeners.items[i]->tcp.data;
 }
 
 /* The routes of one listener: every HTTP service on its address, the
@@ -148,7 +116,8 @@ static int listener_routes(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
   for (size_t i = 0; i < n_services; i++) {
     zg_service_t *svc = services[i];
     const zg_service_conf_t *sc = svc->conf;
-    if (sc->protocol != ZG_PROTO_HTTP || !same_addr(&sc->listen, &hl->addr))
+    if (sc->protocol != ZG_PROTO_HTTP ||
+        !zg_config_same_sockaddr(&sc->listen, &hl->l.addr))
       continue;
     if (!svc->discover) {
       routes[n] = (zg_route_t){sc->host, sc->path_prefix, n, 0};
@@ -183,16 +152,18 @@ static int listener_routes(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
 size_t zg_http_instance_active(zg_proxy_ctx_t *gw, const zg_service_t *svc,
                                const char *key) {
   size_t n = 0;
-  for (zg_http_session_t *s = gw->http->sessions; s; s = s->next)
+  ZG_LIST_FOREACH(it, &gw->http->sessions) {
+    const zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     n += s->x.svc == svc && (s->x.up || s->x.ureq.c) &&
          !strcmp(s->x.ureq.instance, key);
+  }
   return n;
 }
 
 int zg_http_routes_update(zg_proxy_ctx_t *gw) {
   int rc = 0;
-  for (size_t i = 0; i < gw->http->n_listeners; i++)
-    if (listener_routes(gw, gw->http->listeners[i]) != 0)
+  for (size_t i = 0; i < gw->http->listeners.n; i++)
+    if (listener_routes(gw, listener_at(gw, i)) != 0)
       rc = UV_ENOMEM;
   return rc;
 }
@@ -202,10 +173,10 @@ static int addr_wanted(const zg_proxy_ctx_t *gw, const zg_listen_addr_t *addr) {
   zg_service_t *const *services = gw->hooks->services(gw->owner, &n_services);
   for (size_t i = 0; i < n_services; i++)
     if (services[i]->conf->protocol == ZG_PROTO_HTTP &&
-        same_addr(&services[i]->conf->listen, addr))
+        zg_config_same_sockaddr(&services[i]->conf->listen, addr))
       return 1;
   for (size_t i = 0; i < gw->cfg->n_discovers; i++)
-    if (same_addr(&gw->cfg->discovers[i].listen, addr))
+    if (zg_config_same_sockaddr(&gw->cfg->discovers[i].listen, addr))
       return 1;
   return 0;
 }
@@ -214,23 +185,20 @@ static int addr_wanted(const zg_proxy_ctx_t *gw, const zg_listen_addr_t *addr) {
  * request (the routes they would use are gone with it); idle ones close
  * now, busy ones after their response (Connection: close). */
 static void retire(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
-  zg_http_session_t *s, *next;
   hl->retired = 1;
-  for (s = gw->http->sessions; s; s = next) {
-    next = s->next;
+  ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
+    zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     if (s->hl == hl && zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_LISTENER_REMOVED);
   }
 }
 
 size_t zg_http_sessions_open(const zg_proxy_ctx_t *gw) {
-  size_t n = 0;
-  for (const zg_http_session_t *s = gw->http->sessions; s; s = s->next)
-    n++;
-  return n;
+  return zg_list_count(&gw->http->sessions);
 }
 
-int zg_http_sync(zg_proxy_ctx_t *gw, zg_http_listener_t **opened, size_t n) {
+int zg_http_sync(zg_proxy_ctx_t *gw, zg_listener_set_t *opened) {
+  zg_listener_set_t *ls = &gw->http->listeners;
   size_t kept = 0;
   int rc = 0;
   if (!gw->http->started) {
@@ -243,41 +211,36 @@ int zg_http_sync(zg_proxy_ctx_t *gw, zg_http_listener_t **opened, size_t n) {
     gw->http->started = 1;
   }
   /* Addresses no longer in use close; their connections go on. */
-  for (size_t i = 0; i < gw->http->n_listeners; i++) {
-    zg_http_listener_t *hl = gw->http->listeners[i];
-    if (addr_wanted(gw, &hl->addr)) {
-      gw->http->listeners[kept++] = hl;
+  for (size_t i = 0; i < ls->n; i++) {
+    zg_http_listener_t *hl = listener_at(gw, i);
+    if (addr_wanted(gw, &hl->l.addr)) {
+      ls->items[kept++] = &hl->l;
       continue;
     }
-    zg_info("gateway", "no longer listening on %s (http)", hl->addr.text);
+    zg_info("gateway", "no longer listening on %s (http)", hl->l.addr.text);
     retire(gw, hl);
-    zg_http_listener_discard(hl);
+    listener_discard(hl);
   }
-  gw->http->n_listeners = kept;
-  for (size_t i = 0; i < n; i++) {
-    if (opened[i] && listener_add(gw, opened[i]) != 0) {
-      zg_http_listener_discard(opened[i]);
+  ls->n = kept;
+  for (size_t i = 0; i < opened->n; i++) {
+    if (zg_listener_set_add(ls, opened->items[i]) != 0) {
+      listener_discard(opened->items[i]->tcp.data);
       rc = UV_ENOMEM;
     }
   }
+  zg_listener_set_clear(opened);
   if (zg_http_routes_update(gw) != 0)
     rc = UV_ENOMEM;
   return rc;
 }
 
 int zg_http_addrs_to_open(zg_proxy_ctx_t *gw, const zg_config_t *cfg,
-                          zg_http_listener_t ***out, size_t *n_out) {
-  zg_http_listener_t **list;
-  size_t n = 0, cap = cfg->n_services + cfg->n_discovers;
-  *out = NULL;
-  *n_out = 0;
-  if (cap == 0)
-    return 0;
-  if (!(list = calloc(cap, sizeof(*list))))
-    return UV_ENOMEM;
-  for (size_t i = 0; i < cap; i++) {
+                          zg_listener_set_t *out) {
+  size_t n = cfg->n_services + cfg->n_discovers;
+  memset(out, 0, sizeof(*out));
+  for (size_t i = 0; i < n; i++) {
     const zg_listen_addr_t *addr;
-    int dup = 0;
+    zg_http_listener_t *hl;
     if (i < cfg->n_services) {
       if (cfg->services[i].protocol != ZG_PROTO_HTTP)
         continue;
@@ -285,29 +248,25 @@ int zg_http_addrs_to_open(zg_proxy_ctx_t *gw, const zg_config_t *cfg,
     } else {
       addr = &cfg->discovers[i - cfg->n_services].listen;
     }
-    if (listener_find(gw, addr))
+    if (zg_listener_set_find(&gw->http->listeners, addr) ||
+        zg_listener_set_find(out, addr))
       continue;
-    for (size_t k = 0; k < n; k++)
-      dup |= same_addr(&list[k]->addr, addr);
-    if (dup)
-      continue;
-    if (!(list[n] = zg_http_listener_open(gw, addr))) {
-      for (size_t k = 0; k < n; k++)
-        zg_http_listener_discard(list[k]);
-      free(list);
+    if (!(hl = listener_open(gw, addr))) {
+      zg_http_opened_discard(out);
       return UV_EADDRINUSE;
     }
-    n++;
+    if (zg_listener_set_add(out, &hl->l) != 0) {
+      listener_discard(hl);
+      zg_http_opened_discard(out);
+      return UV_ENOMEM;
+    }
   }
-  *out = list;
-  *n_out = n;
   return 0;
 }
 
 int zg_http_start(zg_proxy_ctx_t *gw) {
   const zg_config_t *cfg = gw->cfg;
-  zg_http_listener_t **opened;
-  size_t n;
+  zg_listener_set_t opened;
   int rc;
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
@@ -324,19 +283,16 @@ int zg_http_start(zg_proxy_ctx_t *gw) {
             d->name, d->zk_root, d->listen.text,
             d->domain ? ", host CHILD." : "", d->domain ? d->domain : "");
   }
-  if ((rc = zg_http_addrs_to_open(gw, cfg, &opened, &n)) != 0)
+  if ((rc = zg_http_addrs_to_open(gw, cfg, &opened)) != 0)
     return rc;
-  rc = zg_http_sync(gw, opened, n);
-  free(opened);
-  return rc;
+  return zg_http_sync(gw, &opened);
 }
 
 void zg_http_drain(zg_proxy_ctx_t *gw) {
-  zg_http_session_t *s, *next;
-  for (size_t i = 0; i < gw->http->n_listeners; i++)
-    listener_close(gw->http->listeners[i]);
-  for (s = gw->http->sessions; s; s = next) {
-    next = s->next;
+  for (size_t i = 0; i < gw->http->listeners.n; i++)
+    zg_listener_close(gw->http->listeners.items[i]);
+  ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
+    zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
     if (zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_IDLE_AT_DRAIN);
   }
@@ -344,10 +300,11 @@ void zg_http_drain(zg_proxy_ctx_t *gw) {
 }
 
 void zg_http_stop(zg_proxy_ctx_t *gw) {
-  for (size_t i = 0; i < gw->http->n_listeners; i++)
-    listener_close(gw->http->listeners[i]);
-  while (gw->http->sessions)
-    zg_h1s_end(gw->http->sessions, ZG_TERM_GATEWAY_STOPPING);
+  for (size_t i = 0; i < gw->http->listeners.n; i++)
+    zg_listener_close(gw->http->listeners.items[i]);
+  while (!zg_list_empty(&gw->http->sessions))
+    zg_h1s_end(ZG_LIST_ITEM(gw->http->sessions.first, zg_http_session_t, link),
+               ZG_TERM_GATEWAY_STOPPING);
   zg_upidle_stop(&gw->http->up_idle);
 }
 
@@ -357,14 +314,14 @@ int zg_http_init(zg_proxy_ctx_t *gw) {
 }
 
 size_t zg_http_listener_count(const zg_proxy_ctx_t *gw) {
-  return gw->http->n_listeners;
+  return gw->http->listeners.n;
 }
 
 void zg_http_listener_stats(const zg_proxy_ctx_t *gw, size_t i,
                             zg_listener_stats_t *st) {
-  const zg_http_listener_t *hl = gw->http->listeners[i];
+  const zg_http_listener_t *hl = listener_at(gw, i);
   memset(st, 0, sizeof(*st));
-  st->addr = hl->addr.text;
+  st->addr = hl->l.addr.text;
   st->accepted = hl->accepted;
   st->active = hl->active;
 }
@@ -379,9 +336,9 @@ void zg_http_free(zg_proxy_ctx_t *gw) {
   zg_bufpool_clear(&gw->http->wblks);
   zg_bufpool_clear(&gw->http->spool);
   zg_bufpool_clear(&gw->http->heads);
-  for (size_t i = 0; i < gw->http->n_listeners; i++)
-    zg_http_listener_unref(gw->http->listeners[i]);
-  free(gw->http->listeners);
+  for (size_t i = 0; i < gw->http->listeners.n; i++)
+    zg_http_listener_unref(listener_at(gw, i));
+  zg_listener_set_clear(&gw->http->listeners);
   free(gw->http);
   gw->http = NULL;
 }

@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/route.h"
+#include "net/listener.h"
 #include "proxy/proxy.h"
 #include "upstream/service.h"
 
@@ -30,16 +31,16 @@ int zg_http_start(zg_proxy_ctx_t *px);
 int zg_http_routes_update(zg_proxy_ctx_t *px);
 /* Reload, in two steps. First the addresses of `cfg` that no listener has
  * yet are bound (all or none: UV_EADDRINUSE, logged, when one fails);
- * *out lists them (malloc'ed). Then, once the services and px->cfg are
- * the new ones, zg_http_sync closes listeners of addresses no longer used
- * (their connections go on), adds the opened ones and rebuilds every
- * route table. */
+ * *out holds them. Then, once the services and px->cfg are the new ones,
+ * zg_http_sync closes listeners of addresses no longer used (their
+ * connections go on), takes the opened ones (`opened` is empty after) and
+ * rebuilds every route table. */
 int zg_http_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
-                          zg_http_listener_t ***out, size_t *n_out);
-int zg_http_sync(zg_proxy_ctx_t *px, zg_http_listener_t **opened, size_t n);
-/* Closes and drops a listener opened by zg_http_addrs_to_open that will
- * not be used. */
-void zg_http_listener_discard(zg_http_listener_t *hl);
+                          zg_listener_set_t *out);
+int zg_http_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
+/* Closes and drops the listeners zg_http_addrs_to_open opened that will
+ * not be used; `opened` is empty after. */
+void zg_http_opened_discard(zg_listener_set_t *opened);
 /* Requests of `svc` now on instance `key` ("host:port"). */
 size_t zg_http_instance_active(zg_proxy_ctx_t *px, const zg_service_t *svc,
                                const char *key);

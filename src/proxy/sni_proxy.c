@@ -18,6 +18,7 @@
 #include "proxy/sni_proxy.h"
 
 #include "net/listener.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "proxy/tcp_proxy.h"
 #include "core/tls_hello.h"
@@ -28,13 +29,10 @@
 
 struct zg_sni_listener {
   zg_proxy_ctx_t *px;
-  uv_tcp_t tcp;
-  zg_listen_addr_t addr;
+  zg_listener_t l;     /* l.tcp.data: this */
   zg_service_t **svcs; /* referenced; the services on this address */
   const char **snis;   /* their sni patterns (NULL: the default) */
   size_t n;
-  int listening;
-  int handle_open;
   unsigned refs;   /* the loop's while in use, each reading session's */
   uint64_t active; /* sessions reading their ClientHello */
   uint64_t accepted;
@@ -44,7 +42,7 @@ struct zg_sni_listener {
 
 typedef struct zg_sni_session {
   zg_sni_listener_t *sl;
-  struct zg_sni_session *prev, *next;
+  zg_link_t link;   /* in the loop's sessions */
   uv_tcp_t *client; /* NULL once handed to the relay */
   uv_timer_t timer; /* header_timeout */
   uint8_t *buf;     /* ZG_TLS_HELLO_MAX bytes; NULL once handed on */
@@ -58,9 +56,8 @@ typedef struct zg_sni_session {
 
 /* This loop's tls-passthrough state (zg_proxy_ctx_t.sni). */
 struct zg_sni_loop {
-  zg_sni_listener_t **listeners; /* by address */
-  size_t n_listeners, cap_listeners;
-  zg_sni_session_t *sessions; /* reading their ClientHello */
+  zg_listener_set_t listeners; /* l.tcp.data: the zg_sni_listener_t */
+  zg_list_t sessions;          /* zg_sni_session_t reading their ClientHello */
 };
 
 static void listener_unref(zg_sni_listener_t *sl);
@@ -86,17 +83,11 @@ static void on_session_closed(uv_handle_t *h) {
 
 /* Ends this phase: the client is closed unless it was handed on. */
 static void session_end(zg_sni_session_t *s) {
-  zg_proxy_ctx_t *px = s->sl->px;
   if (s->done)
     return;
   s->done = 1;
   s->sl->active--;
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    px->sni->sessions = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  zg_link_remove(&s->link);
   if (s->client)
     uv_close((uv_handle_t *)s->client, on_session_closed);
   uv_close((uv_handle_t *)&s->timer, on_session_closed);
@@ -108,7 +99,7 @@ static void reject(zg_sni_session_t *s, uint64_t *counter, const char *what,
   uint64_t dropped;
   (*counter)++;
   if (zg_ratelimit_allow(&sl->reject_rl, uv_now(sl->px->loop), &dropped))
-    zg_warn("tls", "listener %s: client %s closed: %s%s%s%s", sl->addr.text,
+    zg_warn("tls", "listener %s: client %s closed: %s%s%s%s", sl->l.addr.text,
             s->client_addr, what, detail ? ": " : "", detail ? detail : "",
             dropped ? " (and earlier ones not logged)" : "");
   session_end(s);
@@ -154,7 +145,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     return;
   if (nread < 0) {
     zg_debug("tls", "listener %s: client %s gone before its ClientHello: %s",
-             s->sl->addr.text, s->client_addr, uv_strerror((int)nread));
+             s->sl->l.addr.text, s->client_addr, uv_strerror((int)nread));
     session_end(s);
     return;
   }
@@ -187,11 +178,11 @@ static void on_connection(uv_stream_t *server, int status) {
   char ip[48];
   zg_conn_ticket_t conn;
   if (status < 0) {
-    zg_warn("tls", "listener %s: accept failed: %s", sl->addr.text,
+    zg_warn("tls", "listener %s: accept failed: %s", sl->l.addr.text,
             uv_strerror(status));
     return;
   }
-  if (px->hooks->admit(px->owner, server, true, &conn, sl->addr.text) != 0)
+  if (px->hooks->admit(px->owner, server, true, &conn, sl->l.addr.text) != 0)
     return;
   s = calloc(1, sizeof(*s));
   if (s) {
@@ -200,7 +191,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   if (!s || !s->client || !s->buf) {
     zg_error("tls", "listener %s: out of memory accepting a client",
-             sl->addr.text);
+             sl->l.addr.text);
     if (s) {
       free(s->client);
       free(s->buf);
@@ -221,10 +212,7 @@ static void on_connection(uv_stream_t *server, int status) {
   s->client->data = s;
   s->timer.data = s;
   s->handles = 2;
-  s->next = px->sni->sessions;
-  if (px->sni->sessions)
-    px->sni->sessions->prev = s;
-  px->sni->sessions = s;
+  zg_list_push(&px->sni->sessions, &s->link);
   if (uv_accept(server, (uv_stream_t *)s->client) != 0) {
     session_end(s);
     return;
@@ -249,16 +237,14 @@ static void table_release(zg_sni_listener_t *sl) {
 }
 
 static void listener_free_if_done(zg_sni_listener_t *sl) {
-  if (sl->refs > 0 || sl->handle_open)
+  if (sl->refs > 0 || sl->l.handle_open)
     return;
   table_release(sl);
   free(sl);
 }
 
-static void on_listener_closed(uv_handle_t *h) {
-  zg_sni_listener_t *sl = h->data;
-  sl->handle_open = 0;
-  listener_free_if_done(sl);
+static void on_listener_closed(zg_listener_t *l) {
+  listener_free_if_done(l->tcp.data);
 }
 
 static void listener_unref(zg_sni_listener_t *sl) {
@@ -266,16 +252,19 @@ static void listener_unref(zg_sni_listener_t *sl) {
     listener_free_if_done(sl);
 }
 
-static void listener_close(zg_sni_listener_t *sl) {
-  if (sl->listening) {
-    sl->listening = 0;
-    uv_close((uv_handle_t *)&sl->tcp, on_listener_closed);
-  }
+static void listener_discard(zg_sni_listener_t *sl) {
+  zg_listener_close(&sl->l);
+  listener_unref(sl);
 }
 
-void zg_sni_listener_discard(zg_sni_listener_t *sl) {
-  listener_close(sl);
-  listener_unref(sl);
+void zg_sni_opened_discard(zg_listener_set_t *opened) {
+  for (size_t i = 0; i < opened->n; i++)
+    listener_discard(opened->items[i]->tcp.data);
+  zg_listener_set_clear(opened);
+}
+
+static zg_sni_listener_t *listener_at(const zg_proxy_ctx_t *px, size_t i) {
+  return px->sni->listeners.items[i]->tcp.data;
 }
 
 static zg_sni_listener_t *listener_open(zg_proxy_ctx_t *px,
@@ -285,17 +274,14 @@ static zg_sni_listener_t *listener_open(zg_proxy_ctx_t *px,
   if (!sl)
     return NULL;
   sl->px = px;
-  sl->addr = *addr;
   sl->refs = 1;
   zg_ratelimit_init(&sl->reject_rl, 10000, 5);
-  rc = zg_listener_start(px->loop, &sl->tcp, &sl->addr, on_connection,
-                         px->hooks->listen_flags(px->owner));
-  sl->tcp.data = sl;
-  sl->handle_open = 1;
-  sl->listening = 1;
+  rc = zg_listener_open(&sl->l, px->loop, addr, on_connection,
+                        px->hooks->listen_flags(px->owner), sl,
+                        on_listener_closed);
   if (rc != 0) {
     zg_error("gateway", "cannot listen on %s: %s", addr->text, uv_strerror(rc));
-    zg_sni_listener_discard(sl);
+    listener_discard(sl);
     return NULL;
   }
   return sl;
@@ -303,14 +289,6 @@ static zg_sni_listener_t *listener_open(zg_proxy_ctx_t *px,
 
 static int is_tls(const zg_service_conf_t *sc) {
   return sc->protocol == ZG_PROTO_TLS_PASSTHROUGH;
-}
-
-static zg_sni_listener_t *listener_find(zg_proxy_ctx_t *px,
-                                        const zg_listen_addr_t *addr) {
-  for (size_t i = 0; i < px->sni->n_listeners; i++)
-    if (zg_config_same_sockaddr(&px->sni->listeners[i]->addr, addr))
-      return px->sni->listeners[i];
-  return NULL;
 }
 
 /* The table of one listener: every tls-passthrough service on its
@@ -328,7 +306,7 @@ static int listener_table(zg_proxy_ctx_t *px, zg_sni_listener_t *sl) {
   for (size_t i = 0; i < n_services; i++) {
     zg_service_t *svc = services[i];
     if (!is_tls(svc->conf) ||
-        !zg_config_same_sockaddr(&svc->conf->listen, &sl->addr))
+        !zg_config_same_sockaddr(&svc->conf->listen, &sl->l.addr))
       continue;
     svcs[n] = zg_service_ref(svc);
     snis[n++] = svc->conf->sni; /* lives as long as the service */
@@ -351,74 +329,57 @@ static int addr_wanted(const zg_proxy_ctx_t *px, const zg_listen_addr_t *addr) {
 }
 
 int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
-                         zg_sni_listener_t ***out, size_t *n_out) {
-  zg_sni_listener_t **list;
-  size_t n = 0;
-  *out = NULL;
-  *n_out = 0;
-  if (cfg->n_services == 0)
-    return 0;
-  if (!(list = calloc(cfg->n_services, sizeof(*list))))
-    return UV_ENOMEM;
+                         zg_listener_set_t *out) {
+  memset(out, 0, sizeof(*out));
   for (size_t i = 0; i < cfg->n_services; i++) {
     const zg_service_conf_t *sc = &cfg->services[i];
-    int dup = 0;
-    if (!is_tls(sc) || listener_find(px, &sc->listen))
+    zg_sni_listener_t *sl;
+    if (!is_tls(sc) || zg_listener_set_find(&px->sni->listeners, &sc->listen) ||
+        zg_listener_set_find(out, &sc->listen))
       continue;
-    for (size_t k = 0; k < n; k++)
-      dup |= zg_config_same_sockaddr(&list[k]->addr, &sc->listen);
-    if (dup)
-      continue;
-    if (!(list[n] = listener_open(px, &sc->listen))) {
-      for (size_t k = 0; k < n; k++)
-        zg_sni_listener_discard(list[k]);
-      free(list);
+    if (!(sl = listener_open(px, &sc->listen))) {
+      zg_sni_opened_discard(out);
       return UV_EADDRINUSE;
     }
-    n++;
+    if (zg_listener_set_add(out, &sl->l) != 0) {
+      listener_discard(sl);
+      zg_sni_opened_discard(out);
+      return UV_ENOMEM;
+    }
   }
-  *out = list;
-  *n_out = n;
   return 0;
 }
 
-int zg_sni_sync(zg_proxy_ctx_t *px, zg_sni_listener_t **opened, size_t n) {
+int zg_sni_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened) {
+  zg_listener_set_t *ls = &px->sni->listeners;
   size_t kept = 0;
   int rc = 0;
-  for (size_t i = 0; i < px->sni->n_listeners; i++) {
-    zg_sni_listener_t *sl = px->sni->listeners[i];
-    if (addr_wanted(px, &sl->addr)) {
-      px->sni->listeners[kept++] = sl;
+  for (size_t i = 0; i < ls->n; i++) {
+    zg_sni_listener_t *sl = listener_at(px, i);
+    if (addr_wanted(px, &sl->l.addr)) {
+      ls->items[kept++] = &sl->l;
       continue;
     }
     zg_info("gateway", "no longer listening on %s (tls-passthrough)",
-            sl->addr.text);
-    zg_sni_listener_discard(sl);
+            sl->l.addr.text);
+    listener_discard(sl);
   }
-  px->sni->n_listeners = kept;
-  for (size_t i = 0; i < n; i++) {
-    if (px->sni->n_listeners == px->sni->cap_listeners) {
-      size_t cap = px->sni->cap_listeners ? px->sni->cap_listeners * 2 : 4;
-      zg_sni_listener_t **l = realloc(px->sni->listeners, cap * sizeof(*l));
-      if (!l) {
-        zg_sni_listener_discard(opened[i]);
-        rc = UV_ENOMEM;
-        continue;
-      }
-      px->sni->listeners = l;
-      px->sni->cap_listeners = cap;
+  ls->n = kept;
+  for (size_t i = 0; i < opened->n; i++) {
+    if (zg_listener_set_add(ls, opened->items[i]) != 0) {
+      listener_discard(opened->items[i]->tcp.data);
+      rc = UV_ENOMEM;
     }
-    px->sni->listeners[px->sni->n_listeners++] = opened[i];
   }
-  for (size_t i = 0; i < px->sni->n_listeners; i++)
-    if (listener_table(px, px->sni->listeners[i]) != 0)
+  zg_listener_set_clear(opened);
+  for (size_t i = 0; i < ls->n; i++)
+    if (listener_table(px, listener_at(px, i)) != 0)
       rc = UV_ENOMEM;
   return rc;
 }
 
 int zg_sni_start(zg_proxy_ctx_t *px) {
-  zg_sni_listener_t **opened;
-  size_t n;
+  zg_listener_set_t opened;
   int rc;
   for (size_t i = 0; i < px->cfg->n_services; i++) {
     const zg_service_conf_t *sc = &px->cfg->services[i];
@@ -426,30 +387,25 @@ int zg_sni_start(zg_proxy_ctx_t *px) {
       zg_info("gateway", "service %s: tls-passthrough on %s, sni %s", sc->name,
               sc->listen.text, sc->sni ? sc->sni : "(default)");
   }
-  if ((rc = zg_sni_addrs_to_open(px, px->cfg, &opened, &n)) != 0)
+  if ((rc = zg_sni_addrs_to_open(px, px->cfg, &opened)) != 0)
     return rc;
-  rc = zg_sni_sync(px, opened, n);
-  free(opened);
-  return rc;
+  return zg_sni_sync(px, &opened);
 }
 
 size_t zg_sni_pending(const zg_proxy_ctx_t *px) {
-  size_t n = 0;
   /* Also those of listeners a reload dropped. */
-  for (const zg_sni_session_t *s = px->sni->sessions; s; s = s->next)
-    n++;
-  return n;
+  return zg_list_count(&px->sni->sessions);
 }
 
 void zg_sni_drain(zg_proxy_ctx_t *px) {
-  for (size_t i = 0; i < px->sni->n_listeners; i++)
-    listener_close(px->sni->listeners[i]);
+  for (size_t i = 0; i < px->sni->listeners.n; i++)
+    zg_listener_close(px->sni->listeners.items[i]);
 }
 
 void zg_sni_stop(zg_proxy_ctx_t *px) {
   zg_sni_drain(px);
-  while (px->sni->sessions)
-    session_end(px->sni->sessions);
+  while (!zg_list_empty(&px->sni->sessions))
+    session_end(ZG_LIST_ITEM(px->sni->sessions.first, zg_sni_session_t, link));
 }
 
 int zg_sni_init(zg_proxy_ctx_t *px) {
@@ -460,22 +416,22 @@ int zg_sni_init(zg_proxy_ctx_t *px) {
 void zg_sni_free(zg_proxy_ctx_t *px) {
   if (!px->sni)
     return;
-  for (size_t i = 0; i < px->sni->n_listeners; i++)
-    listener_unref(px->sni->listeners[i]);
-  free(px->sni->listeners);
+  for (size_t i = 0; i < px->sni->listeners.n; i++)
+    listener_unref(listener_at(px, i));
+  zg_listener_set_clear(&px->sni->listeners);
   free(px->sni);
   px->sni = NULL;
 }
 
 size_t zg_sni_listener_count(const zg_proxy_ctx_t *px) {
-  return px->sni->n_listeners;
+  return px->sni->listeners.n;
 }
 
 void zg_sni_listener_stats(const zg_proxy_ctx_t *px, size_t i,
                            zg_listener_stats_t *st) {
-  const zg_sni_listener_t *sl = px->sni->listeners[i];
+  const zg_sni_listener_t *sl = listener_at(px, i);
   memset(st, 0, sizeof(*st));
-  st->addr = sl->addr.text;
+  st->addr = sl->l.addr.text;
   st->accepted = sl->accepted;
   st->active = sl->active;
   st->not_tls = sl->not_tls;

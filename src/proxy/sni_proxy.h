@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "net/listener.h"
 #include "proxy/proxy.h"
 
 typedef struct zg_sni_listener zg_sni_listener_t;
@@ -26,9 +27,11 @@ int zg_sni_start(zg_proxy_ctx_t *px);
  * addresses no longer used, adds the opened ones and rebuilds every
  * listener's table. A listener whose address stays is kept as it is. */
 int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
-                         zg_sni_listener_t ***out, size_t *n_out);
-int zg_sni_sync(zg_proxy_ctx_t *px, zg_sni_listener_t **opened, size_t n);
-void zg_sni_listener_discard(zg_sni_listener_t *sl);
+                         zg_listener_set_t *out);
+int zg_sni_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
+/* Closes the listeners zg_sni_addrs_to_open opened that will not be used;
+ * `opened` is empty after. */
+void zg_sni_opened_discard(zg_listener_set_t *opened);
 /* Sessions still reading their ClientHello. */
 size_t zg_sni_pending(const zg_proxy_ctx_t *px);
 /* Drain: closes the listeners; sessions reading a ClientHello go on. */

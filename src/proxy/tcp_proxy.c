@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #include "net/listener.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/term.h"
 #include "net/tls.h"
@@ -53,7 +54,7 @@ typedef struct relay_dir {
 typedef struct zg_tcp_session {
   zg_service_t *svc;
   zg_conn_ticket_t conn; /* the client's admission (max_connections) */
-  struct zg_tcp_session *prev, *next;
+  zg_link_t link;        /* in the loop's sessions */
   session_state_t state;
   uv_tcp_t *client; /* &client_own, or one handed over (tls-passthrough) */
   uv_tcp_t client_own;
@@ -76,7 +77,7 @@ typedef struct zg_tcp_session {
 
 /* This loop's TCP state (zg_proxy_ctx_t.tcp). */
 struct zg_tcp_loop {
-  zg_tcp_session_t *sessions; /* every open session */
+  zg_list_t sessions; /* every open zg_tcp_session_t */
 };
 
 static void session_end(zg_tcp_session_t *s, zg_term_t term);
@@ -137,12 +138,7 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   s->reason = term;
   zg_traffic_ended(&svc->traffic, term);
   svc->active--;
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    px->tcp->sessions = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  zg_link_remove(&s->link);
   zg_debug("tcp",
            "service %s: client %s%s%s instance %s: %s after %llu ms, "
            "%llu bytes up, %llu bytes down",
@@ -186,8 +182,9 @@ void zg_tcp_free(zg_proxy_ctx_t *px) {
 }
 
 void zg_tcp_close_all(zg_proxy_ctx_t *px) {
-  while (px->tcp->sessions)
-    session_end(px->tcp->sessions, ZG_TERM_GATEWAY_STOPPING);
+  while (!zg_list_empty(&px->tcp->sessions))
+    session_end(ZG_LIST_ITEM(px->tcp->sessions.first, zg_tcp_session_t, link),
+                ZG_TERM_GATEWAY_STOPPING);
 }
 
 /* ---- relay ----------------------------------------------------------- */
@@ -440,10 +437,7 @@ static zg_tcp_session_t *session_new(zg_service_t *svc, uv_tcp_t *client) {
   s->handles = 2;
   s->start_ms = uv_now(px->loop);
   s->start_ns = uv_hrtime();
-  s->next = tl->sessions;
-  if (tl->sessions)
-    tl->sessions->prev = s;
-  tl->sessions = s;
+  zg_list_push(&tl->sessions, &s->link);
   svc->accepted++;
   svc->active++;
   return s;
@@ -555,17 +549,16 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
 }
 
 size_t zg_tcp_sessions_open(const zg_proxy_ctx_t *px) {
-  size_t n = 0;
-  for (const zg_tcp_session_t *s = px->tcp->sessions; s; s = s->next)
-    n++;
-  return n;
+  return zg_list_count(&px->tcp->sessions);
 }
 
 size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,
                               const char *key) {
   size_t n = 0;
-  for (const zg_tcp_session_t *s = px->tcp->sessions; s; s = s->next)
+  ZG_LIST_FOREACH(it, &px->tcp->sessions) {
+    const zg_tcp_session_t *s = ZG_LIST_ITEM(it, zg_tcp_session_t, link);
     n += s->svc == svc && s->state != S_CLOSING &&
          !strcmp(s->ureq.instance, key);
+  }
   return n;
 }

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/pool.h"
+#include "net/listener.h"
 #include "upstream/marks.h"
 
 struct zg_proxy_ctx;
@@ -52,7 +53,7 @@ typedef struct zg_service {
    * share across workers (own_shared when out of memory) */
   zg_marks_svc_t *shared;
   zg_marks_svc_t own_shared;
-  uv_tcp_t *listener; /* TCP services: heap, handed on by a reload */
+  zg_listener_t *listener; /* TCP services: heap, handed on by a reload */
   /* counters */
   uint64_t accepted;
   uint64_t active;

@@ -46,13 +46,7 @@ static void idle_unlink(zg_upconn_t *c) {
   zg_upidle_t *p = c->idle_in;
   if (!p)
     return;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    p->head = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
+  zg_link_remove(&c->link);
   c->idle_in = NULL;
   p->n--;
 }
@@ -307,11 +301,10 @@ void zg_upstream_cancel(zg_upstream_req_t *r) {
 static void on_sweep(uv_timer_t *t) {
   zg_upidle_t *p = t->data;
   uint64_t now = uv_now(p->loop), idle = (*p->cfg)->proxy.idle_timeout_ms;
-  zg_upconn_t *c = p->head, *next;
   if (idle == 0)
     return;
-  for (; c; c = next) {
-    next = c->next;
+  ZG_LIST_FOREACH_SAFE(it, &p->idle) {
+    zg_upconn_t *c = ZG_LIST_ITEM(it, zg_upconn_t, link);
     if (now - c->idle_since_ms >= idle)
       zg_upconn_close(c);
   }
@@ -329,8 +322,8 @@ void zg_upidle_start(zg_upidle_t *p, uv_loop_t *loop, zg_config_t *const *cfg,
 }
 
 void zg_upidle_close_all(zg_upidle_t *p) {
-  while (p->head)
-    zg_upconn_close(p->head);
+  while (!zg_list_empty(&p->idle))
+    zg_upconn_close(ZG_LIST_ITEM(p->idle.first, zg_upconn_t, link));
 }
 
 static void on_closed_noop(uv_handle_t *h) {
@@ -346,21 +339,19 @@ void zg_upidle_stop(zg_upidle_t *p) {
 void zg_upidle_put(zg_upidle_t *p, zg_upconn_t *c) {
   c->idle_in = p;
   c->idle_since_ms = uv_now(p->loop);
-  c->next = p->head;
-  c->prev = NULL;
-  if (p->head)
-    p->head->prev = c;
-  p->head = c;
+  zg_list_push(&p->idle, &c->link);
   p->n++;
 }
 
 zg_upconn_t *zg_upidle_take(zg_upidle_t *p, const char *key,
                             const zg_tls_client_t *cli, const char *name) {
-  for (zg_upconn_t *c = p->head; c; c = c->next)
+  ZG_LIST_FOREACH(it, &p->idle) {
+    zg_upconn_t *c = ZG_LIST_ITEM(it, zg_upconn_t, link);
     if (!strcmp(c->key, key) && !c->closing &&
         ((!c->tls && !cli) || zg_tls_conn_reusable(c->tls, cli, name))) {
       idle_unlink(c);
       return c;
     }
+  }
   return NULL;
 }

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "core/instance.h"
+#include "core/list.h"
 #include "net/resolve.h"
 #include "net/tls.h"
 #include "upstream/service.h"
@@ -56,10 +57,10 @@ struct zg_upconn {
   zg_upstream_req_t *req; /* while connecting */
   uv_timer_t timer;       /* connect timeout (resolve, connect, handshake) */
   uv_connect_t creq;
-  zg_resolve_t *lookup;     /* the instance's name, being resolved */
-  size_t off;               /* where this lies in its allocation */
-  zg_upconn_t *prev, *next; /* in `idle_in` */
-  zg_upidle_t *idle_in;     /* NULL: not idle */
+  zg_resolve_t *lookup; /* the instance's name, being resolved */
+  size_t off;           /* where this lies in its allocation */
+  zg_link_t link;       /* in `idle_in` */
+  zg_upidle_t *idle_in; /* NULL: not idle */
   uint64_t idle_since_ms;
   unsigned handles;
   unsigned connected : 1;
@@ -103,7 +104,7 @@ void zg_upconn_close(zg_upconn_t *c);
 
 /* ---- idle keep-alive connections ---- */
 struct zg_upidle {
-  zg_upconn_t *head; /* the latest first */
+  zg_list_t idle; /* zg_upconn_t, the latest first */
   unsigned n, max;
   uv_loop_t *loop;
   zg_config_t *const *cfg; /* [proxy] idle_timeout, read at each sweep */

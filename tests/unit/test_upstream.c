@@ -48,11 +48,12 @@ static void test_take_gives_the_latest_for_the_key(void **state) {
   assert_null(zg_upidle_take(&p, "10.0.0.1:80", NULL, "x"));
   assert_null(zg_upidle_take(&p, "10.0.0.3:80", NULL, "x"));
   assert_int_equal(p.n, 1);
-  assert_ptr_equal(p.head, &b);
-  assert_null(b.prev);
-  assert_null(b.next);
+  assert_ptr_equal(p.idle.first, &b.link);
+  assert_ptr_equal(b.link.pprev, &p.idle.first);
+  assert_null(b.link.next);
   assert_ptr_equal(zg_upidle_take(&p, "10.0.0.2:80", NULL, "x"), &b);
-  assert_null(p.head);
+  assert_true(zg_list_empty(&p.idle));
+  assert_false(zg_link_linked(&b.link));
   assert_int_equal(p.n, 0);
   assert_int_equal(uv_loop_close(&loop), 0);
 }

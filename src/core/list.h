@@ -1,0 +1,73 @@
+/* An intrusive doubly linked list: the element holds its zg_link_t, the
+ * list only a pointer to the first link. Each link points back at the
+ * pointer that points at it (the list's `first` or the previous link's
+ * `next`), so that a link leaves its list in O(1) without knowing the
+ * list, and a list of all zeroes (calloc) is an empty list: no init
+ * call. New links go first: walking a list sees the latest first.
+ *
+ * Everything is static inline: sessions and idle connections enter and
+ * leave lists on the request path. */
+#ifndef ZKGATE_LIST_H
+#define ZKGATE_LIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct zg_link {
+  struct zg_link *next;
+  struct zg_link **pprev; /* what points at this link; NULL: in no list */
+} zg_link_t;
+
+typedef struct {
+  zg_link_t *first;
+} zg_list_t;
+
+/* The element that holds `link` in its member `field`. */
+#define ZG_LIST_ITEM(link, type, field)                                        \
+  ((type *)(void *)((char *)(link)-offsetof(type, field)))
+
+/* Walks `list` with `it` (a zg_link_t *). The _SAFE form lets the body
+ * remove `it` (or free its element). */
+#define ZG_LIST_FOREACH(it, list)                                              \
+  for (zg_link_t *it = (list)->first; it; it = it->next)
+#define ZG_LIST_FOREACH_SAFE(it, list)                                         \
+  for (zg_link_t *it = (list)->first, *it##_next_ = it ? it->next : NULL; it;  \
+       it = it##_next_, it##_next_ = it ? it->next : NULL)
+
+static inline bool zg_list_empty(const zg_list_t *l) {
+  return l->first == NULL;
+}
+
+static inline bool zg_link_linked(const zg_link_t *n) {
+  return n->pprev != NULL;
+}
+
+/* Puts `n` (in no list) first in `l`. */
+static inline void zg_list_push(zg_list_t *l, zg_link_t *n) {
+  n->next = l->first;
+  if (n->next)
+    n->next->pprev = &n->next;
+  l->first = n;
+  n->pprev = &l->first;
+}
+
+/* Takes `n` out of its list; nothing when it is in none. */
+static inline void zg_link_remove(zg_link_t *n) {
+  if (!n->pprev)
+    return;
+  *n->pprev = n->next;
+  if (n->next)
+    n->next->pprev = n->pprev;
+  n->next = NULL;
+  n->pprev = NULL;
+}
+
+/* Links in `l` (a walk: for counts, not for the request path). */
+static inline size_t zg_list_count(const zg_list_t *l) {
+  size_t n = 0;
+  for (const zg_link_t *it = l->first; it; it = it->next)
+    n++;
+  return n;
+}
+
+#endif
