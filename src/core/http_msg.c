@@ -1263,7 +1263,8 @@ static int reader_extra(llhttp_t *p, size_t len) {
 }
 
 void zg_http_trailers_clear(zg_http_trailers_t *t) {
-  free(t->buf);
+  free(t->f); /* the block, buf included */
+  t->f = NULL;
   t->buf = NULL;
   t->len = t->n = 0;
 }
@@ -1348,9 +1349,13 @@ reader_trailer(llhttp_t *p, const char *at, size_t len, int value) {
     return -1;
   if (!t)
     return 0; /* dropped */
-  if (!t->buf && !(t->buf = malloc(ZG_HTTP_EXTRA_MAX))) {
-    llhttp_set_error_reason(p, "out of memory");
-    return -1;
+  if (!t->f) {
+    if (!(t->f = malloc(ZG_HTTP_MAX_TRAILERS * sizeof(zg_hdr_t) +
+                        ZG_HTTP_EXTRA_MAX))) {
+      llhttp_set_error_reason(p, "out of memory");
+      return -1;
+    }
+    t->buf = (char *)(t->f + ZG_HTTP_MAX_TRAILERS);
   }
   /* reader_extra bounds the bytes of all fields by ZG_HTTP_EXTRA_MAX */
   if (len > ZG_HTTP_EXTRA_MAX - t->len) {

@@ -66,9 +66,12 @@ void zg_http_head_framing(zg_http_head_t *h,
  * bytes and ZG_HTTP_MAX_TRAILERS fields. */
 #define ZG_HTTP_MAX_TRAILERS 32
 typedef struct {
-  char *buf; /* malloc'ed (ZG_HTTP_EXTRA_MAX) at the first trailer field */
+  /* One block malloc'ed at the first trailer field: ZG_HTTP_MAX_TRAILERS
+   * fields, then ZG_HTTP_EXTRA_MAX bytes; NULL until then, so that a
+   * message without trailers (and an idle connection) costs two pointers */
+  zg_hdr_t *f;
+  char *buf;
   uint32_t len, n;
-  zg_hdr_t f[ZG_HTTP_MAX_TRAILERS];
 } zg_http_trailers_t;
 
 /* Empties `t` (its buffer freed: idle connections hold none). */
