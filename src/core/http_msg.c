@@ -58,10 +58,12 @@ static bool hdr_is_n(const zg_http_head_t *h, size_t i, const char *name,
 /* As hdr_is, with '_' in the received name taken for '-': CGI, WSGI and
  * Rack servers map both spellings to one variable, so a header the
  * gateway vouches for must not pass in either. */
-static bool hdr_is_alias_n(const zg_http_head_t *h, size_t i, const char *name,
-                           size_t len) {
-  const char *a = hdr_name(h, i);
-  size_t n = h->hdr[i].name_len;
+/* Whether a field name `a` (n bytes) is `name` (len bytes), ignoring
+ * case and taking '_' for '-': a peer (or a CGI-style instance) may read
+ * X_Forwarded_For as X-Forwarded-For, so fields the gateway vouches for
+ * are matched in both spellings, in heads and in trailers. */
+static bool name_is_alias(const char *a, size_t n, const char *name,
+                          size_t len) {
   if (n != len)
     return false;
   for (size_t k = 0; k < n; k++) {
@@ -70,6 +72,11 @@ static bool hdr_is_alias_n(const zg_http_head_t *h, size_t i, const char *name,
       return false;
   }
   return true;
+}
+
+static bool hdr_is_alias_n(const zg_http_head_t *h, size_t i, const char *name,
+                           size_t len) {
+  return name_is_alias(hdr_name(h, i), h->hdr[i].name_len, name, len);
 }
 
 #define hdr_is_alias(h, i, lit)                                                \
@@ -848,8 +855,9 @@ static int finish(out_t *o) {
   return (int)o->len;
 }
 
-/* llhttp's HTTP methods (HTTP_METHOD_MAP in llhttp.h), by their enum
- * values, so that this file needs no llhttp_method_name(). */
+/* llhttp's HTTP methods (HTTP_METHOD_MAP in llhttp.h, and PRI, which its
+ * request parser also reports), by their enum values: the numbering of
+ * zg_http_head_t.method, whatever codec filled it. */
 static const char *const method_names[] = {
     [HTTP_DELETE] = "DELETE",
     [HTTP_GET] = "GET",
@@ -885,19 +893,37 @@ static const char *const method_names[] = {
     [HTTP_LINK] = "LINK",
     [HTTP_UNLINK] = "UNLINK",
     [HTTP_SOURCE] = "SOURCE",
+    [HTTP_PRI] = "PRI",
 };
+#define N_METHODS (sizeof(method_names) / sizeof(method_names[0]))
 
-static const char *method_name(int method) {
-  if (method < 0 ||
-      (size_t)method >= sizeof(method_names) / sizeof(method_names[0]))
+const char *zg_http_method_name(int method) {
+  if (method < 0 || (size_t)method >= N_METHODS)
     return NULL;
   return method_names[method];
+}
+
+int zg_http_method_from(const char *name, size_t len) {
+  /* Methods are case-sensitive (RFC 9110 §9.1): "get" is not GET. */
+  for (size_t i = 0; i < N_METHODS; i++)
+    if (method_names[i] && strlen(method_names[i]) == len &&
+        memcmp(method_names[i], name, len) == 0)
+      return (int)i;
+  return -1;
+}
+
+bool zg_http_method_idempotent(int method) {
+  return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
+         method == HTTP_TRACE || method == HTTP_PUT || method == HTTP_DELETE;
 }
 
 int zg_http_write_request(char *out, size_t cap, const zg_http_head_t *h,
                           const zg_http_req_out_t *o) {
   out_t w = {out, cap, 0, false};
-  const char *method = method_name(h->method);
+  /* PRI is the HTTP/2 preface, never a method to send on (RFC 9113
+   * §3.4). */
+  const char *method =
+      h->method == HTTP_PRI ? NULL : zg_http_method_name(h->method);
   const char *authority = NULL;
   size_t authority_len = 0;
   bool listed[ZG_HTTP_MAX_HEADERS];
@@ -1270,18 +1296,6 @@ void zg_http_trailers_clear(zg_http_trailers_t *t) {
 }
 
 /* Names compared case-insensitively, '_' taken for '-'. */
-static bool trailer_name_is(const char *a, size_t n, const char *name) {
-  size_t len = strlen(name);
-  if (n != len)
-    return false;
-  for (size_t k = 0; k < n; k++) {
-    char c = a[k] == '_' ? '-' : a[k];
-    if ((c | 0x20) != (name[k] | 0x20))
-      return false;
-  }
-  return true;
-}
-
 bool zg_http_trailer_forwardable(const char *name, size_t len) {
   /* RFC 9110 §6.5.1: framing, routing, request modifiers, authentication,
    * response control data, and how to process the content; §7.6.1: the
@@ -1331,7 +1345,7 @@ bool zg_http_trailer_forwardable(const char *name, size_t len) {
   if (len == 0)
     return false;
   for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
-    if (trailer_name_is(name, len, never[i]))
+    if (name_is_alias(name, len, never[i], strlen(never[i])))
       return false;
   return true;
 }

@@ -307,6 +307,16 @@ int zg_http_write_response(char *out, size_t cap, const zg_http_head_t *h,
 int zg_http_error_response(char *out, size_t cap, int status,
                            const char *message, bool close, bool head_request);
 
+/* Methods, numbered as zg_http_head_t.method (llhttp's llhttp_method_t,
+ * HTTP methods and PRI): the name ("GET", static), or NULL for a number
+ * that is none; the number of a name (case-sensitive, RFC 9110 §9.1: an
+ * HTTP/2 codec's :method), or -1 for a name that is none. */
+const char *zg_http_method_name(int method);
+int zg_http_method_from(const char *name, size_t len);
+/* Whether a request with this method may be sent twice (idempotent, RFC
+ * 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE). */
+bool zg_http_method_idempotent(int method);
+
 /* The reason phrase for a status code ("Bad Gateway"), or "Unknown". */
 const char *zg_http_reason(int status);
 

@@ -284,12 +284,6 @@ int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
   return 0;
 }
 
-/* Methods that may be sent twice (RFC 9110 §9.2.2), as nginx retries. */
-static int idempotent(int method) {
-  return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
-         method == HTTP_TRACE || method == HTTP_PUT || method == HTTP_DELETE;
-}
-
 /* The instance failed us. A request without a body gets one more try on a
  * fresh connection when the failure was on a reused one (it may have been
  * closed just as we sent) and no byte of a response came back, else a
@@ -322,7 +316,7 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
     return;
   }
   if (reused && !answered && !x->req_has_body && !x->retried &&
-      x->phase != ZG_XP_CLOSED && idempotent(x->req->method)) {
+      x->phase != ZG_XP_CLOSED && zg_http_method_idempotent(x->req->method)) {
     x->retried = 1;
     x->ureq.ntried = 0;
     x->phase = ZG_XP_CONNECT;
@@ -520,7 +514,7 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
 
   x->phase = ZG_XP_CONNECT;
   zg_exchange_begin(x);
-  x->method = llhttp_method_name((llhttp_method_t)x->req->method);
+  x->method = zg_http_method_name(x->req->method);
   if (x->gw->access_log) {
     free(x->target);
     x->target = strndup(x->req->buf + x->req->url_off, x->req->url_len);

@@ -1611,6 +1611,48 @@ static void test_reason(void **state) {
     assert_string_equal(zg_http_reason(cases[i].status), cases[i].reason);
 }
 
+/* ------------------------------------------------------------ methods */
+
+/* Names and numbers agree with llhttp's for every method its request
+ * parser reports, both ways; an HTTP/2 codec's :method gets the number an
+ * HTTP/1.1 request line gets. */
+static void test_method_names(void **state) {
+  (void)state;
+  for (int m = HTTP_DELETE; m <= HTTP_PRI; m++) {
+    const char *name = zg_http_method_name(m);
+    assert_non_null(name);
+    assert_string_equal(name, llhttp_method_name((llhttp_method_t)m));
+    assert_int_equal(zg_http_method_from(name, strlen(name)), m);
+  }
+  assert_string_equal(zg_http_method_name(HTTP_GET), "GET");
+  assert_string_equal(zg_http_method_name(HTTP_MSEARCH), "M-SEARCH");
+  assert_null(zg_http_method_name(-1));
+  assert_null(zg_http_method_name(HTTP_PRI + 1));
+  assert_null(zg_http_method_name(1000));
+  assert_int_equal(zg_http_method_from("GET", 3), HTTP_GET);
+  assert_int_equal(zg_http_method_from("GETX", 3), HTTP_GET); /* len counts */
+  /* case-sensitive (RFC 9110 §9.1), whole names only */
+  assert_int_equal(zg_http_method_from("get", 3), -1);
+  assert_int_equal(zg_http_method_from("GE", 2), -1);
+  assert_int_equal(zg_http_method_from("GETS", 4), -1);
+  assert_int_equal(zg_http_method_from("", 0), -1);
+  assert_int_equal(zg_http_method_from("DESCRIBE", 8), -1); /* RTSP only */
+}
+
+static void test_method_idempotent(void **state) {
+  (void)state;
+  assert_true(zg_http_method_idempotent(HTTP_GET));
+  assert_true(zg_http_method_idempotent(HTTP_HEAD));
+  assert_true(zg_http_method_idempotent(HTTP_OPTIONS));
+  assert_true(zg_http_method_idempotent(HTTP_TRACE));
+  assert_true(zg_http_method_idempotent(HTTP_PUT));
+  assert_true(zg_http_method_idempotent(HTTP_DELETE));
+  assert_false(zg_http_method_idempotent(HTTP_POST));
+  assert_false(zg_http_method_idempotent(HTTP_PATCH));
+  assert_false(zg_http_method_idempotent(HTTP_CONNECT));
+  assert_false(zg_http_method_idempotent(-1));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prescan_ok),
@@ -1658,6 +1700,8 @@ int main(void) {
       cmocka_unit_test(test_trailers_recorded_in_pieces),
       cmocka_unit_test(test_trailers_bounded),
       cmocka_unit_test(test_trailer_forwardable),
+      cmocka_unit_test(test_method_names),
+      cmocka_unit_test(test_method_idempotent),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
