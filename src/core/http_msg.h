@@ -7,7 +7,6 @@
 #ifndef ZKGATE_HTTP_MSG_H
 #define ZKGATE_HTTP_MSG_H
 
-#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,8 +53,14 @@ int zg_http_head_field(zg_http_head_t *h, unsigned *value_open,
                        const char *base, const char *at, size_t len);
 void zg_http_head_value(zg_http_head_t *h, unsigned *value_open,
                         const char *base, const char *at, size_t len);
-/* Version and framing from the parser at the end of the head. */
+/* llhttp's parser and settings (llhttp_t, llhttp_settings_t), declared
+ * here rather than included: the head model and its users (the exchange,
+ * an HTTP/2 codec) do not depend on llhttp; the HTTP/1.1 codecs include
+ * <llhttp.h> themselves. */
 struct llhttp__internal_s;
+struct llhttp_settings_s;
+
+/* Version and framing from the parser at the end of the head. */
 void zg_http_head_framing(zg_http_head_t *h,
                           const struct llhttp__internal_s *parser);
 
@@ -106,18 +111,21 @@ typedef struct {
  * (the first member of the owner's struct, so that on_body and
  * on_message_complete, the owner's, get the owner from the same pointer).
  * */
-void zg_http_request_settings(llhttp_settings_t *st, llhttp_data_cb on_body,
-                              llhttp_cb on_message_complete);
+void zg_http_request_settings(
+    struct llhttp_settings_s *st,
+    int (*on_body)(struct llhttp__internal_s *, const char *, size_t),
+    int (*on_message_complete)(struct llhttp__internal_s *));
 
 /* Settings for a response parser whose `data` points to a
  * zg_http_reader_t (first member of the owner's struct): the status
  * reason, header fields and values recorded until the owner sets
  * head_seen in its on_headers_complete (a final response; an interim one
  * keeps reading heads), trailers and chunk extensions bounded. */
-void zg_http_response_settings(llhttp_settings_t *st,
-                               llhttp_cb on_headers_complete,
-                               llhttp_data_cb on_body,
-                               llhttp_cb on_message_complete);
+void zg_http_response_settings(
+    struct llhttp_settings_s *st,
+    int (*on_headers_complete)(struct llhttp__internal_s *),
+    int (*on_body)(struct llhttp__internal_s *, const char *, size_t),
+    int (*on_message_complete)(struct llhttp__internal_s *));
 
 /* Ready for the next message (the head pointer and base are the owner's to
  * set before each llhttp_execute). */

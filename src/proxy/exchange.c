@@ -17,7 +17,7 @@
  *
  * Framing, keep-alive, pipelining and the 101 hand-off are the codecs'
  * business: h1_server.c on the client connection, h1_client.c on the
- * instance's. */
+ * instance's, reached through their operations (x->srv, x->cli) only. */
 #include "proxy/exchange.h"
 
 #include "core/error.h"
@@ -32,6 +32,13 @@
 _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
 
 static void upstream_connect(zg_http_exchange_t *x);
+
+/* The codec on the instance's side for this exchange: HTTP/1.1, the only
+ * one yet; the service's upstream_protocol will choose (issue 14). */
+static const zg_exchange_cli_ops_t *cli_codec(const zg_http_exchange_t *x) {
+  (void)x;
+  return &zg_h1c_ops;
+}
 
 /* ---- write blocks, for the exchange's codecs ---------------------------
  * A response head and the body bytes read with it leave in one system
@@ -61,43 +68,6 @@ int zg_wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
   if (rc < 0)
     zg_wblk_put(gw, w);
   return rc;
-}
-
-/* The size line of one chunk of a chunked body (RFC 9112 §7.1). */
-int zg_chunk_size_line(char *out, size_t len) {
-  static const char hex[] = "0123456789abcdef";
-  char tmp[16];
-  int n = 0, k = 0;
-  do {
-    tmp[n++] = hex[len & 15];
-    len >>= 4;
-  } while (len > 0);
-  while (n > 0)
-    out[k++] = tmp[--n];
-  out[k++] = '\r';
-  out[k++] = '\n';
-  return k;
-}
-
-int zg_chunk_last(const zg_http_trailers_t *t,
-                  int (*stage)(void *owner, const char *p, size_t len),
-                  void *owner) {
-  int rc;
-  if (t->n == 0) /* the usual case: one write */
-    return stage(owner, "0\r\n\r\n", 5);
-  if ((rc = stage(owner, "0\r\n", 3)) != 0)
-    return rc;
-  for (uint32_t i = 0; i < t->n; i++) {
-    const zg_hdr_t *f = &t->f[i];
-    if (!zg_http_trailer_forwardable(t->buf + f->name_off, f->name_len))
-      continue;
-    if ((rc = stage(owner, t->buf + f->name_off, f->name_len)) != 0 ||
-        (rc = stage(owner, ": ", 2)) != 0 ||
-        (rc = stage(owner, t->buf + f->value_off, f->value_len)) != 0 ||
-        (rc = stage(owner, "\r\n", 2)) != 0)
-      return rc;
-  }
-  return stage(owner, "\r\n", 2);
 }
 
 /* ---- metrics and the access log ----------------------------------------
@@ -243,8 +213,7 @@ int zg_exchange_response_end(zg_http_exchange_t *x) {
   return 0;
 }
 
-void zg_exchange_instance_read(zg_http_exchange_t *x, uv_stream_t *st) {
-  zg_http_upstream_t *u = x->up;
+void zg_exchange_instance_read(zg_http_exchange_t *x, void *c) {
   /* What this read produced for the client leaves in one write. */
   if (x->phase != ZG_XP_CLOSED && x->srv->flush(x->conn) != 0) {
     x->srv->end(x->conn, ZG_TERM_CLIENT_WRITE_ERROR);
@@ -252,31 +221,35 @@ void zg_exchange_instance_read(zg_http_exchange_t *x, uv_stream_t *st) {
   }
   /* Backpressure: the client drains slower than the instance sends. Not
    * when the exchange ended with this read (the connection went idle). */
-  if (u && st == (uv_stream_t *)&u->c.tcp && !u->c.closing && u->reading &&
-      x->srv->queued(x->conn) > HIGH_WATER) {
-    zg_stream_read_stop(u->c.tls, st);
-    u->reading = 0;
-  }
+  if (x->up && x->up == c && x->srv->queued(x->conn) > HIGH_WATER)
+    x->cli->read_pause(c);
 }
 
 void zg_exchange_instance_drained(zg_http_exchange_t *x) {
   /* Read the client again if its body was paused for us. */
   if ((x->phase == ZG_XP_TUNNEL || !x->req_done) && x->up &&
-      zg_queued(&x->up->c.tcp) <= HIGH_WATER / 2)
+      x->cli->queued(x->up) <= HIGH_WATER / 2)
     x->srv->request_resume(x->conn);
 }
 
 void zg_exchange_client_drained(zg_http_exchange_t *x) {
-  zg_http_upstream_t *u = x->up;
-  if (u && !u->c.closing && !u->reading)
-    zg_h1c_reading(u);
+  if (x->up)
+    x->cli->read_resume(x->up);
+}
+
+void zg_exchange_instance_drop(zg_http_exchange_t *x) {
+  void *u = x->up;
+  if (u) {
+    x->up = NULL;
+    x->cli->release(u, 0);
+  }
 }
 
 int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
   if (x->svc && x->sent_ms && !x->resp_head &&
       now - x->sent_ms >= x->svc->conf->response_timeout_ms) {
-    if (x->up)
-      x->up->keep = 0;
+    /* The connection is closed, not kept: zg_exchange_upstream_failed
+     * releases it with reuse 0. */
     x->retried = 1; /* a timeout is not retried */
     zg_exchange_upstream_failed(x, ZG_TERM_RESPONSE_TIMEOUT, 504);
     return 1;
@@ -291,13 +264,15 @@ int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
  * connection is closed. */
 void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
                                  int status) {
-  zg_http_upstream_t *u = x->up;
-  int reused = u && u->used;
+  void *u = x->up;
+  zg_exchange_cli_state_t st = {"-", false, false, false};
+  if (u)
+    x->cli->state(u, &st);
   /* A reply the instance began (a bad one, or cut short) means it saw the
    * request: sending it again would make it see it twice. */
-  int answered = u && u->answered;
+  bool reused = st.reused, answered = st.answered;
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
-           x->client_addr, u ? u->c.key : "-", zg_term_text(why),
+           x->client_addr, st.key, zg_term_text(why),
            reused ? "reused" : "new");
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
@@ -305,11 +280,11 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
      * body is still coming: the instance may be ending a request whose
      * client is too slow for its read timeout, or refusing the body, and
      * no client may eject an instance (issue 12 point 2). */
-    if (!reused && x->req_done && !u->client_cause &&
-        zg_service_mark_failed(x->gw->svc_ctx, u->c.key) && x->svc)
+    if (!reused && x->req_done && !st.client_cause &&
+        zg_service_mark_failed(x->gw->svc_ctx, st.key) && x->svc)
       x->svc->traffic.ejections++;
     x->up = NULL;
-    zg_h1c_release(u, 0);
+    x->cli->release(u, 0);
   }
   if (x->resp_head) {
     x->srv->end(x->conn, why);
@@ -331,22 +306,21 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
 /* ---- sending the request --------------------------------------------- */
 
 static void send_request(zg_http_exchange_t *x) {
-  zg_http_upstream_t *u = x->up;
+  void *u = x->up;
+  int rc;
   x->phase = ZG_XP_SENT;
   if (x->req_done) /* the response timeout runs from the request's end */
     x->sent_ms = uv_now(x->gw->loop);
-  if (zg_h1c_stage(u, x->up_head, x->up_head_len) != 0) {
-    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
-    return;
-  }
-  zg_h1c_response_start(u);
-  if (u->c.closing) {
-    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_READ_ERROR, 502);
+  if ((rc = x->cli->request_send(u)) != 0) {
+    zg_exchange_upstream_failed(x,
+                                rc == -1 ? ZG_TERM_INSTANCE_WRITE_ERROR
+                                         : ZG_TERM_INSTANCE_READ_ERROR,
+                                502);
     return;
   }
   if (x->req_done) {
     /* no body: the parser waits at the end of the request */
-    if (zg_h1c_flush(u) != 0)
+    if (x->cli->flush(u) != 0)
       zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
@@ -358,7 +332,7 @@ static void send_request(zg_http_exchange_t *x) {
 static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                         zg_upstream_err_t err) {
   zg_http_exchange_t *x = r->data;
-  zg_http_upstream_t *u;
+  void *u;
   switch (err) {
   case ZG_UP_OK:
     break;
@@ -374,12 +348,11 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                       "no instance of the service could be reached");
     return;
   }
-  u = zg_h1c_of(c, x->gw);
+  u = x->cli->attach(c, x);
   if (x->phase != ZG_XP_CONNECT) {
-    zg_h1c_close(u);
+    x->cli->release(u, 0); /* closed */
     return;
   }
-  u->x = x;
   x->up = u;
   send_request(x);
 }
@@ -391,16 +364,13 @@ static void upstream_connect(zg_http_exchange_t *x) {
   x->ureq.cb = on_upstream;
   x->ureq.data = x;
   x->ureq.tag = "http";
-  x->ureq.alpn_http = true;
-  x->ureq.conn_size = sizeof(zg_http_upstream_t);
-  x->ureq.conn_off = offsetof(zg_http_upstream_t, c);
-  x->ureq.idle = &x->gw->http->up_idle;
+  x->cli->connect_prepare(&x->ureq, x->gw);
   x->ureq.fresh = x->retried;
   zg_upstream_connect(&x->ureq);
 }
 
 int zg_exchange_request_body(zg_http_exchange_t *x, const char *p, size_t len) {
-  zg_http_upstream_t *u = x->up;
+  void *u = x->up;
   uint64_t limit = x->gw->cfg->proxy.max_request_body;
   if (!u)
     return -1;
@@ -409,11 +379,11 @@ int zg_exchange_request_body(zg_http_exchange_t *x, const char *p, size_t len) {
    * body is counted as it comes. */
   if (limit && x->body_bytes > limit)
     return -2;
-  return zg_h1c_request_body(x, u, p, len);
+  return x->cli->request_body(u, p, len);
 }
 
 int zg_exchange_request_end(zg_http_exchange_t *x) {
-  if (x->up && zg_h1c_request_end(x, x->up) != 0)
+  if (x->up && x->cli->request_end(x->up) != 0)
     return -1;
   x->req_done = 1;
   if (x->up)
@@ -423,14 +393,14 @@ int zg_exchange_request_end(zg_http_exchange_t *x) {
 
 /* What the codec passed on of the request body leaves in one write. */
 void zg_exchange_request_flush(zg_http_exchange_t *x) {
-  if (x->up && x->up->ob && zg_h1c_flush(x->up) != 0) {
+  if (x->up && x->cli->flush(x->up) != 0) {
     zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;
   }
   /* Backpressure: the instance takes the body slower than the client
    * sends it (zg_exchange_instance_drained resumes). */
   if (x->phase == ZG_XP_SENT && !x->req_done && x->up &&
-      zg_queued(&x->up->c.tcp) > HIGH_WATER)
+      x->cli->queued(x->up) > HIGH_WATER)
     x->srv->request_pause(x->conn);
 }
 
@@ -548,7 +518,8 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
   o.proto = x->tls ? "https" : "http";
   o.client_subject = x->tls && subject[0] ? subject : NULL;
   request_forwarding(x, &rt, &o, host_buf, sizeof(host_buf));
-  rc = zg_h1c_request_head(x, &o); /* kept in x->up_head for a retry */
+  x->cli = cli_codec(x);
+  rc = x->cli->request_head(x, &o); /* kept in x->up_head for a retry */
   zg_buf_put(x->gw, target);
   if (rc != 0) {
     zg_exchange_error(x, ZG_TERM_BAD_REQUEST, 431, "request head too large");
@@ -558,7 +529,7 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
 }
 
 void zg_exchange_done(zg_http_exchange_t *x) {
-  zg_http_upstream_t *u = x->up;
+  void *u = x->up;
   /* The end of the response goes out (and is counted) before anything
    * looks at the write queue. */
   if (x->srv->flush(x->conn) != 0) {
@@ -568,7 +539,7 @@ void zg_exchange_done(zg_http_exchange_t *x) {
   zg_exchange_finish(x, ZG_TERM_DONE, ZG_PHASE_NONE, NULL);
   x->up = NULL;
   if (u)
-    zg_h1c_release(u, x->req_done);
+    x->cli->release(u, x->req_done);
   /* No retry after a response: idle connections keep no head. */
   zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
   x->srv->done(x->conn);
@@ -603,12 +574,7 @@ void zg_exchange_abort(zg_http_exchange_t *x, zg_term_t term,
   if (x->svc)
     x->svc->active--;
   zg_upstream_cancel(&x->ureq);
-  if (x->up) {
-    zg_http_upstream_t *u = x->up;
-    x->up = NULL;
-    u->x = NULL;
-    zg_h1c_release(u, 0);
-  }
+  zg_exchange_instance_drop(x);
 }
 
 void zg_exchange_free(zg_http_exchange_t *x) {
@@ -624,8 +590,15 @@ void zg_exchange_tunnel_read(zg_http_exchange_t *x, uv_stream_t *from,
                              ssize_t nread, const char *data) {
   x->srv->tunnel_read(x->conn, from, nread, data);
 }
+void zg_exchange_tunnel_shut(zg_http_exchange_t *x, int status) {
+  x->srv->tunnel_shut(x->conn, status);
+}
 void zg_exchange_tunnel_start(zg_http_exchange_t *x, const char *rest,
                               size_t len) {
+  zg_exchange_cli_state_t st;
+  x->cli->state(x->up, &st);
+  zg_debug("http", "client %s: %s tunnel to %s", x->client_addr, x->upgrade,
+           st.key);
   x->phase = ZG_XP_TUNNEL;
   x->srv->tunnel_start(x->conn, rest, len);
 }

@@ -1,23 +1,35 @@
 /* The HTTP exchange and its codecs, inside the proxy: what exchange.c (the
- * exchange: routing, rewriting, connecting, retries, timeouts, metrics),
- * h1_server.c (the HTTP/1.1 codec on the client connection), h1_client.c
- * (the HTTP/1.1 codec on the instance connection) and http_proxy.c (the
- * listeners) share. Not for other modules: they see http_proxy.h.
+ * exchange: routing, rewriting, connecting, retries, timeouts, metrics)
+ * and the codecs share: h1_server.c (HTTP/1.1 on the client connection)
+ * and h1_client.c (HTTP/1.1 on the instance connection), whose own state
+ * is in h1.h, and http_proxy.c (the listeners). Not for other modules:
+ * they see http_proxy.h. Nothing here is HTTP/1-bound: no llhttp.
  *
  * The codecs call the exchange through the zg_exchange_* functions below
  * (a request head, body bytes, its end; a response head, body bytes, its
  * end, a failure, the 101 hand-off), and the exchange drives each side
- * through that codec's set (zg_h1s_*, zg_h1c_*): an HTTP/2 codec
- * implements the same sets. The exchange carries what it needs of the
- * connection it came on (its context, listener, client address, TLS, and
- * the server codec's operations, zg_exchange_srv_ops_t), so that a codec
- * may hold one per connection (HTTP/1.1) or one per stream (HTTP/2).
- * Still HTTP/1-shaped: the heads are zg_http_head_t (offsets into the
- * bytes they were read from, with the HTTP/1 version and framing). */
+ * through that side's table of operations only: zg_exchange_srv_ops_t for
+ * the client's codec (x->srv, on x->conn), zg_exchange_cli_ops_t for the
+ * instance's (x->cli, on x->up, chosen per exchange). The exchange carries
+ * what it needs of the connection it came on (its context, listener,
+ * client address, TLS), so that a codec may hold one per connection
+ * (HTTP/1.1) or one per stream (HTTP/2); the connections themselves are
+ * opaque to it.
+ *
+ * The head model, zg_http_head_t (core/http_msg.h), is what both sides'
+ * codecs fill and read: the method (llhttp's numbering: zg_http_method_name
+ * and zg_http_method_from convert), the target, the status and reason, the
+ * version, the fields as name and value offsets into a buffer the codec
+ * owns (`buf`, valid while the head is in use), and the framing: a length
+ * (has_length, content_length), a body without a length (chunked: its end
+ * is told by the codec, whatever the wire framing), or none. An HTTP/1.1
+ * codec points it into the bytes it read; an HTTP/2 codec fills the same
+ * struct from decoded HPACK fields (:method, :path, :authority as Host,
+ * :status; version 2.0; END_STREAM or content-length for the framing) in
+ * a buffer of its own. Trailers are zg_http_trailers_t, the same way. */
 #ifndef ZKGATE_PROXY_EXCHANGE_H
 #define ZKGATE_PROXY_EXCHANGE_H
 
-#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,15 +52,6 @@
 #define OUT_HEAD_MAX 81920 /* a rewritten head: the head plus our headers */
 #define HIGH_WATER 262144  /* bytes queued for a peer before pausing */
 
-/* The client connection's state (HTTP/1.1); where its exchange is, is
- * the exchange's phase (zg_xphase_t). */
-typedef enum {
-  HS_HEAD = 0, /* reading a request head (or waiting for one) */
-  HS_REQUEST,  /* the head is in: an exchange runs */
-  HS_TUNNEL,   /* after 101 Switching Protocols: bytes both ways */
-  HS_CLOSING,
-} hs_state_t;
-
 /* Where an exchange is. */
 typedef enum {
   ZG_XP_NONE = 0, /* no request head yet */
@@ -58,8 +61,6 @@ typedef enum {
   ZG_XP_CLOSED,   /* the client side ended under it */
 } zg_xphase_t;
 
-typedef struct zg_http_upstream zg_http_upstream_t;
-typedef struct zg_http_session zg_http_session_t;
 typedef struct zg_http_exchange zg_http_exchange_t;
 typedef struct zg_http_listener zg_http_listener_t;
 
@@ -97,30 +98,61 @@ typedef struct {
   void (*tunnel_start)(void *c, const char *rest, size_t len);
   void (*tunnel_read)(void *c, uv_stream_t *from, ssize_t nread,
                       const char *data);
+  /* The tunnel's write side to the instance is shut (status < 0: it
+   * failed). */
+  void (*tunnel_shut)(void *c, int status);
 } zg_exchange_srv_ops_t;
 
-struct zg_http_upstream {
-  /* First (asserted below): the response parser's data points to the
-   * upstream and to its reader alike (zg_http_response_settings). The
-   * reader's head_seen is clear while a response head is read. */
-  zg_http_reader_t rd;
-  zg_proxy_ctx_t *gw;    /* NULL until first given to an exchange */
-  zg_http_exchange_t *x; /* while in use; NULL when idle */
-  zg_upconn_t c; /* the connection (upstream.h): tcp, tls, key, idle list */
-  llhttp_t pp;
-  char *head;                /* response head bytes, while reading it */
-  size_t head_len, head_cap; /* head_cap: ZG_BUF_SIZE (pooled) or HEAD_MAX */
-  struct wblk *ob;           /* bytes staged for the instance */
-  zg_http_head_t resp;
-  unsigned keep : 1;          /* reusable after the response */
-  unsigned used : 1;          /* has carried a request before this one */
-  unsigned reading : 1;       /* (zg_stream_)read_start'ed */
-  unsigned answered : 1;      /* a byte of a response came for this exchange */
-  unsigned client_cause : 1;  /* refused for the client's sake, not a failure */
-  uv_shutdown_t shutdown_req; /* tunnel: our write side to the instance */
-};
-_Static_assert(offsetof(zg_http_upstream_t, rd) == 0,
-               "the reader is the upstream's first member");
+/* What an instance connection tells of itself, for the exchange's retry,
+ * passive health and logs. */
+typedef struct {
+  const char *key;   /* the instance, "host:port" */
+  bool reused;       /* it carried a request before this one */
+  bool answered;     /* a byte of a response came for this exchange */
+  bool client_cause; /* refused for the client's sake, not a failure */
+} zg_exchange_cli_state_t;
+
+/* What the exchange asks of the codec on the instance's side (`c`: the
+ * codec's connection, or stream, zg_http_exchange_t.up, which knows its
+ * exchange). h1_client.c is the first (zg_h1c_ops). */
+typedef struct {
+  /* The connection upstream.h is to give: the codec's block size and
+   * where its zg_upconn_t is, its idle pool, its ALPN. */
+  void (*connect_prepare)(zg_upstream_req_t *r, zg_proxy_ctx_t *gw);
+  /* A connection upstream.h gave for `x` (idle or new): the codec's
+   * (set up at its first use), bound to x. */
+  void *(*attach)(zg_upconn_t *uc, zg_http_exchange_t *x);
+  /* The request head for the instance, from the client's (x->req) and
+   * what the exchange decided in `o` (target, Host, forwarding headers);
+   * the codec adds framing and the protocol switch, sets x->req_has_body
+   * and keeps it in x->up_head for a retry. 0, or -1 when too large. */
+  int (*request_head)(zg_http_exchange_t *x, zg_http_req_out_t *o);
+  /* The kept head staged on `c`, and a response expected (read on). 0, -1
+   * (it could not be staged), -2 (the connection is gone). */
+  int (*request_send)(void *c);
+  /* Request body bytes (decoded) and its end (with x->req_trailers),
+   * staged in the framing the head announced. 0 or -1. */
+  int (*request_body)(void *c, const char *p, size_t len);
+  int (*request_end)(void *c);
+  /* What is staged for the instance goes out. 0 or an error. */
+  int (*flush)(void *c);
+  /* Bytes queued for the instance, not yet taken by its socket. */
+  size_t (*queued)(void *c);
+  /* Reads from the instance pause (the client is slower), resume. */
+  void (*read_pause)(void *c);
+  void (*read_resume)(void *c);
+  void (*state)(void *c, zg_exchange_cli_state_t *st);
+  /* Done with `c` for this exchange: kept for another when `reuse` and
+   * the response allowed it, else closed. */
+  void (*release)(void *c, int reuse);
+  /* 101: bytes to the instance (staged and flushed; 0 or an error), and
+   * its write side shut once they are out (srv->tunnel_shut follows). */
+  int (*tunnel_write)(void *c, const char *p, size_t len);
+  int (*tunnel_shutdown)(void *c);
+} zg_exchange_cli_ops_t;
+
+/* The HTTP/1.1 client codec's (h1_client.c). */
+extern const zg_exchange_cli_ops_t zg_h1c_ops;
 
 /* One request and its response, as the exchange (exchange.c) keeps it
  * whatever the codecs: HTTP/1.1 has one at a time per client connection,
@@ -147,9 +179,10 @@ struct zg_http_exchange {
                              (referenced), ureq.instance: the instance */
   char *up_head;          /* the instance's request head, kept for a retry */
   size_t up_head_len, up_head_cap;
-  zg_http_upstream_t *up; /* the instance connection, while in use */
-  uint64_t sent_ms;       /* the request's end: response_timeout from it */
-  uint64_t body_bytes;    /* of the request, decoded */
+  const zg_exchange_cli_ops_t *cli; /* the instance side's codec */
+  void *up;         /* its connection (or stream) while in use, given to cli */
+  uint64_t sent_ms; /* the request's end: response_timeout from it */
+  uint64_t body_bytes; /* of the request, decoded */
   unsigned req_has_body : 1;
   unsigned req_done : 1;  /* the whole request was passed on */
   unsigned resp_head : 1; /* a final response head went to the client */
@@ -160,7 +193,8 @@ struct zg_http_exchange {
   int status;               /* the final status sent, 0 before */
   uint64_t req_begin_ns;    /* uv_hrtime when its head was in */
   uint64_t req_in, req_out; /* bytes from and to the client */
-  const char *method;       /* static, llhttp's name; NULL before a head */
+  const char *method;       /* static, zg_http_method_name; NULL before a
+                               head */
   char *target;             /* as received, for the access log (malloc'ed) */
 };
 
@@ -184,59 +218,14 @@ struct zg_http_listener {
 /* This loop's HTTP state (zg_proxy_ctx_t.http), owned by http_proxy.c. */
 struct zg_http_loop {
   zg_listener_set_t listeners; /* l.tcp.data: the zg_http_listener_t */
-  zg_list_t sessions;          /* every open HTTP session (zg_http_session_t) */
-  zg_upidle_t up_idle;         /* idle upstream connections (keep-alive) */
+  zg_list_t sessions;  /* every open HTTP/1.1 session (zg_http_session_t) */
+  zg_upidle_t up_idle; /* idle upstream connections (keep-alive) */
   int started;
   zg_bufpool_t wblks;    /* write blocks */
   zg_bufpool_t spool;    /* sessions, reused */
   zg_bufpool_t heads;    /* parsed request heads */
   zg_traffic_t unrouted; /* requests that reached no service */
 };
-
-struct zg_http_session {
-  /* First (asserted below): the request parser's data points to the
-   * session and to its reader alike (zg_http_request_settings). */
-  zg_http_reader_t rd;
-  zg_proxy_ctx_t *gw;
-  zg_http_listener_t *hl;
-  zg_conn_ticket_t conn; /* admission; in its head until the first one */
-  zg_link_t link;        /* in the loop's sessions */
-  hs_state_t state;
-  uv_tcp_t client;
-  zg_tls_conn_t *tls; /* TLS terminated here, or NULL */
-  uv_timer_t timer;
-  llhttp_t rp;
-  char *in; /* client bytes, while there are any: a pooled ZG_BUF_SIZE
-               block, grown to IN_BIG for a large head */
-  size_t in_len, in_off; /* bytes held; bytes given to the parser */
-  size_t in_cap;
-  struct wblk *ob;     /* bytes staged for the client */
-  size_t head_start;   /* where the current request began in `in` */
-  zg_http_head_t *req; /* from the loop's pool, from a request's first byte
-                          to the end of its exchange */
-  unsigned reading : 1;
-  unsigned client_keep : 1;  /* the client may send another request */
-  unsigned head_req : 1;     /* HEAD: the response has no body */
-  unsigned close_after : 1;  /* close the client after this response */
-  unsigned client_eof : 1;   /* the client closed its side */
-  unsigned resp_chunked : 1; /* response body chunked to the client */
-  unsigned lingering : 1;    /* response out, write side shut, draining */
-  unsigned too_big : 1;      /* a chunked body over max_request_body */
-  unsigned upstream_eof : 1; /* tunnel: the instance closed its side */
-  unsigned tunnel_shut;      /* tunnel: write sides shut (0..2) */
-  unsigned wait_drain : 1;   /* next request held until the client drains */
-  uint64_t head_begin_ms;    /* first byte of the current request head */
-  unsigned handles;
-  uint64_t last_active_ms, linger_ms;
-  uv_shutdown_t shutdown_req;
-  uint64_t requests;
-  zg_term_t reason;
-  char client_addr[64];
-  char client_ip[48];
-  zg_http_exchange_t x; /* the current exchange (one at a time) */
-};
-_Static_assert(offsetof(zg_http_session_t, rd) == 0,
-               "the reader is the session's first member");
 
 /* ---- write blocks ------------------------------------------------------
  * Bytes for a peer are copied into a write block from the loop's pool (the
@@ -294,14 +283,6 @@ static inline int zg_wblk_stage(zg_proxy_ctx_t *gw, wblk_t **ob, void *owner,
 /* Writes a block (taken) to `to`; `cb` returns it when it had to queue. */
 int zg_wblk_write(zg_proxy_ctx_t *gw, zg_tls_conn_t *tls, uv_stream_t *to,
                   wblk_t *w, uv_write_cb cb);
-/* The size line of one chunk (RFC 9112 §7.1): hex digits and CRLF. */
-int zg_chunk_size_line(char *out, size_t len);
-/* The last chunk of a chunked body (RFC 9112 §7.1.2): "0", the trailer
- * fields that may go on (zg_http_trailer_forwardable), the empty line;
- * staged through `stage`. 0 or its error. */
-int zg_chunk_last(const zg_http_trailers_t *t,
-                  int (*stage)(void *owner, const char *p, size_t len),
-                  void *owner);
 /* Buffers of ZG_BUF_SIZE go back to the loop's pool, larger ones to free. */
 void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap);
 
@@ -365,9 +346,13 @@ void zg_exchange_done(zg_http_exchange_t *x);
  * head went out yet). */
 void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
                                  int status);
-/* After each read from the instance: what it produced goes out, and reads
- * pause while the client is slower than the instance. */
-void zg_exchange_instance_read(zg_http_exchange_t *x, uv_stream_t *st);
+/* After each read from the instance on `c` (x->cli's): what it produced
+ * goes out, and reads pause while the client is slower than the
+ * instance. */
+void zg_exchange_instance_read(zg_http_exchange_t *x, void *c);
+/* The instance connection is closed under the exchange (a request body
+ * cut short, the client going). */
+void zg_exchange_instance_drop(zg_http_exchange_t *x);
 /* The instance's write queue drained. */
 void zg_exchange_instance_drained(zg_http_exchange_t *x);
 /* The client's write queue drained: the instance is read again if it was
@@ -379,50 +364,10 @@ void zg_exchange_tunnel_start(zg_http_exchange_t *x, const char *rest,
 /* Tunnel bytes (or EOF, an error) read from the instance. */
 void zg_exchange_tunnel_read(zg_http_exchange_t *x, uv_stream_t *from,
                              ssize_t nread, const char *data);
-
-/* ---- the HTTP/1.1 server codec (h1_server.c) -------------------------- */
-
-/* The request parser's settings (once per process). */
-void zg_h1s_settings_init(void);
-/* A connection on an HTTP listener (its uv_connection_cb). */
-void zg_h1s_accept(uv_stream_t *server, int status);
-/* Ends the session: its exchange is counted, its connections closed. */
-void zg_h1s_end(zg_http_session_t *s, zg_term_t term);
-/* Between requests, with nothing read and nothing left to send. */
-int zg_h1s_idle(zg_http_session_t *s);
+/* The tunnel's write side to the instance is shut (status < 0: failed). */
+void zg_exchange_tunnel_shut(zg_http_exchange_t *x, int status);
 
 /* ---- the listeners (http_proxy.c) -------------------------------------- */
 void zg_http_listener_unref(zg_http_listener_t *hl);
-
-/* ---- the HTTP/1.1 client codec (h1_client.c) -------------------------- */
-
-/* The response parser's settings (once per process). */
-void zg_h1c_settings_init(void);
-/* The codec's connection in a zg_upconn_t given by upstream.h; a new one
- * is set up for the loop of `gw`. */
-zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw);
-/* The request head for the instance, from the client's (x->req) and what
- * the exchange decided in `o` (target, Host, forwarding headers); the
- * codec adds framing and the protocol switch, and writes it into
- * x->up_head (kept for a retry). 0, or -1 when it is too large. */
-int zg_h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o);
-/* Request body bytes (decoded), and the end of the body, staged for the
- * instance in the framing the head announced. 0 or -1. */
-int zg_h1c_request_body(zg_http_exchange_t *x, zg_http_upstream_t *u,
-                        const char *p, size_t len);
-int zg_h1c_request_end(zg_http_exchange_t *x, zg_http_upstream_t *u);
-/* Bytes staged for the instance, written at the next zg_h1c_flush. */
-int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len);
-/* One chunk of a chunked request body, staged. */
-int zg_h1c_chunk(zg_http_upstream_t *u, const char *p, size_t len);
-int zg_h1c_flush(zg_http_upstream_t *u);
-/* A response is expected: a fresh parser, reading on. */
-void zg_h1c_response_start(zg_http_upstream_t *u);
-/* Reads from the instance again (after backpressure). */
-void zg_h1c_reading(zg_http_upstream_t *u);
-/* Done with `u` for this exchange: back to the idle pool when `reuse` and
- * the response allowed it, else closed. */
-void zg_h1c_release(zg_http_upstream_t *u, int reuse);
-void zg_h1c_close(zg_http_upstream_t *u);
 
 #endif

@@ -10,7 +10,7 @@
  * reads costs epoll_ctl calls (libuv 1.44 re-adds the descriptor). An idle
  * one is read from so that a close by the instance is seen and the
  * connection dropped before anyone uses it. */
-#include "proxy/exchange.h"
+#include "proxy/h1.h"
 
 #include "core/log.h"
 
@@ -20,6 +20,45 @@
 static llhttp_settings_t resp_settings;
 
 static void on_upstream_write(uv_write_t *req, int status);
+static void h1c_reading(zg_http_upstream_t *u);
+static void h1c_close(zg_http_upstream_t *u);
+
+/* The size line of one chunk of a chunked body (RFC 9112 §7.1). */
+int zg_chunk_size_line(char *out, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char tmp[16];
+  int n = 0, k = 0;
+  do {
+    tmp[n++] = hex[len & 15];
+    len >>= 4;
+  } while (len > 0);
+  while (n > 0)
+    out[k++] = tmp[--n];
+  out[k++] = '\r';
+  out[k++] = '\n';
+  return k;
+}
+
+int zg_chunk_last(const zg_http_trailers_t *t,
+                  int (*stage)(void *owner, const char *p, size_t len),
+                  void *owner) {
+  int rc;
+  if (t->n == 0) /* the usual case: one write */
+    return stage(owner, "0\r\n\r\n", 5);
+  if ((rc = stage(owner, "0\r\n", 3)) != 0)
+    return rc;
+  for (uint32_t i = 0; i < t->n; i++) {
+    const zg_hdr_t *f = &t->f[i];
+    if (!zg_http_trailer_forwardable(t->buf + f->name_off, f->name_len))
+      continue;
+    if ((rc = stage(owner, t->buf + f->name_off, f->name_len)) != 0 ||
+        (rc = stage(owner, ": ", 2)) != 0 ||
+        (rc = stage(owner, t->buf + f->value_off, f->value_len)) != 0 ||
+        (rc = stage(owner, "\r\n", 2)) != 0)
+      return rc;
+  }
+  return stage(owner, "\r\n", 2);
+}
 
 static int upstream_flush_cb(void *owner) {
   zg_http_upstream_t *u = owner;
@@ -31,21 +70,23 @@ static int upstream_flush_cb(void *owner) {
                        on_upstream_write);
 }
 
-int zg_h1c_flush(zg_http_upstream_t *u) {
-  return upstream_flush_cb(u);
+static int h1c_flush(void *c) {
+  return upstream_flush_cb(c);
 }
 
-int zg_h1c_stage(zg_http_upstream_t *u, const char *p, size_t len) {
+/* Bytes staged for the instance, written at the next h1c_flush. */
+static int h1c_stage(zg_http_upstream_t *u, const char *p, size_t len) {
   return zg_wblk_stage(u->gw, &u->ob, u, p, len, upstream_flush_cb);
 }
 
-int zg_h1c_chunk(zg_http_upstream_t *u, const char *p, size_t len) {
+/* One chunk of a chunked request body, staged. */
+static int h1c_chunk(zg_http_upstream_t *u, const char *p, size_t len) {
   char size[24];
   int n = zg_chunk_size_line(size, len), rc;
-  if ((rc = zg_h1c_stage(u, size, (size_t)n)) != 0 ||
-      (rc = zg_h1c_stage(u, p, len)) != 0)
+  if ((rc = h1c_stage(u, size, (size_t)n)) != 0 ||
+      (rc = h1c_stage(u, p, len)) != 0)
     return rc;
-  return zg_h1c_stage(u, "\r\n", 2);
+  return h1c_stage(u, "\r\n", 2);
 }
 
 /* ---- upstream connections -------------------------------------------- */
@@ -60,7 +101,7 @@ static void on_upconn_closed(zg_upconn_t *c) {
   zg_http_buf_release(u->gw, &u->head, &u->head_cap);
 }
 
-void zg_h1c_close(zg_http_upstream_t *u) {
+static void h1c_close(zg_http_upstream_t *u) {
   if (u->c.closing)
     return;
   zg_wblk_put(u->gw, u->ob);
@@ -77,26 +118,27 @@ static void idle_read(zg_http_upstream_t *u, ssize_t nread) {
   /* EOF, an error, or bytes nobody asked for: not reusable. */
   zg_debug("http", "idle connection to %s closed (%s)", u->c.key,
            nread < 0 ? uv_strerror((int)nread) : "unexpected bytes");
-  zg_h1c_close(u);
+  h1c_close(u);
 }
 
 /* Done with `u` for this exchange: back to the idle list, or closed. */
-void zg_h1c_release(zg_http_upstream_t *u, int reuse) {
+static void h1c_release(void *c, int reuse) {
+  zg_http_upstream_t *u = c;
   zg_proxy_ctx_t *gw = u->gw;
   u->x = NULL;
   u->rd.trailers = NULL;
   if (!reuse || !u->keep || u->c.closing || gw->stopping || gw->draining ||
       zg_upidle_full(&gw->http->up_idle) || !u->rd.head_seen) {
-    zg_h1c_close(u);
+    h1c_close(u);
     return;
   }
   zg_http_buf_release(gw, &u->head, &u->head_cap);
   u->head_len = 0;
-  if (zg_h1c_flush(u) != 0) {
-    zg_h1c_close(u);
+  if (h1c_flush(u) != 0) {
+    h1c_close(u);
     return;
   }
-  zg_h1c_reading(u);
+  h1c_reading(u);
   if (u->c.closing)
     return;
   u->used = 1;
@@ -216,6 +258,7 @@ static void upstream_parse(zg_http_upstream_t *u, const char *data,
       return;
     if (err == HPE_PAUSED_UPGRADE) {
       stop = llhttp_get_error_pos(&u->pp);
+      u->keep = 0; /* a tunnel: never reused */
       zg_exchange_tunnel_start(x, stop, len - (size_t)(stop - data));
       return;
     }
@@ -284,7 +327,7 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       upstream_parse(u, buf->base, (size_t)nread);
       zg_buf_put(u->gw, pooled);
     }
-    zg_exchange_instance_read(x, st);
+    zg_exchange_instance_read(x, u);
     return;
   }
   zg_buf_put(u->gw, pooled);
@@ -305,17 +348,18 @@ static void on_upstream_read(uv_stream_t *st, ssize_t nread,
       502);
 }
 
-void zg_h1c_reading(zg_http_upstream_t *u) {
+static void h1c_reading(zg_http_upstream_t *u) {
   if (u->reading || u->c.closing)
     return;
   if (zg_stream_read_start(u->c.tls, (uv_stream_t *)&u->c.tcp,
                            on_upstream_alloc, on_upstream_read) == 0)
     u->reading = 1;
   else
-    zg_h1c_close(u);
+    h1c_close(u);
 }
 
-void zg_h1c_response_start(zg_http_upstream_t *u) {
+/* A response is expected: a fresh parser, reading on. */
+static void h1c_response_start(zg_http_upstream_t *u) {
   u->rd.head_seen = 0;
   u->head_len = 0;
   u->resp.n_hdr = 0;
@@ -328,7 +372,7 @@ void zg_h1c_response_start(zg_http_upstream_t *u) {
   u->rd.trailers = u->x ? &u->x->resp_trailers : NULL;
   llhttp_init(&u->pp, HTTP_RESPONSE, &resp_settings);
   u->pp.data = u;
-  zg_h1c_reading(u);
+  h1c_reading(u);
 }
 
 static void on_upstream_write(uv_write_t *req, int status) {
@@ -346,7 +390,7 @@ static void on_upstream_write(uv_write_t *req, int status) {
   zg_exchange_instance_drained(x);
 }
 
-int zg_h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {
+static int h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {
   int n = -1;
   /* The protocol switch the client asked for (its codec kept it), and the
    * framing from llhttp's flags: zg_http_check_request refused a length
@@ -374,33 +418,120 @@ int zg_h1c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {
   return 0;
 }
 
-int zg_h1c_request_body(zg_http_exchange_t *x, zg_http_upstream_t *u,
-                        const char *p, size_t len) {
-  if (x->req_chunked)
-    return zg_h1c_chunk(u, p, len) ? -1 : 0;
-  return zg_h1c_stage(u, p, len) ? -1 : 0;
+static int h1c_request_send(void *c) {
+  zg_http_upstream_t *u = c;
+  if (h1c_stage(u, u->x->up_head, u->x->up_head_len) != 0)
+    return -1;
+  h1c_response_start(u);
+  return u->c.closing ? -2 : 0;
+}
+
+static int h1c_request_body(void *c, const char *p, size_t len) {
+  zg_http_upstream_t *u = c;
+  if (u->x->req_chunked)
+    return h1c_chunk(u, p, len) ? -1 : 0;
+  return h1c_stage(u, p, len) ? -1 : 0;
 }
 
 static int stage_cb(void *owner, const char *p, size_t len) {
-  return zg_h1c_stage(owner, p, len);
+  return h1c_stage(owner, p, len);
 }
 
-int zg_h1c_request_end(zg_http_exchange_t *x, zg_http_upstream_t *u) {
+static int h1c_request_end(void *c) {
+  zg_http_upstream_t *u = c;
+  zg_http_exchange_t *x = u->x;
   /* The client's trailers go on in the last chunk (RFC 9112 §7.1.2). */
   return x->req_chunked && zg_chunk_last(&x->req_trailers, stage_cb, u) != 0
              ? -1
              : 0;
 }
 
-zg_http_upstream_t *zg_h1c_of(zg_upconn_t *c, zg_proxy_ctx_t *gw) {
+/* The codec's connection in a zg_upconn_t given by upstream.h; a new one
+ * is set up for the exchange's loop. */
+static void *h1c_attach(zg_upconn_t *c, zg_http_exchange_t *x) {
   zg_http_upstream_t *u = upstream_of(c);
   if (!u->gw) { /* a new connection */
-    u->gw = gw;
+    u->gw = x->gw;
     u->rd.head_seen = 1; /* no response head until a request went */
     c->on_closed = on_upconn_closed;
   }
+  u->x = x;
   return u;
 }
+
+static void h1c_connect_prepare(zg_upstream_req_t *r, zg_proxy_ctx_t *gw) {
+  r->alpn_http = true;
+  r->conn_size = sizeof(zg_http_upstream_t);
+  r->conn_off = offsetof(zg_http_upstream_t, c);
+  r->idle = &gw->http->up_idle;
+}
+
+static size_t h1c_queued(void *c) {
+  zg_http_upstream_t *u = c;
+  return zg_queued(&u->c.tcp);
+}
+
+/* Backpressure: not on a connection closing or not read. */
+static void h1c_read_pause(void *c) {
+  zg_http_upstream_t *u = c;
+  if (u->c.closing || !u->reading)
+    return;
+  zg_stream_read_stop(u->c.tls, (uv_stream_t *)&u->c.tcp);
+  u->reading = 0;
+}
+
+static void h1c_read_resume(void *c) {
+  h1c_reading(c);
+}
+
+static void h1c_state(void *c, zg_exchange_cli_state_t *st) {
+  zg_http_upstream_t *u = c;
+  st->key = u->c.key;
+  st->reused = u->used;
+  st->answered = u->answered;
+  st->client_cause = u->client_cause;
+}
+
+/* ---- tunnel (after 101) ----------------------------------------------- */
+
+static int h1c_tunnel_write(void *c, const char *p, size_t len) {
+  zg_http_upstream_t *u = c;
+  int rc = h1c_stage(u, p, len);
+  return rc != 0 ? rc : h1c_flush(u);
+}
+
+/* The request lives in the upstream, which outlives its own handle's
+ * close. */
+static void on_upstream_tunnel_shutdown(uv_shutdown_t *req, int status) {
+  zg_http_upstream_t *u = req->data;
+  if (u->x)
+    zg_exchange_tunnel_shut(u->x, status);
+}
+
+static int h1c_tunnel_shutdown(void *c) {
+  zg_http_upstream_t *u = c;
+  u->shutdown_req.data = u;
+  return zg_stream_shutdown(u->c.tls, &u->shutdown_req,
+                            (uv_stream_t *)&u->c.tcp,
+                            on_upstream_tunnel_shutdown);
+}
+
+const zg_exchange_cli_ops_t zg_h1c_ops = {
+    .connect_prepare = h1c_connect_prepare,
+    .attach = h1c_attach,
+    .request_head = h1c_request_head,
+    .request_send = h1c_request_send,
+    .request_body = h1c_request_body,
+    .request_end = h1c_request_end,
+    .flush = h1c_flush,
+    .queued = h1c_queued,
+    .read_pause = h1c_read_pause,
+    .read_resume = h1c_read_resume,
+    .state = h1c_state,
+    .release = h1c_release,
+    .tunnel_write = h1c_tunnel_write,
+    .tunnel_shutdown = h1c_tunnel_shutdown,
+};
 
 void zg_h1c_settings_init(void) {
   zg_http_response_settings(&resp_settings, resp_on_headers_complete,

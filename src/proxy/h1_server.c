@@ -12,7 +12,7 @@
  * On a listener that terminates TLS, the client's reads, writes and
  * shutdowns go through tls.h's zg_stream_* calls (libuv's own for plain
  * clients), after a handshake that runs before the first read. */
-#include "proxy/exchange.h"
+#include "proxy/h1.h"
 
 #include "core/error.h"
 #include "core/log.h"
@@ -367,11 +367,8 @@ static void process_input(zg_http_session_t *s) {
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
       const char *why = llhttp_get_error_reason(&s->rp);
-      if (s->x.up) { /* a body cut short: the connection is unusable */
-        zg_http_upstream_t *u = s->x.up;
-        s->x.up = NULL;
-        zg_h1c_release(u, 0);
-      }
+      /* a body cut short: the instance connection is unusable */
+      zg_exchange_instance_drop(&s->x);
       if (!s->x.resp_head)
         zg_exchange_error(&s->x, ZG_TERM_BAD_REQUEST,
                           s->rd.too_many ? 431
@@ -510,11 +507,7 @@ static void linger_close(zg_http_session_t *s) {
     return;
   s->lingering = 1;
   s->linger_ms = uv_now(s->gw->loop);
-  if (s->x.up) {
-    zg_http_upstream_t *u = s->x.up;
-    s->x.up = NULL;
-    zg_h1c_release(u, 0);
-  }
+  zg_exchange_instance_drop(&s->x);
   s->shutdown_req.data = s;
   /* Reading goes on through on_client_read, which drops what comes while
    * lingering: no stop and restart (epoll_ctl calls) at every close. */
@@ -563,9 +556,9 @@ static void on_client_write(uv_write_t *req, int status) {
 /* ---- tunnel (after 101) ----------------------------------------------- */
 
 /* Each side's write half is shut once what was queued for it is out; the
- * tunnel ends when both are. The request for the instance's side lives in
- * the upstream, which outlives its own handle's close; the client's in the
- * session, likewise. */
+ * tunnel ends when both are. The request for the instance's side is its
+ * codec's (zg_exchange_cli_ops_t.tunnel_shutdown); the client's lives in
+ * the session, which outlives its own handle's close. */
 static void tunnel_shut_done(zg_http_session_t *s, int status) {
   if (!s || s->state != HS_TUNNEL)
     return;
@@ -581,24 +574,19 @@ static void on_client_tunnel_shutdown(uv_shutdown_t *req, int status) {
   tunnel_shut_done(req->data, status);
 }
 
-static void on_upstream_tunnel_shutdown(uv_shutdown_t *req, int status) {
-  zg_http_upstream_t *u = req->data;
-  tunnel_shut_done(u->x ? u->x->conn : NULL, status); /* h1s: its session */
-}
-
 /* Bytes read on one side of a tunnel go to the other; EOF on one side
  * shuts the other's write side; the tunnel ends when both are done. */
 static void h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
                             ssize_t nread, const char *data, int from_client) {
-  zg_http_upstream_t *u = s->x.up;
-  uv_stream_t *to =
-      from_client ? (uv_stream_t *)&u->c.tcp : (uv_stream_t *)&s->client;
+  const zg_exchange_cli_ops_t *cli = s->x.cli;
+  void *u = s->x.up;
   if (nread == 0)
     return;
   if (nread < 0) {
-    zg_stream_read_stop(from_client ? s->tls : u->c.tls, from);
-    if (!from_client)
-      u->reading = 0;
+    if (from_client)
+      zg_stream_read_stop(s->tls, from);
+    else
+      cli->read_pause(u);
     if (nread != UV_EOF) {
       zg_h1s_end(s,
                  from_client ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
@@ -607,14 +595,13 @@ static void h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
     if (from_client) {
       s->client_eof = 1;
       s->reading = 0;
-      u->shutdown_req.data = u;
-      if (zg_stream_shutdown(u->c.tls, &u->shutdown_req, to,
-                             on_upstream_tunnel_shutdown) != 0)
+      if (cli->tunnel_shutdown(u) != 0)
         zg_h1s_end(s, ZG_TERM_TUNNEL_PEER_GONE);
     } else {
       s->upstream_eof = 1;
       s->shutdown_req.data = s;
-      if (zg_stream_shutdown(s->tls, &s->shutdown_req, to,
+      if (zg_stream_shutdown(s->tls, &s->shutdown_req,
+                             (uv_stream_t *)&s->client,
                              on_client_tunnel_shutdown) != 0)
         zg_h1s_end(s, ZG_TERM_TUNNEL_PEER_GONE);
     }
@@ -624,32 +611,27 @@ static void h1s_tunnel_read(zg_http_session_t *s, uv_stream_t *from,
   if (from_client)
     s->x.req_in += (uint64_t)nread;
   if (from_client
-          ? zg_h1c_stage(u, data, (size_t)nread) != 0 || zg_h1c_flush(u) != 0
+          ? cli->tunnel_write(u, data, (size_t)nread) != 0
           : to_client(s, data, (size_t)nread) != 0 || h1s_flush(s) != 0) {
     zg_h1s_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
-  if (zg_queued((uv_tcp_t *)to) > HIGH_WATER) {
-    zg_stream_read_stop(from_client ? s->tls : u->c.tls, from);
-    if (from_client)
-      s->reading = 0;
-    else
-      u->reading = 0;
+  if (from_client && cli->queued(u) > HIGH_WATER) {
+    zg_stream_read_stop(s->tls, from);
+    s->reading = 0;
+  } else if (!from_client && zg_queued(&s->client) > HIGH_WATER) {
+    cli->read_pause(u);
   }
 }
 
 static void h1s_tunnel_start(zg_http_session_t *s, const char *rest,
                              size_t len) {
-  zg_http_upstream_t *u = s->x.up;
   s->state = HS_TUNNEL;
-  u->keep = 0;
-  zg_debug("http", "client %s: %s tunnel to %s", s->client_addr, s->x.upgrade,
-           u->c.key);
   /* Bytes that came with the 101, and any the client sent early. */
   if ((len > 0 && (to_client(s, rest, len) != 0 || h1s_flush(s) != 0)) ||
       (s->in_len > s->in_off &&
-       (zg_h1c_stage(u, s->in + s->in_off, s->in_len - s->in_off) != 0 ||
-        zg_h1c_flush(u) != 0))) {
+       s->x.cli->tunnel_write(s->x.up, s->in + s->in_off,
+                              s->in_len - s->in_off) != 0)) {
     zg_h1s_end(s, ZG_TERM_TUNNEL_WRITE_ERROR);
     return;
   }
@@ -899,6 +881,9 @@ static void op_tunnel_read(void *c, uv_stream_t *from, ssize_t nread,
   h1s_tunnel_read(c, from, nread, data, 0);
 }
 
+static void op_tunnel_shut(void *c, int status) {
+  tunnel_shut_done(c, status);
+}
 static const zg_exchange_srv_ops_t h1s_ops = {
     .response_head = op_response_head,
     .response_body = op_response_body,
@@ -915,6 +900,7 @@ static const zg_exchange_srv_ops_t h1s_ops = {
     .active = op_active,
     .tunnel_start = op_tunnel_start,
     .tunnel_read = op_tunnel_read,
+    .tunnel_shut = op_tunnel_shut,
 };
 
 void zg_h1s_accept(uv_stream_t *server, int status) {

@@ -8,7 +8,7 @@
  * (h1_client.c); exchange.h is what they share. */
 #include "proxy/http_proxy.h"
 
-#include "proxy/exchange.h"
+#include "proxy/h1.h"
 
 #include "core/log.h"
 #include "net/listener.h"
