@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -492,6 +493,81 @@ def test_upgrade_refused_by_instance_stays_http(http_backends, gateway):
                              b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     # The plain backend ignores Upgrade and answers 200: the connection stays HTTP.
     assert out.count(b"HTTP/1.1 200") == 2 and b'"path": "/after"' in out
+
+
+def test_tunnel_half_closes_pass_both_ways_and_end_it(gateway, tmp_path):
+    # After a 101 each side's EOF shuts the other's write side: the client's reaches the
+    # instance (which then says goodbye and closes), the instance's reaches the client, and the
+    # tunnel ends, logged, once both write sides are shut.
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    seen_eof = threading.Event()
+
+    def serve():
+        c, _ = lsock.accept()
+        with c:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-echo\r\n"
+                      b"Connection: Upgrade\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            while True:
+                if rest:
+                    c.sendall(b"echo:" + rest)
+                rest = c.recv(4096)
+                if not rest:
+                    break
+            seen_eof.set()
+            c.sendall(b"bye")
+
+    threading.Thread(target=serve, daemon=True).start()
+    log = str(tmp_path / "access.log")
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": f"127.0.0.1:{lsock.getsockname()[1]}"}},
+                     proxy={"access_log": log}), listen=port)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\nUpgrade: x-echo\r\n"
+                  b"Connection: Upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        s.sendall(b"ping")
+        got = b""
+        while len(got) < len(b"echo:ping"):
+            chunk = s.recv(64)
+            assert chunk, got
+            got += chunk
+        assert got == b"echo:ping"
+        s.shutdown(socket.SHUT_WR)
+        assert seen_eof.wait(5), "the client's EOF did not reach the instance"
+        rest = b""
+        while True:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            rest += chunk
+        assert rest == b"bye"
+        s.close()
+
+        def logged():
+            try:
+                with open(log) as f:
+                    return f.read()
+            except OSError:
+                return ""
+
+        assert wait_until(lambda: '"tunnel closed"' in logged(), 5), logged()
+        assert '"GET /t" 101 ' in logged(), logged()
+    finally:
+        lsock.close()
 
 
 # ---- failures, timeouts, limits ----------------------------------------------------------------
