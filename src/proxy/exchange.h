@@ -3,7 +3,8 @@
  * and the codecs share: h1_server.c (HTTP/1.1 on the client connection)
  * and h1_client.c (HTTP/1.1 on the instance connection), whose own state
  * is in h1.h, and http_proxy.c (the listeners). Not for other modules:
- * they see http_proxy.h. Nothing here is HTTP/1-bound: no llhttp.
+ * they see http_proxy.h. No llhttp here: what is HTTP/1's (parsers,
+ * chunk framing, the session) is in h1.h.
  *
  * The codecs call the exchange through the zg_exchange_* functions below
  * (a request head, body bytes, its end; a response head, body bytes, its
