@@ -629,12 +629,12 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                     : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
   }
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
-                   "address", addr, "znode", in->znode, "format",
+                   "address", addr, "znode", in->key, "format",
                    zg_instance_format_name(in->format), "up", in->up, "weight",
                    (json_int_t)in->weight, "tls", in->tls, "health",
                    zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
-                   "active", (json_int_t)active, "data_version",
-                   in->data_version, "mtime_ms", (json_int_t)in->mtime_ms);
+                   "active", (json_int_t)active, "data_version", in->version,
+                   "mtime_ms", (json_int_t)in->mtime_ms);
 }
 
 static json_t *service_json(const shards_t *sh, size_t si) {

@@ -1010,10 +1010,10 @@ int zg_instance_copy(zg_instance_t *dst, const zg_instance_t *src) {
   *dst = *src;
   dst->base_path = NULL;
   dst->name = NULL;
-  dst->znode = NULL;
+  dst->key = NULL;
   if ((src->base_path && !(dst->base_path = strdup(src->base_path))) ||
       (src->name && !(dst->name = strdup(src->name))) ||
-      (src->znode && !(dst->znode = strdup(src->znode)))) {
+      (src->key && !(dst->key = strdup(src->key)))) {
     zg_instance_clear(dst);
     return UV_ENOMEM;
   }
@@ -1023,7 +1023,7 @@ int zg_instance_copy(zg_instance_t *dst, const zg_instance_t *src) {
 void zg_instance_clear(zg_instance_t *inst) {
   free(inst->base_path);
   free(inst->name);
-  free(inst->znode);
+  free(inst->key);
   memset(inst, 0, sizeof(*inst));
 }
 

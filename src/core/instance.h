@@ -44,9 +44,11 @@ typedef struct zg_instance {
   char *base_path;     /* owned; NULL when none (URL path, Curator uriSpec) */
   char *name;          /* owned; znode child name, or NULL for static ones */
   /* Provenance, filled by the registry (zero for static instances). */
-  char *znode;          /* owned; the child's full path */
-  int32_t data_version; /* Stat.version of the data decoded */
-  int64_t mtime_ms;     /* Stat.mtime: when the data was last written */
+  char *key;        /* owned; where it came from: the znode's full path, or
+                       the etcd key */
+  int64_t version;  /* the data decoded: a znode's Stat.version, or an etcd
+                       key's mod_revision */
+  int64_t mtime_ms; /* Stat.mtime: when the data was last written */
 } zg_instance_t;
 
 /* What a service asks of the decoders. */

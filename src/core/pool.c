@@ -142,7 +142,7 @@ int zg_pool_same(const zg_pool_t *a, const zg_pool_t *b) {
     if (inst_cmp(x, y) != 0 || x->tls != y->tls ||
         x->plain_port != y->plain_port || x->up != y->up ||
         x->weight != y->weight || !str_eq(x->base_path, y->base_path) ||
-        !str_eq(x->znode, y->znode))
+        !str_eq(x->key, y->key))
       return 0;
   }
   return 1;

@@ -6,8 +6,8 @@
  * (registry/zk_source.h: zg_zk_source_new); a second one (etcd) implements
  * the same operations.
  *
- * Provenance travels with each instance of a pool: zg_instance_t's znode
- * and data_version are the ZooKeeper node and its data version (for a key
+ * Provenance travels with each instance of a pool: zg_instance_t's key
+ * and version are the ZooKeeper node and its data version (for a key
  * store: the key and its revision).
  *
  * Contract for every source: callbacks come on the loop the source was made

@@ -22,13 +22,13 @@ static json_t *instance_json(const zg_instance_t *in) {
       "{s:s, s:i, s:b, s:b, s:i, s:s, s:I, s:I}", "host", in->host, "port",
       (int)in->port, "tls", in->tls, "up", in->up, "weight", (int)in->weight,
       "format", zg_instance_format_name(in->format), "data_version",
-      (json_int_t)in->data_version, "mtime_ms", (json_int_t)in->mtime_ms);
+      (json_int_t)in->version, "mtime_ms", (json_int_t)in->mtime_ms);
   if (!o)
     return NULL;
   if ((in->base_path &&
        json_object_set_new(o, "base_path", json_string(in->base_path))) ||
       (in->name && json_object_set_new(o, "name", json_string(in->name))) ||
-      (in->znode && json_object_set_new(o, "znode", json_string(in->znode))) ||
+      (in->key && json_object_set_new(o, "znode", json_string(in->key))) ||
       (in->plain_port &&
        json_object_set_new(o, "plain_port", json_integer(in->plain_port)))) {
     json_decref(o);
@@ -117,11 +117,11 @@ static int instance_from_json(json_t *o, zg_instance_t *out) {
   out->up = up;
   out->weight = (uint32_t)weight;
   out->format = (uint8_t)f;
-  out->data_version = (int32_t)version;
+  out->version = (int64_t)version;
   out->mtime_ms = mtime;
   if ((base && !(out->base_path = strdup(base))) ||
       (name && !(out->name = strdup(name))) ||
-      (znode && !(out->znode = strdup(znode)))) {
+      (znode && !(out->key = strdup(znode)))) {
     zg_instance_clear(out);
     return -1;
   }

@@ -377,9 +377,9 @@ static char *child_path(const reg_service_t *svc, const char *name) {
 /* Sets what the decoders cannot know: where the instance came from. */
 static int set_provenance(reg_service_t *svc, reg_child_t *c,
                           const struct Stat *stat) {
-  if (!(c->inst.znode = child_path(svc, c->name)))
+  if (!(c->inst.key = child_path(svc, c->name)))
     return UV_ENOMEM;
-  c->inst.data_version = stat ? stat->version : 0;
+  c->inst.version = stat ? stat->version : 0;
   c->inst.mtime_ms = stat ? stat->mtime : 0;
   return 0;
 }

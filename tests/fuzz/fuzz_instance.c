@@ -49,7 +49,7 @@ static int same_instance(const zg_instance_t *a, const zg_instance_t *b) {
          a->tls == b->tls && a->plain_port == b->plain_port &&
          a->is_ip == b->is_ip && a->up == b->up && a->format == b->format &&
          a->weight == b->weight && str_eq(a->base_path, b->base_path) &&
-         str_eq(a->name, b->name) && str_eq(a->znode, b->znode);
+         str_eq(a->name, b->name) && str_eq(a->key, b->key);
 }
 
 static void check_err(const char *err, size_t len) {
@@ -75,7 +75,7 @@ static void check_decoded(const zg_instance_t *inst, const char *name) {
   CHECK(inst->format > ZG_FORMAT_STATIC && inst->format <= ZG_FORMAT_DUBBO);
   CHECK(strcmp(zg_instance_format_name(inst->format), "unknown") != 0);
   CHECK(str_eq(inst->name, name));
-  CHECK(inst->znode == NULL);
+  CHECK(inst->key == NULL);
   CHECK(!inst->base_path ||
         (inst->base_path[0] == '/' && strlen(inst->base_path) > 1));
 

@@ -79,8 +79,8 @@ static void check_instance(const zg_instance_t *inst, const char *name,
   assert_non_null(inst->name);
   assert_string_equal(inst->name, name);
   assert_ptr_not_equal(inst->name, name);
-  assert_null(inst->znode);
-  assert_int_equal(inst->data_version, 0);
+  assert_null(inst->key);
+  assert_int_equal(inst->version, 0);
   assert_int_equal(inst->mtime_ms, 0);
 }
 

@@ -346,9 +346,9 @@ static void test_pool_same(void **state) {
   {
     zg_instance_t x = mk("10.0.0.1", 80, false, NULL, NULL);
     zg_instance_t y = mk("10.0.0.1", 80, false, NULL, NULL);
-    x.data_version = 3;
+    x.version = 3;
     x.mtime_ms = 1000;
-    y.data_version = 4;
+    y.version = 4;
     y.mtime_ms = 2000;
     assert_int_equal(same1(x, y), 1);
   }

@@ -60,8 +60,8 @@ static zg_pool_t *sample_pool(void) {
   in[0].tls = true;
   in[0].base_path = base; /* zg_pool_new copies them */
   in[0].name = name;
-  in[0].znode = znode;
-  in[0].data_version = 4;
+  in[0].key = znode;
+  in[0].version = 4;
   in[0].mtime_ms = 1662110433938;
   snprintf(in[1].host, sizeof(in[1].host), "fd00::7");
   in[1].port = 9000;
