@@ -241,7 +241,11 @@ frontend webtls
 """)
 
 
-def nginx_proxy_conf(d, http_port, tcp_port, backend, source, maxconn, nofile, tls=None):
+def nginx_proxy_conf(d, http_port, tcp_port, backend, source, maxconn, nofile, tls=None,
+                     h2_port=None):
+    # nginx 1.22 speaks h2c with prior knowledge only on a listener marked http2, where it
+    # no longer speaks HTTP/1.1: the h2 suite gets a port of its own.
+    h2_listen = f"\n    listen 127.0.0.1:{h2_port} http2;" if h2_port else ""
     tls_server = "" if not tls else f"""
   server {{
     listen 127.0.0.1:{tls['port']} ssl;
@@ -278,7 +282,7 @@ http {{
     keepalive_requests 100000000;
   }}
   server {{
-    listen 127.0.0.1:{http_port};
+    listen 127.0.0.1:{http_port};{h2_listen}
     location / {{
       proxy_pass http://web_b;
       proxy_http_version 1.1;
@@ -312,6 +316,33 @@ def run_wrk(port, seconds, conns, close, lua, scheme="http"):
     reqs, dur_us, p50, p99, errs, status = (int(x) for x in m.groups())
     return {"rps": reqs / (dur_us / 1e6), "p50_ms": p50 / 1000.0, "p99_ms": p99 / 1000.0,
             "errors": errs, "non2xx": status, "requests": reqs}
+
+
+def run_h2load(port, work, requests, clients, streams):
+    """h2c with prior knowledge: `clients` connections, `streams` concurrent streams each.
+    req/s from h2load's summary, p50/p99 from its per-request log."""
+    log_file = f"{work}/h2load.log"
+    if os.path.exists(log_file):
+        os.unlink(log_file)  # h2load appends
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{clients}", f"-m{streams}",
+           f"-n{requests}", f"--log-file={log_file}", f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    st = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
+                   r"(\d+) failed, (\d+) errored", out)
+    if not m or not st:
+        raise RuntimeError(f"h2load printed no result:\n{out}")
+    lat = []
+    with open(log_file) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) >= 3 and cols[1] == "200":
+                lat.append(int(cols[2]) / 1000.0)
+    lat.sort()
+    done, ok, failed, errored = (int(x) for x in st.groups())
+    pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None)
+    return {"rps": float(m.group(3)), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "errors": failed + errored, "non2xx": done - len(lat), "requests": ok}
 
 
 def run_bulk(tcpbulk, port, seconds):
@@ -443,14 +474,14 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     res["idle_n"] = idle_n
     zk_http, zk_tcp, zk_admin = free_port(), free_port(), free_port()
     ha_http, ha_tcp = free_port(), free_port()
-    ng_http, ng_tcp = free_port(), free_port()
+    ng_http, ng_tcp, ng_h2 = free_port(), free_port(), free_port()
     with open(f"{work}/zkgate.ini", "w") as f:
         f.write(zkgate_conf(zk_http, zk_tcp, backend_port, source_port, zk_admin))
     with open(f"{work}/haproxy.cfg", "w") as f:
         f.write(haproxy_conf(ha_http, ha_tcp, backend_port, source_port, maxconn, nofile))
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(nginx_proxy_conf(work, ng_http, ng_tcp, backend_port, source_port, maxconn,
-                                 nofile))
+                                 nofile, h2_port=ng_h2))
     # The TLS suite's own configurations: the others stay without TLS, so that their figures
     # (idle RSS above all) do not move with it.
     tls_ports = {"zkgate": free_port(), "haproxy": free_port(), "nginx": free_port()}
@@ -549,6 +580,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
                 f"p99 {ka['p99_ms']:.2f} ms; close {cl['rps']:.0f} req/s; bulk {mb:.0f} MB/s")
     for t in targets:
         t.stop()
+    h2_suite(args, work, targets[1:], {"nginx": ng_h2}, res)
     for t in (targets if rounds else []):
         r = res[t.name]
         for key in ("ka", "close"):
@@ -608,6 +640,48 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             except Exception as e:  # reported in the table, not fatal
                 log(f"{t.name}: callgrind failed: {e}")
     return res
+
+
+def h2_suite(args, work, targets, h2_ports, res):
+    """HTTP/2 keep-alive (issue 14): h2c with prior knowledge from h2load, 4 connections of
+    10 concurrent streams, to the same HTTP/1.1 backend. zkgate and HAProxy tell h2c from
+    HTTP/1.1 on the plain listener by the client preface; nginx needs a listener of its own."""
+    if "h2" not in args.suites:
+        return
+    for t in targets:
+        t.start()
+        port = h2_ports.get(t.name, t.http_port)
+        wait_port(port, t.proc.proc)
+        try:  # warm-up, and does it speak h2c at all?
+            if run_h2load(port, work, 2000, 4, 10)["requests"] == 0:
+                raise RuntimeError("no stream answered: h2c not spoken")
+        except RuntimeError as e:
+            res.setdefault(t.name, {}).setdefault("notes", set()).add(
+                f"h2: {str(e).splitlines()[0]}")
+    for rnd in range(args.rounds):
+        order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+        for t in order:
+            r = res.setdefault(t.name, {})
+            if any(n.startswith("h2:") for n in r.get("notes", ())):
+                continue
+            c0 = cpu_s(t.proc.pid)
+            v = run_h2load(h2_ports.get(t.name, t.http_port), work, args.h2_requests, 4, 10)
+            if v["requests"]:
+                v["cpu_us"] = (cpu_s(t.proc.pid) - c0) * 1e6 / v["requests"]
+            r.setdefault("h2", []).append(v)
+            if v["errors"] or v["non2xx"]:
+                r.setdefault("notes", set()).add(
+                    f"h2: {v['errors']} failed streams, {v['non2xx']} non-200")
+            log(f"round {rnd + 1}/{args.rounds} {t.name}: h2c keep-alive {v['rps']:.0f} req/s "
+                f"p99 {v['p99_ms']:.2f} ms")
+    for t in targets:
+        t.stop()
+        r = res.get(t.name, {})
+        if "h2" in r:
+            runs = r.pop("h2")
+            r["h2"] = {m: median([x[m] for x in runs if x.get(m) is not None])
+                       for m in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+            r["h2"]["runs"] = [round(x["rps"]) for x in runs]
 
 
 def callgrind_per_request(args, work, t, cmd):
@@ -858,6 +932,12 @@ def render(args, px, reg, meta):
     row("new connection per request, p99", ("close", "p99_ms"), " ms")
     row("TCP bulk through the L4 path, MB/s", ("bulk",), "", "≥ 0.9× HAProxy",
         ok=_ge(g(z, "bulk"), 0.9 * g(h, "bulk") if g(h, "bulk") else None))
+    if any(g(r, "h2") is not None for r in (z, h, n)):
+        row("HTTP/2 keep-alive (h2c, h2load -c4 -m10), req/s", ("h2", "rps"), "",
+            "reported (issue 14)", direct=False)
+        row("HTTP/2 keep-alive, p99", ("h2", "p99_ms"), " ms", direct=False)
+        row("HTTP/2 keep-alive, proxy CPU per request, µs", ("h2", "cpu_us"), "",
+            direct=False)
     if g(z, "tls_ka") is not None:
         row("HTTPS keep-alive (TLS terminated), req/s", ("tls_ka", "rps"), "",
             "reported (issue 5)", direct=False)
@@ -912,7 +992,7 @@ def render(args, px, reg, meta):
             notes.append(f"{k} {note}")
     if notes:
         L.append("")
-        L.append("Errors seen by wrk: " + "; ".join(notes) + ".")
+        L.append("Errors seen by wrk and h2load: " + "; ".join(notes) + ".")
     runs = ", ".join(f"{k} {px[k]['ka']['runs']}" for k in ("direct", "zkgate", "haproxy",
                                                              "nginx") if "ka" in px.get(k, {}))
     if runs:
@@ -963,9 +1043,12 @@ def main():
     ap.add_argument("--per-service", type=int, default=10)
     ap.add_argument("--changes", type=int, default=5)
     ap.add_argument("--no-registry", dest="registry", action="store_false")
-    ap.add_argument("--suites", default="footprint,throughput,tls,callgrind,registry",
+    ap.add_argument("--h2-requests", type=int, default=50000,
+                    help="requests per h2load run")
+    ap.add_argument("--suites", default="footprint,throughput,h2,tls,callgrind,registry",
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
-                    "throughput (wrk, TCP bulk), tls (HTTPS keep-alive, handshakes), "
+                    "throughput (wrk, TCP bulk), h2 (h2load over h2c), "
+                    "tls (HTTPS keep-alive, handshakes), "
                     "callgrind, registry")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
                     help="comma-separated subset of zkgate,haproxy,nginx")
