@@ -25,6 +25,8 @@ backend and the other clients share CPU 1 (a 2-core machine):
 """
 
 import argparse
+import base64
+import concurrent.futures
 import datetime
 import json
 import os
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -774,61 +777,127 @@ zk_root = {root}
 listen = 127.0.0.1:{http_port}
 protocol = http
 """)
-        start = time.monotonic()
-        gw = Proc("zkgate-registry", [zkgate_bin, "-c", ini], work, cpu=PROXY_CPU)
-        try:
-            ready_at = None
-            while time.monotonic() - start < 60:
-                if gw.proc.poll() is not None:
-                    raise RuntimeError(f"zkgate exited:\n{gw.tail()}")
-                try:
-                    if admin_get(admin_port, "/ready")[0] == 200:
-                        ready_at = time.monotonic()
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.002)
-            if ready_at is None:
-                raise RuntimeError("zkgate not ready after 60 s")
-            res["sync_s"] = ready_at - start
-            res["rss_kb"] = rss_kb(gw.pid)
-            # What /ready claimed, checked: every service with every instance.
-            services = json.loads(admin_get(admin_port, "/services")[1])
-            res["seen_instances"] = count_instances(services)
-            log(f"registry: ready after {res['sync_s']:.3f} s, RSS {res['rss_kb']} kB, "
-                f"{res['seen_instances']} instances listed by /services")
-
-            # One change at a time: a new instance (answering "new") for one service; the time
-            # until a request through zkgate reaches it.
-            lat = []
-            for k in range(args.changes):
-                svc = names[(k * 97 + 13) % len(names)]
-                s = socket.create_connection(("127.0.0.1", http_port), timeout=5)
-                req, rest = request_bytes(f"/{svc}/"), b""
-                s.sendall(req)
-                status, body, rest = read_response(s, rest)
-                if status != 200:
-                    raise RuntimeError(f"{svc}: status {status} before the change")
-                t_change = time.monotonic()
-                kz.create(f"{root}/{svc}/new", f"127.0.2.1:{reg_port}".encode())
-                while True:
-                    s.sendall(req)
-                    status, body, rest = read_response(s, rest)
-                    if body == b"new\n":
-                        lat.append((time.monotonic() - t_change) * 1000)
-                        break
-                    if time.monotonic() - t_change > 10:
-                        raise RuntimeError(f"{svc}: new instance not used within 10 s")
-                s.close()
-                time.sleep(0.1)
-            res["change_ms"] = lat
-            log("registry: change to traffic, ms: " + " ".join(f"{x:.1f}" for x in lat))
-        finally:
-            gw.stop()
+        measure_registry(args, work, zkgate_bin, ini, http_port, admin_port, names, res,
+                         lambda svc: kz.create(f"{root}/{svc}/new",
+                                               f"127.0.2.1:{reg_port}".encode()))
         kz.stop()
         kz.close()
     finally:
         zk.stop()
+    return res
+
+
+def measure_registry(args, work, zkgate_bin, ini, http_port, admin_port, names, res, add):
+    """Start zkgate on `ini`, time it to /ready, check /services, then time `add(svc)` (a new
+    instance answering "new") to the first request that reaches it, args.changes times."""
+    start = time.monotonic()
+    gw = Proc("zkgate-registry", [zkgate_bin, "-c", ini], work, cpu=PROXY_CPU)
+    try:
+        ready_at = None
+        while time.monotonic() - start < 60:
+            if gw.proc.poll() is not None:
+                raise RuntimeError(f"zkgate exited:\n{gw.tail()}")
+            try:
+                if admin_get(admin_port, "/ready")[0] == 200:
+                    ready_at = time.monotonic()
+                    break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        if ready_at is None:
+            raise RuntimeError("zkgate not ready after 60 s")
+        res["sync_s"] = ready_at - start
+        res["rss_kb"] = rss_kb(gw.pid)
+        # What /ready claimed, checked: every service with every instance.
+        services = json.loads(admin_get(admin_port, "/services")[1])
+        res["seen_instances"] = count_instances(services)
+        log(f"registry: ready after {res['sync_s']:.3f} s, RSS {res['rss_kb']} kB, "
+            f"{res['seen_instances']} instances listed by /services")
+
+        # One change at a time: a new instance (answering "new") for one service; the time
+        # until a request through zkgate reaches it.
+        lat = []
+        for k in range(args.changes):
+            svc = names[(k * 97 + 13) % len(names)]
+            s = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+            req, rest = request_bytes(f"/{svc}/"), b""
+            s.sendall(req)
+            status, body, rest = read_response(s, rest)
+            if status != 200:
+                raise RuntimeError(f"{svc}: status {status} before the change")
+            t_change = time.monotonic()
+            add(svc)
+            while True:
+                s.sendall(req)
+                status, body, rest = read_response(s, rest)
+                if body == b"new\n":
+                    lat.append((time.monotonic() - t_change) * 1000)
+                    break
+                if time.monotonic() - t_change > 10:
+                    raise RuntimeError(f"{svc}: new instance not used within 10 s")
+            s.close()
+            time.sleep(0.1)
+        res["change_ms"] = lat
+        log("registry: change to traffic, ms: " + " ".join(f"{x:.1f}" for x in lat))
+    finally:
+        gw.stop()
+
+
+def etcd_put(port, key, value):
+    """One put through etcd's v3 JSON gateway (keys and values base64)."""
+    b64 = (lambda x: base64.b64encode(x.encode()).decode())
+    body = json.dumps({"key": b64(key), "value": b64(value)}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v3/kv/put", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        r.read()
+
+
+def etcd_registry_suite(args, work, zkgate_bin, reg_port):
+    """The registry rows again with the instances as etcd keys (issue 15): one service per
+    prefix, each named in the configuration (etcd has no discovery root yet)."""
+    client, peer = free_port(), free_port()
+    data = os.path.join(work, "etcd")
+    etcd = Proc("etcd", ["etcd", "--name", "bench", "--data-dir", data,
+                         "--listen-client-urls", f"http://127.0.0.1:{client}",
+                         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                         "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
+                         "--log-level", "error"], work, cpu=LOAD_CPU)
+    res = {"services": args.services, "instances": args.services * args.per_service}
+    try:
+        wait_port(client, etcd.proc)
+        t0 = time.monotonic()
+        names = [f"svc{i:04d}" for i in range(args.services)]
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(lambda kv: etcd_put(client, *kv),
+                        [(f"/bench/{n}/i{j:02d}", f"127.0.1.{j % 10 + 1}:{reg_port}")
+                         for n in names for j in range(args.per_service)]))
+        log(f"registry (etcd): {len(names)} prefixes, {res['instances']} keys put in "
+            f"{time.monotonic() - t0:.1f} s")
+        http_port, admin_port = free_port(), free_port()
+        ini = f"{work}/zkgate-etcd.ini"
+        with open(ini, "w") as f:
+            f.write(f"""
+[etcd]
+endpoints = http://127.0.0.1:{client}
+
+[proxy]
+log_level = warn
+access_log = off
+
+[admin]
+listen = 127.0.0.1:{admin_port}
+""")
+            for n in names:
+                f.write(f"\n[service:{n}]\netcd_prefix = /bench/{n}/\nprotocol = http\n"
+                        f"listen = 127.0.0.1:{http_port}\npath_prefix = /{n}/\n")
+        measure_registry(args, work, zkgate_bin, ini, http_port, admin_port, names, res,
+                         lambda svc: etcd_put(client, f"/bench/{svc}/new",
+                                              f"127.0.2.1:{reg_port}"))
+    finally:
+        etcd.stop()
     return res
 
 
@@ -883,7 +952,27 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
-def render(args, px, reg, meta):
+def registry_table(L, reg, where):
+    lat = reg.get("change_ms") or []
+    L.append("")
+    L.append(f"Registry scale (zkgate alone): {reg['instances']:,} instances across "
+             f"{reg['services']:,} services {where}.")
+    L.append("")
+    L.append("| figure | zkgate | target (issue 7) | |")
+    L.append("|---|---:|---|---|")
+    L.append(f"| start to `/ready` (first full synchronisation), s | {reg['sync_s']:.3f} "
+             f"| < 2 s | {verdict(reg['sync_s'] < 2)} |")
+    L.append(f"| instances listed by `/services` at that moment | {reg['seen_instances']:,} "
+             f"| {reg['instances']:,} | {verdict(reg['seen_instances'] == reg['instances'])} |")
+    L.append(f"| RSS after synchronisation, MB | {reg['rss_kb'] / 1024:.1f} | < 32 MB "
+             f"| {verdict(reg['rss_kb'] < 32 * 1024)} |")
+    if lat:
+        med, worst = statistics.median(lat), max(lat)
+        L.append(f"| one instance added → first request to it, ms (median of {len(lat)}; "
+                 f"max) | {med:.1f} ({worst:.1f}) | < 20 ms | {verdict(med < 20)} |")
+
+
+def render(args, px, reg, meta, reg_etcd=None):
     L = []
     L.append(f"Run {meta['date']} on {meta['machine']}; command `{meta['command']}`; "
              f"HAProxy {px['versions']['haproxy']}, nginx {px['versions']['nginx']}; "
@@ -968,24 +1057,11 @@ def render(args, px, reg, meta):
         row("instructions per keep-alive request (callgrind)", ("ir_per_req",), "",
             direct=False)
     if reg:
-        lat = reg.get("change_ms") or []
-        L.append("")
-        L.append(f"Registry scale (zkgate alone): {reg['instances']:,} instances across "
-                 f"{reg['services']:,} services in a real ZooKeeper 3.8, found through "
-                 f"`[discover:all]` (default `coalesce_window = 10ms`).")
-        L.append("")
-        L.append("| figure | zkgate | target (issue 7) | |")
-        L.append("|---|---:|---|---|")
-        L.append(f"| start to `/ready` (first full synchronisation), s | {reg['sync_s']:.3f} "
-                 f"| < 2 s | {verdict(reg['sync_s'] < 2)} |")
-        L.append(f"| instances listed by `/services` at that moment | {reg['seen_instances']:,} "
-                 f"| {reg['instances']:,} | {verdict(reg['seen_instances'] == reg['instances'])} |")
-        L.append(f"| RSS after synchronisation, MB | {reg['rss_kb'] / 1024:.1f} | < 32 MB "
-                 f"| {verdict(reg['rss_kb'] < 32 * 1024)} |")
-        if lat:
-            med, worst = statistics.median(lat), max(lat)
-            L.append(f"| one znode created → first request to it, ms (median of {len(lat)}; "
-                     f"max) | {med:.1f} ({worst:.1f}) | < 20 ms | {verdict(med < 20)} |")
+        registry_table(L, reg, f"in a real ZooKeeper 3.8, found through `[discover:all]` "
+                       "(default `coalesce_window = 10ms`)")
+    if reg_etcd:
+        registry_table(L, reg_etcd, "as keys of a real etcd 3.4 (one node), one "
+                       "`[service:NAME]` with `etcd_prefix` per service")
     notes = []
     for k in ("zkgate", "haproxy", "nginx", "direct"):
         for note in sorted(px.get(k, {}).get("notes", ())):
@@ -1049,7 +1125,7 @@ def main():
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
                     "throughput (wrk, TCP bulk), h2 (h2load over h2c), "
                     "tls (HTTPS keep-alive, handshakes), "
-                    "callgrind, registry")
+                    "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys)")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
                     help="comma-separated subset of zkgate,haproxy,nginx")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
@@ -1059,6 +1135,7 @@ def main():
     args.suites = set(args.suites.split(","))
     args.proxies = set(args.proxies.split(","))
     args.callgrind = args.callgrind and "callgrind" in args.suites
+    args.etcd = args.registry and "etcd" in args.suites  # --no-registry: neither
     args.registry = args.registry and "registry" in args.suites
     args.zkgate, args.tcpbulk = os.path.abspath(args.zkgate), os.path.abspath(args.tcpbulk)
 
@@ -1075,11 +1152,13 @@ def main():
         load = f.read().split()[0]
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "command": args.command, "load": load}
-    px, reg, cleanup = None, None, []
+    px, reg, reg_etcd, cleanup = None, None, None, []
     try:
         px = proxy_suite(args, work, args.zkgate, args.tcpbulk, cleanup)
         if args.registry:
             reg = registry_suite(args, work, args.zkgate, px["reg_port"])
+        if args.etcd:
+            reg_etcd = etcd_registry_suite(args, work, args.zkgate, px["reg_port"])
     finally:
         for stop in reversed(cleanup):
             stop()
@@ -1088,13 +1167,14 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     px.pop("reg_port", None)
-    table = render(args, px, reg, meta)
+    table = render(args, px, reg, meta, reg_etcd)
     print(table)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(table)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"meta": meta, "proxies": px, "registry": reg}, f, indent=1,
+        json.dump({"meta": meta, "proxies": px, "registry": reg, "registry_etcd": reg_etcd},
+                  f, indent=1,
                   default=lambda o: sorted(o) if isinstance(o, set) else str(o))
     log(f"written {args.out}")
 
