@@ -22,6 +22,8 @@
 #include <pthread.h>
 #include <uv.h>
 
+#include "core/list.h"
+
 typedef struct zg_resolve zg_resolve_t;
 
 /* getaddrinfo() itself, or a test's stand-in: runs on a resolver thread. */
@@ -30,16 +32,16 @@ typedef int (*zg_resolve_fn)(const char *host, const char *port,
                              struct addrinfo **res);
 
 typedef struct {
-  pthread_mutex_t lock;      /* guards everything below, and every lookup's
-                                shared state */
-  unsigned max;              /* lookups at once (threads) */
-  unsigned running;          /* threads alive */
-  zg_resolve_t *head, *tail; /* waiting, oldest first */
-  zg_resolve_fn fn;          /* NULL: getaddrinfo() */
+  pthread_mutex_t lock; /* guards everything below, and every lookup's
+                           shared state */
+  unsigned max;         /* lookups at once (threads) */
+  unsigned running;     /* threads alive */
+  zg_queue_t waiting;   /* zg_resolve_t, oldest first */
+  zg_resolve_fn fn;     /* NULL: getaddrinfo() */
 } zg_resolver_t;
 
 #define ZG_RESOLVER_INIT(max_)                                                 \
-  { PTHREAD_MUTEX_INITIALIZER, (max_), 0, NULL, NULL, NULL }
+  { PTHREAD_MUTEX_INITIALIZER, (max_), 0, {NULL, NULL}, NULL }
 
 /* Called on the loop with 0 and the addresses (the callee's: freeaddrinfo),
  * or a negative UV_EAI_* / UV_E* code and NULL. The lookup is gone by then
