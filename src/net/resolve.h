@@ -13,8 +13,9 @@
  * lookup at once: a waiting one leaves the queue, a running one's answer is
  * dropped (and freed) by its thread when getaddrinfo() returns, and nothing
  * holds the loop or the exit. Used by the ZooKeeper host names
- * (registry/zkconn.c) and by instances registered by host name
- * (upstream/upstream.c). */
+ * (registry/zkconn.c), by instances registered by host name
+ * (upstream/upstream.c) and by zkgate-register's health check
+ * (register/register.c). */
 #ifndef ZKGATE_RESOLVE_H
 #define ZKGATE_RESOLVE_H
 
