@@ -1,38 +1,58 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: installs what is missing, builds
-# three times and runs every test in each: gcc with warnings as errors
-# (integration tests with [proxy] workers = 1), clang with AddressSanitizer
-# and UndefinedBehaviorSanitizer (integration tests with workers = 2), clang
-# with ThreadSanitizer (integration tests with workers = 2). The tests start
-# their own ZooKeeper servers, backends and clients.
+# three times and runs the tests in each, ctest running $(nproc) at once
+# (files that stop or restart ZooKeeper servers are RUN_SERIAL):
+#   1. gcc with warnings as errors: every test, integration tests with
+#      [proxy] workers = 1; those whose result does not depend on how
+#      zkgate is built (style, Dockerfile lint and image, the harness
+#      checks, cmake --install, the scripts) run in this stage only;
+#   2. clang with AddressSanitizer and UndefinedBehaviorSanitizer: unit,
+#      fuzz and integration tests with workers = 2;
+#   3. clang with ThreadSanitizer: unit and integration tests with
+#      workers = 2.
+# The tests start their own ZooKeeper servers, backends and clients.
 # Usage: scripts/test.sh [ctest arguments, e.g. -L unit or -R registry]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh test
 jobs=$(nproc)
+# What stage 1 runs alone: the same result in every build.
+neutral='^(style|docker)\.|\.test_(harness|install|scripts)$'
+stage() { # NAME: prints the stage's wall time when it ends
+  echo "== $1: $((SECONDS - t0)) s" >&2
+  t0=$SECONDS
+}
+t0=$SECONDS
 
 echo "== build: gcc, -Werror" >&2
 cmake -S . -B build -DZKGATE_WERROR=ON -DZKGATE_TEST_MODES=1 \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
+stage "built: gcc"
 echo "== tests: gcc build" >&2
-ctest --test-dir build --output-on-failure --timeout 600 "$@"
+ctest --test-dir build --output-on-failure --timeout 600 -j"$jobs" "$@"
+stage "tested: gcc"
 
 echo "== build: clang-14, -fsanitize=address,undefined, -Werror" >&2
 CC=clang-14 cmake -S . -B build-asan -DZKGATE_WERROR=ON -DZKGATE_SANITIZE=ON \
   -DZKGATE_FUZZ=ON -DZKGATE_TEST_MODES=2 -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
+stage "built: sanitizers"
 echo "== tests: sanitizer build" >&2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure --timeout 600 "$@"
+  ctest --test-dir build-asan --output-on-failure --timeout 600 -j"$jobs" \
+  -E "$neutral" "$@"
+stage "tested: sanitizers"
 
 echo "== build: clang-14, -fsanitize=thread, -Werror" >&2
 CC=clang-14 cmake -S . -B build-tsan -DZKGATE_WERROR=ON -DZKGATE_TSAN=ON \
   -DZKGATE_TEST_MODES=2 -DZKGATE_TEST_ONLY= -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-tsan -j"$jobs"
+stage "built: ThreadSanitizer"
 echo "== tests: ThreadSanitizer build" >&2
 TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp \
-  ctest --test-dir build-tsan --output-on-failure --timeout 600 -L 'unit|workers2|integration' \
-  -E 'style|lint|docker' "$@"
+  ctest --test-dir build-tsan --output-on-failure --timeout 600 -j"$jobs" \
+  -E "$neutral" "$@"
+stage "tested: ThreadSanitizer"

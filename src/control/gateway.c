@@ -820,10 +820,10 @@ typedef struct {
   unsigned added, changed, kept, removed;
 } reload_plan_t;
 
-static void reload_discard(reload_plan_t *p) {
+static void reload_discard(zg_gateway_t *gw, reload_plan_t *p) {
   const size_t n_cfg = p->n_conf;
-  zg_http_opened_discard(&p->http);
-  zg_sni_opened_discard(&p->sni);
+  zg_http_opened_discard(&gw->px, &p->http);
+  zg_sni_opened_discard(&gw->px, &p->sni);
   zg_source_close(p->registry); /* never started: freed at once */
   if (p->admin)
     p->admin_ops->discard(p->admin);
@@ -1299,7 +1299,7 @@ static int reload_apply(zg_gateway_t *gw, zg_config_t *cfg,
   plan.n_conf = cfg->n_services;
   if ((rc = reload_prepare(gw, &plan, given_tls, given_log)) == 0)
     reload_commit(gw, &plan, summary, summary_len);
-  reload_discard(&plan);
+  reload_discard(gw, &plan);
   return rc;
 }
 

@@ -1,4 +1,6 @@
-/* An intrusive doubly linked list: the element holds its zg_link_t, the
+/* Intrusive lists: zg_list_t, and zg_queue_t for first-in first-out.
+ *
+ * zg_list_t is a doubly linked list: the element holds its zg_link_t, the
  * list only a pointer to the first link. Each link points back at the
  * pointer that points at it (the list's `first` or the previous link's
  * `next`), so that a link leaves its list in O(1) without knowing the
@@ -67,6 +69,48 @@ static inline size_t zg_list_count(const zg_list_t *l) {
   size_t n = 0;
   for (const zg_link_t *it = l->first; it; it = it->next)
     n++;
+  return n;
+}
+
+/* A first-in first-out queue of the same links: a pointer to the first,
+ * and one to the `next` field at its end (the last link's, or `first`),
+ * so that pushing at the end and taking from the front are O(1), and so
+ * is taking out a link from the middle (a lookup cancelled while it
+ * waits). All zeroes is an empty queue. A link in a queue leaves it by
+ * zg_queue_remove or zg_queue_pop only, never zg_link_remove: the queue's
+ * end may point into it. */
+typedef struct {
+  zg_link_t *first;
+  zg_link_t **end; /* the `next` to set on a push; NULL: &first */
+} zg_queue_t;
+
+static inline bool zg_queue_empty(const zg_queue_t *q) {
+  return q->first == NULL;
+}
+
+/* Puts `n` (in no list) last in `q`. */
+static inline void zg_queue_push(zg_queue_t *q, zg_link_t *n) {
+  zg_link_t **end = q->end ? q->end : &q->first;
+  n->next = NULL;
+  n->pprev = end;
+  *end = n;
+  q->end = &n->next;
+}
+
+/* Takes `n` out of `q`; nothing when it is in no list. */
+static inline void zg_queue_remove(zg_queue_t *q, zg_link_t *n) {
+  if (!n->pprev)
+    return;
+  if (q->end == &n->next)
+    q->end = n->pprev;
+  zg_link_remove(n);
+}
+
+/* Takes the first link out of `q` and returns it; NULL when empty. */
+static inline zg_link_t *zg_queue_pop(zg_queue_t *q) {
+  zg_link_t *n = q->first;
+  if (n)
+    zg_queue_remove(q, n);
   return n;
 }
 

@@ -1,6 +1,11 @@
-/* Listeners: bind and listen. libuv sets SO_REUSEADDR itself on Unix, so a
- * restart does not wait for TIME_WAIT sockets of the previous process. */
+/* Listeners: bind and listen (libuv sets SO_REUSEADDR itself on Unix, so a
+ * restart does not wait for TIME_WAIT sockets of the previous process),
+ * close once, and the bookkeeping of listener sets by address across a
+ * reload (open the new addresses, sync, discard), written once for every
+ * kind of listener kept by address. */
 #include "net/listener.h"
+
+#include "core/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +19,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ZG_LISTEN_BACKLOG 511 /* as nginx and HAProxy default to */
 
@@ -123,6 +129,66 @@ void zg_listener_set_clear(zg_listener_set_t *set) {
   free(set->items);
   set->items = NULL;
   set->n = set->cap = 0;
+}
+
+int zg_listener_set_open_new(const zg_listener_set_t *live,
+                             const zg_listener_kind_t *kind, void *ctx,
+                             const zg_config_t *cfg, zg_listener_set_t *out) {
+  size_t n = kind->n_addrs(cfg);
+  memset(out, 0, sizeof(*out));
+  for (size_t i = 0; i < n; i++) {
+    const zg_listen_addr_t *addr = kind->addr(cfg, i);
+    zg_listener_t *l;
+    int rc;
+    if (!addr || zg_listener_set_find(live, addr) ||
+        zg_listener_set_find(out, addr))
+      continue;
+    rc = (l = kind->open(ctx, addr)) ? zg_listener_set_add(out, l)
+                                     : UV_EADDRINUSE;
+    if (rc != 0) {
+      if (l)
+        kind->discard(ctx, l);
+      zg_listener_set_discard(out, kind, ctx);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int zg_listener_set_sync(zg_listener_set_t *live,
+                         const zg_listener_kind_t *kind, void *ctx,
+                         zg_listener_set_t *opened) {
+  size_t kept = 0;
+  int rc = 0;
+  /* Addresses no longer in use close; their connections go on. */
+  for (size_t i = 0; i < live->n; i++) {
+    zg_listener_t *l = live->items[i];
+    if (kind->wanted(ctx, &l->addr)) {
+      live->items[kept++] = l;
+      continue;
+    }
+    zg_info("gateway", "no longer listening on %s (%s)", l->addr.text,
+            kind->name);
+    if (kind->retire)
+      kind->retire(ctx, l);
+    kind->discard(ctx, l);
+  }
+  live->n = kept;
+  for (size_t i = 0; i < opened->n; i++) {
+    if (zg_listener_set_add(live, opened->items[i]) != 0) {
+      kind->discard(ctx, opened->items[i]);
+      rc = UV_ENOMEM;
+    }
+  }
+  zg_listener_set_clear(opened);
+  return rc;
+}
+
+void zg_listener_set_discard(zg_listener_set_t *set,
+                             const zg_listener_kind_t *kind, void *ctx) {
+  for (size_t i = 0; i < set->n; i++)
+    kind->discard(ctx, set->items[i]);
+  zg_listener_set_clear(set);
 }
 
 static void on_dropped_closed(uv_handle_t *h) {

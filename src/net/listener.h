@@ -61,6 +61,46 @@ int zg_listener_set_add(zg_listener_set_t *set, zg_listener_t *l);
 /* Frees the set's array (not the listeners); the set is empty again. */
 void zg_listener_set_clear(zg_listener_set_t *set);
 
+/* A kind of listener kept in a set by address across reloads (HTTP,
+ * tls-passthrough): what differs between kinds, for the set bookkeeping
+ * below that they share. `ctx` is the kind's, passed back as given. */
+typedef struct zg_listener_kind {
+  const char *name; /* "http": in the log line of a closed address */
+  /* The address source: the i-th listen address of this kind in `cfg`
+   * (i < n_addrs(cfg)), or NULL when entry i is of another kind. */
+  size_t (*n_addrs)(const zg_config_t *cfg);
+  const zg_listen_addr_t *(*addr)(const zg_config_t *cfg, size_t i);
+  /* A new listener on `addr`, inside its owner, holding the set's
+   * reference; NULL when it cannot be bound (logged, nothing left). */
+  zg_listener_t *(*open)(void *ctx, const zg_listen_addr_t *addr);
+  /* Closes `l` and drops the set's reference to its owner. */
+  void (*discard)(void *ctx, zg_listener_t *l);
+  /* Whether the running services still use `addr`. */
+  int (*wanted)(void *ctx, const zg_listen_addr_t *addr);
+  /* Or NULL: what to do before an address no longer used is discarded. */
+  void (*retire)(void *ctx, zg_listener_t *l);
+} zg_listener_kind_t;
+
+/* A reload in two steps, all or none. First the addresses of `cfg` that
+ * neither `live` nor an earlier one of `cfg` has are bound into *out (made
+ * empty first): 0, or UV_EADDRINUSE / UV_ENOMEM with every one opened
+ * discarded again and *out empty. */
+int zg_listener_set_open_new(const zg_listener_set_t *live,
+                             const zg_listener_kind_t *kind, void *ctx,
+                             const zg_config_t *cfg, zg_listener_set_t *out);
+/* Then, once the running services are the new ones: the listeners of
+ * `live` whose address is no longer wanted are retired, logged and
+ * discarded (the others keep their place and order), and the `opened`
+ * ones join at the end; `opened` is empty after. 0, or UV_ENOMEM when
+ * one could not join (it is discarded). */
+int zg_listener_set_sync(zg_listener_set_t *live,
+                         const zg_listener_kind_t *kind, void *ctx,
+                         zg_listener_set_t *opened);
+/* A rejected reload: discards every listener of `set`, which is empty
+ * after. */
+void zg_listener_set_discard(zg_listener_set_t *set,
+                             const zg_listener_kind_t *kind, void *ctx);
+
 /* Takes one pending connection off `server` and closes it (when there is
  * no memory for a session: the client sees a close, not a hang). */
 void zg_listener_drop(uv_stream_t *server);

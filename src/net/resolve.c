@@ -3,7 +3,7 @@
  * A lookup has two references: the loop's (its uv_async, until closed) and
  * the resolver's (while it waits in the queue, then its thread's while
  * getaddrinfo() runs). Whoever drops the last frees it. The resolver's lock
- * guards refs, abandoned, queued, done, status, res and the queue; the
+ * guards refs, abandoned, link, done, status, res and the queue; the
  * thread reads host, port and flags, which never change, without it. */
 #include "net/resolve.h"
 
@@ -14,10 +14,9 @@
 
 struct zg_resolve {
   zg_resolver_t *rv;
-  zg_resolve_t *prev, *next; /* in rv's queue while `queued` */
+  zg_link_t link; /* in rv->waiting while linked */
   int refs;
   int abandoned; /* the loop let go: `async` may be closed, its loop gone */
-  int queued;
   int done;
   int status;
   struct addrinfo *res;
@@ -73,19 +72,6 @@ static int unref_locked(zg_resolve_t *q) {
   return --q->refs == 0;
 }
 
-static void unlink_locked(zg_resolver_t *rv, zg_resolve_t *q) {
-  if (q->prev)
-    q->prev->next = q->next;
-  else
-    rv->head = q->next;
-  if (q->next)
-    q->next->prev = q->prev;
-  else
-    rv->tail = q->prev;
-  q->prev = q->next = NULL;
-  q->queued = 0;
-}
-
 /* A thread takes lookups from the queue until it is empty, then ends: at
  * most rv->max of them at once, and none while nothing waits. */
 static void *worker_main(void *arg) {
@@ -96,12 +82,13 @@ static void *worker_main(void *arg) {
     zg_resolve_t *q;
     int rc, last;
     pthread_mutex_lock(&rv->lock);
-    if (!(q = rv->head)) {
+    if (zg_queue_empty(&rv->waiting)) {
       rv->running--;
       pthread_mutex_unlock(&rv->lock);
       return NULL;
     }
-    unlink_locked(rv, q); /* the queue's reference is the thread's now */
+    /* The queue's reference is the thread's now. */
+    q = ZG_LIST_ITEM(zg_queue_pop(&rv->waiting), zg_resolve_t, link);
     pthread_mutex_unlock(&rv->lock);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -207,13 +194,7 @@ int zg_resolve_start(zg_resolver_t *rv, uv_loop_t *loop, const char *host,
   q->async.data = q;
   q->refs = 2;
   pthread_mutex_lock(&rv->lock);
-  q->prev = rv->tail;
-  if (rv->tail)
-    rv->tail->next = q;
-  else
-    rv->head = q;
-  rv->tail = q;
-  q->queued = 1;
+  zg_queue_push(&rv->waiting, &q->link);
   spawn = rv->running < rv->max;
   if (spawn)
     rv->running++;
@@ -224,8 +205,8 @@ int zg_resolve_start(zg_resolver_t *rv, uv_loop_t *loop, const char *host,
     /* With a thread still running the lookup waits for it; with none, the
      * queue held nothing else (a thread runs while anything waits) and
      * nobody would take it. */
-    if (rv->running == 0 && q->queued) {
-      unlink_locked(rv, q);
+    if (rv->running == 0 && zg_link_linked(&q->link)) {
+      zg_queue_remove(&rv->waiting, &q->link);
       q->refs--;
       q->abandoned = 1;
       dropped = 1;
@@ -248,8 +229,8 @@ void zg_resolve_cancel(zg_resolve_t *q) {
   rv = q->rv;
   pthread_mutex_lock(&rv->lock);
   q->abandoned = 1;
-  if (q->queued) {
-    unlink_locked(rv, q);
+  if (zg_link_linked(&q->link)) {
+    zg_queue_remove(&rv->waiting, &q->link);
     q->refs--; /* the queue's; the handle's is left */
   }
   pthread_mutex_unlock(&rv->lock);

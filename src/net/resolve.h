@@ -13,14 +13,17 @@
  * lookup at once: a waiting one leaves the queue, a running one's answer is
  * dropped (and freed) by its thread when getaddrinfo() returns, and nothing
  * holds the loop or the exit. Used by the ZooKeeper host names
- * (registry/zkconn.c) and by instances registered by host name
- * (upstream/upstream.c). */
+ * (registry/zkconn.c), by instances registered by host name
+ * (upstream/upstream.c) and by zkgate-register's health check
+ * (register/register.c). */
 #ifndef ZKGATE_RESOLVE_H
 #define ZKGATE_RESOLVE_H
 
 #include <netdb.h>
 #include <pthread.h>
 #include <uv.h>
+
+#include "core/list.h"
 
 typedef struct zg_resolve zg_resolve_t;
 
@@ -30,16 +33,16 @@ typedef int (*zg_resolve_fn)(const char *host, const char *port,
                              struct addrinfo **res);
 
 typedef struct {
-  pthread_mutex_t lock;      /* guards everything below, and every lookup's
-                                shared state */
-  unsigned max;              /* lookups at once (threads) */
-  unsigned running;          /* threads alive */
-  zg_resolve_t *head, *tail; /* waiting, oldest first */
-  zg_resolve_fn fn;          /* NULL: getaddrinfo() */
+  pthread_mutex_t lock; /* guards everything below, and every lookup's
+                           shared state */
+  unsigned max;         /* lookups at once (threads) */
+  unsigned running;     /* threads alive */
+  zg_queue_t waiting;   /* zg_resolve_t, oldest first */
+  zg_resolve_fn fn;     /* NULL: getaddrinfo() */
 } zg_resolver_t;
 
 #define ZG_RESOLVER_INIT(max_)                                                 \
-  { PTHREAD_MUTEX_INITIALIZER, (max_), 0, NULL, NULL, NULL }
+  { PTHREAD_MUTEX_INITIALIZER, (max_), 0, {NULL, NULL}, NULL }
 
 /* Called on the loop with 0 and the addresses (the callee's: freeaddrinfo),
  * or a negative UV_EAI_* / UV_E* code and NULL. The lookup is gone by then

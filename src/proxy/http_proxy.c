@@ -85,12 +85,6 @@ static zg_http_listener_t *listener_open(zg_proxy_ctx_t *gw,
   return hl;
 }
 
-void zg_http_opened_discard(zg_listener_set_t *opened) {
-  for (size_t i = 0; i < opened->n; i++)
-    listener_discard(opened->items[i]->tcp.data);
-  zg_listener_set_clear(opened);
-}
-
 static zg_http_listener_t *listener_at(const zg_proxy_ctx_t *gw, size_t i) {
   return gw->http->listeners.items[i]->tcp.data;
 }
@@ -197,10 +191,52 @@ size_t zg_http_sessions_open(const zg_proxy_ctx_t *gw) {
   return zg_list_count(&gw->http->sessions);
 }
 
+static size_t kind_n_addrs(const zg_config_t *cfg) {
+  return cfg->n_services + cfg->n_discovers;
+}
+
+/* The services' HTTP addresses, then the [discover:] sections'. */
+static const zg_listen_addr_t *kind_addr(const zg_config_t *cfg, size_t i) {
+  if (i >= cfg->n_services)
+    return &cfg->discovers[i - cfg->n_services].listen;
+  return cfg->services[i].protocol == ZG_PROTO_HTTP ? &cfg->services[i].listen
+                                                    : NULL;
+}
+
+static zg_listener_t *kind_open(void *ctx, const zg_listen_addr_t *addr) {
+  zg_http_listener_t *hl = listener_open(ctx, addr);
+  return hl ? &hl->l : NULL;
+}
+
+static void kind_discard(void *ctx, zg_listener_t *l) {
+  (void)ctx;
+  listener_discard(l->tcp.data);
+}
+
+static int kind_wanted(void *ctx, const zg_listen_addr_t *addr) {
+  return addr_wanted(ctx, addr);
+}
+
+static void kind_retire(void *ctx, zg_listener_t *l) {
+  retire(ctx, l->tcp.data);
+}
+
+static const zg_listener_kind_t http_kind = {
+    "http",       kind_n_addrs, kind_addr,  kind_open,
+    kind_discard, kind_wanted,  kind_retire};
+
+void zg_http_opened_discard(zg_proxy_ctx_t *gw, zg_listener_set_t *opened) {
+  zg_listener_set_discard(opened, &http_kind, gw);
+}
+
+int zg_http_addrs_to_open(zg_proxy_ctx_t *gw, const zg_config_t *cfg,
+                          zg_listener_set_t *out) {
+  return zg_listener_set_open_new(&gw->http->listeners, &http_kind, gw, cfg,
+                                  out);
+}
+
 int zg_http_sync(zg_proxy_ctx_t *gw, zg_listener_set_t *opened) {
-  zg_listener_set_t *ls = &gw->http->listeners;
-  size_t kept = 0;
-  int rc = 0;
+  int rc;
   if (!gw->http->started) {
     zg_bufpool_init(&gw->http->wblks, sizeof(wblk_t), MAX_FREE_WBLKS);
     zg_bufpool_init(&gw->http->spool, sizeof(zg_http_session_t),
@@ -210,58 +246,10 @@ int zg_http_sync(zg_proxy_ctx_t *gw, zg_listener_set_t *opened) {
     zg_upidle_start(&gw->http->up_idle, gw->loop, &gw->cfg, MAX_IDLE_UPSTREAM);
     gw->http->started = 1;
   }
-  /* Addresses no longer in use close; their connections go on. */
-  for (size_t i = 0; i < ls->n; i++) {
-    zg_http_listener_t *hl = listener_at(gw, i);
-    if (addr_wanted(gw, &hl->l.addr)) {
-      ls->items[kept++] = &hl->l;
-      continue;
-    }
-    zg_info("gateway", "no longer listening on %s (http)", hl->l.addr.text);
-    retire(gw, hl);
-    listener_discard(hl);
-  }
-  ls->n = kept;
-  for (size_t i = 0; i < opened->n; i++) {
-    if (zg_listener_set_add(ls, opened->items[i]) != 0) {
-      listener_discard(opened->items[i]->tcp.data);
-      rc = UV_ENOMEM;
-    }
-  }
-  zg_listener_set_clear(opened);
+  rc = zg_listener_set_sync(&gw->http->listeners, &http_kind, gw, opened);
   if (zg_http_routes_update(gw) != 0)
     rc = UV_ENOMEM;
   return rc;
-}
-
-int zg_http_addrs_to_open(zg_proxy_ctx_t *gw, const zg_config_t *cfg,
-                          zg_listener_set_t *out) {
-  size_t n = cfg->n_services + cfg->n_discovers;
-  memset(out, 0, sizeof(*out));
-  for (size_t i = 0; i < n; i++) {
-    const zg_listen_addr_t *addr;
-    zg_http_listener_t *hl;
-    if (i < cfg->n_services) {
-      if (cfg->services[i].protocol != ZG_PROTO_HTTP)
-        continue;
-      addr = &cfg->services[i].listen;
-    } else {
-      addr = &cfg->discovers[i - cfg->n_services].listen;
-    }
-    if (zg_listener_set_find(&gw->http->listeners, addr) ||
-        zg_listener_set_find(out, addr))
-      continue;
-    if (!(hl = listener_open(gw, addr))) {
-      zg_http_opened_discard(out);
-      return UV_EADDRINUSE;
-    }
-    if (zg_listener_set_add(out, &hl->l) != 0) {
-      listener_discard(hl);
-      zg_http_opened_discard(out);
-      return UV_ENOMEM;
-    }
-  }
-  return 0;
 }
 
 int zg_http_start(zg_proxy_ctx_t *gw) {

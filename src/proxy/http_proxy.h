@@ -40,7 +40,7 @@ int zg_http_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
 int zg_http_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
 /* Closes and drops the listeners zg_http_addrs_to_open opened that will
  * not be used; `opened` is empty after. */
-void zg_http_opened_discard(zg_listener_set_t *opened);
+void zg_http_opened_discard(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
 /* Requests of `svc` now on instance `key` ("host:port"). */
 size_t zg_http_instance_active(zg_proxy_ctx_t *px, const zg_service_t *svc,
                                const char *key);

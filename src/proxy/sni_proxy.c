@@ -257,12 +257,6 @@ static void listener_discard(zg_sni_listener_t *sl) {
   listener_unref(sl);
 }
 
-void zg_sni_opened_discard(zg_listener_set_t *opened) {
-  for (size_t i = 0; i < opened->n; i++)
-    listener_discard(opened->items[i]->tcp.data);
-  zg_listener_set_clear(opened);
-}
-
 static zg_sni_listener_t *listener_at(const zg_proxy_ctx_t *px, size_t i) {
   return px->sni->listeners.items[i]->tcp.data;
 }
@@ -328,50 +322,46 @@ static int addr_wanted(const zg_proxy_ctx_t *px, const zg_listen_addr_t *addr) {
   return 0;
 }
 
+static size_t kind_n_addrs(const zg_config_t *cfg) {
+  return cfg->n_services;
+}
+
+static const zg_listen_addr_t *kind_addr(const zg_config_t *cfg, size_t i) {
+  return is_tls(&cfg->services[i]) ? &cfg->services[i].listen : NULL;
+}
+
+static zg_listener_t *kind_open(void *ctx, const zg_listen_addr_t *addr) {
+  zg_sni_listener_t *sl = listener_open(ctx, addr);
+  return sl ? &sl->l : NULL;
+}
+
+static void kind_discard(void *ctx, zg_listener_t *l) {
+  (void)ctx;
+  listener_discard(l->tcp.data);
+}
+
+static int kind_wanted(void *ctx, const zg_listen_addr_t *addr) {
+  return addr_wanted(ctx, addr);
+}
+
+/* No retire step: a session reading its ClientHello finishes on the table
+ * of the listener it came in on (it holds a reference). */
+static const zg_listener_kind_t sni_kind = {
+    "tls-passthrough", kind_n_addrs, kind_addr, kind_open,
+    kind_discard,      kind_wanted,  NULL};
+
+void zg_sni_opened_discard(zg_proxy_ctx_t *px, zg_listener_set_t *opened) {
+  zg_listener_set_discard(opened, &sni_kind, px);
+}
+
 int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
                          zg_listener_set_t *out) {
-  memset(out, 0, sizeof(*out));
-  for (size_t i = 0; i < cfg->n_services; i++) {
-    const zg_service_conf_t *sc = &cfg->services[i];
-    zg_sni_listener_t *sl;
-    if (!is_tls(sc) || zg_listener_set_find(&px->sni->listeners, &sc->listen) ||
-        zg_listener_set_find(out, &sc->listen))
-      continue;
-    if (!(sl = listener_open(px, &sc->listen))) {
-      zg_sni_opened_discard(out);
-      return UV_EADDRINUSE;
-    }
-    if (zg_listener_set_add(out, &sl->l) != 0) {
-      listener_discard(sl);
-      zg_sni_opened_discard(out);
-      return UV_ENOMEM;
-    }
-  }
-  return 0;
+  return zg_listener_set_open_new(&px->sni->listeners, &sni_kind, px, cfg, out);
 }
 
 int zg_sni_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened) {
   zg_listener_set_t *ls = &px->sni->listeners;
-  size_t kept = 0;
-  int rc = 0;
-  for (size_t i = 0; i < ls->n; i++) {
-    zg_sni_listener_t *sl = listener_at(px, i);
-    if (addr_wanted(px, &sl->l.addr)) {
-      ls->items[kept++] = &sl->l;
-      continue;
-    }
-    zg_info("gateway", "no longer listening on %s (tls-passthrough)",
-            sl->l.addr.text);
-    listener_discard(sl);
-  }
-  ls->n = kept;
-  for (size_t i = 0; i < opened->n; i++) {
-    if (zg_listener_set_add(ls, opened->items[i]) != 0) {
-      listener_discard(opened->items[i]->tcp.data);
-      rc = UV_ENOMEM;
-    }
-  }
-  zg_listener_set_clear(opened);
+  int rc = zg_listener_set_sync(ls, &sni_kind, px, opened);
   for (size_t i = 0; i < ls->n; i++)
     if (listener_table(px, listener_at(px, i)) != 0)
       rc = UV_ENOMEM;

@@ -31,7 +31,7 @@ int zg_sni_addrs_to_open(zg_proxy_ctx_t *px, const zg_config_t *cfg,
 int zg_sni_sync(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
 /* Closes the listeners zg_sni_addrs_to_open opened that will not be used;
  * `opened` is empty after. */
-void zg_sni_opened_discard(zg_listener_set_t *opened);
+void zg_sni_opened_discard(zg_proxy_ctx_t *px, zg_listener_set_t *opened);
 /* Sessions still reading their ClientHello. */
 size_t zg_sni_pending(const zg_proxy_ctx_t *px);
 /* Drain: closes the listeners; sessions reading a ClientHello go on. */

@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/health.h"
 #include "core/log.h"
+#include "net/resolve.h"
 #include "registry/zkconn.h"
 
 #include <errno.h>
@@ -734,8 +735,7 @@ struct check {
   uv_tcp_t tcp;
   uv_connect_t connect;
   uv_write_t write;
-  uv_getaddrinfo_t gai;
-  int gai_pending;
+  zg_resolve_t *lookup; /* the address's name, while it is looked up */
   int tcp_open;
   char request[2048];
   char buf[1024]; /* the response's first bytes */
@@ -744,8 +744,13 @@ struct check {
 
 static void health_result(reg_t *r, int ok, const char *reason);
 
+/* The check's host name is looked up on a thread of net/resolve (one at a
+ * time: one check runs at once), not on libuv's pool: a lookup that hangs
+ * is let go of when the check ends, and SIGTERM does not wait for it. */
+static zg_resolver_t check_resolver = ZG_RESOLVER_INIT(1);
+
 static void check_maybe_free(check_t *c) {
-  if (!c->r && !c->gai_pending && !c->tcp_open)
+  if (!c->r && !c->lookup && !c->tcp_open)
     free(c);
 }
 
@@ -762,8 +767,10 @@ static void check_detach(check_t *c) {
   c->r = NULL;
   if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, on_check_closed);
-  if (c->gai_pending)
-    uv_cancel((uv_req_t *)&c->gai);
+  if (c->lookup) { /* its callback never runs now */
+    zg_resolve_cancel(c->lookup);
+    c->lookup = NULL;
+  }
   check_maybe_free(c);
 }
 
@@ -881,21 +888,17 @@ static void check_connect(check_t *c, const struct sockaddr *sa) {
     check_done(c, 0, "connect: %s", uv_strerror(rc));
 }
 
-static void on_check_resolved(uv_getaddrinfo_t *req, int status,
-                              struct addrinfo *res) {
-  check_t *c = req->data;
-  c->gai_pending = 0;
-  if (!c->r) {
-    uv_freeaddrinfo(res);
-    check_maybe_free(c);
-    return;
-  }
+/* Only while the check runs: detaching it cancels the lookup. */
+static void on_check_resolved(void *data, int status, struct addrinfo *res) {
+  check_t *c = data;
+  c->lookup = NULL;
   if (status < 0 || !res)
     check_done(c, 0, "cannot resolve %s: %s", c->r->opts->address.host,
-               uv_strerror(status));
+               uv_strerror(status < 0 ? status : UV_EAI_NODATA));
   else
     check_connect(c, res->ai_addr);
-  uv_freeaddrinfo(res);
+  if (res)
+    freeaddrinfo(res);
 }
 
 static void check_start(reg_t *r) {
@@ -923,19 +926,14 @@ static void check_start(reg_t *r) {
   }
   {
     /* A name is resolved for every check: its addresses may change. */
-    struct addrinfo hints;
     char port[8];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     snprintf(port, sizeof(port), "%u", a->port);
-    c->gai.data = c;
-    rc = uv_getaddrinfo(r->loop, &c->gai, on_check_resolved, a->host, port,
-                        &hints);
-    if (rc != 0)
+    rc = zg_resolve_start(&check_resolver, r->loop, a->host, port, 0,
+                          on_check_resolved, c, &c->lookup);
+    if (rc != 0) {
+      c->lookup = NULL;
       check_done(c, 0, "cannot resolve %s: %s", a->host, uv_strerror(rc));
-    else
-      c->gai_pending = 1;
+    }
   }
 }
 

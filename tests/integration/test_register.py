@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from dnsfake import NAME, dns, namespaced  # noqa: F401 (dns: a fixture)
 from zkharness import (Backend, Blackhole, ZkServer, _die_with_parent, free_port, ini_text, reach,
                        wait_pool, wait_until)
 
@@ -33,11 +34,11 @@ def register_bin():
 class Registrar:
     """zkgate-register under test, its stderr in a log file."""
 
-    def __init__(self, tmpdir, args, name):
+    def __init__(self, tmpdir, args, name, prefix=()):
         self.log_path = os.path.join(str(tmpdir), f"{name}.log")
         self._log = open(self.log_path, "wb")
         self.returncode = None
-        self.proc = subprocess.Popen([*_die_with_parent(), register_bin(), *args],
+        self.proc = subprocess.Popen([*_die_with_parent(), *prefix, register_bin(), *args],
                                      stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
@@ -78,14 +79,15 @@ class Registrar:
 
 @pytest.fixture
 def registrar(request, tmp_path, zk):
-    """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts) -> a running
-    zkgate-register. At teardown each one still running gets SIGTERM and must exit 0."""
+    """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts, prefix=()) -> a running
+    zkgate-register (run under the command `prefix`, if any). At teardown each one still
+    running gets SIGTERM and must exit 0."""
     made = []
     request.node._zkgate_registrars = made
 
-    def make(zk_path, address, *args, hosts=None):
+    def make(zk_path, address, *args, hosts=None, prefix=()):
         argv = ["--zk", hosts or zk.hosts, "--path", zk_path, "--address", address, *args]
-        reg = Registrar(tmp_path, argv, f"reg{len(made)}")
+        reg = Registrar(tmp_path, argv, f"reg{len(made)}", prefix)
         made.append(reg)
         return reg
 
@@ -340,6 +342,31 @@ def test_signal_removes_the_znode_at_once(zk, kz, zpath, registrar, backends, si
     # Right after exit, no waiting: closing the session removed the znode.
     assert kz.exists(node) is None, f"{node} outlived zkgate-register"
     assert not (ours & zk.sessions()), "the session was left to expire"
+    assert f"closed: {node} removed" in reg.log_text()
+
+
+def test_sigterm_while_the_check_s_name_lookup_hangs_stops_promptly(tmp_path, zk, kz, zpath,
+                                                                     registrar, backends, dns):
+    """--address by host name: each check looks the name up. Registered while the name server
+    answers; then it answers no more, and SIGTERM during the check's hanging lookup (6 s in
+    resolv.conf) must neither wait for it nor leave the znode behind."""
+    a = backends("a")
+    reg = registrar(zpath, f"{NAME}:{a.port}", "--check", "tcp", "--interval", "300ms",
+                    "--rise", "1", "--fall", "100", prefix=namespaced(tmp_path, dns, 6))
+    node = wait_one_child(kz, zpath, timeout=10)
+    assert dns.queries > 0, "the check never asked the name server"
+    dns.mode = "drop"
+    asked = dns.queries
+    assert wait_until(lambda: dns.queries > asked, 5), "no check looked the name up again"
+    before = zk.sessions()
+    t0 = time.monotonic()
+    code = reg.stop(timeout=30)
+    took = time.monotonic() - t0
+    assert code == 0, reg.log_text()
+    assert took < 3, f"SIGTERM took {took:.1f} s while a lookup was out:\n{reg.log_text()}"
+    # Right after exit, no waiting: closing the session removed the znode.
+    assert kz.exists(node) is None, f"{node} outlived zkgate-register:\n{reg.log_text()}"
+    assert len(before - zk.sessions()) == 1, "the session was left to expire"
     assert f"closed: {node} removed" in reg.log_text()
 
 

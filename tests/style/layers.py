@@ -4,7 +4,7 @@ includes only headers of its own layer or of a layer below it, and no two
 modules include each other, directly or through others.
 
     core < net < registry < upstream < proxy < control
-    register: core, registry and itself
+    register: core, net, registry and itself
 
 Usage: layers.py SRC_DIR. Prints each violation; exit status 1 when any."""
 import os
@@ -19,7 +19,7 @@ BELOW = {
     "upstream": {"core", "net", "registry"},
     "proxy": {"core", "net", "registry", "upstream"},
     "control": {"core", "net", "registry", "upstream", "proxy"},
-    "register": {"core", "registry"},
+    "register": {"core", "net", "registry"},  # the check resolves with net/resolve
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -1,4 +1,5 @@
-/* Unit tests for the intrusive list (src/core/list.h). */
+/* Unit tests for the intrusive lists (src/core/list.h): zg_list_t and the
+ * first-in first-out zg_queue_t. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,12 +141,108 @@ static void test_foreach_safe_removes_as_it_goes(void **state) {
   assert_true(zg_list_empty(&l));
 }
 
+/* ---- zg_queue_t ---------------------------------------------------- */
+
+/* The ids in queue order into out; how many. */
+static size_t qids(const zg_queue_t *q, int *out, size_t max) {
+  size_t n = 0;
+  for (zg_link_t *it = q->first; it; it = it->next) {
+    if (n < max)
+      out[n] = item_of(it)->id;
+    n++;
+  }
+  return n;
+}
+
+static void test_queue_zeroed_is_empty(void **state) {
+  zg_queue_t q;
+  zg_link_t n;
+  (void)state;
+  memset(&q, 0, sizeof(q));
+  memset(&n, 0, sizeof(n));
+  assert_true(zg_queue_empty(&q));
+  assert_null(zg_queue_pop(&q));
+  zg_queue_remove(&q, &n); /* in no list: nothing */
+  assert_true(zg_queue_empty(&q));
+  assert_false(zg_link_linked(&n));
+}
+
+/* First in, first out; emptied, it takes links again. */
+static void test_queue_pops_in_push_order(void **state) {
+  zg_queue_t q = {0};
+  item_t it[4];
+  int got[4];
+  (void)state;
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < 4; i++) {
+      it[i] = (item_t){i + 10 * round, {0}};
+      zg_queue_push(&q, &it[i].link);
+    }
+    assert_int_equal(qids(&q, got, 4), 4);
+    assert_int_equal(got[0], 10 * round);
+    assert_int_equal(got[3], 3 + 10 * round);
+    for (int i = 0; i < 4; i++) {
+      zg_link_t *n = zg_queue_pop(&q);
+      assert_ptr_equal(item_of(n), &it[i]);
+      assert_false(zg_link_linked(n));
+    }
+    assert_true(zg_queue_empty(&q));
+    assert_null(zg_queue_pop(&q));
+  }
+}
+
+/* Links leave from anywhere; the end follows when the last one leaves, so
+ * that the next push lands after the new last. */
+static void test_queue_remove_anywhere_keeps_the_end(void **state) {
+  zg_queue_t q = {0};
+  item_t it[6];
+  int got[6];
+  (void)state;
+  for (int i = 0; i < 5; i++) {
+    it[i] = (item_t){i, {0}};
+    zg_queue_push(&q, &it[i].link); /* 0 1 2 3 4 */
+  }
+  zg_queue_remove(&q, &it[2].link); /* middle */
+  zg_queue_remove(&q, &it[4].link); /* last */
+  zg_queue_remove(&q, &it[4].link); /* twice: nothing */
+  it[5] = (item_t){5, {0}};
+  zg_queue_push(&q, &it[5].link);
+  assert_int_equal(qids(&q, got, 6), 4);
+  assert_int_equal(got[0], 0);
+  assert_int_equal(got[1], 1);
+  assert_int_equal(got[2], 3);
+  assert_int_equal(got[3], 5);
+  zg_queue_remove(&q, &it[0].link); /* first */
+  assert_ptr_equal(item_of(q.first), &it[1]);
+  assert_ptr_equal(it[1].link.pprev, &q.first);
+  /* Down to one link, which is first and last: removing it empties the
+   * queue, and a push is first again. */
+  zg_queue_remove(&q, &it[1].link);
+  zg_queue_remove(&q, &it[5].link);
+  assert_ptr_equal(item_of(zg_queue_pop(&q)), &it[3]);
+  assert_true(zg_queue_empty(&q));
+  zg_queue_push(&q, &it[2].link);
+  assert_ptr_equal(item_of(q.first), &it[2]);
+  assert_int_equal(qids(&q, got, 6), 1);
+  zg_queue_push(&q, &it[4].link);
+  assert_int_equal(qids(&q, got, 6), 2);
+  assert_int_equal(got[1], 4);
+  zg_queue_remove(&q, &it[4].link);
+  zg_queue_remove(&q, &it[2].link);
+  assert_true(zg_queue_empty(&q));
+  zg_queue_push(&q, &it[0].link);
+  assert_ptr_equal(zg_queue_pop(&q), &it[0].link);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_zeroed_list_is_empty),
       cmocka_unit_test(test_push_puts_the_latest_first),
       cmocka_unit_test(test_remove_anywhere),
       cmocka_unit_test(test_foreach_safe_removes_as_it_goes),
+      cmocka_unit_test(test_queue_zeroed_is_empty),
+      cmocka_unit_test(test_queue_pops_in_push_order),
+      cmocka_unit_test(test_queue_remove_anywhere_keeps_the_end),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

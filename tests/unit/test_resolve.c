@@ -212,13 +212,20 @@ static void test_cancelled_lookups_let_the_loop_go(void **state) {
   /* The waiting one leaves the queue at once. */
   zg_resolve_cancel(qw);
   pthread_mutex_lock(&rv.lock);
-  assert_ptr_equal(rv.head, qk);
-  assert_ptr_equal(rv.tail, qk);
+  assert_non_null(rv.waiting.first); /* one left, and it is the last */
+  assert_null(rv.waiting.first->next);
+  assert_ptr_equal(rv.waiting.end, &rv.waiting.first->next);
   pthread_mutex_unlock(&rv.lock);
   /* The running one: the loop has nothing left once its handle closed,
    * while the lookup still hangs. */
   zg_resolve_cancel(qr);
-  zg_resolve_cancel(qk);
+  pthread_mutex_lock(&rv.lock);
+  assert_false(zg_queue_empty(&rv.waiting)); /* not the running one's */
+  pthread_mutex_unlock(&rv.lock);
+  zg_resolve_cancel(qk); /* the one left was qk */
+  pthread_mutex_lock(&rv.lock);
+  assert_true(zg_queue_empty(&rv.waiting));
+  pthread_mutex_unlock(&rv.lock);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(uv_loop_close(&loop), 0);
   assert_int_equal(fake_get(&fake_inside), 1);
