@@ -1271,6 +1271,7 @@ static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
   gw->px.cfg = gw->cfg;
   p->cfg = NULL;
   zg_log_set_level(gw->cfg->proxy.log_level);
+  zg_log_set_json(gw->cfg->proxy.log_json);
   commit_discovered(gw, p);
   if (p->registry && registry_begin(gw, p->registry) != 0)
     zg_error("gateway", "reload: cannot start the registry");

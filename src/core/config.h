@@ -115,6 +115,7 @@ typedef struct {
     zg_log_level_t log_level;
     char *access_log;          /* NULL: off; "stderr"; or an absolute path */
     bool access_log_json;      /* one JSON object a line instead of text */
+    bool log_json;             /* log_format = json: the process log too */
     uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
     uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
     /* Caps on client connections for the whole process (connlimit.h);

@@ -706,6 +706,61 @@ static void test_discover(void **state) {
   zg_config_free(cfg);
 }
 
+/* ${VAR} and ${VAR:-default} come from the environment; an unset variable
+ * without a default is an error at its line, naming the variable. */
+static void test_env_substitution(void **state) {
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  (void)state;
+  setenv("ZG_TEST_HOSTS", "zk1:2181,zk2:2181", 1);
+  setenv("ZG_TEST_PORT", "7100", 1);
+  setenv("ZG_TEST_EMPTY", "", 1);
+  unsetenv("ZG_TEST_UNSET");
+  cfg = load_ok("[zookeeper]\n"
+                "hosts = ${ZG_TEST_HOSTS}/chroot\n"
+                "[proxy]\n"
+                "log_format = ${ZG_TEST_UNSET:-json}\n"
+                "access_log_format = ${ZG_TEST_EMPTY:-json}\n"
+                "[service:s]\n"
+                "listen = 127.0.0.1:${ZG_TEST_PORT}\n"
+                "zk_path = /a/${ZG_TEST_UNSET:-b}/$${literal}/$x$\n"
+                "[service:t]\n"
+                "listen = 127.0.0.1:${ZG_TEST_UNSET:-7101}\n"
+                "instances = h:1\n");
+  assert_string_equal(cfg->zk.hosts, "zk1:2181,zk2:2181/chroot");
+  assert_true(cfg->proxy.log_json);
+  assert_true(cfg->proxy.access_log_json); /* empty counts as unset */
+  assert_v4(&cfg->services[0].listen, "127.0.0.1", 7100);
+  assert_string_equal(cfg->services[0].zk_path, "/a/b/${literal}/$x$");
+  assert_v4(&cfg->services[1].listen, "127.0.0.1", 7101);
+  zg_config_free(cfg);
+
+  /* Set but empty, without a default: empty (the shell's ${VAR}). */
+  cfg = load_ok("[proxy]\naccess_log_format = text${ZG_TEST_EMPTY}\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_false(cfg->proxy.access_log_json);
+  zg_config_free(cfg);
+
+  {
+    static const char text[] = "[proxy]\n"
+                               "log_format = ${ZG_TEST_UNSET}\n"
+                               "[service:s]\n"
+                               "listen = 127.0.0.1:7000\n"
+                               "instances = h:1\n";
+    int line = 2;
+    errs = load_bad(text, &line, 1);
+    assert_non_null(strstr(errs.lines[0], "ZG_TEST_UNSET is not set"));
+    zg_config_errors_free(&errs);
+  }
+  expect_one_error("[proxy]\nlog_format = ${ZG_TEST_PORT\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${1X}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${A-B}\n", "log_format");
+  /* The substituted value is checked like a written one. */
+  expect_one_error("[proxy]\nlog_format = ${ZG_TEST_PORT}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = xml\n", "log_format");
+}
+
 static void test_operations_keys(void **state) {
   zg_config_t *cfg = load_ok("[proxy]\n"
                              "access_log = /var/log/zkgate/access.log\n"
@@ -1817,6 +1872,7 @@ int main(void) {
       cmocka_unit_test(test_hosts_chroot),
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_size),
+      cmocka_unit_test(test_env_substitution),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
   };
