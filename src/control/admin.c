@@ -14,6 +14,9 @@
 
 #include <jansson.h>
 #include <llhttp.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +41,17 @@ typedef struct admin_conn {
   int head_done;     /* llhttp saw the end of the head */
   size_t head_bytes; /* read before the end of the head */
   int done;          /* a request was answered (or refused): no more reading */
+  /* Headers the admin reads: Authorization and Last-Event-ID (the field
+   * name as it is being read; the value of each) */
+  char field[16];
+  size_t field_len;
+  int in_header; /* 0, or which of the two the value being read is */
+  char auth[800];
+  size_t auth_len;
+  int auth_count; /* more than one Authorization: refused */
+  int auth_long;
+  char last_id[24];
+  size_t last_id_len;
   unsigned handles;
   uv_write_t wreq;
   zg_text_t out;
@@ -740,11 +754,103 @@ char *zg_admin_services_json(zg_gateway_t *gw) {
   return text;
 }
 
+/* ---- authentication ---------------------------------------------------- */
+
+/* Credentials are compared as SHA-256 digests with CRYPTO_memcmp: the time
+ * taken tells neither how much of a guess was right nor the secret's
+ * length. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
+  unsigned char da[EVP_MAX_MD_SIZE], db[EVP_MAX_MD_SIZE];
+  unsigned la = 0, lb = 0;
+  if (!EVP_Digest(a, alen, da, &la, EVP_sha256(), NULL) ||
+      !EVP_Digest(b, blen, db, &lb, EVP_sha256(), NULL) || la != lb)
+    return 0;
+  return CRYPTO_memcmp(da, db, la) == 0;
+}
+
+/* The value of the query parameter `name` in `q` (after '?'),
+ * percent-decoded into `out`; its length, or -1 when absent or too long. */
+static int query_param(const char *q, const char *name, char *out, size_t cap) {
+  size_t nlen = strlen(name), n = 0;
+  while (q && *q) {
+    const char *end = strchr(q, '&');
+    if (!end)
+      end = q + strlen(q);
+    if ((size_t)(end - q) > nlen && !strncmp(q, name, nlen) && q[nlen] == '=') {
+      for (const char *v = q + nlen + 1; v < end; v++) {
+        unsigned hi, lo;
+        char ch = *v;
+        if (ch == '%' && end - v > 2 &&
+            sscanf(v + 1, "%1x%1x", &hi, &lo) == 2) {
+          ch = (char)(hi << 4 | lo);
+          v += 2;
+        }
+        if (n + 1 >= cap)
+          return -1;
+        out[n++] = ch;
+      }
+      out[n] = '\0';
+      return (int)n;
+    }
+    q = *end ? end + 1 : end;
+  }
+  return -1;
+}
+
+/* Whether the request carries [admin] auth's credentials: an Authorization
+ * header (RFC 7235 §2.1: the scheme is case-insensitive), or, for a bearer
+ * token, an access_token query parameter (RFC 6750 §2.3), which is how a
+ * browser's EventSource or an address bar can carry it. */
+static int authorized(admin_conn_t *c, const char *query) {
+  const zg_config_t *cfg = c->admin->gw->cfg;
+  const char *secret = cfg->admin.auth_secret, *scheme, *got;
+  char want[(512 + 2) / 3 * 4 + 8], tok[800];
+  size_t want_len, got_len, slen;
+  int ok;
+  if (cfg->admin.auth == ZG_ADMIN_AUTH_NONE)
+    return 1;
+  if (cfg->admin.auth == ZG_ADMIN_AUTH_BEARER) {
+    scheme = "Bearer";
+    want_len = strlen(secret);
+    if (want_len >= sizeof(want))
+      return 0;
+    memcpy(want, secret, want_len);
+  } else {
+    scheme = "Basic";
+    if (strlen(secret) > 512)
+      return 0;
+    want_len = (size_t)EVP_EncodeBlock((unsigned char *)want,
+                                       (const unsigned char *)secret,
+                                       (int)strlen(secret));
+  }
+  slen = strlen(scheme);
+  if (c->auth_count == 1 && !c->auth_long && c->auth_len > slen &&
+      !strncasecmp(c->auth, scheme, slen) && c->auth[slen] == ' ') {
+    got = c->auth + slen;
+    got_len = c->auth_len - slen;
+    while (got_len && *got == ' ')
+      got++, got_len--;
+    while (got_len && (got[got_len - 1] == ' ' || got[got_len - 1] == '\t'))
+      got_len--;
+  } else if (c->auth_count == 0 && cfg->admin.auth == ZG_ADMIN_AUTH_BEARER &&
+             query_param(query, "access_token", tok, sizeof(tok)) > 0) {
+    got = tok;
+    got_len = strlen(tok);
+  } else {
+    return 0;
+  }
+  ok = same_secret(want, want_len, got, got_len);
+  OPENSSL_cleanse(want, sizeof(want));
+  OPENSSL_cleanse(tok, sizeof(tok));
+  return ok;
+}
+
 /* ---- connections ------------------------------------------------------- */
 
 static void conn_free_if_done(admin_conn_t *c) {
   if (c->handles > 0)
     return;
+  OPENSSL_cleanse(c->auth, sizeof(c->auth));
   zg_text_free(&c->out);
   free(c);
 }
@@ -789,6 +895,8 @@ static const char *status_text(int status) {
     return "OK";
   case 400:
     return "Bad Request";
+  case 401:
+    return "Unauthorized";
   case 404:
     return "Not Found";
   case 405:
@@ -819,10 +927,15 @@ static void respond(admin_conn_t *c, int status, const char *type,
   c->out.len = 0;
   zg_text_printf(&c->out,
                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
-                 "%zu\r\nCache-Control: no-store\r\n%sConnection: "
+                 "%zu\r\nCache-Control: no-store\r\n%s%sConnection: "
                  "close\r\n\r\n",
                  status, status_text(status), type, len,
-                 status == 405 ? "Allow: GET, HEAD\r\n" : "");
+                 status == 405 ? "Allow: GET, HEAD\r\n" : "",
+                 status != 401 ? ""
+                 : c->admin->gw->cfg->admin.auth == ZG_ADMIN_AUTH_BASIC
+                     ? "WWW-Authenticate: Basic realm=\"zkgate\", "
+                       "charset=\"UTF-8\"\r\n"
+                     : "WWW-Authenticate: Bearer realm=\"zkgate\"\r\n");
   if (!head_only)
     zg_text_append(&c->out, body, len);
   if (c->out.oom) {
@@ -843,14 +956,21 @@ static void handle(admin_conn_t *c) {
   zg_gateway_t *gw = c->admin->gw;
   int method = llhttp_get_method(&c->parser);
   int head = method == HTTP_HEAD;
-  char path[sizeof(c->url)], buf[512];
+  char path[sizeof(c->url) + 1], buf[512];
   const char *q;
   size_t plen;
 
+  c->url[c->url_len] = '\0'; /* on_url keeps room for it */
   q = memchr(c->url, '?', c->url_len);
   plen = q ? (size_t)(q - c->url) : c->url_len;
   memcpy(path, c->url, plen);
   path[plen] = '\0';
+  /* Health checkers ask without credentials; the rest shows the topology. */
+  if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
+      !authorized(c, q ? q + 1 : NULL)) {
+    respond_text(c, 401, "authentication required ([admin] auth)\n");
+    return;
+  }
   if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
       strcmp(path, "/metrics") && strcmp(path, "/services")) {
     respond_text(c, 404,
@@ -899,6 +1019,48 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   }
   memcpy(c->url + c->url_len, at, len);
   c->url_len += len;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = p->data;
+  if (c->field_len + len < sizeof(c->field)) {
+    memcpy(c->field + c->field_len, at, len);
+    c->field_len += len;
+  } else {
+    c->field_len = sizeof(c->field); /* longer than any we read */
+  }
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  admin_conn_t *c = p->data;
+  c->in_header = 0;
+  if (c->field_len == 13 && !strncasecmp(c->field, "authorization", 13)) {
+    c->in_header = 1;
+    c->auth_count++;
+  } else if (c->field_len == 13 &&
+             !strncasecmp(c->field, "last-event-id", 13)) {
+    c->in_header = 2;
+    c->last_id_len = 0;
+  }
+  c->field_len = 0;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = p->data;
+  if (c->in_header == 1) {
+    if (c->auth_len + len >= sizeof(c->auth))
+      c->auth_long = 1;
+    else {
+      memcpy(c->auth + c->auth_len, at, len);
+      c->auth_len += len;
+    }
+  } else if (c->in_header == 2 && c->last_id_len + len < sizeof(c->last_id)) {
+    memcpy(c->last_id + c->last_id_len, at, len);
+    c->last_id_len += len;
+  }
   return 0;
 }
 
@@ -1014,6 +1176,9 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   }
   llhttp_settings_init(&settings);
   settings.on_url = on_url;
+  settings.on_header_field = on_header_field;
+  settings.on_header_field_complete = on_header_field_complete;
+  settings.on_header_value = on_header_value;
   settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;

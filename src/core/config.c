@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -742,6 +743,10 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     free(cfg->proxy.access_log);
+    if (cfg->admin.auth_secret) {
+      OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
+      free(cfg->admin.auth_secret);
+    }
     cfg->proxy.access_log = NULL;
     if (strcmp(kv->value, "off") != 0 &&
         !(cfg->proxy.access_log = strdup(kv->value)))
@@ -796,14 +801,103 @@ static void endpoint_value(parse_t *p, const raw_kv_t *kv, char **out) {
     p->oom = 1;
 }
 
+/* "bearer:TOKEN" or "basic:USER:PASSWORD" into cfg->admin; 0, -1 (not
+ * that), or -2 (out of memory). At most 512 bytes of secret. A
+ * token is RFC 6750's b64token (letters, digits, -._~+/ then '='s); a user
+ * has no ':' (RFC 7617 §2); neither may be empty. */
+static int admin_auth_value(zg_config_t *cfg, const char *v) {
+  zg_admin_auth_t kind;
+  const char *secret;
+  if (!strncmp(v, "bearer:", 7)) {
+    size_t n;
+    kind = ZG_ADMIN_AUTH_BEARER;
+    secret = v + 7;
+    n = strspn(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                       "0123456789-._~+/");
+    if (n == 0 || strspn(secret + n, "=") != strlen(secret + n))
+      return -1;
+  } else if (!strncmp(v, "basic:", 6)) {
+    const char *colon;
+    kind = ZG_ADMIN_AUTH_BASIC;
+    secret = v + 6;
+    colon = strchr(secret, ':');
+    if (!colon || colon == secret || !colon[1])
+      return -1;
+    for (const char *c = secret; *c; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f)
+        return -1;
+  } else {
+    return -1;
+  }
+  if (strlen(secret) > 512)
+    return -1;
+  free(cfg->admin.auth_secret);
+  cfg->admin.auth = kind;
+  cfg->admin.auth_secret = strdup(secret);
+  return cfg->admin.auth_secret ? 0 : -2;
+}
+
+/* auth_file: the same forms, on the file's first line (a mounted secret). */
+static void admin_auth_file(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  char line[1024];
+  FILE *f;
+  size_t n;
+  int rc;
+  if (kv->value[0] != '/') {
+    add_error(p, kv->line, "auth_file: expected an absolute path, got '%s'",
+              kv->value);
+    return;
+  }
+  if (!(f = fopen(kv->value, "r"))) {
+    add_error(p, kv->line, "auth_file: cannot read %s: %s", kv->value,
+              strerror(errno));
+    return;
+  }
+  if (!fgets(line, sizeof(line), f))
+    line[0] = '\0';
+  fclose(f);
+  n = strlen(line);
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  rc = admin_auth_value(cfg, line);
+  OPENSSL_cleanse(line, sizeof(line));
+  if (rc == -2)
+    p->oom = 1;
+  else if (rc != 0)
+    add_error(p, kv->line,
+              "auth_file: the first line of %s must be bearer:TOKEN or "
+              "basic:USER:PASSWORD",
+              kv->value);
+}
+
 static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
-  if (!strcmp(kv->key, "listen")) {
+  if (!strcmp(kv->key, "auth") || !strcmp(kv->key, "auth_file")) {
+    int rc;
+    if (cfg->admin.auth != ZG_ADMIN_AUTH_NONE) {
+      add_error(p, kv->line, "%s: [admin] takes auth or auth_file, not both",
+                kv->key);
+      return;
+    }
+    if (kv->key[4] == '_') {
+      admin_auth_file(p, cfg, kv);
+      return;
+    }
+    /* The value is a secret: not in the message. */
+    if ((rc = admin_auth_value(cfg, kv->value)) == -2)
+      p->oom = 1;
+    else if (rc != 0)
+      add_error(p, kv->line,
+                "auth: expected bearer:TOKEN (letters, digits, -._~+/ and "
+                "trailing =) or basic:USER:PASSWORD");
+  } else if (!strcmp(kv->key, "listen")) {
     if (!listen_value(p, kv, &cfg->admin.listen))
       return;
     cfg->admin.enabled = true;
     p->admin_listen_line = kv->line;
   } else {
-    add_error(p, kv->line, "unknown key '%s' in [admin] (expected listen)",
+    add_error(p, kv->line,
+              "unknown key '%s' in [admin] (expected listen, auth or "
+              "auth_file)",
               kv->key);
   }
 }

@@ -2,6 +2,7 @@
  * the INI contract in DESIGN.md): values, defaults, and every error with
  * the FILE:LINE it must carry. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -759,6 +760,74 @@ static void test_env_substitution(void **state) {
   /* The substituted value is checked like a written one. */
   expect_one_error("[proxy]\nlog_format = ${ZG_TEST_PORT}\n", "log_format");
   expect_one_error("[proxy]\nlog_format = xml\n", "log_format");
+}
+
+/* [admin] auth and auth_file: the two forms, the secret never in a
+ * message, and one of the two keys at most. */
+static void test_admin_auth(void **state) {
+  static const char svc[] = "[service:s]\nlisten = 127.0.0.1:7000\n"
+                            "instances = h:1\n";
+  char text[512], path[] = "/tmp/zkgate-test-auth-XXXXXX";
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  int fd, line = 3;
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[admin]\nlisten = 127.0.0.1:9901\n"
+           "auth = bearer:abc-DEF_1.2~3+/==\n%s",
+           svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BEARER);
+  assert_string_equal(cfg->admin.auth_secret, "abc-DEF_1.2~3+/==");
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text), "[admin]\nauth = basic:ops:pa:ss word\n%s", svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BASIC);
+  assert_string_equal(cfg->admin.auth_secret, "ops:pa:ss word");
+  zg_config_free(cfg);
+  cfg = load_ok(svc);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_NONE);
+  zg_config_free(cfg);
+
+  expect_one_error("[admin]\nauth = bearer:\n", "auth");
+  expect_one_error("[admin]\nauth = bearer:a=b\n", "auth");
+  expect_one_error("[admin]\nauth = basic::pw\n", "auth");
+  expect_one_error("[admin]\nauth = basic:user\n", "auth");
+  expect_one_error("[admin]\nauth = basic:user:\n", "auth");
+  expect_one_error("[admin]\nauth = digest:user:pw\n", "auth");
+  snprintf(text, sizeof(text), "[admin]\nauth = bearer:x\nauth = bearer:y\n");
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+  {
+    line = 2;
+    errs = load_bad("[admin]\nauth = basic:user:TopSecret1\x01\n", &line, 1);
+    assert_null(strstr(errs.lines[0], "TopSecret1"));
+    zg_config_errors_free(&errs);
+  }
+
+  fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "basic:ops:from-file\r\nignored\n", 30), 30);
+  close(fd);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n%s", path, svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BASIC);
+  assert_string_equal(cfg->admin.auth_secret, "ops:from-file");
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text), "[admin]\nauth = bearer:t\nauth_file = %s\n%s",
+           path, svc);
+  line = 3; /* not both */
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+  fd = open(path, O_WRONLY | O_TRUNC);
+  assert_int_equal(write(fd, "token-without-scheme\n", 21), 21);
+  close(fd);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n", path);
+  expect_one_error(text, "auth_file");
+  unlink(path);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n", path);
+  expect_one_error(text, "auth_file"); /* gone */
+  expect_one_error("[admin]\nauth_file = secret.txt\n", "auth_file");
 }
 
 static void test_operations_keys(void **state) {
@@ -1873,6 +1942,7 @@ int main(void) {
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_size),
       cmocka_unit_test(test_env_substitution),
+      cmocka_unit_test(test_admin_auth),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
   };
