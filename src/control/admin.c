@@ -4,6 +4,7 @@
  * all that health checkers and Prometheus need. */
 #include "control/admin.h"
 
+#include "control/feed.h"
 #include "proxy/http_proxy.h"
 #include "proxy/sni_proxy.h"
 #include "core/list.h"
@@ -14,14 +15,29 @@
 
 #include <jansson.h>
 #include <llhttp.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ADMIN_HEAD_MAX 8192
 #define ADMIN_TIMEOUT_MS 10000
+/* /events: a comment this often keeps idle streams (and the proxies in
+ * between) from timing out; a reader with more than STREAM_QUEUE_MAX
+ * bytes not taken, or with bytes not taken for STREAM_STUCK_MS, is
+ * dropped (its EventSource reconnects with Last-Event-ID and catches up
+ * from the history); at most STREAM_MAX readers at once. */
+#define STREAM_HEARTBEAT_MS 5000
+#define STREAM_STUCK_MS 30000
+#define STREAM_QUEUE_MAX (256 * 1024)
+#define STREAM_SNDBUF 32768
+#define STREAM_MAX 64
 
 struct zg_admin {
   zg_gateway_t *gw;
+  size_t n_streams; /* /events readers */
+  zg_ratelimit_t drop_rl;
   zg_listener_t l; /* l.tcp.data: this; freed once it is closed */
   zg_list_t conns; /* struct admin_conn */
 };
@@ -38,6 +54,22 @@ typedef struct admin_conn {
   int head_done;     /* llhttp saw the end of the head */
   size_t head_bytes; /* read before the end of the head */
   int done;          /* a request was answered (or refused): no more reading */
+  /* Headers the admin reads: Authorization and Last-Event-ID (the field
+   * name as it is being read; the value of each) */
+  char field[16];
+  size_t field_len;
+  int in_header; /* 0, or which of the two the value being read is */
+  char auth[800];
+  size_t auth_len;
+  int auth_count; /* more than one Authorization: refused */
+  int auth_long;
+  char last_id[24];
+  size_t last_id_len;
+  /* /events */
+  int stream;          /* the answer is an event stream */
+  zg_events_sub_t sub; /* in the feed's subscribers while streaming */
+  size_t queued;       /* bytes written, not yet taken by the kernel */
+  uint64_t drained_ms; /* when queued was last 0 */
   unsigned handles;
   uv_write_t wreq;
   zg_text_t out;
@@ -740,11 +772,103 @@ char *zg_admin_services_json(zg_gateway_t *gw) {
   return text;
 }
 
+/* ---- authentication ---------------------------------------------------- */
+
+/* Credentials are compared as SHA-256 digests with CRYPTO_memcmp: the time
+ * taken tells neither how much of a guess was right nor the secret's
+ * length. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
+  unsigned char da[EVP_MAX_MD_SIZE], db[EVP_MAX_MD_SIZE];
+  unsigned la = 0, lb = 0;
+  if (!EVP_Digest(a, alen, da, &la, EVP_sha256(), NULL) ||
+      !EVP_Digest(b, blen, db, &lb, EVP_sha256(), NULL) || la != lb)
+    return 0;
+  return CRYPTO_memcmp(da, db, la) == 0;
+}
+
+/* The value of the query parameter `name` in `q` (after '?'),
+ * percent-decoded into `out`; its length, or -1 when absent or too long. */
+static int query_param(const char *q, const char *name, char *out, size_t cap) {
+  size_t nlen = strlen(name), n = 0;
+  while (q && *q) {
+    const char *end = strchr(q, '&');
+    if (!end)
+      end = q + strlen(q);
+    if ((size_t)(end - q) > nlen && !strncmp(q, name, nlen) && q[nlen] == '=') {
+      for (const char *v = q + nlen + 1; v < end; v++) {
+        unsigned hi, lo;
+        char ch = *v;
+        if (ch == '%' && end - v > 2 &&
+            sscanf(v + 1, "%1x%1x", &hi, &lo) == 2) {
+          ch = (char)(hi << 4 | lo);
+          v += 2;
+        }
+        if (n + 1 >= cap)
+          return -1;
+        out[n++] = ch;
+      }
+      out[n] = '\0';
+      return (int)n;
+    }
+    q = *end ? end + 1 : end;
+  }
+  return -1;
+}
+
+/* Whether the request carries [admin] auth's credentials: an Authorization
+ * header (RFC 7235 §2.1: the scheme is case-insensitive), or, for a bearer
+ * token, an access_token query parameter (RFC 6750 §2.3), which is how a
+ * browser's EventSource or an address bar can carry it. */
+static int authorized(admin_conn_t *c, const char *query) {
+  const zg_config_t *cfg = c->admin->gw->cfg;
+  const char *secret = cfg->admin.auth_secret, *scheme, *got;
+  char want[(512 + 2) / 3 * 4 + 8], tok[800];
+  size_t want_len, got_len, slen;
+  int ok;
+  if (cfg->admin.auth == ZG_ADMIN_AUTH_NONE)
+    return 1;
+  if (cfg->admin.auth == ZG_ADMIN_AUTH_BEARER) {
+    scheme = "Bearer";
+    want_len = strlen(secret);
+    if (want_len >= sizeof(want))
+      return 0;
+    memcpy(want, secret, want_len);
+  } else {
+    scheme = "Basic";
+    if (strlen(secret) > 512)
+      return 0;
+    want_len = (size_t)EVP_EncodeBlock((unsigned char *)want,
+                                       (const unsigned char *)secret,
+                                       (int)strlen(secret));
+  }
+  slen = strlen(scheme);
+  if (c->auth_count == 1 && !c->auth_long && c->auth_len > slen &&
+      !strncasecmp(c->auth, scheme, slen) && c->auth[slen] == ' ') {
+    got = c->auth + slen;
+    got_len = c->auth_len - slen;
+    while (got_len && *got == ' ')
+      got++, got_len--;
+    while (got_len && (got[got_len - 1] == ' ' || got[got_len - 1] == '\t'))
+      got_len--;
+  } else if (c->auth_count == 0 && cfg->admin.auth == ZG_ADMIN_AUTH_BEARER &&
+             query_param(query, "access_token", tok, sizeof(tok)) > 0) {
+    got = tok;
+    got_len = strlen(tok);
+  } else {
+    return 0;
+  }
+  ok = same_secret(want, want_len, got, got_len);
+  OPENSSL_cleanse(want, sizeof(want));
+  OPENSSL_cleanse(tok, sizeof(tok));
+  return ok;
+}
+
 /* ---- connections ------------------------------------------------------- */
 
 static void conn_free_if_done(admin_conn_t *c) {
   if (c->handles > 0)
     return;
+  OPENSSL_cleanse(c->auth, sizeof(c->auth));
   zg_text_free(&c->out);
   free(c);
 }
@@ -759,6 +883,11 @@ static void conn_close(admin_conn_t *c) {
   if (uv_is_closing((uv_handle_t *)&c->tcp))
     return;
   zg_link_remove(&c->link);
+  if (c->stream) {
+    zg_events_unsubscribe(&c->sub);
+    c->admin->n_streams--;
+    c->stream = 0;
+  }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
@@ -789,6 +918,8 @@ static const char *status_text(int status) {
     return "OK";
   case 400:
     return "Bad Request";
+  case 401:
+    return "Unauthorized";
   case 404:
     return "Not Found";
   case 405:
@@ -819,10 +950,15 @@ static void respond(admin_conn_t *c, int status, const char *type,
   c->out.len = 0;
   zg_text_printf(&c->out,
                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
-                 "%zu\r\nCache-Control: no-store\r\n%sConnection: "
+                 "%zu\r\nCache-Control: no-store\r\n%s%sConnection: "
                  "close\r\n\r\n",
                  status, status_text(status), type, len,
-                 status == 405 ? "Allow: GET, HEAD\r\n" : "");
+                 status == 405 ? "Allow: GET, HEAD\r\n" : "",
+                 status != 401 ? ""
+                 : c->admin->gw->cfg->admin.auth == ZG_ADMIN_AUTH_BASIC
+                     ? "WWW-Authenticate: Basic realm=\"zkgate\", "
+                       "charset=\"UTF-8\"\r\n"
+                     : "WWW-Authenticate: Bearer realm=\"zkgate\"\r\n");
   if (!head_only)
     zg_text_append(&c->out, body, len);
   if (c->out.oom) {
@@ -839,22 +975,186 @@ static void respond_text(admin_conn_t *c, int status, const char *text) {
   respond(c, status, "text/plain; charset=utf-8", text, strlen(text), 0);
 }
 
+/* ---- /events ------------------------------------------------------------
+ * Server-Sent Events (WHATWG HTML, "Server-sent events"): the history
+ * after ?since=ID (or the Last-Event-ID header an EventSource sends when
+ * it reconnects), then every new event as it comes, on a connection that
+ * stays open; writes are queued by libuv and counted here, never more than
+ * STREAM_QUEUE_MAX. */
+
+typedef struct {
+  uv_write_t req;
+  admin_conn_t *c;
+  size_t len;
+  char data[];
+} stream_write_t;
+
+static void on_stream_written(uv_write_t *req, int status) {
+  stream_write_t *w = req->data;
+  admin_conn_t *c = w->c;
+  c->queued -= w->len;
+  if (c->queued == 0)
+    c->drained_ms = uv_now(c->tcp.loop);
+  free(w);
+  if (status < 0)
+    conn_close(c);
+}
+
+static void stream_drop(admin_conn_t *c, const char *why) {
+  uint64_t dropped;
+  if (zg_ratelimit_allow(&c->admin->drop_rl, uv_now(c->tcp.loop), &dropped))
+    zg_warn("admin",
+            "/events reader dropped: %s (%zu bytes not taken; %llu more "
+            "dropped)",
+            why, c->queued, (unsigned long long)dropped);
+  conn_close(c);
+}
+
+static void stream_write(admin_conn_t *c, const char *text, size_t len) {
+  stream_write_t *w;
+  uv_buf_t b;
+  if (!c->stream)
+    return; /* dropped already */
+  if (c->queued + len > STREAM_QUEUE_MAX) {
+    stream_drop(c, "slower than the feed");
+    return;
+  }
+  if (!(w = malloc(sizeof(*w) + len))) {
+    stream_drop(c, "out of memory");
+    return;
+  }
+  memcpy(w->data, text, len);
+  w->len = len;
+  w->c = c;
+  w->req.data = w;
+  b = uv_buf_init(w->data, (unsigned)len);
+  if (c->queued == 0)
+    c->drained_ms = uv_now(c->tcp.loop);
+  c->queued += len;
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_stream_written) !=
+      0) {
+    c->queued -= len;
+    free(w);
+    conn_close(c);
+  }
+}
+
+static void on_stream_event(zg_events_sub_t *sub, const char *text,
+                            size_t len) {
+  stream_write(ZG_LIST_ITEM(sub, admin_conn_t, sub), text, len);
+}
+
+static void on_history(void *arg, const char *text, size_t len) {
+  stream_write(arg, text, len);
+}
+
+static void on_heartbeat(uv_timer_t *t) {
+  admin_conn_t *c = t->data;
+  if (c->queued > 0 && uv_now(t->loop) - c->drained_ms >= STREAM_STUCK_MS) {
+    stream_drop(c, "nothing taken for 30 s");
+    return;
+  }
+  stream_write(c, ":\n\n", 3);
+}
+
+/* A decimal event id; -1 when `s` is not one. */
+static int parse_id(const char *s, size_t len, uint64_t *out) {
+  uint64_t v = 0;
+  if (len == 0 || len > 19)
+    return -1;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  *out = v;
+  return 0;
+}
+
+static void stream_start(admin_conn_t *c, const char *query, int head) {
+  zg_events_t *ev = zg_feed_events(c->admin->gw->feed);
+  char since_s[24], hello[160];
+  uint64_t since = 0;
+  int has_since = 0, n;
+  if (!ev) {
+    respond_text(c, 503, "no change feed (out of memory at start)\n");
+    return;
+  }
+  if (c->last_id_len > 0) { /* a reconnecting EventSource: it knows best */
+    has_since = parse_id(c->last_id, c->last_id_len, &since) == 0;
+  } else if ((n = query_param(query, "since", since_s, sizeof(since_s))) >= 0) {
+    if (parse_id(since_s, (size_t)n, &since) != 0) {
+      respond_text(c, 400, "since: expected an event id (a number)\n");
+      return;
+    }
+    has_since = 1;
+  }
+  if (head) {
+    respond(c, 200, "text/event-stream", "", 0, 1);
+    return;
+  }
+  if (c->admin->n_streams >= STREAM_MAX) {
+    respond_text(c, 503, "too many /events readers\n");
+    return;
+  }
+  c->done = 1;
+  c->stream = 1;
+  c->admin->n_streams++;
+  c->sub.on_event = on_stream_event;
+  /* A small send buffer: a reader that does not read is seen as such
+   * after a few kilobytes, not after the kernel's megabytes. */
+  {
+    int size = STREAM_SNDBUF;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+  }
+  n = snprintf(hello, sizeof(hello),
+               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+               "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n"
+               "Connection: close\r\n\r\n: zkgate events; last id %llu\n\n",
+               (unsigned long long)zg_events_last_id(ev));
+  stream_write(c, hello, (size_t)n);
+  if (has_since && since + 1 < zg_events_first_id(ev)) {
+    n = snprintf(hello, sizeof(hello),
+                 "data: {\"type\":\"history_gap\",\"since\":%llu,"
+                 "\"first_kept\":%llu}\n\n",
+                 (unsigned long long)since,
+                 (unsigned long long)zg_events_first_id(ev));
+    stream_write(c, hello, (size_t)n);
+  }
+  if (has_since)
+    zg_events_since(ev, since, on_history, c);
+  if (!c->stream)
+    return; /* the history alone was too much for the bound */
+  zg_events_subscribe(ev, &c->sub);
+  uv_timer_start(&c->timer, on_heartbeat, STREAM_HEARTBEAT_MS,
+                 STREAM_HEARTBEAT_MS);
+}
+
 static void handle(admin_conn_t *c) {
   zg_gateway_t *gw = c->admin->gw;
   int method = llhttp_get_method(&c->parser);
   int head = method == HTTP_HEAD;
-  char path[sizeof(c->url)], buf[512];
+  char path[sizeof(c->url) + 1], buf[512];
   const char *q;
   size_t plen;
 
+  c->url[c->url_len] = '\0'; /* on_url keeps room for it */
   q = memchr(c->url, '?', c->url_len);
   plen = q ? (size_t)(q - c->url) : c->url_len;
   memcpy(path, c->url, plen);
   path[plen] = '\0';
+  /* Health checkers ask without credentials; the rest shows the topology. */
   if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
-      strcmp(path, "/metrics") && strcmp(path, "/services")) {
+      !authorized(c, q ? q + 1 : NULL)) {
+    respond_text(c, 401, "authentication required ([admin] auth)\n");
+    return;
+  }
+  if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
+      strcmp(path, "/metrics") && strcmp(path, "/services") &&
+      strcmp(path, "/events")) {
     respond_text(c, 404,
-                 "not found: try /healthz, /ready, /metrics or /services\n");
+                 "not found: try /healthz, /ready, /metrics, /services or "
+                 "/events\n");
     return;
   }
   if (method != HTTP_GET && method != HTTP_HEAD) {
@@ -872,6 +1172,8 @@ static void handle(admin_conn_t *c) {
       int n = snprintf(body, sizeof(body), "not ready: %s\n", why);
       respond(c, 503, "text/plain; charset=utf-8", body, (size_t)n, head);
     }
+  } else if (!strcmp(path, "/events")) {
+    stream_start(c, q ? q + 1 : NULL, head);
   } else if (!strcmp(path, "/metrics")) {
     zg_text_t t = {0};
     zg_admin_metrics(gw, &t);
@@ -902,6 +1204,48 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = p->data;
+  if (c->field_len + len < sizeof(c->field)) {
+    memcpy(c->field + c->field_len, at, len);
+    c->field_len += len;
+  } else {
+    c->field_len = sizeof(c->field); /* longer than any we read */
+  }
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  admin_conn_t *c = p->data;
+  c->in_header = 0;
+  if (c->field_len == 13 && !strncasecmp(c->field, "authorization", 13)) {
+    c->in_header = 1;
+    c->auth_count++;
+  } else if (c->field_len == 13 &&
+             !strncasecmp(c->field, "last-event-id", 13)) {
+    c->in_header = 2;
+    c->last_id_len = 0;
+  }
+  c->field_len = 0;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = p->data;
+  if (c->in_header == 1) {
+    if (c->auth_len + len >= sizeof(c->auth))
+      c->auth_long = 1;
+    else {
+      memcpy(c->auth + c->auth_len, at, len);
+      c->auth_len += len;
+    }
+  } else if (c->in_header == 2 && c->last_id_len + len < sizeof(c->last_id)) {
+    memcpy(c->last_id + c->last_id_len, at, len);
+    c->last_id_len += len;
+  }
+  return 0;
+}
+
 static int on_message_complete(llhttp_t *p) {
   admin_conn_t *c = p->data;
   if (c->url_too_long)
@@ -929,6 +1273,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   admin_conn_t *c = st->data;
   llhttp_errno_t err;
   size_t off = 0;
+  if (c->stream) { /* read only to see the reader go */
+    if (nread < 0)
+      conn_close(c);
+    return;
+  }
   if (c->done || nread == 0)
     return;
   if (nread < 0) {
@@ -1014,9 +1363,13 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
   }
   llhttp_settings_init(&settings);
   settings.on_url = on_url;
+  settings.on_header_field = on_header_field;
+  settings.on_header_field_complete = on_header_field_complete;
+  settings.on_header_value = on_header_value;
   settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   a->gw = gw;
+  zg_ratelimit_init(&a->drop_rl, 10000, 3);
   rc = zg_listener_open(&a->l, gw->loop, addr, on_connection, 0, a,
                         on_listener_closed);
   if (rc != 0) {
@@ -1024,7 +1377,8 @@ zg_admin_t *zg_admin_open(zg_gateway_t *gw, const zg_listen_addr_t *addr) {
     zg_listener_close(&a->l);
     return NULL;
   }
-  zg_info("admin", "listening on %s: /healthz /ready /metrics /services",
+  zg_info("admin",
+          "listening on %s: /healthz /ready /metrics /services /events",
           addr->text);
   return a;
 }

@@ -4,6 +4,7 @@
  * and return once every handle is closed. */
 #include "control/gateway.h"
 
+#include "control/feed.h"
 #include "core/error.h"
 #include "proxy/http_proxy.h"
 #include "proxy/proxy.h"
@@ -79,6 +80,7 @@ static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   zg_gateway_t *gw = svc->px->owner;
   (void)arg;
   log_pool(svc, pool);
+  zg_feed_pool(gw->feed, svc->conf->name, svc->zk_pool, pool);
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;
   if (gw->board) {
@@ -157,7 +159,9 @@ static void gateway_stop_ex(zg_gateway_t *gw, const char *why, int peers) {
     uv_close((uv_handle_t *)&gw->drain_timer, on_handle_closed);
   for (size_t i = 0; i < gw->n_services; i++)
     tcp_listener_close(gw->services[i]);
-  admin_stop(gw);
+  admin_stop(gw); /* first: its /events readers unsubscribe */
+  zg_feed_close(gw->feed);
+  gw->feed = NULL;
   zg_sni_stop(&gw->px);
   zg_tcp_close_all(&gw->px);
   zg_http_stop(&gw->px);
@@ -1271,6 +1275,7 @@ static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
   gw->px.cfg = gw->cfg;
   p->cfg = NULL;
   zg_log_set_level(gw->cfg->proxy.log_level);
+  zg_log_set_json(gw->cfg->proxy.log_json);
   commit_discovered(gw, p);
   if (p->registry && registry_begin(gw, p->registry) != 0)
     zg_error("gateway", "reload: cannot start the registry");
@@ -1318,6 +1323,8 @@ static void reload(zg_gateway_t *gw) {
   rc = zg_config_load(gw->cfg->path, zg_tls_config_checks(), &cfg, &errs);
   if (rc != 0) {
     size_t n = errs.n;
+    char first[128];
+    snprintf(first, sizeof(first), "%s", n ? errs.lines[0] : "");
     for (size_t i = 0; i < errs.n; i++)
       zg_error("config", "%s", errs.lines[i]);
     zg_config_errors_free(&errs);
@@ -1325,6 +1332,9 @@ static void reload(zg_gateway_t *gw) {
              "reload rejected: %zu error(s); the running "
              "configuration stays",
              n);
+    snprintf(summary, sizeof(summary), "%zu error(s)%s%.100s", n,
+             n ? ", the first: " : "", first);
+    zg_feed_reload(gw->feed, 0, summary);
     gw->reloads_failed++;
     return;
   }
@@ -1332,14 +1342,19 @@ static void reload(zg_gateway_t *gw) {
   if ((why = fixed_part_changed(gw, cfg)) != NULL) {
     zg_error("gateway", "reload rejected: %s; the running configuration stays",
              why);
+    zg_feed_reload(gw->feed, 0, why);
     zg_config_free(cfg);
     gw->reloads_failed++;
     return;
   }
   if (reload_apply(gw, cfg, NULL, NULL, summary, sizeof(summary)) != 0) {
+    zg_feed_reload(gw->feed, 0,
+                   "a listener, certificate or log could not "
+                   "be opened (see the log)");
     gw->reloads_failed++;
     return;
   }
+  zg_feed_reload(gw->feed, 1, summary);
   gw->reloads_ok++;
   /* Told once every worker has it: from then on no worker serves the old
    * configuration (a removed address refuses everywhere). */
@@ -1896,6 +1911,19 @@ void zg_gateway_release(zg_gateway_t *gw) {
     zg_shared_release(gw->sh);
 }
 
+/* The change feed's look at the registry (control/feed.h). */
+static json_t *feed_probe(void *arg, zg_source_stats_t *st) {
+  zg_gateway_t *gw = arg;
+  json_t *names;
+  if (!gw->registry || !(names = json_array()))
+    return NULL;
+  zg_source_stats(gw->registry, st);
+  for (size_t i = 0; i < gw->n_services; i++)
+    if (gw->services[i]->conf->zk_path)
+      json_array_append_new(names, json_string(gw->services[i]->conf->name));
+  return names;
+}
+
 int zg_gateway_run(zg_config_t *cfg, const zg_gateway_admin_ops_t *admin) {
   zg_gateway_t gw;
   uv_loop_t loop;
@@ -1925,6 +1953,9 @@ int zg_gateway_run(zg_config_t *cfg, const zg_gateway_admin_ops_t *admin) {
     return 1;
   }
   gw.admin_ops = admin;
+  /* Before the registry starts: the state file's pools are events too. */
+  if (!(gw.feed = zg_feed_new(&loop, zg_shared_marks(sh), feed_probe, &gw)))
+    zg_warn("gateway", "no change feed (/events): out of memory");
 
   for (size_t i = 0; i < 4; i++) {
     uv_signal_init(&loop, &gw.signals[i]);

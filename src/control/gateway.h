@@ -83,6 +83,8 @@ typedef struct zg_gateway {
   uv_timer_t drain_timer;
   /* operations */
   struct zg_admin *admin; /* NULL: no [admin] listen */
+  struct zg_feed *feed;   /* control loop: the change feed (control/feed.h;
+                             NULL on the other workers) */
   const zg_gateway_admin_ops_t *admin_ops;
   int64_t started_wall_ms;
   uint64_t reloads_ok, reloads_failed;

@@ -82,6 +82,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   zg_log_set_level(cfg->proxy.log_level);
+  zg_log_set_json(cfg->proxy.log_json);
   rc = zg_gateway_run(cfg, &zg_admin_ops); /* frees cfg */
   return rc;
 }

@@ -13,10 +13,12 @@
 
 #include "core/error.h"
 #include "core/http_msg.h"
+#include "core/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@ typedef struct {
   char *key;
   char *value;
   int line;
+  int bad; /* its ${...} failed (reported): not interpreted further */
 } raw_kv_t;
 
 typedef struct {
@@ -155,6 +158,72 @@ static char *reader(char *str, int num, void *stream) {
   return str;
 }
 
+/* ${VAR} and ${VAR:-default} in a value (for containers: hosts and ports
+ * from the environment). VAR is [A-Za-z_][A-Za-z0-9_]*; the default is
+ * the text up to the next '}', taken as written, used when VAR is unset or
+ * empty (as in the shell). `$${` is a literal `${`; any other '$' stays as
+ * it is, so values that held a '$' before (passwords) keep their meaning.
+ * A variable unset without a default, or a `${` that does not close, is an
+ * error at the key's line; the value of a variable is never in a message
+ * (it may be a secret). Returns a new string, or NULL when out of memory
+ * (an error leaves the value as written). */
+static char *expand_value(parse_t *p, const char *v, int *bad) {
+  zg_text_t out = {0};
+  char *r;
+  while (*v) {
+    const char *name, *end, *val;
+    size_t nlen;
+    if (v[0] == '$' && v[1] == '$' && v[2] == '{') {
+      zg_text_append(&out, "${", 2);
+      v += 3;
+      continue;
+    }
+    if (v[0] != '$' || v[1] != '{') {
+      zg_text_append(&out, v++, 1);
+      continue;
+    }
+    name = v + 2;
+    nlen = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789_");
+    end = strchr(name, '}');
+    if (nlen == 0 || (name[0] >= '0' && name[0] <= '9') || nlen > 128 || !end ||
+        (name[nlen] != '}' && strncmp(name + nlen, ":-", 2) != 0)) {
+      add_error(p, p->line,
+                "expected ${NAME} or ${NAME:-default} (NAME: letters, digits "
+                "and _), or $${ for a literal ${");
+      zg_text_free(&out);
+      *bad = 1;
+      return strdup(v);
+    }
+    {
+      char var[129];
+      memcpy(var, name, nlen);
+      var[nlen] = '\0';
+      val = getenv(var);
+      if (name[nlen] == ':' && (!val || !*val)) {
+        val = name + nlen + 2;
+        zg_text_append(&out, val, (size_t)(end - val));
+      } else if (!val) {
+        add_error(p, p->line,
+                  "environment variable %s is not set (give a default: "
+                  "${%s:-VALUE})",
+                  var, var);
+        *bad = 1;
+      } else {
+        zg_text_append(&out, val, strlen(val));
+      }
+    }
+    v = end + 1;
+  }
+  zg_text_append(&out, "", 1); /* the NUL, and a value even when empty */
+  if (out.oom) {
+    zg_text_free(&out);
+    return NULL;
+  }
+  r = out.p;
+  return r;
+}
+
 static int handler(void *user, const char *section, const char *name,
                    const char *value) {
   parse_t *p = user;
@@ -169,7 +238,8 @@ static int handler(void *user, const char *section, const char *name,
   kv->section =
       p->n_sections ? strdup(p->sections[p->n_sections - 1].name) : NULL;
   kv->key = strdup(name);
-  kv->value = strdup(value ? value : "");
+  kv->bad = 0;
+  kv->value = expand_value(p, value ? value : "", &kv->bad);
   kv->line = p->line;
   if ((p->n_sections && !kv->section) || !kv->key || !kv->value)
     p->oom = 1;
@@ -673,18 +743,24 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     free(cfg->proxy.access_log);
+    if (cfg->admin.auth_secret) {
+      OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
+      free(cfg->admin.auth_secret);
+    }
     cfg->proxy.access_log = NULL;
     if (strcmp(kv->value, "off") != 0 &&
         !(cfg->proxy.access_log = strdup(kv->value)))
       p->oom = 1;
-  } else if (!strcmp(kv->key, "access_log_format")) {
+  } else if (!strcmp(kv->key, "access_log_format") ||
+             !strcmp(kv->key, "log_format")) {
+    bool *dst =
+        kv->key[0] == 'a' ? &cfg->proxy.access_log_json : &cfg->proxy.log_json;
     if (!strcmp(kv->value, "text"))
-      cfg->proxy.access_log_json = false;
+      *dst = false;
     else if (!strcmp(kv->value, "json"))
-      cfg->proxy.access_log_json = true;
+      *dst = true;
     else
-      add_error(p, kv->line,
-                "access_log_format: expected text or json, got '%s'",
+      add_error(p, kv->line, "%s: expected text or json, got '%s'", kv->key,
                 kv->value);
   } else {
     add_error(p, kv->line, "unknown key '%s' in [proxy]", kv->key);
@@ -725,14 +801,103 @@ static void endpoint_value(parse_t *p, const raw_kv_t *kv, char **out) {
     p->oom = 1;
 }
 
+/* "bearer:TOKEN" or "basic:USER:PASSWORD" into cfg->admin; 0, -1 (not
+ * that), or -2 (out of memory). At most 512 bytes of secret. A
+ * token is RFC 6750's b64token (letters, digits, -._~+/ then '='s); a user
+ * has no ':' (RFC 7617 §2); neither may be empty. */
+static int admin_auth_value(zg_config_t *cfg, const char *v) {
+  zg_admin_auth_t kind;
+  const char *secret;
+  if (!strncmp(v, "bearer:", 7)) {
+    size_t n;
+    kind = ZG_ADMIN_AUTH_BEARER;
+    secret = v + 7;
+    n = strspn(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                       "0123456789-._~+/");
+    if (n == 0 || strspn(secret + n, "=") != strlen(secret + n))
+      return -1;
+  } else if (!strncmp(v, "basic:", 6)) {
+    const char *colon;
+    kind = ZG_ADMIN_AUTH_BASIC;
+    secret = v + 6;
+    colon = strchr(secret, ':');
+    if (!colon || colon == secret || !colon[1])
+      return -1;
+    for (const char *c = secret; *c; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f)
+        return -1;
+  } else {
+    return -1;
+  }
+  if (strlen(secret) > 512)
+    return -1;
+  free(cfg->admin.auth_secret);
+  cfg->admin.auth = kind;
+  cfg->admin.auth_secret = strdup(secret);
+  return cfg->admin.auth_secret ? 0 : -2;
+}
+
+/* auth_file: the same forms, on the file's first line (a mounted secret). */
+static void admin_auth_file(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  char line[1024];
+  FILE *f;
+  size_t n;
+  int rc;
+  if (kv->value[0] != '/') {
+    add_error(p, kv->line, "auth_file: expected an absolute path, got '%s'",
+              kv->value);
+    return;
+  }
+  if (!(f = fopen(kv->value, "r"))) {
+    add_error(p, kv->line, "auth_file: cannot read %s: %s", kv->value,
+              strerror(errno));
+    return;
+  }
+  if (!fgets(line, sizeof(line), f))
+    line[0] = '\0';
+  fclose(f);
+  n = strlen(line);
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  rc = admin_auth_value(cfg, line);
+  OPENSSL_cleanse(line, sizeof(line));
+  if (rc == -2)
+    p->oom = 1;
+  else if (rc != 0)
+    add_error(p, kv->line,
+              "auth_file: the first line of %s must be bearer:TOKEN or "
+              "basic:USER:PASSWORD",
+              kv->value);
+}
+
 static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
-  if (!strcmp(kv->key, "listen")) {
+  if (!strcmp(kv->key, "auth") || !strcmp(kv->key, "auth_file")) {
+    int rc;
+    if (cfg->admin.auth != ZG_ADMIN_AUTH_NONE) {
+      add_error(p, kv->line, "%s: [admin] takes auth or auth_file, not both",
+                kv->key);
+      return;
+    }
+    if (kv->key[4] == '_') {
+      admin_auth_file(p, cfg, kv);
+      return;
+    }
+    /* The value is a secret: not in the message. */
+    if ((rc = admin_auth_value(cfg, kv->value)) == -2)
+      p->oom = 1;
+    else if (rc != 0)
+      add_error(p, kv->line,
+                "auth: expected bearer:TOKEN (letters, digits, -._~+/ and "
+                "trailing =) or basic:USER:PASSWORD");
+  } else if (!strcmp(kv->key, "listen")) {
     if (!listen_value(p, kv, &cfg->admin.listen))
       return;
     cfg->admin.enabled = true;
     p->admin_listen_line = kv->line;
   } else {
-    add_error(p, kv->line, "unknown key '%s' in [admin] (expected listen)",
+    add_error(p, kv->line,
+              "unknown key '%s' in [admin] (expected listen, auth or "
+              "auth_file)",
               kv->key);
   }
 }
@@ -1277,7 +1442,7 @@ static void section_keys(parse_t *p, zg_config_t *cfg, size_t si, size_t *kvi,
                   p->kvs[k].line);
         twice = 1;
       }
-    if (twice || dup)
+    if (twice || dup || kv->bad)
       continue;
     if (kind == SEC_ZOOKEEPER)
       zookeeper_key(p, cfg, kv);

@@ -19,6 +19,13 @@ typedef enum {
   ZG_PROTO_TLS_PASSTHROUGH,
 } zg_protocol_t;
 
+/* [admin] auth: what the admin listener asks of a client. */
+typedef enum {
+  ZG_ADMIN_AUTH_NONE = 0,
+  ZG_ADMIN_AUTH_BEARER, /* Authorization: Bearer TOKEN (RFC 6750) */
+  ZG_ADMIN_AUTH_BASIC,  /* Authorization: Basic base64(user:password) */
+} zg_admin_auth_t;
+
 /* Client certificates on a TLS-terminating service. */
 typedef enum {
   ZG_TLS_VERIFY_NONE = 0, /* none asked for (no tls_client_ca) */
@@ -115,6 +122,7 @@ typedef struct {
     zg_log_level_t log_level;
     char *access_log;          /* NULL: off; "stderr"; or an absolute path */
     bool access_log_json;      /* one JSON object a line instead of text */
+    bool log_json;             /* log_format = json: the process log too */
     uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
     uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
     /* Caps on client connections for the whole process (connlimit.h);
@@ -125,6 +133,10 @@ typedef struct {
   struct {
     bool enabled; /* [admin] listen is set */
     zg_listen_addr_t listen;
+    /* auth (or the first line of auth_file): every path but /healthz and
+     * /ready needs these credentials. A secret: never logged. */
+    zg_admin_auth_t auth;
+    char *auth_secret; /* bearer: the token; basic: "user:password" */
   } admin;
   zg_service_conf_t *services;
   size_t n_services;

@@ -1,11 +1,13 @@
 /* Logging to stderr, one line per event:
  *   2026-11-22T02:30:00.123Z warn registry: message
+ * or, with zg_log_set_json, one JSON object per line.
  * The level is set once at start, before any loop runs; that is the one
  * process-wide setting (the ZooKeeper client's log callback has no context
  * argument, so it has to reach the logger without one). */
 #ifndef ZKGATE_LOG_H
 #define ZKGATE_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum {
@@ -16,6 +18,16 @@ typedef enum {
 } zg_log_level_t;
 
 void zg_log_set_level(zg_log_level_t level);
+/* [proxy] log_format = json: each line one JSON object
+ *   {"time":"2026-11-22T02:30:00.123Z","level":"warn","module":"registry",
+ *    "msg":"message"}
+ * Process-wide, like the level. */
+void zg_log_set_json(int on);
+/* One line (ending in '\n') into `line`, which holds `len` >= 64 bytes; a
+ * message too long is cut (a JSON line stays one valid object). Returns
+ * its length. Pure: for tests. */
+size_t zg_log_format(char *line, size_t len, int json, const char *stamp,
+                     zg_log_level_t level, const char *module, const char *msg);
 int zg_log_enabled(zg_log_level_t level);
 /* On a worker's thread (not the control loop's): info lines become debug
  * ones there. */

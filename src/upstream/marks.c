@@ -122,6 +122,25 @@ int zg_marks_any_failed(zg_marks_t *m, uint64_t now_ms) {
   return now_ms < atomic_load_explicit(&m->until_max, memory_order_acquire);
 }
 
+int zg_marks_failed_keys(zg_marks_t *m, uint64_t now_ms,
+                         char (**out)[ZG_HOST_MAX + 10], size_t *n) {
+  int rc = 0;
+  *out = NULL;
+  *n = 0;
+  if (!zg_marks_any_failed(m, now_ms))
+    return 0;
+  uv_mutex_lock(&m->mu);
+  if (!(*out = malloc(m->n_failed * sizeof(**out) + 1))) {
+    rc = UV_ENOMEM;
+  } else {
+    for (size_t i = 0; i < m->n_failed; i++)
+      if (m->failed[i].until_ms > now_ms)
+        memcpy((*out)[(*n)++], m->failed[i].key, sizeof(m->failed[i].key));
+  }
+  uv_mutex_unlock(&m->mu);
+  return rc;
+}
+
 /* ---- per service name ---- */
 
 void zg_marks_svc_init(zg_marks_svc_t *s) {

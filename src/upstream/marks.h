@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "core/instance.h"
 #include "core/log.h"
 
 typedef struct zg_marks zg_marks_t;
@@ -29,6 +30,10 @@ void zg_marks_unlock(zg_marks_t *m);
 int zg_marks_is_failed_locked(zg_marks_t *m, const char *key, uint64_t now_ms);
 /* 0 when no mark lasts past now_ms: the request path's check, lock-free. */
 int zg_marks_any_failed(zg_marks_t *m, uint64_t now_ms);
+/* The keys marked failed at now_ms, copied into a new array *out (caller
+ * frees; NULL when none) of *n: for the change feed. 0 or UV_ENOMEM. */
+int zg_marks_failed_keys(zg_marks_t *m, uint64_t now_ms,
+                         char (**out)[ZG_HOST_MAX + 10], size_t *n);
 
 /* ---- per service name ---- */
 /* What the services named alike in every worker share. */

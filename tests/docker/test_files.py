@@ -57,9 +57,31 @@ def test_dockerfile_shape():
 def test_shipped_config_matches_what_the_image_promises():
     text = open(os.path.join(DOCKER, "zkgate.ini")).read()
     # The admin API stays on the container's loopback unless the operator says otherwise.
-    assert re.search(r"^\[admin\]\s*\nlisten = 127\.0\.0\.1:9901$", text, re.M)
-    assert re.search(r"^listen = 0\.0\.0\.0:8080$", text, re.M)
-    assert re.search(r"^hosts = zookeeper:2181$", text, re.M)
+    # Defaults that the environment may override (${VAR:-default}); the admin address is the
+    # variable the HEALTHCHECK asks, so that both move together.
+    assert re.search(r"^\[admin\]\s*\nlisten = \$\{ZKGATE_ADMIN:-127\.0\.0\.1:9901\}$", text,
+                     re.M)
+    assert re.search(r"^listen = 0\.0\.0\.0:\$\{ZKGATE_HTTP_PORT:-8080\}$", text, re.M)
+    assert re.search(r"^hosts = \$\{ZKGATE_ZK_HOSTS:-zookeeper:2181\}$", text, re.M)
+
+
+def test_shipped_config_checks_with_and_without_environment():
+    """zkgate -t accepts the shipped file as is and with every variable set."""
+    binary = os.environ.get("ZKGATE_BIN")
+    if not binary:
+        build = os.environ.get("ZKGATE_BUILD_DIR", os.path.join(DOCKER, "..", "build"))
+        binary = os.path.join(build, "zkgate")
+    conf = os.path.join(DOCKER, "zkgate.ini")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKGATE_")}
+    r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env.update(ZKGATE_ZK_HOSTS="zk1:2181,zk2:2181/gw", ZKGATE_HTTP_PORT="18080",
+               ZKGATE_ADMIN="0.0.0.0:19901")
+    r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env["ZKGATE_HTTP_PORT"] = "19901"  # now the admin address: the check must see it
+    r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "already used" in r.stderr, r.stderr
 
 
 def test_compose_services():

@@ -2,6 +2,7 @@
  * the INI contract in DESIGN.md): values, defaults, and every error with
  * the FILE:LINE it must carry. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -704,6 +705,129 @@ static void test_discover(void **state) {
   /* Discovery needs the ZooKeeper session even without zk_path services. */
   assert_non_null(cfg->zk.hosts);
   zg_config_free(cfg);
+}
+
+/* ${VAR} and ${VAR:-default} come from the environment; an unset variable
+ * without a default is an error at its line, naming the variable. */
+static void test_env_substitution(void **state) {
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  (void)state;
+  setenv("ZG_TEST_HOSTS", "zk1:2181,zk2:2181", 1);
+  setenv("ZG_TEST_PORT", "7100", 1);
+  setenv("ZG_TEST_EMPTY", "", 1);
+  unsetenv("ZG_TEST_UNSET");
+  cfg = load_ok("[zookeeper]\n"
+                "hosts = ${ZG_TEST_HOSTS}/chroot\n"
+                "[proxy]\n"
+                "log_format = ${ZG_TEST_UNSET:-json}\n"
+                "access_log_format = ${ZG_TEST_EMPTY:-json}\n"
+                "[service:s]\n"
+                "listen = 127.0.0.1:${ZG_TEST_PORT}\n"
+                "zk_path = /a/${ZG_TEST_UNSET:-b}/$${literal}/$x$\n"
+                "[service:t]\n"
+                "listen = 127.0.0.1:${ZG_TEST_UNSET:-7101}\n"
+                "instances = h:1\n");
+  assert_string_equal(cfg->zk.hosts, "zk1:2181,zk2:2181/chroot");
+  assert_true(cfg->proxy.log_json);
+  assert_true(cfg->proxy.access_log_json); /* empty counts as unset */
+  assert_v4(&cfg->services[0].listen, "127.0.0.1", 7100);
+  assert_string_equal(cfg->services[0].zk_path, "/a/b/${literal}/$x$");
+  assert_v4(&cfg->services[1].listen, "127.0.0.1", 7101);
+  zg_config_free(cfg);
+
+  /* Set but empty, without a default: empty (the shell's ${VAR}). */
+  cfg = load_ok("[proxy]\naccess_log_format = text${ZG_TEST_EMPTY}\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_false(cfg->proxy.access_log_json);
+  zg_config_free(cfg);
+
+  {
+    static const char text[] = "[proxy]\n"
+                               "log_format = ${ZG_TEST_UNSET}\n"
+                               "[service:s]\n"
+                               "listen = 127.0.0.1:7000\n"
+                               "instances = h:1\n";
+    int line = 2;
+    errs = load_bad(text, &line, 1);
+    assert_non_null(strstr(errs.lines[0], "ZG_TEST_UNSET is not set"));
+    zg_config_errors_free(&errs);
+  }
+  expect_one_error("[proxy]\nlog_format = ${ZG_TEST_PORT\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${1X}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = ${A-B}\n", "log_format");
+  /* The substituted value is checked like a written one. */
+  expect_one_error("[proxy]\nlog_format = ${ZG_TEST_PORT}\n", "log_format");
+  expect_one_error("[proxy]\nlog_format = xml\n", "log_format");
+}
+
+/* [admin] auth and auth_file: the two forms, the secret never in a
+ * message, and one of the two keys at most. */
+static void test_admin_auth(void **state) {
+  static const char svc[] = "[service:s]\nlisten = 127.0.0.1:7000\n"
+                            "instances = h:1\n";
+  char text[512], path[] = "/tmp/zkgate-test-auth-XXXXXX";
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  int fd, line = 3;
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[admin]\nlisten = 127.0.0.1:9901\n"
+           "auth = bearer:abc-DEF_1.2~3+/==\n%s",
+           svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BEARER);
+  assert_string_equal(cfg->admin.auth_secret, "abc-DEF_1.2~3+/==");
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text), "[admin]\nauth = basic:ops:pa:ss word\n%s", svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BASIC);
+  assert_string_equal(cfg->admin.auth_secret, "ops:pa:ss word");
+  zg_config_free(cfg);
+  cfg = load_ok(svc);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_NONE);
+  zg_config_free(cfg);
+
+  expect_one_error("[admin]\nauth = bearer:\n", "auth");
+  expect_one_error("[admin]\nauth = bearer:a=b\n", "auth");
+  expect_one_error("[admin]\nauth = basic::pw\n", "auth");
+  expect_one_error("[admin]\nauth = basic:user\n", "auth");
+  expect_one_error("[admin]\nauth = basic:user:\n", "auth");
+  expect_one_error("[admin]\nauth = digest:user:pw\n", "auth");
+  snprintf(text, sizeof(text), "[admin]\nauth = bearer:x\nauth = bearer:y\n");
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+  {
+    line = 2;
+    errs = load_bad("[admin]\nauth = basic:user:TopSecret1\x01\n", &line, 1);
+    assert_null(strstr(errs.lines[0], "TopSecret1"));
+    zg_config_errors_free(&errs);
+  }
+
+  fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "basic:ops:from-file\r\nignored\n", 30), 30);
+  close(fd);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n%s", path, svc);
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_BASIC);
+  assert_string_equal(cfg->admin.auth_secret, "ops:from-file");
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text), "[admin]\nauth = bearer:t\nauth_file = %s\n%s",
+           path, svc);
+  line = 3; /* not both */
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+  fd = open(path, O_WRONLY | O_TRUNC);
+  assert_int_equal(write(fd, "token-without-scheme\n", 21), 21);
+  close(fd);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n", path);
+  expect_one_error(text, "auth_file");
+  unlink(path);
+  snprintf(text, sizeof(text), "[admin]\nauth_file = %s\n", path);
+  expect_one_error(text, "auth_file"); /* gone */
+  expect_one_error("[admin]\nauth_file = secret.txt\n", "auth_file");
 }
 
 static void test_operations_keys(void **state) {
@@ -1817,6 +1941,8 @@ int main(void) {
       cmocka_unit_test(test_hosts_chroot),
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_size),
+      cmocka_unit_test(test_env_substitution),
+      cmocka_unit_test(test_admin_auth),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
   };

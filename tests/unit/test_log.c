@@ -216,6 +216,61 @@ static void test_line_format(void **state) {
   free(out);
 }
 
+/* log_format = json: one object a line, the message escaped (RFC 8259 §7)
+ * and cut, when too long, so that the line stays valid JSON. */
+static void test_json_format(void **state) {
+  char line[256], big[600];
+  size_t n;
+  (void)state;
+  n = zg_log_format(line, sizeof(line), 1, "2026-11-22T02:30:00.123Z",
+                    ZG_LOG_WARN, "registry",
+                    "a \"b\"\\c\n\x01"
+                    "d");
+  line[n] = '\0';
+  assert_string_equal(line, "{\"time\":\"2026-11-22T02:30:00.123Z\","
+                            "\"level\":\"warn\",\"module\":\"registry\","
+                            "\"msg\":\"a \\\"b\\\"\\\\c\\n\\u0001d\"}\n");
+  n = zg_log_format(line, sizeof(line), 0, "T", ZG_LOG_ERROR, "m", "x");
+  line[n] = '\0';
+  assert_string_equal(line, "T error m: x\n");
+  memset(big, '"', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  n = zg_log_format(line, sizeof(line), 1, "T", ZG_LOG_INFO, "m", big);
+  assert_true(n <= sizeof(line));
+  assert_int_equal(line[n - 1], '\n');
+  assert_int_equal(line[n - 2], '}');
+  assert_int_equal(line[n - 3], '"');
+  assert_int_equal(line[n - 4], '"'); /* a whole \" pair, not half of one */
+  assert_int_equal(line[n - 5], '\\');
+  n = zg_log_format(line, sizeof(line), 0, "T", ZG_LOG_INFO, "m", big);
+  assert_true(n <= sizeof(line));
+  assert_int_equal(line[n - 1], '\n');
+}
+
+static void log_json_some(void) {
+  zg_log_set_level(ZG_LOG_INFO);
+  zg_log_set_json(1);
+  zg_warn("registry", "hello %d", 42);
+  zg_log_set_json(0);
+}
+
+static void test_json_line(void **state) {
+  static const char pattern[] =
+      "^\\{\"time\":\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+      "\\.[0-9]{3}Z\",\"level\":\"warn\",\"module\":\"registry\","
+      "\"msg\":\"hello 42\"\\}\n$";
+  regex_t re;
+  char *out = capture_stderr(log_json_some);
+  (void)state;
+  assert_int_equal(regcomp(&re, pattern, REG_EXTENDED), 0);
+  if (regexec(&re, out, 0, NULL, 0) != 0) {
+    print_error("stderr was:\n%s\n", out);
+    fail();
+  }
+  regfree(&re);
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ratelimit_burst_then_report),
@@ -224,6 +279,8 @@ int main(void) {
       cmocka_unit_test(test_ratelimit_many),
       cmocka_unit_test(test_level),
       cmocka_unit_test(test_line_format),
+      cmocka_unit_test(test_json_format),
+      cmocka_unit_test(test_json_line),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
