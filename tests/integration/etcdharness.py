@@ -190,3 +190,80 @@ class EtcdCluster:
         self.ctl("auth", "enable")
         r = self.call("/v3/auth/authenticate", {"name": user, "password": password})
         self.token = r["token"]
+
+
+class Relay:
+    """A TCP relay to one etcd member that can be cut: cut() closes every relayed connection
+    and closes new ones at once until mend()."""
+
+    def __init__(self, target_port):
+        import socket
+        import threading
+        self._socket = socket
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port()
+        self.blocked = False
+        self._lock = threading.Lock()
+        self._conns = set()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept_loop(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.blocked:
+                c.close()
+                continue
+            try:
+                s = self._socket.create_connection(self.target, timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self._lock:
+                self._conns.update((c, s))
+            threading.Thread(target=self._pipe, args=(c, s), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c), daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.blocked = True
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for x in conns:
+            try:
+                x.shutdown(self._socket.SHUT_RDWR)
+                x.close()
+            except OSError:
+                pass
+
+    def mend(self):
+        self.blocked = False
+
+    def close(self):
+        self.cut()
+        self.sock.close()

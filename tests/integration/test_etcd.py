@@ -85,3 +85,220 @@ def test_new_key_routes_within_20ms(etcd, gateway, backends):
     took = time.monotonic() - put_done
     assert took < 0.5, f"routed {took * 1000:.0f} ms after the put returned"
     print(f"put->route {took * 1000:.1f} ms (put itself {1000 * (put_done - t0):.1f} ms)")
+
+
+def test_lease_expiry_removes_instance(etcd, gateway, backends):
+    """A key under a lease (the registration recipe: TTL plus keep-alive) goes when the lease
+    expires without keep-alives, and the instance stops routing."""
+    a, b = backends("a", "b")
+    lease = etcd.lease_grant(2)
+    etcd.put("/l/web/a", a.addr, lease=lease)
+    etcd.put("/l/web/b", b.addr)
+    port = free_port()
+    gateway(etcd_ini(etcd.endpoints, {"web": {"etcd_prefix": "/l/web/",
+                                              "listen": f"127.0.0.1:{port}"}}), listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    # etcd expires a 2 s lease within a few seconds (its minimum TTL is the election time).
+    assert set(wait_pool(port, ["b"], timeout=15)) == {"b"}
+
+
+def test_compaction_rereads(etcd, gateway, backends, tmp_path):
+    """While the gateway's connection is cut, keys change and etcd compacts past the revision
+    the gateway had: when the connection comes back, its watch is refused as compacted and the
+    prefix is read again whole, so the changes made in the gap are all there."""
+    from etcdharness import Relay
+    a, b, c = backends("a", "b", "c")
+    etcd.put("/c/web/a", a.addr)
+    etcd.put("/c/web/b", b.addr)
+    relay = Relay(etcd.members[0].client_port)
+    port, admin = free_port(), free_port()
+    gw = gateway(etcd_ini(relay.url, {"web": {"etcd_prefix": "/c/web/",
+                                               "listen": f"127.0.0.1:{port}"}},
+                          admin={"listen": f"127.0.0.1:{admin}"}), listen=port)
+    try:
+        assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+        relay.cut()
+        assert gw.wait_log("etcd: lost the connection", timeout=5), gw.log_text()
+        etcd.delete("/c/web/a")
+        etcd.put("/c/web/c", c.addr)
+        rev = etcd.put("/c/other", "x")
+        etcd.compact(rev)
+        # The last known pool serves meanwhile.
+        assert set(sample(port, 8)) == {"a", "b"}
+        relay.mend()
+        assert set(wait_pool(port, ["b", "c"], timeout=10)) == {"b", "c"}, gw.log_text()
+        assert "is compacted" in gw.log_text()
+        metrics = admin_get(admin, "/metrics")[1]
+        assert "zkgate_etcd_rereads_total 1" in metrics, metrics
+        assert "zkgate_etcd_connected 1" in metrics
+    finally:
+        relay.close()
+
+
+def test_failover_resumes_with_nothing_lost(etcd3, gateway, backends):
+    """The member zkgate watches through is killed: it moves to the next endpoint and resumes
+    from the last revision it applied, so keys changed while it moved are all applied."""
+    a, b, c = backends("a", "b", "c")
+    etcd3.put("/f/web/a", a.addr)
+    port, admin = free_port(), free_port()
+    gw = gateway(etcd_ini(etcd3.endpoints, {"web": {"etcd_prefix": "/f/web/",
+                                                    "listen": f"127.0.0.1:{port}"}},
+                          admin={"listen": f"127.0.0.1:{admin}"}), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    used = json.loads(admin_get(admin, "/services")[1])["etcd"]["endpoint"]
+    victim = next(m for m in etcd3.members if m.url == used)
+    victim.kill()
+    etcd3.put("/f/web/b", b.addr)
+    etcd3.put("/f/web/c", c.addr)
+    etcd3.delete("/f/web/a")
+    assert set(wait_pool(port, ["b", "c"], timeout=10)) == {"b", "c"}, gw.log_text()
+    st = json.loads(admin_get(admin, "/services")[1])
+    assert st["etcd"]["endpoint"] != used
+    assert st["etcd"]["state"] == "connected"
+    metrics = admin_get(admin, "/metrics")[1]
+    assert "zkgate_etcd_failovers_total 0" not in metrics
+    assert "zkgate_etcd_rereads_total 0" in metrics  # resumed, not read again
+
+
+def test_leader_killed_under_traffic(etcd3, gateway, backends):
+    """A 3-member cluster loses its leader while clients connect through the gateway in a
+    loop: no connection to a live instance fails, and a key put after the election routes."""
+    a, b, c = backends("a", "b", "c")
+    etcd3.put("/t/web/a", a.addr)
+    etcd3.put("/t/web/b", b.addr)
+    port = free_port()
+    # The leader first: the gateway's stream is on the member that is killed.
+    leader = wait_until(etcd3.leader, 5)
+    assert leader
+    endpoints = ",".join([leader.url] + [m.url for m in etcd3.members if m is not leader])
+    gw = gateway(etcd_ini(endpoints, {"web": {"etcd_prefix": "/t/web/",
+                                                    "listen": f"127.0.0.1:{port}"}}),
+                 listen=port)
+    assert set(wait_pool(port, ["a", "b"])) == {"a", "b"}
+    stop = threading.Event()
+    results = []
+
+    def client_loop():
+        while not stop.is_set():
+            try:
+                results.append(reach(port, timeout=2))
+            except OSError as e:
+                results.append(f"error: {e}")
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_until(lambda: len(results) > 20, 5)  # traffic flowing before the kill
+        assert etcd3.leader() is leader
+        leader.kill()
+        assert wait_until(lambda: etcd3.leader() not in (None, leader), 15)
+        etcd3.put("/t/web/c", c.addr)
+        assert wait_until(lambda: "c" in results[-20:], 10), gw.log_text()
+        assert "etcd: lost the connection" in gw.log_text()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    bad = [r for r in results if r not in ("a", "b", "c")]
+    assert len(results) > 50
+    assert not bad, f"{len(bad)} failed of {len(results)}: {bad[:5]}"
+    print(f"{len(results)} connections through a leader change, none failed")
+
+
+def test_auth(etcd, gateway, backends):
+    """With etcd auth on, username and password get a token that every call carries; a wrong
+    password is a clear error in the log and /ready says not ready."""
+    a = backends("a")
+    etcd.put("/a/web/a", a.addr)
+    etcd.enable_auth("root", "s3cret")
+    port, port2, admin = free_port(), free_port(), free_port()
+    svc = {"etcd_prefix": "/a/web/"}
+    gateway(etcd_ini(etcd.endpoints, {"web": {**svc, "listen": f"127.0.0.1:{port}"}},
+                     etcd={"username": "root", "password": "s3cret"}), listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    bad = gateway(etcd_ini(etcd.endpoints, {"web": {**svc, "listen": f"127.0.0.1:{port2}"}},
+                           etcd={"username": "root", "password": "wrong"},
+                           admin={"listen": f"127.0.0.1:{admin}"}), listen=port2)
+    assert bad.wait_log("authentication as 'root' refused", timeout=10), bad.log_text()
+    assert "wrong" not in bad.log_text()  # the password is never logged
+    code, body = admin_get(admin, "/ready")
+    assert code == 503 and "etcd" in body and "authentication" in body, (code, body)
+    assert reach(port2) is None
+
+
+def test_mixed_zookeeper_and_etcd(etcd, zk, kz, zpath, gateway, backends):
+    """One ZooKeeper service and one etcd service in one file both route; /services says
+    where each pool came from."""
+    a, b = backends("a", "b")
+    register(kz, zpath, a.addr.encode())
+    etcd.put("/m/web/b", b.addr)
+    pz, pe, admin = free_port(), free_port(), free_port()
+    gw = gateway(etcd_ini(etcd.endpoints,
+                          {"zsvc": {"zk_path": zpath, "listen": f"127.0.0.1:{pz}"},
+                           "esvc": {"etcd_prefix": "/m/web/", "listen": f"127.0.0.1:{pe}"}},
+                          zookeeper={"hosts": zk.hosts},
+                          admin={"listen": f"127.0.0.1:{admin}"}), listen=[pz, pe])
+    assert set(wait_pool(pz, ["a"])) == {"a"}
+    assert set(wait_pool(pe, ["b"])) == {"b"}
+    assert wait_until(lambda: admin_get(admin, "/ready")[0] == 200, 5), gw.log_text()
+    st = json.loads(admin_get(admin, "/services")[1])
+    svcs = {s["name"]: s for s in st["services"]}
+    assert svcs["zsvc"]["source"] == "zookeeper"
+    assert svcs["esvc"]["source"] == "etcd"
+    assert svcs["esvc"]["etcd_prefix"] == "/m/web/"
+    inst = svcs["esvc"]["instances"][0]
+    assert inst["key"] == "/m/web/b" and inst["revision"] > 0
+    zinst = svcs["zsvc"]["instances"][0]
+    assert zinst["znode"].startswith(zpath) and "data_version" in zinst
+    metrics = admin_get(admin, "/metrics")[1]
+    assert 'zkgate_service_source{service="esvc",source="etcd",path="/m/web/"} 1' in metrics
+    assert "zkgate_etcd_connected 1" in metrics
+
+
+def test_reload_adds_etcd_service(etcd, gateway, backends):
+    """A reload that adds the first etcd service starts the etcd source; one that changes
+    [etcd] afterwards is rejected (a restart is needed)."""
+    a, b = backends("a", "b")
+    etcd.put("/r/web/b", b.addr)
+    p1, p2 = free_port(), free_port()
+    first = ini_text({"static": {"instances": a.addr, "listen": f"127.0.0.1:{p1}"}})
+    gw = gateway(first, listen=p1)
+    with open(gw.ini_path, "w") as f:
+        f.write(etcd_ini(etcd.endpoints,
+                         {"static": {"instances": a.addr, "listen": f"127.0.0.1:{p1}"},
+                          "web": {"etcd_prefix": "/r/web/", "listen": f"127.0.0.1:{p2}"}}))
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_listening(p2)
+    assert set(wait_pool(p2, ["b"])) == {"b"}, gw.log_text()
+    with open(gw.ini_path, "w") as f:
+        f.write(etcd_ini(etcd.endpoints,
+                         {"static": {"instances": a.addr, "listen": f"127.0.0.1:{p1}"},
+                          "web": {"etcd_prefix": "/r/web/", "listen": f"127.0.0.1:{p2}"}},
+                         etcd={"dial_timeout": "1s"}))
+    gw.proc.send_signal(signal.SIGHUP)
+    assert gw.wait_log("[etcd] changed: that needs a restart", timeout=5), gw.log_text()
+    assert set(wait_pool(p2, ["b"])) == {"b"}
+
+
+def test_state_file_cold_start(etcd, gateway, backends, tmp_path):
+    """The state file remembers etcd pools; a gateway started while etcd is down serves them,
+    and picks up etcd's word once it is back."""
+    a, b = backends("a", "b")
+    etcd.put("/sf/web/a", a.addr)
+    state = str(tmp_path / "etcd-state.json")
+    port = free_port()
+    text = etcd_ini(etcd.endpoints, {"web": {"etcd_prefix": "/sf/web/",
+                                             "listen": f"127.0.0.1:{port}"}},
+                    etcd={"state_file": state})
+    gw = gateway(text, listen=port)
+    assert set(wait_pool(port, ["a"])) == {"a"}
+    assert wait_until(lambda: os.path.exists(state) and "/sf/web/" in open(state).read(), 5)
+    assert gw.stop() == 0
+    etcd.members[0].stop()
+    gw2 = gateway(text, listen=port, name="cold")
+    assert set(wait_pool(port, ["a"])) == {"a"}, gw2.log_text()
+    etcd.restart(etcd.members[0])
+    etcd.wait_healthy()
+    etcd.put("/sf/web/b", b.addr)
+    assert set(wait_pool(port, ["a", "b"], timeout=10)) == {"a", "b"}, gw2.log_text()
