@@ -46,6 +46,7 @@
 #define RETRY_MS 500          /* between rounds over every endpoint */
 #define AUTH_RETRY_MS 5000    /* after etcd refused the credentials */
 #define CALL_TIMEOUT_MS 15000 /* a unary call's response */
+#define PROBE_MS 5000         /* a quorum read while the stream is quiet */
 #define MAX_BODY (256u * 1024 * 1024)
 #define MAX_LINE (64u * 1024 * 1024)
 
@@ -78,7 +79,7 @@ struct etcd_entry {
   int compacted; /* the read is due because of a compaction */
 };
 
-typedef enum { CALL_AUTH, CALL_RANGE, CALL_WATCH } call_kind_t;
+typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
 
 /* Done: rc 0 with the response's status and body (unary calls), or why
  * the call failed (a watch stream always ends with a failure). */
@@ -102,9 +103,10 @@ struct etcd_call {
   char *body; /* unary: the whole body; stream: what is not a line yet */
   size_t body_len, body_cap;
   int status;
-  int refs;     /* the lookup, the socket and the timer while open */
-  int tcp_open; /* the socket was initialised */
-  int finished; /* `done` was called (or never will be) */
+  uint64_t timeout_ms; /* for the response, once the request is sent */
+  int refs;            /* the lookup, the socket and the timer while open */
+  int tcp_open;        /* the socket was initialised */
+  int finished;        /* `done` was called (or never will be) */
   char read_buf[16384];
 };
 
@@ -129,6 +131,7 @@ struct etcd_source {
   int stream_up;     /* the stream said created */
   int64_t round_rev; /* reads of this round are pinned to it; 0: none */
   uint64_t retry_at; /* uv_now before which no call starts */
+  uint64_t probe_at; /* uv_now of the next probe */
   uv_timer_t tick;
   int started, closing, open_handles;
   /* books */
@@ -411,7 +414,7 @@ static void call_send(etcd_call_t *c) {
     call_finish(c, rc);
     return;
   }
-  uv_timer_start(&c->timer, on_call_timer, CALL_TIMEOUT_MS, 0);
+  uv_timer_start(&c->timer, on_call_timer, c->timeout_ms, 0);
 }
 
 static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
@@ -489,6 +492,7 @@ static etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
   c->src = src;
   c->kind = kind;
   c->done = done;
+  c->timeout_ms = CALL_TIMEOUT_MS;
   n = snprintf(NULL, 0,
                "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
                "Content-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -1109,6 +1113,37 @@ static void watch_start(etcd_source_t *src) {
   free(body);
 }
 
+/* ---- the probe -------------------------------------------------------------
+ * A stream says nothing while nothing changes, also when its member is cut
+ * off (a partition, a host gone without a reset): every PROBE_MS a
+ * linearizable read of one key on a new connection to the same member
+ * asks for its quorum (etcd's ReadIndex), within twice the dial timeout. A
+ * failure fails over, as any failed call does. The read also keeps a
+ * simple auth token from expiring. */
+
+static void on_probe_done(etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->src;
+  src->unary = NULL;
+  if (rc != 0 || c->status >= 500 || c->status < 200) {
+    call_failed(src, c, "checking", rc);
+    pump(src);
+    return;
+  }
+  if (c->status != 200)
+    refused(src, c, "checking");
+  pump(src);
+}
+
+static void probe_start(etcd_source_t *src) {
+  /* The key "\0" (AA== in base64): nothing needs to be there. */
+  src->probe_at = uv_now(src->loop) + PROBE_MS;
+  src->unary =
+      call_start(src, CALL_PROBE, "/v3/kv/range",
+                 "{\"key\":\"AA==\",\"count_only\":true}", on_probe_done);
+  if (src->unary)
+    src->unary->timeout_ms = 2 * src->dial_timeout_ms;
+}
+
 /* ---- what to do next
  * --------------------------------------------------------- */
 
@@ -1128,8 +1163,11 @@ static void pump(etcd_source_t *src) {
       return;
     }
   src->round_rev = 0;
-  if (src->watch && !src->watch_dirty)
+  if (src->watch && !src->watch_dirty) {
+    if (src->stream_up && uv_now(src->loop) >= src->probe_at)
+      probe_start(src);
     return;
+  }
   call_abort(src->watch);
   src->watch = NULL;
   src->stream_up = 0;
