@@ -720,6 +720,12 @@ static void set_connected(etcd_source_t *src) {
   src->error[0] = '\0';
   if (src->cat.state == ZG_SOURCE_CONNECTED)
     return;
+  /* Back after a gap: every pool is offered again (after the coalesce
+   * window, which lets the stream's catch-up land first), so that one
+   * emptied past max_stale serves again even if nothing changed. */
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->e.synced)
+      zg_catalog_changed(&entry_at(src, i)->e);
   zg_info("registry",
           "etcd: connected to %s at revision %lld, watching %zu "
           "prefix(es)",

@@ -203,6 +203,7 @@ class Relay:
         self.target = ("127.0.0.1", target_port)
         self.port = free_port()
         self.blocked = False
+        self.frozen = False  # connections stay open, nothing passes
         self._lock = threading.Lock()
         self._conns = set()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -227,6 +228,7 @@ class Relay:
                 continue
             try:
                 s = self._socket.create_connection(self.target, timeout=2)
+                s.settimeout(None)
             except OSError:
                 c.close()
                 continue
@@ -241,7 +243,8 @@ class Relay:
                 d = a.recv(65536)
                 if not d:
                     break
-                b.sendall(d)
+                if not self.frozen:
+                    b.sendall(d)
         except OSError:
             pass
         for x in (a, b):
@@ -261,8 +264,14 @@ class Relay:
             except OSError:
                 pass
 
+    def freeze(self):
+        """A member gone silent (a partition): connections open and stay open, and nothing
+        passes either way."""
+        self.frozen = True
+
     def mend(self):
         self.blocked = False
+        self.frozen = False
 
     def close(self):
         self.cut()

@@ -302,3 +302,52 @@ def test_state_file_cold_start(etcd, gateway, backends, tmp_path):
     etcd.wait_healthy()
     etcd.put("/sf/web/b", b.addr)
     assert set(wait_pool(port, ["a", "b"], timeout=10)) == {"a", "b"}, gw2.log_text()
+
+
+def test_silent_member_is_left(etcd, gateway, backends):
+    """The member in use goes silent without closing anything (a partition): the periodic
+    quorum probe times out and the gateway moves to the next endpoint, where changes route."""
+    from etcdharness import Relay
+    a, b = backends("a", "b")
+    etcd.put("/q/web/a", a.addr)
+    relay = Relay(etcd.members[0].client_port)
+    port = free_port()
+    # Through the relay first, then straight to the same member.
+    gw = gateway(etcd_ini(f"{relay.url},{etcd.members[0].url}",
+                          {"web": {"etcd_prefix": "/q/web/", "listen": f"127.0.0.1:{port}"}}),
+                 listen=port)
+    try:
+        assert set(wait_pool(port, ["a"])) == {"a"}
+        relay.freeze()
+        etcd.put("/q/web/b", b.addr)
+        # Probe every 5 s, timing out after 2 x dial_timeout (1 s).
+        assert set(wait_pool(port, ["a", "b"], timeout=15)) == {"a", "b"}, gw.log_text()
+        assert "checking on " + relay.url in gw.log_text()
+    finally:
+        relay.close()
+
+
+def test_max_stale(etcd, gateway, backends):
+    """Past [etcd] max_stale without etcd, the last known pool stops serving and /ready says
+    why; when etcd is back, the pool serves again."""
+    from etcdharness import Relay
+    a = backends("a")
+    etcd.put("/ms/web/a", a.addr)
+    relay = Relay(etcd.members[0].client_port)
+    port, admin = free_port(), free_port()
+    gw = gateway(etcd_ini(relay.url, {"web": {"etcd_prefix": "/ms/web/",
+                                               "listen": f"127.0.0.1:{port}"}},
+                          etcd={"max_stale": "1s"}, admin={"listen": f"127.0.0.1:{admin}"}),
+                 listen=port)
+    try:
+        assert set(wait_pool(port, ["a"])) == {"a"}
+        relay.cut()
+        assert wait_until(lambda: reach(port) is None, 5), gw.log_text()
+        assert "past max_stale" in gw.log_text()
+        code, body = admin_get(admin, "/ready")
+        assert code == 503 and "etcd" in body and "max_stale" in body, (code, body)
+        relay.mend()
+        assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}, gw.log_text()
+        assert wait_until(lambda: admin_get(admin, "/ready")[0] == 200, 5)
+    finally:
+        relay.close()
