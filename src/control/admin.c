@@ -510,6 +510,58 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
                   zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
 }
 
+/* The etcd source (control loop only). */
+static void metrics_etcd(const zg_gateway_t *gw, zg_text_t *o) {
+  zg_source_stats_t es;
+  zg_source_stats(gw->etcd, &es);
+  family(o, "zkgate_etcd_connected", "gauge",
+         "1 while the etcd watch stream is up.");
+  zg_text_printf(o, "zkgate_etcd_connected %d\n",
+                 es.state == ZG_SOURCE_CONNECTED);
+  family(o, "zkgate_etcd_revision", "gauge",
+         "The highest etcd revision applied to the pools.");
+  zg_text_printf(o, "zkgate_etcd_revision %lld\n", (long long)es.etcd.revision);
+  family(o, "zkgate_etcd_watch_events_total", "counter",
+         "etcd watch events received.");
+  zg_text_printf(o, "zkgate_etcd_watch_events_total %llu\n",
+                 (unsigned long long)es.watch_events);
+  family(o, "zkgate_etcd_reads_total", "counter",
+         "etcd range reads of a whole prefix.");
+  zg_text_printf(o, "zkgate_etcd_reads_total %llu\n",
+                 (unsigned long long)es.etcd.reads);
+  family(o, "zkgate_etcd_rereads_total", "counter",
+         "Prefixes read again because etcd compacted past their revision.");
+  zg_text_printf(o, "zkgate_etcd_rereads_total %llu\n",
+                 (unsigned long long)es.etcd.rereads);
+  family(o, "zkgate_etcd_failovers_total", "counter",
+         "Moves to another etcd endpoint after a failure.");
+  zg_text_printf(o, "zkgate_etcd_failovers_total %llu\n",
+                 (unsigned long long)es.etcd.failovers);
+  family(o, "zkgate_etcd_watch_streams_total", "counter",
+         "etcd watch streams opened (one for all prefixes at a time).");
+  zg_text_printf(o, "zkgate_etcd_watch_streams_total %llu\n",
+                 (unsigned long long)es.etcd.streams);
+}
+
+/* Which registry each service's pool comes from. */
+static void metrics_sources(const shards_t *sh, zg_text_t *o) {
+  family(o, "zkgate_service_source", "gauge",
+         "1 for the registry a service's pool comes from (source zookeeper, "
+         "etcd or static) and its path.");
+  for (size_t i = 0; i < sh->gw[0]->n_services; i++) {
+    const zg_service_conf_t *c = sh->gw[0]->services[i]->conf;
+    const char *path = zg_service_conf_path(c);
+    zg_text_printf(o, "zkgate_service_source{service=\"");
+    zg_text_label(o, c->name);
+    zg_text_printf(o, "\",source=\"%s\",path=\"",
+                   c->etcd_prefix ? "etcd"
+                   : c->zk_path   ? "zookeeper"
+                                  : "static");
+    zg_text_label(o, path ? path : "");
+    zg_text_printf(o, "\"} 1\n");
+  }
+}
+
 /* The ZooKeeper session (control loop only). */
 static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
   zg_source_stats_t rs;
@@ -595,9 +647,12 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   metrics_listener_active(gw, o, sh);
   metrics_requests(gw, o, sh);
   metrics_services(gw, o, sh);
+  metrics_sources(sh, o);
   shards_put(gw, sh);
   if (gw->registry)
     metrics_registry(gw, o);
+  if (gw->etcd)
+    metrics_etcd(gw, o);
   metrics_reloads(gw, o);
 }
 
@@ -618,6 +673,30 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
                (unsigned long long)rs.disconnected_for_ms,
                (unsigned long long)rs.max_stale_ms);
       return buf;
+    }
+  }
+  if (gw->etcd) {
+    zg_source_stats_t es;
+    zg_source_stats(gw->etcd, &es);
+    if (es.state != ZG_SOURCE_CONNECTED && es.max_stale_ms > 0 &&
+        es.disconnected_for_ms >= es.max_stale_ms) {
+      snprintf(buf, len, "etcd %s for %llu ms, past max_stale (%llu ms)%s%s",
+               zg_source_state_name(es.state),
+               (unsigned long long)es.disconnected_for_ms,
+               (unsigned long long)es.max_stale_ms,
+               es.etcd.error[0] ? ": " : "", es.etcd.error);
+      return buf;
+    }
+    for (size_t i = 0; i < gw->n_services; i++) {
+      const zg_service_t *svc = gw->services[i];
+      if (svc->conf->etcd_prefix && !svc->zk_pool) {
+        snprintf(buf, len,
+                 "service %s not synchronised with etcd %s yet (%s%s%s)",
+                 svc->conf->name, svc->conf->etcd_prefix,
+                 zg_source_state_name(es.state), es.etcd.error[0] ? ": " : "",
+                 es.etcd.error);
+        return buf;
+      }
     }
   }
   for (size_t i = 0; i < gw->n_services; i++) {
@@ -660,13 +739,20 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                     ? zg_http_instance_active(&sh->gw[k]->px, s, key)
                     : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
   }
+  if (svc->conf->etcd_prefix)
+    return json_pack(
+        "{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:I}", "address", addr,
+        "key", in->key, "format", zg_instance_format_name(in->format), "up",
+        in->up, "weight", (json_int_t)in->weight, "tls", in->tls, "health",
+        zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok", "active",
+        (json_int_t)active, "revision", (json_int_t)in->version);
   return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
                    "address", addr, "znode", in->key, "format",
                    zg_instance_format_name(in->format), "up", in->up, "weight",
                    (json_int_t)in->weight, "tls", in->tls, "health",
                    zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
-                   "active", (json_int_t)active, "data_version", in->version,
-                   "mtime_ms", (json_int_t)in->mtime_ms);
+                   "active", (json_int_t)active, "data_version",
+                   (int)in->version, "mtime_ms", (json_int_t)in->mtime_ms);
 }
 
 static json_t *service_json(const shards_t *sh, size_t si) {
@@ -686,8 +772,14 @@ static json_t *service_json(const shards_t *sh, size_t si) {
   json_object_set_new(o, "protocol",
                       json_string(zg_protocol_name(c->protocol)));
   json_object_set_new(o, "listen", json_string(c->listen.text));
+  json_object_set_new(o, "source",
+                      json_string(c->etcd_prefix ? "etcd"
+                                  : c->zk_path   ? "zookeeper"
+                                                 : "static"));
   json_object_set_new(o, "zk_path",
                       c->zk_path ? json_string(c->zk_path) : json_null());
+  if (c->etcd_prefix)
+    json_object_set_new(o, "etcd_prefix", json_string(c->etcd_prefix));
   json_object_set_new(o, "discovered",
                       svc->discover ? json_string(svc->discover->conf->name)
                                     : json_null());
@@ -766,6 +858,16 @@ char *zg_admin_services_json(zg_gateway_t *gw) {
                         json_pack("{s:s, s:I}", "state",
                                   zg_source_state_name(rs.state), "expiries",
                                   (json_int_t)rs.expiries));
+  }
+  if (gw->etcd) {
+    zg_source_stats_t es;
+    zg_source_stats(gw->etcd, &es);
+    json_object_set_new(root, "etcd",
+                        json_pack("{s:s, s:s, s:I, s:s}", "state",
+                                  zg_source_state_name(es.state), "endpoint",
+                                  es.etcd.endpoint, "revision",
+                                  (json_int_t)es.etcd.revision, "error",
+                                  es.etcd.error));
   }
   text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(root);

@@ -13,6 +13,7 @@
 #include "control/shared.h"
 #include "proxy/tcp_proxy.h"
 #include "net/tls.h"
+#include "registry/etcd_source.h"
 #include "registry/zk_source.h"
 
 #include <signal.h>
@@ -84,8 +85,9 @@ static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;
   if (gw->board) {
-    zg_shared_post_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
-                        svc->conf->endpoint, pool);
+    zg_shared_post_pool(gw->sh, svc->conf->name,
+                        zg_service_conf_path(svc->conf), svc->conf->endpoint,
+                        pool);
     peers_board_changed(gw);
   }
 }
@@ -167,6 +169,8 @@ static void gateway_stop_ex(zg_gateway_t *gw, const char *why, int peers) {
   zg_http_stop(&gw->px);
   zg_source_close(gw->registry);
   gw->registry = NULL;
+  zg_source_close(gw->etcd);
+  gw->etcd = NULL;
   if (gw->worker) {
     worker_gone(gw);
     return;
@@ -317,12 +321,33 @@ static void discover_free(zg_discover_t *d) {
 }
 
 static void log_tcp_service(const zg_service_conf_t *sc) {
-  zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s", sc->name,
-          sc->listen.text, sc->zk_path ? "instances from " : "",
-          sc->zk_path ? sc->zk_path : "",
+  const char *path = zg_service_conf_path(sc);
+  zg_info("gateway", "service %s: listening on %s (tcp), %s%s%s%s", sc->name,
+          sc->listen.text, path ? "instances from " : "",
+          sc->etcd_prefix ? "etcd " : "", path ? path : "",
           sc->n_instances
-              ? (sc->zk_path ? " with static fallback" : "static instances")
+              ? (path ? " with static fallback" : "static instances")
               : "");
+}
+
+/* The registry source a service reads (NULL: none, or not running). */
+static zg_source_t *source_of(const zg_gateway_t *gw,
+                              const zg_service_conf_t *sc) {
+  if (sc->etcd_prefix)
+    return gw->etcd;
+  return sc->zk_path ? gw->registry : NULL;
+}
+
+/* Two services read the same registry path (same source, same path, same
+ * endpoint): a watch and its pool can pass from one to the other. */
+static int same_registry_path(const zg_service_conf_t *a,
+                              const zg_service_conf_t *b) {
+  if (!!a->etcd_prefix != !!b->etcd_prefix || !zg_service_conf_path(a) ||
+      !zg_service_conf_path(b))
+    return 0;
+  return !strcmp(zg_service_conf_path(a), zg_service_conf_path(b)) &&
+         ((!a->endpoint && !b->endpoint) ||
+          (a->endpoint && b->endpoint && !strcmp(a->endpoint, b->endpoint)));
 }
 
 /* ---- TLS ------------------------------------------------------------------
@@ -621,12 +646,13 @@ static void discovered_add(zg_discover_t *d, const char *name) {
 /* The control loop stops watching svc's path for it: the registry and
  * the workers' board forget it. */
 static void service_unwatch(zg_gateway_t *gw, zg_service_t *svc) {
-  if (!svc->conf->zk_path || !gw->registry)
+  zg_source_t *src = source_of(gw, svc->conf);
+  if (!src)
     return;
-  zg_source_unwatch(gw->registry, svc);
+  zg_source_unwatch(src, svc);
   if (gw->board)
-    zg_shared_forget_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
-                          svc->conf->endpoint);
+    zg_shared_forget_pool(gw->sh, svc->conf->name,
+                          zg_service_conf_path(svc->conf), svc->conf->endpoint);
 }
 
 /* Takes service i out of the gateway's list (and the registry's). */
@@ -725,6 +751,30 @@ static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
   return zg_zk_source_new(gw->loop, cfg, on_pool, on_children, gw, out);
 }
 
+/* The same for etcd ([etcd]; NULL when no service reads etcd). */
+static int etcd_make(zg_gateway_t *gw, const zg_config_t *cfg,
+                     zg_source_t **out) {
+  return zg_etcd_source_new(gw->loop, cfg, on_pool, gw, out);
+}
+
+/* Installs `src` (made from gw->cfg), watches every etcd service's prefix,
+ * and starts it. */
+static int etcd_begin(zg_gateway_t *gw, zg_source_t *src) {
+  int rc;
+  gw->etcd = src;
+  zg_etcd_conf_clear(&gw->etcd_conf);
+  if ((rc = zg_etcd_conf_copy(&gw->etcd_conf, &gw->cfg->etcd)) != 0)
+    return rc;
+  for (size_t i = 0; i < gw->n_services; i++) {
+    const zg_service_conf_t *sc = gw->services[i]->conf;
+    if (sc->etcd_prefix &&
+        (rc = zg_source_watch(src, sc->etcd_prefix, sc->endpoint,
+                              gw->services[i])) != 0)
+      return rc;
+  }
+  return zg_source_start(src);
+}
+
 /* Installs `reg` (made from gw->cfg), watches every service's path and
  * discover root, and starts the session. */
 static int registry_begin(zg_gateway_t *gw, zg_source_t *reg) {
@@ -747,7 +797,11 @@ static int registry_begin(zg_gateway_t *gw, zg_source_t *reg) {
 
 static int registry_start(zg_gateway_t *gw) {
   zg_source_t *reg;
-  int rc = registry_make(gw, gw->cfg, &reg);
+  int rc = etcd_make(gw, gw->cfg, &reg);
+  if (rc == 0 && reg)
+    rc = etcd_begin(gw, reg);
+  if (rc == 0)
+    rc = registry_make(gw, gw->cfg, &reg);
   if (rc != 0 || !reg)
     return rc;
   return registry_begin(gw, reg);
@@ -783,6 +837,10 @@ static const char *fixed_part_changed(const zg_gateway_t *gw,
        a->zk.data_sweep_ms != b->zk.data_sweep_ms ||
        !same_opt(a->zk.auth, b->zk.auth)))
     return "[zookeeper] changed: that needs a restart";
+  /* etcd likewise: kept with what it started with. */
+  if (gw->etcd && b->etcd.endpoints &&
+      !zg_etcd_conf_equal(&gw->etcd_conf, &b->etcd))
+    return "[etcd] changed: that needs a restart";
   if (gw->cfg->proxy.workers != b->proxy.workers)
     return "[proxy] workers changed: that needs a restart";
   return NULL;
@@ -813,6 +871,7 @@ typedef struct {
   int admin_moves, log_moves;
   zg_source_t *registry;  /* the first section that needs ZooKeeper
                              starts it: made here, started at commit */
+  zg_source_t *etcd;      /* the same for etcd */
   struct zg_admin *admin; /* the new admin listener, if it moves */
   const zg_gateway_admin_ops_t *admin_ops; /* what made it */
   zg_access_log_t *log;                    /* the new access log, if it moves */
@@ -829,6 +888,7 @@ static void reload_discard(zg_gateway_t *gw, reload_plan_t *p) {
   zg_http_opened_discard(&gw->px, &p->http);
   zg_sni_opened_discard(&gw->px, &p->sni);
   zg_source_close(p->registry); /* never started: freed at once */
+  zg_source_close(p->etcd);
   if (p->admin)
     p->admin_ops->discard(p->admin);
   zg_access_log_close(p->log);
@@ -1004,6 +1064,12 @@ static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
   int rc = plan_tls(gw, p, given_tls);
   if (rc == 0 && !gw->worker && !gw->registry)
     rc = registry_make(gw, p->cfg, &p->registry);
+  if (rc == 0 && !gw->worker && !gw->etcd &&
+      (rc = etcd_make(gw, p->cfg, &p->etcd)) == ZG_ECONFIG) {
+    zg_error("gateway", "reload rejected: [etcd] TLS files cannot be "
+                        "loaded; the running configuration stays");
+    rc = -1;
+  }
   if (rc == 0 && (zg_http_addrs_to_open(&gw->px, p->cfg, &p->http) != 0 ||
                   zg_sni_addrs_to_open(&gw->px, p->cfg, &p->sni) != 0)) {
     zg_error("gateway", "reload rejected: a new address cannot be bound; the "
@@ -1032,27 +1098,24 @@ static int reload_prepare(zg_gateway_t *gw, reload_plan_t *p,
 static void commit_watch(zg_gateway_t *gw, zg_service_t *svc,
                          zg_service_t *old) {
   const zg_service_conf_t *sc = svc->conf;
-  if (sc->zk_path && old && old->conf->zk_path &&
-      !strcmp(old->conf->zk_path, sc->zk_path) &&
-      same_opt(old->conf->endpoint, sc->endpoint)) {
+  zg_source_t *src = source_of(gw, sc);
+  if (old && same_registry_path(old->conf, sc)) {
     /* The same registry path: the watch and its pool carry over. */
     svc->zk_pool = old->zk_pool ? zg_pool_ref(old->zk_pool) : NULL;
-    if (gw->registry)
-      zg_source_retarget(gw->registry, old, svc);
-  } else if (sc->zk_path) {
+    if (src)
+      zg_source_retarget(src, old, svc);
+  } else if (zg_service_conf_path(sc)) {
     /* A path another service watches already (one renamed, say): its
      * pool serves until this watch has its own. */
     for (size_t k = 0; k < gw->n_services && !svc->zk_pool; k++) {
       const zg_service_t *o = gw->services[k];
-      if (o->zk_pool && o->conf->zk_path &&
-          !strcmp(o->conf->zk_path, sc->zk_path) &&
-          same_opt(o->conf->endpoint, sc->endpoint))
+      if (o->zk_pool && same_registry_path(o->conf, sc))
         svc->zk_pool = zg_pool_ref(o->zk_pool);
     }
-    if (gw->registry &&
-        zg_source_watch(gw->registry, sc->zk_path, sc->endpoint, svc) != 0)
+    if (src &&
+        zg_source_watch(src, zg_service_conf_path(sc), sc->endpoint, svc) != 0)
       zg_error("gateway", "service %s: out of memory watching %s", sc->name,
-               sc->zk_path);
+               zg_service_conf_path(sc));
   }
 }
 
@@ -1134,9 +1197,7 @@ static void commit_old_services(zg_gateway_t *gw, reload_plan_t *p) {
     }
     if (!(nc = plan_named(p, o->conf->name)))
       p->removed++;
-    if (nc && o->conf->zk_path && nc->zk_path &&
-        !strcmp(nc->zk_path, o->conf->zk_path) &&
-        same_opt(nc->endpoint, o->conf->endpoint)) {
+    if (nc && same_registry_path(nc, o->conf)) {
       tcp_listener_close(o); /* retargeted: nothing to unwatch */
       services_remove(gw, i);
       continue;
@@ -1280,6 +1341,9 @@ static void reload_commit(zg_gateway_t *gw, reload_plan_t *p, char *summary,
   if (p->registry && registry_begin(gw, p->registry) != 0)
     zg_error("gateway", "reload: cannot start the registry");
   p->registry = NULL;
+  if (p->etcd && etcd_begin(gw, p->etcd) != 0)
+    zg_error("gateway", "reload: cannot start the etcd source");
+  p->etcd = NULL;
   commit_listeners(gw, p);
   commit_operations(gw, p);
   if (old_cfg != gw->zk_cfg)
@@ -1524,9 +1588,9 @@ static void board_take(zg_gateway_t *gw) {
   for (size_t i = 0; i < gw->n_services; i++) {
     zg_service_t *svc = gw->services[i];
     zg_pool_t *p;
-    if (!svc->conf->zk_path)
+    if (!zg_service_conf_path(svc->conf))
       continue;
-    p = zg_shared_pool(gw->sh, svc->conf->name, svc->conf->zk_path,
+    p = zg_shared_pool(gw->sh, svc->conf->name, zg_service_conf_path(svc->conf),
                        svc->conf->endpoint);
     if (p && p != svc->zk_pool) {
       zg_pool_unref(svc->zk_pool);
@@ -1662,6 +1726,7 @@ static void gateway_free(zg_gateway_t *gw) {
   if (gw->zk_cfg != gw->cfg)
     zg_config_free(gw->zk_cfg);
   zg_config_free(gw->cfg);
+  zg_etcd_conf_clear(&gw->etcd_conf);
 }
 
 static void worker_main(void *arg) {

@@ -66,10 +66,12 @@ typedef struct zg_gateway {
   size_t n_services, cap_services;
   zg_discover_t **discovers;
   size_t n_discovers;
-  zg_source_t *registry;
+  zg_source_t *registry; /* ZooKeeper: services with zk_path, discovery */
   /* The configuration the registry was started with, kept while it runs:
    * a reload compares [zookeeper] with it, not with the last file read. */
   zg_config_t *zk_cfg;
+  zg_source_t *etcd;        /* etcd: services with etcd_prefix; NULL: none */
+  zg_etcd_conf_t etcd_conf; /* what etcd was started with (a copy) */
   zg_service_ctx_t svc_ctx; /* what this loop's services share */
   /* What the proxies of this loop share: px.cfg is kept equal to cfg;
    * px.stopping, px.draining (SIGTERM: finishing what is open, accepting

@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <openssl/crypto.h>
@@ -61,6 +62,7 @@ typedef struct {
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
   int hosts_seen; /* [zookeeper] hosts given, valid or not */
+  int etcd_endpoints_seen;          /* [etcd] endpoints given, valid or not */
   const zg_config_checks_t *checks; /* NULL: no file is checked */
 } parse_t;
 
@@ -365,6 +367,7 @@ static int same_sockaddr(const struct sockaddr_storage *a,
 
 typedef enum {
   SEC_ZOOKEEPER,
+  SEC_ETCD,
   SEC_PROXY,
   SEC_ADMIN,
   SEC_SERVICE,
@@ -379,6 +382,7 @@ typedef struct {
   bool listen_seen; /* a listen key, valid or not: no second error */
   bool source_seen; /* a zk_path or instances key, valid or not */
   int zk_path_line;
+  int etcd_prefix_line;
   int http_key_line; /* first HTTP-only key, to report it on a tcp service */
   int sni_line;      /* the sni key, to report it on a non-TLS service */
   /* TLS keys, by line (0: absent) */
@@ -650,6 +654,144 @@ static void zookeeper_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   } else {
     add_error(p, kv->line, "unknown key '%s' in [zookeeper]", kv->key);
   }
+}
+
+/* One etcd endpoint: http://HOST:PORT or https://HOST:PORT (HOST a name,
+ * an IPv4 address or [IPv6]), nothing after the port. */
+static int valid_etcd_endpoint(const char *s, size_t len) {
+  const char *end = s + len, *host, *colon;
+  unsigned long port = 0;
+  if (len > 7 && !strncmp(s, "http://", 7))
+    host = s + 7;
+  else if (len > 8 && !strncmp(s, "https://", 8))
+    host = s + 8;
+  else
+    return 0;
+  if (*host == '[') {
+    const char *rb = memchr(host, ']', (size_t)(end - host));
+    if (!rb || rb == host + 1)
+      return 0;
+    colon = rb + 1;
+    if (colon >= end || *colon != ':')
+      return 0;
+  } else {
+    colon = memchr(host, ':', (size_t)(end - host));
+    if (!colon || colon == host)
+      return 0;
+    for (const char *c = host; c < colon; c++)
+      if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-' && *c != '_')
+        return 0;
+  }
+  if (colon + 1 >= end || end - colon > 6)
+    return 0;
+  for (const char *c = colon + 1; c < end; c++) {
+    if (!isdigit((unsigned char)*c))
+      return 0;
+    port = port * 10 + (unsigned long)(*c - '0');
+  }
+  return port >= 1 && port <= 65535;
+}
+
+/* A comma-separated list of endpoints (spaces around commas allowed). */
+static int valid_etcd_endpoints(const char *s) {
+  int n = 0;
+  while (*s) {
+    const char *comma = strchr(s, ','), *end;
+    size_t len;
+    while (*s == ' ')
+      s++;
+    end = comma ? comma : s + strlen(s);
+    len = (size_t)(end - s);
+    while (len > 0 && s[len - 1] == ' ')
+      len--;
+    if (!valid_etcd_endpoint(s, len))
+      return 0;
+    n++;
+    if (!comma)
+      break;
+    s = comma + 1;
+  }
+  return n > 0;
+}
+
+static void etcd_string_key(parse_t *p, const raw_kv_t *kv, char **out) {
+  for (const char *c = kv->value; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+      add_error(p, kv->line, "%s: control characters are not allowed", kv->key);
+      return;
+    }
+  free(*out);
+  if (!(*out = strdup(kv->value)))
+    p->oom = 1;
+}
+
+static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
+  zg_etcd_conf_t *e = &cfg->etcd;
+  if (!strcmp(kv->key, "endpoints")) {
+    p->etcd_endpoints_seen = 1;
+    if (!valid_etcd_endpoints(kv->value)) {
+      add_error(p, kv->line,
+                "endpoints: expected http://HOST:PORT or https://HOST:PORT, "
+                "comma-separated, got '%s'",
+                kv->value);
+      return;
+    }
+    etcd_string_key(p, kv, &e->endpoints);
+  } else if (!strcmp(kv->key, "dial_timeout")) {
+    uint64_t ms;
+    if (zg_parse_duration_ms(kv->value, &ms) != 0 || ms < 10 || ms > 600000) {
+      add_error(p, kv->line,
+                "dial_timeout: expected a duration between 10ms and 10m "
+                "(e.g. 2s), got '%s'",
+                kv->value);
+      return;
+    }
+    e->dial_timeout_ms = ms;
+  } else if (!strcmp(kv->key, "username")) {
+    if (!kv->value[0]) {
+      add_error(p, kv->line, "username: expected a user name");
+      return;
+    }
+    etcd_string_key(p, kv, &e->username);
+  } else if (!strcmp(kv->key, "password")) {
+    /* A secret: never echoed. */
+    etcd_string_key(p, kv, &e->password);
+  } else if (!strcmp(kv->key, "ca")) {
+    etcd_string_key(p, kv, &e->ca);
+  } else if (!strcmp(kv->key, "cert")) {
+    etcd_string_key(p, kv, &e->cert);
+  } else if (!strcmp(kv->key, "key")) {
+    etcd_string_key(p, kv, &e->key);
+  } else if (!strcmp(kv->key, "state_file")) {
+    if (kv->value[0] != '/') {
+      add_error(p, kv->line, "state_file: expected an absolute path, got '%s'",
+                kv->value);
+      return;
+    }
+    etcd_string_key(p, kv, &e->state_file);
+  } else if (!strcmp(kv->key, "max_stale")) {
+    duration_key(p, kv, &e->max_stale_ms, 0);
+  } else {
+    add_error(p, kv->line, "unknown key '%s' in [etcd]", kv->key);
+  }
+}
+
+/* [etcd] as a whole: keys that go together. */
+static void etcd_check(parse_t *p, zg_config_t *cfg) {
+  zg_etcd_conf_t *e = &cfg->etcd;
+  if (!cfg->etcd.line)
+    return;
+  if (!p->etcd_endpoints_seen)
+    add_error(p, e->line, "[etcd] needs 'endpoints'");
+  if (!!e->username != !!e->password)
+    add_error(p, e->line,
+              "[etcd] needs both 'username' and 'password', or "
+              "neither");
+  if (!!e->cert != !!e->key)
+    add_error(p, e->line, "[etcd] needs both 'cert' and 'key', or neither");
+  if ((e->ca || e->cert) && e->endpoints && !strstr(e->endpoints, "https://"))
+    add_error(p, e->line,
+              "[etcd] ca, cert and key are for https:// endpoints only");
 }
 
 static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
@@ -1113,6 +1255,21 @@ static int service_source_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
     if (!(svc->zk_path = strdup(kv->value)))
       p->oom = 1;
     st->zk_path_line = kv->line;
+  } else if (!strcmp(kv->key, "etcd_prefix")) {
+    const char *c = kv->value;
+    while (*c && (unsigned char)*c > 0x20 && *c != 0x7f)
+      c++;
+    if (!kv->value[0] || *c) {
+      add_error(p, kv->line,
+                "etcd_prefix: expected a key prefix such as /services/%s/ "
+                "(no spaces or control characters), got '%s'",
+                svc->name, kv->value);
+      return 1;
+    }
+    free(svc->etcd_prefix);
+    if (!(svc->etcd_prefix = strdup(kv->value)))
+      p->oom = 1;
+    st->etcd_prefix_line = kv->line;
   } else if (!strcmp(kv->key, "protocol")) {
     if (!strcmp(kv->value, "tcp")) {
       svc->protocol = ZG_PROTO_TCP;
@@ -1259,7 +1416,8 @@ static int service_tls_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "listen"))
     st->listen_seen = true;
-  if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances"))
+  if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances") ||
+      !strcmp(kv->key, "etcd_prefix"))
     st->source_seen = true;
   if (!service_source_key(p, st, kv) && !service_http_key(p, st, kv) &&
       !service_tls_key(p, st, kv))
@@ -1335,6 +1493,8 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
 static sec_kind_t section_kind(const char *name) {
   if (!strcmp(name, "zookeeper"))
     return SEC_ZOOKEEPER;
+  if (!strcmp(name, "etcd"))
+    return SEC_ETCD;
   if (!strcmp(name, "proxy"))
     return SEC_PROXY;
   if (!strcmp(name, "admin"))
@@ -1446,6 +1606,8 @@ static void section_keys(parse_t *p, zg_config_t *cfg, size_t si, size_t *kvi,
       continue;
     if (kind == SEC_ZOOKEEPER)
       zookeeper_key(p, cfg, kv);
+    else if (kind == SEC_ETCD)
+      etcd_key(p, cfg, kv);
     else if (kind == SEC_PROXY)
       proxy_key(p, cfg, kv);
     else if (kind == SEC_ADMIN)
@@ -1478,14 +1640,16 @@ static void read_sections(parse_t *p, zg_config_t *cfg, sections_t *ss) {
       }
     if (kind == SEC_ZOOKEEPER)
       ss->zk_line = sec->line;
+    else if (kind == SEC_ETCD)
+      cfg->etcd.line = sec->line;
     else if (kind == SEC_SERVICE && !dup)
       cur = service_section(p, cfg, ss, sec);
     else if (kind == SEC_DISCOVER && !dup)
       dcur = discover_section(p, cfg, ss, sec);
     else if (kind == SEC_OTHER)
       add_error(p, sec->line,
-                "unknown section [%s] (expected [zookeeper], [proxy], "
-                "[admin], [service:NAME] or [discover:NAME])",
+                "unknown section [%s] (expected [zookeeper], [etcd], "
+                "[proxy], [admin], [service:NAME] or [discover:NAME])",
                 sec->name);
     section_keys(p, cfg, si, &kvi, dup, cur, dcur);
   }
@@ -1592,8 +1756,17 @@ static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
     add_error(p, svc->line, "[service:%s] needs a 'listen' address", svc->name);
   if (!st->source_seen)
     add_error(p, svc->line,
-              "[service:%s] needs 'zk_path' or 'instances' (or both)",
+              "[service:%s] needs 'zk_path', 'etcd_prefix' or 'instances'",
               svc->name);
+  if (st->zk_path_line && st->etcd_prefix_line)
+    add_error(p, st->etcd_prefix_line,
+              "[service:%s] has both zk_path (line %d) and etcd_prefix: a "
+              "service reads one registry",
+              svc->name, st->zk_path_line);
+  if (svc->etcd_prefix && !cfg->etcd.endpoints && !p->etcd_endpoints_seen)
+    add_error(p, st->etcd_prefix_line,
+              "etcd_prefix needs [etcd] endpoints to be set%s",
+              cfg->etcd.line ? "" : " (there is no [etcd] section)");
   if (svc->zk_path && !cfg->zk.hosts && !p->hosts_seen)
     add_error(p, st->zk_path_line,
               "zk_path needs [zookeeper] hosts to be set%s",
@@ -1682,11 +1855,13 @@ static void proxy_admin_check(parse_t *p, zg_config_t *cfg,
 
 static void interpret(parse_t *p, zg_config_t *cfg) {
   sections_t ss = {NULL, NULL, 0};
-  int uses_zk = cfg->n_discovers > 0;
+  int uses_zk = cfg->n_discovers > 0, uses_etcd = 0;
   read_sections(p, cfg, &ss);
+  etcd_check(p, cfg);
   /* Checks over the whole file. */
   for (size_t i = 0; i < cfg->n_services; i++) {
     uses_zk |= cfg->services[i].zk_path != NULL;
+    uses_etcd |= cfg->services[i].etcd_prefix != NULL;
     service_check(p, cfg, &ss, i);
   }
   for (size_t i = 0; i < cfg->n_discovers; i++) {
@@ -1700,6 +1875,11 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
   if (!uses_zk) {
     free(cfg->zk.hosts);
     cfg->zk.hosts = NULL;
+  }
+  /* Nor etcd: no connection to it. */
+  if (!uses_etcd) {
+    free(cfg->etcd.endpoints);
+    cfg->etcd.endpoints = NULL;
   }
 }
 
@@ -1765,6 +1945,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
    * the estimate's error. */
   cfg->zk.max_watch_bytes = 960 * 1024;
   cfg->zk.data_sweep_ms = 30000;
+  cfg->etcd.dial_timeout_ms = 2000;
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;
@@ -1877,6 +2058,7 @@ void zg_service_conf_clear(zg_service_conf_t *svc) {
   free(svc->instances);
   free(svc->name);
   free(svc->zk_path);
+  free(svc->etcd_prefix);
   free(svc->endpoint);
   free(svc->host);
   free(svc->path_prefix);
@@ -1900,8 +2082,8 @@ static int dup_opt(char **dst, const char *src) {
 
 int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
   *dst = *src;
-  dst->name = dst->zk_path = dst->endpoint = dst->host = dst->path_prefix =
-      dst->sni = NULL;
+  dst->name = dst->zk_path = dst->etcd_prefix = dst->endpoint = dst->host =
+      dst->path_prefix = dst->sni = NULL;
   dst->tls_cert = dst->tls_key = dst->tls_client_ca = dst->tls_ciphers =
       dst->tls_ciphersuites = NULL;
   dst->upstream_ca = dst->upstream_sni = dst->upstream_cert =
@@ -1909,6 +2091,7 @@ int zg_service_conf_copy(zg_service_conf_t *dst, const zg_service_conf_t *src) {
   dst->instances = NULL;
   dst->n_instances = 0;
   if (dup_opt(&dst->name, src->name) || dup_opt(&dst->zk_path, src->zk_path) ||
+      dup_opt(&dst->etcd_prefix, src->etcd_prefix) ||
       dup_opt(&dst->endpoint, src->endpoint) ||
       dup_opt(&dst->host, src->host) ||
       dup_opt(&dst->path_prefix, src->path_prefix) ||
@@ -1944,7 +2127,8 @@ static int same_str(const char *a, const char *b) {
 bool zg_service_conf_equal(const zg_service_conf_t *a,
                            const zg_service_conf_t *b) {
   if (!same_str(a->name, b->name) || !same_str(a->zk_path, b->zk_path) ||
-      a->protocol != b->protocol || strcmp(a->listen.text, b->listen.text) ||
+      !same_str(a->etcd_prefix, b->etcd_prefix) || a->protocol != b->protocol ||
+      strcmp(a->listen.text, b->listen.text) ||
       !same_sockaddr(&a->listen.ss, &b->listen.ss) ||
       a->balance != b->balance || !same_str(a->endpoint, b->endpoint) ||
       a->connect_timeout_ms != b->connect_timeout_ms ||
@@ -2023,7 +2207,47 @@ void zg_config_free(zg_config_t *cfg) {
   free(cfg->proxy.access_log);
   free(cfg->path);
   free(cfg->zk.auth);
+  zg_etcd_conf_clear(&cfg->etcd);
   free(cfg);
+}
+
+void zg_etcd_conf_clear(zg_etcd_conf_t *c) {
+  free(c->endpoints);
+  free(c->username);
+  if (c->password) /* a secret: not left in freed memory */
+    for (volatile char *s = c->password; *s; s++)
+      *s = 0;
+  free(c->password);
+  free(c->ca);
+  free(c->cert);
+  free(c->key);
+  free(c->state_file);
+  memset(c, 0, sizeof(*c));
+}
+
+int zg_etcd_conf_copy(zg_etcd_conf_t *dst, const zg_etcd_conf_t *src) {
+  *dst = *src;
+  dst->endpoints = dst->username = dst->password = dst->ca = dst->cert =
+      dst->key = dst->state_file = NULL;
+  if (dup_opt(&dst->endpoints, src->endpoints) ||
+      dup_opt(&dst->username, src->username) ||
+      dup_opt(&dst->password, src->password) || dup_opt(&dst->ca, src->ca) ||
+      dup_opt(&dst->cert, src->cert) || dup_opt(&dst->key, src->key) ||
+      dup_opt(&dst->state_file, src->state_file)) {
+    zg_etcd_conf_clear(dst);
+    return UV_ENOMEM;
+  }
+  return 0;
+}
+
+bool zg_etcd_conf_equal(const zg_etcd_conf_t *a, const zg_etcd_conf_t *b) {
+  return same_str(a->endpoints, b->endpoints) &&
+         a->dial_timeout_ms == b->dial_timeout_ms &&
+         same_str(a->username, b->username) &&
+         same_str(a->password, b->password) && same_str(a->ca, b->ca) &&
+         same_str(a->cert, b->cert) && same_str(a->key, b->key) &&
+         same_str(a->state_file, b->state_file) &&
+         a->max_stale_ms == b->max_stale_ms;
 }
 
 void zg_config_errors_free(zg_config_errors_t *errs) {

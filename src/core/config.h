@@ -40,7 +40,9 @@ typedef struct {
 
 typedef struct {
   char *name;
-  char *zk_path; /* NULL: static instances only */
+  char *zk_path;     /* NULL: not from ZooKeeper */
+  char *etcd_prefix; /* NULL: not from etcd; at most one of the two is set
+                        (neither: static instances only) */
   zg_protocol_t protocol;
   zg_listen_addr_t listen;
   zg_balance_t balance;
@@ -92,6 +94,31 @@ typedef struct {
   int line; /* of the section header */
 } zg_discover_conf_t;
 
+/* [etcd]. Strings owned; NULL when absent. */
+typedef struct {
+  char *endpoints; /* "http[s]://host:port,..." as written; NULL when no
+                      service reads etcd */
+  uint64_t dial_timeout_ms;
+  char *username;
+  char *password;        /* a secret: never logged */
+  char *ca, *cert, *key; /* TLS to etcd (https:// endpoints); paths */
+  char *state_file;      /* NULL: none */
+  uint64_t max_stale_ms; /* 0: last known pools serve forever */
+  int line;              /* of the section header; 0: none */
+} zg_etcd_conf_t;
+
+/* A deep copy (0 or UV_ENOMEM; then *dst holds nothing), its release, and
+ * whether two behave the same (the line aside). */
+int zg_etcd_conf_copy(zg_etcd_conf_t *dst, const zg_etcd_conf_t *src);
+void zg_etcd_conf_clear(zg_etcd_conf_t *c);
+bool zg_etcd_conf_equal(const zg_etcd_conf_t *a, const zg_etcd_conf_t *b);
+
+/* The registry path a service watches: its zk_path or its etcd_prefix
+ * (NULL: static instances only). */
+static inline const char *zg_service_conf_path(const zg_service_conf_t *sc) {
+  return sc->zk_path ? sc->zk_path : sc->etcd_prefix;
+}
+
 #define ZG_MAX_WORKERS 64
 #define ZG_CONFIG_MAX (16 * 1024 * 1024)
 
@@ -112,6 +139,8 @@ typedef struct {
     char *auth; /* digest credentials "user:password", NULL: none. A
                    secret: never logged */
   } zk;
+  /* [etcd]: the second registry (registry/etcd_source.h). */
+  zg_etcd_conf_t etcd;
   struct {
     unsigned workers;
     uint64_t connect_timeout_ms;

@@ -601,6 +601,40 @@ static int decode_registrator(json_t *root, zg_instance_t *out, char *err,
   return 0;
 }
 
+/* etcd's naming endpoints (go.etcd.io/etcd/client/v3/naming/endpoints,
+ * and the grpc-go naming update before it): "Addr" is host:port, or a URL
+ * (some writers put one there); "Metadata" is free, and an object's
+ * "weight" is read as the weight. The older update's "Op" 1 is a
+ * deletion: not an instance. */
+static int decode_etcd_addr(json_t *root, zg_instance_t *out, char *err,
+                            size_t errlen) {
+  json_t *addr = json_object_get(root, "Addr");
+  json_t *meta = json_object_get(root, "Metadata");
+  json_t *op = json_object_get(root, "Op");
+  const char *a;
+  size_t n;
+  if (json_is_integer(op) && json_integer_value(op) == 1) {
+    fail(err, errlen, "an etcd naming deletion (\"Op\": 1)");
+    return ZG_ESKIP;
+  }
+  if (!json_is_string(addr) || json_string_length(addr) == 0)
+    return fail(err, errlen, "\"Addr\" is not a host:port string");
+  a = json_string_value(addr);
+  n = json_string_length(addr);
+  if (find_scheme_sep(a, n)) {
+    int rc = decode_url(a, n, out, err, errlen);
+    if (rc != 0)
+      return rc;
+  } else if (zg_instance_parse_hostport(a, n, out) != 0) {
+    return fail(err, errlen, "\"Addr\" is not host:port");
+  }
+  if (json_is_object(meta) &&
+      json_weight(json_object_get(meta, "weight"), out, err, errlen) != 0)
+    return ZG_EDECODE;
+  out->format = ZG_FORMAT_ETCD_ADDR;
+  return 0;
+}
+
 /* NaN, Infinity and -Infinity outside strings, as JavaScript's and
  * Python's default JSON writers emit them (RFC 8259 section 6 has no such
  * numbers, and jansson refuses them), quoted into strings: a copy of s in
@@ -703,6 +737,8 @@ static int decode_json(const char *name, const char *s, size_t n,
     rc = decode_curator(root, out, err, errlen);
   else if (HAS("IP") && HAS("PublicPort"))
     rc = decode_registrator(root, out, err, errlen);
+  else if (HAS("Addr"))
+    rc = decode_etcd_addr(root, out, err, errlen);
   else if (HAS("host") && HAS("port"))
     rc = decode_nerve(root, out, err, errlen);
   else
@@ -1049,6 +1085,8 @@ const char *zg_instance_format_name(int format) {
     return "registrator";
   case ZG_FORMAT_DUBBO:
     return "dubbo";
+  case ZG_FORMAT_ETCD_ADDR:
+    return "etcd-addr";
   default:
     return "unknown";
   }

@@ -23,6 +23,8 @@ typedef enum {
   ZG_FORMAT_NERVE_NAME,  /* Nerve, JSON base64-encoded in the child name */
   ZG_FORMAT_REGISTRATOR, /* gliderlabs Registrator JSON */
   ZG_FORMAT_DUBBO,       /* Dubbo 2 provider URL, URL-encoded child name */
+  ZG_FORMAT_ETCD_ADDR,   /* {"Addr":"host:port","Metadata":..}: etcd's own
+                            naming endpoints (grpc-go resolver) */
 } zg_instance_format_t;
 
 #define ZG_WEIGHT_DEFAULT 1

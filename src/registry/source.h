@@ -42,6 +42,7 @@ typedef enum {
 
 typedef enum {
   ZG_SOURCE_ZOOKEEPER = 1,
+  ZG_SOURCE_ETCD,
 } zg_source_kind_t;
 
 typedef struct {
@@ -63,6 +64,18 @@ typedef struct {
     uint64_t watch_bytes;  /* estimated SetWatches packet */
     uint64_t watch_budget; /* max_watch_bytes, or lower after a refusal */
   } zk;
+  /* etcd's (kind ZG_SOURCE_ETCD; zero otherwise). */
+  struct {
+    int64_t revision;   /* the highest revision applied */
+    uint64_t reads;     /* range reads */
+    uint64_t rereads;   /* prefixes read again after a compaction */
+    uint64_t failovers; /* moves to another endpoint */
+    uint64_t streams;   /* watch streams opened */
+    size_t prefixes;    /* watched */
+    char endpoint[128]; /* the one in use */
+    char error[192];    /* why the last call failed ("" after a success):
+                           for /ready */
+  } etcd;
 } zg_source_stats_t;
 
 /* The operations a source implements. */

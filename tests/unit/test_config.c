@@ -1891,9 +1891,138 @@ static void test_tls_shared_listen(void **state) {
   }
 }
 
+/* [etcd] and etcd_prefix: the keys read, the defaults, and a ZooKeeper and
+ * an etcd service side by side in one file. */
+static void test_etcd(void **state) {
+  static const char text[] =
+      "[zookeeper]\n"
+      "hosts = 127.0.0.1:2181\n"
+      "[etcd]\n"
+      "endpoints = http://127.0.0.1:2379, https://[::1]:2379,http://e3:1\n"
+      "dial_timeout = 500ms\n"
+      "username = root\n"
+      "password = s3cr:et\n"
+      "ca = /etc/ca.pem\n"
+      "state_file = /var/lib/zkgate/etcd.json\n"
+      "max_stale = 1m\n"
+      "[service:a]\n"
+      "listen = 127.0.0.1:7000\n"
+      "zk_path = /services/a\n"
+      "[service:b]\n"
+      "listen = 127.0.0.1:7001\n"
+      "etcd_prefix = /services/b/\n";
+  zg_config_t *cfg = load_ok(text);
+  zg_etcd_conf_t copy;
+  (void)state;
+  assert_string_equal(cfg->etcd.endpoints,
+                      "http://127.0.0.1:2379, https://[::1]:2379,http://e3:1");
+  assert_int_equal(cfg->etcd.dial_timeout_ms, 500);
+  assert_string_equal(cfg->etcd.username, "root");
+  assert_string_equal(cfg->etcd.password, "s3cr:et");
+  assert_string_equal(cfg->etcd.ca, "/etc/ca.pem");
+  assert_null(cfg->etcd.cert);
+  assert_string_equal(cfg->etcd.state_file, "/var/lib/zkgate/etcd.json");
+  assert_int_equal(cfg->etcd.max_stale_ms, 60000);
+  assert_string_equal(cfg->zk.hosts, "127.0.0.1:2181");
+  assert_string_equal(service(cfg, "a")->zk_path, "/services/a");
+  assert_null(service(cfg, "a")->etcd_prefix);
+  assert_string_equal(service(cfg, "b")->etcd_prefix, "/services/b/");
+  assert_null(service(cfg, "b")->zk_path);
+  assert_string_equal(zg_service_conf_path(service(cfg, "b")), "/services/b/");
+  assert_int_equal(zg_etcd_conf_copy(&copy, &cfg->etcd), 0);
+  assert_true(zg_etcd_conf_equal(&copy, &cfg->etcd));
+  copy.max_stale_ms++;
+  assert_false(zg_etcd_conf_equal(&copy, &cfg->etcd));
+  zg_etcd_conf_clear(&copy);
+  zg_config_free(cfg);
+}
+
+/* Defaults, and no etcd connection when no service reads etcd. */
+static void test_etcd_defaults(void **state) {
+  static const char one[] = "[etcd]\n"
+                            "endpoints = http://127.0.0.1:2379\n"
+                            "[service:b]\n"
+                            "listen = 127.0.0.1:7001\n"
+                            "etcd_prefix = /b/\n";
+  static const char unused[] = "[etcd]\n"
+                               "endpoints = http://127.0.0.1:2379\n"
+                               "[service:s]\n"
+                               "listen = 127.0.0.1:7000\n"
+                               "instances = 10.0.0.1:80\n";
+  zg_config_t *cfg = load_ok(one);
+  (void)state;
+  assert_int_equal(cfg->etcd.dial_timeout_ms, 2000);
+  assert_int_equal(cfg->etcd.max_stale_ms, 0);
+  assert_null(cfg->etcd.username);
+  assert_null(cfg->etcd.state_file);
+  assert_null(cfg->zk.hosts);
+  zg_config_free(cfg);
+  cfg = load_ok(unused);
+  assert_null(cfg->etcd.endpoints);
+  zg_config_free(cfg);
+}
+
+static void test_etcd_errors(void **state) {
+  (void)state;
+  /* both sources in one service */
+  expect_one_error("[zookeeper]\nhosts = h:2181\n"
+                   "[etcd]\nendpoints = http://h:2379\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\n"
+                   "zk_path = /a\netcd_prefix = /a/ ; both\n",
+                   "; both");
+  /* etcd_prefix without [etcd] */
+  expect_one_error("[service:s]\nlisten = 127.0.0.1:7000\n"
+                   "etcd_prefix = /a/ ; here\n",
+                   "; here");
+  /* bad endpoints */
+  expect_one_error("[etcd]\nendpoints = 127.0.0.1:2379 ; here\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:2379/x ; here\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:2379,,http://g:1 ; here\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:70000 ; here\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error(
+      "[etcd]\nendpoints = http://h:2379\ndial_timeout = 5 ; here\n"
+      "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+      "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:2379\nhosts = x ; here\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error(
+      "[etcd]\nendpoints = http://h:2379\nstate_file = rel ; here\n"
+      "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+      "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:2379\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\n"
+                   "etcd_prefix = /a b/ ; here\n",
+                   "; here");
+  /* keys that go together: the error is on the section header */
+  expect_one_error("[etcd] ; here\nendpoints = http://h:2379\nusername = u\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd] ; here\nendpoints = https://h:2379\ncert = /c\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd] ; here\nendpoints = http://h:2379\nca = /c\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n",
+                   "; here");
+  expect_one_error("[etcd] ; here\ndial_timeout = 1s\n"
+                   "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+                   "; here");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
+      cmocka_unit_test(test_etcd),
+      cmocka_unit_test(test_etcd_defaults),
+      cmocka_unit_test(test_etcd_errors),
       cmocka_unit_test(test_tls_passthrough),
       cmocka_unit_test(test_tls_passthrough_errors),
       cmocka_unit_test(test_bad_sni),

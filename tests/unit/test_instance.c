@@ -1069,6 +1069,52 @@ static void test_registrator(void **state) {
   decode_bad(CHILD, "{\"IP\":\"10.0.1.7\",\"PrivatePort\":80}");
 }
 
+/* ------------------------------------------------------------ etcd-addr */
+
+/* The etcd naming fixture from docs/registry-formats.md, verbatim. */
+static const char etcd_addr_json[] =
+    "{\"Addr\":\"10.0.2.4:9000\",\"Metadata\":{\"zone\":\"a\","
+    "\"weight\":3}}";
+
+static void test_etcd_addr(void **state) {
+  const struct want w = WANT_UW("10.0.2.4", 9000, false, true,
+                                ZG_FORMAT_ETCD_ADDR, NULL, true, 3);
+  const struct want plain =
+      WANT("web-1.internal", 80, false, false, ZG_FORMAT_ETCD_ADDR, NULL);
+  const struct want url =
+      WANT("10.0.2.5", 8443, true, true, ZG_FORMAT_ETCD_ADDR, NULL);
+  zg_instance_t inst;
+  char err[128];
+  (void)state;
+  decode_ok("10.0.2.4:9000", etcd_addr_json, &w);
+  decode_ok(CHILD, "{\"Addr\":\"web-1.internal:80\"}", &plain);
+  decode_ok(CHILD,
+            "{\"Op\":0,\"Addr\":\"web-1.internal:80\",\"Metadata\":null}",
+            &plain);
+  decode_ok(CHILD, "{\"Addr\":\"https://10.0.2.5:8443\",\"Metadata\":\"x\"}",
+            &url);
+  decode_bad(CHILD, "{\"Addr\":\"\"}");
+  decode_bad(CHILD, "{\"Addr\":\"10.0.2.4\"}");
+  decode_bad(CHILD, "{\"Addr\":9000}");
+  /* The older grpc-go update's deletion is no instance, and says so. */
+  {
+    static const char del[] = "{\"Op\":1,\"Addr\":\"h:1\"}";
+    assert_int_equal(zg_instance_decode(CHILD, del, strlen(del), NULL, &inst,
+                                        err, sizeof(err)),
+                     ZG_ESKIP);
+  }
+  assert_non_null(strstr(err, "deletion"));
+  /* The plain {"host","port"} shape many etcd registrars write reads as
+   * Nerve's, which it is. */
+  {
+    const struct want hp =
+        WANT("10.0.2.6", 7000, false, true, ZG_FORMAT_NERVE, NULL);
+    decode_ok(CHILD, "{\"host\":\"10.0.2.6\",\"port\":7000}", &hp);
+  }
+  assert_string_equal(zg_instance_format_name(ZG_FORMAT_ETCD_ADDR),
+                      "etcd-addr");
+}
+
 /* --------------------------------------------------------------- Dubbo 2 */
 
 /* The Dubbo provider name from docs/registry-formats.md, verbatim. */
@@ -1511,12 +1557,14 @@ static void test_format_names(void **state) {
       [ZG_FORMAT_NERVE_NAME] = "nerve-name",
       [ZG_FORMAT_REGISTRATOR] = "registrator",
       [ZG_FORMAT_DUBBO] = "dubbo",
+      [ZG_FORMAT_ETCD_ADDR] = "etcd-addr",
   };
 
-  for (int f = ZG_FORMAT_STATIC; f <= ZG_FORMAT_DUBBO; f++)
+  for (int f = ZG_FORMAT_STATIC; f <= ZG_FORMAT_ETCD_ADDR; f++)
     assert_string_equal(zg_instance_format_name(f), want[f]);
   /* An unknown value still gives a printable string. */
-  assert_string_equal(zg_instance_format_name(ZG_FORMAT_DUBBO + 1), "unknown");
+  assert_string_equal(zg_instance_format_name(ZG_FORMAT_ETCD_ADDR + 1),
+                      "unknown");
   assert_string_equal(zg_instance_format_name(99), "unknown");
   assert_string_equal(zg_instance_format_name(-1), "unknown");
 }
@@ -1547,6 +1595,7 @@ int main(void) {
       cmocka_unit_test(test_nerve_name_round_trip),
       cmocka_unit_test(test_nerve_name_bad),
       cmocka_unit_test(test_registrator),
+      cmocka_unit_test(test_etcd_addr),
       cmocka_unit_test(test_dubbo_fixture),
       cmocka_unit_test(test_dubbo_params),
       cmocka_unit_test(test_dubbo_bad),

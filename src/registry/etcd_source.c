@@ -1,0 +1,1393 @@
+/* The etcd registry source: etcd v3's JSON gateway (grpc-gateway, paths
+ * under /v3/ in etcd 3.4; docs/platform.md "etcd") over HTTP/1.1, with
+ * libuv, llhttp, jansson and net/tls. See etcd_source.h.
+ *
+ * Calls: at most one unary call (authenticate, range) and one watch stream
+ * at a time, each on its own connection to the endpoint in use. A unary
+ * call's connection closes after its response; the watch stream's request
+ * body holds one create request per prefix (the gateway reads them as the
+ * stream's messages; a body left open with chunked encoding is not read
+ * by etcd 3.4's gateway, so a new prefix restarts the stream instead of
+ * adding to it), and its response is one JSON object a line, for as long
+ * as the stream lives.
+ *
+ * Revisions: each prefix keeps the revision its instances are known at
+ * (`rev`): its range read's header revision, then the mod_revision of
+ * every event applied. A watch response's header revision is not used: a
+ * watch catching up sends the store's current revision with the first
+ * batch of old events. A stream (re)starts every prefix at its own rev + 1,
+ * so events replayed after a failover are applied once (events at or
+ * below rev are skipped), and none is lost. A start revision that etcd has
+ * compacted answers with compact_revision: that prefix is read again
+ * whole, and the stream restarts.
+ *
+ * Failures: a call that fails (connection, timeout, a 5xx, the stream
+ * ending) moves to the next endpoint at once; after a round of all of
+ * them, the next round waits RETRY_MS. Pools stay (last-known-good) and
+ * max_stale counts from the first failure. */
+#include "registry/etcd_source.h"
+
+#include "core/error.h"
+#include "core/instance.h"
+#include "core/log.h"
+#include "net/tls.h"
+#include "registry/catalog.h"
+
+#include <jansson.h>
+#include <llhttp.h>
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 100
+#define RETRY_MS 500          /* between rounds over every endpoint */
+#define AUTH_RETRY_MS 5000    /* after etcd refused the credentials */
+#define CALL_TIMEOUT_MS 15000 /* a unary call's response */
+#define PROBE_MS 5000         /* a quorum read while the stream is quiet */
+#define MAX_BODY (256u * 1024 * 1024)
+#define MAX_LINE (64u * 1024 * 1024)
+
+typedef struct etcd_source etcd_source_t;
+typedef struct etcd_entry etcd_entry_t;
+typedef struct etcd_call etcd_call_t;
+
+typedef struct {
+  char *host; /* no brackets */
+  char port[8];
+  int tls;
+  char *text; /* as written */
+} endpoint_t;
+
+typedef struct {
+  char *key; /* the whole key */
+  zg_instance_t inst;
+  int decoded;
+  int present; /* mark of a read's mark-and-sweep */
+} etcd_kv_t;
+
+struct etcd_entry {
+  zg_catalog_entry_t e; /* first: the catalog's entry */
+  etcd_source_t *src;
+  zg_decode_opts_t opts;
+  etcd_kv_t *kvs; /* sorted by key */
+  size_t n_kvs, cap_kvs;
+  int64_t rev;   /* every change up to it is applied; 0: never read */
+  int need_read; /* a range read is due */
+  int compacted; /* the read is due because of a compaction */
+};
+
+typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
+
+/* Done: rc 0 with the response's status and body (unary calls), or why
+ * the call failed (a watch stream always ends with a failure). */
+typedef void (*call_done_fn)(etcd_call_t *c, int rc);
+
+struct etcd_call {
+  etcd_source_t *src;
+  call_kind_t kind;
+  etcd_entry_t *entry; /* CALL_RANGE */
+  call_done_fn done;
+  uv_getaddrinfo_t gai;
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_write_t write;
+  uv_timer_t timer;
+  zg_tls_conn_t *tls;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  char *req;
+  size_t req_len;
+  char *body; /* unary: the whole body; stream: what is not a line yet */
+  size_t body_len, body_cap;
+  int status;
+  uint64_t timeout_ms; /* for the response, once the request is sent */
+  int refs;            /* the lookup, the socket and the timer while open */
+  int tcp_open;        /* the socket was initialised */
+  int finished;        /* `done` was called (or never will be) */
+  char read_buf[16384];
+};
+
+struct etcd_source {
+  zg_source_t base; /* first */
+  uv_loop_t *loop;
+  zg_catalog_t cat;
+  endpoint_t *eps;
+  size_t n_eps, cur;
+  unsigned fails_in_row; /* endpoints that failed since the last success */
+  uint64_t dial_timeout_ms;
+  char *username, *password; /* password: a secret */
+  char *token;               /* from authenticate; NULL: none yet */
+  int auth_refused;
+  zg_tls_client_t *tls;
+  etcd_call_t *unary;    /* in flight, or NULL */
+  etcd_call_t *watch;    /* the stream, or NULL */
+  int watch_dirty;       /* the stream must restart (prefixes changed) */
+  etcd_entry_t **stream; /* the stream's watch ids: its entries (NULL:
+                            unwatched since) */
+  size_t n_stream, n_created;
+  int stream_up;     /* the stream said created */
+  int64_t round_rev; /* reads of this round are pinned to it; 0: none */
+  uint64_t retry_at; /* uv_now before which no call starts */
+  uint64_t probe_at; /* uv_now of the next probe */
+  uv_timer_t tick;
+  int started, closing, open_handles;
+  /* books */
+  int64_t revision;
+  uint64_t reads, rereads, failovers, streams, watch_events;
+  char error[192];
+  zg_ratelimit_t error_rl;
+};
+
+static const zg_source_ops_t etcd_ops;
+static void pump(etcd_source_t *src);
+
+static etcd_entry_t *entry_at(const etcd_source_t *src, size_t i) {
+  return (etcd_entry_t *)src->cat.entries[i];
+}
+
+static void secret_free(char *s) {
+  if (s) {
+    for (volatile char *c = s; *c; c++)
+      *c = 0;
+    free(s);
+  }
+}
+
+/* ---- base64 (OpenSSL's EVP_EncodeBlock / EVP_DecodeBlock) -------------- */
+
+static char *b64_encode(const char *s, size_t n) {
+  char *out = malloc(4 * ((n + 2) / 3) + 1);
+  if (out)
+    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
+  return out;
+}
+
+/* Into a new NUL-terminated buffer; *len without the terminator. NULL when
+ * it is not base64 or out of memory. EVP_DecodeBlock counts the padding
+ * as zero bytes: they are taken off. */
+static char *b64_decode(const char *s, size_t n, size_t *len) {
+  char *out;
+  int got;
+  size_t pad = 0;
+  if (n % 4)
+    return NULL;
+  if (!(out = malloc(n / 4 * 3 + 1)))
+    return NULL;
+  got = n ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s,
+                            (int)n)
+          : 0;
+  if (got < 0) {
+    free(out);
+    return NULL;
+  }
+  if (n >= 1 && s[n - 1] == '=')
+    pad++;
+  if (n >= 2 && s[n - 2] == '=')
+    pad++;
+  *len = (size_t)got - pad;
+  out[*len] = '\0';
+  return out;
+}
+
+/* The first key after every key that starts with `prefix`: etcd's
+ * range_end for a prefix (the last byte below 0xff incremented, the rest
+ * cut; "\0" for all keys when there is none). */
+static char *prefix_end(const char *prefix, size_t *len) {
+  size_t n = strlen(prefix);
+  char *end = malloc(n + 1);
+  if (!end)
+    return NULL;
+  memcpy(end, prefix, n + 1);
+  while (n > 0) {
+    if ((unsigned char)end[n - 1] < 0xff) {
+      end[n - 1]++;
+      *len = n;
+      return end;
+    }
+    n--;
+  }
+  end[0] = '\0';
+  *len = 1;
+  return end;
+}
+
+/* A JSON int64 as the gateway writes it: a string of digits (or a number
+ * from other writers); 0 when absent. */
+static int64_t json_int64(json_t *v) {
+  if (json_is_integer(v))
+    return json_integer_value(v);
+  if (json_is_string(v))
+    return strtoll(json_string_value(v), NULL, 10);
+  return 0;
+}
+
+/* ---- endpoints ------------------------------------------------------------
+ */
+
+static int endpoints_parse(etcd_source_t *src, const char *list) {
+  const char *s = list;
+  while (*s) {
+    const char *comma = strchr(s, ','), *end, *host, *colon;
+    endpoint_t *ne, *ep;
+    size_t len;
+    while (*s == ' ')
+      s++;
+    end = comma ? comma : s + strlen(s);
+    len = (size_t)(end - s);
+    while (len > 0 && s[len - 1] == ' ')
+      len--;
+    if (!(ne = realloc(src->eps, (src->n_eps + 1) * sizeof(*ne))))
+      return UV_ENOMEM;
+    src->eps = ne;
+    ep = &ne[src->n_eps];
+    memset(ep, 0, sizeof(*ep));
+    ep->tls = !strncmp(s, "https://", 8);
+    host = s + (ep->tls ? 8 : 7);
+    colon = NULL; /* the last colon: [v6] addresses hold others */
+    for (const char *k = host; k < s + len; k++)
+      if (*k == ':')
+        colon = k;
+    if (!colon || !(ep->text = strndup(s, len)))
+      return UV_ENOMEM; /* the configuration checked the shape */
+    src->n_eps++;
+    if (*host == '[')
+      ep->host = strndup(host + 1, (size_t)(colon - host) - 2);
+    else
+      ep->host = strndup(host, (size_t)(colon - host));
+    snprintf(ep->port, sizeof(ep->port), "%.*s",
+             (int)(len - (size_t)(colon + 1 - s)), colon + 1);
+    if (!ep->host)
+      return UV_ENOMEM;
+    if (!comma)
+      break;
+    s = comma + 1;
+  }
+  return src->n_eps ? 0 : UV_EINVAL;
+}
+
+static const endpoint_t *endpoint(const etcd_source_t *src) {
+  return &src->eps[src->cur];
+}
+
+/* ---- calls: one HTTP/1.1 request on its own connection ------------------ */
+
+static void call_unref(etcd_call_t *c) {
+  if (--c->refs > 0)
+    return;
+  free(c->req);
+  free(c->body);
+  free(c);
+}
+
+static void on_call_closed(uv_handle_t *h) {
+  call_unref(h->data);
+}
+
+/* Ends the call: `done` with rc (once, and not while the source closes),
+ * then the connection is closed and the call freed. */
+static void call_finish(etcd_call_t *c, int rc) {
+  if (c->finished)
+    return;
+  c->finished = 1;
+  if (c->done && !c->src->closing)
+    c->done(c, rc);
+  if (c->tls) {
+    zg_tls_conn_free(c->tls);
+    c->tls = NULL;
+  }
+  if (c->tcp_open)
+    uv_close((uv_handle_t *)&c->tcp, on_call_closed);
+  uv_close((uv_handle_t *)&c->timer, on_call_closed);
+}
+
+/* Drops a call nobody waits for any more (a restart, a failover). */
+static void call_abort(etcd_call_t *c) {
+  if (c) {
+    c->done = NULL;
+    call_finish(c, UV_ECANCELED);
+  }
+}
+
+static void on_call_timer(uv_timer_t *t) {
+  call_finish(t->data, UV_ETIMEDOUT);
+}
+
+static int body_append(etcd_call_t *c, const char *at, size_t len) {
+  if (c->body_len + len + 1 > c->body_cap) {
+    size_t cap = c->body_cap ? c->body_cap : 4096;
+    char *nb;
+    while (cap < c->body_len + len + 1)
+      cap *= 2;
+    if (cap > MAX_BODY || !(nb = realloc(c->body, cap)))
+      return -1;
+    c->body = nb;
+    c->body_cap = cap;
+  }
+  memcpy(c->body + c->body_len, at, len);
+  c->body_len += len;
+  c->body[c->body_len] = '\0';
+  return 0;
+}
+
+static void stream_line(etcd_call_t *c, char *line, size_t len);
+
+static int on_http_body(llhttp_t *p, const char *at, size_t len) {
+  etcd_call_t *c = p->data;
+  if (body_append(c, at, len) != 0)
+    return -1;
+  if (c->kind == CALL_WATCH && c->status == 200) {
+    /* One JSON object a line: each complete line is a message. */
+    char *nl;
+    size_t off = 0;
+    while (!c->finished &&
+           (nl = memchr(c->body + off, '\n', c->body_len - off))) {
+      *nl = '\0';
+      stream_line(c, c->body + off, (size_t)(nl - (c->body + off)));
+      off = (size_t)(nl - c->body) + 1;
+    }
+    if (c->finished)
+      return -1; /* stop parsing: the connection is closing */
+    memmove(c->body, c->body + off, c->body_len - off);
+    c->body_len -= off;
+    if (c->body_len > MAX_LINE)
+      return -1;
+  }
+  return 0;
+}
+
+static int on_http_headers(llhttp_t *p) {
+  etcd_call_t *c = p->data;
+  c->status = p->status_code;
+  if (c->kind == CALL_WATCH)
+    uv_timer_stop(&c->timer); /* a stream may be quiet for ever */
+  return 0;
+}
+
+static int on_http_done(llhttp_t *p) {
+  etcd_call_t *c = p->data;
+  call_finish(c, c->kind == CALL_WATCH ? UV_EOF : 0);
+  return HPE_PAUSED;
+}
+
+static void on_call_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  etcd_call_t *c = h->data;
+  (void)size;
+  buf->base = c->read_buf;
+  buf->len = sizeof(c->read_buf);
+}
+
+static void on_call_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  etcd_call_t *c = s->data;
+  enum llhttp_errno err;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    if (nread == UV_EOF)
+      llhttp_finish(&c->parser); /* a body ended by the close completes */
+    call_finish(c, (int)nread);
+    return;
+  }
+  err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+  if (err != HPE_OK && err != HPE_PAUSED)
+    call_finish(c, UV_EPROTO);
+}
+
+static void on_call_written(uv_write_t *w, int status) {
+  etcd_call_t *c = w->data;
+  if (status < 0)
+    call_finish(c, status);
+}
+
+static void call_send(etcd_call_t *c) {
+  uv_buf_t b = uv_buf_init(c->req, (unsigned)c->req_len);
+  int rc;
+  c->write.data = c;
+  rc = zg_stream_read_start(c->tls, (uv_stream_t *)&c->tcp, on_call_alloc,
+                            on_call_read);
+  if (rc == 0)
+    rc = zg_stream_write(c->tls, &c->write, (uv_stream_t *)&c->tcp, &b, 1,
+                         on_call_written);
+  if (rc != 0) {
+    call_finish(c, rc);
+    return;
+  }
+  uv_timer_start(&c->timer, on_call_timer, c->timeout_ms, 0);
+}
+
+static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
+  etcd_call_t *c = arg;
+  (void)t;
+  if (status != 0) {
+    snprintf(c->src->error, sizeof(c->src->error), "TLS handshake with %s: %s",
+             endpoint(c->src)->text, zg_tls_conn_error(c->tls));
+    call_finish(c, UV_EPROTO);
+    return;
+  }
+  call_send(c);
+}
+
+static void on_call_connect(uv_connect_t *req, int status) {
+  etcd_call_t *c = req->data;
+  const endpoint_t *ep = endpoint(c->src);
+  if (c->finished)
+    return;
+  if (status < 0) {
+    call_finish(c, status);
+    return;
+  }
+  if (!ep->tls) {
+    call_send(c);
+    return;
+  }
+  c->tls = zg_tls_conn_client(c->src->tls, &c->tcp, ep->host,
+                              strchr(ep->host, ':') ||
+                                  strspn(ep->host, "0123456789.") ==
+                                      strlen(ep->host),
+                              ep->text + 8, true);
+  if (!c->tls || zg_tls_handshake(c->tls, on_call_handshake, c) != 0)
+    call_finish(c, c->tls ? UV_EPROTO : UV_ENOMEM);
+}
+
+static void on_call_resolved(uv_getaddrinfo_t *g, int status,
+                             struct addrinfo *res) {
+  etcd_call_t *c = g->data;
+  int rc = status;
+  if (c->finished || status < 0) {
+    uv_freeaddrinfo(res);
+    if (!c->finished)
+      call_finish(c, status);
+    call_unref(c);
+    return;
+  }
+  if ((rc = uv_tcp_init(c->src->loop, &c->tcp)) == 0) {
+    c->tcp.data = c;
+    c->tcp_open = 1;
+    c->refs++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->connect.data = c;
+    rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, on_call_connect);
+  }
+  uv_freeaddrinfo(res);
+  if (rc != 0)
+    call_finish(c, rc);
+  call_unref(c); /* the lookup's */
+}
+
+/* A call of `kind` to the endpoint in use: POST `path` with `json` (NULL:
+ * no body), with the token when there is one. The dial timeout runs until
+ * the request is on its way. NULL when out of memory (logged). */
+static etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
+                               const char *path, const char *json,
+                               call_done_fn done) {
+  const endpoint_t *ep = endpoint(src);
+  etcd_call_t *c = calloc(1, sizeof(*c));
+  struct addrinfo hints;
+  size_t jlen = json ? strlen(json) : 0;
+  int n;
+  if (!c)
+    return NULL;
+  c->src = src;
+  c->kind = kind;
+  c->done = done;
+  c->timeout_ms = CALL_TIMEOUT_MS;
+  n = snprintf(NULL, 0,
+               "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
+               "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+               "%s%s%s%s\r\n",
+               path, ep->host, ep->port, jlen,
+               src->token ? "Authorization: " : "",
+               src->token ? src->token : "", src->token ? "\r\n" : "",
+               kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  if (!(c->req = malloc((size_t)n + jlen + 1))) {
+    free(c);
+    return NULL;
+  }
+  snprintf(c->req, (size_t)n + 1,
+           "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
+           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+           "%s%s%s%s\r\n",
+           path, ep->host, ep->port, jlen, src->token ? "Authorization: " : "",
+           src->token ? src->token : "", src->token ? "\r\n" : "",
+           kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  if (json)
+    memcpy(c->req + n, json, jlen);
+  c->req_len = (size_t)n + jlen;
+  llhttp_settings_init(&c->settings);
+  c->settings.on_body = on_http_body;
+  c->settings.on_headers_complete = on_http_headers;
+  c->settings.on_message_complete = on_http_done;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+  c->parser.data = c;
+  uv_timer_init(src->loop, &c->timer);
+  c->timer.data = c;
+  c->refs = 2; /* the timer, the lookup */
+  uv_timer_start(&c->timer, on_call_timer, src->dial_timeout_ms, 0);
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  c->gai.data = c;
+  if (uv_getaddrinfo(src->loop, &c->gai, on_call_resolved, ep->host, ep->port,
+                     &hints) != 0) {
+    c->refs--;
+    c->done = NULL;
+    call_finish(c, UV_ENOMEM);
+    return NULL;
+  }
+  return c;
+}
+
+/* ---- instances of a prefix ----------------------------------------------- */
+
+static size_t entry_instances(zg_catalog_entry_t *ce, zg_instance_t *list) {
+  etcd_entry_t *e = (etcd_entry_t *)ce;
+  size_t n = 0;
+  if (!list)
+    return e->n_kvs;
+  for (size_t i = 0; i < e->n_kvs; i++)
+    if (e->kvs[i].decoded)
+      list[n++] = e->kvs[i].inst;
+  return n;
+}
+
+static void kv_clear(etcd_kv_t *kv) {
+  free(kv->key);
+  if (kv->decoded)
+    zg_instance_clear(&kv->inst);
+  memset(kv, 0, sizeof(*kv));
+}
+
+static void entry_forget(etcd_entry_t *e) {
+  for (size_t i = 0; i < e->n_kvs; i++)
+    kv_clear(&e->kvs[i]);
+  e->n_kvs = 0;
+}
+
+/* The index of `key` in e->kvs, or where it would go (*found 0). */
+static size_t kv_find(const etcd_entry_t *e, const char *key, int *found) {
+  size_t lo = 0, hi = e->n_kvs;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(e->kvs[mid].key, key);
+    if (c == 0) {
+      *found = 1;
+      return mid;
+    }
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  *found = 0;
+  return lo;
+}
+
+/* Decodes `value` for `key` into kv (replacing what it held); the name
+ * the decoders see is the key with the prefix taken off. Logged as the
+ * ZooKeeper source does. */
+static void kv_decode(etcd_entry_t *e, etcd_kv_t *kv, const char *value,
+                      size_t vlen, int64_t mod_rev) {
+  const char *name = kv->key + strlen(e->e.path);
+  char err[256];
+  zg_instance_t inst;
+  int rc =
+      zg_instance_decode(name, value, vlen, &e->opts, &inst, err, sizeof(err));
+  if (kv->decoded)
+    zg_instance_clear(&kv->inst);
+  kv->decoded = 0;
+  if (rc == 0 && !(inst.key = strdup(kv->key))) {
+    zg_instance_clear(&inst);
+    rc = UV_ENOMEM;
+    snprintf(err, sizeof(err), "out of memory");
+  }
+  if (rc == 0) {
+    inst.version = mod_rev;
+    kv->inst = inst;
+    kv->decoded = 1;
+    if (err[0])
+      zg_warn("registry", "etcd %s: %s", kv->key, err);
+    zg_debug("registry", "etcd %s: %s instance %s:%u%s weight %u", kv->key,
+             zg_instance_format_name(inst.format), inst.host, inst.port,
+             inst.up ? "" : " (down)", inst.weight);
+  } else if (rc == ZG_ESKIP) {
+    zg_debug("registry", "etcd %s: not an instance (%s)", kv->key, err);
+  } else {
+    zg_warn("registry",
+            "etcd %s: cannot decode instance data (%s); key "
+            "skipped",
+            kv->key, err);
+  }
+}
+
+/* A key put (mark: also marks it present). 0 or UV_ENOMEM. */
+static int entry_put(etcd_entry_t *e, const char *key, const char *value,
+                     size_t vlen, int64_t mod_rev) {
+  int found;
+  size_t i = kv_find(e, key, &found);
+  etcd_kv_t *kv;
+  if (!found) {
+    if (e->n_kvs == e->cap_kvs) {
+      size_t cap = e->cap_kvs ? e->cap_kvs * 2 : 8;
+      etcd_kv_t *nk = realloc(e->kvs, cap * sizeof(*nk));
+      if (!nk)
+        return UV_ENOMEM;
+      e->kvs = nk;
+      e->cap_kvs = cap;
+    }
+    memmove(&e->kvs[i + 1], &e->kvs[i], (e->n_kvs - i) * sizeof(*e->kvs));
+    e->n_kvs++;
+    kv = &e->kvs[i];
+    memset(kv, 0, sizeof(*kv));
+    if (!(kv->key = strdup(key))) {
+      memmove(&e->kvs[i], &e->kvs[i + 1], (e->n_kvs - i - 1) * sizeof(*kv));
+      e->n_kvs--;
+      return UV_ENOMEM;
+    }
+  }
+  kv = &e->kvs[i];
+  kv->present = 1;
+  kv_decode(e, kv, value, vlen, mod_rev);
+  return 0;
+}
+
+static void entry_delete(etcd_entry_t *e, const char *key) {
+  int found;
+  size_t i = kv_find(e, key, &found);
+  if (!found)
+    return;
+  kv_clear(&e->kvs[i]);
+  memmove(&e->kvs[i], &e->kvs[i + 1], (e->n_kvs - i - 1) * sizeof(*e->kvs));
+  e->n_kvs--;
+}
+
+/* A key-value of the gateway's JSON ({"key": b64, "value": b64,
+ * "mod_revision": "N"}) into e: put, or deleted when `del`. Keys outside
+ * the prefix (not asked for) are ignored. 0, or -1 when malformed. */
+static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
+  json_t *jk = json_object_get(kv, "key"), *jv = json_object_get(kv, "value");
+  char *key, *value = NULL;
+  size_t klen, vlen = 0;
+  int rc = 0;
+  if (!json_is_string(jk))
+    return -1;
+  if (!(key = b64_decode(json_string_value(jk), json_string_length(jk), &klen)))
+    return -1;
+  if (strlen(key) != klen || strncmp(key, e->e.path, strlen(e->e.path)) != 0) {
+    free(key);
+    return 0;
+  }
+  if (del) {
+    entry_delete(e, key);
+  } else {
+    if (json_is_string(jv) &&
+        !(value =
+              b64_decode(json_string_value(jv), json_string_length(jv), &vlen)))
+      rc = -1;
+    else if (entry_put(e, key, value, vlen,
+                       json_int64(json_object_get(kv, "mod_revision"))) != 0)
+      rc = -1;
+  }
+  free(value);
+  free(key);
+  return rc;
+}
+
+/* ---- the connection's fortunes ------------------------------------------- */
+
+/* What etcd said in an error body ({"error": "...", "code": N} from the
+ * gateway's unary calls, {"error": {"message": ...}} from a stream), into
+ * msg. */
+static void error_message(const char *body, size_t len, char *msg,
+                          size_t msglen) {
+  json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+  json_t *err = root ? json_object_get(root, "error") : NULL;
+  json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
+  if (!json_is_string(m) && root)
+    m = json_object_get(root, "message");
+  snprintf(msg, msglen, "%s",
+           json_is_string(m) ? json_string_value(m) : "no reason given");
+  json_decref(root);
+}
+
+static int is_token_error(const char *msg) {
+  return strstr(msg, "invalid auth token") || strstr(msg, "user name is empty");
+}
+
+static void set_connected(etcd_source_t *src) {
+  src->fails_in_row = 0;
+  src->error[0] = '\0';
+  if (src->cat.state == ZG_SOURCE_CONNECTED)
+    return;
+  /* Back after a gap: every pool is offered again (after the coalesce
+   * window, which lets the stream's catch-up land first), so that one
+   * emptied past max_stale serves again even if nothing changed. */
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->e.synced)
+      zg_catalog_changed(&entry_at(src, i)->e);
+  zg_info("registry",
+          "etcd: connected to %s at revision %lld, watching %zu "
+          "prefix(es)",
+          endpoint(src)->text, (long long)src->revision, src->cat.n_entries);
+  src->cat.state = ZG_SOURCE_CONNECTED;
+}
+
+/* A call failed for a reason another endpoint may not have: both calls
+ * end, the next endpoint is tried (at once, until every one failed in a
+ * row; then after RETRY_MS). Pools stay. */
+static void conn_failed(etcd_source_t *src, const char *what, const char *why) {
+  const endpoint_t *was = endpoint(src);
+  uint64_t now = uv_now(src->loop), dropped;
+  call_abort(src->unary);
+  call_abort(src->watch);
+  src->unary = src->watch = NULL;
+  src->stream_up = 0;
+  src->round_rev = 0;
+  snprintf(src->error, sizeof(src->error), "%s on %s: %s", what, was->text,
+           why);
+  if (src->n_eps > 1) {
+    src->cur = (src->cur + 1) % src->n_eps;
+    src->failovers++;
+  }
+  if (++src->fails_in_row >= src->n_eps) {
+    src->fails_in_row = 0;
+    src->retry_at = now + RETRY_MS;
+  }
+  if (src->cat.state == ZG_SOURCE_CONNECTED) {
+    src->cat.state = ZG_SOURCE_DISCONNECTED;
+    src->cat.disconnected_ms = now;
+    zg_warn("registry",
+            "etcd: lost the connection (%s): serving the last known pools; "
+            "trying %s",
+            src->error, endpoint(src)->text);
+  } else if (zg_ratelimit_allow(&src->error_rl, now, &dropped)) {
+    zg_warn("registry", "etcd: %s; trying %s", src->error, endpoint(src)->text);
+  }
+}
+
+static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
+                        int rc) {
+  char why[160];
+  if (rc == 0 || (rc == UV_EOF && c->status && c->status != 200)) {
+    char msg[128];
+    error_message(c->body, c->body_len, msg, sizeof(msg));
+    snprintf(why, sizeof(why), "HTTP %d: %s", c->status, msg);
+  } else {
+    snprintf(why, sizeof(why), "%s", zg_strerror(rc));
+  }
+  conn_failed(src, what, why);
+}
+
+/* A 4xx answer that another endpoint would give too: the token expired
+ * (authenticate again), or a refusal (logged; tried again later). 1 when
+ * handled so, 0 when it is a failure of the endpoint. */
+static int refused(etcd_source_t *src, etcd_call_t *c, const char *what) {
+  char msg[128];
+  uint64_t now = uv_now(src->loop), dropped;
+  if (c->status < 400 || c->status >= 500)
+    return 0;
+  error_message(c->body, c->body_len, msg, sizeof(msg));
+  if (src->username && is_token_error(msg)) {
+    secret_free(src->token);
+    src->token = NULL;
+    return 1;
+  }
+  snprintf(src->error, sizeof(src->error), "%s refused by %s: %s", what,
+           endpoint(src)->text, msg);
+  src->retry_at = now + AUTH_RETRY_MS;
+  if (zg_ratelimit_allow(&src->error_rl, now, &dropped))
+    zg_error("registry", "etcd: %s", src->error);
+  return 1;
+}
+
+/* ---- authenticate ----------------------------------------------------------
+ */
+
+static void on_auth_done(etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->src;
+  json_t *root, *token;
+  src->unary = NULL;
+  if (rc != 0 || c->status >= 500) {
+    call_failed(src, c, "authenticate", rc);
+    return;
+  }
+  if (c->status != 200) {
+    char msg[128];
+    uint64_t dropped;
+    error_message(c->body, c->body_len, msg, sizeof(msg));
+    snprintf(src->error, sizeof(src->error),
+             "authentication as '%s' refused by %s: %s", src->username,
+             endpoint(src)->text, msg);
+    if (!src->auth_refused ||
+        zg_ratelimit_allow(&src->error_rl, uv_now(src->loop), &dropped))
+      zg_error("registry",
+               "etcd: %s; check [etcd] username and password (tried again "
+               "every %d s)",
+               src->error, AUTH_RETRY_MS / 1000);
+    src->auth_refused = 1;
+    src->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
+    return;
+  }
+  root = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
+  token = json_object_get(root, "token");
+  if (json_is_string(token) && !strpbrk(json_string_value(token), "\r\n")) {
+    secret_free(src->token);
+    src->token = strdup(json_string_value(token));
+    if (src->auth_refused)
+      zg_info("registry", "etcd: authenticated as '%s'", src->username);
+    src->auth_refused = 0;
+    src->fails_in_row = 0;
+  } else {
+    conn_failed(src, "authenticate", "no token in the answer");
+  }
+  json_decref(root);
+  pump(src);
+}
+
+static void auth_start(etcd_source_t *src) {
+  json_t *o =
+      json_pack("{s:s,s:s}", "name", src->username, "password", src->password);
+  char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  if (body)
+    src->unary =
+        call_start(src, CALL_AUTH, "/v3/auth/authenticate", body, on_auth_done);
+  if (body) {
+    for (volatile char *s = body; *s; s++)
+      *s = 0;
+    free(body);
+  }
+  json_decref(o);
+}
+
+/* ---- range reads ------------------------------------------------------------
+ */
+
+/* A whole prefix as of the read: keys not in it are gone. */
+static int range_apply(etcd_entry_t *e, json_t *kvs) {
+  size_t i, k = 0;
+  json_t *kv;
+  for (i = 0; i < e->n_kvs; i++)
+    e->kvs[i].present = 0;
+  json_array_foreach(kvs, i, kv) {
+    if (apply_kv(e, kv, 0) != 0)
+      return -1;
+  }
+  for (i = 0; i < e->n_kvs; i++) {
+    if (e->kvs[i].present)
+      e->kvs[k++] = e->kvs[i];
+    else
+      kv_clear(&e->kvs[i]);
+  }
+  e->n_kvs = k;
+  return 0;
+}
+
+static void on_range_done(etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->src;
+  etcd_entry_t *e = c->entry;
+  json_t *root, *header;
+  int64_t rev;
+  src->unary = NULL;
+  if (rc != 0 || c->status >= 500 || c->status < 200) {
+    call_failed(src, c, "reading", rc);
+    return;
+  }
+  if (c->status != 200) {
+    char msg[128];
+    error_message(c->body, c->body_len, msg, sizeof(msg));
+    if (src->round_rev && strstr(msg, "compacted"))
+      src->round_rev = 0; /* the pinned revision is gone: read the latest */
+    else
+      refused(src, c, "reading");
+    pump(src);
+    return;
+  }
+  root = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
+  header = json_object_get(root, "header");
+  rev = json_int64(json_object_get(header, "revision"));
+  if (!root || rev <= 0 || range_apply(e, json_object_get(root, "kvs")) != 0) {
+    json_decref(root);
+    conn_failed(src, "reading", "a range answer that cannot be read");
+    return;
+  }
+  json_decref(root);
+  /* Pinned: the keys are as of round_rev, whatever the header says. */
+  e->rev = src->round_rev ? src->round_rev : rev;
+  if (!src->round_rev)
+    src->round_rev = rev;
+  if (rev > src->revision)
+    src->revision = rev;
+  src->reads++;
+  e->e.lists++;
+  if (e->compacted)
+    src->rereads++;
+  e->compacted = 0;
+  e->need_read = 0;
+  src->fails_in_row = 0;
+  src->watch_dirty = 1;
+  zg_debug("registry", "etcd %s: %zu key(s) at revision %lld", e->e.path,
+           e->n_kvs, (long long)e->rev);
+  zg_catalog_changed(&e->e);
+  pump(src);
+}
+
+static void range_start(etcd_source_t *src, etcd_entry_t *e) {
+  size_t elen;
+  char *end = prefix_end(e->e.path, &elen);
+  char *k64 = b64_encode(e->e.path, strlen(e->e.path));
+  char *e64 = end ? b64_encode(end, elen) : NULL;
+  char body[64];
+  json_t *o = NULL;
+  char *text = NULL;
+  if (k64 && e64)
+    o = json_pack("{s:s,s:s}", "key", k64, "range_end", e64);
+  if (o && src->round_rev) {
+    snprintf(body, sizeof(body), "%lld", (long long)src->round_rev);
+    json_object_set_new(o, "revision", json_string(body));
+  }
+  if (o && (text = json_dumps(o, JSON_COMPACT)) != NULL &&
+      (src->unary = call_start(src, CALL_RANGE, "/v3/kv/range", text,
+                               on_range_done)) != NULL)
+    src->unary->entry = e;
+  free(text);
+  json_decref(o);
+  free(k64);
+  free(e64);
+  free(end);
+}
+
+/* ---- the watch stream
+ * --------------------------------------------------------- */
+
+static etcd_entry_t *watched(const etcd_source_t *src, int64_t id) {
+  return id >= 0 && (size_t)id < src->n_stream ? src->stream[id] : NULL;
+}
+
+/* A watch was canceled by etcd: compacted past its start (read the prefix
+ * again), or refused (tried again later). */
+static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
+  int64_t compact = json_int64(json_object_get(res, "compact_revision"));
+  json_t *reason = json_object_get(res, "cancel_reason");
+  src->watch_dirty = 1;
+  if (compact > 0) {
+    zg_info("registry",
+            "etcd %s: revision %lld is compacted (oldest kept: %lld): "
+            "reading the prefix again",
+            e->e.path, (long long)(e->rev + 1), (long long)compact);
+    e->need_read = 1;
+    e->compacted = 1;
+    return;
+  }
+  snprintf(src->error, sizeof(src->error), "watch of %s canceled: %s",
+           e->e.path,
+           json_is_string(reason) ? json_string_value(reason) : "no reason");
+  zg_warn("registry", "etcd: %s", src->error);
+  src->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
+}
+
+/* Events in order; those at or below the prefix's revision are applied
+ * already (a stream resumed, a read that saw them). */
+static void watch_events(etcd_source_t *src, etcd_entry_t *e, json_t *events) {
+  size_t i;
+  json_t *ev;
+  int changed = 0;
+  json_array_foreach(events, i, ev) {
+    json_t *kv = json_object_get(ev, "kv"), *type = json_object_get(ev, "type");
+    int64_t rev = json_int64(json_object_get(kv, "mod_revision"));
+    int del =
+        json_is_string(type) && !strcmp(json_string_value(type), "DELETE");
+    src->watch_events++;
+    if (rev <= e->rev)
+      continue;
+    if (apply_kv(e, kv, del) != 0)
+      zg_warn("registry", "etcd %s: an event that cannot be read: skipped",
+              e->e.path);
+    e->rev = rev;
+    if (rev > src->revision)
+      src->revision = rev;
+    changed = 1;
+  }
+  if (changed)
+    zg_catalog_changed(&e->e);
+}
+
+/* One message of the stream. */
+static void stream_line(etcd_call_t *c, char *line, size_t len) {
+  etcd_source_t *src = c->src;
+  json_t *root = json_loadb(line, len, 0, NULL), *res, *events;
+  etcd_entry_t *e;
+  if (len == 0 || (root && !json_object_get(root, "result") &&
+                   !json_object_get(root, "error"))) {
+    json_decref(root);
+    return;
+  }
+  if (!root || !(res = json_object_get(root, "result"))) {
+    char msg[160];
+    error_message(line, len, msg, sizeof(msg));
+    json_decref(root);
+    c->status = 0;
+    conn_failed(src, "watching", root ? msg : "a message that is not JSON");
+    pump(src);
+    return;
+  }
+  e = watched(src, json_int64(json_object_get(res, "watch_id")));
+  if (json_is_true(json_object_get(res, "created")) &&
+      ++src->n_created == src->n_stream) {
+    src->stream_up = 1;
+    set_connected(src);
+  }
+  if (e && json_is_true(json_object_get(res, "canceled"))) {
+    watch_canceled(src, e, res);
+    json_decref(root);
+    pump(src);
+    return;
+  }
+  events = json_object_get(res, "events");
+  if (e && json_is_array(events))
+    watch_events(src, e, events);
+  json_decref(root);
+}
+
+static void on_watch_done(etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->src;
+  src->watch = NULL;
+  src->stream_up = 0;
+  if (c->status && c->status != 200 && c->status < 500) {
+    refused(src, c, "watching");
+    pump(src);
+    return;
+  }
+  call_failed(src, c, "watching", rc == 0 ? UV_EOF : rc);
+  pump(src);
+}
+
+/* One create request a line, each prefix from its own revision on. */
+static char *watch_body(etcd_source_t *src) {
+  char *out = NULL;
+  size_t len = 0;
+  src->n_stream = src->n_created = 0;
+  for (size_t i = 0; i < src->cat.n_entries; i++) {
+    etcd_entry_t *e = entry_at(src, i);
+    size_t elen;
+    char *end = prefix_end(e->e.path, &elen), *k64, *e64, *line, *no;
+    char start[32];
+    json_t *o;
+    if (!end)
+      goto fail;
+    k64 = b64_encode(e->e.path, strlen(e->e.path));
+    e64 = b64_encode(end, elen);
+    snprintf(start, sizeof(start), "%lld", (long long)(e->rev + 1));
+    o = json_pack("{s:{s:s?,s:s?,s:s,s:I,s:b}}", "create_request", "key", k64,
+                  "range_end", e64, "start_revision", start, "watch_id",
+                  (json_int_t)src->n_stream, "progress_notify", 1);
+    line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    free(k64);
+    free(e64);
+    free(end);
+    if (!line || !(no = realloc(out, len + strlen(line) + 2))) {
+      free(line);
+      goto fail;
+    }
+    out = no;
+    len += (size_t)sprintf(out + len, "%s\n", line);
+    free(line);
+    src->stream[src->n_stream++] = e;
+  }
+  return out;
+fail:
+  free(out);
+  return NULL;
+}
+
+static void watch_start(etcd_source_t *src) {
+  char *body;
+  etcd_entry_t **ns =
+      realloc(src->stream, (src->cat.n_entries + 1) * sizeof(*ns));
+  if (!ns)
+    return;
+  src->stream = ns;
+  if (!(body = watch_body(src)) || src->n_stream == 0) {
+    free(body);
+    return;
+  }
+  src->watch_dirty = 0;
+  src->watch = call_start(src, CALL_WATCH, "/v3/watch", body, on_watch_done);
+  if (src->watch)
+    src->streams++;
+  free(body);
+}
+
+/* ---- the probe -------------------------------------------------------------
+ * A stream says nothing while nothing changes, also when its member is cut
+ * off (a partition, a host gone without a reset): every PROBE_MS a
+ * linearizable read of one key on a new connection to the same member
+ * asks for its quorum (etcd's ReadIndex), within twice the dial timeout. A
+ * failure fails over, as any failed call does. The read also keeps a
+ * simple auth token from expiring. */
+
+static void on_probe_done(etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->src;
+  src->unary = NULL;
+  if (rc != 0 || c->status >= 500 || c->status < 200) {
+    call_failed(src, c, "checking", rc);
+    pump(src);
+    return;
+  }
+  if (c->status != 200)
+    refused(src, c, "checking");
+  pump(src);
+}
+
+static void probe_start(etcd_source_t *src) {
+  /* The key "\0" (AA== in base64): nothing needs to be there. */
+  src->probe_at = uv_now(src->loop) + PROBE_MS;
+  src->unary =
+      call_start(src, CALL_PROBE, "/v3/kv/range",
+                 "{\"key\":\"AA==\",\"count_only\":true}", on_probe_done);
+  if (src->unary)
+    src->unary->timeout_ms = 2 * src->dial_timeout_ms;
+}
+
+/* ---- what to do next
+ * --------------------------------------------------------- */
+
+/* Starts the next call due: authenticate, the reads of prefixes not read
+ * (one at a time, pinned to the first one's revision), then the stream. */
+static void pump(etcd_source_t *src) {
+  if (!src->started || src->closing || src->unary ||
+      uv_now(src->loop) < src->retry_at)
+    return;
+  if (src->username && !src->token) {
+    auth_start(src);
+    return;
+  }
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->need_read) {
+      range_start(src, entry_at(src, i));
+      return;
+    }
+  src->round_rev = 0;
+  if (src->watch && !src->watch_dirty) {
+    if (src->stream_up && uv_now(src->loop) >= src->probe_at)
+      probe_start(src);
+    return;
+  }
+  call_abort(src->watch);
+  src->watch = NULL;
+  src->stream_up = 0;
+  watch_start(src);
+}
+
+static void on_tick(uv_timer_t *t) {
+  etcd_source_t *src = t->data;
+  if (src->closing)
+    return;
+  zg_catalog_check_stale(&src->cat, uv_now(src->loop));
+  pump(src);
+}
+
+/* ---- operations
+ * ------------------------------------------------------------------ */
+
+static void entry_free(etcd_entry_t *e) {
+  entry_forget(e);
+  free(e->kvs);
+  zg_catalog_entry_clear(&e->e);
+  free(e);
+}
+
+static int etcd_watch(zg_source_t *base, const char *prefix,
+                      const char *endpoint_name, void *ctx) {
+  etcd_source_t *src = (etcd_source_t *)base;
+  etcd_entry_t *e = calloc(1, sizeof(*e));
+  if (!e)
+    return UV_ENOMEM;
+  if (zg_catalog_entry_init(&src->cat, &e->e, prefix, endpoint_name, 0) != 0) {
+    free(e);
+    return UV_ENOMEM;
+  }
+  e->src = src;
+  e->opts.endpoint = e->e.endpoint;
+  e->need_read = 1;
+  if (zg_catalog_add(&src->cat, &e->e, ctx) != 0) {
+    entry_free(e);
+    return UV_ENOMEM;
+  }
+  pump(src);
+  return 0;
+}
+
+/* Discovery roots are not read from etcd in this version (the
+ * configuration takes none). */
+static int etcd_watch_root(zg_source_t *base, const char *root, void *ctx) {
+  (void)base;
+  (void)root;
+  (void)ctx;
+  return UV_ENOTSUP;
+}
+
+static void etcd_retarget(zg_source_t *base, void *old_ctx, void *new_ctx) {
+  etcd_source_t *src = (etcd_source_t *)base;
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->e.ctx == old_ctx) {
+      entry_at(src, i)->e.ctx = new_ctx;
+      return;
+    }
+}
+
+static void etcd_unwatch(zg_source_t *base, void *ctx) {
+  etcd_source_t *src = (etcd_source_t *)base;
+  for (size_t i = 0; i < src->cat.n_entries; i++) {
+    etcd_entry_t *e = entry_at(src, i);
+    if (e->e.ctx != ctx)
+      continue;
+    if (src->unary && src->unary->entry == e) {
+      call_abort(src->unary);
+      src->unary = NULL;
+    }
+    for (size_t k = 0; k < src->n_stream; k++)
+      if (src->stream[k] == e)
+        src->stream[k] = NULL; /* its events are dropped */
+    zg_catalog_remove(&src->cat, &e->e);
+    entry_free(e);
+    pump(src);
+    return;
+  }
+}
+
+static int etcd_start(zg_source_t *base) {
+  etcd_source_t *src = (etcd_source_t *)base;
+  uv_timer_init(src->loop, &src->tick);
+  src->tick.data = src;
+  src->open_handles = 1;
+  /* max_stale counts from now; the state file's pools come first. */
+  zg_catalog_start(&src->cat);
+  src->started = 1;
+  pump(src);
+  uv_timer_start(&src->tick, on_tick, TICK_MS, TICK_MS);
+  return 0;
+}
+
+static void etcd_stats(const zg_source_t *base, zg_source_stats_t *out) {
+  const etcd_source_t *src = (const etcd_source_t *)base;
+  memset(out, 0, sizeof(*out));
+  out->kind = ZG_SOURCE_ETCD;
+  out->state = src->cat.state;
+  if (src->cat.state != ZG_SOURCE_CONNECTED && src->started)
+    out->disconnected_for_ms = uv_now(src->loop) - src->cat.disconnected_ms;
+  out->max_stale_ms = src->cat.max_stale_ms;
+  out->watch_events = src->watch_events;
+  out->last_update_wall_ms = src->cat.last_update_wall_ms;
+  out->etcd.revision = src->revision;
+  out->etcd.reads = src->reads;
+  out->etcd.rereads = src->rereads;
+  out->etcd.failovers = src->failovers;
+  out->etcd.streams = src->streams;
+  out->etcd.prefixes = src->cat.n_entries;
+  snprintf(out->etcd.endpoint, sizeof(out->etcd.endpoint), "%s",
+           src->eps[src->cur].text);
+  snprintf(out->etcd.error, sizeof(out->etcd.error), "%s", src->error);
+}
+
+static void source_free(etcd_source_t *src) {
+  for (size_t i = 0; i < src->n_eps; i++) {
+    free(src->eps[i].host);
+    free(src->eps[i].text);
+  }
+  free(src->eps);
+  free(src->stream);
+  free(src->username);
+  secret_free(src->password);
+  secret_free(src->token);
+  zg_tls_client_unref(src->tls);
+  free(src);
+}
+
+static void handle_closed(etcd_source_t *src) {
+  if (--src->open_handles == 0)
+    source_free(src);
+}
+
+static void on_tick_closed(uv_handle_t *h) {
+  handle_closed(h->data);
+}
+
+static void on_cat_closed(zg_catalog_t *cat) {
+  handle_closed((etcd_source_t *)((char *)cat - offsetof(etcd_source_t, cat)));
+}
+
+static void etcd_close(zg_source_t *base) {
+  etcd_source_t *src = (etcd_source_t *)base;
+  src->closing = 1;
+  zg_catalog_close(&src->cat); /* the state file's last write */
+  call_abort(src->unary);
+  call_abort(src->watch);
+  src->unary = src->watch = NULL;
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    entry_free(entry_at(src, i));
+  src->cat.n_entries = 0;
+  if (zg_catalog_free(&src->cat, on_cat_closed))
+    src->open_handles++;
+  if (src->started)
+    uv_close((uv_handle_t *)&src->tick, on_tick_closed);
+  else if (src->open_handles == 0)
+    source_free(src);
+}
+
+static const zg_source_ops_t etcd_ops = {
+    .watch = etcd_watch,
+    .watch_root = etcd_watch_root,
+    .unwatch = etcd_unwatch,
+    .retarget = etcd_retarget,
+    .start = etcd_start,
+    .close = etcd_close,
+    .stats = etcd_stats,
+};
+
+/* TLS to etcd: the same client context as TLS to instances, from [etcd]
+ * ca, cert and key. */
+static int tls_setup(etcd_source_t *src, const zg_etcd_conf_t *ec) {
+  zg_service_conf_t sc;
+  char err[256];
+  int rc;
+  memset(&sc, 0, sizeof(sc));
+  sc.upstream_ca = ec->ca;
+  sc.upstream_cert = ec->cert;
+  sc.upstream_key = ec->key;
+  if ((rc = zg_tls_client_new(&sc, err, sizeof(err), &src->tls)) != 0)
+    zg_error("registry", "etcd: TLS: %s", err);
+  return rc;
+}
+
+int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
+                       zg_source_publish_cb cb, void *cb_arg,
+                       zg_source_t **out) {
+  const zg_etcd_conf_t *ec = &cfg->etcd;
+  etcd_source_t *src;
+  int rc = UV_ENOMEM;
+  *out = NULL;
+  if (!ec->endpoints)
+    return 0;
+  if (!(src = calloc(1, sizeof(*src))))
+    return UV_ENOMEM;
+  src->base.ops = &etcd_ops;
+  src->loop = loop;
+  src->dial_timeout_ms = ec->dial_timeout_ms ? ec->dial_timeout_ms : 2000;
+  zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb, NULL,
+                  cb_arg, entry_instances);
+  zg_ratelimit_init(&src->error_rl, 10000, 5);
+  if (endpoints_parse(src, ec->endpoints) != 0 ||
+      (ec->username && (!(src->username = strdup(ec->username)) ||
+                        !(src->password = strdup(ec->password)))) ||
+      zg_catalog_set_state(&src->cat, ec->state_file, ec->max_stale_ms) != 0)
+    goto fail;
+  if (strstr(ec->endpoints, "https://") && (rc = tls_setup(src, ec)) != 0)
+    goto fail;
+  *out = &src->base;
+  return 0;
+fail:
+  etcd_close(&src->base); /* never started: freed at once */
+  return rc;
+}
