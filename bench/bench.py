@@ -984,6 +984,7 @@ def render(args, px, reg, meta, reg_etcd=None):
     L.append("| figure | backend direct | zkgate | HAProxy | nginx | zkgate / HAProxy "
              "| zkgate / nginx | target (issue 7) | |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    table_at = len(L)
     d, z, h, n = (px.get(k, {}) for k in ("direct", "zkgate", "haproxy", "nginx"))
 
     def g(r, *path):
@@ -1056,6 +1057,8 @@ def render(args, px, reg, meta, reg_etcd=None):
     if args.callgrind:
         row("instructions per keep-alive request (callgrind)", ("ir_per_req",), "",
             direct=False)
+    if len(L) == table_at:  # no proxy figure in this run: no empty table
+        del L[table_at - 2:]
     if reg:
         registry_table(L, reg, f"in a real ZooKeeper 3.8, found through `[discover:all]` "
                        "(default `coalesce_window = 10ms`)")
@@ -1121,7 +1124,7 @@ def main():
     ap.add_argument("--no-registry", dest="registry", action="store_false")
     ap.add_argument("--h2-requests", type=int, default=50000,
                     help="requests per h2load run")
-    ap.add_argument("--suites", default="footprint,throughput,h2,tls,callgrind,registry",
+    ap.add_argument("--suites", default="footprint,throughput,h2,tls,callgrind,registry,etcd",
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
                     "throughput (wrk, TCP bulk), h2 (h2load over h2c), "
                     "tls (HTTPS keep-alive, handshakes), "
