@@ -409,7 +409,9 @@ static int tls_build(zg_gateway_t *gw, const zg_config_t *cfg, tls_set_t *t) {
           zg_config_same_sockaddr(&cfg->services[k].listen, &sc->listen))
         group[ng++] = &cfg->services[k];
     rc = zg_tls_server_new(group, ng, sc->listen.text,
-                           sc->protocol == ZG_PROTO_HTTP,
+                           sc->protocol != ZG_PROTO_HTTP ? 0
+                           : cfg->proxy.http2            ? ZG_TLS_ALPN_H2
+                                                         : ZG_TLS_ALPN_H1,
                            zg_gateway_tls(gw, &sc->listen), &t->list[t->n]);
     if (rc != 0) {
       free(group);

@@ -25,6 +25,7 @@
 #include "core/tls_hello.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -159,13 +160,16 @@ static int readable(const char *path, char *err, size_t len, const char *what) {
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned inlen, void *arg) {
   static const unsigned char h1[] = "\x08http/1.1";
+  static const unsigned char h2h1[] = "\x02h2\x08http/1.1";
+  bool h2 = (uintptr_t)arg == ZG_TLS_ALPN_H2;
   unsigned char *sel;
   (void)ssl;
-  (void)arg;
-  /* Only HTTP/1.1 is spoken; a client offering nothing we know goes on
-   * without ALPN (RFC 7301 §3.2 allows it) rather than failing. */
-  if (SSL_select_next_proto(&sel, outlen, h1, sizeof(h1) - 1, in, inlen) !=
-      OPENSSL_NPN_NEGOTIATED)
+  /* Ours first: h2 when offered (and on), else HTTP/1.1; a client
+   * offering nothing we know goes on without ALPN (RFC 7301 §3.2 allows
+   * it) rather than failing. */
+  if (SSL_select_next_proto(&sel, outlen, h2 ? h2h1 : h1,
+                            h2 ? sizeof(h2h1) - 1 : sizeof(h1) - 1, in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK;
   *out = sel;
   return SSL_TLSEXT_ERR_OK;
@@ -194,7 +198,7 @@ static int session_id_context(const zg_service_conf_t *sc, unsigned char *sid,
   return ok ? 0 : -1;
 }
 
-static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
+static SSL_CTX *ctx_new(const zg_service_conf_t *sc, int http, char *err,
                         size_t len, const char **key) {
   SSL_CTX *ctx;
   char why[256];
@@ -298,7 +302,7 @@ static SSL_CTX *ctx_new(const zg_service_conf_t *sc, bool http, char *err,
   }
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
   if (http)
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, (void *)(uintptr_t)http);
   return ctx;
 fail:
   SSL_CTX_free(ctx);
@@ -344,7 +348,7 @@ static void warn_key_mode(const zg_service_conf_t *sc) {
 }
 
 int zg_tls_server_new(const zg_service_conf_t *const *svcs, size_t n,
-                      const char *listener, bool http, zg_tls_server_t *prev,
+                      const char *listener, int http, zg_tls_server_t *prev,
                       zg_tls_server_t **out) {
   zg_tls_server_t *srv;
   *out = NULL;
@@ -786,6 +790,13 @@ void zg_tls_handshake_timed_out(zg_tls_conn_t *c) {
 
 bool zg_tls_established(const zg_tls_conn_t *c) {
   return c->established;
+}
+
+bool zg_tls_conn_h2(const zg_tls_conn_t *c) {
+  const unsigned char *p = NULL;
+  unsigned len = 0;
+  SSL_get0_alpn_selected(c->ssl, &p, &len);
+  return len == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 int zg_tls_read_start(zg_tls_conn_t *c, uv_alloc_cb alloc_cb,

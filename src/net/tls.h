@@ -53,11 +53,13 @@ typedef struct zg_tls_server zg_tls_server_t;
 
 /* A server for `listener` (its text, for logs and metrics) from the `n`
  * services with TLS keys on it, in order: the first is the default. `http`
- * offers ALPN http/1.1. `prev` (NULL: none) is the server this one
+ * offers ALPN: ZG_TLS_ALPN_H1 http/1.1, ZG_TLS_ALPN_H2 h2 before it, 0
+ * none. `prev` (NULL: none) is the server this one
  * replaces, whose counters it continues. Warns about private keys readable
  * by others. 0, or ZG_ECONFIG (the reason logged). */
+enum { ZG_TLS_ALPN_H1 = 1, ZG_TLS_ALPN_H2 = 2 };
 int zg_tls_server_new(const zg_service_conf_t *const *svcs, size_t n,
-                      const char *listener, bool http, zg_tls_server_t *prev,
+                      const char *listener, int http, zg_tls_server_t *prev,
                       zg_tls_server_t **out);
 zg_tls_server_t *zg_tls_server_ref(zg_tls_server_t *srv);
 void zg_tls_server_unref(zg_tls_server_t *srv); /* NULL is fine */
@@ -128,6 +130,8 @@ zg_tls_conn_t *zg_tls_conn_server(zg_tls_server_t *srv, uv_tcp_t *tcp,
  * that fails, the error is returned and `cb` is not called. */
 int zg_tls_handshake(zg_tls_conn_t *c, zg_tls_handshake_cb cb, void *arg);
 bool zg_tls_established(const zg_tls_conn_t *c);
+/* ALPN chose h2 in the handshake. */
+bool zg_tls_conn_h2(const zg_tls_conn_t *c);
 /* The caller gave up waiting for the handshake: counted and logged as a
  * failure. */
 void zg_tls_handshake_timed_out(zg_tls_conn_t *c);

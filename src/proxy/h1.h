@@ -13,6 +13,7 @@
 
 typedef struct zg_http_upstream zg_http_upstream_t;
 typedef struct zg_http_session zg_http_session_t;
+typedef struct zg_h2_conn zg_h2_conn_t;
 
 /* The client connection's state (HTTP/1.1); where its exchange is, is
  * the exchange's phase (zg_xphase_t). */
@@ -86,7 +87,8 @@ struct zg_http_session {
   zg_term_t reason;
   char client_addr[64];
   char client_ip[48];
-  zg_http_exchange_t x; /* the current exchange (one at a time) */
+  zg_http_exchange_t x;  /* the current exchange (one at a time) */
+  struct zg_h2_conn *h2; /* HTTP/2 on this connection (h2.h), or NULL */
 };
 _Static_assert(offsetof(zg_http_session_t, rd) == 0,
                "the reader is the session's first member");

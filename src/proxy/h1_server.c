@@ -13,6 +13,7 @@
  * shutdowns go through tls.h's zg_stream_* calls (libuv's own for plain
  * clients), after a handshake that runs before the first read. */
 #include "proxy/h1.h"
+#include "proxy/h2.h"
 
 #include "core/error.h"
 #include "core/log.h"
@@ -70,9 +71,17 @@ static int h1s_flush(zg_http_session_t *s) {
   return client_flush_cb(s);
 }
 
+int zg_h1s_flush(zg_http_session_t *s) {
+  return client_flush_cb(s);
+}
+
 /* Staged for the client: written at the next h1s_flush. */
 static int to_client(zg_http_session_t *s, const char *p, size_t len) {
   return zg_wblk_stage(s->gw, &s->ob, s, p, len, client_flush_cb);
+}
+
+int zg_h1s_stage(zg_http_session_t *s, const char *p, size_t len) {
+  return to_client(s, p, len);
 }
 
 static int chunk_to_client(zg_http_session_t *s, const char *p, size_t len) {
@@ -118,6 +127,8 @@ static void session_free_if_done(zg_http_session_t *s) {
     return;
   zg_http_buf_release(s->gw, &s->in, &s->in_cap);
   zg_exchange_free(&s->x);
+  if (s->h2)
+    zg_h2s_free(s);
   zg_bufpool_put(&s->gw->http->heads, s->req);
   zg_http_listener_unref(s->hl);
   zg_conn_ticket_release(&s->conn);
@@ -130,6 +141,10 @@ static void on_session_handle_closed(uv_handle_t *h) {
   session_free_if_done(s);
 }
 
+void zg_h1s_handle_closed(uv_handle_t *h) {
+  on_session_handle_closed(h);
+}
+
 void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   zg_proxy_ctx_t *gw = s->gw;
   zg_term_phase_t phase =
@@ -139,6 +154,8 @@ void zg_h1s_end(zg_http_session_t *s, zg_term_t term) {
   s->state = HS_CLOSING;
   s->reason = term;
   zg_exchange_abort(&s->x, term, phase);
+  if (s->h2)
+    zg_h2s_close(s, term);
   s->hl->active--;
   zg_link_remove(&s->link);
   zg_debug("http", "client %s: connection closed (%s) after %llu request(s)",
@@ -531,6 +548,10 @@ static void on_client_write(uv_write_t *req, int status) {
     zg_h1s_end(s, ZG_TERM_CLIENT_WRITE_ERROR);
     return;
   }
+  if (s->h2) {
+    zg_h2s_written(s);
+    return;
+  }
   if ((s->x.resp_done || s->state == HS_HEAD) && s->close_after &&
       zg_queued(&s->client) == 0) {
     linger_close(s);
@@ -710,6 +731,10 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
     s->reading = 0;
     return;
   }
+  if (s->h2) {
+    zg_h2s_read(s, nread);
+    return;
+  }
   if (s->state == HS_TUNNEL) {
     h1s_tunnel_read(s, st, nread, buf->base, 1);
     s->in_len = 0;
@@ -742,6 +767,18 @@ static void on_client_read(uv_stream_t *st, ssize_t nread,
   s->in_len += (size_t)nread;
   s->x.req_in += (uint64_t)nread;
   s->last_active_ms = uv_now(s->gw->loop);
+  /* h2c with prior knowledge: the preface opens the connection. One
+   * compare per request on a keep-alive connection. */
+  if (s->requests == 0 && s->in_off == 0 && s->state == HS_HEAD &&
+      s->gw->cfg->proxy.http2 && !s->tls) {
+    int m = zg_h2_preface_match(s->in, s->in_len);
+    if (m == 2) {
+      zg_h2s_start(s);
+      return;
+    }
+    if (m == 1)
+      return; /* the rest of it, or of a request, comes */
+  }
   if (s->state == HS_HEAD && s->in_len - s->head_start >= HEAD_MAX) {
     zg_exchange_error(&s->x, ZG_TERM_BAD_REQUEST, 431,
                       "request head too large");
@@ -788,6 +825,10 @@ static void on_session_timer(uv_timer_t *t) {
     }
     return;
   }
+  if (s->h2) {
+    zg_h2s_timer(s, now);
+    return;
+  }
   /* Slow heads (slowloris): the whole head within header_timeout; not
    * while a pipelined head is held back until the client reads. */
   if (s->state == HS_HEAD && !s->wait_drain && s->in_len > s->head_start &&
@@ -817,6 +858,11 @@ static void on_client_handshake(zg_tls_conn_t *c, int status, void *arg) {
     return;
   }
   s->last_active_ms = uv_now(s->gw->loop);
+  if (s->gw->cfg->proxy.http2 && zg_tls_conn_h2(s->tls)) {
+    zg_h2s_start(s);
+    if (s->state == HS_CLOSING)
+      return;
+  }
   h1s_read_start(s);
 }
 
@@ -970,6 +1016,8 @@ void zg_h1s_accept(uv_stream_t *server, int status) {
 }
 
 int zg_h1s_idle(zg_http_session_t *s) {
+  if (s->h2)
+    return 0; /* zg_h2s_wind_down closes it once its streams are done */
   return s->state == HS_HEAD && s->in_len == 0 && !s->x.req_active &&
          zg_queued(&s->client) == 0;
 }

@@ -9,6 +9,7 @@
 #include "proxy/http_proxy.h"
 
 #include "proxy/h1.h"
+#include "proxy/h2.h"
 
 #include "core/log.h"
 #include "net/listener.h"
@@ -148,8 +149,9 @@ size_t zg_http_instance_active(zg_proxy_ctx_t *gw, const zg_service_t *svc,
   size_t n = 0;
   ZG_LIST_FOREACH(it, &gw->http->sessions) {
     const zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
-    n += s->x.svc == svc && (s->x.up || s->x.ureq.c) &&
-         !strcmp(s->x.ureq.instance, key);
+    n += s->h2 ? zg_h2s_instance_active(s, svc, key)
+               : s->x.svc == svc && (s->x.up || s->x.ureq.c) &&
+                     !strcmp(s->x.ureq.instance, key);
   }
   return n;
 }
@@ -182,7 +184,9 @@ static void retire(zg_proxy_ctx_t *gw, zg_http_listener_t *hl) {
   hl->retired = 1;
   ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
     zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
-    if (s->hl == hl && zg_h1s_idle(s))
+    if (s->hl == hl && s->h2)
+      zg_h2s_wind_down(s); /* GOAWAY: open streams finish */
+    else if (s->hl == hl && zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_LISTENER_REMOVED);
   }
 }
@@ -281,7 +285,9 @@ void zg_http_drain(zg_proxy_ctx_t *gw) {
     zg_listener_close(gw->http->listeners.items[i]);
   ZG_LIST_FOREACH_SAFE(it, &gw->http->sessions) {
     zg_http_session_t *s = ZG_LIST_ITEM(it, zg_http_session_t, link);
-    if (zg_h1s_idle(s))
+    if (s->h2)
+      zg_h2s_wind_down(s); /* GOAWAY: open streams finish */
+    else if (zg_h1s_idle(s))
       zg_h1s_end(s, ZG_TERM_IDLE_AT_DRAIN);
   }
   zg_upidle_close_all(&gw->http->up_idle);

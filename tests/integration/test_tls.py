@@ -182,15 +182,31 @@ def test_http_termination(zk, kz, zpath, gateway, http_backends, pki):
     body, version = r.stdout.decode().rsplit("\n", 1)
     doc = json.loads(body)
     h = headers_of(doc)
+    assert version == "2" and doc["path"] == "/x?y=1"  # ALPN h2 ([proxy] http2 = on)
+    assert h["x-forwarded-proto"] == "https"
+    assert "x-client-cert-subject" not in h
+    # the same over HTTP/1.1 when the client offers only that
+    r = subprocess.run(["curl", "-sS", "--http1.1", "--cacert", pki.path("ca.crt"), "--resolve",
+                        f"a.example.com:{port}:127.0.0.1", "-H", "X-Forwarded-Proto: http",
+                        "-H", "X-Client-Cert-Subject: CN=admin",
+                        f"https://a.example.com:{port}/x?y=1", "-w", "\n%{http_version}"],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    body, version = r.stdout.decode().rsplit("\n", 1)
+    doc = json.loads(body)
+    h = headers_of(doc)
     assert version == "1.1" and doc["path"] == "/x?y=1"
     assert h["x-forwarded-proto"] == "https"
     assert "x-client-cert-subject" not in h
-    # ALPN: http/1.1 chosen among what the client offers; nothing when it offers only h2
-    with tls_conn(port, "a.example.com", client_ctx(pki, alpn=["h2", "http/1.1"])) as t:
+    # ALPN: h2 first, then http/1.1, among what the client offers; nothing when it offers
+    # neither
+    with tls_conn(port, "a.example.com", client_ctx(pki, alpn=["http/1.1"])) as t:
         assert t.selected_alpn_protocol() == "http/1.1"
         assert t.version() in ("TLSv1.2", "TLSv1.3")
         assert get(t)[0] == 200
-    with tls_conn(port, "a.example.com", client_ctx(pki, alpn=["h2"])) as t:
+    with tls_conn(port, "a.example.com", client_ctx(pki, alpn=["http/1.1", "h2"])) as t:
+        assert t.selected_alpn_protocol() == "h2"
+    with tls_conn(port, "a.example.com", client_ctx(pki, alpn=["spdy/3"])) as t:
         assert t.selected_alpn_protocol() is None
     # keep-alive: several requests on one TLS connection, one of them with a body
     with tls_conn(port, "a.example.com", client_ctx(pki)) as t:

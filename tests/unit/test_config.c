@@ -855,6 +855,7 @@ static void test_operations_keys(void **state) {
   assert_false(cfg->proxy.access_log_json);
   assert_int_equal(cfg->proxy.drain_timeout_ms, 15000);
   assert_true(cfg->proxy.max_request_body == 0); /* no limit by default */
+  assert_true(cfg->proxy.http2);                 /* on by default */
   assert_false(cfg->admin.enabled);
   zg_config_free(cfg);
 
@@ -863,6 +864,11 @@ static void test_operations_keys(void **state) {
   assert_true(cfg->proxy.max_request_body == 10485760);
   zg_config_free(cfg);
   expect_one_error("[proxy]\nmax_request_body = lots\n", "max_request_body");
+  cfg = load_ok("[proxy]\nhttp2 = off\n[service:s]\n"
+                "listen = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_false(cfg->proxy.http2);
+  zg_config_free(cfg);
+  expect_one_error("[proxy]\nhttp2 = maybe\n", "http2");
   expect_one_error("[proxy]\naccess_log = logs/a.log\n", "access_log");
   expect_one_error("[proxy]\naccess_log_format = xml\n", "access_log_format");
   expect_one_error("[admin]\nlisten = nowhere\n", "listen");

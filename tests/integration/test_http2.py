@@ -1,0 +1,615 @@
+"""HTTP/2 to clients (issue 14, first increment): h2c with prior knowledge on plain HTTP
+listeners, ALPN h2 over TLS, one exchange per stream towards HTTP/1.1 instances, flow control
+end to end, GOAWAY on drain, and the attack bounds (README "HTTP/2 and gRPC"). Real clients:
+curl, nghttp, h2load, python3-h2 (and hand-made frames over raw sockets for the attacks); real
+HTTP/1.1 backends (httpbackend.py)."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import hpack
+import pytest
+
+from httpbackend import HttpBackend
+from zkharness import free_port, ini_text, wait_until
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+ENHANCE_YOUR_CALM = 0xB
+REFUSED_STREAM = 0x7
+
+
+def h2_ini(port, services, proxy=None, tls=None):
+    svcs = {}
+    for name, kv in services.items():
+        svcs[name] = {"protocol": "http", "listen": f"127.0.0.1:{port}", **kv}
+        if tls:
+            svcs[name].update(tls_cert=tls[0], tls_key=tls[1])
+    return ini_text(svcs, proxy={"access_log": "stderr", **(proxy or {})})
+
+
+def curl(*args, timeout=30):
+    r = subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def h2c_get(port, path="/x", *extra):
+    """curl --http2-prior-knowledge: (status, http_version, body)."""
+    out = curl("--http2-prior-knowledge", *extra, "-w", "\n%{http_code} %{http_version}",
+               f"http://127.0.0.1:{port}{path}")
+    body, tail = out.rsplit(b"\n", 1)
+    code, version = tail.decode().split()
+    return int(code), version, body
+
+
+def other_client_ok(port):
+    """Another client of the same gateway still gets answers."""
+    code, version, body = h2c_get(port, "/other")
+    assert (code, version) == (200, "2"), (code, version, body)
+    assert json.loads(body)["path"] == "/other"
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def sanitized():
+    with open(os.environ["ZKGATE_BIN"], "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data
+
+
+# ---- a python3-h2 client --------------------------------------------------------------------
+
+
+class H2Client:
+    """One connection, driven by hand: requests, body pieces, window updates; what comes back
+    collected per stream."""
+
+    def __init__(self, port, settings=None, window=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.c = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.c.initiate_connection()
+        if settings:
+            self.c.update_settings(settings)
+        self.auto_ack = window is None
+        self.streams = {}
+        self.goaway = None
+        self.eof = False
+        self.flush()
+
+    def flush(self):
+        data = self.c.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def stream(self, sid):
+        return self.streams.setdefault(sid, {"headers": None, "data": bytearray(),
+                                             "trailers": None, "ended": False, "reset": None})
+
+    def request(self, path, method="GET", headers=(), end=True):
+        sid = self.c.get_next_available_stream_id()
+        self.c.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"),
+                                  (":authority", "x"), *headers], end_stream=end)
+        self.flush()
+        self.stream(sid)
+        return sid
+
+    def send_body(self, sid, body, end=True, trailers=None, deadline=30):
+        view = memoryview(body)
+        limit = time.monotonic() + deadline
+        while view:
+            n = min(self.c.local_flow_control_window(sid), self.c.max_outbound_frame_size,
+                    len(view))
+            if n == 0:
+                assert time.monotonic() < limit, "the gateway opened no window"
+                self.pump(0.5)
+                continue
+            self.c.send_data(sid, view[:n].tobytes())
+            view = view[n:]
+            self.flush()
+        if trailers:
+            self.c.send_headers(sid, trailers, end_stream=True)
+        elif end:
+            self.c.end_stream(sid)
+        self.flush()
+
+    def pump(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        for ev in self.c.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                self.stream(ev.stream_id)["headers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                self.stream(ev.stream_id)["data"] += ev.data
+                if self.auto_ack and ev.flow_controlled_length:
+                    self.c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                self.stream(ev.stream_id)["trailers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.stream(ev.stream_id)["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                self.stream(ev.stream_id)["reset"] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev
+        try:
+            self.flush()
+        except OSError:
+            self.eof = True
+
+    def wait(self, pred, timeout=20):
+        limit = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < limit, "timed out waiting on the gateway"
+            assert not self.eof, "the gateway closed the connection"
+            self.pump(0.2)
+
+    def close(self):
+        self.sock.close()
+
+
+# ---- hand-made frames, for what a well-behaved library will not send ------------------------
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(
+        ">I", sid) + payload
+
+
+def req_block(enc, path="/x", extra=()):
+    return enc.encode([(":method", "GET"), (":path", path), (":scheme", "http"),
+                       (":authority", "x"), *extra])
+
+
+class Raw:
+    def __init__(self, port, settings=b""):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(PREFACE + frame(4, 0, 0, settings))
+        self.buf = b""
+        self.frames = []
+        self.eof = False
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def read_until(self, pred, timeout=10):
+        """Frames until pred(frame) holds for one (returned) or the gateway closes (None)."""
+        limit = time.monotonic() + timeout
+        while True:
+            while len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + n:
+                    break
+                f = (self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF,
+                     self.buf[9:9 + n])
+                self.buf = self.buf[9 + n:]
+                self.frames.append(f)
+                if pred(f):
+                    return f
+            if self.eof:
+                return None
+            assert time.monotonic() < limit, "no such frame from the gateway"
+            self.sock.settimeout(max(0.05, limit - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+            if not data:
+                self.eof = True
+            self.buf += data
+
+    def goaway(self, timeout=10):
+        f = self.read_until(lambda f: f[0] == 7, timeout)
+        return None if f is None else int.from_bytes(f[3][4:8], "big")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def one(http_backends, gateway):
+    """A gateway with one HTTP/1.1 backend on a plain listener: (port, gateway, backend)."""
+    b = http_backends("b")
+    port = free_port()
+    gw = gateway(h2_ini(port, {"s": {"instances": b.addr}}), listen=port)
+    return port, gw, b
+
+
+# ---- what works ------------------------------------------------------------------------------
+
+
+def test_h2c_prior_knowledge_routes_rewrites_and_forwards(http_backends, gateway):
+    api, root = http_backends("api", "root")
+    port = free_port()
+    gw = gateway(h2_ini(port, {
+        "api": {"instances": api.addr, "path_prefix": "/api/", "strip_prefix": "yes",
+                "host": "api.example.com"},
+        "root": {"instances": root.addr, "host": "www.example.com"},
+    }), listen=port)
+    code, version, body = h2c_get(port, "/api/items?q=1", "-H", "Host: api.example.com",
+                                  "-H", "cookie: a=1", "-H", "cookie: b=2",
+                                  "-H", "X-Forwarded-For: 6.6.6.6")
+    assert (code, version) == (200, "2")
+    doc = json.loads(body)
+    h = {k.lower(): v for k, v in doc["headers"]}
+    assert doc["name"] == "api" and doc["path"] == "/items?q=1"
+    assert doc["version"] == "HTTP/1.1"  # the instance side stays HTTP/1.1
+    assert h["host"] == "api.example.com"  # :authority is the Host
+    assert h["x-forwarded-for"] == "6.6.6.6, 127.0.0.1" and h["x-forwarded-proto"] == "http"
+    assert h["x-forwarded-host"] == "api.example.com"
+    assert h["cookie"] == "a=1; b=2"  # RFC 9113 §8.2.3: one field again for HTTP/1.1
+    # the gateway's own errors are HTTP/2 responses with a body that says why
+    code, version, body = h2c_get(port, "/", "-H", "Host: nowhere.example.com")
+    assert (code, version) == (404, "2") and body
+    # an HTTP/1.1 client on the same listener is served as before
+    out = curl("-H", "Host: www.example.com", "-w", "\n%{http_version}",
+               f"http://127.0.0.1:{port}/h1")
+    body, version = out.rsplit(b"\n", 1)
+    assert version == b"1.1" and json.loads(body)["name"] == "root"
+    # counted and logged like HTTP/1.1 requests
+    assert gw.wait_log('"GET /api/items?q=1" 200')
+
+
+def test_no_instance_is_an_h2_503(gateway, zk, kz, zpath):
+    kz.ensure_path(zpath)
+    port = free_port()
+    gateway(ini_text({"e": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "zk_path": zpath}},
+                     zookeeper={"hosts": zk.hosts, "session_timeout": "4s"}), listen=port)
+    code, version, body = h2c_get(port, "/x")
+    assert (code, version) == (503, "2")
+    assert b"no live instance" in body
+
+
+def test_alpn_h2_over_tls(http_backends, gateway, tmp_path):
+    b = http_backends("b")
+    key, crt = str(tmp_path / "k.pem"), str(tmp_path / "c.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-keyout", key,
+                    "-out", crt, "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    port = free_port()
+    gateway(h2_ini(port, {"s": {"instances": b.addr}}, tls=(crt, key)), listen=port)
+    out = curl("--http2", "--cacert", crt, "-w", "\n%{http_version}",
+               f"https://localhost:{port}/t")
+    body, version = out.rsplit(b"\n", 1)
+    assert version == b"2"  # ALPN chose h2
+    h = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert h["x-forwarded-proto"] == "https"
+    out = curl("--http1.1", "--cacert", crt, "-w", "\n%{http_version}",
+               f"https://localhost:{port}/t")
+    assert out.rsplit(b"\n", 1)[1] == b"1.1"
+
+
+def test_http2_off_keeps_http1_only(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(h2_ini(port, {"s": {"instances": b.addr}}, proxy={"http2": "off"}), listen=port)
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/"],
+                       capture_output=True, timeout=10)
+    assert r.returncode != 0  # the preface is no HTTP/1.1 request
+    out = curl("-w", "\n%{http_version}", f"http://127.0.0.1:{port}/")
+    assert out.endswith(b"\n1.1")
+
+
+def test_nghttp_concurrent_streams(one):
+    port, gw, b = one
+    urls = [f"http://127.0.0.1:{port}/slow/{700 + i}" for i in range(6)]
+    t0 = time.monotonic()
+    r = subprocess.run(["nghttp", "-n", "-v", *urls], capture_output=True, timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(b":status: 200") == 6
+    # on one connection, side by side: not one after the other (6 x 0.7 s)
+    assert took < 3.5, took
+    assert b.connections >= 2
+
+
+def test_h2load_all_2xx(one):
+    port, gw, b = one
+    r = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "10",
+                        f"http://127.0.0.1:{port}/load"], capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "2000 succeeded" in out and "status codes: 2000 2xx" in out, out
+
+
+def test_large_bodies_both_ways(one):
+    port, gw, b = one
+    body = os.urandom(5 * 1024 * 1024)
+    want = hashlib.sha256(body).hexdigest()
+    # with content-length (curl), framed by length for the instance
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--data-binary", "@-",
+                        f"http://127.0.0.1:{port}/up"], input=body, capture_output=True,
+                       timeout=60)
+    doc = json.loads(r.stdout)
+    assert doc["body_len"] == len(body) and doc["body_sha256"] == want
+    # without content-length (python3-h2): chunked to the instance, ended by END_STREAM
+    c = H2Client(port)
+    sid = c.request("/up2", method="POST", end=False)
+    c.send_body(sid, body)
+    c.wait(lambda: c.streams[sid]["ended"])
+    doc = json.loads(bytes(c.streams[sid]["data"]))
+    assert doc["body_len"] == len(body) and doc["body_sha256"] == want
+    assert any(k.lower() == "transfer-encoding" for k, _ in doc["headers"])
+    c.close()
+    # a large response body
+    n = 20 * 1000 * 1000
+    out = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/big/{n}", timeout=60)
+    pattern = bytes(range(256)) * 64
+    expect = hashlib.sha256()
+    sent = 0
+    while sent < n:
+        piece = pattern[:min(len(pattern), n - sent)]
+        expect.update(piece)
+        sent += len(piece)
+    assert len(out) == n and hashlib.sha256(out).hexdigest() == expect.hexdigest()
+
+
+def test_trailers_both_ways(one):
+    port, gw, b = one
+    # response trailers from a chunked HTTP/1.1 instance become a trailing HEADERS
+    c = H2Client(port)
+    sid = c.request("/trailers")
+    c.wait(lambda: c.streams[sid]["ended"])
+    s = c.streams[sid]
+    assert s["headers"][":status"] == "200" and bytes(s["data"]) == b"hello"
+    assert s["trailers"] == {"grpc-status": "0", "grpc-message": "all good"}
+    # request trailers go to the instance in the last chunk
+    sid = c.request("/reqtrailers", method="POST", end=False)
+    c.send_body(sid, b"abc", trailers=[("x-checksum", "42")])
+    c.wait(lambda: c.streams[sid]["ended"])
+    doc = json.loads(bytes(c.streams[sid]["data"]))
+    assert doc["body_len"] == 3 and doc["trailers"] == [["x-checksum", "42"]]
+    c.close()
+
+
+def test_slow_reader_pauses_the_instance(one):
+    """A client that opens no window: the gateway stops reading the instance instead of
+    buffering its 50 MB; once the client reads, all of it arrives."""
+    port, gw, b = one
+    n = 50 * 1000 * 1000
+    base = rss_kb(gw.pid)
+    c = H2Client(port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}, window=0)
+    sid = c.request(f"/big/{n}")
+    c.wait(lambda: c.streams[sid]["headers"] is not None)
+    # held: the instance is not read past the bounds (stream and connection queues), so
+    # the gateway's memory does not follow the 50 MB
+    peak = base
+    limit = time.monotonic() + 1.5
+    while time.monotonic() < limit:
+        peak = max(peak, rss_kb(gw.pid))
+        c.pump(0.1)
+    assert len(c.streams[sid]["data"]) == 0
+    bound = 60000 if sanitized() else 12000
+    assert peak - base < bound, f"RSS grew by {peak - base} kB for a client reading nothing"
+    other_client_ok(port)
+    # now read it all, opening the window as it comes
+    got = 0
+    limit = time.monotonic() + 40
+    c.c.increment_flow_control_window(8 << 20, sid)
+    c.c.increment_flow_control_window(8 << 20)
+    c.flush()
+    while not c.streams[sid]["ended"]:
+        assert time.monotonic() < limit
+        c.pump(0.5)
+        data = c.streams[sid]["data"]
+        if data:
+            got += len(data)
+            if not c.streams[sid]["ended"]:
+                c.c.increment_flow_control_window(len(data), sid)
+            c.c.increment_flow_control_window(len(data))
+            c.flush()
+            del data[:]
+        peak = max(peak, rss_kb(gw.pid))
+    assert got == n
+    assert peak - base < bound, f"RSS grew by {peak - base} kB while streaming 50 MB"
+    c.close()
+
+
+def test_slow_instance_holds_the_clients_data(http_backends, gateway):
+    """An instance that does not read: the client's DATA stops at the windows the gateway
+    gives (not consumed until written upstream), and the gateway does not buffer past
+    them."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(4)
+    b = http_backends("b")
+    port = free_port()
+    gw = gateway(h2_ini(port, {"s": {"instances": f"127.0.0.1:{sink.getsockname()[1]}"},
+                               "o": {"instances": b.addr, "path_prefix": "/other"}}),
+                 listen=port)
+    base = rss_kb(gw.pid)
+    c = H2Client(port)
+    sid = c.request("/sink", method="POST", end=False)
+    conn, _ = sink.accept()  # accepted, never read
+    sent = 0
+    chunk = b"z" * 16384
+    limit = time.monotonic() + 3
+    while time.monotonic() < limit:
+        n = min(c.c.local_flow_control_window(sid), len(chunk))
+        if n:
+            c.c.send_data(sid, chunk[:n])
+            c.flush()
+            sent += n
+        else:
+            c.pump(0.1)
+    # what the client could send: the kernel's buffers towards the instance plus the
+    # windows; far below what an unbounded gateway would take in 3 s on loopback
+    assert sent < 32 * 1024 * 1024, sent
+    assert rss_kb(gw.pid) - base < (60000 if sanitized() else 12000)
+    other_client_ok(port)
+    conn.close()
+    sink.close()
+    c.close()
+
+
+# ---- attack bounds ---------------------------------------------------------------------------
+
+
+def test_max_concurrent_streams_refused_past_100(one):
+    port, gw, b = one
+    r = Raw(port)
+    settings = r.read_until(lambda f: f[0] == 4 and not f[1] & 1)
+    entries = {int.from_bytes(settings[3][i:i + 2], "big"):
+               int.from_bytes(settings[3][i + 2:i + 6], "big")
+               for i in range(0, len(settings[3]), 6)}
+    assert entries[3] == 100  # SETTINGS_MAX_CONCURRENT_STREAMS
+    assert entries[6] == 65536  # SETTINGS_MAX_HEADER_LIST_SIZE
+    # Not acknowledged yet: nghttp2 refuses what is past the limit with REFUSED_STREAM (an
+    # acknowledged limit makes it a connection error: GOAWAY)
+    enc = hpack.Encoder()
+    r.send(b"".join(frame(1, 0x5, 2 * i + 1, req_block(enc, "/slow/1000"))
+                    for i in range(101)))
+    f = r.read_until(lambda f: (f[0] == 3 and f[2] == 201) or f[0] == 7)
+    assert f[0] == 3 and int.from_bytes(f[3][:4], "big") == REFUSED_STREAM
+    # the hundred others are answered
+    r.read_until(lambda f: f[0] == 1 and f[2] == 199)
+    other_client_ok(port)
+    r.close()
+
+
+def test_header_list_over_64k_and_hpack_bomb_reset(one):
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    # plain: 70 KiB of fields, in HEADERS and CONTINUATION frames
+    block = req_block(enc, extra=[(f"x-f{i}", "v" * 1000) for i in range(70)])
+    first, rest = block[:16000], block[16000:]
+    frames = frame(1, 0x1, 1, first)  # END_STREAM, no END_HEADERS
+    while rest:
+        piece, rest = rest[:16000], rest[16000:]
+        frames += frame(9, 0 if rest else 0x4, 1, piece)
+    r.send(frames)
+    f = r.read_until(lambda f: f[0] in (3, 7) and f[2] in (0, 1))
+    assert f is not None and (f[0] == 3 or f[0] == 7)
+    r.close()
+    # bomb: one 4000-byte field in the dynamic table, then referenced 30 times (1 byte each)
+    r = Raw(port)
+    enc = hpack.Encoder()
+    big = enc.encode([(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                      (":authority", "x"), ("x-bomb", "b" * 4000)])
+    index = bytes([0x80 | 62])  # the newest dynamic table entry
+    r.send(frame(1, 0x5, 1, big + index * 30))
+    f = r.read_until(lambda f: f[0] in (3, 7))
+    assert f is not None
+    other_client_ok(port)
+    r.close()
+
+
+def test_rapid_reset_gets_goaway_enhance_your_calm(one):
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    burst = b"".join(frame(1, 0x5, 2 * i + 1, req_block(enc, "/slow/1000")) +
+                     frame(3, 0, 2 * i + 1, struct.pack(">I", 8)) for i in range(1000))
+    r.send(burst)
+    assert r.goaway() == ENHANCE_YOUR_CALM
+    assert gw.wait_log("rapid reset")
+    other_client_ok(port)
+    r.close()
+
+
+def test_continuation_flood_gets_goaway(one):
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    block = req_block(enc)
+    data = frame(1, 0x1, 1, block[:3])  # no END_HEADERS
+    data += b"".join(frame(9, 0, 1, b"") for _ in range(100))
+    r.send(data)
+    assert r.goaway() is not None
+    other_client_ok(port)
+    r.close()
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings"])
+def test_ping_and_settings_floods_are_cut(one, kind):
+    port, gw, b = one
+    r = Raw(port)
+    r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client does not read
+    one_frame = (frame(6, 0, 0, b"12345678") if kind == "ping" else frame(4, 0, 0, b""))
+    limit = time.monotonic() + 20
+    while r.send(one_frame * 500):
+        assert time.monotonic() < limit, "the gateway took an unbounded flood"
+    # closed on us; what it answered ends with a GOAWAY (when it got out)
+    other_client_ok(port)
+    r.close()
+
+
+def test_empty_data_flood_gets_goaway(one):
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    r.send(frame(1, 0x4, 1, enc.encode([(":method", "POST"), (":path", "/slow/2000"),
+                                        (":scheme", "http"), (":authority", "x")])))
+    r.send(b"".join(frame(0, 0, 1, b"") for _ in range(500)))
+    assert r.goaway() == ENHANCE_YOUR_CALM
+    other_client_ok(port)
+    r.close()
+
+
+def test_zero_window_forever_ends_on_idle_timeout(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gw = gateway(h2_ini(port, {"s": {"instances": b.addr}}, proxy={"idle_timeout": "1s"}),
+                 listen=port)
+    base = rss_kb(gw.pid)
+    c = H2Client(port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}, window=0)
+    sid = c.request("/big/20000000")
+    limit = time.monotonic() + 10
+    while not (c.eof or c.goaway or c.streams[sid]["reset"] is not None):
+        assert time.monotonic() < limit, "a zero window held the stream forever"
+        c.pump(0.2)
+        # keep the connection busy so that only the stream's own stall can end it
+        c.c.ping(b"12345678")
+        c.flush()
+    assert rss_kb(gw.pid) - base < (60000 if sanitized() else 12000)
+    assert gw.wait_log("idle timeout")
+    other_client_ok(port)
+    c.close()
+
+
+# ---- draining --------------------------------------------------------------------------------
+
+
+def test_drain_sends_goaway_and_open_streams_finish(one):
+    port, gw, b = one
+    p = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{port}/slow/1500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert wait_until(lambda: b.requests >= 1, 10)
+    os.kill(gw.pid, signal.SIGTERM)
+    out = p.communicate(timeout=20)[0].decode()
+    assert "recv GOAWAY frame" in out and "error_code=NO_ERROR" in out, out
+    assert ":status: 200" in out and '"/slow/1500"' in out, out
+    assert gw.proc.wait(timeout=10) == 0
+    gw.returncode = 0
