@@ -184,6 +184,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
   st->x.req_in += namelen + valuelen + 4; /* as "name: value\r\n" */
   st->hsize += (uint32_t)(namelen + valuelen + 32);
   if (st->hsize > ZG_H2_MAX_HEADER_LIST) {
+    /* Over the list size we announced: 431 (RFC 9113 §10.5.1), the fields
+     * no longer kept; a decoded list four times as large (an HPACK bomb)
+     * is reset at once. */
+    st->bad = 431;
+    if (st->hsize <= 4 * ZG_H2_MAX_HEADER_LIST)
+      return 0;
     st->term = ZG_TERM_BAD_REQUEST;
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
   }
@@ -423,13 +429,18 @@ static int reset_allowed(zg_h2_conn_t *c) {
   return 1;
 }
 
-static void calm_down(zg_h2_conn_t *c, const char *what) {
-  zg_info("http", "client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
-          c->s->client_addr, what);
-  c->why = ZG_TERM_BAD_REQUEST;
-  c->fatal = 1;
-  c->fatal_ms = uv_now(c->s->gw->loop);
-  nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+/* GOAWAY ENHANCE_YOUR_CALM, and nothing more read: what the callback
+ * returns stops nghttp2_session_mem_recv. */
+static int calm_down(zg_h2_conn_t *c, const char *what) {
+  if (!c->fatal) {
+    zg_info("http", "client %s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM",
+            c->s->client_addr, what);
+    c->why = ZG_TERM_BAD_REQUEST;
+    c->fatal = 1;
+    c->fatal_ms = uv_now(c->s->gw->loop);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+  return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
@@ -451,19 +462,15 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
     return 0;
   case NGHTTP2_DATA:
     if (frame->hd.length == 0 && !end && st &&
-        ++st->empty_data > ZG_H2_MAX_EMPTY_DATA) {
-      calm_down(c, "empty DATA flood");
-      return 0;
-    }
+        ++st->empty_data > ZG_H2_MAX_EMPTY_DATA)
+      return calm_down(c, "empty DATA flood");
     if (st && end && !st->x_ended) {
       st->end_seen = 1;
       request_pump(st);
     }
     return 0;
   case NGHTTP2_RST_STREAM:
-    if (!reset_allowed(c))
-      calm_down(c, "rapid reset");
-    return 0;
+    return reset_allowed(c) ? 0 : calm_down(c, "rapid reset");
   default:
     return 0;
   }

@@ -498,11 +498,11 @@ def test_max_concurrent_streams_refused_past_100(one):
     r.close()
 
 
-def test_header_list_over_64k_and_hpack_bomb_reset(one):
+def test_header_list_over_64k_is_431_and_hpack_bomb_reset(one):
     port, gw, b = one
     r = Raw(port)
     enc = hpack.Encoder()
-    # plain: 70 KiB of fields, in HEADERS and CONTINUATION frames
+    # 70 KiB of fields, in HEADERS and CONTINUATION frames: 431 (RFC 9113 §10.5.1)
     block = req_block(enc, extra=[(f"x-f{i}", "v" * 1000) for i in range(70)])
     first, rest = block[:16000], block[16000:]
     frames = frame(1, 0x1, 1, first)  # END_STREAM, no END_HEADERS
@@ -510,18 +510,22 @@ def test_header_list_over_64k_and_hpack_bomb_reset(one):
         piece, rest = rest[:16000], rest[16000:]
         frames += frame(9, 0 if rest else 0x4, 1, piece)
     r.send(frames)
-    f = r.read_until(lambda f: f[0] in (3, 7) and f[2] in (0, 1))
-    assert f is not None and (f[0] == 3 or f[0] == 7)
+    f = r.read_until(lambda f: f[0] in (1, 3, 7) and f[2] in (0, 1))
+    assert f[0] == 1, f
+    assert dict(hpack.Decoder().decode(f[3]))[":status"] == "431"
+    assert b.requests == 0
     r.close()
-    # bomb: one 4000-byte field in the dynamic table, then referenced 30 times (1 byte each)
+    # bomb: one 4000-byte field in the dynamic table, then referenced 100 times (1 byte
+    # each): 400 KB decoded from 4 KB, reset without keeping any of it
     r = Raw(port)
     enc = hpack.Encoder()
     big = enc.encode([(":method", "GET"), (":path", "/"), (":scheme", "http"),
                       (":authority", "x"), ("x-bomb", "b" * 4000)])
     index = bytes([0x80 | 62])  # the newest dynamic table entry
-    r.send(frame(1, 0x5, 1, big + index * 30))
-    f = r.read_until(lambda f: f[0] in (3, 7))
-    assert f is not None
+    r.send(frame(1, 0x5, 1, big + index * 100))
+    f = r.read_until(lambda f: f[0] in (1, 3, 7))
+    assert f[0] == 3 and f[2] == 1, f  # RST_STREAM
+    assert b.requests == 0
     other_client_ok(port)
     r.close()
 
@@ -613,3 +617,22 @@ def test_drain_sends_goaway_and_open_streams_finish(one):
     assert ":status: 200" in out and '"/slow/1500"' in out, out
     assert gw.proc.wait(timeout=10) == 0
     gw.returncode = 0
+
+
+def test_reload_removing_the_listener_sends_goaway_and_streams_finish(http_backends, gateway):
+    b = http_backends("b")
+    port, gone = free_port(), free_port()
+    services = {"s": {"instances": b.addr},
+                "t": {"instances": b.addr, "listen": f"127.0.0.1:{gone}"}}
+    gw = gateway(h2_ini(port, services), listen=[port, gone])
+    p = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{gone}/slow/1500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert wait_until(lambda: b.requests >= 1, 10)
+    with open(gw.ini_path, "w") as f:
+        f.write(h2_ini(port, {"s": services["s"]}))
+    gw.proc.send_signal(signal.SIGHUP)
+    out = p.communicate(timeout=20)[0].decode()
+    assert "recv GOAWAY frame" in out and "error_code=NO_ERROR" in out, out
+    assert ":status: 200" in out and '"/slow/1500"' in out, out
+    assert gw.wait_log(f"no longer listening on 127.0.0.1:{gone}")
+    other_client_ok(port)
