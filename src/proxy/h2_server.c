@@ -355,7 +355,7 @@ static void request_head(h2_stream_t *st, bool end_stream) {
 static void request_pump(h2_stream_t *st) {
   zg_h2_conn_t *c = st->c;
   zg_http_exchange_t *x = &st->x;
-  if (!st->body_go || st->x_ended)
+  if (!st->body_go || st->x_ended || st->x_done)
     return;
   if (st->rq_len > 0 && !st->paused) {
     size_t n = st->rq_len;
@@ -365,9 +365,11 @@ static void request_pump(h2_stream_t *st) {
     if (rc != 0) {
       zg_exchange_instance_drop(x);
       if (!x->resp_head)
-        zg_exchange_error(x, ZG_TERM_BAD_REQUEST, rc == -2 ? 413 : 502,
-                          rc == -2 ? "request body too large"
-                                   : "the instance failed to take the body");
+        zg_exchange_error(
+            x, rc == -2 ? ZG_TERM_BAD_REQUEST : ZG_TERM_INSTANCE_WRITE_ERROR,
+            rc == -2 ? 413 : 502,
+            rc == -2 ? "request body too large"
+                     : "the instance failed to take the body");
       else
         stream_reset(st, NGHTTP2_INTERNAL_ERROR, ZG_TERM_BAD_REQUEST_BODY);
       return;
@@ -400,8 +402,9 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
     return 0;
   }
   st->x.req_in += len;
-  /* Answered already (refused, failed): what still comes is dropped. */
-  if (st->x_ended || st->x.req_done) {
+  /* Answered already (refused, failed, or the instance answered before
+   * the body was all in): what still comes is dropped. */
+  if (st->x_ended || st->x_done || st->x.req_done) {
     nghttp2_session_consume(ng, id, len);
     return 0;
   }

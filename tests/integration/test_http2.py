@@ -393,6 +393,28 @@ def test_trailers_both_ways(one):
     c.close()
 
 
+def test_request_body_limit_is_an_h2_413(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(h2_ini(port, {"s": {"instances": b.addr}}, proxy={"max_request_body": "4k"}),
+            listen=port)
+    # announced by content-length: refused with the head
+    c = H2Client(port)
+    sid = c.request("/lim", method="POST", headers=[("content-length", "10000")], end=False)
+    c.wait(lambda: c.streams[sid]["ended"] or c.streams[sid]["reset"] is not None)
+    assert c.streams[sid]["headers"][":status"] == "413"
+    # without a length: refused once past the limit; the connection goes on
+    sid = c.request("/lim2", method="POST", end=False)
+    c.send_body(sid, b"y" * 3000, end=False)
+    c.send_body(sid, b"y" * 3000, end=False)
+    c.wait(lambda: c.streams[sid]["headers"] is not None)
+    assert c.streams[sid]["headers"][":status"] == "413"
+    sid = c.request("/after")
+    c.wait(lambda: c.streams[sid]["ended"])
+    assert json.loads(bytes(c.streams[sid]["data"]))["path"] == "/after"
+    c.close()
+
+
 def test_slow_reader_pauses_the_instance(one):
     """A client that opens no window: the gateway stops reading the instance instead of
     buffering its 50 MB; once the client reads, all of it arrives."""
