@@ -196,6 +196,8 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
     if (e->method) {
       json_field(out, "method", e->method, strlen(e->method));
       json_field(out, "target", e->target, e->target_len);
+      if (e->version)
+        json_field(out, "version", e->version, strlen(e->version));
     }
     zg_text_printf(out,
                    ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -220,6 +222,10 @@ void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json) {
     text_field(out, e->method, strlen(e->method), false);
     zg_text_append(out, " ", 1);
     text_field(out, e->target, e->target_len, false);
+    if (e->version) {
+      zg_text_append(out, " ", 1);
+      text_field(out, e->version, strlen(e->version), false);
+    }
     zg_text_append(out, "\"", 1);
   } else {
     zg_text_append(out, "-", 1);

@@ -74,7 +74,8 @@ typedef struct {
   const char *method;   /* HTTP only */
   const char *target;   /* HTTP only, as received */
   size_t target_len;
-  int status; /* HTTP: the status sent, 0 none; TCP: 0 */
+  const char *version; /* HTTP: "HTTP/2.0"; NULL for HTTP/1.x (not shown) */
+  int status;          /* HTTP: the status sent, 0 none; TCP: 0 */
   uint64_t bytes_in, bytes_out;
   uint64_t duration_us;
   zg_term_t term;        /* how it ended (core/term.h) */
@@ -84,8 +85,8 @@ typedef struct {
 } zg_access_entry_t;
 
 /* Appends one line (with its newline) for `e` to `out`, as text or JSON.
- * Text: TIME KIND CLIENT SERVICE INSTANCE "METHOD TARGET" STATUS IN OUT
- * DURATION_MS "REASON" CODE, with "-" for what is absent; CODE is the
+ * Text: TIME KIND CLIENT SERVICE INSTANCE "METHOD TARGET[ VERSION]" STATUS IN
+ * OUT DURATION_MS "REASON" CODE, with "-" for what is absent; CODE is the
  * two-letter termination code (zg_term_code), "term" in JSON. */
 void zg_access_format(zg_text_t *out, const zg_access_entry_t *e, bool json);
 

@@ -125,6 +125,7 @@ void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
     e.method = x->method ? x->method : "-";
     e.target = x->target ? x->target : "-";
     e.target_len = x->target ? strlen(x->target) : 1;
+    e.version = x->req && x->req->major == 2 ? "HTTP/2.0" : NULL;
     e.status = x->status;
     e.bytes_in = x->req_in;
     e.bytes_out = x->req_out;

@@ -274,8 +274,9 @@ def test_h2c_prior_knowledge_routes_rewrites_and_forwards(http_backends, gateway
                f"http://127.0.0.1:{port}/h1")
     body, version = out.rsplit(b"\n", 1)
     assert version == b"1.1" and json.loads(body)["name"] == "root"
-    # counted and logged like HTTP/1.1 requests
-    assert gw.wait_log('"GET /api/items?q=1" 200')
+    # counted and logged like HTTP/1.1 requests, with the version
+    assert gw.wait_log('"GET /api/items?q=1 HTTP/2.0" 200')
+    assert gw.wait_log('"GET /h1" 200')
 
 
 def test_no_instance_is_an_h2_503(gateway, zk, kz, zpath):

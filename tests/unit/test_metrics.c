@@ -97,6 +97,15 @@ static void test_access_text(void **state) {
                               "\"GET /a\\x20b\\x22c\" 200 78 1234 1.500 "
                               "\"done\" --\n"));
   assert_int_equal(t.p[4], '-');
+  /* HTTP/2 requests show their version; HTTP/1.x ones none. */
+  t.len = 0;
+  e.version = "HTTP/2.0";
+  zg_access_format(&t, &e, false);
+  assert_non_null(strstr(t.p, " \"GET /a\\x20b\\x22c HTTP/2.0\" 200 78 "));
+  t.len = 0;
+  zg_access_format(&t, &e, true);
+  assert_non_null(strstr(t.p, ",\"version\":\"HTTP/2.0\","));
+  e.version = NULL;
   /* Absent parts are "-". */
   t.len = 0;
   e.service = NULL;
