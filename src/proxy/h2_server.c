@@ -67,7 +67,7 @@ struct h2_stream {
   char *out; /* response body queued for the client */
   size_t out_off, out_len, out_cap;
   uint32_t empty_data;
-  uint64_t progress_ms; /* response bytes last taken by nghttp2 */
+  uint64_t progress_ms; /* the last DATA in, out, or from the instance */
   zg_term_t term;       /* why the stream closed, when not done */
   unsigned has_method : 1, has_path : 1, head_done : 1, body_go : 1, paused : 1,
       end_seen : 1, end_passed : 1, resp_sent : 1, resp_eof : 1, deferred : 1,
@@ -242,34 +242,54 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
   return 0;
 }
 
-/* RFC 9113 §8.2.3: the cookie crumbs are one field again for HTTP/1.1. */
+/* Room for `n` more field bytes, so that what follows may copy from hb
+ * into hb. */
+static int hb_reserve(h2_stream_t *st, size_t n) {
+  char *nb;
+  if (st->hb_len + n <= st->hb_cap)
+    return 0;
+  if (!(nb = realloc(st->hb, st->hb_len + n)))
+    return -1;
+  st->hb = nb;
+  st->hb_cap = (uint32_t)(st->hb_len + n);
+  return 0;
+}
+
+static bool is_cookie(const h2_stream_t *st, const zg_hdr_t *f) {
+  return f->name_len == 6 && !memcmp(st->hb + f->name_off, "cookie", 6);
+}
+
+/* RFC 9113 §8.2.3: the cookie crumbs are one field again for HTTP/1.1,
+ * joined with "; " in the first one's place. */
 static int join_cookies(h2_stream_t *st) {
   zg_http_head_t *h = &st->head;
-  size_t first = h->n_hdr, kept = 0;
-  int64_t start = -1;
+  size_t first = h->n_hdr, kept = 0, need = 0;
+  uint32_t start = st->hb_len;
+  for (size_t i = 0; i < h->n_hdr; i++)
+    if (is_cookie(st, &h->hdr[i]))
+      need += h->hdr[i].value_len + 2;
+  if (hb_reserve(st, need) != 0)
+    return -1;
   for (size_t i = 0; i < h->n_hdr; i++) {
     zg_hdr_t f = h->hdr[i];
-    if (f.name_len == 6 && !memcmp(st->hb + f.name_off, "cookie", 6)) {
-      char tmp[8192];
-      size_t n = f.value_len < sizeof(tmp) ? f.value_len : sizeof(tmp);
-      memcpy(tmp, st->hb + f.value_off, n); /* hb may move */
-      if (first == h->n_hdr) {
-        first = kept;
-        start = (int64_t)st->hb_len;
-        h->hdr[kept++] = f;
-      } else if (hb_put(st, "; ", 2) < 0) {
-        return -1;
-      }
-      if (hb_put(st, tmp, n) < 0)
-        return -1;
+    if (!is_cookie(st, &f)) {
+      h->hdr[kept++] = f;
       continue;
     }
-    h->hdr[kept++] = f;
+    if (first == h->n_hdr) {
+      first = kept;
+      h->hdr[kept++] = f;
+    } else {
+      memcpy(st->hb + st->hb_len, "; ", 2);
+      st->hb_len += 2;
+    }
+    memcpy(st->hb + st->hb_len, st->hb + f.value_off, f.value_len);
+    st->hb_len += f.value_len;
   }
   h->n_hdr = kept;
-  if (start >= 0) {
-    h->hdr[first].value_off = (uint32_t)start;
-    h->hdr[first].value_len = st->hb_len - (uint32_t)start;
+  if (first < kept) {
+    h->hdr[first].value_off = start;
+    h->hdr[first].value_len = st->hb_len - start;
   }
   return 0;
 }
@@ -402,6 +422,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
     return 0;
   }
   st->x.req_in += len;
+  st->progress_ms = uv_now(c->s->gw->loop);
   /* Answered already (refused, failed, or the instance answered before
    * the body was all in): what still comes is dropped. */
   if (st->x_ended || st->x_done || st->x.req_done) {
@@ -413,7 +434,6 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
     stream_reset(st, NGHTTP2_INTERNAL_ERROR, ZG_TERM_OUT_OF_MEMORY);
     return 0;
   }
-  (void)c;
   request_pump(st);
   return 0;
 }
@@ -758,7 +778,7 @@ static size_t op_queued(void *cx) {
 
 static void op_active(void *cx) {
   h2_stream_t *st = cx;
-  st->c->s->last_active_ms = uv_now(st->c->s->gw->loop);
+  st->c->s->last_active_ms = st->progress_ms = uv_now(st->c->s->gw->loop);
 }
 
 /* No protocol switch over HTTP/2 (the instance codec refuses an
@@ -989,9 +1009,15 @@ void zg_h2s_timer(zg_http_session_t *s, uint64_t now) {
       continue;
     if (zg_exchange_timeout(&st->x, now))
       continue;
-    waiting |= st->x.sent_ms && !st->x.resp_head;
-    /* A client that opens no window for what is queued for it. */
-    if (idle && st->out_len > 0 && now - st->progress_ms >= idle)
+    /* Waiting for the response head: response_timeout's. */
+    if (st->x.sent_ms && !st->x.resp_head) {
+      waiting = true;
+      continue;
+    }
+    /* Nothing moved for idle_timeout: a body that does not come, a
+     * client that opens no window for what is queued for it. */
+    if (idle && (!st->x_done || st->out_len > 0) &&
+        now - st->progress_ms >= idle)
       stream_reset(st, NGHTTP2_CANCEL, ZG_TERM_IDLE_TIMEOUT);
   }
   if (idle && now - s->last_active_ms >= idle && !waiting) {

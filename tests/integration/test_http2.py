@@ -256,6 +256,7 @@ def test_h2c_prior_knowledge_routes_rewrites_and_forwards(http_backends, gateway
     }), listen=port)
     code, version, body = h2c_get(port, "/api/items?q=1", "-H", "Host: api.example.com",
                                   "-H", "cookie: a=1", "-H", "cookie: b=2",
+                                  "-H", "cookie: long=" + "L" * 10000,
                                   "-H", "X-Forwarded-For: 6.6.6.6")
     assert (code, version) == (200, "2")
     doc = json.loads(body)
@@ -265,7 +266,8 @@ def test_h2c_prior_knowledge_routes_rewrites_and_forwards(http_backends, gateway
     assert h["host"] == "api.example.com"  # :authority is the Host
     assert h["x-forwarded-for"] == "6.6.6.6, 127.0.0.1" and h["x-forwarded-proto"] == "http"
     assert h["x-forwarded-host"] == "api.example.com"
-    assert h["cookie"] == "a=1; b=2"  # RFC 9113 §8.2.3: one field again for HTTP/1.1
+    # RFC 9113 §8.2.3: one field again for HTTP/1.1
+    assert h["cookie"] == "a=1; b=2; long=" + "L" * 10000
     # the gateway's own errors are HTTP/2 responses with a body that says why
     code, version, body = h2c_get(port, "/", "-H", "Host: nowhere.example.com")
     assert (code, version) == (404, "2") and body
@@ -623,6 +625,27 @@ def test_zero_window_forever_ends_on_idle_timeout(http_backends, gateway):
     assert rss_kb(gw.pid) - base < (60000 if sanitized() else 12000)
     assert gw.wait_log("idle timeout")
     other_client_ok(port)
+    c.close()
+
+
+def test_request_body_that_never_comes_ends_on_idle_timeout(http_backends, gateway):
+    b = http_backends("b")
+    port = free_port()
+    gateway(h2_ini(port, {"s": {"instances": b.addr}}, proxy={"idle_timeout": "1s"}),
+            listen=port)
+    c = H2Client(port)
+    sid = c.request("/stall", method="POST", end=False)
+    c.send_body(sid, b"part", end=False)
+    limit = time.monotonic() + 10
+    while c.streams[sid]["reset"] is None and not c.eof:
+        assert time.monotonic() < limit, "a stalled body held the stream forever"
+        c.pump(0.2)
+        c.c.ping(b"12345678")  # the connection stays busy: the stream's own stall ends it
+        c.flush()
+    assert c.streams[sid]["reset"] == 8  # CANCEL
+    sid = c.request("/next")
+    c.wait(lambda: c.streams[sid]["ended"])
+    assert json.loads(bytes(c.streams[sid]["data"]))["path"] == "/next"
     c.close()
 
 
