@@ -195,6 +195,8 @@ size_t zg_http_sessions_open(const zg_proxy_ctx_t *gw) {
   return zg_list_count(&gw->http->sessions);
 }
 
+/* The kind of listener this module keeps: what the reload steps of
+ * net/listener.h (open the new addresses, sync, discard) ask of it. */
 static size_t kind_n_addrs(const zg_config_t *cfg) {
   return cfg->n_services + cfg->n_discovers;
 }

@@ -322,6 +322,8 @@ static int addr_wanted(const zg_proxy_ctx_t *px, const zg_listen_addr_t *addr) {
   return 0;
 }
 
+/* The kind of listener this module keeps: what the reload steps of
+ * net/listener.h (open the new addresses, sync, discard) ask of it. */
 static size_t kind_n_addrs(const zg_config_t *cfg) {
   return cfg->n_services;
 }
