@@ -1024,6 +1024,8 @@ static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       admin_auth_file(p, cfg, kv);
       return;
     }
+    if (!kv->value[0])
+      return; /* none: what `auth = ${VAR:-}` gives without VAR */
     /* The value is a secret: not in the message. */
     if ((rc = admin_auth_value(cfg, kv->value)) == -2)
       p->oom = 1;
