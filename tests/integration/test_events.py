@@ -235,5 +235,10 @@ def test_reader_that_never_reads_is_dropped(zk, kz, zpath, http_backends, gatewa
     assert s.recv(100).startswith(b"HTTP/1.1 200")
     s.close()
     assert time.monotonic() - t0 < 60
+    # Heartbeats: a bare comment every 5 s keeps the idle stream open.
+    deadline = time.monotonic() + 7
+    while ":" not in good.comments and time.monotonic() < deadline and not good.closed:
+        good.pump(0.1)
+    assert ":" in good.comments, good.comments
     good.close()
     stuck.close()
