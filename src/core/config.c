@@ -885,10 +885,6 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     free(cfg->proxy.access_log);
-    if (cfg->admin.auth_secret) {
-      OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
-      free(cfg->admin.auth_secret);
-    }
     cfg->proxy.access_log = NULL;
     if (strcmp(kv->value, "off") != 0 &&
         !(cfg->proxy.access_log = strdup(kv->value)))
@@ -2210,6 +2206,10 @@ void zg_config_free(zg_config_t *cfg) {
   free(cfg->path);
   free(cfg->zk.auth);
   zg_etcd_conf_clear(&cfg->etcd);
+  if (cfg->admin.auth_secret) {
+    OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
+    free(cfg->admin.auth_secret);
+  }
   free(cfg);
 }
 
