@@ -44,7 +44,9 @@ static void look_registry(zg_feed_t *f) {
   if (f->seen && st.expiries > f->expiries)
     emit(f, "registry_expired",
          json_pack("{s:I}", "expiries", (json_int_t)st.expiries));
-  if (!f->seen || st.state != f->state) {
+  /* An expiry seen between two looks is a new session: told as one even
+   * when both looks saw "connected". */
+  if (!f->seen || st.state != f->state || st.expiries > f->expiries) {
     if (st.state == ZG_SOURCE_CONNECTED)
       emit(f, "registry_connected", NULL);
     else if (st.state == ZG_SOURCE_DISCONNECTED)
@@ -54,7 +56,8 @@ static void look_registry(zg_feed_t *f) {
     if (f->seen && st.state == ZG_SOURCE_CONNECTED &&
         f->state != ZG_SOURCE_CONNECTED)
       emit(f, "services_synchronised", json_pack("{s:O}", "services", names));
-    else if (f->seen && f->state == ZG_SOURCE_CONNECTED)
+    else if (f->seen && f->state == ZG_SOURCE_CONNECTED &&
+             st.state != ZG_SOURCE_CONNECTED)
       emit(f, "services_stale",
            json_pack("{s:s, s:O}", "reason", "registry disconnected",
                      "services", names));

@@ -70,10 +70,10 @@ class Sse:
         self.s.close()
 
 
-def events_ini(zk, zpath, port, admin, **proxy):
+def events_ini(zk, zpath, port, admin, session_timeout="4s", **proxy):
     return ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
                              "zk_path": zpath}},
-                    zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                    zookeeper={"hosts": zk.hosts, "session_timeout": session_timeout},
                     proxy=proxy, admin={"listen": f"127.0.0.1:{admin}"})
 
 
@@ -242,3 +242,31 @@ def test_reader_that_never_reads_is_dropped(zk, kz, zpath, http_backends, gatewa
     assert ":" in good.comments, good.comments
     good.close()
     stuck.close()
+
+
+def test_session_expiry_event(zk, kz, zpath, http_backends, gateway):
+    a = http_backends("a")
+    port, admin = free_port(), free_port()
+    kz.ensure_path(zpath)
+    register(kz, zpath, f"http://{a.addr}".encode())
+    before = zk.sessions()
+    gw = gateway(events_ini(zk, zpath, port, admin, session_timeout="1s"), listen=[port, admin])
+    r = Sse(admin)
+    assert r.wait(lambda e: e["type"] == "registry_connected")
+    ours = zk.sessions() - before
+    assert ours
+    gw.pause()  # no heartbeats: the server expires zkgate's session
+    try:
+        assert wait_until(lambda: not (ours & zk.sessions()), 10, interval=0.1)
+    finally:
+        gw.resume()
+    expired = r.wait(lambda e: e["type"] == "registry_expired", timeout=10)
+    assert expired and expired["expiries"] >= 1, r.events
+    assert r.wait(lambda e: e["type"] == "registry_connected" and e["_id"] > expired["_id"],
+                  timeout=10)
+    # Stale only if a look saw the session disconnected; then synchronised again after it.
+    stale = [e for e in r.events if e["type"] == "services_stale"]
+    if stale:
+        assert r.wait(lambda e: e["type"] == "services_synchronised" and
+                      e["_id"] > stale[-1]["_id"])
+    r.close()
