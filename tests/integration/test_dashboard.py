@@ -121,7 +121,8 @@ def test_dashboard_shows_instances_live(zk, kz, zpath, http_backends, gateway, t
         assert wait_until(lambda: shows(br, "web", a.addr), 15), br.eval("document.body.innerText")
         assert wait_until(lambda: br.eval("document.getElementById('feed-state').textContent")
                           == "live", 5)
-        assert "connected" in br.eval("document.getElementById('registry').textContent")
+        assert br.eval("document.querySelector('[data-registry=zookeeper]').textContent") \
+            == "zookeeper: connected"
         # Some traffic, so that rates show.
         for i in range(20):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

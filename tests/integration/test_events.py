@@ -270,3 +270,31 @@ def test_session_expiry_event(zk, kz, zpath, http_backends, gateway):
         assert r.wait(lambda e: e["type"] == "services_synchronised" and
                       e["_id"] > stale[-1]["_id"])
     r.close()
+
+
+def test_etcd_events(tmp_path, zk, http_backends, gateway):
+    """The same feed for a service read from etcd: instances by key and revision, and the
+    registry named in the session events."""
+    from etcdharness import EtcdCluster
+    a = http_backends("a")
+    port, admin = free_port(), free_port()
+    etcd = EtcdCluster(tmp_path, 1).start()
+    try:
+        ini = ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "etcd_prefix": "/services/web/"}},
+                       admin={"listen": f"127.0.0.1:{admin}"})
+        ini = f"[etcd]\nendpoints = {etcd.endpoints}\ndial_timeout = 500ms\n\n" + ini
+        gateway(ini, listen=[port, admin])
+        r = Sse(admin)
+        con = r.wait(lambda e: e["type"] == "registry_connected")
+        assert con and con["registry"] == "etcd", r.events
+        etcd.put("/services/web/a", a.addr)
+        added = r.wait(lambda e: e["type"] == "instance_added")
+        assert added and added["key"] == "/services/web/a" and added["address"] == a.addr
+        assert added["version"] > 0  # the key's mod_revision
+        etcd.delete("/services/web/a")
+        removed = r.wait(lambda e: e["type"] == "instance_removed")
+        assert removed and removed["key"] == "/services/web/a"
+        r.close()
+    finally:
+        etcd.close()
