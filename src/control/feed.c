@@ -17,7 +17,8 @@ struct zg_feed {
     int seen; /* a look was taken */
     zg_source_state_t state;
     uint64_t expiries;
-    int stale; /* past max_stale */
+    int stale;      /* past max_stale */
+    int stale_told; /* services_stale sent, services_synchronised not yet */
   } reg[ZG_FEED_SOURCES];
   char (*failed)[ZG_HOST_MAX + 10];
   size_t n_failed;
@@ -70,19 +71,23 @@ static void look_registry(zg_feed_t *f, int which) {
     emit_reg(f, which, "registry_disconnected", NULL);
   /* Pools are last known from the disconnection on, live again once
    * connected (the source re-reads what changed meanwhile). */
-  if (changed && f->reg[which].seen && !was_connected &&
-      st.state == ZG_SOURCE_CONNECTED)
+  if (f->reg[which].stale_told && st.state == ZG_SOURCE_CONNECTED) {
     emit_reg(f, which, "services_synchronised",
              json_pack("{s:O}", "services", names));
-  else if (changed && was_connected && st.state != ZG_SOURCE_CONNECTED)
+    f->reg[which].stale_told = 0;
+  } else if (changed && was_connected && st.state != ZG_SOURCE_CONNECTED) {
     emit_reg(f, which, "services_stale",
              json_pack("{s:s, s:O}", "reason", "registry disconnected",
                        "services", names));
-  if (stale && !f->reg[which].stale)
+    f->reg[which].stale_told = 1;
+  }
+  if (stale && !f->reg[which].stale) {
     emit_reg(f, which, "services_stale",
              json_pack("{s:s, s:I, s:O}", "reason", "past max_stale",
                        "max_stale_ms", (json_int_t)st.max_stale_ms, "services",
                        names));
+    f->reg[which].stale_told = 1;
+  }
   json_decref(names);
   f->reg[which].seen = 1;
   f->reg[which].state = st.state;
@@ -136,9 +141,8 @@ zg_feed_t *zg_feed_new(uv_loop_t *loop, zg_marks_t *marks,
   f->probe_arg = probe_arg;
   uv_timer_init(loop, &f->timer);
   f->timer.data = f;
+  /* Kept until zg_feed_close (the gateway's stop). */
   uv_timer_start(&f->timer, on_feed_timer, ZG_FEED_POLL_MS, ZG_FEED_POLL_MS);
-  /* Not counted as work: the loop may end with it still armed. */
-  uv_unref((uv_handle_t *)&f->timer);
   return f;
 }
 
