@@ -26,7 +26,8 @@
 #define ADMIN_TIMEOUT_MS 10000
 /* /events: a comment this often keeps idle streams (and the proxies in
  * between) from timing out; a reader with more than STREAM_QUEUE_MAX
- * bytes not taken, or with bytes not taken for STREAM_STUCK_MS, is
+ * bytes not taken (besides the history it asked for, at most
+ * ZG_FEED_HISTORY_BYTES), or with bytes not taken for STREAM_STUCK_MS, is
  * dropped (its EventSource reconnects with Last-Event-ID and catches up
  * from the history); at most STREAM_MAX readers at once. */
 #define STREAM_HEARTBEAT_MS 5000
@@ -70,6 +71,8 @@ typedef struct admin_conn {
   int stream;          /* the answer is an event stream */
   zg_events_sub_t sub; /* in the feed's subscribers while streaming */
   size_t queued;       /* bytes written, not yet taken by the kernel */
+  size_t limit;        /* past it, dropped: STREAM_QUEUE_MAX and room for the
+                          history replayed (itself bounded) */
   uint64_t drained_ms; /* when queued was last 0 */
   unsigned handles;
   uv_write_t wreq;
@@ -1140,7 +1143,7 @@ static void stream_write(admin_conn_t *c, const char *text, size_t len) {
   uv_buf_t b;
   if (!c->stream)
     return; /* dropped already */
-  if (c->queued + len > STREAM_QUEUE_MAX) {
+  if (c->queued + len > c->limit) {
     stream_drop(c, "slower than the feed");
     return;
   }
@@ -1225,6 +1228,10 @@ static void stream_start(admin_conn_t *c, const char *query, int head) {
   c->done = 1;
   c->stream = 1;
   c->admin->n_streams++;
+  /* The history (at most ZG_FEED_HISTORY_BYTES) goes out at once: room
+   * for it besides the bound, so that a reader is not dropped for asking
+   * for all of it. */
+  c->limit = STREAM_QUEUE_MAX + (has_since ? ZG_FEED_HISTORY_BYTES : 0);
   c->sub.on_event = on_stream_event;
   /* A small send buffer: a reader that does not read is seen as such
    * after a few kilobytes, not after the kernel's megabytes. */

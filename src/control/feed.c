@@ -132,7 +132,8 @@ static void on_feed_timer(uv_timer_t *t) {
 zg_feed_t *zg_feed_new(uv_loop_t *loop, zg_marks_t *marks,
                        zg_feed_probe_fn probe, void *probe_arg) {
   zg_feed_t *f = calloc(1, sizeof(*f));
-  if (!f || !(f->events = zg_events_new(ZG_FEED_HISTORY))) {
+  if (!f ||
+      !(f->events = zg_events_new(ZG_FEED_HISTORY, ZG_FEED_HISTORY_BYTES))) {
     free(f);
     return NULL;
   }

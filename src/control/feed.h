@@ -17,8 +17,9 @@
 #include "registry/source.h"
 #include "upstream/marks.h"
 
-#define ZG_FEED_HISTORY 1000 /* events kept for ?since= */
-#define ZG_FEED_POLL_MS 100  /* the registry and the marks looked at */
+#define ZG_FEED_HISTORY 1000                /* events kept for ?since= ... */
+#define ZG_FEED_HISTORY_BYTES (1024 * 1024) /* ... and their bytes at most */
+#define ZG_FEED_POLL_MS 100 /* the registry and the marks looked at */
 
 typedef struct zg_feed zg_feed_t;
 

@@ -163,11 +163,15 @@ def test_health_marks_and_session_events(zk, kz, zpath, http_backends, gateway):
     r = Sse(admin)
     assert r.wait(lambda e: e["type"] == "service_synchronised" and e["instances"] == 2)
     import http.client
-    for _ in range(6):  # random balance: some go to the dead one first, and are retried
+    # Random balance: requests until one has gone to the dead instance first (and was
+    # retried on the other); it is then marked failed.
+    for _ in range(100):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         c.request("GET", "/")
-        c.getresponse().read()
+        assert c.getresponse().read()
         c.close()
+        if r.wait(lambda e: e["type"] == "instance_failed", timeout=0.05):
+            break
     failed = r.wait(lambda e: e["type"] == "instance_failed")
     assert failed and failed["address"] == f"127.0.0.1:{dead}", r.events
     back = r.wait(lambda e: e["type"] == "instance_back", timeout=5)
@@ -235,6 +239,16 @@ def test_reader_that_never_reads_is_dropped(zk, kz, zpath, http_backends, gatewa
     assert s.recv(100).startswith(b"HTTP/1.1 200")
     s.close()
     assert time.monotonic() - t0 < 60
+    # A reader asking for the whole history (more than the 256 KiB bound, less than the
+    # history's own 1 MiB) gets it, and is not dropped for it.
+    drops = gw.log_text().count("/events reader dropped")
+    last_id = good.events[-1]["_id"]
+    fresh = Sse(admin, "/events?since=0")
+    assert fresh.wait(lambda e: e["_id"] == last_id, timeout=10), (len(fresh.events),
+                                                                   fresh.closed)
+    assert sum(len(json.dumps(e)) for e in fresh.events) > 256 * 1024
+    assert not fresh.closed and gw.log_text().count("/events reader dropped") == drops
+    fresh.close()
     # Heartbeats: a bare comment every 5 s keeps the idle stream open.
     deadline = time.monotonic() + 7
     while ":" not in good.comments and time.monotonic() < deadline and not good.closed:
