@@ -12,7 +12,8 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libinih-dev
 if [ "$what" = test ]; then
   pkgs+=(python3 python3-kazoo python3-pytest curl clang-14 libclang-rt-14-dev
          clang-format systemd python3-yaml podman runc debootstrap
-         nghttp2-client python3-grpcio python3-grpc-tools etcd-server etcd-client python3-h2)
+         nghttp2-client python3-grpcio python3-grpc-tools etcd-server etcd-client python3-h2
+         chromium python3-websocket)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(wrk haproxy nginx-light libnginx-mod-stream valgrind python3 python3-kazoo

@@ -5,6 +5,7 @@
 #include "control/admin.h"
 
 #include "control/feed.h"
+#include "control/ui.h"
 #include "proxy/http_proxy.h"
 #include "proxy/sni_proxy.h"
 #include "core/list.h"
@@ -25,7 +26,8 @@
 #define ADMIN_TIMEOUT_MS 10000
 /* /events: a comment this often keeps idle streams (and the proxies in
  * between) from timing out; a reader with more than STREAM_QUEUE_MAX
- * bytes not taken, or with bytes not taken for STREAM_STUCK_MS, is
+ * bytes not taken (besides the history it asked for, at most
+ * ZG_FEED_HISTORY_BYTES), or with bytes not taken for STREAM_STUCK_MS, is
  * dropped (its EventSource reconnects with Last-Event-ID and catches up
  * from the history); at most STREAM_MAX readers at once. */
 #define STREAM_HEARTBEAT_MS 5000
@@ -69,6 +71,8 @@ typedef struct admin_conn {
   int stream;          /* the answer is an event stream */
   zg_events_sub_t sub; /* in the feed's subscribers while streaming */
   size_t queued;       /* bytes written, not yet taken by the kernel */
+  size_t limit;        /* past it, dropped: STREAM_QUEUE_MAX and room for the
+                          history replayed (itself bounded) */
   uint64_t drained_ms; /* when queued was last 0 */
   unsigned handles;
   uv_write_t wreq;
@@ -728,31 +732,46 @@ static json_t *instance_json(const shards_t *sh, size_t si,
   const zg_service_t *svc = gw->services[si];
   char addr[ZG_HOST_MAX + 10], key[ZG_HOST_MAX + 10];
   size_t active = 0;
+  zg_instance_stats_t st;
+  json_t *o;
   zg_instance_addr_str(in, addr, sizeof(addr));
   /* Health and connections are the address connected to (the plain port
    * of a registration with sslPort under upstream_tls = off). */
   zg_service_instance_key(svc, in, key, sizeof(key));
+  memset(&st, 0, sizeof(st));
   for (size_t k = 0; k < sh->n; k++) {
     const zg_service_t *s = shard_service(sh, k, si);
     if (s)
       active += svc->conf->protocol == ZG_PROTO_HTTP
                     ? zg_http_instance_active(&sh->gw[k]->px, s, key)
                     : zg_tcp_instance_active(&sh->gw[k]->px, s, key);
+    if (s)
+      zg_service_instance_stats(s, key, &st);
   }
   if (svc->conf->etcd_prefix)
-    return json_pack(
+    o = json_pack(
         "{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:I}", "address", addr,
         "key", in->key, "format", zg_instance_format_name(in->format), "up",
         in->up, "weight", (json_int_t)in->weight, "tls", in->tls, "health",
         zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok", "active",
         (json_int_t)active, "revision", (json_int_t)in->version);
-  return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
-                   "address", addr, "znode", in->key, "format",
-                   zg_instance_format_name(in->format), "up", in->up, "weight",
-                   (json_int_t)in->weight, "tls", in->tls, "health",
-                   zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
-                   "active", (json_int_t)active, "data_version",
-                   (int)in->version, "mtime_ms", (json_int_t)in->mtime_ms);
+  else
+    o = json_pack("{s:s, s:s?, s:s, s:b, s:I, s:b, s:s, s:I, s:i, s:I}",
+                  "address", addr, "znode", in->key, "format",
+                  zg_instance_format_name(in->format), "up", in->up, "weight",
+                  (json_int_t)in->weight, "tls", in->tls, "health",
+                  zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
+                  "active", (json_int_t)active, "data_version",
+                  (int)in->version, "mtime_ms", (json_int_t)in->mtime_ms);
+  /* Counters since the start (or the table's restart): the dashboard
+   * takes rates from their differences. */
+  if (o)
+    json_object_set_new(o, "traffic",
+                        json_pack("{s:I, s:I, s:f}", "requests",
+                                  (json_int_t)st.requests, "errors",
+                                  (json_int_t)st.errors, "duration_sum_seconds",
+                                  (double)st.dur_sum_us / 1e6));
+  return o;
 }
 
 static json_t *service_json(const shards_t *sh, size_t si) {
@@ -1055,7 +1074,14 @@ static void respond(admin_conn_t *c, int status, const char *type,
                  "%zu\r\nCache-Control: no-store\r\n%s%sConnection: "
                  "close\r\n\r\n",
                  status, status_text(status), type, len,
-                 status == 405 ? "Allow: GET, HEAD\r\n" : "",
+                 status == 405 ? "Allow: GET, HEAD\r\n"
+                 /* The page asks nothing of any other origin. */
+                 : !strncmp(type, "text/html", 9)
+                     ? "Content-Security-Policy: default-src 'none'; "
+                       "script-src 'unsafe-inline'; style-src "
+                       "'unsafe-inline'; connect-src 'self'; img-src "
+                       "data:\r\nX-Content-Type-Options: nosniff\r\n"
+                     : "",
                  status != 401 ? ""
                  : c->admin->gw->cfg->admin.auth == ZG_ADMIN_AUTH_BASIC
                      ? "WWW-Authenticate: Basic realm=\"zkgate\", "
@@ -1117,7 +1143,7 @@ static void stream_write(admin_conn_t *c, const char *text, size_t len) {
   uv_buf_t b;
   if (!c->stream)
     return; /* dropped already */
-  if (c->queued + len > STREAM_QUEUE_MAX) {
+  if (c->queued + len > c->limit) {
     stream_drop(c, "slower than the feed");
     return;
   }
@@ -1202,6 +1228,10 @@ static void stream_start(admin_conn_t *c, const char *query, int head) {
   c->done = 1;
   c->stream = 1;
   c->admin->n_streams++;
+  /* The history (at most ZG_FEED_HISTORY_BYTES) goes out at once: room
+   * for it besides the bound, so that a reader is not dropped for asking
+   * for all of it. */
+  c->limit = STREAM_QUEUE_MAX + (has_since ? ZG_FEED_HISTORY_BYTES : 0);
   c->sub.on_event = on_stream_event;
   /* A small send buffer: a reader that does not read is seen as such
    * after a few kilobytes, not after the kernel's megabytes. */
@@ -1253,10 +1283,10 @@ static void handle(admin_conn_t *c) {
   }
   if (strcmp(path, "/healthz") && strcmp(path, "/ready") &&
       strcmp(path, "/metrics") && strcmp(path, "/services") &&
-      strcmp(path, "/events")) {
+      strcmp(path, "/events") && strcmp(path, "/") && strcmp(path, "/ui/")) {
     respond_text(c, 404,
-                 "not found: try /healthz, /ready, /metrics, /services or "
-                 "/events\n");
+                 "not found: try /healthz, /ready, /metrics, /services, "
+                 "/events or / (the dashboard)\n");
     return;
   }
   if (method != HTTP_GET && method != HTTP_HEAD) {
@@ -1274,6 +1304,9 @@ static void handle(admin_conn_t *c) {
       int n = snprintf(body, sizeof(body), "not ready: %s\n", why);
       respond(c, 503, "text/plain; charset=utf-8", body, (size_t)n, head);
     }
+  } else if (!strcmp(path, "/") || !strcmp(path, "/ui/")) {
+    respond(c, 200, "text/html; charset=utf-8", (const char *)zg_ui_index_html,
+            zg_ui_index_html_len, head);
   } else if (!strcmp(path, "/events")) {
     stream_start(c, q ? q + 1 : NULL, head);
   } else if (!strcmp(path, "/metrics")) {

@@ -18,19 +18,21 @@ typedef struct {
 struct zg_events {
   slot_t *ring;
   size_t cap;
-  size_t n;    /* kept, at most cap */
-  size_t head; /* where the next one goes */
+  size_t n;                /* kept, at most cap */
+  size_t head;             /* where the next one goes */
+  size_t bytes, max_bytes; /* of the kept texts */
   uint64_t last_id;
   zg_list_t subs;
 };
 
-zg_events_t *zg_events_new(size_t capacity) {
+zg_events_t *zg_events_new(size_t capacity, size_t max_bytes) {
   zg_events_t *ev = calloc(1, sizeof(*ev));
   if (!ev || capacity == 0 || !(ev->ring = calloc(capacity, sizeof(slot_t)))) {
     free(ev);
     return NULL;
   }
   ev->cap = capacity;
+  ev->max_bytes = max_bytes;
   return ev;
 }
 
@@ -82,13 +84,25 @@ uint64_t zg_events_emit(zg_events_t *ev, const char *type, json_t *fields,
     return 0;
   ev->last_id = id;
   s = &ev->ring[ev->head];
+  if (s->text)
+    ev->bytes -= s->len;
   free(s->text);
   s->id = id;
   s->text = text;
   s->len = len;
+  ev->bytes += len;
   ev->head = (ev->head + 1) % ev->cap;
   if (ev->n < ev->cap)
     ev->n++;
+  /* The oldest go while the texts weigh more than max_bytes. */
+  while (ev->n > 1 && ev->bytes > ev->max_bytes) {
+    slot_t *old = &ev->ring[(ev->head + ev->cap - ev->n) % ev->cap];
+    ev->bytes -= old->len;
+    free(old->text);
+    old->text = NULL;
+    old->len = 0;
+    ev->n--;
+  }
   ZG_LIST_FOREACH_SAFE(it, &ev->subs) {
     zg_events_sub_t *sub = ZG_LIST_ITEM(it, zg_events_sub_t, link);
     sub->on_event(sub, s->text, s->len);

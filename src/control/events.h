@@ -28,8 +28,9 @@ typedef struct zg_events_sub {
   void (*on_event)(struct zg_events_sub *sub, const char *text, size_t len);
 } zg_events_sub_t;
 
-/* Keeps the last `capacity` events (>= 1). NULL when out of memory. */
-zg_events_t *zg_events_new(size_t capacity);
+/* Keeps the last `capacity` events (>= 1), and of those no more than
+ * `max_bytes` of text (the newest one always). NULL when out of memory. */
+zg_events_t *zg_events_new(size_t capacity, size_t max_bytes);
 /* Unsubscribes everyone and frees. NULL is fine. */
 void zg_events_free(zg_events_t *ev);
 

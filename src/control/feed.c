@@ -12,11 +12,14 @@ struct zg_feed {
   zg_marks_t *marks;
   zg_feed_probe_fn probe;
   void *probe_arg;
-  /* what the last look saw */
-  int seen;                /* a look was taken */
-  zg_source_state_t state; /* the registry's */
-  uint64_t expiries;
-  int stale; /* past max_stale */
+  /* what the last look saw, per registry */
+  struct {
+    int seen; /* a look was taken */
+    zg_source_state_t state;
+    uint64_t expiries;
+    int stale;      /* past max_stale */
+    int stale_told; /* services_stale sent, services_synchronised not yet */
+  } reg[ZG_FEED_SOURCES];
   char (*failed)[ZG_HOST_MAX + 10];
   size_t n_failed;
 };
@@ -32,43 +35,64 @@ static void emit(zg_feed_t *f, const char *type, json_t *fields) {
   zg_events_emit(f->events, type, fields, wall_ms());
 }
 
-static void look_registry(zg_feed_t *f) {
+static const char *const source_names[ZG_FEED_SOURCES] = {"zookeeper", "etcd"};
+
+/* `fields` (taken) with "registry": the name of registry `which`. */
+static void emit_reg(zg_feed_t *f, int which, const char *type,
+                     json_t *fields) {
+  if (!fields)
+    fields = json_object();
+  if (fields)
+    json_object_set_new(fields, "registry", json_string(source_names[which]));
+  emit(f, type, fields);
+}
+
+static void look_registry(zg_feed_t *f, int which) {
   zg_source_stats_t st;
   json_t *names;
-  int stale;
+  int stale, changed, was_connected;
   memset(&st, 0, sizeof(st));
-  if (!(names = f->probe(f->probe_arg, &st)))
+  if (!(names = f->probe(f->probe_arg, which, &st)))
     return;
   stale = st.state != ZG_SOURCE_CONNECTED && st.max_stale_ms > 0 &&
           st.disconnected_for_ms >= st.max_stale_ms;
-  if (f->seen && st.expiries > f->expiries)
-    emit(f, "registry_expired",
-         json_pack("{s:I}", "expiries", (json_int_t)st.expiries));
-  if (!f->seen || st.state != f->state) {
-    if (st.state == ZG_SOURCE_CONNECTED)
-      emit(f, "registry_connected", NULL);
-    else if (st.state == ZG_SOURCE_DISCONNECTED)
-      emit(f, "registry_disconnected", NULL);
-    /* Pools are last known from the disconnection on, live again once
-     * connected (the source re-reads what changed meanwhile). */
-    if (f->seen && st.state == ZG_SOURCE_CONNECTED &&
-        f->state != ZG_SOURCE_CONNECTED)
-      emit(f, "services_synchronised", json_pack("{s:O}", "services", names));
-    else if (f->seen && f->state == ZG_SOURCE_CONNECTED)
-      emit(f, "services_stale",
-           json_pack("{s:s, s:O}", "reason", "registry disconnected",
-                     "services", names));
+  if (f->reg[which].seen && st.expiries > f->reg[which].expiries)
+    emit_reg(f, which, "registry_expired",
+             json_pack("{s:I}", "expiries", (json_int_t)st.expiries));
+  /* An expiry seen between two looks is a new session: told as one even
+   * when both looks saw "connected". */
+  changed = !f->reg[which].seen || st.state != f->reg[which].state ||
+            st.expiries > f->reg[which].expiries;
+  was_connected =
+      f->reg[which].seen && f->reg[which].state == ZG_SOURCE_CONNECTED;
+  if (changed && st.state == ZG_SOURCE_CONNECTED)
+    emit_reg(f, which, "registry_connected", NULL);
+  else if (changed && st.state == ZG_SOURCE_DISCONNECTED)
+    emit_reg(f, which, "registry_disconnected", NULL);
+  /* Pools are last known from the disconnection on, live again once
+   * connected (the source re-reads what changed meanwhile). */
+  if (f->reg[which].stale_told && st.state == ZG_SOURCE_CONNECTED) {
+    emit_reg(f, which, "services_synchronised",
+             json_pack("{s:O}", "services", names));
+    f->reg[which].stale_told = 0;
+  } else if (changed && was_connected && st.state != ZG_SOURCE_CONNECTED) {
+    emit_reg(f, which, "services_stale",
+             json_pack("{s:s, s:O}", "reason", "registry disconnected",
+                       "services", names));
+    f->reg[which].stale_told = 1;
   }
-  if (stale && !f->stale)
-    emit(f, "services_stale",
-         json_pack("{s:s, s:I, s:O}", "reason", "past max_stale",
-                   "max_stale_ms", (json_int_t)st.max_stale_ms, "services",
-                   names));
+  if (stale && !f->reg[which].stale) {
+    emit_reg(f, which, "services_stale",
+             json_pack("{s:s, s:I, s:O}", "reason", "past max_stale",
+                       "max_stale_ms", (json_int_t)st.max_stale_ms, "services",
+                       names));
+    f->reg[which].stale_told = 1;
+  }
   json_decref(names);
-  f->seen = 1;
-  f->state = st.state;
-  f->expiries = st.expiries;
-  f->stale = stale;
+  f->reg[which].seen = 1;
+  f->reg[which].state = st.state;
+  f->reg[which].expiries = st.expiries;
+  f->reg[which].stale = stale;
 }
 
 static int key_in(char (*keys)[ZG_HOST_MAX + 10], size_t n, const char *key) {
@@ -100,14 +124,16 @@ static void look_marks(zg_feed_t *f) {
 
 static void on_feed_timer(uv_timer_t *t) {
   zg_feed_t *f = t->data;
-  look_registry(f);
+  for (int i = 0; i < ZG_FEED_SOURCES; i++)
+    look_registry(f, i);
   look_marks(f);
 }
 
 zg_feed_t *zg_feed_new(uv_loop_t *loop, zg_marks_t *marks,
                        zg_feed_probe_fn probe, void *probe_arg) {
   zg_feed_t *f = calloc(1, sizeof(*f));
-  if (!f || !(f->events = zg_events_new(ZG_FEED_HISTORY))) {
+  if (!f ||
+      !(f->events = zg_events_new(ZG_FEED_HISTORY, ZG_FEED_HISTORY_BYTES))) {
     free(f);
     return NULL;
   }
@@ -116,9 +142,8 @@ zg_feed_t *zg_feed_new(uv_loop_t *loop, zg_marks_t *marks,
   f->probe_arg = probe_arg;
   uv_timer_init(loop, &f->timer);
   f->timer.data = f;
+  /* Kept until zg_feed_close (the gateway's stop). */
   uv_timer_start(&f->timer, on_feed_timer, ZG_FEED_POLL_MS, ZG_FEED_POLL_MS);
-  /* Not counted as work: the loop may end with it still armed. */
-  uv_unref((uv_handle_t *)&f->timer);
   return f;
 }
 

@@ -1,6 +1,6 @@
 /* What feeds the change feed (control/events.h) on the control loop:
  * hooks the gateway calls when it takes a pool or applies (or rejects) a
- * reload, and a timer that watches what has no hook: the registry's
+ * reload, and a timer that watches what has no hook: each registry's
  * connection (connected, disconnected, expired, stale past max_stale)
  * through zg_source_stats, and the passive health marks, which every
  * worker sets (upstream/marks.h), diffed against the last look. With
@@ -17,14 +17,22 @@
 #include "registry/source.h"
 #include "upstream/marks.h"
 
-#define ZG_FEED_HISTORY 1000 /* events kept for ?since= */
-#define ZG_FEED_POLL_MS 100  /* the registry and the marks looked at */
+#define ZG_FEED_HISTORY 1000                /* events kept for ?since= ... */
+#define ZG_FEED_HISTORY_BYTES (1024 * 1024) /* ... and their bytes at most */
+#define ZG_FEED_POLL_MS 100 /* the registry and the marks looked at */
 
 typedef struct zg_feed zg_feed_t;
 
-/* Fills *st and returns the names of the services read from the registry
- * (a new JSON array), or returns NULL when there is no registry. */
-typedef json_t *(*zg_feed_probe_fn)(void *arg, zg_source_stats_t *st);
+/* The registries looked at: ZG_FEED_ZOOKEEPER, ZG_FEED_ETCD. */
+#define ZG_FEED_SOURCES 2
+#define ZG_FEED_ZOOKEEPER 0
+#define ZG_FEED_ETCD 1
+
+/* For registry `which`: fills *st and returns the names of the services
+ * read from it (a new JSON array), or returns NULL when there is no such
+ * registry. */
+typedef json_t *(*zg_feed_probe_fn)(void *arg, int which,
+                                    zg_source_stats_t *st);
 
 /* NULL when out of memory. `marks` may be NULL. */
 zg_feed_t *zg_feed_new(uv_loop_t *loop, zg_marks_t *marks,

@@ -1979,15 +1979,18 @@ void zg_gateway_release(zg_gateway_t *gw) {
 }
 
 /* The change feed's look at the registry (control/feed.h). */
-static json_t *feed_probe(void *arg, zg_source_stats_t *st) {
+static json_t *feed_probe(void *arg, int which, zg_source_stats_t *st) {
   zg_gateway_t *gw = arg;
+  zg_source_t *src = which == ZG_FEED_ETCD ? gw->etcd : gw->registry;
   json_t *names;
-  if (!gw->registry || !(names = json_array()))
+  if (!src || !(names = json_array()))
     return NULL;
-  zg_source_stats(gw->registry, st);
-  for (size_t i = 0; i < gw->n_services; i++)
-    if (gw->services[i]->conf->zk_path)
-      json_array_append_new(names, json_string(gw->services[i]->conf->name));
+  zg_source_stats(src, st);
+  for (size_t i = 0; i < gw->n_services; i++) {
+    const zg_service_conf_t *c = gw->services[i]->conf;
+    if (which == ZG_FEED_ETCD ? c->etcd_prefix != NULL : c->zk_path != NULL)
+      json_array_append_new(names, json_string(c->name));
+  }
   return names;
 }
 

@@ -890,10 +890,6 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       return;
     }
     free(cfg->proxy.access_log);
-    if (cfg->admin.auth_secret) {
-      OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
-      free(cfg->admin.auth_secret);
-    }
     cfg->proxy.access_log = NULL;
     if (strcmp(kv->value, "off") != 0 &&
         !(cfg->proxy.access_log = strdup(kv->value)))
@@ -1029,6 +1025,8 @@ static void admin_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       admin_auth_file(p, cfg, kv);
       return;
     }
+    if (!kv->value[0])
+      return; /* none: what `auth = ${VAR:-}` gives without VAR */
     /* The value is a secret: not in the message. */
     if ((rc = admin_auth_value(cfg, kv->value)) == -2)
       p->oom = 1;
@@ -2214,6 +2212,10 @@ void zg_config_free(zg_config_t *cfg) {
   free(cfg->path);
   free(cfg->zk.auth);
   zg_etcd_conf_clear(&cfg->etcd);
+  if (cfg->admin.auth_secret) {
+    OPENSSL_cleanse(cfg->admin.auth_secret, strlen(cfg->admin.auth_secret));
+    free(cfg->admin.auth_secret);
+  }
   free(cfg);
 }
 

@@ -110,6 +110,8 @@ void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
   t = x->svc ? &x->svc->traffic : &gw->http->unrouted;
   zg_traffic_observe(t, x->status, dur_us);
   zg_traffic_ended(t, term);
+  if (x->svc)
+    zg_service_instance_done(x->svc, x->ureq.instance, x->status, dur_us);
   t->bytes_in += x->req_in;
   t->bytes_out += x->req_out;
   if (gw->access_log) {

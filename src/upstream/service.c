@@ -116,6 +116,7 @@ void zg_service_unref(zg_service_t *svc) {
   zg_pool_unref(svc->zk_pool);
   zg_pool_unref(svc->static_pool);
   zg_tls_client_unref(svc->up_tls);
+  free(svc->inst_stats);
   if (svc->own_conf) {
     zg_service_conf_clear(svc->own_conf);
     free(svc->own_conf);
@@ -169,4 +170,60 @@ void zg_service_stats(const zg_service_t *svc, zg_service_stats_t *st) {
   st->up_tls_resumed = svc->up_tls_resumed;
   st->up_tls_failures = svc->up_tls_failures;
   st->traffic = svc->traffic;
+}
+
+/* ---- per-instance counters --------------------------------------------- */
+
+static size_t stats_slot(const char *key) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const unsigned char *c = (const unsigned char *)key; *c; c++)
+    h = (h ^ *c) * 16777619u;
+  return h % ZG_INSTANCE_STATS_SLOTS;
+}
+
+/* The slot of `key`, or NULL; with `add`, a free one is taken for it. */
+static zg_instance_stats_t *stats_find(zg_instance_stats_t *t, const char *key,
+                                       int add) {
+  size_t i = stats_slot(key);
+  for (size_t probe = 0; probe < ZG_INSTANCE_STATS_SLOTS; probe++) {
+    zg_instance_stats_t *s = &t[(i + probe) % ZG_INSTANCE_STATS_SLOTS];
+    if (!strcmp(s->key, key))
+      return s;
+    if (!s->key[0]) {
+      if (!add)
+        return NULL;
+      snprintf(s->key, sizeof(s->key), "%s", key);
+      return s;
+    }
+  }
+  return NULL;
+}
+
+void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
+                              uint64_t dur_us) {
+  zg_instance_stats_t *s;
+  if (!key || !key[0])
+    return;
+  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
+                                                     sizeof(*svc->inst_stats))))
+    return;
+  if (!(s = stats_find(svc->inst_stats, key, 1))) {
+    memset(svc->inst_stats, 0,
+           ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
+    s = stats_find(svc->inst_stats, key, 1);
+  }
+  s->requests++;
+  s->errors += status == 0 || status >= 500;
+  s->dur_sum_us += dur_us;
+}
+
+int zg_service_instance_stats(const zg_service_t *svc, const char *key,
+                              zg_instance_stats_t *acc) {
+  const zg_instance_stats_t *s;
+  if (!svc->inst_stats || !(s = stats_find(svc->inst_stats, key, 0)))
+    return 0;
+  acc->requests += s->requests;
+  acc->errors += s->errors;
+  acc->dur_sum_us += s->dur_sum_us;
+  return 1;
 }

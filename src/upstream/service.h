@@ -67,6 +67,7 @@ typedef struct zg_service {
   uint64_t up_tls_failures; /* handshakes or verifications that failed (also
                                counted in connect_failures) */
   zg_traffic_t traffic;
+  struct zg_instance_stats *inst_stats; /* NULL until the first request */
 } zg_service_t;
 
 /* A service of the loop whose proxies' context is `px`, with one
@@ -108,6 +109,26 @@ int zg_service_refused(zg_service_t *svc, uint64_t *total);
 /* 1 when a failed connect to an instance may be logged; *dropped: lines
  * not logged since the last one. */
 int zg_service_log_connect_fail(zg_service_t *svc, uint64_t *dropped);
+
+/* Per-instance request counters (HTTP) for the dashboard: one loop's,
+ * keyed by "host:port" (zg_service_instance_key), in a fixed table of
+ * ZG_INSTANCE_STATS_SLOTS that starts over, all counters at zero, when an
+ * instance finds it full (instances come and go; readers take rates from
+ * differences and see a restart as counters going down). */
+#define ZG_INSTANCE_STATS_SLOTS 64
+typedef struct zg_instance_stats {
+  char key[ZG_HOST_MAX + 10]; /* "" : free */
+  uint64_t requests;
+  uint64_t errors; /* 5xx, or no response */
+  uint64_t dur_sum_us;
+} zg_instance_stats_t;
+
+/* A request that went to instance `key` ended with `status` (0: none). */
+void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
+                              uint64_t dur_us);
+/* Adds the counters of `key` to *acc; 0 when there are none. */
+int zg_service_instance_stats(const zg_service_t *svc, const char *key,
+                              zg_instance_stats_t *acc);
 
 /* A service's counters, for the admin (one loop's: the admin sums them
  * over the workers). */

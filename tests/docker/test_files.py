@@ -76,12 +76,17 @@ def test_shipped_config_checks_with_and_without_environment():
     r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     env.update(ZKGATE_ZK_HOSTS="zk1:2181,zk2:2181/gw", ZKGATE_HTTP_PORT="18080",
-               ZKGATE_ADMIN="0.0.0.0:19901")
+               ZKGATE_ADMIN="0.0.0.0:19901", ZKGATE_ADMIN_AUTH="bearer:t0ken")
     r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     env["ZKGATE_HTTP_PORT"] = "19901"  # now the admin address: the check must see it
     r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "already used" in r.stderr, r.stderr
+    env["ZKGATE_HTTP_PORT"] = "18080"
+    env["ZKGATE_ADMIN_AUTH"] = "t0ken"  # no scheme: refused, and not echoed
+    r = subprocess.run([binary, "-t", "-c", conf], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "auth: expected bearer:TOKEN" in r.stderr, r.stderr
+    assert "t0ken" not in r.stderr
 
 
 def test_compose_services():

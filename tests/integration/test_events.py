@@ -70,10 +70,10 @@ class Sse:
         self.s.close()
 
 
-def events_ini(zk, zpath, port, admin, **proxy):
+def events_ini(zk, zpath, port, admin, session_timeout="4s", **proxy):
     return ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
                              "zk_path": zpath}},
-                    zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                    zookeeper={"hosts": zk.hosts, "session_timeout": session_timeout},
                     proxy=proxy, admin={"listen": f"127.0.0.1:{admin}"})
 
 
@@ -163,11 +163,15 @@ def test_health_marks_and_session_events(zk, kz, zpath, http_backends, gateway):
     r = Sse(admin)
     assert r.wait(lambda e: e["type"] == "service_synchronised" and e["instances"] == 2)
     import http.client
-    for _ in range(6):  # random balance: some go to the dead one first, and are retried
+    # Random balance: requests until one has gone to the dead instance first (and was
+    # retried on the other); it is then marked failed.
+    for _ in range(100):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         c.request("GET", "/")
-        c.getresponse().read()
+        assert c.getresponse().read()
         c.close()
+        if r.wait(lambda e: e["type"] == "instance_failed", timeout=0.05):
+            break
     failed = r.wait(lambda e: e["type"] == "instance_failed")
     assert failed and failed["address"] == f"127.0.0.1:{dead}", r.events
     back = r.wait(lambda e: e["type"] == "instance_back", timeout=5)
@@ -235,5 +239,76 @@ def test_reader_that_never_reads_is_dropped(zk, kz, zpath, http_backends, gatewa
     assert s.recv(100).startswith(b"HTTP/1.1 200")
     s.close()
     assert time.monotonic() - t0 < 60
+    # A reader asking for the whole history (more than the 256 KiB bound, less than the
+    # history's own 1 MiB) gets it, and is not dropped for it.
+    drops = gw.log_text().count("/events reader dropped")
+    last_id = good.events[-1]["_id"]
+    fresh = Sse(admin, "/events?since=0")
+    assert fresh.wait(lambda e: e["_id"] == last_id, timeout=10), (len(fresh.events),
+                                                                   fresh.closed)
+    assert sum(len(json.dumps(e)) for e in fresh.events) > 256 * 1024
+    assert not fresh.closed and gw.log_text().count("/events reader dropped") == drops
+    fresh.close()
+    # Heartbeats: a bare comment every 5 s keeps the idle stream open.
+    deadline = time.monotonic() + 7
+    while ":" not in good.comments and time.monotonic() < deadline and not good.closed:
+        good.pump(0.1)
+    assert ":" in good.comments, good.comments
     good.close()
     stuck.close()
+
+
+def test_session_expiry_event(zk, kz, zpath, http_backends, gateway):
+    a = http_backends("a")
+    port, admin = free_port(), free_port()
+    kz.ensure_path(zpath)
+    register(kz, zpath, f"http://{a.addr}".encode())
+    before = zk.sessions()
+    gw = gateway(events_ini(zk, zpath, port, admin, session_timeout="1s"), listen=[port, admin])
+    r = Sse(admin)
+    assert r.wait(lambda e: e["type"] == "registry_connected")
+    ours = zk.sessions() - before
+    assert ours
+    gw.pause()  # no heartbeats: the server expires zkgate's session
+    try:
+        assert wait_until(lambda: not (ours & zk.sessions()), 10, interval=0.1)
+    finally:
+        gw.resume()
+    expired = r.wait(lambda e: e["type"] == "registry_expired", timeout=10)
+    assert expired and expired["expiries"] >= 1, r.events
+    assert r.wait(lambda e: e["type"] == "registry_connected" and e["_id"] > expired["_id"],
+                  timeout=10)
+    # Stale only if a look saw the session disconnected; then synchronised again after it.
+    stale = [e for e in r.events if e["type"] == "services_stale"]
+    if stale:
+        assert r.wait(lambda e: e["type"] == "services_synchronised" and
+                      e["_id"] > stale[-1]["_id"])
+    r.close()
+
+
+def test_etcd_events(tmp_path, zk, http_backends, gateway):
+    """The same feed for a service read from etcd: instances by key and revision, and the
+    registry named in the session events."""
+    from etcdharness import EtcdCluster
+    a = http_backends("a")
+    port, admin = free_port(), free_port()
+    etcd = EtcdCluster(tmp_path, 1).start()
+    try:
+        ini = ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "etcd_prefix": "/services/web/"}},
+                       admin={"listen": f"127.0.0.1:{admin}"})
+        ini = f"[etcd]\nendpoints = {etcd.endpoints}\ndial_timeout = 500ms\n\n" + ini
+        gateway(ini, listen=[port, admin])
+        r = Sse(admin)
+        con = r.wait(lambda e: e["type"] == "registry_connected")
+        assert con and con["registry"] == "etcd", r.events
+        etcd.put("/services/web/a", a.addr)
+        added = r.wait(lambda e: e["type"] == "instance_added")
+        assert added and added["key"] == "/services/web/a" and added["address"] == a.addr
+        assert added["version"] > 0  # the key's mod_revision
+        etcd.delete("/services/web/a")
+        removed = r.wait(lambda e: e["type"] == "instance_removed")
+        assert removed and removed["key"] == "/services/web/a"
+        r.close()
+    finally:
+        etcd.close()

@@ -788,6 +788,21 @@ static void test_admin_auth(void **state) {
   cfg = load_ok(svc);
   assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_NONE);
   zg_config_free(cfg);
+  /* [admin] before [proxy] with access_log: the secret stays (the access
+   * log key once freed it by mistake). */
+  snprintf(text, sizeof(text),
+           "[admin]\nauth = bearer:keep\n[proxy]\naccess_log = off\n%s", svc);
+  cfg = load_ok(text);
+  assert_string_equal(cfg->admin.auth_secret, "keep");
+  zg_config_free(cfg);
+  /* Empty: none, so that a file can say auth = ${VAR:-}. */
+  snprintf(text, sizeof(text), "[admin]\nauth = ${ZG_TEST_UNSET_AUTH:-}\n%s",
+           svc);
+  unsetenv("ZG_TEST_UNSET_AUTH");
+  cfg = load_ok(text);
+  assert_int_equal(cfg->admin.auth, ZG_ADMIN_AUTH_NONE);
+  assert_null(cfg->admin.auth_secret);
+  zg_config_free(cfg);
 
   expect_one_error("[admin]\nauth = bearer:\n", "auth");
   expect_one_error("[admin]\nauth = bearer:a=b\n", "auth");

@@ -48,8 +48,29 @@ static json_t *text_json(const char *text) {
   return j;
 }
 
+/* Past max_bytes, the oldest go first; the newest stays whatever it
+ * weighs. */
+static void test_ring_bytes(void **state) {
+  zg_events_t *ev = zg_events_new(100, 300);
+  seen_t seen = {0};
+  char big[400];
+  (void)state;
+  for (int i = 0; i < 10; i++)
+    zg_events_emit(ev, "small", NULL, 0); /* about 75 bytes each */
+  assert_int_equal(zg_events_first_id(ev), 7);
+  assert_int_equal(zg_events_since(ev, 0, collect, &seen), 4);
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  zg_events_emit(ev, "big", json_pack("{s:s}", "x", big), 0);
+  assert_int_equal(zg_events_first_id(ev), 11);
+  assert_int_equal(zg_events_last_id(ev), 11);
+  zg_events_emit(ev, "small", NULL, 0);
+  assert_int_equal(zg_events_first_id(ev), 12);
+  zg_events_free(ev);
+}
+
 static void test_ring_ids_and_since(void **state) {
-  zg_events_t *ev = zg_events_new(3);
+  zg_events_t *ev = zg_events_new(3, 1 << 20);
   seen_t seen = {0};
   json_t *j;
   (void)state;
@@ -92,7 +113,7 @@ static void test_ring_ids_and_since(void **state) {
   assert_int_equal(zg_events_since(ev, 5, collect, &seen), 0);
   assert_int_equal(zg_events_since(ev, 99, collect, &seen), 0);
   zg_events_free(ev);
-  assert_null(zg_events_new(0));
+  assert_null(zg_events_new(0, 1 << 20));
 }
 
 typedef struct {
@@ -111,7 +132,7 @@ static void on_event(zg_events_sub_t *sub, const char *text, size_t len) {
 }
 
 static void test_subscribers(void **state) {
-  zg_events_t *ev = zg_events_new(8);
+  zg_events_t *ev = zg_events_new(8, 1 << 20);
   sub_t a, b;
   (void)state;
   memset(&a, 0, sizeof(a));
@@ -234,6 +255,7 @@ static void test_instance_json(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ring_ids_and_since),
+      cmocka_unit_test(test_ring_bytes),
       cmocka_unit_test(test_subscribers),
       cmocka_unit_test(test_pool_diff),
       cmocka_unit_test(test_instance_json),
