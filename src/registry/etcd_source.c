@@ -421,9 +421,7 @@ static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
   etcd_call_t *c = arg;
   (void)t;
   if (status != 0) {
-    snprintf(c->src->error, sizeof(c->src->error), "TLS handshake with %s: %s",
-             endpoint(c->src)->text, zg_tls_conn_error(c->tls));
-    call_finish(c, UV_EPROTO);
+    call_finish(c, UV_EPROTO); /* call_failed says why */
     return;
   }
   call_send(c);
@@ -773,6 +771,15 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
     char msg[128];
     error_message(c->body, c->body_len, msg, sizeof(msg));
     snprintf(why, sizeof(why), "HTTP %d: %s", c->status, msg);
+  } else if (rc == UV_EPROTO && c->tls) {
+    const char *e = zg_tls_conn_error(c->tls);
+    /* TLS 1.3: a refused client certificate is an alert after the
+     * client's side of the handshake is done. */
+    snprintf(why, sizeof(why), "TLS: %s",
+             e[0] ? e
+                  : "the server ended the connection after the handshake "
+                    "(does it want a client certificate: [etcd] cert and "
+                    "key?)");
   } else {
     snprintf(why, sizeof(why), "%s", zg_strerror(rc));
   }

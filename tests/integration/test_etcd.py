@@ -351,3 +351,33 @@ def test_max_stale(etcd, gateway, backends):
         assert wait_until(lambda: admin_get(admin, "/ready")[0] == 200, 5)
     finally:
         relay.close()
+
+
+def test_tls_to_etcd(tmp_path, gateway, backends):
+    """https:// endpoints: etcd's certificate is checked against [etcd] ca, and zkgate shows
+    its own (cert, key) to an etcd that asks for client certificates. Without the client
+    certificate etcd refuses the handshake: a clear error, no pool."""
+    from test_upstream_tls import UpstreamPki
+    (tmp_path / "pki").mkdir()
+    pki = UpstreamPki(tmp_path / "pki")
+    server = pki.leaf_san("etcd", "localhost", "DNS:localhost,IP:127.0.0.1")
+    client = pki.leaf_san("zkgate", "zkgate", "DNS:zkgate")
+    ca = pki.path(pki.ca + ".crt")
+    cluster = EtcdCluster(tmp_path, 1, tls=(server[0], server[1], ca)).start()
+    try:
+        a = backends("a")
+        cluster.put("/tls/web/a", a.addr)
+        port, port2 = free_port(), free_port()
+        svc = {"etcd_prefix": "/tls/web/"}
+        gw = gateway(etcd_ini(cluster.endpoints, {"web": {**svc, "listen": f"127.0.0.1:{port}"}},
+                              etcd={"ca": ca, "cert": client[0], "key": client[1]}),
+                     listen=port)
+        assert set(wait_pool(port, ["a"])) == {"a"}, gw.log_text()
+        bad = gateway(etcd_ini(cluster.endpoints,
+                               {"web": {**svc, "listen": f"127.0.0.1:{port2}"}},
+                               etcd={"ca": ca}), listen=port2)
+        assert bad.wait_log("TLS: the server ended the connection after the handshake",
+                            timeout=5), bad.log_text()
+        assert reach(port2) is None
+    finally:
+        cluster.close()
