@@ -74,9 +74,10 @@ struct etcd_entry {
   zg_decode_opts_t opts;
   etcd_kv_t *kvs; /* sorted by key */
   size_t n_kvs, cap_kvs;
-  int64_t rev;   /* every change up to it is applied; 0: never read */
-  int need_read; /* a range read is due */
-  int compacted; /* the read is due because of a compaction */
+  int64_t rev;       /* every change up to it is applied; 0: never read */
+  int need_read;     /* a range read is due */
+  uint64_t retry_at; /* a refused read: not again before this uv_now */
+  int compacted;     /* the read is due because of a compaction */
 };
 
 typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
@@ -787,9 +788,11 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
 }
 
 /* A 4xx answer that another endpoint would give too: the token expired
- * (authenticate again), or a refusal (logged; tried again later). 1 when
- * handled so, 0 when it is a failure of the endpoint. */
-static int refused(etcd_source_t *src, etcd_call_t *c, const char *what) {
+ * (authenticate again), or a refusal (logged; tried again later: the
+ * prefix `e` alone, or every call when `e` is NULL). 1 when handled so, 0
+ * when it is a failure of the endpoint. */
+static int refused(etcd_source_t *src, etcd_call_t *c, etcd_entry_t *e,
+                   const char *what) {
   char msg[128];
   uint64_t now = uv_now(src->loop), dropped;
   if (c->status < 400 || c->status >= 500)
@@ -800,9 +803,12 @@ static int refused(etcd_source_t *src, etcd_call_t *c, const char *what) {
     src->token = NULL;
     return 1;
   }
-  snprintf(src->error, sizeof(src->error), "%s refused by %s: %s", what,
-           endpoint(src)->text, msg);
-  src->retry_at = now + AUTH_RETRY_MS;
+  snprintf(src->error, sizeof(src->error), "%s%s%s refused by %s: %s", what,
+           e ? " " : "", e ? e->e.path : "", endpoint(src)->text, msg);
+  if (e)
+    e->retry_at = now + AUTH_RETRY_MS;
+  else
+    src->retry_at = now + AUTH_RETRY_MS;
   if (zg_ratelimit_allow(&src->error_rl, now, &dropped))
     zg_error("registry", "etcd: %s", src->error);
   return 1;
@@ -906,7 +912,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
     if (src->round_rev && strstr(msg, "compacted"))
       src->round_rev = 0; /* the pinned revision is gone: read the latest */
     else
-      refused(src, c, "reading");
+      refused(src, c, e, "reading");
     pump(src);
     return;
   }
@@ -976,6 +982,7 @@ static etcd_entry_t *watched(const etcd_source_t *src, int64_t id) {
 static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
   int64_t compact = json_int64(json_object_get(res, "compact_revision"));
   json_t *reason = json_object_get(res, "cancel_reason");
+  uint64_t dropped;
   src->watch_dirty = 1;
   if (compact > 0) {
     zg_info("registry",
@@ -989,8 +996,13 @@ static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
   snprintf(src->error, sizeof(src->error), "watch of %s canceled: %s",
            e->e.path,
            json_is_string(reason) ? json_string_value(reason) : "no reason");
-  zg_warn("registry", "etcd: %s", src->error);
-  src->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
+  if (zg_ratelimit_allow(&src->error_rl, uv_now(src->loop), &dropped))
+    zg_warn("registry", "etcd: %s; reading it again in %d s", src->error,
+            AUTH_RETRY_MS / 1000);
+  /* Read again (and watched after that), the other prefixes meanwhile
+   * watched without it. */
+  e->need_read = 1;
+  e->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
 }
 
 /* Events in order; those at or below the prefix's revision are applied
@@ -1061,7 +1073,7 @@ static void on_watch_done(etcd_call_t *c, int rc) {
   src->watch = NULL;
   src->stream_up = 0;
   if (c->status && c->status != 200 && c->status < 500) {
-    refused(src, c, "watching");
+    refused(src, c, NULL, "watching");
     pump(src);
     return;
   }
@@ -1080,6 +1092,10 @@ static char *watch_body(etcd_source_t *src) {
     char *end = prefix_end(e->e.path, &elen), *k64, *e64, *line, *no;
     char start[32];
     json_t *o;
+    if (e->need_read) { /* not read yet (refused): not watched yet */
+      free(end);
+      continue;
+    }
     if (!end)
       goto fail;
     k64 = b64_encode(e->e.path, strlen(e->e.path));
@@ -1143,7 +1159,7 @@ static void on_probe_done(etcd_call_t *c, int rc) {
     return;
   }
   if (c->status != 200)
-    refused(src, c, "checking");
+    refused(src, c, NULL, "checking");
   pump(src);
 }
 
@@ -1171,7 +1187,8 @@ static void pump(etcd_source_t *src) {
     return;
   }
   for (size_t i = 0; i < src->cat.n_entries; i++)
-    if (entry_at(src, i)->need_read) {
+    if (entry_at(src, i)->need_read &&
+        uv_now(src->loop) >= entry_at(src, i)->retry_at) {
       range_start(src, entry_at(src, i));
       return;
     }
@@ -1257,6 +1274,7 @@ static void etcd_unwatch(zg_source_t *base, void *ctx) {
     for (size_t k = 0; k < src->n_stream; k++)
       if (src->stream[k] == e)
         src->stream[k] = NULL; /* its events are dropped */
+    src->watch_dirty = 1;      /* and the stream restarts without it */
     zg_catalog_remove(&src->cat, &e->e);
     entry_free(e);
     pump(src);

@@ -227,6 +227,32 @@ def test_auth(etcd, gateway, backends):
     assert reach(port2) is None
 
 
+def test_permission_denied_prefix(etcd, gateway, backends):
+    """A user that may read one prefix and not another: the refused prefix is an error in the
+    log, tried again later, and does not hold up the other, which routes and follows
+    changes."""
+    a, b = backends("a", "b")
+    etcd.put("/p/ok/a", a.addr)
+    etcd.put("/p/no/b", b.addr)
+    etcd.enable_auth("root", "s3cret")
+    etcd.ctl("role", "add", "reader", user="root:s3cret")
+    etcd.ctl("role", "grant-permission", "reader", "read", "/p/ok/", "--prefix=true",
+             user="root:s3cret")
+    etcd.ctl("user", "add", "gw:pw", user="root:s3cret")
+    etcd.ctl("user", "grant-role", "gw", "reader", user="root:s3cret")
+    pok, pno = free_port(), free_port()
+    gw = gateway(etcd_ini(etcd.endpoints,
+                          {"no": {"etcd_prefix": "/p/no/", "listen": f"127.0.0.1:{pno}"},
+                           "ok": {"etcd_prefix": "/p/ok/", "listen": f"127.0.0.1:{pok}"}},
+                          etcd={"username": "gw", "password": "pw"}), listen=[pok, pno])
+    assert set(wait_pool(pok, ["a"])) == {"a"}, gw.log_text()
+    assert gw.wait_log("reading /p/no/ refused", timeout=5), gw.log_text()
+    assert "permission denied" in gw.log_text()
+    assert reach(pno) is None
+    etcd.put("/p/ok/b", b.addr)
+    assert set(wait_pool(pok, ["a", "b"])) == {"a", "b"}, gw.log_text()
+
+
 def test_mixed_zookeeper_and_etcd(etcd, zk, kz, zpath, gateway, backends):
     """One ZooKeeper service and one etcd service in one file both route; /services says
     where each pool came from."""
@@ -279,6 +305,24 @@ def test_reload_adds_etcd_service(etcd, gateway, backends):
     gw.proc.send_signal(signal.SIGHUP)
     assert gw.wait_log("[etcd] changed: that needs a restart", timeout=5), gw.log_text()
     assert set(wait_pool(p2, ["b"])) == {"b"}
+    # A second prefix joins the running stream (read, then the stream restarts with both),
+    # and the first keeps following changes, also those made meanwhile.
+    p3 = free_port()
+    with open(gw.ini_path, "w") as f:
+        f.write(etcd_ini(etcd.endpoints,
+                         {"static": {"instances": a.addr, "listen": f"127.0.0.1:{p1}"},
+                          "web": {"etcd_prefix": "/r/web/", "listen": f"127.0.0.1:{p2}"},
+                          "api": {"etcd_prefix": "/r/api/", "listen": f"127.0.0.1:{p3}"}}))
+    etcd.put("/r/api/a", a.addr)
+    gw.proc.send_signal(signal.SIGHUP)
+    etcd.put("/r/web/a", a.addr)
+    gw.wait_listening(p3)
+    assert set(wait_pool(p3, ["a"])) == {"a"}, gw.log_text()
+    assert set(wait_pool(p2, ["a", "b"])) == {"a", "b"}, gw.log_text()
+    etcd.delete("/r/web/b")
+    etcd.put("/r/api/b", b.addr)
+    assert set(wait_pool(p2, ["a"])) == {"a"}
+    assert set(wait_pool(p3, ["a", "b"])) == {"a", "b"}
 
 
 def test_state_file_cold_start(etcd, gateway, backends, tmp_path):
