@@ -59,7 +59,8 @@ typedef struct {
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
   int hosts_seen; /* [zookeeper] hosts given, valid or not */
-  int etcd_endpoints_seen;          /* [etcd] endpoints given, valid or not */
+  int etcd_endpoints_seen; /* [etcd] endpoints given, valid or not */
+  int etcd_ca_line, etcd_cert_line, etcd_key_line; /* 0: absent */
   const zg_config_checks_t *checks; /* NULL: no file is checked */
 } parse_t;
 
@@ -687,10 +688,13 @@ static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
     /* A secret: never echoed. */
     etcd_string_key(p, kv, &e->password);
   } else if (!strcmp(kv->key, "ca")) {
+    p->etcd_ca_line = kv->line;
     etcd_string_key(p, kv, &e->ca);
   } else if (!strcmp(kv->key, "cert")) {
+    p->etcd_cert_line = kv->line;
     etcd_string_key(p, kv, &e->cert);
   } else if (!strcmp(kv->key, "key")) {
+    p->etcd_key_line = kv->line;
     etcd_string_key(p, kv, &e->key);
   } else if (!strcmp(kv->key, "state_file")) {
     if (kv->value[0] != '/') {
@@ -704,6 +708,28 @@ static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   } else {
     add_error(p, kv->line, "unknown key '%s' in [etcd]", kv->key);
   }
+}
+
+/* The files [etcd] ca, cert and key name, loaded as TLS to instances
+ * loads its own (the same client context): errors at the key's line, named
+ * as the [etcd] key. */
+static void etcd_tls_check(parse_t *p, const zg_etcd_conf_t *e) {
+  zg_service_conf_t sc;
+  char err[512];
+  const char *key = "upstream_ca", *msg = err;
+  int line;
+  memset(&sc, 0, sizeof(sc));
+  sc.upstream_ca = e->ca;
+  sc.upstream_cert = e->cert;
+  sc.upstream_key = e->key;
+  if (p->checks->upstream(&sc, err, sizeof(err), &key) == 0)
+    return;
+  line = !strcmp(key, "upstream_cert")  ? p->etcd_cert_line
+         : !strcmp(key, "upstream_key") ? p->etcd_key_line
+                                        : p->etcd_ca_line;
+  if (!strncmp(msg, "upstream_", 9))
+    msg += 9; /* "ca: ...", as the key is called here */
+  add_error(p, line ? line : e->line, "%s", msg);
 }
 
 /* [etcd] as a whole: keys that go together. */
@@ -722,6 +748,8 @@ static void etcd_check(parse_t *p, zg_config_t *cfg) {
   if ((e->ca || e->cert) && e->endpoints && !strstr(e->endpoints, "https://"))
     add_error(p, e->line,
               "[etcd] ca, cert and key are for https:// endpoints only");
+  else if ((e->ca || (e->cert && e->key)) && p->checks && p->checks->upstream)
+    etcd_tls_check(p, e);
 }
 
 static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,

@@ -1642,6 +1642,37 @@ static void test_file_checks_are_handed_in(void **state) {
   zg_config_errors_free(&errs);
 }
 
+/* [etcd] ca, cert and key are loaded as they will be, errors at their
+ * lines, named as the [etcd] keys. */
+static void test_etcd_tls_files(void **state) {
+  char text[2048];
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  int line = 3;
+  const char *svc = "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n";
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\nca = %s\ncert = %s\n"
+           "key = %s\n%s",
+           cert1, cert1, key1, svc);
+  cfg = load_ok(text);
+  assert_string_equal(cfg->etcd.cert, cert1);
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\nca = %s/none.crt\n%s",
+           tls_dir, svc);
+  errs = load_bad(text, &line, 1);
+  assert_non_null(strstr(errs.lines[0], "test.ini:3: ca "));
+  zg_config_errors_free(&errs);
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\ncert = %s\n"
+           "key = %s\n%s",
+           cert1, key2, svc);
+  line = 4;
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+}
+
 static void test_upstream_errors(void **state) {
   char keys[1024];
   (void)state;
@@ -1778,7 +1809,6 @@ static void test_etcd(void **state) {
       "dial_timeout = 500ms\n"
       "username = root\n"
       "password = s3cr:et\n"
-      "ca = /etc/ca.pem\n"
       "state_file = /var/lib/zkgate/etcd.json\n"
       "max_stale = 1m\n"
       "[service:a]\n"
@@ -1795,7 +1825,7 @@ static void test_etcd(void **state) {
   assert_int_equal(cfg->etcd.dial_timeout_ms, 500);
   assert_string_equal(cfg->etcd.username, "root");
   assert_string_equal(cfg->etcd.password, "s3cr:et");
-  assert_string_equal(cfg->etcd.ca, "/etc/ca.pem");
+  assert_null(cfg->etcd.ca);
   assert_null(cfg->etcd.cert);
   assert_string_equal(cfg->etcd.state_file, "/var/lib/zkgate/etcd.json");
   assert_int_equal(cfg->etcd.max_stale_ms, 60000);
@@ -1903,6 +1933,8 @@ int main(void) {
       cmocka_unit_test(test_tls_passthrough_errors),
       cmocka_unit_test(test_bad_sni),
       cmocka_unit_test_setup_teardown(test_tls_keys, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_etcd_tls_files, tls_setup,
+                                      tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
       cmocka_unit_test_setup_teardown(test_upstream_keys, tls_setup,
                                       tls_teardown),
