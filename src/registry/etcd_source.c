@@ -78,6 +78,10 @@ struct etcd_entry {
   int need_read;     /* a range read is due */
   uint64_t retry_at; /* a refused read: not again before this uv_now */
   int compacted;     /* the read is due because of a compaction */
+  /* A discovery root (e.root): its keys are kept undecoded, and the names
+   * between the root and the next '/' are its children, last reported: */
+  char **children;
+  size_t n_children;
 };
 
 typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
@@ -647,7 +651,8 @@ static int entry_put(etcd_entry_t *e, const char *key, const char *value,
   }
   kv = &e->kvs[i];
   kv->present = 1;
-  kv_decode(e, kv, value, vlen, mod_rev);
+  if (!e->e.root) /* a root's keys only name its children */
+    kv_decode(e, kv, value, vlen, mod_rev);
   return 0;
 }
 
@@ -659,6 +664,55 @@ static void entry_delete(etcd_entry_t *e, const char *key) {
   kv_clear(&e->kvs[i]);
   memmove(&e->kvs[i], &e->kvs[i + 1], (e->n_kvs - i - 1) * sizeof(*e->kvs));
   e->n_kvs--;
+}
+
+static void children_free(etcd_entry_t *e) {
+  for (size_t i = 0; i < e->n_children; i++)
+    free(e->children[i]);
+  free(e->children);
+  e->children = NULL;
+  e->n_children = 0;
+}
+
+/* A root's children now: for each key ROOT/NAME/..., NAME once, in key
+ * order (sorted). A key right under the root (no '/' after the name)
+ * names no service. Reported when they changed, or at the first read. */
+static void root_report(etcd_entry_t *e) {
+  size_t rlen = strlen(e->e.path), n = 0;
+  char **names = calloc(e->n_kvs ? e->n_kvs : 1, sizeof(*names));
+  int same;
+  if (!names)
+    return; /* the next change tries again */
+  for (size_t i = 0; i < e->n_kvs; i++) {
+    const char *name = e->kvs[i].key + rlen, *slash = strchr(name, '/');
+    if (!slash || slash == name ||
+        (n && strlen(names[n - 1]) == (size_t)(slash - name) &&
+         !strncmp(names[n - 1], name, (size_t)(slash - name))))
+      continue;
+    if (!(names[n] = strndup(name, (size_t)(slash - name)))) {
+      while (n > 0)
+        free(names[--n]);
+      free(names);
+      return;
+    }
+    n++;
+  }
+  same = e->e.synced && n == e->n_children;
+  for (size_t i = 0; same && i < n; i++)
+    same = !strcmp(names[i], e->children[i]);
+  children_free(e);
+  e->children = names;
+  e->n_children = n;
+  if (!same)
+    zg_catalog_children(&e->e, (const char *const *)names, n);
+}
+
+/* An entry's instances (or, for a root, its children) changed. */
+static void entry_changed(etcd_entry_t *e) {
+  if (e->e.root)
+    root_report(e);
+  else
+    zg_catalog_changed(&e->e);
 }
 
 /* A key-value of the gateway's JSON ({"key": b64, "value": b64,
@@ -680,7 +734,7 @@ static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
   if (del) {
     entry_delete(e, key);
   } else {
-    if (json_is_string(jv) &&
+    if (!e->e.root && json_is_string(jv) &&
         !(value =
               b64_decode(json_string_value(jv), json_string_length(jv), &vlen)))
       rc = -1;
@@ -723,7 +777,7 @@ static void set_connected(etcd_source_t *src) {
    * window, which lets the stream's catch-up land first), so that one
    * emptied past max_stale serves again even if nothing changed. */
   for (size_t i = 0; i < src->cat.n_entries; i++)
-    if (entry_at(src, i)->e.synced)
+    if (entry_at(src, i)->e.synced && !entry_at(src, i)->e.root)
       zg_catalog_changed(&entry_at(src, i)->e);
   zg_info("registry",
           "etcd: connected to %s at revision %lld, watching %zu "
@@ -941,7 +995,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
   src->watch_dirty = 1;
   zg_debug("registry", "etcd %s: %zu key(s) at revision %lld", e->e.path,
            e->n_kvs, (long long)e->rev);
-  zg_catalog_changed(&e->e);
+  entry_changed(e);
   pump(src);
 }
 
@@ -954,7 +1008,8 @@ static void range_start(etcd_source_t *src, etcd_entry_t *e) {
   json_t *o = NULL;
   char *text = NULL;
   if (k64 && e64)
-    o = json_pack("{s:s,s:s}", "key", k64, "range_end", e64);
+    o = json_pack("{s:s,s:s,s:b}", "key", k64, "range_end", e64, "keys_only",
+                  e->e.root);
   if (o && src->round_rev) {
     snprintf(body, sizeof(body), "%lld", (long long)src->round_rev);
     json_object_set_new(o, "revision", json_string(body));
@@ -1028,7 +1083,7 @@ static void watch_events(etcd_source_t *src, etcd_entry_t *e, json_t *events) {
     changed = 1;
   }
   if (changed)
-    zg_catalog_changed(&e->e);
+    entry_changed(e);
 }
 
 /* One message of the stream. */
@@ -1217,18 +1272,19 @@ static void on_tick(uv_timer_t *t) {
 
 static void entry_free(etcd_entry_t *e) {
   entry_forget(e);
+  children_free(e);
   free(e->kvs);
   zg_catalog_entry_clear(&e->e);
   free(e);
 }
 
-static int etcd_watch(zg_source_t *base, const char *prefix,
-                      const char *endpoint_name, void *ctx) {
-  etcd_source_t *src = (etcd_source_t *)base;
+static int add_entry(etcd_source_t *src, const char *prefix,
+                     const char *endpoint_name, void *ctx, int root) {
   etcd_entry_t *e = calloc(1, sizeof(*e));
   if (!e)
     return UV_ENOMEM;
-  if (zg_catalog_entry_init(&src->cat, &e->e, prefix, endpoint_name, 0) != 0) {
+  if (zg_catalog_entry_init(&src->cat, &e->e, prefix, endpoint_name, root) !=
+      0) {
     free(e);
     return UV_ENOMEM;
   }
@@ -1243,13 +1299,15 @@ static int etcd_watch(zg_source_t *base, const char *prefix,
   return 0;
 }
 
-/* Discovery roots are not read from etcd in this version (the
- * configuration takes none). */
+static int etcd_watch(zg_source_t *base, const char *prefix,
+                      const char *endpoint_name, void *ctx) {
+  return add_entry((etcd_source_t *)base, prefix, endpoint_name, ctx, 0);
+}
+
+/* A discovery root: its keys are read (keys only) and watched as a
+ * service's are, and its children reported by name. */
 static int etcd_watch_root(zg_source_t *base, const char *root, void *ctx) {
-  (void)base;
-  (void)root;
-  (void)ctx;
-  return UV_ENOTSUP;
+  return add_entry((etcd_source_t *)base, root, NULL, ctx, 1);
 }
 
 static void etcd_retarget(zg_source_t *base, void *old_ctx, void *new_ctx) {
@@ -1387,7 +1445,8 @@ static int tls_setup(etcd_source_t *src, const zg_etcd_conf_t *ec) {
 }
 
 int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
-                       zg_source_publish_cb cb, void *cb_arg,
+                       zg_source_publish_cb cb,
+                       zg_source_children_cb children_cb, void *cb_arg,
                        zg_source_t **out) {
   const zg_etcd_conf_t *ec = &cfg->etcd;
   etcd_source_t *src;
@@ -1400,8 +1459,8 @@ int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
   src->base.ops = &etcd_ops;
   src->loop = loop;
   src->dial_timeout_ms = ec->dial_timeout_ms ? ec->dial_timeout_ms : 2000;
-  zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb, NULL,
-                  cb_arg, entry_instances);
+  zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb,
+                  children_cb, cb_arg, entry_instances);
   zg_ratelimit_init(&src->error_rl, 10000, 5);
   if (endpoints_parse(src, ec->endpoints) != 0 ||
       (ec->username && (!(src->username = strdup(ec->username)) ||

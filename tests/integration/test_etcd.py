@@ -425,3 +425,24 @@ def test_tls_to_etcd(tmp_path, gateway, backends):
         assert reach(port2) is None
     finally:
         cluster.close()
+
+
+def test_discover_etcd_root(etcd, gateway, http_backends):
+    """[discover:NAME] etcd_root: every NAME with keys under ROOT/NAME/ is an HTTP service
+    routed by /NAME/, its instances the keys under ROOT/NAME/; services appear and vanish with
+    their keys, and a key right under the root names none."""
+    from test_discover import routed
+    users, orders = http_backends("users", "orders")
+    etcd.put("/d/users/i1", users.addr)
+    etcd.put("/d/stray", "not a service")
+    port = free_port()
+    gw = gateway(etcd_ini(etcd.endpoints, {}) +
+                 f"\n[discover:all]\netcd_root = /d\nlisten = 127.0.0.1:{port}\n"
+                 "protocol = http\n", listen=port)
+    assert wait_until(lambda: routed(port, "/users/a") == ("users", "/a"), 5), gw.log_text()
+    assert routed(port, "/stray/") == (404, None)
+    etcd.put("/d/orders/i1", orders.addr)
+    assert wait_until(lambda: routed(port, "/orders/x") == ("orders", "/x"), 5), gw.log_text()
+    etcd.delete("/d/users/i1")
+    assert wait_until(lambda: routed(port, "/users/a")[0] == 404, 5), gw.log_text()
+    assert routed(port, "/orders/x") == ("orders", "/x")

@@ -1868,6 +1868,36 @@ static void test_etcd_defaults(void **state) {
   zg_config_free(cfg);
 }
 
+/* [discover:NAME] etcd_root: kept with a '/' at its end; it needs [etcd]
+ * and not [zookeeper]; never with zk_root. */
+static void test_discover_etcd_root(void **state) {
+  static const char text[] = "[etcd]\n"
+                             "endpoints = http://127.0.0.1:2379\n"
+                             "[discover:all]\n"
+                             "etcd_root = /services\n"
+                             "listen = 127.0.0.1:8080\n";
+  zg_config_t *cfg = load_ok(text);
+  (void)state;
+  assert_string_equal(cfg->discovers[0].etcd_root, "/services/");
+  assert_null(cfg->discovers[0].zk_root);
+  assert_string_equal(zg_discover_conf_root(&cfg->discovers[0]), "/services/");
+  assert_non_null(cfg->etcd.endpoints);
+  assert_null(cfg->zk.hosts);
+  zg_config_free(cfg);
+  expect_one_error("[discover:all]\netcd_root = /s/ ; here\n"
+                   "listen = 127.0.0.1:8080\n",
+                   "; here");
+  expect_one_error(
+      "[zookeeper]\nhosts = h:2181\n[etcd]\nendpoints = http://h:1\n"
+      "[discover:all]\nzk_root = /s\netcd_root = /s/ ; here\n"
+      "listen = 127.0.0.1:8080\n",
+      "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:1\n"
+                   "[discover:all]\netcd_root = /a b/ ; here\n"
+                   "listen = 127.0.0.1:8080\n",
+                   "; here");
+}
+
 static void test_etcd_errors(void **state) {
   (void)state;
   /* both sources in one service */
@@ -1929,6 +1959,7 @@ int main(void) {
       cmocka_unit_test(test_etcd),
       cmocka_unit_test(test_etcd_defaults),
       cmocka_unit_test(test_etcd_errors),
+      cmocka_unit_test(test_discover_etcd_root),
       cmocka_unit_test(test_tls_passthrough),
       cmocka_unit_test(test_tls_passthrough_errors),
       cmocka_unit_test(test_bad_sni),
