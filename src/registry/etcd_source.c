@@ -282,6 +282,9 @@ static const endpoint_t *endpoint(const etcd_source_t *src) {
 static void call_unref(etcd_call_t *c) {
   if (--c->refs > 0)
     return;
+  /* The request holds the token (and authenticate's, the password). */
+  for (volatile char *r = c->req; r && r < c->req + c->req_len; r++)
+    *r = 0;
   free(c->req);
   free(c->body);
   free(c);
@@ -434,9 +437,10 @@ static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
 
 static void on_call_connect(uv_connect_t *req, int status) {
   etcd_call_t *c = req->data;
-  const endpoint_t *ep = endpoint(c->src);
+  const endpoint_t *ep;
   if (c->finished)
-    return;
+    return; /* aborted: the source may be gone */
+  ep = endpoint(c->src);
   if (status < 0) {
     call_finish(c, status);
     return;
@@ -479,6 +483,24 @@ static void on_call_resolved(uv_getaddrinfo_t *g, int status,
   call_unref(c); /* the lookup's */
 }
 
+/* The request's head into buf (as snprintf: its length). The token rides
+ * in Authorization, bare; the watch asks for a leader (docs/platform.md,
+ * etcd). */
+static int request_head(char *buf, size_t len, const etcd_source_t *src,
+                        const endpoint_t *ep, call_kind_t kind,
+                        const char *path, size_t body_len) {
+  int v6 = strchr(ep->host, ':') != NULL;
+  return snprintf(buf, len,
+                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
+                  "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "%s%s%s%s\r\n",
+                  path, v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port,
+                  body_len, src->token ? "Authorization: " : "",
+                  src->token ? src->token : "", src->token ? "\r\n" : "",
+                  kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n"
+                                     : "");
+}
+
 /* A call of `kind` to the endpoint in use: POST `path` with `json` (NULL:
  * no body), with the token when there is one. The dial timeout runs until
  * the request is on its way. NULL when out of memory (logged). */
@@ -496,25 +518,12 @@ static etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
   c->kind = kind;
   c->done = done;
   c->timeout_ms = CALL_TIMEOUT_MS;
-  n = snprintf(NULL, 0,
-               "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
-               "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-               "%s%s%s%s\r\n",
-               path, ep->host, ep->port, jlen,
-               src->token ? "Authorization: " : "",
-               src->token ? src->token : "", src->token ? "\r\n" : "",
-               kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  n = request_head(NULL, 0, src, ep, kind, path, jlen);
   if (!(c->req = malloc((size_t)n + jlen + 1))) {
     free(c);
     return NULL;
   }
-  snprintf(c->req, (size_t)n + 1,
-           "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
-           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-           "%s%s%s%s\r\n",
-           path, ep->host, ep->port, jlen, src->token ? "Authorization: " : "",
-           src->token ? src->token : "", src->token ? "\r\n" : "",
-           kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  request_head(c->req, (size_t)n + 1, src, ep, kind, path, jlen);
   if (json)
     memcpy(c->req + n, json, jlen);
   c->req_len = (size_t)n + jlen;
