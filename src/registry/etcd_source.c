@@ -111,6 +111,7 @@ struct etcd_call {
   uint64_t timeout_ms; /* for the response, once the request is sent */
   int refs;            /* the lookup, the socket and the timer while open */
   int tcp_open;        /* the socket was initialised */
+  int malformed;       /* the answer was not HTTP llhttp could read */
   int finished;        /* `done` was called (or never will be) */
   char read_buf[16384];
 };
@@ -399,8 +400,10 @@ static void on_call_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-  if (err != HPE_OK && err != HPE_PAUSED)
+  if (err != HPE_OK && err != HPE_PAUSED && !c->finished) {
+    c->malformed = 1;
     call_finish(c, UV_EPROTO);
+  }
 }
 
 static void on_call_written(uv_write_t *w, int status) {
@@ -835,6 +838,10 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
     char msg[128];
     error_message(c->body, c->body_len, msg, sizeof(msg));
     snprintf(why, sizeof(why), "HTTP %d: %s", c->status, msg);
+  } else if (rc == UV_EPROTO && c->malformed) {
+    const char *reason = llhttp_get_error_reason(&c->parser);
+    snprintf(why, sizeof(why), "a malformed HTTP answer (%s)",
+             reason ? reason : "?");
   } else if (rc == UV_EPROTO && c->tls) {
     const char *e = zg_tls_conn_error(c->tls);
     /* TLS 1.3: a refused client certificate is an alert after the

@@ -446,3 +446,42 @@ def test_discover_etcd_root(etcd, gateway, http_backends):
     etcd.delete("/d/users/i1")
     assert wait_until(lambda: routed(port, "/users/a")[0] == 404, 5), gw.log_text()
     assert routed(port, "/orders/x") == ("orders", "/x")
+
+
+def test_bad_endpoints_are_skipped(etcd, gateway, backends):
+    """Endpoints that answer something else than etcd (a server that is not HTTP, an HTTP
+    server with a body that is not etcd's JSON) are errors in the log and the next endpoint is
+    tried; nothing crashes, and the real etcd after them is used."""
+    import http.server
+    a = backends("a")
+    etcd.put("/bad/web/a", a.addr)
+    junk = Backend("not-http")  # answers "not-http\n" and echoes: no HTTP at all
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"header": {"revision": "x"}, "kvs": [{"key": 7}]} \xff{'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    liar = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=liar.serve_forever, daemon=True).start()
+    port = free_port()
+    try:
+        endpoints = (f"http://127.0.0.1:{junk.port},http://127.0.0.1:{liar.server_port},"
+                     f"{etcd.endpoints}")
+        gw = gateway(etcd_ini(endpoints, {"web": {"etcd_prefix": "/bad/web/",
+                                                  "listen": f"127.0.0.1:{port}"}}),
+                     listen=port)
+        assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}, gw.log_text()
+        log = gw.log_text()
+        assert "a malformed HTTP answer" in log, log
+        assert "a range answer that cannot be read" in log, log
+    finally:
+        liar.shutdown()
+        junk.close()
