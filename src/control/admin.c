@@ -719,7 +719,8 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
     }
     if (!gw->discovers[i]->listed) {
       snprintf(buf, len, "discover %s: %s not listed yet",
-               gw->discovers[i]->conf->name, gw->discovers[i]->conf->zk_root);
+               gw->discovers[i]->conf->name,
+               zg_discover_conf_root(gw->discovers[i]->conf));
       return buf;
     }
   }

@@ -338,6 +338,12 @@ static zg_source_t *source_of(const zg_gateway_t *gw,
   return sc->zk_path ? gw->registry : NULL;
 }
 
+/* The registry a discover section lists. */
+static zg_source_t *discover_source(const zg_gateway_t *gw,
+                                    const zg_discover_conf_t *dc) {
+  return dc->etcd_root ? gw->etcd : gw->registry;
+}
+
 /* Two services read the same registry path (same source, same path, same
  * endpoint): a watch and its pool can pass from one to the other. */
 static int same_registry_path(const zg_service_conf_t *a,
@@ -541,21 +547,24 @@ static int discoverable(const char *name) {
 static zg_service_conf_t *discovered_conf(const zg_discover_conf_t *d,
                                           const char *name) {
   zg_service_conf_t *c = calloc(1, sizeof(*c));
-  size_t rlen = strlen(d->zk_root), nlen = strlen(name);
+  const char *root = zg_discover_conf_root(d);
+  size_t rlen = strlen(root), nlen = strlen(name);
   int ok;
   if (!c)
     return NULL;
-  if (rlen == 1) /* "/" */
+  if (rlen == 1 && d->zk_root) /* "/" */
     rlen = 0;
   c->name = strdup(name);
-  c->zk_path = malloc(rlen + nlen + 2);
   c->path_prefix = malloc(nlen + 3);
-  ok = c->name && c->zk_path && c->path_prefix;
-  if (ok) {
-    snprintf(c->zk_path, rlen + nlen + 2, "%.*s/%s", (int)rlen, d->zk_root,
-             name);
-    snprintf(c->path_prefix, nlen + 3, "/%s/", name);
+  if (d->etcd_root) { /* ROOT/NAME/: the root ends with '/' */
+    if ((c->etcd_prefix = malloc(rlen + nlen + 2)) != NULL)
+      snprintf(c->etcd_prefix, rlen + nlen + 2, "%s%s/", root, name);
+  } else if ((c->zk_path = malloc(rlen + nlen + 2)) != NULL) {
+    snprintf(c->zk_path, rlen + nlen + 2, "%.*s/%s", (int)rlen, root, name);
   }
+  ok = c->name && zg_service_conf_path(c) && c->path_prefix;
+  if (ok)
+    snprintf(c->path_prefix, nlen + 3, "/%s/", name);
   if (ok && d->domain) {
     size_t hlen = nlen + strlen(d->domain) + 2;
     if ((c->host = malloc(hlen)) != NULL) {
@@ -583,13 +592,16 @@ static zg_service_conf_t *discovered_conf(const zg_discover_conf_t *d,
   return c;
 }
 
-/* The service that keeps `name` or `zk_path` from being discovered. */
-static zg_service_t *service_claiming(zg_gateway_t *gw, const char *name,
-                                      const char *zk_path) {
+/* The service that keeps `c` (a discovered service) from being there: one
+ * of its name, or a configured one reading its path in the same registry. */
+static zg_service_t *service_claiming(zg_gateway_t *gw,
+                                      const zg_service_conf_t *c) {
   for (size_t i = 0; i < gw->n_services; i++) {
     zg_service_t *o = gw->services[i];
-    if (!strcmp(o->conf->name, name) || (!o->discover && o->conf->zk_path &&
-                                         !strcmp(o->conf->zk_path, zk_path)))
+    const char *op = zg_service_conf_path(o->conf);
+    if (!strcmp(o->conf->name, c->name) ||
+        (!o->discover && op && !o->conf->etcd_prefix == !c->etcd_prefix &&
+         !strcmp(op, zg_service_conf_path(c))))
       return o;
   }
   return NULL;
@@ -600,11 +612,12 @@ static void discovered_add(zg_discover_t *d, const char *name) {
   const zg_discover_conf_t *dc = d->conf;
   zg_service_conf_t *c;
   zg_service_t *svc, *other;
+  zg_source_t *src;
   if (!discoverable(name)) {
     zg_warn("gateway",
             "discover %s: %s/%s is not a service name usable in a path and a "
             "host ([A-Za-z0-9_.-], up to 63 characters): skipped",
-            dc->name, dc->zk_root, name);
+            dc->name, zg_discover_conf_root(dc), name);
     return;
   }
   if (!(c = discovered_conf(dc, name))) {
@@ -612,11 +625,11 @@ static void discovered_add(zg_discover_t *d, const char *name) {
              dc->name, name);
     return;
   }
-  if ((other = service_claiming(gw, name, c->zk_path)) != NULL) {
+  if ((other = service_claiming(gw, c)) != NULL) {
     zg_info("gateway",
             "discover %s: %s is served by %s service %s: the %s wins", dc->name,
-            c->zk_path, other->discover ? "discovered" : "configured",
-            other->conf->name,
+            zg_service_conf_path(c),
+            other->discover ? "discovered" : "configured", other->conf->name,
             other->discover ? "first discover section" : "[service:] section");
     zg_service_conf_clear(c);
     free(c);
@@ -630,10 +643,11 @@ static void discovered_add(zg_discover_t *d, const char *name) {
     return;
   }
   svc->discover = d;
-  if (gw->registry &&
-      zg_source_watch(gw->registry, c->zk_path, c->endpoint, svc) != 0) {
+  src = source_of(gw, c);
+  if (src &&
+      zg_source_watch(src, zg_service_conf_path(c), c->endpoint, svc) != 0) {
     zg_error("gateway", "discover %s: out of memory watching %s", dc->name,
-             c->zk_path);
+             zg_service_conf_path(c));
     gw->n_services--;
     zg_service_unref(svc);
     return;
@@ -642,7 +656,8 @@ static void discovered_add(zg_discover_t *d, const char *name) {
           "discover %s: service %s added: http on %s, path prefix %s "
           "(stripped)%s%s, instances from %s",
           dc->name, name, c->listen.text, c->path_prefix,
-          c->host ? ", host " : "", c->host ? c->host : "", c->zk_path);
+          c->host ? ", host " : "", c->host ? c->host : "",
+          zg_service_conf_path(c));
 }
 
 /* The control loop stops watching svc's path for it: the registry and
@@ -687,7 +702,7 @@ static void discovered_remove(zg_discover_t *d, const char *name) {
     if (svc->discover != d || strcmp(svc->conf->name, name) != 0)
       continue;
     snprintf(why, sizeof(why), "discover %s: %s is gone", d->conf->name,
-             svc->conf->zk_path);
+             zg_service_conf_path(svc->conf));
     service_drop(gw, i, why);
     return;
   }
@@ -695,7 +710,7 @@ static void discovered_remove(zg_discover_t *d, const char *name) {
 
 /* The board key of a discover section's children: its name and root. */
 static void discover_key(const zg_discover_t *d, char *key, size_t len) {
-  snprintf(key, len, "%s\n%s", d->conf->name, d->conf->zk_root);
+  snprintf(key, len, "%s\n%s", d->conf->name, zg_discover_conf_root(d->conf));
 }
 
 /* `known` (sorted, owned from now on) are the root's children now. */
@@ -756,7 +771,7 @@ static int registry_make(zg_gateway_t *gw, const zg_config_t *cfg,
 /* The same for etcd ([etcd]; NULL when no service reads etcd). */
 static int etcd_make(zg_gateway_t *gw, const zg_config_t *cfg,
                      zg_source_t **out) {
-  return zg_etcd_source_new(gw->loop, cfg, on_pool, gw, out);
+  return zg_etcd_source_new(gw->loop, cfg, on_pool, on_children, gw, out);
 }
 
 /* Installs `src` (made from gw->cfg), watches every etcd service's prefix,
@@ -774,6 +789,11 @@ static int etcd_begin(zg_gateway_t *gw, zg_source_t *src) {
                               gw->services[i])) != 0)
       return rc;
   }
+  for (size_t i = 0; i < gw->n_discovers; i++)
+    if (gw->discovers[i] && gw->discovers[i]->conf->etcd_root &&
+        (rc = zg_source_watch_root(src, gw->discovers[i]->conf->etcd_root,
+                                   gw->discovers[i])))
+      return rc;
   return zg_source_start(src);
 }
 
@@ -790,7 +810,7 @@ static int registry_begin(zg_gateway_t *gw, zg_source_t *reg) {
                              gw->services[i]->conf->endpoint, gw->services[i])))
       return rc;
   for (size_t i = 0; i < gw->n_discovers; i++)
-    if (gw->discovers[i] &&
+    if (gw->discovers[i] && gw->discovers[i]->conf->zk_root &&
         (rc = zg_source_watch_root(
              gw->registry, gw->discovers[i]->conf->zk_root, gw->discovers[i])))
       return rc;
@@ -1223,8 +1243,9 @@ static void commit_discovers(zg_gateway_t *gw, reload_plan_t *p) {
     zg_discover_t *d = gw->discovers[k];
     if (!d)
       continue;
-    if (gw->registry)
-      zg_source_unwatch(gw->registry, d);
+    zg_source_t *src = discover_source(gw, d->conf);
+    if (src)
+      zg_source_unwatch(src, d);
     if (gw->board) {
       char key[1024];
       discover_key(d, key, sizeof(key));
@@ -1253,7 +1274,7 @@ static void commit_service_list(zg_gateway_t *gw, reload_plan_t *p) {
   p->n_new = 0;
   for (size_t i = 0; i < n_disc; i++) {
     zg_service_t *svc = disc[i];
-    if (service_claiming(gw, svc->conf->name, svc->conf->zk_path) ||
+    if (service_claiming(gw, svc->conf) ||
         list_push(&gw->services, &gw->n_services, &gw->cap_services, svc)) {
       service_unwatch(gw, svc);
       zg_info("gateway",
@@ -1285,8 +1306,9 @@ static void commit_tls(zg_gateway_t *gw, reload_plan_t *p) {
 static void commit_discovered(zg_gateway_t *gw, reload_plan_t *p) {
   for (size_t i = 0; i < gw->n_discovers; i++) {
     zg_discover_t *d = gw->discovers[i];
-    if (p->disc_fresh[i] && gw->registry &&
-        zg_source_watch_root(gw->registry, d->conf->zk_root, d) != 0)
+    zg_source_t *src = discover_source(gw, d->conf);
+    if (p->disc_fresh[i] && src &&
+        zg_source_watch_root(src, zg_discover_conf_root(d->conf), d) != 0)
       zg_error("gateway", "discover %s: out of memory", d->conf->name);
   }
   for (size_t i = 0; i < gw->n_discovers; i++) {

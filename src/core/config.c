@@ -62,7 +62,8 @@ typedef struct {
   zg_config_errors_t *errs;
   int *err_lines; /* line of each error, to report them in file order */
   int hosts_seen; /* [zookeeper] hosts given, valid or not */
-  int etcd_endpoints_seen;          /* [etcd] endpoints given, valid or not */
+  int etcd_endpoints_seen; /* [etcd] endpoints given, valid or not */
+  int etcd_ca_line, etcd_cert_line, etcd_key_line; /* 0: absent */
   const zg_config_checks_t *checks; /* NULL: no file is checked */
 } parse_t;
 
@@ -757,10 +758,13 @@ static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
     /* A secret: never echoed. */
     etcd_string_key(p, kv, &e->password);
   } else if (!strcmp(kv->key, "ca")) {
+    p->etcd_ca_line = kv->line;
     etcd_string_key(p, kv, &e->ca);
   } else if (!strcmp(kv->key, "cert")) {
+    p->etcd_cert_line = kv->line;
     etcd_string_key(p, kv, &e->cert);
   } else if (!strcmp(kv->key, "key")) {
+    p->etcd_key_line = kv->line;
     etcd_string_key(p, kv, &e->key);
   } else if (!strcmp(kv->key, "state_file")) {
     if (kv->value[0] != '/') {
@@ -774,6 +778,28 @@ static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   } else {
     add_error(p, kv->line, "unknown key '%s' in [etcd]", kv->key);
   }
+}
+
+/* The files [etcd] ca, cert and key name, loaded as TLS to instances
+ * loads its own (the same client context): errors at the key's line, named
+ * as the [etcd] key. */
+static void etcd_tls_check(parse_t *p, const zg_etcd_conf_t *e) {
+  zg_service_conf_t sc;
+  char err[512];
+  const char *key = "upstream_ca", *msg = err;
+  int line;
+  memset(&sc, 0, sizeof(sc));
+  sc.upstream_ca = e->ca;
+  sc.upstream_cert = e->cert;
+  sc.upstream_key = e->key;
+  if (p->checks->upstream(&sc, err, sizeof(err), &key) == 0)
+    return;
+  line = !strcmp(key, "upstream_cert")  ? p->etcd_cert_line
+         : !strcmp(key, "upstream_key") ? p->etcd_key_line
+                                        : p->etcd_ca_line;
+  if (!strncmp(msg, "upstream_", 9))
+    msg += 9; /* "ca: ...", as the key is called here */
+  add_error(p, line ? line : e->line, "%s", msg);
 }
 
 /* [etcd] as a whole: keys that go together. */
@@ -792,6 +818,8 @@ static void etcd_check(parse_t *p, zg_config_t *cfg) {
   if ((e->ca || e->cert) && e->endpoints && !strstr(e->endpoints, "https://"))
     add_error(p, e->line,
               "[etcd] ca, cert and key are for https:// endpoints only");
+  else if ((e->ca || (e->cert && e->key)) && p->checks && p->checks->upstream)
+    etcd_tls_check(p, e);
 }
 
 static void duration_key(parse_t *p, const raw_kv_t *kv, uint64_t *out,
@@ -1432,12 +1460,40 @@ typedef struct {
   zg_discover_conf_t *d;
   int listen_line;
   bool has_listen, listen_seen, root_seen;
+  int zk_root_line, etcd_root_line; /* 0: absent */
 } disc_state_t;
+
+/* etcd_root: a key prefix, kept with a '/' at its end (the services are
+ * the names between it and the next '/'). */
+static void etcd_root_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
+  const char *c = kv->value;
+  size_t n = strlen(kv->value);
+  while (*c && (unsigned char)*c > 0x20 && *c != 0x7f)
+    c++;
+  st->etcd_root_line = kv->line;
+  if (!n || *c) {
+    add_error(p, kv->line,
+              "etcd_root: expected a key prefix such as /services/ (no spaces "
+              "or control characters), got '%s'",
+              kv->value);
+    return;
+  }
+  if (!(st->d->etcd_root = malloc(n + 2))) {
+    p->oom = 1;
+    return;
+  }
+  snprintf(st->d->etcd_root, n + 2, "%s%s", kv->value,
+           kv->value[n - 1] == '/' ? "" : "/");
+}
 
 static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
   zg_discover_conf_t *d = st->d;
-  if (!strcmp(kv->key, "zk_root")) {
+  if (!strcmp(kv->key, "etcd_root")) {
     st->root_seen = true;
+    etcd_root_key(p, st, kv);
+  } else if (!strcmp(kv->key, "zk_root")) {
+    st->root_seen = true;
+    st->zk_root_line = kv->line;
     if (!valid_zk_path(kv->value)) {
       add_error(p, kv->line,
                 "zk_root: expected an absolute znode path such as /services, "
@@ -1486,7 +1542,8 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
     duration_key(p, kv, &d->response_timeout_ms, 1);
   } else {
     add_error(p, kv->line,
-              "unknown key '%s' in [discover:%s] (expected zk_root, listen, "
+              "unknown key '%s' in [discover:%s] (expected zk_root or "
+              "etcd_root, listen, "
               "protocol, domain, balance, endpoint, connect_timeout or "
               "response_timeout)",
               kv->key, d->name);
@@ -1799,12 +1856,24 @@ static void discover_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
   zg_discover_conf_t *d = &cfg->discovers[i];
   const disc_state_t *ds = &ss->dst[i];
   if (!ds->root_seen)
-    add_error(p, d->line, "[discover:%s] needs 'zk_root'", d->name);
+    add_error(p, d->line, "[discover:%s] needs 'zk_root' or 'etcd_root'",
+              d->name);
+  if (ds->zk_root_line && ds->etcd_root_line)
+    add_error(p, ds->etcd_root_line,
+              "[discover:%s] has both zk_root (line %d) and etcd_root: a "
+              "discover section reads one registry",
+              d->name, ds->zk_root_line);
   if (!ds->listen_seen)
     add_error(p, d->line, "[discover:%s] needs a 'listen' address", d->name);
-  if (!cfg->zk.hosts && !p->hosts_seen)
+  if (ds->etcd_root_line && !ds->zk_root_line) {
+    if (!cfg->etcd.endpoints && !p->etcd_endpoints_seen)
+      add_error(p, ds->etcd_root_line,
+                "etcd_root needs [etcd] endpoints to be set%s",
+                cfg->etcd.line ? "" : " (there is no [etcd] section)");
+  } else if (!cfg->zk.hosts && !p->hosts_seen) {
     add_error(p, d->line, "[discover:%s] needs [zookeeper] hosts to be set%s",
               d->name, ss->zk_line ? "" : " (there is no [zookeeper] section)");
+  }
   if (!d->connect_timeout_ms)
     d->connect_timeout_ms = cfg->proxy.connect_timeout_ms;
   if (!d->response_timeout_ms)
@@ -1858,7 +1927,7 @@ static void proxy_admin_check(parse_t *p, zg_config_t *cfg,
 
 static void interpret(parse_t *p, zg_config_t *cfg) {
   sections_t ss = {NULL, NULL, 0};
-  int uses_zk = cfg->n_discovers > 0, uses_etcd = 0;
+  int uses_zk = 0, uses_etcd = 0;
   read_sections(p, cfg, &ss);
   etcd_check(p, cfg);
   /* Checks over the whole file. */
@@ -1868,7 +1937,8 @@ static void interpret(parse_t *p, zg_config_t *cfg) {
     service_check(p, cfg, &ss, i);
   }
   for (size_t i = 0; i < cfg->n_discovers; i++) {
-    uses_zk = 1;
+    uses_zk |= cfg->discovers[i].etcd_root == NULL;
+    uses_etcd |= cfg->discovers[i].etcd_root != NULL;
     discover_check(p, cfg, &ss, i);
   }
   proxy_admin_check(p, cfg, &ss);
@@ -2166,6 +2236,7 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
 bool zg_discover_conf_equal(const zg_discover_conf_t *a,
                             const zg_discover_conf_t *b) {
   return same_str(a->name, b->name) && same_str(a->zk_root, b->zk_root) &&
+         same_str(a->etcd_root, b->etcd_root) &&
          !strcmp(a->listen.text, b->listen.text) &&
          same_sockaddr(&a->listen.ss, &b->listen.ss) &&
          same_str(a->domain, b->domain) && a->balance == b->balance &&
@@ -2202,6 +2273,7 @@ void zg_config_free(zg_config_t *cfg) {
     zg_discover_conf_t *d = &cfg->discovers[i];
     free(d->name);
     free(d->zk_root);
+    free(d->etcd_root);
     free(d->domain);
     free(d->endpoint);
   }

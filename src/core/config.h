@@ -85,6 +85,9 @@ typedef struct {
 typedef struct {
   char *name;
   char *zk_root;
+  char *etcd_root; /* instead of zk_root: the services are the names under
+                      this key prefix (it ends with '/'), each read from
+                      etcd_root/NAME/ */
   zg_listen_addr_t listen;
   char *domain; /* NULL: no host routes; lowercase */
   zg_balance_t balance;
@@ -117,6 +120,11 @@ bool zg_etcd_conf_equal(const zg_etcd_conf_t *a, const zg_etcd_conf_t *b);
  * (NULL: static instances only). */
 static inline const char *zg_service_conf_path(const zg_service_conf_t *sc) {
   return sc->zk_path ? sc->zk_path : sc->etcd_prefix;
+}
+
+/* The root a discover section lists: its zk_root or its etcd_root. */
+static inline const char *zg_discover_conf_root(const zg_discover_conf_t *d) {
+  return d->zk_root ? d->zk_root : d->etcd_root;
 }
 
 #define ZG_MAX_WORKERS 64

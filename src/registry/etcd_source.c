@@ -74,9 +74,14 @@ struct etcd_entry {
   zg_decode_opts_t opts;
   etcd_kv_t *kvs; /* sorted by key */
   size_t n_kvs, cap_kvs;
-  int64_t rev;   /* every change up to it is applied; 0: never read */
-  int need_read; /* a range read is due */
-  int compacted; /* the read is due because of a compaction */
+  int64_t rev;       /* every change up to it is applied; 0: never read */
+  int need_read;     /* a range read is due */
+  uint64_t retry_at; /* a refused read: not again before this uv_now */
+  int compacted;     /* the read is due because of a compaction */
+  /* A discovery root (e.root): its keys are kept undecoded, and the names
+   * between the root and the next '/' are its children, last reported: */
+  char **children;
+  size_t n_children;
 };
 
 typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
@@ -106,6 +111,7 @@ struct etcd_call {
   uint64_t timeout_ms; /* for the response, once the request is sent */
   int refs;            /* the lookup, the socket and the timer while open */
   int tcp_open;        /* the socket was initialised */
+  int malformed;       /* the answer was not HTTP llhttp could read */
   int finished;        /* `done` was called (or never will be) */
   char read_buf[16384];
 };
@@ -277,6 +283,9 @@ static const endpoint_t *endpoint(const etcd_source_t *src) {
 static void call_unref(etcd_call_t *c) {
   if (--c->refs > 0)
     return;
+  /* The request holds the token (and authenticate's, the password). */
+  for (volatile char *r = c->req; r && r < c->req + c->req_len; r++)
+    *r = 0;
   free(c->req);
   free(c->body);
   free(c);
@@ -391,8 +400,10 @@ static void on_call_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-  if (err != HPE_OK && err != HPE_PAUSED)
+  if (err != HPE_OK && err != HPE_PAUSED && !c->finished) {
+    c->malformed = 1;
     call_finish(c, UV_EPROTO);
+  }
 }
 
 static void on_call_written(uv_write_t *w, int status) {
@@ -421,9 +432,7 @@ static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
   etcd_call_t *c = arg;
   (void)t;
   if (status != 0) {
-    snprintf(c->src->error, sizeof(c->src->error), "TLS handshake with %s: %s",
-             endpoint(c->src)->text, zg_tls_conn_error(c->tls));
-    call_finish(c, UV_EPROTO);
+    call_finish(c, UV_EPROTO); /* call_failed says why */
     return;
   }
   call_send(c);
@@ -431,9 +440,10 @@ static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
 
 static void on_call_connect(uv_connect_t *req, int status) {
   etcd_call_t *c = req->data;
-  const endpoint_t *ep = endpoint(c->src);
+  const endpoint_t *ep;
   if (c->finished)
-    return;
+    return; /* aborted: the source may be gone */
+  ep = endpoint(c->src);
   if (status < 0) {
     call_finish(c, status);
     return;
@@ -476,6 +486,24 @@ static void on_call_resolved(uv_getaddrinfo_t *g, int status,
   call_unref(c); /* the lookup's */
 }
 
+/* The request's head into buf (as snprintf: its length). The token rides
+ * in Authorization, bare; the watch asks for a leader (docs/platform.md,
+ * etcd). */
+static int request_head(char *buf, size_t len, const etcd_source_t *src,
+                        const endpoint_t *ep, call_kind_t kind,
+                        const char *path, size_t body_len) {
+  int v6 = strchr(ep->host, ':') != NULL;
+  return snprintf(buf, len,
+                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
+                  "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "%s%s%s%s\r\n",
+                  path, v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port,
+                  body_len, src->token ? "Authorization: " : "",
+                  src->token ? src->token : "", src->token ? "\r\n" : "",
+                  kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n"
+                                     : "");
+}
+
 /* A call of `kind` to the endpoint in use: POST `path` with `json` (NULL:
  * no body), with the token when there is one. The dial timeout runs until
  * the request is on its way. NULL when out of memory (logged). */
@@ -493,25 +521,12 @@ static etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
   c->kind = kind;
   c->done = done;
   c->timeout_ms = CALL_TIMEOUT_MS;
-  n = snprintf(NULL, 0,
-               "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
-               "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-               "%s%s%s%s\r\n",
-               path, ep->host, ep->port, jlen,
-               src->token ? "Authorization: " : "",
-               src->token ? src->token : "", src->token ? "\r\n" : "",
-               kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  n = request_head(NULL, 0, src, ep, kind, path, jlen);
   if (!(c->req = malloc((size_t)n + jlen + 1))) {
     free(c);
     return NULL;
   }
-  snprintf(c->req, (size_t)n + 1,
-           "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
-           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-           "%s%s%s%s\r\n",
-           path, ep->host, ep->port, jlen, src->token ? "Authorization: " : "",
-           src->token ? src->token : "", src->token ? "\r\n" : "",
-           kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n" : "");
+  request_head(c->req, (size_t)n + 1, src, ep, kind, path, jlen);
   if (json)
     memcpy(c->req + n, json, jlen);
   c->req_len = (size_t)n + jlen;
@@ -648,7 +663,8 @@ static int entry_put(etcd_entry_t *e, const char *key, const char *value,
   }
   kv = &e->kvs[i];
   kv->present = 1;
-  kv_decode(e, kv, value, vlen, mod_rev);
+  if (!e->e.root) /* a root's keys only name its children */
+    kv_decode(e, kv, value, vlen, mod_rev);
   return 0;
 }
 
@@ -660,6 +676,55 @@ static void entry_delete(etcd_entry_t *e, const char *key) {
   kv_clear(&e->kvs[i]);
   memmove(&e->kvs[i], &e->kvs[i + 1], (e->n_kvs - i - 1) * sizeof(*e->kvs));
   e->n_kvs--;
+}
+
+static void children_free(etcd_entry_t *e) {
+  for (size_t i = 0; i < e->n_children; i++)
+    free(e->children[i]);
+  free(e->children);
+  e->children = NULL;
+  e->n_children = 0;
+}
+
+/* A root's children now: for each key ROOT/NAME/..., NAME once, in key
+ * order (sorted). A key right under the root (no '/' after the name)
+ * names no service. Reported when they changed, or at the first read. */
+static void root_report(etcd_entry_t *e) {
+  size_t rlen = strlen(e->e.path), n = 0;
+  char **names = calloc(e->n_kvs ? e->n_kvs : 1, sizeof(*names));
+  int same;
+  if (!names)
+    return; /* the next change tries again */
+  for (size_t i = 0; i < e->n_kvs; i++) {
+    const char *name = e->kvs[i].key + rlen, *slash = strchr(name, '/');
+    if (!slash || slash == name ||
+        (n && strlen(names[n - 1]) == (size_t)(slash - name) &&
+         !strncmp(names[n - 1], name, (size_t)(slash - name))))
+      continue;
+    if (!(names[n] = strndup(name, (size_t)(slash - name)))) {
+      while (n > 0)
+        free(names[--n]);
+      free(names);
+      return;
+    }
+    n++;
+  }
+  same = e->e.synced && n == e->n_children;
+  for (size_t i = 0; same && i < n; i++)
+    same = !strcmp(names[i], e->children[i]);
+  children_free(e);
+  e->children = names;
+  e->n_children = n;
+  if (!same)
+    zg_catalog_children(&e->e, (const char *const *)names, n);
+}
+
+/* An entry's instances (or, for a root, its children) changed. */
+static void entry_changed(etcd_entry_t *e) {
+  if (e->e.root)
+    root_report(e);
+  else
+    zg_catalog_changed(&e->e);
 }
 
 /* A key-value of the gateway's JSON ({"key": b64, "value": b64,
@@ -681,7 +746,7 @@ static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
   if (del) {
     entry_delete(e, key);
   } else {
-    if (json_is_string(jv) &&
+    if (!e->e.root && json_is_string(jv) &&
         !(value =
               b64_decode(json_string_value(jv), json_string_length(jv), &vlen)))
       rc = -1;
@@ -724,7 +789,7 @@ static void set_connected(etcd_source_t *src) {
    * window, which lets the stream's catch-up land first), so that one
    * emptied past max_stale serves again even if nothing changed. */
   for (size_t i = 0; i < src->cat.n_entries; i++)
-    if (entry_at(src, i)->e.synced)
+    if (entry_at(src, i)->e.synced && !entry_at(src, i)->e.root)
       zg_catalog_changed(&entry_at(src, i)->e);
   zg_info("registry",
           "etcd: connected to %s at revision %lld, watching %zu "
@@ -773,6 +838,19 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
     char msg[128];
     error_message(c->body, c->body_len, msg, sizeof(msg));
     snprintf(why, sizeof(why), "HTTP %d: %s", c->status, msg);
+  } else if (rc == UV_EPROTO && c->malformed) {
+    const char *reason = llhttp_get_error_reason(&c->parser);
+    snprintf(why, sizeof(why), "a malformed HTTP answer (%s)",
+             reason ? reason : "?");
+  } else if (rc == UV_EPROTO && c->tls) {
+    const char *e = zg_tls_conn_error(c->tls);
+    /* TLS 1.3: a refused client certificate is an alert after the
+     * client's side of the handshake is done. */
+    snprintf(why, sizeof(why), "TLS: %s",
+             e[0] ? e
+                  : "the server ended the connection after the handshake "
+                    "(does it want a client certificate: [etcd] cert and "
+                    "key?)");
   } else {
     snprintf(why, sizeof(why), "%s", zg_strerror(rc));
   }
@@ -780,9 +858,11 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
 }
 
 /* A 4xx answer that another endpoint would give too: the token expired
- * (authenticate again), or a refusal (logged; tried again later). 1 when
- * handled so, 0 when it is a failure of the endpoint. */
-static int refused(etcd_source_t *src, etcd_call_t *c, const char *what) {
+ * (authenticate again), or a refusal (logged; tried again later: the
+ * prefix `e` alone, or every call when `e` is NULL). 1 when handled so, 0
+ * when it is a failure of the endpoint. */
+static int refused(etcd_source_t *src, etcd_call_t *c, etcd_entry_t *e,
+                   const char *what) {
   char msg[128];
   uint64_t now = uv_now(src->loop), dropped;
   if (c->status < 400 || c->status >= 500)
@@ -793,9 +873,12 @@ static int refused(etcd_source_t *src, etcd_call_t *c, const char *what) {
     src->token = NULL;
     return 1;
   }
-  snprintf(src->error, sizeof(src->error), "%s refused by %s: %s", what,
-           endpoint(src)->text, msg);
-  src->retry_at = now + AUTH_RETRY_MS;
+  snprintf(src->error, sizeof(src->error), "%s%s%s refused by %s: %s", what,
+           e ? " " : "", e ? e->e.path : "", endpoint(src)->text, msg);
+  if (e)
+    e->retry_at = now + AUTH_RETRY_MS;
+  else
+    src->retry_at = now + AUTH_RETRY_MS;
   if (zg_ratelimit_allow(&src->error_rl, now, &dropped))
     zg_error("registry", "etcd: %s", src->error);
   return 1;
@@ -899,7 +982,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
     if (src->round_rev && strstr(msg, "compacted"))
       src->round_rev = 0; /* the pinned revision is gone: read the latest */
     else
-      refused(src, c, "reading");
+      refused(src, c, e, "reading");
     pump(src);
     return;
   }
@@ -928,7 +1011,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
   src->watch_dirty = 1;
   zg_debug("registry", "etcd %s: %zu key(s) at revision %lld", e->e.path,
            e->n_kvs, (long long)e->rev);
-  zg_catalog_changed(&e->e);
+  entry_changed(e);
   pump(src);
 }
 
@@ -941,7 +1024,8 @@ static void range_start(etcd_source_t *src, etcd_entry_t *e) {
   json_t *o = NULL;
   char *text = NULL;
   if (k64 && e64)
-    o = json_pack("{s:s,s:s}", "key", k64, "range_end", e64);
+    o = json_pack("{s:s,s:s,s:b}", "key", k64, "range_end", e64, "keys_only",
+                  e->e.root);
   if (o && src->round_rev) {
     snprintf(body, sizeof(body), "%lld", (long long)src->round_rev);
     json_object_set_new(o, "revision", json_string(body));
@@ -969,6 +1053,7 @@ static etcd_entry_t *watched(const etcd_source_t *src, int64_t id) {
 static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
   int64_t compact = json_int64(json_object_get(res, "compact_revision"));
   json_t *reason = json_object_get(res, "cancel_reason");
+  uint64_t dropped;
   src->watch_dirty = 1;
   if (compact > 0) {
     zg_info("registry",
@@ -982,8 +1067,13 @@ static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
   snprintf(src->error, sizeof(src->error), "watch of %s canceled: %s",
            e->e.path,
            json_is_string(reason) ? json_string_value(reason) : "no reason");
-  zg_warn("registry", "etcd: %s", src->error);
-  src->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
+  if (zg_ratelimit_allow(&src->error_rl, uv_now(src->loop), &dropped))
+    zg_warn("registry", "etcd: %s; reading it again in %d s", src->error,
+            AUTH_RETRY_MS / 1000);
+  /* Read again (and watched after that), the other prefixes meanwhile
+   * watched without it. */
+  e->need_read = 1;
+  e->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
 }
 
 /* Events in order; those at or below the prefix's revision are applied
@@ -1009,7 +1099,7 @@ static void watch_events(etcd_source_t *src, etcd_entry_t *e, json_t *events) {
     changed = 1;
   }
   if (changed)
-    zg_catalog_changed(&e->e);
+    entry_changed(e);
 }
 
 /* One message of the stream. */
@@ -1054,7 +1144,7 @@ static void on_watch_done(etcd_call_t *c, int rc) {
   src->watch = NULL;
   src->stream_up = 0;
   if (c->status && c->status != 200 && c->status < 500) {
-    refused(src, c, "watching");
+    refused(src, c, NULL, "watching");
     pump(src);
     return;
   }
@@ -1073,6 +1163,10 @@ static char *watch_body(etcd_source_t *src) {
     char *end = prefix_end(e->e.path, &elen), *k64, *e64, *line, *no;
     char start[32];
     json_t *o;
+    if (e->need_read) { /* not read yet (refused): not watched yet */
+      free(end);
+      continue;
+    }
     if (!end)
       goto fail;
     k64 = b64_encode(e->e.path, strlen(e->e.path));
@@ -1136,7 +1230,7 @@ static void on_probe_done(etcd_call_t *c, int rc) {
     return;
   }
   if (c->status != 200)
-    refused(src, c, "checking");
+    refused(src, c, NULL, "checking");
   pump(src);
 }
 
@@ -1164,7 +1258,8 @@ static void pump(etcd_source_t *src) {
     return;
   }
   for (size_t i = 0; i < src->cat.n_entries; i++)
-    if (entry_at(src, i)->need_read) {
+    if (entry_at(src, i)->need_read &&
+        uv_now(src->loop) >= entry_at(src, i)->retry_at) {
       range_start(src, entry_at(src, i));
       return;
     }
@@ -1193,18 +1288,19 @@ static void on_tick(uv_timer_t *t) {
 
 static void entry_free(etcd_entry_t *e) {
   entry_forget(e);
+  children_free(e);
   free(e->kvs);
   zg_catalog_entry_clear(&e->e);
   free(e);
 }
 
-static int etcd_watch(zg_source_t *base, const char *prefix,
-                      const char *endpoint_name, void *ctx) {
-  etcd_source_t *src = (etcd_source_t *)base;
+static int add_entry(etcd_source_t *src, const char *prefix,
+                     const char *endpoint_name, void *ctx, int root) {
   etcd_entry_t *e = calloc(1, sizeof(*e));
   if (!e)
     return UV_ENOMEM;
-  if (zg_catalog_entry_init(&src->cat, &e->e, prefix, endpoint_name, 0) != 0) {
+  if (zg_catalog_entry_init(&src->cat, &e->e, prefix, endpoint_name, root) !=
+      0) {
     free(e);
     return UV_ENOMEM;
   }
@@ -1219,13 +1315,15 @@ static int etcd_watch(zg_source_t *base, const char *prefix,
   return 0;
 }
 
-/* Discovery roots are not read from etcd in this version (the
- * configuration takes none). */
+static int etcd_watch(zg_source_t *base, const char *prefix,
+                      const char *endpoint_name, void *ctx) {
+  return add_entry((etcd_source_t *)base, prefix, endpoint_name, ctx, 0);
+}
+
+/* A discovery root: its keys are read (keys only) and watched as a
+ * service's are, and its children reported by name. */
 static int etcd_watch_root(zg_source_t *base, const char *root, void *ctx) {
-  (void)base;
-  (void)root;
-  (void)ctx;
-  return UV_ENOTSUP;
+  return add_entry((etcd_source_t *)base, root, NULL, ctx, 1);
 }
 
 static void etcd_retarget(zg_source_t *base, void *old_ctx, void *new_ctx) {
@@ -1250,6 +1348,7 @@ static void etcd_unwatch(zg_source_t *base, void *ctx) {
     for (size_t k = 0; k < src->n_stream; k++)
       if (src->stream[k] == e)
         src->stream[k] = NULL; /* its events are dropped */
+    src->watch_dirty = 1;      /* and the stream restarts without it */
     zg_catalog_remove(&src->cat, &e->e);
     entry_free(e);
     pump(src);
@@ -1362,7 +1461,8 @@ static int tls_setup(etcd_source_t *src, const zg_etcd_conf_t *ec) {
 }
 
 int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
-                       zg_source_publish_cb cb, void *cb_arg,
+                       zg_source_publish_cb cb,
+                       zg_source_children_cb children_cb, void *cb_arg,
                        zg_source_t **out) {
   const zg_etcd_conf_t *ec = &cfg->etcd;
   etcd_source_t *src;
@@ -1375,8 +1475,8 @@ int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
   src->base.ops = &etcd_ops;
   src->loop = loop;
   src->dial_timeout_ms = ec->dial_timeout_ms ? ec->dial_timeout_ms : 2000;
-  zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb, NULL,
-                  cb_arg, entry_instances);
+  zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb,
+                  children_cb, cb_arg, entry_instances);
   zg_ratelimit_init(&src->error_rl, 10000, 5);
   if (endpoints_parse(src, ec->endpoints) != 0 ||
       (ec->username && (!(src->username = strdup(ec->username)) ||

@@ -16,11 +16,13 @@
 
 /* The source for `cfg`'s [etcd] (endpoints, dial timeout, credentials,
  * TLS, state file, max_stale; the coalesce window is [zookeeper]'s), not
- * started, in *out; *out is NULL when no service reads etcd. Pools come to
- * `cb` with `cb_arg`. Returns 0, UV_ENOMEM, or ZG_ECONFIG when the TLS
- * files cannot be loaded (logged). */
+ * started, in *out; *out is NULL when no section reads etcd. Pools come to
+ * `cb`, a discovery root's children (the names under an etcd_root) to
+ * `children_cb`, both with `cb_arg`. Returns 0, UV_ENOMEM, or ZG_ECONFIG
+ * when the TLS files cannot be loaded (logged). */
 int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
-                       zg_source_publish_cb cb, void *cb_arg,
+                       zg_source_publish_cb cb,
+                       zg_source_children_cb children_cb, void *cb_arg,
                        zg_source_t **out);
 
 #endif

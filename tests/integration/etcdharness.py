@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -24,7 +25,8 @@ def b64(s):
 
 
 class EtcdMember:
-    def __init__(self, tmpdir, name, client_port=None, peer_port=None):
+    def __init__(self, tmpdir, name, client_port=None, peer_port=None, tls=None):
+        self.tls = tls  # (cert, key, ca): https with client certificates from that CA
         self.name = name
         self.dir = os.path.join(str(tmpdir), f"etcd-{name}")
         self.client_port = client_port or free_port()
@@ -34,7 +36,15 @@ class EtcdMember:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    def ssl_context(self):
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls[2])
+        ctx.load_cert_chain(self.tls[0], self.tls[1])
+        return ctx
 
     @property
     def peer_url(self):
@@ -50,7 +60,9 @@ class EtcdMember:
              "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
              "--initial-cluster-token", "zkgate-test",
              "--heartbeat-interval", "50", "--election-timeout", "500",
-             "--logger", "zap", "--log-level", "warn"],
+             "--logger", "zap", "--log-level", "warn",
+             *(["--cert-file", self.tls[0], "--key-file", self.tls[1], "--client-cert-auth",
+                "--trusted-ca-file", self.tls[2]] if self.tls else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -74,7 +86,8 @@ class EtcdMember:
 
     def healthy(self):
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=1,
+                                        context=self.ssl_context()) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -83,8 +96,8 @@ class EtcdMember:
 class EtcdCluster:
     """n members (1 or 3). `endpoints` is the [etcd] endpoints value for all of them."""
 
-    def __init__(self, tmpdir, n=1):
-        self.members = [EtcdMember(tmpdir, f"m{i}") for i in range(n)]
+    def __init__(self, tmpdir, n=1, tls=None):
+        self.members = [EtcdMember(tmpdir, f"m{i}", tls=tls) for i in range(n)]
         self.token = None  # set by enable_auth for the client calls below
 
     @property
@@ -129,7 +142,8 @@ class EtcdCluster:
                 if self.token:
                     req.add_header("Authorization", self.token)
                 try:
-                    with urllib.request.urlopen(req, timeout=2) as r:
+                    with urllib.request.urlopen(req, timeout=2,
+                                                context=m.ssl_context()) as r:
                         return json.load(r)
                 except urllib.error.HTTPError as e:
                     last = f"{e.code}: {e.read()[:300]!r}"

@@ -227,6 +227,32 @@ def test_auth(etcd, gateway, backends):
     assert reach(port2) is None
 
 
+def test_permission_denied_prefix(etcd, gateway, backends):
+    """A user that may read one prefix and not another: the refused prefix is an error in the
+    log, tried again later, and does not hold up the other, which routes and follows
+    changes."""
+    a, b = backends("a", "b")
+    etcd.put("/p/ok/a", a.addr)
+    etcd.put("/p/no/b", b.addr)
+    etcd.enable_auth("root", "s3cret")
+    etcd.ctl("role", "add", "reader", user="root:s3cret")
+    etcd.ctl("role", "grant-permission", "reader", "read", "/p/ok/", "--prefix=true",
+             user="root:s3cret")
+    etcd.ctl("user", "add", "gw:pw", user="root:s3cret")
+    etcd.ctl("user", "grant-role", "gw", "reader", user="root:s3cret")
+    pok, pno = free_port(), free_port()
+    gw = gateway(etcd_ini(etcd.endpoints,
+                          {"no": {"etcd_prefix": "/p/no/", "listen": f"127.0.0.1:{pno}"},
+                           "ok": {"etcd_prefix": "/p/ok/", "listen": f"127.0.0.1:{pok}"}},
+                          etcd={"username": "gw", "password": "pw"}), listen=[pok, pno])
+    assert set(wait_pool(pok, ["a"])) == {"a"}, gw.log_text()
+    assert gw.wait_log("reading /p/no/ refused", timeout=5), gw.log_text()
+    assert "permission denied" in gw.log_text()
+    assert reach(pno) is None
+    etcd.put("/p/ok/b", b.addr)
+    assert set(wait_pool(pok, ["a", "b"])) == {"a", "b"}, gw.log_text()
+
+
 def test_mixed_zookeeper_and_etcd(etcd, zk, kz, zpath, gateway, backends):
     """One ZooKeeper service and one etcd service in one file both route; /services says
     where each pool came from."""
@@ -279,6 +305,24 @@ def test_reload_adds_etcd_service(etcd, gateway, backends):
     gw.proc.send_signal(signal.SIGHUP)
     assert gw.wait_log("[etcd] changed: that needs a restart", timeout=5), gw.log_text()
     assert set(wait_pool(p2, ["b"])) == {"b"}
+    # A second prefix joins the running stream (read, then the stream restarts with both),
+    # and the first keeps following changes, also those made meanwhile.
+    p3 = free_port()
+    with open(gw.ini_path, "w") as f:
+        f.write(etcd_ini(etcd.endpoints,
+                         {"static": {"instances": a.addr, "listen": f"127.0.0.1:{p1}"},
+                          "web": {"etcd_prefix": "/r/web/", "listen": f"127.0.0.1:{p2}"},
+                          "api": {"etcd_prefix": "/r/api/", "listen": f"127.0.0.1:{p3}"}}))
+    etcd.put("/r/api/a", a.addr)
+    gw.proc.send_signal(signal.SIGHUP)
+    etcd.put("/r/web/a", a.addr)
+    gw.wait_listening(p3)
+    assert set(wait_pool(p3, ["a"])) == {"a"}, gw.log_text()
+    assert set(wait_pool(p2, ["a", "b"])) == {"a", "b"}, gw.log_text()
+    etcd.delete("/r/web/b")
+    etcd.put("/r/api/b", b.addr)
+    assert set(wait_pool(p2, ["a"])) == {"a"}
+    assert set(wait_pool(p3, ["a", "b"])) == {"a", "b"}
 
 
 def test_state_file_cold_start(etcd, gateway, backends, tmp_path):
@@ -351,3 +395,93 @@ def test_max_stale(etcd, gateway, backends):
         assert wait_until(lambda: admin_get(admin, "/ready")[0] == 200, 5)
     finally:
         relay.close()
+
+
+def test_tls_to_etcd(tmp_path, gateway, backends):
+    """https:// endpoints: etcd's certificate is checked against [etcd] ca, and zkgate shows
+    its own (cert, key) to an etcd that asks for client certificates. Without the client
+    certificate etcd refuses the handshake: a clear error, no pool."""
+    from test_upstream_tls import UpstreamPki
+    (tmp_path / "pki").mkdir()
+    pki = UpstreamPki(tmp_path / "pki")
+    server = pki.leaf_san("etcd", "localhost", "DNS:localhost,IP:127.0.0.1")
+    client = pki.leaf_san("zkgate", "zkgate", "DNS:zkgate")
+    ca = pki.path(pki.ca + ".crt")
+    cluster = EtcdCluster(tmp_path, 1, tls=(server[0], server[1], ca)).start()
+    try:
+        a = backends("a")
+        cluster.put("/tls/web/a", a.addr)
+        port, port2 = free_port(), free_port()
+        svc = {"etcd_prefix": "/tls/web/"}
+        gw = gateway(etcd_ini(cluster.endpoints, {"web": {**svc, "listen": f"127.0.0.1:{port}"}},
+                              etcd={"ca": ca, "cert": client[0], "key": client[1]}),
+                     listen=port)
+        assert set(wait_pool(port, ["a"])) == {"a"}, gw.log_text()
+        bad = gateway(etcd_ini(cluster.endpoints,
+                               {"web": {**svc, "listen": f"127.0.0.1:{port2}"}},
+                               etcd={"ca": ca}), listen=port2)
+        assert bad.wait_log("TLS: the server ended the connection after the handshake",
+                            timeout=5), bad.log_text()
+        assert reach(port2) is None
+    finally:
+        cluster.close()
+
+
+def test_discover_etcd_root(etcd, gateway, http_backends):
+    """[discover:NAME] etcd_root: every NAME with keys under ROOT/NAME/ is an HTTP service
+    routed by /NAME/, its instances the keys under ROOT/NAME/; services appear and vanish with
+    their keys, and a key right under the root names none."""
+    from test_discover import routed
+    users, orders = http_backends("users", "orders")
+    etcd.put("/d/users/i1", users.addr)
+    etcd.put("/d/stray", "not a service")
+    port = free_port()
+    gw = gateway(etcd_ini(etcd.endpoints, {}) +
+                 f"\n[discover:all]\netcd_root = /d\nlisten = 127.0.0.1:{port}\n"
+                 "protocol = http\n", listen=port)
+    assert wait_until(lambda: routed(port, "/users/a") == ("users", "/a"), 5), gw.log_text()
+    assert routed(port, "/stray/") == (404, None)
+    etcd.put("/d/orders/i1", orders.addr)
+    assert wait_until(lambda: routed(port, "/orders/x") == ("orders", "/x"), 5), gw.log_text()
+    etcd.delete("/d/users/i1")
+    assert wait_until(lambda: routed(port, "/users/a")[0] == 404, 5), gw.log_text()
+    assert routed(port, "/orders/x") == ("orders", "/x")
+
+
+def test_bad_endpoints_are_skipped(etcd, gateway, backends):
+    """Endpoints that answer something else than etcd (a server that is not HTTP, an HTTP
+    server with a body that is not etcd's JSON) are errors in the log and the next endpoint is
+    tried; nothing crashes, and the real etcd after them is used."""
+    import http.server
+    a = backends("a")
+    etcd.put("/bad/web/a", a.addr)
+    junk = Backend("not-http")  # answers "not-http\n" and echoes: no HTTP at all
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"header": {"revision": "x"}, "kvs": [{"key": 7}]} \xff{'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    liar = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=liar.serve_forever, daemon=True).start()
+    port = free_port()
+    try:
+        endpoints = (f"http://127.0.0.1:{junk.port},http://127.0.0.1:{liar.server_port},"
+                     f"{etcd.endpoints}")
+        gw = gateway(etcd_ini(endpoints, {"web": {"etcd_prefix": "/bad/web/",
+                                                  "listen": f"127.0.0.1:{port}"}}),
+                     listen=port)
+        assert set(wait_pool(port, ["a"], timeout=10)) == {"a"}, gw.log_text()
+        log = gw.log_text()
+        assert "a malformed HTTP answer" in log, log
+        assert "a range answer that cannot be read" in log, log
+    finally:
+        liar.shutdown()
+        junk.close()

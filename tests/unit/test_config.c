@@ -1787,6 +1787,37 @@ static void test_file_checks_are_handed_in(void **state) {
   zg_config_errors_free(&errs);
 }
 
+/* [etcd] ca, cert and key are loaded as they will be, errors at their
+ * lines, named as the [etcd] keys. */
+static void test_etcd_tls_files(void **state) {
+  char text[2048];
+  zg_config_t *cfg;
+  zg_config_errors_t errs;
+  int line = 3;
+  const char *svc = "[service:s]\nlisten = 127.0.0.1:7000\netcd_prefix = /a/\n";
+  (void)state;
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\nca = %s\ncert = %s\n"
+           "key = %s\n%s",
+           cert1, cert1, key1, svc);
+  cfg = load_ok(text);
+  assert_string_equal(cfg->etcd.cert, cert1);
+  zg_config_free(cfg);
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\nca = %s/none.crt\n%s",
+           tls_dir, svc);
+  errs = load_bad(text, &line, 1);
+  assert_non_null(strstr(errs.lines[0], "test.ini:3: ca "));
+  zg_config_errors_free(&errs);
+  snprintf(text, sizeof(text),
+           "[etcd]\nendpoints = https://127.0.0.1:2379\ncert = %s\n"
+           "key = %s\n%s",
+           cert1, key2, svc);
+  line = 4;
+  errs = load_bad(text, &line, 1);
+  zg_config_errors_free(&errs);
+}
+
 static void test_upstream_errors(void **state) {
   char keys[1024];
   (void)state;
@@ -1923,7 +1954,6 @@ static void test_etcd(void **state) {
       "dial_timeout = 500ms\n"
       "username = root\n"
       "password = s3cr:et\n"
-      "ca = /etc/ca.pem\n"
       "state_file = /var/lib/zkgate/etcd.json\n"
       "max_stale = 1m\n"
       "[service:a]\n"
@@ -1940,7 +1970,7 @@ static void test_etcd(void **state) {
   assert_int_equal(cfg->etcd.dial_timeout_ms, 500);
   assert_string_equal(cfg->etcd.username, "root");
   assert_string_equal(cfg->etcd.password, "s3cr:et");
-  assert_string_equal(cfg->etcd.ca, "/etc/ca.pem");
+  assert_null(cfg->etcd.ca);
   assert_null(cfg->etcd.cert);
   assert_string_equal(cfg->etcd.state_file, "/var/lib/zkgate/etcd.json");
   assert_int_equal(cfg->etcd.max_stale_ms, 60000);
@@ -1981,6 +2011,36 @@ static void test_etcd_defaults(void **state) {
   cfg = load_ok(unused);
   assert_null(cfg->etcd.endpoints);
   zg_config_free(cfg);
+}
+
+/* [discover:NAME] etcd_root: kept with a '/' at its end; it needs [etcd]
+ * and not [zookeeper]; never with zk_root. */
+static void test_discover_etcd_root(void **state) {
+  static const char text[] = "[etcd]\n"
+                             "endpoints = http://127.0.0.1:2379\n"
+                             "[discover:all]\n"
+                             "etcd_root = /services\n"
+                             "listen = 127.0.0.1:8080\n";
+  zg_config_t *cfg = load_ok(text);
+  (void)state;
+  assert_string_equal(cfg->discovers[0].etcd_root, "/services/");
+  assert_null(cfg->discovers[0].zk_root);
+  assert_string_equal(zg_discover_conf_root(&cfg->discovers[0]), "/services/");
+  assert_non_null(cfg->etcd.endpoints);
+  assert_null(cfg->zk.hosts);
+  zg_config_free(cfg);
+  expect_one_error("[discover:all]\netcd_root = /s/ ; here\n"
+                   "listen = 127.0.0.1:8080\n",
+                   "; here");
+  expect_one_error(
+      "[zookeeper]\nhosts = h:2181\n[etcd]\nendpoints = http://h:1\n"
+      "[discover:all]\nzk_root = /s\netcd_root = /s/ ; here\n"
+      "listen = 127.0.0.1:8080\n",
+      "; here");
+  expect_one_error("[etcd]\nendpoints = http://h:1\n"
+                   "[discover:all]\netcd_root = /a b/ ; here\n"
+                   "listen = 127.0.0.1:8080\n",
+                   "; here");
 }
 
 static void test_etcd_errors(void **state) {
@@ -2044,10 +2104,13 @@ int main(void) {
       cmocka_unit_test(test_etcd),
       cmocka_unit_test(test_etcd_defaults),
       cmocka_unit_test(test_etcd_errors),
+      cmocka_unit_test(test_discover_etcd_root),
       cmocka_unit_test(test_tls_passthrough),
       cmocka_unit_test(test_tls_passthrough_errors),
       cmocka_unit_test(test_bad_sni),
       cmocka_unit_test_setup_teardown(test_tls_keys, tls_setup, tls_teardown),
+      cmocka_unit_test_setup_teardown(test_etcd_tls_files, tls_setup,
+                                      tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
       cmocka_unit_test_setup_teardown(test_upstream_keys, tls_setup,
                                       tls_teardown),
