@@ -292,6 +292,31 @@ def test_no_instance_is_an_h2_503(gateway, zk, kz, zpath):
     assert b"no live instance" in body
 
 
+def test_metrics_count_streams_and_bodiless_responses(http_backends, gateway):
+    """Each stream is a request in /metrics, like an HTTP/1.1 one; HEAD, 204 and 304 end
+    with the HEADERS frame whatever length the instance announced."""
+    b = http_backends("b")
+    port, admin = free_port(), free_port()
+    gateway(ini_text({"web": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                              "instances": b.addr}}, admin={"listen": f"127.0.0.1:{admin}"}),
+            listen=[port, admin])
+    c = H2Client(port)
+    head = c.request("/code/200", method="HEAD")
+    s204 = c.request("/status/204")
+    s304 = c.request("/status/304")
+    c.wait(lambda: all(c.streams[i]["ended"] for i in (head, s204, s304)))
+    assert c.streams[head]["headers"]["content-length"] == "5"  # what a GET would get
+    for i, code in ((head, "200"), (s204, "204"), (s304, "304")):
+        assert c.streams[i]["headers"][":status"] == code and not c.streams[i]["data"]
+    for i in range(3):
+        sid = c.request(f"/m{i}")
+    c.wait(lambda: c.streams[sid]["ended"])
+    c.close()
+    text = curl(f"http://127.0.0.1:{admin}/metrics").decode()
+    assert 'zkgate_requests_total{service="web",class="2xx"} 5' in text, text
+    assert 'zkgate_requests_total{service="web",class="3xx"} 1' in text, text
+
+
 def test_alpn_h2_over_tls(http_backends, gateway, tmp_path):
     b = http_backends("b")
     key, crt = str(tmp_path / "k.pem"), str(tmp_path / "c.pem")
