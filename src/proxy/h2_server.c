@@ -752,6 +752,10 @@ static void op_request_body(void *cx) {
   h2_stream_t *st = cx;
   st->body_go = 1;
   request_pump(st);
+  /* The head leaves now, also when no body byte came with it yet (an
+   * Expect: 100-continue waits for the instance's 100). */
+  if (!st->x_ended && !st->x_done && st->x.up)
+    zg_exchange_request_flush(&st->x);
 }
 
 static void op_request_pause(void *cx) {

@@ -142,7 +142,9 @@ class H2Client:
             self.eof = True
             return
         for ev in self.c.receive_data(data):
-            if isinstance(ev, h2.events.ResponseReceived):
+            if isinstance(ev, h2.events.InformationalResponseReceived):
+                self.stream(ev.stream_id).setdefault("interim", []).append(dict(ev.headers))
+            elif isinstance(ev, h2.events.ResponseReceived):
                 self.stream(ev.stream_id)["headers"] = dict(ev.headers)
             elif isinstance(ev, h2.events.DataReceived):
                 self.stream(ev.stream_id)["data"] += ev.data
@@ -440,6 +442,21 @@ def test_request_body_limit_is_an_h2_413(http_backends, gateway):
     sid = c.request("/after")
     c.wait(lambda: c.streams[sid]["ended"])
     assert json.loads(bytes(c.streams[sid]["data"]))["path"] == "/after"
+    c.close()
+
+
+def test_expect_100_continue_is_an_interim_headers(one):
+    port, gw, b = one
+    c = H2Client(port)
+    sid = c.request("/expect", method="POST", end=False,
+                    headers=[("content-length", "5"), ("expect", "100-continue")])
+    c.wait(lambda: c.streams[sid].get("interim"))
+    assert c.streams[sid]["interim"][0][":status"] == "100"
+    assert c.streams[sid]["headers"] is None  # the final response waits for the body
+    c.send_body(sid, b"hello")
+    c.wait(lambda: c.streams[sid]["ended"])
+    assert c.streams[sid]["headers"][":status"] == "200"
+    assert json.loads(bytes(c.streams[sid]["data"]))["body_len"] == 5
     c.close()
 
 
