@@ -561,6 +561,17 @@ def test_max_concurrent_streams_refused_past_100(one):
     assert f[0] == 3 and int.from_bytes(f[3][:4], "big") == REFUSED_STREAM
     # the hundred others are answered
     r.read_until(lambda f: f[0] == 1 and f[2] == 199)
+    r.close()
+    # acknowledged: a connection error, the streams before it still taken
+    r = Raw(port)
+    r.read_until(lambda f: f[0] == 4 and not f[1] & 1)
+    r.send(frame(4, 1, 0))
+    enc = hpack.Encoder()
+    r.send(b"".join(frame(1, 0x5, 2 * i + 1, req_block(enc, "/slow/300"))
+                    for i in range(101)))
+    f = r.read_until(lambda f: f[0] == 7)
+    assert int.from_bytes(f[3][4:8], "big") == 1  # PROTOCOL_ERROR
+    assert int.from_bytes(f[3][:4], "big") == 199
     other_client_ok(port)
     r.close()
 
