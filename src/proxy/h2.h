@@ -22,7 +22,7 @@
 #define ZG_H2_CONN_OUT_MAX (1u << 20) /* response bytes queued, all streams */
 #define ZG_H2_MAX_EMPTY_DATA 100      /* empty DATA frames per stream */
 #define ZG_H2_RESET_BURST 200         /* RST_STREAM token bucket */
-#define ZG_H2_RESET_RATE 100          /* tokens a second */
+#define ZG_H2_RESET_RATE 20           /* tokens a second */
 #define ZG_H2_MAX_CONTINUATIONS 8     /* after a HEADERS frame */
 #define ZG_H2_MAX_OUTBOUND_ACK 1000   /* SETTINGS and PING ACKs queued */
 #define ZG_H2_MAX_SETTINGS 32         /* entries in one SETTINGS frame */

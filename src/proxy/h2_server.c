@@ -752,6 +752,10 @@ static void op_request_body(void *cx) {
   h2_stream_t *st = cx;
   st->body_go = 1;
   request_pump(st);
+  /* The head leaves now, also when no body byte came with it yet (an
+   * Expect: 100-continue waits for the instance's 100). */
+  if (!st->x_ended && !st->x_done && st->x.up)
+    zg_exchange_request_flush(&st->x);
 }
 
 static void op_request_pause(void *cx) {
@@ -972,8 +976,12 @@ void zg_h2s_read(zg_http_session_t *s, ssize_t nread) {
   s->in_len = 0;
   zg_http_buf_release(s->gw, &s->in, &s->in_cap);
   if (rc < 0) {
-    zg_debug("http", "client %s: HTTP/2: %s", s->client_addr,
-             nghttp2_strerror((int)rc));
+    if (rc == NGHTTP2_ERR_FLOODED)
+      zg_info("http", "client %s: HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM",
+              s->client_addr);
+    else
+      zg_debug("http", "client %s: HTTP/2: %s", s->client_addr,
+               nghttp2_strerror((int)rc));
     if (!c->fatal) {
       c->fatal = 1;
       c->fatal_ms = uv_now(s->gw->loop);
