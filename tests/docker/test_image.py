@@ -192,3 +192,52 @@ listen = 127.0.0.1:{http_port}
         podman("rm", "-f", sidecar, check=False)
         for b in backends:
             b.close()
+
+
+def test_shipped_config_from_environment(image, zk, kz):
+    """The image's own configuration, unchanged, pointed at this ZooKeeper and these ports by
+    ZKGATE_ZK_HOSTS, ZKGATE_HTTP_PORT and ZKGATE_ADMIN (${VAR:-default} in the file), with the
+    admin API's credentials from ZKGATE_ADMIN_AUTH: requests are forwarded, /healthz answers
+    without credentials, /services and the dashboard only with them."""
+    http_port, admin_port = free_port(), free_port()
+    zk_path = "/myRegistry/endpoints/web"  # what docker/zkgate.ini routes
+    backend = HttpBackend("env")
+    name = f"zkgate-env-test-{os.getpid()}"
+    podman("run", "-d", "--name", name, "--network", "host", "--health-interval", "disable",
+           "-e", f"ZKGATE_ZK_HOSTS={zk.hosts}", "-e", f"ZKGATE_HTTP_PORT={http_port}",
+           "-e", f"ZKGATE_ADMIN=127.0.0.1:{admin_port}", "-e", "ZKGATE_ADMIN_AUTH=bearer:s3cr3t",
+           image)
+    try:
+        def healthz():
+            try:
+                return http_get(f"http://127.0.0.1:{admin_port}/healthz")
+            except OSError:
+                return None
+        answer = wait_until(healthz, 20, interval=0.1)
+        assert answer and answer[0] == 200, podman("logs", name, check=False).stderr
+        res = podman("healthcheck", "run", name, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        path = register(kz, zk_path, f"http://{backend.addr}".encode())
+
+        def reached():
+            try:
+                status, headers, _ = http_get(f"http://127.0.0.1:{http_port}/x")
+            except OSError:
+                return False
+            return status == 200 and headers["X-Backend"] == "env"
+        assert wait_until(reached, 15, interval=0.05), podman("logs", name, check=False).stderr
+        assert http_get(f"http://127.0.0.1:{admin_port}/services")[0] == 401
+        req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/services",
+                                     headers={"Authorization": "Bearer s3cr3t"})
+        with urllib.request.urlopen(req, timeout=3) as r:
+            assert r.status == 200 and http_port and str(http_port) in r.read().decode()
+        status, headers, body = http_get(
+            f"http://127.0.0.1:{admin_port}/?access_token=s3cr3t")
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        kz.delete(path)
+        podman("stop", "-t", "20", name, timeout=60)
+        res = podman("logs", name)
+        assert "s3cr3t" not in res.stdout + res.stderr
+    finally:
+        podman("rm", "-f", name, check=False)
+        backend.close()
