@@ -83,6 +83,8 @@ static void schedule(zg_h2_conn_t *c);
 
 static int buf_append(char **b, size_t *len, size_t *cap, const char *p,
                       size_t n) {
+  if (n == 0)
+    return 0;
   if (*len + n > *cap) {
     size_t want = *cap ? *cap * 2 : 4096;
     char *nb;
@@ -628,7 +630,7 @@ static void resume_data(h2_stream_t *st) {
 
 static int op_response_body(void *cx, const char *p, size_t len) {
   h2_stream_t *st = cx;
-  if (st->head_req || st->closed)
+  if (st->head_req || st->closed || len == 0)
     return 0;
   if (st->out_off > 0 && st->out_off + st->out_len + len > st->out_cap) {
     memmove(st->out, st->out + st->out_off, st->out_len);
@@ -676,7 +678,8 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
     st->deferred = 1;
     return NGHTTP2_ERR_DEFERRED;
   }
-  memcpy(buf, st->out + st->out_off, n);
+  if (n > 0)
+    memcpy(buf, st->out + st->out_off, n);
   st->out_off += n;
   st->out_len -= n;
   st->c->out_total -= n;
