@@ -2,24 +2,25 @@
  * under /v3/ in etcd 3.4; docs/platform.md "etcd") over HTTP/1.1, with
  * libuv, llhttp, jansson and net/tls. See etcd_source.h.
  *
- * Calls: at most one unary call (authenticate, range) and one watch stream
- * at a time, each on its own connection to the endpoint in use. A unary
- * call's connection closes after its response; the watch stream's request
- * body holds one create request per prefix (the gateway reads them as the
- * stream's messages; a body left open with chunked encoding is not read
- * by etcd 3.4's gateway, so a new prefix restarts the stream instead of
- * adding to it), and its response is one JSON object a line, for as long
- * as the stream lives.
+ * Calls: at most one unary call (authenticate, range, the probe) and one
+ * watch stream at a time, each on its own connection to the endpoint in
+ * use. A unary call's connection closes after its response. The watch
+ * stream's request body is ONE create request (etcd 3.4's gateway may stop
+ * reading a body once it has answered, dropping the creates after the
+ * first, and does not read a body left open: docs/platform.md, etcd): one
+ * watch over the smallest key range covering every prefix, events under
+ * no prefix dropped. A new prefix restarts the stream. Its response is one
+ * JSON object a line, for as long as the stream lives.
  *
- * Revisions: each prefix keeps the revision its instances are known at
- * (`rev`): its range read's header revision, then the mod_revision of
- * every event applied. A watch response's header revision is not used: a
- * watch catching up sends the store's current revision with the first
- * batch of old events. A stream (re)starts every prefix at its own rev + 1,
- * so events replayed after a failover are applied once (events at or
- * below rev are skipped), and none is lost. A start revision that etcd has
- * compacted answers with compact_revision: that prefix is read again
- * whole, and the stream restarts.
+ * Revisions: each prefix keeps the revision up to which it has every
+ * change (`rev`): its range read's, then raised by each response's events
+ * (a watch delivers whole revisions, in order). A watch response's header
+ * revision is not used: a watch catching up sends the store's current
+ * revision with its first batch of old events. A stream (re)starts from
+ * the lowest rev + 1 and each prefix skips events at or below its own, so
+ * events replayed after a failover are applied once, and none is lost. A
+ * start revision that etcd has compacted answers with compact_revision:
+ * the prefixes behind it are read again whole, and the stream restarts.
  *
  * Failures: a call that fails (connection, timeout, a 5xx, the stream
  * ending) moves to the next endpoint at once; after a round of all of
@@ -78,6 +79,8 @@ struct etcd_entry {
   int need_read;     /* a range read is due */
   uint64_t retry_at; /* a refused read: not again before this uv_now */
   int compacted;     /* the read is due because of a compaction */
+  int in_stream;     /* the running stream's watch covers it from rev + 1 */
+  int dirty_events;  /* changed by the events of the response at hand */
   /* A discovery root (e.root): its keys are kept undecoded, and the names
    * between the root and the next '/' are its children, last reported: */
   char **children;
@@ -128,16 +131,13 @@ struct etcd_source {
   char *token;               /* from authenticate; NULL: none yet */
   int auth_refused;
   zg_tls_client_t *tls;
-  etcd_call_t *unary;    /* in flight, or NULL */
-  etcd_call_t *watch;    /* the stream, or NULL */
-  int watch_dirty;       /* the stream must restart (prefixes changed) */
-  etcd_entry_t **stream; /* the stream's watch ids: its entries (NULL:
-                            unwatched since) */
-  size_t n_stream, n_created;
-  int stream_up;     /* the stream said created */
-  int64_t round_rev; /* reads of this round are pinned to it; 0: none */
-  uint64_t retry_at; /* uv_now before which no call starts */
-  uint64_t probe_at; /* uv_now of the next probe */
+  etcd_call_t *unary; /* in flight, or NULL */
+  etcd_call_t *watch; /* the stream, or NULL */
+  int watch_dirty;    /* the stream must restart (prefixes changed) */
+  int stream_up;      /* the stream said created */
+  int64_t round_rev;  /* reads of this round are pinned to it; 0: none */
+  uint64_t retry_at;  /* uv_now before which no call starts */
+  uint64_t probe_at;  /* uv_now of the next probe */
   uv_timer_t tick;
   int started, closing, open_handles;
   /* books */
@@ -1044,69 +1044,116 @@ static void range_start(etcd_source_t *src, etcd_entry_t *e) {
 /* ---- the watch stream
  * --------------------------------------------------------- */
 
-static etcd_entry_t *watched(const etcd_source_t *src, int64_t id) {
-  return id >= 0 && (size_t)id < src->n_stream ? src->stream[id] : NULL;
+/* The stream holds ONE watch, over the smallest key range that covers
+ * every prefix read (docs/platform.md, etcd: the gateway may stop reading a
+ * request body once it has answered, so a body of many create requests
+ * loses some), from the lowest prefix revision + 1. Keys in the range but
+ * under no prefix are dropped; each prefix skips events at or below its
+ * own revision. */
+
+/* One revision's worth of a response applied: every prefix the watch
+ * covers has seen all changes up to `rev` (a watch delivers in revision
+ * order, whole revisions to a response). */
+static void covered_up_to(etcd_source_t *src, int64_t rev) {
+  for (size_t i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->in_stream && entry_at(src, i)->rev < rev)
+      entry_at(src, i)->rev = rev;
+  if (rev > src->revision)
+    src->revision = rev;
 }
 
-/* A watch was canceled by etcd: compacted past its start (read the prefix
- * again), or refused (tried again later). */
-static void watch_canceled(etcd_source_t *src, etcd_entry_t *e, json_t *res) {
+/* The watch was canceled by etcd: compacted past its start (the prefixes
+ * behind the compaction are read again), or refused (all are read again
+ * later). */
+static void watch_canceled(etcd_source_t *src, json_t *res) {
   int64_t compact = json_int64(json_object_get(res, "compact_revision"));
   json_t *reason = json_object_get(res, "cancel_reason");
-  uint64_t dropped;
+  uint64_t now = uv_now(src->loop), dropped;
   src->watch_dirty = 1;
-  if (compact > 0) {
-    zg_info("registry",
-            "etcd %s: revision %lld is compacted (oldest kept: %lld): "
-            "reading the prefix again",
-            e->e.path, (long long)(e->rev + 1), (long long)compact);
-    e->need_read = 1;
-    e->compacted = 1;
-    return;
+  if (compact <= 0) {
+    snprintf(src->error, sizeof(src->error), "watch canceled: %s",
+             json_is_string(reason) ? json_string_value(reason) : "no reason");
+    if (zg_ratelimit_allow(&src->error_rl, now, &dropped))
+      zg_warn("registry", "etcd: %s; reading again in %d s", src->error,
+              AUTH_RETRY_MS / 1000);
   }
-  snprintf(src->error, sizeof(src->error), "watch of %s canceled: %s",
-           e->e.path,
-           json_is_string(reason) ? json_string_value(reason) : "no reason");
-  if (zg_ratelimit_allow(&src->error_rl, uv_now(src->loop), &dropped))
-    zg_warn("registry", "etcd: %s; reading it again in %d s", src->error,
-            AUTH_RETRY_MS / 1000);
-  /* Read again (and watched after that), the other prefixes meanwhile
-   * watched without it. */
-  e->need_read = 1;
-  e->retry_at = uv_now(src->loop) + AUTH_RETRY_MS;
+  for (size_t i = 0; i < src->cat.n_entries; i++) {
+    etcd_entry_t *e = entry_at(src, i);
+    if (!e->in_stream || (compact > 0 && e->rev + 1 >= compact))
+      continue;
+    if (compact > 0)
+      zg_info("registry",
+              "etcd %s: revision %lld is compacted (oldest kept: %lld): "
+              "reading the prefix again",
+              e->e.path, (long long)(e->rev + 1), (long long)compact);
+    else
+      e->retry_at = now + AUTH_RETRY_MS;
+    e->need_read = 1;
+    e->compacted = compact > 0;
+    e->in_stream = 0;
+  }
 }
 
-/* Events in order; those at or below the prefix's revision are applied
- * already (a stream resumed, a read that saw them). */
-static void watch_events(etcd_source_t *src, etcd_entry_t *e, json_t *events) {
+/* One event, to every prefix that holds its key and has not seen it. */
+static void watch_event(etcd_source_t *src, json_t *ev) {
+  json_t *kv = json_object_get(ev, "kv"), *type = json_object_get(ev, "type");
+  json_t *jk = json_object_get(kv, "key"), *jv = json_object_get(kv, "value");
+  int64_t rev = json_int64(json_object_get(kv, "mod_revision"));
+  int del = json_is_string(type) && !strcmp(json_string_value(type), "DELETE");
+  char *key = NULL, *value = NULL;
+  size_t klen = 0, vlen = 0;
+  src->watch_events++;
+  if (!json_is_string(jk) ||
+      !(key =
+            b64_decode(json_string_value(jk), json_string_length(jk), &klen)) ||
+      strlen(key) != klen ||
+      (!del && json_is_string(jv) &&
+       !(value = b64_decode(json_string_value(jv), json_string_length(jv),
+                            &vlen)))) {
+    zg_warn("registry", "etcd: an event that cannot be read: skipped");
+    free(key);
+    return;
+  }
+  for (size_t i = 0; i < src->cat.n_entries; i++) {
+    etcd_entry_t *e = entry_at(src, i);
+    if (!e->in_stream || rev <= e->rev ||
+        strncmp(key, e->e.path, strlen(e->e.path)) != 0)
+      continue;
+    if (del)
+      entry_delete(e, key);
+    else if (entry_put(e, key, value, vlen, rev) != 0)
+      zg_warn("registry", "etcd %s: out of memory applying %s", e->e.path, key);
+    e->dirty_events = 1;
+  }
+  free(value);
+  free(key);
+}
+
+/* A response's events, in order; then the prefixes they changed publish. */
+static void watch_events(etcd_source_t *src, json_t *events) {
   size_t i;
   json_t *ev;
-  int changed = 0;
+  int64_t top = 0;
   json_array_foreach(events, i, ev) {
-    json_t *kv = json_object_get(ev, "kv"), *type = json_object_get(ev, "type");
-    int64_t rev = json_int64(json_object_get(kv, "mod_revision"));
-    int del =
-        json_is_string(type) && !strcmp(json_string_value(type), "DELETE");
-    src->watch_events++;
-    if (rev <= e->rev)
-      continue;
-    if (apply_kv(e, kv, del) != 0)
-      zg_warn("registry", "etcd %s: an event that cannot be read: skipped",
-              e->e.path);
-    e->rev = rev;
-    if (rev > src->revision)
-      src->revision = rev;
-    changed = 1;
+    int64_t rev =
+        json_int64(json_object_get(json_object_get(ev, "kv"), "mod_revision"));
+    watch_event(src, ev);
+    if (rev > top)
+      top = rev;
   }
-  if (changed)
-    entry_changed(e);
+  for (i = 0; i < src->cat.n_entries; i++)
+    if (entry_at(src, i)->dirty_events) {
+      entry_at(src, i)->dirty_events = 0;
+      entry_changed(entry_at(src, i));
+    }
+  if (top > 0)
+    covered_up_to(src, top);
 }
 
 /* One message of the stream. */
 static void stream_line(etcd_call_t *c, char *line, size_t len) {
   etcd_source_t *src = c->src;
   json_t *root = json_loadb(line, len, 0, NULL), *res, *events;
-  etcd_entry_t *e;
   if (len == 0 || (root && !json_object_get(root, "result") &&
                    !json_object_get(root, "error"))) {
     json_decref(root);
@@ -1121,21 +1168,19 @@ static void stream_line(etcd_call_t *c, char *line, size_t len) {
     pump(src);
     return;
   }
-  e = watched(src, json_int64(json_object_get(res, "watch_id")));
-  if (json_is_true(json_object_get(res, "created")) &&
-      ++src->n_created == src->n_stream) {
+  if (json_is_true(json_object_get(res, "created"))) {
     src->stream_up = 1;
     set_connected(src);
   }
-  if (e && json_is_true(json_object_get(res, "canceled"))) {
-    watch_canceled(src, e, res);
+  if (json_is_true(json_object_get(res, "canceled"))) {
+    watch_canceled(src, res);
     json_decref(root);
     pump(src);
     return;
   }
   events = json_object_get(res, "events");
-  if (e && json_is_array(events))
-    watch_events(src, e, events);
+  if (json_is_array(events))
+    watch_events(src, events);
   json_decref(root);
 }
 
@@ -1152,60 +1197,74 @@ static void on_watch_done(etcd_call_t *c, int rc) {
   pump(src);
 }
 
-/* One create request a line, each prefix from its own revision on. */
+/* Compares two range ends (prefix_end's): "\0" alone means every key
+ * from the start on, above any other end; otherwise as byte strings. */
+static int end_cmp(const char *a, size_t alen, const char *b, size_t blen) {
+  int a_all = alen == 1 && a[0] == '\0', b_all = blen == 1 && b[0] == '\0';
+  int c;
+  if (a_all || b_all)
+    return a_all - b_all;
+  c = memcmp(a, b, alen < blen ? alen : blen);
+  if (c)
+    return c;
+  return (alen > blen) - (alen < blen);
+}
+
+/* The create request: the range from the lowest prefix to the highest
+ * prefix's end, from the lowest revision + 1; NULL when no prefix is read
+ * yet (or out of memory). Marks the prefixes it covers. */
 static char *watch_body(etcd_source_t *src) {
-  char *out = NULL;
-  size_t len = 0;
-  src->n_stream = src->n_created = 0;
+  const char *lo = NULL;
+  char *hi = NULL, *k64 = NULL, *e64 = NULL, *out = NULL, start[32];
+  size_t hi_len = 0;
+  int64_t from = INT64_MAX;
+  json_t *o;
   for (size_t i = 0; i < src->cat.n_entries; i++) {
     etcd_entry_t *e = entry_at(src, i);
     size_t elen;
-    char *end = prefix_end(e->e.path, &elen), *k64, *e64, *line, *no;
-    char start[32];
-    json_t *o;
-    if (e->need_read) { /* not read yet (refused): not watched yet */
-      free(end);
+    char *end;
+    e->in_stream = 0;
+    if (e->need_read) /* not read yet (or refused): not watched yet */
       continue;
+    if (!(end = prefix_end(e->e.path, &elen)))
+      goto done;
+    if (!lo || strcmp(e->e.path, lo) < 0)
+      lo = e->e.path;
+    if (!hi || end_cmp(end, elen, hi, hi_len) > 0) {
+      free(hi);
+      hi = end;
+      hi_len = elen;
+      end = NULL;
     }
-    if (!end)
-      goto fail;
-    k64 = b64_encode(e->e.path, strlen(e->e.path));
-    e64 = b64_encode(end, elen);
-    snprintf(start, sizeof(start), "%lld", (long long)(e->rev + 1));
-    o = json_pack("{s:{s:s?,s:s?,s:s,s:I,s:b}}", "create_request", "key", k64,
-                  "range_end", e64, "start_revision", start, "watch_id",
-                  (json_int_t)src->n_stream, "progress_notify", 1);
-    line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    free(k64);
-    free(e64);
     free(end);
-    if (!line || !(no = realloc(out, len + strlen(line) + 2))) {
-      free(line);
-      goto fail;
-    }
-    out = no;
-    len += (size_t)sprintf(out + len, "%s\n", line);
-    free(line);
-    src->stream[src->n_stream++] = e;
+    if (e->rev < from)
+      from = e->rev;
+    e->in_stream = 1;
   }
+  if (!lo)
+    goto done;
+  snprintf(start, sizeof(start), "%lld", (long long)(from + 1));
+  k64 = b64_encode(lo, strlen(lo));
+  e64 = b64_encode(hi, hi_len);
+  o = json_pack("{s:{s:s?,s:s?,s:s,s:b}}", "create_request", "key", k64,
+                "range_end", e64, "start_revision", start, "progress_notify",
+                1);
+  out = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+done:
+  free(hi);
+  free(k64);
+  free(e64);
+  if (!out)
+    for (size_t i = 0; i < src->cat.n_entries; i++)
+      entry_at(src, i)->in_stream = 0;
   return out;
-fail:
-  free(out);
-  return NULL;
 }
 
 static void watch_start(etcd_source_t *src) {
-  char *body;
-  etcd_entry_t **ns =
-      realloc(src->stream, (src->cat.n_entries + 1) * sizeof(*ns));
-  if (!ns)
+  char *body = watch_body(src);
+  if (!body)
     return;
-  src->stream = ns;
-  if (!(body = watch_body(src)) || src->n_stream == 0) {
-    free(body);
-    return;
-  }
   src->watch_dirty = 0;
   src->watch = call_start(src, CALL_WATCH, "/v3/watch", body, on_watch_done);
   if (src->watch)
@@ -1345,10 +1404,7 @@ static void etcd_unwatch(zg_source_t *base, void *ctx) {
       call_abort(src->unary);
       src->unary = NULL;
     }
-    for (size_t k = 0; k < src->n_stream; k++)
-      if (src->stream[k] == e)
-        src->stream[k] = NULL; /* its events are dropped */
-    src->watch_dirty = 1;      /* and the stream restarts without it */
+    src->watch_dirty = 1; /* the stream restarts without it */
     zg_catalog_remove(&src->cat, &e->e);
     entry_free(e);
     pump(src);
@@ -1396,7 +1452,6 @@ static void source_free(etcd_source_t *src) {
     free(src->eps[i].text);
   }
   free(src->eps);
-  free(src->stream);
   free(src->username);
   secret_free(src->password);
   secret_free(src->token);

@@ -485,3 +485,26 @@ def test_bad_endpoints_are_skipped(etcd, gateway, backends):
     finally:
         liar.shutdown()
         junk.close()
+
+
+def test_many_prefixes_one_watch(etcd, gateway, http_backends):
+    """Sixty prefixes (services found under an etcd_root) on one stream: a change under the
+    last of them is applied as one under the first is. (etcd's gateway may stop reading a
+    request body once it answers, so zkgate sends one create request, a covering range.)"""
+    from test_discover import routed
+    users, orders = http_backends("users", "orders")
+    for i in range(60):
+        etcd.put(f"/many/svc{i:02d}/i", users.addr)
+    port, admin = free_port(), free_port()
+    gw = gateway(etcd_ini(etcd.endpoints, {}, admin={"listen": f"127.0.0.1:{admin}"}) +
+                 f"\n[discover:all]\netcd_root = /many/\nlisten = 127.0.0.1:{port}\n"
+                 "protocol = http\n", listen=port)
+    assert wait_until(lambda: routed(port, "/svc59/") == ("users", "/"), 10), gw.log_text()
+    assert wait_until(lambda: admin_get(admin, "/ready")[0] == 200, 5)
+    for name in ("svc00", "svc31", "svc59"):
+        etcd.put(f"/many/{name}/j", orders.addr)
+        etcd.delete(f"/many/{name}/i")
+        assert wait_until(lambda: routed(port, f"/{name}/") == ("orders", "/"), 5), \
+            (name, gw.log_text())
+    metrics = admin_get(admin, "/metrics")[1]
+    assert "zkgate_etcd_watch_streams_total 1\n" in metrics, metrics
