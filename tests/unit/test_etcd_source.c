@@ -220,11 +220,63 @@ static void test_range_then_events(void **state) {
   json_decref(evs);
 }
 
+static void test_end_cmp(void **state) {
+  (void)state;
+  assert_true(end_cmp("/b0", 3, "/a0", 3) > 0);
+  assert_true(end_cmp("/a", 2, "/a0", 3) < 0);
+  assert_int_equal(end_cmp("/a0", 3, "/a0", 3), 0);
+  assert_true(end_cmp("\0", 1, "\xff\xff", 2) > 0); /* every key on: highest */
+  assert_true(end_cmp("/z", 2, "\0", 1) < 0);
+}
+
+/* The one create request covers every prefix read, from the lowest
+ * revision + 1; a prefix not read yet is left out. */
+static void test_watch_body(void **state) {
+  fixture_t *f = *state;
+  etcd_entry_t *b = calloc(1, sizeof(*b)), *c = calloc(1, sizeof(*c));
+  char *body;
+  json_t *root, *cr;
+  size_t len;
+  char *key, *end;
+  assert_int_equal(zg_catalog_entry_init(&f->src.cat, &b->e, "/b/", NULL, 0),
+                   0);
+  assert_int_equal(zg_catalog_entry_init(&f->src.cat, &c->e, "/0/", NULL, 0),
+                   0);
+  assert_int_equal(zg_catalog_add(&f->src.cat, &b->e, b), 0);
+  assert_int_equal(zg_catalog_add(&f->src.cat, &c->e, c), 0);
+  f->e.rev = 40; /* "/s/web/" */
+  b->rev = 7;
+  c->need_read = 1; /* lowest, but not read: not covered */
+  body = watch_body(&f->src);
+  assert_non_null(body);
+  root = json_loads(body, 0, NULL);
+  cr = json_object_get(root, "create_request");
+  key = b64_decode(json_string_value(json_object_get(cr, "key")),
+                   json_string_length(json_object_get(cr, "key")), &len);
+  end = b64_decode(json_string_value(json_object_get(cr, "range_end")),
+                   json_string_length(json_object_get(cr, "range_end")), &len);
+  assert_string_equal(key, "/b/");
+  assert_string_equal(end, "/s/web0");
+  assert_string_equal(json_string_value(json_object_get(cr, "start_revision")),
+                      "8");
+  assert_true(f->e.in_stream && b->in_stream && !c->in_stream);
+  free(key);
+  free(end);
+  free(body);
+  json_decref(root);
+  zg_catalog_remove(&f->src.cat, &b->e);
+  zg_catalog_remove(&f->src.cat, &c->e);
+  entry_free(b);
+  entry_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_base64),
       cmocka_unit_test(test_prefix_end),
       cmocka_unit_test(test_endpoints),
+      cmocka_unit_test(test_end_cmp),
+      cmocka_unit_test_setup_teardown(test_watch_body, setup, teardown),
       cmocka_unit_test_setup_teardown(test_range_then_events, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
