@@ -10,6 +10,8 @@
 #      fuzz and integration tests with workers = 2;
 #   3. clang with ThreadSanitizer: unit and integration tests with
 #      workers = 2.
+# A stage whose tests fail does not stop the next: the run ends with the
+# failures of all three (exit status 1), and each stage's wall time.
 # The tests start their own ZooKeeper servers, backends and clients.
 # Usage: scripts/test.sh [ctest arguments, e.g. -L unit or -R registry]
 set -euo pipefail
@@ -22,6 +24,7 @@ neutral='^(style|docker)\.|\.test_(harness|install|scripts)$'
 stage() { # NAME: prints the stage's wall time when it ends
   echo "== $1: $((SECONDS - t0)) s" >&2
   t0=$SECONDS
+failed=""
 }
 t0=$SECONDS
 
@@ -31,7 +34,8 @@ cmake -S . -B build -DZKGATE_WERROR=ON -DZKGATE_TEST_MODES=1 \
 cmake --build build -j"$jobs"
 stage "built: gcc"
 echo "== tests: gcc build" >&2
-ctest --test-dir build --output-on-failure --timeout 600 -j"$jobs" "$@"
+ctest --test-dir build --output-on-failure --timeout 600 -j"$jobs" "$@" ||
+  failed="$failed gcc"
 stage "tested: gcc"
 
 echo "== build: clang-14, -fsanitize=address,undefined, -Werror" >&2
@@ -43,7 +47,7 @@ echo "== tests: sanitizer build" >&2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 600 -j"$jobs" \
-  -E "$neutral" "$@"
+  -E "$neutral" "$@" || failed="$failed sanitizers"
 stage "tested: sanitizers"
 
 echo "== build: clang-14, -fsanitize=thread, -Werror" >&2
@@ -54,5 +58,9 @@ stage "built: ThreadSanitizer"
 echo "== tests: ThreadSanitizer build" >&2
 TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp \
   ctest --test-dir build-tsan --output-on-failure --timeout 600 -j"$jobs" \
-  -E "$neutral" "$@"
+  -E "$neutral" "$@" || failed="$failed ThreadSanitizer"
 stage "tested: ThreadSanitizer"
+if [ -n "$failed" ]; then
+  echo "== tests failed in:$failed" >&2
+  exit 1
+fi
