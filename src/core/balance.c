@@ -5,6 +5,20 @@
 
 #include "core/pool.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+const char *zg_balance_name(zg_balance_t how) {
+  switch (how) {
+  case ZG_BALANCE_ROUND_ROBIN:
+    return "round_robin";
+  case ZG_BALANCE_LEAST_REQUEST:
+    return "least_request";
+  default:
+    return "random";
+  }
+}
+
 static uint64_t rotl(uint64_t x, int k) {
   return (x << k) | (x >> (64 - k));
 }
@@ -167,4 +181,37 @@ size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
       return i;
   }
   return ZG_PICK_NONE;
+}
+
+/* The second draw skips the first pick too: `tried` plus one, on the stack
+ * for the usual short lists. */
+#define LEAST_SKIP_ON_STACK 65
+
+size_t zg_balance_pick_least(zg_rng_t *rng, const zg_pool_t *pool,
+                             const size_t *tried, size_t ntried,
+                             zg_balance_load_fn load, void *arg) {
+  size_t stack[LEAST_SKIP_ON_STACK], *skip = stack, a, b;
+  uint64_t la, lb, wa, wb;
+  a = zg_balance_pick_pool(ZG_BALANCE_RANDOM, rng, NULL, pool, tried, ntried);
+  if (a == ZG_PICK_NONE)
+    return a;
+  if (ntried + 1 > LEAST_SKIP_ON_STACK &&
+      !(skip = malloc((ntried + 1) * sizeof(*skip))))
+    return a; /* out of memory: one random choice */
+  if (ntried)
+    memcpy(skip, tried, ntried * sizeof(*skip));
+  skip[ntried] = a;
+  b = zg_balance_pick_pool(ZG_BALANCE_RANDOM, rng, NULL, pool, skip,
+                           ntried + 1);
+  if (skip != stack)
+    free(skip);
+  if (b == ZG_PICK_NONE)
+    return a;
+  la = load(arg, a);
+  lb = load(arg, b);
+  wa = pool->inst[a].weight;
+  wb = pool->inst[b].weight;
+  /* lb/wb < la/wa, without division (weights <= ZG_WEIGHT_MAX and loads
+   * far below 2^40: no overflow) */
+  return lb * wa < la * wb ? b : a;
 }

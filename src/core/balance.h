@@ -9,7 +9,11 @@
 typedef enum {
   ZG_BALANCE_RANDOM = 0,
   ZG_BALANCE_ROUND_ROBIN,
+  ZG_BALANCE_LEAST_REQUEST, /* power of two random choices on in-flight */
 } zg_balance_t;
+
+/* "random", "round_robin", ...: the configuration's word. */
+const char *zg_balance_name(zg_balance_t how);
 
 typedef struct {
   uint64_t s[4];
@@ -37,5 +41,19 @@ struct zg_pool;
 size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
                             const struct zg_pool *pool, const size_t *tried,
                             size_t ntried);
+
+/* In-flight requests (or connections) of pool->inst[i], as the caller
+ * counts them. */
+typedef uint64_t (*zg_balance_load_fn)(void *arg, size_t i);
+
+/* Least request, by the power of two random choices: two distinct live
+ * instances not among `tried` are drawn as zg_balance_pick_pool draws
+ * (in proportion to weight), and the one with the lower in_flight/weight
+ * is taken (the first drawn on a tie, so that idle instances share in
+ * proportion to weight). One left: that one. Returns an index into
+ * pool->inst or ZG_PICK_NONE. */
+size_t zg_balance_pick_least(zg_rng_t *rng, const struct zg_pool *pool,
+                             const size_t *tried, size_t ntried,
+                             zg_balance_load_fn load, void *arg);
 
 #endif

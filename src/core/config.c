@@ -954,8 +954,12 @@ static void balance_value(parse_t *p, const raw_kv_t *kv, zg_balance_t *out) {
     *out = ZG_BALANCE_RANDOM;
   else if (!strcmp(kv->value, "round_robin"))
     *out = ZG_BALANCE_ROUND_ROBIN;
+  else if (!strcmp(kv->value, "least_request"))
+    *out = ZG_BALANCE_LEAST_REQUEST;
   else
-    add_error(p, kv->line, "balance: expected random or round_robin, got '%s'",
+    add_error(p, kv->line,
+              "balance: expected random, round_robin or least_request, got "
+              "'%s'",
               kv->value);
 }
 

@@ -112,6 +112,7 @@ void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
   zg_traffic_ended(t, term);
   if (x->svc)
     zg_service_instance_done(x->svc, x->ureq.instance, x->status, dur_us);
+  zg_upstream_done(&x->ureq); /* no longer in flight (least_request) */
   t->bytes_in += x->req_in;
   t->bytes_out += x->req_out;
   if (gw->access_log) {

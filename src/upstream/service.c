@@ -38,6 +38,33 @@ const char *zg_service_instance_key(const zg_service_t *svc,
   return zg_instance_addr_port_str(inst, port, buf, len);
 }
 
+static zg_instance_stats_t *stats_find(zg_instance_stats_t *t, const char *key,
+                                       int add);
+
+typedef struct {
+  const zg_service_t *svc;
+  const zg_pool_t *pool;
+} load_arg_t;
+
+/* This loop's requests in flight to pool->inst[i] (least_request). */
+static uint64_t inst_load(void *arg, size_t i) {
+  load_arg_t *a = arg;
+  const zg_instance_stats_t *s;
+  char key[ZG_HOST_MAX + 10];
+  if (!a->svc->inst_stats)
+    return 0;
+  s = stats_find(
+      a->svc->inst_stats,
+      zg_service_instance_key(a->svc, &a->pool->inst[i], key, sizeof(key)), 0);
+  return s ? s->in_flight : 0;
+}
+
+static size_t pick_least(zg_service_t *svc, const zg_pool_t *pool,
+                         const size_t *skip, size_t n) {
+  load_arg_t a = {svc, pool};
+  return zg_balance_pick_least(&svc->ctx->rng, pool, skip, n, inst_load, &a);
+}
+
 /* Instances skipped by a pick: those tried, then the failed ones, every one
  * of them (a zone down can mark dozens); on the stack for small pools. */
 #define SKIP_ON_STACK 64
@@ -72,6 +99,14 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
   /* Workers share the cursor: loaded and stored whole (two picks at the
    * same moment may go to the same instance; none is ever skipped for
    * long). */
+  if (svc->conf->balance == ZG_BALANCE_LEAST_REQUEST) {
+    i = pick_least(svc, pool, skip, n);
+    if (i == ZG_PICK_NONE && n > ntried)
+      i = pick_least(svc, pool, tried, ntried);
+    if (skip != stack)
+      free(skip);
+    return i;
+  }
   cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
   i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
                            n);
@@ -215,6 +250,26 @@ void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
   s->requests++;
   s->errors += status == 0 || status >= 500;
   s->dur_sum_us += dur_us;
+}
+
+void zg_service_inflight(zg_service_t *svc, const char *key, int delta) {
+  zg_instance_stats_t *s;
+  if (!key || !key[0])
+    return;
+  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
+                                                     sizeof(*svc->inst_stats))))
+    return;
+  if (!(s = stats_find(svc->inst_stats, key, delta > 0))) {
+    if (delta < 0)
+      return; /* the table started over: already 0 */
+    memset(svc->inst_stats, 0,
+           ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
+    s = stats_find(svc->inst_stats, key, 1);
+  }
+  if (delta > 0)
+    s->in_flight++;
+  else if (s->in_flight > 0)
+    s->in_flight--;
 }
 
 int zg_service_instance_stats(const zg_service_t *svc, const char *key,

@@ -121,7 +121,14 @@ typedef struct zg_instance_stats {
   uint64_t requests;
   uint64_t errors; /* 5xx, or no response */
   uint64_t dur_sum_us;
+  uint64_t in_flight; /* requests (TCP: connections) now, least_request */
 } zg_instance_stats_t;
+
+/* One more (delta > 0) or one fewer request in flight to `key` on this
+ * loop: what least_request compares. Per loop: with workers = N each
+ * worker balances on its own counts (no shared cache line per request).
+ * Never below 0 (a table that started over forgot the count). */
+void zg_service_inflight(zg_service_t *svc, const char *key, int delta);
 
 /* A request that went to instance `key` ended with `status` (0: none). */
 void zg_service_instance_done(zg_service_t *svc, const char *key, int status,

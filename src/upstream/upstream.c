@@ -242,7 +242,12 @@ static void attempt(zg_upstream_req_t *r) {
   r->tried[r->ntried++] = i;
   inst = &r->pool->inst[i];
   tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  zg_upstream_done(r); /* a retry: no longer in flight to the one before */
   zg_instance_addr_port_str(inst, port, r->instance, sizeof(r->instance));
+  if (svc->conf->balance == ZG_BALANCE_LEAST_REQUEST) {
+    zg_service_inflight(svc, r->instance, 1);
+    r->counted = true;
+  }
   /* No context to speak TLS with is not the instance's fault: not marked. */
   if (tls && !(cli = zg_service_tls_client(svc))) {
     finish(r, NULL, ZG_UP_NO_TLS);
@@ -284,6 +289,13 @@ static void attempt(zg_upstream_req_t *r) {
 
 void zg_upstream_connect(zg_upstream_req_t *r) {
   attempt(r);
+}
+
+void zg_upstream_done(zg_upstream_req_t *r) {
+  if (!r->counted)
+    return;
+  r->counted = false;
+  zg_service_inflight(r->svc, r->instance, -1);
 }
 
 void zg_upstream_cancel(zg_upstream_req_t *r) {

@@ -781,6 +781,76 @@ static void test_pick_pool_weighted_round_robin(void **state) {
   zg_pool_unref(p);
 }
 
+/* ---- least request (power of two random choices) ----------------------- */
+
+static uint64_t load_of(void *arg, size_t i) {
+  return ((const uint64_t *)arg)[i];
+}
+
+static void test_pick_least_prefers_less_loaded(void **state) {
+  static const bool up[] = {true, true, true, false};
+  static const uint32_t w[] = {1, 1, 1, 1};
+  uint64_t load[] = {3, 1, 2, 0}; /* the down one is the least loaded */
+  zg_pool_t *p = pool_of(up, w, 4);
+  unsigned counts[4] = {0, 0, 0, 0};
+  zg_rng_t rng;
+  (void)state;
+  zg_rng_seed(&rng, 7);
+  for (int i = 0; i < 30000; i++) {
+    size_t k = zg_balance_pick_least(&rng, p, NULL, 0, load_of, load);
+    assert_true(k < 4);
+    counts[k]++;
+  }
+  assert_int_equal(counts[3], 0); /* down: never, however idle */
+  assert_int_equal(counts[0], 0); /* the busiest loses every pair */
+  /* 1 wins each pair it is in (2/3), 2 the pair {0, 2} (1/3) */
+  assert_in_range(counts[1], 19000, 21000);
+  assert_in_range(counts[2], 9000, 11000);
+  /* two live ones: always the less loaded */
+  load[0] = 0;
+  load[1] = 5;
+  load[2] = 9;
+  for (int i = 0; i < 1000; i++) {
+    static const size_t tried[] = {2};
+    assert_int_equal(zg_balance_pick_least(&rng, p, tried, 1, load_of, load),
+                     0);
+  }
+  zg_pool_unref(p);
+}
+
+static void test_pick_least_weights_and_tried(void **state) {
+  static const bool up[] = {true, true};
+  static const uint32_t w[] = {2, 1};
+  uint64_t load[] = {4, 1};
+  static const size_t tried1[] = {1}, both[] = {0, 1};
+  zg_pool_t *p = pool_of(up, w, 2);
+  unsigned counts[2] = {0, 0};
+  zg_rng_t rng;
+  (void)state;
+  zg_rng_seed(&rng, 11);
+  /* 4/2 > 1/1: the lighter one, whatever the weights say */
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, load), 1);
+  /* 3/2 < 2/1: the heavier instance takes more in flight */
+  load[0] = 3;
+  load[1] = 2;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, load), 0);
+  /* tried: never again, even when the least loaded */
+  load[1] = 0;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, tried1, 1, load_of, load),
+                     0);
+  assert_int_equal(zg_balance_pick_least(&rng, p, both, 2, load_of, load),
+                   ZG_PICK_NONE);
+  /* idle (a tie): shares follow the weights, 2:1 */
+  load[0] = load[1] = 0;
+  for (int i = 0; i < 30000; i++)
+    counts[zg_balance_pick_least(&rng, p, NULL, 0, load_of, load)]++;
+  assert_in_range(counts[0], 19000, 21000);
+  zg_pool_unref(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_new_copies),
@@ -810,6 +880,8 @@ int main(void) {
       cmocka_unit_test(test_pick_pool_never_down),
       cmocka_unit_test(test_pick_pool_none_live),
       cmocka_unit_test(test_pick_pool_weighted_round_robin),
+      cmocka_unit_test(test_pick_least_prefers_less_loaded),
+      cmocka_unit_test(test_pick_least_weights_and_tried),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,92 @@
+"""Balancing choices (README "Balancing"): least_request against real backends of unequal
+speed, registered in a real ZooKeeper."""
+
+import collections
+import http.client
+import json
+import threading
+
+from zkharness import free_port, ini_text, register, wait_until
+
+
+def http_ini(port, services, zk):
+    svcs = {name: {"protocol": "http", "listen": f"127.0.0.1:{port}", **kv}
+            for name, kv in services.items()}
+    return ini_text(svcs, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"})
+
+
+def get_name(conn):
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    data = r.read()
+    assert r.status == 200, data
+    return json.loads(data)["name"]
+
+
+def wait_both_serve(port, names):
+    """Until requests reach every instance in `names` (the pool is published)."""
+    seen = set()
+
+    def probe():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            for _ in range(10):
+                seen.add(get_name(c))
+        finally:
+            c.close()
+        return seen >= set(names)
+    assert wait_until(probe, 10), f"only {seen} answered"
+
+
+def spread_under_concurrency(port, clients=8, each=20):
+    """`clients` keep-alive connections sending `each` requests at once; which instance
+    answered, counted."""
+    counts = collections.Counter()
+    lock = threading.Lock()
+    errors = []
+
+    def client():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(each):
+                name = get_name(c)
+                with lock:
+                    counts[name] += 1
+        except Exception as e:  # reported below, not lost in the thread
+            errors.append(repr(e))
+        finally:
+            c.close()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return counts
+
+
+def test_least_request_sends_most_requests_to_the_fast_instance(http_backends, gateway, zk,
+                                                                kz, zpath):
+    fast, slow = http_backends("fast", "slow")
+    slow.delay_ms = 300
+    register(kz, zpath, fast.addr.encode())
+    register(kz, zpath, slow.addr.encode())
+    port_lr, port_rand = free_port(), free_port()
+    gateway(http_ini(port_lr, {"lr": {"zk_path": zpath, "balance": "least_request"}}, zk),
+            listen=port_lr, name="lr")
+    gateway(http_ini(port_rand, {"rnd": {"zk_path": zpath, "balance": "random"}}, zk),
+            listen=port_rand, name="rnd")
+    wait_both_serve(port_lr, ["fast", "slow"])
+    wait_both_serve(port_rand, ["fast", "slow"])
+
+    lr = spread_under_concurrency(port_lr)
+    rnd = spread_under_concurrency(port_rand)
+    total = 8 * 20
+    assert sum(lr.values()) == total and sum(rnd.values()) == total
+    # The same backends under random: about half each (what least_request must beat).
+    assert 0.3 * total <= rnd["slow"] <= 0.7 * total, f"random spread {dict(rnd)}"
+    # The slow instance holds each request 300 ms, the fast one a few: least_request evens
+    # out the requests in flight, so the slow one gets a new request only while it holds no
+    # more than the fast one, a few per 300 ms, while the fast one answers the rest.
+    assert lr["fast"] >= 0.75 * total, f"least_request spread {dict(lr)}, random {dict(rnd)}"
+    assert lr["slow"] * 2 <= rnd["slow"], f"least_request {dict(lr)}, random {dict(rnd)}"
