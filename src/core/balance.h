@@ -10,7 +10,19 @@ typedef enum {
   ZG_BALANCE_RANDOM = 0,
   ZG_BALANCE_ROUND_ROBIN,
   ZG_BALANCE_LEAST_REQUEST, /* power of two random choices on in-flight */
+  ZG_BALANCE_HASH,          /* consistent hash of a request key */
 } zg_balance_t;
+
+/* What balance = hash hashes (hash_key =). */
+typedef enum {
+  ZG_HASH_NONE = 0,
+  ZG_HASH_HEADER, /* header:NAME, the first field of that name */
+  ZG_HASH_COOKIE, /* cookie:NAME */
+  ZG_HASH_PATH,   /* the request path, without the query */
+  ZG_HASH_CLIENT, /* the client's IP address */
+} zg_hash_key_t;
+
+#define ZG_HASH_NAME_MAX 64 /* header and cookie names, with the NUL */
 
 /* "random", "round_robin", ...: the configuration's word. */
 const char *zg_balance_name(zg_balance_t how);
@@ -55,5 +67,42 @@ typedef uint64_t (*zg_balance_load_fn)(void *arg, size_t i);
 size_t zg_balance_pick_least(zg_rng_t *rng, const struct zg_pool *pool,
                              const size_t *tried, size_t ntried,
                              zg_balance_load_fn load, void *arg);
+
+/* ---- consistent hashing (balance = hash) ----
+ * A ring of points: each live instance has points in proportion to its
+ * weight (ZG_RING_POINTS for a weight equal to the pool's mean), placed by
+ * a hash of its address only, so that one instance added to or removed
+ * from N moves about 1/(N+1) of the keys, those of its own arcs. A key
+ * goes to the instance of the first point at or after its hash. */
+#define ZG_RING_POINTS 160
+
+typedef struct {
+  uint64_t pos;
+  uint64_t addr_hash; /* orders points at one position (never in practice) */
+  uint32_t inst;      /* index into the pool */
+} zg_ring_point_t;
+
+typedef struct zg_ring {
+  size_t n;
+  zg_ring_point_t pt[];
+} zg_ring_t;
+
+/* 64-bit hash of bytes (FNV-1a, then a splitmix64 finaliser so that close
+ * inputs land far apart). */
+uint64_t zg_hash64(const void *data, size_t len);
+/* The ring of `pool`'s live instances; NULL when out of memory. */
+zg_ring_t *zg_ring_build(const struct zg_pool *pool);
+/* NULL is fine. A ring is one malloc block: core/pool.c frees a pool's with
+ * free() (pool.h cannot include this header). */
+void zg_ring_free(zg_ring_t *ring);
+/* The instance for `hash`: the first point at or after it whose instance
+ * is live and not among `tried` (a retry goes on to the next distinct
+ * instance round the ring). ZG_PICK_NONE when none. */
+size_t zg_ring_pick(const zg_ring_t *ring, const struct zg_pool *pool,
+                    uint64_t hash, const size_t *tried, size_t ntried);
+/* The pool's ring, built at the first call and kept with the pool (pools
+ * are immutable, so it never changes; safe from several loops at once:
+ * the first one stored wins). NULL when out of memory. */
+const zg_ring_t *zg_pool_ring(const struct zg_pool *pool);
 
 #endif

@@ -82,6 +82,7 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
   if (!p)
     return NULL;
   p->cum = NULL;
+  atomic_init(&p->ring, NULL);
   atomic_init(&p->refs, 1);
   p->version = version;
   p->created_ms = created_ms;
@@ -123,6 +124,8 @@ void zg_pool_unref(zg_pool_t *pool) {
   for (size_t i = 0; i < pool->n; i++)
     zg_instance_clear(&pool->inst[i]);
   free(pool->cum);
+  /* one block (core/balance.c builds it; not included here: no cycle) */
+  free(atomic_load_explicit(&pool->ring, memory_order_relaxed));
   free(pool);
 }
 

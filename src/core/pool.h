@@ -22,6 +22,9 @@ typedef struct zg_pool {
   uint64_t total_weight; /* sum of the live instances' weights */
   uint64_t *cum;         /* when live weights differ: cum[i] = sum of live
                             weights of inst[0..i]; NULL when uniform */
+  /* balance = hash: the consistent-hash ring of the live instances, built
+   * once (core/balance.h zg_pool_ring), freed with the pool; NULL until */
+  _Atomic(struct zg_ring *) ring;
   size_t n;
   zg_instance_t inst[]; /* sorted by (host, port); down ones included */
 } zg_pool_t;

@@ -370,6 +370,9 @@ static void upstream_connect(zg_http_exchange_t *x) {
   x->ureq.tag = "http";
   x->cli->connect_prepare(&x->ureq, x->gw);
   x->ureq.fresh = x->retried;
+  x->ureq.has_hash =
+      x->svc->conf->balance == ZG_BALANCE_HASH &&
+      zg_service_hash_http(x->svc, x->req, x->client_ip, &x->ureq.hash);
   zg_upstream_connect(&x->ureq);
 }
 

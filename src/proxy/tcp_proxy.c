@@ -417,6 +417,9 @@ static void upstream_connect(zg_tcp_session_t *s) {
   s->ureq.cb = on_upstream;
   s->ureq.data = s;
   s->ureq.tag = "tcp";
+  s->ureq.has_hash =
+      s->svc->conf->balance == ZG_BALANCE_HASH &&
+      zg_service_hash_client(s->svc, s->client_addr, &s->ureq.hash);
   zg_upstream_connect(&s->ureq);
 }
 

@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx) {
   zg_tls_client_unref(ctx->tls_default);
@@ -71,9 +72,34 @@ static size_t pick_least(zg_service_t *svc, const zg_pool_t *pool,
 
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried) {
+  return zg_service_pick_hash(svc, pool, tried, ntried, NULL);
+}
+
+/* The pick itself, among the instances not in `skip`. */
+static size_t pick_among(zg_service_t *svc, const zg_pool_t *pool,
+                         const size_t *skip, size_t n, const uint64_t *hash,
+                         uint64_t *cursor) {
+  const zg_ring_t *ring;
+  switch (svc->conf->balance) {
+  case ZG_BALANCE_LEAST_REQUEST:
+    return pick_least(svc, pool, skip, n);
+  case ZG_BALANCE_HASH:
+    if (hash && pool && (ring = zg_pool_ring(pool)) != NULL)
+      return zg_ring_pick(ring, pool, *hash, skip, n);
+    return zg_balance_pick_pool(ZG_BALANCE_RANDOM, &svc->ctx->rng, cursor, pool,
+                                skip, n);
+  default:
+    return zg_balance_pick_pool(svc->conf->balance, &svc->ctx->rng, cursor,
+                                pool, skip, n);
+  }
+}
+
+size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
+                            const size_t *tried, size_t ntried,
+                            const uint64_t *hash) {
   zg_service_ctx_t *ctx = svc->ctx;
   size_t stack[SKIP_ON_STACK], *skip = stack, cap = SKIP_ON_STACK, n = 0, i;
-  uint64_t now = uv_now(ctx->loop), cursor;
+  uint64_t now = uv_now(ctx->loop), cursor = 0;
   char key[ZG_HOST_MAX + 10];
   for (size_t k = 0; k < ntried && n < cap; k++)
     skip[n++] = tried[k];
@@ -99,24 +125,100 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
   /* Workers share the cursor: loaded and stored whole (two picks at the
    * same moment may go to the same instance; none is ever skipped for
    * long). */
-  if (svc->conf->balance == ZG_BALANCE_LEAST_REQUEST) {
-    i = pick_least(svc, pool, skip, n);
-    if (i == ZG_PICK_NONE && n > ntried)
-      i = pick_least(svc, pool, tried, ntried);
+  if (svc->conf->balance != ZG_BALANCE_ROUND_ROBIN) {
+    i = pick_among(svc, pool, skip, n, hash, &cursor);
+    if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left */
+      i = pick_among(svc, pool, tried, ntried, hash, &cursor);
     if (skip != stack)
       free(skip);
     return i;
   }
   cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
-  i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
-                           n);
+  i = pick_among(svc, pool, skip, n, hash, &cursor);
   if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool,
-                             tried, ntried);
+    i = pick_among(svc, pool, tried, ntried, hash, &cursor);
   __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
   if (skip != stack)
     free(skip);
   return i;
+}
+
+/* ---- balance = hash: the request's key --------------------------------- */
+
+/* The value of cookie `name` in a Cookie field value ("a=1; b=2", RFC 6265
+ * §4.2.1), or NULL. */
+static const char *cookie_value(const char *v, size_t len, const char *name,
+                                size_t *out_len) {
+  size_t nlen = strlen(name), i = 0;
+  while (i < len) {
+    size_t start, end;
+    while (i < len && (v[i] == ' ' || v[i] == ';'))
+      i++;
+    start = i;
+    while (i < len && v[i] != ';')
+      i++;
+    end = i;
+    if (end - start > nlen && v[start + nlen] == '=' &&
+        !memcmp(v + start, name, nlen)) {
+      *out_len = end - start - nlen - 1;
+      return v + start + nlen + 1;
+    }
+  }
+  return NULL;
+}
+
+int zg_service_hash_http(const zg_service_t *svc, const zg_http_head_t *req,
+                         const char *client_ip, uint64_t *out) {
+  const zg_hdr_t *h;
+  const char *v;
+  size_t len;
+  switch (svc->conf->hash_key) {
+  case ZG_HASH_HEADER:
+    if (!(h = zg_http_find(req, svc->conf->hash_name)))
+      return 0;
+    *out = zg_hash64(req->buf + h->value_off, h->value_len);
+    return 1;
+  case ZG_HASH_COOKIE:
+    /* HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3). */
+    for (size_t k = 0; k < req->n_hdr; k++) {
+      h = &req->hdr[k];
+      if (h->name_len != 6 || strncasecmp(req->buf + h->name_off, "cookie", 6))
+        continue;
+      if ((v = cookie_value(req->buf + h->value_off, h->value_len,
+                            svc->conf->hash_name, &len)) != NULL) {
+        *out = zg_hash64(v, len);
+        return 1;
+      }
+    }
+    return 0;
+  case ZG_HASH_PATH:
+    v = req->buf + req->url_off;
+    for (len = 0; len < req->url_len && v[len] != '?' && v[len] != '#'; len++)
+      ;
+    *out = zg_hash64(v, len);
+    return 1;
+  case ZG_HASH_CLIENT:
+    if (!client_ip || !client_ip[0])
+      return 0;
+    *out = zg_hash64(client_ip, strlen(client_ip));
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+int zg_service_hash_client(const zg_service_t *svc, const char *addr,
+                           uint64_t *out) {
+  const char *colon = strrchr(addr, ':');
+  size_t len = colon ? (size_t)(colon - addr) : strlen(addr);
+  if (svc->conf->hash_key != ZG_HASH_CLIENT || len == 0)
+    return 0;
+  if (addr[0] == '[' && len >= 2 && addr[len - 1] == ']') {
+    addr++; /* the same IP as HTTP's client_ip, without brackets */
+    len -= 2;
+  }
+  *out = zg_hash64(addr, len);
+  return 1;
 }
 
 int zg_service_refused(zg_service_t *svc, uint64_t *total) {
@@ -180,6 +282,8 @@ zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_proxy_ctx *px,
     zg_service_unref(svc);
     return NULL;
   }
+  if (svc->static_pool && conf->balance == ZG_BALANCE_HASH)
+    zg_pool_ring(svc->static_pool); /* now, not at the first request */
   return svc;
 }
 

@@ -231,7 +231,8 @@ static void attempt(zg_upstream_req_t *r) {
       r->pool = zg_pool_ref(p);
   }
   i = r->ntried < ZG_UPSTREAM_MAX_TRIES
-          ? zg_service_pick(svc, r->pool, r->tried, r->ntried)
+          ? zg_service_pick_hash(svc, r->pool, r->tried, r->ntried,
+                                 r->has_hash ? &r->hash : NULL)
           : ZG_PICK_NONE;
   if (i == ZG_PICK_NONE) {
     finish(r, NULL, r->ntried == 0 ? ZG_UP_NO_INSTANCE : ZG_UP_UNREACHABLE);

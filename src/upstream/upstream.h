@@ -85,6 +85,8 @@ struct zg_upstream_req {
   zg_upidle_t *idle; /* idle connections to take from first, or NULL */
   bool fresh;        /* a new connection even when an idle one waits */
   const char *tag;   /* the log's subsystem: "tcp", "http" */
+  bool has_hash;     /* balance = hash: the request has a key, hashed: */
+  uint64_t hash;
   /* Kept by the module: */
   size_t tried[ZG_UPSTREAM_MAX_TRIES];
   size_t ntried;

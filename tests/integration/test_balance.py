@@ -90,3 +90,60 @@ def test_least_request_sends_most_requests_to_the_fast_instance(http_backends, g
     # more than the fast one, a few per 300 ms, while the fast one answers the rest.
     assert lr["fast"] >= 0.75 * total, f"least_request spread {dict(lr)}, random {dict(rnd)}"
     assert lr["slow"] * 2 <= rnd["slow"], f"least_request {dict(lr)}, random {dict(rnd)}"
+
+
+def name_for(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        assert r.status == 200, data
+        return json.loads(data)["name"]
+    finally:
+        c.close()
+
+
+def test_hash_sends_one_key_to_one_instance(http_backends, gateway, zk, kz, zpath):
+    backs = http_backends("a", "b", "c")
+    for b in backs:
+        register(kz, zpath, b.addr.encode())
+    port = free_port()
+    gateway(http_ini(port, {
+        "byheader": {"zk_path": zpath, "balance": "hash", "hash_key": "header:X-User",
+                     "path_prefix": "/h/"},
+        "bycookie": {"zk_path": zpath, "balance": "hash", "hash_key": "cookie:sid",
+                     "path_prefix": "/c/"},
+        "bypath": {"zk_path": zpath, "balance": "hash", "hash_key": "path",
+                   "path_prefix": "/p/"},
+    }, zk), listen=port)
+    # the pool is in once keyless requests (random) are answered by all three
+    seen = set()
+
+    def probe():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/h/")
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        if r.status == 200:
+            seen.add(json.loads(data)["name"])
+        return len(seen) == 3
+    assert wait_until(probe, 10), seen
+
+    by_user, by_sid, by_path = {}, {}, {}
+    for rnd in range(3):  # each key three times, each time on a new connection
+        for u in range(30):
+            n = name_for(port, "/h/x", {"X-User": f"user-{u}"})
+            assert by_user.setdefault(u, n) == n, f"user-{u} went to {by_user[u]}, then {n}"
+            n = name_for(port, "/c/x", {"Cookie": f"theme=dark; sid=s{u}; lang=en"})
+            assert by_sid.setdefault(u, n) == n, f"sid s{u} went to {by_sid[u]}, then {n}"
+            n = name_for(port, f"/p/item/{u}?rnd={rnd}")  # the query is not the key
+            assert by_path.setdefault(u, n) == n, f"/p/item/{u} went to {by_path[u]}, then {n}"
+    for what, m in (("header", by_user), ("cookie", by_sid), ("path", by_path)):
+        spread = collections.Counter(m.values())
+        # 30 keys over 3 equal instances: each gets some (1 in 10^5 that one gets none)
+        assert len(spread) == 3, f"{what}: 30 keys reached only {dict(spread)}"
+    # a request without the header or cookie still reaches an instance (random)
+    names = collections.Counter(name_for(port, "/c/") for _ in range(30))
+    assert len(names) >= 2, f"keyless requests all went to {dict(names)}"

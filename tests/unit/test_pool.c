@@ -851,6 +851,113 @@ static void test_pick_least_weights_and_tried(void **state) {
   zg_pool_unref(p);
 }
 
+/* ---- consistent hashing (balance = hash) -------------------------------- */
+
+/* Instances 10.0.1.FIRST .. 10.0.1.(FIRST + N - 1), weights w (NULL: 1). */
+static zg_pool_t *ring_pool(size_t first, size_t n, const uint32_t *w) {
+  zg_instance_t inst[16];
+  zg_pool_t *pool;
+  assert_true(n <= 16);
+  for (size_t i = 0; i < n; i++) {
+    char host[32];
+    snprintf(host, sizeof(host), "10.0.1.%zu", first + i);
+    inst[i] = mk_live(host, 8080, false, NULL, NULL);
+    if (w)
+      inst[i].weight = w[i];
+  }
+  pool = zg_pool_new(inst, n, 1, 0);
+  assert_non_null(pool);
+  clear_all(inst, n);
+  return pool;
+}
+
+static uint64_t key_hash(unsigned k) {
+  char key[32];
+  int len = snprintf(key, sizeof(key), "user-%u", k);
+  return zg_hash64(key, (size_t)len);
+}
+
+/* The fraction of 10,000 keys whose instance (by address) differs. */
+static double moved(const zg_pool_t *a, const zg_pool_t *b) {
+  const zg_ring_t *ra = zg_pool_ring(a), *rb = zg_pool_ring(b);
+  unsigned n = 0;
+  assert_non_null(ra);
+  assert_non_null(rb);
+  for (unsigned k = 0; k < 10000; k++) {
+    size_t i = zg_ring_pick(ra, a, key_hash(k), NULL, 0);
+    size_t j = zg_ring_pick(rb, b, key_hash(k), NULL, 0);
+    assert_true(i < a->n && j < b->n);
+    n += strcmp(a->inst[i].host, b->inst[j].host) != 0;
+  }
+  return n / 10000.0;
+}
+
+static void test_ring_remaps_about_one_in_n(void **state) {
+  zg_pool_t *ten = ring_pool(1, 10, NULL), *eleven = ring_pool(1, 11, NULL);
+  zg_pool_t *nine = ring_pool(2, 9, NULL); /* 10.0.1.1 removed */
+  double add = moved(ten, eleven), del = moved(ten, nine);
+  (void)state;
+  print_message("10 -> 11 moved %.4f, 10 -> 9 moved %.4f\n", add, del);
+  /* ideal: 1/11 = 0.091 and 1/10 = 0.1 */
+  assert_true(add >= 0.05 && add <= 0.15);
+  assert_true(del >= 0.05 && del <= 0.15);
+  /* and the same keys stay put when nothing changes */
+  assert_true(moved(ten, ten) == 0.0);
+  zg_pool_unref(ten);
+  zg_pool_unref(eleven);
+  zg_pool_unref(nine);
+}
+
+static void test_ring_weights_share(void **state) {
+  static const uint32_t w[] = {2, 1, 2, 1};
+  zg_pool_t *p = ring_pool(1, 4, w);
+  const zg_ring_t *r = zg_pool_ring(p);
+  unsigned counts[4] = {0, 0, 0, 0};
+  (void)state;
+  assert_ptr_equal(zg_pool_ring(p), r); /* built once */
+  for (unsigned k = 0; k < 30000; k++)
+    counts[zg_ring_pick(r, p, key_hash(k), NULL, 0)]++;
+  print_message("shares %u %u %u %u\n", counts[0], counts[1], counts[2],
+                counts[3]);
+  /* 2:1: weight-2 instances together take ~2/3 (20,000) */
+  assert_in_range(counts[0] + counts[2], 18500, 21500);
+  assert_in_range(counts[0] * 10 / (counts[1] + 1), 14, 28); /* ~2x */
+  zg_pool_unref(p);
+}
+
+static void test_ring_retry_and_down(void **state) {
+  zg_pool_t *p = ring_pool(1, 5, NULL);
+  const zg_ring_t *r = zg_pool_ring(p);
+  zg_instance_t inst[5];
+  zg_pool_t *down;
+  (void)state;
+  for (unsigned k = 0; k < 2000; k++) {
+    uint64_t h = key_hash(k);
+    size_t first = zg_ring_pick(r, p, h, NULL, 0);
+    size_t tried[2] = {first, 0};
+    size_t second = zg_ring_pick(r, p, h, tried, 1);
+    assert_true(first < 5 && second < 5 && second != first);
+    /* the retry is deterministic too: the next distinct one round */
+    assert_int_equal(zg_ring_pick(r, p, h, tried, 1), second);
+    tried[1] = second;
+    assert_true(zg_ring_pick(r, p, h, tried, 2) != first);
+  }
+  size_t all[] = {0, 1, 2, 3, 4};
+  assert_int_equal(zg_ring_pick(r, p, 42, all, 5), ZG_PICK_NONE);
+  /* a down instance holds no point: never picked */
+  for (size_t i = 0; i < 5; i++)
+    zg_instance_copy(&inst[i], &p->inst[i]);
+  inst[2].up = false;
+  down = zg_pool_new(inst, 5, 2, 0);
+  assert_non_null(down);
+  clear_all(inst, 5);
+  for (unsigned k = 0; k < 5000; k++)
+    assert_true(zg_ring_pick(zg_pool_ring(down), down, key_hash(k), NULL, 0) !=
+                2);
+  zg_pool_unref(down);
+  zg_pool_unref(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_new_copies),
@@ -882,6 +989,9 @@ int main(void) {
       cmocka_unit_test(test_pick_pool_weighted_round_robin),
       cmocka_unit_test(test_pick_least_prefers_less_loaded),
       cmocka_unit_test(test_pick_least_weights_and_tried),
+      cmocka_unit_test(test_ring_remaps_about_one_in_n),
+      cmocka_unit_test(test_ring_weights_share),
+      cmocka_unit_test(test_ring_retry_and_down),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
