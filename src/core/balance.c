@@ -220,6 +220,58 @@ size_t zg_balance_pick_least(zg_rng_t *rng, const zg_pool_t *pool,
   return lb * wa < la * wb ? b : a;
 }
 
+/* ---- slow start --------------------------------------------------------- */
+
+uint64_t zg_balance_slow_start_weight(uint32_t weight, uint64_t age_ms,
+                                      uint64_t window_ms) {
+  if (window_ms == 0 || age_ms >= window_ms)
+    return (uint64_t)weight * 1000;
+  return (uint64_t)weight * (100 + 900 * age_ms / window_ms);
+}
+
+/* The index where the cumulative weight passes r, skipping zeros. */
+static size_t weight_at(const uint64_t *w, size_t n, uint64_t r) {
+  for (size_t i = 0; i < n; i++) {
+    if (r < w[i])
+      return i;
+    r -= w[i];
+  }
+  return ZG_PICK_NONE;
+}
+
+size_t zg_balance_pick_weights(zg_balance_t how, zg_rng_t *rng,
+                               uint64_t *cursor, const uint64_t *w, size_t n,
+                               zg_balance_load_fn load, void *arg) {
+  uint64_t total = 0, la, lb, r;
+  size_t a, b;
+  for (size_t i = 0; i < n; i++)
+    total += w[i];
+  if (total == 0)
+    return ZG_PICK_NONE;
+  if (how == ZG_BALANCE_ROUND_ROBIN)
+    return weight_at(w, n, (*cursor)++ % total);
+  a = weight_at(w, n, zg_rng_below(rng, total));
+  if (how != ZG_BALANCE_LEAST_REQUEST || !load || total == w[a])
+    return a;
+  /* the second, in proportion to w among the others */
+  r = zg_rng_below(rng, total - w[a]);
+  b = ZG_PICK_NONE;
+  for (size_t i = 0; i < n && b == ZG_PICK_NONE; i++) {
+    if (i == a)
+      continue;
+    if (r < w[i])
+      b = i;
+    else
+      r -= w[i];
+  }
+  if (b == ZG_PICK_NONE)
+    return a;
+  la = load(arg, a);
+  lb = load(arg, b);
+  /* lb/w[b] < la/w[a]; w in thousandths (<= 10^9), loads small */
+  return lb * w[a] < la * w[b] ? b : a;
+}
+
 /* ---- consistent hashing ------------------------------------------------- */
 
 static uint64_t mix64(uint64_t z) {

@@ -68,6 +68,23 @@ size_t zg_balance_pick_least(zg_rng_t *rng, const struct zg_pool *pool,
                              const size_t *tried, size_t ntried,
                              zg_balance_load_fn load, void *arg);
 
+/* ---- slow start ----
+ * An instance's effective weight, in thousandths of its weight units, age_ms
+ * after it first appeared: from 10% at 0 linearly to 100% at window_ms
+ * (and after; window 0: always 100%). The floor keeps a new instance
+ * warming up rather than idle. */
+uint64_t zg_balance_slow_start_weight(uint32_t weight, uint64_t age_ms,
+                                      uint64_t window_ms);
+
+/* A pick over explicit weights w[0..n) (0: not eligible: down, tried or
+ * failed), linear in n: random (in proportion to w), round robin (by
+ * *cursor, weighted), least request (two drawn in proportion to w, the
+ * lower load/w taken; `load` may be NULL for the others). ZG_PICK_NONE when
+ * every weight is 0. For slow start, where weights change with time. */
+size_t zg_balance_pick_weights(zg_balance_t how, zg_rng_t *rng,
+                               uint64_t *cursor, const uint64_t *w, size_t n,
+                               zg_balance_load_fn load, void *arg);
+
 /* ---- consistent hashing (balance = hash) ----
  * A ring of points: each live instance has points in proportion to its
  * weight (ZG_RING_POINTS for a weight equal to the pool's mean), placed by

@@ -75,11 +75,65 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
   return zg_service_pick_hash(svc, pool, tried, ntried, NULL);
 }
 
+static int skipped(size_t i, const size_t *skip, size_t n) {
+  for (size_t k = 0; k < n; k++)
+    if (skip[k] == i)
+      return 1;
+  return 0;
+}
+
+/* slow_start: some live instance of `pool` is younger than the window. */
+static int ramping(const zg_service_t *svc, const zg_pool_t *pool,
+                   uint64_t now) {
+  uint64_t win = svc->conf->slow_start_ms;
+  /* seen on the registry's loop, whose clock may run a little ahead */
+  return win && pool && pool->newest_seen_ms &&
+         (pool->newest_seen_ms >= now || now - pool->newest_seen_ms < win);
+}
+
+/* How long ago an instance first appeared (0: from the start, long ago;
+ * a clock a little ahead: just now). */
+static uint64_t age_of(uint64_t seen_ms, uint64_t now) {
+  if (!seen_ms)
+    return UINT64_MAX;
+  return seen_ms < now ? now - seen_ms : 0;
+}
+
+/* A pick while instances ramp up: each one's weight scaled by its age
+ * (zg_balance_slow_start_weight), computed per pick for the few seconds
+ * this lasts; on the stack for pools up to 64. */
+static size_t pick_ramp(zg_service_t *svc, const zg_pool_t *pool,
+                        const size_t *skip, size_t n, uint64_t *cursor,
+                        uint64_t now) {
+  uint64_t stack[64] = {0}, *w = stack;
+  load_arg_t a = {svc, pool};
+  size_t i;
+  if (pool->n > 64 && !(w = malloc(pool->n * sizeof(*w))))
+    return zg_balance_pick_pool(svc->conf->balance, &svc->ctx->rng, cursor,
+                                pool, skip, n); /* no memory: no ramp */
+  for (i = 0; i < pool->n; i++) {
+    const zg_instance_t *x = &pool->inst[i];
+    w[i] =
+        !zg_pool_live(pool, i) || skipped(i, skip, n)
+            ? 0
+            : zg_balance_slow_start_weight(x->weight, age_of(x->seen_ms, now),
+                                           svc->conf->slow_start_ms);
+  }
+  i = zg_balance_pick_weights(svc->conf->balance, &svc->ctx->rng, cursor, w,
+                              pool->n, inst_load, &a);
+  if (w != stack)
+    free(w);
+  return i;
+}
+
 /* The pick itself, among the instances not in `skip`. */
 static size_t pick_among(zg_service_t *svc, const zg_pool_t *pool,
                          const size_t *skip, size_t n, const uint64_t *hash,
-                         uint64_t *cursor) {
+                         uint64_t *cursor, uint64_t now) {
   const zg_ring_t *ring;
+  if (svc->conf->slow_start_ms && svc->conf->balance != ZG_BALANCE_HASH &&
+      ramping(svc, pool, now))
+    return pick_ramp(svc, pool, skip, n, cursor, now);
   switch (svc->conf->balance) {
   case ZG_BALANCE_LEAST_REQUEST:
     return pick_least(svc, pool, skip, n);
@@ -126,17 +180,17 @@ size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
    * same moment may go to the same instance; none is ever skipped for
    * long). */
   if (svc->conf->balance != ZG_BALANCE_ROUND_ROBIN) {
-    i = pick_among(svc, pool, skip, n, hash, &cursor);
+    i = pick_among(svc, pool, skip, n, hash, &cursor, now);
     if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left */
-      i = pick_among(svc, pool, tried, ntried, hash, &cursor);
+      i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
     if (skip != stack)
       free(skip);
     return i;
   }
   cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
-  i = pick_among(svc, pool, skip, n, hash, &cursor);
+  i = pick_among(svc, pool, skip, n, hash, &cursor, now);
   if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = pick_among(svc, pool, tried, ntried, hash, &cursor);
+    i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
   __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
   if (skip != stack)
     free(skip);

@@ -147,3 +147,29 @@ def test_hash_sends_one_key_to_one_instance(http_backends, gateway, zk, kz, zpat
     # a request without the header or cookie still reaches an instance (random)
     names = collections.Counter(name_for(port, "/c/") for _ in range(30))
     assert len(names) >= 2, f"keyless requests all went to {dict(names)}"
+
+
+def test_slow_start_ramps_a_new_instance(http_backends, gateway, zk, kz, zpath):
+    old, new = http_backends("old", "new")
+    register(kz, zpath, old.addr.encode())
+    port = free_port()
+    gateway(http_ini(port, {"s": {"zk_path": zpath, "slow_start": "60s"}}, zk), listen=port)
+    assert wait_until(lambda: name_or_none(port) == "old", 10)
+    register(kz, zpath, new.addr.encode())
+    # the new one is in the pool once it answers; from then on, within a few seconds of
+    # its arrival, it weighs 10-15% of the old one's: about 1 request in 8
+    assert wait_until(lambda: name_or_none(port) == "new", 10)
+    names = collections.Counter(name_or_none(port) for _ in range(300))
+    assert names["old"] + names["new"] == 300, dict(names)
+    assert 8 <= names["new"] <= 60, f"a new instance under slow_start got {dict(names)}"
+
+
+def name_or_none(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", "/")
+        r = c.getresponse()
+        data = r.read()
+        return json.loads(data)["name"] if r.status == 200 else None
+    finally:
+        c.close()

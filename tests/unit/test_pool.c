@@ -958,6 +958,87 @@ static void test_ring_retry_and_down(void **state) {
   zg_pool_unref(p);
 }
 
+/* ---- slow start ------------------------------------------------------------
+ */
+
+static void test_slow_start_curve(void **state) {
+  (void)state;
+  /* thousandths of the weight: 10% at 0, 55% at half time, 100% at full */
+  assert_int_equal(zg_balance_slow_start_weight(4, 0, 30000), 400);
+  assert_int_equal(zg_balance_slow_start_weight(4, 15000, 30000), 2200);
+  assert_int_equal(zg_balance_slow_start_weight(4, 30000, 30000), 4000);
+  assert_int_equal(zg_balance_slow_start_weight(4, 99999, 30000), 4000);
+  assert_int_equal(zg_balance_slow_start_weight(1, 7500, 30000), 325);
+  /* linear: every step up, never past the weight */
+  for (uint64_t t = 0, prev = 0; t <= 30000; t += 100) {
+    uint64_t w = zg_balance_slow_start_weight(1, t, 30000);
+    assert_true(w >= prev && w <= 1000);
+    prev = w;
+  }
+  /* off */
+  assert_int_equal(zg_balance_slow_start_weight(3, 0, 0), 3000);
+}
+
+static void test_pick_weights_follows_ramp(void **state) {
+  /* an old instance (1000) and a new one at 10% (100): ~10:1 */
+  uint64_t w[3] = {1000, 0, 100};
+  uint64_t load[3] = {0, 0, 0};
+  unsigned counts[3] = {0, 0, 0};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  (void)state;
+  zg_rng_seed(&rng, 5);
+  for (int i = 0; i < 22000; i++)
+    counts[zg_balance_pick_weights(ZG_BALANCE_RANDOM, &rng, &cursor, w, 3, NULL,
+                                   NULL)]++;
+  assert_int_equal(counts[1], 0); /* weight 0: down, tried or failed */
+  assert_in_range(counts[2], 1600, 2400);
+  counts[0] = counts[2] = 0;
+  for (int i = 0; i < 1100; i++)
+    counts[zg_balance_pick_weights(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, w, 3,
+                                   NULL, NULL)]++;
+  assert_int_equal(counts[0], 1000); /* weighted round robin: exact */
+  assert_int_equal(counts[2], 100);
+  /* least request: load compared per ramped weight: 1 in flight on the
+   * new one (1/100) is more than 5 on the old one (5/1000) */
+  load[0] = 5;
+  load[2] = 1;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_weights(ZG_BALANCE_LEAST_REQUEST, &rng,
+                                             &cursor, w, 3, load_of, load),
+                     0);
+  w[0] = w[2] = 0;
+  assert_int_equal(zg_balance_pick_weights(ZG_BALANCE_RANDOM, &rng, &cursor, w,
+                                           3, NULL, NULL),
+                   ZG_PICK_NONE);
+}
+
+static void test_pool_carry_seen(void **state) {
+  zg_pool_t *first = ring_pool(1, 3, NULL), *second = ring_pool(2, 3, NULL);
+  zg_pool_t *third = ring_pool(1, 4, NULL);
+  (void)state;
+  zg_pool_carry_seen(first, NULL, 500); /* the first pool: from the start */
+  for (size_t i = 0; i < 3; i++)
+    assert_int_equal(first->inst[i].seen_ms, 0);
+  assert_int_equal(first->newest_seen_ms, 0);
+  /* 10.0.1.1 leaves, 10.0.1.4 comes at 1000 */
+  zg_pool_carry_seen(second, first, 1000);
+  assert_string_equal(second->inst[2].host, "10.0.1.4");
+  assert_int_equal(second->inst[0].seen_ms, 0);
+  assert_int_equal(second->inst[1].seen_ms, 0);
+  assert_int_equal(second->inst[2].seen_ms, 1000);
+  assert_int_equal(second->newest_seen_ms, 1000);
+  /* at 2000 10.0.1.1 is back (new again), 10.0.1.4 keeps 1000 */
+  zg_pool_carry_seen(third, second, 2000);
+  assert_int_equal(third->inst[0].seen_ms, 2000);
+  assert_int_equal(third->inst[3].seen_ms, 1000);
+  assert_int_equal(third->inst[1].seen_ms, 0);
+  assert_int_equal(third->newest_seen_ms, 2000);
+  zg_pool_unref(first);
+  zg_pool_unref(second);
+  zg_pool_unref(third);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_new_copies),
@@ -992,6 +1073,9 @@ int main(void) {
       cmocka_unit_test(test_ring_remaps_about_one_in_n),
       cmocka_unit_test(test_ring_weights_share),
       cmocka_unit_test(test_ring_retry_and_down),
+      cmocka_unit_test(test_slow_start_curve),
+      cmocka_unit_test(test_pick_weights_follows_ramp),
+      cmocka_unit_test(test_pool_carry_seen),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
