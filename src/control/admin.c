@@ -803,10 +803,7 @@ static json_t *service_json(const shards_t *sh, size_t si) {
   json_object_set_new(o, "discovered",
                       svc->discover ? json_string(svc->discover->conf->name)
                                     : json_null());
-  json_object_set_new(o, "balance",
-                      json_string(c->balance == ZG_BALANCE_ROUND_ROBIN
-                                      ? "round_robin"
-                                      : "random"));
+  json_object_set_new(o, "balance", json_string(zg_balance_name(c->balance)));
   if (c->protocol == ZG_PROTO_HTTP) {
     if (svc->discover) {
       json_array_append_new(routes,

@@ -81,6 +81,8 @@ static void on_pool(void *arg, void *ctx, zg_pool_t *pool) {
   zg_gateway_t *gw = svc->px->owner;
   (void)arg;
   log_pool(svc, pool);
+  if (svc->conf->balance == ZG_BALANCE_HASH)
+    zg_pool_ring(pool); /* built once, here, before any worker picks */
   zg_feed_pool(gw->feed, svc->conf->name, svc->zk_pool, pool);
   zg_pool_unref(svc->zk_pool);
   svc->zk_pool = pool;

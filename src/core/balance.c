@@ -5,6 +5,24 @@
 
 #include "core/pool.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *zg_balance_name(zg_balance_t how) {
+  switch (how) {
+  case ZG_BALANCE_ROUND_ROBIN:
+    return "round_robin";
+  case ZG_BALANCE_LEAST_REQUEST:
+    return "least_request";
+  case ZG_BALANCE_HASH:
+    return "hash";
+  default:
+    return "random";
+  }
+}
+
 static uint64_t rotl(uint64_t x, int k) {
   return (x << k) | (x >> (64 - k));
 }
@@ -167,4 +185,202 @@ size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
       return i;
   }
   return ZG_PICK_NONE;
+}
+
+/* The second draw skips the first pick too: `tried` plus one, on the stack
+ * for the usual short lists. */
+#define LEAST_SKIP_ON_STACK 65
+
+size_t zg_balance_pick_least(zg_rng_t *rng, const zg_pool_t *pool,
+                             const size_t *tried, size_t ntried,
+                             zg_balance_load_fn load, void *arg) {
+  size_t stack[LEAST_SKIP_ON_STACK], *skip = stack, a, b;
+  uint64_t la, lb, wa, wb;
+  a = zg_balance_pick_pool(ZG_BALANCE_RANDOM, rng, NULL, pool, tried, ntried);
+  if (a == ZG_PICK_NONE)
+    return a;
+  if (ntried + 1 > LEAST_SKIP_ON_STACK &&
+      !(skip = malloc((ntried + 1) * sizeof(*skip))))
+    return a; /* out of memory: one random choice */
+  if (ntried)
+    memcpy(skip, tried, ntried * sizeof(*skip));
+  skip[ntried] = a;
+  b = zg_balance_pick_pool(ZG_BALANCE_RANDOM, rng, NULL, pool, skip,
+                           ntried + 1);
+  if (skip != stack)
+    free(skip);
+  if (b == ZG_PICK_NONE)
+    return a;
+  la = load(arg, a);
+  lb = load(arg, b);
+  wa = pool->inst[a].weight;
+  wb = pool->inst[b].weight;
+  /* lb/wb < la/wa, without division (weights <= ZG_WEIGHT_MAX and loads
+   * far below 2^40: no overflow) */
+  return lb * wa < la * wb ? b : a;
+}
+
+/* ---- slow start --------------------------------------------------------- */
+
+uint64_t zg_balance_slow_start_weight(uint32_t weight, uint64_t age_ms,
+                                      uint64_t window_ms) {
+  if (window_ms == 0 || age_ms >= window_ms)
+    return (uint64_t)weight * 1000;
+  return (uint64_t)weight * (100 + 900 * age_ms / window_ms);
+}
+
+/* The index where the cumulative weight passes r, skipping zeros. */
+static size_t weight_at(const uint64_t *w, size_t n, uint64_t r) {
+  for (size_t i = 0; i < n; i++) {
+    if (r < w[i])
+      return i;
+    r -= w[i];
+  }
+  return ZG_PICK_NONE;
+}
+
+size_t zg_balance_pick_weights(zg_balance_t how, zg_rng_t *rng,
+                               uint64_t *cursor, const uint64_t *w, size_t n,
+                               zg_balance_load_fn load, void *arg) {
+  uint64_t total = 0, la, lb, r;
+  size_t a, b;
+  for (size_t i = 0; i < n; i++)
+    total += w[i];
+  if (total == 0)
+    return ZG_PICK_NONE;
+  if (how == ZG_BALANCE_ROUND_ROBIN)
+    return weight_at(w, n, (*cursor)++ % total);
+  a = weight_at(w, n, zg_rng_below(rng, total));
+  if (how != ZG_BALANCE_LEAST_REQUEST || !load || total == w[a])
+    return a;
+  /* the second, in proportion to w among the others */
+  r = zg_rng_below(rng, total - w[a]);
+  b = ZG_PICK_NONE;
+  for (size_t i = 0; i < n && b == ZG_PICK_NONE; i++) {
+    if (i == a)
+      continue;
+    if (r < w[i])
+      b = i;
+    else
+      r -= w[i];
+  }
+  if (b == ZG_PICK_NONE)
+    return a;
+  la = load(arg, a);
+  lb = load(arg, b);
+  /* lb/w[b] < la/w[a]; w in thousandths (<= 10^9), loads small */
+  return lb * w[a] < la * w[b] ? b : a;
+}
+
+/* ---- consistent hashing ------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t zg_hash64(const void *data, size_t len) {
+  const unsigned char *c = data;
+  uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a 64 */
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ c[i]) * 0x100000001b3ULL;
+  return mix64(h ^ len);
+}
+
+static int point_cmp(const void *a, const void *b) {
+  const zg_ring_point_t *x = a, *y = b;
+  if (x->pos != y->pos)
+    return x->pos < y->pos ? -1 : 1;
+  if (x->addr_hash != y->addr_hash)
+    return x->addr_hash < y->addr_hash ? -1 : 1;
+  return 0;
+}
+
+/* Points of a weight-w instance: ZG_RING_POINTS at the mean weight, at
+ * least 1; fewer per instance in very large pools, so that a ring stays
+ * under about a million points. */
+static size_t ring_points(const zg_pool_t *p, uint32_t w) {
+  uint64_t per = ZG_RING_POINTS, v;
+  if (p->n_live * per > (1u << 20))
+    per = (1u << 20) / p->n_live;
+  if (per < 4)
+    per = 4;
+  v = (per * p->n_live * w + p->total_weight / 2) / p->total_weight;
+  return v ? (size_t)v : 1;
+}
+
+zg_ring_t *zg_ring_build(const zg_pool_t *pool) {
+  size_t total = 0, k = 0;
+  zg_ring_t *ring;
+  for (size_t i = 0; i < pool->n; i++)
+    if (zg_pool_live(pool, i))
+      total += ring_points(pool, pool->inst[i].weight);
+  ring = malloc(sizeof(*ring) + total * sizeof(ring->pt[0]));
+  if (!ring)
+    return NULL;
+  for (size_t i = 0; i < pool->n; i++) {
+    char addr[ZG_HOST_MAX + 8];
+    int len;
+    uint64_t h;
+    size_t pts;
+    if (!zg_pool_live(pool, i))
+      continue;
+    len = snprintf(addr, sizeof(addr), "%s:%u", pool->inst[i].host,
+                   pool->inst[i].port);
+    h = zg_hash64(addr, (size_t)len);
+    pts = ring_points(pool, pool->inst[i].weight);
+    for (size_t v = 0; v < pts; v++) {
+      ring->pt[k].pos = mix64(h + (v + 1) * 0x9e3779b97f4a7c15ULL);
+      ring->pt[k].addr_hash = h;
+      ring->pt[k].inst = (uint32_t)i;
+      k++;
+    }
+  }
+  ring->n = k;
+  qsort(ring->pt, k, sizeof(ring->pt[0]), point_cmp);
+  return ring;
+}
+
+void zg_ring_free(zg_ring_t *ring) {
+  free(ring);
+}
+
+size_t zg_ring_pick(const zg_ring_t *ring, const zg_pool_t *pool, uint64_t hash,
+                    const size_t *tried, size_t ntried) {
+  size_t lo = 0, hi;
+  if (!ring || ring->n == 0)
+    return ZG_PICK_NONE;
+  hi = ring->n;
+  while (lo < hi) { /* the first point at or after hash */
+    size_t mid = lo + (hi - lo) / 2;
+    if (ring->pt[mid].pos < hash)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (size_t step = 0; step < ring->n; step++) {
+    size_t i = ring->pt[(lo + step) % ring->n].inst;
+    if (i < pool->n && zg_pool_live(pool, i) && !was_tried(i, tried, ntried))
+      return i;
+  }
+  return ZG_PICK_NONE;
+}
+
+const zg_ring_t *zg_pool_ring(const zg_pool_t *pool) {
+  /* The ring is a cache of a pure function of the immutable pool: the
+   * cast only lets the first caller store it. */
+  zg_pool_t *p = (zg_pool_t *)(uintptr_t)pool;
+  zg_ring_t *ring = atomic_load_explicit(&p->ring, memory_order_acquire), *mine;
+  zg_ring_t *expected = NULL;
+  if (ring)
+    return ring;
+  if (!(mine = zg_ring_build(pool)))
+    return NULL;
+  if (atomic_compare_exchange_strong_explicit(&p->ring, &expected, mine,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+    return mine;
+  zg_ring_free(mine); /* another loop stored one first */
+  return expected;
 }

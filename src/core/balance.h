@@ -9,7 +9,23 @@
 typedef enum {
   ZG_BALANCE_RANDOM = 0,
   ZG_BALANCE_ROUND_ROBIN,
+  ZG_BALANCE_LEAST_REQUEST, /* power of two random choices on in-flight */
+  ZG_BALANCE_HASH,          /* consistent hash of a request key */
 } zg_balance_t;
+
+/* What balance = hash hashes (hash_key =). */
+typedef enum {
+  ZG_HASH_NONE = 0,
+  ZG_HASH_HEADER, /* header:NAME, the first field of that name */
+  ZG_HASH_COOKIE, /* cookie:NAME */
+  ZG_HASH_PATH,   /* the request path, without the query */
+  ZG_HASH_CLIENT, /* the client's IP address */
+} zg_hash_key_t;
+
+#define ZG_HASH_NAME_MAX 64 /* header and cookie names, with the NUL */
+
+/* "random", "round_robin", ...: the configuration's word. */
+const char *zg_balance_name(zg_balance_t how);
 
 typedef struct {
   uint64_t s[4];
@@ -37,5 +53,73 @@ struct zg_pool;
 size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
                             const struct zg_pool *pool, const size_t *tried,
                             size_t ntried);
+
+/* In-flight requests (or connections) of pool->inst[i], as the caller
+ * counts them. */
+typedef uint64_t (*zg_balance_load_fn)(void *arg, size_t i);
+
+/* Least request, by the power of two random choices: two distinct live
+ * instances not among `tried` are drawn as zg_balance_pick_pool draws
+ * (in proportion to weight), and the one with the lower in_flight/weight
+ * is taken (the first drawn on a tie, so that idle instances share in
+ * proportion to weight). One left: that one. Returns an index into
+ * pool->inst or ZG_PICK_NONE. */
+size_t zg_balance_pick_least(zg_rng_t *rng, const struct zg_pool *pool,
+                             const size_t *tried, size_t ntried,
+                             zg_balance_load_fn load, void *arg);
+
+/* ---- slow start ----
+ * An instance's effective weight, in thousandths of its weight units, age_ms
+ * after it first appeared: from 10% at 0 linearly to 100% at window_ms
+ * (and after; window 0: always 100%). The floor keeps a new instance
+ * warming up rather than idle. */
+uint64_t zg_balance_slow_start_weight(uint32_t weight, uint64_t age_ms,
+                                      uint64_t window_ms);
+
+/* A pick over explicit weights w[0..n) (0: not eligible: down, tried or
+ * failed), linear in n: random (in proportion to w), round robin (by
+ * *cursor, weighted), least request (two drawn in proportion to w, the
+ * lower load/w taken; `load` may be NULL for the others). ZG_PICK_NONE when
+ * every weight is 0. For slow start, where weights change with time. */
+size_t zg_balance_pick_weights(zg_balance_t how, zg_rng_t *rng,
+                               uint64_t *cursor, const uint64_t *w, size_t n,
+                               zg_balance_load_fn load, void *arg);
+
+/* ---- consistent hashing (balance = hash) ----
+ * A ring of points: each live instance has points in proportion to its
+ * weight (ZG_RING_POINTS for a weight equal to the pool's mean), placed by
+ * a hash of its address only, so that one instance added to or removed
+ * from N moves about 1/(N+1) of the keys, those of its own arcs. A key
+ * goes to the instance of the first point at or after its hash. */
+#define ZG_RING_POINTS 160
+
+typedef struct {
+  uint64_t pos;
+  uint64_t addr_hash; /* orders points at one position (never in practice) */
+  uint32_t inst;      /* index into the pool */
+} zg_ring_point_t;
+
+typedef struct zg_ring {
+  size_t n;
+  zg_ring_point_t pt[];
+} zg_ring_t;
+
+/* 64-bit hash of bytes (FNV-1a, then a splitmix64 finaliser so that close
+ * inputs land far apart). */
+uint64_t zg_hash64(const void *data, size_t len);
+/* The ring of `pool`'s live instances; NULL when out of memory. */
+zg_ring_t *zg_ring_build(const struct zg_pool *pool);
+/* NULL is fine. A ring is one malloc block: core/pool.c frees a pool's with
+ * free() (pool.h cannot include this header). */
+void zg_ring_free(zg_ring_t *ring);
+/* The instance for `hash`: the first point at or after it whose instance
+ * is live and not among `tried` (a retry goes on to the next distinct
+ * instance round the ring). ZG_PICK_NONE when none. */
+size_t zg_ring_pick(const zg_ring_t *ring, const struct zg_pool *pool,
+                    uint64_t hash, const size_t *tried, size_t ntried);
+/* The pool's ring, built at the first call and kept with the pool (pools
+ * are immutable, so it never changes; safe from several loops at once:
+ * the first one stored wins). NULL when out of memory. */
+const zg_ring_t *zg_pool_ring(const struct zg_pool *pool);
 
 #endif

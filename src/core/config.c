@@ -386,6 +386,7 @@ typedef struct {
   int etcd_prefix_line;
   int http_key_line; /* first HTTP-only key, to report it on a tcp service */
   int sni_line;      /* the sni key, to report it on a non-TLS service */
+  int balance_line, hash_key_line, slow_start_line;
   /* TLS keys, by line (0: absent) */
   int cert_line, key_line, ca_line, verify_line, ciphers_line, suites_line;
   bool tls_bad; /* a TLS key had a bad value: no file checks */
@@ -950,12 +951,21 @@ static bool listen_value(parse_t *p, const raw_kv_t *kv,
 }
 
 static void balance_value(parse_t *p, const raw_kv_t *kv, zg_balance_t *out) {
+  if (!strcmp(kv->value, "hash")) {
+    add_error(p, kv->line,
+              "balance: hash is for [service:NAME] sections (with hash_key)");
+    return;
+  }
   if (!strcmp(kv->value, "random"))
     *out = ZG_BALANCE_RANDOM;
   else if (!strcmp(kv->value, "round_robin"))
     *out = ZG_BALANCE_ROUND_ROBIN;
+  else if (!strcmp(kv->value, "least_request"))
+    *out = ZG_BALANCE_LEAST_REQUEST;
   else
-    add_error(p, kv->line, "balance: expected random or round_robin, got '%s'",
+    add_error(p, kv->line,
+              "balance: expected random, round_robin or least_request, got "
+              "'%s'",
               kv->value);
 }
 
@@ -1318,8 +1328,6 @@ static int service_source_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
       return 1;
     st->has_listen = true;
     st->listen_line = kv->line;
-  } else if (!strcmp(kv->key, "balance")) {
-    balance_value(p, kv, &svc->balance);
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &svc->connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "endpoint")) {
@@ -1444,14 +1452,108 @@ static int service_tls_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   return 1;
 }
 
+/* A header or cookie name: an RFC 9110 token (§5.6.2), which a cookie
+ * name is too (RFC 6265 §4.1.1). */
+static int valid_token(const char *s) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  if (!*s || strlen(s) >= ZG_HASH_NAME_MAX)
+    return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || strchr(extra, *s)))
+      return 0;
+  return 1;
+}
+
+static void hash_key_value(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  const char *v = kv->value, *name = NULL;
+  st->hash_key_line = kv->line;
+  svc->hash_name[0] = '\0';
+  if (!strcmp(v, "path")) {
+    svc->hash_key = ZG_HASH_PATH;
+  } else if (!strcmp(v, "client")) {
+    svc->hash_key = ZG_HASH_CLIENT;
+  } else if (!strncmp(v, "header:", 7)) {
+    svc->hash_key = ZG_HASH_HEADER;
+    name = v + 7;
+  } else if (!strncmp(v, "cookie:", 7)) {
+    svc->hash_key = ZG_HASH_COOKIE;
+    name = v + 7;
+  } else {
+    add_error(p, kv->line,
+              "hash_key: expected header:NAME, cookie:NAME, path or client, "
+              "got '%s'",
+              v);
+    svc->hash_key = ZG_HASH_NONE;
+    return;
+  }
+  if (name && !valid_token(name)) {
+    add_error(p, kv->line,
+              "hash_key: expected a header or cookie name (letters, digits "
+              "and !#$%%&'*+-.^_`|~, under %d characters) after '%.7s', got "
+              "'%s'",
+              ZG_HASH_NAME_MAX, v, name);
+    svc->hash_key = ZG_HASH_NONE;
+    return;
+  }
+  if (name)
+    snprintf(svc->hash_name, sizeof(svc->hash_name), "%s", name);
+}
+
+/* balance, hash_key, slow_start: 1 when `kv` is one of them, else 0. */
+static int service_balance_key(parse_t *p, svc_state_t *st,
+                               const raw_kv_t *kv) {
+  zg_service_conf_t *svc = st->svc;
+  if (!strcmp(kv->key, "balance")) {
+    st->balance_line = kv->line;
+    if (!strcmp(kv->value, "hash"))
+      svc->balance = ZG_BALANCE_HASH;
+    else
+      balance_value(p, kv, &svc->balance);
+  } else if (!strcmp(kv->key, "hash_key")) {
+    hash_key_value(p, st, kv);
+  } else if (!strcmp(kv->key, "slow_start")) {
+    st->slow_start_line = kv->line;
+    duration_key(p, kv, &svc->slow_start_ms, 0);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* hash_key goes with balance = hash, and only HTTP has headers, cookies
+ * and paths; slow start has no weight to ramp under hash. */
+static void balance_check(parse_t *p, svc_state_t *st) {
+  zg_service_conf_t *svc = st->svc;
+  if (svc->balance == ZG_BALANCE_HASH && !st->hash_key_line)
+    add_error(p, st->balance_line,
+              "balance = hash needs hash_key (header:NAME, cookie:NAME, path "
+              "or client)");
+  if (svc->balance != ZG_BALANCE_HASH && st->hash_key_line) {
+    add_error(p, st->hash_key_line, "hash_key is for balance = hash only");
+    svc->hash_key = ZG_HASH_NONE;
+  }
+  if (svc->protocol != ZG_PROTO_HTTP && svc->hash_key != ZG_HASH_NONE &&
+      svc->hash_key != ZG_HASH_CLIENT)
+    add_error(p, st->hash_key_line,
+              "hash_key: header, cookie and path are for protocol = http; a "
+              "%s service hashes the client only (hash_key = client)",
+              svc->protocol == ZG_PROTO_TCP ? "tcp" : "tls-passthrough");
+  if (svc->balance == ZG_BALANCE_HASH && svc->slow_start_ms)
+    add_error(p, st->slow_start_line,
+              "slow_start does not apply to balance = hash (a key's instance "
+              "does not depend on weights ramping up)");
+}
+
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "listen"))
     st->listen_seen = true;
   if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances") ||
       !strcmp(kv->key, "etcd_prefix"))
     st->source_seen = true;
-  if (!service_source_key(p, st, kv) && !service_http_key(p, st, kv) &&
-      !service_tls_key(p, st, kv))
+  if (!service_source_key(p, st, kv) && !service_balance_key(p, st, kv) &&
+      !service_http_key(p, st, kv) && !service_tls_key(p, st, kv))
     add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
               st->svc->name);
 }
@@ -1837,6 +1939,7 @@ static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
               "protocol = http only");
   if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st->sni_line)
     add_error(p, st->sni_line, "sni is for protocol = tls-passthrough only");
+  balance_check(p, st);
   tls_check(p, st);
   upstream_check(p, st);
   if (!svc->connect_timeout_ms)
@@ -2204,7 +2307,10 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       !same_str(a->etcd_prefix, b->etcd_prefix) || a->protocol != b->protocol ||
       strcmp(a->listen.text, b->listen.text) ||
       !same_sockaddr(&a->listen.ss, &b->listen.ss) ||
-      a->balance != b->balance || !same_str(a->endpoint, b->endpoint) ||
+      a->balance != b->balance || a->hash_key != b->hash_key ||
+      strcmp(a->hash_name, b->hash_name) ||
+      a->slow_start_ms != b->slow_start_ms ||
+      !same_str(a->endpoint, b->endpoint) ||
       a->connect_timeout_ms != b->connect_timeout_ms ||
       !same_str(a->host, b->host) ||
       !same_str(a->path_prefix, b->path_prefix) || !same_str(a->sni, b->sni) ||

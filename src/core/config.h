@@ -46,6 +46,9 @@ typedef struct {
   zg_protocol_t protocol;
   zg_listen_addr_t listen;
   zg_balance_t balance;
+  zg_hash_key_t hash_key;           /* balance = hash only; else NONE */
+  char hash_name[ZG_HASH_NAME_MAX]; /* header or cookie name, or "" */
+  uint64_t slow_start_ms;           /* 0: off */
   char *endpoint;              /* serverset additionalEndpoints name, or NULL */
   uint64_t connect_timeout_ms; /* [proxy] connect_timeout unless set here */
   /* HTTP only */

@@ -51,6 +51,8 @@ typedef struct zg_instance {
   int64_t version;  /* the data decoded: a znode's Stat.version, or an etcd
                        key's mod_revision */
   int64_t mtime_ms; /* Stat.mtime: when the data was last written */
+  uint64_t seen_ms; /* uv_now when its address first appeared in the
+                       service's pools (slow_start); 0: from the start */
 } zg_instance_t;
 
 /* What a service asks of the decoders. */

@@ -82,6 +82,8 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
   if (!p)
     return NULL;
   p->cum = NULL;
+  atomic_init(&p->ring, NULL);
+  p->newest_seen_ms = 0;
   atomic_init(&p->refs, 1);
   p->version = version;
   p->created_ms = created_ms;
@@ -92,6 +94,7 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
       zg_pool_unref(p);
       return NULL;
     }
+    p->inst[kept].seen_ms = 0; /* zg_pool_carry_seen's to set */
     kept++;
   }
   qsort(p->inst, kept, sizeof(p->inst[0]), inst_cmp_full);
@@ -110,6 +113,22 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
   return weigh(p) == 0 ? p : (zg_pool_unref(p), NULL);
 }
 
+void zg_pool_carry_seen(zg_pool_t *pool, const zg_pool_t *prev,
+                        uint64_t now_ms) {
+  size_t j = 0;
+  pool->newest_seen_ms = 0;
+  /* Both sorted by address: one merge walk. */
+  for (size_t i = 0; i < pool->n; i++) {
+    zg_instance_t *x = &pool->inst[i];
+    int c = 1;
+    while (prev && j < prev->n && (c = inst_cmp(&prev->inst[j], x)) < 0)
+      j++;
+    x->seen_ms = !prev ? 0 : c == 0 ? prev->inst[j].seen_ms : now_ms;
+    if (zg_pool_live(pool, i) && x->seen_ms > pool->newest_seen_ms)
+      pool->newest_seen_ms = x->seen_ms;
+  }
+}
+
 zg_pool_t *zg_pool_ref(zg_pool_t *pool) {
   atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
   return pool;
@@ -123,6 +142,8 @@ void zg_pool_unref(zg_pool_t *pool) {
   for (size_t i = 0; i < pool->n; i++)
     zg_instance_clear(&pool->inst[i]);
   free(pool->cum);
+  /* one block (core/balance.c builds it; not included here: no cycle) */
+  free(atomic_load_explicit(&pool->ring, memory_order_relaxed));
   free(pool);
 }
 

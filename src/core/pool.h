@@ -22,6 +22,10 @@ typedef struct zg_pool {
   uint64_t total_weight; /* sum of the live instances' weights */
   uint64_t *cum;         /* when live weights differ: cum[i] = sum of live
                             weights of inst[0..i]; NULL when uniform */
+  /* balance = hash: the consistent-hash ring of the live instances, built
+   * once (core/balance.h zg_pool_ring), freed with the pool; NULL until */
+  _Atomic(struct zg_ring *) ring;
+  uint64_t newest_seen_ms; /* the latest inst[].seen_ms of a live one */
   size_t n;
   zg_instance_t inst[]; /* sorted by (host, port); down ones included */
 } zg_pool_t;
@@ -36,6 +40,13 @@ static inline int zg_pool_live(const zg_pool_t *p, size_t i) {
  * service. NULL on allocation failure. */
 zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
                        uint64_t created_ms);
+/* Before publication: each instance of `pool` keeps the time its address
+ * was first seen in `prev` (the service's pool before), and one new to it
+ * is seen at now_ms; with no `prev` (the first pool) every instance is
+ * there from the start (0), so that a gateway starting up ramps nothing.
+ * Sets newest_seen_ms. */
+void zg_pool_carry_seen(zg_pool_t *pool, const zg_pool_t *prev,
+                        uint64_t now_ms);
 zg_pool_t *zg_pool_ref(zg_pool_t *pool);
 void zg_pool_unref(zg_pool_t *pool); /* NULL is fine */
 /* 1 when both hold the same instances (addresses, tls, base paths, status,

@@ -112,6 +112,7 @@ void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
   zg_traffic_ended(t, term);
   if (x->svc)
     zg_service_instance_done(x->svc, x->ureq.instance, x->status, dur_us);
+  zg_upstream_done(&x->ureq); /* no longer in flight (least_request) */
   t->bytes_in += x->req_in;
   t->bytes_out += x->req_out;
   if (gw->access_log) {
@@ -369,6 +370,9 @@ static void upstream_connect(zg_http_exchange_t *x) {
   x->ureq.tag = "http";
   x->cli->connect_prepare(&x->ureq, x->gw);
   x->ureq.fresh = x->retried;
+  x->ureq.has_hash =
+      x->svc->conf->balance == ZG_BALANCE_HASH &&
+      zg_service_hash_http(x->svc, x->req, x->client_ip, &x->ureq.hash);
   zg_upstream_connect(&x->ureq);
 }
 

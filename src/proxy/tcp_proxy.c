@@ -164,6 +164,7 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
     zg_access_log_write(px->access_log, &e);
   }
   zg_upstream_cancel(&s->ureq);
+  zg_upstream_done(&s->ureq); /* no longer in flight (least_request) */
   zg_tls_conn_free(s->tls);
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
@@ -416,6 +417,9 @@ static void upstream_connect(zg_tcp_session_t *s) {
   s->ureq.cb = on_upstream;
   s->ureq.data = s;
   s->ureq.tag = "tcp";
+  s->ureq.has_hash =
+      s->svc->conf->balance == ZG_BALANCE_HASH &&
+      zg_service_hash_client(s->svc, s->client_addr, &s->ureq.hash);
   zg_upstream_connect(&s->ureq);
 }
 

@@ -282,6 +282,8 @@ void zg_catalog_publish_now(zg_catalog_entry_t *e) {
     zg_error("registry", "%s: out of memory building a pool", e->path);
     return;
   }
+  /* slow_start: an instance that stays keeps when it first came */
+  zg_pool_carry_seen(pool, e->published, uv_now(cat->loop));
   if (e->synced && e->published && !e->stale &&
       zg_pool_same(pool, e->published)) {
     zg_pool_unref(pool);

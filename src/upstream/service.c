@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void zg_service_ctx_tls_reset(zg_service_ctx_t *ctx) {
   zg_tls_client_unref(ctx->tls_default);
@@ -38,15 +39,121 @@ const char *zg_service_instance_key(const zg_service_t *svc,
   return zg_instance_addr_port_str(inst, port, buf, len);
 }
 
+static zg_instance_stats_t *stats_find(zg_instance_stats_t *t, const char *key,
+                                       int add);
+
+typedef struct {
+  const zg_service_t *svc;
+  const zg_pool_t *pool;
+} load_arg_t;
+
+/* This loop's requests in flight to pool->inst[i] (least_request). */
+static uint64_t inst_load(void *arg, size_t i) {
+  load_arg_t *a = arg;
+  const zg_instance_stats_t *s;
+  char key[ZG_HOST_MAX + 10];
+  if (!a->svc->inst_stats)
+    return 0;
+  s = stats_find(
+      a->svc->inst_stats,
+      zg_service_instance_key(a->svc, &a->pool->inst[i], key, sizeof(key)), 0);
+  return s ? s->in_flight : 0;
+}
+
+static size_t pick_least(zg_service_t *svc, const zg_pool_t *pool,
+                         const size_t *skip, size_t n) {
+  load_arg_t a = {svc, pool};
+  return zg_balance_pick_least(&svc->ctx->rng, pool, skip, n, inst_load, &a);
+}
+
 /* Instances skipped by a pick: those tried, then the failed ones, every one
  * of them (a zone down can mark dozens); on the stack for small pools. */
 #define SKIP_ON_STACK 64
 
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried) {
+  return zg_service_pick_hash(svc, pool, tried, ntried, NULL);
+}
+
+static int skipped(size_t i, const size_t *skip, size_t n) {
+  for (size_t k = 0; k < n; k++)
+    if (skip[k] == i)
+      return 1;
+  return 0;
+}
+
+/* slow_start: some live instance of `pool` is younger than the window. */
+static int ramping(const zg_service_t *svc, const zg_pool_t *pool,
+                   uint64_t now) {
+  uint64_t win = svc->conf->slow_start_ms;
+  /* seen on the registry's loop, whose clock may run a little ahead */
+  return win && pool && pool->newest_seen_ms &&
+         (pool->newest_seen_ms >= now || now - pool->newest_seen_ms < win);
+}
+
+/* How long ago an instance first appeared (0: from the start, long ago;
+ * a clock a little ahead: just now). */
+static uint64_t age_of(uint64_t seen_ms, uint64_t now) {
+  if (!seen_ms)
+    return UINT64_MAX;
+  return seen_ms < now ? now - seen_ms : 0;
+}
+
+/* A pick while instances ramp up: each one's weight scaled by its age
+ * (zg_balance_slow_start_weight), computed per pick for the few seconds
+ * this lasts; on the stack for pools up to 64. */
+static size_t pick_ramp(zg_service_t *svc, const zg_pool_t *pool,
+                        const size_t *skip, size_t n, uint64_t *cursor,
+                        uint64_t now) {
+  uint64_t stack[64] = {0}, *w = stack;
+  load_arg_t a = {svc, pool};
+  size_t i;
+  if (pool->n > 64 && !(w = malloc(pool->n * sizeof(*w))))
+    return zg_balance_pick_pool(svc->conf->balance, &svc->ctx->rng, cursor,
+                                pool, skip, n); /* no memory: no ramp */
+  for (i = 0; i < pool->n; i++) {
+    const zg_instance_t *x = &pool->inst[i];
+    w[i] =
+        !zg_pool_live(pool, i) || skipped(i, skip, n)
+            ? 0
+            : zg_balance_slow_start_weight(x->weight, age_of(x->seen_ms, now),
+                                           svc->conf->slow_start_ms);
+  }
+  i = zg_balance_pick_weights(svc->conf->balance, &svc->ctx->rng, cursor, w,
+                              pool->n, inst_load, &a);
+  if (w != stack)
+    free(w);
+  return i;
+}
+
+/* The pick itself, among the instances not in `skip`. */
+static size_t pick_among(zg_service_t *svc, const zg_pool_t *pool,
+                         const size_t *skip, size_t n, const uint64_t *hash,
+                         uint64_t *cursor, uint64_t now) {
+  const zg_ring_t *ring;
+  if (svc->conf->slow_start_ms && svc->conf->balance != ZG_BALANCE_HASH &&
+      ramping(svc, pool, now))
+    return pick_ramp(svc, pool, skip, n, cursor, now);
+  switch (svc->conf->balance) {
+  case ZG_BALANCE_LEAST_REQUEST:
+    return pick_least(svc, pool, skip, n);
+  case ZG_BALANCE_HASH:
+    if (hash && pool && (ring = zg_pool_ring(pool)) != NULL)
+      return zg_ring_pick(ring, pool, *hash, skip, n);
+    return zg_balance_pick_pool(ZG_BALANCE_RANDOM, &svc->ctx->rng, cursor, pool,
+                                skip, n);
+  default:
+    return zg_balance_pick_pool(svc->conf->balance, &svc->ctx->rng, cursor,
+                                pool, skip, n);
+  }
+}
+
+size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
+                            const size_t *tried, size_t ntried,
+                            const uint64_t *hash) {
   zg_service_ctx_t *ctx = svc->ctx;
   size_t stack[SKIP_ON_STACK], *skip = stack, cap = SKIP_ON_STACK, n = 0, i;
-  uint64_t now = uv_now(ctx->loop), cursor;
+  uint64_t now = uv_now(ctx->loop), cursor = 0;
   char key[ZG_HOST_MAX + 10];
   for (size_t k = 0; k < ntried && n < cap; k++)
     skip[n++] = tried[k];
@@ -72,16 +179,100 @@ size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
   /* Workers share the cursor: loaded and stored whole (two picks at the
    * same moment may go to the same instance; none is ever skipped for
    * long). */
+  if (svc->conf->balance != ZG_BALANCE_ROUND_ROBIN) {
+    i = pick_among(svc, pool, skip, n, hash, &cursor, now);
+    if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left */
+      i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
+    if (skip != stack)
+      free(skip);
+    return i;
+  }
   cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
-  i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
-                           n);
+  i = pick_among(svc, pool, skip, n, hash, &cursor, now);
   if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool,
-                             tried, ntried);
+    i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
   __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
   if (skip != stack)
     free(skip);
   return i;
+}
+
+/* ---- balance = hash: the request's key --------------------------------- */
+
+/* The value of cookie `name` in a Cookie field value ("a=1; b=2", RFC 6265
+ * §4.2.1), or NULL. */
+static const char *cookie_value(const char *v, size_t len, const char *name,
+                                size_t *out_len) {
+  size_t nlen = strlen(name), i = 0;
+  while (i < len) {
+    size_t start, end;
+    while (i < len && (v[i] == ' ' || v[i] == ';'))
+      i++;
+    start = i;
+    while (i < len && v[i] != ';')
+      i++;
+    end = i;
+    if (end - start > nlen && v[start + nlen] == '=' &&
+        !memcmp(v + start, name, nlen)) {
+      *out_len = end - start - nlen - 1;
+      return v + start + nlen + 1;
+    }
+  }
+  return NULL;
+}
+
+int zg_service_hash_http(const zg_service_t *svc, const zg_http_head_t *req,
+                         const char *client_ip, uint64_t *out) {
+  const zg_hdr_t *h;
+  const char *v;
+  size_t len;
+  switch (svc->conf->hash_key) {
+  case ZG_HASH_HEADER:
+    if (!(h = zg_http_find(req, svc->conf->hash_name)))
+      return 0;
+    *out = zg_hash64(req->buf + h->value_off, h->value_len);
+    return 1;
+  case ZG_HASH_COOKIE:
+    /* HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3). */
+    for (size_t k = 0; k < req->n_hdr; k++) {
+      h = &req->hdr[k];
+      if (h->name_len != 6 || strncasecmp(req->buf + h->name_off, "cookie", 6))
+        continue;
+      if ((v = cookie_value(req->buf + h->value_off, h->value_len,
+                            svc->conf->hash_name, &len)) != NULL) {
+        *out = zg_hash64(v, len);
+        return 1;
+      }
+    }
+    return 0;
+  case ZG_HASH_PATH:
+    v = req->buf + req->url_off;
+    for (len = 0; len < req->url_len && v[len] != '?' && v[len] != '#'; len++)
+      ;
+    *out = zg_hash64(v, len);
+    return 1;
+  case ZG_HASH_CLIENT:
+    if (!client_ip || !client_ip[0])
+      return 0;
+    *out = zg_hash64(client_ip, strlen(client_ip));
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+int zg_service_hash_client(const zg_service_t *svc, const char *addr,
+                           uint64_t *out) {
+  const char *colon = strrchr(addr, ':');
+  size_t len = colon ? (size_t)(colon - addr) : strlen(addr);
+  if (svc->conf->hash_key != ZG_HASH_CLIENT || len == 0)
+    return 0;
+  if (addr[0] == '[' && len >= 2 && addr[len - 1] == ']') {
+    addr++; /* the same IP as HTTP's client_ip, without brackets */
+    len -= 2;
+  }
+  *out = zg_hash64(addr, len);
+  return 1;
 }
 
 int zg_service_refused(zg_service_t *svc, uint64_t *total) {
@@ -145,6 +336,8 @@ zg_service_t *zg_service_new(zg_service_ctx_t *ctx, struct zg_proxy_ctx *px,
     zg_service_unref(svc);
     return NULL;
   }
+  if (svc->static_pool && conf->balance == ZG_BALANCE_HASH)
+    zg_pool_ring(svc->static_pool); /* now, not at the first request */
   return svc;
 }
 
@@ -215,6 +408,26 @@ void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
   s->requests++;
   s->errors += status == 0 || status >= 500;
   s->dur_sum_us += dur_us;
+}
+
+void zg_service_inflight(zg_service_t *svc, const char *key, int delta) {
+  zg_instance_stats_t *s;
+  if (!key || !key[0])
+    return;
+  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
+                                                     sizeof(*svc->inst_stats))))
+    return;
+  if (!(s = stats_find(svc->inst_stats, key, delta > 0))) {
+    if (delta < 0)
+      return; /* the table started over: already 0 */
+    memset(svc->inst_stats, 0,
+           ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
+    s = stats_find(svc->inst_stats, key, 1);
+  }
+  if (delta > 0)
+    s->in_flight++;
+  else if (s->in_flight > 0)
+    s->in_flight--;
 }
 
 int zg_service_instance_stats(const zg_service_t *svc, const char *key,

@@ -10,6 +10,7 @@
 
 #include "core/balance.h"
 #include "core/config.h"
+#include "core/http_msg.h"
 #include "core/metrics.h"
 #include "core/pool.h"
 #include "net/listener.h"
@@ -101,6 +102,22 @@ const char *zg_service_instance_key(const zg_service_t *svc,
  * remain. */
 size_t zg_service_pick(zg_service_t *svc, const zg_pool_t *pool,
                        const size_t *tried, size_t ntried);
+/* The same with the request's key hash for balance = hash (NULL: no key,
+ * random): the key's instance on the pool's ring, else the next distinct
+ * one round it (tried, failed). */
+size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
+                            const size_t *tried, size_t ntried,
+                            const uint64_t *hash);
+
+/* balance = hash: the hash of the request's hash_key (a header, a cookie,
+ * the path, the client's IP address); 1 and *out when the request has
+ * one, 0 when not (a missing header or cookie: the pick is random). */
+int zg_service_hash_http(const zg_service_t *svc, const zg_http_head_t *req,
+                         const char *client_ip, uint64_t *out);
+/* hash_key = client for TCP: the address "IP:PORT" (or "[IP]:PORT")
+ * hashed without its port. */
+int zg_service_hash_client(const zg_service_t *svc, const char *addr,
+                           uint64_t *out);
 
 /* A refusal for want of an instance: counted (no_instance) and 1 when a
  * line may be logged (rate-limited across workers); *total: refusals so
@@ -121,7 +138,14 @@ typedef struct zg_instance_stats {
   uint64_t requests;
   uint64_t errors; /* 5xx, or no response */
   uint64_t dur_sum_us;
+  uint64_t in_flight; /* requests (TCP: connections) now, least_request */
 } zg_instance_stats_t;
+
+/* One more (delta > 0) or one fewer request in flight to `key` on this
+ * loop: what least_request compares. Per loop: with workers = N each
+ * worker balances on its own counts (no shared cache line per request).
+ * Never below 0 (a table that started over forgot the count). */
+void zg_service_inflight(zg_service_t *svc, const char *key, int delta);
 
 /* A request that went to instance `key` ended with `status` (0: none). */
 void zg_service_instance_done(zg_service_t *svc, const char *key, int status,

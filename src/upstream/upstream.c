@@ -231,7 +231,8 @@ static void attempt(zg_upstream_req_t *r) {
       r->pool = zg_pool_ref(p);
   }
   i = r->ntried < ZG_UPSTREAM_MAX_TRIES
-          ? zg_service_pick(svc, r->pool, r->tried, r->ntried)
+          ? zg_service_pick_hash(svc, r->pool, r->tried, r->ntried,
+                                 r->has_hash ? &r->hash : NULL)
           : ZG_PICK_NONE;
   if (i == ZG_PICK_NONE) {
     finish(r, NULL, r->ntried == 0 ? ZG_UP_NO_INSTANCE : ZG_UP_UNREACHABLE);
@@ -242,7 +243,12 @@ static void attempt(zg_upstream_req_t *r) {
   r->tried[r->ntried++] = i;
   inst = &r->pool->inst[i];
   tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
+  zg_upstream_done(r); /* a retry: no longer in flight to the one before */
   zg_instance_addr_port_str(inst, port, r->instance, sizeof(r->instance));
+  if (svc->conf->balance == ZG_BALANCE_LEAST_REQUEST) {
+    zg_service_inflight(svc, r->instance, 1);
+    r->counted = true;
+  }
   /* No context to speak TLS with is not the instance's fault: not marked. */
   if (tls && !(cli = zg_service_tls_client(svc))) {
     finish(r, NULL, ZG_UP_NO_TLS);
@@ -284,6 +290,13 @@ static void attempt(zg_upstream_req_t *r) {
 
 void zg_upstream_connect(zg_upstream_req_t *r) {
   attempt(r);
+}
+
+void zg_upstream_done(zg_upstream_req_t *r) {
+  if (!r->counted)
+    return;
+  r->counted = false;
+  zg_service_inflight(r->svc, r->instance, -1);
 }
 
 void zg_upstream_cancel(zg_upstream_req_t *r) {

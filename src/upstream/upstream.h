@@ -85,17 +85,24 @@ struct zg_upstream_req {
   zg_upidle_t *idle; /* idle connections to take from first, or NULL */
   bool fresh;        /* a new connection even when an idle one waits */
   const char *tag;   /* the log's subsystem: "tcp", "http" */
+  bool has_hash;     /* balance = hash: the request has a key, hashed: */
+  uint64_t hash;
   /* Kept by the module: */
   size_t tried[ZG_UPSTREAM_MAX_TRIES];
   size_t ntried;
   zg_upconn_t *c;                  /* the attempt in flight */
   char instance[ZG_HOST_MAX + 10]; /* the instance picked last, or "" */
+  bool counted; /* `instance` counts this request in flight (least_request)
+                   until zg_upstream_done or the next pick */
 };
 
 /* Tries the next instance (the first one, or another after a failure the
  * caller saw on a connection it was given: ntried goes on) and calls r->cb
  * once, possibly before returning. */
 void zg_upstream_connect(zg_upstream_req_t *r);
+/* The request (TCP: the session) has ended: it no longer counts in flight
+ * to its instance (least_request). Harmless when it never did. */
+void zg_upstream_done(zg_upstream_req_t *r);
 /* Gives up the attempt in flight, if any: no callback after this. */
 void zg_upstream_cancel(zg_upstream_req_t *r);
 /* Closes a connection (idle or not); c->on_closed runs once it is

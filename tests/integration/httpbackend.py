@@ -10,6 +10,7 @@ body's length and SHA-256. Special paths make the responses the proxy must get r
   /big/N            N bytes of a repeating pattern, Content-Length
   /close            answers, then closes the connection (Connection: close)
   /slow/MS          answers after MS milliseconds
+`delay_ms` (0 by default) delays every response that long: a slow instance.
 `connections` counts accepted TCP connections; `requests` counts requests; `seen` lists the
 method, target and Host of each. With `tls` (an
 ssl.SSLContext) the backend speaks HTTPS; `server_names` then lists the SNI of each handshake
@@ -78,6 +79,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             b.seen.append((self.command, self.path, self.headers.get("Host")))
         body = self._body()
         path = self.path
+        if b.delay_ms:
+            time.sleep(b.delay_ms / 1000)
         if path.startswith("/slow/"):
             time.sleep(int(path.split("/")[2]) / 1000)
         if path.startswith("/status/"):
@@ -165,6 +168,7 @@ class HttpBackend:
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
+        self.delay_ms = 0  # every response waits this long
         self.seen = []  # (method, target, Host) of every request, in order
         self.server_names = []
         self.server = _Server(("127.0.0.1", self.port), _Handler)

@@ -522,6 +522,88 @@ static void test_bad_balance(void **state) {
                    "balance");
 }
 
+static void test_balance_keys(void **state) {
+  zg_config_t *cfg = load_ok("[service:lr]\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "instances = h:1\n"
+                             "balance = least_request\n"
+                             "slow_start = 30s\n"
+                             "[service:hh]\n"
+                             "protocol = http\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "instances = h:1\n"
+                             "balance = hash\n"
+                             "hash_key = header:X-User-Id\n"
+                             "[service:hc]\n"
+                             "protocol = http\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "path_prefix = /c/\n"
+                             "instances = h:1\n"
+                             "balance = hash\n"
+                             "hash_key = cookie:sid\n"
+                             "[service:ht]\n"
+                             "listen = 127.0.0.1:7002\n"
+                             "instances = h:1\n"
+                             "balance = hash\n"
+                             "hash_key = client\n");
+  const zg_service_conf_t *s = service(cfg, "lr");
+  (void)state;
+  assert_int_equal(s->balance, ZG_BALANCE_LEAST_REQUEST);
+  assert_int_equal(s->slow_start_ms, 30000);
+  assert_int_equal(s->hash_key, ZG_HASH_NONE);
+  s = service(cfg, "hh");
+  assert_int_equal(s->balance, ZG_BALANCE_HASH);
+  assert_int_equal(s->hash_key, ZG_HASH_HEADER);
+  assert_string_equal(s->hash_name, "X-User-Id");
+  assert_int_equal(s->slow_start_ms, 0);
+  s = service(cfg, "hc");
+  assert_int_equal(s->hash_key, ZG_HASH_COOKIE);
+  assert_string_equal(s->hash_name, "sid");
+  s = service(cfg, "ht");
+  assert_int_equal(s->hash_key, ZG_HASH_CLIENT);
+  zg_config_free(cfg);
+}
+
+static void test_bad_balance_keys(void **state) {
+  static const char *bad[] = {
+      /* hash without a key */
+      "balance = hash\n",
+      /* a key without hash */
+      "balance = random\nhash_key = path\n",
+      /* no such key */
+      "balance = hash\nhash_key = query\n",
+      /* a header name that is not a token */
+      "balance = hash\nhash_key = header:X User\n",
+      "balance = hash\nhash_key = cookie:\n",
+      /* headers on a TCP service */
+      "protocol = tcp\nbalance = hash\nhash_key = header:X-A\n",
+      /* slow start has nothing to ramp under hash */
+      "balance = hash\nhash_key = path\nslow_start = 10s\n",
+      "slow_start = fast\n",
+  };
+  static const char *marker[] = {"balance",    "hash_key",  "hash_key",
+                                 "hash_key",   "hash_key",  "hash_key",
+                                 "slow_start", "slow_start"};
+  (void)state;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[512];
+    snprintf(text, sizeof(text),
+             "[service:s]\n"
+             "listen = 127.0.0.1:7000\n"
+             "instances = h:1\n"
+             "%s%s",
+             strncmp(bad[i], "protocol", 8) ? "protocol = http\n" : "", bad[i]);
+    expect_one_error(text, marker[i]);
+  }
+  /* hash is for services, not discover sections */
+  expect_one_error("[zookeeper]\nhosts = z:2181\n"
+                   "[discover:d]\n"
+                   "zk_root = /services\n"
+                   "listen = 127.0.0.1:7000\n"
+                   "balance = hash\n",
+                   "balance");
+}
+
 static void test_bad_log_level(void **state) {
   expect_one_error("[proxy]\n"
                    "log_level = verbose\n"
@@ -2131,6 +2213,8 @@ int main(void) {
       cmocka_unit_test(test_data_sweep),
       cmocka_unit_test(test_bad_protocol),
       cmocka_unit_test(test_bad_balance),
+      cmocka_unit_test(test_balance_keys),
+      cmocka_unit_test(test_bad_balance_keys),
       cmocka_unit_test(test_bad_log_level),
       cmocka_unit_test(test_bad_listen),
       cmocka_unit_test(test_bad_service_name),

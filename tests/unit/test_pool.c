@@ -781,6 +781,264 @@ static void test_pick_pool_weighted_round_robin(void **state) {
   zg_pool_unref(p);
 }
 
+/* ---- least request (power of two random choices) ----------------------- */
+
+static uint64_t load_of(void *arg, size_t i) {
+  return ((const uint64_t *)arg)[i];
+}
+
+static void test_pick_least_prefers_less_loaded(void **state) {
+  static const bool up[] = {true, true, true, false};
+  static const uint32_t w[] = {1, 1, 1, 1};
+  uint64_t load[] = {3, 1, 2, 0}; /* the down one is the least loaded */
+  zg_pool_t *p = pool_of(up, w, 4);
+  unsigned counts[4] = {0, 0, 0, 0};
+  zg_rng_t rng;
+  (void)state;
+  zg_rng_seed(&rng, 7);
+  for (int i = 0; i < 30000; i++) {
+    size_t k = zg_balance_pick_least(&rng, p, NULL, 0, load_of, load);
+    assert_true(k < 4);
+    counts[k]++;
+  }
+  assert_int_equal(counts[3], 0); /* down: never, however idle */
+  assert_int_equal(counts[0], 0); /* the busiest loses every pair */
+  /* 1 wins each pair it is in (2/3), 2 the pair {0, 2} (1/3) */
+  assert_in_range(counts[1], 19000, 21000);
+  assert_in_range(counts[2], 9000, 11000);
+  /* two live ones: always the less loaded */
+  load[0] = 0;
+  load[1] = 5;
+  load[2] = 9;
+  for (int i = 0; i < 1000; i++) {
+    static const size_t tried[] = {2};
+    assert_int_equal(zg_balance_pick_least(&rng, p, tried, 1, load_of, load),
+                     0);
+  }
+  zg_pool_unref(p);
+}
+
+static void test_pick_least_weights_and_tried(void **state) {
+  static const bool up[] = {true, true};
+  static const uint32_t w[] = {2, 1};
+  uint64_t load[] = {4, 1};
+  static const size_t tried1[] = {1}, both[] = {0, 1};
+  zg_pool_t *p = pool_of(up, w, 2);
+  unsigned counts[2] = {0, 0};
+  zg_rng_t rng;
+  (void)state;
+  zg_rng_seed(&rng, 11);
+  /* 4/2 > 1/1: the lighter one, whatever the weights say */
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, load), 1);
+  /* 3/2 < 2/1: the heavier instance takes more in flight */
+  load[0] = 3;
+  load[1] = 2;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, load), 0);
+  /* tried: never again, even when the least loaded */
+  load[1] = 0;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, tried1, 1, load_of, load),
+                     0);
+  assert_int_equal(zg_balance_pick_least(&rng, p, both, 2, load_of, load),
+                   ZG_PICK_NONE);
+  /* idle (a tie): shares follow the weights, 2:1 */
+  load[0] = load[1] = 0;
+  for (int i = 0; i < 30000; i++)
+    counts[zg_balance_pick_least(&rng, p, NULL, 0, load_of, load)]++;
+  assert_in_range(counts[0], 19000, 21000);
+  zg_pool_unref(p);
+}
+
+/* ---- consistent hashing (balance = hash) -------------------------------- */
+
+/* Instances 10.0.1.FIRST .. 10.0.1.(FIRST + N - 1), weights w (NULL: 1). */
+static zg_pool_t *ring_pool(size_t first, size_t n, const uint32_t *w) {
+  zg_instance_t inst[16];
+  zg_pool_t *pool;
+  assert_true(n <= 16);
+  for (size_t i = 0; i < n; i++) {
+    char host[32];
+    snprintf(host, sizeof(host), "10.0.1.%zu", first + i);
+    inst[i] = mk_live(host, 8080, false, NULL, NULL);
+    if (w)
+      inst[i].weight = w[i];
+  }
+  pool = zg_pool_new(inst, n, 1, 0);
+  assert_non_null(pool);
+  clear_all(inst, n);
+  return pool;
+}
+
+static uint64_t key_hash(unsigned k) {
+  char key[32];
+  int len = snprintf(key, sizeof(key), "user-%u", k);
+  return zg_hash64(key, (size_t)len);
+}
+
+/* The fraction of 10,000 keys whose instance (by address) differs. */
+static double moved(const zg_pool_t *a, const zg_pool_t *b) {
+  const zg_ring_t *ra = zg_pool_ring(a), *rb = zg_pool_ring(b);
+  unsigned n = 0;
+  assert_non_null(ra);
+  assert_non_null(rb);
+  for (unsigned k = 0; k < 10000; k++) {
+    size_t i = zg_ring_pick(ra, a, key_hash(k), NULL, 0);
+    size_t j = zg_ring_pick(rb, b, key_hash(k), NULL, 0);
+    assert_true(i < a->n && j < b->n);
+    n += strcmp(a->inst[i].host, b->inst[j].host) != 0;
+  }
+  return n / 10000.0;
+}
+
+static void test_ring_remaps_about_one_in_n(void **state) {
+  zg_pool_t *ten = ring_pool(1, 10, NULL), *eleven = ring_pool(1, 11, NULL);
+  zg_pool_t *nine = ring_pool(2, 9, NULL); /* 10.0.1.1 removed */
+  double add = moved(ten, eleven), del = moved(ten, nine);
+  (void)state;
+  print_message("10 -> 11 moved %.4f, 10 -> 9 moved %.4f\n", add, del);
+  /* ideal: 1/11 = 0.091 and 1/10 = 0.1 */
+  assert_true(add >= 0.05 && add <= 0.15);
+  assert_true(del >= 0.05 && del <= 0.15);
+  /* and the same keys stay put when nothing changes */
+  assert_true(moved(ten, ten) == 0.0);
+  zg_pool_unref(ten);
+  zg_pool_unref(eleven);
+  zg_pool_unref(nine);
+}
+
+static void test_ring_weights_share(void **state) {
+  static const uint32_t w[] = {2, 1, 2, 1};
+  zg_pool_t *p = ring_pool(1, 4, w);
+  const zg_ring_t *r = zg_pool_ring(p);
+  unsigned counts[4] = {0, 0, 0, 0};
+  (void)state;
+  assert_ptr_equal(zg_pool_ring(p), r); /* built once */
+  for (unsigned k = 0; k < 30000; k++)
+    counts[zg_ring_pick(r, p, key_hash(k), NULL, 0)]++;
+  print_message("shares %u %u %u %u\n", counts[0], counts[1], counts[2],
+                counts[3]);
+  /* 2:1: weight-2 instances together take ~2/3 (20,000) */
+  assert_in_range(counts[0] + counts[2], 18500, 21500);
+  assert_in_range(counts[0] * 10 / (counts[1] + 1), 14, 28); /* ~2x */
+  zg_pool_unref(p);
+}
+
+static void test_ring_retry_and_down(void **state) {
+  zg_pool_t *p = ring_pool(1, 5, NULL);
+  const zg_ring_t *r = zg_pool_ring(p);
+  zg_instance_t inst[5];
+  zg_pool_t *down;
+  (void)state;
+  for (unsigned k = 0; k < 2000; k++) {
+    uint64_t h = key_hash(k);
+    size_t first = zg_ring_pick(r, p, h, NULL, 0);
+    size_t tried[2] = {first, 0};
+    size_t second = zg_ring_pick(r, p, h, tried, 1);
+    assert_true(first < 5 && second < 5 && second != first);
+    /* the retry is deterministic too: the next distinct one round */
+    assert_int_equal(zg_ring_pick(r, p, h, tried, 1), second);
+    tried[1] = second;
+    assert_true(zg_ring_pick(r, p, h, tried, 2) != first);
+  }
+  size_t all[] = {0, 1, 2, 3, 4};
+  assert_int_equal(zg_ring_pick(r, p, 42, all, 5), ZG_PICK_NONE);
+  /* a down instance holds no point: never picked */
+  for (size_t i = 0; i < 5; i++)
+    zg_instance_copy(&inst[i], &p->inst[i]);
+  inst[2].up = false;
+  down = zg_pool_new(inst, 5, 2, 0);
+  assert_non_null(down);
+  clear_all(inst, 5);
+  for (unsigned k = 0; k < 5000; k++)
+    assert_true(zg_ring_pick(zg_pool_ring(down), down, key_hash(k), NULL, 0) !=
+                2);
+  zg_pool_unref(down);
+  zg_pool_unref(p);
+}
+
+/* ---- slow start ------------------------------------------------------------
+ */
+
+static void test_slow_start_curve(void **state) {
+  (void)state;
+  /* thousandths of the weight: 10% at 0, 55% at half time, 100% at full */
+  assert_int_equal(zg_balance_slow_start_weight(4, 0, 30000), 400);
+  assert_int_equal(zg_balance_slow_start_weight(4, 15000, 30000), 2200);
+  assert_int_equal(zg_balance_slow_start_weight(4, 30000, 30000), 4000);
+  assert_int_equal(zg_balance_slow_start_weight(4, 99999, 30000), 4000);
+  assert_int_equal(zg_balance_slow_start_weight(1, 7500, 30000), 325);
+  /* linear: every step up, never past the weight */
+  for (uint64_t t = 0, prev = 0; t <= 30000; t += 100) {
+    uint64_t w = zg_balance_slow_start_weight(1, t, 30000);
+    assert_true(w >= prev && w <= 1000);
+    prev = w;
+  }
+  /* off */
+  assert_int_equal(zg_balance_slow_start_weight(3, 0, 0), 3000);
+}
+
+static void test_pick_weights_follows_ramp(void **state) {
+  /* an old instance (1000) and a new one at 10% (100): ~10:1 */
+  uint64_t w[3] = {1000, 0, 100};
+  uint64_t load[3] = {0, 0, 0};
+  unsigned counts[3] = {0, 0, 0};
+  zg_rng_t rng;
+  uint64_t cursor = 0;
+  (void)state;
+  zg_rng_seed(&rng, 5);
+  for (int i = 0; i < 22000; i++)
+    counts[zg_balance_pick_weights(ZG_BALANCE_RANDOM, &rng, &cursor, w, 3, NULL,
+                                   NULL)]++;
+  assert_int_equal(counts[1], 0); /* weight 0: down, tried or failed */
+  assert_in_range(counts[2], 1600, 2400);
+  counts[0] = counts[2] = 0;
+  for (int i = 0; i < 1100; i++)
+    counts[zg_balance_pick_weights(ZG_BALANCE_ROUND_ROBIN, &rng, &cursor, w, 3,
+                                   NULL, NULL)]++;
+  assert_int_equal(counts[0], 1000); /* weighted round robin: exact */
+  assert_int_equal(counts[2], 100);
+  /* least request: load compared per ramped weight: 1 in flight on the
+   * new one (1/100) is more than 5 on the old one (5/1000) */
+  load[0] = 5;
+  load[2] = 1;
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_weights(ZG_BALANCE_LEAST_REQUEST, &rng,
+                                             &cursor, w, 3, load_of, load),
+                     0);
+  w[0] = w[2] = 0;
+  assert_int_equal(zg_balance_pick_weights(ZG_BALANCE_RANDOM, &rng, &cursor, w,
+                                           3, NULL, NULL),
+                   ZG_PICK_NONE);
+}
+
+static void test_pool_carry_seen(void **state) {
+  zg_pool_t *first = ring_pool(1, 3, NULL), *second = ring_pool(2, 3, NULL);
+  zg_pool_t *third = ring_pool(1, 4, NULL);
+  (void)state;
+  zg_pool_carry_seen(first, NULL, 500); /* the first pool: from the start */
+  for (size_t i = 0; i < 3; i++)
+    assert_int_equal(first->inst[i].seen_ms, 0);
+  assert_int_equal(first->newest_seen_ms, 0);
+  /* 10.0.1.1 leaves, 10.0.1.4 comes at 1000 */
+  zg_pool_carry_seen(second, first, 1000);
+  assert_string_equal(second->inst[2].host, "10.0.1.4");
+  assert_int_equal(second->inst[0].seen_ms, 0);
+  assert_int_equal(second->inst[1].seen_ms, 0);
+  assert_int_equal(second->inst[2].seen_ms, 1000);
+  assert_int_equal(second->newest_seen_ms, 1000);
+  /* at 2000 10.0.1.1 is back (new again), 10.0.1.4 keeps 1000 */
+  zg_pool_carry_seen(third, second, 2000);
+  assert_int_equal(third->inst[0].seen_ms, 2000);
+  assert_int_equal(third->inst[3].seen_ms, 1000);
+  assert_int_equal(third->inst[1].seen_ms, 0);
+  assert_int_equal(third->newest_seen_ms, 2000);
+  zg_pool_unref(first);
+  zg_pool_unref(second);
+  zg_pool_unref(third);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_new_copies),
@@ -810,6 +1068,14 @@ int main(void) {
       cmocka_unit_test(test_pick_pool_never_down),
       cmocka_unit_test(test_pick_pool_none_live),
       cmocka_unit_test(test_pick_pool_weighted_round_robin),
+      cmocka_unit_test(test_pick_least_prefers_less_loaded),
+      cmocka_unit_test(test_pick_least_weights_and_tried),
+      cmocka_unit_test(test_ring_remaps_about_one_in_n),
+      cmocka_unit_test(test_ring_weights_share),
+      cmocka_unit_test(test_ring_retry_and_down),
+      cmocka_unit_test(test_slow_start_curve),
+      cmocka_unit_test(test_pick_weights_follows_ramp),
+      cmocka_unit_test(test_pool_carry_seen),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
