@@ -33,11 +33,12 @@ _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
 
 static void upstream_connect(zg_http_exchange_t *x);
 
-/* The codec on the instance's side for this exchange: HTTP/1.1, the only
- * one yet; the service's upstream_protocol will choose (issue 14). */
-static const zg_exchange_cli_ops_t *cli_codec(const zg_http_exchange_t *x) {
-  (void)x;
-  return &zg_h1c_ops;
+/* The codec on the instance's side: HTTP/1.1 writes the head (the HTTP/2
+ * codec reads it back into fields), and the connection upstream.h gives
+ * decides which codec carries it (c->h2: the service's upstream_protocol,
+ * the registration, ALPN). */
+static const zg_exchange_cli_ops_t *cli_codec(const zg_upconn_t *c) {
+  return c && c->h2 ? &zg_h2c_ops : &zg_h1c_ops;
 }
 
 /* ---- write blocks, for the exchange's codecs ---------------------------
@@ -351,7 +352,12 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                       "no instance of the service could be reached");
     return;
   }
+  x->cli = cli_codec(c);
   u = x->cli->attach(c, x);
+  if (!u) { /* closed */
+    zg_exchange_error(x, ZG_TERM_OUT_OF_MEMORY, 503, "out of memory");
+    return;
+  }
   if (x->phase != ZG_XP_CONNECT) {
     x->cli->release(u, 0); /* closed */
     return;
@@ -521,7 +527,7 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
   o.proto = x->tls ? "https" : "http";
   o.client_subject = x->tls && subject[0] ? subject : NULL;
   request_forwarding(x, &rt, &o, host_buf, sizeof(host_buf));
-  x->cli = cli_codec(x);
+  x->cli = cli_codec(NULL);
   rc = x->cli->request_head(x, &o); /* kept in x->up_head for a retry */
   zg_buf_put(x->gw, target);
   if (rc != 0) {

@@ -152,8 +152,10 @@ typedef struct {
   int (*tunnel_shutdown)(void *c);
 } zg_exchange_cli_ops_t;
 
-/* The HTTP/1.1 client codec's (h1_client.c). */
+/* The HTTP/1.1 client codec's (h1_client.c), and the HTTP/2 one's
+ * (h2_client.c), for connections upstream.h made for h2 (zg_upconn_t.h2). */
 extern const zg_exchange_cli_ops_t zg_h1c_ops;
+extern const zg_exchange_cli_ops_t zg_h2c_ops;
 
 /* One request and its response, as the exchange (exchange.c) keeps it
  * whatever the codecs: HTTP/1.1 has one at a time per client connection,

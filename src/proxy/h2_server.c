@@ -606,9 +606,12 @@ static int op_response_head(void *cx, const zg_http_head_t *resp, bool *no_body,
   if (resp->status < 200)
     rc = nghttp2_submit_headers(c->ng, NGHTTP2_FLAG_NONE, st->id, NULL, nva,
                                 (size_t)n, NULL);
-  else
-    rc = nghttp2_submit_response(c->ng, st->id, nva, (size_t)n,
-                                 *no_body ? NULL : &prd);
+  else /* an empty body ends with the HEADERS: a gRPC trailers-only
+          response is one frame, as gRPC clients require */
+    rc = nghttp2_submit_response(
+        c->ng, st->id, nva, (size_t)n,
+        *no_body || (resp->has_length && resp->content_length == 0) ? NULL
+                                                                    : &prd);
   free(names);
   if (rc != 0)
     return -2;

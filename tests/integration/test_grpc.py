@@ -1,0 +1,229 @@
+"""HTTP/2 to instances and gRPC (issue 14, second increment): a real gRPC server
+(python3-grpcio, generic handlers: no protoc) registered in ZooKeeper as grpc://host:port,
+reached through zkgate by a real gRPC client (h2 client -> h2 instance) and by curl over
+HTTP/1.1 (h1 client -> h2 instance); unary and the three streaming kinds, trailers
+(grpc-status, grpc-message) intact, the upstream_protocol key."""
+
+import struct
+import subprocess
+import threading
+from concurrent import futures
+
+import grpc
+import pytest
+
+from zkharness import free_port, ini_text, wait_until
+
+SVC = "/zg.Test/"
+
+
+def ident(b):
+    return b
+
+
+def _unary(req, ctx):
+    md = dict(ctx.invocation_metadata())
+    return b"echo:" + req + b":" + md.get("x-tag", "").encode()
+
+
+def _fail(req, ctx):
+    ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + req.decode())
+
+
+def _server_stream(req, ctx):
+    n = int(req.decode())
+    for i in range(n):
+        yield b"item-%d-" % i + b"x" * 1000
+
+
+def _client_stream(it, ctx):
+    parts = [m for m in it]
+    return b"%d:" % len(parts) + b"|".join(parts)
+
+
+def _bidi(it, ctx):
+    for m in it:
+        yield b"re:" + m
+
+
+class GrpcServer:
+    def __init__(self):
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident),
+            "Fail": grpc.unary_unary_rpc_method_handler(_fail, ident, ident),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, ident, ident),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
+            "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("zg.Test", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.stop(0)
+
+
+@pytest.fixture
+def grpc_server():
+    servers = []
+
+    def make():
+        s = GrpcServer()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def grpc_gateway(gateway, zk, kz, zpath, srv, **svc):
+    kz.ensure_path(zpath)
+    kz.create(f"{zpath}/i0", f"grpc://{srv.addr}".encode())
+    port = free_port()
+    gw = gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                 "zk_path": zpath, **svc}},
+                          zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                          proxy={"access_log": "stderr"}), listen=port)
+    return port, gw
+
+
+def call(channel, method, kind="uu"):
+    path = SVC + method
+    f = {"uu": channel.unary_unary, "us": channel.unary_stream,
+         "su": channel.stream_unary, "ss": channel.stream_stream}[kind]
+    return f(path, request_serializer=ident, response_deserializer=ident)
+
+
+def ready(port):
+    """The instance is in the gateway's pool: a unary call goes through."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        def ok():
+            try:
+                return call(ch, "Unary")(b"r", timeout=5) == b"echo:r:"
+            except grpc.RpcError:
+                return False
+        return wait_until(ok, 15, 0.1)
+
+
+def test_grpc_unary_and_streaming_through_zkgate(gateway, zk, kz, zpath, grpc_server):
+    srv = grpc_server()
+    port, gw = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        # unary, with metadata passed on
+        assert call(ch, "Unary")(b"hello", metadata=(("x-tag", "t1"),),
+                                 timeout=10) == b"echo:hello:t1"
+        # server streaming: 200 messages of 1 KB
+        got = list(call(ch, "ServerStream", "us")(b"200", timeout=20))
+        assert len(got) == 200 and got[199].startswith(b"item-199-")
+        # client streaming
+        assert call(ch, "ClientStream", "su")(iter([b"a", b"b", b"c"]),
+                                              timeout=10) == b"3:a|b|c"
+        # bidi, a message at a time
+        out = list(call(ch, "Bidi", "ss")(iter([b"1", b"2", b"3"]), timeout=10))
+        assert out == [b"re:1", b"re:2", b"re:3"]
+        # a large unary body both ways (flow control over several windows)
+        big = b"z" * (3 << 20)
+        assert call(ch, "Unary")(big, timeout=20) == b"echo:" + big + b":"
+    assert gw.wait_log('"POST /zg.Test/Unary HTTP/2.0" 200')
+
+
+def test_grpc_status_and_message_reach_the_client(gateway, zk, kz, zpath, grpc_server):
+    srv = grpc_server()
+    port, _ = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "Fail")(b"key-7", timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == "no such thing: key-7"
+
+
+def grpc_frame(msg):
+    return b"\0" + struct.pack(">I", len(msg)) + msg
+
+
+def test_http1_client_to_grpc_instance(gateway, zk, kz, zpath, grpc_server):
+    """curl over HTTP/1.1 reaches the h2 instance: the response comes chunked (no
+    content-length), with the instance's trailers in the last chunk."""
+    srv = grpc_server()
+    port, _ = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    body = grpc_frame(b"hi")
+    args = ["curl", "-sS", "--http1.1", "-D", "-", "--raw", "--data-binary", "@-",
+            "-H", "Content-Type: application/grpc", f"http://127.0.0.1:{port}{SVC}Unary"]
+    r = subprocess.run(args + ["-H", "TE: trailers"], input=body, capture_output=True,
+                       timeout=20)
+    assert r.returncode == 0, r.stderr
+    head, _, rest = r.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert grpc_frame(b"echo:hi:") in rest
+    assert b"grpc-status: 0" in rest.lower()  # in the last chunk's trailers
+    # without TE: trailers too: zkgate asks the instance for trailers itself (te: trailers
+    # on the h2 hop) and, as for HTTP/1.1 instances (test_http.py
+    # test_response_trailers_reach_the_client), passes them on in the last chunk
+    r = subprocess.run(args, input=body, capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    head, _, rest = r.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and grpc_frame(b"echo:hi:") in rest
+    assert rest.lower().endswith(b"\r\n0\r\ngrpc-status: 0\r\n\r\n"), rest
+    # a failing call's status comes in the head (gRPC trailers-only), with no body
+    r = subprocess.run(args[:-1] + [f"http://127.0.0.1:{port}{SVC}Fail"], input=body,
+                       capture_output=True, timeout=20)
+    head = r.stdout.partition(b"\r\n\r\n")[0].lower()
+    assert b"grpc-status: 5" in head and b"grpc-message: no such thing: hi" in head, head
+    assert b"content-length: 0" in head, head
+
+
+def test_upstream_protocol_http1_overrules_the_registration(gateway, zk, kz, zpath,
+                                                            grpc_server):
+    """upstream_protocol = http1: HTTP/1.1 to a grpc:// instance, which refuses it (502),
+    while h2 keeps working for a service left on auto."""
+    srv = grpc_server()
+    port, gw = grpc_gateway(gateway, zk, kz, zpath, srv, upstream_protocol="http1")
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"http://127.0.0.1:{port}/x"], capture_output=True, timeout=20)
+    assert r.stdout != b"200", r.stdout
+
+
+def test_upstream_protocol_h2_for_static_instances(gateway, grpc_server):
+    """upstream_protocol = h2 with a plain host:port instance: h2c with prior knowledge."""
+    srv = grpc_server()
+    port = free_port()
+    gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "instances": srv.addr, "upstream_protocol": "h2"}}),
+            listen=port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert call(ch, "Unary")(b"s", timeout=10) == b"echo:s:"
+        # the connection is reused for the next calls
+        for i in range(20):
+            assert call(ch, "Unary")(b"%d" % i, timeout=10) == b"echo:%d:" % i
+
+
+def test_concurrent_calls_each_answered(gateway, zk, kz, zpath, grpc_server):
+    srv = grpc_server()
+    port, _ = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    errors = []
+
+    def worker(k):
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                for i in range(10):
+                    m = b"%d-%d" % (k, i)
+                    if call(ch, "Unary")(m, timeout=10) != b"echo:" + m + b":":
+                        errors.append(m)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
