@@ -7,6 +7,7 @@ HTTP/1.1 (h1 client -> h2 instance); unary and the three streaming kinds, traile
 import struct
 import subprocess
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -41,6 +42,16 @@ def _client_stream(it, ctx):
     return b"%d:" % len(parts) + b"|".join(parts)
 
 
+def _slow(req, ctx):
+    time.sleep(float(req.decode()))
+    return b"late"
+
+
+def _remaining(req, ctx):
+    t = ctx.time_remaining()
+    return b"none" if t is None else b"%.3f" % t
+
+
 def _bidi(it, ctx):
     for m in it:
         yield b"re:" + m
@@ -55,6 +66,8 @@ class GrpcServer:
             "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, ident, ident),
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
             "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
+            "Slow": grpc.unary_unary_rpc_method_handler(_slow, ident, ident),
+            "Remaining": grpc.unary_unary_rpc_method_handler(_remaining, ident, ident),
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("zg.Test", handlers),))
@@ -227,3 +240,100 @@ def test_concurrent_calls_each_answered(gateway, zk, kz, zpath, grpc_server):
     for t in ts:
         t.join(60)
     assert not errors, errors
+
+
+def grpc_error(port, method=b"Unary", timeout=10, req=b"x"):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, method.decode())(req, timeout=timeout)
+    return e.value.code(), e.value.details()
+
+
+def test_gateway_errors_are_grpc_statuses(gateway, zk, kz, zpath, grpc_server):
+    """zkgate's own errors for a gRPC request: HTTP 200, trailers-only, grpc-status
+    UNAVAILABLE (no instance, instance unreachable), UNIMPLEMENTED (no route),
+    DEADLINE_EXCEEDED (response_timeout), with grpc-message saying why."""
+    srv = grpc_server()
+    kz.ensure_path(zpath)
+    dead = free_port()
+    port = free_port()
+    gw = gateway(ini_text({
+        "empty": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+                  "path_prefix": "/zg.Empty/"},
+        "down": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                 "instances": f"grpc://127.0.0.1:{dead}", "path_prefix": "/zg.Down/"},
+        "slow": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                 "instances": f"grpc://{srv.addr}", "path_prefix": "/zg.Test/",
+                 "response_timeout": "1s"},
+    }, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+        proxy={"access_log": "stderr"}), listen=port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        def err(path, req=b"x", timeout=10):
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(path, request_serializer=ident,
+                               response_deserializer=ident)(req, timeout=timeout)
+            return e.value.code(), e.value.details()
+        code, msg = err("/zg.Empty/M")
+        assert code == grpc.StatusCode.UNAVAILABLE and "no live instance" in msg, msg
+        code, msg = err("/zg.Down/M")
+        assert code == grpc.StatusCode.UNAVAILABLE and "could be reached" in msg, msg
+        code, msg = err("/nowhere/M")
+        assert code == grpc.StatusCode.UNIMPLEMENTED, (code, msg)
+        t0 = time.monotonic()
+        code, msg = err(SVC + "Slow", b"4", timeout=20)
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "in time" in msg, msg
+        assert time.monotonic() - t0 < 3.5
+    assert gw.wait_log('"POST /zg.Test/Slow HTTP/2.0" 504')
+    # an HTTP/1.1 gRPC client gets the same status in the head
+    r = subprocess.run(["curl", "-sS", "--http1.1", "-D", "-", "-o", "/dev/null",
+                        "--data-binary", "x", "-H", "Content-Type: application/grpc+proto",
+                        f"http://127.0.0.1:{port}/zg.Empty/M"], capture_output=True,
+                       timeout=20)
+    head = r.stdout.lower()
+    assert head.startswith(b"http/1.1 200") and b"grpc-status: 14" in head, head
+    # a plain HTTP request still gets the HTML/text error
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"http://127.0.0.1:{port}/zg.Empty/M"], capture_output=True,
+                       timeout=20)
+    assert r.stdout == b"503"
+
+
+def test_grpc_timeout_is_honoured_and_passed_on(gateway, zk, kz, zpath, grpc_server,
+                                                http_backends):
+    """grpc-timeout goes on to the instance (its deadline is the client's) and bounds the
+    wait for the response head below response_timeout: a 1 s call to a handler that takes
+    4 s ends at about 1 s in the gateway too (504 in its log), not at 30 s."""
+    srv = grpc_server()
+    port, gw = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        left = float(call(ch, "Remaining")(b"", timeout=7))
+        assert 5 < left <= 7, left
+    # curl sends grpc-timeout without keeping a deadline itself, to an HTTP/1.1 instance
+    # that knows nothing of it and answers after 4 s: the gateway's deadline ends it
+    b = http_backends("slow")
+    p2 = free_port()
+    gw2 = gateway(ini_text({"h": {"protocol": "http", "listen": f"127.0.0.1:{p2}",
+                                  "instances": b.addr}},
+                           proxy={"access_log": "stderr"}), listen=p2)
+    t0 = time.monotonic()
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null",
+                        "--data-binary", "@-", "-H", "content-type: application/grpc",
+                        "-H", "te: trailers", "-H", "grpc-timeout: 1200m",
+                        f"http://127.0.0.1:{p2}/slow/4000"], input=grpc_frame(b"4"),
+                       capture_output=True, timeout=20)
+    took = time.monotonic() - t0
+    head = r.stdout.lower()
+    assert b"grpc-status: 4" in head, head
+    assert 1.1 < took < 3.5, took
+    assert gw2.wait_log('"POST /slow/4000 HTTP/2.0" 504')
+    # the grpc instance keeps the same deadline and answers DEADLINE_EXCEEDED itself
+    t0 = time.monotonic()
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null",
+                        "--data-binary", "@-", "-H", "content-type: application/grpc",
+                        "-H", "te: trailers", "-H", "grpc-timeout: 1200m",
+                        f"http://127.0.0.1:{port}{SVC}Slow"], input=grpc_frame(b"4"),
+                       capture_output=True, timeout=20)
+    took = time.monotonic() - t0
+    assert b"grpc-status: 4" in r.stdout.lower(), r.stdout
+    assert took < 3.5, took
