@@ -42,6 +42,16 @@ def _client_stream(it, ctx):
     return b"%d:" % len(parts) + b"|".join(parts)
 
 
+PRODUCED = {"n": 0}
+
+
+def _flood(req, ctx):
+    n = int(req.decode())
+    for i in range(n):
+        PRODUCED["n"] = i + 1
+        yield b"f" * 1024
+
+
 def _slow(req, ctx):
     time.sleep(float(req.decode()))
     return b"late"
@@ -67,6 +77,7 @@ class GrpcServer:
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
             "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
             "Slow": grpc.unary_unary_rpc_method_handler(_slow, ident, ident),
+            "Flood": grpc.unary_stream_rpc_method_handler(_flood, ident, ident),
             "Remaining": grpc.unary_unary_rpc_method_handler(_remaining, ident, ident),
         }
         self.server.add_generic_rpc_handlers(
@@ -337,3 +348,56 @@ def test_grpc_timeout_is_honoured_and_passed_on(gateway, zk, kz, zpath, grpc_ser
     took = time.monotonic() - t0
     assert b"grpc-status: 4" in r.stdout.lower(), r.stdout
     assert took < 3.5, took
+
+
+def test_slow_reader_of_a_server_stream_pauses_the_instance(gateway, zk, kz, zpath,
+                                                           grpc_server):
+    """A gRPC client that reads nothing of a 50 MB server stream: the window to the instance
+    stays closed, so the instance stops producing and the gateway's memory stays bounded;
+    once the client reads, every message arrives."""
+    import h2.settings
+    from test_http2 import H2Client, rss_kb, sanitized
+
+    srv = grpc_server()
+    port, gw = grpc_gateway(gateway, zk, kz, zpath, srv)
+    assert ready(port)
+    count = 50 * 1000
+    base = rss_kb(gw.pid)
+    PRODUCED["n"] = 0
+    c = H2Client(port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}, window=0)
+    sid = c.request(SVC + "Flood", method="POST",
+                    headers=(("content-type", "application/grpc"), ("te", "trailers")),
+                    end=False)
+    c.send_body(sid, grpc_frame(str(count).encode()))
+    c.wait(lambda: c.streams[sid]["headers"] is not None)
+    peak = base
+    limit = time.monotonic() + 2
+    while time.monotonic() < limit:
+        peak = max(peak, rss_kb(gw.pid))
+        c.pump(0.1)
+    held = PRODUCED["n"]
+    assert len(c.streams[sid]["data"]) == 0
+    assert held < count // 10, f"the instance produced {held} of {count} messages"
+    bound = 60000 if sanitized() else 12000
+    assert peak - base < bound, f"RSS grew by {peak - base} kB for a client reading nothing"
+    got = 0
+    limit = time.monotonic() + 60
+    c.c.increment_flow_control_window(8 << 20, sid)
+    c.c.increment_flow_control_window(8 << 20)
+    c.flush()
+    while not c.streams[sid]["ended"]:
+        assert time.monotonic() < limit
+        c.pump(0.5)
+        data = c.streams[sid]["data"]
+        if data:
+            got += len(data)
+            if not c.streams[sid]["ended"]:
+                c.c.increment_flow_control_window(len(data), sid)
+            c.c.increment_flow_control_window(len(data))
+            c.flush()
+            del data[:]
+        peak = max(peak, rss_kb(gw.pid))
+    assert got == count * (1024 + 5)
+    assert c.streams[sid]["trailers"]["grpc-status"] == "0"
+    assert peak - base < bound, f"RSS grew by {peak - base} kB while streaming 50 MB"
+    c.close()
