@@ -401,3 +401,50 @@ def test_slow_reader_of_a_server_stream_pauses_the_instance(gateway, zk, kz, zpa
     assert c.streams[sid]["trailers"]["grpc-status"] == "0"
     assert peak - base < bound, f"RSS grew by {peak - base} kB while streaming 50 MB"
     c.close()
+
+
+@pytest.fixture(scope="module")
+def gpki(tmp_path_factory):
+    from test_upstream_tls import UpstreamPki
+    p = UpstreamPki(tmp_path_factory.mktemp("gpki"))
+    p.local = p.leaf_san("local", "localhost", "DNS:localhost,IP:127.0.0.1")
+    return p
+
+
+def tls_grpc_server(cert):
+    s = GrpcServer.__new__(GrpcServer)
+    s.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handlers = {"Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident)}
+    s.server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("zg.Test", handlers),))
+    with open(cert[0], "rb") as c, open(cert[1], "rb") as k:
+        creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+    s.port = s.server.add_secure_port("127.0.0.1:0", creds)
+    s.server.start()
+    s.addr = f"127.0.0.1:{s.port}"
+    return s
+
+
+def test_h2_over_tls_to_the_instance(gateway, gpki):
+    """grpcs:// (ALPN h2 only), and upstream_tls = on with a plain host:port under auto
+    (ALPN h2 and http/1.1 offered: the gRPC server picks h2), both verified against the
+    instance's CA."""
+    srv = tls_grpc_server(gpki.local)
+    try:
+        port = free_port()
+        ca = gpki.path(gpki.ca + ".crt")
+        gateway(ini_text({
+            "a": {"protocol": "http", "listen": f"127.0.0.1:{port}", "path_prefix": "/a/",
+                  "strip_prefix": "yes", "instances": f"grpcs://{srv.addr}",
+                  "upstream_ca": ca},
+            "b": {"protocol": "http", "listen": f"127.0.0.1:{port}", "path_prefix": "/b/",
+                  "strip_prefix": "yes", "instances": srv.addr, "upstream_tls": "on",
+                  "upstream_ca": ca},
+        }), listen=port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for pre in ("/a", "/b"):
+                f = ch.unary_unary(pre + SVC + "Unary", request_serializer=ident,
+                                   response_deserializer=ident)
+                assert f(b"t" + pre.encode(), timeout=10) == b"echo:t" + pre.encode() + b":"
+    finally:
+        srv.stop()
