@@ -507,10 +507,20 @@ static int parse_instances(parse_t *p, zg_service_conf_t *svc,
       b += 8;
     } else if ((size_t)(e - b) > 7 && !strncasecmp(b, "http://", 7)) {
       b += 7;
+    } else {
+      /* h2c://, grpc:// (and h2s://, grpcs:// over TLS): HTTP/2, for
+       * upstream_protocol = auto, as registry URLs say it. */
+      const char *sep = memchr(b, ':', (size_t)(e - b));
+      if (sep && e - sep > 3 && !strncmp(sep, "://", 3) &&
+          zg_instance_h2_name(b, (size_t)(sep - b), &inst.tls)) {
+        inst.proto = ZG_INST_PROTO_H2;
+        b = sep + 3;
+      }
     }
     if (zg_instance_parse_hostport(b, (size_t)(e - b), &inst) != 0) {
       add_error(p, kv->line,
-                "instances: '%.*s' is not host:port or https://host:port",
+                "instances: '%.*s' is not host:port, https://host:port or "
+                "grpc://host:port",
                 (int)(e - b), b);
       return -1;
     }
@@ -1397,6 +1407,18 @@ static int service_http_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   } else if (!strcmp(kv->key, "response_timeout")) {
     duration_key(p, kv, &svc->response_timeout_ms, 1);
     st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
+  } else if (!strcmp(kv->key, "upstream_protocol")) {
+    if (!strcmp(kv->value, "auto"))
+      svc->upstream_protocol = ZG_UPSTREAM_PROTO_AUTO;
+    else if (!strcmp(kv->value, "http1"))
+      svc->upstream_protocol = ZG_UPSTREAM_PROTO_HTTP1;
+    else if (!strcmp(kv->value, "h2"))
+      svc->upstream_protocol = ZG_UPSTREAM_PROTO_H2;
+    else
+      add_error(p, kv->line,
+                "upstream_protocol: expected http1, h2 or auto, got '%s'",
+                kv->value);
+    st->http_key_line = st->http_key_line ? st->http_key_line : kv->line;
   } else {
     return 0;
   }
@@ -1935,8 +1957,8 @@ static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
               ss->zk_line ? "" : " (there is no [zookeeper] section)");
   if (svc->protocol != ZG_PROTO_HTTP && st->http_key_line)
     add_error(p, st->http_key_line,
-              "host, path_prefix, strip_prefix and response_timeout are for "
-              "protocol = http only");
+              "host, path_prefix, strip_prefix, response_timeout and "
+              "upstream_protocol are for protocol = http only");
   if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st->sni_line)
     add_error(p, st->sni_line, "sni is for protocol = tls-passthrough only");
   balance_check(p, st);
@@ -2323,6 +2345,7 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       !same_str(a->tls_ciphers, b->tls_ciphers) ||
       !same_str(a->tls_ciphersuites, b->tls_ciphersuites) ||
       a->upstream_tls != b->upstream_tls ||
+      a->upstream_protocol != b->upstream_protocol ||
       !same_str(a->upstream_ca, b->upstream_ca) ||
       a->upstream_noverify != b->upstream_noverify ||
       !same_str(a->upstream_sni, b->upstream_sni) ||
@@ -2333,7 +2356,7 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
   for (size_t i = 0; i < a->n_instances; i++) {
     const zg_instance_t *x = &a->instances[i], *y = &b->instances[i];
     if (strcmp(x->host, y->host) || x->port != y->port ||
-        x->weight != y->weight || x->tls != y->tls)
+        x->weight != y->weight || x->tls != y->tls || x->proto != y->proto)
       return false;
   }
   return true;

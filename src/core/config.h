@@ -72,8 +72,10 @@ typedef struct {
   char *tls_ciphersuites;     /* TLS 1.3; NULL: the default */
   /* TLS to instances (tcp and http). */
   zg_upstream_tls_t upstream_tls; /* AUTO unless set */
-  char *upstream_ca;              /* NULL: the system store */
-  bool upstream_noverify;         /* upstream_verify = no */
+  /* HTTP/1.1 or HTTP/2 to instances (http only); AUTO unless set. */
+  zg_upstream_proto_t upstream_protocol;
+  char *upstream_ca;        /* NULL: the system store */
+  bool upstream_noverify;   /* upstream_verify = no */
   char *upstream_sni;       /* SNI and name checked; NULL: the instance host */
   char *upstream_cert;      /* client certificate to instances, with */
   char *upstream_key;       /* its key; both or neither */

@@ -288,6 +288,33 @@ static int set_base_path(zg_instance_t *out, const char *path, size_t plen,
   return 0;
 }
 
+bool zg_instance_h2_name(const char *s, size_t len, bool *tls) {
+  static const struct {
+    const char *name;
+    bool tls;
+  } names[] = {{"h2", false},
+               {"h2c", false},
+               {"grpc", false},
+               {"h2s", true},
+               {"grpcs", true}};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strlen(names[i].name) == len &&
+        strncasecmp(s, names[i].name, len) == 0) {
+      if (tls && names[i].tls)
+        *tls = true;
+      return true;
+    }
+  return false;
+}
+
+int zg_instance_use_h2(const zg_instance_t *inst, zg_upstream_proto_t mode) {
+  if (mode == ZG_UPSTREAM_PROTO_H2)
+    return 1;
+  if (mode == ZG_UPSTREAM_PROTO_HTTP1)
+    return 0;
+  return inst->proto == ZG_INST_PROTO_H2 ? 1 : -1;
+}
+
 /* Scheme: letters first, then letters, digits, '+', '-', '.' (RFC 3986
  * section 3.1). Sets tls and returns the scheme's default port (0: none). */
 static int url_scheme(const char *s, size_t slen, zg_instance_t *out) {
@@ -303,6 +330,8 @@ static int url_scheme(const char *s, size_t slen, zg_instance_t *out) {
     out->tls = true;
     return SCHEME_IS("https") ? 443 : 0;
   }
+  if (zg_instance_h2_name(s, slen, &out->tls))
+    out->proto = ZG_INST_PROTO_H2; /* no default port: gRPC has none */
   return SCHEME_IS("http") ? 80 : 0;
 #undef SCHEME_IS
 }
@@ -462,6 +491,19 @@ static int curator_address(json_t *root, zg_instance_t *out, char *err,
   return 0;
 }
 
+/* payload.protocol or payload.metadata.protocol naming HTTP/2 (h2, h2c,
+ * grpc; h2s, grpcs also mean TLS): the instance speaks it. */
+static void curator_protocol(json_t *root, zg_instance_t *out) {
+  json_t *payload = json_object_get(root, "payload");
+  json_t *v = json_object_get(payload, "protocol");
+  if (!json_is_string(v))
+    v = json_object_get(json_object_get(payload, "metadata"), "protocol");
+  if (json_is_string(v) &&
+      zg_instance_h2_name(json_string_value(v), json_string_length(v),
+                          &out->tls))
+    out->proto = ZG_INST_PROTO_H2;
+}
+
 /* `enabled` (newer Curator writers only; absent means enabled) and the
  * Spring Cloud payload: metadata.instance_status other than UP (Eureka's
  * OUT_OF_SERVICE, DOWN, ...) takes the instance out of rotation, and
@@ -481,6 +523,7 @@ static int curator_status(json_t *root, zg_instance_t *out, char *err,
       !(json_is_string(status) &&
         strcasecmp(json_string_value(status), "UP") == 0))
     out->up = false;
+  curator_protocol(root, out);
   return json_weight(json_object_get(meta, "weight"), out, err, errlen);
 }
 
@@ -504,6 +547,12 @@ static int curator_uri_spec(json_t *root, zg_instance_t *out, char *err,
     if (i == 0 &&
         (strcasecmp(v, "https") == 0 || strncasecmp(v, "https://", 8) == 0))
       out->tls = true;
+    if (i == 0) {
+      const char *sep = strstr(v, "://");
+      size_t n = sep ? (size_t)(sep - v) : strlen(v);
+      if (zg_instance_h2_name(v, n, &out->tls))
+        out->proto = ZG_INST_PROTO_H2;
+    }
     /* The literals of scheme://address:port never start with '/'. */
     if (i > 0 && v[0] == '/')
       return set_base_path(out, v, json_string_length(value), err, errlen);
@@ -526,6 +575,25 @@ static int decode_curator(json_t *root, zg_instance_t *out, char *err,
 
 /* --------------------------------------------------------------- serverset */
 
+/* serviceEndpoint on the port of an additionalEndpoints entry named for
+ * HTTP/2 (grpc, h2, h2c; grpcs, h2s: TLS too): the instance speaks it. */
+static void serverset_h2_port(json_t *root, json_t *ep, zg_instance_t *out) {
+  json_t *more = json_object_get(root, "additionalEndpoints"), *v;
+  json_t *port = json_object_get(ep, "port");
+  const char *name;
+  if (!json_is_object(more) || !json_is_integer(port))
+    return;
+  json_object_foreach(more, name, v) {
+    json_t *p = json_object_get(v, "port");
+    if (json_is_integer(p) &&
+        json_integer_value(p) == json_integer_value(port) &&
+        zg_instance_h2_name(name, strlen(name), &out->tls)) {
+      out->proto = ZG_INST_PROTO_H2;
+      return;
+    }
+  }
+}
+
 /* Finagle / Aurora serverset member. Readers consider only children named
  * member_* (siblings such as leader-election nodes share the path), and
  * only ALIVE members serve; the others stay known but out of rotation. */
@@ -545,8 +613,11 @@ static int decode_serverset(const char *name, json_t *root,
       return fail(err, errlen, "serverset member without endpoint \"%s\"",
                   endpoint);
     out->tls = strcmp(endpoint, "https") == 0;
+    if (zg_instance_h2_name(endpoint, strlen(endpoint), &out->tls))
+      out->proto = ZG_INST_PROTO_H2;
   } else {
     ep = json_object_get(root, "serviceEndpoint");
+    serverset_h2_port(root, ep, out);
   }
   if (json_endpoint(json_object_get(ep, "host"), json_object_get(ep, "port"),
                     out) != 0)

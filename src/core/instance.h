@@ -27,6 +27,23 @@ typedef enum {
                             naming endpoints (grpc-go resolver) */
 } zg_instance_format_t;
 
+/* The application protocol a registration announces (upstream_protocol =
+ * auto reads it): what docs/registry-formats.md ("HTTP/2 and gRPC") lists.
+ * ANY: the registration says nothing (HTTP/1.1 under auto, or h2 when ALPN
+ * to a TLS instance picks it). */
+typedef enum {
+  ZG_INST_PROTO_ANY = 0,
+  ZG_INST_PROTO_H2, /* h2c://, grpc://, h2s://, grpcs://, a Curator uriSpec
+                       or payload protocol, a serverset endpoint named so */
+} zg_inst_proto_t;
+
+/* HTTP/2 to instances, per HTTP service (`upstream_protocol`). */
+typedef enum {
+  ZG_UPSTREAM_PROTO_AUTO = 0, /* as the registration says (inst->proto) */
+  ZG_UPSTREAM_PROTO_HTTP1,    /* HTTP/1.1 to every instance */
+  ZG_UPSTREAM_PROTO_H2,       /* HTTP/2 to every instance */
+} zg_upstream_proto_t;
+
 #define ZG_WEIGHT_DEFAULT 1
 #define ZG_WEIGHT_MAX 1000000
 
@@ -34,6 +51,8 @@ typedef struct zg_instance {
   char host[ZG_HOST_MAX + 1]; /* IP literal (no brackets) or DNS name */
   uint16_t port;
   bool tls;            /* the registration says the instance speaks TLS */
+  uint8_t proto;       /* zg_inst_proto_t: what the registration says the
+                          instance speaks over that connection */
   uint16_t plain_port; /* Curator with both sslPort (in `port`) and port:
                           the plain one, for upstream_tls = off; else 0 */
   bool is_ip;          /* host is an IP literal: no resolution needed */
@@ -106,6 +125,16 @@ typedef enum {
  * registration that has both. */
 bool zg_instance_use_tls(const zg_instance_t *inst, zg_upstream_tls_t mode,
                          uint16_t *port);
+
+/* Whether `s` (`len` bytes, any case) names an HTTP/2 protocol as
+ * registrations write it: h2, h2c, grpc (cleartext), h2s, grpcs (TLS, set
+ * in *tls when not NULL). */
+bool zg_instance_h2_name(const char *s, size_t len, bool *tls);
+
+/* Whether to speak HTTP/2 to `inst` under `mode`: 1 yes, 0 no (HTTP/1.1),
+ * -1 the registration is silent (auto): over TLS, ALPN decides (h2 offered
+ * with http/1.1), in cleartext HTTP/1.1. */
+int zg_instance_use_h2(const zg_instance_t *inst, zg_upstream_proto_t mode);
 
 /* "host:port" or "[v6]:port" into buf; returns buf. */
 const char *zg_instance_addr_str(const zg_instance_t *inst, char *buf,

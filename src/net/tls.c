@@ -1080,8 +1080,10 @@ size_t zg_tls_client_sessions(const zg_tls_client_t *cli) {
 
 zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
                                   const char *name, bool name_is_ip,
-                                  const char *addr, bool alpn_http) {
+                                  const char *addr, int alpn) {
   static const unsigned char h1[] = "\x08http/1.1";
+  static const unsigned char h2h1[] = "\x02h2\x08http/1.1";
+  static const unsigned char h2[] = "\x02h2";
   zg_tls_conn_t *c = calloc(1, sizeof(*c));
   size_t klen = strlen(name) + strlen(addr) + 2;
   bool attached = false;
@@ -1111,7 +1113,12 @@ zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
     if (cli->verify && !SSL_set1_host(c->ssl, name))
       goto fail;
   }
-  if (alpn_http && SSL_set_alpn_protos(c->ssl, h1, sizeof(h1) - 1) != 0)
+  if ((alpn == ZG_ALPN_HTTP1 &&
+       SSL_set_alpn_protos(c->ssl, h1, sizeof(h1) - 1) != 0) ||
+      (alpn == ZG_ALPN_H2_HTTP1 &&
+       SSL_set_alpn_protos(c->ssl, h2h1, sizeof(h2h1) - 1) != 0) ||
+      (alpn == ZG_ALPN_H2 &&
+       SSL_set_alpn_protos(c->ssl, h2, sizeof(h2) - 1) != 0))
     goto fail;
   for (size_t i = 0; i < cli->n_cache; i++)
     if (!strcmp(cli->cache[i].key, c->cache_key)) {

@@ -100,11 +100,17 @@ size_t zg_tls_client_sessions(const zg_tls_client_t *cli);
  * `addr` ("host:port", for the session cache). `name` is what SNI carries
  * and what the certificate must match: a DNS name, or, when `name_is_ip`,
  * an IP literal checked against the certificate's IP addresses and not
- * sent as SNI (RFC 6066 §3). `alpn_http` offers ALPN http/1.1. tcp->data
- * is handled as on the server side. NULL when out of memory. */
+ * sent as SNI (RFC 6066 §3). `alpn` is what ALPN offers (ZG_ALPN_*).
+ * tcp->data is handled as on the server side. NULL when out of memory. */
+enum {
+  ZG_ALPN_NONE = 0,
+  ZG_ALPN_HTTP1 = 1,    /* http/1.1 */
+  ZG_ALPN_H2_HTTP1 = 2, /* h2, then http/1.1: the instance chooses */
+  ZG_ALPN_H2 = 3,       /* h2 */
+};
 zg_tls_conn_t *zg_tls_conn_client(zg_tls_client_t *cli, uv_tcp_t *tcp,
                                   const char *name, bool name_is_ip,
-                                  const char *addr, bool alpn_http);
+                                  const char *addr, int alpn);
 /* Why the handshake of a client connection failed ("" before). */
 const char *zg_tls_conn_error(const zg_tls_conn_t *c);
 /* The handshake resumed a session. */

@@ -27,17 +27,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TARGET_MAX (ZG_HTTP_MAX_URL + 512) /* a rewritten target */
 _Static_assert(TARGET_MAX <= ZG_BUF_SIZE, "targets are rewritten in a block");
 
 static void upstream_connect(zg_http_exchange_t *x);
 
-/* The codec on the instance's side for this exchange: HTTP/1.1, the only
- * one yet; the service's upstream_protocol will choose (issue 14). */
-static const zg_exchange_cli_ops_t *cli_codec(const zg_http_exchange_t *x) {
-  (void)x;
-  return &zg_h1c_ops;
+/* The codec on the instance's side: HTTP/1.1 writes the head (the HTTP/2
+ * codec reads it back into fields), and the connection upstream.h gives
+ * decides which codec carries it (c->h2: the service's upstream_protocol,
+ * the registration, ALPN). */
+static const zg_exchange_cli_ops_t *cli_codec(const zg_upconn_t *c) {
+  return c && c->h2 ? &zg_h2c_ops : &zg_h1c_ops;
 }
 
 /* ---- write blocks, for the exchange's codecs ---------------------------
@@ -148,6 +150,109 @@ void zg_exchange_finish(zg_http_exchange_t *x, zg_term_t term,
 
 /* ---- errors the gateway answers itself -------------------------------- */
 
+int zg_grpc_status(int status) {
+  switch (status) {
+  case 504:
+    return 4; /* DEADLINE_EXCEEDED */
+  case 404:
+  case 501:
+    return 12; /* UNIMPLEMENTED */
+  case 401:
+    return 16; /* UNAUTHENTICATED */
+  case 403:
+  case 421:
+    return 7; /* PERMISSION_DENIED */
+  case 413:
+  case 414:
+  case 431:
+    return 8; /* RESOURCE_EXHAUSTED */
+  case 429:
+  case 502:
+  case 503:
+    return 14; /* UNAVAILABLE */
+  default:
+    return 13; /* INTERNAL */
+  }
+}
+
+size_t zg_grpc_message(char *buf, size_t cap, const char *message) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *)message; *p; p++) {
+    if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+      if (n + 1 >= cap)
+        break;
+      buf[n++] = (char)*p;
+    } else {
+      if (n + 3 >= cap)
+        break;
+      buf[n++] = '%';
+      buf[n++] = hex[*p >> 4];
+      buf[n++] = hex[*p & 15];
+    }
+  }
+  buf[n] = '\0';
+  return n;
+}
+
+int zg_grpc_error_response(char *buf, size_t cap, int status,
+                           const char *message) {
+  char msg[512];
+  int n;
+  zg_grpc_message(msg, sizeof(msg), message ? message : "");
+  n = snprintf(buf, cap,
+               "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\n"
+               "Grpc-Status: %d\r\nGrpc-Message: %s\r\n"
+               "Content-Length: 0\r\n\r\n",
+               zg_grpc_status(status), msg);
+  return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+/* The request asks for gRPC (content-type application/grpc, +proto,
+ * +json...), and its grpc-timeout ("<digits><H|M|S|m|u|n>", at most 8
+ * digits) sets a deadline for the response head. */
+static void request_grpc(zg_http_exchange_t *x) {
+  const zg_hdr_t *ct = zg_http_find(x->req, "content-type");
+  const zg_hdr_t *to;
+  const char *v;
+  uint64_t n = 0, ms;
+  x->grpc = ct && ct->value_len >= 16 &&
+            !strncasecmp(x->req->buf + ct->value_off, "application/grpc", 16);
+  x->deadline_ms = 0;
+  if (!x->grpc || !(to = zg_http_find(x->req, "grpc-timeout")) ||
+      to->value_len < 2 || to->value_len > 9)
+    return;
+  v = x->req->buf + to->value_off;
+  for (uint32_t i = 0; i + 1 < to->value_len; i++) {
+    if (v[i] < '0' || v[i] > '9')
+      return;
+    n = n * 10 + (uint64_t)(v[i] - '0');
+  }
+  switch (v[to->value_len - 1]) {
+  case 'H':
+    ms = n * 3600000;
+    break;
+  case 'M':
+    ms = n * 60000;
+    break;
+  case 'S':
+    ms = n * 1000;
+    break;
+  case 'm':
+    ms = n;
+    break;
+  case 'u':
+    ms = (n + 999) / 1000;
+    break;
+  case 'n':
+    ms = (n + 999999) / 1000000;
+    break;
+  default:
+    return;
+  }
+  x->deadline_ms = uv_now(x->gw->loop) + (ms ? ms : 1);
+}
+
 void zg_exchange_error(zg_http_exchange_t *x, zg_term_t term, int status,
                        const char *message) {
   /* A request refused is refused in its request phase, also after its
@@ -250,8 +355,9 @@ void zg_exchange_instance_drop(zg_http_exchange_t *x) {
 }
 
 int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
-  if (x->svc && x->sent_ms && !x->resp_head &&
-      now - x->sent_ms >= x->svc->conf->response_timeout_ms) {
+  if (x->svc && !x->resp_head &&
+      ((x->sent_ms && now - x->sent_ms >= x->svc->conf->response_timeout_ms) ||
+       (x->deadline_ms && x->up && now >= x->deadline_ms))) {
     /* The connection is closed, not kept: zg_exchange_upstream_failed
      * releases it with reuse 0. */
     x->retried = 1; /* a timeout is not retried */
@@ -352,7 +458,12 @@ static void on_upstream(zg_upstream_req_t *r, zg_upconn_t *c,
                       "no instance of the service could be reached");
     return;
   }
+  x->cli = cli_codec(c);
   u = x->cli->attach(c, x);
+  if (!u) { /* closed */
+    zg_exchange_error(x, ZG_TERM_OUT_OF_MEMORY, 503, "out of memory");
+    return;
+  }
   if (x->phase != ZG_XP_CONNECT) {
     x->cli->release(u, 0); /* closed */
     return;
@@ -491,6 +602,7 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
 
   x->phase = ZG_XP_CONNECT;
   zg_exchange_begin(x);
+  request_grpc(x);
   x->method = zg_http_method_name(x->req->method);
   if (x->gw->access_log) {
     free(x->target);
@@ -525,7 +637,7 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
   o.proto = x->tls ? "https" : "http";
   o.client_subject = x->tls && subject[0] ? subject : NULL;
   request_forwarding(x, &rt, &o, host_buf, sizeof(host_buf));
-  x->cli = cli_codec(x);
+  x->cli = cli_codec(NULL);
   rc = x->cli->request_head(x, &o); /* kept in x->up_head for a retry */
   zg_buf_put(x->gw, target);
   if (rc != 0) {
@@ -565,6 +677,8 @@ void zg_exchange_reset(zg_http_exchange_t *x) {
   x->req_done = x->resp_head = x->resp_done = 0;
   x->sent_ms = 0;
   x->req_has_body = x->retried = 0;
+  x->grpc = 0;
+  x->deadline_ms = 0;
   if (x->svc) {
     x->svc->active--;
     zg_service_unref(x->svc);

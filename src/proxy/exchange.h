@@ -152,8 +152,10 @@ typedef struct {
   int (*tunnel_shutdown)(void *c);
 } zg_exchange_cli_ops_t;
 
-/* The HTTP/1.1 client codec's (h1_client.c). */
+/* The HTTP/1.1 client codec's (h1_client.c), and the HTTP/2 one's
+ * (h2_client.c), for connections upstream.h made for h2 (zg_upconn_t.h2). */
 extern const zg_exchange_cli_ops_t zg_h1c_ops;
+extern const zg_exchange_cli_ops_t zg_h2c_ops;
 
 /* One request and its response, as the exchange (exchange.c) keeps it
  * whatever the codecs: HTTP/1.1 has one at a time per client connection,
@@ -189,6 +191,11 @@ struct zg_http_exchange {
   unsigned resp_head : 1; /* a final response head went to the client */
   unsigned resp_done : 1;
   unsigned retried : 1; /* the one retry on a fresh connection */
+  /* A gRPC request (content-type application/grpc*): the gateway's own
+   * errors are gRPC statuses (zg_grpc_status), not HTML. */
+  unsigned grpc : 1;
+  uint64_t deadline_ms; /* grpc-timeout: uv_now by which a response head
+                           must come (0: none; response_timeout still) */
   /* for the metrics and the access log */
   unsigned req_active : 1;
   int status;               /* the final status sent, 0 before */
@@ -311,6 +318,19 @@ void zg_exchange_request_flush(zg_http_exchange_t *x);
  * metrics. */
 void zg_exchange_error(zg_http_exchange_t *x, zg_term_t term, int status,
                        const char *message);
+/* The gRPC status for a gateway error answered with HTTP `status` (the
+ * gRPC HTTP mapping; 504 is DEADLINE_EXCEEDED, 404 no route UNIMPLEMENTED,
+ * 502/503 UNAVAILABLE). */
+int zg_grpc_status(int status);
+/* A trailers-only gRPC error as HTTP/1.1 ("HTTP/1.1 200 OK" with
+ * Content-Type, Grpc-Status, Grpc-Message percent-encoded, Content-Length
+ * 0) into buf; its length, or -1 when it does not fit. */
+int zg_grpc_error_response(char *buf, size_t cap, int status,
+                           const char *message);
+/* grpc-message's percent-encoding of `message` (gRPC's HTTP/2 protocol
+ * spec) into buf (NUL-terminated, truncated to fit); its length. */
+size_t zg_grpc_message(char *buf, size_t cap, const char *message);
+
 /* The response timeout, checked by the session's timer: 1 when it ran out
  * (and was acted on). */
 int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now);

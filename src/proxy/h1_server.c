@@ -105,8 +105,9 @@ static int h1s_error(zg_http_session_t *s, int status, const char *message) {
   char buf[1024];
   int n;
   s->close_after = 1;
-  n = zg_http_error_response(buf, sizeof(buf), status, message, true,
-                             s->head_req);
+  n = s->x.grpc ? zg_grpc_error_response(buf, sizeof(buf), status, message)
+                : zg_http_error_response(buf, sizeof(buf), status, message,
+                                         true, s->head_req);
   return n > 0 && to_client(s, buf, (size_t)n) == 0 && h1s_flush(s) == 0 ? 0
                                                                          : -1;
 }

@@ -606,9 +606,12 @@ static int op_response_head(void *cx, const zg_http_head_t *resp, bool *no_body,
   if (resp->status < 200)
     rc = nghttp2_submit_headers(c->ng, NGHTTP2_FLAG_NONE, st->id, NULL, nva,
                                 (size_t)n, NULL);
-  else
-    rc = nghttp2_submit_response(c->ng, st->id, nva, (size_t)n,
-                                 *no_body ? NULL : &prd);
+  else /* an empty body ends with the HEADERS: a gRPC trailers-only
+          response is one frame, as gRPC clients require */
+    rc = nghttp2_submit_response(
+        c->ng, st->id, nva, (size_t)n,
+        *no_body || (resp->has_length && resp->content_length == 0) ? NULL
+                                                                    : &prd);
   free(names);
   if (rc != 0)
     return -2;
@@ -703,6 +706,31 @@ static int op_flush(void *cx) {
   return 0;
 }
 
+/* The gateway's own answer to a gRPC request: a trailers-only response
+ * (HTTP 200, grpc-status, grpc-message), one HEADERS frame. */
+static int grpc_error(h2_stream_t *st, int status, const char *message) {
+  char code[8], msg[512];
+  nghttp2_nv nva[4];
+  snprintf(code, sizeof(code), "%d", zg_grpc_status(status));
+  zg_grpc_message(msg, sizeof(msg), message);
+  nva[0] =
+      (nghttp2_nv){(uint8_t *)(uintptr_t) ":status",
+                   (uint8_t *)(uintptr_t) "200", 7, 3, NGHTTP2_NV_FLAG_NONE};
+  nva[1] = (nghttp2_nv){(uint8_t *)(uintptr_t) "content-type",
+                        (uint8_t *)(uintptr_t) "application/grpc", 12, 16,
+                        NGHTTP2_NV_FLAG_NONE};
+  nva[2] = (nghttp2_nv){(uint8_t *)(uintptr_t) "grpc-status", (uint8_t *)code,
+                        11, strlen(code), NGHTTP2_NV_FLAG_NONE};
+  nva[3] = (nghttp2_nv){(uint8_t *)(uintptr_t) "grpc-message", (uint8_t *)msg,
+                        12, strlen(msg), NGHTTP2_NV_FLAG_NONE};
+  st->resp_eof = 1;
+  st->resp_sent = 1;
+  if (nghttp2_submit_response(st->c->ng, st->id, nva, 4, NULL) != 0)
+    return -1;
+  schedule(st->c);
+  return 0;
+}
+
 /* The gateway's own answer, as an HTTP/2 response on the stream. */
 static int op_error(void *cx, int status, const char *message) {
   h2_stream_t *st = cx;
@@ -716,6 +744,8 @@ static int op_error(void *cx, int status, const char *message) {
     return -1;
   if (!message)
     message = zg_http_reason(status);
+  if (st->x.grpc)
+    return grpc_error(st, status, message);
   mlen = strlen(message);
   snprintf(code, sizeof(code), "%d", status);
   snprintf(len, sizeof(len), "%zu", mlen + 1);

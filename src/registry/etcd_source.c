@@ -456,7 +456,7 @@ static void on_call_connect(uv_connect_t *req, int status) {
                               strchr(ep->host, ':') ||
                                   strspn(ep->host, "0123456789.") ==
                                       strlen(ep->host),
-                              ep->text + 8, true);
+                              ep->text + 8, ZG_ALPN_HTTP1);
   if (!c->tls || zg_tls_handshake(c->tls, on_call_handshake, c) != 0)
     call_finish(c, c->tls ? UV_EPROTO : UV_ENOMEM);
 }

@@ -134,6 +134,8 @@ static void on_handshake(zg_tls_conn_t *t, int status, void *arg) {
     return;
   }
   r->svc->up_tls_handshakes++;
+  if (r->alpn_http && c->want_h2 == -1 && zg_tls_conn_h2(t))
+    c->h2 = 1; /* the instance chose h2 among what we offered */
   if (zg_tls_conn_resumed(t))
     r->svc->up_tls_resumed++;
   finish(r, c, ZG_UP_OK);
@@ -147,9 +149,13 @@ static void tls_start(zg_upconn_t *c) {
   const char *sni = r->svc->conf->upstream_sni;
   zg_tls_client_t *cli = zg_service_tls_client(r->svc);
   char why[256];
-  if (!cli || !(c->tls = zg_tls_conn_client(
-                    cli, &c->tcp, sni ? sni : inst->host, !sni && inst->is_ip,
-                    c->key, r->alpn_http))) {
+  int alpn = !r->alpn_http      ? ZG_ALPN_NONE
+             : c->want_h2 == 1  ? ZG_ALPN_H2
+             : c->want_h2 == -1 ? ZG_ALPN_H2_HTTP1
+                                : ZG_ALPN_HTTP1;
+  if (!cli ||
+      !(c->tls = zg_tls_conn_client(cli, &c->tcp, sni ? sni : inst->host,
+                                    !sni && inst->is_ip, c->key, alpn))) {
     failed(c, "TLS: out of memory or no TLS context");
     return;
   }
@@ -267,6 +273,11 @@ static void attempt(zg_upstream_req_t *r) {
   }
   r->c = c;
   c->want_tls = tls ? 1 : 0;
+  if (r->alpn_http) {
+    c->want_h2 = (signed char)zg_instance_use_h2(
+        inst, (zg_upstream_proto_t)svc->conf->upstream_protocol);
+    c->h2 = c->want_h2 == 1;
+  }
   memcpy(c->key, r->instance, sizeof(c->key));
   uv_timer_start(&c->timer, on_timeout, svc->conf->connect_timeout_ms, 0);
   if (inst->is_ip) {

@@ -66,6 +66,10 @@ struct zg_upconn {
   unsigned connected : 1;
   unsigned closing : 1;
   unsigned want_tls : 1;
+  /* HTTP/2 (an HTTP caller's, alpn_http): the service's upstream_protocol
+   * or the registration asks for it, or ALPN chose it. */
+  unsigned h2 : 1;
+  signed char want_h2; /* zg_instance_use_h2's answer when it was made */
 };
 
 /* A request for a connection, usually inside the caller's session. */
@@ -81,7 +85,8 @@ struct zg_upstream_req {
    * zg_upconn_t) with the zg_upconn_t at conn_off, so that a caller's own
    * per-connection state lives with it. */
   size_t conn_size, conn_off;
-  bool alpn_http;    /* offer ALPN http/1.1 over TLS */
+  bool alpn_http;    /* an HTTP caller: ALPN http/1.1 over TLS, h2 as the
+                        service and the instance say (zg_instance_use_h2) */
   zg_upidle_t *idle; /* idle connections to take from first, or NULL */
   bool fresh;        /* a new connection even when an idle one waits */
   const char *tag;   /* the log's subsystem: "tcp", "http" */

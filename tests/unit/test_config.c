@@ -1900,6 +1900,88 @@ static void test_etcd_tls_files(void **state) {
   zg_config_errors_free(&errs);
 }
 
+/* upstream_protocol per HTTP service (auto by default), and the static
+ * instances' h2 schemes that auto reads; refused on tcp services and for
+ * values it does not know. */
+static void test_upstream_protocol(void **state) {
+  zg_config_t *cfg;
+  const zg_service_conf_t *a, *b, *c;
+  zg_service_conf_t copy;
+  (void)state;
+  cfg = load_ok("[service:a]\n"
+                "protocol = http\n"
+                "listen = 127.0.0.1:8080\n"
+                "path_prefix = /a/\n"
+                "instances = grpc://10.0.0.1:50051, h2c://10.0.0.2:81, "
+                "GRPCS://10.0.0.3:443, h2s://h:2, 10.0.0.4:80\n"
+                "[service:b]\n"
+                "protocol = http\n"
+                "listen = 127.0.0.1:8080\n"
+                "path_prefix = /b/\n"
+                "instances = 10.0.0.5:80\n"
+                "upstream_protocol = h2\n"
+                "[service:c]\n"
+                "protocol = http\n"
+                "listen = 127.0.0.1:8080\n"
+                "instances = h2://10.0.0.6:80\n"
+                "upstream_protocol = http1\n");
+  a = service(cfg, "a");
+  b = service(cfg, "b");
+  c = service(cfg, "c");
+  assert_int_equal(a->upstream_protocol, ZG_UPSTREAM_PROTO_AUTO);
+  assert_int_equal(b->upstream_protocol, ZG_UPSTREAM_PROTO_H2);
+  assert_int_equal(c->upstream_protocol, ZG_UPSTREAM_PROTO_HTTP1);
+  assert_int_equal(a->n_instances, 5);
+  assert_int_equal(a->instances[0].proto, ZG_INST_PROTO_H2);
+  assert_false(a->instances[0].tls);
+  assert_int_equal(a->instances[0].port, 50051);
+  assert_int_equal(a->instances[1].proto, ZG_INST_PROTO_H2);
+  assert_false(a->instances[1].tls);
+  assert_int_equal(a->instances[2].proto, ZG_INST_PROTO_H2);
+  assert_true(a->instances[2].tls);
+  assert_int_equal(a->instances[3].proto, ZG_INST_PROTO_H2);
+  assert_true(a->instances[3].tls);
+  assert_string_equal(a->instances[3].host, "h");
+  assert_int_equal(a->instances[4].proto, ZG_INST_PROTO_ANY);
+  assert_int_equal(c->instances[0].proto, ZG_INST_PROTO_H2);
+  /* under http1 the registration is overruled, under h2 it is not needed */
+  assert_int_equal(zg_instance_use_h2(&c->instances[0], c->upstream_protocol),
+                   0);
+  assert_int_equal(zg_instance_use_h2(&b->instances[0], b->upstream_protocol),
+                   1);
+  assert_int_equal(zg_instance_use_h2(&a->instances[0], a->upstream_protocol),
+                   1);
+  assert_int_equal(zg_instance_use_h2(&a->instances[4], a->upstream_protocol),
+                   -1);
+  /* a change of the key, or of an instance's protocol, is another service */
+  assert_int_equal(zg_service_conf_copy(&copy, a), 0);
+  assert_true(zg_service_conf_equal(&copy, a));
+  copy.upstream_protocol = ZG_UPSTREAM_PROTO_H2;
+  assert_false(zg_service_conf_equal(&copy, a));
+  copy.upstream_protocol = ZG_UPSTREAM_PROTO_AUTO;
+  copy.instances[4].proto = ZG_INST_PROTO_H2;
+  assert_false(zg_service_conf_equal(&copy, a));
+  zg_service_conf_clear(&copy);
+  zg_config_free(cfg);
+
+  expect_one_error("[service:a]\n"
+                   "protocol = http\n"
+                   "listen = 127.0.0.1:8080\n"
+                   "instances = h:1\n"
+                   "upstream_protocol = http2\n",
+                   "upstream_protocol");
+  expect_one_error("[service:a]\n"
+                   "listen = 127.0.0.1:8080\n"
+                   "instances = h:1\n"
+                   "upstream_protocol = h2\n",
+                   "upstream_protocol");
+  expect_one_error("[service:a]\n"
+                   "protocol = http\n"
+                   "listen = 127.0.0.1:8080\n"
+                   "instances = ftp://h:1\n",
+                   "instances");
+}
+
 static void test_upstream_errors(void **state) {
   char keys[1024];
   (void)state;
@@ -2202,6 +2284,7 @@ int main(void) {
                                       tls_teardown),
       cmocka_unit_test_setup_teardown(test_tls_shared_listen, tls_setup,
                                       tls_teardown),
+      cmocka_unit_test(test_upstream_protocol),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_hosts_null_without_zk_services),
       cmocka_unit_test(test_log_levels),

@@ -732,6 +732,105 @@ static const char *uri_spec_with(char *buf, size_t len, const char *parts) {
   "," PART("://", false) "," PART("address", true) "," PART(                   \
       ":", false) "," PART("port", true)
 
+/* What upstream_protocol = auto reads (docs/registry-formats.md, "HTTP/2
+ * and gRPC"): h2 URL schemes (h2, h2c, grpc cleartext; h2s, grpcs TLS),
+ * a Curator uriSpec scheme or payload protocol, a serverset endpoint
+ * named grpc/h2 (chosen, or on serviceEndpoint's port). Anything else
+ * says nothing. */
+static void test_h2_registrations(void **state) {
+  static const struct {
+    const char *data;
+    bool h2, tls;
+    uint16_t port;
+  } cases[] = {
+      {"grpc://10.0.0.1:50051", true, false, 50051},
+      {"GRPC://10.0.0.1:50051/", true, false, 50051},
+      {"h2c://10.0.0.1:8080", true, false, 8080},
+      {"h2://10.0.0.1:8080", true, false, 8080},
+      {"grpcs://10.0.0.1:8443", true, true, 8443},
+      {"h2s://10.0.0.1:8443", true, true, 8443},
+      {"http://10.0.0.1:8080", false, false, 8080},
+      {"https://10.0.0.1:8443", false, true, 8443},
+      {"tcp://10.0.0.1:9", false, false, 9},
+      {"grpcx://10.0.0.1:9", false, false, 9},
+      {"10.0.0.1:9", false, false, 9},
+      /* Curator: uriSpec's scheme, payload.protocol, metadata.protocol */
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,\"uriSpec\":{\"parts\":"
+       "[{\"value\":\"grpc\",\"variable\":false},{\"value\":\"://\","
+       "\"variable\":false}]}}",
+       true, false, 50051},
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,\"uriSpec\":{\"parts\":"
+       "[{\"value\":\"grpcs://\",\"variable\":false}]}}",
+       true, true, 50051},
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,"
+       "\"payload\":{\"protocol\":\"h2c\"}}",
+       true, false, 50051},
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,"
+       "\"payload\":{\"metadata\":{\"protocol\":\"grpc\"}}}",
+       true, false, 50051},
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,"
+       "\"payload\":{\"metadata\":{\"protocol\":\"dubbo\"}}}",
+       false, false, 50051},
+      {"{\"address\":\"10.0.0.2\",\"port\":50051,"
+       "\"payload\":{\"protocol\":7}}",
+       false, false, 50051},
+      /* serverset: serviceEndpoint on the port named grpc */
+      {"{\"serviceEndpoint\":{\"host\":\"10.0.0.3\",\"port\":9000},"
+       "\"additionalEndpoints\":{\"grpc\":{\"host\":\"10.0.0.3\","
+       "\"port\":9000},\"admin\":{\"host\":\"10.0.0.3\",\"port\":9990}},"
+       "\"status\":\"ALIVE\"}",
+       true, false, 9000},
+      {"{\"serviceEndpoint\":{\"host\":\"10.0.0.3\",\"port\":9000},"
+       "\"additionalEndpoints\":{\"grpc\":{\"host\":\"10.0.0.3\","
+       "\"port\":9001}},\"status\":\"ALIVE\"}",
+       false, false, 9000},
+  };
+  const zg_decode_opts_t grpc = {.endpoint = "grpc"};
+  const char *ss = "{\"serviceEndpoint\":{\"host\":\"10.0.0.3\",\"port\":80},"
+                   "\"additionalEndpoints\":{\"grpc\":{\"host\":\"10.0.0.3\","
+                   "\"port\":9001}},\"status\":\"ALIVE\"}";
+  zg_instance_t inst;
+  char err[256];
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *name =
+        cases[i].data[0] == '{' && strstr(cases[i].data, "serviceEndpoint")
+            ? MEMBER
+            : CHILD;
+    int rc = zg_instance_decode(name, cases[i].data, strlen(cases[i].data),
+                                NULL, &inst, err, sizeof(err));
+    if (rc != 0)
+      print_error("case %zu: %s\n", i, err);
+    assert_int_equal(rc, 0);
+    if ((inst.proto == ZG_INST_PROTO_H2) != cases[i].h2 ||
+        inst.tls != cases[i].tls || inst.port != cases[i].port)
+      print_error("case %zu: %s\n", i, cases[i].data);
+    assert_int_equal(inst.proto,
+                     cases[i].h2 ? ZG_INST_PROTO_H2 : ZG_INST_PROTO_ANY);
+    assert_int_equal(inst.tls, cases[i].tls);
+    assert_int_equal(inst.port, cases[i].port);
+    assert_int_equal(zg_instance_use_h2(&inst, ZG_UPSTREAM_PROTO_AUTO),
+                     cases[i].h2 ? 1 : -1);
+    assert_int_equal(zg_instance_use_h2(&inst, ZG_UPSTREAM_PROTO_HTTP1), 0);
+    assert_int_equal(zg_instance_use_h2(&inst, ZG_UPSTREAM_PROTO_H2), 1);
+    zg_instance_clear(&inst);
+  }
+  /* endpoint = grpc picks that endpoint, and it speaks h2 */
+  assert_int_equal(zg_instance_decode(MEMBER, ss, strlen(ss), &grpc, &inst, err,
+                                      sizeof(err)),
+                   0);
+  assert_int_equal(inst.port, 9001);
+  assert_int_equal(inst.proto, ZG_INST_PROTO_H2);
+  /* a copy keeps it */
+  {
+    zg_instance_t copy;
+    assert_int_equal(zg_instance_copy(&copy, &inst), 0);
+    assert_int_equal(copy.proto, ZG_INST_PROTO_H2);
+    zg_instance_clear(&copy);
+  }
+  zg_instance_clear(&inst);
+}
+
 static void test_curator_uri_spec(void **state) {
   const struct want none =
       WANT("10.3.0.5", 8080, false, true, ZG_FORMAT_CURATOR, NULL);
@@ -1589,6 +1688,7 @@ int main(void) {
       cmocka_unit_test(test_curator_weight),
       cmocka_unit_test(test_curator_dubbo3),
       cmocka_unit_test(test_curator_uri_spec),
+      cmocka_unit_test(test_h2_registrations),
       cmocka_unit_test(test_nerve_fixture),
       cmocka_unit_test(test_nerve_flags),
       cmocka_unit_test(test_nerve_name_fixture),

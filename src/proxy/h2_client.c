@@ -1,0 +1,832 @@
+/* The HTTP/2 client codec: an nghttp2 client session on a connection to
+ * an instance (upstream.h's zg_upconn_t, made for h2 by the service's
+ * upstream_protocol, the registration or ALPN: c->h2), driven by the
+ * exchange through zg_exchange_cli_ops_t like the HTTP/1.1 codec
+ * (h1_client.c). README "HTTP/2 and gRPC".
+ *
+ * One stream at a time per connection in this increment: a connection
+ * carries an exchange's stream, then waits in the loop's idle pool (still
+ * read: SETTINGS, PING and GOAWAY are answered, a GOAWAY or a close drops
+ * it) for the next exchange's stream. Multiplexing many exchanges on one
+ * connection is issue 14's next step.
+ *
+ * The request head is the one the HTTP/1.1 codec wrote (x->up_head, kept
+ * for a retry), read back into HPACK fields: the request line gives
+ * :method and :path, Host gives :authority, :scheme is the instance
+ * connection's; names lower-cased; hop-by-hop fields dropped (Connection
+ * and what it lists, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+ * Upgrade, TE but "trailers"). The body goes as DATA from a queue that a
+ * data provider reads (deferred while empty); the exchange pauses the
+ * client while the queue is above the high-water mark. The client's
+ * trailers go as a trailing HEADERS.
+ *
+ * Responses: HEADERS fill a head model (the status, the fields; framing
+ * by content-length, else none with END_STREAM, else a body whose end is
+ * END_STREAM: chunked to an HTTP/1.1 client); DATA to the exchange;
+ * trailing HEADERS to x->resp_trailers. Flow control: the instance's DATA
+ * is consumed (its window opened again) only while the client keeps up
+ * (read_pause holds it back), so a slow client leaves at most a window of
+ * bytes with the gateway.
+ *
+ * Re-entrancy: nghttp2 is fed (mem_recv) from the read callback only; what
+ * its callbacks learn that ends or fails the exchange is acted on after
+ * mem_recv returned. The session is freed when upstream.h frees the
+ * connection. */
+#include "proxy/h1.h"
+
+#include "core/log.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define H2C_STREAM_WINDOW HIGH_WATER /* SETTINGS_INITIAL_WINDOW_SIZE */
+#define H2C_CONN_WINDOW (1u << 20)   /* the connection's receive window */
+#define H2C_MAX_HEADER_LIST 65536    /* SETTINGS_MAX_HEADER_LIST_SIZE */
+#define H2C_FIELDS (ZG_HTTP_MAX_HEADERS + 4)
+
+typedef struct h2c {
+  zg_upconn_t *uc;
+  zg_proxy_ctx_t *gw;
+  nghttp2_session *ng;
+  zg_http_exchange_t *x; /* while a stream is in use */
+  int32_t sid;           /* its stream, or 0 */
+  wblk_t *ob;            /* bytes staged for the instance */
+  /* the response head, its field bytes */
+  zg_http_head_t resp;
+  char *hb;
+  size_t hb_len, hb_cap, hsize;
+  /* the request body queued for the instance */
+  char *rq;
+  size_t rq_off, rq_len, rq_cap;
+  size_t unconsumed; /* response DATA not yet let through */
+  zg_term_t fail_term;
+  int fail_status;
+  unsigned reading : 1, used : 1, answered : 1, head_done : 1, rq_eof : 1,
+      deferred : 1, paused : 1, resp_end : 1, done : 1, fail : 1, goaway : 1,
+      broken : 1;
+  unsigned streams; /* opened on this connection */
+} h2c_t;
+
+static void h2c_send(h2c_t *h);
+
+static h2c_t *h2c_of(zg_upconn_t *uc) {
+  return uc->data;
+}
+
+static int buf_append(char **b, size_t *len, size_t *cap, const char *p,
+                      size_t n) {
+  if (n == 0)
+    return 0;
+  if (*len + n > *cap) {
+    size_t want = *cap ? *cap * 2 : 4096;
+    char *nb;
+    while (want < *len + n)
+      want *= 2;
+    if (!(nb = realloc(*b, want)))
+      return -1;
+    *b = nb;
+    *cap = want;
+  }
+  memcpy(*b + *len, p, n);
+  *len += n;
+  return 0;
+}
+
+/* The exchange fails (after mem_recv, or at once outside it). */
+static void stream_fail(h2c_t *h, zg_term_t term, int status) {
+  if (!h->x || h->fail || h->done)
+    return;
+  h->fail = 1;
+  h->fail_term = term;
+  h->fail_status = status;
+}
+
+/* ---- the response ------------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
+                            void *ud) {
+  h2c_t *h = ud;
+  (void)ng;
+  if (frame->hd.stream_id == h->sid && h->x) {
+    h->answered = 1;
+    h->hsize = 0;
+    if (!h->head_done) {
+      h->resp.n_hdr = 0;
+      h->resp.status = 0;
+      h->hb_len = 0;
+    }
+  }
+  return 0;
+}
+
+static int trailer_field(h2c_t *h, const uint8_t *name, size_t namelen,
+                         const uint8_t *value, size_t valuelen) {
+  zg_http_trailers_t *t = &h->x->resp_trailers;
+  if (!t->f) {
+    if (!(t->f = malloc(ZG_HTTP_MAX_TRAILERS * sizeof(zg_hdr_t) +
+                        ZG_HTTP_EXTRA_MAX)))
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    t->buf = (char *)(t->f + ZG_HTTP_MAX_TRAILERS);
+  }
+  if (t->n == ZG_HTTP_MAX_TRAILERS ||
+      namelen + valuelen > ZG_HTTP_EXTRA_MAX - t->len)
+    return 0; /* dropped */
+  t->f[t->n] = (zg_hdr_t){t->len, (uint32_t)namelen, t->len + (uint32_t)namelen,
+                          (uint32_t)valuelen};
+  memcpy(t->buf + t->len, name, namelen);
+  memcpy(t->buf + t->len + namelen, value, valuelen);
+  t->len += (uint32_t)(namelen + valuelen);
+  t->n++;
+  return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *ud) {
+  h2c_t *h = ud;
+  size_t noff = h->hb_len;
+  (void)ng;
+  (void)flags;
+  if (frame->hd.stream_id != h->sid || !h->x ||
+      frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  h->hsize += namelen + valuelen + 32;
+  if (h->hsize > H2C_MAX_HEADER_LIST)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
+  if (h->head_done)
+    return trailer_field(h, name, namelen, value, valuelen);
+  if (namelen == 7 && !memcmp(name, ":status", 7)) {
+    int st = 0;
+    for (size_t i = 0; i < valuelen && i < 3; i++)
+      st = st * 10 + (value[i] - '0');
+    h->resp.status = st;
+    return 0;
+  }
+  if (name[0] == ':')
+    return 0;
+  if (h->resp.n_hdr == ZG_HTTP_MAX_HEADERS)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (buf_append(&h->hb, &h->hb_len, &h->hb_cap, (const char *)name, namelen) !=
+          0 ||
+      buf_append(&h->hb, &h->hb_len, &h->hb_cap, (const char *)value,
+                 valuelen) != 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  h->resp.hdr[h->resp.n_hdr++] =
+      (zg_hdr_t){(uint32_t)noff, (uint32_t)namelen, (uint32_t)(noff + namelen),
+                 (uint32_t)valuelen};
+  return 0;
+}
+
+/* The response's framing for the client, from content-length and
+ * END_STREAM. */
+static void response_framing(h2c_t *h, bool end_stream) {
+  zg_http_head_t *r = &h->resp;
+  const zg_hdr_t *cl;
+  r->buf = h->hb;
+  r->is_request = false;
+  r->major = 2;
+  r->minor = 0;
+  r->reason_off = r->reason_len = 0;
+  r->has_length = false;
+  r->chunked = false;
+  r->content_length = 0;
+  cl = zg_http_find(r, "content-length");
+  if (cl) {
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < cl->value_len; i++)
+      v = v * 10 + (uint64_t)(h->hb[cl->value_off + i] - '0');
+    r->has_length = true; /* nghttp2 checked the digits against the DATA */
+    r->content_length = v;
+  } else if (end_stream) {
+    r->has_length = true; /* no body at all */
+  } else {
+    r->chunked = true; /* its end is END_STREAM */
+  }
+}
+
+static void response_end(h2c_t *h) {
+  if (h->resp_end || !h->x)
+    return;
+  h->resp_end = 1;
+  if (zg_exchange_response_end(h->x) != 0)
+    stream_fail(h, ZG_TERM_CLIENT_WRITE_ERROR, 502);
+  else
+    h->done = 1;
+}
+
+static void response_head(h2c_t *h, bool end_stream) {
+  const char *reason = NULL;
+  bool client_cause = false;
+  int rc;
+  if (h->resp.status < 100 || h->resp.status > 999 || h->resp.status == 101) {
+    zg_warn("http", "instance %s: bad HTTP/2 response status %d", h->uc->key,
+            h->resp.status);
+    stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+    return;
+  }
+  response_framing(h, end_stream);
+  if (h->resp.status >= 200)
+    h->head_done = 1;
+  rc = zg_exchange_response_head(h->x, &h->resp, &reason, &client_cause);
+  if (rc < 0) {
+    if (reason)
+      zg_info("http", "instance %s: response not passed on: %s", h->uc->key,
+              reason);
+    stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+    return;
+  }
+  if (h->resp.status < 200)
+    return; /* interim: the final head follows */
+  if (end_stream || rc == 1)
+    response_end(h);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
+                         void *ud) {
+  h2c_t *h = ud;
+  bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+  (void)ng;
+  if (frame->hd.type == NGHTTP2_GOAWAY) {
+    h->goaway = 1;
+    /* Our stream above what the instance will process: never seen by it. */
+    if (h->sid > frame->goaway.last_stream_id)
+      h->answered = 0;
+    return 0;
+  }
+  if (frame->hd.stream_id != h->sid || !h->x || h->fail || h->done)
+    return 0;
+  if (frame->hd.type == NGHTTP2_HEADERS) {
+    if (!h->head_done)
+      response_head(h, end);
+    else if (end)
+      response_end(h);
+  } else if (frame->hd.type == NGHTTP2_DATA && end) {
+    response_end(h);
+  }
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
+                         const uint8_t *data, size_t len, void *ud) {
+  h2c_t *h = ud;
+  (void)flags;
+  if (id != h->sid || !h->x || h->fail || h->done) {
+    nghttp2_session_consume(ng, id, len);
+    return 0;
+  }
+  h->unconsumed += len;
+  if (zg_exchange_response_body(h->x, (const char *)data, len) != 0)
+    stream_fail(h, ZG_TERM_CLIENT_WRITE_ERROR, 502);
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code,
+                           void *ud) {
+  h2c_t *h = ud;
+  (void)ng;
+  if (id != h->sid)
+    return 0;
+  h->sid = 0;
+  if (!h->x || h->done || h->fail)
+    return 0;
+  if (code == NGHTTP2_REFUSED_STREAM)
+    h->answered = 0; /* not processed: safe to send again */
+  zg_debug("http", "instance %s: HTTP/2 stream closed: %s", h->uc->key,
+           nghttp2_http2_strerror(code));
+  stream_fail(h, ZG_TERM_INSTANCE_RESET, 502);
+  return 0;
+}
+
+/* ---- the request body --------------------------------------------------- */
+
+static void submit_trailers(h2c_t *h) {
+  const zg_http_trailers_t *t = &h->x->req_trailers;
+  nghttp2_nv nva[ZG_HTTP_MAX_TRAILERS];
+  char names[ZG_HTTP_EXTRA_MAX];
+  size_t k = 0, at = 0;
+  for (uint32_t i = 0; i < t->n; i++) {
+    const zg_hdr_t *f = &t->f[i];
+    char *ln = names + at;
+    if (at + f->name_len + 1 > sizeof(names))
+      break;
+    for (uint32_t j = 0; j < f->name_len; j++) {
+      char ch = t->buf[f->name_off + j];
+      ln[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    at += f->name_len;
+    if (!zg_http_trailer_forwardable(ln, f->name_len))
+      continue;
+    nva[k++] = (nghttp2_nv){(uint8_t *)ln,
+                            (uint8_t *)(uintptr_t)(t->buf + f->value_off),
+                            f->name_len, f->value_len, NGHTTP2_NV_FLAG_NONE};
+  }
+  nghttp2_submit_trailer(h->ng, h->sid, nva, k);
+}
+
+static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
+                         size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud) {
+  h2c_t *h = src->ptr;
+  size_t n = length < h->rq_len ? length : h->rq_len;
+  (void)ng;
+  (void)id;
+  (void)ud;
+  if (n == 0 && !h->rq_eof) {
+    h->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (n > 0)
+    memcpy(buf, h->rq + h->rq_off, n);
+  h->rq_off += n;
+  h->rq_len -= n;
+  if (h->rq_len == 0)
+    h->rq_off = 0;
+  if (h->rq_len == 0 && h->rq_eof) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (h->x && h->x->req_trailers.n > 0) {
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      submit_trailers(h);
+    }
+  }
+  return (ssize_t)n;
+}
+
+static void resume_data(h2c_t *h) {
+  if (h->deferred && h->sid) {
+    h->deferred = 0;
+    nghttp2_session_resume_data(h->ng, h->sid);
+  }
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status) {
+  wblk_t *w = (wblk_t *)req;
+  h2c_t *h = w->owner;
+  zg_wblk_put(h->gw, w);
+  if (h->uc->closing)
+    return;
+  if (status < 0) {
+    h->broken = 1;
+    if (h->x) {
+      zg_exchange_upstream_failed(h->x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+      return;
+    }
+    zg_upconn_close(h->uc);
+    return;
+  }
+  h2c_send(h);
+  if (h->x && !h->uc->closing)
+    zg_exchange_instance_drained(h->x);
+}
+
+static int flush_cb(void *owner) {
+  h2c_t *h = owner;
+  wblk_t *w = h->ob;
+  if (!w)
+    return 0;
+  h->ob = NULL;
+  return zg_wblk_write(h->gw, h->uc->tls, (uv_stream_t *)&h->uc->tcp, w,
+                       on_write);
+}
+
+/* What nghttp2 has to send goes out while the socket takes it. Returns
+ * 0 or -1 (the connection is broken). */
+static int h2c_out(h2c_t *h) {
+  if (h->uc->closing || h->broken)
+    return -1;
+  while (zg_queued(&h->uc->tcp) <= HIGH_WATER) {
+    const uint8_t *data;
+    ssize_t n = nghttp2_session_mem_send(h->ng, &data);
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    if (zg_wblk_stage(h->gw, &h->ob, h, (const char *)data, (size_t)n,
+                      flush_cb) != 0)
+      return -1;
+  }
+  return flush_cb(h) != 0 ? -1 : 0;
+}
+
+static void h2c_send(h2c_t *h) {
+  if (h2c_out(h) == 0)
+    return;
+  h->broken = 1;
+  if (h->x)
+    zg_exchange_upstream_failed(h->x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+  else
+    zg_upconn_close(h->uc);
+}
+
+/* Response DATA let through: the instance's window opens again. */
+static void consume(h2c_t *h) {
+  if (h->paused || h->unconsumed == 0)
+    return;
+  if (h->sid)
+    nghttp2_session_consume(h->ng, h->sid, h->unconsumed);
+  else
+    nghttp2_session_consume_connection(h->ng, h->unconsumed);
+  h->unconsumed = 0;
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
+  zg_http_upstream_t *u = hd->data;
+  (void)suggested;
+  b->base = zg_buf_get(u->gw);
+  b->len = b->base ? ZG_BUF_SIZE : 0;
+}
+
+/* After mem_recv: the exchange's end or failure, acted on. */
+static void settle(h2c_t *h) {
+  zg_http_exchange_t *x = h->x;
+  if (!x)
+    return;
+  if (h->fail) {
+    zg_exchange_upstream_failed(x, h->fail_term, h->fail_status);
+    return;
+  }
+  if (h->done) {
+    zg_exchange_done(x);
+    return;
+  }
+  consume(h);
+  h2c_send(h);
+  if (h->x == x && !h->uc->closing)
+    zg_exchange_instance_read(x, h);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  zg_http_upstream_t *u = st->data;
+  h2c_t *h = h2c_of(&u->c);
+  ssize_t rc;
+  if (nread > 0 && !h->uc->closing) {
+    if (h->x)
+      h->x->srv->active(h->x->conn);
+    rc = nghttp2_session_mem_recv(h->ng, (const uint8_t *)buf->base,
+                                  (size_t)nread);
+    zg_buf_put(h->gw, buf->base);
+    if (rc < 0) {
+      zg_warn("http", "instance %s: HTTP/2: %s", h->uc->key,
+              nghttp2_strerror((int)rc));
+      h->broken = 1;
+      if (h->x && !h->done)
+        stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+    }
+    if (h->x) {
+      settle(h);
+      return;
+    }
+    if (h->broken || h->goaway)
+      zg_upconn_close(h->uc);
+    else
+      h2c_send(h);
+    return;
+  }
+  zg_buf_put(h->gw, buf->base);
+  if (nread == 0 || h->uc->closing)
+    return;
+  h->broken = 1;
+  if (h->x && !h->done) {
+    stream_fail(
+        h, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
+        502);
+    settle(h);
+    return;
+  }
+  if (!h->x)
+    zg_upconn_close(h->uc);
+}
+
+static nghttp2_session_callbacks *g_cbs;
+static nghttp2_option *g_opt;
+
+static void cb_init(void) {
+  if (nghttp2_session_callbacks_new(&g_cbs) != 0 ||
+      nghttp2_option_new(&g_opt) != 0)
+    return;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(g_cbs,
+                                                          on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs,
+                                                            on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs,
+                                                         on_stream_close);
+  nghttp2_option_set_no_auto_window_update(g_opt, 1);
+  nghttp2_option_set_peer_max_concurrent_streams(g_opt, 100);
+  nghttp2_option_set_max_outbound_ack(g_opt, 1000);
+  nghttp2_option_set_max_settings(g_opt, 32);
+  nghttp2_option_set_max_continuations(g_opt, 8);
+}
+
+static void on_upconn_closed(zg_upconn_t *uc) {
+  h2c_t *h = h2c_of(uc);
+  if (!h)
+    return;
+  zg_wblk_put(h->gw, h->ob);
+  nghttp2_session_del(h->ng);
+  free(h->hb);
+  free(h->rq);
+  free(h);
+  uc->data = NULL;
+}
+
+/* A new connection: the session, its SETTINGS, reading on. */
+static h2c_t *h2c_new(zg_upconn_t *uc, zg_http_exchange_t *x) {
+  static uv_once_t once = UV_ONCE_INIT;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2C_STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2C_MAX_HEADER_LIST},
+  };
+  h2c_t *h;
+  uv_once(&once, cb_init);
+  if (!g_cbs || !g_opt || !(h = calloc(1, sizeof(*h))))
+    return NULL;
+  h->uc = uc;
+  h->gw = x->gw;
+  if (nghttp2_session_client_new2(&h->ng, g_cbs, h, g_opt) != 0) {
+    free(h);
+    return NULL;
+  }
+  uc->data = h;
+  uc->on_closed = on_upconn_closed;
+  /* upstream.h's block is an HTTP/1.1 one; its gw is what on_alloc reads */
+  ((zg_http_upstream_t *)((char *)uc - offsetof(zg_http_upstream_t, c)))->gw =
+      x->gw;
+  nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv,
+                          sizeof(iv) / sizeof(iv[0]));
+  nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0,
+                                        H2C_CONN_WINDOW);
+  return h;
+}
+
+static void *h2c_attach(zg_upconn_t *uc, zg_http_exchange_t *x) {
+  h2c_t *h = h2c_of(uc);
+  if (!h && !(h = h2c_new(uc, x))) {
+    zg_upconn_close(uc);
+    return NULL;
+  }
+  h->x = x;
+  h->sid = 0;
+  h->answered = h->head_done = h->rq_eof = h->deferred = h->paused = 0;
+  h->resp_end = h->done = h->fail = 0;
+  h->rq_off = h->rq_len = 0;
+  h->resp.n_hdr = 0;
+  h->hb_len = 0;
+  if (!h->reading) {
+    if (zg_stream_read_start(uc->tls, (uv_stream_t *)&uc->tcp, on_alloc,
+                             on_read) != 0) {
+      zg_upconn_close(uc);
+      return NULL;
+    }
+    h->reading = 1;
+  }
+  return h;
+}
+
+/* ---- the request head --------------------------------------------------- */
+
+static bool hop_field(const char *n, size_t len) {
+  static const char *const hop[] = {"connection",       "keep-alive",
+                                    "proxy-connection", "transfer-encoding",
+                                    "upgrade",          "te"};
+  for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+    if (strlen(hop[i]) == len && !memcmp(n, hop[i], len))
+      return true;
+  return false;
+}
+
+/* Whether `name` is listed in a Connection field of the head. */
+static bool connection_listed(const char *head, const char *end,
+                              const char *name, size_t len) {
+  const char *p = head;
+  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+    const char *v, *e;
+    p++;
+    if ((size_t)(end - p) < 11 || strncasecmp(p, "connection:", 11))
+      continue;
+    v = p + 11;
+    e = memchr(v, '\r', (size_t)(end - v));
+    if (!e)
+      return false;
+    while (v < e) {
+      const char *c = memchr(v, ',', (size_t)(e - v));
+      const char *te = c ? c : e;
+      while (v < te && (*v == ' ' || *v == '\t'))
+        v++;
+      {
+        const char *t2 = te;
+        while (t2 > v && (t2[-1] == ' ' || t2[-1] == '\t'))
+          t2--;
+        if ((size_t)(t2 - v) == len && !strncasecmp(v, name, len))
+          return true;
+      }
+      v = c ? c + 1 : e;
+    }
+  }
+  return false;
+}
+
+/* The HTTP/1.1 head (x->up_head) as HPACK fields; lower-cased names in
+ * `names`. The count, or -1. */
+static int head_nv(h2c_t *h, nghttp2_nv *nva, char *names, size_t names_cap) {
+  zg_http_exchange_t *x = h->x;
+  const char *p = x->up_head, *end = p + x->up_head_len, *sp1, *sp2, *eol;
+  size_t k = 4, at = 0;
+  if (!(eol = memchr(p, '\r', (size_t)(end - p))) ||
+      !(sp1 = memchr(p, ' ', (size_t)(eol - p))) ||
+      !(sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1))))
+    return -1;
+  nva[0] =
+      (nghttp2_nv){(uint8_t *)(uintptr_t) ":method", (uint8_t *)(uintptr_t)p, 7,
+                   (size_t)(sp1 - p), NGHTTP2_NV_FLAG_NONE};
+  nva[1] = (nghttp2_nv){(uint8_t *)(uintptr_t) ":scheme",
+                        (uint8_t *)(uintptr_t)(h->uc->tls ? "https" : "http"),
+                        7, h->uc->tls ? 5 : 4, NGHTTP2_NV_FLAG_NONE};
+  nva[2] = (nghttp2_nv){(uint8_t *)(uintptr_t) ":path",
+                        (uint8_t *)(uintptr_t)(sp1 + 1), 5,
+                        (size_t)(sp2 - sp1 - 1), NGHTTP2_NV_FLAG_NONE};
+  nva[3] = (nghttp2_nv){(uint8_t *)(uintptr_t) ":authority",
+                        (uint8_t *)(uintptr_t) "", 10, 0, NGHTTP2_NV_FLAG_NONE};
+  p = eol + 2;
+  while (p < end && !(p[0] == '\r')) {
+    const char *colon, *v, *ve;
+    char *ln = names + at;
+    size_t nlen;
+    if (!(eol = memchr(p, '\r', (size_t)(end - p))) ||
+        !(colon = memchr(p, ':', (size_t)(eol - p))))
+      return -1;
+    nlen = (size_t)(colon - p);
+    v = colon + 1;
+    while (v < eol && (*v == ' ' || *v == '\t'))
+      v++;
+    ve = eol;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+      ve--;
+    if (at + nlen + 1 > names_cap || k == H2C_FIELDS)
+      return -1;
+    for (size_t j = 0; j < nlen; j++)
+      ln[j] = (p[j] >= 'A' && p[j] <= 'Z') ? (char)(p[j] + 32) : p[j];
+    at += nlen;
+    if (nlen == 4 && !memcmp(ln, "host", 4)) {
+      nva[3].value = (uint8_t *)(uintptr_t)v;
+      nva[3].valuelen = (size_t)(ve - v);
+    } else if (!hop_field(ln, nlen) &&
+               !connection_listed(x->up_head, end, ln, nlen)) {
+      nva[k++] = (nghttp2_nv){(uint8_t *)ln, (uint8_t *)(uintptr_t)v, nlen,
+                              (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
+    }
+    p = eol + 2;
+  }
+  /* TE: trailers (RFC 9113 §8.2.2): this hop's client, zkgate, takes
+   * trailers whatever it then does with them; gRPC servers require it. */
+  if (k < H2C_FIELDS)
+    nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t) "te",
+                            (uint8_t *)(uintptr_t) "trailers", 2, 8,
+                            NGHTTP2_NV_FLAG_NONE};
+  if (nva[3].valuelen == 0) /* no Host: no :authority */
+    nva[3] = nva[--k];
+  return (int)k;
+}
+
+static int h2c_request_send(void *c) {
+  h2c_t *h = c;
+  nghttp2_nv nva[H2C_FIELDS];
+  char names[8192];
+  nghttp2_data_provider prd = {.source.ptr = h, .read_callback = data_read};
+  int n = head_nv(h, nva, names, sizeof(names));
+  int32_t id;
+  if (n < 0)
+    return -1;
+  if (h->goaway || h->broken || h->uc->closing)
+    return -2;
+  id = nghttp2_submit_request(h->ng, NULL, nva, (size_t)n,
+                              h->x->req_has_body ? &prd : NULL, NULL);
+  if (id < 0)
+    return -1;
+  h->sid = id;
+  h->used = 1;
+  h->streams++;
+  return 0;
+}
+
+static int h2c_request_body(void *c, const char *p, size_t len) {
+  h2c_t *h = c;
+  if (h->rq_off > 0 && h->rq_off + h->rq_len + len > h->rq_cap) {
+    memmove(h->rq, h->rq + h->rq_off, h->rq_len);
+    h->rq_off = 0;
+  }
+  {
+    size_t end = h->rq_off + h->rq_len;
+    if (buf_append(&h->rq, &end, &h->rq_cap, p, len) != 0)
+      return -1;
+  }
+  h->rq_len += len;
+  resume_data(h);
+  return 0;
+}
+
+static int h2c_request_end(void *c) {
+  h2c_t *h = c;
+  h->rq_eof = 1;
+  resume_data(h);
+  return 0;
+}
+
+static int h2c_flush(void *c) {
+  return h2c_out(c);
+}
+
+static size_t h2c_queued(void *c) {
+  h2c_t *h = c;
+  return h->rq_len + zg_queued(&h->uc->tcp);
+}
+
+static void h2c_read_pause(void *c) {
+  h2c_t *h = c;
+  h->paused = 1;
+}
+
+static void h2c_read_resume(void *c) {
+  h2c_t *h = c;
+  if (!h->paused)
+    return;
+  h->paused = 0;
+  consume(h);
+  h2c_send(h);
+}
+
+static void h2c_state(void *c, zg_exchange_cli_state_t *st) {
+  h2c_t *h = c;
+  st->key = h->uc->key;
+  st->reused = h->streams > 1;
+  st->answered = h->answered;
+  st->client_cause = false;
+}
+
+/* Done with the stream: the connection waits in the idle pool, or
+ * closes. */
+static void h2c_release(void *c, int reuse) {
+  h2c_t *h = c;
+  zg_proxy_ctx_t *gw;
+  if (!h)
+    return;
+  gw = h->gw;
+  if (h->sid && !h->uc->closing) {
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, h->sid, NGHTTP2_CANCEL);
+    reuse = reuse && h->done;
+  }
+  h->x = NULL;
+  h->paused = 0;
+  consume(h);
+  if (!reuse || h->broken || h->goaway || h->uc->closing || gw->stopping ||
+      gw->draining || zg_upidle_full(&gw->http->up_idle) ||
+      !nghttp2_session_want_read(h->ng) || h2c_out(h) != 0) {
+    zg_upconn_close(h->uc);
+    return;
+  }
+  zg_upidle_put(&gw->http->up_idle, h->uc);
+}
+
+static int h2c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {
+  return zg_h1c_ops.request_head(x, o);
+}
+
+static void h2c_connect_prepare(zg_upstream_req_t *r, zg_proxy_ctx_t *gw) {
+  zg_h1c_ops.connect_prepare(r, gw);
+}
+
+/* No protocol switch over HTTP/2: the exchange refuses a 101 first. */
+static int h2c_tunnel_write(void *c, const char *p, size_t len) {
+  (void)c;
+  (void)p;
+  (void)len;
+  return -1;
+}
+
+static int h2c_tunnel_shutdown(void *c) {
+  (void)c;
+  return -1;
+}
+
+const zg_exchange_cli_ops_t zg_h2c_ops = {
+    .connect_prepare = h2c_connect_prepare,
+    .attach = h2c_attach,
+    .request_head = h2c_request_head,
+    .request_send = h2c_request_send,
+    .request_body = h2c_request_body,
+    .request_end = h2c_request_end,
+    .flush = h2c_flush,
+    .queued = h2c_queued,
+    .read_pause = h2c_read_pause,
+    .read_resume = h2c_read_resume,
+    .state = h2c_state,
+    .release = h2c_release,
+    .tunnel_write = h2c_tunnel_write,
+    .tunnel_shutdown = h2c_tunnel_shutdown,
+};
