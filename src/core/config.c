@@ -705,7 +705,7 @@ static int valid_etcd_endpoint(const char *s, size_t len) {
 }
 
 /* A comma-separated list of endpoints (spaces around commas allowed). */
-static int valid_etcd_endpoints(const char *s) {
+int zg_config_valid_etcd_endpoints(const char *s) {
   int n = 0;
   while (*s) {
     const char *comma = strchr(s, ','), *end;
@@ -741,7 +741,7 @@ static void etcd_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
   zg_etcd_conf_t *e = &cfg->etcd;
   if (!strcmp(kv->key, "endpoints")) {
     p->etcd_endpoints_seen = 1;
-    if (!valid_etcd_endpoints(kv->value)) {
+    if (!zg_config_valid_etcd_endpoints(kv->value)) {
       add_error(p, kv->line,
                 "endpoints: expected http://HOST:PORT or https://HOST:PORT, "
                 "comma-separated, got '%s'",

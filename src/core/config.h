@@ -219,6 +219,11 @@ int zg_config_load_string(const char *text, const char *name,
                           const zg_config_checks_t *checks, zg_config_t **out,
                           zg_config_errors_t *errs);
 void zg_config_free(zg_config_t *cfg);
+
+/* 1 when `list` is one or more http://HOST:PORT or https://HOST:PORT
+ * separated by commas (spaces around them allowed), as [etcd] endpoints
+ * takes (zkgate-register --etcd too); else 0. */
+int zg_config_valid_etcd_endpoints(const char *list);
 /* Frees what a service's configuration owns (not the struct itself). */
 void zg_service_conf_clear(zg_service_conf_t *svc);
 /* A deep copy (0 or UV_ENOMEM; then *dst holds nothing). */

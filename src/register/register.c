@@ -22,10 +22,10 @@
  * drops `node`, and reconcile() creates it again with the same data. */
 #include "register/register.h"
 
+#include "register/check.h"
+
 #include "core/error.h"
-#include "core/health.h"
 #include "core/log.h"
-#include "net/resolve.h"
 #include "registry/zkconn.h"
 
 #include <errno.h>
@@ -39,8 +39,6 @@
 #define TICK_MS 100
 #define RETRY_MS 1000
 #define ADDR_MAX (ZG_HOST_MAX + 16)
-
-typedef struct check check_t;
 
 typedef struct {
   uv_loop_t *loop;
@@ -74,9 +72,8 @@ typedef struct {
   struct ACL_vector acl;
   zg_ratelimit_t error_rl;
 
-  zg_health_t health; /* health.healthy: the znode should exist */
-  check_t *check;     /* in progress, or NULL */
-  uv_timer_t check_timer, tick_timer;
+  zg_regcheck_t hc; /* hc.health.healthy: the znode should exist */
+  uv_timer_t tick_timer;
   uv_signal_t sigterm, sigint;
   int stopping;
 } reg_t;
@@ -481,8 +478,8 @@ static void delete_node(reg_t *r) {
  * so that reconcile() creates it again, with the same data. */
 static void node_lost(reg_t *r, const char *why) {
   zg_warn("register", "%s %s: %s", r->node, why,
-          r->health.healthy ? "creating it again"
-                            : "the instance is unhealthy, not registering");
+          r->hc.health.healthy ? "creating it again"
+                               : "the instance is unhealthy, not registering");
   free(r->node);
   r->node = NULL;
   r->watching = 0;
@@ -548,12 +545,12 @@ static void reconcile(reg_t *r) {
   if (r->stopping || !r->zk.zh || !r->connected || r->busy ||
       now_ms(r) < r->retry_ms)
     return;
-  if (r->health.healthy && !r->node) {
+  if (r->hc.health.healthy && !r->node) {
     if (r->uncertain)
       scan(r);
     else
       create_node(r);
-  } else if (!r->health.healthy && r->node) {
+  } else if (!r->hc.health.healthy && r->node) {
     delete_node(r);
   } else if (r->node && !r->watching) {
     watch_node(r);
@@ -728,264 +725,16 @@ static void on_tick(uv_timer_t *t) {
   zg_zkconn_update(&r->zk);
 }
 
-/* ---- health checks ----------------------------------------------------- */
+/* ---- health checks (register/check.c) -------------------------------- */
 
-struct check {
-  reg_t *r; /* NULL once finished or abandoned */
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  uv_write_t write;
-  zg_resolve_t *lookup; /* the address's name, while it is looked up */
-  int tcp_open;
-  char request[2048];
-  char buf[1024]; /* the response's first bytes */
-  size_t len;
-};
-
-static void health_result(reg_t *r, int ok, const char *reason);
-
-/* The check's host name is looked up on a thread of net/resolve (one at a
- * time: one check runs at once), not on libuv's pool: a lookup that hangs
- * is let go of when the check ends, and SIGTERM does not wait for it. */
-static zg_resolver_t check_resolver = ZG_RESOLVER_INIT(1);
-
-static void check_maybe_free(check_t *c) {
-  if (!c->r && !c->lookup && !c->tcp_open)
-    free(c);
-}
-
-static void on_check_closed(uv_handle_t *h) {
-  check_t *c = h->data;
-  c->tcp_open = 0;
-  check_maybe_free(c);
-}
-
-/* Detaches the check from the registration and releases what it holds;
- * the memory goes when the last callback is in. */
-static void check_detach(check_t *c) {
-  c->r->check = NULL;
-  c->r = NULL;
-  if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
-    uv_close((uv_handle_t *)&c->tcp, on_check_closed);
-  if (c->lookup) { /* its callback never runs now */
-    zg_resolve_cancel(c->lookup);
-    c->lookup = NULL;
-  }
-  check_maybe_free(c);
-}
-
-static void check_done(check_t *c, int ok, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void check_done(check_t *c, int ok, const char *fmt, ...) {
-  reg_t *r = c->r;
-  char reason[256];
-  va_list ap;
-  if (!r)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(reason, sizeof(reason), fmt, ap);
-  va_end(ap);
-  check_detach(c);
-  health_result(r, ok, reason);
-}
-
-/* "HTTP/1.x NNN ..." : 2xx and 3xx are healthy, as in HAProxy's httpchk. */
-static void check_status_line(check_t *c) {
-  char *eol = memchr(c->buf, '\n', c->len);
-  int code;
-  if (eol)
-    *eol = '\0';
-  else
-    c->buf[c->len] = '\0';
-  if (strncmp(c->buf, "HTTP/1.", 7) != 0 || c->buf[7] < '0' ||
-      c->buf[7] > '9' || c->buf[8] != ' ' || c->buf[9] < '1' ||
-      c->buf[9] > '5' || c->buf[10] < '0' || c->buf[10] > '9' ||
-      c->buf[11] < '0' || c->buf[11] > '9' ||
-      (c->buf[12] != ' ' && c->buf[12] != '\r' && c->buf[12] != '\0')) {
-    check_done(c, 0, "not an HTTP/1 status line");
-    return;
-  }
-  code = (c->buf[9] - '0') * 100 + (c->buf[10] - '0') * 10 + c->buf[11] - '0';
-  check_done(c, code >= 200 && code < 400, "HTTP %d", code);
-}
-
-static void on_check_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  check_t *c = h->data;
-  (void)suggested;
-  buf->base = c->buf + c->len;
-  buf->len = sizeof(c->buf) - 1 - c->len;
-}
-
-static void on_check_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  check_t *c = s->data;
-  (void)buf;
-  if (!c->r)
-    return;
-  if (nread < 0) {
-    if (c->len > 0)
-      check_status_line(c);
-    else
-      check_done(c, 0, "%s before a status line",
-                 nread == UV_EOF ? "connection closed"
-                                 : uv_strerror((int)nread));
-    return;
-  }
-  c->len += (size_t)nread;
-  if (memchr(c->buf, '\n', c->len) || c->len == sizeof(c->buf) - 1)
-    check_status_line(c);
-}
-
-static void on_check_written(uv_write_t *w, int status) {
-  check_t *c = w->data;
-  if (c->r && status < 0)
-    check_done(c, 0, "cannot send the request: %s", uv_strerror(status));
-}
-
-static void on_check_connected(uv_connect_t *req, int status) {
-  check_t *c = req->data;
-  const zg_register_opts_t *opts;
-  uv_buf_t b;
-  int n, rc;
-  if (!c->r)
-    return;
-  if (status < 0) {
-    check_done(c, 0, "connect: %s", uv_strerror(status));
-    return;
-  }
-  opts = c->r->opts;
-  if (opts->check == ZG_CHECK_TCP) {
-    check_done(c, 1, "connected");
-    return;
-  }
-  n = snprintf(c->request, sizeof(c->request),
-               "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: zkgate-register/"
-               "%s\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-               opts->check_path, c->r->addr, ZKGATE_VERSION);
-  if (n < 0 || (size_t)n >= sizeof(c->request)) {
-    check_done(c, 0, "check path too long");
-    return;
-  }
-  b = uv_buf_init(c->request, (unsigned)n);
-  c->write.data = c;
-  if ((rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1,
-                     on_check_written)) != 0 ||
-      (rc = uv_read_start((uv_stream_t *)&c->tcp, on_check_alloc,
-                          on_check_read)) != 0)
-    check_done(c, 0, "cannot send the request: %s", uv_strerror(rc));
-}
-
-static void check_connect(check_t *c, const struct sockaddr *sa) {
-  int rc = uv_tcp_init(c->r->loop, &c->tcp);
-  if (rc != 0) {
-    check_done(c, 0, "socket: %s", uv_strerror(rc));
-    return;
-  }
-  c->tcp.data = c;
-  c->tcp_open = 1;
-  c->connect.data = c;
-  if ((rc = uv_tcp_connect(&c->connect, &c->tcp, sa, on_check_connected)) != 0)
-    check_done(c, 0, "connect: %s", uv_strerror(rc));
-}
-
-/* Only while the check runs: detaching it cancels the lookup. */
-static void on_check_resolved(void *data, int status, struct addrinfo *res) {
-  check_t *c = data;
-  c->lookup = NULL;
-  if (status < 0 || !res)
-    check_done(c, 0, "cannot resolve %s: %s", c->r->opts->address.host,
-               uv_strerror(status < 0 ? status : UV_EAI_NODATA));
-  else
-    check_connect(c, res->ai_addr);
-  if (res)
-    freeaddrinfo(res);
-}
-
-static void check_start(reg_t *r) {
-  const zg_instance_t *a = &r->opts->address;
-  check_t *c = calloc(1, sizeof(*c));
-  struct sockaddr_storage ss;
-  int rc;
-  if (!c) {
-    health_result(r, 0, "out of memory");
-    return;
-  }
-  c->r = r;
-  r->check = c;
-  if (a->is_ip) {
-    memset(&ss, 0, sizeof(ss));
-    if (strchr(a->host, ':'))
-      rc = uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss);
-    else
-      rc = uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss);
-    if (rc != 0)
-      check_done(c, 0, "bad address: %s", uv_strerror(rc));
-    else
-      check_connect(c, (const struct sockaddr *)&ss);
-    return;
-  }
-  {
-    /* A name is resolved for every check: its addresses may change. */
-    char port[8];
-    snprintf(port, sizeof(port), "%u", a->port);
-    rc = zg_resolve_start(&check_resolver, r->loop, a->host, port, 0,
-                          on_check_resolved, c, &c->lookup);
-    if (rc != 0) {
-      c->lookup = NULL;
-      check_done(c, 0, "cannot resolve %s: %s", a->host, uv_strerror(rc));
-    }
-  }
-}
-
-/* A check has until the next one to answer. */
-static void on_check_timer(uv_timer_t *t) {
-  reg_t *r = t->data;
-  if (r->check)
-    check_done(r->check, 0, "no answer within %llu ms",
-               (unsigned long long)r->opts->interval_ms);
-  if (!r->stopping)
-    check_start(r);
-}
-
-static const char *check_name(const zg_register_opts_t *opts) {
-  return opts->check == ZG_CHECK_TCP ? "tcp" : "http";
-}
-
-static void health_result(reg_t *r, int ok, const char *reason) {
-  const zg_register_opts_t *opts = r->opts;
-  zg_health_t *h = &r->health;
-  const char *check = check_name(opts);
-  switch (zg_health_record(h, ok)) {
-  case ZG_HEALTH_UP:
-    zg_info("register",
-            "%s healthy (%s check: %s; %u passed in a row): "
-            "registering",
-            r->addr, check, reason, h->passes);
-    break;
-  case ZG_HEALTH_DOWN:
-    zg_warn("register", "%s unhealthy (%s check: %s; %u failed in a row): %s%s",
-            r->addr, check, reason, h->failures,
-            r->node ? "removing " : "not registering", r->node ? r->node : "");
-    break;
-  case ZG_HEALTH_SAME:
-    if (ok && !h->healthy)
-      zg_info("register",
-              "%s %s check passed (%s): %u of %u before registering", r->addr,
-              check, reason, h->passes, h->rise);
-    else if (!ok && h->healthy)
-      zg_info("register", "%s %s check failed (%s): %u of %u before removing",
-              r->addr, check, reason, h->failures, h->fall);
-    else if (!ok && h->failures == 1)
-      /* Once per run of failures: an instance that stays down would log
-       * every interval otherwise. */
-      zg_info("register", "%s %s check failed (%s): not registered", r->addr,
-              check, reason);
-    else if (!ok)
-      zg_debug("register", "%s %s check failed (%s)", r->addr, check, reason);
-    break;
-  }
+static void on_health(void *arg) {
+  reg_t *r = arg;
   reconcile(r);
   zg_zkconn_update(&r->zk);
+}
+
+static const char *registered_node(void *arg) {
+  return ((reg_t *)arg)->node;
 }
 
 /* ---- life -------------------------------------------------------------- */
@@ -997,9 +746,7 @@ static void stop(reg_t *r, const char *why) {
   r->stopping = 1;
   zg_info("register", "%s: closing the ZooKeeper session%s%s", why,
           r->node ? ", which removes " : "", r->node ? r->node : "");
-  if (r->check)
-    check_detach(r->check);
-  uv_close((uv_handle_t *)&r->check_timer, NULL);
+  zg_regcheck_stop(&r->hc);
   uv_close((uv_handle_t *)&r->tick_timer, NULL);
   uv_close((uv_handle_t *)&r->sigterm, NULL);
   uv_close((uv_handle_t *)&r->sigint, NULL);
@@ -1101,9 +848,7 @@ int zg_register_run(const zg_register_opts_t *opts) {
   }
   zg_zkconn_init(&loop, &r.zk, after_process, &r);
   zg_zkconn_set_auth(&r.zk, opts->auth, on_auth, &r);
-  uv_timer_init(&loop, &r.check_timer);
   uv_timer_init(&loop, &r.tick_timer);
-  r.check_timer.data = &r;
   r.tick_timer.data = &r;
   uv_signal_init(&loop, &r.sigterm);
   uv_signal_init(&loop, &r.sigint);
@@ -1118,19 +863,7 @@ int zg_register_run(const zg_register_opts_t *opts) {
           opts->zk_path, opts->zk_hosts, opts->auth ? " as digest user '" : "",
           opts->auth ? auth_user_len(&r) : 0, opts->auth ? opts->auth : "",
           opts->auth ? "' (ACL: that user all, world read)" : "");
-  /* Without a check the instance counts as healthy from the start; with
-   * one it must pass `rise` checks first. */
-  zg_health_init(&r.health, opts->rise, opts->fall,
-                 opts->check == ZG_CHECK_NONE);
-  if (opts->check != ZG_CHECK_NONE) {
-    zg_info("register",
-            "%s check%s%s every %llu ms: registered after %u passing, "
-            "removed after %u failing in a row",
-            check_name(opts), opts->check == ZG_CHECK_HTTP ? " GET " : "",
-            opts->check == ZG_CHECK_HTTP ? opts->check_path : "",
-            (unsigned long long)opts->interval_ms, opts->rise, opts->fall);
-    uv_timer_start(&r.check_timer, on_check_timer, 0, opts->interval_ms);
-  }
+  zg_regcheck_start(&r.hc, &loop, opts, r.addr, on_health, registered_node, &r);
   r.disconnected_ms = uv_now(&loop);
   session_open(&r);
   uv_timer_start(&r.tick_timer, on_tick, TICK_MS, TICK_MS);

@@ -33,10 +33,9 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "registry/catalog.h"
+#include "registry/etcd_http.h"
 
 #include <jansson.h>
-#include <llhttp.h>
-#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,23 +43,12 @@
 #include <string.h>
 
 #define TICK_MS 100
-#define RETRY_MS 500          /* between rounds over every endpoint */
-#define AUTH_RETRY_MS 5000    /* after etcd refused the credentials */
-#define CALL_TIMEOUT_MS 15000 /* a unary call's response */
-#define PROBE_MS 5000         /* a quorum read while the stream is quiet */
-#define MAX_BODY (256u * 1024 * 1024)
-#define MAX_LINE (64u * 1024 * 1024)
+#define RETRY_MS 500       /* between rounds over every endpoint */
+#define AUTH_RETRY_MS 5000 /* after etcd refused the credentials */
+#define PROBE_MS 5000      /* a quorum read while the stream is quiet */
 
 typedef struct etcd_source etcd_source_t;
 typedef struct etcd_entry etcd_entry_t;
-typedef struct etcd_call etcd_call_t;
-
-typedef struct {
-  char *host; /* no brackets */
-  char port[8];
-  int tls;
-  char *text; /* as written */
-} endpoint_t;
 
 typedef struct {
   char *key; /* the whole key */
@@ -89,41 +77,13 @@ struct etcd_entry {
 
 typedef enum { CALL_AUTH, CALL_RANGE, CALL_PROBE, CALL_WATCH } call_kind_t;
 
-/* Done: rc 0 with the response's status and body (unary calls), or why
- * the call failed (a watch stream always ends with a failure). */
-typedef void (*call_done_fn)(etcd_call_t *c, int rc);
-
-struct etcd_call {
-  etcd_source_t *src;
-  call_kind_t kind;
-  etcd_entry_t *entry; /* CALL_RANGE */
-  call_done_fn done;
-  uv_getaddrinfo_t gai;
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  uv_write_t write;
-  uv_timer_t timer;
-  zg_tls_conn_t *tls;
-  llhttp_t parser;
-  llhttp_settings_t settings;
-  char *req;
-  size_t req_len;
-  char *body; /* unary: the whole body; stream: what is not a line yet */
-  size_t body_len, body_cap;
-  int status;
-  uint64_t timeout_ms; /* for the response, once the request is sent */
-  int refs;            /* the lookup, the socket and the timer while open */
-  int tcp_open;        /* the socket was initialised */
-  int malformed;       /* the answer was not HTTP llhttp could read */
-  int finished;        /* `done` was called (or never will be) */
-  char read_buf[16384];
-};
+static void stream_line(zg_etcd_call_t *c, char *line, size_t len);
 
 struct etcd_source {
   zg_source_t base; /* first */
   uv_loop_t *loop;
   zg_catalog_t cat;
-  endpoint_t *eps;
+  zg_etcd_endpoint_t *eps;
   size_t n_eps, cur;
   unsigned fails_in_row; /* endpoints that failed since the last success */
   uint64_t dial_timeout_ms;
@@ -131,13 +91,13 @@ struct etcd_source {
   char *token;               /* from authenticate; NULL: none yet */
   int auth_refused;
   zg_tls_client_t *tls;
-  etcd_call_t *unary; /* in flight, or NULL */
-  etcd_call_t *watch; /* the stream, or NULL */
-  int watch_dirty;    /* the stream must restart (prefixes changed) */
-  int stream_up;      /* the stream said created */
-  int64_t round_rev;  /* reads of this round are pinned to it; 0: none */
-  uint64_t retry_at;  /* uv_now before which no call starts */
-  uint64_t probe_at;  /* uv_now of the next probe */
+  zg_etcd_call_t *unary; /* in flight, or NULL */
+  zg_etcd_call_t *watch; /* the stream, or NULL */
+  int watch_dirty;       /* the stream must restart (prefixes changed) */
+  int stream_up;         /* the stream said created */
+  int64_t round_rev;     /* reads of this round are pinned to it; 0: none */
+  uint64_t retry_at;     /* uv_now before which no call starts */
+  uint64_t probe_at;     /* uv_now of the next probe */
   uv_timer_t tick;
   int started, closing, open_handles;
   /* books */
@@ -152,50 +112,6 @@ static void pump(etcd_source_t *src);
 
 static etcd_entry_t *entry_at(const etcd_source_t *src, size_t i) {
   return (etcd_entry_t *)src->cat.entries[i];
-}
-
-static void secret_free(char *s) {
-  if (s) {
-    for (volatile char *c = s; *c; c++)
-      *c = 0;
-    free(s);
-  }
-}
-
-/* ---- base64 (OpenSSL's EVP_EncodeBlock / EVP_DecodeBlock) -------------- */
-
-static char *b64_encode(const char *s, size_t n) {
-  char *out = malloc(4 * ((n + 2) / 3) + 1);
-  if (out)
-    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
-  return out;
-}
-
-/* Into a new NUL-terminated buffer; *len without the terminator. NULL when
- * it is not base64 or out of memory. EVP_DecodeBlock counts the padding
- * as zero bytes: they are taken off. */
-static char *b64_decode(const char *s, size_t n, size_t *len) {
-  char *out;
-  int got;
-  size_t pad = 0;
-  if (n % 4)
-    return NULL;
-  if (!(out = malloc(n / 4 * 3 + 1)))
-    return NULL;
-  got = n ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s,
-                            (int)n)
-          : 0;
-  if (got < 0) {
-    free(out);
-    return NULL;
-  }
-  if (n >= 1 && s[n - 1] == '=')
-    pad++;
-  if (n >= 2 && s[n - 2] == '=')
-    pad++;
-  *len = (size_t)got - pad;
-  out[*len] = '\0';
-  return out;
 }
 
 /* The first key after every key that starts with `prefix`: etcd's
@@ -220,337 +136,20 @@ static char *prefix_end(const char *prefix, size_t *len) {
   return end;
 }
 
-/* A JSON int64 as the gateway writes it: a string of digits (or a number
- * from other writers); 0 when absent. */
-static int64_t json_int64(json_t *v) {
-  if (json_is_integer(v))
-    return json_integer_value(v);
-  if (json_is_string(v))
-    return strtoll(json_string_value(v), NULL, 10);
-  return 0;
-}
-
-/* ---- endpoints ------------------------------------------------------------
- */
-
-static int endpoints_parse(etcd_source_t *src, const char *list) {
-  const char *s = list;
-  while (*s) {
-    const char *comma = strchr(s, ','), *end, *host, *colon;
-    endpoint_t *ne, *ep;
-    size_t len;
-    while (*s == ' ')
-      s++;
-    end = comma ? comma : s + strlen(s);
-    len = (size_t)(end - s);
-    while (len > 0 && s[len - 1] == ' ')
-      len--;
-    if (!(ne = realloc(src->eps, (src->n_eps + 1) * sizeof(*ne))))
-      return UV_ENOMEM;
-    src->eps = ne;
-    ep = &ne[src->n_eps];
-    memset(ep, 0, sizeof(*ep));
-    ep->tls = !strncmp(s, "https://", 8);
-    host = s + (ep->tls ? 8 : 7);
-    colon = NULL; /* the last colon: [v6] addresses hold others */
-    for (const char *k = host; k < s + len; k++)
-      if (*k == ':')
-        colon = k;
-    if (!colon || !(ep->text = strndup(s, len)))
-      return UV_ENOMEM; /* the configuration checked the shape */
-    src->n_eps++;
-    if (*host == '[')
-      ep->host = strndup(host + 1, (size_t)(colon - host) - 2);
-    else
-      ep->host = strndup(host, (size_t)(colon - host));
-    snprintf(ep->port, sizeof(ep->port), "%.*s",
-             (int)(len - (size_t)(colon + 1 - s)), colon + 1);
-    if (!ep->host)
-      return UV_ENOMEM;
-    if (!comma)
-      break;
-    s = comma + 1;
-  }
-  return src->n_eps ? 0 : UV_EINVAL;
-}
-
-static const endpoint_t *endpoint(const etcd_source_t *src) {
+static const zg_etcd_endpoint_t *endpoint(const etcd_source_t *src) {
   return &src->eps[src->cur];
 }
 
-/* ---- calls: one HTTP/1.1 request on its own connection ------------------ */
-
-static void call_unref(etcd_call_t *c) {
-  if (--c->refs > 0)
-    return;
-  /* The request holds the token (and authenticate's, the password). */
-  for (volatile char *r = c->req; r && r < c->req + c->req_len; r++)
-    *r = 0;
-  free(c->req);
-  free(c->body);
-  free(c);
-}
-
-static void on_call_closed(uv_handle_t *h) {
-  call_unref(h->data);
-}
-
-/* Ends the call: `done` with rc (once, and not while the source closes),
- * then the connection is closed and the call freed. */
-static void call_finish(etcd_call_t *c, int rc) {
-  if (c->finished)
-    return;
-  c->finished = 1;
-  if (c->done && !c->src->closing)
-    c->done(c, rc);
-  if (c->tls) {
-    zg_tls_conn_free(c->tls);
-    c->tls = NULL;
-  }
-  if (c->tcp_open)
-    uv_close((uv_handle_t *)&c->tcp, on_call_closed);
-  uv_close((uv_handle_t *)&c->timer, on_call_closed);
-}
-
-/* Drops a call nobody waits for any more (a restart, a failover). */
-static void call_abort(etcd_call_t *c) {
-  if (c) {
-    c->done = NULL;
-    call_finish(c, UV_ECANCELED);
-  }
-}
-
-static void on_call_timer(uv_timer_t *t) {
-  call_finish(t->data, UV_ETIMEDOUT);
-}
-
-static int body_append(etcd_call_t *c, const char *at, size_t len) {
-  if (c->body_len + len + 1 > c->body_cap) {
-    size_t cap = c->body_cap ? c->body_cap : 4096;
-    char *nb;
-    while (cap < c->body_len + len + 1)
-      cap *= 2;
-    if (cap > MAX_BODY || !(nb = realloc(c->body, cap)))
-      return -1;
-    c->body = nb;
-    c->body_cap = cap;
-  }
-  memcpy(c->body + c->body_len, at, len);
-  c->body_len += len;
-  c->body[c->body_len] = '\0';
-  return 0;
-}
-
-static void stream_line(etcd_call_t *c, char *line, size_t len);
-
-static int on_http_body(llhttp_t *p, const char *at, size_t len) {
-  etcd_call_t *c = p->data;
-  if (body_append(c, at, len) != 0)
-    return -1;
-  if (c->kind == CALL_WATCH && c->status == 200) {
-    /* One JSON object a line: each complete line is a message. */
-    char *nl;
-    size_t off = 0;
-    while (!c->finished &&
-           (nl = memchr(c->body + off, '\n', c->body_len - off))) {
-      *nl = '\0';
-      stream_line(c, c->body + off, (size_t)(nl - (c->body + off)));
-      off = (size_t)(nl - c->body) + 1;
-    }
-    if (c->finished)
-      return -1; /* stop parsing: the connection is closing */
-    memmove(c->body, c->body + off, c->body_len - off);
-    c->body_len -= off;
-    if (c->body_len > MAX_LINE)
-      return -1;
-  }
-  return 0;
-}
-
-static int on_http_headers(llhttp_t *p) {
-  etcd_call_t *c = p->data;
-  c->status = p->status_code;
-  if (c->kind == CALL_WATCH)
-    uv_timer_stop(&c->timer); /* a stream may be quiet for ever */
-  return 0;
-}
-
-static int on_http_done(llhttp_t *p) {
-  etcd_call_t *c = p->data;
-  call_finish(c, c->kind == CALL_WATCH ? UV_EOF : 0);
-  return HPE_PAUSED;
-}
-
-static void on_call_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  etcd_call_t *c = h->data;
-  (void)size;
-  buf->base = c->read_buf;
-  buf->len = sizeof(c->read_buf);
-}
-
-static void on_call_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  etcd_call_t *c = s->data;
-  enum llhttp_errno err;
-  if (nread == 0)
-    return;
-  if (nread < 0) {
-    if (nread == UV_EOF)
-      llhttp_finish(&c->parser); /* a body ended by the close completes */
-    call_finish(c, (int)nread);
-    return;
-  }
-  err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-  if (err != HPE_OK && err != HPE_PAUSED && !c->finished) {
-    c->malformed = 1;
-    call_finish(c, UV_EPROTO);
-  }
-}
-
-static void on_call_written(uv_write_t *w, int status) {
-  etcd_call_t *c = w->data;
-  if (status < 0)
-    call_finish(c, status);
-}
-
-static void call_send(etcd_call_t *c) {
-  uv_buf_t b = uv_buf_init(c->req, (unsigned)c->req_len);
-  int rc;
-  c->write.data = c;
-  rc = zg_stream_read_start(c->tls, (uv_stream_t *)&c->tcp, on_call_alloc,
-                            on_call_read);
-  if (rc == 0)
-    rc = zg_stream_write(c->tls, &c->write, (uv_stream_t *)&c->tcp, &b, 1,
-                         on_call_written);
-  if (rc != 0) {
-    call_finish(c, rc);
-    return;
-  }
-  uv_timer_start(&c->timer, on_call_timer, c->timeout_ms, 0);
-}
-
-static void on_call_handshake(zg_tls_conn_t *t, int status, void *arg) {
-  etcd_call_t *c = arg;
-  (void)t;
-  if (status != 0) {
-    call_finish(c, UV_EPROTO); /* call_failed says why */
-    return;
-  }
-  call_send(c);
-}
-
-static void on_call_connect(uv_connect_t *req, int status) {
-  etcd_call_t *c = req->data;
-  const endpoint_t *ep;
-  if (c->finished)
-    return; /* aborted: the source may be gone */
-  ep = endpoint(c->src);
-  if (status < 0) {
-    call_finish(c, status);
-    return;
-  }
-  if (!ep->tls) {
-    call_send(c);
-    return;
-  }
-  c->tls = zg_tls_conn_client(c->src->tls, &c->tcp, ep->host,
-                              strchr(ep->host, ':') ||
-                                  strspn(ep->host, "0123456789.") ==
-                                      strlen(ep->host),
-                              ep->text + 8, ZG_ALPN_HTTP1);
-  if (!c->tls || zg_tls_handshake(c->tls, on_call_handshake, c) != 0)
-    call_finish(c, c->tls ? UV_EPROTO : UV_ENOMEM);
-}
-
-static void on_call_resolved(uv_getaddrinfo_t *g, int status,
-                             struct addrinfo *res) {
-  etcd_call_t *c = g->data;
-  int rc = status;
-  if (c->finished || status < 0) {
-    uv_freeaddrinfo(res);
-    if (!c->finished)
-      call_finish(c, status);
-    call_unref(c);
-    return;
-  }
-  if ((rc = uv_tcp_init(c->src->loop, &c->tcp)) == 0) {
-    c->tcp.data = c;
-    c->tcp_open = 1;
-    c->refs++;
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->connect.data = c;
-    rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, on_call_connect);
-  }
-  uv_freeaddrinfo(res);
-  if (rc != 0)
-    call_finish(c, rc);
-  call_unref(c); /* the lookup's */
-}
-
-/* The request's head into buf (as snprintf: its length). The token rides
- * in Authorization, bare; the watch asks for a leader (docs/platform.md,
- * etcd). */
-static int request_head(char *buf, size_t len, const etcd_source_t *src,
-                        const endpoint_t *ep, call_kind_t kind,
-                        const char *path, size_t body_len) {
-  int v6 = strchr(ep->host, ':') != NULL;
-  return snprintf(buf, len,
-                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
-                  "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                  "%s%s%s%s\r\n",
-                  path, v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port,
-                  body_len, src->token ? "Authorization: " : "",
-                  src->token ? src->token : "", src->token ? "\r\n" : "",
-                  kind == CALL_WATCH ? "Grpc-Metadata-hasleader: true\r\n"
-                                     : "");
-}
-
-/* A call of `kind` to the endpoint in use: POST `path` with `json` (NULL:
- * no body), with the token when there is one. The dial timeout runs until
- * the request is on its way. NULL when out of memory (logged). */
-static etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
-                               const char *path, const char *json,
-                               call_done_fn done) {
-  const endpoint_t *ep = endpoint(src);
-  etcd_call_t *c = calloc(1, sizeof(*c));
-  struct addrinfo hints;
-  size_t jlen = json ? strlen(json) : 0;
-  int n;
-  if (!c)
-    return NULL;
-  c->src = src;
-  c->kind = kind;
-  c->done = done;
-  c->timeout_ms = CALL_TIMEOUT_MS;
-  n = request_head(NULL, 0, src, ep, kind, path, jlen);
-  if (!(c->req = malloc((size_t)n + jlen + 1))) {
-    free(c);
-    return NULL;
-  }
-  request_head(c->req, (size_t)n + 1, src, ep, kind, path, jlen);
-  if (json)
-    memcpy(c->req + n, json, jlen);
-  c->req_len = (size_t)n + jlen;
-  llhttp_settings_init(&c->settings);
-  c->settings.on_body = on_http_body;
-  c->settings.on_headers_complete = on_http_headers;
-  c->settings.on_message_complete = on_http_done;
-  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-  c->parser.data = c;
-  uv_timer_init(src->loop, &c->timer);
-  c->timer.data = c;
-  c->refs = 2; /* the timer, the lookup */
-  uv_timer_start(&c->timer, on_call_timer, src->dial_timeout_ms, 0);
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  c->gai.data = c;
-  if (uv_getaddrinfo(src->loop, &c->gai, on_call_resolved, ep->host, ep->port,
-                     &hints) != 0) {
-    c->refs--;
-    c->done = NULL;
-    call_finish(c, UV_ENOMEM);
-    return NULL;
-  }
+/* A call of `kind` to the endpoint in use, with the token when there is
+ * one (etcd_http.h). NULL when out of memory. */
+static zg_etcd_call_t *call_start(etcd_source_t *src, call_kind_t kind,
+                                  const char *path, const char *json,
+                                  zg_etcd_done_fn done) {
+  zg_etcd_call_t *c = zg_etcd_call_start(
+      src->loop, src->tls, endpoint(src), src->token, path, json,
+      src->dial_timeout_ms, kind == CALL_WATCH ? stream_line : NULL, done, src);
+  if (c)
+    c->kind = (int)kind;
   return c;
 }
 
@@ -737,7 +336,8 @@ static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
   int rc = 0;
   if (!json_is_string(jk))
     return -1;
-  if (!(key = b64_decode(json_string_value(jk), json_string_length(jk), &klen)))
+  if (!(key = zg_etcd_b64_decode(json_string_value(jk), json_string_length(jk),
+                                 &klen)))
     return -1;
   if (strlen(key) != klen || strncmp(key, e->e.path, strlen(e->e.path)) != 0) {
     free(key);
@@ -747,11 +347,12 @@ static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
     entry_delete(e, key);
   } else {
     if (!e->e.root && json_is_string(jv) &&
-        !(value =
-              b64_decode(json_string_value(jv), json_string_length(jv), &vlen)))
+        !(value = zg_etcd_b64_decode(json_string_value(jv),
+                                     json_string_length(jv), &vlen)))
       rc = -1;
-    else if (entry_put(e, key, value, vlen,
-                       json_int64(json_object_get(kv, "mod_revision"))) != 0)
+    else if (entry_put(
+                 e, key, value, vlen,
+                 zg_etcd_json_int64(json_object_get(kv, "mod_revision"))) != 0)
       rc = -1;
   }
   free(value);
@@ -760,21 +361,6 @@ static int apply_kv(etcd_entry_t *e, json_t *kv, int del) {
 }
 
 /* ---- the connection's fortunes ------------------------------------------- */
-
-/* What etcd said in an error body ({"error": "...", "code": N} from the
- * gateway's unary calls, {"error": {"message": ...}} from a stream), into
- * msg. */
-static void error_message(const char *body, size_t len, char *msg,
-                          size_t msglen) {
-  json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
-  json_t *err = root ? json_object_get(root, "error") : NULL;
-  json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
-  if (!json_is_string(m) && root)
-    m = json_object_get(root, "message");
-  snprintf(msg, msglen, "%s",
-           json_is_string(m) ? json_string_value(m) : "no reason given");
-  json_decref(root);
-}
 
 static int is_token_error(const char *msg) {
   return strstr(msg, "invalid auth token") || strstr(msg, "user name is empty");
@@ -802,10 +388,10 @@ static void set_connected(etcd_source_t *src) {
  * end, the next endpoint is tried (at once, until every one failed in a
  * row; then after RETRY_MS). Pools stay. */
 static void conn_failed(etcd_source_t *src, const char *what, const char *why) {
-  const endpoint_t *was = endpoint(src);
+  const zg_etcd_endpoint_t *was = endpoint(src);
   uint64_t now = uv_now(src->loop), dropped;
-  call_abort(src->unary);
-  call_abort(src->watch);
+  zg_etcd_call_abort(src->unary);
+  zg_etcd_call_abort(src->watch);
   src->unary = src->watch = NULL;
   src->stream_up = 0;
   src->round_rev = 0;
@@ -831,29 +417,10 @@ static void conn_failed(etcd_source_t *src, const char *what, const char *why) {
   }
 }
 
-static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
+static void call_failed(etcd_source_t *src, zg_etcd_call_t *c, const char *what,
                         int rc) {
   char why[160];
-  if (rc == 0 || (rc == UV_EOF && c->status && c->status != 200)) {
-    char msg[128];
-    error_message(c->body, c->body_len, msg, sizeof(msg));
-    snprintf(why, sizeof(why), "HTTP %d: %s", c->status, msg);
-  } else if (rc == UV_EPROTO && c->malformed) {
-    const char *reason = llhttp_get_error_reason(&c->parser);
-    snprintf(why, sizeof(why), "a malformed HTTP answer (%s)",
-             reason ? reason : "?");
-  } else if (rc == UV_EPROTO && c->tls) {
-    const char *e = zg_tls_conn_error(c->tls);
-    /* TLS 1.3: a refused client certificate is an alert after the
-     * client's side of the handshake is done. */
-    snprintf(why, sizeof(why), "TLS: %s",
-             e[0] ? e
-                  : "the server ended the connection after the handshake "
-                    "(does it want a client certificate: [etcd] cert and "
-                    "key?)");
-  } else {
-    snprintf(why, sizeof(why), "%s", zg_strerror(rc));
-  }
+  zg_etcd_call_why(c, rc, "[etcd] cert and key", why, sizeof(why));
   conn_failed(src, what, why);
 }
 
@@ -861,15 +428,15 @@ static void call_failed(etcd_source_t *src, etcd_call_t *c, const char *what,
  * (authenticate again), or a refusal (logged; tried again later: the
  * prefix `e` alone, or every call when `e` is NULL). 1 when handled so, 0
  * when it is a failure of the endpoint. */
-static int refused(etcd_source_t *src, etcd_call_t *c, etcd_entry_t *e,
+static int refused(etcd_source_t *src, zg_etcd_call_t *c, etcd_entry_t *e,
                    const char *what) {
   char msg[128];
   uint64_t now = uv_now(src->loop), dropped;
   if (c->status < 400 || c->status >= 500)
     return 0;
-  error_message(c->body, c->body_len, msg, sizeof(msg));
+  zg_etcd_error_message(c->body, c->body_len, msg, sizeof(msg));
   if (src->username && is_token_error(msg)) {
-    secret_free(src->token);
+    zg_etcd_secret_free(src->token);
     src->token = NULL;
     return 1;
   }
@@ -887,8 +454,8 @@ static int refused(etcd_source_t *src, etcd_call_t *c, etcd_entry_t *e,
 /* ---- authenticate ----------------------------------------------------------
  */
 
-static void on_auth_done(etcd_call_t *c, int rc) {
-  etcd_source_t *src = c->src;
+static void on_auth_done(zg_etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->owner;
   json_t *root, *token;
   src->unary = NULL;
   if (rc != 0 || c->status >= 500) {
@@ -898,7 +465,7 @@ static void on_auth_done(etcd_call_t *c, int rc) {
   if (c->status != 200) {
     char msg[128];
     uint64_t dropped;
-    error_message(c->body, c->body_len, msg, sizeof(msg));
+    zg_etcd_error_message(c->body, c->body_len, msg, sizeof(msg));
     snprintf(src->error, sizeof(src->error),
              "authentication as '%s' refused by %s: %s", src->username,
              endpoint(src)->text, msg);
@@ -915,7 +482,7 @@ static void on_auth_done(etcd_call_t *c, int rc) {
   root = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
   token = json_object_get(root, "token");
   if (json_is_string(token) && !strpbrk(json_string_value(token), "\r\n")) {
-    secret_free(src->token);
+    zg_etcd_secret_free(src->token);
     src->token = strdup(json_string_value(token));
     if (src->auth_refused)
       zg_info("registry", "etcd: authenticated as '%s'", src->username);
@@ -966,8 +533,8 @@ static int range_apply(etcd_entry_t *e, json_t *kvs) {
   return 0;
 }
 
-static void on_range_done(etcd_call_t *c, int rc) {
-  etcd_source_t *src = c->src;
+static void on_range_done(zg_etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->owner;
   etcd_entry_t *e = c->entry;
   json_t *root, *header;
   int64_t rev;
@@ -978,7 +545,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
   }
   if (c->status != 200) {
     char msg[128];
-    error_message(c->body, c->body_len, msg, sizeof(msg));
+    zg_etcd_error_message(c->body, c->body_len, msg, sizeof(msg));
     if (src->round_rev && strstr(msg, "compacted"))
       src->round_rev = 0; /* the pinned revision is gone: read the latest */
     else
@@ -988,7 +555,7 @@ static void on_range_done(etcd_call_t *c, int rc) {
   }
   root = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL);
   header = json_object_get(root, "header");
-  rev = json_int64(json_object_get(header, "revision"));
+  rev = zg_etcd_json_int64(json_object_get(header, "revision"));
   if (!root || rev <= 0 || range_apply(e, json_object_get(root, "kvs")) != 0) {
     json_decref(root);
     conn_failed(src, "reading", "a range answer that cannot be read");
@@ -1018,8 +585,8 @@ static void on_range_done(etcd_call_t *c, int rc) {
 static void range_start(etcd_source_t *src, etcd_entry_t *e) {
   size_t elen;
   char *end = prefix_end(e->e.path, &elen);
-  char *k64 = b64_encode(e->e.path, strlen(e->e.path));
-  char *e64 = end ? b64_encode(end, elen) : NULL;
+  char *k64 = zg_etcd_b64_encode(e->e.path, strlen(e->e.path));
+  char *e64 = end ? zg_etcd_b64_encode(end, elen) : NULL;
   char body[64];
   json_t *o = NULL;
   char *text = NULL;
@@ -1066,7 +633,8 @@ static void covered_up_to(etcd_source_t *src, int64_t rev) {
  * behind the compaction are read again), or refused (all are read again
  * later). */
 static void watch_canceled(etcd_source_t *src, json_t *res) {
-  int64_t compact = json_int64(json_object_get(res, "compact_revision"));
+  int64_t compact =
+      zg_etcd_json_int64(json_object_get(res, "compact_revision"));
   json_t *reason = json_object_get(res, "cancel_reason");
   uint64_t now = uv_now(src->loop), dropped;
   src->watch_dirty = 1;
@@ -1098,18 +666,18 @@ static void watch_canceled(etcd_source_t *src, json_t *res) {
 static void watch_event(etcd_source_t *src, json_t *ev) {
   json_t *kv = json_object_get(ev, "kv"), *type = json_object_get(ev, "type");
   json_t *jk = json_object_get(kv, "key"), *jv = json_object_get(kv, "value");
-  int64_t rev = json_int64(json_object_get(kv, "mod_revision"));
+  int64_t rev = zg_etcd_json_int64(json_object_get(kv, "mod_revision"));
   int del = json_is_string(type) && !strcmp(json_string_value(type), "DELETE");
   char *key = NULL, *value = NULL;
   size_t klen = 0, vlen = 0;
   src->watch_events++;
   if (!json_is_string(jk) ||
-      !(key =
-            b64_decode(json_string_value(jk), json_string_length(jk), &klen)) ||
+      !(key = zg_etcd_b64_decode(json_string_value(jk), json_string_length(jk),
+                                 &klen)) ||
       strlen(key) != klen ||
       (!del && json_is_string(jv) &&
-       !(value = b64_decode(json_string_value(jv), json_string_length(jv),
-                            &vlen)))) {
+       !(value = zg_etcd_b64_decode(json_string_value(jv),
+                                    json_string_length(jv), &vlen)))) {
     zg_warn("registry", "etcd: an event that cannot be read: skipped");
     free(key);
     return;
@@ -1135,8 +703,8 @@ static void watch_events(etcd_source_t *src, json_t *events) {
   json_t *ev;
   int64_t top = 0;
   json_array_foreach(events, i, ev) {
-    int64_t rev =
-        json_int64(json_object_get(json_object_get(ev, "kv"), "mod_revision"));
+    int64_t rev = zg_etcd_json_int64(
+        json_object_get(json_object_get(ev, "kv"), "mod_revision"));
     watch_event(src, ev);
     if (rev > top)
       top = rev;
@@ -1151,8 +719,8 @@ static void watch_events(etcd_source_t *src, json_t *events) {
 }
 
 /* One message of the stream. */
-static void stream_line(etcd_call_t *c, char *line, size_t len) {
-  etcd_source_t *src = c->src;
+static void stream_line(zg_etcd_call_t *c, char *line, size_t len) {
+  etcd_source_t *src = c->owner;
   json_t *root = json_loadb(line, len, 0, NULL), *res, *events;
   if (len == 0 || (root && !json_object_get(root, "result") &&
                    !json_object_get(root, "error"))) {
@@ -1161,7 +729,7 @@ static void stream_line(etcd_call_t *c, char *line, size_t len) {
   }
   if (!root || !(res = json_object_get(root, "result"))) {
     char msg[160];
-    error_message(line, len, msg, sizeof(msg));
+    zg_etcd_error_message(line, len, msg, sizeof(msg));
     json_decref(root);
     c->status = 0;
     conn_failed(src, "watching", root ? msg : "a message that is not JSON");
@@ -1184,8 +752,8 @@ static void stream_line(etcd_call_t *c, char *line, size_t len) {
   json_decref(root);
 }
 
-static void on_watch_done(etcd_call_t *c, int rc) {
-  etcd_source_t *src = c->src;
+static void on_watch_done(zg_etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->owner;
   src->watch = NULL;
   src->stream_up = 0;
   if (c->status && c->status != 200 && c->status < 500) {
@@ -1244,8 +812,8 @@ static char *watch_body(etcd_source_t *src) {
   if (!lo)
     goto done;
   snprintf(start, sizeof(start), "%lld", (long long)(from + 1));
-  k64 = b64_encode(lo, strlen(lo));
-  e64 = b64_encode(hi, hi_len);
+  k64 = zg_etcd_b64_encode(lo, strlen(lo));
+  e64 = zg_etcd_b64_encode(hi, hi_len);
   o = json_pack("{s:{s:s?,s:s?,s:s,s:b}}", "create_request", "key", k64,
                 "range_end", e64, "start_revision", start, "progress_notify",
                 1);
@@ -1280,8 +848,8 @@ static void watch_start(etcd_source_t *src) {
  * failure fails over, as any failed call does. The read also keeps a
  * simple auth token from expiring. */
 
-static void on_probe_done(etcd_call_t *c, int rc) {
-  etcd_source_t *src = c->src;
+static void on_probe_done(zg_etcd_call_t *c, int rc) {
+  etcd_source_t *src = c->owner;
   src->unary = NULL;
   if (rc != 0 || c->status >= 500 || c->status < 200) {
     call_failed(src, c, "checking", rc);
@@ -1328,7 +896,7 @@ static void pump(etcd_source_t *src) {
       probe_start(src);
     return;
   }
-  call_abort(src->watch);
+  zg_etcd_call_abort(src->watch);
   src->watch = NULL;
   src->stream_up = 0;
   watch_start(src);
@@ -1401,7 +969,7 @@ static void etcd_unwatch(zg_source_t *base, void *ctx) {
     if (e->e.ctx != ctx)
       continue;
     if (src->unary && src->unary->entry == e) {
-      call_abort(src->unary);
+      zg_etcd_call_abort(src->unary);
       src->unary = NULL;
     }
     src->watch_dirty = 1; /* the stream restarts without it */
@@ -1447,14 +1015,10 @@ static void etcd_stats(const zg_source_t *base, zg_source_stats_t *out) {
 }
 
 static void source_free(etcd_source_t *src) {
-  for (size_t i = 0; i < src->n_eps; i++) {
-    free(src->eps[i].host);
-    free(src->eps[i].text);
-  }
-  free(src->eps);
+  zg_etcd_endpoints_free(src->eps, src->n_eps);
   free(src->username);
-  secret_free(src->password);
-  secret_free(src->token);
+  zg_etcd_secret_free(src->password);
+  zg_etcd_secret_free(src->token);
   zg_tls_client_unref(src->tls);
   free(src);
 }
@@ -1476,8 +1040,8 @@ static void etcd_close(zg_source_t *base) {
   etcd_source_t *src = (etcd_source_t *)base;
   src->closing = 1;
   zg_catalog_close(&src->cat); /* the state file's last write */
-  call_abort(src->unary);
-  call_abort(src->watch);
+  zg_etcd_call_abort(src->unary);
+  zg_etcd_call_abort(src->watch);
   src->unary = src->watch = NULL;
   for (size_t i = 0; i < src->cat.n_entries; i++)
     entry_free(entry_at(src, i));
@@ -1533,7 +1097,7 @@ int zg_etcd_source_new(uv_loop_t *loop, const zg_config_t *cfg,
   zg_catalog_init(&src->cat, loop, "etcd", cfg->zk.coalesce_window_ms, cb,
                   children_cb, cb_arg, entry_instances);
   zg_ratelimit_init(&src->error_rl, 10000, 5);
-  if (endpoints_parse(src, ec->endpoints) != 0 ||
+  if (zg_etcd_endpoints_parse(ec->endpoints, &src->eps, &src->n_eps) != 0 ||
       (ec->username && (!(src->username = strdup(ec->username)) ||
                         !(src->password = strdup(ec->password)))) ||
       zg_catalog_set_state(&src->cat, ec->state_file, ec->max_stale_ms) != 0)

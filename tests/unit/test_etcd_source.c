@@ -19,20 +19,20 @@ static void test_base64(void **state) {
   size_t len;
   (void)state;
   for (size_t n = 0; n <= 5; n++) {
-    enc = b64_encode(bin, n);
+    enc = zg_etcd_b64_encode(bin, n);
     assert_non_null(enc);
-    dec = b64_decode(enc, strlen(enc), &len);
+    dec = zg_etcd_b64_decode(enc, strlen(enc), &len);
     assert_non_null(dec);
     assert_int_equal(len, n);
     assert_memory_equal(dec, bin, n);
     free(enc);
     free(dec);
   }
-  enc = b64_encode("/services/web/", 14);
+  enc = zg_etcd_b64_encode("/services/web/", 14);
   assert_string_equal(enc, "L3NlcnZpY2VzL3dlYi8=");
   free(enc);
-  assert_null(b64_decode("abc", 3, &len));  /* not a multiple of 4 */
-  assert_null(b64_decode("a*c=", 4, &len)); /* not the alphabet */
+  assert_null(zg_etcd_b64_decode("abc", 3, &len));  /* not a multiple of 4 */
+  assert_null(zg_etcd_b64_decode("a*c=", 4, &len)); /* not the alphabet */
 }
 
 static void check_end(const char *prefix, const char *want, size_t want_len) {
@@ -56,10 +56,10 @@ static void test_endpoints(void **state) {
   etcd_source_t src;
   (void)state;
   memset(&src, 0, sizeof(src));
-  assert_int_equal(
-      endpoints_parse(&src,
-                      "http://e1:2379, https://[::1]:2380,http://10.0.0.3:1"),
-      0);
+  assert_int_equal(zg_etcd_endpoints_parse(
+                       "http://e1:2379, https://[::1]:2380,http://10.0.0.3:1",
+                       &src.eps, &src.n_eps),
+                   0);
   assert_int_equal(src.n_eps, 3);
   assert_string_equal(src.eps[0].host, "e1");
   assert_string_equal(src.eps[0].port, "2379");
@@ -133,8 +133,8 @@ static int teardown(void **state) {
 /* {"kv":{"key":b64(key),"value":b64(value),"mod_revision":"rev"}} with
  * "type":"DELETE" when value is NULL. */
 static json_t *event(const char *key, const char *value, int64_t rev) {
-  char *k = b64_encode(key, strlen(key));
-  char *v = value ? b64_encode(value, strlen(value)) : NULL;
+  char *k = zg_etcd_b64_encode(key, strlen(key));
+  char *v = value ? zg_etcd_b64_encode(value, strlen(value)) : NULL;
   char r[32];
   json_t *kv, *ev;
   snprintf(r, sizeof(r), "%lld", (long long)rev);
@@ -251,10 +251,12 @@ static void test_watch_body(void **state) {
   assert_non_null(body);
   root = json_loads(body, 0, NULL);
   cr = json_object_get(root, "create_request");
-  key = b64_decode(json_string_value(json_object_get(cr, "key")),
-                   json_string_length(json_object_get(cr, "key")), &len);
-  end = b64_decode(json_string_value(json_object_get(cr, "range_end")),
-                   json_string_length(json_object_get(cr, "range_end")), &len);
+  key =
+      zg_etcd_b64_decode(json_string_value(json_object_get(cr, "key")),
+                         json_string_length(json_object_get(cr, "key")), &len);
+  end = zg_etcd_b64_decode(json_string_value(json_object_get(cr, "range_end")),
+                           json_string_length(json_object_get(cr, "range_end")),
+                           &len);
   assert_string_equal(key, "/b/");
   assert_string_equal(end, "/s/web0");
   assert_string_equal(json_string_value(json_object_get(cr, "start_revision")),

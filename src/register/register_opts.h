@@ -1,0 +1,33 @@
+/* What zkgate-register is told to do (register_main.c reads it from the
+ * command line): where to register, what, and how to check the instance.
+ * Its own header so that the check (register/check.h) and the runtimes
+ * share it without including each other. */
+#ifndef ZKGATE_REGISTER_OPTS_H
+#define ZKGATE_REGISTER_OPTS_H
+
+#include <stdint.h>
+
+#include "core/instance.h"
+#include "register/register_fmt.h"
+
+typedef enum {
+  ZG_CHECK_NONE = 0,
+  ZG_CHECK_TCP,  /* a TCP connect to the address */
+  ZG_CHECK_HTTP, /* GET check_path: 2xx or 3xx is healthy */
+} zg_check_kind_t;
+
+typedef struct {
+  const char *zk_hosts;        /* connect string, may end in a chroot */
+  const char *zk_path;         /* the parent of the instance's znode */
+  zg_instance_t address;       /* host, port, is_ip */
+  zg_regfmt_t format;          /* url by default */
+  int tls;                     /* --scheme https */
+  zg_check_kind_t check;       /* ZG_CHECK_NONE: always healthy */
+  const char *check_path;      /* HTTP: "/PATH" */
+  uint64_t interval_ms;        /* between checks; also a check's timeout */
+  unsigned rise, fall;         /* consecutive results that flip the state */
+  uint64_t session_timeout_ms; /* asked of ZooKeeper */
+  const char *auth;            /* digest "USER:PASSWORD", or NULL. Secret */
+} zg_register_opts_t;
+
+#endif
