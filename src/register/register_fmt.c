@@ -192,3 +192,57 @@ int zg_register_fmt_child(const zg_regfmt_instance_t *inst, char **path,
   snprintf(*path, n, "%s/%s", inst->zk_path, name);
   return 0;
 }
+
+int zg_register_fmt_check_prefix(const char *prefix, const char **reason) {
+  *reason = NULL;
+  if (!prefix[0]) {
+    *reason = "is empty";
+    return ZG_ECONFIG;
+  }
+  if (strlen(prefix) > 1024) {
+    *reason = "is longer than 1024 bytes";
+    return ZG_ECONFIG;
+  }
+  for (const char *c = prefix; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+      *reason = "holds a control character";
+      return ZG_ECONFIG;
+    }
+  return 0;
+}
+
+int zg_register_fmt_etcd_key(const char *prefix, const char *host,
+                             uint16_t port, char **key) {
+  zg_regfmt_instance_t inst;
+  char auth[300]; /* a DNS name (253) or [IPv6], and :port */
+  size_t n;
+  memset(&inst, 0, sizeof(inst));
+  inst.host = host;
+  inst.port = port;
+  if (authority(&inst, auth, sizeof(auth)) != 0)
+    return UV_EINVAL;
+  n = strlen(prefix) + strlen(auth) + 1;
+  if (!(*key = malloc(n)))
+    return UV_ENOMEM;
+  snprintf(*key, n, "%s%s", prefix, auth);
+  return 0;
+}
+
+char *zg_register_fmt_etcd_service(const char *prefix) {
+  size_t end = strlen(prefix), start;
+  while (end > 0 && prefix[end - 1] == '/')
+    end--;
+  start = end;
+  while (start > 0 && prefix[start - 1] != '/')
+    start--;
+  /* "/" and a name: what the ZooKeeper formats take as the parent path */
+  {
+    char *out = malloc(end - start + 2);
+    if (out) {
+      out[0] = '/';
+      memcpy(out + 1, prefix + start, end - start);
+      out[end - start + 1] = '\0';
+    }
+    return out;
+  }
+}

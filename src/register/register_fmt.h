@@ -63,4 +63,25 @@ int zg_register_fmt_encode(const zg_regfmt_instance_t *inst, char **data,
 int zg_register_fmt_child(const zg_regfmt_instance_t *inst, char **path,
                           bool *sequential);
 
+/* etcd (zkgate-register --etcd): the key is the prefix as given followed
+ * by host:port (an IPv6 literal in brackets), e.g. /services/web/ +
+ * 10.0.0.5:8080; one key an instance, so a restarted registrar replaces
+ * its own. The value is zg_register_fmt_encode's, with the service name
+ * from the prefix (zg_register_fmt_etcd_service). */
+
+/* 0 when `prefix` can start keys: not empty, at most 1024 bytes, no
+ * control characters. Otherwise ZG_ECONFIG with a reason. */
+int zg_register_fmt_check_prefix(const char *prefix, const char **reason);
+
+/* The key of the instance into *key (the caller frees it). 0, UV_EINVAL
+ * (a host too long) or UV_ENOMEM. */
+int zg_register_fmt_etcd_key(const char *prefix, const char *host,
+                             uint16_t port, char **key);
+
+/* What stands for the ZooKeeper parent path when encoding for etcd: "/"
+ * and the prefix's last non-empty component ("/services/web/" -> "/web"),
+ * so that Curator's name and puttu's service are the service's. NULL when
+ * out of memory; the caller frees it. */
+char *zg_register_fmt_etcd_service(const char *prefix);
+
 #endif

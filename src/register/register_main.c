@@ -5,6 +5,7 @@
 #include "core/instance.h"
 #include "core/log.h"
 #include "register/register.h"
+#include "register/register_etcd.h"
 #include "register/register_fmt.h"
 #include "core/version.h"
 
@@ -159,6 +160,14 @@ enum {
   OPT_SESSION_TIMEOUT,
   OPT_LOG_LEVEL,
   OPT_AUTH,
+  OPT_ETCD,
+  OPT_PREFIX,
+  OPT_TTL,
+  OPT_USERNAME,
+  OPT_PASSWORD,
+  OPT_CA,
+  OPT_CERT,
+  OPT_KEY,
 };
 
 /* digest:USER:PASSWORD, read as [zookeeper] auth is: ZooKeeper splits
@@ -198,8 +207,10 @@ typedef struct {
   zg_register_opts_t opts;
   zg_log_level_t level;
   const char *address;
-  int check_tuned; /* --interval, --rise or --fall given */
-  char **auth;     /* the --auth copy, freed by main */
+  int check_tuned;                 /* --interval, --rise or --fall given */
+  char **auth;                     /* the --auth copy, freed by main */
+  char **password;                 /* the --password copy, freed by main */
+  const char *zk_only, *etcd_only; /* an option of one mode, if given */
 } cli_t;
 
 /* What an option parser returns besides an exit code (bad()'s, 0, ...). */
@@ -214,11 +225,13 @@ static int option_register(cli_t *c, int opt, char *arg) {
     if (check_hosts(arg, &why) != 0)
       return bad("--zk '%s': %s", arg, why);
     c->opts.zk_hosts = arg;
+    c->zk_only = "--zk";
     return ARG_OK;
   case OPT_PATH:
     if (zg_register_fmt_check_path(arg, &why) != 0)
       return bad("--path '%s': a ZooKeeper path %s", arg, why);
     c->opts.zk_path = arg;
+    c->zk_only = "--path";
     return ARG_OK;
   case OPT_ADDRESS:
     c->address = arg;
@@ -245,6 +258,7 @@ static int option_register(cli_t *c, int opt, char *arg) {
       return bad("--session-timeout '%s': expected a duration from 100ms "
                  "to 1h (e.g. 10s)",
                  arg);
+    c->zk_only = "--session-timeout";
     return ARG_OK;
   default:
     return ARG_NOT_MINE;
@@ -304,7 +318,86 @@ static int option_other(cli_t *c, int opt, char *arg) {
     for (char *ch = strchr(arg + 7, ':') + 1; *ch; ch++)
       *ch = 'x';
     c->opts.auth = *c->auth;
+    c->zk_only = "--auth";
     return ARG_OK;
+  default:
+    return ARG_NOT_MINE;
+  }
+}
+
+static void secret_free(char *s) {
+  if (s) {
+    for (volatile char *p = s; *p; p++)
+      *p = 0;
+    free(s);
+  }
+}
+
+/* A TLS file given to --ca, --cert or --key: readable now, so that a typo
+ * is a usage error. */
+static int option_file(const char *name, char *arg, char **out) {
+  FILE *f = fopen(arg, "r");
+  if (!f)
+    return bad("--%s '%s': cannot read it", name, arg);
+  fclose(f);
+  *out = arg;
+  return ARG_OK;
+}
+
+/* --etcd and its options: --prefix, --ttl, --username, --password, --ca,
+ * --cert, --key. */
+static int option_etcd(cli_t *c, int opt, char *arg) {
+  const char *why = NULL;
+  if (opt != OPT_ETCD && opt >= OPT_PREFIX && opt <= OPT_KEY)
+    c->etcd_only = opt == OPT_PREFIX     ? "--prefix"
+                   : opt == OPT_TTL      ? "--ttl"
+                   : opt == OPT_USERNAME ? "--username"
+                   : opt == OPT_PASSWORD ? "--password"
+                                         : "--ca, --cert or --key";
+  switch (opt) {
+  case OPT_ETCD:
+    if (!zg_config_valid_etcd_endpoints(arg))
+      return bad("--etcd '%s': expected http://HOST:PORT or "
+                 "https://HOST:PORT, several separated by commas",
+                 arg);
+    c->opts.etcd_endpoints = arg;
+    return ARG_OK;
+  case OPT_PREFIX:
+    if (zg_register_fmt_check_prefix(arg, &why) != 0)
+      return bad("--prefix: the key prefix %s", why);
+    c->opts.etcd_prefix = arg;
+    return ARG_OK;
+  case OPT_TTL:
+    if (zg_parse_duration_ms(arg, &c->opts.ttl_ms) != 0 ||
+        c->opts.ttl_ms < 2000 || c->opts.ttl_ms > 3600000 ||
+        c->opts.ttl_ms % 1000)
+      return bad("--ttl '%s': expected whole seconds from 2s to 1h (e.g. "
+                 "10s)",
+                 arg);
+    return ARG_OK;
+  case OPT_USERNAME:
+    if (!arg[0] || strpbrk(arg, "\r\n\t"))
+      return bad("--username: expected a user name (no control characters)");
+
+    c->opts.etcd_username = arg;
+    return ARG_OK;
+  case OPT_PASSWORD:
+    secret_free(*c->password);
+    if (!arg[0])
+      return bad("--password: empty");
+    if (!(*c->password = strdup(arg)))
+      return bad("out of memory");
+    /* Copied, and the argument blanked (ps, /proc/PID/cmdline). */
+    for (char *ch = arg; *ch; ch++)
+      *ch = 'x';
+    c->opts.etcd_password = *c->password;
+    return ARG_OK;
+  case OPT_CA:
+    return option_file("ca", arg, &c->opts.etcd_ca);
+  case OPT_CERT:
+    return option_file("cert", arg, &c->opts.etcd_cert);
+  case OPT_KEY:
+    return option_file("key", arg, &c->opts.etcd_key);
   default:
     return ARG_NOT_MINE;
   }
@@ -317,6 +410,8 @@ static int option(cli_t *c, int opt, char *arg, char **argv) {
     rc = option_check(c, opt, arg);
   if (rc == ARG_NOT_MINE)
     rc = option_other(c, opt, arg);
+  if (rc == ARG_NOT_MINE)
+    rc = option_etcd(c, opt, arg);
   if (rc != ARG_NOT_MINE)
     return rc;
   switch (opt) {
@@ -334,19 +429,53 @@ static int option(cli_t *c, int opt, char *arg, char **argv) {
   }
 }
 
+/* --etcd's options together. ARG_OK or the exit code. */
+static int options_check_etcd(cli_t *c) {
+  const zg_register_opts_t *o = &c->opts;
+  if (c->zk_only)
+    return bad("%s is for ZooKeeper (--zk): --etcd and --zk are exclusive, "
+               "register in one registry a process",
+               c->zk_only);
+  if (!o->etcd_prefix || !c->address)
+    return bad("missing %s",
+               !o->etcd_prefix ? "--prefix PREFIX" : "--address HOST:PORT");
+  if (o->etcd_username && !o->etcd_password) {
+    const char *env = getenv("ZKGATE_ETCD_PASSWORD");
+    if (!env || !env[0])
+      return bad("--username needs a password: --password PASSWORD or the "
+                 "environment variable ZKGATE_ETCD_PASSWORD");
+    c->opts.etcd_password = env;
+  }
+  if (o->etcd_password && !o->etcd_username)
+    return bad("--password needs --username");
+  if ((o->etcd_ca || o->etcd_cert || o->etcd_key) &&
+      !strstr(o->etcd_endpoints, "https://"))
+    return bad("--ca, --cert and --key are for https:// endpoints only");
+  if (!o->etcd_cert != !o->etcd_key)
+    return bad("--cert and --key go together: the client certificate and "
+               "its key");
+  return ARG_OK;
+}
+
 /* The options together: what is required, what goes with what. ARG_OK or
  * the exit code. */
-static int options_check(const cli_t *c) {
-  if (!c->opts.zk_hosts || !c->opts.zk_path || !c->address)
-    return bad("missing %s", !c->opts.zk_hosts  ? "--zk HOSTS"
-                             : !c->opts.zk_path ? "--path ZK_PATH"
-                                                : "--address HOST:PORT");
+static int options_check(cli_t *c) {
   if (c->check_tuned && c->opts.check == ZG_CHECK_NONE)
     return bad("--interval, --rise and --fall tune a health check: add "
                "--check tcp or --check http:/PATH");
   if (c->opts.check == ZG_CHECK_HTTP && c->opts.tls)
     return bad("--check http:/PATH speaks plain HTTP and the instance "
                "speaks https: use --check tcp");
+  if (c->opts.etcd_endpoints)
+    return options_check_etcd(c);
+  if (c->etcd_only)
+    return bad("%s is for etcd: add --etcd ENDPOINTS (and leave out --zk)",
+               c->etcd_only);
+  if (!c->opts.zk_hosts || !c->opts.zk_path || !c->address)
+    return bad("missing %s", !c->opts.zk_hosts  ? "--zk HOSTS (or --etcd "
+                                                  "ENDPOINTS)"
+                             : !c->opts.zk_path ? "--path ZK_PATH"
+                                                : "--address HOST:PORT");
   return ARG_OK;
 }
 
@@ -364,18 +493,28 @@ int main(int argc, char **argv) {
       {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
       {"auth", required_argument, NULL, OPT_AUTH},
+      {"etcd", required_argument, NULL, OPT_ETCD},
+      {"prefix", required_argument, NULL, OPT_PREFIX},
+      {"ttl", required_argument, NULL, OPT_TTL},
+      {"username", required_argument, NULL, OPT_USERNAME},
+      {"password", required_argument, NULL, OPT_PASSWORD},
+      {"ca", required_argument, NULL, OPT_CA},
+      {"cert", required_argument, NULL, OPT_CERT},
+      {"key", required_argument, NULL, OPT_KEY},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
   /* Static: still reachable when a later option is refused (no leak). */
-  static char *auth;
+  static char *auth, *password;
   cli_t c;
   int opt, rc = ARG_OK;
 
   memset(&c, 0, sizeof(c));
   c.level = ZG_LOG_INFO;
   c.auth = &auth;
+  c.password = &password;
+  c.opts.ttl_ms = 10000;
   c.opts.format = ZG_REGFMT_URL;
   c.opts.interval_ms = 1000;
   c.opts.rise = 2;
@@ -392,11 +531,9 @@ int main(int argc, char **argv) {
   if ((rc = options_check(&c)) != ARG_OK)
     return rc;
   zg_log_set_level(c.level);
-  rc = zg_register_run(&c.opts);
-  if (auth) {
-    for (volatile char *p = auth; *p; p++)
-      *p = 0;
-    free(auth);
-  }
+  rc = c.opts.etcd_endpoints ? zg_register_etcd_run(&c.opts)
+                             : zg_register_run(&c.opts);
+  secret_free(auth);
+  secret_free(password);
   return rc;
 }

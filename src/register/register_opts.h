@@ -28,6 +28,15 @@ typedef struct {
   unsigned rise, fall;         /* consecutive results that flip the state */
   uint64_t session_timeout_ms; /* asked of ZooKeeper */
   const char *auth;            /* digest "USER:PASSWORD", or NULL. Secret */
+  /* etcd mode (--etcd): zk_hosts, zk_path, session_timeout_ms and auth
+   * unused. */
+  const char *etcd_endpoints; /* http(s)://HOST:PORT[,...], or NULL */
+  const char *etcd_prefix;    /* the key is it + host:port */
+  uint64_t ttl_ms;            /* the lease's TTL, whole seconds */
+  const char *etcd_username;  /* NULL: no authentication */
+  const char *etcd_password;  /* with a username. Secret */
+  char *etcd_ca, *etcd_cert, *etcd_key;
+      /* argv's (zg_service_conf_t takes char *) */ /* https endpoints */
 } zg_register_opts_t;
 
 #endif
