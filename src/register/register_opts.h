@@ -35,8 +35,8 @@ typedef struct {
   uint64_t ttl_ms;            /* the lease's TTL, whole seconds */
   const char *etcd_username;  /* NULL: no authentication */
   const char *etcd_password;  /* with a username. Secret */
+  /* https endpoints: argv's strings (zg_service_conf_t takes char *) */
   char *etcd_ca, *etcd_cert, *etcd_key;
-      /* argv's (zg_service_conf_t takes char *) */ /* https endpoints */
 } zg_register_opts_t;
 
 #endif
