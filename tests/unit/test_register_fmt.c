@@ -284,6 +284,40 @@ static void test_check_path(void **state) {
   }
 }
 
+/* etcd: the key is the prefix as given + host:port (IPv6 in brackets);
+ * the service name for the data is the prefix's last component. */
+static void test_etcd_key_and_service(void **state) {
+  static const struct {
+    const char *prefix, *host, *key, *service;
+    uint16_t port;
+  } cases[] = {
+      {"/services/web/", "10.0.0.5", "/services/web/10.0.0.5:8080", "/web",
+       8080},
+      {"/services/web", "::1", "/services/web[::1]:80", "/web", 80},
+      {"svc//", "a.example", "svc//a.example:1", "/svc", 1},
+      {"/", "h", "/h:65535", "/", 65535},
+  };
+  const char *why;
+  (void)state;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *key = NULL, *svc = zg_register_fmt_etcd_service(cases[i].prefix);
+    assert_int_equal(zg_register_fmt_etcd_key(cases[i].prefix, cases[i].host,
+                                              cases[i].port, &key),
+                     0);
+    assert_string_equal(key, cases[i].key);
+    assert_non_null(svc);
+    assert_string_equal(svc, cases[i].service);
+    free(key);
+    free(svc);
+  }
+  assert_int_equal(zg_register_fmt_check_prefix("/services/web/", &why), 0);
+  assert_null(why);
+  assert_int_equal(zg_register_fmt_check_prefix("", &why), ZG_ECONFIG);
+  assert_string_equal(why, "is empty");
+  assert_int_equal(zg_register_fmt_check_prefix("/a\nb/", &why), ZG_ECONFIG);
+  assert_string_equal(why, "holds a control character");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_every_format),
@@ -294,6 +328,7 @@ int main(void) {
       cmocka_unit_test(test_uuid),
       cmocka_unit_test(test_format_names),
       cmocka_unit_test(test_check_path),
+      cmocka_unit_test(test_etcd_key_and_service),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
