@@ -248,3 +248,12 @@ def test_bad_options_exit_2(args, message):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert message in r.stderr, r.stderr
     assert "see zkgate-register --help" in r.stderr
+
+
+def test_help_lists_the_etcd_options():
+    r = subprocess.run([register_bin(), "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stderr == ""
+    for option in ("--etcd ENDPOINTS", "--prefix PREFIX", "--ttl DURATION", "--username USER",
+                   "--password PASSWORD", "ZKGATE_ETCD_PASSWORD", "--ca FILE", "--cert FILE",
+                   "--key FILE", "PREFIX + HOST:PORT"):
+        assert option in r.stdout, f"--help does not mention {option}"
