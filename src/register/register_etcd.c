@@ -74,6 +74,7 @@ typedef struct {
   int put;               /* the key is written under `lease` */
   int verify;            /* a read of the key is due (after a keep-alive) */
   int64_t ka_ttl;        /* the keep-alive's answer: -1 none yet */
+  char ka_error[160];    /* the keep-alive stream's error message */
   uint64_t keepalive_at; /* uv_now of the next keep-alive */
   uint64_t retry_at;     /* no call before this uv_now */
   unsigned stop_tries;   /* endpoints the revoke on the way out tried */
@@ -100,6 +101,7 @@ static void call(ereg_t *r, step_t step, const char *path, json_t *body) {
     return;
   }
   r->ka_ttl = -1;
+  r->ka_error[0] = '\0';
   r->call = zg_etcd_call_start(
       r->loop, r->tls, &r->eps[r->cur], r->token, path, text, DIAL_TIMEOUT_MS,
       step == STEP_KEEPALIVE ? on_keepalive_line : NULL, on_done, r);
@@ -134,7 +136,10 @@ static void on_keepalive_line(zg_etcd_call_t *c, char *line, size_t len) {
     r->ka_ttl = zg_etcd_json_int64(json_object_get(res, "TTL"));
     zg_etcd_call_finish(c, 0);
   } else {
-    c->status = 404; /* {"error": ...}: handled as a refusal */
+    /* {"error": {...}} instead of a result: a refusal, its message kept
+     * (the stream's body buffer is not the line). */
+    zg_etcd_error_message(line, len, r->ka_error, sizeof(r->ka_error));
+    c->status = 400;
     zg_etcd_call_finish(c, UV_EOF);
   }
   json_decref(root);
@@ -172,9 +177,10 @@ static int not_found(const char *msg) {
 static void refused(ereg_t *r, zg_etcd_call_t *c) {
   char msg[160];
   uint64_t dropped;
-  zg_etcd_error_message(c->body, c->body_len, msg, sizeof(msg));
-  if (c->status == 404 && c->kind == STEP_KEEPALIVE)
-    snprintf(msg, sizeof(msg), "lease not found");
+  if (c->kind == STEP_KEEPALIVE && r->ka_error[0])
+    snprintf(msg, sizeof(msg), "%s", r->ka_error);
+  else
+    zg_etcd_error_message(c->body, c->body_len, msg, sizeof(msg));
   if (r->opts->etcd_username && (strstr(msg, "invalid auth token") ||
                                  strstr(msg, "user name is empty"))) {
     zg_etcd_secret_free(r->token);

@@ -257,3 +257,29 @@ def test_help_lists_the_etcd_options():
                    "--password PASSWORD", "ZKGATE_ETCD_PASSWORD", "--ca FILE", "--cert FILE",
                    "--key FILE", "PREFIX + HOST:PORT"):
         assert option in r.stdout, f"--help does not mention {option}"
+
+
+def test_tls_with_client_certificate(tmp_path, eregistrar, backends):
+    """https:// endpoints: etcd's certificate checked against --ca, --cert and --key shown to an
+    etcd that asks for client certificates; without them etcd refuses the handshake, which is
+    logged with a hint and writes nothing."""
+    from test_upstream_tls import UpstreamPki
+    (tmp_path / "pki").mkdir()
+    pki = UpstreamPki(tmp_path / "pki")
+    server = pki.leaf_san("etcd", "localhost", "DNS:localhost,IP:127.0.0.1")
+    client = pki.leaf_san("reg", "reg", "DNS:reg")
+    ca = pki.path(pki.ca + ".crt")
+    cluster = EtcdCluster(tmp_path, 1, tls=(server[0], server[1], ca)).start()
+    try:
+        a, b = backends("a", "b")
+        reg = eregistrar(cluster.endpoints, "/tls/web/", a.addr, "--ca", ca, "--cert",
+                         client[0], "--key", client[1])
+        wait_key(cluster, f"/tls/web/{a.addr}")
+        bad = eregistrar(cluster.endpoints, "/tls/web/", b.addr, "--ca", ca)
+        assert bad.wait_log("does it want a client certificate: --cert and --key?",
+                            timeout=5), bad.log_text()
+        assert f"/tls/web/{b.addr}" not in keys(cluster, "/tls/")
+        assert reg.stop() == 0
+        assert f"/tls/web/{a.addr}" not in keys(cluster, "/tls/")
+    finally:
+        cluster.close()
