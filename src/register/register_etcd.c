@@ -219,6 +219,14 @@ static void got_token(ereg_t *r, json_t *root) {
 static void granted(ereg_t *r, json_t *root) {
   r->lease = zg_etcd_json_int64(json_object_get(root, "ID"));
   r->ttl_s = zg_etcd_json_int64(json_object_get(root, "TTL"));
+  if (r->lease == 0) {
+    zg_error("register",
+             "etcd: lease grant answered without a lease ID: "
+             "trying again in %d s",
+             REFUSED_MS / 1000);
+    r->retry_at = uv_now(r->loop) + REFUSED_MS;
+    return;
+  }
   if (r->ttl_s <= 0)
     r->ttl_s = (int64_t)(r->opts->ttl_ms / 1000);
   r->put = 0;
