@@ -283,3 +283,20 @@ def test_tls_with_client_certificate(tmp_path, eregistrar, backends):
         assert f"/tls/web/{a.addr}" not in keys(cluster, "/tls/")
     finally:
         cluster.close()
+
+
+def test_dead_endpoint_and_etcd_down_at_start(etcd, eregistrar, backends):
+    """The first endpoint never answers (nothing listens) and etcd itself is down when the
+    registrar starts: both are retried, logged, never fatal; once etcd is back the key is put
+    through the live endpoint."""
+    a = backends("a")
+    member = etcd.members[0]
+    member.stop()
+    dead = f"http://127.0.0.1:{free_port()}"
+    reg = eregistrar(f"{dead},{etcd.endpoints}", "/d/web/", a.addr, "--ttl", "5s")
+    assert reg.wait_log(f"on {dead}", timeout=5), reg.log_text()
+    assert reg.wait_log(f"on {member.url}", timeout=5), reg.log_text()
+    assert reg.running
+    etcd.restart(member)
+    etcd.wait_healthy()
+    wait_key(etcd, f"/d/web/{a.addr}", timeout=10)
