@@ -1,5 +1,6 @@
-/* zkgate-register's runtime: owns the loop, the ZooKeeper session, the
- * instance's znode and its health check. See register.h.
+/* zkgate-register's ZooKeeper runtime: owns the loop, the ZooKeeper
+ * session and the instance's znode; the health check is register/check's.
+ * See register.h.
  *
  * Two inputs decide, one function acts: `healthy` (from the checks) says
  * whether the znode should exist, `node` says whether it exists in this

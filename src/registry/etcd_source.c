@@ -1,6 +1,8 @@
 /* The etcd registry source: etcd v3's JSON gateway (grpc-gateway, paths
  * under /v3/ in etcd 3.4; docs/platform.md "etcd") over HTTP/1.1, with
- * libuv, llhttp, jansson and net/tls. See etcd_source.h.
+ * libuv, llhttp, jansson and net/tls (the calls themselves are
+ * registry/etcd_http's, shared with zkgate-register --etcd). See
+ * etcd_source.h.
  *
  * Calls: at most one unary call (authenticate, range, the probe) and one
  * watch stream at a time, each on its own connection to the endpoint in
