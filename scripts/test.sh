@@ -24,9 +24,9 @@ neutral='^(style|docker)\.|\.test_(harness|install|scripts)$'
 stage() { # NAME: prints the stage's wall time when it ends
   echo "== $1: $((SECONDS - t0)) s" >&2
   t0=$SECONDS
-failed=""
 }
 t0=$SECONDS
+failed="" # the stages whose tests failed
 
 echo "== build: gcc, -Werror" >&2
 cmake -S . -B build -DZKGATE_WERROR=ON -DZKGATE_TEST_MODES=1 \
