@@ -605,8 +605,13 @@ void zg_exchange_request_head(zg_http_exchange_t *x, int status,
   request_grpc(x);
   x->method = zg_http_method_name(x->req->method);
   if (x->gw->access_log) {
+    /* Not strndup: the head buffer need not hold a NUL after the target
+     * (an HTTP/2 codec's does not), and strndup may read on to one. */
     free(x->target);
-    x->target = strndup(x->req->buf + x->req->url_off, x->req->url_len);
+    if ((x->target = malloc(x->req->url_len + 1))) {
+      memcpy(x->target, x->req->buf + x->req->url_off, x->req->url_len);
+      x->target[x->req->url_len] = '\0';
+    }
   }
   if (status == 0)
     status = zg_http_route_target(x->hl->routes, x->req, &rt, &reason);
