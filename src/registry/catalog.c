@@ -268,6 +268,7 @@ void zg_catalog_publish_now(zg_catalog_entry_t *e) {
   size_t n = 0;
 
   e->dirty = 0;
+  e->last_pub_ms = uv_now(cat->loop);
   e->from_file = 0; /* what follows is the registry's word */
   n = cat->instances(e, NULL);
   list = malloc((n ? n : 1) * sizeof(*list));
@@ -316,13 +317,20 @@ static void on_coalesce_timer(uv_timer_t *t) {
       zg_catalog_publish_now(cat->entries[i]);
 }
 
-/* Publication waits `coalesce_window` after the first change, so that a
- * burst of events (a deploy) makes one pool, not one per event. */
+/* A change after a quiet `coalesce_window` (no publication of the entry
+ * within it) is published at once: one instance registering is routed to
+ * in milliseconds. One within the window of the last publication waits
+ * for the window, so that a burst of events (a deploy) makes at most one
+ * pool per window after its first, not one per event. */
 void zg_catalog_changed(zg_catalog_entry_t *e) {
   zg_catalog_t *cat = e->cat;
+  uint64_t now;
   if (e->resync)
     return; /* the children are not known yet: the pool would be empty */
-  if (cat->coalesce_ms == 0) {
+  now = uv_now(cat->loop);
+  if (cat->coalesce_ms == 0 ||
+      (!e->dirty && e->outstanding == 0 &&
+       (e->last_pub_ms == 0 || now - e->last_pub_ms >= cat->coalesce_ms))) {
     zg_catalog_publish_now(e);
     return;
   }

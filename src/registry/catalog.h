@@ -47,7 +47,9 @@ struct zg_catalog_entry {
                  until its first read has been applied */
   int synced; /* published at least once (roots: listed once) */
   /* the catalog's: */
-  int dirty;     /* a publication is waiting for the window */
+  int dirty;            /* a publication is waiting for the window */
+  uint64_t last_pub_ms; /* uv_now of the last publication (or its try); 0:
+                           none: a change after a quiet window goes at once */
   int stale;     /* past max_stale: the gateway has an empty pool, `published`
                     still holds the last known one */
   int from_file; /* `published` came from the state file and

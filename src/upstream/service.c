@@ -179,19 +179,21 @@ size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
   /* Workers share the cursor: loaded and stored whole (two picks at the
    * same moment may go to the same instance; none is ever skipped for
    * long). */
-  if (svc->conf->balance != ZG_BALANCE_ROUND_ROBIN) {
-    i = pick_among(svc, pool, skip, n, hash, &cursor, now);
-    if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left */
-      i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
-    if (skip != stack)
-      free(skip);
-    return i;
-  }
   cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
-  i = pick_among(svc, pool, skip, n, hash, &cursor, now);
-  if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
-    i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
-  __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
+  if (svc->conf->balance <= ZG_BALANCE_ROUND_ROBIN &&
+      !svc->conf->slow_start_ms) { /* the default: straight to the pool */
+    i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
+                             n);
+    if (i == ZG_PICK_NONE && n > ntried) /* only failed ones left: try them */
+      i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool,
+                               tried, ntried);
+  } else {
+    i = pick_among(svc, pool, skip, n, hash, &cursor, now);
+    if (i == ZG_PICK_NONE && n > ntried)
+      i = pick_among(svc, pool, tried, ntried, hash, &cursor, now);
+  }
+  if (svc->conf->balance == ZG_BALANCE_ROUND_ROBIN)
+    __atomic_store_n(&svc->shared->rr, cursor, __ATOMIC_RELAXED);
   if (skip != stack)
     free(skip);
   return i;
@@ -403,7 +405,8 @@ void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
   if (!(s = stats_find(svc->inst_stats, key, 1))) {
     memset(svc->inst_stats, 0,
            ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
-    s = stats_find(svc->inst_stats, key, 1);
+    if (!(s = stats_find(svc->inst_stats, key, 1)))
+      return; /* not after a reset; for the compiler's sake */
   }
   s->requests++;
   s->errors += status == 0 || status >= 500;
@@ -422,7 +425,8 @@ void zg_service_inflight(zg_service_t *svc, const char *key, int delta) {
       return; /* the table started over: already 0 */
     memset(svc->inst_stats, 0,
            ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
-    s = stats_find(svc->inst_stats, key, 1);
+    if (!(s = stats_find(svc->inst_stats, key, 1)))
+      return;
   }
   if (delta > 0)
     s->in_flight++;

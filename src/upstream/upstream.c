@@ -303,9 +303,7 @@ void zg_upstream_connect(zg_upstream_req_t *r) {
   attempt(r);
 }
 
-void zg_upstream_done(zg_upstream_req_t *r) {
-  if (!r->counted)
-    return;
+void zg_upstream_uncount(zg_upstream_req_t *r) {
   r->counted = false;
   zg_service_inflight(r->svc, r->instance, -1);
 }

@@ -106,8 +106,13 @@ struct zg_upstream_req {
  * once, possibly before returning. */
 void zg_upstream_connect(zg_upstream_req_t *r);
 /* The request (TCP: the session) has ended: it no longer counts in flight
- * to its instance (least_request). Harmless when it never did. */
-void zg_upstream_done(zg_upstream_req_t *r);
+ * to its instance (least_request). Harmless when it never did; inline, so
+ * that other balances pay one test per request. */
+void zg_upstream_uncount(zg_upstream_req_t *r);
+static inline void zg_upstream_done(zg_upstream_req_t *r) {
+  if (r->counted)
+    zg_upstream_uncount(r);
+}
 /* Gives up the attempt in flight, if any: no callback after this. */
 void zg_upstream_cancel(zg_upstream_req_t *r);
 /* Closes a connection (idle or not); c->on_closed runs once it is

@@ -175,3 +175,39 @@ def name_or_none(port):
         return json.loads(data)["name"] if r.status == 200 else None
     finally:
         c.close()
+
+
+# ---- change to route (issue 17): the first registry event after a quiet window is applied at
+# once; only bursts wait for coalesce_window ------------------------------------------------
+
+def test_first_change_after_quiet_is_routed_at_once(http_backends, gateway, zk, kz, zpath):
+    import time
+    a = http_backends("a")
+    register(kz, zpath, a.addr.encode())
+    port = free_port()
+    window_s = 0.5
+    gateway(ini_text({"s": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "zk_path": zpath}},
+                     zookeeper={"hosts": zk.hosts, "session_timeout": "4s",
+                                "coalesce_window": "500ms"}), listen=port)
+    assert wait_until(lambda: name_or_none(port) == "a", 10)
+    samples = []
+    for i in range(3):
+        b = http_backends(f"b{i}")
+        # quiet: no change for longer than the window (the condition the point is about)
+        quiet_until = time.monotonic() + window_s + 0.2
+        wait_until(lambda: time.monotonic() >= quiet_until, window_s + 1)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        t0 = time.monotonic()
+        register(kz, zpath, b.addr.encode())
+        # the first request routed to it: requests one after another (half go to it once
+        # it is in the pool)
+        deadline = t0 + 5
+        while time.monotonic() < deadline:
+            if get_name(c) == f"b{i}":
+                break
+        samples.append(time.monotonic() - t0)
+        c.close()
+    samples.sort()
+    # Coalesced, it would take the whole window (500 ms) at least.
+    assert samples[1] < window_s / 2, f"znode created to first routed request: {samples} s"

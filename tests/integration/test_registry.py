@@ -157,7 +157,7 @@ def test_changes_after_zookeeper_restart_are_seen(zk, kz, kazoo, zpath, backends
 
 def test_resyncs_after_zookeeper_restart_with_empty_data(zk, kz, kazoo, zpath, backends,
                                                          gateway):
-    a, b, c, d = backends("a", "b", "c", "d")
+    a, b, c, d, e = backends("a", "b", "c", "d", "e")
     register(kz, zpath, f"tcp://{a.addr}".encode())
     register(kz, zpath, f"tcp://{b.addr}".encode())
     port = free_port()
@@ -215,14 +215,14 @@ def test_publication_pending_at_a_new_session_is_not_an_empty_pool(zk, kz, zpath
     # A change waits in the coalesce window when the session is lost and a new one begins
     # (ZooKeeper down past the session timeout): the new session forgets the children until
     # it has listed them. The window must not close on that and publish an empty pool.
-    a, b, c, d = backends("a", "b", "c", "d")
+    a, b, c, d, e = backends("a", "b", "c", "d", "e")
     # Persistent: ZooKeeper stays down longer than a kazoo session may last (4 s on this
     # server), and an ephemeral registry emptied by that would be right to empty the pool.
     nodes = [kz.create(f"{zpath}/i{i}", f"tcp://{x.addr}".encode(), makepath=True)
              for i, x in enumerate((a, b, c))]
     try:
         port, admin = free_port(), free_port()
-        window_s = 5.0  # every publication waits for it, the first one too
+        window_s = 5.0  # a change within it of the last publication waits for it
         conf = ini_text({"svc": {"zk_path": zpath, "listen": f"127.0.0.1:{port}"}},
                         zookeeper={"hosts": zk.hosts, "session_timeout": "1s",
                                    "coalesce_window": f"{window_s:g}s"},
@@ -230,6 +230,11 @@ def test_publication_pending_at_a_new_session_is_not_an_empty_pool(zk, kz, zpath
         gw = gateway(conf, listen=[port, admin])
         seen = wait_pool(port, ["a", "b", "c"], timeout=window_s + 10)
         assert set(seen) == {"a", "b", "c"}, dict(seen)
+        # The first change after a quiet window is published at once; the next one, within
+        # the window of that publication, waits for it.
+        nodes.append(kz.create(f"{zpath}/i4", f"tcp://{e.addr}".encode()))
+        seen = wait_pool(port, ["a", "b", "c", "e"], timeout=window_s + 10)
+        assert set(seen) == {"a", "b", "c", "e"}, dict(seen)
         n_pools = gw.log_text().count(" pool v")
         nodes.append(kz.create(f"{zpath}/i3", f"tcp://{d.addr}".encode()))
         # Its data is decoded (debug line) just before the publication starts to wait.
@@ -240,12 +245,12 @@ def test_publication_pending_at_a_new_session_is_not_an_empty_pool(zk, kz, zpath
             "test setup: no new session within the window while ZooKeeper is down"
         # Past the window (its timer is the gateway's own: a late one is waited for too).
         # Until ZooKeeper is back the pool may change only by a publication, which is logged.
-        serving_only(port, ["a", "b", "c"], window_s + 1 - (time.monotonic() - t_pending),
+        serving_only(port, ["a", "b", "c", "e"], window_s + 1 - (time.monotonic() - t_pending),
                      "ZooKeeper down, a new session pending, a publication in the window")
         assert gw.log_text().count(" pool v") == n_pools, "a pool was published without ZooKeeper"
         zk.start()
-        seen = wait_pool(port, ["a", "b", "c", "d"], timeout=window_s + 10)
-        assert set(seen) == {"a", "b", "c", "d"}, f"not resynchronised: {dict(seen)}"
+        seen = wait_pool(port, ["a", "b", "c", "d", "e"], timeout=window_s + 10)
+        assert set(seen) == {"a", "b", "c", "d", "e"}, f"not resynchronised: {dict(seen)}"
         empty = [line for line in gw.log_text().splitlines() if "pool v" in line
                  and " has 0 instances" in line]
         assert not empty, empty
