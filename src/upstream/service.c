@@ -179,7 +179,8 @@ size_t zg_service_pick_hash(zg_service_t *svc, const zg_pool_t *pool,
   /* Workers share the cursor: loaded and stored whole (two picks at the
    * same moment may go to the same instance; none is ever skipped for
    * long). */
-  cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
+  if (svc->conf->balance == ZG_BALANCE_ROUND_ROBIN)
+    cursor = __atomic_load_n(&svc->shared->rr, __ATOMIC_RELAXED);
   if (svc->conf->balance <= ZG_BALANCE_ROUND_ROBIN &&
       !svc->conf->slow_start_ms) { /* the default: straight to the pool */
     i = zg_balance_pick_pool(svc->conf->balance, &ctx->rng, &cursor, pool, skip,
@@ -399,6 +400,8 @@ void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
   zg_instance_stats_t *s;
   if (!key || !key[0])
     return;
+  if ((s = svc->stats_last) != NULL && !strcmp(s->key, key))
+    goto found; /* a table that started over has "" there: no match */
   if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
                                                      sizeof(*svc->inst_stats))))
     return;
@@ -408,6 +411,8 @@ void zg_service_instance_done(zg_service_t *svc, const char *key, int status,
     if (!(s = stats_find(svc->inst_stats, key, 1)))
       return; /* not after a reset; for the compiler's sake */
   }
+  svc->stats_last = s;
+found:
   s->requests++;
   s->errors += status == 0 || status >= 500;
   s->dur_sum_us += dur_us;

@@ -69,6 +69,9 @@ typedef struct zg_service {
                                counted in connect_failures) */
   zg_traffic_t traffic;
   struct zg_instance_stats *inst_stats; /* NULL until the first request */
+  /* the slot of the last request's instance: consecutive requests to one
+   * instance (one-instance services, hash keys) skip the hash lookup */
+  struct zg_instance_stats *stats_last;
 } zg_service_t;
 
 /* A service of the loop whose proxies' context is `px`, with one
