@@ -450,3 +450,30 @@ def test_h2_over_tls_to_the_instance(gateway, gpki):
                 assert f(b"t" + pre.encode(), timeout=10) == b"echo:t" + pre.encode() + b":"
     finally:
         srv.stop()
+
+
+def test_instance_gone_mid_stream_fails_the_call_not_the_gateway(gateway, zk, kz, zpath,
+                                                                 grpc_server):
+    """The instance stops in the middle of a server stream: the call fails (the stream is
+    reset), and the gateway goes on serving calls to another instance."""
+    a, b = grpc_server(), grpc_server()
+    kz.ensure_path(zpath)
+    kz.create(f"{zpath}/a", f"grpc://{a.addr}".encode())
+    port = free_port()
+    gw = gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                 "zk_path": zpath}},
+                          zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                          proxy={"access_log": "stderr"}), listen=port)
+    assert ready(port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        it = call(ch, "Flood", "us")(b"1000000", timeout=30)
+        assert len(next(it)) == 1024
+        a.server.stop(0)
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in it:
+                pass
+        assert e.value.code() != grpc.StatusCode.OK
+    kz.create(f"{zpath}/b", f"grpc://{b.addr}".encode())
+    kz.delete(f"{zpath}/a")
+    assert ready(port)
+    assert gw.proc.poll() is None
