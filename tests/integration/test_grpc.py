@@ -477,3 +477,44 @@ def test_instance_gone_mid_stream_fails_the_call_not_the_gateway(gateway, zk, kz
     kz.delete(f"{zpath}/a")
     assert ready(port)
     assert gw.proc.poll() is None
+
+
+def conns_to(port):
+    """Established TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            rem, st = parts[2], parts[3]
+            if st == "01" and rem == "0100007F:%04X" % port:
+                n += 1
+    return n
+
+
+def test_instance_connection_reused_then_dropped_when_the_instance_goes(gateway, grpc_server):
+    """Calls one after another share one instance connection (kept in the idle pool between
+    them); when the instance closes it, the gateway drops it, and the next call to the
+    instance back on the same port goes on a new connection and succeeds."""
+    srv = grpc_server()
+    iport = srv.port
+    port = free_port()
+    gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "instances": f"grpc://{srv.addr}"}}), listen=port)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        for i in range(10):
+            assert call(ch, "Unary")(b"%d" % i, timeout=10) == b"echo:%d:" % i
+    assert conns_to(iport) == 1
+    srv.server.stop(0).wait()
+    assert wait_until(lambda: conns_to(iport) == 0, 10)
+    again = GrpcServer.__new__(GrpcServer)
+    again.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    again.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "zg.Test", {"Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident)}),))
+    assert again.server.add_insecure_port(f"127.0.0.1:{iport}") == iport
+    again.server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert call(ch, "Unary")(b"back", timeout=10) == b"echo:back:"
+    finally:
+        again.server.stop(0)
