@@ -4,6 +4,7 @@ reached through zkgate by a real gRPC client (h2 client -> h2 instance) and by c
 HTTP/1.1 (h1 client -> h2 instance); unary and the three streaming kinds, trailers
 (grpc-status, grpc-message) intact, the upstream_protocol key."""
 
+import os
 import struct
 import subprocess
 import threading
@@ -518,3 +519,84 @@ def test_instance_connection_reused_then_dropped_when_the_instance_goes(gateway,
             assert call(ch, "Unary")(b"back", timeout=10) == b"echo:back:"
     finally:
         again.server.stop(0)
+
+
+def slow_server(max_streams=None):
+    s = GrpcServer.__new__(GrpcServer)
+    opts = [("grpc.max_concurrent_streams", max_streams)] if max_streams else []
+    s.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=opts)
+    s.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "zg.Test", {"Slow": grpc.unary_unary_rpc_method_handler(_slow, ident, ident)}),))
+    s.port = s.server.add_insecure_port("127.0.0.1:0")
+    s.server.start()
+    s.addr = f"127.0.0.1:{s.port}"
+    return s
+
+
+def parallel_slow_calls(port, n, seconds, peak_conns, iport):
+    """n calls from n client connections at once, each taking `seconds` at the instance;
+    the most connections to the instance seen while they run goes into peak_conns[0]."""
+    errors, done = [], []
+
+    def one(k):
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                r = ch.unary_unary(SVC + "Slow", request_serializer=ident,
+                                   response_deserializer=ident)(b"%.1f" % seconds, timeout=30)
+                (done if r == b"late" else errors).append(r)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    while any(t.is_alive() for t in ts):
+        peak_conns[0] = max(peak_conns[0], conns_to(iport))
+        time.sleep(0.05)  # sampling while the calls run, not waiting for an event
+    return errors, done
+
+
+def test_streams_share_an_instance_connection(gateway, grpc_server):
+    """Exchanges from many client connections go as streams on one instance connection (one
+    per worker), at once: 12 calls of 1 s end in about 1 s."""
+    srv = slow_server()
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"grpc://{srv.addr}"}}), listen=port)
+        # a first call leaves the connection in the pool (a burst before any connection
+        # exists makes one each while the first connects)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert ch.unary_unary(SVC + "Slow", request_serializer=ident,
+                                  response_deserializer=ident)(b"0", timeout=10) == b"late"
+        peak = [0]
+        t0 = time.monotonic()
+        errors, done = parallel_slow_calls(port, 12, 1.0, peak, srv.port)
+        assert not errors and len(done) == 12, errors
+        assert time.monotonic() - t0 < 6
+        # one worker: the primed connection carries all 12; with more, a worker that got
+        # no primed connection may open a few in its own burst, still fewer than calls
+        workers = int(os.environ.get("ZKGATE_TEST_WORKERS", "1"))
+        assert peak[0] == 1 if workers == 1 else 1 <= peak[0] < 12, peak
+    finally:
+        srv.stop()
+
+
+def test_instance_max_concurrent_streams_respected(gateway, grpc_server):
+    """An instance that takes 3 streams at a time (SETTINGS_MAX_CONCURRENT_STREAMS): 9
+    concurrent calls are spread over more connections instead of being refused."""
+    srv = slow_server(max_streams=3)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"grpc://{srv.addr}"}}), listen=port)
+        # a first call so that the instance's SETTINGS are known on the pooled connection
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert ch.unary_unary(SVC + "Slow", request_serializer=ident,
+                                  response_deserializer=ident)(b"0", timeout=10) == b"late"
+        peak = [0]
+        errors, done = parallel_slow_calls(port, 9, 1.5, peak, srv.port)
+        assert not errors and len(done) == 9, errors
+        assert peak[0] >= 3, peak
+    finally:
+        srv.stop()
