@@ -544,11 +544,15 @@ static void settle(h2c_t *h) {
       zg_exchange_instance_read(x, st);
     }
   }
-  if (!h->uc->closing) {
-    h2c_send(h);
-    if (!h->uc->closing && h->active == 0 && (h->goaway || h->broken))
-      zg_upconn_close(h->uc);
+  if (h->uc->closing)
+    return;
+  h2c_send(h);
+  if (h->broken) { /* the send failed: the streams fail too */
+    settle(h);
+    return;
   }
+  if (h->active == 0 && h->goaway)
+    zg_upconn_close(h->uc);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
