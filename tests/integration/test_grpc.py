@@ -5,6 +5,7 @@ HTTP/1.1 (h1 client -> h2 instance); unary and the three streaming kinds, traile
 (grpc-status, grpc-message) intact, the upstream_protocol key."""
 
 import os
+import signal
 import struct
 import subprocess
 import threading
@@ -53,7 +54,11 @@ def _flood(req, ctx):
         yield b"f" * 1024
 
 
+SLOW_STARTED = {"n": 0}
+
+
 def _slow(req, ctx):
+    SLOW_STARTED["n"] += 1
     time.sleep(float(req.decode()))
     return b"late"
 
@@ -598,5 +603,42 @@ def test_instance_max_concurrent_streams_respected(gateway, grpc_server):
         errors, done = parallel_slow_calls(port, 9, 1.5, peak, srv.port)
         assert not errors and len(done) == 9, errors
         assert peak[0] >= 3, peak
+    finally:
+        srv.stop()
+
+
+def test_drain_lets_streams_on_a_shared_instance_connection_finish(gateway, grpc_server):
+    """SIGTERM while calls are streams on a pooled instance connection: the drain does not
+    close it under them; they finish, then the gateway exits 0."""
+    srv = slow_server()
+    try:
+        port = free_port()
+        gw = gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                     "instances": f"grpc://{srv.addr}"}}), listen=port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert ch.unary_unary(SVC + "Slow", request_serializer=ident,
+                                  response_deserializer=ident)(b"0", timeout=10) == b"late"
+        SLOW_STARTED["n"] = 0
+        results = []
+
+        def one():
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    results.append(ch.unary_unary(
+                        SVC + "Slow", request_serializer=ident,
+                        response_deserializer=ident)(b"1.5", timeout=20))
+            except grpc.RpcError as e:
+                results.append(e.code())
+
+        ts = [threading.Thread(target=one) for _ in range(3)]
+        for t in ts:
+            t.start()
+        assert wait_until(lambda: SLOW_STARTED["n"] == 3, 10)
+        os.kill(gw.pid, signal.SIGTERM)
+        for t in ts:
+            t.join(30)
+        assert results == [b"late"] * 3, results
+        assert gw.proc.wait(timeout=20) == 0
+        gw.returncode = 0
     finally:
         srv.stop()
