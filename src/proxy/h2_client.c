@@ -4,11 +4,14 @@
  * exchange through zg_exchange_cli_ops_t like the HTTP/1.1 codec
  * (h1_client.c). README "HTTP/2 and gRPC".
  *
- * One stream at a time per connection in this increment: a connection
- * carries an exchange's stream, then waits in the loop's idle pool (still
- * read: SETTINGS, PING and GOAWAY are answered, a GOAWAY or a close drops
- * it) for the next exchange's stream. Multiplexing many exchanges on one
- * connection is issue 14's next step.
+ * A connection carries many exchanges at once, one stream each: while it
+ * has room under the instance's SETTINGS_MAX_CONCURRENT_STREAMS it waits
+ * in the loop's idle pool (upstream.h; `busy` keeps the sweep and a drain
+ * off it), where the next exchange for the instance finds it; a full one
+ * is out of the pool, so that the next exchange opens another connection,
+ * and goes back when a stream ends. With no stream it is an idle
+ * keep-alive connection like an HTTP/1.1 one, still read (SETTINGS, PING
+ * and GOAWAY answered; a GOAWAY or a close drops it).
  *
  * The request head is the one the HTTP/1.1 codec wrote (x->up_head, kept
  * for a retry), read back into HPACK fields: the request line gives
@@ -46,14 +49,16 @@
 #define H2C_CONN_WINDOW (1u << 20)   /* the connection's receive window */
 #define H2C_MAX_HEADER_LIST 65536    /* SETTINGS_MAX_HEADER_LIST_SIZE */
 #define H2C_FIELDS (ZG_HTTP_MAX_HEADERS + 4)
+#define H2C_MAX_STREAMS 100 /* at most, whatever the instance allows */
 
-typedef struct h2c {
-  zg_upconn_t *uc;
-  zg_proxy_ctx_t *gw;
-  nghttp2_session *ng;
-  zg_http_exchange_t *x; /* while a stream is in use */
-  int32_t sid;           /* its stream, or 0 */
-  wblk_t *ob;            /* bytes staged for the instance */
+typedef struct h2c h2c_t;
+
+/* One exchange's stream (the `c` the exchange holds). */
+typedef struct h2c_stream {
+  h2c_t *h;
+  zg_link_t link;
+  zg_http_exchange_t *x;
+  int32_t sid; /* 0 before it is submitted and once it closed */
   /* the response head, its field bytes */
   zg_http_head_t resp;
   char *hb;
@@ -64,13 +69,28 @@ typedef struct h2c {
   size_t unconsumed; /* response DATA not yet let through */
   zg_term_t fail_term;
   int fail_status;
-  unsigned reading : 1, used : 1, answered : 1, head_done : 1, rq_eof : 1,
-      deferred : 1, paused : 1, resp_end : 1, done : 1, fail : 1, goaway : 1,
-      broken : 1;
-  unsigned streams; /* opened on this connection */
-} h2c_t;
+  unsigned pass;
+  unsigned answered : 1, head_done : 1, rq_eof : 1, deferred : 1, paused : 1,
+      resp_end : 1, done : 1, fail : 1, reused : 1;
+} h2c_stream_t;
+
+/* One connection to an instance. */
+struct h2c {
+  zg_upconn_t *uc;
+  zg_proxy_ctx_t *gw;
+  nghttp2_session *ng;
+  wblk_t *ob;        /* bytes staged for the instance */
+  zg_list_t streams; /* h2c_stream_t in use */
+  unsigned active;   /* how many */
+  unsigned opened;   /* streams opened on it so far */
+  unsigned pass;     /* settle's, to visit each stream once */
+  unsigned reading : 1, goaway : 1, broken : 1;
+};
 
 static void h2c_send(h2c_t *h);
+static void conn_failed(h2c_t *h, zg_term_t term);
+static void settle(h2c_t *h);
+static struct h2c_stream *unvisited(h2c_t *h, unsigned pass);
 
 static h2c_t *h2c_of(zg_upconn_t *uc) {
   return uc->data;
@@ -95,36 +115,41 @@ static int buf_append(char **b, size_t *len, size_t *cap, const char *p,
   return 0;
 }
 
-/* The exchange fails (after mem_recv, or at once outside it). */
-static void stream_fail(h2c_t *h, zg_term_t term, int status) {
-  if (!h->x || h->fail || h->done)
+/* The exchange fails (acted on after mem_recv). */
+static void stream_fail(h2c_stream_t *st, zg_term_t term, int status) {
+  if (!st->x || st->fail || st->done)
     return;
-  h->fail = 1;
-  h->fail_term = term;
-  h->fail_status = status;
+  st->fail = 1;
+  st->fail_term = term;
+  st->fail_status = status;
+}
+
+static h2c_stream_t *stream_of(h2c_t *h, int32_t id) {
+  h2c_stream_t *st = nghttp2_session_get_stream_user_data(h->ng, id);
+  return st && st->x ? st : NULL;
 }
 
 /* ---- the response ------------------------------------------------------- */
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
                             void *ud) {
-  h2c_t *h = ud;
+  h2c_stream_t *st = stream_of(ud, frame->hd.stream_id);
   (void)ng;
-  if (frame->hd.stream_id == h->sid && h->x) {
-    h->answered = 1;
-    h->hsize = 0;
-    if (!h->head_done) {
-      h->resp.n_hdr = 0;
-      h->resp.status = 0;
-      h->hb_len = 0;
-    }
+  if (!st)
+    return 0;
+  st->answered = 1;
+  st->hsize = 0;
+  if (!st->head_done) {
+    st->resp.n_hdr = 0;
+    st->resp.status = 0;
+    st->hb_len = 0;
   }
   return 0;
 }
 
-static int trailer_field(h2c_t *h, const uint8_t *name, size_t namelen,
+static int trailer_field(h2c_stream_t *st, const uint8_t *name, size_t namelen,
                          const uint8_t *value, size_t valuelen) {
-  zg_http_trailers_t *t = &h->x->resp_trailers;
+  zg_http_trailers_t *t = &st->x->resp_trailers;
   if (!t->f) {
     if (!(t->f = malloc(ZG_HTTP_MAX_TRAILERS * sizeof(zg_hdr_t) +
                         ZG_HTTP_EXTRA_MAX)))
@@ -146,35 +171,35 @@ static int trailer_field(h2c_t *h, const uint8_t *name, size_t namelen,
 static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
                      const uint8_t *name, size_t namelen, const uint8_t *value,
                      size_t valuelen, uint8_t flags, void *ud) {
-  h2c_t *h = ud;
-  size_t noff = h->hb_len;
+  h2c_stream_t *st = stream_of(ud, frame->hd.stream_id);
+  size_t noff;
   (void)ng;
   (void)flags;
-  if (frame->hd.stream_id != h->sid || !h->x ||
-      frame->hd.type != NGHTTP2_HEADERS)
+  if (!st || frame->hd.type != NGHTTP2_HEADERS)
     return 0;
-  h->hsize += namelen + valuelen + 32;
-  if (h->hsize > H2C_MAX_HEADER_LIST)
+  noff = st->hb_len;
+  st->hsize += namelen + valuelen + 32;
+  if (st->hsize > H2C_MAX_HEADER_LIST)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
-  if (h->head_done)
-    return trailer_field(h, name, namelen, value, valuelen);
+  if (st->head_done)
+    return trailer_field(st, name, namelen, value, valuelen);
   if (namelen == 7 && !memcmp(name, ":status", 7)) {
-    int st = 0;
+    int code = 0;
     for (size_t i = 0; i < valuelen && i < 3; i++)
-      st = st * 10 + (value[i] - '0');
-    h->resp.status = st;
+      code = code * 10 + (value[i] - '0');
+    st->resp.status = code;
     return 0;
   }
   if (name[0] == ':')
     return 0;
-  if (h->resp.n_hdr == ZG_HTTP_MAX_HEADERS)
+  if (st->resp.n_hdr == ZG_HTTP_MAX_HEADERS)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  if (buf_append(&h->hb, &h->hb_len, &h->hb_cap, (const char *)name, namelen) !=
-          0 ||
-      buf_append(&h->hb, &h->hb_len, &h->hb_cap, (const char *)value,
+  if (buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)name,
+                 namelen) != 0 ||
+      buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)value,
                  valuelen) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  h->resp.hdr[h->resp.n_hdr++] =
+  st->resp.hdr[st->resp.n_hdr++] =
       (zg_hdr_t){(uint32_t)noff, (uint32_t)namelen, (uint32_t)(noff + namelen),
                  (uint32_t)valuelen};
   return 0;
@@ -182,10 +207,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
 
 /* The response's framing for the client, from content-length and
  * END_STREAM. */
-static void response_framing(h2c_t *h, bool end_stream) {
-  zg_http_head_t *r = &h->resp;
+static void response_framing(h2c_stream_t *st, bool end_stream) {
+  zg_http_head_t *r = &st->resp;
   const zg_hdr_t *cl;
-  r->buf = h->hb;
+  r->buf = st->hb;
   r->is_request = false;
   r->major = 2;
   r->minor = 0;
@@ -197,7 +222,7 @@ static void response_framing(h2c_t *h, bool end_stream) {
   if (cl) {
     uint64_t v = 0;
     for (uint32_t i = 0; i < cl->value_len; i++)
-      v = v * 10 + (uint64_t)(h->hb[cl->value_off + i] - '0');
+      v = v * 10 + (uint64_t)(st->hb[cl->value_off + i] - '0');
     r->has_length = true; /* nghttp2 checked the digits against the DATA */
     r->content_length = v;
   } else if (end_stream) {
@@ -207,103 +232,109 @@ static void response_framing(h2c_t *h, bool end_stream) {
   }
 }
 
-static void response_end(h2c_t *h) {
-  if (h->resp_end || !h->x)
+static void response_end(h2c_stream_t *st) {
+  if (st->resp_end)
     return;
-  h->resp_end = 1;
-  if (zg_exchange_response_end(h->x) != 0)
-    stream_fail(h, ZG_TERM_CLIENT_WRITE_ERROR, 502);
+  st->resp_end = 1;
+  if (zg_exchange_response_end(st->x) != 0)
+    stream_fail(st, ZG_TERM_CLIENT_WRITE_ERROR, 502);
   else
-    h->done = 1;
+    st->done = 1;
 }
 
-static void response_head(h2c_t *h, bool end_stream) {
+static void response_head(h2c_stream_t *st, bool end_stream) {
   const char *reason = NULL;
   bool client_cause = false;
   int rc;
-  if (h->resp.status < 100 || h->resp.status > 999 || h->resp.status == 101) {
-    zg_warn("http", "instance %s: bad HTTP/2 response status %d", h->uc->key,
-            h->resp.status);
-    stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+  if (st->resp.status < 100 || st->resp.status > 999 ||
+      st->resp.status == 101) {
+    zg_warn("http", "instance %s: bad HTTP/2 response status %d",
+            st->h->uc->key, st->resp.status);
+    stream_fail(st, ZG_TERM_BAD_RESPONSE, 502);
     return;
   }
-  response_framing(h, end_stream);
-  if (h->resp.status >= 200)
-    h->head_done = 1;
-  rc = zg_exchange_response_head(h->x, &h->resp, &reason, &client_cause);
+  response_framing(st, end_stream);
+  if (st->resp.status >= 200)
+    st->head_done = 1;
+  rc = zg_exchange_response_head(st->x, &st->resp, &reason, &client_cause);
   if (rc < 0) {
     if (reason)
-      zg_info("http", "instance %s: response not passed on: %s", h->uc->key,
+      zg_info("http", "instance %s: response not passed on: %s", st->h->uc->key,
               reason);
-    stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+    stream_fail(st, ZG_TERM_BAD_RESPONSE, 502);
     return;
   }
-  if (h->resp.status < 200)
+  if (st->resp.status < 200)
     return; /* interim: the final head follows */
   if (end_stream || rc == 1)
-    response_end(h);
+    response_end(st);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
                          void *ud) {
   h2c_t *h = ud;
+  h2c_stream_t *st;
   bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   (void)ng;
   if (frame->hd.type == NGHTTP2_GOAWAY) {
     h->goaway = 1;
-    /* Our stream above what the instance will process: never seen by it. */
-    if (h->sid > frame->goaway.last_stream_id)
-      h->answered = 0;
+    /* Streams above what the instance will process: never seen by it. */
+    ZG_LIST_FOREACH(it, &h->streams) {
+      h2c_stream_t *s2 = ZG_LIST_ITEM(it, h2c_stream_t, link);
+      if (s2->sid > frame->goaway.last_stream_id)
+        s2->answered = 0;
+    }
     return 0;
   }
-  if (frame->hd.stream_id != h->sid || !h->x || h->fail || h->done)
+  st = stream_of(h, frame->hd.stream_id);
+  if (!st || st->fail || st->done)
     return 0;
   if (frame->hd.type == NGHTTP2_HEADERS) {
-    if (!h->head_done)
-      response_head(h, end);
+    if (!st->head_done)
+      response_head(st, end);
     else if (end)
-      response_end(h);
+      response_end(st);
   } else if (frame->hd.type == NGHTTP2_DATA && end) {
-    response_end(h);
+    response_end(st);
   }
   return 0;
 }
 
 static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
                          const uint8_t *data, size_t len, void *ud) {
-  h2c_t *h = ud;
+  h2c_stream_t *st = stream_of(ud, id);
   (void)flags;
-  if (id != h->sid || !h->x || h->fail || h->done) {
+  if (!st || st->fail || st->done) {
     nghttp2_session_consume(ng, id, len);
     return 0;
   }
-  h->unconsumed += len;
-  if (zg_exchange_response_body(h->x, (const char *)data, len) != 0)
-    stream_fail(h, ZG_TERM_CLIENT_WRITE_ERROR, 502);
+  st->unconsumed += len;
+  if (zg_exchange_response_body(st->x, (const char *)data, len) != 0)
+    stream_fail(st, ZG_TERM_CLIENT_WRITE_ERROR, 502);
   return 0;
 }
 
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code,
                            void *ud) {
-  h2c_t *h = ud;
-  (void)ng;
-  if (id != h->sid)
+  h2c_stream_t *st = nghttp2_session_get_stream_user_data(ng, id);
+  (void)ud;
+  if (!st)
     return 0;
-  h->sid = 0;
-  if (!h->x || h->done || h->fail)
+  st->sid = 0;
+  if (!st->x || st->done || st->fail)
     return 0;
   if (code == NGHTTP2_REFUSED_STREAM)
-    h->answered = 0; /* not processed: safe to send again */
-  zg_debug("http", "instance %s: HTTP/2 stream closed: %s", h->uc->key,
+    st->answered = 0; /* not processed: safe to send again */
+  zg_debug("http", "instance %s: HTTP/2 stream closed: %s", st->h->uc->key,
            nghttp2_http2_strerror(code));
-  stream_fail(h, ZG_TERM_INSTANCE_RESET, 502);
+  stream_fail(st, ZG_TERM_INSTANCE_RESET, 502);
   return 0;
 }
 
 /* ---- the request body --------------------------------------------------- */
 
-static void submit_trailers(h2c_t *h) {
-  const zg_http_trailers_t *t = &h->x->req_trailers;
+static void submit_trailers(h2c_stream_t *st) {
+  const zg_http_trailers_t *t = &st->x->req_trailers;
   nghttp2_nv nva[ZG_HTTP_MAX_TRAILERS];
   char names[ZG_HTTP_EXTRA_MAX];
   size_t k = 0, at = 0;
@@ -323,45 +354,76 @@ static void submit_trailers(h2c_t *h) {
                             (uint8_t *)(uintptr_t)(t->buf + f->value_off),
                             f->name_len, f->value_len, NGHTTP2_NV_FLAG_NONE};
   }
-  nghttp2_submit_trailer(h->ng, h->sid, nva, k);
+  nghttp2_submit_trailer(st->h->ng, st->sid, nva, k);
 }
 
 static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
                          size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud) {
-  h2c_t *h = src->ptr;
-  size_t n = length < h->rq_len ? length : h->rq_len;
+  h2c_stream_t *st = src->ptr;
+  size_t n = length < st->rq_len ? length : st->rq_len;
   (void)ng;
   (void)id;
   (void)ud;
-  if (n == 0 && !h->rq_eof) {
-    h->deferred = 1;
+  if (n == 0 && !st->rq_eof) {
+    st->deferred = 1;
     return NGHTTP2_ERR_DEFERRED;
   }
   if (n > 0)
-    memcpy(buf, h->rq + h->rq_off, n);
-  h->rq_off += n;
-  h->rq_len -= n;
-  if (h->rq_len == 0)
-    h->rq_off = 0;
-  if (h->rq_len == 0 && h->rq_eof) {
+    memcpy(buf, st->rq + st->rq_off, n);
+  st->rq_off += n;
+  st->rq_len -= n;
+  if (st->rq_len == 0)
+    st->rq_off = 0;
+  if (st->rq_len == 0 && st->rq_eof) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (h->x && h->x->req_trailers.n > 0) {
+    if (st->x && st->x->req_trailers.n > 0) {
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      submit_trailers(h);
+      submit_trailers(st);
     }
   }
   return (ssize_t)n;
 }
 
-static void resume_data(h2c_t *h) {
-  if (h->deferred && h->sid) {
-    h->deferred = 0;
-    nghttp2_session_resume_data(h->ng, h->sid);
+static void resume_data(h2c_stream_t *st) {
+  if (st->deferred && st->sid) {
+    st->deferred = 0;
+    nghttp2_session_resume_data(st->h->ng, st->sid);
   }
 }
 
 /* ---- the connection ----------------------------------------------------- */
+
+/* Whether the connection takes another stream now. */
+static bool has_room(h2c_t *h) {
+  uint32_t max = nghttp2_session_get_remote_settings(
+      h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  return !h->goaway && !h->broken && !h->uc->closing && h->active < max &&
+         h->active < H2C_MAX_STREAMS;
+}
+
+/* In the idle pool while it has room (busy: streams in use), out of it
+ * when full, closed when it can take none any more and carries none. */
+static void pool_update(h2c_t *h) {
+  zg_upconn_t *uc = h->uc;
+  zg_proxy_ctx_t *gw = h->gw;
+  bool usable = !h->goaway && !h->broken && !uc->closing && !gw->stopping &&
+                !gw->draining && nghttp2_session_want_read(h->ng);
+  uc->busy = h->active;
+  if (!usable) {
+    if (h->active == 0)
+      zg_upconn_close(uc);
+    else if (uc->idle_in)
+      zg_upidle_remove(uc);
+    return;
+  }
+  if (uc->idle_in && !has_room(h))
+    zg_upidle_remove(uc);
+  else if (!uc->idle_in && has_room(h) && !zg_upidle_full(&gw->http->up_idle))
+    zg_upidle_put(&gw->http->up_idle, uc);
+  else if (!uc->idle_in && h->active == 0)
+    zg_upconn_close(uc); /* no room in the pool */
+}
 
 static void on_write(uv_write_t *req, int status) {
   wblk_t *w = (wblk_t *)req;
@@ -370,17 +432,23 @@ static void on_write(uv_write_t *req, int status) {
   if (h->uc->closing)
     return;
   if (status < 0) {
-    h->broken = 1;
-    if (h->x) {
-      zg_exchange_upstream_failed(h->x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
-      return;
-    }
-    zg_upconn_close(h->uc);
+    conn_failed(h, ZG_TERM_INSTANCE_WRITE_ERROR);
+    settle(h);
     return;
   }
   h2c_send(h);
-  if (h->x && !h->uc->closing)
-    zg_exchange_instance_drained(h->x);
+  if (h->broken) {
+    settle(h);
+    return;
+  }
+  {
+    unsigned pass = ++h->pass;
+    h2c_stream_t *st;
+    while (!h->uc->closing && (st = unvisited(h, pass)) != NULL) {
+      st->pass = pass;
+      zg_exchange_instance_drained(st->x);
+    }
+  }
 }
 
 static int flush_cb(void *owner) {
@@ -413,24 +481,31 @@ static int h2c_out(h2c_t *h) {
 }
 
 static void h2c_send(h2c_t *h) {
-  if (h2c_out(h) == 0)
-    return;
+  if (h2c_out(h) != 0 && !h->uc->closing)
+    conn_failed(h, ZG_TERM_INSTANCE_WRITE_ERROR);
+}
+
+/* The connection is broken: closed (out of the pool at once), and every
+ * exchange on it fails. */
+static void conn_failed(h2c_t *h, zg_term_t term) {
   h->broken = 1;
-  if (h->x)
-    zg_exchange_upstream_failed(h->x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
-  else
-    zg_upconn_close(h->uc);
+  zg_upconn_close(h->uc);
+  ZG_LIST_FOREACH_SAFE(it, &h->streams) {
+    h2c_stream_t *st = ZG_LIST_ITEM(it, h2c_stream_t, link);
+    if (st->x && !st->done)
+      stream_fail(st, term, 502);
+  }
 }
 
 /* Response DATA let through: the instance's window opens again. */
-static void consume(h2c_t *h) {
-  if (h->paused || h->unconsumed == 0)
+static void consume(h2c_stream_t *st) {
+  if (st->paused || st->unconsumed == 0)
     return;
-  if (h->sid)
-    nghttp2_session_consume(h->ng, h->sid, h->unconsumed);
+  if (st->sid)
+    nghttp2_session_consume(st->h->ng, st->sid, st->unconsumed);
   else
-    nghttp2_session_consume_connection(h->ng, h->unconsumed);
-  h->unconsumed = 0;
+    nghttp2_session_consume_connection(st->h->ng, st->unconsumed);
+  st->unconsumed = 0;
 }
 
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
@@ -440,65 +515,73 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
   b->len = b->base ? ZG_BUF_SIZE : 0;
 }
 
-/* After mem_recv: the exchange's end or failure, acted on. */
-static void settle(h2c_t *h) {
-  zg_http_exchange_t *x = h->x;
-  if (!x)
-    return;
-  if (h->fail) {
-    zg_exchange_upstream_failed(x, h->fail_term, h->fail_status);
-    return;
+/* The first stream in use not visited in this pass. Acting on a stream
+ * may free it or, through a connection failure, others: each is looked
+ * for again from the start. */
+static h2c_stream_t *unvisited(h2c_t *h, unsigned pass) {
+  ZG_LIST_FOREACH(it, &h->streams) {
+    h2c_stream_t *st = ZG_LIST_ITEM(it, h2c_stream_t, link);
+    if (st->x && st->pass != pass)
+      return st;
   }
-  if (h->done) {
-    zg_exchange_done(x);
-    return;
-  }
-  consume(h);
-  h2c_send(h);
-  if (h->x == x && !h->uc->closing)
-    zg_exchange_instance_read(x, h);
+  return NULL;
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
-  zg_http_upstream_t *u = st->data;
+/* After mem_recv (or a failure): each exchange's end or failure acted
+ * on, the rest of what was read passed on. */
+static void settle(h2c_t *h) {
+  unsigned pass = ++h->pass;
+  h2c_stream_t *st;
+  while ((st = unvisited(h, pass)) != NULL) {
+    zg_http_exchange_t *x = st->x;
+    st->pass = pass;
+    if (st->fail) {
+      zg_exchange_upstream_failed(x, st->fail_term, st->fail_status);
+    } else if (st->done) {
+      zg_exchange_done(x);
+    } else {
+      consume(st);
+      zg_exchange_instance_read(x, st);
+    }
+  }
+  if (h->uc->closing)
+    return;
+  h2c_send(h);
+  if (h->broken) { /* the send failed: the streams fail too */
+    settle(h);
+    return;
+  }
+  if (h->active == 0 && h->goaway)
+    zg_upconn_close(h->uc);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  zg_http_upstream_t *u = s->data;
   h2c_t *h = h2c_of(&u->c);
   ssize_t rc;
   if (nread > 0 && !h->uc->closing) {
-    if (h->x)
-      h->x->srv->active(h->x->conn);
     rc = nghttp2_session_mem_recv(h->ng, (const uint8_t *)buf->base,
                                   (size_t)nread);
     zg_buf_put(h->gw, buf->base);
+    ZG_LIST_FOREACH(it, &h->streams) {
+      h2c_stream_t *st = ZG_LIST_ITEM(it, h2c_stream_t, link);
+      if (st->x)
+        st->x->srv->active(st->x->conn);
+    }
     if (rc < 0) {
       zg_warn("http", "instance %s: HTTP/2: %s", h->uc->key,
               nghttp2_strerror((int)rc));
-      h->broken = 1;
-      if (h->x && !h->done)
-        stream_fail(h, ZG_TERM_BAD_RESPONSE, 502);
+      conn_failed(h, ZG_TERM_BAD_RESPONSE);
     }
-    if (h->x) {
-      settle(h);
-      return;
-    }
-    if (h->broken || h->goaway)
-      zg_upconn_close(h->uc);
-    else
-      h2c_send(h);
+    settle(h);
     return;
   }
   zg_buf_put(h->gw, buf->base);
   if (nread == 0 || h->uc->closing)
     return;
-  h->broken = 1;
-  if (h->x && !h->done) {
-    stream_fail(
-        h, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED : ZG_TERM_INSTANCE_ERROR,
-        502);
-    settle(h);
-    return;
-  }
-  if (!h->x)
-    zg_upconn_close(h->uc);
+  conn_failed(h, nread == UV_EOF ? ZG_TERM_INSTANCE_CLOSED
+                                 : ZG_TERM_INSTANCE_ERROR);
+  settle(h);
 }
 
 static nghttp2_session_callbacks *g_cbs;
@@ -517,7 +600,7 @@ static void cb_init(void) {
   nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs,
                                                          on_stream_close);
   nghttp2_option_set_no_auto_window_update(g_opt, 1);
-  nghttp2_option_set_peer_max_concurrent_streams(g_opt, 100);
+  nghttp2_option_set_peer_max_concurrent_streams(g_opt, H2C_MAX_STREAMS);
   nghttp2_option_set_max_outbound_ack(g_opt, 1000);
   nghttp2_option_set_max_settings(g_opt, 32);
   nghttp2_option_set_max_continuations(g_opt, 8);
@@ -527,10 +610,10 @@ static void on_upconn_closed(zg_upconn_t *uc) {
   h2c_t *h = h2c_of(uc);
   if (!h)
     return;
+  /* Streams still held by exchanges were failed; they are freed when
+   * released, which happened before the handles closed. */
   zg_wblk_put(h->gw, h->ob);
   nghttp2_session_del(h->ng);
-  free(h->hb);
-  free(h->rq);
   free(h);
   uc->data = NULL;
 }
@@ -562,31 +645,36 @@ static h2c_t *h2c_new(zg_upconn_t *uc, zg_http_exchange_t *x) {
                           sizeof(iv) / sizeof(iv[0]));
   nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0,
                                         H2C_CONN_WINDOW);
+  if (zg_stream_read_start(uc->tls, (uv_stream_t *)&uc->tcp, on_alloc,
+                           on_read) != 0) {
+    uc->data = NULL;
+    nghttp2_session_del(h->ng);
+    free(h);
+    return NULL;
+  }
+  h->reading = 1;
   return h;
 }
 
 static void *h2c_attach(zg_upconn_t *uc, zg_http_exchange_t *x) {
   h2c_t *h = h2c_of(uc);
+  h2c_stream_t *st;
   if (!h && !(h = h2c_new(uc, x))) {
     zg_upconn_close(uc);
     return NULL;
   }
-  h->x = x;
-  h->sid = 0;
-  h->answered = h->head_done = h->rq_eof = h->deferred = h->paused = 0;
-  h->resp_end = h->done = h->fail = 0;
-  h->rq_off = h->rq_len = 0;
-  h->resp.n_hdr = 0;
-  h->hb_len = 0;
-  if (!h->reading) {
-    if (zg_stream_read_start(uc->tls, (uv_stream_t *)&uc->tcp, on_alloc,
-                             on_read) != 0) {
-      zg_upconn_close(uc);
-      return NULL;
-    }
-    h->reading = 1;
+  if (!(st = calloc(1, sizeof(*st)))) {
+    pool_update(h);
+    return NULL;
   }
-  return h;
+  st->h = h;
+  st->x = x;
+  st->reused = h->opened > 0;
+  zg_list_push(&h->streams, &st->link);
+  h->active++;
+  h->opened++;
+  pool_update(h); /* back in the pool while it has room for more */
+  return st;
 }
 
 /* ---- the request head --------------------------------------------------- */
@@ -634,8 +722,10 @@ static bool connection_listed(const char *head, const char *end,
 
 /* The HTTP/1.1 head (x->up_head) as HPACK fields; lower-cased names in
  * `names`. The count, or -1. */
-static int head_nv(h2c_t *h, nghttp2_nv *nva, char *names, size_t names_cap) {
-  zg_http_exchange_t *x = h->x;
+static int head_nv(h2c_stream_t *st, nghttp2_nv *nva, char *names,
+                   size_t names_cap) {
+  zg_http_exchange_t *x = st->x;
+  h2c_t *h = st->h;
   const char *p = x->up_head, *end = p + x->up_head_len, *sp1, *sp2, *eol;
   size_t k = 4, at = 0;
   if (!(eol = memchr(p, '\r', (size_t)(end - p))) ||
@@ -695,102 +785,121 @@ static int head_nv(h2c_t *h, nghttp2_nv *nva, char *names, size_t names_cap) {
 }
 
 static int h2c_request_send(void *c) {
-  h2c_t *h = c;
+  h2c_stream_t *st = c;
+  h2c_t *h = st->h;
   nghttp2_nv nva[H2C_FIELDS];
   char names[8192];
-  nghttp2_data_provider prd = {.source.ptr = h, .read_callback = data_read};
-  int n = head_nv(h, nva, names, sizeof(names));
+  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
+  int n = head_nv(st, nva, names, sizeof(names));
   int32_t id;
   if (n < 0)
     return -1;
   if (h->goaway || h->broken || h->uc->closing)
     return -2;
   id = nghttp2_submit_request(h->ng, NULL, nva, (size_t)n,
-                              h->x->req_has_body ? &prd : NULL, NULL);
+                              st->x->req_has_body ? &prd : NULL, st);
   if (id < 0)
     return -1;
-  h->sid = id;
-  h->used = 1;
-  h->streams++;
+  st->sid = id;
   return 0;
 }
 
 static int h2c_request_body(void *c, const char *p, size_t len) {
-  h2c_t *h = c;
-  if (h->rq_off > 0 && h->rq_off + h->rq_len + len > h->rq_cap) {
-    memmove(h->rq, h->rq + h->rq_off, h->rq_len);
-    h->rq_off = 0;
+  h2c_stream_t *st = c;
+  if (st->rq_off > 0 && st->rq_off + st->rq_len + len > st->rq_cap) {
+    memmove(st->rq, st->rq + st->rq_off, st->rq_len);
+    st->rq_off = 0;
   }
   {
-    size_t end = h->rq_off + h->rq_len;
-    if (buf_append(&h->rq, &end, &h->rq_cap, p, len) != 0)
+    size_t end = st->rq_off + st->rq_len;
+    if (buf_append(&st->rq, &end, &st->rq_cap, p, len) != 0)
       return -1;
   }
-  h->rq_len += len;
-  resume_data(h);
+  st->rq_len += len;
+  resume_data(st);
   return 0;
 }
 
 static int h2c_request_end(void *c) {
-  h2c_t *h = c;
-  h->rq_eof = 1;
-  resume_data(h);
+  h2c_stream_t *st = c;
+  st->rq_eof = 1;
+  resume_data(st);
   return 0;
 }
 
+/* A failure is this exchange's to act on; the connection's other
+ * streams fail once it is released. */
 static int h2c_flush(void *c) {
-  return h2c_out(c);
+  h2c_stream_t *st = c;
+  if (h2c_out(st->h) == 0)
+    return 0;
+  conn_failed(st->h, ZG_TERM_INSTANCE_WRITE_ERROR);
+  st->fail = 0; /* the exchange acts on the error it is given */
+  return -1;
 }
 
 static size_t h2c_queued(void *c) {
-  h2c_t *h = c;
-  return h->rq_len + zg_queued(&h->uc->tcp);
+  h2c_stream_t *st = c;
+  return st->rq_len + zg_queued(&st->h->uc->tcp);
 }
 
 static void h2c_read_pause(void *c) {
-  h2c_t *h = c;
-  h->paused = 1;
+  h2c_stream_t *st = c;
+  st->paused = 1;
 }
 
 static void h2c_read_resume(void *c) {
-  h2c_t *h = c;
-  if (!h->paused)
+  h2c_stream_t *st = c;
+  if (!st->paused)
     return;
-  h->paused = 0;
-  consume(h);
-  h2c_send(h);
+  st->paused = 0;
+  consume(st);
+  if (!st->h->uc->closing && h2c_out(st->h) != 0) {
+    conn_failed(st->h, ZG_TERM_INSTANCE_WRITE_ERROR);
+    settle(st->h);
+  }
 }
 
-static void h2c_state(void *c, zg_exchange_cli_state_t *st) {
-  h2c_t *h = c;
-  st->key = h->uc->key;
-  st->reused = h->streams > 1;
-  st->answered = h->answered;
-  st->client_cause = false;
+static void h2c_state(void *c, zg_exchange_cli_state_t *s) {
+  h2c_stream_t *st = c;
+  s->key = st->h->uc->key;
+  s->reused = st->reused;
+  s->answered = st->answered;
+  s->client_cause = false;
 }
 
-/* Done with the stream: the connection waits in the idle pool, or
- * closes. */
+/* Done with the stream: reset when still open, freed; the connection goes
+ * on carrying the others (its pool place updated), or closes when it is
+ * of no more use. A failed stream does not taint the connection: only
+ * connection errors and GOAWAY do. */
 static void h2c_release(void *c, int reuse) {
-  h2c_t *h = c;
-  zg_proxy_ctx_t *gw;
-  if (!h)
+  h2c_stream_t *st = c;
+  h2c_t *h;
+  (void)reuse;
+  if (!st)
     return;
-  gw = h->gw;
-  if (h->sid && !h->uc->closing) {
-    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, h->sid, NGHTTP2_CANCEL);
-    reuse = reuse && h->done;
+  h = st->h;
+  if (st->sid && !h->uc->closing) {
+    nghttp2_session_set_stream_user_data(h->ng, st->sid, NULL);
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, st->sid,
+                              NGHTTP2_CANCEL);
   }
-  h->x = NULL;
-  h->paused = 0;
-  consume(h);
-  if (!reuse || h->broken || h->goaway || h->uc->closing || gw->stopping ||
-      gw->draining || zg_upidle_full(&gw->http->up_idle) ||
-      !nghttp2_session_want_read(h->ng) || h2c_out(h) != 0) {
-    zg_upconn_close(h->uc);
+  if (!h->uc->closing && st->unconsumed > 0) {
+    st->paused = 0;
+    consume(st);
+  }
+  zg_link_remove(&st->link);
+  h->active--;
+  free(st->hb);
+  free(st->rq);
+  free(st);
+  if (!h->broken && !h->uc->closing && h2c_out(h) != 0)
+    conn_failed(h, ZG_TERM_INSTANCE_WRITE_ERROR);
+  if (h->broken || h->uc->closing) {
+    settle(h); /* the other streams on a broken connection fail */
     return;
   }
-  zg_upidle_put(&gw->http->up_idle, h->uc);
+  pool_update(h);
 }
 
 static int h2c_request_head(zg_http_exchange_t *x, zg_http_req_out_t *o) {

@@ -327,7 +327,9 @@ static void on_sweep(uv_timer_t *t) {
     return;
   ZG_LIST_FOREACH_SAFE(it, &p->idle) {
     zg_upconn_t *c = ZG_LIST_ITEM(it, zg_upconn_t, link);
-    if (now - c->idle_since_ms >= idle)
+    if (c->busy)
+      c->idle_since_ms = now; /* in use: idle from its last stream on */
+    else if (now - c->idle_since_ms >= idle)
       zg_upconn_close(c);
   }
 }
@@ -344,8 +346,17 @@ void zg_upidle_start(zg_upidle_t *p, uv_loop_t *loop, zg_config_t *const *cfg,
 }
 
 void zg_upidle_close_all(zg_upidle_t *p) {
-  while (!zg_list_empty(&p->idle))
-    zg_upconn_close(ZG_LIST_ITEM(p->idle.first, zg_upconn_t, link));
+  ZG_LIST_FOREACH_SAFE(it, &p->idle) {
+    zg_upconn_t *c = ZG_LIST_ITEM(it, zg_upconn_t, link);
+    if (c->busy)
+      zg_upidle_remove(c); /* closed by its codec after its streams */
+    else
+      zg_upconn_close(c);
+  }
+}
+
+void zg_upidle_remove(zg_upconn_t *c) {
+  idle_unlink(c);
 }
 
 static void on_closed_noop(uv_handle_t *h) {

@@ -70,6 +70,9 @@ struct zg_upconn {
    * or the registration asks for it, or ALPN chose it. */
   unsigned h2 : 1;
   signed char want_h2; /* zg_instance_use_h2's answer when it was made */
+  /* Streams in use on an HTTP/2 connection waiting in an idle pool for
+   * more: neither the sweep nor zg_upidle_close_all closes it then. */
+  unsigned busy;
 };
 
 /* A request for a connection, usually inside the caller's session. */
@@ -132,7 +135,8 @@ struct zg_upidle {
 /* Starts the sweep (at most `max` idle connections are kept). */
 void zg_upidle_start(zg_upidle_t *p, uv_loop_t *loop, zg_config_t *const *cfg,
                      unsigned max);
-/* Closes every idle connection. */
+/* Closes every idle connection (not the busy ones: their streams finish,
+ * and they close after). */
 void zg_upidle_close_all(zg_upidle_t *p);
 /* Closes every idle connection and the sweep timer (on stop). */
 void zg_upidle_stop(zg_upidle_t *p);
@@ -142,6 +146,8 @@ static inline bool zg_upidle_full(const zg_upidle_t *p) {
 }
 /* `c` (reading, so that a close by the instance is seen) waits in `p`. */
 void zg_upidle_put(zg_upidle_t *p, zg_upconn_t *c);
+/* `c` leaves the pool it waits in (if any), still open. */
+void zg_upidle_remove(zg_upconn_t *c);
 /* An idle connection to `key`: plain when `cli` is NULL, else TLS with
  * that context and name (never one for the other); NULL when none. */
 zg_upconn_t *zg_upidle_take(zg_upidle_t *p, const char *key,
