@@ -16,6 +16,7 @@ from test_http2 import PREFACE, Raw, frame, one, other_client_ok, req_block  # n
 
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
 FRAME_SIZE_ERROR = 0x6
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 2, 3, 4, 6, 7, 8
@@ -330,3 +331,73 @@ def test_content_length_not_matching_data_is_stream_protocol_error(one):
     stream_error(r, 1, PROTOCOL_ERROR)
     answers_200(r, enc, 3)
     r.close()
+
+
+def test_te_other_than_trailers_is_stream_protocol_error(one):
+    """8.2.2: a te field with any value other than "trailers" is malformed -> stream error
+    PROTOCOL_ERROR."""
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    r.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, req_block(enc, "/x", [("te", "gzip")])))
+    stream_error(r, 1, PROTOCOL_ERROR)
+    answers_200(r, enc, 3)
+    assert b.requests == 1
+    r.close()
+
+
+def test_pseudo_header_after_regular_field_is_stream_protocol_error(one):
+    """8.3: pseudo-header fields after a regular field make the request malformed -> stream
+    error PROTOCOL_ERROR."""
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    r.send(frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                 enc.encode([(":method", "GET"), (":scheme", "http"), ("x-a", "1"),
+                             (":path", "/x"), (":authority", "x")])))
+    stream_error(r, 1, PROTOCOL_ERROR)
+    answers_200(r, enc, 3)
+    assert b.requests == 1
+    r.close()
+
+
+def test_continuation_without_headers_is_protocol_error(one):
+    """6.10: a CONTINUATION not preceded by HEADERS without END_HEADERS -> connection error
+    PROTOCOL_ERROR."""
+    port, gw, b = one
+    r = Raw(port)
+    r.send(frame(9, END_HEADERS, 1, req_block(hpack.Encoder())))
+    connection_error(port, r, PROTOCOL_ERROR)
+
+
+def test_rst_stream_on_an_idle_stream_is_protocol_error(one):
+    """6.4: RST_STREAM on an idle stream -> connection error PROTOCOL_ERROR."""
+    port, gw, b = one
+    r = Raw(port)
+    r.send(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))
+    connection_error(port, r, PROTOCOL_ERROR)
+
+
+def test_window_update_zero_on_a_stream_is_protocol_error(one):
+    """6.9: a WINDOW_UPDATE increment of 0 on a stream -> stream error PROTOCOL_ERROR. nghttp2
+    1.52 (so zkgate) makes it a connection error with that code, which 5.4 allows."""
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    r.send(frame(HEADERS, END_HEADERS, 1,
+                 enc.encode([(":method", "POST"), (":path", "/slow/2000"), (":scheme", "http"),
+                             (":authority", "x")])))
+    r.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0)))
+    connection_error(port, r, PROTOCOL_ERROR)
+
+
+def test_data_after_end_stream_is_stream_closed(one):
+    """5.1 (half-closed (remote)): a DATA frame after the client's END_STREAM -> stream error
+    STREAM_CLOSED. nghttp2 1.52 (so zkgate) makes it a connection error with that code, which
+    5.4 allows."""
+    port, gw, b = one
+    r = Raw(port)
+    enc = hpack.Encoder()
+    r.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, req_block(enc, "/slow/2000")))
+    r.send(frame(DATA, 0, 1, b"late"))
+    connection_error(port, r, STREAM_CLOSED)
