@@ -321,14 +321,15 @@ def run_wrk(port, seconds, conns, close, lua, scheme="http"):
             "errors": errs, "non2xx": status, "requests": reqs}
 
 
-def run_h2load(port, work, requests, clients, streams):
+def run_h2load(port, work, requests, clients, streams, path="/", extra=()):
     """h2c with prior knowledge: `clients` connections, `streams` concurrent streams each.
     req/s from h2load's summary, p50/p99 from its per-request log."""
     log_file = f"{work}/h2load.log"
     if os.path.exists(log_file):
         os.unlink(log_file)  # h2load appends
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{clients}", f"-m{streams}",
-           f"-n{requests}", f"--log-file={log_file}", f"http://127.0.0.1:{port}/"]
+           f"-n{requests}", f"--log-file={log_file}", *extra,
+           f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     st = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
@@ -584,6 +585,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
     for t in targets:
         t.stop()
     h2_suite(args, work, targets[1:], {"nginx": ng_h2}, res)
+    grpc_suite(args, work, zkgate_bin, res)
     for t in (targets if rounds else []):
         r = res[t.name]
         for key in ("ka", "close"):
@@ -685,6 +687,121 @@ def h2_suite(args, work, targets, h2_ports, res):
             r["h2"] = {m: median([x[m] for x in runs if x.get(m) is not None])
                        for m in ("rps", "p50_ms", "p99_ms", "cpu_us")}
             r["h2"]["runs"] = [round(x["rps"]) for x in runs]
+
+
+def grpc_check(port):
+    """One call through a proxy with a real gRPC client: the answer and status are right."""
+    import grpc
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary("/bench.Echo/Unary")
+        return call(b"x" * 16, timeout=5) == b"zkgate-bench-ok!"
+
+
+def grpc_suite(args, work, zkgate_bin, res):
+    """gRPC unary calls per second (issue 14): h2load POSTing one gRPC-framed 16-byte message
+    (content-type application/grpc, te: trailers), 4 connections of 10 streams, through each
+    proxy to one Python grpcio server speaking h2 (zkgate: a grpc:// instance; HAProxy:
+    `proto h2` on both sides; nginx: grpc_pass). The Python server bounds every figure alike;
+    what differs is each proxy's CPU per call."""
+    if "grpc" not in args.suites:
+        return
+    gport = free_port()
+    server = Proc("grpcecho", ["/usr/bin/python3", os.path.join(HERE, "grpcecho.py"),
+                               str(gport)], work, cpu=LOAD_CPU)
+    body = f"{work}/grpc-body.bin"
+    with open(body, "wb") as f:
+        f.write(b"\0" + (16).to_bytes(4, "big") + b"x" * 16)
+    ports = {n: free_port() for n in ("zkgate", "haproxy", "nginx")}
+    with open(f"{work}/zkgate-grpc.ini", "w") as f:
+        f.write(f"""
+[proxy]
+workers = 1
+log_level = warn
+access_log = off
+
+[service:grpc]
+protocol = http
+listen = 127.0.0.1:{ports['zkgate']}
+instances = grpc://127.0.0.1:{gport}
+""")
+    with open(f"{work}/haproxy-grpc.cfg", "w") as f:
+        f.write(f"""
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+frontend grpc
+  bind 127.0.0.1:{ports['haproxy']} proto h2
+  default_backend grpc_b
+backend grpc_b
+  http-reuse always
+  server s1 127.0.0.1:{gport} proto h2
+""")
+    with open(f"{work}/nginx-grpc.conf", "w") as f:
+        f.write(f"""
+worker_processes 1;
+master_process off;
+daemon off;
+pid {work}/nginx-grpc.pid;
+error_log {work}/nginx-grpc.err warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/g_body; proxy_temp_path {work}/g_proxy;
+  fastcgi_temp_path {work}/g_fcgi; uwsgi_temp_path {work}/g_uwsgi; scgi_temp_path {work}/g_scgi;
+  upstream grpc_b {{
+    server 127.0.0.1:{gport};
+    keepalive 32;
+  }}
+  server {{
+    listen 127.0.0.1:{ports['nginx']} http2;
+    location / {{ grpc_pass grpc://grpc_b; }}
+  }}
+}}
+""")
+    cmds = {"zkgate": [zkgate_bin, "-c", f"{work}/zkgate-grpc.ini"],
+            "haproxy": ["haproxy", "-db", "-f", f"{work}/haproxy-grpc.cfg"],
+            "nginx": ["nginx", "-p", work, "-c", f"{work}/nginx-grpc.conf"]}
+    targets = [Target(n, n, ports[n], None,
+                      lambda n=n: Proc(n + "-grpc", cmds[n], work, cpu=PROXY_CPU))
+               for n in ("zkgate", "haproxy", "nginx") if n in args.proxies]
+    try:
+        wait_port(gport, server.proc)
+        for t in targets:
+            t.start()
+            if not grpc_check(t.http_port):
+                raise RuntimeError(f"{t.name}: a gRPC call through it was not answered")
+        url = "/bench.Echo/Unary"
+        for rnd in range(args.rounds):
+            order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+            for t in order:
+                c0 = cpu_s(t.proc.pid)
+                v = run_h2load(t.http_port, work, args.h2_requests // 5, 4, 10, path=url,
+                               extra=["-d", body, "-H", "content-type: application/grpc",
+                                      "-H", "te: trailers"])
+                if v["requests"]:
+                    v["cpu_us"] = (cpu_s(t.proc.pid) - c0) * 1e6 / v["requests"]
+                r = res.setdefault(t.name, {})
+                r.setdefault("grpc", []).append(v)
+                if v["errors"] or v["non2xx"]:
+                    r.setdefault("notes", set()).add(
+                        f"grpc: {v['errors']} failed streams, {v['non2xx']} non-200")
+                log(f"round {rnd + 1}/{args.rounds} {t.name}: gRPC unary "
+                    f"{v['rps']:.0f} calls/s p99 {v['p99_ms']:.2f} ms")
+        for t in targets:
+            r = res.get(t.name, {})
+            if "grpc" in r:
+                runs = r.pop("grpc")
+                r["grpc"] = {m: median([x[m] for x in runs if x.get(m) is not None])
+                             for m in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+                r["grpc"]["runs"] = [round(x["rps"]) for x in runs]
+    finally:
+        for t in targets:
+            t.stop()
+        server.stop()
 
 
 def callgrind_per_request(args, work, t, cmd):
@@ -1028,6 +1145,11 @@ def render(args, px, reg, meta, reg_etcd=None):
         row("HTTP/2 keep-alive, p99", ("h2", "p99_ms"), " ms", direct=False)
         row("HTTP/2 keep-alive, proxy CPU per request, µs", ("h2", "cpu_us"), "",
             direct=False)
+    if any(g(r, "grpc") is not None for r in (z, h, n)):
+        row("gRPC unary calls/s (h2load -c4 -m10, one Python grpcio server)",
+            ("grpc", "rps"), "", "reported (issue 14)", direct=False)
+        row("gRPC unary, p99", ("grpc", "p99_ms"), " ms", direct=False)
+        row("gRPC unary, proxy CPU per call, µs", ("grpc", "cpu_us"), "", direct=False)
     if g(z, "tls_ka") is not None:
         row("HTTPS keep-alive (TLS terminated), req/s", ("tls_ka", "rps"), "",
             "reported (issue 5)", direct=False)
@@ -1124,9 +1246,9 @@ def main():
     ap.add_argument("--no-registry", dest="registry", action="store_false")
     ap.add_argument("--h2-requests", type=int, default=50000,
                     help="requests per h2load run")
-    ap.add_argument("--suites", default="footprint,throughput,h2,tls,callgrind,registry,etcd",
+    ap.add_argument("--suites", default="footprint,throughput,h2,grpc,tls,callgrind,registry,etcd",
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
-                    "throughput (wrk, TCP bulk), h2 (h2load over h2c), "
+                    "throughput (wrk, TCP bulk), h2 (h2load over h2c), grpc (gRPC unary through h2), "
                     "tls (HTTPS keep-alive, handshakes), "
                     "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys)")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",

@@ -17,7 +17,7 @@ if [ "$what" = test ]; then
 fi
 if [ "$what" = bench ]; then
   pkgs+=(wrk haproxy nginx-light libnginx-mod-stream valgrind python3 python3-kazoo
-         nghttp2-client etcd-server
+         nghttp2-client etcd-server python3-grpcio
          util-linux)
 fi
 
