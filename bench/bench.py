@@ -51,6 +51,7 @@ import zkharness  # noqa: E402  (ZkServer, free_port: the test suite's own harne
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
+DEFAULT_SUITES = "footprint,throughput,h2,grpc,tls,callgrind,registry,etcd,route"
 BODY = "zkgate-bench-backend-response-0123456789abcdef0123456789abcdef\n"  # 64 bytes
 
 WRK_LUA = r"""
@@ -592,7 +593,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             runs = r.pop(key)
             r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
             r[key]["runs"] = [round(x["rps"]) for x in runs]
-            r[key]["p99_runs"] = [round(x["p99_ms"], 1) for x in runs]
+            r[key]["p99_runs"] = [round(x["p99_ms"], 2) for x in runs]
             cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
             if cpu:
                 r[key]["cpu_us"] = median(cpu)
@@ -1018,6 +1019,238 @@ listen = 127.0.0.1:{admin_port}
     return res
 
 
+def identity_backend_conf(d, ports):
+    """nginx answering on each port with that port number: the body says which instance a
+    request went to."""
+    listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
+    return f"""
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/ident.pid;
+error_log {d}/ident.err warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {d}/i_body; proxy_temp_path {d}/i_proxy;
+  fastcgi_temp_path {d}/i_fcgi; uwsgi_temp_path {d}/i_uwsgi; scgi_temp_path {d}/i_scgi;
+  default_type text/plain;
+  server {{
+{listens}
+    location / {{ return 200 "$server_port\\n"; }}
+  }}
+}}
+"""
+
+
+def pctl(xs, q):
+    """Nearest-rank percentile: of 20 samples, p50 is the 10th, p99 the 20th (the slowest)."""
+    xs = sorted(xs)
+    return xs[max(0, min(len(xs) - 1, -(-len(xs) * q // 100) - 1))] if xs else None
+
+
+def route_samples(args, port, base_id, add, remove):
+    """args.route_samples times: add(k) registers instance k (answering str(k) + newline)
+    at t0, and requests through the gateway on one keep-alive connection, one after the
+    other as fast as they come back, until one is answered by it (t1). Then remove(k), wait
+    until the gateway routes only to the base instance again, and stay quiet for
+    args.route_quiet s so that the next change is again the first after a quiet period.
+    Returns per sample: t1 - t0, the time the registry acknowledged the write, the number
+    of polls and their mean round trip (the resolution of that sample)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    req, rest = request_bytes("/"), b""
+
+    def get():
+        nonlocal rest
+        s.sendall(req)
+        status, body, rest = read_response(s, rest)
+        return status, body.strip().decode(errors="replace")
+
+    samples = []
+    try:
+        status, body = get()
+        if (status, body) != (200, base_id):
+            raise RuntimeError(f"change to route: the base instance answered {status} {body!r}")
+        for k in range(args.route_samples):
+            want, polls, ack = args.route_ids[k], 0, []
+            time.sleep(args.route_quiet)
+            t0 = time.perf_counter()
+            add(k, ack)
+            while True:
+                status, body = get()
+                polls += 1
+                if status == 200 and body == want:
+                    t1 = time.perf_counter()
+                    break
+                if time.perf_counter() - t0 > 10:
+                    raise RuntimeError(f"change to route: instance {want} not routed to "
+                                       f"within 10 s (last answer {status} {body!r})")
+            samples.append({"ms": (t1 - t0) * 1000,
+                            "ack_ms": (ack[0] - t0) * 1000 if ack else None,
+                            "polls": polls, "poll_ms": (t1 - t0) * 1000 / polls})
+            remove(k)
+            # Round robin over [base, k] alternates: 4 answers in a row from the base
+            # instance mean k is out of the pool.
+            in_a_row, t_rm = 0, time.perf_counter()
+            while in_a_row < 4:
+                status, body = get()
+                in_a_row = in_a_row + 1 if (status, body) == (200, base_id) else 0
+                if time.perf_counter() - t_rm > 10:
+                    raise RuntimeError(f"change to route: instance {want} still routed to "
+                                       "10 s after its removal")
+    finally:
+        s.close()
+    return samples
+
+
+def route_suite(args, work, zkgate_bin):
+    """Change to route (issue 17, point 4), from the client's side: a service with one
+    instance in a real ZooKeeper (and a real etcd, where installed); a new instance is
+    registered (t0) while requests go through zkgate one after the other; t1 = the first
+    answer from the new instance. Each instance answers with its own identity (nginx
+    returning its port), so that no answer is mistaken for another's."""
+    ports = [free_port() for _ in range(args.route_samples + 1)]
+    args.route_ids = [str(p) for p in ports[1:]]
+    with open(f"{work}/ident.conf", "w") as f:
+        f.write(identity_backend_conf(work, ports))
+    ident = Proc("ident", ["nginx", "-p", work, "-c", f"{work}/ident.conf"], work,
+                 cpu=LOAD_CPU)
+    res = {}
+    try:
+        for p in ports:
+            wait_port(p, ident.proc)
+        res["zookeeper"] = route_zookeeper(args, work, zkgate_bin, ports)
+        if shutil.which("etcd"):
+            res["etcd"] = route_etcd(args, work, zkgate_bin, ports)
+    finally:
+        ident.stop()
+    return res
+
+
+def route_zookeeper(args, work, zkgate_bin, ports):
+    """The registration: an ephemeral host:port znode created with kazoo."""
+    from kazoo.client import KazooClient
+
+    zkdir = os.path.join(work, "zk-route")
+    os.makedirs(zkdir, exist_ok=True)
+    zk = zkharness.ZkServer(zkdir, tick_ms=200)
+    kz = None
+    try:
+        zk.start()
+        kz = KazooClient(hosts=zk.hosts, timeout=10)
+        kz.start(timeout=15)
+        path = "/bench/route"
+        kz.ensure_path(path)
+        kz.create(f"{path}/base", f"127.0.0.1:{ports[0]}".encode())
+
+        def add(k, ack):
+            p = kz.create_async(f"{path}/i{k:02d}", f"127.0.0.1:{ports[k + 1]}".encode(),
+                                ephemeral=True)
+            p.rawlink(lambda _: ack.append(time.perf_counter()))
+
+        return route_gateway(args, work, zkgate_bin, "ZooKeeper",
+                             f"[zookeeper]\nhosts = {zk.hosts}\nsession_timeout = 10s\n",
+                             f"zk_path = {path}", str(ports[0]), add,
+                             lambda k: kz.delete(f"{path}/i{k:02d}"))
+    finally:
+        if kz:
+            kz.stop()
+            kz.close()
+        zk.stop()
+
+
+def route_etcd(args, work, zkgate_bin, ports):
+    """The registration: a host:port key put through etcd's JSON gateway (from a thread:
+    the requests through zkgate go on meanwhile)."""
+    client, peer = free_port(), free_port()
+    etcd = Proc("etcd-route", ["etcd", "--name", "route", "--data-dir", f"{work}/etcd-route",
+                               "--listen-client-urls", f"http://127.0.0.1:{client}",
+                               "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                               "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                               "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                               "--initial-cluster", f"route=http://127.0.0.1:{peer}",
+                               "--log-level", "error"], work, cpu=LOAD_CPU)
+    prefix = "/bench/route/"
+    b64 = (lambda x: base64.b64encode(x.encode()).decode())
+    try:
+        wait_port(client, etcd.proc)
+        etcd_put(client, f"{prefix}base", f"127.0.0.1:{ports[0]}")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            def add(k, ack):
+                f = ex.submit(etcd_put, client, f"{prefix}i{k:02d}", f"127.0.0.1:{ports[k + 1]}")
+                f.add_done_callback(lambda _: ack.append(time.perf_counter()))
+
+            def remove(k):
+                body = json.dumps({"key": b64(f"{prefix}i{k:02d}")}).encode()
+                req = urllib.request.Request(f"http://127.0.0.1:{client}/v3/kv/deleterange",
+                                             data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    r.read()
+
+            return route_gateway(args, work, zkgate_bin, "etcd",
+                                 f"[etcd]\nendpoints = http://127.0.0.1:{client}\n",
+                                 f"etcd_prefix = {prefix}", str(ports[0]), add, remove)
+    finally:
+        etcd.stop()
+
+
+def route_gateway(args, work, zkgate_bin, what, registry_section, source_key, base_id, add,
+                  remove):
+    """zkgate with one round-robin service on the registry; the samples through it."""
+    http_port = free_port()
+    name = what.lower()
+    ini = f"{work}/zkgate-route-{name}.ini"
+    with open(ini, "w") as f:
+        f.write(f"""{registry_section}
+[proxy]
+log_level = warn
+access_log = off
+
+[service:route]
+{source_key}
+protocol = http
+listen = 127.0.0.1:{http_port}
+balance = round_robin
+""")
+    gw = Proc(f"zkgate-route-{name}", [zkgate_bin, "-c", ini], work, cpu=PROXY_CPU)
+    try:
+        wait_port(http_port, gw.proc)
+        deadline = time.monotonic() + 30  # until the first pool: the base answering
+        while True:
+            try:
+                samples = route_samples(args, http_port, base_id, add, remove)
+                break
+            except RuntimeError as e:
+                if "base instance answered" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        gw.stop()
+    res = {"samples": samples, "balance": "round_robin", "quiet_s": args.route_quiet}
+    summarise_route(res, what)
+    return res
+
+
+def summarise_route(res, what):
+    ms = [x["ms"] for x in res["samples"]]
+    acks = [x["ack_ms"] for x in res["samples"] if x["ack_ms"] is not None]
+    res.update(median_ms=statistics.median(ms), p99_ms=pctl(ms, 99), max_ms=max(ms),
+               ack_median_ms=statistics.median(acks) if acks else None,
+               after_ack_median_ms=statistics.median(x["ms"] - x["ack_ms"]
+                                                     for x in res["samples"]
+                                                     if x["ack_ms"] is not None)
+               if acks else None,
+               poll_ms=statistics.median(x["poll_ms"] for x in res["samples"]),
+               polls_median=statistics.median(x["polls"] for x in res["samples"]))
+    log(f"change to route ({what}): median {res['median_ms']:.2f} ms, p99 "
+        f"{res['p99_ms']:.2f} ms over {len(ms)} samples (registry acknowledged the write "
+        f"after {res['ack_median_ms'] or 0:.2f} ms; one poll {res['poll_ms']:.3f} ms): "
+        + " ".join(f"{x:.1f}" for x in ms))
+
+
 def admin_get(port, path):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
@@ -1069,7 +1302,7 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
-def registry_table(L, reg, where):
+def registry_table(L, reg, where, rows, key):
     lat = reg.get("change_ms") or []
     L.append("")
     L.append(f"Registry scale (zkgate alone): {reg['instances']:,} instances across "
@@ -1083,20 +1316,93 @@ def registry_table(L, reg, where):
              f"| {reg['instances']:,} | {verdict(reg['seen_instances'] == reg['instances'])} |")
     L.append(f"| RSS after synchronisation, MB | {reg['rss_kb'] / 1024:.1f} | < 32 MB "
              f"| {verdict(reg['rss_kb'] < 32 * 1024)} |")
+    rows.append((f"{key}: start to /ready, s", [None, reg["sync_s"], None, None]))
+    rows.append((f"{key}: RSS after synchronisation, MB",
+                 [None, reg["rss_kb"] / 1024, None, None]))
     if lat:
         med, worst = statistics.median(lat), max(lat)
         L.append(f"| one instance added → first request to it, ms (median of {len(lat)}; "
                  f"max) | {med:.1f} ({worst:.1f}) | < 20 ms | {verdict(med < 20)} |")
+        rows.append((f"{key}: one instance added → first request to it, median, ms",
+                     [None, med, None, None]))
 
 
-def render(args, px, reg, meta, reg_etcd=None):
-    L = []
-    L.append(f"Run {meta['date']} on {meta['machine']}; command `{meta['command']}`; "
-             f"HAProxy {px['versions']['haproxy']}, nginx {px['versions']['nginx']}; "
+def route_table(L, route, rows, key, where):
+    """The change-to-route rows (issue 17, point 4)."""
+    n = len(route["samples"])
+    L.append("")
+    L.append(f"Change to route ({key}; zkgate alone, issue 17): {where}; one service with one "
+             f"instance, `balance = round_robin`, `coalesce_window` at its default (10 ms); "
+             f"{n} times: the new instance's registration sent (t0), then requests through "
+             "zkgate one after the other on one keep-alive connection until one is answered "
+             "by the new instance (t1), then its removal and a quiet "
+             f"{route.get('quiet_s', 0.2):g} s.")
+    L.append("")
+    L.append("| figure | zkgate | target (issue 17) | |")
+    L.append("|---|---:|---|---|")
+    L.append(f"| registration sent → first request answered by the new instance, median of "
+             f"{n}, ms | {route['median_ms']:.2f} | ≤ 5 ms "
+             f"| {verdict(route['median_ms'] <= 5)} |")
+    L.append(f"| the same, p99 (nearest rank: the slowest of {n}), ms | {route['p99_ms']:.2f} "
+             f"| ≤ 10 ms | {verdict(route['p99_ms'] <= 10)} |")
+    if route.get("ack_median_ms") is not None:
+        L.append(f"| the registry's write alone (sent → acknowledged), median, ms "
+                 f"| {route['ack_median_ms']:.2f} | | |")
+        L.append(f"| registry's acknowledgement → first request answered by the new "
+                 f"instance, median, ms | {route['after_ack_median_ms']:.2f} | | |")
+    L.append("")
+    L.append(f"Each sample, ms: {[round(x['ms'], 2) for x in route['samples']]}. Resolution: "
+             f"one poll (a request and its answer through zkgate) took {route['poll_ms']:.3f} "
+             f"ms (median), {route['polls_median']:g} polls per sample (median); with round "
+             "robin over two instances a figure is late by at most two polls.")
+    rows.append((f"{key}: change to route, median, ms", [None, route["median_ms"], None, None]))
+    rows.append((f"{key}: change to route, p99, ms", [None, route["p99_ms"], None, None]))
+
+
+def previous_section(L, rows, prev, prev_rows):
+    """The previous run beside this one: zkgate's figures and its same-run ratios."""
+    L.append("")
+    if prev is None:
+        L.append("Previous run: none recorded beside this one.")
+        return
+    pm = prev.get("meta", {})
+    mi = pm.get("machine_info")
+    L.append(f"Against the previous run ({pm.get('date', '?')}"
+             + (f" {pm['time']}" if pm.get("time") else "")
+             + f" on {machine_short(mi) if mi else pm.get('machine', '?')}; command "
+             f"`{pm.get('command', '?')}`; load average at its start {pm.get('load', '?')}). "
+             "Each run's ratios are within that run; across runs only the ratios and the "
+             "callgrind counts are comparable, wall-clock figures move with the machine.")
+    L.append("")
+    L.append("| figure | zkgate | zkgate, previous run | zkgate / HAProxy | the same, previous "
+             "| zkgate / nginx | the same, previous |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    before = dict(prev_rows)
+    for label, v in rows:
+        p = before.get(label, [None] * 4)
+        alone = all(x is None for x in (v[2], v[3], p[2], p[3]))  # zkgate-only figures
+        L.append(f"| {label} | {fmt(v[1])} | {fmt(p[1])} | "
+                 + ("— | — | — | — |" if alone else
+                    f"{ratio(v[1], v[2])} | {ratio(p[1], p[2])} | {ratio(v[1], v[3])} "
+                    f"| {ratio(p[1], p[3])} |"))
+
+
+def render(args, px, reg, meta, reg_etcd=None, route=None, prev=None):
+    """The Markdown of one run, and its figures as (label, [direct, zkgate, HAProxy,
+    nginx]) for the comparison with another run. prev: the previous run's JSON, or None."""
+    L, rows = [], []
+    px = px or {}
+    vers = px.get("versions", {})
+    when = meta["date"] + (f" {meta['time']}" if meta.get("time") else "")
+    L.append(f"Run {when} on {meta['machine']}; command `{meta['command']}`; "
+             f"HAProxy {vers.get('haproxy', '?')}, nginx {vers.get('nginx', '?')}; "
              f"{args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration} s per figure (medians), wrk -t1 "
              f"-c{args.conns}; proxies pinned to CPU {PROXY_CPU}, wrk, backend and clients "
              f"to CPU {LOAD_CPU}; load average before the run {meta['load']} (other work on "
              "the machine disturbs wall-clock figures; callgrind counts do not move).")
+    if meta.get("machine_info"):
+        L.append("")
+        L.append("Machine: " + machine_line(meta["machine_info"]) + ".")
     L.append("")
     L.append("| figure | backend direct | zkgate | HAProxy | nginx | zkgate / HAProxy "
              "| zkgate / nginx | target (issue 7) | |")
@@ -1118,6 +1424,7 @@ def render(args, px, reg, meta, reg_etcd=None):
             vals.append(v * scale if v is not None else None)
         if all(v is None for v in vals):
             return vals  # a suite not run this time
+        rows.append((label + (", ms" if unit == " ms" else ""), vals))
         if vals[1] is None:
             ok = None  # not measured in this run: no verdict
         L.append(f"| {label} | {fmt(vals[0], unit) if direct else '—'} | {fmt(vals[1], unit)} "
@@ -1180,13 +1487,21 @@ def render(args, px, reg, meta, reg_etcd=None):
         row("instructions per keep-alive request (callgrind)", ("ir_per_req",), "",
             direct=False)
     if len(L) == table_at:  # no proxy figure in this run: no empty table
-        del L[table_at - 2:]
+        del L[table_at - 3:]
     if reg:
         registry_table(L, reg, f"in a real ZooKeeper 3.8, found through `[discover:all]` "
-                       "(default `coalesce_window = 10ms`)")
+                       "(default `coalesce_window = 10ms`)", rows, "ZooKeeper registry")
     if reg_etcd:
         registry_table(L, reg_etcd, "as keys of a real etcd 3.4 (one node), one "
-                       "`[service:NAME]` with `etcd_prefix` per service")
+                       "`[service:NAME]` with `etcd_prefix` per service", rows, "etcd registry")
+    if (route or {}).get("zookeeper", {}).get("samples"):
+        route_table(L, route["zookeeper"], rows, "ZooKeeper", "an ephemeral `host:port` "
+                    "znode created with kazoo in a real ZooKeeper 3.8, watched through "
+                    "`[service:] zk_path`")
+    if (route or {}).get("etcd", {}).get("samples"):
+        route_table(L, route["etcd"], rows, "etcd", "a `host:port` key put through the JSON "
+                    "gateway of a real etcd 3.4 (one node), watched through "
+                    "`[service:] etcd_prefix`")
     notes = []
     for k in ("zkgate", "haproxy", "nginx", "direct"):
         for note in sorted(px.get(k, {}).get("notes", ())):
@@ -1204,29 +1519,134 @@ def render(args, px, reg, meta, reg_etcd=None):
                         if "p99_runs" in px.get(k, {}).get("ka", {}))
         if p99:
             L.append(f"Keep-alive p99 (ms) of each round: {p99}.")
+        tail_verdict(L, px)
     bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
                      for k in ("direct", "zkgate", "haproxy", "nginx")
                      if "bulk_runs" in px.get(k, {}))
     if bulk:
         L.append(f"TCP bulk MB/s of each round: {bulk}.")
-    return "\n".join(L) + "\n"
+    if prev is not False:
+        previous_section(L, rows, prev, prev_rows(prev) if prev else [])
+    return "\n".join(L) + "\n", rows
+
+
+def tail_verdict(L, px):
+    """Issue 17, point 2: keep-alive p99 as the median of the rounds' p99s, against
+    HAProxy's taken the same way in the same run."""
+    z = px.get("zkgate", {}).get("ka", {}).get("p99_runs")
+    h = px.get("haproxy", {}).get("ka", {}).get("p99_runs")
+    if not z or not h:
+        return
+    n = min(len(z), len(h))
+    zm, hm = px["zkgate"]["ka"]["p99_ms"], px["haproxy"]["ka"]["p99_ms"]
+    few = "" if n >= 5 else f" (only {n} round{'s' if n != 1 else ''}: the target asks for 5)"
+    L.append("")
+    L.append(f"Tail latency: keep-alive p99, median of the p99s of {n} round"
+             f"{'s' if n != 1 else ''}: zkgate {zm:.2f} ms, "
+             f"HAProxy {hm:.2f} ms"
+             + (f", nginx {px['nginx']['ka']['p99_ms']:.2f} ms"
+                if px.get("nginx", {}).get("ka", {}).get("p99_ms") is not None else "")
+             + f"; zkgate won {sum(a <= b for a, b in zip(z, h))} of {n} rounds.")
+    L.append(f"keep-alive p99 <= HAProxy's (median of {n} round{'s' if n != 1 else ''}): "
+             f"{'met' if zm <= hm else 'missed'}{few}.")
+
+
+def prev_rows(prev):
+    """The previous run's figures, rendered by this version of the table."""
+    pm = prev.get("meta", {})
+    a = pm.get("args", {})
+    ns = argparse.Namespace(rounds=a.get("rounds", 5), duration=a.get("duration", 3),
+                            conns=a.get("conns", 64), idle_conns=a.get("idle_conns", 10000),
+                            callgrind=any("ir_per_req" in v for v in
+                                          (prev.get("proxies") or {}).values()
+                                          if isinstance(v, dict)))
+    meta = dict(date=pm.get("date", "?"), machine=pm.get("machine", "?"),
+                command=pm.get("command", "?"), load=pm.get("load", "?"))
+    try:
+        return render(ns, prev.get("proxies"), prev.get("registry"), meta,
+                      prev.get("registry_etcd"), prev.get("route"), prev=False)[1]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log(f"the previous run's figures could not be read: {e!r}")
+        return []
 
 
 def _ge(a, b):
     return None if a is None or b is None else a >= b
 
 
-def machine():
-    cpu = "?"
+def _read(path):
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
-        cpu = m.group(1).strip() if m else "?"
+        with open(path) as f:
+            return f.read().strip()
     except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} vCPU {cpu} (KVM), {mem:.0f} GiB, Linux {platform.release()}, "
-            "Debian 12")
+        return None
+
+
+def _first_line(cmd, stream="stdout"):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        text = (out.stdout if stream == "stdout" else out.stderr).strip()
+        return text.splitlines()[0] if text else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine_info(zkgate_bin):
+    """What the figures were taken on: CPU, cores, kernel, load at the start, the CPU
+    frequency governor where the kernel shows one (not in most VMs), and every program's
+    version. Kept in the .json and in the .md, so that a run can be compared with another
+    knowing what changed besides the code."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = ""
+
+    def lscpu_field(name):
+        m = re.search(rf"^{name}:\s*(.+)$", lscpu, re.M)
+        return m.group(1).strip() if m else None
+
+    osrel = _read("/etc/os-release") or ""
+    m = re.search(r'^PRETTY_NAME="?([^"\n]+)', osrel, re.M)
+    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)
+    return {
+        "cpu_model": lscpu_field("Model name") or "?",
+        "cpus": os.cpu_count(),
+        "hypervisor": lscpu_field("Hypervisor vendor"),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "os": m.group(1) if m else "?",
+        "loadavg": " ".join((_read("/proc/loadavg") or "? ? ?").split()[:3]),
+        "governor": governor or "not readable (no cpufreq in this kernel or VM)",
+        "versions": {
+            "zkgate": _first_line([zkgate_bin, "-V"]).replace("zkgate ", ""),
+            "zkgate_commit": git.stdout.strip() if git.returncode == 0 else "?",
+            "haproxy": versions()["haproxy"],
+            "nginx": versions()["nginx"],
+            "wrk": _first_line(["wrk", "-v"]).split(" [")[0].replace("wrk ", ""),
+            "h2load": _first_line(["h2load", "--version"]).replace("h2load ", ""),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def machine_line(mi):
+    v = mi.get("versions", {})
+    hyp = f" ({mi['hypervisor']})" if mi.get("hypervisor") else ""
+    return (f"{mi.get('cpus', '?')} vCPU {mi.get('cpu_model', '?')}{hyp}, "
+            f"{mi.get('mem_gib', '?')} GiB, Linux {mi.get('kernel', '?')}, {mi.get('os', '?')}; "
+            f"load average at the start {mi.get('loadavg', '?')} (1, 5, 15 min); "
+            f"CPU governor {mi.get('governor', '?')}; zkgate {v.get('zkgate', '?')} "
+            f"(commit {v.get('zkgate_commit', '?')}), HAProxy {v.get('haproxy', '?')}, "
+            f"nginx {v.get('nginx', '?')}, wrk {v.get('wrk', '?')}, "
+            f"h2load {v.get('h2load', '?')}, Python {v.get('python', '?')}")
+
+
+def machine_short(mi):
+    hyp = f" ({mi['hypervisor']})" if mi.get("hypervisor") else ""
+    return (f"{mi.get('cpus', '?')} vCPU {mi.get('cpu_model', '?')}{hyp}, "
+            f"{mi.get('mem_gib', '?')} GiB, Linux {mi.get('kernel', '?')}, {mi.get('os', '?')}")
 
 
 def main():
@@ -1246,11 +1666,18 @@ def main():
     ap.add_argument("--no-registry", dest="registry", action="store_false")
     ap.add_argument("--h2-requests", type=int, default=50000,
                     help="requests per h2load run")
-    ap.add_argument("--suites", default="footprint,throughput,h2,grpc,tls,callgrind,registry,etcd",
+    ap.add_argument("--route-samples", type=int, default=20,
+                    help="change to route: registrations timed")
+    ap.add_argument("--route-quiet", type=float, default=0.2,
+                    help="change to route: seconds without registry changes before each one")
+    ap.add_argument("--no-record", dest="record", action="store_false",
+                    help="write only --out (and its previous run), no dated record")
+    ap.add_argument("--suites", default=DEFAULT_SUITES,
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
                     "throughput (wrk, TCP bulk), h2 (h2load over h2c), grpc (gRPC unary through h2), "
                     "tls (HTTPS keep-alive, handshakes), "
-                    "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys)")
+                    "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys), "
+                    "route (one znode created to the first request routed to it)")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
                     help="comma-separated subset of zkgate,haproxy,nginx")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
@@ -1273,17 +1700,22 @@ def main():
                  "connections (raise ulimit -n, or pass a smaller --idle-conns)")
 
     work = tempfile.mkdtemp(prefix="zkgate-bench-")
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
-    meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
-            "command": args.command, "load": load}
-    px, reg, reg_etcd, cleanup = None, None, None, []
+    mi = machine_info(args.zkgate)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    meta = {"date": now.date().isoformat(), "time": now.strftime("%H:%M UTC"),
+            "machine": machine_short(mi), "machine_info": mi, "command": args.command,
+            "load": mi["loadavg"].split()[0], "suites": sorted(args.suites),
+            "args": {k: getattr(args, k) for k in ("rounds", "duration", "bulk_seconds",
+                                                   "conns", "idle_conns", "route_samples")}}
+    px, reg, reg_etcd, route, cleanup = None, None, None, None, []
     try:
         px = proxy_suite(args, work, args.zkgate, args.tcpbulk, cleanup)
         if args.registry:
             reg = registry_suite(args, work, args.zkgate, px["reg_port"])
         if args.etcd:
             reg_etcd = etcd_registry_suite(args, work, args.zkgate, px["reg_port"])
+        if "route" in args.suites and args.route_samples > 0:
+            route = route_suite(args, work, args.zkgate)
     finally:
         for stop in reversed(cleanup):
             stop()
@@ -1292,17 +1724,59 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     px.pop("reg_port", None)
-    table = render(args, px, reg, meta, reg_etcd)
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"meta": meta, "proxies": px, "registry": reg, "registry_etcd": reg_etcd},
-                  f, indent=1,
-                  default=lambda o: sorted(o) if isinstance(o, set) else str(o))
-    log(f"written {args.out}")
+    write_results(args, meta, {"meta": meta, "proxies": px, "registry": reg,
+                               "registry_etcd": reg_etcd, "route": route})
 
+
+def results_paths(out):
+    """out (X.md), its JSON, and where the run before it is kept: latest.md becomes
+    previous.md, any other X.md becomes X.previous.md."""
+    base, _ = os.path.splitext(out)
+    d, stem = os.path.split(base)
+    prev = os.path.join(d, "previous" if stem == "latest" else f"{stem}.previous")
+    return base, prev
+
+
+def write_results(args, meta, doc):
+    """The run as Markdown and JSON at --out, the run that was there moved beside it
+    (previous.md/.json), and, unless --no-record, a dated record that later runs leave
+    alone: <date>-<suites>.md/.json next to --out."""
+    base, prev_base = results_paths(args.out)
+    prev = None
+    try:
+        with open(base + ".json") as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        pass
+    table, _ = render(args, doc["proxies"], doc["registry"], meta, doc["registry_etcd"],
+                      doc["route"], prev)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    for ext in (".md", ".json"):
+        if os.path.exists(base + ext):
+            os.replace(base + ext, prev_base + ext)
+
+    def dump(path):
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1,
+                      default=lambda o: sorted(o) if isinstance(o, set) else str(o))
+
+    with open(base + ".md", "w") as f:
+        f.write(table)
+    dump(base + ".json")
+    written = [base + ".md"]
+    if args.record:
+        suites = ("all" if set(meta["suites"]) == set(DEFAULT_SUITES.split(","))
+                  else "+".join(meta["suites"]))
+        rec = os.path.join(os.path.dirname(os.path.abspath(args.out)),
+                           f"{meta['date']}-{suites}")
+        if os.path.exists(rec + ".md"):  # a second run of the same suites that day
+            rec += "-" + meta["time"].split()[0].replace(":", "")
+        with open(rec + ".md", "w") as f:
+            f.write(table)
+        dump(rec + ".json")
+        written.append(rec + ".md")
+    log("written " + ", ".join(written) + (f"; the run before: {prev_base}.md" if prev else ""))
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,8 @@ args=()
 if [ "${1:-}" = --quick ]; then
   shift
   args=(--rounds 1 --duration 1 --bulk-seconds 1 --idle-conns 200 --services 20
-        --per-service 5 --changes 2 --no-callgrind --out bench/results/quick.md)
+        --per-service 5 --changes 2 --route-samples 3 --no-callgrind --no-record
+        --out bench/results/quick.md)
 fi
 exec /usr/bin/python3 bench/bench.py --zkgate "$build/zkgate" \
   --tcpbulk "$build/tcpbulk" --command "$command" "${args[@]}" "$@"
