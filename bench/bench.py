@@ -21,7 +21,13 @@ backend and the other clients share CPU 1 (a 2-core machine):
   - registry scale (zkgate only): 1,000 services x 10 instances in a real
     ZooKeeper, found through [discover:all]: time from start to /ready,
     RSS then, and time from one znode creation to the new instance taking
-    traffic.
+    traffic;
+  - change to route (zkgate only): 20 times, a new instance registered (an
+    ephemeral znode, an etcd key) to the first answer from it through zkgate,
+    median and p99.
+Each run is written to --out (latest.md/.json), the run that was there is
+moved to previous.md/.json and compared with in the new table, and a dated
+record <date>-<suites>.md/.json is kept beside them.
 """
 
 import argparse
@@ -1359,37 +1365,56 @@ def route_table(L, route, rows, key, where):
     rows.append((f"{key}: change to route, p99, ms", [None, route["p99_ms"], None, None]))
 
 
-def previous_section(L, rows, prev, prev_rows):
-    """The previous run beside this one: zkgate's figures and its same-run ratios."""
+def run_label(doc):
+    pm = doc.get("meta", {})
+    return pm.get("date", "?") + (f" {pm['time']}" if pm.get("time") else "")
+
+
+def previous_section(L, rows, earlier):
+    """The previous run beside this one: zkgate's figures and its same-run ratios. A figure
+    the previous run did not measure (it ran other suites) is taken from the most recent
+    earlier record that did, and marked with that run's date."""
     L.append("")
-    if prev is None:
+    if not earlier:
         L.append("Previous run: none recorded beside this one.")
         return
+    prev = earlier[0]
     pm = prev.get("meta", {})
     mi = pm.get("machine_info")
-    L.append(f"Against the previous run ({pm.get('date', '?')}"
-             + (f" {pm['time']}" if pm.get("time") else "")
-             + f" on {machine_short(mi) if mi else pm.get('machine', '?')}; command "
-             f"`{pm.get('command', '?')}`; load average at its start {pm.get('load', '?')}). "
-             "Each run's ratios are within that run; across runs only the ratios and the "
-             "callgrind counts are comparable, wall-clock figures move with the machine.")
+    L.append(f"Against the previous run ({run_label(prev)} on "
+             f"{machine_short(mi) if mi else pm.get('machine', '?')}; command "
+             f"`{pm.get('command', '?')}`; load average at its start {pm.get('load', '?')}); "
+             "a figure it did not measure comes from the latest earlier record in the same "
+             "folder that did, dated in brackets. Each run's ratios are within that run; "
+             "across runs only the ratios and the callgrind counts are comparable, "
+             "wall-clock figures move with the machine.")
     L.append("")
     L.append("| figure | zkgate | zkgate, previous run | zkgate / HAProxy | the same, previous "
              "| zkgate / nginx | the same, previous |")
     L.append("|---|---:|---:|---:|---:|---:|---:|")
-    before = dict(prev_rows)
+    cache = {}
+
+    def before(label):
+        for i, doc in enumerate(earlier):
+            if i not in cache:
+                cache[i] = dict(prev_rows(doc))
+            if label in cache[i]:
+                return cache[i][label], ("" if i == 0 else f" ({run_label(doc)})")
+        return [None] * 4, ""
+
     for label, v in rows:
-        p = before.get(label, [None] * 4)
+        p, when = before(label)
         alone = all(x is None for x in (v[2], v[3], p[2], p[3]))  # zkgate-only figures
-        L.append(f"| {label} | {fmt(v[1])} | {fmt(p[1])} | "
+        L.append(f"| {label} | {fmt(v[1])} | {fmt(p[1])}{when} | "
                  + ("— | — | — | — |" if alone else
-                    f"{ratio(v[1], v[2])} | {ratio(p[1], p[2])} | {ratio(v[1], v[3])} "
-                    f"| {ratio(p[1], p[3])} |"))
+                    f"{ratio(v[1], v[2])} | {ratio(p[1], p[2])}{when} | {ratio(v[1], v[3])} "
+                    f"| {ratio(p[1], p[3])}{when} |"))
 
 
-def render(args, px, reg, meta, reg_etcd=None, route=None, prev=None):
+def render(args, px, reg, meta, reg_etcd=None, route=None, earlier=()):
     """The Markdown of one run, and its figures as (label, [direct, zkgate, HAProxy,
-    nginx]) for the comparison with another run. prev: the previous run's JSON, or None."""
+    nginx]) for the comparison with other runs. earlier: the earlier runs' JSON, newest
+    first (the previous run first); None: no comparison section."""
     L, rows = [], []
     px = px or {}
     vers = px.get("versions", {})
@@ -1525,8 +1550,8 @@ def render(args, px, reg, meta, reg_etcd=None, route=None, prev=None):
                      if "bulk_runs" in px.get(k, {}))
     if bulk:
         L.append(f"TCP bulk MB/s of each round: {bulk}.")
-    if prev is not False:
-        previous_section(L, rows, prev, prev_rows(prev) if prev else [])
+    if earlier is not None:
+        previous_section(L, rows, earlier)
     return "\n".join(L) + "\n", rows
 
 
@@ -1564,7 +1589,7 @@ def prev_rows(prev):
                 command=pm.get("command", "?"), load=pm.get("load", "?"))
     try:
         return render(ns, prev.get("proxies"), prev.get("registry"), meta,
-                      prev.get("registry_etcd"), prev.get("route"), prev=False)[1]
+                      prev.get("registry_etcd"), prev.get("route"), earlier=None)[1]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         log(f"the previous run's figures could not be read: {e!r}")
         return []
@@ -1702,7 +1727,7 @@ def main():
     work = tempfile.mkdtemp(prefix="zkgate-bench-")
     mi = machine_info(args.zkgate)
     now = datetime.datetime.now(datetime.timezone.utc)
-    meta = {"date": now.date().isoformat(), "time": now.strftime("%H:%M UTC"),
+    meta = {"date": now.date().isoformat(), "time": now.strftime("%H:%M:%S UTC"),
             "machine": machine_short(mi), "machine_info": mi, "command": args.command,
             "load": mi["loadavg"].split()[0], "suites": sorted(args.suites),
             "args": {k: getattr(args, k) for k in ("rounds", "duration", "bulk_seconds",
@@ -1737,19 +1762,39 @@ def results_paths(out):
     return base, prev
 
 
+def load_json(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) and "meta" in doc else None
+    except (OSError, ValueError):
+        return None
+
+
+def earlier_records(base):
+    """The dated records beside --out, newest first (by the date and time they record)."""
+    d, stem = os.path.split(base)
+    docs = []
+    for name in os.listdir(d or "."):
+        if (not name.endswith(".json") or name.startswith(("latest.", "previous.", "quick."))
+                or ".previous." in name or name == stem + ".json"):
+            continue
+        doc = load_json(os.path.join(d, name))
+        if doc:
+            docs.append(doc)
+    docs.sort(key=lambda x: (x["meta"].get("date", ""), x["meta"].get("time", "")),
+              reverse=True)
+    return docs
+
+
 def write_results(args, meta, doc):
     """The run as Markdown and JSON at --out, the run that was there moved beside it
     (previous.md/.json), and, unless --no-record, a dated record that later runs leave
     alone: <date>-<suites>.md/.json next to --out."""
     base, prev_base = results_paths(args.out)
-    prev = None
-    try:
-        with open(base + ".json") as f:
-            prev = json.load(f)
-    except (OSError, ValueError):
-        pass
+    prev = load_json(base + ".json")
     table, _ = render(args, doc["proxies"], doc["registry"], meta, doc["registry_etcd"],
-                      doc["route"], prev)
+                      doc["route"], ([prev] if prev else []) + earlier_records(base))
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for ext in (".md", ".json"):
