@@ -63,9 +63,10 @@ BODY = "zkgate-bench-backend-response-0123456789abcdef0123456789abcdef\n"  # 64 
 WRK_LUA = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
+  io.write(string.format("BENCH %d %d %d %d %d %d %d %d\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(99.9),
+    latency.max))
 end
 """
 
@@ -320,11 +321,12 @@ def run_wrk(port, seconds, conns, close, lua, scheme="http"):
         cmd += ["-H", "Connection: close"]
     cmd.append(f"{scheme}://127.0.0.1:{port}/")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    m = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
+    m = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
     if not m:
         raise RuntimeError(f"wrk printed no result:\n{out}")
-    reqs, dur_us, p50, p99, errs, status = (int(x) for x in m.groups())
+    reqs, dur_us, p50, p99, errs, status, p999, most = (int(x) for x in m.groups())
     return {"rps": reqs / (dur_us / 1e6), "p50_ms": p50 / 1000.0, "p99_ms": p99 / 1000.0,
+            "p999_ms": p999 / 1000.0, "max_ms": most / 1000.0,
             "errors": errs, "non2xx": status, "requests": reqs}
 
 
@@ -597,9 +599,12 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
         r = res[t.name]
         for key in ("ka", "close"):
             runs = r.pop(key)
-            r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
+            r[key] = latency_medians(runs)
             r[key]["runs"] = [round(x["rps"]) for x in runs]
-            r[key]["p99_runs"] = [round(x["p99_ms"], 2) for x in runs]
+            # A round in which no request was answered has no latency (wrk says 0): None.
+            for m, nd in (("p99", 2), ("p999", 2), ("max", 1)):
+                r[key][f"{m}_runs"] = [round(x[f"{m}_ms"], nd) if x["requests"] else None
+                                       for x in runs]
             cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
             if cpu:
                 r[key]["cpu_us"] = median(cpu)
@@ -637,7 +642,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
         r = res[t.name]
         for key in ("tls_ka", "tls_close"):
             runs = r.pop(key)
-            r[key] = {m: median([x[m] for x in runs]) for m in ("rps", "p50_ms", "p99_ms")}
+            r[key] = latency_medians(runs)
             r[key]["runs"] = [round(x["rps"]) for x in runs]
             cpu = [x["cpu_us"] for x in runs if "cpu_us" in x]
             if cpu:
@@ -652,6 +657,15 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             except Exception as e:  # reported in the table, not fatal
                 log(f"{t.name}: callgrind failed: {e}")
     return res
+
+
+def latency_medians(runs):
+    """req/s, p50 and p99 of wrk runs, medians; the latencies only over the runs in which
+    some request was answered (wrk reports 0 for a run without any)."""
+    timed = [x for x in runs if x["requests"]]
+    return {"rps": median([x["rps"] for x in runs]),
+            "p50_ms": median([x["p50_ms"] for x in timed]),
+            "p99_ms": median([x["p99_ms"] for x in timed])}
 
 
 def h2_suite(args, work, targets, h2_ports, res):
@@ -1544,6 +1558,11 @@ def render(args, px, reg, meta, reg_etcd=None, route=None, earlier=()):
                         if "p99_runs" in px.get(k, {}).get("ka", {}))
         if p99:
             L.append(f"Keep-alive p99 (ms) of each round: {p99}.")
+        for what, key in (("p99.9", "p999_runs"), ("slowest request", "max_runs")):
+            more = ", ".join(f"{k} {px[k]['ka'][key]}" for k in ("zkgate", "haproxy", "nginx")
+                             if key in px.get(k, {}).get("ka", {}))
+            if more:
+                L.append(f"Keep-alive {what} (ms) of each round: {more}.")
         tail_verdict(L, px)
     bulk = ", ".join(f"{k} {[round(x) for x in px[k]['bulk_runs']]}"
                      for k in ("direct", "zkgate", "haproxy", "nginx")
@@ -1560,10 +1579,13 @@ def tail_verdict(L, px):
     HAProxy's taken the same way in the same run."""
     z = px.get("zkgate", {}).get("ka", {}).get("p99_runs")
     h = px.get("haproxy", {}).get("ka", {}).get("p99_runs")
-    if not z or not h:
+    zm, hm = (px.get(k, {}).get("ka", {}).get("p99_ms") for k in ("zkgate", "haproxy"))
+    if not z or not h or zm is None or hm is None:
         return
     n = min(len(z), len(h))
-    zm, hm = px["zkgate"]["ka"]["p99_ms"], px["haproxy"]["ka"]["p99_ms"]
+    # A round without an answered request (None) loses against any figure.
+    won = sum(a is not None and (b is None or a <= b) for a, b in zip(z, h))
+    empty = sum(x is None for x in z + h)
     few = "" if n >= 5 else f" (only {n} round{'s' if n != 1 else ''}: the target asks for 5)"
     L.append("")
     L.append(f"Tail latency: keep-alive p99, median of the p99s of {n} round"
@@ -1571,7 +1593,9 @@ def tail_verdict(L, px):
              f"HAProxy {hm:.2f} ms"
              + (f", nginx {px['nginx']['ka']['p99_ms']:.2f} ms"
                 if px.get("nginx", {}).get("ka", {}).get("p99_ms") is not None else "")
-             + f"; zkgate won {sum(a <= b for a, b in zip(z, h))} of {n} rounds.")
+             + f"; zkgate had the lower p99 in {won} of {n} rounds"
+             + (f" ({empty} round{'s' if empty != 1 else ''} without any answered request, "
+                "left out of the medians)" if empty else "") + ".")
     L.append(f"keep-alive p99 <= HAProxy's (median of {n} round{'s' if n != 1 else ''}): "
              f"{'met' if zm <= hm else 'missed'}{few}.")
 
