@@ -1640,6 +1640,12 @@ def _first_line(cmd, stream="stdout"):
         return "?"
 
 
+def deb_version(package):
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "?"
+
+
 def machine_info(zkgate_bin):
     """What the figures were taken on: CPU, cores, kernel, load at the start, the CPU
     frequency governor where the kernel shows one (not in most VMs), and every program's
@@ -1675,6 +1681,8 @@ def machine_info(zkgate_bin):
             "nginx": versions()["nginx"],
             "wrk": _first_line(["wrk", "-v"]).split(" [")[0].replace("wrk ", ""),
             "h2load": _first_line(["h2load", "--version"]).replace("h2load ", ""),
+            "zookeeper": deb_version("libzookeeper-java"),
+            "etcd": deb_version("etcd-server"),
             "python": platform.python_version(),
         },
     }
@@ -1689,7 +1697,8 @@ def machine_line(mi):
             f"CPU governor {mi.get('governor', '?')}; zkgate {v.get('zkgate', '?')} "
             f"(commit {v.get('zkgate_commit', '?')}), HAProxy {v.get('haproxy', '?')}, "
             f"nginx {v.get('nginx', '?')}, wrk {v.get('wrk', '?')}, "
-            f"h2load {v.get('h2load', '?')}, Python {v.get('python', '?')}")
+            f"h2load {v.get('h2load', '?')}, ZooKeeper {v.get('zookeeper', '?')}, "
+            f"etcd {v.get('etcd', '?')}, Python {v.get('python', '?')}")
 
 
 def machine_short(mi):
