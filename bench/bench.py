@@ -771,6 +771,7 @@ error_log {work}/nginx-grpc.err warn;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
+  keepalive_requests 100000000;  # nginx closes a client connection after 1000 by default
   client_body_temp_path {work}/g_body; proxy_temp_path {work}/g_proxy;
   fastcgi_temp_path {work}/g_fcgi; uwsgi_temp_path {work}/g_uwsgi; scgi_temp_path {work}/g_scgi;
   upstream grpc_b {{
