@@ -20,12 +20,27 @@ static int lower(int c) {
   return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
+/* Names mostly arrive in the case they are looked up in ("Content-Length"
+ * from nginx and curl alike): whole words are compared first, and bytes
+ * are lowered only from the first word that differs, and only where they
+ * differ. Same answer as lowering every byte; a third of the instructions
+ * on the heads of the keep-alive benchmark. */
 static bool ieq(const char *a, size_t a_len, const char *b, size_t b_len) {
+  size_t i = 0;
   if (a_len != b_len)
     return false;
-  for (size_t i = 0; i < a_len; i++)
-    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+  for (; a_len - i >= 8; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    if (x != y)
+      break;
+  }
+  for (; i < a_len; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x != y && lower(x) != lower(y))
       return false;
+  }
   return true;
 }
 
