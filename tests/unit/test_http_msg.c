@@ -1173,6 +1173,12 @@ static void test_write_request_client_subject(void **state) {
   o.client_subject = "CN=a\r\nX-Evil: 1";
   req(&h, head);
   assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+  o.client_subject = "CN=a\x7f";
+  assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+  /* a tab is field content (RFC 9110 §5.5); the ends are trimmed */
+  o.client_subject = "\tCN=a\tb ";
+  assert_true(zg_http_write_request(out, sizeof(out), &h, &o) > 0);
+  assert_non_null(strstr(out, "\r\nX-Client-Cert-Subject: CN=a\tb\r\n"));
 }
 
 /* Forwarded and X-Real-IP from the client are dropped, in any case and
