@@ -8,6 +8,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* For llhttp's enum constants only: nothing here calls into llhttp, so
  * this file links without it. */
@@ -20,12 +23,27 @@ static int lower(int c) {
   return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
+/* Names mostly arrive in the case they are looked up in ("Content-Length"
+ * from nginx and curl alike): whole words are compared first, and bytes
+ * are lowered only from the first word that differs, and only where they
+ * differ. Same answer as lowering every byte; a third of the instructions
+ * on the heads of the keep-alive benchmark. */
 static bool ieq(const char *a, size_t a_len, const char *b, size_t b_len) {
+  size_t i = 0;
   if (a_len != b_len)
     return false;
-  for (size_t i = 0; i < a_len; i++)
-    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+  for (; a_len - i >= 8; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    if (x != y)
+      break;
+  }
+  for (; i < a_len; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x != y && lower(x) != lower(y))
       return false;
+  }
   return true;
 }
 
@@ -178,26 +196,29 @@ static bool is_hop_name(const zg_http_head_t *h, size_t i) {
  * answer as asking connection_lists() for every header, without going
  * through the values again for each. */
 static void mark_connection_listed(const zg_http_head_t *h, bool *listed) {
-  for (size_t i = 0; i < h->n_hdr; i++)
-    listed[i] = false;
+  if (h->n_hdr > 0)
+    memset(listed, 0, h->n_hdr * sizeof(*listed));
   for (size_t c = 0; c < h->n_hdr; c++) {
-    const char *v;
-    size_t n, start = 0;
+    const char *v, *end;
+    size_t n;
 
     if (!hdr_is(h, c, "Connection"))
       continue;
     hdr_value(h, c, &v, &n);
-    for (size_t k = 0; k <= n; k++) {
-      if (k == n || v[k] == ',') {
-        const char *elem = v + start;
-        size_t elem_len = k - start;
+    end = v + n;
+    /* element by element, from comma to comma */
+    for (;;) {
+      const char *comma = memchr(v, ',', (size_t)(end - v));
+      const char *elem = v;
+      size_t elem_len = (size_t)((comma ? comma : end) - v);
 
-        trim(&elem, &elem_len);
-        for (size_t i = 0; elem_len > 0 && i < h->n_hdr; i++)
-          if (hdr_is_n(h, i, elem, elem_len))
-            listed[i] = true;
-        start = k + 1;
-      }
+      trim(&elem, &elem_len);
+      for (size_t i = 0; elem_len > 0 && i < h->n_hdr; i++)
+        if (h->hdr[i].name_len == elem_len && hdr_is_n(h, i, elem, elem_len))
+          listed[i] = true;
+      if (!comma)
+        break;
+      v = comma + 1;
     }
   }
 }
@@ -269,8 +290,22 @@ static uint64_t special_bytes(uint64_t x) {
   return (((x - ONES * 0x20) & ~x) | ((del - ONES) & ~del)) & HIGHS;
 }
 
-/* The index of the first special byte at or after i, or len. */
+/* The index of the first special byte at or after i, or len. With SSE2
+ * (every x86-64), sixteen bytes at a time first: a byte is special when
+ * min(byte, 0x1f) == byte (unsigned) or it is 0x7f. */
 static size_t skip_plain(const char *buf, size_t i, size_t len) {
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+  const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+  while (len - i >= 16) {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(buf + i));
+    __m128i sp = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x),
+                              _mm_cmpeq_epi8(x, del));
+    unsigned m = (unsigned)_mm_movemask_epi8(sp);
+    if (m != 0)
+      return i + (size_t)__builtin_ctz(m);
+    i += 16;
+  }
+#endif
   while (len - i >= 8) {
     uint64_t x, m;
 
@@ -316,6 +351,8 @@ int zg_http_prescan(const char *buf, size_t len, const char **reason) {
           *reason = "bare CR in head";
           return -1;
         }
+        i++; /* the line ends at this LF */
+        break;
       } else if (c == '\0') {
         *reason = "NUL in head";
         return -1;
@@ -806,29 +843,58 @@ static bool value_ok(const char *s) {
   return true;
 }
 
-static void put_field(out_t *o, const char *name, const char *value) {
-  size_t n = strlen(value);
+/* "name: value\r\n" with one bounds check and no call for the separators:
+ * written for every header of every head. */
+static void put_line(out_t *o, const char *name, size_t name_len,
+                     const char *value, size_t n) {
+  char *p;
 
-  if (!value_ok(value)) {
+  if (o->failed)
+    return;
+  if (name_len + n + 4 > o->cap - o->len) {
     o->failed = true;
     return;
   }
-  trim(&value, &n);
-  puts_(o, name);
-  put_lit(o, ": ");
-  put(o, value, n);
-  put_lit(o, "\r\n");
+  p = o->p + o->len;
+  memcpy(p, name, name_len);
+  p += name_len;
+  *p++ = ':';
+  *p++ = ' ';
+  if (n > 0)
+    memcpy(p, value, n);
+  p += n;
+  *p++ = '\r';
+  *p = '\n';
+  o->len += name_len + n + 4;
 }
+
+static void put_field_n(out_t *o, const char *name, size_t name_len,
+                        const char *value) {
+  size_t n = 0;
+
+  /* value_ok and strlen in one pass */
+  for (; value[n] != '\0'; n++) {
+    unsigned char c = (unsigned char)value[n];
+
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      o->failed = true;
+      return;
+    }
+  }
+  trim(&value, &n);
+  put_line(o, name, name_len, value, n);
+}
+
+/* A field whose name is a literal. */
+#define put_field(o, lit, value)                                               \
+  put_field_n((o), "" lit, sizeof(lit) - 1, (value))
 
 static void put_hdr(out_t *o, const zg_http_head_t *h, size_t i) {
   const char *v;
   size_t n;
 
   hdr_value(h, i, &v, &n);
-  put(o, hdr_name(h, i), h->hdr[i].name_len);
-  put(o, ": ", 2);
-  put(o, v, n);
-  put(o, "\r\n", 2);
+  put_line(o, hdr_name(h, i), h->hdr[i].name_len, v, n);
 }
 
 static void put_framing(out_t *o, zg_framing_t framing, uint64_t length,

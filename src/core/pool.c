@@ -75,6 +75,43 @@ static int weigh(zg_pool_t *p) {
   return 0;
 }
 
+/* The addresses zg_pool_addr hands out, in one block after the offsets:
+ * two per instance (its port, its plain port). */
+static int build_addrs(zg_pool_t *p) {
+  char one[ZG_HOST_MAX + 10];
+  size_t total = 0, at = 0;
+  p->addr_off = NULL;
+  p->addr = NULL;
+  if (p->n == 0)
+    return 0;
+  for (size_t i = 0; i < p->n; i++) {
+    const zg_instance_t *x = &p->inst[i];
+    total += strlen(zg_instance_addr_port_str(x, x->port, one, sizeof(one)));
+    total += strlen(zg_instance_addr_port_str(
+        x, x->plain_port ? x->plain_port : x->port, one, sizeof(one)));
+    total += 2;
+  }
+  if (total > UINT32_MAX)
+    return UV_ENOMEM;
+  p->addr_off = malloc((2 * p->n + 1) * sizeof(*p->addr_off) + total);
+  if (!p->addr_off)
+    return UV_ENOMEM;
+  p->addr = (char *)(p->addr_off + 2 * p->n + 1);
+  for (size_t i = 0; i < p->n; i++) {
+    const zg_instance_t *x = &p->inst[i];
+    for (int plain = 0; plain < 2; plain++) {
+      uint16_t port = plain && x->plain_port ? x->plain_port : x->port;
+      size_t len =
+          strlen(zg_instance_addr_port_str(x, port, one, sizeof(one))) + 1;
+      p->addr_off[2 * i + (size_t)plain] = (uint32_t)at;
+      memcpy(p->addr + at, one, len);
+      at += len;
+    }
+  }
+  p->addr_off[2 * p->n] = (uint32_t)at;
+  return 0;
+}
+
 zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
                        uint64_t created_ms) {
   zg_pool_t *p = malloc(sizeof(*p) + n * sizeof(p->inst[0]));
@@ -82,6 +119,8 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
   if (!p)
     return NULL;
   p->cum = NULL;
+  p->addr_off = NULL;
+  p->addr = NULL;
   atomic_init(&p->ring, NULL);
   p->newest_seen_ms = 0;
   atomic_init(&p->refs, 1);
@@ -110,7 +149,11 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
       p->inst[p->n] = p->inst[i];
     p->n++;
   }
-  return weigh(p) == 0 ? p : (zg_pool_unref(p), NULL);
+  if (weigh(p) != 0 || build_addrs(p) != 0) {
+    zg_pool_unref(p);
+    return NULL;
+  }
+  return p;
 }
 
 void zg_pool_carry_seen(zg_pool_t *pool, const zg_pool_t *prev,
@@ -142,6 +185,7 @@ void zg_pool_unref(zg_pool_t *pool) {
   for (size_t i = 0; i < pool->n; i++)
     zg_instance_clear(&pool->inst[i]);
   free(pool->cum);
+  free(pool->addr_off); /* addr is in the same block */
   /* one block (core/balance.c builds it; not included here: no cycle) */
   free(atomic_load_explicit(&pool->ring, memory_order_relaxed));
   free(pool);

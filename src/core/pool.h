@@ -26,6 +26,14 @@ typedef struct zg_pool {
    * once (core/balance.h zg_pool_ring), freed with the pool; NULL until */
   _Atomic(struct zg_ring *) ring;
   uint64_t newest_seen_ms; /* the latest inst[].seen_ms of a live one */
+  /* "host:port" of each instance, built once with the pool: the key its
+   * upstream connections, health marks and logs go by, asked for on every
+   * request (zg_pool_addr). addr_off[2i] is inst[i] on its port,
+   * addr_off[2i + 1] on its plain_port (the same text when it has none);
+   * entry k is addr + addr_off[k], addr_off[k + 1] - addr_off[k] - 1
+   * bytes long. NULL when the pool has no instances. */
+  uint32_t *addr_off;
+  char *addr;
   size_t n;
   zg_instance_t inst[]; /* sorted by (host, port); down ones included */
 } zg_pool_t;
@@ -47,6 +55,16 @@ zg_pool_t *zg_pool_new(const zg_instance_t *inst, size_t n, uint64_t version,
  * Sets newest_seen_ms. */
 void zg_pool_carry_seen(zg_pool_t *pool, const zg_pool_t *prev,
                         uint64_t now_ms);
+/* inst[i]'s "host:port" for `port`, which is inst[i].port or its
+ * plain_port (zg_instance_use_tls), as zg_instance_addr_port_str writes it;
+ * *len (when not NULL) receives its length. */
+static inline const char *zg_pool_addr(const zg_pool_t *p, size_t i,
+                                       uint16_t port, size_t *len) {
+  size_t k = 2 * i + (port != p->inst[i].port);
+  if (len)
+    *len = p->addr_off[k + 1] - p->addr_off[k] - 1;
+  return p->addr + p->addr_off[k];
+}
 zg_pool_t *zg_pool_ref(zg_pool_t *pool);
 void zg_pool_unref(zg_pool_t *pool); /* NULL is fine */
 /* 1 when both hold the same instances (addresses, tls, base paths, status,

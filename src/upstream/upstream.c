@@ -220,6 +220,17 @@ static void on_resolved(void *data, int status, struct addrinfo *res) {
   freeaddrinfo(res);
 }
 
+/* r->instance: pool instance i's "host:port", built with the pool (no
+ * formatting per request). */
+static void set_instance(zg_upstream_req_t *r, size_t i, uint16_t port) {
+  size_t len;
+  const char *addr = zg_pool_addr(r->pool, i, port, &len);
+  if (len >= sizeof(r->instance))
+    len = sizeof(r->instance) - 1;
+  memcpy(r->instance, addr, len);
+  r->instance[len] = '\0';
+}
+
 /* Picks an instance not tried yet (and not failed, while others remain)
  * and starts connecting to it. */
 static void attempt(zg_upstream_req_t *r) {
@@ -250,7 +261,7 @@ static void attempt(zg_upstream_req_t *r) {
   inst = &r->pool->inst[i];
   tls = zg_instance_use_tls(inst, svc->conf->upstream_tls, &port);
   zg_upstream_done(r); /* a retry: no longer in flight to the one before */
-  zg_instance_addr_port_str(inst, port, r->instance, sizeof(r->instance));
+  set_instance(r, i, port);
   if (svc->conf->balance == ZG_BALANCE_LEAST_REQUEST) {
     zg_service_inflight(svc, r->instance, 1);
     r->counted = true;

@@ -802,6 +802,22 @@ static void test_find(void **state) {
   assert_null(zg_http_find(&h, "X-Tw"));
   assert_null(zg_http_find(&h, "X-Two-"));
   assert_null(zg_http_find(&h, "Content-Length"));
+
+  /* Names over a word long, matched word by word: any case, in any word;
+   * bytes that differ by 0x20 but are not letters ('^' and '~', '@' and
+   * '`', '-' and '\r' aside) are different names. */
+  req(&h, "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1\r\n"
+          "x-custom-header^name: 2\r\nAbcdefgh`ijklmnop: 3\r\n\r\n");
+  assert_ptr_equal(zg_http_find(&h, "X-Forwarded-For"), &h.hdr[1]);
+  assert_ptr_equal(zg_http_find(&h, "x-forwarded-for"), &h.hdr[1]);
+  assert_ptr_equal(zg_http_find(&h, "X-FORWARDED-FOr"), &h.hdr[1]);
+  assert_ptr_equal(zg_http_find(&h, "x-forwardeD-for"), &h.hdr[1]);
+  assert_null(zg_http_find(&h, "X-Forwarded-Fox"));
+  assert_null(zg_http_find(&h, "Y-Forwarded-For"));
+  assert_ptr_equal(zg_http_find(&h, "X-CUSTOM-HEADER^NAME"), &h.hdr[2]);
+  assert_null(zg_http_find(&h, "x-custom-header~name"));
+  assert_ptr_equal(zg_http_find(&h, "ABCDEFGH`IJKLMNOP"), &h.hdr[3]);
+  assert_null(zg_http_find(&h, "abcdefgh@ijklmnop"));
 }
 
 static void test_connection_has(void **state) {
@@ -1157,6 +1173,12 @@ static void test_write_request_client_subject(void **state) {
   o.client_subject = "CN=a\r\nX-Evil: 1";
   req(&h, head);
   assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+  o.client_subject = "CN=a\x7f";
+  assert_int_equal(zg_http_write_request(out, sizeof(out), &h, &o), -1);
+  /* a tab is field content (RFC 9110 §5.5); the ends are trimmed */
+  o.client_subject = "\tCN=a\tb ";
+  assert_true(zg_http_write_request(out, sizeof(out), &h, &o) > 0);
+  assert_non_null(strstr(out, "\r\nX-Client-Cert-Subject: CN=a\tb\r\n"));
 }
 
 /* Forwarded and X-Real-IP from the client are dropped, in any case and

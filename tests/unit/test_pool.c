@@ -289,6 +289,41 @@ static int same1(zg_instance_t x, zg_instance_t y) {
   return r1;
 }
 
+/* The addresses built with the pool are what zg_instance_addr_port_str
+ * writes, for the port and for the plain port, brackets for IPv6. */
+static void test_pool_addr(void **state) {
+  zg_instance_t src[3];
+  zg_pool_t *pool;
+  char want[ZG_HOST_MAX + 10];
+  size_t len;
+
+  src[0] = mk("10.0.0.1", 8443, true, NULL, NULL);
+  src[0].plain_port = 8080;
+  src[1] = mk("::1", 9000, false, NULL, NULL);
+  src[2] = mk("backend.example.com", 65535, false, NULL, NULL);
+  pool = zg_pool_new(src, 3, 1, 0);
+  assert_non_null(pool);
+  for (size_t i = 0; i < pool->n; i++) {
+    const zg_instance_t *x = &pool->inst[i];
+    uint16_t ports[2] = {x->port, x->plain_port ? x->plain_port : x->port};
+    for (int k = 0; k < 2; k++) {
+      const char *got = zg_pool_addr(pool, i, ports[k], &len);
+      zg_instance_addr_port_str(x, ports[k], want, sizeof(want));
+      assert_string_equal(got, want);
+      assert_int_equal(len, strlen(want));
+    }
+  }
+  /* sorted by host: "10.0.0.1", "::1", "backend.example.com" */
+  assert_string_equal(zg_pool_addr(pool, 0, 8443, NULL), "10.0.0.1:8443");
+  assert_string_equal(zg_pool_addr(pool, 0, 8080, NULL), "10.0.0.1:8080");
+  assert_string_equal(zg_pool_addr(pool, 1, 9000, NULL), "[::1]:9000");
+  assert_string_equal(zg_pool_addr(pool, 2, 65535, NULL),
+                      "backend.example.com:65535");
+  zg_pool_unref(pool);
+  clear_all(src, ARRAY_LEN(src));
+  (void)state;
+}
+
 static void test_pool_same(void **state) {
   zg_instance_t s1[3], s2[3];
   zg_pool_t *a, *b;
@@ -1048,6 +1083,7 @@ int main(void) {
       cmocka_unit_test(test_pool_duplicates_order_free),
       cmocka_unit_test(test_pool_duplicates_prefer_in_service),
       cmocka_unit_test(test_pool_empty),
+      cmocka_unit_test(test_pool_addr),
       cmocka_unit_test(test_pool_same),
       cmocka_unit_test(test_rng_xoshiro256starstar),
       cmocka_unit_test(test_rng_seed),
