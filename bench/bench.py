@@ -584,6 +584,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
                 f"p99 {ka['p99_ms']:.2f} ms; close {cl['rps']:.0f} req/s; bulk {mb:.0f} MB/s")
     for t in targets:
         t.stop()
+    bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res)
     h2_suite(args, work, targets[1:], {"nginx": ng_h2}, res)
     grpc_suite(args, work, zkgate_bin, res)
     for t in (targets if rounds else []):
@@ -645,6 +646,88 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
             except Exception as e:  # reported in the table, not fatal
                 log(f"{t.name}: callgrind failed: {e}")
     return res
+
+
+def bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res):
+    """TCP bulk, the splice comparison (issue 17): zkgate with tcp_splice = auto (splice(2)
+    through a pipe) and off (copy through user space), HAProxy's default `mode tcp` and HAProxy
+    with `option splice-auto`, each alone on the proxy CPU, alternating within each round;
+    medians into res["bulk_cmp"][name] and every round's figure into ...["runs"]."""
+    if "bulk" not in args.suites:
+        return
+    names = [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice")
+             if n.split("_")[0] in args.proxies]
+    ports = {n: free_port() for n in names}
+    cmds = {}
+    for n in names:
+        if n.startswith("zkgate"):
+            with open(f"{work}/{n}-bulk.ini", "w") as f:
+                f.write(f"""[proxy]
+workers = 1
+log_level = warn
+idle_timeout = 120s
+tcp_splice = {"off" if n == "zkgate_copy" else "auto"}
+
+[service:bulk]
+protocol = tcp
+listen = 127.0.0.1:{ports[n]}
+instances = 127.0.0.1:{source_port}
+""")
+            cmds[n] = [zkgate_bin, "-c", f"{work}/{n}-bulk.ini"]
+        else:
+            with open(f"{work}/{n}-bulk.cfg", "w") as f:
+                f.write(f"""
+global
+  nbthread 1
+defaults
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+listen bulk
+  mode tcp
+  {"option splice-auto" if n == "haproxy_splice" else ""}
+  bind 127.0.0.1:{ports[n]}
+  server s1 127.0.0.1:{source_port}
+""")
+            cmds[n] = ["haproxy", "-db", "-f", f"{work}/{n}-bulk.cfg"]
+    runs = {n: [] for n in names}
+    for rnd in range(args.rounds):
+        for n in names[rnd % len(names):] + names[:rnd % len(names)]:
+            p = Proc(n + "-bulk", cmds[n], work, cpu=PROXY_CPU)
+            try:
+                wait_port(ports[n], p.proc)
+                run_bulk(tcpbulk, ports[n], 0.5)  # warm-up: pipes, page cache, TCP windows
+                runs[n].append(run_bulk(tcpbulk, ports[n], args.bulk_seconds))
+            finally:
+                p.stop()
+            log(f"round {rnd + 1}/{args.rounds} bulk {n}: {runs[n][-1]:.0f} MB/s")
+    res["bulk_cmp"] = {n: {"mbps": median(runs[n]), "runs": [round(x) for x in runs[n]]}
+                       for n in names}
+
+
+def bulk_table(L, px):
+    """The splice comparison of bulk_suite, with its targets (issue 17)."""
+    b = px.get("bulk_cmp")
+    if not b:
+        return
+    g = {n: b[n]["mbps"] for n in b}
+    labels = {"zkgate": "zkgate (tcp_splice = auto)", "zkgate_copy": "zkgate (tcp_splice = off)",
+              "haproxy": "HAProxy `mode tcp`", "haproxy_splice": "HAProxy `option splice-auto`"}
+    L.append("")
+    L.append("TCP bulk through the L4 path, each proxy alone on its CPU, alternating within each "
+             "round (medians; every round's MB/s in brackets):")
+    L.append("")
+    L.append("| proxy | MB/s | rounds | zkgate / this |")
+    L.append("|---|---:|---|---:|")
+    for n in b:
+        L.append(f"| {labels[n]} | {fmt(g[n])} | {b[n]['runs']} | {ratio(g.get('zkgate'), g[n])} |")
+    z, h, hs = g.get("zkgate"), g.get("haproxy"), g.get("haproxy_splice")
+    if z is not None and h is not None:
+        L.append("")
+        L.append(f"Targets (issue 17): zkgate ≥ 1.5× HAProxy `mode tcp`: {ratio(z, h)}, "
+                 f"{verdict(_ge(z, 1.5 * h))}"
+                 + (f"; zkgate ≥ HAProxy splice-auto: {ratio(z, hs)}, {verdict(_ge(z, hs))}"
+                    if hs is not None else "") + ".")
 
 
 def h2_suite(args, work, targets, h2_ports, res):
@@ -1181,6 +1264,7 @@ def render(args, px, reg, meta, reg_etcd=None):
             direct=False)
     if len(L) == table_at:  # no proxy figure in this run: no empty table
         del L[table_at - 2:]
+    bulk_table(L, px)
     if reg:
         registry_table(L, reg, f"in a real ZooKeeper 3.8, found through `[discover:all]` "
                        "(default `coalesce_window = 10ms`)")
@@ -1246,9 +1330,11 @@ def main():
     ap.add_argument("--no-registry", dest="registry", action="store_false")
     ap.add_argument("--h2-requests", type=int, default=50000,
                     help="requests per h2load run")
-    ap.add_argument("--suites", default="footprint,throughput,h2,grpc,tls,callgrind,registry,etcd",
+    ap.add_argument("--suites",
+                    default="footprint,throughput,bulk,h2,grpc,tls,callgrind,registry,etcd",
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
-                    "throughput (wrk, TCP bulk), h2 (h2load over h2c), grpc (gRPC unary through h2), "
+                    "throughput (wrk, TCP bulk), bulk (TCP bulk: zkgate splice and copy, "
+                    "HAProxy mode tcp and splice-auto), h2 (h2load over h2c), grpc (gRPC unary through h2), "
                     "tls (HTTPS keep-alive, handshakes), "
                     "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys)")
     ap.add_argument("--proxies", default="zkgate,haproxy,nginx",
