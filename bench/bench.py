@@ -651,15 +651,18 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
 def bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res):
     """TCP bulk, the splice comparison (issue 17): zkgate with tcp_splice = auto (splice(2)
     through a pipe) and off (copy through user space), HAProxy's default `mode tcp` and HAProxy
-    with `option splice-auto`, each alone on the proxy CPU, alternating within each round;
-    medians into res["bulk_cmp"][name] and every round's figure into ...["runs"]."""
+    with `option splice-auto`, each alone on the proxy CPU, alternating within each round, and
+    the source read directly for reference. MB/s, and the proxy's own CPU time (user + system)
+    per MB moved, which other work on the machine disturbs far less; medians into
+    res["bulk_cmp"][name], every round's figures into ...["runs"] and ["cpu_runs"]."""
     if "bulk" not in args.suites:
         return
-    names = [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice")
-             if n.split("_")[0] in args.proxies]
+    names = ["direct"] + [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice")
+                          if n.split("_")[0] in args.proxies]
     ports = {n: free_port() for n in names}
+    ports["direct"] = source_port
     cmds = {}
-    for n in names:
+    for n in names[1:]:
         if n.startswith("zkgate"):
             with open(f"{work}/{n}-bulk.ini", "w") as f:
                 f.write(f"""[proxy]
@@ -690,19 +693,38 @@ listen bulk
   server s1 127.0.0.1:{source_port}
 """)
             cmds[n] = ["haproxy", "-db", "-f", f"{work}/{n}-bulk.cfg"]
+
+    def sink(port, seconds):
+        out = subprocess.run(["taskset", "-c", LOAD_CPU, tcpbulk, "sink", str(port),
+                              str(seconds)], capture_output=True, text=True,
+                             timeout=seconds + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"tcpbulk sink: {out.stderr.strip()}")
+        mbps, nbytes = out.stdout.split()[:2]
+        return float(mbps), int(nbytes)
+
     runs = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     for rnd in range(args.rounds):
         for n in names[rnd % len(names):] + names[:rnd % len(names)]:
-            p = Proc(n + "-bulk", cmds[n], work, cpu=PROXY_CPU)
+            p = Proc(n + "-bulk", cmds[n], work, cpu=PROXY_CPU) if n in cmds else None
             try:
-                wait_port(ports[n], p.proc)
-                run_bulk(tcpbulk, ports[n], 0.5)  # warm-up: pipes, page cache, TCP windows
-                runs[n].append(run_bulk(tcpbulk, ports[n], args.bulk_seconds))
+                if p:
+                    wait_port(ports[n], p.proc)
+                sink(ports[n], 0.5)  # warm-up: pipes, TCP windows
+                c0 = cpu_s(p.pid) if p else None
+                mbps, nbytes = sink(ports[n], args.bulk_seconds)
+                runs[n].append(mbps)
+                if p and nbytes:
+                    cpu[n].append((cpu_s(p.pid) - c0) * 1e6 / (nbytes / 1e6))
             finally:
-                p.stop()
-            log(f"round {rnd + 1}/{args.rounds} bulk {n}: {runs[n][-1]:.0f} MB/s")
-    res["bulk_cmp"] = {n: {"mbps": median(runs[n]), "runs": [round(x) for x in runs[n]]}
-                       for n in names}
+                if p:
+                    p.stop()
+            log(f"round {rnd + 1}/{args.rounds} bulk {n}: {mbps:.0f} MB/s"
+                + (f", {cpu[n][-1]:.0f} µs CPU per MB" if cpu[n] else ""))
+    res["bulk_cmp"] = {n: {"mbps": median(runs[n]), "runs": [round(x) for x in runs[n]],
+                           "cpu_us_per_mb": median(cpu[n]),
+                           "cpu_runs": [round(x) for x in cpu[n]]} for n in names}
 
 
 def bulk_table(L, px):
@@ -711,21 +733,27 @@ def bulk_table(L, px):
     if not b:
         return
     g = {n: b[n]["mbps"] for n in b}
-    labels = {"zkgate": "zkgate (tcp_splice = auto)", "zkgate_copy": "zkgate (tcp_splice = off)",
+    c = {n: b[n].get("cpu_us_per_mb") for n in b}
+    labels = {"direct": "source read directly (no proxy)",
+              "zkgate": "zkgate (`tcp_splice = auto`: splice)",
+              "zkgate_copy": "zkgate (`tcp_splice = off`: copy)",
               "haproxy": "HAProxy `mode tcp`", "haproxy_splice": "HAProxy `option splice-auto`"}
     L.append("")
-    L.append("TCP bulk through the L4 path, each proxy alone on its CPU, alternating within each "
-             "round (medians; every round's MB/s in brackets):")
+    L.append("TCP bulk through the L4 path (one connection, the source's endless stream), each "
+             "proxy alone on CPU 0, alternating within each round; medians, every round's "
+             "figure in brackets:")
     L.append("")
-    L.append("| proxy | MB/s | rounds | zkgate / this |")
-    L.append("|---|---:|---|---:|")
+    L.append("| | MB/s | rounds | zkgate / this | proxy CPU per MB, µs | rounds |")
+    L.append("|---|---:|---|---:|---:|---|")
     for n in b:
-        L.append(f"| {labels[n]} | {fmt(g[n])} | {b[n]['runs']} | {ratio(g.get('zkgate'), g[n])} |")
+        L.append(f"| {labels[n]} | {fmt(g[n])} | {b[n]['runs']} | "
+                 f"{ratio(g.get('zkgate'), g[n]) if n != 'direct' else '—'} | "
+                 f"{fmt(c[n]) if c[n] is not None else '—'} | {b[n].get('cpu_runs') or ''} |")
     z, h, hs = g.get("zkgate"), g.get("haproxy"), g.get("haproxy_splice")
     if z is not None and h is not None:
         L.append("")
-        L.append(f"Targets (issue 17): zkgate ≥ 1.5× HAProxy `mode tcp`: {ratio(z, h)}, "
-                 f"{verdict(_ge(z, 1.5 * h))}"
+        L.append(f"Targets (issue 17), MB/s in the same run: zkgate ≥ 1.5× HAProxy `mode tcp`: "
+                 f"{ratio(z, h)}, {verdict(_ge(z, 1.5 * h))}"
                  + (f"; zkgate ≥ HAProxy splice-auto: {ratio(z, hs)}, {verdict(_ge(z, hs))}"
                     if hs is not None else "") + ".")
 
