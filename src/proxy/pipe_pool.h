@@ -14,9 +14,10 @@
 #ifndef ZG_PIPE_SIZE
 #define ZG_PIPE_SIZE (256 * 1024)
 #endif
-/* Empty pipes kept for reuse per loop; more are closed. */
+/* Empty pipes kept for reuse per loop; more are closed. Their descriptors
+ * are part of the reserve that max_connections = auto leaves. */
 #ifndef ZG_PIPE_KEEP
-#define ZG_PIPE_KEEP 64
+#define ZG_PIPE_KEEP 16
 #endif
 
 typedef struct zg_pipe {
