@@ -57,7 +57,7 @@ import zkharness  # noqa: E402  (ZkServer, free_port: the test suite's own harne
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
-DEFAULT_SUITES = "footprint,throughput,h2,grpc,tls,callgrind,registry,etcd,route"
+DEFAULT_SUITES = "footprint,throughput,bulk,h2,grpc,tls,callgrind,registry,etcd,route"
 BODY = "zkgate-bench-backend-response-0123456789abcdef0123456789abcdef\n"  # 64 bytes
 
 WRK_LUA = r"""
@@ -593,6 +593,7 @@ def proxy_suite(args, work, zkgate_bin, tcpbulk, cleanup):
                 f"p99 {ka['p99_ms']:.2f} ms; close {cl['rps']:.0f} req/s; bulk {mb:.0f} MB/s")
     for t in targets:
         t.stop()
+    bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res)
     h2_suite(args, work, targets[1:], {"nginx": ng_h2}, res)
     grpc_suite(args, work, zkgate_bin, res)
     for t in (targets if rounds else []):
@@ -666,6 +667,116 @@ def latency_medians(runs):
     return {"rps": median([x["rps"] for x in runs]),
             "p50_ms": median([x["p50_ms"] for x in timed]),
             "p99_ms": median([x["p99_ms"] for x in timed])}
+
+
+def bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res):
+    """TCP bulk, the splice comparison (issue 17): zkgate with tcp_splice = auto (splice(2)
+    through a pipe) and off (copy through user space), HAProxy's default `mode tcp` and HAProxy
+    with `option splice-auto`, each alone on the proxy CPU, alternating within each round, and
+    the source read directly for reference. MB/s, and the proxy's own CPU time (user + system)
+    per MB moved, which other work on the machine disturbs far less; medians into
+    res["bulk_cmp"][name], every round's figures into ...["runs"] and ["cpu_runs"]."""
+    if "bulk" not in args.suites:
+        return
+    names = ["direct"] + [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice")
+                          if n.split("_")[0] in args.proxies]
+    ports = {n: free_port() for n in names}
+    ports["direct"] = source_port
+    cmds = {}
+    for n in names[1:]:
+        if n.startswith("zkgate"):
+            with open(f"{work}/{n}-bulk.ini", "w") as f:
+                f.write(f"""[proxy]
+workers = 1
+log_level = warn
+idle_timeout = 120s
+tcp_splice = {"off" if n == "zkgate_copy" else "auto"}
+
+[service:bulk]
+protocol = tcp
+listen = 127.0.0.1:{ports[n]}
+instances = 127.0.0.1:{source_port}
+""")
+            cmds[n] = [zkgate_bin, "-c", f"{work}/{n}-bulk.ini"]
+        else:
+            with open(f"{work}/{n}-bulk.cfg", "w") as f:
+                f.write(f"""
+global
+  nbthread 1
+defaults
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+listen bulk
+  mode tcp
+  {"option splice-auto" if n == "haproxy_splice" else ""}
+  bind 127.0.0.1:{ports[n]}
+  server s1 127.0.0.1:{source_port}
+""")
+            cmds[n] = ["haproxy", "-db", "-f", f"{work}/{n}-bulk.cfg"]
+
+    def sink(port, seconds):
+        out = subprocess.run(["taskset", "-c", LOAD_CPU, tcpbulk, "sink", str(port),
+                              str(seconds)], capture_output=True, text=True,
+                             timeout=seconds + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"tcpbulk sink: {out.stderr.strip()}")
+        mbps, nbytes = out.stdout.split()[:2]
+        return float(mbps), int(nbytes)
+
+    runs = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for rnd in range(args.rounds):
+        for n in names[rnd % len(names):] + names[:rnd % len(names)]:
+            p = Proc(n + "-bulk", cmds[n], work, cpu=PROXY_CPU) if n in cmds else None
+            try:
+                if p:
+                    wait_port(ports[n], p.proc)
+                sink(ports[n], 0.5)  # warm-up: pipes, TCP windows
+                c0 = cpu_s(p.pid) if p else None
+                mbps, nbytes = sink(ports[n], args.bulk_seconds)
+                runs[n].append(mbps)
+                if p and nbytes:
+                    cpu[n].append((cpu_s(p.pid) - c0) * 1e6 / (nbytes / 1e6))
+            finally:
+                if p:
+                    p.stop()
+            log(f"round {rnd + 1}/{args.rounds} bulk {n}: {mbps:.0f} MB/s"
+                + (f", {cpu[n][-1]:.0f} µs CPU per MB" if cpu[n] else ""))
+    res["bulk_cmp"] = {n: {"mbps": median(runs[n]), "runs": [round(x) for x in runs[n]],
+                           "cpu_us_per_mb": median(cpu[n]),
+                           "cpu_runs": [round(x) for x in cpu[n]]} for n in names}
+
+
+def bulk_table(L, px):
+    """The splice comparison of bulk_suite, with its targets (issue 17)."""
+    b = px.get("bulk_cmp")
+    if not b:
+        return
+    g = {n: b[n]["mbps"] for n in b}
+    c = {n: b[n].get("cpu_us_per_mb") for n in b}
+    labels = {"direct": "source read directly (no proxy)",
+              "zkgate": "zkgate (`tcp_splice = auto`: splice)",
+              "zkgate_copy": "zkgate (`tcp_splice = off`: copy)",
+              "haproxy": "HAProxy `mode tcp`", "haproxy_splice": "HAProxy `option splice-auto`"}
+    L.append("")
+    L.append("TCP bulk through the L4 path (one connection, the source's endless stream), each "
+             "proxy alone on CPU 0, alternating within each round; medians, every round's "
+             "figure in brackets:")
+    L.append("")
+    L.append("| | MB/s | rounds | zkgate / this | proxy CPU per MB, µs | rounds |")
+    L.append("|---|---:|---|---:|---:|---|")
+    for n in b:
+        L.append(f"| {labels[n]} | {fmt(g[n])} | {b[n]['runs']} | "
+                 f"{ratio(g.get('zkgate'), g[n]) if n != 'direct' else '—'} | "
+                 f"{fmt(c[n]) if c[n] is not None else '—'} | {b[n].get('cpu_runs') or ''} |")
+    z, h, hs = g.get("zkgate"), g.get("haproxy"), g.get("haproxy_splice")
+    if z is not None and h is not None:
+        L.append("")
+        L.append(f"Targets (issue 17), MB/s in the same run: zkgate ≥ 1.5× HAProxy `mode tcp`: "
+                 f"{ratio(z, h)}, {verdict(_ge(z, 1.5 * h))}"
+                 + (f"; zkgate ≥ HAProxy splice-auto: {ratio(z, hs)}, {verdict(_ge(z, hs))}"
+                    if hs is not None else "") + ".")
 
 
 def h2_suite(args, work, targets, h2_ports, res):
@@ -1528,6 +1639,7 @@ def render(args, px, reg, meta, reg_etcd=None, route=None, earlier=()):
             direct=False)
     if len(L) == table_at:  # no proxy figure in this run: no empty table
         del L[table_at - 3:]
+    bulk_table(L, px)
     if reg:
         registry_table(L, reg, f"in a real ZooKeeper 3.8, found through `[discover:all]` "
                        "(default `coalesce_window = 10ms`)", rows, "ZooKeeper registry")
@@ -1733,7 +1845,8 @@ def main():
                     help="write only --out (and its previous run), no dated record")
     ap.add_argument("--suites", default=DEFAULT_SUITES,
                     help="comma-separated subset of footprint (idle RSS, idle clients), "
-                    "throughput (wrk, TCP bulk), h2 (h2load over h2c), grpc (gRPC unary through h2), "
+                    "throughput (wrk, TCP bulk), bulk (TCP bulk: zkgate splice and copy, "
+                    "HAProxy mode tcp and splice-auto), h2 (h2load over h2c), grpc (gRPC unary through h2), "
                     "tls (HTTPS keep-alive, handshakes), "
                     "callgrind, registry (ZooKeeper), etcd (the registry rows for etcd keys), "
                     "route (one znode created to the first request routed to it)")

@@ -157,6 +157,7 @@ static void traffic_add(zg_traffic_t *acc, const zg_traffic_t *t) {
     acc->requests[c] += t->requests[c];
   acc->bytes_in += t->bytes_in;
   acc->bytes_out += t->bytes_out;
+  acc->spliced += t->spliced;
   acc->retries += t->retries;
   acc->ejections += t->ejections;
   for (int b = 0; b < ZG_DURATION_BUCKETS; b++)
@@ -514,6 +515,45 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
                   zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
 }
 
+/* The TCP splice(2) relay, summed over the workers. */
+static void metrics_splice(const shards_t *sh, zg_text_t *o) {
+  zg_tcp_splice_stats_t t = {0};
+  for (size_t k = 0; k < sh->n; k++) {
+    zg_tcp_splice_stats_t w;
+    zg_tcp_splice_stats(&sh->gw[k]->px, &w);
+    t.sessions += w.sessions;
+    t.pipes_busy += w.pipes_busy;
+    t.pipes_kept += w.pipes_kept;
+    t.pipes_created += w.pipes_created;
+    t.pipe_failures += w.pipe_failures;
+  }
+  PER_SERVICE(o, sh, "zkgate_tcp_spliced_bytes_total", "counter",
+              "TCP bytes (both ways) moved socket to pipe to socket by "
+              "splice(2), never entering user space.",
+              st.traffic.spliced);
+  family(o, "zkgate_tcp_spliced_sessions_total", "counter",
+         "TCP sessions relayed with splice(2) (neither side TLS, "
+         "tcp_splice = auto).");
+  zg_text_printf(o, "zkgate_tcp_spliced_sessions_total %llu\n",
+                 (unsigned long long)t.sessions);
+  family(o, "zkgate_tcp_splice_pipes", "gauge",
+         "Pipes for splice(2): busy (bytes in flight) and kept empty for "
+         "reuse.");
+  zg_text_printf(o, "zkgate_tcp_splice_pipes{state=\"busy\"} %llu\n",
+                 (unsigned long long)t.pipes_busy);
+  zg_text_printf(o, "zkgate_tcp_splice_pipes{state=\"kept\"} %llu\n",
+                 (unsigned long long)t.pipes_kept);
+  family(o, "zkgate_tcp_splice_pipes_created_total", "counter",
+         "Pipes made for splice(2).");
+  zg_text_printf(o, "zkgate_tcp_splice_pipes_created_total %llu\n",
+                 (unsigned long long)t.pipes_created);
+  family(o, "zkgate_tcp_splice_pipe_failures_total", "counter",
+         "Pipes that could not be made (EMFILE, ENFILE): those reads were "
+         "copied through user space instead.");
+  zg_text_printf(o, "zkgate_tcp_splice_pipe_failures_total %llu\n",
+                 (unsigned long long)t.pipe_failures);
+}
+
 /* The etcd source (control loop only). */
 static void metrics_etcd(const zg_gateway_t *gw, zg_text_t *o) {
   zg_source_stats_t es;
@@ -651,6 +691,7 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   metrics_listener_active(gw, o, sh);
   metrics_requests(gw, o, sh);
   metrics_services(gw, o, sh);
+  metrics_splice(sh, o);
   metrics_sources(sh, o);
   shards_put(gw, sh);
   if (gw->registry)

@@ -11,6 +11,7 @@
 #include "net/listener.h"
 #include "proxy/sni_proxy.h"
 #include "control/shared.h"
+#include "proxy/pipe_pool.h"
 #include "proxy/tcp_proxy.h"
 #include "net/tls.h"
 #include "registry/etcd_source.h"
@@ -1888,11 +1889,12 @@ size_t zg_gateway_isolate(zg_gateway_t *gw, zg_gateway_t **out) {
  * never allocated for it. */
 
 /* Descriptors the process needs besides the clients' and instances': per
- * worker its listeners and the loop's own (epoll, eventfd, signal pipe,
- * a few), plus ZooKeeper, admin and its clients, logs, the state file. */
+ * worker its listeners, the loop's own (epoll, eventfd, signal pipe, a
+ * few) and the empty splice pipes it keeps, plus ZooKeeper, admin and its
+ * clients, logs, the state file. */
 static uint64_t fd_reserve(const zg_config_t *cfg) {
   return 100 + (uint64_t)cfg->proxy.workers *
-                   (cfg->n_services + cfg->n_discovers + 8);
+                   (cfg->n_services + cfg->n_discovers + 8 + 2 * ZG_PIPE_KEEP);
 }
 
 /* Raises the soft open-file limit to the hard one, as HAProxy does for

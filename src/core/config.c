@@ -919,6 +919,12 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
       add_error(p, kv->line, "http2: expected on or off, got '%s'", kv->value);
     else
       cfg->proxy.http2 = kv->value[1] == 'n';
+  } else if (!strcmp(kv->key, "tcp_splice")) {
+    if (strcmp(kv->value, "auto") != 0 && strcmp(kv->value, "off") != 0)
+      add_error(p, kv->line, "tcp_splice: expected auto or off, got '%s'",
+                kv->value);
+    else
+      cfg->proxy.tcp_splice = kv->value[0] == 'a';
   } else if (!strcmp(kv->key, "access_log")) {
     if (strcmp(kv->value, "off") != 0 && strcmp(kv->value, "stderr") != 0 &&
         kv->value[0] != '/') {
@@ -2147,6 +2153,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   cfg->proxy.workers = 1;
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;
+  cfg->proxy.tcp_splice = true;
   cfg->proxy.http2 = true;
   cfg->proxy.header_timeout_ms = 10000;
   cfg->proxy.fail_timeout_ms = 10000;

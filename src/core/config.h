@@ -167,7 +167,8 @@ typedef struct {
     bool log_json;             /* log_format = json: the process log too */
     uint64_t drain_timeout_ms; /* SIGTERM: in-flight work may take this */
     uint64_t max_request_body; /* bytes of an HTTP request body; 0: any */
-    bool http2; /* HTTP/2 to clients: h2c prior knowledge, ALPN h2 */
+    bool http2;      /* HTTP/2 to clients: h2c prior knowledge, ALPN h2 */
+    bool tcp_splice; /* tcp_splice = auto: plain TCP relayed with splice(2) */
     /* Caps on client connections for the whole process (connlimit.h);
      * 0: auto, sized from the open-file limit when the gateway starts */
     uint64_t max_connections;

@@ -22,6 +22,7 @@ typedef struct {
                            (the client or the instance went away first) */
   uint64_t bytes_in;    /* from clients */
   uint64_t bytes_out;   /* to clients */
+  uint64_t spliced;     /* TCP bytes (both ways) moved by splice(2) */
   uint64_t retries;     /* another instance tried after a failed connect */
   uint64_t ejections;   /* instances marked failed (passive health) */
   uint64_t dur_buckets[ZG_DURATION_BUCKETS]; /* not cumulative */

@@ -16,7 +16,24 @@
  * A service with tls_cert terminates TLS: the handshake comes first (within
  * header_timeout), then the instance is chosen; the client's side of the
  * relay goes through tls.h's zg_stream_* calls, which are libuv's own for
- * plain clients. */
+ * plain clients.
+ *
+ * When neither side is TLS (and [proxy] tcp_splice is auto, the default),
+ * the relay moves bytes with splice(2) instead: socket -> pipe -> socket
+ * inside the kernel, never through user space. libuv still says when the
+ * sockets are ready, through one uv_poll_t per socket; the uv_tcp_t
+ * handles keep owning (and in the end closing) the descriptors but do no
+ * I/O of their own meanwhile: libuv has one watcher per descriptor, so
+ * the streams must not read, write or shut down while the polls watch
+ * (docs/tcp-splice.md). Each direction takes a pipe from the loop's pool
+ * (pipe_pool.h) for as long as bytes are in it and reads its source only
+ * while the pipe has room: the pipe is the direction's buffer and its
+ * backpressure. When no pipe can be had (EMFILE...) the direction reads
+ * into a pool buffer and writes it with send(): logged once, counted, the
+ * session goes on. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* splice, SPLICE_F_* */
+#endif
 #include "proxy/tcp_proxy.h"
 
 #include "core/error.h"
@@ -26,12 +43,17 @@
 #include "core/term.h"
 #include "net/tls.h"
 #include "core/tls_hello.h"
+#include "proxy/pipe_pool.h"
 #include "upstream/service.h"
 #include "upstream/upstream.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef enum {
   S_CONNECTING = 0,
@@ -49,6 +71,14 @@ typedef struct relay_dir {
   uint64_t bytes;
   unsigned eof : 1;  /* `in` said EOF */
   unsigned shut : 1; /* `out` write half shut */
+  /* splice: */
+  unsigned full : 1; /* a read into the non-empty pipe said EAGAIN: the
+                        pipe may be out of slots, wait for a write */
+  int in_fd, out_fd;
+  zg_pipe_t pipe;    /* held while bytes are in it */
+  size_t pending;    /* bytes in the pipe */
+  char *wptr;        /* user-space bytes to send before the pipe's: the */
+  size_t woff, wlen; /* initial bytes, or a read made without a pipe */
 } relay_dir_t;
 
 typedef struct zg_tcp_session {
@@ -62,6 +92,10 @@ typedef struct zg_tcp_session {
   zg_upconn_t *upc;       /* the connection to the instance, once made */
   zg_tls_conn_t *tls;     /* TLS terminated here, or NULL */
   uv_timer_t timer;       /* handshake, then idle timeout */
+  uv_poll_t poll_client;  /* splice: readiness of the client's socket */
+  uv_poll_t poll_up;      /* splice: and of the instance's */
+  int ev_client, ev_up;   /* splice: what each poll waits for now */
+  unsigned splice : 1;    /* relayed with splice(2), polls initialised */
   relay_dir_t up;         /* client -> instance */
   relay_dir_t down;       /* instance -> client */
   char *initial;          /* read before the session began: sent first */
@@ -78,10 +112,15 @@ typedef struct zg_tcp_session {
 /* This loop's TCP state (zg_proxy_ctx_t.tcp). */
 struct zg_tcp_loop {
   zg_list_t sessions; /* every open zg_tcp_session_t */
+  zg_pipe_pool_t pipes;
+  uint64_t spliced_sessions; /* sessions relayed with splice(2) */
+  unsigned pipe_warned : 1;  /* "no pipe" logged once */
 };
 
 static void session_end(zg_tcp_session_t *s, zg_term_t term);
 static void upstream_connect(zg_tcp_session_t *s);
+static int splice_start(zg_tcp_session_t *s);
+static void on_handle_closed(uv_handle_t *h);
 
 /* ---- closing --------------------------------------------------------- */
 
@@ -166,6 +205,14 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   zg_upstream_cancel(&s->ureq);
   zg_upstream_done(&s->ureq); /* no longer in flight (least_request) */
   zg_tls_conn_free(s->tls);
+  if (s->splice) {
+    /* Polls first: closing one stops watching the descriptor, which the
+     * stream's close then closes. */
+    close_handle(s, (uv_handle_t *)&s->poll_client);
+    close_handle(s, (uv_handle_t *)&s->poll_up);
+    zg_pipe_put(&px->tcp->pipes, &s->up.pipe, s->up.pending == 0);
+    zg_pipe_put(&px->tcp->pipes, &s->down.pipe, s->down.pending == 0);
+  }
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
   if (s->upc)
@@ -174,10 +221,15 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
 
 int zg_tcp_init(zg_proxy_ctx_t *px) {
   px->tcp = calloc(1, sizeof(*px->tcp));
-  return px->tcp ? 0 : UV_ENOMEM;
+  if (!px->tcp)
+    return UV_ENOMEM;
+  zg_pipe_pool_init(&px->tcp->pipes, ZG_PIPE_SIZE, ZG_PIPE_KEEP);
+  return 0;
 }
 
 void zg_tcp_free(zg_proxy_ctx_t *px) {
+  if (px->tcp)
+    zg_pipe_pool_clear(&px->tcp->pipes);
   free(px->tcp);
   px->tcp = NULL;
 }
@@ -357,6 +409,8 @@ static void relay_start(zg_tcp_session_t *s) {
   s->last_active_ms = uv_now(s->svc->px->loop);
   if (idle > 0)
     uv_timer_start(&s->timer, on_idle_timer, idle, 0);
+  if (splice_start(s) == 0)
+    return;
   if (s->initial) {
     /* What the client sent before the session began goes first; the
      * client is read again once it is written. */
@@ -375,6 +429,269 @@ static void relay_start(zg_tcp_session_t *s) {
   if (s->state == S_RELAY)
     dir_read_start(&s->down);
 }
+
+/* ---- relay with splice(2) -------------------------------------------- */
+
+#ifdef __linux__
+#define GOES_ON ZG_TERM_COUNT /* sp_pump: the session goes on */
+#define PUMP_ROUNDS                                                            \
+  8 /* read/write rounds per readiness, so that                                \
+       one busy session cannot hold the loop */
+
+static zg_term_t read_error(const relay_dir_t *d) {
+  return d == &d->s->up ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET;
+}
+
+static zg_term_t write_error(const relay_dir_t *d) {
+  return d == &d->s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
+                        : ZG_TERM_CLIENT_WRITE_ERROR;
+}
+
+static void count_read(relay_dir_t *d, size_t n, bool spliced) {
+  zg_tcp_session_t *s = d->s;
+  d->bytes += n;
+  if (d == &s->up)
+    s->svc->traffic.bytes_in += n;
+  else
+    s->svc->traffic.bytes_out += n;
+  if (spliced)
+    s->svc->traffic.spliced += n;
+  s->last_active_ms = uv_now(s->svc->px->loop);
+}
+
+/* The user-space bytes are all sent: give their buffer back. */
+static void wbuf_done(relay_dir_t *d) {
+  zg_tcp_session_t *s = d->s;
+  if (d->wptr == s->initial) {
+    free(s->initial);
+    s->initial = NULL;
+  } else {
+    zg_buf_put(s->svc->px, d->buf);
+    d->buf = NULL;
+  }
+  d->wptr = NULL;
+  d->woff = d->wlen = 0;
+}
+
+/* Sends what `d` holds, user-space bytes first. 1: moved some, 0: nothing
+ * to move or `out` is full, <0: `out` failed. */
+static int sp_write(relay_dir_t *d) {
+  ssize_t n;
+  if (d->woff < d->wlen) {
+    n = send(d->out_fd, d->wptr + d->woff, d->wlen - d->woff,
+             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0)
+      return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    d->woff += (size_t)n;
+    if (d->woff == d->wlen)
+      wbuf_done(d);
+    return n > 0;
+  }
+  if (d->pending == 0)
+    return 0;
+  n = splice(d->pipe.rfd, NULL, d->out_fd, NULL, d->pending,
+             SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR ? 0 : -1;
+  d->pending -= (size_t)n;
+  d->full = 0;
+  return n > 0;
+}
+
+/* No pipe could be made: said once per loop, counted always. */
+static void no_pipe(zg_tcp_session_t *s, int err) {
+  zg_tcp_loop_t *tl = s->svc->px->tcp;
+  if (tl->pipe_warned)
+    return;
+  tl->pipe_warned = 1;
+  zg_warn("tcp",
+          "service %s: cannot make a pipe for splice (%s): copying through "
+          "user space meanwhile (counted in zkgate_tcp_splice_pipe_failures"
+          "_total; logged once)",
+          s->svc->conf->name, strerror(-err));
+}
+
+/* Reads from `in` into the pipe, or into a buffer when no pipe can be
+ * had. 1: read some, 0: nothing now, 2: EOF, <0: `in` failed, or out of
+ * memory (*term says which). */
+static int sp_read(relay_dir_t *d, zg_term_t *term) {
+  zg_tcp_session_t *s = d->s;
+  ssize_t n;
+  int rc;
+  *term = read_error(d);
+  if (d->pipe.rfd < 0 &&
+      (rc = zg_pipe_get(&s->svc->px->tcp->pipes, &d->pipe)) < 0)
+    no_pipe(s, rc);
+  if (d->pipe.rfd >= 0) {
+    n = splice(d->in_fd, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pending,
+               SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR)
+        return -1;
+      /* Either `in` has nothing or the pipe has no slot left (a slot per
+       * page or fragment, not per byte): wait for a write to tell. */
+      d->full = d->pending > 0;
+      return 0;
+    }
+    if (n == 0)
+      return 2;
+    d->pending += (size_t)n;
+    count_read(d, (size_t)n, true);
+    return 1;
+  }
+  if (!d->buf && !(d->buf = zg_buf_get(s->svc->px))) {
+    *term = ZG_TERM_OUT_OF_MEMORY;
+    return -1;
+  }
+  n = recv(d->in_fd, d->buf, ZG_BUF_SIZE, MSG_DONTWAIT);
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR ? 0 : -1;
+  if (n == 0)
+    return 2;
+  d->wptr = d->buf;
+  d->woff = 0;
+  d->wlen = (size_t)n;
+  count_read(d, (size_t)n, false);
+  return 1;
+}
+
+/* May `d` read its source now: not at EOF, nothing in user space, room
+ * in the pipe (or no pipe yet). */
+static bool sp_can_read(const relay_dir_t *d) {
+  return !d->eof && d->woff >= d->wlen && !d->full &&
+         (d->pipe.rfd < 0 || d->pending < d->pipe.cap);
+}
+
+static bool sp_holds(const relay_dir_t *d) {
+  return d->woff < d->wlen || d->pending > 0;
+}
+
+/* Moves what `d` can move now: what it holds first, then new bytes while
+ * there is room. An empty pipe goes back to the pool; once `in` said EOF
+ * and everything is out, `out`'s write half is shut (half-close). */
+static zg_term_t sp_pump(relay_dir_t *d) {
+  zg_tcp_session_t *s = d->s;
+  zg_term_t term = GOES_ON;
+  for (int round = 0; round < PUMP_ROUNDS; round++) {
+    int wrote = sp_write(d), got = 0;
+    if (wrote < 0)
+      return write_error(d);
+    if (sp_can_read(d)) {
+      got = sp_read(d, &term);
+      if (got < 0)
+        return term;
+      if (got == 2) {
+        d->eof = 1;
+        got = 0;
+      }
+    }
+    if (!wrote && !got)
+      break;
+  }
+  if (d->pending == 0)
+    zg_pipe_put(&s->svc->px->tcp->pipes, &d->pipe, 1);
+  if (d->eof && !d->shut && !sp_holds(d)) {
+    if (shutdown(d->out_fd, SHUT_WR) != 0)
+      return d == &s->up ? ZG_TERM_INSTANCE_GONE : ZG_TERM_CLIENT_GONE;
+    d->shut = 1;
+    if (s->up.shut && s->down.shut)
+      return ZG_TERM_CLOSED;
+  }
+  return GOES_ON;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Has `h` wait for `want` (UV_READABLE | UV_WRITABLE), if that changed:
+ * uv_poll_start re-registers the descriptor, so it is not called when
+ * nothing changes. */
+static int sp_watch(uv_poll_t *h, int *cur, int want) {
+  int rc = 0;
+  if (want == *cur)
+    return 0;
+  rc = want ? uv_poll_start(h, want, on_poll) : uv_poll_stop(h);
+  *cur = want;
+  return rc;
+}
+
+/* Each socket waits for what its two directions need. */
+static void sp_rearm(zg_tcp_session_t *s) {
+  int c = (sp_can_read(&s->up) ? UV_READABLE : 0) |
+          (sp_holds(&s->down) ? UV_WRITABLE : 0);
+  int u = (sp_can_read(&s->down) ? UV_READABLE : 0) |
+          (sp_holds(&s->up) ? UV_WRITABLE : 0);
+  if (sp_watch(&s->poll_client, &s->ev_client, c) < 0 ||
+      sp_watch(&s->poll_up, &s->ev_up, u) < 0)
+    session_end(s, ZG_TERM_READ_ERROR);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  zg_tcp_session_t *s = h->data;
+  bool client = h == &s->poll_client;
+  relay_dir_t *rd = client ? &s->up : &s->down; /* reads this socket */
+  relay_dir_t *wd = client ? &s->down : &s->up; /* writes it */
+  zg_term_t term = GOES_ON;
+  if (s->state == S_CLOSING)
+    return;
+  if (status < 0) {
+    /* libuv reports EPOLLERR as UV_EBADF and stops the poll: the socket
+     * has an error pending (a reset, mostly). */
+    session_end(s, client ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
+    return;
+  }
+  /* Writing first frees room in the pipe for the read of the same
+   * direction on the other socket's turn. */
+  if (events & UV_WRITABLE)
+    term = sp_pump(wd);
+  if (term == GOES_ON && (events & UV_READABLE))
+    term = sp_pump(rd);
+  if (term != GOES_ON) {
+    session_end(s, term);
+    return;
+  }
+  sp_rearm(s);
+}
+
+/* Relays `s` with splice(2) if it can: 0, or <0 when the polls could not
+ * be set up (the caller relays with libuv's streams; nothing was read). */
+static int splice_start(zg_tcp_session_t *s) {
+  zg_proxy_ctx_t *px = s->svc->px;
+  uv_os_fd_t cfd, ufd;
+  if (!px->cfg->proxy.tcp_splice || s->tls || s->upc->tls ||
+      uv_fileno((uv_handle_t *)s->client, &cfd) != 0 ||
+      uv_fileno((uv_handle_t *)&s->upc->tcp, &ufd) != 0)
+    return UV_ENOTSUP;
+  /* UV_EEXIST here: a stream still has I/O on its descriptor. */
+  if (uv_poll_init_socket(px->loop, &s->poll_client, cfd) != 0)
+    return UV_EEXIST;
+  s->poll_client.data = s;
+  s->handles++;
+  if (uv_poll_init_socket(px->loop, &s->poll_up, ufd) != 0) {
+    /* Nothing watches the client's descriptor yet: closing this poll
+     * leaves the stream free to read it. */
+    uv_close((uv_handle_t *)&s->poll_client, on_handle_closed);
+    return UV_EEXIST;
+  }
+  s->poll_up.data = s;
+  s->handles++;
+  s->splice = 1;
+  px->tcp->spliced_sessions++;
+  s->up.in_fd = s->down.out_fd = cfd;
+  s->up.out_fd = s->down.in_fd = ufd;
+  s->up.pipe = s->down.pipe = ZG_PIPE_NONE;
+  if (s->initial) { /* sent first, from user space */
+    s->up.wptr = s->initial;
+    s->up.wlen = s->initial_len;
+  }
+  sp_rearm(s);
+  return 0;
+}
+#else
+static int splice_start(zg_tcp_session_t *s) {
+  (void)s;
+  return UV_ENOTSUP;
+}
+#endif
 
 /* ---- connecting ------------------------------------------------------ */
 
@@ -565,4 +882,13 @@ size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,
          !strcmp(s->ureq.instance, key);
   }
   return n;
+}
+
+void zg_tcp_splice_stats(const zg_proxy_ctx_t *px, zg_tcp_splice_stats_t *st) {
+  const zg_tcp_loop_t *tl = px->tcp;
+  st->sessions = tl->spliced_sessions;
+  st->pipes_busy = tl->pipes.n_busy;
+  st->pipes_kept = tl->pipes.n_free;
+  st->pipes_created = tl->pipes.created;
+  st->pipe_failures = tl->pipes.failures;
 }

@@ -318,6 +318,8 @@ def test_tcp_termination(zk, kz, zpath, gateway, backends, pki):
     assert echo.accepted == accepted
     assert metric(admin, "zkgate_tls_handshake_failures_total",
                   f'listener="127.0.0.1:{port}"') >= 1
+    # TLS terminated here: relayed through user space, never spliced
+    assert metric(admin, "zkgate_tcp_spliced_bytes_total", 'service="echo"') == 0
 
 
 def test_tcp_client_reset_is_not_an_end_of_stream(zk, kz, zpath, gateway, backends, pki,

@@ -953,6 +953,7 @@ static void test_operations_keys(void **state) {
   assert_int_equal(cfg->proxy.drain_timeout_ms, 15000);
   assert_true(cfg->proxy.max_request_body == 0); /* no limit by default */
   assert_true(cfg->proxy.http2);                 /* on by default */
+  assert_true(cfg->proxy.tcp_splice);            /* auto by default */
   assert_false(cfg->admin.enabled);
   zg_config_free(cfg);
 
@@ -966,6 +967,15 @@ static void test_operations_keys(void **state) {
   assert_false(cfg->proxy.http2);
   zg_config_free(cfg);
   expect_one_error("[proxy]\nhttp2 = maybe\n", "http2");
+  cfg = load_ok("[proxy]\ntcp_splice = off\n[service:s]\n"
+                "listen = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_false(cfg->proxy.tcp_splice);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\ntcp_splice = auto\n[service:s]\n"
+                "listen = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_true(cfg->proxy.tcp_splice);
+  zg_config_free(cfg);
+  expect_one_error("[proxy]\ntcp_splice = on\n", "tcp_splice");
   expect_one_error("[proxy]\naccess_log = logs/a.log\n", "access_log");
   expect_one_error("[proxy]\naccess_log_format = xml\n", "access_log_format");
   expect_one_error("[admin]\nlisten = nowhere\n", "listen");

@@ -1,0 +1,551 @@
+"""TCP relay with splice(2) (neither side TLS, [proxy] tcp_splice = auto): large transfers both
+ways with checksums, half-close each way, a slow reader (backpressure, bounded memory), resets
+mid-transfer, many connections at once, a pipe that cannot be made (EMFILE: copied instead,
+never failed), drain; and the counters that tell the splice path was taken (and that
+tcp_splice = off keeps it at zero). Plain TLS-terminating services are checked in test_tls.py."""
+
+import hashlib
+import json
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from zkharness import TEST_WORKERS, Backend, free_port, ini_text, wait_until
+
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# an instance that runs a function per connection
+
+
+class Server:
+    """TCP server on 127.0.0.1 running handler(conn, state) in a thread per connection; `state`
+    is a dict the handler fills in for the test (state["done"] is set when it returns;
+    state["go"] is an event for the test to set), the list of states is `conns`, exceptions go
+    to `errors`."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.conns = []
+        self.errors = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(256)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            state = {"done": threading.Event(), "go": threading.Event()}
+            self.conns.append(state)
+            threading.Thread(target=self._run, args=(conn, state), daemon=True).start()
+
+    def _run(self, conn, state):
+        try:
+            self.handler(conn, state)
+        except Exception as e:  # reported by the test that expects none
+            self.errors.append(repr(e))
+        finally:
+            state["done"].set()
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def real(self, timeout=10):
+        """The first connection that sent a byte (the gateway's listener probe sends none)."""
+        assert wait_until(lambda: any(c.get("first") for c in self.conns), timeout), \
+            "no connection with data reached the instance"
+        return next(c for c in self.conns if c.get("first"))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(handler):
+        s = Server(handler)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def recv_all(sock, timeout=30, into=None):
+    """(bytes received until EOF, sha256 hex); raises TimeoutError if the peer never closes."""
+    h = hashlib.sha256()
+    n = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no EOF within {timeout}s after {n} bytes")
+        sock.settimeout(left)
+        chunk = sock.recv(1 << 18)
+        if not chunk:
+            return n, h.hexdigest()
+        h.update(chunk)
+        n += len(chunk)
+        if into is not None:
+            into["received"] = n
+
+
+def first_byte(conn, state):
+    """Waits for the client's first byte (the listener probe sends none: nothing happens)."""
+    b = conn.recv(1)
+    state["first"] = b
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# the gateway, its metrics and access log
+
+
+def start(gateway, tmp_path, instances, admin=True, **proxy):
+    port, admin_port = free_port(), free_port()
+    log = tmp_path / "access.log"
+    ini = ini_text({"svc": {"listen": f"127.0.0.1:{port}", "instances": instances}},
+                   proxy={"access_log": str(log), "access_log_format": "json", **proxy},
+                   admin={"listen": f"127.0.0.1:{admin_port}"})
+    gw = gateway(ini, listen=[port, admin_port])
+    gw.port, gw.admin, gw.access = port, admin_port, log
+    return gw
+
+
+def metrics(gw):
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+SPLICED = 'zkgate_tcp_spliced_bytes_total{service="svc"}'
+SESSIONS = "zkgate_tcp_spliced_sessions_total"
+BUSY = 'zkgate_tcp_splice_pipes{state="busy"}'
+KEPT = 'zkgate_tcp_splice_pipes{state="kept"}'
+FAILURES = "zkgate_tcp_splice_pipe_failures_total"
+
+
+def entries(gw):
+    try:
+        with open(gw.access) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def wait_entry(gw, pred, timeout=10):
+    """The first access log entry for which pred(entry) holds (waited for)."""
+    found = wait_until(lambda: [e for e in entries(gw) if pred(e)], timeout)
+    assert found, f"no such access log entry; have {entries(gw)}"
+    return found[0]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def connected_sockets(pid):
+    """How many of pid's descriptors are TCP sockets other than listening ones."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                n += cols[9] in inodes and cols[3] != "0A"  # 0A: LISTEN
+    return n
+
+
+def connect(gw, timeout=10):
+    return socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_both_ways_at_once_with_checksums_and_counters(mode, servers, gateway, tmp_path):
+    """24 MiB up and 24 MiB down at the same time, each side half-closing after its last byte:
+    both arrive intact, the access log and byte counters are exact, and the splice counters
+    count them all with tcp_splice = auto and nothing with off."""
+    up = os.urandom(24 * MiB)
+    down = os.urandom(24 * MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        sender = threading.Thread(target=lambda: (conn.sendall(down),
+                                                  conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        st["up_rest"] = recv_all(conn)
+        sender.join(30)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode)
+    errors = []
+    with connect(gw) as c:
+        def send():
+            try:
+                c.sendall(up)
+                c.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                errors.append(e)
+        t = threading.Thread(target=send)
+        t.start()
+        n, digest = recv_all(c)
+        t.join(30)
+    assert not errors, errors
+    assert (n, digest) == (len(down), hashlib.sha256(down).hexdigest()), \
+        f"instance -> client: {n} bytes, expected {len(down)} (or corrupted)"
+    st = srv.real()
+    assert st["done"].wait(10)
+    assert not srv.errors, srv.errors
+    assert st["first"] == up[:1]
+    assert st["up_rest"] == (len(up) - 1, hashlib.sha256(up[1:]).hexdigest()), \
+        "client -> instance: bytes lost or corrupted"
+    e = wait_entry(gw, lambda e: e["bytes_in"] > 0)
+    assert (e["bytes_in"], e["bytes_out"], e["reason"], e["term"]) == \
+        (len(up), len(down), "closed", "--"), e
+    m = metrics(gw)
+    assert m['zkgate_received_bytes_total{service="svc"}'] == len(up)
+    assert m['zkgate_sent_bytes_total{service="svc"}'] == len(down)
+    if mode == "auto":
+        assert m[SPLICED] == len(up) + len(down), "not every byte went through a pipe"
+        assert m[SESSIONS] >= 1
+        assert m[BUSY] == 0 and 1 <= m[KEPT] <= 2 * TEST_WORKERS, m
+    else:
+        assert (m[SPLICED], m[SESSIONS], m[BUSY], m[KEPT]) == (0, 0, 0, 0), m
+
+
+def test_instance_half_closes_first_and_the_client_goes_on(servers, gateway, tmp_path):
+    """The instance sends 8 MiB and shuts its write half; the client sees EOF after all of it,
+    then sends 8 MiB of its own, which the instance receives whole (the other direction keeps
+    flowing), and only then does the session end."""
+    down = os.urandom(8 * MiB)
+    up = os.urandom(8 * MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        conn.sendall(down)
+        conn.shutdown(socket.SHUT_WR)
+        st["rest"] = recv_all(conn)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr)
+    with connect(gw) as c:
+        c.sendall(up[:1])
+        assert recv_all(c) == (len(down), hashlib.sha256(down).hexdigest())
+        c.sendall(up[1:])  # after EOF from the instance: still relayed
+        c.shutdown(socket.SHUT_WR)
+        st = srv.real()
+        assert st["done"].wait(20)
+        assert st["rest"] == (len(up) - 1, hashlib.sha256(up[1:]).hexdigest())
+        c.settimeout(5)
+        assert c.recv(10) == b"", "the session did not end after both halves were shut"
+    e = wait_entry(gw, lambda e: e["bytes_in"] > 0)
+    assert (e["bytes_in"], e["bytes_out"], e["reason"]) == (len(up), len(down), "closed"), e
+    assert metrics(gw)[SPLICED] == len(up) + len(down)
+
+
+def test_client_half_closes_first_and_the_instance_goes_on(servers, gateway, tmp_path):
+    """The client sends 8 MiB and shuts its write half; the instance reads to EOF, then answers
+    with 8 MiB and a digest of what it got, which reach the client whole."""
+    up = os.urandom(8 * MiB)
+    down = os.urandom(8 * MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        n, digest = recv_all(conn)
+        conn.sendall(down + struct.pack("!Q", n + 1) + digest.encode())
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr)
+    with connect(gw) as c:
+        c.sendall(up)
+        c.shutdown(socket.SHUT_WR)
+        chunks = []
+        c.settimeout(20)
+        while True:
+            b = c.recv(1 << 18)
+            if not b:
+                break
+            chunks.append(b)
+    got = b"".join(chunks)
+    assert len(got) == len(down) + 8 + 64, len(got)
+    assert got[:len(down)] == down, "instance -> client after the client's half-close: corrupted"
+    n = struct.unpack("!Q", got[len(down):len(down) + 8])[0]
+    assert n == len(up)
+    assert got[-64:].decode() == hashlib.sha256(up[1:]).hexdigest(), "client -> instance corrupted"
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_slow_reader_holds_the_instance_back(mode, servers, gateway, tmp_path):
+    """A client that reads nothing: the instance can only push what the socket buffers and one
+    pipe hold, then its sends block; zkgate's memory does not grow; once the client reads,
+    every byte arrives in order."""
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        conn.setblocking(False)
+        block = bytes(range(256)) * 256  # 64 KiB, its offset is checkable
+        sent = 0
+        while True:  # until the socket has not been writable for 1 s
+            _, w, _ = select.select([], [conn], [], 1.0)
+            if not w:
+                break
+            try:
+                sent += conn.send(block[sent % len(block):])
+            except BlockingIOError:
+                pass
+            if sent > 512 * MiB:
+                break
+        st["stalled_at"] = sent
+        st["stalled"] = True
+        st["go"].wait(30)
+        conn.setblocking(True)
+        tail = 4 * MiB
+        conn.sendall((block * (tail // len(block) + 2))[sent % len(block):][:tail])
+        st["total"] = sent + tail
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode)
+    rss0 = rss_kib(gw.pid)
+    with connect(gw) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        c.sendall(b"x")
+        st = srv.real()
+        assert wait_until(lambda: st.get("stalled"), 30), "the instance never stalled"
+        stalled_at = st["stalled_at"]
+        m = metrics(gw)
+        rss1 = rss_kib(gw.pid)
+        st["go"].set()
+        n, digest = recv_all(c, timeout=30)
+    # loopback socket buffers autotune to a few MiB each way; one 256 KiB pipe on top
+    assert stalled_at < 48 * MiB, f"the instance pushed {stalled_at >> 20} MiB into a stalled path"
+    assert rss1 - rss0 < 4096, f"zkgate grew by {rss1 - rss0} KiB while holding the stall"
+    assert m[BUSY] <= 1, m
+    total = st["total"]
+    block = bytes(range(256)) * 256
+    want = hashlib.sha256((block * (total // len(block) + 2))[:total]).hexdigest()
+    assert (n, digest) == (total, want), f"after the stall: {n} of {total} bytes, or corrupted"
+
+
+def test_instance_reset_mid_transfer_ends_the_session(servers, gateway, tmp_path):
+    """The instance resets (SO_LINGER 0) after 4 MiB of a 64 MiB answer: the client's
+    connection is closed at once, the access log says "instance reset", the pipe is not kept
+    (it may hold bytes) and the gateway serves the next session."""
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        conn.sendall(os.urandom(4 * MiB))
+        if st["first"] == b"r":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return  # closed by Server: a reset
+        conn.sendall(b"ok")
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr)
+    with connect(gw) as c:
+        c.sendall(b"r")
+        got = 0
+        c.settimeout(10)
+        try:
+            while True:
+                b = c.recv(1 << 18)
+                if not b:
+                    break
+                got += len(b)
+        except ConnectionResetError:
+            pass
+    assert got <= 4 * MiB
+    e = wait_entry(gw, lambda e: e["bytes_in"] == 1)
+    assert e["reason"] == "instance reset" and e["term"][0] == "S", e
+    with connect(gw) as c:
+        c.sendall(b"n")
+        assert recv_all(c)[0] == 4 * MiB + 2
+    wait_entry(gw, lambda e: e["reason"] == "closed" and e["bytes_in"] == 1)
+    assert metrics(gw)[BUSY] == 0
+
+
+def test_client_reset_mid_transfer_closes_the_instance(servers, gateway, tmp_path):
+    """The client resets during a 256 MiB download: zkgate ends the session on the client's
+    side and closes the instance's connection (whose sends then fail)."""
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        chunk = os.urandom(MiB)
+        try:
+            for _ in range(256):
+                conn.sendall(chunk)
+            st["result"] = "sent all"
+        except OSError as e:
+            st["result"] = type(e).__name__
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr)
+    c = connect(gw)
+    c.sendall(b"g")
+    got = 0
+    while got < 2 * MiB:
+        got += len(c.recv(1 << 18))
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    st = srv.real()
+    assert st["done"].wait(10), "the instance's connection stayed open after the client reset"
+    assert st["result"] in ("BrokenPipeError", "ConnectionResetError"), st["result"]
+    e = wait_entry(gw, lambda e: e["bytes_in"] == 1)
+    assert e["reason"] in ("client reset", "client write error") and e["term"][0] == "C", e
+
+
+def test_many_connections_at_once(backends, gateway, tmp_path):
+    """100 sessions at once, each echoing 1 MiB through the echo instance: every one intact;
+    afterwards no pipe is busy and at most the pool's 16 per worker are kept."""
+    b = backends("a")
+    gw = start(gateway, tmp_path, b.addr)
+    results, errors = [], []
+
+    def one(i):
+        payload = os.urandom(MiB)
+        try:
+            with connect(gw, timeout=30) as c:
+                t = threading.Thread(target=lambda: (c.sendall(payload),
+                                                     c.shutdown(socket.SHUT_WR)))
+                t.start()
+                n, digest = recv_all(c, timeout=40)
+                t.join(10)
+            want = b"a\n" + payload + b"bye\n"
+            results.append((n, digest) == (len(want), hashlib.sha256(want).hexdigest()))
+        except OSError as e:
+            errors.append(f"{i}: {e!r}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    assert not errors, errors[:5]
+    assert results.count(True) == 100, f"{results.count(False)} of 100 sessions corrupted"
+    assert wait_until(lambda: metrics(gw)['zkgate_connections_active{service="svc"}'] == 0, 10)
+    m = metrics(gw)
+    assert m[BUSY] == 0, m
+    assert m[KEPT] <= 16 * TEST_WORKERS
+    assert m[SESSIONS] >= 100
+    assert m[SPLICED] >= 100 * 2 * MiB
+
+
+def test_no_pipe_copies_instead_and_says_so_once(servers, gateway, tmp_path):
+    """With the open-file limit leaving no room for a new pipe (EMFILE) while the one kept pipe
+    (if any) is held by the other direction, the session copies through user space instead:
+    both ways intact, counted in the failures, logged once; once descriptors are free again,
+    pipes are used again."""
+    down = os.urandom(8 * MiB)
+    up = os.urandom(8 * MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        sender = threading.Thread(target=lambda: (conn.sendall(down),
+                                                  conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        st["up"] = recv_all(conn)
+        sender.join(30)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr)
+    soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
+    # no connection open any more (the listener probes, the admin's): only fixed descriptors
+    assert wait_until(lambda: connected_sockets(gw.pid) == 0, 10), "connections stay open"
+    fds = sorted(int(fd) for fd in os.listdir(f"/proc/{gw.pid}/fd"))
+    # the limit caps descriptor numbers: leave three free numbers below it, for the accepted
+    # client, the connection to the instance and one more (the admin's), never two for a pipe
+    limit = next(n for n in range(fds[-1] + 4) if n - sum(fd < n for fd in fds) == 3)
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        with connect(gw) as c:
+            c.sendall(up[:1])
+            # the client reads nothing yet: instance -> client holds a pipe (the kept one),
+            # or already failed to make one
+            assert wait_until(lambda: (lambda m: m[BUSY] >= 1 or m[FAILURES] >= 1)(metrics(gw)),
+                              10)
+            c.sendall(up[1:])  # client -> instance now needs a pipe of its own
+            c.shutdown(socket.SHUT_WR)
+            got = recv_all(c)
+    finally:
+        resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert got == (len(down), hashlib.sha256(down).hexdigest()), "instance -> client corrupted"
+    st = srv.real()
+    assert st["done"].wait(10) and not srv.errors, srv.errors
+    assert st["up"] == (len(up) - 1, hashlib.sha256(up[1:]).hexdigest()), \
+        "client -> instance corrupted"
+    m = metrics(gw)
+    assert m[FAILURES] >= 1, m
+    assert m[SPLICED] < len(up) + len(down), "every byte spliced although pipes failed"
+    assert gw.log_text().count("cannot make a pipe for splice") == 1, gw.log_text()
+    before = m[SPLICED]
+    with connect(gw) as c:
+        c.sendall(up)
+        c.shutdown(socket.SHUT_WR)
+        assert recv_all(c) == (len(down), hashlib.sha256(down).hexdigest())
+    assert wait_until(lambda: sum(e["bytes_in"] == len(up) for e in entries(gw)) == 2, 10)
+    assert metrics(gw)[SPLICED] - before == len(up) + len(down), \
+        "pipes not used again once they could be made"
+    assert gw.log_text().count("cannot make a pipe for splice") == 1
+
+
+def test_drain_lets_a_spliced_transfer_finish(servers, gateway, tmp_path):
+    """SIGTERM while a session is open: no new connections, the session's transfer goes on to
+    its end (within drain_timeout), then zkgate exits 0."""
+    payload = os.urandom(16 * MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        st["go"].wait(20)
+        conn.sendall(payload)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, drain_timeout="20s")
+    with connect(gw) as c:
+        c.sendall(b"d")
+        st = srv.real()
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.wait_log("draining", 5)
+        st["go"].set()
+        assert recv_all(c) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert gw.proc.wait(10) == 0
+    gw.returncode = 0
