@@ -302,6 +302,9 @@ int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
     x->resp_head = 1;
     x->sent_ms = 0; /* the response timeout no longer applies */
     x->status = status;
+    if (x->svc && x->svc->conf->latency_ewma) /* request head to response */
+      zg_service_latency(x->svc, x->ureq.instance,
+                         (uv_hrtime() - x->req_begin_ns) / 1000);
   }
   if (rc != 0)
     return -1;
