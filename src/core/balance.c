@@ -24,6 +24,21 @@ const char *zg_balance_name(zg_balance_t how) {
   }
 }
 
+const char *zg_hash_key_name(zg_hash_key_t key) {
+  switch (key) {
+  case ZG_HASH_HEADER:
+    return "header";
+  case ZG_HASH_COOKIE:
+    return "cookie";
+  case ZG_HASH_PATH:
+    return "path";
+  case ZG_HASH_CLIENT:
+    return "client";
+  default:
+    return NULL;
+  }
+}
+
 static uint64_t rotl(uint64_t x, int k) {
   return (x << k) | (x >> (64 - k));
 }

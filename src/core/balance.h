@@ -26,6 +26,8 @@ typedef enum {
 
 /* "random", "round_robin", ...: the configuration's word. */
 const char *zg_balance_name(zg_balance_t how);
+/* "header", "cookie", "path", "client"; NULL for ZG_HASH_NONE. */
+const char *zg_hash_key_name(zg_hash_key_t key);
 
 typedef struct {
   uint64_t s[4];
