@@ -2,6 +2,7 @@
  * picks from them (src/core/balance.h). Runs under ASan in CI, so a
  * missing or extra unref shows up as a leak or a use after free. Every
  * random test uses a fixed seed: deterministic, it cannot flake. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -1041,6 +1042,57 @@ static void test_ring_weights_share(void **state) {
   zg_pool_unref(p);
 }
 
+/* zg_pool_ring from several threads at once on a fresh pool (workers that
+ * pick from a pool nobody built the ring of yet): every one gets the same
+ * ring, the losers' rings are freed (ASan: no leak), and the ring read
+ * after the CAS is the whole one (TSan, scripts/test.sh, runs this: a
+ * release/acquire pair missing would show as a race on its points). */
+#define RING_RACERS 4
+
+typedef struct {
+  const zg_pool_t *pool;
+  pthread_barrier_t *go;
+  const zg_ring_t *got;
+  size_t picks[64];
+} racer_t;
+
+static void *ring_racer(void *arg) {
+  racer_t *r = arg;
+  pthread_barrier_wait(r->go);
+  r->got = zg_pool_ring(r->pool);
+  for (unsigned k = 0; k < 64; k++)
+    r->picks[k] = zg_ring_pick(r->got, r->pool, key_hash(k), NULL, 0);
+  return NULL;
+}
+
+static void test_ring_built_once_under_a_race(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    zg_pool_t *pool = ring_pool(1, 12, NULL);
+    pthread_barrier_t go;
+    pthread_t th[RING_RACERS];
+    racer_t r[RING_RACERS];
+    assert_int_equal(pthread_barrier_init(&go, NULL, RING_RACERS), 0);
+    for (int i = 0; i < RING_RACERS; i++) {
+      memset(&r[i], 0, sizeof(r[i]));
+      r[i].pool = pool;
+      r[i].go = &go;
+      assert_int_equal(pthread_create(&th[i], NULL, ring_racer, &r[i]), 0);
+    }
+    for (int i = 0; i < RING_RACERS; i++)
+      assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&go);
+    assert_non_null(r[0].got);
+    assert_ptr_equal(zg_pool_ring(pool), r[0].got);
+    for (int i = 1; i < RING_RACERS; i++) {
+      assert_ptr_equal(r[i].got, r[0].got);
+      assert_memory_equal(r[i].picks, r[0].picks, sizeof(r[0].picks));
+    }
+    assert_int_equal(r[0].got->n, 12 * ZG_RING_POINTS);
+    zg_pool_unref(pool);
+  }
+}
+
 static void test_ring_retry_and_down(void **state) {
   zg_pool_t *p = ring_pool(1, 5, NULL);
   const zg_ring_t *r = zg_pool_ring(p);
@@ -1193,6 +1245,7 @@ int main(void) {
       cmocka_unit_test(test_ring_remaps_about_one_in_n),
       cmocka_unit_test(test_ring_weights_share),
       cmocka_unit_test(test_ring_retry_and_down),
+      cmocka_unit_test(test_ring_built_once_under_a_race),
       cmocka_unit_test(test_slow_start_curve),
       cmocka_unit_test(test_pick_weights_follows_ramp),
       cmocka_unit_test(test_pool_carry_seen),
