@@ -357,6 +357,47 @@ def get_name_at(conn, path):
     return json.loads(data)["name"]
 
 
+def test_slow_start_curve(http_backends, gateway, zk, kz, zpath):
+    """The new instance's share, second by second, follows its ramped weight: w(t) = 0.1 +
+    0.9 t / slow_start against the old instance's 1, a share of w / (1 + w), then 1/2."""
+    import time
+    old, new = http_backends("old", "new")
+    register(kz, zpath, old.addr.encode())
+    port = free_port()
+    window_s = 6
+    gateway(http_ini(port, {"s": {"zk_path": zpath, "slow_start": f"{window_s}s"}}, zk),
+            listen=port)
+    assert wait_until(lambda: name_or_none(port) == "old", 10)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    get_name(c)
+    t0 = time.monotonic()
+    register(kz, zpath, new.addr.encode())
+    samples = []  # (seconds since the registration, name)
+    try:
+        while time.monotonic() - t0 < window_s + 2:
+            name = get_name(c)
+            samples.append((time.monotonic() - t0, name))
+    finally:
+        c.close()
+    first = next(t for t, n in samples if n == "new")
+    assert first < 1, f"the new instance was first picked {first:.2f} s after registering"
+    curve = []
+    for sec in range(window_s + 2):
+        got = [n for t, n in samples if sec <= t < sec + 1]
+        mid = min(sec + 0.5, window_s)
+        w = 0.1 + 0.9 * mid / window_s
+        want = w / (1 + w)
+        share = got.count("new") / len(got)
+        curve.append((sec, len(got), share, want))
+        # binomial spread over the second's requests, 4 sigma, plus 0.04 for the pool
+        # arriving a few ms after the registration and the weight moving within the second
+        sd = (want * (1 - want) / len(got)) ** 0.5
+        assert len(got) >= 50, curve
+        assert abs(share - want) <= 4 * sd + 0.04, curve
+    print("slow start curve (second, requests, share, expected):",
+          ", ".join(f"{s}:{n}:{sh:.3f}/{w:.3f}" for s, n, sh, w in curve))
+
+
 def name_or_none(port, path="/"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
