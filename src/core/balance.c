@@ -208,7 +208,11 @@ size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
  * (slow-start thousandths): the products may pass 2^64, so they are
  * compared in 128 bits. */
 static int cheaper(uint64_t lb, uint64_t wb, uint64_t la, uint64_t wa) {
+#ifdef __SIZEOF_INT128__
   return (unsigned __int128)lb * wa < (unsigned __int128)la * wb;
+#else /* 32-bit targets: exact below 2^64, as in-flight counts are */
+  return (long double)lb * wa < (long double)la * wb;
+#endif
 }
 
 /* The second draw skips the first pick too: `tried` plus one, on the stack
