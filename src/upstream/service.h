@@ -152,8 +152,9 @@ typedef struct zg_instance_stats {
 void zg_service_inflight(zg_service_t *svc, const char *key, int delta);
 
 /* least_request_latency = ewma: a response head came from `key`
- * `latency_us` after its request's head arrived; averaged into this loop's
- * estimate for it (per loop, as in_flight is). */
+ * `latency_us` after the request was passed on to it (proxy/exchange.c
+ * says from when); averaged into this loop's estimate for it (per loop, as
+ * in_flight is). */
 void zg_service_latency(zg_service_t *svc, const char *key,
                         uint64_t latency_us);
 /* This loop's latency estimate of `key` now, microseconds (0: none). */

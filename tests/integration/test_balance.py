@@ -233,6 +233,30 @@ def test_least_request_ewma_sends_fewer_requests_to_the_slow_instance(http_backe
     assert f is not None and f < 40, inst
     assert "latency_ewma_ms" not in by_address(svc["plain"])[fast.addr]
 
+    # A client that takes 400 ms to upload its body is not the instance's slowness: the
+    # sample runs from the request's end to the response head.
+    import socket
+    import time
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(0.4)  # the slow upload itself (what is measured), not a wait for an event
+        sock.sendall(b"67890")
+        resp = b""
+        while b"\r\n\r\n" not in resp or not resp.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, resp
+            resp += chunk
+    finally:
+        sock.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    answered = json.loads(resp.split(b"\r\n\r\n", 1)[1])["name"]
+    addr = {"fast": fast.addr, "slow": slow.addr}[answered]
+    # its own latency is at most 80 ms; had the upload counted, the worker that took it
+    # would hold 400 ms or more, and the mean over workers 200 ms or more
+    est = by_address(admin_services(admin)["ewma"])[addr]["latency_ewma_ms"]
+    assert est < 150, f"{answered} after a slow upload: {est} ms"
+
 
 def test_admin_shows_balance_and_slow_start_weight(http_backends, gateway, zk, kz, zpath):
     old, new = http_backends("old", "new")
