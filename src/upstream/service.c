@@ -467,21 +467,14 @@ void zg_service_inflight(zg_service_t *svc, const char *key, int delta) {
   zg_instance_stats_t *s;
   if (!key || !key[0])
     return;
-  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
-                                                     sizeof(*svc->inst_stats))))
-    return;
-  if (!(s = stats_find(svc->inst_stats, key, delta > 0))) {
-    if (delta < 0)
-      return; /* the table started over: already 0 */
-    memset(svc->inst_stats, 0,
-           ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
-    if (!(s = stats_find(svc->inst_stats, key, 1)))
-      return;
-  }
-  if (delta > 0)
-    s->in_flight++;
-  else if (s->in_flight > 0)
+  if (delta > 0) {
+    if ((s = stats_slot_for(svc, key)) != NULL)
+      s->in_flight++;
+  } else if (svc->inst_stats &&
+             (s = stats_find(svc->inst_stats, key, 0)) != NULL &&
+             s->in_flight > 0) { /* absent: the table started over, 0 */
     s->in_flight--;
+  }
 }
 
 int zg_service_instance_stats(const zg_service_t *svc, const char *key,
