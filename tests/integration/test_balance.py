@@ -422,6 +422,43 @@ def test_slow_start_curve(http_backends, gateway, zk, kz, zpath):
           ", ".join(f"{s}:{n}:{sh:.3f}/{w:.3f}" for s, n, sh, w in curve))
 
 
+def test_discovered_services_take_the_discover_sections_balance(http_backends, gateway, zk, kz,
+                                                                 zpath):
+    """[discover:NAME] balance keys reach every service discovered under it."""
+    root_h, root_s = zpath.replace("/endpoints/", "/roots-h/"), zpath.replace("/endpoints/",
+                                                                              "/roots-s/")
+    backs = http_backends("a", "b", "c")
+    for b in backs:
+        register(kz, f"{root_h}/users", b.addr.encode())
+    register(kz, f"{root_s}/orders", backs[0].addr.encode())
+    port_h, port_s, admin = free_port(), free_port(), free_port()
+    gateway(ini_text({}, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                     admin={"listen": f"127.0.0.1:{admin}"},
+                     discover={
+                         "h": {"zk_root": root_h, "listen": f"127.0.0.1:{port_h}",
+                               "balance": "hash", "hash_key": "header:X-User"},
+                         "s": {"zk_root": root_s, "listen": f"127.0.0.1:{port_s}",
+                               "balance": "least_request", "slow_start": "30s",
+                               "least_request_latency": "ewma",
+                               "least_request_decay": "5s"}}),
+            listen=[port_h, port_s, admin])
+    assert wait_until(lambda: {name_or_none(port_h, "/users/") for _ in range(30)}
+                      >= {"a", "b", "c"}, 10)  # keyless: random, all three in the pool
+    by_user = {}
+    for _ in range(3):
+        for u in range(30):
+            n = name_for(port_h, "/users/x", {"X-User": f"u{u}"})
+            assert by_user.setdefault(u, n) == n, f"u{u} went to {by_user[u]}, then {n}"
+    assert len(set(by_user.values())) >= 2, by_user
+    assert wait_until(lambda: name_or_none(port_s, "/orders/") == "a", 10)
+    svc = admin_services(admin)
+    h, o = svc["users"], svc["orders"]
+    assert (h["discovered"], h["balance"], h["hash_key"]) == ("h", "hash", "header:X-User")
+    assert (o["discovered"], o["balance"], o["slow_start_ms"]) == ("s", "least_request", 30000)
+    assert (o["least_request_latency"], o["least_request_decay_ms"]) == ("ewma", 5000)
+    assert by_address(o)[backs[0].addr]["latency_ewma_ms"] is not None
+
+
 def name_or_none(port, path="/"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
