@@ -768,6 +768,61 @@ const char *zg_admin_not_ready(zg_gateway_t *gw, char *buf, size_t len) {
   return NULL;
 }
 
+/* How a service balances: the keys as configured (hash_key as written,
+ * "header:X-User"; null when not hashing). */
+static void balance_json(json_t *o, const zg_service_conf_t *c) {
+  const char *hk = zg_hash_key_name(c->hash_key);
+  char key[ZG_HASH_NAME_MAX + 8];
+  json_object_set_new(o, "balance", json_string(zg_balance_name(c->balance)));
+  if (hk && c->hash_name[0])
+    snprintf(key, sizeof(key), "%s:%s", hk, c->hash_name);
+  else if (hk)
+    snprintf(key, sizeof(key), "%s", hk);
+  json_object_set_new(o, "hash_key", hk ? json_string(key) : json_null());
+  json_object_set_new(o, "slow_start_ms",
+                      json_integer((json_int_t)c->slow_start_ms));
+  json_object_set_new(o, "least_request_latency",
+                      json_string(c->latency_ewma ? "ewma" : "off"));
+  if (c->latency_ewma)
+    json_object_set_new(o, "least_request_decay_ms",
+                        json_integer((json_int_t)c->latency_decay_ms));
+}
+
+/* Per instance, what the balance makes of it: under slow_start the weight
+ * it has now (ramping from 10% of `weight`), under least_request_latency =
+ * ewma the latency estimate, the mean over the workers that have one (each
+ * keeps its own). */
+static void instance_balance_json(json_t *o, const shards_t *sh, size_t si,
+                                  const zg_instance_t *in, const char *key) {
+  zg_gateway_t *gw = sh->gw[0];
+  const zg_service_conf_t *c = gw->services[si]->conf;
+  if (c->slow_start_ms) {
+    uint64_t now = uv_now(gw->loop), age;
+    /* seen on the registry's loop: a clock a little ahead is "just now" */
+    age = !in->seen_ms         ? UINT64_MAX
+          : in->seen_ms >= now ? 0
+                               : now - in->seen_ms;
+    json_object_set_new(o, "effective_weight",
+                        json_real((double)zg_balance_slow_start_weight(
+                                      in->weight, age, c->slow_start_ms) /
+                                  1000.0));
+  }
+  if (c->latency_ewma) {
+    double sum = 0;
+    int n = 0;
+    for (size_t k = 0; k < sh->n; k++) {
+      const zg_service_t *s = shard_service(sh, k, si);
+      double v = s ? zg_service_latency_us(s, key) : 0;
+      if (v > 0) {
+        sum += v;
+        n++;
+      }
+    }
+    json_object_set_new(o, "latency_ewma_ms",
+                        n ? json_real(sum / n / 1000.0) : json_null());
+  }
+}
+
 static json_t *instance_json(const shards_t *sh, size_t si,
                              const zg_instance_t *in) {
   zg_gateway_t *gw = sh->gw[0];
@@ -805,6 +860,8 @@ static json_t *instance_json(const shards_t *sh, size_t si,
                   zg_service_is_failed(&gw->svc_ctx, key) ? "failed" : "ok",
                   "active", (json_int_t)active, "data_version",
                   (int)in->version, "mtime_ms", (json_int_t)in->mtime_ms);
+  if (o)
+    instance_balance_json(o, sh, si, in, key);
   /* Counters since the start (or the table's restart): the dashboard
    * takes rates from their differences. */
   if (o)
@@ -844,7 +901,7 @@ static json_t *service_json(const shards_t *sh, size_t si) {
   json_object_set_new(o, "discovered",
                       svc->discover ? json_string(svc->discover->conf->name)
                                     : json_null());
-  json_object_set_new(o, "balance", json_string(zg_balance_name(c->balance)));
+  balance_json(o, c);
   if (c->protocol == ZG_PROTO_HTTP) {
     if (svc->discover) {
       json_array_append_new(routes,

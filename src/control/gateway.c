@@ -588,6 +588,11 @@ static zg_service_conf_t *discovered_conf(const zg_discover_conf_t *d,
   c->protocol = ZG_PROTO_HTTP;
   c->listen = d->listen;
   c->balance = d->balance;
+  c->hash_key = d->hash_key;
+  memcpy(c->hash_name, d->hash_name, sizeof(c->hash_name));
+  c->slow_start_ms = d->slow_start_ms;
+  c->latency_ewma = d->latency_ewma;
+  c->latency_decay_ms = d->latency_decay_ms;
   c->connect_timeout_ms = d->connect_timeout_ms;
   c->response_timeout_ms = d->response_timeout_ms;
   c->strip_prefix = true;

@@ -5,6 +5,7 @@
 
 #include "core/pool.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,21 @@ const char *zg_balance_name(zg_balance_t how) {
     return "hash";
   default:
     return "random";
+  }
+}
+
+const char *zg_hash_key_name(zg_hash_key_t key) {
+  switch (key) {
+  case ZG_HASH_HEADER:
+    return "header";
+  case ZG_HASH_COOKIE:
+    return "cookie";
+  case ZG_HASH_PATH:
+    return "path";
+  case ZG_HASH_CLIENT:
+    return "client";
+  default:
+    return NULL;
   }
 }
 
@@ -187,6 +203,18 @@ size_t zg_balance_pick_pool(zg_balance_t how, zg_rng_t *rng, uint64_t *cursor,
   return ZG_PICK_NONE;
 }
 
+/* lb/wb < la/wa, without division. Loads are in-flight counts (small) or
+ * EWMA costs (up to ZG_EWMA_PENALTY, 2^40) and weights up to 10^9
+ * (slow-start thousandths): the products may pass 2^64, so they are
+ * compared in 128 bits. */
+static int cheaper(uint64_t lb, uint64_t wb, uint64_t la, uint64_t wa) {
+#ifdef __SIZEOF_INT128__
+  return (unsigned __int128)lb * wa < (unsigned __int128)la * wb;
+#else /* 32-bit targets: exact below 2^64, as in-flight counts are */
+  return (long double)lb * wa < (long double)la * wb;
+#endif
+}
+
 /* The second draw skips the first pick too: `tried` plus one, on the stack
  * for the usual short lists. */
 #define LEAST_SKIP_ON_STACK 65
@@ -215,9 +243,54 @@ size_t zg_balance_pick_least(zg_rng_t *rng, const zg_pool_t *pool,
   lb = load(arg, b);
   wa = pool->inst[a].weight;
   wb = pool->inst[b].weight;
-  /* lb/wb < la/wa, without division (weights <= ZG_WEIGHT_MAX and loads
-   * far below 2^40: no overflow) */
-  return lb * wa < la * wb ? b : a;
+  return cheaper(lb, wb, la, wa) ? b : a;
+}
+
+/* ---- latency EWMA ------------------------------------------------------ */
+
+/* exp(-dt/decay); times in microseconds (a millisecond clock would see
+ * most samples of a busy instance at dt = 0, which would never move the
+ * average). */
+static double decay_weight(uint64_t then_us, uint64_t now_us,
+                           uint64_t decay_ms) {
+  if (now_us <= then_us)
+    return 1.0;
+  if (decay_ms == 0)
+    return 0.0;
+  return exp(-(double)(now_us - then_us) / ((double)decay_ms * 1000.0));
+}
+
+double zg_ewma_value(const zg_ewma_t *e, uint64_t now_us, uint64_t decay_ms) {
+  if (!e->seen)
+    return 0;
+  return e->us * decay_weight(e->stamp_us, now_us, decay_ms);
+}
+
+void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
+                     uint64_t decay_ms) {
+  double w;
+  if (!(sample_us > 0)) /* negative or NaN: a clock oddity, taken as 0 */
+    sample_us = 0;
+  if (!e->seen || sample_us > e->us) {
+    e->us = sample_us; /* the first, or a peak: taken whole */
+  } else {
+    w = decay_weight(e->stamp_us, now_us, decay_ms);
+    e->us = e->us * w + sample_us * (1.0 - w);
+  }
+  if (!e->seen || now_us > e->stamp_us)
+    e->stamp_us = now_us;
+  e->seen = 1;
+}
+
+uint64_t zg_ewma_cost(const zg_ewma_t *e, uint64_t in_flight, uint64_t now_us,
+                      uint64_t decay_ms) {
+  double c;
+  if (!e->seen)
+    return in_flight ? ZG_EWMA_PENALTY + in_flight : 0;
+  c = zg_ewma_value(e, now_us, decay_ms) * (double)(in_flight + 1);
+  if (c >= (double)(ZG_EWMA_PENALTY - in_flight - 1))
+    return ZG_EWMA_PENALTY - 1;
+  return (uint64_t)c + in_flight + 1;
 }
 
 /* ---- slow start --------------------------------------------------------- */
@@ -268,8 +341,7 @@ size_t zg_balance_pick_weights(zg_balance_t how, zg_rng_t *rng,
     return a;
   la = load(arg, a);
   lb = load(arg, b);
-  /* lb/w[b] < la/w[a]; w in thousandths (<= 10^9), loads small */
-  return lb * w[a] < la * w[b] ? b : a;
+  return cheaper(lb, w[b], la, w[a]) ? b : a;
 }
 
 /* ---- consistent hashing ------------------------------------------------- */

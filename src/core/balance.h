@@ -26,6 +26,8 @@ typedef enum {
 
 /* "random", "round_robin", ...: the configuration's word. */
 const char *zg_balance_name(zg_balance_t how);
+/* "header", "cookie", "path", "client"; NULL for ZG_HASH_NONE. */
+const char *zg_hash_key_name(zg_hash_key_t key);
 
 typedef struct {
   uint64_t s[4];
@@ -67,6 +69,37 @@ typedef uint64_t (*zg_balance_load_fn)(void *arg, size_t i);
 size_t zg_balance_pick_least(zg_rng_t *rng, const struct zg_pool *pool,
                              const size_t *tried, size_t ntried,
                              zg_balance_load_fn load, void *arg);
+
+/* ---- latency (least_request_latency = ewma) ----
+ * A "peak EWMA" of an instance's response latency, as Finagle and Linkerd
+ * balance on: a sample above the estimate replaces it at once (a slowdown
+ * shows in one response), one below it is averaged in with the weight of
+ * the time since the last sample, 1 - exp(-dt/decay) (a time constant, not
+ * a count of samples, so that busy and quiet instances forget at the same
+ * pace). Read between samples, the estimate decays towards 0 by
+ * exp(-age/decay): an instance left alone because it was slow is tried
+ * again after a few decay periods, and its next response updates it. */
+typedef struct {
+  double us;         /* the estimate when last sampled, microseconds */
+  uint64_t stamp_us; /* the last sample's time (a monotonic clock) */
+  int seen;          /* 0: no sample yet */
+} zg_ewma_t;
+
+/* The estimate at now_us (decayed since the last sample); 0 without one.
+ * decay_ms is the time constant (0: no memory, no decay). */
+double zg_ewma_value(const zg_ewma_t *e, uint64_t now_us, uint64_t decay_ms);
+/* One response latency sample, taken at now_us. */
+void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
+                     uint64_t decay_ms);
+/* What least_request compares, per unit of weight: the estimate times the
+ * requests in flight plus one, in microseconds (at least in_flight + 1, so
+ * that an estimate decayed to nothing still counts the requests). An
+ * instance with no sample yet costs 0 while it holds nothing and a penalty
+ * above any measured cost while it holds requests: it gets one request at
+ * a time until its first response says how fast it is. */
+uint64_t zg_ewma_cost(const zg_ewma_t *e, uint64_t in_flight, uint64_t now_us,
+                      uint64_t decay_ms);
+#define ZG_EWMA_PENALTY ((uint64_t)1 << 40)
 
 /* ---- slow start ----
  * An instance's effective weight, in thousandths of its weight units, age_ms

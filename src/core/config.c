@@ -376,6 +376,12 @@ typedef enum {
   SEC_OTHER
 } sec_kind_t;
 
+/* Where the balance keys were (0: absent), in a service or discover
+ * section. */
+typedef struct {
+  int balance, hash_key, slow_start, latency, decay;
+} bal_lines_t;
+
 typedef struct {
   zg_service_conf_t *svc; /* the service being filled, for SEC_SERVICE */
   int listen_line;
@@ -386,7 +392,7 @@ typedef struct {
   int etcd_prefix_line;
   int http_key_line; /* first HTTP-only key, to report it on a tcp service */
   int sni_line;      /* the sni key, to report it on a non-TLS service */
-  int balance_line, hash_key_line, slow_start_line;
+  bal_lines_t bal;
   /* TLS keys, by line (0: absent) */
   int cert_line, key_line, ca_line, verify_line, ciphers_line, suites_line;
   bool tls_bad; /* a TLS key had a bad value: no file checks */
@@ -967,21 +973,18 @@ static bool listen_value(parse_t *p, const raw_kv_t *kv,
 }
 
 static void balance_value(parse_t *p, const raw_kv_t *kv, zg_balance_t *out) {
-  if (!strcmp(kv->value, "hash")) {
-    add_error(p, kv->line,
-              "balance: hash is for [service:NAME] sections (with hash_key)");
-    return;
-  }
   if (!strcmp(kv->value, "random"))
     *out = ZG_BALANCE_RANDOM;
   else if (!strcmp(kv->value, "round_robin"))
     *out = ZG_BALANCE_ROUND_ROBIN;
   else if (!strcmp(kv->value, "least_request"))
     *out = ZG_BALANCE_LEAST_REQUEST;
+  else if (!strcmp(kv->value, "hash"))
+    *out = ZG_BALANCE_HASH;
   else
     add_error(p, kv->line,
-              "balance: expected random, round_robin or least_request, got "
-              "'%s'",
+              "balance: expected random, round_robin, least_request or hash, "
+              "got '%s'",
               kv->value);
 }
 
@@ -1493,27 +1496,47 @@ static int valid_token(const char *s) {
   return 1;
 }
 
-static void hash_key_value(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
-  zg_service_conf_t *svc = st->svc;
+/* The balance settings of a [service:] or [discover:] section, where the
+ * section's parse fills them (made afresh per key: sections are in arrays
+ * that grow). */
+typedef struct {
+  zg_balance_t *balance;
+  zg_hash_key_t *hash_key;
+  char *hash_name; /* ZG_HASH_NAME_MAX */
+  uint64_t *slow_start_ms;
+  bool *latency_ewma;
+  uint64_t *latency_decay_ms;
+  bal_lines_t *lines;
+} bal_t;
+
+static bal_t service_bal(svc_state_t *st) {
+  zg_service_conf_t *c = st->svc;
+  bal_t b = {&c->balance,       &c->hash_key,     c->hash_name,
+             &c->slow_start_ms, &c->latency_ewma, &c->latency_decay_ms,
+             &st->bal};
+  return b;
+}
+
+static void hash_key_value(parse_t *p, const bal_t *b, const raw_kv_t *kv) {
   const char *v = kv->value, *name = NULL;
-  st->hash_key_line = kv->line;
-  svc->hash_name[0] = '\0';
+  b->lines->hash_key = kv->line;
+  b->hash_name[0] = '\0';
   if (!strcmp(v, "path")) {
-    svc->hash_key = ZG_HASH_PATH;
+    *b->hash_key = ZG_HASH_PATH;
   } else if (!strcmp(v, "client")) {
-    svc->hash_key = ZG_HASH_CLIENT;
+    *b->hash_key = ZG_HASH_CLIENT;
   } else if (!strncmp(v, "header:", 7)) {
-    svc->hash_key = ZG_HASH_HEADER;
+    *b->hash_key = ZG_HASH_HEADER;
     name = v + 7;
   } else if (!strncmp(v, "cookie:", 7)) {
-    svc->hash_key = ZG_HASH_COOKIE;
+    *b->hash_key = ZG_HASH_COOKIE;
     name = v + 7;
   } else {
     add_error(p, kv->line,
               "hash_key: expected header:NAME, cookie:NAME, path or client, "
               "got '%s'",
               v);
-    svc->hash_key = ZG_HASH_NONE;
+    *b->hash_key = ZG_HASH_NONE;
     return;
   }
   if (name && !valid_token(name)) {
@@ -1522,28 +1545,37 @@ static void hash_key_value(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
               "and !#$%%&'*+-.^_`|~, under %d characters) after '%.7s', got "
               "'%s'",
               ZG_HASH_NAME_MAX, v, name);
-    svc->hash_key = ZG_HASH_NONE;
+    *b->hash_key = ZG_HASH_NONE;
     return;
   }
   if (name)
-    snprintf(svc->hash_name, sizeof(svc->hash_name), "%s", name);
+    snprintf(b->hash_name, ZG_HASH_NAME_MAX, "%s", name);
 }
 
-/* balance, hash_key, slow_start: 1 when `kv` is one of them, else 0. */
-static int service_balance_key(parse_t *p, svc_state_t *st,
-                               const raw_kv_t *kv) {
-  zg_service_conf_t *svc = st->svc;
+/* balance, hash_key, slow_start, least_request_latency,
+ * least_request_decay: 1 when `kv` is one of them, else 0. */
+static int balance_key(parse_t *p, const bal_t *b, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "balance")) {
-    st->balance_line = kv->line;
-    if (!strcmp(kv->value, "hash"))
-      svc->balance = ZG_BALANCE_HASH;
-    else
-      balance_value(p, kv, &svc->balance);
+    b->lines->balance = kv->line;
+    balance_value(p, kv, b->balance);
   } else if (!strcmp(kv->key, "hash_key")) {
-    hash_key_value(p, st, kv);
+    hash_key_value(p, b, kv);
   } else if (!strcmp(kv->key, "slow_start")) {
-    st->slow_start_line = kv->line;
-    duration_key(p, kv, &svc->slow_start_ms, 0);
+    b->lines->slow_start = kv->line;
+    duration_key(p, kv, b->slow_start_ms, 0);
+  } else if (!strcmp(kv->key, "least_request_latency")) {
+    b->lines->latency = kv->line;
+    if (!strcmp(kv->value, "ewma"))
+      *b->latency_ewma = true;
+    else if (!strcmp(kv->value, "off"))
+      *b->latency_ewma = false;
+    else
+      add_error(p, kv->line,
+                "least_request_latency: expected off or ewma, got '%s'",
+                kv->value);
+  } else if (!strcmp(kv->key, "least_request_decay")) {
+    b->lines->decay = kv->line;
+    duration_key(p, kv, b->latency_decay_ms, 1);
   } else {
     return 0;
   }
@@ -1551,27 +1583,43 @@ static int service_balance_key(parse_t *p, svc_state_t *st,
 }
 
 /* hash_key goes with balance = hash, and only HTTP has headers, cookies
- * and paths; slow start has no weight to ramp under hash. */
-static void balance_check(parse_t *p, svc_state_t *st) {
-  zg_service_conf_t *svc = st->svc;
-  if (svc->balance == ZG_BALANCE_HASH && !st->hash_key_line)
-    add_error(p, st->balance_line,
+ * and paths; slow start has no weight to ramp under hash; latency is what
+ * least_request may weigh, and only HTTP has responses to time. */
+static void balance_check(parse_t *p, const bal_t *b, zg_protocol_t proto) {
+  const bal_lines_t *l = b->lines;
+  if (*b->balance == ZG_BALANCE_HASH && !l->hash_key)
+    add_error(p, l->balance,
               "balance = hash needs hash_key (header:NAME, cookie:NAME, path "
               "or client)");
-  if (svc->balance != ZG_BALANCE_HASH && st->hash_key_line) {
-    add_error(p, st->hash_key_line, "hash_key is for balance = hash only");
-    svc->hash_key = ZG_HASH_NONE;
+  if (*b->balance != ZG_BALANCE_HASH && l->hash_key) {
+    add_error(p, l->hash_key, "hash_key is for balance = hash only");
+    *b->hash_key = ZG_HASH_NONE;
   }
-  if (svc->protocol != ZG_PROTO_HTTP && svc->hash_key != ZG_HASH_NONE &&
-      svc->hash_key != ZG_HASH_CLIENT)
-    add_error(p, st->hash_key_line,
+  if (proto != ZG_PROTO_HTTP && *b->hash_key != ZG_HASH_NONE &&
+      *b->hash_key != ZG_HASH_CLIENT)
+    add_error(p, l->hash_key,
               "hash_key: header, cookie and path are for protocol = http; a "
               "%s service hashes the client only (hash_key = client)",
-              svc->protocol == ZG_PROTO_TCP ? "tcp" : "tls-passthrough");
-  if (svc->balance == ZG_BALANCE_HASH && svc->slow_start_ms)
-    add_error(p, st->slow_start_line,
+              proto == ZG_PROTO_TCP ? "tcp" : "tls-passthrough");
+  if (*b->balance == ZG_BALANCE_HASH && *b->slow_start_ms)
+    add_error(p, l->slow_start,
               "slow_start does not apply to balance = hash (a key's instance "
               "does not depend on weights ramping up)");
+  if (l->latency && *b->balance != ZG_BALANCE_LEAST_REQUEST)
+    add_error(p, l->latency,
+              "least_request_latency is for balance = least_request only");
+  else if (*b->latency_ewma && proto != ZG_PROTO_HTTP)
+    add_error(p, l->latency,
+              "least_request_latency = ewma is for protocol = http (a %s "
+              "connection has no response to time)",
+              proto == ZG_PROTO_TCP ? "tcp" : "tls-passthrough");
+  if (l->decay && !*b->latency_ewma)
+    add_error(p, l->decay,
+              "least_request_decay goes with least_request_latency = ewma");
+  if (!*b->latency_ewma)
+    *b->latency_decay_ms = 0;
+  else if (!*b->latency_decay_ms)
+    *b->latency_decay_ms = ZG_LATENCY_DECAY_DEFAULT_MS;
 }
 
 static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
@@ -1580,7 +1628,8 @@ static void service_key(parse_t *p, svc_state_t *st, const raw_kv_t *kv) {
   if (!strcmp(kv->key, "zk_path") || !strcmp(kv->key, "instances") ||
       !strcmp(kv->key, "etcd_prefix"))
     st->source_seen = true;
-  if (!service_source_key(p, st, kv) && !service_balance_key(p, st, kv) &&
+  bal_t bal = service_bal(st);
+  if (!service_source_key(p, st, kv) && !balance_key(p, &bal, kv) &&
       !service_http_key(p, st, kv) && !service_tls_key(p, st, kv))
     add_error(p, kv->line, "unknown key '%s' in [service:%s]", kv->key,
               st->svc->name);
@@ -1591,7 +1640,16 @@ typedef struct {
   int listen_line;
   bool has_listen, listen_seen, root_seen;
   int zk_root_line, etcd_root_line; /* 0: absent */
+  bal_lines_t bal;
 } disc_state_t;
+
+static bal_t discover_bal(disc_state_t *st) {
+  zg_discover_conf_t *d = st->d;
+  bal_t b = {&d->balance,       &d->hash_key,     d->hash_name,
+             &d->slow_start_ms, &d->latency_ewma, &d->latency_decay_ms,
+             &st->bal};
+  return b;
+}
 
 /* etcd_root: a key prefix, kept with a '/' at its end (the services are
  * the names between it and the next '/'). */
@@ -1618,7 +1676,10 @@ static void etcd_root_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
 
 static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
   zg_discover_conf_t *d = st->d;
-  if (!strcmp(kv->key, "etcd_root")) {
+  bal_t bal = discover_bal(st);
+  if (balance_key(p, &bal, kv)) {
+    return;
+  } else if (!strcmp(kv->key, "etcd_root")) {
     st->root_seen = true;
     etcd_root_key(p, st, kv);
   } else if (!strcmp(kv->key, "zk_root")) {
@@ -1662,8 +1723,6 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
         *c = (char)(*c - 'A' + 'a');
     if (d->domain[0] && d->domain[strlen(d->domain) - 1] == '.')
       d->domain[strlen(d->domain) - 1] = '\0';
-  } else if (!strcmp(kv->key, "balance")) {
-    balance_value(p, kv, &d->balance);
   } else if (!strcmp(kv->key, "endpoint")) {
     endpoint_value(p, kv, &d->endpoint);
   } else if (!strcmp(kv->key, "connect_timeout")) {
@@ -1674,8 +1733,9 @@ static void discover_key(parse_t *p, disc_state_t *st, const raw_kv_t *kv) {
     add_error(p, kv->line,
               "unknown key '%s' in [discover:%s] (expected zk_root or "
               "etcd_root, listen, "
-              "protocol, domain, balance, endpoint, connect_timeout or "
-              "response_timeout)",
+              "protocol, domain, balance, hash_key, slow_start, "
+              "least_request_latency, least_request_decay, endpoint, "
+              "connect_timeout or response_timeout)",
               kv->key, d->name);
   }
 }
@@ -1967,7 +2027,8 @@ static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
               "upstream_protocol are for protocol = http only");
   if (svc->protocol != ZG_PROTO_TLS_PASSTHROUGH && st->sni_line)
     add_error(p, st->sni_line, "sni is for protocol = tls-passthrough only");
-  balance_check(p, st);
+  bal_t bal = service_bal(st);
+  balance_check(p, &bal, svc->protocol);
   tls_check(p, st);
   upstream_check(p, st);
   if (!svc->connect_timeout_ms)
@@ -1985,7 +2046,9 @@ static void service_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
 static void discover_check(parse_t *p, zg_config_t *cfg, sections_t *ss,
                            size_t i) {
   zg_discover_conf_t *d = &cfg->discovers[i];
-  const disc_state_t *ds = &ss->dst[i];
+  disc_state_t *ds = &ss->dst[i];
+  bal_t bal = discover_bal(ds);
+  balance_check(p, &bal, ZG_PROTO_HTTP);
   if (!ds->root_seen)
     add_error(p, d->line, "[discover:%s] needs 'zk_root' or 'etcd_root'",
               d->name);
@@ -2339,6 +2402,8 @@ bool zg_service_conf_equal(const zg_service_conf_t *a,
       a->balance != b->balance || a->hash_key != b->hash_key ||
       strcmp(a->hash_name, b->hash_name) ||
       a->slow_start_ms != b->slow_start_ms ||
+      a->latency_ewma != b->latency_ewma ||
+      a->latency_decay_ms != b->latency_decay_ms ||
       !same_str(a->endpoint, b->endpoint) ||
       a->connect_timeout_ms != b->connect_timeout_ms ||
       !same_str(a->host, b->host) ||
@@ -2376,6 +2441,10 @@ bool zg_discover_conf_equal(const zg_discover_conf_t *a,
          !strcmp(a->listen.text, b->listen.text) &&
          same_sockaddr(&a->listen.ss, &b->listen.ss) &&
          same_str(a->domain, b->domain) && a->balance == b->balance &&
+         a->hash_key == b->hash_key && !strcmp(a->hash_name, b->hash_name) &&
+         a->slow_start_ms == b->slow_start_ms &&
+         a->latency_ewma == b->latency_ewma &&
+         a->latency_decay_ms == b->latency_decay_ms &&
          same_str(a->endpoint, b->endpoint) &&
          a->connect_timeout_ms == b->connect_timeout_ms &&
          a->response_timeout_ms == b->response_timeout_ms;

@@ -49,6 +49,11 @@ typedef struct {
   zg_hash_key_t hash_key;           /* balance = hash only; else NONE */
   char hash_name[ZG_HASH_NAME_MAX]; /* header or cookie name, or "" */
   uint64_t slow_start_ms;           /* 0: off */
+  /* least_request_latency = ewma: least_request weighs in-flight requests
+   * by each instance's peak-EWMA response latency (core/balance.h
+   * zg_ewma_t), with this time constant */
+  bool latency_ewma;
+  uint64_t latency_decay_ms;
   char *endpoint;              /* serverset additionalEndpoints name, or NULL */
   uint64_t connect_timeout_ms; /* [proxy] connect_timeout unless set here */
   /* HTTP only */
@@ -94,8 +99,13 @@ typedef struct {
                       this key prefix (it ends with '/'), each read from
                       etcd_root/NAME/ */
   zg_listen_addr_t listen;
-  char *domain; /* NULL: no host routes; lowercase */
-  zg_balance_t balance;
+  char *domain;         /* NULL: no host routes; lowercase */
+  zg_balance_t balance; /* these, as in zg_service_conf_t: */
+  zg_hash_key_t hash_key;
+  char hash_name[ZG_HASH_NAME_MAX];
+  uint64_t slow_start_ms;
+  bool latency_ewma;
+  uint64_t latency_decay_ms;
   char *endpoint; /* serverset additionalEndpoints name, or NULL */
   uint64_t connect_timeout_ms;
   uint64_t response_timeout_ms;
@@ -133,6 +143,9 @@ static inline const char *zg_discover_conf_root(const zg_discover_conf_t *d) {
 }
 
 #define ZG_MAX_WORKERS 64
+/* least_request_decay when least_request_latency = ewma: Finagle's and
+ * Linkerd's default for their peak EWMA */
+#define ZG_LATENCY_DECAY_DEFAULT_MS 10000
 #define ZG_CONFIG_MAX (16 * 1024 * 1024)
 
 typedef struct {

@@ -289,6 +289,22 @@ void zg_http_buf_release(zg_proxy_ctx_t *gw, char **buf, size_t *cap) {
   *cap = 0;
 }
 
+/* least_request_latency = ewma: the instance's time to answer, from the
+ * request's end passed on (a slow client's upload is not the instance's
+ * doing) to the response head; a response that starts before the request
+ * ends (streaming) counts from the request's head. */
+static void mark_sent(zg_http_exchange_t *x) {
+  if (x->svc && x->svc->conf->latency_ewma)
+    x->sent_ns = uv_hrtime();
+}
+
+static void sample_latency(zg_http_exchange_t *x) {
+  uint64_t now = uv_hrtime();
+  uint64_t from =
+      x->sent_ns && x->sent_ns <= now ? x->sent_ns : x->req_begin_ns;
+  zg_service_latency(x->svc, x->ureq.instance, (now - from) / 1000);
+}
+
 int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
                               const char **reason, bool *client_cause) {
   int status = resp->status;
@@ -302,6 +318,8 @@ int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
     x->resp_head = 1;
     x->sent_ms = 0; /* the response timeout no longer applies */
     x->status = status;
+    if (x->svc && x->svc->conf->latency_ewma)
+      sample_latency(x);
   }
   if (rc != 0)
     return -1;
@@ -419,8 +437,10 @@ static void send_request(zg_http_exchange_t *x) {
   void *u = x->up;
   int rc;
   x->phase = ZG_XP_SENT;
-  if (x->req_done) /* the response timeout runs from the request's end */
+  if (x->req_done) { /* the response timeout runs from the request's end */
     x->sent_ms = uv_now(x->gw->loop);
+    mark_sent(x);
+  }
   if ((rc = x->cli->request_send(u)) != 0) {
     zg_exchange_upstream_failed(x,
                                 rc == -1 ? ZG_TERM_INSTANCE_WRITE_ERROR
@@ -504,8 +524,10 @@ int zg_exchange_request_end(zg_http_exchange_t *x) {
   if (x->up && x->cli->request_end(x->up) != 0)
     return -1;
   x->req_done = 1;
-  if (x->up)
+  if (x->up) {
     x->sent_ms = uv_now(x->gw->loop); /* response_timeout starts now */
+    mark_sent(x);
+  }
   return 0;
 }
 
@@ -680,7 +702,7 @@ void zg_exchange_reset(zg_http_exchange_t *x) {
   if (x->resp_trailers.n || x->resp_trailers.buf)
     zg_http_trailers_clear(&x->resp_trailers);
   x->req_done = x->resp_head = x->resp_done = 0;
-  x->sent_ms = 0;
+  x->sent_ms = x->sent_ns = 0;
   x->req_has_body = x->retried = 0;
   x->grpc = 0;
   x->deadline_ms = 0;

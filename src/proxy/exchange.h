@@ -185,6 +185,8 @@ struct zg_http_exchange {
   const zg_exchange_cli_ops_t *cli; /* the instance side's codec */
   void *up;         /* its connection (or stream) while in use, given to cli */
   uint64_t sent_ms; /* the request's end: response_timeout from it */
+  uint64_t sent_ns; /* the same in uv_hrtime, least_request_latency = ewma
+                       only (0: not yet, or not measured) */
   uint64_t body_bytes; /* of the request, decoded */
   unsigned req_has_body : 1;
   unsigned req_done : 1;  /* the whole request was passed on */

@@ -45,9 +45,18 @@ static zg_instance_stats_t *stats_find(zg_instance_stats_t *t, const char *key,
 typedef struct {
   const zg_service_t *svc;
   const zg_pool_t *pool;
+  uint64_t now_us; /* least_request_latency = ewma: the pick's time */
 } load_arg_t;
 
-/* This loop's requests in flight to pool->inst[i] (least_request). */
+static load_arg_t load_arg(const zg_service_t *svc, const zg_pool_t *pool) {
+  load_arg_t a = {svc, pool, 0};
+  if (svc->conf->latency_ewma)
+    a.now_us = uv_hrtime() / 1000;
+  return a;
+}
+
+/* This loop's requests in flight to pool->inst[i] (least_request), or
+ * with least_request_latency = ewma, their cost (zg_ewma_cost). */
 static uint64_t inst_load(void *arg, size_t i) {
   load_arg_t *a = arg;
   const zg_instance_stats_t *s;
@@ -57,12 +66,17 @@ static uint64_t inst_load(void *arg, size_t i) {
   s = stats_find(
       a->svc->inst_stats,
       zg_service_instance_key(a->svc, &a->pool->inst[i], key, sizeof(key)), 0);
-  return s ? s->in_flight : 0;
+  if (!s)
+    return 0;
+  if (a->svc->conf->latency_ewma)
+    return zg_ewma_cost(&s->latency, s->in_flight, a->now_us,
+                        a->svc->conf->latency_decay_ms);
+  return s->in_flight;
 }
 
 static size_t pick_least(zg_service_t *svc, const zg_pool_t *pool,
                          const size_t *skip, size_t n) {
-  load_arg_t a = {svc, pool};
+  load_arg_t a = load_arg(svc, pool);
   return zg_balance_pick_least(&svc->ctx->rng, pool, skip, n, inst_load, &a);
 }
 
@@ -106,7 +120,7 @@ static size_t pick_ramp(zg_service_t *svc, const zg_pool_t *pool,
                         const size_t *skip, size_t n, uint64_t *cursor,
                         uint64_t now) {
   uint64_t stack[64] = {0}, *w = stack;
-  load_arg_t a = {svc, pool};
+  load_arg_t a = load_arg(svc, pool);
   size_t i;
   if (pool->n > 64 && !(w = malloc(pool->n * sizeof(*w))))
     return zg_balance_pick_pool(svc->conf->balance, &svc->ctx->rng, cursor,
@@ -418,25 +432,49 @@ found:
   s->dur_sum_us += dur_us;
 }
 
+/* The slot of `key` in this loop's table, made when absent (the table
+ * starts over when full); NULL when out of memory. */
+static zg_instance_stats_t *stats_slot_for(zg_service_t *svc, const char *key) {
+  zg_instance_stats_t *s;
+  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
+                                                     sizeof(*svc->inst_stats))))
+    return NULL;
+  if ((s = stats_find(svc->inst_stats, key, 1)) != NULL)
+    return s;
+  memset(svc->inst_stats, 0,
+         ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
+  return stats_find(svc->inst_stats, key, 1);
+}
+
+void zg_service_latency(zg_service_t *svc, const char *key,
+                        uint64_t latency_us) {
+  zg_instance_stats_t *s;
+  if (!key || !key[0] || !(s = stats_slot_for(svc, key)))
+    return;
+  zg_ewma_observe(&s->latency, (double)latency_us, uv_hrtime() / 1000,
+                  svc->conf->latency_decay_ms);
+}
+
+double zg_service_latency_us(const zg_service_t *svc, const char *key) {
+  const zg_instance_stats_t *s;
+  if (!svc->inst_stats || !(s = stats_find(svc->inst_stats, key, 0)))
+    return 0;
+  return zg_ewma_value(&s->latency, uv_hrtime() / 1000,
+                       svc->conf->latency_decay_ms);
+}
+
 void zg_service_inflight(zg_service_t *svc, const char *key, int delta) {
   zg_instance_stats_t *s;
   if (!key || !key[0])
     return;
-  if (!svc->inst_stats && !(svc->inst_stats = calloc(ZG_INSTANCE_STATS_SLOTS,
-                                                     sizeof(*svc->inst_stats))))
-    return;
-  if (!(s = stats_find(svc->inst_stats, key, delta > 0))) {
-    if (delta < 0)
-      return; /* the table started over: already 0 */
-    memset(svc->inst_stats, 0,
-           ZG_INSTANCE_STATS_SLOTS * sizeof(*svc->inst_stats));
-    if (!(s = stats_find(svc->inst_stats, key, 1)))
-      return;
-  }
-  if (delta > 0)
-    s->in_flight++;
-  else if (s->in_flight > 0)
+  if (delta > 0) {
+    if ((s = stats_slot_for(svc, key)) != NULL)
+      s->in_flight++;
+  } else if (svc->inst_stats &&
+             (s = stats_find(svc->inst_stats, key, 0)) != NULL &&
+             s->in_flight > 0) { /* absent: the table started over, 0 */
     s->in_flight--;
+  }
 }
 
 int zg_service_instance_stats(const zg_service_t *svc, const char *key,

@@ -142,6 +142,7 @@ typedef struct zg_instance_stats {
   uint64_t errors; /* 5xx, or no response */
   uint64_t dur_sum_us;
   uint64_t in_flight; /* requests (TCP: connections) now, least_request */
+  zg_ewma_t latency;  /* least_request_latency = ewma */
 } zg_instance_stats_t;
 
 /* One more (delta > 0) or one fewer request in flight to `key` on this
@@ -149,6 +150,15 @@ typedef struct zg_instance_stats {
  * worker balances on its own counts (no shared cache line per request).
  * Never below 0 (a table that started over forgot the count). */
 void zg_service_inflight(zg_service_t *svc, const char *key, int delta);
+
+/* least_request_latency = ewma: a response head came from `key`
+ * `latency_us` after the request was passed on to it (proxy/exchange.c
+ * says from when); averaged into this loop's estimate for it (per loop, as
+ * in_flight is). */
+void zg_service_latency(zg_service_t *svc, const char *key,
+                        uint64_t latency_us);
+/* This loop's latency estimate of `key` now, microseconds (0: none). */
+double zg_service_latency_us(const zg_service_t *svc, const char *key);
 
 /* A request that went to instance `key` ended with `status` (0: none). */
 void zg_service_instance_done(zg_service_t *svc, const char *key, int status,

@@ -5,6 +5,7 @@ import collections
 import http.client
 import json
 import threading
+import urllib.request
 
 from zkharness import free_port, ini_text, register, wait_until
 
@@ -166,10 +167,302 @@ def test_slow_start_ramps_a_new_instance(http_backends, gateway, zk, kz, zpath):
     assert 8 <= names["new"] <= 60, f"a new instance under slow_start got {dict(names)}"
 
 
-def name_or_none(port):
+def admin_services(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/services", timeout=5) as r:
+        assert r.status == 200
+        return {s["name"]: s for s in json.loads(r.read())["services"]}
+
+
+def by_address(svc):
+    return {i["address"]: i for i in svc["instances"]}
+
+
+def test_least_request_ewma_sends_fewer_requests_to_the_slow_instance(http_backends, gateway,
+                                                                      zk, kz, zpath):
+    """Requests one at a time: at every pick both instances hold 0 requests in flight, so plain
+    least_request can only toss a coin; with least_request_latency = ewma the one that answers
+    in 80 ms costs 80 times the one that answers in 1 ms and loses every pair."""
+    fast, slow = http_backends("fast", "slow")
+    slow.delay_ms = 80
+    register(kz, zpath, fast.addr.encode())
+    register(kz, zpath, slow.addr.encode())
+    port, admin = free_port(), free_port()
+    gateway(ini_text({
+        "ewma": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+                 "path_prefix": "/e/", "balance": "least_request",
+                 "least_request_latency": "ewma"},
+        "plain": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+                  "path_prefix": "/p/", "balance": "least_request"},
+    }, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+        admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+    assert wait_until(lambda: name_or_none(port, "/p/") is not None, 10)
+
+    def spread(prefix, n):
+        counts = collections.Counter()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(n):
+                c.request("GET", prefix)
+                r = c.getresponse()
+                data = r.read()
+                assert r.status == 200, data
+                counts[json.loads(data)["name"]] += 1
+        finally:
+            c.close()
+        return counts
+
+    plain = spread("/p/", 100)
+    ewma = spread("/e/", 100)
+    assert sum(plain.values()) == sum(ewma.values()) == 100
+    # plain: a coin per request (binomial(100, 1/2): 30..70 is beyond 4 sigma)
+    assert 30 <= plain["slow"] <= 70, f"plain least_request {dict(plain)}"
+    # ewma: the slow one gets its first request while unmeasured (cost 0), then loses every
+    # pair until its 80 ms estimate decays below the fast one's 1 ms, 10 s x ln 80 = 44 s
+    # later, beyond this test; one worker's connection, so 1 (2 if the first pick tied)
+    assert ewma["slow"] <= 3, f"least_request_latency = ewma {dict(ewma)}, plain {dict(plain)}"
+    svc = admin_services(admin)
+    e = svc["ewma"]
+    assert e["balance"] == "least_request" and e["least_request_latency"] == "ewma"
+    assert e["least_request_decay_ms"] == 10000
+    assert svc["plain"]["least_request_latency"] == "off"
+    assert "least_request_decay_ms" not in svc["plain"]
+    inst = by_address(e)
+    f, sl = inst[fast.addr]["latency_ewma_ms"], inst[slow.addr]["latency_ewma_ms"]
+    # the slow one's estimate: its 80 ms, decayed a little since its only sample
+    assert 50 <= sl <= 200, inst
+    assert f is not None and f < 40, inst
+    assert "latency_ewma_ms" not in by_address(svc["plain"])[fast.addr]
+
+    # A client that takes 400 ms to upload its body is not the instance's slowness: the
+    # sample runs from the request's end to the response head.
+    import socket
+    import time
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(0.4)  # the slow upload itself (what is measured), not a wait for an event
+        sock.sendall(b"67890")
+        resp = b""
+        while b"\r\n\r\n" not in resp or not resp.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, resp
+            resp += chunk
+    finally:
+        sock.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp
+    answered = json.loads(resp.split(b"\r\n\r\n", 1)[1])["name"]
+    addr = {"fast": fast.addr, "slow": slow.addr}[answered]
+    # its own latency is at most 80 ms; had the upload counted, the worker that took it
+    # would hold 400 ms or more, and the mean over workers 200 ms or more
+    est = by_address(admin_services(admin)["ewma"])[addr]["latency_ewma_ms"]
+    assert est < 150, f"{answered} after a slow upload: {est} ms"
+
+
+def test_admin_shows_balance_and_slow_start_weight(http_backends, gateway, zk, kz, zpath):
+    old, new = http_backends("old", "new")
+    register(kz, zpath, old.addr.encode())
+    port, admin = free_port(), free_port()
+    gateway(ini_text({
+        "h": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+              "path_prefix": "/h/", "balance": "hash", "hash_key": "header:X-User"},
+        "c": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+              "path_prefix": "/c/", "balance": "hash", "hash_key": "client"},
+        "s": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+              "path_prefix": "/s/", "balance": "round_robin", "slow_start": "120s"},
+        "r": {"protocol": "http", "listen": f"127.0.0.1:{port}", "zk_path": zpath,
+              "path_prefix": "/r/"},
+    }, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+        admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+    assert wait_until(lambda: name_or_none(port, "/s/") == "old", 10)
+    register(kz, zpath, new.addr.encode())
+    assert wait_until(lambda: len(admin_services(admin)["s"]["instances"]) == 2, 10)
+    svc = admin_services(admin)
+    assert (svc["h"]["balance"], svc["h"]["hash_key"]) == ("hash", "header:X-User")
+    assert (svc["c"]["balance"], svc["c"]["hash_key"]) == ("hash", "client")
+    assert svc["r"]["balance"] == "random" and svc["r"]["hash_key"] is None
+    assert svc["r"]["slow_start_ms"] == 0 and svc["h"]["slow_start_ms"] == 0
+    assert "effective_weight" not in by_address(svc["r"])[new.addr]
+    s = svc["s"]
+    assert (s["balance"], s["slow_start_ms"]) == ("round_robin", 120000)
+    inst = by_address(s)
+    # there from the start: its whole weight; new: 10% rising by 0.75% a second
+    assert inst[old.addr]["effective_weight"] == 1.0, inst
+    w = inst[new.addr]["effective_weight"]
+    assert 0.1 <= w <= 0.2, inst
+    later = []
+    assert wait_until(lambda: later.append(
+        by_address(admin_services(admin)["s"])[new.addr]["effective_weight"]) or later[-1] > w,
+        5), f"stuck at {w}: {later[-3:]}"
+
+
+def test_hash_remap_fraction_when_one_instance_joins(http_backends, gateway, zk, kz, zpath):
+    """5 instances, 2000 keys (X-Key values) mapped through the gateway; a sixth joins. The
+    keys that move must be about 1/6, and every one of them must move to the new instance
+    (the others keep theirs)."""
+    backs = http_backends("i0", "i1", "i2", "i3", "i4")
+    for b in backs:
+        register(kz, zpath, b.addr.encode())
+    port = free_port()
+    gateway(http_ini(port, {"k": {"zk_path": zpath, "balance": "hash",
+                                  "hash_key": "header:X-Key"}}, zk), listen=port)
+    wait_both_serve(port, [b.name for b in backs])  # keyless: random over the 5
+    keys = [f"key-{i}" for i in range(2000)]
+
+    def mapping():
+        out = {}
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for k in keys:
+                c.request("GET", "/", headers={"X-Key": k})
+                r = c.getresponse()
+                data = r.read()
+                assert r.status == 200, data
+                out[k] = json.loads(data)["name"]
+        finally:
+            c.close()
+        return out
+
+    before = mapping()
+    assert set(before.values()) == {b.name for b in backs}, collections.Counter(before.values())
+    joined = http_backends("i5")
+    register(kz, zpath, joined.addr.encode())
+    wait_both_serve(port, ["i5"])
+    after = mapping()
+    moved = [k for k in keys if before[k] != after[k]]
+    wrong = [(k, before[k], after[k]) for k in moved if after[k] != "i5"]
+    assert not wrong, f"{len(wrong)} keys moved between old instances: {wrong[:5]}"
+    frac = len(moved) / len(keys)
+    # Expected 1/6 = 0.167: the new instance's share of the ring. Its 160 points give that
+    # share a relative spread of about 1/sqrt(160) = 8%, +-0.013; 2000 keys sample it with
+    # +-0.008: sigma about 0.016 together, and 0.10..0.24 is more than 4 sigma each way.
+    assert 0.10 <= frac <= 0.24, f"{len(moved)} of {len(keys)} keys moved ({frac:.3f})"
+    print(f"remap fraction {frac:.4f} ({len(moved)} of {len(keys)})")
+
+
+def test_weights_shape_random_and_round_robin(http_backends, gateway, zk, kz, zpath):
+    a, b, c = http_backends("a", "b", "c")
+    for back, w in ((a, 1), (b, 2), (c, 3)):
+        register(kz, zpath, json.dumps({"host": "127.0.0.1", "port": back.port,
+                                        "weight": w}).encode())
+    port = free_port()
+    gateway(http_ini(port, {
+        "rr": {"zk_path": zpath, "balance": "round_robin", "path_prefix": "/rr/"},
+        "rnd": {"zk_path": zpath, "balance": "random", "path_prefix": "/rnd/"},
+    }, zk), listen=port)
+    assert wait_until(lambda: {name_or_none(port, "/rnd/") for _ in range(30)}
+                      >= {"a", "b", "c"}, 10)
+
+    def counts(prefix, n):
+        got = collections.Counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(n):
+                got[get_name_at(conn, prefix)] += 1
+        finally:
+            conn.close()
+        return got
+
+    # round robin walks the weights in turn: exactly 1:2:3 over whole turns (requests one
+    # at a time: the cursor the workers share is never raced)
+    rr = counts("/rr/", 600)
+    assert (rr["a"], rr["b"], rr["c"]) == (100, 200, 300), dict(rr)
+    # random in proportion: 1/6, 2/6, 3/6 of 1200; each within 5 sigma of binomial
+    rnd = counts("/rnd/", 1200)
+    for name, share in (("a", 1 / 6), ("b", 2 / 6), ("c", 3 / 6)):
+        mean, sd = 1200 * share, (1200 * share * (1 - share)) ** 0.5
+        assert abs(rnd[name] - mean) <= 5 * sd, f"{name}: {dict(rnd)}"
+
+
+def get_name_at(conn, path):
+    conn.request("GET", path)
+    r = conn.getresponse()
+    data = r.read()
+    assert r.status == 200, data
+    return json.loads(data)["name"]
+
+
+def test_slow_start_curve(http_backends, gateway, zk, kz, zpath):
+    """The new instance's share, second by second, follows its ramped weight: w(t) = 0.1 +
+    0.9 t / slow_start against the old instance's 1, a share of w / (1 + w), then 1/2."""
+    import time
+    old, new = http_backends("old", "new")
+    register(kz, zpath, old.addr.encode())
+    port = free_port()
+    window_s = 6
+    gateway(http_ini(port, {"s": {"zk_path": zpath, "slow_start": f"{window_s}s"}}, zk),
+            listen=port)
+    assert wait_until(lambda: name_or_none(port) == "old", 10)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    get_name(c)
+    t0 = time.monotonic()
+    register(kz, zpath, new.addr.encode())
+    samples = []  # (seconds since the registration, name)
+    try:
+        while time.monotonic() - t0 < window_s + 2:
+            name = get_name(c)
+            samples.append((time.monotonic() - t0, name))
+    finally:
+        c.close()
+    first = next(t for t, n in samples if n == "new")
+    assert first < 1, f"the new instance was first picked {first:.2f} s after registering"
+    curve = []
+    for sec in range(window_s + 2):
+        got = [n for t, n in samples if sec <= t < sec + 1]
+        mid = min(sec + 0.5, window_s)
+        w = 0.1 + 0.9 * mid / window_s
+        want = w / (1 + w)
+        share = got.count("new") / len(got)
+        curve.append((sec, len(got), share, want))
+        # binomial spread over the second's requests, 4 sigma, plus 0.04 for the pool
+        # arriving a few ms after the registration and the weight moving within the second
+        sd = (want * (1 - want) / len(got)) ** 0.5
+        assert len(got) >= 50, curve
+        assert abs(share - want) <= 4 * sd + 0.04, curve
+    print("slow start curve (second, requests, share, expected):",
+          ", ".join(f"{s}:{n}:{sh:.3f}/{w:.3f}" for s, n, sh, w in curve))
+
+
+def test_discovered_services_take_the_discover_sections_balance(http_backends, gateway, zk, kz,
+                                                                 zpath):
+    """[discover:NAME] balance keys reach every service discovered under it."""
+    root_h, root_s = zpath.replace("/endpoints/", "/roots-h/"), zpath.replace("/endpoints/",
+                                                                              "/roots-s/")
+    backs = http_backends("a", "b", "c")
+    for b in backs:
+        register(kz, f"{root_h}/users", b.addr.encode())
+    register(kz, f"{root_s}/orders", backs[0].addr.encode())
+    port_h, port_s, admin = free_port(), free_port(), free_port()
+    gateway(ini_text({}, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"},
+                     admin={"listen": f"127.0.0.1:{admin}"},
+                     discover={
+                         "h": {"zk_root": root_h, "listen": f"127.0.0.1:{port_h}",
+                               "balance": "hash", "hash_key": "header:X-User"},
+                         "s": {"zk_root": root_s, "listen": f"127.0.0.1:{port_s}",
+                               "balance": "least_request", "slow_start": "30s",
+                               "least_request_latency": "ewma",
+                               "least_request_decay": "5s"}}),
+            listen=[port_h, port_s, admin])
+    assert wait_until(lambda: {name_or_none(port_h, "/users/") for _ in range(30)}
+                      >= {"a", "b", "c"}, 10)  # keyless: random, all three in the pool
+    by_user = {}
+    for _ in range(3):
+        for u in range(30):
+            n = name_for(port_h, "/users/x", {"X-User": f"u{u}"})
+            assert by_user.setdefault(u, n) == n, f"u{u} went to {by_user[u]}, then {n}"
+    assert len(set(by_user.values())) >= 2, by_user
+    assert wait_until(lambda: name_or_none(port_s, "/orders/") == "a", 10)
+    svc = admin_services(admin)
+    h, o = svc["users"], svc["orders"]
+    assert (h["discovered"], h["balance"], h["hash_key"]) == ("h", "hash", "header:X-User")
+    assert (o["discovered"], o["balance"], o["slow_start_ms"]) == ("s", "least_request", 30000)
+    assert (o["least_request_latency"], o["least_request_decay_ms"]) == ("ewma", 5000)
+    assert by_address(o)[backs[0].addr]["latency_ewma_ms"] is not None
+
+
+def name_or_none(port, path="/"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        c.request("GET", "/")
+        c.request("GET", path)
         r = c.getresponse()
         data = r.read()
         return json.loads(data)["name"] if r.status == 200 else None

@@ -545,12 +545,42 @@ static void test_balance_keys(void **state) {
                              "listen = 127.0.0.1:7002\n"
                              "instances = h:1\n"
                              "balance = hash\n"
-                             "hash_key = client\n");
+                             "hash_key = client\n"
+                             "[service:le]\n"
+                             "protocol = http\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "path_prefix = /le/\n"
+                             "instances = h:1\n"
+                             "balance = least_request\n"
+                             "least_request_latency = ewma\n"
+                             "[service:ld]\n"
+                             "protocol = http\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "path_prefix = /ld/\n"
+                             "instances = h:1\n"
+                             "balance = least_request\n"
+                             "least_request_latency = ewma\n"
+                             "least_request_decay = 2500ms\n"
+                             "[service:lo]\n"
+                             "listen = 127.0.0.1:7003\n"
+                             "instances = h:1\n"
+                             "balance = least_request\n"
+                             "least_request_latency = off\n");
   const zg_service_conf_t *s = service(cfg, "lr");
   (void)state;
   assert_int_equal(s->balance, ZG_BALANCE_LEAST_REQUEST);
   assert_int_equal(s->slow_start_ms, 30000);
   assert_int_equal(s->hash_key, ZG_HASH_NONE);
+  assert_false(s->latency_ewma);
+  assert_int_equal(s->latency_decay_ms, 0);
+  s = service(cfg, "le"); /* the decay defaults to Finagle's 10 s */
+  assert_true(s->latency_ewma);
+  assert_int_equal(s->latency_decay_ms, 10000);
+  s = service(cfg, "ld");
+  assert_true(s->latency_ewma);
+  assert_int_equal(s->latency_decay_ms, 2500);
+  s = service(cfg, "lo"); /* off, said outright: fine on a TCP service */
+  assert_false(s->latency_ewma);
   s = service(cfg, "hh");
   assert_int_equal(s->balance, ZG_BALANCE_HASH);
   assert_int_equal(s->hash_key, ZG_HASH_HEADER);
@@ -580,10 +610,33 @@ static void test_bad_balance_keys(void **state) {
       /* slow start has nothing to ramp under hash */
       "balance = hash\nhash_key = path\nslow_start = 10s\n",
       "slow_start = fast\n",
+      /* latency goes with least_request, HTTP, and a decay above 0 */
+      "balance = round_robin\nleast_request_latency = ewma\n",
+      "least_request_latency = ewma\n", /* balance = random by default */
+      "balance = least_request\nleast_request_latency = peak\n",
+      "protocol = tcp\nbalance = least_request\nleast_request_latency = "
+      "ewma\n",
+      "balance = least_request\nleast_request_decay = 5s\n",
+      "balance = least_request\nleast_request_latency = ewma\n"
+      "least_request_decay = 0s\n",
+      "balance = least_request\nleast_request_latency = ewma\n"
+      "least_request_decay = soon\n",
   };
-  static const char *marker[] = {"balance",    "hash_key",  "hash_key",
-                                 "hash_key",   "hash_key",  "hash_key",
-                                 "slow_start", "slow_start"};
+  static const char *marker[] = {"balance",
+                                 "hash_key",
+                                 "hash_key",
+                                 "hash_key",
+                                 "hash_key",
+                                 "hash_key",
+                                 "slow_start",
+                                 "slow_start",
+                                 "least_request_latency",
+                                 "least_request_latency",
+                                 "least_request_latency",
+                                 "least_request_latency",
+                                 "least_request_decay",
+                                 "least_request_decay",
+                                 "least_request_decay"};
   (void)state;
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     char text[512];
@@ -595,13 +648,73 @@ static void test_bad_balance_keys(void **state) {
              strncmp(bad[i], "protocol", 8) ? "protocol = http\n" : "", bad[i]);
     expect_one_error(text, marker[i]);
   }
-  /* hash is for services, not discover sections */
-  expect_one_error("[zookeeper]\nhosts = z:2181\n"
-                   "[discover:d]\n"
-                   "zk_root = /services\n"
-                   "listen = 127.0.0.1:7000\n"
-                   "balance = hash\n",
-                   "balance");
+  assert_int_equal(sizeof(bad) / sizeof(bad[0]),
+                   sizeof(marker) / sizeof(marker[0]));
+  /* discover sections check the same keys the same way, on their lines */
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[512];
+    if (!strncmp(bad[i], "protocol", 8))
+      continue; /* discovered services are HTTP: protocol = tcp is refused */
+    snprintf(text, sizeof(text),
+             "[zookeeper]\nhosts = z:2181\n"
+             "[discover:d]\n"
+             "zk_root = /services\n"
+             "listen = 127.0.0.1:7000\n"
+             "%s",
+             bad[i]);
+    expect_one_error(text, marker[i]);
+  }
+}
+
+static void test_discover_balance_keys(void **state) {
+  zg_config_t *cfg = load_ok("[zookeeper]\nhosts = z:2181\n"
+                             "[discover:h]\n"
+                             "zk_root = /services\n"
+                             "listen = 127.0.0.1:7000\n"
+                             "balance = hash\n"
+                             "hash_key = cookie:sid\n"
+                             "[discover:s]\n"
+                             "zk_root = /other\n"
+                             "listen = 127.0.0.1:7001\n"
+                             "balance = least_request\n"
+                             "slow_start = 45s\n"
+                             "least_request_latency = ewma\n"
+                             "least_request_decay = 3s\n"
+                             "[discover:p]\n"
+                             "zk_root = /third\n"
+                             "listen = 127.0.0.1:7002\n");
+  const zg_discover_conf_t *d = &cfg->discovers[0];
+  zg_discover_conf_t copy;
+  (void)state;
+  assert_int_equal(cfg->n_discovers, 3);
+  assert_int_equal(d->balance, ZG_BALANCE_HASH);
+  assert_int_equal(d->hash_key, ZG_HASH_COOKIE);
+  assert_string_equal(d->hash_name, "sid");
+  assert_int_equal(d->slow_start_ms, 0);
+  d = &cfg->discovers[1];
+  assert_int_equal(d->balance, ZG_BALANCE_LEAST_REQUEST);
+  assert_int_equal(d->hash_key, ZG_HASH_NONE);
+  assert_int_equal(d->slow_start_ms, 45000);
+  assert_true(d->latency_ewma);
+  assert_int_equal(d->latency_decay_ms, 3000);
+  d = &cfg->discovers[2]; /* the defaults */
+  assert_int_equal(d->balance, ZG_BALANCE_RANDOM);
+  assert_int_equal(d->hash_key, ZG_HASH_NONE);
+  assert_int_equal(d->slow_start_ms, 0);
+  assert_false(d->latency_ewma);
+  /* a reload sees a change of any of them */
+  d = &cfg->discovers[1];
+  assert_true(zg_discover_conf_equal(d, d));
+  copy = *d;
+  copy.slow_start_ms = 30000;
+  assert_false(zg_discover_conf_equal(d, &copy));
+  copy = *d;
+  copy.latency_decay_ms = 1;
+  assert_false(zg_discover_conf_equal(d, &copy));
+  copy = cfg->discovers[0];
+  snprintf(copy.hash_name, sizeof(copy.hash_name), "uid");
+  assert_false(zg_discover_conf_equal(&cfg->discovers[0], &copy));
+  zg_config_free(cfg);
 }
 
 static void test_bad_log_level(void **state) {
@@ -2307,6 +2420,7 @@ int main(void) {
       cmocka_unit_test(test_bad_protocol),
       cmocka_unit_test(test_bad_balance),
       cmocka_unit_test(test_balance_keys),
+      cmocka_unit_test(test_discover_balance_keys),
       cmocka_unit_test(test_bad_balance_keys),
       cmocka_unit_test(test_bad_log_level),
       cmocka_unit_test(test_bad_listen),

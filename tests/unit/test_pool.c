@@ -2,6 +2,7 @@
  * picks from them (src/core/balance.h). Runs under ASan in CI, so a
  * missing or extra unref shows up as a leak or a use after free. Every
  * random test uses a fixed seed: deterministic, it cannot flake. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -886,6 +887,122 @@ static void test_pick_least_weights_and_tried(void **state) {
   zg_pool_unref(p);
 }
 
+/* ---- latency EWMA (least_request_latency = ewma) ----------------------- */
+
+#define SEC_US 1000000ull
+
+static void test_ewma_decay(void **state) {
+  zg_ewma_t e;
+  (void)state;
+  memset(&e, 0, sizeof(e));
+  assert_true(zg_ewma_value(&e, 5 * SEC_US, 10000) == 0); /* no sample */
+  zg_ewma_observe(&e, 8000, 100 * SEC_US, 10000);
+  assert_true(zg_ewma_value(&e, 100 * SEC_US, 10000) == 8000);
+  /* read later: exp(-t/decay) of it, towards 0 */
+  assert_float_equal(zg_ewma_value(&e, 110 * SEC_US, 10000), 8000 * 0.36788,
+                     1.0);
+  assert_float_equal(zg_ewma_value(&e, 100 * SEC_US + 6931472, 10000), 4000,
+                     1.0); /* half after decay * ln 2 */
+  assert_true(zg_ewma_value(&e, 200 * SEC_US, 10000) < 1);
+  /* a clock read before the sample (another thread's): not decayed */
+  assert_true(zg_ewma_value(&e, 99 * SEC_US, 10000) == 8000);
+}
+
+static void test_ewma_peak_and_average(void **state) {
+  zg_ewma_t e;
+  uint64_t t = 50 * SEC_US;
+  (void)state;
+  memset(&e, 0, sizeof(e));
+  zg_ewma_observe(&e, 1000, t, 10000);
+  /* a peak is taken whole, at once */
+  zg_ewma_observe(&e, 50000, t + 1000, 10000);
+  assert_true(e.us == 50000);
+  /* below: averaged with the weight of the time since the last sample;
+   * 10 s later with decay 10 s, the old estimate weighs 1/e */
+  zg_ewma_observe(&e, 1000, t + 1000 + 10 * SEC_US, 10000);
+  assert_float_equal(e.us, 50000 * 0.36788 + 1000 * 0.63212, 5.0);
+  /* a steady stream of 1 ms samples, one per 10 ms for 20 s (two decay
+   * periods): most of the way back to 1 ms (1 + 17.4 e^-2 ~ 3.4 ms) */
+  t += 1000 + 10 * SEC_US;
+  for (int i = 1; i <= 2000; i++)
+    zg_ewma_observe(&e, 1000, t + (uint64_t)i * 10000, 10000);
+  assert_in_range((uint64_t)e.us, 3000, 3800);
+  /* samples at one instant (several responses in one clock tick): the time
+   * weight is 0, the estimate stays put until time moves */
+  memset(&e, 0, sizeof(e));
+  zg_ewma_observe(&e, 4000, t, 10000);
+  zg_ewma_observe(&e, 2000, t, 10000);
+  assert_true(e.us == 4000);
+  /* nonsense samples are 0, never negative */
+  zg_ewma_observe(&e, -5, t + SEC_US, 10000);
+  assert_true(e.us >= 0 && e.us < 4000);
+}
+
+static void test_ewma_cost(void **state) {
+  zg_ewma_t e;
+  uint64_t t = 7 * SEC_US;
+  (void)state;
+  memset(&e, 0, sizeof(e));
+  /* no sample: free while idle, then one request at a time */
+  assert_int_equal(zg_ewma_cost(&e, 0, t, 10000), 0);
+  assert_true(zg_ewma_cost(&e, 1, t, 10000) > ZG_EWMA_PENALTY);
+  assert_true(zg_ewma_cost(&e, 3, t, 10000) > zg_ewma_cost(&e, 1, t, 10000));
+  /* estimate x (in flight + 1), plus in flight + 1 */
+  zg_ewma_observe(&e, 2000, t, 10000);
+  assert_int_equal(zg_ewma_cost(&e, 0, t, 10000), 2001);
+  assert_int_equal(zg_ewma_cost(&e, 4, t, 10000), 10005);
+  assert_true(zg_ewma_cost(&e, 1000, t, 10000) < ZG_EWMA_PENALTY);
+  /* decayed to nothing: only the requests count */
+  assert_int_equal(zg_ewma_cost(&e, 2, t + 1000 * SEC_US, 10000), 3);
+  /* huge estimates stay below the penalty of an unmeasured one */
+  zg_ewma_observe(&e, 1e15, t, 10000);
+  assert_int_equal(zg_ewma_cost(&e, 9, t, 10000), ZG_EWMA_PENALTY - 1);
+}
+
+/* Two instances, equal in flight: the slower one loses every pair, until
+ * its estimate decays below the faster one's. */
+static void test_pick_least_ewma(void **state) {
+  static const bool up[] = {true, true, true};
+  static const uint32_t w[] = {1, 1, 2};
+  zg_ewma_t lat[3];
+  uint64_t cost[3], t = 1000 * SEC_US;
+  zg_pool_t *p = pool_of(up, w, 2);
+  zg_rng_t rng;
+  unsigned counts[3] = {0, 0, 0};
+  (void)state;
+  zg_rng_seed(&rng, 5);
+  memset(lat, 0, sizeof(lat));
+  zg_ewma_observe(&lat[0], 1000, t, 10000);   /* fast: 1 ms */
+  zg_ewma_observe(&lat[1], 100000, t, 10000); /* slow: 100 ms */
+  for (int i = 0; i < 3; i++)
+    cost[i] = zg_ewma_cost(&lat[i], 2, t, 10000);
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, cost), 0);
+  /* the fast one holds 150 requests, the slow one 0: 151 ms > 100 ms */
+  cost[0] = zg_ewma_cost(&lat[0], 150, t, 10000);
+  cost[1] = zg_ewma_cost(&lat[1], 0, t, 10000);
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, cost), 1);
+  /* left alone 50 s (5 decays: 100 ms -> 0.67 ms): tried again */
+  cost[0] = zg_ewma_cost(&lat[0], 0, t, 10000);
+  cost[1] = zg_ewma_cost(&lat[1], 0, t + 50 * SEC_US, 10000);
+  assert_int_equal(zg_balance_pick_least(&rng, p, NULL, 0, load_of, cost), 1);
+  zg_pool_unref(p);
+  /* weights divide the cost: equal latency, weight 2 takes twice the
+   * requests in flight before it costs more */
+  p = pool_of(up, w, 3);
+  zg_ewma_observe(&lat[2], 1000, t, 10000);
+  lat[1] = lat[0];
+  cost[0] = zg_ewma_cost(&lat[0], 2, t, 10000);
+  cost[1] = zg_ewma_cost(&lat[1], 2, t, 10000);
+  cost[2] = zg_ewma_cost(&lat[2], 4, t, 10000);
+  for (int i = 0; i < 30000; i++)
+    counts[zg_balance_pick_least(&rng, p, NULL, 0, load_of, cost)]++;
+  /* 2 weighs 5005/2 < 3003: it wins whenever drawn */
+  assert_true(counts[2] > counts[0] + counts[1]);
+  zg_pool_unref(p);
+}
+
 /* ---- consistent hashing (balance = hash) -------------------------------- */
 
 /* Instances 10.0.1.FIRST .. 10.0.1.(FIRST + N - 1), weights w (NULL: 1). */
@@ -958,6 +1075,57 @@ static void test_ring_weights_share(void **state) {
   assert_in_range(counts[0] + counts[2], 18500, 21500);
   assert_in_range(counts[0] * 10 / (counts[1] + 1), 14, 28); /* ~2x */
   zg_pool_unref(p);
+}
+
+/* zg_pool_ring from several threads at once on a fresh pool (workers that
+ * pick from a pool nobody built the ring of yet): every one gets the same
+ * ring, the losers' rings are freed (ASan: no leak), and the ring read
+ * after the CAS is the whole one (TSan, scripts/test.sh, runs this: a
+ * release/acquire pair missing would show as a race on its points). */
+#define RING_RACERS 4
+
+typedef struct {
+  const zg_pool_t *pool;
+  pthread_barrier_t *go;
+  const zg_ring_t *got;
+  size_t picks[64];
+} racer_t;
+
+static void *ring_racer(void *arg) {
+  racer_t *r = arg;
+  pthread_barrier_wait(r->go);
+  r->got = zg_pool_ring(r->pool);
+  for (unsigned k = 0; k < 64; k++)
+    r->picks[k] = zg_ring_pick(r->got, r->pool, key_hash(k), NULL, 0);
+  return NULL;
+}
+
+static void test_ring_built_once_under_a_race(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    zg_pool_t *pool = ring_pool(1, 12, NULL);
+    pthread_barrier_t go;
+    pthread_t th[RING_RACERS];
+    racer_t r[RING_RACERS];
+    assert_int_equal(pthread_barrier_init(&go, NULL, RING_RACERS), 0);
+    for (int i = 0; i < RING_RACERS; i++) {
+      memset(&r[i], 0, sizeof(r[i]));
+      r[i].pool = pool;
+      r[i].go = &go;
+      assert_int_equal(pthread_create(&th[i], NULL, ring_racer, &r[i]), 0);
+    }
+    for (int i = 0; i < RING_RACERS; i++)
+      assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&go);
+    assert_non_null(r[0].got);
+    assert_ptr_equal(zg_pool_ring(pool), r[0].got);
+    for (int i = 1; i < RING_RACERS; i++) {
+      assert_ptr_equal(r[i].got, r[0].got);
+      assert_memory_equal(r[i].picks, r[0].picks, sizeof(r[0].picks));
+    }
+    assert_int_equal(r[0].got->n, 12 * ZG_RING_POINTS);
+    zg_pool_unref(pool);
+  }
 }
 
 static void test_ring_retry_and_down(void **state) {
@@ -1106,9 +1274,14 @@ int main(void) {
       cmocka_unit_test(test_pick_pool_weighted_round_robin),
       cmocka_unit_test(test_pick_least_prefers_less_loaded),
       cmocka_unit_test(test_pick_least_weights_and_tried),
+      cmocka_unit_test(test_ewma_decay),
+      cmocka_unit_test(test_ewma_peak_and_average),
+      cmocka_unit_test(test_ewma_cost),
+      cmocka_unit_test(test_pick_least_ewma),
       cmocka_unit_test(test_ring_remaps_about_one_in_n),
       cmocka_unit_test(test_ring_weights_share),
       cmocka_unit_test(test_ring_retry_and_down),
+      cmocka_unit_test(test_ring_built_once_under_a_race),
       cmocka_unit_test(test_slow_start_curve),
       cmocka_unit_test(test_pick_weights_follows_ramp),
       cmocka_unit_test(test_pool_carry_seen),
