@@ -671,15 +671,19 @@ def latency_medians(runs):
 
 def bulk_suite(args, work, zkgate_bin, tcpbulk, source_port, res):
     """TCP bulk, the splice comparison (issue 17): zkgate with tcp_splice = auto (splice(2)
-    through a pipe) and off (copy through user space), HAProxy's default `mode tcp` and HAProxy
-    with `option splice-auto`, each alone on the proxy CPU, alternating within each round, and
+    through a pipe) and off (copy through user space), HAProxy's default `mode tcp`, HAProxy
+    with `option splice-auto` (the issue's row: HAProxy then splices only when it judges it
+    worth it) and with `option splice-request` + `splice-response` (always), each alone on the proxy CPU, alternating within each round, and
     the source read directly for reference. MB/s, and the proxy's own CPU time (user + system)
     per MB moved, which other work on the machine disturbs far less; medians into
     res["bulk_cmp"][name], every round's figures into ...["runs"] and ["cpu_runs"]."""
     if "bulk" not in args.suites:
         return
-    names = ["direct"] + [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice")
+    names = ["direct"] + [n for n in ("zkgate", "zkgate_copy", "haproxy", "haproxy_splice",
+                                      "haproxy_splice_always")
                           if n.split("_")[0] in args.proxies]
+    splice_opts = {"haproxy": "", "haproxy_splice": "option splice-auto",
+                   "haproxy_splice_always": "option splice-request\n  option splice-response"}
     ports = {n: free_port() for n in names}
     ports["direct"] = source_port
     cmds = {}
@@ -709,7 +713,7 @@ defaults
   timeout server 120s
 listen bulk
   mode tcp
-  {"option splice-auto" if n == "haproxy_splice" else ""}
+  {splice_opts[n]}
   bind 127.0.0.1:{ports[n]}
   server s1 127.0.0.1:{source_port}
 """)
@@ -758,7 +762,8 @@ def bulk_table(L, px):
     labels = {"direct": "source read directly (no proxy)",
               "zkgate": "zkgate (`tcp_splice = auto`: splice)",
               "zkgate_copy": "zkgate (`tcp_splice = off`: copy)",
-              "haproxy": "HAProxy `mode tcp`", "haproxy_splice": "HAProxy `option splice-auto`"}
+              "haproxy": "HAProxy `mode tcp`", "haproxy_splice": "HAProxy `option splice-auto`",
+              "haproxy_splice_always": "HAProxy `option splice-request`, `splice-response`"}
     L.append("")
     L.append("TCP bulk through the L4 path (one connection, the source's endless stream), each "
              "proxy alone on CPU 0, alternating within each round; medians, every round's "

@@ -56,7 +56,7 @@ stage "tested: sanitizers"
 # registry clients, zkgate-register, the configuration and CLI checks,
 # request parsing) are left to the other two stages: they add minutes,
 # not races.
-tsan_files="test_workers;test_http;test_http2;test_grpc;test_tcp_proxy;test_sni"
+tsan_files="test_workers;test_http;test_http2;test_grpc;test_tcp_proxy;test_tcp_splice;test_sni"
 tsan_files="$tsan_files;test_tls;test_upstream_tls;test_reload;test_operations"
 tsan_files="$tsan_files;test_registry;test_events;test_balance"
 echo "== build: clang-14, -fsanitize=thread, -Werror" >&2

@@ -48,7 +48,7 @@
 #include "upstream/upstream.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <fcntl.h> /* splice */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -171,7 +171,7 @@ def metrics(admin):
 
 
 def test_each_server_name_reaches_its_service(zk, kz, zpath, gateway, tls_backends, certs):
-    gw, port, _ = start(zk, kz, zpath, gateway, tls_backends, certs)
+    gw, port, admin = start(zk, kz, zpath, gateway, tls_backends, certs)
     assert tls_line(port, "a.example.com", certs) == ("a a.example.com", "a.example.com")
     assert tls_line(port, "x.b.example.com", certs) == ("b x.b.example.com", "*.b.example.com")
     # deeper than the certificate's wildcard, which is zkgate's wildcard too
@@ -187,6 +187,11 @@ def test_each_server_name_reaches_its_service(zk, kz, zpath, gateway, tls_backen
         out = r.stdout.decode(errors="replace")
         assert re.search(rf"subject=CN ?= ?{re.escape(want)}", out), out
         assert "Verify return code: 0 (ok)" in out, out
+    # zkgate does not decrypt passthrough: what follows the ClientHello is spliced
+    spliced = dict(re.findall(r'zkgate_tcp_spliced_bytes_total\{service="(\w)"\} (\d+)',
+                              metrics(admin)))
+    assert int(spliced["a"]) > 0 and int(spliced["b"]) > 0, \
+        f"tls-passthrough bytes not spliced: {spliced}"
 
 
 def test_unknown_name_and_plain_bytes_are_closed(zk, kz, zpath, gateway, tls_backends,
