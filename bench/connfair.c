@@ -71,7 +71,7 @@ static size_t response_len(const char *buf, size_t len) {
 static int send_req(conn_t *c) {
   c->sent_ns = now_ns();
   return write(c->fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1) ? 0
-                                                                         : -1;
+                                                                          : -1;
 }
 
 int main(int argc, char **argv) {
