@@ -31,6 +31,12 @@
  * (read_pause holds it back), so a slow client leaves at most a window of
  * bytes with the gateway.
  *
+ * Refusals (RFC 9113 8.7): a stream the instance refused (REFUSED_STREAM,
+ * above a GOAWAY's last stream id) was not processed; the state says so
+ * (refused) and the request body passed on is held (rq.keep: the queue
+ * keeps what it sent) until the instance answers or H2C_REPLAY_MAX is
+ * passed, so that the exchange sends the request to another instance.
+ *
  * Re-entrancy: nghttp2 is fed (mem_recv) from the read callback only; what
  * its callbacks learn that ends or fails the exchange is acted on after
  * mem_recv returned. The session is freed when upstream.h frees the
@@ -50,7 +56,8 @@
 #define H2C_CONN_WINDOW (1u << 20)   /* the connection's receive window */
 #define H2C_MAX_HEADER_LIST 65536    /* SETTINGS_MAX_HEADER_LIST_SIZE */
 #define H2C_FIELDS (ZG_HTTP_MAX_HEADERS + 4)
-#define H2C_MAX_STREAMS 100 /* at most, whatever the instance allows */
+#define H2C_MAX_STREAMS 100       /* at most, whatever the instance allows */
+#define H2C_REPLAY_MAX HIGH_WATER /* request body kept for a refusal */
 
 typedef struct h2c h2c_t;
 
@@ -71,7 +78,7 @@ typedef struct h2c_stream {
   int fail_status;
   unsigned pass;
   unsigned answered : 1, head_done : 1, rq_eof : 1, deferred : 1, paused : 1,
-      resp_end : 1, done : 1, fail : 1, reused : 1;
+      resp_end : 1, done : 1, fail : 1, reused : 1, refused : 1;
 } h2c_stream_t;
 
 /* One connection to an instance. */
@@ -119,6 +126,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
   if (!st)
     return 0;
   st->answered = 1;
+  st->rq.keep = false; /* processed: never sent again */
   st->hsize = 0;
   if (!st->head_done) {
     st->resp.n_hdr = 0;
@@ -262,8 +270,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
     /* Streams above what the instance will process: never seen by it. */
     ZG_LIST_FOREACH(it, &h->streams) {
       h2c_stream_t *s2 = ZG_LIST_ITEM(it, h2c_stream_t, link);
-      if (s2->sid > frame->goaway.last_stream_id)
+      if (s2->sid > frame->goaway.last_stream_id) {
         s2->answered = 0;
+        s2->refused = 1;
+      }
     }
     return 0;
   }
@@ -304,8 +314,10 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code,
   st->sid = 0;
   if (!st->x || st->done || st->fail)
     return 0;
-  if (code == NGHTTP2_REFUSED_STREAM)
+  if (code == NGHTTP2_REFUSED_STREAM) {
     st->answered = 0; /* not processed: safe to send again */
+    st->refused = 1;
+  }
   zg_debug("http", "instance %s: HTTP/2 stream closed: %s", st->h->uc->key,
            nghttp2_http2_strerror(code));
   stream_fail(st, ZG_TERM_INSTANCE_RESET, 502);
@@ -611,6 +623,7 @@ static void *h2c_attach(zg_upconn_t *uc, zg_http_exchange_t *x) {
   st->h = h;
   st->x = x;
   st->reused = h->opened > 0;
+  st->rq.keep = true;
   zg_list_push(&h->streams, &st->link);
   h->active++;
   h->opened++;
@@ -724,8 +737,10 @@ static int h2c_request_send(void *c) {
   int32_t id;
   if (n < 0)
     return -1;
-  if (h->goaway || h->broken || h->uc->closing)
+  if (h->goaway || h->broken || h->uc->closing) {
+    st->refused = h->goaway; /* never sent */
     return -2;
+  }
   id = nghttp2_submit_request(h->ng, NULL, nva, (size_t)n,
                               st->x->req_has_body ? &prd : NULL, st);
   if (id < 0)
@@ -736,6 +751,8 @@ static int h2c_request_send(void *c) {
 
 static int h2c_request_body(void *c, const char *p, size_t len) {
   h2c_stream_t *st = c;
+  if (st->rq.keep && st->rq.off + st->rq.len + len > H2C_REPLAY_MAX)
+    st->rq.keep = false; /* too much to hold: not sent again */
   if (zg_h2_queue_put(&st->rq, p, len) != 0)
     return -1;
   resume_data(st);
@@ -788,6 +805,18 @@ static void h2c_state(void *c, zg_exchange_cli_state_t *s) {
   s->reused = st->reused;
   s->answered = st->answered;
   s->client_cause = false;
+  s->refused = st->refused;
+}
+
+/* All the body passed on so far, while the stream holds it (until the
+ * instance answers, up to H2C_REPLAY_MAX bytes). */
+static int h2c_replay(void *c, const char **p, size_t *len) {
+  h2c_stream_t *st = c;
+  if (!st->rq.keep)
+    return -1;
+  *p = st->rq.b;
+  *len = st->rq.off + st->rq.len;
+  return 0;
 }
 
 /* Done with the stream: reset when still open, freed; the connection goes
@@ -857,6 +886,7 @@ const zg_exchange_cli_ops_t zg_h2c_ops = {
     .read_pause = h2c_read_pause,
     .read_resume = h2c_read_resume,
     .state = h2c_state,
+    .replay = h2c_replay,
     .release = h2c_release,
     .tunnel_write = h2c_tunnel_write,
     .tunnel_shutdown = h2c_tunnel_shutdown,

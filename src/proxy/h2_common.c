@@ -28,7 +28,7 @@ int zg_h2_buf_append(char **b, size_t *len, size_t *cap, const char *p,
 
 int zg_h2_queue_put(zg_h2_queue_t *q, const char *p, size_t n) {
   size_t end;
-  if (q->off > 0 && q->off + q->len + n > q->cap) {
+  if (!q->keep && q->off > 0 && q->off + q->len + n > q->cap) {
     memmove(q->b, q->b + q->off, q->len);
     q->off = 0;
   }
@@ -48,7 +48,7 @@ ssize_t zg_h2_queue_read(zg_h2_queue_t *q, uint8_t *buf, size_t length,
     memcpy(buf, q->b + q->off, n);
   q->off += n;
   q->len -= n;
-  if (q->len == 0)
+  if (q->len == 0 && !q->keep)
     q->off = 0;
   if (q->len == 0 && eof) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;

@@ -17,10 +17,13 @@
 int zg_h2_buf_append(char **b, size_t *len, size_t *cap, const char *p,
                      size_t n);
 
-/* A queue of body bytes: `len` bytes at b + off. */
+/* A queue of body bytes: `len` bytes at b + off. With `keep`, the bytes
+ * already taken stay before them (b holds all that was put), so that
+ * they can be sent again. */
 typedef struct zg_h2_queue {
   char *b;
   size_t off, len, cap;
+  bool keep;
 } zg_h2_queue_t;
 
 /* `n` bytes queued (the bytes already taken make room first). 0 or -1. */
