@@ -13,7 +13,9 @@
  * side's write queue is above a high-water mark (backpressure), so memory
  * per connection stays bounded whatever the body size. A request without
  * a body that fails on a reused connection before any response byte is
- * sent once more on a new connection.
+ * sent once more on a new connection; a request an HTTP/2 instance
+ * refused (it never processed it) goes to another instance whatever its
+ * method, its body so far sent again.
  *
  * Framing, keep-alive, pipelining and the 101 hand-off are the codecs'
  * business: h1_server.c on the client connection, h1_client.c on the
@@ -385,6 +387,39 @@ int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
   return 0;
 }
 
+/* A request the instance refused (zg_exchange_cli_state_t.refused) goes
+ * to an instance not tried yet, while the tries last (upstream.h): the
+ * body passed on so far is copied from the codec (the client's pauses
+ * until it went again). 0, or -1 when it cannot (the codec no longer holds
+ * the body, no memory, no tries left). `u` is still attached. */
+static int refused_retry(zg_http_exchange_t *x, void *u) {
+  const char *p = NULL;
+  size_t len = 0;
+  if (x->ureq.ntried >= ZG_UPSTREAM_MAX_TRIES || x->phase == ZG_XP_CLOSED)
+    return -1;
+  if (x->req_has_body && (!x->cli->replay || x->cli->replay(u, &p, &len) != 0))
+    return -1;
+  free(x->replay);
+  x->replay = NULL;
+  x->replay_len = 0;
+  if (len > 0) {
+    if (!(x->replay = malloc(len)))
+      return -1;
+    memcpy(x->replay, p, len);
+    x->replay_len = len;
+  }
+  x->resend = 1;
+  x->up = NULL;
+  x->cli->release(u, 0);
+  if (x->req_has_body && !x->req_done && !x->body_held) {
+    x->body_held = 1;
+    x->srv->request_pause(x->conn);
+  }
+  x->phase = ZG_XP_CONNECT;
+  upstream_connect(x); /* ntried goes on: another instance */
+  return 0;
+}
+
 /* The instance failed us. A request without a body gets one more try on a
  * fresh connection when the failure was on a reused one (it may have been
  * closed just as we sent) and no byte of a response came back, else a
@@ -393,7 +428,7 @@ int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
 void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
                                  int status) {
   void *u = x->up;
-  zg_exchange_cli_state_t st = {"-", false, false, false};
+  zg_exchange_cli_state_t st = {"-", false, false, false, false};
   if (u)
     x->cli->state(u, &st);
   /* A reply the instance began (a bad one, or cut short) means it saw the
@@ -402,6 +437,8 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
            x->client_addr, st.key, zg_term_text(why),
            reused ? "reused" : "new");
+  if (u && st.refused && !answered && !x->resp_head && refused_retry(x, u) == 0)
+    return;
   if (u) {
     /* A fresh connection that fails is the instance's fault; a reused one
      * may just have been closed by it while idle. Not while the client's
@@ -433,6 +470,24 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
 
 /* ---- sending the request --------------------------------------------- */
 
+/* After a refusal, the body passed on before it, and its end when the
+ * client's had come. 0 or -1. */
+static int replay_send(zg_http_exchange_t *x, void *u) {
+  int rc = 0;
+  if (!x->resend)
+    return 0;
+  x->resend = 0;
+  if (x->replay) {
+    rc = x->cli->request_body(u, x->replay, x->replay_len);
+    free(x->replay);
+    x->replay = NULL;
+    x->replay_len = 0;
+  }
+  if (rc == 0 && x->req_has_body && x->req_done)
+    rc = x->cli->request_end(u);
+  return rc;
+}
+
 static void send_request(zg_http_exchange_t *x) {
   void *u = x->up;
   int rc;
@@ -448,6 +503,10 @@ static void send_request(zg_http_exchange_t *x) {
                                 502);
     return;
   }
+  if (replay_send(x, u) != 0) {
+    zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
+    return;
+  }
   if (x->req_done) {
     /* no body: the parser waits at the end of the request */
     if (x->cli->flush(u) != 0)
@@ -455,6 +514,11 @@ static void send_request(zg_http_exchange_t *x) {
     return;
   }
   x->srv->request_body(x->conn);
+  if (x->body_held) {
+    x->body_held = 0;
+    if (x->up)
+      x->srv->request_resume(x->conn);
+  }
 }
 
 /* A connection to an instance for the request (upstream.h): an idle one,
@@ -703,7 +767,10 @@ void zg_exchange_reset(zg_http_exchange_t *x) {
     zg_http_trailers_clear(&x->resp_trailers);
   x->req_done = x->resp_head = x->resp_done = 0;
   x->sent_ms = x->sent_ns = 0;
-  x->req_has_body = x->retried = 0;
+  x->req_has_body = x->retried = x->body_held = x->resend = 0;
+  free(x->replay);
+  x->replay = NULL;
+  x->replay_len = 0;
   x->grpc = 0;
   x->deadline_ms = 0;
   if (x->svc) {
@@ -726,6 +793,8 @@ void zg_exchange_abort(zg_http_exchange_t *x, zg_term_t term,
 }
 
 void zg_exchange_free(zg_http_exchange_t *x) {
+  free(x->replay);
+  x->replay = NULL;
   zg_http_buf_release(x->gw, &x->up_head, &x->up_head_cap);
   zg_pool_unref(x->ureq.pool);
   zg_service_unref(x->svc);

@@ -111,6 +111,9 @@ typedef struct {
   bool reused;       /* it carried a request before this one */
   bool answered;     /* a byte of a response came for this exchange */
   bool client_cause; /* refused for the client's sake, not a failure */
+  bool refused;      /* the instance did not process the request (HTTP/2
+                        REFUSED_STREAM, above a GOAWAY's last stream): it may go
+                        to another instance whatever its method and body */
 } zg_exchange_cli_state_t;
 
 /* What the exchange asks of the codec on the instance's side (`c`: the
@@ -143,6 +146,10 @@ typedef struct {
   void (*read_pause)(void *c);
   void (*read_resume)(void *c);
   void (*state)(void *c, zg_exchange_cli_state_t *st);
+  /* The request body passed to `c` so far, when `c` still holds all of it
+   * (to send it again elsewhere after a refusal): 0, or -1 when it does
+   * not. NULL: never held. */
+  int (*replay)(void *c, const char **p, size_t *len);
   /* Done with `c` for this exchange: kept for another when `reuse` and
    * the response allowed it, else closed. */
   void (*release)(void *c, int reuse);
@@ -192,7 +199,12 @@ struct zg_http_exchange {
   unsigned req_done : 1;  /* the whole request was passed on */
   unsigned resp_head : 1; /* a final response head went to the client */
   unsigned resp_done : 1;
-  unsigned retried : 1; /* the one retry on a fresh connection */
+  unsigned retried : 1;   /* the one retry on a fresh connection */
+  unsigned body_held : 1; /* the client's body paused while a refused
+                             request goes to another instance */
+  unsigned resend : 1;    /* a refused request goes to another instance */
+  char *replay;           /* the body passed on before a refusal, to send */
+  size_t replay_len;      /* again (malloc'ed), or NULL */
   /* A gRPC request (content-type application/grpc*): the gateway's own
    * errors are gRPC statuses (zg_grpc_status), not HTML. */
   unsigned grpc : 1;

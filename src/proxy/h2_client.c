@@ -31,11 +31,18 @@
  * (read_pause holds it back), so a slow client leaves at most a window of
  * bytes with the gateway.
  *
+ * Refusals (RFC 9113 8.7): a stream the instance refused (REFUSED_STREAM,
+ * above a GOAWAY's last stream id) was not processed; the state says so
+ * (refused) and the request body passed on is held (rq.keep: the queue
+ * keeps what it sent) until the instance answers or H2C_REPLAY_MAX is
+ * passed, so that the exchange sends the request to another instance.
+ *
  * Re-entrancy: nghttp2 is fed (mem_recv) from the read callback only; what
  * its callbacks learn that ends or fails the exchange is acted on after
  * mem_recv returned. The session is freed when upstream.h frees the
  * connection. */
 #include "proxy/h1.h"
+#include "proxy/h2_common.h"
 
 #include "core/log.h"
 
@@ -49,7 +56,8 @@
 #define H2C_CONN_WINDOW (1u << 20)   /* the connection's receive window */
 #define H2C_MAX_HEADER_LIST 65536    /* SETTINGS_MAX_HEADER_LIST_SIZE */
 #define H2C_FIELDS (ZG_HTTP_MAX_HEADERS + 4)
-#define H2C_MAX_STREAMS 100 /* at most, whatever the instance allows */
+#define H2C_MAX_STREAMS 100       /* at most, whatever the instance allows */
+#define H2C_REPLAY_MAX HIGH_WATER /* request body kept for a refusal */
 
 typedef struct h2c h2c_t;
 
@@ -64,14 +72,13 @@ typedef struct h2c_stream {
   char *hb;
   size_t hb_len, hb_cap, hsize;
   /* the request body queued for the instance */
-  char *rq;
-  size_t rq_off, rq_len, rq_cap;
+  zg_h2_queue_t rq;
   size_t unconsumed; /* response DATA not yet let through */
   zg_term_t fail_term;
   int fail_status;
   unsigned pass;
   unsigned answered : 1, head_done : 1, rq_eof : 1, deferred : 1, paused : 1,
-      resp_end : 1, done : 1, fail : 1, reused : 1;
+      resp_end : 1, done : 1, fail : 1, reused : 1, refused : 1;
 } h2c_stream_t;
 
 /* One connection to an instance. */
@@ -94,25 +101,6 @@ static struct h2c_stream *unvisited(h2c_t *h, unsigned pass);
 
 static h2c_t *h2c_of(zg_upconn_t *uc) {
   return uc->data;
-}
-
-static int buf_append(char **b, size_t *len, size_t *cap, const char *p,
-                      size_t n) {
-  if (n == 0)
-    return 0;
-  if (*len + n > *cap) {
-    size_t want = *cap ? *cap * 2 : 4096;
-    char *nb;
-    while (want < *len + n)
-      want *= 2;
-    if (!(nb = realloc(*b, want)))
-      return -1;
-    *b = nb;
-    *cap = want;
-  }
-  memcpy(*b + *len, p, n);
-  *len += n;
-  return 0;
 }
 
 /* The exchange fails (acted on after mem_recv). */
@@ -138,6 +126,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
   if (!st)
     return 0;
   st->answered = 1;
+  st->rq.keep = false; /* processed: never sent again */
   st->hsize = 0;
   if (!st->head_done) {
     st->resp.n_hdr = 0;
@@ -194,10 +183,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
     return 0;
   if (st->resp.n_hdr == ZG_HTTP_MAX_HEADERS)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  if (buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)name,
-                 namelen) != 0 ||
-      buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)value,
-                 valuelen) != 0)
+  if (zg_h2_buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)name,
+                       namelen) != 0 ||
+      zg_h2_buf_append(&st->hb, &st->hb_len, &st->hb_cap, (const char *)value,
+                       valuelen) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   st->resp.hdr[st->resp.n_hdr++] =
       (zg_hdr_t){(uint32_t)noff, (uint32_t)namelen, (uint32_t)(noff + namelen),
@@ -281,8 +270,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
     /* Streams above what the instance will process: never seen by it. */
     ZG_LIST_FOREACH(it, &h->streams) {
       h2c_stream_t *s2 = ZG_LIST_ITEM(it, h2c_stream_t, link);
-      if (s2->sid > frame->goaway.last_stream_id)
+      if (s2->sid > frame->goaway.last_stream_id) {
         s2->answered = 0;
+        s2->refused = 1;
+      }
     }
     return 0;
   }
@@ -323,8 +314,10 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code,
   st->sid = 0;
   if (!st->x || st->done || st->fail)
     return 0;
-  if (code == NGHTTP2_REFUSED_STREAM)
+  if (code == NGHTTP2_REFUSED_STREAM) {
     st->answered = 0; /* not processed: safe to send again */
+    st->refused = 1;
+  }
   zg_debug("http", "instance %s: HTTP/2 stream closed: %s", st->h->uc->key,
            nghttp2_http2_strerror(code));
   stream_fail(st, ZG_TERM_INSTANCE_RESET, 502);
@@ -334,26 +327,9 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code,
 /* ---- the request body --------------------------------------------------- */
 
 static void submit_trailers(h2c_stream_t *st) {
-  const zg_http_trailers_t *t = &st->x->req_trailers;
   nghttp2_nv nva[ZG_HTTP_MAX_TRAILERS];
   char names[ZG_HTTP_EXTRA_MAX];
-  size_t k = 0, at = 0;
-  for (uint32_t i = 0; i < t->n; i++) {
-    const zg_hdr_t *f = &t->f[i];
-    char *ln = names + at;
-    if (at + f->name_len + 1 > sizeof(names))
-      break;
-    for (uint32_t j = 0; j < f->name_len; j++) {
-      char ch = t->buf[f->name_off + j];
-      ln[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-    }
-    at += f->name_len;
-    if (!zg_http_trailer_forwardable(ln, f->name_len))
-      continue;
-    nva[k++] = (nghttp2_nv){(uint8_t *)ln,
-                            (uint8_t *)(uintptr_t)(t->buf + f->value_off),
-                            f->name_len, f->value_len, NGHTTP2_NV_FLAG_NONE};
-  }
+  size_t k = zg_h2_trailers_nv(&st->x->req_trailers, nva, names, sizeof(names));
   nghttp2_submit_trailer(st->h->ng, st->sid, nva, k);
 }
 
@@ -361,28 +337,16 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
                          size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud) {
   h2c_stream_t *st = src->ptr;
-  size_t n = length < st->rq_len ? length : st->rq_len;
+  ssize_t n = zg_h2_queue_read(&st->rq, buf, length, st->rq_eof,
+                               st->x && st->x->req_trailers.n > 0, flags);
   (void)ng;
   (void)id;
   (void)ud;
-  if (n == 0 && !st->rq_eof) {
+  if (n == NGHTTP2_ERR_DEFERRED)
     st->deferred = 1;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  if (n > 0)
-    memcpy(buf, st->rq + st->rq_off, n);
-  st->rq_off += n;
-  st->rq_len -= n;
-  if (st->rq_len == 0)
-    st->rq_off = 0;
-  if (st->rq_len == 0 && st->rq_eof) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->x && st->x->req_trailers.n > 0) {
-      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      submit_trailers(st);
-    }
-  }
-  return (ssize_t)n;
+  else if (*flags & NGHTTP2_DATA_FLAG_NO_END_STREAM)
+    submit_trailers(st);
+  return n;
 }
 
 static void resume_data(h2c_stream_t *st) {
@@ -588,22 +552,11 @@ static nghttp2_session_callbacks *g_cbs;
 static nghttp2_option *g_opt;
 
 static void cb_init(void) {
-  if (nghttp2_session_callbacks_new(&g_cbs) != 0 ||
-      nghttp2_option_new(&g_opt) != 0)
+  static const zg_h2_cbs_t f = {on_begin_headers, on_header, on_frame_recv,
+                                on_data_chunk, on_stream_close};
+  if (zg_h2_session_setup(&f, &g_cbs, &g_opt) != 0)
     return;
-  nghttp2_session_callbacks_set_on_begin_headers_callback(g_cbs,
-                                                          on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs,
-                                                            on_data_chunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs,
-                                                         on_stream_close);
-  nghttp2_option_set_no_auto_window_update(g_opt, 1);
   nghttp2_option_set_peer_max_concurrent_streams(g_opt, H2C_MAX_STREAMS);
-  nghttp2_option_set_max_outbound_ack(g_opt, 1000);
-  nghttp2_option_set_max_settings(g_opt, 32);
-  nghttp2_option_set_max_continuations(g_opt, 8);
 }
 
 static void on_upconn_closed(zg_upconn_t *uc) {
@@ -670,6 +623,7 @@ static void *h2c_attach(zg_upconn_t *uc, zg_http_exchange_t *x) {
   st->h = h;
   st->x = x;
   st->reused = h->opened > 0;
+  st->rq.keep = true;
   zg_list_push(&h->streams, &st->link);
   h->active++;
   h->opened++;
@@ -678,16 +632,6 @@ static void *h2c_attach(zg_upconn_t *uc, zg_http_exchange_t *x) {
 }
 
 /* ---- the request head --------------------------------------------------- */
-
-static bool hop_field(const char *n, size_t len) {
-  static const char *const hop[] = {"connection",       "keep-alive",
-                                    "proxy-connection", "transfer-encoding",
-                                    "upgrade",          "te"};
-  for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-    if (strlen(hop[i]) == len && !memcmp(n, hop[i], len))
-      return true;
-  return false;
-}
 
 /* Whether `name` is listed in a Connection field of the head. */
 static bool connection_listed(const char *head, const char *end,
@@ -760,13 +704,12 @@ static int head_nv(h2c_stream_t *st, nghttp2_nv *nva, char *names,
       ve--;
     if (at + nlen + 1 > names_cap || k == H2C_FIELDS)
       return -1;
-    for (size_t j = 0; j < nlen; j++)
-      ln[j] = (p[j] >= 'A' && p[j] <= 'Z') ? (char)(p[j] + 32) : p[j];
+    zg_h2_lower(ln, p, nlen);
     at += nlen;
     if (nlen == 4 && !memcmp(ln, "host", 4)) {
       nva[3].value = (uint8_t *)(uintptr_t)v;
       nva[3].valuelen = (size_t)(ve - v);
-    } else if (!hop_field(ln, nlen) &&
+    } else if (!zg_h2_hop_field(ln, nlen) &&
                !connection_listed(x->up_head, end, ln, nlen)) {
       nva[k++] = (nghttp2_nv){(uint8_t *)ln, (uint8_t *)(uintptr_t)v, nlen,
                               (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
@@ -794,8 +737,10 @@ static int h2c_request_send(void *c) {
   int32_t id;
   if (n < 0)
     return -1;
-  if (h->goaway || h->broken || h->uc->closing)
+  if (h->goaway || h->broken || h->uc->closing) {
+    st->refused = h->goaway; /* never sent */
     return -2;
+  }
   id = nghttp2_submit_request(h->ng, NULL, nva, (size_t)n,
                               st->x->req_has_body ? &prd : NULL, st);
   if (id < 0)
@@ -806,16 +751,10 @@ static int h2c_request_send(void *c) {
 
 static int h2c_request_body(void *c, const char *p, size_t len) {
   h2c_stream_t *st = c;
-  if (st->rq_off > 0 && st->rq_off + st->rq_len + len > st->rq_cap) {
-    memmove(st->rq, st->rq + st->rq_off, st->rq_len);
-    st->rq_off = 0;
-  }
-  {
-    size_t end = st->rq_off + st->rq_len;
-    if (buf_append(&st->rq, &end, &st->rq_cap, p, len) != 0)
-      return -1;
-  }
-  st->rq_len += len;
+  if (st->rq.keep && st->rq.off + st->rq.len + len > H2C_REPLAY_MAX)
+    st->rq.keep = false; /* too much to hold: not sent again */
+  if (zg_h2_queue_put(&st->rq, p, len) != 0)
+    return -1;
   resume_data(st);
   return 0;
 }
@@ -840,7 +779,7 @@ static int h2c_flush(void *c) {
 
 static size_t h2c_queued(void *c) {
   h2c_stream_t *st = c;
-  return st->rq_len + zg_queued(&st->h->uc->tcp);
+  return st->rq.len + zg_queued(&st->h->uc->tcp);
 }
 
 static void h2c_read_pause(void *c) {
@@ -866,6 +805,18 @@ static void h2c_state(void *c, zg_exchange_cli_state_t *s) {
   s->reused = st->reused;
   s->answered = st->answered;
   s->client_cause = false;
+  s->refused = st->refused;
+}
+
+/* All the body passed on so far, while the stream holds it (until the
+ * instance answers, up to H2C_REPLAY_MAX bytes). */
+static int h2c_replay(void *c, const char **p, size_t *len) {
+  h2c_stream_t *st = c;
+  if (!st->rq.keep)
+    return -1;
+  *p = st->rq.b;
+  *len = st->rq.off + st->rq.len;
+  return 0;
 }
 
 /* Done with the stream: reset when still open, freed; the connection goes
@@ -891,7 +842,7 @@ static void h2c_release(void *c, int reuse) {
   zg_link_remove(&st->link);
   h->active--;
   free(st->hb);
-  free(st->rq);
+  free(st->rq.b);
   free(st);
   if (!h->broken && !h->uc->closing && h2c_out(h) != 0)
     conn_failed(h, ZG_TERM_INSTANCE_WRITE_ERROR);
@@ -935,6 +886,7 @@ const zg_exchange_cli_ops_t zg_h2c_ops = {
     .read_pause = h2c_read_pause,
     .read_resume = h2c_read_resume,
     .state = h2c_state,
+    .replay = h2c_replay,
     .release = h2c_release,
     .tunnel_write = h2c_tunnel_write,
     .tunnel_shutdown = h2c_tunnel_shutdown,

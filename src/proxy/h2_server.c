@@ -25,6 +25,7 @@
  * submitted and sent from the idle handle. Closed streams are freed there
  * too, so that no exchange is freed under its own call. */
 #include "proxy/h2.h"
+#include "proxy/h2_common.h"
 
 #include "core/log.h"
 
@@ -64,8 +65,7 @@ struct h2_stream {
   int bad;  /* the status to refuse the head with, or 0 */
   char *rq; /* request body waiting for the instance */
   size_t rq_len, rq_cap, unconsumed;
-  char *out; /* response body queued for the client */
-  size_t out_off, out_len, out_cap;
+  zg_h2_queue_t out; /* response body queued for the client */
   uint32_t empty_data;
   uint64_t progress_ms; /* the last DATA in, out, or from the instance */
   zg_term_t term;       /* why the stream closed, when not done */
@@ -81,30 +81,11 @@ static void schedule(zg_h2_conn_t *c);
 
 /* ---- small buffers ------------------------------------------------------ */
 
-static int buf_append(char **b, size_t *len, size_t *cap, const char *p,
-                      size_t n) {
-  if (n == 0)
-    return 0;
-  if (*len + n > *cap) {
-    size_t want = *cap ? *cap * 2 : 4096;
-    char *nb;
-    while (want < *len + n)
-      want *= 2;
-    if (!(nb = realloc(*b, want)))
-      return -1;
-    *b = nb;
-    *cap = want;
-  }
-  memcpy(*b + *len, p, n);
-  *len += n;
-  return 0;
-}
-
 /* Field bytes of the head: the offset of `n` bytes copied in, or -1. */
 static int64_t hb_put(h2_stream_t *st, const char *p, size_t n) {
   size_t len = st->hb_len, cap = st->hb_cap;
   int64_t off = (int64_t)len;
-  if (buf_append(&st->hb, &len, &cap, p, n) != 0)
+  if (zg_h2_buf_append(&st->hb, &len, &cap, p, n) != 0)
     return -1;
   st->hb_len = (uint32_t)len;
   st->hb_cap = (uint32_t)cap;
@@ -152,11 +133,11 @@ static void stream_free(h2_stream_t *st) {
   /* The connection's window for what was never passed on. */
   if (!c->ended && st->rq_len + st->unconsumed > 0)
     nghttp2_session_consume_connection(c->ng, st->rq_len + st->unconsumed);
-  c->out_total -= st->out_len;
+  c->out_total -= st->out.len;
   zg_link_remove(&st->link);
   free(st->hb);
   free(st->rq);
-  free(st->out);
+  free(st->out.b);
   free(st);
 }
 
@@ -431,8 +412,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id,
     nghttp2_session_consume(ng, id, len);
     return 0;
   }
-  if (buf_append(&st->rq, &st->rq_len, &st->rq_cap, (const char *)data, len) !=
-      0) {
+  if (zg_h2_buf_append(&st->rq, &st->rq_len, &st->rq_cap, (const char *)data,
+                       len) != 0) {
     stream_reset(st, NGHTTP2_INTERNAL_ERROR, ZG_TERM_OUT_OF_MEMORY);
     return 0;
   }
@@ -537,43 +518,33 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
 /* Fields that are the connection's, not the message's (RFC 9113
  * §8.2.2). */
 static bool connection_field(const zg_http_head_t *h, const char *lname) {
-  static const char *const hop[] = {"connection",       "keep-alive",
-                                    "proxy-connection", "transfer-encoding",
-                                    "upgrade",          "te"};
-  for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-    if (!strcmp(lname, hop[i]))
-      return true;
-  return zg_http_connection_has(h, lname) != 0;
+  return zg_h2_hop_field(lname, strlen(lname)) ||
+         zg_http_connection_has(h, lname) != 0;
 }
 
-/* The fields of `h` (or of trailers `t`) as nghttp2 name/value pairs with
- * lower-case names, after `pre` pairs already in `nva`; names in `names`
- * (malloc'ed, the caller frees). The count, or -1. */
-static int fields_nv(const char *buf, const zg_hdr_t *f, size_t n,
-                     const zg_http_head_t *h, nghttp2_nv *nva, size_t pre,
+/* The fields of `h` as nghttp2 name/value pairs with lower-case names,
+ * after `pre` pairs already in `nva`; names in `names` (malloc'ed, the
+ * caller frees). The count, or -1. */
+static int fields_nv(const zg_http_head_t *h, nghttp2_nv *nva, size_t pre,
                      char **names) {
+  const zg_hdr_t *f = h->hdr;
   size_t total = 0, at = 0, k = pre;
   char *nb;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < h->n_hdr; i++)
     total += f[i].name_len + 1;
   if (!(nb = malloc(total ? total : 1)))
     return -1;
   *names = nb;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < h->n_hdr; i++) {
     char *ln = nb + at;
-    for (uint32_t j = 0; j < f[i].name_len; j++) {
-      char ch = buf[f[i].name_off + j];
-      ln[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-    }
+    zg_h2_lower(ln, h->buf + f[i].name_off, f[i].name_len);
     ln[f[i].name_len] = '\0';
     at += f[i].name_len + 1;
-    if (h ? connection_field(h, ln)
-          : !zg_http_trailer_forwardable(ln, f[i].name_len))
-      continue;
-    if (h && !strcmp(ln, "content-length") && h->chunked)
+    if (connection_field(h, ln) ||
+        (h->chunked && !strcmp(ln, "content-length")))
       continue;
     nva[k++] = (nghttp2_nv){
-        (uint8_t *)ln, (uint8_t *)(uintptr_t)(buf + f[i].value_off),
+        (uint8_t *)ln, (uint8_t *)(uintptr_t)(h->buf + f[i].value_off),
         f[i].name_len, f[i].value_len, NGHTTP2_NV_FLAG_NONE};
   }
   return (int)k;
@@ -598,8 +569,7 @@ static int op_response_head(void *cx, const zg_http_head_t *resp, bool *no_body,
   snprintf(code, sizeof(code), "%d", resp->status);
   nva[0] = (nghttp2_nv){(uint8_t *)(uintptr_t) ":status", (uint8_t *)code, 7,
                         strlen(code), NGHTTP2_NV_FLAG_NONE};
-  if ((n = fields_nv(resp->buf, resp->hdr, resp->n_hdr, resp, nva, 1, &names)) <
-      0)
+  if ((n = fields_nv(resp, nva, 1, &names)) < 0)
     return -2;
   prd.source.ptr = st;
   prd.read_callback = data_read;
@@ -635,16 +605,8 @@ static int op_response_body(void *cx, const char *p, size_t len) {
   h2_stream_t *st = cx;
   if (st->head_req || st->closed || len == 0)
     return 0;
-  if (st->out_off > 0 && st->out_off + st->out_len + len > st->out_cap) {
-    memmove(st->out, st->out + st->out_off, st->out_len);
-    st->out_off = 0;
-  }
-  {
-    size_t end = st->out_off + st->out_len;
-    if (buf_append(&st->out, &end, &st->out_cap, p, len) != 0)
-      return -1;
-  }
-  st->out_len += len;
+  if (zg_h2_queue_put(&st->out, p, len) != 0)
+    return -1;
   st->c->out_total += len;
   st->x.req_out += len; /* counted as queued: the exchange may end first */
   resume_data(st);
@@ -660,44 +622,31 @@ static int op_response_end(void *cx) {
 
 /* The instance's trailers, as a trailing HEADERS. */
 static void submit_trailers(h2_stream_t *st) {
-  const zg_http_trailers_t *t = &st->x.resp_trailers;
   nghttp2_nv nva[ZG_HTTP_MAX_TRAILERS];
-  char *names = NULL;
-  int n = fields_nv(t->buf, t->f, t->n, NULL, nva, 0, &names);
-  if (n >= 0)
-    nghttp2_submit_trailer(st->c->ng, st->id, nva, (size_t)n);
-  free(names);
+  char names[ZG_HTTP_EXTRA_MAX];
+  size_t n = zg_h2_trailers_nv(&st->x.resp_trailers, nva, names, sizeof(names));
+  nghttp2_submit_trailer(st->c->ng, st->id, nva, n);
 }
 
 static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf,
                          size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud) {
   h2_stream_t *st = src->ptr;
-  size_t n = length < st->out_len ? length : st->out_len;
+  ssize_t n = zg_h2_queue_read(&st->out, buf, length, st->resp_eof,
+                               st->x.resp_trailers.n > 0, flags);
   (void)ng;
   (void)id;
   (void)ud;
-  if (n == 0 && !st->resp_eof) {
+  if (n == NGHTTP2_ERR_DEFERRED) {
     st->deferred = 1;
-    return NGHTTP2_ERR_DEFERRED;
+    return n;
   }
-  if (n > 0)
-    memcpy(buf, st->out + st->out_off, n);
-  st->out_off += n;
-  st->out_len -= n;
-  st->c->out_total -= n;
-  if (st->out_len == 0)
-    st->out_off = 0;
+  st->c->out_total -= (size_t)n;
   if (n > 0)
     st->progress_ms = uv_now(st->c->s->gw->loop);
-  if (st->out_len == 0 && st->resp_eof) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->x.resp_trailers.n > 0) {
-      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      submit_trailers(st);
-    }
-  }
-  return (ssize_t)n;
+  if (*flags & NGHTTP2_DATA_FLAG_NO_END_STREAM)
+    submit_trailers(st);
+  return n;
 }
 
 static int op_flush(void *cx) {
@@ -809,8 +758,8 @@ static void op_request_resume(void *cx) {
 static size_t op_queued(void *cx) {
   h2_stream_t *st = cx;
   if (st->c->out_total > ZG_H2_CONN_OUT_MAX)
-    return st->out_len + HIGH_WATER + 1;
-  return st->out_len;
+    return st->out.len + HIGH_WATER + 1;
+  return st->out.len;
 }
 
 static void op_active(void *cx) {
@@ -883,7 +832,7 @@ static void streams_settle(zg_h2_conn_t *c) {
       stream_free(st);
       continue;
     }
-    if (conn_ok && st->x.up && !st->x_ended && st->out_len <= HIGH_WATER / 2)
+    if (conn_ok && st->x.up && !st->x_ended && st->out.len <= HIGH_WATER / 2)
       zg_exchange_client_drained(&st->x);
   }
 }
@@ -927,22 +876,11 @@ static nghttp2_session_callbacks *g_cbs;
 static nghttp2_option *g_opt;
 
 static void cb_init(void) {
-  if (nghttp2_session_callbacks_new(&g_cbs) != 0 ||
-      nghttp2_option_new(&g_opt) != 0)
+  static const zg_h2_cbs_t f = {on_begin_headers, on_header, on_frame_recv,
+                                on_data_chunk, on_stream_close};
+  if (zg_h2_session_setup(&f, &g_cbs, &g_opt) != 0)
     return;
-  nghttp2_session_callbacks_set_on_begin_headers_callback(g_cbs,
-                                                          on_begin_headers);
-  nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs,
-                                                            on_data_chunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs,
-                                                         on_stream_close);
-  nghttp2_option_set_no_auto_window_update(g_opt, 1);
   nghttp2_option_set_no_closed_streams(g_opt, 1);
-  nghttp2_option_set_max_outbound_ack(g_opt, ZG_H2_MAX_OUTBOUND_ACK);
-  nghttp2_option_set_max_settings(g_opt, ZG_H2_MAX_SETTINGS);
-  nghttp2_option_set_max_continuations(g_opt, ZG_H2_MAX_CONTINUATIONS);
   nghttp2_option_set_stream_reset_rate_limit(g_opt, 1000, 33);
 }
 
@@ -1057,7 +995,7 @@ void zg_h2s_timer(zg_http_session_t *s, uint64_t now) {
     }
     /* Nothing moved for idle_timeout: a body that does not come, a
      * client that opens no window for what is queued for it. */
-    if (idle && (!st->x_done || st->out_len > 0) &&
+    if (idle && (!st->x_done || st->out.len > 0) &&
         now - st->progress_ms >= idle)
       stream_reset(st, NGHTTP2_CANCEL, ZG_TERM_IDLE_TIMEOUT);
   }

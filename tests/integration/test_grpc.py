@@ -364,7 +364,7 @@ def test_slow_reader_of_a_server_stream_pauses_the_instance(gateway, zk, kz, zpa
     stays closed, so the instance stops producing and the gateway's memory stays bounded;
     once the client reads, every message arrives."""
     import h2.settings
-    from test_http2 import H2Client, rss_kb, sanitized
+    from h2client import H2Client, held_peak, read_opening_window, rss_kb, sanitized
 
     srv = grpc_server()
     port, gw = grpc_gateway(gateway, zk, kz, zpath, srv)
@@ -378,33 +378,13 @@ def test_slow_reader_of_a_server_stream_pauses_the_instance(gateway, zk, kz, zpa
                     end=False)
     c.send_body(sid, grpc_frame(str(count).encode()))
     c.wait(lambda: c.streams[sid]["headers"] is not None)
-    peak = base
-    limit = time.monotonic() + 2
-    while time.monotonic() < limit:
-        peak = max(peak, rss_kb(gw.pid))
-        c.pump(0.1)
+    peak = held_peak(c, gw.pid, 2, base)
     held = PRODUCED["n"]
     assert len(c.streams[sid]["data"]) == 0
     assert held < count // 10, f"the instance produced {held} of {count} messages"
     bound = 60000 if sanitized() else 12000
     assert peak - base < bound, f"RSS grew by {peak - base} kB for a client reading nothing"
-    got = 0
-    limit = time.monotonic() + 60
-    c.c.increment_flow_control_window(8 << 20, sid)
-    c.c.increment_flow_control_window(8 << 20)
-    c.flush()
-    while not c.streams[sid]["ended"]:
-        assert time.monotonic() < limit
-        c.pump(0.5)
-        data = c.streams[sid]["data"]
-        if data:
-            got += len(data)
-            if not c.streams[sid]["ended"]:
-                c.c.increment_flow_control_window(len(data), sid)
-            c.c.increment_flow_control_window(len(data))
-            c.flush()
-            del data[:]
-        peak = max(peak, rss_kb(gw.pid))
+    got, peak = read_opening_window(c, sid, gw.pid, 60, peak)
     assert got == count * (1024 + 5)
     assert c.streams[sid]["trailers"]["grpc-status"] == "0"
     assert peak - base < bound, f"RSS grew by {peak - base} kB while streaming 50 MB"

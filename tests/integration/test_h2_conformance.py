@@ -12,7 +12,8 @@ import struct
 import hpack
 import pytest
 
-from test_http2 import PREFACE, Raw, frame, one, other_client_ok, req_block  # noqa: F401
+from h2client import PREFACE, Raw, frame, req_block
+from test_http2 import one, other_client_ok  # noqa: F401
 
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3

@@ -1,0 +1,158 @@
+"""HTTP/2 instances that refuse a stream (RFC 9113 8.7): RST_STREAM(REFUSED_STREAM), or a GOAWAY
+whose last stream id is below the request's. The instance never processed the request, so
+zkgate sends it again to another instance whatever its method and body (a gRPC call always has
+a body), within the tries a request gets (the first instance and up to two others). Real
+instances: a python3-h2 server that refuses every stream, next to a real gRPC server
+(python3-grpcio)."""
+
+import socket
+import subprocess
+import threading
+
+import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import pytest
+
+from test_grpc import SVC, GrpcServer, call, grpc_frame
+from zkharness import free_port, ini_text, wait_until
+
+
+class Refuser:
+    """An h2c server (prior knowledge) that refuses each request it is sent: `how` "reset"
+    answers RST_STREAM(REFUSED_STREAM), "goaway" a GOAWAY with last stream id 0. Counts the
+    requests it saw."""
+
+    def __init__(self, how):
+        self.how = how
+        self.seen = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        self.stopped = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        try:
+            conn.sendall(c.data_to_send())
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        with self.lock:
+                            self.seen += 1
+                        if self.how == "reset":
+                            c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        else:
+                            c.close_connection(last_stream_id=0)
+                out = c.data_to_send()
+                if out:
+                    conn.sendall(out)
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def dechunk(raw):
+    """A chunked body's bytes (its trailers left out)."""
+    out = bytearray()
+    while True:
+        line, _, raw = raw.partition(b"\r\n")
+        n = int(line.split(b";")[0], 16)
+        if n == 0:
+            return bytes(out)
+        out += raw[:n]
+        raw = raw[n + 2:]
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(kind):
+        s = GrpcServer() if kind == "grpc" else Refuser(kind)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def gateway_for(gateway, addrs, **svc):
+    port = free_port()
+    gw = gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                 "instances": ", ".join(f"grpc://{a}" for a in addrs),
+                                 "balance": "round_robin", **svc}},
+                          proxy={"access_log": "stderr"}), listen=port)
+    return port, gw
+
+
+@pytest.mark.parametrize("how", ["reset", "goaway"])
+def test_refused_grpc_calls_go_to_another_instance(gateway, servers, how):
+    """gRPC calls (POST with a body) refused by one instance are answered by the other: every
+    call succeeds, and the refusing instance did see some of them."""
+    bad, good = servers(how), servers("grpc")
+    port, _ = gateway_for(gateway, [bad.addr, good.addr])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        for i in range(8):
+            assert call(ch, "Unary")(b"%d" % i, timeout=10) == b"echo:%d:" % i
+        # a client stream: several messages in the body, all of them sent again
+        assert call(ch, "ClientStream", "su")(iter([b"a", b"b", b"c"]), timeout=10) == b"3:a|b|c"
+    assert bad.seen >= 2, bad.seen
+
+
+def test_refused_http1_post_with_body_is_sent_again(gateway, servers):
+    """An HTTP/1.1 POST with a 100 kB body, refused by the h2 instance it went to, reaches the
+    other one whole."""
+    bad, good = servers("reset"), servers("grpc")
+    port, _ = gateway_for(gateway, [bad.addr, good.addr])
+    msg = b"m" * 100000
+    args = ["curl", "-sS", "--http1.1", "-D", "-", "--raw", "--data-binary", "@-",
+            "-H", "Content-Type: application/grpc", "-H", "TE: trailers",
+            f"http://127.0.0.1:{port}{SVC}Unary"]
+    for _ in range(4):
+        r = subprocess.run(args, input=grpc_frame(msg), capture_output=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        head, _, rest = r.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"grpc-status: 0" in rest.lower(), rest[-200:]
+        assert dechunk(rest).startswith(grpc_frame(b"echo:" + msg + b":"))
+    assert bad.seen >= 2, bad.seen
+
+
+def test_only_refusing_instances_is_unavailable_after_the_tries(gateway, servers):
+    """When every instance refuses, the call fails (UNAVAILABLE) once each was tried, no more:
+    three instances, three refusals."""
+    bads = [servers("reset") for _ in range(4)]
+    port, _ = gateway_for(gateway, [b.addr for b in bads])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "Unary")(b"x", timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert wait_until(lambda: sum(b.seen for b in bads) == 3, 5, 0.05)
+    assert sum(b.seen for b in bads) == 3
