@@ -119,6 +119,16 @@ static int stale(reg_t *r, unsigned gen) {
   return gen != r->gen || r->stopping;
 }
 
+/* A completion's request, freed: its registration, or NULL when the
+ * answer is stale. */
+static reg_t *req_take(const void *data) {
+  req_t *q = (req_t *)(uintptr_t)data;
+  reg_t *r = q->r;
+  unsigned gen = q->gen;
+  free(q);
+  return stale(r, gen) ? NULL : r;
+}
+
 static uint64_t now_ms(reg_t *r) {
   return uv_now(r->loop);
 }
@@ -150,11 +160,8 @@ static void make_parents(reg_t *r);
 static void check_owner(reg_t *r);
 
 static void on_created(int rc, const char *value, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   if (rc == ZOK) {
@@ -266,11 +273,8 @@ static void make_parents(reg_t *r) {
 /* ---- Curator: a znode with our id exists ------------------------------- */
 
 static void on_stale_deleted(int rc, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   /* ZBADVERSION: it changed meanwhile; the next create looks again. */
@@ -386,12 +390,9 @@ static int ours_by_name(const reg_t *r, const char *child) {
 
 static void on_scan_list(int rc, const struct String_vector *children,
                          const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
+  reg_t *r = req_take(data);
   batch_t *b;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  if (!r)
     return;
   if (rc != ZOK) {
     r->busy = 0;
@@ -406,8 +407,8 @@ static void on_scan_list(int rc, const struct String_vector *children,
     return;
   }
   b->r = r;
-  b->gen = gen;
-  b->pending = 1; /* held until every request is out */
+  b->gen = r->gen; /* not stale: the current handle */
+  b->pending = 1;  /* held until every request is out */
   for (int32_t i = 0; i < children->count; i++) {
     size_t n = strlen(r->opts->zk_path) + strlen(children->data[i]) + 2;
     char *path;
@@ -446,11 +447,8 @@ static void scan(reg_t *r) {
 /* ---- removing the znode ------------------------------------------------ */
 
 static void on_deleted(int rc, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   r->deleting = 0;
