@@ -98,6 +98,18 @@ static void family(zg_text_t *o, const char *name, const char *type,
   zg_text_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One sample, NAME{K1="V1"} N or NAME{K1="V1",K2="V2"} N: V1 (a name or
+ * an address) is escaped, V2 (with K2 not NULL) is one of ours. */
+static void sample(zg_text_t *o, const char *name, const char *k1,
+                   const char *v1, const char *k2, const char *v2,
+                   unsigned long long n) {
+  zg_text_printf(o, "%s{%s=\"", name, k1);
+  zg_text_label(o, v1);
+  if (k2)
+    zg_text_printf(o, "\",%s=\"%s", k2, v2);
+  zg_text_printf(o, "\"} %llu\n", n);
+}
+
 /* The shards of the metrics: the control loop's gateway, then the other
  * workers' (paused while they are read). */
 typedef struct {
@@ -197,9 +209,7 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
         zg_service_stats(svc_, &st);                                           \
         v_ += (unsigned long long)(EXPR_);                                     \
       }                                                                        \
-      zg_text_printf(o, "%s{service=\"", NAME_);                               \
-      zg_text_label(o, s0_->conf->name);                                       \
-      zg_text_printf(o, "\"} %llu\n", v_);                                     \
+      sample(o, NAME_, "service", s0_->conf->name, NULL, NULL, v_);            \
     }                                                                          \
   } while (0)
 
@@ -209,9 +219,8 @@ static void service_traffic(const shards_t *sh, size_t i, zg_traffic_t *out) {
     family(o, NAME_, TYPE_, HELP_);                                            \
     for (size_t i_ = 0; i_ < (sh)->gw[0]->n_services; i_++) {                  \
       const zg_service_t *svc = (sh)->gw[0]->services[i_];                     \
-      zg_text_printf(o, "%s{service=\"", NAME_);                               \
-      zg_text_label(o, svc->conf->name);                                       \
-      zg_text_printf(o, "\"} %llu\n", (unsigned long long)(EXPR_));            \
+      sample(o, NAME_, "service", svc->conf->name, NULL, NULL,                 \
+             (unsigned long long)(EXPR_));                                     \
     }                                                                          \
   } while (0)
 
@@ -306,10 +315,8 @@ static void metrics_listeners(const zg_gateway_t *gw, zg_text_t *o,
   for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
     zg_listener_stats_t l;
     zg_http_listener_stats(&gw->px, i, &l);
-    zg_text_printf(o, "zkgate_listener_connections_accepted_total{listener=\"");
-    zg_text_label(o, l.addr);
-    zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)listener_sum(sh, l.addr, 0));
+    sample(o, "zkgate_listener_connections_accepted_total", "listener", l.addr,
+           NULL, NULL, listener_sum(sh, l.addr, 0));
   }
   family(o, "zkgate_worker_connections_accepted_total", "counter",
          "Client connections accepted by each worker (event loop), on HTTP "
@@ -358,10 +365,8 @@ static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
     sni_sum(sh, sl.addr, counts);
     static const char *const why[3] = {"not_tls", "unknown_sni", "timeout"};
     for (int k = 0; k < 3; k++) {
-      zg_text_printf(o, "zkgate_tls_rejected_total{listener=\"");
-      zg_text_label(o, sl.addr);
-      zg_text_printf(o, "\",reason=\"%s\"} %llu\n", why[k],
-                     (unsigned long long)counts[k]);
+      sample(o, "zkgate_tls_rejected_total", "listener", sl.addr, "reason",
+             why[k], counts[k]);
     }
   }
   family(o, "zkgate_tls_handshakes_total", "counter",
@@ -369,15 +374,12 @@ static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
          "resumed=\"yes\" for those that resumed a session.");
   for (size_t i = 0; i < gw->n_tls; i++) {
     zg_tls_counts_t c;
+    const char *addr = zg_tls_server_listener(gw->tls[i]);
     zg_tls_server_counts(gw->tls[i], &c);
-    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
-    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
-    zg_text_printf(o, "\",resumed=\"no\"} %llu\n",
-                   (unsigned long long)(c.handshakes - c.resumed));
-    zg_text_printf(o, "zkgate_tls_handshakes_total{listener=\"");
-    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
-    zg_text_printf(o, "\",resumed=\"yes\"} %llu\n",
-                   (unsigned long long)c.resumed);
+    sample(o, "zkgate_tls_handshakes_total", "listener", addr, "resumed", "no",
+           c.handshakes - c.resumed);
+    sample(o, "zkgate_tls_handshakes_total", "listener", addr, "resumed", "yes",
+           c.resumed);
   }
   family(o, "zkgate_tls_handshake_failures_total", "counter",
          "TLS handshakes that failed (bad or missing client certificate, "
@@ -386,9 +388,8 @@ static void metrics_tls(const zg_gateway_t *gw, zg_text_t *o, shards_t *sh) {
   for (size_t i = 0; i < gw->n_tls; i++) {
     zg_tls_counts_t c;
     zg_tls_server_counts(gw->tls[i], &c);
-    zg_text_printf(o, "zkgate_tls_handshake_failures_total{listener=\"");
-    zg_text_label(o, zg_tls_server_listener(gw->tls[i]));
-    zg_text_printf(o, "\"} %llu\n", (unsigned long long)c.failures);
+    sample(o, "zkgate_tls_handshake_failures_total", "listener",
+           zg_tls_server_listener(gw->tls[i]), NULL, NULL, c.failures);
   }
 }
 
@@ -400,10 +401,8 @@ static void metrics_listener_active(const zg_gateway_t *gw, zg_text_t *o,
   for (size_t i = 0; i < zg_http_listener_count(&gw->px); i++) {
     zg_listener_stats_t l;
     zg_http_listener_stats(&gw->px, i, &l);
-    zg_text_printf(o, "zkgate_listener_connections_active{listener=\"");
-    zg_text_label(o, l.addr);
-    zg_text_printf(o, "\"} %llu\n",
-                   (unsigned long long)listener_sum(sh, l.addr, 1));
+    sample(o, "zkgate_listener_connections_active", "listener", l.addr, NULL,
+           NULL, listener_sum(sh, l.addr, 1));
   }
 }
 
@@ -420,10 +419,8 @@ static void metrics_requests(const zg_gateway_t *gw, zg_text_t *o,
       continue;
     service_traffic(sh, i, &t);
     for (int c = 0; c < 6; c++) {
-      zg_text_printf(o, "zkgate_requests_total{service=\"");
-      zg_text_label(o, svc->conf->name);
-      zg_text_printf(o, "\",class=\"%s\"} %llu\n", class_names[c],
-                     (unsigned long long)t.requests[c]);
+      sample(o, "zkgate_requests_total", "service", svc->conf->name, "class",
+             class_names[c], t.requests[c]);
     }
   }
   {

@@ -710,24 +710,30 @@ static int valid_etcd_endpoint(const char *s, size_t len) {
   return port >= 1 && port <= 65535;
 }
 
+int zg_config_list_next(const char **list, const char **item, size_t *len) {
+  const char *s = *list, *comma;
+  if (!s || !*s)
+    return 0;
+  comma = strchr(s, ',');
+  while (*s == ' ')
+    s++;
+  *len = comma ? (size_t)(comma - s) : strlen(s);
+  while (*len > 0 && s[*len - 1] == ' ')
+    (*len)--;
+  *item = s;
+  *list = comma ? comma + 1 : NULL;
+  return 1;
+}
+
 /* A comma-separated list of endpoints (spaces around commas allowed). */
-int zg_config_valid_etcd_endpoints(const char *s) {
+int zg_config_valid_etcd_endpoints(const char *list) {
+  const char *s;
+  size_t len;
   int n = 0;
-  while (*s) {
-    const char *comma = strchr(s, ','), *end;
-    size_t len;
-    while (*s == ' ')
-      s++;
-    end = comma ? comma : s + strlen(s);
-    len = (size_t)(end - s);
-    while (len > 0 && s[len - 1] == ' ')
-      len--;
+  while (zg_config_list_next(&list, &s, &len)) {
     if (!valid_etcd_endpoint(s, len))
       return 0;
     n++;
-    if (!comma)
-      break;
-    s = comma + 1;
   }
   return n > 0;
 }

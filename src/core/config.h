@@ -238,6 +238,11 @@ void zg_config_free(zg_config_t *cfg);
  * separated by commas (spaces around them allowed), as [etcd] endpoints
  * takes (zkgate-register --etcd too); else 0. */
 int zg_config_valid_etcd_endpoints(const char *list);
+/* Steps through a comma-separated list with spaces around the commas
+ * allowed: 1 with the next item (without those spaces, possibly empty) in
+ * *item and *len, *list moved past it; 0 when none is left (an empty list
+ * has none, and a final comma ends it). *list is NULL after the last. */
+int zg_config_list_next(const char **list, const char **item, size_t *len);
 /* Frees what a service's configuration owns (not the struct itself). */
 void zg_service_conf_clear(zg_service_conf_t *svc);
 /* A deep copy (0 or UV_ENOMEM; then *dst holds nothing). */

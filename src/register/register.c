@@ -24,13 +24,13 @@
 #include "register/register.h"
 
 #include "register/check.h"
+#include "register/life.h"
 
 #include "core/error.h"
 #include "core/log.h"
 #include "registry/zkconn.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +119,16 @@ static int stale(reg_t *r, unsigned gen) {
   return gen != r->gen || r->stopping;
 }
 
+/* A completion's request, freed: its registration, or NULL when the
+ * answer is stale. */
+static reg_t *req_take(const void *data) {
+  req_t *q = (req_t *)(uintptr_t)data;
+  reg_t *r = q->r;
+  unsigned gen = q->gen;
+  free(q);
+  return stale(r, gen) ? NULL : r;
+}
+
 static uint64_t now_ms(reg_t *r) {
   return uv_now(r->loop);
 }
@@ -150,11 +160,8 @@ static void make_parents(reg_t *r);
 static void check_owner(reg_t *r);
 
 static void on_created(int rc, const char *value, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   if (rc == ZOK) {
@@ -266,11 +273,8 @@ static void make_parents(reg_t *r) {
 /* ---- Curator: a znode with our id exists ------------------------------- */
 
 static void on_stale_deleted(int rc, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   /* ZBADVERSION: it changed meanwhile; the next create looks again. */
@@ -386,12 +390,9 @@ static int ours_by_name(const reg_t *r, const char *child) {
 
 static void on_scan_list(int rc, const struct String_vector *children,
                          const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
+  reg_t *r = req_take(data);
   batch_t *b;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  if (!r)
     return;
   if (rc != ZOK) {
     r->busy = 0;
@@ -406,8 +407,8 @@ static void on_scan_list(int rc, const struct String_vector *children,
     return;
   }
   b->r = r;
-  b->gen = gen;
-  b->pending = 1; /* held until every request is out */
+  b->gen = r->gen; /* not stale: the current handle */
+  b->pending = 1;  /* held until every request is out */
   for (int32_t i = 0; i < children->count; i++) {
     size_t n = strlen(r->opts->zk_path) + strlen(children->data[i]) + 2;
     char *path;
@@ -446,11 +447,8 @@ static void scan(reg_t *r) {
 /* ---- removing the znode ------------------------------------------------ */
 
 static void on_deleted(int rc, const void *data) {
-  req_t *q = (req_t *)(uintptr_t)data;
-  reg_t *r = q->r;
-  unsigned gen = q->gen;
-  free(q);
-  if (stale(r, gen))
+  reg_t *r = req_take(data);
+  if (!r)
     return;
   r->busy = 0;
   r->deleting = 0;
@@ -749,8 +747,7 @@ static void stop(reg_t *r, const char *why) {
           r->node ? ", which removes " : "", r->node ? r->node : "");
   zg_regcheck_stop(&r->hc);
   uv_close((uv_handle_t *)&r->tick_timer, NULL);
-  uv_close((uv_handle_t *)&r->sigterm, NULL);
-  uv_close((uv_handle_t *)&r->sigint, NULL);
+  zg_reglife_signals_close(&r->sigterm, &r->sigint);
   /* Closing the session deletes its ephemeral znodes at once; the client
    * waits for the server's answer. */
   zg_zkconn_close(&r->zk, NULL);
@@ -767,35 +764,19 @@ static void stop(reg_t *r, const char *why) {
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
-  stop(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
-}
-
-static int64_t wall_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0)
-    return 0;
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  stop(h->data, zg_reglife_signame(signum));
 }
 
 /* The znode's data and path, fixed for the process's life: a Curator id
  * and registration time survive new sessions, as Curator keeps them. */
-static int prepare(reg_t *r) {
+static int prepare(void *arg) {
+  reg_t *r = arg;
   const zg_register_opts_t *opts = r->opts;
   zg_regfmt_instance_t inst;
-  uint8_t rnd[16];
   const char *slash;
   int rc;
-  memset(&inst, 0, sizeof(inst));
-  inst.format = opts->format;
-  inst.zk_path = opts->zk_path;
-  inst.host = opts->address.host;
-  inst.port = opts->address.port;
-  inst.tls = opts->tls;
-  inst.registration_ms = wall_ms();
-  if ((rc = uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL)) != 0)
-    return rc;
-  zg_register_fmt_uuid(rnd, inst.id);
-  if ((rc = zg_register_fmt_encode(&inst, &r->data, &r->len)) != 0 ||
+  if ((rc = zg_reglife_instance(opts, opts->zk_path, &inst)) != 0 ||
+      (rc = zg_register_fmt_encode(&inst, &r->data, &r->len)) != 0 ||
       (rc = zg_register_fmt_child(&inst, &r->create_path, &r->sequential)) != 0)
     return rc;
   slash = strrchr(r->create_path, '/');
@@ -818,64 +799,40 @@ static int prepare(reg_t *r) {
   return 0;
 }
 
-static void walk_close(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h))
-    uv_close(h, NULL);
+static void release(void *arg) {
+  reg_t *r = arg;
+  free(r->data);
+  free(r->create_path);
+}
+
+static void start(void *arg) {
+  reg_t *r = arg;
+  const zg_register_opts_t *opts = r->opts;
+  zg_zkconn_init(r->loop, &r->zk, after_process, r);
+  zg_zkconn_set_auth(&r->zk, opts->auth, on_auth, r);
+  uv_timer_init(r->loop, &r->tick_timer);
+  r->tick_timer.data = r;
+  zg_reglife_signals_start(r->loop, &r->sigterm, &r->sigint, on_signal, r);
+  zg_info("register",
+          "zkgate-register %s: %s as %s under %s, ZooKeeper %s%s%.*s%s",
+          ZKGATE_VERSION, r->addr, zg_register_fmt_name(opts->format),
+          opts->zk_path, opts->zk_hosts, opts->auth ? " as digest user '" : "",
+          opts->auth ? auth_user_len(r) : 0, opts->auth ? opts->auth : "",
+          opts->auth ? "' (ACL: that user all, world read)" : "");
+  zg_regcheck_start(&r->hc, r->loop, opts, r->addr, on_health, registered_node,
+                    r);
+  r->disconnected_ms = uv_now(r->loop);
+  session_open(r);
+  uv_timer_start(&r->tick_timer, on_tick, TICK_MS, TICK_MS);
 }
 
 int zg_register_run(const zg_register_opts_t *opts) {
+  static const zg_reglife_ops_t ops = {prepare, start, release};
   reg_t r;
   uv_loop_t loop;
-  int rc;
-
   memset(&r, 0, sizeof(r));
   r.opts = opts;
   r.loop = &loop;
   zg_ratelimit_init(&r.error_rl, 10000, 3);
-  /* A check's peer closing while we write must not kill the process. */
-  signal(SIGPIPE, SIG_IGN);
-  if ((rc = uv_loop_init(&loop)) != 0) {
-    zg_error("register", "cannot create the event loop: %s", uv_strerror(rc));
-    return 1;
-  }
-  if ((rc = prepare(&r)) != 0) {
-    zg_error("register", "cannot prepare the registration: %s",
-             zg_strerror(rc));
-    free(r.data);
-    free(r.create_path);
-    uv_loop_close(&loop);
-    return 1;
-  }
-  zg_zkconn_init(&loop, &r.zk, after_process, &r);
-  zg_zkconn_set_auth(&r.zk, opts->auth, on_auth, &r);
-  uv_timer_init(&loop, &r.tick_timer);
-  r.tick_timer.data = &r;
-  uv_signal_init(&loop, &r.sigterm);
-  uv_signal_init(&loop, &r.sigint);
-  r.sigterm.data = &r;
-  r.sigint.data = &r;
-  uv_signal_start(&r.sigterm, on_signal, SIGTERM);
-  uv_signal_start(&r.sigint, on_signal, SIGINT);
-
-  zg_info("register",
-          "zkgate-register %s: %s as %s under %s, ZooKeeper %s%s%.*s%s",
-          ZKGATE_VERSION, r.addr, zg_register_fmt_name(opts->format),
-          opts->zk_path, opts->zk_hosts, opts->auth ? " as digest user '" : "",
-          opts->auth ? auth_user_len(&r) : 0, opts->auth ? opts->auth : "",
-          opts->auth ? "' (ACL: that user all, world read)" : "");
-  zg_regcheck_start(&r.hc, &loop, opts, r.addr, on_health, registered_node, &r);
-  r.disconnected_ms = uv_now(&loop);
-  session_open(&r);
-  uv_timer_start(&r.tick_timer, on_tick, TICK_MS, TICK_MS);
-
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_walk(&loop, walk_close, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
-    zg_warn("register", "event loop closed with handles still open");
-  free(r.data);
-  free(r.create_path);
-  zg_info("register", "stopped");
-  return 0;
+  return zg_reglife_run(&loop, &ops, &r);
 }

@@ -29,10 +29,10 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "register/check.h"
+#include "register/life.h"
 #include "registry/etcd_http.h"
 
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,8 +313,7 @@ static void close_all(ereg_t *r) {
     return;
   r->closed = 1;
   uv_close((uv_handle_t *)&r->tick, NULL);
-  uv_close((uv_handle_t *)&r->sigterm, NULL);
-  uv_close((uv_handle_t *)&r->sigint, NULL);
+  zg_reglife_signals_close(&r->sigterm, &r->sigint);
 }
 
 static void step_put(ereg_t *r) {
@@ -379,7 +378,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (r->stopping)
     return;
   r->stopping = 1;
-  zg_info("register", "%s: %s", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+  zg_info("register", "%s: %s", zg_reglife_signame(signum),
           r->lease ? "revoking the lease, which removes the key"
                    : "nothing registered");
   zg_regcheck_stop(&r->hc);
@@ -392,34 +391,17 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- life -------------------------------------------------------------- */
 
-static int64_t wall_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0)
-    return 0;
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* The key and value, as base64, fixed for the process's life. */
 static int prepare(ereg_t *r) {
   const zg_register_opts_t *opts = r->opts;
   zg_regfmt_instance_t inst;
-  uint8_t rnd[16];
   char *service, *data = NULL;
   size_t len;
   int rc;
   if (!(service = zg_register_fmt_etcd_service(opts->etcd_prefix)))
     return UV_ENOMEM;
-  memset(&inst, 0, sizeof(inst));
-  inst.format = opts->format;
-  inst.zk_path = service;
-  inst.host = opts->address.host;
-  inst.port = opts->address.port;
-  inst.tls = opts->tls;
-  inst.registration_ms = wall_ms();
-  if ((rc = uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL)) == 0) {
-    zg_register_fmt_uuid(rnd, inst.id);
+  if ((rc = zg_reglife_instance(opts, service, &inst)) == 0)
     rc = zg_register_fmt_encode(&inst, &data, &len);
-  }
   free(service);
   if (rc == 0)
     rc = zg_register_fmt_etcd_key(opts->etcd_prefix, opts->address.host,
@@ -449,7 +431,17 @@ static int tls_setup(ereg_t *r) {
   return rc;
 }
 
-static void release(ereg_t *r) {
+/* The key, the value, the endpoints; TLS with https endpoints. */
+static int prepare_all(void *arg) {
+  ereg_t *r = arg;
+  int rc = prepare(r);
+  if (rc == 0 && strstr(r->opts->etcd_endpoints, "https://"))
+    rc = tls_setup(r);
+  return rc;
+}
+
+static void release(void *arg) {
+  ereg_t *r = arg;
   free(r->key);
   free(r->key64);
   free(r->value64);
@@ -458,15 +450,12 @@ static void release(ereg_t *r) {
   zg_tls_client_unref(r->tls);
 }
 
-static void start(ereg_t *r) {
+static void start(void *arg) {
+  ereg_t *r = arg;
   const zg_register_opts_t *opts = r->opts;
   uv_timer_init(r->loop, &r->tick);
   r->tick.data = r;
-  uv_signal_init(r->loop, &r->sigterm);
-  uv_signal_init(r->loop, &r->sigint);
-  r->sigterm.data = r->sigint.data = r;
-  uv_signal_start(&r->sigterm, on_signal, SIGTERM);
-  uv_signal_start(&r->sigint, on_signal, SIGINT);
+  zg_reglife_signals_start(r->loop, &r->sigterm, &r->sigint, on_signal, r);
   zg_info("register",
           "zkgate-register %s: %s as %s at %s, etcd %s, lease TTL %llu s%s%s%s",
           ZKGATE_VERSION, r->addr, zg_register_fmt_name(opts->format), r->key,
@@ -480,31 +469,12 @@ static void start(ereg_t *r) {
 }
 
 int zg_register_etcd_run(const zg_register_opts_t *opts) {
+  static const zg_reglife_ops_t ops = {prepare_all, start, release};
   ereg_t r;
   uv_loop_t loop;
-  int rc;
   memset(&r, 0, sizeof(r));
   r.opts = opts;
   r.loop = &loop;
   zg_ratelimit_init(&r.error_rl, 10000, 3);
-  signal(SIGPIPE, SIG_IGN);
-  if ((rc = uv_loop_init(&loop)) != 0) {
-    zg_error("register", "cannot create the event loop: %s", uv_strerror(rc));
-    return 1;
-  }
-  if ((rc = prepare(&r)) != 0 ||
-      (strstr(opts->etcd_endpoints, "https://") && (rc = tls_setup(&r)) != 0)) {
-    zg_error("register", "cannot prepare the registration: %s",
-             zg_strerror(rc));
-    release(&r);
-    uv_loop_close(&loop);
-    return 1;
-  }
-  start(&r);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
-    zg_warn("register", "event loop closed with handles still open");
-  release(&r);
-  zg_info("register", "stopped");
-  return 0;
+  return zg_reglife_run(&loop, &ops, &r);
 }

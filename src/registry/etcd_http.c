@@ -3,6 +3,7 @@
  * zkgate-register --etcd uses the same code. */
 #include "registry/etcd_http.h"
 
+#include "core/config.h"
 #include "core/error.h"
 
 #include <openssl/evp.h>
@@ -81,17 +82,11 @@ int64_t zg_etcd_json_int64(json_t *v) {
 
 int zg_etcd_endpoints_parse(const char *list, zg_etcd_endpoint_t **eps,
                             size_t *n) {
-  const char *s = list;
-  while (*s) {
-    const char *comma = strchr(s, ','), *end, *host, *colon;
+  const char *s;
+  size_t len;
+  while (zg_config_list_next(&list, &s, &len)) {
+    const char *host, *colon;
     zg_etcd_endpoint_t *ne, *ep;
-    size_t len;
-    while (*s == ' ')
-      s++;
-    end = comma ? comma : s + strlen(s);
-    len = (size_t)(end - s);
-    while (len > 0 && s[len - 1] == ' ')
-      len--;
     if (!(ne = realloc(*eps, (*n + 1) * sizeof(*ne))))
       return UV_ENOMEM;
     *eps = ne;
@@ -114,9 +109,6 @@ int zg_etcd_endpoints_parse(const char *list, zg_etcd_endpoint_t **eps,
              (int)(len - (size_t)(colon + 1 - s)), colon + 1);
     if (!ep->host)
       return UV_ENOMEM;
-    if (!comma)
-      break;
-    s = comma + 1;
   }
   return *n ? 0 : UV_EINVAL;
 }

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from dnsfake import NAME, dns, namespaced  # noqa: F401 (dns: a fixture)
-from zkharness import (Backend, Blackhole, ZkServer, _die_with_parent, free_port, ini_text, reach,
+from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, free_port, ini_text, reach,
                        wait_pool, wait_until)
 
 
@@ -31,50 +31,29 @@ def register_bin():
     return path
 
 
-class Registrar:
+class Registrar(LoggedProcess):
     """zkgate-register under test, its stderr in a log file."""
 
     def __init__(self, tmpdir, args, name, prefix=()):
-        self.log_path = os.path.join(str(tmpdir), f"{name}.log")
-        self._log = open(self.log_path, "wb")
-        self.returncode = None
-        self.proc = subprocess.Popen([*_die_with_parent(), *prefix, register_bin(), *args],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
+        super().__init__([*prefix, register_bin(), *args],
+                         os.path.join(str(tmpdir), f"{name}.log"))
 
-    @property
-    def running(self):
-        return self.proc.poll() is None
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.returncode = self.proc.returncode
-        self._log.close()
-        return self.returncode
-
-    def pause(self):
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def log_text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def wait_log(self, text, timeout=5.0):
-        return wait_until(lambda: text in self.log_text(), timeout)
+def stop_registrars(made):
+    """At a fixture's teardown: SIGTERM to each zkgate-register still running, which must exit
+    0 (and must not have died during the test)."""
+    problems = []
+    for reg in made:
+        if reg.returncode is not None:
+            continue
+        died = reg.proc.poll()
+        rc = reg.stop()
+        if died is not None:
+            problems.append(f"zkgate-register pid {reg.pid} died during the test: status {rc}")
+        elif rc != 0:
+            problems.append(f"zkgate-register pid {reg.pid} exited with {rc} on SIGTERM")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -92,18 +71,7 @@ def registrar(request, tmp_path, zk):
         return reg
 
     yield make
-    problems = []
-    for reg in made:
-        if reg.returncode is not None:
-            continue
-        died = reg.proc.poll()
-        rc = reg.stop()
-        if died is not None:
-            problems.append(f"zkgate-register pid {reg.pid} died during the test: status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate-register pid {reg.pid} exited with {rc} on SIGTERM")
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    stop_registrars(made)
 
 
 def children(kz, path):

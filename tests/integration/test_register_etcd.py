@@ -17,23 +17,9 @@ import time
 import pytest
 
 from etcdharness import EtcdCluster, b64
-from test_etcd import etcd_ini
-from test_register import HealthServer, Registrar, register_bin
+from test_etcd import etcd, etcd3, etcd_ini  # noqa: F401 (etcd, etcd3: fixtures)
+from test_register import HealthServer, Registrar, register_bin, stop_registrars
 from zkharness import free_port, wait_pool, wait_until
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    c = EtcdCluster(tmp_path, 1).start()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def etcd3(tmp_path):
-    c = EtcdCluster(tmp_path, 3).start()
-    yield c
-    c.close()
 
 
 @pytest.fixture
@@ -55,18 +41,7 @@ def eregistrar(request, tmp_path):
         return reg
 
     yield make
-    problems = []
-    for reg in made:
-        if reg.returncode is not None:
-            continue
-        died = reg.proc.poll()
-        rc = reg.stop()
-        if died is not None:
-            problems.append(f"zkgate-register pid {reg.pid} died during the test: status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate-register pid {reg.pid} exited with {rc} on SIGTERM")
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    stop_registrars(made)
 
 
 def keys(etcd, prefix):

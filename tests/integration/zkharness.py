@@ -579,41 +579,20 @@ def ini_text(services, zookeeper=None, proxy=None, discover=None, admin=None):
     return "\n".join(out)
 
 
-class Gateway:
-    def __init__(self, tmpdir, ini, name="gw", args=None):
-        self.dir = str(tmpdir)
-        self.ini_path = os.path.join(self.dir, f"{name}.ini")
-        self.log_path = os.path.join(self.dir, f"{name}.log")
-        with open(self.ini_path, "w") as f:
-            f.write(ini)
+class LoggedProcess:
+    """A process under test, its stdout and stderr in the file log_path."""
+
+    def __init__(self, argv, log_path, cwd=None):
+        self.log_path = log_path
         self.returncode = None
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*_die_with_parent(), zkgate_bin(), *(args or []),
-                                      "-c", self.ini_path],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=self.dir)
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([*_die_with_parent(), *argv], stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
         self.pid = self.proc.pid
 
     @property
     def running(self):
         return self.proc.poll() is None
-
-    def wait_listening(self, port, timeout=10.0, host="127.0.0.1"):
-        """Connect until the listener accepts (the connection is then closed at once)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"zkgate exited with {self.proc.returncode} before "
-                                     f"listening on {port}:\n{self.log_text()}")
-            try:
-                socket.create_connection((host, port), timeout=1.0).close()
-                return self
-            except OSError:
-                pass
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"zkgate not listening on {host}:{port} after {timeout}s:"
-                                     f"\n{self.log_text()}")
-            time.sleep(0.02)
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         """Send `sig` (SIGCONT first, in case it is stopped), wait, SIGKILL after `timeout` s.
@@ -648,6 +627,33 @@ class Gateway:
 
     def wait_log(self, text, timeout=5.0):
         return wait_until(lambda: text in self.log_text(), timeout)
+
+
+class Gateway(LoggedProcess):
+    def __init__(self, tmpdir, ini, name="gw", args=None):
+        self.dir = str(tmpdir)
+        self.ini_path = os.path.join(self.dir, f"{name}.ini")
+        with open(self.ini_path, "w") as f:
+            f.write(ini)
+        super().__init__([zkgate_bin(), *(args or []), "-c", self.ini_path],
+                         os.path.join(self.dir, f"{name}.log"), cwd=self.dir)
+
+    def wait_listening(self, port, timeout=10.0, host="127.0.0.1"):
+        """Connect until the listener accepts (the connection is then closed at once)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"zkgate exited with {self.proc.returncode} before "
+                                     f"listening on {port}:\n{self.log_text()}")
+            try:
+                socket.create_connection((host, port), timeout=1.0).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"zkgate not listening on {host}:{port} after {timeout}s:"
+                                     f"\n{self.log_text()}")
+            time.sleep(0.02)
 
 
 class Blackhole:

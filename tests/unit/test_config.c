@@ -1470,6 +1470,31 @@ static void test_parse_size(void **state) {
   }
 }
 
+/* The comma-separated lists of [etcd] endpoints (and --etcd). */
+static void test_list_next(void **state) {
+  const char *list = " a , bb,c , ", *item;
+  const char *items[] = {"a", "bb", "c", ""};
+  size_t len, n = 0;
+  (void)state;
+  while (zg_config_list_next(&list, &item, &len)) {
+    assert_true(n < 4);
+    assert_int_equal(len, strlen(items[n]));
+    assert_memory_equal(item, items[n], len);
+    n++;
+  }
+  assert_int_equal(n, 4);
+  assert_null(list);
+  list = "x,";
+  assert_true(zg_config_list_next(&list, &item, &len));
+  assert_int_equal(len, 1);
+  assert_false(zg_config_list_next(&list, &item, &len)); /* final comma */
+  list = "";
+  assert_false(zg_config_list_next(&list, &item, &len));
+  assert_true(zg_config_valid_etcd_endpoints("http://a:1, https://[::1]:2"));
+  assert_false(zg_config_valid_etcd_endpoints("http://a:1, "));
+  assert_false(zg_config_valid_etcd_endpoints(""));
+}
+
 static void test_parse_bool(void **state) {
   static const struct {
     const char *s;
@@ -2447,6 +2472,7 @@ int main(void) {
       cmocka_unit_test(test_parse_size),
       cmocka_unit_test(test_env_substitution),
       cmocka_unit_test(test_admin_auth),
+      cmocka_unit_test(test_list_next),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_parse_listen),
   };
