@@ -7,7 +7,8 @@ import signal
 import pytest
 from kazoo.client import KazooClient
 
-from zkharness import Backend, Gateway, ZkServer
+from etcdharness import EtcdCluster
+from zkharness import Backend, Gateway, ZkServer, stop_leftovers
 
 TEST_TIME_LIMIT_S = 45  # the test body is kept under ~40 s; this also bounds its teardown
 
@@ -184,15 +185,22 @@ def gateway(request, tmp_path, zk):
 
     yield make
     _ensure_zk(zk)
-    problems = []
-    for gw in gateways:
-        if gw.returncode is not None:  # the test stopped it and checked the result
-            continue
-        died = gw.proc.poll()
-        rc = gw.stop(signal.SIGTERM)
-        if died is not None:
-            problems.append(f"zkgate pid {gw.pid} died during the test with status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate pid {gw.pid} exited with status {rc} on SIGTERM")
+    problems = stop_leftovers(gateways, "zkgate")
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A one-member etcd cluster (etcdharness.py)."""
+    c = EtcdCluster(tmp_path, 1).start()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def etcd3(tmp_path):
+    """An etcd cluster of three members."""
+    c = EtcdCluster(tmp_path, 3).start()
+    yield c
+    c.close()

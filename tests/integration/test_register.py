@@ -19,7 +19,7 @@ import pytest
 
 from dnsfake import NAME, dns, namespaced  # noqa: F401 (dns: a fixture)
 from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, free_port, ini_text, reach,
-                       wait_pool, wait_until)
+                       stop_leftovers, wait_pool, wait_until)
 
 
 def register_bin():
@@ -39,23 +39,6 @@ class Registrar(LoggedProcess):
                          os.path.join(str(tmpdir), f"{name}.log"))
 
 
-def stop_registrars(made):
-    """At a fixture's teardown: SIGTERM to each zkgate-register still running, which must exit
-    0 (and must not have died during the test)."""
-    problems = []
-    for reg in made:
-        if reg.returncode is not None:
-            continue
-        died = reg.proc.poll()
-        rc = reg.stop()
-        if died is not None:
-            problems.append(f"zkgate-register pid {reg.pid} died during the test: status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate-register pid {reg.pid} exited with {rc} on SIGTERM")
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
-
-
 @pytest.fixture
 def registrar(request, tmp_path, zk):
     """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts, prefix=()) -> a running
@@ -71,7 +54,9 @@ def registrar(request, tmp_path, zk):
         return reg
 
     yield make
-    stop_registrars(made)
+    problems = stop_leftovers(made, "zkgate-register")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def children(kz, path):

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from etcdharness import EtcdCluster, b64
-from test_etcd import etcd, etcd3, etcd_ini  # noqa: F401 (etcd, etcd3: fixtures)
-from test_register import HealthServer, Registrar, register_bin, stop_registrars
-from zkharness import free_port, wait_pool, wait_until
+from test_etcd import etcd_ini
+from test_register import HealthServer, Registrar, register_bin
+from zkharness import free_port, stop_leftovers, wait_pool, wait_until
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def eregistrar(request, tmp_path):
         return reg
 
     yield make
-    stop_registrars(made)
+    problems = stop_leftovers(made, "zkgate-register")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def keys(etcd, prefix):

@@ -629,6 +629,23 @@ class LoggedProcess:
         return wait_until(lambda: text in self.log_text(), timeout)
 
 
+def stop_leftovers(procs, what):
+    """A fixture's teardown: SIGTERM to each LoggedProcess of `procs` the test left running.
+    Returns what went wrong: one that died during the test or exited non-zero on SIGTERM,
+    `what` naming them in the messages."""
+    problems = []
+    for p in procs:
+        if p.returncode is not None:  # the test stopped it and checked the result
+            continue
+        died = p.proc.poll()
+        rc = p.stop(signal.SIGTERM)
+        if died is not None:
+            problems.append(f"{what} pid {p.pid} died during the test with status {rc}")
+        elif rc != 0:
+            problems.append(f"{what} pid {p.pid} exited with status {rc} on SIGTERM")
+    return problems
+
+
 class Gateway(LoggedProcess):
     def __init__(self, tmpdir, ini, name="gw", args=None):
         self.dir = str(tmpdir)
