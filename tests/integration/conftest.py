@@ -135,20 +135,26 @@ def zpath(request):
 # backends and gateways
 
 
-@pytest.fixture
-def backends():
-    """Factory: backends("a") -> Backend; backends("a", "b") -> [Backend, Backend].
-    ipv6=True binds ::1. All are closed at teardown."""
+def _closing_factory(cls):
+    """A fixture's body: yields make(*names, **kw) -> cls(name, **kw) for one name, a list for
+    more; closes them all at teardown."""
     made = []
 
-    def make(*names, ipv6=False):
-        new = [Backend(n, ipv6=ipv6) for n in names]
+    def make(*names, **kw):
+        new = [cls(n, **kw) for n in names]
         made.extend(new)
         return new[0] if len(new) == 1 else new
 
     yield make
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def backends():
+    """Factory: backends("a") -> Backend; backends("a", "b") -> [Backend, Backend].
+    ipv6=True binds ::1. All are closed at teardown."""
+    yield from _closing_factory(Backend)
 
 
 @pytest.fixture
@@ -156,16 +162,7 @@ def http_backends():
     """Factory: http_backends("a") -> HttpBackend; ("a", "b") -> [HttpBackend, ...]. All are
     closed at teardown."""
     from httpbackend import HttpBackend
-    made = []
-
-    def make(*names):
-        new = [HttpBackend(n) for n in names]
-        made.extend(new)
-        return new[0] if len(new) == 1 else new
-
-    yield make
-    for b in made:
-        b.close()
+    yield from _closing_factory(HttpBackend)
 
 
 @pytest.fixture

@@ -18,38 +18,32 @@ import time
 import pytest
 
 from dnsfake import NAME, dns, namespaced  # noqa: F401 (dns: a fixture)
-from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, free_port, ini_text, reach,
-                       stop_leftovers, wait_pool, wait_until)
+from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, executable_from, free_port,
+                       ini_text, reach, stop_leftovers, wait_pool, wait_until)
 
 
 def register_bin():
-    path = os.environ.get("ZKGATE_REGISTER_BIN")
-    if not path:
-        raise RuntimeError("ZKGATE_REGISTER_BIN is not set: point it at zkgate-register")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"ZKGATE_REGISTER_BIN={path} is not an executable file")
-    return path
+    return executable_from("ZKGATE_REGISTER_BIN", "zkgate-register")
 
 
 class Registrar(LoggedProcess):
     """zkgate-register under test, its stderr in a log file."""
 
-    def __init__(self, tmpdir, args, name, prefix=()):
+    def __init__(self, tmpdir, args, name, prefix=(), env=None):
         super().__init__([*prefix, register_bin(), *args],
-                         os.path.join(str(tmpdir), f"{name}.log"))
+                         os.path.join(str(tmpdir), f"{name}.log"), env=env)
 
 
 @pytest.fixture
-def registrar(request, tmp_path, zk):
-    """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts, prefix=()) -> a running
-    zkgate-register (run under the command `prefix`, if any). At teardown each one still
-    running gets SIGTERM and must exit 0."""
+def registrars(request, tmp_path):
+    """Factory: registrars(argv, prefix=(), env=None) -> a running zkgate-register with these
+    arguments (run under the command `prefix`, if any; `env` added to its environment). At
+    teardown each one still running gets SIGTERM and must exit 0."""
     made = []
     request.node._zkgate_registrars = made
 
-    def make(zk_path, address, *args, hosts=None, prefix=()):
-        argv = ["--zk", hosts or zk.hosts, "--path", zk_path, "--address", address, *args]
-        reg = Registrar(tmp_path, argv, f"reg{len(made)}", prefix)
+    def make(argv, prefix=(), env=None):
+        reg = Registrar(tmp_path, argv, f"reg{len(made)}", prefix, env)
         made.append(reg)
         return reg
 
@@ -57,6 +51,17 @@ def registrar(request, tmp_path, zk):
     problems = stop_leftovers(made, "zkgate-register")
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def registrar(registrars, zk):
+    """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts, prefix=()) -> a running
+    zkgate-register (registrars)."""
+    def make(zk_path, address, *args, hosts=None, prefix=()):
+        return registrars(["--zk", hosts or zk.hosts, "--path", zk_path, "--address", address,
+                           *args], prefix)
+
+    return make
 
 
 def children(kz, path):
