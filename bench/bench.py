@@ -151,25 +151,32 @@ class Proc:
 # configurations: the same job for each proxy
 
 
-def nginx_backend_conf(d, port, reg_port):
-    """The fast HTTP backend: nginx answering a 64-byte body from memory. It also serves
-    the registry test: 127.0.1.1-10:reg_port answer BODY, 127.0.2.1:reg_port answers "new"."""
-    listens = "\n".join(f"    listen 127.0.1.{i}:{reg_port};" for i in range(1, 11))
+def nginx_backend_head(d, name, connections):
+    """A one-process nginx backend's configuration up to its first server block: pid, error
+    log and temporary files in d, after `name` (the temporary files after its initial)."""
+    t = name[0]
     return f"""
 worker_processes 1;
 master_process off;
 daemon off;
-pid {d}/backend.pid;
-error_log {d}/backend.err warn;
-events {{ worker_connections 4096; }}
+pid {d}/{name}.pid;
+error_log {d}/{name}.err warn;
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   keepalive_requests 100000000;
   keepalive_timeout 120s;
-  client_body_temp_path {d}/b_body; proxy_temp_path {d}/b_proxy;
-  fastcgi_temp_path {d}/b_fcgi; uwsgi_temp_path {d}/b_uwsgi; scgi_temp_path {d}/b_scgi;
+  client_body_temp_path {d}/{t}_body; proxy_temp_path {d}/{t}_proxy;
+  fastcgi_temp_path {d}/{t}_fcgi; uwsgi_temp_path {d}/{t}_uwsgi; scgi_temp_path {d}/{t}_scgi;
   default_type text/plain;
-  server {{
+"""
+
+
+def nginx_backend_conf(d, port, reg_port):
+    """The fast HTTP backend: nginx answering a 64-byte body from memory. It also serves
+    the registry test: 127.0.1.1-10:reg_port answer BODY, 127.0.2.1:reg_port answers "new"."""
+    listens = "\n".join(f"    listen 127.0.1.{i}:{reg_port};" for i in range(1, 11))
+    return nginx_backend_head(d, "backend", 4096) + f"""  server {{
     listen 127.0.0.1:{port};
 {listens}
     location / {{ return 200 "{BODY.strip()}\\n"; }}
@@ -1160,21 +1167,7 @@ def identity_backend_conf(d, ports):
     """nginx answering on each port with that port number: the body says which instance a
     request went to."""
     listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
-    return f"""
-worker_processes 1;
-master_process off;
-daemon off;
-pid {d}/ident.pid;
-error_log {d}/ident.err warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 120s;
-  client_body_temp_path {d}/i_body; proxy_temp_path {d}/i_proxy;
-  fastcgi_temp_path {d}/i_fcgi; uwsgi_temp_path {d}/i_uwsgi; scgi_temp_path {d}/i_scgi;
-  default_type text/plain;
-  server {{
+    return nginx_backend_head(d, "ident", 1024) + f"""  server {{
 {listens}
     location / {{ return 200 "$server_port\\n"; }}
   }}

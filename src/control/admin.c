@@ -98,6 +98,13 @@ static void family(zg_text_t *o, const char *name, const char *type,
   zg_text_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A family of one sample without labels. */
+static void single(zg_text_t *o, const char *name, const char *type,
+                   const char *help, unsigned long long n) {
+  family(o, name, type, help);
+  zg_text_printf(o, "%s %llu\n", name, n);
+}
+
 /* One sample, NAME{K1="V1"} N or NAME{K1="V1",K2="V2"} N: V1 (a name or
  * an address) is escaped, V2 (with K2 not NULL) is one of ours. */
 static void sample(zg_text_t *o, const char *name, const char *k1,
@@ -285,15 +292,12 @@ static void metrics_connlimit(const zg_gateway_t *gw, zg_text_t *o) {
                  "zkgate_connections_refused_total{limit=\"max_head_"
                  "connections\"} %llu\n",
                  (unsigned long long)cl.refused_head);
-  family(o, "zkgate_connections_open", "gauge",
-         "Client connections open, all listeners of the process.");
-  zg_text_printf(o, "zkgate_connections_open %llu\n",
-                 (unsigned long long)cl.open);
-  family(o, "zkgate_connections_in_head", "gauge",
+  single(o, "zkgate_connections_open", "gauge",
+         "Client connections open, all listeners of the process.", cl.open);
+  single(o, "zkgate_connections_in_head", "gauge",
          "Client connections whose first request head (or ClientHello, or "
-         "TLS handshake) is not complete yet.");
-  zg_text_printf(o, "zkgate_connections_in_head %llu\n",
-                 (unsigned long long)cl.head);
+         "TLS handshake) is not complete yet.",
+         cl.head);
   family(o, "zkgate_connections_max", "gauge",
          "The caps in force, by limit (max_connections, "
          "max_head_connections).");
@@ -528,11 +532,10 @@ static void metrics_splice(const shards_t *sh, zg_text_t *o) {
               "TCP bytes (both ways) moved socket to pipe to socket by "
               "splice(2), never entering user space.",
               st.traffic.spliced);
-  family(o, "zkgate_tcp_spliced_sessions_total", "counter",
+  single(o, "zkgate_tcp_spliced_sessions_total", "counter",
          "TCP sessions relayed with splice(2) (neither side TLS, "
-         "tcp_splice = auto).");
-  zg_text_printf(o, "zkgate_tcp_spliced_sessions_total %llu\n",
-                 (unsigned long long)t.sessions);
+         "tcp_splice = auto).",
+         t.sessions);
   family(o, "zkgate_tcp_splice_pipes", "gauge",
          "Pipes for splice(2): busy (bytes in flight) and kept empty for "
          "reuse.");
@@ -540,15 +543,12 @@ static void metrics_splice(const shards_t *sh, zg_text_t *o) {
                  (unsigned long long)t.pipes_busy);
   zg_text_printf(o, "zkgate_tcp_splice_pipes{state=\"kept\"} %llu\n",
                  (unsigned long long)t.pipes_kept);
-  family(o, "zkgate_tcp_splice_pipes_created_total", "counter",
-         "Pipes made for splice(2).");
-  zg_text_printf(o, "zkgate_tcp_splice_pipes_created_total %llu\n",
-                 (unsigned long long)t.pipes_created);
-  family(o, "zkgate_tcp_splice_pipe_failures_total", "counter",
+  single(o, "zkgate_tcp_splice_pipes_created_total", "counter",
+         "Pipes made for splice(2).", t.pipes_created);
+  single(o, "zkgate_tcp_splice_pipe_failures_total", "counter",
          "Pipes that could not be made (EMFILE, ENFILE): those reads were "
-         "copied through user space instead.");
-  zg_text_printf(o, "zkgate_tcp_splice_pipe_failures_total %llu\n",
-                 (unsigned long long)t.pipe_failures);
+         "copied through user space instead.",
+         t.pipe_failures);
 }
 
 /* The etcd source (control loop only). */
@@ -562,26 +562,18 @@ static void metrics_etcd(const zg_gateway_t *gw, zg_text_t *o) {
   family(o, "zkgate_etcd_revision", "gauge",
          "The highest etcd revision applied to the pools.");
   zg_text_printf(o, "zkgate_etcd_revision %lld\n", (long long)es.etcd.revision);
-  family(o, "zkgate_etcd_watch_events_total", "counter",
-         "etcd watch events received.");
-  zg_text_printf(o, "zkgate_etcd_watch_events_total %llu\n",
-                 (unsigned long long)es.watch_events);
-  family(o, "zkgate_etcd_reads_total", "counter",
-         "etcd range reads of a whole prefix.");
-  zg_text_printf(o, "zkgate_etcd_reads_total %llu\n",
-                 (unsigned long long)es.etcd.reads);
-  family(o, "zkgate_etcd_rereads_total", "counter",
-         "Prefixes read again because etcd compacted past their revision.");
-  zg_text_printf(o, "zkgate_etcd_rereads_total %llu\n",
-                 (unsigned long long)es.etcd.rereads);
-  family(o, "zkgate_etcd_failovers_total", "counter",
-         "Moves to another etcd endpoint after a failure.");
-  zg_text_printf(o, "zkgate_etcd_failovers_total %llu\n",
-                 (unsigned long long)es.etcd.failovers);
-  family(o, "zkgate_etcd_watch_streams_total", "counter",
-         "etcd watch streams opened (one for all prefixes at a time).");
-  zg_text_printf(o, "zkgate_etcd_watch_streams_total %llu\n",
-                 (unsigned long long)es.etcd.streams);
+  single(o, "zkgate_etcd_watch_events_total", "counter",
+         "etcd watch events received.", es.watch_events);
+  single(o, "zkgate_etcd_reads_total", "counter",
+         "etcd range reads of a whole prefix.", es.etcd.reads);
+  single(o, "zkgate_etcd_rereads_total", "counter",
+         "Prefixes read again because etcd compacted past their revision.",
+         es.etcd.rereads);
+  single(o, "zkgate_etcd_failovers_total", "counter",
+         "Moves to another etcd endpoint after a failure.", es.etcd.failovers);
+  single(o, "zkgate_etcd_watch_streams_total", "counter",
+         "etcd watch streams opened (one for all prefixes at a time).",
+         es.etcd.streams);
 }
 
 /* Which registry each service's pool comes from. */
@@ -614,15 +606,12 @@ static void metrics_registry(const zg_gateway_t *gw, zg_text_t *o) {
     zg_text_printf(o, "zkgate_zookeeper_session_state{state=\"%s\"} %d\n",
                    zg_source_state_name((zg_source_state_t)st),
                    (int)rs.state == st);
-  family(o, "zkgate_zookeeper_session_expiries_total", "counter",
+  single(o, "zkgate_zookeeper_session_expiries_total", "counter",
          "ZooKeeper sessions lost (expired, or disconnected past the "
-         "session timeout) and replaced.");
-  zg_text_printf(o, "zkgate_zookeeper_session_expiries_total %llu\n",
-                 (unsigned long long)rs.expiries);
-  family(o, "zkgate_zookeeper_watch_events_total", "counter",
-         "ZooKeeper watches fired.");
-  zg_text_printf(o, "zkgate_zookeeper_watch_events_total %llu\n",
-                 (unsigned long long)rs.watch_events);
+         "session timeout) and replaced.",
+         rs.expiries);
+  single(o, "zkgate_zookeeper_watch_events_total", "counter",
+         "ZooKeeper watches fired.", rs.watch_events);
   family(o, "zkgate_zookeeper_reads_total", "counter",
          "ZooKeeper children lists, data reads and data sweep stats issued.");
   zg_text_printf(o, "zkgate_zookeeper_reads_total{kind=\"list\"} %llu\n",

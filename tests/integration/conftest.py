@@ -7,7 +7,8 @@ import signal
 import pytest
 from kazoo.client import KazooClient
 
-from zkharness import Backend, Gateway, ZkServer
+from etcdharness import EtcdCluster
+from zkharness import Backend, Gateway, ZkServer, stop_leftovers
 
 TEST_TIME_LIMIT_S = 45  # the test body is kept under ~40 s; this also bounds its teardown
 
@@ -134,20 +135,26 @@ def zpath(request):
 # backends and gateways
 
 
-@pytest.fixture
-def backends():
-    """Factory: backends("a") -> Backend; backends("a", "b") -> [Backend, Backend].
-    ipv6=True binds ::1. All are closed at teardown."""
+def _closing_factory(cls):
+    """A fixture's body: yields make(*names, **kw) -> cls(name, **kw) for one name, a list for
+    more; closes them all at teardown."""
     made = []
 
-    def make(*names, ipv6=False):
-        new = [Backend(n, ipv6=ipv6) for n in names]
+    def make(*names, **kw):
+        new = [cls(n, **kw) for n in names]
         made.extend(new)
         return new[0] if len(new) == 1 else new
 
     yield make
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def backends():
+    """Factory: backends("a") -> Backend; backends("a", "b") -> [Backend, Backend].
+    ipv6=True binds ::1. All are closed at teardown."""
+    yield from _closing_factory(Backend)
 
 
 @pytest.fixture
@@ -155,16 +162,7 @@ def http_backends():
     """Factory: http_backends("a") -> HttpBackend; ("a", "b") -> [HttpBackend, ...]. All are
     closed at teardown."""
     from httpbackend import HttpBackend
-    made = []
-
-    def make(*names):
-        new = [HttpBackend(n) for n in names]
-        made.extend(new)
-        return new[0] if len(new) == 1 else new
-
-    yield make
-    for b in made:
-        b.close()
+    yield from _closing_factory(HttpBackend)
 
 
 @pytest.fixture
@@ -184,15 +182,22 @@ def gateway(request, tmp_path, zk):
 
     yield make
     _ensure_zk(zk)
-    problems = []
-    for gw in gateways:
-        if gw.returncode is not None:  # the test stopped it and checked the result
-            continue
-        died = gw.proc.poll()
-        rc = gw.stop(signal.SIGTERM)
-        if died is not None:
-            problems.append(f"zkgate pid {gw.pid} died during the test with status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate pid {gw.pid} exited with status {rc} on SIGTERM")
+    problems = stop_leftovers(gateways, "zkgate")
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A one-member etcd cluster (etcdharness.py)."""
+    c = EtcdCluster(tmp_path, 1).start()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def etcd3(tmp_path):
+    """An etcd cluster of three members."""
+    c = EtcdCluster(tmp_path, 3).start()
+    yield c
+    c.close()

@@ -11,25 +11,9 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 from etcdharness import EtcdCluster
 from zkharness import Backend, free_port, ini_text, reach, register, sample, wait_pool, \
     wait_until
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    c = EtcdCluster(tmp_path, 1).start()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def etcd3(tmp_path):
-    c = EtcdCluster(tmp_path, 3).start()
-    yield c
-    c.close()
 
 
 def etcd_ini(endpoints, services, etcd=None, zookeeper=None, admin=None):

@@ -18,60 +18,50 @@ import time
 import pytest
 
 from dnsfake import NAME, dns, namespaced  # noqa: F401 (dns: a fixture)
-from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, free_port, ini_text, reach,
-                       wait_pool, wait_until)
+from zkharness import (Backend, Blackhole, LoggedProcess, ZkServer, executable_from, free_port,
+                       ini_text, reach, stop_leftovers, wait_pool, wait_until)
 
 
 def register_bin():
-    path = os.environ.get("ZKGATE_REGISTER_BIN")
-    if not path:
-        raise RuntimeError("ZKGATE_REGISTER_BIN is not set: point it at zkgate-register")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"ZKGATE_REGISTER_BIN={path} is not an executable file")
-    return path
+    return executable_from("ZKGATE_REGISTER_BIN", "zkgate-register")
 
 
 class Registrar(LoggedProcess):
     """zkgate-register under test, its stderr in a log file."""
 
-    def __init__(self, tmpdir, args, name, prefix=()):
+    def __init__(self, tmpdir, args, name, prefix=(), env=None):
         super().__init__([*prefix, register_bin(), *args],
-                         os.path.join(str(tmpdir), f"{name}.log"))
+                         os.path.join(str(tmpdir), f"{name}.log"), env=env)
 
 
-def stop_registrars(made):
-    """At a fixture's teardown: SIGTERM to each zkgate-register still running, which must exit
-    0 (and must not have died during the test)."""
-    problems = []
-    for reg in made:
-        if reg.returncode is not None:
-            continue
-        died = reg.proc.poll()
-        rc = reg.stop()
-        if died is not None:
-            problems.append(f"zkgate-register pid {reg.pid} died during the test: status {rc}")
-        elif rc != 0:
-            problems.append(f"zkgate-register pid {reg.pid} exited with {rc} on SIGTERM")
+@pytest.fixture
+def registrars(request, tmp_path):
+    """Factory: registrars(argv, prefix=(), env=None) -> a running zkgate-register with these
+    arguments (run under the command `prefix`, if any; `env` added to its environment). At
+    teardown each one still running gets SIGTERM and must exit 0."""
+    made = []
+    request.node._zkgate_registrars = made
+
+    def make(argv, prefix=(), env=None):
+        reg = Registrar(tmp_path, argv, f"reg{len(made)}", prefix, env)
+        made.append(reg)
+        return reg
+
+    yield make
+    problems = stop_leftovers(made, "zkgate-register")
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
-def registrar(request, tmp_path, zk):
+def registrar(registrars, zk):
     """Factory: registrar(zk_path, address, *more_args, hosts=zk.hosts, prefix=()) -> a running
-    zkgate-register (run under the command `prefix`, if any). At teardown each one still
-    running gets SIGTERM and must exit 0."""
-    made = []
-    request.node._zkgate_registrars = made
-
+    zkgate-register (registrars)."""
     def make(zk_path, address, *args, hosts=None, prefix=()):
-        argv = ["--zk", hosts or zk.hosts, "--path", zk_path, "--address", address, *args]
-        reg = Registrar(tmp_path, argv, f"reg{len(made)}", prefix)
-        made.append(reg)
-        return reg
+        return registrars(["--zk", hosts or zk.hosts, "--path", zk_path, "--address", address,
+                           *args], prefix)
 
-    yield make
-    stop_registrars(made)
+    return make
 
 
 def children(kz, path):

@@ -17,31 +17,20 @@ import time
 import pytest
 
 from etcdharness import EtcdCluster, b64
-from test_etcd import etcd, etcd3, etcd_ini  # noqa: F401 (etcd, etcd3: fixtures)
-from test_register import HealthServer, Registrar, register_bin, stop_registrars
+from test_etcd import etcd_ini
+from test_register import HealthServer, register_bin, registrars  # noqa: F401 (a fixture)
 from zkharness import free_port, wait_pool, wait_until
 
 
 @pytest.fixture
-def eregistrar(request, tmp_path):
+def eregistrar(registrars):
     """Factory: eregistrar(endpoints, prefix, address, *more_args, env=None) -> a running
-    zkgate-register --etcd. At teardown each one still running gets SIGTERM and must exit 0."""
-    made = []
-
+    zkgate-register --etcd (test_register's registrars)."""
     def make(endpoints, prefix, address, *args, env=None):
-        argv = ["--etcd", endpoints, "--prefix", prefix, "--address", address, *args]
-        old = dict(os.environ)
-        try:
-            os.environ.update(env or {})
-            reg = Registrar(tmp_path, argv, f"ereg{len(made)}")
-        finally:
-            os.environ.clear()
-            os.environ.update(old)
-        made.append(reg)
-        return reg
+        return registrars(["--etcd", endpoints, "--prefix", prefix, "--address", address, *args],
+                          env=env)
 
-    yield make
-    stop_registrars(made)
+    return make
 
 
 def keys(etcd, prefix):

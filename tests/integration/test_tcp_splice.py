@@ -117,6 +117,20 @@ def first_byte(conn, state):
     return b
 
 
+def both_ways(down, key):
+    """A backend handler: after the client's first byte, sends `down` and half-closes while it
+    takes the rest of the client's bytes, (count, sha256 hex) into state[key]."""
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        sender = threading.Thread(target=lambda: (conn.sendall(down),
+                                                  conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        st[key] = recv_all(conn)
+        sender.join(30)
+    return handler
+
+
 # ---------------------------------------------------------------------------------------------
 # the gateway, its metrics and access log
 
@@ -204,16 +218,7 @@ def test_both_ways_at_once_with_checksums_and_counters(mode, servers, gateway, t
     up = os.urandom(24 * MiB)
     down = os.urandom(24 * MiB)
 
-    def handler(conn, st):
-        if not first_byte(conn, st):
-            return
-        sender = threading.Thread(target=lambda: (conn.sendall(down),
-                                                  conn.shutdown(socket.SHUT_WR)))
-        sender.start()
-        st["up_rest"] = recv_all(conn)
-        sender.join(30)
-
-    srv = servers(handler)
+    srv = servers(both_ways(down, "up_rest"))
     gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode)
     errors = []
     with connect(gw) as c:
@@ -482,16 +487,7 @@ def test_no_pipe_copies_instead_and_says_so_once(servers, gateway, tmp_path):
     down = os.urandom(8 * MiB)
     up = os.urandom(8 * MiB)
 
-    def handler(conn, st):
-        if not first_byte(conn, st):
-            return
-        sender = threading.Thread(target=lambda: (conn.sendall(down),
-                                                  conn.shutdown(socket.SHUT_WR)))
-        sender.start()
-        st["up"] = recv_all(conn)
-        sender.join(30)
-
-    srv = servers(handler)
+    srv = servers(both_ways(down, "up"))
     gw = start(gateway, tmp_path, srv.addr)
     soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
     # no connection open any more (the listener probes, the admin's): only fixed descriptors

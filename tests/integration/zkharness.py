@@ -538,13 +538,18 @@ class Backend:
 # Gateway (zkgate under test)
 
 
-def zkgate_bin():
-    path = os.environ.get("ZKGATE_BIN")
+def executable_from(var, what):
+    """The executable file the environment variable `var` names (`what`: what it should be)."""
+    path = os.environ.get(var)
     if not path:
-        raise RuntimeError("ZKGATE_BIN is not set: point it at the zkgate binary")
+        raise RuntimeError(f"{var} is not set: point it at {what}")
     if not os.access(path, os.X_OK):
-        raise RuntimeError(f"ZKGATE_BIN={path} is not an executable file")
+        raise RuntimeError(f"{var}={path} is not an executable file")
     return path
+
+
+def zkgate_bin():
+    return executable_from("ZKGATE_BIN", "the zkgate binary")
 
 
 # The whole integration suite runs with one worker and again with two (ctest labels
@@ -582,12 +587,14 @@ def ini_text(services, zookeeper=None, proxy=None, discover=None, admin=None):
 class LoggedProcess:
     """A process under test, its stdout and stderr in the file log_path."""
 
-    def __init__(self, argv, log_path, cwd=None):
+    def __init__(self, argv, log_path, cwd=None, env=None):
+        """env: variables added to this process's environment for it."""
         self.log_path = log_path
         self.returncode = None
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([*_die_with_parent(), *argv], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env={**os.environ, **env} if env else None)
         self.pid = self.proc.pid
 
     @property
@@ -627,6 +634,23 @@ class LoggedProcess:
 
     def wait_log(self, text, timeout=5.0):
         return wait_until(lambda: text in self.log_text(), timeout)
+
+
+def stop_leftovers(procs, what):
+    """A fixture's teardown: SIGTERM to each LoggedProcess of `procs` the test left running.
+    Returns what went wrong: one that died during the test or exited non-zero on SIGTERM,
+    `what` naming them in the messages."""
+    problems = []
+    for p in procs:
+        if p.returncode is not None:  # the test stopped it and checked the result
+            continue
+        died = p.proc.poll()
+        rc = p.stop(signal.SIGTERM)
+        if died is not None:
+            problems.append(f"{what} pid {p.pid} died during the test with status {rc}")
+        elif rc != 0:
+            problems.append(f"{what} pid {p.pid} exited with status {rc} on SIGTERM")
+    return problems
 
 
 class Gateway(LoggedProcess):

@@ -414,6 +414,21 @@ static void test_bad_duration(void **state) {
   }
 }
 
+/* A service under ZooKeeper, with the line `key = value` in [zookeeper]
+ * (key NULL: none), written into text. */
+static const char *zk_conf(char *text, size_t len, const char *key,
+                           const char *value) {
+  snprintf(text, len,
+           "[zookeeper]\n"
+           "hosts = 127.0.0.1:2181\n"
+           "%s%s%s%s"
+           "[service:s]\n"
+           "zk_path = /s\n"
+           "listen = 127.0.0.1:7000\n",
+           key ? key : "", key ? " = " : "", key ? value : "", key ? "\n" : "");
+  return text;
+}
+
 /* [zookeeper] max_watch_bytes: bytes or k/m (1024-based), 0 = no budget;
  * the default stays under ZooKeeper's default jute.maxbuffer. */
 static void test_max_watch_bytes(void **state) {
@@ -427,37 +442,19 @@ static void test_max_watch_bytes(void **state) {
   char text[512];
   (void)state;
 
-  cfg = load_ok("[zookeeper]\n"
-                "hosts = 127.0.0.1:2181\n"
-                "[service:s]\n"
-                "zk_path = /s\n"
-                "listen = 127.0.0.1:7000\n");
+  cfg = load_ok(zk_conf(text, sizeof(text), NULL, NULL));
   assert_int_equal(cfg->zk.max_watch_bytes, 960 * 1024);
   assert_true(cfg->zk.max_watch_bytes < 1048575); /* jute.maxbuffer */
   zg_config_free(cfg);
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-    snprintf(text, sizeof(text),
-             "[zookeeper]\n"
-             "hosts = 127.0.0.1:2181\n"
-             "max_watch_bytes = %s\n"
-             "[service:s]\n"
-             "zk_path = /s\n"
-             "listen = 127.0.0.1:7000\n",
-             good[i].value);
-    cfg = load_ok(text);
+    cfg =
+        load_ok(zk_conf(text, sizeof(text), "max_watch_bytes", good[i].value));
     assert_int_equal(cfg->zk.max_watch_bytes, good[i].bytes);
     zg_config_free(cfg);
   }
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    snprintf(text, sizeof(text),
-             "[zookeeper]\n"
-             "hosts = 127.0.0.1:2181\n"
-             "max_watch_bytes = %s\n"
-             "[service:s]\n"
-             "zk_path = /s\n"
-             "listen = 127.0.0.1:7000\n",
-             bad[i]);
-    expect_one_error(text, "max_watch_bytes");
+    expect_one_error(zk_conf(text, sizeof(text), "max_watch_bytes", bad[i]),
+                     "max_watch_bytes");
   }
 }
 
@@ -473,36 +470,17 @@ static void test_data_sweep(void **state) {
   char text[512];
   (void)state;
 
-  cfg = load_ok("[zookeeper]\n"
-                "hosts = 127.0.0.1:2181\n"
-                "[service:s]\n"
-                "zk_path = /s\n"
-                "listen = 127.0.0.1:7000\n");
+  cfg = load_ok(zk_conf(text, sizeof(text), NULL, NULL));
   assert_int_equal(cfg->zk.data_sweep_ms, 30000);
   zg_config_free(cfg);
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-    snprintf(text, sizeof(text),
-             "[zookeeper]\n"
-             "hosts = 127.0.0.1:2181\n"
-             "data_sweep = %s\n"
-             "[service:s]\n"
-             "zk_path = /s\n"
-             "listen = 127.0.0.1:7000\n",
-             good[i].value);
-    cfg = load_ok(text);
+    cfg = load_ok(zk_conf(text, sizeof(text), "data_sweep", good[i].value));
     assert_int_equal(cfg->zk.data_sweep_ms, good[i].ms);
     zg_config_free(cfg);
   }
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    snprintf(text, sizeof(text),
-             "[zookeeper]\n"
-             "hosts = 127.0.0.1:2181\n"
-             "data_sweep = %s\n"
-             "[service:s]\n"
-             "zk_path = /s\n"
-             "listen = 127.0.0.1:7000\n",
-             bad[i]);
-    expect_one_error(text, "data_sweep");
+    expect_one_error(zk_conf(text, sizeof(text), "data_sweep", bad[i]),
+                     "data_sweep");
   }
 }
 
