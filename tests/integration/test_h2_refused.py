@@ -15,6 +15,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import pytest
 
 from test_grpc import SVC, GrpcServer, call, grpc_frame
@@ -50,6 +51,10 @@ class Refuser:
     def serve(self, conn):
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         c.initiate_connection()
+        got = {}
+        if self.how == "late":  # "late": takes 300 kB of the body, then refuses
+            c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+            c.increment_flow_control_window(1 << 20)
         try:
             conn.sendall(c.data_to_send())
             while True:
@@ -57,9 +62,17 @@ class Refuser:
                 if not data:
                     return
                 for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived) and self.how == "late":
+                        got[ev.stream_id] = got.get(ev.stream_id, 0) + len(ev.data)
+                        c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        if got[ev.stream_id] >= 300000:
+                            c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                            got[ev.stream_id] = -1 << 40
                     if isinstance(ev, h2.events.RequestReceived):
                         with self.lock:
                             self.seen += 1
+                        if self.how == "late":
+                            continue
                         if self.how == "reset":
                             c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                         else:
@@ -156,3 +169,22 @@ def test_only_refusing_instances_is_unavailable_after_the_tries(gateway, servers
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert wait_until(lambda: sum(b.seen for b in bads) == 3, 5, 0.05)
     assert sum(b.seen for b in bads) == 3
+
+
+def test_refused_after_more_body_than_is_held_is_not_sent_again(gateway, servers):
+    """An instance that took 300 kB of a body (more than the 256 KiB held) before refusing:
+    the body cannot be sent again, so the call fails (UNAVAILABLE) instead of reaching the
+    other instance."""
+    bad, good = servers("late"), servers("grpc")
+    port, _ = gateway_for(gateway, [bad.addr, good.addr])
+    msg = b"m" * 400000
+    outcomes = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        while bad.seen == 0:  # round robin: the refusing instance within two calls
+            assert len(outcomes) < 2, outcomes
+            try:
+                outcomes.append(call(ch, "Unary")(msg, timeout=10) == b"echo:" + msg + b":")
+            except grpc.RpcError as e:
+                outcomes.append(e.code())
+    assert outcomes[-1] == grpc.StatusCode.UNAVAILABLE, outcomes
+    assert outcomes[:-1] in ([], [True]), outcomes
