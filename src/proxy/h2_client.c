@@ -20,7 +20,10 @@
  * and what it lists, Keep-Alive, Proxy-Connection, Transfer-Encoding,
  * Upgrade, TE but "trailers"). The body goes as DATA from a queue that a
  * data provider reads (deferred while empty); the exchange pauses the
- * client while the queue is above the high-water mark. The client's
+ * client while the queue is above the high-water mark, and resumes it once
+ * the queue went out (drained: after each write and each read, since a
+ * WINDOW_UPDATE lets it out in writes the socket may take at once). The
+ * client's
  * trailers go as a trailing HEADERS.
  *
  * Responses: HEADERS fill a head model (the status, the fields; framing
@@ -389,6 +392,20 @@ static void pool_update(h2c_t *h) {
     zg_upconn_close(uc); /* no room in the pool */
 }
 
+/* What was queued for the instance went out (nghttp2 read the streams'
+ * bodies as windows opened, the socket took it): each exchange reads its
+ * client again if it was paused for us. After a write completes, and after
+ * a read: a WINDOW_UPDATE lets queued body out in writes the socket often
+ * takes at once (no write callback follows). */
+static void drained(h2c_t *h) {
+  unsigned pass = ++h->pass;
+  h2c_stream_t *st;
+  while (!h->uc->closing && (st = unvisited(h, pass)) != NULL) {
+    st->pass = pass;
+    zg_exchange_instance_drained(st->x);
+  }
+}
+
 static void on_write(uv_write_t *req, int status) {
   wblk_t *w = (wblk_t *)req;
   h2c_t *h = w->owner;
@@ -405,14 +422,7 @@ static void on_write(uv_write_t *req, int status) {
     settle(h);
     return;
   }
-  {
-    unsigned pass = ++h->pass;
-    h2c_stream_t *st;
-    while (!h->uc->closing && (st = unvisited(h, pass)) != NULL) {
-      st->pass = pass;
-      zg_exchange_instance_drained(st->x);
-    }
-  }
+  drained(h);
 }
 
 static int flush_cb(void *owner) {
@@ -515,8 +525,11 @@ static void settle(h2c_t *h) {
     settle(h);
     return;
   }
-  if (h->active == 0 && h->goaway)
+  if (h->active == 0 && h->goaway) {
     zg_upconn_close(h->uc);
+    return;
+  }
+  drained(h);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {

@@ -3,11 +3,15 @@ whose last stream id is below the request's. The instance never processed the re
 zkgate sends it again to another instance whatever its method and body (a gRPC call always has
 a body), within the tries a request gets (the first instance and up to two others). Real
 instances: a python3-h2 server that refuses every stream, next to a real gRPC server
-(python3-grpcio)."""
+(python3-grpcio). Also: large bodies both ways to a python3-h2 echo instance (the client's
+body paused past the 256 KiB queued, and resumed)."""
 
+import hashlib
+import os
 import socket
 import subprocess
 import threading
+import time
 
 import grpc
 import h2.config
@@ -188,3 +192,108 @@ def test_refused_after_more_body_than_is_held_is_not_sent_again(gateway, servers
                 outcomes.append(e.code())
     assert outcomes[-1] == grpc.StatusCode.UNAVAILABLE, outcomes
     assert outcomes[:-1] in ([], [True]), outcomes
+
+
+class H2Echo:
+    """An h2c server (prior knowledge) that answers each request 200 with the request body
+    echoed and its SHA-256 in x-sha256. `slow` reads the connection in 16 kB steps with a
+    pause after each (a slow instance: zkgate's queue for it fills and drains); windows stay
+    at the 64 KiB default, so the body flows as the instance takes it."""
+
+    def __init__(self, slow=False):
+        self.slow = slow
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def pump(c, out):
+        """Sends what the peer's windows let through of each answer still being sent."""
+        for sid in list(out):
+            while out[sid]:
+                n = min(len(out[sid]), c.local_flow_control_window(sid),
+                        c.max_outbound_frame_size)
+                if n <= 0:
+                    break
+                c.send_data(sid, out[sid][:n])
+                out[sid] = out[sid][n:]
+            if not out[sid]:
+                c.end_stream(sid)
+                del out[sid]
+
+    def serve(self, conn):
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        bodies, out = {}, {}
+        try:
+            conn.sendall(c.data_to_send())
+            while True:
+                data = conn.recv(16384 if self.slow else 65536)
+                if not data:
+                    return
+                if self.slow:
+                    time.sleep(0.002)
+                for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        bodies[ev.stream_id] = bytearray()
+                    elif isinstance(ev, h2.events.DataReceived):
+                        bodies[ev.stream_id] += ev.data
+                        c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        body = bytes(bodies.pop(ev.stream_id))
+                        c.send_headers(ev.stream_id, [
+                            (":status", "200"), ("content-length", str(len(body))),
+                            ("x-sha256", hashlib.sha256(body).hexdigest())])
+                        out[ev.stream_id] = body
+                self.pump(c, out)
+                conn.sendall(c.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow"])
+def test_large_bodies_to_an_h2_instance_both_ways(gateway, tmp_path, slow):
+    """1 MB and 10 MB request bodies from an HTTP/1.1 client (with Expect: 100-continue and
+    without) and from an HTTP/2 client reach an h2 instance whole (its SHA-256) and come back
+    whole; more than the 256 KiB queued for the instance pauses the client, and the instance
+    taking the body resumes it (the body used to stall past that mark)."""
+    srv = H2Echo(slow)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"h2c://{srv.addr}"}},
+                         proxy={"access_log": "stderr"}), listen=port)
+        for size in (1000000, 10000000):
+            body = os.urandom(size)
+            src = tmp_path / "in"
+            src.write_bytes(body)
+            want = hashlib.sha256(body).hexdigest()
+            for proto in (["--http1.1"], ["--http1.1", "-H", "Expect:"],
+                          ["--http2-prior-knowledge"]):
+                dst = tmp_path / "out"
+                r = subprocess.run(["curl", "-sS", "-m", "60", *proto, "--data-binary",
+                                    f"@{src}", "-D", "-", "-o", str(dst),
+                                    f"http://127.0.0.1:{port}/echo"],
+                                   capture_output=True, timeout=90)
+                assert r.returncode == 0, (proto, size, r.stderr)
+                head = r.stdout.decode().lower()
+                assert f"x-sha256: {want}" in head, (proto, size, head)
+                assert hashlib.sha256(dst.read_bytes()).hexdigest() == want, (proto, size)
+    finally:
+        srv.stop()
