@@ -287,7 +287,10 @@ uint64_t zg_ewma_cost(const zg_ewma_t *e, uint64_t in_flight, uint64_t now_us,
   double c;
   if (!e->seen)
     return in_flight ? ZG_EWMA_PENALTY + in_flight : 0;
-  c = zg_ewma_value(e, now_us, decay_ms) * (double)(in_flight + 1);
+  /* Decayed only while it holds nothing: an instance that stops answering
+   * keeps its last estimate while its requests pile up. */
+  c = (in_flight ? e->us : zg_ewma_value(e, now_us, decay_ms)) *
+      (double)(in_flight + 1);
   if (c >= (double)(ZG_EWMA_PENALTY - in_flight - 1))
     return ZG_EWMA_PENALTY - 1;
   return (uint64_t)c + in_flight + 1;

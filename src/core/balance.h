@@ -93,7 +93,9 @@ void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
                      uint64_t decay_ms);
 /* What least_request compares, per unit of weight: the estimate times the
  * requests in flight plus one, in microseconds (at least in_flight + 1, so
- * that an estimate decayed to nothing still counts the requests). An
+ * that an estimate decayed to nothing still counts the requests). The
+ * estimate decays only while the instance holds no request: one that
+ * stops answering keeps its last estimate as its requests pile up. An
  * instance with no sample yet costs 0 while it holds nothing and a penalty
  * above any measured cost while it holds requests: it gets one request at
  * a time until its first response says how fast it is. */

@@ -952,8 +952,11 @@ static void test_ewma_cost(void **state) {
   assert_int_equal(zg_ewma_cost(&e, 0, t, 10000), 2001);
   assert_int_equal(zg_ewma_cost(&e, 4, t, 10000), 10005);
   assert_true(zg_ewma_cost(&e, 1000, t, 10000) < ZG_EWMA_PENALTY);
-  /* decayed to nothing: only the requests count */
-  assert_int_equal(zg_ewma_cost(&e, 2, t + 1000 * SEC_US, 10000), 3);
+  /* left alone: decayed to nothing, only a request counts */
+  assert_int_equal(zg_ewma_cost(&e, 0, t + 1000 * SEC_US, 10000), 1);
+  /* holding requests and not answering: the estimate is kept, not decayed
+   * (a hung instance must not look faster as its requests pile up) */
+  assert_int_equal(zg_ewma_cost(&e, 2, t + 1000 * SEC_US, 10000), 6003);
   /* huge estimates stay below the penalty of an unmeasured one */
   zg_ewma_observe(&e, 1e15, t, 10000);
   assert_int_equal(zg_ewma_cost(&e, 9, t, 10000), ZG_EWMA_PENALTY - 1);
