@@ -397,18 +397,21 @@ static int refused_retry(zg_http_exchange_t *x, void *u) {
   size_t len = 0;
   if (x->ureq.ntried >= ZG_UPSTREAM_MAX_TRIES || x->phase == ZG_XP_CLOSED)
     return -1;
-  if (x->req_has_body && (!x->cli->replay || x->cli->replay(u, &p, &len) != 0))
-    return -1;
-  free(x->replay);
-  x->replay = NULL;
-  x->replay_len = 0;
-  if (len > 0) {
-    if (!(x->replay = malloc(len)))
+  if (!x->resend) { /* else refused before the held body went out again */
+    if (x->req_has_body &&
+        (!x->cli->replay || x->cli->replay(u, &p, &len) != 0))
       return -1;
-    memcpy(x->replay, p, len);
-    x->replay_len = len;
+    free(x->replay);
+    x->replay = NULL;
+    x->replay_len = 0;
+    if (len > 0) {
+      if (!(x->replay = malloc(len)))
+        return -1;
+      memcpy(x->replay, p, len);
+      x->replay_len = len;
+    }
+    x->resend = 1;
   }
-  x->resend = 1;
   x->up = NULL;
   x->cli->release(u, 0);
   if (x->req_has_body && !x->req_done && !x->body_held) {
