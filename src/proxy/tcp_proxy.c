@@ -52,14 +52,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h> /* TCP_INFO */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
 
 typedef enum {
   S_CONNECTING = 0,
   S_RELAY,
   S_CLOSING,
 } session_state_t;
+
+/* After one side failed, the other side's socket stays open (and in the
+ * loop's `flushing` list) until its peer has acknowledged everything sent
+ * to it: closing a socket whose peer still sends makes the kernel reset it
+ * and throw away what it had not delivered yet. Checked every
+ * FLUSH_CHECK_MS, for at most FLUSH_MAX_MS (or idle_timeout if shorter). */
+#define FLUSH_CHECK_MS 10
+#define FLUSH_MAX_MS 5000
 
 typedef struct relay_dir {
   struct zg_tcp_session *s;
@@ -72,8 +86,9 @@ typedef struct relay_dir {
   unsigned eof : 1;  /* `in` said EOF */
   unsigned shut : 1; /* `out` write half shut */
   /* splice: */
-  unsigned full : 1; /* a read into the non-empty pipe said EAGAIN: the
-                        pipe may be out of slots, wait for a write */
+  unsigned full : 1;     /* a read into the non-empty pipe said EAGAIN: the
+                            pipe may be out of slots, wait for a write */
+  unsigned src_dead : 1; /* `in` failed: read what it still holds, no more */
   int in_fd, out_fd;
   zg_pipe_t pipe;    /* held while bytes are in it */
   size_t pending;    /* bytes in the pipe */
@@ -96,9 +111,14 @@ typedef struct zg_tcp_session {
   uv_poll_t poll_up;      /* splice: and of the instance's */
   int ev_client, ev_up;   /* splice: what each poll waits for now */
   unsigned splice : 1;    /* relayed with splice(2), polls initialised */
-  relay_dir_t up;         /* client -> instance */
-  relay_dir_t down;       /* instance -> client */
-  char *initial;          /* read before the session began: sent first */
+  unsigned dead_client : 1, dead_up : 1; /* that socket failed */
+  zg_term_t fail_term;                   /* why the first one did */
+  uv_handle_t *flushing;   /* the socket kept open after the end, or NULL */
+  unsigned flush_shut : 1; /* its write half is shut */
+  uint64_t flush_start_ms;
+  relay_dir_t up;   /* client -> instance */
+  relay_dir_t down; /* instance -> client */
+  char *initial;    /* read before the session began: sent first */
   size_t initial_len;
   uv_write_t initial_req;
   unsigned handles; /* handles not yet closed (upc's counted as one) */
@@ -112,6 +132,7 @@ typedef struct zg_tcp_session {
 /* This loop's TCP state (zg_proxy_ctx_t.tcp). */
 struct zg_tcp_loop {
   zg_list_t sessions; /* every open zg_tcp_session_t */
+  zg_list_t flushing; /* ended, one socket still flushing */
   zg_pipe_pool_t pipes;
   uint64_t spliced_sessions; /* sessions relayed with splice(2) */
   unsigned pipe_warned : 1;  /* "no pipe" logged once */
@@ -167,12 +188,102 @@ static zg_term_phase_t phase_of(const zg_tcp_session_t *s) {
   return s->conn.head ? ZG_PHASE_REQUEST : ZG_PHASE_CONNECT;
 }
 
+/* ---- flushing after a failure ---------------------------------------- */
+
+/* Bytes written to `h`'s socket that its peer has not acknowledged yet
+ * (libuv's queue included); 0 when unknown or when the connection is
+ * closed (reset: nothing more will be acknowledged). */
+static size_t unacked(uv_handle_t *h) {
+  size_t n = uv_stream_get_write_queue_size((uv_stream_t *)h);
+#if defined(SIOCOUTQ) && defined(TCP_INFO)
+  uv_os_fd_t fd;
+  int q = 0;
+  struct tcp_info ti;
+  socklen_t len = sizeof(ti);
+  if (uv_fileno(h, &fd) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      ti.tcpi_state == TCP_CLOSE)
+    return 0;
+  if (ioctl(fd, SIOCOUTQ, &q) == 0 && q > 0)
+    n += (size_t)q;
+#endif
+  return n;
+}
+
+static void flush_finish(zg_tcp_session_t *s) {
+  zg_link_remove(&s->link);
+  if (s->flushing == (uv_handle_t *)s->client)
+    close_handle(s, (uv_handle_t *)s->client);
+  else
+    zg_upconn_close(s->upc);
+  s->flushing = NULL;
+  close_handle(s, (uv_handle_t *)&s->timer);
+}
+
+static void on_flush_timer(uv_timer_t *t) {
+  zg_tcp_session_t *s = t->data;
+  zg_proxy_ctx_t *px = s->svc->px;
+  uint64_t max = px->cfg->proxy.idle_timeout_ms < FLUSH_MAX_MS
+                     ? px->cfg->proxy.idle_timeout_ms
+                     : FLUSH_MAX_MS;
+  uv_os_fd_t fd;
+  if (!s->flush_shut &&
+      uv_stream_get_write_queue_size((uv_stream_t *)s->flushing) == 0 &&
+      uv_fileno(s->flushing, &fd) == 0) {
+    shutdown(fd, SHUT_WR); /* an error: the peer is gone, unacked() is 0 */
+    s->flush_shut = 1;
+  }
+  if ((s->flush_shut && unacked(s->flushing) == 0) ||
+      uv_now(px->loop) - s->flush_start_ms >= max)
+    flush_finish(s);
+}
+
+/* The handle to keep open after the session ends with `term`: the socket
+ * of the side that did not fail, when it is plain TCP and its peer has not
+ * acknowledged everything yet; else NULL. */
+static uv_handle_t *flush_target(zg_tcp_session_t *s, zg_term_t term) {
+  uv_handle_t *h;
+  if (s->state != S_RELAY || !s->upc)
+    return NULL;
+  switch (term) {
+  case ZG_TERM_CLIENT_RESET:
+  case ZG_TERM_CLIENT_WRITE_ERROR:
+  case ZG_TERM_CLIENT_GONE:
+    h = s->upc->tls ? NULL : (uv_handle_t *)&s->upc->tcp;
+    break;
+  case ZG_TERM_INSTANCE_RESET:
+  case ZG_TERM_INSTANCE_WRITE_ERROR:
+  case ZG_TERM_INSTANCE_GONE:
+    h = s->tls ? NULL : (uv_handle_t *)s->client;
+    break;
+  default:
+    return NULL;
+  }
+  return h && unacked(h) > 0 ? h : NULL;
+}
+
+/* Keeps `h` open until its peer has everything (on_flush_timer); reads
+ * on it stop, its write half is shut once libuv's queue is out. */
+static void flush_start(zg_tcp_session_t *s, uv_handle_t *h) {
+  zg_proxy_ctx_t *px = s->svc->px;
+  s->flushing = h;
+  s->flush_start_ms = uv_now(px->loop);
+  uv_read_stop((uv_stream_t *)h);
+  zg_list_push(&px->tcp->flushing, &s->link);
+  uv_timer_start(&s->timer, on_flush_timer, FLUSH_CHECK_MS, FLUSH_CHECK_MS);
+}
+
 static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   zg_service_t *svc = s->svc;
   zg_proxy_ctx_t *px = svc->px;
   zg_term_phase_t phase = phase_of(s);
+  uv_handle_t *keep;
   if (s->state == S_CLOSING)
     return;
+  /* Both halves shut after a side failed: that failure is the reason. */
+  if (term == ZG_TERM_CLOSED && (s->dead_client || s->dead_up))
+    term = s->fail_term;
+  keep = flush_target(s, term);
   s->state = S_CLOSING;
   s->reason = term;
   zg_traffic_ended(&svc->traffic, term);
@@ -213,6 +324,14 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
     zg_pipe_put(&px->tcp->pipes, &s->up.pipe, s->up.pending == 0);
     zg_pipe_put(&px->tcp->pipes, &s->down.pipe, s->down.pending == 0);
   }
+  if (keep) {
+    flush_start(s, keep);
+    if (keep != (uv_handle_t *)s->client)
+      close_handle(s, (uv_handle_t *)s->client);
+    else
+      zg_upconn_close(s->upc);
+    return;
+  }
   close_handle(s, (uv_handle_t *)s->client);
   close_handle(s, (uv_handle_t *)&s->timer);
   if (s->upc)
@@ -238,6 +357,8 @@ void zg_tcp_close_all(zg_proxy_ctx_t *px) {
   while (!zg_list_empty(&px->tcp->sessions))
     session_end(ZG_LIST_ITEM(px->tcp->sessions.first, zg_tcp_session_t, link),
                 ZG_TERM_GATEWAY_STOPPING);
+  while (!zg_list_empty(&px->tcp->flushing))
+    flush_finish(ZG_LIST_ITEM(px->tcp->flushing.first, zg_tcp_session_t, link));
 }
 
 /* ---- relay ----------------------------------------------------------- */
@@ -286,19 +407,61 @@ static void dir_eof(relay_dir_t *d) {
     session_end(s, d == &s->up ? ZG_TERM_INSTANCE_GONE : ZG_TERM_CLIENT_GONE);
 }
 
+/* The term for a failed write of `d` (UV_ECONNRESET: its peer reset). */
+static zg_term_t write_failed_term(const relay_dir_t *d, int err) {
+  bool up = d == &d->s->up;
+  if (err == UV_ECONNRESET)
+    return up ? ZG_TERM_INSTANCE_RESET : ZG_TERM_CLIENT_RESET;
+  return up ? ZG_TERM_INSTANCE_WRITE_ERROR : ZG_TERM_CLIENT_WRITE_ERROR;
+}
+
+/* Writing `d`'s destination failed with `err`. What that socket received
+ * before it failed still goes to the other side: the direction reading it
+ * goes on until it reads the end or the error, and the session ends then
+ * (or now, if it already has, or for TLS). `d` stops for good. */
+static void dir_write_failed(relay_dir_t *d, int err) {
+  zg_tcp_session_t *s = d->s;
+  relay_dir_t *o = d == &s->up ? &s->down : &s->up;
+  zg_term_t term = write_failed_term(d, err);
+  if (o->eof || d->tls_out || o->tls_in) {
+    session_end(s, term);
+    return;
+  }
+  if (!s->dead_client && !s->dead_up)
+    s->fail_term = term;
+  if (d == &s->up)
+    s->dead_up = 1;
+  else
+    s->dead_client = 1;
+  d->eof = d->shut = 1;
+  zg_stream_read_stop(d->tls_in, d->in);
+  zg_buf_put(s->svc->px, d->buf);
+  d->buf = NULL;
+}
+
 static void on_write(uv_write_t *req, int status) {
   relay_dir_t *d = req->data;
   zg_tcp_session_t *s = d->s;
   if (s->state == S_CLOSING)
     return;
   if (status < 0) {
-    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
-                               : ZG_TERM_CLIENT_WRITE_ERROR);
+    dir_write_failed(d, status);
     return;
   }
   zg_buf_put(s->svc->px, d->buf);
   d->buf = NULL;
   dir_read_start(d);
+}
+
+/* Did the peer of `st` reset it? libuv reports a reset that comes after
+ * data (POLLHUP after a short read) as EOF, not as UV_ECONNRESET; the
+ * socket's pending error tells them apart. */
+static bool reset_pending(uv_stream_t *st) {
+  uv_os_fd_t fd;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  return uv_fileno((uv_handle_t *)st, &fd) == 0 &&
+         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -315,6 +478,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread == UV_EOF) {
+    if (!d->tls_in && reset_pending(d->in)) {
+      /* Everything read was written already (no read while writing) */
+      session_end(s,
+                  d == &s->up ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
+      return;
+    }
     dir_eof(d);
     return;
   }
@@ -340,8 +509,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return; /* keep reading */
   }
   if (rc < 0 && rc != UV_EAGAIN) {
-    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
-                               : ZG_TERM_CLIENT_WRITE_ERROR);
+    dir_write_failed(d, rc);
     return;
   }
   if (rc > 0) {
@@ -352,8 +520,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   d->wreq.data = d;
   rc = zg_stream_write(d->tls_out, &d->wreq, d->out, &wbuf, 1, on_write);
   if (rc < 0)
-    session_end(s, d == &s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
-                               : ZG_TERM_CLIENT_WRITE_ERROR);
+    dir_write_failed(d, rc);
 }
 
 static void dir_read_start(relay_dir_t *d) {
@@ -442,11 +609,6 @@ static zg_term_t read_error(const relay_dir_t *d) {
   return d == &d->s->up ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET;
 }
 
-static zg_term_t write_error(const relay_dir_t *d) {
-  return d == &d->s->up ? ZG_TERM_INSTANCE_WRITE_ERROR
-                        : ZG_TERM_CLIENT_WRITE_ERROR;
-}
-
 static void count_read(relay_dir_t *d, size_t n, bool spliced) {
   zg_tcp_session_t *s = d->s;
   d->bytes += n;
@@ -526,6 +688,10 @@ static int sp_read(relay_dir_t *d, zg_term_t *term) {
     n = splice(d->in_fd, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pending,
                SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (n < 0) {
+      /* A failed socket gets no more bytes: once it has none queued (or
+       * says the error again), that is its end. */
+      if (d->src_dead && (errno != EAGAIN || d->pending == 0))
+        return 2;
       if (errno != EAGAIN && errno != EINTR)
         return -1;
       /* Either `in` has nothing or the pipe has no slot left (a slot per
@@ -544,6 +710,8 @@ static int sp_read(relay_dir_t *d, zg_term_t *term) {
     return -1;
   }
   n = recv(d->in_fd, d->buf, ZG_BUF_SIZE, MSG_DONTWAIT);
+  if (n < 0 && d->src_dead)
+    return 2;
   if (n < 0)
     return errno == EAGAIN || errno == EINTR ? 0 : -1;
   if (n == 0)
@@ -566,6 +734,39 @@ static bool sp_holds(const relay_dir_t *d) {
   return d->woff < d->wlen || d->pending > 0;
 }
 
+/* `d`'s destination failed: what it holds can go nowhere. Its pipe may
+ * hold bytes, so it is closed, not kept. */
+static void sp_drop(relay_dir_t *d) {
+  zg_tcp_session_t *s = d->s;
+  d->eof = d->shut = 1;
+  d->full = 0;
+  if (d->woff < d->wlen)
+    wbuf_done(d);
+  zg_pipe_put(&s->svc->px->tcp->pipes, &d->pipe, d->pending == 0);
+  d->pending = 0;
+}
+
+/* The client's socket (`client`) or the instance's failed with `term` (a
+ * reset, mostly): nothing more can be written to it, but what it received
+ * before the error is still queued (Linux keeps a reset socket's receive
+ * queue readable), and the pipe from it may hold bytes. The direction
+ * towards it drops what it holds; the direction from it goes on until it
+ * has read and passed on everything, then the session ends with `term`
+ * (sp_settle). The socket is no longer watched: its poll would report the
+ * error again at once. */
+static void sp_fail(zg_tcp_session_t *s, bool client, zg_term_t term) {
+  if (client ? s->dead_client : s->dead_up)
+    return;
+  if (!s->dead_client && !s->dead_up)
+    s->fail_term = term;
+  if (client)
+    s->dead_client = 1;
+  else
+    s->dead_up = 1;
+  (client ? &s->up : &s->down)->src_dead = 1;
+  sp_drop(client ? &s->down : &s->up);
+}
+
 /* Moves what `d` can move now: what it holds first, then new bytes while
  * there is room. An empty pipe goes back to the pool; once `in` said EOF
  * and everything is out, `out`'s write half is shut (half-close). */
@@ -574,12 +775,18 @@ static zg_term_t sp_pump(relay_dir_t *d) {
   zg_term_t term = GOES_ON;
   for (int round = 0; round < PUMP_ROUNDS; round++) {
     int wrote = sp_write(d), got = 0;
-    if (wrote < 0)
-      return write_error(d);
+    if (wrote < 0) {
+      sp_fail(s, d == &s->down, write_failed_term(d, -errno)); /* drops d */
+      return GOES_ON;
+    }
     if (sp_can_read(d)) {
       got = sp_read(d, &term);
-      if (got < 0)
+      if (got < 0 && term == ZG_TERM_OUT_OF_MEMORY)
         return term;
+      if (got < 0) {
+        sp_fail(s, d == &s->up, term);
+        got = 2; /* what the pipe holds still goes out */
+      }
       if (got == 2) {
         d->eof = 1;
         got = 0;
@@ -620,9 +827,34 @@ static void sp_rearm(zg_tcp_session_t *s) {
           (sp_holds(&s->down) ? UV_WRITABLE : 0);
   int u = (sp_can_read(&s->down) ? UV_READABLE : 0) |
           (sp_holds(&s->up) ? UV_WRITABLE : 0);
+  if (s->dead_client)
+    c = 0;
+  if (s->dead_up)
+    u = 0;
   if (sp_watch(&s->poll_client, &s->ev_client, c) < 0 ||
       sp_watch(&s->poll_up, &s->ev_up, u) < 0)
     session_end(s, ZG_TERM_READ_ERROR);
+}
+
+/* Once a socket failed: the direction that reads it is pumped here too,
+ * as its socket is no longer watched (it is driven by the other socket's
+ * writability while its pipe holds bytes). The session ends, with the
+ * failure's term, once that direction has passed on everything, or at
+ * once when both sockets failed. */
+static zg_term_t sp_settle(zg_tcp_session_t *s) {
+  relay_dir_t *d;
+  zg_term_t term;
+  if (!s->dead_client && !s->dead_up)
+    return GOES_ON;
+  d = s->dead_client ? &s->up : &s->down;
+  if (!(s->dead_client && s->dead_up) && !(d->eof && !sp_holds(d))) {
+    term = sp_pump(d);
+    if (term != GOES_ON && term != ZG_TERM_CLOSED)
+      return term;
+  }
+  if ((s->dead_client && s->dead_up) || (d->eof && !sp_holds(d)))
+    return s->fail_term;
+  return GOES_ON;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -634,10 +866,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (s->state == S_CLOSING)
     return;
   if (status < 0) {
-    /* libuv reports EPOLLERR as UV_EBADF and stops the poll: the socket
-     * has an error pending (a reset, mostly). */
-    session_end(s, client ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
-    return;
+    /* libuv reports EPOLLERR as UV_EBADF and has stopped the poll: the
+     * socket has an error pending (a reset, mostly). */
+    if (client)
+      s->ev_client = 0;
+    else
+      s->ev_up = 0;
+    sp_fail(s, client, client ? ZG_TERM_CLIENT_RESET : ZG_TERM_INSTANCE_RESET);
+    events = 0;
   }
   /* Writing first frees room in the pipe for the read of the same
    * direction on the other socket's turn. */
@@ -645,6 +881,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     term = sp_pump(wd);
   if (term == GOES_ON && (events & UV_READABLE))
     term = sp_pump(rd);
+  if (term == GOES_ON || term == ZG_TERM_CLOSED) {
+    zg_term_t settled = sp_settle(s);
+    if (settled != GOES_ON)
+      term = settled;
+  }
   if (term != GOES_ON) {
     session_end(s, term);
     return;
@@ -870,7 +1111,8 @@ void zg_tcp_session_start(zg_service_t *svc, uv_tcp_t *client, char *initial,
 }
 
 size_t zg_tcp_sessions_open(const zg_proxy_ctx_t *px) {
-  return zg_list_count(&px->tcp->sessions);
+  /* Those flushing count: a drain lets them finish too. */
+  return zg_list_count(&px->tcp->sessions) + zg_list_count(&px->tcp->flushing);
 }
 
 size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,

@@ -4,6 +4,7 @@ mid-transfer, many connections at once, a pipe that cannot be made (EMFILE: copi
 never failed), drain; and the counters that tell the splice path was taken (and that
 tcp_splice = off keeps it at zero). Plain TLS-terminating services are checked in test_tls.py."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import select
 import signal
 import socket
 import struct
+import termios
 import threading
 import time
 import urllib.request
@@ -441,6 +443,164 @@ def test_client_reset_mid_transfer_closes_the_instance(servers, gateway, tmp_pat
     assert st["result"] in ("BrokenPipeError", "ConnectionResetError"), st["result"]
     e = wait_entry(gw, lambda e: e["bytes_in"] == 1)
     assert e["reason"] in ("client reset", "client write error") and e["term"][0] == "C", e
+
+
+def fill_then_reset(sock, block):
+    """Sends `block` over and over on `sock` until the path stays full (not writable for 0.5 s),
+    then resets it (SO_LINGER 0). Returns (bytes sent, bytes the peer's kernel acknowledged
+    before the reset): the gateway had received at least the latter."""
+    sock.setblocking(False)
+    sent = 0
+    while True:
+        try:
+            sent += sock.send(block[sent % len(block):])
+        except BlockingIOError:
+            if not select.select([], [sock], [], 0.5)[1]:
+                break
+    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                          struct.pack("i", 0)))[0]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    return sent, sent - outq
+
+
+def stream_digest(block, n):
+    """sha256 of the first n bytes of `block` repeated."""
+    h = hashlib.sha256()
+    for _ in range(n // len(block)):
+        h.update(block)
+    h.update(block[:n % len(block)])
+    return h.hexdigest()
+
+
+def recv_until_end(sock, timeout=30):
+    """(bytes received until EOF or a reset, sha256 hex)."""
+    into = {"received": 0}
+    h = hashlib.sha256()
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(1 << 18)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    else:
+        raise TimeoutError(f"no end within {timeout}s after {into['received']} bytes")
+    return n, h.hexdigest()
+
+
+def send_until_error(sock, block):
+    """Sends `block` over and over until the connection fails (a thread's target)."""
+    try:
+        while True:
+            sock.sendall(block)
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_an_answer_sent_before_an_instance_reset_all_arrives(mode, servers, gateway, tmp_path):
+    """The client uploads without end and reads nothing yet; the instance reads nothing of it
+    (as a server refusing a large upload does), answers until the path to the client is full
+    (the gateway's pipe and socket buffers full), then resets. Every byte of the answer the
+    gateway's kernel had acknowledged before the reset still reaches the client, in order,
+    before the end; the access log says "instance reset" with the bytes the client got."""
+    block = os.urandom(MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        st["sent"], st["acked"] = fill_then_reset(conn, block)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode)
+    with connect(gw) as c:
+        threading.Thread(target=send_until_error, args=(c, block), daemon=True).start()
+        st = srv.real()
+        assert st["done"].wait(60), "the instance never found the path full"
+        assert not srv.errors, srv.errors
+        got, digest = recv_until_end(c)
+    assert st["acked"] <= got <= st["sent"], \
+        f"the client got {got} bytes; the gateway had {st['acked']} before the reset"
+    assert digest == stream_digest(block, got), "bytes corrupted or out of order"
+    e = wait_entry(gw, lambda e: e["bytes_in"] > 0)
+    assert (e["reason"], e["term"][0], e["bytes_out"]) == ("instance reset", "S", got), e
+    if mode == "auto":
+        assert metrics(gw)[SPLICED] >= st["acked"]
+    assert wait_until(lambda: metrics(gw)[BUSY] == 0, 10)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_bytes_sent_before_a_client_reset_all_arrive(mode, servers, gateway, tmp_path):
+    """The same the other way: the instance sends without end, the client reads nothing, fills
+    the path to the instance (which reads nothing yet), then resets; the instance, reading
+    afterwards, gets every byte the gateway had, then the end; the access log says
+    "client reset"."""
+    block = os.urandom(MiB)
+
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        threading.Thread(target=send_until_error, args=(conn, block), daemon=True).start()
+        assert st["go"].wait(60)
+        st["got"] = recv_until_end(conn)
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode)
+    c = connect(gw)
+    sent, acked = fill_then_reset(c, block)
+    st = srv.real()
+    st["go"].set()
+    assert st["done"].wait(60), "the instance's connection never ended"
+    assert not srv.errors, srv.errors
+    n, digest = st["got"]
+    assert acked <= 1 + n <= sent, \
+        f"the instance got {1 + n} bytes; the gateway had {acked} before the reset"
+    assert st["first"] == block[:1]
+    assert digest == hashlib.sha256(
+        (block * (2 + (1 + n) // len(block)))[1:1 + n]).hexdigest(), \
+        "bytes corrupted or out of order"
+    e = wait_entry(gw, lambda e: e["bytes_in"] > 0)
+    assert (e["reason"], e["term"][0], e["bytes_in"]) == ("client reset", "C", 1 + n), e
+    assert wait_until(lambda: metrics(gw)[BUSY] == 0, 10)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_client_that_stops_reading_is_closed_once_the_flush_bound_is_over(
+        mode, servers, gateway, tmp_path):
+    """After an instance reset, the client's connection is kept (its bytes still on their way)
+    only until the client has everything or idle_timeout (3 s here; at most 5 s) is over: a
+    client that stops reading does not hold it open. The session is logged at the reset."""
+    def handler(conn, st):
+        if not first_byte(conn, st):
+            return
+        conn.sendall(os.urandom(16 * MiB))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    srv = servers(handler)
+    gw = start(gateway, tmp_path, srv.addr, tcp_splice=mode, idle_timeout="3s")
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    c.connect(("127.0.0.1", gw.port))
+    with c:
+        c.sendall(b"r")
+        c.settimeout(10)
+        ended = []
+        while not ended:  # slowly, so that the gateway's socket buffer to the client fills
+            assert c.recv(16384), "the gateway closed before the session was logged"
+            time.sleep(0.002)
+            ended = [e for e in entries(gw) if e["bytes_in"] == 1]
+        assert ended[0]["reason"] == "instance reset", ended[0]
+        # the client reads no more: the gateway holds the connection while bytes wait...
+        assert connected_sockets(gw.pid) == 1, "nothing was left to flush to the client"
+        # ...and not past the bound
+        assert wait_until(lambda: connected_sockets(gw.pid) == 0, 15), \
+            "the gateway kept the connection of a client that stopped reading"
 
 
 def test_many_connections_at_once(backends, gateway, tmp_path):
