@@ -223,9 +223,8 @@ static void flush_finish(zg_tcp_session_t *s) {
 static void on_flush_timer(uv_timer_t *t) {
   zg_tcp_session_t *s = t->data;
   zg_proxy_ctx_t *px = s->svc->px;
-  uint64_t max = px->cfg->proxy.idle_timeout_ms < FLUSH_MAX_MS
-                     ? px->cfg->proxy.idle_timeout_ms
-                     : FLUSH_MAX_MS;
+  uint64_t idle = px->cfg->proxy.idle_timeout_ms; /* 0: none */
+  uint64_t max = idle && idle < FLUSH_MAX_MS ? idle : FLUSH_MAX_MS;
   uv_os_fd_t fd;
   if (!s->flush_shut &&
       uv_stream_get_write_queue_size((uv_stream_t *)s->flushing) == 0 &&
@@ -238,6 +237,23 @@ static void on_flush_timer(uv_timer_t *t) {
     flush_finish(s);
 }
 
+/* Which side `term` says failed: 'C' the client, 'S' the instance, 0
+ * neither (a close, a timeout, a stop...). */
+static char failed_side(zg_term_t term) {
+  switch (term) {
+  case ZG_TERM_CLIENT_RESET:
+  case ZG_TERM_CLIENT_WRITE_ERROR:
+  case ZG_TERM_CLIENT_GONE:
+    return 'C';
+  case ZG_TERM_INSTANCE_RESET:
+  case ZG_TERM_INSTANCE_WRITE_ERROR:
+  case ZG_TERM_INSTANCE_GONE:
+    return 'S';
+  default:
+    return 0;
+  }
+}
+
 /* The handle to keep open after the session ends with `term`: the socket
  * of the side that did not fail, when it is plain TCP and its peer has not
  * acknowledged everything yet; else NULL. */
@@ -245,15 +261,11 @@ static uv_handle_t *flush_target(zg_tcp_session_t *s, zg_term_t term) {
   uv_handle_t *h;
   if (s->state != S_RELAY || !s->upc)
     return NULL;
-  switch (term) {
-  case ZG_TERM_CLIENT_RESET:
-  case ZG_TERM_CLIENT_WRITE_ERROR:
-  case ZG_TERM_CLIENT_GONE:
+  switch (failed_side(term)) {
+  case 'C':
     h = s->upc->tls ? NULL : (uv_handle_t *)&s->upc->tcp;
     break;
-  case ZG_TERM_INSTANCE_RESET:
-  case ZG_TERM_INSTANCE_WRITE_ERROR:
-  case ZG_TERM_INSTANCE_GONE:
+  case 'S':
     h = s->tls ? NULL : (uv_handle_t *)s->client;
     break;
   default:
@@ -280,8 +292,10 @@ static void session_end(zg_tcp_session_t *s, zg_term_t term) {
   uv_handle_t *keep;
   if (s->state == S_CLOSING)
     return;
-  /* Both halves shut after a side failed: that failure is the reason. */
-  if (term == ZG_TERM_CLOSED && (s->dead_client || s->dead_up))
+  /* After a side failed, the end of the other direction (both halves
+   * shut, or the other side failing in turn) comes from that failure. */
+  if ((s->dead_client || s->dead_up) &&
+      (term == ZG_TERM_CLOSED || failed_side(term)))
     term = s->fail_term;
   keep = flush_target(s, term);
   s->state = S_CLOSING;
@@ -454,14 +468,15 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 /* Did the peer of `st` reset it? libuv reports a reset that comes after
- * data (POLLHUP after a short read) as EOF, not as UV_ECONNRESET; the
- * socket's pending error tells them apart. */
+ * data (POLLHUP after a short read) as EOF, not as UV_ECONNRESET. At that
+ * point the queue is empty, so a read says the pending hard error (a soft
+ * one, such as an old ICMP unreachable, is not a reset: SO_ERROR would
+ * report that too). */
 static bool reset_pending(uv_stream_t *st) {
   uv_os_fd_t fd;
-  int err = 0;
-  socklen_t len = sizeof(err);
+  char c;
   return uv_fileno((uv_handle_t *)st, &fd) == 0 &&
-         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0;
+         recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == ECONNRESET;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
