@@ -353,3 +353,58 @@ def test_concurrent_large_bodies_share_one_h2_instance_connection(gateway):
         c.close()
     finally:
         srv.stop()
+
+
+def test_streams_reset_while_their_bodies_wait_for_the_instance(gateway):
+    """Eight 1 MB bodies at once to the slow h2 instance over one connection, as above; the
+    client resets four of them once it sent 300 kB of each and no window is open (they wait
+    for the instance to take what is queued, and are released while they wait): the other
+    four come back whole, and the connection serves the next request."""
+    srv = H2Echo(slow=True)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"h2c://{srv.addr}"}}), listen=port)
+        c = H2Client(port)
+        warm = c.request("/warm")
+        c.wait(lambda: c.streams[warm]["ended"])
+        bodies, left = {}, {}
+        for _ in range(8):
+            body = os.urandom(1000000)
+            sid = c.request("/echo", method="POST", end=False)
+            bodies[sid], left[sid] = body, memoryview(body)
+        dropped = set(list(bodies)[::2])
+        limit = time.monotonic() + 90
+        while left:
+            sent = False
+            for sid in list(left):
+                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
+                        len(left[sid]))
+                if n > 0:
+                    c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
+                    left[sid] = left[sid][n:]
+                    sent = True
+                    if not left[sid]:
+                        del left[sid]
+            if not sent:  # no window open: each stream waits for the instance
+                for sid in dropped & set(left):
+                    if len(left[sid]) <= 700000:
+                        c.c.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                        del left[sid]
+            c.flush()
+            if not sent:
+                assert time.monotonic() < limit, "the gateway stopped taking the bodies"
+                assert not c.eof, "the gateway closed the connection"
+                c.pump(0.2)
+        kept = [sid for sid in bodies if sid not in dropped]
+        c.wait(lambda: all(c.streams[sid]["ended"] for sid in kept), timeout=90)
+        for sid in kept:
+            st = c.streams[sid]
+            assert st["headers"]["x-sha256"] == hashlib.sha256(bodies[sid]).hexdigest(), sid
+            assert bytes(st["data"]) == bodies[sid], sid
+        again = c.request("/after")
+        c.wait(lambda: c.streams[again]["ended"])
+        assert c.streams[again]["headers"][":status"] == "200"
+        c.close()
+    finally:
+        srv.stop()
