@@ -64,6 +64,47 @@ static inline void zg_link_remove(zg_link_t *n) {
   n->pprev = NULL;
 }
 
+/* A walk over a zg_list_t in one pass, which the walk's body may change:
+ * take any link out (and free its element) with zg_walk_remove, which
+ * moves on each walk in progress that was to visit that link next, or
+ * push links, which go first: behind the walk, not visited by it. The
+ * walks in progress are a stack (`top`, held next to the list: a walk
+ * begun in the body of another ends first), so that a body may walk the
+ * list again. O(1) a step, where walking again from the start after each
+ * body (the element that followed may be gone) costs O(n) a step. */
+typedef struct zg_walk {
+  zg_link_t *next;
+  struct zg_walk *up;
+} zg_walk_t;
+
+static inline void zg_walk_begin(zg_walk_t **top, zg_walk_t *w,
+                                 const zg_list_t *l) {
+  w->next = l->first;
+  w->up = *top;
+  *top = w;
+}
+
+/* The next link to visit (moved past), or NULL at the end. */
+static inline zg_link_t *zg_walk_next(zg_walk_t *w) {
+  zg_link_t *n = w->next;
+  if (n)
+    w->next = n->next;
+  return n;
+}
+
+/* `w` was the latest walk begun. */
+static inline void zg_walk_end(zg_walk_t **top, zg_walk_t *w) {
+  *top = w->up;
+}
+
+/* Takes `n` out of its list (zg_link_remove) under the walks from `top`. */
+static inline void zg_walk_remove(zg_walk_t *top, zg_link_t *n) {
+  for (zg_walk_t *w = top; w; w = w->up)
+    if (w->next == n)
+      w->next = n->next;
+  zg_link_remove(n);
+}
+
 /* Links in `l` (a walk: for counts, not for the request path). */
 static inline size_t zg_list_count(const zg_list_t *l) {
   size_t n = 0;

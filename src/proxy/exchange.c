@@ -356,9 +356,12 @@ void zg_exchange_instance_read(zg_http_exchange_t *x, void *c) {
 
 void zg_exchange_instance_drained(zg_http_exchange_t *x) {
   /* Read the client again if its body was paused for us. */
-  if ((x->phase == ZG_XP_TUNNEL || !x->req_done) && x->up &&
-      x->cli->queued(x->up) <= HIGH_WATER / 2)
+  if ((x->phase != ZG_XP_TUNNEL && x->req_done) || !x->up)
+    return;
+  if (x->cli->queued(x->up) <= HIGH_WATER / 2)
     x->srv->request_resume(x->conn);
+  else if (x->cli->wait_drain)
+    x->cli->wait_drain(x->up);
 }
 
 void zg_exchange_client_drained(zg_http_exchange_t *x) {
@@ -607,8 +610,11 @@ void zg_exchange_request_flush(zg_http_exchange_t *x) {
   /* Backpressure: the instance takes the body slower than the client
    * sends it (zg_exchange_instance_drained resumes). */
   if (x->phase == ZG_XP_SENT && !x->req_done && x->up &&
-      x->cli->queued(x->up) > HIGH_WATER)
+      x->cli->queued(x->up) > HIGH_WATER) {
     x->srv->request_pause(x->conn);
+    if (x->cli->wait_drain)
+      x->cli->wait_drain(x->up);
+  }
 }
 
 /* The routed request is taken by its service, or refused: a body over

@@ -142,6 +142,11 @@ typedef struct {
   int (*flush)(void *c);
   /* Bytes queued for the instance, not yet taken by its socket. */
   size_t (*queued)(void *c);
+  /* The exchange paused its client for what is queued on `c`: the codec
+   * calls zg_exchange_instance_drained once that went out, once a call.
+   * NULL: the codec calls it after each write to the instance, whether
+   * its exchange waits or not (one exchange a connection). */
+  void (*wait_drain)(void *c);
   /* Reads from the instance pause (the client is slower), resume. */
   void (*read_pause)(void *c);
   void (*read_resume)(void *c);
@@ -388,7 +393,9 @@ void zg_exchange_instance_read(zg_http_exchange_t *x, void *c);
 /* The instance connection is closed under the exchange (a request body
  * cut short, the client going). */
 void zg_exchange_instance_drop(zg_http_exchange_t *x);
-/* The instance's write queue drained. */
+/* The instance's write queue drained: the client is read again if its
+ * body was paused for it, else (still too much queued) cli->wait_drain
+ * waits on. */
 void zg_exchange_instance_drained(zg_http_exchange_t *x);
 /* The client's write queue drained: the instance is read again if it was
  * paused for the client. */

@@ -22,9 +22,11 @@
  * data provider reads (deferred while empty); the exchange pauses the
  * client while the queue is above the high-water mark, and resumes it once
  * the queue went out (drained: after each write and each read, since a
- * WINDOW_UPDATE lets it out in writes the socket may take at once). The
- * client's
- * trailers go as a trailing HEADERS.
+ * WINDOW_UPDATE lets it out in writes the socket may take at once). Only
+ * the streams whose exchange waits so (cli->wait_drain, the connection's
+ * `waiting` list) are visited then: none, at the cost of a test, on the
+ * reads of most connections. The client's trailers go as a trailing
+ * HEADERS.
  *
  * Responses: HEADERS fill a head model (the status, the fields; framing
  * by content-length, else none with END_STREAM, else a body whose end is
@@ -42,8 +44,9 @@
  *
  * Re-entrancy: nghttp2 is fed (mem_recv) from the read callback only; what
  * its callbacks learn that ends or fails the exchange is acted on after
- * mem_recv returned. The session is freed when upstream.h frees the
- * connection. */
+ * mem_recv returned. Acting on one stream may end others (a connection
+ * failure): the streams are walked with list.h's zg_walk, in one pass. The
+ * session is freed when upstream.h frees the connection. */
 #include "proxy/h1.h"
 #include "proxy/h2_common.h"
 
@@ -68,6 +71,7 @@ typedef struct h2c h2c_t;
 typedef struct h2c_stream {
   h2c_t *h;
   zg_link_t link;
+  zg_link_t wlink; /* in h->waiting: its exchange waits for a drain */
   zg_http_exchange_t *x;
   int32_t sid; /* 0 before it is submitted and once it closed */
   /* the response head, its field bytes */
@@ -79,7 +83,6 @@ typedef struct h2c_stream {
   size_t unconsumed; /* response DATA not yet let through */
   zg_term_t fail_term;
   int fail_status;
-  unsigned pass;
   unsigned answered : 1, head_done : 1, rq_eof : 1, deferred : 1, paused : 1,
       resp_end : 1, done : 1, fail : 1, reused : 1, refused : 1;
 } h2c_stream_t;
@@ -91,16 +94,16 @@ struct h2c {
   nghttp2_session *ng;
   wblk_t *ob;        /* bytes staged for the instance */
   zg_list_t streams; /* h2c_stream_t in use */
+  zg_list_t waiting; /* those paused for the queue to drain, by wlink */
+  zg_walk_t *walks;  /* settle's and drained's in progress */
   unsigned active;   /* how many */
   unsigned opened;   /* streams opened on it so far */
-  unsigned pass;     /* settle's, to visit each stream once */
   unsigned reading : 1, goaway : 1, broken : 1;
 };
 
 static void h2c_send(h2c_t *h);
 static void conn_failed(h2c_t *h, zg_term_t term);
 static void settle(h2c_t *h);
-static struct h2c_stream *unvisited(h2c_t *h, unsigned pass);
 
 static h2c_t *h2c_of(zg_upconn_t *uc) {
   return uc->data;
@@ -393,17 +396,23 @@ static void pool_update(h2c_t *h) {
 }
 
 /* What was queued for the instance went out (nghttp2 read the streams'
- * bodies as windows opened, the socket took it): each exchange reads its
- * client again if it was paused for us. After a write completes, and after
- * a read: a WINDOW_UPDATE lets queued body out in writes the socket often
- * takes at once (no write callback follows). */
+ * bodies as windows opened, the socket took it): each exchange that paused
+ * its client for us reads it again, or waits on (it is put back first in
+ * `waiting`: behind the walk). After a write completes, and after a read:
+ * a WINDOW_UPDATE lets queued body out in writes the socket often takes at
+ * once (no write callback follows). None waiting: one test. */
 static void drained(h2c_t *h) {
-  unsigned pass = ++h->pass;
-  h2c_stream_t *st;
-  while (!h->uc->closing && (st = unvisited(h, pass)) != NULL) {
-    st->pass = pass;
+  zg_walk_t w;
+  zg_link_t *n;
+  if (zg_list_empty(&h->waiting))
+    return;
+  zg_walk_begin(&h->walks, &w, &h->waiting);
+  while (!h->uc->closing && (n = zg_walk_next(&w)) != NULL) {
+    h2c_stream_t *st = ZG_LIST_ITEM(n, h2c_stream_t, wlink);
+    zg_walk_remove(h->walks, n);
     zg_exchange_instance_drained(st->x);
   }
+  zg_walk_end(&h->walks, &w);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -489,26 +498,19 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *b) {
   b->len = b->base ? ZG_BUF_SIZE : 0;
 }
 
-/* The first stream in use not visited in this pass. Acting on a stream
- * may free it or, through a connection failure, others: each is looked
- * for again from the start. */
-static h2c_stream_t *unvisited(h2c_t *h, unsigned pass) {
-  ZG_LIST_FOREACH(it, &h->streams) {
-    h2c_stream_t *st = ZG_LIST_ITEM(it, h2c_stream_t, link);
-    if (st->x && st->pass != pass)
-      return st;
-  }
-  return NULL;
-}
-
 /* After mem_recv (or a failure): each exchange's end or failure acted
- * on, the rest of what was read passed on. */
+ * on, the rest of what was read passed on. Acting on a stream may free it
+ * or, through a connection failure, others (h2c_release takes them out
+ * under the walk); a stream attached meanwhile is not visited. */
 static void settle(h2c_t *h) {
-  unsigned pass = ++h->pass;
-  h2c_stream_t *st;
-  while ((st = unvisited(h, pass)) != NULL) {
+  zg_walk_t w;
+  zg_link_t *n;
+  zg_walk_begin(&h->walks, &w, &h->streams);
+  while ((n = zg_walk_next(&w)) != NULL) {
+    h2c_stream_t *st = ZG_LIST_ITEM(n, h2c_stream_t, link);
     zg_http_exchange_t *x = st->x;
-    st->pass = pass;
+    if (!x)
+      continue;
     if (st->fail) {
       zg_exchange_upstream_failed(x, st->fail_term, st->fail_status);
     } else if (st->done) {
@@ -518,6 +520,7 @@ static void settle(h2c_t *h) {
       zg_exchange_instance_read(x, st);
     }
   }
+  zg_walk_end(&h->walks, &w);
   if (h->uc->closing)
     return;
   h2c_send(h);
@@ -795,6 +798,13 @@ static size_t h2c_queued(void *c) {
   return st->rq.len + zg_queued(&st->h->uc->tcp);
 }
 
+/* drained() calls zg_exchange_instance_drained for it (once). */
+static void h2c_wait_drain(void *c) {
+  h2c_stream_t *st = c;
+  if (!zg_link_linked(&st->wlink))
+    zg_list_push(&st->h->waiting, &st->wlink);
+}
+
 static void h2c_read_pause(void *c) {
   h2c_stream_t *st = c;
   st->paused = 1;
@@ -852,7 +862,8 @@ static void h2c_release(void *c, int reuse) {
     st->paused = 0;
     consume(st);
   }
-  zg_link_remove(&st->link);
+  zg_walk_remove(h->walks, &st->link);
+  zg_walk_remove(h->walks, &st->wlink);
   h->active--;
   free(st->hb);
   free(st->rq.b);
@@ -896,6 +907,7 @@ const zg_exchange_cli_ops_t zg_h2c_ops = {
     .request_end = h2c_request_end,
     .flush = h2c_flush,
     .queued = h2c_queued,
+    .wait_drain = h2c_wait_drain,
     .read_pause = h2c_read_pause,
     .read_resume = h2c_read_resume,
     .state = h2c_state,

@@ -4,7 +4,8 @@ zkgate sends it again to another instance whatever its method and body (a gRPC c
 a body), within the tries a request gets (the first instance and up to two others). Real
 instances: a python3-h2 server that refuses every stream, next to a real gRPC server
 (python3-grpcio). Also: large bodies both ways to a python3-h2 echo instance (the client's
-body paused past the 256 KiB queued, and resumed)."""
+body paused past the 256 KiB queued, and resumed), one at a time and eight at once on one
+connection to it."""
 
 import hashlib
 import os
@@ -22,6 +23,7 @@ import h2.exceptions
 import h2.settings
 import pytest
 
+from h2client import H2Client
 from test_grpc import SVC, GrpcServer, call, grpc_frame
 from zkharness import free_port, ini_text, wait_until
 
@@ -198,10 +200,13 @@ class H2Echo:
     """An h2c server (prior knowledge) that answers each request 200 with the request body
     echoed and its SHA-256 in x-sha256. `slow` reads the connection in 16 kB steps with a
     pause after each (a slow instance: zkgate's queue for it fills and drains); windows stay
-    at the 64 KiB default, so the body flows as the instance takes it."""
+    at the 64 KiB default, so the body flows as the instance takes it. `peak`: the most
+    request bodies one connection had arriving at once, `conns` the connections it took."""
 
     def __init__(self, slow=False):
         self.slow = slow
+        self.peak = 0
+        self.conns = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -215,6 +220,7 @@ class H2Echo:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.conns += 1
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     @staticmethod
@@ -256,6 +262,7 @@ class H2Echo:
                             (":status", "200"), ("content-length", str(len(body))),
                             ("x-sha256", hashlib.sha256(body).hexdigest())])
                         out[ev.stream_id] = body
+                self.peak = max(self.peak, len(bodies))
                 self.pump(c, out)
                 conn.sendall(c.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
@@ -295,5 +302,109 @@ def test_large_bodies_to_an_h2_instance_both_ways(gateway, tmp_path, slow):
                 head = r.stdout.decode().lower()
                 assert f"x-sha256: {want}" in head, (proto, size, head)
                 assert hashlib.sha256(dst.read_bytes()).hexdigest() == want, (proto, size)
+    finally:
+        srv.stop()
+
+
+def test_concurrent_large_bodies_share_one_h2_instance_connection(gateway):
+    """Eight 1 MB request bodies on one HTTP/2 client connection go at once to the slow h2
+    instance over the one connection the gateway keeps to it: each client stream is paused
+    past the 256 KiB queued for the instance and resumed as the instance takes its body
+    (the connection's streams waiting for its queue to drain, several at a time, some
+    answered and freed while others wait); every body comes back whole."""
+    srv = H2Echo(slow=True)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"h2c://{srv.addr}"}}), listen=port)
+        c = H2Client(port)
+        warm = c.request("/warm")  # an idle connection to the instance, for all that follow
+        c.wait(lambda: c.streams[warm]["ended"])
+        bodies, left = {}, {}
+        for _ in range(8):
+            body = os.urandom(1000000)
+            sid = c.request("/echo", method="POST", end=False)
+            bodies[sid], left[sid] = body, memoryview(body)
+        limit = time.monotonic() + 90
+        while left:
+            sent = False
+            for sid in list(left):
+                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
+                        len(left[sid]))
+                if n > 0:
+                    c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
+                    left[sid] = left[sid][n:]
+                    sent = True
+                    if not left[sid]:
+                        del left[sid]
+            c.flush()
+            if not sent:
+                assert time.monotonic() < limit, "the gateway stopped taking the bodies"
+                assert not c.eof, "the gateway closed the connection"
+                c.pump(0.2)
+        c.wait(lambda: all(c.streams[sid]["ended"] for sid in bodies), timeout=90)
+        for sid, body in bodies.items():
+            st = c.streams[sid]
+            assert st["reset"] is None and st["headers"][":status"] == "200", (sid, st["headers"])
+            assert st["headers"]["x-sha256"] == hashlib.sha256(body).hexdigest(), sid
+            assert bytes(st["data"]) == body, sid
+        assert srv.conns == 1  # all eight on the connection the warm-up left
+        assert srv.peak == 8  # whose eight bodies arrived at once
+        c.close()
+    finally:
+        srv.stop()
+
+
+def test_streams_reset_while_their_bodies_wait_for_the_instance(gateway):
+    """Eight 1 MB bodies at once to the slow h2 instance over one connection, as above; the
+    client resets four of them once it sent 300 kB of each and no window is open (they wait
+    for the instance to take what is queued, and are released while they wait): the other
+    four come back whole, and the connection serves the next request."""
+    srv = H2Echo(slow=True)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"h2c://{srv.addr}"}}), listen=port)
+        c = H2Client(port)
+        warm = c.request("/warm")
+        c.wait(lambda: c.streams[warm]["ended"])
+        bodies, left = {}, {}
+        for _ in range(8):
+            body = os.urandom(1000000)
+            sid = c.request("/echo", method="POST", end=False)
+            bodies[sid], left[sid] = body, memoryview(body)
+        dropped = set(list(bodies)[::2])
+        limit = time.monotonic() + 90
+        while left:
+            sent = False
+            for sid in list(left):
+                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
+                        len(left[sid]))
+                if n > 0:
+                    c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
+                    left[sid] = left[sid][n:]
+                    sent = True
+                    if not left[sid]:
+                        del left[sid]
+            if not sent:  # no window open: each stream waits for the instance
+                for sid in dropped & set(left):
+                    if len(left[sid]) <= 700000:
+                        c.c.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                        del left[sid]
+            c.flush()
+            if not sent:
+                assert time.monotonic() < limit, "the gateway stopped taking the bodies"
+                assert not c.eof, "the gateway closed the connection"
+                c.pump(0.2)
+        kept = [sid for sid in bodies if sid not in dropped]
+        c.wait(lambda: all(c.streams[sid]["ended"] for sid in kept), timeout=90)
+        for sid in kept:
+            st = c.streams[sid]
+            assert st["headers"]["x-sha256"] == hashlib.sha256(bodies[sid]).hexdigest(), sid
+            assert bytes(st["data"]) == bodies[sid], sid
+        again = c.request("/after")
+        c.wait(lambda: c.streams[again]["ended"])
+        assert c.streams[again]["headers"][":status"] == "200"
+        c.close()
     finally:
         srv.stop()

@@ -1,5 +1,5 @@
 /* Unit tests for the intrusive lists (src/core/list.h): zg_list_t and the
- * first-in first-out zg_queue_t. */
+ * first-in first-out zg_queue_t, and zg_walk (a walk its body may change). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,6 +234,155 @@ static void test_queue_remove_anywhere_keeps_the_end(void **state) {
   assert_ptr_equal(zg_queue_pop(&q), &it[0].link);
 }
 
+/* ---- zg_walk: one pass that its body may change ------------------------ */
+
+/* n heap items, ids 1..n, pushed so that the list reads 1..n. */
+static void fill(zg_list_t *l, item_t **it, int n) {
+  for (int i = n; i >= 1; i--) {
+    it[i] = calloc(1, sizeof(item_t));
+    assert_non_null(it[i]);
+    it[i]->id = i;
+    zg_list_push(l, &it[i]->link);
+  }
+}
+
+static void drop(zg_walk_t *top, item_t **it, int id) {
+  zg_walk_remove(top, &it[id]->link);
+  free(it[id]);
+  it[id] = NULL;
+}
+
+static void drain_list(zg_list_t *l) {
+  zg_link_t *n;
+  while ((n = l->first) != NULL) {
+    zg_link_remove(n);
+    free(item_of(n));
+  }
+}
+
+static void test_walk_visits_each_once_in_order(void **state) {
+  zg_list_t l = {0};
+  item_t *it[6];
+  zg_walk_t *top = NULL, w;
+  zg_link_t *n;
+  int got[8], k = 0;
+  (void)state;
+  fill(&l, it, 5);
+  zg_walk_begin(&top, &w, &l);
+  assert_ptr_equal(top, &w);
+  while ((n = zg_walk_next(&w)) != NULL && k < 8)
+    got[k++] = item_of(n)->id;
+  zg_walk_end(&top, &w);
+  assert_null(top);
+  assert_int_equal(k, 5);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(got[i], i + 1);
+  assert_null(zg_walk_next(&w)); /* stays at the end */
+  drain_list(&l);
+}
+
+/* The body frees the element it visits, the one the walk was to visit
+ * next, and one it visited before: the walk goes on with the one after,
+ * and reads no freed element (ASan would tell). */
+static void test_walk_body_frees_current_next_and_earlier(void **state) {
+  zg_list_t l = {0};
+  item_t *it[7];
+  zg_walk_t *top = NULL, w;
+  zg_link_t *n;
+  int got[8], k = 0, left[8];
+  (void)state;
+  fill(&l, it, 6);
+  zg_walk_begin(&top, &w, &l);
+  while ((n = zg_walk_next(&w)) != NULL && k < 8) {
+    int id = item_of(n)->id;
+    got[k++] = id;
+    if (id == 3) {
+      drop(top, it, 3); /* itself */
+      drop(top, it, 4); /* the next one */
+      drop(top, it, 1); /* one visited */
+    }
+  }
+  zg_walk_end(&top, &w);
+  assert_int_equal(k, 5);
+  assert_int_equal(got[0], 1);
+  assert_int_equal(got[1], 2);
+  assert_int_equal(got[2], 3);
+  assert_int_equal(got[3], 5);
+  assert_int_equal(got[4], 6);
+  assert_int_equal(ids(&l, left, 8), 3);
+  assert_int_equal(left[0], 2);
+  assert_int_equal(left[1], 5);
+  assert_int_equal(left[2], 6);
+  drain_list(&l);
+}
+
+/* What the body pushes goes first, behind the walk: not visited. The
+ * element visited taken out and pushed again (waits on) is not visited
+ * again either: the walk ends. */
+static void test_walk_pushes_go_behind_it(void **state) {
+  zg_list_t l = {0};
+  item_t *it[5], extra = {9, {0}};
+  zg_walk_t *top = NULL, w;
+  zg_link_t *n;
+  int got[16], k = 0, left[8];
+  (void)state;
+  fill(&l, it, 4);
+  zg_walk_begin(&top, &w, &l);
+  while ((n = zg_walk_next(&w)) != NULL && k < 16) {
+    got[k++] = item_of(n)->id;
+    zg_walk_remove(top, n);
+    zg_list_push(&l, n); /* every one waits on */
+    if (item_of(n)->id == 2)
+      zg_list_push(&l, &extra.link);
+  }
+  zg_walk_end(&top, &w);
+  assert_int_equal(k, 4);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(got[i], i + 1);
+  assert_int_equal(ids(&l, left, 8), 5);
+  zg_link_remove(&extra.link);
+  drain_list(&l);
+}
+
+/* A walk begun in the body of another frees what the outer one was to
+ * visit next; the outer one goes on after them. */
+static void test_walk_nested_removals_move_the_outer_walk(void **state) {
+  zg_list_t l = {0};
+  item_t *it[7];
+  zg_walk_t *top = NULL, w;
+  zg_link_t *n;
+  int got[8], k = 0, inner = 0;
+  (void)state;
+  fill(&l, it, 6);
+  zg_walk_begin(&top, &w, &l);
+  while ((n = zg_walk_next(&w)) != NULL && k < 8) {
+    got[k++] = item_of(n)->id;
+    if (item_of(n)->id == 2) {
+      zg_walk_t w2;
+      zg_link_t *n2;
+      zg_walk_begin(&top, &w2, &l);
+      assert_ptr_equal(top, &w2);
+      while ((n2 = zg_walk_next(&w2)) != NULL) {
+        int id = item_of(n2)->id;
+        inner++;
+        if (id == 3 || id == 4)
+          drop(top, it, id);
+      }
+      zg_walk_end(&top, &w2);
+      assert_ptr_equal(top, &w);
+    }
+  }
+  zg_walk_end(&top, &w);
+  assert_null(top);
+  assert_int_equal(inner, 6);
+  assert_int_equal(k, 4);
+  assert_int_equal(got[0], 1);
+  assert_int_equal(got[1], 2);
+  assert_int_equal(got[2], 5);
+  assert_int_equal(got[3], 6);
+  drain_list(&l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_zeroed_list_is_empty),
@@ -243,6 +392,10 @@ int main(void) {
       cmocka_unit_test(test_queue_zeroed_is_empty),
       cmocka_unit_test(test_queue_pops_in_push_order),
       cmocka_unit_test(test_queue_remove_anywhere_keeps_the_end),
+      cmocka_unit_test(test_walk_visits_each_once_in_order),
+      cmocka_unit_test(test_walk_body_frees_current_next_and_earlier),
+      cmocka_unit_test(test_walk_pushes_go_behind_it),
+      cmocka_unit_test(test_walk_nested_removals_move_the_outer_walk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
