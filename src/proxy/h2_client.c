@@ -99,6 +99,8 @@ struct h2c {
   unsigned active;   /* how many */
   unsigned opened;   /* streams opened on it so far */
   unsigned reading : 1, goaway : 1, broken : 1;
+  unsigned settings : 1; /* the instance's SETTINGS arrived */
+  unsigned repool : 1;   /* they did in this read: pool_update after it */
 };
 
 static void h2c_send(h2c_t *h);
@@ -271,6 +273,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
   h2c_stream_t *st;
   bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   (void)ng;
+  if (frame->hd.type == NGHTTP2_SETTINGS &&
+      !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !h->settings) {
+    h->settings = 1;
+    h->repool = 1;
+    return 0;
+  }
   if (frame->hd.type == NGHTTP2_GOAWAY) {
     h->goaway = 1;
     /* Streams above what the instance will process: never seen by it. */
@@ -364,10 +372,15 @@ static void resume_data(h2c_stream_t *st) {
 
 /* ---- the connection ----------------------------------------------------- */
 
-/* Whether the connection takes another stream now. */
+/* Whether the connection takes another stream now. Until the instance's
+ * SETTINGS arrive, one: its SETTINGS_MAX_CONCURRENT_STREAMS is not known
+ * yet, and streams above it would wait on this connection (nghttp2 holds
+ * them) instead of going to another. */
 static bool has_room(h2c_t *h) {
-  uint32_t max = nghttp2_session_get_remote_settings(
-      h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  uint32_t max = h->settings
+                     ? nghttp2_session_get_remote_settings(
+                           h->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                     : 1;
   return !h->goaway && !h->broken && !h->uc->closing && h->active < max &&
          h->active < H2C_MAX_STREAMS;
 }
@@ -554,6 +567,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       conn_failed(h, ZG_TERM_BAD_RESPONSE);
     }
     settle(h);
+    if (h->repool && !h->uc->closing) {
+      h->repool = 0;
+      pool_update(h); /* the room it has is known now */
+    }
     return;
   }
   zg_buf_put(h->gw, buf->base);

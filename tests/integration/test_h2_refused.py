@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 import grpc
 import h2.config
@@ -194,6 +195,109 @@ def test_refused_after_more_body_than_is_held_is_not_sent_again(gateway, servers
                 outcomes.append(e.code())
     assert outcomes[-1] == grpc.StatusCode.UNAVAILABLE, outcomes
     assert outcomes[:-1] in ([], [True]), outcomes
+
+
+class LateSettings:
+    """An h2c server (prior knowledge) allowing `max_streams` streams per connection that sends
+    nothing, its SETTINGS included, until `go` is set; then answers every request 200 "ok".
+    `per_conn`: the requests each connection carried, in accept order."""
+
+    def __init__(self, max_streams):
+        self.max_streams = max_streams
+        self.go = threading.Event()
+        self.per_conn = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def requests(self):
+        with self.lock:
+            return sum(self.per_conn)
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.per_conn.append(0)
+                k = len(self.per_conn) - 1
+            threading.Thread(target=self.serve, args=(conn, k), daemon=True).start()
+
+    def serve(self, conn, k):
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
+        c.initiate_connection()
+        pending = []
+        conn.settimeout(0.05)  # a poll of `go` between reads, not a wait for an event
+        try:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                except socket.timeout:
+                    data = b""
+                for ev in c.receive_data(data) if data else []:
+                    if isinstance(ev, h2.events.RequestReceived):
+                        with self.lock:
+                            self.per_conn[k] += 1
+                        pending.append(ev.stream_id)
+                if self.go.is_set():
+                    for sid in pending:
+                        c.send_headers(sid, [(":status", "200"), ("content-length", "2")])
+                        c.send_data(sid, b"ok", end_stream=True)
+                    pending = []
+                    out = c.data_to_send()
+                    if out:
+                        conn.sendall(out)
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_streams_wait_for_the_instances_settings_before_sharing_a_connection(gateway):
+    """Until an h2 instance's SETTINGS arrive, a connection to it carries one stream: three
+    requests sent meanwhile go over three connections (this instance allows one stream per
+    connection: piled onto one, they would wait there for each other's end instead of going
+    to another connection); all three are answered once the instance speaks."""
+    srv = LateSettings(max_streams=1)
+    try:
+        port = free_port()
+        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "instances": f"h2c://{srv.addr}"}}), listen=port)
+        results = []
+
+        def one(i):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/r{i}", timeout=30) as r:
+                    results.append((r.status, r.read()))
+            except Exception as e:  # noqa: BLE001 - reported below
+                results.append(repr(e))
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in ts:
+            t.start()
+        assert wait_until(lambda: srv.requests() == 3, 20), srv.per_conn
+        srv.go.set()
+        for t in ts:
+            t.join(30)
+        assert results == [(200, b"ok")] * 3, results
+        assert srv.per_conn == [1, 1, 1], \
+            f"requests per instance connection {srv.per_conn}: sent before its SETTINGS came"
+    finally:
+        srv.stop()
 
 
 class H2Echo:
