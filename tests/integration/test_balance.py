@@ -258,6 +258,93 @@ def test_least_request_ewma_sends_fewer_requests_to_the_slow_instance(http_backe
     assert est < 150, f"{answered} after a slow upload: {est} ms"
 
 
+def test_least_request_ewma_counts_a_response_timeout(http_backends, gateway, zk, kz, zpath):
+    """A request that gets no response head within response_timeout (504) feeds its time, at
+    least response_timeout, into the instance's latency estimate at once, so requests one at a
+    time leave an instance that hangs for the one that answers. Passive health is off
+    (fail_timeout = 0): only the estimate steers. Without the sample the hanging instance, never
+    measured, would cost 0 while idle and take every request. A client that goes away while
+    its request waits feeds nothing (the client's doing, not the instance's)."""
+    import math
+    import time
+    from h2client import H2Client
+    from zkharness import TEST_WORKERS
+    fast, hang = http_backends("fast", "hang")
+    fast.delay_ms = 5
+    hang.delay_ms = 5000  # past response_timeout: the gateway gives up first
+    register(kz, zpath, fast.addr.encode())
+    register(kz, zpath, hang.addr.encode())
+    port, admin = free_port(), free_port()
+    timeout_ms = 250
+    ewma = {"protocol": "http", "listen": f"127.0.0.1:{port}", "balance": "least_request",
+            "least_request_latency": "ewma"}
+    gateway(ini_text({
+        "e": {**ewma, "zk_path": zpath, "path_prefix": "/e/",
+              "response_timeout": f"{timeout_ms}ms"},
+        # the hanging instance alone, for the client that goes away
+        "g": {**ewma, "instances": hang.addr, "path_prefix": "/g/", "response_timeout": "30s"},
+    }, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"}, proxy={"fail_timeout": "0"},
+        admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+
+    def status_of(path):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    # Client-caused ends feed nothing: a client that resets its stream while the request
+    # waits on the instance (HTTP/2: an HTTP/1.1 client's close is only seen at the response),
+    # and a gRPC client's own deadline (grpc-timeout) passing.
+    def g_hang():
+        return by_address(admin_services(admin)["g"])[hang.addr]
+    c = H2Client(port)
+    try:
+        sid = c.request("/g/")
+        assert wait_until(lambda: hang.requests == 1, 10), "the request did not reach it"
+        c.c.reset_stream(sid)
+        c.flush()
+        assert wait_until(lambda: g_hang()["traffic"]["requests"] == 1, 10), g_hang()
+        sid = c.request("/g/", method="POST", headers=[("content-type", "application/grpc"),
+                                                       ("te", "trailers"),
+                                                       ("grpc-timeout", "300m")])
+        c.wait(lambda: c.streams[sid]["ended"])
+        assert c.streams[sid]["headers"].get("grpc-status") == "4", c.streams[sid]
+    finally:
+        c.close()
+    assert hang.requests == 2 and g_hang()["traffic"]["requests"] == 2, g_hang()
+    assert g_hang()["latency_ewma_ms"] is None, g_hang()
+
+    # Every sample of the hanging instance is a timeout taken after t_first, and none lowers
+    # the estimate: each worker's is at least response_timeout decayed (10 s) since then.
+    t_first = time.monotonic()
+    assert wait_until(lambda: status_of("/e/") != 503, 10), "no pool"
+    statuses = [status_of("/e/") for _ in range(10)]
+    assert 504 in statuses, statuses
+    inst = by_address(admin_services(admin)["e"])
+    age_s = time.monotonic() - t_first
+    est = inst[hang.addr]["latency_ewma_ms"]
+    assert est is not None and est >= timeout_ms * math.exp(-age_s / 10), (est, age_s, inst)
+    assert est < 20 * timeout_ms, inst
+
+    # Requests one at a time: a worker that has seen the timeout sends every one to the fast
+    # instance (over 250 ms against ~5 ms: 10 s x ln 50 = 39 s before the estimate decays
+    # that far); one that has not yet sends the hanging instance one more.
+    n = 50
+    before = hang.requests
+    statuses = collections.Counter(status_of("/e/") for _ in range(n))
+    share = (hang.requests - before) / n
+    assert statuses[504] <= TEST_WORKERS - 1, (dict(statuses), share)
+    assert statuses[200] == n - statuses[504], dict(statuses)
+    assert hang.requests - before == statuses[504], (hang.requests - before, dict(statuses))
+    inst = by_address(admin_services(admin)["e"])
+    assert inst[fast.addr]["latency_ewma_ms"] < 0.2 * timeout_ms, inst
+    assert inst[hang.addr]["latency_ewma_ms"] >= 0.5 * timeout_ms, inst
+
+
 def test_admin_shows_balance_and_slow_start_weight(http_backends, gateway, zk, kz, zpath):
     old, new = http_backends("old", "new")
     register(kz, zpath, old.addr.encode())
