@@ -474,8 +474,10 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
            x->client_addr, st.key, zg_term_text(why),
            reused ? "reused" : "new");
   /* Each try samples for its own instance, before a retry sends again
-   * (zg_exchange_timeout took a timeout's). */
-  if (u && why != ZG_TERM_RESPONSE_TIMEOUT && !st.client_cause)
+   * (zg_exchange_timeout took a timeout's; a client that cannot take the
+   * response is not the instance's doing). */
+  if (u && why != ZG_TERM_RESPONSE_TIMEOUT &&
+      why != ZG_TERM_CLIENT_WRITE_ERROR && !st.client_cause)
     sample_failure(x, st.key, 0);
   if (u && st.refused && !answered && !x->resp_head && refused_retry(x, u) == 0)
     return;

@@ -7,6 +7,8 @@ import json
 import threading
 import urllib.request
 
+import pytest
+
 from zkharness import free_port, ini_text, register, wait_until
 
 
@@ -343,6 +345,143 @@ def test_least_request_ewma_counts_a_response_timeout(http_backends, gateway, zk
     inst = by_address(admin_services(admin)["e"])
     assert inst[fast.addr]["latency_ewma_ms"] < 0.2 * timeout_ms, inst
     assert inst[hang.addr]["latency_ewma_ms"] >= 0.5 * timeout_ms, inst
+
+
+class Flaky:
+    """An instance that answers each request `delay_s` after reading it, or, once `reset` is
+    set, fails it as soon as it has read it: one that breaks fast. HTTP/1.1 (`h2` False): one
+    connection per request, closed after the answer, reset (RST) to fail. h2c with prior
+    knowledge: one connection, a stream reset (RST_STREAM INTERNAL_ERROR) to fail. Counts the
+    requests it read."""
+
+    def __init__(self, delay_s=0.1, h2=False):
+        import socket
+        self.delay_s = delay_s
+        self.h2 = h2
+        self.reset = False
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve_h2 if self.h2 else self.serve, args=(conn,),
+                             daemon=True).start()
+
+    def read_one(self):
+        with self.lock:
+            self.requests += 1
+            return self.reset
+
+    def serve(self, conn):
+        import socket
+        import struct
+        import time
+        data = b""
+        with conn:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            if self.read_one():
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            time.sleep(self.delay_s)  # the instance's own time to answer
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+                         b"flaky")
+
+    def serve_h2(self, conn):
+        import time
+        import h2.config
+        import h2.connection
+        import h2.errors
+        import h2.events
+        import h2.exceptions
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        with conn:
+            try:
+                conn.sendall(c.data_to_send())
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    for ev in c.receive_data(data):
+                        if not isinstance(ev, h2.events.StreamEnded):
+                            continue
+                        if self.read_one():
+                            c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                            continue
+                        time.sleep(self.delay_s)  # the instance's own time to answer
+                        c.send_headers(ev.stream_id, [(":status", "200"),
+                                                      ("content-length", "5")])
+                        c.send_data(ev.stream_id, b"flaky", end_stream=True)
+                    conn.sendall(c.data_to_send())
+            except (OSError, h2.exceptions.ProtocolError):
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("upstream", ["http1", "h2"])
+def test_least_request_ewma_fast_failures_do_not_lower_the_estimate(gateway, zk, upstream):
+    """An instance that answered in 100 ms, then fails every request as soon as it has read
+    it (HTTP/1.1: the connection reset; HTTP/2: the stream reset): each failure is a sample
+    that never lowers its estimate and keeps it from fading, so failing fast never makes it
+    look fast (and draw its peers' traffic). Left to fade for 3 s with least_request_decay =
+    1s, the estimate would be 100 ms x e^-3 = 5 ms. One HTTP/2 client connection, so one worker
+    takes every request and holds the only estimate."""
+    import time
+    from h2client import H2Client
+    flaky = Flaky(0.1, h2=upstream == "h2")
+    port, admin = free_port(), free_port()
+    try:
+        gateway(ini_text({"f": {
+            "protocol": "http", "listen": f"127.0.0.1:{port}", "instances": flaky.addr,
+            "upstream_protocol": upstream, "balance": "least_request",
+            "least_request_latency": "ewma", "least_request_decay": "1s"}},
+            zookeeper={"hosts": zk.hosts, "session_timeout": "4s"}, proxy={"fail_timeout": "0"},
+            admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+
+        def est():
+            return by_address(admin_services(admin)["f"])[flaky.addr]["latency_ewma_ms"]
+        c = H2Client(port)
+        try:
+            def status():
+                sid = c.request("/")
+                c.wait(lambda: c.streams[sid]["ended"] or c.streams[sid]["reset"] is not None)
+                return int(c.streams[sid]["headers"][":status"])
+            assert status() == 200
+            answered = est()
+            assert 90 <= answered <= 1000, answered
+            flaky.reset = True
+            statuses = collections.Counter()
+            start = time.monotonic()
+            while time.monotonic() - start < 3.0:  # three decay periods of failing fast
+                statuses[status()] += 1
+            after = est()
+        finally:
+            c.close()
+    finally:
+        flaky.close()
+    # (an h2 request whose stream was reset on the kept connection is tried once more on a
+    # fresh one, which fails the same: both tries sample)
+    tries = flaky.requests - 1
+    assert set(statuses) == {502} and statuses[502] <= tries <= 2 * statuses[502], \
+        (dict(statuses), tries)
+    # held where the answer left it (read a few ms after the last reset), not faded to ~5 ms
+    assert after >= 0.8 * answered, (after, answered, dict(statuses))
+    # and not raised either: a reset after a millisecond says nothing slower (the first read
+    # was itself a few ms after the answer, so a little below the estimate held)
+    assert after <= 1.1 * answered, (after, answered)
 
 
 def test_admin_shows_balance_and_slow_start_weight(http_backends, gateway, zk, kz, zpath):
