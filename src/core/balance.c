@@ -282,6 +282,18 @@ void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
   e->seen = 1;
 }
 
+void zg_ewma_observe_failure(zg_ewma_t *e, double elapsed_us, uint64_t now_us,
+                             uint64_t decay_ms) {
+  if (e->seen && !(elapsed_us > e->us)) {
+    /* max(elapsed, estimate) is the estimate: averaged with itself it
+     * stays, and only its time moves (no rounding through the average) */
+    if (now_us > e->stamp_us)
+      e->stamp_us = now_us;
+    return;
+  }
+  zg_ewma_observe(e, elapsed_us, now_us, decay_ms);
+}
+
 uint64_t zg_ewma_cost(const zg_ewma_t *e, uint64_t in_flight, uint64_t now_us,
                       uint64_t decay_ms) {
   double c;

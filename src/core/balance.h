@@ -91,6 +91,20 @@ double zg_ewma_value(const zg_ewma_t *e, uint64_t now_us, uint64_t decay_ms);
 /* One response latency sample, taken at now_us. */
 void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
                      uint64_t decay_ms);
+/* A request that ended without a response, elapsed_us after it was passed
+ * on, because of the instance (a response timeout, a reset, a close, a
+ * stream error): its time is a sample too, as Finagle's and Linkerd's peak
+ * EWMA count a failed request's, but one that never lowers the estimate:
+ * it counts as max(elapsed_us, e->us), the estimate as last sampled (not
+ * decayed). A slow failure (a timeout) so raises the estimate at once like
+ * any peak; a fast one (a reset after 1 ms) keeps it at its last sampled
+ * value, from now (the fading since undone, and stopped while failures go
+ * on), so that an instance that fails fast never looks faster for failing
+ * and draws no more than its share until passive health takes it out (not
+ * a "black hole"). The first sample of an instance is the failure's
+ * time, whatever it is: there is nothing else to go by. */
+void zg_ewma_observe_failure(zg_ewma_t *e, double elapsed_us, uint64_t now_us,
+                             uint64_t decay_ms);
 /* What least_request compares, per unit of weight: the estimate times the
  * requests in flight plus one, in microseconds (at least in_flight + 1, so
  * that an estimate decayed to nothing still counts the requests). The

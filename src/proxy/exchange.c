@@ -307,6 +307,28 @@ static void sample_latency(zg_http_exchange_t *x) {
   zg_service_latency(x->svc, x->ureq.instance, (now - from) / 1000);
 }
 
+/* least_request_latency = ewma: a request passed on whole that ends
+ * without a response head because of instance `key` (a response timeout,
+ * a reset or close, a stream error, a bad head) is a sample too, of the
+ * time since it went out (as sample_latency's) and at least `floor_us`
+ * (what the end proves: a response timeout, response_timeout), one that
+ * never lowers the estimate (core/balance.h zg_ewma_observe_failure: a
+ * fast failure must not make a broken instance look fast). Not while the
+ * client's body was still coming (the instance may be refusing the body
+ * or giving up on a slow client: the client's doing, as for passive
+ * health), nor after a response head (sampled then). */
+static void sample_failure(zg_http_exchange_t *x, const char *key,
+                           uint64_t floor_us) {
+  uint64_t now, elapsed_us;
+  if (!x->svc || !x->svc->conf->latency_ewma || !x->req_done || !x->sent_ns ||
+      x->resp_head)
+    return;
+  now = uv_hrtime();
+  elapsed_us = x->sent_ns <= now ? (now - x->sent_ns) / 1000 : 0;
+  zg_service_latency_failed(x->svc, key,
+                            elapsed_us > floor_us ? elapsed_us : floor_us);
+}
+
 int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
                               const char **reason, bool *client_cause) {
   int status = resp->status;
@@ -378,16 +400,27 @@ void zg_exchange_instance_drop(zg_http_exchange_t *x) {
 }
 
 int zg_exchange_timeout(zg_http_exchange_t *x, uint64_t now) {
-  if (x->svc && !x->resp_head &&
-      ((x->sent_ms && now - x->sent_ms >= x->svc->conf->response_timeout_ms) ||
-       (x->deadline_ms && x->up && now >= x->deadline_ms))) {
-    /* The connection is closed, not kept: zg_exchange_upstream_failed
-     * releases it with reuse 0. */
-    x->retried = 1; /* a timeout is not retried */
-    zg_exchange_upstream_failed(x, ZG_TERM_RESPONSE_TIMEOUT, 504);
-    return 1;
+  uint64_t limit_ms;
+  bool late;
+  if (!x->svc || x->resp_head)
+    return 0;
+  limit_ms = x->svc->conf->response_timeout_ms;
+  late = x->sent_ms && now - x->sent_ms >= limit_ms;
+  if (!late && !(x->deadline_ms && x->up && now >= x->deadline_ms))
+    return 0;
+  /* The instance's lateness is a latency sample of at least
+   * response_timeout (whatever the timer's granularity); a gRPC client's
+   * own deadline (grpc-timeout) is the client's and feeds nothing. */
+  if (late && x->up) {
+    zg_exchange_cli_state_t st = {"-", false, false, false, false};
+    x->cli->state(x->up, &st);
+    sample_failure(x, st.key, limit_ms * 1000);
   }
-  return 0;
+  /* The connection is closed, not kept: zg_exchange_upstream_failed
+   * releases it with reuse 0. */
+  x->retried = 1; /* a timeout is not retried */
+  zg_exchange_upstream_failed(x, ZG_TERM_RESPONSE_TIMEOUT, 504);
+  return 1;
 }
 
 /* A request the instance refused (zg_exchange_cli_state_t.refused) goes
@@ -443,6 +476,12 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
   zg_debug("http", "client %s: instance %s failed: %s (%s connection)",
            x->client_addr, st.key, zg_term_text(why),
            reused ? "reused" : "new");
+  /* Each try samples for its own instance, before a retry sends again
+   * (zg_exchange_timeout took a timeout's; a client that cannot take the
+   * response is not the instance's doing). */
+  if (u && why != ZG_TERM_RESPONSE_TIMEOUT &&
+      why != ZG_TERM_CLIENT_WRITE_ERROR && !st.client_cause)
+    sample_failure(x, st.key, 0);
   if (u && st.refused && !answered && !x->resp_head && refused_retry(x, u) == 0)
     return;
   if (u) {

@@ -455,6 +455,15 @@ void zg_service_latency(zg_service_t *svc, const char *key,
                   svc->conf->latency_decay_ms);
 }
 
+void zg_service_latency_failed(zg_service_t *svc, const char *key,
+                               uint64_t elapsed_us) {
+  zg_instance_stats_t *s;
+  if (!key || !key[0] || !(s = stats_slot_for(svc, key)))
+    return;
+  zg_ewma_observe_failure(&s->latency, (double)elapsed_us, uv_hrtime() / 1000,
+                          svc->conf->latency_decay_ms);
+}
+
 double zg_service_latency_us(const zg_service_t *svc, const char *key) {
   const zg_instance_stats_t *s;
   if (!svc->inst_stats || !(s = stats_find(svc->inst_stats, key, 0)))

@@ -157,6 +157,12 @@ void zg_service_inflight(zg_service_t *svc, const char *key, int delta);
  * in_flight is). */
 void zg_service_latency(zg_service_t *svc, const char *key,
                         uint64_t latency_us);
+/* least_request_latency = ewma: a request passed on to `key` ended
+ * `elapsed_us` after it went out without a response head, the instance's
+ * doing (proxy/exchange.c says which ends): a sample that never lowers the
+ * estimate (zg_ewma_observe_failure). */
+void zg_service_latency_failed(zg_service_t *svc, const char *key,
+                               uint64_t elapsed_us);
 /* This loop's latency estimate of `key` now, microseconds (0: none). */
 double zg_service_latency_us(const zg_service_t *svc, const char *key);
 

@@ -7,6 +7,8 @@ import json
 import threading
 import urllib.request
 
+import pytest
+
 from zkharness import free_port, ini_text, register, wait_until
 
 
@@ -256,6 +258,238 @@ def test_least_request_ewma_sends_fewer_requests_to_the_slow_instance(http_backe
     # would hold 400 ms or more, and the mean over workers 200 ms or more
     est = by_address(admin_services(admin)["ewma"])[addr]["latency_ewma_ms"]
     assert est < 150, f"{answered} after a slow upload: {est} ms"
+
+
+def test_least_request_ewma_counts_a_response_timeout(http_backends, gateway, zk, kz, zpath):
+    """A request that gets no response head within response_timeout (504) feeds its time, at
+    least response_timeout, into the instance's latency estimate at once, so requests one at a
+    time leave an instance that hangs for the one that answers. Passive health is off
+    (fail_timeout = 0): only the estimate steers. Without the sample the hanging instance, never
+    measured, would cost 0 while idle and take every request. A client that goes away while
+    its request waits feeds nothing (the client's doing, not the instance's)."""
+    import math
+    import time
+    from h2client import H2Client
+    from zkharness import TEST_WORKERS
+    fast, hang = http_backends("fast", "hang")
+    fast.delay_ms = 5
+    hang.delay_ms = 5000  # past response_timeout: the gateway gives up first
+    register(kz, zpath, fast.addr.encode())
+    register(kz, zpath, hang.addr.encode())
+    port, admin = free_port(), free_port()
+    timeout_ms = 250
+    ewma = {"protocol": "http", "listen": f"127.0.0.1:{port}", "balance": "least_request",
+            "least_request_latency": "ewma"}
+    gateway(ini_text({
+        "e": {**ewma, "zk_path": zpath, "path_prefix": "/e/",
+              "response_timeout": f"{timeout_ms}ms"},
+        # the hanging instance alone, for the client that goes away
+        "g": {**ewma, "instances": hang.addr, "path_prefix": "/g/", "response_timeout": "30s"},
+    }, zookeeper={"hosts": zk.hosts, "session_timeout": "4s"}, proxy={"fail_timeout": "0"},
+        admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+
+    def status_of(path):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    # Client-caused ends feed nothing: a client that resets its stream while the request
+    # waits on the instance (HTTP/2: an HTTP/1.1 client's close is only seen at the response),
+    # and a gRPC client's own deadline (grpc-timeout) passing.
+    def g_hang():
+        return by_address(admin_services(admin)["g"])[hang.addr]
+    c = H2Client(port)
+    try:
+        sid = c.request("/g/")
+        assert wait_until(lambda: hang.requests == 1, 10), "the request did not reach it"
+        c.c.reset_stream(sid)
+        c.flush()
+        assert wait_until(lambda: g_hang()["traffic"]["requests"] == 1, 10), g_hang()
+        sid = c.request("/g/", method="POST", headers=[("content-type", "application/grpc"),
+                                                       ("te", "trailers"),
+                                                       ("grpc-timeout", "300m")])
+        c.wait(lambda: c.streams[sid]["ended"])
+        assert c.streams[sid]["headers"].get("grpc-status") == "4", c.streams[sid]
+    finally:
+        c.close()
+    assert hang.requests == 2 and g_hang()["traffic"]["requests"] == 2, g_hang()
+    assert g_hang()["latency_ewma_ms"] is None, g_hang()
+
+    # Every sample of the hanging instance is a timeout taken after t_first, and none lowers
+    # the estimate: each worker's is at least response_timeout decayed (10 s) since then.
+    # The hanging instance, unmeasured, costs 0 while idle: it gets the first request or the
+    # one after (when the fast one took the first and has an estimate).
+    t_first = time.monotonic()
+    statuses = []
+
+    def published():
+        statuses.append(status_of("/e/"))
+        return statuses[-1] != 503
+    assert wait_until(published, 10), "no pool"
+    while 504 not in statuses and len(statuses) < 20:
+        statuses.append(status_of("/e/"))
+    assert statuses.count(504) == 1 and statuses[-1] == 504, statuses
+    inst = by_address(admin_services(admin)["e"])
+    age_s = time.monotonic() - t_first
+    est = inst[hang.addr]["latency_ewma_ms"]
+    assert est is not None and est >= timeout_ms * math.exp(-age_s / 10), (est, age_s, inst)
+    assert est < 20 * timeout_ms, inst
+
+    # Requests one at a time: a worker that has seen the timeout sends every one to the fast
+    # instance (over 250 ms against ~5 ms: 10 s x ln 50 = 39 s before the estimate decays
+    # that far); one that has not yet sends the hanging instance one more.
+    n = 50
+    before = hang.requests
+    statuses = collections.Counter(status_of("/e/") for _ in range(n))
+    share = (hang.requests - before) / n
+    assert statuses[504] <= TEST_WORKERS - 1, (dict(statuses), share)
+    assert statuses[200] == n - statuses[504], dict(statuses)
+    assert hang.requests - before == statuses[504], (hang.requests - before, dict(statuses))
+    inst = by_address(admin_services(admin)["e"])
+    assert inst[fast.addr]["latency_ewma_ms"] < 0.2 * timeout_ms, inst
+    assert inst[hang.addr]["latency_ewma_ms"] >= 0.5 * timeout_ms, inst
+
+
+class Flaky:
+    """An instance that answers each request `delay_s` after reading it, or, once `reset` is
+    set, fails it as soon as it has read it: one that breaks fast. HTTP/1.1 (`h2` False): one
+    connection per request, closed after the answer, reset (RST) to fail. h2c with prior
+    knowledge: one connection, a stream reset (RST_STREAM INTERNAL_ERROR) to fail. Counts the
+    requests it read."""
+
+    def __init__(self, delay_s=0.1, h2=False):
+        import socket
+        self.delay_s = delay_s
+        self.h2 = h2
+        self.reset = False
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve_h2 if self.h2 else self.serve, args=(conn,),
+                             daemon=True).start()
+
+    def read_one(self):
+        with self.lock:
+            self.requests += 1
+            return self.reset
+
+    def serve(self, conn):
+        import socket
+        import struct
+        import time
+        data = b""
+        with conn:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            if self.read_one():
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            time.sleep(self.delay_s)  # the instance's own time to answer
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+                         b"flaky")
+
+    def serve_h2(self, conn):
+        import time
+        import h2.config
+        import h2.connection
+        import h2.errors
+        import h2.events
+        import h2.exceptions
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        with conn:
+            try:
+                conn.sendall(c.data_to_send())
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    for ev in c.receive_data(data):
+                        if not isinstance(ev, h2.events.StreamEnded):
+                            continue
+                        if self.read_one():
+                            c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                            continue
+                        time.sleep(self.delay_s)  # the instance's own time to answer
+                        c.send_headers(ev.stream_id, [(":status", "200"),
+                                                      ("content-length", "5")])
+                        c.send_data(ev.stream_id, b"flaky", end_stream=True)
+                    conn.sendall(c.data_to_send())
+            except (OSError, h2.exceptions.ProtocolError):
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("upstream", ["http1", "h2"])
+def test_least_request_ewma_fast_failures_do_not_lower_the_estimate(gateway, zk, upstream):
+    """An instance that answered in 100 ms, then fails every request as soon as it has read
+    it (HTTP/1.1: the connection reset; HTTP/2: the stream reset): each failure is a sample
+    that never lowers its estimate and keeps it from fading, so failing fast never makes it
+    look fast (and draw its peers' traffic). Left to fade for 3 s with least_request_decay =
+    1s, the estimate would be 100 ms x e^-3 = 5 ms. One HTTP/2 client connection, so one worker
+    takes every request and holds the only estimate."""
+    import time
+    from h2client import H2Client
+    flaky = Flaky(0.1, h2=upstream == "h2")
+    port, admin = free_port(), free_port()
+    try:
+        gateway(ini_text({"f": {
+            "protocol": "http", "listen": f"127.0.0.1:{port}", "instances": flaky.addr,
+            "upstream_protocol": upstream, "balance": "least_request",
+            "least_request_latency": "ewma", "least_request_decay": "1s"}},
+            zookeeper={"hosts": zk.hosts, "session_timeout": "4s"}, proxy={"fail_timeout": "0"},
+            admin={"listen": f"127.0.0.1:{admin}"}), listen=[port, admin])
+
+        def est():
+            return by_address(admin_services(admin)["f"])[flaky.addr]["latency_ewma_ms"]
+        c = H2Client(port)
+        try:
+            def status():
+                sid = c.request("/")
+                c.wait(lambda: c.streams[sid]["ended"] or c.streams[sid]["reset"] is not None)
+                return int(c.streams[sid]["headers"][":status"])
+            assert status() == 200
+            answered = est()
+            assert 90 <= answered <= 1000, answered
+            flaky.reset = True
+            statuses = collections.Counter()
+            start = time.monotonic()
+            while time.monotonic() - start < 3.0:  # three decay periods of failing fast
+                statuses[status()] += 1
+            after = est()
+        finally:
+            c.close()
+    finally:
+        flaky.close()
+    # (an h2 request whose stream was reset on the kept connection is tried once more on a
+    # fresh one, which fails the same: both tries sample)
+    tries = flaky.requests - 1
+    assert set(statuses) == {502} and statuses[502] <= tries <= 2 * statuses[502], \
+        (dict(statuses), tries)
+    # held where the answer left it (read a few ms after the last reset), not faded to ~5 ms
+    assert after >= 0.8 * answered, (after, answered, dict(statuses))
+    # and not raised either: a reset after a millisecond says nothing slower (the first read
+    # was itself a few ms after the answer, so a little below the estimate held)
+    assert after <= 1.1 * answered, (after, answered)
 
 
 def test_admin_shows_balance_and_slow_start_weight(http_backends, gateway, zk, kz, zpath):

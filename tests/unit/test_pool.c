@@ -962,6 +962,48 @@ static void test_ewma_cost(void **state) {
   assert_int_equal(zg_ewma_cost(&e, 9, t, 10000), ZG_EWMA_PENALTY - 1);
 }
 
+/* A request that ended without a response because of the instance: its
+ * time raises the estimate like any peak, but a fast failure never lowers
+ * it, and holds it from fading while failures go on. */
+static void test_ewma_failure(void **state) {
+  zg_ewma_t e, ok;
+  uint64_t t = 20 * SEC_US;
+  (void)state;
+  memset(&e, 0, sizeof(e));
+  /* no estimate yet: the failure's time is the first one */
+  zg_ewma_observe_failure(&e, 250000, t, 10000);
+  assert_true(e.seen && e.us == 250000 && e.stamp_us == t);
+  /* a slower failure (a longer response timeout) is a peak: taken whole */
+  zg_ewma_observe_failure(&e, 400000, t + SEC_US, 10000);
+  assert_true(e.us == 400000 && e.stamp_us == t + SEC_US);
+  /* a fast failure (a reset after 1 ms), 10 s later: the estimate stays
+   * 400 ms and counts from now; an answer of 1 ms would have averaged it
+   * down to about 148 ms */
+  ok = e;
+  zg_ewma_observe(&ok, 1000, t + 11 * SEC_US, 10000);
+  assert_float_equal(ok.us, 400000 * 0.36788 + 1000 * 0.63212, 5.0);
+  zg_ewma_observe_failure(&e, 1000, t + 11 * SEC_US, 10000);
+  assert_true(e.us == 400000 && e.stamp_us == t + 11 * SEC_US);
+  assert_true(zg_ewma_value(&e, t + 11 * SEC_US, 10000) == 400000);
+  /* failing fast for a minute, one failure a second: never cheaper than
+   * when it began (left alone as long, it would be 400 ms x e^-6) */
+  for (int i = 12; i <= 71; i++)
+    zg_ewma_observe_failure(&e, 1000, t + (uint64_t)i * SEC_US, 10000);
+  assert_true(e.us == 400000);
+  assert_int_equal(zg_ewma_cost(&e, 0, t + 71 * SEC_US, 10000), 400001);
+  /* a clock read before the last sample (another thread's) moves nothing
+   * back */
+  zg_ewma_observe_failure(&e, 1000, t, 10000);
+  assert_true(e.us == 400000 && e.stamp_us == t + 71 * SEC_US);
+  /* nonsense times are 0: a first estimate of 0, never negative */
+  memset(&e, 0, sizeof(e));
+  zg_ewma_observe_failure(&e, -5, t, 10000);
+  assert_true(e.seen && e.us == 0);
+  /* then an answer sets it as usual */
+  zg_ewma_observe(&e, 3000, t + 1, 10000);
+  assert_true(e.us == 3000);
+}
+
 /* Two instances, equal in flight: the slower one loses every pair, until
  * its estimate decays below the faster one's. */
 static void test_pick_least_ewma(void **state) {
@@ -1280,6 +1322,7 @@ int main(void) {
       cmocka_unit_test(test_ewma_decay),
       cmocka_unit_test(test_ewma_peak_and_average),
       cmocka_unit_test(test_ewma_cost),
+      cmocka_unit_test(test_ewma_failure),
       cmocka_unit_test(test_pick_least_ewma),
       cmocka_unit_test(test_ring_remaps_about_one_in_n),
       cmocka_unit_test(test_ring_weights_share),
