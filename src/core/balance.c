@@ -284,14 +284,23 @@ void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
 
 void zg_ewma_observe_failure(zg_ewma_t *e, double elapsed_us, uint64_t now_us,
                              uint64_t decay_ms) {
-  if (e->seen && !(elapsed_us > e->us)) {
-    /* max(elapsed, estimate) is the estimate: averaged with itself it
-     * stays, and only its time moves (no rounding through the average) */
-    if (now_us > e->stamp_us)
-      e->stamp_us = now_us;
+  double held;
+  if (!e->seen)
+    return;
+  held =
+      now_us > e->stamp_us && now_us - e->stamp_us > decay_ms * (uint64_t)1000
+          ? zg_ewma_value(e, now_us, decay_ms)
+          : e->us;
+  if (elapsed_us > held) {
+    e->us = held;
+    zg_ewma_observe(e, elapsed_us, now_us, decay_ms);
     return;
   }
-  zg_ewma_observe(e, elapsed_us, now_us, decay_ms);
+  /* max(elapsed, held) is `held`: it stays, and only its time moves (no
+   * rounding through the average) */
+  e->us = held;
+  if (now_us > e->stamp_us)
+    e->stamp_us = now_us;
 }
 
 uint64_t zg_ewma_cost(const zg_ewma_t *e, uint64_t in_flight, uint64_t now_us,

@@ -92,17 +92,19 @@ double zg_ewma_value(const zg_ewma_t *e, uint64_t now_us, uint64_t decay_ms);
 void zg_ewma_observe(zg_ewma_t *e, double sample_us, uint64_t now_us,
                      uint64_t decay_ms);
 /* A request that ended without a response, elapsed_us after it was passed
- * on, because of the instance (a response timeout, a reset, a close, a
- * stream error): its time is a sample too, as Finagle's and Linkerd's peak
- * EWMA count a failed request's, but one that never lowers the estimate:
- * it counts as max(elapsed_us, e->us), the estimate as last sampled (not
- * decayed). A slow failure (a timeout) so raises the estimate at once like
- * any peak; a fast one (a reset after 1 ms) keeps it at its last sampled
- * value, from now (the fading since undone, and stopped while failures go
+ * on, because of the instance (a reset, a close, a stream error; a
+ * response timeout is a plain sample, zg_ewma_observe): its time counts,
+ * as Finagle's and Linkerd's peak EWMA count a failed request's, but never
+ * lowers the estimate. It counts as max(elapsed_us, the estimate as last
+ * sampled) while that sample is at most one decay period old: a fast
+ * failure (a reset after 1 ms) keeps the estimate where the last answer
+ * put it, from now (the fading since undone, and stopped while failures go
  * on), so that an instance that fails fast never looks faster for failing
  * and draws no more than its share until passive health takes it out (not
- * a "black hole"). The first sample of an instance is the failure's
- * time, whatever it is: there is nothing else to go by. */
+ * a "black hole"). An older sample is not brought back: the failure holds
+ * the decayed value (one failure after a minute's quiet does not restore
+ * the peak of a minute ago). An instance without an estimate stays
+ * without one: a fast failure says nothing of its speed. */
 void zg_ewma_observe_failure(zg_ewma_t *e, double elapsed_us, uint64_t now_us,
                              uint64_t decay_ms);
 /* What least_request compares, per unit of weight: the estimate times the

@@ -308,15 +308,16 @@ static void sample_latency(zg_http_exchange_t *x) {
 }
 
 /* least_request_latency = ewma: a request passed on whole that ends
- * without a response head because of instance `key` (a response timeout,
- * a reset or close, a stream error, a bad head) is a sample too, of the
- * time since it went out (as sample_latency's) and at least `floor_us`
- * (what the end proves: a response timeout, response_timeout), one that
- * never lowers the estimate (core/balance.h zg_ewma_observe_failure: a
- * fast failure must not make a broken instance look fast). Not while the
- * client's body was still coming (the instance may be refusing the body
- * or giving up on a slow client: the client's doing, as for passive
- * health), nor after a response head (sampled then). */
+ * without a response head because of instance `key` is a sample too, of
+ * the time since it went out (as sample_latency's). A response timeout
+ * (`floor_us`: response_timeout, what it proves whatever the timer's
+ * granularity) is a plain sample of at least that; another failure (a
+ * reset or close, a stream error, a bad head) one that never lowers the
+ * estimate (core/balance.h zg_ewma_observe_failure: a fast failure must
+ * not make a broken instance look fast). Not while the client's body was
+ * still coming (the instance may be refusing the body or giving up on a
+ * slow client: the client's doing, as for passive health), nor after a
+ * response head (sampled then). */
 static void sample_failure(zg_http_exchange_t *x, const char *key,
                            uint64_t floor_us) {
   uint64_t now, elapsed_us;
@@ -325,8 +326,11 @@ static void sample_failure(zg_http_exchange_t *x, const char *key,
     return;
   now = uv_hrtime();
   elapsed_us = x->sent_ns <= now ? (now - x->sent_ns) / 1000 : 0;
-  zg_service_latency_failed(x->svc, key,
-                            elapsed_us > floor_us ? elapsed_us : floor_us);
+  if (floor_us)
+    zg_service_latency(x->svc, key,
+                       elapsed_us > floor_us ? elapsed_us : floor_us);
+  else
+    zg_service_latency_failed(x->svc, key, elapsed_us);
 }
 
 int zg_exchange_response_head(zg_http_exchange_t *x, const zg_http_head_t *resp,
@@ -459,6 +463,13 @@ static int refused_retry(zg_http_exchange_t *x, void *u) {
   return 0;
 }
 
+/* Whether a request whose reused connection failed before any answer may
+ * go again on a fresh one (zg_exchange_upstream_failed). */
+static bool retry_on_fresh(const zg_http_exchange_t *x) {
+  return !x->req_has_body && !x->retried && x->phase != ZG_XP_CLOSED &&
+         zg_http_method_idempotent(x->req->method);
+}
+
 /* The instance failed us. A request without a body gets one more try on a
  * fresh connection when the failure was on a reused one (it may have been
  * closed just as we sent) and no byte of a response came back, else a
@@ -478,9 +489,12 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
            reused ? "reused" : "new");
   /* Each try samples for its own instance, before a retry sends again
    * (zg_exchange_timeout took a timeout's; a client that cannot take the
-   * response is not the instance's doing). */
+   * response is not the instance's doing; a refused request was not
+   * processed; a reused connection failing before any answer is most
+   * likely one the instance closed while idle, retried below). */
   if (u && why != ZG_TERM_RESPONSE_TIMEOUT &&
-      why != ZG_TERM_CLIENT_WRITE_ERROR && !st.client_cause)
+      why != ZG_TERM_CLIENT_WRITE_ERROR && !st.client_cause && !st.refused &&
+      !(reused && !answered && retry_on_fresh(x)))
     sample_failure(x, st.key, 0);
   if (u && st.refused && !answered && !x->resp_head && refused_retry(x, u) == 0)
     return;
@@ -500,8 +514,7 @@ void zg_exchange_upstream_failed(zg_http_exchange_t *x, zg_term_t why,
     x->srv->end(x->conn, why);
     return;
   }
-  if (reused && !answered && !x->req_has_body && !x->retried &&
-      x->phase != ZG_XP_CLOSED && zg_http_method_idempotent(x->req->method)) {
+  if (reused && !answered && retry_on_fresh(x)) {
     x->retried = 1;
     x->ureq.ntried = 0;
     x->phase = ZG_XP_CONNECT;
@@ -537,10 +550,9 @@ static void send_request(zg_http_exchange_t *x) {
   void *u = x->up;
   int rc;
   x->phase = ZG_XP_SENT;
-  if (x->req_done) { /* the response timeout runs from the request's end */
+  x->sent_ns = 0;  /* this try's, once it went (a failure before: no sample) */
+  if (x->req_done) /* the response timeout runs from the request's end */
     x->sent_ms = uv_now(x->gw->loop);
-    mark_sent(x);
-  }
   if ((rc = x->cli->request_send(u)) != 0) {
     zg_exchange_upstream_failed(x,
                                 rc == -1 ? ZG_TERM_INSTANCE_WRITE_ERROR
@@ -548,6 +560,8 @@ static void send_request(zg_http_exchange_t *x) {
                                 502);
     return;
   }
+  if (x->req_done)
+    mark_sent(x);
   if (replay_send(x, u) != 0) {
     zg_exchange_upstream_failed(x, ZG_TERM_INSTANCE_WRITE_ERROR, 502);
     return;

@@ -400,6 +400,10 @@ static void pool_update(h2c_t *h) {
       zg_upidle_remove(uc);
     return;
   }
+  if (h->active == 0 && !has_room(h)) { /* takes none (SETTINGS said 0) */
+    zg_upconn_close(uc);
+    return;
+  }
   if (uc->idle_in && !has_room(h))
     zg_upidle_remove(uc);
   else if (!uc->idle_in && has_room(h) && !zg_upidle_full(&gw->http->up_idle))

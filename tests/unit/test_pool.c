@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -970,10 +971,14 @@ static void test_ewma_failure(void **state) {
   uint64_t t = 20 * SEC_US;
   (void)state;
   memset(&e, 0, sizeof(e));
-  /* no estimate yet: the failure's time is the first one */
+  /* no estimate yet: a failure says nothing of the instance's speed */
   zg_ewma_observe_failure(&e, 250000, t, 10000);
+  zg_ewma_observe_failure(&e, 1000, t, 10000);
+  assert_false(e.seen);
+  /* a response timeout is a plain sample (the caller's) */
+  zg_ewma_observe(&e, 250000, t, 10000);
   assert_true(e.seen && e.us == 250000 && e.stamp_us == t);
-  /* a slower failure (a longer response timeout) is a peak: taken whole */
+  /* a slower failure is a peak: taken whole */
   zg_ewma_observe_failure(&e, 400000, t + SEC_US, 10000);
   assert_true(e.us == 400000 && e.stamp_us == t + SEC_US);
   /* a fast failure (a reset after 1 ms), 10 s later: the estimate stays
@@ -995,13 +1000,17 @@ static void test_ewma_failure(void **state) {
    * back */
   zg_ewma_observe_failure(&e, 1000, t, 10000);
   assert_true(e.us == 400000 && e.stamp_us == t + 71 * SEC_US);
-  /* nonsense times are 0: a first estimate of 0, never negative */
-  memset(&e, 0, sizeof(e));
-  zg_ewma_observe_failure(&e, -5, t, 10000);
-  assert_true(e.seen && e.us == 0);
-  /* then an answer sets it as usual */
-  zg_ewma_observe(&e, 3000, t + 1, 10000);
-  assert_true(e.us == 3000);
+  /* a failure after more than a decay period without a sample does not
+   * bring the old peak back: it holds the decayed value (400 ms x e^-6
+   * a minute later), and a slower failure than that is a peak again */
+  zg_ewma_observe_failure(&e, 500, t + 131 * SEC_US, 10000);
+  assert_float_equal(e.us, 400000 * exp(-6.0), 1.0);
+  assert_true(e.stamp_us == t + 131 * SEC_US);
+  zg_ewma_observe_failure(&e, 5000, t + 131 * SEC_US, 10000);
+  assert_true(e.us == 5000);
+  /* nonsense times are 0, never negative: held, not sampled */
+  zg_ewma_observe_failure(&e, -5, t + 132 * SEC_US, 10000);
+  assert_true(e.us == 5000);
 }
 
 /* Two instances, equal in flight: the slower one loses every pair, until
