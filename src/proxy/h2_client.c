@@ -85,6 +85,8 @@ typedef struct h2c_stream {
   int fail_status;
   unsigned answered : 1, head_done : 1, rq_eof : 1, deferred : 1, paused : 1,
       resp_end : 1, done : 1, fail : 1, reused : 1, refused : 1;
+  unsigned client_cause : 1; /* the head was not passed on for the client's
+                                sake (its version): not the instance's */
 } h2c_stream_t;
 
 /* One connection to an instance. */
@@ -255,6 +257,7 @@ static void response_head(h2c_stream_t *st, bool end_stream) {
     st->head_done = 1;
   rc = zg_exchange_response_head(st->x, &st->resp, &reason, &client_cause);
   if (rc < 0) {
+    st->client_cause = client_cause;
     if (reason)
       zg_info("http", "instance %s: response not passed on: %s", st->h->uc->key,
               reason);
@@ -848,7 +851,7 @@ static void h2c_state(void *c, zg_exchange_cli_state_t *s) {
   s->key = st->h->uc->key;
   s->reused = st->reused;
   s->answered = st->answered;
-  s->client_cause = false;
+  s->client_cause = st->client_cause;
   s->refused = st->refused;
 }
 
