@@ -410,6 +410,48 @@ def test_large_bodies_to_an_h2_instance_both_ways(gateway, tmp_path, slow):
         srv.stop()
 
 
+def eight_bodies_to_a_slow_h2_instance(gateway, srv):
+    """A gateway in front of `srv` (a slow H2Echo), an H2Client whose warm-up request left one
+    idle connection to the instance, and eight 1 MB POSTs opened on it: (client, {stream id:
+    body}, {stream id: what is left to send})."""
+    port = free_port()
+    gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
+                            "instances": f"h2c://{srv.addr}"}}), listen=port)
+    c = H2Client(port)
+    warm = c.request("/warm")  # an idle connection to the instance, for all that follow
+    c.wait(lambda: c.streams[warm]["ended"])
+    bodies, left = {}, {}
+    for _ in range(8):
+        body = os.urandom(1000000)
+        sid = c.request("/echo", method="POST", end=False)
+        bodies[sid], left[sid] = body, memoryview(body)
+    return c, bodies, left
+
+
+def send_bodies(c, left, stalled=None):
+    """Sends what is `left` of each stream's body as its window opens, until all went;
+    stalled() runs whenever no window is open (the streams wait for the instance)."""
+    limit = time.monotonic() + 90
+    while left:
+        sent = False
+        for sid in list(left):
+            n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
+                    len(left[sid]))
+            if n > 0:
+                c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
+                left[sid] = left[sid][n:]
+                sent = True
+                if not left[sid]:
+                    del left[sid]
+        if not sent and stalled:
+            stalled()
+        c.flush()
+        if not sent:
+            assert time.monotonic() < limit, "the gateway stopped taking the bodies"
+            assert not c.eof, "the gateway closed the connection"
+            c.pump(0.2)
+
+
 def test_concurrent_large_bodies_share_one_h2_instance_connection(gateway):
     """Eight 1 MB request bodies on one HTTP/2 client connection go at once to the slow h2
     instance over the one connection the gateway keeps to it: each client stream is paused
@@ -418,34 +460,8 @@ def test_concurrent_large_bodies_share_one_h2_instance_connection(gateway):
     answered and freed while others wait); every body comes back whole."""
     srv = H2Echo(slow=True)
     try:
-        port = free_port()
-        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
-                                "instances": f"h2c://{srv.addr}"}}), listen=port)
-        c = H2Client(port)
-        warm = c.request("/warm")  # an idle connection to the instance, for all that follow
-        c.wait(lambda: c.streams[warm]["ended"])
-        bodies, left = {}, {}
-        for _ in range(8):
-            body = os.urandom(1000000)
-            sid = c.request("/echo", method="POST", end=False)
-            bodies[sid], left[sid] = body, memoryview(body)
-        limit = time.monotonic() + 90
-        while left:
-            sent = False
-            for sid in list(left):
-                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
-                        len(left[sid]))
-                if n > 0:
-                    c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
-                    left[sid] = left[sid][n:]
-                    sent = True
-                    if not left[sid]:
-                        del left[sid]
-            c.flush()
-            if not sent:
-                assert time.monotonic() < limit, "the gateway stopped taking the bodies"
-                assert not c.eof, "the gateway closed the connection"
-                c.pump(0.2)
+        c, bodies, left = eight_bodies_to_a_slow_h2_instance(gateway, srv)
+        send_bodies(c, left)
         c.wait(lambda: all(c.streams[sid]["ended"] for sid in bodies), timeout=90)
         for sid, body in bodies.items():
             st = c.streams[sid]
@@ -466,40 +482,16 @@ def test_streams_reset_while_their_bodies_wait_for_the_instance(gateway):
     four come back whole, and the connection serves the next request."""
     srv = H2Echo(slow=True)
     try:
-        port = free_port()
-        gateway(ini_text({"g": {"protocol": "http", "listen": f"127.0.0.1:{port}",
-                                "instances": f"h2c://{srv.addr}"}}), listen=port)
-        c = H2Client(port)
-        warm = c.request("/warm")
-        c.wait(lambda: c.streams[warm]["ended"])
-        bodies, left = {}, {}
-        for _ in range(8):
-            body = os.urandom(1000000)
-            sid = c.request("/echo", method="POST", end=False)
-            bodies[sid], left[sid] = body, memoryview(body)
+        c, bodies, left = eight_bodies_to_a_slow_h2_instance(gateway, srv)
         dropped = set(list(bodies)[::2])
-        limit = time.monotonic() + 90
-        while left:
-            sent = False
-            for sid in list(left):
-                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size,
-                        len(left[sid]))
-                if n > 0:
-                    c.c.send_data(sid, left[sid][:n].tobytes(), end_stream=n == len(left[sid]))
-                    left[sid] = left[sid][n:]
-                    sent = True
-                    if not left[sid]:
-                        del left[sid]
-            if not sent:  # no window open: each stream waits for the instance
-                for sid in dropped & set(left):
-                    if len(left[sid]) <= 700000:
-                        c.c.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-                        del left[sid]
-            c.flush()
-            if not sent:
-                assert time.monotonic() < limit, "the gateway stopped taking the bodies"
-                assert not c.eof, "the gateway closed the connection"
-                c.pump(0.2)
+
+        def reset_some():  # no window open: each stream waits for the instance
+            for sid in dropped & set(left):
+                if len(left[sid]) <= 700000:
+                    c.c.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    del left[sid]
+
+        send_bodies(c, left, reset_some)
         kept = [sid for sid in bodies if sid not in dropped]
         c.wait(lambda: all(c.streams[sid]["ended"] for sid in kept), timeout=90)
         for sid in kept:
