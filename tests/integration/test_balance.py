@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from zkharness import free_port, ini_text, register, wait_until
+from zkharness import ConnServer, free_port, ini_text, register, wait_until
 
 
 def http_ini(port, services, zk):
@@ -355,7 +355,7 @@ def test_least_request_ewma_counts_a_response_timeout(http_backends, gateway, zk
     assert inst[hang.addr]["latency_ewma_ms"] >= 0.5 * timeout_ms, inst
 
 
-class Flaky:
+class Flaky(ConnServer):
     """An instance that answers each request `delay_s` after reading it, or, once `reset` is
     set, fails it as soon as it has read it: one that breaks fast. HTTP/1.1 (`h2` False): one
     connection per request, closed after the answer, reset (RST) to fail. h2c with prior
@@ -363,31 +363,25 @@ class Flaky:
     requests it read."""
 
     def __init__(self, delay_s=0.1, h2=False):
-        import socket
         self.delay_s = delay_s
         self.h2 = h2
         self.reset = False
         self.requests = 0
         self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__()
 
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve_h2 if self.h2 else self.serve, args=(conn,),
-                             daemon=True).start()
+    def serve(self, conn, _n):
+        if self.h2:
+            self.serve_h2(conn)
+        else:
+            self.serve_h1(conn)
 
     def read_one(self):
         with self.lock:
             self.requests += 1
             return self.reset
 
-    def serve(self, conn):
+    def serve_h1(self, conn):
         import socket
         import struct
         import time
@@ -436,7 +430,7 @@ class Flaky:
                 return
 
     def close(self):
-        self.sock.close()
+        self.stop()
 
 
 @pytest.mark.parametrize("upstream", ["http1", "h2"])

@@ -26,10 +26,10 @@ import pytest
 
 from h2client import H2Client
 from test_grpc import SVC, GrpcServer, call, grpc_frame
-from zkharness import free_port, ini_text, wait_until
+from zkharness import ConnServer, free_port, ini_text, wait_until
 
 
-class Refuser:
+class Refuser(ConnServer):
     """An h2c server (prior knowledge) that refuses each request it is sent: `how` "reset"
     answers RST_STREAM(REFUSED_STREAM), "goaway" a GOAWAY with last stream id 0. Counts the
     requests it saw."""
@@ -38,24 +38,9 @@ class Refuser:
         self.how = how
         self.seen = 0
         self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.addr = f"127.0.0.1:{self.port}"
-        self.stopped = False
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__()
 
-    def accept(self):
-        while not self.stopped:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
-
-    def serve(self, conn):
+    def serve(self, conn, _n):
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         c.initiate_connection()
         got = {}
@@ -91,10 +76,6 @@ class Refuser:
             return
         finally:
             conn.close()
-
-    def stop(self):
-        self.stopped = True
-        self.sock.close()
 
 
 def dechunk(raw):
@@ -197,37 +178,25 @@ def test_refused_after_more_body_than_is_held_is_not_sent_again(gateway, servers
     assert outcomes[:-1] in ([], [True]), outcomes
 
 
-class LateSettings:
+class LateSettings(ConnServer):
     """An h2c server (prior knowledge) allowing `max_streams` streams per connection that sends
     nothing, its SETTINGS included, until `go` is set; then answers every request 200 "ok".
-    `per_conn`: the requests each connection carried, in accept order."""
+    `carried()`: the requests each connection carried, in accept order."""
 
     def __init__(self, max_streams):
         self.max_streams = max_streams
         self.go = threading.Event()
-        self.per_conn = []
+        self.per_conn = {}  # connection index: requests
         self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__()
 
     def requests(self):
         with self.lock:
-            return sum(self.per_conn)
+            return sum(self.per_conn.values())
 
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.per_conn.append(0)
-                k = len(self.per_conn) - 1
-            threading.Thread(target=self.serve, args=(conn, k), daemon=True).start()
+    def carried(self):
+        with self.lock:
+            return [self.per_conn.get(k, 0) for k in range(self.conns)]
 
     def serve(self, conn, k):
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -248,7 +217,7 @@ class LateSettings:
                 for ev in c.receive_data(data) if data else []:
                     if isinstance(ev, h2.events.RequestReceived):
                         with self.lock:
-                            self.per_conn[k] += 1
+                            self.per_conn[k] = self.per_conn.get(k, 0) + 1
                         pending.append(ev.stream_id)
                 if self.go.is_set():
                     for sid in pending:
@@ -262,9 +231,6 @@ class LateSettings:
             return
         finally:
             conn.close()
-
-    def stop(self):
-        self.sock.close()
 
 
 def test_streams_wait_for_the_instances_settings_before_sharing_a_connection(gateway):
@@ -289,18 +255,18 @@ def test_streams_wait_for_the_instances_settings_before_sharing_a_connection(gat
         ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
         for t in ts:
             t.start()
-        assert wait_until(lambda: srv.requests() == 3, 20), srv.per_conn
+        assert wait_until(lambda: srv.requests() == 3, 20), srv.carried()
         srv.go.set()
         for t in ts:
             t.join(30)
         assert results == [(200, b"ok")] * 3, results
-        assert srv.per_conn == [1, 1, 1], \
-            f"requests per instance connection {srv.per_conn}: sent before its SETTINGS came"
+        assert srv.carried() == [1, 1, 1], \
+            f"requests per instance connection {srv.carried()}: sent before its SETTINGS came"
     finally:
         srv.stop()
 
 
-class H2Echo:
+class H2Echo(ConnServer):
     """An h2c server (prior knowledge) that answers each request 200 with the request body
     echoed and its SHA-256 in x-sha256. `slow` reads the connection in 16 kB steps with a
     pause after each (a slow instance: zkgate's queue for it fills and drains); windows stay
@@ -310,22 +276,7 @@ class H2Echo:
     def __init__(self, slow=False):
         self.slow = slow
         self.peak = 0
-        self.conns = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns += 1
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def pump(c, out):
@@ -342,7 +293,7 @@ class H2Echo:
                 c.end_stream(sid)
                 del out[sid]
 
-    def serve(self, conn):
+    def serve(self, conn, _n):
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         c.initiate_connection()
         bodies, out = {}, {}
@@ -373,9 +324,6 @@ class H2Echo:
             return
         finally:
             conn.close()
-
-    def stop(self):
-        self.sock.close()
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow"])

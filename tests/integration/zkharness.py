@@ -680,6 +680,32 @@ class Gateway(LoggedProcess):
             time.sleep(0.02)
 
 
+class ConnServer:
+    """A TCP server on 127.0.0.1 (a free port: `port`, `addr`) that runs self.serve(conn, n) in
+    a thread per accepted connection, n its index from 0; `conns` counts them. stop() closes
+    the listener. Subclasses define serve() and call super().__init__() last."""
+
+    def __init__(self, backlog=64):
+        self.conns = 0
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            n = self.conns
+            self.conns += 1
+            threading.Thread(target=self.serve, args=(conn, n), daemon=True).start()
+
+    def stop(self):
+        self.sock.close()
+
+
 class Blackhole:
     """A listening socket (backlog 0) whose accept queue is filled and never accepted: Linux
     then drops further SYNs, so a connect to it neither completes nor fails (until the
