@@ -516,18 +516,23 @@ static void metrics_services(const zg_gateway_t *gw, zg_text_t *o,
                   zg_service_pool(svc) ? zg_service_pool(svc)->n_live : 0);
 }
 
-/* The TCP splice(2) relay, summed over the workers. */
-static void metrics_splice(const shards_t *sh, zg_text_t *o) {
+/* The TCP splice(2) relay, summed over the workers; the busy pipes and
+ * their cap from the process's count (exact: a sum of the workers' own
+ * counts, read one after the other, could pass the cap). */
+static void metrics_splice(const zg_gateway_t *gw, const shards_t *sh,
+                           zg_text_t *o) {
   zg_tcp_splice_stats_t t = {0};
+  zg_connlimit_t cl;
   for (size_t k = 0; k < sh->n; k++) {
     zg_tcp_splice_stats_t w;
     zg_tcp_splice_stats(&sh->gw[k]->px, &w);
     t.sessions += w.sessions;
-    t.pipes_busy += w.pipes_busy;
     t.pipes_kept += w.pipes_kept;
     t.pipes_created += w.pipes_created;
     t.pipe_failures += w.pipe_failures;
+    t.pipes_capped += w.pipes_capped;
   }
+  zg_connlimit_read(zg_shared_connlimit(gw->sh), &cl);
   PER_SERVICE(o, sh, "zkgate_tcp_spliced_bytes_total", "counter",
               "TCP bytes (both ways) moved socket to pipe to socket by "
               "splice(2), never entering user space.",
@@ -540,7 +545,7 @@ static void metrics_splice(const shards_t *sh, zg_text_t *o) {
          "Pipes for splice(2): busy (bytes in flight) and kept empty for "
          "reuse.");
   zg_text_printf(o, "zkgate_tcp_splice_pipes{state=\"busy\"} %llu\n",
-                 (unsigned long long)t.pipes_busy);
+                 (unsigned long long)cl.pipes);
   zg_text_printf(o, "zkgate_tcp_splice_pipes{state=\"kept\"} %llu\n",
                  (unsigned long long)t.pipes_kept);
   single(o, "zkgate_tcp_splice_pipes_created_total", "counter",
@@ -549,6 +554,13 @@ static void metrics_splice(const shards_t *sh, zg_text_t *o) {
          "Pipes that could not be made (EMFILE, ENFILE): those reads were "
          "copied through user space instead.",
          t.pipe_failures);
+  single(o, "zkgate_tcp_splice_pipes_max", "gauge",
+         "The cap on busy pipes in force ([proxy] max_pipes), all workers.",
+         cl.max_pipes == ZG_PIPES_UNCAPPED ? 0 : cl.max_pipes);
+  single(o, "zkgate_tcp_splice_pipes_capped_total", "counter",
+         "Reads of spliced sessions that found the busy pipes at "
+         "max_pipes: copied through user space instead.",
+         t.pipes_capped);
 }
 
 /* The etcd source (control loop only). */
@@ -677,7 +689,7 @@ void zg_admin_metrics(zg_gateway_t *gw, zg_text_t *o) {
   metrics_listener_active(gw, o, sh);
   metrics_requests(gw, o, sh);
   metrics_services(gw, o, sh);
-  metrics_splice(sh, o);
+  metrics_splice(gw, sh, o);
   metrics_sources(sh, o);
   shards_put(gw, sh);
   if (gw->registry)

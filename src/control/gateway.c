@@ -1721,6 +1721,7 @@ static int gateway_init(zg_gateway_t *gw, uv_loop_t *loop, zg_config_t *cfg,
   gw->svc_ctx.marks = zg_shared_marks(sh);
   gw->svc_ctx.cfg = &gw->cfg;
   zg_proxy_ctx_init(&gw->px, loop, cfg, &gw->svc_ctx, &gateway_hooks, gw);
+  gw->px.limits = zg_shared_connlimit(sh);
   if (zg_tcp_init(&gw->px) != 0 || zg_sni_init(&gw->px) != 0 ||
       zg_http_init(&gw->px) != 0)
     return UV_ENOMEM;
@@ -1920,34 +1921,59 @@ static uint64_t nofile_raise(void) {
   return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX / 4 : (uint64_t)rl.rlim_cur;
 }
 
+/* The caps: max_connections and max_pipes from the open-file limit when
+ * auto (2 descriptors a connection, 2 a busy pipe, the reserve), and a
+ * warning when the limit leaves too little room for them. */
 static void conn_limits_apply(zg_gateway_t *gw, const zg_config_t *cfg) {
   uint64_t nofile = nofile_raise();
+  uint64_t reserve = fd_reserve(cfg);
   uint64_t max_open = cfg->proxy.max_connections;
   uint64_t max_head = cfg->proxy.max_head_connections;
+  uint64_t pipes = cfg->proxy.max_pipes == ZG_MAX_PIPES_AUTO
+                       ? ZG_PIPES_AUTO
+                       : cfg->proxy.max_pipes;
 
   if (max_open == 0 && nofile &&
-      zg_connlimit_auto_floored(nofile, fd_reserve(cfg)))
+      zg_connlimit_auto_floored(nofile, reserve, pipes))
     zg_warn("gateway",
             "the open-file limit (%llu) leaves little room beside what %zu "
-            "services and %u workers hold: max_connections = auto is a "
+            "services and %u workers hold%s: max_connections = auto is a "
             "quarter of it; raise the limit (LimitNOFILE=, ulimit -n) or set "
             "max_connections",
-            (unsigned long long)nofile, cfg->n_services, cfg->proxy.workers);
+            (unsigned long long)nofile, cfg->n_services, cfg->proxy.workers,
+            pipes == ZG_PIPES_AUTO ? "" : " and max_pipes");
   if (max_open == 0)
-    max_open = nofile ? zg_connlimit_auto_open(nofile, fd_reserve(cfg))
+    max_open = nofile ? zg_connlimit_auto_open(nofile, reserve, pipes)
                       : 1024; /* no limit known: nginx's default */
+  if (pipes == ZG_PIPES_AUTO)
+    pipes = zg_connlimit_auto_pipes(max_open);
+  if (cfg->proxy.max_connections && nofile &&
+      2 * max_open + 2 * pipes + reserve > nofile)
+    /* Set by hand past the limit: near the caps, accepts and connects
+     * to instances may fail with EMFILE (pipes fall back to copying). */
+    zg_warn("gateway",
+            "max_connections %llu and max_pipes %llu may need %llu "
+            "descriptors (the gateway's own %llu included), more than the "
+            "open-file limit (%llu): near the caps, accepts and connects "
+            "may fail",
+            (unsigned long long)max_open, (unsigned long long)pipes,
+            (unsigned long long)(2 * max_open + 2 * pipes + reserve),
+            (unsigned long long)reserve, (unsigned long long)nofile);
   if (max_head == 0)
     max_head = zg_connlimit_auto_head(max_open);
   if (max_head > max_open) /* auto max_connections below a set head cap */
     max_head = max_open;
   zg_connlimit_set(zg_shared_connlimit(gw->sh), max_open, max_head);
+  zg_connlimit_set_pipes(zg_shared_connlimit(gw->sh), pipes);
   zg_info("gateway",
           "client connections capped at %llu%s, %llu of them in their "
-          "head%s (open-file limit %llu)",
+          "head%s, %llu busy splice pipes%s (open-file limit %llu)",
           (unsigned long long)max_open,
           cfg->proxy.max_connections ? "" : " (auto)",
           (unsigned long long)max_head,
           cfg->proxy.max_head_connections ? "" : " (auto)",
+          (unsigned long long)pipes,
+          cfg->proxy.max_pipes == ZG_MAX_PIPES_AUTO ? " (auto)" : "",
           (unsigned long long)nofile);
 }
 

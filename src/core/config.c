@@ -900,6 +900,18 @@ static void proxy_key(parse_t *p, zg_config_t *cfg, const raw_kv_t *kv) {
     } else {
       cfg->proxy.max_connections = n;
     }
+  } else if (!strcmp(kv->key, "max_pipes")) {
+    if (!strcmp(kv->value, "auto")) {
+      cfg->proxy.max_pipes = ZG_MAX_PIPES_AUTO;
+    } else if (!kv->value[0] || strlen(kv->value) > 8 ||
+               strspn(kv->value, "0123456789") != strlen(kv->value)) {
+      add_error(p, kv->line,
+                "max_pipes: expected a number (0 to 99999999) or auto, got "
+                "'%s'",
+                kv->value);
+    } else {
+      cfg->proxy.max_pipes = strtoull(kv->value, NULL, 10);
+    }
   } else if (!strcmp(kv->key, "connect_timeout")) {
     duration_key(p, kv, &cfg->proxy.connect_timeout_ms, 1);
   } else if (!strcmp(kv->key, "idle_timeout")) {
@@ -2223,6 +2235,7 @@ static int load(parse_t *p, const char *name, zg_config_t **out,
   cfg->proxy.connect_timeout_ms = 2000;
   cfg->proxy.idle_timeout_ms = 60000;
   cfg->proxy.tcp_splice = true;
+  cfg->proxy.max_pipes = ZG_MAX_PIPES_AUTO;
   cfg->proxy.http2 = true;
   cfg->proxy.header_timeout_ms = 10000;
   cfg->proxy.fail_timeout_ms = 10000;

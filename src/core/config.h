@@ -167,6 +167,7 @@ typedef struct {
   } zk;
   /* [etcd]: the second registry (registry/etcd_source.h). */
   zg_etcd_conf_t etcd;
+#define ZG_MAX_PIPES_AUTO UINT64_MAX
   struct {
     unsigned workers;
     uint64_t connect_timeout_ms;
@@ -186,6 +187,9 @@ typedef struct {
      * 0: auto, sized from the open-file limit when the gateway starts */
     uint64_t max_connections;
     uint64_t max_head_connections; /* of those, still in their head */
+    /* Busy splice(2) pipes for the whole process (connlimit.h);
+     * ZG_MAX_PIPES_AUTO: a quarter of max_connections; 0: none (copy) */
+    uint64_t max_pipes;
   } proxy;
   struct {
     bool enabled; /* [admin] listen is set */

@@ -9,13 +9,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-void zg_pipe_pool_init(zg_pipe_pool_t *p, size_t size, unsigned max_free) {
+void zg_pipe_pool_init(zg_pipe_pool_t *p, size_t size, unsigned max_free,
+                       zg_connlimit_t *limits) {
   p->n_free = 0;
   p->max_free = max_free < ZG_PIPE_KEEP ? max_free : ZG_PIPE_KEEP;
   p->size = size;
   p->n_busy = 0;
   p->created = 0;
   p->failures = 0;
+  p->capped = 0;
+  p->limits = limits;
 }
 
 #ifdef __linux__
@@ -46,6 +49,11 @@ static int pipe_new(zg_pipe_pool_t *p, zg_pipe_t *out) {
 
 int zg_pipe_get(zg_pipe_pool_t *p, zg_pipe_t *out) {
   int rc;
+  if (p->limits && !zg_connlimit_pipe_take(p->limits)) {
+    p->capped++;
+    *out = ZG_PIPE_NONE;
+    return -EBUSY;
+  }
   if (p->n_free > 0) { /* the latest kept: its pages are the warmest */
     *out = p->kept[--p->n_free];
     p->n_busy++;
@@ -53,6 +61,8 @@ int zg_pipe_get(zg_pipe_pool_t *p, zg_pipe_t *out) {
   }
   rc = pipe_new(p, out);
   if (rc < 0) {
+    if (p->limits)
+      zg_connlimit_pipe_give(p->limits);
     p->failures++;
     *out = ZG_PIPE_NONE;
     return rc;
@@ -70,6 +80,8 @@ void zg_pipe_put(zg_pipe_pool_t *p, zg_pipe_t *pp, int empty) {
   if (pp->rfd < 0)
     return;
   p->n_busy--;
+  if (p->limits)
+    zg_connlimit_pipe_give(p->limits);
   if (empty && p->n_free < p->max_free) {
     p->kept[p->n_free++] = *pp;
   } else {

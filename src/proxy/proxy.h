@@ -58,6 +58,9 @@ typedef struct zg_proxy_ctx {
   zg_bufpool_t bufs;           /* ZG_BUF_SIZE relay and read buffers */
   const zg_proxy_hooks_t *hooks;
   void *owner;
+  /* The process's caps (the owner's, shared by every loop): the TCP
+   * relay's busy pipes count against its max_pipes. NULL: no cap. */
+  zg_connlimit_t *limits;
   /* each proxy's own, opaque */
   struct zg_tcp_loop *tcp;
   struct zg_sni_loop *sni;

@@ -356,7 +356,7 @@ int zg_tcp_init(zg_proxy_ctx_t *px) {
   px->tcp = calloc(1, sizeof(*px->tcp));
   if (!px->tcp)
     return UV_ENOMEM;
-  zg_pipe_pool_init(&px->tcp->pipes, ZG_PIPE_SIZE, ZG_PIPE_KEEP);
+  zg_pipe_pool_init(&px->tcp->pipes, ZG_PIPE_SIZE, ZG_PIPE_KEEP, px->limits);
   return 0;
 }
 
@@ -696,8 +696,11 @@ static int sp_read(relay_dir_t *d, zg_term_t *term) {
   ssize_t n;
   int rc;
   *term = read_error(d);
+  /* At the cap on busy pipes (-EBUSY) the direction copies, as when no
+   * pipe can be made, but that is the cap doing its job: counted in the
+   * pool, not logged. */
   if (d->pipe.rfd < 0 &&
-      (rc = zg_pipe_get(&s->svc->px->tcp->pipes, &d->pipe)) < 0)
+      (rc = zg_pipe_get(&s->svc->px->tcp->pipes, &d->pipe)) < 0 && rc != -EBUSY)
     no_pipe(s, rc);
   if (d->pipe.rfd >= 0) {
     n = splice(d->in_fd, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pending,
@@ -913,7 +916,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static int splice_start(zg_tcp_session_t *s) {
   zg_proxy_ctx_t *px = s->svc->px;
   uv_os_fd_t cfd, ufd;
+  /* max_pipes = 0 (or auto under 4 connections): no pipe for anyone,
+   * libuv's streams copy. */
   if (!px->cfg->proxy.tcp_splice || s->tls || s->upc->tls ||
+      (px->limits && zg_connlimit_no_pipes(px->limits)) ||
       uv_fileno((uv_handle_t *)s->client, &cfd) != 0 ||
       uv_fileno((uv_handle_t *)&s->upc->tcp, &ufd) != 0)
     return UV_ENOTSUP;
@@ -1148,4 +1154,5 @@ void zg_tcp_splice_stats(const zg_proxy_ctx_t *px, zg_tcp_splice_stats_t *st) {
   st->pipes_kept = tl->pipes.n_free;
   st->pipes_created = tl->pipes.created;
   st->pipe_failures = tl->pipes.failures;
+  st->pipes_capped = tl->pipes.capped;
 }

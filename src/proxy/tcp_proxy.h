@@ -36,11 +36,13 @@ size_t zg_tcp_instance_active(const zg_proxy_ctx_t *px, const zg_service_t *svc,
                               const char *key);
 
 /* This loop's splice(2) relay: sessions that took it, pipes in use (bytes
- * in them), kept empty for reuse, made so far, and pipes that could not
- * be made (those reads went through user space). */
+ * in them), kept empty for reuse, made so far, pipes that could not be
+ * made and pipes refused by the cap on busy ones (max_pipes): those reads
+ * went through user space. */
 typedef struct zg_tcp_splice_stats {
   uint64_t sessions;
   uint64_t pipes_busy, pipes_kept, pipes_created, pipe_failures;
+  uint64_t pipes_capped;
 } zg_tcp_splice_stats_t;
 void zg_tcp_splice_stats(const zg_proxy_ctx_t *px, zg_tcp_splice_stats_t *st);
 

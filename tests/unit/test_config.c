@@ -1156,6 +1156,39 @@ static void test_connection_caps(void **state) {
                    "max_head_connections");
 }
 
+/* [proxy] max_pipes: auto (the default), 0 (no pipes) or a count. */
+static void test_max_pipes(void **state) {
+  zg_config_t *cfg;
+  static const char *const bad[] = {"-1",  "",          "ten",
+                                    "1e3", "123456789", "0x10"};
+
+  (void)state;
+  cfg = load_ok("[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_true(cfg->proxy.max_pipes == ZG_MAX_PIPES_AUTO);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_pipes = 0\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_pipes, 0);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_pipes = 12345678\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_int_equal(cfg->proxy.max_pipes, 12345678);
+  zg_config_free(cfg);
+  cfg = load_ok("[proxy]\nmax_pipes = auto\n"
+                "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n");
+  assert_true(cfg->proxy.max_pipes == ZG_MAX_PIPES_AUTO);
+  zg_config_free(cfg);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "[proxy]\nmax_pipes = %s\n"
+             "[service:s]\nlisten = 127.0.0.1:7000\ninstances = h:1\n",
+             bad[i]);
+    expect_one_error(text, "max_pipes");
+  }
+}
+
 static void test_bad_discover(void **state) {
   static const char base[] = "[zookeeper]\n"
                              "hosts = 127.0.0.1:2181\n";
@@ -2437,6 +2470,7 @@ int main(void) {
       cmocka_unit_test(test_discover),
       cmocka_unit_test(test_path_prefix_dot_segments),
       cmocka_unit_test(test_connection_caps),
+      cmocka_unit_test(test_max_pipes),
       cmocka_unit_test(test_bad_discover),
       cmocka_unit_test(test_operations_keys),
       cmocka_unit_test(test_bad_static_instance),

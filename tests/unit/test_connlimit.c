@@ -107,22 +107,83 @@ static void test_set_and_unset(void **state) {
 
 static void test_auto(void **state) {
   (void)state;
-  assert_int_equal(zg_connlimit_auto_open(1024, 124), 450);
-  assert_int_equal(zg_connlimit_auto_open(1048576, 200), 524188);
+  /* 2.5 descriptors a connection: two sockets and, for a quarter of the
+   * connections, a busy pipe: (nofile - reserve) / 2.5. */
+  assert_int_equal(zg_connlimit_auto_open(1024, 124, ZG_PIPES_AUTO), 360);
+  assert_int_equal(zg_connlimit_auto_pipes(360), 90);
+  assert_int_equal(zg_connlimit_auto_open(1048576, 200, ZG_PIPES_AUTO), 419350);
+  /* What it gives fits: 2 * open + 2 * pipes + reserve <= nofile, for
+   * every remainder of (nofile - reserve) / 5. */
+  for (uint64_t nofile = 1000; nofile < 1020; nofile++) {
+    uint64_t open = zg_connlimit_auto_open(nofile, 141, ZG_PIPES_AUTO);
+
+    assert_true(2 * open + 2 * zg_connlimit_auto_pipes(open) + 141 <= nofile);
+    assert_true(open >= (nofile - 141) * 2 / 5);
+  }
+  /* max_pipes set: the rest, two descriptors a connection. */
+  assert_int_equal(zg_connlimit_auto_open(1024, 124, 0), 450);
+  assert_int_equal(zg_connlimit_auto_open(1024, 124, 100), 350);
+  assert_false(zg_connlimit_auto_floored(1024, 124, 100));
+  /* A max_pipes that eats the limit floors it, as a reserve does. */
+  assert_int_equal(zg_connlimit_auto_open(1024, 124, 400), 256);
+  assert_true(zg_connlimit_auto_floored(1024, 124, 400));
+  assert_int_equal(zg_connlimit_auto_open(1024, 124, 99999999), 256);
   /* A reserve that eats the limit leaves a quarter of it, not one client
    * at a time (1024 descriptors, 4 workers, 300 services). */
-  assert_int_equal(zg_connlimit_auto_open(100, 200), 25);
-  assert_int_equal(zg_connlimit_auto_open(1024, 1332), 256);
-  assert_int_equal(zg_connlimit_auto_open(1024, 600), 256);
-  assert_true(zg_connlimit_auto_floored(1024, 1332));
-  assert_true(zg_connlimit_auto_floored(1024, 600));
-  assert_false(zg_connlimit_auto_floored(1024, 124));
-  assert_int_equal(zg_connlimit_auto_open(3, 0), 1);
-  assert_int_equal(zg_connlimit_auto_open(0, 0), 1);
+  assert_int_equal(zg_connlimit_auto_open(100, 200, ZG_PIPES_AUTO), 25);
+  assert_int_equal(zg_connlimit_auto_open(1024, 1332, ZG_PIPES_AUTO), 256);
+  assert_int_equal(zg_connlimit_auto_open(1024, 600, ZG_PIPES_AUTO), 256);
+  assert_true(zg_connlimit_auto_floored(1024, 1332, ZG_PIPES_AUTO));
+  assert_true(zg_connlimit_auto_floored(1024, 600, ZG_PIPES_AUTO));
+  assert_false(zg_connlimit_auto_floored(1024, 124, ZG_PIPES_AUTO));
+  /* Against the floor of 256: 1024 - 380 leaves 257 connections, not
+   * floored; 1024 - 400 leaves 249, floored. */
+  assert_false(zg_connlimit_auto_floored(1024, 380, ZG_PIPES_AUTO));
+  assert_true(zg_connlimit_auto_floored(1024, 400, ZG_PIPES_AUTO));
+  assert_int_equal(zg_connlimit_auto_open(3, 0, ZG_PIPES_AUTO), 1);
+  assert_int_equal(zg_connlimit_auto_open(0, 0, ZG_PIPES_AUTO), 1);
   assert_int_equal(zg_connlimit_auto_head(450), 225);
   assert_int_equal(zg_connlimit_auto_head(524188),
                    ZG_HEAD_CONNECTIONS_AUTO_MAX);
   assert_int_equal(zg_connlimit_auto_head(1), 1);
+  /* As HAProxy's maxpipes: a quarter; none under four connections. */
+  assert_int_equal(zg_connlimit_auto_pipes(8), 2);
+  assert_int_equal(zg_connlimit_auto_pipes(3), 0);
+}
+
+/* The cap on busy pipes: uncapped until set, 0 is none, a lower cap
+ * keeps the busy ones and refuses until below it. */
+static void test_pipes(void **state) {
+  zg_connlimit_t l, r;
+
+  (void)state;
+  zg_connlimit_init(&l);
+  assert_false(zg_connlimit_no_pipes(&l));
+  for (int i = 0; i < 100; i++)
+    assert_true(zg_connlimit_pipe_take(&l));
+  for (int i = 0; i < 100; i++)
+    zg_connlimit_pipe_give(&l);
+  zg_connlimit_set_pipes(&l, 2);
+  assert_true(zg_connlimit_pipe_take(&l));
+  assert_true(zg_connlimit_pipe_take(&l));
+  assert_false(zg_connlimit_pipe_take(&l));
+  zg_connlimit_read(&l, &r);
+  assert_int_equal(r.pipes, 2);
+  assert_int_equal(r.max_pipes, 2);
+  zg_connlimit_pipe_give(&l);
+  assert_true(zg_connlimit_pipe_take(&l));
+  zg_connlimit_set_pipes(&l, 1); /* a reload lowers it */
+  assert_false(zg_connlimit_pipe_take(&l));
+  zg_connlimit_pipe_give(&l);
+  assert_false(zg_connlimit_pipe_take(&l)); /* 1 busy: at the new cap */
+  zg_connlimit_pipe_give(&l);
+  assert_true(zg_connlimit_pipe_take(&l));
+  zg_connlimit_pipe_give(&l);
+  zg_connlimit_set_pipes(&l, 0);
+  assert_true(zg_connlimit_no_pipes(&l));
+  assert_false(zg_connlimit_pipe_take(&l));
+  zg_connlimit_read(&l, &r);
+  assert_int_equal(r.pipes, 0);
 }
 
 /* Workers admit and release at once: the cap is never passed. */
@@ -181,11 +242,55 @@ static void test_concurrent(void **state) {
   assert_true(admitted > 0);
 }
 
+/* Workers take and give pipes at once: the count itself, which a metric
+ * samples, is never above the cap, not even for an instant. */
+typedef struct {
+  zg_connlimit_t *l;
+  uint64_t taken, over;
+} pipe_worker_t;
+
+static void pipe_worker(void *arg) {
+  pipe_worker_t *w = arg;
+
+  for (int i = 0; i < ROUNDS; i++) {
+    if (!zg_connlimit_pipe_take(w->l))
+      continue;
+    w->taken++;
+    if (__atomic_load_n(&w->l->pipes, __ATOMIC_SEQ_CST) > 3)
+      w->over++;
+    zg_connlimit_pipe_give(w->l);
+  }
+}
+
+static void test_pipes_concurrent(void **state) {
+  zg_connlimit_t l, r;
+  uv_thread_t th[THREADS];
+  pipe_worker_t w[THREADS];
+  uint64_t taken = 0;
+
+  (void)state;
+  zg_connlimit_init(&l);
+  zg_connlimit_set_pipes(&l, 3);
+  for (int i = 0; i < THREADS; i++) {
+    w[i] = (pipe_worker_t){&l, 0, 0};
+    assert_int_equal(uv_thread_create(&th[i], pipe_worker, &w[i]), 0);
+  }
+  for (int i = 0; i < THREADS; i++) {
+    uv_thread_join(&th[i]);
+    taken += w[i].taken;
+    assert_int_equal(w[i].over, 0);
+  }
+  zg_connlimit_read(&l, &r);
+  assert_int_equal(r.pipes, 0);
+  assert_true(taken > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_open_cap),      cmocka_unit_test(test_head_cap),
-      cmocka_unit_test(test_set_and_unset), cmocka_unit_test(test_auto),
-      cmocka_unit_test(test_concurrent),
+      cmocka_unit_test(test_open_cap),         cmocka_unit_test(test_head_cap),
+      cmocka_unit_test(test_set_and_unset),    cmocka_unit_test(test_auto),
+      cmocka_unit_test(test_concurrent),       cmocka_unit_test(test_pipes),
+      cmocka_unit_test(test_pipes_concurrent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
