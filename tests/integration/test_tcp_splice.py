@@ -1,7 +1,8 @@
 """TCP relay with splice(2) (neither side TLS, [proxy] tcp_splice = auto): large transfers both
 ways with checksums, half-close each way, a slow reader (backpressure, bounded memory), resets
 mid-transfer, many connections at once, a pipe that cannot be made (EMFILE: copied instead,
-never failed), drain; and the counters that tell the splice path was taken (and that
+never failed), the cap on busy pipes (max_pipes: copied past it, and max_connections = auto
+leaving room for the pipes under a low open-file limit), drain; and the counters that tell the splice path was taken (and that
 tcp_splice = off keeps it at zero). Plain TLS-terminating services are checked in test_tls.py."""
 
 import fcntl
@@ -11,6 +12,7 @@ import os
 import re
 import resource
 import select
+import selectors
 import signal
 import socket
 import struct
@@ -167,6 +169,8 @@ SESSIONS = "zkgate_tcp_spliced_sessions_total"
 BUSY = 'zkgate_tcp_splice_pipes{state="busy"}'
 KEPT = 'zkgate_tcp_splice_pipes{state="kept"}'
 FAILURES = "zkgate_tcp_splice_pipe_failures_total"
+CAPPED = "zkgate_tcp_splice_pipes_capped_total"
+PIPES_MAX = "zkgate_tcp_splice_pipes_max"
 
 
 def entries(gw):
@@ -723,3 +727,267 @@ def test_drain_lets_a_spliced_transfer_finish(servers, gateway, tmp_path):
         assert recv_all(c) == (len(payload), hashlib.sha256(payload).hexdigest())
     assert gw.proc.wait(10) == 0
     gw.returncode = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the cap on busy pipes (max_pipes)
+
+
+class Stalled:
+    """`n` sessions through the gateway to an instance of our own, driven from one thread with
+    non-blocking sockets (small socket buffers and segments on our side): each client sends `size` bytes
+    and each instance connection, after the client's first byte, `size` bytes back. First
+    nobody reads (past that first byte), so every direction of every session stalls with
+    bytes held in the gateway: in a pipe while the cap allows, in user space past it. Then
+    everyone reads and sends the rest, half-closing after the last byte; run() checks that
+    every byte arrived both ways. A thread samples the busy pipes all along (`busy_max`)."""
+
+    BUF = 16384
+
+    def __init__(self, gw, n, size):
+        self.gw, self.n, self.size = gw, n, size
+        self.payload = memoryview(os.urandom(size))
+        self.digest = hashlib.sha256(self.payload).hexdigest()
+        self.sel = selectors.DefaultSelector()
+        self.lsock = socket.socket()
+        self.small(self.lsock)  # inherited by the accepted sockets
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1024)
+        self.lsock.setblocking(False)
+        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.sides = []  # [socket, role, sent, received, sha256, eof]
+        self.instance_sides = 0
+        self.busy_max = 0
+        self.sampling = False
+        # Until stall(), the fixture's probe sessions (no byte, then EOF) are closed by a
+        # thread: their sessions end, and start() sees them logged.
+        self.probing = True
+        self.prober = threading.Thread(target=self._close_probes, daemon=True)
+        self.prober.start()
+
+    def _close_probes(self):
+        while self.probing:
+            if not select.select([self.lsock], [], [], 0.05)[0]:
+                continue
+            try:
+                conn, _ = self.lsock.accept()
+            except BlockingIOError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                assert conn.recv(1) == b"", "a real session before stall()"
+
+    @staticmethod
+    def small(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, Stalled.BUF)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, Stalled.BUF)
+        # Segments of an Ethernet's size instead of loopback's 64 KiB, both ways (the MSS we
+        # announce bounds what the gateway sends us): the gateway's send buffer, sized from
+        # the segment size, then holds some 100 KiB rather than megabytes, and a pipe (a
+        # slot per segment) some 90 KiB, so that a stall costs little memory.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+
+    def _sample(self):
+        while self.sampling:
+            self.busy_max = max(self.busy_max, metrics(self.gw)[BUSY])
+            time.sleep(0.005)  # pacing only
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            self.sides.append([conn, "instance", 0, 0, hashlib.sha256(), False])
+            self.instance_sides += 1
+
+    def _pump(self, side, reading):
+        """Moves what side can move now; reads only when `reading` (an instance side reads
+        the client's first byte always: it sends nothing before)."""
+        sock, role, sent, got, h, eof = side
+        if role == "instance" and got == 0 and not eof:
+            try:
+                b = sock.recv(1)
+            except BlockingIOError:
+                return
+            if not b:  # a probe session of the fixture: no byte, nothing to send
+                side[5] = True
+                side[2] = self.size
+                return
+            h.update(b)
+            side[3] = got = 1
+        if reading and not eof:
+            while True:
+                try:
+                    b = sock.recv(1 << 18)
+                except BlockingIOError:
+                    break
+                if not b:
+                    side[5] = True
+                    break
+                h.update(b)
+                side[3] += len(b)
+        while side[2] < self.size:
+            try:
+                k = sock.send(self.payload[side[2]:side[2] + (1 << 18)])
+            except BlockingIOError:
+                break
+            side[2] += k
+            if side[2] == self.size:
+                sock.shutdown(socket.SHUT_WR)
+
+    def _loop(self, reading, until, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, f"{what} within {timeout}s: " + self.state()
+            self._accept()
+            for side in self.sides:
+                self._pump(side, reading)
+            select.select([self.lsock] + [s[0] for s in self.sides if not s[5]],
+                          [s[0] for s in self.sides if s[2] < self.size], [], 0.05)
+
+    def state(self):
+        real = [s for s in self.sides if not (s[1] == "instance" and s[3] == 0)]
+        reasons = {}
+        for e in entries(self.gw):
+            reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+        return (f"{len(real)} real sides of {len(self.sides)}, "
+                f"{sum(s[5] for s in real)} at EOF; sessions ended: {reasons}; "
+                f"metrics {metrics(self.gw)}")
+
+    def stall(self, until, timeout=30):
+        """Opens the sessions; returns once until() holds with nobody reading."""
+        self.probing = False
+        self.prober.join(15)
+        self.sampling = True
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+        for _ in range(self.n):
+            c = socket.socket()
+            self.small(c)
+            c.settimeout(10)
+            c.connect(("127.0.0.1", self.gw.port))
+            c.setblocking(False)
+            self.sides.append([c, "client", 0, 0, hashlib.sha256(), False])
+            self._pump(self.sides[-1], False)
+            self._accept()
+        self._loop(False, lambda: self.real_instances() == self.n and until(), timeout,
+                   "sessions did not stall as expected")
+        # still stalled: the sampler's figure includes this state
+        self.busy_max = max(self.busy_max, metrics(self.gw)[BUSY])
+
+    def real_instances(self):
+        return sum(s[1] == "instance" and s[3] > 0 for s in self.sides)
+
+    def finish(self, timeout=60):
+        """Everyone reads: every byte arrives, both ways."""
+        real = lambda: [s for s in self.sides if not (s[1] == "instance" and s[3] == 0)]
+        self._loop(True, lambda: all(s[5] for s in real()), timeout,
+                   "not every side got to its EOF")
+        self.sampling = False
+        self.sampler.join(10)
+        got = [(s[1], s[3], s[4].hexdigest()) for s in real()]
+        assert len(got) == 2 * self.n
+        bad = [g for g in got if g[1:] != (self.size, self.digest)]
+        assert not bad, f"{len(bad)} of {2 * self.n} sides got the wrong bytes: {bad[:4]}"
+
+    def close(self):
+        self.sampling = self.probing = False
+        for s in self.sides:
+            s[0].close()
+        self.lsock.close()
+
+
+@pytest.fixture
+def stalled():
+    made = []
+
+    def make(*args):
+        made.append(Stalled(*args))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_busy_pipes_stay_under_max_pipes_and_the_rest_is_copied(stalled, gateway, tmp_path):
+    """max_connections = 8 makes max_pipes (auto) 2 for the whole process, whatever the
+    workers: six sessions moving 4 MiB each way at once, first all stalled (nobody reads),
+    then all flowing. The busy pipes reach 2 and never pass it (sampled all along), the
+    directions past the cap copy through user space (counted, not logged, no pipe failure),
+    and every byte arrives."""
+    size = 4 * MiB
+    st = stalled(None, 6, size)
+    gw = start(gateway, tmp_path, st.addr, max_connections=8)
+    st.gw = gw
+    assert "client connections capped at 8, 4 of them in their head (auto), 2 busy splice " \
+        "pipes (auto)" in gw.log_text()
+    assert metrics(gw)[PIPES_MAX] == 2
+    st.stall(lambda: (lambda m: m[BUSY] == 2 and m[CAPPED] > 0)(metrics(gw)))
+    st.finish()
+    assert st.busy_max == 2, st.busy_max
+    assert wait_until(lambda: metrics(gw)['zkgate_connections_active{service="svc"}'] == 0, 10)
+    m = metrics(gw)
+    assert m[BUSY] == 0 and m[FAILURES] == 0, m
+    assert m[SESSIONS] >= 6, m
+    assert 0 < m[SPLICED] < 12 * size, m  # some through the pipes, some copied
+    assert m['zkgate_received_bytes_total{service="svc"}'] == 6 * size
+    assert "cannot make a pipe" not in gw.log_text()
+
+
+def test_max_pipes_0_relays_without_pipes(servers, gateway, tmp_path):
+    """max_pipes = 0: no pipe at all, the sessions are relayed by libuv's streams (not
+    counted as spliced), intact."""
+    down, up = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    srv = servers(both_ways(down, "up"))
+    gw = start(gateway, tmp_path, srv.addr, max_pipes=0)
+    assert "0 busy splice pipes (open-file limit" in gw.log_text()
+    with connect(gw) as c:
+        threading.Thread(target=lambda: (c.sendall(up), c.shutdown(socket.SHUT_WR))).start()
+        assert recv_all(c) == (len(down), hashlib.sha256(down).hexdigest())
+    st = srv.real()
+    assert st["done"].wait(10) and not srv.errors, srv.errors
+    assert st["up"] == (len(up) - 1, hashlib.sha256(up[1:]).hexdigest())
+    m = metrics(gw)
+    assert (m[SESSIONS], m[SPLICED], m[BUSY], m[PIPES_MAX], m[CAPPED]) == (0, 0, 0, 0, 0), m
+
+
+def test_auto_caps_leave_room_for_the_pipes_under_a_low_open_file_limit(stalled, gateway,
+                                                                         tmp_path):
+    """A low open-file limit (prlimit, then a reload sizes the caps again) with
+    max_connections and max_pipes auto: as many sessions as max_connections allows, all
+    stalled with both directions busy, take every pipe allowed and the rest copy, and yet no
+    accept, no connect to the instance and no pipe fails for want of a descriptor: every
+    session is served, every byte arrives. (Counting 2 descriptors a connection and pipes
+    without a cap, as before, ran out of descriptors here: sessions closed at accept.)"""
+    st = stalled(None, 0, 1 * MiB)
+    gw = start(gateway, tmp_path, st.addr)
+    st.gw = gw
+    # Low enough to matter, high enough not to hit the floor (a quarter of the limit) with
+    # this configuration's reserve for one or two workers.
+    limit = 300 + 100 * TEST_WORKERS
+    resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (limit, limit))
+    before = gw.log_text().count("client connections capped at")
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: gw.log_text().count("client connections capped at") > before, 10)
+    line = gw.log_text().split("client connections capped at")[-1].splitlines()[0]
+    m = re.match(r" (\d+) \(auto\), \d+ of them in their head \(auto\), (\d+) busy splice "
+                 r"pipes \(auto\) \(open-file limit (\d+)\)", line)
+    assert m, line
+    n, pipes = int(m.group(1)), int(m.group(2))
+    assert int(m.group(3)) == limit and pipes == n // 4, line
+    assert "leaves little room" not in gw.log_text()
+    assert metrics(gw)[PIPES_MAX] == pipes
+    st.n = n
+    st.stall(lambda: (lambda m: m[BUSY] == pipes and m[CAPPED] > 0)(metrics(gw)), timeout=60)
+    m = metrics(gw)
+    assert m["zkgate_connections_open"] == n, m
+    assert m['zkgate_connections_refused_total{limit="max_connections"}'] == 0, m
+    st.finish(timeout=120)
+    assert st.busy_max == pipes, (st.busy_max, pipes)
+    m = metrics(gw)
+    assert m[FAILURES] == 0, m
+    text = gw.log_text()
+    assert "accept failed" not in text and "too many open files" not in text, text[-3000:]
