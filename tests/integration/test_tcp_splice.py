@@ -991,3 +991,25 @@ def test_auto_caps_leave_room_for_the_pipes_under_a_low_open_file_limit(stalled,
     assert m[FAILURES] == 0, m
     text = gw.log_text()
     assert "accept failed" not in text and "too many open files" not in text, text[-3000:]
+
+
+def test_caps_past_the_open_file_limit_are_warned_about(servers, gateway, tmp_path):
+    """max_connections set past what the open-file limit holds (with its pipes) is warned about
+    at start; so is a max_pipes that leaves auto max_connections at its floor (a quarter of the
+    limit). Both gateways serve all the same."""
+    srv = servers(both_ways(b"x" * 1000, "up"))
+    gw = start(gateway, tmp_path, srv.addr, max_connections=99999999)
+    assert "client connections capped at 99999999, 4096 of them in their head (auto), " \
+        "24999999 busy splice pipes (auto)" in gw.log_text()
+    assert "max_connections 99999999 and max_pipes 24999999 may need" in gw.log_text()
+    gw2_dir = tmp_path / "second"
+    gw2_dir.mkdir()
+    gw2 = start(gateway, gw2_dir, srv.addr, max_pipes=99999999)
+    assert re.search(r"the open-file limit \(\d+\) leaves little room beside what 1 services "
+                     r"and \d+ workers hold and max_pipes", gw2.log_text()), gw2.log_text()
+    assert "99999999 busy splice pipes (open-file limit" in gw2.log_text()
+    for g in (gw, gw2):
+        with connect(g) as c:
+            c.sendall(b"u")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c)[0] == 1000
