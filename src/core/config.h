@@ -147,6 +147,8 @@ static inline const char *zg_discover_conf_root(const zg_discover_conf_t *d) {
  * Linkerd's default for their peak EWMA */
 #define ZG_LATENCY_DECAY_DEFAULT_MS 10000
 #define ZG_CONFIG_MAX (16 * 1024 * 1024)
+/* [proxy] max_pipes = auto */
+#define ZG_MAX_PIPES_AUTO UINT64_MAX
 
 typedef struct {
   char *path; /* the file, as given */
@@ -167,7 +169,6 @@ typedef struct {
   } zk;
   /* [etcd]: the second registry (registry/etcd_source.h). */
   zg_etcd_conf_t etcd;
-#define ZG_MAX_PIPES_AUTO UINT64_MAX
   struct {
     unsigned workers;
     uint64_t connect_timeout_ms;
