@@ -1,30 +1,33 @@
-/* libFuzzer target over what the etcd source does with an etcd answer's
- * body (src/registry/etcd_source.c; the JSON and base64 helpers of
- * src/registry/etcd_http.c).
+/* libFuzzer target over what the etcd source does with an etcd answer
+ * (src/registry/etcd_http.c, src/registry/etcd_source.c).
  *
- * etcd_source.c is compiled in here (as tests/unit/test_etcd_source.c
- * does: the source's handlers are static), so the handlers the HTTP call
- * ends with run as shipped: on_range_done (a range answer: the header
- * revision, each key-value base64-decoded, the keys under the prefix
- * decoded as instances, the prefix's pool or a root's children
- * published), stream_line (the watch stream, one JSON message a line:
- * created, canceled with compact_revision or a reason, events that put
- * and delete keys), on_auth_done (the token) and on_probe_done, with the
- * error answers (zg_etcd_error_message) of every status.
+ * Both files are compiled in here (as tests/unit/test_etcd_source.c does
+ * with the source: their handlers are static), so that an answer's bytes
+ * go where a call's reads go (on_call_read): llhttp in response mode with
+ * the call's callbacks, the body collected (a unary call) or cut into
+ * lines (the watch stream), then the handler the call ends with, as
+ * shipped: on_range_done (the header revision, each key-value
+ * base64-decoded, the keys under the prefix decoded as instances, the
+ * prefix's pool or a root's children published), stream_line and
+ * on_watch_done (created, canceled with compact_revision or a reason,
+ * events that put and delete keys, error messages), on_auth_done (the
+ * token), with the error answers (zg_etcd_error_message,
+ * zg_etcd_call_why) of every status, a malformed answer and one cut short.
  *
- * The input: byte 0 chooses the answer (bits 0-1: a range answer for the
- * prefix "/s/web/", one for the discovery root "/s/", the watch stream,
- * an authenticate answer; bits 2-4: the HTTP status; bit 5: a username is
- * configured), the rest is the body. The stream's body is cut into lines
- * at '\n' as the HTTP call does (the last piece without one is not a line
- * yet). Before each answer the prefix holds two keys (a range answer read
- * at revision 10) and both entries are in the stream's watch.
+ * The input: byte 0 chooses the call (bits 0-1: a range read of the prefix
+ * "/s/web/", one of the discovery root "/s/", the watch stream,
+ * authenticate), the size of the reads (bits 2-4) and whether a username
+ * is configured (bit 5); the rest is what the endpoint sends. Before each
+ * answer the prefix holds two keys (a range answer read at revision 10)
+ * and both entries are in the stream's watch.
  *
  * The source is never started: pump() starts no call, so nothing leaves
- * the process. Checks, abort() when one fails: the keys kept are sorted,
- * distinct and under their prefix, a decoded key has a host and a port,
- * a root's children are distinct, sorted names without '/', the revisions
- * never go back, every published pool has what the entry decoded. */
+ * the process. Checks, abort() when one fails: the call ends once, the
+ * keys kept are sorted, distinct and under their prefix, a decoded key has
+ * a host and a port, a root's children are distinct sorted names without
+ * '/', the revision never goes back, a token holds no CR or LF, a
+ * published pool has no more instances than the entry decoded. */
+#include "../../src/registry/etcd_http.c"
 #include "../../src/registry/etcd_source.c"
 
 #include "core/log.h"
@@ -82,17 +85,66 @@ static void check_entry(const etcd_entry_t *e) {
   }
 }
 
-/* A fake finished call carrying the answer. */
-static void answer(zg_etcd_call_t *c, etcd_source_t *src, etcd_entry_t *e,
-                   int status, char *body, size_t len) {
-  memset(c, 0, sizeof(*c));
+static int done_calls;
+
+/* The handler the call ends with, counted. */
+static zg_etcd_done_fn handler;
+
+static void on_done(zg_etcd_call_t *c, int rc) {
+  done_calls++;
+  handler(c, rc);
+}
+
+/* A call as zg_etcd_call_start makes it, with no connection: its parser
+ * and settings, its timer (closed when it ends, which frees it). */
+static zg_etcd_call_t *call_new(etcd_source_t *src, call_kind_t kind,
+                                etcd_entry_t *e, zg_etcd_done_fn done) {
+  zg_etcd_call_t *c = calloc(1, sizeof(*c));
+  CHECK(c != NULL);
+  c->loop = src->loop;
+  c->ep = endpoint(src);
   c->owner = src;
+  c->kind = (int)kind;
   c->entry = e;
-  c->status = status;
-  c->body = body;
-  c->body_len = len;
-  c->body_cap = len + 1;
-  c->finished = 1;
+  c->line = kind == CALL_WATCH ? stream_line : NULL;
+  c->done = on_done;
+  handler = done;
+  c->timeout_ms = CALL_TIMEOUT_MS;
+  llhttp_settings_init(&c->settings);
+  c->settings.on_body = on_http_body;
+  c->settings.on_headers_complete = on_http_headers;
+  c->settings.on_message_complete = on_http_done;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+  c->parser.data = c;
+  uv_timer_init(src->loop, &c->timer);
+  c->timer.data = c;
+  c->refs = 1; /* the timer */
+  return c;
+}
+
+/* on_call_read over reads of `step` bytes, then the end of the
+ * connection. */
+static void feed(zg_etcd_call_t *c, const char *data, size_t size,
+                 size_t step) {
+  size_t off = 0;
+  while (off < size && !c->finished) {
+    size_t n = size - off < step ? size - off : step;
+    static char buf[16384]; /* the call's read buffer is reused */
+    enum llhttp_errno err;
+    if (n > sizeof(buf))
+      n = sizeof(buf);
+    memcpy(buf, data + off, n);
+    off += n;
+    err = llhttp_execute(&c->parser, buf, n);
+    if (err != HPE_OK && err != HPE_PAUSED && !c->finished) {
+      c->malformed = 1;
+      zg_etcd_call_finish(c, UV_EPROTO);
+    }
+  }
+  if (!c->finished) {
+    llhttp_finish(&c->parser); /* a body ended by the close completes */
+    zg_etcd_call_finish(c, UV_EOF);
+  }
 }
 
 static json_t *kv_json(const char *key, const char *value, const char *rev) {
@@ -105,18 +157,17 @@ static json_t *kv_json(const char *key, const char *value, const char *rev) {
   return kv;
 }
 
-static const int statuses[] = {200, 200, 200, 400, 401, 404, 500, 0};
+static const size_t steps[] = {16384, 1, 2, 3, 7, 16, 61, 256};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static bool quiet;
   uv_loop_t loop;
   etcd_source_t src;
   etcd_entry_t *web, *root;
-  zg_etcd_call_t call;
+  zg_etcd_call_t *c;
   json_t *kvs;
-  char *body;
-  int status;
   unsigned what;
+  size_t step;
   int64_t rev_before;
 
   if (!quiet) {
@@ -126,7 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
   what = data[0] & 3;
-  status = statuses[(data[0] >> 2) & 7];
+  step = steps[(data[0] >> 2) & 7];
 
   uv_loop_init(&loop);
   memset(&src, 0, sizeof(src));
@@ -160,38 +211,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   entry_changed(root);
   rev_before = src.revision;
 
-  /* The body as the HTTP call keeps it: malloc'ed, NUL-terminated. */
-  body = malloc(size);
-  CHECK(body != NULL);
-  memcpy(body, data + 1, size - 1);
-  body[size - 1] = '\0';
-
+  done_calls = 0;
   switch (what) {
   case 0:
   case 1:
-    answer(&call, &src, what == 0 ? web : root, status, body, size - 1);
-    on_range_done(&call, status == 0 ? UV_ECONNRESET : 0);
+    c = src.unary =
+        call_new(&src, CALL_RANGE, what == 0 ? web : root, on_range_done);
     break;
-  case 2: {
-    /* on_http_body with a 200 stream: each complete line is a message. */
-    size_t off = 0;
-    char *nl;
-    answer(&call, &src, NULL, 200, body, size - 1);
-    src.watch = NULL; /* conn_failed aborts no real call */
+  case 2:
+    c = src.watch = call_new(&src, CALL_WATCH, NULL, on_watch_done);
     src.stream_up = 1;
-    while ((nl = memchr(body + off, '\n', size - 1 - off)) != NULL) {
-      *nl = '\0';
-      stream_line(&call, body + off, (size_t)(nl - (body + off)));
-      off = (size_t)(nl - body) + 1;
-    }
     break;
-  }
   default:
-    answer(&call, &src, NULL, status, body, size - 1);
-    on_auth_done(&call, status == 0 ? UV_ECONNRESET : 0);
-    CHECK(!src.token || !strpbrk(src.token, "\r\n"));
+    c = src.unary = call_new(&src, CALL_AUTH, NULL, on_auth_done);
     break;
   }
+  feed(c, (const char *)data + 1, size - 1, step);
+  /* A unary call ends with its handler; the stream too, unless one of its
+   * messages made the source drop it. */
+  CHECK(done_calls == 1 || (what == 2 && done_calls == 0));
+  CHECK(!src.token || !strpbrk(src.token, "\r\n"));
   CHECK(src.unary == NULL && src.watch == NULL); /* never started */
   CHECK(src.revision >= rev_before);
   check_entry(web);
@@ -204,7 +243,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(last_pool->n <= decoded);
   }
 
-  free(body);
   zg_pool_unref(last_pool);
   last_pool = NULL;
   etcd_unwatch(&src.base, &src);
