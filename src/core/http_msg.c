@@ -474,6 +474,13 @@ int zg_http_check_response(const zg_http_head_t *h, const char **reason) {
     *reason = "HTTP version not supported";
     return -1;
   }
+  /* RFC 9110 §15: three digits, 1xx to 9xx. llhttp 8.1 reads "10" or "0"
+   * as a status: such a head is neither interim nor final, and an HTTP/2
+   * client would be sent it as ":status: 10". */
+  if (h->status < 100 || h->status > 999) {
+    *reason = "bad status code";
+    return -1;
+  }
   /* RFC 9112 §6.3: either would let the instance and the client read
    * different bodies. */
   if (n_cl > 1) {

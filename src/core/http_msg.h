@@ -154,7 +154,8 @@ size_t zg_http_head_end(const char *buf, size_t len);
  * (400, 405, 414, 501, 505) with *reason set to a static string. */
 int zg_http_check_request(const zg_http_head_t *h, const char **reason);
 
-/* Response checks: more than one Content-Length, one above
+/* Response checks: a status code that is not three digits (below 100),
+ * more than one Content-Length, one above
  * ZG_HTTP_MAX_CONTENT_LENGTH, a Content-Length and a Transfer-Encoding
  * together, Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1), a
  * Transfer-Encoding list that is empty or has an empty or bad token, a

@@ -5,6 +5,7 @@ response began, transfer codings. Real zkgate, real backends (http.server, and r
 socket servers where exact bytes matter), raw client sockets."""
 
 import socket
+import subprocess
 import threading
 import time
 
@@ -430,3 +431,31 @@ def test_response_coding_an_http10_client_cannot_take_does_not_eject_the_instanc
     finally:
         a.close()
         b.close()
+
+
+def test_response_status_of_fewer_than_three_digits_is_502_for_http1_and_h2_clients(gateway):
+    # Found by fuzz_response_head: llhttp reads "HTTP/1.1 10 x" with status 10, which is
+    # neither interim nor final. It must not reach a client, over HTTP/1.1 or as an HTTP/2
+    # ":status: 10"; the next answer of the same instance is passed on.
+    def serve(be, c, i):
+        rest = b""
+        while (rest := be.read_head(c, rest)) is not None:
+            if "/bad" in be.requests[-1]:
+                c.sendall(b"HTTP/1.1 10 Odd\r\nContent-Length: 2\r\n\r\nok")
+                return
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    be = RawBackend(serve)
+    port = free_port()
+    gateway(http_ini(port, {"s": {"instances": be.addr}}), listen=port)
+    try:
+        out = raw_exchange(port, b"GET /bad HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 502 "), out[:200]
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                            "%{http_code} %{http_version}", f"http://127.0.0.1:{port}/bad"],
+                           capture_output=True, timeout=30)
+        assert (r.returncode, r.stdout) == (0, b"502 2"), (r.returncode, r.stdout, r.stderr)
+        out = raw_exchange(port, b"GET /good HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\nok"), out[:200]
+    finally:
+        be.close()

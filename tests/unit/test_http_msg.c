@@ -786,6 +786,23 @@ static void test_check_response(void **state) {
   reason = NULL;
   assert_int_equal(zg_http_check_response(&h, &reason), -1);
   assert_string_equal(reason, "HTTP version not supported");
+
+  /* Found by fuzz_response_head: llhttp reads a status of one or two
+   * digits, neither interim nor final. */
+  resp(&h, "HTTP/1.1 10 Continue\r\n\r\n");
+  assert_int_equal(h.status, 10);
+  reason = NULL;
+  assert_int_equal(zg_http_check_response(&h, &reason), -1);
+  assert_string_equal(reason, "bad status code");
+  resp(&h, "HTTP/1.1 0 OK\r\nContent-Length: 0\r\n\r\n");
+  assert_int_equal(h.status, 0);
+  reason = NULL;
+  assert_int_equal(zg_http_check_response(&h, &reason), -1);
+  assert_string_equal(reason, "bad status code");
+  resp(&h, "HTTP/1.1 100 Continue\r\n\r\n");
+  assert_int_equal(zg_http_check_response(&h, &reason), 0);
+  resp(&h, "HTTP/1.1 999 Custom\r\nContent-Length: 0\r\n\r\n");
+  assert_int_equal(zg_http_check_response(&h, &reason), 0);
 }
 
 /* ------------------------------------------- find, Connection, keep-alive */
